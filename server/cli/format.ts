@@ -1,0 +1,48 @@
+import Table from 'cli-table3';
+
+/** Prints rows as a readable table (or a note when there are none). */
+export function printTable(
+  headers: string[],
+  rows: Array<Array<string | number | null | undefined>>,
+  empty = '(none)',
+): void {
+  if (rows.length === 0) {
+    console.log(empty);
+    return;
+  }
+  const table = new Table({
+    head: headers,
+    style: { head: [], border: [], compact: true },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+  for (const row of rows)
+    table.push(row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))));
+  console.log(table.toString());
+}
+
+/** Prints `label: value` pairs aligned, for one object. */
+export function printFields(
+  fields: Array<[string, string | number | boolean | null | undefined]>,
+  out = console.log,
+): void {
+  const width = Math.max(...fields.map(([label]) => label.length));
+  for (const [label, value] of fields)
+    out(`${`${label}:`.padEnd(width + 2)}${value === null || value === undefined ? '-' : value}`);
+}
+
+/** "in 13 days", "3 hours ago": how far a time is from now, for people. */
+export function relative(iso: string | null, now = Date.now()): string {
+  if (!iso) return '-';
+  const delta = Date.parse(iso) - now;
+  const abs = Math.abs(delta);
+  const units: Array<[number, string]> = [
+    [86_400_000, 'day'],
+    [3_600_000, 'hour'],
+    [60_000, 'minute'],
+    [1000, 'second'],
+  ];
+  const [size, name] = units.find(([size]) => abs >= size) ?? [1000, 'second'];
+  const n = Math.round(abs / size);
+  const text = `${n} ${name}${n === 1 ? '' : 's'}`;
+  return delta >= 0 ? `in ${text}` : `${text} ago`;
+}

@@ -1,0 +1,46 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The server's Prometheus metrics, in a registry of their own so that several servers can share a process (tests). */
+export function createMetrics() {
+  const registry = new Registry();
+  const registers = [registry];
+  return {
+    registry,
+    enrollments: new Counter({
+      name: 'connector_enrollments_total',
+      help: 'Enrollment attempts by outcome (success or the refusal reason).',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    connectors: new Gauge({
+      name: 'connector_connectors',
+      help: 'Stored connectors by state (enabled, disabled, revoked, connected, disconnected, never).',
+      labelNames: ['state'] as const,
+      registers,
+    }),
+    sessions: new Gauge({
+      name: 'connector_sessions_live',
+      help: 'Agent sessions connected now.',
+      registers,
+    }),
+    sessionConnects: new Counter({
+      name: 'connector_session_connects_total',
+      help: 'Agent sessions accepted.',
+      registers,
+    }),
+    sessionRefusals: new Counter({
+      name: 'connector_session_refusals_total',
+      help: 'Agent sessions refused, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    revokeCloseSeconds: new Histogram({
+      name: 'connector_revoke_close_seconds',
+      help: 'Time from a revoke or delete being committed to the agent socket being closed.',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,18 @@
+import { agentRouter } from './routers/agent.js';
+import { apiKeysRouter } from './routers/api-keys.js';
+import { auditRouter } from './routers/audit.js';
+import { connectorsRouter } from './routers/connectors.js';
+import { groupsRouter } from './routers/groups.js';
+import { provisioningKeysRouter } from './routers/provisioning-keys.js';
+import { router } from './trpc.js';
+
+export const appRouter = router({
+  groups: groupsRouter,
+  provisioningKeys: provisioningKeysRouter,
+  connectors: connectorsRouter,
+  apiKeys: apiKeysRouter,
+  audit: auditRouter,
+  agent: agentRouter,
+});
+
+export type AppRouter = typeof appRouter;

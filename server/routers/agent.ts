@@ -1,0 +1,22 @@
+import { enrollInput, reportInput } from '../../shared/schemas.js';
+import { agentProcedure, publicProcedure, router } from '../trpc.js';
+
+export const agentRouter = router({
+  /** Unauthenticated: the provisioning key is the credential. Rate-limited by address and by key id. */
+  enroll: publicProcedure.input(enrollInput).mutation(async ({ ctx, input }) => {
+    await ctx.services.limiter.enrollAttempt(ctx.remoteAddress, input.provisioningKey);
+    try {
+      return await ctx.services.enrollment.enroll(input, ctx.remoteAddress);
+    } catch (error) {
+      await ctx.services.limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
+      throw error;
+    }
+  }),
+  session: agentProcedure.subscription(({ ctx, signal }) =>
+    ctx.services.hub.stream(ctx.agent, signal ?? new AbortController().signal),
+  ),
+  report: agentProcedure.input(reportInput).mutation(({ ctx, input }) => {
+    ctx.services.connectors.updateHost(ctx.agent.connectorId, input.host);
+    return { ok: true as const };
+  }),
+});

@@ -1,0 +1,29 @@
+import {
+  emptyInput,
+  groupCreateInput,
+  groupDeleteInput,
+  groupRefInput,
+  groupUpdateInput,
+} from '../../shared/schemas.js';
+import { adminProcedure, router } from '../trpc.js';
+
+export const groupsRouter = router({
+  create: adminProcedure
+    .input(groupCreateInput)
+    .mutation(({ ctx, input }) => ctx.services.groups.create(input, ctx.meta)),
+  list: adminProcedure.input(emptyInput).query(({ ctx }) => ctx.services.groups.list()),
+  get: adminProcedure.input(groupRefInput).query(({ ctx, input }) => ctx.services.groups.get(input.groupId)),
+  update: adminProcedure
+    .input(groupUpdateInput)
+    .mutation(({ ctx, input }) => ctx.services.groups.update(input, ctx.meta)),
+  disable: adminProcedure
+    .input(groupRefInput)
+    .mutation(({ ctx, input }) => ctx.services.groups.setStatus(input.groupId, 'disabled', ctx.meta)),
+  enable: adminProcedure
+    .input(groupRefInput)
+    .mutation(({ ctx, input }) => ctx.services.groups.setStatus(input.groupId, 'enabled', ctx.meta)),
+  delete: adminProcedure
+    .input(groupDeleteInput)
+    .mutation(({ ctx, input }) => ctx.services.groups.delete(input.groupId, input.force ?? false, ctx.meta)),
+  nextSteps: adminProcedure.input(emptyInput).query(({ ctx }) => ctx.services.groups.nextSteps()),
+});

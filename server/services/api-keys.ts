@@ -1,0 +1,162 @@
+import { existsSync } from 'node:fs';
+import { DomainError } from '../../shared/errors.js';
+import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
+import { writeFileDurably } from '../store/lowdb-store.js';
+import type { ApiKeyRecord } from '../store/records.js';
+import type { RequestMeta, ServiceDeps } from './deps.js';
+import { provisioningKeyName } from './provisioning-keys.js';
+import { generateKey, keyIdOf, keyMatches } from './secrets.js';
+
+const DAY_MS = 86_400_000;
+
+export interface AdminPrincipal {
+  apiKeyId: string;
+  scope: 'read' | 'admin';
+}
+
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  kind: 'admin' | 'provisioning';
+  scope: 'read' | 'admin' | 'enroll';
+  groupId: string | null;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export class ApiKeyService {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  /**
+   * On a store with no admin key, makes one and writes it to `file` (mode 0600), so that the first
+   * admin can get in without the key ever being printed. Returns whether it did.
+   */
+  async bootstrap(file: string): Promise<boolean> {
+    const hasAdminKey = this.deps.store.read((data) => Object.keys(data.apiKeys).length > 0);
+    if (hasAdminKey && existsSync(file)) return false;
+    if (hasAdminKey) return false;
+    const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
+    await writeFileDurably(file, `${created.key}\n`);
+    await this.deps.audit.record({
+      type: 'api_key.bootstrapped',
+      actor: { kind: 'system' },
+      keyId: created.id,
+    });
+    return true;
+  }
+
+  /** Resolves a bearer key to its principal, or throws ADMIN_KEY_INVALID. Constant-time on the secret. */
+  authenticate(presented: string | null): AdminPrincipal {
+    if (!presented)
+      throw new DomainError(
+        'ADMIN_KEY_INVALID',
+        'An admin API key is required (Authorization: Bearer cak_…).',
+      );
+    const id = keyIdOf(presented, ADMIN_KEY_PREFIX, 'ak');
+    const record = this.deps.store.read((data) => (id ? data.apiKeys[id] : undefined));
+    const now = this.deps.clock.now();
+    if (!record || !keyMatches(presented, record.hash)) throw new DomainError('ADMIN_KEY_INVALID');
+    if (record.expiresAt !== null && now >= record.expiresAt) {
+      throw new DomainError('ADMIN_KEY_INVALID', 'The admin API key has expired.');
+    }
+    this.deps.store.touch((data) => {
+      const live = data.apiKeys[record.id];
+      if (live) live.lastUsedAt = now;
+    });
+    return { apiKeyId: record.id, scope: record.scope };
+  }
+
+  /** Admin keys, then each group's current provisioning key, as the console's "API keys" page lists them. */
+  list(): ApiKeyView[] {
+    return this.deps.store.read((data) => {
+      const admin = Object.values(data.apiKeys).map(
+        (k): ApiKeyView => ({
+          id: k.id,
+          name: k.name,
+          kind: 'admin',
+          scope: k.scope,
+          groupId: null,
+          createdAt: iso(k.createdAt)!,
+          expiresAt: iso(k.expiresAt),
+          lastUsedAt: iso(k.lastUsedAt),
+        }),
+      );
+      const provisioning = Object.values(data.groups).flatMap((group): ApiKeyView[] => {
+        const key = data.provisioningKeys[group.currentKeyId];
+        if (!key) return [];
+        return [
+          {
+            id: key.id,
+            name: provisioningKeyName(group.name),
+            kind: 'provisioning',
+            scope: 'enroll',
+            groupId: group.id,
+            createdAt: iso(key.createdAt)!,
+            expiresAt: iso(key.expiresAt),
+            lastUsedAt: iso(key.lastUsedAt),
+          },
+        ];
+      });
+      return [...admin, ...provisioning];
+    });
+  }
+
+  async create(
+    input: { name: string; scope: 'read' | 'admin'; expiresInDays?: number | undefined },
+    meta: RequestMeta,
+  ): Promise<ApiKeyView & { key: string }> {
+    const created = await this.createRecord(input);
+    await this.deps.audit.record({
+      type: 'api_key.created',
+      ...meta,
+      keyId: created.id,
+      details: { name: input.name, scope: input.scope, expiresInDays: input.expiresInDays ?? null },
+    });
+    return {
+      id: created.id,
+      key: created.key,
+      name: created.name,
+      kind: 'admin',
+      scope: created.scope,
+      groupId: null,
+      createdAt: iso(created.createdAt)!,
+      expiresAt: iso(created.expiresAt),
+      lastUsedAt: null,
+    };
+  }
+
+  async delete(id: string, meta: RequestMeta): Promise<{ deleted: true }> {
+    await this.deps.store.transact((data) => {
+      if (data.provisioningKeys[id]) throw new DomainError('PROVISIONING_KEY_NOT_DELETABLE');
+      if (!data.apiKeys[id]) throw new DomainError('API_KEY_NOT_FOUND');
+      delete data.apiKeys[id];
+    });
+    await this.deps.audit.record({ type: 'api_key.deleted', ...meta, keyId: id });
+    return { deleted: true };
+  }
+
+  private async createRecord(input: {
+    name: string;
+    scope: 'read' | 'admin';
+    expiresInDays?: number | undefined;
+  }): Promise<ApiKeyRecord & { key: string }> {
+    const now = this.deps.clock.now();
+    const { id, key, hash } = generateKey(ADMIN_KEY_PREFIX, 'ak');
+    const record: ApiKeyRecord = {
+      id,
+      name: input.name,
+      scope: input.scope,
+      hash,
+      createdAt: now,
+      expiresAt: input.expiresInDays ? now + input.expiresInDays * DAY_MS : null,
+      lastUsedAt: null,
+    };
+    await this.deps.store.transact((data) => {
+      data.apiKeys[id] = record;
+    });
+    return { ...record, key };
+  }
+}

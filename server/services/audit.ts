@@ -1,0 +1,158 @@
+import { constants } from 'node:fs';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
+import type { Clock } from '../clock.js';
+import { randomId } from './secrets.js';
+
+export type AuditActor =
+  | { kind: 'admin'; apiKeyId: string }
+  | { kind: 'agent'; connectorId: string | null }
+  | { kind: 'system' };
+
+export interface AuditEvent {
+  id: string;
+  at: string;
+  /** Dotted, e.g. `group.created`, `enrollment.refused`, `session.replaced`. */
+  type: string;
+  actor: AuditActor;
+  outcome: 'success' | 'refused';
+  reason: string | null;
+  /** Set on events a security team should look at (a superseded or expired key in use, …). */
+  security: boolean;
+  remoteAddress: string | null;
+  groupId: string | null;
+  connectorId: string | null;
+  keyId: string | null;
+  details: Record<string, unknown>;
+}
+
+export type AuditInput = Pick<AuditEvent, 'type' | 'actor'> &
+  Partial<Omit<AuditEvent, 'id' | 'at' | 'type' | 'actor'>>;
+
+export interface AuditFilter {
+  since?: string | undefined;
+  limit?: number | undefined;
+  type?: string | undefined;
+}
+
+/** Append-only record of admin mutations, enrollment attempts and session events. */
+export interface AuditLog {
+  /** Resolves once the event is durable. */
+  record(input: AuditInput): Promise<AuditEvent>;
+  /** Newest first. */
+  list(filter?: AuditFilter): Promise<AuditEvent[]>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_AUDIT_LIMIT = 100;
+
+function complete(input: AuditInput, clock: Clock): AuditEvent {
+  return {
+    id: randomId('evt'),
+    at: new Date(clock.now()).toISOString(),
+    outcome: 'success',
+    reason: null,
+    security: false,
+    remoteAddress: null,
+    groupId: null,
+    connectorId: null,
+    keyId: null,
+    details: {},
+    ...input,
+  };
+}
+
+function select(events: Iterable<AuditEvent>, filter: AuditFilter = {}): AuditEvent[] {
+  const since = filter.since ? Date.parse(filter.since) : null;
+  const limit = filter.limit ?? DEFAULT_AUDIT_LIMIT;
+  const out: AuditEvent[] = [];
+  for (const event of events) {
+    if (since !== null && Date.parse(event.at) < since) continue;
+    if (filter.type && event.type !== filter.type && !event.type.startsWith(`${filter.type}.`)) continue;
+    out.push(event);
+  }
+  return out.reverse().slice(0, limit);
+}
+
+export class MemoryAuditLog implements AuditLog {
+  readonly events: AuditEvent[] = [];
+  constructor(private readonly clock: Clock) {}
+  async record(input: AuditInput): Promise<AuditEvent> {
+    const event = complete(input, this.clock);
+    this.events.push(event);
+    return event;
+  }
+  async list(filter?: AuditFilter): Promise<AuditEvent[]> {
+    return select(this.events, filter);
+  }
+  async close(): Promise<void> {}
+}
+
+/**
+ * JSON lines appended to one file (mode 0600) beside the store. Appends are group-committed: lines
+ * that arrive while an fsync runs go out together with the next one.
+ */
+export class FileAuditLog implements AuditLog {
+  private buffer: string[] = [];
+  private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  private flushing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly file: string,
+    private readonly handle: FileHandle,
+    private readonly clock: Clock,
+  ) {}
+
+  static async open(file: string, clock: Clock): Promise<FileAuditLog> {
+    const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    return new FileAuditLog(file, handle, clock);
+  }
+
+  record(input: AuditInput): Promise<AuditEvent> {
+    const event = complete(input, this.clock);
+    this.buffer.push(`${JSON.stringify(event)}\n`);
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      if (!this.flushing) {
+        this.flushing = this.flushLoop().finally(() => {
+          this.flushing = null;
+        });
+      }
+    }).then(() => event);
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.buffer.length > 0) {
+      const lines = this.buffer.join('');
+      const waiters = this.waiters;
+      this.buffer = [];
+      this.waiters = [];
+      try {
+        await this.handle.write(lines);
+        await this.handle.datasync();
+        for (const w of waiters) w.resolve();
+      } catch (error) {
+        for (const w of waiters) w.reject(error);
+      }
+    }
+  }
+
+  async list(filter?: AuditFilter): Promise<AuditEvent[]> {
+    await this.flushing;
+    const text = await readFile(this.file, 'utf8');
+    const events: AuditEvent[] = [];
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        events.push(JSON.parse(line) as AuditEvent);
+      } catch {
+        // A line torn by a crash mid-append: skip it, the rest of the log is intact.
+      }
+    }
+    return select(events, filter);
+  }
+
+  async close(): Promise<void> {
+    await this.flushing;
+    await this.handle.close();
+  }
+}

@@ -1,0 +1,214 @@
+import { DomainError } from '../../shared/errors.js';
+import type { HostFacts } from '../../shared/schemas.js';
+import type { ConnectorRecord, StoreData } from '../store/records.js';
+import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
+import { rotateGroupKey } from './provisioning-keys.js';
+import {
+  addToCounts,
+  type ConnectionState,
+  type ConnectorCounts,
+  type ConnectorView,
+  connectionOf,
+  connectorView,
+  emptyCounts,
+} from './views.js';
+
+export interface ConnectorFilter {
+  groupId?: string | undefined;
+  status?: ConnectorRecord['status'] | undefined;
+  connection?: ConnectionState | undefined;
+  cursor?: string | undefined;
+  limit?: number | undefined;
+}
+
+export const DEFAULT_PAGE_SIZE = 100;
+
+function requireConnector(data: Readonly<StoreData>, connectorId: string): ConnectorRecord {
+  const record = data.connectors[connectorId];
+  if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
+  return record;
+}
+
+/** Cursor `<enrolledAt base36>-<id>`: the id resumes exactly, the time still works if it was deleted. */
+function cursorOf(record: ConnectorRecord): string {
+  return `${record.enrolledAt.toString(36)}-${record.id}`;
+}
+
+function resumeIndex(records: ConnectorRecord[], cursor: string): number {
+  const dash = cursor.indexOf('-');
+  const enrolledAt = Number.parseInt(cursor.slice(0, dash), 36);
+  const id = cursor.slice(dash + 1);
+  const exact = records.findIndex((r) => r.id === id);
+  if (exact !== -1) return exact + 1;
+  if (dash === -1 || !Number.isFinite(enrolledAt))
+    throw new DomainError('VALIDATION_FAILED', 'The cursor is not valid.');
+  const next = records.findIndex((r) => r.enrolledAt > enrolledAt);
+  return next === -1 ? records.length : next;
+}
+
+export class ConnectorService {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  /**
+   * One page of connectors in enrollment order. The cursor is the id of the last item returned, so
+   * pages stay stable while connectors are added or removed elsewhere in the list.
+   */
+  list(filter: ConnectorFilter): { items: ConnectorView[]; nextCursor: string | null } {
+    const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
+    return this.deps.store.read((data) => {
+      if (filter.groupId && !data.groups[filter.groupId]) throw new DomainError('GROUP_NOT_FOUND');
+      const records = Object.values(data.connectors);
+      const start = filter.cursor ? resumeIndex(records, filter.cursor) : 0;
+      const items: ConnectorView[] = [];
+      let last: string | null = null;
+      let more = false;
+      for (let i = start; i < records.length; i++) {
+        const record = records[i]!;
+        if (filter.groupId && record.groupId !== filter.groupId) continue;
+        if (filter.status && record.status !== filter.status) continue;
+        if (filter.connection && connectionOf(record, this.deps.presence) !== filter.connection) continue;
+        if (items.length === limit) {
+          more = true;
+          break;
+        }
+        items.push(connectorView(record, this.deps.presence));
+        last = cursorOf(record);
+      }
+      return { items, nextCursor: more ? last : null };
+    });
+  }
+
+  get(connectorId: string): ConnectorView {
+    return this.deps.store.read((data) =>
+      connectorView(requireConnector(data, connectorId), this.deps.presence),
+    );
+  }
+
+  counts(): ConnectorCounts {
+    return this.deps.store.read((data) => {
+      const counts = emptyCounts();
+      for (const record of Object.values(data.connectors)) addToCounts(counts, record, this.deps.presence);
+      return counts;
+    });
+  }
+
+  async setStatus(
+    connectorId: string,
+    status: 'enabled' | 'disabled',
+    meta: RequestMeta,
+  ): Promise<ConnectorView> {
+    const groupId = await this.deps.store.transact((data) => {
+      const record = requireConnector(data, connectorId);
+      if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
+      record.status = status;
+      return record.groupId;
+    });
+    await this.deps.audit.record({
+      type: status === 'enabled' ? 'connector.enabled' : 'connector.disabled',
+      ...meta,
+      connectorId,
+      groupId,
+    });
+    this.deps.events.emit({ type: 'connector.status', connectorId, status });
+    return this.get(connectorId);
+  }
+
+  /**
+   * Revokes a connector for good and regenerates its group's key in the same write: whoever
+   * deployed it may still hold the key, so the key is treated as exposed too.
+   */
+  async revoke(connectorId: string, reason: string | null, meta: RequestMeta): Promise<ConnectorView> {
+    const now = this.deps.clock.now();
+    const outcome = await this.deps.store.transact((data) => {
+      const record = requireConnector(data, connectorId);
+      if (record.status === 'revoked') return null;
+      record.status = 'revoked';
+      record.revokedAt = now;
+      record.revokeReason = reason;
+      const group = data.groups[record.groupId];
+      const previousKeyId = group?.currentKeyId ?? null;
+      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now) : null;
+      return { groupId: record.groupId, previousKeyId, newKeyId: newKey?.id ?? null };
+    });
+    if (outcome) {
+      this.deps.events.emit({ type: 'connector.revoked', connectorId, reason });
+      await this.deps.audit.record({
+        type: 'connector.revoked',
+        ...meta,
+        connectorId,
+        groupId: outcome.groupId,
+        keyId: outcome.newKeyId,
+        details: { reason, previousKeyId: outcome.previousKeyId },
+      });
+    }
+    return this.get(connectorId);
+  }
+
+  async delete(connectorId: string, meta: RequestMeta): Promise<{ deleted: true }> {
+    const groupId = await this.deps.store.transact((data) => {
+      const record = requireConnector(data, connectorId);
+      delete data.connectors[connectorId];
+      return record.groupId;
+    });
+    this.deps.events.emit({ type: 'connector.deleted', connectorId });
+    await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
+    return { deleted: true };
+  }
+
+  /** Removes connectors that enrolled but never opened a session within the pending TTL. */
+  async sweepPending(): Promise<string[]> {
+    const cutoff = this.deps.clock.now() - this.deps.policy.pendingTtlMs;
+    const isStale = (r: ConnectorRecord) =>
+      r.lastConnectedAt === null && r.enrolledAt <= cutoff && !this.deps.presence.isConnected(r.id);
+    const stale = this.deps.store.read((data) => Object.values(data.connectors).filter(isStale).length);
+    if (stale === 0) return [];
+    const removed = await this.deps.store.transact((data) => {
+      const ids = Object.values(data.connectors)
+        .filter(isStale)
+        .map((r) => ({ id: r.id, groupId: r.groupId }));
+      for (const { id } of ids) delete data.connectors[id];
+      return ids;
+    });
+    for (const { id, groupId } of removed) {
+      this.deps.events.emit({ type: 'connector.deleted', connectorId: id });
+      await this.deps.audit.record({
+        type: 'connector.pending_expired',
+        ...systemMeta,
+        connectorId: id,
+        groupId,
+        details: { pendingTtlMs: this.deps.policy.pendingTtlMs },
+      });
+    }
+    return removed.map((r) => r.id);
+  }
+
+  /** Host facts an agent reported over its session. */
+  updateHost(connectorId: string, host: HostFacts): void {
+    this.deps.store.touch((data) => {
+      const record = data.connectors[connectorId];
+      if (record) record.host = host;
+    });
+  }
+
+  /** Connection bookkeeping from the session hub: kept in memory, written lazily. */
+  recordConnection(
+    connectorId: string,
+    change: { connectedAt?: number; seenAt: number; remoteAddress?: string },
+  ): void {
+    this.deps.store.touch((data) => {
+      const record = data.connectors[connectorId];
+      if (!record) return;
+      if (change.connectedAt !== undefined) record.lastConnectedAt = change.connectedAt;
+      if (change.remoteAddress !== undefined) record.remoteAddress = change.remoteAddress;
+      record.lastSeenAt = change.seenAt;
+    });
+  }
+
+  /** Stores the facts of a renewed identity. */
+  recordIdentity(connectorId: string, identity: ConnectorRecord['identity']): void {
+    this.deps.store.touch((data) => {
+      const record = data.connectors[connectorId];
+      if (record) record.identity = identity;
+    });
+  }
+}

@@ -1,0 +1,44 @@
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../store/store.js';
+import type { AuditActor, AuditLog } from './audit.js';
+import type { DomainEvents } from './events.js';
+import type { IdentityAuthority } from './identity.js';
+import type { SecretBox } from './secrets.js';
+
+/** Who asks, from where: carried into the audit log. */
+export interface RequestMeta {
+  actor: AuditActor;
+  remoteAddress: string | null;
+}
+
+/** Whether a connector has a live session right now; the session hub answers it. */
+export interface Presence {
+  isConnected(connectorId: string): boolean;
+}
+
+export interface Policy {
+  /** Lifetime of a provisioning key. @default 14 days */
+  keyTtlMs: number;
+  /** Lifetime of an identity. @default 365 days */
+  identityTtlMs: number;
+  /** How long an enrolled connector may stay without ever connecting. @default 7 days */
+  pendingTtlMs: number;
+}
+
+/** What every service is built from: capabilities behind interfaces, one options object. */
+export interface ServiceDeps {
+  store: Store;
+  audit: AuditLog;
+  clock: Clock;
+  events: DomainEvents;
+  secretBox: SecretBox;
+  identity: IdentityAuthority;
+  presence: Presence;
+  policy: Policy;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export const systemMeta: RequestMeta = { actor: { kind: 'system' }, remoteAddress: null };

@@ -1,0 +1,136 @@
+import { calculateJwkThumbprint } from 'jose';
+import { DomainError, type ErrorReason } from '../../shared/errors.js';
+import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
+import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
+import type { ConnectorRecord, StoreData } from '../store/records.js';
+import type { ServiceDeps } from './deps.js';
+import { keyIdOf, keyMatches, randomId } from './secrets.js';
+
+export interface EnrollRequest {
+  provisioningKey: string;
+  publicKey: Ed25519PublicJwk;
+  host: HostFacts;
+  agentVersion: string;
+  name?: string | undefined;
+}
+
+export interface EnrollResult {
+  connectorId: string;
+  groupId: string;
+  identityToken: string;
+  identityExpiresAt: string;
+}
+
+interface KeyCheck {
+  keyId: string | null;
+  groupId: string | null;
+  refusal: ErrorReason | null;
+}
+
+/** The reasons that mean someone holds a key that used to be good: a security team wants to know. */
+const SECURITY_REASONS: ReadonlySet<ErrorReason> = new Set(['KEY_SUPERSEDED', 'KEY_EXPIRED']);
+
+export class EnrollmentService {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  /**
+   * Checks the key and, if it is the current key of an enabled group, records the connector and
+   * returns its signed identity. The key check runs twice: once before the (costly) signing, so a
+   * refused request costs no signature, and again inside the write, so that a key regenerated in
+   * between is still refused.
+   */
+  async enroll(request: EnrollRequest, remoteAddress: string): Promise<EnrollResult> {
+    const keyId = keyIdOf(request.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
+    const first = this.deps.store.read((data) => this.checkKey(data, request.provisioningKey, keyId));
+    if (first.refusal) return this.refuse(first, remoteAddress);
+
+    const connectorId = randomId('con');
+    const jkt = await calculateJwkThumbprint(request.publicKey);
+    const identity = await this.deps.identity.issue(
+      { connectorId, groupId: first.groupId!, provisioningKeyId: first.keyId!, jkt },
+      this.deps.policy.identityTtlMs,
+    );
+    const now = this.deps.clock.now();
+    const outcome = await this.deps.store.transact((data): KeyCheck => {
+      const check = this.checkKey(data, request.provisioningKey, keyId);
+      if (check.refusal) return check;
+      if (check.groupId !== first.groupId) return { ...check, refusal: 'KEY_INVALID' };
+      const record: ConnectorRecord = {
+        id: connectorId,
+        groupId: check.groupId!,
+        name: request.name ?? request.host.hostname,
+        status: 'enabled',
+        enrolledAt: now,
+        enrolledWithKeyId: check.keyId!,
+        keyThumbprint: jkt,
+        agentVersion: request.agentVersion,
+        host: request.host,
+        remoteAddress,
+        lastConnectedAt: null,
+        lastSeenAt: null,
+        identity: { issuedAt: identity.issuedAt, expiresAt: identity.expiresAt, keyId: identity.keyId },
+        revokedAt: null,
+        revokeReason: null,
+      };
+      data.connectors[connectorId] = record;
+      data.provisioningKeys[check.keyId!]!.lastUsedAt = now;
+      return check;
+    });
+    if (outcome.refusal) return this.refuse(outcome, remoteAddress);
+
+    this.deps.metrics.enrollments.inc({ outcome: 'success' });
+    await this.deps.audit.record({
+      type: 'enrollment.succeeded',
+      actor: { kind: 'agent', connectorId },
+      remoteAddress,
+      connectorId,
+      groupId: outcome.groupId,
+      keyId: outcome.keyId,
+      details: { name: request.name ?? request.host.hostname, agentVersion: request.agentVersion },
+    });
+    this.deps.logger.info(
+      { connectorId, groupId: outcome.groupId, keyId: outcome.keyId, remoteAddress },
+      'connector enrolled',
+    );
+    return {
+      connectorId,
+      groupId: outcome.groupId!,
+      identityToken: identity.token,
+      identityExpiresAt: new Date(identity.expiresAt).toISOString(),
+    };
+  }
+
+  private checkKey(data: Readonly<StoreData>, presented: string, keyId: string | null): KeyCheck {
+    const record = keyId ? data.provisioningKeys[keyId] : undefined;
+    if (!record || !keyMatches(presented, record.hash))
+      return { keyId: null, groupId: null, refusal: 'KEY_INVALID' };
+    const found = { keyId: record.id, groupId: record.groupId };
+    const group = data.groups[record.groupId];
+    if (!group) return { ...found, refusal: 'KEY_INVALID' };
+    if (record.supersededAt !== null || group.currentKeyId !== record.id)
+      return { ...found, refusal: 'KEY_SUPERSEDED' };
+    if (this.deps.clock.now() >= record.expiresAt) return { ...found, refusal: 'KEY_EXPIRED' };
+    if (group.status === 'disabled') return { ...found, refusal: 'GROUP_DISABLED' };
+    return { ...found, refusal: null };
+  }
+
+  private async refuse(check: KeyCheck, remoteAddress: string): Promise<never> {
+    const reason = check.refusal!;
+    const security = SECURITY_REASONS.has(reason);
+    this.deps.metrics.enrollments.inc({ outcome: reason });
+    await this.deps.audit.record({
+      type: 'enrollment.refused',
+      actor: { kind: 'agent', connectorId: null },
+      outcome: 'refused',
+      reason,
+      security,
+      remoteAddress,
+      groupId: check.groupId,
+      keyId: check.keyId,
+    });
+    const log = { reason, keyId: check.keyId, groupId: check.groupId, remoteAddress };
+    if (security) this.deps.logger.warn({ ...log, security: true }, 'enrollment with a no-longer-valid key');
+    else this.deps.logger.info(log, 'enrollment refused');
+    throw new DomainError(reason);
+  }
+}

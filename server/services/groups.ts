@@ -1,0 +1,146 @@
+import { DomainError } from '../../shared/errors.js';
+import type { GroupRecord, StoreData } from '../store/records.js';
+import type { RequestMeta, ServiceDeps } from './deps.js';
+import { rotateGroupKey } from './provisioning-keys.js';
+import { randomId } from './secrets.js';
+import { countsByGroup, emptyCounts, type GroupView, groupView } from './views.js';
+
+function assertNameFree(data: Readonly<StoreData>, name: string, exceptId?: string): void {
+  const wanted = name.toLocaleLowerCase();
+  for (const group of Object.values(data.groups)) {
+    if (group.id !== exceptId && group.name.toLocaleLowerCase() === wanted) {
+      throw new DomainError('NAME_TAKEN', `A group named "${group.name}" already exists.`);
+    }
+  }
+}
+
+function requireGroup(data: Readonly<StoreData>, groupId: string): GroupRecord {
+  const group = data.groups[groupId];
+  if (!group) throw new DomainError('GROUP_NOT_FOUND');
+  return group;
+}
+
+export class GroupService {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  async create(
+    input: { name: string; description?: string | undefined },
+    meta: RequestMeta,
+  ): Promise<GroupView> {
+    const now = this.deps.clock.now();
+    const group = await this.deps.store.transact((data) => {
+      assertNameFree(data, input.name);
+      const record: GroupRecord = {
+        id: randomId('grp'),
+        name: input.name,
+        description: input.description ?? '',
+        status: 'enabled',
+        createdAt: now,
+        currentKeyId: '',
+      };
+      data.groups[record.id] = record;
+      rotateGroupKey(data, this.deps, record.id, now);
+      return { ...record };
+    });
+    await this.deps.audit.record({
+      type: 'group.created',
+      ...meta,
+      groupId: group.id,
+      keyId: group.currentKeyId,
+      details: { name: group.name },
+    });
+    return groupView(group, emptyCounts());
+  }
+
+  list(): GroupView[] {
+    return this.deps.store.read((data) => {
+      const counts = countsByGroup(data, this.deps.presence);
+      return Object.values(data.groups).map((g) => groupView(g, counts.get(g.id) ?? emptyCounts()));
+    });
+  }
+
+  get(groupId: string): GroupView {
+    return this.deps.store.read((data) => {
+      const group = requireGroup(data, groupId);
+      return groupView(group, countsByGroup(data, this.deps.presence).get(groupId) ?? emptyCounts());
+    });
+  }
+
+  /** Groups with no connectors yet: the console's "Deploy Your Connectors" list. */
+  nextSteps() {
+    return this.list()
+      .filter((g) => g.counts.total === 0)
+      .map((g) => ({
+        groupId: g.id,
+        name: g.name,
+        step: 'Deploy Your Connectors',
+        hint: `Copy the key (groups key "${g.name}") and run: connector-agent --server URL --key-file FILE`,
+      }));
+  }
+
+  async update(
+    input: { groupId: string; name?: string | undefined; description?: string | undefined },
+    meta: RequestMeta,
+  ): Promise<GroupView> {
+    const before = await this.deps.store.transact((data) => {
+      const group = requireGroup(data, input.groupId);
+      if (input.name !== undefined) assertNameFree(data, input.name, group.id);
+      const previous = { name: group.name, description: group.description };
+      if (input.name !== undefined) group.name = input.name;
+      if (input.description !== undefined) group.description = input.description;
+      return previous;
+    });
+    await this.deps.audit.record({
+      type: 'group.updated',
+      ...meta,
+      groupId: input.groupId,
+      details: { before, name: input.name, description: input.description },
+    });
+    return this.get(input.groupId);
+  }
+
+  async setStatus(groupId: string, status: 'enabled' | 'disabled', meta: RequestMeta): Promise<GroupView> {
+    const connectorIds = await this.deps.store.transact((data) => {
+      const group = requireGroup(data, groupId);
+      group.status = status;
+      return Object.values(data.connectors)
+        .filter((c) => c.groupId === groupId)
+        .map((c) => c.id);
+    });
+    await this.deps.audit.record({
+      type: status === 'enabled' ? 'group.enabled' : 'group.disabled',
+      ...meta,
+      groupId,
+    });
+    this.deps.events.emit({ type: 'group.status', groupId, status, connectorIds });
+    return this.get(groupId);
+  }
+
+  async delete(groupId: string, force: boolean, meta: RequestMeta): Promise<{ deleted: true }> {
+    const removed = await this.deps.store.transact((data) => {
+      const group = requireGroup(data, groupId);
+      const connectorIds = Object.values(data.connectors)
+        .filter((c) => c.groupId === groupId)
+        .map((c) => c.id);
+      if (connectorIds.length > 0 && !force) {
+        throw new DomainError('GROUP_NOT_EMPTY', `The group still has ${connectorIds.length} connector(s).`, {
+          connectors: connectorIds.length,
+        });
+      }
+      for (const id of connectorIds) delete data.connectors[id];
+      for (const key of Object.values(data.provisioningKeys)) {
+        if (key.groupId === groupId) delete data.provisioningKeys[key.id];
+      }
+      delete data.groups[groupId];
+      return { name: group.name, connectorIds };
+    });
+    await this.deps.audit.record({
+      type: 'group.deleted',
+      ...meta,
+      groupId,
+      details: { name: removed.name, force, connectorsRemoved: removed.connectorIds.length },
+    });
+    this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: removed.connectorIds });
+    return { deleted: true };
+  }
+}

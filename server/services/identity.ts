@@ -1,0 +1,220 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import {
+  calculateJwkThumbprint,
+  createLocalJWKSet,
+  EmbeddedJWK,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+  type JWTPayload,
+  errors as joseErrors,
+  jwtVerify,
+  SignJWT,
+} from 'jose';
+import { DomainError } from '../../shared/errors.js';
+import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
+import type { Clock } from '../clock.js';
+import { writeFileDurably } from '../store/lowdb-store.js';
+
+interface StoredSigningKey {
+  kid: string;
+  createdAt: string;
+  /** The one key that signs new identities; the others only verify identities they signed before. */
+  active: boolean;
+  privateJwk: JWK;
+}
+
+interface SigningKeyFile {
+  keys: StoredSigningKey[];
+}
+
+export interface IdentityClaims {
+  connectorId: string;
+  groupId: string;
+  provisioningKeyId: string;
+  jkt: string;
+  issuedAt: number;
+  expiresAt: number;
+  keyId: string;
+}
+
+export interface IssuedIdentity {
+  token: string;
+  issuedAt: number;
+  expiresAt: number;
+  keyId: string;
+}
+
+const ALG = 'EdDSA';
+
+/**
+ * Signs and checks connector identities (EdDSA JWTs). Keys live in one file (mode 0600) that can hold
+ * several: all are published in the JWKS and verify, exactly one signs, so a key can be rotated in
+ * without cutting off agents holding identities signed by the old one.
+ */
+export class IdentityAuthority {
+  private readonly jwks: ReturnType<typeof createLocalJWKSet>;
+  private readonly seenProofs = new Map<string, number>();
+  private lastProofSweep = 0;
+
+  private constructor(
+    private readonly signer: { kid: string; key: Awaited<ReturnType<typeof importJWK>> },
+    private readonly publicJwks: JWK[],
+    private readonly issuer: string,
+    private readonly clock: Clock,
+  ) {
+    this.jwks = createLocalJWKSet({ keys: publicJwks });
+  }
+
+  /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
+  static async open(file: string, options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
+    let stored: SigningKeyFile;
+    try {
+      stored = JSON.parse(await readFile(file, 'utf8')) as SigningKeyFile;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new Error(
+          `${file}: the signing key file cannot be read or parsed (${(error as Error).message})`,
+        );
+      }
+      stored = { keys: [await newSigningKey(options.clock)] };
+      await writeFileDurably(file, JSON.stringify(stored, null, 2));
+    }
+    const active = stored.keys.filter((k) => k.active);
+    if (active.length !== 1 || !active[0]) {
+      throw new Error(`${file}: exactly one signing key must be active (found ${active.length})`);
+    }
+    const publicJwks = stored.keys.map(({ kid, privateJwk }) => {
+      const { d: _private, ...pub } = privateJwk;
+      return { ...pub, kid, alg: ALG, use: 'sig' };
+    });
+    const key = await importJWK(active[0].privateJwk, ALG);
+    return new IdentityAuthority({ kid: active[0].kid, key }, publicJwks, options.issuer, options.clock);
+  }
+
+  /** The public keys, for `/.well-known/jwks.json`. */
+  publicKeySet(): { keys: JWK[] } {
+    return { keys: this.publicJwks };
+  }
+
+  get activeKeyId(): string {
+    return this.signer.kid;
+  }
+
+  async issue(
+    claims: Omit<IdentityClaims, 'issuedAt' | 'expiresAt' | 'keyId'>,
+    lifetimeMs: number,
+  ): Promise<IssuedIdentity> {
+    const issuedAt = this.clock.now();
+    const expiresAt = issuedAt + lifetimeMs;
+    const token = await new SignJWT({
+      group_id: claims.groupId,
+      provisioning_key_id: claims.provisioningKeyId,
+      cnf: { jkt: claims.jkt },
+    })
+      .setProtectedHeader({ alg: ALG, kid: this.signer.kid, typ: 'JWT' })
+      .setIssuer(this.issuer)
+      .setSubject(claims.connectorId)
+      .setAudience(IDENTITY_AUDIENCE)
+      .setJti(randomBytes(16).toString('base64url'))
+      .setIssuedAt(Math.floor(issuedAt / 1000))
+      .setExpirationTime(Math.floor(expiresAt / 1000))
+      .sign(this.signer.key);
+    return { token, issuedAt, expiresAt, keyId: this.signer.kid };
+  }
+
+  /** Checks an identity token: signature by one of our keys, EdDSA only, issuer, audience, expiry. */
+  async verifyIdentity(token: string): Promise<IdentityClaims> {
+    let payload: JWTPayload;
+    let kid: string | undefined;
+    try {
+      const result = await jwtVerify(token, this.jwks, {
+        algorithms: [ALG],
+        issuer: this.issuer,
+        audience: IDENTITY_AUDIENCE,
+        currentDate: new Date(this.clock.now()),
+        requiredClaims: ['sub', 'exp', 'iat', 'jti'],
+      });
+      payload = result.payload;
+      kid = result.protectedHeader.kid;
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) throw new DomainError('IDENTITY_EXPIRED');
+      throw new DomainError('IDENTITY_INVALID');
+    }
+    const cnf = payload.cnf as { jkt?: unknown } | undefined;
+    if (
+      typeof payload.sub !== 'string' ||
+      typeof payload.group_id !== 'string' ||
+      typeof payload.provisioning_key_id !== 'string' ||
+      typeof cnf?.jkt !== 'string' ||
+      typeof kid !== 'string'
+    ) {
+      throw new DomainError('IDENTITY_INVALID');
+    }
+    return {
+      connectorId: payload.sub,
+      groupId: payload.group_id,
+      provisioningKeyId: payload.provisioning_key_id,
+      jkt: cnf.jkt,
+      issuedAt: (payload.iat ?? 0) * 1000,
+      expiresAt: (payload.exp ?? 0) * 1000,
+      keyId: kid,
+    };
+  }
+
+  /**
+   * Checks a proof of possession: a JWT signed by the key the identity is bound to (its public JWK in
+   * the header must have the identity's thumbprint), bound to this identity token (`ath`), fresh
+   * (`iat` within the skew) and never seen before (`jti`).
+   */
+  async verifyProof(proof: string, identityToken: string, jkt: string): Promise<void> {
+    const now = this.clock.now();
+    let payload: JWTPayload;
+    let jwk: JWK | undefined;
+    try {
+      const result = await jwtVerify(proof, EmbeddedJWK, {
+        algorithms: [ALG],
+        typ: PROOF_TYPE,
+        currentDate: new Date(now),
+        requiredClaims: ['iat', 'jti', 'ath'],
+      });
+      payload = result.payload;
+      jwk = result.protectedHeader.jwk;
+    } catch {
+      throw new DomainError('PROOF_INVALID');
+    }
+    if (!jwk || !sameText(await calculateJwkThumbprint(jwk), jkt)) throw new DomainError('PROOF_INVALID');
+    if (payload.ath !== createHash('sha256').update(identityToken).digest('base64url')) {
+      throw new DomainError('PROOF_INVALID');
+    }
+    const issuedAtMs = (payload.iat ?? 0) * 1000;
+    if (Math.abs(now - issuedAtMs) > PROOF_MAX_SKEW_MS) throw new DomainError('PROOF_INVALID');
+    this.rememberProof(`${jkt}:${String(payload.jti)}`, now);
+  }
+
+  private rememberProof(id: string, now: number): void {
+    if (now - this.lastProofSweep > 60_000) {
+      for (const [seen, until] of this.seenProofs) if (until < now) this.seenProofs.delete(seen);
+      this.lastProofSweep = now;
+    }
+    const until = this.seenProofs.get(id);
+    if (until !== undefined && until >= now) throw new DomainError('PROOF_INVALID');
+    // A proof stays acceptable for the skew on either side of its iat, so remember it for twice that.
+    this.seenProofs.set(id, now + 2 * PROOF_MAX_SKEW_MS);
+  }
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+async function newSigningKey(clock: Clock): Promise<StoredSigningKey> {
+  const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
+  const privateJwk = await exportJWK(privateKey);
+  const kid = await calculateJwkThumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
+  return { kid, createdAt: new Date(clock.now()).toISOString(), active: true, privateJwk };
+}

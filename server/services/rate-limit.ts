@@ -1,0 +1,114 @@
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { DomainError } from '../../shared/errors.js';
+import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
+import type { AuditLog } from './audit.js';
+import { keyIdOf } from './secrets.js';
+
+export interface RateLimits {
+  /** Enrollment requests per source address per minute. @default 600 */
+  enrollPerAddressPerMinute: number;
+  /** Failed enrollments per source address per 10 minutes. @default 60 */
+  enrollFailuresPerAddress: number;
+  /**
+   * Failed enrollments naming one key id per 10 minutes, from anywhere: guessing one key's secret
+   * from many addresses still hits this wall. @default 100
+   */
+  enrollFailuresPerKey: number;
+  /** Refused session handshakes per source address per 10 minutes. @default 120 */
+  handshakeFailuresPerAddress: number;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimits = {
+  enrollPerAddressPerMinute: 600,
+  enrollFailuresPerAddress: 60,
+  enrollFailuresPerKey: 100,
+  handshakeFailuresPerAddress: 120,
+};
+
+const TEN_MINUTES_S = 600;
+
+/**
+ * Limits on the unauthenticated paths (rate-limiter-flexible, in memory: one server process owns a
+ * data dir, so there is nothing to share). Refusals say when to retry.
+ */
+export class AbuseLimiter {
+  private readonly perAddress: RateLimiterMemory;
+  private readonly failuresByAddress: RateLimiterMemory;
+  private readonly failuresByKey: RateLimiterMemory;
+  private readonly handshakeFailures: RateLimiterMemory;
+
+  constructor(
+    limits: RateLimits,
+    private readonly audit: AuditLog,
+  ) {
+    this.perAddress = new RateLimiterMemory({ points: limits.enrollPerAddressPerMinute, duration: 60 });
+    this.failuresByAddress = new RateLimiterMemory({
+      points: limits.enrollFailuresPerAddress,
+      duration: TEN_MINUTES_S,
+    });
+    this.failuresByKey = new RateLimiterMemory({
+      points: limits.enrollFailuresPerKey,
+      duration: TEN_MINUTES_S,
+    });
+    this.handshakeFailures = new RateLimiterMemory({
+      points: limits.handshakeFailuresPerAddress,
+      duration: TEN_MINUTES_S,
+    });
+  }
+
+  /** Throws RATE_LIMITED when this address, or the key id it names, has used up its attempts. */
+  async enrollAttempt(address: string, presentedKey: string): Promise<void> {
+    const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
+    try {
+      await this.perAddress.consume(address);
+    } catch (error) {
+      return this.refuse(error, address, keyId);
+    }
+    await this.refuseIfExhausted(this.failuresByAddress, address, address, keyId);
+    if (keyId) await this.refuseIfExhausted(this.failuresByKey, keyId, address, keyId);
+  }
+
+  async enrollFailed(address: string, presentedKey: string): Promise<void> {
+    const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
+    await this.failuresByAddress.penalty(address, 1);
+    if (keyId) await this.failuresByKey.penalty(keyId, 1);
+  }
+
+  /** Seconds to wait before this address may try a handshake again, or 0. */
+  async handshakeRetryAfter(address: string): Promise<number> {
+    const state = await this.handshakeFailures.get(address);
+    if (!state || state.remainingPoints > 0) return 0;
+    return Math.ceil(state.msBeforeNext / 1000);
+  }
+
+  async handshakeFailed(address: string): Promise<void> {
+    await this.handshakeFailures.penalty(address, 1);
+  }
+
+  private async refuseIfExhausted(
+    limiter: RateLimiterMemory,
+    key: string,
+    address: string,
+    keyId: string | null,
+  ) {
+    const state = await limiter.get(key);
+    if (state && state.remainingPoints <= 0) await this.refuse(state, address, keyId);
+  }
+
+  private async refuse(state: unknown, address: string, keyId: string | null): Promise<never> {
+    const retryAfterSeconds =
+      state instanceof RateLimiterRes ? Math.max(1, Math.ceil(state.msBeforeNext / 1000)) : 60;
+    await this.audit.record({
+      type: 'enrollment.refused',
+      actor: { kind: 'agent', connectorId: null },
+      outcome: 'refused',
+      reason: 'RATE_LIMITED',
+      security: true,
+      remoteAddress: address,
+      keyId,
+    });
+    throw new DomainError('RATE_LIMITED', `Too many attempts; retry in ${retryAfterSeconds} s.`, {
+      retryAfterSeconds,
+    });
+  }
+}

@@ -1,0 +1,73 @@
+import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
+
+/** A random lower-case id such as `grp_k3x9…` (16 characters ≈ 82 bits: unguessable, not a secret). */
+export function randomId(prefix: string, length = 16): string {
+  const bytes = randomBytes(length);
+  let out = '';
+  for (const byte of bytes) out += ID_ALPHABET[byte % ID_ALPHABET.length];
+  return `${prefix}_${out}`;
+}
+
+export interface GeneratedKey {
+  /** The public part: safe to log and to rate-limit on. */
+  id: string;
+  /** The whole key as the user copies it. */
+  key: string;
+  hash: string;
+}
+
+/**
+ * Makes a key `<prefix><id>_<secret>` with 256 random bits in the secret. Carrying the id lets the
+ * server find the record without comparing secrets and rate-limit guesses against one key.
+ */
+export function generateKey(prefix: KeyPrefix, idPrefix: string): GeneratedKey {
+  const id = randomId(idPrefix, 12);
+  const key = `${prefix}${id.slice(idPrefix.length + 1)}_${randomBytes(32).toString('base64url')}`;
+  return { id, key, hash: hashKey(key) };
+}
+
+type KeyPrefix = 'cpk_' | 'cak_';
+
+/** The record id a key names (`<idPrefix>_<id part>`), or null when the key is not of the expected shape. */
+export function keyIdOf(key: string, prefix: KeyPrefix, idPrefix: string): string | null {
+  if (!key.startsWith(prefix)) return null;
+  const match = /^([a-z0-9]{12})_[A-Za-z0-9_-]{43}$/.exec(key.slice(prefix.length));
+  return match ? `${idPrefix}_${match[1]}` : null;
+}
+
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/** Compares a presented key against a stored hash in constant time. */
+export function keyMatches(presented: string, storedHash: string): boolean {
+  const a = Buffer.from(hashKey(presented), 'hex');
+  const b = Buffer.from(storedHash, 'hex');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** AES-256-GCM under the server secret, so admins can view a current key that is stored encrypted. */
+export class SecretBox {
+  constructor(private readonly secret: Buffer) {
+    if (secret.length !== 32) throw new TypeError('SecretBox needs a 32-byte secret');
+  }
+
+  seal(plaintext: string, associatedData: string): string {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.secret, iv);
+    cipher.setAAD(Buffer.from(associatedData));
+    const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+    return [iv, cipher.getAuthTag(), body].map((b) => b.toString('base64url')).join('.');
+  }
+
+  open(sealed: string, associatedData: string): string {
+    const [iv, tag, body] = sealed.split('.').map((part) => Buffer.from(part, 'base64url'));
+    if (!iv || !tag || !body) throw new Error('sealed value is malformed');
+    const decipher = createDecipheriv('aes-256-gcm', this.secret, iv);
+    decipher.setAAD(Buffer.from(associatedData));
+    decipher.setAuthTag(tag);
+    return Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8');
+  }
+}

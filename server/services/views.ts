@@ -1,0 +1,81 @@
+import type { ConnectorRecord, GroupRecord, StoreData } from '../store/records.js';
+import type { Presence } from './deps.js';
+
+export interface ConnectorCounts {
+  total: number;
+  connected: number;
+  disconnected: number;
+  neverConnected: number;
+  enabled: number;
+  disabled: number;
+  revoked: number;
+}
+
+export type ConnectionState = 'connected' | 'disconnected' | 'never';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function connectionOf(record: ConnectorRecord, presence: Presence): ConnectionState {
+  if (presence.isConnected(record.id)) return 'connected';
+  return record.lastConnectedAt === null ? 'never' : 'disconnected';
+}
+
+export function emptyCounts(): ConnectorCounts {
+  return { total: 0, connected: 0, disconnected: 0, neverConnected: 0, enabled: 0, disabled: 0, revoked: 0 };
+}
+
+export function addToCounts(counts: ConnectorCounts, record: ConnectorRecord, presence: Presence): void {
+  counts.total++;
+  counts[record.status]++;
+  const connection = connectionOf(record, presence);
+  if (connection === 'connected') counts.connected++;
+  else if (connection === 'disconnected') counts.disconnected++;
+  else counts.neverConnected++;
+}
+
+/** Counts per group id, in one pass over the connectors. */
+export function countsByGroup(data: Readonly<StoreData>, presence: Presence): Map<string, ConnectorCounts> {
+  const byGroup = new Map<string, ConnectorCounts>();
+  for (const group of Object.values(data.groups)) byGroup.set(group.id, emptyCounts());
+  for (const record of Object.values(data.connectors)) {
+    const counts = byGroup.get(record.groupId);
+    if (counts) addToCounts(counts, record, presence);
+  }
+  return byGroup;
+}
+
+export function groupView(group: GroupRecord, counts: ConnectorCounts) {
+  return {
+    id: group.id,
+    name: group.name,
+    description: group.description,
+    status: group.status,
+    createdAt: new Date(group.createdAt).toISOString(),
+    counts,
+  };
+}
+export type GroupView = ReturnType<typeof groupView>;
+
+export function connectorView(record: ConnectorRecord, presence: Presence) {
+  return {
+    id: record.id,
+    groupId: record.groupId,
+    name: record.name,
+    status: record.status,
+    connection: connectionOf(record, presence),
+    enrolledAt: new Date(record.enrolledAt).toISOString(),
+    lastConnectedAt: iso(record.lastConnectedAt),
+    lastSeenAt: iso(record.lastSeenAt),
+    remoteAddress: record.remoteAddress,
+    agentVersion: record.agentVersion,
+    host: record.host,
+    identity: {
+      issuedAt: new Date(record.identity.issuedAt).toISOString(),
+      expiresAt: new Date(record.identity.expiresAt).toISOString(),
+      keyId: record.identity.keyId,
+    },
+    revokedAt: iso(record.revokedAt),
+    revokeReason: record.revokeReason,
+  };
+}
+export type ConnectorView = ReturnType<typeof connectorView>;

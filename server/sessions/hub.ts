@@ -1,0 +1,344 @@
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { DomainError, type ErrorReason } from '../../shared/errors.js';
+import { CLOSE_CODES, type SessionEvent } from '../../shared/protocol.js';
+import { sessionParamsSchema } from '../../shared/schemas.js';
+import type { Clock } from '../clock.js';
+import type { Metrics } from '../metrics.js';
+import type { AuditLog } from '../services/audit.js';
+import type { ConnectorService } from '../services/connectors.js';
+import type { Policy, Presence } from '../services/deps.js';
+import type { DomainEvent, DomainEvents } from '../services/events.js';
+import type { IdentityAuthority } from '../services/identity.js';
+import type { Store } from '../store/store.js';
+
+/** An agent whose identity and proof checked out; lives in the websocket's tRPC context. */
+export interface AgentSession {
+  connectorId: string;
+  groupId: string;
+  provisioningKeyId: string;
+  jkt: string;
+  identityIssuedAt: number;
+  identityExpiresAt: number;
+  remoteAddress: string;
+  ws: WebSocket;
+}
+
+interface Ending {
+  code: number;
+  reason: string;
+  requestedAt: number;
+}
+
+/** The server's end of one live session: a small queue the subscription drains. */
+class LiveSession {
+  private readonly queue: SessionEvent[] = [];
+  private wake: (() => void) | null = null;
+  ending: Ending | null = null;
+  connectedAt: number;
+
+  constructor(
+    readonly agent: AgentSession,
+    now: number,
+  ) {
+    this.connectedAt = now;
+  }
+
+  push(event: SessionEvent): void {
+    if (this.ending) return;
+    this.queue.push(event);
+    this.wake?.();
+  }
+
+  /** Sends `event` (if any) as the last thing on the socket, then closes it with `code`. */
+  end(event: SessionEvent | null, code: number, reason: string, now: number): void {
+    if (this.ending) return;
+    if (event) this.queue.push(event);
+    this.ending = { code, reason, requestedAt: now };
+    this.wake?.();
+  }
+
+  async next(signal: AbortSignal): Promise<SessionEvent | null> {
+    while (this.queue.length === 0) {
+      if (this.ending || signal.aborted) return null;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal.removeEventListener('abort', done);
+          this.wake = null;
+          resolve();
+        };
+        this.wake = done;
+        signal.addEventListener('abort', done);
+      });
+    }
+    return this.queue.shift() ?? null;
+  }
+}
+
+export interface SessionHubOptions {
+  store: Store;
+  identity: IdentityAuthority;
+  connectors: ConnectorService;
+  events: DomainEvents;
+  audit: AuditLog;
+  clock: Clock;
+  policy: Policy;
+  metrics: Metrics;
+  logger: Logger;
+  /** How often live sessions' last-seen time is written. @default 60000 */
+  lastSeenIntervalMs?: number;
+  /** How often identities are checked for renewal. @default 3600000 */
+  renewalCheckIntervalMs?: number;
+}
+
+/**
+ * Every live agent session, by connector id: authenticates handshakes, keeps one session per
+ * connector, and turns domain events (disable, revoke, delete, …) into pushes and closes.
+ */
+export class SessionHub implements Presence {
+  private readonly sessions = new Map<string, LiveSession>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly o: SessionHubOptions) {
+    this.unsubscribe = o.events.on((event) => this.onDomainEvent(event));
+    const every = (ms: number, fn: () => void) => {
+      const timer = setInterval(fn, ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    every(o.lastSeenIntervalMs ?? 60_000, () => this.recordLastSeen());
+    every(o.renewalCheckIntervalMs ?? 3_600_000, () => {
+      this.renewDueIdentities().catch((error) => o.logger.error({ err: error }, 'identity renewal failed'));
+    });
+  }
+
+  isConnected(connectorId: string): boolean {
+    return this.sessions.has(connectorId);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
+   * bound to it, and that the connector exists and is not revoked. Throws a coded DomainError.
+   */
+  async authenticate(connectionParams: unknown, remoteAddress: string, ws: WebSocket): Promise<AgentSession> {
+    const parsed = sessionParamsSchema.safeParse(connectionParams);
+    if (!parsed.success)
+      throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
+    const claims = await this.o.identity.verifyIdentity(parsed.data.identity);
+    await this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt);
+    this.requireUsable(claims.connectorId, claims.jkt);
+    return {
+      connectorId: claims.connectorId,
+      groupId: claims.groupId,
+      provisioningKeyId: claims.provisioningKeyId,
+      jkt: claims.jkt,
+      identityIssuedAt: claims.issuedAt,
+      identityExpiresAt: claims.expiresAt,
+      remoteAddress,
+      ws,
+    };
+  }
+
+  /** Records a refused handshake and closes the socket with the final "refused" code. */
+  refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string): void {
+    this.o.metrics.sessionRefusals.inc({ reason });
+    this.o.logger.info({ reason, remoteAddress }, 'session refused');
+    this.o.audit
+      .record({
+        type: 'session.refused',
+        actor: { kind: 'agent', connectorId: null },
+        outcome: 'refused',
+        reason,
+        security: reason === 'CONNECTOR_REVOKED' || reason === 'PROOF_INVALID',
+        remoteAddress,
+      })
+      .catch((error) => this.o.logger.error({ err: error }, 'audit write failed'));
+    ws.close(CLOSE_CODES.REFUSED, reason);
+  }
+
+  /**
+   * The `agent.session` subscription: registers the session (replacing an older one of the same
+   * connector), yields `ready`, then whatever the admin side pushes, until the session ends.
+   */
+  async *stream(agent: AgentSession, signal: AbortSignal): AsyncGenerator<SessionEvent> {
+    const record = this.requireUsable(agent.connectorId, agent.jkt);
+    const now = this.o.clock.now();
+    const live = new LiveSession(agent, now);
+    const previous = this.sessions.get(agent.connectorId);
+    this.sessions.set(agent.connectorId, live);
+    this.o.metrics.sessions.set(this.sessions.size);
+    this.o.metrics.sessionConnects.inc();
+    this.o.connectors.recordConnection(agent.connectorId, {
+      connectedAt: now,
+      seenAt: now,
+      remoteAddress: agent.remoteAddress,
+    });
+    if (previous) {
+      previous.end(null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
+      this.audit('session.replaced', agent, {
+        previousRemoteAddress: previous.agent.remoteAddress,
+        newRemoteAddress: agent.remoteAddress,
+      });
+    }
+    this.audit('session.connected', agent, {});
+    this.o.logger.info(
+      { connectorId: agent.connectorId, remoteAddress: agent.remoteAddress },
+      'agent connected',
+    );
+    try {
+      yield {
+        type: 'ready',
+        connectorId: agent.connectorId,
+        groupId: agent.groupId,
+        status: record.effectiveStatus,
+      };
+      await this.renewIfDue(live);
+      for (;;) {
+        const event = await live.next(signal);
+        if (!event) break;
+        yield event;
+      }
+    } finally {
+      this.detach(live);
+    }
+  }
+
+  /** Pushes a renewed identity to every session whose identity has less than a third of its lifetime left. */
+  async renewDueIdentities(): Promise<number> {
+    let renewed = 0;
+    for (const live of [...this.sessions.values()]) if (await this.renewIfDue(live)) renewed++;
+    return renewed;
+  }
+
+  /** Ends every session without a final code (server shutdown): agents reconnect to the next server. */
+  closeAll(): void {
+    for (const timer of this.timers) clearInterval(timer);
+    this.unsubscribe();
+    this.recordLastSeen();
+    for (const live of this.sessions.values()) live.agent.ws.close(1001, 'server shutting down');
+  }
+
+  private async renewIfDue(live: LiveSession): Promise<boolean> {
+    const { agent } = live;
+    const lifetime = agent.identityExpiresAt - agent.identityIssuedAt;
+    const left = agent.identityExpiresAt - this.o.clock.now();
+    if (left > lifetime / 3 || live.ending) return false;
+    const renewed = await this.o.identity.issue(
+      {
+        connectorId: agent.connectorId,
+        groupId: agent.groupId,
+        provisioningKeyId: agent.provisioningKeyId,
+        jkt: agent.jkt,
+      },
+      this.o.policy.identityTtlMs,
+    );
+    agent.identityIssuedAt = renewed.issuedAt;
+    agent.identityExpiresAt = renewed.expiresAt;
+    this.o.connectors.recordIdentity(agent.connectorId, {
+      issuedAt: renewed.issuedAt,
+      expiresAt: renewed.expiresAt,
+      keyId: renewed.keyId,
+    });
+    live.push({
+      type: 'identity',
+      identityToken: renewed.token,
+      identityExpiresAt: new Date(renewed.expiresAt).toISOString(),
+    });
+    this.audit('identity.renewed', agent, { expiresAt: new Date(renewed.expiresAt).toISOString() });
+    return true;
+  }
+
+  private requireUsable(connectorId: string, jkt: string): { effectiveStatus: 'enabled' | 'disabled' } {
+    return this.o.store.read((data) => {
+      const record = data.connectors[connectorId];
+      if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
+      if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
+      // The record's thumbprint must match too: an identity is bound to the key pair that enrolled.
+      if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
+      const group = data.groups[record.groupId];
+      const disabled = record.status === 'disabled' || group?.status === 'disabled';
+      return { effectiveStatus: disabled ? 'disabled' : 'enabled' };
+    });
+  }
+
+  private detach(live: LiveSession): void {
+    const { agent } = live;
+    const now = this.o.clock.now();
+    if (live.ending) {
+      const { code, reason, requestedAt } = live.ending;
+      if (agent.ws.readyState === agent.ws.OPEN) {
+        agent.ws.once('close', () =>
+          this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
+        );
+        agent.ws.close(code, reason);
+        // A peer that does not answer the close handshake is cut off rather than waited for.
+        setTimeout(() => agent.ws.terminate(), 2000).unref();
+      }
+    }
+    if (this.sessions.get(agent.connectorId) === live) {
+      this.sessions.delete(agent.connectorId);
+      this.o.metrics.sessions.set(this.sessions.size);
+      this.o.connectors.recordConnection(agent.connectorId, { seenAt: now });
+      this.o.logger.info({ connectorId: agent.connectorId }, 'agent disconnected');
+    }
+  }
+
+  private onDomainEvent(event: DomainEvent): void {
+    const now = this.o.clock.now();
+    switch (event.type) {
+      case 'connector.status':
+        this.sessions.get(event.connectorId)?.push(this.statusEvent(event.connectorId, 'connector'));
+        break;
+      case 'connector.revoked':
+        this.sessions
+          .get(event.connectorId)
+          ?.end({ type: 'revoked', reason: event.reason }, CLOSE_CODES.REVOKED, 'CONNECTOR_REVOKED', now);
+        break;
+      case 'connector.deleted':
+        this.sessions
+          .get(event.connectorId)
+          ?.end({ type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now);
+        break;
+      case 'group.status':
+        for (const id of event.connectorIds) this.sessions.get(id)?.push(this.statusEvent(id, 'group'));
+        break;
+      case 'group.deleted':
+        for (const id of event.connectorIds) {
+          this.sessions.get(id)?.end({ type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now);
+        }
+        break;
+    }
+  }
+
+  private statusEvent(connectorId: string, scope: 'connector' | 'group'): SessionEvent {
+    const status = this.o.store.read((data) => {
+      const record = data.connectors[connectorId];
+      const group = record ? data.groups[record.groupId] : undefined;
+      return record?.status === 'disabled' || group?.status === 'disabled' ? 'disabled' : 'enabled';
+    });
+    return { type: 'status', status, scope };
+  }
+
+  private recordLastSeen(): void {
+    const now = this.o.clock.now();
+    for (const id of this.sessions.keys()) this.o.connectors.recordConnection(id, { seenAt: now });
+  }
+
+  private audit(type: string, agent: AgentSession, details: Record<string, unknown>): void {
+    this.o.audit
+      .record({
+        type,
+        actor: { kind: 'agent', connectorId: agent.connectorId },
+        remoteAddress: agent.remoteAddress,
+        connectorId: agent.connectorId,
+        groupId: agent.groupId,
+        details,
+      })
+      .catch((error) => this.o.logger.error({ err: error }, 'audit write failed'));
+  }
+}

@@ -1,0 +1,107 @@
+import { initTRPC, TRPCError } from '@trpc/server';
+import { ZodError } from 'zod';
+import { DomainError, ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
+import type { Context } from './context.js';
+
+/** The reason a tRPC error carries when it did not come from a DomainError. */
+function reasonFor(error: TRPCError): ErrorReason {
+  const cause = error.cause;
+  if (cause instanceof DomainError) return cause.reason;
+  if (cause instanceof ZodError) return 'VALIDATION_FAILED';
+  switch (error.code) {
+    case 'PARSE_ERROR':
+    case 'BAD_REQUEST':
+    case 'UNPROCESSABLE_CONTENT':
+    case 'PAYLOAD_TOO_LARGE':
+    case 'METHOD_NOT_SUPPORTED':
+    case 'NOT_FOUND':
+      return 'VALIDATION_FAILED';
+    case 'TOO_MANY_REQUESTS':
+      return 'RATE_LIMITED';
+    case 'UNAUTHORIZED':
+      return 'ADMIN_KEY_INVALID';
+    default:
+      return isErrorReason(error.message) ? error.message : 'INTERNAL_ERROR';
+  }
+}
+
+const t = initTRPC.context<Context>().create({
+  isDev: false,
+  errorFormatter({ shape, error }) {
+    const reason = reasonFor(error);
+    const cause = error.cause;
+    const internal = reason === 'INTERNAL_ERROR';
+    return {
+      ...shape,
+      // Unexpected failures say nothing of their internals; the log has the details.
+      message: internal ? ERROR_REASONS.INTERNAL_ERROR.message : shape.message,
+      data: {
+        code: shape.data.code,
+        httpStatus: shape.data.httpStatus,
+        path: shape.data.path,
+        reason,
+        hint: ERROR_REASONS[reason].hint,
+        ...(cause instanceof ZodError
+          ? { issues: cause.issues.slice(0, 20).map((i) => ({ path: i.path.join('.'), message: i.message })) }
+          : {}),
+        ...(cause instanceof DomainError ? cause.details : {}),
+      },
+    };
+  },
+});
+
+export const router = t.router;
+export const createCallerFactory = t.createCallerFactory;
+
+/** Turns a DomainError thrown below into the tRPC error its reason maps to: the one place that does it. */
+const mapDomainErrors = t.middleware(async ({ next }) => {
+  const result = await next();
+  if (!result.ok && result.error.cause instanceof DomainError) {
+    const { reason, message } = result.error.cause;
+    throw new TRPCError({ code: ERROR_REASONS[reason].code, message, cause: result.error.cause });
+  }
+  return result;
+});
+
+export const publicProcedure = t.procedure.use(mapDomainErrors);
+
+/**
+ * Needs a valid admin API key; a `read` key may call queries only. Every mutation an admin tries is
+ * audited: successes by the service (with what changed), refusals here.
+ */
+export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
+  const principal = ctx.services.apiKeys.authenticate(ctx.bearerToken);
+  const meta = {
+    actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },
+    remoteAddress: ctx.remoteAddress,
+  };
+  if (type === 'mutation' && principal.scope !== 'admin') {
+    await ctx.services.audit.record({
+      type: 'admin.refused',
+      ...meta,
+      outcome: 'refused',
+      reason: 'SCOPE_FORBIDDEN',
+      details: { path },
+    });
+    throw new DomainError('SCOPE_FORBIDDEN');
+  }
+  const result = await next({ ctx: { principal, meta } });
+  if (!result.ok && type === 'mutation') {
+    const cause = result.error.cause;
+    const reason = cause instanceof DomainError ? cause.reason : reasonFor(result.error);
+    await ctx.services.audit.record({
+      type: 'admin.refused',
+      ...meta,
+      outcome: 'refused',
+      reason,
+      details: { path },
+    });
+  }
+  return result;
+});
+
+/** Needs an authenticated agent session (websocket only; see the session hub). */
+export const agentProcedure = publicProcedure.use(function isAgent({ ctx, next }) {
+  if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');
+  return next({ ctx: { agent: ctx.agent } });
+});

@@ -1,0 +1,138 @@
+/**
+ * The one table of error reasons. Every coded failure the API returns carries one of these as
+ * `error.data.reason`; the server maps each to its tRPC code (and so its HTTP status) from here, and
+ * clients print `message` and `hint`. A test keeps this table, CONTRACT reasons and the README in step.
+ */
+export const ERROR_REASONS = {
+  KEY_INVALID: {
+    code: 'UNAUTHORIZED',
+    message: 'The provisioning key is not valid.',
+    hint: 'Copy the current key of the group with `groups key GROUP` and try again.',
+  },
+  KEY_EXPIRED: {
+    code: 'UNAUTHORIZED',
+    message: 'The provisioning key has expired.',
+    hint: 'Ask an admin to run `groups regenerate-key GROUP` and use the new key.',
+  },
+  KEY_SUPERSEDED: {
+    code: 'UNAUTHORIZED',
+    message: 'The provisioning key was replaced by a newer key.',
+    hint: 'Use the group’s current key (`groups key GROUP`).',
+  },
+  GROUP_DISABLED: {
+    code: 'FORBIDDEN',
+    message: 'The connector group is disabled.',
+    hint: 'Enable the group with `groups enable GROUP` first.',
+  },
+  GROUP_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such connector group.',
+    hint: 'List the groups with `groups list`.',
+  },
+  GROUP_NOT_EMPTY: {
+    code: 'PRECONDITION_FAILED',
+    message: 'The group still has connectors.',
+    hint: 'Delete its connectors first, or pass --force to end their sessions and delete them too.',
+  },
+  NAME_TAKEN: {
+    code: 'CONFLICT',
+    message: 'That name is already in use.',
+    hint: 'Choose another name.',
+  },
+  CONNECTOR_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such connector.',
+    hint: 'List the connectors with `connectors list`.',
+  },
+  CONNECTOR_REVOKED: {
+    code: 'FORBIDDEN',
+    message: 'The connector has been revoked.',
+    hint: 'A revoked connector cannot come back: enroll the host again with a current key.',
+  },
+  IDENTITY_INVALID: {
+    code: 'UNAUTHORIZED',
+    message: 'The connector identity is not valid.',
+    hint: 'Enroll the host again with a current provisioning key.',
+  },
+  IDENTITY_EXPIRED: {
+    code: 'UNAUTHORIZED',
+    message: 'The connector identity has expired.',
+    hint: 'Enroll the host again with a current provisioning key.',
+  },
+  PROOF_INVALID: {
+    code: 'UNAUTHORIZED',
+    message: 'The proof of possession is missing, invalid, stale or replayed.',
+    hint: 'Check the host clock; the agent signs a fresh proof for every connection.',
+  },
+  RATE_LIMITED: {
+    code: 'TOO_MANY_REQUESTS',
+    message: 'Too many attempts.',
+    hint: 'Wait for the time given in retryAfterSeconds, then try again.',
+  },
+  ADMIN_KEY_INVALID: {
+    code: 'UNAUTHORIZED',
+    message: 'A valid admin API key is required.',
+    hint: 'Pass `Authorization: Bearer cak_…` (CLI: CONNECTOR_ADMIN_KEY or --admin-key-file).',
+  },
+  SCOPE_FORBIDDEN: {
+    code: 'FORBIDDEN',
+    message: 'This API key’s scope does not allow that.',
+    hint: 'Use an API key with the admin scope.',
+  },
+  PROVISIONING_KEY_NOT_DELETABLE: {
+    code: 'FORBIDDEN',
+    message: 'A provisioning key cannot be deleted; every group always has one.',
+    hint: 'Regenerate it with `groups regenerate-key GROUP` or delete the group.',
+  },
+  API_KEY_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such API key.',
+    hint: 'List the API keys with `api-keys list`.',
+  },
+  VALIDATION_FAILED: {
+    code: 'BAD_REQUEST',
+    message: 'The request is not valid.',
+    hint: 'See error.data.issues for the fields at fault.',
+  },
+  STORE_UNAVAILABLE: {
+    code: 'INTERNAL_SERVER_ERROR',
+    message: 'The server could not save the change; nothing was changed.',
+    hint: 'Check the server’s data directory (disk space, permissions) and its logs.',
+  },
+  INTERNAL_ERROR: {
+    code: 'INTERNAL_SERVER_ERROR',
+    message: 'Unexpected server error.',
+    hint: 'See the server logs.',
+  },
+} as const satisfies Record<string, { code: TrpcErrorCode; message: string; hint: string }>;
+
+/** The tRPC error codes this project uses (a subset of TRPC_ERROR_CODE_KEY, restated so shared/ needs no server import). */
+export type TrpcErrorCode =
+  | 'BAD_REQUEST'
+  | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
+  | 'PRECONDITION_FAILED'
+  | 'TOO_MANY_REQUESTS'
+  | 'INTERNAL_SERVER_ERROR';
+
+export type ErrorReason = keyof typeof ERROR_REASONS;
+
+export const ALL_REASONS = Object.keys(ERROR_REASONS) as ErrorReason[];
+
+export function isErrorReason(value: unknown): value is ErrorReason {
+  return typeof value === 'string' && Object.hasOwn(ERROR_REASONS, value);
+}
+
+/** A failure whose cause is known and coded; services throw it, one place maps it to tRPC. */
+export class DomainError extends Error {
+  override readonly name = 'DomainError';
+  constructor(
+    readonly reason: ErrorReason,
+    message: string = ERROR_REASONS[reason].message,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}

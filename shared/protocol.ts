@@ -1,0 +1,51 @@
+import type { ErrorReason } from './errors.js';
+
+/** Prefix of provisioning keys: `cpk_<keyId>_<secret>`. */
+export const PROVISIONING_KEY_PREFIX = 'cpk_';
+/** Prefix of admin API keys: `cak_<keyId>_<secret>`. */
+export const ADMIN_KEY_PREFIX = 'cak_';
+
+/** `aud` of identity tokens and the `typ` of the session proof. */
+export const IDENTITY_AUDIENCE = 'connector-session';
+export const PROOF_TYPE = 'connector-proof+jwt';
+/** How far a proof's `iat` may be from the server's clock. */
+export const PROOF_MAX_SKEW_MS = 5 * 60_000;
+
+/**
+ * WebSocket close codes the server uses to end an agent's session. Codes 4000–4099 are final: the
+ * agent must not reconnect. The close reason carries the UPPER_SNAKE reason.
+ */
+export const CLOSE_CODES = {
+  /** The session was refused; the reason says why. */
+  REFUSED: 4001,
+  /** The connector was revoked while connected. */
+  REVOKED: 4003,
+  /** The connector was deleted while connected. */
+  DELETED: 4004,
+  /** Another session with the same identity replaced this one. */
+  REPLACED: 4009,
+  /** The socket sent no connectionParams in time; not final (a slow network may cause it). */
+  HANDSHAKE_TIMEOUT: 4408,
+  /** Too many attempts; retry later. Not final. */
+  RATE_LIMITED: 4429,
+} as const;
+
+export function isFinalCloseCode(code: number | undefined): boolean {
+  return code !== undefined && code >= 4000 && code < 4100;
+}
+
+/** Reasons that end an agent for good, and the exit code each maps to (contract: 4 revoked, 5 identity gone). */
+export const FINAL_SESSION_REASONS: Partial<Record<ErrorReason, 4 | 5>> = {
+  CONNECTOR_REVOKED: 4,
+  CONNECTOR_NOT_FOUND: 5,
+  IDENTITY_EXPIRED: 5,
+  IDENTITY_INVALID: 5,
+};
+
+/** Events of the `agent.session` subscription. */
+export type SessionEvent =
+  | { type: 'ready'; connectorId: string; groupId: string; status: 'enabled' | 'disabled' }
+  | { type: 'status'; status: 'enabled' | 'disabled'; scope: 'connector' | 'group' }
+  | { type: 'identity'; identityToken: string; identityExpiresAt: string }
+  | { type: 'revoked'; reason: string | null }
+  | { type: 'deleted' };

@@ -1,0 +1,133 @@
+import { z } from 'zod';
+
+/**
+ * Input schemas of every procedure. They are the only gate between the network and the services, so
+ * every string has a length bound and nothing unbounded gets through.
+ */
+
+// Control characters (C0, DEL, C1) and Unicode line/paragraph separators would let a stored value
+// rewrite an admin's terminal or a log line.
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+export const safeText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !CONTROL_CHARS.test(s), { message: 'must not contain control characters' });
+
+export const nameSchema = safeText(64)
+  .transform((s) => s.trim())
+  .refine((s) => s.length > 0, { message: 'must not be empty' });
+
+export const descriptionSchema = safeText(500);
+
+const id = (prefix: string) =>
+  z
+    .string()
+    .max(64)
+    .regex(new RegExp(`^${prefix}_[a-z0-9]{1,40}$`), { message: `must be an id starting with ${prefix}_` });
+
+export const groupIdSchema = id('grp');
+export const connectorIdSchema = id('con');
+export const apiKeyIdSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[a-z]+_[a-z0-9]{1,40}$/);
+
+export const hostSchema = z.strictObject({
+  hostname: safeText(253).min(1),
+  os: safeText(128),
+  platform: safeText(64),
+  release: safeText(128),
+  arch: safeText(32),
+  cpus: z.number().int().min(0).max(65_536),
+  memoryBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 53 - 1),
+  ips: z.array(z.union([z.ipv4(), z.ipv6()])).max(64),
+  machineId: safeText(128),
+});
+export type HostFacts = z.infer<typeof hostSchema>;
+
+/** An Ed25519 public JWK; a private part (`d`) is refused, since sending it would leak the key. */
+export const ed25519PublicJwkSchema = z
+  .object({
+    kty: z.literal('OKP'),
+    crv: z.literal('Ed25519'),
+    x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, { message: 'must be a 32-byte base64url value' }),
+    kid: z.string().max(128).optional(),
+    alg: z.literal('EdDSA').optional(),
+    use: z.literal('sig').optional(),
+  })
+  .strict();
+export type Ed25519PublicJwk = z.infer<typeof ed25519PublicJwkSchema>;
+
+export const enrollInput = z.strictObject({
+  provisioningKey: z.string().min(1).max(200),
+  publicKey: ed25519PublicJwkSchema,
+  host: hostSchema,
+  agentVersion: safeText(64).min(1),
+  name: nameSchema.optional(),
+});
+
+export const groupCreateInput = z.strictObject({
+  name: nameSchema,
+  description: descriptionSchema.optional(),
+});
+export const groupRefInput = z.strictObject({ groupId: groupIdSchema });
+export const groupUpdateInput = z.strictObject({
+  groupId: groupIdSchema,
+  name: nameSchema.optional(),
+  description: descriptionSchema.optional(),
+});
+export const groupDeleteInput = z.strictObject({ groupId: groupIdSchema, force: z.boolean().optional() });
+export const emptyInput = z.strictObject({}).optional();
+
+export const connectorStatusSchema = z.enum(['enabled', 'disabled', 'revoked']);
+export const connectionStateSchema = z.enum(['connected', 'disconnected', 'never']);
+export const connectorListInput = z.strictObject({
+  groupId: groupIdSchema.optional(),
+  status: connectorStatusSchema.optional(),
+  connection: connectionStateSchema.optional(),
+  cursor: z
+    .string()
+    .max(200)
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .optional(),
+  limit: z.number().int().min(1).max(1000).optional(),
+});
+export const connectorRefInput = z.strictObject({
+  connectorId: connectorIdSchema,
+  reason: safeText(500).optional(),
+});
+
+export const apiKeyScopeSchema = z.enum(['read', 'admin']);
+export const apiKeyCreateInput = z.strictObject({
+  name: nameSchema,
+  scope: apiKeyScopeSchema.default('admin'),
+  expiresInDays: z.number().int().min(1).max(3650).optional(),
+});
+export const apiKeyDeleteInput = z.strictObject({ id: apiKeyIdSchema });
+
+export const auditListInput = z
+  .strictObject({
+    since: z.iso.datetime({ offset: true }).optional(),
+    limit: z.number().int().min(1).max(10_000).optional(),
+    type: z
+      .string()
+      .max(64)
+      .regex(/^[a-z.]+$/)
+      .optional(),
+  })
+  .optional();
+
+export const reportInput = z.strictObject({ host: hostSchema });
+
+/** What the agent puts in connectionParams (tRPC sends them as strings). */
+export const sessionParamsSchema = z.strictObject({
+  identity: z.string().min(1).max(8192),
+  proof: z.string().min(1).max(8192),
+});
