@@ -1,0 +1,113 @@
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** A usage problem: the agent exits 2 with this message. */
+export class UsageError extends Error {}
+
+export interface AgentConfig {
+  /** Base URL, e.g. https://enroll.example.com (no trailing slash). */
+  server: string;
+  provisioningKey: string | null;
+  stateDir: string;
+  name: string | null;
+  caPem: string | null;
+  allowInsecure: boolean;
+  logFormat: 'text' | 'json';
+}
+
+export interface AgentFlags {
+  server?: string;
+  key?: string;
+  keyFile?: string;
+  stateDir?: string;
+  name?: string;
+  caFile?: string;
+  allowInsecure?: boolean;
+  logJson?: boolean;
+}
+
+/** --state-dir, else CONNECTOR_STATE_DIR, else /var/lib/connector-agent as root, else the XDG state dir. */
+export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  if (flag) return flag;
+  if (env.CONNECTOR_STATE_DIR) return env.CONNECTOR_STATE_DIR;
+  if (process.getuid?.() === 0) return '/var/lib/connector-agent';
+  const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'connector-agent');
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
+  return false;
+}
+
+/**
+ * Checks the server URL without any lookup or connection: plain http/ws only to loopback unless
+ * --allow-insecure, since the provisioning key and the identity would otherwise cross the network
+ * in clear.
+ */
+export function checkServerUrl(raw: string, allowInsecure: boolean): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`--server: "${raw}" is not a URL (e.g. https://enroll.example.com)`);
+  }
+  const secure = url.protocol === 'https:' || url.protocol === 'wss:';
+  const plain = url.protocol === 'http:' || url.protocol === 'ws:';
+  if (!secure && !plain) throw new UsageError(`--server: use an https:// URL (got ${url.protocol})`);
+  if (plain && !allowInsecure && !isLoopbackHost(url.hostname)) {
+    throw new UsageError(
+      `--server: refusing plain ${url.protocol}// to ${url.hostname}: keys and identities would cross the network in clear. ` +
+        'Use https://, or pass --allow-insecure if you really mean it.',
+    );
+  }
+  const scheme = secure ? 'https:' : 'http:';
+  return `${scheme}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+/** Builds the run config from flags and environment; the only place the agent reads process.env. */
+export async function parseAgentConfig(
+  flags: AgentFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AgentConfig> {
+  const serverRaw = flags.server ?? env.CONNECTOR_SERVER;
+  if (!serverRaw) throw new UsageError('--server URL is required (or env CONNECTOR_SERVER)');
+  const allowInsecure = Boolean(flags.allowInsecure);
+  const server = checkServerUrl(serverRaw, allowInsecure);
+  if (flags.key && flags.keyFile) throw new UsageError('pass either --key or --key-file, not both');
+  let provisioningKey: string | null = flags.key ?? null;
+  if (flags.keyFile) {
+    try {
+      provisioningKey = (await readFile(flags.keyFile, 'utf8')).trim();
+    } catch (error) {
+      throw new UsageError(
+        `--key-file: cannot read ${flags.keyFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
+      );
+    }
+  }
+  provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;
+  let caPem: string | null = null;
+  if (flags.caFile) {
+    try {
+      caPem = await readFile(flags.caFile, 'utf8');
+    } catch (error) {
+      throw new UsageError(
+        `--ca-file: cannot read ${flags.caFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
+      );
+    }
+  }
+  return {
+    server,
+    provisioningKey,
+    stateDir: resolveStateDir(flags.stateDir, env),
+    name: flags.name ?? null,
+    caPem,
+    allowInsecure,
+    logFormat: flags.logJson ? 'json' : 'text',
+  };
+}

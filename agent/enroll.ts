@@ -1,0 +1,87 @@
+import { createTRPCClient, httpLink, TRPCClientError } from '@trpc/client';
+import { ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
+import type { AppRouter } from '../shared/router-type.js';
+import { fullJitterDelayMs, sleep } from './backoff.js';
+import type { AgentConfig } from './config.js';
+import { collectHostFacts } from './host-facts.js';
+import type { SavedIdentity } from './identity-store.js';
+import type { AgentLogger } from './log.js';
+import { generateAgentKeyPair } from './proof.js';
+import type { Transport } from './transport.js';
+import { AGENT_VERSION } from './version.js';
+
+/** The server said no for good: the agent exits 3 with the reason and what to do. */
+export class EnrollmentRefused extends Error {
+  constructor(
+    readonly reason: ErrorReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Refusals worth waiting out rather than giving up on. */
+const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR']);
+
+/**
+ * Enrolls this host: a new key pair, the host's facts, one `agent.enroll` call. Network failures
+ * and transient refusals are retried with full-jitter backoff; a refusal of the key is final.
+ */
+export async function enroll(
+  config: AgentConfig & { provisioningKey: string },
+  transport: Transport,
+  logger: AgentLogger,
+  signal: AbortSignal,
+): Promise<SavedIdentity | null> {
+  const client = createTRPCClient<AppRouter>({
+    links: [httpLink({ url: `${config.server}/trpc`, fetch: transport.fetch })],
+  });
+  const keyPair = await generateAgentKeyPair();
+  const host = await collectHostFacts();
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    try {
+      const result = await client.agent.enroll.mutate(
+        {
+          provisioningKey: config.provisioningKey,
+          publicKey: keyPair.publicJwk,
+          host,
+          agentVersion: AGENT_VERSION,
+          ...(config.name ? { name: config.name } : {}),
+        },
+        { signal },
+      );
+      return {
+        connectorId: result.connectorId,
+        groupId: result.groupId,
+        server: config.server,
+        identityToken: result.identityToken,
+        identityExpiresAt: result.identityExpiresAt,
+        privateJwk: keyPair.privateJwk,
+        enrolledAt: new Date().toISOString(),
+      };
+    } catch (error) {
+      if (signal.aborted) return null;
+      const data =
+        error instanceof TRPCClientError
+          ? (error.data as { reason?: unknown; retryAfterSeconds?: number })
+          : null;
+      const reason = isErrorReason(data?.reason) ? data.reason : null;
+      if (reason && !TRANSIENT.has(reason)) {
+        throw new EnrollmentRefused(
+          reason,
+          `${reason}: ${(error as Error).message} — ${ERROR_REASONS[reason].hint}`,
+        );
+      }
+      const waitMs =
+        reason === 'RATE_LIMITED' && data?.retryAfterSeconds
+          ? data.retryAfterSeconds * 1000 + fullJitterDelayMs(0, 1000)
+          : fullJitterDelayMs(attempt);
+      logger.warn('enrollment failed, retrying', {
+        reason: reason ?? (error as Error).message,
+        retryInSeconds: Math.round(waitMs / 100) / 10,
+      });
+      if (!(await sleep(waitMs, signal))) return null;
+    }
+  }
+  return null;
+}

@@ -1,0 +1,29 @@
+/** One line per state change: readable by default, JSON lines with --log-json. */
+export interface AgentLogger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(
+  format: 'text' | 'json',
+  out: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+): AgentLogger {
+  const write = (level: string, message: string, fields: Record<string, unknown> = {}) => {
+    const time = new Date().toISOString();
+    if (format === 'json') {
+      out(JSON.stringify({ time, level, msg: message, ...fields }));
+      return;
+    }
+    const extra = Object.entries(fields)
+      .filter(([, v]) => v !== undefined && v !== null)
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join(' ');
+    out(`${time} ${level.padEnd(5)} ${message}${extra ? `  (${extra})` : ''}`);
+  };
+  return {
+    info: (m, f) => write('info', m, f),
+    warn: (m, f) => write('warn', m, f),
+    error: (m, f) => write('error', m, f),
+  };
+}

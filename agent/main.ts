@@ -1,0 +1,108 @@
+import { Command, CommanderError } from 'commander';
+import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
+import { IdentityStore } from './identity-store.js';
+import { createLogger } from './log.js';
+import { runAgent } from './run.js';
+import { EXIT } from './session.js';
+import { versionLine } from './version.js';
+
+const program = new Command('connector-agent')
+  .description(
+    'Connector agent: enrolls this host once with a provisioning key, then stays connected to the enrollment server.',
+  )
+  .option('--server <url>', 'enrollment server URL (env CONNECTOR_SERVER)')
+  .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
+  .option('--key-file <file>', 'file holding the provisioning key')
+  .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+  .option('--name <name>', "this connector's name at enrollment (default: the host name)")
+  .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+  .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
+  .option('--log-json', 'log JSON lines instead of text')
+  .addHelpText(
+    'after',
+    `
+The key may also come from env CONNECTOR_PROVISIONING_KEY. Once enrolled, the saved identity is used
+and any key is ignored.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
+· 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)`,
+  )
+  .exitOverride()
+  .action(async (flags) => {
+    const config = await parseAgentConfig(flags);
+    const logger = createLogger(config.logFormat);
+    const controller = new AbortController();
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => {
+        logger.info(`received ${sig}; stopping`);
+        controller.abort();
+      });
+    }
+    process.exit(await runAgent(config, logger, controller.signal));
+  });
+
+program
+  .command('status')
+  .description("show this host's enrollment and the running agent's last state")
+  .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+  .option('--json', 'print JSON')
+  .action(async (flags: { stateDir?: string; json?: boolean }) => {
+    const store = new IdentityStore(resolveStateDir(flags.stateDir));
+    const identity = await store.load().catch((error: Error) => ({ error: error.message }));
+    const status = await store.readStatus();
+    const summary = {
+      stateDir: store.dir,
+      enrolled: Boolean(identity && !('error' in identity)),
+      ...(identity && 'error' in identity ? { identityError: identity.error } : {}),
+      ...(identity && !('error' in identity)
+        ? {
+            connectorId: identity.connectorId,
+            groupId: identity.groupId,
+            server: identity.server,
+            enrolledAt: identity.enrolledAt,
+            identityExpiresAt: identity.identityExpiresAt,
+          }
+        : {}),
+      agent: status,
+    };
+    if (flags.json) {
+      console.log(JSON.stringify(summary, null, 2));
+      return;
+    }
+    console.log(`state dir:   ${summary.stateDir}`);
+    console.log(
+      `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
+    );
+    if (summary.identityError) console.log(`identity:    ${summary.identityError}`);
+    if (summary.server) console.log(`server:      ${summary.server}`);
+    if (summary.identityExpiresAt) console.log(`identity expires: ${summary.identityExpiresAt}`);
+    if (status) {
+      console.log(
+        `last state:  ${status.state}${status.status ? ` (${status.status})` : ''} at ${status.updatedAt}, pid ${status.pid}`,
+      );
+      if (status.detail) console.log(`detail:      ${status.detail}`);
+    }
+  });
+
+program
+  .command('version')
+  .description('print the version, build time and commit')
+  .action(() => {
+    console.log(versionLine());
+  });
+
+// No top-level await: the single executable's bundle is CommonJS.
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? EXIT.STOPPED : EXIT.USAGE);
+    if (error instanceof UsageError) {
+      console.error(`error: ${error.message}`);
+      process.exit(EXIT.USAGE);
+    }
+    console.error(`error: ${(error as Error)?.stack ?? error}`);
+    process.exit(EXIT.FAILED);
+  }
+}
+void main();

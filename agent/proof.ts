@@ -1,0 +1,38 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
+import { PROOF_TYPE } from '../shared/protocol.js';
+
+export interface AgentKeyPair {
+  privateJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string; d: string };
+  publicJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string };
+}
+
+/** A fresh Ed25519 key pair: the identity the server issues is bound to it (cnf.jkt). */
+export async function generateAgentKeyPair(): Promise<AgentKeyPair> {
+  const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+  const jwk = (await exportJWK(privateKey)) as JWK;
+  const publicJwk = { kty: 'OKP' as const, crv: 'Ed25519' as const, x: jwk.x! };
+  return { privateJwk: { ...publicJwk, d: jwk.d! }, publicJwk };
+}
+
+export function thumbprintOf(publicJwk: AgentKeyPair['publicJwk']): Promise<string> {
+  return calculateJwkThumbprint(publicJwk);
+}
+
+/**
+ * A proof of possession for one connection: signed by the agent's private key, bound to the identity
+ * token (`ath`), fresh (`iat`) and unique (`jti`), so neither a copied token nor a replayed proof
+ * opens a session.
+ */
+export async function createProof(
+  privateJwk: AgentKeyPair['privateJwk'],
+  identityToken: string,
+): Promise<string> {
+  const key = await importJWK(privateJwk, 'EdDSA');
+  const { kty, crv, x } = privateJwk;
+  return new SignJWT({ ath: createHash('sha256').update(identityToken).digest('base64url') })
+    .setProtectedHeader({ alg: 'EdDSA', typ: PROOF_TYPE, jwk: { kty, crv, x } })
+    .setIssuedAt()
+    .setJti(randomBytes(16).toString('base64url'))
+    .sign(key);
+}

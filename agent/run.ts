@@ -1,0 +1,79 @@
+import type { AgentConfig } from './config.js';
+import { EnrollmentRefused, enroll } from './enroll.js';
+import { IdentityFileError, IdentityStore } from './identity-store.js';
+import type { AgentLogger } from './log.js';
+import { EXIT, runSession } from './session.js';
+import { createTransport } from './transport.js';
+
+/**
+ * The agent's life: use the saved identity or enroll with the key, then stay connected. Resolves
+ * with the process exit code; `signal` stops it cleanly (exit 0).
+ */
+export async function runAgent(
+  config: AgentConfig,
+  logger: AgentLogger,
+  signal: AbortSignal,
+): Promise<number> {
+  const store = new IdentityStore(config.stateDir);
+  const transport = createTransport(config.caPem);
+  await store.ensureDir();
+  let identity = await store.load().catch((error) => {
+    if (error instanceof IdentityFileError) {
+      logger.error(error.message);
+      return 'damaged' as const;
+    }
+    throw error;
+  });
+  if (identity === 'damaged') return EXIT.FAILED;
+
+  if (identity) {
+    if (config.provisioningKey)
+      logger.info('already enrolled: using the saved identity and ignoring the provisioning key');
+    if (identity.server !== config.server) {
+      logger.warn('the saved identity was issued by another server URL; using --server', {
+        enrolledWith: identity.server,
+      });
+      identity = { ...identity, server: config.server };
+    }
+  } else {
+    if (!config.provisioningKey) {
+      logger.error(
+        'not enrolled and no provisioning key: pass --key-file FILE, --key KEY or env CONNECTOR_PROVISIONING_KEY',
+      );
+      return EXIT.USAGE;
+    }
+    logger.info(`enrolling with ${config.server}`, { stateDir: config.stateDir });
+    await store.writeStatus({
+      state: 'enrolling',
+      status: null,
+      connectorId: null,
+      server: config.server,
+      detail: null,
+    });
+    try {
+      identity = await enroll(
+        { ...config, provisioningKey: config.provisioningKey },
+        transport,
+        logger,
+        signal,
+      );
+    } catch (error) {
+      if (error instanceof EnrollmentRefused) {
+        logger.error(`enrollment refused: ${error.message}`, { reason: error.reason });
+        await store.writeStatus({
+          state: 'refused',
+          status: null,
+          connectorId: null,
+          server: config.server,
+          detail: error.reason,
+        });
+        return EXIT.REFUSED;
+      }
+      throw error;
+    }
+    if (!identity) return EXIT.STOPPED;
+    await store.save(identity);
+    logger.info('enrolled; identity saved', { connector: identity.connectorId, file: store.identityFile });
+  }
+  return runSession({ identity, store, transport, logger, signal });
+}

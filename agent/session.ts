@@ -1,0 +1,221 @@
+import { createTRPCClient, createWSClient, TRPCClientError, wsLink } from '@trpc/client';
+import { type ErrorReason, isErrorReason } from '../shared/errors.js';
+import {
+  CLOSE_CODES,
+  FINAL_SESSION_REASONS,
+  isFinalCloseCode,
+  type SessionEvent,
+} from '../shared/protocol.js';
+import type { AppRouter } from '../shared/router-type.js';
+import { fullJitterDelayMs } from './backoff.js';
+import { collectHostFacts } from './host-facts.js';
+import type { IdentityStore, SavedIdentity } from './identity-store.js';
+import type { AgentLogger } from './log.js';
+import { createProof } from './proof.js';
+import type { Transport } from './transport.js';
+
+/** How the agent process ends (contract exit codes). */
+export const EXIT = { STOPPED: 0, FAILED: 1, USAGE: 2, REFUSED: 3, REVOKED: 4, IDENTITY_GONE: 5 } as const;
+
+export interface SessionOptions {
+  identity: SavedIdentity;
+  store: IdentityStore;
+  transport: Transport;
+  logger: AgentLogger;
+  signal: AbortSignal;
+  /** How often host facts are sent again. @default 300000 */
+  reportIntervalMs?: number;
+}
+
+/**
+ * Stays connected until told to stop or cut off: reconnects with full-jitter backoff on network
+ * failures, saves renewed identities, and on a final refusal or a revoke/delete wipes the identity
+ * and resolves with the exit code.
+ */
+export function runSession(o: SessionOptions): Promise<number> {
+  let identity = o.identity;
+  const { logger, store } = o;
+  const wsUrl = `${identity.server.replace(/^http/, 'ws')}/trpc`;
+  let finished = false;
+  let resolveExit!: (code: number) => void;
+  const exit = new Promise<number>((resolve) => {
+    resolveExit = resolve;
+  });
+  let reportTimer: NodeJS.Timeout | undefined;
+  let connectedOnce = false;
+
+  const wsClient = createWSClient({
+    url: wsUrl,
+    WebSocket: o.transport.WebSocket as unknown as typeof globalThis.WebSocket,
+    connectionParams: async () => ({
+      identity: identity.identityToken,
+      proof: await createProof(identity.privateJwk, identity.identityToken),
+    }),
+    retryDelayMs: (attempt) => fullJitterDelayMs(attempt),
+    keepAlive: { enabled: true, intervalMs: 25_000, pongTimeoutMs: 10_000 },
+    onClose: (cause) => {
+      const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
+      const code = event?.code;
+      const reason = event?.reason ? String(event.reason) : '';
+      if (isFinalCloseCode(code)) {
+        if (code === CLOSE_CODES.REPLACED) {
+          // Only the socket in use matters: an old one replaced by our own reconnect is expected.
+          if (event?.target && event.target !== wsClient.connection?.ws) return;
+          logger.error('another agent connected with this identity and replaced this one; stopping');
+          void finish(EXIT.FAILED, 'refused', 'replaced by another session with the same identity');
+          return;
+        }
+        void onFinalReason(
+          isErrorReason(reason)
+            ? reason
+            : code === CLOSE_CODES.REVOKED
+              ? 'CONNECTOR_REVOKED'
+              : 'IDENTITY_INVALID',
+        );
+        return;
+      }
+      if (finished) return;
+      if (connectedOnce) logger.warn('disconnected; reconnecting', { code });
+      void store.writeStatus({
+        state: 'disconnected',
+        status: null,
+        connectorId: identity.connectorId,
+        server: identity.server,
+        detail: `close code ${code ?? '-'}`,
+      });
+    },
+  });
+  const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  async function finish(
+    code: number,
+    state: 'revoked' | 'deleted' | 'refused' | 'stopped',
+    detail: string | null,
+  ) {
+    if (finished) return;
+    finished = true;
+    clearInterval(reportTimer);
+    subscription.unsubscribe();
+    if (code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE) {
+      await store
+        .wipe()
+        .catch((error) => logger.error('could not remove the identity file', { error: String(error) }));
+      logger.info('identity wiped', { file: store.identityFile });
+    }
+    await store.writeStatus({
+      state,
+      status: null,
+      connectorId: identity.connectorId,
+      server: identity.server,
+      detail,
+    });
+    await wsClient.close().catch(() => {});
+    resolveExit(code);
+  }
+
+  async function onFinalReason(reason: ErrorReason) {
+    const code = FINAL_SESSION_REASONS[reason];
+    if (code === EXIT.REVOKED) {
+      logger.error('this connector was revoked; wiping its identity', { reason });
+      return finish(EXIT.REVOKED, 'revoked', reason);
+    }
+    if (code === EXIT.IDENTITY_GONE) {
+      logger.error(
+        'the server no longer accepts this identity; wiping it. Enroll again with a current key.',
+        { reason },
+      );
+      return finish(EXIT.IDENTITY_GONE, 'deleted', reason);
+    }
+    logger.error('the server refused the session', { reason });
+    return finish(EXIT.FAILED, 'refused', reason);
+  }
+
+  async function report() {
+    try {
+      await client.agent.report.mutate({ host: await collectHostFacts() });
+    } catch (error) {
+      if (!finished) logger.warn('could not report host facts', { error: (error as Error).message });
+    }
+  }
+
+  async function onEvent(event: SessionEvent) {
+    switch (event.type) {
+      case 'ready':
+        connectedOnce = true;
+        logger.info(`connected to ${identity.server}`, {
+          connector: event.connectorId,
+          status: event.status,
+        });
+        await store.writeStatus({
+          state: 'connected',
+          status: event.status,
+          connectorId: event.connectorId,
+          server: identity.server,
+          detail: null,
+        });
+        void report();
+        clearInterval(reportTimer);
+        reportTimer = setInterval(() => void report(), o.reportIntervalMs ?? 300_000);
+        reportTimer.unref();
+        break;
+      case 'status':
+        logger.info(`connector ${event.status} by an admin`, { scope: event.scope });
+        await store.writeStatus({
+          state: 'connected',
+          status: event.status,
+          connectorId: identity.connectorId,
+          server: identity.server,
+          detail: `${event.scope} ${event.status}`,
+        });
+        break;
+      case 'identity':
+        identity = {
+          ...identity,
+          identityToken: event.identityToken,
+          identityExpiresAt: event.identityExpiresAt,
+        };
+        await store.save(identity);
+        logger.info('identity renewed', { expiresAt: event.identityExpiresAt });
+        break;
+      case 'revoked':
+        logger.error('this connector was revoked by an admin', { reason: event.reason ?? undefined });
+        await finish(EXIT.REVOKED, 'revoked', event.reason);
+        break;
+      case 'deleted':
+        logger.error('this connector was deleted by an admin');
+        await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted');
+        break;
+    }
+  }
+
+  const subscription = client.agent.session.subscribe(undefined, {
+    onData: (event) => {
+      onEvent(event as SessionEvent).catch((error) =>
+        logger.error('could not handle a server event', { error: String(error) }),
+      );
+    },
+    onError: (error) => {
+      const reason =
+        error instanceof TRPCClientError
+          ? (error.data as { reason?: unknown } | undefined)?.reason
+          : undefined;
+      if (isErrorReason(reason) && (FINAL_SESSION_REASONS[reason] || reason === 'PROOF_INVALID'))
+        void onFinalReason(reason);
+      else logger.warn('session error; reconnecting', { error: error.message });
+    },
+  });
+
+  void store.writeStatus({
+    state: 'connecting',
+    status: null,
+    connectorId: identity.connectorId,
+    server: identity.server,
+    detail: null,
+  });
+  logger.info(`connecting to ${wsUrl}`, { connector: identity.connectorId });
+
+  const onAbort = () => void finish(EXIT.STOPPED, 'stopped', 'signal');
+  if (o.signal.aborted) onAbort();
+  else o.signal.addEventListener('abort', onAbort, { once: true });
+  return exit;
+}
