@@ -34,7 +34,14 @@ const t = initTRPC.context<Context>().create({
     return {
       ...shape,
       // Unexpected failures say nothing of their internals; the log has the details.
-      message: internal ? ERROR_REASONS.INTERNAL_ERROR.message : shape.message,
+      message: internal
+        ? ERROR_REASONS.INTERNAL_ERROR.message
+        : cause instanceof ZodError
+          ? `Invalid input: ${cause.issues
+              .slice(0, 5)
+              .map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`)
+              .join('; ')}`
+          : shape.message,
       data: {
         code: shape.data.code,
         httpStatus: shape.data.httpStatus,

@@ -119,7 +119,7 @@ export const auditListInput = z
     type: z
       .string()
       .max(64)
-      .regex(/^[a-z.]+$/)
+      .regex(/^[a-z_.]+$/)
       .optional(),
   })
   .optional();

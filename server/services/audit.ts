@@ -103,7 +103,15 @@ export class FileAuditLog implements AuditLog {
   ) {}
 
   static async open(file: string, clock: Clock): Promise<FileAuditLog> {
-    const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    const handle = await open(file, constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, 0o600);
+    // A crash mid-append can leave a last line without its newline: end it, so the next event
+    // starts a line of its own instead of being glued to the torn one.
+    const { size } = await handle.stat();
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      await handle.read(last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) await handle.write('\n');
+    }
     return new FileAuditLog(file, handle, clock);
   }
 

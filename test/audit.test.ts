@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { enrollSim } from './helpers/agent-sim.js';
+import { startTestServer } from './helpers/server.js';
+
+describe('audit log (behaviour 15)', () => {
+  it('records every admin mutation and every enrollment attempt with address, key id and reason', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Audited' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const ok = await enrollSim(srv.url, key.key!);
+    await enrollSim(srv.url, 'cpk_bogus');
+    await srv.admin.provisioningKeys.regenerate.mutate({ groupId: group.id });
+    await enrollSim(srv.url, key.key!);
+    await srv.admin.connectors.disable.mutate({ connectorId: ok.enrolled!.connectorId });
+    await srv.admin.connectors.revoke.mutate({ connectorId: ok.enrolled!.connectorId, reason: 'test' });
+    await srv.admin.groups.update.mutate({ groupId: group.id, name: 'Audited2' });
+    await srv.admin.groups.delete.mutate({ groupId: group.id, force: true });
+
+    const events = await srv.admin.audit.list.query({ limit: 100 });
+    const types = events.map((e) => e.type).reverse();
+    expect(types).toEqual([
+      'api_key.bootstrapped',
+      'group.created',
+      'enrollment.succeeded',
+      'enrollment.refused',
+      'provisioning_key.regenerated',
+      'enrollment.refused',
+      'connector.disabled',
+      'connector.revoked',
+      'group.updated',
+      'group.deleted',
+    ]);
+    const [superseded, invalid] = events.filter((e) => e.type === 'enrollment.refused');
+    expect(superseded).toMatchObject({
+      reason: 'KEY_SUPERSEDED',
+      security: true,
+      keyId: key.keyId,
+      remoteAddress: '127.0.0.1',
+      outcome: 'refused',
+    });
+    expect(invalid).toMatchObject({
+      reason: 'KEY_INVALID',
+      security: false,
+      keyId: null,
+      remoteAddress: '127.0.0.1',
+    });
+    const success = events.find((e) => e.type === 'enrollment.succeeded');
+    expect(success).toMatchObject({
+      keyId: key.keyId,
+      groupId: group.id,
+      connectorId: ok.enrolled!.connectorId,
+      outcome: 'success',
+    });
+    const adminEvent = events.find((e) => e.type === 'group.created');
+    expect(adminEvent?.actor).toMatchObject({ kind: 'admin' });
+
+    // Filters: type prefix, since, limit.
+    expect(
+      (await srv.admin.audit.list.query({ type: 'enrollment' })).every((e) =>
+        e.type.startsWith('enrollment.'),
+      ),
+    ).toBe(true);
+    expect(await srv.admin.audit.list.query({ limit: 2 })).toHaveLength(2);
+    srv.clock.advance(60_000);
+    const since = new Date(srv.clock.now()).toISOString();
+    await srv.admin.groups.create.mutate({ name: 'Later' });
+    expect((await srv.admin.audit.list.query({ since })).map((e) => e.type)).toEqual(['group.created']);
+  });
+
+  it('audits refused admin mutations', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Full' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    await enrollSim(srv.url, key.key!);
+    await srv.admin.groups.delete.mutate({ groupId: group.id }).catch(() => {});
+    const [refused] = await srv.admin.audit.list.query({ type: 'admin.refused' });
+    expect(refused).toMatchObject({
+      reason: 'GROUP_NOT_EMPTY',
+      outcome: 'refused',
+      details: { path: 'groups.delete' },
+    });
+  });
+
+  it('is an append-only JSON-lines file beside the store, and skips a line torn by a crash', async () => {
+    await using srv = await startTestServer();
+    await srv.admin.groups.create.mutate({ name: 'One' });
+    const file = join(srv.dataDir, 'audit.jsonl');
+    const lines = (await readFile(file, 'utf8')).trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l).type)).toEqual(['api_key.bootstrapped', 'group.created']);
+    await srv.stop();
+    const { appendFile } = await import('node:fs/promises');
+    await appendFile(file, '{"id":"evt_torn","at":"2026-');
+    await using again = await startTestServer({ dataDir: srv.dataDir });
+    await again.admin.groups.create.mutate({ name: 'Two' });
+    const types = (await again.admin.audit.list.query({})).map((e) => e.type);
+    expect(types).toEqual(['group.created', 'group.created', 'api_key.bootstrapped']);
+  });
+});

@@ -1,0 +1,129 @@
+import { randomUUID } from 'node:crypto';
+import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
+import WebSocket from 'ws';
+import { type AgentKeyPair, createProof, generateAgentKeyPair } from '../../agent/proof.js';
+import type { SessionEvent } from '../../shared/protocol.js';
+import type { AppRouter } from '../../shared/router-type.js';
+import type { HostFacts } from '../../shared/schemas.js';
+import { rawCall } from './server.js';
+
+export function hostFacts(name = 'sim-host'): HostFacts {
+  return {
+    hostname: name,
+    os: 'Debian GNU/Linux',
+    platform: 'linux',
+    release: '6.1.0',
+    arch: 'x64',
+    cpus: 2,
+    memoryBytes: 2 * 1024 ** 3,
+    ips: ['127.0.0.1'],
+    machineId: randomUUID(),
+  };
+}
+
+export interface Enrolled {
+  connectorId: string;
+  groupId: string;
+  identityToken: string;
+  identityExpiresAt: string;
+  keyPair: AgentKeyPair;
+}
+
+/** Enrolls like an agent would, over plain HTTP. */
+export async function enrollSim(url: string, provisioningKey: string, name = 'sim-host') {
+  const keyPair = await generateAgentKeyPair();
+  const r = await rawCall(url, 'agent.enroll', {
+    provisioningKey,
+    publicKey: keyPair.publicJwk,
+    host: hostFacts(name),
+    agentVersion: 'test',
+    name,
+  });
+  return { ...r, enrolled: r.ok ? ({ ...r.data, keyPair } as Enrolled) : null };
+}
+
+export interface SimSession {
+  events: SessionEvent[];
+  closes: Array<{ code: number; reason: string }>;
+  /** Resolves when an event of `type` has arrived (bounded by `timeoutMs`). */
+  waitFor(type: SessionEvent['type'], timeoutMs?: number): Promise<SessionEvent>;
+  waitForClose(timeoutMs?: number): Promise<{ code: number; reason: string }>;
+  client: ReturnType<typeof createTRPCClient<AppRouter>>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens an `agent.session` with chosen connectionParams (valid ones by default). It does not
+ * reconnect: each test sees exactly the server's answer to one handshake.
+ */
+export function openSession(
+  url: string,
+  params: { identity: string; proof: string } | (() => Promise<{ identity: string; proof: string }>),
+): SimSession {
+  const events: SessionEvent[] = [];
+  const closes: Array<{ code: number; reason: string }> = [];
+  const waiters = new Set<() => void>();
+  const notify = () => {
+    for (const w of waiters) w();
+  };
+  const wsClient = createWSClient({
+    url: `${url.replace(/^http/, 'ws')}/trpc`,
+    WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+    connectionParams: typeof params === 'function' ? params : () => params,
+    retryDelayMs: () => 600_000,
+    onClose: (cause) => {
+      const c = cause as { code?: number; reason?: unknown };
+      closes.push({ code: c?.code ?? 0, reason: String(c?.reason ?? '') });
+      notify();
+    },
+  });
+  const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+  const sub = client.agent.session.subscribe(undefined, {
+    onData: (e) => {
+      events.push(e as SessionEvent);
+      notify();
+    },
+    onError: () => notify(),
+  });
+  const until = <T>(check: () => T | undefined, timeoutMs: number, what: string) =>
+    new Promise<T>((resolve, reject) => {
+      const done = () => {
+        const v = check();
+        if (v !== undefined) {
+          waiters.delete(done);
+          clearTimeout(timer);
+          resolve(v);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(done);
+        reject(
+          new Error(
+            `timed out waiting for ${what}; events=${JSON.stringify(events)} closes=${JSON.stringify(closes)}`,
+          ),
+        );
+      }, timeoutMs);
+      waiters.add(done);
+      done();
+    });
+  return {
+    events,
+    closes,
+    client,
+    waitFor: (type, timeoutMs = 5000) =>
+      until(() => events.find((e) => e.type === type), timeoutMs, `event ${type}`),
+    waitForClose: (timeoutMs = 5000) => until(() => closes[0], timeoutMs, 'close'),
+    close: async () => {
+      sub.unsubscribe();
+      await wsClient.close();
+    },
+  };
+}
+
+/** A session with a valid identity and a fresh proof. */
+export function connectSim(url: string, enrolled: Pick<Enrolled, 'identityToken' | 'keyPair'>): SimSession {
+  return openSession(url, async () => ({
+    identity: enrolled.identityToken,
+    proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+  }));
+}

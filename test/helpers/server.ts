@@ -1,0 +1,90 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { createAdminClient } from '../../server/admin-client.js';
+import { defaultConfig, type RunningServer, type ServerConfig, startServer } from '../../server/app.js';
+import { ManualClock } from '../../server/clock.js';
+
+export interface TestServer {
+  server: RunningServer;
+  url: string;
+  adminKey: string;
+  admin: ReturnType<typeof createAdminClient>;
+  clock: ManualClock;
+  dataDir: string;
+  /** Stops the server (keeps the data dir). */
+  stop(): Promise<void>;
+  /** Stops the server and removes the data dir. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export async function tempDir(prefix = 'ce-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** A real server on 127.0.0.1, port 0, real files in a temp dir, a clock the test moves. */
+export async function startTestServer(
+  options: { clock?: ManualClock; dataDir?: string; config?: Partial<ServerConfig> } = {},
+): Promise<TestServer> {
+  const clock = options.clock ?? new ManualClock(Date.now());
+  const dataDir = options.dataDir ?? (await tempDir());
+  const server = await startServer(
+    defaultConfig({ dataDir, host: '127.0.0.1', port: 0, ...options.config }),
+    {
+      clock,
+      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    },
+  );
+  const adminKey = (await readFile(server.adminKeyFile, 'utf8')).trim();
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await server.close();
+  };
+  return {
+    server,
+    url: server.url,
+    adminKey,
+    admin: createAdminClient({ url: server.url, adminKey }),
+    clock,
+    dataDir,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Calls a procedure over plain HTTP as curl would, returning status, reason and data. */
+export async function rawCall(
+  url: string,
+  path: string,
+  input: unknown,
+  options: { key?: string; method?: 'GET' | 'POST'; body?: string } = {},
+): Promise<{ status: number; ok: boolean; reason?: string; data?: any; error?: any }> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (options.key) headers.authorization = `Bearer ${options.key}`;
+  const isQuery = options.method ? options.method === 'GET' : /\.(list|get|counts|nextSteps)$/.test(path);
+  const res = isQuery
+    ? await fetch(`${url}/trpc/${path}?input=${encodeURIComponent(JSON.stringify(input ?? {}))}`, { headers })
+    : await fetch(`${url}/trpc/${path}`, {
+        method: 'POST',
+        headers,
+        body: options.body ?? JSON.stringify(input ?? {}),
+      });
+  const text = await res.text();
+  let body: any;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = { raw: text };
+  }
+  if (body?.error)
+    return { status: res.status, ok: false, reason: body.error?.data?.reason, error: body.error };
+  return { status: res.status, ok: true, data: body?.result?.data };
+}
+
+export const DAY_MS = 86_400_000;

@@ -1,0 +1,174 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DataFileError, LowdbStore } from '../server/store/lowdb-store.js';
+import { MemoryStore } from '../server/store/memory-store.js';
+import type { GroupRecord } from '../server/store/records.js';
+import { DomainError } from '../shared/errors.js';
+import { tempDir } from './helpers/server.js';
+
+const group = (id: string, name = id): GroupRecord => ({
+  id,
+  name,
+  description: 'x'.repeat(200),
+  status: 'enabled',
+  createdAt: 0,
+  currentKeyId: '',
+});
+
+function tryMount(dir: string, size: string): boolean {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('LowdbStore', () => {
+  it('creates the data file on open and reads back what was committed', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file);
+    await store.transact((d) => {
+      d.groups.g1 = group('g1');
+    });
+    await store.close();
+    const again = await LowdbStore.open(file);
+    expect(again.read((d) => d.groups.g1?.name)).toBe('g1');
+    await again.close();
+    await rm(dir, { recursive: true });
+  });
+
+  it('group-commits: 500 concurrent transactions take a handful of writes, and each resolves only after its write', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file);
+    const before = store.stats.writes;
+    const done = await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        store
+          .transact((d) => {
+            d.groups[`g${i}`] = group(`g${i}`);
+            return i;
+          })
+          .then(async (i) => {
+            // Durable on resolve: the file already holds this change.
+            const onDisk = JSON.parse(await readFile(file, 'utf8'));
+            return Boolean(onDisk.groups[`g${i}`]);
+          }),
+      ),
+    );
+    expect(done.every(Boolean)).toBe(true);
+    const writes = store.stats.writes - before;
+    expect(writes).toBeGreaterThanOrEqual(1);
+    expect(writes).toBeLessThanOrEqual(5);
+    await store.close();
+    await rm(dir, { recursive: true });
+  });
+
+  it('leaves the state untouched when the transaction function throws', async () => {
+    const dir = await tempDir();
+    const store = await LowdbStore.open(join(dir, 'store.json'));
+    await expect(
+      store.transact(() => {
+        throw new DomainError('GROUP_NOT_FOUND');
+      }),
+    ).rejects.toMatchObject({ reason: 'GROUP_NOT_FOUND' });
+    expect(store.read((d) => Object.keys(d.groups))).toEqual([]);
+    await store.close();
+    await rm(dir, { recursive: true });
+  });
+
+  it('refuses to open a corrupt or truncated file, naming it, and does not overwrite it', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    for (const content of [
+      '{"schemaVersion":1,"groups":{',
+      '',
+      'null',
+      '{"schemaVersion":2}',
+      '{"schemaVersion":1,"groups":[]}',
+    ]) {
+      await writeFile(file, content);
+      const error = await LowdbStore.open(file).catch((e: unknown) => e);
+      expect(error, content).toBeInstanceOf(DataFileError);
+      expect((error as Error).message).toContain(file);
+      expect(await readFile(file, 'utf8')).toBe(content);
+    }
+    await rm(dir, { recursive: true });
+  });
+
+  it('fails a write with STORE_UNAVAILABLE, returns to the durable state, and keeps serving reads', async () => {
+    const dir = await tempDir();
+    const sub = join(dir, 'data');
+    await mkdir(sub);
+    const store = await LowdbStore.open(join(sub, 'store.json'));
+    await store.transact((d) => {
+      d.groups.kept = group('kept');
+    });
+    await rm(sub, { recursive: true });
+    const failing = store.transact((d) => {
+      d.groups.lost = group('lost');
+    });
+    const queued = store.transact((d) => {
+      d.groups.alsoLost = group('alsoLost');
+    });
+    await expect(failing).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    await expect(queued).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    expect(store.read((d) => Object.keys(d.groups))).toEqual(['kept']);
+    expect(store.stats.failedWrites).toBeGreaterThan(0);
+    await mkdir(sub);
+    await store.transact((d) => {
+      d.groups.after = group('after');
+    });
+    expect(Object.keys(JSON.parse(await readFile(join(sub, 'store.json'), 'utf8')).groups)).toEqual([
+      'kept',
+      'after',
+    ]);
+    await store.close();
+    await rm(dir, { recursive: true });
+  });
+
+  it('on a full disk, mutations fail cleanly and the file on disk stays whole', async (ctx) => {
+    const dir = await tempDir();
+    if (!tryMount(dir, '64k')) {
+      ctx.skip(); // needs root and tmpfs; the deleted-folder test above covers the same path
+      return;
+    }
+    try {
+      const file = join(dir, 'store.json');
+      const store = await LowdbStore.open(file);
+      await store.transact((d) => {
+        d.groups.small = group('small');
+      });
+      const big = store.transact((d) => {
+        for (let i = 0; i < 400; i++) d.groups[`big${i}`] = group(`big${i}`);
+      });
+      await expect(big).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+      expect(store.read((d) => Object.keys(d.groups))).toEqual(['small']);
+      expect(Object.keys(JSON.parse(await readFile(file, 'utf8')).groups)).toEqual(['small']);
+      await store.close();
+    } finally {
+      execFileSync('umount', [dir]);
+      await rm(dir, { recursive: true });
+    }
+  });
+});
+
+describe('MemoryStore', () => {
+  it('applies transactions at once and can simulate a failing disk', async () => {
+    const store = new MemoryStore();
+    await store.transact((d) => {
+      d.groups.a = group('a');
+    });
+    store.failWrites = true;
+    await expect(
+      store.transact((d) => {
+        d.groups.b = group('b');
+      }),
+    ).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    expect(store.read((d) => Object.keys(d.groups))).toEqual(['a']);
+  });
+});
