@@ -59,12 +59,15 @@ export async function startTestServer(
 }
 
 /** Calls a procedure over plain HTTP as curl would, returning status, reason and data. */
+// biome-ignore lint/suspicious/noExplicitAny: raw JSON off the wire, as a curl user sees it
+type Json = any;
+
 export async function rawCall(
   url: string,
   path: string,
   input: unknown,
   options: { key?: string; method?: 'GET' | 'POST'; body?: string } = {},
-): Promise<{ status: number; ok: boolean; reason?: string; data?: any; error?: any }> {
+): Promise<{ status: number; ok: boolean; reason?: string; data?: Json; error?: Json }> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (options.key) headers.authorization = `Bearer ${options.key}`;
   const isQuery = options.method ? options.method === 'GET' : /\.(list|get|counts|nextSteps)$/.test(path);
@@ -76,7 +79,7 @@ export async function rawCall(
         body: options.body ?? JSON.stringify(input ?? {}),
       });
   const text = await res.text();
-  let body: any;
+  let body: Json;
   try {
     body = JSON.parse(text);
   } catch {

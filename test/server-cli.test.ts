@@ -1,0 +1,151 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enrollSim } from './helpers/agent-sim.js';
+import { repoRoot, type ServerProc, spawnServer, spawnTs } from './helpers/processes.js';
+
+const run = promisify(execFile);
+
+/** Runs `npm run -s server -- ARGS` the way the README says, minus npm's own start-up. */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, ...env },
+      },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('server CLI (admin commands against a running server)', () => {
+  let dataDir: string;
+  let server: ServerProc;
+  const common = () => ['--server', server.url, '--data-dir', dataDir];
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'ce-cli-'));
+    server = await spawnServer(dataDir);
+  });
+  afterAll(async () => {
+    server.kill('SIGTERM');
+    await server.exited;
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates a group and prints a usable key alone on stdout', async () => {
+    const created = await cli(['groups', 'create', 'Demo', ...common()]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toContain('name:');
+    const key = await cli(['groups', 'key', 'Demo', ...common()]);
+    expect(key.code).toBe(0);
+    expect(key.stdout.trim()).toMatch(/^cpk_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
+    expect(key.stderr).toContain('Connector Provisioning Key - Demo');
+    const enrolled = await enrollSim(server.url, key.stdout.trim());
+    expect(enrolled.ok).toBe(true);
+  });
+
+  it('prints JSON with --json and tables otherwise', async () => {
+    await cli(['groups', 'create', 'Json', ...common()]);
+    const json = await cli(['groups', 'list', '--json', ...common()]);
+    const groups = JSON.parse(json.stdout) as Array<{ name: string }>;
+    expect(groups.map((g) => g.name)).toContain('Json');
+    const table = await cli(['groups', 'list', ...common()]);
+    expect(table.stdout).toMatch(/NAME\s+│?\s*STATUS/);
+    const keys = await cli(['api-keys', 'list', ...common()]);
+    expect(keys.stdout).toContain('Connector Provisioning Key - Json');
+  });
+
+  it('explains API errors with the reason and a fix, exit 1', async () => {
+    await cli(['groups', 'create', 'Dup', ...common()]);
+    const dup = await cli(['groups', 'create', 'Dup', ...common()]);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toContain('NAME_TAKEN');
+    expect(dup.stderr).toContain('fix:');
+    const missing = await cli(['groups', 'get', 'Nope', ...common()]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('GROUP_NOT_FOUND');
+  });
+
+  it('refuses a wrong admin key and says why', async () => {
+    const r = await cli(['groups', 'list', ...common()], {
+      CONNECTOR_ADMIN_KEY: 'cak_aaaaaaaaaaaa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('ADMIN_KEY_INVALID');
+  });
+
+  it('uses exit code 2 for usage errors and prints help', async () => {
+    expect((await cli(['groups', 'frobnicate'])).code).toBe(2);
+    const help = await cli(['groups', 'create', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--description');
+    const serveHelp = await cli(['serve', '--help']);
+    expect(serveHelp.stdout).toContain('--key-ttl');
+    expect(serveHelp.stdout).toContain('CONNECTOR_KEY_TTL');
+  });
+
+  it('says when the server cannot be reached', async () => {
+    const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:1', '--data-dir', dataDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('cannot reach the server');
+  });
+});
+
+describe('serve', () => {
+  it('refuses to start on a data file it cannot parse, naming the file, and leaves it alone', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'ce-bad-'));
+    const { writeFile, readFile } = await import('node:fs/promises');
+    await writeFile(join(dataDir, 'store.json'), '{"schemaVersion":1,"gro');
+    const proc = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    const { code } = await proc.exited;
+    expect(code).toBe(1);
+    expect(proc.output()).toContain(join(dataDir, 'store.json'));
+    expect(proc.output()).toContain('not valid JSON');
+    expect(await readFile(join(dataDir, 'store.json'), 'utf8')).toBe('{"schemaVersion":1,"gro');
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('rejects bad flags with exit 2: durations, ports', async () => {
+    for (const args of [
+      ['--key-ttl', 'soon'],
+      ['--key-ttl', '0s'],
+      ['--port', '99999'],
+    ]) {
+      const proc = spawnTs('server/main.ts', [
+        'serve',
+        '--data-dir',
+        join(tmpdir(), 'never-created'),
+        ...args,
+      ]);
+      const { code } = await proc.exited;
+      expect(code, args.join(' ')).toBe(2);
+    }
+  });
+
+  it('serves /healthz, /metrics and the JWKS; stops cleanly on SIGTERM', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'ce-http-'));
+    const server = await spawnServer(dataDir);
+    expect(await (await fetch(`${server.url}/healthz`)).json()).toMatchObject({ ok: true });
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toContain('connector_enrollments_total');
+    expect(metrics).toContain('connector_connectors{state="connected"}');
+    const jwks = (await (await fetch(`${server.url}/.well-known/jwks.json`)).json()) as {
+      keys: Array<{ kid: string }>;
+    };
+    expect(jwks.keys[0]?.kid).toBeTypeOf('string');
+    expect((await fetch(`${server.url}/nope`)).status).toBe(404);
+    server.kill('SIGTERM');
+    expect((await server.exited).code).toBe(0);
+    await rm(dataDir, { recursive: true, force: true });
+  });
+});
