@@ -28,6 +28,8 @@ Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error
 · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)`,
   )
   .exitOverride()
+  // `status --state-dir X`: options after a subcommand belong to it, not to the run command.
+  .enablePositionalOptions()
   .action(async (flags) => {
     const config = await parseAgentConfig(flags);
     const logger = createLogger(config.logFormat);

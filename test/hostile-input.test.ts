@@ -96,6 +96,7 @@ async function healthz(srv: TestServer): Promise<number> {
 }
 
 type Answer = { status: number; reason: string | undefined };
+type AnswerWithData = Answer & { data?: unknown };
 
 /**
  * Sends `raw` (any text, valid JSON or not) as a procedure's input: the `?input=` of a GET for a
@@ -107,16 +108,19 @@ async function sendRaw(
   type: 'query' | 'mutation',
   raw: string,
   key: string | undefined = srv.adminKey,
-): Promise<Answer> {
+): Promise<AnswerWithData> {
   if (type === 'mutation') {
     const r = await rawCall(srv.url, path, undefined, { key, method: 'POST', body: raw });
-    return { status: r.status, reason: r.reason };
+    return { status: r.status, reason: r.reason, data: r.data };
   }
   const res = await fetch(`${srv.url}/trpc/${path}?input=${encodeURIComponent(raw)}`, {
     headers: key ? { authorization: `Bearer ${key}` } : {},
   });
-  const body = (await res.json().catch(() => null)) as { error?: { data?: { reason?: string } } } | null;
-  return { status: res.status, reason: body?.error?.data?.reason };
+  const body = (await res.json().catch(() => null)) as {
+    result?: { data?: unknown };
+    error?: { data?: { reason?: string } };
+  } | null;
+  return { status: res.status, reason: body?.error?.data?.reason, data: body?.result?.data };
 }
 
 /** A POST with chosen headers, for what rawCall cannot express (content types, odd Authorization). */
@@ -314,7 +318,19 @@ function badIds(prefix: string, other: string): Array<[string, unknown]> {
 const BAD_VALUES: Record<FieldKind, Array<[string, unknown]>> = {
   groupId: badIds('grp', 'con'),
   connectorId: badIds('con', 'grp'),
-  apiKeyId: [...NOT_A_STRING, ['empty', ''], ['no underscore', 'akabc'], ...badIds('ak', 'grp').slice(9)],
+  apiKeyId: [
+    ...NOT_A_STRING,
+    ['empty', ''],
+    ['the prefix alone', 'ak_'],
+    ['no underscore', 'akabc123'],
+    ['upper case', 'AK_ABC123'],
+    ['path traversal', 'ak_../../etc/passwd'],
+    ['a trailing newline', 'ak_abc123\n'],
+    ['NUL', 'ak_abc\u0000'],
+    ['__proto__', '__proto__'],
+    ['a 41-character tail', `ak_${long(41, 'a')}`],
+    ['5000 characters', `ak_${long(4997, 'a')}`],
+  ],
   name: [
     ...NOT_A_STRING,
     ['empty', ''],
@@ -341,16 +357,28 @@ const BAD_VALUES: Record<FieldKind, Array<[string, unknown]>> = {
     ['1', 1],
     ['an array', [true]],
   ],
-  enum: [...NOT_A_STRING, ['empty', ''], ['upper case', 'ENABLED'], ['padded', 'enabled '], ['unknown', 'root']],
+  enum: [
+    ...NOT_A_STRING,
+    ['empty', ''],
+    ['upper case', 'ENABLED'],
+    ['padded', 'enabled '],
+    ['unknown', 'root'],
+  ],
   datetime: [
-    ...NOT_A_STRING.filter(([label]) => label !== 'a number'),
+    ...WRONG_TYPES,
     ['epoch ms', 1_767_225_600_000],
     ['words', 'yesterday'],
     ['month 13', '2026-13-01T00:00:00Z'],
     ['a date only', '2026-01-01'],
     ['no offset', '2026-01-01T00:00:00'],
   ],
-  cursor: [...NOT_A_STRING, ['a space', 'a b'], ['a slash', '../x'], ['201 characters', long(201)], ['NUL', 'a\u0000']],
+  cursor: [
+    ...NOT_A_STRING,
+    ['a space', 'a b'],
+    ['a slash', '../x'],
+    ['201 characters', long(201)],
+    ['NUL', 'a\u0000'],
+  ],
   auditType: [
     ...NOT_A_STRING,
     ['upper case', 'Group'],
@@ -376,7 +404,8 @@ function hostileCases(spec: ProcedureSpec, f: Fixture): HostileCase[] {
   const valid = spec.valid(f);
   const json = (label: string, value: unknown): HostileCase => ({ label, raw: JSON.stringify(value) });
   const validJson = JSON.stringify(valid);
-  const withKey = (key: string) => (validJson === '{}' ? `{"${key}":1}` : `${validJson.slice(0, -1)},"${key}":1}`);
+  const withKey = (key: string) =>
+    validJson === '{}' ? `{"${key}":1}` : `${validJson.slice(0, -1)},"${key}":1}`;
   const cases: HostileCase[] = [
     json('null', null),
     json('a string', 'groups'),
@@ -426,10 +455,12 @@ describe('malformed input to every admin procedure', () => {
       const before = await snapshot(srv);
       const answers: Array<{ label: string } & Answer & { storeUnchanged: boolean }> = [];
       for (const { label, raw } of hostileCases(spec, fixture)) {
-        const answer = await sendRaw(srv, spec.path, spec.type, raw);
-        answers.push({ label, ...answer, storeUnchanged: (await storeBytes(srv)) === before.store });
+        const { status, reason } = await sendRaw(srv, spec.path, spec.type, raw);
+        answers.push({ label, status, reason, storeUnchanged: (await storeBytes(srv)) === before.store });
       }
-      expect(answers).toEqual(answers.map(({ label }) => ({ label, ...refusedAsInvalid, storeUnchanged: true })));
+      expect(answers).toEqual(
+        answers.map(({ label }) => ({ label, ...refusedAsInvalid, storeUnchanged: true })),
+      );
       expect(await snapshot(srv)).toEqual(before);
     },
   );
@@ -440,9 +471,15 @@ describe('malformed input to every admin procedure', () => {
     const res = await fetch(`${srv.url}/trpc/groups.create,groups.delete,connectors.revoke?batch=1`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${srv.adminKey}` },
-      body: JSON.stringify({ 0: { name: 42 }, 1: { groupId, force: 'yes' }, 2: { connectorId: '__proto__' } }),
+      body: JSON.stringify({
+        0: { name: 42 },
+        1: { groupId, force: 'yes' },
+        2: { connectorId: '__proto__' },
+      }),
     });
-    const items = (await res.json()) as Array<{ error?: { data?: { reason?: string; httpStatus?: number } } }>;
+    const items = (await res.json()) as Array<{
+      error?: { data?: { reason?: string; httpStatus?: number } };
+    }>;
     expect(items.map((item) => item.error?.data)).toEqual([
       expect.objectContaining({ reason: 'VALIDATION_FAILED', httpStatus: 400 }),
       expect.objectContaining({ reason: 'VALIDATION_FAILED', httpStatus: 400 }),
@@ -455,7 +492,9 @@ describe('malformed input to every admin procedure', () => {
     const { srv, groupId } = fixture;
     const before = await snapshot(srv);
     const key = srv.adminKey;
-    expect(await rawCall(srv.url, 'groups.delete', { groupId, force: true }, { key, method: 'GET' })).toMatchObject({
+    expect(
+      await rawCall(srv.url, 'groups.delete', { groupId, force: true }, { key, method: 'GET' }),
+    ).toMatchObject({
       status: 405,
       reason: 'VALIDATION_FAILED',
     });
@@ -479,17 +518,20 @@ describe('malformed input to every admin procedure', () => {
     ['an empty content type', ''],
     ['octet-stream', 'application/octet-stream'],
     ['multipart', 'multipart/form-data; boundary=x'],
-  ])('refuses a JSON body sent as %s with a client error, never INTERNAL_ERROR', async (_label, contentType) => {
-    const { srv } = fixture;
-    const before = await snapshot(srv);
-    const answer = await postWithHeaders(srv, 'groups.create', JSON.stringify({ name: 'Typed Wrong' }), {
-      'content-type': contentType,
-      authorization: `Bearer ${srv.adminKey}`,
-    });
-    expect(answer.reason).toBe('VALIDATION_FAILED');
-    expect([400, 415]).toContain(answer.status);
-    expect(await snapshot(srv)).toEqual(before);
-  });
+  ])(
+    'refuses a JSON body sent as %s with a client error, never INTERNAL_ERROR',
+    async (_label, contentType) => {
+      const { srv } = fixture;
+      const before = await snapshot(srv);
+      const answer = await postWithHeaders(srv, 'groups.create', JSON.stringify({ name: 'Typed Wrong' }), {
+        'content-type': contentType,
+        authorization: `Bearer ${srv.adminKey}`,
+      });
+      expect(answer.reason).toBe('VALIDATION_FAILED');
+      expect([400, 415]).toContain(answer.status);
+      expect(await snapshot(srv)).toEqual(before);
+    },
+  );
 
   it('stays up through all of it', async () => {
     expect(await healthz(fixture.srv)).toBe(200);
@@ -513,14 +555,14 @@ const hostileString = fc.oneof(
     '__proto__',
     'constructor',
     '../../etc/passwd',
-    '${7*7}',
+    '{{7*7}}',
     '%00',
     'grp_',
     'grp_ABC',
     'con_0123456789abcdef',
     'grp_0123456789abcdef',
     'ak_0123456789ab',
-    'cpk_0123456789ab_' + long(43, 'A'),
+    `cpk_0123456789ab_${long(43, 'A')}`,
     long(65),
     long(501),
     long(3000),
@@ -531,41 +573,139 @@ const hostileString = fc.oneof(
 const anyJson = fc.jsonValue({ maxDepth: 3 });
 const hostileValue = fc.oneof(anyJson, hostileString, fc.constantFrom(-1, 0, 1.5, 1e308, 2 ** 53, -0));
 
-/** An input shaped like a procedure's own: each key is absent, valid-ish or hostile; sometimes an extra key. */
-function nearValid(fields: Record<string, fc.Arbitrary<unknown>>) {
+/**
+ * An input shaped like a procedure's own: each key holds a plausible value (`plausibleWeight` times
+ * out of `plausibleWeight + 1`) or a hostile one; keys not in `requiredKeys` may be absent; one time
+ * in five an extra key or two come along.
+ */
+function nearValid(
+  fields: Record<string, fc.Arbitrary<unknown>>,
+  { requiredKeys = [], plausibleWeight = 3 }: { requiredKeys?: string[]; plausibleWeight?: number } = {},
+) {
   const model = Object.fromEntries(
-    Object.entries(fields).map(([key, arb]) => [key, fc.oneof({ weight: 3, arbitrary: arb }, hostileValue)]),
+    Object.entries(fields).map(([key, arb]) => [
+      key,
+      fc.oneof({ weight: plausibleWeight, arbitrary: arb }, hostileValue),
+    ]),
+  );
+  const extra = fc.oneof(
+    { weight: 4, arbitrary: fc.constant({}) },
+    fc.dictionary(fc.string({ maxLength: 10 }), anyJson, { minKeys: 1, maxKeys: 2 }),
   );
   return fc
-    .tuple(
-      fc.record(model, { requiredKeys: [] }),
-      fc.option(fc.dictionary(fc.string({ maxLength: 10 }), anyJson, { maxKeys: 2 }), { freq: 4 }),
-    )
-    .map(([record, extra]) => ({ ...record, ...extra }));
+    .tuple(fc.record(model, { requiredKeys }), extra)
+    .map(([record, more]): Record<string, unknown> => ({ ...record, ...more }));
 }
 
-/** Asserts one fuzzed call's answer against what the shared schema says of the input. */
+/**
+ * Sends one fuzzed input and checks the answer against what the shared schema says of it:
+ * schema-invalid → 400 VALIDATION_FAILED and no write; schema-valid → success, or a coded client
+ * error (4xx, a reason of the table, never INTERNAL_ERROR) and no write. Returns the answer.
+ */
 async function expectCodedAnswer(
   srv: TestServer,
   path: string,
   type: 'query' | 'mutation',
   schema: z.ZodType,
   input: unknown,
-) {
+): Promise<AnswerWithData> {
   const before = await storeBytes(srv);
   const answer = await sendRaw(srv, path, type, JSON.stringify(input));
-  const context = `${path} ${JSON.stringify(input).slice(0, 300)} → ${JSON.stringify(answer)}`;
+  const { status, reason } = answer;
+  const context = `${path} ${JSON.stringify(input).slice(0, 300)} → ${JSON.stringify({ status, reason })}`;
   if (!schema.safeParse(overTheWire(input)).success) {
-    expect(answer, context).toEqual(refusedAsInvalid);
+    expect({ status, reason }, context).toEqual(refusedAsInvalid);
     expect(await storeBytes(srv), context).toBe(before);
-    return;
+    return answer;
   }
-  if (answer.status === 200) return;
-  expect(CLIENT_REASONS, context).toContain(answer.reason);
-  expect(answer.status, context).toBeGreaterThanOrEqual(400);
-  expect(answer.status, context).toBeLessThan(500);
+  if (status === 200) return answer;
+  expect(CLIENT_REASONS, context).toContain(reason);
+  expect(status, context).toBeGreaterThanOrEqual(400);
+  expect(status, context).toBeLessThan(500);
   expect(await storeBytes(srv), context).toBe(before);
+  return answer;
 }
+
+interface OwnGroup {
+  groupId: string;
+  key: string;
+  keyId: string;
+  connectorId: string;
+}
+
+interface MutationFuzz {
+  path: string;
+  schema: z.ZodType;
+  fields: (own: OwnGroup) => Record<string, fc.Arbitrary<unknown>>;
+  requiredKeys: string[];
+}
+
+const UNKNOWN_GROUP_ID = 'grp_0000000000000000';
+const UNKNOWN_CONNECTOR_ID = 'con_0000000000000000';
+const someGroupId = (own: OwnGroup) => fc.constantFrom(own.groupId, UNKNOWN_GROUP_ID);
+
+const MUTATION_FUZZ: MutationFuzz[] = [
+  {
+    path: 'groups.create',
+    schema: groupCreateInput,
+    fields: () => ({ name: hostileString, description: hostileString }),
+    requiredKeys: ['name'],
+  },
+  {
+    path: 'groups.update',
+    schema: groupUpdateInput,
+    fields: (own) => ({ groupId: someGroupId(own), name: hostileString, description: hostileString }),
+    requiredKeys: ['groupId'],
+  },
+  ...(['disable', 'enable'] as const).map(
+    (name): MutationFuzz => ({
+      path: `groups.${name}`,
+      schema: groupRefInput,
+      fields: (own) => ({ groupId: someGroupId(own) }),
+      requiredKeys: ['groupId'],
+    }),
+  ),
+  {
+    path: 'groups.delete',
+    schema: groupDeleteInput,
+    fields: (own) => ({ groupId: someGroupId(own), force: fc.boolean() }),
+    requiredKeys: ['groupId'],
+  },
+  {
+    path: 'provisioningKeys.regenerate',
+    schema: groupRefInput,
+    fields: (own) => ({ groupId: someGroupId(own) }),
+    requiredKeys: ['groupId'],
+  },
+  ...(['disable', 'enable', 'revoke', 'delete'] as const).map(
+    (name): MutationFuzz => ({
+      path: `connectors.${name}`,
+      schema: connectorRefInput,
+      fields: (own) => ({
+        connectorId: fc.constantFrom(own.connectorId, UNKNOWN_CONNECTOR_ID),
+        reason: hostileString,
+      }),
+      requiredKeys: ['connectorId'],
+    }),
+  ),
+  {
+    path: 'apiKeys.create',
+    schema: apiKeyCreateInput,
+    fields: () => ({
+      name: hostileString,
+      scope: fc.constantFrom('read', 'admin'),
+      expiresInDays: fc.integer({ min: -10, max: 4000 }),
+    }),
+    requiredKeys: ['name'],
+  },
+  {
+    path: 'apiKeys.delete',
+    schema: apiKeyDeleteInput,
+    // Never the bootstrap key's id: deleting it would lock the rest of the file out.
+    fields: (own) => ({ id: fc.constantFrom(own.keyId, 'ak_000000000000', 'ak_x') }),
+    requiredKeys: ['id'],
+  },
+];
 
 describe('fuzzed input (fast-check)', () => {
   let fixture: Fixture;
@@ -576,132 +716,103 @@ describe('fuzzed input (fast-check)', () => {
     await fixture?.srv[Symbol.asyncDispose]();
   });
 
-  /** A group (and optionally an enrolled connector) that only one property touches. */
-  async function ownGroup(name: string, withConnector = false) {
+  /** A group with one enrolled connector that only one property touches. */
+  async function ownGroup(name: string): Promise<OwnGroup> {
     const { srv } = fixture;
     const group = await srv.admin.groups.create.mutate({ name });
     const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
-    const connectorId = withConnector ? (await enrollSim(srv.url, key.key!, name)).enrolled!.connectorId : null;
-    return { groupId: group.id, key: key.key!, keyId: key.keyId, connectorId };
+    const enrolled = await enrollSim(srv.url, key.key!, 'fuzz-seed');
+    return {
+      groupId: group.id,
+      key: key.key!,
+      keyId: key.keyId,
+      connectorId: enrolled.enrolled!.connectorId,
+    };
   }
 
-  const unknownGroupId = 'grp_0000000000000000';
-  const unknownConnectorId = 'con_0000000000000000';
-
-  it.each([
-    ['groups.create', groupCreateInput, () => ({ name: hostileString, description: hostileString })],
-    [
-      'groups.update',
-      groupUpdateInput,
-      (g: Awaited<ReturnType<typeof ownGroup>>) => ({
-        groupId: fc.constantFrom(g.groupId, unknownGroupId),
-        name: hostileString,
-        description: hostileString,
-      }),
-    ],
-    ['groups.disable', groupRefInput, (g) => ({ groupId: fc.constantFrom(g.groupId, unknownGroupId) })],
-    ['groups.enable', groupRefInput, (g) => ({ groupId: fc.constantFrom(g.groupId, unknownGroupId) })],
-    [
-      'groups.delete',
-      groupDeleteInput,
-      (g) => ({ groupId: fc.constantFrom(g.groupId, unknownGroupId), force: fc.boolean() }),
-    ],
-    [
-      'provisioningKeys.regenerate',
-      groupRefInput,
-      (g) => ({ groupId: fc.constantFrom(g.groupId, unknownGroupId) }),
-    ],
-    ...(['disable', 'enable', 'revoke', 'delete'] as const).map(
-      (name) =>
-        [
-          `connectors.${name}`,
-          connectorRefInput,
-          (g: Awaited<ReturnType<typeof ownGroup>>) => ({
-            connectorId: fc.constantFrom(g.connectorId!, unknownConnectorId),
-            reason: hostileString,
-          }),
-        ] as const,
-    ),
-    [
-      'apiKeys.create',
-      apiKeyCreateInput,
-      () => ({ name: hostileString, scope: fc.constantFrom('read', 'admin'), expiresInDays: fc.integer() }),
-    ],
-    [
-      'apiKeys.delete',
-      apiKeyDeleteInput,
-      (g) => ({ id: fc.constantFrom(g.keyId, 'ak_000000000000', 'ak_x') }),
-    ],
-  ] as Array<
-    [string, z.ZodType, (g: Awaited<ReturnType<typeof ownGroup>>) => Record<string, fc.Arbitrary<unknown>>]
-  >)('%s: schema-invalid → VALIDATION_FAILED and no write; valid → success or a coded client error', async (path, schema, fields) => {
-    const own = await ownGroup(`Fuzz ${path}`, path.startsWith('connectors.'));
-    await fc.assert(
-      fc.asyncProperty(fc.oneof(anyJson, nearValid(fields(own))), (input) =>
-        expectCodedAnswer(fixture.srv, path, 'mutation', schema, input),
-      ),
-      { numRuns: 60 },
-    );
-    expect(await healthz(fixture.srv)).toBe(200);
-  });
-
-  it.each(ADMIN_PROCEDURES.filter((spec) => spec.type === 'query').map((spec) => [spec.path, spec] as const))(
-    '%s (GET): arbitrary JSON never gets an internal error and writes nothing',
-    async (_path, spec) => {
+  it.each(MUTATION_FUZZ)(
+    '$path: schema-invalid → VALIDATION_FAILED, no write; valid → success or a coded client error',
+    async ({ path, schema, fields, requiredKeys }) => {
+      const own = await ownGroup(`Fuzz ${path}`);
       await fc.assert(
-        fc.asyncProperty(fc.oneof(anyJson, fc.constant({})), (input) =>
-          expectCodedAnswer(fixture.srv, spec.path, 'query', spec.schema, input),
-        ),
+        fc.asyncProperty(fc.oneof(anyJson, nearValid(fields(own), { requiredKeys })), async (input) => {
+          await expectCodedAnswer(fixture.srv, path, 'mutation', schema, input);
+        }),
+        { numRuns: 60 },
+      );
+      expect(await healthz(fixture.srv)).toBe(200);
+    },
+  );
+
+  it.each(ADMIN_PROCEDURES.filter((spec) => spec.type === 'query'))(
+    '$path (GET): arbitrary JSON never gets an internal error and writes nothing',
+    async (spec) => {
+      await fc.assert(
+        fc.asyncProperty(fc.oneof(anyJson, fc.constant({})), async (input) => {
+          await expectCodedAnswer(fixture.srv, spec.path, 'query', spec.schema, input);
+        }),
         { numRuns: 30 },
       );
       expect(await healthz(fixture.srv)).toBe(200);
     },
   );
 
-  it('agent.enroll: arbitrary and near-valid input → VALIDATION_FAILED, a coded refusal, or a connector holding exactly what was sent', async () => {
+  it('agent.enroll: fuzzed input → VALIDATION_FAILED, a coded refusal, or a connector holding exactly what was sent', async () => {
     const { srv } = fixture;
     const own = await ownGroup('Fuzz enroll');
     const { publicJwk } = await generateAgentKeyPair();
     const h = hostFacts('fuzz-host');
-    const host = nearValid({
-      hostname: fc.oneof(fc.constant(h.hostname), hostileString),
-      os: fc.oneof(fc.constant(h.os), hostileString),
-      platform: fc.constant(h.platform),
-      release: fc.constant(h.release),
-      arch: fc.constant(h.arch),
-      cpus: fc.oneof(fc.nat(70_000), fc.double()),
-      memoryBytes: fc.oneof(fc.maxSafeNat(), fc.integer()),
-      ips: fc.array(fc.oneof(fc.ipV4(), fc.ipV6(), hostileString), { maxLength: 70 }),
-      machineId: fc.oneof(fc.uuid(), hostileString),
-    });
+    const host = nearValid(
+      {
+        hostname: fc.oneof(fc.constant(h.hostname), hostileString),
+        os: fc.oneof(fc.constant(h.os), hostileString),
+        platform: fc.constant(h.platform),
+        release: fc.constant(h.release),
+        arch: fc.constant(h.arch),
+        cpus: fc.oneof(fc.nat(70_000), fc.double()),
+        memoryBytes: fc.oneof(fc.maxSafeNat(), fc.integer()),
+        ips: fc.array(fc.oneof(fc.ipV4(), fc.ipV6(), hostileString), { maxLength: 70 }),
+        machineId: fc.oneof(fc.uuid(), hostileString),
+      },
+      { requiredKeys: Object.keys(h), plausibleWeight: 12 },
+    );
     const publicKey = fc.oneof(
       { weight: 3, arbitrary: fc.constant(publicJwk) },
-      nearValid({
-        kty: fc.constantFrom('OKP', 'EC', 'RSA'),
-        crv: fc.constantFrom('Ed25519', 'X25519', 'P-256'),
-        x: fc.oneof(fc.constant(publicJwk.x), fc.base64String()),
-        d: fc.constant(publicJwk.x),
-        alg: fc.constantFrom('EdDSA', 'none', 'RS256'),
-        kid: hostileString,
-      }),
+      nearValid(
+        {
+          kty: fc.constantFrom('OKP', 'EC', 'RSA'),
+          crv: fc.constantFrom('Ed25519', 'X25519', 'P-256'),
+          x: fc.oneof(fc.constant(publicJwk.x), fc.base64String()),
+          d: fc.constant(publicJwk.x),
+          alg: fc.constantFrom('EdDSA', 'none', 'RS256'),
+          kid: hostileString,
+        },
+        { requiredKeys: ['kty', 'crv', 'x'] },
+      ),
     );
-    const enrollment = nearValid({
-      provisioningKey: fc.oneof({ weight: 4, arbitrary: fc.constant(own.key) }, hostileString),
-      publicKey,
-      host: fc.oneof({ weight: 2, arbitrary: fc.constant(h) }, host),
-      agentVersion: fc.oneof(fc.constant('1.0.0'), hostileString),
-      name: hostileString,
-    });
+    const enrollment = nearValid(
+      {
+        provisioningKey: fc.oneof({ weight: 4, arbitrary: fc.constant(own.key) }, hostileString),
+        publicKey,
+        host: fc.oneof({ weight: 3, arbitrary: fc.constant(h) }, host),
+        agentVersion: fc.oneof({ weight: 3, arbitrary: fc.constant('1.0.0') }, hostileString),
+        name: fc.oneof(
+          { weight: 3, arbitrary: fc.string({ unit: 'grapheme', maxLength: 64 }) },
+          hostileString,
+        ),
+      },
+      { requiredKeys: ['provisioningKey', 'publicKey', 'host', 'agentVersion'], plausibleWeight: 12 },
+    );
     await fc.assert(
-      fc.asyncProperty(fc.oneof(anyJson, enrollment), async (input) => {
-        await expectCodedAnswer(srv, 'agent.enroll', 'mutation', enrollInput, input);
-        const parsed = enrollInput.safeParse(overTheWire(input));
-        if (!parsed.success) return;
-        const r = await rawCall(srv.url, 'agent.enroll', input);
-        if (!r.ok) return;
-        const connector = await srv.admin.connectors.get.query({ connectorId: r.data.connectorId });
-        expect(connector.host).toEqual(parsed.data.host);
-        expect(connector.name).toBe(parsed.data.name ?? parsed.data.host.hostname);
+      fc.asyncProperty(fc.oneof(anyJson, { weight: 3, arbitrary: enrollment }), async (input) => {
+        const answer = await expectCodedAnswer(srv, 'agent.enroll', 'mutation', enrollInput, input);
+        if (answer.status !== 200) return;
+        const sent = enrollInput.parse(overTheWire(input));
+        const { connectorId } = answer.data as { connectorId: string };
+        const connector = await srv.admin.connectors.get.query({ connectorId });
+        expect(connector.host).toEqual(sent.host);
+        expect(connector.agentVersion).toBe(sent.agentVersion);
+        expect(connector.name).toBe(sent.name ?? sent.host.hostname);
       }),
       { numRuns: 100 },
     );
@@ -742,14 +853,16 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
   ];
 
   const refused: Array<[string, () => unknown]> = [
-    ...hostFieldBounds.flatMap(([field, max]): Array<[string, () => unknown]> => [
-      [`host.${field} of ${max + 1} characters`, () => enrollment({}, { [field]: long(max + 1) })],
-      [`host.${field} of 60 000 characters`, () => enrollment({}, { [field]: long(60_000) })],
-      ...CONTROL_STRINGS.map(([label, s]): [string, () => unknown] => [
-        `host.${field} with ${label}`,
-        () => enrollment({}, { [field]: s }),
-      ]),
-    ]),
+    ...hostFieldBounds.flatMap(
+      ([field, max]): Array<[string, () => unknown]> => [
+        [`host.${field} of ${max + 1} characters`, () => enrollment({}, { [field]: long(max + 1) })],
+        [`host.${field} of 60 000 characters`, () => enrollment({}, { [field]: long(60_000) })],
+        ...CONTROL_STRINGS.map(([label, s]): [string, () => unknown] => [
+          `host.${field} with ${label}`,
+          () => enrollment({}, { [field]: s }),
+        ]),
+      ],
+    ),
     ['an empty host.hostname', () => enrollment({}, { hostname: '' })],
     ['agentVersion of 65 characters', () => enrollment({ agentVersion: long(65) })],
     ['an empty agentVersion', () => enrollment({ agentVersion: '' })],
@@ -766,9 +879,12 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
     ['an empty provisioningKey', () => enrollment({ provisioningKey: '' })],
     ['a provisioningKey of 201 characters', () => enrollment({ provisioningKey: long(201) })],
     ['65 ips', () => enrollment({}, { ips: Array.from({ length: 65 }, (_, i) => `10.0.0.${i}`) })],
-    ['10 000 ips', () => enrollment({}, { ips: Array.from({ length: 10_000 }, () => '10.0.0.1') })],
+    ['2000 ips', () => enrollment({}, { ips: Array.from({ length: 2000 }, () => '10.0.0.1') })],
     ...['not-an-ip', '999.1.1.1', '10.0.0.0/8', '127.0.0.1 ', '::g', 'localhost', ''].map(
-      (ip): [string, () => unknown] => [`ips holding ${JSON.stringify(ip)}`, () => enrollment({}, { ips: [ip] })],
+      (ip): [string, () => unknown] => [
+        `ips holding ${JSON.stringify(ip)}`,
+        () => enrollment({}, { ips: [ip] }),
+      ],
     ),
     ['ips holding a number', () => enrollment({}, { ips: [2130706433] })],
     ['ips as a string', () => enrollment({}, { ips: '127.0.0.1' })],
@@ -795,7 +911,10 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
     ['an extra JWK property', () => enrollment({ publicKey: { ...publicJwk, key_ops: ['sign'] } })],
     ['x of 42 characters', () => enrollment({ publicKey: { ...publicJwk, x: publicJwk.x.slice(1) } })],
     ['x of 44 characters', () => enrollment({ publicKey: { ...publicJwk, x: `${publicJwk.x}A` } })],
-    ['x in standard base64', () => enrollment({ publicKey: { ...publicJwk, x: `${publicJwk.x.slice(2)}+/` } })],
+    [
+      'x in standard base64',
+      () => enrollment({ publicKey: { ...publicJwk, x: `${publicJwk.x.slice(2)}+/` } }),
+    ],
     ['x missing', () => enrollment({ publicKey: { kty: 'OKP', crv: 'Ed25519' } })],
     ['publicKey as a PEM string', () => enrollment({ publicKey: '-----BEGIN PUBLIC KEY-----' })],
     ['publicKey null', () => enrollment({ publicKey: null })],
@@ -814,9 +933,16 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
   it('answers a 200-character garbage key with KEY_INVALID (not a validation error) and writes nothing', async () => {
     const { srv } = fixture;
     const before = await snapshot(srv);
-    for (const provisioningKey of [long(200), `cpk_${long(12, 'a')}_${long(43, 'A')}`, 'cpk_\u0000\u001b[2J']) {
+    for (const provisioningKey of [
+      long(200),
+      `cpk_${long(12, 'a')}_${long(43, 'A')}`,
+      'cpk_\u0000\u001b[2J',
+    ]) {
       const r = await rawCall(srv.url, 'agent.enroll', enrollment({ provisioningKey }));
-      expect(r, JSON.stringify(provisioningKey).slice(0, 30)).toMatchObject({ status: 401, reason: 'KEY_INVALID' });
+      expect(r, JSON.stringify(provisioningKey).slice(0, 30)).toMatchObject({
+        status: 401,
+        reason: 'KEY_INVALID',
+      });
     }
     expect(await snapshot(srv)).toEqual(before);
   });
@@ -829,10 +955,15 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
       hostname: script,
       os: `<img src=x onerror="alert('os')">`,
       release: '"; DROP TABLE connectors; --',
-      machineId: '${jndi:ldap://x}{{7*7}}',
+      // A log4j lookup and a template expression: inert text here.
+      machineId: '$' + '{jndi:ldap://x}{{7*7}}',
       ips: ['::1', '10.0.0.1', 'fe80::1'],
     };
-    const r = await rawCall(srv.url, 'agent.enroll', enrollment({ host, name: `${script} 🚀 مرحبا`, agentVersion: script }));
+    const r = await rawCall(
+      srv.url,
+      'agent.enroll',
+      enrollment({ host, name: `${script} 🚀 مرحبا`, agentVersion: script }),
+    );
     expect(r).toMatchObject({ ok: true, status: 200 });
     const connector = await srv.admin.connectors.get.query({ connectorId: r.data.connectorId });
     expect(connector).toMatchObject({ name: `${script} 🚀 مرحبا`, agentVersion: script, host });
@@ -851,7 +982,12 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
     const r = await rawCall(
       srv.url,
       'agent.enroll',
-      enrollment({ host, name: long(64, 'n'), agentVersion: long(64, 'v'), publicKey: { ...publicJwk, kid: long(128) } }),
+      enrollment({
+        host,
+        name: long(64, 'n'),
+        agentVersion: long(64, 'v'),
+        publicKey: { ...publicJwk, kid: long(128) },
+      }),
     );
     expect(r).toMatchObject({ ok: true, status: 200 });
     const connector = await srv.admin.connectors.get.query({ connectorId: r.data.connectorId });
@@ -899,7 +1035,9 @@ describe('oversized bodies (maxBodyBytes 65536)', () => {
   ])('refuses a %s agent.enroll body with 413 and stays up', async (_label, bytes) => {
     const { srv } = fixture;
     const before = await snapshot(srv);
-    const r = await rawCall(srv.url, 'agent.enroll', undefined, { body: paddedBody(bytes, 'provisioningKey') });
+    const r = await rawCall(srv.url, 'agent.enroll', undefined, {
+      body: paddedBody(bytes, 'provisioningKey'),
+    });
     expect(r).toMatchObject({ ok: false, status: 413, reason: 'VALIDATION_FAILED' });
     expect(await healthz(srv)).toBe(200);
     expect(await snapshot(srv)).toEqual(before);
@@ -938,20 +1076,19 @@ describe('oversized bodies (maxBodyBytes 65536)', () => {
 // ---------------------------------------------------------------------------------------------------
 
 describe('admin auth on hostile headers', () => {
-  let fixture: Fixture;
-  let deletedKey: string;
+  let fixture: Fixture & { deletedKey: string };
   beforeAll(async () => {
-    fixture = await seededServer('Auth');
-    const doomed = await fixture.srv.admin.apiKeys.create.mutate({ name: 'doomed', scope: 'admin' });
-    await fixture.srv.admin.apiKeys.delete.mutate({ id: doomed.id });
-    deletedKey = doomed.key;
+    const seeded = await seededServer('Auth');
+    const doomed = await seeded.srv.admin.apiKeys.create.mutate({ name: 'doomed', scope: 'admin' });
+    await seeded.srv.admin.apiKeys.delete.mutate({ id: doomed.id });
+    fixture = { ...seeded, deletedKey: doomed.key };
   });
   afterAll(async () => {
     await fixture?.srv[Symbol.asyncDispose]();
   });
 
   /** Authorization header values; null sends none. */
-  const hostileAuthorizations = (f: Fixture): Array<[string, string | null]> => {
+  const hostileAuthorizations = (f: Fixture & { deletedKey: string }): Array<[string, string | null]> => {
     const admin = f.srv.adminKey;
     const secret = admin.slice(admin.lastIndexOf('_') + 1);
     const flipped = `${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'}`;
@@ -965,7 +1102,7 @@ describe('admin auth on hostile headers', () => {
       ['a cak_ key with an unknown id', `Bearer cak_${long(12, '0')}_${secret}`],
       ['the provisioning key', `Bearer ${f.provisioningKey}`],
       ['the provisioning key as cak_', `Bearer cak_${f.provisioningKey.slice(4)}`],
-      ['a deleted admin key', `Bearer ${deletedKey}`],
+      ['a deleted admin key', `Bearer ${f.deletedKey}`],
       ['the admin key upper-cased', `Bearer ${admin.toUpperCase()}`],
       ['the admin key with trailing junk', `Bearer ${admin}junk`],
       ['the admin key and more words', `Bearer ${admin} extra`],
@@ -993,20 +1130,25 @@ describe('admin auth on hostile headers', () => {
         const body = (await res.json()) as { error?: { data?: { reason?: string } } };
         answers.push({ label, status: res.status, reason: body.error?.data?.reason });
       }
-      expect(answers).toEqual(answers.map(({ label }) => ({ label, status: 401, reason: 'ADMIN_KEY_INVALID' })));
+      expect(answers).toEqual(
+        answers.map(({ label }) => ({ label, status: 401, reason: 'ADMIN_KEY_INVALID' })),
+      );
       expect(await snapshot(srv)).toEqual(before);
     },
   );
 
   it('refuses the same keys through rawCall, as curl would send them', async () => {
-    const { srv, provisioningKey } = fixture;
+    const { srv, provisioningKey, deletedKey } = fixture;
     const before = await snapshot(srv);
     for (const key of [undefined, 'garbage', long(10_240), provisioningKey, deletedKey]) {
       for (const [path, input] of [
         ['groups.list', {}],
         ['groups.create', { name: 'Intruder' }],
       ] as const) {
-        expect(await rawCall(srv.url, path, input, key ? { key } : {}), `${path} ${key?.slice(0, 12)}`).toMatchObject({
+        expect(
+          await rawCall(srv.url, path, input, key ? { key } : {}),
+          `${path} ${key?.slice(0, 12)}`,
+        ).toMatchObject({
           ok: false,
           status: 401,
           reason: 'ADMIN_KEY_INVALID',

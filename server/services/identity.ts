@@ -107,8 +107,9 @@ export class IdentityAuthority {
     claims: Omit<IdentityClaims, 'issuedAt' | 'expiresAt' | 'keyId'>,
     lifetimeMs: number,
   ): Promise<IssuedIdentity> {
-    const issuedAt = this.clock.now();
-    const expiresAt = issuedAt + lifetimeMs;
+    // JWT times are whole seconds: keep the record's times equal to the token's.
+    const issuedAt = Math.floor(this.clock.now() / 1000) * 1000;
+    const expiresAt = Math.floor((issuedAt + lifetimeMs) / 1000) * 1000;
     const token = await new SignJWT({
       group_id: claims.groupId,
       provisioning_key_id: claims.provisioningKeyId,
@@ -119,8 +120,8 @@ export class IdentityAuthority {
       .setSubject(claims.connectorId)
       .setAudience(IDENTITY_AUDIENCE)
       .setJti(randomBytes(16).toString('base64url'))
-      .setIssuedAt(Math.floor(issuedAt / 1000))
-      .setExpirationTime(Math.floor(expiresAt / 1000))
+      .setIssuedAt(issuedAt / 1000)
+      .setExpirationTime(expiresAt / 1000)
       .sign(this.signer.key);
     return { token, issuedAt, expiresAt, keyId: this.signer.kid };
   }

@@ -1,0 +1,67 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AdminClient } from '../../server/admin-client.js';
+import { type Proc, spawnProcess, spawnTs } from './processes.js';
+
+export interface AgentProc extends Proc {
+  stateDir: string;
+}
+
+/** The agent CLI from source, as its own process. */
+export function spawnAgent(args: string[], stateDir: string, env: NodeJS.ProcessEnv = {}): AgentProc {
+  const proc = spawnTs('agent/main.ts', [...args, '--state-dir', stateDir], {
+    env: { ...process.env, ...env },
+  });
+  return { ...proc, stateDir };
+}
+
+/** The built single executable, from a folder outside the repo, with no node on PATH. */
+export function spawnBinary(binary: string, args: string[], stateDir: string, cwd: string): AgentProc {
+  const proc = spawnProcess(binary, [...args, '--state-dir', stateDir], {
+    cwd,
+    env: { PATH: '/nonexistent', HOME: cwd },
+  });
+  return { ...proc, stateDir };
+}
+
+export async function readIdentity(stateDir: string): Promise<{
+  connectorId: string;
+  identityToken: string;
+  privateJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string; d: string };
+} | null> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, 'identity.json'), 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+export async function identityMode(stateDir: string): Promise<number> {
+  return (await stat(join(stateDir, 'identity.json'))).mode & 0o777;
+}
+
+/** Polls the admin API (bounded) until `check` holds. */
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; Date.now() < deadline && i < 2000; i++) {
+    const value = await probe();
+    if (value) return value;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out: ${what}`);
+}
+
+export async function waitConnected(admin: AdminClient, name: string, timeoutMs = 20_000) {
+  return eventually(
+    `${name} connected`,
+    async () =>
+      (await admin.connectors.list.query({ connection: 'connected', limit: 1000 })).items.find(
+        (c) => c.name === name,
+      ),
+    timeoutMs,
+  );
+}

@@ -1,0 +1,282 @@
+import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createProof, generateAgentKeyPair } from '../agent/proof.js';
+import { CLOSE_CODES } from '../shared/protocol.js';
+import type { AppRouter } from '../shared/router-type.js';
+import { connectSim, type Enrolled, enrollSim, openSession } from './helpers/agent-sim.js';
+import { startTestServer } from './helpers/server.js';
+
+async function enrolledAgent() {
+  const srv = await startTestServer();
+  const group = await srv.admin.groups.create.mutate({ name: 'Target' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  const { enrolled } = await enrollSim(srv.url, key);
+  return { srv, group, enrolled: enrolled! };
+}
+
+const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+const decode = (token: string) => {
+  const [h, p] = token.split('.');
+  return {
+    header: JSON.parse(Buffer.from(h!, 'base64url').toString()),
+    payload: JSON.parse(Buffer.from(p!, 'base64url').toString()),
+  };
+};
+
+/** Opens a session with the given params and expects a final refusal with `reason`, and no live session left. */
+async function expectRefused(
+  srv: Awaited<ReturnType<typeof startTestServer>>,
+  enrolled: Enrolled,
+  params: { identity: string; proof: string },
+  reason: string,
+) {
+  const session = openSession(srv.url, params);
+  const close = await session.waitForClose();
+  expect(close).toEqual({ code: CLOSE_CODES.REFUSED, reason });
+  expect(session.events).toEqual([]);
+  expect(srv.server.hub.size).toBe(0);
+  expect((await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).connection).toBe(
+    'never',
+  );
+  await session.close();
+}
+
+describe('session handshake attacks: each is refused with its reason and leaves no live session', () => {
+  it('accepts the genuine identity with a fresh proof', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const session = connectSim(srv.url, enrolled);
+    expect(await session.waitFor('ready')).toMatchObject({
+      type: 'ready',
+      connectorId: enrolled.connectorId,
+      status: 'enabled',
+    });
+    expect(srv.server.hub.size).toBe(1);
+    await session.close();
+  });
+
+  it('a valid identity with no proof, or an empty one → PROOF_INVALID / IDENTITY_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    await expectRefused(srv, enrolled, { identity: enrolled.identityToken, proof: 'x' }, 'PROOF_INVALID');
+    const noProof = openSession(srv.url, { identity: enrolled.identityToken } as {
+      identity: string;
+      proof: string;
+    });
+    expect(await noProof.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'IDENTITY_INVALID' });
+    await noProof.close();
+    expect(srv.server.hub.size).toBe(0);
+  });
+
+  it('a proof signed by another key → PROOF_INVALID (a copied token alone is useless)', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const thief = await generateAgentKeyPair();
+    await expectRefused(
+      srv,
+      enrolled,
+      {
+        identity: enrolled.identityToken,
+        proof: await createProof(thief.privateJwk, enrolled.identityToken),
+      },
+      'PROOF_INVALID',
+    );
+  });
+
+  it('a replayed proof → PROOF_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const proof = await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken);
+    const first = openSession(srv.url, { identity: enrolled.identityToken, proof });
+    await first.waitFor('ready');
+    await first.close();
+    await expectRefused(srv, enrolled, { identity: enrolled.identityToken, proof }, 'PROOF_INVALID');
+  });
+
+  it('a stale proof (iat beyond the skew) and a proof bound to another token → PROOF_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    srv.clock.advance(10 * 60_000);
+    await expectRefused(
+      srv,
+      enrolled,
+      {
+        identity: enrolled.identityToken,
+        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+      },
+      'PROOF_INVALID',
+    );
+    srv.clock.advance(-10 * 60_000);
+    await expectRefused(
+      srv,
+      enrolled,
+      {
+        identity: enrolled.identityToken,
+        proof: await createProof(enrolled.keyPair.privateJwk, `${enrolled.identityToken}x`),
+      },
+      'PROOF_INVALID',
+    );
+  });
+
+  it('a tampered token (claims changed, signature kept) → IDENTITY_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const [h, p, s] = enrolled.identityToken.split('.');
+    const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
+    const tampered = `${h}.${b64({ ...payload, sub: 'con_someoneelse0000' })}.${s}`;
+    await expectRefused(
+      srv,
+      enrolled,
+      { identity: tampered, proof: await createProof(enrolled.keyPair.privateJwk, tampered) },
+      'IDENTITY_INVALID',
+    );
+  });
+
+  it('a token signed by an unknown key with the right kid → IDENTITY_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const { header, payload } = decode(enrolled.identityToken);
+    const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+    const forged = await new SignJWT(payload).setProtectedHeader(header).sign(privateKey);
+    await expectRefused(
+      srv,
+      enrolled,
+      { identity: forged, proof: await createProof(enrolled.keyPair.privateJwk, forged) },
+      'IDENTITY_INVALID',
+    );
+  });
+
+  it('alg: none → IDENTITY_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const { header, payload } = decode(enrolled.identityToken);
+    const unsigned = `${b64({ ...header, alg: 'none' })}.${b64(payload)}.`;
+    await expectRefused(
+      srv,
+      enrolled,
+      { identity: unsigned, proof: await createProof(enrolled.keyPair.privateJwk, unsigned) },
+      'IDENTITY_INVALID',
+    );
+  });
+
+  it('an identity of a revoked connector → CONNECTOR_REVOKED, for ever; of a deleted one → CONNECTOR_NOT_FOUND', async () => {
+    const { srv, group, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    await srv.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+    const fresh = async () => ({
+      identity: enrolled.identityToken,
+      proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+    });
+    const session = openSession(srv.url, await fresh());
+    expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'CONNECTOR_REVOKED' });
+    await session.close();
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const other = (await enrollSim(srv.url, key)).enrolled!;
+    await srv.admin.connectors.delete.mutate({ connectorId: other.connectorId });
+    const deleted = openSession(srv.url, {
+      identity: other.identityToken,
+      proof: await createProof(other.keyPair.privateJwk, other.identityToken),
+    });
+    expect(await deleted.waitForClose()).toEqual({
+      code: CLOSE_CODES.REFUSED,
+      reason: 'CONNECTOR_NOT_FOUND',
+    });
+    await deleted.close();
+    expect(srv.server.hub.size).toBe(0);
+  });
+
+  it('an expired identity → IDENTITY_EXPIRED', async () => {
+    const srv = await startTestServer({ config: { identityTtlMs: 60_000 } });
+    await using _ = srv;
+    const group = await srv.admin.groups.create.mutate({ name: 'Short' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const enrolled = (await enrollSim(srv.url, key)).enrolled!;
+    srv.clock.advance(61_000);
+    await expectRefused(
+      srv,
+      enrolled,
+      {
+        identity: enrolled.identityToken,
+        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+      },
+      'IDENTITY_EXPIRED',
+    );
+  });
+
+  it('an identity whose cnf.jkt names the attacker’s key, signed by the attacker → IDENTITY_INVALID', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const { header, payload } = decode(enrolled.identityToken);
+    const attacker = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+    const jwk = await exportJWK(attacker.publicKey);
+    const forged = await new SignJWT({ ...payload, cnf: { jkt: 'attacker' } })
+      .setProtectedHeader({ ...header, jwk })
+      .sign(attacker.privateKey);
+    await expectRefused(srv, enrolled, { identity: forged, proof: 'x' }, 'IDENTITY_INVALID');
+  });
+});
+
+describe('one live session per connector (behaviour 12)', () => {
+  it('a second session replaces the first, and the audit log records both addresses', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const first = connectSim(srv.url, enrolled);
+    await first.waitFor('ready');
+    class FromOtherAddress extends WebSocket {
+      constructor(address: string | URL, protocols?: string | string[]) {
+        super(address, protocols, { localAddress: '127.0.0.2' });
+      }
+    }
+    const wsClient = createWSClient({
+      url: `${srv.url.replace('http', 'ws')}/trpc`,
+      WebSocket: FromOtherAddress as unknown as typeof globalThis.WebSocket,
+      connectionParams: async () => ({
+        identity: enrolled.identityToken,
+        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+      }),
+    });
+    const second = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+    const ready = new Promise((resolve) => {
+      second.agent.session.subscribe(undefined, {
+        onData: (e) => (e as { type: string }).type === 'ready' && resolve(e),
+      });
+    });
+    await ready;
+    expect(await first.waitForClose()).toEqual({ code: CLOSE_CODES.REPLACED, reason: 'SESSION_REPLACED' });
+    expect(srv.server.hub.size).toBe(1);
+    const [replaced] = await srv.admin.audit.list.query({ type: 'session.replaced' });
+    expect(replaced).toMatchObject({
+      connectorId: enrolled.connectorId,
+      remoteAddress: '127.0.0.2',
+      details: { previousRemoteAddress: '127.0.0.1', newRemoteAddress: '127.0.0.2' },
+    });
+    expect((await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).remoteAddress).toBe(
+      '127.0.0.2',
+    );
+    await wsClient.close();
+    await first.close();
+  });
+
+  it('a socket that never sends its connectionParams is closed after the handshake deadline', async () => {
+    const srv = await startTestServer({ config: { handshakeTimeoutMs: 200 } });
+    await using _ = srv;
+    const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/trpc?connectionParams=1`);
+    const closed = await new Promise<{ code: number }>((resolve) =>
+      ws.on('close', (code) => resolve({ code })),
+    );
+    expect(closed.code).toBe(CLOSE_CODES.HANDSHAKE_TIMEOUT);
+  });
+
+  it('refuses websocket upgrades on other paths', async () => {
+    const srv = await startTestServer();
+    await using _ = srv;
+    const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/other`);
+    const outcome = await new Promise<string>((resolve) => {
+      ws.on('open', () => resolve('open'));
+      ws.on('error', () => resolve('error'));
+    });
+    expect(outcome).toBe('error');
+  });
+});
