@@ -171,6 +171,8 @@ export async function startServer(
     router: appRouter,
     basePath: '/trpc/',
     maxBodySize: config.maxBodyBytes,
+    // One call per request keeps limits, audit and errors per call; no client here batches.
+    allowBatching: false,
     createContext: ({ req }): Context => ({
       services,
       remoteAddress: remoteAddressOf(req),
@@ -242,6 +244,7 @@ export async function startServer(
   applyWSSHandler({
     wss,
     router: appRouter,
+    maxBatchSize: 10,
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 10_000 },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       clearTimeout(handshakeTimers.get(ws));

@@ -8,20 +8,22 @@ function reasonFor(error: TRPCError): ErrorReason {
   const cause = error.cause;
   if (cause instanceof DomainError) return cause.reason;
   if (cause instanceof ZodError) return 'VALIDATION_FAILED';
+  if (isErrorReason(error.message)) return error.message;
   switch (error.code) {
-    case 'PARSE_ERROR':
-    case 'BAD_REQUEST':
-    case 'UNPROCESSABLE_CONTENT':
-    case 'PAYLOAD_TOO_LARGE':
-    case 'METHOD_NOT_SUPPORTED':
-    case 'NOT_FOUND':
-      return 'VALIDATION_FAILED';
     case 'TOO_MANY_REQUESTS':
       return 'RATE_LIMITED';
     case 'UNAUTHORIZED':
       return 'ADMIN_KEY_INVALID';
+    case 'INTERNAL_SERVER_ERROR':
+    case 'NOT_IMPLEMENTED':
+    case 'BAD_GATEWAY':
+    case 'SERVICE_UNAVAILABLE':
+    case 'GATEWAY_TIMEOUT':
+      return 'INTERNAL_ERROR';
     default:
-      return isErrorReason(error.message) ? error.message : 'INTERNAL_ERROR';
+      // Every other client error the framework raises (parse errors, unsupported media type, body
+      // too large, unknown procedure, wrong method) is a request that is not valid.
+      return 'VALIDATION_FAILED';
   }
 }
 

@@ -6,8 +6,10 @@ import { z } from 'zod';
  */
 
 // Control characters (C0, DEL, C1) and Unicode line/paragraph separators would let a stored value
-// rewrite an admin's terminal or a log line.
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+// rewrite an admin's terminal or a log line; zero-width and bidirectional controls would let a name
+// look like another (or like nothing) in a table; lone surrogates are not text at all.
+const CONTROL_CHARS =
+  /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export const safeText = (max: number) =>
   z

@@ -204,4 +204,15 @@ describe('groups and provisioning keys', () => {
       expect(r, path).toMatchObject({ ok: false, status: 404, reason: 'GROUP_NOT_FOUND' });
     }
   });
+
+  it('refuses names that would hide or disguise themselves in a table (bidi, zero-width, lone surrogates)', async () => {
+    await using srv = await startTestServer();
+    for (const name of ['a\u202egnp.exe', '\u200b', 'x\ufeff', '\ud800', 'tab\there']) {
+      const r = await rawCall(srv.url, 'groups.create', { name }, { key: srv.adminKey });
+      expect(r, JSON.stringify(name)).toMatchObject({ status: 400, reason: 'VALIDATION_FAILED' });
+    }
+    expect((await rawCall(srv.url, 'groups.create', { name: 'Café 😀 Ω' }, { key: srv.adminKey })).ok).toBe(
+      true,
+    );
+  });
 });
