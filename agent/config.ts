@@ -10,6 +10,8 @@ export interface AgentConfig {
   /** Base URL, e.g. https://enroll.example.com (no trailing slash). */
   server: string;
   provisioningKey: string | null;
+  /** Why --key-file could not be read; only an error if the agent still has to enroll. */
+  keyFileProblem: string | null;
   stateDir: string;
   name: string | null;
   caPem: string | null;
@@ -81,13 +83,14 @@ export async function parseAgentConfig(
   const server = checkServerUrl(serverRaw, allowInsecure);
   if (flags.key && flags.keyFile) throw new UsageError('pass either --key or --key-file, not both');
   let provisioningKey: string | null = flags.key ?? null;
+  let keyFileProblem: string | null = null;
   if (flags.keyFile) {
     try {
-      provisioningKey = (await readFile(flags.keyFile, 'utf8')).trim();
+      provisioningKey = (await readFile(flags.keyFile, 'utf8')).trim() || null;
+      if (!provisioningKey) keyFileProblem = `--key-file: ${flags.keyFile} is empty`;
     } catch (error) {
-      throw new UsageError(
-        `--key-file: cannot read ${flags.keyFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
-      );
+      // Once enrolled the key is not needed, and operators are told they may delete the file.
+      keyFileProblem = `--key-file: cannot read ${flags.keyFile} (${(error as NodeJS.ErrnoException).code ?? error})`;
     }
   }
   provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;
@@ -104,6 +107,7 @@ export async function parseAgentConfig(
   return {
     server,
     provisioningKey,
+    keyFileProblem,
     stateDir: resolveStateDir(flags.stateDir, env),
     name: flags.name ?? null,
     caPem,

@@ -1,9 +1,9 @@
 import { createTRPCClient, httpLink, TRPCClientError } from '@trpc/client';
 import { ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
 import type { AppRouter } from '../shared/router-type.js';
+import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
-import { collectHostFacts } from './host-facts.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
@@ -32,12 +32,12 @@ export async function enroll(
   transport: Transport,
   logger: AgentLogger,
   signal: AbortSignal,
+  host: HostFacts,
 ): Promise<SavedIdentity | null> {
   const client = createTRPCClient<AppRouter>({
     links: [httpLink({ url: `${config.server}/trpc`, fetch: transport.fetch })],
   });
   const keyPair = await generateAgentKeyPair();
-  const host = await collectHostFacts();
   for (let attempt = 0; !signal.aborted; attempt++) {
     try {
       const result = await client.agent.enroll.mutate(

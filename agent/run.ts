@@ -1,5 +1,6 @@
 import type { AgentConfig } from './config.js';
 import { EnrollmentRefused, enroll } from './enroll.js';
+import { collectHostFacts } from './host-facts.js';
 import { IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { EXIT, runSession } from './session.js';
@@ -25,6 +26,7 @@ export async function runAgent(
     throw error;
   });
   if (identity === 'damaged') return EXIT.FAILED;
+  const hostFacts = await collectHostFacts();
 
   if (identity) {
     if (config.provisioningKey)
@@ -36,6 +38,10 @@ export async function runAgent(
       identity = { ...identity, server: config.server };
     }
   } else {
+    if (!config.provisioningKey && config.keyFileProblem) {
+      logger.error(`not enrolled, and ${config.keyFileProblem}`);
+      return EXIT.USAGE;
+    }
     if (!config.provisioningKey) {
       logger.error(
         'not enrolled and no provisioning key: pass --key-file FILE, --key KEY or env CONNECTOR_PROVISIONING_KEY',
@@ -56,6 +62,7 @@ export async function runAgent(
         transport,
         logger,
         signal,
+        hostFacts,
       );
     } catch (error) {
       if (error instanceof EnrollmentRefused) {
@@ -75,5 +82,5 @@ export async function runAgent(
     await store.save(identity);
     logger.info('enrolled; identity saved', { connector: identity.connectorId, file: store.identityFile });
   }
-  return runSession({ identity, store, transport, logger, signal });
+  return runSession({ identity, store, transport, logger, signal, hostFacts });
 }

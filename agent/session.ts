@@ -7,6 +7,7 @@ import {
   type SessionEvent,
 } from '../shared/protocol.js';
 import type { AppRouter } from '../shared/router-type.js';
+import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
@@ -23,7 +24,9 @@ export interface SessionOptions {
   transport: Transport;
   logger: AgentLogger;
   signal: AbortSignal;
-  /** How often host facts are sent again. @default 300000 */
+  /** Facts collected before connecting, sent on every (re)connect without delaying it. */
+  hostFacts: HostFacts;
+  /** How often host facts are collected and sent again. @default 300000 */
   reportIntervalMs?: number;
 }
 
@@ -96,20 +99,25 @@ export function runSession(o: SessionOptions): Promise<number> {
     finished = true;
     clearInterval(reportTimer);
     subscription.unsubscribe();
-    if (code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE) {
-      await store
-        .wipe()
-        .catch((error) => logger.error('could not remove the identity file', { error: String(error) }));
-      logger.info('identity wiped', { file: store.identityFile });
-    }
-    await store.writeStatus({
-      state,
-      status: null,
-      connectorId: identity.connectorId,
-      server: identity.server,
-      detail,
-    });
-    await wsClient.close().catch(() => {});
+    // The socket is done with either way; closing it need not delay the exit.
+    void wsClient.close().catch(() => {});
+    const wipe =
+      code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE
+        ? store.wipe().then(
+            () => logger.info('identity wiped', { file: store.identityFile }),
+            (error) => logger.error('could not remove the identity file', { error: String(error) }),
+          )
+        : Promise.resolve();
+    await Promise.all([
+      wipe,
+      store.writeStatus({
+        state,
+        status: null,
+        connectorId: identity.connectorId,
+        server: identity.server,
+        detail,
+      }),
+    ]);
     resolveExit(code);
   }
 
@@ -130,9 +138,13 @@ export function runSession(o: SessionOptions): Promise<number> {
     return finish(EXIT.FAILED, 'refused', reason);
   }
 
-  async function report() {
+  // Collecting facts costs the event loop hundreds of milliseconds on a busy host; keep it off
+  // the connect path so a revoke arriving right after connecting is acted on at once.
+  let hostFacts = o.hostFacts;
+  async function report(refresh: boolean) {
     try {
-      await client.agent.report.mutate({ host: await collectHostFacts() });
+      if (refresh) hostFacts = await collectHostFacts();
+      await client.agent.report.mutate({ host: hostFacts });
     } catch (error) {
       if (!finished) logger.warn('could not report host facts', { error: (error as Error).message });
     }
@@ -153,9 +165,9 @@ export function runSession(o: SessionOptions): Promise<number> {
           server: identity.server,
           detail: null,
         });
-        void report();
+        void report(false);
         clearInterval(reportTimer);
-        reportTimer = setInterval(() => void report(), o.reportIntervalMs ?? 300_000);
+        reportTimer = setInterval(() => void report(true), o.reportIntervalMs ?? 300_000);
         reportTimer.unref();
         break;
       case 'status':

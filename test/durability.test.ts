@@ -47,9 +47,12 @@ describe('durability (behaviour 13)', () => {
         })(),
       ];
       // Kill once a fair amount of work has been acknowledged, while the workers are still going.
-      const target = acknowledgedGroups.size + 40;
-      for (let i = 0; i < 600 && acknowledgedGroups.size < target; i++)
+      const groupTarget = acknowledgedGroups.size + 40;
+      const connectorTarget = acknowledgedConnectors.size + 5;
+      for (let i = 0; i < 3000; i++) {
+        if (acknowledgedGroups.size >= groupTarget && acknowledgedConnectors.size >= connectorTarget) break;
         await new Promise((r) => setTimeout(r, 10));
+      }
       server.kill('SIGKILL');
       await server.exited;
       stop = true;
