@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { DomainError } from '../../shared/errors.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
 import { writeFileDurably } from '../store/lowdb-store.js';
@@ -35,9 +34,8 @@ export class ApiKeyService {
    * admin can get in without the key ever being printed. Returns whether it did.
    */
   async bootstrap(file: string): Promise<boolean> {
-    const hasAdminKey = this.deps.store.read((data) => Object.keys(data.apiKeys).length > 0);
-    if (hasAdminKey && existsSync(file)) return false;
-    if (hasAdminKey) return false;
+    // Once any admin key exists, the first admin is in: never mint another behind their back.
+    if (this.deps.store.read((data) => Object.keys(data.apiKeys).length > 0)) return false;
     const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
     await writeFileDurably(file, `${created.key}\n`);
     await this.deps.audit.record({

@@ -190,6 +190,17 @@ export class ConnectorService {
     });
   }
 
+  /**
+   * A connector's first session, written durably: a crash must not leave a connector that did
+   * connect looking never-connected, or the pending sweep would remove it.
+   */
+  async recordFirstConnection(connectorId: string, at: number): Promise<void> {
+    await this.deps.store.transact((data) => {
+      const record = data.connectors[connectorId];
+      if (record && record.lastConnectedAt === null) record.lastConnectedAt = at;
+    });
+  }
+
   /** Connection bookkeeping from the session hub: kept in memory, written lazily. */
   recordConnection(
     connectorId: string,

@@ -178,6 +178,11 @@ export class SessionHub implements Presence {
       seenAt: now,
       remoteAddress: agent.remoteAddress,
     });
+    if (!record.everConnected) {
+      this.o.connectors
+        .recordFirstConnection(agent.connectorId, now)
+        .catch((error) => this.o.logger.error({ err: error }, 'could not record a first connection'));
+    }
     if (previous) {
       previous.end(null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
       this.audit('session.replaced', agent, {
@@ -197,7 +202,9 @@ export class SessionHub implements Presence {
         groupId: agent.groupId,
         status: record.effectiveStatus,
       };
-      await this.renewIfDue(live);
+      await this.renewIfDue(live).catch((error) =>
+        this.o.logger.error({ err: error, connectorId: agent.connectorId }, 'identity renewal failed'),
+      );
       for (;;) {
         const event = await live.next(signal);
         if (!event) break;
@@ -253,7 +260,10 @@ export class SessionHub implements Presence {
     return true;
   }
 
-  private requireUsable(connectorId: string, jkt: string): { effectiveStatus: 'enabled' | 'disabled' } {
+  private requireUsable(
+    connectorId: string,
+    jkt: string,
+  ): { effectiveStatus: 'enabled' | 'disabled'; everConnected: boolean } {
     return this.o.store.read((data) => {
       const record = data.connectors[connectorId];
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
@@ -262,7 +272,10 @@ export class SessionHub implements Presence {
       if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
       const group = data.groups[record.groupId];
       const disabled = record.status === 'disabled' || group?.status === 'disabled';
-      return { effectiveStatus: disabled ? 'disabled' : 'enabled' };
+      return {
+        effectiveStatus: disabled ? 'disabled' : 'enabled',
+        everConnected: record.lastConnectedAt !== null,
+      };
     });
   }
 
