@@ -17,20 +17,14 @@ import { DomainError } from '../shared/errors.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
-import { createMetrics } from './metrics.js';
 import { appRouter } from './router.js';
-import { ApiKeyService } from './services/api-keys.js';
 import { FileAuditLog } from './services/audit.js';
-import { ConnectorService } from './services/connectors.js';
-import type { Policy, ServiceDeps } from './services/deps.js';
-import { EnrollmentService } from './services/enrollment.js';
-import { DomainEvents } from './services/events.js';
-import { GroupService } from './services/groups.js';
+import { createServices } from './services/compose.js';
+import type { Policy } from './services/deps.js';
 import { IdentityAuthority } from './services/identity.js';
-import { ProvisioningKeyService } from './services/provisioning-keys.js';
-import { AbuseLimiter, DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
+import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 import { SecretBox } from './services/secrets.js';
-import { SessionHub } from './sessions/hub.js';
+import type { SessionHub } from './sessions/hub.js';
 import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
 export interface ServerConfig extends Policy {
@@ -120,48 +114,13 @@ export async function startServer(
   const file = (name: string) => join(config.dataDir, name);
 
   const secretBox = new SecretBox(await loadOrCreateSecret(file('secret.key')));
-  const metrics = createMetrics();
   const store = await LowdbStore.open(file('store.json'), {
     onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
   });
   const audit = await FileAuditLog.open(file('audit.jsonl'), clock);
   const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
-  const events = new DomainEvents();
-  const presence = { isConnected: (id: string) => hub.isConnected(id) };
-  const deps: ServiceDeps = {
-    store,
-    audit,
-    clock,
-    events,
-    secretBox,
-    identity,
-    presence,
-    policy: config,
-    metrics,
-    logger,
-  };
-  const connectors = new ConnectorService(deps);
-  const hub: SessionHub = new SessionHub({
-    store,
-    identity,
-    connectors,
-    events,
-    audit,
-    clock,
-    policy: config,
-    metrics,
-    logger,
-  });
-  const services: Services = {
-    groups: new GroupService(deps),
-    provisioningKeys: new ProvisioningKeyService(deps),
-    connectors,
-    enrollment: new EnrollmentService(deps),
-    apiKeys: new ApiKeyService(deps),
-    audit,
-    hub,
-    limiter: new AbuseLimiter(config.rateLimits, audit),
-  };
+  const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
+  const { hub, connectors } = services;
 
   const adminKeyFile = file('admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))

@@ -94,6 +94,19 @@ export class IdentityAuthority {
     return new IdentityAuthority({ kid: active[0].kid, key }, publicJwks, options.issuer, options.clock);
   }
 
+  /** An authority with one fresh signing key that lives only in memory: for tests and throwaway servers. */
+  static async inMemory(options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
+    const stored = await newSigningKey(options.clock);
+    const { d: _private, ...pub } = stored.privateJwk;
+    const key = await importJWK(stored.privateJwk, ALG);
+    return new IdentityAuthority(
+      { kid: stored.kid, key },
+      [{ ...pub, kid: stored.kid, alg: ALG, use: 'sig' }],
+      options.issuer,
+      options.clock,
+    );
+  }
+
   /** The public keys, for `/.well-known/jwks.json`. */
   publicKeySet(): { keys: JWK[] } {
     return { keys: this.publicJwks };
