@@ -130,8 +130,6 @@ export interface BuildAgentResult {
   target: AgentTarget;
   /** Absolute path of the executable. */
   binaryPath: string;
-  bundlePath: string;
-  blobPath: string;
   /** True when the binary is for another OS/CPU than this machine (and so was not run). */
   cross: boolean;
   stripped: boolean;
@@ -190,10 +188,14 @@ export async function buildAgent(options: BuildAgentOptions = {}): Promise<Build
   }
   const outDir = path.resolve(options.outDir ?? path.join(REPO_ROOT, 'dist'));
   const cacheDir = path.resolve(options.cacheDir ?? path.join(outDir, '.node-cache'));
-  const workDir = path.join(outDir, '.sea-build', target);
+  // A work folder of this process's own: concurrent builds never share files, and the binary is
+  // assembled there and renamed into place only once it passed its checks, so an interrupted build
+  // never leaves a broken executable where a working one is expected.
+  const workDir = path.join(outDir, '.sea-build', `${target}-${process.pid}`);
   const bundlePath = path.join(workDir, 'agent.cjs');
   const blobPath = path.join(workDir, 'sea-prep.blob');
-  const binaryPath = path.join(outDir, binaryName(target));
+  const finalPath = path.join(outDir, binaryName(target));
+  let binaryPath = path.join(workDir, binaryName(target));
   const nodeVersion = process.versions.node;
   // The code cache is V8 bytecode for the machine that made the blob: only valid on the same platform.
   const useCodeCache = !cross;
@@ -318,22 +320,30 @@ export async function buildAgent(options: BuildAgentOptions = {}): Promise<Build
   };
 
   try {
-    await assemble(options.strip ?? true);
-  } catch (error) {
-    if (!stripped) throw error;
-    // Tell a binary broken by strip from an agent that fails by itself: try once more unstripped.
-    log(`      ✗ the stripped binary failed: ${errorMessage(error).split('\n')[0]}`);
-    log('      retrying without strip, to tell a strip problem from an agent problem');
-    stepNo = 2;
     try {
-      await assemble(false);
-    } catch (unstrippedError) {
-      throw new BuildAgentError(
-        `${errorMessage(unstrippedError)}\n(it fails unstripped too: not a strip problem)`,
-      );
+      await assemble(options.strip ?? true);
+    } catch (error) {
+      if (!stripped) throw error;
+      // Tell a binary broken by strip from an agent that fails by itself: try once more unstripped.
+      log(`      ✗ the stripped binary failed: ${errorMessage(error).split('\n')[0]}`);
+      log('      retrying without strip, to tell a strip problem from an agent problem');
+      stepNo = 2;
+      try {
+        await assemble(false);
+      } catch (unstrippedError) {
+        throw new BuildAgentError(
+          `${errorMessage(unstrippedError)}\n(it fails unstripped too: not a strip problem)`,
+        );
+      }
+      notes.push('strip was skipped: the stripped binary did not start, the unstripped one does');
     }
-    notes.push('strip was skipped: the stripped binary did not start, the unstripped one does');
+  } catch (error) {
+    fs.rmSync(workDir, { recursive: true, force: true });
+    throw error;
   }
+  fs.renameSync(binaryPath, finalPath);
+  binaryPath = finalPath;
+  fs.rmSync(workDir, { recursive: true, force: true });
 
   // Report --------------------------------------------------------------------------------------------
   const sizes = {
@@ -362,10 +372,8 @@ export async function buildAgent(options: BuildAgentOptions = {}): Promise<Build
   const label = (s: string) => s.padEnd(8);
   log('');
   log(`Size report (${target})`);
-  log(`  ${label('bundle')}${mib(sizes.bundle).padStart(10)}  ${display(bundlePath)}`);
-  log(
-    `  ${label('blob')}${mib(sizes.blob).padStart(10)}  ${display(blobPath)}${useCodeCache ? ' (with code cache)' : ''}`,
-  );
+  log(`  ${label('bundle')}${mib(sizes.bundle).padStart(10)}`);
+  log(`  ${label('blob')}${mib(sizes.blob).padStart(10)}${useCodeCache ? '  (with code cache)' : ''}`);
   log(
     `  ${label('node')}${mib(sizes.baseNode).padStart(10)}  ${display(baseNodePath)}${stripped ? ' (before strip)' : ''}`,
   );
@@ -378,8 +386,6 @@ export async function buildAgent(options: BuildAgentOptions = {}): Promise<Build
   return {
     target,
     binaryPath,
-    bundlePath,
-    blobPath,
     cross,
     stripped,
     useCodeCache,
