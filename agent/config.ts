@@ -41,7 +41,9 @@ export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv
 
 function isLoopbackHost(hostname: string): boolean {
   const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  // Only `localhost` itself: a name under .localhost goes to whatever resolver the host has (glibc
+  // asks DNS), so it is no promise of loopback.
+  if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
   return false;

@@ -7,7 +7,7 @@ import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
-import type { Transport } from './transport.js';
+import { describeNetworkError, type Transport } from './transport.js';
 import { AGENT_VERSION } from './version.js';
 
 /** The server said no for good: the agent exits 3 with the reason and what to do. */
@@ -39,6 +39,11 @@ export async function enroll(
   });
   const keyPair = await generateAgentKeyPair();
   for (let attempt = 0; !signal.aborted; attempt++) {
+    // Each attempt ends by itself if nothing answers, and on stop.
+    const attemptAbort = new AbortController();
+    const stopAttempt = () => attemptAbort.abort();
+    signal.addEventListener('abort', stopAttempt, { once: true });
+    const timer = setTimeout(stopAttempt, transport.requestTimeoutMs);
     try {
       const result = await client.agent.enroll.mutate(
         {
@@ -48,7 +53,7 @@ export async function enroll(
           agentVersion: AGENT_VERSION,
           ...(config.name ? { name: config.name } : {}),
         },
-        { signal },
+        { signal: attemptAbort.signal },
       );
       return {
         connectorId: result.connectorId,
@@ -76,11 +81,17 @@ export async function enroll(
         reason === 'RATE_LIMITED' && data?.retryAfterSeconds
           ? data.retryAfterSeconds * 1000 + fullJitterDelayMs(0, 1000)
           : fullJitterDelayMs(attempt);
+      const problem = attemptAbort.signal.aborted
+        ? `no answer within ${transport.requestTimeoutMs / 1000} s`
+        : describeNetworkError(error);
       logger.warn('enrollment failed, retrying', {
-        reason: reason ?? (error as Error).message,
+        reason: reason ?? problem,
         retryInSeconds: Math.round(waitMs / 100) / 10,
       });
       if (!(await sleep(waitMs, signal))) return null;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', stopAttempt);
     }
   }
   return null;

@@ -13,7 +13,7 @@ import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
-import type { Transport } from './transport.js';
+import { describeNetworkError, type Transport } from './transport.js';
 
 /** How the agent process ends (contract exit codes). */
 export const EXIT = { STOPPED: 0, FAILED: 1, USAGE: 2, REFUSED: 3, REVOKED: 4, IDENTITY_GONE: 5 } as const;
@@ -46,6 +46,8 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   let reportTimer: NodeJS.Timeout | undefined;
   let connectedOnce = false;
+  // Said once per distinct problem, so an agent retrying for hours does not flood its log.
+  let lastConnectProblem: string | null = null;
 
   const wsClient = createWSClient({
     url: wsUrl,
@@ -56,6 +58,13 @@ export function runSession(o: SessionOptions): Promise<number> {
     }),
     retryDelayMs: (attempt) => fullJitterDelayMs(attempt),
     keepAlive: { enabled: true, intervalMs: 25_000, pongTimeoutMs: 10_000 },
+    onError: (event) => {
+      if (finished) return;
+      const problem = describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);
+      if (problem === lastConnectProblem) return;
+      lastConnectProblem = problem;
+      logger.warn('cannot connect; retrying', { error: problem });
+    },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
       const code = event?.code;
@@ -78,7 +87,10 @@ export function runSession(o: SessionOptions): Promise<number> {
         return;
       }
       if (finished) return;
-      if (connectedOnce) logger.warn('disconnected; reconnecting', { code });
+      // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
+      if (code !== undefined && code >= 4000)
+        logger.warn('the server closed the session for now; retrying', { code, reason });
+      else if (connectedOnce) logger.warn('disconnected; reconnecting', { code });
       void store.writeStatus({
         state: 'disconnected',
         status: null,
@@ -154,6 +166,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     switch (event.type) {
       case 'ready':
         connectedOnce = true;
+        lastConnectProblem = null;
         logger.info(`connected to ${identity.server}`, {
           connector: event.connectorId,
           status: event.status,

@@ -1,18 +1,29 @@
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
 
+export interface TransportOptions {
+  /**
+   * How long one enrollment request, or one websocket opening handshake, may go unanswered before
+   * it is abandoned and retried: a connection that stalls must not hang the agent. @default 30000
+   */
+  requestTimeoutMs?: number;
+}
+
 /**
  * The HTTP and websocket transports, trusting a private CA when one is given. Node's global fetch
  * takes no CA option, so with --ca-file requests go through node:https instead.
  */
-export function createTransport(caPem: string | null) {
-  if (!caPem) return { fetch: globalThis.fetch, WebSocket };
-  const ca = caPem;
-  class CaWebSocket extends WebSocket {
+export function createTransport(caPem: string | null, options: TransportOptions = {}) {
+  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  const tls = caPem ? { ca: caPem } : {};
+  class AgentWebSocket extends WebSocket {
     constructor(address: string | URL, protocols?: string | string[]) {
-      super(address, protocols, { ca });
+      super(address, protocols, { ...tls, handshakeTimeout: requestTimeoutMs });
     }
   }
+  const AgentWs = AgentWebSocket as unknown as typeof WebSocket;
+  if (!caPem) return { fetch: globalThis.fetch, WebSocket: AgentWs, requestTimeoutMs };
+  const ca = caPem;
   const caFetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
     new Promise((resolve, reject) => {
       const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
@@ -36,7 +47,45 @@ export function createTransport(caPem: string | null) {
       if (init.body) req.write(init.body as string);
       req.end();
     });
-  return { fetch: caFetch as typeof fetch, WebSocket: CaWebSocket as unknown as typeof WebSocket };
+  return { fetch: caFetch as typeof fetch, WebSocket: AgentWs, requestTimeoutMs };
 }
 
 export type Transport = ReturnType<typeof createTransport>;
+
+/** TLS verification failures meaning "this certificate is not signed by a CA the agent trusts". */
+const UNTRUSTED_CERT_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * One line on why a request or websocket could not reach the server. Node hides the useful part
+ * (e.g. `SELF_SIGNED_CERT_IN_CHAIN`) a few `cause`s deep behind "fetch failed"; certificate
+ * problems also say what to do about them.
+ */
+export function describeNetworkError(error: unknown): string {
+  let found: { code?: unknown; message?: unknown } | null = null;
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
+    const candidate = current as { code?: unknown; message?: unknown; cause?: unknown; error?: unknown };
+    if (typeof candidate.code === 'string') found = candidate;
+    // A websocket's ErrorEvent carries the error as `error`, fetch as `cause`.
+    current = candidate.cause ?? candidate.error;
+  }
+  const innermost = found ?? (error as { message?: unknown } | null);
+  const code = typeof found?.code === 'string' ? found.code : null;
+  const message = typeof innermost?.message === 'string' ? innermost.message : String(error);
+  const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
+  if (code && UNTRUSTED_CERT_CODES.has(code))
+    return `TLS: the server's certificate is not trusted (${detail}); if a private CA signed it, pass --ca-file with that CA's certificate`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `TLS: the server's certificate is not for this host name (${detail}); use a --server host name the certificate names`;
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+    return `TLS: the server's certificate is outside its validity period (${detail}); check the server's certificate and this host's clock`;
+  return detail;
+}
