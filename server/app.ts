@@ -9,6 +9,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import pino, { type Logger } from 'pino';
@@ -42,6 +43,11 @@ export interface ServerConfig extends Policy {
   maxWsMessageBytes: number;
   /** How long a new websocket may take to send its connectionParams. @default 10000 */
   handshakeTimeoutMs: number;
+  /**
+   * Live agent sessions allowed from one source address; generous because a NAT'd fleet shares
+   * one address. @default 20000
+   */
+  maxSessionsPerAddress: number;
 }
 
 export const DAY_MS = 86_400_000;
@@ -62,6 +68,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxBodyBytes: 65_536,
     maxWsMessageBytes: 65_536,
     handshakeTimeoutMs: 10_000,
+    maxSessionsPerAddress: 20_000,
     ...overrides,
   };
 }
@@ -95,6 +102,26 @@ async function loadOrCreateSecret(file: string): Promise<Buffer> {
   }
 }
 
+/** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */
+export class TlsConfigError extends Error {}
+
+/** Reads and checks the certificate and key before anything else starts, so a bad pair touches nothing. */
+async function loadTlsPair(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = (file: string, flag: string) =>
+    readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new TlsConfigError(`${flag} ${file}: cannot read it (${error.code ?? error.message})`);
+    });
+  const [cert, key] = await Promise.all([read(certFile, '--tls-cert'), read(keyFile, '--tls-key')]);
+  try {
+    createSecureContext({ cert, key });
+  } catch (error) {
+    throw new TlsConfigError(
+      `--tls-cert ${certFile} / --tls-key ${keyFile}: not a usable PEM certificate and matching key (${(error as Error).message})`,
+    );
+  }
+  return { cert, key };
+}
+
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
 export async function startServer(
   config: ServerConfig,
@@ -109,6 +136,8 @@ export async function startServer(
       redact: ['req.headers.authorization'],
     });
 
+  const tls =
+    config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   if (((await stat(config.dataDir)).mode & 0o077) !== 0) await chmod(config.dataDir, 0o700);
   const file = (name: string) => join(config.dataDir, name);
@@ -117,7 +146,9 @@ export async function startServer(
   const store = await LowdbStore.open(file('store.json'), {
     onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
   });
-  const audit = await FileAuditLog.open(file('audit.jsonl'), clock);
+  const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
+    onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+  });
   const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
   const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
   const { hub, connectors } = services;
@@ -168,9 +199,8 @@ export async function startServer(
   };
 
   let server: Server;
-  if (config.tlsCertFile && config.tlsKeyFile) {
-    const [cert, key] = await Promise.all([readFile(config.tlsCertFile), readFile(config.tlsKeyFile)]);
-    server = createHttpsServer({ cert, key }, onRequest) as unknown as Server;
+  if (tls) {
+    server = createHttpsServer(tls, onRequest) as unknown as Server;
   } else {
     server = createHttpServer(onRequest);
   }
@@ -221,7 +251,8 @@ export async function startServer(
         const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';
         if (!(error instanceof DomainError))
           logger.error({ err: error }, 'session authentication failed unexpectedly');
-        await services.limiter.handshakeFailed(remoteAddress);
+        // A full address is not a failed attempt: the agent behind it did nothing wrong.
+        if (reason !== 'RATE_LIMITED') await services.limiter.handshakeFailed(remoteAddress);
         hub.refuse(ws, reason, remoteAddress);
         return { ...base, agent: null, agentRefusal: reason };
       }
@@ -243,7 +274,7 @@ export async function startServer(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const scheme = config.tlsCertFile ? 'https' : 'http';
+  const scheme = tls ? 'https' : 'http';
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = config.publicUrl ?? `${scheme}://${hostForUrl}:${port}`;
   logger.info({ url, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');

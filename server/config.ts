@@ -35,6 +35,7 @@ const serveOptionsSchema = z.object({
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
+  maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -100,6 +101,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `enrollment requests per source address per minute (default ${DEFAULT_RATE_LIMITS.enrollPerAddressPerMinute})`,
   },
+  maxSessionsPerAddress: {
+    flag: '--max-sessions-per-address <n>',
+    env: 'CONNECTOR_MAX_SESSIONS_PER_ADDRESS',
+    default: undefined,
+    help: `live agent sessions allowed from one source address (default ${defaultConfig().maxSessionsPerAddress})`,
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -131,6 +138,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsCertFile: o.tlsCert ?? null,
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
+    ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     rateLimits: {
       ...DEFAULT_RATE_LIMITS,
       ...(o.enrollRatePerMinute ? { enrollPerAddressPerMinute: o.enrollRatePerMinute } : {}),

@@ -20,7 +20,7 @@ for (const spec of Object.values(SERVE_FLAGS)) {
 }
 serve.action(async (flags: ServeFlagValues) => {
   const { parseServeConfig } = await import('./config.js');
-  const { startServer } = await import('./app.js');
+  const { startServer, TlsConfigError } = await import('./app.js');
   const { DataFileError } = await import('./store/lowdb-store.js');
   let config: ReturnType<typeof parseServeConfig>;
   try {
@@ -32,7 +32,8 @@ serve.action(async (flags: ServeFlagValues) => {
   try {
     server = await startServer(config);
   } catch (error) {
-    if (error instanceof DataFileError) throw new CliError(`cannot start: ${error.message}`);
+    if (error instanceof DataFileError || error instanceof TlsConfigError)
+      throw new CliError(`cannot start: ${error.message}`);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE')
       throw new CliError(

@@ -1,3 +1,4 @@
+import { DomainError } from '../../shared/errors.js';
 import { enrollInput, reportInput } from '../../shared/schemas.js';
 import { agentProcedure, publicProcedure, router } from '../trpc.js';
 
@@ -8,7 +9,10 @@ export const agentRouter = router({
     try {
       return await ctx.services.enrollment.enroll(input, ctx.remoteAddress);
     } catch (error) {
-      await ctx.services.limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
+      // The server's own trouble (a full or read-only disk) is not the caller's failed attempt: a
+      // fleet retrying through an outage must not come back to find itself locked out.
+      if (!(error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE'))
+        await ctx.services.limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
       throw error;
     }
   }),

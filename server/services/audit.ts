@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { DomainError } from '../../shared/errors.js';
 import type { Clock } from '../clock.js';
 import { randomId } from './secrets.js';
 
@@ -87,6 +88,11 @@ export class MemoryAuditLog implements AuditLog {
   async close(): Promise<void> {}
 }
 
+export interface FileAuditLogOptions {
+  /** Told of every failed write: callers only see STORE_UNAVAILABLE, the log should say why. */
+  onWriteError?: (error: unknown) => void;
+}
+
 /**
  * JSON lines appended to one file (mode 0600) beside the store. Appends are group-committed: lines
  * that arrive while an fsync runs go out together with the next one.
@@ -95,14 +101,17 @@ export class FileAuditLog implements AuditLog {
   private buffer: string[] = [];
   private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   private flushing: Promise<void> | null = null;
+  /** A failed write may have left part of a line: the next write starts on a line of its own. */
+  private torn = false;
 
   private constructor(
     private readonly file: string,
     private readonly handle: FileHandle,
     private readonly clock: Clock,
+    private readonly options: FileAuditLogOptions,
   ) {}
 
-  static async open(file: string, clock: Clock): Promise<FileAuditLog> {
+  static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
     const handle = await open(file, constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, 0o600);
     // A crash mid-append can leave a last line without its newline: end it, so the next event
     // starts a line of its own instead of being glued to the torn one.
@@ -112,7 +121,7 @@ export class FileAuditLog implements AuditLog {
       await handle.read(last, 0, 1, size - 1);
       if (last[0] !== 0x0a) await handle.write('\n');
     }
-    return new FileAuditLog(file, handle, clock);
+    return new FileAuditLog(file, handle, clock, options);
   }
 
   record(input: AuditInput): Promise<AuditEvent> {
@@ -135,11 +144,23 @@ export class FileAuditLog implements AuditLog {
       this.buffer = [];
       this.waiters = [];
       try {
-        await this.handle.write(lines);
+        // One write(2) may take only part of the buffer (a nearly full disk): write the rest, or
+        // fail, but never acknowledge lines that are not all on disk.
+        let pending = Buffer.from(this.torn ? `\n${lines}` : lines);
+        while (pending.length > 0) {
+          const { bytesWritten } = await this.handle.write(pending);
+          if (bytesWritten === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+          pending = pending.subarray(bytesWritten);
+        }
         await this.handle.datasync();
+        this.torn = false;
         for (const w of waiters) w.resolve();
       } catch (error) {
-        for (const w of waiters) w.reject(error);
+        this.torn = true;
+        this.options.onWriteError?.(error);
+        const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+        const failure = new DomainError('STORE_UNAVAILABLE', `The audit log could not be written (${code}).`);
+        for (const w of waiters) w.reject(failure);
       }
     }
   }

@@ -29,7 +29,7 @@ export interface Capabilities {
 /** Builds every service and the session hub over the given capabilities (real or in-memory). */
 export function createServices(
   capabilities: Capabilities,
-  config: Policy & { rateLimits: RateLimits },
+  config: Policy & { rateLimits: RateLimits; maxSessionsPerAddress?: number },
 ): { services: Services; metrics: Metrics } {
   const metrics = capabilities.metrics ?? createMetrics();
   const events = new DomainEvents();
@@ -41,7 +41,14 @@ export function createServices(
   const presence = { isConnected: (id: string) => hub.isConnected(id) };
   const deps: ServiceDeps = { ...capabilities, events, presence, policy, metrics };
   const connectors = new ConnectorService(deps);
-  const hub: SessionHub = new SessionHub({ ...capabilities, connectors, events, policy, metrics });
+  const hub: SessionHub = new SessionHub({
+    ...capabilities,
+    connectors,
+    events,
+    policy,
+    metrics,
+    maxSessionsPerAddress: config.maxSessionsPerAddress,
+  });
   return {
     metrics,
     services: {

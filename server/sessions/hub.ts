@@ -89,6 +89,8 @@ export interface SessionHubOptions {
   lastSeenIntervalMs?: number;
   /** How often identities are checked for renewal. @default 3600000 */
   renewalCheckIntervalMs?: number;
+  /** Live sessions allowed from one source address (NAT'd fleets share one). @default Infinity */
+  maxSessionsPerAddress?: number;
 }
 
 /**
@@ -97,6 +99,7 @@ export interface SessionHubOptions {
  */
 export class SessionHub implements Presence {
   private readonly sessions = new Map<string, LiveSession>();
+  private readonly sessionsByAddress = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly unsubscribe: () => void;
 
@@ -132,6 +135,7 @@ export class SessionHub implements Presence {
     const claims = await this.o.identity.verifyIdentity(parsed.data.identity);
     await this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt);
     this.requireUsable(claims.connectorId, claims.jkt);
+    this.requireRoomFor(claims.connectorId, remoteAddress);
     return {
       connectorId: claims.connectorId,
       groupId: claims.groupId,
@@ -144,7 +148,10 @@ export class SessionHub implements Presence {
     };
   }
 
-  /** Records a refused handshake and closes the socket with the final "refused" code. */
+  /**
+   * Records a refused handshake and closes the socket: with the final "refused" code, or with the
+   * retry-later code when the refusal is RATE_LIMITED.
+   */
   refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string): void {
     this.o.metrics.sessionRefusals.inc({ reason });
     this.o.logger.info({ reason, remoteAddress }, 'session refused');
@@ -158,7 +165,7 @@ export class SessionHub implements Presence {
         remoteAddress,
       })
       .catch((error) => this.o.logger.error({ err: error }, 'audit write failed'));
-    ws.close(CLOSE_CODES.REFUSED, reason);
+    ws.close(reason === 'RATE_LIMITED' ? CLOSE_CODES.RATE_LIMITED : CLOSE_CODES.REFUSED, reason);
   }
 
   /**
@@ -171,6 +178,8 @@ export class SessionHub implements Presence {
     const live = new LiveSession(agent, now);
     const previous = this.sessions.get(agent.connectorId);
     this.sessions.set(agent.connectorId, live);
+    this.countAddress(agent.remoteAddress, 1);
+    if (previous) this.countAddress(previous.agent.remoteAddress, -1);
     this.o.metrics.sessions.set(this.sessions.size);
     this.o.metrics.sessionConnects.inc();
     this.o.connectors.recordConnection(agent.connectorId, {
@@ -279,6 +288,24 @@ export class SessionHub implements Presence {
     });
   }
 
+  /**
+   * Refuses a new session from an address that already has its share, unless it replaces this
+   * connector's own session from there. Handshakes in flight are not counted, so a burst may pass
+   * the limit by the number of handshakes verified at once.
+   */
+  private requireRoomFor(connectorId: string, remoteAddress: string): void {
+    const max = this.o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY;
+    if ((this.sessionsByAddress.get(remoteAddress) ?? 0) < max) return;
+    if (this.sessions.get(connectorId)?.agent.remoteAddress === remoteAddress) return;
+    throw new DomainError('RATE_LIMITED', `Too many live sessions from ${remoteAddress}.`);
+  }
+
+  private countAddress(remoteAddress: string, delta: number): void {
+    const count = (this.sessionsByAddress.get(remoteAddress) ?? 0) + delta;
+    if (count > 0) this.sessionsByAddress.set(remoteAddress, count);
+    else this.sessionsByAddress.delete(remoteAddress);
+  }
+
   private detach(live: LiveSession): void {
     const { agent } = live;
     const now = this.o.clock.now();
@@ -295,6 +322,7 @@ export class SessionHub implements Presence {
     }
     if (this.sessions.get(agent.connectorId) === live) {
       this.sessions.delete(agent.connectorId);
+      this.countAddress(agent.remoteAddress, -1);
       this.o.metrics.sessions.set(this.sessions.size);
       this.o.connectors.recordConnection(agent.connectorId, { seenAt: now });
       this.o.logger.info({ connectorId: agent.connectorId }, 'agent disconnected');
