@@ -19,7 +19,8 @@ describe('durability (behaviour 13)', () => {
       const admin = createAdminClient({ url: server.url, adminKey: server.adminKey });
       const group = await admin.groups.create.mutate({ name: `Round ${round}` });
       acknowledgedGroups.add(group.id);
-      const key = (await admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      // Each revocation regenerates the group's key: enrollers follow the current one.
+      let key = (await admin.provisioningKeys.get.query({ groupId: group.id })).key!;
       let stop = false;
       const workers = [
         ...Array.from({ length: 4 }, async (_, w) => {
@@ -42,7 +43,10 @@ describe('durability (behaviour 13)', () => {
               continue;
             }
             const done = await admin.connectors.revoke.mutate({ connectorId: victim }).catch(() => null);
-            if (done) revoked.add(victim);
+            if (!done) continue;
+            revoked.add(victim);
+            const current = await admin.provisioningKeys.get.query({ groupId: group.id }).catch(() => null);
+            if (current?.key) key = current.key;
           }
         })(),
       ];

@@ -59,6 +59,7 @@ export interface SimSession {
 export function openSession(
   url: string,
   params: { identity: string; proof: string } | (() => Promise<{ identity: string; proof: string }>),
+  options: { localAddress?: string } = {},
 ): SimSession {
   const events: SessionEvent[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
@@ -68,7 +69,9 @@ export function openSession(
   };
   const wsClient = createWSClient({
     url: `${url.replace(/^http/, 'ws')}/trpc`,
-    WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+    WebSocket: (options.localAddress
+      ? fromAddress(options.localAddress)
+      : WebSocket) as unknown as typeof globalThis.WebSocket,
     connectionParams: typeof params === 'function' ? params : () => params,
     retryDelayMs: () => 600_000,
     onClose: (cause) => {
@@ -120,10 +123,27 @@ export function openSession(
   };
 }
 
+/** A websocket class whose connections leave from `localAddress` (e.g. 127.0.0.2): another source address on loopback. */
+function fromAddress(localAddress: string): typeof WebSocket {
+  return class extends WebSocket {
+    constructor(address: string | URL, protocols?: string | string[]) {
+      super(address, protocols, { localAddress });
+    }
+  } as typeof WebSocket;
+}
+
 /** A session with a valid identity and a fresh proof. */
-export function connectSim(url: string, enrolled: Pick<Enrolled, 'identityToken' | 'keyPair'>): SimSession {
-  return openSession(url, async () => ({
-    identity: enrolled.identityToken,
-    proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
-  }));
+export function connectSim(
+  url: string,
+  enrolled: Pick<Enrolled, 'identityToken' | 'keyPair'>,
+  options: { localAddress?: string } = {},
+): SimSession {
+  return openSession(
+    url,
+    async () => ({
+      identity: enrolled.identityToken,
+      proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+    }),
+    options,
+  );
 }

@@ -1,0 +1,204 @@
+import { existsSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createTransport } from '../agent/transport.js';
+import { createAdminClient } from '../server/admin-client.js';
+import { systemMeta } from '../server/services/deps.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { freePort, spawnTs } from './helpers/processes.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+import {
+  createTestCa,
+  issueServerCert,
+  opensslAvailable,
+  type TestCa,
+  type TestCert,
+} from './helpers/tls.js';
+
+const hasOpenssl = opensslAvailable();
+
+/** A throwaway CA, a certificate for localhost/127.0.0.1 and one for another host name, all signed by it. */
+async function pki() {
+  const dir = await tempDir('ce-pki-');
+  const ca = await createTestCa(dir);
+  const good = await issueServerCert(ca, dir, 'localhost', { dns: ['localhost'], ips: ['127.0.0.1'] });
+  const wrongHost = await issueServerCert(ca, dir, 'wrong-host', { dns: ['enroll.example.com'] });
+  return { dir, ca, good, wrongHost };
+}
+
+/** An in-process server on https, and an admin client that trusts the throwaway CA. */
+async function tlsServer(ca: TestCa, cert: TestCert) {
+  const srv = await startTestServer({ config: { tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile } });
+  const caFetch = createTransport(ca.pem).fetch;
+  const admin = createAdminClient({ url: srv.url, adminKey: srv.adminKey, fetch: caFetch });
+  return { srv, admin, caFetch, localhostUrl: `https://localhost:${srv.server.port}` };
+}
+
+/** Waits (bounded) until the agent has rewritten its status file `n` times: one per failed attempt. */
+async function distinctStatusWrites(stateDir: string, n: number) {
+  const seen = new Set<string>();
+  await eventually(`${n} status writes`, async () => {
+    const text = await readFile(join(stateDir, 'status.json'), 'utf8').catch(() => null);
+    if (text) seen.add(text);
+    return seen.size >= n;
+  });
+}
+
+const retries = (what: RegExp, times: number) => new RegExp(`(${what.source}[^\\n]*\\n[\\s\\S]*){${times}}`);
+
+describe.skipIf(!hasOpenssl)(
+  'TLS: HTTPS and WSS with a private CA (openssl makes a throwaway CA per run)',
+  () => {
+    it('one port serves HTTPS and WSS: the agent with --ca-file enrolls and connects over TLS; the admin client works over https', async () => {
+      const { dir, ca, good } = await pki();
+      const { srv, admin, caFetch, localhostUrl } = await tlsServer(ca, good);
+      await using _ = srv;
+      expect(srv.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+
+      // The TLS port speaks nothing but TLS: a plain-HTTP request gets no answer from the API.
+      const plain = await fetch(`http://127.0.0.1:${srv.server.port}/healthz`).then(
+        (r) => r.status,
+        () => 'no answer',
+      );
+      expect(plain).not.toBe(200);
+      const health = await caFetch(`${srv.url}/healthz`);
+      expect(health.status).toBe(200);
+
+      const group = await admin.groups.create.mutate({ name: 'Over TLS' });
+      const key = (await admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      const stateDir = await tempDir('ce-tls-agent-');
+      const agent = spawnAgent(
+        ['--server', localhostUrl, '--key', key, '--ca-file', ca.certFile, '--name', 'tls-agent'],
+        stateDir,
+      );
+      const connector = await waitConnected(admin, 'tls-agent');
+      expect(agent.output()).toContain(`connecting to wss://localhost:${srv.server.port}/trpc`);
+      const identity = await readIdentity(stateDir);
+      expect(identity?.connectorId).toBe(connector.id);
+      agent.kill('SIGTERM');
+      expect((await agent.exited).code).toBe(0);
+
+      // The same enrolled agent without the CA: the websocket's certificate check fails, the agent
+      // says why once and keeps retrying with its identity untouched.
+      const untrusting = spawnAgent(['--server', localhostUrl], stateDir);
+      await untrusting.waitForOutput(/cannot connect; retrying.*not trusted.*--ca-file/);
+      await distinctStatusWrites(stateDir, 3);
+      expect(untrusting.child.exitCode).toBeNull();
+      untrusting.kill('SIGTERM');
+      expect((await untrusting.exited).code).toBe(0);
+      expect((await readIdentity(stateDir))?.identityToken).toBe(identity?.identityToken);
+      expect((await admin.connectors.get.query({ connectorId: connector.id })).status).toBe('enabled');
+      await rm(stateDir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('an untrusted certificate (no --ca-file) and a certificate for another host name are refused: clear error, retries, no exit 3, nothing written', async () => {
+      const { dir, ca, good, wrongHost } = await pki();
+      const trusted = await tlsServer(ca, good);
+      await using _a = trusted.srv;
+      const misnamed = await tlsServer(ca, wrongHost);
+      await using _b = misnamed.srv;
+      // Keys straight from the services: the misnamed server's API cannot be reached over TLS at all.
+      const keyOf = async (srv: typeof trusted.srv, name: string) => {
+        const { services } = srv.server;
+        const group = await services.groups.create({ name }, systemMeta);
+        return services.provisioningKeys.get(group.id).key!;
+      };
+      await expect(misnamed.admin.groups.list.query({})).rejects.toThrow();
+
+      const dirs = [await tempDir('ce-tls-noca-'), await tempDir('ce-tls-name-')];
+      const noCa = spawnAgent(
+        ['--server', trusted.localhostUrl, '--key', await keyOf(trusted.srv, 'A')],
+        dirs[0]!,
+      );
+      const wrongName = spawnAgent(
+        [
+          '--server',
+          misnamed.localhostUrl,
+          '--key',
+          await keyOf(misnamed.srv, 'B'),
+          '--ca-file',
+          ca.certFile,
+        ],
+        dirs[1]!,
+      );
+      await noCa.waitForOutput(retries(/enrollment failed, retrying.*not trusted.*--ca-file/, 2));
+      await wrongName.waitForOutput(
+        retries(/enrollment failed, retrying.*not for this host name.*ERR_TLS_CERT_ALTNAME_INVALID/, 2),
+      );
+      for (const [agent, stateDir] of [
+        [noCa, dirs[0]!],
+        [wrongName, dirs[1]!],
+      ] as const) {
+        expect(agent.child.exitCode, agent.output()).toBeNull();
+        agent.kill('SIGTERM');
+        expect((await agent.exited).code).toBe(0);
+        expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+        const status = JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8'));
+        expect(status.state).not.toBe('refused');
+      }
+      expect(trusted.srv.server.services.connectors.counts().total).toBe(0);
+      expect(misnamed.srv.server.services.connectors.counts().total).toBe(0);
+      for (const d of [...dirs, dir]) await rm(d, { recursive: true, force: true });
+    });
+
+    it('serve --tls-cert --tls-key prints an https URL; the admin CLI reaches it trusting the CA via NODE_EXTRA_CA_CERTS; bad TLS files stop it before the data dir is touched', async () => {
+      const { dir, ca, good } = await pki();
+      const dataDir = join(dir, 'data');
+      const port = await freePort();
+      const serve = (dataDir: string, cert: string, key: string, p = port) =>
+        spawnTs('server/main.ts', [
+          'serve',
+          '--data-dir',
+          dataDir,
+          '--port',
+          String(p),
+          '--log-level',
+          'warn',
+          '--tls-cert',
+          cert,
+          '--tls-key',
+          key,
+        ]);
+      const server = serve(dataDir, good.certFile, good.keyFile);
+      await server.waitForOutput(new RegExp(`listening on https://127\\.0\\.0\\.1:${port};`));
+
+      const cli = spawnTs(
+        'server/main.ts',
+        [
+          'groups',
+          'create',
+          'Cli over TLS',
+          '--server',
+          `https://localhost:${port}`,
+          '--data-dir',
+          dataDir,
+          '--json',
+        ],
+        { env: { ...process.env, NODE_EXTRA_CA_CERTS: ca.certFile } },
+      );
+      expect((await cli.exited).code, cli.output()).toBe(0);
+      expect(JSON.parse(cli.output())).toMatchObject({ name: 'Cli over TLS' });
+      server.kill('SIGTERM');
+      expect((await server.exited).code).toBe(0);
+
+      const cases = [
+        {
+          cert: join(dir, 'missing.pem'),
+          key: good.keyFile,
+          says: /--tls-cert .*missing\.pem: cannot read it \(ENOENT\)/,
+        },
+        { cert: good.certFile, key: ca.keyFile, says: /not a usable PEM certificate and matching key/ },
+      ];
+      for (const c of cases) {
+        const fresh = join(dir, 'untouched');
+        const bad = serve(fresh, c.cert, c.key, 0);
+        expect((await bad.exited).code).toBe(1);
+        expect(bad.output()).toMatch(c.says);
+        expect(existsSync(fresh)).toBe(false);
+      }
+      await rm(dir, { recursive: true, force: true });
+    });
+  },
+);
