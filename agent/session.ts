@@ -48,6 +48,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   let connectedOnce = false;
   // Said once per distinct problem, so an agent retrying for hours does not flood its log.
   let lastConnectProblem: string | null = null;
+  let retryAfterMs = 0;
 
   const wsClient = createWSClient({
     url: wsUrl,
@@ -56,7 +57,12 @@ export function runSession(o: SessionOptions): Promise<number> {
       identity: identity.identityToken,
       proof: await createProof(identity.privateJwk, identity.identityToken),
     }),
-    retryDelayMs: (attempt) => fullJitterDelayMs(attempt),
+    // A rate-limited close carries `retry-after=N`: wait at least that long, plus jitter.
+    retryDelayMs: (attempt) => {
+      const hint = retryAfterMs;
+      retryAfterMs = 0;
+      return hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
+    },
     keepAlive: { enabled: true, intervalMs: 25_000, pongTimeoutMs: 10_000 },
     onError: (event) => {
       if (finished) return;
@@ -88,8 +94,14 @@ export function runSession(o: SessionOptions): Promise<number> {
       }
       if (finished) return;
       // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
+      const hint = /retry-after=(\d{1,6})/.exec(reason);
+      if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
       if (code !== undefined && code >= 4000)
-        logger.warn('the server closed the session for now; retrying', { code, reason });
+        logger.warn('the server closed the session for now; retrying', {
+          code,
+          reason,
+          ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}),
+        });
       else if (connectedOnce) logger.warn('disconnected; reconnecting', { code });
       void store.writeStatus({
         state: 'disconnected',
@@ -134,6 +146,8 @@ export function runSession(o: SessionOptions): Promise<number> {
   }
 
   async function onFinalReason(reason: ErrorReason) {
+    // The close that follows a `revoked`/`deleted` event repeats what the event said.
+    if (finished) return;
     const code = FINAL_SESSION_REASONS[reason];
     if (code === EXIT.REVOKED) {
       logger.error('this connector was revoked; wiping its identity', { reason });
