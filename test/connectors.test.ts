@@ -168,4 +168,28 @@ describe('connector records', () => {
     expect(onDisk).toBe(srv.clock.now());
     await session.close();
   });
+
+  it('cuts a revoked agent off before the write lands, and fails safe when the write fails', async () => {
+    await using srv = await startTestServer();
+    const { enrolled } = await fleet(srv, 'FailSafe', 1);
+    const session = connectSim(srv.url, enrolled[0]!);
+    await session.waitFor('ready');
+    const { rm } = await import('node:fs/promises');
+    // Take the data dir away: the revocation cannot be made durable.
+    await rm(srv.dataDir, { recursive: true, force: true });
+    const r = await rawCall(
+      srv.url,
+      'connectors.revoke',
+      { connectorId: enrolled[0]!.connectorId },
+      { key: srv.adminKey },
+    );
+    expect(r).toMatchObject({ ok: false, reason: 'STORE_UNAVAILABLE' });
+    // The agent was cut off all the same; the record is what the disk says (not revoked), so the
+    // admin is told to try again.
+    expect(await session.waitForClose()).toEqual({ code: 4003, reason: 'CONNECTOR_REVOKED' });
+    expect((await srv.admin.connectors.get.query({ connectorId: enrolled[0]!.connectorId })).status).toBe(
+      'enabled',
+    );
+    await session.close();
+  });
 });

@@ -1,6 +1,7 @@
 import { DomainError } from '../../shared/errors.js';
 import type { HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
+import { applyNow } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
 import { rotateGroupKey } from './provisioning-keys.js';
 import {
@@ -119,7 +120,7 @@ export class ConnectorService {
    */
   async revoke(connectorId: string, reason: string | null, meta: RequestMeta): Promise<ConnectorView> {
     const now = this.deps.clock.now();
-    const outcome = await this.deps.store.transact((data) => {
+    const { applied, durable } = applyNow(this.deps.store, (data) => {
       const record = requireConnector(data, connectorId);
       if (record.status === 'revoked') return null;
       record.status = 'revoked';
@@ -130,8 +131,10 @@ export class ConnectorService {
       const newKey = group ? rotateGroupKey(data, this.deps, group.id, now) : null;
       return { groupId: record.groupId, previousKeyId, newKeyId: newKey?.id ?? null };
     });
+    // Cut the agent off now; answer once the revocation is durable.
+    if (applied) this.deps.events.emit({ type: 'connector.revoked', connectorId, reason });
+    const outcome = await durable;
     if (outcome) {
-      this.deps.events.emit({ type: 'connector.revoked', connectorId, reason });
       await this.deps.audit.record({
         type: 'connector.revoked',
         ...meta,
@@ -145,12 +148,13 @@ export class ConnectorService {
   }
 
   async delete(connectorId: string, meta: RequestMeta): Promise<{ deleted: true }> {
-    const groupId = await this.deps.store.transact((data) => {
+    const { applied, durable } = applyNow(this.deps.store, (data) => {
       const record = requireConnector(data, connectorId);
       delete data.connectors[connectorId];
       return record.groupId;
     });
-    this.deps.events.emit({ type: 'connector.deleted', connectorId });
+    if (applied) this.deps.events.emit({ type: 'connector.deleted', connectorId });
+    const groupId = await durable;
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
     return { deleted: true };
   }

@@ -1,5 +1,6 @@
 import { DomainError } from '../../shared/errors.js';
 import type { GroupRecord, StoreData } from '../store/records.js';
+import { applyNow } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { rotateGroupKey } from './provisioning-keys.js';
 import { randomId } from './secrets.js';
@@ -117,7 +118,7 @@ export class GroupService {
   }
 
   async delete(groupId: string, force: boolean, meta: RequestMeta): Promise<{ deleted: true }> {
-    const removed = await this.deps.store.transact((data) => {
+    const { applied, durable } = applyNow(this.deps.store, (data) => {
       const group = requireGroup(data, groupId);
       const connectorIds = Object.values(data.connectors)
         .filter((c) => c.groupId === groupId)
@@ -134,13 +135,16 @@ export class GroupService {
       delete data.groups[groupId];
       return { name: group.name, connectorIds };
     });
+    // End the group's sessions now; answer once the deletion is durable.
+    if (applied)
+      this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
+    const removed = await durable;
     await this.deps.audit.record({
       type: 'group.deleted',
       ...meta,
       groupId,
       details: { name: removed.name, force, connectorsRemoved: removed.connectorIds.length },
     });
-    this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: removed.connectorIds });
     return { deleted: true };
   }
 }

@@ -11,7 +11,8 @@ export interface Store {
   /** Reads the current state. The callback must not keep or mutate what it is given. */
   read<T>(fn: (data: Readonly<StoreData>) => T): T;
   /**
-   * Applies `fn` to the state at once and resolves after the change is on disk. If `fn` throws,
+   * Applies `fn` to the state at once (synchronously, before `transact` returns) and resolves after
+   * the change is on disk. If `fn` throws,
    * nothing changes. If the write fails, the state returns to what is on disk and the promise rejects
    * with a STORE_UNAVAILABLE DomainError.
    */
@@ -20,4 +21,23 @@ export interface Store {
   touch(fn: (data: StoreData) => void): void;
   /** Writes anything pending and stops. */
   close(): Promise<void>;
+}
+
+/**
+ * Applies a change now and hands back its result at once, together with the promise of its
+ * durability: for the live side of security actions (revoke, delete), which must cut an agent off
+ * without waiting for a write that grows with the whole file. The caller still awaits `durable`
+ * before it answers; if that write fails the state returns to the disk's, and the agent that was
+ * cut off stays cut off (it fails safe).
+ */
+export function applyNow<T>(
+  store: Store,
+  fn: (data: StoreData) => T,
+): { applied: T | undefined; durable: Promise<T> } {
+  let applied: T | undefined;
+  const durable = store.transact((data) => {
+    applied = fn(data);
+    return applied;
+  });
+  return { applied, durable };
 }
