@@ -63,7 +63,9 @@ export function runSession(o: SessionOptions): Promise<number> {
       retryAfterMs = 0;
       return hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
     },
-    keepAlive: { enabled: true, intervalMs: 25_000, pongTimeoutMs: 10_000 },
+    // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
+    // minute; every ping is server CPU, times the fleet.
+    keepAlive: { enabled: true, intervalMs: 45_000, pongTimeoutMs: 15_000 },
     onError: (event) => {
       if (finished) return;
       const problem = describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);

@@ -234,7 +234,9 @@ export async function startServer(
     wss,
     router: appRouter,
     maxBatchSize: 10,
-    keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 10_000 },
+    // Agents ping every 45 s, which resets this timer: the server pings only a quiet peer, and cuts
+    // it off when it stays silent.
+    keepAlive: { enabled: true, pingMs: 60_000, pongWaitMs: 15_000 },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       clearTimeout(handshakeTimers.get(ws));
       const remoteAddress = remoteAddressOf(req);
