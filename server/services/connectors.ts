@@ -195,17 +195,11 @@ export class ConnectorService {
   }
 
   /**
-   * A connector's first session, written durably: a crash must not leave a connector that did
-   * connect looking never-connected, or the pending sweep would remove it.
+   * Connection bookkeeping from the session hub: kept in memory, written lazily (within seconds).
+   * Not durable on purpose, first connections included: a whole-file write per connect would
+   * dominate the cost of a session, and a connector whose first connect was lost in a crash
+   * reconnects after it (only one that never comes back is swept after the pending TTL).
    */
-  async recordFirstConnection(connectorId: string, at: number): Promise<void> {
-    await this.deps.store.transact((data) => {
-      const record = data.connectors[connectorId];
-      if (record && record.lastConnectedAt === null) record.lastConnectedAt = at;
-    });
-  }
-
-  /** Connection bookkeeping from the session hub: kept in memory, written lazily. */
   recordConnection(
     connectorId: string,
     change: { connectedAt?: number; seenAt: number; remoteAddress?: string },

@@ -187,11 +187,6 @@ export class SessionHub implements Presence {
       seenAt: now,
       remoteAddress: agent.remoteAddress,
     });
-    if (!record.everConnected) {
-      this.o.connectors
-        .recordFirstConnection(agent.connectorId, now)
-        .catch((error) => this.o.logger.error({ err: error }, 'could not record a first connection'));
-    }
     if (previous) {
       previous.end(null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
       this.audit('session.replaced', agent, {
@@ -269,10 +264,7 @@ export class SessionHub implements Presence {
     return true;
   }
 
-  private requireUsable(
-    connectorId: string,
-    jkt: string,
-  ): { effectiveStatus: 'enabled' | 'disabled'; everConnected: boolean } {
+  private requireUsable(connectorId: string, jkt: string): { effectiveStatus: 'enabled' | 'disabled' } {
     return this.o.store.read((data) => {
       const record = data.connectors[connectorId];
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
@@ -281,10 +273,7 @@ export class SessionHub implements Presence {
       if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
       const group = data.groups[record.groupId];
       const disabled = record.status === 'disabled' || group?.status === 'disabled';
-      return {
-        effectiveStatus: disabled ? 'disabled' : 'enabled',
-        everConnected: record.lastConnectedAt !== null,
-      };
+      return { effectiveStatus: disabled ? 'disabled' : 'enabled' };
     });
   }
 
