@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
+import { loadStoreFiles } from '../server/store/lowdb-store.js';
 import { enrollSim } from './helpers/agent-sim.js';
 import { spawnServer } from './helpers/processes.js';
 import { tempDir } from './helpers/server.js';
@@ -62,11 +62,11 @@ describe('durability (behaviour 13)', () => {
       stop = true;
       await Promise.all(workers);
 
-      // The file parses, and every acknowledged change is in it.
-      const data = JSON.parse(await readFile(join(dataDir, 'store.json'), 'utf8'));
+      // The data file and its journal parse, and every acknowledged change is in them.
+      const data = loadStoreFiles(join(dataDir, 'store.json'))!;
       for (const id of acknowledgedGroups) expect(data.groups[id], `group ${id}`).toBeDefined();
       for (const id of acknowledgedConnectors) expect(data.connectors[id], `connector ${id}`).toBeDefined();
-      for (const id of revoked) expect(data.connectors[id].status, `revoked ${id}`).toBe('revoked');
+      for (const id of revoked) expect(data.connectors[id]?.status, `revoked ${id}`).toBe('revoked');
     }
     expect(acknowledgedGroups.size).toBeGreaterThan(100);
     expect(acknowledgedConnectors.size).toBeGreaterThan(10);

@@ -13,6 +13,7 @@ import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
 import { FileAuditLog } from '../server/services/audit.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
+import { loadStoreFiles } from '../server/store/lowdb-store.js';
 import { enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { spawnServer } from './helpers/processes.js';
@@ -211,7 +212,7 @@ describe('faults: crashes, full and read-only disks', () => {
       expect((await agent.exited).code).toBe(0);
       execFileSync('umount', [dir]);
       mounted = false;
-      const onDisk = JSON.parse(await readFile(join(dir, 'store.json'), 'utf8'));
+      const onDisk = loadStoreFiles(join(dir, 'store.json'))!;
       expect(Object.values(onDisk.groups).map((g) => (g as { name: string }).name)).not.toContain(
         'Not saved',
       );

@@ -73,9 +73,13 @@ async function seededServer(groupName = 'Hostile Lab'): Promise<Fixture> {
   };
 }
 
-/** The data file's bytes, as a latin1 string: equal strings mean equal bytes, and a diff stays readable. */
+/** The data file's and its journal's bytes, as latin1: equal strings mean equal bytes, and a diff stays readable. */
 async function storeBytes(srv: TestServer): Promise<string> {
-  return (await readFile(join(srv.dataDir, 'store.json'))).toString('latin1');
+  const files = ['store.json', 'store.journal'];
+  const parts = await Promise.all(
+    files.map(async (f) => (await readFile(join(srv.dataDir, f))).toString('latin1')),
+  );
+  return parts.join('\n--- journal ---\n');
 }
 
 /** What an admin can observe, plus the data file itself. */

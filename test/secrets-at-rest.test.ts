@@ -48,7 +48,9 @@ describe('secrets at rest and in logs (behaviour 14)', () => {
     await session.close();
     await server.close();
 
-    const store = await readFile(join(dataDir, 'store.json'), 'utf8');
+    const store =
+      (await readFile(join(dataDir, 'store.json'), 'utf8')) +
+      (await readFile(join(dataDir, 'store.journal'), 'utf8'));
     const audit = await readFile(join(dataDir, 'audit.jsonl'), 'utf8');
     const logs = lines.join('');
     expect(logs.length).toBeGreaterThan(0);

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DataFileError, LowdbStore } from '../server/store/lowdb-store.js';
+import { DataFileError, journalFileOf, LowdbStore, loadStoreFiles } from '../server/store/lowdb-store.js';
 import { MemoryStore } from '../server/store/memory-store.js';
 import type { GroupRecord } from '../server/store/records.js';
 import { DomainError } from '../shared/errors.js';
@@ -55,7 +55,7 @@ describe('LowdbStore', () => {
           })
           .then(async (i) => {
             // Durable on resolve: the file already holds this change.
-            const onDisk = JSON.parse(await readFile(file, 'utf8'));
+            const onDisk = loadStoreFiles(file)!;
             return Boolean(onDisk.groups[`g${i}`]);
           }),
       ),
@@ -148,12 +148,104 @@ describe('LowdbStore', () => {
       });
       await expect(big).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
       expect(store.read((d) => Object.keys(d.groups))).toEqual(['small']);
-      expect(Object.keys(JSON.parse(await readFile(file, 'utf8')).groups)).toEqual(['small']);
+      expect(Object.keys(loadStoreFiles(file)!.groups)).toEqual(['small']);
       await store.close();
     } finally {
       execFileSync('umount', [dir]);
       await rm(dir, { recursive: true });
     }
+  });
+});
+
+describe('LowdbStore journal', () => {
+  it('commits append the changed records to the journal; the data file is not rewritten per commit', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file);
+    const before = await readFile(file, 'utf8');
+    await store.transact((d) => {
+      d.groups.g1 = group('g1');
+    });
+    await store.transact((d) => {
+      d.groups.g1!.status = 'disabled';
+    });
+    expect(await readFile(file, 'utf8')).toBe(before);
+    const lines = (await readFile(journalFileOf(file), 'utf8')).trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l).ops)).toEqual([
+      [['groups', 'g1', group('g1')]],
+      [['groups', 'g1', { ...group('g1'), status: 'disabled' }]],
+    ]);
+    // A crash now (no close): a new store replays the journal, folds it into the data file, and
+    // starts with an empty journal.
+    const again = await LowdbStore.open(file);
+    expect(again.read((d) => d.groups.g1?.status)).toBe('disabled');
+    expect(JSON.parse(await readFile(file, 'utf8')).groups.g1.status).toBe('disabled');
+    expect(await readFile(journalFileOf(file), 'utf8')).toBe('');
+    await again.close();
+    await rm(dir, { recursive: true });
+  });
+
+  it('drops a torn last journal line (a crash mid-append) and refuses a damaged one in the middle', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file);
+    await store.transact((d) => {
+      d.groups.kept = group('kept');
+    });
+    const { appendFile, writeFile } = await import('node:fs/promises');
+    await appendFile(journalFileOf(file), '{"ops":[["groups","torn",{"id":"to');
+    const reopened = await LowdbStore.open(file);
+    expect(reopened.read((d) => Object.keys(d.groups))).toEqual(['kept']);
+    await reopened.transact((d) => {
+      d.groups.after = group('after');
+    });
+    const journal = await readFile(journalFileOf(file), 'utf8');
+    await writeFile(journalFileOf(file), `garbage\n${journal}`);
+    const error = await LowdbStore.open(file).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DataFileError);
+    expect((error as Error).message).toContain(journalFileOf(file));
+    await rm(dir, { recursive: true });
+  });
+
+  it('folds the journal into the data file once it passes the threshold', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file, { compactAfterBytes: 2000 });
+    for (let i = 0; i < 20; i++) {
+      await store.transact((d) => {
+        d.groups[`g${i}`] = group(`g${i}`);
+      });
+    }
+    expect(store.stats.compactions).toBeGreaterThanOrEqual(2);
+    expect((await readFile(journalFileOf(file), 'utf8')).length).toBeLessThan(3000);
+    expect(Object.keys(loadStoreFiles(file)!.groups)).toHaveLength(20);
+    await store.close();
+    expect(await readFile(journalFileOf(file), 'utf8')).toBe('');
+    expect(Object.keys(JSON.parse(await readFile(file, 'utf8')).groups)).toHaveLength(20);
+    await rm(dir, { recursive: true });
+  });
+
+  it('returns changed records to their durable values when a commit fails, also those changed again meanwhile', async () => {
+    const dir = await tempDir();
+    const sub = join(dir, 'data');
+    await mkdir(sub);
+    const store = await LowdbStore.open(join(sub, 'store.json'));
+    await store.transact((d) => {
+      d.groups.g = group('g', 'durable');
+    });
+    await rm(sub, { recursive: true });
+    const first = store.transact((d) => {
+      d.groups.g!.name = 'first';
+    });
+    const second = store.transact((d) => {
+      d.groups.g!.name = 'second';
+      delete d.groups.g;
+      d.groups.h = group('h');
+    });
+    await expect(first).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    await expect(second).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    expect(store.read((d) => d.groups)).toEqual({ g: group('g', 'durable') });
+    await rm(dir, { recursive: true, force: true });
   });
 });
 

@@ -1,5 +1,5 @@
 import { constants, existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type Adapter, Low } from 'lowdb';
 import { DomainError } from '../../shared/errors.js';
@@ -23,21 +23,14 @@ export class DataFileError extends Error {
  * acknowledged change or leave an empty file.
  */
 export class DurableJsonFile implements Adapter<StoreData> {
-  /** The text last known to be on disk: what the state returns to when a write fails. */
-  lastDurableText: string | null = null;
-
   constructor(readonly file: string) {}
 
   async read(): Promise<StoreData | null> {
-    const data = readDataFile(this.file);
-    this.lastDurableText = data ? JSON.stringify(data) : null;
-    return data;
+    return readDataFile(this.file);
   }
 
   async write(data: StoreData): Promise<void> {
-    const text = JSON.stringify(data);
-    await writeFileDurably(this.file, text);
-    this.lastDurableText = text;
+    await writeFileDurably(this.file, JSON.stringify(data));
   }
 }
 
@@ -106,41 +99,131 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
+type Section = 'groups' | 'provisioningKeys' | 'connectors' | 'apiKeys';
+const SECTIONS: readonly Section[] = ['groups', 'provisioningKeys', 'connectors', 'apiKeys'];
+type JournalOp = [Section, string, unknown];
+
+/** The journal beside a data file: `store.json` → `store.journal`. */
+export function journalFileOf(file: string): string {
+  return file.replace(/\.json$/, '') + '.journal';
+}
+
+/**
+ * Replays journal text onto `data`. A last line without its newline is a torn append (a crash
+ * mid-write) and is ignored; any other bad line means the file was damaged and stops start-up.
+ * Returns how many bytes of the text are good and how many entries were applied.
+ */
+function replayJournal(file: string, text: string, data: StoreData): { goodBytes: number; entries: number } {
+  let offset = 0;
+  let entries = 0;
+  while (offset < text.length) {
+    const end = text.indexOf('\n', offset);
+    if (end === -1) break;
+    const line = text.slice(offset, end);
+    let ops: JournalOp[];
+    try {
+      ops = (JSON.parse(line) as { ops: JournalOp[] }).ops;
+      if (!Array.isArray(ops)) throw new Error('no ops');
+    } catch {
+      throw new DataFileError(
+        file,
+        `has a damaged entry at byte ${offset}; restore the data dir from a backup`,
+      );
+    }
+    for (const [section, id, value] of ops) {
+      if (!SECTIONS.includes(section)) throw new DataFileError(file, `names an unknown section "${section}"`);
+      if (value === null) delete data[section][id];
+      else (data[section] as Record<string, unknown>)[id] = value;
+    }
+    entries++;
+    offset = end + 1;
+  }
+  return { goodBytes: Buffer.byteLength(text.slice(0, offset)), entries };
+}
+
+/** The state a data file and its journal hold, read without opening a store: for tests and tools. */
+export function loadStoreFiles(file: string): StoreData | null {
+  const data = readDataFile(file);
+  if (!data) return null;
+  let text = '';
+  try {
+    text = readFileSync(journalFileOf(file), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  replayJournal(journalFileOf(file), text, data);
+  return data;
+}
+
 export interface LowdbStoreOptions {
   /** How long a `touch` may wait before it is written if no transaction writes it first. @default 5000 */
   lazyFlushMs?: number;
-  /** Told about write failures; the store itself recovers by reloading the file. */
+  /** Journal size past which the data file is rewritten whole and the journal emptied. @default 8 MiB */
+  compactAfterBytes?: number;
+  /** Told about write failures; the store itself recovers by returning to the durable state. */
   onWriteError?: (error: unknown) => void;
 }
 
 /**
- * The default Store: one JSON file written through lowdb, with group commit. While one write is in
- * flight, every transaction that arrives waits for the next one, which carries all of them: the
- * number of writes tracks disk speed, not request rate, so throughput holds as the file grows.
+ * The default Store: a lowdb JSON file (`store.json`) plus an append-only journal of changed
+ * records (`store.journal`). A commit appends one line holding the records its transactions
+ * changed and fsyncs it, so its cost follows the size of the change, not of the whole state; the
+ * JSON file is rewritten whole (temp file, fsync, rename, fsync of the folder) only when the journal
+ * has grown past a threshold, at start-up and at close. Commits are grouped: while one is being
+ * written, every transaction that arrives waits for the next, which carries all of them.
+ *
+ * Changed records are found by handing transactions a view of the state whose records note their
+ * first change (and keep the value from before it, to return to if the write fails).
  */
 export class LowdbStore implements Store {
   private readonly pending: Waiter[] = [];
   private flushing: Promise<void> | null = null;
   private lazyTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Records changed since the last commit began, with their value from before the first change. */
+  private changed = new Map<string, { section: Section; id: string; before: unknown }>();
+  /** The same for the commit being written, to return to if it fails. */
+  private inFlight: Map<string, { section: Section; id: string; before: unknown }> | null = null;
+  private readonly view: StoreData;
+  private readonly recordViews = new WeakMap<object, object>();
+  private journalBytes: number;
+  /** Set when a failed append could not be cut back: the next commit rewrites the data file whole. */
+  private journalSuspect = false;
   /** Counters for tests and metrics: group commit shows as far fewer writes than transactions. */
-  readonly stats = { transactions: 0, writes: 0, failedWrites: 0 };
+  readonly stats = { transactions: 0, writes: 0, failedWrites: 0, compactions: 0 };
 
   private constructor(
     private readonly db: Low<StoreData>,
-    private readonly adapter: DurableJsonFile,
     readonly file: string,
+    private readonly journalFile: string,
+    journalBytes: number,
     private readonly options: LowdbStoreOptions,
-  ) {}
+  ) {
+    this.journalBytes = journalBytes;
+    this.view = this.makeView();
+  }
 
-  /** Opens (or creates) the data file. Throws DataFileError when it exists but cannot be used. */
+  /** Opens (or creates) the data file and its journal. Throws DataFileError when they exist but cannot be used. */
   static async open(file: string, options: LowdbStoreOptions = {}): Promise<LowdbStore> {
     await mkdir(dirname(file), { recursive: true, mode: 0o700 });
     const adapter = new DurableJsonFile(file);
     const db = new Low<StoreData>(adapter, emptyData());
     await db.read();
-    const store = new LowdbStore(db, adapter, file, options);
     if (!existsSync(file)) await db.write();
+    const journalFile = journalFileOf(file);
+    let text = '';
+    try {
+      text = await readFile(journalFile, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new DataFileError(journalFile, `cannot be read (${(error as Error).message})`);
+      }
+    }
+    const { goodBytes, entries } = replayJournal(journalFile, text, db.data);
+    const store = new LowdbStore(db, file, journalFile, goodBytes, options);
+    // Start from a clean slate: what the journal held goes into the data file, and a torn tail goes.
+    if (entries > 0 || goodBytes !== Buffer.byteLength(text) || !existsSync(journalFile))
+      await store.compact();
     return store;
   }
 
@@ -152,7 +235,7 @@ export class LowdbStore implements Store {
     if (this.closed) return Promise.reject(new DomainError('STORE_UNAVAILABLE', 'The store is closed.'));
     let result: T;
     try {
-      result = fn(this.db.data);
+      result = fn(this.view);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -164,7 +247,7 @@ export class LowdbStore implements Store {
   }
 
   touch(fn: (data: StoreData) => void): void {
-    fn(this.db.data);
+    fn(this.view);
     if (this.lazyTimer || this.closed) return;
     this.lazyTimer = setTimeout(() => {
       this.lazyTimer = null;
@@ -179,6 +262,8 @@ export class LowdbStore implements Store {
     this.closed = true;
     await this.flushing;
     await this.writeBatch([]);
+    if (this.journalBytes > 0 && !this.journalSuspect)
+      await this.compact().catch((e) => this.options.onWriteError?.(e));
   }
 
   private flushSoon(): void {
@@ -197,23 +282,171 @@ export class LowdbStore implements Store {
   }
 
   private async writeBatch(batch: Waiter[]): Promise<void> {
+    const changes = this.changed;
+    if (changes.size === 0 && !this.journalSuspect) {
+      for (const waiter of batch) waiter.resolve();
+      return;
+    }
+    this.changed = new Map();
+    this.inFlight = changes;
+    const raw = this.db.data;
+    const ops: JournalOp[] = [...changes.values()].map(({ section, id }) => [
+      section,
+      id,
+      raw[section][id] ?? null,
+    ]);
     try {
       this.stats.writes++;
-      await this.db.write();
+      if (this.journalSuspect || this.journalBytes > (this.options.compactAfterBytes ?? 8 * 1024 * 1024)) {
+        await this.compact();
+      } else {
+        await this.append(`${JSON.stringify({ ops })}\n`);
+      }
+      this.inFlight = null;
       for (const waiter of batch) waiter.resolve();
     } catch (error) {
-      // Memory now holds changes the disk does not: go back to the disk's state and fail every
-      // change made since, including those queued for the next write.
-      const failed = [...batch, ...this.pending.splice(0)];
+      // Memory holds changes the disk does not: return every changed record to its durable value
+      // (newest changes first) and fail every transaction since, queued ones included.
       this.stats.failedWrites++;
       this.options.onWriteError?.(error);
-      const durable = this.adapter.lastDurableText;
-      this.db.data = durable ? (JSON.parse(durable) as StoreData) : emptyData();
+      this.restore(this.changed);
+      this.restore(changes);
+      this.changed = new Map();
+      this.inFlight = null;
+      const failed = [...batch, ...this.pending.splice(0)];
       const reason = new DomainError(
         'STORE_UNAVAILABLE',
         `The server could not save the change (${(error as NodeJS.ErrnoException).code ?? 'write failed'}); nothing was changed.`,
       );
       for (const waiter of failed) waiter.reject(reason);
     }
+  }
+
+  /**
+   * Appends one journal line in full, or cuts the journal back to where it was and throws. The file
+   * is opened for each commit (an open costs little beside the fsync): a data dir that was removed
+   * or went read-only fails the commit instead of writing to a file no restart will see.
+   */
+  private async append(line: string): Promise<void> {
+    const bytes = Buffer.from(line);
+    let handle: FileHandle | null = null;
+    try {
+      handle = await open(
+        this.journalFile,
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT,
+        0o600,
+      );
+      let written = 0;
+      while (written < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, written, bytes.length - written);
+        if (bytesWritten === 0)
+          throw Object.assign(new Error('no progress writing the journal'), { code: 'EIO' });
+        written += bytesWritten;
+      }
+      await handle.datasync();
+      this.journalBytes += bytes.length;
+    } catch (error) {
+      try {
+        if (handle) await handle.truncate(this.journalBytes);
+        else this.journalSuspect = true;
+      } catch {
+        this.journalSuspect = true;
+      }
+      throw error;
+    } finally {
+      await handle?.close().catch(() => {});
+    }
+  }
+
+  /** Rewrites the data file whole from memory, then empties the journal. */
+  private async compact(): Promise<void> {
+    await this.db.write();
+    const handle = await open(this.journalFile, constants.O_WRONLY | constants.O_CREAT, 0o600);
+    try {
+      await handle.truncate(0);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    this.journalBytes = 0;
+    this.journalSuspect = false;
+    this.stats.compactions++;
+  }
+
+  private restore(changes: Map<string, { section: Section; id: string; before: unknown }>): void {
+    const raw = this.db.data;
+    for (const { section, id, before } of changes.values()) {
+      if (before === undefined) delete raw[section][id];
+      else (raw[section] as Record<string, unknown>)[id] = before;
+    }
+  }
+
+  /** Notes the first change of a record in this commit window, keeping its value from before. */
+  private noteChange(section: Section, id: string): void {
+    const key = `${section}\u0000${id}`;
+    if (this.changed.has(key)) return;
+    const current = this.db.data[section][id];
+    // A record changed by the commit being written is durable only once that commit is: its
+    // value from before that commit is the one to return to.
+    const inFlight = this.inFlight?.get(key);
+    this.changed.set(key, {
+      section,
+      id,
+      before: inFlight ? inFlight.before : current === undefined ? undefined : structuredClone(current),
+    });
+  }
+
+  private makeView(): StoreData {
+    const raw = this.db.data;
+    const store = this;
+    const recordView = (section: Section, id: string, record: object): object => {
+      const cached = this.recordViews.get(record);
+      if (cached) return cached;
+      const view = new Proxy(record, {
+        set(target, property, value) {
+          // Writing a field's own value again is no change: nothing to journal.
+          if (Object.is(Reflect.get(target, property), value)) return true;
+          store.noteChange(section, id);
+          return Reflect.set(target, property, value);
+        },
+        deleteProperty(target, property) {
+          store.noteChange(section, id);
+          return Reflect.deleteProperty(target, property);
+        },
+      });
+      this.recordViews.set(record, view);
+      return view;
+    };
+    const sectionViews = Object.fromEntries(
+      SECTIONS.map((section) => [
+        section,
+        new Proxy(raw[section] as Record<string, object>, {
+          get(target, property, receiver) {
+            const value = Reflect.get(target, property, receiver);
+            if (typeof property !== 'string' || typeof value !== 'object' || value === null) return value;
+            return recordView(section, property, value);
+          },
+          set(target, property, value) {
+            if (typeof property === 'string') store.noteChange(section, property);
+            return Reflect.set(target, property, value);
+          },
+          deleteProperty(target, property) {
+            if (typeof property === 'string') store.noteChange(section, property);
+            return Reflect.deleteProperty(target, property);
+          },
+        }),
+      ]),
+    ) as unknown as Pick<StoreData, Section>;
+    return new Proxy(raw, {
+      get(target, property, receiver) {
+        if (typeof property === 'string' && (SECTIONS as readonly string[]).includes(property)) {
+          return sectionViews[property as Section];
+        }
+        return Reflect.get(target, property, receiver);
+      },
+      set() {
+        throw new TypeError('transactions change records, not the sections of the store');
+      },
+    });
   }
 }
