@@ -1,0 +1,118 @@
+/** How big each scenario is: the full run (about 20–30 minutes here) or the one-minute smoke run. */
+export interface Plan {
+  quick: boolean;
+  /** Live sessions at each measuring step; the last one is the most one process holds here. */
+  steps: number[];
+  /** The step at which half the sessions belong to group A and group A is deleted (mass revoke). */
+  massStep: number;
+  revokesPerStep: number;
+  /**
+   * Sessions connected and closed again before the baseline memory is taken, so that one-off costs
+   * (JIT code, lazily built framework state) are not charged to the sessions measured.
+   */
+  warmupSessions: number;
+  /** Client processes per fleet (each holds up to ~4k sessions under the 20k open-files cap). */
+  clientProcs: number;
+  /** Handshakes in flight at once per client process. */
+  connectConcurrencyPerProc: number;
+  /** Concurrent enrollments, over all client processes. */
+  enrollConcurrency: number;
+  /** Connectors stored before enrollment throughput is measured. */
+  storedBeforeEnrollMeasure: number;
+  enrollMeasureCount: number;
+  signBaselineMs: number;
+  /** Stored connectors for the admin-read measurements (synthetic beyond what was enrolled). */
+  readsStored: number[];
+  readRepeats: number;
+  agentIdleMs: number;
+  idleCpuWindowMs: number;
+  connectTimeoutMs: number;
+  stormTimeoutMs: number;
+  /** The whole run stops (and fails) after this. */
+  deadlineMs: number;
+}
+
+export interface PlanOverrides {
+  maxN?: number | undefined;
+  steps?: number[] | undefined;
+  massN?: number | undefined;
+  stored?: number | undefined;
+  enrollCount?: number | undefined;
+}
+
+/** The plan for a full or quick run, with the command line's overrides (for profiling one part). */
+export function makePlan(options: { quick: boolean } & PlanOverrides): Plan {
+  const plan = basePlan(options.quick, options.maxN);
+  if (options.steps) plan.steps = [...options.steps].sort((a, b) => a - b);
+  if (options.massN !== undefined) plan.massStep = options.massN;
+  if (options.stored !== undefined) plan.storedBeforeEnrollMeasure = options.stored;
+  if (options.enrollCount !== undefined) plan.enrollMeasureCount = options.enrollCount;
+  if (!plan.steps.includes(plan.massStep))
+    throw new TypeError(
+      `the mass-revoke step ${plan.massStep} must be one of the steps ${plan.steps.join(', ')}`,
+    );
+  if (plan.steps.some((n) => !Number.isInteger(n) || n < 2)) throw new TypeError('steps are integers ≥ 2');
+  return plan;
+}
+
+function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
+  if (quick) {
+    const maxN = maxNOverride ?? 300;
+    return {
+      quick: true,
+      steps: [100, maxN],
+      massStep: 100,
+      revokesPerStep: 20,
+      warmupSessions: 20,
+      clientProcs: 2,
+      connectConcurrencyPerProc: 32,
+      enrollConcurrency: 64,
+      storedBeforeEnrollMeasure: 200,
+      enrollMeasureCount: 150,
+      signBaselineMs: 500,
+      readsStored: [2000],
+      readRepeats: 5,
+      agentIdleMs: 5000,
+      idleCpuWindowMs: 1000,
+      connectTimeoutMs: 30_000,
+      stormTimeoutMs: 30_000,
+      deadlineMs: 200_000,
+    };
+  }
+  const maxN = maxNOverride ?? 19_500;
+  return {
+    quick: false,
+    steps: [1000, 10_000, maxN],
+    massStep: 10_000,
+    revokesPerStep: 200,
+    warmupSessions: 200,
+    clientProcs: 5,
+    connectConcurrencyPerProc: 32,
+    enrollConcurrency: 64,
+    storedBeforeEnrollMeasure: 10_000,
+    enrollMeasureCount: 3000,
+    signBaselineMs: 3000,
+    readsStored: [10_000, 50_000],
+    readRepeats: 30,
+    agentIdleMs: 60_000,
+    idleCpuWindowMs: 10_000,
+    connectTimeoutMs: 240_000,
+    stormTimeoutMs: 180_000,
+    deadlineMs: 60 * 60_000,
+  };
+}
+
+/** Sessions per group wanted at step `n`: half in A up to the mass step, all in B after it. */
+export function stepTargets(plan: Plan, n: number): { A: number; B: number } {
+  if (n <= plan.massStep) return { A: Math.floor(n / 2), B: n - Math.floor(n / 2) };
+  return { A: 0, B: n };
+}
+
+/** Connectors each group needs over a whole fleet run (B also replaces every revoked one). */
+export function identitiesNeeded(plan: Plan): { A: number; B: number } {
+  const maxN = plan.steps[plan.steps.length - 1]!;
+  return {
+    A: Math.floor(plan.massStep / 2),
+    B: maxN + plan.revokesPerStep * plan.steps.length + plan.warmupSessions,
+  };
+}

@@ -1,0 +1,156 @@
+import type { Summary } from './lib/stats.js';
+import type { FleetKind } from './protocol.js';
+
+/** One measuring step of a fleet: N sessions live. */
+export interface StepResult {
+  n: number;
+  newSessions: number;
+  connectMs: number;
+  /** Server CPU per new session while they connected (the project's includes each agent's first report). */
+  handshakeCpuUs: number;
+  /** The part of it spent in the kernel. */
+  handshakeSystemCpuUs: number;
+  /** Server CPU with N sessions idle, in % of one core. */
+  idleCpuPct: number;
+  rssBytes: number;
+  heapBytes: number;
+  rssPerSessionBytes: number;
+  heapPerSessionBytes: number;
+  openFds: number;
+  connectEldMaxMs: number;
+  revoke: RevokeResult | null;
+}
+
+export interface RevokeResult {
+  /** From the call to the agent seeing its socket close. */
+  latencyMs: Summary;
+  /** How long the revoking call itself took to answer. */
+  callMs: Summary;
+  missed: number;
+  eldMaxMs: number;
+}
+
+export interface MassResult {
+  count: number;
+  closed: number;
+  /** From the call until the last socket of the group closed. */
+  allClosedMs: number;
+  firstClosedMs: number;
+  callMs: number;
+  eldMaxMs: number;
+}
+
+export interface StormResult {
+  n: number;
+  /** From the SIGKILL until the last session was back. */
+  allBackMs: number;
+  /** From the restarted server listening until the last session was back. */
+  backAfterListenMs: number;
+  serverRestartMs: number;
+  back: number;
+  notBack: number;
+  gaveUp: number;
+  exitCodes: Record<string, number>;
+  warnings: number;
+  errors: number;
+  socketsOpened: number;
+  peakRssBytes: number;
+  cpuMs: number;
+  cpuPctOfCore: number;
+  eldMaxMs: number;
+  admin: {
+    calls: number;
+    p50Ms: number;
+    p99Ms: number;
+    maxMs: number;
+    errors: number;
+    over1s: number;
+  } | null;
+  lastMessages: string[];
+}
+
+export interface FleetResult {
+  kind: FleetKind;
+  baseRssBytes: number;
+  baseHeapBytes: number;
+  steps: StepResult[];
+  mass: MassResult | null;
+  storm: StormResult | null;
+}
+
+export interface EnrollmentResult {
+  storedBefore: number;
+  count: number;
+  concurrency: number;
+  perSecond: number;
+  latencyMs: Summary;
+  serverCpuUsPerEnrollment: number;
+  /** The part of it spent in the kernel (writes, fsync, sockets). */
+  serverSystemCpuUsPerEnrollment: number;
+  storeTransactions: number;
+  storeWrites: number;
+  eldMaxMs: number;
+  failed: number;
+  firstError: string | null;
+  /** jose EdDSA SignJWT in the harness process: one at a time, and 64 in flight. */
+  signPerSecond: number;
+  signPerSecondConcurrent: number;
+  /** All enrollments of the run (setup included). */
+  totalEnrolled: number;
+  setupPerSecond: number;
+  /** Every enrolled connector's first session (connected once and closed), server CPU per session. */
+  firstConnect: {
+    count: number;
+    cpuUs: number;
+    systemCpuUs: number;
+    durationMs: number;
+    eldMaxMs: number;
+  } | null;
+}
+
+export interface ReadsResult {
+  stored: number;
+  synthetic: boolean;
+  listMs: Summary;
+  countsMs: Summary;
+  baselineMs: Summary;
+  pageBytes: number;
+  eldMaxMs: number;
+}
+
+export interface ProcessFootprint {
+  rssBytes: number;
+  maxRssBytes: number;
+  cpuPct: number;
+}
+
+export interface FootprintResult {
+  source: string;
+  idleMs: number;
+  agent: ProcessFootprint;
+  baseline: ProcessFootprint;
+}
+
+export interface RunMeta {
+  date: string;
+  quick: boolean;
+  node: string;
+  cpus: number;
+  cpuModel: string;
+  memoryGiB: number;
+  openFilesLimit: string;
+  loadAverageAtStart: number[];
+  command: string;
+  commit: string;
+  logLevel: string;
+  durationMs: number;
+}
+
+export interface RunResults {
+  meta: RunMeta;
+  enrollment: EnrollmentResult | null;
+  reads: ReadsResult[];
+  fleets: Partial<Record<FleetKind, FleetResult>>;
+  footprint: FootprintResult | null;
+  errors: Array<{ scenario: string; message: string }>;
+}
