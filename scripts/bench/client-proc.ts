@@ -239,7 +239,7 @@ async function connect(args: ConnectArgs): Promise<ConnectResult> {
 
 /**
  * Connects every pooled sim once, `waveSize` at a time, and closes it again: a newly enrolled
- * connector's first session does extra (durable) bookkeeping that later sessions do not.
+ * connector's first session may do bookkeeping that later sessions do not.
  */
 async function firstConnect(args: {
   localAddress: string;

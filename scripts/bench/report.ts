@@ -162,7 +162,7 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
     rows.push(
       row(
         'sessions',
-        'server CPU per first session of a new connector (connect + close; durable first-connect write)',
+        'server CPU per first session of a newly enrolled connector (connect, then close)',
         e.firstConnect.count,
         'µs',
         e.firstConnect.cpuUs,

@@ -163,9 +163,9 @@ export async function runEnrollment(
 }
 
 /**
- * Connects every enrolled connector once and closes it again, in waves: the first session of a
- * connector is written durably, later ones are not, so the sessions scenario then measures the
- * sessions a server sees every day (reconnects), and this the one-off first connection.
+ * Connects every enrolled connector once and closes it again, in waves: a connector's first session
+ * may do one-off bookkeeping (recording its first connection), so the sessions scenario then measures
+ * the sessions a server sees every day (reconnects), and this the first ones.
  */
 async function firstConnections(
   h: Harness,
