@@ -85,8 +85,6 @@ export interface SessionHubOptions {
   policy: Policy;
   metrics: Metrics;
   logger: Logger;
-  /** How often live sessions' last-seen time is written. @default 60000 */
-  lastSeenIntervalMs?: number;
   /** How often identities are checked for renewal. @default 3600000 */
   renewalCheckIntervalMs?: number;
   /** Live sessions allowed from one source address (NAT'd fleets share one). @default Infinity */
@@ -110,7 +108,8 @@ export class SessionHub implements Presence {
       timer.unref();
       this.timers.push(timer);
     };
-    every(o.lastSeenIntervalMs ?? 60_000, () => this.recordLastSeen());
+    // Last-seen times of live sessions are written when they end (and at shutdown), not on a timer:
+    // a periodic touch of every live record made one journal entry the size of the whole fleet.
     every(o.renewalCheckIntervalMs ?? 3_600_000, () => {
       this.renewDueIdentities().catch((error) => o.logger.error({ err: error }, 'identity renewal failed'));
     });
