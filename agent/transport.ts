@@ -1,3 +1,5 @@
+import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { RequestOptions } from 'node:https';
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
 
@@ -23,12 +25,27 @@ export function createTransport(caPem: string | null, options: TransportOptions 
   }
   const AgentWs = AgentWebSocket as unknown as typeof WebSocket;
   if (!caPem) return { fetch: globalThis.fetch, WebSocket: AgentWs, requestTimeoutMs };
-  const ca = caPem;
-  const caFetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
+  return { fetch: fetchVia(httpsRequest, { ca: caPem }), WebSocket: AgentWs, requestTimeoutMs };
+}
+
+export type Transport = ReturnType<typeof createTransport>;
+
+type NodeRequest = (
+  url: URL,
+  options: RequestOptions,
+  onResponse: (res: IncomingMessage) => void,
+) => ClientRequest;
+
+/**
+ * A `fetch` over node:http or node:https with request options the global fetch cannot take (a CA to
+ * trust, a source address). Enough for tRPC's httpLink: method, headers, a string body, abort.
+ */
+export function fetchVia(request: NodeRequest, extra: RequestOptions): typeof fetch {
+  const viaNode = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
     new Promise((resolve, reject) => {
       const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
       const headers = Object.fromEntries(new Headers(init.headers).entries());
-      const req = httpsRequest(url, { method: init.method ?? 'GET', headers, ca }, (res) => {
+      const req = request(url, { ...extra, method: init.method ?? 'GET', headers }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
         res.on('end', () => {
@@ -47,10 +64,8 @@ export function createTransport(caPem: string | null, options: TransportOptions 
       if (init.body) req.write(init.body as string);
       req.end();
     });
-  return { fetch: caFetch as typeof fetch, WebSocket: AgentWs, requestTimeoutMs };
+  return viaNode as typeof fetch;
 }
-
-export type Transport = ReturnType<typeof createTransport>;
 
 /** TLS verification failures meaning "this certificate is not signed by a CA the agent trusts". */
 const UNTRUSTED_CERT_CODES = new Set([
