@@ -1,9 +1,9 @@
-import { calculateJwkThumbprint } from 'jose';
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
 import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
 import type { ServiceDeps } from './deps.js';
+import { ed25519Thumbprint } from './jws.js';
 import { keyIdOf, keyMatches, randomId } from './secrets.js';
 
 export interface EnrollRequest {
@@ -45,7 +45,7 @@ export class EnrollmentService {
     if (first.refusal) return this.refuse(first, remoteAddress);
 
     const connectorId = randomId('con');
-    const jkt = await calculateJwkThumbprint(request.publicKey);
+    const jkt = ed25519Thumbprint(request.publicKey);
     const identity = await this.deps.identity.issue(
       { connectorId, groupId: first.groupId!, provisioningKeyId: first.keyId!, jkt },
       this.deps.policy.identityTtlMs,

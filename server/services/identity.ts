@@ -1,22 +1,11 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import {
-  calculateJwkThumbprint,
-  createLocalJWKSet,
-  EmbeddedJWK,
-  exportJWK,
-  generateKeyPair,
-  importJWK,
-  type JWK,
-  type JWTPayload,
-  errors as joseErrors,
-  jwtVerify,
-  SignJWT,
-} from 'jose';
+import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import { DomainError } from '../../shared/errors.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import { writeFileDurably } from '../store/lowdb-store.js';
+import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 interface StoredSigningKey {
   kid: string;
@@ -55,7 +44,8 @@ const ALG = 'EdDSA';
  * without cutting off agents holding identities signed by the old one.
  */
 export class IdentityAuthority {
-  private readonly jwks: ReturnType<typeof createLocalJWKSet>;
+  /** Our public keys by kid, as node:crypto keys for `verifyEd25519Jws`. */
+  private readonly verifyKeys: Map<string, KeyObject>;
   private readonly seenProofs = new Map<string, number>();
   private lastProofSweep = 0;
 
@@ -65,7 +55,9 @@ export class IdentityAuthority {
     private readonly issuer: string,
     private readonly clock: Clock,
   ) {
-    this.jwks = createLocalJWKSet({ keys: publicJwks });
+    this.verifyKeys = new Map(
+      publicJwks.map((jwk) => [jwk.kid as string, createPublicKey({ key: jwk, format: 'jwk' })]),
+    );
   }
 
   /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
@@ -141,29 +133,25 @@ export class IdentityAuthority {
 
   /** Checks an identity token: signature by one of our keys, EdDSA only, issuer, audience, expiry. */
   async verifyIdentity(token: string): Promise<IdentityClaims> {
-    let payload: JWTPayload;
-    let kid: string | undefined;
-    try {
-      const result = await jwtVerify(token, this.jwks, {
-        algorithms: [ALG],
-        issuer: this.issuer,
-        audience: IDENTITY_AUDIENCE,
-        currentDate: new Date(this.clock.now()),
-        requiredClaims: ['sub', 'exp', 'iat', 'jti'],
-      });
-      payload = result.payload;
-      kid = result.protectedHeader.kid;
-    } catch (error) {
-      if (error instanceof joseErrors.JWTExpired) throw new DomainError('IDENTITY_EXPIRED');
-      throw new DomainError('IDENTITY_INVALID');
-    }
+    const verified = verifyEd25519Jws(token, (header) =>
+      typeof header.kid === 'string' ? (this.verifyKeys.get(header.kid) ?? null) : null,
+    );
+    if (!verified) throw new DomainError('IDENTITY_INVALID');
+    const problem = checkJwtClaims(verified, {
+      now: this.clock.now(),
+      required: ['sub', 'exp', 'iat', 'jti'],
+      issuer: this.issuer,
+      audience: IDENTITY_AUDIENCE,
+    });
+    if (problem === 'expired') throw new DomainError('IDENTITY_EXPIRED');
+    if (problem) throw new DomainError('IDENTITY_INVALID');
+    const { payload, header } = verified;
     const cnf = payload.cnf as { jkt?: unknown } | undefined;
     if (
       typeof payload.sub !== 'string' ||
       typeof payload.group_id !== 'string' ||
       typeof payload.provisioning_key_id !== 'string' ||
-      typeof cnf?.jkt !== 'string' ||
-      typeof kid !== 'string'
+      typeof cnf?.jkt !== 'string'
     ) {
       throw new DomainError('IDENTITY_INVALID');
     }
@@ -172,9 +160,9 @@ export class IdentityAuthority {
       groupId: payload.group_id,
       provisioningKeyId: payload.provisioning_key_id,
       jkt: cnf.jkt,
-      issuedAt: (payload.iat ?? 0) * 1000,
-      expiresAt: (payload.exp ?? 0) * 1000,
-      keyId: kid,
+      issuedAt: (payload.iat as number) * 1000,
+      expiresAt: (payload.exp as number) * 1000,
+      keyId: header.kid as string,
     };
   }
 
@@ -185,26 +173,22 @@ export class IdentityAuthority {
    */
   async verifyProof(proof: string, identityToken: string, jkt: string): Promise<void> {
     const now = this.clock.now();
-    let payload: JWTPayload;
-    let jwk: JWK | undefined;
-    try {
-      const result = await jwtVerify(proof, EmbeddedJWK, {
-        algorithms: [ALG],
-        typ: PROOF_TYPE,
-        currentDate: new Date(now),
-        requiredClaims: ['iat', 'jti', 'ath'],
-      });
-      payload = result.payload;
-      jwk = result.protectedHeader.jwk;
-    } catch {
+    let embeddedJwk: { kty: string; crv: string; x: string } | null = null;
+    const verified = verifyEd25519Jws(proof, (header) => {
+      const key = ed25519PublicKey(header.jwk);
+      if (key) embeddedJwk = header.jwk as { kty: string; crv: string; x: string };
+      return key;
+    });
+    if (!verified || !embeddedJwk) throw new DomainError('PROOF_INVALID');
+    if (checkJwtClaims(verified, { now, required: ['iat', 'jti', 'ath'], type: PROOF_TYPE }))
       throw new DomainError('PROOF_INVALID');
-    }
-    if (!jwk || !sameText(await calculateJwkThumbprint(jwk), jkt)) throw new DomainError('PROOF_INVALID');
+    if (!sameText(ed25519Thumbprint(embeddedJwk), jkt)) throw new DomainError('PROOF_INVALID');
+    const { payload } = verified;
     if (payload.ath !== createHash('sha256').update(identityToken).digest('base64url')) {
       throw new DomainError('PROOF_INVALID');
     }
-    const issuedAtMs = (payload.iat ?? 0) * 1000;
-    if (Math.abs(now - issuedAtMs) > PROOF_MAX_SKEW_MS) throw new DomainError('PROOF_INVALID');
+    const issuedAtMs = (payload.iat as number) * 1000;
+    if (!(Math.abs(now - issuedAtMs) <= PROOF_MAX_SKEW_MS)) throw new DomainError('PROOF_INVALID');
     this.rememberProof(`${jkt}:${String(payload.jti)}`, now);
   }
 
@@ -229,6 +213,6 @@ function sameText(a: string, b: string): boolean {
 async function newSigningKey(clock: Clock): Promise<StoredSigningKey> {
   const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
   const privateJwk = await exportJWK(privateKey);
-  const kid = await calculateJwkThumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
+  const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
   return { kid, createdAt: new Date(clock.now()).toISOString(), active: true, privateJwk };
 }
