@@ -1,5 +1,6 @@
 import { createTRPCClient, createWSClient, TRPCClientError, wsLink } from '@trpc/client';
 import { type ErrorReason, isErrorReason } from '../shared/errors.js';
+import { hostFactsDigest } from '../shared/host-facts.js';
 import {
   CLOSE_CODES,
   FINAL_SESSION_REASONS,
@@ -24,10 +25,12 @@ export interface SessionOptions {
   transport: Transport;
   logger: AgentLogger;
   signal: AbortSignal;
-  /** Facts collected before connecting, sent on every (re)connect without delaying it. */
+  /** Facts collected before connecting; on every (re)connect they are sent if the server holds others. */
   hostFacts: HostFacts;
-  /** How often host facts are collected and sent again. @default 300000 */
+  /** How often host facts are collected again, and sent if they changed. @default 300000 */
   reportIntervalMs?: number;
+  /** Collects the facts for that periodic refresh. @default collectHostFacts (systeminformation) */
+  collectHostFacts?: () => Promise<HostFacts>;
 }
 
 /**
@@ -169,10 +172,19 @@ export function runSession(o: SessionOptions): Promise<number> {
   // Collecting facts costs the event loop hundreds of milliseconds on a busy host; keep it off
   // the connect path so a revoke arriving right after connecting is acted on at once.
   let hostFacts = o.hostFacts;
-  async function report(refresh: boolean) {
+  // The digest of the facts the server holds, from its `ready` or from a report it accepted: facts
+  // that match it are not sent, so a reconnect costs the server no report call.
+  let serverHostDigest: string | null = null;
+  async function reportIfChanged(refresh: boolean) {
     try {
-      if (refresh) hostFacts = await collectHostFacts();
-      await client.agent.report.mutate({ host: hostFacts });
+      if (refresh) hostFacts = await (o.collectHostFacts ?? collectHostFacts)();
+      const facts = hostFacts;
+      const digest = hostFactsDigest(facts);
+      if (digest === serverHostDigest) return;
+      const replaced = serverHostDigest;
+      await client.agent.report.mutate({ host: facts });
+      serverHostDigest = digest;
+      if (replaced) logger.info('host facts changed; reported them');
     } catch (error) {
       if (!finished) logger.warn('could not report host facts', { error: (error as Error).message });
     }
@@ -194,9 +206,11 @@ export function runSession(o: SessionOptions): Promise<number> {
           server: identity.server,
           detail: null,
         });
-        void report(false);
+        // An older server sends no digest: then the facts are sent, as they always were.
+        serverHostDigest = event.hostDigest ?? null;
+        void reportIfChanged(false);
         clearInterval(reportTimer);
-        reportTimer = setInterval(() => void report(true), o.reportIntervalMs ?? 300_000);
+        reportTimer = setInterval(() => void reportIfChanged(true), o.reportIntervalMs ?? 300_000);
         reportTimer.unref();
         break;
       case 'status':

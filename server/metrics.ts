@@ -34,6 +34,11 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    hostReports: new Counter({
+      name: 'connector_host_reports_total',
+      help: 'Host-facts reports from agents (agent.report); an agent sends one only when its facts changed.',
+      registers,
+    }),
     revokeCloseSeconds: new Histogram({
       name: 'connector_revoke_close_seconds',
       help: 'Time from a revoke or delete being committed to the agent socket being closed.',

@@ -44,7 +44,14 @@ export const FINAL_SESSION_REASONS: Partial<Record<ErrorReason, 4 | 5>> = {
 
 /** Events of the `agent.session` subscription. */
 export type SessionEvent =
-  | { type: 'ready'; connectorId: string; groupId: string; status: 'enabled' | 'disabled' }
+  | {
+      type: 'ready';
+      connectorId: string;
+      groupId: string;
+      status: 'enabled' | 'disabled';
+      /** `hostFactsDigest` of the host facts the server holds (null: none); the agent reports only others. */
+      hostDigest: string | null;
+    }
   | { type: 'status'; status: 'enabled' | 'disabled'; scope: 'connector' | 'group' }
   | { type: 'identity'; identityToken: string; identityExpiresAt: string }
   | { type: 'revoked'; reason: string | null }

@@ -144,6 +144,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
     while (next < jobs.length && !controller.signal.aborted) {
       const group = jobs[next++]!;
       const hostName = `${name}-${group}-${pool[group].length + live.size + next}`;
+      const facts = simHostFacts(hostName);
       const t0 = monoMs();
       try {
         const identity: SavedIdentity | null = await enroll(
@@ -160,11 +161,11 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
           transport,
           logger,
           controller.signal,
-          simHostFacts(hostName),
+          facts,
         );
         if (!identity) throw new Error('enrollment aborted (time bound reached)');
         latenciesMs.push(monoMs() - t0);
-        addSim(new ProjectSim(identity, group, hooks));
+        addSim(new ProjectSim(identity, group, hooks, facts));
         enrolled++;
       } catch (error) {
         failed++;

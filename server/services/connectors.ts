@@ -188,6 +188,7 @@ export class ConnectorService {
 
   /** Host facts an agent reported over its session. */
   updateHost(connectorId: string, host: HostFacts): void {
+    this.deps.metrics.hostReports.inc();
     this.deps.store.touch((data) => {
       const record = data.connectors[connectorId];
       if (record) record.host = host;

@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
+import { hostFactsDigest } from '../../shared/host-facts.js';
 import { CLOSE_CODES, type SessionEvent } from '../../shared/protocol.js';
-import { sessionParamsSchema } from '../../shared/schemas.js';
+import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { AuditLog } from '../services/audit.js';
@@ -204,6 +205,9 @@ export class SessionHub implements Presence {
         connectorId: agent.connectorId,
         groupId: agent.groupId,
         status: record.effectiveStatus,
+        // A few µs per connect; it spares the agent a report of facts the server already holds.
+        // A hand-edited or damaged store may lack them: then the agent reports.
+        hostDigest: record.host ? hostFactsDigest(record.host) : null,
       };
       await this.renewIfDue(live).catch((error) =>
         this.o.logger.error({ err: error, connectorId: agent.connectorId }, 'identity renewal failed'),
@@ -263,7 +267,10 @@ export class SessionHub implements Presence {
     return true;
   }
 
-  private requireUsable(connectorId: string, jkt: string): { effectiveStatus: 'enabled' | 'disabled' } {
+  private requireUsable(
+    connectorId: string,
+    jkt: string,
+  ): { effectiveStatus: 'enabled' | 'disabled'; host: HostFacts | undefined } {
     return this.o.store.read((data) => {
       const record = data.connectors[connectorId];
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
@@ -272,7 +279,7 @@ export class SessionHub implements Presence {
       if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
       const group = data.groups[record.groupId];
       const disabled = record.status === 'disabled' || group?.status === 'disabled';
-      return { effectiveStatus: disabled ? 'disabled' : 'enabled' };
+      return { effectiveStatus: disabled ? 'disabled' : 'enabled', host: record.host };
     });
   }
 

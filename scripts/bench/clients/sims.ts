@@ -123,6 +123,8 @@ export class ProjectSim extends Sim {
     private readonly identity: SavedIdentity,
     group: Group,
     hooks: SimHooks,
+    /** The facts it enrolled with: an agent on an unchanged host reports none after `ready`. */
+    private readonly hostFacts: HostFacts,
   ) {
     super(identity.connectorId, group, hooks);
   }
@@ -144,7 +146,7 @@ export class ProjectSim extends Sim {
       transport: { ...agentTransport, WebSocket: this.socketClass(localAddress) },
       logger,
       signal: this.controller.signal,
-      hostFacts: simHostFacts(this.identity.connectorId),
+      hostFacts: this.hostFacts,
       // The periodic re-collection of host facts runs systeminformation: not simulated.
       reportIntervalMs: 86_400_000,
     }).then(
@@ -161,7 +163,7 @@ export class ProjectSim extends Sim {
   }
 
   fresh(): Sim {
-    return new ProjectSim(this.identity, this.group, this.hooks);
+    return new ProjectSim(this.identity, this.group, this.hooks, this.hostFacts);
   }
 }
 
