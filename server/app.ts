@@ -9,11 +9,12 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import pino, { type Logger } from 'pino';
-import { WebSocketServer } from 'ws';
+import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
@@ -48,6 +49,14 @@ export interface ServerConfig extends Policy {
    * one address. @default 20000
    */
   maxSessionsPerAddress: number;
+  /**
+   * Websocket handshakes in progress (from the upgrade request until the agent is authenticated or
+   * refused) beyond which new upgrades are answered `503` with `Retry-After` at once. An
+   * authenticated handshake costs ~1–1.5 ms of server CPU, so a full house is ~0.3–0.4 s of work
+   * queued on one event loop: admin calls stay well under a second during a reconnect storm, and
+   * agents are told to come back instead of waiting out their handshake timeout. @default 256
+   */
+  maxHandshakesInProgress: number;
 }
 
 export const DAY_MS = 86_400_000;
@@ -69,6 +78,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxWsMessageBytes: 65_536,
     handshakeTimeoutMs: 10_000,
     maxSessionsPerAddress: 20_000,
+    maxHandshakesInProgress: 256,
     ...overrides,
   };
 }
@@ -87,6 +97,21 @@ export interface RunningServer {
 }
 
 export const ISSUER = 'connector-enrollment';
+
+/** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
+const LISTEN_BACKLOG = 4096;
+/** A shed upgrade is told to come back after a whole number of seconds in this range, spread so a shed crowd does not return at once. */
+const SHED_RETRY_AFTER_SECONDS = { min: 1, max: 5 } as const;
+/** Shedding is logged at most once per interval, with the count since the last line. */
+const SHED_LOG_INTERVAL_MS = 10_000;
+
+/** A websocket handshake holding one admission slot, from its upgrade request to its authentication. */
+interface Handshake {
+  /** Closes the socket with 4408 if its connectionParams do not arrive in time. */
+  timer: NodeJS.Timeout | undefined;
+  /** Frees the slot and drops the timer and the close listener; idempotent. */
+  end(): void;
+}
 
 /** Reads the 32-byte server secret that encrypts stored provisioning keys, creating it on first start. */
 async function loadOrCreateSecret(file: string): Promise<Buffer> {
@@ -192,6 +217,7 @@ export async function startServer(
         metrics.connectors.set({ state }, counts[state]);
       }
       metrics.connectors.set({ state: 'never' }, counts.neverConnected);
+      metrics.handshakesInProgress.set(handshakesInProgress);
       return send(200, metrics.registry.contentType, await metrics.registry.metrics());
     }
     if (path?.startsWith('/trpc/')) return trpcHandler(req, res);
@@ -213,23 +239,96 @@ export async function startServer(
     maxPayload: config.maxWsMessageBytes,
     clientTracking: false,
   });
-  server.on('upgrade', (req, socket, head) => {
+
+  // Admission control. In a reconnect storm, upgrades that wait behind thousands of others are
+  // abandoned by agents after their 30 s handshake timeout (the work queued for them wasted) and
+  // delay admin calls. Past the cap an upgrade is answered 503 at once, before any websocket or
+  // tRPC work, and the agent comes back after Retry-After plus its own jitter.
+  let handshakesInProgress = 0;
+  const handshakes = new WeakMap<IncomingMessage, Handshake>();
+  let shedSinceLog = 0;
+  let lastShedLogAt = Number.NEGATIVE_INFINITY;
+  const shed = (socket: Duplex) => {
+    metrics.handshakesShed.inc();
+    shedSinceLog++;
+    const now = performance.now();
+    if (now - lastShedLogAt >= SHED_LOG_INTERVAL_MS) {
+      logger.warn(
+        { shedSinceLastLog: shedSinceLog, maxHandshakesInProgress: config.maxHandshakesInProgress },
+        'too many websocket handshakes in progress; answering new ones 503 with Retry-After',
+      );
+      shedSinceLog = 0;
+      lastShedLogAt = now;
+    }
+    const { min, max } = SHED_RETRY_AFTER_SECONDS;
+    const retryAfterSeconds = min + Math.floor(Math.random() * (max - min + 1));
+    const body = 'too many websocket handshakes in progress; retry later\n';
+    socket.on('error', () => socket.destroy());
+    socket.once('finish', () => socket.destroy());
+    socket.end(
+      `HTTP/1.1 503 Service Unavailable\r\nRetry-After: ${retryAfterSeconds}\r\nConnection: close\r\n` +
+        `Content-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+  };
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if ((req.url ?? '').split('?')[0] !== '/trpc') {
       socket.destroy();
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    if (handshakesInProgress >= config.maxHandshakesInProgress) {
+      shed(socket);
+      return;
+    }
+    handshakesInProgress++;
+    const handshake: Handshake = {
+      timer: undefined,
+      end: () => {
+        if (!handshakes.delete(req)) return;
+        handshakesInProgress--;
+        clearTimeout(handshake.timer);
+        socket.off('close', handshake.end);
+      },
+    };
+    handshakes.set(req, handshake);
+    // Covers every way out before authentication: a refused upgrade, a client that goes away.
+    socket.once('close', handshake.end);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (!handshakes.has(req)) return;
+      handshake.timer = setTimeout(() => {
+        ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
+        handshake.end();
+      }, config.handshakeTimeoutMs);
+      handshake.timer.unref();
+      wss.emit('connection', ws, req);
+    });
   });
-  const handshakeTimers = new WeakMap<object, NodeJS.Timeout>();
-  wss.on('connection', (ws) => {
-    const timer = setTimeout(
-      () => ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time'),
-      config.handshakeTimeoutMs,
-    );
-    timer.unref();
-    handshakeTimers.set(ws, timer);
-    ws.once('close', () => clearTimeout(timer));
-  });
+
+  const authenticate = async (
+    req: IncomingMessage,
+    ws: WebSocket,
+    connectionParams: unknown,
+  ): Promise<Context> => {
+    const remoteAddress = remoteAddressOf(req);
+    const base = { services, remoteAddress, bearerToken: null };
+    const retryAfter = await services.limiter.handshakeRetryAfter(remoteAddress);
+    if (retryAfter > 0) {
+      ws.close(CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter}`);
+      return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
+    }
+    try {
+      const agent = await hub.authenticate(connectionParams, remoteAddress, ws);
+      return { ...base, agent, agentRefusal: null };
+    } catch (error) {
+      const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';
+      if (!(error instanceof DomainError))
+        logger.error({ err: error }, 'session authentication failed unexpectedly');
+      // A full address is not a failed attempt: the agent behind it did nothing wrong.
+      if (reason !== 'RATE_LIMITED') await services.limiter.handshakeFailed(remoteAddress);
+      hub.refuse(ws, reason, remoteAddress);
+      return { ...base, agent: null, agentRefusal: reason };
+    }
+  };
   applyWSSHandler({
     wss,
     router: appRouter,
@@ -238,25 +337,14 @@ export async function startServer(
     // it off when it stays silent.
     keepAlive: { enabled: true, pingMs: 60_000, pongWaitMs: 15_000 },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
-      clearTimeout(handshakeTimers.get(ws));
-      const remoteAddress = remoteAddressOf(req);
-      const base = { services, remoteAddress, bearerToken: null };
-      const retryAfter = await services.limiter.handshakeRetryAfter(remoteAddress);
-      if (retryAfter > 0) {
-        ws.close(CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter}`);
-        return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
-      }
+      // The connectionParams came: the deadline is met. The slot is held until the verdict, and
+      // then nothing of the handshake stays with the live session.
+      const handshake = handshakes.get(req);
+      clearTimeout(handshake?.timer);
       try {
-        const agent = await hub.authenticate(info.connectionParams, remoteAddress, ws);
-        return { ...base, agent, agentRefusal: null };
-      } catch (error) {
-        const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';
-        if (!(error instanceof DomainError))
-          logger.error({ err: error }, 'session authentication failed unexpectedly');
-        // A full address is not a failed attempt: the agent behind it did nothing wrong.
-        if (reason !== 'RATE_LIMITED') await services.limiter.handshakeFailed(remoteAddress);
-        hub.refuse(ws, reason, remoteAddress);
-        return { ...base, agent: null, agentRefusal: reason };
+        return await authenticate(req, ws, info.connectionParams);
+      } finally {
+        handshake?.end();
       }
     },
   });
@@ -270,7 +358,7 @@ export async function startServer(
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.host, () => {
+    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -36,6 +36,7 @@ const serveOptionsSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
+  maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -107,6 +108,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `live agent sessions allowed from one source address (default ${defaultConfig().maxSessionsPerAddress})`,
   },
+  maxHandshakesInProgress: {
+    flag: '--max-handshakes-in-progress <n>',
+    env: 'CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS',
+    default: undefined,
+    help: `websocket handshakes being authenticated at once; more are answered 503 with Retry-After (default ${defaultConfig().maxHandshakesInProgress})`,
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -139,6 +146,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
+    ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     rateLimits: {
       ...DEFAULT_RATE_LIMITS,
       ...(o.enrollRatePerMinute ? { enrollPerAddressPerMinute: o.enrollRatePerMinute } : {}),

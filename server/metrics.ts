@@ -39,6 +39,16 @@ export function createMetrics() {
       help: 'Host-facts reports from agents (agent.report); an agent sends one only when its facts changed.',
       registers,
     }),
+    handshakesInProgress: new Gauge({
+      name: 'connector_handshakes_in_progress',
+      help: 'Websocket handshakes between the upgrade request and the end of their authentication.',
+      registers,
+    }),
+    handshakesShed: new Counter({
+      name: 'connector_handshakes_shed_total',
+      help: 'Websocket upgrades answered 503 with Retry-After because too many handshakes were in progress.',
+      registers,
+    }),
     revokeCloseSeconds: new Histogram({
       name: 'connector_revoke_close_seconds',
       help: 'Time from a revoke or delete being committed to the agent socket being closed.',
