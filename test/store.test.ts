@@ -247,6 +247,44 @@ describe('LowdbStore journal', () => {
     expect(store.read((d) => d.groups)).toEqual({ g: group('g', 'durable') });
     await rm(dir, { recursive: true, force: true });
   });
+
+  it('touches are not rolled back by a failed commit, are written by the next one, and a transaction over a touched record still rolls back', async () => {
+    const dir = await tempDir();
+    const sub = join(dir, 'data');
+    await mkdir(sub);
+    const file = join(sub, 'store.json');
+    const store = await LowdbStore.open(file, { lazyFlushMs: 60_000 });
+    await store.transact((d) => {
+      d.groups.g = group('g', 'durable');
+      d.groups.t = group('t', 'durable');
+    });
+    await rm(sub, { recursive: true });
+    // A touch alone (last-seen style), then a touch followed by a transaction on the same record.
+    store.touch((d) => {
+      d.groups.t!.createdAt = 1;
+      d.groups.g!.createdAt = 2;
+    });
+    const failing = store.transact((d) => {
+      d.groups.g!.name = 'lost';
+    });
+    await expect(failing).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    // The transaction's change is gone; the touches made before it stay in memory.
+    expect(store.read((d) => d.groups)).toEqual({
+      g: { ...group('g', 'durable'), createdAt: 2 },
+      t: { ...group('t', 'durable'), createdAt: 1 },
+    });
+    await mkdir(sub);
+    await store.transact((d) => {
+      d.groups.other = group('other');
+    });
+    // …and the next commit carries them to disk, though nothing touched them again.
+    expect(loadStoreFiles(file)?.groups).toMatchObject({
+      g: { name: 'durable', createdAt: 2 },
+      t: { createdAt: 1 },
+    });
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
 });
 
 describe('MemoryStore', () => {

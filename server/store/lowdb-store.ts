@@ -102,6 +102,15 @@ interface Waiter {
 type Section = 'groups' | 'provisioningKeys' | 'connectors' | 'apiKeys';
 const SECTIONS: readonly Section[] = ['groups', 'provisioningKeys', 'connectors', 'apiKeys'];
 type JournalOp = [Section, string, unknown];
+/** `before` of a record only touched so far: nothing to return to if the write fails. */
+const TOUCHED = Symbol('touched');
+interface Change {
+  section: Section;
+  id: string;
+  /** The record's durable value (undefined: it did not exist), or TOUCHED. */
+  before: unknown;
+}
+const changeKey = (section: Section, id: string) => `${section}\u0000${id}`;
 
 /** The journal beside a data file: `store.json` → `store.journal`. */
 export function journalFileOf(file: string): string {
@@ -173,7 +182,9 @@ export interface LowdbStoreOptions {
  * written, every transaction that arrives waits for the next, which carries all of them.
  *
  * Changed records are found by handing transactions a view of the state whose records note their
- * first change (and keep the value from before it, to return to if the write fails).
+ * first change (and keep the value from before it, to return to if the write fails). A `touch`
+ * keeps no such copy: its changes are loss-tolerant and never rolled back, and copying every touched
+ * record (each agent connect and disconnect touches one) was measurable CPU and garbage.
  */
 export class LowdbStore implements Store {
   private readonly pending: Waiter[] = [];
@@ -181,11 +192,14 @@ export class LowdbStore implements Store {
   private lazyTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Records changed since the last commit began, with their value from before the first change. */
-  private changed = new Map<string, { section: Section; id: string; before: unknown }>();
+  private changed = new Map<string, Change>();
   /** The same for the commit being written, to return to if it fails. */
-  private inFlight: Map<string, { section: Section; id: string; before: unknown }> | null = null;
+  private inFlight: Map<string, Change> | null = null;
   private readonly view: StoreData;
-  private readonly recordViews = new WeakMap<object, object>();
+  /** Views of the records changed in this commit window; renewed per window so they do not pile up. */
+  private recordViews = new WeakMap<object, object>();
+  /** True while a `touch` runs: its changes are noted without a copy to return to. */
+  private touching = false;
   private journalBytes: number;
   /** Set when a failed append could not be cut back: the next commit rewrites the data file whole. */
   private journalSuspect = false;
@@ -247,7 +261,12 @@ export class LowdbStore implements Store {
   }
 
   touch(fn: (data: StoreData) => void): void {
-    fn(this.view);
+    this.touching = true;
+    try {
+      fn(this.view);
+    } finally {
+      this.touching = false;
+    }
     if (this.lazyTimer || this.closed) return;
     this.lazyTimer = setTimeout(() => {
       this.lazyTimer = null;
@@ -289,6 +308,7 @@ export class LowdbStore implements Store {
     }
     this.changed = new Map();
     this.inFlight = changes;
+    this.recordViews = new WeakMap();
     const raw = this.db.data;
     const ops: JournalOp[] = [...changes.values()].map(({ section, id }) => [
       section,
@@ -309,10 +329,13 @@ export class LowdbStore implements Store {
       // (newest changes first) and fail every transaction since, queued ones included.
       this.stats.failedWrites++;
       this.options.onWriteError?.(error);
+      const touchedOnly = [...this.changed.values(), ...changes.values()].filter((c) => c.before === TOUCHED);
       this.restore(this.changed);
       this.restore(changes);
       this.changed = new Map();
       this.inFlight = null;
+      // Touched values stay in memory (they are never rolled back): keep them due for the next write.
+      for (const change of touchedOnly) this.changed.set(changeKey(change.section, change.id), change);
       const failed = [...batch, ...this.pending.splice(0)];
       const reason = new DomainError(
         'STORE_UNAVAILABLE',
@@ -373,26 +396,40 @@ export class LowdbStore implements Store {
     this.stats.compactions++;
   }
 
-  private restore(changes: Map<string, { section: Section; id: string; before: unknown }>): void {
+  private restore(changes: Map<string, Change>): void {
     const raw = this.db.data;
     for (const { section, id, before } of changes.values()) {
+      if (before === TOUCHED) continue;
       if (before === undefined) delete raw[section][id];
       else (raw[section] as Record<string, unknown>)[id] = before;
     }
   }
 
-  /** Notes the first change of a record in this commit window, keeping its value from before. */
+  /**
+   * Notes the first change of a record in this commit window, keeping its value from before (unless
+   * a touch makes it: then only that it changed, until a transaction changes it too).
+   */
   private noteChange(section: Section, id: string): void {
-    const key = `${section}\u0000${id}`;
-    if (this.changed.has(key)) return;
+    const key = changeKey(section, id);
+    const noted = this.changed.get(key);
+    if (noted && (noted.before !== TOUCHED || this.touching)) return;
+    if (this.touching) {
+      this.changed.set(key, { section, id, before: TOUCHED });
+      return;
+    }
     const current = this.db.data[section][id];
     // A record changed by the commit being written is durable only once that commit is: its
-    // value from before that commit is the one to return to.
+    // value from before that commit is the one to return to. (Touched values in it are not.)
     const inFlight = this.inFlight?.get(key);
     this.changed.set(key, {
       section,
       id,
-      before: inFlight ? inFlight.before : current === undefined ? undefined : structuredClone(current),
+      before:
+        inFlight && inFlight.before !== TOUCHED
+          ? inFlight.before
+          : current === undefined
+            ? undefined
+            : structuredClone(current),
     });
   }
 
