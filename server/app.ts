@@ -57,6 +57,11 @@ export interface ServerConfig extends Policy {
    * agents are told to come back instead of waiting out their handshake timeout. @default 256
    */
   maxHandshakesInProgress: number;
+  /**
+   * Sessions of a group ended or told per event-loop turn when a whole group is deleted, disabled
+   * or enabled (tuning; no flag). @default 128
+   */
+  sessionsPerTurn?: number;
 }
 
 export const DAY_MS = 86_400_000;

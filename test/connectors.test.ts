@@ -175,3 +175,26 @@ describe('connector records', () => {
     await session.close();
   });
 });
+
+describe('whole-group changes reach every live session, a slice per event-loop turn', () => {
+  it('disable, enable and force-delete of a group with more sessions than one slice', async () => {
+    // Slices of 2 over 7 sessions: the last slice is partial, and all of them must still be told.
+    await using srv = await startTestServer({ config: { sessionsPerTurn: 2 } });
+    const { group, enrolled } = await fleet(srv, 'Sliced', 7);
+    const sessions = enrolled.map((e) => connectSim(srv.url, e));
+    await Promise.all(sessions.map((s) => s.waitFor('ready')));
+    const statuses = () =>
+      sessions.map((s) => s.events.filter((e) => e.type === 'status').map((e) => e.status));
+
+    await srv.admin.groups.disable.mutate({ groupId: group.id });
+    await expect.poll(statuses).toEqual(sessions.map(() => ['disabled']));
+    await srv.admin.groups.enable.mutate({ groupId: group.id });
+    await expect.poll(statuses).toEqual(sessions.map(() => ['disabled', 'enabled']));
+
+    await srv.admin.groups.delete.mutate({ groupId: group.id, force: true });
+    const closes = await Promise.all(sessions.map((s) => s.waitForClose()));
+    expect(closes).toEqual(sessions.map(() => ({ code: 4004, reason: 'CONNECTOR_NOT_FOUND' })));
+    expect(sessions.every((s) => s.events.at(-1)?.type === 'deleted')).toBe(true);
+    await expect.poll(() => srv.server.hub.size).toBe(0);
+  });
+});

@@ -29,7 +29,7 @@ export interface Capabilities {
 /** Builds every service and the session hub over the given capabilities (real or in-memory). */
 export function createServices(
   capabilities: Capabilities,
-  config: Policy & { rateLimits: RateLimits; maxSessionsPerAddress?: number },
+  config: Policy & { rateLimits: RateLimits; maxSessionsPerAddress?: number; sessionsPerTurn?: number },
 ): { services: Services; metrics: Metrics } {
   const metrics = capabilities.metrics ?? createMetrics();
   const events = new DomainEvents();
@@ -48,6 +48,7 @@ export function createServices(
     policy,
     metrics,
     maxSessionsPerAddress: config.maxSessionsPerAddress,
+    sessionsPerTurn: config.sessionsPerTurn,
   });
   return {
     metrics,
