@@ -14,7 +14,7 @@ import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
-import { describeNetworkError, type Transport } from './transport.js';
+import { describeNetworkError, type Transport, upgradeRefusalOf } from './transport.js';
 
 /** How the agent process ends (contract exit codes). */
 export const EXIT = { STOPPED: 0, FAILED: 1, USAGE: 2, REFUSED: 3, REVOKED: 4, IDENTITY_GONE: 5 } as const;
@@ -52,6 +52,8 @@ export function runSession(o: SessionOptions): Promise<number> {
   // Said once per distinct problem, so an agent retrying for hours does not flood its log.
   let lastConnectProblem: string | null = null;
   let retryAfterMs = 0;
+  // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
+  let busySaid = false;
 
   const wsClient = createWSClient({
     url: wsUrl,
@@ -60,18 +62,32 @@ export function runSession(o: SessionOptions): Promise<number> {
       identity: identity.identityToken,
       proof: await createProof(identity.privateJwk, identity.identityToken),
     }),
-    // A rate-limited close carries `retry-after=N`: wait at least that long, plus jitter.
+    // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is a
+    // floor: wait at least that long plus the usual full jitter, which grows while it stays busy.
     retryDelayMs: (attempt) => {
       const hint = retryAfterMs;
       retryAfterMs = 0;
-      return hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
+      return hint + fullJitterDelayMs(attempt);
     },
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
     // minute; every ping is server CPU, times the fleet.
     keepAlive: { enabled: true, intervalMs: 45_000, pongTimeoutMs: 15_000 },
     onError: (event) => {
       if (finished) return;
-      const problem = describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);
+      const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
+      if (refusal?.retryAfterMs != null) {
+        retryAfterMs = refusal.retryAfterMs;
+        if (!busySaid)
+          logger.warn('the server is busy; retrying after the time it asked for', {
+            status: refusal.status,
+            retryAfterSeconds: Math.ceil(refusal.retryAfterMs / 1000),
+          });
+        busySaid = true;
+        return;
+      }
+      const problem = refusal
+        ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
+        : describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);
       if (problem === lastConnectProblem) return;
       lastConnectProblem = problem;
       logger.warn('cannot connect; retrying', { error: problem });
@@ -101,19 +117,21 @@ export function runSession(o: SessionOptions): Promise<number> {
       // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
       const hint = /retry-after=(\d{1,6})/.exec(reason);
       if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
+      // A refused upgrade was never a session: onError said why.
+      const refusal = upgradeRefusalOf(event?.target);
       if (code !== undefined && code >= 4000)
         logger.warn('the server closed the session for now; retrying', {
           code,
           reason,
           ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}),
         });
-      else if (connectedOnce) logger.warn('disconnected; reconnecting', { code });
+      else if (connectedOnce && !refusal) logger.warn('disconnected; reconnecting', { code });
       void store.writeStatus({
         state: 'disconnected',
         status: null,
         connectorId: identity.connectorId,
         server: identity.server,
-        detail: `close code ${code ?? '-'}`,
+        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : `close code ${code ?? '-'}`,
       });
     },
   });
@@ -195,6 +213,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       case 'ready':
         connectedOnce = true;
         lastConnectProblem = null;
+        busySaid = false;
         logger.info(`connected to ${identity.server}`, {
           connector: event.connectorId,
           status: event.status,

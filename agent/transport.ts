@@ -21,6 +21,16 @@ export function createTransport(caPem: string | null, options: TransportOptions 
   class AgentWebSocket extends WebSocket {
     constructor(address: string | URL, protocols?: string | string[]) {
       super(address, protocols, { ...tls, handshakeTimeout: requestTimeoutMs });
+      // With a listener here ws leaves the handshake to us: terminate() aborts the request and
+      // emits error then close, as ws does on its own, so the tRPC client retries as usual.
+      this.once('unexpected-response', (_req: ClientRequest, res: IncomingMessage) => {
+        const status = res.statusCode ?? 0;
+        upgradeRefusals.set(this, {
+          status,
+          retryAfterMs: BUSY_STATUSES.has(status) ? parseRetryAfterMs(res.headers['retry-after']) : null,
+        });
+        this.terminate();
+      });
     }
   }
   const AgentWs = AgentWebSocket as unknown as typeof WebSocket;
@@ -29,6 +39,33 @@ export function createTransport(caPem: string | null, options: TransportOptions 
 }
 
 export type Transport = ReturnType<typeof createTransport>;
+
+/** A websocket upgrade the server answered with something other than 101. */
+export interface UpgradeRefusal {
+  status: number;
+  /** How long the server asked to wait: set only for a busy server (503 or 429 with Retry-After). */
+  retryAfterMs: number | null;
+}
+
+/** Statuses with which a server sheds load and says, in Retry-After, when to come back. */
+const BUSY_STATUSES = new Set([429, 503]);
+/** A Retry-After beyond this is taken as this: a wrong header must not park the agent for days. */
+const MAX_RETRY_AFTER_MS = 3_600_000;
+const upgradeRefusals = new WeakMap<object, UpgradeRefusal>();
+
+/** The refusal of the upgrade of `socket` (an error or close event's target), if the server sent one. */
+export function upgradeRefusalOf(socket: unknown): UpgradeRefusal | null {
+  if (!socket || typeof socket !== 'object') return null;
+  return upgradeRefusals.get(socket) ?? null;
+}
+
+/** Retry-After as delta-seconds or an HTTP date, in milliseconds (null if absent or unreadable). */
+export function parseRetryAfterMs(value: string | undefined, now = Date.now()): number | null {
+  const text = value?.trim();
+  if (!text) return null;
+  const ms = /^\d{1,10}$/.test(text) ? Number(text) * 1000 : Date.parse(text) - now;
+  return Number.isNaN(ms) ? null : Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
+}
 
 type NodeRequest = (
   url: URL,

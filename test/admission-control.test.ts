@@ -1,10 +1,15 @@
-import { connect } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { IdentityStore } from '../agent/identity-store.js';
+import type { AgentLogger } from '../agent/log.js';
+import { runSession } from '../agent/session.js';
+import { createTransport } from '../agent/transport.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { connectSim, enrollSim, openSession } from './helpers/agent-sim.js';
+import { connectSim, type Enrolled, enrollSim, hostFacts, openSession } from './helpers/agent-sim.js';
 import { eventually } from './helpers/agents.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
 
 const UPGRADE_HEADERS =
   'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
@@ -164,5 +169,136 @@ describe('admission control: websocket handshakes in progress are capped', () =>
     expect(srv.server.hub.size).toBe(1);
     expect((await metrics(srv)).shed).toBe(0);
     await session.close();
+  });
+});
+
+interface LogLine {
+  level: 'info' | 'warn' | 'error';
+  message: string;
+  fields: Record<string, unknown>;
+  at: number;
+}
+
+/** The agent's session loop in this process, against `serverUrl`, with its log lines kept. */
+async function runAgentSession(enrolled: Enrolled, serverUrl: string) {
+  const stateDir = await tempDir('ce-admission-agent-');
+  const store = new IdentityStore(stateDir);
+  await store.ensureDir();
+  const lines: LogLine[] = [];
+  const log =
+    (level: LogLine['level']) =>
+    (message: string, fields: Record<string, unknown> = {}) =>
+      lines.push({ level, message, fields, at: performance.now() });
+  const logger: AgentLogger = { info: log('info'), warn: log('warn'), error: log('error') };
+  const controller = new AbortController();
+  const exit = runSession({
+    identity: {
+      connectorId: enrolled.connectorId,
+      groupId: enrolled.groupId,
+      server: serverUrl,
+      identityToken: enrolled.identityToken,
+      identityExpiresAt: enrolled.identityExpiresAt,
+      privateJwk: enrolled.keyPair.privateJwk,
+      enrolledAt: new Date().toISOString(),
+    },
+    store,
+    transport: createTransport(null),
+    logger,
+    signal: controller.signal,
+    hostFacts: hostFacts('admission'),
+  });
+  return {
+    lines,
+    connected: () =>
+      eventually('agent connected', async () => lines.find((l) => l.message.startsWith('connected to'))),
+    async [Symbol.asyncDispose]() {
+      controller.abort();
+      expect(await exit).toBe(0);
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A TCP front for the server that answers the first upgrades itself with `answers` (status and
+ * Retry-After), recording when each came, and then passes connections through untouched.
+ */
+async function busyFront(upstreamPort: number, answers: Array<{ status: string; retryAfter: string }>) {
+  const arrivals: number[] = [];
+  const sockets = new Set<Socket>();
+  const front = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    arrivals.push(performance.now());
+    const answer = answers[arrivals.length - 1];
+    if (!answer) {
+      const upstream = connect(upstreamPort, '127.0.0.1');
+      sockets.add(upstream);
+      upstream.on('error', () => socket.destroy());
+      socket.on('close', () => upstream.destroy());
+      upstream.on('close', () => socket.destroy());
+      socket.pipe(upstream).pipe(socket);
+      return;
+    }
+    let head = '';
+    socket.on('data', (chunk) => {
+      head += chunk;
+      if (!head.includes('\r\n\r\n')) return;
+      socket.end(
+        `HTTP/1.1 ${answer.status}\r\nRetry-After: ${answer.retryAfter}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+      );
+    });
+  });
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(front.address() as { port: number }).port}`,
+    arrivals,
+    async [Symbol.asyncDispose]() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => front.close(resolve));
+    },
+  };
+}
+
+describe("the agent's reaction to a busy server", () => {
+  it('shed by the real server (503 + Retry-After): the agent says so once, makes no attempt before the time it was given, then connects', async () => {
+    await using srv = await startTestServer({ config: { maxHandshakesInProgress: 1 } });
+    const [enrolled] = await enrolledSims(srv, ['patient']);
+    const held = await holdHandshake(srv);
+    await using agent = await runAgentSession(enrolled!, srv.url);
+    const busy = await eventually('busy answer', async () =>
+      agent.lines.find((l) => l.message.startsWith('the server is busy')),
+    );
+    held.close();
+    const retryAfterSeconds = Number(busy.fields.retryAfterSeconds);
+    expect(busy).toMatchObject({ level: 'warn', fields: { status: 503 } });
+    expect(retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(retryAfterSeconds).toBeLessThanOrEqual(5);
+
+    const connected = await agent.connected();
+    expect(connected.at - busy.at).toBeGreaterThanOrEqual(retryAfterSeconds * 1000 - 20);
+    expect(await metrics(srv)).toEqual({ inProgress: 0, shed: 1 });
+    expect(srv.server.hub.size).toBe(1);
+  });
+
+  it('each 503 or 429 with Retry-After is waited out (plus jitter), one warning for all of them, no "cannot connect" or "disconnected" lines; then it connects through', async () => {
+    await using srv = await startTestServer();
+    const [enrolled] = await enrolledSims(srv, ['waiting']);
+    // Longer than the jitter of those attempts (≤ 1 s, then ≤ 2 s): an agent ignoring it would come back sooner.
+    await using front = await busyFront(srv.server.port, [
+      { status: '503 Service Unavailable', retryAfter: '3' },
+      { status: '429 Too Many Requests', retryAfter: '3' },
+    ]);
+    await using agent = await runAgentSession(enrolled!, front.url);
+    await agent.connected();
+    const [first, second, third] = front.arrivals;
+    expect(front.arrivals).toHaveLength(3);
+    expect(second! - first!).toBeGreaterThanOrEqual(3000);
+    expect(third! - second!).toBeGreaterThanOrEqual(3000);
+    const warnings = agent.lines.filter((l) => l.level !== 'info');
+    expect(warnings.map((l) => l.message)).toEqual([
+      'the server is busy; retrying after the time it asked for',
+    ]);
+    expect(warnings[0]!.fields).toEqual({ status: 503, retryAfterSeconds: 3 });
   });
 });
