@@ -63,7 +63,11 @@ export function upgradeRefusalOf(socket: unknown): UpgradeRefusal | null {
 export function parseRetryAfterMs(value: string | undefined, now = Date.now()): number | null {
   const text = value?.trim();
   if (!text) return null;
-  const ms = /^\d{1,10}$/.test(text) ? Number(text) * 1000 : Date.parse(text) - now;
+  const ms = /^\d{1,10}$/.test(text)
+    ? Number(text) * 1000
+    : /^[A-Za-z]{3}, .* GMT$/.test(text)
+      ? Date.parse(text) - now
+      : Number.NaN;
   return Number.isNaN(ms) ? null : Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }
 

@@ -5,7 +5,8 @@ import WebSocket from 'ws';
 import { IdentityStore } from '../agent/identity-store.js';
 import type { AgentLogger } from '../agent/log.js';
 import { runSession } from '../agent/session.js';
-import { createTransport } from '../agent/transport.js';
+import { createTransport, parseRetryAfterMs } from '../agent/transport.js';
+import { parseServeConfig } from '../server/config.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim, hostFacts, openSession } from './helpers/agent-sim.js';
 import { eventually } from './helpers/agents.js';
@@ -83,6 +84,17 @@ async function enrolledSims(srv: TestServer, names: string[]) {
 }
 
 describe('admission control: websocket handshakes in progress are capped', () => {
+  it('the cap is --max-handshakes-in-progress or CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS (the flag wins), 256 by default, at least 1', () => {
+    const env = { CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS: '64' };
+    expect(parseServeConfig({}, {}).maxHandshakesInProgress).toBe(256);
+    expect(parseServeConfig({}, env).maxHandshakesInProgress).toBe(64);
+    expect(parseServeConfig({ maxHandshakesInProgress: '32' }, env).maxHandshakesInProgress).toBe(32);
+    for (const bad of ['0', '-1', 'many', '1.5'])
+      expect(() => parseServeConfig({ maxHandshakesInProgress: bad }, {})).toThrow(
+        /--max-handshakes-in-progress/,
+      );
+  });
+
   it('past the cap an upgrade is answered 503 with Retry-After at once and counted; admin calls still work; once the held handshakes end, an agent connects', async () => {
     await using srv = await startTestServer({ config: { maxHandshakesInProgress: 2 } });
     const [agent] = await enrolledSims(srv, ['late']);
@@ -261,6 +273,16 @@ async function busyFront(upstreamPort: number, answers: Array<{ status: string; 
 }
 
 describe("the agent's reaction to a busy server", () => {
+  it('reads Retry-After as seconds or an HTTP date, at most an hour; anything else is no hint', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(parseRetryAfterMs('3', now)).toBe(3000);
+    expect(parseRetryAfterMs(' 0 ', now)).toBe(0);
+    expect(parseRetryAfterMs('Thu, 01 Jan 2026 00:00:07 GMT', now)).toBe(7000);
+    expect(parseRetryAfterMs('Wed, 31 Dec 2025 23:00:00 GMT', now)).toBe(0);
+    expect(parseRetryAfterMs('999999999', now)).toBe(3_600_000);
+    for (const bad of [undefined, '', 'soon', '-5', '1.5e3']) expect(parseRetryAfterMs(bad, now)).toBeNull();
+  });
+
   it('shed by the real server (503 + Retry-After): the agent says so once, makes no attempt before the time it was given, then connects', async () => {
     await using srv = await startTestServer({ config: { maxHandshakesInProgress: 1 } });
     const [enrolled] = await enrolledSims(srv, ['patient']);
