@@ -62,12 +62,13 @@ export function runSession(o: SessionOptions): Promise<number> {
       identity: identity.identityToken,
       proof: await createProof(identity.privateJwk, identity.identityToken),
     }),
-    // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is a
-    // floor: wait at least that long plus the usual full jitter, which grows while it stays busy.
+    // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
+    // followed, plus up to a second of jitter: a busy server already spreads its crowd over the
+    // time it needs, and adding a growing backoff on top left it idle while agents waited.
     retryDelayMs: (attempt) => {
       const hint = retryAfterMs;
       retryAfterMs = 0;
-      return hint + fullJitterDelayMs(attempt);
+      return hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
     },
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
     // minute; every ping is server CPU, times the fleet.

@@ -27,6 +27,7 @@ import { IdentityAuthority } from './services/identity.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 import { SecretBox } from './services/secrets.js';
 import type { SessionHub } from './sessions/hub.js';
+import { RetryAfterSpreader } from './sessions/retry-spreader.js';
 import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
 export interface ServerConfig extends Policy {
@@ -105,8 +106,6 @@ export const ISSUER = 'connector-enrollment';
 
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
-/** A shed upgrade is told to come back after a whole number of seconds in this range, spread so a shed crowd does not return at once. */
-const SHED_RETRY_AFTER_SECONDS = { min: 1, max: 5 } as const;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
 
@@ -248,8 +247,10 @@ export async function startServer(
   // Admission control. In a reconnect storm, upgrades that wait behind thousands of others are
   // abandoned by agents after their 30 s handshake timeout (the work queued for them wasted) and
   // delay admin calls. Past the cap an upgrade is answered 503 at once, before any websocket or
-  // tRPC work, and the agent comes back after Retry-After plus its own jitter.
+  // tRPC work, and the agent comes back after Retry-After (spread over the time the server needs
+  // for the crowd it has seen) plus a second of jitter.
   let handshakesInProgress = 0;
+  const spreader = new RetryAfterSpreader({ initialRatePerSecond: config.maxHandshakesInProgress });
   const handshakes = new WeakMap<IncomingMessage, Handshake>();
   let shedSinceLog = 0;
   let lastShedLogAt = Number.NEGATIVE_INFINITY;
@@ -265,8 +266,7 @@ export async function startServer(
       shedSinceLog = 0;
       lastShedLogAt = now;
     }
-    const { min, max } = SHED_RETRY_AFTER_SECONDS;
-    const retryAfterSeconds = min + Math.floor(Math.random() * (max - min + 1));
+    const retryAfterSeconds = spreader.retryAfterSeconds(handshakesInProgress);
     const body = 'too many websocket handshakes in progress; retry later\n';
     socket.on('error', () => socket.destroy());
     socket.once('finish', () => socket.destroy());
@@ -291,6 +291,7 @@ export async function startServer(
       end: () => {
         if (!handshakes.delete(req)) return;
         handshakesInProgress--;
+        spreader.noteFinished();
         clearTimeout(handshake.timer);
         socket.off('close', handshake.end);
       },
