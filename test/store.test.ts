@@ -175,13 +175,22 @@ describe('LowdbStore journal', () => {
       [['groups', 'g1', group('g1')]],
       [['groups', 'g1', { ...group('g1'), status: 'disabled' }]],
     ]);
-    // A crash now (no close): a new store replays the journal, folds it into the data file, and
-    // starts with an empty journal.
+    // A crash now (no close): a new store replays the journal and goes on appending to it, without
+    // rewriting the data file at start-up; close folds it in.
+    const journalBefore = await readFile(journalFileOf(file), 'utf8');
     const again = await LowdbStore.open(file);
     expect(again.read((d) => d.groups.g1?.status)).toBe('disabled');
+    expect(await readFile(file, 'utf8')).toBe(before);
+    expect(again.stats.compactions).toBe(0);
+    await again.transact((d) => {
+      d.groups.g2 = group('g2');
+    });
+    expect(await readFile(journalFileOf(file), 'utf8')).toBe(
+      `${journalBefore}${JSON.stringify({ ops: [['groups', 'g2', group('g2')]] })}\n`,
+    );
+    await again.close();
     expect(JSON.parse(await readFile(file, 'utf8')).groups.g1.status).toBe('disabled');
     expect(await readFile(journalFileOf(file), 'utf8')).toBe('');
-    await again.close();
     await rm(dir, { recursive: true });
   });
 
@@ -196,6 +205,8 @@ describe('LowdbStore journal', () => {
     await appendFile(journalFileOf(file), '{"ops":[["groups","torn",{"id":"to');
     const reopened = await LowdbStore.open(file);
     expect(reopened.read((d) => Object.keys(d.groups))).toEqual(['kept']);
+    // The torn tail is cut off on disk, so the next append starts a line of its own.
+    expect((await readFile(journalFileOf(file), 'utf8')).endsWith('}\n')).toBe(true);
     await reopened.transact((d) => {
       d.groups.after = group('after');
     });

@@ -233,11 +233,13 @@ export class LowdbStore implements Store {
         throw new DataFileError(journalFile, `cannot be read (${(error as Error).message})`);
       }
     }
-    const { goodBytes, entries } = replayJournal(journalFile, text, db.data);
+    const { goodBytes } = replayJournal(journalFile, text, db.data);
     const store = new LowdbStore(db, file, journalFile, goodBytes, options);
-    // Start from a clean slate: what the journal held goes into the data file, and a torn tail goes.
-    if (entries > 0 || goodBytes !== Buffer.byteLength(text) || !existsSync(journalFile))
-      await store.compact();
+    // A journal left by a crash is kept and appended to (folded in at the threshold or at close, as
+    // usual): folding it in here stringified and rewrote the whole store while a restarted server's
+    // fleet was waiting to reconnect (~0.8 s at 25k connectors). Only a torn last line is cut off.
+    if (!existsSync(journalFile)) await store.compact();
+    else if (goodBytes !== Buffer.byteLength(text)) await store.cutJournal(goodBytes);
     return store;
   }
 
@@ -378,6 +380,17 @@ export class LowdbStore implements Store {
       throw error;
     } finally {
       await handle?.close().catch(() => {});
+    }
+  }
+
+  /** Cuts the journal back to its first `bytes` (a torn last line) and makes that durable. */
+  private async cutJournal(bytes: number): Promise<void> {
+    const handle = await open(this.journalFile, constants.O_WRONLY);
+    try {
+      await handle.truncate(bytes);
+      await handle.datasync();
+    } finally {
+      await handle.close();
     }
   }
 
