@@ -109,6 +109,17 @@ const LISTEN_BACKLOG = 4096;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
 
+/**
+ * Holds what is written to `socket` until the end of this event-loop turn, so that the frames that
+ * follow an authenticated handshake (the subscription's `started`, then `ready`) leave in one write:
+ * each write to a socket is a syscall and a TCP segment, and in a CPU profile of 4,000 connects the
+ * frame writes were the largest single cost (15 % of the server's busy time).
+ */
+function coalesceWrites(socket: Duplex): void {
+  socket.cork();
+  setImmediate(() => socket.uncork());
+}
+
 /** A websocket handshake holding one admission slot, from its upgrade request to its authentication. */
 interface Handshake {
   /** Closes the socket with 4408 if its connectionParams do not arrive in time. */
@@ -348,7 +359,9 @@ export async function startServer(
       const handshake = handshakes.get(req);
       clearTimeout(handshake?.timer);
       try {
-        return await authenticate(req, ws, info.connectionParams);
+        const context = await authenticate(req, ws, info.connectionParams);
+        if (context.agent) coalesceWrites(req.socket);
+        return context;
       } finally {
         handshake?.end();
       }

@@ -36,9 +36,21 @@ export interface AuditFilter {
 }
 
 /** Append-only record of admin mutations, enrollment attempts and session events. */
+export interface RecordOptions {
+  /**
+   * Written with the next write, or within `LAZY_AUDIT_FLUSH_MS`, instead of an fsync of its own:
+   * for high-volume, low-stakes events (an agent connected) that a crash may lose the last moments
+   * of. The promise still resolves only once the event is durable.
+   */
+  lazy?: boolean;
+}
+
+/** How long a lazy audit event may wait for a write to ride along with. */
+export const LAZY_AUDIT_FLUSH_MS = 250;
+
 export interface AuditLog {
   /** Resolves once the event is durable. */
-  record(input: AuditInput): Promise<AuditEvent>;
+  record(input: AuditInput, options?: RecordOptions): Promise<AuditEvent>;
   /** Newest first. */
   list(filter?: AuditFilter): Promise<AuditEvent[]>;
   close(): Promise<void>;
@@ -101,6 +113,7 @@ export class FileAuditLog implements AuditLog {
   private buffer: string[] = [];
   private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   private flushing: Promise<void> | null = null;
+  private lazyTimer: NodeJS.Timeout | null = null;
   /** A failed write may have left part of a line: the next write starts on a line of its own. */
   private torn = false;
 
@@ -124,17 +137,30 @@ export class FileAuditLog implements AuditLog {
     return new FileAuditLog(file, handle, clock, options);
   }
 
-  record(input: AuditInput): Promise<AuditEvent> {
+  record(input: AuditInput, options: RecordOptions = {}): Promise<AuditEvent> {
     const event = complete(input, this.clock);
     this.buffer.push(`${JSON.stringify(event)}\n`);
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject });
-      if (!this.flushing) {
-        this.flushing = this.flushLoop().finally(() => {
-          this.flushing = null;
-        });
-      }
+      if (options.lazy) this.flushLater();
+      else this.flushSoon();
     }).then(() => event);
+  }
+
+  /** Starts writing what is buffered, unless a write is running (it takes the buffer next). */
+  private flushSoon(): Promise<void> {
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = null;
+    });
+    return this.flushing;
+  }
+
+  private flushLater(): void {
+    if (this.flushing || this.lazyTimer) return;
+    this.lazyTimer = setTimeout(() => void this.flushSoon(), LAZY_AUDIT_FLUSH_MS);
+    this.lazyTimer.unref();
   }
 
   private async flushLoop(): Promise<void> {
@@ -166,6 +192,7 @@ export class FileAuditLog implements AuditLog {
   }
 
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {
+    if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
     const text = await readFile(this.file, 'utf8');
     const events: AuditEvent[] = [];
@@ -181,6 +208,7 @@ export class FileAuditLog implements AuditLog {
   }
 
   async close(): Promise<void> {
+    if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
     await this.handle.close();
   }

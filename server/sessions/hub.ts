@@ -6,7 +6,7 @@ import { CLOSE_CODES, type SessionEvent } from '../../shared/protocol.js';
 import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
-import type { AuditLog } from '../services/audit.js';
+import type { AuditLog, RecordOptions } from '../services/audit.js';
 import type { ConnectorService } from '../services/connectors.js';
 import type { Policy, Presence } from '../services/deps.js';
 import type { DomainEvent, DomainEvents } from '../services/events.js';
@@ -197,8 +197,11 @@ export class SessionHub implements Presence {
         newRemoteAddress: agent.remoteAddress,
       });
     }
-    this.audit('session.connected', agent, {});
-    this.o.logger.info(
+    // Every connect is audited, but without an fsync of its own (it rides along with the next
+    // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
+    // The per-connect log lines are debug for the same reason; /metrics counts them.
+    this.audit('session.connected', agent, {}, { lazy: true });
+    this.o.logger.debug(
       { connectorId: agent.connectorId, remoteAddress: agent.remoteAddress },
       'agent connected',
     );
@@ -323,7 +326,7 @@ export class SessionHub implements Presence {
       this.countAddress(agent.remoteAddress, -1);
       this.o.metrics.sessions.set(this.sessions.size);
       this.o.connectors.recordConnection(agent.connectorId, { seenAt: now });
-      this.o.logger.info({ connectorId: agent.connectorId }, 'agent disconnected');
+      this.o.logger.debug({ connectorId: agent.connectorId }, 'agent disconnected');
     }
   }
 
@@ -391,16 +394,24 @@ export class SessionHub implements Presence {
     for (const id of this.sessions.keys()) this.o.connectors.recordConnection(id, { seenAt: now });
   }
 
-  private audit(type: string, agent: AgentSession, details: Record<string, unknown>): void {
+  private audit(
+    type: string,
+    agent: AgentSession,
+    details: Record<string, unknown>,
+    options?: RecordOptions,
+  ): void {
     this.o.audit
-      .record({
-        type,
-        actor: { kind: 'agent', connectorId: agent.connectorId },
-        remoteAddress: agent.remoteAddress,
-        connectorId: agent.connectorId,
-        groupId: agent.groupId,
-        details,
-      })
+      .record(
+        {
+          type,
+          actor: { kind: 'agent', connectorId: agent.connectorId },
+          remoteAddress: agent.remoteAddress,
+          connectorId: agent.connectorId,
+          groupId: agent.groupId,
+          details,
+        },
+        options,
+      )
       .catch((error) => this.o.logger.error({ err: error }, 'audit write failed'));
   }
 }
