@@ -98,3 +98,40 @@ describe('audit log (behaviour 15)', () => {
     expect(types).toEqual(['group.created', 'group.created', 'api_key.bootstrapped']);
   });
 });
+
+describe('lazy audit events (agent connects)', () => {
+  it('are written without an fsync of their own: on disk within 250 ms, at once with the next durable event, and always in list() and after close', async () => {
+    const { FileAuditLog, LAZY_AUDIT_FLUSH_MS } = await import('../server/services/audit.js');
+    const { systemClock } = await import('../server/clock.js');
+    const { tempDir } = await import('./helpers/server.js');
+    const file = join(await tempDir(), 'audit.jsonl');
+    const lines = async () =>
+      (await readFile(file, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).type);
+    const log = await FileAuditLog.open(file, systemClock);
+    const actor = { kind: 'system' } as const;
+
+    // Alone, a lazy event waits for the timer (nothing on disk at once), then is durable.
+    const started = performance.now();
+    const lazy = log.record({ type: 'session.connected', actor }, { lazy: true });
+    expect(await lines()).toEqual([]);
+    await lazy;
+    expect(performance.now() - started).toBeGreaterThanOrEqual(LAZY_AUDIT_FLUSH_MS - 5);
+    expect(await lines()).toEqual(['session.connected']);
+
+    // A durable event carries the lazy ones buffered before it, in order, in one write.
+    const lazy2 = log.record({ type: 'session.connected', actor }, { lazy: true });
+    await log.record({ type: 'group.created', actor });
+    await lazy2;
+    expect(await lines()).toEqual(['session.connected', 'session.connected', 'group.created']);
+
+    // list() and close() never miss a buffered lazy event.
+    void log.record({ type: 'session.connected', actor, connectorId: 'con_listed' }, { lazy: true });
+    expect((await log.list()).map((e) => e.connectorId)).toContain('con_listed');
+    void log.record({ type: 'session.connected', actor, connectorId: 'con_closing' }, { lazy: true });
+    await log.close();
+    expect((await readFile(file, 'utf8')).includes('con_closing')).toBe(true);
+  });
+});
