@@ -236,6 +236,41 @@ describe('LowdbStore journal', () => {
     await rm(dir, { recursive: true });
   });
 
+  it('lets the journal grow to the size of the data file before rewriting it (each journalled byte costs at most one rewritten byte)', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file, { compactAfterBytes: 1000 });
+    // A data file of ~25 KB: 100 groups in one commit (the first commit past 1,000 bytes compacts).
+    await store.transact((d) => {
+      for (let i = 0; i < 100; i++) d.groups[`big${i}`] = group(`big${i}`);
+    });
+    await store.transact((d) => {
+      d.groups.one = group('one');
+    });
+    const compactionsBefore = store.stats.compactions;
+    const dataBytes = (await readFile(file)).length;
+    expect(dataBytes).toBeGreaterThan(20_000);
+    // ~300 bytes a commit: well past 1,000 bytes of journal, still short of the data file's size.
+    for (let i = 0; i < 40; i++) {
+      await store.transact((d) => {
+        d.groups.one!.name = `name ${i}`;
+      });
+    }
+    const journalBytes = (await readFile(journalFileOf(file))).length;
+    expect(journalBytes).toBeGreaterThan(1000);
+    expect(journalBytes).toBeLessThan(dataBytes);
+    expect(store.stats.compactions).toBe(compactionsBefore);
+    for (let i = 0; i < 200 && store.stats.compactions === compactionsBefore; i++) {
+      await store.transact((d) => {
+        d.groups.one!.name = `more ${i}`;
+      });
+    }
+    expect(store.stats.compactions).toBe(compactionsBefore + 1);
+    expect(loadStoreFiles(file)?.groups.one?.name).toBe(store.read((d) => d.groups.one?.name));
+    await store.close();
+    await rm(dir, { recursive: true });
+  });
+
   it('returns changed records to their durable values when a commit fails, also those changed again meanwhile', async () => {
     const dir = await tempDir();
     const sub = join(dir, 'data');
