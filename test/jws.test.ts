@@ -118,7 +118,6 @@ async function serverIdentityVerdict(token: string): Promise<Verdict> {
   }
 }
 
-const maybe = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
 const junk = fc.constantFrom<unknown>(5, 'x', null, [], {}, true);
 
 const identityHeader = fc.record(

@@ -48,14 +48,19 @@ class LiveSession {
 
   push(event: SessionEvent): void {
     if (this.ending) return;
-    (this.queue ??= []).push(event);
+    this.enqueue(event);
     this.wake?.();
+  }
+
+  private enqueue(event: SessionEvent): void {
+    if (this.queue) this.queue.push(event);
+    else this.queue = [event];
   }
 
   /** Sends `event` (if any) as the last thing on the socket, then closes it with `code`. */
   end(event: SessionEvent | null, code: number, reason: string, now: number): void {
     if (this.ending) return;
-    if (event) (this.queue ??= []).push(event);
+    if (event) this.enqueue(event);
     this.ending = { code, reason, requestedAt: now };
     this.wake?.();
   }
