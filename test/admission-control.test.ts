@@ -84,9 +84,9 @@ async function enrolledSims(srv: TestServer, names: string[]) {
 }
 
 describe('admission control: websocket handshakes in progress are capped', () => {
-  it('the cap is --max-handshakes-in-progress or CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS (the flag wins), 256 by default, at least 1', () => {
+  it('the cap is --max-handshakes-in-progress or CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS (the flag wins), 4096 by default, at least 1', () => {
     const env = { CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS: '64' };
-    expect(parseServeConfig({}, {}).maxHandshakesInProgress).toBe(256);
+    expect(parseServeConfig({}, {}).maxHandshakesInProgress).toBe(4096);
     expect(parseServeConfig({}, env).maxHandshakesInProgress).toBe(64);
     expect(parseServeConfig({ maxHandshakesInProgress: '32' }, env).maxHandshakesInProgress).toBe(32);
     for (const bad of ['0', '-1', 'many', '1.5'])
