@@ -28,6 +28,7 @@ import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 import { SecretBox } from './services/secrets.js';
 import type { SessionHub } from './sessions/hub.js';
 import { RetryAfterSpreader } from './sessions/retry-spreader.js';
+import { authenticationTurns } from './sessions/turns.js';
 import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
 export interface ServerConfig extends Policy {
@@ -114,36 +115,6 @@ const SHED_LOG_INTERVAL_MS = 10_000;
 
 /** Authentications started per event-loop turn (~1 ms of CPU each). */
 const AUTHENTICATIONS_PER_TURN = 16;
-
-/**
- * Hands out turns to authenticate, a few per event-loop turn, first come first served: a reconnect
- * storm delivers thousands of connectionParams in one poll of the event loop, and verifying them
- * all at once stalled it for seconds (timers, admin calls and revokes waited behind them).
- */
-function authenticationTurns(perTurn: number): () => Promise<void> {
-  let waiting: Array<() => void> = [];
-  let next = 0;
-  let draining = false;
-  const drain = () => {
-    const end = Math.min(next + perTurn, waiting.length);
-    for (; next < end; next++) waiting[next]!();
-    if (next < waiting.length) {
-      setImmediate(drain);
-      return;
-    }
-    waiting = [];
-    next = 0;
-    draining = false;
-  };
-  return () =>
-    new Promise<void>((resolve) => {
-      waiting.push(resolve);
-      if (!draining) {
-        draining = true;
-        setImmediate(drain);
-      }
-    });
-}
 
 /**
  * Holds what is written to `socket` until the end of this event-loop turn, so that the frames that
