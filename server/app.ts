@@ -342,7 +342,7 @@ export async function startServer(
       return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
     }
     try {
-      const agent = await hub.authenticate(connectionParams, remoteAddress, ws);
+      const agent = await hub.authenticate(connectionParams, remoteAddress, ws, req.socket);
       return { ...base, agent, agentRefusal: null };
     } catch (error) {
       const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';

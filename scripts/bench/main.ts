@@ -39,7 +39,7 @@ const HELP = `npm run bench [-- options]
   --stored <n>       connectors stored before enrollment throughput is measured (default 10000)
   --enroll-count <n> enrollments in that measurement (default 3000; quick 150)
   --only <phases>    comma-separated subset of: ${PHASES.join(', ')}
-  --profile          CPU profiles of the servers (enrollment, connect and revoke at max N, mass revoke,
+  --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
                      storm) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
                      and at each step, into <out>; compare two with scripts/bench/heap-diff.ts

@@ -23,6 +23,14 @@ export interface AgentSession {
   identityExpiresAt: number;
   remoteAddress: string;
   ws: WebSocket;
+  /** The socket under `ws`, when known: writes to it can be gathered into one (see `inSlices`). */
+  socket: Corkable | null;
+}
+
+/** A stream whose writes can be held and then sent together (net.Socket). */
+export interface Corkable {
+  cork(): void;
+  uncork(): void;
 }
 
 interface Ending {
@@ -136,7 +144,12 @@ export class SessionHub implements Presence {
    * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
    * bound to it, and that the connector exists and is not revoked. Throws a coded DomainError.
    */
-  async authenticate(connectionParams: unknown, remoteAddress: string, ws: WebSocket): Promise<AgentSession> {
+  async authenticate(
+    connectionParams: unknown,
+    remoteAddress: string,
+    ws: WebSocket,
+    socket: Corkable | null = null,
+  ): Promise<AgentSession> {
     const parsed = sessionParamsSchema.safeParse(connectionParams);
     if (!parsed.success)
       throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
@@ -153,6 +166,7 @@ export class SessionHub implements Presence {
       identityExpiresAt: claims.expiresAt,
       remoteAddress,
       ws,
+      socket,
     };
   }
 
@@ -376,10 +390,20 @@ export class SessionHub implements Presence {
     let next = 0;
     const slice = () => {
       const end = Math.min(next + perTurn, connectorIds.length);
+      // What a session is sent now (an event, tRPC's `stopped`, the close frame) leaves in one write
+      // per socket at the end of this turn instead of one per frame.
+      const corked: Corkable[] = [];
       for (; next < end; next++) {
         const live = this.sessions.get(connectorIds[next]!);
-        if (live) act(live);
+        if (!live) continue;
+        const socket = live.agent.socket;
+        if (socket) {
+          socket.cork();
+          corked.push(socket);
+        }
+        act(live);
       }
+      if (corked.length > 0) setImmediate(() => corked.forEach((socket) => socket.uncork()));
       if (next < connectorIds.length) setImmediate(slice);
     };
     slice();

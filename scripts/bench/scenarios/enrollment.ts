@@ -174,6 +174,7 @@ async function firstConnections(
 ): Promise<NonNullable<EnrollmentResult['firstConnect']>> {
   h.progress('project: first session of every enrolled connector (connect once, close)');
   await server.resetEld();
+  if (h.options.profile) await server.child.peer.call('cpuProfileStart');
   const before = await server.stats();
   const t0 = monoMs();
   const results = await Promise.all(
@@ -191,6 +192,10 @@ async function firstConnections(
     ),
   );
   const after = await server.stats();
+  if (h.options.profile)
+    await server.child.peer.call('cpuProfileStop', {
+      file: join(h.outDir, 'profile-first-sessions.cpuprofile'),
+    });
   const count = results.reduce((s, r) => s + r.connected, 0);
   const notReady = results.reduce((s, r) => s + r.notReady, 0);
   if (notReady > 0) throw new Error(`first sessions: ${notReady} did not become ready`);
