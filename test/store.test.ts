@@ -236,6 +236,48 @@ describe('LowdbStore journal', () => {
     await rm(dir, { recursive: true });
   });
 
+  it('journals only the fields a touch changed, merged on replay; a record a transaction also changed is journalled whole', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const store = await LowdbStore.open(file, { lazyFlushMs: 60_000 });
+    await store.transact((d) => {
+      d.groups.a = group('a');
+      d.groups.b = group('b');
+      d.groups.c = group('c');
+    });
+    const journalLines = async () =>
+      (await readFile(journalFileOf(file), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).ops);
+    const linesBefore = (await journalLines()).length;
+    store.touch((d) => {
+      d.groups.a!.createdAt = 5;
+      d.groups.a!.status = 'disabled';
+      d.groups.b!.createdAt = 6;
+      d.groups.c!.createdAt = 7;
+    });
+    // b is also changed by a transaction in the same window; c loses a field (no patch can say that).
+    await store.transact((d) => {
+      d.groups.b!.name = 'renamed';
+    });
+    store.touch((d) => {
+      delete (d.groups.c as Partial<GroupRecord>).description;
+    });
+    await store.transact(() => {});
+    const written = (await journalLines()).slice(linesBefore).flat();
+    expect(written).toContainEqual(['groups', 'a', { createdAt: 5, status: 'disabled' }, 1]);
+    expect(written).toContainEqual(['groups', 'b', { ...group('b', 'renamed'), createdAt: 6 }]);
+    const { description: _gone, ...withoutDescription } = { ...group('c'), createdAt: 7 };
+    expect(written).toContainEqual(['groups', 'c', withoutDescription]);
+    // Replayed after a crash (no close), the patches land on the records they name.
+    expect(loadStoreFiles(file)?.groups).toEqual(store.read((d) => d.groups));
+    const reopened = await LowdbStore.open(file);
+    expect(reopened.read((d) => d.groups.a)).toEqual({ ...group('a'), createdAt: 5, status: 'disabled' });
+    await reopened.close();
+    await rm(dir, { recursive: true });
+  });
+
   it('lets the journal grow to the size of the data file before rewriting it (each journalled byte costs at most one rewritten byte)', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
