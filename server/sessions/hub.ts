@@ -403,7 +403,10 @@ export class SessionHub implements Presence {
         }
         act(live);
       }
-      if (corked.length > 0) setImmediate(() => corked.forEach((socket) => socket.uncork()));
+      if (corked.length > 0)
+        setImmediate(() => {
+          for (const socket of corked) socket.uncork();
+        });
       if (next < connectorIds.length) setImmediate(slice);
     };
     slice();
