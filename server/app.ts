@@ -108,6 +108,8 @@ export interface RunningServer {
 
 export const ISSUER = 'connector-enrollment';
 
+/** How long a shutdown waits for websockets to finish their close handshake before cutting them. */
+const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
 /** Shedding is logged at most once per interval, with the count since the last line. */
@@ -268,6 +270,8 @@ export async function startServer(
   // tRPC work, and the agent comes back after Retry-After (spread over the time the server needs
   // for the crowd it has seen) plus a second of jitter.
   let handshakesInProgress = 0;
+  /** Every socket upgraded to a websocket and not yet closed: shutdown must not wait on them for ever. */
+  const upgraded = new Set<Duplex>();
   const spreader = new RetryAfterSpreader({ initialRatePerSecond: config.maxHandshakesInProgress });
   const handshakes = new WeakMap<IncomingMessage, Handshake>();
   let shedSinceLog = 0;
@@ -319,6 +323,8 @@ export async function startServer(
     socket.once('close', handshake.end);
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (!handshakes.has(req)) return;
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
       handshake.timer = setTimeout(() => {
         ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
         handshake.end();
@@ -415,6 +421,11 @@ export async function startServer(
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
+          // Sessions were asked to close (1001); a peer that does not finish the close handshake,
+          // or a websocket that never subscribed, would otherwise hold the shutdown open.
+          setTimeout(() => {
+            for (const socket of upgraded) socket.destroy();
+          }, SHUTDOWN_GRACE_MS).unref();
         });
         await store.close();
         await audit.close();

@@ -222,11 +222,20 @@ async function runAgentSession(enrolled: Enrolled, serverUrl: string) {
   return {
     lines,
     connected: () =>
-      eventually('agent connected', async () => lines.find((l) => l.message.startsWith('connected to'))),
+      eventually('agent connected', async () =>
+        lines.find((l) => l.message.startsWith('connected to')),
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}; agent log: ${JSON.stringify(lines)}`);
+      }),
     async [Symbol.asyncDispose]() {
       controller.abort();
-      expect(await exit).toBe(0);
+      // Bounded, so that a stuck agent shows as this, not as the test's own timeout hiding the cause.
+      const stopped = await Promise.race([
+        exit,
+        new Promise((r) => setTimeout(() => r('not stopped in 10 s'), 10_000)),
+      ]);
       await rm(stateDir, { recursive: true, force: true });
+      expect(stopped, `agent log: ${JSON.stringify(lines)}`).toBe(0);
     },
   };
 }
@@ -322,5 +331,31 @@ describe("the agent's reaction to a busy server", () => {
       'the server is busy; retrying after the time it asked for',
     ]);
     expect(warnings[0]!.fields).toEqual({ status: 503, retryAfterSeconds: 3 });
+  });
+});
+
+describe('shutdown', () => {
+  it('does not wait for ever on websockets that never finish: they are cut after a short grace', async () => {
+    // Long handshake deadline: only the shutdown itself can end this socket.
+    const srv = await startTestServer({ config: { handshakeTimeoutMs: 120_000 } });
+    const socket = connect(srv.server.port, '127.0.0.1');
+    socket.on('error', () => {});
+    const upgraded = new Promise<void>((resolve) => {
+      socket.once('data', (chunk) => {
+        if (String(chunk).startsWith('HTTP/1.1 101')) resolve();
+      });
+    });
+    socket.write(
+      `GET /trpc?connectionParams=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n${UPGRADE_HEADERS}Sec-WebSocket-Version: 13\r\n\r\n`,
+    );
+    await upgraded;
+    // The peer reads nothing and answers no close frame.
+    socket.pause();
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const started = performance.now();
+    await srv.stop();
+    expect(performance.now() - started).toBeLessThan(10_000);
+    await closed;
+    await rm(srv.dataDir, { recursive: true, force: true });
   });
 });
