@@ -272,6 +272,12 @@ export async function startServer(
   let handshakesInProgress = 0;
   /** Every socket upgraded to a websocket and not yet closed: shutdown must not wait on them for ever. */
   const upgraded = new Set<Duplex>();
+  // Its own scope on purpose: a listener made inside the upgrade handler would keep that handler's
+  // whole closure context (the request with its headers) alive as long as the session (~1 KB each).
+  const trackUpgraded = (socket: Duplex) => {
+    upgraded.add(socket);
+    socket.once('close', () => upgraded.delete(socket));
+  };
   const spreader = new RetryAfterSpreader({ initialRatePerSecond: config.maxHandshakesInProgress });
   const handshakes = new WeakMap<IncomingMessage, Handshake>();
   let shedSinceLog = 0;
@@ -323,8 +329,7 @@ export async function startServer(
     socket.once('close', handshake.end);
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (!handshakes.has(req)) return;
-      upgraded.add(socket);
-      socket.once('close', () => upgraded.delete(socket));
+      trackUpgraded(socket);
       handshake.timer = setTimeout(() => {
         ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
         handshake.end();
