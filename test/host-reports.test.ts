@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { AgentConfig } from '../agent/config.js';
@@ -9,23 +8,9 @@ import { EXIT, runSession } from '../agent/session.js';
 import { createTransport } from '../agent/transport.js';
 import { hostFactsDigest } from '../shared/host-facts.js';
 import type { HostFacts } from '../shared/schemas.js';
-import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { connectSim, enrollSim, hostFacts as facts } from './helpers/agent-sim.js';
 import { eventually, waitConnected } from './helpers/agents.js';
 import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
-
-function facts(hostname: string): HostFacts {
-  return {
-    hostname,
-    os: 'Debian GNU/Linux',
-    platform: 'linux',
-    release: '6.1.0',
-    arch: 'x64',
-    cpus: 2,
-    memoryBytes: 2 * 1024 ** 3,
-    ips: ['127.0.0.1'],
-    machineId: randomUUID(),
-  };
-}
 
 async function hostReports(srv: TestServer): Promise<number> {
   const text = await (await fetch(`${srv.url}/metrics`)).text();
