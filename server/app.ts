@@ -53,13 +53,13 @@ export interface ServerConfig extends Policy {
   maxSessionsPerAddress: number;
   /**
    * Websocket handshakes in progress (from the upgrade request until the agent is authenticated or
-   * refused) beyond which new upgrades are answered `503` with `Retry-After` at once. An
-   * authenticated handshake costs ~1–1.5 ms of server CPU, so a full house is ~0.3–0.4 s of work
-   * queued on one event loop: admin calls stay well under a second during a reconnect storm, and
-   * agents are told to come back instead of waiting out their handshake timeout. A slot is held
-   * for the agent's round trip too (its connectionParams come after the upgrade), and the
-   * benchmark's fleet of 19,500 (clients on the same two cores, slow to answer) was shed over and
-   * over with 256: 51,757 sockets for 19,500 sessions. @default 4096
+   * refused) beyond which new upgrades are answered `503` with `Retry-After` at once, so agents
+   * are told to come back instead of waiting out their handshake timeout behind a queue the server
+   * cannot serve in time. A slot is held for the agent's round trip too (its connectionParams come
+   * after the upgrade), so the cap bounds sockets waiting, not CPU work: that is bounded by the
+   * authentication turns (16 per event-loop turn). With 256 the benchmark's fleet of 19,500 (clients
+   * on the same two cores, slow to answer) was shed over and over: 51,757 sockets for 19,500
+   * sessions. @default 4096
    */
   maxHandshakesInProgress: number;
   /**
