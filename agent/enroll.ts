@@ -7,7 +7,7 @@ import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
-import { describeNetworkError, type Transport } from './transport.js';
+import { describeNetworkError, RedirectRefused, type Transport } from './transport.js';
 import { AGENT_VERSION } from './version.js';
 
 /** The server said no for good: the agent exits 3 with the reason and what to do. */
@@ -20,12 +20,33 @@ export class EnrollmentRefused extends Error {
   }
 }
 
+/**
+ * The server answered enrollment with a redirect, which the agent does not follow (the provisioning
+ * key would go along to a URL no --server check saw). A misconfigured --server: the agent exits 2.
+ */
+export class EnrollmentRedirected extends Error {
+  constructor(
+    readonly status: number,
+    readonly location: string | null,
+    server: string,
+  ) {
+    // The server's base URL behind the redirect, when it points to the same API path.
+    const suggested = location?.replace(/\/trpc\/agent\.enroll(\?.*)?$/, '');
+    super(
+      `${server} answered enrollment with HTTP ${status}, a redirect to ${location ?? '(no Location header)'}; ` +
+        'the agent does not follow redirects, so the provisioning key was not sent there. ' +
+        `Pass the server's final URL as --server${suggested && suggested !== location ? ` (${suggested}, if that is the server)` : ''}.`,
+    );
+  }
+}
+
 /** Refusals worth waiting out rather than giving up on. */
 const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR']);
 
 /**
  * Enrolls this host: a new key pair, the host's facts, one `agent.enroll` call. Network failures
- * and transient refusals are retried with full-jitter backoff; a refusal of the key is final.
+ * and transient refusals are retried with full-jitter backoff; a refusal of the key, and a
+ * redirect, are final.
  */
 export async function enroll(
   config: AgentConfig & { provisioningKey: string },
@@ -66,6 +87,9 @@ export async function enroll(
       };
     } catch (error) {
       if (signal.aborted) return null;
+      const cause = error instanceof TRPCClientError ? error.cause : error;
+      if (cause instanceof RedirectRefused)
+        throw new EnrollmentRedirected(cause.status, cause.location, config.server);
       const data =
         error instanceof TRPCClientError
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })

@@ -1,5 +1,5 @@
 import type { AgentConfig } from './config.js';
-import { EnrollmentRefused, enroll } from './enroll.js';
+import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
 import { IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
@@ -75,6 +75,17 @@ export async function runAgent(
           detail: error.reason,
         });
         return EXIT.REFUSED;
+      }
+      if (error instanceof EnrollmentRedirected) {
+        logger.error(error.message);
+        await store.writeStatus({
+          state: 'refused',
+          status: null,
+          connectorId: null,
+          server: config.server,
+          detail: `HTTP ${error.status} redirect to ${error.location ?? '-'} not followed`,
+        });
+        return EXIT.USAGE;
       }
       throw error;
     }

@@ -13,7 +13,8 @@ export interface TransportOptions {
 
 /**
  * The HTTP and websocket transports, trusting a private CA when one is given. Node's global fetch
- * takes no CA option, so with --ca-file requests go through node:https instead.
+ * takes no CA option, so with --ca-file requests go through node:https instead. Neither follows a
+ * redirect (ws does not either, by default).
  */
 export function createTransport(caPem: string | null, options: TransportOptions = {}) {
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
@@ -34,8 +35,48 @@ export function createTransport(caPem: string | null, options: TransportOptions 
     }
   }
   const AgentWs = AgentWebSocket as unknown as typeof WebSocket;
-  if (!caPem) return { fetch: globalThis.fetch, WebSocket: AgentWs, requestTimeoutMs };
-  return { fetch: fetchVia(httpsRequest, { ca: caPem }), WebSocket: AgentWs, requestTimeoutMs };
+  const base = caPem ? fetchVia(httpsRequest, { ca: caPem }) : globalThis.fetch;
+  return { fetch: refusingRedirects(base), WebSocket: AgentWs, requestTimeoutMs };
+}
+
+/**
+ * The server answered a request with a redirect, which the agent never follows: the request
+ * carries a secret (the provisioning key), and the redirect's target passed no --server check.
+ */
+export class RedirectRefused extends Error {
+  constructor(
+    readonly status: number,
+    /** The Location it pointed to, resolved against the request's URL (null if none or unreadable). */
+    readonly location: string | null,
+  ) {
+    super(
+      `the server answered HTTP ${status}, a redirect to ${location ?? '(no Location)'}, which is not followed`,
+    );
+  }
+}
+
+/** The statuses fetch would follow (Fetch standard, "redirect status"). */
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+/** `base` with redirects never followed: a redirect answer rejects with RedirectRefused. */
+function refusingRedirects(base: typeof fetch): typeof fetch {
+  const refusing = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    const response = await base(input, { ...init, redirect: 'manual' });
+    if (!REDIRECT_STATUSES.has(response.status)) return response;
+    await response.body?.cancel().catch(() => {});
+    const requested = typeof input === 'string' || input instanceof URL ? input : input.url;
+    throw new RedirectRefused(response.status, resolveLocation(response.headers.get('location'), requested));
+  };
+  return refusing as typeof fetch;
+}
+
+function resolveLocation(location: string | null, requested: string | URL): string | null {
+  if (!location) return null;
+  try {
+    return new URL(location, requested).href;
+  } catch {
+    return null;
+  }
 }
 
 export type Transport = ReturnType<typeof createTransport>;
