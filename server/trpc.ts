@@ -2,6 +2,7 @@ import { initTRPC, TRPCError } from '@trpc/server';
 import { ZodError } from 'zod';
 import { DomainError, ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
 import type { Context } from './context.js';
+import type { AdminPrincipal } from './services/api-keys.js';
 
 /** The reason a tRPC error carries when it did not come from a DomainError. */
 function reasonFor(error: TRPCError): ErrorReason {
@@ -79,7 +80,21 @@ export const publicProcedure = t.procedure.use(mapDomainErrors);
  * audited: successes by the service (with what changed), refusals here.
  */
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
-  const principal = ctx.services.apiKeys.authenticate(ctx.bearerToken);
+  let principal: AdminPrincipal;
+  try {
+    principal = ctx.services.apiKeys.authenticate(ctx.bearerToken);
+  } catch (error) {
+    if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
+    // A stranger can try keys at will: coalesced, one line per address and window with a count.
+    await ctx.services.audit.recordRefusal({
+      type: 'admin.refused',
+      actor: { kind: 'anonymous' },
+      reason: 'ADMIN_KEY_INVALID',
+      remoteAddress: ctx.remoteAddress,
+      details: { path },
+    });
+    throw error;
+  }
   const meta = {
     actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },
     remoteAddress: ctx.remoteAddress,

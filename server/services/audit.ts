@@ -2,12 +2,15 @@ import { constants } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { DomainError } from '../../shared/errors.js';
 import type { Clock } from '../clock.js';
+import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
 import { randomId } from './secrets.js';
 
 export type AuditActor =
   | { kind: 'admin'; apiKeyId: string }
   | { kind: 'agent'; connectorId: string | null }
-  | { kind: 'system' };
+  | { kind: 'system' }
+  /** A caller who proved nothing: a missing or made-up admin key. */
+  | { kind: 'anonymous' };
 
 export interface AuditEvent {
   id: string;
@@ -51,7 +54,13 @@ export const LAZY_AUDIT_FLUSH_MS = 250;
 export interface AuditLog {
   /** Resolves once the event is durable. */
   record(input: AuditInput, options?: RecordOptions): Promise<AuditEvent>;
-  /** Newest first. */
+  /**
+   * For refusals a stranger can repeat at will (a made-up key, a rate limit, a refused handshake):
+   * the first of its type and reason from one address in a window is recorded like `record`, the
+   * rest are counted into one summary event (see AuditCoalescer). Counted ones resolve at once.
+   */
+  recordRefusal(input: AuditInput): Promise<void>;
+  /** Newest first; counts of refusals not yet written are written first. */
   list(filter?: AuditFilter): Promise<AuditEvent[]>;
   close(): Promise<void>;
 }
@@ -88,21 +97,35 @@ function select(events: Iterable<AuditEvent>, filter: AuditFilter = {}): AuditEv
 
 export class MemoryAuditLog implements AuditLog {
   readonly events: AuditEvent[] = [];
-  constructor(private readonly clock: Clock) {}
+  private readonly refusals: AuditCoalescer;
+  constructor(
+    private readonly clock: Clock,
+    refusals: AuditCoalescerOptions = {},
+  ) {
+    this.refusals = new AuditCoalescer((input) => this.record(input), clock, refusals);
+  }
   async record(input: AuditInput): Promise<AuditEvent> {
     const event = complete(input, this.clock);
     this.events.push(event);
     return event;
   }
+  recordRefusal(input: AuditInput): Promise<void> {
+    return this.refusals.record(input);
+  }
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {
+    await this.refusals.flush();
     return select(this.events, filter);
   }
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.refusals.close();
+  }
 }
 
 export interface FileAuditLogOptions {
   /** Told of every failed write: callers only see STORE_UNAVAILABLE, the log should say why. */
   onWriteError?: (error: unknown) => void;
+  /** How refusals are coalesced (`recordRefusal`). */
+  refusals?: AuditCoalescerOptions;
 }
 
 /**
@@ -116,13 +139,16 @@ export class FileAuditLog implements AuditLog {
   private lazyTimer: NodeJS.Timeout | null = null;
   /** A failed write may have left part of a line: the next write starts on a line of its own. */
   private torn = false;
+  private readonly refusals: AuditCoalescer;
 
   private constructor(
     private readonly file: string,
     private readonly handle: FileHandle,
     private readonly clock: Clock,
     private readonly options: FileAuditLogOptions,
-  ) {}
+  ) {
+    this.refusals = new AuditCoalescer((input) => this.record(input), clock, options.refusals);
+  }
 
   static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
     const handle = await open(file, constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, 0o600);
@@ -145,6 +171,10 @@ export class FileAuditLog implements AuditLog {
       if (options.lazy) this.flushLater();
       else this.flushSoon();
     }).then(() => event);
+  }
+
+  recordRefusal(input: AuditInput): Promise<void> {
+    return this.refusals.record(input);
   }
 
   /** Starts writing what is buffered, unless a write is running (it takes the buffer next). */
@@ -192,6 +222,8 @@ export class FileAuditLog implements AuditLog {
   }
 
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {
+    // A failed summary write is reported by onWriteError; the listing still shows the rest.
+    await this.refusals.flush().catch(() => {});
     if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
     const text = await readFile(this.file, 'utf8');
@@ -208,8 +240,11 @@ export class FileAuditLog implements AuditLog {
   }
 
   async close(): Promise<void> {
+    // Counts not yet written go out with the last write, so nothing counted is lost at shutdown.
+    const summaries = this.refusals.close().catch(() => {});
     if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
+    await summaries;
     await this.handle.close();
   }
 }

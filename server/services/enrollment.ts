@@ -118,7 +118,8 @@ export class EnrollmentService {
     const reason = check.refusal!;
     const security = SECURITY_REASONS.has(reason);
     this.deps.metrics.enrollments.inc({ outcome: reason });
-    await this.deps.audit.record({
+    // Coalesced per address and reason (a stranger can retry at will); security ones are counted too.
+    await this.deps.audit.recordRefusal({
       type: 'enrollment.refused',
       actor: { kind: 'agent', connectorId: null },
       outcome: 'refused',

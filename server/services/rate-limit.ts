@@ -98,7 +98,8 @@ export class AbuseLimiter {
   private async refuse(state: unknown, address: string, keyId: string | null): Promise<never> {
     const retryAfterSeconds =
       state instanceof RateLimiterRes ? Math.max(1, Math.ceil(state.msBeforeNext / 1000)) : 60;
-    await this.audit.record({
+    // Coalesced: one line per address and window, however fast a stranger retries.
+    await this.audit.recordRefusal({
       type: 'enrollment.refused',
       actor: { kind: 'agent', connectorId: null },
       outcome: 'refused',

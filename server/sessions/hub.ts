@@ -178,7 +178,7 @@ export class SessionHub implements Presence {
     this.o.metrics.sessionRefusals.inc({ reason });
     this.o.logger.info({ reason, remoteAddress }, 'session refused');
     this.o.audit
-      .record({
+      .recordRefusal({
         type: 'session.refused',
         actor: { kind: 'agent', connectorId: null },
         outcome: 'refused',
