@@ -1,9 +1,12 @@
 import { hostname } from 'node:os';
 import si from 'systeminformation';
 import type { HostFacts } from '../shared/schemas.js';
+import { escapeInvisible } from '../shared/text.js';
 
+// Invisible characters are escaped as the server's schema does (`\u{200B}`), so that the facts the
+// server stores are the ones sent and the session's host digest matches this side's.
 const clip = (text: string | undefined, max: number) =>
-  (text ?? '').replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, max);
+  escapeInvisible((text ?? '').replace(/[\u0000-\u001f\u007f-\u009f]/g, '')).slice(0, max);
 
 /** Facts about this host for the admin's inventory, bounded to what the server accepts. */
 export async function collectHostFacts(): Promise<HostFacts> {

@@ -1,21 +1,37 @@
 import { z } from 'zod';
+import { escapeInvisible, unsafeTextProblem } from './text.js';
 
 /**
  * Input schemas of every procedure. They are the only gate between the network and the services, so
  * every string has a length bound and nothing unbounded gets through.
  */
 
-// Control characters (C0, DEL, C1) and Unicode line/paragraph separators would let a stored value
-// rewrite an admin's terminal or a log line; zero-width and bidirectional controls would let a name
-// look like another (or like nothing) in a table; lone surrogates are not text at all.
-const CONTROL_CHARS =
-  /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
+/** Text people write (names, descriptions, reasons): control and invisible characters are refused. */
 export const safeText = (max: number) =>
   z
     .string()
     .max(max)
-    .refine((s) => !CONTROL_CHARS.test(s), { message: 'must not contain control characters' });
+    .superRefine((s, ctx) => {
+      const problem = unsafeTextProblem(s);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    });
+
+/**
+ * Text a machine reports (host facts): control characters are refused as in names, but invisible
+ * ones are written as `\u{2060}` instead, since refusing them would stop an agent on a host whose
+ * OS reports one, and dropping them would let two hosts' names look alike. Escaping is idempotent,
+ * so facts the server stores parse to themselves and their digest stays the agent's.
+ */
+const machineText = (max: number, min = 0) =>
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .superRefine((s, ctx) => {
+      const problem = unsafeTextProblem(s, true);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .transform(escapeInvisible);
 
 export const nameSchema = safeText(64)
   .transform((s) => s.trim())
@@ -38,11 +54,11 @@ export const apiKeyIdSchema = z
   .regex(/^[a-z]+_[a-z0-9]{1,40}$/);
 
 export const hostSchema = z.strictObject({
-  hostname: safeText(253).min(1),
-  os: safeText(128),
-  platform: safeText(64),
-  release: safeText(128),
-  arch: safeText(32),
+  hostname: machineText(253, 1),
+  os: machineText(128),
+  platform: machineText(64),
+  release: machineText(128),
+  arch: machineText(32),
   cpus: z.number().int().min(0).max(65_536),
   memoryBytes: z
     .number()
@@ -50,7 +66,7 @@ export const hostSchema = z.strictObject({
     .min(0)
     .max(2 ** 53 - 1),
   ips: z.array(z.union([z.ipv4(), z.ipv6()])).max(64),
-  machineId: safeText(128),
+  machineId: machineText(128),
 });
 export type HostFacts = z.infer<typeof hostSchema>;
 

@@ -1,4 +1,12 @@
 import Table from 'cli-table3';
+import { escapeUnsafe } from '../../shared/text.js';
+
+/**
+ * A cell as text, control and invisible characters written as `\u{2060}`: names stored before such
+ * characters were refused would otherwise look blank, or like another, and could drive the terminal.
+ */
+const show = (value: string | number | boolean | null | undefined) =>
+  value === null || value === undefined ? '-' : escapeUnsafe(String(value));
 
 /** Prints rows as a readable table (or a note when there are none). */
 export function printTable(
@@ -15,8 +23,7 @@ export function printTable(
     style: { head: [], border: [], compact: true },
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
   });
-  for (const row of rows)
-    table.push(row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))));
+  for (const row of rows) table.push(row.map(show));
   console.log(table.toString());
 }
 
@@ -26,8 +33,7 @@ export function printFields(
   out = console.log,
 ): void {
   const width = Math.max(...fields.map(([label]) => label.length));
-  for (const [label, value] of fields)
-    out(`${`${label}:`.padEnd(width + 2)}${value === null || value === undefined ? '-' : value}`);
+  for (const [label, value] of fields) out(`${`${label}:`.padEnd(width + 2)}${show(value)}`);
 }
 
 /** "in 13 days", "3 hours ago": how far a time is from now, for people. */
