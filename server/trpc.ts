@@ -77,7 +77,8 @@ export const publicProcedure = t.procedure.use(mapDomainErrors);
 
 /**
  * Needs a valid admin API key; a `read` key may call queries only. Every mutation an admin tries is
- * audited: successes by the service (with what changed), refusals here.
+ * audited: successes by the service (with what changed), refusals here. So is every call without a
+ * valid key, coalesced (`recordRefusal`), since anyone can make those.
  */
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
   let principal: AdminPrincipal;
