@@ -1,7 +1,7 @@
-import { constants } from 'node:fs';
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { ensurePrivateDir, readFileNoFollow, syncDir, writeFileDurably } from '../shared/private-files.js';
 
 const IDENTITY_FILE = 'identity.json';
 const STATUS_FILE = 'status.json';
@@ -41,7 +41,8 @@ export class IdentityFileError extends Error {}
 
 /**
  * The agent's state dir: the identity (with its private key) in one file, mode 0600, replaced
- * atomically, so a crash leaves either the old identity or the new one, never a torn file.
+ * atomically, so a crash leaves either the old identity or the new one, never a torn file. The dir
+ * must be this user's, and no file in it is written or read through a link.
  */
 export class IdentityStore {
   constructor(readonly dir: string) {}
@@ -50,17 +51,23 @@ export class IdentityStore {
     return join(this.dir, IDENTITY_FILE);
   }
 
+  /** Creates the dir, or checks it: throws PrivateDirError if another user owns it. */
   async ensureDir(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    if (((await stat(this.dir)).mode & 0o077) !== 0) await chmod(this.dir, 0o700);
+    await ensurePrivateDir(this.dir, { what: 'state dir', flag: '--state-dir' });
   }
 
   async load(): Promise<SavedIdentity | null> {
     let text: string;
     try {
-      text = await readFile(this.identityFile, 'utf8');
+      text = await readFileNoFollow(this.identityFile);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return null;
+      if (code === 'ELOOP')
+        throw new IdentityFileError(
+          `${this.identityFile} is a symbolic link; the agent uses only a file of its own there. ` +
+            "Remove the link, and put the identity file itself in its place if it is this host's.",
+        );
       throw new IdentityFileError(`${this.identityFile} cannot be read: ${(error as Error).message}`);
     }
     try {
@@ -74,7 +81,7 @@ export class IdentityStore {
   }
 
   async save(identity: SavedIdentity): Promise<void> {
-    await writeAtomically(this.identityFile, JSON.stringify(identity, null, 2));
+    await writeFileDurably(this.identityFile, JSON.stringify(identity, null, 2));
   }
 
   /** Removes the identity and its private key (revoked, deleted or expired). */
@@ -87,36 +94,14 @@ export class IdentityStore {
 
   async writeStatus(status: Omit<AgentStatus, 'updatedAt' | 'pid'>): Promise<void> {
     const full: AgentStatus = { ...status, updatedAt: new Date().toISOString(), pid: process.pid };
-    await writeAtomically(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).catch(() => {});
+    await writeFileDurably(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).catch(() => {});
   }
 
   async readStatus(): Promise<AgentStatus | null> {
     try {
-      return JSON.parse(await readFile(join(this.dir, STATUS_FILE), 'utf8')) as AgentStatus;
+      return JSON.parse(await readFileNoFollow(join(this.dir, STATUS_FILE))) as AgentStatus;
     } catch {
       return null;
     }
   }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, file);
-  await syncDir(join(file, '..'));
 }

@@ -1,3 +1,4 @@
+import { PrivateDirError } from '../shared/private-files.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
@@ -17,7 +18,14 @@ export async function runAgent(
 ): Promise<number> {
   const store = new IdentityStore(config.stateDir);
   const transport = createTransport(config.caPem);
-  await store.ensureDir();
+  try {
+    await store.ensureDir();
+  } catch (error) {
+    // Another user's dir could hold links planted to redirect the private key: a usage error.
+    if (!(error instanceof PrivateDirError)) throw error;
+    logger.error(error.message, { code: error.code });
+    return EXIT.USAGE;
+  }
   let identity = await store.load().catch((error) => {
     if (error instanceof IdentityFileError) {
       logger.error(error.message);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -16,6 +16,7 @@ import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import pino, { type Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
+import { ensurePrivateDir } from '../shared/private-files.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
@@ -187,8 +188,8 @@ export async function startServer(
 
   const tls =
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  if (((await stat(config.dataDir)).mode & 0o077) !== 0) await chmod(config.dataDir, 0o700);
+  // Another user's dir could hold links planted to catch the signing key: refused (PrivateDirError).
+  await ensurePrivateDir(config.dataDir, { what: 'data dir', flag: '--data-dir' });
   const file = (name: string) => join(config.dataDir, name);
 
   const secretBox = new SecretBox(await loadOrCreateSecret(file('secret.key')));

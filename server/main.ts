@@ -22,6 +22,7 @@ serve.action(async (flags: ServeFlagValues) => {
   const { parseServeConfig } = await import('./config.js');
   const { startServer, TlsConfigError } = await import('./app.js');
   const { DataFileError } = await import('./store/lowdb-store.js');
+  const { PrivateDirError } = await import('../shared/private-files.js');
   let config: ReturnType<typeof parseServeConfig>;
   try {
     config = parseServeConfig(flags);
@@ -34,6 +35,8 @@ serve.action(async (flags: ServeFlagValues) => {
   } catch (error) {
     if (error instanceof DataFileError || error instanceof TlsConfigError)
       throw new CliError(`cannot start: ${error.message}`);
+    // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
+    if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE')
       throw new CliError(

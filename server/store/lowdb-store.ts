@@ -1,8 +1,9 @@
 import { constants, existsSync, readFileSync, statSync } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type Adapter, Low } from 'lowdb';
 import { DomainError } from '../../shared/errors.js';
+import { writeFileDurably } from '../../shared/private-files.js';
 import { emptyData, type StoreData } from './records.js';
 import type { Store } from './store.js';
 
@@ -73,32 +74,12 @@ function checkShape(file: string, parsed: unknown): StoreData {
   return data as StoreData;
 }
 
-/** Writes `text` to `file` so that after it resolves the content survives a crash or power cut. */
-export async function writeFileDurably(file: string, text: string, mode = 0o600): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw error;
-  }
-  await handle.close();
-  try {
-    await rename(tmp, file);
-  } catch (error) {
-    await unlink(tmp).catch(() => {});
-    throw error;
-  }
-  const dir = await open(dirname(file), constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
+// The durable write (random temp name opened exclusively, never through a link) is shared with the
+// agent; the server's other modules take it from here.
+export { writeFileDurably };
+
+/** The journal is never opened through a link planted at its name (no O_NOFOLLOW on Windows). */
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
 interface Waiter {
   resolve: () => void;
@@ -399,7 +380,7 @@ export class LowdbStore implements Store {
     try {
       handle = await open(
         this.journalFile,
-        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT,
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | NOFOLLOW,
         0o600,
       );
       let written = 0;
@@ -436,7 +417,7 @@ export class LowdbStore implements Store {
 
   /** Cuts the journal back to its first `bytes` (a torn last line) and makes that durable. */
   private async cutJournal(bytes: number): Promise<void> {
-    const handle = await open(this.journalFile, constants.O_WRONLY);
+    const handle = await open(this.journalFile, constants.O_WRONLY | NOFOLLOW);
     try {
       await handle.truncate(bytes);
       await handle.datasync();
@@ -448,7 +429,7 @@ export class LowdbStore implements Store {
   /** Rewrites the data file whole from memory, then empties the journal. */
   private async compact(): Promise<void> {
     await this.db.write();
-    const handle = await open(this.journalFile, constants.O_WRONLY | constants.O_CREAT, 0o600);
+    const handle = await open(this.journalFile, constants.O_WRONLY | constants.O_CREAT | NOFOLLOW, 0o600);
     try {
       await handle.truncate(0);
       await handle.datasync();

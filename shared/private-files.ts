@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+// Both sides keep secrets in a dir of their own (the agent's state dir, the server's data dir):
+// whoever else can write there can plant links that redirect a write of a private key, or make a
+// foreign file be read as ours. So the dir must be this user's, and no file in it is opened
+// through a link.
+
+/** O_NOFOLLOW where the platform has it (not on Windows, where links need privileges anyway). */
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+
+/** Why a dir cannot hold this process's secrets. */
+export type PrivateDirProblem =
+  | 'DIR_NOT_CREATED'
+  | 'DIR_NOT_OWNED'
+  | 'DIR_NOT_A_DIRECTORY'
+  | 'DIR_NOT_PRIVATE';
+
+/** The state or data dir cannot be used; the message names the dir, the reason and the fix. */
+export class PrivateDirError extends Error {
+  override readonly name = 'PrivateDirError';
+  constructor(
+    readonly code: PrivateDirProblem,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How a dir is named in messages: e.g. `{ what: 'state dir', flag: '--state-dir' }`. */
+export interface DirLabel {
+  what: string;
+  flag: string;
+}
+
+/**
+ * Creates `dir` (mode 0700) or checks the one there: it must be a directory owned by this user (a
+ * link to one is fine if the link is this user's or root's). Group/other bits on a dir of ours are
+ * taken away. Throws PrivateDirError otherwise. On Windows (no uids) it only creates the dir.
+ */
+export async function ensurePrivateDir(dir: string, label: DirLabel): Promise<void> {
+  const uid = process.getuid?.();
+  const fix = `use a directory this user owns (${label.flag}) or fix its owner (chown ${uid ?? ''} ${dir})`;
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR')
+      throw new PrivateDirError('DIR_NOT_A_DIRECTORY', `${label.what} ${dir} is not a directory: ${fix}`);
+    throw new PrivateDirError(
+      'DIR_NOT_CREATED',
+      `${label.what} ${dir} cannot be created (${code ?? error}): create it for this user, or ${label.flag} another directory`,
+    );
+  }
+  if (uid === undefined) return;
+  const link = await lstat(dir);
+  if (link.isSymbolicLink() && link.uid !== uid && link.uid !== 0) {
+    throw new PrivateDirError(
+      'DIR_NOT_OWNED',
+      `${label.what} ${dir} is a symbolic link owned by uid ${link.uid}, not by this user (uid ${uid}): ${fix}`,
+    );
+  }
+  // The checks and the chmod apply to the dir opened, not to whatever the path names a moment later.
+  let handle: FileHandle;
+  try {
+    handle = await open(dir, constants.O_RDONLY | (constants.O_DIRECTORY ?? 0));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw error;
+    throw new PrivateDirError('DIR_NOT_A_DIRECTORY', `${label.what} ${dir} is not a directory: ${fix}`);
+  }
+  try {
+    const info = await handle.stat();
+    if (info.uid !== uid) {
+      throw new PrivateDirError(
+        'DIR_NOT_OWNED',
+        `${label.what} ${dir} is owned by uid ${info.uid}, not by this user (uid ${uid}): ${fix}`,
+      );
+    }
+    if ((info.mode & 0o077) === 0) return;
+    try {
+      await handle.chmod(0o700);
+    } catch (error) {
+      throw new PrivateDirError(
+        'DIR_NOT_PRIVATE',
+        `${label.what} ${dir} is open to group or others (mode ${(info.mode & 0o777).toString(8)}) and could not be made 0700 ` +
+          `(${(error as NodeJS.ErrnoException).code ?? error}): chmod 700 ${dir}, or ${label.flag} another directory`,
+      );
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes `text` to `file` so that after it resolves the content survives a crash or power cut, and
+ * so that a link planted at the file or its temp name is never written through: a temp file of a
+ * random name created exclusively (never an existing file or link), fsync, rename over `file` (which
+ * replaces a link rather than following it), fsync of the folder.
+ */
+export async function writeFileDurably(file: string, text: string, mode = 0o600): Promise<void> {
+  const tmp = `${file}.tmp-${randomBytes(8).toString('hex')}`;
+  const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, mode);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } catch (error) {
+    await handle.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw error;
+  }
+  await handle.close();
+  try {
+    await rename(tmp, file);
+  } catch (error) {
+    await unlink(tmp).catch(() => {});
+    throw error;
+  }
+  await syncDir(dirname(file));
+}
+
+/** Makes the entries of `dir` (a rename, an unlink) durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Reads `file` as text without following a link at its name. A link fails with ELOOP (on Linux
+ * and macOS); ENOENT and other errors are thrown as they come.
+ */
+export async function readFileNoFollow(file: string): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | NOFOLLOW);
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}
