@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
-import { PROOF_TYPE } from '../shared/protocol.js';
+import { PROOF_TYPE, type ProofBinding } from '../shared/protocol.js';
 
 export interface AgentKeyPair {
   privateJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string; d: string };
@@ -21,16 +21,22 @@ export function thumbprintOf(publicJwk: AgentKeyPair['publicJwk']): Promise<stri
 
 /**
  * A proof of possession for one connection: signed by the agent's private key, bound to the identity
- * token (`ath`), fresh (`iat`) and unique (`jti`), so neither a copied token nor a replayed proof
- * opens a session.
+ * token (`ath`), to the server's nonce for this connection (`nonce`) and to the server the agent
+ * means to reach (`htu`), fresh (`iat`) and unique (`jti`), so neither a copied token nor a replayed
+ * or relayed proof opens a session.
  */
 export async function createProof(
   privateJwk: AgentKeyPair['privateJwk'],
   identityToken: string,
+  binding: ProofBinding,
 ): Promise<string> {
   const key = await importJWK(privateJwk, 'EdDSA');
   const { kty, crv, x } = privateJwk;
-  return new SignJWT({ ath: createHash('sha256').update(identityToken).digest('base64url') })
+  return new SignJWT({
+    ath: createHash('sha256').update(identityToken).digest('base64url'),
+    nonce: binding.nonce,
+    htu: binding.htu,
+  })
     .setProtectedHeader({ alg: 'EdDSA', typ: PROOF_TYPE, jwk: { kty, crv, x } })
     .setIssuedAt()
     .setJti(randomBytes(16).toString('base64url'))

@@ -14,7 +14,13 @@ import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
-import { describeNetworkError, type Transport, upgradeRefusalOf } from './transport.js';
+import {
+  captureSessionNonce,
+  describeNetworkError,
+  sessionNonceOf,
+  type Transport,
+  upgradeRefusalOf,
+} from './transport.js';
 
 /** How the agent process ends (contract exit codes). */
 export const EXIT = { STOPPED: 0, FAILED: 1, USAGE: 2, REFUSED: 3, REVOKED: 4, IDENTITY_GONE: 5 } as const;
@@ -57,10 +63,15 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   const wsClient = createWSClient({
     url: wsUrl,
-    WebSocket: o.transport.WebSocket as unknown as typeof globalThis.WebSocket,
+    WebSocket: withSessionNonce(o.transport.WebSocket) as unknown as typeof globalThis.WebSocket,
+    // Called once the socket is open: the proof signs the nonce of this very connection and the
+    // server this agent means to reach, so neither a replay nor a relay can use it.
     connectionParams: async () => ({
       identity: identity.identityToken,
-      proof: await createProof(identity.privateJwk, identity.identityToken),
+      proof: await createProof(identity.privateJwk, identity.identityToken, {
+        nonce: sessionNonceOf(wsClient.connection?.ws),
+        htu: new URL(identity.server).origin,
+      }),
     }),
     // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
     // followed, plus up to a second of jitter: a busy server already spreads its crowd over the
@@ -293,4 +304,19 @@ export function runSession(o: SessionOptions): Promise<number> {
   if (o.signal.aborted) onAbort();
   else o.signal.addEventListener('abort', onAbort, { once: true });
   return exit;
+}
+
+/**
+ * The transport's websocket class, keeping each connection's session nonce for its proof: here
+ * rather than in the transport, so that no transport (a test's, the benchmark's) can leave it out.
+ */
+function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSocket'] {
+  // The transports' classes take (address, protocols) and add their own options.
+  class NonceKeepingWebSocket extends Base {
+    constructor(address: string | URL, protocols?: string | string[]) {
+      super(address, protocols);
+      captureSessionNonce(this);
+    }
+  }
+  return NonceKeepingWebSocket as unknown as Transport['WebSocket'];
 }

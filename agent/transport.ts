@@ -2,6 +2,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
+import { SESSION_NONCE_HEADER } from '../shared/protocol.js';
 
 export interface TransportOptions {
   /**
@@ -80,6 +81,25 @@ function resolveLocation(location: string | null, requested: string | URL): stri
 }
 
 export type Transport = ReturnType<typeof createTransport>;
+
+const sessionNonces = new WeakMap<object, string>();
+
+/** Keeps the nonce the server sends in `socket`'s upgrade response, for `sessionNonceOf`. */
+export function captureSessionNonce(socket: WebSocket): void {
+  socket.once('upgrade', (res: IncomingMessage) => {
+    const nonce = res.headers[SESSION_NONCE_HEADER];
+    if (typeof nonce === 'string') sessionNonces.set(socket, nonce);
+  });
+}
+
+/**
+ * The nonce the server made for `socket`'s connection, which its proof must sign; '' when the
+ * server sent none (an older server, which does not check it).
+ */
+export function sessionNonceOf(socket: unknown): string {
+  if (!socket || typeof socket !== 'object') return '';
+  return sessionNonces.get(socket) ?? '';
+}
 
 /** A websocket upgrade the server answered with something other than 101. */
 export interface UpgradeRefusal {

@@ -17,17 +17,17 @@ import pino, { type Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/private-files.js';
-import { CLOSE_CODES } from '../shared/protocol.js';
+import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
 import { appRouter } from './router.js';
 import { FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
 import type { Policy } from './services/deps.js';
-import { IdentityAuthority } from './services/identity.js';
+import { IdentityAuthority, originOf } from './services/identity.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 import { SecretBox } from './services/secrets.js';
-import type { SessionHub } from './sessions/hub.js';
+import { provedNothing, type SessionHub } from './sessions/hub.js';
 import { RetryAfterSpreader } from './sessions/retry-spreader.js';
 import { authenticationTurns } from './sessions/turns.js';
 import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
@@ -125,6 +125,11 @@ const AUTHENTICATIONS_PER_TURN = 16;
  * each write to a socket is a syscall and a TCP segment, and in a CPU profile of 4,000 connects the
  * frame writes were the largest single cost (15 % of the server's busy time).
  */
+/** A fresh nonce for one websocket connection (128 bits from the CSPRNG). */
+function sessionNonce(): string {
+  return randomBytes(16).toString('base64url');
+}
+
 function coalesceWrites(socket: Duplex): void {
   socket.cork();
   setImmediate(() => socket.uncork());
@@ -134,6 +139,8 @@ function coalesceWrites(socket: Duplex): void {
 interface Handshake {
   /** Closes the socket with 4408 if its connectionParams do not arrive in time. */
   timer: NodeJS.Timeout | undefined;
+  /** Sent in the 101 response; the agent's proof must sign it. */
+  nonce: string;
   /** Frees the slot and drops the timer and the close listener; idempotent. */
   end(): void;
 }
@@ -305,6 +312,14 @@ export async function startServer(
     );
   };
 
+  // Each connection's own nonce goes out in its 101 response: a proof signs it, so a captured proof
+  // is worth nothing on any other connection, before or after a restart.
+  wss.on('headers', (headers: string[], req: IncomingMessage) => {
+    const handshake = handshakes.get(req);
+    if (handshake) headers.push(`${SESSION_NONCE_HEADER}: ${handshake.nonce}`);
+  });
+  const publicOrigin = config.publicUrl ? originOf(config.publicUrl) : null;
+
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if ((req.url ?? '').split('?')[0] !== '/trpc') {
       socket.destroy();
@@ -317,6 +332,7 @@ export async function startServer(
     handshakesInProgress++;
     const handshake: Handshake = {
       timer: undefined,
+      nonce: sessionNonce(),
       end: () => {
         if (!handshakes.delete(req)) return;
         handshakesInProgress--;
@@ -345,16 +361,23 @@ export async function startServer(
     req: IncomingMessage,
     ws: WebSocket,
     connectionParams: unknown,
+    nonce: string,
   ): Promise<Context> => {
     const remoteAddress = remoteAddressOf(req);
     const base = { services, remoteAddress, bearerToken: null };
-    const retryAfter = await services.limiter.handshakeRetryAfter(remoteAddress);
-    if (retryAfter > 0) {
-      ws.close(CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter}`);
-      return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
-    }
+    // Failed handshakes block the address they come from, but only for handshakes that prove
+    // nothing: an agent whose identity and proof check out is let in, so one stranger behind a NAT
+    // cannot keep the site's fleet out. A blocked address's handshakes are signature-checked only
+    // if they name a usable connector.
+    const blockedForSeconds = await services.limiter.handshakeRetryAfter(remoteAddress);
     try {
-      const agent = await hub.authenticate(connectionParams, remoteAddress, ws, req.socket);
+      const agent = await hub.authenticate(connectionParams, {
+        remoteAddress,
+        ws,
+        socket: req.socket,
+        binding: { nonce, origin: publicOrigin },
+        knownConnectorsOnly: blockedForSeconds > 0,
+      });
       return { ...base, agent, agentRefusal: null };
     } catch (error) {
       const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';
@@ -362,6 +385,10 @@ export async function startServer(
         logger.error({ err: error }, 'session authentication failed unexpectedly');
       // A full address is not a failed attempt: the agent behind it did nothing wrong.
       if (reason !== 'RATE_LIMITED') await services.limiter.handshakeFailed(remoteAddress);
+      if (blockedForSeconds > 0 && provedNothing(reason)) {
+        hub.refuse(ws, 'RATE_LIMITED', remoteAddress, blockedForSeconds);
+        return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
+      }
       hub.refuse(ws, reason, remoteAddress);
       return { ...base, agent: null, agentRefusal: reason };
     }
@@ -380,7 +407,12 @@ export async function startServer(
       clearTimeout(handshake?.timer);
       try {
         await authenticationTurn();
-        const context = await authenticate(req, ws, info.connectionParams);
+        const context = await authenticate(
+          req,
+          ws,
+          info.connectionParams,
+          handshake?.nonce ?? sessionNonce(),
+        );
         if (context.agent) coalesceWrites(req.socket);
         return context;
       } finally {

@@ -125,8 +125,10 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
   return result;
 });
 
-/** Needs an authenticated agent session (websocket only; see the session hub). */
+/** Needs an authenticated agent session that is still live, of a usable connector (websocket only; see the session hub). */
 export const agentProcedure = publicProcedure.use(function isAgent({ ctx, next }) {
   if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');
+  // Checked on every call, not only at the handshake: a revoke or delete since then ends it.
+  ctx.services.hub.requireLive(ctx.agent);
   return next({ ctx: { agent: ctx.agent } });
 });

@@ -10,6 +10,20 @@ export const IDENTITY_AUDIENCE = 'connector-session';
 export const PROOF_TYPE = 'connector-proof+jwt';
 /** How far a proof's `iat` may be from the server's clock. */
 export const PROOF_MAX_SKEW_MS = 5 * 60_000;
+/**
+ * Response header of the websocket upgrade (101) carrying a nonce the server made for this one
+ * connection. The proof signs it (claim `nonce`), so a proof captured on the way opens no other
+ * connection, before or after a server restart.
+ */
+export const SESSION_NONCE_HEADER = 'connector-session-nonce';
+
+/** What a proof of possession is bound to, besides the identity token. */
+export interface ProofBinding {
+  /** The server's nonce for this connection (the upgrade's `connector-session-nonce` header). */
+  nonce: string;
+  /** The origin of the server the agent means to reach (`https://host:port`): claim `htu`. */
+  htu: string;
+}
 
 /**
  * WebSocket close codes the server uses to end an agent's session. Codes 4000–4099 are final: the

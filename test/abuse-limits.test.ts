@@ -167,7 +167,7 @@ describe('abuse limits on the unauthenticated paths', () => {
     expect((await srv.admin.connectors.counts.query({})).total).toBe(0);
   });
 
-  it('refused session handshakes per address: then every handshake from there is closed with 4429 RATE_LIMITED, which the agent treats as "retry later"', async () => {
+  it('refused session handshakes per address: then handshakes from there that prove nothing are closed with 4429 RATE_LIMITED, while a genuine agent behind the same address still gets in (one stranger behind a NAT cannot keep the fleet out)', async () => {
     await using srv = await startTestServer({
       config: { rateLimits: { ...RELAXED, handshakeFailuresPerAddress: 3 } },
     });
@@ -189,22 +189,27 @@ describe('abuse limits on the unauthenticated paths', () => {
     expect(close.code).toBe(CLOSE_CODES.RATE_LIMITED);
     expect(close.reason).toMatch(/^RATE_LIMITED retry-after=\d+$/);
     await limited.close();
+    // A copied identity token without its private key proves nothing either: told to wait too.
+    const copied = openSession(srv.url, { identity: identity!.identityToken, proof: 'nope' });
+    expect((await copied.waitForClose()).code).toBe(CLOSE_CODES.RATE_LIMITED);
+    await copied.close();
     // Another address is not affected.
     const elsewhere = await enrollSim(srv.url, key, 'elsewhere');
     const fromTwo = connectSim(srv.url, elsewhere.enrolled!, { localAddress: '127.0.0.2' });
     await fromTwo.waitFor('ready');
     await fromTwo.close();
 
-    // The genuine agent from the limited address: refused for now, not for good. It keeps its
-    // identity and waits out the retry-after the server sent before trying again.
+    // The genuine agent from the blocked address: its identity and proof check out, so it is let in.
     const again = spawnAgent(['--server', srv.url], stateDir);
-    await again.waitForOutput(
-      /the server closed the session for now; retrying[^\n]*code=4429[^\n]*RATE_LIMITED retry-after=\d+[^\n]*retryAfterSeconds=\d+/,
-    );
+    await waitConnected(srv.admin, 'patient');
     expect(again.child.exitCode).toBeNull();
     again.kill('SIGTERM');
     expect((await again.exited).code).toBe(0);
     expect((await readIdentity(stateDir))?.identityToken).toBe(identity?.identityToken);
+    // Its address is still blocked for the stranger.
+    const still = openSession(srv.url, { identity: 'not.a.jwt', proof: 'nope' });
+    expect((await still.waitForClose()).code).toBe(CLOSE_CODES.RATE_LIMITED);
+    await still.close();
     await rm(stateDir, { recursive: true, force: true });
   });
 

@@ -219,6 +219,8 @@ describe('identity tokens: node:crypto verification agrees with jose', () => {
 describe('proofs of possession: node:crypto verification agrees with jose', () => {
   const identityToken = 'header.payload.signature';
   const ath = createHash('sha256').update(identityToken).digest('base64url');
+  const nonce = 'connection-nonce';
+  const origin = 'https://enroll.example:7420';
 
   /** The server's proof check before node:crypto (jose's EmbeddedJWK), reduced to a verdict. */
   async function joseProofVerdict(proof: string, jkt: string): Promise<Verdict> {
@@ -227,11 +229,14 @@ describe('proofs of possession: node:crypto verification agrees with jose', () =
         algorithms: ['EdDSA'],
         typ: PROOF_TYPE,
         currentDate: new Date(clock.now()),
-        requiredClaims: ['iat', 'jti', 'ath'],
+        requiredClaims: ['iat', 'jti', 'ath', 'nonce', 'htu'],
       });
       const jwk = protectedHeader.jwk;
       if (!jwk || (await calculateJwkThumbprint(jwk)) !== jkt) return 'invalid';
       if (payload.ath !== ath) return 'invalid';
+      if (payload.nonce !== nonce) return 'invalid';
+      if (typeof payload.htu !== 'string' || !URL.canParse(payload.htu)) return 'invalid';
+      if (new URL(payload.htu.replace(/^wss:/, 'https:')).origin !== origin) return 'invalid';
       if (Math.abs(clock.now() - (payload.iat ?? 0) * 1000) > PROOF_MAX_SKEW_MS) return 'invalid';
       return 'ok';
     } catch {
@@ -240,10 +245,8 @@ describe('proofs of possession: node:crypto verification agrees with jose', () =
   }
 
   async function serverProofVerdict(proof: string, jkt: string): Promise<Verdict> {
-    // A fresh authority per proof: its replay cache must not be what decides.
-    const fresh = await IdentityAuthority.inMemory({ issuer: ISSUER, clock });
     try {
-      await fresh.verifyProof(proof, identityToken, jkt);
+      authority.verifyProof(proof, identityToken, jkt, { nonce, origin });
       return 'ok';
     } catch (error) {
       expect((error as { reason?: string }).reason).toBe('PROOF_INVALID');
@@ -303,6 +306,17 @@ describe('proofs of possession: node:crypto verification agrees with jose', () =
           fc.constant(5),
         ),
         exp: fc.constantFrom<unknown>(undefined, undefined, nowS + 60, nowS - 60),
+        nonce: fc.constantFrom<unknown>(nonce, nonce, nonce, `${nonce}x`, '', 5),
+        htu: fc.constantFrom<unknown>(
+          origin,
+          origin,
+          `${origin}/trpc`,
+          'wss://enroll.example:7420/trpc',
+          'https://relay.example:7420',
+          'https://enroll.example',
+          'not a url',
+          5,
+        ),
       },
       { requiredKeys: [] },
     );

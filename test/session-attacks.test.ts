@@ -1,11 +1,16 @@
-import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createProof, generateAgentKeyPair } from '../agent/proof.js';
+import { generateAgentKeyPair } from '../agent/proof.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import type { AppRouter } from '../shared/router-type.js';
-import { connectSim, type Enrolled, enrollSim, openSession } from './helpers/agent-sim.js';
+import {
+  connectSim,
+  type Enrolled,
+  enrollSim,
+  openSession,
+  proveWith,
+  type SimParams,
+} from './helpers/agent-sim.js';
 import { startTestServer } from './helpers/server.js';
 
 async function enrolledAgent() {
@@ -29,7 +34,7 @@ const decode = (token: string) => {
 async function expectRefused(
   srv: Awaited<ReturnType<typeof startTestServer>>,
   enrolled: Enrolled,
-  params: { identity: string; proof: string },
+  params: SimParams,
   reason: string,
 ) {
   const session = openSession(srv.url, params);
@@ -78,20 +83,40 @@ describe('session handshake attacks: each is refused with its reason and leaves 
       enrolled,
       {
         identity: enrolled.identityToken,
-        proof: await createProof(thief.privateJwk, enrolled.identityToken),
+        proof: proveWith(thief.privateJwk, enrolled.identityToken),
       },
       'PROOF_INVALID',
     );
   });
 
-  it('a replayed proof → PROOF_INVALID', async () => {
+  it('a replayed proof → PROOF_INVALID, on the same server and after a restart (it signs the nonce of the connection it was made for)', async () => {
     const { srv, enrolled } = await enrolledAgent();
     await using _ = srv;
-    const proof = await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken);
-    const first = openSession(srv.url, { identity: enrolled.identityToken, proof });
+    const first = connectSim(srv.url, enrolled) as ReturnType<typeof openSession>;
     await first.waitFor('ready');
     await first.close();
-    await expectRefused(srv, enrolled, { identity: enrolled.identityToken, proof }, 'PROOF_INVALID');
+    const [captured] = first.sentProofs;
+    expect(captured).toBeTruthy();
+    // Within the proof's ±5 min: only the nonce binding refuses it.
+    await expectRefused(
+      srv,
+      enrolled,
+      { identity: enrolled.identityToken, proof: captured! },
+      'PROOF_INVALID',
+    );
+    await srv.stop();
+    const restarted = await startTestServer({ dataDir: srv.dataDir, clock: srv.clock });
+    await using __ = restarted;
+    await expectRefused(
+      restarted,
+      enrolled,
+      { identity: enrolled.identityToken, proof: captured! },
+      'PROOF_INVALID',
+    );
+    // The genuine agent still gets in: a fresh proof signs the new connection's nonce.
+    const genuine = connectSim(restarted.url, enrolled);
+    await genuine.waitFor('ready');
+    await genuine.close();
   });
 
   it('a stale proof (iat beyond the skew) and a proof bound to another token → PROOF_INVALID', async () => {
@@ -103,7 +128,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
       enrolled,
       {
         identity: enrolled.identityToken,
-        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+        proof: proveWith(enrolled.keyPair.privateJwk, enrolled.identityToken),
       },
       'PROOF_INVALID',
     );
@@ -113,7 +138,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
       enrolled,
       {
         identity: enrolled.identityToken,
-        proof: await createProof(enrolled.keyPair.privateJwk, `${enrolled.identityToken}x`),
+        proof: proveWith(enrolled.keyPair.privateJwk, `${enrolled.identityToken}x`),
       },
       'PROOF_INVALID',
     );
@@ -128,7 +153,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     await expectRefused(
       srv,
       enrolled,
-      { identity: tampered, proof: await createProof(enrolled.keyPair.privateJwk, tampered) },
+      { identity: tampered, proof: proveWith(enrolled.keyPair.privateJwk, tampered) },
       'IDENTITY_INVALID',
     );
   });
@@ -142,7 +167,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     await expectRefused(
       srv,
       enrolled,
-      { identity: forged, proof: await createProof(enrolled.keyPair.privateJwk, forged) },
+      { identity: forged, proof: proveWith(enrolled.keyPair.privateJwk, forged) },
       'IDENTITY_INVALID',
     );
   });
@@ -155,7 +180,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     await expectRefused(
       srv,
       enrolled,
-      { identity: unsigned, proof: await createProof(enrolled.keyPair.privateJwk, unsigned) },
+      { identity: unsigned, proof: proveWith(enrolled.keyPair.privateJwk, unsigned) },
       'IDENTITY_INVALID',
     );
   });
@@ -166,7 +191,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     await srv.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
     const fresh = async () => ({
       identity: enrolled.identityToken,
-      proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+      proof: proveWith(enrolled.keyPair.privateJwk, enrolled.identityToken),
     });
     const session = openSession(srv.url, await fresh());
     expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'CONNECTOR_REVOKED' });
@@ -176,7 +201,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     await srv.admin.connectors.delete.mutate({ connectorId: other.connectorId });
     const deleted = openSession(srv.url, {
       identity: other.identityToken,
-      proof: await createProof(other.keyPair.privateJwk, other.identityToken),
+      proof: proveWith(other.keyPair.privateJwk, other.identityToken),
     });
     expect(await deleted.waitForClose()).toEqual({
       code: CLOSE_CODES.REFUSED,
@@ -198,7 +223,7 @@ describe('session handshake attacks: each is refused with its reason and leaves 
       enrolled,
       {
         identity: enrolled.identityToken,
-        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
+        proof: proveWith(enrolled.keyPair.privateJwk, enrolled.identityToken),
       },
       'IDENTITY_EXPIRED',
     );
@@ -223,26 +248,8 @@ describe('one live session per connector (behaviour 12)', () => {
     await using _ = srv;
     const first = connectSim(srv.url, enrolled);
     await first.waitFor('ready');
-    class FromOtherAddress extends WebSocket {
-      constructor(address: string | URL, protocols?: string | string[]) {
-        super(address, protocols, { localAddress: '127.0.0.2' });
-      }
-    }
-    const wsClient = createWSClient({
-      url: `${srv.url.replace('http', 'ws')}/trpc`,
-      WebSocket: FromOtherAddress as unknown as typeof globalThis.WebSocket,
-      connectionParams: async () => ({
-        identity: enrolled.identityToken,
-        proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
-      }),
-    });
-    const second = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
-    const ready = new Promise((resolve) => {
-      second.agent.session.subscribe(undefined, {
-        onData: (e) => (e as { type: string }).type === 'ready' && resolve(e),
-      });
-    });
-    await ready;
+    const second = connectSim(srv.url, enrolled, { localAddress: '127.0.0.2' });
+    await second.waitFor('ready');
     expect(await first.waitForClose()).toEqual({ code: CLOSE_CODES.REPLACED, reason: 'SESSION_REPLACED' });
     expect(srv.server.hub.size).toBe(1);
     const [replaced] = await srv.admin.audit.list.query({ type: 'session.replaced' });
@@ -254,7 +261,7 @@ describe('one live session per connector (behaviour 12)', () => {
     expect((await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).remoteAddress).toBe(
       '127.0.0.2',
     );
-    await wsClient.close();
+    await second.close();
     await first.close();
   });
 
@@ -286,7 +293,7 @@ describe('JWT attacks beyond forgery', () => {
     await using _ = srv;
     const session = openSession(srv.url, {
       identity,
-      proof: await createProof(enrolled.keyPair.privateJwk, identity),
+      proof: proveWith(enrolled.keyPair.privateJwk, identity),
     });
     expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason });
     expect(srv.server.hub.size).toBe(0);
@@ -314,7 +321,7 @@ describe('JWT attacks beyond forgery', () => {
     const confused = await new SignJWT(payload).setProtectedHeader({ ...header, alg: 'HS256' }).sign(secret);
     const session = openSession(srv.url, {
       identity: confused,
-      proof: await createProof(enrolled.keyPair.privateJwk, confused),
+      proof: proveWith(enrolled.keyPair.privateJwk, confused),
     });
     expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'IDENTITY_INVALID' });
     await session.close();
@@ -346,7 +353,7 @@ describe('JWT attacks beyond forgery', () => {
     const key = await importJWK(stored.keys[0].privateJwk, 'EdDSA');
     const session = openSession(srv.url, {
       identity: withCrit,
-      proof: await createProof(enrolled.keyPair.privateJwk, withCrit),
+      proof: proveWith(enrolled.keyPair.privateJwk, withCrit),
     });
     expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'IDENTITY_INVALID' });
     await session.close();
@@ -354,7 +361,7 @@ describe('JWT attacks beyond forgery', () => {
     const plain = await new SignJWT(payload).setProtectedHeader(header).sign(key);
     const ok = openSession(srv.url, {
       identity: plain,
-      proof: await createProof(enrolled.keyPair.privateJwk, plain),
+      proof: proveWith(enrolled.keyPair.privateJwk, plain),
     });
     await ok.waitFor('ready');
     await ok.close();
@@ -373,7 +380,7 @@ describe('JWT attacks beyond forgery', () => {
       const token = await new SignJWT({ ...payload, ...change }).setProtectedHeader(header).sign(key);
       const session = openSession(srv.url, {
         identity: token,
-        proof: await createProof(enrolled.keyPair.privateJwk, token),
+        proof: proveWith(enrolled.keyPair.privateJwk, token),
       });
       expect(await session.waitForClose(), JSON.stringify(change)).toEqual({
         code: CLOSE_CODES.REFUSED,

@@ -29,7 +29,12 @@ export interface Capabilities {
 /** Builds every service and the session hub over the given capabilities (real or in-memory). */
 export function createServices(
   capabilities: Capabilities,
-  config: Policy & { rateLimits: RateLimits; maxSessionsPerAddress?: number; sessionsPerTurn?: number },
+  config: Policy & {
+    rateLimits: RateLimits;
+    maxSessionsPerAddress?: number;
+    sessionsPerTurn?: number;
+    handshakeTimeoutMs?: number;
+  },
 ): { services: Services; metrics: Metrics } {
   const metrics = capabilities.metrics ?? createMetrics();
   const events = new DomainEvents();
@@ -49,6 +54,7 @@ export function createServices(
     metrics,
     maxSessionsPerAddress: config.maxSessionsPerAddress,
     sessionsPerTurn: config.sessionsPerTurn,
+    subscribeTimeoutMs: config.handshakeTimeoutMs,
   });
   return {
     metrics,

@@ -191,7 +191,8 @@ export class ConnectorService {
     this.deps.metrics.hostReports.inc();
     this.deps.store.touch((data) => {
       const record = data.connectors[connectorId];
-      if (record) record.host = host;
+      // Checked again here, not only by the caller: a revoked connector's record takes no writes.
+      if (record && record.status !== 'revoked') record.host = host;
     });
   }
 

@@ -46,8 +46,6 @@ const ALG = 'EdDSA';
 export class IdentityAuthority {
   /** Our public keys by kid, as node:crypto keys for `verifyEd25519Jws`. */
   private readonly verifyKeys: Map<string, KeyObject>;
-  private readonly seenProofs = new Map<string, number>();
-  private lastProofSweep = 0;
 
   private constructor(
     private readonly signer: { kid: string; key: Awaited<ReturnType<typeof importJWK>> },
@@ -168,10 +166,13 @@ export class IdentityAuthority {
 
   /**
    * Checks a proof of possession: a JWT signed by the key the identity is bound to (its public JWK in
-   * the header must have the identity's thumbprint), bound to this identity token (`ath`), fresh
-   * (`iat` within the skew) and never seen before (`jti`).
+   * the header must have the identity's thumbprint), bound to this identity token (`ath`), to the
+   * nonce the server made for this connection (`nonce`), to this server when it knows its public
+   * origin (`htu`), and fresh (`iat` within the skew). The nonce lives as long as its connection's
+   * handshake, so a proof seen once, on the wire or in a log, opens nothing else: no replay cache
+   * to keep, and nothing for a restart to forget.
    */
-  async verifyProof(proof: string, identityToken: string, jkt: string): Promise<void> {
+  verifyProof(proof: string, identityToken: string, jkt: string, expected: ExpectedProofBinding): void {
     const now = this.clock.now();
     let embeddedJwk: { kty: string; crv: string; x: string } | null = null;
     const verified = verifyEd25519Jws(proof, (header) => {
@@ -180,27 +181,41 @@ export class IdentityAuthority {
       return key;
     });
     if (!verified || !embeddedJwk) throw new DomainError('PROOF_INVALID');
-    if (checkJwtClaims(verified, { now, required: ['iat', 'jti', 'ath'], type: PROOF_TYPE }))
+    if (checkJwtClaims(verified, { now, required: ['iat', 'jti', 'ath', 'nonce', 'htu'], type: PROOF_TYPE }))
       throw new DomainError('PROOF_INVALID');
     if (!sameText(ed25519Thumbprint(embeddedJwk), jkt)) throw new DomainError('PROOF_INVALID');
     const { payload } = verified;
     if (payload.ath !== createHash('sha256').update(identityToken).digest('base64url')) {
       throw new DomainError('PROOF_INVALID');
     }
+    if (typeof payload.nonce !== 'string' || !sameText(payload.nonce, expected.nonce))
+      throw new DomainError('PROOF_INVALID', "The proof does not sign this connection's nonce.");
+    if (expected.origin !== null && originOf(payload.htu) !== expected.origin)
+      throw new DomainError(
+        'PROOF_INVALID',
+        `The proof was made for another server than ${expected.origin}.`,
+      );
     const issuedAtMs = (payload.iat as number) * 1000;
     if (!(Math.abs(now - issuedAtMs) <= PROOF_MAX_SKEW_MS)) throw new DomainError('PROOF_INVALID');
-    this.rememberProof(`${jkt}:${String(payload.jti)}`, now);
   }
+}
 
-  private rememberProof(id: string, now: number): void {
-    if (now - this.lastProofSweep > 60_000) {
-      for (const [seen, until] of this.seenProofs) if (until < now) this.seenProofs.delete(seen);
-      this.lastProofSweep = now;
-    }
-    const until = this.seenProofs.get(id);
-    if (until !== undefined && until >= now) throw new DomainError('PROOF_INVALID');
-    // A proof stays acceptable for the skew on either side of its iat, so remember it for twice that.
-    this.seenProofs.set(id, now + 2 * PROOF_MAX_SKEW_MS);
+/** What a proof must be bound to, besides the identity token. */
+export interface ExpectedProofBinding {
+  /** The nonce the server sent in this connection's upgrade response. */
+  nonce: string;
+  /** The server's public origin (`--public-url`), or null when it does not know it: `htu` is then not checked. */
+  origin: string | null;
+}
+
+/** The origin (`scheme://host[:port]`) of a URL claim, ws(s) read as http(s); null if it is not one. */
+export function originOf(url: unknown): string | null {
+  if (typeof url !== 'string' || url.length > 2048) return null;
+  try {
+    const parsed = new URL(url.replace(/^ws(s?):/i, 'http$1:'));
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.origin : null;
+  } catch {
+    return null;
   }
 }
 

@@ -136,3 +136,10 @@ export function checkJwtClaims(verified: VerifiedJws, rules: ClaimRules): Claims
   if (typeof payload.exp === 'number' && payload.exp <= nowSeconds) return 'expired';
   return null;
 }
+
+/** The payload of a compact JWS, decoded WITHOUT checking anything: only for cheap pre-filters. */
+export function unverifiedPayload(token: string): JsonObject | null {
+  const parts = token.split('.');
+  if (parts.length !== 3 || !BASE64URL.test(parts[1] as string)) return null;
+  return decodeJsonObject(parts[1] as string);
+}

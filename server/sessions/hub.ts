@@ -10,7 +10,8 @@ import type { AuditLog, RecordOptions } from '../services/audit.js';
 import type { ConnectorService } from '../services/connectors.js';
 import type { Policy, Presence } from '../services/deps.js';
 import type { DomainEvent, DomainEvents } from '../services/events.js';
-import type { IdentityAuthority } from '../services/identity.js';
+import type { ExpectedProofBinding, IdentityAuthority } from '../services/identity.js';
+import { unverifiedPayload } from '../services/jws.js';
 import type { Store } from '../store/store.js';
 
 /** An agent whose identity and proof checked out; lives in the websocket's tRPC context. */
@@ -46,6 +47,10 @@ class LiveSession {
   private wake: (() => void) | null = null;
   ending: Ending | null = null;
   connectedAt: number;
+  /** Whether `agent.session` was subscribed on this socket: until then nothing drains the queue. */
+  subscribed = false;
+  /** Closes the socket if it does not subscribe in time (cleared when it does). */
+  subscribeDeadline: NodeJS.Timeout | undefined = undefined;
 
   constructor(
     readonly agent: AgentSession,
@@ -106,6 +111,29 @@ export interface SessionHubOptions {
   maxSessionsPerAddress?: number;
   /** Sessions of a group ended or told per event-loop turn when the whole group changes. @default 128 */
   sessionsPerTurn?: number;
+  /**
+   * How long an authenticated socket may go without subscribing to `agent.session` before it is
+   * closed (4408, not final). The agent subscribes in the same breath as its handshake. @default 10000
+   */
+  subscribeTimeoutMs?: number;
+}
+
+/** Where a handshake comes from and what its proof must be bound to. */
+export interface HandshakeOrigin {
+  remoteAddress: string;
+  ws: WebSocket;
+  socket: Corkable | null;
+  binding: ExpectedProofBinding;
+  /**
+   * Set while this address is blocked for failed handshakes: only a handshake naming an existing,
+   * usable connector is worth the signature checks; anything else is refused at once.
+   */
+  knownConnectorsOnly?: boolean;
+}
+
+/** Refusals of handshakes that proved nothing (no valid identity with a matching proof). */
+export function provedNothing(reason: ErrorReason): boolean {
+  return reason === 'IDENTITY_INVALID' || reason === 'PROOF_INVALID';
 }
 
 /**
@@ -140,41 +168,62 @@ export class SessionHub implements Presence {
     return this.sessions.size;
   }
 
+  /** The connector's live session (authenticated, subscribed or not), if it has one. */
+  liveSession(connectorId: string): AgentSession | undefined {
+    return this.sessions.get(connectorId)?.agent;
+  }
+
   /**
    * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
-   * bound to it, and that the connector exists and is not revoked. Throws a coded DomainError.
+   * bound to it and to this connection, and that the connector exists and is not revoked. From then
+   * on the socket is the connector's live session (replacing an older one), whether or not it ever
+   * subscribes: revoke, delete and group changes reach it, it counts against the per-address limit,
+   * and it is closed if it does not subscribe in time. Throws a coded DomainError.
    */
-  async authenticate(
-    connectionParams: unknown,
-    remoteAddress: string,
-    ws: WebSocket,
-    socket: Corkable | null = null,
-  ): Promise<AgentSession> {
+  async authenticate(connectionParams: unknown, from: HandshakeOrigin): Promise<AgentSession> {
     const parsed = sessionParamsSchema.safeParse(connectionParams);
     if (!parsed.success)
       throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
+    if (from.knownConnectorsOnly && !this.namesUsableConnector(parsed.data.identity))
+      throw new DomainError('IDENTITY_INVALID');
     const claims = await this.o.identity.verifyIdentity(parsed.data.identity);
-    await this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt);
+    this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
     this.requireUsable(claims.connectorId, claims.jkt);
-    this.requireRoomFor(claims.connectorId, remoteAddress);
-    return {
+    this.requireRoomFor(claims.connectorId, from.remoteAddress);
+    const agent: AgentSession = {
       connectorId: claims.connectorId,
       groupId: claims.groupId,
       provisioningKeyId: claims.provisioningKeyId,
       jkt: claims.jkt,
       identityIssuedAt: claims.issuedAt,
       identityExpiresAt: claims.expiresAt,
-      remoteAddress,
-      ws,
-      socket,
+      remoteAddress: from.remoteAddress,
+      ws: from.ws,
+      socket: from.socket,
     };
+    this.admit(agent);
+    return agent;
+  }
+
+  /**
+   * Checks, for a call over an agent's socket, that its session is still the connector's live one
+   * and the connector still usable: a revoke, a delete or a newer session ends what it may do.
+   */
+  requireLive(agent: AgentSession): void {
+    this.requireUsable(agent.connectorId, agent.jkt);
+    const live = this.sessions.get(agent.connectorId);
+    if (live?.agent !== agent || live.ending)
+      throw new DomainError(
+        'IDENTITY_INVALID',
+        'This session has ended: another replaced it, or it was closed.',
+      );
   }
 
   /**
    * Records a refused handshake and closes the socket: with the final "refused" code, or with the
    * retry-later code when the refusal is RATE_LIMITED.
    */
-  refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string): void {
+  refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string, retryAfterSeconds?: number): void {
     this.o.metrics.sessionRefusals.inc({ reason });
     this.o.logger.info({ reason, remoteAddress }, 'session refused');
     this.o.audit
@@ -187,43 +236,28 @@ export class SessionHub implements Presence {
         remoteAddress,
       })
       .catch((error) => this.o.logger.error({ err: error }, 'audit write failed'));
-    ws.close(reason === 'RATE_LIMITED' ? CLOSE_CODES.RATE_LIMITED : CLOSE_CODES.REFUSED, reason);
+    if (reason !== 'RATE_LIMITED') ws.close(CLOSE_CODES.REFUSED, reason);
+    else if (retryAfterSeconds === undefined) ws.close(CLOSE_CODES.RATE_LIMITED, reason);
+    else ws.close(CLOSE_CODES.RATE_LIMITED, `${reason} retry-after=${retryAfterSeconds}`);
   }
 
   /**
-   * The `agent.session` subscription: registers the session (replacing an older one of the same
-   * connector), yields `ready`, then whatever the admin side pushes, until the session ends.
+   * The `agent.session` subscription of a socket the handshake made the connector's live session:
+   * yields `ready`, then whatever the admin side pushes, until the session ends.
    */
   async *stream(agent: AgentSession, signal: AbortSignal): AsyncGenerator<SessionEvent> {
+    const live = this.sessions.get(agent.connectorId);
+    if (live?.agent !== agent)
+      throw new DomainError(
+        'IDENTITY_INVALID',
+        'This session has ended: another replaced it, or it was closed.',
+      );
+    if (live.subscribed) throw new DomainError('VALIDATION_FAILED', 'This socket already has its session.');
+    // Ended before it subscribed (revoked, deleted): its socket was closed with the final code.
+    if (live.ending) return;
     const record = this.requireUsable(agent.connectorId, agent.jkt);
-    const now = this.o.clock.now();
-    const live = new LiveSession(agent, now);
-    const previous = this.sessions.get(agent.connectorId);
-    this.sessions.set(agent.connectorId, live);
-    this.countAddress(agent.remoteAddress, 1);
-    if (previous) this.countAddress(previous.agent.remoteAddress, -1);
-    this.o.metrics.sessions.set(this.sessions.size);
-    this.o.metrics.sessionConnects.inc();
-    this.o.connectors.recordConnection(agent.connectorId, {
-      connectedAt: now,
-      seenAt: now,
-      remoteAddress: agent.remoteAddress,
-    });
-    if (previous) {
-      previous.end(null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
-      this.audit('session.replaced', agent, {
-        previousRemoteAddress: previous.agent.remoteAddress,
-        newRemoteAddress: agent.remoteAddress,
-      });
-    }
-    // Every connect is audited, but without an fsync of its own (it rides along with the next
-    // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
-    // The per-connect log lines are debug for the same reason; /metrics counts them.
-    this.audit('session.connected', agent, {}, { lazy: true });
-    this.o.logger.debug(
-      { connectorId: agent.connectorId, remoteAddress: agent.remoteAddress },
-      'agent connected',
-    );
+    live.subscribed = true;
+    clearTimeout(live.subscribeDeadline);
     try {
       yield {
         type: 'ready',
@@ -243,6 +277,10 @@ export class SessionHub implements Presence {
         yield event;
       }
     } finally {
+      // The session is the subscription: a socket that dropped it (or was told to end) goes too, so
+      // nothing authenticated stays open outside the hub's reach.
+      if (!live.ending) live.end(null, 1000, 'session ended', this.o.clock.now());
+      this.closeEnded(live);
       this.detach(live);
     }
   }
@@ -326,26 +364,98 @@ export class SessionHub implements Presence {
     else this.sessionsByAddress.delete(remoteAddress);
   }
 
+  /** Makes an authenticated socket the connector's live session, ending the one it replaces. */
+  private admit(agent: AgentSession): void {
+    const { ws } = agent;
+    // It closed while being authenticated: its close event is gone, so it must not be registered.
+    if (ws.readyState !== ws.OPEN) return;
+    const now = this.o.clock.now();
+    const live = new LiveSession(agent, now);
+    const previous = this.sessions.get(agent.connectorId);
+    this.sessions.set(agent.connectorId, live);
+    this.countAddress(agent.remoteAddress, 1);
+    if (previous) this.countAddress(previous.agent.remoteAddress, -1);
+    this.o.metrics.sessions.set(this.sessions.size);
+    this.o.metrics.sessionConnects.inc();
+    ws.once('close', () => this.detach(live));
+    live.subscribeDeadline = setTimeout(() => {
+      if (!live.subscribed && !live.ending)
+        ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'agent.session not subscribed in time');
+    }, this.o.subscribeTimeoutMs ?? 10_000);
+    live.subscribeDeadline.unref();
+    this.o.connectors.recordConnection(agent.connectorId, {
+      connectedAt: now,
+      seenAt: now,
+      remoteAddress: agent.remoteAddress,
+    });
+    if (previous) {
+      this.endSession(previous, null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
+      this.audit('session.replaced', agent, {
+        previousRemoteAddress: previous.agent.remoteAddress,
+        newRemoteAddress: agent.remoteAddress,
+      });
+    }
+    // Every connect is audited, but without an fsync of its own (it rides along with the next
+    // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
+    // The per-connect log lines are debug for the same reason; /metrics counts them.
+    this.audit('session.connected', agent, {}, { lazy: true });
+    this.o.logger.debug(
+      { connectorId: agent.connectorId, remoteAddress: agent.remoteAddress },
+      'agent connected',
+    );
+  }
+
+  /**
+   * Ends a session: a subscribed one sends `event` and closes from its stream; one that never
+   * subscribed has nothing to drain its queue, so its socket is closed here with the same code.
+   */
+  private endSession(
+    live: LiveSession,
+    event: SessionEvent | null,
+    code: number,
+    reason: string,
+    now: number,
+  ): void {
+    live.end(event, code, reason, now);
+    if (!live.subscribed) this.closeEnded(live);
+  }
+
+  /** Closes an ended session's socket with its code, and cuts off a peer that does not answer. */
+  private closeEnded(live: LiveSession): void {
+    const { ws } = live.agent;
+    if (!live.ending || ws.readyState !== ws.OPEN) return;
+    const { code, reason, requestedAt } = live.ending;
+    ws.once('close', () =>
+      this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
+    );
+    ws.close(code, reason);
+    setTimeout(() => ws.terminate(), 2000).unref();
+  }
+
   private detach(live: LiveSession): void {
     const { agent } = live;
-    const now = this.o.clock.now();
-    if (live.ending) {
-      const { code, reason, requestedAt } = live.ending;
-      if (agent.ws.readyState === agent.ws.OPEN) {
-        agent.ws.once('close', () =>
-          this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
-        );
-        agent.ws.close(code, reason);
-        // A peer that does not answer the close handshake is cut off rather than waited for.
-        setTimeout(() => agent.ws.terminate(), 2000).unref();
-      }
-    }
-    if (this.sessions.get(agent.connectorId) === live) {
-      this.sessions.delete(agent.connectorId);
-      this.countAddress(agent.remoteAddress, -1);
-      this.o.metrics.sessions.set(this.sessions.size);
-      this.o.connectors.recordConnection(agent.connectorId, { seenAt: now });
-      this.o.logger.debug({ connectorId: agent.connectorId }, 'agent disconnected');
+    clearTimeout(live.subscribeDeadline);
+    if (this.sessions.get(agent.connectorId) !== live) return;
+    this.sessions.delete(agent.connectorId);
+    this.countAddress(agent.remoteAddress, -1);
+    this.o.metrics.sessions.set(this.sessions.size);
+    this.o.connectors.recordConnection(agent.connectorId, { seenAt: this.o.clock.now() });
+    this.o.logger.debug({ connectorId: agent.connectorId }, 'agent disconnected');
+  }
+
+  /**
+   * Whether an identity token names a connector that exists, is not revoked and has the thumbprint
+   * the token claims, read without checking its signature: a cheap filter before the signature checks.
+   */
+  private namesUsableConnector(token: string): boolean {
+    const claims = unverifiedPayload(token);
+    const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
+    if (typeof claims?.sub !== 'string' || typeof jkt !== 'string') return false;
+    try {
+      this.requireUsable(claims.sub, jkt);
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -355,16 +465,23 @@ export class SessionHub implements Presence {
       case 'connector.status':
         this.sessions.get(event.connectorId)?.push(this.statusEvent(event.connectorId, 'connector'));
         break;
-      case 'connector.revoked':
-        this.sessions
-          .get(event.connectorId)
-          ?.end({ type: 'revoked', reason: event.reason }, CLOSE_CODES.REVOKED, 'CONNECTOR_REVOKED', now);
+      case 'connector.revoked': {
+        const live = this.sessions.get(event.connectorId);
+        if (live)
+          this.endSession(
+            live,
+            { type: 'revoked', reason: event.reason },
+            CLOSE_CODES.REVOKED,
+            'CONNECTOR_REVOKED',
+            now,
+          );
         break;
-      case 'connector.deleted':
-        this.sessions
-          .get(event.connectorId)
-          ?.end({ type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now);
+      }
+      case 'connector.deleted': {
+        const live = this.sessions.get(event.connectorId);
+        if (live) this.endSession(live, { type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now);
         break;
+      }
       case 'group.status':
         this.inSlices(event.connectorIds, (live) =>
           live.push(this.statusEvent(live.agent.connectorId, 'group')),
@@ -372,7 +489,7 @@ export class SessionHub implements Presence {
         break;
       case 'group.deleted':
         this.inSlices(event.connectorIds, (live) =>
-          live.end({ type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now),
+          this.endSession(live, { type: 'deleted' }, CLOSE_CODES.DELETED, 'CONNECTOR_NOT_FOUND', now),
         );
         break;
     }

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import WebSocket from 'ws';
 import { type AgentKeyPair, createProof, generateAgentKeyPair } from '../../agent/proof.js';
-import type { SessionEvent } from '../../shared/protocol.js';
+import { captureSessionNonce, sessionNonceOf } from '../../agent/transport.js';
+import type { ProofBinding, SessionEvent } from '../../shared/protocol.js';
 import type { AppRouter } from '../../shared/router-type.js';
 import type { HostFacts } from '../../shared/schemas.js';
 import { rawCall } from './server.js';
@@ -52,15 +53,31 @@ export interface SimSession {
   close(): Promise<void>;
 }
 
+/** Makes a proof for one connection, given what the server asked it to be bound to. */
+export type ProofMaker = (binding: ProofBinding) => Promise<string>;
+
+/** connectionParams for a test session; a `proof` given as a maker signs the connection's own nonce. */
+export interface SimParams {
+  identity: string;
+  proof: string | ProofMaker;
+}
+
+/** A proof maker for `identityToken` signed with `privateJwk`: what a real agent sends. */
+export function proveWith(privateJwk: AgentKeyPair['privateJwk'], identityToken: string): ProofMaker {
+  return (binding) => createProof(privateJwk, identityToken, binding);
+}
+
 /**
  * Opens an `agent.session` with chosen connectionParams (valid ones by default). It does not
- * reconnect: each test sees exactly the server's answer to one handshake.
+ * reconnect: each test sees exactly the server's answer to one handshake. `sentProofs` lists the
+ * proofs it sent, for replays.
  */
 export function openSession(
   url: string,
-  params: { identity: string; proof: string } | (() => Promise<{ identity: string; proof: string }>),
-  options: { localAddress?: string } = {},
-): SimSession {
+  params: SimParams | (() => Promise<SimParams>),
+  options: { localAddress?: string; htu?: string } = {},
+): SimSession & { sentProofs: string[] } {
+  const sentProofs: string[] = [];
   const events: SessionEvent[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
   const waiters = new Set<() => void>();
@@ -69,10 +86,17 @@ export function openSession(
   };
   const wsClient = createWSClient({
     url: `${url.replace(/^http/, 'ws')}/trpc`,
-    WebSocket: (options.localAddress
-      ? fromAddress(options.localAddress)
-      : WebSocket) as unknown as typeof globalThis.WebSocket,
-    connectionParams: typeof params === 'function' ? params : () => params,
+    WebSocket: fromAddress(options.localAddress) as unknown as typeof globalThis.WebSocket,
+    connectionParams: async () => {
+      const { identity, proof } = typeof params === 'function' ? await params() : params;
+      const binding = {
+        nonce: sessionNonceOf(wsClient.connection?.ws),
+        htu: options.htu ?? new URL(url).origin,
+      };
+      const sent = typeof proof === 'function' ? await proof(binding) : proof;
+      sentProofs.push(sent);
+      return { identity, proof: sent };
+    },
     retryDelayMs: () => 600_000,
     onClose: (cause) => {
       const c = cause as { code?: number; reason?: unknown };
@@ -112,6 +136,7 @@ export function openSession(
   return {
     events,
     closes,
+    sentProofs,
     client,
     waitFor: (type, timeoutMs = 5000) =>
       until(() => events.find((e) => e.type === type), timeoutMs, `event ${type}`),
@@ -123,11 +148,15 @@ export function openSession(
   };
 }
 
-/** A websocket class whose connections leave from `localAddress` (e.g. 127.0.0.2): another source address on loopback. */
-function fromAddress(localAddress: string): typeof WebSocket {
+/**
+ * A websocket class that keeps the server's session nonce, as the agent's does, and whose
+ * connections leave from `localAddress` (e.g. 127.0.0.2: another source address on loopback).
+ */
+function fromAddress(localAddress: string | undefined): typeof WebSocket {
   return class extends WebSocket {
     constructor(address: string | URL, protocols?: string | string[]) {
-      super(address, protocols, { localAddress });
+      super(address, protocols, localAddress ? { localAddress } : {});
+      captureSessionNonce(this);
     }
   } as typeof WebSocket;
 }
@@ -136,14 +165,14 @@ function fromAddress(localAddress: string): typeof WebSocket {
 export function connectSim(
   url: string,
   enrolled: Pick<Enrolled, 'identityToken' | 'keyPair'>,
-  options: { localAddress?: string } = {},
+  options: { localAddress?: string; htu?: string } = {},
 ): SimSession {
   return openSession(
     url,
-    async () => ({
+    {
       identity: enrolled.identityToken,
-      proof: await createProof(enrolled.keyPair.privateJwk, enrolled.identityToken),
-    }),
+      proof: proveWith(enrolled.keyPair.privateJwk, enrolled.identityToken),
+    },
     options,
   );
 }
