@@ -16,6 +16,8 @@ export interface AgentConfig {
   name: string | null;
   caPem: string | null;
   allowInsecure: boolean;
+  /** Present the saved identity to a --server other than the one that issued it (and save the new URL). */
+  allowServerChange: boolean;
   logFormat: 'text' | 'json';
 }
 
@@ -27,6 +29,7 @@ export interface AgentFlags {
   name?: string;
   caFile?: string;
   allowInsecure?: boolean;
+  allowServerChange?: boolean;
   logJson?: boolean;
 }
 
@@ -114,6 +117,7 @@ export async function parseAgentConfig(
     name: flags.name ?? null,
     caPem,
     allowInsecure,
+    allowServerChange: Boolean(flags.allowServerChange),
     logFormat: flags.logJson ? 'json' : 'text',
   };
 }

@@ -17,6 +17,10 @@ const program = new Command('connector-agent')
   .option('--name <name>', "this connector's name at enrollment (default: the host name)")
   .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
   .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
+  .option(
+    '--allow-server-change',
+    'present the saved identity to a --server other than the one that issued it, and save the new URL',
+  )
   .option('--log-json', 'log JSON lines instead of text')
   .addHelpText(
     'after',

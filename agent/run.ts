@@ -40,10 +40,21 @@ export async function runAgent(
     if (config.provisioningKey)
       logger.info('already enrolled: using the saved identity and ignoring the provisioning key');
     if (identity.server !== config.server) {
-      logger.warn('the saved identity was issued by another server URL; using --server', {
+      // Each session hands the server this identity and a fresh proof: pointed somewhere else by
+      // mistake or by a tampered unit file, the agent would hand them to whoever listens there.
+      if (!config.allowServerChange) {
+        logger.error(
+          `this identity was issued by ${identity.server}, not by --server ${config.server}; the agent will not present it elsewhere. ` +
+            'If the enrollment server really moved, pass --allow-server-change once (the new URL is then saved with the identity).',
+        );
+        return EXIT.USAGE;
+      }
+      logger.warn('the enrollment server moved: using --server and saving it with the identity', {
         enrolledWith: identity.server,
+        server: config.server,
       });
       identity = { ...identity, server: config.server };
+      await store.save(identity);
     }
   } else {
     if (!config.provisioningKey && config.keyFileProblem) {

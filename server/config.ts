@@ -58,7 +58,7 @@ export const SERVE_FLAGS = {
     flag: '--public-url <url>',
     env: 'CONNECTOR_PUBLIC_URL',
     default: undefined,
-    help: 'URL agents use to reach this server',
+    help: 'URL agents use to reach this server; set it: session proofs made for any other server are then refused',
   },
   keyTtl: {
     flag: '--key-ttl <duration>',

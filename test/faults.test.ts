@@ -456,9 +456,11 @@ describe('faults: the agent through outages and broken state', () => {
         (await srv.admin.connectors.get.query({ connectorId: connector.id })).connection === 'disconnected',
     );
     await srv.admin.connectors.revoke.mutate({ connectorId: connector.id, reason: 'host decommissioned' });
+    const port = srv.server.port;
     await srv.stop();
 
-    await using again = await startTestServer({ dataDir: srv.dataDir });
+    // The same server back at its URL (an agent presents its identity only to that one).
+    await using again = await startTestServer({ dataDir: srv.dataDir, config: { port } });
     for (const dir of [stateDir, copyDir]) {
       const run = spawnAgent(['--server', again.url], dir);
       expect((await run.exited).code, run.output()).toBe(4);

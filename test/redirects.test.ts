@@ -84,6 +84,7 @@ async function runAgainst(
     name: 'redirected',
     caPem,
     allowInsecure: false,
+    allowServerChange: false,
     logFormat: 'text',
   };
   try {

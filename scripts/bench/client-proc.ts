@@ -156,6 +156,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
             name: hostName,
             caPem: null,
             allowInsecure: false,
+            allowServerChange: false,
             logFormat: 'text',
           },
           transport,

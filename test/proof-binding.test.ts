@@ -1,0 +1,117 @@
+import { rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { CLOSE_CODES } from '../shared/protocol.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { freePort } from './helpers/processes.js';
+import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
+
+/**
+ * A relay on another loopback port that pipes every byte to the real server untouched (the Host
+ * header included): what a stranger who got an agent pointed at them would run to pass its
+ * connectionParams on. It needs no key of its own, and the server's nonce reaches the agent through it.
+ */
+async function startRelay(target: string): Promise<{ url: string; close(): Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  const relay: Server = createServer((inbound) => {
+    const outbound = connect(Number(port), hostname);
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  const { port: relayPort } = relay.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${relayPort}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        relay.close(() => resolve());
+      }),
+  };
+}
+
+/** A server that knows its public URL (--public-url), listening where that URL says. */
+async function serverWithPublicUrl(): Promise<TestServer> {
+  const port = await freePort();
+  return startTestServer({ config: { port, publicUrl: `http://127.0.0.1:${port}` } });
+}
+
+async function enrolledSim(srv: TestServer) {
+  const group = await srv.admin.groups.create.mutate({ name: 'Bound' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  return { key, enrolled: (await enrollSim(srv.url, key)).enrolled! };
+}
+
+describe('a proof names the server it is meant for (htu), checked against --public-url', () => {
+  it('connectionParams an agent gave a relay are refused by the real server (PROOF_INVALID); the same agent straight to the server gets in', async () => {
+    await using srv = await serverWithPublicUrl();
+    const { enrolled } = await enrolledSim(srv);
+    const relay = await startRelay(srv.url);
+    try {
+      // The agent signs the URL it dialled: the relay's.
+      const relayed = connectSim(relay.url, enrolled);
+      expect(await relayed.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'PROOF_INVALID' });
+      await relayed.close();
+      expect(srv.server.hub.size).toBe(0);
+      // Through the same relay, a proof naming the real server is accepted: the refusal is the binding's.
+      const named = connectSim(relay.url, enrolled, { htu: srv.url });
+      await named.waitFor('ready');
+      await named.close();
+      const direct = connectSim(srv.url, enrolled);
+      await direct.waitFor('ready');
+      await direct.close();
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a proof naming the server with a ws:// scheme or a path is the same origin', async () => {
+    await using srv = await serverWithPublicUrl();
+    const { enrolled } = await enrolledSim(srv);
+    const session = connectSim(srv.url, enrolled, { htu: `${srv.url.replace(/^http/, 'ws')}/trpc` });
+    await session.waitFor('ready');
+    await session.close();
+  });
+});
+
+describe('the agent presents its identity only to the server that issued it', () => {
+  it('refuses (exit 2) a --server other than the one it enrolled with, saying how to move; with --allow-server-change it saves the new URL', async () => {
+    await using srv = await serverWithPublicUrl();
+    const { key } = await enrolledSim(srv);
+    const stateDir = await tempDir('ce-moved-agent-');
+    const relay = await startRelay(srv.url);
+    try {
+      const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'homebody'], stateDir);
+      await waitConnected(srv.admin, 'homebody');
+      first.kill('SIGTERM');
+      expect((await first.exited).code).toBe(0);
+      const before = await readIdentity(stateDir);
+
+      const pointedAway = spawnAgent(['--server', relay.url], stateDir);
+      expect((await pointedAway.exited).code).toBe(2);
+      expect(pointedAway.output()).toContain(
+        `this identity was issued by ${srv.url}, not by --server ${relay.url}`,
+      );
+      expect(pointedAway.output()).toContain('--allow-server-change');
+      expect(await readIdentity(stateDir)).toEqual(before);
+
+      // Told that the server moved, it goes, and the real server (which knows its public URL)
+      // refuses the proof made for the relay; the identity is kept, not wiped.
+      const moved = spawnAgent(['--server', relay.url, '--allow-server-change'], stateDir);
+      expect((await moved.exited).code).toBe(1);
+      expect(moved.output()).toContain('PROOF_INVALID');
+      const after = await readIdentity(stateDir);
+      expect(after?.identityToken).toBe(before?.identityToken);
+      expect((after as { server?: string } | null)?.server).toBe(relay.url);
+    } finally {
+      await relay.close();
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
