@@ -27,7 +27,9 @@ export interface AgentStatus {
     | 'stopped'
     | 'revoked'
     | 'deleted'
-    | 'refused';
+    | 'refused'
+    /** Another process with this identity took the session (exit 6). */
+    | 'replaced';
   status: 'enabled' | 'disabled' | null;
   connectorId: string | null;
   server: string | null;

@@ -29,7 +29,8 @@ The key may also come from env CONNECTOR_PROVISIONING_KEY. Once enrolled, the sa
 and any key is ignored.
 
 Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
-· 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)`,
+· 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
+· 6 identity in use elsewhere: another process with this identity replaced this session (identity kept)`,
   )
   .exitOverride()
   // `status --state-dir X`: options after a subcommand belong to it, not to the run command.

@@ -5,6 +5,7 @@ import {
   CLOSE_CODES,
   FINAL_SESSION_REASONS,
   isFinalCloseCode,
+  replacingAddressOf,
   type SessionEvent,
 } from '../shared/protocol.js';
 import type { AppRouter } from '../shared/router-type.js';
@@ -23,7 +24,16 @@ import {
 } from './transport.js';
 
 /** How the agent process ends (contract exit codes). */
-export const EXIT = { STOPPED: 0, FAILED: 1, USAGE: 2, REFUSED: 3, REVOKED: 4, IDENTITY_GONE: 5 } as const;
+export const EXIT = {
+  STOPPED: 0,
+  FAILED: 1,
+  USAGE: 2,
+  REFUSED: 3,
+  REVOKED: 4,
+  IDENTITY_GONE: 5,
+  /** Another process with this identity replaced this session: a clone, which restarting cannot fix. */
+  IDENTITY_IN_USE: 6,
+} as const;
 
 export interface SessionOptions {
   identity: SavedIdentity;
@@ -112,8 +122,15 @@ export function runSession(o: SessionOptions): Promise<number> {
         if (code === CLOSE_CODES.REPLACED) {
           // Only the socket in use matters: an old one replaced by our own reconnect is expected.
           if (event?.target && event.target !== wsClient.connection?.ws) return;
-          logger.error('another agent connected with this identity and replaced this one; stopping');
-          void finish(EXIT.FAILED, 'refused', 'replaced by another session with the same identity');
+          // Keeps its identity: the genuine host may be this one. Exit 6 is not restarted, so two
+          // clones do not take the session from each other for ever.
+          const other = replacingAddressOf(reason) ?? 'an unknown address';
+          logger.error(
+            `another agent with this identity connected from ${other} and replaced this one; stopping. ` +
+              'The identity is in use elsewhere: on a copied host, remove its identity.json and enroll it anew; if it leaked, revoke the connector.',
+            { replacedBy: other },
+          );
+          void finish(EXIT.IDENTITY_IN_USE, 'replaced', `replaced by a session from ${other}`);
           return;
         }
         void onFinalReason(
@@ -151,7 +168,7 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   async function finish(
     code: number,
-    state: 'revoked' | 'deleted' | 'refused' | 'stopped',
+    state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped',
     detail: string | null,
   ) {
     if (finished) return;

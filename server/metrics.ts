@@ -28,6 +28,11 @@ export function createMetrics() {
       help: 'Agent sessions accepted.',
       registers,
     }),
+    sessionReplacements: new Counter({
+      name: 'connector_sessions_replaced_total',
+      help: 'Agent sessions replaced by a newer session with the same identity (a clone, or a reconnect over a stale socket).',
+      registers,
+    }),
     sessionRefusals: new Counter({
       name: 'connector_session_refusals_total',
       help: 'Agent sessions refused, by reason.',

@@ -36,7 +36,10 @@ export const CLOSE_CODES = {
   REVOKED: 4003,
   /** The connector was deleted while connected. */
   DELETED: 4004,
-  /** Another session with the same identity replaced this one. */
+  /**
+   * Another session with the same identity replaced this one. The reason is `SESSION_REPLACED`,
+   * then ` by=<address>` of the session that replaced it (see `replacedCloseReason`).
+   */
   REPLACED: 4009,
   /** The socket sent no connectionParams in time; not final (a slow network may cause it). */
   HANDSHAKE_TIMEOUT: 4408,
@@ -46,6 +49,25 @@ export const CLOSE_CODES = {
 
 export function isFinalCloseCode(code: number | undefined): boolean {
   return code !== undefined && code >= 4000 && code < 4100;
+}
+
+/** The most a websocket close reason may hold (RFC 6455: a 125-byte payload less the code). */
+const MAX_CLOSE_REASON_BYTES = 123;
+const REPLACED_REASON = 'SESSION_REPLACED';
+
+/**
+ * The close reason of a replaced session, naming the address of the session that replaced it (left
+ * out if it would not fit). Every agent release acts on the code 4009 before it reads the reason, so
+ * the added words cannot make an older agent take it for an unknown reason (and wipe its identity).
+ */
+export function replacedCloseReason(byAddress: string): string {
+  const reason = `${REPLACED_REASON} by=${byAddress}`;
+  return new TextEncoder().encode(reason).length <= MAX_CLOSE_REASON_BYTES ? reason : REPLACED_REASON;
+}
+
+/** The address `replacedCloseReason` put in a close reason, or null (an older server, or none). */
+export function replacingAddressOf(reason: string): string | null {
+  return /^SESSION_REPLACED by=([0-9A-Za-z.:%_-]{1,100})$/.exec(reason)?.[1] ?? null;
 }
 
 /** Reasons that end an agent for good, and the exit code each maps to (contract: 4 revoked, 5 identity gone). */

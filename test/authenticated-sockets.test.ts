@@ -133,7 +133,10 @@ describe('an authenticated socket that never subscribes is a session all the sam
     const callOverLurker = callerFor(srv, srv.server.hub.liveSession(agent!.connectorId)!);
     const genuine = connectSim(srv.url, agent!);
     await genuine.waitFor('ready');
-    expect(await lurker.closed).toEqual({ code: CLOSE_CODES.REPLACED, reason: 'SESSION_REPLACED' });
+    expect(await lurker.closed).toEqual({
+      code: CLOSE_CODES.REPLACED,
+      reason: 'SESSION_REPLACED by=127.0.0.1',
+    });
     expect(srv.server.hub.size).toBe(1);
     await expect(callOverLurker.agent.report({ host: hostFacts('replaced') })).rejects.toMatchObject({
       cause: { reason: 'IDENTITY_INVALID' },

@@ -243,19 +243,23 @@ describe('session handshake attacks: each is refused with its reason and leaves 
 });
 
 describe('one live session per connector (behaviour 12)', () => {
-  it('a second session replaces the first, and the audit log records both addresses', async () => {
+  it('a second session replaces the first, telling it the new address, and the audit log flags it with both addresses', async () => {
     const { srv, enrolled } = await enrolledAgent();
     await using _ = srv;
     const first = connectSim(srv.url, enrolled);
     await first.waitFor('ready');
     const second = connectSim(srv.url, enrolled, { localAddress: '127.0.0.2' });
     await second.waitFor('ready');
-    expect(await first.waitForClose()).toEqual({ code: CLOSE_CODES.REPLACED, reason: 'SESSION_REPLACED' });
+    expect(await first.waitForClose()).toEqual({
+      code: CLOSE_CODES.REPLACED,
+      reason: 'SESSION_REPLACED by=127.0.0.2',
+    });
     expect(srv.server.hub.size).toBe(1);
     const [replaced] = await srv.admin.audit.list.query({ type: 'session.replaced' });
     expect(replaced).toMatchObject({
       connectorId: enrolled.connectorId,
       remoteAddress: '127.0.0.2',
+      security: true,
       details: { previousRemoteAddress: '127.0.0.1', newRemoteAddress: '127.0.0.2' },
     });
     expect((await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).remoteAddress).toBe(

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { parseDuration } from '../config.js';
-import { printFields, printTable, relative } from './format.js';
+import { printFields, printTable, relative, replacementWords } from './format.js';
 
 interface AdminOptions {
   server: string;
@@ -252,7 +252,7 @@ export function registerAdminCommands(program: Command): void {
         });
         print(options, page, () => {
           printTable(
-            ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION'],
+            ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION', 'REPLACED'],
             page.items.map((c) => [
               c.id,
               c.name,
@@ -262,6 +262,8 @@ export function registerAdminCommands(program: Command): void {
               relative(c.lastSeenAt),
               c.remoteAddress,
               c.agentVersion,
+              // A clone's mark: when a session with this identity last replaced another.
+              relative(c.lastReplacedAt),
             ]),
             'No connectors.',
           );
@@ -283,6 +285,7 @@ export function registerAdminCommands(program: Command): void {
           ['last connected', c.lastConnectedAt],
           ['last seen', c.lastSeenAt],
           ['address', c.remoteAddress],
+          ['replaced', replacementWords(c)],
           ['agent version', c.agentVersion],
           [
             'host',

@@ -52,3 +52,15 @@ export function relative(iso: string | null, now = Date.now()): string {
   const text = `${n} ${name}${n === 1 ? '' : 's'}`;
   return delta >= 0 ? `in ${text}` : `${text} ago`;
 }
+
+/**
+ * A connector's last replaced session in words, or null if none was: a newer session with the same
+ * identity taking over is what a cloned host or a leaked identity file looks like.
+ */
+export function replacementWords(
+  c: { lastReplacedAt: string | null; replacedFrom: string | null },
+  now = Date.now(),
+): string | null {
+  if (!c.lastReplacedAt) return null;
+  return `${relative(c.lastReplacedAt, now)}, the session from ${c.replacedFrom ?? 'an unknown address'}: another host may hold this identity`;
+}

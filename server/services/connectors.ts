@@ -204,13 +204,23 @@ export class ConnectorService {
    */
   recordConnection(
     connectorId: string,
-    change: { connectedAt?: number; seenAt: number; remoteAddress?: string },
+    change: {
+      connectedAt?: number;
+      seenAt: number;
+      remoteAddress?: string;
+      /** This connect replaced a live session of the connector, from that address. */
+      replacedFrom?: string;
+    },
   ): void {
     this.deps.store.touch((data) => {
       const record = data.connectors[connectorId];
       if (!record) return;
       if (change.connectedAt !== undefined) record.lastConnectedAt = change.connectedAt;
       if (change.remoteAddress !== undefined) record.remoteAddress = change.remoteAddress;
+      if (change.replacedFrom !== undefined) {
+        record.lastReplacedAt = change.seenAt;
+        record.replacedFrom = change.replacedFrom;
+      }
       record.lastSeenAt = change.seenAt;
     });
   }

@@ -67,6 +67,9 @@ export function connectorView(record: ConnectorRecord, presence: Presence) {
     lastConnectedAt: iso(record.lastConnectedAt),
     lastSeenAt: iso(record.lastSeenAt),
     remoteAddress: record.remoteAddress,
+    /** Set when a session with this identity replaced a live one: another host may hold it. */
+    lastReplacedAt: iso(record.lastReplacedAt ?? null),
+    replacedFrom: record.replacedFrom ?? null,
     agentVersion: record.agentVersion,
     host: record.host,
     identity: {

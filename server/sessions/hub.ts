@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
 import { hostFactsDigest } from '../../shared/host-facts.js';
-import { CLOSE_CODES, type SessionEvent } from '../../shared/protocol.js';
+import { CLOSE_CODES, replacedCloseReason, type SessionEvent } from '../../shared/protocol.js';
 import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
@@ -387,13 +387,20 @@ export class SessionHub implements Presence {
       connectedAt: now,
       seenAt: now,
       remoteAddress: agent.remoteAddress,
+      ...(previous ? { replacedFrom: previous.agent.remoteAddress } : {}),
     });
     if (previous) {
-      this.endSession(previous, null, CLOSE_CODES.REPLACED, 'SESSION_REPLACED', now);
-      this.audit('session.replaced', agent, {
-        previousRemoteAddress: previous.agent.remoteAddress,
-        newRemoteAddress: agent.remoteAddress,
-      });
+      // Two processes with one identity (a cloned host, a leaked identity file): the replaced
+      // agent exits 6, told the new session's address. A reconnect that came before the server saw
+      // its old socket die lands here too; that agent ignores the close of a socket it left.
+      this.endSession(previous, null, CLOSE_CODES.REPLACED, replacedCloseReason(agent.remoteAddress), now);
+      this.o.metrics.sessionReplacements.inc();
+      this.audit(
+        'session.replaced',
+        agent,
+        { previousRemoteAddress: previous.agent.remoteAddress, newRemoteAddress: agent.remoteAddress },
+        { security: true },
+      );
     }
     // Every connect is audited, but without an fsync of its own (it rides along with the next
     // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
@@ -547,7 +554,7 @@ export class SessionHub implements Presence {
     type: string,
     agent: AgentSession,
     details: Record<string, unknown>,
-    options?: RecordOptions,
+    { security = false, ...options }: RecordOptions & { security?: boolean } = {},
   ): void {
     this.o.audit
       .record(
@@ -557,6 +564,7 @@ export class SessionHub implements Presence {
           remoteAddress: agent.remoteAddress,
           connectorId: agent.connectorId,
           groupId: agent.groupId,
+          security,
           details,
         },
         options,

@@ -47,6 +47,10 @@ export interface ConnectorRecord {
   remoteAddress: string;
   lastConnectedAt: number | null;
   lastSeenAt: number | null;
+  /** When a session of this identity last replaced a live one (absent in records from before). */
+  lastReplacedAt?: number | null;
+  /** The address of the session it replaced then. */
+  replacedFrom?: string | null;
   identity: { issuedAt: number; expiresAt: number; keyId: string };
   revokedAt: number | null;
   revokeReason: string | null;
