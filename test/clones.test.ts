@@ -107,7 +107,7 @@ describe('clones: two processes with one identity (issue 11)', () => {
     }
   });
 
-  it('a connector never replaced shows nulls; once replaced, `connectors get` and `list` say when and from where', async () => {
+  it('a connector never replaced shows nulls; once replaced, `connectors get` and `list` say when and from where, also after a restart', async () => {
     await using srv = await startTestServer();
     const enrolled = (await enrollSim(srv.url, await groupKey(srv), 'twice')).enrolled!;
     const before = await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId });
@@ -139,6 +139,15 @@ describe('clones: two processes with one identity (issue 11)', () => {
     expect(row.match(/ ago/g)).toHaveLength(2);
     await second.close();
     await first.close();
+
+    // Written lazily with the connect, and kept across a restart.
+    const shown = await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId });
+    await srv.stop();
+    await using again = await startTestServer({ dataDir: srv.dataDir });
+    expect(await again.admin.connectors.get.query({ connectorId: enrolled.connectorId })).toMatchObject({
+      lastReplacedAt: shown.lastReplacedAt,
+      replacedFrom: '127.0.0.1',
+    });
   });
 
   it('the systemd unit does not restart exit 6', async () => {
