@@ -19,6 +19,12 @@ export const agentRouter = router({
   session: agentProcedure.subscription(({ ctx, signal }) =>
     ctx.services.hub.stream(ctx.agent, signal ?? new AbortController().signal),
   ),
+  /**
+   * A new identity for this session's connector and key, `{identityToken, identityExpiresAt}`: the
+   * agent asks when about a quarter of its lifetime is left and no renewal was pushed. RATE_LIMITED
+   * (with retryAfterSeconds) before half the lifetime has passed.
+   */
+  renew: agentProcedure.mutation(({ ctx }) => ctx.services.hub.renewOnRequest(ctx.agent)),
   report: agentProcedure.input(reportInput).mutation(({ ctx, input }) => {
     ctx.services.connectors.updateHost(ctx.agent.connectorId, input.host);
     return { ok: true as const };

@@ -13,6 +13,7 @@ import type { DomainEvent, DomainEvents } from '../services/events.js';
 import type { ExpectedProofBinding, IdentityAuthority } from '../services/identity.js';
 import { unverifiedPayload } from '../services/jws.js';
 import type { Store } from '../store/store.js';
+import { RenewalSchedule } from './renewal-schedule.js';
 
 /** An agent whose identity and proof checked out; lives in the websocket's tRPC context. */
 export interface AgentSession {
@@ -105,8 +106,13 @@ export interface SessionHubOptions {
   policy: Policy;
   metrics: Metrics;
   logger: Logger;
-  /** How often identities are checked for renewal. @default 3600000 */
-  renewalCheckIntervalMs?: number;
+  /**
+   * Granularity of the renewal schedule, and how often it is looked at: a renewal is at most this
+   * late. @default a hundredth of the identity lifetime, between 50 ms and 1 s
+   */
+  renewalBucketMs?: number;
+  /** Identities renewed per event-loop turn when many fall due together. @default 64 */
+  renewalsPerTurn?: number;
   /** Live sessions allowed from one source address (NAT'd fleets share one). @default Infinity */
   maxSessionsPerAddress?: number;
   /** Sessions of a group ended or told per event-loop turn when the whole group changes. @default 128 */
@@ -136,6 +142,11 @@ export function provedNothing(reason: ErrorReason): boolean {
   return reason === 'IDENTITY_INVALID' || reason === 'PROOF_INVALID';
 }
 
+/** When an identity is due for renewal: a third of its lifetime left. */
+function renewalDueAt(agent: AgentSession): number {
+  return agent.identityExpiresAt - (agent.identityExpiresAt - agent.identityIssuedAt) / 3;
+}
+
 /**
  * Every live agent session, by connector id: authenticates handshakes, keeps one session per
  * connector, and turns domain events (disable, revoke, delete, …) into pushes and closes.
@@ -144,6 +155,8 @@ export class SessionHub implements Presence {
   private readonly sessions = new Map<string, LiveSession>();
   private readonly sessionsByAddress = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
+  /** Every subscribed session, by when its identity is due for renewal (a third of its lifetime left). */
+  private readonly renewals: RenewalSchedule<LiveSession>;
   private readonly unsubscribe: () => void;
 
   constructor(private readonly o: SessionHubOptions) {
@@ -155,7 +168,12 @@ export class SessionHub implements Presence {
     };
     // Last-seen times of live sessions are written when they end (and at shutdown), not on a timer:
     // a periodic touch of every live record made one journal entry the size of the whole fleet.
-    every(o.renewalCheckIntervalMs ?? 3_600_000, () => {
+    // Renewals follow each identity's own deadline: checked hourly, any lifetime under ~1.5 h ran
+    // out under connected agents. A look at the schedule's earliest bucket costs nothing when none is due.
+    const bucketMs =
+      o.renewalBucketMs ?? Math.min(1000, Math.max(50, Math.floor(o.policy.identityTtlMs / 100)));
+    this.renewals = new RenewalSchedule(bucketMs);
+    every(bucketMs, () => {
       this.renewDueIdentities().catch((error) => o.logger.error({ err: error }, 'identity renewal failed'));
     });
   }
@@ -271,6 +289,7 @@ export class SessionHub implements Presence {
       await this.renewIfDue(live).catch((error) =>
         this.o.logger.error({ err: error, connectorId: agent.connectorId }, 'identity renewal failed'),
       );
+      this.scheduleRenewal(live);
       for (;;) {
         const event = await live.next(signal);
         if (!event) break;
@@ -285,11 +304,43 @@ export class SessionHub implements Presence {
     }
   }
 
-  /** Pushes a renewed identity to every session whose identity has less than a third of its lifetime left. */
+  /**
+   * Pushes a renewed identity to every subscribed session whose identity is due (a third of its
+   * lifetime left), from the schedule, `renewalsPerTurn` per event-loop turn: identities issued
+   * together fall due together (a fleet enrolled in a minute), and signing, recording and auditing
+   * thousands in one turn would stall handshakes, revokes and admin calls behind them.
+   */
   async renewDueIdentities(): Promise<number> {
+    const due = this.renewals.popDue(this.o.clock.now());
+    const perTurn = this.o.renewalsPerTurn ?? 64;
     let renewed = 0;
-    for (const live of [...this.sessions.values()]) if (await this.renewIfDue(live)) renewed++;
+    for (let next = 0; next < due.length; next += perTurn) {
+      if (next > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      const slice = due.slice(next, next + perTurn);
+      const results = await Promise.all(slice.map((live) => this.renewScheduled(live)));
+      renewed += results.filter(Boolean).length;
+    }
     return renewed;
+  }
+
+  /**
+   * `agent.renew`: a new identity for the session's connector and key, recorded and audited as a
+   * pushed one is. Refused (RATE_LIMITED, with retryAfterSeconds) before half the identity's
+   * lifetime has passed, so a session can cost at most one signature per half lifetime; the
+   * agent asks later than that, at about a quarter left, when no push came.
+   */
+  async renewOnRequest(agent: AgentSession): Promise<{ identityToken: string; identityExpiresAt: string }> {
+    const live = this.sessions.get(agent.connectorId);
+    if (live?.agent !== agent || live.ending) throw new DomainError('IDENTITY_INVALID');
+    const halfLife = agent.identityIssuedAt + (agent.identityExpiresAt - agent.identityIssuedAt) / 2;
+    const wait = halfLife - this.o.clock.now();
+    if (wait > 0) {
+      const retryAfterSeconds = Math.ceil(wait / 1000);
+      const message = `The identity is not due for renewal; retry in ${retryAfterSeconds} s.`;
+      throw new DomainError('RATE_LIMITED', message, { retryAfterSeconds });
+    }
+    const renewed = await this.renew(live, 'request');
+    return { identityToken: renewed.token, identityExpiresAt: new Date(renewed.expiresAt).toISOString() };
   }
 
   /** Ends every session without a final code (server shutdown): agents reconnect to the next server. */
@@ -302,9 +353,46 @@ export class SessionHub implements Presence {
 
   private async renewIfDue(live: LiveSession): Promise<boolean> {
     const { agent } = live;
-    const lifetime = agent.identityExpiresAt - agent.identityIssuedAt;
-    const left = agent.identityExpiresAt - this.o.clock.now();
-    if (left > lifetime / 3 || live.ending) return false;
+    if (renewalDueAt(agent) > this.o.clock.now() || live.ending) return false;
+    const renewed = await this.renew(live, 'push');
+    live.push({
+      type: 'identity',
+      identityToken: renewed.token,
+      identityExpiresAt: new Date(renewed.expiresAt).toISOString(),
+    });
+    return true;
+  }
+
+  /** A session the schedule handed out: renewed if still live and due, else put back where it belongs. */
+  private async renewScheduled(live: LiveSession): Promise<boolean> {
+    try {
+      if (await this.renewIfDue(live)) return true;
+      this.scheduleRenewal(live);
+    } catch (error) {
+      this.o.logger.error({ err: error, connectorId: live.agent.connectorId }, 'identity renewal failed');
+      // Tried again a twentieth of the lifetime later (within 1 s to 1 min), before it runs out.
+      const { identityIssuedAt, identityExpiresAt } = live.agent;
+      const retryMs = Math.min(60_000, Math.max(1000, (identityExpiresAt - identityIssuedAt) / 20));
+      if (this.isCurrent(live)) this.renewals.add(live, this.o.clock.now() + retryMs);
+    }
+    return false;
+  }
+
+  /** Puts a live, subscribed session in the schedule at its identity's renewal time. */
+  private scheduleRenewal(live: LiveSession): void {
+    if (this.isCurrent(live)) this.renewals.add(live, renewalDueAt(live.agent));
+  }
+
+  private isCurrent(live: LiveSession): boolean {
+    return this.sessions.get(live.agent.connectorId) === live && !live.ending;
+  }
+
+  /**
+   * Issues a new identity for the session's connector and key, makes it the session's, records and
+   * audits it, and schedules the next renewal from it: the one path of pushed and requested renewals.
+   */
+  private async renew(live: LiveSession, via: 'push' | 'request') {
+    const { agent } = live;
     const renewed = await this.o.identity.issue(
       {
         connectorId: agent.connectorId,
@@ -321,13 +409,9 @@ export class SessionHub implements Presence {
       expiresAt: renewed.expiresAt,
       keyId: renewed.keyId,
     });
-    live.push({
-      type: 'identity',
-      identityToken: renewed.token,
-      identityExpiresAt: new Date(renewed.expiresAt).toISOString(),
-    });
-    this.audit('identity.renewed', agent, { expiresAt: new Date(renewed.expiresAt).toISOString() });
-    return true;
+    this.audit('identity.renewed', agent, { expiresAt: new Date(renewed.expiresAt).toISOString(), via });
+    this.scheduleRenewal(live);
+    return renewed;
   }
 
   private requireUsable(
@@ -442,6 +526,7 @@ export class SessionHub implements Presence {
   private detach(live: LiveSession): void {
     const { agent } = live;
     clearTimeout(live.subscribeDeadline);
+    this.renewals.delete(live);
     if (this.sessions.get(agent.connectorId) !== live) return;
     this.sessions.delete(agent.connectorId);
     this.countAddress(agent.remoteAddress, -1);
