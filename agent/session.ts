@@ -15,6 +15,7 @@ import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
+import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import {
   captureSessionNonce,
   describeNetworkError,
@@ -86,10 +87,14 @@ export function runSession(o: SessionOptions): Promise<number> {
     // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
     // followed, plus up to a second of jitter: a busy server already spreads its crowd over the
     // time it needs, and adding a growing backoff on top left it idle while agents waited.
+    // Either way, never past half the identity's remaining life: a server back before the identity
+    // runs out must see the agent in time to renew it, not after a backoff that outlived it.
     retryDelayMs: (attempt) => {
       const hint = retryAfterMs;
       retryAfterMs = 0;
-      return hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
+      const delay = hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
+      const left = Date.parse(identity.identityExpiresAt) - Date.now();
+      return left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
     },
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
     // minute; every ping is server CPU, times the fleet.
@@ -166,6 +171,21 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
 
+  /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
+  async function adoptIdentity(renewed: RenewableIdentity) {
+    identity = { ...identity, ...renewed };
+    renewal.arm(identity);
+    await store.save(identity);
+    logger.info('identity renewed', { expiresAt: renewed.identityExpiresAt });
+  }
+  // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
+  const renewal = createRenewalTimer({
+    renew: () => client.agent.renew.mutate(),
+    adopt: adoptIdentity,
+    logger,
+  });
+  renewal.arm(identity);
+
   async function finish(
     code: number,
     state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped',
@@ -174,6 +194,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     if (finished) return;
     finished = true;
     clearInterval(reportTimer);
+    renewal.stop();
     subscription.unsubscribe();
     // The socket is done with either way; closing it need not delay the exit.
     void wsClient.close().catch(() => {});
@@ -272,13 +293,10 @@ export function runSession(o: SessionOptions): Promise<number> {
         });
         break;
       case 'identity':
-        identity = {
-          ...identity,
+        await adoptIdentity({
           identityToken: event.identityToken,
           identityExpiresAt: event.identityExpiresAt,
-        };
-        await store.save(identity);
-        logger.info('identity renewed', { expiresAt: event.identityExpiresAt });
+        });
         break;
       case 'revoked':
         logger.error('this connector was revoked by an admin', { reason: event.reason ?? undefined });
