@@ -13,88 +13,10 @@ import type { DomainEvent, DomainEvents } from '../services/events.js';
 import type { ExpectedProofBinding, IdentityAuthority } from '../services/identity.js';
 import { unverifiedPayload } from '../services/jws.js';
 import type { Store } from '../store/store.js';
+import { type AgentSession, type Corkable, LiveSession } from './live-session.js';
 import { RenewalSchedule } from './renewal-schedule.js';
 
-/** An agent whose identity and proof checked out; lives in the websocket's tRPC context. */
-export interface AgentSession {
-  connectorId: string;
-  groupId: string;
-  provisioningKeyId: string;
-  jkt: string;
-  identityIssuedAt: number;
-  identityExpiresAt: number;
-  remoteAddress: string;
-  ws: WebSocket;
-  /** The socket under `ws`, when known: writes to it can be gathered into one (see `inSlices`). */
-  socket: Corkable | null;
-}
-
-/** A stream whose writes can be held and then sent together (net.Socket). */
-export interface Corkable {
-  cork(): void;
-  uncork(): void;
-}
-
-interface Ending {
-  code: number;
-  reason: string;
-  requestedAt: number;
-}
-
-/** The server's end of one live session: a small queue the subscription drains. */
-class LiveSession {
-  // Made on the first push: most sessions never get one, and there are tens of thousands of them.
-  private queue: SessionEvent[] | null = null;
-  private wake: (() => void) | null = null;
-  ending: Ending | null = null;
-  connectedAt: number;
-  /** Whether `agent.session` was subscribed on this socket: until then nothing drains the queue. */
-  subscribed = false;
-  /** Closes the socket if it does not subscribe in time (cleared when it does). */
-  subscribeDeadline: NodeJS.Timeout | undefined = undefined;
-
-  constructor(
-    readonly agent: AgentSession,
-    now: number,
-  ) {
-    this.connectedAt = now;
-  }
-
-  push(event: SessionEvent): void {
-    if (this.ending) return;
-    this.enqueue(event);
-    this.wake?.();
-  }
-
-  private enqueue(event: SessionEvent): void {
-    if (this.queue) this.queue.push(event);
-    else this.queue = [event];
-  }
-
-  /** Sends `event` (if any) as the last thing on the socket, then closes it with `code`. */
-  end(event: SessionEvent | null, code: number, reason: string, now: number): void {
-    if (this.ending) return;
-    if (event) this.enqueue(event);
-    this.ending = { code, reason, requestedAt: now };
-    this.wake?.();
-  }
-
-  async next(signal: AbortSignal): Promise<SessionEvent | null> {
-    while (!this.queue?.length) {
-      if (this.ending || signal.aborted) return null;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          signal.removeEventListener('abort', done);
-          this.wake = null;
-          resolve();
-        };
-        this.wake = done;
-        signal.addEventListener('abort', done);
-      });
-    }
-    return this.queue?.shift() ?? null;
-  }
-}
+export type { AgentSession, Corkable } from './live-session.js';
 
 export interface SessionHubOptions {
   store: Store;
