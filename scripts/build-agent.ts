@@ -827,7 +827,7 @@ function errorMessage(error: unknown): string {
 // CLI
 
 const USAGE = `Usage: npm run build:agent -- [options]
-       tsx scripts/build-agent.ts [options]
+       node --import tsx scripts/build-agent.ts [options]
 
 Builds the connector agent into one self-contained executable (Node Single Executable
 Application): the host it runs on needs no Node.js. See docs/deploy.md.

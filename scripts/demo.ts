@@ -621,9 +621,8 @@ class Demo {
 
   /**
    * `npm run build:agent` (scripts/build-agent.ts, i.e. buildAgent()) as a child process. Not called
-   * in-process: the build blocks its event loop in spawnSync for seconds, and the tsx wrapper SIGKILLs
-   * a child that does not acknowledge a Ctrl-C within 60 ms, which would leave the server and the
-   * temp folders behind.
+   * in-process: the build blocks its event loop in spawnSync for seconds, and a Ctrl-C must be
+   * handled (the server stopped, the temp folders removed) while it runs.
    */
   private async build(): Promise<{ ok: true; took: string | null } | { ok: false; why: string }> {
     this.cmd('npm run build:agent');
@@ -1080,7 +1079,7 @@ async function main(argv: string[]): Promise<number> {
     process.on(signal, () => {
       if (interrupted) {
         // One Ctrl-C can arrive twice: from the terminal to the whole process group, and relayed by
-        // the tsx wrapper. A second one a moment later means it: the exit hook kills and removes the rest.
+        // npm. A second one a moment later means it: the exit hook kills and removes the rest.
         if (performance.now() - interruptedAtMs > 1000) process.exit(130);
         return;
       }
