@@ -68,6 +68,11 @@ export interface ServerConfig extends Policy {
    * or enabled (tuning; no flag). @default 128
    */
   sessionsPerTurn?: number;
+  /**
+   * After a signing key activates, connected agents holding identities signed by another key get a
+   * new one at random times over this window. @default 600000 (10 min)
+   */
+  rotationSpreadMs: number;
 }
 
 export const DAY_MS = 86_400_000;
@@ -90,6 +95,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     handshakeTimeoutMs: 10_000,
     maxSessionsPerAddress: 20_000,
     maxHandshakesInProgress: 4096,
+    rotationSpreadMs: 10 * 60_000,
     ...overrides,
   };
 }
@@ -115,6 +121,12 @@ const SHUTDOWN_GRACE_MS = 2000;
 const LISTEN_BACKLOG = 4096;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * How long a JWKS response may be cached (`Cache-Control: public, max-age`): well under the default
+ * 10 minutes a rotated-in key waits before it signs, so any cache has the new key before it is used.
+ */
+export const JWKS_MAX_AGE_SECONDS = 60;
 
 /** Authentications started per event-loop turn (~1 ms of CPU each). */
 const AUTHENTICATIONS_PER_TURN = 16;
@@ -236,13 +248,18 @@ export async function startServer(
 
   const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
+    const send = (status: number, type: string, body: string, cacheControl = 'no-store') => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': cacheControl }).end(body);
     };
     if (path === '/healthz')
       return send(200, 'application/json', JSON.stringify({ ok: true, sessions: hub.size }));
     if (path === '/.well-known/jwks.json')
-      return send(200, 'application/json', JSON.stringify(identity.publicKeySet()));
+      return send(
+        200,
+        'application/json',
+        JSON.stringify(identity.publicKeySet()),
+        `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+      );
     if (path === '/metrics') {
       const counts = connectors.counts();
       for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {

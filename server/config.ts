@@ -37,6 +37,7 @@ const serveOptionsSchema = z.object({
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
+  rotationSpread: duration,
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -114,6 +115,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `websocket handshakes being authenticated at once; more are answered 503 with Retry-After (default ${defaultConfig().maxHandshakesInProgress})`,
   },
+  rotationSpread: {
+    flag: '--rotation-spread <duration>',
+    env: 'CONNECTOR_ROTATION_SPREAD',
+    default: '10m',
+    help: 'after a signing key activates, connected agents get identities signed by it at random times over this window',
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -145,6 +152,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsCertFile: o.tlsCert ?? null,
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
+    rotationSpreadMs: o.rotationSpread,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     rateLimits: {

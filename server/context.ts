@@ -7,6 +7,7 @@ import type { EnrollmentService } from './services/enrollment.js';
 import type { GroupService } from './services/groups.js';
 import type { ProvisioningKeyService } from './services/provisioning-keys.js';
 import type { AbuseLimiter } from './services/rate-limit.js';
+import type { SigningKeyService } from './services/signing-keys.js';
 import type { AgentSession, SessionHub } from './sessions/hub.js';
 
 export interface Services {
@@ -15,6 +16,7 @@ export interface Services {
   connectors: ConnectorService;
   enrollment: EnrollmentService;
   apiKeys: ApiKeyService;
+  signingKeys: SigningKeyService;
   audit: AuditLog;
   hub: SessionHub;
   limiter: AbuseLimiter;

@@ -4,6 +4,7 @@ import { auditRouter } from './routers/audit.js';
 import { connectorsRouter } from './routers/connectors.js';
 import { groupsRouter } from './routers/groups.js';
 import { provisioningKeysRouter } from './routers/provisioning-keys.js';
+import { signingKeysRouter } from './routers/signing-keys.js';
 import { router } from './trpc.js';
 
 export const appRouter = router({
@@ -12,6 +13,7 @@ export const appRouter = router({
   connectors: connectorsRouter,
   apiKeys: apiKeysRouter,
   audit: auditRouter,
+  signingKeys: signingKeysRouter,
   agent: agentRouter,
 });
 

@@ -89,6 +89,21 @@ export const ERROR_REASONS = {
     message: 'No such API key.',
     hint: 'List the API keys with `api-keys list`.',
   },
+  SIGNING_KEY_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such signing key.',
+    hint: 'List the signing keys and their kids with `signing-keys list`.',
+  },
+  SIGNING_KEY_ACTIVE: {
+    code: 'PRECONDITION_FAILED',
+    message: 'The active signing key cannot be retired: it signs every new identity.',
+    hint: 'Run `signing-keys rotate` first; once the new key is active, retire this one.',
+  },
+  SIGNING_KEY_IN_USE: {
+    code: 'PRECONDITION_FAILED',
+    message: 'Connectors still hold current identities signed by this key.',
+    hint: 'Wait until `signing-keys list` shows 0 identities for it (connected agents get a new identity within the rotation spread after activation), or pass --force: agents still holding one must then enroll again.',
+  },
   VALIDATION_FAILED: {
     code: 'BAD_REQUEST',
     message: 'The request is not valid.',

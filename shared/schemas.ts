@@ -130,6 +130,24 @@ export const apiKeyCreateInput = z.strictObject({
 });
 export const apiKeyDeleteInput = z.strictObject({ id: apiKeyIdSchema });
 
+/** A signing key's kid: its RFC 7638 thumbprint, base64url. */
+export const signingKeyIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'not a signing key id');
+export const signingKeyRotateInput = z
+  .strictObject({
+    /** Seconds until the new key signs; 0 activates it at once. @default 600 */
+    activateInSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(365 * 86_400)
+      .optional(),
+  })
+  .optional();
+export const signingKeyRetireInput = z.strictObject({
+  kid: signingKeyIdSchema,
+  force: z.boolean().optional(),
+});
+
 export const auditListInput = z
   .strictObject({
     since: z.iso.datetime({ offset: true }).optional(),

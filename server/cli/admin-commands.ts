@@ -6,7 +6,7 @@ import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '
 import { parseDuration } from '../config.js';
 import { printFields, printTable, relative, replacementWords } from './format.js';
 
-interface AdminOptions {
+export interface AdminOptions {
   server: string;
   adminKeyFile?: string;
   dataDir: string;
@@ -53,7 +53,8 @@ export function explain(error: unknown, server: string): CliError {
 
 type Action = (client: AdminClient, options: AdminOptions, ...args: string[]) => Promise<void>;
 
-function adminCommand(parent: Command, usage: string, description: string): Command {
+/** A subcommand with the options every admin command takes (--server, --admin-key-file, --data-dir, --json). */
+export function adminCommand(parent: Command, usage: string, description: string): Command {
   return parent
     .command(usage)
     .description(description)
@@ -74,7 +75,8 @@ function adminCommand(parent: Command, usage: string, description: string): Comm
     .option('--json', 'print JSON instead of a table');
 }
 
-function withClient(action: Action) {
+/** Runs `action` with an admin client, explaining any API failure. */
+export function withClient(action: Action) {
   return async (...args: unknown[]) => {
     const command = args[args.length - 1] as Command;
     const options = command.opts() as AdminOptions;
@@ -88,7 +90,8 @@ function withClient(action: Action) {
   };
 }
 
-const print = (options: AdminOptions, value: unknown, human: () => void) => {
+/** JSON with --json, else what `human` prints. */
+export const print = (options: AdminOptions, value: unknown, human: () => void) => {
   if (options.json) console.log(JSON.stringify(value, null, 2));
   else human();
 };

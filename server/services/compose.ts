@@ -15,6 +15,7 @@ import type { IdentityAuthority } from './identity.js';
 import { ProvisioningKeyService } from './provisioning-keys.js';
 import { AbuseLimiter, type RateLimits } from './rate-limit.js';
 import type { SecretBox } from './secrets.js';
+import { SigningKeyService } from './signing-keys.js';
 
 export interface Capabilities {
   store: Store;
@@ -34,6 +35,7 @@ export function createServices(
     maxSessionsPerAddress?: number;
     sessionsPerTurn?: number;
     handshakeTimeoutMs?: number;
+    rotationSpreadMs?: number;
   },
 ): { services: Services; metrics: Metrics } {
   const metrics = capabilities.metrics ?? createMetrics();
@@ -55,6 +57,7 @@ export function createServices(
     maxSessionsPerAddress: config.maxSessionsPerAddress,
     sessionsPerTurn: config.sessionsPerTurn,
     subscribeTimeoutMs: config.handshakeTimeoutMs,
+    rotationSpreadMs: config.rotationSpreadMs,
   });
   return {
     metrics,
@@ -64,6 +67,7 @@ export function createServices(
       connectors,
       enrollment: new EnrollmentService(deps),
       apiKeys: new ApiKeyService(deps),
+      signingKeys: new SigningKeyService(deps),
       audit: capabilities.audit,
       hub,
       limiter: new AbuseLimiter(config.rateLimits, capabilities.audit),

@@ -2,21 +2,42 @@ import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqu
 import { readFile } from 'node:fs/promises';
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import { DomainError } from '../../shared/errors.js';
+import { writeFileDurably } from '../../shared/private-files.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
-import { writeFileDurably } from '../store/lowdb-store.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 interface StoredSigningKey {
   kid: string;
   createdAt: string;
-  /** The one key that signs new identities; the others only verify identities they signed before. */
-  active: boolean;
+  /**
+   * From when the key signs new identities (ISO); the key with the latest `activateAt` not in the
+   * future signs. Null: it never signs, only verifies. Absent in files from before rotation, which
+   * marked the signer `active: true` instead.
+   */
+  activateAt?: string | null;
+  /** When it was retired (ISO): no longer published nor trusted, and its private half is gone. */
+  retiredAt?: string | null;
+  /** Only in files from before rotation. */
+  active?: boolean;
   privateJwk: JWK;
 }
 
 interface SigningKeyFile {
   keys: StoredSigningKey[];
+}
+
+/** `active` signs new identities; `published` is in the JWKS and verifies (before its activation too); `retired` is neither. */
+export type SigningKeyState = 'active' | 'published' | 'retired';
+
+export interface SigningKeyInfo {
+  kid: string;
+  algorithm: typeof ALG;
+  state: SigningKeyState;
+  createdAt: number;
+  /** When it became or becomes the signing key; null if it never does. */
+  activateAt: number | null;
+  retiredAt: number | null;
 }
 
 export interface IdentityClaims {
@@ -38,24 +59,35 @@ export interface IssuedIdentity {
 
 const ALG = 'EdDSA';
 
+/** A key as the authority holds it: times in ms, the imported private key while it may sign. */
+interface HeldKey {
+  stored: StoredSigningKey;
+  createdAt: number;
+  activateAt: number | null;
+  retiredAt: number | null;
+  signingKey: Awaited<ReturnType<typeof importJWK>> | null;
+  publicJwk: JWK;
+  verifyKey: KeyObject;
+}
+
 /**
- * Signs and checks connector identities (EdDSA JWTs). Keys live in one file (mode 0600) that can hold
- * several: all are published in the JWKS and verify, exactly one signs, so a key can be rotated in
- * without cutting off agents holding identities signed by the old one.
+ * Signs and checks connector identities (EdDSA JWTs). Keys live in one file (mode 0600) that holds
+ * several: every key not retired is published in the JWKS and verifies; the one whose activation
+ * time is the latest not in the future signs, decided at each `issue()`, so a rotation scheduled for
+ * later takes effect by the clock alone. Rotation and retirement rewrite the file durably first.
  */
 export class IdentityAuthority {
-  /** Our public keys by kid, as node:crypto keys for `verifyEd25519Jws`. */
-  private readonly verifyKeys: Map<string, KeyObject>;
+  private keys: HeldKey[];
+  /** Rotations and retirements, one at a time: each reads the keys the previous one wrote. */
+  private changes: Promise<unknown> = Promise.resolve();
 
   private constructor(
-    private readonly signer: { kid: string; key: Awaited<ReturnType<typeof importJWK>> },
-    private readonly publicJwks: JWK[],
+    keys: HeldKey[],
+    private readonly file: string | null,
     private readonly issuer: string,
     private readonly clock: Clock,
   ) {
-    this.verifyKeys = new Map(
-      publicJwks.map((jwk) => [jwk.kid as string, createPublicKey({ key: jwk, format: 'jwk' })]),
-    );
+    this.keys = keys;
   }
 
   /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
@@ -69,47 +101,129 @@ export class IdentityAuthority {
           `${file}: the signing key file cannot be read or parsed (${(error as Error).message})`,
         );
       }
-      stored = { keys: [await newSigningKey(options.clock)] };
+      stored = { keys: [await newSigningKey(options.clock.now(), options.clock.now())] };
       await writeFileDurably(file, JSON.stringify(stored, null, 2));
     }
-    const active = stored.keys.filter((k) => k.active);
-    if (active.length !== 1 || !active[0]) {
-      throw new Error(`${file}: exactly one signing key must be active (found ${active.length})`);
+    const keys = await Promise.all((stored.keys ?? []).map(holdKey));
+    const authority = new IdentityAuthority(keys, file, options.issuer, options.clock);
+    if (!authority.signer()) {
+      throw new Error(`${file}: no signing key is active (none has an activation time that has come)`);
     }
-    const publicJwks = stored.keys.map(({ kid, privateJwk }) => {
-      const { d: _private, ...pub } = privateJwk;
-      return { ...pub, kid, alg: ALG, use: 'sig' };
-    });
-    const key = await importJWK(active[0].privateJwk, ALG);
-    return new IdentityAuthority({ kid: active[0].kid, key }, publicJwks, options.issuer, options.clock);
+    return authority;
   }
 
   /** An authority with one fresh signing key that lives only in memory: for tests and throwaway servers. */
   static async inMemory(options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
-    const stored = await newSigningKey(options.clock);
-    const { d: _private, ...pub } = stored.privateJwk;
-    const key = await importJWK(stored.privateJwk, ALG);
-    return new IdentityAuthority(
-      { kid: stored.kid, key },
-      [{ ...pub, kid: stored.kid, alg: ALG, use: 'sig' }],
-      options.issuer,
-      options.clock,
-    );
+    const now = options.clock.now();
+    const key = await holdKey(await newSigningKey(now, now));
+    return new IdentityAuthority([key], null, options.issuer, options.clock);
   }
 
-  /** The public keys, for `/.well-known/jwks.json`. */
+  /** The public keys not retired (the signing one, older ones, and one waiting for its activation), for `/.well-known/jwks.json`. */
   publicKeySet(): { keys: JWK[] } {
-    return { keys: this.publicJwks };
+    return { keys: this.keys.filter((k) => k.retiredAt === null).map((k) => k.publicJwk) };
   }
 
+  /** The kid that signs identities issued now. */
   get activeKeyId(): string {
-    return this.signer.kid;
+    return this.requireSigner().stored.kid;
+  }
+
+  /** Every key, oldest first, with its state now. */
+  list(): SigningKeyInfo[] {
+    const signer = this.signer();
+    return this.keys.map((k) => info(k, signer));
+  }
+
+  /**
+   * Creates a key, published at once, that signs from `now + activateInMs`. A rotation still
+   * waiting for its activation is replaced: its key, which has signed nothing, is retired.
+   */
+  rotate(activateInMs: number): Promise<{ key: SigningKeyInfo; cancelled: string[] }> {
+    if (!(activateInMs >= 0)) throw new TypeError('activateInMs must be zero or more milliseconds');
+    return this.change(async (now) => {
+      const pending = this.keys.filter(
+        (k) => k.retiredAt === null && k.activateAt !== null && k.activateAt > now,
+      );
+      const created = await holdKey(await newSigningKey(now, now + activateInMs));
+      const kept = this.keys.map((k) => (pending.includes(k) ? retiredCopy(k, now) : k));
+      return {
+        keys: [...kept, created],
+        result: (signer: HeldKey | null) => ({
+          key: info(created, signer),
+          cancelled: pending.map((k) => k.stored.kid),
+        }),
+      };
+    });
+  }
+
+  /**
+   * Retires a key: out of the JWKS and of verification, its private half dropped from the file.
+   * Throws SIGNING_KEY_NOT_FOUND, or SIGNING_KEY_ACTIVE for the key that signs now. Retiring a
+   * retired key changes nothing.
+   */
+  retire(kid: string): Promise<SigningKeyInfo> {
+    return this.change(async (now) => {
+      const target = this.keys.find((k) => k.stored.kid === kid);
+      if (!target) throw new DomainError('SIGNING_KEY_NOT_FOUND');
+      if (target === this.signer(now)) throw new DomainError('SIGNING_KEY_ACTIVE');
+      if (target.retiredAt !== null) return { keys: this.keys, result: (signer) => info(target, signer) };
+      const retired = retiredCopy(target, now);
+      return {
+        keys: this.keys.map((k) => (k === target ? retired : k)),
+        result: (signer) => info(retired, signer),
+      };
+    });
+  }
+
+  /** The key that signs at `now`: the latest activation not in the future among keys not retired. */
+  private signer(now = this.clock.now()): HeldKey | null {
+    let best: HeldKey | null = null;
+    for (const k of this.keys) {
+      if (k.retiredAt !== null || k.activateAt === null || k.activateAt > now || !k.signingKey) continue;
+      if (
+        !best ||
+        k.activateAt > best.activateAt! ||
+        (k.activateAt === best.activateAt && k.createdAt >= best.createdAt)
+      )
+        best = k;
+    }
+    return best;
+  }
+
+  private requireSigner(): HeldKey {
+    const signer = this.signer();
+    if (!signer) throw new Error('no signing key is active');
+    return signer;
+  }
+
+  /** Runs one change after the previous: computes the new keys, writes them durably, then uses them. */
+  private change<T>(
+    compute: (now: number) => Promise<{ keys: HeldKey[]; result: (signer: HeldKey | null) => T }>,
+  ): Promise<T> {
+    const run = async () => {
+      const now = this.clock.now();
+      const { keys, result } = await compute(now);
+      if (keys !== this.keys && this.file) {
+        try {
+          await writeFileDurably(this.file, JSON.stringify({ keys: keys.map((k) => k.stored) }, null, 2));
+        } catch {
+          throw new DomainError('STORE_UNAVAILABLE');
+        }
+      }
+      this.keys = keys;
+      return result(this.signer(now));
+    };
+    const next = this.changes.then(run, run);
+    this.changes = next.catch(() => undefined);
+    return next;
   }
 
   async issue(
     claims: Omit<IdentityClaims, 'issuedAt' | 'expiresAt' | 'keyId'>,
     lifetimeMs: number,
   ): Promise<IssuedIdentity> {
+    const signer = this.requireSigner();
     // JWT times are whole seconds: keep the record's times equal to the token's.
     const issuedAt = Math.floor(this.clock.now() / 1000) * 1000;
     const expiresAt = Math.floor((issuedAt + lifetimeMs) / 1000) * 1000;
@@ -118,21 +232,21 @@ export class IdentityAuthority {
       provisioning_key_id: claims.provisioningKeyId,
       cnf: { jkt: claims.jkt },
     })
-      .setProtectedHeader({ alg: ALG, kid: this.signer.kid, typ: 'JWT' })
+      .setProtectedHeader({ alg: ALG, kid: signer.stored.kid, typ: 'JWT' })
       .setIssuer(this.issuer)
       .setSubject(claims.connectorId)
       .setAudience(IDENTITY_AUDIENCE)
       .setJti(randomBytes(16).toString('base64url'))
       .setIssuedAt(issuedAt / 1000)
       .setExpirationTime(expiresAt / 1000)
-      .sign(this.signer.key);
-    return { token, issuedAt, expiresAt, keyId: this.signer.kid };
+      .sign(signer.signingKey!);
+    return { token, issuedAt, expiresAt, keyId: signer.stored.kid };
   }
 
   /** Checks an identity token: signature by one of our keys, EdDSA only, issuer, audience, expiry. */
   async verifyIdentity(token: string): Promise<IdentityClaims> {
     const verified = verifyEd25519Jws(token, (header) =>
-      typeof header.kid === 'string' ? (this.verifyKeys.get(header.kid) ?? null) : null,
+      typeof header.kid === 'string' ? this.verifyKeyOf(header.kid) : null,
     );
     if (!verified) throw new DomainError('IDENTITY_INVALID');
     const problem = checkJwtClaims(verified, {
@@ -162,6 +276,12 @@ export class IdentityAuthority {
       expiresAt: (payload.exp as number) * 1000,
       keyId: header.kid as string,
     };
+  }
+
+  /** The public key of a key not retired, by kid; null otherwise (a retired key's identities are invalid). */
+  private verifyKeyOf(kid: string): KeyObject | null {
+    for (const k of this.keys) if (k.stored.kid === kid && k.retiredAt === null) return k.verifyKey;
+    return null;
   }
 
   /**
@@ -225,9 +345,63 @@ function sameText(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-async function newSigningKey(clock: Clock): Promise<StoredSigningKey> {
+async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
   const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
   const privateJwk = await exportJWK(privateKey);
   const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
-  return { kid, createdAt: new Date(clock.now()).toISOString(), active: true, privateJwk };
+  return {
+    kid,
+    createdAt: new Date(now).toISOString(),
+    activateAt: new Date(activateAt).toISOString(),
+    retiredAt: null,
+    privateJwk,
+  };
+}
+
+const msOf = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
+
+/** Reads a stored key, including one from a file written before rotation (`active: true` marked the signer). */
+async function holdKey(stored: StoredSigningKey): Promise<HeldKey> {
+  const createdAt = Date.parse(stored.createdAt);
+  const activateAt =
+    stored.activateAt === undefined ? (stored.active ? createdAt : null) : msOf(stored.activateAt);
+  const retiredAt = msOf(stored.retiredAt);
+  const { d, ...pub } = stored.privateJwk;
+  const publicJwk: JWK = { ...pub, kid: stored.kid, alg: ALG, use: 'sig' };
+  const { active: _legacy, ...current } = stored;
+  return {
+    stored: {
+      ...current,
+      activateAt: activateAt === null ? null : new Date(activateAt).toISOString(),
+      retiredAt: stored.retiredAt ?? null,
+    },
+    createdAt,
+    activateAt,
+    retiredAt,
+    signingKey: retiredAt === null && d ? await importJWK(stored.privateJwk, ALG) : null,
+    publicJwk,
+    verifyKey: createPublicKey({ key: publicJwk, format: 'jwk' }),
+  };
+}
+
+/** The key retired at `now`: only its public half is kept. */
+function retiredCopy(k: HeldKey, now: number): HeldKey {
+  const { d: _private, ...pub } = k.stored.privateJwk;
+  return {
+    ...k,
+    stored: { ...k.stored, retiredAt: new Date(now).toISOString(), privateJwk: pub },
+    retiredAt: now,
+    signingKey: null,
+  };
+}
+
+function info(k: HeldKey, signer: HeldKey | null): SigningKeyInfo {
+  return {
+    kid: k.stored.kid,
+    algorithm: ALG,
+    state: k.retiredAt !== null ? 'retired' : k === signer ? 'active' : 'published',
+    createdAt: k.createdAt,
+    activateAt: k.activateAt,
+    retiredAt: k.retiredAt,
+  };
 }

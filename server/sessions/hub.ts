@@ -44,6 +44,11 @@ export interface SessionHubOptions {
    * closed (4408, not final). The agent subscribes in the same breath as its handshake. @default 10000
    */
   subscribeTimeoutMs?: number;
+  /**
+   * After a signing key is activated, live sessions holding an identity signed by another key are
+   * renewed at random times spread over this window, not all in one turn. @default 600000 (10 min)
+   */
+  rotationSpreadMs?: number;
 }
 
 /** Where a handshake comes from and what its proof must be bound to. */
@@ -80,8 +85,11 @@ export class SessionHub implements Presence {
   /** Every subscribed session, by when its identity is due for renewal (a third of its lifetime left). */
   private readonly renewals: RenewalSchedule<LiveSession>;
   private readonly unsubscribe: () => void;
+  /** The signing key the hub last saw active: a change means a rotation just activated. */
+  private seenSignerKid: string;
 
   constructor(private readonly o: SessionHubOptions) {
+    this.seenSignerKid = o.identity.activeKeyId;
     this.unsubscribe = o.events.on((event) => this.onDomainEvent(event));
     const every = (ms: number, fn: () => void) => {
       const timer = setInterval(fn, ms);
@@ -96,6 +104,7 @@ export class SessionHub implements Presence {
       o.renewalBucketMs ?? Math.min(1000, Math.max(50, Math.floor(o.policy.identityTtlMs / 100)));
     this.renewals = new RenewalSchedule(bucketMs);
     every(bucketMs, () => {
+      this.rescheduleAfterRotation();
       this.renewDueIdentities().catch((error) => o.logger.error({ err: error }, 'identity renewal failed'));
     });
   }
@@ -137,6 +146,7 @@ export class SessionHub implements Presence {
       jkt: claims.jkt,
       identityIssuedAt: claims.issuedAt,
       identityExpiresAt: claims.expiresAt,
+      identityKeyId: claims.keyId,
       remoteAddress: from.remoteAddress,
       ws: from.ws,
       socket: from.socket,
@@ -274,8 +284,7 @@ export class SessionHub implements Presence {
   }
 
   private async renewIfDue(live: LiveSession): Promise<boolean> {
-    const { agent } = live;
-    if (renewalDueAt(agent) > this.o.clock.now() || live.ending) return false;
+    if (this.dueAt(live) > this.o.clock.now() || live.ending) return false;
     const renewed = await this.renew(live, 'push');
     live.push({
       type: 'identity',
@@ -302,7 +311,40 @@ export class SessionHub implements Presence {
 
   /** Puts a live, subscribed session in the schedule at its identity's renewal time. */
   private scheduleRenewal(live: LiveSession): void {
-    if (this.isCurrent(live)) this.renewals.add(live, renewalDueAt(live.agent));
+    if (this.isCurrent(live)) this.renewals.add(live, this.dueAt(live));
+  }
+
+  /**
+   * When the session's identity is due: at a third of its lifetime left, or, if another key than
+   * the active one signed it, at its random time within the rotation spread, whichever is first.
+   */
+  private dueAt(live: LiveSession): number {
+    const due = renewalDueAt(live.agent);
+    if (live.agent.identityKeyId === this.o.identity.activeKeyId) return due;
+    live.rotationDueAt ??= this.o.clock.now() + Math.random() * (this.o.rotationSpreadMs ?? 600_000);
+    return Math.min(due, live.rotationDueAt);
+  }
+
+  /**
+   * Once a rotation has activated (checked on every tick of the schedule: activation goes by the
+   * clock), moves every subscribed session whose identity another key signed to its time within
+   * the spread, so the fleet moves to the new key over the window, not in one burst.
+   */
+  private rescheduleAfterRotation(): void {
+    const active = this.o.identity.activeKeyId;
+    if (active === this.seenSignerKid) return;
+    this.seenSignerKid = active;
+    let moved = 0;
+    for (const live of this.sessions.values()) {
+      if (!live.subscribed || live.agent.identityKeyId === active) continue;
+      live.rotationDueAt = null;
+      this.scheduleRenewal(live);
+      moved++;
+    }
+    this.o.logger.info(
+      { kid: active, sessions: moved },
+      'signing key activated; renewing identities signed by others',
+    );
   }
 
   private isCurrent(live: LiveSession): boolean {
@@ -326,6 +368,8 @@ export class SessionHub implements Presence {
     );
     agent.identityIssuedAt = renewed.issuedAt;
     agent.identityExpiresAt = renewed.expiresAt;
+    agent.identityKeyId = renewed.keyId;
+    live.rotationDueAt = null;
     this.o.connectors.recordIdentity(agent.connectorId, {
       issuedAt: renewed.issuedAt,
       expiresAt: renewed.expiresAt,

@@ -9,6 +9,8 @@ export interface AgentSession {
   jkt: string;
   identityIssuedAt: number;
   identityExpiresAt: number;
+  /** The kid of the key that signed the identity the session now holds. */
+  identityKeyId: string;
   remoteAddress: string;
   ws: WebSocket;
   /** The socket under `ws`, when known: writes to it can be gathered into one (see `inSlices`). */
@@ -38,6 +40,11 @@ export class LiveSession {
   subscribed = false;
   /** Closes the socket if it does not subscribe in time (cleared when it does). */
   subscribeDeadline: NodeJS.Timeout | undefined = undefined;
+  /**
+   * When an identity signed by a key other than the active one is renewed: a random time within
+   * the rotation spread from when the hub first saw it so (null while the active key signed it).
+   */
+  rotationDueAt: number | null = null;
 
   constructor(
     readonly agent: AgentSession,

@@ -1,0 +1,81 @@
+import type { Command } from 'commander';
+import { JWKS_MAX_AGE_SECONDS } from '../app.js';
+import { parseDuration } from '../config.js';
+import { type AdminOptions, adminCommand, CliError, print, withClient } from './admin-commands.js';
+import { printFields, printTable, relative } from './format.js';
+
+/** `--activate-in`: any duration, or zero (`0s`) for at once; whole seconds, rounded up. */
+function activateInSeconds(text: string): number {
+  if (/^0+(\.0+)?\s*(ms|s|m|h|d)?$/.test(text.trim())) return 0;
+  try {
+    return Math.ceil(parseDuration(text) / 1000);
+  } catch (error) {
+    throw new CliError(`--activate-in: ${(error as Error).message}`, 2);
+  }
+}
+
+/** `signing-keys list | rotate [--activate-in DUR] | retire KID [--force]`. */
+export function registerSigningKeyCommands(program: Command): void {
+  const keys = program
+    .command('signing-keys')
+    .description('list, rotate and retire the keys that sign connector identities');
+  adminCommand(keys, 'list', 'list signing keys with their state and the identities each signs').action(
+    withClient(async (client, options) => {
+      const list = await client.signingKeys.list.query({});
+      print(options, list, () =>
+        printTable(
+          ['KID', 'ALGORITHM', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'IDENTITIES'],
+          list.map((k) => [
+            k.kid,
+            k.algorithm,
+            k.state,
+            k.createdAt,
+            k.activateAt ? `${k.activateAt} (${relative(k.activateAt)})` : 'never',
+            k.retiredAt,
+            k.identities,
+          ]),
+        ),
+      );
+    }),
+  );
+  adminCommand(keys, 'rotate', 'create a signing key, published now, that signs after a delay')
+    .option('--activate-in <duration>', 'delay before it signs, e.g. 10m, 1h, or 0s for at once', '10m')
+    .action(
+      withClient(async (client, options) => {
+        const seconds = activateInSeconds((options as AdminOptions & { activateIn: string }).activateIn);
+        const r = await client.signingKeys.rotate.mutate({ activateInSeconds: seconds });
+        print(options, r, () => {
+          printFields([
+            ['kid', r.key.kid],
+            ['state', r.key.state],
+            ['activates', `${r.key.activateAt} (${relative(r.key.activateAt)})`],
+          ]);
+          if (r.cancelled.length > 0)
+            console.log(`It replaces a rotation that had not activated; retired: ${r.cancelled.join(', ')}.`);
+          if (seconds < JWKS_MAX_AGE_SECONDS)
+            console.log(
+              `Note: JWKS caches may hold the key set for ${JWKS_MAX_AGE_SECONDS} s; third parties may not know this key yet.`,
+            );
+          console.log(
+            'The old key stays published. Once `signing-keys list` shows 0 identities for it, retire it with `signing-keys retire KID`.',
+          );
+        });
+      }),
+    );
+  adminCommand(keys, 'retire <kid>', 'take a signing key out of the JWKS and of verification')
+    .option('--force', 'retire even while connectors hold identities it signed (they must enroll again)')
+    .action(
+      withClient(async (client, options, kid) => {
+        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+        const r = await client.signingKeys.retire.mutate({ kid: kid!, force });
+        print(options, r, () => {
+          console.log(`Signing key ${r.key.kid} retired.`);
+          if (r.identities > 0)
+            console.log(
+              `${r.identities} connector(s) held a current identity signed by it: ${r.connected} connected one(s) ` +
+                `get a new identity within the rotation spread; ${r.identities - r.connected} must enroll again.`,
+            );
+        });
+      }),
+    );
+}
