@@ -143,6 +143,26 @@ describe('signing-key rotation', () => {
     expect(byKid.get(oldKid)).toMatchObject({ state: 'published', identities: 1 });
   });
 
+  it('renews a session that connects after the activation with an identity of the old key', async () => {
+    const { srv, enroll } = await setup({ clock: realTime(), config: { rotationSpreadMs: 1000 } });
+    await using _ = srv;
+    const holder = await enroll('late');
+    const rotated = await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 1 });
+    expect(rotated.key.state).toBe('published');
+    await new Promise((resolve) =>
+      setTimeout(resolve, Date.parse(rotated.key.activateAt!) - Date.now() + 50),
+    );
+    expect((await keysByState(srv)).active[0]?.kid).toBe(rotated.key.kid);
+    const sim = connectSim(srv.url, holder);
+    try {
+      const event = (await sim.waitFor('identity', 5000)) as Extract<SessionEvent, { type: 'identity' }>;
+      expect(kidOf(event.identityToken)).toBe(rotated.key.kid);
+      expect(sim.closes).toEqual([]);
+    } finally {
+      await sim.close();
+    }
+  });
+
   it('keeps states and activation times across a restart, and retired keys stay out', async () => {
     const { srv } = await setup({ clock: new ManualClock(Date.now()) });
     const { dataDir, clock } = srv;
