@@ -7,6 +7,7 @@ import {
   isFinalCloseCode,
   replacingAddressOf,
   type SessionEvent,
+  TERMINATION_ACK_TIMEOUT_MS,
 } from '../shared/protocol.js';
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
@@ -186,26 +187,51 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   renewal.arm(identity);
 
+  /** Tells the server, over the session that told us, that the identity is wiped; bounded, never fatal. */
+  async function acknowledge(event: 'revoked' | 'deleted') {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, TERMINATION_ACK_TIMEOUT_MS);
+    });
+    // A server from before receipts does not know the call, and one past its bound has closed: either
+    // way the revocation stands; the server learns it at this identity's next handshake, if ever.
+    await Promise.race([client.agent.acknowledge.mutate({ event }).catch(() => {}), bound]);
+    clearTimeout(timer);
+  }
+
   async function finish(
     code: number,
     state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped',
     detail: string | null,
+    /** The session's final event, told over a socket still open: acknowledged once the identity is wiped. */
+    told?: 'revoked' | 'deleted',
   ) {
     if (finished) return;
     finished = true;
     clearInterval(reportTimer);
     renewal.stop();
     subscription.unsubscribe();
-    // The socket is done with either way; closing it need not delay the exit.
-    void wsClient.close().catch(() => {});
     const wipe =
       code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE
         ? store.wipe().then(
-            () => logger.info('identity wiped', { file: store.identityFile }),
-            (error) => logger.error('could not remove the identity file', { error: String(error) }),
+            () => {
+              logger.info('identity wiped', { file: store.identityFile });
+              return true;
+            },
+            (error) => {
+              logger.error('could not remove the identity file', { error: String(error) });
+              return false;
+            },
           )
-        : Promise.resolve();
+        : Promise.resolve(false);
+    // Only a wiped identity is acknowledged: the server reports it as confirmed to the admin.
+    const acknowledged = told
+      ? wipe.then((wiped) => (wiped ? acknowledge(told) : undefined))
+      : Promise.resolve();
+    // The socket is done with either way; closing it need not delay the exit.
+    void acknowledged.then(() => wsClient.close()).catch(() => {});
     await Promise.all([
+      acknowledged,
       wipe,
       store.writeStatus({
         state,
@@ -300,11 +326,11 @@ export function runSession(o: SessionOptions): Promise<number> {
         break;
       case 'revoked':
         logger.error('this connector was revoked by an admin', { reason: event.reason ?? undefined });
-        await finish(EXIT.REVOKED, 'revoked', event.reason);
+        await finish(EXIT.REVOKED, 'revoked', event.reason, 'revoked');
         break;
       case 'deleted':
         logger.error('this connector was deleted by an admin');
-        await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted');
+        await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted', 'deleted');
         break;
     }
   }

@@ -898,6 +898,13 @@ class Demo {
       `connectors.revoke answered status "${revoked.status}"`,
       'not revoked',
     );
+    // The receipt: whether the agent said, before its socket closed, that it wiped its identity.
+    const t = revoked.termination;
+    this.info(
+      t?.state === 'confirmed'
+        ? `and termination "confirmed": the agent acknowledged at ${t.confirmedAt} from ${t.confirmedFrom}`
+        : 'and termination "pending": the host did not acknowledge in time; its next connect will confirm it',
+    );
     const keyAfter = await this.adminClient.provisioningKeys.get.query({ groupId: this.groupId });
     if (keyAfter.key) this.secrets.add(keyAfter.key);
     this.check(

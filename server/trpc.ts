@@ -125,6 +125,17 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
   return result;
 });
 
+/**
+ * Needs an agent session that a revoke or delete has just ended and whose acknowledgement the
+ * server waits for (see TerminationReceipts): `agentProcedure` refuses such a session, yet it may
+ * still say it heard.
+ */
+export const endingAgentProcedure = publicProcedure.use(function isEndingAgent({ ctx, next }) {
+  if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');
+  ctx.services.hub.requireEnding(ctx.agent);
+  return next({ ctx: { agent: ctx.agent } });
+});
+
 /** Needs an authenticated agent session that is still live, of a usable connector (websocket only; see the session hub). */
 export const agentProcedure = publicProcedure.use(function isAgent({ ctx, next }) {
   if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');

@@ -70,6 +70,14 @@ export function replacingAddressOf(reason: string): string | null {
   return /^SESSION_REPLACED by=([0-9A-Za-z.:%_-]{1,100})$/.exec(reason)?.[1] ?? null;
 }
 
+/**
+ * How long the server keeps a session open after its final `revoked` or `deleted` event, waiting for
+ * the agent's `agent.acknowledge` (sent once it has wiped its identity): the socket closes at the
+ * acknowledgement or at this bound, whichever comes first, and a revoke or delete answers `confirmed`
+ * or `pending` accordingly. Well under the contract's 1 s for a live session to end.
+ */
+export const TERMINATION_ACK_TIMEOUT_MS = 750;
+
 /** Reasons that end an agent for good, and the exit code each maps to (contract: 4 revoked, 5 identity gone). */
 export const FINAL_SESSION_REASONS: Partial<Record<ErrorReason, 4 | 5>> = {
   CONNECTOR_REVOKED: 4,

@@ -161,6 +161,8 @@ export const auditListInput = z
   .optional();
 
 export const reportInput = z.strictObject({ host: hostSchema });
+/** `agent.acknowledge`: the agent heard the session's final `revoked` or `deleted` event and wiped its identity. */
+export const acknowledgeInput = z.strictObject({ event: z.enum(['revoked', 'deleted']) });
 
 /** What the agent puts in connectionParams (tRPC sends them as strings). */
 export const sessionParamsSchema = z.strictObject({

@@ -125,7 +125,11 @@ describe('connector records', () => {
     await using srv = await startTestServer();
     const { enrolled } = await fleet(srv, 'Gone', 1);
     const id = enrolled[0]!.connectorId;
-    expect(await srv.admin.connectors.delete.mutate({ connectorId: id })).toEqual({ deleted: true });
+    // No live session to tell: pending (see revocation-receipts.test.ts for the live side).
+    expect(await srv.admin.connectors.delete.mutate({ connectorId: id })).toEqual({
+      deleted: true,
+      termination: { state: 'pending', confirmedAt: null, confirmedFrom: null },
+    });
     for (const path of ['connectors.get', 'connectors.delete', 'connectors.revoke', 'connectors.disable']) {
       expect(await rawCall(srv.url, path, { connectorId: id }, { key: srv.adminKey })).toMatchObject({
         status: 404,

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { parseDuration } from '../config.js';
-import { printFields, printTable, relative, replacementWords } from './format.js';
+import { printFields, printTable, relative, replacementWords, terminationWords } from './format.js';
 
 export interface AdminOptions {
   server: string;
@@ -260,7 +260,8 @@ export function registerAdminCommands(program: Command): void {
               c.id,
               c.name,
               c.groupId,
-              c.status,
+              // A revoked one says whether its host has learnt it yet.
+              c.termination ? `revoked (${c.termination.state})` : c.status,
               c.connection,
               relative(c.lastSeenAt),
               c.remoteAddress,
@@ -282,7 +283,7 @@ export function registerAdminCommands(program: Command): void {
           ['id', c.id],
           ['name', c.name],
           ['group', c.groupId],
-          ['status', c.status],
+          ['status', terminationWords(c.termination) ?? c.status],
           ['connection', c.connection],
           ['enrolled', c.enrolledAt],
           ['last connected', c.lastConnectedAt],
@@ -315,14 +316,16 @@ export function registerAdminCommands(program: Command): void {
         const reason = (options as AdminOptions & { reason?: string }).reason;
         const c = await client.connectors.revoke.mutate({ connectorId: id!, ...(reason ? { reason } : {}) });
         print(options, c, () =>
-          console.log(`Connector ${c.id} revoked; its group's provisioning key was regenerated.`),
+          console.log(
+            `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`,
+          ),
         );
       }),
     );
   adminCommand(connectors, 'delete <id>', 'delete a connector (ends its session)').action(
     withClient(async (client, options, id) => {
       const r = await client.connectors.delete.mutate({ connectorId: id! });
-      print(options, r, () => console.log('Connector deleted.'));
+      print(options, r, () => console.log(`Connector ${terminationWords(r.termination, 'deleted')}.`));
     }),
   );
 

@@ -1,6 +1,6 @@
 import { DomainError } from '../../shared/errors.js';
-import { enrollInput, reportInput } from '../../shared/schemas.js';
-import { agentProcedure, publicProcedure, router } from '../trpc.js';
+import { acknowledgeInput, enrollInput, reportInput } from '../../shared/schemas.js';
+import { agentProcedure, endingAgentProcedure, publicProcedure, router } from '../trpc.js';
 
 export const agentRouter = router({
   /** Unauthenticated: the provisioning key is the credential. Rate-limited by address and by key id. */
@@ -25,6 +25,14 @@ export const agentRouter = router({
    * (with retryAfterSeconds) before half the lifetime has passed.
    */
   renew: agentProcedure.mutation(({ ctx }) => ctx.services.hub.renewOnRequest(ctx.agent)),
+  /**
+   * Sent by the agent over a session that ended with `revoked` or `deleted`, once it has wiped its
+   * identity: the revoke or delete then answers `termination: confirmed`. `{ok: true}`.
+   */
+  acknowledge: endingAgentProcedure.input(acknowledgeInput).mutation(({ ctx, input }) => {
+    ctx.services.hub.acknowledgeTermination(ctx.agent, input.event);
+    return { ok: true as const };
+  }),
   report: agentProcedure.input(reportInput).mutation(({ ctx, input }) => {
     ctx.services.connectors.updateHost(ctx.agent.connectorId, input.host);
     return { ok: true as const };

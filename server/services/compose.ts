@@ -45,7 +45,10 @@ export function createServices(
     identityTtlMs: config.identityTtlMs,
     pendingTtlMs: config.pendingTtlMs,
   };
-  const presence = { isConnected: (id: string) => hub.isConnected(id) };
+  const presence = {
+    isConnected: (id: string) => hub.isConnected(id),
+    termination: (id: string) => hub.termination(id),
+  };
   const deps: ServiceDeps = { ...capabilities, events, presence, policy, metrics };
   const connectors = new ConnectorService(deps);
   const hub: SessionHub = new SessionHub({

@@ -12,6 +12,7 @@ import {
   connectionOf,
   connectorView,
   emptyCounts,
+  type Termination,
 } from './views.js';
 
 export interface ConnectorFilter {
@@ -23,6 +24,16 @@ export interface ConnectorFilter {
 }
 
 export const DEFAULT_PAGE_SIZE = 100;
+
+/** A host learnt that its connector was revoked or deleted: when, from where, and how we know. */
+export interface TerminationConfirmation {
+  event: 'revoked' | 'deleted';
+  groupId: string;
+  at: number;
+  from: string;
+  /** Its agent acknowledged the session's final event, or a later handshake of its identity was refused. */
+  via: 'acknowledgement' | 'handshake';
+}
 
 function requireConnector(data: Readonly<StoreData>, connectorId: string): ConnectorRecord {
   const record = data.connectors[connectorId];
@@ -116,7 +127,9 @@ export class ConnectorService {
 
   /**
    * Revokes a connector for good and regenerates its group's key in the same write: whoever
-   * deployed it may still hold the key, so the key is treated as exposed too.
+   * deployed it may still hold the key, so the key is treated as exposed too. Answers once the
+   * revocation is durable and its live session (if any) acknowledged it or the bound passed, with
+   * `termination` saying which.
    */
   async revoke(connectorId: string, reason: string | null, meta: RequestMeta): Promise<ConnectorView> {
     const now = this.deps.clock.now();
@@ -133,6 +146,7 @@ export class ConnectorService {
     });
     // Cut the agent off now; answer once the revocation is durable.
     if (applied) this.deps.events.emit({ type: 'connector.revoked', connectorId, reason });
+    const ended = this.deps.presence.termination(connectorId);
     const outcome = await durable;
     if (outcome) {
       await this.deps.audit.record({
@@ -144,19 +158,65 @@ export class ConnectorService {
         details: { reason, previousKeyId: outcome.previousKeyId },
       });
     }
-    return this.get(connectorId);
+    const termination = await ended;
+    const view = this.get(connectorId);
+    // Pending here may still be a confirmation stored by an earlier revoke: the record says.
+    return termination.state === 'confirmed' ? { ...view, termination } : view;
   }
 
-  async delete(connectorId: string, meta: RequestMeta): Promise<{ deleted: true }> {
+  /** Deletes a connector; `termination` says whether its live session (if any) acknowledged it. */
+  async delete(connectorId: string, meta: RequestMeta): Promise<{ deleted: true; termination: Termination }> {
     const { applied, durable } = applyNow(this.deps.store, (data) => {
       const record = requireConnector(data, connectorId);
       delete data.connectors[connectorId];
       return record.groupId;
     });
     if (applied) this.deps.events.emit({ type: 'connector.deleted', connectorId });
+    const ended = this.deps.presence.termination(connectorId);
     const groupId = await durable;
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
-    return { deleted: true };
+    return { deleted: true, termination: await ended };
+  }
+
+  /**
+   * Records that a host learnt its connector was revoked (the first time only: a durable write,
+   * which nobody waits for) and audits it. A deleted connector has no record left to hold it, so
+   * that confirmation is audited only.
+   */
+  confirmTermination(connectorId: string, c: TerminationConfirmation): void {
+    const audit = (type: string, lazy: boolean) =>
+      this.deps.audit.record(
+        {
+          type,
+          actor: { kind: 'agent', connectorId },
+          remoteAddress: c.from,
+          connectorId,
+          groupId: c.groupId,
+          details: { via: c.via, confirmedAt: new Date(c.at).toISOString() },
+        },
+        { lazy },
+      );
+    const failed = (error: unknown) =>
+      this.deps.logger.error({ err: error, connectorId }, 'could not record a confirmed termination');
+    if (c.event === 'deleted') {
+      // Each refused handshake of a deleted identity says it again; those ride along with a write.
+      audit('connector.deletion_confirmed', c.via === 'handshake').catch(failed);
+      return;
+    }
+    const unconfirmed = (record: ConnectorRecord | undefined) =>
+      record?.status === 'revoked' && (record.revocationConfirmedAt ?? null) === null;
+    // Checked before the write: a revoked host retrying its handshake costs no write once confirmed.
+    if (!this.deps.store.read((data) => unconfirmed(data.connectors[connectorId]))) return;
+    this.deps.store
+      .transact((data) => {
+        const record = data.connectors[connectorId];
+        if (!record || !unconfirmed(record)) return false;
+        record.revocationConfirmedAt = c.at;
+        record.revocationConfirmedFrom = c.from;
+        return true;
+      })
+      .then((changed) => (changed ? audit('connector.revocation_confirmed', false) : undefined))
+      .catch(failed);
   }
 
   /** Removes connectors that enrolled but never opened a session within the pending TTL. */

@@ -6,6 +6,7 @@ import type { AuditActor, AuditLog } from './audit.js';
 import type { DomainEvents } from './events.js';
 import type { IdentityAuthority } from './identity.js';
 import type { SecretBox } from './secrets.js';
+import type { Termination } from './views.js';
 
 /** Who asks, from where: carried into the audit log. */
 export interface RequestMeta {
@@ -16,6 +17,11 @@ export interface RequestMeta {
 /** Whether a connector has a live session right now; the session hub answers it. */
 export interface Presence {
   isConnected(connectorId: string): boolean;
+  /**
+   * Whether the agent of the session a revoke or delete of this connector just ended acknowledged
+   * it: waits up to the acknowledgement bound, `pending` at once when no session was ended.
+   */
+  termination(connectorId: string): Promise<Termination>;
 }
 
 export interface Policy {

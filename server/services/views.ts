@@ -56,6 +56,27 @@ export function groupView(group: GroupRecord, counts: ConnectorCounts) {
 }
 export type GroupView = ReturnType<typeof groupView>;
 
+/** Whether the host of a revoked or deleted connector learnt it, and when and from where. */
+export interface Termination {
+  /** `confirmed`: the host acknowledged (it heard it and wiped its identity); else `pending`. */
+  state: 'confirmed' | 'pending';
+  /** When the host confirmed it (ISO), or null. */
+  confirmedAt: string | null;
+  /** The address it confirmed from, or null. */
+  confirmedFrom: string | null;
+}
+
+/** A revoked connector's termination as stored; null for one that is not revoked. */
+function terminationOf(record: ConnectorRecord): Termination | null {
+  if (record.status !== 'revoked') return null;
+  const confirmedAt = record.revocationConfirmedAt ?? null;
+  return {
+    state: confirmedAt === null ? 'pending' : 'confirmed',
+    confirmedAt: iso(confirmedAt),
+    confirmedFrom: record.revocationConfirmedFrom ?? null,
+  };
+}
+
 export function connectorView(record: ConnectorRecord, presence: Presence) {
   return {
     id: record.id,
@@ -79,6 +100,8 @@ export function connectorView(record: ConnectorRecord, presence: Presence) {
     },
     revokedAt: iso(record.revokedAt),
     revokeReason: record.revokeReason,
+    /** For a revoked connector: whether and when its host learnt it (see `termination` of revoke). */
+    termination: terminationOf(record),
   };
 }
 export type ConnectorView = ReturnType<typeof connectorView>;

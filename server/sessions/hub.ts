@@ -2,7 +2,12 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
 import { hostFactsDigest } from '../../shared/host-facts.js';
-import { CLOSE_CODES, replacedCloseReason, type SessionEvent } from '../../shared/protocol.js';
+import {
+  CLOSE_CODES,
+  replacedCloseReason,
+  type SessionEvent,
+  TERMINATION_ACK_TIMEOUT_MS,
+} from '../../shared/protocol.js';
 import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
@@ -12,9 +17,11 @@ import type { Policy, Presence } from '../services/deps.js';
 import type { DomainEvent, DomainEvents } from '../services/events.js';
 import type { ExpectedProofBinding, IdentityAuthority } from '../services/identity.js';
 import { unverifiedPayload } from '../services/jws.js';
+import type { Termination } from '../services/views.js';
 import type { Store } from '../store/store.js';
 import { type AgentSession, type Corkable, LiveSession } from './live-session.js';
 import { RenewalSchedule } from './renewal-schedule.js';
+import { type FinalEvent, TerminationReceipts } from './termination-receipts.js';
 
 export type { AgentSession, Corkable } from './live-session.js';
 
@@ -84,6 +91,13 @@ export class SessionHub implements Presence {
   private readonly timers: NodeJS.Timeout[] = [];
   /** Every subscribed session, by when its identity is due for renewal (a third of its lifetime left). */
   private readonly renewals: RenewalSchedule<LiveSession>;
+  /** Sessions a revoke or delete ended, open until their agent acknowledges or the bound passes. */
+  private readonly receipts = new TerminationReceipts({
+    timeoutMs: TERMINATION_ACK_TIMEOUT_MS,
+    // Confirmed: closed once the answer to agent.acknowledge has gone out.
+    onSettled: (live, termination) =>
+      termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
+  });
   private readonly unsubscribe: () => void;
   /** The signing key the hub last saw active: a change means a rotation just activated. */
   private seenSignerKid: string;
@@ -137,7 +151,12 @@ export class SessionHub implements Presence {
       throw new DomainError('IDENTITY_INVALID');
     const claims = await this.o.identity.verifyIdentity(parsed.data.identity);
     this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
-    this.requireUsable(claims.connectorId, claims.jkt);
+    try {
+      this.requireUsable(claims.connectorId, claims.jkt);
+    } catch (error) {
+      this.confirmToldAtHandshake(error, claims, from.remoteAddress);
+      throw error;
+    }
     this.requireRoomFor(claims.connectorId, from.remoteAddress);
     const agent: AgentSession = {
       connectorId: claims.connectorId,
@@ -167,6 +186,34 @@ export class SessionHub implements Presence {
         'IDENTITY_INVALID',
         'This session has ended: another replaced it, or it was closed.',
       );
+  }
+
+  /** Checks that `agent` is a session a revoke or delete ended and that owes its acknowledgement. */
+  requireEnding(agent: AgentSession): void {
+    if (!this.receipts.awaitsAcknowledgement(agent))
+      throw new DomainError('IDENTITY_INVALID', 'This session is not waiting for an acknowledgement.');
+  }
+
+  /**
+   * `agent.acknowledge`: the agent heard its session's final event and wiped its identity. Settles
+   * the revoke or delete waiting on it as confirmed, and records and audits the confirmation.
+   */
+  acknowledgeTermination(agent: AgentSession, event: FinalEvent): void {
+    const now = this.o.clock.now();
+    if (!this.receipts.acknowledge(agent, event, now))
+      throw new DomainError('VALIDATION_FAILED', `This session did not end with a ${event} event.`);
+    this.o.connectors.confirmTermination(agent.connectorId, {
+      event,
+      groupId: agent.groupId,
+      at: now,
+      from: agent.remoteAddress,
+      via: 'acknowledgement',
+    });
+  }
+
+  /** What became of the session a revoke or delete of this connector just ended (see TerminationReceipts). */
+  termination(connectorId: string): Promise<Termination> {
+    return this.receipts.outcome(connectorId);
   }
 
   /**
@@ -279,6 +326,7 @@ export class SessionHub implements Presence {
   closeAll(): void {
     for (const timer of this.timers) clearInterval(timer);
     this.unsubscribe();
+    this.receipts.settleAll();
     this.recordLastSeen();
     for (const live of this.sessions.values()) live.agent.ws.close(1001, 'server shutting down');
   }
@@ -465,6 +513,7 @@ export class SessionHub implements Presence {
   /**
    * Ends a session: a subscribed one sends `event` and closes from its stream; one that never
    * subscribed has nothing to drain its queue, so its socket is closed here with the same code.
+   * Told it was revoked or deleted, a subscribed one stays open for the agent's acknowledgement.
    */
   private endSession(
     live: LiveSession,
@@ -473,14 +522,20 @@ export class SessionHub implements Presence {
     reason: string,
     now: number,
   ): void {
+    const ended = live.ending !== null;
     live.end(event, code, reason, now);
     if (!live.subscribed) this.closeEnded(live);
+    else if (!ended && (event?.type === 'revoked' || event?.type === 'deleted'))
+      this.receipts.expect(live, event.type);
   }
 
-  /** Closes an ended session's socket with its code, and cuts off a peer that does not answer. */
+  /**
+   * Closes an ended session's socket with its code (unless it still waits for its acknowledgement),
+   * and cuts off a peer that does not answer.
+   */
   private closeEnded(live: LiveSession): void {
     const { ws } = live.agent;
-    if (!live.ending || ws.readyState !== ws.OPEN) return;
+    if (!live.ending || ws.readyState !== ws.OPEN || this.receipts.isWaiting(live)) return;
     const { code, reason, requestedAt } = live.ending;
     ws.once('close', () =>
       this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
@@ -515,6 +570,32 @@ export class SessionHub implements Presence {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * A handshake whose identity and proof checked out was refused because its connector is revoked or
+   * gone: the host holds that identity and is told now, which confirms a termination it missed.
+   */
+  private confirmToldAtHandshake(
+    error: unknown,
+    claims: { connectorId: string; groupId: string },
+    remoteAddress: string,
+  ): void {
+    if (!(error instanceof DomainError)) return;
+    const event =
+      error.reason === 'CONNECTOR_REVOKED'
+        ? 'revoked'
+        : error.reason === 'CONNECTOR_NOT_FOUND'
+          ? 'deleted'
+          : null;
+    if (event)
+      this.o.connectors.confirmTermination(claims.connectorId, {
+        event,
+        groupId: claims.groupId,
+        at: this.o.clock.now(),
+        from: remoteAddress,
+        via: 'handshake',
+      });
   }
 
   private onDomainEvent(event: DomainEvent): void {

@@ -54,6 +54,13 @@ export interface ConnectorRecord {
   identity: { issuedAt: number; expiresAt: number; keyId: string };
   revokedAt: number | null;
   revokeReason: string | null;
+  /**
+   * When the host learnt of the revocation: its agent acknowledged it over the live session, or its
+   * identity was refused at a later handshake (absent in records from before; null: not yet).
+   */
+  revocationConfirmedAt?: number | null;
+  /** The address it learnt it from. */
+  revocationConfirmedFrom?: string | null;
 }
 
 export interface ApiKeyRecord {

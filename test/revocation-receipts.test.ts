@@ -1,0 +1,157 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CLOSE_CODES, TERMINATION_ACK_TIMEOUT_MS } from '../shared/protocol.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+async function setup() {
+  const srv = await startTestServer();
+  const group = await srv.admin.groups.create.mutate({ name: 'Receipts' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  return { srv, group, key };
+}
+
+/** A real agent, connected and settled (its host facts reported), as in production. */
+async function liveAgent(srv: Awaited<ReturnType<typeof setup>>['srv'], key: string, name: string) {
+  const stateDir = await tempDir('ce-receipt-');
+  const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', name], stateDir);
+  const connector = await waitConnected(srv.admin, name);
+  await eventually(
+    'host facts reported',
+    async () => (await srv.admin.connectors.get.query({ connectorId: connector.id })).host.cpus > 0,
+  );
+  return { agent, connector, stateDir };
+}
+
+describe('revocation receipts: revoke and delete say whether the host heard it', () => {
+  it('a live agent acknowledges: revoke answers confirmed within the bound, the agent exits 4 with its identity wiped', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const { agent, connector, stateDir } = await liveAgent(srv, key, 'heard');
+    const startedAt = Date.now();
+    const revoked = await srv.admin.connectors.revoke.mutate({
+      connectorId: connector.id,
+      reason: 'receipt',
+    });
+    const tookMs = Date.now() - startedAt;
+    const confirmedAt = new Date(srv.clock.now()).toISOString();
+    expect(revoked.status).toBe('revoked');
+    expect(revoked.termination).toEqual({ state: 'confirmed', confirmedAt, confirmedFrom: '127.0.0.1' });
+    expect(tookMs, agent.output()).toBeLessThan(1000);
+    expect((await agent.exited).code).toBe(4);
+    expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+    const shown = await srv.admin.connectors.get.query({ connectorId: connector.id });
+    expect(shown.termination).toEqual(revoked.termination);
+    const listed = await srv.admin.connectors.list.query({ status: 'revoked' });
+    expect(listed.items.find((c) => c.id === connector.id)?.termination).toEqual(revoked.termination);
+    const audit = await srv.admin.audit.list.query({ type: 'connector.revocation_confirmed' });
+    expect(audit).toMatchObject([
+      { connectorId: connector.id, remoteAddress: '127.0.0.1', details: { via: 'acknowledgement' } },
+    ]);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('an offline agent: pending; confirmed, with the time and address, when it next connects and is refused (it exits 4 and wipes)', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const { agent, connector, stateDir } = await liveAgent(srv, key, 'asleep');
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    await eventually(
+      'disconnected',
+      async () =>
+        (await srv.admin.connectors.get.query({ connectorId: connector.id })).connection === 'disconnected',
+    );
+    const revoked = await srv.admin.connectors.revoke.mutate({ connectorId: connector.id });
+    expect(revoked.termination).toEqual({ state: 'pending', confirmedAt: null, confirmedFrom: null });
+    expect((await srv.admin.connectors.get.query({ connectorId: connector.id })).termination?.state).toBe(
+      'pending',
+    );
+
+    // Within the proofs' allowed clock skew: the agent signs with the real time.
+    srv.clock.advance(60_000);
+    const again = spawnAgent(['--server', srv.url], stateDir);
+    expect((await again.exited).code).toBe(4);
+    expect(await readIdentity(stateDir)).toBeNull();
+    const shown = await eventually('confirmed', async () => {
+      const c = await srv.admin.connectors.get.query({ connectorId: connector.id });
+      return c.termination?.state === 'confirmed' ? c : null;
+    });
+    expect(shown.termination).toEqual({
+      state: 'confirmed',
+      confirmedAt: new Date(srv.clock.now()).toISOString(),
+      confirmedFrom: '127.0.0.1',
+    });
+    const audit = await eventually('audited', async () => {
+      const events = await srv.admin.audit.list.query({ type: 'connector.revocation_confirmed' });
+      return events.length > 0 ? events : null;
+    });
+    expect(audit).toMatchObject([
+      { connectorId: connector.id, remoteAddress: '127.0.0.1', details: { via: 'handshake' } },
+    ]);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('a client that gets the revoked event but never acknowledges: pending at the bound, closed then, and never confirmed', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const enrolled = (await enrollSim(srv.url, key, 'silent')).enrolled!;
+    const sim = connectSim(srv.url, enrolled);
+    await sim.waitFor('ready');
+    const startedAt = Date.now();
+    const revoked = await srv.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+    const tookMs = Date.now() - startedAt;
+    expect(revoked.termination).toEqual({ state: 'pending', confirmedAt: null, confirmedFrom: null });
+    expect(tookMs).toBeGreaterThanOrEqual(TERMINATION_ACK_TIMEOUT_MS - 50);
+    expect(tookMs).toBeLessThan(1000);
+    await sim.waitFor('revoked');
+    expect(await sim.waitForClose()).toEqual({ code: CLOSE_CODES.REVOKED, reason: 'CONNECTOR_REVOKED' });
+    // Still pending after the close: nothing confirms it later but the identity's next handshake.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).termination).toEqual(
+      { state: 'pending', confirmedAt: null, confirmedFrom: null },
+    );
+    expect(await srv.admin.audit.list.query({ type: 'connector.revocation_confirmed' })).toEqual([]);
+    await sim.close();
+  });
+
+  it('a live session that was not ended cannot acknowledge anything', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const enrolled = (await enrollSim(srv.url, key, 'eager')).enrolled!;
+    const sim = connectSim(srv.url, enrolled);
+    await sim.waitFor('ready');
+    await expect(sim.client.agent.acknowledge.mutate({ event: 'revoked' })).rejects.toMatchObject({
+      data: { reason: 'IDENTITY_INVALID' },
+    });
+    const revoked = await srv.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+    expect(revoked.termination?.state).toBe('pending');
+    await sim.close();
+  });
+
+  it('delete of a live agent answers confirmed; the agent exits 5 with its identity wiped', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const { agent, connector, stateDir } = await liveAgent(srv, key, 'removed');
+    const deleted = await srv.admin.connectors.delete.mutate({ connectorId: connector.id });
+    expect(deleted).toEqual({
+      deleted: true,
+      termination: {
+        state: 'confirmed',
+        confirmedAt: new Date(srv.clock.now()).toISOString(),
+        confirmedFrom: '127.0.0.1',
+      },
+    });
+    expect((await agent.exited).code).toBe(5);
+    expect(await readIdentity(stateDir)).toBeNull();
+    const audit = await eventually('audited', async () => {
+      const events = await srv.admin.audit.list.query({ type: 'connector.deletion_confirmed' });
+      return events.length > 0 ? events : null;
+    });
+    expect(audit).toMatchObject([{ connectorId: connector.id, remoteAddress: '127.0.0.1' }]);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+});
