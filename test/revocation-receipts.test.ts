@@ -1,11 +1,24 @@
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { CLOSE_CODES, TERMINATION_ACK_TIMEOUT_MS } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { repoRoot } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
+
+/** The admin CLI against a test server, as `npm run -s server -- ARGS` runs it. */
+async function cli(srv: { url: string; adminKey: string }, args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args, '--server', srv.url],
+    { cwd: repoRoot, env: { ...process.env, CONNECTOR_ADMIN_KEY: srv.adminKey } },
+  );
+  return stdout;
+}
 
 async function setup() {
   const srv = await startTestServer();
@@ -130,6 +143,37 @@ describe('revocation receipts: revoke and delete say whether the host heard it',
     const revoked = await srv.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
     expect(revoked.termination?.state).toBe('pending');
     await sim.close();
+  });
+
+  it('the CLI says it in words; a confirmation at a handshake is stored and survives a restart', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const enrolled = (await enrollSim(srv.url, key, 'never-seen')).enrolled!;
+    const id = enrolled.connectorId;
+    expect(await cli(srv, ['connectors', 'revoke', id])).toContain(
+      `Connector ${id} revoked; not yet confirmed by the host`,
+    );
+    expect(await cli(srv, ['connectors', 'list'])).toContain('revoked (pending)');
+    // Within the proofs' allowed skew of the real time, on a whole second.
+    srv.clock.set(Math.floor(Date.now() / 1000) * 1000 + 30_000);
+    const confirmedAt = new Date(srv.clock.now()).toISOString();
+    const late = connectSim(srv.url, enrolled);
+    expect(await late.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'CONNECTOR_REVOKED' });
+    await late.close();
+    await eventually('confirmation audited', async () => {
+      const events = await srv.admin.audit.list.query({ type: 'connector.revocation_confirmed' });
+      return events.length === 1;
+    });
+    expect(await cli(srv, ['connectors', 'get', id])).toContain(
+      `revoked; the host confirmed it at ${confirmedAt.slice(0, 10)} ${confirmedAt.slice(11, 19)} UTC from 127.0.0.1`,
+    );
+    await srv.stop();
+    await using again = await startTestServer({ dataDir: srv.dataDir, clock: srv.clock });
+    expect((await again.admin.connectors.get.query({ connectorId: id })).termination).toEqual({
+      state: 'confirmed',
+      confirmedAt,
+      confirmedFrom: '127.0.0.1',
+    });
   });
 
   it('delete of a live agent answers confirmed; the agent exits 5 with its identity wiped', async () => {
