@@ -385,7 +385,7 @@ export async function startServer(
     // Failed handshakes block the address they come from, but only for handshakes that prove
     // nothing: an agent whose identity and proof check out is let in, so one stranger behind a NAT
     // cannot keep the site's fleet out. A blocked address's handshakes are signature-checked only
-    // if they name a usable connector.
+    // if they name a known connector (a revoked one too: its host must be told).
     const blockedForSeconds = await services.limiter.handshakeRetryAfter(remoteAddress);
     try {
       const agent = await hub.authenticate(connectionParams, {

@@ -210,6 +210,12 @@ describe('abuse limits on the unauthenticated paths', () => {
     const still = openSession(srv.url, { identity: 'not.a.jwt', proof: 'nope' });
     expect((await still.waitForClose()).code).toBe(CLOSE_CODES.RATE_LIMITED);
     await still.close();
+    // A revoked connector's host behind it is told so (final), not asked to retry.
+    const doomed = (await enrollSim(srv.url, (await groupWithKey(srv, 'Doomed')).key, 'doomed')).enrolled!;
+    await srv.admin.connectors.revoke.mutate({ connectorId: doomed.connectorId });
+    const told = connectSim(srv.url, doomed);
+    expect(await told.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'CONNECTOR_REVOKED' });
+    await told.close();
     await rm(stateDir, { recursive: true, force: true });
   });
 

@@ -65,8 +65,8 @@ export interface HandshakeOrigin {
   socket: Corkable | null;
   binding: ExpectedProofBinding;
   /**
-   * Set while this address is blocked for failed handshakes: only a handshake naming an existing,
-   * usable connector is worth the signature checks; anything else is refused at once.
+   * Set while this address is blocked for failed handshakes: only a handshake naming an existing
+   * connector (usable or revoked) is worth the signature checks; anything else is refused at once.
    */
   knownConnectorsOnly?: boolean;
 }
@@ -147,7 +147,7 @@ export class SessionHub implements Presence {
     const parsed = sessionParamsSchema.safeParse(connectionParams);
     if (!parsed.success)
       throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
-    if (from.knownConnectorsOnly && !this.namesUsableConnector(parsed.data.identity))
+    if (from.knownConnectorsOnly && !this.namesKnownConnector(parsed.data.identity))
       throw new DomainError('IDENTITY_INVALID');
     const claims = await this.o.identity.verifyIdentity(parsed.data.identity);
     this.o.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
@@ -557,18 +557,19 @@ export class SessionHub implements Presence {
   }
 
   /**
-   * Whether an identity token names a connector that exists, is not revoked and has the thumbprint
-   * the token claims, read without checking its signature: a cheap filter before the signature checks.
+   * Whether an identity token names a connector that exists with the thumbprint the token claims,
+   * read without checking its signature: a cheap filter before the signature checks. A revoked one
+   * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
    */
-  private namesUsableConnector(token: string): boolean {
+  private namesKnownConnector(token: string): boolean {
     const claims = unverifiedPayload(token);
     const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
     if (typeof claims?.sub !== 'string' || typeof jkt !== 'string') return false;
     try {
       this.requireUsable(claims.sub, jkt);
       return true;
-    } catch {
-      return false;
+    } catch (error) {
+      return error instanceof DomainError && error.reason === 'CONNECTOR_REVOKED';
     }
   }
 
