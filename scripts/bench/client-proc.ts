@@ -32,6 +32,7 @@ import type {
   FleetKind,
   Group,
   GroupClosed,
+  RenewalsSeen,
 } from './protocol.js';
 
 const { values } = parseArgs({
@@ -49,6 +50,10 @@ const byId = new Map<string, Sim>();
 const changeListeners = new Set<(sim: Sim) => void>();
 let mark = { endedSinceMark: 0, exitCodes: {} as Record<string, number>, warnings: 0, errors: 0, sockets: 0 };
 const lastMessages: string[] = [];
+/** Renewed identities the sims saved since the last mark, with the first and last times (monoMs). */
+let renewals: RenewalsSeen = { count: 0, firstAtMs: 0, lastAtMs: 0 };
+/** Each connector counts once however often it renewed. */
+const renewedSims = new Set<string>();
 const remember = (message: string) => {
   lastMessages.push(message.slice(0, 300));
   if (lastMessages.length > 5) lastMessages.shift();
@@ -64,6 +69,13 @@ const hooks: SimHooks = {
   },
   socketOpened: () => {
     mark.sockets++;
+  },
+  renewed: (sim) => {
+    const at = monoMs();
+    renewedSims.add(sim.id);
+    renewals.count = renewedSims.size;
+    renewals.firstAtMs ||= at;
+    renewals.lastAtMs = at;
   },
   warn: (message) => {
     mark.warnings++;
@@ -314,8 +326,11 @@ serveIpc({
   connect,
   firstConnect,
   status,
+  renewals: (): RenewalsSeen => ({ ...renewals }),
   mark: () => {
     mark = { endedSinceMark: 0, exitCodes: {}, warnings: 0, errors: 0, sockets: 0 };
+    renewals = { count: 0, firstAtMs: 0, lastAtMs: 0 };
+    renewedSims.clear();
     lastMessages.length = 0;
     return true;
   },

@@ -50,10 +50,11 @@ export class Harness {
   /** Starts a server under test in its own process and waits until it listens. */
   async startServer(
     kind: FleetKind,
-    options: { dataDir?: string; port?: number; name?: string } = {},
+    options: { dataDir?: string; port?: number; name?: string; identityTtlMs?: number } = {},
   ): Promise<ServerHandle> {
     const args = ['--mode', kind, '--port', String(options.port ?? 0), '--log-level', this.options.logLevel];
     if (options.dataDir) args.push('--data-dir', options.dataDir);
+    if (options.identityTtlMs) args.push('--identity-ttl-ms', String(options.identityTtlMs));
     const child = forkTs(options.name ?? `server-${kind}`, 'server-proc.ts', args, {
       logFile: this.logFile(options.name ?? `server-${kind}`),
       nodeArgs: ['--expose-gc'],

@@ -24,8 +24,9 @@ import { runSyntheticReads } from './scenarios/admin-reads.js';
 import { runAgentFootprint } from './scenarios/agent-footprint.js';
 import { runEnrollment } from './scenarios/enrollment.js';
 import { type ProjectSetup, runFleet } from './scenarios/fleet.js';
+import { runRenewal } from './scenarios/renewal.js';
 
-const PHASES = ['project', 'trpc', 'bare', 'reads', 'agent'] as const;
+const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'agent'] as const;
 type Phase = (typeof PHASES)[number];
 
 const HELP = `npm run bench [-- options]
@@ -39,6 +40,9 @@ const HELP = `npm run bench [-- options]
   --stored <n>       connectors stored before enrollment throughput is measured (default 10000)
   --enroll-count <n> enrollments in that measurement (default 3000; quick 150)
   --only <phases>    comma-separated subset of: ${PHASES.join(', ')}
+                     (renewal: <max-n> connectors enrolled together on a server of their own with a
+                     short identity lifetime, 10 ms per connector and ≥ 90 s (quick 15 s), connected,
+                     until the server has renewed each identity once)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
                      storm) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
@@ -138,6 +142,7 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
     reads: [],
     fleets: {},
     footprint: null,
+    renewal: null,
     errors: [],
   };
   h.progress(
@@ -181,6 +186,11 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
         results.fleets.project = await runFleet(h, 'project', ready);
       });
     }
+  }
+  if (phases.has('renewal')) {
+    await attempt('renewal', async () => {
+      results.renewal = await runRenewal(h);
+    });
   }
   for (const kind of ['trpc', 'bare'] as const satisfies FleetKind[]) {
     if (!phases.has(kind)) continue;

@@ -26,6 +26,17 @@ export interface Plan {
   readRepeats: number;
   agentIdleMs: number;
   idleCpuWindowMs: number;
+  /**
+   * Connectors enrolled together and connected for the renewal scenario (the last step), with a
+   * short identity lifetime: their renewals, due when a third of it is left, fall due together.
+   */
+  renewalN: number;
+  /**
+   * The renewal scenario's identity lifetime: long enough that enrolling and connecting all
+   * `renewalN` (one to two minutes for 19,500 here) ends before the first renewal is due (at 2/3
+   * of it): 15 s quick, else 10 ms per connector and at least 90 s (195 s for 19,500).
+   */
+  renewalTtlMs: number;
   connectTimeoutMs: number;
   stormTimeoutMs: number;
   /** The whole run stops (and fails) after this. */
@@ -44,6 +55,9 @@ export interface PlanOverrides {
 export function makePlan(options: { quick: boolean } & PlanOverrides): Plan {
   const plan = basePlan(options.quick, options.maxN);
   if (options.steps) plan.steps = [...options.steps].sort((a, b) => a - b);
+  plan.renewalN = plan.steps[plan.steps.length - 1]!;
+  // 10 ms per connector: enrolling and connecting run at ~200–500 and ~250–850 per second here.
+  if (!plan.quick) plan.renewalTtlMs = Math.max(90_000, plan.renewalN * 10);
   if (options.massN !== undefined) plan.massStep = options.massN;
   if (options.stored !== undefined) plan.storedBeforeEnrollMeasure = options.stored;
   if (options.enrollCount !== undefined) plan.enrollMeasureCount = options.enrollCount;
@@ -74,6 +88,8 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
       readRepeats: 5,
       agentIdleMs: 5000,
       idleCpuWindowMs: 1000,
+      renewalN: maxN,
+      renewalTtlMs: 15_000,
       connectTimeoutMs: 30_000,
       stormTimeoutMs: 30_000,
       deadlineMs: 200_000,
@@ -96,6 +112,8 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
     readRepeats: 30,
     agentIdleMs: 60_000,
     idleCpuWindowMs: 10_000,
+    renewalN: maxN,
+    renewalTtlMs: 90_000,
     connectTimeoutMs: 240_000,
     stormTimeoutMs: 180_000,
     deadlineMs: 60 * 60_000,

@@ -117,3 +117,11 @@ export interface AllReady {
   ready: number;
   lastReadyAtMs: number;
 }
+
+/** Renewed identities a client process's sims saved since its last mark (times are monoMs; 0 when none). */
+export interface RenewalsSeen {
+  /** Connectors that saved at least one. */
+  count: number;
+  firstAtMs: number;
+  lastAtMs: number;
+}

@@ -11,6 +11,7 @@ export const SCENARIOS = [
   'reconnect-storm',
   'agent-footprint',
   'admin-reads',
+  'renewal',
   'event-loop',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -292,6 +293,49 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
     );
   }
 
+  const rn = results.renewal;
+  if (rn) {
+    const ttl = `${Math.round(rn.identityTtlMs / 1000)} s lifetime`;
+    rows.push(
+      row('renewal', `identities renewed (${ttl})`, rn.n, 'count', rn.renewed, {}, null, 0),
+      row('renewal', 'enrollment of all N (identities issued)', rn.n, 's', rn.enrollMs / 1000, {}, null, 1),
+      row('renewal', 'connect of all N after it', rn.n, 's', rn.connectMs / 1000, {}, null, 1),
+      row(
+        'renewal',
+        'renewed before all were connected',
+        rn.n,
+        'count',
+        rn.renewedBeforeConnected,
+        {},
+        null,
+        0,
+      ),
+      row('renewal', 'first renewal → last renewal', rn.n, 's', rn.windowMs / 1000, {}, null, 1),
+      row('renewal', 'server max event-loop delay while renewing', rn.n, 'ms', rn.eldMaxMs, {}, null, 0),
+      row(
+        'renewal',
+        'server max event-loop delay, all connected → first renewal',
+        rn.n,
+        'ms',
+        rn.eldMaxBeforeMs,
+        {},
+        null,
+        0,
+      ),
+      row('renewal', 'server CPU over the renewal window', rn.n, 's', rn.cpuMs / 1000, {}, null, 2),
+      row(
+        'renewal',
+        'server CPU per renewal',
+        rn.n,
+        'µs',
+        (rn.cpuMs * 1000) / Math.max(1, rn.renewed),
+        {},
+        null,
+        0,
+      ),
+    );
+  }
+
   for (const r of results.reads) {
     const note = r.synthetic ? ' (synthetic store)' : '';
     rows.push(
@@ -376,6 +420,7 @@ export function eventLoopByScenario(results: RunResults): Array<[string, PerKind
   out.push(['revoke', per((f) => f.steps.map((s) => s.revoke?.eldMaxMs))]);
   out.push(['mass revoke', per((f) => [f.mass?.eldMaxMs])]);
   out.push(['reconnect storm', per((f) => [f.storm?.eldMaxMs])]);
+  if (results.renewal) out.push(['renewal', { project: results.renewal.eldMaxMs, trpc: null, bare: null }]);
   if (results.reads.length)
     out.push([
       'admin reads',
@@ -505,6 +550,17 @@ export function buildTargets(results: RunResults, steps: number[]): Target[] {
     'agent idle CPU < 1 %',
     fp ? `${fmt(fp.agent.cpuPct, 3)} % over ${fmt(fp.idleMs / 1000, 0)} s` : 'not measured',
     fp ? fp.agent.cpuPct < 1 : null,
+  );
+  const rn = results.renewal;
+  add(
+    'renewal-stall',
+    'renewal',
+    `renewing ${rn ? fmt(rn.n, 0) : 'N'} identities issued together stalls the server's event loop < 100 ms`,
+    rn
+      ? `max ${fmt(rn.eldMaxMs, 0)} ms; ${fmt(rn.renewed, 0)}/${fmt(rn.n, 0)} renewed over ${fmt(rn.windowMs / 1000)} s ` +
+          `(issued over ${fmt(rn.enrollMs / 1000)} s, ${fmt(rn.identityTtlMs / 1000, 0)} s lifetime), CPU ${fmt(rn.cpuMs / 1000, 2)} s`
+      : 'not measured',
+    rn ? rn.eldMaxMs < 100 && rn.renewed === rn.n : null,
   );
   const stalls = eventLoopByScenario(results)
     .map(([name, v]) => [name, v.project] as const)

@@ -131,6 +131,27 @@ export interface FootprintResult {
   baseline: ProcessFootprint;
 }
 
+/** N identities issued together with a short lifetime, renewed by the server while their agents stay connected. */
+export interface RenewalResult {
+  n: number;
+  identityTtlMs: number;
+  /** First to last identity issued (the enrollments), and the connects after them. */
+  enrollMs: number;
+  connectMs: number;
+  /** Renewed identities the agents saved, and those saved before every agent was connected. */
+  renewed: number;
+  renewedBeforeConnected: number;
+  /** From all connected to the first renewal seen, and from the first to the last. */
+  firstAfterConnectedMs: number;
+  windowMs: number;
+  /** The server's largest event-loop delay from the first renewal to the last (in ~100 ms slices). */
+  eldMaxMs: number;
+  /** The same from all connected until the first renewal (idle, or the connects' after-work). */
+  eldMaxBeforeMs: number;
+  /** Server CPU (user + system) over the renewal window. */
+  cpuMs: number;
+}
+
 export interface RunMeta {
   date: string;
   quick: boolean;
@@ -152,5 +173,7 @@ export interface RunResults {
   reads: ReadsResult[];
   fleets: Partial<Record<FleetKind, FleetResult>>;
   footprint: FootprintResult | null;
+  /** Absent in runs from before the renewal scenario. */
+  renewal?: RenewalResult | null;
   errors: Array<{ scenario: string; message: string }>;
 }

@@ -3,7 +3,7 @@
  * files, durability on) or a baseline. It answers the harness over IPC with its own RSS, heap, CPU
  * and event-loop delay, so the numbers are the server's alone.
  *
- *   node --import tsx --expose-gc scripts/bench/server-proc.ts --mode project|bare|trpc --port N [--data-dir D]
+ *   node --import tsx --expose-gc scripts/bench/server-proc.ts --mode project|bare|trpc --port N [--data-dir D] [--identity-ttl-ms T]
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -25,6 +25,8 @@ const { values } = parseArgs({
     port: { type: 'string', default: '0' },
     'data-dir': { type: 'string' },
     'log-level': { type: 'string', default: 'info' },
+    /** The project's identity lifetime (the renewal scenario makes it short). */
+    'identity-ttl-ms': { type: 'string' },
   },
 });
 const mode = values.mode as FleetKind;
@@ -53,6 +55,7 @@ async function start(): Promise<Running> {
         host: values.host,
         port,
         logLevel: values['log-level'],
+        ...(values['identity-ttl-ms'] ? { identityTtlMs: Number(values['identity-ttl-ms']) } : {}),
         // Every simulated agent comes from a handful of loopback addresses: lift the per-address
         // enrollment limit, as `serve --enroll-rate-per-minute` does.
         rateLimits: { ...DEFAULT_RATE_LIMITS, enrollPerAddressPerMinute: 1_000_000 },

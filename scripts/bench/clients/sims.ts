@@ -18,6 +18,8 @@ export const agentTransport: Transport = createTransport(null);
 export interface SimHooks {
   changed(sim: Sim): void;
   socketOpened(): void;
+  /** A project sim saved a renewed identity (pushed by the server, or asked for). */
+  renewed(sim: Sim): void;
   warn(message: string): void;
   error(message: string): void;
 }
@@ -105,12 +107,12 @@ export abstract class Sim {
 }
 
 /** No-op identity store: the agent's status and identity files are not what is measured. */
-function memoryStore(onState: (state: string) => void): IdentityStore {
+function memoryStore(onState: (state: string) => void, onSave: () => void): IdentityStore {
   return {
     dir: '(memory)',
     identityFile: '(memory)',
     writeStatus: async (status: { state: string }) => onState(status.state),
-    save: async () => {},
+    save: async () => onSave(),
     wipe: async () => {},
   } as unknown as IdentityStore;
 }
@@ -140,9 +142,13 @@ export class ProjectSim extends Sim {
     };
     runSession({
       identity: this.identity,
-      store: memoryStore((state) => {
-        if (state === 'connected' && !this.ready) this.markReady();
-      }),
+      store: memoryStore(
+        (state) => {
+          if (state === 'connected' && !this.ready) this.markReady();
+        },
+        // runSession saves only renewed identities (enrollment saved the first one).
+        () => hooks.renewed(this),
+      ),
       transport: { ...agentTransport, WebSocket: this.socketClass(localAddress) },
       logger,
       signal: this.controller.signal,
