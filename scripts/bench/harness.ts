@@ -130,6 +130,11 @@ export class ServerHandle {
     }
   }
 
+  /** CPU so far and the largest event-loop delay since the last reset, then resets it. */
+  takeEld(): Promise<{ cpuMs: number; eldMaxMs: number }> {
+    return this.child.peer.call('takeEld');
+  }
+
   resetEld(): Promise<unknown> {
     return this.child.peer.call('resetEld');
   }

@@ -44,7 +44,7 @@ const HELP = `npm run bench [-- options]
                      short identity lifetime, 10 ms per connector and ≥ 90 s (quick 15 s), connected,
                      until the server has renewed each identity once)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
-                     storm) into <out>; summarise one with scripts/bench/profile-summary.ts
+                     storm, renewal) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
                      and at each step, into <out>; compare two with scripts/bench/heap-diff.ts
   --log-level <lvl>  the project server's log level (default info, as deployed)

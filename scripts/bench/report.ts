@@ -314,6 +314,16 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
       row('renewal', 'server max event-loop delay while renewing', rn.n, 'ms', rn.eldMaxMs, {}, null, 0),
       row(
         'renewal',
+        '~100 ms slices of that window with a delay over 100 ms',
+        rn.n,
+        'count',
+        rn.slicesOver100Ms ?? null,
+        {},
+        null,
+        0,
+      ),
+      row(
+        'renewal',
         'server max event-loop delay, all connected → first renewal',
         rn.n,
         'ms',

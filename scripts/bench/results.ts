@@ -146,6 +146,8 @@ export interface RenewalResult {
   windowMs: number;
   /** The server's largest event-loop delay from the first renewal to the last (in ~100 ms slices). */
   eldMaxMs: number;
+  /** Slices of that window with a delay over 100 ms: one outlier, or renewals stalling again and again. */
+  slicesOver100Ms: number;
   /** The same from all connected until the first renewal (idle, or the connects' after-work). */
   eldMaxBeforeMs: number;
   /** Server CPU (user + system) over the renewal window. */

@@ -124,6 +124,13 @@ serveIpc({
     eld.reset();
     return true;
   },
+  /** CPU and event-loop delay since the last reset, then a reset: cheap enough to poll (no /proc/self/fd walk). */
+  takeEld: () => {
+    const cpu = process.cpuUsage();
+    const taken = { cpuMs: (cpu.user + cpu.system) / 1000, eldMaxMs: eld.max / 1e6 };
+    eld.reset();
+    return taken;
+  },
   gc: async () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (!gc) throw new Error('start the server process with --expose-gc');
