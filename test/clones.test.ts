@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { copyFile, readFile, rm } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -9,38 +8,8 @@ import { replacedCloseReason, replacingAddressOf } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { spawnAgent, waitConnected } from './helpers/agents.js';
 import { repoRoot } from './helpers/processes.js';
+import { startRelay } from './helpers/relay.js';
 import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
-
-/**
- * A relay on loopback whose connections reach the server from another source address: the
- * stand-in for a second host holding a copy of the identity.
- */
-async function relayFrom(
-  localAddress: string,
-  target: string,
-): Promise<{ url: string; close(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<Socket>();
-  const relay: Server = createServer((inbound) => {
-    const outbound = connect({ port: Number(port), host: hostname, localAddress });
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    inbound.pipe(outbound).pipe(inbound);
-  });
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-  const { port: relayPort } = relay.address() as { port: number };
-  return {
-    url: `http://127.0.0.1:${relayPort}`,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        relay.close(() => resolve());
-      }),
-  };
-}
 
 function metric(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -64,7 +33,7 @@ describe('clones: two processes with one identity (issue 11)', () => {
     await copyFile(join(stateDir, 'identity.json'), join(copyDir, 'identity.json'));
 
     // The copy connects from 127.0.0.2 (through the relay, so it names the relay's URL).
-    const relay = await relayFrom('127.0.0.2', srv.url);
+    const relay = await startRelay(srv.url, { localAddress: '127.0.0.2' });
     const clone = spawnAgent(['--server', relay.url, '--allow-server-change'], copyDir);
     try {
       expect((await genuine.exited).code, genuine.output()).toBe(EXIT.IDENTITY_IN_USE);

@@ -6,17 +6,7 @@ import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import type { SessionEvent } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim } from './helpers/agent-sim.js';
 import { type AgentProc, eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
-import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
-
-/**
- * A server clock that follows real time: a real agent times its own renewals by its real clock,
- * and the server's identities must carry times on that same clock.
- */
-function realTime(): ManualClock {
-  const clock = new ManualClock();
-  clock.now = () => Date.now();
-  return clock;
-}
+import { realTimeClock, startTestServer, type TestServer, tempDir } from './helpers/server.js';
 
 async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
   const srv = await startTestServer(options);
@@ -50,7 +40,7 @@ async function renewalAudits(srv: TestServer, via: 'push' | 'request') {
 
 describe('renewal follows the identity’s lifetime (real agent, real clock)', () => {
   it('renews a connected agent three times in a row with a 3 s lifetime, each when a third is left', async () => {
-    const { srv, key } = await setup({ clock: realTime(), config: { identityTtlMs: 3000 } });
+    const { srv, key } = await setup({ clock: realTimeClock(), config: { identityTtlMs: 3000 } });
     await using _ = srv;
     const stateDir = await tempDir('ce-renew3-');
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'thrice'], stateDir);
@@ -67,7 +57,7 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
   });
 
   it('keeps renewing across a server restart on the same port', async () => {
-    const first = await setup({ clock: realTime(), config: { identityTtlMs: 6000 } });
+    const first = await setup({ clock: realTimeClock(), config: { identityTtlMs: 6000 } });
     const stateDir = await tempDir('ce-renew-restart-');
     const agent = spawnAgent(
       ['--server', first.srv.url, '--key', first.key, '--name', 'restarted'],
@@ -77,7 +67,7 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
     await first.srv.stop();
     const seen = new Set([(await readIdentity(stateDir))!.identityToken]);
     await using srv = await startTestServer({
-      clock: realTime(),
+      clock: realTimeClock(),
       dataDir: first.srv.dataDir,
       config: { identityTtlMs: 6000, port: first.srv.server.port },
     });
@@ -91,7 +81,7 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
   });
 
   it('a server down past the renewal time and back before expiry still renews the agent, which stays', async () => {
-    const first = await setup({ clock: realTime(), config: { identityTtlMs: 6000 } });
+    const first = await setup({ clock: realTimeClock(), config: { identityTtlMs: 6000 } });
     const stateDir = await tempDir('ce-renew-down-');
     const agent = spawnAgent(['--server', first.srv.url, '--key', first.key, '--name', 'patient'], stateDir);
     await waitConnected(first.srv.admin, 'patient');
@@ -101,7 +91,7 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
     // Down until after the renewal was due (4 s into the 6 s lifetime), back 1.5 s before expiry.
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, renewAt + 500 - Date.now())));
     await using srv = await startTestServer({
-      clock: realTime(),
+      clock: realTimeClock(),
       dataDir: first.srv.dataDir,
       config: { identityTtlMs: 6000, port: first.srv.server.port },
     });
@@ -116,7 +106,7 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
   });
 
   it('asks for its renewal itself (agent.renew) when the server never pushes one', async () => {
-    const { srv, key } = await setup({ clock: realTime(), config: { identityTtlMs: 3000 } });
+    const { srv, key } = await setup({ clock: realTimeClock(), config: { identityTtlMs: 3000 } });
     await using _ = srv;
     // A server that lost its pushes: the schedule never renews anyone.
     srv.server.hub.renewDueIdentities = async () => 0;

@@ -1,40 +1,11 @@
 import { rm } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort } from './helpers/processes.js';
+import { startRelay } from './helpers/relay.js';
 import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
-
-/**
- * A relay on another loopback port that pipes every byte to the real server untouched (the Host
- * header included): what a stranger who got an agent pointed at them would run to pass its
- * connectionParams on. It needs no key of its own, and the server's nonce reaches the agent through it.
- */
-async function startRelay(target: string): Promise<{ url: string; close(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<Socket>();
-  const relay: Server = createServer((inbound) => {
-    const outbound = connect(Number(port), hostname);
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    inbound.pipe(outbound).pipe(inbound);
-  });
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-  const { port: relayPort } = relay.address() as { port: number };
-  return {
-    url: `http://127.0.0.1:${relayPort}`,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        relay.close(() => resolve());
-      }),
-  };
-}
 
 /** A server that knows its public URL (--public-url), listening where that URL says. */
 async function serverWithPublicUrl(): Promise<TestServer> {
@@ -48,6 +19,8 @@ async function enrolledSim(srv: TestServer) {
   return { key, enrolled: (await enrollSim(srv.url, key)).enrolled! };
 }
 
+// The relay pipes every byte, the Host header included: what a stranger who got an agent pointed
+// at them would run to pass its connectionParams on. The server's nonce reaches the agent through it.
 describe('a proof names the server it is meant for (htu), checked against --public-url', () => {
   it('connectionParams an agent gave a relay are refused by the real server (PROOF_INVALID); the same agent straight to the server gets in', async () => {
     await using srv = await serverWithPublicUrl();

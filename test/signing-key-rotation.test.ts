@@ -9,14 +9,7 @@ import { ManualClock } from '../server/clock.js';
 import { IDENTITY_AUDIENCE, type SessionEvent } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim, type SimSession } from './helpers/agent-sim.js';
 import { repoRoot, spawnServer } from './helpers/processes.js';
-import { rawCall, startTestServer, type TestServer } from './helpers/server.js';
-
-/** A server clock that follows real time: sessions renew on a seconds-long spread, proofs carry real times. */
-function realTime(): ManualClock {
-  const clock = new ManualClock();
-  clock.now = () => Date.now();
-  return clock;
-}
+import { rawCall, realTimeClock, startTestServer, type TestServer } from './helpers/server.js';
 
 async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
   const srv = await startTestServer(options);
@@ -62,7 +55,7 @@ async function handshake(srv: TestServer, enrolled: Pick<Enrolled, 'identityToke
 
 describe('signing-key rotation', () => {
   it('moves 20 connected sessions to the new key over the spread, none dropped; retire waits for them', async () => {
-    const { srv, enroll } = await setup({ clock: realTime(), config: { rotationSpreadMs: 2000 } });
+    const { srv, enroll } = await setup({ clock: realTimeClock(), config: { rotationSpreadMs: 2000 } });
     await using _ = srv;
     const enrolled = await Promise.all(Array.from({ length: 20 }, (_, i) => enroll(`sim-${i}`)));
     const sims: SimSession[] = enrolled.map((e) => connectSim(srv.url, e));
@@ -144,7 +137,7 @@ describe('signing-key rotation', () => {
   });
 
   it('renews a session that connects after the activation with an identity of the old key', async () => {
-    const { srv, enroll } = await setup({ clock: realTime(), config: { rotationSpreadMs: 1000 } });
+    const { srv, enroll } = await setup({ clock: realTimeClock(), config: { rotationSpreadMs: 1000 } });
     await using _ = srv;
     const holder = await enroll('late');
     const rotated = await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 1 });

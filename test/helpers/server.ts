@@ -19,6 +19,16 @@ export interface TestServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/**
+ * A server clock that follows real time, for tests with real agents (which time their renewals
+ * and sign their proofs by the real clock) and seconds-long lifetimes or spreads.
+ */
+export function realTimeClock(): ManualClock {
+  const clock = new ManualClock();
+  clock.now = () => Date.now();
+  return clock;
+}
+
 export async function tempDir(prefix = 'ce-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
