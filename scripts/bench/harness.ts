@@ -148,3 +148,12 @@ export class ServerHandle {
     }
   }
 }
+
+/** Ends a scenario: its simulated agents stopped, their processes and then the server gone. */
+export async function tearDown(clients: readonly Child[], server: ServerHandle): Promise<void> {
+  await Promise.all(
+    clients.map((c) => c.peer.call('stopAll', { timeoutMs: 20_000 }, 30_000).catch(() => null)),
+  );
+  await Promise.all(clients.map((c) => c.kill('SIGTERM')));
+  await server.stop().catch(() => {});
+}

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Harness, ServerHandle } from '../harness.js';
+import { type Harness, type ServerHandle, tearDown } from '../harness.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
 import { identitiesNeeded, stepTargets } from '../plan.js';
@@ -85,11 +85,7 @@ export async function runFleet(
     }
     return result;
   } finally {
-    await Promise.all(
-      clients.map((c) => c.peer.call('stopAll', { timeoutMs: 20_000 }, 30_000).catch(() => null)),
-    );
-    await Promise.all(clients.map((c) => c.kill('SIGTERM')));
-    await server.stop().catch(() => {});
+    await tearDown(clients, server);
   }
 }
 

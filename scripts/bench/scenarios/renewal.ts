@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Harness } from '../harness.js';
+import { type Harness, tearDown } from '../harness.js';
 import { type Child, forgetTempDir, makeTempDir } from '../lib/procs.js';
 import { monoMs, sleep, split } from '../lib/stats.js';
 import type { ConnectResult, EnrollResult, RenewalsSeen } from '../protocol.js';
@@ -134,11 +134,7 @@ export async function runRenewal(h: Harness): Promise<RenewalResult> {
     if (seen.count < n) throw new Error(`renewal: only ${seen.count} of ${n} identities renewed in time`);
     return result;
   } finally {
-    await Promise.all(
-      clients.map((c) => c.peer.call('stopAll', { timeoutMs: 20_000 }, 30_000).catch(() => null)),
-    );
-    await Promise.all(clients.map((c) => c.kill('SIGTERM')));
-    await server.stop().catch(() => {});
+    await tearDown(clients, server);
     forgetTempDir(dataDir);
   }
 }
