@@ -76,6 +76,8 @@ export function provedNothing(reason: ErrorReason): boolean {
   return reason === 'IDENTITY_INVALID' || reason === 'PROOF_INVALID';
 }
 
+const SESSION_ENDED = 'This session has ended: another replaced it, or it was closed.';
+
 /** When an identity is due for renewal: a third of its lifetime left. */
 function renewalDueAt(agent: AgentSession): number {
   return agent.identityExpiresAt - (agent.identityExpiresAt - agent.identityIssuedAt) / 3;
@@ -180,12 +182,14 @@ export class SessionHub implements Presence {
    */
   requireLive(agent: AgentSession): void {
     this.requireUsable(agent.connectorId, agent.jkt);
+    if (this.sessionOf(agent).ending) throw new DomainError('IDENTITY_INVALID', SESSION_ENDED);
+  }
+
+  /** The hub's session for `agent`'s socket; IDENTITY_INVALID once another replaced it or it closed. */
+  private sessionOf(agent: AgentSession): LiveSession {
     const live = this.sessions.get(agent.connectorId);
-    if (live?.agent !== agent || live.ending)
-      throw new DomainError(
-        'IDENTITY_INVALID',
-        'This session has ended: another replaced it, or it was closed.',
-      );
+    if (live?.agent !== agent) throw new DomainError('IDENTITY_INVALID', SESSION_ENDED);
+    return live;
   }
 
   /** Checks that `agent` is a session a revoke or delete ended and that owes its acknowledgement. */
@@ -243,12 +247,7 @@ export class SessionHub implements Presence {
    * yields `ready`, then whatever the admin side pushes, until the session ends.
    */
   async *stream(agent: AgentSession, signal: AbortSignal): AsyncGenerator<SessionEvent> {
-    const live = this.sessions.get(agent.connectorId);
-    if (live?.agent !== agent)
-      throw new DomainError(
-        'IDENTITY_INVALID',
-        'This session has ended: another replaced it, or it was closed.',
-      );
+    const live = this.sessionOf(agent);
     if (live.subscribed) throw new DomainError('VALIDATION_FAILED', 'This socket already has its session.');
     // Ended before it subscribed (revoked, deleted): its socket was closed with the final code.
     if (live.ending) return;
@@ -309,8 +308,8 @@ export class SessionHub implements Presence {
    * agent asks later than that, at about a quarter left, when no push came.
    */
   async renewOnRequest(agent: AgentSession): Promise<{ identityToken: string; identityExpiresAt: string }> {
-    const live = this.sessions.get(agent.connectorId);
-    if (live?.agent !== agent || live.ending) throw new DomainError('IDENTITY_INVALID');
+    const live = this.sessionOf(agent);
+    if (live.ending) throw new DomainError('IDENTITY_INVALID', SESSION_ENDED);
     const halfLife = agent.identityIssuedAt + (agent.identityExpiresAt - agent.identityIssuedAt) / 2;
     const wait = halfLife - this.o.clock.now();
     if (wait > 0) {
