@@ -30,6 +30,7 @@ import { SecretBox } from './services/secrets.js';
 import { provedNothing, type SessionHub } from './sessions/hub.js';
 import { RetryAfterSpreader } from './sessions/retry-spreader.js';
 import { authenticationTurns } from './sessions/turns.js';
+import { lockDataDir } from './store/data-dir-lock.js';
 import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
 export interface ServerConfig extends Policy {
@@ -209,16 +210,28 @@ export async function startServer(
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
   // Another user's dir could hold links planted to catch the signing key: refused (PrivateDirError).
   await ensurePrivateDir(config.dataDir, { what: 'data dir', flag: '--data-dir' });
+  // Before anything is written: a second server on this dir would acknowledge writes that the
+  // first one's next compaction silently throws away (DataDirLockedError, nothing written).
+  const lock = await lockDataDir(config.dataDir);
   const file = (name: string) => join(config.dataDir, name);
 
-  const secretBox = new SecretBox(await loadOrCreateSecret(file('secret.key')));
-  const store = await LowdbStore.open(file('store.json'), {
-    onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
-  });
-  const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
-    onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
-  });
-  const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
+  let store: LowdbStore;
+  let audit: FileAuditLog;
+  let identity: IdentityAuthority;
+  let secretBox: SecretBox;
+  try {
+    secretBox = new SecretBox(await loadOrCreateSecret(file('secret.key')));
+    store = await LowdbStore.open(file('store.json'), {
+      onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
+    });
+    audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
+      onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+    });
+    identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
   const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
   const { hub, connectors } = services;
 
@@ -445,13 +458,21 @@ export async function startServer(
   );
   sweepTimer.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (error) {
+    // A port in use must not leave the data dir held by a server that never ran.
+    clearInterval(sweepTimer);
+    await Promise.allSettled([store.close(), audit.close()]);
+    await lock.release();
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const scheme = tls ? 'https' : 'http';
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -482,8 +503,12 @@ export async function startServer(
             for (const socket of upgraded) socket.destroy();
           }, SHUTDOWN_GRACE_MS).unref();
         });
-        await store.close();
-        await audit.close();
+        try {
+          await store.close();
+          await audit.close();
+        } finally {
+          await lock.release();
+        }
         logger.info('enrollment server stopped');
       })();
       return closing;

@@ -24,6 +24,7 @@ serve.action(async (flags: ServeFlagValues) => {
   const { startServer, TlsConfigError } = await import('./app.js');
   const { DataFileError } = await import('./store/lowdb-store.js');
   const { PrivateDirError } = await import('../shared/private-files.js');
+  const { DataDirLockedError } = await import('./store/data-dir-lock.js');
   let config: ReturnType<typeof parseServeConfig>;
   try {
     config = parseServeConfig(flags);
@@ -38,6 +39,12 @@ serve.action(async (flags: ServeFlagValues) => {
       throw new CliError(`cannot start: ${error.message}`);
     // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
     if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
+    // One server per data dir: the operator stops the other one or gives this one its own dir.
+    if (error instanceof DataDirLockedError)
+      throw new CliError(
+        `cannot start: ${error.message}: stop that server first, or give this one its own --data-dir`,
+        2,
+      );
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE')
       throw new CliError(
