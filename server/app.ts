@@ -18,6 +18,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
+import { BACKUP_PATH, backupHandler } from './backup/http-endpoint.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
 import { appRouter } from './router.js';
@@ -218,9 +219,9 @@ export async function startServer(
   let store: LowdbStore;
   let audit: FileAuditLog;
   let identity: IdentityAuthority;
-  let secretBox: SecretBox;
+  let secret: Buffer;
   try {
-    secretBox = new SecretBox(await loadOrCreateSecret(file('secret.key')));
+    secret = await loadOrCreateSecret(file('secret.key'));
     store = await LowdbStore.open(file('store.json'), {
       onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
     });
@@ -232,12 +233,21 @@ export async function startServer(
     await lock.release();
     throw error;
   }
+  const secretBox = new SecretBox(secret);
   const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
   const { hub, connectors } = services;
 
   const adminKeyFile = file('admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))
     logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
+
+  const serveBackup = backupHandler(services, {
+    store,
+    clock,
+    secret,
+    signingKeys: () => identity.keyFileContent(),
+    adminKeyFile,
+  });
 
   const trpcHandler = createHTTPHandler({
     router: appRouter,
@@ -283,6 +293,11 @@ export async function startServer(
       return send(200, metrics.registry.contentType, await metrics.registry.metrics());
     }
     if (path?.startsWith('/trpc/')) return trpcHandler(req, res);
+    if (path === BACKUP_PATH)
+      return serveBackup(req, res).catch((error) => {
+        logger.error({ err: error }, 'backup failed');
+        res.destroy();
+      });
     send(404, 'application/json', JSON.stringify({ error: 'not found' }));
   };
 

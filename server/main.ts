@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { CliError, registerAdminCommands } from './cli/admin-commands.js';
+import { registerBackupCommands } from './cli/backup-commands.js';
 import { registerSigningKeyCommands } from './cli/signing-key-commands.js';
 import { SERVE_FLAGS, type ServeFlagValues } from './config.js';
 
@@ -69,6 +70,7 @@ serve.action(async (flags: ServeFlagValues) => {
 
 registerAdminCommands(program);
 registerSigningKeyCommands(program);
+registerBackupCommands(program);
 
 try {
   await program.parseAsync(process.argv);

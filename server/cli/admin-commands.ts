@@ -23,7 +23,8 @@ export class CliError extends Error {
   }
 }
 
-function resolveAdminKey(options: AdminOptions): string {
+/** The admin key: CONNECTOR_ADMIN_KEY, else --admin-key-file, else <data-dir>/admin.key. */
+export function resolveAdminKey(options: AdminOptions): string {
   const fromEnv = process.env.CONNECTOR_ADMIN_KEY?.trim();
   if (fromEnv) return fromEnv;
   const file = options.adminKeyFile ?? join(options.dataDir, 'admin.key');

@@ -7,7 +7,7 @@ import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/p
 import type { Clock } from '../clock.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
-interface StoredSigningKey {
+export interface StoredSigningKey {
   kid: string;
   createdAt: string;
   /**
@@ -23,7 +23,7 @@ interface StoredSigningKey {
   privateJwk: JWK;
 }
 
-interface SigningKeyFile {
+export interface SigningKeyFile {
   keys: StoredSigningKey[];
 }
 
@@ -122,6 +122,11 @@ export class IdentityAuthority {
   /** The public keys not retired (the signing one, older ones, and one waiting for its activation), for `/.well-known/jwks.json`. */
   publicKeySet(): { keys: JWK[] } {
     return { keys: this.keys.filter((k) => k.retiredAt === null).map((k) => k.publicJwk) };
+  }
+
+  /** The content of the signing-key file as it stands (for backups): private halves included. */
+  keyFileContent(): SigningKeyFile {
+    return { keys: this.keys.map((k) => k.stored) };
   }
 
   /** The kid that signs identities issued now. */
@@ -345,7 +350,8 @@ function sameText(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
+/** A fresh Ed25519 signing key that signs from `activateAt`. */
+export async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
   const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
   const privateJwk = await exportJWK(privateKey);
   const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });

@@ -1,0 +1,91 @@
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DomainError, ERROR_REASONS, type ErrorReason } from '../../shared/errors.js';
+import { bearerTokenOf, remoteAddressOf, type Services } from '../context.js';
+import { BACKUP_FORMAT } from './format.js';
+import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js';
+
+/** Where the online backup is served: `GET` with `Authorization: Bearer <admin-scope key>`. */
+export const BACKUP_PATH = '/admin/backup';
+export const BACKUP_CONTENT_TYPE = `application/vnd.${BACKUP_FORMAT}+jsonl`;
+
+const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403 };
+
+/**
+ * Answers `GET /admin/backup` with a backup of the running server, streamed. A plain HTTP response
+ * rather than a tRPC procedure: tRPC's HTTP adapter would JSON.stringify the whole answer in one
+ * call (the stall this avoids: ~0.1–0.3 s at 25k connectors) and hold it twice in memory; here the
+ * snapshot is taken in one turn and written out in chunks, with back-pressure. Authentication,
+ * scope and audit are those of an admin mutation: a valid key of the admin scope, refusals audited
+ * as `admin.refused` (coalesced for unknown keys), success as `backup.created`.
+ */
+export function backupHandler(services: Services, sources: SnapshotSources & { adminKeyFile: string }) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const remoteAddress = remoteAddressOf(req);
+    const refuse = (reason: ErrorReason, message: string = ERROR_REASONS[reason].message) => {
+      const body = JSON.stringify({ error: { reason, message, hint: ERROR_REASONS[reason].hint } });
+      res.writeHead(STATUS[ERROR_REASONS[reason].code] ?? 400, {
+        'content-type': 'application/json',
+        'cache-control': 'no-store',
+      });
+      res.end(body);
+    };
+    if (req.method !== 'GET') return refuse('VALIDATION_FAILED', `${BACKUP_PATH} takes GET only.`);
+    let principal: ReturnType<Services['apiKeys']['authenticate']>;
+    try {
+      principal = services.apiKeys.authenticate(bearerTokenOf(req));
+    } catch (error) {
+      if (!(error instanceof DomainError)) throw error;
+      await services.audit.recordRefusal({
+        type: 'admin.refused',
+        actor: { kind: 'anonymous' },
+        reason: error.reason,
+        remoteAddress,
+        details: { path: BACKUP_PATH },
+      });
+      return refuse(error.reason, error.message);
+    }
+    const actor = { kind: 'admin' as const, apiKeyId: principal.apiKeyId };
+    if (principal.scope !== 'admin') {
+      await services.audit.record({
+        type: 'admin.refused',
+        actor,
+        remoteAddress,
+        outcome: 'refused',
+        reason: 'SCOPE_FORBIDDEN',
+        details: { path: BACKUP_PATH },
+      });
+      return refuse(
+        'SCOPE_FORBIDDEN',
+        'A backup holds every secret of the server: it needs an admin-scope key.',
+      );
+    }
+    const adminKey = await readFile(sources.adminKeyFile, 'utf8').catch(() => null);
+    const snapshot = takeSnapshot(sources, adminKey);
+    res.writeHead(200, {
+      'content-type': BACKUP_CONTENT_TYPE,
+      'cache-control': 'no-store',
+      'x-snapshot-at': new Date(snapshot.snapshotAt).toISOString(),
+    });
+    let summary = { bytes: 0, records: 0 };
+    for await (const chunk of backupChunks(snapshot, (s) => (summary = s))) {
+      if (res.destroyed) return;
+      if (!res.write(chunk))
+        await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+    }
+    // The file is complete either way; a failed audit write is logged by the audit log itself.
+    await services.audit
+      .record({
+        type: 'backup.created',
+        actor,
+        remoteAddress,
+        details: {
+          snapshotAt: new Date(snapshot.snapshotAt).toISOString(),
+          records: summary.records,
+          bytes: summary.bytes,
+        },
+      })
+      .catch(() => {});
+    res.end();
+  };
+}

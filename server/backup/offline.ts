@@ -1,0 +1,160 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ensurePrivateDir, syncDir, writeFileDurably } from '../../shared/private-files.js';
+import { defaultConfig } from '../app.js';
+import { systemClock } from '../clock.js';
+import { FileAuditLog } from '../services/audit.js';
+import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
+import { journalFileOf, loadStoreFiles } from '../store/lowdb-store.js';
+import { readAuditEvents } from './audit-events.js';
+import { type BackupContents, BackupFileError, decodeBackup, encodeBackup } from './format.js';
+import { type ReplayCounts, replayAfterSnapshot } from './replay.js';
+
+/** The files of a data dir that a backup holds (the audit log is history, not state: not in it). */
+export const DATA_FILES = {
+  store: 'store.json',
+  signingKeys: 'signing-keys.json',
+  secret: 'secret.key',
+  adminKey: 'admin.key',
+  audit: 'audit.jsonl',
+} as const;
+
+/** What was written: the file's own SHA-256 (as `sha256sum` prints it) and what it holds. */
+export interface BackupResult {
+  file: string;
+  sha256: string;
+  bytes: number;
+  snapshotAt: number;
+  connectors: number;
+}
+
+/** The data dir cannot take a restore as asked (not empty without --force). */
+export class RestoreRefusedError extends Error {
+  override readonly name = 'RestoreRefusedError';
+}
+
+/** What a data dir holds now, read under its lock (the server is stopped): store with its journal folded in. */
+async function readDataDir(dir: string): Promise<BackupContents> {
+  const path = (name: string) => join(dir, name);
+  const store = loadStoreFiles(path(DATA_FILES.store));
+  if (!store) throw new BackupFileError(`${dir} holds no ${DATA_FILES.store}: nothing to back up`);
+  const secret = Buffer.from((await readFile(path(DATA_FILES.secret), 'utf8')).trim(), 'base64');
+  const signingKeys = JSON.parse(await readFile(path(DATA_FILES.signingKeys), 'utf8'));
+  const adminKey = await readFile(path(DATA_FILES.adminKey), 'utf8').catch(() => null);
+  return { snapshotAt: Date.now(), source: 'offline', secret, signingKeys, adminKey, store };
+}
+
+/** A backup of a stopped server's data dir, written to `out` (0600, durably). Refused while a server holds the dir. */
+export async function offlineBackup(dataDir: string, out: string): Promise<BackupResult> {
+  const info = await stat(dataDir).catch(() => null);
+  if (!info?.isDirectory())
+    throw new BackupFileError(`data dir ${dataDir} does not exist or is not a directory`);
+  const lock = await lockDataDir(dataDir);
+  let text: string;
+  let contents: BackupContents;
+  try {
+    contents = await readDataDir(dataDir);
+    text = encodeBackup(contents);
+  } finally {
+    await lock.release();
+  }
+  await writeFileDurably(out, text);
+  return {
+    file: out,
+    sha256: createHash('sha256').update(text).digest('hex'),
+    bytes: Buffer.byteLength(text),
+    snapshotAt: contents.snapshotAt,
+    connectors: Object.keys(contents.store.connectors).length,
+  };
+}
+
+export interface RestoreOptions {
+  from: string;
+  dataDir: string;
+  force: boolean;
+  /** The audit log to replay; default: the one in the data dir, if any. */
+  auditFile?: string | undefined;
+}
+
+export interface RestoreResult {
+  snapshotAt: number;
+  connectors: number;
+  /** The audit files read for the replay; none: nothing was replayed. */
+  auditFiles: string[];
+  replayed: ReplayCounts;
+}
+
+/**
+ * Restores a backup into `dataDir`: checks the file whole first (nothing is written for a torn,
+ * altered or foreign file), takes the dir's lock, refuses a dir that holds anything unless `force`,
+ * replays what the audit log recorded after the snapshot, then writes the store (and an empty
+ * journal), the signing keys, the secret and the admin key, each 0600 and durably. The dir's audit
+ * log is kept (it is history) and told of the restore (`backup.restored`).
+ */
+export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(options.from);
+  } catch (error) {
+    throw new BackupFileError(
+      `${options.from}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
+    );
+  }
+  const contents = decodeBackup(bytes, options.from);
+  const dir = options.dataDir;
+  await ensurePrivateDir(dir, { what: 'data dir', flag: '--data-dir' });
+  const lock = await lockDataDir(dir);
+  try {
+    const present = (await readdir(dir)).filter((name) => name !== LOCK_FILE_NAME);
+    if (present.length > 0 && !options.force) {
+      throw new RestoreRefusedError(
+        `data dir ${dir} is not empty (${present.slice(0, 4).join(', ')}${present.length > 4 ? ', …' : ''}): ` +
+          'restore into an empty dir, or pass --force to replace its state (its audit log is kept and replayed)',
+      );
+    }
+    const path = (name: string) => join(dir, name);
+    // Read before anything is replaced: the log of what happened after the backup.
+    const { events, files } = await readAuditEvents(options.auditFile ?? path(DATA_FILES.audit));
+    const replayed = await replayAfterSnapshot(contents, events, defaultConfig());
+
+    // The old journal goes first: replayed onto the restored store it would bring the old state back.
+    await unlink(journalFileOf(path(DATA_FILES.store))).catch(ignoreMissing);
+    await writeFileDurably(path(DATA_FILES.store), JSON.stringify(contents.store));
+    await writeFileDurably(path(DATA_FILES.signingKeys), JSON.stringify(contents.signingKeys, null, 2));
+    await writeFileDurably(path(DATA_FILES.secret), `${contents.secret.toString('base64')}\n`);
+    if (contents.adminKey !== null) await writeFileDurably(path(DATA_FILES.adminKey), contents.adminKey);
+    // An admin key file of another state would not match the restored keys.
+    else await unlink(path(DATA_FILES.adminKey)).catch(ignoreMissing);
+    await syncDir(dir);
+
+    const audit = await FileAuditLog.open(path(DATA_FILES.audit), systemClock);
+    try {
+      await audit.record({
+        type: 'backup.restored',
+        actor: { kind: 'system' },
+        security: true,
+        details: {
+          snapshotAt: new Date(contents.snapshotAt).toISOString(),
+          from: options.from,
+          auditFiles: files,
+          replayed,
+        },
+      });
+    } finally {
+      await audit.close();
+    }
+    return {
+      snapshotAt: contents.snapshotAt,
+      connectors: Object.keys(contents.store.connectors).length,
+      auditFiles: files,
+      replayed,
+    };
+  } finally {
+    await lock.release();
+  }
+}
+
+function ignoreMissing(error: NodeJS.ErrnoException): void {
+  if (error.code !== 'ENOENT') throw error;
+}

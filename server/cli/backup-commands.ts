@@ -1,0 +1,192 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Command } from 'commander';
+import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
+import { syncDir } from '../../shared/private-files.js';
+import { BACKUP_PATH } from '../backup/http-endpoint.js';
+import { type AdminOptions, CliError, resolveAdminKey } from './admin-commands.js';
+
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+
+interface BackupOptions {
+  out: string;
+  server: string;
+  adminKeyFile?: string;
+  dataDir?: string;
+}
+
+interface RestoreFlags {
+  from: string;
+  dataDir: string;
+  force?: boolean;
+  auditFile?: string;
+}
+
+/** `backup --out FILE` (running server, or `--data-dir` of a stopped one) and `restore --from FILE --data-dir DIR [--force]`. */
+export function registerBackupCommands(program: Command): void {
+  program
+    .command('backup')
+    .description(
+      'write a backup (store, signing keys, secret, admin key) of the running server to --out, or of a stopped one with --data-dir',
+    )
+    .requiredOption('--out <file>', 'the backup file to write (mode 0600; replaced if it exists)')
+    .option(
+      '--server <url>',
+      'the running server (env CONNECTOR_SERVER)',
+      process.env.CONNECTOR_SERVER ?? 'http://127.0.0.1:7420',
+    )
+    .option(
+      '--admin-key-file <file>',
+      'file holding an admin-scope API key (default: CONNECTOR_ADMIN_KEY, then ./data/admin.key)',
+    )
+    .option('--data-dir <dir>', 'back up this stopped server’s data dir instead of asking a running one')
+    .action(async (options: BackupOptions) => {
+      const { BackupFileError } = await import('../backup/format.js');
+      const result = options.dataDir
+        ? await offline(options.dataDir, options.out).catch((error) => {
+            throw error instanceof BackupFileError ? new CliError(error.message) : error;
+          })
+        : await online(options);
+      console.error(
+        `backup written to ${result.file}: ${result.connectors} connectors, snapshot at ` +
+          `${new Date(result.snapshotAt).toISOString()}, ${result.bytes} bytes, mode 0600. ` +
+          'It holds the server’s secrets: keep it as safe as the data dir.',
+      );
+      console.log(`${result.sha256}  ${result.file}`);
+    });
+
+  program
+    .command('restore')
+    .description(
+      'restore a backup into a data dir (the server stopped), replaying revocations and deletions made since',
+    )
+    .requiredOption('--from <file>', 'the backup file')
+    .requiredOption('--data-dir <dir>', 'the data dir to restore into (empty, or with --force)')
+    .option(
+      '--force',
+      'replace the state of a data dir that is not empty (its audit log is kept and replayed)',
+    )
+    .option(
+      '--audit-file <file>',
+      'the audit log whose revocations and deletions after the backup are replayed (default: <data-dir>/audit.jsonl)',
+    )
+    .action(async (flags: RestoreFlags) => {
+      const { restoreBackup, RestoreRefusedError } = await import('../backup/offline.js');
+      const { BackupFileError } = await import('../backup/format.js');
+      const { totalReplayed } = await import('../backup/replay.js');
+      const result = await withDataDirErrors('stop the server first (restore replaces its state)', () =>
+        restoreBackup({
+          from: flags.from,
+          dataDir: flags.dataDir,
+          force: Boolean(flags.force),
+          auditFile: flags.auditFile,
+        }),
+      ).catch((error) => {
+        if (error instanceof BackupFileError) throw new CliError(error.message);
+        if (error instanceof RestoreRefusedError) throw new CliError(error.message, 2);
+        throw error;
+      });
+      const r = result.replayed;
+      console.log(
+        `restored ${flags.from} (snapshot at ${new Date(result.snapshotAt).toISOString()}, ` +
+          `${result.connectors} connectors) into ${flags.dataDir}.`,
+      );
+      console.log(
+        result.auditFiles.length === 0
+          ? 'No audit log given or found: nothing replayed. Anything revoked or deleted after the backup is back; pass --audit-file with the old server’s audit.jsonl to take it back.'
+          : `Replayed ${totalReplayed(r)} change(s) the audit log recorded after the backup: ` +
+              `${r.connectorsRevoked} connector(s) revoked, ${r.connectorsDeleted} connector(s) deleted, ` +
+              `${r.groupsDeleted} group(s) deleted, ${r.apiKeysDeleted} admin key(s) deleted, ` +
+              `${r.provisioningKeysReplaced} provisioning key(s) replaced, ${r.signingKeysRetired} signing key(s) retired.`,
+      );
+    });
+}
+
+/** Runs `action` on a data dir, turning a held lock or an unusable dir into one line (exit 2). */
+async function withDataDirErrors<T>(fix: string, action: () => Promise<T>): Promise<T> {
+  const { DataDirLockedError } = await import('../store/data-dir-lock.js');
+  const { PrivateDirError } = await import('../../shared/private-files.js');
+  try {
+    return await action();
+  } catch (error) {
+    if (error instanceof DataDirLockedError) throw new CliError(`${error.message}: ${fix}`, 2);
+    if (error instanceof PrivateDirError) throw new CliError(error.message, 2);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EROFS')
+      throw new CliError(`${(error as Error).message}`, 2);
+    throw error;
+  }
+}
+
+async function offline(dataDir: string, out: string) {
+  const { offlineBackup } = await import('../backup/offline.js');
+  return withDataDirErrors(
+    'a running server is backed up online: connector-server backup --out FILE --server URL',
+    () => offlineBackup(dataDir, out),
+  );
+}
+
+/**
+ * Streams the running server's backup into a temp file beside `--out` (created exclusively, 0600),
+ * checks it whole, then renames it into place and makes that durable: `--out` never holds a
+ * partial or unverified file.
+ */
+async function online(options: BackupOptions) {
+  const { decodeBackup, BackupFileError } = await import('../backup/format.js');
+  const adminKey = resolveAdminKey({ ...options, dataDir: './data' } as AdminOptions);
+  const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
+  let response: Response;
+  try {
+    response = await fetch(url, { headers: { authorization: `Bearer ${adminKey}` } });
+  } catch (error) {
+    throw new CliError(
+      `cannot reach the server at ${options.server} (${(error as Error).message}): is it running? ` +
+        '(a stopped server is backed up with --data-dir)',
+    );
+  }
+  if (!response.ok || !response.body) {
+    const body = (await response.json().catch(() => null)) as {
+      error?: { reason?: string; message?: string };
+    } | null;
+    const reason = body?.error?.reason;
+    if (isErrorReason(reason))
+      throw new CliError(`${reason}: ${body?.error?.message}\n  fix: ${ERROR_REASONS[reason].hint}`);
+    throw new CliError(`the server at ${options.server} answered ${response.status} to ${BACKUP_PATH}`);
+  }
+  const tmp = `${options.out}.tmp-${randomBytes(8).toString('hex')}`;
+  const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, 0o600);
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    try {
+      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        await handle.write(chunk);
+      }
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    const contents = decodeBackup(await readFile(tmp), `the backup received from ${options.server}`);
+    await rename(tmp, options.out);
+    await syncDir(dirname(options.out));
+    return {
+      file: options.out,
+      sha256: hash.digest('hex'),
+      bytes,
+      snapshotAt: contents.snapshotAt,
+      connectors: Object.keys(contents.store.connectors).length,
+    };
+  } catch (error) {
+    await unlink(tmp).catch(() => {});
+    if (error instanceof BackupFileError) throw new CliError(error.message);
+    if ((error as Error).name === 'TypeError')
+      throw new CliError(
+        `the connection to ${options.server} broke during the backup (${(error as Error).message}); nothing was written`,
+      );
+    throw error;
+  }
+}

@@ -1,0 +1,248 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { readAuditEvents } from '../server/backup/audit-events.js';
+import { decodeBackup } from '../server/backup/format.js';
+import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
+import { SecretBox } from '../server/services/secrets.js';
+import { enrollSim } from './helpers/agent-sim.js';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { repoRoot } from './helpers/processes.js';
+import { realTimeClock, startTestServer, tempDir } from './helpers/server.js';
+
+const run = promisify(execFile);
+
+/** The server CLI as an operator runs it. */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
+      { cwd: repoRoot, env: { ...process.env, CONNECTOR_ADMIN_KEY: '', ...env }, timeout: 60_000 },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+const loadLimits = {
+  ...DEFAULT_RATE_LIMITS,
+  enrollPerAddressPerMinute: 100_000,
+  enrollFailuresPerAddress: 100_000,
+};
+
+describe('backup and restore', () => {
+  it('backs up a server under load (enrollments and revokes in flight) as one instant; the restore replays later revocations and its agents reconnect without enrolling again', async () => {
+    const work = await tempDir('ce-backup-');
+    const srv = await startTestServer({ clock: realTimeClock(), config: { rateLimits: loadLimits } });
+    const agentDir = join(work, 'agent');
+    let realAgent: ReturnType<typeof spawnAgent> | null = null;
+    try {
+      const [revoking, enrolling, home] = await Promise.all(
+        ['Revoking', 'Enrolling', 'Home'].map((name) => srv.admin.groups.create.mutate({ name })),
+      );
+      const keyOf = async (groupId: string) => (await srv.admin.provisioningKeys.get.query({ groupId })).key!;
+      realAgent = spawnAgent(
+        ['--server', srv.url, '--key', await keyOf(home!.id), '--name', 'survivor'],
+        agentDir,
+      );
+      const before = await waitConnected(srv.admin, 'survivor');
+
+      // Enough records that the backup is written over many turns of the event loop.
+      const enrollingKey = await keyOf(enrolling!.id);
+      let revokingKey = await keyOf(revoking!.id);
+      const toRevoke: string[] = [];
+      for (let batch = 0; batch < 30; batch++) {
+        const results = await Promise.all(
+          Array.from({ length: 20 }, () => enrollSim(srv.url, batch % 2 ? enrollingKey : revokingKey)),
+        );
+        for (const r of results) {
+          expect(r.ok, r.reason).toBe(true);
+          if (r.enrolled!.groupId === revoking!.id) toRevoke.push(r.enrolled!.connectorId);
+        }
+      }
+
+      let stop = false;
+      const load = [
+        (async () => {
+          for (let i = 0; i < 5000 && !stop; i++) {
+            const r = await enrollSim(srv.url, enrollingKey);
+            expect(r.ok, r.reason).toBe(true);
+          }
+        })(),
+        (async () => {
+          for (let i = 0; i < 5000 && !stop && toRevoke.length > 0; i++) {
+            await srv.admin.connectors.revoke.mutate({ connectorId: toRevoke.shift()! });
+          }
+        })(),
+      ];
+      const out = join(work, 'backup.jsonl');
+      const backup = await cli(['backup', '--out', out, '--server', srv.url], {
+        CONNECTOR_ADMIN_KEY: srv.adminKey,
+      });
+      // Changes after the backup, for certain: the restore must not bring these back.
+      const revokedAfter = toRevoke.splice(0, 5);
+      stop = true;
+      await Promise.all(load);
+      for (const connectorId of revokedAfter) await srv.admin.connectors.revoke.mutate({ connectorId });
+      revokingKey = await keyOf(revoking!.id);
+
+      expect(backup.code, backup.stderr).toBe(0);
+      const bytes = await readFile(out);
+      expect(backup.stdout.trim()).toBe(`${createHash('sha256').update(bytes).digest('hex')}  ${out}`);
+      expect((await stat(out)).mode & 0o777).toBe(0o600);
+      const snapshot = decodeBackup(bytes, out);
+      await srv.stop();
+
+      // One instant: every change audited before the snapshot is in it, none of its records is
+      // from after it, and it holds no connector whose group or key is missing.
+      const { events } = await readAuditEvents(join(srv.dataDir, 'audit.jsonl'));
+      const at = (e: { at: string }) => Date.parse(e.at);
+      const enrolledEvents = events.filter((e) => e.type === 'enrollment.succeeded');
+      const revokedEvents = events.filter((e) => e.type === 'connector.revoked');
+      const connectors = snapshot.store.connectors;
+      expect(enrolledEvents.some((e) => at(e) > snapshot.snapshotAt)).toBe(true);
+      for (const e of enrolledEvents) {
+        if (at(e) < snapshot.snapshotAt) expect(connectors[e.connectorId!], e.connectorId!).toBeDefined();
+      }
+      for (const e of revokedEvents) {
+        if (at(e) < snapshot.snapshotAt) expect(connectors[e.connectorId!]?.status).toBe('revoked');
+      }
+      const enrolledIds = new Set(enrolledEvents.map((e) => e.connectorId));
+      for (const c of Object.values(connectors)) {
+        expect(enrolledIds.has(c.id)).toBe(true);
+        expect(c.enrolledAt).toBeLessThanOrEqual(snapshot.snapshotAt);
+        expect(snapshot.store.groups[c.groupId]).toBeDefined();
+        if (c.status === 'revoked') expect(c.revokedAt).toBeLessThanOrEqual(snapshot.snapshotAt);
+      }
+      for (const g of Object.values(snapshot.store.groups))
+        expect(snapshot.store.provisioningKeys[g.currentKeyId]).toBeDefined();
+      const revokedLater = revokedEvents.filter((e) => connectors[e.connectorId!]?.status !== 'revoked');
+      expect(revokedLater.length).toBeGreaterThanOrEqual(revokedAfter.length);
+
+      // Restored over the same dir: its audit log is read first and replayed.
+      const refused = await cli(['restore', '--from', out, '--data-dir', srv.dataDir]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/is not empty.*--force/);
+      const restored = await cli(['restore', '--from', out, '--data-dir', srv.dataDir, '--force']);
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(restored.stdout).toContain(`${revokedLater.length} connector(s) revoked`);
+
+      await using again = await startTestServer({
+        dataDir: srv.dataDir,
+        clock: realTimeClock(),
+        config: { port: srv.server.port, rateLimits: loadLimits },
+      });
+      for (const e of revokedLater)
+        expect((await again.admin.connectors.get.query({ connectorId: e.connectorId! })).status).toBe(
+          'revoked',
+        );
+      expect((await again.admin.connectors.counts.query({})).total).toBe(Object.keys(connectors).length);
+      // The key current at the snapshot was replaced by a revoke since: it enrolls no one again.
+      const keyAtSnapshot =
+        snapshot.store.provisioningKeys[snapshot.store.groups[revoking!.id]!.currentKeyId]!;
+      const oldKey = new SecretBox(snapshot.secret).open(keyAtSnapshot.encrypted, keyAtSnapshot.id);
+      expect((await enrollSim(again.url, oldKey)).reason).toBe('KEY_SUPERSEDED');
+      expect((await enrollSim(again.url, revokingKey)).reason).toBe('KEY_INVALID');
+
+      const after = await waitConnected(again.admin, 'survivor', 30_000);
+      expect(after.id).toBe(before.id);
+      expect((await readIdentity(agentDir))?.connectorId).toBe(before.id);
+      expect((await again.admin.provisioningKeys.get.query({ groupId: home!.id })).enrollments).toBe(1);
+      realAgent.kill('SIGTERM');
+      await realAgent.exited;
+      realAgent = null;
+    } finally {
+      realAgent?.kill('SIGKILL');
+      await srv.stop();
+      await rm(srv.dataDir, { recursive: true, force: true });
+      await rm(work, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('refuses what it cannot do safely: an offline backup while a server runs, a read-scope key, a torn or altered file', async () => {
+    const work = await tempDir('ce-backup-');
+    await using srv = await startTestServer();
+    await srv.admin.groups.create.mutate({ name: 'Kept' });
+    const out = join(work, 'b.jsonl');
+
+    const offlineWhileRunning = await cli(['backup', '--out', out, '--data-dir', srv.dataDir]);
+    expect(offlineWhileRunning.code).toBe(2);
+    expect(offlineWhileRunning.stderr.trim().split('\n')).toHaveLength(1);
+    expect(offlineWhileRunning.stderr).toContain(`DATA_DIR_LOCKED: data dir ${srv.dataDir}`);
+    expect(offlineWhileRunning.stderr).toContain(`pid ${process.pid}`);
+    expect(offlineWhileRunning.stderr).toContain('backup --out FILE --server URL');
+    expect(existsSync(out)).toBe(false);
+
+    const reader = await srv.admin.apiKeys.create.mutate({ name: 'reader', scope: 'read' });
+    const readOnly = await cli(['backup', '--out', out, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: reader.key,
+    });
+    expect(readOnly.code).toBe(1);
+    expect(readOnly.stderr).toContain('SCOPE_FORBIDDEN');
+    expect((await srv.admin.audit.list.query({ type: 'admin.refused' }))[0]?.reason).toBe('SCOPE_FORBIDDEN');
+
+    const online = await cli(['backup', '--out', out, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: srv.adminKey,
+    });
+    expect(online.code, online.stderr).toBe(0);
+    expect((await srv.admin.audit.list.query({ type: 'backup.created' })).length).toBe(1);
+    await srv.stop();
+
+    // Offline, of the stopped server: the same state.
+    const offlineOut = join(work, 'offline.jsonl');
+    const offline = await cli(['backup', '--out', offlineOut, '--data-dir', srv.dataDir]);
+    expect(offline.code, offline.stderr).toBe(0);
+    const a = decodeBackup(await readFile(out), out);
+    const b = decodeBackup(await readFile(offlineOut), offlineOut);
+    expect(b.store.groups).toEqual(a.store.groups);
+    expect(b.signingKeys).toEqual(a.signingKeys);
+    expect(b.secret).toEqual(a.secret);
+
+    const good = await readFile(out);
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['torn', good.subarray(0, good.length - 40), /incomplete \(torn or truncated/],
+      ['altered', flipByte(good, Math.floor(good.length / 2)), /does not match its checksum/],
+      ['foreign', Buffer.from('{"hello":1}\n'), /is not a connector-server-backup file/],
+      [
+        'newer',
+        Buffer.from(good.toString().replace('"version":1', '"version":2')),
+        /version 2; this server reads version 1/,
+      ],
+    ];
+    for (const [name, bytes, message] of cases) {
+      const file = join(work, `${name}.jsonl`);
+      await writeFile(file, bytes);
+      const target = join(work, `target-${name}`);
+      const r = await cli(['restore', '--from', file, '--data-dir', target]);
+      expect(r.code, name).toBe(1);
+      expect(r.stderr.trim().split('\n'), name).toHaveLength(1);
+      expect(r.stderr, name).toMatch(message);
+      expect(existsSync(target), name).toBe(false);
+    }
+
+    // A fresh dir from the offline backup serves the same groups, with the same admin key.
+    const fresh = join(work, 'fresh');
+    const restored = await cli(['restore', '--from', offlineOut, '--data-dir', fresh]);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.stdout).toContain('nothing replayed');
+    for (const name of ['store.json', 'signing-keys.json', 'secret.key', 'admin.key'])
+      expect((await stat(join(fresh, name))).mode & 0o777, name).toBe(0o600);
+    await using moved = await startTestServer({ dataDir: fresh });
+    expect(moved.adminKey).toBe(srv.adminKey);
+    expect((await moved.admin.groups.list.query({})).map((g) => g.name)).toEqual(['Kept']);
+    await rm(work, { recursive: true, force: true });
+  }, 120_000);
+});
+
+function flipByte(bytes: Buffer, index: number): Buffer {
+  const copy = Buffer.from(bytes);
+  copy[index] = copy[index]! ^ 0x01;
+  return copy;
+}
