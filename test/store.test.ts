@@ -41,6 +41,38 @@ describe('LowdbStore', () => {
     await rm(dir, { recursive: true });
   });
 
+  it('a snapshot keeps the records of its instant while they change in place, are deleted or added, within one commit window too', async () => {
+    const dir = await tempDir();
+    const store = await LowdbStore.open(join(dir, 'store.json'));
+    await store.transact((d) => {
+      for (const id of ['a', 'b', 'c']) d.groups[id] = group(id);
+    });
+    // A change not yet written when the snapshot is taken, changed again after it.
+    const first = store.transact((d) => {
+      d.groups.a!.name = 'a1';
+    });
+    const snapshot = store.snapshot();
+    const second = store.transact((d) => {
+      d.groups.a!.name = 'a2';
+      delete d.groups.b;
+      d.groups.d = group('d');
+    });
+    store.touch((d) => {
+      d.groups.c!.status = 'disabled';
+    });
+    await Promise.all([first, second]);
+    const seen = () =>
+      snapshot.sections
+        .find(([section]) => section === 'groups')![1]
+        .map((r) => snapshot.asOfSnapshot(r) as GroupRecord)
+        .map((g) => `${g.id}:${g.name}:${g.status}`)
+        .sort();
+    expect(seen()).toEqual(['a:a1:enabled', 'b:b:enabled', 'c:c:enabled']);
+    snapshot.release();
+    await store.close();
+    await rm(dir, { recursive: true });
+  });
+
   it('group-commits: 500 concurrent transactions take a handful of writes, and each resolves only after its write', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');

@@ -70,8 +70,7 @@ export function backupHandler(services: Services, sources: SnapshotSources & { a
     let summary = { bytes: 0, records: 0 };
     for await (const chunk of backupChunks(snapshot, (s) => (summary = s))) {
       if (res.destroyed) return;
-      if (!res.write(chunk))
-        await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+      if (!res.write(chunk)) await drainedOrClosed(res);
     }
     // The file is complete either way; a failed audit write is logged by the audit log itself.
     await services.audit
@@ -88,4 +87,17 @@ export function backupHandler(services: Services, sources: SnapshotSources & { a
       .catch(() => {});
     res.end();
   };
+}
+
+/** Waits for the response to take more, or to be gone; leaves no listener behind. */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }

@@ -1,8 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Clock } from '../clock.js';
-import type { StoreData } from '../store/records.js';
-import type { Store } from '../store/store.js';
-import { BackupWriter, SECTIONS, type Section, type SigningKeyFileContent } from './format.js';
+import type { Store, StoreSnapshot } from '../store/store.js';
+import { BackupWriter, type SigningKeyFileContent } from './format.js';
 
 /** Where an online backup's parts come from: the running server's own state. */
 export interface SnapshotSources {
@@ -13,37 +12,30 @@ export interface SnapshotSources {
   secret: Buffer;
 }
 
-/** The state at one instant, taken in one synchronous step. */
+/** The state at one instant, taken in one synchronous step, readable over many turns. */
 export interface Snapshot {
   snapshotAt: number;
   secret: Buffer;
   signingKeys: SigningKeyFileContent;
   adminKey: string | null;
-  sections: Array<[Section, object[]]>;
+  records: StoreSnapshot;
 }
 
 /**
- * Takes the server's state at this instant without serializing it: every change to the store is a
- * synchronous function over memory, so whatever one turn of the event loop reads is a state that
- * existed. Each record is copied one level deep, which suffices because records change only by
- * assignment of their own fields (that is all the store's change tracking journals: a nested
- * object changed in place would not be persisted either); nested objects are replaced, never
- * mutated. Signing-key entries are replaced whole on every change too.
- *
- * Measured at 25,000 connectors: see BENCHMARKS.md / the report (a few ms), against ~0.1–0.3 s for
- * one JSON.stringify of the whole state, which this avoids doing in one turn.
+ * Takes the server's state at this instant without copying or serializing it: every change to the
+ * store is a synchronous function over memory, so what one turn of the event loop takes is a state
+ * that existed, and the store's snapshot keeps it readable while changes go on (see
+ * StoreSnapshot). The signing-key list is replaced on every change, never changed in place.
+ * Release it with `records.release()` (backupChunks does when it ends or is abandoned).
  */
 export function takeSnapshot(sources: SnapshotSources, adminKey: string | null): Snapshot {
-  const snapshotAt = sources.clock.now();
-  const sections = sources.store.read((data: Readonly<StoreData>) =>
-    SECTIONS.map((section): [Section, object[]] => [
-      section,
-      Object.values(data[section] as Record<string, object>).map((record) => ({ ...record })),
-    ]),
-  );
-  // The array is copied: a rotation replaces the list, and each entry is immutable once written.
-  const signingKeys = { keys: [...sources.signingKeys().keys] };
-  return { snapshotAt, secret: sources.secret, signingKeys, adminKey, sections };
+  return {
+    snapshotAt: sources.clock.now(),
+    secret: sources.secret,
+    signingKeys: { keys: [...sources.signingKeys().keys] },
+    adminKey,
+    records: sources.store.snapshot(),
+  };
 }
 
 /** Records serialized per event-loop turn: ~1 KB each, so a turn costs a few ms at most. */
@@ -64,14 +56,19 @@ export async function* backupChunks(
   if (snapshot.adminKey !== null) chunk += w.adminKey(snapshot.adminKey);
   yield chunk;
   let records = 0;
-  for (const [section, list] of snapshot.sections) {
-    for (let start = 0; start < list.length; start += RECORDS_PER_TURN) {
-      await nextTurn();
-      let part = '';
-      for (const record of list.slice(start, start + RECORDS_PER_TURN)) part += w.record(section, record);
-      records += Math.min(RECORDS_PER_TURN, list.length - start);
-      yield part;
+  try {
+    for (const [section, list] of snapshot.records.sections) {
+      for (let start = 0; start < list.length; start += RECORDS_PER_TURN) {
+        await nextTurn();
+        let part = '';
+        for (const record of list.slice(start, start + RECORDS_PER_TURN))
+          part += w.record(section, snapshot.records.asOfSnapshot(record));
+        records += Math.min(RECORDS_PER_TURN, list.length - start);
+        yield part;
+      }
     }
+  } finally {
+    snapshot.records.release();
   }
   const end = w.end();
   onEnd?.({ bytes: w.bytes, records });

@@ -1,6 +1,6 @@
 import { DomainError } from '../../shared/errors.js';
 import { emptyData, type StoreData } from './records.js';
-import type { Store } from './store.js';
+import type { Store, StoreSection, StoreSnapshot } from './store.js';
 
 /** A Store that keeps everything in memory: for unit tests and throwaway servers. */
 export class MemoryStore implements Store {
@@ -28,6 +28,15 @@ export class MemoryStore implements Store {
 
   touch(fn: (data: StoreData) => void): void {
     fn(this.data);
+  }
+
+  /** A deep copy: this store is for tests, where simple beats cheap. */
+  snapshot(): StoreSnapshot {
+    const copy = structuredClone(this.data);
+    const sections = (['groups', 'provisioningKeys', 'connectors', 'apiKeys'] as const).map(
+      (section): [StoreSection, object[]] => [section, Object.values(copy[section])],
+    );
+    return { sections, asOfSnapshot: (record) => record, release: () => {} };
   }
 
   async close(): Promise<void> {}

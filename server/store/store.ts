@@ -1,5 +1,19 @@
 import type { StoreData } from './records.js';
 
+export type StoreSection = 'groups' | 'provisioningKeys' | 'connectors' | 'apiKeys';
+
+/**
+ * The store's records as they were at one instant, readable over many turns of the event loop while
+ * the store goes on changing (for online backups). Holds references, not copies: a record changed
+ * after the instant is copied, before its change, once per snapshot. `release` stops that.
+ */
+export interface StoreSnapshot {
+  sections: Array<[StoreSection, readonly object[]]>;
+  /** The record as it was at the instant (pass an element of `sections`). */
+  asOfSnapshot(record: object): object;
+  release(): void;
+}
+
 /**
  * The persistence boundary. All state lives in memory and every change is a synchronous function over
  * it, so a check and the change it guards can never interleave with another request (that is what
@@ -19,6 +33,8 @@ export interface Store {
   transact<T>(fn: (data: StoreData) => T): Promise<T>;
   /** Applies a loss-tolerant change now and persists it lazily with a later write. */
   touch(fn: (data: StoreData) => void): void;
+  /** The records at this instant, without copying them all now (see StoreSnapshot). */
+  snapshot(): StoreSnapshot;
   /** Writes anything pending and stops. */
   close(): Promise<void>;
 }
