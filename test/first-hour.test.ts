@@ -1,0 +1,137 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { serverCli } from './helpers/cli.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+/** One line, no stack frame: what every CLI failure must look like. */
+function expectOneLine(stderr: string) {
+  const lines = stderr.trim().split('\n');
+  expect(lines, stderr).toHaveLength(1);
+  expect(stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('the admin key an admin command uses', () => {
+  it('takes --admin-key-file over CONNECTOR_ADMIN_KEY, as every flag beats the environment', async () => {
+    await using srv = await startTestServer();
+    const r = await serverCli(
+      ['groups', 'list', '--server', srv.url, '--admin-key-file', srv.server.adminKeyFile],
+      {
+        CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    // Without the flag the environment is used (and here it is wrong).
+    const envOnly = await serverCli(['groups', 'list', '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+    });
+    expect(envOnly.code).toBe(1);
+    expect(envOnly.stderr).toContain('ADMIN_KEY_INVALID');
+  });
+
+  it('names a missing --admin-key-file, and a directory passed as one, in one line (exit 2)', async () => {
+    const dir = await tempDir('ce-keyfile-');
+    const missing = join(dir, 'nonexistent.key');
+    const r = await serverCli(['groups', 'list', '--admin-key-file', missing], { CONNECTOR_ADMIN_KEY: '' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--admin-key-file ${missing}: no such file`);
+    expect(r.stderr).not.toContain('pass --admin-key-file');
+    expectOneLine(r.stderr);
+
+    const asDir = await serverCli(['groups', 'list', '--admin-key-file', dir], { CONNECTOR_ADMIN_KEY: '' });
+    expect(asDir.code).toBe(2);
+    expect(asDir.stderr).toContain(`--admin-key-file ${dir}: it is a directory`);
+    expectOneLine(asDir.stderr);
+
+    const empty = join(dir, 'empty.key');
+    await writeFile(empty, '\n');
+    const blank = await serverCli(['groups', 'list', '--admin-key-file', empty], { CONNECTOR_ADMIN_KEY: '' });
+    expect(blank.code).toBe(2);
+    expect(blank.stderr).toContain(`${empty} is empty`);
+    expectOneLine(blank.stderr);
+
+    // No flag, no env, a data dir without admin.key: says which file it looked for.
+    const dataDir = join(dir, 'data');
+    await mkdir(dataDir);
+    const none = await serverCli(['groups', 'list', '--data-dir', dataDir], { CONNECTOR_ADMIN_KEY: '' });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(`${join(dataDir, 'admin.key')} does not exist`);
+    expectOneLine(none.stderr);
+  });
+});
+
+describe('asking for the status a connector or group already has', () => {
+  it('changes nothing: no audit event, nothing pushed to the agent, and says so', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Twice' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const { enrolled } = await enrollSim(srv.url, key.key!, 'twice-host');
+    const session = connectSim(srv.url, enrolled!);
+    await session.waitFor('ready');
+
+    const first = await srv.admin.connectors.disable.mutate({ connectorId: enrolled!.connectorId });
+    expect(first).toMatchObject({ status: 'disabled', changed: true });
+    await session.waitFor('status');
+    const second = await srv.admin.connectors.disable.mutate({ connectorId: enrolled!.connectorId });
+    expect(second).toMatchObject({ status: 'disabled', changed: false });
+    const groupAgain = await srv.admin.groups.enable.mutate({ groupId: group.id });
+    expect(groupAgain).toMatchObject({ status: 'enabled', changed: false });
+
+    const audit = await srv.admin.audit.list.query({});
+    expect(audit.filter((e) => e.type === 'connector.disabled')).toHaveLength(1);
+    expect(audit.filter((e) => e.type === 'group.enabled')).toHaveLength(0);
+    // The agent was told once. A later real change is the next thing it hears.
+    await srv.admin.connectors.enable.mutate({ connectorId: enrolled!.connectorId });
+    await session.waitFor('status');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(
+      session.events.filter((e) => e.type === 'status').map((e) => e.type === 'status' && e.status),
+    ).toEqual(['disabled', 'enabled']);
+
+    const cli = await serverCli([
+      'connectors',
+      'enable',
+      enrolled!.connectorId,
+      '--server',
+      srv.url,
+      '--admin-key-file',
+      srv.server.adminKeyFile,
+    ]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain('was already enabled; nothing changed');
+    await session.close();
+  });
+});
+
+describe('last seen of a connected connector', () => {
+  it('is now while it is connected, not its connect time', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Seen' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const { enrolled } = await enrollSim(srv.url, key.key!, 'seen-host');
+    const session = connectSim(srv.url, enrolled!);
+    await session.waitFor('ready');
+    const connectedAt = srv.clock.now();
+    srv.clock.advance(55_000);
+    const c = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    expect(c.connection).toBe('connected');
+    expect(Date.parse(c.lastConnectedAt!)).toBe(connectedAt);
+    expect(Date.parse(c.lastSeenAt!)).toBe(srv.clock.now());
+    const listed = await srv.admin.connectors.list.query({});
+    expect(Date.parse(listed.items[0]!.lastSeenAt!)).toBe(srv.clock.now());
+
+    await session.close();
+    // Once gone, the last seen stays where the session ended.
+    const endedAt = srv.clock.now();
+    let after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    for (let i = 0; i < 50 && after.connection === 'connected'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    }
+    srv.clock.advance(60_000);
+    after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    expect(after.connection).toBe('disconnected');
+    expect(Date.parse(after.lastSeenAt!)).toBe(endedAt);
+  });
+});
