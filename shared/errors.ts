@@ -109,6 +109,26 @@ export const ERROR_REASONS = {
     message: 'The request is not valid.',
     hint: 'See error.data.issues for the fields at fault.',
   },
+  BAD_REQUEST: {
+    code: 'BAD_REQUEST',
+    message: 'The request could not be read.',
+    hint: 'Send the input as JSON: `?input=<url-encoded JSON>` for a query, a JSON body with `content-type: application/json` for a mutation; one call per request (no batching).',
+  },
+  PROCEDURE_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such procedure.',
+    hint: 'Check the procedure name (e.g. `groups.list`); docs/reference.md lists them all.',
+  },
+  METHOD_NOT_ALLOWED: {
+    code: 'METHOD_NOT_SUPPORTED',
+    message: 'Wrong HTTP method for this procedure.',
+    hint: 'Queries (list, get, counts, …) are GET with `?input=`; mutations are POST with a JSON body.',
+  },
+  PAYLOAD_TOO_LARGE: {
+    code: 'PAYLOAD_TOO_LARGE',
+    message: 'The request body is too large.',
+    hint: 'Send less: the server takes request bodies of up to 64 KiB.',
+  },
   STORE_UNAVAILABLE: {
     code: 'INTERNAL_SERVER_ERROR',
     message: 'The server could not save the change; nothing was changed.',
@@ -127,8 +147,10 @@ export type TrpcErrorCode =
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
   | 'NOT_FOUND'
+  | 'METHOD_NOT_SUPPORTED'
   | 'CONFLICT'
   | 'PRECONDITION_FAILED'
+  | 'PAYLOAD_TOO_LARGE'
   | 'TOO_MANY_REQUESTS'
   | 'INTERNAL_SERVER_ERROR';
 
