@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createAdminClient } from '../server/admin-client.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { serverCli } from './helpers/cli.js';
 import { startTestServer, tempDir } from './helpers/server.js';
@@ -133,5 +134,20 @@ describe('last seen of a connected connector', () => {
     after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
     expect(after.connection).toBe('disconnected');
     expect(Date.parse(after.lastSeenAt!)).toBe(endedAt);
+  });
+});
+
+describe('a read-scoped admin key', () => {
+  it("sees a provisioning key's details with the secret masked, never the secret", async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Masked' });
+    const full = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(full.key).toMatch(/^cpk_/);
+    const created = await srv.admin.apiKeys.create.mutate({ name: 'auditor', scope: 'read' });
+    const reader = createAdminClient({ url: srv.url, adminKey: created.key });
+    const seen = await reader.provisioningKeys.get.query({ groupId: group.id });
+    expect(seen).toMatchObject({ keyId: full.keyId, status: 'active', key: null, expiresAt: full.expiresAt });
+    expect(seen.keyMasked).toBe(`cpk_••••••••${full.key!.slice(-4)}`);
+    expect(JSON.stringify(seen)).not.toContain(full.key!.slice(4, 20));
   });
 });
