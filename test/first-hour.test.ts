@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
@@ -149,5 +149,56 @@ describe('a read-scoped admin key', () => {
     expect(seen).toMatchObject({ keyId: full.keyId, status: 'active', key: null, expiresAt: full.expiresAt });
     expect(seen.keyMasked).toBe(`cpk_••••••••${full.key!.slice(-4)}`);
     expect(JSON.stringify(seen)).not.toContain(full.key!.slice(4, 20));
+  });
+});
+
+describe('serve refuses a data dir it cannot use in one line, never a stack trace', () => {
+  /** A data dir a server started in once, then damaged by `damage`. */
+  async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
+    const dir = await tempDir('ce-damaged-');
+    const srv = await startTestServer({ dataDir: dir });
+    await srv.stop();
+    await damage(dir);
+    return dir;
+  }
+  const serve = (dataDir: string) => serverCli(['serve', '--port', '0', '--data-dir', dataDir]);
+
+  it('a file, a path under a file, a path the kernel refuses, and one under /proc (no spin)', async () => {
+    const dir = await tempDir('ce-baddir-');
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'x');
+    const cases: Array<[string, string, number]> = [
+      [file, `data dir ${file} is not a directory`, 2],
+      [join(file, 'sub'), `${file} is not a directory, so ${join(file, 'sub')} cannot be made in it`, 2],
+      // Node 20's recursive mkdir spun at 100 % CPU for ever here.
+      ['/proc/forbidden/x', 'data dir /proc/forbidden/x cannot be created (ENOENT)', 2],
+      ['/sys/connector-test', 'data dir /sys/connector-test cannot be created (EPERM)', 2],
+    ];
+    for (const [dataDir, words, code] of cases) {
+      const r = await serve(dataDir);
+      expect(r.code, `${dataDir}: ${r.stderr}`).toBe(code);
+      expect(r.stderr).toContain(words);
+      expectOneLine(r.stderr);
+    }
+  });
+
+  it('a damaged secret.key or signing-keys.json, or a directory where the audit log belongs', async () => {
+    const secret = await damaged((dir) => writeFile(join(dir, 'secret.key'), 'not base64 at all\n'));
+    const keys = await damaged((dir) => writeFile(join(dir, 'signing-keys.json'), '{"keys":'));
+    const audit = await damaged(async (dir) => {
+      await rm(join(dir, 'audit.jsonl'));
+      await mkdir(join(dir, 'audit.jsonl'));
+    });
+    const cases: Array<[string, string]> = [
+      [secret, `${join(secret, 'secret.key')}: is damaged`],
+      [keys, `${join(keys, 'signing-keys.json')}: the signing key file cannot be read or parsed`],
+      [audit, `${join(audit, 'audit.jsonl')}: is a directory where a file belongs (EISDIR)`],
+    ];
+    for (const [dataDir, words] of cases) {
+      const r = await serve(dataDir);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toContain(`cannot start: ${words}`);
+      expectOneLine(r.stderr);
+    }
   });
 });
