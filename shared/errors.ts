@@ -89,6 +89,11 @@ export const ERROR_REASONS = {
     message: 'No such API key.',
     hint: 'List the API keys with `api-keys list`.',
   },
+  API_KEY_IN_USE: {
+    code: 'PRECONDITION_FAILED',
+    message: 'That is the API key making this call; deleting it locks you out at once.',
+    hint: 'Delete it with another admin key, or pass --force (force: true) if that is what you mean. With no admin key left, restarting the server writes a new bootstrap key to <data-dir>/admin.key.',
+  },
   SIGNING_KEY_NOT_FOUND: {
     code: 'NOT_FOUND',
     message: 'No such signing key.',

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { serverCli } from './helpers/cli.js';
-import { startTestServer, tempDir } from './helpers/server.js';
+import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
 /** One line, no stack frame: what every CLI failure must look like. */
 function expectOneLine(stderr: string) {
@@ -200,5 +200,46 @@ describe('serve refuses a data dir it cannot use in one line, never a stack trac
       expect(r.stderr).toContain(`cannot start: ${words}`);
       expectOneLine(r.stderr);
     }
+  });
+});
+
+describe('deleting admin API keys', () => {
+  it('refuses the key making the call without --force (so the last admin key stays); a restart lets the admin back in', async () => {
+    const dataDir = await tempDir('ce-lastkey-');
+    let srv = await startTestServer({ dataDir });
+    const [bootstrap] = await srv.admin.apiKeys.list.query({});
+    const reader = await srv.admin.apiKeys.create.mutate({ name: 'reader', scope: 'read' });
+    // The caller's own key: only admin keys may delete, so this is what keeps the last one.
+    const own = await rawCall(srv.url, 'apiKeys.delete', { id: bootstrap!.id }, { key: srv.adminKey });
+    expect(own).toMatchObject({ ok: false, status: 412, reason: 'API_KEY_IN_USE' });
+    const second = await srv.admin.apiKeys.create.mutate({ name: 'second', scope: 'admin' });
+    const viaSecond = createAdminClient({ url: srv.url, adminKey: second.key });
+    await viaSecond.apiKeys.delete.mutate({ id: bootstrap!.id });
+    const byReader = await rawCall(srv.url, 'apiKeys.delete', { id: second.id }, { key: reader.key });
+    expect(byReader).toMatchObject({ ok: false, reason: 'SCOPE_FORBIDDEN' });
+    const cli = await serverCli(['api-keys', 'delete', second.id, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: second.key,
+    });
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain('API_KEY_IN_USE');
+    expect((await viaSecond.apiKeys.list.query({})).map((k) => k.id)).toContain(second.id);
+
+    // With --force it goes; nobody can manage the server until a restart writes a bootstrap key.
+    const forced = await serverCli(['api-keys', 'delete', second.id, '--force', '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: second.key,
+    });
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(await rawCall(srv.url, 'groups.list', {}, { key: second.key })).toMatchObject({ status: 401 });
+    await srv.stop();
+    srv = await startTestServer({ dataDir });
+    expect(srv.adminKey).not.toBe(second.key);
+    expect(await srv.admin.groups.list.query({})).toEqual([]);
+    const audit = await srv.admin.audit.list.query({ type: 'api_key' });
+    expect(audit.filter((e) => e.type === 'api_key.bootstrapped')).toHaveLength(2);
+    expect(audit.filter((e) => e.type === 'api_key.deleted').map((e) => e.details)).toEqual([
+      { force: true },
+      { force: false },
+    ]);
+    await srv[Symbol.asyncDispose]();
   });
 });

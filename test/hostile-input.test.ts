@@ -270,7 +270,7 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
     type: 'mutation',
     schema: apiKeyDeleteInput,
     valid: (f) => ({ id: f.readKeyId }),
-    fields: { id: required('apiKeyId') },
+    fields: { id: required('apiKeyId'), force: optional('bool') },
   },
   {
     path: 'audit.list',

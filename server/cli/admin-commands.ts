@@ -408,12 +408,15 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(apiKeys, 'delete <id>', 'delete an admin API key').action(
-    withClient(async (client, options, id) => {
-      const r = await client.apiKeys.delete.mutate({ id: id! });
-      print(options, r, () => console.log('API key deleted.'));
-    }),
-  );
+  adminCommand(apiKeys, 'delete <id>', 'delete an admin API key')
+    .option('--force', 'also the key making the call, or the last usable admin-scoped key')
+    .action(
+      withClient(async (client, options, id) => {
+        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+        const r = await client.apiKeys.delete.mutate({ id: id!, ...(force ? { force } : {}) });
+        print(options, r, () => console.log('API key deleted.'));
+      }),
+    );
 
   adminCommand(program, 'audit', 'show the audit log, newest first')
     .option('--since <iso>', 'only events at or after this time')
