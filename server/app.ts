@@ -32,7 +32,7 @@ import { provedNothing, type SessionHub } from './sessions/hub.js';
 import { RetryAfterSpreader } from './sessions/retry-spreader.js';
 import { authenticationTurns } from './sessions/turns.js';
 import { lockDataDir } from './store/data-dir-lock.js';
-import { LowdbStore, writeFileDurably } from './store/lowdb-store.js';
+import { DataFileError, LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
 export interface ServerConfig extends Policy {
   dataDir: string;
@@ -161,16 +161,25 @@ interface Handshake {
 
 /** Reads the 32-byte server secret that encrypts stored provisioning keys, creating it on first start. */
 async function loadOrCreateSecret(file: string): Promise<Buffer> {
+  let text: string;
   try {
-    const secret = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
-    if (secret.length !== 32) throw new Error(`${file}: expected a base64 32-byte secret`);
-    return secret;
+    text = await readFile(file, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT')
+      throw new DataFileError(file, `cannot be read (${code ?? (error as Error).message})`);
     const secret = randomBytes(32);
     await writeFileDurably(file, `${secret.toString('base64')}\n`);
     return secret;
   }
+  const secret = Buffer.from(text.trim(), 'base64');
+  if (secret.length !== 32 || secret.toString('base64') !== text.trim()) {
+    throw new DataFileError(
+      file,
+      'is damaged (it must hold one base64 32-byte secret); restore it from a backup: without it the stored provisioning keys cannot be read',
+    );
+  }
+  return secret;
 }
 
 /** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */

@@ -51,8 +51,11 @@ serve.action(async (flags: ServeFlagValues) => {
       throw new CliError(
         `cannot start: ${config.host}:${config.port} is already in use (--port to choose another)`,
       );
-    if (code === 'EACCES' || code === 'EROFS')
-      throw new CliError(`cannot start: ${(error as Error).message}`);
+    const errno = error as NodeJS.ErrnoException;
+    if (errno.code && errno.path)
+      throw new CliError(
+        `cannot start: ${errno.path}: ${errnoWords(errno.code)}; fix: ${errnoFix(errno.code)}`,
+      );
     throw error;
   }
   console.error(`connector-server listening on ${server.url}; admin key file: ${server.adminKeyFile}`);
@@ -68,6 +71,26 @@ serve.action(async (flags: ServeFlagValues) => {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 });
 
+/** What a file-system error code means, for people. */
+function errnoWords(code: string): string {
+  const words: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    EISDIR: 'is a directory where a file belongs',
+    ENOTDIR: 'a part of the path is not a directory',
+    ENOSPC: 'no space left on the device',
+    EMFILE: 'too many open files',
+  };
+  return `${words[code] ?? 'cannot use it'} (${code})`;
+}
+
+function errnoFix(code: string): string {
+  if (code === 'ENOSPC') return 'free some space on the data dir’s file system';
+  if (code === 'EMFILE') return 'raise the open-file limit (ulimit -n, LimitNOFILE=)';
+  return 'check the data dir’s files, their owner and permissions, or choose another --data-dir';
+}
+
 registerAdminCommands(program);
 registerSigningKeyCommands(program);
 registerBackupCommands(program);
@@ -82,6 +105,10 @@ try {
     console.error(`error: ${error.message}`);
     process.exit(error.exitCode);
   }
-  console.error(`error: ${(error as Error)?.stack ?? error}`);
+  // Never a stack trace for a user: one line, and the stack only when asked for.
+  if (process.env.CONNECTOR_DEBUG) console.error((error as Error)?.stack ?? error);
+  console.error(
+    `error: ${(error as Error)?.message ?? error} (unexpected: set CONNECTOR_DEBUG=1 for the stack trace, and please report it)`,
+  );
   process.exit(1);
 }

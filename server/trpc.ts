@@ -15,6 +15,13 @@ function reasonFor(error: TRPCError): ErrorReason {
       return 'RATE_LIMITED';
     case 'UNAUTHORIZED':
       return 'ADMIN_KEY_INVALID';
+    case 'NOT_FOUND':
+      // A DomainError's NOT_FOUND has its own reason (above): this is the framework's, a path it does not know.
+      return 'PROCEDURE_NOT_FOUND';
+    case 'METHOD_NOT_SUPPORTED':
+      return 'METHOD_NOT_ALLOWED';
+    case 'PAYLOAD_TOO_LARGE':
+      return 'PAYLOAD_TOO_LARGE';
     case 'INTERNAL_SERVER_ERROR':
     case 'NOT_IMPLEMENTED':
     case 'BAD_GATEWAY':
@@ -22,9 +29,9 @@ function reasonFor(error: TRPCError): ErrorReason {
     case 'GATEWAY_TIMEOUT':
       return 'INTERNAL_ERROR';
     default:
-      // Every other client error the framework raises (parse errors, unsupported media type, body
-      // too large, unknown procedure, wrong method) is a request that is not valid.
-      return 'VALIDATION_FAILED';
+      // Every other client error the framework raises (unparsable JSON, a content type it cannot
+      // read, batching) is a request it could not read: its input never reached validation.
+      return 'BAD_REQUEST';
   }
 }
 

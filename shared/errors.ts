@@ -89,6 +89,11 @@ export const ERROR_REASONS = {
     message: 'No such API key.',
     hint: 'List the API keys with `api-keys list`.',
   },
+  API_KEY_IN_USE: {
+    code: 'PRECONDITION_FAILED',
+    message: 'That is the API key making this call; deleting it locks you out at once.',
+    hint: 'Delete it with another admin key, or pass --force (force: true) if that is what you mean. With no admin key left, restarting the server writes a new bootstrap key to <data-dir>/admin.key.',
+  },
   SIGNING_KEY_NOT_FOUND: {
     code: 'NOT_FOUND',
     message: 'No such signing key.',
@@ -109,6 +114,26 @@ export const ERROR_REASONS = {
     message: 'The request is not valid.',
     hint: 'See error.data.issues for the fields at fault.',
   },
+  BAD_REQUEST: {
+    code: 'BAD_REQUEST',
+    message: 'The request could not be read.',
+    hint: 'Send the input as JSON: `?input=<url-encoded JSON>` for a query, a JSON body with `content-type: application/json` for a mutation; one call per request (no batching).',
+  },
+  PROCEDURE_NOT_FOUND: {
+    code: 'NOT_FOUND',
+    message: 'No such procedure.',
+    hint: 'Check the procedure name (e.g. `groups.list`); docs/reference.md lists them all.',
+  },
+  METHOD_NOT_ALLOWED: {
+    code: 'METHOD_NOT_SUPPORTED',
+    message: 'Wrong HTTP method for this procedure.',
+    hint: 'Queries (list, get, counts, …) are GET with `?input=`; mutations are POST with a JSON body.',
+  },
+  PAYLOAD_TOO_LARGE: {
+    code: 'PAYLOAD_TOO_LARGE',
+    message: 'The request body is too large.',
+    hint: 'Send less: the server takes request bodies of up to 64 KiB.',
+  },
   STORE_UNAVAILABLE: {
     code: 'INTERNAL_SERVER_ERROR',
     message: 'The server could not save the change; nothing was changed.',
@@ -127,8 +152,10 @@ export type TrpcErrorCode =
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
   | 'NOT_FOUND'
+  | 'METHOD_NOT_SUPPORTED'
   | 'CONFLICT'
   | 'PRECONDITION_FAILED'
+  | 'PAYLOAD_TOO_LARGE'
   | 'TOO_MANY_REQUESTS'
   | 'INTERNAL_SERVER_ERROR';
 

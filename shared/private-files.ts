@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { type FileHandle, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { type FileHandle, lstat, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 
 // Both sides keep secrets in a dir of their own (the agent's state dir, the server's data dir):
 // whoever else can write there can plant links that redirect a write of a private key, or make a
@@ -35,6 +35,52 @@ export interface DirLabel {
   flag: string;
 }
 
+/** A path on the way to a dir to create exists and is not a directory. */
+class NotADirectory extends Error {
+  constructor(readonly path: string) {
+    super(`${path} is not a directory`);
+  }
+}
+
+/**
+ * `mkdir -p` with mode 0700, one level at a time. Not `mkdir(dir, { recursive: true })`: on Node 20
+ * that loops for ever (one core at 100 %) on a path under /proc, where every mkdir answers ENOENT.
+ * Here the walk is bounded by the path's depth and each failure is the one the kernel gave.
+ */
+async function makeDirs(dir: string): Promise<void> {
+  const missing: string[] = [];
+  let at = resolve(dir);
+  for (;;) {
+    const info = await stat(at).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return null;
+      if (error.code === 'ENOTDIR') return 'not-a-dir' as const;
+      throw error;
+    });
+    if (info === 'not-a-dir') {
+      missing.unshift(at);
+    } else if (info) {
+      if (!info.isDirectory()) throw new NotADirectory(at);
+      break;
+    } else {
+      missing.unshift(at);
+    }
+    const parent = dirname(at);
+    if (parent === at) break;
+    at = parent;
+  }
+  for (const path of missing) {
+    try {
+      await mkdir(path, { mode: 0o700 });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && (await stat(path)).isDirectory()) continue;
+      if (code === 'EEXIST' || code === 'ENOTDIR')
+        throw new NotADirectory(code === 'EEXIST' ? path : dirname(path));
+      throw error;
+    }
+  }
+}
+
 /**
  * Creates `dir` (mode 0700) or checks the one there: it must be a directory owned by this user (a
  * link to one is fine if the link is this user's or root's). Group/other bits on a dir of ours are
@@ -44,11 +90,19 @@ export async function ensurePrivateDir(dir: string, label: DirLabel): Promise<vo
   const uid = process.getuid?.();
   const fix = `use a directory this user owns (${label.flag}) or fix its owner (chown ${uid ?? ''} ${dir})`;
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirs(dir);
   } catch (error) {
+    if (error instanceof NotADirectory) {
+      const where =
+        error.path === resolve(dir)
+          ? `${dir} is not a directory`
+          : `${error.path} is not a directory, so ${dir} cannot be made in it`;
+      throw new PrivateDirError(
+        'DIR_NOT_A_DIRECTORY',
+        `${label.what} ${where}: ${label.flag} another directory`,
+      );
+    }
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST' || code === 'ENOTDIR')
-      throw new PrivateDirError('DIR_NOT_A_DIRECTORY', `${label.what} ${dir} is not a directory: ${fix}`);
     throw new PrivateDirError(
       'DIR_NOT_CREATED',
       `${label.what} ${dir} cannot be created (${code ?? error}): create it for this user, or ${label.flag} another directory`,

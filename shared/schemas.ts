@@ -128,7 +128,7 @@ export const apiKeyCreateInput = z.strictObject({
   scope: apiKeyScopeSchema.default('admin'),
   expiresInDays: z.number().int().min(1).max(3650).optional(),
 });
-export const apiKeyDeleteInput = z.strictObject({ id: apiKeyIdSchema });
+export const apiKeyDeleteInput = z.strictObject({ id: apiKeyIdSchema, force: z.boolean().optional() });
 
 /** A signing key's kid: its RFC 7638 thumbprint, base64url. */
 export const signingKeyIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'not a signing key id');

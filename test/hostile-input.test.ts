@@ -98,7 +98,7 @@ async function healthz(srv: TestServer): Promise<number> {
 }
 
 type Answer = { status: number; reason: string | undefined };
-type AnswerWithData = Answer & { data?: unknown };
+type AnswerWithData = Answer & { data?: unknown; issues?: unknown };
 
 /**
  * Calls a procedure with raw input text (JSON or not) and chosen headers: the `?input=` of a GET for
@@ -118,9 +118,14 @@ async function callWithHeaders(
       : await fetch(`${srv.url}/trpc/${path}`, { method: 'POST', headers, body: raw });
   const body = (await res.json().catch(() => null)) as {
     result?: { data?: unknown };
-    error?: { data?: { reason?: string } };
+    error?: { data?: { reason?: string; issues?: unknown } };
   } | null;
-  return { status: res.status, reason: body?.error?.data?.reason, data: body?.result?.data };
+  return {
+    status: res.status,
+    reason: body?.error?.data?.reason,
+    data: body?.result?.data,
+    issues: body?.error?.data?.issues,
+  };
 }
 
 /** Sends raw input text with the admin key, through rawCall where it can (POST bodies). */
@@ -134,7 +139,7 @@ async function sendRaw(
     return callWithHeaders(srv, path, type, raw, { authorization: `Bearer ${srv.adminKey}` });
   }
   const r = await rawCall(srv.url, path, undefined, { key: srv.adminKey, method: 'POST', body: raw });
-  return { status: r.status, reason: r.reason, data: r.data };
+  return { status: r.status, reason: r.reason, data: r.data, issues: r.error?.data?.issues };
 }
 
 const refusedAsInvalid = { status: 400, reason: 'VALIDATION_FAILED' };
@@ -265,7 +270,7 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
     type: 'mutation',
     schema: apiKeyDeleteInput,
     valid: (f) => ({ id: f.readKeyId }),
-    fields: { id: required('apiKeyId') },
+    fields: { id: required('apiKeyId'), force: optional('bool') },
   },
   {
     path: 'audit.list',
@@ -399,12 +404,18 @@ const NOT_JSON = ['{', '{"a":}', "{'a':1}", '{a:1}', 'undefined', 'NaN', '[1,]',
 interface HostileCase {
   label: string;
   raw: string;
+  /** Text that is not JSON is a request the server cannot read; JSON of the wrong shape fails validation. */
+  refusedAs: 'VALIDATION_FAILED' | 'BAD_REQUEST';
 }
 
 /** Every hostile input tried against one procedure. */
 function hostileCases(spec: ProcedureSpec, f: Fixture): HostileCase[] {
   const valid = spec.valid(f);
-  const json = (label: string, value: unknown): HostileCase => ({ label, raw: JSON.stringify(value) });
+  const json = (label: string, value: unknown): HostileCase => ({
+    label,
+    raw: JSON.stringify(value),
+    refusedAs: 'VALIDATION_FAILED',
+  });
   const validJson = JSON.stringify(valid);
   const withKey = (key: string) =>
     validJson === '{}' ? `{"${key}":1}` : `${validJson.slice(0, -1)},"${key}":1}`;
@@ -415,10 +426,14 @@ function hostileCases(spec: ProcedureSpec, f: Fixture): HostileCase[] {
     json('true', true),
     json('an empty array', []),
     json('the valid input wrapped in an array', [valid]),
-    { label: 'an unknown extra field', raw: withKey('extra') },
-    { label: 'a __proto__ field', raw: withKey('__proto__') },
-    { label: 'a constructor field', raw: withKey('constructor') },
-    ...NOT_JSON.map((raw) => ({ label: `not JSON: ${JSON.stringify(raw)}`, raw })),
+    { label: 'an unknown extra field', raw: withKey('extra'), refusedAs: 'VALIDATION_FAILED' },
+    { label: 'a __proto__ field', raw: withKey('__proto__'), refusedAs: 'VALIDATION_FAILED' },
+    { label: 'a constructor field', raw: withKey('constructor'), refusedAs: 'VALIDATION_FAILED' },
+    ...NOT_JSON.map((raw) => ({
+      label: `not JSON: ${JSON.stringify(raw)}`,
+      raw,
+      refusedAs: 'BAD_REQUEST' as const,
+    })),
   ];
   for (const [field, { kind, required: isRequired }] of Object.entries(spec.fields)) {
     if (isRequired) {
@@ -431,7 +446,7 @@ function hostileCases(spec: ProcedureSpec, f: Fixture): HostileCase[] {
     if (OVERFLOWING_NUMBER_KINDS.has(kind)) {
       const marker = 987_654_321;
       const raw = JSON.stringify({ ...valid, [field]: marker }).replace(String(marker), '1e400');
-      cases.push({ label: `${field} is 1e400 (Infinity)`, raw });
+      cases.push({ label: `${field} is 1e400 (Infinity)`, raw, refusedAs: 'VALIDATION_FAILED' });
     }
   }
   return cases;
@@ -451,23 +466,37 @@ describe('malformed input to every admin procedure', () => {
   });
 
   it.each(ADMIN_PROCEDURES.map((spec) => [spec.path, spec] as const))(
-    '%s answers 400 VALIDATION_FAILED and writes nothing',
+    '%s answers 400 VALIDATION_FAILED with the issues (BAD_REQUEST for text that is not JSON) and writes nothing',
     async (_path, spec) => {
       const { srv } = fixture;
       const before = await snapshot(srv);
-      const answers: Array<{ label: string } & Answer & { storeUnchanged: boolean }> = [];
-      for (const { label, raw } of hostileCases(spec, fixture)) {
-        const { status, reason } = await sendRaw(srv, spec.path, spec.type, raw);
-        answers.push({ label, status, reason, storeUnchanged: (await storeBytes(srv)) === before.store });
+      const cases = hostileCases(spec, fixture);
+      const answers: Array<{ label: string } & Answer & { hasIssues: boolean; storeUnchanged: boolean }> = [];
+      for (const { label, raw } of cases) {
+        const { status, reason, issues } = await sendRaw(srv, spec.path, spec.type, raw);
+        answers.push({
+          label,
+          status,
+          reason,
+          // The hint of VALIDATION_FAILED sends the caller to error.data.issues: they must be there.
+          hasIssues: Array.isArray(issues) && issues.length > 0,
+          storeUnchanged: (await storeBytes(srv)) === before.store,
+        });
       }
       expect(answers).toEqual(
-        answers.map(({ label }) => ({ label, ...refusedAsInvalid, storeUnchanged: true })),
+        cases.map(({ label, refusedAs }) => ({
+          label,
+          status: 400,
+          reason: refusedAs,
+          hasIssues: refusedAs === 'VALIDATION_FAILED',
+          storeUnchanged: true,
+        })),
       );
       expect(await snapshot(srv)).toEqual(before);
     },
   );
 
-  it('refuses batched calls (batching is off) with VALIDATION_FAILED and writes nothing', async () => {
+  it('refuses batched calls (batching is off) with BAD_REQUEST and writes nothing', async () => {
     const { srv, groupId } = fixture;
     const before = await storeBytes(srv);
     const res = await fetch(`${srv.url}/trpc/groups.create,groups.delete,connectors.revoke?batch=1`, {
@@ -481,11 +510,11 @@ describe('malformed input to every admin procedure', () => {
     });
     const body = (await res.json()) as { error?: { data?: { reason?: string; httpStatus?: number } } };
     expect(res.status).toBe(400);
-    expect(body.error?.data).toMatchObject({ reason: 'VALIDATION_FAILED', httpStatus: 400 });
+    expect(body.error?.data).toMatchObject({ reason: 'BAD_REQUEST', httpStatus: 400 });
     expect(await storeBytes(srv)).toBe(before);
   });
 
-  it('refuses the wrong HTTP method and unknown procedures with VALIDATION_FAILED', async () => {
+  it('refuses the wrong HTTP method with METHOD_NOT_ALLOWED and unknown procedures with PROCEDURE_NOT_FOUND', async () => {
     const { srv, groupId } = fixture;
     const before = await snapshot(srv);
     const key = srv.adminKey;
@@ -493,31 +522,32 @@ describe('malformed input to every admin procedure', () => {
       await rawCall(srv.url, 'groups.delete', { groupId, force: true }, { key, method: 'GET' }),
     ).toMatchObject({
       status: 405,
-      reason: 'VALIDATION_FAILED',
+      reason: 'METHOD_NOT_ALLOWED',
     });
     expect(await rawCall(srv.url, 'groups.list', {}, { key, method: 'POST' })).toMatchObject({
       status: 405,
-      reason: 'VALIDATION_FAILED',
+      reason: 'METHOD_NOT_ALLOWED',
     });
     for (const path of ['groups.drop', 'groups', '__proto__.toString', 'agent.enroll.x']) {
       expect(await rawCall(srv.url, path, {}, { key, method: 'POST' }), path).toMatchObject({
         status: 404,
-        reason: 'VALIDATION_FAILED',
+        reason: 'PROCEDURE_NOT_FOUND',
       });
     }
     expect(await snapshot(srv)).toEqual(before);
   });
 
   // curl -d sends application/x-www-form-urlencoded unless told otherwise: a misuse, not a server fault.
+  // octet-stream is read (as a stream) and then fails validation; the others are not read at all.
   it.each([
-    ['text/plain', 'text/plain;charset=UTF-8'],
-    ['form-urlencoded (curl -d)', 'application/x-www-form-urlencoded'],
-    ['an empty content type', ''],
-    ['octet-stream', 'application/octet-stream'],
-    ['multipart', 'multipart/form-data; boundary=x'],
+    ['text/plain', 'text/plain;charset=UTF-8', 'BAD_REQUEST'],
+    ['form-urlencoded (curl -d)', 'application/x-www-form-urlencoded', 'BAD_REQUEST'],
+    ['an empty content type', '', 'BAD_REQUEST'],
+    ['octet-stream', 'application/octet-stream', 'VALIDATION_FAILED'],
+    ['multipart', 'multipart/form-data; boundary=x', 'BAD_REQUEST'],
   ])(
     'refuses a JSON body sent as %s with a client error, never INTERNAL_ERROR',
-    async (_label, contentType) => {
+    async (_label, contentType, expected) => {
       const { srv } = fixture;
       const before = await snapshot(srv);
       const body = JSON.stringify({ name: 'Typed Wrong' });
@@ -525,7 +555,7 @@ describe('malformed input to every admin procedure', () => {
         'content-type': contentType,
         authorization: `Bearer ${srv.adminKey}`,
       });
-      expect(reason).toBe('VALIDATION_FAILED');
+      expect(reason).toBe(expected);
       expect([400, 415]).toContain(status);
       expect(await snapshot(srv)).toEqual(before);
     },
@@ -1019,10 +1049,12 @@ describe('oversized bodies (maxBodyBytes 65536)', () => {
   it('reads a body of exactly 64 KiB (then refuses its content) but refuses one byte more with 413', async () => {
     const { srv } = fixture;
     const before = await snapshot(srv);
-    expect(await sendRaw(srv, 'groups.create', 'mutation', paddedBody(65_536))).toEqual(refusedAsInvalid);
-    expect(await sendRaw(srv, 'groups.create', 'mutation', paddedBody(65_537))).toEqual({
+    expect(await sendRaw(srv, 'groups.create', 'mutation', paddedBody(65_536))).toMatchObject(
+      refusedAsInvalid,
+    );
+    expect(await sendRaw(srv, 'groups.create', 'mutation', paddedBody(65_537))).toMatchObject({
       status: 413,
-      reason: 'VALIDATION_FAILED',
+      reason: 'PAYLOAD_TOO_LARGE',
     });
     expect(await snapshot(srv)).toEqual(before);
   });
@@ -1036,7 +1068,7 @@ describe('oversized bodies (maxBodyBytes 65536)', () => {
     const r = await rawCall(srv.url, 'agent.enroll', undefined, {
       body: paddedBody(bytes, 'provisioningKey'),
     });
-    expect(r).toMatchObject({ ok: false, status: 413, reason: 'VALIDATION_FAILED' });
+    expect(r).toMatchObject({ ok: false, status: 413, reason: 'PAYLOAD_TOO_LARGE' });
     expect(await healthz(srv)).toBe(200);
     expect(await snapshot(srv)).toEqual(before);
   });
@@ -1063,7 +1095,7 @@ describe('oversized bodies (maxBodyBytes 65536)', () => {
       req.end('"}');
     });
     expect(answer.status).toBe(413);
-    expect(JSON.parse(answer.body).error.data.reason).toBe('VALIDATION_FAILED');
+    expect(JSON.parse(answer.body).error.data.reason).toBe('PAYLOAD_TOO_LARGE');
     expect(await healthz(srv)).toBe(200);
     expect(await snapshot(srv)).toEqual(before);
   });

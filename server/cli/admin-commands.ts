@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
@@ -23,18 +23,42 @@ export class CliError extends Error {
   }
 }
 
-/** The admin key: CONNECTOR_ADMIN_KEY, else --admin-key-file, else <data-dir>/admin.key. */
-export function resolveAdminKey(options: AdminOptions): string {
-  const fromEnv = process.env.CONNECTOR_ADMIN_KEY?.trim();
-  if (fromEnv) return fromEnv;
+/**
+ * The admin key: `--admin-key-file` if given (a flag beats the environment, as everywhere), else
+ * CONNECTOR_ADMIN_KEY, else `<data-dir>/admin.key`. Every way it can fail is one line naming the file.
+ */
+export function resolveAdminKey(options: AdminOptions, env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env.CONNECTOR_ADMIN_KEY?.trim();
+  if (!options.adminKeyFile && fromEnv) return fromEnv;
+  const flag = options.adminKeyFile ? '--admin-key-file' : null;
   const file = options.adminKeyFile ?? join(options.dataDir, 'admin.key');
-  if (!existsSync(file)) {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !flag)
+      throw new CliError(
+        `no admin API key: ${file} does not exist; fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
+        2,
+      );
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'it is a directory, not a file'
+          : code === 'EACCES' || code === 'EPERM'
+            ? 'permission denied (run as the user that owns it)'
+            : (code ?? (error as Error).message);
+    throw new CliError(`cannot read the admin key ${flag ? `${flag} ` : ''}${file}: ${why}`, 2);
+  }
+  const key = text.trim();
+  if (!key)
     throw new CliError(
-      `no admin API key: set CONNECTOR_ADMIN_KEY, pass --admin-key-file, or run from the folder whose ${join(options.dataDir, 'admin.key')} the server wrote`,
+      `the admin key file ${file} is empty; fix: point to the file the server wrote (admin.key)`,
       2,
     );
-  }
-  return readFileSync(file, 'utf8').trim();
+  return key;
 }
 
 /** Explains a failed API call: the reason, what it means and how to fix it. */
@@ -185,7 +209,10 @@ export function registerAdminCommands(program: Command): void {
     adminCommand(groups, `${verb} <group>`, `${verb} a group (pushed live to its connectors)`).action(
       withClient(async (client, options, ref) => {
         const g = await client.groups[verb].mutate({ groupId: await resolveGroup(client, ref!) });
-        print(options, g, () => printGroup(g));
+        print(options, g, () => {
+          if (!g.changed) console.error(`Group ${g.name} was already ${g.status}; nothing changed.`);
+          printGroup(g);
+        });
       }),
     );
   }
@@ -264,7 +291,8 @@ export function registerAdminCommands(program: Command): void {
               // A revoked one says whether its host has learnt it yet.
               c.termination ? `revoked (${c.termination.state})` : c.status,
               c.connection,
-              relative(c.lastSeenAt),
+              // A connected one is seen now; its lastSeenAt is the time of the answer.
+              c.connection === 'connected' ? 'now' : relative(c.lastSeenAt),
               c.remoteAddress,
               c.agentVersion,
               // A clone's mark: when a session with this identity last replaced another.
@@ -306,7 +334,13 @@ export function registerAdminCommands(program: Command): void {
     adminCommand(connectors, `${verb} <id>`, `${verb} a connector (pushed live)`).action(
       withClient(async (client, options, id) => {
         const c = await client.connectors[verb].mutate({ connectorId: id! });
-        print(options, c, () => console.log(`Connector ${c.id} is ${c.status}.`));
+        print(options, c, () =>
+          console.log(
+            c.changed
+              ? `Connector ${c.id} is ${c.status}.`
+              : `Connector ${c.id} was already ${c.status}; nothing changed.`,
+          ),
+        );
       }),
     );
   }
@@ -374,12 +408,15 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(apiKeys, 'delete <id>', 'delete an admin API key').action(
-    withClient(async (client, options, id) => {
-      const r = await client.apiKeys.delete.mutate({ id: id! });
-      print(options, r, () => console.log('API key deleted.'));
-    }),
-  );
+  adminCommand(apiKeys, 'delete <id>', 'delete an admin API key')
+    .option('--force', 'also the key making the call, or the last usable admin-scoped key')
+    .action(
+      withClient(async (client, options, id) => {
+        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+        const r = await client.apiKeys.delete.mutate({ id: id!, ...(force ? { force } : {}) });
+        print(options, r, () => console.log('API key deleted.'));
+      }),
+    );
 
   adminCommand(program, 'audit', 'show the audit log, newest first')
     .option('--since <iso>', 'only events at or after this time')

@@ -8,5 +8,7 @@ export const apiKeysRouter = router({
     .mutation(({ ctx, input }) => ctx.services.apiKeys.create(input, ctx.meta)),
   delete: adminProcedure
     .input(apiKeyDeleteInput)
-    .mutation(({ ctx, input }) => ctx.services.apiKeys.delete(input.id, ctx.meta)),
+    .mutation(({ ctx, input }) =>
+      ctx.services.apiKeys.delete(input.id, { force: input.force ?? false }, ctx.meta),
+    ),
 });

@@ -2,9 +2,14 @@ import { groupRefInput } from '../../shared/schemas.js';
 import { adminProcedure, router } from '../trpc.js';
 
 export const provisioningKeysRouter = router({
-  get: adminProcedure
-    .input(groupRefInput)
-    .query(({ ctx, input }) => ctx.services.provisioningKeys.get(input.groupId)),
+  /**
+   * The group's current key. Reading the secret is an admin action: it is enough to enroll hosts,
+   * so a read-scoped key gets the key's details with `key: null` (`keyMasked` shows which key it is).
+   */
+  get: adminProcedure.input(groupRefInput).query(({ ctx, input }) => {
+    const view = ctx.services.provisioningKeys.get(input.groupId);
+    return ctx.principal.scope === 'admin' ? view : { ...view, key: null };
+  }),
   regenerate: adminProcedure
     .input(groupRefInput)
     .mutation(({ ctx, input }) => ctx.services.provisioningKeys.regenerate(input.groupId, ctx.meta)),

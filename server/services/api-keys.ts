@@ -1,7 +1,7 @@
 import { DomainError } from '../../shared/errors.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
 import { writeFileDurably } from '../store/lowdb-store.js';
-import type { ApiKeyRecord } from '../store/records.js';
+import type { ApiKeyRecord, StoreData } from '../store/records.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyIdOf, keyMatches } from './secrets.js';
@@ -26,6 +26,13 @@ export interface ApiKeyView {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
+/** Admin-scoped keys that have not expired: the ones that can still manage the server. */
+function usableAdminKeys(data: Readonly<StoreData>, now: number) {
+  return Object.values(data.apiKeys).filter(
+    (k) => k.scope === 'admin' && (k.expiresAt === null || k.expiresAt > now),
+  );
+}
+
 export class ApiKeyService {
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -34,8 +41,11 @@ export class ApiKeyService {
    * admin can get in without the key ever being printed. Returns whether it did.
    */
   async bootstrap(file: string): Promise<boolean> {
-    // Once any admin key exists, the first admin is in: never mint another behind their back.
-    if (this.deps.store.read((data) => Object.keys(data.apiKeys).length > 0)) return false;
+    // While a usable admin key exists, an admin is in: never mint another behind their back. With
+    // none left (all deleted with --force, or expired), a restart is the documented way back in:
+    // whoever can restart the server and read its data dir owns it anyway.
+    const now = this.deps.clock.now();
+    if (this.deps.store.read((data) => usableAdminKeys(data, now).length > 0)) return false;
     const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
     await writeFileDurably(file, `${created.key}\n`);
     await this.deps.audit.record({
@@ -126,13 +136,26 @@ export class ApiKeyService {
     };
   }
 
-  async delete(id: string, meta: RequestMeta): Promise<{ deleted: true }> {
+  /**
+   * Deletes an admin API key. Without `force` it refuses the key making the call: that would lock
+   * the caller out at once. (Only an admin-scoped key may delete, so the key making the call is
+   * always a usable admin key: refusing it is what keeps the last one.)
+   */
+  async delete(id: string, options: { force: boolean }, meta: RequestMeta): Promise<{ deleted: true }> {
     await this.deps.store.transact((data) => {
       if (data.provisioningKeys[id]) throw new DomainError('PROVISIONING_KEY_NOT_DELETABLE');
-      if (!data.apiKeys[id]) throw new DomainError('API_KEY_NOT_FOUND');
+      const record = data.apiKeys[id];
+      if (!record) throw new DomainError('API_KEY_NOT_FOUND');
+      if (!options.force && meta.actor.kind === 'admin' && meta.actor.apiKeyId === id)
+        throw new DomainError('API_KEY_IN_USE');
       delete data.apiKeys[id];
     });
-    await this.deps.audit.record({ type: 'api_key.deleted', ...meta, keyId: id });
+    await this.deps.audit.record({
+      type: 'api_key.deleted',
+      ...meta,
+      keyId: id,
+      details: { force: options.force },
+    });
     return { deleted: true };
   }
 

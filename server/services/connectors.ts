@@ -67,6 +67,7 @@ export class ConnectorService {
    */
   list(filter: ConnectorFilter): { items: ConnectorView[]; nextCursor: string | null } {
     const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
+    const now = this.deps.clock.now();
     return this.deps.store.read((data) => {
       if (filter.groupId && !data.groups[filter.groupId]) throw new DomainError('GROUP_NOT_FOUND');
       const records = Object.values(data.connectors);
@@ -83,7 +84,7 @@ export class ConnectorService {
           more = true;
           break;
         }
-        items.push(connectorView(record, this.deps.presence));
+        items.push(connectorView(record, this.deps.presence, now));
         last = cursorOf(record);
       }
       return { items, nextCursor: more ? last : null };
@@ -92,7 +93,7 @@ export class ConnectorService {
 
   get(connectorId: string): ConnectorView {
     return this.deps.store.read((data) =>
-      connectorView(requireConnector(data, connectorId), this.deps.presence),
+      connectorView(requireConnector(data, connectorId), this.deps.presence, this.deps.clock.now()),
     );
   }
 
@@ -104,11 +105,18 @@ export class ConnectorService {
     });
   }
 
+  /**
+   * Enables or disables a connector. Asking for the status it already has changes nothing: no
+   * write, no audit event, nothing pushed to its agent; `changed` says which happened.
+   */
   async setStatus(
     connectorId: string,
     status: 'enabled' | 'disabled',
     meta: RequestMeta,
-  ): Promise<ConnectorView> {
+  ): Promise<ConnectorView & { changed: boolean }> {
+    const current = this.deps.store.read((data) => requireConnector(data, connectorId).status);
+    if (current === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
+    if (current === status) return { ...this.get(connectorId), changed: false };
     const groupId = await this.deps.store.transact((data) => {
       const record = requireConnector(data, connectorId);
       if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
@@ -122,7 +130,7 @@ export class ConnectorService {
       groupId,
     });
     this.deps.events.emit({ type: 'connector.status', connectorId, status });
-    return this.get(connectorId);
+    return { ...this.get(connectorId), changed: true };
   }
 
   /**

@@ -100,7 +100,17 @@ export class GroupService {
     return this.get(input.groupId);
   }
 
-  async setStatus(groupId: string, status: 'enabled' | 'disabled', meta: RequestMeta): Promise<GroupView> {
+  /**
+   * Enables or disables a group. Asking for the status it already has changes nothing: no write, no
+   * audit event, nothing pushed to its connectors; `changed` says which happened.
+   */
+  async setStatus(
+    groupId: string,
+    status: 'enabled' | 'disabled',
+    meta: RequestMeta,
+  ): Promise<GroupView & { changed: boolean }> {
+    const already = this.deps.store.read((data) => requireGroup(data, groupId).status === status);
+    if (already) return { ...this.get(groupId), changed: false };
     const connectorIds = await this.deps.store.transact((data) => {
       const group = requireGroup(data, groupId);
       group.status = status;
@@ -114,7 +124,7 @@ export class GroupService {
       groupId,
     });
     this.deps.events.emit({ type: 'group.status', groupId, status, connectorIds });
-    return this.get(groupId);
+    return { ...this.get(groupId), changed: true };
   }
 
   async delete(groupId: string, force: boolean, meta: RequestMeta): Promise<{ deleted: true }> {

@@ -5,6 +5,7 @@ import { DomainError } from '../../shared/errors.js';
 import { writeFileDurably } from '../../shared/private-files.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
+import { DataFileError } from '../store/lowdb-store.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 export interface StoredSigningKey {
@@ -97,17 +98,25 @@ export class IdentityAuthority {
       stored = JSON.parse(await readFile(file, 'utf8')) as SigningKeyFile;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new Error(
-          `${file}: the signing key file cannot be read or parsed (${(error as Error).message})`,
+        throw new DataFileError(
+          file,
+          `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
         );
       }
       stored = { keys: [await newSigningKey(options.clock.now(), options.clock.now())] };
       await writeFileDurably(file, JSON.stringify(stored, null, 2));
     }
-    const keys = await Promise.all((stored.keys ?? []).map(holdKey));
+    const keys = await Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch(
+      (error: Error) => {
+        throw new DataFileError(
+          file,
+          `holds a damaged signing key (${error.message}); restore it from a backup`,
+        );
+      },
+    );
     const authority = new IdentityAuthority(keys, file, options.issuer, options.clock);
     if (!authority.signer()) {
-      throw new Error(`${file}: no signing key is active (none has an activation time that has come)`);
+      throw new DataFileError(file, 'no signing key is active (none has an activation time that has come)');
     }
     return authority;
   }

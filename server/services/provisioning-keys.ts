@@ -36,6 +36,11 @@ export function rotateGroupKey(
   return record;
 }
 
+/** `cpk_••••••••3f9a`: enough to tell keys apart, nothing to enroll with. */
+export function maskKey(key: string): string {
+  return `${PROVISIONING_KEY_PREFIX}${'•'.repeat(8)}${key.slice(-4)}`;
+}
+
 export class ProvisioningKeyService {
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -71,11 +76,14 @@ export class ProvisioningKeyService {
     for (const connector of Object.values(data.connectors)) {
       if (connector.enrolledWithKeyId === record.id) enrollments++;
     }
+    const key = active ? this.deps.secretBox.open(record.encrypted, record.id) : null;
     return {
       keyId: record.id,
       groupId,
       name: provisioningKeyName(group.name),
-      key: active ? this.deps.secretBox.open(record.encrypted, record.id) : null,
+      key,
+      /** The key with all but its last 4 characters hidden: what a read-scoped caller sees. */
+      keyMasked: key === null ? null : maskKey(key),
       status: active ? ('active' as const) : ('expired' as const),
       createdAt: new Date(record.createdAt).toISOString(),
       expiresAt: new Date(record.expiresAt).toISOString(),

@@ -77,16 +77,21 @@ function terminationOf(record: ConnectorRecord): Termination | null {
   };
 }
 
-export function connectorView(record: ConnectorRecord, presence: Presence) {
+/**
+ * What an admin sees of a connector at `now`. A connected one is seen now: its stored `lastSeenAt`
+ * is only written when a session ends (and lazily), so it would age while the agent is live.
+ */
+export function connectorView(record: ConnectorRecord, presence: Presence, now: number) {
+  const connection = connectionOf(record, presence);
   return {
     id: record.id,
     groupId: record.groupId,
     name: record.name,
     status: record.status,
-    connection: connectionOf(record, presence),
+    connection,
     enrolledAt: new Date(record.enrolledAt).toISOString(),
     lastConnectedAt: iso(record.lastConnectedAt),
-    lastSeenAt: iso(record.lastSeenAt),
+    lastSeenAt: connection === 'connected' ? iso(now) : iso(record.lastSeenAt),
     remoteAddress: record.remoteAddress,
     /** Set when a session with this identity replaced a live one: another host may hold it. */
     lastReplacedAt: iso(record.lastReplacedAt ?? null),

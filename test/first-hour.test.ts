@@ -1,0 +1,245 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createAdminClient } from '../server/admin-client.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { serverCli } from './helpers/cli.js';
+import { rawCall, startTestServer, tempDir } from './helpers/server.js';
+
+/** One line, no stack frame: what every CLI failure must look like. */
+function expectOneLine(stderr: string) {
+  const lines = stderr.trim().split('\n');
+  expect(lines, stderr).toHaveLength(1);
+  expect(stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('the admin key an admin command uses', () => {
+  it('takes --admin-key-file over CONNECTOR_ADMIN_KEY, as every flag beats the environment', async () => {
+    await using srv = await startTestServer();
+    const r = await serverCli(
+      ['groups', 'list', '--server', srv.url, '--admin-key-file', srv.server.adminKeyFile],
+      {
+        CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    // Without the flag the environment is used (and here it is wrong).
+    const envOnly = await serverCli(['groups', 'list', '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+    });
+    expect(envOnly.code).toBe(1);
+    expect(envOnly.stderr).toContain('ADMIN_KEY_INVALID');
+  });
+
+  it('names a missing --admin-key-file, and a directory passed as one, in one line (exit 2)', async () => {
+    const dir = await tempDir('ce-keyfile-');
+    const missing = join(dir, 'nonexistent.key');
+    const r = await serverCli(['groups', 'list', '--admin-key-file', missing], { CONNECTOR_ADMIN_KEY: '' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--admin-key-file ${missing}: no such file`);
+    expect(r.stderr).not.toContain('pass --admin-key-file');
+    expectOneLine(r.stderr);
+
+    const asDir = await serverCli(['groups', 'list', '--admin-key-file', dir], { CONNECTOR_ADMIN_KEY: '' });
+    expect(asDir.code).toBe(2);
+    expect(asDir.stderr).toContain(`--admin-key-file ${dir}: it is a directory`);
+    expectOneLine(asDir.stderr);
+
+    const empty = join(dir, 'empty.key');
+    await writeFile(empty, '\n');
+    const blank = await serverCli(['groups', 'list', '--admin-key-file', empty], { CONNECTOR_ADMIN_KEY: '' });
+    expect(blank.code).toBe(2);
+    expect(blank.stderr).toContain(`${empty} is empty`);
+    expectOneLine(blank.stderr);
+
+    // No flag, no env, a data dir without admin.key: says which file it looked for.
+    const dataDir = join(dir, 'data');
+    await mkdir(dataDir);
+    const none = await serverCli(['groups', 'list', '--data-dir', dataDir], { CONNECTOR_ADMIN_KEY: '' });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(`${join(dataDir, 'admin.key')} does not exist`);
+    expectOneLine(none.stderr);
+  });
+});
+
+describe('asking for the status a connector or group already has', () => {
+  it('changes nothing: no audit event, nothing pushed to the agent, and says so', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Twice' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const { enrolled } = await enrollSim(srv.url, key.key!, 'twice-host');
+    const session = connectSim(srv.url, enrolled!);
+    await session.waitFor('ready');
+
+    const first = await srv.admin.connectors.disable.mutate({ connectorId: enrolled!.connectorId });
+    expect(first).toMatchObject({ status: 'disabled', changed: true });
+    await session.waitFor('status');
+    const second = await srv.admin.connectors.disable.mutate({ connectorId: enrolled!.connectorId });
+    expect(second).toMatchObject({ status: 'disabled', changed: false });
+    const groupAgain = await srv.admin.groups.enable.mutate({ groupId: group.id });
+    expect(groupAgain).toMatchObject({ status: 'enabled', changed: false });
+
+    const audit = await srv.admin.audit.list.query({});
+    expect(audit.filter((e) => e.type === 'connector.disabled')).toHaveLength(1);
+    expect(audit.filter((e) => e.type === 'group.enabled')).toHaveLength(0);
+    // The agent was told once. A later real change is the next thing it hears.
+    await srv.admin.connectors.enable.mutate({ connectorId: enrolled!.connectorId });
+    await session.waitFor('status');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(
+      session.events.filter((e) => e.type === 'status').map((e) => e.type === 'status' && e.status),
+    ).toEqual(['disabled', 'enabled']);
+
+    const cli = await serverCli([
+      'connectors',
+      'enable',
+      enrolled!.connectorId,
+      '--server',
+      srv.url,
+      '--admin-key-file',
+      srv.server.adminKeyFile,
+    ]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain('was already enabled; nothing changed');
+    await session.close();
+  });
+});
+
+describe('last seen of a connected connector', () => {
+  it('is now while it is connected, not its connect time', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Seen' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const { enrolled } = await enrollSim(srv.url, key.key!, 'seen-host');
+    const session = connectSim(srv.url, enrolled!);
+    await session.waitFor('ready');
+    const connectedAt = srv.clock.now();
+    srv.clock.advance(55_000);
+    const c = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    expect(c.connection).toBe('connected');
+    expect(Date.parse(c.lastConnectedAt!)).toBe(connectedAt);
+    expect(Date.parse(c.lastSeenAt!)).toBe(srv.clock.now());
+    const listed = await srv.admin.connectors.list.query({});
+    expect(Date.parse(listed.items[0]!.lastSeenAt!)).toBe(srv.clock.now());
+
+    await session.close();
+    // Once gone, the last seen stays where the session ended.
+    const endedAt = srv.clock.now();
+    let after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    for (let i = 0; i < 50 && after.connection === 'connected'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    }
+    srv.clock.advance(60_000);
+    after = await srv.admin.connectors.get.query({ connectorId: enrolled!.connectorId });
+    expect(after.connection).toBe('disconnected');
+    expect(Date.parse(after.lastSeenAt!)).toBe(endedAt);
+  });
+});
+
+describe('a read-scoped admin key', () => {
+  it("sees a provisioning key's details with the secret masked, never the secret", async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Masked' });
+    const full = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(full.key).toMatch(/^cpk_/);
+    const created = await srv.admin.apiKeys.create.mutate({ name: 'auditor', scope: 'read' });
+    const reader = createAdminClient({ url: srv.url, adminKey: created.key });
+    const seen = await reader.provisioningKeys.get.query({ groupId: group.id });
+    expect(seen).toMatchObject({ keyId: full.keyId, status: 'active', key: null, expiresAt: full.expiresAt });
+    expect(seen.keyMasked).toBe(`cpk_••••••••${full.key!.slice(-4)}`);
+    expect(JSON.stringify(seen)).not.toContain(full.key!.slice(4, 20));
+  });
+});
+
+describe('serve refuses a data dir it cannot use in one line, never a stack trace', () => {
+  /** A data dir a server started in once, then damaged by `damage`. */
+  async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
+    const dir = await tempDir('ce-damaged-');
+    const srv = await startTestServer({ dataDir: dir });
+    await srv.stop();
+    await damage(dir);
+    return dir;
+  }
+  const serve = (dataDir: string) => serverCli(['serve', '--port', '0', '--data-dir', dataDir]);
+
+  it('a file, a path under a file, a path the kernel refuses, and one under /proc (no spin)', async () => {
+    const dir = await tempDir('ce-baddir-');
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'x');
+    const cases: Array<[string, string, number]> = [
+      [file, `data dir ${file} is not a directory`, 2],
+      [join(file, 'sub'), `${file} is not a directory, so ${join(file, 'sub')} cannot be made in it`, 2],
+      // Node 20's recursive mkdir spun at 100 % CPU for ever here.
+      ['/proc/forbidden/x', 'data dir /proc/forbidden/x cannot be created (ENOENT)', 2],
+      ['/sys/connector-test', 'data dir /sys/connector-test cannot be created (EPERM)', 2],
+    ];
+    for (const [dataDir, words, code] of cases) {
+      const r = await serve(dataDir);
+      expect(r.code, `${dataDir}: ${r.stderr}`).toBe(code);
+      expect(r.stderr).toContain(words);
+      expectOneLine(r.stderr);
+    }
+  });
+
+  it('a damaged secret.key or signing-keys.json, or a directory where the audit log belongs', async () => {
+    const secret = await damaged((dir) => writeFile(join(dir, 'secret.key'), 'not base64 at all\n'));
+    const keys = await damaged((dir) => writeFile(join(dir, 'signing-keys.json'), '{"keys":'));
+    const audit = await damaged(async (dir) => {
+      await rm(join(dir, 'audit.jsonl'));
+      await mkdir(join(dir, 'audit.jsonl'));
+    });
+    const cases: Array<[string, string]> = [
+      [secret, `${join(secret, 'secret.key')}: is damaged`],
+      [keys, `${join(keys, 'signing-keys.json')}: the signing key file cannot be read or parsed`],
+      [audit, `${join(audit, 'audit.jsonl')}: is a directory where a file belongs (EISDIR)`],
+    ];
+    for (const [dataDir, words] of cases) {
+      const r = await serve(dataDir);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toContain(`cannot start: ${words}`);
+      expectOneLine(r.stderr);
+    }
+  });
+});
+
+describe('deleting admin API keys', () => {
+  it('refuses the key making the call without --force (so the last admin key stays); a restart lets the admin back in', async () => {
+    const dataDir = await tempDir('ce-lastkey-');
+    let srv = await startTestServer({ dataDir });
+    const [bootstrap] = await srv.admin.apiKeys.list.query({});
+    const reader = await srv.admin.apiKeys.create.mutate({ name: 'reader', scope: 'read' });
+    // The caller's own key: only admin keys may delete, so this is what keeps the last one.
+    const own = await rawCall(srv.url, 'apiKeys.delete', { id: bootstrap!.id }, { key: srv.adminKey });
+    expect(own).toMatchObject({ ok: false, status: 412, reason: 'API_KEY_IN_USE' });
+    const second = await srv.admin.apiKeys.create.mutate({ name: 'second', scope: 'admin' });
+    const viaSecond = createAdminClient({ url: srv.url, adminKey: second.key });
+    await viaSecond.apiKeys.delete.mutate({ id: bootstrap!.id });
+    const byReader = await rawCall(srv.url, 'apiKeys.delete', { id: second.id }, { key: reader.key });
+    expect(byReader).toMatchObject({ ok: false, reason: 'SCOPE_FORBIDDEN' });
+    const cli = await serverCli(['api-keys', 'delete', second.id, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: second.key,
+    });
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain('API_KEY_IN_USE');
+    expect((await viaSecond.apiKeys.list.query({})).map((k) => k.id)).toContain(second.id);
+
+    // With --force it goes; nobody can manage the server until a restart writes a bootstrap key.
+    const forced = await serverCli(['api-keys', 'delete', second.id, '--force', '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: second.key,
+    });
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(await rawCall(srv.url, 'groups.list', {}, { key: second.key })).toMatchObject({ status: 401 });
+    await srv.stop();
+    srv = await startTestServer({ dataDir });
+    expect(srv.adminKey).not.toBe(second.key);
+    expect(await srv.admin.groups.list.query({})).toEqual([]);
+    const audit = await srv.admin.audit.list.query({ type: 'api_key' });
+    expect(audit.filter((e) => e.type === 'api_key.bootstrapped')).toHaveLength(2);
+    expect(audit.filter((e) => e.type === 'api_key.deleted').map((e) => e.details)).toEqual([
+      { force: true },
+      { force: false },
+    ]);
+    await srv[Symbol.asyncDispose]();
+  });
+});
