@@ -187,6 +187,31 @@ describe('audit log rotation by size', () => {
     }
   });
 
+  it('a rotation that happens while list() reads: the listing is read again, with no event twice or missed', async () => {
+    const dir = await tempDir('ce-audit-mid-');
+    const file = join(dir, 'audit.jsonl');
+    let midway: (() => Promise<unknown>) | null = null;
+    const log = await FileAuditLog.open(file, new ManualClock(), {
+      maxBytes: 1,
+      keep: 100,
+      read: { chunkBytes: 64, onRead: () => midway?.() },
+    });
+    try {
+      for (let n = 0; n < 6; n++) await log.record({ type: 'test.event', actor, details: { n } });
+      // On the list's first read, two more events: each write is followed by a rotation.
+      midway = async () => {
+        midway = null;
+        await log.record({ type: 'test.event', actor, details: { n: 6 } });
+        await log.record({ type: 'test.event', actor, details: { n: 7 } });
+      };
+      const listed = (await log.list({ limit: 100 })).map((e) => e.details.n);
+      expect(listed).toEqual([7, 6, 5, 4, 3, 2, 1, 0]);
+    } finally {
+      await log.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('lists taken while events are recorded and files rotate each see one unbroken run of the log, newest first', async () => {
     const { dir, file, log, clock } = await filledLog(0, { keep: 1000, maxBytes: 200 });
     try {
@@ -204,8 +229,10 @@ describe('audit log rotation by size', () => {
         };
         await record(0);
         record(1);
+        // list() opens files one by one unless a rotation overlaps it: then it reads again.
+        const listed = log.list({ limit: 10_000 });
         record(2);
-        views.push(await listAuditEvents(file, { limit: 10_000 }));
+        views.push(await listAuditEvents(file, { limit: 10_000 }), await listed);
       }
       await Promise.all(writes);
       expect(new Set(order).size).toBe(90);

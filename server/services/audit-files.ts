@@ -67,7 +67,8 @@ export interface AuditPiece {
 export interface AuditReadOptions {
   /** @default AUDIT_READ_CHUNK_BYTES */
   chunkBytes?: number;
-  onRead?: (bytes: number) => void;
+  /** Called after each read, which waits for it (a test can make a rotation happen mid-listing). */
+  onRead?: (bytes: number) => unknown;
 }
 
 /**
@@ -132,7 +133,7 @@ async function readAt(piece: AuditPiece, position: number, length: number, optio
     if (bytesRead === 0) break;
     got += bytesRead;
   }
-  options.onRead?.(got);
+  await options.onRead?.(got);
   return got === length ? buffer : buffer.subarray(0, got);
 }
 
@@ -265,31 +266,62 @@ export function matchesType(event: AuditEvent, type: string | undefined): boolea
 export async function listAuditEvents(
   auditFile: string,
   filter: AuditPageFilter,
-  options: AuditReadOptions = {},
+  options: AuditReadOptions & {
+    /**
+     * Open each file only when the page reaches it (a first page opens one file), instead of the
+     * whole set up front: only for a caller that knows no rotation ran meanwhile (FileAuditLog).
+     */
+    lazy?: boolean;
+  } = {},
 ): Promise<AuditEvent[]> {
   const since = filter.since === undefined ? null : Date.parse(filter.since);
   const cursor = filter.before === undefined ? null : Buffer.from(JSON.stringify(filter.before));
   let passedCursor = cursor === null;
   const page: AuditEvent[] = [];
-  const pieces = await openAuditPieces(auditFile);
-  try {
-    for (const piece of pieces) {
-      for await (const line of linesNewestFirst(piece, options)) {
-        // Until the cursor's line, a byte search: paging deep into the log parses nothing it skips.
-        if (!passedCursor) {
-          passedCursor = line.includes(cursor!) && parseAuditLine(line)?.id === filter.before;
-          continue;
-        }
-        const event = parseAuditLine(line);
-        if (!event) continue;
-        if (since !== null && Date.parse(event.at) < since) return page;
-        if (!matchesType(event, filter.type)) continue;
-        page.push(event);
-        if (page.length >= filter.limit) return page;
+  const pieces = options.lazy ? piecesOneByOne(auditFile) : snapshotPieces(auditFile);
+  for await (const piece of pieces) {
+    for await (const line of linesNewestFirst(piece, options)) {
+      // Until the cursor's line, a byte search: paging deep into the log parses nothing it skips.
+      if (!passedCursor) {
+        passedCursor = line.includes(cursor!) && parseAuditLine(line)?.id === filter.before;
+        continue;
       }
+      const event = parseAuditLine(line);
+      if (!event) continue;
+      if (since !== null && Date.parse(event.at) < since) return page;
+      if (!matchesType(event, filter.type)) continue;
+      page.push(event);
+      if (page.length >= filter.limit) return page;
     }
-    return page;
+  }
+  return page;
+}
+
+async function* snapshotPieces(file: string): AsyncGenerator<AuditPiece> {
+  const pieces = await openAuditPieces(file);
+  try {
+    yield* pieces;
   } finally {
     await closeAuditPieces(pieces);
+  }
+}
+
+/** The current file, then (only if asked for) each rotated one, newest first, each open while read. */
+async function* piecesOneByOne(file: string): AsyncGenerator<AuditPiece> {
+  let names: string[] | null = null;
+  for (let i = 0; ; i++) {
+    if (i === 1) names = (await rotatedNumbers(file)).map((n) => rotatedAuditFile(file, n));
+    const name = i === 0 ? file : names![i - 1];
+    if (name === undefined) return;
+    const handle = await open(name, 'r').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' && i === 0) return null;
+      throw error;
+    });
+    if (!handle) continue;
+    try {
+      yield { name, handle, size: (await handle.stat()).size };
+    } finally {
+      await handle.close().catch(() => {});
+    }
   }
 }

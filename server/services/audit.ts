@@ -163,6 +163,8 @@ export class FileAuditLog implements AuditLog {
   private readonly keep: number;
   /** A rotation that failed is tried again once this much more is written (not on every write). */
   private rotateAtBytes: number;
+  /** Counts rotations begun and ended: odd while one runs (see list()). */
+  private rotationEpoch = 0;
 
   private constructor(
     private readonly file: string,
@@ -267,6 +269,7 @@ export class FileAuditLog implements AuditLog {
    * crash could lose. If it fails, appending goes on where it was (the events stay in order).
    */
   private async rotate(): Promise<void> {
+    this.rotationEpoch++;
     try {
       await rotateAuditFiles(this.file, this.keep);
       const next = await openForAppend(this.file);
@@ -285,6 +288,8 @@ export class FileAuditLog implements AuditLog {
     } catch (error) {
       this.options.onWriteError?.(error);
       this.rotateAtBytes = this.size + Math.max(1, Math.floor(this.maxBytes / 8));
+    } finally {
+      this.rotationEpoch++;
     }
   }
 
@@ -294,7 +299,15 @@ export class FileAuditLog implements AuditLog {
     if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
     const { since, before, type, limit = DEFAULT_AUDIT_LIMIT } = filter ?? {};
-    return listAuditEvents(this.file, { since, before, type, limit }, this.options.read);
+    const page = { since, before, type, limit };
+    // Files opened one by one as the page reaches them (a first page opens one) is right only if
+    // no rotation renamed them meanwhile: this process is the only writer, so its count tells.
+    const epoch = this.rotationEpoch;
+    if (epoch % 2 === 0) {
+      const events = await listAuditEvents(this.file, page, { ...this.options.read, lazy: true });
+      if (this.rotationEpoch === epoch) return events;
+    }
+    return listAuditEvents(this.file, page, this.options.read);
   }
 
   async close(): Promise<void> {
