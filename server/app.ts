@@ -22,7 +22,7 @@ import { BACKUP_PATH, backupHandler } from './backup/http-endpoint.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
 import { appRouter } from './router.js';
-import { FileAuditLog } from './services/audit.js';
+import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
 import type { Policy } from './services/deps.js';
 import { IdentityAuthority, originOf } from './services/identity.js';
@@ -75,6 +75,10 @@ export interface ServerConfig extends Policy {
    * new one at random times over this window. @default 600000 (10 min)
    */
   rotationSpreadMs: number;
+  /** Past this size `audit.jsonl` is rotated to `audit.jsonl.1`. @default 67108864 (64 MiB) */
+  auditMaxBytes: number;
+  /** Rotated audit files kept (`audit.jsonl.1` … `.<n>`); older ones are removed. @default 10 */
+  auditKeep: number;
 }
 
 export const DAY_MS = 86_400_000;
@@ -98,6 +102,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxSessionsPerAddress: 20_000,
     maxHandshakesInProgress: 4096,
     rotationSpreadMs: 10 * 60_000,
+    auditMaxBytes: DEFAULT_AUDIT_MAX_BYTES,
+    auditKeep: DEFAULT_AUDIT_KEEP,
     ...overrides,
   };
 }
@@ -235,6 +241,8 @@ export async function startServer(
       onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
     });
     audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
+      maxBytes: config.auditMaxBytes,
+      keep: config.auditKeep,
       onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
     });
     identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });

@@ -23,6 +23,36 @@ const duration = z.string().transform((text, ctx) => {
   }
 });
 
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also `k`, `m`, `g`: powers of 1024) into bytes. */
+export function parseByteSize(text: string): number {
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined)
+    throw new Error(`"${text}" is not a size: use bytes or a number with KiB, MiB or GiB, e.g. 64MiB`);
+  const value = Number(match[1]) * unit;
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`"${text}" must be a positive size`);
+  return value;
+}
+
+const byteSize = z.string().transform((text, ctx) => {
+  try {
+    return parseByteSize(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
@@ -38,6 +68,8 @@ const serveOptionsSchema = z.object({
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
   rotationSpread: duration,
+  auditMaxBytes: byteSize.pipe(z.number().min(4096, 'must be at least 4KiB')),
+  auditKeep: z.coerce.number().int().min(1).max(1000),
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -121,6 +153,18 @@ export const SERVE_FLAGS = {
     default: '10m',
     help: 'after a signing key activates, connected agents get identities signed by it at random times over this window',
   },
+  auditMaxBytes: {
+    flag: '--audit-max-bytes <size>',
+    env: 'CONNECTOR_AUDIT_MAX_BYTES',
+    default: '64MiB',
+    help: 'rotate audit.jsonl to audit.jsonl.1 once it passes this size (bytes, or KiB, MiB, GiB)',
+  },
+  auditKeep: {
+    flag: '--audit-keep <n>',
+    env: 'CONNECTOR_AUDIT_KEEP',
+    default: '10',
+    help: 'rotated audit files kept (audit.jsonl.1 … audit.jsonl.<n>); older ones are removed',
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -153,6 +197,8 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
     rotationSpreadMs: o.rotationSpread,
+    auditMaxBytes: o.auditMaxBytes,
+    auditKeep: o.auditKeep,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     rateLimits: {

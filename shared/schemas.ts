@@ -151,6 +151,8 @@ export const signingKeyRetireInput = z.strictObject({
 export const auditListInput = z
   .strictObject({
     since: z.iso.datetime({ offset: true }).optional(),
+    /** The id of the last event of the previous page: the next page, older events. */
+    before: id('evt').optional(),
     limit: z.number().int().min(1).max(10_000).optional(),
     type: z
       .string()

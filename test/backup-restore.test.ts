@@ -5,7 +5,7 @@ import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { readAuditEvents } from '../server/backup/audit-events.js';
+import { readAuditEventsOf } from '../server/backup/audit-events.js';
 import { decodeBackup } from '../server/backup/format.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
@@ -102,7 +102,7 @@ describe('backup and restore', () => {
 
       // One instant: every change audited before the snapshot is in it, none of its records is
       // from after it, and it holds no connector whose group or key is missing.
-      const { events } = await readAuditEvents(join(srv.dataDir, 'audit.jsonl'));
+      const { events } = await readAuditEventsOf(join(srv.dataDir, 'audit.jsonl'));
       const at = (e: { at: string }) => Date.parse(e.at);
       const enrolledEvents = events.filter((e) => e.type === 'enrollment.succeeded');
       const revokedEvents = events.filter((e) => e.type === 'connector.revoked');

@@ -161,6 +161,7 @@ type FieldKind =
   | 'enum'
   | 'datetime'
   | 'cursor'
+  | 'auditCursor'
   | 'auditType';
 
 interface ProcedureSpec {
@@ -277,7 +278,12 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
     type: 'query',
     schema: auditListInput,
     valid: () => ({ since: '2020-01-01T00:00:00Z', limit: 10, type: 'group' }),
-    fields: { since: optional('datetime'), limit: optional('auditLimit'), type: optional('auditType') },
+    fields: {
+      since: optional('datetime'),
+      before: optional('auditCursor'),
+      limit: optional('auditLimit'),
+      type: optional('auditType'),
+    },
   },
 ];
 
@@ -386,6 +392,7 @@ const BAD_VALUES: Record<FieldKind, Array<[string, unknown]>> = {
     ['201 characters', long(201)],
     ['NUL', 'a\u0000'],
   ],
+  auditCursor: badIds('evt', 'con'),
   auditType: [
     ...NOT_A_STRING,
     ['upper case', 'Group'],

@@ -22,11 +22,12 @@ import { buildRows, buildTargets, markdown, type Target } from './report.js';
 import type { RunResults } from './results.js';
 import { runSyntheticReads } from './scenarios/admin-reads.js';
 import { runAgentFootprint } from './scenarios/agent-footprint.js';
+import { runAuditList } from './scenarios/audit-list.js';
 import { runEnrollment } from './scenarios/enrollment.js';
 import { type ProjectSetup, runFleet } from './scenarios/fleet.js';
 import { runRenewal } from './scenarios/renewal.js';
 
-const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'agent'] as const;
+const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'audit', 'agent'] as const;
 type Phase = (typeof PHASES)[number];
 
 const HELP = `npm run bench [-- options]
@@ -42,7 +43,8 @@ const HELP = `npm run bench [-- options]
   --only <phases>    comma-separated subset of: ${PHASES.join(', ')}
                      (renewal: <max-n> connectors enrolled together on a server of their own with a
                      short identity lifetime, 10 ms per connector and ≥ 90 s (quick 15 s), connected,
-                     until the server has renewed each identity once)
+                     until the server has renewed each identity once; audit: audit.list on a server
+                     with 1,000 and 1,000,000 events on disk (quick 20,000), ~1 min)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
                      storm, renewal) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
@@ -143,6 +145,7 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
     fleets: {},
     footprint: null,
     renewal: null,
+    auditList: [],
     errors: [],
   };
   h.progress(
@@ -206,6 +209,11 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
         results.reads.push(await runSyntheticReads(h, source, stored));
       });
     }
+  }
+  if (phases.has('audit')) {
+    await attempt('audit-list', async () => {
+      results.auditList = await runAuditList(h, plan.auditEvents);
+    });
   }
   if (phases.has('agent')) {
     await attempt('agent-footprint', async () => {

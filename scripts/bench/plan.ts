@@ -24,6 +24,8 @@ export interface Plan {
   /** Stored connectors for the admin-read measurements (synthetic beyond what was enrolled). */
   readsStored: number[];
   readRepeats: number;
+  /** Audit log sizes (events on disk) at which `audit.list` is timed; the first is the reference. */
+  auditEvents: number[];
   agentIdleMs: number;
   idleCpuWindowMs: number;
   /**
@@ -86,6 +88,7 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
       signBaselineMs: 500,
       readsStored: [2000],
       readRepeats: 5,
+      auditEvents: [1000, 20_000],
       agentIdleMs: 5000,
       idleCpuWindowMs: 1000,
       renewalN: maxN,
@@ -110,6 +113,7 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
     signBaselineMs: 3000,
     readsStored: [10_000, 50_000],
     readRepeats: 30,
+    auditEvents: [1000, 1_000_000],
     agentIdleMs: 60_000,
     idleCpuWindowMs: 10_000,
     renewalN: maxN,

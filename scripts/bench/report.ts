@@ -1,6 +1,6 @@
 import { round } from './lib/stats.js';
 import { type FleetKind, KIND_LABEL } from './protocol.js';
-import type { FleetResult, RunResults } from './results.js';
+import type { AuditListResult, FleetResult, RunResults } from './results.js';
 
 /** The scenarios of the issue, in its order; every run reports each of them. */
 export const SCENARIOS = [
@@ -11,6 +11,7 @@ export const SCENARIOS = [
   'reconnect-storm',
   'agent-footprint',
   'admin-reads',
+  'audit-list',
   'renewal',
   'event-loop',
 ] as const;
@@ -346,6 +347,45 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
     );
   }
 
+  const audit = results.auditList ?? [];
+  const reference = audit[0];
+  for (const a of audit) {
+    const label = reference ? `${fmt(reference.events, 0)} events` : '';
+    const base = (pick: (x: AuditListResult) => number) =>
+      reference && a !== reference ? { [label]: pick(reference) } : {};
+    const ratioTo = reference && a !== reference ? label : null;
+    const files = `${a.files} file${a.files === 1 ? '' : 's'}, ${fmt(a.bytes / 2 ** 20)} MiB`;
+    rows.push(
+      row(
+        'audit-list',
+        `audit.list first page (limit 100), p50; ${files}`,
+        a.events,
+        'ms',
+        a.firstPageMs.p50,
+        base((x) => x.firstPageMs.p50),
+        ratioTo,
+      ),
+      row(
+        'audit-list',
+        'audit.list first page (limit 100), p99',
+        a.events,
+        'ms',
+        a.firstPageMs.p99,
+        base((x) => x.firstPageMs.p99),
+        ratioTo,
+      ),
+      row(
+        'audit-list',
+        `audit.list since the 100th newest (${a.sinceCount} events), p50`,
+        a.events,
+        'ms',
+        a.sinceMs.p50,
+        base((x) => x.sinceMs.p50),
+        ratioTo,
+      ),
+    );
+  }
+
   for (const r of results.reads) {
     const note = r.synthetic ? ' (synthetic store)' : '';
     rows.push(
@@ -430,6 +470,11 @@ export function eventLoopByScenario(results: RunResults): Array<[string, PerKind
   out.push(['revoke', per((f) => f.steps.map((s) => s.revoke?.eldMaxMs))]);
   out.push(['mass revoke', per((f) => [f.mass?.eldMaxMs])]);
   out.push(['reconnect storm', per((f) => [f.storm?.eldMaxMs])]);
+  if (results.auditList?.length)
+    out.push([
+      'audit list',
+      { project: maxOf(results.auditList.map((a) => a.eldMaxMs)), trpc: null, bare: null },
+    ]);
   if (results.renewal) out.push(['renewal', { project: results.renewal.eldMaxMs, trpc: null, bare: null }]);
   if (results.reads.length)
     out.push([
@@ -571,6 +616,20 @@ export function buildTargets(results: RunResults, steps: number[]): Target[] {
           `(issued over ${fmt(rn.enrollMs / 1000)} s, ${fmt(rn.identityTtlMs / 1000, 0)} s lifetime), CPU ${fmt(rn.cpuMs / 1000, 2)} s`
       : 'not measured',
     rn ? rn.eldMaxMs < 100 && rn.renewed === rn.n : null,
+  );
+  const auditRuns = results.auditList ?? [];
+  const small = auditRuns[0];
+  const large = auditRuns.length > 1 ? auditRuns[auditRuns.length - 1] : undefined;
+  const auditRatio = small && large ? large.firstPageMs.p50 / small.firstPageMs.p50 : null;
+  add(
+    'audit-list',
+    'audit-list',
+    `audit.list first page with ${large ? fmt(large.events, 0) : '1,000,000'} events on disk within 2× of it with ${small ? fmt(small.events, 0) : '1,000'}`,
+    small && large && auditRatio !== null
+      ? `p50 ${fmt(large.firstPageMs.p50, 2)} ms vs ${fmt(small.firstPageMs.p50, 2)} ms = ${fmt(auditRatio, 2)}× ` +
+          `(${large.files} file${large.files === 1 ? '' : 's'}, ${fmt(large.bytes / 2 ** 20, 0)} MiB)`
+      : 'not measured',
+    auditRatio === null ? null : auditRatio <= 2,
   );
   const stalls = eventLoopByScenario(results)
     .map(([name, v]) => [name, v.project] as const)

@@ -154,6 +154,20 @@ export interface RenewalResult {
   cpuMs: number;
 }
 
+/** `audit.list` on a server whose audit log holds `events` (scripts/bench/scenarios/audit-list.ts). */
+export interface AuditListResult {
+  events: number;
+  /** The audit files they were written in (the current one and its rotated pieces), and their size. */
+  files: number;
+  bytes: number;
+  /** `audit.list({limit: 100})`, one call at a time. */
+  firstPageMs: Summary;
+  /** `audit.list({since})` with `since` the time of the 100th newest event. */
+  sinceMs: Summary;
+  sinceCount: number;
+  eldMaxMs: number;
+}
+
 export interface RunMeta {
   date: string;
   quick: boolean;
@@ -177,5 +191,7 @@ export interface RunResults {
   footprint: FootprintResult | null;
   /** Absent in runs from before the renewal scenario. */
   renewal?: RenewalResult | null;
+  /** Absent in runs from before the audit-list scenario. */
+  auditList?: AuditListResult[];
   errors: Array<{ scenario: string; message: string }>;
 }

@@ -7,7 +7,7 @@ import { systemClock } from '../clock.js';
 import { FileAuditLog } from '../services/audit.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
 import { journalFileOf, loadStoreFiles } from '../store/lowdb-store.js';
-import { readAuditEvents } from './audit-events.js';
+import { readAuditEventsOf } from './audit-events.js';
 import { type BackupContents, BackupFileError, decodeBackup, encodeBackup } from './format.js';
 import { type ReplayCounts, replayAfterSnapshot } from './replay.js';
 
@@ -115,7 +115,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     }
     const path = (name: string) => join(dir, name);
     // Read before anything is replaced: the log of what happened after the backup.
-    const { events, files } = await readAuditEvents(options.auditFile ?? path(DATA_FILES.audit));
+    const { events, files } = await readAuditEventsOf(
+      options.auditFile ?? path(DATA_FILES.audit),
+      new Date(contents.snapshotAt).toISOString(),
+    );
     const replayed = await replayAfterSnapshot(contents, events, defaultConfig());
 
     // The old journal goes first: replayed onto the restored store it would bring the old state back.

@@ -419,18 +419,20 @@ export function registerAdminCommands(program: Command): void {
     );
 
   adminCommand(program, 'audit', 'show the audit log, newest first')
-    .option('--since <iso>', 'only events at or after this time')
+    .option('--since <iso>', 'only events at or after this time (older files are not read)')
+    .option('--before <event-id>', 'the next page: events logged before this one (the last id shown)')
     .option('--limit <n>', 'at most this many', '50')
     .option('--type <type>', 'only this event type (or prefix, e.g. enrollment)')
     .action(
       withClient(async (client, options) => {
-        const o = options as AdminOptions & { since?: string; limit: string; type?: string };
+        const o = options as AdminOptions & { since?: string; before?: string; limit: string; type?: string };
         const events = await client.audit.list.query({
           limit: Number(o.limit),
           ...(o.since ? { since: o.since } : {}),
+          ...(o.before ? { before: o.before } : {}),
           ...(o.type ? { type: o.type } : {}),
         });
-        print(options, events, () =>
+        print(options, events, () => {
           printTable(
             ['TIME', 'TYPE', 'OUTCOME', 'REASON', 'FROM', 'GROUP', 'CONNECTOR', 'KEY', 'SECURITY'],
             events.map((e) => [
@@ -445,8 +447,10 @@ export function registerAdminCommands(program: Command): void {
               e.security ? 'YES' : '',
             ]),
             'No events.',
-          ),
-        );
+          );
+          const last = events.at(-1);
+          if (last && events.length === Number(o.limit)) console.log(`Older: audit --before ${last.id}`);
+        });
       }),
     );
 }
