@@ -1,25 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
+import { type ListenAddress, listen, type Page, requestHandler, urlOf } from './http/endpoints.js';
+import { processMetrics } from './http/process-metrics.js';
 import { appRouter } from './router.js';
 import { FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
@@ -40,6 +37,8 @@ export interface ServerConfig extends Policy {
   tlsCertFile: string | null;
   tlsKeyFile: string | null;
   logLevel: string;
+  /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
+  metricsListen: ListenAddress | null;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -86,6 +85,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     tlsCertFile: null,
     tlsKeyFile: null,
     logLevel: 'info',
+    metricsListen: null,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,
@@ -103,6 +103,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
 export interface RunningServer {
   url: string;
   port: number;
+  /** The metrics listener's /metrics URL with --metrics-listen, else null (/metrics is on `url`). */
+  metricsUrl: string | null;
   dataDir: string;
   adminKeyFile: string;
   services: Services;
@@ -246,32 +248,36 @@ export async function startServer(
     },
   });
 
-  const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string, cacheControl = 'no-store') => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': cacheControl }).end(body);
-    };
-    if (path === '/healthz')
-      return send(200, 'application/json', JSON.stringify({ ok: true, sessions: hub.size }));
-    if (path === '/.well-known/jwks.json')
-      return send(
-        200,
-        'application/json',
-        JSON.stringify(identity.publicKeySet()),
-        `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
-      );
-    if (path === '/metrics') {
-      const counts = connectors.counts();
-      for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
-        metrics.connectors.set({ state }, counts[state]);
-      }
-      metrics.connectors.set({ state: 'never' }, counts.neverConnected);
-      metrics.handshakesInProgress.set(handshakesInProgress);
-      return send(200, metrics.registry.contentType, await metrics.registry.metrics());
-    }
-    if (path?.startsWith('/trpc/')) return trpcHandler(req, res);
-    send(404, 'application/json', JSON.stringify({ error: 'not found' }));
+  // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
+  const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
+  const pages = {
+    '/healthz': (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify({ ok: true, sessions: hub.size }),
+    }),
+    '/.well-known/jwks.json': (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify(identity.publicKeySet()),
+      cacheControl: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+    }),
   };
+  const metricsPage = async (): Promise<Page> => {
+    const counts = connectors.counts();
+    for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
+      metrics.connectors.set({ state }, counts[state]);
+    }
+    metrics.connectors.set({ state: 'never' }, counts.neverConnected);
+    metrics.handshakesInProgress.set(handshakesInProgress);
+    return { type: exposedMetrics.contentType, body: await exposedMetrics.metrics() };
+  };
+  // With --metrics-listen, /metrics is served there only: where agents connect it answers 404.
+  const onRequest = requestHandler(
+    config.metricsListen ? pages : { ...pages, '/metrics': metricsPage },
+    trpcHandler,
+  );
+  const metricsServer = config.metricsListen
+    ? createHttpServer(requestHandler({ '/healthz': pages['/healthz'], '/metrics': metricsPage }))
+    : null;
 
   let server: Server;
   if (tls) {
@@ -445,23 +451,24 @@ export async function startServer(
   );
   sweepTimer.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
-      server.off('error', reject);
-      resolve();
-    });
+  // The metrics listener first: if its address is taken, nothing has started listening.
+  const metricsUrl =
+    metricsServer && config.metricsListen
+      ? `${urlOf('http', config.metricsListen.host, await listen(metricsServer, config.metricsListen))}/metrics`
+      : null;
+  const port = await listen(server, config, LISTEN_BACKLOG).catch((error) => {
+    metricsServer?.close();
+    throw error;
   });
-  const port = (server.address() as AddressInfo).port;
-  const scheme = tls ? 'https' : 'http';
-  const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = config.publicUrl ?? `${scheme}://${hostForUrl}:${port}`;
+  const url = config.publicUrl ?? urlOf(tls ? 'https' : 'http', config.host, port);
+  if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');
   logger.info({ url, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
+    metricsUrl,
     dataDir: config.dataDir,
     adminKeyFile,
     services,
@@ -476,6 +483,8 @@ export async function startServer(
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
+          metricsServer?.close();
+          metricsServer?.closeAllConnections();
           // Sessions were asked to close (1001); a peer that does not finish the close handshake,
           // or a websocket that never subscribed, would otherwise hold the shutdown open.
           setTimeout(() => {

@@ -1,6 +1,7 @@
 import ms from 'ms';
 import { z } from 'zod';
 import { defaultConfig, type ServerConfig } from './app.js';
+import { parseListenAddress } from './http/endpoints.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
 /** Parses `90s`, `15m`, `12h`, `14d` (and `500ms`) into milliseconds; anything else is refused. */
@@ -23,6 +24,15 @@ const duration = z.string().transform((text, ctx) => {
   }
 });
 
+const listenAddress = z.string().transform((text, ctx) => {
+  try {
+    return parseListenAddress(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
@@ -38,6 +48,7 @@ const serveOptionsSchema = z.object({
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
   rotationSpread: duration,
+  metricsListen: listenAddress.optional(),
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -121,6 +132,12 @@ export const SERVE_FLAGS = {
     default: '10m',
     help: 'after a signing key activates, connected agents get identities signed by it at random times over this window',
   },
+  metricsListen: {
+    flag: '--metrics-listen <host:port>',
+    env: 'CONNECTOR_METRICS_LISTEN',
+    default: undefined,
+    help: 'serve /metrics (and /healthz) on this separate plain-HTTP address instead of the main one, e.g. 127.0.0.1:9464',
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -153,6 +170,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
     rotationSpreadMs: o.rotationSpread,
+    metricsListen: o.metricsListen ?? null,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     rateLimits: {

@@ -39,10 +39,17 @@ serve.action(async (flags: ServeFlagValues) => {
     // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
     if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE')
+    if (code === 'EADDRINUSE') {
+      const metrics = config.metricsListen;
+      const taken = error as NodeJS.ErrnoException & { port?: number };
+      if (metrics && taken.port === metrics.port && metrics.port !== config.port)
+        throw new CliError(
+          `cannot start: --metrics-listen ${metrics.host}:${metrics.port} is already in use (choose another address)`,
+        );
       throw new CliError(
         `cannot start: ${config.host}:${config.port} is already in use (--port to choose another)`,
       );
+    }
     if (code === 'EACCES' || code === 'EROFS')
       throw new CliError(`cannot start: ${(error as Error).message}`);
     throw error;
