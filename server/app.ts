@@ -15,7 +15,14 @@ import { ensurePrivateDir } from '../shared/private-files.js';
 import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
-import { type ListenAddress, listen, type Page, requestHandler, urlOf } from './http/endpoints.js';
+import {
+  type ListenAddress,
+  listen,
+  type Page,
+  requestHandler,
+  retryAfterMeta,
+  urlOf,
+} from './http/endpoints.js';
 import { processMetrics } from './http/process-metrics.js';
 import { appRouter } from './router.js';
 import { FileAuditLog } from './services/audit.js';
@@ -234,6 +241,7 @@ export async function startServer(
     maxBodySize: config.maxBodyBytes,
     // One call per request keeps limits, audit and errors per call; no client here batches.
     allowBatching: false,
+    responseMeta: retryAfterMeta,
     createContext: ({ req }): Context => ({
       services,
       remoteAddress: remoteAddressOf(req),

@@ -45,6 +45,7 @@ const serveOptionsSchema = z.object({
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
+  adminAuthFailuresPerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
   rotationSpread: duration,
@@ -114,6 +115,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `enrollment requests per source address per minute (default ${DEFAULT_RATE_LIMITS.enrollPerAddressPerMinute})`,
   },
+  adminAuthFailuresPerMinute: {
+    flag: '--admin-auth-failures-per-minute <n>',
+    env: 'CONNECTOR_ADMIN_AUTH_FAILURES_PER_MINUTE',
+    default: undefined,
+    help: `admin calls without a valid admin key allowed per source address per minute; more are answered 429 (a valid key still gets in) (default ${DEFAULT_RATE_LIMITS.adminAuthFailuresPerMinute})`,
+  },
   maxSessionsPerAddress: {
     flag: '--max-sessions-per-address <n>',
     env: 'CONNECTOR_MAX_SESSIONS_PER_ADDRESS',
@@ -176,6 +183,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     rateLimits: {
       ...DEFAULT_RATE_LIMITS,
       ...(o.enrollRatePerMinute ? { enrollPerAddressPerMinute: o.enrollRatePerMinute } : {}),
+      ...(o.adminAuthFailuresPerMinute ? { adminAuthFailuresPerMinute: o.adminAuthFailuresPerMinute } : {}),
     },
   });
 }

@@ -54,6 +54,16 @@ export function createMetrics() {
       help: 'Websocket upgrades answered 503 with Retry-After because too many handshakes were in progress.',
       registers,
     }),
+    adminAuthFailures: new Counter({
+      name: 'connector_admin_auth_failures_total',
+      help: 'Admin API calls without a valid admin key (missing, unknown, wrong or expired), whatever the answer.',
+      registers,
+    }),
+    adminAuthRateLimited: new Counter({
+      name: 'connector_admin_auth_rate_limited_total',
+      help: 'Admin API calls without a valid admin key answered 429 because their address had too many such calls in the window.',
+      registers,
+    }),
     revokeCloseSeconds: new Histogram({
       name: 'connector_revoke_close_seconds',
       help: 'Time from a revoke or delete being committed to the agent socket being closed.',

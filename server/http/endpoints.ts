@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { DomainError } from '../../shared/errors.js';
 
 /** What one plain (non-tRPC) path answers. */
 export interface Page {
@@ -61,4 +62,18 @@ export function listen(server: Server, address: ListenAddress, backlog?: number)
 /** `http://host:port` with IPv6 hosts bracketed. */
 export function urlOf(scheme: 'http' | 'https', host: string, port: number): string {
   return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * tRPC's `responseMeta`: a call refused with `retryAfterSeconds` (RATE_LIMITED) also says so in a
+ * `Retry-After` header, which HTTP clients, proxies and curl users read without parsing the body.
+ */
+export function retryAfterMeta({ errors }: { errors: readonly { cause?: unknown }[] }): {
+  headers?: Record<string, string>;
+} {
+  for (const { cause } of errors) {
+    const seconds = cause instanceof DomainError ? cause.details.retryAfterSeconds : undefined;
+    if (typeof seconds === 'number') return { headers: { 'retry-after': String(Math.ceil(seconds)) } };
+  }
+  return {};
 }
