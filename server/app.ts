@@ -15,6 +15,7 @@ import { ensurePrivateDir } from '../shared/private-files.js';
 import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
+import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
 import {
   type ListenAddress,
   listen,
@@ -23,7 +24,7 @@ import {
   retryAfterMeta,
   urlOf,
 } from './http/endpoints.js';
-import { processMetrics } from './http/process-metrics.js';
+import { openFileLimit, processMetrics } from './http/process-metrics.js';
 import { appRouter } from './router.js';
 import { FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
@@ -53,6 +54,17 @@ export interface ServerConfig extends Policy {
   maxWsMessageBytes: number;
   /** How long a new websocket may take to send its connectionParams. @default 10000 */
   handshakeTimeoutMs: number;
+  /**
+   * How long a connection may take to send a request's headers (an upgrade's too) before it is
+   * answered 408 and closed: what a stranger holding half-sent requests gets. @default 10000
+   */
+  headersTimeoutMs: number;
+  /** See ConnectionLimits.maxUnauthenticatedPerAddress. @default 1024 */
+  maxUnauthenticatedPerAddress: number;
+  /** See ConnectionLimits.maxUnauthenticated. @default null: a quarter of the open-file limit */
+  maxUnauthenticatedConnections: number | null;
+  /** The process's open-file limit (tests lower it). @default read from /proc/self/limits */
+  fileLimit?: number | null;
   /**
    * Live agent sessions allowed from one source address; generous because a NAT'd fleet shares
    * one address. @default 20000
@@ -100,6 +112,9 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxBodyBytes: 65_536,
     maxWsMessageBytes: 65_536,
     handshakeTimeoutMs: 10_000,
+    headersTimeoutMs: 10_000,
+    maxUnauthenticatedPerAddress: 1024,
+    maxUnauthenticatedConnections: null,
     maxSessionsPerAddress: 20_000,
     maxHandshakesInProgress: 4096,
     rotationSpreadMs: 10 * 60_000,
@@ -128,6 +143,8 @@ export const ISSUER = 'connector-enrollment';
 const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
+/** An idle keep-alive connection is closed after this (Node's default, said here on purpose). */
+const KEEP_ALIVE_TIMEOUT_MS = 5000;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
 
@@ -276,6 +293,8 @@ export async function startServer(
     }
     metrics.connectors.set({ state: 'never' }, counts.neverConnected);
     metrics.handshakesInProgress.set(handshakesInProgress);
+    metrics.connectionsOpen.set(guard.open);
+    metrics.connectionsUnauthenticated.set(guard.unauthenticated);
     return { type: exposedMetrics.contentType, body: await exposedMetrics.metrics() };
   };
   // With --metrics-listen, /metrics is served there only: where agents connect it answers 404.
@@ -287,15 +306,33 @@ export async function startServer(
     ? createHttpServer(requestHandler({ '/healthz': pages['/healthz'], '/metrics': metricsPage }))
     : null;
 
+  // How often Node looks for connections past their header or request timeout (its default, 30 s,
+  // let half-sent requests stay for up to 45 s with a 15 s timeout).
+  const connectionsCheckingInterval = Math.min(1000, config.headersTimeoutMs / 2);
   let server: Server;
   if (tls) {
-    server = createHttpsServer(tls, onRequest) as unknown as Server;
+    server = createHttpsServer({ ...tls, connectionsCheckingInterval }, onRequest) as unknown as Server;
   } else {
-    server = createHttpServer(onRequest);
+    server = createHttpServer({ connectionsCheckingInterval }, onRequest);
   }
-  server.headersTimeout = 15_000;
-  server.requestTimeout = 30_000;
+  server.headersTimeout = config.headersTimeoutMs;
+  server.requestTimeout = Math.max(30_000, config.headersTimeoutMs);
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.maxHeadersCount = 64;
+  const guard = new ConnectionGuard(
+    connectionLimitsFor(config.fileLimit === undefined ? await openFileLimit() : config.fileLimit, {
+      maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress,
+      maxUnauthenticated: config.maxUnauthenticatedConnections,
+    }),
+    {
+      metrics,
+      logger,
+      plainHttp: !tls,
+      retryAfterSeconds: () => 1 + Math.floor(Math.random() * Math.ceil(config.headersTimeoutMs / 1000)),
+    },
+  );
+  // Before HTTP sees the socket, so that a refused one costs no parser.
+  server.prependListener('connection', guard.onConnection);
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -444,7 +481,10 @@ export async function startServer(
           info.connectionParams,
           handshake?.nonce ?? sessionNonce(),
         );
-        if (context.agent) coalesceWrites(req.socket);
+        if (context.agent) {
+          guard.authenticated(req.socket);
+          coalesceWrites(req.socket);
+        }
         return context;
       } finally {
         handshake?.end();
@@ -469,6 +509,8 @@ export async function startServer(
     throw error;
   });
   const url = config.publicUrl ?? urlOf(tls ? 'https' : 'http', config.host, port);
+  // Once listening, the only errors a server emits are failed accepts (EMFILE past the file limit).
+  server.on('error', guard.onAcceptError);
   if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');
   logger.info({ url, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
 

@@ -48,6 +48,8 @@ const serveOptionsSchema = z.object({
   adminAuthFailuresPerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
+  maxUnauthenticatedPerAddress: z.coerce.number().int().min(1).optional(),
+  maxUnauthenticatedConnections: z.coerce.number().int().min(1).optional(),
   rotationSpread: duration,
   metricsListen: listenAddress.optional(),
 });
@@ -133,6 +135,18 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `websocket handshakes being authenticated at once; more are answered 503 with Retry-After (default ${defaultConfig().maxHandshakesInProgress})`,
   },
+  maxUnauthenticatedPerAddress: {
+    flag: '--max-unauthenticated-per-address <n>',
+    env: 'CONNECTOR_MAX_UNAUTHENTICATED_PER_ADDRESS',
+    default: undefined,
+    help: `open connections one source address may hold without an authenticated agent session; more are answered 429 and closed (default ${defaultConfig().maxUnauthenticatedPerAddress})`,
+  },
+  maxUnauthenticatedConnections: {
+    flag: '--max-unauthenticated-connections <n>',
+    env: 'CONNECTOR_MAX_UNAUTHENTICATED_CONNECTIONS',
+    default: undefined,
+    help: 'open connections without an authenticated agent session, from all addresses; more are answered 503 and closed (default a quarter of the open-file limit, at least 64)',
+  },
   rotationSpread: {
     flag: '--rotation-spread <duration>',
     env: 'CONNECTOR_ROTATION_SPREAD',
@@ -180,6 +194,10 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     metricsListen: o.metricsListen ?? null,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
+    ...(o.maxUnauthenticatedPerAddress
+      ? { maxUnauthenticatedPerAddress: o.maxUnauthenticatedPerAddress }
+      : {}),
+    maxUnauthenticatedConnections: o.maxUnauthenticatedConnections ?? null,
     rateLimits: {
       ...DEFAULT_RATE_LIMITS,
       ...(o.enrollRatePerMinute ? { enrollPerAddressPerMinute: o.enrollRatePerMinute } : {}),
