@@ -1,19 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/private-files.js';
@@ -21,6 +16,16 @@ import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import { BACKUP_PATH, backupHandler } from './backup/http-endpoint.js';
 import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
+import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
+import {
+  type ListenAddress,
+  listen,
+  type Page,
+  requestHandler,
+  retryAfterMeta,
+  urlOf,
+} from './http/endpoints.js';
+import { openFileLimit, processMetrics } from './http/process-metrics.js';
 import { appRouter } from './router.js';
 import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
@@ -42,6 +47,8 @@ export interface ServerConfig extends Policy {
   tlsCertFile: string | null;
   tlsKeyFile: string | null;
   logLevel: string;
+  /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
+  metricsListen: ListenAddress | null;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -49,6 +56,17 @@ export interface ServerConfig extends Policy {
   maxWsMessageBytes: number;
   /** How long a new websocket may take to send its connectionParams. @default 10000 */
   handshakeTimeoutMs: number;
+  /**
+   * How long a connection may take to send a request's headers (an upgrade's too) before it is
+   * answered 408 and closed: what a stranger holding half-sent requests gets. @default 10000
+   */
+  headersTimeoutMs: number;
+  /** See ConnectionLimits.maxUnauthenticatedPerAddress. @default 1024 */
+  maxUnauthenticatedPerAddress: number;
+  /** See ConnectionLimits.maxUnauthenticated. @default null: a quarter of the open-file limit */
+  maxUnauthenticatedConnections: number | null;
+  /** The process's open-file limit (tests lower it). @default read from /proc/self/limits */
+  fileLimit?: number | null;
   /**
    * Live agent sessions allowed from one source address; generous because a NAT'd fleet shares
    * one address. @default 20000
@@ -92,6 +110,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     tlsCertFile: null,
     tlsKeyFile: null,
     logLevel: 'info',
+    metricsListen: null,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,
@@ -99,6 +118,9 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxBodyBytes: 65_536,
     maxWsMessageBytes: 65_536,
     handshakeTimeoutMs: 10_000,
+    headersTimeoutMs: 10_000,
+    maxUnauthenticatedPerAddress: 1024,
+    maxUnauthenticatedConnections: null,
     maxSessionsPerAddress: 20_000,
     maxHandshakesInProgress: 4096,
     rotationSpreadMs: 10 * 60_000,
@@ -111,6 +133,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
 export interface RunningServer {
   url: string;
   port: number;
+  /** The metrics listener's /metrics URL with --metrics-listen, else null (/metrics is on `url`). */
+  metricsUrl: string | null;
   dataDir: string;
   adminKeyFile: string;
   services: Services;
@@ -127,6 +151,8 @@ export const ISSUER = 'connector-enrollment';
 const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
+/** An idle keep-alive connection is closed after this (Node's default, said here on purpose). */
+const KEEP_ALIVE_TIMEOUT_MS = 5000;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
 
@@ -272,6 +298,7 @@ export async function startServer(
     maxBodySize: config.maxBodyBytes,
     // One call per request keeps limits, audit and errors per call; no client here batches.
     allowBatching: false,
+    responseMeta: retryAfterMeta,
     createContext: ({ req }): Context => ({
       services,
       remoteAddress: remoteAddressOf(req),
@@ -286,47 +313,73 @@ export async function startServer(
     },
   });
 
-  const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string, cacheControl = 'no-store') => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': cacheControl }).end(body);
-    };
-    if (path === '/healthz')
-      return send(200, 'application/json', JSON.stringify({ ok: true, sessions: hub.size }));
-    if (path === '/.well-known/jwks.json')
-      return send(
-        200,
-        'application/json',
-        JSON.stringify(identity.publicKeySet()),
-        `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
-      );
-    if (path === '/metrics') {
-      const counts = connectors.counts();
-      for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
-        metrics.connectors.set({ state }, counts[state]);
-      }
-      metrics.connectors.set({ state: 'never' }, counts.neverConnected);
-      metrics.handshakesInProgress.set(handshakesInProgress);
-      return send(200, metrics.registry.contentType, await metrics.registry.metrics());
-    }
-    if (path?.startsWith('/trpc/')) return trpcHandler(req, res);
-    if (path === BACKUP_PATH)
-      return serveBackup(req, res).catch((error) => {
-        logger.error({ err: error }, 'backup failed');
-        res.destroy();
-      });
-    send(404, 'application/json', JSON.stringify({ error: 'not found' }));
+  // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
+  const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
+  const pages = {
+    '/healthz': (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify({ ok: true, sessions: hub.size }),
+    }),
+    '/.well-known/jwks.json': (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify(identity.publicKeySet()),
+      cacheControl: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+    }),
   };
+  const metricsPage = async (): Promise<Page> => {
+    const counts = connectors.counts();
+    for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
+      metrics.connectors.set({ state }, counts[state]);
+    }
+    metrics.connectors.set({ state: 'never' }, counts.neverConnected);
+    metrics.handshakesInProgress.set(handshakesInProgress);
+    metrics.connectionsOpen.set(guard.open);
+    metrics.connectionsUnauthenticated.set(guard.unauthenticated);
+    return { type: exposedMetrics.contentType, body: await exposedMetrics.metrics() };
+  };
+  // With --metrics-listen, /metrics is served there only: where agents connect it answers 404.
+  const onRequest = requestHandler(
+    config.metricsListen ? pages : { ...pages, '/metrics': metricsPage },
+    trpcHandler,
+    {
+      [BACKUP_PATH]: (req, res) =>
+        serveBackup(req, res).catch((error) => {
+          logger.error({ err: error }, 'backup failed');
+          res.destroy();
+        }),
+    },
+  );
+  const metricsServer = config.metricsListen
+    ? createHttpServer(requestHandler({ '/healthz': pages['/healthz'], '/metrics': metricsPage }))
+    : null;
 
+  // How often Node looks for connections past their header or request timeout (its default, 30 s,
+  // let half-sent requests stay for up to 45 s with a 15 s timeout).
+  const connectionsCheckingInterval = Math.min(1000, config.headersTimeoutMs / 2);
   let server: Server;
   if (tls) {
-    server = createHttpsServer(tls, onRequest) as unknown as Server;
+    server = createHttpsServer({ ...tls, connectionsCheckingInterval }, onRequest) as unknown as Server;
   } else {
-    server = createHttpServer(onRequest);
+    server = createHttpServer({ connectionsCheckingInterval }, onRequest);
   }
-  server.headersTimeout = 15_000;
-  server.requestTimeout = 30_000;
+  server.headersTimeout = config.headersTimeoutMs;
+  server.requestTimeout = Math.max(30_000, config.headersTimeoutMs);
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.maxHeadersCount = 64;
+  const guard = new ConnectionGuard(
+    connectionLimitsFor(config.fileLimit === undefined ? await openFileLimit() : config.fileLimit, {
+      maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress,
+      maxUnauthenticated: config.maxUnauthenticatedConnections,
+    }),
+    {
+      metrics,
+      logger,
+      plainHttp: !tls,
+      retryAfterSeconds: () => 1 + Math.floor(Math.random() * Math.ceil(config.headersTimeoutMs / 1000)),
+    },
+  );
+  // Before HTTP sees the socket, so that a refused one costs no parser.
+  server.prependListener('connection', guard.onConnection);
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -475,7 +528,10 @@ export async function startServer(
           info.connectionParams,
           handshake?.nonce ?? sessionNonce(),
         );
-        if (context.agent) coalesceWrites(req.socket);
+        if (context.agent) {
+          guard.authenticated(req.socket);
+          coalesceWrites(req.socket);
+        }
         return context;
       } finally {
         handshake?.end();
@@ -490,31 +546,34 @@ export async function startServer(
   );
   sweepTimer.unref();
 
+  // The metrics listener first: if its address is taken, nothing has started listening.
+  let metricsUrl: string | null = null;
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    metricsUrl =
+      metricsServer && config.metricsListen
+        ? `${urlOf('http', config.metricsListen.host, await listen(metricsServer, config.metricsListen))}/metrics`
+        : null;
+    port = await listen(server, config, LISTEN_BACKLOG);
   } catch (error) {
     // A port in use must not leave the data dir held by a server that never ran.
+    metricsServer?.close();
     clearInterval(sweepTimer);
     await Promise.allSettled([store.close(), audit.close()]);
     await lock.release();
     throw error;
   }
-  const port = (server.address() as AddressInfo).port;
-  const scheme = tls ? 'https' : 'http';
-  const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = config.publicUrl ?? `${scheme}://${hostForUrl}:${port}`;
+  const url = config.publicUrl ?? urlOf(tls ? 'https' : 'http', config.host, port);
+  // Once listening, the only errors a server emits are failed accepts (EMFILE past the file limit).
+  server.on('error', guard.onAcceptError);
+  if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');
   logger.info({ url, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
+    metricsUrl,
     dataDir: config.dataDir,
     adminKeyFile,
     services,
@@ -529,6 +588,8 @@ export async function startServer(
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
+          metricsServer?.close();
+          metricsServer?.closeAllConnections();
           // Sessions were asked to close (1001); a peer that does not finish the close handshake,
           // or a websocket that never subscribed, would otherwise hold the shutdown open.
           setTimeout(() => {

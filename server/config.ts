@@ -1,6 +1,7 @@
 import ms from 'ms';
 import { z } from 'zod';
 import { defaultConfig, type ServerConfig } from './app.js';
+import { parseListenAddress } from './http/endpoints.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
 /** Parses `90s`, `15m`, `12h`, `14d` (and `500ms`) into milliseconds; anything else is refused. */
@@ -53,6 +54,15 @@ const byteSize = z.string().transform((text, ctx) => {
   }
 });
 
+const listenAddress = z.string().transform((text, ctx) => {
+  try {
+    return parseListenAddress(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
@@ -65,11 +75,15 @@ const serveOptionsSchema = z.object({
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
+  adminAuthFailuresPerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
+  maxUnauthenticatedPerAddress: z.coerce.number().int().min(1).optional(),
+  maxUnauthenticatedConnections: z.coerce.number().int().min(1).optional(),
   rotationSpread: duration,
   auditMaxBytes: byteSize.pipe(z.number().min(4096, 'must be at least 4KiB')),
   auditKeep: z.coerce.number().int().min(1).max(1000),
+  metricsListen: listenAddress.optional(),
 });
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
@@ -135,6 +149,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `enrollment requests per source address per minute (default ${DEFAULT_RATE_LIMITS.enrollPerAddressPerMinute})`,
   },
+  adminAuthFailuresPerMinute: {
+    flag: '--admin-auth-failures-per-minute <n>',
+    env: 'CONNECTOR_ADMIN_AUTH_FAILURES_PER_MINUTE',
+    default: undefined,
+    help: `admin calls without a valid admin key allowed per source address per minute; more are answered 429 (a valid key still gets in) (default ${DEFAULT_RATE_LIMITS.adminAuthFailuresPerMinute})`,
+  },
   maxSessionsPerAddress: {
     flag: '--max-sessions-per-address <n>',
     env: 'CONNECTOR_MAX_SESSIONS_PER_ADDRESS',
@@ -146,6 +166,18 @@ export const SERVE_FLAGS = {
     env: 'CONNECTOR_MAX_HANDSHAKES_IN_PROGRESS',
     default: undefined,
     help: `websocket handshakes being authenticated at once; more are answered 503 with Retry-After (default ${defaultConfig().maxHandshakesInProgress})`,
+  },
+  maxUnauthenticatedPerAddress: {
+    flag: '--max-unauthenticated-per-address <n>',
+    env: 'CONNECTOR_MAX_UNAUTHENTICATED_PER_ADDRESS',
+    default: undefined,
+    help: `open connections one source address may hold without an authenticated agent session; more are answered 429 and closed (default ${defaultConfig().maxUnauthenticatedPerAddress})`,
+  },
+  maxUnauthenticatedConnections: {
+    flag: '--max-unauthenticated-connections <n>',
+    env: 'CONNECTOR_MAX_UNAUTHENTICATED_CONNECTIONS',
+    default: undefined,
+    help: 'open connections without an authenticated agent session, from all addresses; more are answered 503 and closed (default a quarter of the open-file limit, at least 64)',
   },
   rotationSpread: {
     flag: '--rotation-spread <duration>',
@@ -164,6 +196,12 @@ export const SERVE_FLAGS = {
     env: 'CONNECTOR_AUDIT_KEEP',
     default: '10',
     help: 'rotated audit files kept (audit.jsonl.1 … audit.jsonl.<n>); older ones are removed',
+  },
+  metricsListen: {
+    flag: '--metrics-listen <host:port>',
+    env: 'CONNECTOR_METRICS_LISTEN',
+    default: undefined,
+    help: 'serve /metrics (and /healthz) on this separate plain-HTTP address instead of the main one, e.g. 127.0.0.1:9464',
   },
 } as const;
 
@@ -199,11 +237,17 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     rotationSpreadMs: o.rotationSpread,
     auditMaxBytes: o.auditMaxBytes,
     auditKeep: o.auditKeep,
+    metricsListen: o.metricsListen ?? null,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
+    ...(o.maxUnauthenticatedPerAddress
+      ? { maxUnauthenticatedPerAddress: o.maxUnauthenticatedPerAddress }
+      : {}),
+    maxUnauthenticatedConnections: o.maxUnauthenticatedConnections ?? null,
     rateLimits: {
       ...DEFAULT_RATE_LIMITS,
       ...(o.enrollRatePerMinute ? { enrollPerAddressPerMinute: o.enrollRatePerMinute } : {}),
+      ...(o.adminAuthFailuresPerMinute ? { adminAuthFailuresPerMinute: o.adminAuthFailuresPerMinute } : {}),
     },
   });
 }

@@ -47,11 +47,22 @@ serve.action(async (flags: ServeFlagValues) => {
         2,
       );
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE')
+    if (code === 'EADDRINUSE') {
+      const metrics = config.metricsListen;
+      const taken = error as NodeJS.ErrnoException & { port?: number };
+      if (metrics && taken.port === metrics.port && metrics.port !== config.port)
+        throw new CliError(
+          `cannot start: --metrics-listen ${metrics.host}:${metrics.port} is already in use (choose another address)`,
+        );
       throw new CliError(
         `cannot start: ${config.host}:${config.port} is already in use (--port to choose another)`,
       );
+    }
     const errno = error as NodeJS.ErrnoException;
+    if ((code === 'EACCES' || code === 'EADDRNOTAVAIL') && errno.syscall === 'listen')
+      throw new CliError(
+        `cannot start: cannot listen on ${config.host}:${config.port} (${code}): ${code === 'EACCES' ? 'ports below 1024 need CAP_NET_BIND_SERVICE; use --port 1024 or above' : 'that address is not on this host; check --host'}`,
+      );
     if (errno.code && errno.path)
       throw new CliError(
         `cannot start: ${errno.path}: ${errnoWords(errno.code)}; fix: ${errnoFix(errno.code)}`,

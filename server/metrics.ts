@@ -54,6 +54,38 @@ export function createMetrics() {
       help: 'Websocket upgrades answered 503 with Retry-After because too many handshakes were in progress.',
       registers,
     }),
+    adminAuthFailures: new Counter({
+      name: 'connector_admin_auth_failures_total',
+      help: 'Admin API calls without a valid admin key (missing, unknown, wrong or expired), whatever the answer.',
+      registers,
+    }),
+    adminAuthRateLimited: new Counter({
+      name: 'connector_admin_auth_rate_limited_total',
+      help: 'Admin API calls without a valid admin key answered 429 because their address had too many such calls in the window.',
+      registers,
+    }),
+    connectionsOpen: new Gauge({
+      name: 'connector_connections_open',
+      help: 'Connections open on the main listener, of every kind.',
+      registers,
+    }),
+    connectionsUnauthenticated: new Gauge({
+      name: 'connector_connections_unauthenticated',
+      help: 'Connections open on the main listener that carry no authenticated agent session (HTTP calls, handshakes, idle strangers).',
+      registers,
+    }),
+    connectionsRefused: new Counter({
+      name: 'connector_connections_refused_total',
+      help: 'New connections closed at once, by reason: address_limit (too many unauthenticated from its address), unauthenticated_limit (too many in total), file_limit (close to the open-file limit).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    acceptErrors: new Counter({
+      name: 'connector_accept_errors_total',
+      help: 'Connections the kernel could not hand over (EMFILE and the like: the open-file limit was reached).',
+      labelNames: ['code'] as const,
+      registers,
+    }),
     revokeCloseSeconds: new Histogram({
       name: 'connector_revoke_close_seconds',
       help: 'Time from a revoke or delete being committed to the agent socket being closed.',

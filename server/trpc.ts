@@ -85,7 +85,8 @@ export const publicProcedure = t.procedure.use(mapDomainErrors);
 /**
  * Needs a valid admin API key; a `read` key may call queries only. Every mutation an admin tries is
  * audited: successes by the service (with what changed), refusals here. So is every call without a
- * valid key, coalesced (`recordRefusal`), since anyone can make those.
+ * valid key, coalesced, and past a few per minute from one address answered RATE_LIMITED, since
+ * anyone can make those.
  */
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
   let principal: AdminPrincipal;
@@ -93,15 +94,8 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
     principal = ctx.services.apiKeys.authenticate(ctx.bearerToken);
   } catch (error) {
     if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
-    // A stranger can try keys at will: coalesced, one line per address and window with a count.
-    await ctx.services.audit.recordRefusal({
-      type: 'admin.refused',
-      actor: { kind: 'anonymous' },
-      reason: 'ADMIN_KEY_INVALID',
-      remoteAddress: ctx.remoteAddress,
-      details: { path },
-    });
-    throw error;
+    // A stranger can try keys at will: limited per address, audited coalesced (see adminAuthFailed).
+    throw await ctx.services.limiter.adminAuthFailed(ctx.remoteAddress, error, path);
   }
   const meta = {
     actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },

@@ -14,6 +14,7 @@ const RELAXED: RateLimits = {
   enrollFailuresPerAddress: 10_000,
   enrollFailuresPerKey: 10_000,
   handshakeFailuresPerAddress: 10_000,
+  adminAuthFailuresPerMinute: 10_000,
 };
 
 // biome-ignore lint/suspicious/noExplicitAny: raw JSON off the wire

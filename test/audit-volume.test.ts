@@ -91,28 +91,33 @@ describe('refusals a stranger can repeat add a bounded number of audit lines (co
     expect(all.length - before).toBe(2 + 2 + 2 + 1);
   });
 
-  it('made-up admin keys: audited as admin.refused ADMIN_KEY_INVALID, one line per window with a count', async () => {
+  it('made-up admin keys: audited as admin.refused ADMIN_KEY_INVALID (then RATE_LIMITED), one line per window and reason with a count', async () => {
     await using srv = await startTestServer();
     const before = (await auditLines(srv.dataDir)).length;
     for (let i = 0; i < 50; i++) {
       const answer = await rawCall(srv.url, 'groups.list', {}, { key: `cak_made${i}up_${'y'.repeat(43)}` });
-      expect(answer).toMatchObject({ status: 401, reason: 'ADMIN_KEY_INVALID' });
+      expect(answer).toMatchObject(
+        i < 10 ? { status: 401, reason: 'ADMIN_KEY_INVALID' } : { status: 429, reason: 'RATE_LIMITED' },
+      );
     }
-    expect((await rawCall(srv.url, 'groups.create', { name: 'x' })).status).toBe(401);
+    expect((await rawCall(srv.url, 'groups.create', { name: 'x' })).status).toBe(429);
     const during = (await auditLines(srv.dataDir)).slice(before);
-    expect(during).toHaveLength(1);
+    expect(during.map((e) => e.reason)).toEqual(['ADMIN_KEY_INVALID', 'RATE_LIMITED']);
     expect(during[0]).toMatchObject({
       type: 'admin.refused',
       outcome: 'refused',
       reason: 'ADMIN_KEY_INVALID',
+      security: true,
       actor: { kind: 'anonymous' },
       remoteAddress: '127.0.0.1',
       details: { path: 'groups.list' },
     });
     const listed = await srv.admin.audit.list.query({ type: 'admin.refused' });
-    expect(refusalsIn(listed, 'admin.refused', 'ADMIN_KEY_INVALID')).toBe(51);
+    expect(refusalsIn(listed, 'admin.refused', 'ADMIN_KEY_INVALID')).toBe(10);
+    expect(refusalsIn(listed, 'admin.refused', 'RATE_LIMITED')).toBe(41);
     // The paths differed, so the summary names none.
-    expect(listed[0]!.details).not.toHaveProperty('path');
+    const summary = listed.find((e) => e.reason === 'RATE_LIMITED' && e.details.suppressed);
+    expect(summary?.details).not.toHaveProperty('path');
   });
 
   it('refused websocket handshakes: one session.refused line per window, counted', async () => {

@@ -11,6 +11,7 @@ describe('regeneration and enrollment are atomic with respect to each other (beh
           enrollFailuresPerAddress: 100_000,
           enrollFailuresPerKey: 100_000,
           handshakeFailuresPerAddress: 100_000,
+          adminAuthFailuresPerMinute: 100_000,
         },
       },
     });

@@ -4,11 +4,13 @@ import type { Command } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { parseDuration } from '../config.js';
+import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
 import { printFields, printTable, relative, replacementWords, terminationWords } from './format.js';
 
 export interface AdminOptions {
   server: string;
   adminKeyFile?: string;
+  caFile?: string;
   dataDir: string;
   json?: boolean;
 }
@@ -68,11 +70,7 @@ export function explain(error: unknown, server: string): CliError {
     const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
     return new CliError(`${reason}: ${message}\n  fix: ${ERROR_REASONS[reason].hint}`);
   }
-  if (error instanceof TRPCClientError) {
-    return new CliError(
-      `cannot reach the server at ${server} (${error.message}): is it running? (npm start)`,
-    );
-  }
+  if (error instanceof TRPCClientError) return new CliError(explainUnreachable(error, server));
   return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
 }
 
@@ -97,6 +95,11 @@ export function adminCommand(parent: Command, usage: string, description: string
       'the server data dir, to find admin.key',
       process.env.CONNECTOR_DATA_DIR ?? './data',
     )
+    .option(
+      '--ca-file <file>',
+      'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
+      process.env.CONNECTOR_CA_FILE,
+    )
     .option('--json', 'print JSON instead of a table');
 }
 
@@ -106,7 +109,18 @@ export function withClient(action: Action) {
     const command = args[args.length - 1] as Command;
     const options = command.opts() as AdminOptions;
     const positional = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
-    const client = createAdminClient({ url: options.server, adminKey: resolveAdminKey(options) });
+    let transport: typeof fetch | undefined;
+    try {
+      transport = adminFetch(options.server, options.caFile);
+    } catch (error) {
+      if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
+      throw error;
+    }
+    const client = createAdminClient({
+      url: options.server,
+      adminKey: resolveAdminKey(options),
+      ...(transport ? { fetch: transport } : {}),
+    });
     try {
       await action(client, options, ...positional);
     } catch (error) {

@@ -73,7 +73,7 @@ export function createServices(
       signingKeys: new SigningKeyService(deps),
       audit: capabilities.audit,
       hub,
-      limiter: new AbuseLimiter(config.rateLimits, capabilities.audit),
+      limiter: new AbuseLimiter(config.rateLimits, capabilities.audit, metrics),
     },
   };
 }

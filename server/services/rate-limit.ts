@@ -16,6 +16,14 @@ export interface RateLimits {
   enrollFailuresPerKey: number;
   /** Refused session handshakes per source address per 10 minutes. @default 120 */
   handshakeFailuresPerAddress: number;
+  /** Admin calls without a valid admin key per source address per minute, before it gets 429. @default 10 */
+  adminAuthFailuresPerMinute: number;
+}
+
+/** What the limiter counts in /metrics (prom-client counters). */
+export interface LimiterMetrics {
+  adminAuthFailures: { inc(): void };
+  adminAuthRateLimited: { inc(): void };
 }
 
 export const DEFAULT_RATE_LIMITS: RateLimits = {
@@ -23,6 +31,7 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
   enrollFailuresPerAddress: 60,
   enrollFailuresPerKey: 100,
   handshakeFailuresPerAddress: 120,
+  adminAuthFailuresPerMinute: 10,
 };
 
 const TEN_MINUTES_S = 600;
@@ -36,11 +45,17 @@ export class AbuseLimiter {
   private readonly failuresByAddress: RateLimiterMemory;
   private readonly failuresByKey: RateLimiterMemory;
   private readonly handshakeFailures: RateLimiterMemory;
+  private readonly adminAuthFailures: RateLimiterMemory;
 
   constructor(
     limits: RateLimits,
     private readonly audit: AuditLog,
+    private readonly metrics?: LimiterMetrics,
   ) {
+    this.adminAuthFailures = new RateLimiterMemory({
+      points: limits.adminAuthFailuresPerMinute,
+      duration: 60,
+    });
     this.perAddress = new RateLimiterMemory({ points: limits.enrollPerAddressPerMinute, duration: 60 });
     this.failuresByAddress = new RateLimiterMemory({
       points: limits.enrollFailuresPerAddress,
@@ -83,6 +98,41 @@ export class AbuseLimiter {
 
   async handshakeFailed(address: string): Promise<void> {
     await this.handshakeFailures.penalty(address, 1);
+  }
+
+  /**
+   * Answers an admin call that came without a valid admin key (`refusal`: ADMIN_KEY_INVALID): counts
+   * it against its address, audits it as a security event (coalesced: one event per address and
+   * window, with a count) and returns the error to throw: `refusal` itself, or RATE_LIMITED with
+   * retryAfterSeconds once the address has used up its failures for the window.
+   *
+   * Only failures are limited: a valid key from a blocked address is still let in. Admin keys carry
+   * 256 random bits, so what the limit protects is not the key (no rate of guessing finds one) but
+   * the server's time and the audit log, and turning away valid keys would let any stranger who
+   * shares an admin's address (a NAT, a VPN exit) lock the admins out.
+   */
+  async adminAuthFailed(address: string, refusal: DomainError, path: string): Promise<DomainError> {
+    this.metrics?.adminAuthFailures.inc();
+    const state = await this.adminAuthFailures.get(address);
+    const blocked = state !== null && state.remainingPoints <= 0;
+    if (!blocked) await this.adminAuthFailures.penalty(address, 1);
+    const reason = blocked ? 'RATE_LIMITED' : refusal.reason;
+    await this.audit.recordRefusal({
+      type: 'admin.refused',
+      actor: { kind: 'anonymous' },
+      reason,
+      security: true,
+      remoteAddress: address,
+      details: { path },
+    });
+    if (!blocked) return refusal;
+    this.metrics?.adminAuthRateLimited.inc();
+    const retryAfterSeconds = Math.max(1, Math.ceil(state.msBeforeNext / 1000));
+    return new DomainError(
+      'RATE_LIMITED',
+      `Too many calls without a valid admin key from this address; retry in ${retryAfterSeconds} s.`,
+      { retryAfterSeconds },
+    );
   }
 
   private async refuseIfExhausted(

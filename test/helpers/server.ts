@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { createAdminClient } from '../../server/admin-client.js';
 import { defaultConfig, type RunningServer, type ServerConfig, startServer } from '../../server/app.js';
 import { ManualClock } from '../../server/clock.js';
@@ -35,7 +35,7 @@ export async function tempDir(prefix = 'ce-test-'): Promise<string> {
 
 /** A real server on 127.0.0.1, port 0, real files in a temp dir, a clock the test moves. */
 export async function startTestServer(
-  options: { clock?: ManualClock; dataDir?: string; config?: Partial<ServerConfig> } = {},
+  options: { clock?: ManualClock; dataDir?: string; config?: Partial<ServerConfig>; logger?: Logger } = {},
 ): Promise<TestServer> {
   const clock = options.clock ?? new ManualClock(Date.now());
   const dataDir = options.dataDir ?? (await tempDir());
@@ -43,7 +43,7 @@ export async function startTestServer(
     defaultConfig({ dataDir, host: '127.0.0.1', port: 0, ...options.config }),
     {
       clock,
-      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+      logger: options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     },
   );
   const adminKey = (await readFile(server.adminKeyFile, 'utf8')).trim();

@@ -1,0 +1,55 @@
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { describeNetworkError, fetchVia } from '../../shared/node-fetch.js';
+
+/** Why the CLI could not talk to the server, in one line with the fix; `usage` is a usage error (exit 2). */
+export class ConnectionProblem extends Error {
+  constructor(
+    message: string,
+    readonly usage = false,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The `fetch` the admin client uses for `server`: the global one, or with `--ca-file` one that trusts
+ * that CA (Node's global fetch takes no CA option). Throws ConnectionProblem for a URL that is not
+ * http(s) or a CA file that cannot be read.
+ */
+export function adminFetch(server: string, caFile: string | undefined): typeof fetch | undefined {
+  let url: URL | null = null;
+  try {
+    url = new URL(server);
+  } catch {}
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
+    throw new ConnectionProblem(
+      `--server ${server}: not an http:// or https:// URL (e.g. http://127.0.0.1:7420 or https://enroll.example.com)`,
+      true,
+    );
+  if (!caFile) return undefined;
+  let ca: string;
+  try {
+    ca = readFileSync(caFile, 'utf8');
+  } catch (error) {
+    throw new ConnectionProblem(
+      `--ca-file: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
+      true,
+    );
+  }
+  // No keep-alive: a CLI makes a call or two and should exit at once.
+  return url.protocol === 'https:' ? fetchVia(httpsRequest, { ca, agent: false }) : undefined;
+}
+
+/** One line on a call that got no answer from the server: what failed and what to do. */
+export function explainUnreachable(error: unknown, server: string): string {
+  const detail = describeNetworkError(error);
+  if (detail.startsWith('TLS:')) return `cannot reach the server at ${server}: ${detail}`;
+  if (/ECONNREFUSED/.test(detail))
+    return `cannot reach the server at ${server}: connection refused (nothing listens there): is the server running (connector-server serve), and are the host and port right?`;
+  if (/ENOTFOUND|EAI_AGAIN/.test(detail))
+    return `cannot reach the server at ${server}: the host name does not resolve (${detail}): check --server`;
+  if (/ECONNRESET|socket hang up|HPE_/.test(detail))
+    return `cannot reach the server at ${server}: the connection was cut without an HTTP answer (${detail}); if the server serves HTTPS, use an https:// URL`;
+  return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)`;
+}

@@ -1,0 +1,226 @@
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+
+/** Why a new connection was closed at once instead of being served. */
+export type ConnectionRefusal = 'address_limit' | 'unauthenticated_limit' | 'file_limit';
+
+export interface ConnectionLimits {
+  /**
+   * Open connections from one source address that carry no authenticated agent session (HTTP
+   * requests, upgrades and websockets still in their handshake); generous, because a NAT'd fleet
+   * reconnecting shares one address. @default 1024
+   */
+  maxUnauthenticatedPerAddress: number;
+  /**
+   * Such connections from all addresses together, well below the open-file limit so that strangers
+   * cannot take the descriptors enrolled agents and admins need. @default a quarter of the limit
+   */
+  maxUnauthenticated: number;
+  /**
+   * Open connections of any kind past which new ones are refused, so that the server stops short of
+   * the process's open-file limit (where the kernel refuses every connection, silently) and keeps
+   * descriptors for its own files. Null: no limit known. @default the limit less a reserve
+   */
+  maxOpen: number | null;
+}
+
+export interface ConnectionGuardMetrics {
+  connectionsRefused: { inc(labels: { reason: ConnectionRefusal }): void };
+  acceptErrors: { inc(labels: { code: string }): void };
+}
+
+/** Refusals are logged at most once per interval per reason, with the count since the last line. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/** Descriptors kept for the server's own files and listeners: at least this many, or 2 % of the limit. */
+const MIN_FILE_RESERVE = 64;
+
+/** Defaults for the limits from the process's open-file limit (null when unknown). */
+export function connectionLimitsFor(
+  fileLimit: number | null,
+  overrides: { maxUnauthenticatedPerAddress?: number; maxUnauthenticated?: number | null } = {},
+): ConnectionLimits {
+  const maxOpen =
+    fileLimit === null ? null : fileLimit - Math.max(MIN_FILE_RESERVE, Math.ceil(fileLimit * 0.02));
+  return {
+    maxUnauthenticatedPerAddress: overrides.maxUnauthenticatedPerAddress ?? 1024,
+    maxUnauthenticated:
+      overrides.maxUnauthenticated ?? (fileLimit === null ? 4096 : Math.max(64, Math.floor(fileLimit / 4))),
+    maxOpen: maxOpen === null ? null : Math.max(1, maxOpen),
+  };
+}
+
+interface Pending {
+  address: string;
+}
+
+/**
+ * Bounds what strangers can hold open on the main listener before they authenticate. Every new
+ * connection counts as unauthenticated (per source address and in total) until it carries an
+ * authenticated agent session; past a limit it is answered at once (`429` for its address's limit,
+ * `503` for the total or the file limit, both with `Retry-After`, on a plain-HTTP listener; closed
+ * on a TLS one) and closed. How long an unauthenticated connection may be held is bounded by the
+ * HTTP header and request timeouts and, after an upgrade, by the websocket handshake timeout.
+ */
+export class ConnectionGuard {
+  private readonly pending = new Map<string, Pending>();
+  private readonly perAddress = new Map<string, number>();
+  private openCount = 0;
+  private readonly sinceLog = new Map<string, number>();
+  private readonly lastLogAt = new Map<string, number>();
+
+  constructor(
+    readonly limits: ConnectionLimits,
+    private readonly deps: {
+      metrics: ConnectionGuardMetrics;
+      logger: Logger;
+      /** Whether a refusal can be answered in plain HTTP (false on a TLS listener). */
+      plainHttp: boolean;
+      /** Seconds a refused client is told to wait: holders are cut within the header timeout. */
+      retryAfterSeconds: () => number;
+    },
+  ) {}
+
+  /** Connections open now, of every kind. */
+  get open(): number {
+    return this.openCount;
+  }
+
+  /** Connections open now that carry no authenticated agent session. */
+  get unauthenticated(): number {
+    return this.pending.size;
+  }
+
+  /** For the listener's `connection` event (prepended, before HTTP sees the socket): admits or refuses it. */
+  readonly onConnection = (socket: Socket): void => {
+    if (!socket.remoteAddress) {
+      socket.destroy(); // gone already
+      return;
+    }
+    const key = keyOf(socket);
+    const address = normalized(socket.remoteAddress);
+    const refusal = this.refusalFor(address);
+    if (refusal) {
+      this.refuse(socket, refusal);
+      return;
+    }
+    this.openCount++;
+    this.pending.set(key, { address });
+    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    socket.once('close', () => {
+      this.openCount--;
+      this.release(key);
+    });
+  };
+
+  /**
+   * For the listening server's `error` event: a connection the kernel could not hand over. libuv
+   * hides most EMFILE failures (it accepts and closes them with a descriptor it keeps spare); what
+   * reaches here is counted and logged instead of crashing the process.
+   */
+  readonly onAcceptError = (error: NodeJS.ErrnoException): void => {
+    const code = error.code ?? 'unknown';
+    this.deps.metrics.acceptErrors.inc({ code });
+    this.throttled('accept_error', (count) =>
+      this.deps.logger.error(
+        { code, failedSinceLastLog: count, open: this.openCount, fileLimitReserveAt: this.limits.maxOpen },
+        'cannot accept connections (at the open-file limit?)',
+      ),
+    );
+  };
+
+  /** `socket` now carries an authenticated agent session: it no longer counts as unauthenticated. */
+  authenticated(socket: Socket): void {
+    this.release(keyOf(socket));
+  }
+
+  private refusalFor(address: string): ConnectionRefusal | null {
+    if (this.limits.maxOpen !== null && this.openCount >= this.limits.maxOpen) return 'file_limit';
+    if ((this.perAddress.get(address) ?? 0) >= this.limits.maxUnauthenticatedPerAddress)
+      return 'address_limit';
+    if (this.pending.size >= this.limits.maxUnauthenticated) return 'unauthenticated_limit';
+    return null;
+  }
+
+  private release(key: string): void {
+    const entry = this.pending.get(key);
+    if (!entry) return;
+    this.pending.delete(key);
+    const left = (this.perAddress.get(entry.address) ?? 1) - 1;
+    if (left > 0) this.perAddress.set(entry.address, left);
+    else this.perAddress.delete(entry.address);
+  }
+
+  private refuse(socket: Socket, reason: ConnectionRefusal): void {
+    this.deps.metrics.connectionsRefused.inc({ reason });
+    this.logRefusal(reason);
+    socket.on('error', () => socket.destroy());
+    if (!this.deps.plainHttp) {
+      socket.destroy();
+      return;
+    }
+    const [status, text] =
+      reason === 'address_limit'
+        ? ['429 Too Many Requests', 'too many connections from this address; retry later\n']
+        : ['503 Service Unavailable', 'too many connections; retry later\n'];
+    socket.once('finish', () => socket.destroy());
+    socket.end(
+      `HTTP/1.1 ${status}\r\nRetry-After: ${this.deps.retryAfterSeconds()}\r\nConnection: close\r\n` +
+        `Content-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`,
+    );
+  }
+
+  private logRefusal(reason: ConnectionRefusal): void {
+    this.throttled(reason, (count) => {
+      const { maxUnauthenticatedPerAddress, maxUnauthenticated, maxOpen } = this.limits;
+      const limit =
+        reason === 'address_limit'
+          ? maxUnauthenticatedPerAddress
+          : reason === 'unauthenticated_limit'
+            ? maxUnauthenticated
+            : maxOpen;
+      this.deps.logger.warn(
+        {
+          reason,
+          refusedSinceLastLog: count,
+          open: this.openCount,
+          unauthenticated: this.pending.size,
+          limit,
+        },
+        MESSAGES[reason],
+      );
+    });
+  }
+
+  /** Calls `log` with the count of events since its last call, at most once per REFUSAL_LOG_INTERVAL_MS. */
+  private throttled(key: string, log: (count: number) => void): void {
+    const count = (this.sinceLog.get(key) ?? 0) + 1;
+    const now = performance.now();
+    if (now - (this.lastLogAt.get(key) ?? Number.NEGATIVE_INFINITY) < REFUSAL_LOG_INTERVAL_MS) {
+      this.sinceLog.set(key, count);
+      return;
+    }
+    this.sinceLog.set(key, 0);
+    this.lastLogAt.set(key, now);
+    log(count);
+  }
+}
+
+const MESSAGES: Record<ConnectionRefusal, string> = {
+  address_limit:
+    'refusing new connections from an address that holds too many unauthenticated ones (--max-unauthenticated-per-address)',
+  unauthenticated_limit:
+    'refusing new connections: too many unauthenticated connections open (--max-unauthenticated-connections)',
+  file_limit:
+    'refusing new connections: close to the open-file limit (raise it: LimitNOFILE= in the unit, ulimit -n)',
+};
+
+/** One TCP connection's identity, the same for a raw socket and the TLS socket over it. */
+function keyOf(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
+}
+
+function normalized(address: string | undefined): string {
+  if (!address) return 'unknown';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}

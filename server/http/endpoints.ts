@@ -1,0 +1,83 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { DomainError } from '../../shared/errors.js';
+
+/** What one plain (non-tRPC) path answers. */
+export interface Page {
+  type: string;
+  body: string;
+  /** @default 'no-store' */
+  cacheControl?: string;
+}
+
+/**
+ * One listener's request handler: the given pages by exact path, `/trpc/…` to tRPC when given, and
+ * 404 for the rest. The main listener and the metrics listener differ only in what they are given.
+ */
+export function requestHandler(
+  pages: Record<string, () => Page | Promise<Page>>,
+  trpc?: (req: IncomingMessage, res: ServerResponse) => void,
+  /** Paths answered by a handler of their own (a streamed answer, such as the backup). */
+  handlers: Record<string, (req: IncomingMessage, res: ServerResponse) => unknown> = {},
+) {
+  return async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const page = Object.hasOwn(pages, path) ? pages[path] : undefined;
+    if (page) {
+      const { type, body, cacheControl = 'no-store' } = await page();
+      res.writeHead(200, { 'content-type': type, 'cache-control': cacheControl }).end(body);
+      return;
+    }
+    if (trpc && path.startsWith('/trpc/')) return trpc(req, res);
+    const handler = Object.hasOwn(handlers, path) ? handlers[path] : undefined;
+    if (handler) return handler(req, res);
+    res
+      .writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      .end(JSON.stringify({ error: 'not found' }));
+  };
+}
+
+/** A `HOST:PORT` listen address (`[::1]:9464` for IPv6). */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` / `[IPv6]:PORT`; throws with the expected form. */
+export function parseListenAddress(text: string): ListenAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text.trim());
+  const port = Number(match?.[3]);
+  if (!match || port > 65_535)
+    throw new Error(`"${text}" is not a listen address: use HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464`);
+  return { host: match[1] ?? match[2]!, port };
+}
+
+/** Starts `server` listening; resolves with the port (useful with port 0), rejects on EADDRINUSE etc. */
+export function listen(server: Server, address: ListenAddress, backlog?: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: address.port, host: address.host, backlog }, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** `http://host:port` with IPv6 hosts bracketed. */
+export function urlOf(scheme: 'http' | 'https', host: string, port: number): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * tRPC's `responseMeta`: a call refused with `retryAfterSeconds` (RATE_LIMITED) also says so in a
+ * `Retry-After` header, which HTTP clients, proxies and curl users read without parsing the body.
+ */
+export function retryAfterMeta({ errors }: { errors: readonly { cause?: unknown }[] }): {
+  headers?: Record<string, string>;
+} {
+  for (const { cause } of errors) {
+    const seconds = cause instanceof DomainError ? cause.details.retryAfterSeconds : undefined;
+    if (typeof seconds === 'number') return { headers: { 'retry-after': String(Math.ceil(seconds)) } };
+  }
+  return {};
+}

@@ -1,0 +1,103 @@
+import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { freePort, repoRoot } from './helpers/processes.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+import { createTestCa, issueServerCert, opensslAvailable } from './helpers/tls.js';
+
+const run = promisify(execFile);
+
+/** The admin CLI as its own process: exit code and what it printed. */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
+      { cwd: repoRoot, env: { ...process.env, CONNECTOR_CA_FILE: '', ...env }, timeout: 60_000 },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** One line, no stack, not Node's bare "fetch failed". */
+function expectOneLine(stderr: string) {
+  expect(stderr.trim().split('\n')).toHaveLength(1);
+  expect(stderr).not.toMatch(/\n\s+at |fetch failed$/);
+}
+
+describe.skipIf(!opensslAvailable())(
+  'admin CLI over TLS: --ca-file, and failures that say what failed and the fix',
+  () => {
+    it('trusts a private CA with --ca-file or CONNECTOR_CA_FILE; explains an untrusted certificate, a wrong host name, https against plain HTTP, a URL without a scheme and a refused connection', async () => {
+      const dir = await tempDir('ce-admin-tls-');
+      const ca = await createTestCa(dir);
+      const good = await issueServerCert(ca, dir, 'localhost', { dns: ['localhost'], ips: ['127.0.0.1'] });
+      const wrongHost = await issueServerCert(ca, dir, 'wrong-host', { dns: ['enroll.example.com'] });
+      await using tls = await startTestServer({
+        config: { tlsCertFile: good.certFile, tlsKeyFile: good.keyFile },
+      });
+      await using misnamed = await startTestServer({
+        config: { tlsCertFile: wrongHost.certFile, tlsKeyFile: wrongHost.keyFile },
+      });
+      await using plain = await startTestServer();
+      const key = (srv: { adminKey: string }) => ({ CONNECTOR_ADMIN_KEY: srv.adminKey });
+      const closedPort = await freePort();
+
+      // Four at a time: each is a node process starting tsx, on a machine of two cores.
+      const [withFlag, withEnv, untrusted, hostName] = await Promise.all([
+        cli(['groups', 'list', '--json', '--server', tls.url, '--ca-file', ca.certFile], key(tls)),
+        cli(['groups', 'list', '--json', '--server', tls.url], {
+          ...key(tls),
+          CONNECTOR_CA_FILE: ca.certFile,
+        }),
+        cli(['groups', 'list', '--server', tls.url], key(tls)),
+        cli(['groups', 'list', '--server', misnamed.url, '--ca-file', ca.certFile], key(misnamed)),
+      ]);
+      const [httpsToPlain, noScheme, refused, missingCa] = await Promise.all([
+        cli(['groups', 'list', '--server', plain.url.replace('http:', 'https:')], key(plain)),
+        cli(['groups', 'list', '--server', plain.url.replace('http://', '')], key(plain)),
+        cli(['groups', 'list', '--server', `http://127.0.0.1:${closedPort}`], key(plain)),
+        cli(['groups', 'list', '--server', tls.url, '--ca-file', join(dir, 'nope.pem')], key(tls)),
+      ]);
+
+      expect(withFlag).toMatchObject({ code: 0 });
+      expect(JSON.parse(withFlag.stdout)).toEqual([]);
+      expect(withEnv).toMatchObject({ code: 0 });
+
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toMatch(/certificate is not trusted .*pass --ca-file/);
+      expect(untrusted.stderr).toContain(tls.url);
+      expectOneLine(untrusted.stderr);
+
+      expect(hostName.code).toBe(1);
+      expect(hostName.stderr).toMatch(/certificate is not for this host name/);
+      expectOneLine(hostName.stderr);
+
+      expect(httpsToPlain.code).toBe(1);
+      expect(httpsToPlain.stderr).toMatch(
+        /did not answer in TLS.*use an http:\/\/ URL, or start the server with --tls-cert/,
+      );
+      expectOneLine(httpsToPlain.stderr);
+
+      expect(noScheme.code).toBe(2);
+      expect(noScheme.stderr).toMatch(/--server 127\.0\.0\.1:\d+: not an http:\/\/ or https:\/\/ URL/);
+      expectOneLine(noScheme.stderr);
+
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`http://127.0.0.1:${closedPort}: connection refused`);
+      expect(refused.stderr).toMatch(/is the server running/);
+      expectOneLine(refused.stderr);
+
+      expect(missingCa.code).toBe(2);
+      expect(missingCa.stderr).toMatch(/--ca-file: cannot read .*nope\.pem \(ENOENT\)/);
+      expectOneLine(missingCa.stderr);
+
+      await rm(dir, { recursive: true, force: true });
+    });
+  },
+);

@@ -1,0 +1,218 @@
+import { connect, type Socket } from 'node:net';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { parseServeConfig } from '../server/config.js';
+import { connectionLimitsFor } from '../server/http/connection-guard.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { eventually } from './helpers/agents.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+/** A stranger's connection from `localAddress` that sends half a request (or nothing) and waits. */
+interface Holder {
+  socket: Socket;
+  /** Everything the server sent, once the connection closed. */
+  closed: Promise<string>;
+  done: boolean;
+}
+
+const HALF_REQUESTS = [
+  'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n',
+  'GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n',
+  '',
+];
+
+function hold(port: number, localAddress: string, index: number): Holder {
+  const socket = connect({ port, host: '127.0.0.1', localAddress });
+  const holder: Holder = { socket, done: false, closed: Promise.resolve('') };
+  holder.closed = new Promise((resolve) => {
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('connect', () => {
+      const half = HALF_REQUESTS[index % HALF_REQUESTS.length]!;
+      if (half) socket.write(half);
+    });
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      holder.done = true;
+      resolve(received);
+    });
+  });
+  return holder;
+}
+
+/** A whole GET from `localAddress`, written by hand with `Connection: close`; resolves with the answer. */
+function rawGet(port: number, localAddress: string, path = '/healthz'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress }, () =>
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`),
+    );
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+    socket.setTimeout(5000, () => socket.destroy());
+  });
+}
+
+/** The status line of a GET from `localAddress` ('' when closed unanswered). */
+async function getFrom(port: number, localAddress: string, path = '/healthz'): Promise<string> {
+  return (await rawGet(port, localAddress, path)).split('\r\n')[0] ?? '';
+}
+
+/** /metrics over a connection of its own that closes after it, so that it holds no slot. */
+async function metricsOf(srv: TestServer): Promise<(name: string) => number> {
+  const text = await rawGet(srv.server.port, '127.0.0.1', '/metrics');
+  if (!text.startsWith('HTTP/1.1 200')) throw new Error(`/metrics: ${text.split('\r\n')[0]}`);
+  return (name) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line ? Number(line.slice(name.length + 1)) : 0;
+  };
+}
+
+function captureLog() {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  return { logger, lines };
+}
+
+describe('connections strangers hold before they authenticate are bounded', () => {
+  it('half-sent requests from two addresses: each held to its cap, the rest answered 429 at once; agents still connect and the admin API answers; the holders are cut after the header timeout and the server recovers by itself', async () => {
+    const { logger, lines } = captureLog();
+    await using srv = await startTestServer({
+      logger,
+      config: { maxUnauthenticatedPerAddress: 10, maxUnauthenticatedConnections: 60, headersTimeoutMs: 1500 },
+    });
+    const group = await srv.admin.groups.create.mutate({ name: 'Held' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const enrolled = (await enrollSim(srv.url, key, 'held-host')).enrolled!;
+
+    const holders: Holder[] = [];
+    for (const address of ['127.0.0.2', '127.0.0.3'])
+      for (let i = 0; i < 15; i++) holders.push(hold(srv.server.port, address, i));
+    await eventually('the connections past each address cap refused', async () =>
+      holders.filter((h) => h.done).length >= 10 ? true : undefined,
+    );
+    const startedHolding = Date.now();
+    const refused = await Promise.all(holders.filter((h) => h.done).map((h) => h.closed));
+    expect(refused).toHaveLength(10);
+    for (const answer of refused) {
+      expect(answer).toMatch(/^HTTP\/1\.1 429 Too Many Requests\r\n/);
+      const retryAfter = Number(/\r\nRetry-After: (\d+)\r\n/.exec(answer)?.[1]);
+      expect(retryAfter).toBeGreaterThanOrEqual(1);
+      expect(retryAfter).toBeLessThanOrEqual(2);
+    }
+    const held = holders.filter((h) => !h.done);
+    expect(held).toHaveLength(20);
+
+    // While they are held: an enrolled agent connects, the admin API and /healthz answer.
+    const live = connectSim(srv.url, enrolled);
+    await live.waitFor('ready');
+    expect(await srv.admin.groups.list.query({})).toHaveLength(1);
+    expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+    const during = await metricsOf(srv);
+    expect(during('connector_connections_refused_total{reason="address_limit"}')).toBe(10);
+    expect(during('connector_connections_unauthenticated')).toBeGreaterThanOrEqual(20);
+    expect(during('connector_sessions_live')).toBe(1);
+    // A third address is not held back by the other two.
+    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 200 OK');
+
+    // Cut after the header timeout (1.5 s, checked every 0.75 s), with 408.
+    const answers = await Promise.all(held.map((h) => h.closed));
+    expect(Date.now() - startedHolding).toBeLessThan(5000);
+    for (const answer of answers) expect(answer).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+
+    // Recovered by itself: the held addresses are served again, and the agent was never cut.
+    expect(await getFrom(srv.server.port, '127.0.0.2')).toBe('HTTP/1.1 200 OK');
+    expect(await getFrom(srv.server.port, '127.0.0.3')).toBe('HTTP/1.1 200 OK');
+    const scraped = await metricsOf(srv);
+    expect(scraped('connector_connections_unauthenticated')).toBeLessThan(5);
+    expect(scraped('connector_sessions_live')).toBe(1);
+    expect(live.closes).toEqual([]);
+    await live.close();
+
+    // Logged once for the burst, with the count, not once per refusal.
+    const logged = lines.filter((l) => l.reason === 'address_limit');
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: 40, refusedSinceLastLog: 1, limit: 10 });
+  });
+
+  it('past the total cap new connections are answered 503 with Retry-After; holders that leave free their slots at once', async () => {
+    await using srv = await startTestServer({
+      config: {
+        maxUnauthenticatedPerAddress: 10,
+        maxUnauthenticatedConnections: 15,
+        headersTimeoutMs: 10_000,
+      },
+    });
+    const first = Array.from({ length: 10 }, (_, i) => hold(srv.server.port, '127.0.0.2', i));
+    await eventually('the first address holds 10', async () =>
+      (await metricsOf(srv))('connector_connections_unauthenticated') >= 10 ? true : undefined,
+    );
+    const second = Array.from({ length: 10 }, (_, i) => hold(srv.server.port, '127.0.0.3', i));
+    await eventually('5 of the second address refused', async () =>
+      second.filter((h) => h.done).length >= 5 ? true : undefined,
+    );
+    const refused = await Promise.all(second.filter((h) => h.done).map((h) => h.closed));
+    expect(refused).toHaveLength(5);
+    for (const answer of refused)
+      expect(answer).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\nRetry-After: \d+\r\n/);
+    // Any address, a scrape too: every slot is taken.
+    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 503 Service Unavailable');
+    await expect(metricsOf(srv)).rejects.toThrow(/503/);
+
+    for (const holder of first) holder.socket.destroy();
+    await Promise.all(first.map((h) => h.closed));
+    await eventually('a new connection is served', async () =>
+      (await getFrom(srv.server.port, '127.0.0.4')) === 'HTTP/1.1 200 OK' ? true : undefined,
+    );
+    const scraped = await metricsOf(srv);
+    expect(
+      scraped('connector_connections_refused_total{reason="unauthenticated_limit"}'),
+    ).toBeGreaterThanOrEqual(7);
+    for (const holder of second) holder.socket.destroy();
+  });
+
+  it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {
+    // A limit of 100 keeps 64 descriptors for the server's own files: 36 connections.
+    expect(connectionLimitsFor(100).maxOpen).toBe(36);
+    expect(connectionLimitsFor(20_000)).toEqual({
+      maxUnauthenticatedPerAddress: 1024,
+      maxUnauthenticated: 5000,
+      maxOpen: 19_600,
+    });
+    await using srv = await startTestServer({
+      config: { fileLimit: 100, maxUnauthenticatedPerAddress: 1000, maxUnauthenticatedConnections: 1000 },
+    });
+    const holders = Array.from({ length: 40 }, (_, i) => hold(srv.server.port, '127.0.0.2', i));
+    await eventually('4 refused', async () => (holders.filter((h) => h.done).length >= 4 ? true : undefined));
+    const refused = await Promise.all(holders.filter((h) => h.done).map((h) => h.closed));
+    expect(refused).toHaveLength(4);
+    for (const answer of refused) expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+    for (const holder of holders) holder.socket.destroy();
+    await Promise.all(holders.map((h) => h.closed));
+    const scraped = await metricsOf(srv);
+    expect(scraped('connector_connections_refused_total{reason="file_limit"}')).toBe(4);
+  });
+
+  it('the caps are --max-unauthenticated-per-address and --max-unauthenticated-connections (or their CONNECTOR_ env)', () => {
+    const config = parseServeConfig(
+      { maxUnauthenticatedPerAddress: '50' },
+      { CONNECTOR_MAX_UNAUTHENTICATED_CONNECTIONS: '2000' },
+    );
+    expect(config).toMatchObject({ maxUnauthenticatedPerAddress: 50, maxUnauthenticatedConnections: 2000 });
+    expect(parseServeConfig({}, {})).toMatchObject({
+      maxUnauthenticatedPerAddress: 1024,
+      maxUnauthenticatedConnections: null,
+      headersTimeoutMs: 10_000,
+    });
+    expect(() => parseServeConfig({ maxUnauthenticatedPerAddress: '0' }, {})).toThrow(
+      /--max-unauthenticated-per-address/,
+    );
+  });
+});
