@@ -41,43 +41,59 @@ function requireConnector(data: Readonly<StoreData>, connectorId: string): Conne
   return record;
 }
 
-/** Cursor `<enrolledAt base36>-<id>`: the id resumes exactly, the time still works if it was deleted. */
+/**
+ * Connectors are listed by (enrolledAt, id): ids break ties between connectors enrolled in the same
+ * millisecond, so the order is total and a page can resume strictly after a key.
+ */
+function compareKeys(aAt: number, aId: string, bAt: number, bId: string): number {
+  if (aAt !== bAt) return aAt < bAt ? -1 : 1;
+  return aId < bId ? -1 : aId > bId ? 1 : 0;
+}
+
+/**
+ * Cursor `<enrolledAt base36>-<id>`: the sort key of the last connector returned, so the next page
+ * resumes after it whether or not that connector still exists (cursors made before this order was
+ * total have the same shape and resume the same way).
+ */
 function cursorOf(record: ConnectorRecord): string {
   return `${record.enrolledAt.toString(36)}-${record.id}`;
 }
 
-function resumeIndex(records: ConnectorRecord[], cursor: string): number {
+function parseCursor(cursor: string): { enrolledAt: number; id: string } {
   const dash = cursor.indexOf('-');
-  const enrolledAt = Number.parseInt(cursor.slice(0, dash), 36);
+  const time = cursor.slice(0, Math.max(dash, 0));
+  const enrolledAt = /^[0-9a-z]{1,11}$/.test(time) ? Number.parseInt(time, 36) : Number.NaN;
   const id = cursor.slice(dash + 1);
-  const exact = records.findIndex((r) => r.id === id);
-  if (exact !== -1) return exact + 1;
-  if (dash === -1 || !Number.isFinite(enrolledAt))
-    throw new DomainError('VALIDATION_FAILED', 'The cursor is not valid.');
-  const next = records.findIndex((r) => r.enrolledAt > enrolledAt);
-  return next === -1 ? records.length : next;
+  if (!Number.isSafeInteger(enrolledAt) || id.length === 0)
+    throw new DomainError('VALIDATION_FAILED', 'The cursor is not valid: pass a nextCursor from a list.');
+  return { enrolledAt, id };
 }
 
 export class ConnectorService {
   constructor(private readonly deps: ServiceDeps) {}
 
   /**
-   * One page of connectors in enrollment order. The cursor is the id of the last item returned, so
-   * pages stay stable while connectors are added or removed elsewhere in the list.
+   * One page of connectors in enrollment order, by (enrolledAt, id). The cursor is the sort key of
+   * the last item returned, so pages stay exact while connectors are added or removed elsewhere, the
+   * cursor's own one included. The records are kept in enrollment order already, so the sort (a
+   * merge sort, linear on sorted runs) costs little more than one pass.
    */
   list(filter: ConnectorFilter): { items: ConnectorView[]; nextCursor: string | null } {
     const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
+    const after = filter.cursor ? parseCursor(filter.cursor) : null;
     return this.deps.store.read((data) => {
       if (filter.groupId && !data.groups[filter.groupId]) throw new DomainError('GROUP_NOT_FOUND');
-      const records = Object.values(data.connectors);
-      const start = filter.cursor ? resumeIndex(records, filter.cursor) : 0;
+      const records = Object.values(data.connectors).filter(
+        (r) =>
+          (!after || compareKeys(r.enrolledAt, r.id, after.enrolledAt, after.id) > 0) &&
+          (!filter.groupId || r.groupId === filter.groupId) &&
+          (!filter.status || r.status === filter.status),
+      );
+      records.sort((a, b) => compareKeys(a.enrolledAt, a.id, b.enrolledAt, b.id));
       const items: ConnectorView[] = [];
       let last: string | null = null;
       let more = false;
-      for (let i = start; i < records.length; i++) {
-        const record = records[i]!;
-        if (filter.groupId && record.groupId !== filter.groupId) continue;
-        if (filter.status && record.status !== filter.status) continue;
+      for (const record of records) {
         if (filter.connection && connectionOf(record, this.deps.presence) !== filter.connection) continue;
         if (items.length === limit) {
           more = true;
