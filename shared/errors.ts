@@ -14,6 +14,11 @@ export const ERROR_REASONS = {
     message: 'The provisioning key has expired.',
     hint: 'Ask an admin to run `groups regenerate-key GROUP` and use the new key.',
   },
+  KEY_EXHAUSTED: {
+    code: 'UNAUTHORIZED',
+    message: 'The provisioning key has been used as many times as it allows.',
+    hint: 'Ask an admin to run `groups regenerate-key GROUP` (with --max-uses N for another limited key) and use the new key.',
+  },
   KEY_SUPERSEDED: {
     code: 'UNAUTHORIZED',
     message: 'The provisioning key was replaced by a newer key.',

@@ -1,4 +1,4 @@
-import { groupRefInput } from '../../shared/schemas.js';
+import { groupRefInput, keyRegenerateInput } from '../../shared/schemas.js';
 import { adminProcedure, router } from '../trpc.js';
 
 export const provisioningKeysRouter = router({
@@ -6,6 +6,12 @@ export const provisioningKeysRouter = router({
     .input(groupRefInput)
     .query(({ ctx, input }) => ctx.services.provisioningKeys.get(input.groupId)),
   regenerate: adminProcedure
-    .input(groupRefInput)
-    .mutation(({ ctx, input }) => ctx.services.provisioningKeys.regenerate(input.groupId, ctx.meta)),
+    .input(keyRegenerateInput)
+    .mutation(({ ctx, input }) =>
+      ctx.services.provisioningKeys.regenerate(
+        input.groupId,
+        { maxUses: input.maxUses, ttlMs: input.ttl },
+        ctx.meta,
+      ),
+    ),
 });

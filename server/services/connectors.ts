@@ -3,7 +3,7 @@ import type { HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
 import { applyNow } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
-import { rotateGroupKey } from './provisioning-keys.js';
+import { policyOf, rotateGroupKey } from './provisioning-keys.js';
 import {
   addToCounts,
   type ConnectionState,
@@ -157,7 +157,10 @@ export class ConnectorService {
       record.revokeReason = reason;
       const group = data.groups[record.groupId];
       const previousKeyId = group?.currentKeyId ?? null;
-      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now) : null;
+      const previousKey = previousKeyId ? data.provisioningKeys[previousKeyId] : undefined;
+      // The successor keeps the group's policy (a single-use key stays single-use, for as long).
+      const policy = previousKey ? policyOf(previousKey) : {};
+      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now, policy) : null;
       return { groupId: record.groupId, previousKeyId, newKeyId: newKey?.id ?? null };
     });
     // Cut the agent off now; answer once the revocation is durable.
