@@ -92,16 +92,6 @@ export const enrollInput = z.strictObject({
   name: nameSchema.optional(),
 });
 
-export const groupCreateInput = z.strictObject({
-  name: nameSchema,
-  description: descriptionSchema.optional(),
-});
-export const groupRefInput = z.strictObject({ groupId: groupIdSchema });
-export const groupUpdateInput = z.strictObject({
-  groupId: groupIdSchema,
-  name: nameSchema.optional(),
-  description: descriptionSchema.optional(),
-});
 /** Bounds of a provisioning key's own lifetime (`ttl`): at least a second, at most a year. */
 export const KEY_TTL_BOUNDS_MS = { min: 1000, max: 365 * 86_400_000 } as const;
 /** The most enrollments one key may be limited to (beyond it, leave the limit off). */
@@ -126,6 +116,19 @@ export const keyTtlSchema = z
     return value;
   });
 
+/** A group's first key may have a policy of its own, as a regenerated one may (see keyRegenerateInput). */
+export const groupCreateInput = z.strictObject({
+  name: nameSchema,
+  description: descriptionSchema.optional(),
+  maxUses: z.number().int().min(1).max(MAX_KEY_USES).optional(),
+  ttl: keyTtlSchema.optional(),
+});
+export const groupRefInput = z.strictObject({ groupId: groupIdSchema });
+export const groupUpdateInput = z.strictObject({
+  groupId: groupIdSchema,
+  name: nameSchema.optional(),
+  description: descriptionSchema.optional(),
+});
 /** `provisioningKeys.regenerate`: the new key's policy; unset, no use limit and the server's --key-ttl. */
 export const keyRegenerateInput = z.strictObject({
   groupId: groupIdSchema,

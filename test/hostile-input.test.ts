@@ -178,8 +178,13 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
     path: 'groups.create',
     type: 'mutation',
     schema: groupCreateInput,
-    valid: () => ({ name: 'Brand New', description: 'd' }),
-    fields: { name: required('name'), description: optional('text') },
+    valid: () => ({ name: 'Brand New', description: 'd', maxUses: 3, ttl: '1h' }),
+    fields: {
+      name: required('name'),
+      description: optional('text'),
+      maxUses: optional('keyUses'),
+      ttl: optional('keyTtl'),
+    },
   },
   { path: 'groups.list', type: 'query', schema: emptyInput, valid: () => ({}), fields: {} },
   {
@@ -666,7 +671,12 @@ const MUTATION_FUZZ: MutationFuzz[] = [
   {
     path: 'groups.create',
     schema: groupCreateInput,
-    fields: () => ({ name: hostileString, description: hostileString }),
+    fields: () => ({
+      name: hostileString,
+      description: hostileString,
+      maxUses: fc.integer({ min: -10, max: 2_000_000 }),
+      ttl: fc.oneof(hostileString, fc.constantFrom('2h', '0s', '366d')),
+    }),
     requiredKeys: ['name'],
   },
   {

@@ -156,6 +156,19 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
     expect(Date.parse(year.expiresAt) - Date.parse(year.createdAt)).toBe(365 * DAY_MS);
   });
 
+  it('a group can be created with a policy for its first key', async () => {
+    await using srv = await startTestServer();
+    const g = await srv.admin.groups.create.mutate({ name: 'Born', maxUses: 2, ttl: '3h' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: g.id });
+    expect(key).toMatchObject({ status: 'active', uses: 0, maxUses: 2 });
+    expect(Date.parse(key.expiresAt) - Date.parse(key.createdAt)).toBe(3 * HOUR_MS);
+    const created = await srv.admin.audit.list.query({ type: 'group.created' });
+    expect(created[0]?.details).toMatchObject({ maxUses: 2, ttlMs: 3 * HOUR_MS });
+    const bad = await rawCall(srv.url, 'groups.create', { name: 'Never', ttl: '0s' }, { key: srv.adminKey });
+    expect(bad).toMatchObject({ status: 400, reason: 'VALIDATION_FAILED' });
+    expect((await srv.admin.groups.list.query({})).map((x) => x.name)).toEqual(['Born']);
+  });
+
   it("a revoke's regeneration keeps the group's policy: the same use limit and lifetime, counted afresh", async () => {
     await using srv = await startTestServer();
     const g = await group(srv, 'Kept');
@@ -216,7 +229,10 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
 
   it('CLI: regenerate-key takes --max-uses and --ttl; `groups key` of a used-up or expired key prints no key and fails with the reason and the fix', async () => {
     await using srv = await startTestServer();
-    await group(srv, 'Cli');
+    const created = await cli(srv, ['groups', 'create', 'Cli', '--max-uses', '3', '--ttl', '3h']);
+    expect(created.code, created.stderr).toBe(0);
+    const g = (await srv.admin.groups.list.query({}))[0]!;
+    expect(await srv.admin.provisioningKeys.get.query({ groupId: g.id })).toMatchObject({ maxUses: 3 });
     const made = await cli(srv, ['groups', 'regenerate-key', 'Cli', '--max-uses', '1', '--ttl', '2h']);
     expect(made.code, made.stderr).toBe(0);
     const key = made.stdout.trim();

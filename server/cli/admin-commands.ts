@@ -181,13 +181,15 @@ export function registerAdminCommands(program: Command): void {
   const groups = program.command('groups').description('manage connector groups and their provisioning keys');
   adminCommand(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
     .option('--description <text>', 'a description')
+    .option('--max-uses <n>', 'its first key enrolls at most this many connectors (default: no limit)')
+    .option('--ttl <duration>', "its first key's lifetime, 1s to 365d (default: the server's --key-ttl)")
     .action(
       withClient(async (client, options, name) => {
+        const o = options as AdminOptions & { description?: string; maxUses?: string; ttl?: string };
         const g = await client.groups.create.mutate({
           name: name!,
-          ...((options as AdminOptions & { description?: string }).description
-            ? { description: (options as AdminOptions & { description?: string }).description }
-            : {}),
+          ...(o.description ? { description: o.description } : {}),
+          ...keyPolicyOptions(o),
         });
         print(options, g, () => {
           printGroup(g);
