@@ -4,6 +4,7 @@ import type { ConnectorRecord, StoreData } from '../store/records.js';
 import { applyNow } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
 import { policyOf, rotateGroupKey } from './provisioning-keys.js';
+import type { CutOff, UnsavedTermination } from './unsaved-terminations.js';
 import {
   addToCounts,
   type ConnectionState,
@@ -69,50 +70,12 @@ function parseCursor(cursor: string): { enrolledAt: number; id: string } {
   return { enrolledAt, id };
 }
 
-/** A revoke or delete cut a connector off live but is not (yet) known to be on disk. */
-export type UnsavedTermination = 'revoked' | 'deleted';
-
-interface CutOff {
-  connectorId: string;
-  event: UnsavedTermination;
-  /** It had a live session, which the cut ended (its agent was told). */
-  sessionEnded: boolean;
-}
-
-/**
- * The answer to a revoke or delete that cut the connector off but could not be saved: what did
- * happen (the session, the agent) and what did not (the record, the key), and what to do.
- */
-function notSaved(cut: CutOff, termination: Termination): DomainError {
-  const revoke = cut.event === 'revoked';
-  const told = cut.sessionEnded
-    ? `Its live session was ended and its agent told it is ${cut.event}${
-        termination.state === 'confirmed' ? ' (the agent confirmed it and wiped its identity)' : ''
-      }, but`
-    : 'It had no live session;';
-  const record = revoke
-    ? 'the revocation could not be saved: the record still reads not revoked and the group key was not regenerated'
-    : 'the deletion could not be saved: the record is still there';
-  return new DomainError(
-    revoke ? 'REVOKE_NOT_SAVED' : 'DELETE_NOT_SAVED',
-    `${told} ${record}. This server refuses its sessions until a retry succeeds; after a restart it would not: retry the ${revoke ? 'revoke' : 'delete'}.`,
-    { sessionEnded: cut.sessionEnded, termination },
-  );
-}
-
 export class ConnectorService {
-  /**
-   * Connectors a revoke or delete cut off before its write, held off until that write lands, and for
-   * good (until a retry saves it, or a restart) if it fails: the store then returns the record to
-   * what the disk says, but the agent was already told and must not be let back in by that.
-   */
-  private readonly unsaved = new Map<string, UnsavedTermination>();
-
   constructor(private readonly deps: ServiceDeps) {}
 
   /** Whether sessions of this connector are refused for a revoke or delete not saved yet (see revoke). */
   unsavedTermination(connectorId: string): UnsavedTermination | undefined {
-    return this.unsaved.size === 0 ? undefined : this.unsaved.get(connectorId);
+    return this.deps.unsavedTerminations.of(connectorId);
   }
 
   /**
@@ -211,7 +174,7 @@ export class ConnectorService {
       ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
       : null;
     const ended = this.deps.presence.termination(connectorId);
-    const outcome = await this.settle(durable, cut, ended);
+    const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (outcome) {
       await this.deps.audit.record({
         type: 'connector.revoked',
@@ -239,42 +202,23 @@ export class ConnectorService {
       ? this.cutOff(connectorId, 'deleted', { type: 'connector.deleted', connectorId })
       : null;
     const ended = this.deps.presence.termination(connectorId);
-    const groupId = await this.settle(durable, cut, ended);
+    const groupId = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
     return { deleted: true, termination: await ended };
   }
 
-  /**
-   * Ends the connector's live session (if any) and holds off new ones until the change is saved.
-   * Returns what the admin must be told if the write then fails.
-   */
+  /** Holds the connector off until the change is saved, then ends its live session (if any). */
   private cutOff(
     connectorId: string,
     event: UnsavedTermination,
     domainEvent: Parameters<ServiceDeps['events']['emit']>[0],
   ): CutOff {
-    const sessionEnded = this.deps.presence.isConnected(connectorId);
-    this.unsaved.set(connectorId, event);
+    const sessionsEnded = this.deps.presence.isConnected(connectorId) ? 1 : 0;
+    const cut = this.deps.unsavedTerminations.hold({ event, connectorIds: [connectorId], sessionsEnded });
     this.deps.events.emit(domainEvent);
-    return { connectorId, event, sessionEnded };
+    return cut;
   }
 
-  /**
-   * Waits for a revoke's or delete's write. Saved: the hold is lifted (the record now refuses on its
-   * own). Not saved after this call cut the connector off: the answer says so — a plain
-   * STORE_UNAVAILABLE ("nothing was changed") would be false, since the agent was told and may have
-   * wiped itself — and the hold stays, so the record the store returned to does not let it back in.
-   */
-  private async settle<T>(durable: Promise<T>, cut: CutOff | null, ended: Promise<Termination>): Promise<T> {
-    try {
-      const result = await durable;
-      if (cut) this.unsaved.delete(cut.connectorId);
-      return result;
-    } catch (error) {
-      if (!cut || !(error instanceof DomainError) || error.reason !== 'STORE_UNAVAILABLE') throw error;
-      throw notSaved(cut, await ended);
-    }
-  }
   /**
    * Records that a host learnt its connector was revoked (the first time only: a durable write,
    * which nobody waits for) and audits it. A deleted connector has no record left to hold it, so

@@ -136,10 +136,20 @@ export class GroupService {
       delete data.groups[groupId];
       return { name: group.name, connectorIds };
     });
-    // End the group's sessions now; answer once the deletion is durable.
+    // End the group's sessions now (held off until saved, see UnsavedTerminations); answer once durable.
+    // A group without connectors cuts nothing off: its failed write changed nothing.
+    const cut =
+      applied && applied.connectorIds.length > 0
+        ? this.deps.unsavedTerminations.hold({
+            event: 'deleted',
+            connectorIds: applied.connectorIds,
+            sessionsEnded: applied.connectorIds.filter((id) => this.deps.presence.isConnected(id)).length,
+            groupName: applied.name,
+          })
+        : null;
     if (applied)
       this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
-    const removed = await durable;
+    const removed = await this.deps.unsavedTerminations.settle(durable, cut);
     await this.deps.audit.record({
       type: 'group.deleted',
       ...meta,
