@@ -1,19 +1,11 @@
-import ms from 'ms';
 import { z } from 'zod';
+import { parseDuration } from '../shared/durations.js';
 import { defaultConfig, type ServerConfig } from './app.js';
 import { parseListenAddress } from './http/endpoints.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
-/** Parses `90s`, `15m`, `12h`, `14d` (and `500ms`) into milliseconds; anything else is refused. */
-export function parseDuration(text: string): number {
-  const trimmed = text.trim();
-  if (!/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.test(trimmed)) {
-    throw new Error(`"${text}" is not a duration: use a number and a unit, e.g. 90s, 15m, 12h, 14d`);
-  }
-  const value = ms(trimmed as ms.StringValue);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`"${text}" must be a positive duration`);
-  return value;
-}
+// Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.
+export { parseDuration };
 
 const duration = z.string().transform((text, ctx) => {
   try {

@@ -14,6 +14,11 @@ export const ERROR_REASONS = {
     message: 'The provisioning key has expired.',
     hint: 'Ask an admin to run `groups regenerate-key GROUP` and use the new key.',
   },
+  KEY_EXHAUSTED: {
+    code: 'UNAUTHORIZED',
+    message: 'The provisioning key has been used as many times as it allows.',
+    hint: 'Ask an admin to run `groups regenerate-key GROUP` (with --max-uses N for another limited key) and use the new key.',
+  },
   KEY_SUPERSEDED: {
     code: 'UNAUTHORIZED',
     message: 'The provisioning key was replaced by a newer key.',
@@ -138,6 +143,18 @@ export const ERROR_REASONS = {
     code: 'INTERNAL_SERVER_ERROR',
     message: 'The server could not save the change; nothing was changed.',
     hint: 'Check the server’s data directory (disk space, permissions) and its logs.',
+  },
+  REVOKE_NOT_SAVED: {
+    code: 'INTERNAL_SERVER_ERROR',
+    message:
+      'The connector was cut off and its agent told it is revoked, but the revocation could not be saved.',
+    hint: 'Fix the server’s data directory (disk space, permissions), then retry the revoke: until one succeeds, a server restart would let the connector back in.',
+  },
+  DELETE_NOT_SAVED: {
+    code: 'INTERNAL_SERVER_ERROR',
+    message:
+      'The connector was cut off and its agent told it is deleted, but the deletion could not be saved.',
+    hint: 'Fix the server’s data directory (disk space, permissions), then retry the delete: until one succeeds, a server restart would let the connector back in.',
   },
   INTERNAL_ERROR: {
     code: 'INTERNAL_SERVER_ERROR',

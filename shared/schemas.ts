@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseDuration } from './durations.js';
 import { escapeInvisible, unsafeTextProblem } from './text.js';
 
 /**
@@ -91,9 +92,36 @@ export const enrollInput = z.strictObject({
   name: nameSchema.optional(),
 });
 
+/** Bounds of a provisioning key's own lifetime (`ttl`): at least a second, at most a year. */
+export const KEY_TTL_BOUNDS_MS = { min: 1000, max: 365 * 86_400_000 } as const;
+/** The most enrollments one key may be limited to (beyond it, leave the limit off). */
+export const MAX_KEY_USES = 1_000_000;
+
+/** A key lifetime such as `90s`, `2h`, `30d`, within KEY_TTL_BOUNDS_MS; parsed to milliseconds. */
+export const keyTtlSchema = z
+  .string()
+  .max(32)
+  .transform((text, ctx) => {
+    let value: number;
+    try {
+      value = parseDuration(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+    if (value < KEY_TTL_BOUNDS_MS.min || value > KEY_TTL_BOUNDS_MS.max) {
+      ctx.addIssue({ code: 'custom', message: 'must be between 1s and 365d' });
+      return z.NEVER;
+    }
+    return value;
+  });
+
+/** A group's first key may have a policy of its own, as a regenerated one may (see keyRegenerateInput). */
 export const groupCreateInput = z.strictObject({
   name: nameSchema,
   description: descriptionSchema.optional(),
+  maxUses: z.number().int().min(1).max(MAX_KEY_USES).optional(),
+  ttl: keyTtlSchema.optional(),
 });
 export const groupRefInput = z.strictObject({ groupId: groupIdSchema });
 export const groupUpdateInput = z.strictObject({
@@ -101,6 +129,13 @@ export const groupUpdateInput = z.strictObject({
   name: nameSchema.optional(),
   description: descriptionSchema.optional(),
 });
+/** `provisioningKeys.regenerate`: the new key's policy; unset, no use limit and the server's --key-ttl. */
+export const keyRegenerateInput = z.strictObject({
+  groupId: groupIdSchema,
+  maxUses: z.number().int().min(1).max(MAX_KEY_USES).optional(),
+  ttl: keyTtlSchema.optional(),
+});
+
 export const groupDeleteInput = z.strictObject({ groupId: groupIdSchema, force: z.boolean().optional() });
 export const emptyInput = z.strictObject({}).optional();
 

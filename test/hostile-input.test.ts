@@ -29,6 +29,7 @@ import {
   groupRefInput,
   groupUpdateInput,
   type HostFacts,
+  keyRegenerateInput,
 } from '../shared/schemas.js';
 import { enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { rawCall, startTestServer, type TestServer } from './helpers/server.js';
@@ -163,7 +164,9 @@ type FieldKind =
   | 'datetime'
   | 'cursor'
   | 'auditCursor'
-  | 'auditType';
+  | 'auditType'
+  | 'keyUses'
+  | 'keyTtl';
 
 interface ProcedureSpec {
   path: string;
@@ -182,8 +185,13 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
     path: 'groups.create',
     type: 'mutation',
     schema: groupCreateInput,
-    valid: () => ({ name: 'Brand New', description: 'd' }),
-    fields: { name: required('name'), description: optional('text') },
+    valid: () => ({ name: 'Brand New', description: 'd', maxUses: 3, ttl: '1h' }),
+    fields: {
+      name: required('name'),
+      description: optional('text'),
+      maxUses: optional('keyUses'),
+      ttl: optional('keyTtl'),
+    },
   },
   { path: 'groups.list', type: 'query', schema: emptyInput, valid: () => ({}), fields: {} },
   {
@@ -232,9 +240,9 @@ const ADMIN_PROCEDURES: ProcedureSpec[] = [
   {
     path: 'provisioningKeys.regenerate',
     type: 'mutation',
-    schema: groupRefInput,
-    valid: (f) => ({ groupId: f.groupId }),
-    fields: { groupId: required('groupId') },
+    schema: keyRegenerateInput,
+    valid: (f) => ({ groupId: f.groupId, maxUses: 5, ttl: '2h' }),
+    fields: { groupId: required('groupId'), maxUses: optional('keyUses'), ttl: optional('keyTtl') },
   },
   {
     path: 'connectors.list',
@@ -394,6 +402,18 @@ const BAD_VALUES: Record<FieldKind, Array<[string, unknown]>> = {
     ['NUL', 'a\u0000'],
   ],
   auditCursor: badIds('evt', 'con'),
+  keyUses: [...NOT_A_NUMBER, ['0', 0], ['-1', -1], ['1.5', 1.5], ['1000001', 1_000_001], ['1e308', 1e308]],
+  keyTtl: [
+    ...NOT_A_STRING,
+    ['empty', ''],
+    ['no unit', '7200'],
+    ['zero', '0s'],
+    ['under a second', '500ms'],
+    ['over a year', '366d'],
+    ['words', 'two hours'],
+    ['negative', '-2h'],
+    ['33 characters', `${long(31, '1')}ms`],
+  ],
   auditType: [
     ...NOT_A_STRING,
     ['upper case', 'Group'],
@@ -404,7 +424,12 @@ const BAD_VALUES: Record<FieldKind, Array<[string, unknown]>> = {
 };
 
 /** JSON numbers JSON.stringify cannot write: 1e400 parses to Infinity. */
-const OVERFLOWING_NUMBER_KINDS: ReadonlySet<FieldKind> = new Set(['pageLimit', 'auditLimit', 'days']);
+const OVERFLOWING_NUMBER_KINDS: ReadonlySet<FieldKind> = new Set([
+  'pageLimit',
+  'auditLimit',
+  'days',
+  'keyUses',
+]);
 
 /** Inputs that are not valid JSON at all. */
 const NOT_JSON = ['{', '{"a":}', "{'a':1}", '{a:1}', 'undefined', 'NaN', '[1,]', '{"a":1}}', '\u0000'];
@@ -684,7 +709,12 @@ const MUTATION_FUZZ: MutationFuzz[] = [
   {
     path: 'groups.create',
     schema: groupCreateInput,
-    fields: () => ({ name: hostileString, description: hostileString }),
+    fields: () => ({
+      name: hostileString,
+      description: hostileString,
+      maxUses: fc.integer({ min: -10, max: 2_000_000 }),
+      ttl: fc.oneof(hostileString, fc.constantFrom('2h', '0s', '366d')),
+    }),
     requiredKeys: ['name'],
   },
   {
@@ -709,8 +739,12 @@ const MUTATION_FUZZ: MutationFuzz[] = [
   },
   {
     path: 'provisioningKeys.regenerate',
-    schema: groupRefInput,
-    fields: (own) => ({ groupId: someGroupId(own) }),
+    schema: keyRegenerateInput,
+    fields: (own) => ({
+      groupId: someGroupId(own),
+      maxUses: fc.integer({ min: -10, max: 2_000_000 }),
+      ttl: fc.oneof(hostileString, fc.constantFrom('2h', '0s', '1s', '365d', '366d', '1.5h')),
+    }),
     requiredKeys: ['groupId'],
   },
   ...(['disable', 'enable', 'revoke', 'delete'] as const).map(

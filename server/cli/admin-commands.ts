@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
+import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { parseDuration } from '../config.js';
 import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
@@ -158,36 +159,89 @@ const printGroup = (g: GroupLike) =>
   ]);
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
-/** The key alone on stdout (so `$(… groups key G)` captures it); the rest on stderr. */
-function printKey(options: AdminOptions, k: KeyLike) {
+
+/** A group reference as the user would type it again in a shell. */
+const shellWord = (ref: string) => (/^[\w.@-]+$/.test(ref) ? ref : `'${ref.replaceAll("'", "'\\''")}'`);
+
+/**
+ * The key alone on stdout (so `$(… groups key G)` captures it); the rest on stderr. A key that can
+ * no longer enroll prints nothing on stdout and fails with one line, so `groups key G > file` never
+ * leaves an empty file behind a zero exit.
+ */
+function printKey(options: AdminOptions, k: KeyLike, ref: string) {
+  const fix = `run \`groups regenerate-key ${shellWord(ref)}\` for a new one`;
+  const refusal: [string, string] | null =
+    k.status === 'expired'
+      ? ['KEY_EXPIRED', `the group's provisioning key expired at ${k.expiresAt}; ${fix}`]
+      : k.status === 'exhausted'
+        ? [
+            'KEY_EXHAUSTED',
+            `the group's provisioning key has made all ${k.maxUses} enrollments it allows; ${fix}`,
+          ]
+        : k.key === null
+          ? [
+              'SCOPE_FORBIDDEN',
+              `this admin key has the read scope: it sees the provisioning key's details (${k.keyMasked ?? 'masked'}), not the key; use an admin-scoped key to read it`,
+            ]
+          : null;
+  const uses = k.maxUses === null ? `${k.uses} (no limit)` : `${k.uses} of ${k.maxUses}`;
   print(options, k, () => {
+    if (refusal) return;
     printFields(
       [
         ['name', k.name],
         ['key id', k.keyId],
-        ['status', k.status],
+        [
+          'status',
+          k.groupStatus === 'disabled'
+            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${shellWord(ref)}\``
+            : k.status,
+        ],
         ['created', k.createdAt],
         ['expires', `${k.expiresAt} (${relative(k.expiresAt)})`],
+        ['uses', uses],
         ['enrollments', k.enrollments],
       ],
       console.error,
     );
     if (k.key) console.log(k.key);
-    else console.error('The key has expired: run `groups regenerate-key GROUP` for a new one.');
   });
+  if (refusal) throw new CliError(`${refusal[0]}: ${refusal[1]}`);
+}
+
+/** `--max-uses` and `--ttl` of `groups regenerate-key`, checked before any call (usage errors exit 2). */
+function keyPolicyOptions(o: { maxUses?: string; ttl?: string }): { maxUses?: number; ttl?: string } {
+  const policy: { maxUses?: number; ttl?: string } = {};
+  if (o.maxUses !== undefined) {
+    const n = Number(o.maxUses);
+    if (!/^\d+$/.test(o.maxUses.trim()) || n < 1 || n > MAX_KEY_USES)
+      throw new CliError(
+        `--max-uses must be a whole number from 1 to ${MAX_KEY_USES}, not "${o.maxUses}"`,
+        2,
+      );
+    policy.maxUses = n;
+  }
+  if (o.ttl !== undefined) {
+    const parsed = keyTtlSchema.safeParse(o.ttl);
+    if (!parsed.success) throw new CliError(`--ttl ${parsed.error.issues[0]?.message ?? 'is not valid'}`, 2);
+    policy.ttl = o.ttl;
+  }
+  return policy;
 }
 
 export function registerAdminCommands(program: Command): void {
   const groups = program.command('groups').description('manage connector groups and their provisioning keys');
   adminCommand(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
     .option('--description <text>', 'a description')
+    .option('--max-uses <n>', 'its first key enrolls at most this many connectors (default: no limit)')
+    .option('--ttl <duration>', "its first key's lifetime, 1s to 365d (default: the server's --key-ttl)")
     .action(
       withClient(async (client, options, name) => {
+        const o = options as AdminOptions & { description?: string; maxUses?: string; ttl?: string };
         const g = await client.groups.create.mutate({
           name: name!,
-          ...((options as AdminOptions & { description?: string }).description
-            ? { description: (options as AdminOptions & { description?: string }).description }
-            : {}),
+          ...(o.description ? { description: o.description } : {}),
+          ...keyPolicyOptions(o),
         });
         print(options, g, () => {
           printGroup(g);
@@ -242,23 +296,26 @@ export function registerAdminCommands(program: Command): void {
   adminCommand(
     groups,
     'key <group>',
-    "show the group's current provisioning key (the key alone on stdout)",
+    "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
   ).action(
     withClient(async (client, options, ref) => {
       printKey(
         options,
         await client.provisioningKeys.get.query({ groupId: await resolveGroup(client, ref!) }),
+        ref!,
       );
     }),
   );
-  adminCommand(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once').action(
-    withClient(async (client, options, ref) => {
-      printKey(
-        options,
-        await client.provisioningKeys.regenerate.mutate({ groupId: await resolveGroup(client, ref!) }),
-      );
-    }),
-  );
+  adminCommand(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once')
+    .option('--max-uses <n>', 'the new key enrolls at most this many connectors (default: no limit)')
+    .option('--ttl <duration>', "the new key's lifetime, 1s to 365d (default: the server's --key-ttl)")
+    .action(
+      withClient(async (client, options, ref) => {
+        const policy = keyPolicyOptions(options as AdminOptions & { maxUses?: string; ttl?: string });
+        const groupId = await resolveGroup(client, ref!);
+        printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
+      }),
+    );
   adminCommand(groups, 'next-steps', 'groups that have no connectors yet').action(
     withClient(async (client, options) => {
       const steps = await client.groups.nextSteps.query({});
@@ -386,8 +443,18 @@ export function registerAdminCommands(program: Command): void {
       const list = await client.apiKeys.list.query({});
       print(options, list, () =>
         printTable(
-          ['ID', 'NAME', 'KIND', 'SCOPE', 'CREATED', 'EXPIRES', 'LAST USED'],
-          list.map((k) => [k.id, k.name, k.kind, k.scope, k.createdAt, k.expiresAt ?? 'never', k.lastUsedAt]),
+          ['ID', 'NAME', 'KIND', 'SCOPE', 'STATUS', 'USES', 'CREATED', 'EXPIRES', 'LAST USED'],
+          list.map((k) => [
+            k.id,
+            k.name,
+            k.kind,
+            k.scope,
+            k.status,
+            k.uses === null ? null : k.maxUses === null ? k.uses : `${k.uses}/${k.maxUses}`,
+            k.createdAt,
+            k.expiresAt ?? 'never',
+            k.lastUsedAt,
+          ]),
         ),
       );
     }),

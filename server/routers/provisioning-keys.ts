@@ -1,4 +1,4 @@
-import { groupRefInput } from '../../shared/schemas.js';
+import { groupRefInput, keyRegenerateInput } from '../../shared/schemas.js';
 import { adminProcedure, router } from '../trpc.js';
 
 export const provisioningKeysRouter = router({
@@ -11,6 +11,12 @@ export const provisioningKeysRouter = router({
     return ctx.principal.scope === 'admin' ? view : { ...view, key: null };
   }),
   regenerate: adminProcedure
-    .input(groupRefInput)
-    .mutation(({ ctx, input }) => ctx.services.provisioningKeys.regenerate(input.groupId, ctx.meta)),
+    .input(keyRegenerateInput)
+    .mutation(({ ctx, input }) =>
+      ctx.services.provisioningKeys.regenerate(
+        input.groupId,
+        { maxUses: input.maxUses, ttlMs: input.ttl },
+        ctx.meta,
+      ),
+    ),
 });

@@ -3,7 +3,7 @@ import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
 import { writeFileDurably } from '../store/lowdb-store.js';
 import type { ApiKeyRecord, StoreData } from '../store/records.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
-import { provisioningKeyName } from './provisioning-keys.js';
+import { keyState, provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyIdOf, keyMatches } from './secrets.js';
 
 const DAY_MS = 86_400_000;
@@ -22,6 +22,12 @@ export interface ApiKeyView {
   createdAt: string;
   expiresAt: string | null;
   lastUsedAt: string | null;
+  /** `exhausted` only for a provisioning key that has made its `maxUses` enrollments. */
+  status: 'active' | 'expired' | 'exhausted';
+  /** Enrollments a provisioning key has made (null for admin keys). */
+  uses: number | null;
+  /** The enrollments a provisioning key allows; null: no limit (and for admin keys). */
+  maxUses: number | null;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -79,6 +85,7 @@ export class ApiKeyService {
 
   /** Admin keys, then each group's current provisioning key, as the console's "API keys" page lists them. */
   list(): ApiKeyView[] {
+    const now = this.deps.clock.now();
     return this.deps.store.read((data) => {
       const admin = Object.values(data.apiKeys).map(
         (k): ApiKeyView => ({
@@ -90,6 +97,9 @@ export class ApiKeyService {
           createdAt: iso(k.createdAt)!,
           expiresAt: iso(k.expiresAt),
           lastUsedAt: iso(k.lastUsedAt),
+          status: k.expiresAt !== null && now >= k.expiresAt ? 'expired' : 'active',
+          uses: null,
+          maxUses: null,
         }),
       );
       const provisioning = Object.values(data.groups).flatMap((group): ApiKeyView[] => {
@@ -105,6 +115,9 @@ export class ApiKeyService {
             createdAt: iso(key.createdAt)!,
             expiresAt: iso(key.expiresAt),
             lastUsedAt: iso(key.lastUsedAt),
+            status: keyState(key, now),
+            uses: key.uses ?? 0,
+            maxUses: key.maxUses ?? null,
           },
         ];
       });
@@ -133,6 +146,9 @@ export class ApiKeyService {
       createdAt: iso(created.createdAt)!,
       expiresAt: iso(created.expiresAt),
       lastUsedAt: null,
+      status: 'active',
+      uses: null,
+      maxUses: null,
     };
   }
 

@@ -16,6 +16,7 @@ import { ProvisioningKeyService } from './provisioning-keys.js';
 import { AbuseLimiter, type RateLimits } from './rate-limit.js';
 import type { SecretBox } from './secrets.js';
 import { SigningKeyService } from './signing-keys.js';
+import { UnsavedTerminations } from './unsaved-terminations.js';
 
 export interface Capabilities {
   store: Store;
@@ -49,7 +50,8 @@ export function createServices(
     isConnected: (id: string) => hub.isConnected(id),
     termination: (id: string) => hub.termination(id),
   };
-  const deps: ServiceDeps = { ...capabilities, events, presence, policy, metrics };
+  const unsavedTerminations = new UnsavedTerminations();
+  const deps: ServiceDeps = { ...capabilities, events, presence, policy, metrics, unsavedTerminations };
   const connectors = new ConnectorService(deps);
   const hub: SessionHub = new SessionHub({
     ...capabilities,

@@ -3,7 +3,8 @@ import type { HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
 import { applyNow } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
-import { rotateGroupKey } from './provisioning-keys.js';
+import { policyOf, rotateGroupKey } from './provisioning-keys.js';
+import type { CutOff, UnsavedTermination } from './unsaved-terminations.js';
 import {
   addToCounts,
   type ConnectionState,
@@ -41,44 +42,65 @@ function requireConnector(data: Readonly<StoreData>, connectorId: string): Conne
   return record;
 }
 
-/** Cursor `<enrolledAt base36>-<id>`: the id resumes exactly, the time still works if it was deleted. */
+/**
+ * Connectors are listed by (enrolledAt, id): ids break ties between connectors enrolled in the same
+ * millisecond, so the order is total and a page can resume strictly after a key.
+ */
+function compareKeys(aAt: number, aId: string, bAt: number, bId: string): number {
+  if (aAt !== bAt) return aAt < bAt ? -1 : 1;
+  return aId < bId ? -1 : aId > bId ? 1 : 0;
+}
+
+/**
+ * Cursor `<enrolledAt base36>-<id>`: the sort key of the last connector returned, so the next page
+ * resumes after it whether or not that connector still exists (cursors made before this order was
+ * total have the same shape and resume the same way).
+ */
 function cursorOf(record: ConnectorRecord): string {
   return `${record.enrolledAt.toString(36)}-${record.id}`;
 }
 
-function resumeIndex(records: ConnectorRecord[], cursor: string): number {
+function parseCursor(cursor: string): { enrolledAt: number; id: string } {
   const dash = cursor.indexOf('-');
-  const enrolledAt = Number.parseInt(cursor.slice(0, dash), 36);
+  const time = cursor.slice(0, Math.max(dash, 0));
+  const enrolledAt = /^[0-9a-z]{1,11}$/.test(time) ? Number.parseInt(time, 36) : Number.NaN;
   const id = cursor.slice(dash + 1);
-  const exact = records.findIndex((r) => r.id === id);
-  if (exact !== -1) return exact + 1;
-  if (dash === -1 || !Number.isFinite(enrolledAt))
-    throw new DomainError('VALIDATION_FAILED', 'The cursor is not valid.');
-  const next = records.findIndex((r) => r.enrolledAt > enrolledAt);
-  return next === -1 ? records.length : next;
+  if (!Number.isSafeInteger(enrolledAt) || id.length === 0)
+    throw new DomainError('VALIDATION_FAILED', 'The cursor is not valid: pass a nextCursor from a list.');
+  return { enrolledAt, id };
 }
 
 export class ConnectorService {
   constructor(private readonly deps: ServiceDeps) {}
 
+  /** Whether sessions of this connector are refused for a revoke or delete not saved yet (see revoke). */
+  unsavedTermination(connectorId: string): UnsavedTermination | undefined {
+    return this.deps.unsavedTerminations.of(connectorId);
+  }
+
   /**
-   * One page of connectors in enrollment order. The cursor is the id of the last item returned, so
-   * pages stay stable while connectors are added or removed elsewhere in the list.
+   * One page of connectors in enrollment order, by (enrolledAt, id). The cursor is the sort key of
+   * the last item returned, so pages stay exact while connectors are added or removed elsewhere, the
+   * cursor's own one included. The records are kept in enrollment order already, so the sort (a
+   * merge sort, linear on sorted runs) costs little more than one pass.
    */
   list(filter: ConnectorFilter): { items: ConnectorView[]; nextCursor: string | null } {
     const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
     const now = this.deps.clock.now();
+    const after = filter.cursor ? parseCursor(filter.cursor) : null;
     return this.deps.store.read((data) => {
       if (filter.groupId && !data.groups[filter.groupId]) throw new DomainError('GROUP_NOT_FOUND');
-      const records = Object.values(data.connectors);
-      const start = filter.cursor ? resumeIndex(records, filter.cursor) : 0;
+      const records = Object.values(data.connectors).filter(
+        (r) =>
+          (!after || compareKeys(r.enrolledAt, r.id, after.enrolledAt, after.id) > 0) &&
+          (!filter.groupId || r.groupId === filter.groupId) &&
+          (!filter.status || r.status === filter.status),
+      );
+      records.sort((a, b) => compareKeys(a.enrolledAt, a.id, b.enrolledAt, b.id));
       const items: ConnectorView[] = [];
       let last: string | null = null;
       let more = false;
-      for (let i = start; i < records.length; i++) {
-        const record = records[i]!;
-        if (filter.groupId && record.groupId !== filter.groupId) continue;
-        if (filter.status && record.status !== filter.status) continue;
+      for (const record of records) {
         if (filter.connection && connectionOf(record, this.deps.presence) !== filter.connection) continue;
         if (items.length === limit) {
           more = true;
@@ -149,13 +171,18 @@ export class ConnectorService {
       record.revokeReason = reason;
       const group = data.groups[record.groupId];
       const previousKeyId = group?.currentKeyId ?? null;
-      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now) : null;
+      const previousKey = previousKeyId ? data.provisioningKeys[previousKeyId] : undefined;
+      // The successor keeps the group's policy (a single-use key stays single-use, for as long).
+      const policy = previousKey ? policyOf(previousKey) : {};
+      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now, policy) : null;
       return { groupId: record.groupId, previousKeyId, newKeyId: newKey?.id ?? null };
     });
     // Cut the agent off now; answer once the revocation is durable.
-    if (applied) this.deps.events.emit({ type: 'connector.revoked', connectorId, reason });
+    const cut = applied
+      ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
+      : null;
     const ended = this.deps.presence.termination(connectorId);
-    const outcome = await durable;
+    const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (outcome) {
       await this.deps.audit.record({
         type: 'connector.revoked',
@@ -179,11 +206,25 @@ export class ConnectorService {
       delete data.connectors[connectorId];
       return record.groupId;
     });
-    if (applied) this.deps.events.emit({ type: 'connector.deleted', connectorId });
+    const cut = applied
+      ? this.cutOff(connectorId, 'deleted', { type: 'connector.deleted', connectorId })
+      : null;
     const ended = this.deps.presence.termination(connectorId);
-    const groupId = await durable;
+    const groupId = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
     return { deleted: true, termination: await ended };
+  }
+
+  /** Holds the connector off until the change is saved, then ends its live session (if any). */
+  private cutOff(
+    connectorId: string,
+    event: UnsavedTermination,
+    domainEvent: Parameters<ServiceDeps['events']['emit']>[0],
+  ): CutOff {
+    const sessionsEnded = this.deps.presence.isConnected(connectorId) ? 1 : 0;
+    const cut = this.deps.unsavedTerminations.hold({ event, connectorIds: [connectorId], sessionsEnded });
+    this.deps.events.emit(domainEvent);
+    return cut;
   }
 
   /**

@@ -6,6 +6,7 @@ import type { AuditActor, AuditLog } from './audit.js';
 import type { DomainEvents } from './events.js';
 import type { IdentityAuthority } from './identity.js';
 import type { SecretBox } from './secrets.js';
+import type { UnsavedTerminations } from './unsaved-terminations.js';
 import type { Termination } from './views.js';
 
 /** Who asks, from where: carried into the audit log. */
@@ -45,6 +46,8 @@ export interface ServiceDeps {
   policy: Policy;
   metrics: Metrics;
   logger: Logger;
+  /** Connectors cut off by a revoke or delete whose write has not landed (or failed). */
+  unsavedTerminations: UnsavedTerminations;
 }
 
 export const systemMeta: RequestMeta = { actor: { kind: 'system' }, remoteAddress: null };

@@ -4,6 +4,7 @@ import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
+import { keyState } from './provisioning-keys.js';
 import { keyIdOf, keyMatches, randomId } from './secrets.js';
 
 export interface EnrollRequest {
@@ -27,8 +28,15 @@ interface KeyCheck {
   refusal: ErrorReason | null;
 }
 
-/** The reasons that mean someone holds a key that used to be good: a security team wants to know. */
-const SECURITY_REASONS: ReadonlySet<ErrorReason> = new Set(['KEY_SUPERSEDED', 'KEY_EXPIRED']);
+/**
+ * The reasons that mean someone holds a key that used to be good: a security team wants to know
+ * (a key limited to N uses tried an N+1th time may have been copied).
+ */
+const SECURITY_REASONS: ReadonlySet<ErrorReason> = new Set([
+  'KEY_SUPERSEDED',
+  'KEY_EXPIRED',
+  'KEY_EXHAUSTED',
+]);
 
 export class EnrollmentService {
   constructor(private readonly deps: ServiceDeps) {}
@@ -37,7 +45,9 @@ export class EnrollmentService {
    * Checks the key and, if it is the current key of an enabled group, records the connector and
    * returns its signed identity. The key check runs twice: once before the (costly) signing, so a
    * refused request costs no signature, and again inside the write, so that a key regenerated in
-   * between is still refused.
+   * between is still refused. A use of the key is counted in that same synchronous step as the
+   * check (so N uses admit exactly N enrollments, however many race), and the store takes it back
+   * with the rest of the change if the write fails.
    */
   async enroll(request: EnrollRequest, remoteAddress: string): Promise<EnrollResult> {
     const keyId = keyIdOf(request.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
@@ -73,7 +83,9 @@ export class EnrollmentService {
         revokeReason: null,
       };
       data.connectors[connectorId] = record;
-      data.provisioningKeys[check.keyId!]!.lastUsedAt = now;
+      const key = data.provisioningKeys[check.keyId!]!;
+      key.lastUsedAt = now;
+      key.uses = (key.uses ?? 0) + 1;
       return check;
     });
     if (outcome.refusal) return this.refuse(outcome, remoteAddress);
@@ -109,7 +121,9 @@ export class EnrollmentService {
     if (!group) return { ...found, refusal: 'KEY_INVALID' };
     if (record.supersededAt !== null || group.currentKeyId !== record.id)
       return { ...found, refusal: 'KEY_SUPERSEDED' };
-    if (this.deps.clock.now() >= record.expiresAt) return { ...found, refusal: 'KEY_EXPIRED' };
+    const state = keyState(record, this.deps.clock.now());
+    if (state === 'expired') return { ...found, refusal: 'KEY_EXPIRED' };
+    if (state === 'exhausted') return { ...found, refusal: 'KEY_EXHAUSTED' };
     if (group.status === 'disabled') return { ...found, refusal: 'GROUP_DISABLED' };
     return { ...found, refusal: null };
   }

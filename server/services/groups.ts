@@ -2,7 +2,7 @@ import { DomainError } from '../../shared/errors.js';
 import type { GroupRecord, StoreData } from '../store/records.js';
 import { applyNow } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
-import { rotateGroupKey } from './provisioning-keys.js';
+import { type KeyPolicy, rotateGroupKey } from './provisioning-keys.js';
 import { randomId } from './secrets.js';
 import { countsByGroup, emptyCounts, type GroupView, groupView } from './views.js';
 
@@ -25,9 +25,10 @@ export class GroupService {
   constructor(private readonly deps: ServiceDeps) {}
 
   async create(
-    input: { name: string; description?: string | undefined },
+    input: { name: string; description?: string | undefined; maxUses?: number; ttl?: number },
     meta: RequestMeta,
   ): Promise<GroupView> {
+    const policy: KeyPolicy = { maxUses: input.maxUses, ttlMs: input.ttl };
     const now = this.deps.clock.now();
     const group = await this.deps.store.transact((data) => {
       assertNameFree(data, input.name);
@@ -40,15 +41,15 @@ export class GroupService {
         currentKeyId: '',
       };
       data.groups[record.id] = record;
-      rotateGroupKey(data, this.deps, record.id, now);
-      return { ...record };
+      const key = rotateGroupKey(data, this.deps, record.id, now, policy);
+      return { ...record, key: { maxUses: key.maxUses ?? null, ttlMs: key.expiresAt - key.createdAt } };
     });
     await this.deps.audit.record({
       type: 'group.created',
       ...meta,
       groupId: group.id,
       keyId: group.currentKeyId,
-      details: { name: group.name },
+      details: { name: group.name, ...group.key },
     });
     return groupView(group, emptyCounts());
   }
@@ -145,10 +146,20 @@ export class GroupService {
       delete data.groups[groupId];
       return { name: group.name, connectorIds };
     });
-    // End the group's sessions now; answer once the deletion is durable.
+    // End the group's sessions now (held off until saved, see UnsavedTerminations); answer once durable.
+    // A group without connectors cuts nothing off: its failed write changed nothing.
+    const cut =
+      applied && applied.connectorIds.length > 0
+        ? this.deps.unsavedTerminations.hold({
+            event: 'deleted',
+            connectorIds: applied.connectorIds,
+            sessionsEnded: applied.connectorIds.filter((id) => this.deps.presence.isConnected(id)).length,
+            groupName: applied.name,
+          })
+        : null;
     if (applied)
       this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
-    const removed = await durable;
+    const removed = await this.deps.unsavedTerminations.settle(durable, cut);
     await this.deps.audit.record({
       type: 'group.deleted',
       ...meta,

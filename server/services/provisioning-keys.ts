@@ -6,6 +6,27 @@ import { generateKey } from './secrets.js';
 
 export const provisioningKeyName = (groupName: string) => `Connector Provisioning Key - ${groupName}`;
 
+/** A new key's policy. Unset: no use limit, and the server's --key-ttl. */
+export interface KeyPolicy {
+  maxUses?: number | null | undefined;
+  ttlMs?: number | undefined;
+}
+
+export type KeyState = 'active' | 'expired' | 'exhausted';
+
+/** Whether a key may enroll now; a key both expired and used up reads expired (time ends it for good). */
+export function keyState(record: ProvisioningKeyRecord, now: number): KeyState {
+  if (now >= record.expiresAt) return 'expired';
+  const maxUses = record.maxUses ?? null;
+  if (maxUses !== null && (record.uses ?? 0) >= maxUses) return 'exhausted';
+  return 'active';
+}
+
+/** The policy a key was made with, to give its successor when a revoke regenerates it. */
+export function policyOf(record: ProvisioningKeyRecord): KeyPolicy {
+  return { maxUses: record.maxUses ?? null, ttlMs: record.expiresAt - record.createdAt };
+}
+
 /**
  * Makes a new current key for a group inside a transaction and supersedes the old one. Returns the
  * key in clear: it is shown to the admin who asked and otherwise only stored hashed and encrypted.
@@ -15,6 +36,7 @@ export function rotateGroupKey(
   deps: Pick<ServiceDeps, 'secretBox' | 'policy'>,
   groupId: string,
   now: number,
+  policy: KeyPolicy = {},
 ): ProvisioningKeyRecord {
   const group = data.groups[groupId];
   if (!group) throw new TypeError(`rotateGroupKey: no group ${groupId}`);
@@ -25,9 +47,11 @@ export function rotateGroupKey(
     hash,
     encrypted: deps.secretBox.seal(key, id),
     createdAt: now,
-    expiresAt: now + deps.policy.keyTtlMs,
+    expiresAt: now + (policy.ttlMs ?? deps.policy.keyTtlMs),
     supersededAt: null,
     lastUsedAt: null,
+    maxUses: policy.maxUses ?? null,
+    uses: 0,
   };
   const previous = data.provisioningKeys[group.currentKeyId];
   if (previous) previous.supersededAt = now;
@@ -44,25 +68,31 @@ export function maskKey(key: string): string {
 export class ProvisioningKeyService {
   constructor(private readonly deps: ServiceDeps) {}
 
-  /** The group's current key: in clear while active, `key: null` once expired. */
+  /** The group's current key: in clear while active, `key: null` once expired or used up. */
   get(groupId: string) {
     return this.deps.store.read((data) => this.view(data, groupId));
   }
 
-  async regenerate(groupId: string, meta: RequestMeta) {
+  /** Replaces the group's key with one of the given policy; the old key is refused from now on. */
+  async regenerate(groupId: string, policy: KeyPolicy, meta: RequestMeta) {
     const now = this.deps.clock.now();
     const result = await this.deps.store.transact((data) => {
       if (!data.groups[groupId]) throw new DomainError('GROUP_NOT_FOUND');
       const previousKeyId = data.groups[groupId].currentKeyId;
-      const record = rotateGroupKey(data, this.deps, groupId, now);
-      return { view: this.view(data, groupId), previousKeyId, keyId: record.id };
+      const record = rotateGroupKey(data, this.deps, groupId, now, policy);
+      return { view: this.view(data, groupId), previousKeyId, record };
     });
     await this.deps.audit.record({
       type: 'provisioning_key.regenerated',
       ...meta,
       groupId,
-      keyId: result.keyId,
-      details: { previousKeyId: result.previousKeyId },
+      keyId: result.record.id,
+      details: {
+        previousKeyId: result.previousKeyId,
+        maxUses: result.record.maxUses ?? null,
+        ttlMs: result.record.expiresAt - result.record.createdAt,
+        expiresAt: new Date(result.record.expiresAt).toISOString(),
+      },
     });
     return result.view;
   }
@@ -71,12 +101,12 @@ export class ProvisioningKeyService {
     const group = data.groups[groupId];
     const record = group ? data.provisioningKeys[group.currentKeyId] : undefined;
     if (!group || !record) throw new DomainError('GROUP_NOT_FOUND');
-    const active = this.deps.clock.now() < record.expiresAt;
+    const status = keyState(record, this.deps.clock.now());
     let enrollments = 0;
     for (const connector of Object.values(data.connectors)) {
       if (connector.enrolledWithKeyId === record.id) enrollments++;
     }
-    const key = active ? this.deps.secretBox.open(record.encrypted, record.id) : null;
+    const key = status === 'active' ? this.deps.secretBox.open(record.encrypted, record.id) : null;
     return {
       keyId: record.id,
       groupId,
@@ -84,10 +114,14 @@ export class ProvisioningKeyService {
       key,
       /** The key with all but its last 4 characters hidden: what a read-scoped caller sees. */
       keyMasked: key === null ? null : maskKey(key),
-      status: active ? ('active' as const) : ('expired' as const),
+      status,
+      /** A disabled group's key is current but enrolls nobody until the group is enabled. */
+      groupStatus: group.status,
       createdAt: new Date(record.createdAt).toISOString(),
       expiresAt: new Date(record.expiresAt).toISOString(),
       enrollments,
+      uses: record.uses ?? 0,
+      maxUses: record.maxUses ?? null,
     };
   }
 }

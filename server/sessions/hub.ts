@@ -431,6 +431,9 @@ export class SessionHub implements Presence {
     connectorId: string,
     jkt: string,
   ): { effectiveStatus: 'enabled' | 'disabled'; host: HostFacts | undefined } {
+    // A revoke or delete whose write failed has told the agent already: its record must not let it back.
+    const unsaved = this.o.connectors.unsavedTermination(connectorId);
+    if (unsaved) throw new DomainError(unsaved === 'revoked' ? 'CONNECTOR_REVOKED' : 'CONNECTOR_NOT_FOUND');
     return this.o.store.read((data) => {
       const record = data.connectors[connectorId];
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');

@@ -31,6 +31,10 @@ export interface ProvisioningKeyRecord {
   /** Set when a newer key replaced this one; such keys are kept to answer KEY_SUPERSEDED. */
   supersededAt: number | null;
   lastUsedAt: number | null;
+  /** Enrollments it may make; null or absent (records from before the limit existed): no limit. */
+  maxUses?: number | null;
+  /** Enrollments it has made, deleted connectors included (absent in records from before: 0). */
+  uses?: number;
 }
 
 export interface ConnectorRecord {

@@ -1,0 +1,87 @@
+import { DomainError } from '../../shared/errors.js';
+import type { Termination } from './views.js';
+
+/** A revoke or delete cut connectors off live; their change is not (yet) known to be on disk. */
+export type UnsavedTermination = 'revoked' | 'deleted';
+
+/** What a revoke or delete cut off before its write. */
+export interface CutOff {
+  event: UnsavedTermination;
+  connectorIds: string[];
+  /** How many of them had a live session, which the cut ended (their agents were told). */
+  sessionsEnded: number;
+  /** Set for a group deletion: its name, for the answer. */
+  groupName?: string;
+}
+
+/**
+ * Connectors a revoke or delete cut off before its write (security first: the agent is told at
+ * once), held off until that write lands, and for good if it fails, until a retry saves it or the
+ * server restarts: the store then returns the records to what the disk says, but the agents were
+ * already told and must not be let back in by that. In memory only, by design: the disk is what
+ * failed.
+ */
+export class UnsavedTerminations {
+  private readonly held = new Map<string, UnsavedTermination>();
+
+  /** Whether sessions of this connector are refused for a revoke or delete not saved (yet). */
+  of(connectorId: string): UnsavedTermination | undefined {
+    return this.held.size === 0 ? undefined : this.held.get(connectorId);
+  }
+
+  /** Holds the connectors off from now: call it before their sessions are told. */
+  hold(cut: CutOff): CutOff {
+    for (const id of cut.connectorIds) this.held.set(id, cut.event);
+    return cut;
+  }
+
+  /**
+   * Waits for the write of a change that cut connectors off. Saved: the hold is lifted (the records
+   * refuse on their own now). Not saved: the hold stays and the answer says what did happen — a
+   * plain STORE_UNAVAILABLE ("nothing was changed") would be false, since agents were told and may
+   * have wiped themselves. `termination` is the ended session's receipt, for a single connector.
+   */
+  async settle<T>(durable: Promise<T>, cut: CutOff | null, termination?: Promise<Termination>): Promise<T> {
+    try {
+      const result = await durable;
+      if (cut) for (const id of cut.connectorIds) this.held.delete(id);
+      return result;
+    } catch (error) {
+      if (!cut || !(error instanceof DomainError) || error.reason !== 'STORE_UNAVAILABLE') throw error;
+      throw notSaved(cut, termination ? await termination : null);
+    }
+  }
+}
+
+/** The answer to a revoke or delete that cut connectors off but could not be saved: what happened, what did not, what to do. */
+function notSaved(cut: CutOff, termination: Termination | null): DomainError {
+  const revoke = cut.event === 'revoked';
+  const whose = cut.connectorIds.length === 1 ? 'its' : 'their';
+  const retry = `This server refuses ${whose} sessions until a retry succeeds; after a restart it would not: retry the ${revoke ? 'revoke' : 'delete'}.`;
+  const details = { sessionsEnded: cut.sessionsEnded, ...(termination ? { termination } : {}) };
+  if (cut.groupName !== undefined) {
+    const told =
+      cut.sessionsEnded > 0
+        ? `The group's ${cut.sessionsEnded} live session(s) were ended and their agents told they are deleted, but`
+        : 'No session of the group was live;';
+    return new DomainError(
+      'DELETE_NOT_SAVED',
+      `${told} the deletion could not be saved: the group, its key and its ${cut.connectorIds.length} connector(s) are still there. ${retry}`,
+      details,
+    );
+  }
+  const told =
+    cut.sessionsEnded > 0
+      ? `Its live session was ended and its agent told it is ${cut.event}${
+          termination?.state === 'confirmed' ? ' (the agent confirmed it and wiped its identity)' : ''
+        }, but`
+      : 'It had no live session;';
+  const record = revoke
+    ? 'the revocation could not be saved: the record still reads not revoked and the group key was not regenerated'
+    : 'the deletion could not be saved: the record is still there';
+  return new DomainError(
+    revoke ? 'REVOKE_NOT_SAVED' : 'DELETE_NOT_SAVED',
+    `${told} ${record}. ${retry}`,
+    details,
+  );
+}
