@@ -5,9 +5,20 @@ import { registerBackupCommands } from './cli/backup-commands.js';
 import { registerSigningKeyCommands } from './cli/signing-key-commands.js';
 import { SERVE_FLAGS, type ServeFlagValues } from './config.js';
 
+/** With --json, errors go to stderr as one JSON object too, so a script reads one format. */
+const wantsJson = process.argv.includes('--json');
+
 const program = new Command('connector-server')
   .description('Connector enrollment server: serve, and admin commands that call its API')
-  .showHelpAfterError('(run with --help for usage)')
+  .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
+  .configureOutput({
+    outputError: (text, write) =>
+      write(
+        wantsJson
+          ? `${JSON.stringify({ error: { reason: 'USAGE', message: text.replace(/^error: /, '').trim(), fix: 'run with --help for usage', exitCode: 2 } })}\n`
+          : text,
+      ),
+  })
   .exitOverride();
 
 const serve = program
@@ -113,7 +124,14 @@ try {
     process.exit(error.exitCode === 0 ? 0 : 2);
   }
   if (error instanceof CliError) {
-    console.error(`error: ${error.message}`);
+    if (wantsJson) {
+      const [message, ...rest] = error.message.split('\n  fix: ');
+      console.error(
+        JSON.stringify({
+          error: { reason: error.reason, message, fix: rest.join('') || null, exitCode: error.exitCode },
+        }),
+      );
+    } else console.error(`error: ${error.message}`);
     process.exit(error.exitCode);
   }
   // Never a stack trace for a user: one line, and the stack only when asked for.

@@ -243,3 +243,33 @@ describe('deleting admin API keys', () => {
     await srv[Symbol.asyncDispose]();
   });
 });
+
+describe('usage errors and --json errors', () => {
+  it('exit 2 for a bad flag value, whether commander, the CLI or the server finds it; JSON on stderr with --json', async () => {
+    await using srv = await startTestServer();
+    const common = ['--server', srv.url, '--admin-key-file', srv.server.adminKeyFile];
+    const cases: Array<[string[], string]> = [
+      [['connectors', 'list', '--status', 'foo'], "argument 'foo' is invalid"],
+      [['connectors', 'list', '--limit', 'lots'], '--limit: "lots" is not a whole number'],
+      [['api-keys', 'create', 'x', '--expires-in', 'soon'], '--expires-in: "soon" is not a duration'],
+      [['api-keys', 'create', 'x', '--scope', 'root'], "argument 'root' is invalid"],
+      // The server's own validation (a group name too long) is the caller's to fix too.
+      [['groups', 'create', 'x'.repeat(300)], 'VALIDATION_FAILED'],
+    ];
+    for (const [args, words] of cases) {
+      const plain = await serverCli([...args, ...common]);
+      expect(plain.code, `${args.join(' ')}: ${plain.stderr}`).toBe(2);
+      expect(plain.stderr).toContain(words);
+      const json = await serverCli([...args, ...common, '--json']);
+      expect(json.code).toBe(2);
+      expect(json.stdout).toBe('');
+      const parsed = JSON.parse(json.stderr) as { error: { message: string; exitCode: number } };
+      expect(parsed.error.exitCode).toBe(2);
+      expect(JSON.stringify(parsed.error)).toContain(words.replaceAll('"', '\\"'));
+    }
+    // An API refusal with --json carries its reason and fix.
+    const missing = await serverCli(['groups', 'get', 'grp_doesnotexist0', ...common, '--json']);
+    expect(missing.code).toBe(1);
+    expect(JSON.parse(missing.stderr).error).toMatchObject({ reason: 'GROUP_NOT_FOUND', exitCode: 1 });
+  });
+});

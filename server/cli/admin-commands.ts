@@ -1,8 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { ERROR_REASONS } from '../../shared/errors.js';
-import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
+import {
+  connectionStateSchema,
+  connectorStatusSchema,
+  keyTtlSchema,
+  MAX_KEY_USES,
+} from '../../shared/schemas.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { parseDuration } from '../config.js';
 import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
@@ -16,14 +21,41 @@ export interface AdminOptions {
   json?: boolean;
 }
 
-/** A failure the CLI explains and exits on; `exitCode` 2 is a usage error. */
+/**
+ * A failure the CLI explains and exits on; `exitCode` 2 is a usage error. `reason` is the API's
+ * reason when the server gave one (printed in `--json` errors).
+ */
 export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
+    readonly reason: string | null = null,
   ) {
     super(message);
   }
+}
+
+const CONNECTOR_STATUSES = connectorStatusSchema.options;
+const CONNECTION_STATES = connectionStateSchema.options;
+
+/** Reasons that mean the command sent input the server could not take: the user's to fix, as a usage error. */
+const USAGE_REASONS = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);
+
+/** A duration flag's value (`90s`, `12h`, `30d`) in milliseconds, or a usage error naming the flag. */
+export function durationFlag(flag: string, text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    throw new CliError(`${flag}: ${(error as Error).message}`, 2);
+  }
+}
+
+/** A whole-number flag's value within [min, max], or a usage error naming the flag. */
+export function integerFlag(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value < min || value > max)
+    throw new CliError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`, 2);
+  return value;
 }
 
 /**
@@ -69,7 +101,11 @@ export function explain(error: unknown, server: string): CliError {
   const reason = reasonOf(error);
   if (reason) {
     const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
-    return new CliError(`${reason}: ${message}\n  fix: ${ERROR_REASONS[reason].hint}`);
+    return new CliError(
+      `${reason}: ${message}\n  fix: ${ERROR_REASONS[reason].hint}`,
+      USAGE_REASONS.has(reason) ? 2 : 1,
+      reason,
+    );
   }
   if (error instanceof TRPCClientError) return new CliError(explainUnreachable(error, server));
   return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
@@ -143,6 +179,8 @@ async function resolveGroup(client: AdminClient, ref: string): Promise<string> {
   if (!found)
     throw new CliError(
       `GROUP_NOT_FOUND: no group with id or name "${ref}"\n  fix: ${ERROR_REASONS.GROUP_NOT_FOUND.hint}`,
+      1,
+      'GROUP_NOT_FOUND',
     );
   return found.id;
 }
@@ -206,7 +244,7 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
     );
     if (k.key) console.log(k.key);
   });
-  if (refusal) throw new CliError(`${refusal[0]}: ${refusal[1]}`);
+  if (refusal) throw new CliError(`${refusal[0]}: ${refusal[1]}`, 1, refusal[0]);
 }
 
 /** `--max-uses` and `--ttl` of `groups regenerate-key`, checked before any call (usage errors exit 2). */
@@ -332,8 +370,10 @@ export function registerAdminCommands(program: Command): void {
   const connectors = program.command('connectors').description('manage enrolled connectors');
   adminCommand(connectors, 'list', 'list connectors')
     .option('--group <group>', 'only this group (id or name)')
-    .option('--status <status>', 'enabled, disabled or revoked')
-    .option('--connection <state>', 'connected, disconnected or never')
+    .addOption(
+      new Option('--status <status>', 'only connectors with this status').choices(CONNECTOR_STATUSES),
+    )
+    .addOption(new Option('--connection <state>', 'only connectors in this state').choices(CONNECTION_STATES))
     .option('--limit <n>', 'page size', '100')
     .option('--cursor <cursor>', 'continue after this cursor')
     .action(
@@ -347,10 +387,10 @@ export function registerAdminCommands(program: Command): void {
         };
         const page = await client.connectors.list.query({
           ...(o.group ? { groupId: await resolveGroup(client, o.group) } : {}),
-          ...(o.status ? { status: o.status as 'enabled' } : {}),
-          ...(o.connection ? { connection: o.connection as 'connected' } : {}),
+          ...(o.status ? { status: o.status as (typeof CONNECTOR_STATUSES)[number] } : {}),
+          ...(o.connection ? { connection: o.connection as (typeof CONNECTION_STATES)[number] } : {}),
           ...(o.cursor ? { cursor: o.cursor } : {}),
-          limit: Number(o.limit),
+          limit: integerFlag('--limit', o.limit, 1, 1000),
         });
         print(options, page, () => {
           printTable(
@@ -460,14 +500,15 @@ export function registerAdminCommands(program: Command): void {
     }),
   );
   adminCommand(apiKeys, 'create <name>', 'create an admin API key (shown once)')
-    .option('--scope <scope>', 'read or admin', 'admin')
+    .addOption(
+      new Option('--scope <scope>', 'what the key may do').choices(['read', 'admin']).default('admin'),
+    )
     .option('--expires-in <duration>', 'e.g. 30d')
     .action(
       withClient(async (client, options, name) => {
-        const o = options as AdminOptions & { scope: string; expiresIn?: string };
-        if (o.scope !== 'read' && o.scope !== 'admin') throw new CliError('--scope must be read or admin', 2);
+        const o = options as AdminOptions & { scope: 'read' | 'admin'; expiresIn?: string };
         const days = o.expiresIn
-          ? Math.max(1, Math.ceil(parseDuration(o.expiresIn) / 86_400_000))
+          ? Math.max(1, Math.ceil(durationFlag('--expires-in', o.expiresIn) / 86_400_000))
           : undefined;
         const k = await client.apiKeys.create.mutate({
           name: name!,
