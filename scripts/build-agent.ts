@@ -6,7 +6,7 @@
  *   npm run build:agent -- --target win-x64      → dist/connector-agent-win-x64.exe
  *   npm run build:agent -- --help
  *
- * The five steps (see docs/deploy.md):
+ * The five steps (see docs/deploy.md, "Deploy a connector"):
  *   1. esbuild bundles agent/main.ts and all its dependencies into one CommonJS file
  *      (inside a SEA, `require` loads built-in modules only, and the entry must be CJS without
  *      top-level await);
