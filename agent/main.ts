@@ -10,6 +10,7 @@ const program = new Command('connector-agent')
   .description(
     'Connector agent: enrolls this host once with a provisioning key, then stays connected to the enrollment server.',
   )
+  .version(versionLine(), '--version', 'print the version, build time and commit')
   .option('--server <url>', 'enrollment server URL (env CONNECTOR_SERVER)')
   .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
   .option('--key-file <file>', 'file holding the provisioning key')
@@ -32,10 +33,15 @@ Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error
 · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
 · 6 identity in use elsewhere: another process with this identity replaced this session (identity kept)`,
   )
+  .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
+  // The run command takes no operands: a word left over is a mistyped subcommand (checked in the
+  // action, so that it gets commander's "did you mean" instead of "too many arguments").
+  .allowExcessArguments()
   // `status --state-dir X`: options after a subcommand belong to it, not to the run command.
   .enablePositionalOptions()
   .action(async (flags) => {
+    if (program.args.length > 0) (program as Command & { unknownCommand(): never }).unknownCommand();
     const config = await parseAgentConfig(flags);
     const logger = createLogger(config.logFormat);
     const controller = new AbortController();

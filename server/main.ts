@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
 import { CliError, registerAdminCommands } from './cli/admin-commands.js';
 import { registerSigningKeyCommands } from './cli/signing-key-commands.js';
 import { SERVE_FLAGS, type ServeFlagValues } from './config.js';
 
 const program = new Command('connector-server')
   .description('Connector enrollment server: serve, and admin commands that call its API')
+  .version(`connector-server ${pkg.version}`, '--version', 'print the version')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
