@@ -1,9 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
-import { IdentityStore } from './identity-store.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
 import { EXIT } from './session.js';
+import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
 import { versionLine } from './version.js';
 
 const program = new Command('connector-agent')
@@ -56,45 +56,14 @@ Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error
 
 program
   .command('status')
-  .description("show this host's enrollment and the running agent's last state")
+  .description("show this host's enrollment and whether its agent runs and is connected")
   .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
   .option('--json', 'print JSON')
+  .addHelpText('after', `\n${STATUS_EXIT_CODES_HELP}`)
   .action(async (flags: { stateDir?: string; json?: boolean }) => {
-    const store = new IdentityStore(resolveStateDir(flags.stateDir));
-    const identity = await store.load().catch((error: Error) => ({ error: error.message }));
-    const status = await store.readStatus();
-    const summary = {
-      stateDir: store.dir,
-      enrolled: Boolean(identity && !('error' in identity)),
-      ...(identity && 'error' in identity ? { identityError: identity.error } : {}),
-      ...(identity && !('error' in identity)
-        ? {
-            connectorId: identity.connectorId,
-            groupId: identity.groupId,
-            server: identity.server,
-            enrolledAt: identity.enrolledAt,
-            identityExpiresAt: identity.identityExpiresAt,
-          }
-        : {}),
-      agent: status,
-    };
-    if (flags.json) {
-      console.log(JSON.stringify(summary, null, 2));
-      return;
-    }
-    console.log(`state dir:   ${summary.stateDir}`);
-    console.log(
-      `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
-    );
-    if (summary.identityError) console.log(`identity:    ${summary.identityError}`);
-    if (summary.server) console.log(`server:      ${summary.server}`);
-    if (summary.identityExpiresAt) console.log(`identity expires: ${summary.identityExpiresAt}`);
-    if (status) {
-      console.log(
-        `last state:  ${status.state}${status.status ? ` (${status.status})` : ''} at ${status.updatedAt}, pid ${status.pid}`,
-      );
-      if (status.detail) console.log(`detail:      ${status.detail}`);
-    }
+    const summary = await readStatusSummary(resolveStateDir(flags.stateDir));
+    console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
+    process.exitCode = summary.exitCode;
   });
 
 program

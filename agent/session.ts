@@ -12,6 +12,7 @@ import {
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
+import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
@@ -25,17 +26,7 @@ import {
   upgradeRefusalOf,
 } from './transport.js';
 
-/** How the agent process ends (contract exit codes). */
-export const EXIT = {
-  STOPPED: 0,
-  FAILED: 1,
-  USAGE: 2,
-  REFUSED: 3,
-  REVOKED: 4,
-  IDENTITY_GONE: 5,
-  /** Another process with this identity replaced this session: a clone, which restarting cannot fix. */
-  IDENTITY_IN_USE: 6,
-} as const;
+export { EXIT };
 
 export interface SessionOptions {
   identity: SavedIdentity;
