@@ -20,9 +20,11 @@ import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import {
   captureSessionNonce,
+  describeCloseCode,
   describeNetworkError,
   sessionNonceOf,
   type Transport,
+  tlsMisconfiguration,
   upgradeRefusalOf,
 } from './transport.js';
 
@@ -60,6 +62,10 @@ export function runSession(o: SessionOptions): Promise<number> {
   let connectedOnce = false;
   // Said once per distinct problem, so an agent retrying for hours does not flood its log.
   let lastConnectProblem: string | null = null;
+  // Why the socket just failed, from its error event, for the close event that follows.
+  let lastSocketError: string | null = null;
+  // What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay.
+  let notices: Array<{ message: string; fields: Record<string, unknown> }> = [];
   let retryAfterMs = 0;
   // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
   let busySaid = false;
@@ -86,7 +92,12 @@ export function runSession(o: SessionOptions): Promise<number> {
       retryAfterMs = 0;
       const delay = hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
       const left = Date.parse(identity.identityExpiresAt) - Date.now();
-      return left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
+      const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
+      if (!finished)
+        for (const notice of notices)
+          logger.warn(`${notice.message} in ${(chosen / 1000).toFixed(1)} s`, notice.fields);
+      notices = [];
+      return chosen;
     },
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
     // minute; every ping is server CPU, times the fleet.
@@ -104,12 +115,21 @@ export function runSession(o: SessionOptions): Promise<number> {
         busySaid = true;
         return;
       }
+      const cause = (event as { error?: unknown } | undefined)?.error ?? event;
+      // Not something time fixes: stop with the fix rather than retry for ever.
+      const tls = refusal ? null : tlsMisconfiguration(cause, identity.server);
+      if (tls) {
+        logger.error(tls);
+        void finish(EXIT.USAGE, 'misconfigured', tls);
+        return;
+      }
       const problem = refusal
         ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
-        : describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);
+        : describeNetworkError(cause);
+      lastSocketError = problem;
       if (problem === lastConnectProblem) return;
       lastConnectProblem = problem;
-      logger.warn('cannot connect; retrying', { error: problem });
+      notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
     },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
@@ -145,19 +165,21 @@ export function runSession(o: SessionOptions): Promise<number> {
       if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
       // A refused upgrade was never a session: onError said why.
       const refusal = upgradeRefusalOf(event?.target);
+      const why = lastSocketError ?? describeCloseCode(code);
+      lastSocketError = null;
       if (code !== undefined && code >= 4000)
-        logger.warn('the server closed the session for now; retrying', {
-          code,
-          reason,
-          ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}),
+        notices.push({
+          message: 'the server closed the session for now; retrying',
+          fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
         });
-      else if (connectedOnce && !refusal) logger.warn('disconnected; reconnecting', { code });
+      else if (connectedOnce && !refusal)
+        notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
       void store.writeStatus({
         state: 'disconnected',
         status: null,
         connectorId: identity.connectorId,
         server: identity.server,
-        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : `close code ${code ?? '-'}`,
+        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : why,
       });
     },
   });
@@ -192,7 +214,7 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   async function finish(
     code: number,
-    state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped',
+    state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped' | 'misconfigured',
     detail: string | null,
     /** The session's final event, told over a socket still open: acknowledged once the identity is wiped. */
     told?: 'revoked' | 'deleted',
