@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createTransport } from '../agent/transport.js';
 import { createAdminClient } from '../server/admin-client.js';
 import { systemMeta } from '../server/services/deps.js';
-import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort, spawnTs } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 import {
