@@ -4,6 +4,7 @@ import { createLogger } from './log.js';
 import { runAgent } from './run.js';
 import { EXIT } from './session.js';
 import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
+import { UNENROLL_EXIT_CODES_HELP, type UnenrollFlags, unenroll } from './unenroll-command.js';
 import { versionLine } from './version.js';
 
 const program = new Command('connector-agent')
@@ -64,6 +65,29 @@ program
     const summary = await readStatusSummary(resolveStateDir(flags.stateDir));
     console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
     process.exitCode = summary.exitCode;
+  });
+
+program
+  .command('unenroll')
+  .alias('logout')
+  .description(
+    "delete this host's connector on the server (over its own identity) and wipe the identity here",
+  )
+  .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+  .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+  .option(
+    '--force',
+    'wipe the identity here even if the server cannot be reached (it then still lists the connector)',
+  )
+  .option(
+    '--even-if-running',
+    'go ahead while the agent runs with this state dir (it is replaced and exits 6)',
+  )
+  .option('--timeout <seconds>', 'how long to try to reach the server', '20')
+  .option('--log-json', 'log JSON lines instead of text')
+  .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
+  .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
+    process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
   });
 
 program

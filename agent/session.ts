@@ -42,6 +42,12 @@ export interface SessionOptions {
   reportIntervalMs?: number;
   /** Collects the facts for that periodic refresh. @default collectHostFacts (systeminformation) */
   collectHostFacts?: () => Promise<HostFacts>;
+  /**
+   * Unenroll instead of staying: once connected, ask the server to delete this connector
+   * (`agent.unenroll`); the `deleted` event that follows wipes the identity as an admin's delete
+   * does, and calls `onDeleted`. A failed connect ends it (exit 10) instead of a retry.
+   */
+  unenroll?: { onDeleted(): void };
 }
 
 /**
@@ -105,6 +111,8 @@ export function runSession(o: SessionOptions): Promise<number> {
     onError: (event) => {
       if (finished) return;
       const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
+      if (refusal?.retryAfterMs != null && o.unenroll && !connectedOnce)
+        return unreachable(`the server is busy (HTTP ${refusal.status})`);
       if (refusal?.retryAfterMs != null) {
         retryAfterMs = refusal.retryAfterMs;
         if (!busySaid)
@@ -126,6 +134,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       const problem = refusal
         ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
         : describeNetworkError(cause);
+      if (o.unenroll && !connectedOnce) return unreachable(problem);
       lastSocketError = problem;
       if (problem === lastConnectProblem) return;
       lastConnectProblem = problem;
@@ -160,6 +169,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         return;
       }
       if (finished) return;
+      if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
       // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
       const hint = /retry-after=(\d{1,6})/.exec(reason);
       if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
@@ -184,6 +194,12 @@ export function runSession(o: SessionOptions): Promise<number> {
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  /** Unenrolling: the server could not be reached, so nothing changed there. */
+  function unreachable(problem: string) {
+    logger.error(`cannot reach ${identity.server}: ${problem}`);
+    void finish(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
+  }
 
   /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
   async function adoptIdentity(renewed: RenewableIdentity) {
@@ -314,6 +330,15 @@ export function runSession(o: SessionOptions): Promise<number> {
           server: identity.server,
           detail: null,
         });
+        if (o.unenroll) {
+          // Answered once the `deleted` event it causes is acknowledged: that event ends the session.
+          client.agent.unenroll.mutate().catch((error: Error) => {
+            if (finished) return;
+            logger.error('the server did not unenroll this connector', { error: error.message });
+            void finish(EXIT.FAILED, 'refused', error.message);
+          });
+          break;
+        }
         // An older server sends no digest: then the facts are sent, as they always were.
         serverHostDigest = event.hostDigest ?? null;
         void reportIfChanged(false);
@@ -342,7 +367,10 @@ export function runSession(o: SessionOptions): Promise<number> {
         await finish(EXIT.REVOKED, 'revoked', event.reason, 'revoked');
         break;
       case 'deleted':
-        logger.error('this connector was deleted by an admin');
+        if (o.unenroll) {
+          logger.info('the server deleted this connector');
+          o.unenroll.onDeleted();
+        } else logger.error('this connector was deleted by an admin');
         await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted', 'deleted');
         break;
     }
