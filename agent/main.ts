@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
 import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
@@ -32,7 +33,8 @@ and any key is ignored.
 
 Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
 · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
-· 6 identity in use elsewhere: another process with this identity replaced this session (identity kept)`,
+· 6 identity in use elsewhere: another process with this identity replaced this session (identity kept).
+status and unenroll add 7 to 10 (see their --help); no number means two things.`,
   )
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
@@ -88,6 +90,16 @@ program
   .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
   .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
     process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
+  });
+
+program
+  .command('completion')
+  .description('print a shell completion script: eval "$(connector-agent completion bash)"')
+  .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+  .action((shell: string) => {
+    if (!isCompletionShell(shell))
+      throw new UsageError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`);
+    process.stdout.write(completionScript(program, shell));
   });
 
 program

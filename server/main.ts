@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
 import { CliError, registerAdminCommands } from './cli/admin-commands.js';
 import { registerSigningKeyCommands } from './cli/signing-key-commands.js';
 import { SERVE_FLAGS, type ServeFlagValues } from './config.js';
@@ -64,6 +65,16 @@ serve.action(async (flags: ServeFlagValues) => {
 
 registerAdminCommands(program);
 registerSigningKeyCommands(program);
+
+program
+  .command('completion')
+  .description('print a shell completion script: eval "$(connector-server completion bash)"')
+  .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+  .action((shell: string) => {
+    if (!isCompletionShell(shell))
+      throw new CliError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`, 2);
+    process.stdout.write(completionScript(program, shell));
+  });
 
 try {
   await program.parseAsync(process.argv);
