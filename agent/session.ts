@@ -19,13 +19,13 @@ import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import {
-  captureSessionNonce,
   describeCloseCode,
   describeNetworkError,
   sessionNonceOf,
   type Transport,
   tlsMisconfiguration,
   upgradeRefusalOf,
+  withSessionNonce,
 } from './transport.js';
 
 export { EXIT };
@@ -406,19 +406,4 @@ export function runSession(o: SessionOptions): Promise<number> {
   if (o.signal.aborted) onAbort();
   else o.signal.addEventListener('abort', onAbort, { once: true });
   return exit;
-}
-
-/**
- * The transport's websocket class, keeping each connection's session nonce for its proof: here
- * rather than in the transport, so that no transport (a test's, the benchmark's) can leave it out.
- */
-function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSocket'] {
-  // The transports' classes take (address, protocols) and add their own options.
-  class NonceKeepingWebSocket extends Base {
-    constructor(address: string | URL, protocols?: string | string[]) {
-      super(address, protocols);
-      captureSessionNonce(this);
-    }
-  }
-  return NonceKeepingWebSocket as unknown as Transport['WebSocket'];
 }

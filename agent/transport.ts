@@ -303,3 +303,19 @@ export function describeCloseCode(code: number | undefined): string {
   if (code === undefined) return 'the connection closed';
   return `${words[code] ?? 'the connection closed'} (code ${code})`;
 }
+
+/**
+ * The transport's websocket class, keeping each connection's session nonce for its proof: applied
+ * by runSession rather than built into createTransport, so that no transport (a test's, the
+ * benchmark's) can leave it out.
+ */
+export function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSocket'] {
+  // The transports' classes take (address, protocols) and add their own options.
+  class NonceKeepingWebSocket extends Base {
+    constructor(address: string | URL, protocols?: string | string[]) {
+      super(address, protocols);
+      captureSessionNonce(this);
+    }
+  }
+  return NonceKeepingWebSocket as unknown as Transport['WebSocket'];
+}
