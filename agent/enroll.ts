@@ -7,7 +7,13 @@ import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
-import { describeNetworkError, RedirectRefused, type Transport } from './transport.js';
+import {
+  describeNetworkError,
+  RedirectRefused,
+  TlsMisconfigured,
+  type Transport,
+  tlsMisconfiguration,
+} from './transport.js';
 import { AGENT_VERSION } from './version.js';
 
 /** The server said no for good: the agent exits 3 with the reason and what to do. */
@@ -45,8 +51,8 @@ const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAV
 
 /**
  * Enrolls this host: a new key pair, the host's facts, one `agent.enroll` call. Network failures
- * and transient refusals are retried with full-jitter backoff; a refusal of the key, and a
- * redirect, are final.
+ * and transient refusals are retried with full-jitter backoff; a refusal of the key, a redirect
+ * and a TLS misconfiguration are final.
  */
 export async function enroll(
   config: AgentConfig & { provisioningKey: string },
@@ -90,6 +96,8 @@ export async function enroll(
       const cause = error instanceof TRPCClientError ? error.cause : error;
       if (cause instanceof RedirectRefused)
         throw new EnrollmentRedirected(cause.status, cause.location, config.server);
+      const tls = tlsMisconfiguration(error, config.server);
+      if (tls) throw new TlsMisconfigured(tls);
       const data =
         error instanceof TRPCClientError
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })

@@ -2,6 +2,7 @@ import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ensurePrivateDir, readFileNoFollow, syncDir, writeFileDurably } from '../shared/private-files.js';
+import { processStartTicks } from './process-liveness.js';
 
 const IDENTITY_FILE = 'identity.json';
 const STATUS_FILE = 'status.json';
@@ -29,14 +30,30 @@ export interface AgentStatus {
     | 'deleted'
     | 'refused'
     /** Another process with this identity took the session (exit 6). */
-    | 'replaced';
+    | 'replaced'
+    /** Stopped on a TLS misconfiguration (exit 2). */
+    | 'misconfigured';
   status: 'enabled' | 'disabled' | null;
   connectorId: string | null;
   server: string | null;
   updatedAt: string;
   pid: number;
+  /** When `pid` started (clock ticks since boot, Linux): tells it from a later process given the same pid. */
+  pidStart?: number | null;
   detail: string | null;
 }
+
+/** States the agent writes as it exits: after one of them no process runs, whatever the pid now names. */
+export const FINAL_STATES: ReadonlySet<AgentStatus['state']> = new Set([
+  'stopped',
+  'revoked',
+  'deleted',
+  'refused',
+  'replaced',
+  'misconfigured',
+]);
+
+let ownStart: number | null = null;
 
 /** The identity file was there but could not be used; the agent stops rather than overwrite it. */
 export class IdentityFileError extends Error {}
@@ -47,6 +64,8 @@ export class IdentityFileError extends Error {}
  * must be this user's, and no file in it is written or read through a link.
  */
 export class IdentityStore {
+  private statusWrites: Promise<void> = Promise.resolve();
+
   constructor(readonly dir: string) {}
 
   get identityFile(): string {
@@ -94,9 +113,20 @@ export class IdentityStore {
     await syncDir(this.dir);
   }
 
-  async writeStatus(status: Omit<AgentStatus, 'updatedAt' | 'pid'>): Promise<void> {
-    const full: AgentStatus = { ...status, updatedAt: new Date().toISOString(), pid: process.pid };
-    await writeFileDurably(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).catch(() => {});
+  async writeStatus(status: Omit<AgentStatus, 'updatedAt' | 'pid' | 'pidStart'>): Promise<void> {
+    ownStart ??= processStartTicks(process.pid);
+    const full: AgentStatus = {
+      ...status,
+      updatedAt: new Date().toISOString(),
+      pid: process.pid,
+      pidStart: ownStart,
+    };
+    // One at a time, in call order: two durable writes in flight land in either order, and a
+    // 'disconnected' still on its way could otherwise overwrite the 'stopped' written at exit.
+    const write = () =>
+      writeFileDurably(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).catch(() => {});
+    this.statusWrites = this.statusWrites.then(write);
+    await this.statusWrites;
   }
 
   async readStatus(): Promise<AgentStatus | null> {

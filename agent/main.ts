@@ -1,15 +1,18 @@
 import { Command, CommanderError } from 'commander';
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
 import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
-import { IdentityStore } from './identity-store.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
 import { EXIT } from './session.js';
+import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
+import { UNENROLL_EXIT_CODES_HELP, type UnenrollFlags, unenroll } from './unenroll-command.js';
 import { versionLine } from './version.js';
 
 const program = new Command('connector-agent')
   .description(
     'Connector agent: enrolls this host once with a provisioning key, then stays connected to the enrollment server.',
   )
+  .version(versionLine(), '--version', 'print the version, build time and commit')
   .option('--server <url>', 'enrollment server URL (env CONNECTOR_SERVER)')
   .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
   .option('--key-file <file>', 'file holding the provisioning key')
@@ -30,12 +33,18 @@ and any key is ignored.
 
 Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
 · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
-· 6 identity in use elsewhere: another process with this identity replaced this session (identity kept)`,
+· 6 identity in use elsewhere: another process with this identity replaced this session (identity kept).
+status and unenroll add 7 to 10 (see their --help); no number means two things.`,
   )
+  .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
+  // The run command takes no operands: a word left over is a mistyped subcommand (checked in the
+  // action, so that it gets commander's "did you mean" instead of "too many arguments").
+  .allowExcessArguments()
   // `status --state-dir X`: options after a subcommand belong to it, not to the run command.
   .enablePositionalOptions()
   .action(async (flags) => {
+    if (program.args.length > 0) (program as Command & { unknownCommand(): never }).unknownCommand();
     const config = await parseAgentConfig(flags);
     const logger = createLogger(config.logFormat);
     const controller = new AbortController();
@@ -50,45 +59,47 @@ Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error
 
 program
   .command('status')
-  .description("show this host's enrollment and the running agent's last state")
+  .description("show this host's enrollment and whether its agent runs and is connected")
   .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
   .option('--json', 'print JSON')
+  .addHelpText('after', `\n${STATUS_EXIT_CODES_HELP}`)
   .action(async (flags: { stateDir?: string; json?: boolean }) => {
-    const store = new IdentityStore(resolveStateDir(flags.stateDir));
-    const identity = await store.load().catch((error: Error) => ({ error: error.message }));
-    const status = await store.readStatus();
-    const summary = {
-      stateDir: store.dir,
-      enrolled: Boolean(identity && !('error' in identity)),
-      ...(identity && 'error' in identity ? { identityError: identity.error } : {}),
-      ...(identity && !('error' in identity)
-        ? {
-            connectorId: identity.connectorId,
-            groupId: identity.groupId,
-            server: identity.server,
-            enrolledAt: identity.enrolledAt,
-            identityExpiresAt: identity.identityExpiresAt,
-          }
-        : {}),
-      agent: status,
-    };
-    if (flags.json) {
-      console.log(JSON.stringify(summary, null, 2));
-      return;
-    }
-    console.log(`state dir:   ${summary.stateDir}`);
-    console.log(
-      `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
-    );
-    if (summary.identityError) console.log(`identity:    ${summary.identityError}`);
-    if (summary.server) console.log(`server:      ${summary.server}`);
-    if (summary.identityExpiresAt) console.log(`identity expires: ${summary.identityExpiresAt}`);
-    if (status) {
-      console.log(
-        `last state:  ${status.state}${status.status ? ` (${status.status})` : ''} at ${status.updatedAt}, pid ${status.pid}`,
-      );
-      if (status.detail) console.log(`detail:      ${status.detail}`);
-    }
+    const summary = await readStatusSummary(resolveStateDir(flags.stateDir));
+    console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
+    process.exitCode = summary.exitCode;
+  });
+
+program
+  .command('unenroll')
+  .alias('logout')
+  .description(
+    "delete this host's connector on the server (over its own identity) and wipe the identity here",
+  )
+  .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+  .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+  .option(
+    '--force',
+    'wipe the identity here even if the server cannot be reached (it then still lists the connector)',
+  )
+  .option(
+    '--even-if-running',
+    'go ahead while the agent runs with this state dir (it is replaced and exits 6)',
+  )
+  .option('--timeout <seconds>', 'how long to try to reach the server', '20')
+  .option('--log-json', 'log JSON lines instead of text')
+  .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
+  .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
+    process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
+  });
+
+program
+  .command('completion')
+  .description('print a shell completion script: eval "$(connector-agent completion bash)"')
+  .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+  .action((shell: string) => {
+    if (!isCompletionShell(shell))
+      throw new UsageError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`);
+    process.stdout.write(completionScript(program, shell));
   });
 
 program

@@ -5,7 +5,7 @@ import { collectHostFacts } from './host-facts.js';
 import { IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { EXIT, runSession } from './session.js';
-import { createTransport } from './transport.js';
+import { createTransport, TlsMisconfigured } from './transport.js';
 
 /**
  * The agent's life: use the saved identity or enroll with the key, then stay connected. Resolves
@@ -103,6 +103,17 @@ export async function runAgent(
           connectorId: null,
           server: config.server,
           detail: `HTTP ${error.status} redirect to ${error.location ?? '-'} not followed`,
+        });
+        return EXIT.USAGE;
+      }
+      if (error instanceof TlsMisconfigured) {
+        logger.error(error.message);
+        await store.writeStatus({
+          state: 'misconfigured',
+          status: null,
+          connectorId: null,
+          server: config.server,
+          detail: error.message,
         });
         return EXIT.USAGE;
       }

@@ -12,30 +12,23 @@ import {
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
+import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import type { IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import {
-  captureSessionNonce,
+  describeCloseCode,
   describeNetworkError,
   sessionNonceOf,
   type Transport,
+  tlsMisconfiguration,
   upgradeRefusalOf,
+  withSessionNonce,
 } from './transport.js';
 
-/** How the agent process ends (contract exit codes). */
-export const EXIT = {
-  STOPPED: 0,
-  FAILED: 1,
-  USAGE: 2,
-  REFUSED: 3,
-  REVOKED: 4,
-  IDENTITY_GONE: 5,
-  /** Another process with this identity replaced this session: a clone, which restarting cannot fix. */
-  IDENTITY_IN_USE: 6,
-} as const;
+export { EXIT };
 
 export interface SessionOptions {
   identity: SavedIdentity;
@@ -49,6 +42,12 @@ export interface SessionOptions {
   reportIntervalMs?: number;
   /** Collects the facts for that periodic refresh. @default collectHostFacts (systeminformation) */
   collectHostFacts?: () => Promise<HostFacts>;
+  /**
+   * Unenroll instead of staying: once connected, ask the server to delete this connector
+   * (`agent.unenroll`); the `deleted` event that follows wipes the identity as an admin's delete
+   * does, and calls `onDeleted`. A failed connect ends it (exit 10) instead of a retry.
+   */
+  unenroll?: { onDeleted(): void };
 }
 
 /**
@@ -69,6 +68,10 @@ export function runSession(o: SessionOptions): Promise<number> {
   let connectedOnce = false;
   // Said once per distinct problem, so an agent retrying for hours does not flood its log.
   let lastConnectProblem: string | null = null;
+  // Why the socket just failed, from its error event, for the close event that follows.
+  let lastSocketError: string | null = null;
+  // What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay.
+  let notices: Array<{ message: string; fields: Record<string, unknown> }> = [];
   let retryAfterMs = 0;
   // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
   let busySaid = false;
@@ -95,7 +98,12 @@ export function runSession(o: SessionOptions): Promise<number> {
       retryAfterMs = 0;
       const delay = hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
       const left = Date.parse(identity.identityExpiresAt) - Date.now();
-      return left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
+      const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
+      if (!finished)
+        for (const notice of notices)
+          logger.warn(`${notice.message} in ${(chosen / 1000).toFixed(1)} s`, notice.fields);
+      notices = [];
+      return chosen;
     },
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
     // minute; every ping is server CPU, times the fleet.
@@ -103,6 +111,8 @@ export function runSession(o: SessionOptions): Promise<number> {
     onError: (event) => {
       if (finished) return;
       const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
+      if (refusal?.retryAfterMs != null && o.unenroll && !connectedOnce)
+        return unreachable(`the server is busy (HTTP ${refusal.status})`);
       if (refusal?.retryAfterMs != null) {
         retryAfterMs = refusal.retryAfterMs;
         if (!busySaid)
@@ -113,12 +123,22 @@ export function runSession(o: SessionOptions): Promise<number> {
         busySaid = true;
         return;
       }
+      const cause = (event as { error?: unknown } | undefined)?.error ?? event;
+      // Not something time fixes: stop with the fix rather than retry for ever.
+      const tls = refusal ? null : tlsMisconfiguration(cause, identity.server);
+      if (tls) {
+        logger.error(tls);
+        void finish(EXIT.USAGE, 'misconfigured', tls);
+        return;
+      }
       const problem = refusal
         ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
-        : describeNetworkError((event as { error?: unknown } | undefined)?.error ?? event);
+        : describeNetworkError(cause);
+      if (o.unenroll && !connectedOnce) return unreachable(problem);
+      lastSocketError = problem;
       if (problem === lastConnectProblem) return;
       lastConnectProblem = problem;
-      logger.warn('cannot connect; retrying', { error: problem });
+      notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
     },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
@@ -149,28 +169,37 @@ export function runSession(o: SessionOptions): Promise<number> {
         return;
       }
       if (finished) return;
+      if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
       // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
       const hint = /retry-after=(\d{1,6})/.exec(reason);
       if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
       // A refused upgrade was never a session: onError said why.
       const refusal = upgradeRefusalOf(event?.target);
+      const why = lastSocketError ?? describeCloseCode(code);
+      lastSocketError = null;
       if (code !== undefined && code >= 4000)
-        logger.warn('the server closed the session for now; retrying', {
-          code,
-          reason,
-          ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}),
+        notices.push({
+          message: 'the server closed the session for now; retrying',
+          fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
         });
-      else if (connectedOnce && !refusal) logger.warn('disconnected; reconnecting', { code });
+      else if (connectedOnce && !refusal)
+        notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
       void store.writeStatus({
         state: 'disconnected',
         status: null,
         connectorId: identity.connectorId,
         server: identity.server,
-        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : `close code ${code ?? '-'}`,
+        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : why,
       });
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  /** Unenrolling: the server could not be reached, so nothing changed there. */
+  function unreachable(problem: string) {
+    logger.error(`cannot reach ${identity.server}: ${problem}`);
+    void finish(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
+  }
 
   /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
   async function adoptIdentity(renewed: RenewableIdentity) {
@@ -201,7 +230,7 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   async function finish(
     code: number,
-    state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped',
+    state: 'revoked' | 'deleted' | 'refused' | 'replaced' | 'stopped' | 'misconfigured',
     detail: string | null,
     /** The session's final event, told over a socket still open: acknowledged once the identity is wiped. */
     told?: 'revoked' | 'deleted',
@@ -301,6 +330,15 @@ export function runSession(o: SessionOptions): Promise<number> {
           server: identity.server,
           detail: null,
         });
+        if (o.unenroll) {
+          // Answered once the `deleted` event it causes is acknowledged: that event ends the session.
+          client.agent.unenroll.mutate().catch((error: Error) => {
+            if (finished) return;
+            logger.error('the server did not unenroll this connector', { error: error.message });
+            void finish(EXIT.FAILED, 'refused', error.message);
+          });
+          break;
+        }
         // An older server sends no digest: then the facts are sent, as they always were.
         serverHostDigest = event.hostDigest ?? null;
         void reportIfChanged(false);
@@ -329,7 +367,10 @@ export function runSession(o: SessionOptions): Promise<number> {
         await finish(EXIT.REVOKED, 'revoked', event.reason, 'revoked');
         break;
       case 'deleted':
-        logger.error('this connector was deleted by an admin');
+        if (o.unenroll) {
+          logger.info('the server deleted this connector');
+          o.unenroll.onDeleted();
+        } else logger.error('this connector was deleted by an admin');
         await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted', 'deleted');
         break;
     }
@@ -365,19 +406,4 @@ export function runSession(o: SessionOptions): Promise<number> {
   if (o.signal.aborted) onAbort();
   else o.signal.addEventListener('abort', onAbort, { once: true });
   return exit;
-}
-
-/**
- * The transport's websocket class, keeping each connection's session nonce for its proof: here
- * rather than in the transport, so that no transport (a test's, the benchmark's) can leave it out.
- */
-function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSocket'] {
-  // The transports' classes take (address, protocols) and add their own options.
-  class NonceKeepingWebSocket extends Base {
-    constructor(address: string | URL, protocols?: string | string[]) {
-      super(address, protocols);
-      captureSessionNonce(this);
-    }
-  }
-  return NonceKeepingWebSocket as unknown as Transport['WebSocket'];
 }

@@ -1,10 +1,13 @@
 import pkg from '../package.json' with { type: 'json' };
 
 // Set by scripts/build-agent.ts (esbuild define) in the single executable; absent when run from source.
+declare const __AGENT_VERSION__: string | undefined;
 declare const __AGENT_BUILD_TIME__: string | undefined;
 declare const __AGENT_COMMIT__: string | undefined;
 
-export const AGENT_VERSION: string = pkg.version;
+/** The single executable carries the version it was built with; from source, package.json's. */
+export const AGENT_VERSION: string =
+  typeof __AGENT_VERSION__ !== 'undefined' ? __AGENT_VERSION__ : pkg.version;
 export const BUILD_TIME: string =
   typeof __AGENT_BUILD_TIME__ !== 'undefined' ? __AGENT_BUILD_TIME__ : 'source';
 export const BUILD_COMMIT: string = typeof __AGENT_COMMIT__ !== 'undefined' ? __AGENT_COMMIT__ : 'source';

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
 import { CliError, registerAdminCommands } from './cli/admin-commands.js';
 import { registerBackupCommands } from './cli/backup-commands.js';
 import { registerSigningKeyCommands } from './cli/signing-key-commands.js';
@@ -10,6 +12,7 @@ const wantsJson = process.argv.includes('--json');
 
 const program = new Command('connector-server')
   .description('Connector enrollment server: serve, and admin commands that call its API')
+  .version(`connector-server ${pkg.version}`, '--version', 'print the version')
   .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
   .configureOutput({
     outputError: (text, write) =>
@@ -116,6 +119,16 @@ function errnoFix(code: string): string {
 registerAdminCommands(program);
 registerSigningKeyCommands(program);
 registerBackupCommands(program);
+
+program
+  .command('completion')
+  .description('print a shell completion script: eval "$(connector-server completion bash)"')
+  .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+  .action((shell: string) => {
+    if (!isCompletionShell(shell))
+      throw new CliError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`, 2);
+    process.stdout.write(completionScript(program, shell));
+  });
 
 try {
   await program.parseAsync(process.argv);

@@ -2,10 +2,13 @@ import { existsSync } from 'node:fs';
 import { copyFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pkg from '../package.json' with { type: 'json' };
 import { type BuildAgentResult, buildAgent } from '../scripts/build-agent.js';
 import { eventually, identityMode, spawnBinary, waitConnected } from './helpers/agents.js';
 import { spawnProcess } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('the agent as one executable (Node SEA)', () => {
   let outDir: string;
@@ -20,16 +23,21 @@ describe('the agent as one executable (Node SEA)', () => {
     await rm(outDir, { recursive: true, force: true });
   });
 
-  it('runs with no node and no node_modules: version prints version, build time and commit', async () => {
+  it('runs with no node and no node_modules: version and --version print the version, build time and commit', async () => {
     const home = await tempDir('ce-bin-');
     const binary = join(home, 'connector-agent');
     await copyFile(build.binaryPath, binary);
-    const proc = spawnProcess(binary, ['version'], { cwd: home, env: { PATH: '/nonexistent' } });
-    expect((await proc.exited).code).toBe(0);
-    expect(proc.output()).toMatch(
-      /^connector-agent \d+\.\d+\.\d+ \(built \d{4}-\d\d-\d\dT.*, commit [0-9a-f]{7,}|unknown/,
+    // The whole line, anchored at both ends: the version built in, an ISO build time, a commit hash
+    // (or `unknown` outside a git checkout, in its place only), and this node and platform.
+    const expected = new RegExp(
+      `^connector-agent ${escapeRegExp(pkg.version)} \\(built \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z, ` +
+        `commit (?:[0-9a-f]{7,}|unknown), node ${escapeRegExp(process.versions.node)}, ${process.platform}-${process.arch}\\)\\n$`,
     );
-    expect(proc.output()).not.toContain('built source');
+    for (const args of [['version'], ['--version']]) {
+      const proc = spawnProcess(binary, args, { cwd: home, env: { PATH: '/nonexistent' } });
+      expect((await proc.exited).code).toBe(0);
+      expect(proc.output()).toMatch(expected);
+    }
     await rm(home, { recursive: true, force: true });
   });
 

@@ -133,6 +133,10 @@ describe('the agent against a live server (child processes, real websockets)', (
     const port = srv.server.port;
     await srv.stop();
     await agent.waitForOutput(/disconnected; reconnecting/);
+    // The line says when the next try comes and why the last one ended, in words as well as the code.
+    expect(agent.output()).toMatch(
+      /disconnected; reconnecting in \d+\.\d s {2}\(cause=[a-z][^)]+ \(code 10\d\d\)\)$/m,
+    );
     await using again = await startTestServer({ dataDir: srv.dataDir, config: { port } });
     const after = await waitConnected(again.admin, 'phoenix', 30_000);
     expect(after.id).toBe(before.id);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createTransport } from '../agent/transport.js';
 import { createAdminClient } from '../server/admin-client.js';
 import { systemMeta } from '../server/services/deps.js';
-import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort, spawnTs } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 import {
@@ -34,18 +34,6 @@ async function tlsServer(ca: TestCa, cert: TestCert) {
   const admin = createAdminClient({ url: srv.url, adminKey: srv.adminKey, fetch: caFetch });
   return { srv, admin, caFetch, localhostUrl: `https://localhost:${srv.server.port}` };
 }
-
-/** Waits (bounded) until the agent has rewritten its status file `n` times: one per failed attempt. */
-async function distinctStatusWrites(stateDir: string, n: number) {
-  const seen = new Set<string>();
-  await eventually(`${n} status writes`, async () => {
-    const text = await readFile(join(stateDir, 'status.json'), 'utf8').catch(() => null);
-    if (text) seen.add(text);
-    return seen.size >= n;
-  });
-}
-
-const retries = (what: RegExp, times: number) => new RegExp(`(${what.source}[^\\n]*\\n[\\s\\S]*){${times}}`);
 
 describe.skipIf(!hasOpenssl)(
   'TLS: HTTPS and WSS with a private CA (openssl makes a throwaway CA per run)',
@@ -79,21 +67,23 @@ describe.skipIf(!hasOpenssl)(
       agent.kill('SIGTERM');
       expect((await agent.exited).code).toBe(0);
 
-      // The same enrolled agent without the CA: the websocket's certificate check fails, the agent
-      // says why once and keeps retrying with its identity untouched.
+      // The same enrolled agent without the CA: the websocket's certificate check fails. Not
+      // something a retry fixes: the agent stops (exit 2) with the fix, its identity untouched.
       const untrusting = spawnAgent(['--server', localhostUrl], stateDir);
-      await untrusting.waitForOutput(/cannot connect; retrying.*not trusted.*--ca-file/);
-      await distinctStatusWrites(stateDir, 3);
-      expect(untrusting.child.exitCode).toBeNull();
-      untrusting.kill('SIGTERM');
-      expect((await untrusting.exited).code).toBe(0);
+      expect((await untrusting.exited).code).toBe(2);
+      expect(untrusting.output()).toMatch(
+        /error TLS: the certificate of https:\/\/localhost:\d+ is not trusted \([A-Z_]+\)\. If a private CA signed it, pass --ca-file/,
+      );
+      expect(untrusting.output()).not.toContain('retrying');
       expect((await readIdentity(stateDir))?.identityToken).toBe(identity?.identityToken);
+      const status = JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8'));
+      expect(status.state).toBe('misconfigured');
       expect((await admin.connectors.get.query({ connectorId: connector.id })).status).toBe('enabled');
       await rm(stateDir, { recursive: true, force: true });
       await rm(dir, { recursive: true, force: true });
     });
 
-    it('an untrusted certificate (no --ca-file) and a certificate for another host name are refused: clear error, retries, no exit 3, nothing written', async () => {
+    it('an untrusted certificate (no --ca-file) and a certificate for another host name are refused at enrollment: exit 2 with the fix, no retry, nothing written', async () => {
       const { dir, ca, good, wrongHost } = await pki();
       const trusted = await tlsServer(ca, good);
       await using _a = trusted.srv;
@@ -123,20 +113,23 @@ describe.skipIf(!hasOpenssl)(
         ],
         dirs[1]!,
       );
-      await noCa.waitForOutput(retries(/enrollment failed, retrying.*not trusted.*--ca-file/, 2));
-      await wrongName.waitForOutput(
-        retries(/enrollment failed, retrying.*not for this host name.*ERR_TLS_CERT_ALTNAME_INVALID/, 2),
+      expect((await noCa.exited).code).toBe(2);
+      expect(noCa.output()).toMatch(
+        /TLS: the certificate of https:\/\/localhost:\d+ is not trusted.*--ca-file/,
+      );
+      expect((await wrongName.exited).code).toBe(2);
+      expect(wrongName.output()).toContain(
+        `TLS: the certificate of ${misnamed.localhostUrl} is not for localhost but for enroll.example.com; ` +
+          `use --server https://enroll.example.com:${misnamed.srv.server.port}`,
       );
       for (const [agent, stateDir] of [
         [noCa, dirs[0]!],
         [wrongName, dirs[1]!],
       ] as const) {
-        expect(agent.child.exitCode, agent.output()).toBeNull();
-        agent.kill('SIGTERM');
-        expect((await agent.exited).code).toBe(0);
+        expect(agent.output()).not.toContain('retrying');
         expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
         const status = JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8'));
-        expect(status.state).not.toBe('refused');
+        expect(status.state).toBe('misconfigured');
       }
       expect(trusted.srv.server.services.connectors.counts().total).toBe(0);
       expect(misnamed.srv.server.services.connectors.counts().total).toBe(0);
@@ -202,3 +195,40 @@ describe.skipIf(!hasOpenssl)(
     });
   },
 );
+
+describe('https:// to a server that speaks plain http', () => {
+  it('enrolling or connecting: exit 2 with one line that says use http://, never a raw OpenSSL error, no retry', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Plain' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const httpsUrl = srv.url.replace(/^http:/, 'https:');
+    const fix = `TLS: ${httpsUrl} answered in plain text, not TLS: it serves http://, not https://. Use --server ${srv.url}`;
+
+    const fresh = await tempDir('ce-tls-plain-');
+    const enrolling = spawnAgent(['--server', httpsUrl, '--key', key], fresh);
+    expect((await enrolling.exited).code).toBe(2);
+    expect(enrolling.output()).toContain(fix);
+    expect(enrolling.output()).not.toMatch(/openssl|ssl3_get_record|retrying/);
+    expect(
+      enrolling
+        .output()
+        .trim()
+        .split('\n')
+        .filter((l) => l.includes('error')),
+    ).toHaveLength(1);
+    expect(existsSync(join(fresh, 'identity.json'))).toBe(false);
+
+    // Enrolled over http, then pointed at https (the server move is allowed): the session's connect.
+    const enrolled = await tempDir('ce-tls-plain-session-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'plain'], enrolled);
+    await waitConnected(srv.admin, 'plain');
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    const moved = spawnAgent(['--server', httpsUrl, '--allow-server-change'], enrolled);
+    expect((await moved.exited).code).toBe(2);
+    expect(moved.output()).toContain(fix);
+    expect(moved.output()).not.toMatch(/openssl|ssl3_get_record|retrying/);
+    expect(await readIdentity(enrolled)).not.toBeNull();
+    for (const d of [fresh, enrolled]) await rm(d, { recursive: true, force: true });
+  });
+});

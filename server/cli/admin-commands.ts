@@ -283,7 +283,9 @@ export function registerAdminCommands(program: Command): void {
         });
         print(options, g, () => {
           printGroup(g);
-          console.log(`\nNext: copy its key with \`groups key "${g.name}"\` and run an agent with it.`);
+          console.log(
+            `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"\` and run an agent with it.`,
+          );
         });
       }),
     );

@@ -33,6 +33,18 @@ export const agentRouter = router({
     ctx.services.hub.acknowledgeTermination(ctx.agent, input.event);
     return { ok: true as const };
   }),
+  /**
+   * The agent deletes its own connector (`connector-agent unenroll`): as an admin's delete, audited
+   * `connector.deleted` with the agent as actor. The session then gets `deleted`, and the answer
+   * `{deleted: true, termination}` waits (at most the acknowledgement bound) for the agent to say it
+   * wiped its identity.
+   */
+  unenroll: agentProcedure.mutation(({ ctx }) =>
+    ctx.services.connectors.delete(ctx.agent.connectorId, {
+      actor: { kind: 'agent', connectorId: ctx.agent.connectorId },
+      remoteAddress: ctx.agent.remoteAddress,
+    }),
+  ),
   report: agentProcedure.input(reportInput).mutation(({ ctx, input }) => {
     ctx.services.connectors.updateHost(ctx.agent.connectorId, input.host);
     return { ok: true as const };

@@ -76,7 +76,7 @@ export class GroupService {
         groupId: g.id,
         name: g.name,
         step: 'Deploy Your Connectors',
-        hint: `Copy the key (groups key "${g.name}") and run: connector-agent --server URL --key-file FILE`,
+        hint: `Copy the key (npm run -s server -- groups key "${g.name}") and run: connector-agent --server URL --key-file FILE`,
       }));
   }
 

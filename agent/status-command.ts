@@ -1,0 +1,100 @@
+import { EXIT } from './exit-codes.js';
+import { type AgentStatus, FINAL_STATES, IdentityStore } from './identity-store.js';
+import { isProcessRunning } from './process-liveness.js';
+
+/** What `connector-agent status` prints with --json. */
+export interface StatusSummary {
+  stateDir: string;
+  enrolled: boolean;
+  identityError?: string;
+  connectorId?: string;
+  groupId?: string;
+  server?: string;
+  enrolledAt?: string;
+  identityExpiresAt?: string;
+  /** An agent process that wrote the last state still runs. */
+  running: boolean;
+  /** Running and connected to the server. */
+  connected: boolean;
+  /** The last agent process is gone without writing a final state: killed (e.g. -9) or crashed. */
+  stoppedUncleanly: boolean;
+  /** The last state the agent wrote (null if none ever ran with this state dir). */
+  agent: AgentStatus | null;
+  /** The exit code `status` ends with (see STATUS_EXIT_CODES_HELP). */
+  exitCode: number;
+}
+
+/** `status --help`, README: what a script can read from the exit code. */
+export const STATUS_EXIT_CODES_HELP = `Exit codes: 0 enrolled, running and connected · 1 the identity file cannot be read or is damaged
+· 2 usage error · 7 enrolled and running, not connected (connecting or retrying) · 8 enrolled, no
+agent running (stopped, exited, killed or crashed) · 9 not enrolled`;
+
+/** Reads the state dir and decides, from the identity and the last state's process, what runs. */
+export async function readStatusSummary(stateDir: string): Promise<StatusSummary> {
+  const store = new IdentityStore(stateDir);
+  const identity = await store.load().catch((error: Error) => ({ error: error.message }));
+  const agent = await store.readStatus();
+  const alive =
+    agent !== null && !FINAL_STATES.has(agent.state) && isProcessRunning(agent.pid, agent.pidStart);
+  const enrolled = Boolean(identity && !('error' in identity));
+  const connected = alive && agent?.state === 'connected';
+  const exitCode =
+    identity && 'error' in identity
+      ? EXIT.FAILED
+      : !enrolled
+        ? EXIT.NOT_ENROLLED
+        : connected
+          ? EXIT.STOPPED
+          : alive
+            ? EXIT.NOT_CONNECTED
+            : EXIT.NOT_RUNNING;
+  return {
+    stateDir: store.dir,
+    enrolled,
+    ...(identity && 'error' in identity ? { identityError: identity.error } : {}),
+    ...(identity && !('error' in identity)
+      ? {
+          connectorId: identity.connectorId,
+          groupId: identity.groupId,
+          server: identity.server,
+          enrolledAt: identity.enrolledAt,
+          identityExpiresAt: identity.identityExpiresAt,
+        }
+      : {}),
+    running: alive,
+    connected,
+    stoppedUncleanly: agent !== null && !alive && !FINAL_STATES.has(agent.state),
+    agent,
+    exitCode,
+  };
+}
+
+/** The summary as the lines `status` prints. */
+export function statusLines(summary: StatusSummary): string[] {
+  const lines = [
+    `state dir:   ${summary.stateDir}`,
+    `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
+  ];
+  if (summary.identityError) lines.push(`identity:    ${summary.identityError}`);
+  if (summary.server) lines.push(`server:      ${summary.server}`);
+  if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
+  const agent = summary.agent;
+  if (!agent) {
+    lines.push('agent:       not running (no agent has run with this state dir)');
+    return lines;
+  }
+  if (summary.running)
+    lines.push(
+      `agent:       running as pid ${agent.pid}, ${summary.connected ? 'connected' : 'not connected'}`,
+    );
+  else if (summary.stoppedUncleanly)
+    lines.push(
+      `agent:       not running (last ran as pid ${agent.pid}, stopped uncleanly: killed or crashed while ${agent.state})`,
+    );
+  else lines.push(`agent:       not running (last ran as pid ${agent.pid}, exited: ${agent.state})`);
+  lines.push(
+    `last state:  ${agent.state}${agent.status ? ` (${agent.status})` : ''} at ${agent.updatedAt}, pid ${agent.pid}`,
+  );
+  if (agent.detail) lines.push(`detail:      ${agent.detail}`);
+  return lines;
+}

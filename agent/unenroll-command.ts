@@ -1,0 +1,129 @@
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveStateDir, UsageError } from './config.js';
+import { EXIT } from './exit-codes.js';
+import { collectHostFacts } from './host-facts.js';
+import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
+import type { AgentLogger } from './log.js';
+import { runSession } from './session.js';
+import { readStatusSummary } from './status-command.js';
+import { createTransport } from './transport.js';
+
+export interface UnenrollFlags {
+  stateDir?: string;
+  caFile?: string;
+  force?: boolean;
+  evenIfRunning?: boolean;
+  timeout?: string;
+}
+
+/** The state dir as unenroll uses it: status writes of its one-off session would pass for a run's. */
+class UnenrollStore extends IdentityStore {
+  override async writeStatus(_status: Omit<AgentStatus, 'updatedAt' | 'pid' | 'pidStart'>): Promise<void> {}
+
+  /** The identity and the last state: nothing of the enrollment is left. */
+  async wipeAll(): Promise<void> {
+    await this.wipe();
+    await unlink(join(this.dir, 'status.json')).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+}
+
+/** `unenroll --help`, README. */
+export const UNENROLL_EXIT_CODES_HELP = `Exit codes: 0 unenrolled (or not enrolled; or wiped with --force) · 1 unexpected failure, or an
+unreadable identity file without --force · 2 usage error, the agent is running, or a TLS
+misconfiguration · 10 the server could not be reached: nothing changed (retry, or --force)`;
+
+const deleteHint = (connectorId: string) =>
+  `on the admin side: npm run -s server -- connectors delete ${connectorId}`;
+
+/**
+ * `connector-agent unenroll`: deletes this host's connector on the server over a session of its own
+ * identity, then wipes the identity and the last state. Resolves with the exit code.
+ */
+export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promise<number> {
+  const timeoutSeconds = Number(flags.timeout ?? '20');
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600)
+    throw new UsageError(`--timeout: "${flags.timeout}" is not a number of seconds between 1 and 3600`);
+  const store = new UnenrollStore(resolveStateDir(flags.stateDir));
+  let identity: Awaited<ReturnType<IdentityStore['load']>>;
+  try {
+    identity = await store.load();
+  } catch (error) {
+    if (!(error instanceof IdentityFileError)) throw error;
+    if (!flags.force) {
+      logger.error(`${error.message} Or pass --force to wipe it without telling the server.`);
+      return EXIT.FAILED;
+    }
+    await store.wipeAll();
+    logger.warn(`wiped ${store.identityFile} (unreadable); if the server lists this host, delete it there`);
+    return EXIT.STOPPED;
+  }
+  if (!identity) {
+    logger.info(`not enrolled (no identity in ${store.dir}): nothing to unenroll`);
+    return EXIT.STOPPED;
+  }
+  const summary = await readStatusSummary(store.dir);
+  if (summary.running && !flags.evenIfRunning) {
+    logger.error(
+      `the agent runs with this state dir as pid ${summary.agent?.pid}: stop it first ` +
+        '(sudo systemctl stop connector-agent), or pass --even-if-running (it is then replaced and exits 6)',
+    );
+    return EXIT.USAGE;
+  }
+  let caPem: string | null = null;
+  if (flags.caFile) {
+    try {
+      caPem = await readFile(flags.caFile, 'utf8');
+    } catch (error) {
+      throw new UsageError(
+        `--ca-file: cannot read ${flags.caFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
+      );
+    }
+  }
+
+  const stop = AbortSignal.timeout(timeoutSeconds * 1000);
+  let deleted = false;
+  const code = await runSession({
+    identity,
+    store,
+    transport: createTransport(caPem),
+    logger,
+    signal: stop,
+    hostFacts: await collectHostFacts(),
+    unenroll: {
+      onDeleted: () => {
+        deleted = true;
+      },
+    },
+  });
+  const { connectorId, server } = identity;
+  if (code === EXIT.IDENTITY_GONE || code === EXIT.REVOKED) {
+    // The session wiped the identity; the last state goes too.
+    await store.wipeAll();
+    if (deleted) logger.info(`unenrolled: ${server} deleted connector ${connectorId}; identity wiped`);
+    else
+      logger.warn(
+        `the server refused this identity (${code === EXIT.REVOKED ? 'revoked' : 'deleted, unknown or expired'}); ` +
+          `identity wiped. If it still lists connector ${connectorId}, delete it ${deleteHint(connectorId)}`,
+      );
+    return EXIT.STOPPED;
+  }
+  const unreachable = code === EXIT.SERVER_UNREACHABLE || code === EXIT.STOPPED || code === EXIT.USAGE;
+  if (!unreachable) return code;
+  if (code === EXIT.STOPPED) logger.error(`no answer from ${server} within ${timeoutSeconds} s`);
+  if (!flags.force) {
+    logger.error(
+      `nothing changed: connector ${connectorId} is still enrolled. Retry when ${server} can be reached, or pass ` +
+        `--force to wipe this host's identity anyway (then delete the connector ${deleteHint(connectorId)})`,
+    );
+    return code === EXIT.USAGE ? EXIT.USAGE : EXIT.SERVER_UNREACHABLE;
+  }
+  await store.wipeAll();
+  logger.warn(
+    `identity wiped (--force), but ${server} was not told and still lists connector ${connectorId}: ` +
+      `delete it ${deleteHint(connectorId)}`,
+  );
+  return EXIT.STOPPED;
+}

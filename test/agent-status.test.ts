@@ -1,0 +1,125 @@
+import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { processStartTicks } from '../agent/process-liveness.js';
+import { eventually, spawnAgent, waitConnected } from './helpers/agents.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+/** `connector-agent status [--json]` on `stateDir`, as its own process: exit code and output. */
+async function status(stateDir: string, json = false) {
+  const proc = spawnAgent(['status', ...(json ? ['--json'] : [])], stateDir);
+  const { code } = await proc.exited;
+  return { code, output: proc.output() };
+}
+
+/** An identity file the status command accepts (it checks the shape, not the signature). */
+async function writeIdentity(stateDir: string) {
+  const identity = {
+    connectorId: 'con_status',
+    groupId: 'grp_status',
+    server: 'http://127.0.0.1:9',
+    identityToken: 'x.y.z',
+    identityExpiresAt: new Date(Date.now() + 86_400_000).toISOString(),
+    privateJwk: { kty: 'OKP', crv: 'Ed25519', x: 'x', d: 'd' },
+    enrolledAt: new Date().toISOString(),
+  };
+  await writeFile(join(stateDir, 'identity.json'), JSON.stringify(identity), { mode: 0o600 });
+}
+
+describe('connector-agent status: what runs, in words and in the exit code', () => {
+  it('not enrolled 9; connected 0; server gone 7; killed with -9 8, "stopped uncleanly" with the dead pid; stopped by SIGTERM 8', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Status' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stateDir = await tempDir('ce-status-');
+
+    const before = await status(stateDir);
+    expect(before.code).toBe(9);
+    expect(before.output).toContain('enrolled:    no');
+
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'watched'], stateDir);
+    await waitConnected(srv.admin, 'watched');
+    const pid = agent.child.pid!;
+    const connected = await eventually('status says connected', async () => {
+      const s = await status(stateDir);
+      return s.code === 0 ? s : null;
+    });
+    expect(connected.output).toContain(`agent:       running as pid ${pid}, connected`);
+
+    // The server goes away: the agent runs on, retrying.
+    await srv.stop();
+    await agent.waitForOutput(/disconnected; reconnecting/);
+    const retrying = await status(stateDir);
+    expect(retrying.code).toBe(7);
+    expect(retrying.output).toContain(`running as pid ${pid}, not connected`);
+
+    agent.kill('SIGKILL');
+    await agent.exited;
+    const killed = await status(stateDir);
+    expect(killed.code).toBe(8);
+    expect(killed.output).toContain(`agent:       not running (last ran as pid ${pid}, stopped uncleanly`);
+    expect(killed.output).not.toMatch(/running as pid/);
+    const json = await status(stateDir, true);
+    expect(json.code).toBe(8);
+    expect(JSON.parse(json.output)).toMatchObject({
+      enrolled: true,
+      running: false,
+      connected: false,
+      stoppedUncleanly: true,
+      exitCode: 8,
+      agent: { pid },
+    });
+
+    // A clean stop is told apart from a kill.
+    const again = spawnAgent(['--server', srv.url], stateDir);
+    await again.waitForOutput(/cannot connect; retrying/);
+    again.kill('SIGTERM');
+    expect((await again.exited).code).toBe(0);
+    const stopped = await status(stateDir);
+    expect(stopped.code).toBe(8);
+    expect(stopped.output).toContain(`not running (last ran as pid ${again.child.pid}, exited: stopped)`);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it.skipIf(!existsSync('/proc/self/stat'))(
+    'a pid now used by another process is not the agent: the recorded start time must match',
+    async () => {
+      const stateDir = await tempDir('ce-status-reuse-');
+      await writeIdentity(stateDir);
+      // This test's own process stands for "some live process that got the agent's old pid".
+      const writeState = (pidStart: number | null) =>
+        writeFile(
+          join(stateDir, 'status.json'),
+          JSON.stringify({
+            state: 'connected',
+            status: 'enabled',
+            connectorId: 'con_status',
+            server: 'http://127.0.0.1:9',
+            updatedAt: new Date().toISOString(),
+            pid: process.pid,
+            pidStart,
+            detail: null,
+          }),
+        );
+      const start = processStartTicks(process.pid);
+      expect(start).not.toBeNull();
+      await writeState(start);
+      expect((await status(stateDir)).code).toBe(0);
+      await writeState(start! + 1);
+      const reused = await status(stateDir);
+      expect(reused.code).toBe(8);
+      expect(reused.output).toContain('stopped uncleanly');
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  );
+
+  it('a damaged identity file: exit 1, saying so', async () => {
+    const stateDir = await tempDir('ce-status-damaged-');
+    await writeFile(join(stateDir, 'identity.json'), '{not json', { mode: 0o600 });
+    const damaged = await status(stateDir);
+    expect(damaged.code).toBe(1);
+    expect(damaged.output).toMatch(/identity: .*damaged/);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+});

@@ -1,0 +1,107 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import pkg from '../package.json' with { type: 'json' };
+import { repoRoot } from './helpers/processes.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Runs a command in the repository and returns its exit code and output, never throwing on exit codes. */
+async function run(command: string, args: string[]) {
+  try {
+    const { stdout, stderr } = await execFileAsync(command, args, { cwd: repoRoot, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+type Bin = 'connector-server' | 'connector-agent';
+/** `npx connector-server …` / `npx connector-agent …`, as the README has users run them: through the bin entries. */
+const npx = (bin: Bin, args: string[]) => run('npx', ['--no-install', bin, ...args]);
+/** The same bin script without npx's start-up (seconds on a busy machine). */
+const bin = (name: Bin, args: string[]) => run(process.execPath, [`bin/${name}.mjs`, ...args]);
+
+describe('CLI plumbing: bin entries, --version, suggestions', () => {
+  it('npx connector-server --version and npx connector-agent --version print the package version and exit 0', async () => {
+    const [server, agent] = await Promise.all([
+      npx('connector-server', ['--version']),
+      npx('connector-agent', ['--version']),
+    ]);
+    expect(server).toMatchObject({ code: 0, stdout: `connector-server ${pkg.version}\n` });
+    expect(agent.code).toBe(0);
+    expect(agent.stdout).toMatch(
+      new RegExp(
+        `^connector-agent ${pkg.version.replaceAll('.', '\\.')} \\(built source, commit source, node `,
+      ),
+    );
+  });
+
+  it('an unknown agent subcommand gets "did you mean", exit 2, as the server does', async () => {
+    const [agent, server] = await Promise.all([
+      bin('connector-agent', ['staus']),
+      bin('connector-server', ['grops']),
+    ]);
+    expect(agent.code).toBe(2);
+    expect(agent.stderr).toContain("error: unknown command 'staus'\n(Did you mean status?)");
+    expect(server.code).toBe(2);
+    expect(server.stderr).toContain("error: unknown command 'grops'\n(Did you mean groups?)");
+    // A word nothing resembles is still refused, not taken as the run command with an extra word.
+    const stray = await bin('connector-agent', ['--server', 'http://127.0.0.1:9', 'zzzz']);
+    expect(stray.code).toBe(2);
+    expect(stray.stderr).toContain("error: unknown command 'zzzz'");
+  });
+
+  it('completion bash: sourced in bash it registers itself, and completing COMP_WORDS offers the tree commander knows', async () => {
+    const [server, agent] = await Promise.all([
+      bin('connector-server', ['completion', 'bash']),
+      bin('connector-agent', ['completion', 'bash']),
+    ]);
+    expect(server.code).toBe(0);
+    expect(agent.code).toBe(0);
+    const dir = await mkdtemp(join(tmpdir(), 'ce-completion-'));
+    await writeFile(join(dir, 'server.bash'), server.stdout);
+    await writeFile(join(dir, 'agent.bash'), agent.stdout);
+    /** What the completion function offers for `words`, the last being the word under the cursor. */
+    const complete = async (script: string, fn: string, words: string[]) => {
+      const quoted = words.map((w) => `'${w}'`).join(' ');
+      const result = await run('bash', [
+        '-c',
+        `source ${join(dir, script)}; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; ${fn}; printf '%s\n' "\${COMPREPLY[@]}"`,
+      ]);
+      expect(result.code, result.stderr).toBe(0);
+      return result.stdout.split('\n').filter(Boolean);
+    };
+    const registered = await run('bash', [
+      '-c',
+      `source ${join(dir, 'server.bash')}; source ${join(dir, 'agent.bash')}; complete -p connector-server connector-agent`,
+    ]);
+    expect(registered.stdout).toContain('-F _connector_server connector-server');
+    expect(registered.stdout).toContain('-F _connector_agent connector-agent');
+    const s = (words: string[]) =>
+      complete('server.bash', '_connector_server', ['connector-server', ...words]);
+    const a = (words: string[]) => complete('agent.bash', '_connector_agent', ['connector-agent', ...words]);
+    expect(await s(['gr'])).toEqual(['groups']);
+    expect(await s(['groups', 'regen'])).toEqual(['regenerate-key']);
+    expect(await s(['connectors', 'list', '--con'])).toEqual(['--connection']);
+    // Options between commands do not lose the path.
+    expect(await s(['--version', 'connectors', 're'])).toEqual(['revoke']);
+    expect(await s(['serve', '--tls-'])).toEqual(['--tls-cert', '--tls-key']);
+    expect(await a(['st'])).toEqual(['status']);
+    expect(await a(['unenroll', '--fo'])).toEqual(['--force']);
+    expect(await a(['logout', '--ev'])).toEqual(['--even-if-running']);
+    expect(await a(['--key-'])).toEqual(['--key-file']);
+
+    const zsh = await bin('connector-agent', ['completion', 'zsh']);
+    expect(zsh.code).toBe(0);
+    expect(zsh.stdout).toMatch(/^#compdef connector-agent\nautoload -U \+X bashcompinit && bashcompinit\n/);
+    const unknown = await bin('connector-agent', ['completion', 'fish']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('completion: unknown shell "fish" (bash or zsh)');
+    await rm(dir, { recursive: true, force: true });
+  });
+});

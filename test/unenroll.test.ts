@@ -1,0 +1,97 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { rawCall, startTestServer, tempDir } from './helpers/server.js';
+
+/** A real server and a real agent enrolled and connected to it under `name`. */
+async function enrolledAgent(name: string) {
+  const srv = await startTestServer();
+  const group = await srv.admin.groups.create.mutate({ name: `Group ${name}` });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  const stateDir = await tempDir('ce-unenroll-');
+  const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', name], stateDir);
+  const connector = await waitConnected(srv.admin, name);
+  // Its status file says connected: the state a service leaves behind.
+  await agent.waitForOutput(/connected to /);
+  return { srv, stateDir, agent, connector };
+}
+
+async function runUnenroll(stateDir: string, args: string[] = []) {
+  const proc = spawnAgent(['unenroll', ...args], stateDir);
+  const { code } = await proc.exited;
+  return { code, output: proc.output() };
+}
+
+describe('connector-agent unenroll', () => {
+  it('deletes the connector on the server over its own identity (audited, actor agent) and wipes the state dir; refused while the agent runs', async () => {
+    const { srv, stateDir, agent, connector } = await enrolledAgent('leaving');
+    await using _ = srv;
+
+    // Only over an agent's own authenticated session: a plain HTTP call is nobody.
+    const anonymous = await rawCall(srv.url, 'agent.unenroll', undefined, { method: 'POST' });
+    expect(anonymous).toMatchObject({ status: 401, reason: 'IDENTITY_INVALID' });
+
+    const whileRunning = await runUnenroll(stateDir);
+    expect(whileRunning.code).toBe(2);
+    expect(whileRunning.output).toMatch(/the agent runs with this state dir as pid \d+: stop it first/);
+    expect(await readIdentity(stateDir)).not.toBeNull();
+    expect((await srv.admin.connectors.get.query({ connectorId: connector.id })).id).toBe(connector.id);
+
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    const done = await runUnenroll(stateDir);
+    expect(done.code, done.output).toBe(0);
+    expect(done.output).toContain(`unenrolled: ${srv.url} deleted connector ${connector.id}; identity wiped`);
+    expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+    expect(existsSync(join(stateDir, 'status.json'))).toBe(false);
+    expect((await srv.admin.connectors.list.query({})).items).toEqual([]);
+    const audit = await srv.admin.audit.list.query({});
+    expect(audit.find((e) => e.type === 'connector.deleted')).toMatchObject({
+      actor: { kind: 'agent', connectorId: connector.id },
+      connectorId: connector.id,
+      outcome: 'success',
+    });
+    // It said it wiped the identity, over the session the delete ended.
+    await eventually('deletion confirmed', async () =>
+      (await srv.admin.audit.list.query({})).some((e) => e.type === 'connector.deletion_confirmed'),
+    );
+
+    const again = spawnAgent(['status'], stateDir);
+    expect((await again.exited).code).toBe(9);
+    // Again, by its alias: nothing left to do, and it says so.
+    const alias = spawnAgent(['logout'], stateDir);
+    expect((await alias.exited).code).toBe(0);
+    expect(alias.output()).toContain('nothing to unenroll');
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('the server unreachable: exit 10 and nothing changed; --force wipes here and says the server still lists it and how to delete it', async () => {
+    const { srv, stateDir, agent, connector } = await enrolledAgent('stranded');
+    agent.kill('SIGTERM');
+    await agent.exited;
+    await srv.stop();
+
+    const refused = await runUnenroll(stateDir);
+    expect(refused.code).toBe(10);
+    expect(refused.output).toMatch(/cannot reach http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+    expect(refused.output).toContain(`nothing changed: connector ${connector.id} is still enrolled`);
+    expect(refused.output).toContain('--force');
+    expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
+
+    const forced = await runUnenroll(stateDir, ['--force']);
+    expect(forced.code).toBe(0);
+    expect(forced.output).toContain(
+      `identity wiped (--force), but ${srv.url} was not told and still lists connector ${connector.id}: ` +
+        `delete it on the admin side: npm run -s server -- connectors delete ${connector.id}`,
+    );
+    expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+    expect(existsSync(join(stateDir, 'status.json'))).toBe(false);
+
+    // The server, back, still has it: exactly what the message said.
+    await using back = await startTestServer({ dataDir: srv.dataDir });
+    expect((await back.admin.connectors.get.query({ connectorId: connector.id })).id).toBe(connector.id);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+});
