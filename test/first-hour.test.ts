@@ -273,3 +273,64 @@ describe('usage errors and --json errors', () => {
     expect(JSON.parse(missing.stderr).error).toMatchObject({ reason: 'GROUP_NOT_FOUND', exitCode: 1 });
   });
 });
+
+describe('revoking twice, and connectors by name', () => {
+  it('a second revoke changes nothing (no new key, no audit) and says when it was revoked', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Again' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const { enrolled } = await enrollSim(srv.url, key.key!, 'again-host');
+    const first = await srv.admin.connectors.revoke.mutate({ connectorId: enrolled!.connectorId });
+    expect(first.changed).toBe(true);
+    const keyAfterFirst = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(keyAfterFirst.keyId).not.toBe(key.keyId);
+    const second = await srv.admin.connectors.revoke.mutate({ connectorId: enrolled!.connectorId });
+    expect(second).toMatchObject({ changed: false, status: 'revoked', revokedAt: first.revokedAt });
+    expect((await srv.admin.provisioningKeys.get.query({ groupId: group.id })).keyId).toBe(
+      keyAfterFirst.keyId,
+    );
+    expect(await srv.admin.audit.list.query({ type: 'connector.revoked' })).toHaveLength(1);
+
+    const cli = await serverCli([
+      'connectors',
+      'revoke',
+      'again-host',
+      '--server',
+      srv.url,
+      '--admin-key-file',
+      srv.server.adminKeyFile,
+    ]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain(`was already revoked at ${first.revokedAt}; nothing changed (no new key)`);
+    expect(cli.stdout).not.toContain('regenerated');
+  });
+
+  it('connectors commands take a unique name, refuse a shared one with the ids, and tables show group names', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Named Group' });
+    const key = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    const solo = (await enrollSim(srv.url, key.key!, 'solo')).enrolled!;
+    const twinA = (await enrollSim(srv.url, key.key!, 'twin')).enrolled!;
+    const twinB = (await enrollSim(srv.url, key.key!, 'twin')).enrolled!;
+    const common = ['--server', srv.url, '--admin-key-file', srv.server.adminKeyFile];
+
+    const disabled = await serverCli(['connectors', 'disable', 'solo', ...common]);
+    expect(disabled.code, disabled.stderr).toBe(0);
+    expect((await srv.admin.connectors.get.query({ connectorId: solo.connectorId })).status).toBe('disabled');
+
+    const shared = await serverCli(['connectors', 'delete', 'twin', ...common]);
+    expect(shared.code).toBe(2);
+    expect(shared.stderr).toContain('2 connectors are named "twin"');
+    expect(shared.stderr).toContain(twinA.connectorId);
+    expect(shared.stderr).toContain(twinB.connectorId);
+    expect((await srv.admin.connectors.counts.query({})).total).toBe(3);
+
+    const unknown = await serverCli(['connectors', 'get', 'nobody', ...common]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('CONNECTOR_NOT_FOUND');
+
+    const list = await serverCli(['connectors', 'list', ...common]);
+    expect(list.stdout).toContain('Named Group');
+    expect(list.stdout).not.toContain(group.id);
+  });
+});

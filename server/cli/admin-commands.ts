@@ -185,6 +185,42 @@ async function resolveGroup(client: AdminClient, ref: string): Promise<string> {
   return found.id;
 }
 
+/** Group names by id, for tables. */
+async function groupNamesOf(client: AdminClient): Promise<Map<string, string>> {
+  return new Map((await client.groups.list.query({})).map((g) => [g.id, g.name]));
+}
+
+/** How many pages of 1,000 a name lookup reads at most (a million connectors). */
+const MAX_NAME_LOOKUP_PAGES = 1000;
+
+/**
+ * CONNECTOR may be an id (`con_…`) or a name that exactly one connector has; a name two share is
+ * refused with their ids, since acting on the wrong host cannot be undone (revoke, delete).
+ */
+async function resolveConnector(client: AdminClient, ref: string): Promise<string> {
+  if (/^con_[A-Za-z0-9_-]+$/.test(ref)) return ref;
+  const matches: string[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < MAX_NAME_LOOKUP_PAGES; page++) {
+    const r: { items: Array<{ id: string; name: string }>; nextCursor: string | null } =
+      await client.connectors.list.query({ limit: 1000, ...(cursor ? { cursor } : {}) });
+    for (const c of r.items) if (c.name === ref) matches.push(c.id);
+    cursor = r.nextCursor;
+    if (!cursor) break;
+  }
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length === 0)
+    throw new CliError(
+      `CONNECTOR_NOT_FOUND: no connector with id or name "${ref}"\n  fix: ${ERROR_REASONS.CONNECTOR_NOT_FOUND.hint}`,
+      1,
+      'CONNECTOR_NOT_FOUND',
+    );
+  throw new CliError(
+    `${matches.length} connectors are named "${ref}": give the id of the one you mean (${matches.join(', ')})`,
+    2,
+  );
+}
+
 type GroupLike = Awaited<ReturnType<AdminClient['groups']['get']['query']>>;
 const printGroup = (g: GroupLike) =>
   printFields([
@@ -394,13 +430,15 @@ export function registerAdminCommands(program: Command): void {
           ...(o.cursor ? { cursor: o.cursor } : {}),
           limit: integerFlag('--limit', o.limit, 1, 1000),
         });
+        // Names read better than ids in a table; one call for the whole page.
+        const groupNames = options.json ? new Map<string, string>() : await groupNamesOf(client);
         print(options, page, () => {
           printTable(
             ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION', 'REPLACED'],
             page.items.map((c) => [
               c.id,
               c.name,
-              c.groupId,
+              groupNames.get(c.groupId) ?? c.groupId,
               // A revoked one says whether its host has learnt it yet.
               c.termination ? `revoked (${c.termination.state})` : c.status,
               c.connection,
@@ -417,14 +455,19 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(connectors, 'get <id>', 'show one connector with its host facts').action(
+  adminCommand(
+    connectors,
+    'get <connector>',
+    'show one connector with its host facts (id, or a name only one has)',
+  ).action(
     withClient(async (client, options, id) => {
-      const c = await client.connectors.get.query({ connectorId: id! });
+      const c = await client.connectors.get.query({ connectorId: await resolveConnector(client, id!) });
+      const groupName = options.json ? undefined : (await groupNamesOf(client)).get(c.groupId);
       print(options, c, () =>
         printFields([
           ['id', c.id],
           ['name', c.name],
-          ['group', c.groupId],
+          ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
           ['status', terminationWords(c.termination) ?? c.status],
           ['connection', c.connection],
           ['enrolled', c.enrolledAt],
@@ -444,9 +487,13 @@ export function registerAdminCommands(program: Command): void {
     }),
   );
   for (const verb of ['disable', 'enable'] as const) {
-    adminCommand(connectors, `${verb} <id>`, `${verb} a connector (pushed live)`).action(
+    adminCommand(
+      connectors,
+      `${verb} <connector>`,
+      `${verb} a connector (pushed live; id, or a name only one has)`,
+    ).action(
       withClient(async (client, options, id) => {
-        const c = await client.connectors[verb].mutate({ connectorId: id! });
+        const c = await client.connectors[verb].mutate({ connectorId: await resolveConnector(client, id!) });
         print(options, c, () =>
           console.log(
             c.changed
@@ -457,22 +504,31 @@ export function registerAdminCommands(program: Command): void {
       }),
     );
   }
-  adminCommand(connectors, 'revoke <id>', "revoke for good: ends its session and regenerates its group's key")
+  adminCommand(
+    connectors,
+    'revoke <connector>',
+    "revoke for good: ends its session and regenerates its group's key",
+  )
     .option('--reason <text>', 'why, for the audit log')
     .action(
       withClient(async (client, options, id) => {
         const reason = (options as AdminOptions & { reason?: string }).reason;
-        const c = await client.connectors.revoke.mutate({ connectorId: id!, ...(reason ? { reason } : {}) });
+        const c = await client.connectors.revoke.mutate({
+          connectorId: await resolveConnector(client, id!),
+          ...(reason ? { reason } : {}),
+        });
         print(options, c, () =>
           console.log(
-            `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`,
+            c.changed
+              ? `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`
+              : `Connector ${c.id} was already revoked at ${c.revokedAt}; nothing changed (no new key).`,
           ),
         );
       }),
     );
-  adminCommand(connectors, 'delete <id>', 'delete a connector (ends its session)').action(
+  adminCommand(connectors, 'delete <connector>', 'delete a connector (ends its session)').action(
     withClient(async (client, options, id) => {
-      const r = await client.connectors.delete.mutate({ connectorId: id! });
+      const r = await client.connectors.delete.mutate({ connectorId: await resolveConnector(client, id!) });
       print(options, r, () => console.log(`Connector ${terminationWords(r.termination, 'deleted')}.`));
     }),
   );

@@ -161,7 +161,14 @@ export class ConnectorService {
    * revocation is durable and its live session (if any) acknowledged it or the bound passed, with
    * `termination` saying which.
    */
-  async revoke(connectorId: string, reason: string | null, meta: RequestMeta): Promise<ConnectorView> {
+  async revoke(
+    connectorId: string,
+    reason: string | null,
+    meta: RequestMeta,
+  ): Promise<ConnectorView & { changed: boolean }> {
+    // Revoking twice changes nothing: no write, no new key, no audit event; `changed` says so.
+    const already = this.deps.store.read((data) => requireConnector(data, connectorId).status === 'revoked');
+    if (already) return { ...this.get(connectorId), changed: false };
     const now = this.deps.clock.now();
     const { applied, durable } = applyNow(this.deps.store, (data) => {
       const record = requireConnector(data, connectorId);
@@ -194,7 +201,7 @@ export class ConnectorService {
       });
     }
     const termination = await ended;
-    const view = this.get(connectorId);
+    const view = { ...this.get(connectorId), changed: outcome !== null };
     // Pending here may still be a confirmation stored by an earlier revoke: the record says.
     return termination.state === 'confirmed' ? { ...view, termination } : view;
   }
