@@ -18,6 +18,7 @@ import { type Clock, systemClock } from './clock.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
 import {
+  checkCanListen,
   type ListenAddress,
   listen,
   type Page,
@@ -250,6 +251,10 @@ export async function startServer(
 
   const tls =
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
+  // A port in use (or one this user may not bind) fails here, before the data dir, its files or a
+  // bootstrap key are made: a failed start leaves nothing behind.
+  await checkCanListen(config);
+  if (config.metricsListen) await checkCanListen(config.metricsListen);
   // Another user's dir could hold links planted to catch the signing key: refused (PrivateDirError).
   await ensurePrivateDir(config.dataDir, { what: 'data dir', flag: '--data-dir' });
   // Before anything is written: a second server on this dir would acknowledge writes that the

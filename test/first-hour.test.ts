@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
@@ -332,5 +332,17 @@ describe('revoking twice, and connectors by name', () => {
     const list = await serverCli(['connectors', 'list', ...common]);
     expect(list.stdout).toContain('Named Group');
     expect(list.stdout).not.toContain(group.id);
+  });
+});
+
+describe('serve on a port in use', () => {
+  it('fails in one line before it makes the data dir, its files or a bootstrap key', async () => {
+    await using srv = await startTestServer();
+    const dataDir = join(await tempDir('ce-port-'), 'never-made');
+    const r = await serverCli(['serve', '--port', String(srv.server.port), '--data-dir', dataDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`127.0.0.1:${srv.server.port} is already in use`);
+    expectOneLine(r.stderr);
+    await expect(stat(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });

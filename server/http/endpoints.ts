@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DomainError } from '../../shared/errors.js';
 
@@ -80,4 +80,16 @@ export function retryAfterMeta({ errors }: { errors: readonly { cause?: unknown 
     if (typeof seconds === 'number') return { headers: { 'retry-after': String(Math.ceil(seconds)) } };
   }
   return {};
+}
+
+/**
+ * Fails the way `listen` would (EADDRINUSE, EACCES) if `address` cannot be listened on now, and
+ * holds nothing after: checked before start-up writes anything, so that a port in use leaves a new
+ * data dir empty and mints no bootstrap key. Port 0 always can.
+ */
+export async function checkCanListen(address: ListenAddress): Promise<void> {
+  if (address.port === 0) return;
+  const probe = createServer();
+  await listen(probe, address);
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
 }
