@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { DomainError } from '../shared/errors.js';
@@ -27,6 +27,7 @@ import {
   urlOf,
 } from './http/endpoints.js';
 import { openFileLimit, processMetrics } from './http/process-metrics.js';
+import { createServerLogger, type LogFormat } from './logging.js';
 import { appRouter } from './router.js';
 import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
@@ -48,6 +49,8 @@ export interface ServerConfig extends Policy {
   tlsCertFile: string | null;
   tlsKeyFile: string | null;
   logLevel: string;
+  /** `text` for people, `json` (pino's lines) for collectors. @default text on a terminal, else json */
+  logFormat: LogFormat;
   /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
   metricsListen: ListenAddress | null;
   rateLimits: RateLimits;
@@ -111,6 +114,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     tlsCertFile: null,
     tlsKeyFile: null,
     logLevel: 'info',
+    logFormat: 'json',
     metricsListen: null,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
@@ -241,13 +245,7 @@ export async function startServer(
   options: { clock?: Clock; logger?: Logger } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
-  const logger =
-    options.logger ??
-    pino({
-      level: config.logLevel,
-      base: { service: 'connector-server' },
-      redact: ['req.headers.authorization'],
-    });
+  const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
 
   const tls =
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseDuration } from '../shared/durations.js';
 import { defaultConfig, type ServerConfig } from './app.js';
 import { parseListenAddress } from './http/endpoints.js';
+import { defaultLogFormat } from './logging.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
 // Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.
@@ -66,6 +67,7 @@ const serveOptionsSchema = z.object({
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  logFormat: z.enum(['text', 'json']).optional(),
   enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
   adminAuthFailuresPerMinute: z.coerce.number().int().min(1).optional(),
   maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
@@ -134,6 +136,12 @@ export const SERVE_FLAGS = {
     env: 'CONNECTOR_LOG_LEVEL',
     default: 'info',
     help: 'fatal, error, warn, info, debug, trace or silent',
+  },
+  logFormat: {
+    flag: '--log-format <format>',
+    env: 'CONNECTOR_LOG_FORMAT',
+    default: undefined,
+    help: 'text (readable times) or json (one pino JSON object a line); default text when stdout is a terminal, json otherwise',
   },
   enrollRatePerMinute: {
     flag: '--enroll-rate-per-minute <n>',
@@ -226,6 +234,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     tlsCertFile: o.tlsCert ?? null,
     tlsKeyFile: o.tlsKey ?? null,
     logLevel: o.logLevel,
+    logFormat: o.logFormat ?? defaultLogFormat(),
     rotationSpreadMs: o.rotationSpread,
     auditMaxBytes: o.auditMaxBytes,
     auditKeep: o.auditKeep,
