@@ -1,7 +1,7 @@
 /**
  * The one table of error reasons. Every coded failure the API returns carries one of these as
  * `error.data.reason`; the server maps each to its tRPC code (and so its HTTP status) from here, and
- * clients print `message` and `hint`. A test keeps this table, CONTRACT reasons and the README in step.
+ * clients print `message` and `hint`. Tests keep this table, the README and docs/reference.md in step.
  */
 export const ERROR_REASONS = {
   KEY_INVALID: {

@@ -153,6 +153,9 @@ describe('the deployment docs the product points to', () => {
     'README.md',
     'SECURITY.md',
     'docs/deploy.md',
+    'docs/reference.md',
+    // PROCEDURE_NOT_FOUND's hint sends API users to docs/reference.md.
+    'shared/errors.ts',
   ];
 
   it('every docs/*.md named exists, and every section of docs/deploy.md cited is one of its headings', () => {

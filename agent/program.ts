@@ -1,0 +1,116 @@
+import { Command } from 'commander';
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
+import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
+import { createLogger } from './log.js';
+import { runAgent } from './run.js';
+import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
+import { UNENROLL_EXIT_CODES_HELP, type UnenrollFlags, unenroll } from './unenroll-command.js';
+import { versionLine } from './version.js';
+
+/**
+ * The connector-agent command tree (the run command and its subcommands), built without parsing
+ * argv: main.ts runs it, and the completion script and the reference doc's test walk it.
+ */
+export function buildAgentProgram(): Command {
+  const program = new Command('connector-agent')
+    .description(
+      'Connector agent: enrolls this host once with a provisioning key, then stays connected to the enrollment server.',
+    )
+    .version(versionLine(), '--version', 'print the version, build time and commit')
+    .option('--server <url>', 'enrollment server URL (env CONNECTOR_SERVER)')
+    .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
+    .option('--key-file <file>', 'file holding the provisioning key')
+    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+    .option('--name <name>', "this connector's name at enrollment (default: the host name)")
+    .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+    .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
+    .option(
+      '--allow-server-change',
+      'present the saved identity to a --server other than the one that issued it, and save the new URL',
+    )
+    .option('--log-json', 'log JSON lines instead of text')
+    .addHelpText(
+      'after',
+      `
+  The key may also come from env CONNECTOR_PROVISIONING_KEY. Once enrolled, the saved identity is used
+  and any key is ignored.
+
+  Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
+  · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
+  · 6 identity in use elsewhere: another process with this identity replaced this session (identity kept).
+  status and unenroll add 7 to 10 (see their --help); no number means two things.`,
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    // The run command takes no operands: a word left over is a mistyped subcommand (checked in the
+    // action, so that it gets commander's "did you mean" instead of "too many arguments").
+    .allowExcessArguments()
+    // `status --state-dir X`: options after a subcommand belong to it, not to the run command.
+    .enablePositionalOptions()
+    .action(async (flags) => {
+      if (program.args.length > 0) (program as Command & { unknownCommand(): never }).unknownCommand();
+      const config = await parseAgentConfig(flags);
+      const logger = createLogger(config.logFormat);
+      const controller = new AbortController();
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+        process.once(sig, () => {
+          logger.info(`received ${sig}; stopping`);
+          controller.abort();
+        });
+      }
+      process.exit(await runAgent(config, logger, controller.signal));
+    });
+
+  program
+    .command('status')
+    .description("show this host's enrollment and whether its agent runs and is connected")
+    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+    .option('--json', 'print JSON')
+    .addHelpText('after', `\n${STATUS_EXIT_CODES_HELP}`)
+    .action(async (flags: { stateDir?: string; json?: boolean }) => {
+      const summary = await readStatusSummary(resolveStateDir(flags.stateDir));
+      console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
+      process.exitCode = summary.exitCode;
+    });
+
+  program
+    .command('unenroll')
+    .alias('logout')
+    .description(
+      "delete this host's connector on the server (over its own identity) and wipe the identity here",
+    )
+    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+    .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+    .option(
+      '--force',
+      'wipe the identity here even if the server cannot be reached (it then still lists the connector)',
+    )
+    .option(
+      '--even-if-running',
+      'go ahead while the agent runs with this state dir (it is replaced and exits 6)',
+    )
+    .option('--timeout <seconds>', 'how long to try to reach the server', '20')
+    .option('--log-json', 'log JSON lines instead of text')
+    .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
+    .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
+      process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
+    });
+
+  program
+    .command('completion')
+    .description('print a shell completion script: eval "$(connector-agent completion bash)"')
+    .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+    .action((shell: string) => {
+      if (!isCompletionShell(shell))
+        throw new UsageError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`);
+      process.stdout.write(completionScript(program, shell));
+    });
+
+  program
+    .command('version')
+    .description('print the version, build time and commit')
+    .action(() => {
+      console.log(versionLine());
+    });
+  return program;
+}

@@ -1,0 +1,43 @@
+import { Command } from 'commander';
+import pkg from '../../package.json' with { type: 'json' };
+import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../../shared/cli-completion.js';
+import { CliError, registerAdminCommands } from './admin-commands.js';
+import { registerBackupCommands } from './backup-commands.js';
+import { registerServeCommand } from './serve-command.js';
+import { registerSigningKeyCommands } from './signing-key-commands.js';
+
+/**
+ * The connector-server command tree, built without parsing argv: main.ts runs it, and the completion
+ * script and the reference doc's test walk it. `json`: usage errors as one JSON object (--json).
+ */
+export function buildServerProgram({ json: wantsJson }: { json: boolean }): Command {
+  const program = new Command('connector-server')
+    .description('Connector enrollment server: serve, and admin commands that call its API')
+    .version(`connector-server ${pkg.version}`, '--version', 'print the version')
+    .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
+    .configureOutput({
+      outputError: (text, write) =>
+        write(
+          wantsJson
+            ? `${JSON.stringify({ error: { reason: 'USAGE', message: text.replace(/^error: /, '').trim(), fix: 'run with --help for usage', exitCode: 2 } })}\n`
+            : text,
+        ),
+    })
+    .exitOverride();
+
+  registerServeCommand(program);
+  registerAdminCommands(program);
+  registerSigningKeyCommands(program);
+  registerBackupCommands(program);
+
+  program
+    .command('completion')
+    .description('print a shell completion script: eval "$(connector-server completion bash)"')
+    .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+    .action((shell: string) => {
+      if (!isCompletionShell(shell))
+        throw new CliError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`, 2);
+      process.stdout.write(completionScript(program, shell));
+    });
+  return program;
+}

@@ -1,0 +1,101 @@
+import { type Command, Option } from 'commander';
+import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
+import { CliError } from './admin-commands.js';
+
+/** `serve`: its flags come from SERVE_FLAGS (each also env CONNECTOR_<FLAG>); start-up failures are one line. */
+export function registerServeCommand(program: Command): void {
+  const serve = program
+    .command('serve')
+    .description(
+      'run the enrollment server (HTTP API, websockets, /healthz, /metrics, /.well-known/jwks.json)',
+    );
+  for (const spec of Object.values(SERVE_FLAGS)) {
+    serve.addOption(
+      new Option(
+        spec.flag,
+        `${spec.help} [env ${spec.env}${spec.default ? `, default ${spec.default}` : ''}]`,
+      ),
+    );
+  }
+  serve.action(async (flags: ServeFlagValues) => {
+    const { parseServeConfig } = await import('../config.js');
+    const { startServer, TlsConfigError } = await import('../app.js');
+    const { DataFileError } = await import('../store/lowdb-store.js');
+    const { PrivateDirError } = await import('../../shared/private-files.js');
+    const { DataDirLockedError } = await import('../store/data-dir-lock.js');
+    let config: ReturnType<typeof parseServeConfig>;
+    try {
+      config = parseServeConfig(flags);
+    } catch (error) {
+      throw new CliError((error as Error).message, 2);
+    }
+    let server: Awaited<ReturnType<typeof startServer>>;
+    try {
+      server = await startServer(config);
+    } catch (error) {
+      if (error instanceof DataFileError || error instanceof TlsConfigError)
+        throw new CliError(`cannot start: ${error.message}`);
+      // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
+      if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
+      // One server per data dir: the operator stops the other one or gives this one its own dir.
+      if (error instanceof DataDirLockedError)
+        throw new CliError(
+          `cannot start: ${error.message}: stop that server first, or give this one its own --data-dir`,
+          2,
+        );
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') {
+        const metrics = config.metricsListen;
+        const taken = error as NodeJS.ErrnoException & { port?: number };
+        if (metrics && taken.port === metrics.port && metrics.port !== config.port)
+          throw new CliError(
+            `cannot start: --metrics-listen ${metrics.host}:${metrics.port} is already in use (choose another address)`,
+          );
+        throw new CliError(
+          `cannot start: ${config.host}:${config.port} is already in use (--port to choose another)`,
+        );
+      }
+      const errno = error as NodeJS.ErrnoException;
+      if ((code === 'EACCES' || code === 'EADDRNOTAVAIL') && errno.syscall === 'listen')
+        throw new CliError(
+          `cannot start: cannot listen on ${config.host}:${config.port} (${code}): ${code === 'EACCES' ? 'ports below 1024 need CAP_NET_BIND_SERVICE; use --port 1024 or above' : 'that address is not on this host; check --host'}`,
+        );
+      if (errno.code && errno.path)
+        throw new CliError(
+          `cannot start: ${errno.path}: ${errnoWords(errno.code)}; fix: ${errnoFix(errno.code)}`,
+        );
+      throw error;
+    }
+    console.error(`connector-server listening on ${server.url}; admin key file: ${server.adminKeyFile}`);
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      server.logger.info({ signal }, 'stopping');
+      await server.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+  });
+}
+
+/** What a file-system error code means, for people. */
+function errnoWords(code: string): string {
+  const words: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    EISDIR: 'is a directory where a file belongs',
+    ENOTDIR: 'a part of the path is not a directory',
+    ENOSPC: 'no space left on the device',
+    EMFILE: 'too many open files',
+  };
+  return `${words[code] ?? 'cannot use it'} (${code})`;
+}
+
+function errnoFix(code: string): string {
+  if (code === 'ENOSPC') return 'free some space on the data dir’s file system';
+  if (code === 'EMFILE') return 'raise the open-file limit (ulimit -n, LimitNOFILE=)';
+  return 'check the data dir’s files, their owner and permissions, or choose another --data-dir';
+}
