@@ -15,6 +15,29 @@ function metric(text: string, name: string): number {
 const madeUp = (i: number) => `cak_made${String(i).padStart(4, '0')}up_${'z'.repeat(43)}`;
 
 describe('failed admin authentication is limited per address', () => {
+  it('counts made-up keys at GET /admin/backup with the rest: 429 with Retry-After once used up, a valid key still gets in', async () => {
+    await using srv = await startTestServer();
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 12; i++) {
+      const res = await fetch(`${srv.url}/admin/backup`, {
+        headers: { authorization: `Bearer ${madeUp(i)}` },
+      });
+      statuses.push(res.status);
+      if (res.status === 429) retryAfter = res.headers.get('retry-after');
+      await res.arrayBuffer();
+    }
+    expect(statuses).toEqual([...Array(10).fill(401), 429, 429]);
+    expect(Number(retryAfter)).toBeGreaterThan(0);
+    // The tRPC API from the same address is blocked too: one budget per address.
+    expect(await rawCall(srv.url, 'groups.list', {}, { key: madeUp(99) })).toMatchObject({ status: 429 });
+    const valid = await fetch(`${srv.url}/admin/backup`, {
+      headers: { authorization: `Bearer ${srv.adminKey}` },
+    });
+    expect(valid.status).toBe(200);
+    await valid.arrayBuffer();
+  });
+
   it('300 made-up keys from one address: 10 × 401, then 429 with Retry-After; counted in /metrics; audited as security events, coalesced', async () => {
     await using srv = await startTestServer();
     expect(DEFAULT_RATE_LIMITS.adminAuthFailuresPerMinute).toBe(10);

@@ -9,7 +9,7 @@ import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js'
 export const BACKUP_PATH = '/admin/backup';
 export const BACKUP_CONTENT_TYPE = `application/vnd.${BACKUP_FORMAT}+jsonl`;
 
-const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403 };
+const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_MANY_REQUESTS: 429 };
 
 /**
  * Answers `GET /admin/backup` with a backup of the running server, streamed. A plain HTTP response
@@ -36,14 +36,11 @@ export function backupHandler(services: Services, sources: SnapshotSources & { a
       principal = services.apiKeys.authenticate(bearerTokenOf(req));
     } catch (error) {
       if (!(error instanceof DomainError)) throw error;
-      await services.audit.recordRefusal({
-        type: 'admin.refused',
-        actor: { kind: 'anonymous' },
-        reason: error.reason,
-        remoteAddress,
-        details: { path: BACKUP_PATH },
-      });
-      return refuse(error.reason, error.message);
+      // The same per-address limit and coalesced audit as every other admin call without a valid key.
+      const refusal = await services.limiter.adminAuthFailed(remoteAddress, error, BACKUP_PATH);
+      const retryAfter = refusal.details.retryAfterSeconds;
+      if (typeof retryAfter === 'number') res.setHeader('retry-after', String(retryAfter));
+      return refuse(refusal.reason, refusal.message);
     }
     const actor = { kind: 'admin' as const, apiKeyId: principal.apiKeyId };
     if (principal.scope !== 'admin') {
