@@ -6,12 +6,6 @@ import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { serverCli } from './helpers/cli.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
-/**
- * These tests run the CLI as a user would, a process per call (~2 s each on an idle machine, several
- * times that when the machine is loaded): a budget to match, not the default 60 s.
- */
-const CLI_TEST_TIMEOUT_MS = 180_000;
-
 /** One line, no stack frame: what every CLI failure must look like. */
 function expectOneLine(stderr: string) {
   const lines = stderr.trim().split('\n');
@@ -19,7 +13,7 @@ function expectOneLine(stderr: string) {
   expect(stderr).not.toMatch(/\n\s+at /);
 }
 
-describe('the admin key an admin command uses', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('the admin key an admin command uses', () => {
   it('takes --admin-key-file over CONNECTOR_ADMIN_KEY, as every flag beats the environment', async () => {
     await using srv = await startTestServer();
     const r = await serverCli(
@@ -68,7 +62,7 @@ describe('the admin key an admin command uses', { timeout: CLI_TEST_TIMEOUT_MS }
   });
 });
 
-describe('asking for the status a connector or group already has', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('asking for the status a connector or group already has', () => {
   it('changes nothing: no audit event, nothing pushed to the agent, and says so', async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Twice' });
@@ -111,7 +105,7 @@ describe('asking for the status a connector or group already has', { timeout: CL
   });
 });
 
-describe('last seen of a connected connector', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('last seen of a connected connector', () => {
   it('is now while it is connected, not its connect time', async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Seen' });
@@ -143,7 +137,7 @@ describe('last seen of a connected connector', { timeout: CLI_TEST_TIMEOUT_MS },
   });
 });
 
-describe('a read-scoped admin key', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('a read-scoped admin key', () => {
   it("sees a provisioning key's details with the secret masked, never the secret", async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Masked' });
@@ -158,9 +152,7 @@ describe('a read-scoped admin key', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   });
 });
 
-describe('serve refuses a data dir it cannot use in one line, never a stack trace', {
-  timeout: CLI_TEST_TIMEOUT_MS,
-}, () => {
+describe('serve refuses a data dir it cannot use in one line, never a stack trace', () => {
   /** A data dir a server started in once, then damaged by `damage`. */
   async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
     const dir = await tempDir('ce-damaged-');
@@ -211,7 +203,7 @@ describe('serve refuses a data dir it cannot use in one line, never a stack trac
   });
 });
 
-describe('deleting admin API keys', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('deleting admin API keys', () => {
   it('refuses the key making the call without --force (so the last admin key stays); a restart lets the admin back in', async () => {
     const dataDir = await tempDir('ce-lastkey-');
     let srv = await startTestServer({ dataDir });
@@ -252,7 +244,7 @@ describe('deleting admin API keys', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   });
 });
 
-describe('usage errors and --json errors', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('usage errors and --json errors', () => {
   it('exit 2 for a bad flag value, whether commander, the CLI or the server finds it; JSON on stderr with --json', async () => {
     await using srv = await startTestServer();
     const common = ['--server', srv.url, '--admin-key-file', srv.server.adminKeyFile];
@@ -282,7 +274,7 @@ describe('usage errors and --json errors', { timeout: CLI_TEST_TIMEOUT_MS }, () 
   });
 });
 
-describe('revoking twice, and connectors by name', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('revoking twice, and connectors by name', () => {
   it('a second revoke changes nothing (no new key, no audit) and says when it was revoked', async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Again' });
@@ -343,7 +335,7 @@ describe('revoking twice, and connectors by name', { timeout: CLI_TEST_TIMEOUT_M
   });
 });
 
-describe('serve on a port in use', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
+describe('serve on a port in use', () => {
   it('fails in one line before it makes the data dir, its files or a bootstrap key', async () => {
     await using srv = await startTestServer();
     const dataDir = join(await tempDir('ce-port-'), 'never-made');

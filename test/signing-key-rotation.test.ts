@@ -254,8 +254,7 @@ async function cli(args: string[]) {
   }
 }
 
-// Nine CLI processes in one test: a budget for a loaded machine, not the default 60 s.
-describe('signing-keys CLI (real server process)', { timeout: 180_000 }, () => {
+describe('signing-keys CLI (real server process)', () => {
   it('lists, rotates, refuses to retire a key in use with the count, and retires it with --force', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'ce-rotate-cli-'));
     const server = await spawnServer(dataDir);
