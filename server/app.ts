@@ -19,7 +19,6 @@ import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './c
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
 import {
   checkCanListen,
-  type ListenAddress,
   listen,
   type Page,
   requestHandler,
@@ -27,113 +26,18 @@ import {
   urlOf,
 } from './http/endpoints.js';
 import { openFileLimit, processMetrics } from './http/process-metrics.js';
-import { createServerLogger, type LogFormat } from './logging.js';
+import { createServerLogger } from './logging.js';
 import { appRouter } from './router.js';
-import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, FileAuditLog } from './services/audit.js';
+import { ISSUER, JWKS_MAX_AGE_SECONDS, type ServerConfig } from './server-config.js';
+import { FileAuditLog } from './services/audit.js';
 import { createServices } from './services/compose.js';
-import type { Policy } from './services/deps.js';
 import { IdentityAuthority, originOf } from './services/identity.js';
-import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 import { SecretBox } from './services/secrets.js';
 import { provedNothing, type SessionHub } from './sessions/hub.js';
 import { RetryAfterSpreader } from './sessions/retry-spreader.js';
 import { authenticationTurns } from './sessions/turns.js';
 import { lockDataDir } from './store/data-dir-lock.js';
 import { DataFileError, LowdbStore, writeFileDurably } from './store/lowdb-store.js';
-
-export interface ServerConfig extends Policy {
-  dataDir: string;
-  host: string;
-  port: number;
-  publicUrl: string | null;
-  tlsCertFile: string | null;
-  tlsKeyFile: string | null;
-  logLevel: string;
-  /** `text` for people, `json` (pino's lines) for collectors. @default text on a terminal, else json */
-  logFormat: LogFormat;
-  /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
-  metricsListen: ListenAddress | null;
-  rateLimits: RateLimits;
-  /** Largest HTTP request body accepted. @default 65536 */
-  maxBodyBytes: number;
-  /** Largest websocket message accepted. @default 65536 */
-  maxWsMessageBytes: number;
-  /** How long a new websocket may take to send its connectionParams. @default 10000 */
-  handshakeTimeoutMs: number;
-  /**
-   * How long a connection may take to send a request's headers (an upgrade's too) before it is
-   * answered 408 and closed: what a stranger holding half-sent requests gets. @default 10000
-   */
-  headersTimeoutMs: number;
-  /** See ConnectionLimits.maxUnauthenticatedPerAddress. @default 1024 */
-  maxUnauthenticatedPerAddress: number;
-  /** See ConnectionLimits.maxUnauthenticated. @default null: a quarter of the open-file limit */
-  maxUnauthenticatedConnections: number | null;
-  /** The process's open-file limit (tests lower it). @default read from /proc/self/limits */
-  fileLimit?: number | null;
-  /**
-   * Live agent sessions allowed from one source address; generous because a NAT'd fleet shares
-   * one address. @default 20000
-   */
-  maxSessionsPerAddress: number;
-  /**
-   * Websocket handshakes in progress (from the upgrade request until the agent is authenticated or
-   * refused) beyond which new upgrades are answered `503` with `Retry-After` at once, so agents
-   * are told to come back instead of waiting out their handshake timeout behind a queue the server
-   * cannot serve in time. A slot is held for the agent's round trip too (its connectionParams come
-   * after the upgrade), so the cap bounds sockets waiting, not CPU work: that is bounded by the
-   * authentication turns (16 per event-loop turn). With 256 the benchmark's fleet of 19,500 (clients
-   * on the same two cores, slow to answer) was shed over and over: 51,757 sockets for 19,500
-   * sessions. @default 4096
-   */
-  maxHandshakesInProgress: number;
-  /**
-   * Sessions of a group ended or told per event-loop turn when a whole group is deleted, disabled
-   * or enabled (tuning; no flag). @default 128
-   */
-  sessionsPerTurn?: number;
-  /**
-   * After a signing key activates, connected agents holding identities signed by another key get a
-   * new one at random times over this window. @default 600000 (10 min)
-   */
-  rotationSpreadMs: number;
-  /** Past this size `audit.jsonl` is rotated to `audit.jsonl.1`. @default 67108864 (64 MiB) */
-  auditMaxBytes: number;
-  /** Rotated audit files kept (`audit.jsonl.1` … `.<n>`); older ones are removed. @default 10 */
-  auditKeep: number;
-}
-
-export const DAY_MS = 86_400_000;
-
-export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
-  return {
-    dataDir: './data',
-    host: '127.0.0.1',
-    port: 7420,
-    publicUrl: null,
-    tlsCertFile: null,
-    tlsKeyFile: null,
-    logLevel: 'info',
-    logFormat: 'json',
-    metricsListen: null,
-    keyTtlMs: 14 * DAY_MS,
-    identityTtlMs: 365 * DAY_MS,
-    pendingTtlMs: 7 * DAY_MS,
-    rateLimits: DEFAULT_RATE_LIMITS,
-    maxBodyBytes: 65_536,
-    maxWsMessageBytes: 65_536,
-    handshakeTimeoutMs: 10_000,
-    headersTimeoutMs: 10_000,
-    maxUnauthenticatedPerAddress: 1024,
-    maxUnauthenticatedConnections: null,
-    maxSessionsPerAddress: 20_000,
-    maxHandshakesInProgress: 4096,
-    rotationSpreadMs: 10 * 60_000,
-    auditMaxBytes: DEFAULT_AUDIT_MAX_BYTES,
-    auditKeep: DEFAULT_AUDIT_KEEP,
-    ...overrides,
-  };
-}
 
 export interface RunningServer {
   url: string;
@@ -150,8 +54,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export const ISSUER = 'connector-enrollment';
-
 /** How long a shutdown waits for websockets to finish their close handshake before cutting them. */
 const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
@@ -160,12 +62,6 @@ const LISTEN_BACKLOG = 4096;
 const KEEP_ALIVE_TIMEOUT_MS = 5000;
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
-
-/**
- * How long a JWKS response may be cached (`Cache-Control: public, max-age`): well under the default
- * 10 minutes a rotated-in key waits before it signs, so any cache has the new key before it is used.
- */
-export const JWKS_MAX_AGE_SECONDS = 60;
 
 /** Authentications started per event-loop turn (~1 ms of CPU each). */
 const AUTHENTICATIONS_PER_TURN = 16;
