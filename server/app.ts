@@ -1,39 +1,29 @@
-import { createServer as createHttpServer, type Server } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
-import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import type { Logger } from 'pino';
-import { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
-import { DomainError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import { BACKUP_PATH, backupHandler } from './backup/http-endpoint.js';
 import { type Clock, systemClock } from './clock.js';
-import { bearerTokenOf, type Context, remoteAddressOf, type Services } from './context.js';
-import { loadOrCreateSecret, loadTlsPair } from './data-files.js';
+import type { Context, Services } from './context.js';
+import { type DataFiles, loadTlsPair, openDataFiles } from './data-files.js';
 import { agentAuthenticator } from './http/agent-auth.js';
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
-import {
-  checkCanListen,
-  listen,
-  type Page,
-  requestHandler,
-  retryAfterMeta,
-  urlOf,
-} from './http/endpoints.js';
-import { openFileLimit, processMetrics } from './http/process-metrics.js';
+import { checkCanListen, listen, requestHandler, urlOf } from './http/endpoints.js';
+import { createMainServer } from './http/main-server.js';
+import { opsPages } from './http/ops-pages.js';
+import { openFileLimit } from './http/process-metrics.js';
+import { trpcHttpHandler } from './http/trpc-http.js';
 import { coalesceWrites, websocketAdmission } from './http/websocket-admission.js';
 import { createServerLogger } from './logging.js';
 import { appRouter } from './router.js';
-import { ISSUER, JWKS_MAX_AGE_SECONDS, type ServerConfig } from './server-config.js';
-import { FileAuditLog } from './services/audit.js';
+import type { ServerConfig } from './server-config.js';
 import { createServices } from './services/compose.js';
-import { IdentityAuthority, originOf } from './services/identity.js';
+import { originOf } from './services/identity.js';
 import { SecretBox } from './services/secrets.js';
 import type { SessionHub } from './sessions/hub.js';
 import { lockDataDir } from './store/data-dir-lock.js';
-import { LowdbStore } from './store/lowdb-store.js';
 
 // serve-command.ts loads this module lazily and tells a bad TLS pair from other start-up failures.
 export { TlsConfigError } from './data-files.js';
@@ -57,8 +47,6 @@ export interface RunningServer {
 const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
-/** An idle keep-alive connection is closed after this (Node's default, said here on purpose). */
-const KEEP_ALIVE_TIMEOUT_MS = 5000;
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
 export async function startServer(
@@ -79,32 +67,19 @@ export async function startServer(
   // Before anything is written: a second server on this dir would acknowledge writes that the
   // first one's next compaction silently throws away (DataDirLockedError, nothing written).
   const lock = await lockDataDir(config.dataDir);
-  const file = (name: string) => join(config.dataDir, name);
-
-  let store: LowdbStore;
-  let audit: FileAuditLog;
-  let identity: IdentityAuthority;
-  let secret: Buffer;
+  let files: DataFiles;
   try {
-    secret = await loadOrCreateSecret(file('secret.key'));
-    store = await LowdbStore.open(file('store.json'), {
-      onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
-    });
-    audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
-      maxBytes: config.auditMaxBytes,
-      keep: config.auditKeep,
-      onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
-    });
-    identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
+    files = await openDataFiles(config, { clock, logger });
   } catch (error) {
     await lock.release();
     throw error;
   }
+  const { secret, store, audit, identity } = files;
   const secretBox = new SecretBox(secret);
   const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
   const { hub, connectors } = services;
 
-  const adminKeyFile = file('admin.key');
+  const adminKeyFile = join(config.dataDir, 'admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))
     logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
 
@@ -116,54 +91,23 @@ export async function startServer(
     adminKeyFile,
   });
 
-  const trpcHandler = createHTTPHandler({
-    router: appRouter,
-    basePath: '/trpc/',
-    maxBodySize: config.maxBodyBytes,
-    // One call per request keeps limits, audit and errors per call; no client here batches.
-    allowBatching: false,
-    responseMeta: retryAfterMeta,
-    createContext: ({ req }): Context => ({
-      services,
-      remoteAddress: remoteAddressOf(req),
-      bearerToken: bearerTokenOf(req),
-      agent: null,
-      agentRefusal: 'IDENTITY_INVALID',
-    }),
-    onError: ({ error, path }) => {
-      if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof DomainError)) {
-        logger.error({ err: error.cause ?? error, path }, 'request failed');
-      }
-    },
-  });
+  const trpcHandler = trpcHttpHandler({ services, logger, maxBodyBytes: config.maxBodyBytes });
 
-  // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
-  const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
-  const pages = {
-    '/healthz': (): Page => ({
-      type: 'application/json',
-      body: JSON.stringify({ ok: true, sessions: hub.size }),
+  const pages = opsPages({
+    sessions: hub,
+    identity,
+    connectors,
+    metrics,
+    socketGauges: () => ({
+      handshakesInProgress: admission.inProgress(),
+      connectionsOpen: guard.open,
+      connectionsUnauthenticated: guard.unauthenticated,
     }),
-    '/.well-known/jwks.json': (): Page => ({
-      type: 'application/json',
-      body: JSON.stringify(identity.publicKeySet()),
-      cacheControl: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
-    }),
-  };
-  const metricsPage = async (): Promise<Page> => {
-    const counts = connectors.counts();
-    for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
-      metrics.connectors.set({ state }, counts[state]);
-    }
-    metrics.connectors.set({ state: 'never' }, counts.neverConnected);
-    metrics.handshakesInProgress.set(admission.inProgress());
-    metrics.connectionsOpen.set(guard.open);
-    metrics.connectionsUnauthenticated.set(guard.unauthenticated);
-    return { type: exposedMetrics.contentType, body: await exposedMetrics.metrics() };
-  };
+  });
+  const plainPages = { '/healthz': pages.healthz, '/.well-known/jwks.json': pages.jwks };
   // With --metrics-listen, /metrics is served there only: where agents connect it answers 404.
   const onRequest = requestHandler(
-    config.metricsListen ? pages : { ...pages, '/metrics': metricsPage },
+    config.metricsListen ? plainPages : { ...plainPages, '/metrics': pages.metrics },
     trpcHandler,
     {
       [BACKUP_PATH]: (req, res) =>
@@ -174,22 +118,10 @@ export async function startServer(
     },
   );
   const metricsServer = config.metricsListen
-    ? createHttpServer(requestHandler({ '/healthz': pages['/healthz'], '/metrics': metricsPage }))
+    ? createHttpServer(requestHandler({ '/healthz': pages.healthz, '/metrics': pages.metrics }))
     : null;
 
-  // How often Node looks for connections past their header or request timeout (its default, 30 s,
-  // let half-sent requests stay for up to 45 s with a 15 s timeout).
-  const connectionsCheckingInterval = Math.min(1000, config.headersTimeoutMs / 2);
-  let server: Server;
-  if (tls) {
-    server = createHttpsServer({ ...tls, connectionsCheckingInterval }, onRequest) as unknown as Server;
-  } else {
-    server = createHttpServer({ connectionsCheckingInterval }, onRequest);
-  }
-  server.headersTimeout = config.headersTimeoutMs;
-  server.requestTimeout = Math.max(30_000, config.headersTimeoutMs);
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  server.maxHeadersCount = 64;
+  const server = createMainServer({ tls, headersTimeoutMs: config.headersTimeoutMs }, onRequest);
   const guard = new ConnectionGuard(
     connectionLimitsFor(config.fileLimit === undefined ? await openFileLimit() : config.fileLimit, {
       maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress,

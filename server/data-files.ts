@@ -1,9 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { DataFileError, writeFileDurably } from './store/lowdb-store.js';
+import type { Logger } from 'pino';
+import type { Clock } from './clock.js';
+import { ISSUER, type ServerConfig } from './server-config.js';
+import { FileAuditLog } from './services/audit.js';
+import { IdentityAuthority } from './services/identity.js';
+import { DataFileError, LowdbStore, writeFileDurably } from './store/lowdb-store.js';
 
-// The files the server reads before it starts: its secret and its TLS pair. Each failure names the
+// The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
 // file and what to do, as one line.
 
 /** Reads the 32-byte server secret that encrypts stored provisioning keys, creating it on first start. */
@@ -47,4 +53,30 @@ export async function loadTlsPair(certFile: string, keyFile: string): Promise<{ 
     );
   }
   return { cert, key };
+}
+
+export interface DataFiles {
+  secret: Buffer;
+  store: LowdbStore;
+  audit: FileAuditLog;
+  identity: IdentityAuthority;
+}
+
+/** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */
+export async function openDataFiles(
+  config: Pick<ServerConfig, 'dataDir' | 'auditMaxBytes' | 'auditKeep'>,
+  { clock, logger }: { clock: Clock; logger: Logger },
+): Promise<DataFiles> {
+  const file = (name: string) => join(config.dataDir, name);
+  const secret = await loadOrCreateSecret(file('secret.key'));
+  const store = await LowdbStore.open(file('store.json'), {
+    onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
+  });
+  const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
+    maxBytes: config.auditMaxBytes,
+    keep: config.auditKeep,
+    onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+  });
+  const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
+  return { secret, store, audit, identity };
 }
