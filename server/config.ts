@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { parseDuration } from '../shared/durations.js';
-import { defaultConfig, type ServerConfig } from './app.js';
 import { parseListenAddress } from './http/endpoints.js';
 import { defaultLogFormat } from './logging.js';
+import { defaultConfig, type ServerConfig } from './server-config.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
 // Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.

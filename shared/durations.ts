@@ -1,5 +1,7 @@
 import ms from 'ms';
 
+export const DAY_MS = 86_400_000;
+
 /** Parses `90s`, `15m`, `12h`, `14d` (and `500ms`) into milliseconds; anything else is refused. */
 export function parseDuration(text: string): number {
   const trimmed = text.trim();

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDuration } from './durations.js';
+import { DAY_MS, parseDuration } from './durations.js';
 import { escapeInvisible, unsafeTextProblem } from './text.js';
 
 /**
@@ -93,7 +93,7 @@ export const enrollInput = z.strictObject({
 });
 
 /** Bounds of a provisioning key's own lifetime (`ttl`): at least a second, at most a year. */
-export const KEY_TTL_BOUNDS_MS = { min: 1000, max: 365 * 86_400_000 } as const;
+export const KEY_TTL_BOUNDS_MS = { min: 1000, max: 365 * DAY_MS } as const;
 /** The most enrollments one key may be limited to (beyond it, leave the limit off). */
 export const MAX_KEY_USES = 1_000_000;
 

@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
-import { DAY_MS, rawCall, startTestServer } from './helpers/server.js';
+import { DAY_MS } from '../shared/durations.js';
+import { rawCall, startTestServer } from './helpers/server.js';
 
 describe('admin API keys', () => {
   it('writes a bootstrap admin key to <data-dir>/admin.key with mode 0600 on first start only', async () => {

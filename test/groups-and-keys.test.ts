@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { DAY_MS } from '../shared/durations.js';
 import { enrollSim } from './helpers/agent-sim.js';
-import { DAY_MS, rawCall, startTestServer } from './helpers/server.js';
+import { rawCall, startTestServer } from './helpers/server.js';
 
 async function groupWithKey(srv: Awaited<ReturnType<typeof startTestServer>>, name: string) {
   const group = await srv.admin.groups.create.mutate({ name });

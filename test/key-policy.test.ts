@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it, vi } from 'vitest';
 import { IdentityAuthority } from '../server/services/identity.js';
+import { DAY_MS } from '../shared/durations.js';
 import { enrollSim } from './helpers/agent-sim.js';
 import { repoRoot } from './helpers/processes.js';
-import { DAY_MS, rawCall, startTestServer, type TestServer } from './helpers/server.js';
+import { rawCall, startTestServer, type TestServer } from './helpers/server.js';
 
 const HOUR_MS = 3_600_000;
 const run = promisify(execFile);

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
-import { ISSUER } from '../server/app.js';
 import { ManualClock } from '../server/clock.js';
 import type { Context } from '../server/context.js';
 import { appRouter } from '../server/router.js';
+import { ISSUER } from '../server/server-config.js';
 import { MemoryAuditLog } from '../server/services/audit.js';
 import { createServices } from '../server/services/compose.js';
 import { IdentityAuthority } from '../server/services/identity.js';
@@ -13,8 +13,8 @@ import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
 import { MemoryStore } from '../server/store/memory-store.js';
 import { createCallerFactory } from '../server/trpc.js';
+import { DAY_MS } from '../shared/durations.js';
 import { hostFacts } from './helpers/agent-sim.js';
-import { DAY_MS } from './helpers/server.js';
 
 /** The whole API over in-memory capabilities: no sockets, no files. */
 async function inMemoryApi() {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
+import { DAY_MS } from '../../shared/durations.js';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import {
   connectionStateSchema,
@@ -566,7 +567,7 @@ export function registerAdminCommands(program: Command): void {
       withClient(async (client, options, name) => {
         const o = options as AdminOptions & { scope: 'read' | 'admin'; expiresIn?: string };
         const days = o.expiresIn
-          ? Math.max(1, Math.ceil(durationFlag('--expires-in', o.expiresIn) / 86_400_000))
+          ? Math.max(1, Math.ceil(durationFlag('--expires-in', o.expiresIn) / DAY_MS))
           : undefined;
         const k = await client.apiKeys.create.mutate({
           name: name!,

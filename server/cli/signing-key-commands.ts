@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { JWKS_MAX_AGE_SECONDS } from '../app.js';
 import { parseDuration } from '../config.js';
+import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
 import { type AdminOptions, adminCommand, CliError, print, withClient } from './admin-commands.js';
 import { printFields, printTable, relative } from './format.js';
 

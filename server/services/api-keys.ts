@@ -1,3 +1,4 @@
+import { DAY_MS } from '../../shared/durations.js';
 import { DomainError } from '../../shared/errors.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
 import { writeFileDurably } from '../store/lowdb-store.js';
@@ -5,8 +6,7 @@ import type { ApiKeyRecord, StoreData } from '../store/records.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { keyState, provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyIdOf, keyMatches } from './secrets.js';
-
-const DAY_MS = 86_400_000;
+import { iso } from './views.js';
 
 export interface AdminPrincipal {
   apiKeyId: string;
@@ -29,8 +29,6 @@ export interface ApiKeyView {
   /** The enrollments a provisioning key allows; null: no limit (and for admin keys). */
   maxUses: number | null;
 }
-
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /** Admin-scoped keys that have not expired: the ones that can still manage the server. */
 function usableAdminKeys(data: Readonly<StoreData>, now: number) {

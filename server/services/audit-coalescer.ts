@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { AuditEvent, AuditInput } from './audit.js';
+import { iso } from './views.js';
 
 export interface AuditCoalescerOptions {
   /** How long the refusals of one (type, reason, address) are counted into one summary. @default 60000 */
@@ -24,8 +25,6 @@ interface Window {
 }
 
 const SHARED_FIELDS = ['groupId', 'connectorId', 'keyId'] as const;
-
-const iso = (ms: number) => new Date(ms).toISOString();
 
 /**
  * Bounds what strangers can add to the audit log: refusals they can repeat at will (bad keys, rate

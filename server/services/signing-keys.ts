@@ -2,6 +2,7 @@ import { DomainError } from '../../shared/errors.js';
 import type { StoreData } from '../store/records.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import type { SigningKeyInfo, SigningKeyState } from './identity.js';
+import { iso } from './views.js';
 
 /** How long a rotated-in key waits, published, before it signs: every JWKS cache has it by then. */
 export const DEFAULT_ACTIVATE_IN_MS = 10 * 60_000;
@@ -25,8 +26,6 @@ export interface RetireResult {
   /** Of those, how many were connected: they are pushed a new identity within the rotation spread. */
   connected: number;
 }
-
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /** Lists, rotates and retires the keys that sign identities, with how many current identities each signs. */
 export class SigningKeyService {

@@ -13,7 +13,12 @@ export interface ConnectorCounts {
 
 export type ConnectionState = 'connected' | 'disconnected' | 'never';
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+/** A stored millisecond time as callers see it: an ISO 8601 string (null stays null). */
+export function iso(ms: number): string;
+export function iso(ms: number | null): string | null;
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
 export function connectionOf(record: ConnectorRecord, presence: Presence): ConnectionState {
   if (presence.isConnected(record.id)) return 'connected';

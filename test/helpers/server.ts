@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { createAdminClient } from '../../server/admin-client.js';
-import { defaultConfig, type RunningServer, type ServerConfig, startServer } from '../../server/app.js';
+import { type RunningServer, startServer } from '../../server/app.js';
 import { ManualClock } from '../../server/clock.js';
+import { defaultConfig, type ServerConfig } from '../../server/server-config.js';
 
 export interface TestServer {
   server: RunningServer;
@@ -99,5 +100,3 @@ export async function rawCall(
     return { status: res.status, ok: false, reason: body.error?.data?.reason, error: body.error };
   return { status: res.status, ok: true, data: body?.result?.data };
 }
-
-export const DAY_MS = 86_400_000;

@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Clock } from './clock.js';
+import { ISSUER, type ServerConfig } from './server-config.js';
+import { FileAuditLog } from './services/audit.js';
+import { IdentityAuthority } from './services/identity.js';
+import { DataFileError, LowdbStore, writeFileDurably } from './store/lowdb-store.js';
+
+// The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
+// file and what to do, as one line.
+
+/** Reads the 32-byte server secret that encrypts stored provisioning keys, creating it on first start. */
+export async function loadOrCreateSecret(file: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT')
+      throw new DataFileError(file, `cannot be read (${code ?? (error as Error).message})`);
+    const secret = randomBytes(32);
+    await writeFileDurably(file, `${secret.toString('base64')}\n`);
+    return secret;
+  }
+  const secret = Buffer.from(text.trim(), 'base64');
+  if (secret.length !== 32 || secret.toString('base64') !== text.trim()) {
+    throw new DataFileError(
+      file,
+      'is damaged (it must hold one base64 32-byte secret); restore it from a backup: without it the stored provisioning keys cannot be read',
+    );
+  }
+  return secret;
+}
+
+/** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */
+export class TlsConfigError extends Error {}
+
+/** Reads and checks the certificate and key before anything else starts, so a bad pair touches nothing. */
+export async function loadTlsPair(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = (file: string, flag: string) =>
+    readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new TlsConfigError(`${flag} ${file}: cannot read it (${error.code ?? error.message})`);
+    });
+  const [cert, key] = await Promise.all([read(certFile, '--tls-cert'), read(keyFile, '--tls-key')]);
+  try {
+    createSecureContext({ cert, key });
+  } catch (error) {
+    throw new TlsConfigError(
+      `--tls-cert ${certFile} / --tls-key ${keyFile}: not a usable PEM certificate and matching key (${(error as Error).message})`,
+    );
+  }
+  return { cert, key };
+}
+
+export interface DataFiles {
+  secret: Buffer;
+  store: LowdbStore;
+  audit: FileAuditLog;
+  identity: IdentityAuthority;
+}
+
+/** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */
+export async function openDataFiles(
+  config: Pick<ServerConfig, 'dataDir' | 'auditMaxBytes' | 'auditKeep'>,
+  { clock, logger }: { clock: Clock; logger: Logger },
+): Promise<DataFiles> {
+  const file = (name: string) => join(config.dataDir, name);
+  const secret = await loadOrCreateSecret(file('secret.key'));
+  const store = await LowdbStore.open(file('store.json'), {
+    onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
+  });
+  const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
+    maxBytes: config.auditMaxBytes,
+    keep: config.auditKeep,
+    onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+  });
+  const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
+  return { secret, store, audit, identity };
+}

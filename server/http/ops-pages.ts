@@ -1,0 +1,51 @@
+import { Registry } from 'prom-client';
+import type { Metrics } from '../metrics.js';
+import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
+import type { ConnectorService } from '../services/connectors.js';
+import type { IdentityAuthority } from '../services/identity.js';
+import type { Page } from './endpoints.js';
+import { processMetrics } from './process-metrics.js';
+
+/** The socket counts the HTTP layer keeps, read at each scrape. */
+export interface SocketGauges {
+  handshakesInProgress: number;
+  connectionsOpen: number;
+  connectionsUnauthenticated: number;
+}
+
+export interface OpsPagesDeps {
+  sessions: { readonly size: number };
+  identity: Pick<IdentityAuthority, 'publicKeySet'>;
+  connectors: Pick<ConnectorService, 'counts'>;
+  metrics: Metrics;
+  socketGauges(): SocketGauges;
+}
+
+/** The plain pages for operators and verifiers: /healthz, the JWKS and /metrics. */
+export function opsPages({ sessions, identity, connectors, metrics, socketGauges }: OpsPagesDeps) {
+  // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
+  const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
+  return {
+    healthz: (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify({ ok: true, sessions: sessions.size }),
+    }),
+    jwks: (): Page => ({
+      type: 'application/json',
+      body: JSON.stringify(identity.publicKeySet()),
+      cacheControl: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+    }),
+    metrics: async (): Promise<Page> => {
+      const counts = connectors.counts();
+      for (const state of ['enabled', 'disabled', 'revoked', 'connected', 'disconnected'] as const) {
+        metrics.connectors.set({ state }, counts[state]);
+      }
+      metrics.connectors.set({ state: 'never' }, counts.neverConnected);
+      const sockets = socketGauges();
+      metrics.handshakesInProgress.set(sockets.handshakesInProgress);
+      metrics.connectionsOpen.set(sockets.connectionsOpen);
+      metrics.connectionsUnauthenticated.set(sockets.connectionsUnauthenticated);
+      return { type: exposedMetrics.contentType, body: await exposedMetrics.metrics() };
+    },
+  };
+}

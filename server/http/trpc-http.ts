@@ -1,0 +1,36 @@
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import type { Logger } from 'pino';
+import { DomainError } from '../../shared/errors.js';
+import { bearerTokenOf, type Context, remoteAddressOf, type Services } from '../context.js';
+import { appRouter } from '../router.js';
+import { retryAfterMeta } from './endpoints.js';
+
+export interface TrpcHttpOptions {
+  services: Services;
+  logger: Logger;
+  maxBodyBytes: number;
+}
+
+/** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
+export function trpcHttpHandler({ services, logger, maxBodyBytes }: TrpcHttpOptions) {
+  return createHTTPHandler({
+    router: appRouter,
+    basePath: '/trpc/',
+    maxBodySize: maxBodyBytes,
+    // One call per request keeps limits, audit and errors per call; no client here batches.
+    allowBatching: false,
+    responseMeta: retryAfterMeta,
+    createContext: ({ req }): Context => ({
+      services,
+      remoteAddress: remoteAddressOf(req),
+      bearerToken: bearerTokenOf(req),
+      agent: null,
+      agentRefusal: 'IDENTITY_INVALID',
+    }),
+    onError: ({ error, path }) => {
+      if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof DomainError)) {
+        logger.error({ err: error.cause ?? error, path }, 'request failed');
+      }
+    },
+  });
+}

@@ -1,0 +1,111 @@
+import { DAY_MS } from '../shared/durations.js';
+import type { ListenAddress } from './http/endpoints.js';
+import type { LogFormat } from './logging.js';
+import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES } from './services/audit.js';
+import type { Policy } from './services/deps.js';
+import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
+
+// The server's settings and their defaults, apart from the code that parses flags (config.ts) and
+// the code that starts the server (app.ts), so that both, the CLIs and the tests import them from here.
+
+/** The `iss` of every identity this server signs. */
+export const ISSUER = 'connector-enrollment';
+
+/**
+ * How long a JWKS response may be cached (`Cache-Control: public, max-age`): well under the default
+ * 10 minutes a rotated-in key waits before it signs, so any cache has the new key before it is used.
+ */
+export const JWKS_MAX_AGE_SECONDS = 60;
+
+export interface ServerConfig extends Policy {
+  dataDir: string;
+  host: string;
+  port: number;
+  publicUrl: string | null;
+  tlsCertFile: string | null;
+  tlsKeyFile: string | null;
+  logLevel: string;
+  /** `text` for people, `json` (pino's lines) for collectors. @default text on a terminal, else json */
+  logFormat: LogFormat;
+  /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
+  metricsListen: ListenAddress | null;
+  rateLimits: RateLimits;
+  /** Largest HTTP request body accepted. @default 65536 */
+  maxBodyBytes: number;
+  /** Largest websocket message accepted. @default 65536 */
+  maxWsMessageBytes: number;
+  /** How long a new websocket may take to send its connectionParams. @default 10000 */
+  handshakeTimeoutMs: number;
+  /**
+   * How long a connection may take to send a request's headers (an upgrade's too) before it is
+   * answered 408 and closed: what a stranger holding half-sent requests gets. @default 10000
+   */
+  headersTimeoutMs: number;
+  /** See ConnectionLimits.maxUnauthenticatedPerAddress. @default 1024 */
+  maxUnauthenticatedPerAddress: number;
+  /** See ConnectionLimits.maxUnauthenticated. @default null: a quarter of the open-file limit */
+  maxUnauthenticatedConnections: number | null;
+  /** The process's open-file limit (tests lower it). @default read from /proc/self/limits */
+  fileLimit?: number | null;
+  /**
+   * Live agent sessions allowed from one source address; generous because a NAT'd fleet shares
+   * one address. @default 20000
+   */
+  maxSessionsPerAddress: number;
+  /**
+   * Websocket handshakes in progress (from the upgrade request until the agent is authenticated or
+   * refused) beyond which new upgrades are answered `503` with `Retry-After` at once, so agents
+   * are told to come back instead of waiting out their handshake timeout behind a queue the server
+   * cannot serve in time. A slot is held for the agent's round trip too (its connectionParams come
+   * after the upgrade), so the cap bounds sockets waiting, not CPU work: that is bounded by the
+   * authentication turns (16 per event-loop turn). With 256 the benchmark's fleet of 19,500 (clients
+   * on the same two cores, slow to answer) was shed over and over: 51,757 sockets for 19,500
+   * sessions. @default 4096
+   */
+  maxHandshakesInProgress: number;
+  /**
+   * Sessions of a group ended or told per event-loop turn when a whole group is deleted, disabled
+   * or enabled (tuning; no flag). @default 128
+   */
+  sessionsPerTurn?: number;
+  /**
+   * After a signing key activates, connected agents holding identities signed by another key get a
+   * new one at random times over this window. @default 600000 (10 min)
+   */
+  rotationSpreadMs: number;
+  /** Past this size `audit.jsonl` is rotated to `audit.jsonl.1`. @default 67108864 (64 MiB) */
+  auditMaxBytes: number;
+  /** Rotated audit files kept (`audit.jsonl.1` … `.<n>`); older ones are removed. @default 10 */
+  auditKeep: number;
+}
+
+/** Every setting at its default, with `overrides` on top. */
+export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  return {
+    dataDir: './data',
+    host: '127.0.0.1',
+    port: 7420,
+    publicUrl: null,
+    tlsCertFile: null,
+    tlsKeyFile: null,
+    logLevel: 'info',
+    logFormat: 'json',
+    metricsListen: null,
+    keyTtlMs: 14 * DAY_MS,
+    identityTtlMs: 365 * DAY_MS,
+    pendingTtlMs: 7 * DAY_MS,
+    rateLimits: DEFAULT_RATE_LIMITS,
+    maxBodyBytes: 65_536,
+    maxWsMessageBytes: 65_536,
+    handshakeTimeoutMs: 10_000,
+    headersTimeoutMs: 10_000,
+    maxUnauthenticatedPerAddress: 1024,
+    maxUnauthenticatedConnections: null,
+    maxSessionsPerAddress: 20_000,
+    maxHandshakesInProgress: 4096,
+    rotationSpreadMs: 10 * 60_000,
+    auditMaxBytes: DEFAULT_AUDIT_MAX_BYTES,
+    auditKeep: DEFAULT_AUDIT_KEEP,
+    ...overrides,
+  };
+}
