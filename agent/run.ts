@@ -2,7 +2,7 @@ import { PrivateDirError } from '../shared/private-files.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
-import { IdentityFileError, IdentityStore } from './identity-store.js';
+import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { EXIT, runSession } from './session.js';
 import { createTransport, TlsMisconfigured } from './transport.js';
@@ -18,6 +18,9 @@ export async function runAgent(
 ): Promise<number> {
   const store = new IdentityStore(config.stateDir);
   const transport = createTransport(config.caPem);
+  /** Before there is an identity, the status file names only the server. */
+  const writeEnrollmentStatus = (state: AgentStatus['state'], detail: string | null) =>
+    store.writeStatus({ state, status: null, connectorId: null, server: config.server, detail });
   try {
     await store.ensureDir();
   } catch (error) {
@@ -68,13 +71,7 @@ export async function runAgent(
       return EXIT.USAGE;
     }
     logger.info(`enrolling with ${config.server}`, { stateDir: config.stateDir });
-    await store.writeStatus({
-      state: 'enrolling',
-      status: null,
-      connectorId: null,
-      server: config.server,
-      detail: null,
-    });
+    await writeEnrollmentStatus('enrolling', null);
     try {
       identity = await enroll(
         { ...config, provisioningKey: config.provisioningKey },
@@ -86,35 +83,20 @@ export async function runAgent(
     } catch (error) {
       if (error instanceof EnrollmentRefused) {
         logger.error(`enrollment refused: ${error.message}`, { reason: error.reason });
-        await store.writeStatus({
-          state: 'refused',
-          status: null,
-          connectorId: null,
-          server: config.server,
-          detail: error.reason,
-        });
+        await writeEnrollmentStatus('refused', error.reason);
         return EXIT.REFUSED;
       }
       if (error instanceof EnrollmentRedirected) {
         logger.error(error.message);
-        await store.writeStatus({
-          state: 'refused',
-          status: null,
-          connectorId: null,
-          server: config.server,
-          detail: `HTTP ${error.status} redirect to ${error.location ?? '-'} not followed`,
-        });
+        await writeEnrollmentStatus(
+          'refused',
+          `HTTP ${error.status} redirect to ${error.location ?? '-'} not followed`,
+        );
         return EXIT.USAGE;
       }
       if (error instanceof TlsMisconfigured) {
         logger.error(error.message);
-        await store.writeStatus({
-          state: 'misconfigured',
-          status: null,
-          connectorId: null,
-          server: config.server,
-          detail: error.message,
-        });
+        await writeEnrollmentStatus('misconfigured', error.message);
         return EXIT.USAGE;
       }
       throw error;

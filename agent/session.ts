@@ -14,7 +14,7 @@ import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
-import type { IdentityStore, SavedIdentity } from './identity-store.js';
+import type { AgentStatus, IdentityStore, SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
@@ -58,6 +58,9 @@ export interface SessionOptions {
 export function runSession(o: SessionOptions): Promise<number> {
   let identity = o.identity;
   const { logger, store } = o;
+  /** The status file always names this session's connector and server (the identity's, renewed or not). */
+  const writeStatus = (state: AgentStatus['state'], status: AgentStatus['status'], detail: string | null) =>
+    store.writeStatus({ state, status, connectorId: identity.connectorId, server: identity.server, detail });
   const wsUrl = `${identity.server.replace(/^http/, 'ws')}/trpc`;
   let finished = false;
   let resolveExit!: (code: number) => void;
@@ -184,13 +187,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         });
       else if (connectedOnce && !refusal)
         notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
-      void store.writeStatus({
-        state: 'disconnected',
-        status: null,
-        connectorId: identity.connectorId,
-        server: identity.server,
-        detail: refusal ? `upgrade answered HTTP ${refusal.status}` : why,
-      });
+      void writeStatus('disconnected', null, refusal ? `upgrade answered HTTP ${refusal.status}` : why);
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
@@ -259,17 +256,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       : Promise.resolve();
     // The socket is done with either way; closing it need not delay the exit.
     void acknowledged.then(() => wsClient.close()).catch(() => {});
-    await Promise.all([
-      acknowledged,
-      wipe,
-      store.writeStatus({
-        state,
-        status: null,
-        connectorId: identity.connectorId,
-        server: identity.server,
-        detail,
-      }),
-    ]);
+    await Promise.all([acknowledged, wipe, writeStatus(state, null, detail)]);
     resolveExit(code);
   }
 
@@ -323,13 +310,7 @@ export function runSession(o: SessionOptions): Promise<number> {
           connector: event.connectorId,
           status: event.status,
         });
-        await store.writeStatus({
-          state: 'connected',
-          status: event.status,
-          connectorId: event.connectorId,
-          server: identity.server,
-          detail: null,
-        });
+        await writeStatus('connected', event.status, null);
         if (o.unenroll) {
           // Answered once the `deleted` event it causes is acknowledged: that event ends the session.
           client.agent.unenroll.mutate().catch((error: Error) => {
@@ -348,13 +329,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         break;
       case 'status':
         logger.info(`connector ${event.status} by an admin`, { scope: event.scope });
-        await store.writeStatus({
-          state: 'connected',
-          status: event.status,
-          connectorId: identity.connectorId,
-          server: identity.server,
-          detail: `${event.scope} ${event.status}`,
-        });
+        await writeStatus('connected', event.status, `${event.scope} ${event.status}`);
         break;
       case 'identity':
         await adoptIdentity({
@@ -393,13 +368,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     },
   });
 
-  void store.writeStatus({
-    state: 'connecting',
-    status: null,
-    connectorId: identity.connectorId,
-    server: identity.server,
-    detail: null,
-  });
+  void writeStatus('connecting', null, null);
   logger.info(`connecting to ${wsUrl}`, { connector: identity.connectorId });
 
   const onAbort = () => void finish(EXIT.STOPPED, 'stopped', 'signal');

@@ -2,7 +2,14 @@ import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { eventually, identityMode, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import {
+  eventually,
+  identityMode,
+  readIdentity,
+  spawnAgent,
+  waitConnected,
+  waitForAgentStatus,
+} from './helpers/agents.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
@@ -29,12 +36,19 @@ describe('the agent against a live server (child processes, real websockets)', (
     expect(withFacts.host.hostname.length).toBeGreaterThan(0);
     expect(withFacts.agentVersion).toMatch(/^\d+\.\d+\.\d+/);
 
+    // The agent's own account of each push: its status file, as `connector-agent status` shows it.
+    const toldOf = (status: 'enabled' | 'disabled', detail: string) =>
+      waitForAgentStatus(
+        stateDir,
+        detail,
+        (s) => s.state === 'connected' && s.status === status && s.detail === detail,
+      );
     await srv.admin.connectors.disable.mutate({ connectorId: connector.id });
-    await agent.waitForOutput(/connector disabled by an admin/);
+    await toldOf('disabled', 'connector disabled');
     await srv.admin.connectors.enable.mutate({ connectorId: connector.id });
-    await agent.waitForOutput(/connector enabled by an admin/);
+    await toldOf('enabled', 'connector enabled');
     await srv.admin.groups.disable.mutate({ groupId: connector.groupId });
-    await agent.waitForOutput(/disabled by an admin.*scope=group/);
+    await toldOf('disabled', 'group disabled');
     expect((await srv.admin.connectors.get.query({ connectorId: connector.id })).connection).toBe(
       'connected',
     );

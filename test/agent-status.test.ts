@@ -3,7 +3,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { processStartTicks } from '../agent/process-liveness.js';
-import { eventually, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 /** `connector-agent status [--json]` on `stateDir`, as its own process: exit code and output. */
@@ -49,7 +49,8 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
 
     // The server goes away: the agent runs on, retrying.
     await srv.stop();
-    await agent.waitForOutput(/disconnected; reconnecting/);
+    // Its status file, not its log: the log line comes before the file says so.
+    await waitForAgentStatus(stateDir, 'status file says disconnected', (s) => s.state === 'disconnected');
     const retrying = await status(stateDir);
     expect(retrying.code).toBe(7);
     expect(retrying.output).toContain(`running as pid ${pid}, not connected`);

@@ -7,12 +7,16 @@
  * needed: a mutation answers only once its write is on disk. The test clock never moves, so the
  * `lastUsedAt` an authenticated call touches is rewritten with the same value (a lazy flush leaves
  * the bytes as they were); each fixture ends its set-up with a mutation so that value is on disk.
+ *
+ * The tests of a describe share its server, and still pass in any order (run with --sequence.shuffle):
+ * each compares the store before and after itself, and what a test adds (a group of its own for each
+ * fuzzed procedure, a connector enrolled with its own key pair) no other test reads.
  */
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { ERROR_REASONS } from '../shared/errors.js';
@@ -494,6 +498,10 @@ describe('malformed input to every admin procedure', () => {
   beforeAll(async () => {
     fixture = await seededServer();
   });
+  // After each test, not in a last one: under --sequence.shuffle a last test may run first.
+  afterEach(async () => {
+    expect(await healthz(fixture.srv)).toBe(200);
+  });
   afterAll(async () => {
     await fixture?.srv[Symbol.asyncDispose]();
   });
@@ -593,10 +601,6 @@ describe('malformed input to every admin procedure', () => {
       expect(await snapshot(srv)).toEqual(before);
     },
   );
-
-  it('stays up through all of it', async () => {
-    expect(await healthz(fixture.srv)).toBe(200);
-  });
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -901,10 +905,16 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
     fixture = await seededServer('Hosts');
     publicJwk = (await generateAgentKeyPair()).publicJwk;
   });
+  afterEach(async () => {
+    expect(await healthz(fixture.srv)).toBe(200);
+  });
   afterAll(async () => {
     await fixture?.srv[Symbol.asyncDispose]();
   });
 
+  // The shared key pair is only ever refused; a test that enrolls brings its own, so that no
+  // enrollment depends on which test enrolled with the same key before it.
+  const ownPublicKey = async () => (await generateAgentKeyPair()).publicJwk;
   const enrollment = (overrides: Record<string, unknown> = {}, host: Record<string, unknown> = {}) => ({
     provisioningKey: fixture.provisioningKey,
     publicKey: publicJwk,
@@ -1032,7 +1042,7 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
     const r = await rawCall(
       srv.url,
       'agent.enroll',
-      enrollment({ host, name: `${script} 🚀 مرحبا`, agentVersion: script }),
+      enrollment({ host, name: `${script} 🚀 مرحبا`, agentVersion: script, publicKey: await ownPublicKey() }),
     );
     expect(r).toMatchObject({ ok: true, status: 200 });
     const connector = await srv.admin.connectors.get.query({ connectorId: r.data.connectorId });
@@ -1056,16 +1066,12 @@ describe('hostile host facts in agent.enroll (valid key)', () => {
         host,
         name: long(64, 'n'),
         agentVersion: long(64, 'v'),
-        publicKey: { ...publicJwk, kid: long(128) },
+        publicKey: { ...(await ownPublicKey()), kid: long(128) },
       }),
     );
     expect(r).toMatchObject({ ok: true, status: 200 });
     const connector = await srv.admin.connectors.get.query({ connectorId: r.data.connectorId });
     expect(connector).toMatchObject({ name: long(64, 'n'), host });
-  });
-
-  it('stays up through all of it', async () => {
-    expect(await healthz(fixture.srv)).toBe(200);
   });
 });
 

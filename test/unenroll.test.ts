@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
 /** A real server and a real agent enrolled and connected to it under `name`. */
@@ -13,8 +13,8 @@ async function enrolledAgent(name: string) {
   const stateDir = await tempDir('ce-unenroll-');
   const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', name], stateDir);
   const connector = await waitConnected(srv.admin, name);
-  // Its status file says connected: the state a service leaves behind.
-  await agent.waitForOutput(/connected to /);
+  // Its status file says connected: the state a service leaves behind (the log line comes first).
+  await waitForAgentStatus(stateDir, `${name} says connected`, (status) => status.state === 'connected');
   return { srv, stateDir, agent, connector };
 }
 

@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type AgentStatus, IdentityStore } from '../../agent/identity-store.js';
 import type { AdminClient } from '../../server/admin-client.js';
 import { type Proc, spawnProcess, spawnTs } from './processes.js';
 
@@ -62,6 +63,27 @@ export async function waitConnected(admin: AdminClient, name: string, timeoutMs 
       (await admin.connectors.list.query({ connection: 'connected', limit: 1000 })).items.find(
         (c) => c.name === name,
       ),
+    timeoutMs,
+  );
+}
+
+/**
+ * Polls the agent's status file (what `connector-agent status` reads) until `matches` holds: the
+ * agent's own account of its state, written after the log line that tells of it.
+ */
+export async function waitForAgentStatus(
+  stateDir: string,
+  what: string,
+  matches: (status: AgentStatus) => boolean,
+  timeoutMs = 20_000,
+): Promise<AgentStatus> {
+  const store = new IdentityStore(stateDir);
+  return eventually(
+    what,
+    async () => {
+      const status = await store.readStatus();
+      return status && matches(status) ? status : null;
+    },
     timeoutMs,
   );
 }
