@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
+import { z } from 'zod';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import {
   connectionStateSchema,
@@ -9,16 +10,39 @@ import {
   MAX_KEY_USES,
 } from '../../shared/schemas.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
-import { parseDuration } from '../config.js';
+import { parseDuration, SERVE_FLAGS } from '../config.js';
 import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
 import { printFields, printTable, relative, replacementWords, terminationWords } from './format.js';
 
-export interface AdminOptions {
+/** The options every admin command takes; a command's own options extend this schema. */
+export const adminOptions = z.object({
+  server: z.string(),
+  adminKeyFile: z.string().optional(),
+  caFile: z.string().optional(),
+  dataDir: z.string(),
+  json: z.boolean().optional(),
+});
+export type AdminOptions = z.infer<typeof adminOptions>;
+
+/** What the admin commands take from the environment: the defaults their flags override. */
+export interface AdminEnv {
   server: string;
-  adminKeyFile?: string;
-  caFile?: string;
   dataDir: string;
-  json?: boolean;
+  caFile: string | undefined;
+  adminKey: string | undefined;
+}
+
+/**
+ * The environment's part in the admin commands, read once (CONNECTOR_SERVER, CONNECTOR_DATA_DIR,
+ * CONNECTOR_CA_FILE, CONNECTOR_ADMIN_KEY); the data dir and the address default as `serve`'s do.
+ */
+export function adminEnv(env: NodeJS.ProcessEnv): AdminEnv {
+  return {
+    server: env.CONNECTOR_SERVER ?? `http://${SERVE_FLAGS.host.default}:${SERVE_FLAGS.port.default}`,
+    dataDir: env[SERVE_FLAGS.dataDir.env] ?? SERVE_FLAGS.dataDir.default,
+    caFile: env.CONNECTOR_CA_FILE,
+    adminKey: env.CONNECTOR_ADMIN_KEY?.trim() || undefined,
+  };
 }
 
 /**
@@ -62,8 +86,10 @@ export function integerFlag(flag: string, text: string, min: number, max: number
  * The admin key: `--admin-key-file` if given (a flag beats the environment, as everywhere), else
  * CONNECTOR_ADMIN_KEY, else `<data-dir>/admin.key`. Every way it can fail is one line naming the file.
  */
-export function resolveAdminKey(options: AdminOptions, env: NodeJS.ProcessEnv = process.env): string {
-  const fromEnv = env.CONNECTOR_ADMIN_KEY?.trim();
+export function resolveAdminKey(
+  options: Pick<AdminOptions, 'adminKeyFile' | 'dataDir'>,
+  fromEnv: string | undefined,
+): string {
   if (!options.adminKeyFile && fromEnv) return fromEnv;
   const flag = options.adminKeyFile ? '--admin-key-file' : null;
   const file = options.adminKeyFile ?? join(options.dataDir, 'admin.key');
@@ -111,60 +137,73 @@ export function explain(error: unknown, server: string): CliError {
   return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
 }
 
-type Action = (client: AdminClient, options: AdminOptions, ...args: string[]) => Promise<void>;
+type Action<O> = (client: AdminClient, options: O, ...args: string[]) => Promise<void>;
 
 /** A subcommand with the options every admin command takes (--server, --admin-key-file, --data-dir, --json). */
-export function adminCommand(parent: Command, usage: string, description: string): Command {
+export function adminCommand(parent: Command, usage: string, description: string, env: AdminEnv): Command {
   return parent
     .command(usage)
     .description(description)
-    .option(
-      '--server <url>',
-      'server URL (env CONNECTOR_SERVER)',
-      process.env.CONNECTOR_SERVER ?? 'http://127.0.0.1:7420',
-    )
+    .option('--server <url>', 'server URL (env CONNECTOR_SERVER)', env.server)
     .option(
       '--admin-key-file <file>',
       'file holding an admin API key (default: CONNECTOR_ADMIN_KEY, then <data-dir>/admin.key)',
     )
-    .option(
-      '--data-dir <dir>',
-      'the server data dir, to find admin.key',
-      process.env.CONNECTOR_DATA_DIR ?? './data',
-    )
+    .option('--data-dir <dir>', 'the server data dir, to find admin.key', env.dataDir)
     .option(
       '--ca-file <file>',
       'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
-      process.env.CONNECTOR_CA_FILE,
+      env.caFile,
     )
     .option('--json', 'print JSON instead of a table');
 }
 
-/** Runs `action` with an admin client, explaining any API failure. */
-export function withClient(action: Action) {
-  return async (...args: unknown[]) => {
-    const command = args[args.length - 1] as Command;
-    const options = command.opts() as AdminOptions;
-    const positional = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
-    let transport: typeof fetch | undefined;
-    try {
-      transport = adminFetch(options.server, options.caFile);
-    } catch (error) {
-      if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
-      throw error;
-    }
-    const client = createAdminClient({
-      url: options.server,
-      adminKey: resolveAdminKey(options),
-      ...(transport ? { fetch: transport } : {}),
-    });
-    try {
-      await action(client, options, ...positional);
-    } catch (error) {
-      throw explain(error, options.server);
-    }
+/** `--max-uses` from `maxUses`: the flag a parsed option came from, for a usage error. */
+const flagOf = (key: PropertyKey) => `--${String(key).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** A command's options as its schema types them, or a usage error naming the flag. */
+export function parseOptions<S extends z.ZodType<AdminOptions>>(schema: S, values: unknown): z.infer<S> {
+  const parsed = schema.safeParse(values);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new CliError(`${flagOf(issue?.path[0] ?? 'options')}: ${issue?.message ?? 'not valid'}`, 2);
+}
+
+/** The admin commands' two builders, bound to the environment's defaults (read once, in program.ts). */
+export function adminCli(env: AdminEnv) {
+  /** Runs `action` with an admin client and the options `schema` parses, explaining any API failure. */
+  function withClient<S extends z.ZodType<AdminOptions>>(schema: S, action: Action<z.infer<S>>) {
+    return async (...args: unknown[]) => {
+      const command = args[args.length - 1] as Command;
+      const options = parseOptions(schema, command.opts());
+      const positional = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
+      let transport: typeof fetch | undefined;
+      try {
+        transport = adminFetch(options.server, options.caFile);
+      } catch (error) {
+        if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
+        throw error;
+      }
+      const client = createAdminClient({
+        url: options.server,
+        adminKey: resolveAdminKey(options, env.adminKey),
+        ...(transport ? { fetch: transport } : {}),
+      });
+      try {
+        await action(client, options, ...positional);
+      } catch (error) {
+        throw explain(error, options.server);
+      }
+    };
+  }
+  return {
+    command: (parent: Command, usage: string, description: string) =>
+      adminCommand(parent, usage, description, env),
+    withClient,
   };
 }
+
+export type AdminCli = ReturnType<typeof adminCli>;
 
 /** JSON with --json, else what `human` prints. */
 export const print = (options: AdminOptions, value: unknown, human: () => void) => {
@@ -284,7 +323,31 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
 }
 
 /** `--max-uses` and `--ttl` of `groups regenerate-key`, checked before any call (usage errors exit 2). */
-function keyPolicyOptions(o: { maxUses?: string; ttl?: string }): { maxUses?: number; ttl?: string } {
+const keyPolicyFlags = adminOptions.extend({ maxUses: z.string().optional(), ttl: z.string().optional() });
+const groupCreateOptions = keyPolicyFlags.extend({ description: z.string().optional() });
+const forceOptions = adminOptions.extend({ force: z.boolean().optional() });
+const connectorListOptions = adminOptions.extend({
+  group: z.string().optional(),
+  status: connectorStatusSchema.optional(),
+  connection: connectionStateSchema.optional(),
+  limit: z.string(),
+  cursor: z.string().optional(),
+});
+const apiKeyCreateOptions = adminOptions.extend({
+  scope: z.enum(['read', 'admin']),
+  expiresIn: z.string().optional(),
+});
+const auditOptions = adminOptions.extend({
+  since: z.string().optional(),
+  before: z.string().optional(),
+  limit: z.string(),
+  type: z.string().optional(),
+});
+
+function keyPolicyOptions(o: { maxUses?: string | undefined; ttl?: string | undefined }): {
+  maxUses?: number;
+  ttl?: string;
+} {
   const policy: { maxUses?: number; ttl?: string } = {};
   if (o.maxUses !== undefined) {
     const n = Number(o.maxUses);
@@ -303,19 +366,20 @@ function keyPolicyOptions(o: { maxUses?: string; ttl?: string }): { maxUses?: nu
   return policy;
 }
 
-export function registerAdminCommands(program: Command): void {
+export function registerAdminCommands(program: Command, env: AdminEnv): void {
+  const admin = adminCli(env);
   const groups = program.command('groups').description('manage connector groups and their provisioning keys');
-  adminCommand(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
+  admin
+    .command(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
     .option('--description <text>', 'a description')
     .option('--max-uses <n>', 'its first key enrolls at most this many connectors (default: no limit)')
     .option('--ttl <duration>', "its first key's lifetime, 1s to 365d (default: the server's --key-ttl)")
     .action(
-      withClient(async (client, options, name) => {
-        const o = options as AdminOptions & { description?: string; maxUses?: string; ttl?: string };
+      admin.withClient(groupCreateOptions, async (client, options, name) => {
         const g = await client.groups.create.mutate({
           name: name!,
-          ...(o.description ? { description: o.description } : {}),
-          ...keyPolicyOptions(o),
+          ...(options.description ? { description: options.description } : {}),
+          ...keyPolicyOptions(options),
         });
         print(options, g, () => {
           printGroup(g);
@@ -325,8 +389,8 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(groups, 'list', 'list groups with connector counts').action(
-    withClient(async (client, options) => {
+  admin.command(groups, 'list', 'list groups with connector counts').action(
+    admin.withClient(adminOptions, async (client, options) => {
       const list = await client.groups.list.query({});
       print(options, list, () =>
         printTable(
@@ -337,21 +401,21 @@ export function registerAdminCommands(program: Command): void {
       );
     }),
   );
-  adminCommand(groups, 'get <group>', 'show one group').action(
-    withClient(async (client, options, ref) => {
+  admin.command(groups, 'get <group>', 'show one group').action(
+    admin.withClient(adminOptions, async (client, options, ref) => {
       const g = await client.groups.get.query({ groupId: await resolveGroup(client, ref!) });
       print(options, g, () => printGroup(g));
     }),
   );
-  adminCommand(groups, 'rename <group> <name>', 'rename a group').action(
-    withClient(async (client, options, ref, name) => {
+  admin.command(groups, 'rename <group> <name>', 'rename a group').action(
+    admin.withClient(adminOptions, async (client, options, ref, name) => {
       const g = await client.groups.update.mutate({ groupId: await resolveGroup(client, ref!), name: name! });
       print(options, g, () => printGroup(g));
     }),
   );
   for (const verb of ['disable', 'enable'] as const) {
-    adminCommand(groups, `${verb} <group>`, `${verb} a group (pushed live to its connectors)`).action(
-      withClient(async (client, options, ref) => {
+    admin.command(groups, `${verb} <group>`, `${verb} a group (pushed live to its connectors)`).action(
+      admin.withClient(adminOptions, async (client, options, ref) => {
         const g = await client.groups[verb].mutate({ groupId: await resolveGroup(client, ref!) });
         print(options, g, () => {
           if (!g.changed) console.error(`Group ${g.name} was already ${g.status}; nothing changed.`);
@@ -360,40 +424,44 @@ export function registerAdminCommands(program: Command): void {
       }),
     );
   }
-  adminCommand(groups, 'delete <group>', 'delete a group')
+  admin
+    .command(groups, 'delete <group>', 'delete a group')
     .option('--force', 'also end the sessions of its connectors and delete them')
     .action(
-      withClient(async (client, options, ref) => {
-        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+      admin.withClient(forceOptions, async (client, options, ref) => {
+        const force = Boolean(options.force);
         const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
         print(options, r, () => console.log('Group deleted.'));
       }),
     );
-  adminCommand(
-    groups,
-    'key <group>',
-    "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
-  ).action(
-    withClient(async (client, options, ref) => {
-      printKey(
-        options,
-        await client.provisioningKeys.get.query({ groupId: await resolveGroup(client, ref!) }),
-        ref!,
-      );
-    }),
-  );
-  adminCommand(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once')
+  admin
+    .command(
+      groups,
+      'key <group>',
+      "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
+    )
+    .action(
+      admin.withClient(adminOptions, async (client, options, ref) => {
+        printKey(
+          options,
+          await client.provisioningKeys.get.query({ groupId: await resolveGroup(client, ref!) }),
+          ref!,
+        );
+      }),
+    );
+  admin
+    .command(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once')
     .option('--max-uses <n>', 'the new key enrolls at most this many connectors (default: no limit)')
     .option('--ttl <duration>', "the new key's lifetime, 1s to 365d (default: the server's --key-ttl)")
     .action(
-      withClient(async (client, options, ref) => {
-        const policy = keyPolicyOptions(options as AdminOptions & { maxUses?: string; ttl?: string });
+      admin.withClient(keyPolicyFlags, async (client, options, ref) => {
+        const policy = keyPolicyOptions(options);
         const groupId = await resolveGroup(client, ref!);
         printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
       }),
     );
-  adminCommand(groups, 'next-steps', 'groups that have no connectors yet').action(
-    withClient(async (client, options) => {
+  admin.command(groups, 'next-steps', 'groups that have no connectors yet').action(
+    admin.withClient(adminOptions, async (client, options) => {
       const steps = await client.groups.nextSteps.query({});
       print(options, steps, () =>
         printTable(
@@ -406,7 +474,8 @@ export function registerAdminCommands(program: Command): void {
   );
 
   const connectors = program.command('connectors').description('manage enrolled connectors');
-  adminCommand(connectors, 'list', 'list connectors')
+  admin
+    .command(connectors, 'list', 'list connectors')
     .option('--group <group>', 'only this group (id or name)')
     .addOption(
       new Option('--status <status>', 'only connectors with this status').choices(CONNECTOR_STATUSES),
@@ -415,18 +484,12 @@ export function registerAdminCommands(program: Command): void {
     .option('--limit <n>', 'page size', '100')
     .option('--cursor <cursor>', 'continue after this cursor')
     .action(
-      withClient(async (client, options) => {
-        const o = options as AdminOptions & {
-          group?: string;
-          status?: string;
-          connection?: string;
-          limit: string;
-          cursor?: string;
-        };
+      admin.withClient(connectorListOptions, async (client, options) => {
+        const o = options;
         const page = await client.connectors.list.query({
           ...(o.group ? { groupId: await resolveGroup(client, o.group) } : {}),
-          ...(o.status ? { status: o.status as (typeof CONNECTOR_STATUSES)[number] } : {}),
-          ...(o.connection ? { connection: o.connection as (typeof CONNECTION_STATES)[number] } : {}),
+          ...(o.status ? { status: o.status } : {}),
+          ...(o.connection ? { connection: o.connection } : {}),
           ...(o.cursor ? { cursor: o.cursor } : {}),
           limit: integerFlag('--limit', o.limit, 1, 1000),
         });
@@ -455,79 +518,89 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(
-    connectors,
-    'get <connector>',
-    'show one connector with its host facts (id, or a name only one has)',
-  ).action(
-    withClient(async (client, options, id) => {
-      const c = await client.connectors.get.query({ connectorId: await resolveConnector(client, id!) });
-      const groupName = options.json ? undefined : (await groupNamesOf(client)).get(c.groupId);
-      print(options, c, () =>
-        printFields([
-          ['id', c.id],
-          ['name', c.name],
-          ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
-          ['status', terminationWords(c.termination) ?? c.status],
-          ['connection', c.connection],
-          ['enrolled', c.enrolledAt],
-          ['last connected', c.lastConnectedAt],
-          ['last seen', c.lastSeenAt],
-          ['address', c.remoteAddress],
-          ['replaced', replacementWords(c)],
-          ['agent version', c.agentVersion],
-          [
-            'host',
-            `${c.host.hostname} (${c.host.os} ${c.host.release}, ${c.host.arch}, ${c.host.cpus} CPUs)`,
-          ],
-          ['ips', c.host.ips.join(', ')],
-          ['identity expires', c.identity.expiresAt],
-        ]),
-      );
-    }),
-  );
-  for (const verb of ['disable', 'enable'] as const) {
-    adminCommand(
+  admin
+    .command(
       connectors,
-      `${verb} <connector>`,
-      `${verb} a connector (pushed live; id, or a name only one has)`,
-    ).action(
-      withClient(async (client, options, id) => {
-        const c = await client.connectors[verb].mutate({ connectorId: await resolveConnector(client, id!) });
+      'get <connector>',
+      'show one connector with its host facts (id, or a name only one has)',
+    )
+    .action(
+      admin.withClient(adminOptions, async (client, options, id) => {
+        const c = await client.connectors.get.query({ connectorId: await resolveConnector(client, id!) });
+        const groupName = options.json ? undefined : (await groupNamesOf(client)).get(c.groupId);
         print(options, c, () =>
-          console.log(
-            c.changed
-              ? `Connector ${c.id} is ${c.status}.`
-              : `Connector ${c.id} was already ${c.status}; nothing changed.`,
-          ),
+          printFields([
+            ['id', c.id],
+            ['name', c.name],
+            ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
+            ['status', terminationWords(c.termination) ?? c.status],
+            ['connection', c.connection],
+            ['enrolled', c.enrolledAt],
+            ['last connected', c.lastConnectedAt],
+            ['last seen', c.lastSeenAt],
+            ['address', c.remoteAddress],
+            ['replaced', replacementWords(c)],
+            ['agent version', c.agentVersion],
+            [
+              'host',
+              `${c.host.hostname} (${c.host.os} ${c.host.release}, ${c.host.arch}, ${c.host.cpus} CPUs)`,
+            ],
+            ['ips', c.host.ips.join(', ')],
+            ['identity expires', c.identity.expiresAt],
+          ]),
         );
       }),
     );
+  for (const verb of ['disable', 'enable'] as const) {
+    admin
+      .command(
+        connectors,
+        `${verb} <connector>`,
+        `${verb} a connector (pushed live; id, or a name only one has)`,
+      )
+      .action(
+        admin.withClient(adminOptions, async (client, options, id) => {
+          const c = await client.connectors[verb].mutate({
+            connectorId: await resolveConnector(client, id!),
+          });
+          print(options, c, () =>
+            console.log(
+              c.changed
+                ? `Connector ${c.id} is ${c.status}.`
+                : `Connector ${c.id} was already ${c.status}; nothing changed.`,
+            ),
+          );
+        }),
+      );
   }
-  adminCommand(
-    connectors,
-    'revoke <connector>',
-    "revoke for good: ends its session and regenerates its group's key",
-  )
+  admin
+    .command(
+      connectors,
+      'revoke <connector>',
+      "revoke for good: ends its session and regenerates its group's key",
+    )
     .option('--reason <text>', 'why, for the audit log')
     .action(
-      withClient(async (client, options, id) => {
-        const reason = (options as AdminOptions & { reason?: string }).reason;
-        const c = await client.connectors.revoke.mutate({
-          connectorId: await resolveConnector(client, id!),
-          ...(reason ? { reason } : {}),
-        });
-        print(options, c, () =>
-          console.log(
-            c.changed
-              ? `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`
-              : `Connector ${c.id} was already revoked at ${c.revokedAt}; nothing changed (no new key).`,
-          ),
-        );
-      }),
+      admin.withClient(
+        adminOptions.extend({ reason: z.string().optional() }),
+        async (client, options, id) => {
+          const reason = options.reason;
+          const c = await client.connectors.revoke.mutate({
+            connectorId: await resolveConnector(client, id!),
+            ...(reason ? { reason } : {}),
+          });
+          print(options, c, () =>
+            console.log(
+              c.changed
+                ? `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`
+                : `Connector ${c.id} was already revoked at ${c.revokedAt}; nothing changed (no new key).`,
+            ),
+          );
+        },
+      ),
     );
-  adminCommand(connectors, 'delete <connector>', 'delete a connector (ends its session)').action(
-    withClient(async (client, options, id) => {
+  admin.command(connectors, 'delete <connector>', 'delete a connector (ends its session)').action(
+    admin.withClient(adminOptions, async (client, options, id) => {
       const r = await client.connectors.delete.mutate({ connectorId: await resolveConnector(client, id!) });
       print(options, r, () => console.log(`Connector ${terminationWords(r.termination, 'deleted')}.`));
     }),
@@ -536,8 +609,8 @@ export function registerAdminCommands(program: Command): void {
   const apiKeys = program
     .command('api-keys')
     .description('manage admin API keys (provisioning keys are listed too)');
-  adminCommand(apiKeys, 'list', 'list API keys').action(
-    withClient(async (client, options) => {
+  admin.command(apiKeys, 'list', 'list API keys').action(
+    admin.withClient(adminOptions, async (client, options) => {
       const list = await client.apiKeys.list.query({});
       print(options, list, () =>
         printTable(
@@ -557,14 +630,15 @@ export function registerAdminCommands(program: Command): void {
       );
     }),
   );
-  adminCommand(apiKeys, 'create <name>', 'create an admin API key (shown once)')
+  admin
+    .command(apiKeys, 'create <name>', 'create an admin API key (shown once)')
     .addOption(
       new Option('--scope <scope>', 'what the key may do').choices(['read', 'admin']).default('admin'),
     )
     .option('--expires-in <duration>', 'e.g. 30d')
     .action(
-      withClient(async (client, options, name) => {
-        const o = options as AdminOptions & { scope: 'read' | 'admin'; expiresIn?: string };
+      admin.withClient(apiKeyCreateOptions, async (client, options, name) => {
+        const o = options;
         const days = o.expiresIn
           ? Math.max(1, Math.ceil(durationFlag('--expires-in', o.expiresIn) / 86_400_000))
           : undefined;
@@ -588,24 +662,26 @@ export function registerAdminCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(apiKeys, 'delete <id>', 'delete an admin API key')
+  admin
+    .command(apiKeys, 'delete <id>', 'delete an admin API key')
     .option('--force', 'also the key making the call, or the last usable admin-scoped key')
     .action(
-      withClient(async (client, options, id) => {
-        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+      admin.withClient(forceOptions, async (client, options, id) => {
+        const force = Boolean(options.force);
         const r = await client.apiKeys.delete.mutate({ id: id!, ...(force ? { force } : {}) });
         print(options, r, () => console.log('API key deleted.'));
       }),
     );
 
-  adminCommand(program, 'audit', 'show the audit log, newest first')
+  admin
+    .command(program, 'audit', 'show the audit log, newest first')
     .option('--since <iso>', 'only events at or after this time (older files are not read)')
     .option('--before <event-id>', 'the next page: events logged before this one (the last id shown)')
     .option('--limit <n>', 'at most this many', '50')
     .option('--type <type>', 'only this event type (or prefix, e.g. enrollment)')
     .action(
-      withClient(async (client, options) => {
-        const o = options as AdminOptions & { since?: string; before?: string; limit: string; type?: string };
+      admin.withClient(auditOptions, async (client, options) => {
+        const o = options;
         const events = await client.audit.list.query({
           limit: Number(o.limit),
           ...(o.since ? { since: o.since } : {}),
