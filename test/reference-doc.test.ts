@@ -9,7 +9,7 @@ import { EXIT } from '../agent/exit-codes.js';
 import { buildAgentProgram } from '../agent/program.js';
 import { STATUS_EXIT_CODES_HELP } from '../agent/status-command.js';
 import { UNENROLL_EXIT_CODES_HELP } from '../agent/unenroll-command.js';
-import { adminCommand, adminEnv } from '../server/cli/admin-commands.js';
+import { adminCommand, adminEnv } from '../server/cli/admin-common.js';
 import { buildServerProgram } from '../server/cli/program.js';
 import { SERVE_FLAGS } from '../server/config.js';
 import { processMetrics } from '../server/http/process-metrics.js';

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
-import { type AdminEnv, CliError, resolveAdminKey } from './admin-commands.js';
+import { type AdminEnv, CliError, resolveAdminKey } from './admin-common.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 

@@ -1,8 +1,12 @@
 import { Command } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
 import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../../shared/cli-completion.js';
-import { adminEnv, CliError, registerAdminCommands } from './admin-commands.js';
+import { adminEnv, CliError } from './admin-common.js';
+import { registerApiKeyCommands } from './api-key-commands.js';
+import { registerAuditCommand } from './audit-command.js';
 import { registerBackupCommands } from './backup-commands.js';
+import { registerConnectorCommands } from './connector-commands.js';
+import { registerGroupCommands } from './group-commands.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerSigningKeyCommands } from './signing-key-commands.js';
 
@@ -34,7 +38,10 @@ export function buildServerProgram({
     .exitOverride();
 
   registerServeCommand(program);
-  registerAdminCommands(program, admin);
+  registerGroupCommands(program, admin);
+  registerConnectorCommands(program, admin);
+  registerApiKeyCommands(program, admin);
+  registerAuditCommand(program, admin);
   registerSigningKeyCommands(program, admin);
   registerBackupCommands(program, admin);
 

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { JWKS_MAX_AGE_SECONDS } from '../app.js';
 import { parseDuration } from '../config.js';
-import { type AdminEnv, adminCli, adminOptions, CliError, print } from './admin-commands.js';
+import { type AdminEnv, adminCli, adminOptions, CliError, forceOptions, print } from './admin-common.js';
 import { printFields, printTable, relative } from './format.js';
 
 /** `--activate-in`: any duration, or zero (`0s`) for at once; whole seconds, rounded up. */
@@ -69,20 +69,17 @@ export function registerSigningKeyCommands(program: Command, env: AdminEnv): voi
     .command(keys, 'retire <kid>', 'take a signing key out of the JWKS and of verification')
     .option('--force', 'retire even while connectors hold identities it signed (they must enroll again)')
     .action(
-      admin.withClient(
-        adminOptions.extend({ force: z.boolean().optional() }),
-        async (client, options, kid) => {
-          const force = Boolean(options.force);
-          const r = await client.signingKeys.retire.mutate({ kid: kid!, force });
-          print(options, r, () => {
-            console.log(`Signing key ${r.key.kid} retired.`);
-            if (r.identities > 0)
-              console.log(
-                `${r.identities} connector(s) held a current identity signed by it: ${r.connected} connected one(s) ` +
-                  `get a new identity within the rotation spread; ${r.identities - r.connected} must enroll again.`,
-              );
-          });
-        },
-      ),
+      admin.withClient(forceOptions, async (client, options, kid) => {
+        const force = Boolean(options.force);
+        const r = await client.signingKeys.retire.mutate({ kid: kid!, force });
+        print(options, r, () => {
+          console.log(`Signing key ${r.key.kid} retired.`);
+          if (r.identities > 0)
+            console.log(
+              `${r.identities} connector(s) held a current identity signed by it: ${r.connected} connected one(s) ` +
+                `get a new identity within the rotation spread; ${r.identities - r.connected} must enroll again.`,
+            );
+        });
+      }),
     );
 }
