@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { CommanderError } from 'commander';
-import { CliError } from './cli/admin-commands.js';
+import { CliError } from './cli/admin-common.js';
 import { buildServerProgram } from './cli/program.js';
 
 /** With --json, errors go to stderr as one JSON object too, so a script reads one format. */

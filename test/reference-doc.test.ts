@@ -9,7 +9,7 @@ import { EXIT } from '../agent/exit-codes.js';
 import { buildAgentProgram } from '../agent/program.js';
 import { STATUS_EXIT_CODES_HELP } from '../agent/status-command.js';
 import { UNENROLL_EXIT_CODES_HELP } from '../agent/unenroll-command.js';
-import { adminCommand } from '../server/cli/admin-commands.js';
+import { adminCommand, adminEnv } from '../server/cli/admin-common.js';
 import { buildServerProgram } from '../server/cli/program.js';
 import { SERVE_FLAGS } from '../server/config.js';
 import { processMetrics } from '../server/http/process-metrics.js';
@@ -107,7 +107,7 @@ const [serverProgram, agentProgram, commonOptions] = withoutCliEnv(
     [
       buildServerProgram({ json: false }),
       buildAgentProgram(),
-      adminCommand(new Command('probe'), 'probe', '').options,
+      adminCommand(new Command('probe'), 'probe', '', adminEnv(process.env)).options,
     ] as const,
 );
 

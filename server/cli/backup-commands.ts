@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
-import { type AdminOptions, CliError, resolveAdminKey } from './admin-commands.js';
+import { type AdminEnv, CliError, resolveAdminKey } from './admin-common.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -25,18 +25,14 @@ interface RestoreFlags {
 }
 
 /** `backup --out FILE` (running server, or `--data-dir` of a stopped one) and `restore --from FILE --data-dir DIR [--force]`. */
-export function registerBackupCommands(program: Command): void {
+export function registerBackupCommands(program: Command, env: AdminEnv): void {
   program
     .command('backup')
     .description(
       'write a backup (store, signing keys, secret, admin key) of the running server to --out, or of a stopped one with --data-dir',
     )
     .requiredOption('--out <file>', 'the backup file to write (mode 0600; replaced if it exists)')
-    .option(
-      '--server <url>',
-      'the running server (env CONNECTOR_SERVER)',
-      process.env.CONNECTOR_SERVER ?? 'http://127.0.0.1:7420',
-    )
+    .option('--server <url>', 'the running server (env CONNECTOR_SERVER)', env.server)
     .option(
       '--admin-key-file <file>',
       'file holding an admin-scope API key (default: CONNECTOR_ADMIN_KEY, then ./data/admin.key)',
@@ -48,7 +44,7 @@ export function registerBackupCommands(program: Command): void {
         ? await offline(options.dataDir, options.out).catch((error) => {
             throw error instanceof BackupFileError ? new CliError(error.message) : error;
           })
-        : await online(options);
+        : await online(options, env.adminKey);
       console.error(
         `backup written to ${result.file}: ${result.connectors} connectors, snapshot at ` +
           `${new Date(result.snapshotAt).toISOString()}, ${result.bytes} bytes, mode 0600. ` +
@@ -133,9 +129,9 @@ async function offline(dataDir: string, out: string) {
  * checks it whole, then renames it into place and makes that durable: `--out` never holds a
  * partial or unverified file.
  */
-async function online(options: BackupOptions) {
+async function online(options: BackupOptions, adminKeyFromEnv: string | undefined) {
   const { decodeBackup, BackupFileError } = await import('../backup/format.js');
-  const adminKey = resolveAdminKey({ ...options, dataDir: './data' } as AdminOptions);
+  const adminKey = resolveAdminKey({ ...options, dataDir: './data' }, adminKeyFromEnv);
   const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
   let response: Response;
   try {

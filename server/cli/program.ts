@@ -1,16 +1,28 @@
 import { Command } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
 import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../../shared/cli-completion.js';
-import { CliError, registerAdminCommands } from './admin-commands.js';
+import { adminEnv, CliError } from './admin-common.js';
+import { registerApiKeyCommands } from './api-key-commands.js';
+import { registerAuditCommand } from './audit-command.js';
 import { registerBackupCommands } from './backup-commands.js';
+import { registerConnectorCommands } from './connector-commands.js';
+import { registerGroupCommands } from './group-commands.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerSigningKeyCommands } from './signing-key-commands.js';
 
 /**
  * The connector-server command tree, built without parsing argv: main.ts runs it, and the completion
- * script and the reference doc's test walk it. `json`: usage errors as one JSON object (--json).
+ * script and the reference doc's test walk it. `json`: usage errors as one JSON object (--json);
+ * `env`: where the admin commands' defaults come from, read here once.
  */
-export function buildServerProgram({ json: wantsJson }: { json: boolean }): Command {
+export function buildServerProgram({
+  json: wantsJson,
+  env = process.env,
+}: {
+  json: boolean;
+  env?: NodeJS.ProcessEnv;
+}): Command {
+  const admin = adminEnv(env);
   const program = new Command('connector-server')
     .description('Connector enrollment server: serve, and admin commands that call its API')
     .version(`connector-server ${pkg.version}`, '--version', 'print the version')
@@ -26,9 +38,12 @@ export function buildServerProgram({ json: wantsJson }: { json: boolean }): Comm
     .exitOverride();
 
   registerServeCommand(program);
-  registerAdminCommands(program);
-  registerSigningKeyCommands(program);
-  registerBackupCommands(program);
+  registerGroupCommands(program, admin);
+  registerConnectorCommands(program, admin);
+  registerApiKeyCommands(program, admin);
+  registerAuditCommand(program, admin);
+  registerSigningKeyCommands(program, admin);
+  registerBackupCommands(program, admin);
 
   program
     .command('completion')

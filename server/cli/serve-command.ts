@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
-import { CliError } from './admin-commands.js';
+import { CliError } from './admin-common.js';
 
 /** `serve`: its flags come from SERVE_FLAGS (each also env CONNECTOR_<FLAG>); start-up failures are one line. */
 export function registerServeCommand(program: Command): void {

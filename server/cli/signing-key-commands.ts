@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { parseDuration } from '../config.js';
 import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
-import { type AdminOptions, adminCommand, CliError, print, withClient } from './admin-commands.js';
+import { type AdminEnv, adminCli, adminOptions, CliError, forceOptions, print } from './admin-common.js';
 import { printFields, printTable, relative } from './format.js';
 
 /** `--activate-in`: any duration, or zero (`0s`) for at once; whole seconds, rounded up. */
@@ -15,12 +16,13 @@ function activateInSeconds(text: string): number {
 }
 
 /** `signing-keys list | rotate [--activate-in DUR] | retire KID [--force]`. */
-export function registerSigningKeyCommands(program: Command): void {
+export function registerSigningKeyCommands(program: Command, env: AdminEnv): void {
+  const admin = adminCli(env);
   const keys = program
     .command('signing-keys')
     .description('list, rotate and retire the keys that sign connector identities');
-  adminCommand(keys, 'list', 'list signing keys with their state and the identities each signs').action(
-    withClient(async (client, options) => {
+  admin.command(keys, 'list', 'list signing keys with their state and the identities each signs').action(
+    admin.withClient(adminOptions, async (client, options) => {
       const list = await client.signingKeys.list.query({});
       print(options, list, () =>
         printTable(
@@ -38,11 +40,12 @@ export function registerSigningKeyCommands(program: Command): void {
       );
     }),
   );
-  adminCommand(keys, 'rotate', 'create a signing key, published now, that signs after a delay')
+  admin
+    .command(keys, 'rotate', 'create a signing key, published now, that signs after a delay')
     .option('--activate-in <duration>', 'delay before it signs, e.g. 10m, 1h, or 0s for at once', '10m')
     .action(
-      withClient(async (client, options) => {
-        const seconds = activateInSeconds((options as AdminOptions & { activateIn: string }).activateIn);
+      admin.withClient(adminOptions.extend({ activateIn: z.string() }), async (client, options) => {
+        const seconds = activateInSeconds(options.activateIn);
         const r = await client.signingKeys.rotate.mutate({ activateInSeconds: seconds });
         print(options, r, () => {
           printFields([
@@ -62,11 +65,12 @@ export function registerSigningKeyCommands(program: Command): void {
         });
       }),
     );
-  adminCommand(keys, 'retire <kid>', 'take a signing key out of the JWKS and of verification')
+  admin
+    .command(keys, 'retire <kid>', 'take a signing key out of the JWKS and of verification')
     .option('--force', 'retire even while connectors hold identities it signed (they must enroll again)')
     .action(
-      withClient(async (client, options, kid) => {
-        const force = Boolean((options as AdminOptions & { force?: boolean }).force);
+      admin.withClient(forceOptions, async (client, options, kid) => {
+        const force = Boolean(options.force);
         const r = await client.signingKeys.retire.mutate({ kid: kid!, force });
         print(options, r, () => {
           console.log(`Signing key ${r.key.kid} retired.`);

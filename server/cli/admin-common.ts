@@ -1,0 +1,253 @@
+/** What every admin command shares: its options, the environment's defaults, the client, errors and lookups. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { ERROR_REASONS } from '../../shared/errors.js';
+import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
+import { parseDuration, SERVE_FLAGS } from '../config.js';
+import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
+
+/** The options every admin command takes; a command's own options extend this schema. */
+export const adminOptions = z.object({
+  server: z.string(),
+  adminKeyFile: z.string().optional(),
+  caFile: z.string().optional(),
+  dataDir: z.string(),
+  json: z.boolean().optional(),
+});
+export type AdminOptions = z.infer<typeof adminOptions>;
+
+/** What the admin commands take from the environment: the defaults their flags override. */
+export interface AdminEnv {
+  server: string;
+  dataDir: string;
+  caFile: string | undefined;
+  adminKey: string | undefined;
+}
+
+/**
+ * The environment's part in the admin commands, read once (CONNECTOR_SERVER, CONNECTOR_DATA_DIR,
+ * CONNECTOR_CA_FILE, CONNECTOR_ADMIN_KEY); the data dir and the address default as `serve`'s do.
+ */
+export function adminEnv(env: NodeJS.ProcessEnv): AdminEnv {
+  return {
+    server: env.CONNECTOR_SERVER ?? `http://${SERVE_FLAGS.host.default}:${SERVE_FLAGS.port.default}`,
+    dataDir: env[SERVE_FLAGS.dataDir.env] ?? SERVE_FLAGS.dataDir.default,
+    caFile: env.CONNECTOR_CA_FILE,
+    adminKey: env.CONNECTOR_ADMIN_KEY?.trim() || undefined,
+  };
+}
+
+/**
+ * A failure the CLI explains and exits on; `exitCode` 2 is a usage error. `reason` is the API's
+ * reason when the server gave one (printed in `--json` errors).
+ */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+    readonly reason: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** Reasons that mean the command sent input the server could not take: the user's to fix, as a usage error. */
+const USAGE_REASONS = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);
+
+/** A duration flag's value (`90s`, `12h`, `30d`) in milliseconds, or a usage error naming the flag. */
+export function durationFlag(flag: string, text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    throw new CliError(`${flag}: ${(error as Error).message}`, 2);
+  }
+}
+
+/** A whole-number flag's value within [min, max], or a usage error naming the flag. */
+export function integerFlag(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value < min || value > max)
+    throw new CliError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`, 2);
+  return value;
+}
+
+/**
+ * The admin key: `--admin-key-file` if given (a flag beats the environment, as everywhere), else
+ * CONNECTOR_ADMIN_KEY, else `<data-dir>/admin.key`. Every way it can fail is one line naming the file.
+ */
+export function resolveAdminKey(
+  options: Pick<AdminOptions, 'adminKeyFile' | 'dataDir'>,
+  fromEnv: string | undefined,
+): string {
+  if (!options.adminKeyFile && fromEnv) return fromEnv;
+  const flag = options.adminKeyFile ? '--admin-key-file' : null;
+  const file = options.adminKeyFile ?? join(options.dataDir, 'admin.key');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !flag)
+      throw new CliError(
+        `no admin API key: ${file} does not exist; fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
+        2,
+      );
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'it is a directory, not a file'
+          : code === 'EACCES' || code === 'EPERM'
+            ? 'permission denied (run as the user that owns it)'
+            : (code ?? (error as Error).message);
+    throw new CliError(`cannot read the admin key ${flag ? `${flag} ` : ''}${file}: ${why}`, 2);
+  }
+  const key = text.trim();
+  if (!key)
+    throw new CliError(
+      `the admin key file ${file} is empty; fix: point to the file the server wrote (admin.key)`,
+      2,
+    );
+  return key;
+}
+
+/** Explains a failed API call: the reason, what it means and how to fix it. */
+export function explain(error: unknown, server: string): CliError {
+  const reason = reasonOf(error);
+  if (reason) {
+    const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
+    return new CliError(
+      `${reason}: ${message}\n  fix: ${ERROR_REASONS[reason].hint}`,
+      USAGE_REASONS.has(reason) ? 2 : 1,
+      reason,
+    );
+  }
+  if (error instanceof TRPCClientError) return new CliError(explainUnreachable(error, server));
+  return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
+}
+
+type Action<O> = (client: AdminClient, options: O, ...args: string[]) => Promise<void>;
+
+/** A subcommand with the options every admin command takes (--server, --admin-key-file, --data-dir, --json). */
+export function adminCommand(parent: Command, usage: string, description: string, env: AdminEnv): Command {
+  return parent
+    .command(usage)
+    .description(description)
+    .option('--server <url>', 'server URL (env CONNECTOR_SERVER)', env.server)
+    .option(
+      '--admin-key-file <file>',
+      'file holding an admin API key (default: CONNECTOR_ADMIN_KEY, then <data-dir>/admin.key)',
+    )
+    .option('--data-dir <dir>', 'the server data dir, to find admin.key', env.dataDir)
+    .option(
+      '--ca-file <file>',
+      'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
+      env.caFile,
+    )
+    .option('--json', 'print JSON instead of a table');
+}
+
+/** `--max-uses` from `maxUses`: the flag a parsed option came from, for a usage error. */
+const flagOf = (key: PropertyKey) => `--${String(key).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** A command's options as its schema types them, or a usage error naming the flag. */
+export function parseOptions<S extends z.ZodType<AdminOptions>>(schema: S, values: unknown): z.infer<S> {
+  const parsed = schema.safeParse(values);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new CliError(`${flagOf(issue?.path[0] ?? 'options')}: ${issue?.message ?? 'not valid'}`, 2);
+}
+
+/** The admin commands' two builders, bound to the environment's defaults (read once, in program.ts). */
+export function adminCli(env: AdminEnv) {
+  /** Runs `action` with an admin client and the options `schema` parses, explaining any API failure. */
+  function withClient<S extends z.ZodType<AdminOptions>>(schema: S, action: Action<z.infer<S>>) {
+    return async (...args: unknown[]) => {
+      const command = args[args.length - 1] as Command;
+      const options = parseOptions(schema, command.opts());
+      const positional = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
+      let transport: typeof fetch | undefined;
+      try {
+        transport = adminFetch(options.server, options.caFile);
+      } catch (error) {
+        if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
+        throw error;
+      }
+      const client = createAdminClient({
+        url: options.server,
+        adminKey: resolveAdminKey(options, env.adminKey),
+        ...(transport ? { fetch: transport } : {}),
+      });
+      try {
+        await action(client, options, ...positional);
+      } catch (error) {
+        throw explain(error, options.server);
+      }
+    };
+  }
+  return {
+    command: (parent: Command, usage: string, description: string) =>
+      adminCommand(parent, usage, description, env),
+    withClient,
+  };
+}
+
+/** The options of a command that takes `--force`. */
+export const forceOptions = adminOptions.extend({ force: z.boolean().optional() });
+
+/** JSON with --json, else what `human` prints. */
+export const print = (options: AdminOptions, value: unknown, human: () => void) => {
+  if (options.json) console.log(JSON.stringify(value, null, 2));
+  else human();
+};
+
+/** GROUP may be an id (`grp_…`) or an exact name. */
+export async function resolveGroup(client: AdminClient, ref: string): Promise<string> {
+  const groups = await client.groups.list.query({});
+  const found = groups.find((g) => g.id === ref) ?? groups.find((g) => g.name === ref);
+  if (!found)
+    throw new CliError(
+      `GROUP_NOT_FOUND: no group with id or name "${ref}"\n  fix: ${ERROR_REASONS.GROUP_NOT_FOUND.hint}`,
+      1,
+      'GROUP_NOT_FOUND',
+    );
+  return found.id;
+}
+
+/** Group names by id, for tables. */
+export async function groupNamesOf(client: AdminClient): Promise<Map<string, string>> {
+  return new Map((await client.groups.list.query({})).map((g) => [g.id, g.name]));
+}
+
+/** How many pages of 1,000 a name lookup reads at most (a million connectors). */
+const MAX_NAME_LOOKUP_PAGES = 1000;
+
+/**
+ * CONNECTOR may be an id (`con_…`) or a name that exactly one connector has; a name two share is
+ * refused with their ids, since acting on the wrong host cannot be undone (revoke, delete).
+ */
+export async function resolveConnector(client: AdminClient, ref: string): Promise<string> {
+  if (/^con_[A-Za-z0-9_-]+$/.test(ref)) return ref;
+  const matches: string[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < MAX_NAME_LOOKUP_PAGES; page++) {
+    const r: { items: Array<{ id: string; name: string }>; nextCursor: string | null } =
+      await client.connectors.list.query({ limit: 1000, ...(cursor ? { cursor } : {}) });
+    for (const c of r.items) if (c.name === ref) matches.push(c.id);
+    cursor = r.nextCursor;
+    if (!cursor) break;
+  }
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length === 0)
+    throw new CliError(
+      `CONNECTOR_NOT_FOUND: no connector with id or name "${ref}"\n  fix: ${ERROR_REASONS.CONNECTOR_NOT_FOUND.hint}`,
+      1,
+      'CONNECTOR_NOT_FOUND',
+    );
+  throw new CliError(
+    `${matches.length} connectors are named "${ref}": give the id of the one you mean (${matches.join(', ')})`,
+    2,
+  );
+}

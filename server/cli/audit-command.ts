@@ -1,0 +1,52 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { type AdminEnv, adminCli, adminOptions, print } from './admin-common.js';
+import { printTable } from './format.js';
+
+const auditOptions = adminOptions.extend({
+  since: z.string().optional(),
+  before: z.string().optional(),
+  limit: z.string(),
+  type: z.string().optional(),
+});
+
+/** `audit [--since ISO] [--before EVENT] [--limit N] [--type TYPE]`. */
+export function registerAuditCommand(program: Command, env: AdminEnv): void {
+  const admin = adminCli(env);
+  admin
+    .command(program, 'audit', 'show the audit log, newest first')
+    .option('--since <iso>', 'only events at or after this time (older files are not read)')
+    .option('--before <event-id>', 'the next page: events logged before this one (the last id shown)')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--type <type>', 'only this event type (or prefix, e.g. enrollment)')
+    .action(
+      admin.withClient(auditOptions, async (client, options) => {
+        const events = await client.audit.list.query({
+          limit: Number(options.limit),
+          ...(options.since ? { since: options.since } : {}),
+          ...(options.before ? { before: options.before } : {}),
+          ...(options.type ? { type: options.type } : {}),
+        });
+        print(options, events, () => {
+          printTable(
+            ['TIME', 'TYPE', 'OUTCOME', 'REASON', 'FROM', 'GROUP', 'CONNECTOR', 'KEY', 'SECURITY'],
+            events.map((e) => [
+              e.at,
+              e.type,
+              e.outcome,
+              e.reason,
+              e.remoteAddress,
+              e.groupId,
+              e.connectorId,
+              e.keyId,
+              e.security ? 'YES' : '',
+            ]),
+            'No events.',
+          );
+          const last = events.at(-1);
+          if (last && events.length === Number(options.limit))
+            console.log(`Older: audit --before ${last.id}`);
+        });
+      }),
+    );
+}

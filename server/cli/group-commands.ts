@@ -1,0 +1,212 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
+import type { AdminClient } from '../admin-client.js';
+import {
+  type AdminEnv,
+  type AdminOptions,
+  adminCli,
+  adminOptions,
+  CliError,
+  forceOptions,
+  print,
+  resolveGroup,
+} from './admin-common.js';
+import { printFields, printTable, relative } from './format.js';
+
+type GroupLike = Awaited<ReturnType<AdminClient['groups']['get']['query']>>;
+const printGroup = (g: GroupLike) =>
+  printFields([
+    ['id', g.id],
+    ['name', g.name],
+    ['description', g.description || '-'],
+    ['status', g.status],
+    ['created', g.createdAt],
+    ['connectors', `${g.counts.total} (${g.counts.connected} connected, ${g.counts.revoked} revoked)`],
+  ]);
+
+type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
+
+/** A group reference as the user would type it again in a shell. */
+const shellWord = (ref: string) => (/^[\w.@-]+$/.test(ref) ? ref : `'${ref.replaceAll("'", "'\\''")}'`);
+
+/**
+ * The key alone on stdout (so `$(… groups key G)` captures it); the rest on stderr. A key that can
+ * no longer enroll prints nothing on stdout and fails with one line, so `groups key G > file` never
+ * leaves an empty file behind a zero exit.
+ */
+function printKey(options: AdminOptions, k: KeyLike, ref: string) {
+  const fix = `run \`groups regenerate-key ${shellWord(ref)}\` for a new one`;
+  const refusal: [string, string] | null =
+    k.status === 'expired'
+      ? ['KEY_EXPIRED', `the group's provisioning key expired at ${k.expiresAt}; ${fix}`]
+      : k.status === 'exhausted'
+        ? [
+            'KEY_EXHAUSTED',
+            `the group's provisioning key has made all ${k.maxUses} enrollments it allows; ${fix}`,
+          ]
+        : k.key === null
+          ? [
+              'SCOPE_FORBIDDEN',
+              `this admin key has the read scope: it sees the provisioning key's details (${k.keyMasked ?? 'masked'}), not the key; use an admin-scoped key to read it`,
+            ]
+          : null;
+  const uses = k.maxUses === null ? `${k.uses} (no limit)` : `${k.uses} of ${k.maxUses}`;
+  print(options, k, () => {
+    if (refusal) return;
+    printFields(
+      [
+        ['name', k.name],
+        ['key id', k.keyId],
+        [
+          'status',
+          k.groupStatus === 'disabled'
+            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${shellWord(ref)}\``
+            : k.status,
+        ],
+        ['created', k.createdAt],
+        ['expires', `${k.expiresAt} (${relative(k.expiresAt)})`],
+        ['uses', uses],
+        ['enrollments', k.enrollments],
+      ],
+      console.error,
+    );
+    if (k.key) console.log(k.key);
+  });
+  if (refusal) throw new CliError(`${refusal[0]}: ${refusal[1]}`, 1, refusal[0]);
+}
+
+const keyPolicyFlags = adminOptions.extend({ maxUses: z.string().optional(), ttl: z.string().optional() });
+const groupCreateOptions = keyPolicyFlags.extend({ description: z.string().optional() });
+
+/** `--max-uses` and `--ttl` of `groups regenerate-key`, checked before any call (usage errors exit 2). */
+function keyPolicyOptions(o: { maxUses?: string | undefined; ttl?: string | undefined }): {
+  maxUses?: number;
+  ttl?: string;
+} {
+  const policy: { maxUses?: number; ttl?: string } = {};
+  if (o.maxUses !== undefined) {
+    const n = Number(o.maxUses);
+    if (!/^\d+$/.test(o.maxUses.trim()) || n < 1 || n > MAX_KEY_USES)
+      throw new CliError(
+        `--max-uses must be a whole number from 1 to ${MAX_KEY_USES}, not "${o.maxUses}"`,
+        2,
+      );
+    policy.maxUses = n;
+  }
+  if (o.ttl !== undefined) {
+    const parsed = keyTtlSchema.safeParse(o.ttl);
+    if (!parsed.success) throw new CliError(`--ttl ${parsed.error.issues[0]?.message ?? 'is not valid'}`, 2);
+    policy.ttl = o.ttl;
+  }
+  return policy;
+}
+
+/** `groups create | list | get | rename | disable | enable | delete | key | regenerate-key | next-steps`. */
+export function registerGroupCommands(program: Command, env: AdminEnv): void {
+  const admin = adminCli(env);
+  const groups = program.command('groups').description('manage connector groups and their provisioning keys');
+  admin
+    .command(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
+    .option('--description <text>', 'a description')
+    .option('--max-uses <n>', 'its first key enrolls at most this many connectors (default: no limit)')
+    .option('--ttl <duration>', "its first key's lifetime, 1s to 365d (default: the server's --key-ttl)")
+    .action(
+      admin.withClient(groupCreateOptions, async (client, options, name) => {
+        const g = await client.groups.create.mutate({
+          name: name!,
+          ...(options.description ? { description: options.description } : {}),
+          ...keyPolicyOptions(options),
+        });
+        print(options, g, () => {
+          printGroup(g);
+          console.log(
+            `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"\` and run an agent with it.`,
+          );
+        });
+      }),
+    );
+  admin.command(groups, 'list', 'list groups with connector counts').action(
+    admin.withClient(adminOptions, async (client, options) => {
+      const list = await client.groups.list.query({});
+      print(options, list, () =>
+        printTable(
+          ['ID', 'NAME', 'STATUS', 'CONNECTORS', 'CONNECTED', 'CREATED'],
+          list.map((g) => [g.id, g.name, g.status, g.counts.total, g.counts.connected, g.createdAt]),
+          'No groups yet: create one with `groups create NAME`.',
+        ),
+      );
+    }),
+  );
+  admin.command(groups, 'get <group>', 'show one group').action(
+    admin.withClient(adminOptions, async (client, options, ref) => {
+      const g = await client.groups.get.query({ groupId: await resolveGroup(client, ref!) });
+      print(options, g, () => printGroup(g));
+    }),
+  );
+  admin.command(groups, 'rename <group> <name>', 'rename a group').action(
+    admin.withClient(adminOptions, async (client, options, ref, name) => {
+      const g = await client.groups.update.mutate({ groupId: await resolveGroup(client, ref!), name: name! });
+      print(options, g, () => printGroup(g));
+    }),
+  );
+  for (const verb of ['disable', 'enable'] as const) {
+    admin.command(groups, `${verb} <group>`, `${verb} a group (pushed live to its connectors)`).action(
+      admin.withClient(adminOptions, async (client, options, ref) => {
+        const g = await client.groups[verb].mutate({ groupId: await resolveGroup(client, ref!) });
+        print(options, g, () => {
+          if (!g.changed) console.error(`Group ${g.name} was already ${g.status}; nothing changed.`);
+          printGroup(g);
+        });
+      }),
+    );
+  }
+  admin
+    .command(groups, 'delete <group>', 'delete a group')
+    .option('--force', 'also end the sessions of its connectors and delete them')
+    .action(
+      admin.withClient(forceOptions, async (client, options, ref) => {
+        const force = Boolean(options.force);
+        const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
+        print(options, r, () => console.log('Group deleted.'));
+      }),
+    );
+  admin
+    .command(
+      groups,
+      'key <group>',
+      "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
+    )
+    .action(
+      admin.withClient(adminOptions, async (client, options, ref) => {
+        printKey(
+          options,
+          await client.provisioningKeys.get.query({ groupId: await resolveGroup(client, ref!) }),
+          ref!,
+        );
+      }),
+    );
+  admin
+    .command(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once')
+    .option('--max-uses <n>', 'the new key enrolls at most this many connectors (default: no limit)')
+    .option('--ttl <duration>', "the new key's lifetime, 1s to 365d (default: the server's --key-ttl)")
+    .action(
+      admin.withClient(keyPolicyFlags, async (client, options, ref) => {
+        const policy = keyPolicyOptions(options);
+        const groupId = await resolveGroup(client, ref!);
+        printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
+      }),
+    );
+  admin.command(groups, 'next-steps', 'groups that have no connectors yet').action(
+    admin.withClient(adminOptions, async (client, options) => {
+      const steps = await client.groups.nextSteps.query({});
+      print(options, steps, () =>
+        printTable(
+          ['GROUP', 'NEXT STEP', 'HOW'],
+          steps.map((s) => [s.name, s.step, s.hint]),
+          'Every group has connectors.',
+        ),
+      );
+    }),
+  );
+}
