@@ -70,7 +70,11 @@ export async function openDataFiles(
   const file = (name: string) => join(config.dataDir, name);
   const secret = await loadOrCreateSecret(file('secret.key'));
   const store = await LowdbStore.open(file('store.json'), {
-    onWriteError: (error) => logger.error({ err: error }, 'store write failed; state reloaded from disk'),
+    onWriteError: (error) =>
+      logger.error(
+        { err: error },
+        'store write failed; the changes it carried were undone in memory and their callers refused',
+      ),
   });
   const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
     maxBytes: config.auditMaxBytes,

@@ -251,6 +251,7 @@ describe('usage errors and --json errors', () => {
     const cases: Array<[string[], string]> = [
       [['connectors', 'list', '--status', 'foo'], "argument 'foo' is invalid"],
       [['connectors', 'list', '--limit', 'lots'], '--limit: "lots" is not a whole number'],
+      [['audit', '--limit', '0'], '--limit: "0" is not a whole number from 1 to 10000'],
       [['api-keys', 'create', 'x', '--expires-in', 'soon'], '--expires-in: "soon" is not a duration'],
       [['api-keys', 'create', 'x', '--scope', 'root'], "argument 'root' is invalid"],
       // The server's own validation (a group name too long) is the caller's to fix too.

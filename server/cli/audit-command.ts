@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { type AdminEnv, adminCli, adminOptions, print } from './admin-common.js';
+import { type AdminEnv, adminCli, adminOptions, integerFlag, print } from './admin-common.js';
 import { printTable } from './format.js';
 
 const auditOptions = adminOptions.extend({
@@ -21,8 +21,9 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
     .option('--type <type>', 'only this event type (or prefix, e.g. enrollment)')
     .action(
       admin.withClient(auditOptions, async (client, options) => {
+        const limit = integerFlag('--limit', options.limit, 1, 10_000);
         const events = await client.audit.list.query({
-          limit: Number(options.limit),
+          limit,
           ...(options.since ? { since: options.since } : {}),
           ...(options.before ? { before: options.before } : {}),
           ...(options.type ? { type: options.type } : {}),
@@ -44,8 +45,7 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
             'No events.',
           );
           const last = events.at(-1);
-          if (last && events.length === Number(options.limit))
-            console.log(`Older: audit --before ${last.id}`);
+          if (last && events.length === limit) console.log(`Older: audit --before ${last.id}`);
         });
       }),
     );
