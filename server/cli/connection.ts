@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { describeNetworkError, fetchVia } from '../../shared/node-fetch.js';
+import { describeNetworkError } from '../../shared/network-errors.js';
+import { fetchVia } from '../../shared/node-fetch.js';
 
 /** Why the CLI could not talk to the server, in one line with the fix; `usage` is a usage error (exit 2). */
 export class ConnectionProblem extends Error {

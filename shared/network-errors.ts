@@ -1,0 +1,121 @@
+// Why a request or a websocket could not reach the server, in one line with the fix: the agent and
+// the admin CLI both say it, so they say it the same way.
+
+/** TLS verification failures meaning "this certificate is not signed by a CA the client trusts". */
+const UNTRUSTED_CERT_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/** The innermost error with a string `code` under `error` (fetch nests it in `cause`, a websocket's ErrorEvent in `error`). */
+function innermostCoded(error: unknown): { code: string | null; message: string } {
+  let found: { code?: unknown; message?: unknown } | null = null;
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
+    const candidate = current as { code?: unknown; message?: unknown; cause?: unknown; error?: unknown };
+    if (typeof candidate.code === 'string') found = candidate;
+    current = candidate.cause ?? candidate.error;
+  }
+  const innermost = found ?? (error as { message?: unknown } | null);
+  const raw = typeof innermost?.message === 'string' ? innermost.message : String(error);
+  // OpenSSL's messages end in a newline and name its source files: one line, without those.
+  const message = raw
+    .replace(/:\.\.\/deps\/openssl\/\S*/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return { code: typeof found?.code === 'string' ? found.code : null, message };
+}
+
+/** What a TLS client sees when the server answers its hello in plain HTTP. */
+function isPlainTextAnswer(code: string | null, message: string): boolean {
+  return (
+    code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
+    code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' ||
+    /wrong version number|packet length too long/i.test(message)
+  );
+}
+
+/** The names a certificate holds, from Node's "… is not in the cert's altnames: DNS:a, DNS:b" message. */
+function certificateNames(message: string): string[] {
+  // The last list in the message: Node says "altnames:" twice, the names follow the second.
+  const list = /.*(?:altnames|cert's list): (.*)$/.exec(message)?.[1] ?? '';
+  return list
+    .split(',')
+    .map((name) => name.trim().replace(/^(?:DNS|IP Address):/, ''))
+    .filter((name) => name && !name.includes('*'));
+}
+
+/** `server` with its host replaced, or its scheme (for a server that speaks plain HTTP). */
+function withUrl(server: string, change: { hostname?: string; protocol?: string }): string {
+  try {
+    const url = new URL(server);
+    if (change.hostname) url.hostname = change.hostname;
+    let text = url.href.replace(/\/$/, '');
+    if (change.protocol) text = text.replace(/^https:/, change.protocol);
+    return text;
+  } catch {
+    return server;
+  }
+}
+
+/**
+ * A TLS failure that no retry can fix — the certificate is not trusted, is for another name, or
+ * the server does not speak TLS at all — as one line with the fix; null for anything else. The
+ * agent stops on these with exit 2 instead of retrying for ever.
+ */
+export function tlsMisconfiguration(error: unknown, server: string): string | null {
+  const { code, message } = innermostCoded(error);
+  if (code && UNTRUSTED_CERT_CODES.has(code))
+    return (
+      `TLS: the certificate of ${server} is not trusted (${code}). If a private CA signed it, pass ` +
+      "--ca-file with that CA's certificate (PEM); otherwise the server needs a certificate from a public CA."
+    );
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    const names = certificateNames(message);
+    const host = (() => {
+      try {
+        return new URL(server).hostname;
+      } catch {
+        return server;
+      }
+    })();
+    return (
+      `TLS: the certificate of ${server} is not for ${host}` +
+      (names.length
+        ? ` but for ${names.join(', ')}; use --server ${withUrl(server, { hostname: names[0]! })}`
+        : '') +
+      ' (a --server host name the certificate names).'
+    );
+  }
+  if (server.startsWith('https:') && isPlainTextAnswer(code, message))
+    return (
+      `TLS: ${server} answered in plain text, not TLS: it serves http://, not https://. Use ` +
+      `--server ${withUrl(server, { protocol: 'http:' })} if that server really is plain HTTP (off loopback ` +
+      'also --allow-insecure), or the URL of its TLS port.'
+    );
+  return null;
+}
+
+/**
+ * One line on why a request or websocket could not reach the server. Node hides the useful part
+ * (e.g. `SELF_SIGNED_CERT_IN_CHAIN`) a few `cause`s deep behind "fetch failed"; certificate
+ * problems also say what to do about them.
+ */
+export function describeNetworkError(error: unknown): string {
+  const { code, message } = innermostCoded(error);
+  const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
+  if (code && UNTRUSTED_CERT_CODES.has(code))
+    return `TLS: the server's certificate is not trusted (${detail}); if a private CA signed it, pass --ca-file with that CA's certificate`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `TLS: the server's certificate is not for this host name (${detail}); use a --server host name the certificate names`;
+  if (isPlainTextAnswer(code, message))
+    return `TLS: the server did not answer in TLS (${code ?? 'wrong version number'}); it serves plain HTTP: use an http:// URL, or start the server with --tls-cert and --tls-key`;
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+    return `TLS: the server's certificate is outside its validity period (${detail}); check the server's certificate and this host's clock`;
+  return detail;
+}
