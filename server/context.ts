@@ -4,6 +4,7 @@ import type { ApiKeyService } from './services/api-keys.js';
 import type { AuditLog } from './services/audit.js';
 import type { ConnectorService } from './services/connectors.js';
 import type { EnrollmentService } from './services/enrollment.js';
+import type { DomainEvents } from './services/events.js';
 import type { GroupService } from './services/groups.js';
 import type { ProvisioningKeyService } from './services/provisioning-keys.js';
 import type { AbuseLimiter } from './services/rate-limit.js';
@@ -20,6 +21,8 @@ export interface Services {
   audit: AuditLog;
   hub: SessionHub;
   limiter: AbuseLimiter;
+  /** Changes as they are applied and as they are committed (see EventMoment). */
+  events: DomainEvents;
 }
 
 /** One context for HTTP and websocket calls; `agent` is set only on an authenticated websocket. */

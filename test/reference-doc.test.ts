@@ -311,10 +311,11 @@ describe('docs/reference.md against the code’s tables', () => {
       );
     // events.ts types the services' own events (`connector.status`, …), which are not audit records.
     for (const file of sourceFiles('server').filter((f) => f !== 'server/services/events.ts')) {
-      // Audit records only: `audit…({ type: '…' })`, `audit('…')`; not the services' events.emit.
+      // Audit records only: `audit…({ type: '…' })`, `audit('…')`; not the services' domain events
+      // (`events.applied|committed|saved({ type: … })`).
       const text = readFileSync(join(repoRoot, file), 'utf8')
         .split('\n')
-        .filter((l) => !l.includes('events.emit'))
+        .filter((l) => !/events\.(applied|committed|saved)\(/.test(l))
         .join('\n');
       for (const m of text.matchAll(
         /(?:type:\s*(?:[^,\n]*\?\s*)?|\baudit\(\s*)'([a-z_]+\.[a-z_]+)'(?:\s*:\s*'([a-z_]+\.[a-z_]+)')?/g,

@@ -21,6 +21,10 @@ describe('a revoke or delete that cut agents off but could not be saved', () => 
     const session = connectSim(srv.url, target);
     const other = connectSim(srv.url, bystander);
     await Promise.all([session.waitFor('ready'), other.waitFor('ready')]);
+    // The two moments of a change: applied (the live side acts) and committed (it is durable).
+    const heard: string[] = [];
+    for (const moment of ['applied', 'committed'] as const)
+      srv.server.services.events.on(moment, (e) => heard.push(`${moment} ${e.type}`));
     // Take the data dir away: the revocation cannot be made durable.
     await rm(srv.dataDir, { recursive: true, force: true });
     const r = await rawCall(
@@ -46,9 +50,17 @@ describe('a revoke or delete that cut agents off but could not be saved', () => 
     const again = connectSim(srv.url, target);
     expect(await again.waitForClose()).toEqual({ code: 4001, reason: 'CONNECTOR_REVOKED' });
 
+    // Applied (the agent was cut off), never committed.
+    expect(heard).toEqual(['applied connector.revoked']);
+
     await mkdir(srv.dataDir, { recursive: true, mode: 0o700 });
     const retried = await srv.admin.connectors.revoke.mutate({ connectorId: target.connectorId });
     expect(retried.status).toBe('revoked');
+    expect(heard).toEqual([
+      'applied connector.revoked',
+      'applied connector.revoked',
+      'committed connector.revoked',
+    ]);
     expect((await srv.admin.provisioningKeys.get.query({ groupId: group.id })).keyId).not.toBe(key.keyId);
     await Promise.all([session.close(), other.close(), again.close()]);
   });

@@ -76,6 +76,7 @@ export function createServices(
       audit: capabilities.audit,
       hub,
       limiter: new AbuseLimiter(config.rateLimits, capabilities.audit, metrics),
+      events,
     },
   };
 }

@@ -3,6 +3,7 @@ import type { HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord, StoreData } from '../store/records.js';
 import { applyNow } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
+import type { DomainEvent } from './events.js';
 import { policyOf, rotateGroupKey } from './provisioning-keys.js';
 import type { CutOff, UnsavedTermination } from './unsaved-terminations.js';
 import {
@@ -151,7 +152,7 @@ export class ConnectorService {
       connectorId,
       groupId,
     });
-    this.deps.events.emit({ type: 'connector.status', connectorId, status });
+    this.deps.events.saved({ type: 'connector.status', connectorId, status });
     return { ...this.get(connectorId), changed: true };
   }
 
@@ -190,6 +191,7 @@ export class ConnectorService {
       : null;
     const ended = this.deps.presence.termination(connectorId);
     const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
+    if (outcome) this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
     if (outcome) {
       await this.deps.audit.record({
         type: 'connector.revoked',
@@ -218,19 +220,16 @@ export class ConnectorService {
       : null;
     const ended = this.deps.presence.termination(connectorId);
     const groupId = await this.deps.unsavedTerminations.settle(durable, cut, ended);
+    if (cut) this.deps.events.committed({ type: 'connector.deleted', connectorId });
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
     return { deleted: true, termination: await ended };
   }
 
   /** Holds the connector off until the change is saved, then ends its live session (if any). */
-  private cutOff(
-    connectorId: string,
-    event: UnsavedTermination,
-    domainEvent: Parameters<ServiceDeps['events']['emit']>[0],
-  ): CutOff {
+  private cutOff(connectorId: string, event: UnsavedTermination, domainEvent: DomainEvent): CutOff {
     const sessionsEnded = this.deps.presence.isConnected(connectorId) ? 1 : 0;
     const cut = this.deps.unsavedTerminations.hold({ event, connectorIds: [connectorId], sessionsEnded });
-    this.deps.events.emit(domainEvent);
+    this.deps.events.applied(domainEvent);
     return cut;
   }
 
@@ -290,7 +289,7 @@ export class ConnectorService {
       return ids;
     });
     for (const { id, groupId } of removed) {
-      this.deps.events.emit({ type: 'connector.deleted', connectorId: id });
+      this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
       await this.deps.audit.record({
         type: 'connector.pending_expired',
         ...systemMeta,

@@ -124,7 +124,7 @@ export class GroupService {
       ...meta,
       groupId,
     });
-    this.deps.events.emit({ type: 'group.status', groupId, status, connectorIds });
+    this.deps.events.saved({ type: 'group.status', groupId, status, connectorIds });
     return { ...this.get(groupId), changed: true };
   }
 
@@ -158,8 +158,9 @@ export class GroupService {
           })
         : null;
     if (applied)
-      this.deps.events.emit({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
+      this.deps.events.applied({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
     const removed = await this.deps.unsavedTerminations.settle(durable, cut);
+    this.deps.events.committed({ type: 'group.deleted', groupId, connectorIds: removed.connectorIds });
     await this.deps.audit.record({
       type: 'group.deleted',
       ...meta,

@@ -106,7 +106,9 @@ export class SessionHub implements Presence {
 
   constructor(private readonly o: SessionHubOptions) {
     this.seenSignerKid = o.identity.activeKeyId;
-    this.unsubscribe = o.events.on((event) => this.onDomainEvent(event));
+    // The live side acts on a change the moment it is applied: a revoked agent is cut off before
+    // the write that records it (see EventMoment), and a failed write keeps it off (UnsavedTerminations).
+    this.unsubscribe = o.events.on('applied', (event) => this.onDomainEvent(event));
     const every = (ms: number, fn: () => void) => {
       const timer = setInterval(fn, ms);
       timer.unref();
