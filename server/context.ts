@@ -1,29 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import type { ErrorReason } from '../shared/errors.js';
-import type { ApiKeyService } from './services/api-keys.js';
-import type { AuditLog } from './services/audit.js';
-import type { ConnectorService } from './services/connectors.js';
-import type { EnrollmentService } from './services/enrollment.js';
-import type { DomainEvents } from './services/events.js';
-import type { GroupService } from './services/groups.js';
-import type { ProvisioningKeyService } from './services/provisioning-keys.js';
-import type { AbuseLimiter } from './services/rate-limit.js';
-import type { SigningKeyService } from './services/signing-keys.js';
-import type { AgentSession, SessionHub } from './sessions/hub.js';
+import type { Services } from './services/compose.js';
+import type { AgentSession } from './sessions/hub.js';
 
-export interface Services {
-  groups: GroupService;
-  provisioningKeys: ProvisioningKeyService;
-  connectors: ConnectorService;
-  enrollment: EnrollmentService;
-  apiKeys: ApiKeyService;
-  signingKeys: SigningKeyService;
-  audit: AuditLog;
-  hub: SessionHub;
-  limiter: AbuseLimiter;
-  /** Changes as they are applied and as they are committed (see EventMoment). */
-  events: DomainEvents;
-}
+export type { Services } from './services/compose.js';
 
 /** One context for HTTP and websocket calls; `agent` is set only on an authenticated websocket. */
 export interface Context {

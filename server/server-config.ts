@@ -58,9 +58,9 @@ export interface ServerConfig extends Policy {
    * are told to come back instead of waiting out their handshake timeout behind a queue the server
    * cannot serve in time. A slot is held for the agent's round trip too (its connectionParams come
    * after the upgrade), so the cap bounds sockets waiting, not CPU work: that is bounded by the
-   * authentication turns (16 per event-loop turn). With 256 the benchmark's fleet of 19,500 (clients
-   * on the same two cores, slow to answer) was shed over and over: 51,757 sockets for 19,500
-   * sessions. @default 4096
+   * authentication turns (16 per event-loop turn). Large because agents answer slowly under load:
+   * a small cap sheds the same agents over and over (BENCHMARKS.md, "Since the first reference
+   * run"). @default 4096
    */
   maxHandshakesInProgress: number;
   /**

@@ -43,7 +43,7 @@ export interface AuditFilter {
   type?: string | undefined;
 }
 
-/** Append-only record of admin mutations, enrollment attempts and session events. */
+/** How an event is written. */
 export interface RecordOptions {
   /**
    * Written with the next write, or within `LAZY_AUDIT_FLUSH_MS`, instead of an fsync of its own:
@@ -56,6 +56,7 @@ export interface RecordOptions {
 /** How long a lazy audit event may wait for a write to ride along with. */
 export const LAZY_AUDIT_FLUSH_MS = 250;
 
+/** Append-only record of admin mutations, enrollment attempts and session events. */
 export interface AuditLog {
   /** Resolves once the event is durable. */
   record(input: AuditInput, options?: RecordOptions): Promise<AuditEvent>;

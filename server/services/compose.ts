@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import type { Services } from '../context.js';
 import { createMetrics, type Metrics } from '../metrics.js';
 import { SessionHub } from '../sessions/hub.js';
 import type { Store } from '../store/store.js';
@@ -79,4 +78,19 @@ export function createServices(
       events,
     },
   };
+}
+
+/** What the routers and the HTTP layer are given: the services, the session hub, the event bus. */
+export interface Services {
+  groups: GroupService;
+  provisioningKeys: ProvisioningKeyService;
+  connectors: ConnectorService;
+  enrollment: EnrollmentService;
+  apiKeys: ApiKeyService;
+  signingKeys: SigningKeyService;
+  audit: AuditLog;
+  hub: SessionHub;
+  limiter: AbuseLimiter;
+  /** Changes as they are applied and as they are committed (see EventMoment). */
+  events: DomainEvents;
 }

@@ -2,7 +2,6 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEq
 
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
-/** A random lower-case id such as `grp_k3x9…` (16 characters ≈ 82 bits: unguessable, not a secret). */
 /**
  * Random bytes for ids, drawn from a pooled CSPRNG buffer: one randomBytes call per id cost ~25 µs
  * of the connect path (every audit event has an id). Ids name things; they are not secrets.
@@ -19,6 +18,7 @@ function idBytes(length: number): Buffer {
   return bytes;
 }
 
+/** A random lower-case id such as `grp_k3x9…` (16 characters ≈ 82 bits: unguessable, not a secret). */
 export function randomId(prefix: string, length = 16): string {
   const bytes = idBytes(length);
   let out = '';
