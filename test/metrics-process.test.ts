@@ -21,8 +21,10 @@ function expositionProblems(text: string): string[] {
   const help = new Set<string>();
   const type = new Map<string, string>();
   const samples = new Set<string>();
+  // Values as Prometheus parses them (Go's ParseFloat: NaN and Inf in any case). prom-client writes
+  // the event-loop lag's mean and deviation as `Nan` until its monitor has a first sample.
   const sample =
-    /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$/;
+    /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.eE+-]+|[Nn][Aa][Nn]|[+-][Ii][Nn][Ff])$/;
   for (const line of text.split('\n')) {
     if (line === '') continue;
     const meta = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
