@@ -1,28 +1,14 @@
-import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { freePort, repoRoot } from './helpers/processes.js';
+import { serverCli } from './helpers/cli.js';
+import { freePort } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 import { createTestCa, issueServerCert, opensslAvailable } from './helpers/tls.js';
 
-const run = promisify(execFile);
-
 /** The admin CLI as its own process: exit code and what it printed. */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      { cwd: repoRoot, env: { ...process.env, CONNECTOR_CA_FILE: '', ...env }, timeout: 60_000 },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  serverCli(args, { CONNECTOR_CA_FILE: '', ...env });
 
 /** One line, no stack, not Node's bare "fetch failed". */
 function expectOneLine(stderr: string) {

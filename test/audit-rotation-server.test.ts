@@ -1,33 +1,16 @@
-import { execFile } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
 import { parseServeConfig } from '../server/config.js';
 import { type AuditEvent, FileAuditLog } from '../server/services/audit.js';
-import { repoRoot, spawnServer } from './helpers/processes.js';
+import { serverCli } from './helpers/cli.js';
+import { spawnServer } from './helpers/processes.js';
 import { tempDir } from './helpers/server.js';
 
-const run = promisify(execFile);
-
 /** The admin CLI as the README runs it; its exit code, stdout and stderr. */
-async function cli(args: string[]) {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      {
-        cwd: repoRoot,
-      },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]) => serverCli(args);
 
 async function auditFiles(dataDir: string): Promise<string[]> {
   return (await readdir(dataDir)).filter((name) => name.startsWith('audit.jsonl')).sort();

@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { readAuditEventsOf } from '../server/backup/audit-events.js';
 import { decodeBackup } from '../server/backup/format.js';
@@ -11,25 +9,12 @@ import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
 import { enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
-import { repoRoot } from './helpers/processes.js';
+import { serverCli } from './helpers/cli.js';
 import { realTimeClock, startTestServer, tempDir } from './helpers/server.js';
 
-const run = promisify(execFile);
-
 /** The server CLI as an operator runs it. */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      { cwd: repoRoot, env: { ...process.env, CONNECTOR_ADMIN_KEY: '', ...env }, timeout: 60_000 },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  serverCli(args, { CONNECTOR_ADMIN_KEY: '', ...env });
 
 const loadLimits = {
   ...DEFAULT_RATE_LIMITS,

@@ -1,31 +1,16 @@
-import { execFile } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it, vi } from 'vitest';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { DAY_MS } from '../shared/durations.js';
 import { enrollSim } from './helpers/agent-sim.js';
-import { repoRoot } from './helpers/processes.js';
+import { serverCli } from './helpers/cli.js';
 import { rawCall, startTestServer, type TestServer } from './helpers/server.js';
 
 const HOUR_MS = 3_600_000;
-const run = promisify(execFile);
-
 /** The admin CLI against a test server, as `npm run -s server -- ARGS` runs it. */
-async function cli(srv: TestServer, args: string[]) {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args, '--server', srv.url],
-      { cwd: repoRoot, env: { ...process.env, CONNECTOR_ADMIN_KEY: srv.adminKey } },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (srv: TestServer, args: string[]) =>
+  serverCli([...args, '--server', srv.url], { CONNECTOR_ADMIN_KEY: srv.adminKey });
 
 /**
  * Holds every identity signing until `n` enrollments are waiting in it (or `boundMs` passed), then

@@ -1,31 +1,13 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollSim } from './helpers/agent-sim.js';
-import { repoRoot, type ServerProc, spawnServer, spawnTs } from './helpers/processes.js';
-
-const run = promisify(execFile);
+import { serverCli } from './helpers/cli.js';
+import { type ServerProc, spawnServer, spawnTs } from './helpers/processes.js';
 
 /** Runs `npm run -s server -- ARGS` the way the README says, minus npm's own start-up. */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, ...env },
-      },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => serverCli(args, env);
 
 describe('server CLI (admin commands against a running server)', () => {
   let dataDir: string;

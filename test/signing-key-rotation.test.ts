@@ -1,14 +1,13 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { IDENTITY_AUDIENCE, type SessionEvent } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim, type SimSession } from './helpers/agent-sim.js';
-import { repoRoot, spawnServer } from './helpers/processes.js';
+import { serverCli } from './helpers/cli.js';
+import { spawnServer } from './helpers/processes.js';
 import { rawCall, realTimeClock, startTestServer, type TestServer } from './helpers/server.js';
 
 async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
@@ -240,19 +239,7 @@ describe('signing-key rotation', () => {
 });
 
 /** The real server CLI, as `npm run -s server -- ARGS` runs it. */
-async function cli(args: string[]) {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      { cwd: repoRoot, env: { ...process.env, CONNECTOR_ADMIN_KEY: '' } },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]) => serverCli(args, { CONNECTOR_ADMIN_KEY: '' });
 
 describe('signing-keys CLI (real server process)', () => {
   it('lists, rotates, refuses to retire a key in use with the count, and retires it with --force', async () => {

@@ -17,7 +17,7 @@ export async function serverCli(args: string[], env: NodeJS.ProcessEnv = {}): Pr
     const { stdout, stderr } = await run(
       process.execPath,
       ['--import', 'tsx', join(repoRoot, 'server/main.ts'), ...args],
-      { cwd: repoRoot, env: { ...process.env, ...env }, timeout: 30_000 },
+      { cwd: repoRoot, env: { ...process.env, ...env }, timeout: 60_000 },
     );
     return { code: 0, stdout, stderr };
   } catch (error) {
