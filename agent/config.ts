@@ -34,6 +34,18 @@ export interface AgentFlags {
 }
 
 /** --state-dir, else CONNECTOR_STATE_DIR, else /var/lib/connector-agent as root, else the XDG state dir. */
+/** The PEM of `--ca-file`, or null without it; an unreadable file is a usage error naming it. */
+export async function readCaFile(file: string | undefined): Promise<string | null> {
+  if (!file) return null;
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(
+      `--ca-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? error})`,
+    );
+  }
+}
+
 export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   if (flag) return flag;
   if (env.CONNECTOR_STATE_DIR) return env.CONNECTOR_STATE_DIR;
@@ -99,16 +111,7 @@ export async function parseAgentConfig(
     }
   }
   provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;
-  let caPem: string | null = null;
-  if (flags.caFile) {
-    try {
-      caPem = await readFile(flags.caFile, 'utf8');
-    } catch (error) {
-      throw new UsageError(
-        `--ca-file: cannot read ${flags.caFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
-      );
-    }
-  }
+  const caPem = await readCaFile(flags.caFile);
   return {
     server,
     provisioningKey,

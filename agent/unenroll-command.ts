@@ -1,6 +1,6 @@
-import { readFile, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resolveStateDir, UsageError } from './config.js';
+import { readCaFile, resolveStateDir, UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
@@ -72,16 +72,7 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
     );
     return EXIT.USAGE;
   }
-  let caPem: string | null = null;
-  if (flags.caFile) {
-    try {
-      caPem = await readFile(flags.caFile, 'utf8');
-    } catch (error) {
-      throw new UsageError(
-        `--ca-file: cannot read ${flags.caFile} (${(error as NodeJS.ErrnoException).code ?? error})`,
-      );
-    }
-  }
+  const caPem = await readCaFile(flags.caFile);
 
   const stop = AbortSignal.timeout(timeoutSeconds * 1000);
   let deleted = false;
