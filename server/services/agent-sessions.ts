@@ -15,7 +15,7 @@ import { effectiveStatus } from './views.js';
 export interface AgentSessionDeps {
   store: Store;
   identity: IdentityAuthority;
-  connectors: ConnectorService;
+  connectors: Pick<ConnectorService, 'recordConnection' | 'recordIdentity' | 'confirmTermination'>;
   unsavedTerminations: UnsavedTerminations;
   audit: AuditLog;
   clock: Clock;

@@ -20,7 +20,7 @@ export interface SessionHubOptions {
   /** The live sessions, which the hub fills and the services read (as their Presence). */
   registry: SessionRegistry;
   agentSessions: AgentSessionService;
-  connectors: ConnectorService;
+  connectors: Pick<ConnectorService, 'confirmTermination'>;
   events: DomainEvents;
   clock: Clock;
   /** How long identities live: sets the renewal schedule's granularity. */
@@ -89,10 +89,6 @@ export class SessionHub {
       this.renewals.rescheduleAfterRotation();
       this.renewDueIdentities().catch((error) => o.logger.error({ err: error }, 'identity renewal failed'));
     });
-  }
-
-  isConnected(connectorId: string): boolean {
-    return this.sessions.isConnected(connectorId);
   }
 
   get size(): number {
