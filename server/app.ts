@@ -17,12 +17,14 @@ import { openFileLimit } from './http/process-metrics.js';
 import { trpcHttpHandler } from './http/trpc-http.js';
 import { coalesceWrites, websocketAdmission } from './http/websocket-admission.js';
 import { createServerLogger } from './logging.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { appRouter } from './router.js';
 import type { ServerConfig } from './server-config.js';
-import { createServices } from './services/compose.js';
+import { type Capabilities, createServices } from './services/compose.js';
 import { originOf } from './services/identity.js';
 import { SecretBox } from './services/secrets.js';
-import type { SessionHub } from './sessions/hub.js';
+import { SessionHub } from './sessions/hub.js';
+import { SessionRegistry } from './sessions/session-registry.js';
 import { lockDataDir } from './store/data-dir-lock.js';
 
 // serve-command.ts loads this module lazily and tells a bad TLS pair from other start-up failures.
@@ -47,6 +49,45 @@ export interface RunningServer {
 const SHUTDOWN_GRACE_MS = 2000;
 /** Node's default (511) drops accepts during a reconnect storm; the kernel caps it at somaxconn. */
 const LISTEN_BACKLOG = 4096;
+
+/**
+ * Builds the services and the session hub over the capabilities: the one place they are wired.
+ * The registry of live sessions comes first and depends on nothing, so the services are given it
+ * (as their Presence) and the hub, built over the services, fills it.
+ */
+export function composeServer(
+  capabilities: Omit<Capabilities, 'metrics' | 'presence'>,
+  config: Parameters<typeof createServices>[1] &
+    Partial<
+      Pick<
+        ServerConfig,
+        'maxSessionsPerAddress' | 'handshakeTimeoutMs' | 'sessionsPerTurn' | 'rotationSpreadMs'
+      >
+    >,
+): { services: Services; hub: SessionHub; metrics: Metrics } {
+  const { clock, logger } = capabilities;
+  const metrics = createMetrics();
+  const registry = new SessionRegistry({
+    clock,
+    metrics,
+    maxSessionsPerAddress: config.maxSessionsPerAddress,
+  });
+  const services = createServices({ ...capabilities, metrics, presence: registry }, config);
+  const hub = new SessionHub({
+    registry,
+    agentSessions: services.agentSessions,
+    connectors: services.connectors,
+    events: services.events,
+    clock,
+    identityTtlMs: config.identityTtlMs,
+    metrics,
+    logger,
+    sessionsPerTurn: config.sessionsPerTurn,
+    subscribeTimeoutMs: config.handshakeTimeoutMs,
+    rotationSpreadMs: config.rotationSpreadMs,
+  });
+  return { services, hub, metrics };
+}
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
 export async function startServer(
@@ -76,8 +117,11 @@ export async function startServer(
   }
   const { secret, store, audit, identity } = files;
   const secretBox = new SecretBox(secret);
-  const { services, metrics } = createServices({ store, audit, clock, secretBox, identity, logger }, config);
-  const { hub, connectors } = services;
+  const { services, hub, metrics } = composeServer(
+    { store, audit, clock, secretBox, identity, logger },
+    config,
+  );
+  const { connectors } = services;
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))
@@ -91,7 +135,7 @@ export async function startServer(
     adminKeyFile,
   });
 
-  const trpcHandler = trpcHttpHandler({ services, logger, maxBodyBytes: config.maxBodyBytes });
+  const trpcHandler = trpcHttpHandler({ services, hub, logger, maxBodyBytes: config.maxBodyBytes });
 
   const pages = opsPages({
     sessions: hub,
@@ -152,6 +196,7 @@ export async function startServer(
   server.on('upgrade', admission.onUpgrade);
   const authenticateAgent = agentAuthenticator({
     services,
+    hub,
     logger,
     publicOrigin: config.publicUrl ? originOf(config.publicUrl) : null,
   });

@@ -1,13 +1,15 @@
 import type { IncomingMessage } from 'node:http';
 import type { ErrorReason } from '../shared/errors.js';
 import type { Services } from './services/compose.js';
-import type { AgentSession } from './sessions/hub.js';
+import type { AgentSession, SessionHub } from './sessions/hub.js';
 
 export type { Services } from './services/compose.js';
 
 /** One context for HTTP and websocket calls; `agent` is set only on an authenticated websocket. */
 export interface Context {
   services: Services;
+  /** The live agent sessions: what an agent's calls over its socket go through. */
+  hub: SessionHub;
   remoteAddress: string;
   bearerToken: string | null;
   agent: AgentSession | null;

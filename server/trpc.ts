@@ -133,7 +133,7 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
  */
 export const endingAgentProcedure = publicProcedure.use(function isEndingAgent({ ctx, next }) {
   if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');
-  ctx.services.hub.requireEnding(ctx.agent);
+  ctx.hub.requireEnding(ctx.agent);
   return next({ ctx: { agent: ctx.agent } });
 });
 
@@ -141,6 +141,6 @@ export const endingAgentProcedure = publicProcedure.use(function isEndingAgent({
 export const agentProcedure = publicProcedure.use(function isAgent({ ctx, next }) {
   if (!ctx.agent) throw new DomainError(ctx.agentRefusal ?? 'IDENTITY_INVALID');
   // Checked on every call, not only at the handshake: a revoke or delete since then ends it.
-  ctx.services.hub.requireLive(ctx.agent);
+  ctx.hub.requireLive(ctx.agent);
   return next({ ctx: { agent: ctx.agent } });
 });

@@ -75,6 +75,7 @@ async function enrolledAgents(srv: TestServer, names: string[]) {
 const callerFor = (srv: TestServer, agent: AgentSession) =>
   createCallerFactory(appRouter)({
     services: srv.server.services,
+    hub: srv.server.hub,
     remoteAddress: '127.0.0.1',
     bearerToken: null,
     agent,

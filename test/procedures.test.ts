@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
+import { composeServer } from '../server/app.js';
 import { ManualClock } from '../server/clock.js';
 import type { Context } from '../server/context.js';
 import { appRouter } from '../server/router.js';
 import { ISSUER } from '../server/server-config.js';
 import { MemoryAuditLog } from '../server/services/audit.js';
-import { createServices } from '../server/services/compose.js';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
@@ -22,7 +22,7 @@ async function inMemoryApi() {
   const store = new MemoryStore();
   const audit = new MemoryAuditLog(clock);
   const identity = await IdentityAuthority.inMemory({ issuer: ISSUER, clock });
-  const { services } = createServices(
+  const { services, hub } = composeServer(
     {
       store,
       audit,
@@ -44,6 +44,7 @@ async function inMemoryApi() {
   );
   const context = (bearerToken: string | null): Context => ({
     services,
+    hub,
     remoteAddress: '192.0.2.1',
     bearerToken,
     agent: null,

@@ -4,7 +4,8 @@ import type { WebSocket } from 'ws';
 import { DomainError } from '../../shared/errors.js';
 import type { Context, Services } from '../context.js';
 import { remoteAddressOf } from '../context.js';
-import { provedNothing } from '../sessions/hub.js';
+import { provedNothing } from '../services/agent-sessions.js';
+import type { SessionHub } from '../sessions/hub.js';
 import { authenticationTurns } from '../sessions/turns.js';
 
 /** Authentications started per event-loop turn (~1 ms of CPU each). */
@@ -12,6 +13,7 @@ const AUTHENTICATIONS_PER_TURN = 16;
 
 export interface AgentAuthOptions {
   services: Services;
+  hub: SessionHub;
   logger: Logger;
   /** The --public-url's origin, which an agent's proof must name; null without --public-url. */
   publicOrigin: string | null;
@@ -22,8 +24,7 @@ export interface AgentAuthOptions {
  * session if its identity and proof check out, else the reason it was refused (the socket is then
  * closed with that reason).
  */
-export function agentAuthenticator({ services, logger, publicOrigin }: AgentAuthOptions) {
-  const { hub } = services;
+export function agentAuthenticator({ services, hub, logger, publicOrigin }: AgentAuthOptions) {
   const authenticationTurn = authenticationTurns(AUTHENTICATIONS_PER_TURN);
   return async (
     req: IncomingMessage,
@@ -33,20 +34,19 @@ export function agentAuthenticator({ services, logger, publicOrigin }: AgentAuth
   ): Promise<Context> => {
     await authenticationTurn();
     const remoteAddress = remoteAddressOf(req);
-    const base = { services, remoteAddress, bearerToken: null };
+    const base = { services, hub, remoteAddress, bearerToken: null };
     // Failed handshakes block the address they come from, but only for handshakes that prove
     // nothing: an agent whose identity and proof check out is let in, so one stranger behind a NAT
     // cannot keep the site's fleet out. A blocked address's handshakes are signature-checked only
     // if they name a known connector (a revoked one too: its host must be told).
     const blockedForSeconds = await services.limiter.handshakeRetryAfter(remoteAddress);
     try {
-      const agent = await hub.authenticate(connectionParams, {
+      const claims = await services.agentSessions.authenticate(connectionParams, {
         remoteAddress,
-        ws,
-        socket: req.socket,
         binding: { nonce, origin: publicOrigin },
         knownConnectorsOnly: blockedForSeconds > 0,
       });
+      const agent = hub.admit(claims, ws, req.socket, remoteAddress);
       return { ...base, agent, agentRefusal: null };
     } catch (error) {
       const reason = error instanceof DomainError ? error.reason : 'IDENTITY_INVALID';

@@ -3,16 +3,18 @@ import type { Logger } from 'pino';
 import { DomainError } from '../../shared/errors.js';
 import { bearerTokenOf, type Context, remoteAddressOf, type Services } from '../context.js';
 import { appRouter } from '../router.js';
+import type { SessionHub } from '../sessions/hub.js';
 import { retryAfterMeta } from './endpoints.js';
 
 export interface TrpcHttpOptions {
   services: Services;
+  hub: SessionHub;
   logger: Logger;
   maxBodyBytes: number;
 }
 
 /** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
-export function trpcHttpHandler({ services, logger, maxBodyBytes }: TrpcHttpOptions) {
+export function trpcHttpHandler({ services, hub, logger, maxBodyBytes }: TrpcHttpOptions) {
   return createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -22,6 +24,7 @@ export function trpcHttpHandler({ services, logger, maxBodyBytes }: TrpcHttpOpti
     responseMeta: retryAfterMeta,
     createContext: ({ req }): Context => ({
       services,
+      hub,
       remoteAddress: remoteAddressOf(req),
       bearerToken: bearerTokenOf(req),
       agent: null,

@@ -17,20 +17,20 @@ export const agentRouter = router({
     }
   }),
   session: agentProcedure.subscription(({ ctx, signal }) =>
-    ctx.services.hub.stream(ctx.agent, signal ?? new AbortController().signal),
+    ctx.hub.stream(ctx.agent, signal ?? new AbortController().signal),
   ),
   /**
    * A new identity for this session's connector and key, `{identityToken, identityExpiresAt}`: the
    * agent asks when about a quarter of its lifetime is left and no renewal was pushed. RATE_LIMITED
    * (with retryAfterSeconds) before half the lifetime has passed.
    */
-  renew: agentProcedure.mutation(({ ctx }) => ctx.services.hub.renewOnRequest(ctx.agent)),
+  renew: agentProcedure.mutation(({ ctx }) => ctx.hub.renewOnRequest(ctx.agent)),
   /**
    * Sent by the agent over a session that ended with `revoked` or `deleted`, once it has wiped its
    * identity: the revoke or delete then answers `termination: confirmed`. `{ok: true}`.
    */
   acknowledge: endingAgentProcedure.input(acknowledgeInput).mutation(({ ctx, input }) => {
-    ctx.services.hub.acknowledgeTermination(ctx.agent, input.event);
+    ctx.hub.acknowledgeTermination(ctx.agent, input.event);
     return { ok: true as const };
   }),
   /**

@@ -37,8 +37,11 @@ function usableAdminKeys(data: Readonly<StoreData>, now: number) {
   );
 }
 
+/** What ApiKeyService is built from. */
+export type ApiKeyServiceDeps = Pick<ServiceDeps, 'store' | 'audit' | 'clock'>;
+
 export class ApiKeyService {
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: ApiKeyServiceDeps) {}
 
   /**
    * On a store with no admin key, makes one and writes it to `file` (mode 0600), so that the first

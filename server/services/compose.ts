@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import { createMetrics, type Metrics } from '../metrics.js';
-import { SessionHub } from '../sessions/hub.js';
+import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
+import { AgentSessionService } from './agent-sessions.js';
 import { ApiKeyService } from './api-keys.js';
 import type { AuditLog } from './audit.js';
 import { ConnectorService } from './connectors.js';
-import type { Policy, ServiceDeps } from './deps.js';
+import type { Policy, Presence } from './deps.js';
 import { EnrollmentService } from './enrollment.js';
 import { DomainEvents } from './events.js';
 import { GroupService } from './groups.js';
@@ -24,63 +24,73 @@ export interface Capabilities {
   secretBox: SecretBox;
   identity: IdentityAuthority;
   logger: Logger;
-  metrics?: Metrics;
+  metrics: Metrics;
+  /** Who is connected: the session registry, which the session hub fills. */
+  presence: Presence;
 }
 
-/** Builds every service and the session hub over the given capabilities (real or in-memory). */
+/**
+ * Builds every service over the given capabilities (real or in-memory), each given only the
+ * dependencies it uses.
+ */
 export function createServices(
   capabilities: Capabilities,
-  config: Policy & {
-    rateLimits: RateLimits;
-    maxSessionsPerAddress?: number;
-    sessionsPerTurn?: number;
-    handshakeTimeoutMs?: number;
-    rotationSpreadMs?: number;
-  },
-): { services: Services; metrics: Metrics } {
-  const metrics = capabilities.metrics ?? createMetrics();
+  config: Policy & { rateLimits: RateLimits },
+): Services {
+  const { store, audit, clock, secretBox, identity, logger, metrics, presence } = capabilities;
   const events = new DomainEvents();
   const policy: Policy = {
     keyTtlMs: config.keyTtlMs,
     identityTtlMs: config.identityTtlMs,
     pendingTtlMs: config.pendingTtlMs,
   };
-  const presence = {
-    isConnected: (id: string) => hub.isConnected(id),
-    termination: (id: string) => hub.termination(id),
-  };
   const unsavedTerminations = new UnsavedTerminations();
-  const deps: ServiceDeps = { ...capabilities, events, presence, policy, metrics, unsavedTerminations };
-  const connectors = new ConnectorService(deps);
-  const hub: SessionHub = new SessionHub({
-    ...capabilities,
-    connectors,
+  const connectors = new ConnectorService({
+    store,
+    audit,
+    clock,
     events,
+    presence,
+    unsavedTerminations,
     policy,
+    secretBox,
     metrics,
-    maxSessionsPerAddress: config.maxSessionsPerAddress,
-    sessionsPerTurn: config.sessionsPerTurn,
-    subscribeTimeoutMs: config.handshakeTimeoutMs,
-    rotationSpreadMs: config.rotationSpreadMs,
+    logger,
   });
   return {
-    metrics,
-    services: {
-      groups: new GroupService(deps),
-      provisioningKeys: new ProvisioningKeyService(deps),
-      connectors,
-      enrollment: new EnrollmentService(deps),
-      apiKeys: new ApiKeyService(deps),
-      signingKeys: new SigningKeyService(deps),
-      audit: capabilities.audit,
-      hub,
-      limiter: new AbuseLimiter(config.rateLimits, capabilities.audit, metrics),
+    groups: new GroupService({
+      store,
+      audit,
+      clock,
       events,
-    },
+      presence,
+      unsavedTerminations,
+      policy,
+      secretBox,
+    }),
+    provisioningKeys: new ProvisioningKeyService({ store, audit, clock, secretBox, policy }),
+    connectors,
+    enrollment: new EnrollmentService({ store, audit, clock, identity, policy, metrics, logger }),
+    apiKeys: new ApiKeyService({ store, audit, clock }),
+    signingKeys: new SigningKeyService({ store, audit, clock, identity, presence }),
+    agentSessions: new AgentSessionService({
+      store,
+      identity,
+      connectors,
+      unsavedTerminations,
+      audit,
+      clock,
+      policy,
+      metrics,
+      logger,
+    }),
+    audit,
+    limiter: new AbuseLimiter(config.rateLimits, audit, metrics),
+    events,
   };
 }
 
-/** What the routers and the HTTP layer are given: the services, the session hub, the event bus. */
+/** What the routers and the HTTP layer are given (with the session hub, which the wiring builds). */
 export interface Services {
   groups: GroupService;
   provisioningKeys: ProvisioningKeyService;
@@ -88,8 +98,9 @@ export interface Services {
   enrollment: EnrollmentService;
   apiKeys: ApiKeyService;
   signingKeys: SigningKeyService;
+  /** Who may hold an agent session, and what is recorded of one. */
+  agentSessions: AgentSessionService;
   audit: AuditLog;
-  hub: SessionHub;
   limiter: AbuseLimiter;
   /** Changes as they are applied and as they are committed (see EventMoment). */
   events: DomainEvents;

@@ -71,13 +71,23 @@ function parseCursor(cursor: string): { enrolledAt: number; id: string } {
   return { enrolledAt, id };
 }
 
-export class ConnectorService {
-  constructor(private readonly deps: ServiceDeps) {}
+/** What ConnectorService is built from. */
+export type ConnectorServiceDeps = Pick<
+  ServiceDeps,
+  | 'store'
+  | 'audit'
+  | 'clock'
+  | 'events'
+  | 'presence'
+  | 'unsavedTerminations'
+  | 'policy'
+  | 'secretBox'
+  | 'metrics'
+  | 'logger'
+>;
 
-  /** Whether sessions of this connector are refused for a revoke or delete not saved yet (see revoke). */
-  unsavedTermination(connectorId: string): UnsavedTermination | undefined {
-    return this.deps.unsavedTerminations.of(connectorId);
-  }
+export class ConnectorService {
+  constructor(private readonly deps: ConnectorServiceDeps) {}
 
   /**
    * One page of connectors in enrollment order, by (enrolledAt, id). The cursor is the sort key of

@@ -15,7 +15,10 @@ export interface RequestMeta {
   remoteAddress: string | null;
 }
 
-/** Whether a connector has a live session right now; the session hub answers it. */
+/**
+ * Whether a connector has a live session right now. The session registry answers it: it depends on
+ * no service, so the services are given it before the session hub that fills it is built.
+ */
 export interface Presence {
   isConnected(connectorId: string): boolean;
   /**
@@ -34,7 +37,10 @@ export interface Policy {
   pendingTtlMs: number;
 }
 
-/** What every service is built from: capabilities behind interfaces, one options object. */
+/**
+ * The capabilities services are built from, behind interfaces; each service takes only the ones it
+ * uses (its `<Service>Deps`, a Pick of these), and `createServices` hands them out.
+ */
 export interface ServiceDeps {
   store: Store;
   audit: AuditLog;

@@ -38,8 +38,14 @@ const SECURITY_REASONS: ReadonlySet<ErrorReason> = new Set([
   'KEY_EXHAUSTED',
 ]);
 
+/** What EnrollmentService is built from. */
+export type EnrollmentServiceDeps = Pick<
+  ServiceDeps,
+  'store' | 'audit' | 'clock' | 'identity' | 'policy' | 'metrics' | 'logger'
+>;
+
 export class EnrollmentService {
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: EnrollmentServiceDeps) {}
 
   /**
    * Checks the key and, if it is the current key of an enabled group, records the connector and

@@ -21,8 +21,14 @@ function requireGroup(data: Readonly<StoreData>, groupId: string): GroupRecord {
   return group;
 }
 
+/** What GroupService is built from. */
+export type GroupServiceDeps = Pick<
+  ServiceDeps,
+  'store' | 'audit' | 'clock' | 'events' | 'presence' | 'unsavedTerminations' | 'policy' | 'secretBox'
+>;
+
 export class GroupService {
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: GroupServiceDeps) {}
 
   async create(
     input: { name: string; description?: string | undefined; maxUses?: number; ttl?: number },

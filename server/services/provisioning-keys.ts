@@ -65,8 +65,14 @@ export function maskKey(key: string): string {
   return `${PROVISIONING_KEY_PREFIX}${'•'.repeat(8)}${key.slice(-4)}`;
 }
 
+/** What ProvisioningKeyService is built from. */
+export type ProvisioningKeyServiceDeps = Pick<
+  ServiceDeps,
+  'store' | 'audit' | 'clock' | 'secretBox' | 'policy'
+>;
+
 export class ProvisioningKeyService {
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: ProvisioningKeyServiceDeps) {}
 
   /** The group's current key: in clear while active, `key: null` once expired or used up. */
   get(groupId: string) {

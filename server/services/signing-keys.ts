@@ -28,8 +28,11 @@ export interface RetireResult {
 }
 
 /** Lists, rotates and retires the keys that sign identities, with how many current identities each signs. */
+/** What SigningKeyService is built from. */
+export type SigningKeyServiceDeps = Pick<ServiceDeps, 'store' | 'audit' | 'clock' | 'identity' | 'presence'>;
+
 export class SigningKeyService {
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: SigningKeyServiceDeps) {}
 
   list(): SigningKeyView[] {
     const counts = this.identityCounts();

@@ -20,6 +20,17 @@ export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
+/**
+ * The status a connector's agent works under: disabled if the connector or its group is (a revoked
+ * one never gets this far). The one place this rule is written.
+ */
+export function effectiveStatus(
+  record: Pick<ConnectorRecord, 'status'> | undefined,
+  group: Pick<GroupRecord, 'status'> | undefined,
+): 'enabled' | 'disabled' {
+  return record?.status === 'disabled' || group?.status === 'disabled' ? 'disabled' : 'enabled';
+}
+
 export function connectionOf(record: ConnectorRecord, presence: Presence): ConnectionState {
   if (presence.isConnected(record.id)) return 'connected';
   return record.lastConnectedAt === null ? 'never' : 'disconnected';

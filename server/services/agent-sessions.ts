@@ -1,0 +1,282 @@
+import type { Logger } from 'pino';
+import { DomainError, type ErrorReason } from '../../shared/errors.js';
+import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
+import type { Clock } from '../clock.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../store/store.js';
+import type { AuditLog, RecordOptions } from './audit.js';
+import type { ConnectorService } from './connectors.js';
+import type { Policy } from './deps.js';
+import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims, IssuedIdentity } from './identity.js';
+import { unverifiedPayload } from './jws.js';
+import type { UnsavedTerminations } from './unsaved-terminations.js';
+import { effectiveStatus } from './views.js';
+
+export interface AgentSessionDeps {
+  store: Store;
+  identity: IdentityAuthority;
+  connectors: Pick<ConnectorService, 'recordConnection' | 'recordIdentity' | 'confirmTermination'>;
+  unsavedTerminations: UnsavedTerminations;
+  audit: AuditLog;
+  clock: Clock;
+  policy: Pick<Policy, 'identityTtlMs'>;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+/** Who is on the other end of a session, as the audit log and the connector record know it. */
+export interface SessionParty {
+  connectorId: string;
+  groupId: string;
+  remoteAddress: string;
+}
+
+/** A session's identity, as a renewal needs it. */
+export interface SessionIdentity extends SessionParty {
+  provisioningKeyId: string;
+  jkt: string;
+  identityIssuedAt: number;
+  identityExpiresAt: number;
+}
+
+/** What a connector that may hold a session looks like to it right now. */
+export interface UsableConnector {
+  effectiveStatus: 'enabled' | 'disabled';
+  host: HostFacts | undefined;
+}
+
+/** Where a handshake comes from and what its proof must be bound to. */
+export interface HandshakeCredentials {
+  remoteAddress: string;
+  binding: ExpectedProofBinding;
+  /**
+   * Set while this address is blocked for failed handshakes: only a handshake naming an existing
+   * connector (usable or revoked) is worth the signature checks; anything else is refused at once.
+   */
+  knownConnectorsOnly?: boolean;
+}
+
+/** Refusals of handshakes that proved nothing (no valid identity with a matching proof). */
+export function provedNothing(reason: ErrorReason): boolean {
+  return reason === 'IDENTITY_INVALID' || reason === 'PROOF_INVALID';
+}
+
+/** When an identity is due for renewal: a third of its lifetime left. */
+export function renewalDueAt(identity: { identityIssuedAt: number; identityExpiresAt: number }): number {
+  return identity.identityExpiresAt - (identity.identityExpiresAt - identity.identityIssuedAt) / 3;
+}
+
+/**
+ * The domain side of agent sessions: who may open one (identity, proof, connector state), what a
+ * live one may still do, when and how its identity is renewed, and what is recorded and audited of
+ * it. The session hub holds the sockets and asks here.
+ */
+export class AgentSessionService {
+  constructor(private readonly deps: AgentSessionDeps) {}
+
+  /**
+   * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
+   * bound to it and to this connection, and that the connector exists and is not revoked. Answers
+   * the identity's claims; throws a coded DomainError.
+   */
+  async authenticate(connectionParams: unknown, from: HandshakeCredentials): Promise<IdentityClaims> {
+    const parsed = sessionParamsSchema.safeParse(connectionParams);
+    if (!parsed.success)
+      throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
+    if (from.knownConnectorsOnly && !this.namesKnownConnector(parsed.data.identity))
+      throw new DomainError('IDENTITY_INVALID');
+    const claims = await this.deps.identity.verifyIdentity(parsed.data.identity);
+    this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
+    try {
+      this.requireUsable(claims.connectorId, claims.jkt);
+    } catch (error) {
+      this.confirmToldAtHandshake(error, claims, from.remoteAddress);
+      throw error;
+    }
+    return claims;
+  }
+
+  /**
+   * Checks that the connector exists, is not revoked (nor cut off by a revoke or delete not saved
+   * yet) and is still bound to the key pair `jkt`; answers its effective status and host facts.
+   */
+  requireUsable(connectorId: string, jkt: string): UsableConnector {
+    // A revoke or delete whose write failed has told the agent already: its record must not let it back.
+    const unsaved = this.deps.unsavedTerminations.of(connectorId);
+    if (unsaved) throw new DomainError(unsaved === 'revoked' ? 'CONNECTOR_REVOKED' : 'CONNECTOR_NOT_FOUND');
+    return this.deps.store.read((data) => {
+      const record = data.connectors[connectorId];
+      if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
+      if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
+      // The record's thumbprint must match too: an identity is bound to the key pair that enrolled.
+      if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
+      return { effectiveStatus: effectiveStatus(record, data.groups[record.groupId]), host: record.host };
+    });
+  }
+
+  /** The status a connector's session is told now: disabled if it or its group is. */
+  currentStatus(connectorId: string): 'enabled' | 'disabled' {
+    return this.deps.store.read((data) => {
+      const record = data.connectors[connectorId];
+      return effectiveStatus(record, record ? data.groups[record.groupId] : undefined);
+    });
+  }
+
+  /** Records a refused handshake: metrics, log, and a coalesced audit event. */
+  recordRefusal(reason: ErrorReason, remoteAddress: string): void {
+    this.deps.metrics.sessionRefusals.inc({ reason });
+    this.deps.logger.info({ reason, remoteAddress }, 'session refused');
+    this.deps.audit
+      .recordRefusal({
+        type: 'session.refused',
+        actor: { kind: 'agent', connectorId: null },
+        outcome: 'refused',
+        reason,
+        security: reason === 'CONNECTOR_REVOKED' || reason === 'PROOF_INVALID',
+        remoteAddress,
+      })
+      .catch((error) => this.deps.logger.error({ err: error }, 'audit write failed'));
+  }
+
+  /**
+   * Records that `session` became its connector's live session at `now`, replacing one from
+   * `replacedFrom` if set, and audits it.
+   */
+  recordConnected(session: SessionParty, now: number, replacedFrom: string | null): void {
+    this.deps.connectors.recordConnection(session.connectorId, {
+      connectedAt: now,
+      seenAt: now,
+      remoteAddress: session.remoteAddress,
+      ...(replacedFrom !== null ? { replacedFrom } : {}),
+    });
+    if (replacedFrom !== null) {
+      this.audit(
+        'session.replaced',
+        session,
+        { previousRemoteAddress: replacedFrom, newRemoteAddress: session.remoteAddress },
+        { security: true },
+      );
+    }
+    // Every connect is audited, but without an fsync of its own (it rides along with the next
+    // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
+    // The per-connect log lines are debug for the same reason; /metrics counts them.
+    this.audit('session.connected', session, {}, { lazy: true });
+    this.deps.logger.debug(
+      { connectorId: session.connectorId, remoteAddress: session.remoteAddress },
+      'agent connected',
+    );
+  }
+
+  /** Records that the connector's live session ended (or was still live at shutdown) at `now`. */
+  recordSeen(connectorId: string, now: number): void {
+    this.deps.connectors.recordConnection(connectorId, { seenAt: now });
+  }
+
+  /**
+   * Refuses (RATE_LIMITED, with retryAfterSeconds) a renewal asked for before half the identity's
+   * lifetime has passed, so a session can cost at most one signature per half lifetime.
+   */
+  requireRenewalAllowed(identity: SessionIdentity): void {
+    const { identityIssuedAt, identityExpiresAt } = identity;
+    const halfLife = identityIssuedAt + (identityExpiresAt - identityIssuedAt) / 2;
+    const wait = halfLife - this.deps.clock.now();
+    if (wait > 0) {
+      const retryAfterSeconds = Math.ceil(wait / 1000);
+      const message = `The identity is not due for renewal; retry in ${retryAfterSeconds} s.`;
+      throw new DomainError('RATE_LIMITED', message, { retryAfterSeconds });
+    }
+  }
+
+  /** The kid that signs identities issued now: a session holding another's is renewed early. */
+  get activeKeyId(): string {
+    return this.deps.identity.activeKeyId;
+  }
+
+  /**
+   * Issues a new identity for the session's connector and key, records and audits it: the one path
+   * of pushed and requested renewals.
+   */
+  async renew(session: SessionIdentity, via: 'push' | 'request'): Promise<IssuedIdentity> {
+    const renewed = await this.deps.identity.issue(
+      {
+        connectorId: session.connectorId,
+        groupId: session.groupId,
+        provisioningKeyId: session.provisioningKeyId,
+        jkt: session.jkt,
+      },
+      this.deps.policy.identityTtlMs,
+    );
+    this.deps.connectors.recordIdentity(session.connectorId, {
+      issuedAt: renewed.issuedAt,
+      expiresAt: renewed.expiresAt,
+      keyId: renewed.keyId,
+    });
+    this.audit('identity.renewed', session, { expiresAt: new Date(renewed.expiresAt).toISOString(), via });
+    return renewed;
+  }
+
+  /**
+   * Whether an identity token names a connector that exists with the thumbprint the token claims,
+   * read without checking its signature: a cheap filter before the signature checks. A revoked one
+   * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
+   */
+  private namesKnownConnector(token: string): boolean {
+    const claims = unverifiedPayload(token);
+    const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
+    if (typeof claims?.sub !== 'string' || typeof jkt !== 'string') return false;
+    try {
+      this.requireUsable(claims.sub, jkt);
+      return true;
+    } catch (error) {
+      return error instanceof DomainError && error.reason === 'CONNECTOR_REVOKED';
+    }
+  }
+
+  /**
+   * A handshake whose identity and proof checked out was refused because its connector is revoked or
+   * gone: the host holds that identity and is told now, which confirms a termination it missed.
+   */
+  private confirmToldAtHandshake(
+    error: unknown,
+    claims: { connectorId: string; groupId: string },
+    remoteAddress: string,
+  ): void {
+    if (!(error instanceof DomainError)) return;
+    const event =
+      error.reason === 'CONNECTOR_REVOKED'
+        ? 'revoked'
+        : error.reason === 'CONNECTOR_NOT_FOUND'
+          ? 'deleted'
+          : null;
+    if (event)
+      this.deps.connectors.confirmTermination(claims.connectorId, {
+        event,
+        groupId: claims.groupId,
+        at: this.deps.clock.now(),
+        from: remoteAddress,
+        via: 'handshake',
+      });
+  }
+
+  private audit(
+    type: string,
+    session: SessionParty,
+    details: Record<string, unknown>,
+    { security = false, ...options }: RecordOptions & { security?: boolean } = {},
+  ): void {
+    this.deps.audit
+      .record(
+        {
+          type,
+          actor: { kind: 'agent', connectorId: session.connectorId },
+          remoteAddress: session.remoteAddress,
+          connectorId: session.connectorId,
+          groupId: session.groupId,
+          security,
+          details,
+        },
+        options,
+      )
+      .catch((error) => this.deps.logger.error({ err: error }, 'audit write failed'));
+  }
+}

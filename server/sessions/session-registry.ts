@@ -1,0 +1,135 @@
+import { DomainError } from '../../shared/errors.js';
+import { TERMINATION_ACK_TIMEOUT_MS } from '../../shared/protocol.js';
+import type { Clock } from '../clock.js';
+import type { Metrics } from '../metrics.js';
+import type { Presence } from '../services/deps.js';
+import type { Termination } from '../services/views.js';
+import type { AgentSession, LiveSession } from './live-session.js';
+import { SessionsPerAddress } from './sessions-per-address.js';
+import { type FinalEvent, TerminationReceipts } from './termination-receipts.js';
+
+export interface SessionRegistryOptions {
+  clock: Clock;
+  metrics: Metrics;
+  /** Live sessions allowed from one source address (NAT'd fleets share one). @default Infinity */
+  maxSessionsPerAddress?: number | undefined;
+}
+
+/**
+ * The live sessions, one per connector, with what hangs on them: how many each address holds, and
+ * the receipts of sessions a revoke or delete ended. It depends on no service, so the services can
+ * be given it (as their `Presence`) before the session hub that fills it is built.
+ */
+export class SessionRegistry implements Presence {
+  private readonly sessions = new Map<string, LiveSession>();
+  private readonly perAddress: SessionsPerAddress;
+  /** Sessions a revoke or delete ended, open until their agent acknowledges or the bound passes. */
+  private readonly receipts = new TerminationReceipts({
+    timeoutMs: TERMINATION_ACK_TIMEOUT_MS,
+    // Confirmed: closed once the answer to agent.acknowledge has gone out.
+    onSettled: (live, termination) =>
+      termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
+  });
+
+  constructor(private readonly o: SessionRegistryOptions) {
+    this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
+  }
+
+  isConnected(connectorId: string): boolean {
+    return this.sessions.has(connectorId);
+  }
+
+  /** What became of the session a revoke or delete of this connector just ended (see TerminationReceipts). */
+  termination(connectorId: string): Promise<Termination> {
+    return this.receipts.outcome(connectorId);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(connectorId: string): LiveSession | undefined {
+    return this.sessions.get(connectorId);
+  }
+
+  /** The connector ids with a live session. */
+  connectorIds(): IterableIterator<string> {
+    return this.sessions.keys();
+  }
+
+  values(): IterableIterator<LiveSession> {
+    return this.sessions.values();
+  }
+
+  /** Whether `live` is still its connector's session and not ending. */
+  isCurrent(live: LiveSession): boolean {
+    return this.sessions.get(live.agent.connectorId) === live && !live.ending;
+  }
+
+  /**
+   * Refuses a new session from an address that already has its share, unless it replaces this
+   * connector's own session from there. Handshakes in flight are not counted, so a burst may pass
+   * the limit by the number of handshakes verified at once.
+   */
+  requireRoomFor(connectorId: string, remoteAddress: string): void {
+    if (this.perAddress.hasRoom(remoteAddress)) return;
+    if (this.sessions.get(connectorId)?.agent.remoteAddress === remoteAddress) return;
+    throw new DomainError('RATE_LIMITED', `Too many live sessions from ${remoteAddress}.`);
+  }
+
+  /** Makes `live` its connector's session; answers the one it replaces, which the caller ends. */
+  add(live: LiveSession): LiveSession | undefined {
+    const { connectorId, remoteAddress } = live.agent;
+    const previous = this.sessions.get(connectorId);
+    this.sessions.set(connectorId, live);
+    this.perAddress.add(remoteAddress);
+    if (previous) this.perAddress.remove(previous.agent.remoteAddress);
+    this.o.metrics.sessions.set(this.sessions.size);
+    return previous;
+  }
+
+  /** Removes `live` if it is still its connector's session; false if another replaced it. */
+  remove(live: LiveSession): boolean {
+    const { connectorId, remoteAddress } = live.agent;
+    if (this.sessions.get(connectorId) !== live) return false;
+    this.sessions.delete(connectorId);
+    this.perAddress.remove(remoteAddress);
+    this.o.metrics.sessions.set(this.sessions.size);
+    return true;
+  }
+
+  /** Keeps an ended session open for its agent's acknowledgement of `event` (up to the bound). */
+  expectAcknowledgement(live: LiveSession, event: FinalEvent): void {
+    this.receipts.expect(live, event);
+  }
+
+  /** Whether `agent` is a session a revoke or delete ended that owes its acknowledgement. */
+  awaitsAcknowledgement(agent: AgentSession): boolean {
+    return this.receipts.awaitsAcknowledgement(agent);
+  }
+
+  /** Settles `agent`'s receipt as confirmed; false if it waits for none, or for another event. */
+  acknowledge(agent: AgentSession, event: FinalEvent, at: number): boolean {
+    return this.receipts.acknowledge(agent, event, at);
+  }
+
+  /** Settles every receipt as pending (server shutdown). */
+  settleAll(): void {
+    this.receipts.settleAll();
+  }
+
+  /**
+   * Closes an ended session's socket with its code (unless it still waits for its acknowledgement),
+   * and cuts off a peer that does not answer.
+   */
+  closeEnded(live: LiveSession): void {
+    const { ws } = live.agent;
+    if (!live.ending || ws.readyState !== ws.OPEN || this.receipts.isWaiting(live)) return;
+    const { code, reason, requestedAt } = live.ending;
+    ws.once('close', () =>
+      this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
+    );
+    ws.close(code, reason);
+    setTimeout(() => ws.terminate(), 2000).unref();
+  }
+}
