@@ -7,8 +7,8 @@ import { join } from 'node:path';
 export class UsageError extends Error {}
 
 export interface AgentConfig {
-  /** Base URL, e.g. https://enroll.example.com (no trailing slash). */
-  server: string;
+  /** Base URLs, e.g. https://enroll.example.com (no trailing slash): one, or several replicas. */
+  servers: string[];
   provisioningKey: string | null;
   /** Why --key-file could not be read; only an error if the agent still has to enroll. */
   keyFileProblem: string | null;
@@ -16,13 +16,14 @@ export interface AgentConfig {
   name: string | null;
   caPem: string | null;
   allowInsecure: boolean;
-  /** Present the saved identity to a --server other than the one that issued it (and save the new URL). */
+  /** Present the saved identity to a --server other than those it was issued for (and save the new list). */
   allowServerChange: boolean;
   logFormat: 'text' | 'json';
 }
 
 export interface AgentFlags {
-  server?: string;
+  /** Repeated and/or comma-separated. */
+  server?: string[];
   key?: string;
   keyFile?: string;
   stateDir?: string;
@@ -89,15 +90,31 @@ export function checkServerUrl(raw: string, allowInsecure: boolean): string {
   return `${scheme}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
 }
 
+/**
+ * `--server` may name several enrollment servers (replicas of one deployment): repeated, or
+ * comma-separated (the only form an environment variable has). Each URL is checked as one would be;
+ * duplicates count once. Returns them in the order given.
+ */
+export function parseServerList(raw: readonly string[], allowInsecure: boolean): string[] {
+  const urls = raw
+    .flatMap((value) => value.split(','))
+    .map((value) => value.trim())
+    .filter((value) => value.length > 0);
+  if (urls.length === 0) throw new UsageError('--server URL is required (or env CONNECTOR_SERVER)');
+  if (urls.length > 16) throw new UsageError(`--server: at most 16 servers (got ${urls.length})`);
+  return [...new Set(urls.map((url) => checkServerUrl(url, allowInsecure)))];
+}
+
 /** Builds the run config from flags and environment; the only place the agent reads process.env. */
 export async function parseAgentConfig(
   flags: AgentFlags,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<AgentConfig> {
-  const serverRaw = flags.server ?? env.CONNECTOR_SERVER;
-  if (!serverRaw) throw new UsageError('--server URL is required (or env CONNECTOR_SERVER)');
   const allowInsecure = Boolean(flags.allowInsecure);
-  const server = checkServerUrl(serverRaw, allowInsecure);
+  const servers = parseServerList(
+    flags.server?.length ? flags.server : env.CONNECTOR_SERVER ? [env.CONNECTOR_SERVER] : [],
+    allowInsecure,
+  );
   if (flags.key && flags.keyFile) throw new UsageError('pass either --key or --key-file, not both');
   let provisioningKey: string | null = flags.key ?? null;
   let keyFileProblem: string | null = null;
@@ -113,7 +130,7 @@ export async function parseAgentConfig(
   provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;
   const caPem = await readCaFile(flags.caFile);
   return {
-    server,
+    servers,
     provisioningKey,
     keyFileProblem,
     stateDir: resolveStateDir(flags.stateDir, env),

@@ -7,6 +7,7 @@ import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
+import { ServerRotation } from './servers.js';
 import {
   describeNetworkError,
   RedirectRefused,
@@ -61,9 +62,11 @@ export async function enroll(
   signal: AbortSignal,
   host: HostFacts,
 ): Promise<SavedIdentity | null> {
-  const client = createTRPCClient<AppRouter>({
-    links: [httpLink({ url: `${config.server}/trpc`, fetch: transport.fetch })],
-  });
+  // Several servers: one client each, tried from a random one on, the next after each failure.
+  const rotation = new ServerRotation(config.servers);
+  const clientFor = (server: string) =>
+    createTRPCClient<AppRouter>({ links: [httpLink({ url: `${server}/trpc`, fetch: transport.fetch })] });
+  const clients = new Map(config.servers.map((server) => [server, clientFor(server)] as const));
   const keyPair = await generateAgentKeyPair();
   for (let attempt = 0; !signal.aborted; attempt++) {
     // Each attempt ends by itself if nothing answers, and on stop.
@@ -71,6 +74,8 @@ export async function enroll(
     const stopAttempt = () => attemptAbort.abort();
     signal.addEventListener('abort', stopAttempt, { once: true });
     const timer = setTimeout(stopAttempt, transport.requestTimeoutMs);
+    const server = rotation.current;
+    const client = clients.get(server) ?? clientFor(server);
     try {
       const result = await client.agent.enroll.mutate(
         {
@@ -85,7 +90,8 @@ export async function enroll(
       return {
         connectorId: result.connectorId,
         groupId: result.groupId,
-        server: config.server,
+        server,
+        ...(config.servers.length > 1 ? { servers: config.servers } : {}),
         identityToken: result.identityToken,
         identityExpiresAt: result.identityExpiresAt,
         privateJwk: keyPair.privateJwk,
@@ -95,8 +101,8 @@ export async function enroll(
       if (signal.aborted) return null;
       const cause = error instanceof TRPCClientError ? error.cause : error;
       if (cause instanceof RedirectRefused)
-        throw new EnrollmentRedirected(cause.status, cause.location, config.server);
-      const tls = tlsMisconfiguration(error, config.server);
+        throw new EnrollmentRedirected(cause.status, cause.location, server);
+      const tls = tlsMisconfiguration(error, server);
       if (tls) throw new TlsMisconfigured(tls);
       const data =
         error instanceof TRPCClientError
@@ -112,11 +118,14 @@ export async function enroll(
       const waitMs =
         reason === 'RATE_LIMITED' && data?.retryAfterSeconds
           ? data.retryAfterSeconds * 1000 + fullJitterDelayMs(0, 1000)
-          : fullJitterDelayMs(attempt);
+          : // Backoff grows a round of the list at a time: a dead replica costs one short wait.
+            fullJitterDelayMs(Math.floor(attempt / config.servers.length));
+      rotation.next();
       const problem = attemptAbort.signal.aborted
         ? `no answer within ${transport.requestTimeoutMs / 1000} s`
         : describeNetworkError(error);
       logger.warn('enrollment failed, retrying', {
+        server,
         reason: reason ?? problem,
         retryInSeconds: Math.round(waitMs / 100) / 10,
       });

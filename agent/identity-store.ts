@@ -10,7 +10,10 @@ const STATUS_FILE = 'status.json';
 const savedIdentitySchema = z.object({
   connectorId: z.string(),
   groupId: z.string(),
+  /** The server it enrolled through (and, before lists existed, the only one it may be presented to). */
   server: z.string(),
+  /** Every server it may be presented to: the --server list at enrollment (absent: just `server`). */
+  servers: z.array(z.string()).optional(),
   identityToken: z.string(),
   identityExpiresAt: z.string(),
   /** The agent's Ed25519 private key (JWK): the identity is useless without it. */
@@ -18,6 +21,11 @@ const savedIdentitySchema = z.object({
   enrolledAt: z.string(),
 });
 export type SavedIdentity = z.infer<typeof savedIdentitySchema>;
+
+/** The servers an identity may be presented to. */
+export function serversOf(identity: SavedIdentity): string[] {
+  return identity.servers ?? [identity.server];
+}
 
 export interface AgentStatus {
   state:

@@ -17,7 +17,11 @@ export function buildAgentProgram(): Command {
       'Connector agent: enrolls this host once with a provisioning key, then stays connected to the enrollment server.',
     )
     .version(versionLine(), '--version', 'print the version, build time and commit')
-    .option('--server <url>', 'enrollment server URL (env CONNECTOR_SERVER)')
+    .option(
+      '--server <url>',
+      'enrollment server URL; repeat it or separate with commas for replicas, tried from a random one on (env CONNECTOR_SERVER)',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
     .option('--key-file <file>', 'file holding the provisioning key')
     .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
@@ -26,7 +30,7 @@ export function buildAgentProgram(): Command {
     .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
     .option(
       '--allow-server-change',
-      'present the saved identity to a --server other than the one that issued it, and save the new URL',
+      'present the saved identity to a --server other than those it was issued for, and save the new list',
     )
     .option('--log-json', 'log JSON lines instead of text')
     .addHelpText(

@@ -2,8 +2,9 @@ import { PrivateDirError } from '../shared/private-files.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
-import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
+import { type AgentStatus, IdentityFileError, IdentityStore, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
+import { allKnown } from './servers.js';
 import { EXIT, runSession } from './session.js';
 import { createTransport, TlsMisconfigured } from './transport.js';
 
@@ -20,7 +21,7 @@ export async function runAgent(
   const transport = createTransport(config.caPem);
   /** Before there is an identity, the status file names only the server. */
   const writeEnrollmentStatus = (state: AgentStatus['state'], detail: string | null) =>
-    store.writeStatus({ state, status: null, connectorId: null, server: config.server, detail });
+    store.writeStatus({ state, status: null, connectorId: null, server: config.servers.join(', '), detail });
   try {
     await store.ensureDir();
   } catch (error) {
@@ -42,21 +43,23 @@ export async function runAgent(
   if (identity) {
     if (config.provisioningKey)
       logger.info('already enrolled: using the saved identity and ignoring the provisioning key');
-    if (identity.server !== config.server) {
+    const known = serversOf(identity);
+    if (!allKnown(config.servers, known)) {
       // Each session hands the server this identity and a fresh proof: pointed somewhere else by
       // mistake or by a tampered unit file, the agent would hand them to whoever listens there.
+      const others = config.servers.filter((server) => !known.includes(server)).join(', ');
       if (!config.allowServerChange) {
         logger.error(
-          `this identity was issued by ${identity.server}, not by --server ${config.server}; the agent will not present it elsewhere. ` +
-            'If the enrollment server really moved, pass --allow-server-change once (the new URL is then saved with the identity).',
+          `this identity was issued by ${known.join(', ')}, not by --server ${others}; the agent will not present it elsewhere. ` +
+            'If the enrollment server really moved (or gained replicas), pass --allow-server-change once (the new list is then saved with the identity).',
         );
         return EXIT.USAGE;
       }
       logger.warn('the enrollment server moved: using --server and saving it with the identity', {
-        enrolledWith: identity.server,
-        server: config.server,
+        enrolledWith: known.join(', '),
+        server: config.servers.join(', '),
       });
-      identity = { ...identity, server: config.server };
+      identity = { ...identity, server: config.servers[0] as string, servers: config.servers };
       await store.save(identity);
     }
   } else {
@@ -70,7 +73,7 @@ export async function runAgent(
       );
       return EXIT.USAGE;
     }
-    logger.info(`enrolling with ${config.server}`, { stateDir: config.stateDir });
+    logger.info(`enrolling with ${config.servers.join(', ')}`, { stateDir: config.stateDir });
     await writeEnrollmentStatus('enrolling', null);
     try {
       identity = await enroll(

@@ -14,10 +14,11 @@ import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
-import type { AgentStatus, IdentityStore, SavedIdentity } from './identity-store.js';
+import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
+import { ServerRotation } from './servers.js';
 import {
   describeCloseCode,
   describeNetworkError,
@@ -60,8 +61,10 @@ export function runSession(o: SessionOptions): Promise<number> {
   const { logger, store } = o;
   /** The status file always names this session's connector and server (the identity's, renewed or not). */
   const writeStatus = (state: AgentStatus['state'], status: AgentStatus['status'], detail: string | null) =>
-    store.writeStatus({ state, status, connectorId: identity.connectorId, server: identity.server, detail });
-  const wsUrl = `${identity.server.replace(/^http/, 'ws')}/trpc`;
+    store.writeStatus({ state, status, connectorId: identity.connectorId, server: servers.current, detail });
+  // Replicas: a random one first, the next one after each failed connect or lost session.
+  const servers = new ServerRotation(serversOf(identity));
+  let moveOn = false;
   let finished = false;
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((resolve) => {
@@ -80,7 +83,11 @@ export function runSession(o: SessionOptions): Promise<number> {
   let busySaid = false;
 
   const wsClient = createWSClient({
-    url: wsUrl,
+    url: () => {
+      if (moveOn) servers.next();
+      moveOn = false;
+      return `${servers.current.replace(/^http/, 'ws')}/trpc`;
+    },
     WebSocket: withSessionNonce(o.transport.WebSocket) as unknown as typeof globalThis.WebSocket,
     // Called once the socket is open: the proof signs the nonce of this very connection and the
     // server this agent means to reach, so neither a replay nor a relay can use it.
@@ -88,7 +95,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       identity: identity.identityToken,
       proof: await createProof(identity.privateJwk, identity.identityToken, {
         nonce: sessionNonceOf(wsClient.connection?.ws),
-        htu: new URL(identity.server).origin,
+        htu: new URL(servers.current).origin,
       }),
     }),
     // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
@@ -128,7 +135,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       }
       const cause = (event as { error?: unknown } | undefined)?.error ?? event;
       // Not something time fixes: stop with the fix rather than retry for ever.
-      const tls = refusal ? null : tlsMisconfiguration(cause, identity.server);
+      const tls = refusal ? null : tlsMisconfiguration(cause, servers.current);
       if (tls) {
         logger.error(tls);
         void finish(EXIT.USAGE, 'misconfigured', tls);
@@ -173,6 +180,8 @@ export function runSession(o: SessionOptions): Promise<number> {
       }
       if (finished) return;
       if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
+      // The next attempt goes to the next replica (the same server when there is one).
+      moveOn = true;
       // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
       const hint = /retry-after=(\d{1,6})/.exec(reason);
       if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
@@ -194,7 +203,7 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   /** Unenrolling: the server could not be reached, so nothing changed there. */
   function unreachable(problem: string) {
-    logger.error(`cannot reach ${identity.server}: ${problem}`);
+    logger.error(`cannot reach ${servers.current}: ${problem}`);
     void finish(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
   }
 
@@ -306,7 +315,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         connectedOnce = true;
         lastConnectProblem = null;
         busySaid = false;
-        logger.info(`connected to ${identity.server}`, {
+        logger.info(`connected to ${servers.current}`, {
           connector: event.connectorId,
           status: event.status,
         });
@@ -369,7 +378,10 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
 
   void writeStatus('connecting', null, null);
-  logger.info(`connecting to ${wsUrl}`, { connector: identity.connectorId });
+  logger.info(`connecting to ${servers.current.replace(/^http/, 'ws')}/trpc`, {
+    connector: identity.connectorId,
+    ...(servers.servers.length > 1 ? { servers: servers.servers.join(', ') } : {}),
+  });
 
   const onAbort = () => void finish(EXIT.STOPPED, 'stopped', 'signal');
   if (o.signal.aborted) onAbort();

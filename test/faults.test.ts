@@ -302,7 +302,7 @@ describe('faults: the agent through outages and broken state', () => {
       },
     };
     const config = {
-      server: 'http://127.0.0.1:7420',
+      servers: ['http://127.0.0.1:7420'],
       provisioningKey: 'cpk_x_y',
       name: null,
     } as AgentConfig & {

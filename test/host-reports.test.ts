@@ -43,7 +43,7 @@ async function startAgent(
   };
   const transport = createTransport(null);
   const controller = new AbortController();
-  const config = { server: srv.url, provisioningKey: key, name: o.name } as AgentConfig & {
+  const config = { servers: [srv.url], provisioningKey: key, name: o.name } as AgentConfig & {
     provisioningKey: string;
   };
   const identity = (await enroll(config, transport, logger, controller.signal, o.enrollWith))!;

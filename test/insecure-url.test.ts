@@ -44,14 +44,14 @@ describe('plain http:// and ws:// are refused for any host but loopback (in proc
   it('parseAgentConfig refuses each with a UsageError before any lookup or connection', async () => {
     const spies = watchNetwork();
     for (const server of PLAIN_TO_THE_NETWORK) {
-      const error = await parseAgentConfig({ server, key: 'cpk_x_y' }, {}).catch((e: unknown) => e);
+      const error = await parseAgentConfig({ server: [server], key: 'cpk_x_y' }, {}).catch((e: unknown) => e);
       expect(error, server).toBeInstanceOf(UsageError);
       expect((error as Error).message, server).toMatch(/refusing plain (http|ws):\/\/ .*--allow-insecure/);
     }
     // --allow-insecure lets the same URLs through; parsing still touches no network.
     for (const server of PLAIN_TO_THE_NETWORK) {
-      const config = await parseAgentConfig({ server, key: 'cpk_x_y', allowInsecure: true }, {});
-      expect(config.server).toMatch(/^http:\/\//);
+      const config = await parseAgentConfig({ server: [server], key: 'cpk_x_y', allowInsecure: true }, {});
+      expect(config.servers[0]).toMatch(/^http:\/\//);
     }
     for (const spy of spies) expect(spy).not.toHaveBeenCalled();
     // The watch is not blind: a lookup (of localhost, from /etc/hosts) is seen.

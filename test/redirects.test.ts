@@ -77,7 +77,7 @@ async function runAgainst(
   };
   const timer = setTimeout(() => controller.abort(), 20_000);
   const config: AgentConfig = {
-    server,
+    servers: [server],
     provisioningKey: KEY,
     keyFileProblem: null,
     stateDir,

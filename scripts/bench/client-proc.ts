@@ -161,7 +161,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
       try {
         const identity: SavedIdentity | null = await enroll(
           {
-            server: serverUrl,
+            servers: [serverUrl],
             provisioningKey: args.keys[group],
             keyFileProblem: null,
             stateDir: '(memory)',

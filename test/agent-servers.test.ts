@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
+import { freePort } from './helpers/processes.js';
+import { startRelay } from './helpers/relay.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+async function setup() {
+  const srv = await startTestServer();
+  const group = await srv.admin.groups.create.mutate({ name: 'Replicas' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+  return { srv, key };
+}
+
+describe('an agent given several servers (--server a,b)', () => {
+  it('enrolls through whichever answers (a dead URL in the list costs a short wait) and saves the list', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const stateDir = await tempDir('ce-agent-');
+    const agent = spawnAgent(['--server', `${dead},${srv.url}`, '--key', key, '--name', 'listed'], stateDir);
+    try {
+      await waitConnected(srv.admin, 'listed');
+      const identity = (await readIdentity(stateDir)) as unknown as { server: string; servers: string[] };
+      expect(identity.server).toBe(srv.url);
+      expect(identity.servers).toEqual([dead, srv.url]);
+    } finally {
+      agent.kill('SIGTERM');
+      await agent.exited;
+    }
+  });
+
+  it('moves its session to the next server when the one it is on goes away', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const relays = [await startRelay(srv.url), await startRelay(srv.url)];
+    const stateDir = await tempDir('ce-agent-');
+    const agent = spawnAgent(
+      [
+        '--server',
+        relays[0]?.url as string,
+        '--server',
+        relays[1]?.url as string,
+        '--key',
+        key,
+        '--name',
+        'mover',
+      ],
+      stateDir,
+    );
+    try {
+      const connector = await waitConnected(srv.admin, 'mover');
+      const on = await eventually('the session through one relay', async () =>
+        relays.find((relay) => relay.connections > 0),
+      );
+      const other = relays.find((relay) => relay !== on) as (typeof relays)[number];
+      await on.close();
+      // Back on the other relay, connected again (the first reconnect goes to the next server).
+      await eventually('the session through the other relay', async () => other.connections > 0, 15_000);
+      await waitForAgentStatus(
+        stateDir,
+        'connected again',
+        (s) => s.state === 'connected' && s.server === other.url,
+      );
+      const after = await srv.admin.connectors.get.query({ connectorId: connector.id });
+      expect(after.connection).toBe('connected');
+    } finally {
+      agent.kill('SIGTERM');
+      await agent.exited;
+      for (const relay of relays) await relay.close();
+    }
+  });
+
+  it('presents its identity only to servers it was issued for, unless told the deployment changed', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const relay = await startRelay(srv.url);
+    const stateDir = await tempDir('ce-agent-');
+    const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'pinned'], stateDir);
+    await waitConnected(srv.admin, 'pinned');
+    first.kill('SIGTERM');
+    await first.exited;
+
+    const widened = spawnAgent(['--server', `${srv.url},${relay.url}`], stateDir);
+    const refused = await widened.exited;
+    expect(refused.code).toBe(2);
+    expect(widened.output()).toContain(`issued by ${srv.url}, not by --server ${relay.url}`);
+    expect(widened.output()).toContain('--allow-server-change');
+
+    const allowed = spawnAgent(['--server', `${srv.url},${relay.url}`, '--allow-server-change'], stateDir);
+    try {
+      await waitForAgentStatus(stateDir, 'connected with the new list', (s) => s.state === 'connected');
+      const identity = (await readIdentity(stateDir)) as unknown as { servers: string[] };
+      expect(identity.servers).toEqual([srv.url, relay.url]);
+    } finally {
+      allowed.kill('SIGTERM');
+      await allowed.exited;
+    }
+    // Now either one alone is a server it was issued for.
+    const subset = spawnAgent(['--server', relay.url], stateDir);
+    try {
+      await waitForAgentStatus(
+        stateDir,
+        'connected through the relay alone',
+        (s) => s.state === 'connected' && s.server === relay.url,
+      );
+    } finally {
+      subset.kill('SIGTERM');
+      await subset.exited;
+      await relay.close();
+    }
+  });
+});
