@@ -10,5 +10,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores: end-to-end files start servers and agent processes, so two files at a time at most.
     maxWorkers: 2,
+    // A real PostgreSQL from an npm package, started once per run (see test/helpers/postgres.ts).
+    globalSetup: ['test/global-setup.ts'],
   },
 });

@@ -1,0 +1,131 @@
+import pg from 'pg';
+import { CHANGES_CHANNEL, type ChangeRow, type FeedPosition, readChanges } from './changes.js';
+
+export interface ChangeFeedOptions {
+  /** Reads run on the pool; the listener has a connection of its own (never LISTEN on a pooled one). */
+  pool: pg.Pool;
+  connectionString: string;
+  from: FeedPosition;
+  /** Hands over new changes, in sequence order, each exactly once. */
+  onChanges: (rows: ChangeRow[]) => void;
+  /** How often to read even without a notification (a lost one costs at most this long). @default 1000 */
+  pollMs?: number;
+  /** First wait before reconnecting a lost listener; doubles up to 5 s. @default 100 */
+  reconnectMs?: number;
+  onError?: (error: Error) => void;
+}
+
+/**
+ * Follows the change table. A NOTIFY wakes it within a millisecond of a commit; a read every
+ * `pollMs` catches what a lost notification or a dropped listener connection missed; a read after the
+ * listener reconnects catches up at once. Reads never overlap: a wake-up during a read asks for one
+ * more read after it.
+ */
+export class ChangeFeed {
+  private position: FeedPosition;
+  private listener: pg.Client | undefined;
+  private reading: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelay: number;
+  /** When the last read succeeded (epoch ms); readiness checks how far behind it is. */
+  lastReadAt = 0;
+  /** Whether the listener connection is up. */
+  listening = false;
+
+  constructor(private readonly options: ChangeFeedOptions) {
+    this.position = options.from;
+    this.reconnectDelay = options.reconnectMs ?? 100;
+  }
+
+  async start(): Promise<void> {
+    await this.listen();
+    await this.readNow();
+    this.pollTimer = setInterval(() => void this.readNow().catch(() => {}), this.options.pollMs ?? 1000);
+    this.pollTimer.unref();
+  }
+
+  /** Reads now (or once more right after the read in progress); resolves when that read is done. */
+  readNow(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.reading) {
+      this.again = true;
+      return this.reading;
+    }
+    this.reading = this.readLoop().finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
+  }
+
+  /** The listener's backend pid (tests end it with pg_terminate_backend to drop the connection). */
+  get listenerPid(): number | undefined {
+    return (this.listener as unknown as { processID?: number } | undefined)?.processID;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.pollTimer);
+    clearTimeout(this.reconnectTimer);
+    await this.reading?.catch(() => {});
+    const listener = this.listener;
+    this.listener = undefined;
+    this.listening = false;
+    await listener?.end().catch(() => {});
+  }
+
+  private async readLoop(): Promise<void> {
+    // Bounded: one read, plus one for each wake-up that came during it, at most 100 in a row.
+    for (let reads = 0; reads < 100; reads++) {
+      this.again = false;
+      try {
+        const { rows, next } = await readChanges(this.options.pool, this.position);
+        this.position = next;
+        this.lastReadAt = Date.now();
+        if (rows.length > 0) this.options.onChanges(rows);
+      } catch (error) {
+        this.options.onError?.(error as Error);
+        return;
+      }
+      if (!this.again || this.stopped) return;
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.connectionString });
+    client.on('error', (error) => this.lost(client, error));
+    client.on('end', () => this.lost(client, new Error('listener connection ended')));
+    client.on('notification', () => void this.readNow());
+    await client.connect();
+    await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+    this.listener = client;
+    this.listening = true;
+    this.reconnectDelay = this.options.reconnectMs ?? 100;
+  }
+
+  private lost(client: pg.Client, error: Error): void {
+    if (this.listener !== client || this.stopped) return;
+    this.listener = undefined;
+    this.listening = false;
+    this.options.onError?.(error);
+    client.end().catch(() => {});
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    this.reconnectTimer = setTimeout(async () => {
+      try {
+        await this.listen();
+        await this.readNow(); // catch up on whatever was committed while it was away
+      } catch (error) {
+        this.options.onError?.(error as Error);
+        this.reconnectDelay = Math.min(this.reconnectDelay * 2, 5000);
+        this.scheduleReconnect();
+      }
+    }, this.reconnectDelay);
+    this.reconnectTimer.unref();
+  }
+}

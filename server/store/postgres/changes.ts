@@ -1,0 +1,79 @@
+import type pg from 'pg';
+import type { StoreSection } from '../store.js';
+
+/** One record's change as the feed carries it: the new body (null: deleted) and the row's new version. */
+export interface ChangeOp {
+  section: StoreSection;
+  id: string;
+  body: object | null;
+  version: number;
+}
+
+/** A committed transaction's changes, in the order the feed hands them over. */
+export interface ChangeRow {
+  seq: number;
+  origin: string;
+  ops: ChangeOp[];
+}
+
+/**
+ * Where a reader of the feed stands. `xmin` is the oldest transaction that was still running at its
+ * last read (every older one had finished and was read); rows from `xmin` on are read again at the
+ * next read, so `seen` lists those already handed over.
+ */
+export interface FeedPosition {
+  xmin: string;
+  seen: ReadonlySet<number>;
+}
+
+/** The position of a reader that has every change committed before `xmin`. */
+export function positionAt(xmin: string): FeedPosition {
+  return { xmin, seen: new Set() };
+}
+
+/** The change feed's notification channel: a wake-up only; readers read the table. */
+export const CHANGES_CHANNEL = 'store_changes';
+
+/**
+ * Reads the changes past `from` in one statement (one snapshot, so the xmin it returns matches the
+ * rows it returns). Returns the rows not handed over before, in sequence order, and the next position.
+ */
+export async function readChanges(
+  db: pg.ClientBase | pg.Pool,
+  from: FeedPosition,
+): Promise<{ rows: ChangeRow[]; next: FeedPosition }> {
+  const result = await db.query<{
+    xmin: string;
+    seq: string | null;
+    xid: string | null;
+    origin: string;
+    ops: ChangeOp[];
+  }>(
+    `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+     SELECT s.xmin::text AS xmin, c.seq::text AS seq, c.xid::text AS xid, c.origin, c.ops
+       FROM s LEFT JOIN store_changes c ON c.xid >= $1::xid8
+      ORDER BY c.seq`,
+    [from.xmin],
+  );
+  const xmin = result.rows[0]?.xmin ?? from.xmin;
+  const rows: ChangeRow[] = [];
+  const seen = new Set<number>();
+  for (const row of result.rows) {
+    if (row.seq === null || row.xid === null) continue;
+    const seq = Number(row.seq);
+    // Rows of transactions at or past the new xmin come back at the next read: remember them.
+    if (BigInt(row.xid) >= BigInt(xmin)) seen.add(seq);
+    if (!from.seen.has(seq)) rows.push({ seq, origin: row.origin, ops: row.ops });
+  }
+  return { rows, next: { xmin, seen } };
+}
+
+/** The feed position that matches the current state of the database (taken with a full load). */
+export async function currentPosition(db: pg.ClientBase | pg.Pool): Promise<FeedPosition> {
+  const result = await db.query<{ xmin: string }>(
+    `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin`,
+  );
+  const xmin = result.rows[0]?.xmin;
+  if (xmin === undefined) throw new Error('pg_current_snapshot() returned no row');
+  return positionAt(xmin);
+}

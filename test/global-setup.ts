@@ -1,0 +1,17 @@
+import { type PostgresCluster, startPostgres } from './helpers/postgres.js';
+
+/**
+ * One PostgreSQL for the whole test run (each test makes its own database in it), unless
+ * CONNECTOR_TEST_DATABASE_URL names one already. Test files inherit the variable.
+ */
+let cluster: PostgresCluster | undefined;
+
+export async function setup(): Promise<void> {
+  if (process.env.CONNECTOR_TEST_DATABASE_URL) return;
+  cluster = await startPostgres();
+  process.env.CONNECTOR_TEST_DATABASE_URL = cluster.url;
+}
+
+export async function teardown(): Promise<void> {
+  await cluster?.[Symbol.asyncDispose]();
+}

@@ -1,0 +1,207 @@
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChangeFeed } from '../server/store/postgres/change-feed.js';
+import { type ChangeRow, currentPosition } from '../server/store/postgres/changes.js';
+import { commitChange, WriteConflict } from '../server/store/postgres/commit.js';
+import { migrateToLatest } from '../server/store/postgres/migrate.js';
+import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function database(): Promise<TestDatabase> {
+  const db = await freshDatabase();
+  cleanups.push(() => db[Symbol.asyncDispose]());
+  await withClient(db.url, migrateToLatest);
+  return db;
+}
+
+function pool(url: string): pg.Pool {
+  const p = new pg.Pool({ connectionString: url, max: 8 });
+  p.on('error', () => {});
+  cleanups.push(() => p.end());
+  return p;
+}
+
+async function follow(url: string, options: { pollMs?: number } = {}) {
+  const p = pool(url);
+  const rows: ChangeRow[] = [];
+  const feed = new ChangeFeed({
+    pool: p,
+    connectionString: url,
+    from: await currentPosition(p),
+    onChanges: (batch) => rows.push(...batch),
+    pollMs: options.pollMs ?? 200,
+  });
+  await feed.start();
+  cleanups.push(() => feed.stop());
+  return { feed, rows, pool: p };
+}
+
+async function versionOf(p: pg.Pool, id: string): Promise<{ version: number; value: number }> {
+  const found = await p.query(
+    `SELECT version, body FROM store_records WHERE section = 'groups' AND id = $1`,
+    [id],
+  );
+  if (found.rowCount === 0) return { version: 0, value: 0 };
+  return { version: Number(found.rows[0].version), value: found.rows[0].body.value };
+}
+
+/** Adds one to a counter record, retrying on conflicts (each attempt reads the version it relies on). */
+async function increment(p: pg.Pool, origin: string, id: string): Promise<number> {
+  for (let attempt = 1; attempt <= 200; attempt++) {
+    const seen = await versionOf(p, id);
+    try {
+      await commitChange(p, {
+        origin,
+        reads: [{ section: 'groups', id, version: seen.version }],
+        writes: [{ section: 'groups', id, body: { value: seen.value + 1 } }],
+      });
+      return attempt;
+    } catch (error) {
+      if (!(error instanceof WriteConflict)) throw error;
+    }
+  }
+  throw new Error('no commit in 200 attempts');
+}
+
+async function until(check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('PostgreSQL change feed and optimistic commits', () => {
+  it('16 writers on 3 replicas: no update lost, every replica hands over every change exactly once', async () => {
+    const db = await database();
+    const replicas = await Promise.all([1, 2, 3].map(() => follow(db.url)));
+    const counters = ['c0', 'c1', 'c2', 'c3'];
+    const perWriter = 25;
+    let retries = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async (_, writer) => {
+        const replica = replicas[writer % 3] as (typeof replicas)[number];
+        for (let i = 0; i < perWriter; i++) {
+          retries +=
+            (await increment(replica.pool, `r${writer % 3}`, counters[(writer + i) % 4] as string)) - 1;
+        }
+      }),
+    );
+    const total = 16 * perWriter;
+    const first = replicas[0] as (typeof replicas)[number];
+    for (const id of counters) expect((await versionOf(first.pool, id)).value).toBe(total / 4);
+    expect(retries).toBeGreaterThan(0); // the writers did collide: the check was exercised
+    for (const replica of replicas) {
+      await replica.feed.readNow();
+      await until(() => replica.rows.length >= total);
+      const seqs = replica.rows.map((row) => row.seq);
+      expect(new Set(seqs).size).toBe(total);
+      expect(seqs.length).toBe(total);
+      // Applying the ops by version gives every replica the database's final values.
+      const latest = new Map<string, { version: number; value: number }>();
+      for (const op of replica.rows.flatMap((row) => row.ops)) {
+        const known = latest.get(op.id);
+        if (!known || op.version > known.version)
+          latest.set(op.id, { version: op.version, value: (op.body as { value: number }).value });
+      }
+      for (const id of counters) expect(latest.get(id)?.value).toBe(total / 4);
+    }
+  });
+
+  it('a transaction whose read changed meanwhile is refused; one whose scanned section changed is refused too', async () => {
+    const db = await database();
+    const p = pool(db.url);
+    await commitChange(p, {
+      origin: 'a',
+      reads: [],
+      writes: [{ section: 'groups', id: 'g', body: { value: 1 } }],
+    });
+    const view = await currentPosition(p);
+    await commitChange(p, {
+      origin: 'a',
+      reads: [{ section: 'groups', id: 'g', version: 1 }],
+      writes: [{ section: 'groups', id: 'g', body: { value: 2 } }],
+    });
+    await expect(
+      commitChange(p, {
+        origin: 'b',
+        reads: [{ section: 'groups', id: 'g', version: 1 }],
+        writes: [{ section: 'groups', id: 'g', body: { value: 9 } }],
+      }),
+    ).rejects.toBeInstanceOf(WriteConflict);
+    // Two creations of one id: the second finds it there.
+    await expect(
+      commitChange(p, {
+        origin: 'b',
+        reads: [{ section: 'groups', id: 'g', version: 0 }],
+        writes: [{ section: 'groups', id: 'g', body: { value: 9 } }],
+      }),
+    ).rejects.toBeInstanceOf(WriteConflict);
+    // A scan of groups from before the second write conflicts; a scan of connectors does not.
+    const write = { section: 'apiKeys' as const, id: 'k', body: { value: 1 } };
+    await expect(
+      commitChange(p, {
+        origin: 'b',
+        reads: [],
+        writes: [write],
+        scans: { sections: ['groups'], since: view },
+      }),
+    ).rejects.toBeInstanceOf(WriteConflict);
+    await commitChange(p, {
+      origin: 'b',
+      reads: [],
+      writes: [write],
+      scans: { sections: ['connectors'], since: view },
+    });
+    expect((await versionOf(p, 'g')).value).toBe(2);
+  });
+
+  it('a change whose transaction took its number first but committed last is not skipped', async () => {
+    const db = await database();
+    const replica = await follow(db.url, { pollMs: 600_000 });
+    const writer = pool(db.url);
+    const early = await writer.connect();
+    try {
+      await early.query('BEGIN');
+      await early.query(
+        `INSERT INTO store_changes (origin, sections, ops) VALUES ('early', '{connectors}', '[{"section":"connectors","id":"e","body":{},"version":1}]')`,
+      );
+      await commitChange(writer, {
+        origin: 'late',
+        reads: [],
+        writes: [{ section: 'connectors', id: 'l', body: {} }],
+      });
+      await replica.feed.readNow();
+      expect(replica.rows.map((row) => row.origin)).toEqual(['late']);
+      await early.query('COMMIT');
+    } finally {
+      early.release();
+    }
+    await replica.feed.readNow();
+    expect(replica.rows.map((row) => row.origin)).toEqual(['late', 'early']);
+    await replica.feed.readNow();
+    expect(replica.rows).toHaveLength(2);
+  });
+
+  it('a replica whose listener connection is killed just before a change still gets it (catch-up on reconnect)', async () => {
+    const db = await database();
+    // Polling far apart: only the reconnect's catch-up read can deliver the change in time.
+    const replica = await follow(db.url, { pollMs: 600_000 });
+    const writer = pool(db.url);
+    const pid = replica.feed.listenerPid;
+    expect(pid).toBeTypeOf('number');
+    await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend($1)', [pid]));
+    await commitChange(writer, {
+      origin: 'a',
+      reads: [],
+      writes: [{ section: 'connectors', id: 'x', body: { status: 'revoked' } }],
+    });
+    await until(() => replica.rows.length === 1, 10_000);
+    expect(replica.rows[0]?.ops[0]).toMatchObject({ id: 'x', body: { status: 'revoked' }, version: 1 });
+    expect(replica.feed.listening).toBe(true);
+  });
+});
