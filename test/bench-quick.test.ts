@@ -1,39 +1,22 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type Row, SCENARIOS, type Target } from '../scripts/bench/report.js';
+import { settleWithin, spawnProcess } from '../scripts/lib/processes.js';
 
-const repoRoot = join(import.meta.dirname, '..');
 const BOUND_MS = 240_000;
 
-/** Runs `npm run bench -- --quick` as a user would, bounded in time; kills it (and its children) at the bound. */
-function runQuickBench(outDir: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('npm', ['run', '-s', 'bench', '--', '--quick', '--out', outDir], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      // The harness cleans up on SIGTERM: give it the chance, then the whole group goes.
-      if (child.pid) process.kill(-child.pid, 'SIGTERM');
-      setTimeout(() => child.pid && process.kill(-child.pid, 'SIGKILL'), 5000).unref();
-    }, BOUND_MS);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+/** Runs `npm run bench -- --quick` as a user would, bounded in time; stops it (and its children) at the bound. */
+async function runQuickBench(
+  outDir: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const bench = spawnProcess('npm', ['run', '-s', 'bench', '--', '--quick', '--out', outDir], {
+    name: 'npm run bench',
   });
+  // The harness cleans up on SIGTERM: stop() gives it the chance, then the whole group goes.
+  const { code } = (await settleWithin(bench.exited, BOUND_MS)) ?? (await bench.stop());
+  return { code, stdout: bench.stdout(), stderr: bench.stderr() };
 }
 
 describe('npm run bench -- --quick', () => {

@@ -124,6 +124,16 @@ function waitFor<T>(
   });
 }
 
+/** Resolves with `result()` once `pending` is empty (`onChange` takes sims out of it), or at the deadline. */
+function waitUntilEmpty<T>(
+  pending: Set<Sim>,
+  timeoutMs: number,
+  result: () => T,
+  onChange: (sim: Sim) => void,
+): Promise<T> {
+  return waitFor(() => (pending.size === 0 ? result() : undefined), timeoutMs, result, onChange);
+}
+
 function liveCount(group: Group): number {
   let n = 0;
   for (const sim of live) if (sim.group === group) n++;
@@ -375,19 +385,14 @@ serveIpc({
       firstCloseAtMs: Number.isFinite(first) ? first : 0,
       lastCloseAtMs: last,
     });
-    return waitFor<GroupClosed>(
-      () => (open.size === 0 ? result() : undefined),
-      timeoutMs,
-      result,
-      (sim) => {
-        const close = open.has(sim) ? sim.firstCloseSince(sinceMs) : undefined;
-        if (close) {
-          open.delete(sim);
-          first = Math.min(first, close.at);
-          last = Math.max(last, close.at);
-        }
-      },
-    );
+    return waitUntilEmpty(open, timeoutMs, result, (sim) => {
+      const close = open.has(sim) ? sim.firstCloseSince(sinceMs) : undefined;
+      if (close) {
+        open.delete(sim);
+        first = Math.min(first, close.at);
+        last = Math.max(last, close.at);
+      }
+    });
   },
   /** Waits until every live sim has become ready again at or after `sinceMs` (after a server restart). */
   awaitAllReady: ({ sinceMs, timeoutMs }: { sinceMs: number; timeoutMs: number }) => {
@@ -399,19 +404,14 @@ serveIpc({
       ready: live.size - waiting.size,
       lastReadyAtMs: last,
     });
-    return waitFor<AllReady>(
-      () => (waiting.size === 0 ? result() : undefined),
-      timeoutMs,
-      result,
-      (sim) => {
-        if (!waiting.has(sim)) return;
-        if (sim.ended) waiting.delete(sim);
-        else if (sim.ready && sim.readyAt >= sinceMs) {
-          waiting.delete(sim);
-          last = Math.max(last, sim.readyAt);
-        }
-      },
-    );
+    return waitUntilEmpty(waiting, timeoutMs, result, (sim) => {
+      if (!waiting.has(sim)) return;
+      if (sim.ended) waiting.delete(sim);
+      else if (sim.ready && sim.readyAt >= sinceMs) {
+        waiting.delete(sim);
+        last = Math.max(last, sim.readyAt);
+      }
+    });
   },
   /** Stops every live sim and waits (bounded) until they have ended. */
   stopAll: async ({ timeoutMs }: { timeoutMs: number }) => {

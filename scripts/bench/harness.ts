@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAdminClient } from '../../server/admin-client.js';
+import { settleWithin } from '../lib/processes.js';
 import { type Child, forkTs } from './lib/procs.js';
 import { monoMs } from './lib/stats.js';
 import type { Plan } from './plan.js';
@@ -64,7 +65,7 @@ export class Harness {
     try {
       ready = await child.peer.once<ServerReady>('ready', 60_000);
     } catch (error) {
-      await child.kill('SIGKILL');
+      await child.stop('SIGKILL');
       throw new Error(`${(error as Error).message}\n${child.tail()}`);
     }
     const adminKey = ready.adminKeyFile ? (await readFile(ready.adminKeyFile, 'utf8')).trim() : null;
@@ -142,9 +143,9 @@ export class ServerHandle {
   async stop(): Promise<void> {
     try {
       await this.child.peer.call('stop', {}, 20_000);
-      await Promise.race([this.child.exited, new Promise((r) => setTimeout(r, 10_000))]);
+      await settleWithin(this.child.exited, 10_000);
     } finally {
-      await this.child.kill('SIGKILL');
+      await this.child.stop('SIGKILL');
     }
   }
 }
@@ -154,6 +155,6 @@ export async function tearDown(clients: readonly Child[], server: ServerHandle):
   await Promise.all(
     clients.map((c) => c.peer.call('stopAll', { timeoutMs: 20_000 }, 30_000).catch(() => null)),
   );
-  await Promise.all(clients.map((c) => c.kill('SIGTERM')));
+  await Promise.all(clients.map((c) => c.stop()));
   await server.stop().catch(() => {});
 }

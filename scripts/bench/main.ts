@@ -12,9 +12,9 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { cleanUpNow, makeTempDir, repoRoot } from '../lib/processes.js';
 import { chartSvg } from './chart.js';
 import { Harness } from './harness.js';
-import { cleanupAll, makeTempDir, repoRoot } from './lib/procs.js';
 import { round } from './lib/stats.js';
 import { makePlan } from './plan.js';
 import type { FleetKind } from './protocol.js';
@@ -158,7 +158,7 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
   // The hard bound: whatever hangs, the run ends and cleans up.
   setTimeout(() => {
     h.progress(`the run passed its hard time bound (${plan.deadlineMs / 1000} s + 60 s); stopping`);
-    cleanupAll();
+    cleanUpNow();
     process.exit(1);
   }, plan.deadlineMs + 60_000).unref();
 
@@ -258,26 +258,25 @@ function report(results: RunResults, outDir: string, chartFile: string | null): 
   return targets;
 }
 
-process.on('exit', cleanupAll);
 // A reader that goes away (`| head`) must not crash the run half-way and leave children behind.
 process.stdout.on('error', () => {});
 process.stderr.on('error', () => {});
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.once(signal, () => {
     process.stderr.write(`bench: ${signal}, stopping every child process\n`);
-    cleanupAll();
+    cleanUpNow();
     process.exit(130);
   });
 }
 
 main().then(
   (code) => {
-    cleanupAll();
+    cleanUpNow();
     process.exit(code);
   },
   (error) => {
     process.stderr.write(`bench failed: ${(error as Error)?.stack ?? error}\n`);
-    cleanupAll();
+    cleanUpNow();
     process.exit(1);
   },
 );

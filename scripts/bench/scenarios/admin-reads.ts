@@ -2,8 +2,8 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomId } from '../../../server/services/secrets.js';
 import type { ConnectorRecord, StoreData } from '../../../server/store/records.js';
+import { makeTempDir, removeTempDir } from '../../lib/processes.js';
 import type { Harness, ServerHandle } from '../harness.js';
-import { forgetTempDir, makeTempDir } from '../lib/procs.js';
 import { monoMs, summarize } from '../lib/stats.js';
 import type { ReadsResult } from '../results.js';
 
@@ -107,6 +107,6 @@ export async function runSyntheticReads(
       await server.stop();
     }
   } finally {
-    forgetTempDir(dir);
+    removeTempDir(dir);
   }
 }

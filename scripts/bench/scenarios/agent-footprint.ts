@@ -2,8 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeTempDir, removeTempDir, repoRoot, spawnProcess } from '../../lib/processes.js';
 import type { Harness } from '../harness.js';
-import { benchDir, forgetTempDir, makeTempDir, repoRoot, spawnLogged } from '../lib/procs.js';
+import { benchDir } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep } from '../lib/stats.js';
 import type { FootprintResult, ProcessFootprint } from '../results.js';
 
@@ -73,17 +74,15 @@ export async function runAgentFootprint(h: Harness): Promise<FootprintResult> {
     await writeFile(keyFile, `${(await admin.provisioningKeys.get.query({ groupId: group.id })).key}\n`, {
       mode: 0o600,
     });
-    const agentProc = spawnLogged(
-      'agent',
+    const agentProc = spawnProcess(
       agent.command,
       [...agent.args, '--server', server.url, '--key-file', keyFile, '--state-dir', join(stateDir, 'agent')],
-      { logFile: h.logFile('agent') },
+      { name: 'agent', logFile: h.logFile('agent') },
     );
-    const baseProc = spawnLogged(
-      'node-ws-idle',
+    const baseProc = spawnProcess(
       process.execPath,
       [join(benchDir, 'idle-ws-client.mjs'), `${bare.url.replace(/^http/, 'ws')}/ws?id=idle&group=B`],
-      { logFile: h.logFile('node-ws-idle') },
+      { name: 'node-ws-idle', logFile: h.logFile('node-ws-idle') },
     );
     try {
       await pollUntil(
@@ -131,11 +130,11 @@ export async function runAgentFootprint(h: Harness): Promise<FootprintResult> {
       );
       return result;
     } finally {
-      await Promise.all([agentProc.kill('SIGTERM'), baseProc.kill('SIGTERM')]);
+      await Promise.all([agentProc.stop(), baseProc.stop()]);
     }
   } finally {
     await Promise.all([server.stop().catch(() => {}), bare.stop().catch(() => {})]);
-    forgetTempDir(dataDir);
-    forgetTempDir(stateDir);
+    removeTempDir(dataDir);
+    removeTempDir(stateDir);
   }
 }

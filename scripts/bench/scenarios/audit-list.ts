@@ -2,8 +2,8 @@ import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_AUDIT_MAX_BYTES } from '../../../server/services/audit.js';
 import { rotatedAuditFile } from '../../../server/services/audit-files.js';
+import { makeTempDir, removeTempDir } from '../../lib/processes.js';
 import type { Harness, ServerHandle } from '../harness.js';
-import { forgetTempDir, makeTempDir } from '../lib/procs.js';
 import { monoMs, summarize } from '../lib/stats.js';
 import type { AuditListResult } from '../results.js';
 
@@ -147,6 +147,6 @@ export async function runAuditList(h: Harness, counts: number[]): Promise<AuditL
     return results;
   } finally {
     for (const server of servers) await server.stop();
-    for (const dir of dirs) forgetTempDir(dir);
+    for (const dir of dirs) removeTempDir(dir);
   }
 }

@@ -156,7 +156,7 @@ export async function runEnrollment(
     };
   } finally {
     if (!handedOver) {
-      await Promise.all(clients.map((c) => c.kill('SIGKILL')));
+      await Promise.all(clients.map((c) => c.stop('SIGKILL')));
       await server.stop().catch(() => {});
     }
   }

@@ -338,7 +338,7 @@ async function reconnectStorm(
   const n = (await server.stats()).sessions;
   h.progress(`${label}: kill -9 the server with ${n} live sessions`);
   const tKill = monoMs();
-  await server.child.kill('SIGKILL');
+  await server.child.stop('SIGKILL');
   const restarted = await h.startServer(server.kind, {
     ...(project ? { dataDir: project.dataDir } : {}),
     port: server.ready.port,

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
+import { makeTempDir, removeTempDir } from '../../lib/processes.js';
 import { type Harness, tearDown } from '../harness.js';
-import { type Child, forgetTempDir, makeTempDir } from '../lib/procs.js';
+import type { Child } from '../lib/procs.js';
 import { monoMs, sleep, split } from '../lib/stats.js';
 import type { ConnectResult, EnrollResult, RenewalsSeen } from '../protocol.js';
 import type { RenewalResult } from '../results.js';
@@ -135,7 +136,7 @@ export async function runRenewal(h: Harness): Promise<RenewalResult> {
     return result;
   } finally {
     await tearDown(clients, server);
-    forgetTempDir(dataDir);
+    removeTempDir(dataDir);
   }
 }
 
