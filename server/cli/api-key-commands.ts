@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { DAY_MS } from '../../shared/durations.js';
 import { durationFlag } from '../config.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
-import { flag } from './flags.js';
+import { flag, forceFlag } from './flags.js';
 import { printFields, printTable } from './format.js';
 
 const SCOPES = ['read', 'admin'] as const;
@@ -67,20 +67,13 @@ export function registerApiKeyCommands(program: Command, env: AdminEnv): void {
       });
     },
   );
-  const deleteFlags = {
-    force: flag(
-      '--force',
-      'also the key making the call, or the last usable admin-scoped key',
-      z.boolean().optional(),
-    ),
-  };
   admin.command(
     apiKeys,
     'delete <id>',
     'delete an admin API key',
-    deleteFlags,
+    forceFlag('also the key making the call, or the last usable admin-scoped key'),
     async (client, options, id) => {
-      const force = Boolean(options.force);
+      const { force } = options;
       const r = await client.apiKeys.delete.mutate({ id: id!, ...(force ? { force } : {}) });
       print(options, r, () => console.log('API key deleted.'));
     },

@@ -4,7 +4,7 @@
  * gives the options schema, so the two can never disagree.
  */
 import { type Command, Option } from 'commander';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { parsedFlag } from '../config.js';
 
 export interface FlagSpec<S extends z.ZodType = z.ZodType> {
@@ -43,6 +43,11 @@ export function addFlags(command: Command, flags: Flags): Command {
 /** The zod shape of `flags`: each key's value schema. */
 export function flagShape<F extends Flags>(flags: F): FlagShape<F> {
   return Object.fromEntries(Object.entries(flags).map(([key, spec]) => [key, spec.schema])) as FlagShape<F>;
+}
+
+/** `--force`, a yes/no flag whose help says what it lets the command do; absent is false. */
+export function forceFlag(help: string) {
+  return { force: flag('--force', help, z.boolean().default(false)) };
 }
 
 /** A whole number from `min` to `max`, written in decimal digits. */

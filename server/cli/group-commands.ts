@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
 import type { AdminClient } from '../admin-client.js';
 import { type AdminEnv, type AdminOptions, adminCli, CliError, print, resolveGroup } from './admin-common.js';
-import { flag, wholeNumber } from './flags.js';
+import { flag, forceFlag, wholeNumber } from './flags.js';
 import { printFields, printTable, relative } from './format.js';
 
 type GroupLike = Awaited<ReturnType<AdminClient['groups']['get']['query']>>;
@@ -150,11 +150,9 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
       },
     );
   }
-  const deleteFlags = {
-    force: flag('--force', 'also end the sessions of its connectors and delete them', z.boolean().optional()),
-  };
+  const deleteFlags = forceFlag('also end the sessions of its connectors and delete them');
   admin.command(groups, 'delete <group>', 'delete a group', deleteFlags, async (client, options, ref) => {
-    const force = Boolean(options.force);
+    const { force } = options;
     const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
     print(options, r, () => console.log('Group deleted.'));
   });

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
 import { parseDuration, parsedFlag } from '../config.js';
 import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
-import { flag } from './flags.js';
+import { flag, forceFlag } from './flags.js';
 import { printFields, printTable, relative } from './format.js';
 
 /** `--activate-in`: any duration, or zero (`0s`) for at once; whole seconds, rounded up. */
@@ -73,20 +72,13 @@ export function registerSigningKeyCommands(program: Command, env: AdminEnv): voi
       });
     },
   );
-  const retireFlags = {
-    force: flag(
-      '--force',
-      'retire even while connectors hold identities it signed (they must enroll again)',
-      z.boolean().optional(),
-    ),
-  };
   admin.command(
     keys,
     'retire <kid>',
     'take a signing key out of the JWKS and of verification',
-    retireFlags,
+    forceFlag('retire even while connectors hold identities it signed (they must enroll again)'),
     async (client, options, kid) => {
-      const force = Boolean(options.force);
+      const { force } = options;
       const r = await client.signingKeys.retire.mutate({ kid: kid!, force });
       print(options, r, () => {
         console.log(`Signing key ${r.key.kid} retired.`);
