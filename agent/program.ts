@@ -1,11 +1,17 @@
-import { Command } from 'commander';
-import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../shared/cli-completion.js';
+import { Command, Option } from 'commander';
+import { addCompletionCommand } from '../shared/cli-completion.js';
 import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
 import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
 import { UNENROLL_EXIT_CODES_HELP, type UnenrollFlags, unenroll } from './unenroll-command.js';
 import { versionLine } from './version.js';
+
+/** Options more than one command takes, worded once (a function: each command gets its own Option). */
+const stateDirOption = () =>
+  new Option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)');
+const caFileOption = () => new Option('--ca-file <file>', 'PEM CA to trust for the server certificate');
+const logJsonOption = () => new Option('--log-json', 'log JSON lines instead of text');
 
 /**
  * The connector-agent command tree (the run command and its subcommands), built without parsing
@@ -24,15 +30,15 @@ export function buildAgentProgram(): Command {
     )
     .option('--key <key>', 'provisioning key (prefer --key-file: argv is visible to other users)')
     .option('--key-file <file>', 'file holding the provisioning key')
-    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+    .addOption(stateDirOption())
     .option('--name <name>', "this connector's name at enrollment (default: the host name)")
-    .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+    .addOption(caFileOption())
     .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
     .option(
       '--allow-server-change',
       'present the saved identity to a --server other than those it was issued for, and save the new list',
     )
-    .option('--log-json', 'log JSON lines instead of text')
+    .addOption(logJsonOption())
     .addHelpText(
       'after',
       `
@@ -68,7 +74,7 @@ export function buildAgentProgram(): Command {
   program
     .command('status')
     .description("show this host's enrollment and whether its agent runs and is connected")
-    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
+    .addOption(stateDirOption())
     .option('--json', 'print JSON')
     .addHelpText('after', `\n${STATUS_EXIT_CODES_HELP}`)
     .action(async (flags: { stateDir?: string; json?: boolean }) => {
@@ -83,8 +89,8 @@ export function buildAgentProgram(): Command {
     .description(
       "delete this host's connector on the server (over its own identity) and wipe the identity here",
     )
-    .option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)')
-    .option('--ca-file <file>', 'PEM CA to trust for the server certificate')
+    .addOption(stateDirOption())
+    .addOption(caFileOption())
     .option(
       '--force',
       'wipe the identity here even if the server cannot be reached (it then still lists the connector)',
@@ -94,21 +100,13 @@ export function buildAgentProgram(): Command {
       'go ahead while the agent runs with this state dir (it is replaced and exits 6)',
     )
     .option('--timeout <seconds>', 'how long to try to reach the server', '20')
-    .option('--log-json', 'log JSON lines instead of text')
+    .addOption(logJsonOption())
     .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
     .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
       process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
     });
 
-  program
-    .command('completion')
-    .description('print a shell completion script: eval "$(connector-agent completion bash)"')
-    .argument('<shell>', COMPLETION_SHELLS.join(' or '))
-    .action((shell: string) => {
-      if (!isCompletionShell(shell))
-        throw new UsageError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`);
-      process.stdout.write(completionScript(program, shell));
-    });
+  addCompletionCommand(program, (message) => new UsageError(message));
 
   program
     .command('version')

@@ -8,14 +8,23 @@ import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 // Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.
 export { parseDuration };
 
-const duration = z.string().transform((text, ctx) => {
-  try {
-    return parseDuration(text);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+/**
+ * A flag's text turned into a value by `parse`; what `parse` throws is the flag's error message. The
+ * rule for every parsed flag, `serve`'s and the admin commands' alike.
+ */
+export function parsedFlag<T>(parse: (text: string) => T) {
+  return z.string().transform((text, ctx) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+/** `90s`, `15m`, `12h`, `14d` in milliseconds. */
+export const durationFlag = parsedFlag(parseDuration);
 
 const BYTE_UNITS: Record<string, number> = {
   '': 1,
@@ -38,32 +47,17 @@ export function parseByteSize(text: string): number {
   return value;
 }
 
-const byteSize = z.string().transform((text, ctx) => {
-  try {
-    return parseByteSize(text);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
-
-const listenAddress = z.string().transform((text, ctx) => {
-  try {
-    return parseListenAddress(text);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+const byteSize = parsedFlag(parseByteSize);
+const listenAddress = parsedFlag(parseListenAddress);
 
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
   port: z.coerce.number().int().min(0).max(65_535),
   publicUrl: z.url().optional(),
-  keyTtl: duration,
-  identityTtl: duration,
-  pendingTtl: duration,
+  keyTtl: durationFlag,
+  identityTtl: durationFlag,
+  pendingTtl: durationFlag,
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -74,7 +68,7 @@ const serveOptionsSchema = z.object({
   maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
   maxUnauthenticatedPerAddress: z.coerce.number().int().min(1).optional(),
   maxUnauthenticatedConnections: z.coerce.number().int().min(1).optional(),
-  rotationSpread: duration,
+  rotationSpread: durationFlag,
   auditMaxBytes: byteSize.pipe(z.number().min(4096, 'must be at least 4KiB')),
   auditKeep: z.coerce.number().int().min(1).max(1000),
   metricsListen: listenAddress.optional(),

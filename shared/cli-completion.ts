@@ -7,6 +7,19 @@ export function isCompletionShell(value: string): value is CompletionShell {
   return (COMPLETION_SHELLS as readonly string[]).includes(value);
 }
 
+/** `<program> completion <shell>`, the same for both CLIs; `usageError` makes their exit-2 error. */
+export function addCompletionCommand(program: Command, usageError: (message: string) => Error): void {
+  program
+    .command('completion')
+    .description(`print a shell completion script: eval "$(${program.name()} completion bash)"`)
+    .argument('<shell>', COMPLETION_SHELLS.join(' or '))
+    .action((shell: string) => {
+      if (!isCompletionShell(shell))
+        throw usageError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`);
+      process.stdout.write(completionScript(program, shell));
+    });
+}
+
 /** The words offered after each command path ('' for the program itself): what --help lists there. */
 function completionTable(program: Command): Map<string, string[]> {
   const table = new Map<string, string[]>();

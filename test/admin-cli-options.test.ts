@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { adminCommand, adminEnv, adminOptions, CliError, parseOptions } from '../server/cli/admin-common.js';
+import { addFlags, flag, flagShape, wholeNumber } from '../server/cli/flags.js';
 
 describe('admin CLI options', () => {
   it('takes its defaults from the environment it is given, as serve does without one', () => {
@@ -43,5 +45,16 @@ describe('admin CLI options', () => {
     expect(error).toBeInstanceOf(CliError);
     expect((error as CliError).exitCode).toBe(2);
     expect((error as CliError).message).toMatch(/^--max-uses: /);
+  });
+
+  it('declares a flag once: the command takes it with its default, and its schema types and checks the value', () => {
+    const flags = { limit: flag('--limit <n>', 'page size', wholeNumber(1, 10), { default: '5' }) };
+    const schema = z.object(flagShape(flags));
+    const parse = (argv: string[]) =>
+      parseOptions(schema, addFlags(new Command('probe'), flags).parse(argv, { from: 'user' }).opts());
+    expect(parse([])).toEqual({ limit: 5 });
+    expect(parse(['--limit', '7'])).toEqual({ limit: 7 });
+    expect(() => parse(['--limit', '11'])).toThrow('--limit: "11" is not a whole number from 1 to 10');
+    expect(addFlags(new Command('probe'), flags).helpInformation()).toContain('page size (default: "5")');
   });
 });

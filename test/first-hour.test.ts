@@ -254,6 +254,12 @@ describe('usage errors and --json errors', () => {
       [['audit', '--limit', '0'], '--limit: "0" is not a whole number from 1 to 10000'],
       [['api-keys', 'create', 'x', '--expires-in', 'soon'], '--expires-in: "soon" is not a duration'],
       [['api-keys', 'create', 'x', '--scope', 'root'], "argument 'root' is invalid"],
+      [
+        ['groups', 'create', 'x', '--max-uses', '0'],
+        '--max-uses: "0" is not a whole number from 1 to 1000000',
+      ],
+      [['groups', 'regenerate-key', 'x', '--ttl', '400d'], '--ttl: must be between 1s and 365d'],
+      [['signing-keys', 'rotate', '--activate-in', 'soon'], '--activate-in: "soon" is not a duration'],
       // The server's own validation (a group name too long) is the caller's to fix too.
       [['groups', 'create', 'x'.repeat(300)], 'VALIDATION_FAILED'],
     ];

@@ -5,8 +5,9 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
-import { parseDuration, SERVE_FLAGS } from '../config.js';
+import { SERVE_FLAGS } from '../config.js';
 import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
+import { addFlags, type Flags, flagShape } from './flags.js';
 
 /** The options every admin command takes; a command's own options extend this schema. */
 export const adminOptions = z.object({
@@ -55,23 +56,6 @@ export class CliError extends Error {
 
 /** Reasons that mean the command sent input the server could not take: the user's to fix, as a usage error. */
 const USAGE_REASONS = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);
-
-/** A duration flag's value (`90s`, `12h`, `30d`) in milliseconds, or a usage error naming the flag. */
-export function durationFlag(flag: string, text: string): number {
-  try {
-    return parseDuration(text);
-  } catch (error) {
-    throw new CliError(`${flag}: ${(error as Error).message}`, 2);
-  }
-}
-
-/** A whole-number flag's value within [min, max], or a usage error naming the flag. */
-export function integerFlag(flag: string, text: string, min: number, max: number): number {
-  const value = Number(text);
-  if (!/^\d+$/.test(text.trim()) || value < min || value > max)
-    throw new CliError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`, 2);
-  return value;
-}
 
 /**
  * The admin key: `--admin-key-file` if given (a flag beats the environment, as everywhere), else
@@ -153,17 +137,20 @@ export function adminCommand(parent: Command, usage: string, description: string
 const flagOf = (key: PropertyKey) => `--${String(key).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 /** A command's options as its schema types them, or a usage error naming the flag. */
-export function parseOptions<S extends z.ZodType<AdminOptions>>(schema: S, values: unknown): z.infer<S> {
+export function parseOptions<O>(schema: z.ZodType<O>, values: unknown): O {
   const parsed = schema.safeParse(values);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   throw new CliError(`${flagOf(issue?.path[0] ?? 'options')}: ${issue?.message ?? 'not valid'}`, 2);
 }
 
-/** The admin commands' two builders, bound to the environment's defaults (read once, in program.ts). */
+/** A command's options: the ones every admin command takes, and its own flags as their schemas type them. */
+export type OptionsOf<F extends Flags> = AdminOptions & { [K in keyof F]: z.output<F[K]['schema']> };
+
+/** The admin commands' builder, bound to the environment's defaults (read once, in program.ts). */
 export function adminCli(env: AdminEnv) {
   /** Runs `action` with an admin client and the options `schema` parses, explaining any API failure. */
-  function withClient<S extends z.ZodType<AdminOptions>>(schema: S, action: Action<z.infer<S>>) {
+  function withClient<O extends AdminOptions>(schema: z.ZodType<O>, action: Action<O>) {
     return async (...args: unknown[]) => {
       const command = args[args.length - 1] as Command;
       const options = parseOptions(schema, command.opts());
@@ -187,15 +174,40 @@ export function adminCli(env: AdminEnv) {
       }
     };
   }
-  return {
-    command: (parent: Command, usage: string, description: string) =>
-      adminCommand(parent, usage, description, env),
-    withClient,
-  };
-}
 
-/** The options of a command that takes `--force`. */
-export const forceOptions = adminOptions.extend({ force: z.boolean().optional() });
+  /**
+   * `parent <usage>`: the options every admin command takes, then its own `flags`; `action` gets a
+   * client, the parsed options (a flag its schema refuses is a usage error) and the operands.
+   */
+  function command(
+    parent: Command,
+    usage: string,
+    description: string,
+    action: Action<AdminOptions>,
+  ): Command;
+  function command<F extends Flags>(
+    parent: Command,
+    usage: string,
+    description: string,
+    flags: F,
+    action: Action<OptionsOf<F>>,
+  ): Command;
+  function command(
+    parent: Command,
+    usage: string,
+    description: string,
+    flagsOrAction: Flags | Action<AdminOptions>,
+    action?: Action<AdminOptions>,
+  ): Command {
+    const flags = typeof flagsOrAction === 'function' ? {} : flagsOrAction;
+    const run = typeof flagsOrAction === 'function' ? flagsOrAction : action!;
+    // The overloads type the options; here `flags` is of any shape, which zod's types cannot follow.
+    const schema = adminOptions.extend(flagShape(flags)) as unknown as z.ZodType<AdminOptions>;
+    return addFlags(adminCommand(parent, usage, description, env), flags).action(withClient(schema, run));
+  }
+
+  return { command };
+}
 
 /** JSON with --json, else what `human` prints. */
 export const print = (options: AdminOptions, value: unknown, human: () => void) => {

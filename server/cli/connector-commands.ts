@@ -1,161 +1,147 @@
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 import { z } from 'zod';
 import { connectionStateSchema, connectorStatusSchema } from '../../shared/schemas.js';
 import {
   type AdminEnv,
   adminCli,
-  adminOptions,
   groupNamesOf,
-  integerFlag,
   print,
   resolveConnector,
   resolveGroup,
 } from './admin-common.js';
+import { flag, wholeNumber } from './flags.js';
 import { printFields, printTable, relative, replacementWords, terminationWords } from './format.js';
 
-const CONNECTOR_STATUSES = connectorStatusSchema.options;
-const CONNECTION_STATES = connectionStateSchema.options;
-
-const connectorListOptions = adminOptions.extend({
-  group: z.string().optional(),
-  status: connectorStatusSchema.optional(),
-  connection: connectionStateSchema.optional(),
-  limit: z.string(),
-  cursor: z.string().optional(),
-});
+const listFlags = {
+  group: flag('--group <group>', 'only this group (id or name)', z.string().optional()),
+  status: flag('--status <status>', 'only connectors with this status', connectorStatusSchema.optional(), {
+    choices: connectorStatusSchema.options,
+  }),
+  connection: flag(
+    '--connection <state>',
+    'only connectors in this state',
+    connectionStateSchema.optional(),
+    {
+      choices: connectionStateSchema.options,
+    },
+  ),
+  limit: flag('--limit <n>', 'page size', wholeNumber(1, 1000), { default: '100' }),
+  cursor: flag('--cursor <cursor>', 'continue after this cursor', z.string().optional()),
+};
 
 /** `connectors list | get | disable | enable | revoke | delete`. */
 export function registerConnectorCommands(program: Command, env: AdminEnv): void {
   const admin = adminCli(env);
   const connectors = program.command('connectors').description('manage enrolled connectors');
-  admin
-    .command(connectors, 'list', 'list connectors')
-    .option('--group <group>', 'only this group (id or name)')
-    .addOption(
-      new Option('--status <status>', 'only connectors with this status').choices(CONNECTOR_STATUSES),
-    )
-    .addOption(new Option('--connection <state>', 'only connectors in this state').choices(CONNECTION_STATES))
-    .option('--limit <n>', 'page size', '100')
-    .option('--cursor <cursor>', 'continue after this cursor')
-    .action(
-      admin.withClient(connectorListOptions, async (client, options) => {
-        const page = await client.connectors.list.query({
-          ...(options.group ? { groupId: await resolveGroup(client, options.group) } : {}),
-          ...(options.status ? { status: options.status } : {}),
-          ...(options.connection ? { connection: options.connection } : {}),
-          ...(options.cursor ? { cursor: options.cursor } : {}),
-          limit: integerFlag('--limit', options.limit, 1, 1000),
-        });
-        // Names read better than ids in a table; one call for the whole page.
-        const groupNames = options.json ? new Map<string, string>() : await groupNamesOf(client);
-        print(options, page, () => {
-          printTable(
-            ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION', 'REPLACED'],
-            page.items.map((c) => [
-              c.id,
-              c.name,
-              groupNames.get(c.groupId) ?? c.groupId,
-              // A revoked one says whether its host has learnt it yet.
-              c.termination ? `revoked (${c.termination.state})` : c.status,
-              c.connection,
-              // A connected one is seen now; its lastSeenAt is the time of the answer.
-              c.connection === 'connected' ? 'now' : relative(c.lastSeenAt),
-              c.remoteAddress,
-              c.agentVersion,
-              // A clone's mark: when a session with this identity last replaced another.
-              relative(c.lastReplacedAt),
-            ]),
-            'No connectors.',
-          );
-          if (page.nextCursor) console.log(`More: --cursor ${page.nextCursor}`);
-        });
-      }),
-    );
-  admin
-    .command(
-      connectors,
-      'get <connector>',
-      'show one connector with its host facts (id, or a name only one has)',
-    )
-    .action(
-      admin.withClient(adminOptions, async (client, options, id) => {
-        const c = await client.connectors.get.query({ connectorId: await resolveConnector(client, id!) });
-        const groupName = options.json ? undefined : (await groupNamesOf(client)).get(c.groupId);
-        print(options, c, () =>
-          printFields([
-            ['id', c.id],
-            ['name', c.name],
-            ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
-            ['status', terminationWords(c.termination) ?? c.status],
-            ['connection', c.connection],
-            ['enrolled', c.enrolledAt],
-            ['last connected', c.lastConnectedAt],
-            ['last seen', c.lastSeenAt],
-            ['address', c.remoteAddress],
-            ['replaced', replacementWords(c)],
-            ['agent version', c.agentVersion],
-            [
-              'host',
-              `${c.host.hostname} (${c.host.os} ${c.host.release}, ${c.host.arch}, ${c.host.cpus} CPUs)`,
-            ],
-            ['ips', c.host.ips.join(', ')],
-            ['identity expires', c.identity.expiresAt],
-          ]),
-        );
-      }),
-    );
-  for (const verb of ['disable', 'enable'] as const) {
-    admin
-      .command(
-        connectors,
-        `${verb} <connector>`,
-        `${verb} a connector (pushed live; id, or a name only one has)`,
-      )
-      .action(
-        admin.withClient(adminOptions, async (client, options, id) => {
-          const c = await client.connectors[verb].mutate({
-            connectorId: await resolveConnector(client, id!),
-          });
-          print(options, c, () =>
-            console.log(
-              c.changed
-                ? `Connector ${c.id} is ${c.status}.`
-                : `Connector ${c.id} was already ${c.status}; nothing changed.`,
-            ),
-          );
-        }),
+  admin.command(connectors, 'list', 'list connectors', listFlags, async (client, options) => {
+    const page = await client.connectors.list.query({
+      ...(options.group ? { groupId: await resolveGroup(client, options.group) } : {}),
+      ...(options.status ? { status: options.status } : {}),
+      ...(options.connection ? { connection: options.connection } : {}),
+      ...(options.cursor ? { cursor: options.cursor } : {}),
+      limit: options.limit,
+    });
+    // Names read better than ids in a table; one call for the whole page.
+    const groupNames = options.json ? new Map<string, string>() : await groupNamesOf(client);
+    print(options, page, () => {
+      printTable(
+        ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION', 'REPLACED'],
+        page.items.map((c) => [
+          c.id,
+          c.name,
+          groupNames.get(c.groupId) ?? c.groupId,
+          // A revoked one says whether its host has learnt it yet.
+          c.termination ? `revoked (${c.termination.state})` : c.status,
+          c.connection,
+          // A connected one is seen now; its lastSeenAt is the time of the answer.
+          c.connection === 'connected' ? 'now' : relative(c.lastSeenAt),
+          c.remoteAddress,
+          c.agentVersion,
+          // A clone's mark: when a session with this identity last replaced another.
+          relative(c.lastReplacedAt),
+        ]),
+        'No connectors.',
       );
-  }
-  admin
-    .command(
+      if (page.nextCursor) console.log(`More: --cursor ${page.nextCursor}`);
+    });
+  });
+  admin.command(
+    connectors,
+    'get <connector>',
+    'show one connector with its host facts (id, or a name only one has)',
+    async (client, options, id) => {
+      const c = await client.connectors.get.query({ connectorId: await resolveConnector(client, id!) });
+      const groupName = options.json ? undefined : (await groupNamesOf(client)).get(c.groupId);
+      print(options, c, () =>
+        printFields([
+          ['id', c.id],
+          ['name', c.name],
+          ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
+          ['status', terminationWords(c.termination) ?? c.status],
+          ['connection', c.connection],
+          ['enrolled', c.enrolledAt],
+          ['last connected', c.lastConnectedAt],
+          ['last seen', c.lastSeenAt],
+          ['address', c.remoteAddress],
+          ['replaced', replacementWords(c)],
+          ['agent version', c.agentVersion],
+          [
+            'host',
+            `${c.host.hostname} (${c.host.os} ${c.host.release}, ${c.host.arch}, ${c.host.cpus} CPUs)`,
+          ],
+          ['ips', c.host.ips.join(', ')],
+          ['identity expires', c.identity.expiresAt],
+        ]),
+      );
+    },
+  );
+  for (const verb of ['disable', 'enable'] as const) {
+    admin.command(
       connectors,
-      'revoke <connector>',
-      "revoke for good: ends its session and regenerates its group's key",
-    )
-    .option('--reason <text>', 'why, for the audit log')
-    .action(
-      admin.withClient(
-        adminOptions.extend({ reason: z.string().optional() }),
-        async (client, options, id) => {
-          const reason = options.reason;
-          const c = await client.connectors.revoke.mutate({
-            connectorId: await resolveConnector(client, id!),
-            ...(reason ? { reason } : {}),
-          });
-          print(options, c, () =>
-            console.log(
-              c.changed
-                ? `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`
-                : `Connector ${c.id} was already revoked at ${c.revokedAt}; nothing changed (no new key).`,
-            ),
-          );
-        },
-      ),
+      `${verb} <connector>`,
+      `${verb} a connector (pushed live; id, or a name only one has)`,
+      async (client, options, id) => {
+        const c = await client.connectors[verb].mutate({
+          connectorId: await resolveConnector(client, id!),
+        });
+        print(options, c, () =>
+          console.log(
+            c.changed
+              ? `Connector ${c.id} is ${c.status}.`
+              : `Connector ${c.id} was already ${c.status}; nothing changed.`,
+          ),
+        );
+      },
     );
-  admin.command(connectors, 'delete <connector>', 'delete a connector (ends its session)').action(
-    admin.withClient(adminOptions, async (client, options, id) => {
+  }
+  const revokeFlags = { reason: flag('--reason <text>', 'why, for the audit log', z.string().optional()) };
+  admin.command(
+    connectors,
+    'revoke <connector>',
+    "revoke for good: ends its session and regenerates its group's key",
+    revokeFlags,
+    async (client, options, id) => {
+      const reason = options.reason;
+      const c = await client.connectors.revoke.mutate({
+        connectorId: await resolveConnector(client, id!),
+        ...(reason ? { reason } : {}),
+      });
+      print(options, c, () =>
+        console.log(
+          c.changed
+            ? `Connector ${c.id} ${terminationWords(c.termination)}.\nIts group's provisioning key was regenerated.`
+            : `Connector ${c.id} was already revoked at ${c.revokedAt}; nothing changed (no new key).`,
+        ),
+      );
+    },
+  );
+  admin.command(
+    connectors,
+    'delete <connector>',
+    'delete a connector (ends its session)',
+    async (client, options, id) => {
       const r = await client.connectors.delete.mutate({ connectorId: await resolveConnector(client, id!) });
       print(options, r, () => console.log(`Connector ${terminationWords(r.termination, 'deleted')}.`));
-    }),
+    },
   );
 }

@@ -2,16 +2,8 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
 import type { AdminClient } from '../admin-client.js';
-import {
-  type AdminEnv,
-  type AdminOptions,
-  adminCli,
-  adminOptions,
-  CliError,
-  forceOptions,
-  print,
-  resolveGroup,
-} from './admin-common.js';
+import { type AdminEnv, type AdminOptions, adminCli, CliError, print, resolveGroup } from './admin-common.js';
+import { flag, forceFlag, wholeNumber } from './flags.js';
 import { printFields, printTable, relative } from './format.js';
 
 type GroupLike = Awaited<ReturnType<AdminClient['groups']['get']['query']>>;
@@ -76,137 +68,130 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
   if (refusal) throw new CliError(`${refusal[0]}: ${refusal[1]}`, 1, refusal[0]);
 }
 
-const keyPolicyFlags = adminOptions.extend({ maxUses: z.string().optional(), ttl: z.string().optional() });
-const groupCreateOptions = keyPolicyFlags.extend({ description: z.string().optional() });
+/** `--ttl`: checked here as the server checks it (1s to 365d), and sent as it was written. */
+const keyTtlText = z.string().superRefine((text, ctx) => {
+  const parsed = keyTtlSchema.safeParse(text);
+  if (!parsed.success)
+    ctx.addIssue({ code: 'custom', message: parsed.error.issues[0]?.message ?? 'is not valid' });
+});
 
-/** `--max-uses` and `--ttl` of `groups regenerate-key`, checked before any call (usage errors exit 2). */
-function keyPolicyOptions(o: { maxUses?: string | undefined; ttl?: string | undefined }): {
-  maxUses?: number;
-  ttl?: string;
-} {
-  const policy: { maxUses?: number; ttl?: string } = {};
-  if (o.maxUses !== undefined) {
-    const n = Number(o.maxUses);
-    if (!/^\d+$/.test(o.maxUses.trim()) || n < 1 || n > MAX_KEY_USES)
-      throw new CliError(
-        `--max-uses must be a whole number from 1 to ${MAX_KEY_USES}, not "${o.maxUses}"`,
-        2,
-      );
-    policy.maxUses = n;
-  }
-  if (o.ttl !== undefined) {
-    const parsed = keyTtlSchema.safeParse(o.ttl);
-    if (!parsed.success) throw new CliError(`--ttl ${parsed.error.issues[0]?.message ?? 'is not valid'}`, 2);
-    policy.ttl = o.ttl;
-  }
-  return policy;
+/** `--max-uses` and `--ttl` of a group's key, checked before any call (usage errors exit 2). */
+function keyPolicyFlags(whose: string) {
+  return {
+    maxUses: flag(
+      '--max-uses <n>',
+      `${whose} enrolls at most this many connectors (default: no limit)`,
+      wholeNumber(1, MAX_KEY_USES).optional(),
+    ),
+    ttl: flag(
+      '--ttl <duration>',
+      `${whose}'s lifetime, 1s to 365d (default: the server's --key-ttl)`,
+      keyTtlText.optional(),
+    ),
+  };
 }
 
 /** `groups create | list | get | rename | disable | enable | delete | key | regenerate-key | next-steps`. */
 export function registerGroupCommands(program: Command, env: AdminEnv): void {
   const admin = adminCli(env);
   const groups = program.command('groups').description('manage connector groups and their provisioning keys');
-  admin
-    .command(groups, 'create <name>', 'create a group (its provisioning key is made with it)')
-    .option('--description <text>', 'a description')
-    .option('--max-uses <n>', 'its first key enrolls at most this many connectors (default: no limit)')
-    .option('--ttl <duration>', "its first key's lifetime, 1s to 365d (default: the server's --key-ttl)")
-    .action(
-      admin.withClient(groupCreateOptions, async (client, options, name) => {
-        const g = await client.groups.create.mutate({
-          name: name!,
-          ...(options.description ? { description: options.description } : {}),
-          ...keyPolicyOptions(options),
-        });
-        print(options, g, () => {
-          printGroup(g);
-          console.log(
-            `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"\` and run an agent with it.`,
-          );
-        });
-      }),
+  const createFlags = {
+    description: flag('--description <text>', 'a description', z.string().optional()),
+    ...keyPolicyFlags('its first key'),
+  };
+  admin.command(
+    groups,
+    'create <name>',
+    'create a group (its provisioning key is made with it)',
+    createFlags,
+    async (client, options, name) => {
+      const g = await client.groups.create.mutate({
+        name: name!,
+        ...(options.description ? { description: options.description } : {}),
+        ...keyPolicy(options),
+      });
+      print(options, g, () => {
+        printGroup(g);
+        console.log(
+          `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"\` and run an agent with it.`,
+        );
+      });
+    },
+  );
+  admin.command(groups, 'list', 'list groups with connector counts', async (client, options) => {
+    const list = await client.groups.list.query({});
+    print(options, list, () =>
+      printTable(
+        ['ID', 'NAME', 'STATUS', 'CONNECTORS', 'CONNECTED', 'CREATED'],
+        list.map((g) => [g.id, g.name, g.status, g.counts.total, g.counts.connected, g.createdAt]),
+        'No groups yet: create one with `groups create NAME`.',
+      ),
     );
-  admin.command(groups, 'list', 'list groups with connector counts').action(
-    admin.withClient(adminOptions, async (client, options) => {
-      const list = await client.groups.list.query({});
-      print(options, list, () =>
-        printTable(
-          ['ID', 'NAME', 'STATUS', 'CONNECTORS', 'CONNECTED', 'CREATED'],
-          list.map((g) => [g.id, g.name, g.status, g.counts.total, g.counts.connected, g.createdAt]),
-          'No groups yet: create one with `groups create NAME`.',
-        ),
-      );
-    }),
-  );
-  admin.command(groups, 'get <group>', 'show one group').action(
-    admin.withClient(adminOptions, async (client, options, ref) => {
-      const g = await client.groups.get.query({ groupId: await resolveGroup(client, ref!) });
-      print(options, g, () => printGroup(g));
-    }),
-  );
-  admin.command(groups, 'rename <group> <name>', 'rename a group').action(
-    admin.withClient(adminOptions, async (client, options, ref, name) => {
-      const g = await client.groups.update.mutate({ groupId: await resolveGroup(client, ref!), name: name! });
-      print(options, g, () => printGroup(g));
-    }),
-  );
+  });
+  admin.command(groups, 'get <group>', 'show one group', async (client, options, ref) => {
+    const g = await client.groups.get.query({ groupId: await resolveGroup(client, ref!) });
+    print(options, g, () => printGroup(g));
+  });
+  admin.command(groups, 'rename <group> <name>', 'rename a group', async (client, options, ref, name) => {
+    const g = await client.groups.update.mutate({ groupId: await resolveGroup(client, ref!), name: name! });
+    print(options, g, () => printGroup(g));
+  });
   for (const verb of ['disable', 'enable'] as const) {
-    admin.command(groups, `${verb} <group>`, `${verb} a group (pushed live to its connectors)`).action(
-      admin.withClient(adminOptions, async (client, options, ref) => {
+    admin.command(
+      groups,
+      `${verb} <group>`,
+      `${verb} a group (pushed live to its connectors)`,
+      async (client, options, ref) => {
         const g = await client.groups[verb].mutate({ groupId: await resolveGroup(client, ref!) });
         print(options, g, () => {
           if (!g.changed) console.error(`Group ${g.name} was already ${g.status}; nothing changed.`);
           printGroup(g);
         });
-      }),
+      },
     );
   }
-  admin
-    .command(groups, 'delete <group>', 'delete a group')
-    .option('--force', 'also end the sessions of its connectors and delete them')
-    .action(
-      admin.withClient(forceOptions, async (client, options, ref) => {
-        const force = Boolean(options.force);
-        const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
-        print(options, r, () => console.log('Group deleted.'));
-      }),
-    );
-  admin
-    .command(
-      groups,
-      'key <group>',
-      "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
-    )
-    .action(
-      admin.withClient(adminOptions, async (client, options, ref) => {
-        printKey(
-          options,
-          await client.provisioningKeys.get.query({ groupId: await resolveGroup(client, ref!) }),
-          ref!,
-        );
-      }),
-    );
-  admin
-    .command(groups, 'regenerate-key <group>', 'replace the key: the old one stops working at once')
-    .option('--max-uses <n>', 'the new key enrolls at most this many connectors (default: no limit)')
-    .option('--ttl <duration>', "the new key's lifetime, 1s to 365d (default: the server's --key-ttl)")
-    .action(
-      admin.withClient(keyPolicyFlags, async (client, options, ref) => {
-        const policy = keyPolicyOptions(options);
-        const groupId = await resolveGroup(client, ref!);
-        printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
-      }),
-    );
-  admin.command(groups, 'next-steps', 'groups that have no connectors yet').action(
-    admin.withClient(adminOptions, async (client, options) => {
-      const steps = await client.groups.nextSteps.query({});
-      print(options, steps, () =>
-        printTable(
-          ['GROUP', 'NEXT STEP', 'HOW'],
-          steps.map((s) => [s.name, s.step, s.hint]),
-          'Every group has connectors.',
-        ),
-      );
-    }),
+  const deleteFlags = forceFlag('also end the sessions of its connectors and delete them');
+  admin.command(groups, 'delete <group>', 'delete a group', deleteFlags, async (client, options, ref) => {
+    const { force } = options;
+    const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
+    print(options, r, () => console.log('Group deleted.'));
+  });
+  admin.command(
+    groups,
+    'key <group>',
+    "show the group's current provisioning key (the key alone on stdout; fails if it can no longer enroll)",
+    async (client, options, ref) => {
+      const groupId = await resolveGroup(client, ref!);
+      printKey(options, await client.provisioningKeys.get.query({ groupId }), ref!);
+    },
   );
+  admin.command(
+    groups,
+    'regenerate-key <group>',
+    'replace the key: the old one stops working at once',
+    keyPolicyFlags('the new key'),
+    async (client, options, ref) => {
+      const policy = keyPolicy(options);
+      const groupId = await resolveGroup(client, ref!);
+      printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
+    },
+  );
+  admin.command(groups, 'next-steps', 'groups that have no connectors yet', async (client, options) => {
+    const steps = await client.groups.nextSteps.query({});
+    print(options, steps, () =>
+      printTable(
+        ['GROUP', 'NEXT STEP', 'HOW'],
+        steps.map((s) => [s.name, s.step, s.hint]),
+        'Every group has connectors.',
+      ),
+    );
+  });
+}
+
+/** The key policy to send: only the flags given. */
+function keyPolicy(options: { maxUses?: number | undefined; ttl?: string | undefined }) {
+  return {
+    ...(options.maxUses !== undefined ? { maxUses: options.maxUses } : {}),
+    ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
+  };
 }

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
-import { COMPLETION_SHELLS, completionScript, isCompletionShell } from '../../shared/cli-completion.js';
+import { addCompletionCommand } from '../../shared/cli-completion.js';
 import { adminEnv, CliError } from './admin-common.js';
 import { registerApiKeyCommands } from './api-key-commands.js';
 import { registerAuditCommand } from './audit-command.js';
@@ -45,14 +45,6 @@ export function buildServerProgram({
   registerSigningKeyCommands(program, admin);
   registerBackupCommands(program, admin);
 
-  program
-    .command('completion')
-    .description('print a shell completion script: eval "$(connector-server completion bash)"')
-    .argument('<shell>', COMPLETION_SHELLS.join(' or '))
-    .action((shell: string) => {
-      if (!isCompletionShell(shell))
-        throw new CliError(`completion: unknown shell "${shell}" (${COMPLETION_SHELLS.join(' or ')})`, 2);
-      process.stdout.write(completionScript(program, shell));
-    });
+  addCompletionCommand(program, (message) => new CliError(message, 2));
   return program;
 }

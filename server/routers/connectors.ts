@@ -1,5 +1,6 @@
 import { connectorListInput, connectorRefInput, emptyInput } from '../../shared/schemas.js';
 import { adminProcedure, router } from '../trpc.js';
+import { statusToggles } from './status-toggles.js';
 
 export const connectorsRouter = router({
   list: adminProcedure
@@ -9,12 +10,9 @@ export const connectorsRouter = router({
     .input(connectorRefInput)
     .query(({ ctx, input }) => ctx.services.connectors.get(input.connectorId)),
   counts: adminProcedure.input(emptyInput).query(({ ctx }) => ctx.services.connectors.counts()),
-  disable: adminProcedure
-    .input(connectorRefInput)
-    .mutation(({ ctx, input }) => ctx.services.connectors.setStatus(input.connectorId, 'disabled', ctx.meta)),
-  enable: adminProcedure
-    .input(connectorRefInput)
-    .mutation(({ ctx, input }) => ctx.services.connectors.setStatus(input.connectorId, 'enabled', ctx.meta)),
+  ...statusToggles(connectorRefInput, (ctx, input, status) =>
+    ctx.services.connectors.setStatus(input.connectorId, status, ctx.meta),
+  ),
   revoke: adminProcedure
     .input(connectorRefInput)
     .mutation(({ ctx, input }) =>

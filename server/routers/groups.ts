@@ -6,6 +6,7 @@ import {
   groupUpdateInput,
 } from '../../shared/schemas.js';
 import { adminProcedure, router } from '../trpc.js';
+import { statusToggles } from './status-toggles.js';
 
 export const groupsRouter = router({
   create: adminProcedure
@@ -16,12 +17,9 @@ export const groupsRouter = router({
   update: adminProcedure
     .input(groupUpdateInput)
     .mutation(({ ctx, input }) => ctx.services.groups.update(input, ctx.meta)),
-  disable: adminProcedure
-    .input(groupRefInput)
-    .mutation(({ ctx, input }) => ctx.services.groups.setStatus(input.groupId, 'disabled', ctx.meta)),
-  enable: adminProcedure
-    .input(groupRefInput)
-    .mutation(({ ctx, input }) => ctx.services.groups.setStatus(input.groupId, 'enabled', ctx.meta)),
+  ...statusToggles(groupRefInput, (ctx, input, status) =>
+    ctx.services.groups.setStatus(input.groupId, status, ctx.meta),
+  ),
   delete: adminProcedure
     .input(groupDeleteInput)
     .mutation(({ ctx, input }) => ctx.services.groups.delete(input.groupId, input.force ?? false, ctx.meta)),
