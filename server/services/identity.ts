@@ -5,7 +5,7 @@ import { DomainError } from '../../shared/errors.js';
 import { writeFileDurably } from '../../shared/private-files.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
-import { DataFileError } from '../store/lowdb-store.js';
+import { DataFileError } from '../store/data-file.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 export interface StoredSigningKey {

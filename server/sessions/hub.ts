@@ -436,13 +436,13 @@ export class SessionHub implements Presence {
     // A revoke or delete whose write failed has told the agent already: its record must not let it back.
     const unsaved = this.o.connectors.unsavedTermination(connectorId);
     if (unsaved) throw new DomainError(unsaved === 'revoked' ? 'CONNECTOR_REVOKED' : 'CONNECTOR_NOT_FOUND');
-    return this.o.store.read((data) => {
-      const record = data.connectors[connectorId];
+    return this.o.store.read((view) => {
+      const record = view.get('connectors', connectorId);
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
       if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
       // The record's thumbprint must match too: an identity is bound to the key pair that enrolled.
       if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
-      const group = data.groups[record.groupId];
+      const group = view.get('groups', record.groupId);
       const disabled = record.status === 'disabled' || group?.status === 'disabled';
       return { effectiveStatus: disabled ? 'disabled' : 'enabled', host: record.host };
     });
@@ -674,9 +674,9 @@ export class SessionHub implements Presence {
   }
 
   private statusEvent(connectorId: string, scope: 'connector' | 'group'): SessionEvent {
-    const status = this.o.store.read((data) => {
-      const record = data.connectors[connectorId];
-      const group = record ? data.groups[record.groupId] : undefined;
+    const status = this.o.store.read((view) => {
+      const record = view.get('connectors', connectorId);
+      const group = record ? view.get('groups', record.groupId) : undefined;
       return record?.status === 'disabled' || group?.status === 'disabled' ? 'disabled' : 'enabled';
     });
     return { type: 'status', status, scope };
