@@ -1,7 +1,7 @@
 import { DAY_MS } from '../../shared/durations.js';
 import { DomainError } from '../../shared/errors.js';
-import { writeFileDurably } from '../../shared/private-files.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
+import { DurableTextFile } from '../store/durable-files.js';
 import type { ApiKeyRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
@@ -52,7 +52,7 @@ export class ApiKeyService {
     const now = this.deps.clock.now();
     if (this.deps.store.read((view) => usableAdminKeys(view, now).length > 0)) return false;
     const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
-    await writeFileDurably(file, `${created.key}\n`);
+    await new DurableTextFile(file).write(`${created.key}\n`);
     await this.deps.audit.record({
       type: 'api_key.bootstrapped',
       actor: { kind: 'system' },

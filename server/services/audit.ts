@@ -4,33 +4,17 @@ import { dirname } from 'node:path';
 import { DomainError } from '../../shared/errors.js';
 import { type FileSync, realSync, syncDir } from '../../shared/private-files.js';
 import type { Clock } from '../clock.js';
+import {
+  type AuditReadOptions,
+  listAuditEvents,
+  matchesType,
+  rotateAuditFiles,
+} from '../store/audit-files.js';
+import type { AuditEvent } from '../store/audit-records.js';
 import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
-import { type AuditReadOptions, listAuditEvents, matchesType, rotateAuditFiles } from './audit-files.js';
 import { randomId } from './secrets.js';
 
-export type AuditActor =
-  | { kind: 'admin'; apiKeyId: string }
-  | { kind: 'agent'; connectorId: string | null }
-  | { kind: 'system' }
-  /** A caller who proved nothing: a missing or made-up admin key. */
-  | { kind: 'anonymous' };
-
-export interface AuditEvent {
-  id: string;
-  at: string;
-  /** Dotted, e.g. `group.created`, `enrollment.refused`, `session.replaced`. */
-  type: string;
-  actor: AuditActor;
-  outcome: 'success' | 'refused';
-  reason: string | null;
-  /** Set on events a security team should look at (a superseded or expired key in use, …). */
-  security: boolean;
-  remoteAddress: string | null;
-  groupId: string | null;
-  connectorId: string | null;
-  keyId: string | null;
-  details: Record<string, unknown>;
-}
+export type { AuditActor, AuditEvent } from '../store/audit-records.js';
 
 export type AuditInput = Pick<AuditEvent, 'type' | 'actor'> &
   Partial<Omit<AuditEvent, 'id' | 'at' | 'type' | 'actor'>>;

@@ -1,7 +1,7 @@
 import { type FileHandle, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type FileSync, realSync, syncDir } from '../../shared/private-files.js';
-import type { AuditEvent } from './audit.js';
+import type { AuditEvent } from './audit-records.js';
 
 /**
  * The audit log on disk: the current file (`audit.jsonl`) and the pieces rotated out of it,
