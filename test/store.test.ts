@@ -9,16 +9,8 @@ import { JournalStore } from '../server/store/journal-store.js';
 import type { GroupRecord } from '../server/store/records.js';
 import { writeFileDurably } from '../shared/private-files.js';
 import { tempDir } from './helpers/server.js';
+import { groupRecord as group } from './helpers/store-contract.js';
 import { SyncLog } from './helpers/sync-log.js';
-
-const group = (id: string, name = id): GroupRecord => ({
-  id,
-  name,
-  description: 'x'.repeat(200),
-  status: 'enabled',
-  createdAt: 0,
-  currentKeyId: '',
-});
 
 function tryMount(dir: string, size: string): boolean {
   try {
