@@ -3,11 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
+import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { FileAuditLog } from './services/audit.js';
 import { IdentityAuthority } from './services/identity.js';
-import { DataFileError, LowdbStore, writeFileDurably } from './store/lowdb-store.js';
+import { DataFileError } from './store/data-file.js';
+import { JournalStore } from './store/journal-store.js';
 
 // The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
 // file and what to do, as one line.
@@ -57,7 +59,7 @@ export async function loadTlsPair(certFile: string, keyFile: string): Promise<{ 
 
 export interface DataFiles {
   secret: Buffer;
-  store: LowdbStore;
+  store: JournalStore;
   audit: FileAuditLog;
   identity: IdentityAuthority;
 }
@@ -69,7 +71,7 @@ export async function openDataFiles(
 ): Promise<DataFiles> {
   const file = (name: string) => join(config.dataDir, name);
   const secret = await loadOrCreateSecret(file('secret.key'));
-  const store = await LowdbStore.open(file('store.json'), {
+  const store = await JournalStore.open(file('store.json'), {
     onWriteError: (error) =>
       logger.error(
         { err: error },

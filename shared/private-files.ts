@@ -148,17 +148,52 @@ export async function ensurePrivateDir(dir: string, label: DirLabel): Promise<vo
 }
 
 /**
+ * The fsync calls durability rests on, behind one seam: the real ones by default; a test passes a
+ * wrapper that calls them and notes when, to check that a write resolves only after its sync.
+ */
+export interface FileSync {
+  /** fsync of an open file (fdatasync when `dataOnly`: the data and the size, not the times). */
+  file(handle: FileHandle, path: string, dataOnly?: boolean): Promise<void>;
+  /** fsync of a folder: makes the entries in it (a rename, an unlink) durable. */
+  folder(dir: string): Promise<void>;
+}
+
+/** The real fsync and fdatasync. */
+export const realSync: FileSync = {
+  file: (handle, _path, dataOnly = false) => (dataOnly ? handle.datasync() : handle.sync()),
+  async folder(dir) {
+    const handle = await open(dir, constants.O_RDONLY);
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  },
+};
+
+export interface DurableWriteOptions {
+  /** @default 0o600 */
+  mode?: number;
+  /** @default realSync */
+  sync?: FileSync;
+}
+
+/**
  * Writes `text` to `file` so that after it resolves the content survives a crash or power cut, and
  * so that a link planted at the file or its temp name is never written through: a temp file of a
  * random name created exclusively (never an existing file or link), fsync, rename over `file` (which
  * replaces a link rather than following it), fsync of the folder.
  */
-export async function writeFileDurably(file: string, text: string, mode = 0o600): Promise<void> {
+export async function writeFileDurably(
+  file: string,
+  text: string,
+  { mode = 0o600, sync = realSync }: DurableWriteOptions = {},
+): Promise<void> {
   const tmp = `${file}.tmp-${randomBytes(8).toString('hex')}`;
   const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, mode);
   try {
     await handle.writeFile(text);
-    await handle.sync();
+    await sync.file(handle, tmp);
   } catch (error) {
     await handle.close().catch(() => {});
     await unlink(tmp).catch(() => {});
@@ -171,17 +206,12 @@ export async function writeFileDurably(file: string, text: string, mode = 0o600)
     await unlink(tmp).catch(() => {});
     throw error;
   }
-  await syncDir(dirname(file));
+  await sync.folder(dirname(file));
 }
 
 /** Makes the entries of `dir` (a rename, an unlink) durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+export function syncDir(dir: string, sync: FileSync = realSync): Promise<void> {
+  return sync.folder(dir);
 }
 
 /**

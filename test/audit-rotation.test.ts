@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { type AuditEvent, FileAuditLog } from '../server/services/audit.js';
-import { listAuditEvents, readAuditEvents, rotateAuditFiles } from '../server/services/audit-files.js';
+import { listAuditEvents, readAuditEvents, rotateAuditFiles } from '../server/store/audit-files.js';
 import { tempDir } from './helpers/server.js';
 
 const actor = { kind: 'system' } as const;

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { enrollSim } from './helpers/agent-sim.js';
@@ -133,5 +133,34 @@ describe('lazy audit events (agent connects)', () => {
     void log.record({ type: 'session.connected', actor, connectorId: 'con_closing' }, { lazy: true });
     await log.close();
     expect((await readFile(file, 'utf8')).includes('con_closing')).toBe(true);
+  });
+});
+
+describe('audit durability', () => {
+  it('an event resolves only after its line is synced; a rotation syncs the folder before the new file is written', async () => {
+    const { FileAuditLog } = await import('../server/services/audit.js');
+    const { ManualClock } = await import('../server/clock.js');
+    const { tempDir } = await import('./helpers/server.js');
+    const { SyncLog } = await import('./helpers/sync-log.js');
+    const dir = await tempDir();
+    const file = join(dir, 'audit.jsonl');
+    const syncs = new SyncLog();
+    const log = await FileAuditLog.open(file, new ManualClock(), { sync: syncs, maxBytes: 600, keep: 2 });
+    const actor = { kind: 'system' } as const;
+    for (let i = 0; i < 4; i++) {
+      const from = syncs.entries.length;
+      await log.record({ type: 'group.created', actor, details: { i, pad: 'x'.repeat(200) } });
+      syncs.note('resolved');
+      const seen = syncs.since(from);
+      expect(seen.slice(-2), seen.join(', ')).toEqual(['synced audit.jsonl', 'resolved']);
+    }
+    // Past 600 bytes the file was rotated: its folder synced (twice: the renames, the new file),
+    // each time before the next event was written to the new file.
+    const folderSyncs = syncs.entries.filter((e) => e === 'synced folder').length;
+    expect(folderSyncs).toBeGreaterThanOrEqual(2);
+    expect(folderSyncs % 2).toBe(0);
+    expect(syncs.entries.join(', ')).toContain('synced folder, synced folder, synced audit.jsonl, resolved');
+    await log.close();
+    await rm(dir, { recursive: true });
   });
 });

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
-import { loadStoreFiles } from '../server/store/lowdb-store.js';
+import { loadStoreFiles } from '../server/store/journal.js';
 import { enrollSim } from './helpers/agent-sim.js';
 import { spawnServer } from './helpers/processes.js';
 import { tempDir } from './helpers/server.js';

@@ -13,7 +13,7 @@ import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
 import { FileAuditLog } from '../server/services/audit.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
-import { loadStoreFiles } from '../server/store/lowdb-store.js';
+import { loadStoreFiles } from '../server/store/journal.js';
 import { enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { spawnServer } from './helpers/processes.js';

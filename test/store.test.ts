@@ -1,21 +1,16 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DataFileError, journalFileOf, LowdbStore, loadStoreFiles } from '../server/store/lowdb-store.js';
-import { MemoryStore } from '../server/store/memory-store.js';
+import { DataFileError } from '../server/store/data-file.js';
+import { journalFileOf, loadStoreFiles } from '../server/store/journal.js';
+import { JournalStore } from '../server/store/journal-store.js';
 import type { GroupRecord } from '../server/store/records.js';
-import { DomainError } from '../shared/errors.js';
+import { writeFileDurably } from '../shared/private-files.js';
 import { tempDir } from './helpers/server.js';
-
-const group = (id: string, name = id): GroupRecord => ({
-  id,
-  name,
-  description: 'x'.repeat(200),
-  status: 'enabled',
-  createdAt: 0,
-  currentKeyId: '',
-});
+import { groupRecord as group } from './helpers/store-contract.js';
+import { SyncLog } from './helpers/sync-log.js';
 
 function tryMount(dir: string, size: string): boolean {
   try {
@@ -26,63 +21,17 @@ function tryMount(dir: string, size: string): boolean {
   }
 }
 
-describe('LowdbStore', () => {
-  it('creates the data file on open and reads back what was committed', async () => {
-    const dir = await tempDir();
-    const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file);
-    await store.transact((d) => {
-      d.groups.g1 = group('g1');
-    });
-    await store.close();
-    const again = await LowdbStore.open(file);
-    expect(again.read((d) => d.groups.g1?.name)).toBe('g1');
-    await again.close();
-    await rm(dir, { recursive: true });
-  });
-
-  it('a snapshot keeps the records of its instant while they change in place, are deleted or added, within one commit window too', async () => {
-    const dir = await tempDir();
-    const store = await LowdbStore.open(join(dir, 'store.json'));
-    await store.transact((d) => {
-      for (const id of ['a', 'b', 'c']) d.groups[id] = group(id);
-    });
-    // A change not yet written when the snapshot is taken, changed again after it.
-    const first = store.transact((d) => {
-      d.groups.a!.name = 'a1';
-    });
-    const snapshot = store.snapshot();
-    const second = store.transact((d) => {
-      d.groups.a!.name = 'a2';
-      delete d.groups.b;
-      d.groups.d = group('d');
-    });
-    store.touch((d) => {
-      d.groups.c!.status = 'disabled';
-    });
-    await Promise.all([first, second]);
-    const seen = () =>
-      snapshot.sections
-        .find(([section]) => section === 'groups')![1]
-        .map((r) => snapshot.asOfSnapshot(r) as GroupRecord)
-        .map((g) => `${g.id}:${g.name}:${g.status}`)
-        .sort();
-    expect(seen()).toEqual(['a:a1:enabled', 'b:b:enabled', 'c:c:enabled']);
-    snapshot.release();
-    await store.close();
-    await rm(dir, { recursive: true });
-  });
-
+describe('JournalStore', () => {
   it('group-commits: 500 concurrent transactions take a handful of writes, and each resolves only after its write', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file);
+    const store = await JournalStore.open(file);
     const before = store.stats.writes;
     const done = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
         store
-          .transact((d) => {
-            d.groups[`g${i}`] = group(`g${i}`);
+          .transact((tx) => {
+            tx.put('groups', group(`g${i}`));
             return i;
           })
           .then(async (i) => {
@@ -100,19 +49,6 @@ describe('LowdbStore', () => {
     await rm(dir, { recursive: true });
   });
 
-  it('leaves the state untouched when the transaction function throws', async () => {
-    const dir = await tempDir();
-    const store = await LowdbStore.open(join(dir, 'store.json'));
-    await expect(
-      store.transact(() => {
-        throw new DomainError('GROUP_NOT_FOUND');
-      }),
-    ).rejects.toMatchObject({ reason: 'GROUP_NOT_FOUND' });
-    expect(store.read((d) => Object.keys(d.groups))).toEqual([]);
-    await store.close();
-    await rm(dir, { recursive: true });
-  });
-
   it('refuses to open a corrupt or truncated file, naming it, and does not overwrite it', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
@@ -124,7 +60,7 @@ describe('LowdbStore', () => {
       '{"schemaVersion":1,"groups":[]}',
     ]) {
       await writeFile(file, content);
-      const error = await LowdbStore.open(file).catch((e: unknown) => e);
+      const error = await JournalStore.open(file).catch((e: unknown) => e);
       expect(error, content).toBeInstanceOf(DataFileError);
       expect((error as Error).message).toContain(file);
       expect(await readFile(file, 'utf8')).toBe(content);
@@ -136,24 +72,24 @@ describe('LowdbStore', () => {
     const dir = await tempDir();
     const sub = join(dir, 'data');
     await mkdir(sub);
-    const store = await LowdbStore.open(join(sub, 'store.json'));
-    await store.transact((d) => {
-      d.groups.kept = group('kept');
+    const store = await JournalStore.open(join(sub, 'store.json'));
+    await store.transact((tx) => {
+      tx.put('groups', group('kept'));
     });
     await rm(sub, { recursive: true });
-    const failing = store.transact((d) => {
-      d.groups.lost = group('lost');
+    const failing = store.transact((tx) => {
+      tx.put('groups', group('lost'));
     });
-    const queued = store.transact((d) => {
-      d.groups.alsoLost = group('alsoLost');
+    const queued = store.transact((tx) => {
+      tx.put('groups', group('alsoLost'));
     });
     await expect(failing).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
     await expect(queued).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-    expect(store.read((d) => Object.keys(d.groups))).toEqual(['kept']);
+    expect(store.read((v) => v.list('groups').map((g) => g.id))).toEqual(['kept']);
     expect(store.stats.failedWrites).toBeGreaterThan(0);
     await mkdir(sub);
-    await store.transact((d) => {
-      d.groups.after = group('after');
+    await store.transact((tx) => {
+      tx.put('groups', group('after'));
     });
     expect(Object.keys(JSON.parse(await readFile(join(sub, 'store.json'), 'utf8')).groups)).toEqual([
       'kept',
@@ -171,15 +107,15 @@ describe('LowdbStore', () => {
     }
     try {
       const file = join(dir, 'store.json');
-      const store = await LowdbStore.open(file);
-      await store.transact((d) => {
-        d.groups.small = group('small');
+      const store = await JournalStore.open(file);
+      await store.transact((tx) => {
+        tx.put('groups', group('small'));
       });
-      const big = store.transact((d) => {
-        for (let i = 0; i < 400; i++) d.groups[`big${i}`] = group(`big${i}`);
+      const big = store.transact((tx) => {
+        for (let i = 0; i < 400; i++) tx.put('groups', group(`big${i}`));
       });
       await expect(big).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-      expect(store.read((d) => Object.keys(d.groups))).toEqual(['small']);
+      expect(store.read((v) => v.list('groups').map((g) => g.id))).toEqual(['small']);
       expect(Object.keys(loadStoreFiles(file)!.groups)).toEqual(['small']);
       await store.close();
     } finally {
@@ -189,17 +125,17 @@ describe('LowdbStore', () => {
   });
 });
 
-describe('LowdbStore journal', () => {
+describe('JournalStore journal', () => {
   it('commits append the changed records to the journal; the data file is not rewritten per commit', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file);
+    const store = await JournalStore.open(file);
     const before = await readFile(file, 'utf8');
-    await store.transact((d) => {
-      d.groups.g1 = group('g1');
+    await store.transact((tx) => {
+      tx.put('groups', group('g1'));
     });
-    await store.transact((d) => {
-      d.groups.g1!.status = 'disabled';
+    await store.transact((tx) => {
+      tx.patch('groups', 'g1', { status: 'disabled' });
     });
     expect(await readFile(file, 'utf8')).toBe(before);
     const lines = (await readFile(journalFileOf(file), 'utf8')).trim().split('\n');
@@ -210,12 +146,12 @@ describe('LowdbStore journal', () => {
     // A crash now (no close): a new store replays the journal and goes on appending to it, without
     // rewriting the data file at start-up; close folds it in.
     const journalBefore = await readFile(journalFileOf(file), 'utf8');
-    const again = await LowdbStore.open(file);
-    expect(again.read((d) => d.groups.g1?.status)).toBe('disabled');
+    const again = await JournalStore.open(file);
+    expect(again.read((v) => v.get('groups', 'g1')?.status)).toBe('disabled');
     expect(await readFile(file, 'utf8')).toBe(before);
     expect(again.stats.compactions).toBe(0);
-    await again.transact((d) => {
-      d.groups.g2 = group('g2');
+    await again.transact((tx) => {
+      tx.put('groups', group('g2'));
     });
     expect(await readFile(journalFileOf(file), 'utf8')).toBe(
       `${journalBefore}${JSON.stringify({ ops: [['groups', 'g2', group('g2')]] })}\n`,
@@ -229,22 +165,22 @@ describe('LowdbStore journal', () => {
   it('drops a torn last journal line (a crash mid-append) and refuses a damaged one in the middle', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file);
-    await store.transact((d) => {
-      d.groups.kept = group('kept');
+    const store = await JournalStore.open(file);
+    await store.transact((tx) => {
+      tx.put('groups', group('kept'));
     });
     const { appendFile, writeFile } = await import('node:fs/promises');
     await appendFile(journalFileOf(file), '{"ops":[["groups","torn",{"id":"to');
-    const reopened = await LowdbStore.open(file);
-    expect(reopened.read((d) => Object.keys(d.groups))).toEqual(['kept']);
+    const reopened = await JournalStore.open(file);
+    expect(reopened.read((v) => v.list('groups').map((g) => g.id))).toEqual(['kept']);
     // The torn tail is cut off on disk, so the next append starts a line of its own.
     expect((await readFile(journalFileOf(file), 'utf8')).endsWith('}\n')).toBe(true);
-    await reopened.transact((d) => {
-      d.groups.after = group('after');
+    await reopened.transact((tx) => {
+      tx.put('groups', group('after'));
     });
     const journal = await readFile(journalFileOf(file), 'utf8');
     await writeFile(journalFileOf(file), `garbage\n${journal}`);
-    const error = await LowdbStore.open(file).catch((e: unknown) => e);
+    const error = await JournalStore.open(file).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DataFileError);
     expect((error as Error).message).toContain(journalFileOf(file));
     await rm(dir, { recursive: true });
@@ -253,10 +189,10 @@ describe('LowdbStore journal', () => {
   it('folds the journal into the data file once it passes the threshold', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file, { compactAfterBytes: 2000 });
+    const store = await JournalStore.open(file, { compactAfterBytes: 2000 });
     for (let i = 0; i < 20; i++) {
-      await store.transact((d) => {
-        d.groups[`g${i}`] = group(`g${i}`);
+      await store.transact((tx) => {
+        tx.put('groups', group(`g${i}`));
       });
     }
     expect(store.stats.compactions).toBeGreaterThanOrEqual(2);
@@ -271,11 +207,11 @@ describe('LowdbStore journal', () => {
   it('journals only the fields a touch changed, merged on replay; a record a transaction also changed is journalled whole', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file, { lazyFlushMs: 60_000 });
-    await store.transact((d) => {
-      d.groups.a = group('a');
-      d.groups.b = group('b');
-      d.groups.c = group('c');
+    const store = await JournalStore.open(file, { lazyFlushMs: 60_000 });
+    await store.transact((tx) => {
+      tx.put('groups', group('a'));
+      tx.put('groups', group('b'));
+      tx.put('groups', group('c'));
     });
     const journalLines = async () =>
       (await readFile(journalFileOf(file), 'utf8'))
@@ -283,19 +219,15 @@ describe('LowdbStore journal', () => {
         .split('\n')
         .map((l) => JSON.parse(l).ops);
     const linesBefore = (await journalLines()).length;
-    store.touch((d) => {
-      d.groups.a!.createdAt = 5;
-      d.groups.a!.status = 'disabled';
-      d.groups.b!.createdAt = 6;
-      d.groups.c!.createdAt = 7;
-    });
+    store.touch('groups', 'a', { createdAt: 5 });
+    store.touch('groups', 'a', { status: 'disabled' });
+    store.touch('groups', 'b', { createdAt: 6 });
+    store.touch('groups', 'c', { createdAt: 7 });
     // b is also changed by a transaction in the same window; c loses a field (no patch can say that).
-    await store.transact((d) => {
-      d.groups.b!.name = 'renamed';
+    await store.transact((tx) => {
+      tx.patch('groups', 'b', { name: 'renamed' });
     });
-    store.touch((d) => {
-      delete (d.groups.c as Partial<GroupRecord>).description;
-    });
+    store.touch('groups', 'c', { description: undefined } as Partial<GroupRecord>);
     await store.transact(() => {});
     const written = (await journalLines()).slice(linesBefore).flat();
     expect(written).toContainEqual(['groups', 'a', { createdAt: 5, status: 'disabled' }, 1]);
@@ -303,9 +235,15 @@ describe('LowdbStore journal', () => {
     const { description: _gone, ...withoutDescription } = { ...group('c'), createdAt: 7 };
     expect(written).toContainEqual(['groups', 'c', withoutDescription]);
     // Replayed after a crash (no close), the patches land on the records they name.
-    expect(loadStoreFiles(file)?.groups).toEqual(store.read((d) => d.groups));
-    const reopened = await LowdbStore.open(file);
-    expect(reopened.read((d) => d.groups.a)).toEqual({ ...group('a'), createdAt: 5, status: 'disabled' });
+    expect(loadStoreFiles(file)?.groups).toEqual(
+      store.read((v) => Object.fromEntries(v.list('groups').map((g) => [g.id, g]))),
+    );
+    const reopened = await JournalStore.open(file);
+    expect(reopened.read((v) => v.get('groups', 'a'))).toEqual({
+      ...group('a'),
+      createdAt: 5,
+      status: 'disabled',
+    });
     await reopened.close();
     await rm(dir, { recursive: true });
   });
@@ -313,21 +251,21 @@ describe('LowdbStore journal', () => {
   it('lets the journal grow to the size of the data file before rewriting it (each journalled byte costs at most one rewritten byte)', async () => {
     const dir = await tempDir();
     const file = join(dir, 'store.json');
-    const store = await LowdbStore.open(file, { compactAfterBytes: 1000 });
+    const store = await JournalStore.open(file, { compactAfterBytes: 1000 });
     // A data file of ~25 KB: 100 groups in one commit (the first commit past 1,000 bytes compacts).
-    await store.transact((d) => {
-      for (let i = 0; i < 100; i++) d.groups[`big${i}`] = group(`big${i}`);
+    await store.transact((tx) => {
+      for (let i = 0; i < 100; i++) tx.put('groups', group(`big${i}`));
     });
-    await store.transact((d) => {
-      d.groups.one = group('one');
+    await store.transact((tx) => {
+      tx.put('groups', group('one'));
     });
     const compactionsBefore = store.stats.compactions;
     const dataBytes = (await readFile(file)).length;
     expect(dataBytes).toBeGreaterThan(20_000);
     // ~300 bytes a commit: well past 1,000 bytes of journal, still short of the data file's size.
     for (let i = 0; i < 40; i++) {
-      await store.transact((d) => {
-        d.groups.one!.name = `name ${i}`;
+      await store.transact((tx) => {
+        tx.patch('groups', 'one', { name: `name ${i}` });
       });
     }
     const journalBytes = (await readFile(journalFileOf(file))).length;
@@ -335,12 +273,12 @@ describe('LowdbStore journal', () => {
     expect(journalBytes).toBeLessThan(dataBytes);
     expect(store.stats.compactions).toBe(compactionsBefore);
     for (let i = 0; i < 200 && store.stats.compactions === compactionsBefore; i++) {
-      await store.transact((d) => {
-        d.groups.one!.name = `more ${i}`;
+      await store.transact((tx) => {
+        tx.patch('groups', 'one', { name: `more ${i}` });
       });
     }
     expect(store.stats.compactions).toBe(compactionsBefore + 1);
-    expect(loadStoreFiles(file)?.groups.one?.name).toBe(store.read((d) => d.groups.one?.name));
+    expect(loadStoreFiles(file)?.groups.one?.name).toBe(store.read((v) => v.get('groups', 'one')?.name));
     await store.close();
     await rm(dir, { recursive: true });
   });
@@ -349,22 +287,24 @@ describe('LowdbStore journal', () => {
     const dir = await tempDir();
     const sub = join(dir, 'data');
     await mkdir(sub);
-    const store = await LowdbStore.open(join(sub, 'store.json'));
-    await store.transact((d) => {
-      d.groups.g = group('g', 'durable');
+    const store = await JournalStore.open(join(sub, 'store.json'));
+    await store.transact((tx) => {
+      tx.put('groups', group('g', 'durable'));
     });
     await rm(sub, { recursive: true });
-    const first = store.transact((d) => {
-      d.groups.g!.name = 'first';
+    const first = store.transact((tx) => {
+      tx.patch('groups', 'g', { name: 'first' });
     });
-    const second = store.transact((d) => {
-      d.groups.g!.name = 'second';
-      delete d.groups.g;
-      d.groups.h = group('h');
+    const second = store.transact((tx) => {
+      tx.patch('groups', 'g', { name: 'second' });
+      tx.delete('groups', 'g');
+      tx.put('groups', group('h'));
     });
     await expect(first).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
     await expect(second).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-    expect(store.read((d) => d.groups)).toEqual({ g: group('g', 'durable') });
+    expect(store.read((v) => Object.fromEntries(v.list('groups').map((g) => [g.id, g])))).toEqual({
+      g: group('g', 'durable'),
+    });
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -373,29 +313,27 @@ describe('LowdbStore journal', () => {
     const sub = join(dir, 'data');
     await mkdir(sub);
     const file = join(sub, 'store.json');
-    const store = await LowdbStore.open(file, { lazyFlushMs: 60_000 });
-    await store.transact((d) => {
-      d.groups.g = group('g', 'durable');
-      d.groups.t = group('t', 'durable');
+    const store = await JournalStore.open(file, { lazyFlushMs: 60_000 });
+    await store.transact((tx) => {
+      tx.put('groups', group('g', 'durable'));
+      tx.put('groups', group('t', 'durable'));
     });
     await rm(sub, { recursive: true });
     // A touch alone (last-seen style), then a touch followed by a transaction on the same record.
-    store.touch((d) => {
-      d.groups.t!.createdAt = 1;
-      d.groups.g!.createdAt = 2;
-    });
-    const failing = store.transact((d) => {
-      d.groups.g!.name = 'lost';
+    store.touch('groups', 't', { createdAt: 1 });
+    store.touch('groups', 'g', { createdAt: 2 });
+    const failing = store.transact((tx) => {
+      tx.patch('groups', 'g', { name: 'lost' });
     });
     await expect(failing).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
     // The transaction's change is gone; the touches made before it stay in memory.
-    expect(store.read((d) => d.groups)).toEqual({
+    expect(store.read((v) => Object.fromEntries(v.list('groups').map((g) => [g.id, g])))).toEqual({
       g: { ...group('g', 'durable'), createdAt: 2 },
       t: { ...group('t', 'durable'), createdAt: 1 },
     });
     await mkdir(sub);
-    await store.transact((d) => {
-      d.groups.other = group('other');
+    await store.transact((tx) => {
+      tx.put('groups', group('other'));
     });
     // …and the next commit carries them to disk, though nothing touched them again.
     expect(loadStoreFiles(file)?.groups).toMatchObject({
@@ -407,18 +345,51 @@ describe('LowdbStore journal', () => {
   });
 });
 
-describe('MemoryStore', () => {
-  it('applies transactions at once and can simulate a failing disk', async () => {
-    const store = new MemoryStore();
-    await store.transact((d) => {
-      d.groups.a = group('a');
-    });
-    store.failWrites = true;
-    await expect(
-      store.transact((d) => {
-        d.groups.b = group('b');
-      }),
-    ).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-    expect(store.read((d) => Object.keys(d.groups))).toEqual(['a']);
+describe('durable writes resolve after their syncs', () => {
+  /**
+   * Writes `text` through `write` and notes, at each real fsync, what the disk holds then: the
+   * order write → sync of the temp file → rename → sync of the folder → resolved.
+   */
+  async function orderOf(file: string, text: string, write: (syncs: SyncLog) => Promise<unknown>) {
+    const syncs = new SyncLog();
+    const holds = (path: string) => existsSync(path) && readFileSync(path, 'utf8') === text;
+    syncs.onFile = (path) => {
+      if (path !== file && holds(path)) syncs.note('written');
+      if (holds(file)) syncs.note('renamed');
+    };
+    syncs.onFolder = () => {
+      if (holds(file)) syncs.note('renamed');
+    };
+    await write(syncs);
+    syncs.note('resolved');
+    return syncs.entries;
+  }
+
+  it('writeFileDurably: the temp file is written and synced, renamed, the folder synced, then it resolves', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'secret.key');
+    await writeFile(file, 'old');
+    const order = await orderOf(file, 'new', (sync) => writeFileDurably(file, 'new', { sync }));
+    expect(order).toEqual(['written', 'synced secret.key.tmp', 'renamed', 'synced folder', 'resolved']);
+    await rm(dir, { recursive: true });
+  });
+
+  it('a commit that rewrites the data file resolves after the rename and the folder are synced', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'store.json');
+    const syncs = new SyncLog();
+    const store = await JournalStore.open(file, { compactAfterBytes: 1, sync: syncs });
+    // Commits append to the journal until it outgrows the data file; that one rewrites it whole.
+    let order: string[] = [];
+    for (let i = 0; i < 20 && store.stats.compactions === 1; i++) {
+      const from = syncs.entries.length;
+      await store.transact((tx) => tx.put('groups', group(`g${i}`))).then(() => syncs.note('resolved'));
+      order = syncs.since(from);
+    }
+    expect(store.stats.compactions).toBe(2);
+    expect(order).toEqual(['synced store.json.tmp', 'synced folder', 'synced store.journal', 'resolved']);
+    expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')).groups)).toContain('g1');
+    await store.close();
+    await rm(dir, { recursive: true });
   });
 });

@@ -9,7 +9,6 @@
  *
  *   node --import tsx scripts/bench/backup-stall.ts [sizes=25000]
  */
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,41 +18,10 @@ import { BACKUP_PATH } from '../../server/backup/http-endpoint.js';
 import { takeSnapshot } from '../../server/backup/snapshot.js';
 import { systemClock } from '../../server/clock.js';
 import { defaultConfig } from '../../server/server-config.js';
-import { randomId } from '../../server/services/secrets.js';
-import { LowdbStore, writeFileDurably } from '../../server/store/lowdb-store.js';
-import type { ConnectorRecord, StoreData } from '../../server/store/records.js';
+import { JournalStore } from '../../server/store/journal-store.js';
+import { writeFileDurably } from '../../shared/private-files.js';
+import { seededStoreData } from './lib/seed-store.js';
 import { monoMs } from './lib/stats.js';
-
-function connector(groupId: string, i: number): ConnectorRecord {
-  const now = Date.now();
-  return {
-    id: randomId('con'),
-    groupId,
-    name: `bench-host-${i}`,
-    status: 'enabled',
-    enrolledAt: now + i,
-    enrolledWithKeyId: 'pk_0123456789ab',
-    keyThumbprint: 'x'.repeat(43),
-    agentVersion: '0.1.0',
-    host: {
-      hostname: `bench-host-${i}`,
-      os: 'Debian GNU/Linux',
-      platform: 'linux',
-      release: '6.1.0-bench',
-      arch: 'x64',
-      cpus: 2,
-      memoryBytes: 2 * 1024 ** 3,
-      ips: ['127.0.0.1', '10.0.0.12', 'fe80::1'],
-      machineId: randomUUID(),
-    },
-    remoteAddress: '127.0.1.2',
-    lastConnectedAt: now,
-    lastSeenAt: now,
-    identity: { issuedAt: now, expiresAt: now + 365 * 86_400_000, keyId: 'sk_0123456789abcdef' },
-    revokedAt: null,
-    revokeReason: null,
-  };
-}
 
 /** CPU time this process has used (user + system), ms: unlike wall time, not inflated by a busy machine. */
 const cpuMs = () => {
@@ -85,17 +53,7 @@ process.stdout.write(
 for (const size of sizes) {
   const dir = mkdtempSync(join(tmpdir(), 'backup-stall-'));
   try {
-    const data: StoreData = {
-      schemaVersion: 1,
-      groups: {},
-      provisioningKeys: {},
-      connectors: {},
-      apiKeys: {},
-    };
-    for (let i = 0; i < size; i++) {
-      const record = connector('grp_0123456789abcdef', i);
-      data.connectors[record.id] = record;
-    }
+    const data = seededStoreData(size);
     await writeFileDurably(join(dir, 'store.json'), JSON.stringify(data));
     const server = await startServer(defaultConfig({ dataDir: dir, port: 0 }), {
       logger: pino({ level: 'silent' }),
@@ -114,9 +72,9 @@ for (const size of sizes) {
       const seconds = (monoMs() - t0) / 1000;
       const snapshotMs: number[] = [];
       const stringifyMs: number[] = [];
-      const copy = await LowdbStore.open(join(dir, 'copy.json'));
-      await copy.transact((d) => {
-        for (const record of Object.values(data.connectors)) d.connectors[record.id] = record;
+      const copy = await JournalStore.open(join(dir, 'copy.json'));
+      await copy.transact((tx) => {
+        for (const record of Object.values(data.connectors)) tx.put('connectors', record);
       });
       for (let i = 0; i < 5; i++) {
         let s = cpuMs();

@@ -9,17 +9,10 @@ import { setMaxListeners } from 'node:events';
 import { parseArgs } from 'node:util';
 import { EnrollmentRefused, enroll } from '../../agent/enroll.js';
 import type { SavedIdentity } from '../../agent/identity-store.js';
-import {
-  agentTransport,
-  BareSim,
-  ProjectSim,
-  type Sim,
-  type SimHooks,
-  simHostFacts,
-  TrpcSim,
-} from './clients/sims.js';
+import { agentTransport, BareSim, ProjectSim, type Sim, type SimHooks, TrpcSim } from './clients/sims.js';
 import { fetchFrom } from './lib/http.js';
 import { serveIpc } from './lib/ipc.js';
+import { benchHostFacts } from './lib/seed-store.js';
 import { monoMs } from './lib/stats.js';
 import type {
   AllReady,
@@ -166,7 +159,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
     while (next < jobs.length && !controller.signal.aborted) {
       const group = jobs[next++]!;
       const hostName = `${name}-${group}-${pool[group].length + live.size + next}`;
-      const facts = simHostFacts(hostName);
+      const facts = benchHostFacts(hostName);
       const t0 = monoMs();
       try {
         const identity: SavedIdentity | null = await enroll(

@@ -1,5 +1,5 @@
 import type { AuditEvent } from '../services/audit.js';
-import { closeAuditPieces, openAuditPieces, readAuditEvents } from '../services/audit-files.js';
+import { closeAuditPieces, openAuditPieces, readAuditEvents } from '../store/audit-files.js';
 
 /**
  * Every event of an audit log from `since` on (all without it), oldest first, across its rotated

@@ -6,7 +6,7 @@ import { systemClock } from '../clock.js';
 import { defaultConfig } from '../server-config.js';
 import { FileAuditLog } from '../services/audit.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
-import { journalFileOf, loadStoreFiles } from '../store/lowdb-store.js';
+import { journalFileOf, loadStoreFiles } from '../store/journal.js';
 import { readAuditEventsOf } from './audit-events.js';
 import { type BackupContents, BackupFileError, decodeBackup, encodeBackup } from './format.js';
 import { type ReplayCounts, replayAfterSnapshot } from './replay.js';

@@ -3,6 +3,7 @@ import type { Policy } from '../services/deps.js';
 import { newSigningKey, type StoredSigningKey } from '../services/identity.js';
 import { rotateGroupKey } from '../services/provisioning-keys.js';
 import { SecretBox } from '../services/secrets.js';
+import { Transaction } from '../store/record-tables.js';
 import type { BackupContents } from './format.js';
 
 /** What a restore changed in the backup's state to match the audit log after the snapshot. */
@@ -51,44 +52,45 @@ export async function replayAfterSnapshot(
     provisioningKeysReplaced: 0,
     signingKeysRetired: 0,
   };
-  const data = contents.store;
+  // The same explicit changes as the live store's, straight over the backup's state (no journal).
+  const data = new Transaction(contents.store, () => {});
   const secretBox = new SecretBox(contents.secret);
   for (const event of events) {
     const at = Date.parse(event.at);
     if (!(at >= contents.snapshotAt) || event.outcome !== 'success') continue;
-    const connector = event.connectorId ? data.connectors[event.connectorId] : undefined;
+    const connector = event.connectorId ? data.get('connectors', event.connectorId) : undefined;
     switch (event.type) {
       case 'connector.revoked':
         if (connector && connector.status !== 'revoked') {
-          connector.status = 'revoked';
-          connector.revokedAt = at;
-          connector.revokeReason = (event.details.reason as string | null | undefined) ?? null;
-          connector.revocationConfirmedAt = null;
-          connector.revocationConfirmedFrom = null;
+          data.patch('connectors', connector.id, {
+            status: 'revoked',
+            revokedAt: at,
+            revokeReason: (event.details.reason as string | null | undefined) ?? null,
+            revocationConfirmedAt: null,
+            revocationConfirmedFrom: null,
+          });
           counts.connectorsRevoked++;
         }
         break;
       case 'connector.deleted':
       case 'connector.pending_expired':
         if (connector) {
-          delete data.connectors[connector.id];
+          data.delete('connectors', connector.id);
           counts.connectorsDeleted++;
         }
         break;
       case 'group.deleted': {
         const groupId = event.groupId;
-        if (!groupId || !data.groups[groupId]) break;
-        for (const c of Object.values(data.connectors))
-          if (c.groupId === groupId) delete data.connectors[c.id];
-        for (const k of Object.values(data.provisioningKeys))
-          if (k.groupId === groupId) delete data.provisioningKeys[k.id];
-        delete data.groups[groupId];
+        if (!groupId || !data.get('groups', groupId)) break;
+        for (const c of data.list('connectors')) if (c.groupId === groupId) data.delete('connectors', c.id);
+        for (const k of data.list('provisioningKeys'))
+          if (k.groupId === groupId) data.delete('provisioningKeys', k.id);
+        data.delete('groups', groupId);
         counts.groupsDeleted++;
         break;
       }
       case 'api_key.deleted':
-        if (event.keyId && data.apiKeys[event.keyId]) {
-          delete data.apiKeys[event.keyId];
+        if (event.keyId && data.delete('apiKeys', event.keyId)) {
           counts.apiKeysDeleted++;
         }
         break;
@@ -103,7 +105,7 @@ export async function replayAfterSnapshot(
       (event.type === 'connector.revoked' || event.type === 'provisioning_key.regenerated') &&
       typeof previousKeyId === 'string' &&
       event.groupId &&
-      data.groups[event.groupId]?.currentKeyId === previousKeyId
+      data.get('groups', event.groupId)?.currentKeyId === previousKeyId
     ) {
       rotateGroupKey(data, { secretBox, policy }, event.groupId, at);
       counts.provisioningKeysReplaced++;

@@ -61,8 +61,7 @@ export async function* backupChunks(
       for (let start = 0; start < list.length; start += RECORDS_PER_TURN) {
         await nextTurn();
         let part = '';
-        for (const record of list.slice(start, start + RECORDS_PER_TURN))
-          part += w.record(section, snapshot.records.asOfSnapshot(record));
+        for (const record of list.slice(start, start + RECORDS_PER_TURN)) part += w.record(section, record);
         records += Math.min(RECORDS_PER_TURN, list.length - start);
         yield part;
       }

@@ -20,7 +20,7 @@ export function registerServeCommand(program: Command): void {
   serve.action(async (flags: ServeFlagValues) => {
     const { parseServeConfig } = await import('../config.js');
     const { startServer, TlsConfigError } = await import('../app.js');
-    const { DataFileError } = await import('../store/lowdb-store.js');
+    const { DataFileError } = await import('../store/data-file.js');
     const { PrivateDirError } = await import('../../shared/private-files.js');
     const { DataDirLockedError } = await import('../store/data-dir-lock.js');
     let config: ReturnType<typeof parseServeConfig>;

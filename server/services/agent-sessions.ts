@@ -104,21 +104,24 @@ export class AgentSessionService {
     // A revoke or delete whose write failed has told the agent already: its record must not let it back.
     const unsaved = this.deps.unsavedTerminations.of(connectorId);
     if (unsaved) throw new DomainError(unsaved === 'revoked' ? 'CONNECTOR_REVOKED' : 'CONNECTOR_NOT_FOUND');
-    return this.deps.store.read((data) => {
-      const record = data.connectors[connectorId];
+    return this.deps.store.read((view) => {
+      const record = view.get('connectors', connectorId);
       if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
       if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
       // The record's thumbprint must match too: an identity is bound to the key pair that enrolled.
       if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
-      return { effectiveStatus: effectiveStatus(record, data.groups[record.groupId]), host: record.host };
+      return {
+        effectiveStatus: effectiveStatus(record, view.get('groups', record.groupId)),
+        host: record.host,
+      };
     });
   }
 
   /** The status a connector's session is told now: disabled if it or its group is. */
   currentStatus(connectorId: string): 'enabled' | 'disabled' {
-    return this.deps.store.read((data) => {
-      const record = data.connectors[connectorId];
-      return effectiveStatus(record, record ? data.groups[record.groupId] : undefined);
+    return this.deps.store.read((view) => {
+      const record = view.get('connectors', connectorId);
+      return effectiveStatus(record, record ? view.get('groups', record.groupId) : undefined);
     });
   }
 

@@ -1,8 +1,9 @@
 import { DAY_MS } from '../../shared/durations.js';
 import { DomainError } from '../../shared/errors.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
-import { writeFileDurably } from '../store/lowdb-store.js';
-import type { ApiKeyRecord, StoreData } from '../store/records.js';
+import { DurableTextFile } from '../store/durable-files.js';
+import type { ApiKeyRecord } from '../store/records.js';
+import type { StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { keyState, provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyIdOf, keyMatches } from './secrets.js';
@@ -31,10 +32,10 @@ export interface ApiKeyView {
 }
 
 /** Admin-scoped keys that have not expired: the ones that can still manage the server. */
-function usableAdminKeys(data: Readonly<StoreData>, now: number) {
-  return Object.values(data.apiKeys).filter(
-    (k) => k.scope === 'admin' && (k.expiresAt === null || k.expiresAt > now),
-  );
+function usableAdminKeys(view: StoreView, now: number) {
+  return view
+    .list('apiKeys')
+    .filter((k) => k.scope === 'admin' && (k.expiresAt === null || k.expiresAt > now));
 }
 
 /** What ApiKeyService is built from. */
@@ -52,9 +53,9 @@ export class ApiKeyService {
     // none left (all deleted with --force, or expired), a restart is the documented way back in:
     // whoever can restart the server and read its data dir owns it anyway.
     const now = this.deps.clock.now();
-    if (this.deps.store.read((data) => usableAdminKeys(data, now).length > 0)) return false;
+    if (this.deps.store.read((view) => usableAdminKeys(view, now).length > 0)) return false;
     const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
-    await writeFileDurably(file, `${created.key}\n`);
+    await new DurableTextFile(file).write(`${created.key}\n`);
     await this.deps.audit.record({
       type: 'api_key.bootstrapped',
       actor: { kind: 'system' },
@@ -71,24 +72,21 @@ export class ApiKeyService {
         'An admin API key is required (Authorization: Bearer cak_…).',
       );
     const id = keyIdOf(presented, ADMIN_KEY_PREFIX, 'ak');
-    const record = this.deps.store.read((data) => (id ? data.apiKeys[id] : undefined));
+    const record = this.deps.store.read((view) => (id ? view.get('apiKeys', id) : undefined));
     const now = this.deps.clock.now();
     if (!record || !keyMatches(presented, record.hash)) throw new DomainError('ADMIN_KEY_INVALID');
     if (record.expiresAt !== null && now >= record.expiresAt) {
       throw new DomainError('ADMIN_KEY_INVALID', 'The admin API key has expired.');
     }
-    this.deps.store.touch((data) => {
-      const live = data.apiKeys[record.id];
-      if (live) live.lastUsedAt = now;
-    });
+    this.deps.store.touch('apiKeys', record.id, { lastUsedAt: now });
     return { apiKeyId: record.id, scope: record.scope };
   }
 
   /** Admin keys, then each group's current provisioning key, as the console's "API keys" page lists them. */
   list(): ApiKeyView[] {
     const now = this.deps.clock.now();
-    return this.deps.store.read((data) => {
-      const admin = Object.values(data.apiKeys).map(
+    return this.deps.store.read((view) => {
+      const admin = view.list('apiKeys').map(
         (k): ApiKeyView => ({
           id: k.id,
           name: k.name,
@@ -103,8 +101,8 @@ export class ApiKeyService {
           maxUses: null,
         }),
       );
-      const provisioning = Object.values(data.groups).flatMap((group): ApiKeyView[] => {
-        const key = data.provisioningKeys[group.currentKeyId];
+      const provisioning = view.list('groups').flatMap((group): ApiKeyView[] => {
+        const key = view.get('provisioningKeys', group.currentKeyId);
         if (!key) return [];
         return [
           {
@@ -159,13 +157,12 @@ export class ApiKeyService {
    * always a usable admin key: refusing it is what keeps the last one.)
    */
   async delete(id: string, options: { force: boolean }, meta: RequestMeta): Promise<{ deleted: true }> {
-    await this.deps.store.transact((data) => {
-      if (data.provisioningKeys[id]) throw new DomainError('PROVISIONING_KEY_NOT_DELETABLE');
-      const record = data.apiKeys[id];
-      if (!record) throw new DomainError('API_KEY_NOT_FOUND');
+    await this.deps.store.transact((tx) => {
+      if (tx.get('provisioningKeys', id)) throw new DomainError('PROVISIONING_KEY_NOT_DELETABLE');
+      if (!tx.get('apiKeys', id)) throw new DomainError('API_KEY_NOT_FOUND');
       if (!options.force && meta.actor.kind === 'admin' && meta.actor.apiKeyId === id)
         throw new DomainError('API_KEY_IN_USE');
-      delete data.apiKeys[id];
+      tx.delete('apiKeys', id);
     });
     await this.deps.audit.record({
       type: 'api_key.deleted',
@@ -192,9 +189,7 @@ export class ApiKeyService {
       expiresAt: input.expiresInDays ? now + input.expiresInDays * DAY_MS : null,
       lastUsedAt: null,
     };
-    await this.deps.store.transact((data) => {
-      data.apiKeys[id] = record;
-    });
+    await this.deps.store.transact((tx) => tx.put('apiKeys', record));
     return { ...record, key };
   }
 }

@@ -1,36 +1,11 @@
-import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { DomainError } from '../../shared/errors.js';
-import { syncDir } from '../../shared/private-files.js';
 import type { Clock } from '../clock.js';
+import { AuditFile, type AuditFileOptions } from '../store/audit-file.js';
+import { matchesType } from '../store/audit-files.js';
+import type { AuditEvent } from '../store/audit-records.js';
 import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
-import { type AuditReadOptions, listAuditEvents, matchesType, rotateAuditFiles } from './audit-files.js';
 import { randomId } from './secrets.js';
 
-export type AuditActor =
-  | { kind: 'admin'; apiKeyId: string }
-  | { kind: 'agent'; connectorId: string | null }
-  | { kind: 'system' }
-  /** A caller who proved nothing: a missing or made-up admin key. */
-  | { kind: 'anonymous' };
-
-export interface AuditEvent {
-  id: string;
-  at: string;
-  /** Dotted, e.g. `group.created`, `enrollment.refused`, `session.replaced`. */
-  type: string;
-  actor: AuditActor;
-  outcome: 'success' | 'refused';
-  reason: string | null;
-  /** Set on events a security team should look at (a superseded or expired key in use, …). */
-  security: boolean;
-  remoteAddress: string | null;
-  groupId: string | null;
-  connectorId: string | null;
-  keyId: string | null;
-  details: Record<string, unknown>;
-}
+export type { AuditActor, AuditEvent } from '../store/audit-records.js';
 
 export type AuditInput = Pick<AuditEvent, 'type' | 'actor'> &
   Partial<Omit<AuditEvent, 'id' | 'at' | 'type' | 'actor'>>;
@@ -53,8 +28,7 @@ export interface RecordOptions {
   lazy?: boolean;
 }
 
-/** How long a lazy audit event may wait for a write to ride along with. */
-export const LAZY_AUDIT_FLUSH_MS = 250;
+export { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, LAZY_AUDIT_FLUSH_MS } from '../store/audit-file.js';
 
 /** Append-only record of admin mutations, enrollment attempts and session events. */
 export interface AuditLog {
@@ -72,10 +46,6 @@ export interface AuditLog {
 }
 
 export const DEFAULT_AUDIT_LIMIT = 100;
-/** The size past which the audit file is rotated (`--audit-max-bytes`). */
-export const DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024;
-/** Rotated audit files kept (`--audit-keep`). */
-export const DEFAULT_AUDIT_KEEP = 10;
 
 function complete(input: AuditInput, atMs: number): AuditEvent {
   return {
@@ -132,195 +102,54 @@ export class MemoryAuditLog implements AuditLog {
   }
 }
 
-export interface FileAuditLogOptions {
-  /** Told of every failed write: callers only see STORE_UNAVAILABLE, the log should say why. */
-  onWriteError?: (error: unknown) => void;
+export interface FileAuditLogOptions extends AuditFileOptions {
   /** How refusals are coalesced (`recordRefusal`). */
   refusals?: AuditCoalescerOptions;
-  /** Past this size the file is rotated to `<file>.1`. @default DEFAULT_AUDIT_MAX_BYTES */
-  maxBytes?: number;
-  /** Rotated files kept (`<file>.1` … `<file>.<keep>`); older ones are removed. @default DEFAULT_AUDIT_KEEP */
-  keep?: number;
-  /** How list() reads the files (tests count the bytes read). */
-  read?: AuditReadOptions;
 }
 
 /**
- * JSON lines appended to one file (mode 0600) beside the store. Appends are group-committed: lines
- * that arrive while an fsync runs go out together with the next one. Past `maxBytes` the file is
- * rotated (`<file>.1`, `.2` …, see audit-files.ts) between two writes, so every event is in exactly
- * one file. `at` never goes back in the file (a clock stepped back keeps the last time written until
- * it catches up): the order of the lines is the order of their times, which lets list() stop early.
+ * The audit log kept in a file (see AuditFile). `at` never goes back in the file (a clock stepped
+ * back keeps the last time written until it catches up): the order of the lines is the order of
+ * their times, which lets list() stop early.
  */
 export class FileAuditLog implements AuditLog {
-  private buffer: string[] = [];
-  private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
-  private flushing: Promise<void> | null = null;
-  private lazyTimer: NodeJS.Timeout | null = null;
-  /** A failed write may have left part of a line: the next write starts on a line of its own. */
-  private torn = false;
   private readonly refusals: AuditCoalescer;
-  private readonly maxBytes: number;
-  private readonly keep: number;
-  /** A rotation that failed is tried again once this much more is written (not on every write). */
-  private rotateAtBytes: number;
-  /** Counts rotations begun and ended: odd while one runs (see list()). */
-  private rotationEpoch = 0;
 
   private constructor(
-    private readonly file: string,
-    private handle: FileHandle,
-    private size: number,
+    private readonly file: AuditFile,
     private lastAtMs: number,
     private readonly clock: Clock,
-    private readonly options: FileAuditLogOptions,
+    options: FileAuditLogOptions,
   ) {
-    this.maxBytes = options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES;
-    this.keep = options.keep ?? DEFAULT_AUDIT_KEEP;
-    if (!(this.maxBytes >= 1) || !Number.isInteger(this.keep) || this.keep < 1)
-      throw new TypeError('FileAuditLog: maxBytes must be >= 1 and keep an integer >= 1');
-    this.rotateAtBytes = this.maxBytes;
     this.refusals = new AuditCoalescer((input) => this.record(input), clock, options.refusals);
   }
 
   static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
-    const handle = await openForAppend(file);
-    try {
-      // A crash mid-append can leave a last line without its newline: end it, so the next event
-      // starts a line of its own instead of being glued to the torn one.
-      let { size } = await handle.stat();
-      if (size > 0) {
-        const last = Buffer.alloc(1);
-        await handle.read(last, 0, 1, size - 1);
-        if (last[0] !== 0x0a) size += (await handle.write('\n')).bytesWritten;
-      }
-      const [newest] = await listAuditEvents(file, { limit: 1 }, options.read);
-      const lastAtMs = newest ? Date.parse(newest.at) : Number.NEGATIVE_INFINITY;
-      return new FileAuditLog(file, handle, size, lastAtMs, clock, options);
-    } catch (error) {
-      await handle.close();
-      throw error;
-    }
+    const audit = await AuditFile.open(file, options);
+    return new FileAuditLog(audit, audit.newestAtMs, clock, options);
   }
 
   record(input: AuditInput, options: RecordOptions = {}): Promise<AuditEvent> {
     this.lastAtMs = Math.max(this.lastAtMs, this.clock.now());
     const event = complete(input, this.lastAtMs);
-    this.buffer.push(`${JSON.stringify(event)}\n`);
-    return new Promise<void>((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
-      if (options.lazy) this.flushLater();
-      else this.flushSoon();
-    }).then(() => event);
+    return this.file.append(`${JSON.stringify(event)}\n`, options.lazy).then(() => event);
   }
 
   recordRefusal(input: AuditInput): Promise<void> {
     return this.refusals.record(input);
   }
 
-  /** Starts writing what is buffered, unless a write is running (it takes the buffer next). */
-  private flushSoon(): Promise<void> {
-    if (this.lazyTimer) clearTimeout(this.lazyTimer);
-    this.lazyTimer = null;
-    this.flushing ??= this.flushLoop().finally(() => {
-      this.flushing = null;
-    });
-    return this.flushing;
-  }
-
-  private flushLater(): void {
-    if (this.flushing || this.lazyTimer) return;
-    this.lazyTimer = setTimeout(() => void this.flushSoon(), LAZY_AUDIT_FLUSH_MS);
-    this.lazyTimer.unref();
-  }
-
-  private async flushLoop(): Promise<void> {
-    while (this.buffer.length > 0) {
-      const lines = this.buffer.join('');
-      const waiters = this.waiters;
-      this.buffer = [];
-      this.waiters = [];
-      try {
-        // One write(2) may take only part of the buffer (a nearly full disk): write the rest, or
-        // fail, but never acknowledge lines that are not all on disk.
-        let pending = Buffer.from(this.torn ? `\n${lines}` : lines);
-        while (pending.length > 0) {
-          const { bytesWritten } = await this.handle.write(pending);
-          this.size += bytesWritten;
-          if (bytesWritten === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
-          pending = pending.subarray(bytesWritten);
-        }
-        await this.handle.datasync();
-        this.torn = false;
-        for (const w of waiters) w.resolve();
-      } catch (error) {
-        this.torn = true;
-        this.options.onWriteError?.(error);
-        const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-        const failure = new DomainError('STORE_UNAVAILABLE', `The audit log could not be written (${code}).`);
-        for (const w of waiters) w.reject(failure);
-      }
-      if (this.size >= this.rotateAtBytes) await this.rotate();
-    }
-  }
-
-  /**
-   * Moves the full file aside and starts a new one, between two writes. The folder is synced before
-   * anything is written to the new file, so an acknowledged event never sits in a file whose name a
-   * crash could lose. If it fails, appending goes on where it was (the events stay in order).
-   */
-  private async rotate(): Promise<void> {
-    this.rotationEpoch++;
-    try {
-      await rotateAuditFiles(this.file, this.keep);
-      const next = await openForAppend(this.file);
-      try {
-        await syncDir(dirname(this.file));
-      } catch (error) {
-        await next.close();
-        throw error;
-      }
-      const full = this.handle;
-      this.handle = next;
-      this.size = 0;
-      this.torn = false;
-      this.rotateAtBytes = this.maxBytes;
-      await full.close().catch(() => {});
-    } catch (error) {
-      this.options.onWriteError?.(error);
-      this.rotateAtBytes = this.size + Math.max(1, Math.floor(this.maxBytes / 8));
-    } finally {
-      this.rotationEpoch++;
-    }
-  }
-
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {
     // A failed summary write is reported by onWriteError; the listing still shows the rest.
     await this.refusals.flush().catch(() => {});
-    if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
-    await this.flushing;
     const { since, before, type, limit = DEFAULT_AUDIT_LIMIT } = filter ?? {};
-    const page = { since, before, type, limit };
-    // Files opened one by one as the page reaches them (a first page opens one) is right only if
-    // no rotation renamed them meanwhile: this process is the only writer, so its count tells.
-    const epoch = this.rotationEpoch;
-    if (epoch % 2 === 0) {
-      const events = await listAuditEvents(this.file, page, { ...this.options.read, lazy: true });
-      if (this.rotationEpoch === epoch) return events;
-    }
-    return listAuditEvents(this.file, page, this.options.read);
+    return this.file.list({ since, before, type, limit });
   }
 
   async close(): Promise<void> {
     // Counts not yet written go out with the last write, so nothing counted is lost at shutdown.
     const summaries = this.refusals.close().catch(() => {});
-    if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
-    await this.flushing;
     await summaries;
-    await this.handle.close();
+    await this.file.close();
   }
-}
-
-function openForAppend(file: string): Promise<FileHandle> {
-  return open(file, constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, 0o600);
 }

@@ -1,7 +1,7 @@
 import { DomainError } from '../../shared/errors.js';
 import type { HostFacts } from '../../shared/schemas.js';
-import type { ConnectorRecord, StoreData } from '../store/records.js';
-import { applyNow } from '../store/store.js';
+import type { ConnectorRecord } from '../store/records.js';
+import { applyNow, type StoreView } from '../store/store.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
 import type { DomainEvent } from './events.js';
 import { policyOf, rotateGroupKey } from './provisioning-keys.js';
@@ -37,8 +37,8 @@ export interface TerminationConfirmation {
   via: 'acknowledgement' | 'handshake';
 }
 
-function requireConnector(data: Readonly<StoreData>, connectorId: string): ConnectorRecord {
-  const record = data.connectors[connectorId];
+function requireConnector(view: StoreView, connectorId: string): Readonly<ConnectorRecord> {
+  const record = view.get('connectors', connectorId);
   if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
   return record;
 }
@@ -57,7 +57,7 @@ function compareKeys(aAt: number, aId: string, bAt: number, bId: string): number
  * resumes after it whether or not that connector still exists (cursors made before this order was
  * total have the same shape and resume the same way).
  */
-function cursorOf(record: ConnectorRecord): string {
+function cursorOf(record: Readonly<ConnectorRecord>): string {
   return `${record.enrolledAt.toString(36)}-${record.id}`;
 }
 
@@ -99,14 +99,16 @@ export class ConnectorService {
     const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
     const now = this.deps.clock.now();
     const after = filter.cursor ? parseCursor(filter.cursor) : null;
-    return this.deps.store.read((data) => {
-      if (filter.groupId && !data.groups[filter.groupId]) throw new DomainError('GROUP_NOT_FOUND');
-      const records = Object.values(data.connectors).filter(
-        (r) =>
-          (!after || compareKeys(r.enrolledAt, r.id, after.enrolledAt, after.id) > 0) &&
-          (!filter.groupId || r.groupId === filter.groupId) &&
-          (!filter.status || r.status === filter.status),
-      );
+    return this.deps.store.read((view) => {
+      if (filter.groupId && !view.get('groups', filter.groupId)) throw new DomainError('GROUP_NOT_FOUND');
+      const records = view
+        .list('connectors')
+        .filter(
+          (r) =>
+            (!after || compareKeys(r.enrolledAt, r.id, after.enrolledAt, after.id) > 0) &&
+            (!filter.groupId || r.groupId === filter.groupId) &&
+            (!filter.status || r.status === filter.status),
+        );
       records.sort((a, b) => compareKeys(a.enrolledAt, a.id, b.enrolledAt, b.id));
       const items: ConnectorView[] = [];
       let last: string | null = null;
@@ -125,15 +127,15 @@ export class ConnectorService {
   }
 
   get(connectorId: string): ConnectorView {
-    return this.deps.store.read((data) =>
-      connectorView(requireConnector(data, connectorId), this.deps.presence, this.deps.clock.now()),
+    return this.deps.store.read((view) =>
+      connectorView(requireConnector(view, connectorId), this.deps.presence, this.deps.clock.now()),
     );
   }
 
   counts(): ConnectorCounts {
-    return this.deps.store.read((data) => {
+    return this.deps.store.read((view) => {
       const counts = emptyCounts();
-      for (const record of Object.values(data.connectors)) addToCounts(counts, record, this.deps.presence);
+      for (const record of view.list('connectors')) addToCounts(counts, record, this.deps.presence);
       return counts;
     });
   }
@@ -147,13 +149,13 @@ export class ConnectorService {
     status: 'enabled' | 'disabled',
     meta: RequestMeta,
   ): Promise<ConnectorView & { changed: boolean }> {
-    const current = this.deps.store.read((data) => requireConnector(data, connectorId).status);
+    const current = this.deps.store.read((view) => requireConnector(view, connectorId).status);
     if (current === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
     if (current === status) return { ...this.get(connectorId), changed: false };
-    const groupId = await this.deps.store.transact((data) => {
-      const record = requireConnector(data, connectorId);
+    const groupId = await this.deps.store.transact((tx) => {
+      const record = requireConnector(tx, connectorId);
       if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
-      record.status = status;
+      tx.patch('connectors', connectorId, { status });
       return record.groupId;
     });
     await this.deps.audit.record({
@@ -178,21 +180,19 @@ export class ConnectorService {
     meta: RequestMeta,
   ): Promise<ConnectorView & { changed: boolean }> {
     // Revoking twice changes nothing: no write, no new key, no audit event; `changed` says so.
-    const already = this.deps.store.read((data) => requireConnector(data, connectorId).status === 'revoked');
+    const already = this.deps.store.read((view) => requireConnector(view, connectorId).status === 'revoked');
     if (already) return { ...this.get(connectorId), changed: false };
     const now = this.deps.clock.now();
-    const { applied, durable } = applyNow(this.deps.store, (data) => {
-      const record = requireConnector(data, connectorId);
+    const { applied, durable } = applyNow(this.deps.store, (tx) => {
+      const record = requireConnector(tx, connectorId);
       if (record.status === 'revoked') return null;
-      record.status = 'revoked';
-      record.revokedAt = now;
-      record.revokeReason = reason;
-      const group = data.groups[record.groupId];
+      tx.patch('connectors', connectorId, { status: 'revoked', revokedAt: now, revokeReason: reason });
+      const group = tx.get('groups', record.groupId);
       const previousKeyId = group?.currentKeyId ?? null;
-      const previousKey = previousKeyId ? data.provisioningKeys[previousKeyId] : undefined;
+      const previousKey = previousKeyId ? tx.get('provisioningKeys', previousKeyId) : undefined;
       // The successor keeps the group's policy (a single-use key stays single-use, for as long).
       const policy = previousKey ? policyOf(previousKey) : {};
-      const newKey = group ? rotateGroupKey(data, this.deps, group.id, now, policy) : null;
+      const newKey = group ? rotateGroupKey(tx, this.deps, group.id, now, policy) : null;
       return { groupId: record.groupId, previousKeyId, newKeyId: newKey?.id ?? null };
     });
     // Cut the agent off now; answer once the revocation is durable.
@@ -220,9 +220,9 @@ export class ConnectorService {
 
   /** Deletes a connector; `termination` says whether its live session (if any) acknowledged it. */
   async delete(connectorId: string, meta: RequestMeta): Promise<{ deleted: true; termination: Termination }> {
-    const { applied, durable } = applyNow(this.deps.store, (data) => {
-      const record = requireConnector(data, connectorId);
-      delete data.connectors[connectorId];
+    const { applied, durable } = applyNow(this.deps.store, (tx) => {
+      const record = requireConnector(tx, connectorId);
+      tx.delete('connectors', connectorId);
       return record.groupId;
     });
     const cut = applied
@@ -268,16 +268,14 @@ export class ConnectorService {
       audit('connector.deletion_confirmed', c.via === 'handshake').catch(failed);
       return;
     }
-    const unconfirmed = (record: ConnectorRecord | undefined) =>
+    const unconfirmed = (record: Readonly<ConnectorRecord> | undefined) =>
       record?.status === 'revoked' && (record.revocationConfirmedAt ?? null) === null;
     // Checked before the write: a revoked host retrying its handshake costs no write once confirmed.
-    if (!this.deps.store.read((data) => unconfirmed(data.connectors[connectorId]))) return;
+    if (!this.deps.store.read((view) => unconfirmed(view.get('connectors', connectorId)))) return;
     this.deps.store
-      .transact((data) => {
-        const record = data.connectors[connectorId];
-        if (!record || !unconfirmed(record)) return false;
-        record.revocationConfirmedAt = c.at;
-        record.revocationConfirmedFrom = c.from;
+      .transact((tx) => {
+        if (!unconfirmed(tx.get('connectors', connectorId))) return false;
+        tx.patch('connectors', connectorId, { revocationConfirmedAt: c.at, revocationConfirmedFrom: c.from });
         return true;
       })
       .then((changed) => (changed ? audit('connector.revocation_confirmed', false) : undefined))
@@ -287,15 +285,16 @@ export class ConnectorService {
   /** Removes connectors that enrolled but never opened a session within the pending TTL. */
   async sweepPending(): Promise<string[]> {
     const cutoff = this.deps.clock.now() - this.deps.policy.pendingTtlMs;
-    const isStale = (r: ConnectorRecord) =>
+    const isStale = (r: Readonly<ConnectorRecord>) =>
       r.lastConnectedAt === null && r.enrolledAt <= cutoff && !this.deps.presence.isConnected(r.id);
-    const stale = this.deps.store.read((data) => Object.values(data.connectors).filter(isStale).length);
+    const stale = this.deps.store.read((view) => view.list('connectors').filter(isStale).length);
     if (stale === 0) return [];
-    const removed = await this.deps.store.transact((data) => {
-      const ids = Object.values(data.connectors)
+    const removed = await this.deps.store.transact((tx) => {
+      const ids = tx
+        .list('connectors')
         .filter(isStale)
         .map((r) => ({ id: r.id, groupId: r.groupId }));
-      for (const { id } of ids) delete data.connectors[id];
+      for (const { id } of ids) tx.delete('connectors', id);
       return ids;
     });
     for (const { id, groupId } of removed) {
@@ -314,11 +313,9 @@ export class ConnectorService {
   /** Host facts an agent reported over its session. */
   updateHost(connectorId: string, host: HostFacts): void {
     this.deps.metrics.hostReports.inc();
-    this.deps.store.touch((data) => {
-      const record = data.connectors[connectorId];
-      // Checked again here, not only by the caller: a revoked connector's record takes no writes.
-      if (record && record.status !== 'revoked') record.host = host;
-    });
+    // Checked again here, not only by the caller: a revoked connector's record takes no writes.
+    const record = this.deps.store.read((view) => view.get('connectors', connectorId));
+    if (record && record.status !== 'revoked') this.deps.store.touch('connectors', connectorId, { host });
   }
 
   /**
@@ -337,24 +334,19 @@ export class ConnectorService {
       replacedFrom?: string;
     },
   ): void {
-    this.deps.store.touch((data) => {
-      const record = data.connectors[connectorId];
-      if (!record) return;
-      if (change.connectedAt !== undefined) record.lastConnectedAt = change.connectedAt;
-      if (change.remoteAddress !== undefined) record.remoteAddress = change.remoteAddress;
-      if (change.replacedFrom !== undefined) {
-        record.lastReplacedAt = change.seenAt;
-        record.replacedFrom = change.replacedFrom;
-      }
-      record.lastSeenAt = change.seenAt;
-    });
+    const fields: Partial<ConnectorRecord> = {};
+    if (change.connectedAt !== undefined) fields.lastConnectedAt = change.connectedAt;
+    if (change.remoteAddress !== undefined) fields.remoteAddress = change.remoteAddress;
+    if (change.replacedFrom !== undefined) {
+      fields.lastReplacedAt = change.seenAt;
+      fields.replacedFrom = change.replacedFrom;
+    }
+    fields.lastSeenAt = change.seenAt;
+    this.deps.store.touch('connectors', connectorId, fields);
   }
 
   /** Stores the facts of a renewed identity. */
   recordIdentity(connectorId: string, identity: ConnectorRecord['identity']): void {
-    this.deps.store.touch((data) => {
-      const record = data.connectors[connectorId];
-      if (record) record.identity = identity;
-    });
+    this.deps.store.touch('connectors', connectorId, { identity });
   }
 }

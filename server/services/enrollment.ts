@@ -1,7 +1,8 @@
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
 import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
-import type { ConnectorRecord, StoreData } from '../store/records.js';
+import type { ConnectorRecord } from '../store/records.js';
+import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
 import { keyState } from './provisioning-keys.js';
@@ -57,7 +58,7 @@ export class EnrollmentService {
    */
   async enroll(request: EnrollRequest, remoteAddress: string): Promise<EnrollResult> {
     const keyId = keyIdOf(request.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
-    const first = this.deps.store.read((data) => this.checkKey(data, request.provisioningKey, keyId));
+    const first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
     if (first.refusal) return this.refuse(first, remoteAddress);
 
     const connectorId = randomId('con');
@@ -67,8 +68,8 @@ export class EnrollmentService {
       this.deps.policy.identityTtlMs,
     );
     const now = this.deps.clock.now();
-    const outcome = await this.deps.store.transact((data): KeyCheck => {
-      const check = this.checkKey(data, request.provisioningKey, keyId);
+    const outcome = await this.deps.store.transact((tx): KeyCheck => {
+      const check = this.checkKey(tx, request.provisioningKey, keyId);
       if (check.refusal) return check;
       if (check.groupId !== first.groupId) return { ...check, refusal: 'KEY_INVALID' };
       const record: ConnectorRecord = {
@@ -88,10 +89,9 @@ export class EnrollmentService {
         revokedAt: null,
         revokeReason: null,
       };
-      data.connectors[connectorId] = record;
-      const key = data.provisioningKeys[check.keyId!]!;
-      key.lastUsedAt = now;
-      key.uses = (key.uses ?? 0) + 1;
+      tx.put('connectors', record);
+      const key = tx.get('provisioningKeys', check.keyId!)!;
+      tx.patch('provisioningKeys', key.id, { lastUsedAt: now, uses: (key.uses ?? 0) + 1 });
       return check;
     });
     if (outcome.refusal) return this.refuse(outcome, remoteAddress);
@@ -118,12 +118,12 @@ export class EnrollmentService {
     };
   }
 
-  private checkKey(data: Readonly<StoreData>, presented: string, keyId: string | null): KeyCheck {
-    const record = keyId ? data.provisioningKeys[keyId] : undefined;
+  private checkKey(view: StoreView, presented: string, keyId: string | null): KeyCheck {
+    const record = keyId ? view.get('provisioningKeys', keyId) : undefined;
     if (!record || !keyMatches(presented, record.hash))
       return { keyId: null, groupId: null, refusal: 'KEY_INVALID' };
     const found = { keyId: record.id, groupId: record.groupId };
-    const group = data.groups[record.groupId];
+    const group = view.get('groups', record.groupId);
     if (!group) return { ...found, refusal: 'KEY_INVALID' };
     if (record.supersededAt !== null || group.currentKeyId !== record.id)
       return { ...found, refusal: 'KEY_SUPERSEDED' };

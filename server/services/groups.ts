@@ -1,22 +1,22 @@
 import { DomainError } from '../../shared/errors.js';
-import type { GroupRecord, StoreData } from '../store/records.js';
-import { applyNow } from '../store/store.js';
+import type { GroupRecord } from '../store/records.js';
+import { applyNow, type StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { type KeyPolicy, rotateGroupKey } from './provisioning-keys.js';
 import { randomId } from './secrets.js';
 import { countsByGroup, emptyCounts, type GroupView, groupView } from './views.js';
 
-function assertNameFree(data: Readonly<StoreData>, name: string, exceptId?: string): void {
+function assertNameFree(view: StoreView, name: string, exceptId?: string): void {
   const wanted = name.toLocaleLowerCase();
-  for (const group of Object.values(data.groups)) {
+  for (const group of view.list('groups')) {
     if (group.id !== exceptId && group.name.toLocaleLowerCase() === wanted) {
       throw new DomainError('NAME_TAKEN', `A group named "${group.name}" already exists.`);
     }
   }
 }
 
-function requireGroup(data: Readonly<StoreData>, groupId: string): GroupRecord {
-  const group = data.groups[groupId];
+function requireGroup(view: StoreView, groupId: string): Readonly<GroupRecord> {
+  const group = view.get('groups', groupId);
   if (!group) throw new DomainError('GROUP_NOT_FOUND');
   return group;
 }
@@ -36,8 +36,8 @@ export class GroupService {
   ): Promise<GroupView> {
     const policy: KeyPolicy = { maxUses: input.maxUses, ttlMs: input.ttl };
     const now = this.deps.clock.now();
-    const group = await this.deps.store.transact((data) => {
-      assertNameFree(data, input.name);
+    const group = await this.deps.store.transact((tx) => {
+      assertNameFree(tx, input.name);
       const record: GroupRecord = {
         id: randomId('grp'),
         name: input.name,
@@ -46,9 +46,12 @@ export class GroupService {
         createdAt: now,
         currentKeyId: '',
       };
-      data.groups[record.id] = record;
-      const key = rotateGroupKey(data, this.deps, record.id, now, policy);
-      return { ...record, key: { maxUses: key.maxUses ?? null, ttlMs: key.expiresAt - key.createdAt } };
+      tx.put('groups', record);
+      const key = rotateGroupKey(tx, this.deps, record.id, now, policy);
+      return {
+        ...requireGroup(tx, record.id),
+        key: { maxUses: key.maxUses ?? null, ttlMs: key.expiresAt - key.createdAt },
+      };
     });
     await this.deps.audit.record({
       type: 'group.created',
@@ -61,16 +64,16 @@ export class GroupService {
   }
 
   list(): GroupView[] {
-    return this.deps.store.read((data) => {
-      const counts = countsByGroup(data, this.deps.presence);
-      return Object.values(data.groups).map((g) => groupView(g, counts.get(g.id) ?? emptyCounts()));
+    return this.deps.store.read((view) => {
+      const counts = countsByGroup(view, this.deps.presence);
+      return view.list('groups').map((g) => groupView(g, counts.get(g.id) ?? emptyCounts()));
     });
   }
 
   get(groupId: string): GroupView {
-    return this.deps.store.read((data) => {
-      const group = requireGroup(data, groupId);
-      return groupView(group, countsByGroup(data, this.deps.presence).get(groupId) ?? emptyCounts());
+    return this.deps.store.read((view) => {
+      const group = requireGroup(view, groupId);
+      return groupView(group, countsByGroup(view, this.deps.presence).get(groupId) ?? emptyCounts());
     });
   }
 
@@ -90,13 +93,14 @@ export class GroupService {
     input: { groupId: string; name?: string | undefined; description?: string | undefined },
     meta: RequestMeta,
   ): Promise<GroupView> {
-    const before = await this.deps.store.transact((data) => {
-      const group = requireGroup(data, input.groupId);
-      if (input.name !== undefined) assertNameFree(data, input.name, group.id);
-      const previous = { name: group.name, description: group.description };
-      if (input.name !== undefined) group.name = input.name;
-      if (input.description !== undefined) group.description = input.description;
-      return previous;
+    const before = await this.deps.store.transact((tx) => {
+      const group = requireGroup(tx, input.groupId);
+      if (input.name !== undefined) assertNameFree(tx, input.name, group.id);
+      const changes: Partial<GroupRecord> = {};
+      if (input.name !== undefined) changes.name = input.name;
+      if (input.description !== undefined) changes.description = input.description;
+      tx.patch('groups', group.id, changes);
+      return { name: group.name, description: group.description };
     });
     await this.deps.audit.record({
       type: 'group.updated',
@@ -116,12 +120,13 @@ export class GroupService {
     status: 'enabled' | 'disabled',
     meta: RequestMeta,
   ): Promise<GroupView & { changed: boolean }> {
-    const already = this.deps.store.read((data) => requireGroup(data, groupId).status === status);
+    const already = this.deps.store.read((view) => requireGroup(view, groupId).status === status);
     if (already) return { ...this.get(groupId), changed: false };
-    const connectorIds = await this.deps.store.transact((data) => {
-      const group = requireGroup(data, groupId);
-      group.status = status;
-      return Object.values(data.connectors)
+    const connectorIds = await this.deps.store.transact((tx) => {
+      requireGroup(tx, groupId);
+      tx.patch('groups', groupId, { status });
+      return tx
+        .list('connectors')
         .filter((c) => c.groupId === groupId)
         .map((c) => c.id);
     });
@@ -135,9 +140,10 @@ export class GroupService {
   }
 
   async delete(groupId: string, force: boolean, meta: RequestMeta): Promise<{ deleted: true }> {
-    const { applied, durable } = applyNow(this.deps.store, (data) => {
-      const group = requireGroup(data, groupId);
-      const connectorIds = Object.values(data.connectors)
+    const { applied, durable } = applyNow(this.deps.store, (tx) => {
+      const group = requireGroup(tx, groupId);
+      const connectorIds = tx
+        .list('connectors')
         .filter((c) => c.groupId === groupId)
         .map((c) => c.id);
       if (connectorIds.length > 0 && !force) {
@@ -145,11 +151,11 @@ export class GroupService {
           connectors: connectorIds.length,
         });
       }
-      for (const id of connectorIds) delete data.connectors[id];
-      for (const key of Object.values(data.provisioningKeys)) {
-        if (key.groupId === groupId) delete data.provisioningKeys[key.id];
+      for (const id of connectorIds) tx.delete('connectors', id);
+      for (const key of tx.list('provisioningKeys')) {
+        if (key.groupId === groupId) tx.delete('provisioningKeys', key.id);
       }
-      delete data.groups[groupId];
+      tx.delete('groups', groupId);
       return { name: group.name, connectorIds };
     });
     // End the group's sessions now (held off until saved, see UnsavedTerminations); answer once durable.

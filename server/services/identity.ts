@@ -1,11 +1,10 @@
 import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import { DomainError } from '../../shared/errors.js';
-import { writeFileDurably } from '../../shared/private-files.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
-import { DataFileError } from '../store/lowdb-store.js';
+import { DataFileError } from '../store/data-file.js';
+import { JsonDocumentFile } from '../store/durable-files.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 export interface StoredSigningKey {
@@ -84,7 +83,8 @@ export class IdentityAuthority {
 
   private constructor(
     keys: HeldKey[],
-    private readonly file: string | null,
+    /** Where the keys are kept; null: in memory only. */
+    private readonly file: JsonDocumentFile<SigningKeyFile> | null,
     private readonly issuer: string,
     private readonly clock: Clock,
   ) {
@@ -93,18 +93,19 @@ export class IdentityAuthority {
 
   /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
   static async open(file: string, options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
-    let stored: SigningKeyFile;
+    const document = new JsonDocumentFile<SigningKeyFile>(file);
+    let stored: SigningKeyFile | undefined;
     try {
-      stored = JSON.parse(await readFile(file, 'utf8')) as SigningKeyFile;
+      stored = await document.read();
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new DataFileError(
-          file,
-          `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
-        );
-      }
+      throw new DataFileError(
+        file,
+        `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
+      );
+    }
+    if (stored === undefined) {
       stored = { keys: [await newSigningKey(options.clock.now(), options.clock.now())] };
-      await writeFileDurably(file, JSON.stringify(stored, null, 2));
+      await document.write(stored);
     }
     const keys = await Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch(
       (error: Error) => {
@@ -114,7 +115,7 @@ export class IdentityAuthority {
         );
       },
     );
-    const authority = new IdentityAuthority(keys, file, options.issuer, options.clock);
+    const authority = new IdentityAuthority(keys, document, options.issuer, options.clock);
     if (!authority.signer()) {
       throw new DataFileError(file, 'no signing key is active (none has an activation time that has come)');
     }
@@ -220,7 +221,7 @@ export class IdentityAuthority {
       const { keys, result } = await compute(now);
       if (keys !== this.keys && this.file) {
         try {
-          await writeFileDurably(this.file, JSON.stringify({ keys: keys.map((k) => k.stored) }, null, 2));
+          await this.file.write({ keys: keys.map((k) => k.stored) });
         } catch {
           throw new DomainError('STORE_UNAVAILABLE');
         }

@@ -1,6 +1,7 @@
 import { DomainError } from '../../shared/errors.js';
 import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
-import type { ProvisioningKeyRecord, StoreData } from '../store/records.js';
+import type { ProvisioningKeyRecord } from '../store/records.js';
+import type { StoreTransaction, StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { generateKey } from './secrets.js';
 
@@ -32,13 +33,13 @@ export function policyOf(record: ProvisioningKeyRecord): KeyPolicy {
  * key in clear: it is shown to the admin who asked and otherwise only stored hashed and encrypted.
  */
 export function rotateGroupKey(
-  data: StoreData,
+  tx: StoreTransaction,
   deps: Pick<ServiceDeps, 'secretBox' | 'policy'>,
   groupId: string,
   now: number,
   policy: KeyPolicy = {},
 ): ProvisioningKeyRecord {
-  const group = data.groups[groupId];
+  const group = tx.get('groups', groupId);
   if (!group) throw new TypeError(`rotateGroupKey: no group ${groupId}`);
   const { id, key, hash } = generateKey(PROVISIONING_KEY_PREFIX, 'pk');
   const record: ProvisioningKeyRecord = {
@@ -53,10 +54,10 @@ export function rotateGroupKey(
     maxUses: policy.maxUses ?? null,
     uses: 0,
   };
-  const previous = data.provisioningKeys[group.currentKeyId];
-  if (previous) previous.supersededAt = now;
-  data.provisioningKeys[id] = record;
-  group.currentKeyId = id;
+  if (tx.get('provisioningKeys', group.currentKeyId))
+    tx.patch('provisioningKeys', group.currentKeyId, { supersededAt: now });
+  tx.put('provisioningKeys', record);
+  tx.patch('groups', groupId, { currentKeyId: id });
   return record;
 }
 
@@ -76,17 +77,18 @@ export class ProvisioningKeyService {
 
   /** The group's current key: in clear while active, `key: null` once expired or used up. */
   get(groupId: string) {
-    return this.deps.store.read((data) => this.view(data, groupId));
+    return this.deps.store.read((view) => this.view(view, groupId));
   }
 
   /** Replaces the group's key with one of the given policy; the old key is refused from now on. */
   async regenerate(groupId: string, policy: KeyPolicy, meta: RequestMeta) {
     const now = this.deps.clock.now();
-    const result = await this.deps.store.transact((data) => {
-      if (!data.groups[groupId]) throw new DomainError('GROUP_NOT_FOUND');
-      const previousKeyId = data.groups[groupId].currentKeyId;
-      const record = rotateGroupKey(data, this.deps, groupId, now, policy);
-      return { view: this.view(data, groupId), previousKeyId, record };
+    const result = await this.deps.store.transact((tx) => {
+      const group = tx.get('groups', groupId);
+      if (!group) throw new DomainError('GROUP_NOT_FOUND');
+      const previousKeyId = group.currentKeyId;
+      const record = rotateGroupKey(tx, this.deps, groupId, now, policy);
+      return { view: this.view(tx, groupId), previousKeyId, record };
     });
     await this.deps.audit.record({
       type: 'provisioning_key.regenerated',
@@ -103,13 +105,13 @@ export class ProvisioningKeyService {
     return result.view;
   }
 
-  private view(data: Readonly<StoreData>, groupId: string) {
-    const group = data.groups[groupId];
-    const record = group ? data.provisioningKeys[group.currentKeyId] : undefined;
+  private view(view: StoreView, groupId: string) {
+    const group = view.get('groups', groupId);
+    const record = group ? view.get('provisioningKeys', group.currentKeyId) : undefined;
     if (!group || !record) throw new DomainError('GROUP_NOT_FOUND');
     const status = keyState(record, this.deps.clock.now());
     let enrollments = 0;
-    for (const connector of Object.values(data.connectors)) {
+    for (const connector of view.list('connectors')) {
       if (connector.enrolledWithKeyId === record.id) enrollments++;
     }
     const key = status === 'active' ? this.deps.secretBox.open(record.encrypted, record.id) : null;

@@ -1,5 +1,4 @@
 import { DomainError } from '../../shared/errors.js';
-import type { StoreData } from '../store/records.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import type { SigningKeyInfo, SigningKeyState } from './identity.js';
 import { iso } from './views.js';
@@ -103,9 +102,9 @@ export class SigningKeyService {
   /** Per kid: connectors not revoked whose stored identity it signed and that has not expired. */
   private identityCounts(): Map<string, { total: number; connected: number }> {
     const now = this.deps.clock.now();
-    return this.deps.store.read((data: Readonly<StoreData>) => {
+    return this.deps.store.read((view) => {
       const counts = new Map<string, { total: number; connected: number }>();
-      for (const c of Object.values(data.connectors)) {
+      for (const c of view.list('connectors')) {
         if (c.status === 'revoked' || !c.identity || c.identity.expiresAt <= now) continue;
         const entry = counts.get(c.identity.keyId) ?? { total: 0, connected: 0 };
         entry.total++;

@@ -1,4 +1,5 @@
-import type { ConnectorRecord, GroupRecord, StoreData } from '../store/records.js';
+import type { ConnectorRecord, GroupRecord } from '../store/records.js';
+import type { StoreView } from '../store/store.js';
 import type { Presence } from './deps.js';
 
 export interface ConnectorCounts {
@@ -50,10 +51,10 @@ export function addToCounts(counts: ConnectorCounts, record: ConnectorRecord, pr
 }
 
 /** Counts per group id, in one pass over the connectors. */
-export function countsByGroup(data: Readonly<StoreData>, presence: Presence): Map<string, ConnectorCounts> {
+export function countsByGroup(view: StoreView, presence: Presence): Map<string, ConnectorCounts> {
   const byGroup = new Map<string, ConnectorCounts>();
-  for (const group of Object.values(data.groups)) byGroup.set(group.id, emptyCounts());
-  for (const record of Object.values(data.connectors)) {
+  for (const group of view.list('groups')) byGroup.set(group.id, emptyCounts());
+  for (const record of view.list('connectors')) {
     const counts = byGroup.get(record.groupId);
     if (counts) addToCounts(counts, record, presence);
   }

@@ -1,43 +1,60 @@
 import { DomainError } from '../../shared/errors.js';
+import { freezeRecords, RecordView, setRecord, Transaction, withFields } from './record-tables.js';
 import { emptyData, type StoreData } from './records.js';
-import type { Store, StoreSection, StoreSnapshot } from './store.js';
+import { SECTIONS, type SectionRecords, type Store, type StoreSection, type StoreSnapshot } from './store.js';
 
 /** A Store that keeps everything in memory: for unit tests and throwaway servers. */
 export class MemoryStore implements Store {
-  private data: StoreData;
+  private readonly data: StoreData;
+  private readonly view: RecordView;
   /** Makes the next transactions fail, as a full disk would: for tests of the failure path. */
   failWrites = false;
+  private closed = false;
 
   constructor(initial: StoreData = emptyData()) {
-    this.data = structuredClone(initial);
+    this.data = freezeRecords(structuredClone(initial));
+    this.view = new RecordView(this.data);
   }
 
-  read<T>(fn: (data: Readonly<StoreData>) => T): T {
-    return fn(this.data);
+  read<T>(fn: (view: RecordView) => T): T {
+    return fn(this.view);
   }
 
-  async transact<T>(fn: (data: StoreData) => T): Promise<T> {
-    const before = this.failWrites ? structuredClone(this.data) : null;
-    const result = fn(this.data);
-    if (before) {
-      this.data = before;
-      throw new DomainError('STORE_UNAVAILABLE');
+  transact<T>(fn: (tx: Transaction) => T): Promise<T> {
+    if (this.closed) return Promise.reject(new DomainError('STORE_UNAVAILABLE', 'The store is closed.'));
+    const tx = new Transaction(this.data, () => {});
+    let result: T;
+    try {
+      result = fn(tx);
+    } catch (error) {
+      tx.rollback();
+      return Promise.reject(error);
+    } finally {
+      tx.end();
     }
-    return result;
+    if (this.failWrites) {
+      tx.rollback();
+      return Promise.reject(new DomainError('STORE_UNAVAILABLE'));
+    }
+    return Promise.resolve(result);
   }
 
-  touch(fn: (data: StoreData) => void): void {
-    fn(this.data);
+  touch<S extends StoreSection>(section: S, id: string, fields: Partial<SectionRecords[S]>): boolean {
+    const current = this.view.get(section, id);
+    if (!current) return false;
+    const next = withFields(current as SectionRecords[S], fields);
+    if (next) setRecord(this.data, section, id, next);
+    return true;
   }
 
-  /** A deep copy: this store is for tests, where simple beats cheap. */
   snapshot(): StoreSnapshot {
-    const copy = structuredClone(this.data);
-    const sections = (['groups', 'provisioningKeys', 'connectors', 'apiKeys'] as const).map(
-      (section): [StoreSection, object[]] => [section, Object.values(copy[section])],
-    );
-    return { sections, asOfSnapshot: (record) => record, release: () => {} };
+    return {
+      sections: SECTIONS.map((section) => [section, this.view.list(section)]),
+      release: () => {},
+    };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 }

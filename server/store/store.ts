@@ -1,16 +1,46 @@
-import type { StoreData } from './records.js';
+import type { ApiKeyRecord, ConnectorRecord, GroupRecord, ProvisioningKeyRecord } from './records.js';
 
-export type StoreSection = 'groups' | 'provisioningKeys' | 'connectors' | 'apiKeys';
+/** The record type each section of the store holds, by section name. */
+export interface SectionRecords {
+  groups: GroupRecord;
+  provisioningKeys: ProvisioningKeyRecord;
+  connectors: ConnectorRecord;
+  apiKeys: ApiKeyRecord;
+}
+export type StoreSection = keyof SectionRecords;
+export const SECTIONS: readonly StoreSection[] = ['groups', 'provisioningKeys', 'connectors', 'apiKeys'];
+
+/**
+ * The state as a reader sees it. Records are frozen (deeply): a record is changed by replacing it
+ * through a transaction, never in place, so a stray write throws instead of being silently lost.
+ */
+export interface StoreView {
+  get<S extends StoreSection>(section: S, id: string): Readonly<SectionRecords[S]> | undefined;
+  /** Every record of a section, in insertion order. */
+  list<S extends StoreSection>(section: S): Readonly<SectionRecords[S]>[];
+}
+
+/** A view that also changes records; each change is journalled as it is named here. */
+export interface StoreTransaction extends StoreView {
+  /** Adds the record, or replaces the one of the same id. The store freezes it. */
+  put<S extends StoreSection>(section: S, record: SectionRecords[S]): void;
+  /** Replaces top-level fields of an existing record (TypeError if there is none); returns the new record. */
+  patch<S extends StoreSection>(
+    section: S,
+    id: string,
+    fields: Partial<SectionRecords[S]>,
+  ): Readonly<SectionRecords[S]>;
+  /** Removes the record; false if there was none. */
+  delete(section: StoreSection, id: string): boolean;
+}
 
 /**
  * The store's records as they were at one instant, readable over many turns of the event loop while
- * the store goes on changing (for online backups). Holds references, not copies: a record changed
- * after the instant is copied, before its change, once per snapshot. `release` stops that.
+ * the store goes on changing (for online backups). Records are immutable, so the snapshot holds
+ * references and copies nothing. `release` says the reader is done.
  */
 export interface StoreSnapshot {
   sections: Array<[StoreSection, readonly object[]]>;
-  /** The record as it was at the instant (pass an element of `sections`). */
-  asOfSnapshot(record: object): object;
   release(): void;
 }
 
@@ -22,18 +52,20 @@ export interface StoreSnapshot {
  * ride along with the next write instead of causing one.
  */
 export interface Store {
-  /** Reads the current state. The callback must not keep or mutate what it is given. */
-  read<T>(fn: (data: Readonly<StoreData>) => T): T;
+  /** Reads the current state. */
+  read<T>(fn: (view: StoreView) => T): T;
   /**
    * Applies `fn` to the state at once (synchronously, before `transact` returns) and resolves after
-   * the change is on disk. If `fn` throws,
-   * nothing changes. If the write fails, the state returns to what is on disk and the promise rejects
-   * with a STORE_UNAVAILABLE DomainError.
+   * the change is on disk. If `fn` throws, nothing changes. If the write fails, the state returns to
+   * what is on disk and the promise rejects with a STORE_UNAVAILABLE DomainError.
    */
-  transact<T>(fn: (data: StoreData) => T): Promise<T>;
-  /** Applies a loss-tolerant change now and persists it lazily with a later write. */
-  touch(fn: (data: StoreData) => void): void;
-  /** The records at this instant, without copying them all now (see StoreSnapshot). */
+  transact<T>(fn: (tx: StoreTransaction) => T): Promise<T>;
+  /**
+   * Replaces top-level fields of a record now and persists them lazily with a later write; never
+   * rolled back. Returns false (and does nothing) when there is no such record.
+   */
+  touch<S extends StoreSection>(section: S, id: string, fields: Partial<SectionRecords[S]>): boolean;
+  /** The records at this instant, without copying them (see StoreSnapshot). */
   snapshot(): StoreSnapshot;
   /** Writes anything pending and stops. */
   close(): Promise<void>;
@@ -48,11 +80,11 @@ export interface Store {
  */
 export function applyNow<T>(
   store: Store,
-  fn: (data: StoreData) => T,
+  fn: (tx: StoreTransaction) => T,
 ): { applied: T | undefined; durable: Promise<T> } {
   let applied: T | undefined;
-  const durable = store.transact((data) => {
-    applied = fn(data);
+  const durable = store.transact((tx) => {
+    applied = fn(tx);
     return applied;
   });
   return { applied, durable };

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import WebSocket from 'ws';
 import { fullJitterDelayMs } from '../../../agent/backoff.js';
@@ -22,21 +21,6 @@ export interface SimHooks {
   renewed(sim: Sim): void;
   warn(message: string): void;
   error(message: string): void;
-}
-
-/** Host facts like the agent reports, with a unique machine id. */
-export function simHostFacts(name: string): HostFacts {
-  return {
-    hostname: name,
-    os: 'Debian GNU/Linux',
-    platform: 'linux',
-    release: '6.1.0-bench',
-    arch: 'x64',
-    cpus: 2,
-    memoryBytes: 2 * 1024 ** 3,
-    ips: ['127.0.0.1'],
-    machineId: randomUUID(),
-  };
 }
 
 /**

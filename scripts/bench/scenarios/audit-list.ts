@@ -1,7 +1,7 @@
 import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_AUDIT_MAX_BYTES } from '../../../server/services/audit.js';
-import { rotatedAuditFile } from '../../../server/services/audit-files.js';
+import { rotatedAuditFile } from '../../../server/store/audit-files.js';
 import { makeTempDir, removeTempDir } from '../../lib/processes.js';
 import type { Harness, ServerHandle } from '../harness.js';
 import { monoMs, summarize } from '../lib/stats.js';

@@ -1,7 +1,7 @@
 import { type FileHandle, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { syncDir } from '../../shared/private-files.js';
-import type { AuditEvent } from './audit.js';
+import { type FileSync, realSync, syncDir } from '../../shared/private-files.js';
+import type { AuditEvent } from './audit-records.js';
 
 /**
  * The audit log on disk: the current file (`audit.jsonl`) and the pieces rotated out of it,
@@ -40,7 +40,7 @@ async function rotatedNumbers(file: string): Promise<number[]> {
  * and the files still in order, with at most a gap in the numbers. The caller creates the new current
  * file and syncs the folder before writing to it.
  */
-export async function rotateAuditFiles(file: string, keep: number): Promise<void> {
+export async function rotateAuditFiles(file: string, keep: number, sync: FileSync = realSync): Promise<void> {
   if (!Number.isInteger(keep) || keep < 1)
     throw new TypeError('rotateAuditFiles: keep must be an integer >= 1');
   for (const n of (await rotatedNumbers(file)).reverse()) {
@@ -53,7 +53,7 @@ export async function rotateAuditFiles(file: string, keep: number): Promise<void
     // Gone already: an earlier rotation moved it and then failed to create the next one.
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  await syncDir(dirname(file));
+  await syncDir(dirname(file), sync);
 }
 
 /** One file of a snapshot: an open handle and its size when opened (the current file may grow). */
