@@ -4,6 +4,9 @@ import { freePort } from './helpers/processes.js';
 import { startRelay } from './helpers/relay.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
+/** An agent process starts in ~2 s on an idle machine, several times that on a loaded two-core one. */
+const AGENT_START_MS = 60_000;
+
 async function setup() {
   const srv = await startTestServer();
   const group = await srv.admin.groups.create.mutate({ name: 'Replicas' });
@@ -19,7 +22,7 @@ describe('an agent given several servers (--server a,b)', () => {
     const stateDir = await tempDir('ce-agent-');
     const agent = spawnAgent(['--server', `${dead},${srv.url}`, '--key', key, '--name', 'listed'], stateDir);
     try {
-      await waitConnected(srv.admin, 'listed');
+      await waitConnected(srv.admin, 'listed', AGENT_START_MS);
       const identity = (await readIdentity(stateDir)) as unknown as { server: string; servers: string[] };
       expect(identity.server).toBe(srv.url);
       expect(identity.servers).toEqual([dead, srv.url]);
@@ -48,7 +51,7 @@ describe('an agent given several servers (--server a,b)', () => {
       stateDir,
     );
     try {
-      const connector = await waitConnected(srv.admin, 'mover');
+      const connector = await waitConnected(srv.admin, 'mover', AGENT_START_MS);
       const on = await eventually('the session through one relay', async () =>
         relays.find((relay) => relay.connections > 0),
       );
@@ -76,7 +79,7 @@ describe('an agent given several servers (--server a,b)', () => {
     const relay = await startRelay(srv.url);
     const stateDir = await tempDir('ce-agent-');
     const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'pinned'], stateDir);
-    await waitConnected(srv.admin, 'pinned');
+    await waitConnected(srv.admin, 'pinned', AGENT_START_MS);
     first.kill('SIGTERM');
     await first.exited;
 
@@ -88,7 +91,12 @@ describe('an agent given several servers (--server a,b)', () => {
 
     const allowed = spawnAgent(['--server', `${srv.url},${relay.url}`, '--allow-server-change'], stateDir);
     try {
-      await waitForAgentStatus(stateDir, 'connected with the new list', (s) => s.state === 'connected');
+      await waitForAgentStatus(
+        stateDir,
+        'connected with the new list',
+        (s) => s.state === 'connected',
+        AGENT_START_MS,
+      );
       const identity = (await readIdentity(stateDir)) as unknown as { servers: string[] };
       expect(identity.servers).toEqual([srv.url, relay.url]);
     } finally {
@@ -102,6 +110,7 @@ describe('an agent given several servers (--server a,b)', () => {
         stateDir,
         'connected through the relay alone',
         (s) => s.state === 'connected' && s.server === relay.url,
+        AGENT_START_MS,
       );
     } finally {
       subset.kill('SIGTERM');
