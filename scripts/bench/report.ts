@@ -388,44 +388,25 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
 
   for (const r of results.reads) {
     const note = r.synthetic ? ' (synthetic store)' : '';
-    rows.push(
-      row(
-        'admin-reads',
-        `connectors.list first page p50${note}`,
-        r.stored,
-        'ms',
-        r.listMs.p50,
-        { 'bare HTTP, same page': r.baselineMs.p50 },
-        'bare HTTP, same page',
-      ),
-      row(
-        'admin-reads',
-        `connectors.list first page p99${note}`,
-        r.stored,
-        'ms',
-        r.listMs.p99,
-        { 'bare HTTP, same page': r.baselineMs.p99 },
-        'bare HTTP, same page',
-      ),
-      row(
-        'admin-reads',
-        `connectors.counts p50${note}`,
-        r.stored,
-        'ms',
-        r.countsMs.p50,
-        { 'bare HTTP, same page': r.baselineMs.p50 },
-        'bare HTTP, same page',
-      ),
-      row(
-        'admin-reads',
-        `connectors.counts p99${note}`,
-        r.stored,
-        'ms',
-        r.countsMs.p99,
-        { 'bare HTTP, same page': r.baselineMs.p99 },
-        'bare HTTP, same page',
-      ),
-    );
+    const calls = [
+      ['connectors.list first page', r.listMs],
+      ['connectors.counts', r.countsMs],
+    ] as const;
+    for (const [call, ms] of calls) {
+      for (const p of ['p50', 'p99'] as const) {
+        rows.push(
+          row(
+            'admin-reads',
+            `${call} ${p}${note}`,
+            r.stored,
+            'ms',
+            ms[p],
+            { 'bare HTTP, same page': r.baselineMs[p] },
+            'bare HTTP, same page',
+          ),
+        );
+      }
+    }
   }
 
   for (const [scenario, value] of eventLoopByScenario(results)) {

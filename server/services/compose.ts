@@ -45,29 +45,11 @@ export function createServices(
     pendingTtlMs: config.pendingTtlMs,
   };
   const unsavedTerminations = new UnsavedTerminations();
-  const connectors = new ConnectorService({
-    store,
-    audit,
-    clock,
-    events,
-    presence,
-    unsavedTerminations,
-    policy,
-    secretBox,
-    metrics,
-    logger,
-  });
+  // Connectors and groups both cut agents off (revoke, delete, disable) and rotate keys.
+  const cutOffDeps = { store, audit, clock, events, presence, unsavedTerminations, policy, secretBox };
+  const connectors = new ConnectorService({ ...cutOffDeps, metrics, logger });
   return {
-    groups: new GroupService({
-      store,
-      audit,
-      clock,
-      events,
-      presence,
-      unsavedTerminations,
-      policy,
-      secretBox,
-    }),
+    groups: new GroupService(cutOffDeps),
     provisioningKeys: new ProvisioningKeyService({ store, audit, clock, secretBox, policy }),
     connectors,
     enrollment: new EnrollmentService({ store, audit, clock, identity, policy, metrics, logger }),

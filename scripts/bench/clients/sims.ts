@@ -159,20 +159,23 @@ export class ProjectSim extends Sim {
 
 const isFinal = (code: number) => code >= 4000 && code < 4100;
 
-/** A bare `ws` client that reconnects with the agent's full-jitter backoff, as the agent would. */
-export class BareSim extends Sim {
-  private ws: WebSocket | null = null;
-  private stopping = false;
-  private timer: NodeJS.Timeout | null = null;
-
+/** A baseline client: it needs only the baseline server's URL. */
+abstract class BaselineSim extends Sim {
   constructor(
     id: string,
     group: Group,
     hooks: SimHooks,
-    private readonly serverUrl: string,
+    protected readonly serverUrl: string,
   ) {
     super(id, group, hooks);
   }
+}
+
+/** A bare `ws` client that reconnects with the agent's full-jitter backoff, as the agent would. */
+export class BareSim extends BaselineSim {
+  private ws: WebSocket | null = null;
+  private stopping = false;
+  private timer: NodeJS.Timeout | null = null;
 
   start(localAddress: string): void {
     this.started = true;
@@ -209,17 +212,8 @@ export class BareSim extends Sim {
 }
 
 /** A tRPC client of the minimal server's one subscription, with the agent's keepAlive and backoff. */
-export class TrpcSim extends Sim {
+export class TrpcSim extends BaselineSim {
   private close: (() => void) | null = null;
-
-  constructor(
-    id: string,
-    group: Group,
-    hooks: SimHooks,
-    private readonly serverUrl: string,
-  ) {
-    super(id, group, hooks);
-  }
 
   start(localAddress: string): void {
     this.started = true;
