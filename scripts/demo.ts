@@ -8,6 +8,10 @@
  *    3. get the agent as one executable      8. revoke one agent live: it exits 4, identity wiped
  *    4. run two agents with the key          9. the other one is still connected
  *    5. list them connected                 10. clean up (also on failure and on Ctrl-C)
+ *
+ * Why ~550 lines: the ten steps each show the command a newcomer would type and what came back
+ * (about 30 lines a step), and a demo must stop cleanly wherever it fails or is interrupted, so it
+ * tracks every process it starts. The checking lives in the tests, not here.
  */
 import fs from 'node:fs';
 import path from 'node:path';
