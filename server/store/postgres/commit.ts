@@ -21,6 +21,18 @@ export interface RecordWrite {
   body: object | null;
 }
 
+/**
+ * Loss-tolerant fields of a record (last seen, last used) merged into its stored body without a new
+ * version and without a feed row: other replicas see them with the record's next versioned write or
+ * at their next start. `removed` names fields set to undefined (JSON cannot say that in a merge).
+ */
+export interface RecordTouch {
+  section: StoreSection;
+  id: string;
+  fields: Record<string, unknown>;
+  removed: string[];
+}
+
 export interface CommitRequest {
   /** The replica committing (carried into the feed so it can skip its own changes). */
   origin: string;
@@ -31,6 +43,8 @@ export interface CommitRequest {
    * position its view was at: a change to one of them committed since then is a conflict.
    */
   scans?: { sections: readonly StoreSection[]; since: FeedPosition };
+  /** Merged in the same transaction (rows missing by then are skipped). */
+  touches?: readonly RecordTouch[];
 }
 
 /** PostgreSQL errors that mean "another transaction got there first": retry after catching up. */
@@ -41,6 +55,12 @@ const CONFLICT_CODES = new Set(['23505', '40001', '40P01']);
  * rows locked in key order, so two commits touching the same records queue instead of deadlocking),
  * writes its change-feed row in the same transaction and wakes the other replicas. Throws
  * WriteConflict when a record it read (or a section it scanned) changed since its view was taken.
+ *
+ * Every record a commit writes takes the commit's feed sequence number as its version. The number is
+ * drawn after the rows are locked, so a record's versions rise in the order its writes commit, also
+ * across a delete and a new record of the same id (a per-row counter would start again at 1 there,
+ * and a replica applying changes by version would skip the new record). A commit that writes
+ * nothing (touches only) adds no feed row and returns seq 0.
  */
 export async function commitChange(
   pool: pg.Pool,
@@ -66,7 +86,8 @@ async function commitIn(
   client: pg.PoolClient,
   request: CommitRequest,
 ): Promise<{ seq: number; ops: ChangeOp[] }> {
-  const current = await lockRecords(client, [...request.reads, ...request.writes]);
+  const touches = request.touches ?? [];
+  const current = await lockRecords(client, [...request.reads, ...request.writes, ...touches]);
   for (const read of request.reads) {
     const now = current.get(keyOf(read)) ?? 0;
     if (now !== read.version) {
@@ -75,23 +96,29 @@ async function commitIn(
       );
     }
   }
-  if (request.scans && (await changedSince(client, request.scans))) {
+  if (request.scans && (await changedSince(client, request.origin, request.scans))) {
     throw new WriteConflict(`a scanned section (${request.scans.sections.join(', ')}) changed`);
   }
+  let seq = 0;
   const ops: ChangeOp[] = [];
-  for (const write of request.writes) {
-    const version = (current.get(keyOf(write)) ?? 0) + 1;
-    await writeRecord(client, write, version);
-    current.set(keyOf(write), version);
-    ops.push({ section: write.section, id: write.id, body: write.body, version });
+  if (request.writes.length > 0) {
+    const next = await client.query<{ seq: string }>(
+      `SELECT nextval(pg_get_serial_sequence('store_changes', 'seq'))::text AS seq`,
+    );
+    seq = Number(next.rows[0]?.seq);
+    await writeRecords(client, request.writes, current, seq);
+    for (const write of request.writes)
+      ops.push({ section: write.section, id: write.id, body: write.body, version: seq });
   }
+  if (touches.length > 0) await touchRecords(client, touches);
+  if (seq === 0) return { seq, ops };
   const sections = [...new Set(request.writes.map((w) => w.section))];
-  const inserted = await client.query<{ seq: string }>(
-    'INSERT INTO store_changes (origin, sections, ops) VALUES ($1, $2, $3) RETURNING seq',
-    [request.origin, sections, JSON.stringify(ops)],
+  await client.query(
+    `WITH c AS (INSERT INTO store_changes (seq, origin, sections, ops) VALUES ($1, $2, $3, $4) RETURNING seq)
+     SELECT pg_notify($5, $2) FROM c`,
+    [seq, request.origin, sections, JSON.stringify(ops), CHANGES_CHANNEL],
   );
-  await client.query('SELECT pg_notify($1, $2)', [CHANGES_CHANNEL, request.origin]);
-  return { seq: Number(inserted.rows[0]?.seq), ops };
+  return { seq, ops };
 }
 
 const keyOf = (record: { section: string; id: string }) => `${record.section}\u0000${record.id}`;
@@ -115,38 +142,63 @@ async function lockRecords(
   return new Map(locked.rows.map((row) => [keyOf(row), Number(row.version)]));
 }
 
+/**
+ * Whether another replica changed a scanned section since `since`. This replica's own commits are
+ * left out: they were made over its view, which holds them.
+ */
 async function changedSince(
   client: pg.PoolClient,
+  origin: string,
   scans: { sections: readonly StoreSection[]; since: FeedPosition },
 ): Promise<boolean> {
   const found = await client.query(
     `SELECT 1 FROM store_changes
       WHERE xid >= $1::xid8 AND sections && $2::text[] AND NOT (seq = ANY($3::bigint[]))
+        AND origin <> $4
       LIMIT 1`,
-    [scans.since.xmin, scans.sections, [...scans.since.seen]],
+    [scans.since.xmin, scans.sections, [...scans.since.seen], origin],
   );
   return (found.rowCount ?? 0) > 0;
 }
 
-async function writeRecord(client: pg.PoolClient, write: RecordWrite, version: number): Promise<void> {
-  if (write.body === null) {
-    await client.query('DELETE FROM store_records WHERE section = $1 AND id = $2', [write.section, write.id]);
-    return;
-  }
-  if (version === 1) {
-    // A record the lock did not find: another transaction inserting the same id makes this one
-    // wait on the key and then fail with a unique violation (a conflict).
-    await client.query('INSERT INTO store_records (section, id, body, version) VALUES ($1, $2, $3, 1)', [
-      write.section,
-      write.id,
-      JSON.stringify(write.body),
-    ]);
-    return;
-  }
-  await client.query('UPDATE store_records SET body = $3, version = $4 WHERE section = $1 AND id = $2', [
-    write.section,
-    write.id,
-    JSON.stringify(write.body),
-    version,
-  ]);
+/** The writes in three statements (deletes, new records, replaced records), whatever their number. */
+async function writeRecords(
+  client: pg.PoolClient,
+  writes: readonly RecordWrite[],
+  current: Map<string, number>,
+  version: number,
+): Promise<void> {
+  const deletes = writes.filter((w) => w.body === null);
+  const inserts = writes.filter((w) => w.body !== null && !current.has(keyOf(w)));
+  const updates = writes.filter((w) => w.body !== null && current.has(keyOf(w)));
+  const rows = `jsonb_to_recordset($1::jsonb) AS k(section text, id text, body jsonb)`;
+  const json = (list: RecordWrite[]) =>
+    JSON.stringify(list.map(({ section, id, body }) => ({ section, id, body })));
+  if (deletes.length > 0)
+    await client.query(
+      `DELETE FROM store_records r USING ${rows} WHERE r.section = k.section AND r.id = k.id`,
+      [json(deletes)],
+    );
+  // A record the lock did not find: another transaction inserting the same id makes this one wait
+  // on the key and then fail with a unique violation (a conflict).
+  if (inserts.length > 0)
+    await client.query(
+      `INSERT INTO store_records (section, id, body, version) SELECT k.section, k.id, k.body, $2 FROM ${rows}`,
+      [json(inserts), version],
+    );
+  if (updates.length > 0)
+    await client.query(
+      `UPDATE store_records r SET body = k.body, version = $2 FROM ${rows}
+        WHERE r.section = k.section AND r.id = k.id`,
+      [json(updates), version],
+    );
+}
+
+async function touchRecords(client: pg.PoolClient, touches: readonly RecordTouch[]): Promise<void> {
+  await client.query(
+    `UPDATE store_records r SET body = (r.body - k.removed) || k.fields
+       FROM jsonb_to_recordset($1::jsonb) AS k(section text, id text, fields jsonb, removed text[])
+      WHERE r.section = k.section AND r.id = k.id`,
+    [JSON.stringify(touches)],
+  );
 }
