@@ -51,6 +51,14 @@ export interface CommitRequest {
 const CONFLICT_CODES = new Set(['23505', '40001', '40P01']);
 
 /**
+ * Every commit holds this advisory lock, shared, for its transaction. A writer that keeps losing to
+ * others (a hot record another replica commits to without pause: each of its checks finds a newer
+ * version than it caught up to) takes it alone instead, catches up while no commit can happen, and
+ * then commits what it prepared: starvation ends after a bounded number of rounds.
+ */
+const COMMIT_LOCK = 7_243_911_305;
+
+/**
  * Commits one transaction's writes if nothing it read has changed (optimistic concurrency with the
  * rows locked in key order, so two commits touching the same records queue instead of deadlocking),
  * writes its change-feed row in the same transaction and wakes the other replicas. Throws
@@ -61,15 +69,26 @@ const CONFLICT_CODES = new Set(['23505', '40001', '40P01']);
  * across a delete and a new record of the same id (a per-row counter would start again at 1 there,
  * and a replica applying changes by version would skip the new record). A commit that writes
  * nothing (touches only) adds no feed row and returns seq 0.
+ *
+ * Given a function instead of a request, the commit takes the commit lock alone first and asks the
+ * function for its request then (see COMMIT_LOCK).
  */
 export async function commitChange(
   pool: pg.Pool,
-  request: CommitRequest,
+  request: CommitRequest | (() => Promise<CommitRequest>),
 ): Promise<{ seq: number; ops: ChangeOp[] }> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const result = await commitIn(client, request);
+    let prepared: CommitRequest;
+    if (typeof request === 'function') {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [COMMIT_LOCK]);
+      prepared = await request();
+    } else {
+      await client.query('SELECT pg_advisory_xact_lock_shared($1)', [COMMIT_LOCK]);
+      prepared = request;
+    }
+    const result = await commitIn(client, prepared);
     await client.query('COMMIT');
     return result;
   } catch (error) {

@@ -14,7 +14,7 @@ import {
 } from '../store.js';
 import { ChangeFeed } from './change-feed.js';
 import type { ChangeOp, ChangeRow, FeedPosition } from './changes.js';
-import { commitChange, WriteConflict } from './commit.js';
+import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
 import { loadState } from './load-state.js';
@@ -222,20 +222,37 @@ export class PgStore implements Store {
     while (this.queue.length > 0);
   }
 
-  /** Commits every queued transaction (and pending touches) as one, retrying after conflicts. */
+  /**
+   * Commits every queued transaction (and pending touches) as one, retrying after conflicts: after
+   * two lost rounds it commits alone (commit.ts COMMIT_LOCK), catching up once no one else can commit.
+   */
   private async commitQueued(): Promise<void> {
     const maxRounds = this.options.maxRounds ?? 20;
     for (let round = 1; ; round++) {
-      const batch = this.queue.slice();
-      const touches = this.touches.take();
-      if (batch.length === 0 && touches.length === 0) return;
-      const request = commitRequestOf(
-        batch.map((pending) => pending.tx),
-        { origin: this.origin, view: this.view, versions: this.versions, position: this.position, touches },
-      );
+      let batch: Pending[] = [];
+      let touches: RecordTouch[] = [];
+      const prepare = (): CommitRequest => {
+        batch = this.queue.slice();
+        touches = this.touches.take();
+        return commitRequestOf(
+          batch.map((pending) => pending.tx),
+          { origin: this.origin, view: this.view, versions: this.versions, position: this.position, touches },
+        );
+      };
+      const alone = round > 2;
+      const request = alone ? null : prepare();
+      if (this.queue.length === 0 && this.touches.size === 0 && batch.length === 0 && touches.length === 0)
+        return;
       this.committing = true;
       try {
-        const { ops } = await commitChange(this.pool, request);
+        const { ops } = await commitChange(
+          this.pool,
+          request ??
+            (async () => {
+              await this.catchUp();
+              return prepare();
+            }),
+        );
         this.stats.commits++;
         for (const op of ops) this.versions.committed(op, true);
         // Transactions queued meanwhile came after the batch: it is the queue's head.
@@ -248,10 +265,8 @@ export class PgStore implements Store {
         this.touches.giveBack(touches);
         if (error instanceof WriteConflict && round < maxRounds) {
           this.stats.conflicts++;
-          // Still "committing": what the catch-up read brings waits in the inbox for the re-run.
-          await this.feed.readNow();
+          await this.catchUp();
           this.committing = false;
-          this.applyInbox(true);
           continue;
         }
         this.committing = false;
@@ -260,6 +275,15 @@ export class PgStore implements Store {
         return;
       }
     }
+  }
+
+  /**
+   * Reads the feed now and applies it, queued transactions run again over it. The caller is
+   * committing: what the read brings waits in the inbox until this applies it.
+   */
+  private async catchUp(): Promise<void> {
+    await this.feed.readNow();
+    this.applyInbox(true);
   }
 
   /** The database did not take the commit: memory returns to the committed state, callers hear why. */
