@@ -79,15 +79,10 @@ export async function commitChange(
 ): Promise<{ seq: number; ops: ChangeOp[] }> {
   const client = await pool.connect();
   try {
-    await client.query('BEGIN');
-    let prepared: CommitRequest;
-    if (typeof request === 'function') {
-      await client.query('SELECT pg_advisory_xact_lock($1)', [COMMIT_LOCK]);
-      prepared = await request();
-    } else {
-      await client.query('SELECT pg_advisory_xact_lock_shared($1)', [COMMIT_LOCK]);
-      prepared = request;
-    }
+    // One round trip (a simple query may hold two statements; the lock key is a constant).
+    const alone = typeof request === 'function';
+    await client.query(`BEGIN; SELECT pg_advisory_xact_lock${alone ? '' : '_shared'}(${COMMIT_LOCK})`);
+    const prepared = typeof request === 'function' ? await request() : request;
     const result = await commitIn(client, prepared);
     await client.query('COMMIT');
     return result;
@@ -118,26 +113,25 @@ async function commitIn(
   if (request.scans && (await changedSince(client, request.origin, request.scans))) {
     throw new WriteConflict(`a scanned section (${request.scans.sections.join(', ')}) changed`);
   }
-  let seq = 0;
-  const ops: ChangeOp[] = [];
-  if (request.writes.length > 0) {
-    const next = await client.query<{ seq: string }>(
-      `SELECT nextval(pg_get_serial_sequence('store_changes', 'seq'))::text AS seq`,
-    );
-    seq = Number(next.rows[0]?.seq);
-    await writeRecords(client, request.writes, current, seq);
-    for (const write of request.writes)
-      ops.push({ section: write.section, id: write.id, body: write.body, version: seq });
+  if (request.writes.length === 0) {
+    if (touches.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(touches)]);
+    return { seq: 0, ops: [] };
   }
-  if (touches.length > 0) await touchRecords(client, touches);
-  if (seq === 0) return { seq, ops };
-  const sections = [...new Set(request.writes.map((w) => w.section))];
-  await client.query(
-    `WITH c AS (INSERT INTO store_changes (seq, origin, sections, ops) VALUES ($1, $2, $3, $4) RETURNING seq)
-     SELECT pg_notify($5, $2) FROM c`,
-    [seq, request.origin, sections, JSON.stringify(ops), CHANGES_CHANNEL],
-  );
-  return { seq, ops };
+  const written = new Set(request.writes.map(keyOf));
+  const { seq } = await writeAll(client, request, current, {
+    // A record written whole here carries its touched fields already (and a row takes one change
+    // per statement).
+    touches: touches.filter((touch) => !written.has(keyOf(touch))),
+  });
+  return {
+    seq,
+    ops: request.writes.map((write) => ({
+      section: write.section,
+      id: write.id,
+      body: write.body,
+      version: seq,
+    })),
+  };
 }
 
 const keyOf = (record: { section: string; id: string }) => `${record.section}\u0000${record.id}`;
@@ -180,44 +174,53 @@ async function changedSince(
   return (found.rowCount ?? 0) > 0;
 }
 
-/** The writes in three statements (deletes, new records, replaced records), whatever their number. */
-async function writeRecords(
-  client: pg.PoolClient,
-  writes: readonly RecordWrite[],
-  current: Map<string, number>,
-  version: number,
-): Promise<void> {
-  const deletes = writes.filter((w) => w.body === null);
-  const inserts = writes.filter((w) => w.body !== null && !current.has(keyOf(w)));
-  const updates = writes.filter((w) => w.body !== null && current.has(keyOf(w)));
-  const rows = `jsonb_to_recordset($1::jsonb) AS k(section text, id text, body jsonb)`;
-  const json = (list: RecordWrite[]) =>
-    JSON.stringify(list.map(({ section, id, body }) => ({ section, id, body })));
-  if (deletes.length > 0)
-    await client.query(
-      `DELETE FROM store_records r USING ${rows} WHERE r.section = k.section AND r.id = k.id`,
-      [json(deletes)],
-    );
-  // A record the lock did not find: another transaction inserting the same id makes this one wait
-  // on the key and then fail with a unique violation (a conflict).
-  if (inserts.length > 0)
-    await client.query(
-      `INSERT INTO store_records (section, id, body, version) SELECT k.section, k.id, k.body, $2 FROM ${rows}`,
-      [json(inserts), version],
-    );
-  if (updates.length > 0)
-    await client.query(
-      `UPDATE store_records r SET body = k.body, version = $2 FROM ${rows}
-        WHERE r.section = k.section AND r.id = k.id`,
-      [json(updates), version],
-    );
-}
+const TOUCH_CTE = `t AS (
+  UPDATE store_records r SET body = (r.body - k.removed) || k.fields
+    FROM jsonb_to_recordset($1::jsonb) AS k(section text, id text, fields jsonb, removed text[])
+   WHERE r.section = k.section AND r.id = k.id)`;
 
-async function touchRecords(client: pg.PoolClient, touches: readonly RecordTouch[]): Promise<void> {
-  await client.query(
-    `UPDATE store_records r SET body = (r.body - k.removed) || k.fields
-       FROM jsonb_to_recordset($1::jsonb) AS k(section text, id text, fields jsonb, removed text[])
-      WHERE r.section = k.section AND r.id = k.id`,
-    [JSON.stringify(touches)],
+/**
+ * Every write, the touches, the feed row and its notification in ONE statement (a round trip costs
+ * more than the work on this loaded machine: 7 round trips per commit ran at ~110/s, 1 at ~300/s).
+ * The version is drawn in it, after the previous statement locked the rows. Data-modifying CTEs all
+ * run, each once, whether or not the final SELECT reads them.
+ */
+async function writeAll(
+  client: pg.PoolClient,
+  request: CommitRequest,
+  current: Map<string, number>,
+  extra: { touches: readonly RecordTouch[] },
+): Promise<{ seq: number }> {
+  const kind = (w: RecordWrite) => (w.body === null ? 'delete' : current.has(keyOf(w)) ? 'update' : 'insert');
+  const writes = request.writes.map((w) => ({ section: w.section, id: w.id, body: w.body, kind: kind(w) }));
+  const ops = request.writes.map(({ section, id, body }) => ({ section, id, body }));
+  const sections = [...new Set(request.writes.map((w) => w.section))];
+  const rows = `jsonb_to_recordset($2::jsonb) AS k(section text, id text, body jsonb, kind text)`;
+  const result = await client.query<{ seq: string }>(
+    `WITH ${TOUCH_CTE},
+     v AS (SELECT nextval(pg_get_serial_sequence('store_changes', 'seq')) AS seq),
+     d AS (DELETE FROM store_records r USING ${rows}
+            WHERE k.kind = 'delete' AND r.section = k.section AND r.id = k.id),
+     -- A record the lock did not find: another transaction inserting the same id makes this one
+     -- wait on the key and then fail with a unique violation (a conflict).
+     i AS (INSERT INTO store_records (section, id, body, version)
+           SELECT k.section, k.id, k.body, v.seq FROM ${rows}, v WHERE k.kind = 'insert'),
+     u AS (UPDATE store_records r SET body = k.body, version = v.seq FROM ${rows}, v
+            WHERE k.kind = 'update' AND r.section = k.section AND r.id = k.id),
+     c AS (INSERT INTO store_changes (seq, origin, sections, ops)
+           SELECT v.seq, $3, $4,
+                  (SELECT jsonb_agg(o || jsonb_build_object('version', v.seq) ORDER BY n)
+                     FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS e(o, n))
+             FROM v)
+     SELECT v.seq::text AS seq, pg_notify($6, $3) FROM v`,
+    [
+      JSON.stringify(extra.touches),
+      JSON.stringify(writes),
+      request.origin,
+      sections,
+      JSON.stringify(ops),
+      CHANGES_CHANNEL,
+    ],
   );
+  return { seq: Number(result.rows[0]?.seq) };
 }
