@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { DomainError } from '../../../shared/errors.js';
-import { deepFreeze, RecordView, setRecord, withFields } from '../record-tables.js';
+import { RecordView, setRecord, withFields } from '../record-tables.js';
 import type { StoreData } from '../records.js';
 import {
   SECTIONS,
@@ -13,23 +13,17 @@ import {
   type StoreTransaction,
 } from '../store.js';
 import { ChangeFeed } from './change-feed.js';
-import type { ChangeOp, ChangeRow, FeedPosition } from './changes.js';
+import type { ChangeRow, FeedPosition } from './changes.js';
 import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
 import { loadState } from './load-state.js';
 import { migrateToLatest } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
+import { applyRemoteOps, newerRemoteOps, type RemoteChangeListener } from './remote-changes.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
-/** A record another replica changed, as this replica's memory had it and has it now. */
-export interface RemoteChange {
-  section: StoreSection;
-  id: string;
-  before: object | undefined;
-  after: object | undefined;
-}
-export type RemoteChangeListener = (changes: RemoteChange[]) => void;
+export type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
 
 export interface PgStoreOptions {
   /** This replica's name in the change feed. @default host/pid/random: unique per open store */
@@ -318,23 +312,10 @@ export class PgStore implements Store {
     const { rows, position } = this.inbox;
     this.inbox = { rows: [], position: null };
     if (position) this.position = position;
-    const remote: ChangeOp[] = [];
-    for (const row of rows) {
-      if (row.origin === this.origin) this.versions.ownChangeRead(row.ops);
-      else for (const op of row.ops) if (SECTIONS.includes(op.section)) remote.push(op);
-    }
-    const newer = remote.filter((op) => this.versions.isNewer(op));
+    const newer = newerRemoteOps(rows, this.origin, this.versions);
     if (newer.length === 0 && !rerun) return;
     this.undoQueued();
-    const changes: RemoteChange[] = [];
-    for (const op of newer) {
-      if (!this.versions.isNewer(op)) continue;
-      const before = this.view.get(op.section, op.id);
-      const after = op.body === null ? undefined : deepFreeze(op.body);
-      setRecord(this.data, op.section, op.id, after);
-      this.versions.committed(op, false);
-      changes.push({ section: op.section, id: op.id, before, after });
-    }
+    const changes = applyRemoteOps(this.data, this.versions, newer);
     this.rerunQueued();
     this.stats.remoteChanges += changes.length;
     if (changes.length === 0) return;
