@@ -58,6 +58,12 @@ export interface Store {
    * Applies `fn` to the state at once (synchronously, before `transact` returns) and resolves after
    * the change is on disk. If `fn` throws, nothing changes. If the write fails, the state returns to
    * what is on disk and the promise rejects with a STORE_UNAVAILABLE DomainError.
+   *
+   * `fn` may run more than once: a store shared by several servers (PgStore) undoes it and runs it
+   * again over another server's newer state when that one committed first, and resolves with the
+   * last run's result (or rejects with what the last run threw). So `fn` must do nothing but read
+   * and change records through `tx` and return a value: no I/O, no events, no counters. Fresh random
+   * ids made inside it are fine (the last run's are the ones kept and returned).
    */
   transact<T>(fn: (tx: StoreTransaction) => T): Promise<T>;
   /**
@@ -76,7 +82,8 @@ export interface Store {
  * durability: for the live side of security actions (revoke, delete), which must cut an agent off
  * without waiting for a write that grows with the whole file. The caller still awaits `durable`
  * before it answers; if that write fails the state returns to the disk's, and the agent that was
- * cut off stays cut off (it fails safe).
+ * cut off stays cut off (it fails safe). `applied` is the first run's result: when a shared store
+ * runs `fn` again (see `transact`), `durable` carries the last run's, which is the one to report.
  */
 export function applyNow<T>(
   store: Store,

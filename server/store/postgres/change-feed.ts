@@ -6,8 +6,11 @@ export interface ChangeFeedOptions {
   pool: pg.Pool;
   connectionString: string;
   from: FeedPosition;
-  /** Hands over new changes, in sequence order, each exactly once. */
-  onChanges: (rows: ChangeRow[]) => void;
+  /**
+   * Hands over new changes, in sequence order, each exactly once, with the position the reader is at
+   * once it has them (a store that holds these changes is at that position).
+   */
+  onChanges: (rows: ChangeRow[], position: FeedPosition) => void;
   /** How often to read even without a notification (a lost one costs at most this long). @default 1000 */
   pollMs?: number;
   /** First wait before reconnecting a lost listener; doubles up to 5 s. @default 100 */
@@ -84,7 +87,7 @@ export class ChangeFeed {
         const { rows, next } = await readChanges(this.options.pool, this.position);
         this.position = next;
         this.lastReadAt = Date.now();
-        if (rows.length > 0) this.options.onChanges(rows);
+        if (rows.length > 0) this.options.onChanges(rows, next);
       } catch (error) {
         this.options.onError?.(error as Error);
         return;

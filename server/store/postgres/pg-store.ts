@@ -1,0 +1,352 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { DomainError } from '../../../shared/errors.js';
+import { RecordView, setRecord, withFields } from '../record-tables.js';
+import type { StoreData } from '../records.js';
+import {
+  SECTIONS,
+  type SectionRecords,
+  type Store,
+  type StoreSection,
+  type StoreSnapshot,
+  type StoreTransaction,
+} from '../store.js';
+import { ChangeFeed } from './change-feed.js';
+import type { ChangeRow, FeedPosition } from './changes.js';
+import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
+import { commitRequestOf } from './commit-batch.js';
+import type { CommittedVersions } from './committed-versions.js';
+import { loadState } from './load-state.js';
+import { migrateToLatest } from './migrate.js';
+import { PendingTouches } from './pending-touches.js';
+import { applyRemoteOps, newerRemoteOps, type RemoteChangeListener } from './remote-changes.js';
+import { TrackedTransaction } from './tracked-transaction.js';
+
+export type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
+
+export interface PgStoreOptions {
+  /** This replica's name in the change feed. @default host/pid/random: unique per open store */
+  origin?: string;
+  logger?: { warn(details: object, message: string): void };
+  /** Told (synchronously, after memory has them) about records changed by other replicas. */
+  onRemoteChange?: RemoteChangeListener;
+  /** How long a `touch` may wait before it is written if no transaction writes it first. @default 1000 */
+  touchFlushMs?: number;
+  /** The change feed's read without a notification. @default 1000 */
+  pollMs?: number;
+  /** Commit attempts of one batch that lost to other replicas before it fails. @default 20 */
+  maxRounds?: number;
+  /** @default 8 */
+  poolSize?: number;
+}
+
+interface Pending {
+  fn: (tx: StoreTransaction) => unknown;
+  tx: TrackedTransaction;
+  result: unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The Store on PostgreSQL, for several server replicas on one database. Each replica holds the whole
+ * state in memory, as the embedded store does, so reads and the synchronous check-and-change of a
+ * transaction are unchanged; what differs is what "durable" means and who else writes.
+ *
+ * A transaction applies at once to memory; the transactions of a turn (and all that arrive while a
+ * commit is under way) are committed together as one PostgreSQL transaction (group commit), with an
+ * optimistic check: the versions of the records they read, and for sections they listed, that no other
+ * replica changed the section since the feed position memory is at (commit.ts; rows are locked in key
+ * order, so colliding commits queue rather than deadlock). `transact` resolves once COMMIT returned.
+ * When another replica got there first, the pending transactions are undone (newest first), memory
+ * catches up from the change feed and their functions run again in order: a function that now throws
+ * rejects its own caller; the others commit with the next attempt. So transaction functions must be
+ * free of side effects beyond their return value: they may run more than once.
+ *
+ * Changes committed by other replicas arrive through the change feed and apply by version (pending
+ * local transactions are undone first and run again after), and `onRemoteChange` hears of them.
+ */
+export class PgStore implements Store {
+  private readonly data: StoreData;
+  private readonly view: RecordView;
+  private readonly versions: CommittedVersions;
+  /** The feed position memory is at (besides this replica's own commits). */
+  private position: FeedPosition;
+  readonly feed: ChangeFeed;
+  readonly origin: string;
+  /** Transactions applied to memory and not yet committed, in the order they ran. */
+  private queue: Pending[] = [];
+  /** Feed rows that came while a commit was under way: applied once its outcome is known. */
+  private inbox: { rows: ChangeRow[]; position: FeedPosition | null } = { rows: [], position: null };
+  private committing = false;
+  private flushing: Promise<void> | null = null;
+  private readonly touches = new PendingTouches();
+  private touchTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private remoteListener: RemoteChangeListener | undefined;
+  readonly stats = { transactions: 0, commits: 0, conflicts: 0, failedCommits: 0, remoteChanges: 0 };
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    url: string,
+    state: { data: StoreData; versions: CommittedVersions; position: FeedPosition },
+    private readonly options: PgStoreOptions,
+  ) {
+    this.data = state.data;
+    this.view = new RecordView(state.data);
+    this.versions = state.versions;
+    this.position = state.position;
+    this.origin = options.origin ?? `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+    this.remoteListener = options.onRemoteChange;
+    this.feed = new ChangeFeed({
+      pool,
+      connectionString: url,
+      from: state.position,
+      pollMs: options.pollMs,
+      onChanges: (rows, position) => this.changesArrived(rows, position),
+      onError: (error) => options.logger?.warn({ err: error }, 'change feed: read or listener failed'),
+    });
+  }
+
+  /** Connects, brings the schema up to date, loads every record and starts following the feed. */
+  static async open(url: string, options: PgStoreOptions = {}): Promise<PgStore> {
+    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 8 });
+    // An idle client's error is emitted on the pool: unheard, it would end the process.
+    pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
+    try {
+      const client = await pool.connect();
+      try {
+        await migrateToLatest(client);
+      } finally {
+        client.release();
+      }
+      const store = new PgStore(pool, url, await loadState(pool), options);
+      await store.feed.start();
+      return store;
+    } catch (error) {
+      await pool.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Sets the listener of changes made by other replicas (replacing the one given at open). */
+  setRemoteChangeListener(listener: RemoteChangeListener | undefined): void {
+    this.remoteListener = listener;
+  }
+
+  read<T>(fn: (view: RecordView) => T): T {
+    return fn(this.view);
+  }
+
+  transact<T>(fn: (tx: StoreTransaction) => T): Promise<T> {
+    if (this.closed) return Promise.reject(new DomainError('STORE_UNAVAILABLE', 'The store is closed.'));
+    const tx = new TrackedTransaction(this.data);
+    let result: T;
+    try {
+      result = fn(tx);
+    } catch (error) {
+      tx.rollback();
+      return Promise.reject(error);
+    } finally {
+      tx.end();
+    }
+    this.stats.transactions++;
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, tx, result, resolve: resolve as (value: unknown) => void, reject });
+      this.flushSoon();
+    });
+  }
+
+  /**
+   * Touched fields are written lazily (with the next commit, or within `touchFlushMs`) as a merge into
+   * the stored record, without a new version and without a feed row: other replicas do not hear of
+   * them (they are loss-tolerant by definition; presence across replicas is kept elsewhere), see them
+   * at their next start, and get them with the record's next versioned write from this replica. A
+   * versioned write of the record from another replica carries that replica's values of these
+   * fields, and this replica then takes them too.
+   */
+  touch<S extends StoreSection>(section: S, id: string, fields: Partial<SectionRecords[S]>): boolean {
+    const current = this.view.get(section, id);
+    if (!current) return false;
+    const next = withFields(current as SectionRecords[S], fields);
+    if (!next) return true;
+    setRecord(this.data, section, id, next);
+    this.touches.note(section, id, fields as Record<string, unknown>);
+    if (!this.touchTimer && !this.closed) {
+      this.touchTimer = setTimeout(() => {
+        this.touchTimer = null;
+        this.flushSoon();
+      }, this.options.touchFlushMs ?? 1000);
+      this.touchTimer.unref();
+    }
+    return true;
+  }
+
+  /** References to every record now: records are replaced, never changed (as in JournalStore). */
+  snapshot(): StoreSnapshot {
+    return { sections: SECTIONS.map((section) => [section, this.view.list(section)]), release: () => {} };
+  }
+
+  async close(): Promise<void> {
+    if (this.touchTimer) clearTimeout(this.touchTimer);
+    this.touchTimer = null;
+    this.closed = true;
+    await this.flushing;
+    await this.commitQueued();
+    await this.feed.stop();
+    await this.pool.end();
+  }
+
+  private flushSoon(): void {
+    if (this.flushing) return;
+    // The next turn: every transaction of this one joins the same commit.
+    this.flushing = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.flushLoop())
+      .catch((error) => this.options.logger?.warn({ err: error }, 'store commit loop failed'))
+      .finally(() => {
+        this.flushing = null;
+        if (this.queue.length > 0) this.flushSoon();
+      });
+  }
+
+  private async flushLoop(): Promise<void> {
+    // Bounded by the callers: each round commits (or fails) every transaction queued before it.
+    do await this.commitQueued();
+    while (this.queue.length > 0);
+  }
+
+  /**
+   * Commits every queued transaction (and pending touches) as one, retrying after conflicts: after
+   * two lost rounds it commits alone (commit.ts COMMIT_LOCK), catching up once no one else can commit.
+   */
+  private async commitQueued(): Promise<void> {
+    const maxRounds = this.options.maxRounds ?? 20;
+    for (let round = 1; ; round++) {
+      let batch: Pending[] = [];
+      let touches: RecordTouch[] = [];
+      const prepare = (): CommitRequest => {
+        batch = this.queue.slice();
+        touches = this.touches.take();
+        return commitRequestOf(
+          batch.map((pending) => pending.tx),
+          { origin: this.origin, view: this.view, versions: this.versions, position: this.position, touches },
+        );
+      };
+      const alone = round > 2;
+      const request = alone ? null : prepare();
+      if (this.queue.length === 0 && this.touches.size === 0 && batch.length === 0 && touches.length === 0)
+        return;
+      this.committing = true;
+      try {
+        const { ops } = await commitChange(
+          this.pool,
+          request ??
+            (async () => {
+              await this.catchUp();
+              return prepare();
+            }),
+        );
+        this.stats.commits++;
+        for (const op of ops) this.versions.committed(op, true);
+        // Transactions queued meanwhile came after the batch: it is the queue's head.
+        this.queue.splice(0, batch.length);
+        for (const pending of batch) pending.resolve(pending.result);
+        this.committing = false;
+        this.applyInbox(false);
+        return;
+      } catch (error) {
+        this.touches.giveBack(touches);
+        if (error instanceof WriteConflict && round < maxRounds) {
+          this.stats.conflicts++;
+          await this.catchUp();
+          this.committing = false;
+          continue;
+        }
+        this.committing = false;
+        this.failQueued(error);
+        this.applyInbox(false);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Reads the feed now and applies it, queued transactions run again over it. The caller is
+   * committing: what the read brings waits in the inbox until this applies it.
+   */
+  private async catchUp(): Promise<void> {
+    await this.feed.readNow();
+    this.applyInbox(true);
+  }
+
+  /** The database did not take the commit: memory returns to the committed state, callers hear why. */
+  private failQueued(error: unknown): void {
+    this.stats.failedCommits++;
+    this.options.logger?.warn({ err: error }, 'store commit failed');
+    this.undoQueued();
+    const failed = this.queue.splice(0);
+    const why =
+      error instanceof WriteConflict
+        ? 'other servers kept changing the same records'
+        : ((error as { code?: string }).code ?? (error as Error).message ?? 'database unreachable');
+    const reason = new DomainError(
+      'STORE_UNAVAILABLE',
+      `The server could not save the change (${why}); nothing was changed.`,
+    );
+    for (const pending of failed) pending.reject(reason);
+  }
+
+  private changesArrived(rows: ChangeRow[], position: FeedPosition): void {
+    this.inbox.rows.push(...rows);
+    this.inbox.position = position;
+    if (!this.committing) this.applyInbox(false);
+  }
+
+  /**
+   * Applies what the feed brought: this replica's own commits are in memory already; another
+   * replica's change applies when it is newer than the record held. Queued transactions are undone
+   * first and run again over the result (always, with `rerun`: after a conflict).
+   */
+  private applyInbox(rerun: boolean): void {
+    const { rows, position } = this.inbox;
+    this.inbox = { rows: [], position: null };
+    if (position) this.position = position;
+    const newer = newerRemoteOps(rows, this.origin, this.versions);
+    if (newer.length === 0 && !rerun) return;
+    this.undoQueued();
+    const changes = applyRemoteOps(this.data, this.versions, newer);
+    this.rerunQueued();
+    this.stats.remoteChanges += changes.length;
+    if (changes.length === 0) return;
+    try {
+      this.remoteListener?.(changes);
+    } catch (error) {
+      this.options.logger?.warn({ err: error }, 'remote change listener failed');
+    }
+  }
+
+  /** Undoes every queued transaction, newest first: memory is the committed state again. */
+  private undoQueued(): void {
+    for (let i = this.queue.length - 1; i >= 0; i--) this.queue[i]?.tx.rollback();
+  }
+
+  /** Runs the queued transactions' functions again, in order; one that now throws rejects its caller. */
+  private rerunQueued(): void {
+    const kept: Pending[] = [];
+    for (const pending of this.queue) {
+      const tx = new TrackedTransaction(this.data);
+      try {
+        pending.result = pending.fn(tx);
+        pending.tx = tx;
+        kept.push(pending);
+      } catch (error) {
+        tx.rollback();
+        pending.reject(error);
+      } finally {
+        tx.end();
+      }
+    }
+    this.queue = kept;
+  }
+}

@@ -1,0 +1,47 @@
+import { deepFreeze, setRecord } from '../record-tables.js';
+import type { StoreData } from '../records.js';
+import { SECTIONS, type StoreSection } from '../store.js';
+import type { ChangeOp, ChangeRow } from './changes.js';
+import type { CommittedVersions } from './committed-versions.js';
+
+/** A record another replica changed, as this replica's memory had it and has it now. */
+export interface RemoteChange {
+  section: StoreSection;
+  id: string;
+  before: object | undefined;
+  after: object | undefined;
+}
+export type RemoteChangeListener = (changes: RemoteChange[]) => void;
+
+/**
+ * The ops of feed rows that this replica's memory lacks: another replica's, of a section this build
+ * knows, newer than the record held. This replica's own rows are in memory already (their versions
+ * were noted at commit); reading them back retires their tombstones.
+ */
+export function newerRemoteOps(rows: ChangeRow[], origin: string, versions: CommittedVersions): ChangeOp[] {
+  const ops: ChangeOp[] = [];
+  for (const row of rows) {
+    if (row.origin === origin) versions.ownChangeRead(row.ops);
+    else for (const op of row.ops) if (SECTIONS.includes(op.section) && versions.isNewer(op)) ops.push(op);
+  }
+  return ops;
+}
+
+/** Applies the ops to memory (the committed state: no local transaction applied over it). */
+export function applyRemoteOps(
+  data: StoreData,
+  versions: CommittedVersions,
+  ops: ChangeOp[],
+): RemoteChange[] {
+  const changes: RemoteChange[] = [];
+  for (const op of ops) {
+    if (!versions.isNewer(op)) continue; // behind an op of the same record applied just before
+    const table = data[op.section] as Record<string, object>;
+    const before = Object.hasOwn(table, op.id) ? table[op.id] : undefined;
+    const after = op.body === null ? undefined : deepFreeze(op.body);
+    setRecord(data, op.section, op.id, after);
+    versions.committed(op, false);
+    changes.push({ section: op.section, id: op.id, before, after });
+  }
+  return changes;
+}
