@@ -4,7 +4,7 @@ import { DomainError } from '../../shared/errors.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import { DataFileError } from '../store/data-file.js';
-import { JsonDocumentFile } from '../store/durable-files.js';
+import { DocumentConflict, JsonDocumentFile, type KeptDocument } from '../store/durable-files.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 
 export interface StoredSigningKey {
@@ -75,51 +75,79 @@ interface HeldKey {
  * several: every key not retired is published in the JWKS and verifies; the one whose activation
  * time is the latest not in the future signs, decided at each `issue()`, so a rotation scheduled for
  * later takes effect by the clock alone. Rotation and retirement rewrite the file durably first.
+ * Kept in the database, the keys are shared by the replicas: a change another replica wrote is read
+ * when the document says so (`watch`), and a change that lost a race to one is redone over it.
  */
 export class IdentityAuthority {
   private keys: HeldKey[];
   /** Rotations and retirements, one at a time: each reads the keys the previous one wrote. */
   private changes: Promise<unknown> = Promise.resolve();
 
+  /** Stops following the document's changes (see `close`). */
+  private unwatch: (() => void) | null = null;
+
   private constructor(
     keys: HeldKey[],
     /** Where the keys are kept; null: in memory only. */
-    private readonly file: JsonDocumentFile<SigningKeyFile> | null,
+    private readonly file: KeptDocument<SigningKeyFile> | null,
     private readonly issuer: string,
     private readonly clock: Clock,
   ) {
     this.keys = keys;
   }
 
-  /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
-  static async open(file: string, options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
-    const document = new JsonDocumentFile<SigningKeyFile>(file);
-    let stored: SigningKeyFile | undefined;
-    try {
-      stored = await document.read();
-    } catch (error) {
-      throw new DataFileError(
-        file,
-        `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
-      );
-    }
+  /**
+   * Loads the signing keys from `file` (a path: a file of the data dir; or a document kept
+   * elsewhere), creating a first key when there is none. Throws DataFileError, or what the document
+   * throws for a cause of its own (a secret that cannot open it).
+   */
+  static async open(
+    file: string | KeptDocument<SigningKeyFile>,
+    options: { issuer: string; clock: Clock },
+  ): Promise<IdentityAuthority> {
+    const document: KeptDocument<SigningKeyFile> =
+      typeof file === 'string' ? new JsonDocumentFile<SigningKeyFile>(file) : file;
+    let stored = await readKeys(document);
     if (stored === undefined) {
       stored = { keys: [await newSigningKey(options.clock.now(), options.clock.now())] };
-      await document.write(stored);
+      try {
+        await document.write(stored);
+      } catch (error) {
+        // Another replica made the first key meanwhile: use that one.
+        if (!(error instanceof DocumentConflict)) throw error;
+        stored = await readKeys(document);
+      }
     }
-    const keys = await Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch(
-      (error: Error) => {
-        throw new DataFileError(
-          file,
-          `holds a damaged signing key (${error.message}); restore it from a backup`,
-        );
-      },
-    );
+    const keys = await holdKeys(document, stored);
     const authority = new IdentityAuthority(keys, document, options.issuer, options.clock);
     if (!authority.signer()) {
-      throw new DataFileError(file, 'no signing key is active (none has an activation time that has come)');
+      throw new DataFileError(
+        document.location,
+        'no signing key is active (none has an activation time that has come)',
+      );
     }
+    authority.unwatch = document.watch?.(() => void authority.reload().catch(() => {})) ?? null;
     return authority;
+  }
+
+  /**
+   * Reads the keys again (another replica changed them), in turn with this one's changes. A document
+   * that cannot be used leaves the keys as they were (and rejects).
+   */
+  reload(): Promise<void> {
+    const run = async () => {
+      if (!this.file) return;
+      this.keys = await holdKeys(this.file, await readKeys(this.file));
+    };
+    const next = this.changes.then(run, run);
+    this.changes = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Stops following the document's changes (the document itself is its owner's to close). */
+  close(): void {
+    this.unwatch?.();
+    this.unwatch = null;
   }
 
   /** An authority with one fresh signing key that lives only in memory: for tests and throwaway servers. */
@@ -217,17 +245,25 @@ export class IdentityAuthority {
     compute: (now: number) => Promise<{ keys: HeldKey[]; result: (signer: HeldKey | null) => T }>,
   ): Promise<T> {
     const run = async () => {
-      const now = this.clock.now();
-      const { keys, result } = await compute(now);
-      if (keys !== this.keys && this.file) {
-        try {
-          await this.file.write({ keys: keys.map((k) => k.stored) });
-        } catch {
-          throw new DomainError('STORE_UNAVAILABLE');
+      // Bounded: a change that lost a race to another replica reads its keys and is redone over them.
+      for (let attempt = 1; ; attempt++) {
+        const now = this.clock.now();
+        const { keys, result } = await compute(now);
+        if (keys !== this.keys && this.file) {
+          try {
+            await this.file.write({ keys: keys.map((k) => k.stored) });
+          } catch (error) {
+            if (!(error instanceof DocumentConflict) || attempt >= MAX_CHANGE_ATTEMPTS)
+              throw new DomainError('STORE_UNAVAILABLE');
+            this.keys = await holdKeys(this.file, await readKeys(this.file)).catch(() => {
+              throw new DomainError('STORE_UNAVAILABLE');
+            });
+            continue;
+          }
         }
+        this.keys = keys;
+        return result(this.signer(now));
       }
-      this.keys = keys;
-      return result(this.signer(now));
     };
     const next = this.changes.then(run, run);
     this.changes = next.catch(() => undefined);
@@ -358,6 +394,34 @@ function sameText(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Tries of one rotation or retirement against other replicas' changes before it gives up. */
+const MAX_CHANGE_ATTEMPTS = 5;
+
+/** The stored keys, or undefined when there are none yet; a file that cannot be read is a DataFileError. */
+async function readKeys(document: KeptDocument<SigningKeyFile>): Promise<SigningKeyFile | undefined> {
+  try {
+    return await document.read();
+  } catch (error) {
+    if (!(document instanceof JsonDocumentFile)) throw error;
+    throw new DataFileError(
+      document.location,
+      `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
+    );
+  }
+}
+
+async function holdKeys(
+  document: KeptDocument<SigningKeyFile>,
+  stored: SigningKeyFile | undefined,
+): Promise<HeldKey[]> {
+  return Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch((error: Error) => {
+    throw new DataFileError(
+      document.location,
+      `holds a damaged signing key (${error.message}); restore it from a backup`,
+    );
+  });
 }
 
 /** A fresh Ed25519 signing key that signs from `activateAt`. */
