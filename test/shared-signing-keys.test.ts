@@ -1,13 +1,17 @@
 import { randomBytes } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../server/clock.js';
+import { loadGivenSecret, loadOrCreateSecret } from '../server/data-files.js';
 import { ISSUER } from '../server/server-config.js';
 import { IdentityAuthority, type SigningKeyFile } from '../server/services/identity.js';
 import { SecretBox } from '../server/services/secrets.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { SealedDocument, SecretMismatchError } from '../server/store/postgres/sealed-document.js';
 import { freshDatabase, withClient } from './helpers/postgres.js';
+import { tempDir } from './helpers/server.js';
 
 /** How long a change may take to reach another replica when its notification is delivered. */
 const NOTIFIED_WITHIN_MS = 1000;
@@ -164,5 +168,24 @@ describe('signing keys shared by replicas through the database', () => {
     expect(stored).toEqual(expect.arrayContaining([fromA.key.kid, fromB.key.kid]));
     const version = await withClient(shared.url, (c) => c.query(`SELECT version FROM server_documents`));
     expect(Number(version.rows[0].version)).toBe(3);
+  });
+});
+
+describe('the secret every replica is given', () => {
+  it('is read from the given file, never created: missing or damaged is one line naming the file and the fix', async () => {
+    const dir = await tempDir();
+    try {
+      const file = join(dir, 'secret.key');
+      const missing = await loadGivenSecret(file).catch((error: Error) => error.message);
+      expect(missing).toBe(
+        `${file}: does not exist; copy secret.key from the data dir of a replica that starts (every replica needs the same one)`,
+      );
+      const created = await loadOrCreateSecret(file);
+      expect(await loadGivenSecret(file)).toEqual(created);
+      await writeFile(file, 'not a secret\n');
+      expect(await loadGivenSecret(file).catch((error: Error) => error.message)).toMatch(/: is damaged .*$/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -120,7 +120,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
   async check(): Promise<void> {
     if (!this.changed) return;
     try {
-      if (!this.listener) await this.listen();
+      if (!this.listener) return await this.listen();
       const { rows } = await this.options.pool.query<{ version: string }>(
         `SELECT version FROM server_documents WHERE name = $1`,
         [this.options.name],
@@ -152,6 +152,8 @@ export class SealedDocument<T> implements KeptDocument<T> {
     }
     await client.query(`LISTEN ${DOCUMENTS_CHANNEL}`);
     this.listener = client;
+    // A write committed before LISTEN took effect sent its notification to no one: look once now.
+    await this.check();
   }
 
   /** Stops watching and closes the listener connection (the pool is the caller's). */
