@@ -1,44 +1,31 @@
-import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
-import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
+import { createHash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type JWK, SignJWT } from 'jose';
 import { DomainError } from '../../shared/errors.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import { DataFileError } from '../store/data-file.js';
 import { DocumentConflict, JsonDocumentFile, type KeptDocument } from '../store/durable-files.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
+import {
+  ALG,
+  type HeldKey,
+  holdKey,
+  holdKeys,
+  info,
+  newSigningKey,
+  readKeys,
+  retiredCopy,
+  type SigningKeyFile,
+  type SigningKeyInfo,
+} from './signing-key-records.js';
 
-export interface StoredSigningKey {
-  kid: string;
-  createdAt: string;
-  /**
-   * From when the key signs new identities (ISO); the key with the latest `activateAt` not in the
-   * future signs. Null: it never signs, only verifies. Absent in files from before rotation, which
-   * marked the signer `active: true` instead.
-   */
-  activateAt?: string | null;
-  /** When it was retired (ISO): no longer published nor trusted, and its private half is gone. */
-  retiredAt?: string | null;
-  /** Only in files from before rotation. */
-  active?: boolean;
-  privateJwk: JWK;
-}
-
-export interface SigningKeyFile {
-  keys: StoredSigningKey[];
-}
-
-/** `active` signs new identities; `published` is in the JWKS and verifies (before its activation too); `retired` is neither. */
-export type SigningKeyState = 'active' | 'published' | 'retired';
-
-export interface SigningKeyInfo {
-  kid: string;
-  algorithm: typeof ALG;
-  state: SigningKeyState;
-  createdAt: number;
-  /** When it became or becomes the signing key; null if it never does. */
-  activateAt: number | null;
-  retiredAt: number | null;
-}
+export {
+  newSigningKey,
+  type SigningKeyFile,
+  type SigningKeyInfo,
+  type SigningKeyState,
+  type StoredSigningKey,
+} from './signing-key-records.js';
 
 export interface IdentityClaims {
   connectorId: string;
@@ -55,19 +42,6 @@ export interface IssuedIdentity {
   issuedAt: number;
   expiresAt: number;
   keyId: string;
-}
-
-const ALG = 'EdDSA';
-
-/** A key as the authority holds it: times in ms, the imported private key while it may sign. */
-interface HeldKey {
-  stored: StoredSigningKey;
-  createdAt: number;
-  activateAt: number | null;
-  retiredAt: number | null;
-  signingKey: Awaited<ReturnType<typeof importJWK>> | null;
-  publicJwk: JWK;
-  verifyKey: KeyObject;
 }
 
 /**
@@ -398,90 +372,3 @@ function sameText(a: string, b: string): boolean {
 
 /** Tries of one rotation or retirement against other replicas' changes before it gives up. */
 const MAX_CHANGE_ATTEMPTS = 5;
-
-/** The stored keys, or undefined when there are none yet; a file that cannot be read is a DataFileError. */
-async function readKeys(document: KeptDocument<SigningKeyFile>): Promise<SigningKeyFile | undefined> {
-  try {
-    return await document.read();
-  } catch (error) {
-    if (!(document instanceof JsonDocumentFile)) throw error;
-    throw new DataFileError(
-      document.location,
-      `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
-    );
-  }
-}
-
-async function holdKeys(
-  document: KeptDocument<SigningKeyFile>,
-  stored: SigningKeyFile | undefined,
-): Promise<HeldKey[]> {
-  return Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch((error: Error) => {
-    throw new DataFileError(
-      document.location,
-      `holds a damaged signing key (${error.message}); restore it from a backup`,
-    );
-  });
-}
-
-/** A fresh Ed25519 signing key that signs from `activateAt`. */
-export async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
-  const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
-  const privateJwk = await exportJWK(privateKey);
-  const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
-  return {
-    kid,
-    createdAt: new Date(now).toISOString(),
-    activateAt: new Date(activateAt).toISOString(),
-    retiredAt: null,
-    privateJwk,
-  };
-}
-
-const msOf = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
-
-/** Reads a stored key, including one from a file written before rotation (`active: true` marked the signer). */
-async function holdKey(stored: StoredSigningKey): Promise<HeldKey> {
-  const createdAt = Date.parse(stored.createdAt);
-  const activateAt =
-    stored.activateAt === undefined ? (stored.active ? createdAt : null) : msOf(stored.activateAt);
-  const retiredAt = msOf(stored.retiredAt);
-  const { d, ...pub } = stored.privateJwk;
-  const publicJwk: JWK = { ...pub, kid: stored.kid, alg: ALG, use: 'sig' };
-  const { active: _legacy, ...current } = stored;
-  return {
-    stored: {
-      ...current,
-      activateAt: activateAt === null ? null : new Date(activateAt).toISOString(),
-      retiredAt: stored.retiredAt ?? null,
-    },
-    createdAt,
-    activateAt,
-    retiredAt,
-    signingKey: retiredAt === null && d ? await importJWK(stored.privateJwk, ALG) : null,
-    publicJwk,
-    verifyKey: createPublicKey({ key: publicJwk, format: 'jwk' }),
-  };
-}
-
-/** The key retired at `now`: only its public half is kept. */
-function retiredCopy(k: HeldKey, now: number): HeldKey {
-  const { d: _private, ...pub } = k.stored.privateJwk;
-  return {
-    ...k,
-    stored: { ...k.stored, retiredAt: new Date(now).toISOString(), privateJwk: pub },
-    retiredAt: now,
-    signingKey: null,
-  };
-}
-
-function info(k: HeldKey, signer: HeldKey | null): SigningKeyInfo {
-  return {
-    kid: k.stored.kid,
-    algorithm: ALG,
-    state: k.retiredAt !== null ? 'retired' : k === signer ? 'active' : 'published',
-    createdAt: k.createdAt,
-    activateAt: k.activateAt,
-    retiredAt: k.retiredAt,
-  };
-}
