@@ -16,16 +16,36 @@ import { JournalStore } from './store/journal-store.js';
 
 /** Reads the 32-byte server secret that encrypts stored provisioning keys, creating it on first start. */
 export async function loadOrCreateSecret(file: string): Promise<Buffer> {
+  const secret = await readSecret(file);
+  if (secret) return secret;
+  const created = randomBytes(32);
+  await writeFileDurably(file, `${created.toString('base64')}\n`);
+  return created;
+}
+
+/**
+ * Reads a secret this server is given (the one every replica on one database shares, e.g. from
+ * `--secret-file`): never creates one, since a replica with a secret of its own could not read what
+ * the others stored.
+ */
+export async function loadGivenSecret(file: string): Promise<Buffer> {
+  const secret = await readSecret(file);
+  if (secret) return secret;
+  throw new DataFileError(
+    file,
+    'does not exist; copy secret.key from the data dir of a replica that starts (every replica needs the same one)',
+  );
+}
+
+/** The secret in `file`, or undefined when there is no such file. */
+async function readSecret(file: string): Promise<Buffer | undefined> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT')
-      throw new DataFileError(file, `cannot be read (${code ?? (error as Error).message})`);
-    const secret = randomBytes(32);
-    await writeFileDurably(file, `${secret.toString('base64')}\n`);
-    return secret;
+    if (code === 'ENOENT') return undefined;
+    throw new DataFileError(file, `cannot be read (${code ?? (error as Error).message})`);
   }
   const secret = Buffer.from(text.trim(), 'base64');
   if (secret.length !== 32 || secret.toString('base64') !== text.trim()) {

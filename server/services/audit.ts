@@ -1,7 +1,9 @@
+import type pg from 'pg';
 import type { Clock } from '../clock.js';
 import { AuditFile, type AuditFileOptions } from '../store/audit-file.js';
 import { matchesType } from '../store/audit-files.js';
-import type { AuditEvent } from '../store/audit-records.js';
+import type { AuditEvent, AuditSink } from '../store/audit-records.js';
+import { type AuditRetention, AuditTable, type AuditTableOptions } from '../store/postgres/audit-table.js';
 import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
 import { randomId } from './secrets.js';
 
@@ -102,37 +104,34 @@ export class MemoryAuditLog implements AuditLog {
   }
 }
 
-export interface FileAuditLogOptions extends AuditFileOptions {
-  /** How refusals are coalesced (`recordRefusal`). */
+/** How refusals are coalesced (`recordRefusal`). */
+export interface DurableAuditLogOptions {
   refusals?: AuditCoalescerOptions;
 }
 
+export interface FileAuditLogOptions extends AuditFileOptions, DurableAuditLogOptions {}
+
 /**
- * The audit log kept in a file (see AuditFile). `at` never goes back in the file (a clock stepped
- * back keeps the last time written until it catches up): the order of the lines is the order of
- * their times, which lets list() stop early.
+ * An audit log over a durable sink (a file, a table). `at` never goes back within one log (a clock
+ * stepped back keeps the last time written until it catches up): in the file, the order of the lines
+ * is then the order of their times, which lets list() stop early.
  */
-export class FileAuditLog implements AuditLog {
+class DurableAuditLog implements AuditLog {
   private readonly refusals: AuditCoalescer;
 
-  private constructor(
-    private readonly file: AuditFile,
+  protected constructor(
+    private readonly sink: AuditSink,
     private lastAtMs: number,
     private readonly clock: Clock,
-    options: FileAuditLogOptions,
+    options: DurableAuditLogOptions,
   ) {
     this.refusals = new AuditCoalescer((input) => this.record(input), clock, options.refusals);
-  }
-
-  static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
-    const audit = await AuditFile.open(file, options);
-    return new FileAuditLog(audit, audit.newestAtMs, clock, options);
   }
 
   record(input: AuditInput, options: RecordOptions = {}): Promise<AuditEvent> {
     this.lastAtMs = Math.max(this.lastAtMs, this.clock.now());
     const event = complete(input, this.lastAtMs);
-    return this.file.append(`${JSON.stringify(event)}\n`, options.lazy).then(() => event);
+    return this.sink.append(event, options.lazy ?? false).then(() => event);
   }
 
   recordRefusal(input: AuditInput): Promise<void> {
@@ -143,13 +142,50 @@ export class FileAuditLog implements AuditLog {
     // A failed summary write is reported by onWriteError; the listing still shows the rest.
     await this.refusals.flush().catch(() => {});
     const { since, before, type, limit = DEFAULT_AUDIT_LIMIT } = filter ?? {};
-    return this.file.list({ since, before, type, limit });
+    return this.sink.list({ since, before, type, limit });
   }
 
   async close(): Promise<void> {
     // Counts not yet written go out with the last write, so nothing counted is lost at shutdown.
-    const summaries = this.refusals.close().catch(() => {});
-    await summaries;
-    await this.file.close();
+    await this.refusals.close().catch(() => {});
+    await this.sink.close();
+  }
+}
+
+/** The audit log kept in a file beside the store (see AuditFile): one server process. */
+export class FileAuditLog extends DurableAuditLog {
+  static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
+    const audit = await AuditFile.open(file, options);
+    const sink: AuditSink = {
+      append: (event, lazy) => audit.append(`${JSON.stringify(event)}\n`, lazy),
+      list: (page) => audit.list(page),
+      close: () => audit.close(),
+    };
+    return new FileAuditLog(sink, audit.newestAtMs, clock, options);
+  }
+}
+
+/**
+ * The audit log kept in PostgreSQL (see AuditTable), shared by the replicas: any replica lists
+ * what all of them recorded. Each replica's times never go back; across replicas the order is
+ * their clocks' (pages follow `at`, then the order rows were inserted).
+ */
+export class TableAuditLog extends DurableAuditLog {
+  private constructor(
+    private readonly table: AuditTable,
+    clock: Clock,
+    options: DurableAuditLogOptions,
+  ) {
+    super(table, Number.NEGATIVE_INFINITY, clock, options);
+  }
+
+  /** Removes events past `retention` (one replica at a time; null: another one is at it). */
+  prune(retention: AuditRetention, nowMs: number): Promise<number | null> {
+    return this.table.prune(retention, nowMs);
+  }
+
+  /** Over `pool` (the caller's: close() leaves it open); the schema must be migrated. */
+  static create(pool: pg.Pool, clock: Clock, options: AuditTableOptions & DurableAuditLogOptions = {}) {
+    return new TableAuditLog(new AuditTable(pool, options), clock, options);
   }
 }

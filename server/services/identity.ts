@@ -1,44 +1,31 @@
-import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
-import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
+import { createHash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type JWK, SignJWT } from 'jose';
 import { DomainError } from '../../shared/errors.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import { DataFileError } from '../store/data-file.js';
-import { JsonDocumentFile } from '../store/durable-files.js';
+import { DocumentConflict, JsonDocumentFile, type KeptDocument } from '../store/durable-files.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
+import {
+  ALG,
+  type HeldKey,
+  holdKey,
+  holdKeys,
+  info,
+  newSigningKey,
+  readKeys,
+  retiredCopy,
+  type SigningKeyFile,
+  type SigningKeyInfo,
+} from './signing-key-records.js';
 
-export interface StoredSigningKey {
-  kid: string;
-  createdAt: string;
-  /**
-   * From when the key signs new identities (ISO); the key with the latest `activateAt` not in the
-   * future signs. Null: it never signs, only verifies. Absent in files from before rotation, which
-   * marked the signer `active: true` instead.
-   */
-  activateAt?: string | null;
-  /** When it was retired (ISO): no longer published nor trusted, and its private half is gone. */
-  retiredAt?: string | null;
-  /** Only in files from before rotation. */
-  active?: boolean;
-  privateJwk: JWK;
-}
-
-export interface SigningKeyFile {
-  keys: StoredSigningKey[];
-}
-
-/** `active` signs new identities; `published` is in the JWKS and verifies (before its activation too); `retired` is neither. */
-export type SigningKeyState = 'active' | 'published' | 'retired';
-
-export interface SigningKeyInfo {
-  kid: string;
-  algorithm: typeof ALG;
-  state: SigningKeyState;
-  createdAt: number;
-  /** When it became or becomes the signing key; null if it never does. */
-  activateAt: number | null;
-  retiredAt: number | null;
-}
+export {
+  newSigningKey,
+  type SigningKeyFile,
+  type SigningKeyInfo,
+  type SigningKeyState,
+  type StoredSigningKey,
+} from './signing-key-records.js';
 
 export interface IdentityClaims {
   connectorId: string;
@@ -57,69 +44,84 @@ export interface IssuedIdentity {
   keyId: string;
 }
 
-const ALG = 'EdDSA';
-
-/** A key as the authority holds it: times in ms, the imported private key while it may sign. */
-interface HeldKey {
-  stored: StoredSigningKey;
-  createdAt: number;
-  activateAt: number | null;
-  retiredAt: number | null;
-  signingKey: Awaited<ReturnType<typeof importJWK>> | null;
-  publicJwk: JWK;
-  verifyKey: KeyObject;
-}
-
 /**
  * Signs and checks connector identities (EdDSA JWTs). Keys live in one file (mode 0600) that holds
  * several: every key not retired is published in the JWKS and verifies; the one whose activation
  * time is the latest not in the future signs, decided at each `issue()`, so a rotation scheduled for
  * later takes effect by the clock alone. Rotation and retirement rewrite the file durably first.
+ * Kept in the database, the keys are shared by the replicas: a change another replica wrote is read
+ * when the document says so (`watch`), and a change that lost a race to one is redone over it.
  */
 export class IdentityAuthority {
   private keys: HeldKey[];
   /** Rotations and retirements, one at a time: each reads the keys the previous one wrote. */
   private changes: Promise<unknown> = Promise.resolve();
 
+  /** Stops following the document's changes (see `close`). */
+  private unwatch: (() => void) | null = null;
+
   private constructor(
     keys: HeldKey[],
     /** Where the keys are kept; null: in memory only. */
-    private readonly file: JsonDocumentFile<SigningKeyFile> | null,
+    private readonly file: KeptDocument<SigningKeyFile> | null,
     private readonly issuer: string,
     private readonly clock: Clock,
   ) {
     this.keys = keys;
   }
 
-  /** Loads the signing keys from `file`, creating a first key when the file does not exist. */
-  static async open(file: string, options: { issuer: string; clock: Clock }): Promise<IdentityAuthority> {
-    const document = new JsonDocumentFile<SigningKeyFile>(file);
-    let stored: SigningKeyFile | undefined;
-    try {
-      stored = await document.read();
-    } catch (error) {
-      throw new DataFileError(
-        file,
-        `the signing key file cannot be read or parsed (${(error as Error).message}); restore it from a backup (identities it signed cannot be checked without it)`,
-      );
-    }
+  /**
+   * Loads the signing keys from `file` (a path: a file of the data dir; or a document kept
+   * elsewhere), creating a first key when there is none. Throws DataFileError, or what the document
+   * throws for a cause of its own (a secret that cannot open it).
+   */
+  static async open(
+    file: string | KeptDocument<SigningKeyFile>,
+    options: { issuer: string; clock: Clock },
+  ): Promise<IdentityAuthority> {
+    const document: KeptDocument<SigningKeyFile> =
+      typeof file === 'string' ? new JsonDocumentFile<SigningKeyFile>(file) : file;
+    let stored = await readKeys(document);
     if (stored === undefined) {
       stored = { keys: [await newSigningKey(options.clock.now(), options.clock.now())] };
-      await document.write(stored);
+      try {
+        await document.write(stored);
+      } catch (error) {
+        // Another replica made the first key meanwhile: use that one.
+        if (!(error instanceof DocumentConflict)) throw error;
+        stored = await readKeys(document);
+      }
     }
-    const keys = await Promise.all((Array.isArray(stored?.keys) ? stored.keys : []).map(holdKey)).catch(
-      (error: Error) => {
-        throw new DataFileError(
-          file,
-          `holds a damaged signing key (${error.message}); restore it from a backup`,
-        );
-      },
-    );
+    const keys = await holdKeys(document, stored);
     const authority = new IdentityAuthority(keys, document, options.issuer, options.clock);
     if (!authority.signer()) {
-      throw new DataFileError(file, 'no signing key is active (none has an activation time that has come)');
+      throw new DataFileError(
+        document.location,
+        'no signing key is active (none has an activation time that has come)',
+      );
     }
+    authority.unwatch = document.watch?.(() => void authority.reload().catch(() => {})) ?? null;
     return authority;
+  }
+
+  /**
+   * Reads the keys again (another replica changed them), in turn with this one's changes. A document
+   * that cannot be used leaves the keys as they were (and rejects).
+   */
+  reload(): Promise<void> {
+    const run = async () => {
+      if (!this.file) return;
+      this.keys = await holdKeys(this.file, await readKeys(this.file));
+    };
+    const next = this.changes.then(run, run);
+    this.changes = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Stops following the document's changes (the document itself is its owner's to close). */
+  close(): void {
+    this.unwatch?.();
+    this.unwatch = null;
   }
 
   /** An authority with one fresh signing key that lives only in memory: for tests and throwaway servers. */
@@ -217,17 +219,25 @@ export class IdentityAuthority {
     compute: (now: number) => Promise<{ keys: HeldKey[]; result: (signer: HeldKey | null) => T }>,
   ): Promise<T> {
     const run = async () => {
-      const now = this.clock.now();
-      const { keys, result } = await compute(now);
-      if (keys !== this.keys && this.file) {
-        try {
-          await this.file.write({ keys: keys.map((k) => k.stored) });
-        } catch {
-          throw new DomainError('STORE_UNAVAILABLE');
+      // Bounded: a change that lost a race to another replica reads its keys and is redone over them.
+      for (let attempt = 1; ; attempt++) {
+        const now = this.clock.now();
+        const { keys, result } = await compute(now);
+        if (keys !== this.keys && this.file) {
+          try {
+            await this.file.write({ keys: keys.map((k) => k.stored) });
+          } catch (error) {
+            if (!(error instanceof DocumentConflict) || attempt >= MAX_CHANGE_ATTEMPTS)
+              throw new DomainError('STORE_UNAVAILABLE');
+            this.keys = await holdKeys(this.file, await readKeys(this.file)).catch(() => {
+              throw new DomainError('STORE_UNAVAILABLE');
+            });
+            continue;
+          }
         }
+        this.keys = keys;
+        return result(this.signer(now));
       }
-      this.keys = keys;
-      return result(this.signer(now));
     };
     const next = this.changes.then(run, run);
     this.changes = next.catch(() => undefined);
@@ -360,64 +370,5 @@ function sameText(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** A fresh Ed25519 signing key that signs from `activateAt`. */
-export async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
-  const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
-  const privateJwk = await exportJWK(privateKey);
-  const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
-  return {
-    kid,
-    createdAt: new Date(now).toISOString(),
-    activateAt: new Date(activateAt).toISOString(),
-    retiredAt: null,
-    privateJwk,
-  };
-}
-
-const msOf = (iso: string | null | undefined): number | null => (iso ? Date.parse(iso) : null);
-
-/** Reads a stored key, including one from a file written before rotation (`active: true` marked the signer). */
-async function holdKey(stored: StoredSigningKey): Promise<HeldKey> {
-  const createdAt = Date.parse(stored.createdAt);
-  const activateAt =
-    stored.activateAt === undefined ? (stored.active ? createdAt : null) : msOf(stored.activateAt);
-  const retiredAt = msOf(stored.retiredAt);
-  const { d, ...pub } = stored.privateJwk;
-  const publicJwk: JWK = { ...pub, kid: stored.kid, alg: ALG, use: 'sig' };
-  const { active: _legacy, ...current } = stored;
-  return {
-    stored: {
-      ...current,
-      activateAt: activateAt === null ? null : new Date(activateAt).toISOString(),
-      retiredAt: stored.retiredAt ?? null,
-    },
-    createdAt,
-    activateAt,
-    retiredAt,
-    signingKey: retiredAt === null && d ? await importJWK(stored.privateJwk, ALG) : null,
-    publicJwk,
-    verifyKey: createPublicKey({ key: publicJwk, format: 'jwk' }),
-  };
-}
-
-/** The key retired at `now`: only its public half is kept. */
-function retiredCopy(k: HeldKey, now: number): HeldKey {
-  const { d: _private, ...pub } = k.stored.privateJwk;
-  return {
-    ...k,
-    stored: { ...k.stored, retiredAt: new Date(now).toISOString(), privateJwk: pub },
-    retiredAt: now,
-    signingKey: null,
-  };
-}
-
-function info(k: HeldKey, signer: HeldKey | null): SigningKeyInfo {
-  return {
-    kid: k.stored.kid,
-    algorithm: ALG,
-    state: k.retiredAt !== null ? 'retired' : k === signer ? 'active' : 'published',
-    createdAt: k.createdAt,
-    activateAt: k.activateAt,
-    retiredAt: k.retiredAt,
-  };
-}
+/** Tries of one rotation or retirement against other replicas' changes before it gives up. */
+const MAX_CHANGE_ATTEMPTS = 5;

@@ -1,7 +1,9 @@
 import { type FileHandle, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type FileSync, realSync, syncDir } from '../../shared/private-files.js';
-import type { AuditEvent } from './audit-records.js';
+import type { AuditEvent, AuditPageFilter } from './audit-records.js';
+
+export type { AuditPageFilter } from './audit-records.js';
 
 /**
  * The audit log on disk: the current file (`audit.jsonl`) and the pieces rotated out of it,
@@ -242,14 +244,6 @@ export async function* readAuditEvents(
   } finally {
     await closeAuditPieces(pieces);
   }
-}
-
-/** What `listAuditEvents` selects: see `AuditFilter` in audit.ts. */
-export interface AuditPageFilter {
-  since?: string | undefined;
-  before?: string | undefined;
-  type?: string | undefined;
-  limit: number;
 }
 
 /** Whether `event` is of `type` or under it (`enrollment` takes `enrollment.refused`). */

@@ -18,14 +18,44 @@ export class DurableTextFile {
   }
 }
 
+/**
+ * A JSON document a service keeps whole (the signing keys): in a file of the data dir for one server,
+ * or in the database for replicas (postgres/sealed-document.ts). The service needs nothing else.
+ */
+export interface KeptDocument<T> {
+  /** Where it lives, for messages: a file's path, or what the database holds. */
+  readonly location: string;
+  /** The document; undefined when there is none yet. Other failures are thrown as they come. */
+  read(): Promise<T | undefined>;
+  /**
+   * Resolves once `document` is durable. Rejects with DocumentConflict when another writer changed it
+   * since this one last read or wrote it: read again, redo the change, write again.
+   */
+  write(document: T): Promise<void>;
+  /**
+   * Calls `changed` when another writer may have changed the document (read it again: a spurious
+   * call costs a read). Returns the function that stops it. Absent: no one else writes it.
+   */
+  watch?(changed: () => void): () => void;
+}
+
+/** Another writer changed the document since this one read it. */
+export class DocumentConflict extends Error {
+  override readonly name = 'DocumentConflict';
+}
+
 /** A JSON document kept whole in one file: read at start-up, rewritten durably on every change. */
-export class JsonDocumentFile<T> {
+export class JsonDocumentFile<T> implements KeptDocument<T> {
   private readonly file: DurableTextFile;
   constructor(
     readonly path: string,
     sync: FileSync = realSync,
   ) {
     this.file = new DurableTextFile(path, sync);
+  }
+
+  get location(): string {
+    return this.path;
   }
 
   /**

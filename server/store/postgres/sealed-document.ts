@@ -1,0 +1,168 @@
+import pg from 'pg';
+import type { SecretBox } from '../../services/secrets.js';
+import { DataFileError } from '../data-file.js';
+import { DocumentConflict, type KeptDocument } from '../durable-files.js';
+
+/** The channel `server_documents`' trigger notifies on; the payload is `<name> <version>`. */
+const DOCUMENTS_CHANNEL = 'server_documents';
+/**
+ * How often a replica checks a document's version even without a notification: the bound on how
+ * long a change can take to reach it when a notification is lost or its listener connection is down.
+ */
+export const DOCUMENT_CHECK_INTERVAL_MS = 5000;
+
+/**
+ * The database holds a document this replica's secret cannot open: the replicas were not given the
+ * same secret. Thrown at start-up, where it is the one line the operator reads.
+ */
+export class SecretMismatchError extends DataFileError {
+  constructor(name: string) {
+    super(
+      `the database's ${name} document`,
+      "cannot be decrypted: this replica's secret differs from the one the database was set up with; give every replica the same secret.key (copy it from a replica that starts)",
+    );
+  }
+}
+
+export interface SealedDocumentOptions {
+  /** Reads and writes run on the pool (the caller's: close() leaves it open). */
+  pool: pg.Pool;
+  /** For the listener, a connection of its own (never LISTEN on a pooled one). */
+  connectionString: string;
+  /** The row's name, e.g. `signing-keys`; also bound into the seal, so rows cannot be swapped. */
+  name: string;
+  /** Seals the body with the server secret every replica is given. */
+  box: SecretBox;
+  /** @default DOCUMENT_CHECK_INTERVAL_MS */
+  checkIntervalMs?: number;
+  /** Told of a lost listener or a failed check (the next check tries again). */
+  onError?: (error: Error) => void;
+}
+
+/**
+ * A JSON document in `server_documents`, sealed with the server secret (AES-256-GCM): the database
+ * never holds it in clear, and a replica given another secret cannot start. Writes name the version
+ * they read (optimistic: a concurrent write from another replica makes one of them DocumentConflict,
+ * never a lost update). A committed write wakes the other replicas by NOTIFY at once; a version
+ * check every `checkIntervalMs` catches what a lost notification or listener missed, and
+ * reconnects the listener.
+ */
+export class SealedDocument<T> implements KeptDocument<T> {
+  readonly location: string;
+  /** The version this replica last read or wrote (null: none yet). */
+  private version: bigint | null = null;
+  private listener: pg.Client | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private changed: (() => void) | null = null;
+
+  constructor(private readonly options: SealedDocumentOptions) {
+    this.location = `the database's ${options.name} document`;
+  }
+
+  private get associatedData(): string {
+    return `server_documents/${this.options.name}`;
+  }
+
+  async read(): Promise<T | undefined> {
+    const { rows } = await this.options.pool.query<{ body: string; version: string }>(
+      `SELECT body, version FROM server_documents WHERE name = $1`,
+      [this.options.name],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    let text: string;
+    try {
+      text = this.options.box.open(row.body, this.associatedData);
+    } catch {
+      throw new SecretMismatchError(this.options.name);
+    }
+    this.version = BigInt(row.version);
+    return JSON.parse(text) as T;
+  }
+
+  async write(document: T): Promise<void> {
+    const body = this.options.box.seal(JSON.stringify(document), this.associatedData);
+    const { rows } =
+      this.version === null
+        ? await this.options.pool.query<{ version: string }>(
+            `INSERT INTO server_documents (name, body, version) VALUES ($1, $2, 1)
+             ON CONFLICT (name) DO NOTHING RETURNING version`,
+            [this.options.name, body],
+          )
+        : await this.options.pool.query<{ version: string }>(
+            `UPDATE server_documents SET body = $2, version = version + 1, updated_at = now()
+             WHERE name = $1 AND version = $3 RETURNING version`,
+            [this.options.name, body, this.version.toString()],
+          );
+    if (!rows[0]) throw new DocumentConflict(`${this.location} was changed by another replica`);
+    this.version = BigInt(rows[0].version);
+  }
+
+  /** Follows the other replicas' writes: a notification at once, a version check every interval. */
+  watch(changed: () => void): () => void {
+    if (this.changed) throw new TypeError('SealedDocument: already watched');
+    this.changed = changed;
+    void this.listen().catch((error) => this.options.onError?.(error as Error));
+    this.timer = setInterval(
+      () => void this.check(),
+      this.options.checkIntervalMs ?? DOCUMENT_CHECK_INTERVAL_MS,
+    );
+    this.timer.unref();
+    return () => void this.close();
+  }
+
+  /** The listener's backend pid (tests end it with pg_terminate_backend to drop the connection). */
+  get listenerPid(): number | undefined {
+    return (this.listener as unknown as { processID?: number } | null)?.processID;
+  }
+
+  /** Compares the stored version with the one last seen; reconnects a lost listener. */
+  async check(): Promise<void> {
+    if (!this.changed) return;
+    try {
+      if (!this.listener) return await this.listen();
+      const { rows } = await this.options.pool.query<{ version: string }>(
+        `SELECT version FROM server_documents WHERE name = $1`,
+        [this.options.name],
+      );
+      if (rows[0] && BigInt(rows[0].version) !== this.version) this.changed?.();
+    } catch (error) {
+      this.options.onError?.(error as Error);
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.connectionString });
+    const lost = (error: Error) => {
+      if (this.listener !== client) return;
+      this.listener = null;
+      this.options.onError?.(error);
+      client.end().catch(() => {});
+    };
+    client.on('error', lost);
+    client.on('end', () => lost(new Error('document listener connection ended')));
+    client.on('notification', (message) => {
+      const [name, version] = (message.payload ?? '').split(' ');
+      if (name === this.options.name && version && BigInt(version) !== this.version) this.changed?.();
+    });
+    await client.connect();
+    if (!this.changed) {
+      await client.end();
+      return;
+    }
+    await client.query(`LISTEN ${DOCUMENTS_CHANNEL}`);
+    this.listener = client;
+    // A write committed before LISTEN took effect sent its notification to no one: look once now.
+    await this.check();
+  }
+
+  /** Stops watching and closes the listener connection (the pool is the caller's). */
+  async close(): Promise<void> {
+    this.changed = null;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const listener = this.listener;
+    this.listener = null;
+    await listener?.end().catch(() => {});
+  }
+}
