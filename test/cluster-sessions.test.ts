@@ -190,6 +190,27 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     }
   });
 
+  it('a claim whose number was taken before another’s but committed after loses, in the table and on both replicas', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const lostOnB: LostSession[] = [];
+    b.onLost((lost) => lostOnB.push(lost));
+    await withClient(url, (client) => client.query(`SELECT setval('agent_session_claims', 1000)`));
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    // B's claim now gets a smaller number than A's, as one that took its number first and committed last.
+    await withClient(url, (client) => client.query(`SELECT setval('agent_session_claims', 1, false)`));
+    b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    expect(lostOnB).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.1' }]);
+    expect(await rows(url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // B's notification reaches A, which keeps its session
+    expect(a.isConnectedElsewhere('con_1')).toBe(false);
+  });
+
   it('a replica that stops heartbeating: its sessions count as gone after the bound, and one replica reaps them', async () => {
     const url = await database();
     const clock = new ManualClock();
