@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -18,7 +19,7 @@ import {
   type PostgresClusterSessionsOptions,
 } from '../server/sessions/postgres-cluster-sessions.js';
 import { MemoryStore } from '../server/store/memory-store.js';
-import { migrateToLatest } from '../server/store/postgres/migrate.js';
+import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { DAY_MS } from '../shared/durations.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { freshDatabase, withClient } from './helpers/postgres.js';
@@ -165,6 +166,22 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(await rows(url)).toEqual([]);
   });
 
+  it('a replica taken for dead closes its sockets with 1012 (not final) once it sees it; presence then says gone', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await replicaOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const session = await a.connect('con_1', '192.0.2.1');
+    await a.cluster.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    clock.advance(15_001);
+    expect(b.isConnectedElsewhere('con_1')).toBe(false);
+    await b.heartbeat();
+    await a.cluster.heartbeat();
+    expect(await session.closed).toEqual({ code: 1012, reason: 'session lost by this replica, reconnect' });
+    expect(await rows(url)).toEqual([]);
+  });
+
   it('claims of one connector on two replicas at once: exactly one session lives, and the table names it', async () => {
     const url = await database();
     const clock = new ManualClock();
@@ -306,5 +323,31 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await a.flush();
     await until(() => b.isConnectedElsewhere('con_1'));
     expect(b.statements.resync).toBeGreaterThan(1);
+  });
+
+  it('a database made by the previous version gains the session tables and keeps its records', async () => {
+    await using db = await freshDatabase();
+    await withClient(db.url, async (client) => {
+      await runner({
+        dbClient: client,
+        dir: MIGRATIONS_DIR,
+        migrationsTable: 'schema_migrations',
+        direction: 'up',
+        count: 1,
+        log: () => {},
+      });
+      await client.query(
+        `INSERT INTO store_records (section, id, body, version) VALUES ('groups', 'grp_1', '{"name":"g"}', 1)`,
+      );
+    });
+    expect(await withClient(db.url, migrateToLatest)).toEqual(['1764720000000_cluster-sessions']);
+    const clock = new ManualClock();
+    const a = await clusterOn(db.url, clock);
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    expect(await rows(db.url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
+    await a.stop();
+    const kept = await withClient(db.url, (client) => client.query(`SELECT body FROM store_records`));
+    expect(kept.rows).toEqual([{ body: { name: 'g' } }]);
   });
 });
