@@ -66,10 +66,11 @@ async function clusterOn(
  */
 async function replicaOn(url: string, clock: ManualClock) {
   const cluster = await clusterOn(url, clock);
+  const audit = new MemoryAuditLog(clock);
   const { hub } = composeServer(
     {
       store: new MemoryStore(),
-      audit: new MemoryAuditLog(clock),
+      audit,
       clock,
       identity: await IdentityAuthority.inMemory({ issuer: ISSUER, clock }),
       secretBox: new SecretBox(randomBytes(32)),
@@ -115,7 +116,7 @@ async function replicaOn(url: string, clock: ManualClock) {
     await until(() => hub.liveSession(connectorId)?.remoteAddress === from);
     return { ws, closed };
   };
-  return { cluster, hub, connect };
+  return { cluster, hub, audit, connect };
 }
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
@@ -153,6 +154,15 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await b.cluster.flush();
     await until(() => a.hub.liveSession('con_1') === undefined && a.cluster.isConnectedElsewhere('con_1'));
     expect(b.hub.liveSession('con_1')?.remoteAddress).toBe('192.0.2.2');
+    // Audited where the replaced session was, as a replacement within one server is.
+    const replaced = a.audit.events.filter((e) => e.type === 'session.replaced');
+    expect(replaced).toMatchObject([
+      {
+        connectorId: 'con_1',
+        security: true,
+        details: { previousRemoteAddress: '192.0.2.1', newRemoteAddress: '192.0.2.2' },
+      },
+    ]);
     expect(second.ws.readyState).toBe(WebSocket.OPEN);
     // A's close released nothing of B's: the row is B's.
     await a.cluster.flush();

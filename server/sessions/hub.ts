@@ -49,6 +49,8 @@ export interface SessionHubOptions {
 }
 
 const SESSION_ENDED = 'This session has ended: another replaced it, or it was closed.';
+/** WebSocket "service restart": not final, the agent reconnects (to this replica or another). */
+const SESSION_LOST_CODE = 1012;
 
 /**
  * Every live agent session's socket: makes an authenticated one its connector's session (one per
@@ -290,11 +292,12 @@ export class SessionHub {
   private endLostSession(live: LiveSession, replacedBy: string | null): void {
     const now = this.o.clock.now();
     if (replacedBy === null) {
-      this.endSession(live, null, 1012, 'session lost by this replica, reconnect', now);
+      this.endSession(live, null, SESSION_LOST_CODE, 'session lost by this replica, reconnect', now);
       return;
     }
     this.endSession(live, null, CLOSE_CODES.REPLACED, replacedCloseReason(replacedBy), now);
     this.o.metrics.sessionReplacements.inc();
+    this.o.agentSessions.recordReplacedElsewhere(live.agent, replacedBy, now);
   }
 
   private detach(live: LiveSession): void {
