@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
+import { ClusterPicture, type OwnSession } from './cluster-picture.js';
 import type { ClusterSessions, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
   CLAIM_SQL,
@@ -35,25 +36,6 @@ export interface PostgresClusterSessionsOptions {
   onError?: (error: Error) => void;
 }
 
-/** Another replica's session as this one pictures it. */
-interface Elsewhere {
-  replicaId: string;
-  claim: number;
-  remoteAddress: string;
-  /** When this replica last heard of it (its clock): a resync drops what it did not confirm. */
-  heardAt: number;
-}
-
-/** A session of this replica: `claim` is its number in the cluster, null until the claim returns. */
-interface Own {
-  connectorId: string;
-  sessionId: number;
-  remoteAddress: string;
-  connectedAt: number;
-  claim: number | null;
-  released: boolean;
-}
-
 const RESYNC_PAGE_ROWS = 5000;
 const RETRY_MS = 1000;
 
@@ -71,12 +53,9 @@ export class PostgresClusterSessions implements ClusterSessions {
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0 };
-  private readonly mine = new Map<string, Own>();
-  private readonly elsewhere = new Map<string, Elsewhere>();
-  /** The last sign of life of each other replica (their heartbeat, or a notification we heard). */
-  private readonly aliveAt = new Map<string, number>();
-  private pendingClaims: Own[] = [];
-  private pendingReleases: Own[] = [];
+  private readonly picture: ClusterPicture;
+  private pendingClaims: OwnSession[] = [];
+  private pendingReleases: OwnSession[] = [];
   private flushing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -92,6 +71,7 @@ export class PostgresClusterSessions implements ClusterSessions {
     this.heartbeatMs = o.heartbeatMs ?? 5000;
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.batchSize = o.batchSize ?? 1000;
+    this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
   }
 
   /** Registers the replica, listens, reads the others' sessions, and starts the timers. */
@@ -107,19 +87,15 @@ export class PostgresClusterSessions implements ClusterSessions {
   }
 
   claim(session: SessionClaim): void {
-    const own: Own = { ...session, claim: null, released: false };
-    this.mine.set(session.connectorId, own);
-    this.pendingClaims.push(own);
+    this.pendingClaims.push(this.picture.admitted(session));
     this.scheduleFlush();
   }
 
   release(connectorId: string, sessionId: number): void {
-    const own = this.mine.get(connectorId);
-    if (own?.sessionId !== sessionId) return; // replaced: the claim is another session's now
-    this.mine.delete(connectorId);
-    own.released = true;
+    // Not found: replaced, and the claim is another session's now.
+    const own = this.picture.ended(connectorId, sessionId);
     // A claim still on its way is released once it has its number.
-    if (own.claim !== null) {
+    if (own && own.claim !== null) {
       this.pendingReleases.push(own);
       this.scheduleFlush();
     }
@@ -130,15 +106,12 @@ export class PostgresClusterSessions implements ClusterSessions {
   }
 
   isConnectedElsewhere(connectorId: string): boolean {
-    const session = this.elsewhere.get(connectorId);
-    return session !== undefined && this.isAlive(session.replicaId);
+    return this.picture.isConnectedElsewhere(connectorId);
   }
 
   /** How many sessions of other live replicas this replica pictures (a full count: for tests and gauges). */
   connectedElsewhere(): number {
-    let count = 0;
-    for (const session of this.elsewhere.values()) if (this.isAlive(session.replicaId)) count++;
-    return count;
+    return this.picture.connectedElsewhere();
   }
 
   /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
@@ -172,16 +145,15 @@ export class PostgresClusterSessions implements ClusterSessions {
       const known = new Set<string>();
       for (const row of replicas.rows) {
         known.add(row.id);
-        this.heard(row.id, Number(row.heartbeat_at));
+        this.picture.heard(row.id, Number(row.heartbeat_at));
       }
       // A replica whose row is gone was reaped (or stopped): its sessions are gone with it.
-      for (const id of this.aliveAt.keys()) if (!known.has(id)) this.aliveAt.set(id, 0);
+      this.picture.replicasListed(known);
       const reaped = await this.o.pool.query<{
         connector_id: string;
         session_id: string;
         heartbeat_at: string;
       }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs]);
-      this.forgetDead();
       if (reaped.rows.length > 0)
         this.o.onReaped?.(
           reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
@@ -205,9 +177,8 @@ export class PostgresClusterSessions implements ClusterSessions {
           session_id: string;
           remote_address: string;
         }>(RESYNC_PAGE_SQL, [this.replicaId, after, RESYNC_PAGE_ROWS]);
-        const now = this.o.clock.now();
         for (const row of rows.rows)
-          this.noteClaim(row.connector_id, row.replica_id, Number(row.session_id), row.remote_address, now);
+          this.picture.claimed(row.connector_id, row.replica_id, Number(row.session_id), row.remote_address);
         if (rows.rows.length < RESYNC_PAGE_ROWS) break;
         after = rows.rows[rows.rows.length - 1]!.connector_id;
       }
@@ -215,8 +186,7 @@ export class PostgresClusterSessions implements ClusterSessions {
       this.o.onError?.(error as Error);
       return;
     }
-    for (const [connectorId, session] of this.elsewhere)
-      if (session.heardAt < startedAt) this.elsewhere.delete(connectorId);
+    this.picture.confirmedSince(startedAt);
   }
 
   /** Stops for good: releases every session of this replica and its row, in one transaction. */
@@ -288,70 +258,21 @@ export class PostgresClusterSessions implements ClusterSessions {
   private onNotification(payload: string): void {
     const notice = decodeNotification(payload);
     if (!notice || notice.replicaId === this.replicaId) return;
-    const now = this.o.clock.now();
-    this.heard(notice.replicaId, now);
+    this.picture.heard(notice.replicaId, this.o.clock.now());
     if (notice.kind === 'claimed') {
       for (const c of notice.claims)
-        this.noteClaim(c.connectorId, notice.replicaId, c.claim, c.remoteAddress, now);
+        this.picture.claimed(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
     } else {
-      for (const r of notice.releases) {
-        if (this.elsewhere.get(r.connectorId)?.claim === r.claim) this.elsewhere.delete(r.connectorId);
-      }
+      for (const r of notice.releases) this.picture.released(r.connectorId, r.claim);
     }
-  }
-
-  /** Another replica's claim: the larger number wins; one of ours it outnumbers is replaced. */
-  private noteClaim(
-    connectorId: string,
-    replicaId: string,
-    claim: number,
-    remoteAddress: string,
-    now: number,
-  ): void {
-    const known = this.elsewhere.get(connectorId);
-    if (known && known.claim > claim) {
-      known.heardAt = now;
-      return;
-    }
-    const own = this.mine.get(connectorId);
-    if (own && own.claim !== null && own.claim > claim) return; // ours is newer: that one is ending
-    this.elsewhere.set(connectorId, { replicaId, claim, remoteAddress, heardAt: now });
-    // A claim of ours still on its way is compared when its number comes back.
-    if (own && own.claim !== null) this.replaced(own, remoteAddress);
-  }
-
-  private replaced(own: Own, by: string | null): void {
-    this.mine.delete(own.connectorId);
-    this.lostHandler({ connectorId: own.connectorId, sessionId: own.sessionId, replacedBy: by });
-  }
-
-  private heard(replicaId: string, at: number): void {
-    this.aliveAt.set(replicaId, Math.max(this.aliveAt.get(replicaId) ?? 0, at));
-  }
-
-  private isAlive(replicaId: string): boolean {
-    // Not heard of at all yet (its claim came before our first look at the replicas): alive.
-    const at = this.aliveAt.get(replicaId);
-    return at === undefined || this.o.clock.now() - at <= this.deadAfterMs;
-  }
-
-  private forgetDead(): void {
-    const dead = new Set<string>();
-    for (const [id, at] of this.aliveAt) if (this.o.clock.now() - at > this.deadAfterMs) dead.add(id);
-    if (dead.size === 0) return;
-    for (const [connectorId, session] of this.elsewhere)
-      if (dead.has(session.replicaId)) this.elsewhere.delete(connectorId);
   }
 
   private async lostTrack(): Promise<void> {
     await this.register();
     await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
-    const sessions = [...this.mine.values()];
-    this.mine.clear();
     this.pendingClaims = [];
     this.pendingReleases = [];
-    for (const own of sessions)
-      this.lostHandler({ connectorId: own.connectorId, sessionId: own.sessionId, replacedBy: null });
+    this.picture.loseAllOwn();
   }
 
   private scheduleFlush(): void {
@@ -381,10 +302,10 @@ export class PostgresClusterSessions implements ClusterSessions {
     }
   }
 
-  private async sendClaims(batch: Own[]): Promise<void> {
+  private async sendClaims(batch: OwnSession[]): Promise<void> {
     // The newest session of a connector in the batch is the one claimed: an older one was replaced
     // here already (and an upsert may not touch a row twice in one statement).
-    const newest = new Map<string, Own>();
+    const newest = new Map<string, OwnSession>();
     for (const own of batch) newest.set(own.connectorId, own);
     const claims = [...newest.values()];
     this.statements.claim++;
@@ -402,18 +323,12 @@ export class PostgresClusterSessions implements ClusterSessions {
     }
     for (const row of result.rows) {
       const own = claims[Number(row.ord) - 1]!;
-      own.claim = Number(row.session_id);
-      if (own.released) {
-        this.pendingReleases.push(own);
-        continue;
-      }
-      const other = this.elsewhere.get(own.connectorId);
-      if (other && other.claim > own.claim) this.replaced(own, other.remoteAddress);
-      else if (other) this.elsewhere.delete(own.connectorId); // ours replaced it: that one is ending
+      this.picture.numbered(own, Number(row.session_id));
+      if (own.released) this.pendingReleases.push(own);
     }
   }
 
-  private async sendReleases(batch: Own[]): Promise<void> {
+  private async sendReleases(batch: OwnSession[]): Promise<void> {
     this.statements.release++;
     try {
       await this.o.pool.query(RELEASE_SQL, [
