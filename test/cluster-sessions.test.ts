@@ -22,7 +22,7 @@ import { MemoryStore } from '../server/store/memory-store.js';
 import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { DAY_MS } from '../shared/durations.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -359,5 +359,22 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await a.stop();
     const kept = await withClient(db.url, (client) => client.query(`SELECT body FROM store_records`));
     expect(kept.rows).toEqual([{ body: { name: 'g' } }]);
+  });
+
+  it('PostgreSQL restarted: claims made while it is down go out when it is back, and listeners come back', async () => {
+    await using postgres = await startPostgres();
+    const db = await freshDatabase(postgres.url);
+    await withClient(db.url, migrateToLatest);
+    const clock = new ManualClock();
+    const errors = { a: 0, b: 0 };
+    const a = await clusterOn(db.url, clock, { onError: () => errors.a++ });
+    const b = await clusterOn(db.url, clock, { onError: () => errors.b++ });
+    await postgres.stop();
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    // B's listener has failed to come back at least once, and A's claim has failed at least once.
+    await until(() => errors.a >= 1 && errors.b >= 2);
+    await postgres.start();
+    await until(() => b.isConnectedElsewhere('con_1'), 20_000);
+    expect(await rows(db.url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
   });
 });

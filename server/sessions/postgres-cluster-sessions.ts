@@ -58,6 +58,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   private pendingReleases: OwnSession[] = [];
   private flushing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
+  private relistenTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private listener: pg.Client | undefined;
   private stopped = false;
@@ -210,6 +211,7 @@ export class PostgresClusterSessions implements ClusterSessions {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.relistenTimer);
     const listener = this.listener;
     this.listener = undefined;
     listener?.end().catch(() => {});
@@ -237,22 +239,39 @@ export class PostgresClusterSessions implements ClusterSessions {
       this.listener = undefined;
       this.o.onError?.(error);
       client.end().catch(() => {});
-      // Back, it reads everything again: notifications sent while it was away are gone.
-      const retry = setTimeout(() => {
-        this.listen()
-          .then(() => this.resync())
-          .catch((failed) => lost(failed as Error));
-      }, RETRY_MS);
-      retry.unref();
+      this.relisten();
     };
     client.on('error', lost);
     client.on('end', () => lost(new Error('cluster listener connection ended')));
     client.on('notification', (message) => {
       if (message.payload) this.onNotification(message.payload);
     });
-    await client.connect();
-    await client.query(`LISTEN ${SESSIONS_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${SESSIONS_CHANNEL}`);
+    } catch (error) {
+      client.end().catch(() => {});
+      throw error;
+    }
     this.listener = client;
+  }
+
+  /**
+   * Listens again after RETRY_MS (and again after each failure), then reads everything again:
+   * notifications sent while it was away are gone.
+   */
+  private relisten(): void {
+    clearTimeout(this.relistenTimer);
+    this.relistenTimer = setTimeout(() => {
+      if (this.stopped) return;
+      this.listen()
+        .then(() => this.resync())
+        .catch((error) => {
+          this.o.onError?.(error as Error);
+          this.relisten();
+        });
+    }, RETRY_MS);
+    this.relistenTimer.unref();
   }
 
   private onNotification(payload: string): void {
