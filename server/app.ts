@@ -14,6 +14,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import type { ServerConfig } from './server-config.js';
 import { type Capabilities, createServices } from './services/compose.js';
 import { SecretBox } from './services/secrets.js';
+import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { SessionHub } from './sessions/hub.js';
 import { SessionRegistry } from './sessions/session-registry.js';
 
@@ -46,7 +47,10 @@ const LISTEN_BACKLOG = 4096;
  * (as their Presence) and the hub, built over the services, fills it.
  */
 export function composeServer(
-  capabilities: Omit<Capabilities, 'metrics' | 'presence'>,
+  capabilities: Omit<Capabilities, 'metrics' | 'presence'> & {
+    /** The other replicas' sessions; one process alone when absent. */
+    cluster?: ClusterSessions;
+  },
   config: Parameters<typeof createServices>[1] &
     Partial<
       Pick<
@@ -55,14 +59,15 @@ export function composeServer(
       >
     >,
 ): { services: Services; hub: SessionHub; metrics: Metrics } {
-  const { clock, logger } = capabilities;
+  const { clock, logger, cluster, ...rest } = capabilities;
   const metrics = createMetrics();
   const registry = new SessionRegistry({
     clock,
     metrics,
     maxSessionsPerAddress: config.maxSessionsPerAddress,
+    cluster,
   });
-  const services = createServices({ ...capabilities, metrics, presence: registry }, config);
+  const services = createServices({ ...rest, clock, logger, metrics, presence: registry }, config);
   const hub = new SessionHub({
     registry,
     agentSessions: services.agentSessions,

@@ -170,6 +170,25 @@ export class AgentSessionService {
     );
   }
 
+  /**
+   * Records that `session`, live here, was replaced at `now` by a newer session of its connector on
+   * another replica, from `newRemoteAddress` (that replica recorded the connect), and audits it as a
+   * replacement within one server is.
+   */
+  recordReplacedElsewhere(session: SessionParty, newRemoteAddress: string, now: number): void {
+    this.deps.connectors.recordConnection(session.connectorId, {
+      seenAt: now,
+      remoteAddress: newRemoteAddress,
+      replacedFrom: session.remoteAddress,
+    });
+    this.audit(
+      'session.replaced',
+      session,
+      { previousRemoteAddress: session.remoteAddress, newRemoteAddress },
+      { security: true },
+    );
+  }
+
   /** Records that the connector's live session ended (or was still live at shutdown) at `now`. */
   recordSeen(connectorId: string, now: number): void {
     this.deps.connectors.recordConnection(connectorId, { seenAt: now });

@@ -49,6 +49,8 @@ export interface SessionHubOptions {
 }
 
 const SESSION_ENDED = 'This session has ended: another replaced it, or it was closed.';
+/** WebSocket "service restart": not final, the agent reconnects (to this replica or another). */
+const SESSION_LOST_CODE = 1012;
 
 /**
  * Every live agent session's socket: makes an authenticated one its connector's session (one per
@@ -66,6 +68,7 @@ export class SessionHub {
     // The live side acts on a change the moment it is applied: a revoked agent is cut off before
     // the write that records it (see EventMoment), and a failed write keeps it off (UnsavedTerminations).
     this.unsubscribe = o.events.on('applied', (event) => this.onDomainEvent(event));
+    o.registry.onLostElsewhere((live, replacedBy) => this.endLostSession(live, replacedBy));
     const every = (ms: number, fn: () => void) => {
       const timer = setInterval(fn, ms);
       timer.unref();
@@ -280,6 +283,21 @@ export class SessionHub {
     if (!live.subscribed) this.sessions.closeEnded(live);
     else if (!ended && (event?.type === 'revoked' || event?.type === 'deleted'))
       this.sessions.expectAcknowledgement(live, event.type);
+  }
+
+  /**
+   * Ends a session another replica's newer session replaced (4009, as a replacement here is), or one
+   * the cluster lost track of (1012, not final: the agent reconnects and claims its connector anew).
+   */
+  private endLostSession(live: LiveSession, replacedBy: string | null): void {
+    const now = this.o.clock.now();
+    if (replacedBy === null) {
+      this.endSession(live, null, SESSION_LOST_CODE, 'session lost by this replica, reconnect', now);
+      return;
+    }
+    this.endSession(live, null, CLOSE_CODES.REPLACED, replacedCloseReason(replacedBy), now);
+    this.o.metrics.sessionReplacements.inc();
+    this.o.agentSessions.recordReplacedElsewhere(live.agent, replacedBy, now);
   }
 
   private detach(live: LiveSession): void {

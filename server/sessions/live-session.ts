@@ -36,6 +36,8 @@ export class LiveSession {
   private wake: (() => void) | null = null;
   ending: Ending | null = null;
   connectedAt: number;
+  /** The registry's number for it, set when it becomes its connector's session (0 until then). */
+  sessionId = 0;
   /** Whether `agent.session` was subscribed on this socket: until then nothing drains the queue. */
   subscribed = false;
   /** Closes the socket if it does not subscribe in time (cleared when it does). */

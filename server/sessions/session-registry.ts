@@ -4,6 +4,7 @@ import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { Presence } from '../services/deps.js';
 import type { Termination } from '../services/views.js';
+import { type ClusterSessions, type LostSession, singleProcess } from './cluster-sessions.js';
 import type { AgentSession, LiveSession } from './live-session.js';
 import { SessionsPerAddress } from './sessions-per-address.js';
 import { type FinalEvent, TerminationReceipts } from './termination-receipts.js';
@@ -13,6 +14,8 @@ export interface SessionRegistryOptions {
   metrics: Metrics;
   /** Live sessions allowed from one source address (NAT'd fleets share one). @default Infinity */
   maxSessionsPerAddress?: number | undefined;
+  /** The other replicas' sessions (one per connector across them). @default singleProcess */
+  cluster?: ClusterSessions | undefined;
 }
 
 /**
@@ -31,12 +34,32 @@ export class SessionRegistry implements Presence {
       termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
   });
 
+  private readonly cluster: ClusterSessions;
+  private lastSessionId = 0;
+  private endLost: (live: LiveSession, replacedBy: string | null) => void = () => {};
+
   constructor(private readonly o: SessionRegistryOptions) {
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
+    this.cluster = o.cluster ?? singleProcess;
+    this.cluster.onLost((lost) => this.lost(lost));
   }
 
+  /** Connected here or on another live replica. */
   isConnected(connectorId: string): boolean {
-    return this.sessions.has(connectorId);
+    return this.sessions.has(connectorId) || this.cluster.isConnectedElsewhere(connectorId);
+  }
+
+  /**
+   * Sets who ends a session of this replica that a newer one on another replica replaced
+   * (`replacedBy`: its address), or that the cluster lost track of (null); the session hub.
+   */
+  onLostElsewhere(end: (live: LiveSession, replacedBy: string | null) => void): void {
+    this.endLost = end;
+  }
+
+  private lost({ connectorId, sessionId, replacedBy }: LostSession): void {
+    const live = this.sessions.get(connectorId);
+    if (live?.sessionId === sessionId) this.endLost(live, replacedBy);
   }
 
   /** What became of the session a revoke or delete of this connector just ended (see TerminationReceipts). */
@@ -81,7 +104,14 @@ export class SessionRegistry implements Presence {
   add(live: LiveSession): LiveSession | undefined {
     const { connectorId, remoteAddress } = live.agent;
     const previous = this.sessions.get(connectorId);
+    live.sessionId = ++this.lastSessionId;
     this.sessions.set(connectorId, live);
+    this.cluster.claim({
+      connectorId,
+      sessionId: live.sessionId,
+      remoteAddress,
+      connectedAt: live.connectedAt,
+    });
     this.perAddress.add(remoteAddress);
     if (previous) this.perAddress.remove(previous.agent.remoteAddress);
     this.o.metrics.sessions.set(this.sessions.size);
@@ -93,6 +123,7 @@ export class SessionRegistry implements Presence {
     const { connectorId, remoteAddress } = live.agent;
     if (this.sessions.get(connectorId) !== live) return false;
     this.sessions.delete(connectorId);
+    this.cluster.release(connectorId, live.sessionId);
     this.perAddress.remove(remoteAddress);
     this.o.metrics.sessions.set(this.sessions.size);
     return true;

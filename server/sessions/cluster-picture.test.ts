@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../clock.js';
+import { ClusterPicture } from './cluster-picture.js';
+import type { LostSession } from './cluster-sessions.js';
+
+function picture() {
+  const clock = new ManualClock();
+  const lost: LostSession[] = [];
+  const p = new ClusterPicture(clock, 15_000, (l) => lost.push(l));
+  const admit = (connectorId: string, sessionId = 1) =>
+    p.admitted({ connectorId, sessionId, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+  return { clock, lost, p, admit };
+}
+
+describe('ClusterPicture: the larger claim number wins, whatever order the news comes in', () => {
+  it('a larger remote claim replaces ours; a smaller one is ignored', () => {
+    const { p, lost, admit } = picture();
+    p.numbered(admit('con_1'), 10);
+    p.claimed('con_1', 'r2', 9, '192.0.2.9');
+    expect(lost).toEqual([]);
+    expect(p.isConnectedElsewhere('con_1')).toBe(false);
+    p.claimed('con_1', 'r2', 11, '192.0.2.2');
+    expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.2' }]);
+    expect(p.isConnectedElsewhere('con_1')).toBe(true);
+  });
+
+  it('a remote claim heard while ours is on its way is compared when our number comes back', () => {
+    const { p, lost, admit } = picture();
+    const ours = admit('con_1');
+    const theirs = admit('con_2');
+    p.claimed('con_1', 'r2', 7, '192.0.2.2');
+    p.claimed('con_2', 'r2', 5, '192.0.2.2');
+    p.numbered(ours, 6);
+    p.numbered(theirs, 8);
+    expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.2' }]);
+    expect(p.isConnectedElsewhere('con_1')).toBe(true);
+    expect(p.isConnectedElsewhere('con_2')).toBe(false); // ours replaced it
+  });
+
+  it('a release removes only the claim it names', () => {
+    const { p } = picture();
+    p.claimed('con_1', 'r2', 3, '192.0.2.2');
+    p.claimed('con_1', 'r3', 4, '192.0.2.3');
+    p.released('con_1', 3);
+    expect(p.isConnectedElsewhere('con_1')).toBe(true);
+    p.released('con_1', 4);
+    expect(p.isConnectedElsewhere('con_1')).toBe(false);
+  });
+
+  it('an ended session is not lost later, and ending a replaced one finds nothing to release', () => {
+    const { p, lost, admit } = picture();
+    p.numbered(admit('con_1', 1), 1);
+    expect(p.ended('con_1', 1)?.claim).toBe(1);
+    p.claimed('con_1', 'r2', 2, '192.0.2.2');
+    expect(lost).toEqual([]);
+    p.numbered(admit('con_2', 2), 3);
+    p.claimed('con_2', 'r2', 4, '192.0.2.2');
+    expect(p.ended('con_2', 2)).toBeUndefined();
+  });
+
+  it('a replica silent past the bound, or gone from the table, takes its sessions with it', () => {
+    const { p, clock } = picture();
+    p.heard('r2', clock.now());
+    p.heard('r3', clock.now());
+    p.claimed('con_1', 'r2', 1, '192.0.2.2');
+    p.claimed('con_2', 'r3', 2, '192.0.2.3');
+    clock.advance(15_000);
+    expect(p.connectedElsewhere()).toBe(2);
+    clock.advance(1);
+    expect(p.connectedElsewhere()).toBe(0);
+    p.heard('r3', clock.now());
+    expect(p.isConnectedElsewhere('con_2')).toBe(true);
+    p.replicasListed(new Set(['r2']));
+    expect(p.isConnectedElsewhere('con_2')).toBe(false);
+  });
+
+  it('a full read drops remote sessions it neither saw nor heard of since it began', () => {
+    const { p, clock } = picture();
+    p.claimed('con_1', 'r2', 1, '192.0.2.2');
+    p.claimed('con_2', 'r2', 2, '192.0.2.2');
+    clock.advance(1);
+    const startedAt = clock.now();
+    p.claimed('con_2', 'r2', 2, '192.0.2.2'); // seen by the read
+    p.confirmedSince(startedAt);
+    expect([p.isConnectedElsewhere('con_1'), p.isConnectedElsewhere('con_2')]).toEqual([false, true]);
+  });
+});

@@ -1,0 +1,135 @@
+import type { Clock } from '../clock.js';
+import type { LostSession, SessionClaim } from './cluster-sessions.js';
+
+/** A session of this replica: `claim` is its number in the cluster, null until its claim returns. */
+export interface OwnSession extends SessionClaim {
+  claim: number | null;
+  released: boolean;
+}
+
+/** Another replica's session as this one pictures it. */
+interface RemoteSession {
+  replicaId: string;
+  claim: number;
+  remoteAddress: string;
+  /** When this replica last heard of it (its clock): a full read drops what it did not confirm. */
+  heardAt: number;
+}
+
+/**
+ * What one replica knows of the cluster's sessions, in memory: its own (with their claim numbers),
+ * the other replicas' (from their notifications and full reads), and when each other replica last
+ * showed a sign of life. The rule throughout: of two claims of one connector, the larger number
+ * wins; an own session outnumbered is lost (handed to `lost`). No I/O here.
+ */
+export class ClusterPicture {
+  private readonly own = new Map<string, OwnSession>();
+  private readonly remote = new Map<string, RemoteSession>();
+  private readonly aliveAt = new Map<string, number>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly deadAfterMs: number,
+    private readonly lost: (lost: LostSession) => void,
+  ) {}
+
+  /** Adds a session admitted here; answers it, to be claimed. */
+  admitted(claim: SessionClaim): OwnSession {
+    const session: OwnSession = { ...claim, claim: null, released: false };
+    this.own.set(claim.connectorId, session);
+    return session;
+  }
+
+  /** Removes an own session that ended; undefined when it is not the connector's own session any more. */
+  ended(connectorId: string, sessionId: number): OwnSession | undefined {
+    const session = this.own.get(connectorId);
+    if (session?.sessionId !== sessionId) return undefined;
+    this.own.delete(connectorId);
+    session.released = true;
+    return session;
+  }
+
+  /** An own session's claim came back with its number: it loses to a larger one already heard of. */
+  numbered(session: OwnSession, claim: number): void {
+    session.claim = claim;
+    if (session.released) return;
+    const other = this.remote.get(session.connectorId);
+    if (other && other.claim > claim) this.replace(session, other.remoteAddress);
+    else if (other) this.remote.delete(session.connectorId); // ours replaced it: that one is ending
+  }
+
+  /** Another replica's claim, from a notification or a full read. */
+  claimed(connectorId: string, replicaId: string, claim: number, remoteAddress: string): void {
+    const now = this.clock.now();
+    const known = this.remote.get(connectorId);
+    if (known && known.claim > claim) {
+      known.heardAt = now;
+      return;
+    }
+    const mine = this.own.get(connectorId);
+    if (mine && mine.claim !== null && mine.claim > claim) return; // ours is newer: that one is ending
+    this.remote.set(connectorId, { replicaId, claim, remoteAddress, heardAt: now });
+    // A claim of ours still on its way is compared when its number comes back (`numbered`).
+    if (mine && mine.claim !== null) this.replace(mine, remoteAddress);
+  }
+
+  /** Another replica's release: gone, unless a newer claim of the connector came since. */
+  released(connectorId: string, claim: number): void {
+    if (this.remote.get(connectorId)?.claim === claim) this.remote.delete(connectorId);
+  }
+
+  /** A sign of life of another replica at `at` (its heartbeat, or now for a notification). */
+  heard(replicaId: string, at: number): void {
+    this.aliveAt.set(replicaId, Math.max(this.aliveAt.get(replicaId) ?? 0, at));
+  }
+
+  /** The replicas the table lists now (besides this one): any other is gone, with its sessions. */
+  replicasListed(ids: ReadonlySet<string>): void {
+    for (const id of this.aliveAt.keys()) if (!ids.has(id)) this.aliveAt.set(id, 0);
+    const dead = new Set<string>();
+    for (const id of this.aliveAt.keys()) if (!this.isAlive(id)) dead.add(id);
+    if (dead.size === 0) return;
+    for (const [connectorId, session] of this.remote)
+      if (dead.has(session.replicaId)) this.remote.delete(connectorId);
+  }
+
+  /** After a full read that began at `startedAt`: drops remote sessions it did not see or hear of since. */
+  confirmedSince(startedAt: number): void {
+    for (const [connectorId, session] of this.remote)
+      if (session.heardAt < startedAt) this.remote.delete(connectorId);
+  }
+
+  isConnectedElsewhere(connectorId: string): boolean {
+    const session = this.remote.get(connectorId);
+    return session !== undefined && this.isAlive(session.replicaId);
+  }
+
+  /** Sessions of other live replicas (a full count). */
+  connectedElsewhere(): number {
+    let count = 0;
+    for (const session of this.remote.values()) if (this.isAlive(session.replicaId)) count++;
+    return count;
+  }
+
+  /** This replica was taken for dead: every own session is lost, without a replacing address. */
+  loseAllOwn(): void {
+    const sessions = [...this.own.values()];
+    this.own.clear();
+    for (const session of sessions) this.lost({ ...identify(session), replacedBy: null });
+  }
+
+  private isAlive(replicaId: string): boolean {
+    // Not heard of yet (its claim came before our first look at the replicas): alive.
+    const at = this.aliveAt.get(replicaId);
+    return at === undefined || this.clock.now() - at <= this.deadAfterMs;
+  }
+
+  private replace(session: OwnSession, by: string): void {
+    this.own.delete(session.connectorId);
+    this.lost({ ...identify(session), replacedBy: by });
+  }
+}
+
+function identify(session: OwnSession): { connectorId: string; sessionId: number } {
+  return { connectorId: session.connectorId, sessionId: session.sessionId };
+}

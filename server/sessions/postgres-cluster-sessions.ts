@@ -1,0 +1,363 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import type { Clock } from '../clock.js';
+import { ClusterPicture, type OwnSession } from './cluster-picture.js';
+import type { ClusterSessions, LostSession, SessionClaim } from './cluster-sessions.js';
+import {
+  CLAIM_SQL,
+  decodeNotification,
+  REAP_SQL,
+  RELEASE_ALL_SQL,
+  RELEASE_SQL,
+  RESYNC_PAGE_SQL,
+  type ReapedSession,
+  SESSIONS_CHANNEL,
+} from './postgres-cluster-sql.js';
+
+export interface PostgresClusterSessionsOptions {
+  /** Statements run on the pool; the listener has a connection of its own. */
+  pool: pg.Pool;
+  connectionString: string;
+  clock: Clock;
+  /** This replica's URL, as the replicas table shows it. */
+  url?: string | null;
+  /** @default a random UUID */
+  replicaId?: string;
+  /** How often this replica says it is alive, looks at the others' and reaps the dead. @default 5000 */
+  heartbeatMs?: number;
+  /** A replica whose heartbeat is older than this is dead: its sessions count as gone. @default 15000 */
+  deadAfterMs?: number;
+  /** How often the picture of the other replicas' sessions is read again in full. @default 30000 */
+  resyncMs?: number;
+  /** Claims (and releases) in one statement, at most. @default 1000 */
+  batchSize?: number;
+  /** Sessions of a dead replica this replica removed, with the dead replica's last heartbeat. */
+  onReaped?: (sessions: ReapedSession[]) => void;
+  onError?: (error: Error) => void;
+}
+
+const RESYNC_PAGE_ROWS = 5000;
+const RETRY_MS = 1000;
+
+/**
+ * ClusterSessions over PostgreSQL. A claim is an upsert into `agent_sessions` with a number from a
+ * sequence (the larger number wins, in the table and in every replica's picture) and a NOTIFY on
+ * its channel; claims and releases made in the same turn go out together, one statement for up to
+ * `batchSize` of them, so a fleet reconnecting at once costs a few statements, not one per agent.
+ * Every replica keeps the other replicas' sessions in memory (notifications, plus a full read every
+ * `resyncMs` and after its listener reconnects), so `isConnectedElsewhere` never waits on the database.
+ * A replica whose heartbeat is older than `deadAfterMs` counts as dead at once; the first replica to
+ * see it removes its rows (and says so through `onReaped`).
+ */
+export class PostgresClusterSessions implements ClusterSessions {
+  readonly replicaId: string;
+  /** Statements sent to the database, by kind (tests count them). */
+  readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0 };
+  private readonly picture: ClusterPicture;
+  private pendingClaims: OwnSession[] = [];
+  private pendingReleases: OwnSession[] = [];
+  private flushing: Promise<void> | null = null;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private relistenTimer: NodeJS.Timeout | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private listener: pg.Client | undefined;
+  private stopped = false;
+  private lostHandler: (lost: LostSession) => void = () => {};
+  private readonly heartbeatMs: number;
+  private readonly deadAfterMs: number;
+  private readonly batchSize: number;
+
+  private constructor(private readonly o: PostgresClusterSessionsOptions) {
+    this.replicaId = o.replicaId ?? randomUUID();
+    this.heartbeatMs = o.heartbeatMs ?? 5000;
+    this.deadAfterMs = o.deadAfterMs ?? 15_000;
+    this.batchSize = o.batchSize ?? 1000;
+    this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
+  }
+
+  /** Registers the replica, listens, reads the others' sessions, and starts the timers. */
+  static async start(options: PostgresClusterSessionsOptions): Promise<PostgresClusterSessions> {
+    const cluster = new PostgresClusterSessions(options);
+    await cluster.register();
+    await cluster.listen();
+    await cluster.resync();
+    await cluster.heartbeat();
+    cluster.every(cluster.heartbeatMs, () => cluster.heartbeat());
+    cluster.every(options.resyncMs ?? 30_000, () => cluster.resync());
+    return cluster;
+  }
+
+  claim(session: SessionClaim): void {
+    this.pendingClaims.push(this.picture.admitted(session));
+    this.scheduleFlush();
+  }
+
+  release(connectorId: string, sessionId: number): void {
+    // Not found: replaced, and the claim is another session's now.
+    const own = this.picture.ended(connectorId, sessionId);
+    // A claim still on its way is released once it has its number.
+    if (own && own.claim !== null) {
+      this.pendingReleases.push(own);
+      this.scheduleFlush();
+    }
+  }
+
+  onLost(handler: (lost: LostSession) => void): void {
+    this.lostHandler = handler;
+  }
+
+  isConnectedElsewhere(connectorId: string): boolean {
+    return this.picture.isConnectedElsewhere(connectorId);
+  }
+
+  /** How many sessions of other live replicas this replica pictures (a full count: for tests and gauges). */
+  connectedElsewhere(): number {
+    return this.picture.connectedElsewhere();
+  }
+
+  /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
+  async flush(): Promise<void> {
+    for (let round = 0; round < 100; round++) {
+      if (this.pendingClaims.length > 0 || this.pendingReleases.length > 0) this.scheduleFlush();
+      // Nothing in flight: all sent, or a failed statement waits for its retry (see onError).
+      if (!this.flushing) return;
+      await this.flushing;
+    }
+  }
+
+  /**
+   * Says this replica is alive, reads the others' heartbeats, and removes the sessions of the dead.
+   * Finding its own row gone (it was taken for dead while it could not reach the database), it ends
+   * its sessions without a final code: their agents may be elsewhere by now, and reconnect if not.
+   */
+  async heartbeat(): Promise<void> {
+    const now = this.o.clock.now();
+    try {
+      this.statements.heartbeat++;
+      const beat = await this.o.pool.query(`UPDATE replicas SET heartbeat_at = $2 WHERE id = $1`, [
+        this.replicaId,
+        now,
+      ]);
+      if (beat.rowCount === 0) await this.lostTrack();
+      const replicas = await this.o.pool.query<{ id: string; heartbeat_at: string }>(
+        `SELECT id, heartbeat_at::text FROM replicas WHERE id <> $1`,
+        [this.replicaId],
+      );
+      const known = new Set<string>();
+      for (const row of replicas.rows) {
+        known.add(row.id);
+        this.picture.heard(row.id, Number(row.heartbeat_at));
+      }
+      // A replica whose row is gone was reaped (or stopped): its sessions are gone with it.
+      this.picture.replicasListed(known);
+      const reaped = await this.o.pool.query<{
+        connector_id: string;
+        session_id: string;
+        heartbeat_at: string;
+      }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs]);
+      if (reaped.rows.length > 0)
+        this.o.onReaped?.(
+          reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
+        );
+    } catch (error) {
+      this.o.onError?.(error as Error);
+    }
+  }
+
+  /** Reads every other replica's session again, a page at a time, and drops what it did not confirm. */
+  async resync(): Promise<void> {
+    const startedAt = this.o.clock.now();
+    let after = '';
+    try {
+      // Bounded: a page per statement, as many pages as the table has rows over the page size, plus one.
+      for (let page = 0; page < 10_000; page++) {
+        this.statements.resync++;
+        const rows = await this.o.pool.query<{
+          connector_id: string;
+          replica_id: string;
+          session_id: string;
+          remote_address: string;
+        }>(RESYNC_PAGE_SQL, [this.replicaId, after, RESYNC_PAGE_ROWS]);
+        for (const row of rows.rows)
+          this.picture.claimed(row.connector_id, row.replica_id, Number(row.session_id), row.remote_address);
+        if (rows.rows.length < RESYNC_PAGE_ROWS) break;
+        after = rows.rows[rows.rows.length - 1]!.connector_id;
+      }
+    } catch (error) {
+      this.o.onError?.(error as Error);
+      return;
+    }
+    this.picture.confirmedSince(startedAt);
+  }
+
+  /** Stops for good: releases every session of this replica and its row, in one transaction. */
+  async stop(): Promise<void> {
+    this.halt();
+    await this.flushing?.catch(() => {});
+    try {
+      await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
+      await this.o.pool.query(`DELETE FROM replicas WHERE id = $1`, [this.replicaId]);
+    } catch (error) {
+      this.o.onError?.(error as Error);
+    }
+  }
+
+  /** Stops its timers and listener and leaves its rows behind, as a replica that died would (tests). */
+  async abandon(): Promise<void> {
+    this.halt();
+  }
+
+  private halt(): void {
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.relistenTimer);
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.end().catch(() => {});
+  }
+
+  private every(ms: number, run: () => Promise<void>): void {
+    const timer = setInterval(() => void run(), ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  private async register(): Promise<void> {
+    const now = this.o.clock.now();
+    await this.o.pool.query(
+      `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+       ON CONFLICT (id) DO UPDATE SET url = excluded.url, heartbeat_at = excluded.heartbeat_at`,
+      [this.replicaId, this.o.url ?? null, now],
+    );
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.o.connectionString });
+    const lost = (error: Error) => {
+      if (this.listener !== client || this.stopped) return;
+      this.listener = undefined;
+      this.o.onError?.(error);
+      client.end().catch(() => {});
+      this.relisten();
+    };
+    client.on('error', lost);
+    client.on('end', () => lost(new Error('cluster listener connection ended')));
+    client.on('notification', (message) => {
+      if (message.payload) this.onNotification(message.payload);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${SESSIONS_CHANNEL}`);
+    } catch (error) {
+      client.end().catch(() => {});
+      throw error;
+    }
+    this.listener = client;
+  }
+
+  /**
+   * Listens again after RETRY_MS (and again after each failure), then reads everything again:
+   * notifications sent while it was away are gone.
+   */
+  private relisten(): void {
+    clearTimeout(this.relistenTimer);
+    this.relistenTimer = setTimeout(() => {
+      if (this.stopped) return;
+      this.listen()
+        .then(() => this.resync())
+        .catch((error) => {
+          this.o.onError?.(error as Error);
+          this.relisten();
+        });
+    }, RETRY_MS);
+    this.relistenTimer.unref();
+  }
+
+  private onNotification(payload: string): void {
+    const notice = decodeNotification(payload);
+    if (!notice || notice.replicaId === this.replicaId) return;
+    this.picture.heard(notice.replicaId, this.o.clock.now());
+    if (notice.kind === 'claimed') {
+      for (const c of notice.claims)
+        this.picture.claimed(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
+    } else {
+      for (const r of notice.releases) this.picture.released(r.connectorId, r.claim);
+    }
+  }
+
+  private async lostTrack(): Promise<void> {
+    await this.register();
+    await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
+    this.pendingClaims = [];
+    this.pendingReleases = [];
+    this.picture.loseAllOwn();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing || this.stopped || this.retryTimer) return;
+    this.flushing = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.sendPending())
+      .catch((error) => {
+        this.o.onError?.(error as Error);
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.scheduleFlush();
+        }, RETRY_MS);
+        this.retryTimer.unref();
+      })
+      .finally(() => {
+        this.flushing = null;
+      });
+  }
+
+  /** Sends the waiting claims, then the waiting releases, a batch per statement, until none wait. */
+  private async sendPending(): Promise<void> {
+    for (let rounds = 0; rounds < 1000 && !this.stopped; rounds++) {
+      if (this.pendingClaims.length > 0) await this.sendClaims(this.pendingClaims.splice(0, this.batchSize));
+      else if (this.pendingReleases.length > 0)
+        await this.sendReleases(this.pendingReleases.splice(0, this.batchSize));
+      else return;
+    }
+  }
+
+  private async sendClaims(batch: OwnSession[]): Promise<void> {
+    // The newest session of a connector in the batch is the one claimed: an older one was replaced
+    // here already (and an upsert may not touch a row twice in one statement).
+    const newest = new Map<string, OwnSession>();
+    for (const own of batch) newest.set(own.connectorId, own);
+    const claims = [...newest.values()];
+    this.statements.claim++;
+    let result: pg.QueryResult<{ ord: string; session_id: string }>;
+    try {
+      result = await this.o.pool.query(CLAIM_SQL, [
+        this.replicaId,
+        claims.map((c) => c.connectorId),
+        claims.map((c) => c.remoteAddress),
+        claims.map((c) => c.connectedAt),
+      ]);
+    } catch (error) {
+      this.pendingClaims.unshift(...claims);
+      throw error;
+    }
+    for (const row of result.rows) {
+      const own = claims[Number(row.ord) - 1]!;
+      this.picture.numbered(own, Number(row.session_id));
+      if (own.released) this.pendingReleases.push(own);
+    }
+  }
+
+  private async sendReleases(batch: OwnSession[]): Promise<void> {
+    this.statements.release++;
+    try {
+      await this.o.pool.query(RELEASE_SQL, [
+        this.replicaId,
+        batch.map((own) => own.connectorId),
+        batch.map((own) => own.claim),
+      ]);
+    } catch (error) {
+      this.pendingReleases.unshift(...batch);
+      throw error;
+    }
+  }
+}

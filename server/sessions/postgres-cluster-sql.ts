@@ -1,0 +1,121 @@
+/** The channel claims and releases are announced on (see `decodeNotification` for the payload). */
+export const SESSIONS_CHANNEL = 'agent_sessions';
+
+/**
+ * Entries per notification: a payload must stay under PostgreSQL's 8000 bytes, and an entry is at most
+ * ~110 (a connector id, a number, an IPv6 address), so a batch goes out as several notifications.
+ */
+const CLAIMS_PER_NOTIFICATION = 60;
+const RELEASES_PER_NOTIFICATION = 120;
+
+/** One NOTIFY per slice of the `gone` rows (connector_id, session_id): a release announced. */
+const NOTIFY_RELEASES = `
+  numbered AS (SELECT connector_id, session_id, row_number() OVER () AS ord FROM gone)
+  SELECT count(*)::int AS notifications FROM (
+    SELECT pg_notify('${SESSIONS_CHANNEL}',
+      'r ' || $1 || E'\\n' || string_agg(connector_id || ' ' || session_id, E'\\n'))
+      FROM numbered GROUP BY (ord - 1) / ${RELEASES_PER_NOTIFICATION}) n`;
+
+/**
+ * Claims a batch in one statement: a number from the sequence for each, an upsert that keeps the
+ * larger number, and the NOTIFYs. $1 replica id, $2 connector ids, $3 addresses, $4 connected-at.
+ * Answers each claim's position in the batch (1-based) and its number.
+ */
+export const CLAIM_SQL = `
+  WITH input AS MATERIALIZED (
+    SELECT u.ord, u.connector_id, u.remote_address, u.connected_at,
+           nextval('agent_session_claims') AS session_id
+      FROM unnest($2::text[], $3::text[], $4::bigint[])
+           WITH ORDINALITY AS u(connector_id, remote_address, connected_at, ord)
+  ),
+  upserted AS (
+    INSERT INTO agent_sessions (connector_id, replica_id, session_id, remote_address, connected_at)
+    SELECT connector_id, $1, session_id, remote_address, connected_at FROM input
+    ON CONFLICT (connector_id) DO UPDATE SET
+      replica_id = excluded.replica_id, session_id = excluded.session_id,
+      remote_address = excluded.remote_address, connected_at = excluded.connected_at
+    WHERE agent_sessions.session_id < excluded.session_id
+    RETURNING 1
+  ),
+  notified AS (
+    SELECT pg_notify('${SESSIONS_CHANNEL}', 'c ' || $1 || E'\\n' ||
+      string_agg(connector_id || ' ' || session_id || ' ' || remote_address, E'\\n' ORDER BY ord))
+      FROM input GROUP BY (ord - 1) / ${CLAIMS_PER_NOTIFICATION}
+  )
+  SELECT input.ord::text AS ord, input.session_id::text AS session_id
+    FROM input, (SELECT count(*) FROM notified) AS n`;
+
+/** Releases a batch if each claim is still this replica's. $1 replica id, $2 connector ids, $3 numbers. */
+export const RELEASE_SQL = `
+  WITH gone AS (
+    DELETE FROM agent_sessions s USING unnest($2::text[], $3::bigint[]) AS u(connector_id, session_id)
+     WHERE s.connector_id = u.connector_id AND s.session_id = u.session_id AND s.replica_id = $1
+    RETURNING s.connector_id, s.session_id
+  ),${NOTIFY_RELEASES}`;
+
+/** Releases every claim of replica $1 (it stops, or it lost track of its sessions). */
+export const RELEASE_ALL_SQL = `
+  WITH gone AS (
+    DELETE FROM agent_sessions WHERE replica_id = $1 RETURNING connector_id, session_id
+  ),${NOTIFY_RELEASES}`;
+
+/**
+ * Removes the replicas whose heartbeat is older than $2 (not $1, the caller) and their sessions.
+ * Two replicas reaping at once: the row lock gives each dead replica's sessions to one of them.
+ */
+export const REAP_SQL = `
+  WITH dead AS (
+    DELETE FROM replicas WHERE heartbeat_at < $2 AND id <> $1 RETURNING id, heartbeat_at
+  ),
+  gone AS (
+    DELETE FROM agent_sessions s USING dead WHERE s.replica_id = dead.id
+    RETURNING s.connector_id, s.session_id, dead.heartbeat_at
+  )
+  SELECT connector_id, session_id::text AS session_id, heartbeat_at::text AS heartbeat_at FROM gone`;
+
+/** A page of the other replicas' sessions in connector order: $1 this replica, $2 after, $3 rows. */
+export const RESYNC_PAGE_SQL = `
+  SELECT connector_id, replica_id, session_id::text AS session_id, remote_address
+    FROM agent_sessions WHERE replica_id <> $1 AND connector_id > $2
+   ORDER BY connector_id LIMIT $3`;
+
+/** A session of a dead replica that this replica removed; its agent was last known connected then. */
+export interface ReapedSession {
+  connectorId: string;
+  /** The dead replica's last heartbeat (epoch ms). */
+  lastSeenAt: number;
+}
+
+export type ClusterNotification =
+  | {
+      kind: 'claimed';
+      replicaId: string;
+      claims: Array<{ connectorId: string; claim: number; remoteAddress: string }>;
+    }
+  | { kind: 'released'; replicaId: string; releases: Array<{ connectorId: string; claim: number }> };
+
+/**
+ * Reads a payload: a line `c <replica>` (claimed) or `r <replica>` (released), then one line a
+ * session, `<connector> <number>` and, for a claim, ` <address>`. Null for anything else.
+ */
+export function decodeNotification(payload: string): ClusterNotification | null {
+  const lines = payload.split('\n');
+  const [kind, replicaId] = (lines[0] ?? '').split(' ');
+  if (!replicaId || (kind !== 'c' && kind !== 'r')) return null;
+  const entries = lines.slice(1).map((line) => line.split(' '));
+  if (kind === 'c')
+    return {
+      kind: 'claimed',
+      replicaId,
+      claims: entries.map(([connectorId = '', claim = '', remoteAddress = '']) => ({
+        connectorId,
+        claim: Number(claim),
+        remoteAddress,
+      })),
+    };
+  return {
+    kind: 'released',
+    replicaId,
+    releases: entries.map(([connectorId = '', claim = '']) => ({ connectorId, claim: Number(claim) })),
+  };
+}

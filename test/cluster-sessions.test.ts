@@ -1,0 +1,380 @@
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { runner } from 'node-pg-migrate';
+import pg from 'pg';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { composeServer } from '../server/app.js';
+import { ManualClock } from '../server/clock.js';
+import { ISSUER } from '../server/server-config.js';
+import { MemoryAuditLog } from '../server/services/audit.js';
+import { IdentityAuthority } from '../server/services/identity.js';
+import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
+import { SecretBox } from '../server/services/secrets.js';
+import type { LostSession } from '../server/sessions/cluster-sessions.js';
+import {
+  PostgresClusterSessions,
+  type PostgresClusterSessionsOptions,
+} from '../server/sessions/postgres-cluster-sessions.js';
+import { MemoryStore } from '../server/store/memory-store.js';
+import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
+import { DAY_MS } from '../shared/durations.js';
+import { CLOSE_CODES } from '../shared/protocol.js';
+import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function database(): Promise<string> {
+  const db = await freshDatabase();
+  cleanups.push(() => db[Symbol.asyncDispose]());
+  await withClient(db.url, migrateToLatest);
+  return db.url;
+}
+
+/** One replica's cluster sessions on the database; timers far apart, so the test drives the rounds. */
+async function clusterOn(
+  url: string,
+  clock: ManualClock,
+  options: Partial<PostgresClusterSessionsOptions> = {},
+): Promise<PostgresClusterSessions> {
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on('error', () => {});
+  const cluster = await PostgresClusterSessions.start({
+    pool,
+    connectionString: url,
+    clock,
+    heartbeatMs: 3_600_000,
+    resyncMs: 3_600_000,
+    ...options,
+  });
+  cleanups.push(async () => {
+    await cluster.stop();
+    await pool.end();
+  });
+  return cluster;
+}
+
+/**
+ * A replica's session side: the real registry and hub (composeServer) over its cluster sessions,
+ * behind a websocket server on loopback that admits each socket as the session of the connector its
+ * path names, from the address its query gives.
+ */
+async function replicaOn(url: string, clock: ManualClock) {
+  const cluster = await clusterOn(url, clock);
+  const audit = new MemoryAuditLog(clock);
+  const { hub } = composeServer(
+    {
+      store: new MemoryStore(),
+      audit,
+      clock,
+      identity: await IdentityAuthority.inMemory({ issuer: ISSUER, clock }),
+      secretBox: new SecretBox(randomBytes(32)),
+      logger: pino({ level: 'silent' }),
+      cluster,
+    },
+    {
+      keyTtlMs: 14 * DAY_MS,
+      identityTtlMs: 365 * DAY_MS,
+      pendingTtlMs: 7 * DAY_MS,
+      rateLimits: DEFAULT_RATE_LIMITS,
+    },
+  );
+  const http = createServer();
+  const wss = new WebSocketServer({ server: http });
+  wss.on('connection', (ws, req) => {
+    const { pathname, searchParams } = new URL(req.url ?? '/', 'http://x');
+    const connectorId = pathname.slice(1);
+    const claims = {
+      connectorId,
+      groupId: 'grp_1',
+      provisioningKeyId: 'key_1',
+      jkt: 'jkt',
+      issuedAt: clock.now(),
+      expiresAt: clock.now() + DAY_MS,
+      keyId: 'k',
+    };
+    hub.admit(claims, ws, null, searchParams.get('from') ?? '192.0.2.1');
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const port = (http.address() as AddressInfo).port;
+  cleanups.push(async () => {
+    hub.closeAll();
+    for (const client of wss.clients) client.terminate();
+    await new Promise((resolve) => http.close(resolve));
+  });
+  /** Opens a session of `connectorId` from `from`; resolves once the replica holds it. */
+  const connect = async (connectorId: string, from: string) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/${connectorId}?from=${from}`);
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
+    await until(() => hub.liveSession(connectorId)?.remoteAddress === from);
+    return { ws, closed };
+  };
+  return { cluster, hub, audit, connect };
+}
+
+async function until(check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function rows(url: string): Promise<Array<{ connector_id: string; replica_id: string }>> {
+  return withClient(url, async (client) => {
+    const result = await client.query(
+      'SELECT connector_id, replica_id FROM agent_sessions ORDER BY connector_id',
+    );
+    return result.rows;
+  });
+}
+
+describe('one session per connector across replicas (PostgreSQL)', () => {
+  it('a session on B replaces the one on A: A closes it with 4009 naming B’s address; both see it connected', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await replicaOn(url, clock);
+    const b = await replicaOn(url, clock);
+    const first = await a.connect('con_1', '192.0.2.1');
+    await a.cluster.flush();
+    await until(() => b.cluster.isConnectedElsewhere('con_1'));
+
+    const second = await b.connect('con_1', '192.0.2.2');
+    expect(await first.closed).toEqual({
+      code: CLOSE_CODES.REPLACED,
+      reason: 'SESSION_REPLACED by=192.0.2.2',
+    });
+    await b.cluster.flush();
+    await until(() => a.hub.liveSession('con_1') === undefined && a.cluster.isConnectedElsewhere('con_1'));
+    expect(b.hub.liveSession('con_1')?.remoteAddress).toBe('192.0.2.2');
+    // Audited where the replaced session was, as a replacement within one server is.
+    const replaced = a.audit.events.filter((e) => e.type === 'session.replaced');
+    expect(replaced).toMatchObject([
+      {
+        connectorId: 'con_1',
+        security: true,
+        details: { previousRemoteAddress: '192.0.2.1', newRemoteAddress: '192.0.2.2' },
+      },
+    ]);
+    expect(second.ws.readyState).toBe(WebSocket.OPEN);
+    // A's close released nothing of B's: the row is B's.
+    await a.cluster.flush();
+    expect(await rows(url)).toEqual([{ connector_id: 'con_1', replica_id: b.cluster.replicaId }]);
+
+    second.ws.close();
+    await second.closed;
+    await until(() => b.hub.liveSession('con_1') === undefined);
+    await b.cluster.flush();
+    await until(() => !a.cluster.isConnectedElsewhere('con_1'));
+    expect(await rows(url)).toEqual([]);
+  });
+
+  it('a replica taken for dead closes its sockets with 1012 (not final) once it sees it; presence then says gone', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await replicaOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const session = await a.connect('con_1', '192.0.2.1');
+    await a.cluster.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    clock.advance(15_001);
+    expect(b.isConnectedElsewhere('con_1')).toBe(false);
+    await b.heartbeat();
+    await a.cluster.heartbeat();
+    expect(await session.closed).toEqual({ code: 1012, reason: 'session lost by this replica, reconnect' });
+    expect(await rows(url)).toEqual([]);
+  });
+
+  it('claims of one connector on two replicas at once: exactly one session lives, and the table names it', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const ended: Record<string, LostSession[]> = { a: [], b: [] };
+    a.onLost((lost) => ended.a!.push(lost));
+    b.onLost((lost) => ended.b!.push(lost));
+    const ids = Array.from({ length: 50 }, (_, i) => `con_${i}`);
+    for (const connectorId of ids) {
+      a.claim({ connectorId, sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+      b.claim({ connectorId, sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    }
+    await Promise.all([a.flush(), b.flush()]);
+    await until(() => ended.a!.length + ended.b!.length === ids.length);
+    const table = new Map((await rows(url)).map((row) => [row.connector_id, row.replica_id]));
+    for (const connectorId of ids) {
+      const loser = ended.a!.some((l) => l.connectorId === connectorId) ? 'a' : 'b';
+      const winner = loser === 'a' ? b : a;
+      expect(ended[loser === 'a' ? 'b' : 'a']!.some((l) => l.connectorId === connectorId)).toBe(false);
+      expect(table.get(connectorId)).toBe(winner.replicaId);
+      expect((loser === 'a' ? a : b).isConnectedElsewhere(connectorId)).toBe(true);
+    }
+  });
+
+  it('a claim whose number was taken before another’s but committed after loses, in the table and on both replicas', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const lostOnB: LostSession[] = [];
+    b.onLost((lost) => lostOnB.push(lost));
+    await withClient(url, (client) => client.query(`SELECT setval('agent_session_claims', 1000)`));
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    // B's claim now gets a smaller number than A's, as one that took its number first and committed last.
+    await withClient(url, (client) => client.query(`SELECT setval('agent_session_claims', 1, false)`));
+    b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    expect(lostOnB).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.1' }]);
+    expect(await rows(url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // B's notification reaches A, which keeps its session
+    expect(a.isConnectedElsewhere('con_1')).toBe(false);
+  });
+
+  it('a replica that stops heartbeating: its sessions count as gone after the bound, and one replica reaps them', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const reaped: Array<{ connectorId: string; lastSeenAt: number }> = [];
+    const a = await clusterOn(url, clock, { deadAfterMs: 15_000 });
+    const b = await clusterOn(url, clock, { deadAfterMs: 15_000, onReaped: (s) => reaped.push(...s) });
+    const c = await clusterOn(url, clock, { deadAfterMs: 15_000, onReaped: (s) => reaped.push(...s) });
+    for (let i = 0; i < 10; i++)
+      a.claim({
+        connectorId: `con_${i}`,
+        sessionId: i + 1,
+        remoteAddress: '192.0.2.1',
+        connectedAt: clock.now(),
+      });
+    await a.flush();
+    await until(() => b.connectedElsewhere() === 10 && c.connectedElsewhere() === 10);
+    const lastBeat = clock.now();
+    await a.abandon(); // as if killed: no release, no more heartbeats
+
+    clock.advance(15_000);
+    expect(b.isConnectedElsewhere('con_0')).toBe(true); // within the bound
+    clock.advance(1);
+    expect(b.isConnectedElsewhere('con_0')).toBe(false); // past it, before anyone reaped
+    expect(c.connectedElsewhere()).toBe(0);
+
+    await Promise.all([b.heartbeat(), c.heartbeat()]);
+    expect(reaped.map((s) => s.connectorId).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `con_${i}`).sort(),
+    );
+    expect(new Set(reaped.map((s) => s.lastSeenAt))).toEqual(new Set([lastBeat]));
+    expect(await rows(url)).toEqual([]);
+  });
+
+  it('a replica taken for dead (heartbeat lapsed) ends its sessions without a final code when it is back', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const lost: LostSession[] = [];
+    a.onLost((l) => lost.push(l));
+    a.claim({ connectorId: 'con_1', sessionId: 7, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    clock.advance(15_001);
+    await b.heartbeat(); // B beats and reaps A
+    expect(lost).toEqual([]);
+    await a.heartbeat(); // A finds its row gone
+    expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 7, replacedBy: null }]);
+    clock.advance(1000);
+    await b.heartbeat();
+    expect(
+      await withClient(url, async (client) => (await client.query('SELECT id FROM replicas')).rowCount),
+    ).toBe(2);
+  });
+
+  it('2,000 claims at once go out in two statements, and so do their releases; the other replica sees them all', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const ids = Array.from({ length: 2000 }, (_, i) => `con_${randomBytes(12).toString('hex')}_${i}`);
+    for (const [i, connectorId] of ids.entries())
+      a.claim({
+        connectorId,
+        sessionId: i + 1,
+        remoteAddress: '2001:db8::1234:5678',
+        connectedAt: clock.now(),
+      });
+    await a.flush();
+    expect(a.statements.claim).toBe(2);
+    await until(() => b.connectedElsewhere() === 2000);
+    expect(b.statements.resync).toBe(1); // its start only: the notifications told it
+    expect((await rows(url)).length).toBe(2000);
+
+    for (const [i, connectorId] of ids.entries()) a.release(connectorId, i + 1);
+    await a.flush();
+    expect(a.statements.release).toBe(2);
+    await until(() => b.connectedElsewhere() === 0);
+    expect(await rows(url)).toEqual([]);
+  });
+
+  it('a listener connection lost: the replica reads the others’ sessions again when it is back', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    await withClient(url, (client) =>
+      client.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN agent_sessions%' AND pid <> pg_backend_pid()`,
+      ),
+    );
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    expect(b.statements.resync).toBeGreaterThan(1);
+  });
+
+  it('a database made by the previous version gains the session tables and keeps its records', async () => {
+    await using db = await freshDatabase();
+    await withClient(db.url, async (client) => {
+      await runner({
+        dbClient: client,
+        dir: MIGRATIONS_DIR,
+        migrationsTable: 'schema_migrations',
+        direction: 'up',
+        count: 1,
+        log: () => {},
+      });
+      await client.query(
+        `INSERT INTO store_records (section, id, body, version) VALUES ('groups', 'grp_1', '{"name":"g"}', 1)`,
+      );
+    });
+    expect(await withClient(db.url, migrateToLatest)).toEqual(['1764720000000_cluster-sessions']);
+    const clock = new ManualClock();
+    const a = await clusterOn(db.url, clock);
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    expect(await rows(db.url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
+    await a.stop();
+    const kept = await withClient(db.url, (client) => client.query(`SELECT body FROM store_records`));
+    expect(kept.rows).toEqual([{ body: { name: 'g' } }]);
+  });
+
+  it('PostgreSQL restarted: claims made while it is down go out when it is back, and listeners come back', async () => {
+    await using postgres = await startPostgres();
+    const db = await freshDatabase(postgres.url);
+    await withClient(db.url, migrateToLatest);
+    const clock = new ManualClock();
+    const errors = { a: 0, b: 0 };
+    const a = await clusterOn(db.url, clock, { onError: () => errors.a++ });
+    const b = await clusterOn(db.url, clock, { onError: () => errors.b++ });
+    await postgres.stop();
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    // B's listener has failed to come back at least once, and A's claim has failed at least once.
+    await until(() => errors.a >= 1 && errors.b >= 2);
+    await postgres.start();
+    await until(() => b.isConnectedElsewhere('con_1'), 20_000);
+    expect(await rows(db.url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
+  });
+});
