@@ -92,11 +92,21 @@ export async function startServer(
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
   const state = await openServerState(config, { clock, logger });
-  const { secret, store, audit, identity } = state.files;
+  const { secret, store, audit, identity, replication } = state.files;
   const { services, hub, metrics } = composeServer(
-    { store, audit, clock, secretBox: new SecretBox(secret), identity, logger },
+    {
+      store,
+      audit,
+      clock,
+      secretBox: new SecretBox(secret),
+      identity,
+      logger,
+      cluster: replication?.cluster,
+    },
     config,
   );
+  replication?.follow(services);
+  const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))
@@ -113,6 +123,7 @@ export async function startServer(
     logger,
     adminKeyFile,
     config,
+    problems,
     socketGauges: () => ({
       handshakesInProgress: websockets.handshakesInProgress(),
       connectionsOpen: guard.open,
@@ -134,7 +145,15 @@ export async function startServer(
   );
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
-  const websockets = attachAgentWebsockets(server, { services, hub, guard, metrics, logger, config });
+  const websockets = attachAgentWebsockets(server, {
+    services,
+    hub,
+    guard,
+    metrics,
+    logger,
+    config,
+    notReady: () => problems()[0] ?? null,
+  });
 
   const sweepPending = () => services.connectors.sweepPending();
   const sweepTimer = setInterval(

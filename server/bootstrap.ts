@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import { type DataFiles, loadTlsPair, openDataFiles } from './data-files.js';
+import { openDatabaseState } from './database-state.js';
 import { checkCanListen } from './http/endpoints.js';
 import type { ServerConfig } from './server-config.js';
 import { type DataDirLock, lockDataDir } from './store/data-dir-lock.js';
@@ -10,7 +11,7 @@ import { type DataDirLock, lockDataDir } from './store/data-dir-lock.js';
 export interface ServerState {
   tls: { cert: Buffer; key: Buffer } | null;
   files: DataFiles;
-  /** Closes the store and the audit log, then lets the data dir go. */
+  /** Closes the store, the audit log and the signing keys, then lets the data dir go. */
   close(): Promise<void>;
 }
 
@@ -36,7 +37,9 @@ export async function openServerState(
   const lock: DataDirLock = await lockDataDir(config.dataDir);
   let files: DataFiles;
   try {
-    files = await openDataFiles(config, { clock, logger });
+    files = config.databaseUrl
+      ? await openDatabaseState({ ...config, databaseUrl: config.databaseUrl }, { clock, logger })
+      : await openDataFiles(config, { clock, logger });
   } catch (error) {
     await lock.release();
     throw error;
@@ -46,8 +49,7 @@ export async function openServerState(
     files,
     async close() {
       try {
-        await files.store.close();
-        await files.audit.close();
+        await files.close();
       } finally {
         await lock.release();
       }

@@ -72,7 +72,26 @@ const serveOptionsSchema = z.object({
   auditMaxBytes: byteSize.pipe(z.number().min(4096, 'must be at least 4KiB')),
   auditKeep: z.coerce.number().int().min(1).max(1000),
   metricsListen: listenAddress.optional(),
+  databaseUrl: parsedFlag(parseDatabaseUrl).optional(),
 });
+
+/**
+ * Checks a PostgreSQL URL without echoing it (it may carry a password): postgres:// or
+ * postgresql://, with a host. Returns it unchanged.
+ */
+export function parseDatabaseUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error('not a URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:')
+    throw new Error(`use a postgres:// URL (got ${url.protocol}//…)`);
+  if (!url.hostname)
+    throw new Error('the URL names no host: use postgres://USER:PASSWORD@HOST:5432/DATABASE');
+  return text;
+}
 
 /** The `serve` flags, each also read from CONNECTOR_<FLAG> (the flag wins). */
 export const SERVE_FLAGS = {
@@ -197,6 +216,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: 'serve /metrics (and /healthz) on this separate plain-HTTP address instead of the main one, e.g. 127.0.0.1:9464',
   },
+  databaseUrl: {
+    flag: '--database-url <url>',
+    env: 'CONNECTOR_DATABASE_URL',
+    default: undefined,
+    help: 'keep the state in PostgreSQL (postgres://…) instead of the data dir, so that several replicas can serve one deployment; prefer the env variable (argv is visible to other users)',
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -233,6 +258,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     auditMaxBytes: o.auditMaxBytes,
     auditKeep: o.auditKeep,
     metricsListen: o.metricsListen ?? null,
+    databaseUrl: o.databaseUrl ?? null,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

@@ -6,10 +6,14 @@ import type { Logger } from 'pino';
 import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
-import { FileAuditLog } from './services/audit.js';
+import type { AgentSessionService } from './services/agent-sessions.js';
+import { type AuditLog, FileAuditLog } from './services/audit.js';
+import type { DomainEvents } from './services/events.js';
 import { IdentityAuthority } from './services/identity.js';
+import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
 import { JournalStore } from './store/journal-store.js';
+import type { Store } from './store/store.js';
 
 // The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
 // file and what to do, as one line.
@@ -77,11 +81,30 @@ export async function loadTlsPair(certFile: string, keyFile: string): Promise<{ 
   return { cert, key };
 }
 
+/** What the server runs on: its secret, store, audit log and signing keys, wherever they live. */
 export interface DataFiles {
   secret: Buffer;
-  store: JournalStore;
-  audit: FileAuditLog;
+  store: Store;
+  audit: AuditLog;
   identity: IdentityAuthority;
+  /** Writes what is pending and closes them (the audit log after the store: closing writes to it). */
+  close(): Promise<void>;
+  /** With --database-url: the other replicas (their sessions, their changes, this replica's health). */
+  replication?: Replication;
+}
+
+/** What a replica shares with the others beyond the store (see database-state.ts). */
+export interface Replication {
+  cluster: ClusterSessions;
+  /** Hands the services what the other replicas do: their changes as domain events, reaped sessions. */
+  follow(services: ReplicaFollowers): void;
+  /** Why this replica should not take new sessions now; empty when it is ready. */
+  problems(): string[];
+}
+
+export interface ReplicaFollowers {
+  events: DomainEvents;
+  agentSessions: Pick<AgentSessionService, 'recordSeen'>;
 }
 
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */
@@ -104,5 +127,14 @@ export async function openDataFiles(
     onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
   });
   const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
-  return { secret, store, audit, identity };
+  return {
+    secret,
+    store,
+    audit,
+    identity,
+    async close() {
+      await store.close();
+      await audit.close();
+    },
+  };
 }

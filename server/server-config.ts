@@ -29,6 +29,8 @@ export interface ServerConfig extends Policy {
   logFormat: LogFormat;
   /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
   metricsListen: ListenAddress | null;
+  /** PostgreSQL for the state, shared by replicas (--database-url); null: the data dir's embedded store. */
+  databaseUrl: string | null;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -91,6 +93,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     logLevel: 'info',
     logFormat: 'json',
     metricsListen: null,
+    databaseUrl: null,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

@@ -23,6 +23,7 @@ export function registerServeCommand(program: Command): void {
     const { DataFileError } = await import('../store/data-file.js');
     const { PrivateDirError } = await import('../../shared/private-files.js');
     const { DataDirLockedError } = await import('../store/data-dir-lock.js');
+    const { DatabaseStartError } = await import('../database-state.js');
     let config: ReturnType<typeof parseServeConfig>;
     try {
       config = parseServeConfig(flags);
@@ -33,7 +34,11 @@ export function registerServeCommand(program: Command): void {
     try {
       server = await startServer(config);
     } catch (error) {
-      if (error instanceof DataFileError || error instanceof TlsConfigError)
+      if (
+        error instanceof DataFileError ||
+        error instanceof TlsConfigError ||
+        error instanceof DatabaseStartError
+      )
         throw new CliError(`cannot start: ${error.message}`);
       // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
       if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);

@@ -22,6 +22,8 @@ export interface AgentWebsocketsDeps {
     ServerConfig,
     'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl'
   >;
+  /** Why no new session should be taken now (see websocketAdmission); null: ready. */
+  notReady?: () => string | null;
 }
 
 /**
@@ -31,7 +33,7 @@ export interface AgentWebsocketsDeps {
  */
 export function attachAgentWebsockets(
   server: Server,
-  { services, hub, guard, metrics, logger, config }: AgentWebsocketsDeps,
+  { services, hub, guard, metrics, logger, config, notReady }: AgentWebsocketsDeps,
 ) {
   const wss = new WebSocketServer({
     noServer: true,
@@ -43,6 +45,7 @@ export function attachAgentWebsockets(
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     metrics,
     logger,
+    notReady,
   });
   server.on('upgrade', admission.onUpgrade);
   const authenticateAgent = agentAuthenticator({

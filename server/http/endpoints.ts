@@ -8,6 +8,8 @@ export interface Page {
   body: string;
   /** @default 'no-store' */
   cacheControl?: string;
+  /** @default 200 */
+  status?: number;
 }
 
 /**
@@ -24,8 +26,8 @@ export function requestHandler(
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const page = Object.hasOwn(pages, path) ? pages[path] : undefined;
     if (page) {
-      const { type, body, cacheControl = 'no-store' } = await page();
-      res.writeHead(200, { 'content-type': type, 'cache-control': cacheControl }).end(body);
+      const { type, body, cacheControl = 'no-store', status = 200 } = await page();
+      res.writeHead(status, { 'content-type': type, 'cache-control': cacheControl }).end(body);
       return;
     }
     if (trpc && path.startsWith('/trpc/')) return trpc(req, res);

@@ -19,17 +19,29 @@ export interface OpsPagesDeps {
   connectors: Pick<ConnectorService, 'counts'>;
   metrics: Metrics;
   socketGauges(): SocketGauges;
+  /** Why this server is not ready (a replica without its database); empty when it is. */
+  problems?: () => string[];
 }
 
 /** The plain pages for operators and verifiers: /healthz, the JWKS and /metrics. */
-export function opsPages({ sessions, identity, connectors, metrics, socketGauges }: OpsPagesDeps) {
+export function opsPages({ sessions, identity, connectors, metrics, socketGauges, problems }: OpsPagesDeps) {
   // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
   const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
   return {
-    healthz: (): Page => ({
-      type: 'application/json',
-      body: JSON.stringify({ ok: true, sessions: sessions.size }),
-    }),
+    // A load balancer's check: 503 while a replica cannot take new sessions (it keeps the ones it has).
+    healthz: (): Page => {
+      const found = problems?.() ?? [];
+      return found.length === 0
+        ? {
+            type: 'application/json',
+            body: JSON.stringify({ ok: true, ready: true, sessions: sessions.size }),
+          }
+        : {
+            type: 'application/json',
+            status: 503,
+            body: JSON.stringify({ ok: false, ready: false, sessions: sessions.size, problems: found }),
+          };
+    },
     jwks: (): Page => ({
       type: 'application/json',
       body: JSON.stringify(identity.publicKeySet()),

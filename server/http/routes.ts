@@ -24,6 +24,7 @@ export interface RoutesDeps {
   adminKeyFile: string;
   config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen'>;
   socketGauges(): SocketGauges;
+  problems?: () => string[];
 }
 
 /**
@@ -49,6 +50,7 @@ export function serverRoutes(deps: RoutesDeps): {
     connectors: services.connectors,
     metrics,
     socketGauges: deps.socketGauges,
+    problems: deps.problems,
   });
   const plainPages = { '/healthz': pages.healthz, '/.well-known/jwks.json': pages.jwks };
   // With --metrics-listen, /metrics is served there only: where agents connect it answers 404.

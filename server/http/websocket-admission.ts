@@ -50,6 +50,24 @@ export interface WebsocketAdmissionOptions {
   handshakeTimeoutMs: number;
   metrics: Pick<Metrics, 'handshakesShed'>;
   logger: Logger;
+  /**
+   * Why this server should take no new session now (a replica that lost its database), or nothing
+   * when it may: new upgrades are then answered 503 with Retry-After, and sessions it has stay.
+   */
+  notReady?: () => string | null;
+}
+
+/** How long a replica that is not ready asks agents to wait (they move to another replica meanwhile). */
+const NOT_READY_RETRY_AFTER_SECONDS = 5;
+
+/** Answers an upgrade request 503 with Retry-After and closes the socket. */
+function answer503(socket: Duplex, retryAfterSeconds: number, body: string): void {
+  socket.on('error', () => socket.destroy());
+  socket.once('finish', () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 503 Service Unavailable\r\nRetry-After: ${retryAfterSeconds}\r\nConnection: close\r\n` +
+      `Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 /** A fresh nonce for one websocket connection (128 bits from the CSPRNG). */
@@ -91,6 +109,18 @@ export function websocketAdmission(
   const handshakes = new WeakMap<IncomingMessage, Handshake>();
   let shedSinceLog = 0;
   let lastShedLogAt = Number.NEGATIVE_INFINITY;
+  let notReadySinceLog = 0;
+  let lastNotReadyLogAt = Number.NEGATIVE_INFINITY;
+  const refuseNotReady = (socket: Duplex, why: string) => {
+    notReadySinceLog++;
+    const now = performance.now();
+    if (now - lastNotReadyLogAt >= SHED_LOG_INTERVAL_MS) {
+      logger.warn({ refusedSinceLastLog: notReadySinceLog, why }, 'not ready: answering new sessions 503');
+      notReadySinceLog = 0;
+      lastNotReadyLogAt = now;
+    }
+    answer503(socket, NOT_READY_RETRY_AFTER_SECONDS, `not ready: ${why}; retry later\n`);
+  };
   const shed = (socket: Duplex) => {
     metrics.handshakesShed.inc();
     shedSinceLog++;
@@ -104,13 +134,7 @@ export function websocketAdmission(
       lastShedLogAt = now;
     }
     const retryAfterSeconds = spreader.retryAfterSeconds(handshakesInProgress);
-    const body = 'too many websocket handshakes in progress; retry later\n';
-    socket.on('error', () => socket.destroy());
-    socket.once('finish', () => socket.destroy());
-    socket.end(
-      `HTTP/1.1 503 Service Unavailable\r\nRetry-After: ${retryAfterSeconds}\r\nConnection: close\r\n` +
-        `Content-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    );
+    answer503(socket, retryAfterSeconds, 'too many websocket handshakes in progress; retry later\n');
   };
 
   // Each connection's own nonce goes out in its 101 response: a proof signs it, so a captured proof
@@ -124,6 +148,11 @@ export function websocketAdmission(
     onUpgrade: (req, socket, head) => {
       if ((req.url ?? '').split('?')[0] !== '/trpc') {
         socket.destroy();
+        return;
+      }
+      const notReady = options.notReady?.();
+      if (notReady) {
+        refuseNotReady(socket, notReady);
         return;
       }
       if (handshakesInProgress >= maxHandshakesInProgress) {

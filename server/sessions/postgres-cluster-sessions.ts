@@ -50,6 +50,8 @@ const RETRY_MS = 1000;
  * see it removes its rows (and says so through `onReaped`).
  */
 export class PostgresClusterSessions implements ClusterSessions {
+  /** When this replica last told the database it is alive (its clock; 0: never). Readiness reads it. */
+  lastHeartbeatAt = 0;
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0 };
@@ -64,13 +66,16 @@ export class PostgresClusterSessions implements ClusterSessions {
   private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
   private readonly heartbeatMs: number;
-  private readonly deadAfterMs: number;
+  readonly deadAfterMs: number;
+  /** Told of the sessions of a dead replica this replica removed (see the option). */
+  onReaped: ((sessions: ReapedSession[]) => void) | undefined;
   private readonly batchSize: number;
 
   private constructor(private readonly o: PostgresClusterSessionsOptions) {
     this.replicaId = o.replicaId ?? randomUUID();
     this.heartbeatMs = o.heartbeatMs ?? 5000;
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
+    this.onReaped = o.onReaped;
     this.batchSize = o.batchSize ?? 1000;
     this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
   }
@@ -139,6 +144,7 @@ export class PostgresClusterSessions implements ClusterSessions {
         now,
       ]);
       if (beat.rowCount === 0) await this.lostTrack();
+      else this.lastHeartbeatAt = now;
       const replicas = await this.o.pool.query<{ id: string; heartbeat_at: string }>(
         `SELECT id, heartbeat_at::text FROM replicas WHERE id <> $1`,
         [this.replicaId],
@@ -156,7 +162,7 @@ export class PostgresClusterSessions implements ClusterSessions {
         heartbeat_at: string;
       }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs]);
       if (reaped.rows.length > 0)
-        this.o.onReaped?.(
+        this.onReaped?.(
           reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
         );
     } catch (error) {

@@ -1,0 +1,149 @@
+import { join } from 'node:path';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Clock } from './clock.js';
+import { type DataFiles, loadOrCreateSecret, type Replication } from './data-files.js';
+import { ISSUER, type ServerConfig } from './server-config.js';
+import { TableAuditLog } from './services/audit.js';
+import { IdentityAuthority } from './services/identity.js';
+import { domainEventsOf } from './services/remote-changes.js';
+import { SecretBox } from './services/secrets.js';
+import type { SigningKeyFile } from './services/signing-key-records.js';
+import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
+import { PgStore } from './store/postgres/pg-store.js';
+import { SealedDocument } from './store/postgres/sealed-document.js';
+
+/** PostgreSQL could not be used at start-up; the message says why without the URL's password. */
+export class DatabaseStartError extends Error {
+  override readonly name = 'DatabaseStartError';
+}
+
+/** The PostgreSQL side of a replica, beside the files every server has. */
+export interface DatabaseState extends DataFiles {
+  store: PgStore;
+  /** Reads and writes of the audit log, the shared documents and the cluster's sessions. */
+  pool: pg.Pool;
+  replication: Replication;
+  close(): Promise<void>;
+}
+
+/**
+ * How stale the change feed may be before the replica stops taking new sessions: it reads every
+ * second (and at once on a notification), so three missed reads mean the database is out of reach.
+ */
+export const FEED_STALE_MS = 3000;
+
+/**
+ * Opens the state a replica shares with the others through `--database-url`: the store (migrating the
+ * schema first, under a lock, so replicas starting together do not race), the audit log, and the
+ * signing keys sealed with the server secret. The secret itself stays in the data dir: every replica
+ * is given the same `secret.key`, and one given another cannot open the keys (SecretMismatchError).
+ */
+export async function openDatabaseState(
+  config: Pick<ServerConfig, 'dataDir' | 'publicUrl'> & { databaseUrl: string },
+  { clock, logger }: { clock: Clock; logger: Logger },
+): Promise<DatabaseState> {
+  const secret = await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
+  const url = config.databaseUrl;
+  const store = await PgStore.open(url, { logger }).catch((error: unknown) => {
+    throw new DatabaseStartError(databaseProblem(url, error));
+  });
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on('error', (error) => logger.warn({ err: error }, 'PostgreSQL connection lost'));
+  const close = async () => {
+    await store.close().catch(() => {});
+    await pool.end().catch(() => {});
+  };
+  try {
+    const audit = TableAuditLog.create(pool, clock, {
+      onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+    });
+    const keys = new SealedDocument<SigningKeyFile>({
+      pool,
+      connectionString: url,
+      name: 'signing-keys',
+      box: new SecretBox(secret),
+      onError: (error) => logger.warn({ err: error }, 'signing keys: check or listener failed'),
+    });
+    const identity = await IdentityAuthority.open(keys, { issuer: ISSUER, clock });
+    const cluster = await PostgresClusterSessions.start({
+      pool,
+      connectionString: url,
+      clock,
+      url: config.publicUrl,
+      onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
+    });
+    const replication: Replication = {
+      cluster,
+      follow({ events, agentSessions }) {
+        // Another replica's revoke, delete, disable or group change reaches the sessions held here.
+        store.setRemoteChangeListener((changes) => {
+          const connectorIdsOf = (groupId: string) =>
+            store.read((view) =>
+              view
+                .list('connectors')
+                .filter((c) => c.groupId === groupId)
+                .map((c) => c.id),
+            );
+          for (const event of domainEventsOf(changes, { connectorIdsOf })) events.saved(event);
+        });
+        cluster.onReaped = (sessions) => {
+          for (const { connectorId, lastSeenAt } of sessions)
+            agentSessions.recordSeen(connectorId, lastSeenAt);
+        };
+      },
+      problems() {
+        const found: string[] = [];
+        const now = Date.now();
+        if (!store.feed.listening) found.push('the change feed has lost its database connection');
+        else if (now - store.feed.lastReadAt > FEED_STALE_MS)
+          found.push(
+            `the change feed last read the database ${Math.round((now - store.feed.lastReadAt) / 1000)} s ago`,
+          );
+        if (clock.now() - cluster.lastHeartbeatAt > cluster.deadAfterMs / 2)
+          found.push('this replica cannot tell the database it is alive (heartbeat failing)');
+        return found;
+      },
+    };
+    return {
+      secret,
+      store,
+      audit,
+      identity,
+      pool,
+      replication,
+      async close() {
+        await cluster.stop();
+        await audit.close().catch(() => {});
+        identity.close();
+        await close();
+      },
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** One line about a database that cannot be used, naming where it is but never the password. */
+export function databaseProblem(url: string, error: unknown): string {
+  const where = (() => {
+    try {
+      const u = new URL(url);
+      return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+    } catch {
+      return 'the --database-url';
+    }
+  })();
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message ?? String(error);
+  const fix =
+    code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT'
+      ? 'is PostgreSQL running there? check --database-url'
+      : code === '28P01' || code === '28000'
+        ? 'check the user and password in --database-url'
+        : code === '3D000'
+          ? 'create the database first (createdb), or fix its name in --database-url'
+          : 'check --database-url and the database server';
+  return `PostgreSQL at ${where} cannot be used (${code ? `${code}: ` : ''}${message.replaceAll(url, '<url>')}); ${fix}`;
+}

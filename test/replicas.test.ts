@@ -1,0 +1,121 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
+import { startReplicas, stopAll } from './helpers/replicas.js';
+import type { TestServer } from './helpers/server.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function replicas(count: number): Promise<{ db: TestDatabase; servers: TestServer[] }> {
+  const db = await freshDatabase();
+  cleanups.push(() => db[Symbol.asyncDispose]());
+  const servers = await startReplicas(db.url, count);
+  cleanups.push(() => stopAll(servers));
+  return { db, servers };
+}
+
+async function groupKey(server: TestServer, name: string) {
+  const group = await server.admin.groups.create.mutate({ name });
+  const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+  return { group, key };
+}
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+};
+
+describe('several server replicas on one PostgreSQL (--database-url)', () => {
+  it('share one state: a group made through A is listed, keyed and enrolled into through B', async () => {
+    const { servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { group, key } = await groupKey(a, 'Shared');
+    const listed = await b.admin.groups.list.query({});
+    expect(listed.map((g) => g.id)).toContain(group.id);
+    const enrolled = await enrollSim(b.url, key, 'through-b');
+    expect(enrolled.ok).toBe(true);
+    // A session on B is seen as connected from A.
+    const session = connectSim(b.url, enrolled.enrolled!);
+    await session.waitFor('ready');
+    await expect
+      .poll(
+        async () =>
+          (await a.admin.connectors.get.query({ connectorId: enrolled.enrolled!.connectorId })).connection,
+        {
+          timeout: 10_000,
+        },
+      )
+      .toBe('connected');
+    // The audit log is one: B's enrollment is listed through A.
+    const audit = await a.admin.audit.list.query({ type: 'enrollment.succeeded' });
+    expect(audit.map((e) => e.connectorId)).toContain(enrolled.enrolled!.connectorId);
+    await session.close();
+  });
+
+  it('a revoke through replica A closes the session on replica B: p99 of 100 within 1 s', async () => {
+    const { servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { key } = await groupKey(a, 'Fleet');
+    const sessions = [];
+    for (let i = 0; i < 100; i++) {
+      // Each revoke regenerates the group's key: enroll them all first.
+      const enrolled = (await enrollSim(b.url, key, `agent-${i}`)).enrolled!;
+      sessions.push({ enrolled, session: connectSim(b.url, enrolled) });
+    }
+    await Promise.all(sessions.map(({ session }) => session.waitFor('ready', 30_000)));
+    // From the call through A to the final event on B's socket (the agent then acknowledges and
+    // B closes the socket; a test session does not acknowledge, so its close waits out that bound).
+    const times: number[] = [];
+    for (const { enrolled, session } of sessions) {
+      const started = performance.now();
+      await a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+      await session.waitFor('revoked', 5000);
+      times.push(performance.now() - started);
+    }
+    expect(percentile(times, 99)).toBeLessThan(1000);
+    const closes = await Promise.all(sessions.map(({ session }) => session.waitForClose(5000)));
+    expect(new Set(closes.map((c) => c.code))).toEqual(new Set([4003]));
+    // And they stay out: a revoked identity is refused by either replica.
+    const again = connectSim(a.url, sessions[0]!.enrolled);
+    expect((await again.waitForClose(5000)).code).toBe(4001);
+  });
+
+  it("B's change-feed listener killed just before a revoke: B still closes the agent (catch-up)", async () => {
+    const { db, servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { key } = await groupKey(a, 'Catch-up');
+    const enrolled = (await enrollSim(b.url, key, 'listened')).enrolled!;
+    const session = connectSim(b.url, enrolled);
+    await session.waitFor('ready');
+    // Every LISTEN connection on the database: B's feed listener among them.
+    await withClient(db.url, (c) =>
+      c.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()`,
+      ),
+    );
+    await a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+    await session.waitFor('revoked', 10_000);
+    expect((await session.waitForClose(10_000)).code).toBe(4003);
+  });
+
+  it('no enrollment with the old key after a regenerate through another replica returned', async () => {
+    const { servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { group, key } = await groupKey(a, 'Race');
+    // Enrollments through B race a regenerate through A.
+    const racing = Array.from({ length: 20 }, (_, i) => enrollSim(b.url, key, `racer-${i}`));
+    await a.admin.provisioningKeys.regenerate.mutate({ groupId: group.id });
+    const after = await Promise.all(Array.from({ length: 5 }, (_, i) => enrollSim(b.url, key, `late-${i}`)));
+    for (const late of after) expect(late.reason).toBe('KEY_SUPERSEDED');
+    const outcomes = await Promise.all(racing);
+    for (const outcome of outcomes) expect(outcome.ok || outcome.reason === 'KEY_SUPERSEDED').toBe(true);
+    // The key's use count is the enrollments that went through, seen from both replicas.
+    const enrolledCount = outcomes.filter((o) => o.ok).length;
+    const listed = await a.admin.connectors.list.query({ groupId: group.id, limit: 100 });
+    expect(listed.items.length).toBe(enrolledCount);
+  });
+});
