@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { startPostgres, withClient } from './helpers/postgres.js';
+import { startReplicas, stopAll } from './helpers/replicas.js';
+import type { TestServer } from './helpers/server.js';
+
+async function health(server: TestServer): Promise<{ status: number; ready: boolean; problems?: string[] }> {
+  const res = await fetch(`${server.url}/healthz`);
+  return { status: res.status, ...((await res.json()) as { ready: boolean; problems?: string[] }) };
+}
+
+/** Polls until `check` holds, every 200 ms, at most `ms`. */
+async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`timed out: ${what}`);
+}
+
+describe('replicas when PostgreSQL goes away and comes back', () => {
+  it('go not-ready, keep their sessions, refuse new ones and changes; recover by themselves with nothing acknowledged lost', async () => {
+    // A cluster of its own: stopping the shared one would take every other test's database with it.
+    await using pg = await startPostgres();
+    await withClient(pg.url, (c) => c.query('CREATE DATABASE outage'));
+    const url = new URL(pg.url);
+    url.pathname = '/outage';
+    const servers = await startReplicas(url.toString(), 2);
+    try {
+      const [a, b] = servers as [TestServer, TestServer];
+      const group = await a.admin.groups.create.mutate({ name: 'Before' });
+      const key = (await a.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+      const kept = (await enrollSim(b.url, key, 'kept')).enrolled!;
+      const later = (await enrollSim(b.url, key, 'later')).enrolled!;
+      const session = connectSim(b.url, kept);
+      await session.waitFor('ready');
+      expect((await health(a)).status).toBe(200);
+
+      await pg.stop();
+      for (const replica of [a, b])
+        await until('not ready', async () => (await health(replica)).status === 503, 20_000);
+      const down = await health(b);
+      expect(down.ready).toBe(false);
+      expect(down.problems?.length).toBeGreaterThan(0);
+      // Its live session stays; a new one is refused (503 at the upgrade, so it never opens).
+      expect(session.closes).toEqual([]);
+      const refused = connectSim(b.url, later);
+      await refused.waitForClose(10_000);
+      expect(refused.events.some((e) => e.type === 'ready')).toBe(false);
+      // A change cannot be made, and says why.
+      await expect(a.admin.groups.create.mutate({ name: 'During' })).rejects.toMatchObject({
+        data: { reason: 'STORE_UNAVAILABLE' },
+      });
+
+      await pg.start();
+      for (const replica of [a, b])
+        await until('ready again', async () => (await health(replica)).status === 200, 60_000);
+      // Everything acknowledged before is there, nothing refused was half-made.
+      const names = (await b.admin.groups.list.query({})).map((g) => g.name);
+      expect(names).toContain('Before');
+      expect(names).not.toContain('During');
+      // And the replicas are live again: a revoke through A reaches the session B kept.
+      await a.admin.connectors.revoke.mutate({ connectorId: kept.connectorId });
+      await session.waitFor('revoked', 10_000);
+      const again = connectSim(b.url, later);
+      await again.waitFor('ready', 10_000);
+      await again.close();
+    } finally {
+      await stopAll(servers);
+    }
+  });
+});
