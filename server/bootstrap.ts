@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import { type DataFiles, loadTlsPair, openDataFiles } from './data-files.js';
-import { openDatabaseState } from './database-state.js';
 import { checkCanListen } from './http/endpoints.js';
 import type { ServerConfig } from './server-config.js';
 import { type DataDirLock, lockDataDir } from './store/data-dir-lock.js';
@@ -37,8 +36,12 @@ export async function openServerState(
   const lock: DataDirLock = await lockDataDir(config.dataDir);
   let files: DataFiles;
   try {
+    // Loaded only with a database: a server without one does not load pg and its kin at start.
     files = config.databaseUrl
-      ? await openDatabaseState({ ...config, databaseUrl: config.databaseUrl }, { clock, logger })
+      ? await (await import('./database-state.js')).openDatabaseState(
+          { ...config, databaseUrl: config.databaseUrl },
+          { clock, logger },
+        )
       : await openDataFiles(config, { clock, logger });
   } catch (error) {
     await lock.release();

@@ -61,6 +61,11 @@ async function readSecret(file: string): Promise<Buffer | undefined> {
   return secret;
 }
 
+/** PostgreSQL could not be used at start-up; the message says why without the URL's password. */
+export class DatabaseStartError extends Error {
+  override readonly name = 'DatabaseStartError';
+}
+
 /** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */
 export class TlsConfigError extends Error {}
 

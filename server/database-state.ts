@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
-import { type DataFiles, loadOrCreateSecret, type Replication } from './data-files.js';
+import { DatabaseStartError, type DataFiles, loadOrCreateSecret, type Replication } from './data-files.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
 import { IdentityAuthority } from './services/identity.js';
@@ -12,11 +12,6 @@ import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
 import { PgStore } from './store/postgres/pg-store.js';
 import { SealedDocument } from './store/postgres/sealed-document.js';
-
-/** PostgreSQL could not be used at start-up; the message says why without the URL's password. */
-export class DatabaseStartError extends Error {
-  override readonly name = 'DatabaseStartError';
-}
 
 /** The PostgreSQL side of a replica, beside the files every server has. */
 export interface DatabaseState extends DataFiles {

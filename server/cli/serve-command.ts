@@ -23,7 +23,7 @@ export function registerServeCommand(program: Command): void {
     const { DataFileError } = await import('../store/data-file.js');
     const { PrivateDirError } = await import('../../shared/private-files.js');
     const { DataDirLockedError } = await import('../store/data-dir-lock.js');
-    const { DatabaseStartError } = await import('../database-state.js');
+    const { DatabaseStartError } = await import('../data-files.js');
     let config: ReturnType<typeof parseServeConfig>;
     try {
       config = parseServeConfig(flags);
