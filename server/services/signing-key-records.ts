@@ -80,9 +80,23 @@ export async function holdKeys(
 
 /** A fresh Ed25519 signing key that signs from `activateAt`. */
 export async function newSigningKey(now: number, activateAt: number): Promise<StoredSigningKey> {
-  const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
-  const privateJwk = await exportJWK(privateKey);
-  const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
+  // The kid (the key's RFC 7638 thumbprint, base64url) is typed on command lines
+  // (`signing-keys retire <kid>`): one starting with '-' would read as an option there, so such a
+  // key (1 in 64) is drawn again. Bounded: 20 draws all starting with '-' has odds of 64^-20.
+  for (let draw = 1; ; draw++) {
+    const { privateKey } = await generateKeyPair(ALG, { crv: 'Ed25519', extractable: true });
+    const privateJwk = await exportJWK(privateKey);
+    const kid = ed25519Thumbprint({ kty: privateJwk.kty!, crv: privateJwk.crv!, x: privateJwk.x! });
+    if (!kid.startsWith('-') || draw >= 20) return signingKeyRecord(kid, privateJwk, now, activateAt);
+  }
+}
+
+function signingKeyRecord(
+  kid: string,
+  privateJwk: StoredSigningKey['privateJwk'],
+  now: number,
+  activateAt: number,
+): StoredSigningKey {
   return {
     kid,
     createdAt: new Date(now).toISOString(),
