@@ -17,6 +17,14 @@ export const ISSUER = 'connector-enrollment';
  */
 export const JWKS_MAX_AGE_SECONDS = 60;
 
+/**
+ * The server pings an agent's websocket after this long without a message from it (agents ping
+ * every 45 s themselves, so it pings only a quiet or stuck peer), and cuts it off when no pong comes
+ * within AGENT_PONG_WAIT_MS.
+ */
+export const AGENT_PING_MS = 60_000;
+export const AGENT_PONG_WAIT_MS = 15_000;
+
 export interface ServerConfig extends Policy {
   dataDir: string;
   host: string;
@@ -75,6 +83,11 @@ export interface ServerConfig extends Policy {
    * new one at random times over this window. @default 600000 (10 min)
    */
   rotationSpreadMs: number;
+  /**
+   * How long an agent's websocket may stay quiet before the server pings it (tuning; no flag: tests
+   * shorten it). A proxy in front must keep idle websockets open longer than this. @default 60000
+   */
+  agentPingMs?: number;
   /** Past this size `audit.jsonl` is rotated to `audit.jsonl.1`. @default 67108864 (64 MiB) */
   auditMaxBytes: number;
   /** Rotated audit files kept (`audit.jsonl.1` … `.<n>`); older ones are removed. @default 10 */

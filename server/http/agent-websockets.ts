@@ -5,7 +5,7 @@ import { WebSocketServer } from 'ws';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { appRouter } from '../router.js';
-import type { ServerConfig } from '../server-config.js';
+import { AGENT_PING_MS, AGENT_PONG_WAIT_MS, type ServerConfig } from '../server-config.js';
 import { originOf } from '../services/identity.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { agentAuthenticator } from './agent-auth.js';
@@ -20,7 +20,7 @@ export interface AgentWebsocketsDeps {
   logger: Logger;
   config: Pick<
     ServerConfig,
-    'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl'
+    'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl' | 'agentPingMs'
   >;
   /** Why no new session should be taken now (see websocketAdmission); null: ready. */
   notReady?: () => string | null;
@@ -60,7 +60,7 @@ export function attachAgentWebsockets(
     maxBatchSize: 10,
     // Agents ping every 45 s, which resets this timer: the server pings only a quiet peer, and cuts
     // it off when it stays silent.
-    keepAlive: { enabled: true, pingMs: 60_000, pongWaitMs: 15_000 },
+    keepAlive: { enabled: true, pingMs: config.agentPingMs ?? AGENT_PING_MS, pongWaitMs: AGENT_PONG_WAIT_MS },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       const handshake = admission.paramsArrived(req);
       try {

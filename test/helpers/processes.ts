@@ -3,7 +3,15 @@ import { join } from 'node:path';
 import { type Proc, spawnTs } from '../../scripts/lib/processes.js';
 
 // The one process-helper module (shared with the demo and the bench); tests import it from here.
-export { freePort, type Proc, repoRoot, spawnProcess, spawnTs } from '../../scripts/lib/processes.js';
+export {
+  freePort,
+  makeTempDir,
+  type Proc,
+  removeTempDir,
+  repoRoot,
+  spawnProcess,
+  spawnTs,
+} from '../../scripts/lib/processes.js';
 
 export interface ServerProc extends Proc {
   url: string;
