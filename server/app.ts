@@ -4,6 +4,7 @@ import { openServerState } from './bootstrap.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Services } from './context.js';
 import { attachAgentWebsockets } from './http/agent-websockets.js';
+import { clientAddressResolver } from './http/client-address.js';
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
 import { listen, urlOf } from './http/endpoints.js';
 import { createMainServer } from './http/main-server.js';
@@ -112,7 +113,10 @@ export async function startServer(
   if (await services.apiKeys.bootstrap(adminKeyFile))
     logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
 
+  // One answer, for every path, to who a request comes from: the TCP peer or what a trusted proxy says.
+  const clientAddressOf = clientAddressResolver(config.trustedProxies);
   const { onRequest, metricsServer } = serverRoutes({
+    clientAddressOf,
     services,
     hub,
     identity,
@@ -146,6 +150,7 @@ export async function startServer(
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
   const websockets = attachAgentWebsockets(server, {
+    clientAddressOf,
     services,
     hub,
     guard,

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDuration } from '../shared/durations.js';
+import { parseTrustedProxies } from './http/client-address.js';
 import { parseListenAddress } from './http/endpoints.js';
 import { defaultLogFormat } from './logging.js';
 import { defaultConfig, type ServerConfig } from './server-config.js';
@@ -73,6 +74,7 @@ const serveOptionsSchema = z.object({
   auditKeep: z.coerce.number().int().min(1).max(1000),
   metricsListen: listenAddress.optional(),
   databaseUrl: parsedFlag(parseDatabaseUrl).optional(),
+  trustedProxies: parsedFlag(parseTrustedProxies).optional(),
 });
 
 /**
@@ -222,6 +224,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: 'keep the state in PostgreSQL (postgres://…) instead of the data dir, so that several replicas can serve one deployment; prefer the env variable (argv is visible to other users)',
   },
+  trustedProxies: {
+    flag: '--trusted-proxies <list>',
+    env: 'CONNECTOR_TRUSTED_PROXIES',
+    default: undefined,
+    help: 'addresses and CIDRs of proxies in front (e.g. 127.0.0.1,10.0.0.0/8): a request from one of them is counted, limited and audited under the client address in its X-Forwarded-For (the rightmost one not itself a trusted proxy); default none: the TCP peer',
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -259,6 +267,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     auditKeep: o.auditKeep,
     metricsListen: o.metricsListen ?? null,
     databaseUrl: o.databaseUrl ?? null,
+    trustedProxies: o.trustedProxies ?? [],
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

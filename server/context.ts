@@ -16,11 +16,6 @@ export interface Context {
   agentRefusal: ErrorReason | null;
 }
 
-export function remoteAddressOf(req: IncomingMessage): string {
-  const address = req.socket.remoteAddress ?? 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
-
 export function bearerTokenOf(req: IncomingMessage): string | null {
   const header = req.headers.authorization;
   if (!header) return null;

@@ -37,6 +37,11 @@ export interface ServerConfig extends Policy {
   logFormat: LogFormat;
   /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
   metricsListen: ListenAddress | null;
+  /**
+   * Proxies (addresses and CIDRs) whose `X-Forwarded-For` tells the client's address; see
+   * clientAddressResolver. @default [] (none: the TCP peer is the client)
+   */
+  trustedProxies: string[];
   /** PostgreSQL for the state, shared by replicas (--database-url); null: the data dir's embedded store. */
   databaseUrl: string | null;
   rateLimits: RateLimits;
@@ -107,6 +112,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     logFormat: 'json',
     metricsListen: null,
     databaseUrl: null,
+    trustedProxies: [],
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

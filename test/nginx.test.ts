@@ -21,6 +21,8 @@ const AGENT_START_MS = 60_000;
 /** In the test, nginx's idle timeout and the server's ping: the pings come well within the timeout. */
 const PROXY_TIMEOUT_S = 2;
 const TEST_PING_MS = 400;
+/** The address nginx connects to the replicas from (any 127/8 address is local). */
+const NGINX_SOURCE = '127.0.0.3';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -46,7 +48,7 @@ describe('the documented nginx.conf (docs/deploy.md, "Several replicas behind ng
 });
 
 describe.skipIf(!runnable)('a real nginx with the documented config in front of two replicas', () => {
-  it('an agent enrolls and connects through it, stays connected while idle, moves to the other replica when its own stops, and hears a revoke', async () => {
+  it('an agent enrolls and connects through it, stays connected while idle, moves to the other replica when its own stops, and hears a revoke; the replicas see its own address', async () => {
     const dir = await tempDir('ce-nginx-tls-');
     const ca = await createTestCa(dir);
     const cert = await issueServerCert(ca, dir, 'proxy', { ips: ['127.0.0.1'] });
@@ -54,7 +56,11 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
     const publicUrl = `https://127.0.0.1:${port}`;
     const db = await freshDatabase();
     cleanups.push(() => db[Symbol.asyncDispose]());
-    const replicas = await startReplicas(db.url, 2, { config: { publicUrl, agentPingMs: TEST_PING_MS } });
+    // nginx connects to the replicas from 127.0.0.3, the agent to nginx from 127.0.0.1: the replicas,
+    // trusting nginx, take the agent's address from the X-Forwarded-For the documented config sets.
+    const replicas = await startReplicas(db.url, 2, {
+      config: { publicUrl, agentPingMs: TEST_PING_MS, trustedProxies: [NGINX_SOURCE] },
+    });
     cleanups.push(() => stopAll(replicas));
     const [a, b] = replicas as [TestServer, TestServer];
     // With --public-url, a replica's url is nginx's: the admin calls go to each replica directly.
@@ -66,6 +72,10 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
       ['10.0.0.11:7420', hostPort(a)],
       ['10.0.0.12:7420', hostPort(b)],
       ['listen 443 ssl;', `listen 127.0.0.1:${port} ssl;`],
+      [
+        'proxy_pass http://connector_replicas;',
+        `proxy_pass http://connector_replicas;\n proxy_bind ${NGINX_SOURCE};`,
+      ],
       ['/etc/letsencrypt/live/enroll.example.com/fullchain.pem', cert.certFile],
       ['/etc/letsencrypt/live/enroll.example.com/privkey.pem', cert.keyFile],
       [`proxy_read_timeout ${seconds('proxy_read_timeout')}s;`, `proxy_read_timeout ${PROXY_TIMEOUT_S}s;`],
@@ -92,6 +102,7 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
     const holder = a.server.hub.size === 1 ? a : b;
     const other = holder === a ? b : a;
     const first = await admin(holder).connectors.get.query({ connectorId: connector.id });
+    expect(first.remoteAddress).toBe('127.0.0.1');
 
     // Idle for four of nginx's timeouts: the server's pings (and the agent's pongs) keep it open.
     await new Promise((resolve) => setTimeout(resolve, 4 * PROXY_TIMEOUT_S * 1000));
@@ -107,6 +118,7 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
     const moved = await admin(other).connectors.get.query({ connectorId: connector.id });
     expect(moved.connection).toBe('connected');
     expect(moved.lastConnectedAt).not.toBe(first.lastConnectedAt);
+    expect(moved.remoteAddress).toBe('127.0.0.1');
     expect(connectedCount()).toBe(2);
 
     // A revoke through the admin API reaches the agent through nginx: it stops, told it is revoked.

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DomainError, ERROR_REASONS, type ErrorReason } from '../../shared/errors.js';
-import { bearerTokenOf, remoteAddressOf, type Services } from '../context.js';
+import { bearerTokenOf, type Services } from '../context.js';
+import type { ClientAddressOf } from '../http/client-address.js';
 import { BACKUP_FORMAT } from './format.js';
 import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js';
 
@@ -19,9 +20,12 @@ const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_
  * scope and audit are those of an admin mutation: a valid key of the admin scope, refusals audited
  * as `admin.refused` (coalesced for unknown keys), success as `backup.created`.
  */
-export function backupHandler(services: Services, sources: SnapshotSources & { adminKeyFile: string }) {
+export function backupHandler(
+  services: Services,
+  sources: SnapshotSources & { adminKeyFile: string; clientAddressOf: ClientAddressOf },
+) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const remoteAddress = remoteAddressOf(req);
+    const remoteAddress = sources.clientAddressOf(req);
     const refuse = (reason: ErrorReason, message: string = ERROR_REASONS[reason].message) => {
       const body = JSON.stringify({ error: { reason, message, hint: ERROR_REASONS[reason].hint } });
       res.writeHead(STATUS[ERROR_REASONS[reason].code] ?? 400, {

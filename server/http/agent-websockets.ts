@@ -9,6 +9,7 @@ import { AGENT_PING_MS, AGENT_PONG_WAIT_MS, type ServerConfig } from '../server-
 import { originOf } from '../services/identity.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { agentAuthenticator } from './agent-auth.js';
+import type { ClientAddressOf } from './client-address.js';
 import type { ConnectionGuard } from './connection-guard.js';
 import { coalesceWrites, websocketAdmission } from './websocket-admission.js';
 
@@ -18,6 +19,7 @@ export interface AgentWebsocketsDeps {
   guard: ConnectionGuard;
   metrics: Metrics;
   logger: Logger;
+  clientAddressOf: ClientAddressOf;
   config: Pick<
     ServerConfig,
     'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl' | 'agentPingMs'
@@ -33,7 +35,7 @@ export interface AgentWebsocketsDeps {
  */
 export function attachAgentWebsockets(
   server: Server,
-  { services, hub, guard, metrics, logger, config, notReady }: AgentWebsocketsDeps,
+  { services, hub, guard, metrics, logger, clientAddressOf, config, notReady }: AgentWebsocketsDeps,
 ) {
   const wss = new WebSocketServer({
     noServer: true,
@@ -53,6 +55,7 @@ export function attachAgentWebsockets(
     hub,
     logger,
     publicOrigin: config.publicUrl ? originOf(config.publicUrl) : null,
+    clientAddressOf,
   });
   applyWSSHandler({
     wss,
