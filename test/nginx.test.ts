@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { AGENT_PING_MS, AGENT_PONG_WAIT_MS } from '../server/server-config.js';
@@ -19,7 +20,7 @@ if (!runnable) console.warn('test/nginx.test.ts skipped: no nginx or openssl on 
 /** An agent process starts in ~2 s on an idle machine, several times that on a loaded two-core one. */
 const AGENT_START_MS = 60_000;
 /** In the test, nginx's idle timeout and the server's ping: the pings come well within the timeout. */
-const PROXY_TIMEOUT_S = 2;
+const PROXY_TIMEOUT_S = 3;
 const TEST_PING_MS = 400;
 /** The address nginx connects to the replicas from (any 127/8 address is local). */
 const NGINX_SOURCE = '127.0.0.3';
@@ -50,6 +51,7 @@ describe('the documented nginx.conf (docs/deploy.md, "Several replicas behind ng
 describe.skipIf(!runnable)('a real nginx with the documented config in front of two replicas', () => {
   it('an agent enrolls and connects through it, stays connected while idle, moves to the other replica when its own stops, and hears a revoke; the replicas see its own address', async () => {
     const dir = await tempDir('ce-nginx-tls-');
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const ca = await createTestCa(dir);
     const cert = await issueServerCert(ca, dir, 'proxy', { ips: ['127.0.0.1'] });
     const port = await freePort();
@@ -87,6 +89,7 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
     const group = await admin(a).groups.create.mutate({ name: 'Behind nginx' });
     const key = (await admin(a).provisioningKeys.get.query({ groupId: group.id })).key as string;
     const stateDir = await tempDir('ce-agent-');
+    cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
     const agent = spawnAgent(
       ['--server', publicUrl, '--key', key, '--ca-file', ca.certFile, '--name', 'proxied'],
       stateDir,
@@ -104,8 +107,8 @@ describe.skipIf(!runnable)('a real nginx with the documented config in front of 
     const first = await admin(holder).connectors.get.query({ connectorId: connector.id });
     expect(first.remoteAddress).toBe('127.0.0.1');
 
-    // Idle for four of nginx's timeouts: the server's pings (and the agent's pongs) keep it open.
-    await new Promise((resolve) => setTimeout(resolve, 4 * PROXY_TIMEOUT_S * 1000));
+    // Idle for three of nginx's timeouts: the server's pings (and the agent's pongs) keep it open.
+    await new Promise((resolve) => setTimeout(resolve, 3 * PROXY_TIMEOUT_S * 1000));
     const idle = await admin(holder).connectors.get.query({ connectorId: connector.id });
     expect(idle.connection).toBe('connected');
     expect(idle.lastConnectedAt).toBe(first.lastConnectedAt);
