@@ -59,7 +59,7 @@ export function composeServer(
         'maxSessionsPerAddress' | 'handshakeTimeoutMs' | 'sessionsPerTurn' | 'rotationSpreadMs'
       >
     >,
-): { services: Services; hub: SessionHub; metrics: Metrics } {
+): { services: Services; registry: SessionRegistry; hub: SessionHub; metrics: Metrics } {
   const { clock, logger, cluster, ...rest } = capabilities;
   const metrics = createMetrics();
   const registry = new SessionRegistry({
@@ -82,7 +82,7 @@ export function composeServer(
     subscribeTimeoutMs: config.handshakeTimeoutMs,
     rotationSpreadMs: config.rotationSpreadMs,
   });
-  return { services, hub, metrics };
+  return { services, registry, hub, metrics };
 }
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
@@ -94,7 +94,7 @@ export async function startServer(
   const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
   const state = await openServerState(config, { clock, logger });
   const { secret, store, audit, identity, replication } = state.files;
-  const { services, hub, metrics } = composeServer(
+  const { services, registry, hub, metrics } = composeServer(
     {
       store,
       audit,
@@ -106,7 +106,7 @@ export async function startServer(
     },
     config,
   );
-  replication?.follow(services);
+  replication?.follow({ ...services, terminations: registry });
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');

@@ -174,7 +174,7 @@ export const SERVE_FLAGS = {
     flag: '--max-sessions-per-address <n>',
     env: 'CONNECTOR_MAX_SESSIONS_PER_ADDRESS',
     default: undefined,
-    help: `live agent sessions allowed from one source address (default ${defaultConfig().maxSessionsPerAddress})`,
+    help: `live agent sessions allowed from one source address, counted by each replica for itself (default ${defaultConfig().maxSessionsPerAddress})`,
   },
   maxHandshakesInProgress: {
     flag: '--max-handshakes-in-progress <n>',

@@ -10,6 +10,7 @@ import type { AgentSessionService } from './services/agent-sessions.js';
 import { type AuditLog, FileAuditLog } from './services/audit.js';
 import type { DomainEvents } from './services/events.js';
 import { IdentityAuthority } from './services/identity.js';
+import type { Termination } from './services/views.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
 import { JournalStore } from './store/journal-store.js';
@@ -110,6 +111,8 @@ export interface Replication {
 export interface ReplicaFollowers {
   events: DomainEvents;
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
+  /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
+  terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };
 }
 
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */

@@ -6,7 +6,7 @@ import { DatabaseStartError, type DataFiles, loadOrCreateSecret, type Replicatio
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
 import { IdentityAuthority } from './services/identity.js';
-import { domainEventsOf } from './services/remote-changes.js';
+import { domainEventsOf, revocationConfirmationsOf } from './services/remote-changes.js';
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
@@ -70,7 +70,7 @@ export async function openDatabaseState(
     });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions }) {
+      follow({ events, agentSessions, terminations }) {
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>
@@ -81,6 +81,8 @@ export async function openDatabaseState(
                 .map((c) => c.id),
             );
           for (const event of domainEventsOf(changes, { connectorIdsOf })) events.saved(event);
+          for (const { connectorId, termination } of revocationConfirmationsOf(changes))
+            terminations.confirmedElsewhere(connectorId, termination);
         });
         cluster.onReaped = (sessions) => {
           for (const { connectorId, lastSeenAt } of sessions)

@@ -67,15 +67,18 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     }
     await Promise.all(sessions.map(({ session }) => session.waitFor('ready', 30_000)));
     // From the call through A to the final event on B's socket (the agent then acknowledges and
-    // B closes the socket; a test session does not acknowledge, so its close waits out that bound).
+    // B closes the socket; a test session does not acknowledge, so its close waits out that bound,
+    // and so does A's answer, which waits for the confirmation: the calls are awaited at the end).
     const times: number[] = [];
+    const calls: Array<Promise<{ termination: { state: string } | null }>> = [];
     for (const { enrolled, session } of sessions) {
       const started = performance.now();
-      await a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+      calls.push(a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId }));
       await session.waitFor('revoked', 5000);
       times.push(performance.now() - started);
     }
     expect(percentile(times, 99)).toBeLessThan(1000);
+    for (const answer of await Promise.all(calls)) expect(answer.termination?.state).toBe('pending');
     const closes = await Promise.all(sessions.map(({ session }) => session.waitForClose(5000)));
     expect(new Set(closes.map((c) => c.code))).toEqual(new Set([4003]));
     // And they stay out: a revoked identity is refused by either replica.

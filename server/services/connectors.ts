@@ -199,7 +199,9 @@ export class ConnectorService {
     const cut = applied
       ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
       : null;
-    const ended = this.deps.presence.termination(connectorId);
+    // A session on another replica confirms through the connector's record, which a delete removes:
+    // only a revoke waits for one.
+    const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
     const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (outcome) this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
     if (outcome) {
