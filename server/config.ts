@@ -73,6 +73,7 @@ const serveOptionsSchema = z.object({
   auditKeep: z.coerce.number().int().min(1).max(1000),
   metricsListen: listenAddress.optional(),
   databaseUrl: parsedFlag(parseDatabaseUrl).optional(),
+  secretFile: z.string().min(1).optional(),
 });
 
 /**
@@ -222,6 +223,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: 'keep the state in PostgreSQL (postgres://…) instead of the data dir, so that several replicas can serve one deployment; prefer the env variable (argv is visible to other users)',
   },
+  secretFile: {
+    flag: '--secret-file <file>',
+    env: 'CONNECTOR_SECRET_FILE',
+    default: undefined,
+    help: "with --database-url: read the secret every replica shares from this file (mode 0600, the first replica's secret.key) instead of the data dir's secret.key",
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -242,6 +249,11 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
   }
   const o = parsed.data;
   if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
+  // One server keeps its secret in its data dir, where backup and restore find it.
+  if (o.secretFile && !o.databaseUrl)
+    throw new Error(
+      '--secret-file goes with --database-url (replicas share one secret); a server without a database keeps its secret in <data-dir>/secret.key',
+    );
   return defaultConfig({
     dataDir: o.dataDir,
     host: o.host,
@@ -259,6 +271,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     auditKeep: o.auditKeep,
     metricsListen: o.metricsListen ?? null,
     databaseUrl: o.databaseUrl ?? null,
+    secretFile: o.secretFile ?? null,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

@@ -2,7 +2,13 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
-import { DatabaseStartError, type DataFiles, loadOrCreateSecret, type Replication } from './data-files.js';
+import {
+  DatabaseStartError,
+  type DataFiles,
+  loadGivenSecret,
+  loadOrCreateSecret,
+  type Replication,
+} from './data-files.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
 import { IdentityAuthority } from './services/identity.js';
@@ -31,14 +37,18 @@ export const FEED_STALE_MS = 3000;
 /**
  * Opens the state a replica shares with the others through `--database-url`: the store (migrating the
  * schema first, under a lock, so replicas starting together do not race), the audit log, and the
- * signing keys sealed with the server secret. The secret itself stays in the data dir: every replica
- * is given the same `secret.key`, and one given another cannot open the keys (SecretMismatchError).
+ * signing keys sealed with the server secret. The secret itself is never in the database: every
+ * replica is given the same one (`--secret-file`, or the same `secret.key` in each data dir), and one
+ * given another cannot open the keys (SecretMismatchError).
  */
 export async function openDatabaseState(
-  config: Pick<ServerConfig, 'dataDir' | 'publicUrl'> & { databaseUrl: string },
+  config: Pick<ServerConfig, 'dataDir' | 'publicUrl' | 'secretFile'> & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
-  const secret = await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
+  // Given (--secret-file): read, never made, so a replica cannot start with a secret of its own.
+  const secret = config.secretFile
+    ? await loadGivenSecret(config.secretFile)
+    : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
   const store = await PgStore.open(url, { logger }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));

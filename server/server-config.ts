@@ -31,6 +31,11 @@ export interface ServerConfig extends Policy {
   metricsListen: ListenAddress | null;
   /** PostgreSQL for the state, shared by replicas (--database-url); null: the data dir's embedded store. */
   databaseUrl: string | null;
+  /**
+   * With a database: the file holding the secret every replica shares (--secret-file), read instead
+   * of `<dataDir>/secret.key` and never created. @default null
+   */
+  secretFile: string | null;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -94,6 +99,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     logFormat: 'json',
     metricsListen: null,
     databaseUrl: null,
+    secretFile: null,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

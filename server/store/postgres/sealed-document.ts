@@ -19,7 +19,7 @@ export class SecretMismatchError extends DataFileError {
   constructor(name: string) {
     super(
       `the database's ${name} document`,
-      "cannot be decrypted: this replica's secret differs from the one the database was set up with; give every replica the same secret.key (copy it from a replica that starts)",
+      "cannot be decrypted: this replica's secret differs from the one the database was set up with; give every replica that secret with --secret-file (a 0600 copy of the secret.key of the replica that set the database up)",
     );
   }
 }
