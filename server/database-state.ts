@@ -11,6 +11,7 @@ import {
 } from './data-files.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
+import { scheduleAuditRetention } from './services/audit-retention.js';
 import { IdentityAuthority } from './services/identity.js';
 import { domainEventsOf } from './services/remote-changes.js';
 import { SecretBox } from './services/secrets.js';
@@ -42,7 +43,10 @@ export const FEED_STALE_MS = 3000;
  * given another cannot open the keys (SecretMismatchError).
  */
 export async function openDatabaseState(
-  config: Pick<ServerConfig, 'dataDir' | 'publicUrl' | 'secretFile'> & { databaseUrl: string },
+  config: Pick<
+    ServerConfig,
+    'dataDir' | 'publicUrl' | 'secretFile' | 'auditRetentionMs' | 'auditPruneIntervalMs'
+  > & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
   // Given (--secret-file): read, never made, so a replica cannot start with a secret of its own.
@@ -78,6 +82,16 @@ export async function openDatabaseState(
       url: config.publicUrl,
       onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
     });
+    const retention =
+      config.auditRetentionMs === null
+        ? null
+        : scheduleAuditRetention({
+            audit,
+            clock,
+            retentionMs: config.auditRetentionMs,
+            intervalMs: config.auditPruneIntervalMs,
+            logger,
+          });
     const replication: Replication = {
       cluster,
       follow({ events, agentSessions }) {
@@ -118,6 +132,7 @@ export async function openDatabaseState(
       pool,
       replication,
       async close() {
+        await retention?.stop();
         await cluster.stop();
         await audit.close().catch(() => {});
         identity.close();
