@@ -145,16 +145,19 @@ export async function openDatabaseState(
   }
 }
 
+/** Where a database URL points, as host:port/database: for messages (never the password). */
+export function databaseLocation(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {
+    return 'the --database-url';
+  }
+}
+
 /** One line about a database that cannot be used, naming where it is but never the password. */
 export function databaseProblem(url: string, error: unknown): string {
-  const where = (() => {
-    try {
-      const u = new URL(url);
-      return `${u.hostname}:${u.port || 5432}${u.pathname}`;
-    } catch {
-      return 'the --database-url';
-    }
-  })();
+  const where = databaseLocation(url);
   const code = (error as { code?: string }).code;
   const message = (error as Error).message ?? String(error);
   const fix =
