@@ -22,7 +22,7 @@ export interface RoutesDeps {
   metrics: Metrics;
   logger: Logger;
   adminKeyFile: string;
-  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen'>;
+  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl'>;
   socketGauges(): SocketGauges;
   problems?: () => string[];
 }
@@ -42,6 +42,7 @@ export function serverRoutes(deps: RoutesDeps): {
     secret: deps.secret,
     signingKeys: () => identity.keyFileContent(),
     adminKeyFile: deps.adminKeyFile,
+    inDatabase: config.databaseUrl !== null,
   });
   const trpcHandler = trpcHttpHandler({ services, hub, logger, maxBodyBytes: config.maxBodyBytes });
   const pages = opsPages({
