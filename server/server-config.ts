@@ -2,6 +2,7 @@ import { DAY_MS } from '../shared/durations.js';
 import type { ListenAddress } from './http/endpoints.js';
 import type { LogFormat } from './logging.js';
 import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES } from './services/audit.js';
+import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import type { Policy } from './services/deps.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 
@@ -44,6 +45,18 @@ export interface ServerConfig extends Policy {
   trustedProxies: string[];
   /** PostgreSQL for the state, shared by replicas (--database-url); null: the data dir's embedded store. */
   databaseUrl: string | null;
+  /**
+   * With a database: the file holding the secret every replica shares (--secret-file), read instead
+   * of `<dataDir>/secret.key` and never created. @default null
+   */
+  secretFile: string | null;
+  /**
+   * With a database: audit events older than this are removed from the audit table
+   * (--audit-retention); null keeps every event. @default 34560000000 (400 days)
+   */
+  auditRetentionMs: number | null;
+  /** How often each replica runs audit retention (tuning; no flag). @default 3600000 (1 h) */
+  auditPruneIntervalMs?: number;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -113,6 +126,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     metricsListen: null,
     databaseUrl: null,
     trustedProxies: [],
+    secretFile: null,
+    auditRetentionMs: DEFAULT_AUDIT_RETENTION_MS,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

@@ -10,7 +10,12 @@ import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js'
 export const BACKUP_PATH = '/admin/backup';
 export const BACKUP_CONTENT_TYPE = `application/vnd.${BACKUP_FORMAT}+jsonl`;
 
-const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_MANY_REQUESTS: 429 };
+const STATUS: Record<string, number> = {
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  PRECONDITION_FAILED: 412,
+  TOO_MANY_REQUESTS: 429,
+};
 
 /**
  * Answers `GET /admin/backup` with a backup of the running server, streamed. A plain HTTP response
@@ -22,7 +27,12 @@ const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_
  */
 export function backupHandler(
   services: Services,
-  sources: SnapshotSources & { adminKeyFile: string; clientAddressOf: ClientAddressOf },
+  sources: SnapshotSources & {
+    adminKeyFile: string;
+    clientAddressOf: ClientAddressOf;
+    /** With --database-url: refused (BACKUP_UNSUPPORTED), pg_dump backs the database up. */
+    inDatabase: boolean;
+  },
 ) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const remoteAddress = sources.clientAddressOf(req);
@@ -61,6 +71,8 @@ export function backupHandler(
         'A backup holds every secret of the server: it needs an admin-scope key.',
       );
     }
+    // A replica's memory lacks the audit log, and restore writes a data dir, not the database.
+    if (sources.inDatabase) return refuse('BACKUP_UNSUPPORTED');
     const adminKey = await readFile(sources.adminKeyFile, 'utf8').catch(() => null);
     const snapshot = takeSnapshot(sources, adminKey);
     res.writeHead(200, {

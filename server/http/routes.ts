@@ -25,7 +25,7 @@ export interface RoutesDeps {
   adminKeyFile: string;
   /** Who a request comes from (the TCP peer, or behind a trusted proxy its X-Forwarded-For). */
   clientAddressOf: ClientAddressOf;
-  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen'>;
+  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl'>;
   socketGauges(): SocketGauges;
   problems?: () => string[];
 }
@@ -46,6 +46,7 @@ export function serverRoutes(deps: RoutesDeps): {
     signingKeys: () => identity.keyFileContent(),
     adminKeyFile: deps.adminKeyFile,
     clientAddressOf: deps.clientAddressOf,
+    inDatabase: config.databaseUrl !== null,
   });
   const trpcHandler = trpcHttpHandler({
     services,
