@@ -40,7 +40,7 @@ export async function openDatabaseState(
 ): Promise<DatabaseState> {
   const secret = await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
-  const store = await PgStore.open(url, { logger }).catch((error: unknown) => {
+  const store = await PgStore.open(url, { logger, clock }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   const pool = new pg.Pool({ connectionString: url, max: 4 });
