@@ -105,7 +105,7 @@ export async function startServer(
     },
     config,
   );
-  replication?.follow(services);
+  replication?.follow({ events: services.events, agentSessions: services.agentSessions, metrics });
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');

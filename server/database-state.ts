@@ -70,7 +70,9 @@ export async function openDatabaseState(
     });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions }) {
+      follow({ events, agentSessions, metrics }) {
+        store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
+        store.onReload = () => metrics.feedReloads.inc();
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>

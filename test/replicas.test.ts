@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../server/clock.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
@@ -154,5 +155,22 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     const retired = await b.admin.signingKeys.retire.mutate({ kid: oldKid });
     expect(retired).toMatchObject({ key: { kid: oldKid, state: 'retired' }, identities: 0 });
     await Promise.all(sims.map((s) => s.close()));
+  });
+
+  it('prunes the change feed by itself once its rows are past the maximum age, and counts them in /metrics', async () => {
+    const clock = new ManualClock(Date.now());
+    const { db, servers } = await replicas(1, { clock });
+    const [a] = servers as [TestServer];
+    await groupKey(a, 'Pruned');
+    const rows = () =>
+      withClient(db.url, async (c) =>
+        Number((await c.query('SELECT count(*) FROM store_changes')).rows[0].count),
+      );
+    expect(await rows()).toBeGreaterThan(0);
+    clock.advance(2 * 60 * 60_000);
+    // The replica's own upkeep (every 5 s) finds a prune due and removes every row.
+    await expect.poll(rows, { timeout: 12_000, interval: 200 }).toBe(0);
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_store_feed_rows_pruned_total [1-9]/m);
   });
 });

@@ -117,7 +117,6 @@ export interface FeedUpkeepOptions {
   reportEveryMs?: number;
   /** How often it tries to prune (one replica at a time does). @default 60000 */
   pruneEveryMs?: number;
-  onPruned?: (rows: number) => void;
   onError?: (error: Error) => void;
 }
 
@@ -132,6 +131,8 @@ export class FeedUpkeep {
   private lastPruneAt: number;
   /** Rows this replica pruned since it started. */
   pruned = 0;
+  /** Told of each prune that removed rows. */
+  onPruned: ((rows: number) => void) | undefined;
 
   constructor(private readonly options: FeedUpkeepOptions) {
     this.lastPruneAt = options.clock.now();
@@ -165,7 +166,7 @@ export class FeedUpkeep {
     const removed = await pruneChanges(this.options.pool, this.options.retention, this.options.clock.now());
     if (removed) {
       this.pruned += removed;
-      this.options.onPruned?.(removed);
+      this.onPruned?.(removed);
     }
     return removed;
   }

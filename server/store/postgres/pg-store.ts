@@ -74,6 +74,8 @@ export class PgStore implements Store {
   private touchTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private remoteListener: RemoteChangeListener | undefined;
+  /** Told each time the whole state was loaded again after a gap in the feed. */
+  onReload: (() => void) | undefined;
   readonly stats = {
     transactions: 0,
     commits: 0,
@@ -332,6 +334,7 @@ export class PgStore implements Store {
     this.queue.rerun();
     this.feed.resume(loaded.position, loaded.horizon);
     this.stats.reloads++;
+    this.onReload?.();
     this.options.logger?.warn(
       { changed: changes.length },
       'change feed: changes this replica had not read were pruned; loaded the whole state again',
