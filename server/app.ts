@@ -106,7 +106,7 @@ export async function startServer(
     },
     config,
   );
-  replication?.follow({ ...services, terminations: registry });
+  replication?.follow({ ...services, terminations: registry, metrics });
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');

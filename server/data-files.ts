@@ -5,6 +5,7 @@ import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
+import type { Metrics } from './metrics.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import type { AgentSessionService } from './services/agent-sessions.js';
 import { type AuditLog, FileAuditLog } from './services/audit.js';
@@ -156,6 +157,7 @@ export interface ReplicaFollowers {
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
   /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
   terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };
+  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads'>;
 }
 
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */

@@ -54,7 +54,7 @@ export async function openDatabaseState(
     ? await loadGivenSecret(config.secretFile)
     : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
-  const store = await PgStore.open(url, { logger }).catch((error: unknown) => {
+  const store = await PgStore.open(url, { logger, clock }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   const pool = new pg.Pool({ connectionString: url, max: 4 });
@@ -94,7 +94,9 @@ export async function openDatabaseState(
           });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions, terminations }) {
+      follow({ events, agentSessions, terminations, metrics }) {
+        store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
+        store.onReload = () => metrics.feedReloads.inc();
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>

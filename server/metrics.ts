@@ -70,6 +70,14 @@ export function createMetrics() {
       'Connections the kernel could not hand over (EMFILE and the like: the open-file limit was reached).',
       ['code'],
     ),
+    feedRowsPruned: counter(
+      'connector_store_feed_rows_pruned_total',
+      'Rows this replica pruned from the PostgreSQL change feed (store_changes), with --database-url.',
+    ),
+    feedReloads: counter(
+      'connector_store_feed_reloads_total',
+      'Times this replica loaded the whole state again because changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows).',
+    ),
     revokeCloseSeconds: histogram(
       'connector_revoke_close_seconds',
       'Time from a revoke or delete being committed to the agent socket being closed.',
