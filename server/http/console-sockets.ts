@@ -49,7 +49,7 @@ export class ConsoleSockets {
 
   constructor(private readonly o: ConsoleSocketsOptions) {
     this.maxPerKey = o.maxPerKey ?? MAX_CONSOLE_SOCKETS_PER_KEY;
-    this.expiryTimer = setInterval(() => this.closeEnded(), EXPIRY_CHECK_MS);
+    this.expiryTimer = setInterval(() => this.closeEnded('expired'), EXPIRY_CHECK_MS);
     this.expiryTimer.unref();
   }
 
@@ -99,15 +99,19 @@ export class ConsoleSockets {
 
   /** Records changed: an admin key deleted (here or on another replica) closes its sockets at once. */
   recordsChanged(changes: readonly ChangedRecord[]): void {
-    for (const change of changes)
-      if (change.section === 'apiKeys' && this.byKey.has(change.id)) this.closeEnded();
+    if (changes.some((change) => change.section === 'apiKeys' && this.byKey.has(change.id)))
+      this.closeEnded('deleted');
   }
 
-  /** Closes the sockets of keys deleted or expired since they authenticated. */
-  closeEnded(): void {
+  /**
+   * Closes the sockets of keys that ended since they authenticated: `deleted` when the store says a
+   * key changed (every deletion is announced, here or from another replica), `expired` on the
+   * timer (an expiry is announced by nothing).
+   */
+  private closeEnded(looking: 'deleted' | 'expired'): void {
     for (const [apiKeyId, sockets] of this.byKey) {
       const standing = this.o.services.apiKeys.standing(apiKeyId);
-      if (standing === 'active') continue;
+      if (standing === 'active' || (looking === 'expired' && standing !== 'expired')) continue;
       this.byKey.delete(apiKeyId);
       for (const ws of sockets) ws.close(CLOSE_CODES.REFUSED, `ADMIN_KEY_INVALID ${standing}`);
       this.o.logger.info(
