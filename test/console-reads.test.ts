@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DAY_MS } from '../shared/durations.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { serverCli } from './helpers/cli.js';
 import { rawCall, startTestServer } from './helpers/server.js';
 
 describe('what the admin console reads without fetching every connector', () => {
@@ -58,5 +59,24 @@ describe('what the admin console reads without fetching every connector', () => 
     const others = await srv.admin.audit.list.query({ security: false });
     expect(others.map((e) => e.type)).toContain('group.created');
     expect(others.some((e) => e.security)).toBe(false);
+  });
+
+  it('the CLI takes the same filters: connectors list --search, audit --security', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Cli' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const web = (await enrollSim(srv.url, key, 'web-1')).enrolled!;
+    await enrollSim(srv.url, key, 'db-1');
+    await rawCall(srv.url, 'groups.list', {}, { key: 'cak_made_up' });
+    const env = { CONNECTOR_ADMIN_KEY: srv.adminKey };
+    const listed = await serverCli(
+      ['connectors', 'list', '--server', srv.url, '--search', 'WEB', '--json'],
+      env,
+    );
+    expect(listed.code).toBe(0);
+    expect(JSON.parse(listed.stdout).items.map((c: { id: string }) => c.id)).toEqual([web.connectorId]);
+    const audit = await serverCli(['audit', '--server', srv.url, '--security', '--json'], env);
+    expect(audit.code).toBe(0);
+    expect(JSON.parse(audit.stdout).map((e: { type: string }) => e.type)).toEqual(['admin.refused']);
   });
 });
