@@ -150,7 +150,9 @@ describe('console.changes: the admin console live feed over the agents websocket
     await Promise.all(feeds.map((f) => f.started));
     const health = (await (await fetch(`${srv.url}/healthz`)).json()) as { sessions: number };
     expect(health.sessions).toBe(0);
-    expect(await (await fetch(`${srv.url}/metrics`)).text()).toMatch(/^connector_sessions_live 0$/m);
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_sessions_live 0$/m);
+    expect(metrics).toMatch(/^connector_console_sockets 16$/m);
     // The one session this address may hold is still free for an agent.
     const { key } = await groupWithKey(srv, 'Beside consoles');
     const enrolled = (await enrollSim(srv.url, key, 'beside')).enrolled!;

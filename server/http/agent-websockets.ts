@@ -57,7 +57,13 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     ownOrigin: ownOriginOf(config.publicUrl, deps.secure),
   });
   server.on('upgrade', admission.onUpgrade);
-  const consoleSockets = new ConsoleSockets({ services, hub, changes: deps.consoleChanges, logger });
+  const consoleSockets = new ConsoleSockets({
+    services,
+    hub,
+    changes: deps.consoleChanges,
+    metrics,
+    logger,
+  });
   const stopWatchingKeys = deps.records.onChange((changes) => consoleSockets.recordsChanged(changes));
   const authenticateAgent = agentAuthenticator({
     services,

@@ -5,6 +5,7 @@ import { DomainError } from '../../shared/errors.js';
 import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { Context, Services } from '../context.js';
 import { remoteAddressOf } from '../context.js';
+import type { Metrics } from '../metrics.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ChangedRecord } from '../store/observed-store.js';
@@ -30,6 +31,7 @@ export interface ConsoleSocketsOptions {
   services: Services;
   hub: SessionHub;
   changes: ConsoleChanges;
+  metrics: Pick<Metrics, 'consoleSockets'>;
   logger: Logger;
   /** @default MAX_CONSOLE_SOCKETS_PER_KEY */
   maxPerKey?: number | undefined;
@@ -89,7 +91,9 @@ export class ConsoleSockets {
     if (ws.readyState !== ws.OPEN) return { ...base, bearerToken: null };
     sockets.add(ws);
     this.byKey.set(apiKeyId, sockets);
+    this.o.metrics.consoleSockets.inc();
     ws.once('close', () => {
+      this.o.metrics.consoleSockets.dec();
       sockets.delete(ws);
       if (sockets.size === 0 && this.byKey.get(apiKeyId) === sockets) this.byKey.delete(apiKeyId);
     });
