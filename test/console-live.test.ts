@@ -72,7 +72,6 @@ describe('console.changes: the admin console live feed over the agents websocket
     const stormMs = performance.now() - startedAt;
     // At most one batch per 250 ms window, however many agents came in it.
     expect(feed.batches.length).toBeLessThanOrEqual(Math.ceil(stormMs / 250) + 1);
-    expect(feed.batches.length).toBeLessThan(connecting.length / 4);
     expect(feed.batches.every((b) => !b.resync && b.groups.length === 1)).toBe(true);
 
     // One delete of a group takes its 205 connectors (and ends 60 sessions): a resync, not 205 ids.
