@@ -15,6 +15,7 @@ import type { Termination } from './services/views.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
 import { JournalStore } from './store/journal-store.js';
+import type { ObservedStore } from './store/observed-store.js';
 import type { Store } from './store/store.js';
 
 // The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
@@ -154,6 +155,8 @@ export interface Replication {
 
 export interface ReplicaFollowers {
   events: DomainEvents;
+  /** Told of every record another replica changed (the console's feed, admin sockets). */
+  records: Pick<ObservedStore, 'announceForeign'>;
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
   /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
   terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };

@@ -94,7 +94,7 @@ export async function openDatabaseState(
           });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions, terminations, metrics }) {
+      follow({ events, agentSessions, terminations, metrics, records }) {
         store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
         store.onReload = () => metrics.feedReloads.inc();
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
@@ -109,6 +109,7 @@ export async function openDatabaseState(
           for (const event of domainEventsOf(changes, { connectorIdsOf })) events.saved(event);
           for (const { connectorId, termination } of revocationConfirmationsOf(changes))
             terminations.confirmedElsewhere(connectorId, termination);
+          records.announceForeign(changes);
         });
         cluster.onReaped = (sessions) => {
           for (const { connectorId, lastSeenAt } of sessions)

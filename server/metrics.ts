@@ -24,6 +24,10 @@ export function createMetrics() {
       ['state'],
     ),
     sessions: gauge('connector_sessions_live', 'Agent sessions connected now.'),
+    consoleSockets: gauge(
+      'connector_console_sockets',
+      'Admin (console) websockets open now, authenticated with an admin key; not agent sessions.',
+    ),
     sessionConnects: counter('connector_session_connects_total', 'Agent sessions accepted.'),
     sessionReplacements: counter(
       'connector_sessions_replaced_total',

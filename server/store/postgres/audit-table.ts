@@ -138,6 +138,7 @@ export class AuditTable implements AuditSink {
       const type = param(page.type);
       where.push(`(type = ${type} OR (type >= ${type} || '.' AND type < ${type} || '/'))`);
     }
+    if (page.security !== undefined) where.push(`security = ${param(page.security)}`);
     if (page.before !== undefined) {
       const cursor = param(page.before);
       where.push(`(at, seq) < (SELECT at, seq FROM audit_events WHERE event_id = ${cursor})`);
