@@ -108,5 +108,5 @@ export async function runAgent(
     await store.save(identity);
     logger.info('enrolled; identity saved', { connector: identity.connectorId, file: store.identityFile });
   }
-  return runSession({ identity, store, transport, logger, signal, hostFacts });
+  return runSession({ identity, store, transport, logger, signal, hostFacts, servers: config.servers });
 }

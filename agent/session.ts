@@ -37,6 +37,12 @@ export interface SessionOptions {
   transport: Transport;
   logger: AgentLogger;
   signal: AbortSignal;
+  /**
+   * The servers to connect to: those given with --server, which run.ts has checked are all ones
+   * the identity was issued for (an operator naming one of them means that one). @default all of
+   * the identity's servers
+   */
+  servers?: readonly string[];
   /** Facts collected before connecting; on every (re)connect they are sent if the server holds others. */
   hostFacts: HostFacts;
   /** How often host facts are collected again, and sent if they changed. @default 300000 */
@@ -63,7 +69,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   const writeStatus = (state: AgentStatus['state'], status: AgentStatus['status'], detail: string | null) =>
     store.writeStatus({ state, status, connectorId: identity.connectorId, server: servers.current, detail });
   // Replicas: a random one first, the next one after each failed connect or lost session.
-  const servers = new ServerRotation(serversOf(identity));
+  const servers = new ServerRotation(o.servers ?? serversOf(identity));
   let moveOn = false;
   let finished = false;
   let resolveExit!: (code: number) => void;
