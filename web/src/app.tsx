@@ -1,0 +1,63 @@
+import { useCallback, useEffect, useMemo, useState } from 'react';
+import { createApiClient } from './api.js';
+import { ConsoleContextValue, READ_ONLY_REASON } from './console-context.js';
+import { GroupsPage } from './groups/groups-page.js';
+import { clearSession, loadSession, type Session, saveSession } from './session.js';
+import { SignIn } from './sign-in.js';
+
+/** Signed out: the sign-in page (with why, after a 401). Signed in: the console. */
+export function App() {
+  const [session, setSession] = useState<Session | null>(loadSession);
+  const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
+
+  const signOut = useCallback((reason: string | null) => {
+    clearSession();
+    setSession(null);
+    setSignedOutBecause(reason);
+  }, []);
+
+  const context = useMemo(() => {
+    if (!session) return null;
+    const api = createApiClient(session.adminKey, (message) =>
+      signOut(`Signed out: the server refused the API key (${message}). Sign in again.`),
+    );
+    const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
+    return { api, adminKey: session.adminKey, scope: session.scope, readOnlyReason };
+  }, [session, signOut]);
+
+  useEffect(() => {
+    document.title = session ? 'Connector Groups · Connector console' : 'Sign in · Connector console';
+  }, [session]);
+
+  if (!context) {
+    return (
+      <SignIn
+        notice={signedOutBecause}
+        onSignedIn={(next) => {
+          saveSession(next);
+          setSignedOutBecause(null);
+          setSession(next);
+        }}
+      />
+    );
+  }
+  return (
+    <ConsoleContextValue.Provider value={context}>
+      <header className="top-bar">
+        <span className="brand">Connector console</span>
+        <nav aria-label="Main">
+          <a href="#/groups" aria-current="page">
+            Connector Groups
+          </a>
+        </nav>
+        <span className="scope-badge">{context.scope === 'admin' ? 'Admin' : 'Read-only'}</span>
+        <button type="button" className="link-button" onClick={() => signOut(null)}>
+          Sign out
+        </button>
+      </header>
+      <main>
+        <GroupsPage />
+      </main>
+    </ConsoleContextValue.Provider>
+  );
+}
