@@ -68,6 +68,10 @@ export async function buildConsole(
   if (options.ifStale && (await builtHash()) === hash) return { built: false, ms: 0 };
   log('building the admin console (web/ → web/dist) …');
   const temporary = join(WEB, `dist.${randomBytes(4).toString('hex')}`);
+  // Vite and the React plugin follow a NODE_ENV already set (vitest sets 'test'): React's dev JSX
+  // against its production runtime renders nothing. A production build, whoever runs it.
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
   try {
     const [{ build }, { default: react }] = await Promise.all([
       import('vite'),
@@ -76,6 +80,7 @@ export async function buildConsole(
     await build({
       configFile: false,
       root: WEB,
+      mode: 'production',
       base: '/',
       logLevel: 'warn',
       plugins: [react()],
@@ -98,6 +103,8 @@ export async function buildConsole(
   } catch (error) {
     throw new ConsoleBuildError((error as Error)?.message?.split('\n')[0] ?? String(error));
   } finally {
+    if (nodeEnv === undefined) delete process.env.NODE_ENV;
+    else process.env.NODE_ENV = nodeEnv;
     await rm(temporary, { recursive: true, force: true });
   }
   const ms = performance.now() - started;

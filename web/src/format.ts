@@ -14,7 +14,7 @@ export function relativeTime(iso: string, now = Date.now()): string {
   ];
   const format = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
   for (const [unit, size] of units) {
-    if (Math.abs(ms) >= size) return format.format(Math.trunc(ms / size), unit);
+    if (Math.abs(ms) >= size) return format.format(Math.round(ms / size), unit);
   }
   return format.format(Math.trunc(ms / 1000), 'second');
 }
