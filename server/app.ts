@@ -15,8 +15,10 @@ import type { ServerConfig } from './server-config.js';
 import { type Capabilities, createServices } from './services/compose.js';
 import { SecretBox } from './services/secrets.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
+import { ConsoleChanges } from './sessions/console-changes.js';
 import { SessionHub } from './sessions/hub.js';
 import { SessionRegistry } from './sessions/session-registry.js';
+import { ObservedStore } from './store/observed-store.js';
 
 // serve-command.ts loads this module lazily and tells a bad TLS pair from other start-up failures.
 export { TlsConfigError } from './data-files.js';
@@ -58,8 +60,17 @@ export function composeServer(
         'maxSessionsPerAddress' | 'handshakeTimeoutMs' | 'sessionsPerTurn' | 'rotationSpreadMs'
       >
     >,
-): { services: Services; hub: SessionHub; metrics: Metrics } {
+): {
+  services: Services;
+  hub: SessionHub;
+  metrics: Metrics;
+  /** The store the services were given, which says what each change touched. */
+  store: ObservedStore;
+  /** The admin console's live feed (`console.changes`), fed by the store and the registry. */
+  consoleChanges: ConsoleChanges;
+} {
   const { clock, logger, cluster, ...rest } = capabilities;
+  const store = new ObservedStore(capabilities.store);
   const metrics = createMetrics();
   const registry = new SessionRegistry({
     clock,
@@ -67,7 +78,7 @@ export function composeServer(
     maxSessionsPerAddress: config.maxSessionsPerAddress,
     cluster,
   });
-  const services = createServices({ ...rest, clock, logger, metrics, presence: registry }, config);
+  const services = createServices({ ...rest, store, clock, logger, metrics, presence: registry }, config);
   const hub = new SessionHub({
     registry,
     agentSessions: services.agentSessions,
@@ -81,7 +92,12 @@ export function composeServer(
     subscribeTimeoutMs: config.handshakeTimeoutMs,
     rotationSpreadMs: config.rotationSpreadMs,
   });
-  return { services, hub, metrics };
+  const consoleChanges = new ConsoleChanges({
+    groupOf: (connectorId) => store.read((view) => view.get('connectors', connectorId)?.groupId ?? null),
+  });
+  store.onChange((changes) => consoleChanges.recordsChanged(changes));
+  registry.onPresenceChange((connectorId) => consoleChanges.connectionChanged(connectorId));
+  return { services, hub, metrics, store, consoleChanges };
 }
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
@@ -92,10 +108,10 @@ export async function startServer(
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
   const state = await openServerState(config, { clock, logger });
-  const { secret, store, audit, identity, replication } = state.files;
-  const { services, hub, metrics } = composeServer(
+  const { secret, audit, identity, replication } = state.files;
+  const { services, hub, metrics, store, consoleChanges } = composeServer(
     {
-      store,
+      store: state.files.store,
       audit,
       clock,
       secretBox: new SecretBox(secret),
@@ -105,7 +121,7 @@ export async function startServer(
     },
     config,
   );
-  replication?.follow(services);
+  replication?.follow({ ...services, records: store });
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
@@ -152,6 +168,9 @@ export async function startServer(
     metrics,
     logger,
     config,
+    secure: state.tls !== null,
+    records: store,
+    consoleChanges,
     notReady: () => problems()[0] ?? null,
   });
 

@@ -13,6 +13,7 @@ import { IdentityAuthority } from './services/identity.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
 import { JournalStore } from './store/journal-store.js';
+import type { ObservedStore } from './store/observed-store.js';
 import type { Store } from './store/store.js';
 
 // The files the server reads before it starts: its TLS pair and its data dir's files. Each failure names the
@@ -109,6 +110,8 @@ export interface Replication {
 
 export interface ReplicaFollowers {
   events: DomainEvents;
+  /** Told of every record another replica changed (the console's feed, admin sockets). */
+  records: Pick<ObservedStore, 'announceForeign'>;
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
 }
 

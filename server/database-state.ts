@@ -70,7 +70,7 @@ export async function openDatabaseState(
     });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions }) {
+      follow({ events, agentSessions, records }) {
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>
@@ -81,6 +81,7 @@ export async function openDatabaseState(
                 .map((c) => c.id),
             );
           for (const event of domainEventsOf(changes, { connectorIdsOf })) events.saved(event);
+          records.announceForeign(changes);
         });
         cluster.onReaped = (sessions) => {
           for (const { connectorId, lastSeenAt } of sessions)

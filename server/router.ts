@@ -2,6 +2,7 @@ import { agentRouter } from './routers/agent.js';
 import { apiKeysRouter } from './routers/api-keys.js';
 import { auditRouter } from './routers/audit.js';
 import { connectorsRouter } from './routers/connectors.js';
+import { consoleRouter } from './routers/console.js';
 import { groupsRouter } from './routers/groups.js';
 import { provisioningKeysRouter } from './routers/provisioning-keys.js';
 import { signingKeysRouter } from './routers/signing-keys.js';
@@ -15,6 +16,7 @@ export const appRouter = router({
   audit: auditRouter,
   signingKeys: signingKeysRouter,
   agent: agentRouter,
+  console: consoleRouter,
 });
 
 export type AppRouter = typeof appRouter;

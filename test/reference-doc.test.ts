@@ -338,7 +338,8 @@ const lastMiddleware = (procedure: unknown) => (procedure as Procedure)._def.mid
 /** The doc's words for the base procedure a procedure is built on. */
 function whoMayCall(procedure: Procedure): string {
   const has = (base: unknown) => procedure._def.middlewares.includes(lastMiddleware(base));
-  if (has(adminProcedure)) return procedure._def.type === 'query' ? 'admin or read key' : 'admin key';
+  // adminProcedure keeps mutations to the admin scope: queries and subscriptions take a read key too.
+  if (has(adminProcedure)) return procedure._def.type === 'mutation' ? 'admin key' : 'admin or read key';
   if (has(agentProcedure)) return 'agent session';
   if (has(endingAgentProcedure)) return 'ending agent session';
   return 'anyone';

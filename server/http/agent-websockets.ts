@@ -7,9 +7,12 @@ import type { Metrics } from '../metrics.js';
 import { appRouter } from '../router.js';
 import type { ServerConfig } from '../server-config.js';
 import { originOf } from '../services/identity.js';
+import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
+import type { ObservedStore } from '../store/observed-store.js';
 import { agentAuthenticator } from './agent-auth.js';
 import type { ConnectionGuard } from './connection-guard.js';
+import { adminKeyOf, ConsoleSockets } from './console-sockets.js';
 import { coalesceWrites, websocketAdmission } from './websocket-admission.js';
 
 export interface AgentWebsocketsDeps {
@@ -22,19 +25,24 @@ export interface AgentWebsocketsDeps {
     ServerConfig,
     'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl'
   >;
+  /** Whether the main listener serves TLS: the scheme of the server's own origin without --public-url. */
+  secure: boolean;
+  /** What each change touched: an admin key deleted closes the console sockets it opened. */
+  records: Pick<ObservedStore, 'onChange'>;
+  /** The feed admins' sockets subscribe to (`console.changes`). */
+  consoleChanges: ConsoleChanges;
   /** Why no new session should be taken now (see websocketAdmission); null: ready. */
   notReady?: () => string | null;
 }
 
 /**
- * The agents' websocket endpoint on `server`: upgrades pass the admission gate, each socket's first
- * message (its identity and proof) is checked before tRPC gives it a context, and an authenticated
- * socket leaves the unauthenticated count and has its writes coalesced.
+ * The websocket endpoint on `server`, for agents and for the admin console: upgrades pass the
+ * admission gate (a browser's only from the server's own origin), each socket's first message (an
+ * agent's identity and proof, or an admin's key) is checked before tRPC gives it a context, and an
+ * authenticated socket leaves the unauthenticated count and has its writes coalesced.
  */
-export function attachAgentWebsockets(
-  server: Server,
-  { services, hub, guard, metrics, logger, config, notReady }: AgentWebsocketsDeps,
-) {
+export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps) {
+  const { services, hub, guard, metrics, logger, config, notReady } = deps;
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.maxWsMessageBytes,
@@ -46,8 +54,11 @@ export function attachAgentWebsockets(
     metrics,
     logger,
     notReady,
+    ownOrigin: ownOriginOf(config.publicUrl, deps.secure),
   });
   server.on('upgrade', admission.onUpgrade);
+  const consoleSockets = new ConsoleSockets({ services, hub, changes: deps.consoleChanges, logger });
+  const stopWatchingKeys = deps.records.onChange((changes) => consoleSockets.recordsChanged(changes));
   const authenticateAgent = agentAuthenticator({
     services,
     hub,
@@ -64,8 +75,12 @@ export function attachAgentWebsockets(
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       const handshake = admission.paramsArrived(req);
       try {
-        const context = await authenticateAgent(req, ws, info.connectionParams, handshake.nonce);
-        if (context.agent) {
+        const adminKey = adminKeyOf(info.connectionParams);
+        const context =
+          adminKey !== undefined
+            ? await consoleSockets.authenticate(req, ws, adminKey)
+            : await authenticateAgent(req, ws, info.connectionParams, handshake.nonce);
+        if (context.agent || context.consoleChanges) {
           guard.authenticated(req.socket);
           coalesceWrites(req.socket);
         }
@@ -77,9 +92,33 @@ export function attachAgentWebsockets(
   });
   return {
     handshakesInProgress: () => admission.inProgress(),
-    /** Stops accepting upgrades; sockets still open are the hub's to close. */
-    close: () => wss.close(),
+    /** Open admin (console) sockets. */
+    consoleSockets: () => consoleSockets.size,
+    /** Stops accepting upgrades and closes the admins' sockets; agents' are the hub's to close. */
+    close: () => {
+      stopWatchingKeys();
+      consoleSockets.closeAll();
+      wss.close();
+    },
     /** Cuts every upgraded socket that has not closed (the shutdown's last step). */
     destroyUpgraded: admission.destroyUpgraded,
+  };
+}
+
+/**
+ * The origin a browser's upgrade must come from, given the request: the --public-url's when set
+ * (behind a proxy the Host and scheme the server sees are not the browser's), else the Host it was
+ * sent to with this listener's scheme.
+ */
+function ownOriginOf(publicUrl: string | null | undefined, secure: boolean) {
+  const fixed = publicUrl ? originOf(publicUrl) : null;
+  return (host: string | undefined): string | null => {
+    if (fixed) return fixed;
+    if (!host) return null;
+    try {
+      return new URL(`${secure ? 'https' : 'http'}://${host}`).origin;
+    } catch {
+      return null;
+    }
   };
 }

@@ -55,6 +55,36 @@ export interface WebsocketAdmissionOptions {
    * when it may: new upgrades are then answered 503 with Retry-After, and sessions it has stay.
    */
   notReady?: () => string | null;
+  /**
+   * The server's own origin for an upgrade sent to `host` (its Host header). An upgrade carrying an
+   * `Origin` (a browser's) from any other origin is answered 403: a page elsewhere must not open a
+   * socket to the server. Upgrades without one (agents, the CLI) pass. Absent: no check.
+   */
+  ownOrigin?: (host: string | undefined) => string | null;
+}
+
+/** Whether an upgrade's `Origin` header, if it has one, names the server's own origin. */
+function fromOwnOrigin(req: IncomingMessage, ownOrigin: WebsocketAdmissionOptions['ownOrigin']): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined || !ownOrigin) return true;
+  const own = ownOrigin(req.headers.host);
+  if (own === null) return false;
+  try {
+    return new URL(origin).origin === own;
+  } catch {
+    return false; // `null` (a sandboxed page, a file) or garbage
+  }
+}
+
+/** Answers an upgrade from a foreign origin 403 and closes the socket. */
+function answer403(socket: Duplex): void {
+  const body = 'websocket upgrades from another origin are refused\n';
+  socket.on('error', () => socket.destroy());
+  socket.once('finish', () => socket.destroy());
+  socket.end(
+    'HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 /** How long a replica that is not ready asks agents to wait (they move to another replica meanwhile). */
@@ -148,6 +178,10 @@ export function websocketAdmission(
     onUpgrade: (req, socket, head) => {
       if ((req.url ?? '').split('?')[0] !== '/trpc') {
         socket.destroy();
+        return;
+      }
+      if (!fromOwnOrigin(req, options.ownOrigin)) {
+        answer403(socket);
         return;
       }
       const notReady = options.notReady?.();

@@ -82,6 +82,16 @@ export class ApiKeyService {
     return { apiKeyId: record.id, scope: record.scope };
   }
 
+  /**
+   * Whether an admin key that authenticated earlier still does: for connections that stay open on
+   * it (the console's websocket), which are closed once it is deleted or has expired.
+   */
+  standing(apiKeyId: string): 'active' | 'deleted' | 'expired' {
+    const record = this.deps.store.read((view) => view.get('apiKeys', apiKeyId));
+    if (!record) return 'deleted';
+    return record.expiresAt !== null && this.deps.clock.now() >= record.expiresAt ? 'expired' : 'active';
+  }
+
   /** Admin keys, then each group's current provisioning key, as the console's "API keys" page lists them. */
   list(): ApiKeyView[] {
     const now = this.deps.clock.now();

@@ -31,6 +31,11 @@ export interface ClusterSessions {
   release(connectorId: string, sessionId: number): void;
   /** Sets who is told of sessions that must end (one handler; the registry's). */
   onLost(handler: (lost: LostSession) => void): void;
+  /**
+   * Sets who is told of connectors whose session on another replica started or ended, as this
+   * replica hears of it (one handler; the registry's, for the console's live feed).
+   */
+  onPresenceElsewhere(handler: (connectorIds: string[]) => void): void;
   /** Whether another live replica holds a session of the connector; synchronous and cheap. */
   isConnectedElsewhere(connectorId: string): boolean;
 }
@@ -40,5 +45,6 @@ export const singleProcess: ClusterSessions = {
   claim() {},
   release() {},
   onLost() {},
+  onPresenceElsewhere() {},
   isConnectedElsewhere: () => false,
 };

@@ -65,6 +65,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   private listener: pg.Client | undefined;
   private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
+  private presenceHandler: (connectorIds: string[]) => void = () => {};
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -109,6 +110,10 @@ export class PostgresClusterSessions implements ClusterSessions {
 
   onLost(handler: (lost: LostSession) => void): void {
     this.lostHandler = handler;
+  }
+
+  onPresenceElsewhere(handler: (connectorIds: string[]) => void): void {
+    this.presenceHandler = handler;
   }
 
   isConnectedElsewhere(connectorId: string): boolean {
@@ -290,6 +295,8 @@ export class PostgresClusterSessions implements ClusterSessions {
     } else {
       for (const r of notice.releases) this.picture.released(r.connectorId, r.claim);
     }
+    const changed = notice.kind === 'claimed' ? notice.claims : notice.releases;
+    this.presenceHandler(changed.map((c) => c.connectorId));
   }
 
   private async lostTrack(): Promise<void> {

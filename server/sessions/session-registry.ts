@@ -37,11 +37,23 @@ export class SessionRegistry implements Presence {
   private readonly cluster: ClusterSessions;
   private lastSessionId = 0;
   private endLost: (live: LiveSession, replacedBy: string | null) => void = () => {};
+  private presenceListener: (connectorId: string) => void = () => {};
 
   constructor(private readonly o: SessionRegistryOptions) {
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
     this.cluster = o.cluster ?? singleProcess;
     this.cluster.onLost((lost) => this.lost(lost));
+    this.cluster.onPresenceElsewhere((connectorIds) => {
+      for (const id of connectorIds) this.presenceListener(id);
+    });
+  }
+
+  /**
+   * Sets who is told of each connector whose session started or ended, here or on another replica
+   * (the console's live feed). One listener; it must be cheap: a reconnecting fleet calls it per agent.
+   */
+  onPresenceChange(listener: (connectorId: string) => void): void {
+    this.presenceListener = listener;
   }
 
   /** Connected here or on another live replica. */
@@ -115,6 +127,7 @@ export class SessionRegistry implements Presence {
     this.perAddress.add(remoteAddress);
     if (previous) this.perAddress.remove(previous.agent.remoteAddress);
     this.o.metrics.sessions.set(this.sessions.size);
+    this.presenceListener(connectorId);
     return previous;
   }
 
@@ -126,6 +139,7 @@ export class SessionRegistry implements Presence {
     this.cluster.release(connectorId, live.sessionId);
     this.perAddress.remove(remoteAddress);
     this.o.metrics.sessions.set(this.sessions.size);
+    this.presenceListener(connectorId);
     return true;
   }
 
