@@ -11,21 +11,6 @@ export interface ConsoleChanges {
   resync: boolean;
 }
 
-interface ChangesProcedure {
-  console: {
-    changes: {
-      subscribe(
-        input: undefined,
-        handlers: {
-          onData(batch: ConsoleChanges): void;
-          onError(error: unknown): void;
-          onStarted?(): void;
-        },
-      ): { unsubscribe(): void };
-    };
-  };
-}
-
 export type LiveState = 'connecting' | 'live' | 'offline';
 
 /**
@@ -44,10 +29,7 @@ export function subscribeToChanges(
     connectionParams: () => ({ adminKey }),
     onClose: () => onState('offline'),
   });
-  // Typed by hand until the router has `console.changes`; the shape is the server's contract.
-  const client = createTRPCClient<AppRouter>({
-    links: [wsLink({ client: wsClient })],
-  }) as unknown as ChangesProcedure;
+  const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
   onState('connecting');
   const subscription = client.console.changes.subscribe(undefined, {
     onStarted: () => {

@@ -44,7 +44,15 @@ export function useLiveRefresh(
         pending = true;
         schedule();
       },
-      setState,
+      (next) => {
+        setState(next);
+        // A closed feed may mean the key was deleted: a fetch finds out (a 401 signs out) and catches
+        // up on what the feed missed meanwhile.
+        if (next === 'offline') {
+          pending = true;
+          schedule();
+        }
+      },
     );
     return () => {
       clearTimeout(timer);
