@@ -1,7 +1,9 @@
 import { useCallback, useEffect, useMemo, useState } from 'react';
 import { createApiClient } from './api.js';
+import { ConnectorsPage } from './connectors/connectors-page.js';
 import { ConsoleContextValue, READ_ONLY_REASON } from './console-context.js';
 import { GroupsPage } from './groups/groups-page.js';
+import { useRoute } from './route.js';
 import { clearSession, loadSession, type Session, saveSession } from './session.js';
 import { SignIn } from './sign-in.js';
 
@@ -9,6 +11,7 @@ import { SignIn } from './sign-in.js';
 export function App() {
   const [session, setSession] = useState<Session | null>(loadSession);
   const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
+  const route = useRoute();
 
   const signOut = useCallback((reason: string | null) => {
     clearSession();
@@ -26,8 +29,9 @@ export function App() {
   }, [session, signOut]);
 
   useEffect(() => {
-    document.title = session ? 'Connector Groups · Connector console' : 'Sign in · Connector console';
-  }, [session]);
+    const page = !session ? 'Sign in' : route.page === 'group' ? 'Connectors' : 'Connector Groups';
+    document.title = `${page} · Connector console`;
+  }, [session, route]);
 
   if (!context) {
     return (
@@ -46,7 +50,7 @@ export function App() {
       <header className="top-bar">
         <span className="brand">Connector console</span>
         <nav aria-label="Main">
-          <a href="#/groups" aria-current="page">
+          <a href="#/groups" aria-current={route.page === 'groups' ? 'page' : undefined}>
             Connector Groups
           </a>
         </nav>
@@ -56,7 +60,11 @@ export function App() {
         </button>
       </header>
       <main>
-        <GroupsPage />
+        {route.page === 'group' ? (
+          <ConnectorsPage key={route.groupId} groupId={route.groupId} />
+        ) : (
+          <GroupsPage />
+        )}
       </main>
     </ConsoleContextValue.Provider>
   );

@@ -10,3 +10,4 @@ export type ProvisioningKey = Outputs['provisioningKeys']['get'];
 export interface GroupRow extends Group {
   key: Pick<ApiKeyRow, 'expiresAt' | 'status'> | null;
 }
+export type Connector = Outputs['connectors']['list']['items'][number];

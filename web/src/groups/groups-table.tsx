@@ -1,5 +1,6 @@
 import { useConsole } from '../console-context.js';
 import { formatTime, relativeTime } from '../format.js';
+import { groupHref } from '../route.js';
 import type { GroupRow } from '../types.js';
 import { RowMenu } from '../ui/menu.js';
 import type { GroupDialogState } from './group-dialogs.js';
@@ -42,7 +43,7 @@ export function GroupsTable({
         {groups.map((group) => (
           <tr key={group.id} data-group-id={group.id}>
             <th scope="row" className="group-name">
-              {group.name}
+              <a href={groupHref(group.id)}>{group.name}</a>
             </th>
             <td>
               <span className={`badge ${group.status}`}>
