@@ -1,4 +1,6 @@
 import { useCallback, useEffect, useMemo, useState } from 'react';
+import { ApiKeysPage } from './admin/api-keys-page.js';
+import { AuditPage } from './admin/audit-page.js';
 import { createApiClient } from './api.js';
 import { ConnectorsPage } from './connectors/connectors-page.js';
 import { ConsoleContextValue, READ_ONLY_REASON } from './console-context.js';
@@ -6,6 +8,13 @@ import { GroupsPage } from './groups/groups-page.js';
 import { useRoute } from './route.js';
 import { clearSession, loadSession, type Session, saveSession } from './session.js';
 import { SignIn } from './sign-in.js';
+
+const PAGE_TITLES = {
+  groups: 'Connector Groups',
+  group: 'Connectors',
+  'api-keys': 'API Keys',
+  audit: 'Audit',
+};
 
 /** Signed out: the sign-in page (with why, after a 401). Signed in: the console. */
 export function App() {
@@ -29,7 +38,7 @@ export function App() {
   }, [session, signOut]);
 
   useEffect(() => {
-    const page = !session ? 'Sign in' : route.page === 'group' ? 'Connectors' : 'Connector Groups';
+    const page = !session ? 'Sign in' : PAGE_TITLES[route.page];
     document.title = `${page} · Connector console`;
   }, [session, route]);
 
@@ -53,6 +62,12 @@ export function App() {
           <a href="#/groups" aria-current={route.page === 'groups' ? 'page' : undefined}>
             Connector Groups
           </a>
+          <a href="#/api-keys" aria-current={route.page === 'api-keys' ? 'page' : undefined}>
+            Admin › API Keys
+          </a>
+          <a href="#/audit" aria-current={route.page === 'audit' ? 'page' : undefined}>
+            Audit
+          </a>
         </nav>
         <span className="scope-badge">{context.scope === 'admin' ? 'Admin' : 'Read-only'}</span>
         <button type="button" className="link-button" onClick={() => signOut(null)}>
@@ -60,11 +75,10 @@ export function App() {
         </button>
       </header>
       <main>
-        {route.page === 'group' ? (
-          <ConnectorsPage key={route.groupId} groupId={route.groupId} />
-        ) : (
-          <GroupsPage />
-        )}
+        {route.page === 'group' && <ConnectorsPage key={route.groupId} groupId={route.groupId} />}
+        {route.page === 'groups' && <GroupsPage />}
+        {route.page === 'api-keys' && <ApiKeysPage />}
+        {route.page === 'audit' && <AuditPage />}
       </main>
     </ConsoleContextValue.Provider>
   );

@@ -1,11 +1,18 @@
 import { useEffect, useState } from 'react';
 
 /** The console's pages, in the URL's fragment (no server route needed, and none other changes). */
-export type Route = { page: 'groups' } | { page: 'group'; groupId: string };
+export type Route =
+  | { page: 'groups' }
+  | { page: 'group'; groupId: string }
+  | { page: 'api-keys' }
+  | { page: 'audit' };
 
 export function parseRoute(hash: string): Route {
   const match = /^#\/groups\/(grp_[a-z0-9]{1,40})$/.exec(hash);
-  return match ? { page: 'group', groupId: match[1]! } : { page: 'groups' };
+  if (match) return { page: 'group', groupId: match[1]! };
+  if (hash === '#/api-keys') return { page: 'api-keys' };
+  if (hash === '#/audit') return { page: 'audit' };
+  return { page: 'groups' };
 }
 
 export function groupHref(groupId: string): string {

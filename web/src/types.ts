@@ -11,3 +11,4 @@ export interface GroupRow extends Group {
   key: Pick<ApiKeyRow, 'expiresAt' | 'status'> | null;
 }
 export type Connector = Outputs['connectors']['list']['items'][number];
+export type AuditEvent = Outputs['audit']['list'][number];
