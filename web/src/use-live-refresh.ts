@@ -19,13 +19,15 @@ export function useLiveRefresh(
   latest.current = { refresh, concerns };
 
   useEffect(() => {
+    // Set on unmount: the feed's own closing must not refetch for a page that is gone.
+    let stopped = false;
     let pending = false;
     let running = false;
     let lastRun = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const run = async () => {
       timer = undefined;
-      if (running || !pending) return;
+      if (stopped || running || !pending) return;
       pending = false;
       running = true;
       lastRun = Date.now();
@@ -40,11 +42,13 @@ export function useLiveRefresh(
     const stop = subscribeToChanges(
       adminKey,
       (batch) => {
+        if (stopped) return;
         if (!batch.resync && !latest.current.concerns(batch)) return;
         pending = true;
         schedule();
       },
       (next) => {
+        if (stopped) return;
         setState(next);
         // A closed feed may mean the key was deleted: a fetch finds out (a 401 signs out) and catches
         // up on what the feed missed meanwhile.
@@ -55,6 +59,7 @@ export function useLiveRefresh(
       },
     );
     return () => {
+      stopped = true;
       clearTimeout(timer);
       stop();
     };
