@@ -82,7 +82,8 @@ export async function buildConsole(
       root: WEB,
       mode: 'production',
       base: '/',
-      logLevel: 'warn',
+      // Silent: a failure is reported as one line below, not as Vite's framed report.
+      logLevel: 'silent',
       plugins: [react()],
       build: {
         outDir: temporary,
@@ -101,7 +102,7 @@ export async function buildConsole(
       if ((await builtHash()) !== hash) throw error;
     });
   } catch (error) {
-    throw new ConsoleBuildError((error as Error)?.message?.split('\n')[0] ?? String(error));
+    throw new ConsoleBuildError(failureReason(error));
   } finally {
     if (nodeEnv === undefined) delete process.env.NODE_ENV;
     else process.env.NODE_ENV = nodeEnv;
@@ -112,10 +113,22 @@ export async function buildConsole(
   return { built: true, ms };
 }
 
+/** Vite's multi-line, coloured report as one line: the first error and where it is. */
+function failureReason(error: unknown): string {
+  const text = String((error as Error)?.message ?? error).replace(/\u001b\[[0-9;]*m/g, '');
+  const lines = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !/^Build failed with \d+ errors?:$/.test(line));
+  const where = /\[\s*([^\]\s]+:\d+:\d+)\s*\]/.exec(text)?.[1];
+  const first = lines[0] ?? 'unknown error';
+  return where ? `${first} (${where})` : first;
+}
+
 export class ConsoleBuildError extends Error {
   constructor(reason: string) {
     super(
-      `the admin console could not be built: ${reason}; fix: run 'npm ci' (vite and react are dependencies), then 'npm run build:console' to see the whole error`,
+      `the admin console could not be built: ${reason}; fix: correct it in web/, or run 'npm ci' if vite or react is missing`,
     );
     this.name = 'ConsoleBuildError';
   }
