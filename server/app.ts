@@ -4,6 +4,7 @@ import { openServerState } from './bootstrap.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Services } from './context.js';
 import { attachAgentWebsockets } from './http/agent-websockets.js';
+import { clientAddressResolver } from './http/client-address.js';
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
 import { listen, urlOf } from './http/endpoints.js';
 import { createMainServer } from './http/main-server.js';
@@ -62,6 +63,7 @@ export function composeServer(
     >,
 ): {
   services: Services;
+  registry: SessionRegistry;
   hub: SessionHub;
   metrics: Metrics;
   /** The store the services were given, which says what each change touched. */
@@ -97,7 +99,7 @@ export function composeServer(
   });
   store.onChange((changes) => consoleChanges.recordsChanged(changes));
   registry.onPresenceChange((connectorId) => consoleChanges.connectionChanged(connectorId));
-  return { services, hub, metrics, store, consoleChanges };
+  return { services, registry, hub, metrics, store, consoleChanges };
 }
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
@@ -109,7 +111,7 @@ export async function startServer(
   const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
   const state = await openServerState(config, { clock, logger });
   const { secret, audit, identity, replication } = state.files;
-  const { services, hub, metrics, store, consoleChanges } = composeServer(
+  const { services, registry, hub, metrics, store, consoleChanges } = composeServer(
     {
       store: state.files.store,
       audit,
@@ -121,14 +123,17 @@ export async function startServer(
     },
     config,
   );
-  replication?.follow({ ...services, records: store });
+  replication?.follow({ ...services, terminations: registry, metrics, records: store });
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
   if (await services.apiKeys.bootstrap(adminKeyFile))
     logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
 
+  // One answer, for every path, to who a request comes from: the TCP peer or what a trusted proxy says.
+  const clientAddressOf = clientAddressResolver(config.trustedProxies);
   const { onRequest, metricsServer } = serverRoutes({
+    clientAddressOf,
     services,
     hub,
     identity,
@@ -162,6 +167,7 @@ export async function startServer(
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
   const websockets = attachAgentWebsockets(server, {
+    clientAddressOf,
     services,
     hub,
     guard,

@@ -1,8 +1,10 @@
 import { z } from 'zod';
-import { parseDuration } from '../shared/durations.js';
+import { DAY_MS, parseDuration } from '../shared/durations.js';
+import { parseTrustedProxies } from './http/client-address.js';
 import { parseListenAddress } from './http/endpoints.js';
 import { defaultLogFormat } from './logging.js';
 import { defaultConfig, type ServerConfig } from './server-config.js';
+import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 
 // Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.
@@ -73,7 +75,22 @@ const serveOptionsSchema = z.object({
   auditKeep: z.coerce.number().int().min(1).max(1000),
   metricsListen: listenAddress.optional(),
   databaseUrl: parsedFlag(parseDatabaseUrl).optional(),
+  trustedProxies: parsedFlag(parseTrustedProxies).optional(),
+  secretFile: z.string().min(1).optional(),
+  auditRetention: parsedFlag(parseAuditRetention).optional(),
 });
+
+/**
+ * `forever` (null: keep every event) or a duration of at least a day: `6m` is six minutes, and a
+ * typo there would empty the audit table within the hour.
+ */
+export function parseAuditRetention(text: string): number | null {
+  if (text.trim() === 'forever') return null;
+  const retentionMs = parseDuration(text);
+  if (retentionMs < DAY_MS)
+    throw new Error(`"${text}" is under a day (m is minutes): use days, e.g. 400d, or forever`);
+  return retentionMs;
+}
 
 /**
  * Checks a PostgreSQL URL without echoing it (it may carry a password): postgres:// or
@@ -172,7 +189,7 @@ export const SERVE_FLAGS = {
     flag: '--max-sessions-per-address <n>',
     env: 'CONNECTOR_MAX_SESSIONS_PER_ADDRESS',
     default: undefined,
-    help: `live agent sessions allowed from one source address (default ${defaultConfig().maxSessionsPerAddress})`,
+    help: `live agent sessions allowed from one source address, counted by each replica for itself (default ${defaultConfig().maxSessionsPerAddress})`,
   },
   maxHandshakesInProgress: {
     flag: '--max-handshakes-in-progress <n>',
@@ -222,6 +239,24 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: 'keep the state in PostgreSQL (postgres://…) instead of the data dir, so that several replicas can serve one deployment; prefer the env variable (argv is visible to other users)',
   },
+  trustedProxies: {
+    flag: '--trusted-proxies <list>',
+    env: 'CONNECTOR_TRUSTED_PROXIES',
+    default: undefined,
+    help: 'addresses and CIDRs of proxies in front (e.g. 127.0.0.1,10.0.0.0/8): a request from one of them is counted, limited and audited under the client address in its X-Forwarded-For (the rightmost one not itself a trusted proxy); default none: the TCP peer',
+  },
+  secretFile: {
+    flag: '--secret-file <file>',
+    env: 'CONNECTOR_SECRET_FILE',
+    default: undefined,
+    help: "with --database-url: read the secret every replica shares from this file (mode 0600, the first replica's secret.key) instead of the data dir's secret.key",
+  },
+  auditRetention: {
+    flag: '--audit-retention <duration>',
+    env: 'CONNECTOR_AUDIT_RETENTION',
+    default: undefined,
+    help: `with --database-url: remove audit events older than this (at least 1d) from the audit table, hourly, one replica at a time; forever keeps every event (default ${DEFAULT_AUDIT_RETENTION_MS / DAY_MS}d)`,
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -242,6 +277,15 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
   }
   const o = parsed.data;
   if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
+  // One server keeps its secret in its data dir, where backup and restore find it.
+  if (o.secretFile && !o.databaseUrl)
+    throw new Error(
+      '--secret-file goes with --database-url (replicas share one secret); a server without a database keeps its secret in <data-dir>/secret.key',
+    );
+  if (o.auditRetention !== undefined && !o.databaseUrl)
+    throw new Error(
+      '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
+    );
   return defaultConfig({
     dataDir: o.dataDir,
     host: o.host,
@@ -259,6 +303,9 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     auditKeep: o.auditKeep,
     metricsListen: o.metricsListen ?? null,
     databaseUrl: o.databaseUrl ?? null,
+    trustedProxies: o.trustedProxies ?? [],
+    secretFile: o.secretFile ?? null,
+    auditRetentionMs: o.auditRetention === undefined ? DEFAULT_AUDIT_RETENTION_MS : o.auditRetention,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

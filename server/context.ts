@@ -22,11 +22,6 @@ export interface Context {
   consoleChanges?: ConsoleChanges | undefined;
 }
 
-export function remoteAddressOf(req: IncomingMessage): string {
-  const address = req.socket.remoteAddress ?? 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
-
 export function bearerTokenOf(req: IncomingMessage): string | null {
   const header = req.headers.authorization;
   if (!header) return null;

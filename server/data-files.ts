@@ -1,15 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
+import type { Metrics } from './metrics.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import type { AgentSessionService } from './services/agent-sessions.js';
 import { type AuditLog, FileAuditLog } from './services/audit.js';
 import type { DomainEvents } from './services/events.js';
 import { IdentityAuthority } from './services/identity.js';
+import type { Termination } from './services/views.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
 import { JournalStore } from './store/journal-store.js';
@@ -29,17 +31,60 @@ export async function loadOrCreateSecret(file: string): Promise<Buffer> {
 }
 
 /**
- * Reads a secret this server is given (the one every replica on one database shares, e.g. from
+ * The `--secret-file` cannot be used (missing, open to other users, empty, not a secret): the
+ * operator's to fix before start (exit 2). No message ever holds the file's content.
+ */
+export class SecretFileError extends DataFileError {}
+
+/**
+ * Reads a secret this server is given (the one every replica on one database shares, from
  * `--secret-file`): never creates one, since a replica with a secret of its own could not read what
- * the others stored.
+ * the others stored. The file must be the owner's alone (a secret readable by others is a secret
+ * shared with them), and hold one base64 32-byte secret, as `secret.key` does.
  */
 export async function loadGivenSecret(file: string): Promise<Buffer> {
-  const secret = await readSecret(file);
-  if (secret) return secret;
-  throw new DataFileError(
-    file,
-    'does not exist; copy secret.key from the data dir of a replica that starts (every replica needs the same one)',
-  );
+  let mode: number;
+  try {
+    mode = (await stat(file)).mode;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT')
+      throw new SecretFileError(
+        file,
+        'does not exist; copy secret.key from the data dir of a replica that starts (every replica needs the same one)',
+      );
+    throw new SecretFileError(file, `cannot be read (${code ?? (error as Error).message})`);
+  }
+  if (process.platform !== 'win32' && (mode & 0o077) !== 0)
+    throw new SecretFileError(
+      file,
+      `is open to other users (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); make it the owner's alone: chmod 600 ${file}`,
+    );
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new SecretFileError(file, `cannot be read (${code ?? (error as Error).message})`);
+  }
+  if (text.trim() === '')
+    throw new SecretFileError(
+      file,
+      "is empty; it must hold the secret.key of the replica that set the database up (copy that file, don't retype it)",
+    );
+  const secret = parseSecret(text);
+  if (!secret)
+    throw new SecretFileError(
+      file,
+      'is damaged (it must hold one base64 32-byte secret, as secret.key does); copy the secret.key of the replica that set the database up',
+    );
+  return secret;
+}
+
+/** The secret written in `text` (one base64 32-byte value), or undefined when it holds anything else. */
+function parseSecret(text: string): Buffer | undefined {
+  const secret = Buffer.from(text.trim(), 'base64');
+  return secret.length === 32 && secret.toString('base64') === text.trim() ? secret : undefined;
 }
 
 /** The secret in `file`, or undefined when there is no such file. */
@@ -52,8 +97,8 @@ async function readSecret(file: string): Promise<Buffer | undefined> {
     if (code === 'ENOENT') return undefined;
     throw new DataFileError(file, `cannot be read (${code ?? (error as Error).message})`);
   }
-  const secret = Buffer.from(text.trim(), 'base64');
-  if (secret.length !== 32 || secret.toString('base64') !== text.trim()) {
+  const secret = parseSecret(text);
+  if (!secret) {
     throw new DataFileError(
       file,
       'is damaged (it must hold one base64 32-byte secret); restore it from a backup: without it the stored provisioning keys cannot be read',
@@ -113,6 +158,9 @@ export interface ReplicaFollowers {
   /** Told of every record another replica changed (the console's feed, admin sockets). */
   records: Pick<ObservedStore, 'announceForeign'>;
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
+  /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
+  terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };
+  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads'>;
 }
 
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */

@@ -2,11 +2,18 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
-import { DatabaseStartError, type DataFiles, loadOrCreateSecret, type Replication } from './data-files.js';
+import {
+  DatabaseStartError,
+  type DataFiles,
+  loadGivenSecret,
+  loadOrCreateSecret,
+  type Replication,
+} from './data-files.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
+import { scheduleAuditRetention } from './services/audit-retention.js';
 import { IdentityAuthority } from './services/identity.js';
-import { domainEventsOf } from './services/remote-changes.js';
+import { domainEventsOf, revocationConfirmationsOf } from './services/remote-changes.js';
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
@@ -31,16 +38,23 @@ export const FEED_STALE_MS = 3000;
 /**
  * Opens the state a replica shares with the others through `--database-url`: the store (migrating the
  * schema first, under a lock, so replicas starting together do not race), the audit log, and the
- * signing keys sealed with the server secret. The secret itself stays in the data dir: every replica
- * is given the same `secret.key`, and one given another cannot open the keys (SecretMismatchError).
+ * signing keys sealed with the server secret. The secret itself is never in the database: every
+ * replica is given the same one (`--secret-file`, or the same `secret.key` in each data dir), and one
+ * given another cannot open the keys (SecretMismatchError).
  */
 export async function openDatabaseState(
-  config: Pick<ServerConfig, 'dataDir' | 'publicUrl'> & { databaseUrl: string },
+  config: Pick<
+    ServerConfig,
+    'dataDir' | 'publicUrl' | 'secretFile' | 'auditRetentionMs' | 'auditPruneIntervalMs'
+  > & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
-  const secret = await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
+  // Given (--secret-file): read, never made, so a replica cannot start with a secret of its own.
+  const secret = config.secretFile
+    ? await loadGivenSecret(config.secretFile)
+    : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
-  const store = await PgStore.open(url, { logger }).catch((error: unknown) => {
+  const store = await PgStore.open(url, { logger, clock }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   const pool = new pg.Pool({ connectionString: url, max: 4 });
@@ -68,9 +82,21 @@ export async function openDatabaseState(
       url: config.publicUrl,
       onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
     });
+    const retention =
+      config.auditRetentionMs === null
+        ? null
+        : scheduleAuditRetention({
+            audit,
+            clock,
+            retentionMs: config.auditRetentionMs,
+            intervalMs: config.auditPruneIntervalMs,
+            logger,
+          });
     const replication: Replication = {
       cluster,
-      follow({ events, agentSessions, records }) {
+      follow({ events, agentSessions, terminations, metrics, records }) {
+        store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
+        store.onReload = () => metrics.feedReloads.inc();
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>
@@ -81,6 +107,8 @@ export async function openDatabaseState(
                 .map((c) => c.id),
             );
           for (const event of domainEventsOf(changes, { connectorIdsOf })) events.saved(event);
+          for (const { connectorId, termination } of revocationConfirmationsOf(changes))
+            terminations.confirmedElsewhere(connectorId, termination);
           records.announceForeign(changes);
         });
         cluster.onReaped = (sessions) => {
@@ -109,6 +137,7 @@ export async function openDatabaseState(
       pool,
       replication,
       async close() {
+        await retention?.stop();
         await cluster.stop();
         await audit.close().catch(() => {});
         identity.close();
@@ -121,16 +150,19 @@ export async function openDatabaseState(
   }
 }
 
+/** Where a database URL points, as host:port/database: for messages (never the password). */
+export function databaseLocation(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {
+    return 'the --database-url';
+  }
+}
+
 /** One line about a database that cannot be used, naming where it is but never the password. */
 export function databaseProblem(url: string, error: unknown): string {
-  const where = (() => {
-    try {
-      const u = new URL(url);
-      return `${u.hostname}:${u.port || 5432}${u.pathname}`;
-    } catch {
-      return 'the --database-url';
-    }
-  })();
+  const where = databaseLocation(url);
   const code = (error as { code?: string }).code;
   const message = (error as Error).message ?? String(error);
   const fix =

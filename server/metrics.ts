@@ -24,6 +24,10 @@ export function createMetrics() {
       ['state'],
     ),
     sessions: gauge('connector_sessions_live', 'Agent sessions connected now.'),
+    consoleSockets: gauge(
+      'connector_console_sockets',
+      'Admin (console) websockets open now, authenticated with an admin key; not agent sessions.',
+    ),
     sessionConnects: counter('connector_session_connects_total', 'Agent sessions accepted.'),
     sessionReplacements: counter(
       'connector_sessions_replaced_total',
@@ -69,6 +73,14 @@ export function createMetrics() {
       'connector_accept_errors_total',
       'Connections the kernel could not hand over (EMFILE and the like: the open-file limit was reached).',
       ['code'],
+    ),
+    feedRowsPruned: counter(
+      'connector_store_feed_rows_pruned_total',
+      'Rows this replica pruned from the PostgreSQL change feed (store_changes), with --database-url.',
+    ),
+    feedReloads: counter(
+      'connector_store_feed_reloads_total',
+      'Times this replica loaded the whole state again because changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows).',
     ),
     revokeCloseSeconds: histogram(
       'connector_revoke_close_seconds',

@@ -2,6 +2,7 @@ import { DAY_MS } from '../shared/durations.js';
 import type { ListenAddress } from './http/endpoints.js';
 import type { LogFormat } from './logging.js';
 import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES } from './services/audit.js';
+import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import type { Policy } from './services/deps.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
 
@@ -17,6 +18,14 @@ export const ISSUER = 'connector-enrollment';
  */
 export const JWKS_MAX_AGE_SECONDS = 60;
 
+/**
+ * The server pings an agent's websocket after this long without a message from it (agents ping
+ * every 45 s themselves, so it pings only a quiet or stuck peer), and cuts it off when no pong comes
+ * within AGENT_PONG_WAIT_MS.
+ */
+export const AGENT_PING_MS = 60_000;
+export const AGENT_PONG_WAIT_MS = 15_000;
+
 export interface ServerConfig extends Policy {
   dataDir: string;
   host: string;
@@ -29,8 +38,25 @@ export interface ServerConfig extends Policy {
   logFormat: LogFormat;
   /** A separate listener for /metrics and /healthz (plain HTTP); when set, the main one has no /metrics. @default null */
   metricsListen: ListenAddress | null;
+  /**
+   * Proxies (addresses and CIDRs) whose `X-Forwarded-For` tells the client's address; see
+   * clientAddressResolver. @default [] (none: the TCP peer is the client)
+   */
+  trustedProxies: string[];
   /** PostgreSQL for the state, shared by replicas (--database-url); null: the data dir's embedded store. */
   databaseUrl: string | null;
+  /**
+   * With a database: the file holding the secret every replica shares (--secret-file), read instead
+   * of `<dataDir>/secret.key` and never created. @default null
+   */
+  secretFile: string | null;
+  /**
+   * With a database: audit events older than this are removed from the audit table
+   * (--audit-retention); null keeps every event. @default 34560000000 (400 days)
+   */
+  auditRetentionMs: number | null;
+  /** How often each replica runs audit retention (tuning; no flag). @default 3600000 (1 h) */
+  auditPruneIntervalMs?: number;
   rateLimits: RateLimits;
   /** Largest HTTP request body accepted. @default 65536 */
   maxBodyBytes: number;
@@ -75,6 +101,11 @@ export interface ServerConfig extends Policy {
    * new one at random times over this window. @default 600000 (10 min)
    */
   rotationSpreadMs: number;
+  /**
+   * How long an agent's websocket may stay quiet before the server pings it (tuning; no flag: tests
+   * shorten it). A proxy in front must keep idle websockets open longer than this. @default 60000
+   */
+  agentPingMs?: number;
   /** Past this size `audit.jsonl` is rotated to `audit.jsonl.1`. @default 67108864 (64 MiB) */
   auditMaxBytes: number;
   /** Rotated audit files kept (`audit.jsonl.1` … `.<n>`); older ones are removed. @default 10 */
@@ -94,6 +125,9 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     logFormat: 'json',
     metricsListen: null,
     databaseUrl: null,
+    trustedProxies: [],
+    secretFile: null,
+    auditRetentionMs: DEFAULT_AUDIT_RETENTION_MS,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

@@ -139,6 +139,12 @@ export const ERROR_REASONS = {
     message: 'The request body is too large.',
     hint: 'Send less: the server takes request bodies of up to 64 KiB.',
   },
+  BACKUP_UNSUPPORTED: {
+    code: 'PRECONDITION_FAILED',
+    message:
+      'This server keeps its state in PostgreSQL (--database-url): a connector-server backup would miss the audit log and could not be restored into the database.',
+    hint: 'Use `pg_dump` for the database, and keep a copy of the --secret-file apart from it (README: "Back up and restore replicas").',
+  },
   STORE_UNAVAILABLE: {
     code: 'INTERNAL_SERVER_ERROR',
     message: 'The server could not save the change; nothing was changed.',

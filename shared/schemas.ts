@@ -151,6 +151,8 @@ export const connectorListInput = z.strictObject({
     .regex(/^[A-Za-z0-9_-]+$/)
     .optional(),
   limit: z.number().int().min(1).max(1000).optional(),
+  /** Connectors whose name, hostname or id contains this (case-insensitive). */
+  search: z.string().trim().min(1).max(100).optional(),
 });
 export const connectorRefInput = z.strictObject({
   connectorId: connectorIdSchema,
@@ -194,6 +196,8 @@ export const auditListInput = z
       .max(64)
       .regex(/^[a-z_.]+$/)
       .optional(),
+    /** true: only events flagged `security`; false: only the others. */
+    security: z.boolean().optional(),
   })
   .optional();
 

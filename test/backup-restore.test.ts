@@ -10,6 +10,8 @@ import { SecretBox } from '../server/services/secrets.js';
 import { enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { serverCli } from './helpers/cli.js';
+import { freshDatabase } from './helpers/postgres.js';
+import { startReplicas } from './helpers/replicas.js';
 import { realTimeClock, startTestServer, tempDir } from './helpers/server.js';
 
 /** The server CLI as an operator runs it. */
@@ -224,6 +226,31 @@ describe('backup and restore', () => {
     expect((await moved.admin.groups.list.query({})).map((g) => g.name)).toEqual(['Kept']);
     await rm(work, { recursive: true, force: true });
   }, 120_000);
+
+  it('refuses to back up a --database-url deployment, online or from its data dir, pointing at pg_dump', async () => {
+    const work = await tempDir('ce-backup-');
+    await using db = await freshDatabase();
+    const [replica] = await startReplicas(db.url, 1);
+    try {
+      const out = join(work, 'b.jsonl');
+      const online = await cli(['backup', '--out', out, '--server', replica!.url], {
+        CONNECTOR_ADMIN_KEY: replica!.adminKey,
+      });
+      expect(online.code).toBe(1);
+      expect(online.stderr).toMatch(/^error: BACKUP_UNSUPPORTED: This server keeps its state in PostgreSQL/);
+      expect(online.stderr).toContain('fix: Use `pg_dump` for the database');
+      expect(existsSync(out)).toBe(false);
+      await replica!.stop();
+      const offline = await cli(['backup', '--out', out, '--data-dir', replica!.dataDir]);
+      expect(offline.code).toBe(1);
+      expect(offline.stderr.trim().split('\n')).toHaveLength(1);
+      expect(offline.stderr).toContain('keeps its state in PostgreSQL: back that up with pg_dump');
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      await replica![Symbol.asyncDispose]();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
 });
 
 function flipByte(bytes: Buffer, index: number): Buffer {

@@ -17,14 +17,21 @@ async function database(): Promise<string> {
 }
 
 /** A replica: a store of its own on the shared database, with what it heard from the others. */
-async function replica(url: string, options: { pollMs?: number } = {}) {
+async function replica(url: string, options: { pollMs?: number; touchFlushMs?: number } = {}) {
   const heard: RemoteChange[] = [];
   const store = await Store.open(url, {
     pollMs: options.pollMs ?? 200,
+    touchFlushMs: options.touchFlushMs,
     onRemoteChange: (changes) => heard.push(...changes),
   });
   cleanups.push(() => store.close());
   return { store, heard };
+}
+
+async function feedRows(url: string): Promise<number> {
+  return withClient(url, async (c) =>
+    Number((await c.query('SELECT count(*) FROM store_changes')).rows[0].count),
+  );
 }
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
@@ -192,5 +199,60 @@ describe('PgStore replicas on one database', () => {
       c.query(`SELECT id, body FROM store_records WHERE section = 'groups'`),
     );
     expect(rows.rows.map((r) => r.body.description)).toEqual(expected);
+  });
+
+  it('a renewed identity touched on A reaches B within the touch flush and a notification; last seen stays local', async () => {
+    const url = await database();
+    const a = await replica(url, { touchFlushMs: 200 });
+    const b = await replica(url, { pollMs: 600_000 });
+    await a.store.transact((tx) => tx.put('connectors', connectorRecord('c')));
+    await until(() => b.store.read((v) => v.get('connectors', 'c')) !== undefined);
+    const rowsBefore = await feedRows(url);
+    // Last seen: written to the row, no version, no feed row (a fleet's connects must not flood the feed).
+    a.store.touch('connectors', 'c', { lastSeenAt: 5 });
+    await until(() => a.store.stats.commits === 2, 5000);
+    expect(await feedRows(url)).toBe(rowsBefore);
+    // Many touches of one identity in a flush: one feed op, carrying the last.
+    const renewedAt = performance.now();
+    for (let i = 1; i <= 10; i++)
+      a.store.touch('connectors', 'c', { identity: { issuedAt: i, expiresAt: 100 + i, keyId: 'k2' } });
+    await until(() => b.store.read((v) => v.get('connectors', 'c'))?.identity.keyId === 'k2', 5000);
+    expect(performance.now() - renewedAt).toBeLessThan(1500);
+    expect(b.store.read((v) => v.get('connectors', 'c'))?.identity).toEqual({
+      issuedAt: 10,
+      expiresAt: 110,
+      keyId: 'k2',
+    });
+    expect(await feedRows(url)).toBe(rowsBefore + 1);
+    // The row carries both the propagated and the local field; B heard of the record's change.
+    const row = await withClient(url, (c) => c.query(`SELECT body FROM store_records WHERE id = 'c'`));
+    expect(row.rows[0].body).toMatchObject({ lastSeenAt: 5, identity: { keyId: 'k2' } });
+    expect(b.heard.at(-1)).toMatchObject({ id: 'c', after: { identity: { keyId: 'k2' } } });
+  });
+
+  it('host facts touched on A over a connector B changed that A has not read yet: A catches up first, both changes kept everywhere', async () => {
+    const url = await database();
+    const a = await replica(url, { touchFlushMs: 50 });
+    const b = await replica(url);
+    await a.store.transact((tx) => tx.put('connectors', connectorRecord('c')));
+    await until(() => b.store.read((v) => v.get('connectors', 'c')) !== undefined);
+    const host = { ...connectorRecord('c').host, hostname: 'renamed' };
+    await withClient(url, async (blocker) => {
+      // Every feed read waits on this lock (it reads the pruned horizon): A cannot hear of B's write.
+      await blocker.query('BEGIN; LOCK TABLE store_feed_horizon IN ACCESS EXCLUSIVE MODE');
+      await b.store.transact((tx) => tx.patch('connectors', 'c', { name: 'renamed-by-b' }));
+      a.store.touch('connectors', 'c', { host });
+      // A's touch names the version A holds: the commit finds B's newer one and catches up (blocked).
+      await until(() => a.store.stats.conflicts > 0, 5000);
+      await blocker.query('COMMIT');
+    });
+    for (const { store } of [a, b]) {
+      await until(() => {
+        const c = store.read((v) => v.get('connectors', 'c'));
+        return c?.name === 'renamed-by-b' && c.host.hostname === 'renamed';
+      }, 5000);
+    }
+    const row = await withClient(url, (c) => c.query(`SELECT body FROM store_records WHERE id = 'c'`));
+    expect(row.rows[0].body).toMatchObject({ name: 'renamed-by-b', host: { hostname: 'renamed' } });
   });
 });

@@ -1,6 +1,9 @@
+import { readdirSync } from 'node:fs';
+import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { appliedMigrations, migrateToLatest } from '../server/store/postgres/migrate.js';
+import { appliedMigrations, MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
+import { PgStore } from '../server/store/postgres/pg-store.js';
 import { freshDatabase, withClient } from './helpers/postgres.js';
 
 describe('PostgreSQL schema migrations', () => {
@@ -12,7 +15,13 @@ describe('PostgreSQL schema migrations', () => {
       c.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename`),
     );
     expect(tables.rows.map((r) => r.tablename)).toEqual(
-      expect.arrayContaining(['schema_migrations', 'store_changes', 'store_records']),
+      expect.arrayContaining([
+        'schema_migrations',
+        'store_changes',
+        'store_feed_horizon',
+        'store_feed_readers',
+        'store_records',
+      ]),
     );
     expect(await withClient(db.url, migrateToLatest)).toEqual([]);
     expect(await withClient(db.url, appliedMigrations)).toEqual(first);
@@ -34,6 +43,46 @@ describe('PostgreSQL schema migrations', () => {
       expect(await withClient(db.url, appliedMigrations)).toEqual(appliedBy[0]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+
+  it('a database of the version before feed pruning gains its tables, keeps its rows, and a store follows it', async () => {
+    await using db = await freshDatabase();
+    const names = readdirSync(MIGRATIONS_DIR)
+      .filter((name) => name.endsWith('.sql'))
+      .sort()
+      .map((name) => name.replace(/\.sql$/, ''));
+    const pruning = names.indexOf('1764892800000_store-feed-pruning');
+    expect(pruning).toBeGreaterThan(0);
+    await withClient(db.url, async (client) => {
+      await runner({
+        dbClient: client,
+        dir: MIGRATIONS_DIR,
+        migrationsTable: 'schema_migrations',
+        direction: 'up',
+        count: pruning,
+        log: () => {},
+      });
+      await client.query(
+        `INSERT INTO store_records (section, id, body, version) VALUES ('groups', 'grp_1', '{"name":"g"}', 1);
+         INSERT INTO store_changes (seq, origin, sections, ops) VALUES (1, 'old', '{groups}', '[]');
+         SELECT setval(pg_get_serial_sequence('store_changes', 'seq'), 1)`,
+      );
+    });
+    expect(await withClient(db.url, migrateToLatest)).toEqual(names.slice(pruning));
+    const store = await PgStore.open(db.url, { pollMs: 100 });
+    try {
+      expect(store.read((v) => v.get('groups', 'grp_1'))).toEqual({ name: 'g' });
+      await store.transact((tx) => tx.patch('groups', 'grp_1', { name: 'h' }));
+      const state = await withClient(db.url, async (c) => ({
+        changes: (await c.query('SELECT seq::int FROM store_changes ORDER BY seq')).rows.map((r) => r.seq),
+        readers: (await c.query('SELECT origin FROM store_feed_readers')).rows.map((r) => r.origin),
+        horizon: (await c.query('SELECT pruned_through::text AS h FROM store_feed_horizon')).rows[0].h,
+      }));
+      expect(state).toEqual({ changes: [1, 2], readers: [store.origin], horizon: '0' });
+      expect(store.stats.reloads).toBe(0);
+    } finally {
+      await store.close();
     }
   });
 });

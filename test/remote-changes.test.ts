@@ -9,7 +9,12 @@ import { MemoryAuditLog } from '../server/services/audit.js';
 import type { DomainEvent } from '../server/services/events.js';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
-import { domainEventsOf, type GroupMembers, type RecordChange } from '../server/services/remote-changes.js';
+import {
+  domainEventsOf,
+  type GroupMembers,
+  type RecordChange,
+  revocationConfirmationsOf,
+} from '../server/services/remote-changes.js';
 import { SecretBox } from '../server/services/secrets.js';
 import { MemoryStore } from '../server/store/memory-store.js';
 import type { ConnectorRecord, GroupRecord } from '../server/store/records.js';
@@ -98,6 +103,30 @@ describe('domain events of another replica’s record changes', () => {
       change('apiKeys', undefined, { id: 'api_1' }),
     ];
     expect(domainEventsOf(changes, noMembers)).toEqual([]);
+  });
+
+  it('a revocation another replica recorded as confirmed, the first time only', () => {
+    const revoked = connector({ status: 'revoked' });
+    const confirmed = connector({
+      status: 'revoked',
+      revocationConfirmedAt: 3,
+      revocationConfirmedFrom: '192.0.2.7',
+    });
+    const changes = [
+      change('connectors', revoked, confirmed),
+      change('connectors', confirmed, connector({ ...confirmed, lastSeenAt: 9 })), // confirmed before
+      change('connectors', connector({ id: 'con_2' }), connector({ id: 'con_2', lastSeenAt: 9 })),
+    ];
+    expect(revocationConfirmationsOf(changes)).toEqual([
+      {
+        connectorId: 'con_1',
+        termination: {
+          state: 'confirmed',
+          confirmedAt: new Date(3).toISOString(),
+          confirmedFrom: '192.0.2.7',
+        },
+      },
+    ]);
   });
 
   it('group status carries the group’s connectors as they are now', () => {

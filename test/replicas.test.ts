@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../server/clock.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
@@ -9,10 +10,13 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function replicas(count: number): Promise<{ db: TestDatabase; servers: TestServer[] }> {
+async function replicas(
+  count: number,
+  options: Parameters<typeof startReplicas>[2] = {},
+): Promise<{ db: TestDatabase; servers: TestServer[] }> {
   const db = await freshDatabase();
   cleanups.push(() => db[Symbol.asyncDispose]());
-  const servers = await startReplicas(db.url, count);
+  const servers = await startReplicas(db.url, count, options);
   cleanups.push(() => stopAll(servers));
   return { db, servers };
 }
@@ -67,15 +71,18 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     }
     await Promise.all(sessions.map(({ session }) => session.waitFor('ready', 30_000)));
     // From the call through A to the final event on B's socket (the agent then acknowledges and
-    // B closes the socket; a test session does not acknowledge, so its close waits out that bound).
+    // B closes the socket; a test session does not acknowledge, so its close waits out that bound,
+    // and so does A's answer, which waits for the confirmation: the calls are awaited at the end).
     const times: number[] = [];
+    const calls: Array<Promise<{ termination: { state: string } | null }>> = [];
     for (const { enrolled, session } of sessions) {
       const started = performance.now();
-      await a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId });
+      calls.push(a.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId }));
       await session.waitFor('revoked', 5000);
       times.push(performance.now() - started);
     }
     expect(percentile(times, 99)).toBeLessThan(1000);
+    for (const answer of await Promise.all(calls)) expect(answer.termination?.state).toBe('pending');
     const closes = await Promise.all(sessions.map(({ session }) => session.waitForClose(5000)));
     expect(new Set(closes.map((c) => c.code))).toEqual(new Set([4003]));
     // And they stay out: a revoked identity is refused by either replica.
@@ -117,5 +124,56 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     const enrolledCount = outcomes.filter((o) => o.ok).length;
     const listed = await a.admin.connectors.list.query({ groupId: group.id, limit: 100 });
     expect(listed.items.length).toBe(enrolledCount);
+  });
+
+  it('identities renewed on A after a rotation: B counts them on the new key within ~1 s and retires the old one', async () => {
+    const { servers } = await replicas(2, { config: { rotationSpreadMs: 200 } });
+    const [a, b] = servers as [TestServer, TestServer];
+    const { key } = await groupKey(a, 'Rotated');
+    const sims = [];
+    for (let i = 0; i < 3; i++) {
+      const enrolled = (await enrollSim(a.url, key, `renewed-${i}`)).enrolled!;
+      sims.push(connectSim(a.url, enrolled));
+    }
+    await Promise.all(sims.map((s) => s.waitFor('ready')));
+    const oldKid = (await b.admin.signingKeys.list.query({})).find((k) => k.state === 'active')!.kid;
+    expect((await b.admin.signingKeys.list.query({})).find((k) => k.kid === oldKid)?.identities).toBe(3);
+    const rotated = await a.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+    // A's hub renews its sessions with the new key; B holds none of them.
+    await Promise.all(sims.map((s) => s.waitFor('identity', 8000)));
+    const renewedAt = performance.now();
+    await expect
+      .poll(
+        async () => (await b.admin.signingKeys.list.query({})).find((k) => k.kid === oldKid)?.identities,
+        {
+          timeout: 5000,
+          interval: 50,
+        },
+      )
+      .toBe(0);
+    // The touch flush (1 s) and a notification: the bound is the flush, not B's next poll or restart.
+    expect(performance.now() - renewedAt).toBeLessThan(2000);
+    const listed = await b.admin.signingKeys.list.query({});
+    expect(listed.find((k) => k.kid === rotated.key.kid)?.identities).toBe(3);
+    const retired = await b.admin.signingKeys.retire.mutate({ kid: oldKid });
+    expect(retired).toMatchObject({ key: { kid: oldKid, state: 'retired' }, identities: 0 });
+    await Promise.all(sims.map((s) => s.close()));
+  });
+
+  it('prunes the change feed by itself once its rows are past the maximum age, and counts them in /metrics', async () => {
+    const clock = new ManualClock(Date.now());
+    const { db, servers } = await replicas(1, { clock });
+    const [a] = servers as [TestServer];
+    await groupKey(a, 'Pruned');
+    const rows = () =>
+      withClient(db.url, async (c) =>
+        Number((await c.query('SELECT count(*) FROM store_changes')).rows[0].count),
+      );
+    expect(await rows()).toBeGreaterThan(0);
+    clock.advance(2 * 60 * 60_000);
+    // The replica's own upkeep (every 5 s) finds a prune due and removes every row.
+    await expect.poll(rows, { timeout: 12_000, interval: 200 }).toBe(0);
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_store_feed_rows_pruned_total [1-9]/m);
   });
 });

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DomainError, ERROR_REASONS, type ErrorReason } from '../../shared/errors.js';
-import { bearerTokenOf, remoteAddressOf, type Services } from '../context.js';
+import { bearerTokenOf, type Services } from '../context.js';
+import type { ClientAddressOf } from '../http/client-address.js';
 import { BACKUP_FORMAT } from './format.js';
 import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js';
 
@@ -9,7 +10,12 @@ import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js'
 export const BACKUP_PATH = '/admin/backup';
 export const BACKUP_CONTENT_TYPE = `application/vnd.${BACKUP_FORMAT}+jsonl`;
 
-const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_MANY_REQUESTS: 429 };
+const STATUS: Record<string, number> = {
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  PRECONDITION_FAILED: 412,
+  TOO_MANY_REQUESTS: 429,
+};
 
 /**
  * Answers `GET /admin/backup` with a backup of the running server, streamed. A plain HTTP response
@@ -19,9 +25,17 @@ const STATUS: Record<string, number> = { UNAUTHORIZED: 401, FORBIDDEN: 403, TOO_
  * scope and audit are those of an admin mutation: a valid key of the admin scope, refusals audited
  * as `admin.refused` (coalesced for unknown keys), success as `backup.created`.
  */
-export function backupHandler(services: Services, sources: SnapshotSources & { adminKeyFile: string }) {
+export function backupHandler(
+  services: Services,
+  sources: SnapshotSources & {
+    adminKeyFile: string;
+    clientAddressOf: ClientAddressOf;
+    /** With --database-url: refused (BACKUP_UNSUPPORTED), pg_dump backs the database up. */
+    inDatabase: boolean;
+  },
+) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const remoteAddress = remoteAddressOf(req);
+    const remoteAddress = sources.clientAddressOf(req);
     const refuse = (reason: ErrorReason, message: string = ERROR_REASONS[reason].message) => {
       const body = JSON.stringify({ error: { reason, message, hint: ERROR_REASONS[reason].hint } });
       res.writeHead(STATUS[ERROR_REASONS[reason].code] ?? 400, {
@@ -57,6 +71,8 @@ export function backupHandler(services: Services, sources: SnapshotSources & { a
         'A backup holds every secret of the server: it needs an admin-scope key.',
       );
     }
+    // A replica's memory lacks the audit log, and restore writes a data dir, not the database.
+    if (sources.inDatabase) return refuse('BACKUP_UNSUPPORTED');
     const adminKey = await readFile(sources.adminKeyFile, 'utf8').catch(() => null);
     const snapshot = takeSnapshot(sources, adminKey);
     res.writeHead(200, {

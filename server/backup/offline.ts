@@ -38,7 +38,10 @@ export class RestoreRefusedError extends Error {
 async function readDataDir(dir: string): Promise<BackupContents> {
   const path = (name: string) => join(dir, name);
   const store = loadStoreFiles(path(DATA_FILES.store));
-  if (!store) throw new BackupFileError(`${dir} holds no ${DATA_FILES.store}: nothing to back up`);
+  if (!store)
+    throw new BackupFileError(
+      `${dir} holds no ${DATA_FILES.store}: nothing to back up (a server run with --database-url keeps its state in PostgreSQL: back that up with pg_dump)`,
+    );
   const secret = Buffer.from((await readFile(path(DATA_FILES.secret), 'utf8')).trim(), 'base64');
   const signingKeys = JSON.parse(await readFile(path(DATA_FILES.signingKeys), 'utf8'));
   const adminKey = await readFile(path(DATA_FILES.adminKey), 'utf8').catch(() => null);

@@ -17,9 +17,10 @@ const auditFlags = {
   ),
   limit: flag('--limit <n>', 'at most this many', wholeNumber(1, 10_000), { default: '50' }),
   type: flag('--type <type>', 'only this event type (or prefix, e.g. enrollment)', z.string().optional()),
+  security: flag('--security', 'only events flagged security', z.boolean().default(false)),
 };
 
-/** `audit [--since ISO] [--before EVENT] [--limit N] [--type TYPE]`. */
+/** `audit [--since ISO] [--before EVENT] [--limit N] [--type TYPE] [--security]`. */
 export function registerAuditCommand(program: Command, env: AdminEnv): void {
   const admin = adminCli(env);
   admin.command(program, 'audit', 'show the audit log, newest first', auditFlags, async (client, options) => {
@@ -29,6 +30,7 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
       ...(options.since ? { since: options.since } : {}),
       ...(options.before ? { before: options.before } : {}),
       ...(options.type ? { type: options.type } : {}),
+      ...(options.security ? { security: true } : {}),
     });
     print(options, events, () => {
       printTable(

@@ -101,7 +101,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
 }
 
 /** Runs `action` on a data dir, turning a held lock or an unusable dir into one line (exit 2). */
-async function withDataDirErrors<T>(fix: string, action: () => Promise<T>): Promise<T> {
+export async function withDataDirErrors<T>(fix: string, action: () => Promise<T>): Promise<T> {
   const { DataDirLockedError } = await import('../store/data-dir-lock.js');
   const { PrivateDirError } = await import('../../shared/private-files.js');
   try {

@@ -27,6 +27,11 @@ const listFlags = {
   ),
   limit: flag('--limit <n>', 'page size', wholeNumber(1, 1000), { default: '100' }),
   cursor: flag('--cursor <cursor>', 'continue after this cursor', z.string().optional()),
+  search: flag(
+    '--search <text>',
+    'only connectors whose name, hostname or id contains this (any case)',
+    z.string().optional(),
+  ),
 };
 
 /** `connectors list | get | disable | enable | revoke | delete`. */
@@ -39,6 +44,7 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
       ...(options.status ? { status: options.status } : {}),
       ...(options.connection ? { connection: options.connection } : {}),
       ...(options.cursor ? { cursor: options.cursor } : {}),
+      ...(options.search ? { search: options.search } : {}),
       limit: options.limit,
     });
     // Names read better than ids in a table; one call for the whole page.

@@ -7,6 +7,7 @@ import { registerAuditCommand } from './audit-command.js';
 import { registerBackupCommands } from './backup-commands.js';
 import { registerConnectorCommands } from './connector-commands.js';
 import { registerGroupCommands } from './group-commands.js';
+import { registerImportCommand } from './import-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerSigningKeyCommands } from './signing-key-commands.js';
 
@@ -44,6 +45,7 @@ export function buildServerProgram({
   registerAuditCommand(program, admin);
   registerSigningKeyCommands(program, admin);
   registerBackupCommands(program, admin);
+  registerImportCommand(program, env);
 
   addCompletionCommand(program, (message) => new CliError(message, 2));
   return program;

@@ -23,7 +23,7 @@ export function registerServeCommand(program: Command): void {
     const { DataFileError } = await import('../store/data-file.js');
     const { PrivateDirError } = await import('../../shared/private-files.js');
     const { DataDirLockedError } = await import('../store/data-dir-lock.js');
-    const { DatabaseStartError } = await import('../data-files.js');
+    const { DatabaseStartError, SecretFileError } = await import('../data-files.js');
     let config: ReturnType<typeof parseServeConfig>;
     try {
       config = parseServeConfig(flags);
@@ -34,6 +34,9 @@ export function registerServeCommand(program: Command): void {
     try {
       server = await startServer(config);
     } catch (error) {
+      // The operator gave a secret file that cannot be used: theirs to fix, exit 2.
+      if (error instanceof SecretFileError)
+        throw new CliError(`cannot start: --secret-file ${error.message}`, 2);
       if (
         error instanceof DataFileError ||
         error instanceof TlsConfigError ||

@@ -3,10 +3,10 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError } from '../../shared/errors.js';
 import type { Context, Services } from '../context.js';
-import { remoteAddressOf } from '../context.js';
 import { provedNothing } from '../services/agent-sessions.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { authenticationTurns } from '../sessions/turns.js';
+import type { ClientAddressOf } from './client-address.js';
 
 /** Authentications started per event-loop turn (~1 ms of CPU each). */
 const AUTHENTICATIONS_PER_TURN = 16;
@@ -17,6 +17,7 @@ export interface AgentAuthOptions {
   logger: Logger;
   /** The --public-url's origin, which an agent's proof must name; null without --public-url. */
   publicOrigin: string | null;
+  clientAddressOf: ClientAddressOf;
 }
 
 /**
@@ -24,7 +25,13 @@ export interface AgentAuthOptions {
  * session if its identity and proof check out, else the reason it was refused (the socket is then
  * closed with that reason).
  */
-export function agentAuthenticator({ services, hub, logger, publicOrigin }: AgentAuthOptions) {
+export function agentAuthenticator({
+  services,
+  hub,
+  logger,
+  publicOrigin,
+  clientAddressOf,
+}: AgentAuthOptions) {
   const authenticationTurn = authenticationTurns(AUTHENTICATIONS_PER_TURN);
   return async (
     req: IncomingMessage,
@@ -33,7 +40,7 @@ export function agentAuthenticator({ services, hub, logger, publicOrigin }: Agen
     nonce: string,
   ): Promise<Context> => {
     await authenticationTurn();
-    const remoteAddress = remoteAddressOf(req);
+    const remoteAddress = clientAddressOf(req);
     const base = { services, hub, remoteAddress, bearerToken: null };
     // Failed handshakes block the address they come from, but only for handshakes that prove
     // nothing: an agent whose identity and proof check out is let in, so one stranger behind a NAT

@@ -5,12 +5,13 @@ import { WebSocketServer } from 'ws';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { appRouter } from '../router.js';
-import type { ServerConfig } from '../server-config.js';
+import { AGENT_PING_MS, AGENT_PONG_WAIT_MS, type ServerConfig } from '../server-config.js';
 import { originOf } from '../services/identity.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ObservedStore } from '../store/observed-store.js';
 import { agentAuthenticator } from './agent-auth.js';
+import type { ClientAddressOf } from './client-address.js';
 import type { ConnectionGuard } from './connection-guard.js';
 import { adminKeyOf, ConsoleSockets } from './console-sockets.js';
 import { coalesceWrites, websocketAdmission } from './websocket-admission.js';
@@ -21,9 +22,10 @@ export interface AgentWebsocketsDeps {
   guard: ConnectionGuard;
   metrics: Metrics;
   logger: Logger;
+  clientAddressOf: ClientAddressOf;
   config: Pick<
     ServerConfig,
-    'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl'
+    'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl' | 'agentPingMs'
   >;
   /** Whether the main listener serves TLS: the scheme of the server's own origin without --public-url. */
   secure: boolean;
@@ -42,7 +44,7 @@ export interface AgentWebsocketsDeps {
  * authenticated socket leaves the unauthenticated count and has its writes coalesced.
  */
 export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps) {
-  const { services, hub, guard, metrics, logger, config, notReady } = deps;
+  const { services, hub, guard, metrics, logger, clientAddressOf, config, notReady } = deps;
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.maxWsMessageBytes,
@@ -57,13 +59,21 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     ownOrigin: ownOriginOf(config.publicUrl, deps.secure),
   });
   server.on('upgrade', admission.onUpgrade);
-  const consoleSockets = new ConsoleSockets({ services, hub, changes: deps.consoleChanges, logger });
+  const consoleSockets = new ConsoleSockets({
+    services,
+    hub,
+    changes: deps.consoleChanges,
+    metrics,
+    logger,
+    clientAddressOf,
+  });
   const stopWatchingKeys = deps.records.onChange((changes) => consoleSockets.recordsChanged(changes));
   const authenticateAgent = agentAuthenticator({
     services,
     hub,
     logger,
     publicOrigin: config.publicUrl ? originOf(config.publicUrl) : null,
+    clientAddressOf,
   });
   applyWSSHandler({
     wss,
@@ -71,7 +81,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     maxBatchSize: 10,
     // Agents ping every 45 s, which resets this timer: the server pings only a quiet peer, and cuts
     // it off when it stays silent.
-    keepAlive: { enabled: true, pingMs: 60_000, pongWaitMs: 15_000 },
+    keepAlive: { enabled: true, pingMs: config.agentPingMs ?? AGENT_PING_MS, pongWaitMs: AGENT_PONG_WAIT_MS },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       const handshake = admission.paramsArrived(req);
       try {

@@ -4,10 +4,11 @@ import type { WebSocket } from 'ws';
 import { DomainError } from '../../shared/errors.js';
 import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { Context, Services } from '../context.js';
-import { remoteAddressOf } from '../context.js';
+import type { Metrics } from '../metrics.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ChangedRecord } from '../store/observed-store.js';
+import type { ClientAddressOf } from './client-address.js';
 
 /**
  * Websockets one admin API key may hold open at once: a console tab holds one, so this leaves room
@@ -30,7 +31,10 @@ export interface ConsoleSocketsOptions {
   services: Services;
   hub: SessionHub;
   changes: ConsoleChanges;
+  metrics: Pick<Metrics, 'consoleSockets'>;
   logger: Logger;
+  /** Who a request comes from (the TCP peer, or behind a trusted proxy its X-Forwarded-For). */
+  clientAddressOf: ClientAddressOf;
   /** @default MAX_CONSOLE_SOCKETS_PER_KEY */
   maxPerKey?: number | undefined;
 }
@@ -66,7 +70,7 @@ export class ConsoleSockets {
    */
   async authenticate(req: IncomingMessage, ws: WebSocket, adminKey: string | null): Promise<Context> {
     const { services, hub } = this.o;
-    const remoteAddress = remoteAddressOf(req);
+    const remoteAddress = this.o.clientAddressOf(req);
     const base = { services, hub, remoteAddress, agent: null, agentRefusal: 'IDENTITY_INVALID' as const };
     let apiKeyId: string;
     try {
@@ -89,7 +93,9 @@ export class ConsoleSockets {
     if (ws.readyState !== ws.OPEN) return { ...base, bearerToken: null };
     sockets.add(ws);
     this.byKey.set(apiKeyId, sockets);
+    this.o.metrics.consoleSockets.inc();
     ws.once('close', () => {
+      this.o.metrics.consoleSockets.dec();
       sockets.delete(ws);
       if (sockets.size === 0 && this.byKey.get(apiKeyId) === sockets) this.byKey.delete(apiKeyId);
     });

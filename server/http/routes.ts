@@ -8,6 +8,7 @@ import type { ServerConfig } from '../server-config.js';
 import type { IdentityAuthority } from '../services/identity.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { Store } from '../store/store.js';
+import type { ClientAddressOf } from './client-address.js';
 import { consoleHandler } from './console-files.js';
 import { requestHandler } from './endpoints.js';
 import { opsPages, type SocketGauges } from './ops-pages.js';
@@ -23,7 +24,9 @@ export interface RoutesDeps {
   metrics: Metrics;
   logger: Logger;
   adminKeyFile: string;
-  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen'>;
+  /** Who a request comes from (the TCP peer, or behind a trusted proxy its X-Forwarded-For). */
+  clientAddressOf: ClientAddressOf;
+  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl'>;
   socketGauges(): SocketGauges;
   problems?: () => string[];
 }
@@ -43,8 +46,16 @@ export function serverRoutes(deps: RoutesDeps): {
     secret: deps.secret,
     signingKeys: () => identity.keyFileContent(),
     adminKeyFile: deps.adminKeyFile,
+    clientAddressOf: deps.clientAddressOf,
+    inDatabase: config.databaseUrl !== null,
   });
-  const trpcHandler = trpcHttpHandler({ services, hub, logger, maxBodyBytes: config.maxBodyBytes });
+  const trpcHandler = trpcHttpHandler({
+    services,
+    hub,
+    logger,
+    maxBodyBytes: config.maxBodyBytes,
+    clientAddressOf: deps.clientAddressOf,
+  });
   const pages = opsPages({
     sessions: hub,
     identity,

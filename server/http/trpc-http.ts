@@ -1,9 +1,10 @@
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import type { Logger } from 'pino';
 import { DomainError } from '../../shared/errors.js';
-import { bearerTokenOf, type Context, remoteAddressOf, type Services } from '../context.js';
+import { bearerTokenOf, type Context, type Services } from '../context.js';
 import { appRouter } from '../router.js';
 import type { SessionHub } from '../sessions/hub.js';
+import type { ClientAddressOf } from './client-address.js';
 import { retryAfterMeta } from './endpoints.js';
 
 export interface TrpcHttpOptions {
@@ -11,10 +12,11 @@ export interface TrpcHttpOptions {
   hub: SessionHub;
   logger: Logger;
   maxBodyBytes: number;
+  clientAddressOf: ClientAddressOf;
 }
 
 /** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
-export function trpcHttpHandler({ services, hub, logger, maxBodyBytes }: TrpcHttpOptions) {
+export function trpcHttpHandler({ services, hub, logger, maxBodyBytes, clientAddressOf }: TrpcHttpOptions) {
   return createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -25,7 +27,7 @@ export function trpcHttpHandler({ services, hub, logger, maxBodyBytes }: TrpcHtt
     createContext: ({ req }): Context => ({
       services,
       hub,
-      remoteAddress: remoteAddressOf(req),
+      remoteAddress: clientAddressOf(req),
       bearerToken: bearerTokenOf(req),
       agent: null,
       agentRefusal: 'IDENTITY_INVALID',

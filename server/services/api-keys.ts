@@ -53,8 +53,11 @@ export class ApiKeyService {
     // none left (all deleted with --force, or expired), a restart is the documented way back in:
     // whoever can restart the server and read its data dir owns it anyway.
     const now = this.deps.clock.now();
-    if (this.deps.store.read((view) => usableAdminKeys(view, now).length > 0)) return false;
-    const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' });
+    const none = (view: StoreView) => usableAdminKeys(view, now).length === 0;
+    if (!this.deps.store.read(none)) return false;
+    // Checked again in the write: of replicas starting together on an empty database, one makes it.
+    const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
+    if (!created) return false;
     await new DurableTextFile(file).write(`${created.key}\n`);
     await this.deps.audit.record({
       type: 'api_key.bootstrapped',
@@ -187,7 +190,15 @@ export class ApiKeyService {
     name: string;
     scope: 'read' | 'admin';
     expiresInDays?: number | undefined;
-  }): Promise<ApiKeyRecord & { key: string }> {
+  }): Promise<ApiKeyRecord & { key: string }>;
+  private async createRecord(
+    input: { name: string; scope: 'read' | 'admin' },
+    onlyIf: (view: StoreView) => boolean,
+  ): Promise<(ApiKeyRecord & { key: string }) | null>;
+  private async createRecord(
+    input: { name: string; scope: 'read' | 'admin'; expiresInDays?: number | undefined },
+    onlyIf?: (view: StoreView) => boolean,
+  ): Promise<(ApiKeyRecord & { key: string }) | null> {
     const now = this.deps.clock.now();
     const { id, key, hash } = generateKey(ADMIN_KEY_PREFIX, 'ak');
     const record: ApiKeyRecord = {
@@ -199,7 +210,11 @@ export class ApiKeyService {
       expiresAt: input.expiresInDays ? now + input.expiresInDays * DAY_MS : null,
       lastUsedAt: null,
     };
-    await this.deps.store.transact((tx) => tx.put('apiKeys', record));
-    return { ...record, key };
+    const made = await this.deps.store.transact((tx) => {
+      if (onlyIf && !onlyIf(tx)) return false;
+      tx.put('apiKeys', record);
+      return true;
+    });
+    return made ? { ...record, key } : null;
   }
 }

@@ -18,6 +18,8 @@ export interface AuditFilter {
   before?: string | undefined;
   limit?: number | undefined;
   type?: string | undefined;
+  /** Only events whose `security` flag is this (see AuditEvent.security). */
+  security?: boolean | undefined;
 }
 
 /** How an event is written. */
@@ -73,6 +75,7 @@ function select(events: AuditEvent[], filter: AuditFilter = {}): AuditEvent[] {
   for (const event of events.slice(0, Math.max(end, 0))) {
     if (since !== null && Date.parse(event.at) < since) continue;
     if (!matchesType(event, filter.type)) continue;
+    if (filter.security !== undefined && event.security !== filter.security) continue;
     out.push(event);
   }
   return out.reverse().slice(0, limit);
@@ -141,8 +144,8 @@ class DurableAuditLog implements AuditLog {
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {
     // A failed summary write is reported by onWriteError; the listing still shows the rest.
     await this.refusals.flush().catch(() => {});
-    const { since, before, type, limit = DEFAULT_AUDIT_LIMIT } = filter ?? {};
-    return this.sink.list({ since, before, type, limit });
+    const { since, before, type, security, limit = DEFAULT_AUDIT_LIMIT } = filter ?? {};
+    return this.sink.list({ since, before, type, security, limit });
   }
 
   async close(): Promise<void> {

@@ -23,6 +23,17 @@ export interface ConnectorFilter {
   connection?: ConnectionState | undefined;
   cursor?: string | undefined;
   limit?: number | undefined;
+  /** Connectors whose name, hostname or id contains this, case-insensitively. */
+  search?: string | undefined;
+}
+
+/** Whether a connector's name, hostname or id contains `needle` (already lower-cased). */
+function matchesSearch(record: Readonly<ConnectorRecord>, needle: string): boolean {
+  return (
+    record.name.toLowerCase().includes(needle) ||
+    (record.host?.hostname ?? '').toLowerCase().includes(needle) ||
+    record.id.toLowerCase().includes(needle)
+  );
 }
 
 export const DEFAULT_PAGE_SIZE = 100;
@@ -99,6 +110,7 @@ export class ConnectorService {
     const limit = filter.limit ?? DEFAULT_PAGE_SIZE;
     const now = this.deps.clock.now();
     const after = filter.cursor ? parseCursor(filter.cursor) : null;
+    const needle = filter.search?.toLowerCase();
     return this.deps.store.read((view) => {
       if (filter.groupId && !view.get('groups', filter.groupId)) throw new DomainError('GROUP_NOT_FOUND');
       const records = view
@@ -107,7 +119,8 @@ export class ConnectorService {
           (r) =>
             (!after || compareKeys(r.enrolledAt, r.id, after.enrolledAt, after.id) > 0) &&
             (!filter.groupId || r.groupId === filter.groupId) &&
-            (!filter.status || r.status === filter.status),
+            (!filter.status || r.status === filter.status) &&
+            (!needle || matchesSearch(r, needle)),
         );
       records.sort((a, b) => compareKeys(a.enrolledAt, a.id, b.enrolledAt, b.id));
       const items: ConnectorView[] = [];
@@ -199,7 +212,9 @@ export class ConnectorService {
     const cut = applied
       ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
       : null;
-    const ended = this.deps.presence.termination(connectorId);
+    // A session on another replica confirms through the connector's record, which a delete removes:
+    // only a revoke waits for one.
+    const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
     const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (outcome) this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
     if (outcome) {

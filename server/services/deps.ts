@@ -23,9 +23,11 @@ export interface Presence {
   isConnected(connectorId: string): boolean;
   /**
    * Whether the agent of the session a revoke or delete of this connector just ended acknowledged
-   * it: waits up to the acknowledgement bound, `pending` at once when no session was ended.
+   * it: waits up to the acknowledgement bound, `pending` at once when no session was ended. Given
+   * the revoke's write (`committed`), a session on another replica is waited for as well: that
+   * replica records the confirmation on the connector; the bound counts from the commit.
    */
-  termination(connectorId: string): Promise<Termination>;
+  termination(connectorId: string, committed?: Promise<unknown>): Promise<Termination>;
 }
 
 export interface Policy {

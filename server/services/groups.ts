@@ -4,7 +4,7 @@ import { applyNow, type StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { type KeyPolicy, rotateGroupKey } from './provisioning-keys.js';
 import { randomId } from './secrets.js';
-import { countsByGroup, emptyCounts, type GroupView, groupView } from './views.js';
+import { countsByGroup, currentKeySummary, emptyCounts, type GroupView, groupView } from './views.js';
 
 function assertNameFree(view: StoreView, name: string, exceptId?: string): void {
   const wanted = name.toLocaleLowerCase();
@@ -60,20 +60,29 @@ export class GroupService {
       keyId: group.currentKeyId,
       details: { name: group.name, ...group.key },
     });
-    return groupView(group, emptyCounts());
+    return groupView(
+      group,
+      emptyCounts(),
+      this.deps.store.read((view) => currentKeySummary(view, group, now)),
+    );
   }
 
   list(): GroupView[] {
+    const now = this.deps.clock.now();
     return this.deps.store.read((view) => {
       const counts = countsByGroup(view, this.deps.presence);
-      return view.list('groups').map((g) => groupView(g, counts.get(g.id) ?? emptyCounts()));
+      return view
+        .list('groups')
+        .map((g) => groupView(g, counts.get(g.id) ?? emptyCounts(), currentKeySummary(view, g, now)));
     });
   }
 
   get(groupId: string): GroupView {
+    const now = this.deps.clock.now();
     return this.deps.store.read((view) => {
       const group = requireGroup(view, groupId);
-      return groupView(group, countsByGroup(view, this.deps.presence).get(groupId) ?? emptyCounts());
+      const counts = countsByGroup(view, this.deps.presence).get(groupId) ?? emptyCounts();
+      return groupView(group, counts, currentKeySummary(view, group, now));
     });
   }
 

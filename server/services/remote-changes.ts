@@ -1,6 +1,7 @@
 import type { ConnectorRecord, GroupRecord } from '../store/records.js';
 import type { StoreSection } from '../store/store.js';
 import type { DomainEvent } from './events.js';
+import type { Termination } from './views.js';
 
 /** One record as another replica changed it: `before` and `after` are undefined where it did not exist. */
 export interface RecordChange {
@@ -78,4 +79,36 @@ function connectorEvent(
   // A revoked connector never comes back; a record that claims it did is not acted on.
   if (before.status === 'revoked') return null;
   return { type: 'connector.status', connectorId, status: after.status };
+}
+
+/** A revocation another replica recorded as confirmed by the connector's host. */
+export interface RemoteConfirmation {
+  connectorId: string;
+  termination: Termination;
+}
+
+/**
+ * The revocations whose confirmation another replica recorded in these changes (its agent
+ * acknowledged there, or a later handshake there was refused): a revoke made here of a session on
+ * that replica waits for them.
+ */
+export function revocationConfirmationsOf(changes: readonly RecordChange[]): RemoteConfirmation[] {
+  const confirmed: RemoteConfirmation[] = [];
+  for (const change of changes) {
+    if (change.section !== 'connectors') continue;
+    const before = change.before as ConnectorRecord | undefined;
+    const after = change.after as ConnectorRecord | undefined;
+    const at = after?.revocationConfirmedAt ?? null;
+    if (after?.status !== 'revoked' || at === null || (before?.revocationConfirmedAt ?? null) !== null)
+      continue;
+    confirmed.push({
+      connectorId: change.id,
+      termination: {
+        state: 'confirmed',
+        confirmedAt: new Date(at).toISOString(),
+        confirmedFrom: after.revocationConfirmedFrom ?? null,
+      },
+    });
+  }
+  return confirmed;
 }

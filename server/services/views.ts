@@ -1,6 +1,7 @@
 import type { ConnectorRecord, GroupRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { Presence } from './deps.js';
+import { type KeyState, keyState } from './provisioning-keys.js';
 
 export interface ConnectorCounts {
   total: number;
@@ -61,7 +62,33 @@ export function countsByGroup(view: StoreView, presence: Presence): Map<string, 
   return byGroup;
 }
 
-export function groupView(group: GroupRecord, counts: ConnectorCounts) {
+/** What a group's view shows of its current provisioning key: no secret, enough to warn of expiry. */
+export interface CurrentKeySummary {
+  id: string;
+  expiresAt: string;
+  status: KeyState;
+  uses: number;
+  maxUses: number | null;
+}
+
+/** The summary of `group`'s current key at `now`; null in a store that lost it. */
+export function currentKeySummary(
+  view: StoreView,
+  group: GroupRecord,
+  now: number,
+): CurrentKeySummary | null {
+  const key = view.get('provisioningKeys', group.currentKeyId);
+  if (!key) return null;
+  return {
+    id: key.id,
+    expiresAt: iso(key.expiresAt),
+    status: keyState(key, now),
+    uses: key.uses ?? 0,
+    maxUses: key.maxUses ?? null,
+  };
+}
+
+export function groupView(group: GroupRecord, counts: ConnectorCounts, currentKey: CurrentKeySummary | null) {
   return {
     id: group.id,
     name: group.name,
@@ -69,6 +96,8 @@ export function groupView(group: GroupRecord, counts: ConnectorCounts) {
     status: group.status,
     createdAt: new Date(group.createdAt).toISOString(),
     counts,
+    /** The group's current provisioning key (null only in a damaged store). */
+    currentKey,
   };
 }
 export type GroupView = ReturnType<typeof groupView>;

@@ -6,6 +6,7 @@ import type { Presence } from '../services/deps.js';
 import type { Termination } from '../services/views.js';
 import { type ClusterSessions, type LostSession, singleProcess } from './cluster-sessions.js';
 import type { AgentSession, LiveSession } from './live-session.js';
+import { RemoteTerminationReceipts } from './remote-termination-receipts.js';
 import { SessionsPerAddress } from './sessions-per-address.js';
 import { type FinalEvent, TerminationReceipts } from './termination-receipts.js';
 
@@ -33,6 +34,8 @@ export class SessionRegistry implements Presence {
     onSettled: (live, termination) =>
       termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
   });
+  /** Revokes made here of sessions on other replicas, waiting for their confirmation (same bound). */
+  private readonly remoteReceipts = new RemoteTerminationReceipts(TERMINATION_ACK_TIMEOUT_MS);
 
   private readonly cluster: ClusterSessions;
   private lastSessionId = 0;
@@ -74,9 +77,24 @@ export class SessionRegistry implements Presence {
     if (live?.sessionId === sessionId) this.endLost(live, replacedBy);
   }
 
-  /** What became of the session a revoke or delete of this connector just ended (see TerminationReceipts). */
-  termination(connectorId: string): Promise<Termination> {
-    return this.receipts.outcome(connectorId);
+  /**
+   * What became of the session a revoke or delete of this connector just ended (see
+   * TerminationReceipts). Given the write that records the revoke (`committed`), a session on
+   * another replica is waited for too (see RemoteTerminationReceipts).
+   */
+  termination(connectorId: string, committed?: Promise<unknown>): Promise<Termination> {
+    if (
+      this.receipts.isExpecting(connectorId) ||
+      !committed ||
+      !this.cluster.isConnectedElsewhere(connectorId)
+    )
+      return this.receipts.outcome(connectorId);
+    return this.remoteReceipts.expect(connectorId, committed);
+  }
+
+  /** Another replica recorded that the host of `connectorId` confirmed its revocation. */
+  confirmedElsewhere(connectorId: string, termination: Termination): void {
+    this.remoteReceipts.confirmed(connectorId, termination);
   }
 
   get size(): number {
@@ -161,6 +179,7 @@ export class SessionRegistry implements Presence {
   /** Settles every receipt as pending (server shutdown). */
   settleAll(): void {
     this.receipts.settleAll();
+    this.remoteReceipts.settleAll();
   }
 
   /**

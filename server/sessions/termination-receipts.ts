@@ -76,6 +76,11 @@ export class TerminationReceipts {
     return true;
   }
 
+  /** Whether a session of this connector ended here waits for its acknowledgement. */
+  isExpecting(connectorId: string): boolean {
+    return this.waiting.has(connectorId);
+  }
+
   /** What became of the session a revoke or delete of this connector just ended: pending at once if none waits. */
   outcome(connectorId: string): Promise<Termination> {
     return this.waiting.get(connectorId)?.outcome ?? Promise.resolve(PENDING);

@@ -284,6 +284,7 @@ export async function listAuditEvents(
       if (!event) continue;
       if (since !== null && Date.parse(event.at) < since) return page;
       if (!matchesType(event, filter.type)) continue;
+      if (filter.security !== undefined && event.security !== filter.security) continue;
       page.push(event);
       if (page.length >= filter.limit) return page;
     }

@@ -33,6 +33,8 @@ export interface AuditPageFilter {
   /** The id of the last event of the previous page. */
   before?: string | undefined;
   type?: string | undefined;
+  /** Only events whose `security` flag is this. */
+  security?: boolean | undefined;
   limit: number;
 }
 

@@ -18,7 +18,11 @@ export interface AuditLogUnderTest {
 const actor = { kind: 'system' } as const;
 
 /** Pages through `log` `size` at a time with `before`, as a console does; bounded at 1000 pages. */
-async function allPages(log: AuditLog, size: number, filter: { type?: string } = {}): Promise<string[]> {
+async function allPages(
+  log: AuditLog,
+  size: number,
+  filter: { type?: string; security?: boolean } = {},
+): Promise<string[]> {
   const ids: string[] = [];
   let before: string | undefined;
   for (let i = 0; i < 1000; i++) {
@@ -108,6 +112,25 @@ export function describeAuditContract(backend: string, open: () => Promise<Audit
         expect(await types({ type: 'enrollment', since })).toEqual(['enrollment.refused', 'enrollment']);
         expect(await types({ since, limit: 2 })).toEqual(['a_b.c', 'axb.c']);
         expect(await allPages(t.log, 1, { type: 'enrollment' })).toHaveLength(3);
+        await t.log.close();
+      } finally {
+        await t.cleanup();
+      }
+    });
+
+    it('filters by the security flag, with type and paging', async () => {
+      const t = await open();
+      try {
+        await t.log.record({ type: 'session.replaced', actor, security: true });
+        await t.log.record({ type: 'session.connected', actor });
+        await t.log.record({ type: 'enrollment.refused', actor, security: true });
+        await t.log.record({ type: 'enrollment.refused', actor });
+        const types = async (filter: Parameters<AuditLog['list']>[0]) =>
+          (await t.log.list(filter)).map((e) => `${e.type}${e.security ? '!' : ''}`);
+        expect(await types({ security: true })).toEqual(['enrollment.refused!', 'session.replaced!']);
+        expect(await types({ security: false })).toEqual(['enrollment.refused', 'session.connected']);
+        expect(await types({ security: true, type: 'session' })).toEqual(['session.replaced!']);
+        expect(await allPages(t.log, 1, { security: true })).toHaveLength(2);
         await t.log.close();
       } finally {
         await t.cleanup();

@@ -2,6 +2,7 @@ import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ManualClock } from '../../server/clock.js';
 import type { ServerConfig } from '../../server/server-config.js';
+import { type ServerProc, spawnServer } from './processes.js';
 import { realTimeClock, startTestServer, type TestServer, tempDir } from './server.js';
 
 /**
@@ -32,3 +33,31 @@ export async function startReplicas(
 export async function stopAll(replicas: readonly TestServer[]): Promise<void> {
   await Promise.allSettled(replicas.map((replica) => replica[Symbol.asyncDispose]()));
 }
+
+/**
+ * `count` real server processes (`serve`, database URL in the environment) on one database: the
+ * first alone, the others together once it is up, each with a data dir of its own holding copies of
+ * the first one's `secret.key` and `admin.key`, as README "Run replicas" tells an operator.
+ */
+export async function spawnReplicas(databaseUrl: string, count: number): Promise<ServerProc[]> {
+  const env = { CONNECTOR_DATABASE_URL: databaseUrl };
+  const first = await spawnServer(await tempDir(), [], 0, { env, startTimeoutMs: REPLICA_START_MS });
+  const others = Array.from({ length: count - 1 }, async () => {
+    const dataDir = await tempDir();
+    for (const file of ['secret.key', 'admin.key']) {
+      await copyFile(join(first.dataDir, file), join(dataDir, file));
+    }
+    return spawnServer(dataDir, [], 0, { env, startTimeoutMs: REPLICA_START_MS });
+  });
+  const started = await Promise.allSettled(others);
+  const replicas = [first, ...started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))];
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.allSettled(replicas.map((replica) => replica.stop('SIGKILL')));
+    throw failed.reason;
+  }
+  return replicas;
+}
+
+/** A server process starts in ~2 s on an idle machine; several at once on a loaded two-core one take longer. */
+export const REPLICA_START_MS = 60_000;

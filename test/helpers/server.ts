@@ -77,9 +77,9 @@ export async function rawCall(
   url: string,
   path: string,
   input: unknown,
-  options: { key?: string; method?: 'GET' | 'POST'; body?: string } = {},
+  options: { key?: string; method?: 'GET' | 'POST'; body?: string; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; ok: boolean; reason?: string; data?: Json; error?: Json }> {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...options.headers };
   if (options.key) headers.authorization = `Bearer ${options.key}`;
   const isQuery = options.method ? options.method === 'GET' : /\.(list|get|counts|nextSteps)$/.test(path);
   const res = isQuery

@@ -12,6 +12,32 @@ const AUDIT_PRUNE_MAX_BATCHES = 1000;
 /** The advisory lock one replica holds while it prunes (others skip their turn). */
 const AUDIT_PRUNE_LOCK = '418581342580'; // 0x6175646974, "audit"
 
+/**
+ * Writes `events` as rows of `audit_events` in one statement, in their order (arrays unnested, so the
+ * statement's size does not grow with the rows): the table's appends, and an import's copy of a file
+ * log (through its transaction's client).
+ */
+export async function insertAuditEvents(
+  db: pg.Pool | pg.ClientBase,
+  events: readonly AuditEvent[],
+): Promise<void> {
+  // WITH ORDINALITY … ORDER BY: the rows take their `seq` in the order they were recorded.
+  await db.query(
+    `INSERT INTO audit_events (event_id, at, type, security, body)
+     SELECT e, a, t, s, b::jsonb
+     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::boolean[], $5::text[])
+       WITH ORDINALITY AS u(e, a, t, s, b, n)
+     ORDER BY n`,
+    [
+      events.map((e) => e.id),
+      events.map((e) => e.at),
+      events.map((e) => e.type),
+      events.map((e) => e.security),
+      events.map((e) => JSON.stringify(e)),
+    ],
+  );
+}
+
 /** How much of the audit table to keep; events past either bound are removed by `prune`. */
 export interface AuditRetention {
   /** Events older than this (by `at`) go. */
@@ -88,22 +114,8 @@ export class AuditTable implements AuditSink {
     }
   }
 
-  private async insert(events: AuditEvent[]): Promise<void> {
-    // WITH ORDINALITY … ORDER BY: the rows take their `seq` in the order they were recorded.
-    await this.pool.query(
-      `INSERT INTO audit_events (event_id, at, type, security, body)
-       SELECT e, a, t, s, b::jsonb
-       FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::boolean[], $5::text[])
-         WITH ORDINALITY AS u(e, a, t, s, b, n)
-       ORDER BY n`,
-      [
-        events.map((e) => e.id),
-        events.map((e) => e.at),
-        events.map((e) => e.type),
-        events.map((e) => e.security),
-        events.map((e) => JSON.stringify(e)),
-      ],
-    );
+  private insert(events: AuditEvent[]): Promise<void> {
+    return insertAuditEvents(this.pool, events);
   }
 
   /**
@@ -126,6 +138,7 @@ export class AuditTable implements AuditSink {
       const type = param(page.type);
       where.push(`(type = ${type} OR (type >= ${type} || '.' AND type < ${type} || '/'))`);
     }
+    if (page.security !== undefined) where.push(`security = ${param(page.security)}`);
     if (page.before !== undefined) {
       const cursor = param(page.before);
       where.push(`(at, seq) < (SELECT at, seq FROM audit_events WHERE event_id = ${cursor})`);

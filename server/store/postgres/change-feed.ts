@@ -1,11 +1,19 @@
 import pg from 'pg';
-import { CHANGES_CHANNEL, type ChangeRow, type FeedPosition, readChanges } from './changes.js';
+import {
+  CHANGES_CHANNEL,
+  type ChangeRow,
+  type FeedPosition,
+  missedPrunedRows,
+  readChanges,
+} from './changes.js';
 
 export interface ChangeFeedOptions {
   /** Reads run on the pool; the listener has a connection of its own (never LISTEN on a pooled one). */
   pool: pg.Pool;
   connectionString: string;
   from: FeedPosition;
+  /** The pruned horizon `from` accounts for (read with it); unknown: any horizon at `from` is a gap. */
+  horizon?: string;
   /**
    * Hands over new changes, in sequence order, each exactly once, with the position the reader is at
    * once it has them (a store that holds these changes is at that position).
@@ -16,6 +24,11 @@ export interface ChangeFeedOptions {
   /** First wait before reconnecting a lost listener; doubles up to 5 s. @default 100 */
   reconnectMs?: number;
   onError?: (error: Error) => void;
+  /**
+   * Rows past the position were pruned before they were read: the reader must load the whole state
+   * and `resume` from there. Until then the feed reads nothing and says so again at every read.
+   */
+  onGap?: () => void;
 }
 
 /**
@@ -26,6 +39,7 @@ export interface ChangeFeedOptions {
  */
 export class ChangeFeed {
   private position: FeedPosition;
+  private horizon: string | undefined;
   private listener: pg.Client | undefined;
   private reading: Promise<void> | undefined;
   private again = false;
@@ -37,9 +51,12 @@ export class ChangeFeed {
   lastReadAt = 0;
   /** Whether the listener connection is up. */
   listening = false;
+  /** Rows it had not read were pruned: it waits for `resume` (see `onGap`). */
+  gapped = false;
 
   constructor(private readonly options: ChangeFeedOptions) {
     this.position = options.from;
+    this.horizon = options.horizon;
     this.reconnectDelay = options.reconnectMs ?? 100;
   }
 
@@ -63,6 +80,18 @@ export class ChangeFeed {
     return this.reading;
   }
 
+  /** The position the reads reached: every change before it was handed over. */
+  get readPosition(): FeedPosition {
+    return this.position;
+  }
+
+  /** Goes on from a position the reader holds all changes before (a whole state loaded after a gap). */
+  resume(position: FeedPosition, horizon: string): void {
+    this.position = position;
+    this.horizon = horizon;
+    this.gapped = false;
+  }
+
   /** The listener's backend pid (tests end it with pg_terminate_backend to drop the connection). */
   get listenerPid(): number | undefined {
     return (this.listener as unknown as { processID?: number } | undefined)?.processID;
@@ -83,8 +112,23 @@ export class ChangeFeed {
     // Bounded: one read, plus one for each wake-up that came during it, at most 100 in a row.
     for (let reads = 0; reads < 100; reads++) {
       this.again = false;
+      if (this.gapped) {
+        this.options.onGap?.();
+        return;
+      }
       try {
-        const { rows, next } = await readChanges(this.options.pool, this.position);
+        const { rows, next, horizon } = await readChanges(this.options.pool, this.position);
+        if (missedPrunedRows(this.position, horizon, this.horizon)) {
+          if (this.options.onGap) {
+            this.gapped = true;
+            this.options.onGap();
+            return;
+          }
+          this.options.onError?.(
+            new Error('change feed: rows past this reader were pruned before it read them'),
+          );
+        }
+        this.horizon = horizon;
         this.position = next;
         this.lastReadAt = Date.now();
         if (rows.length > 0) this.options.onChanges(rows, next);

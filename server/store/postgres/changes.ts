@@ -36,26 +36,32 @@ export const CHANGES_CHANNEL = 'store_changes';
 
 /**
  * Reads the changes past `from` in one statement (one snapshot, so the xmin it returns matches the
- * rows it returns). Returns the rows not handed over before, in sequence order, and the next position.
+ * rows it returns, and the pruned horizon matches both). Returns the rows not handed over before, in
+ * sequence order, the next position, and the pruned horizon (feed-retention.ts): rows of transactions
+ * up to it may be gone.
  */
 export async function readChanges(
   db: pg.ClientBase | pg.Pool,
   from: FeedPosition,
-): Promise<{ rows: ChangeRow[]; next: FeedPosition }> {
+): Promise<{ rows: ChangeRow[]; next: FeedPosition; horizon: string }> {
   const result = await db.query<{
     xmin: string;
+    horizon: string | null;
     seq: string | null;
     xid: string | null;
     origin: string;
     ops: ChangeOp[];
   }>(
-    `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-     SELECT s.xmin::text AS xmin, c.seq::text AS seq, c.xid::text AS xid, c.origin, c.ops
+    `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+                       (SELECT pruned_through FROM store_feed_horizon) AS horizon)
+     SELECT s.xmin::text AS xmin, s.horizon::text AS horizon, c.seq::text AS seq, c.xid::text AS xid,
+            c.origin, c.ops
        FROM s LEFT JOIN store_changes c ON c.xid >= $1::xid8
       ORDER BY c.seq`,
     [from.xmin],
   );
   const xmin = result.rows[0]?.xmin ?? from.xmin;
+  const horizon = result.rows[0]?.horizon ?? '0';
   const rows: ChangeRow[] = [];
   const seen = new Set<number>();
   for (const row of result.rows) {
@@ -65,7 +71,7 @@ export async function readChanges(
     if (BigInt(row.xid) >= BigInt(xmin)) seen.add(seq);
     if (!from.seen.has(seq)) rows.push({ seq, origin: row.origin, ops: row.ops });
   }
-  return { rows, next: { xmin, seen } };
+  return { rows, next: { xmin, seen }, horizon };
 }
 
 /** The feed position that matches the current state of the database (taken with a full load). */
@@ -76,4 +82,16 @@ export async function currentPosition(db: pg.ClientBase | pg.Pool): Promise<Feed
   const xmin = result.rows[0]?.xmin;
   if (xmin === undefined) throw new Error('pg_current_snapshot() returned no row');
   return positionAt(xmin);
+}
+
+/**
+ * Whether a reader at `position` may have lost rows to pruning: the horizon moved since the reader
+ * last accounted for it (`known`: the one its load or last read saw) and reaches its position.
+ */
+export function missedPrunedRows(
+  position: FeedPosition,
+  horizon: string,
+  known: string | undefined,
+): boolean {
+  return horizon !== known && BigInt(horizon) >= BigInt(position.xmin);
 }

@@ -22,15 +22,21 @@ export interface RecordWrite {
 }
 
 /**
- * Loss-tolerant fields of a record (last seen, last used) merged into its stored body without a new
- * version and without a feed row: other replicas see them with the record's next versioned write or
- * at their next start. `removed` names fields set to undefined (JSON cannot say that in a merge).
+ * Fields of a record merged into its stored body (`removed` names fields set to undefined: JSON cannot
+ * say that in a merge). Loss-tolerant ones (last seen, last used) go without a new version and without
+ * a feed row: other replicas see them with the record's next versioned write or at their next start.
+ * With `propagate` (touch-propagation.ts says which fields), the merge gives the record a new version
+ * and a feed op carrying its merged body, so the other replicas apply it as any change; it then counts
+ * as a read of `version` (the committed version this replica holds), so a record another replica
+ * changed meanwhile is a conflict: caught up first, never merged into a body this replica has not seen.
  */
 export interface RecordTouch {
   section: StoreSection;
   id: string;
   fields: Record<string, unknown>;
   removed: string[];
+  propagate?: boolean;
+  version?: number;
 }
 
 export interface CommitRequest {
@@ -68,7 +74,7 @@ const COMMIT_LOCK = 7_243_911_305;
  * drawn after the rows are locked, so a record's versions rise in the order its writes commit, also
  * across a delete and a new record of the same id (a per-row counter would start again at 1 there,
  * and a replica applying changes by version would skip the new record). A commit that writes
- * nothing (touches only) adds no feed row and returns seq 0.
+ * nothing (loss-tolerant touches only) adds no feed row and returns seq 0.
  *
  * Given a function instead of a request, the commit takes the commit lock alone first and asks the
  * function for its request then (see COMMIT_LOCK).
@@ -113,24 +119,36 @@ async function commitIn(
   if (request.scans && (await changedSince(client, request.origin, request.scans))) {
     throw new WriteConflict(`a scanned section (${request.scans.sections.join(', ')}) changed`);
   }
-  if (request.writes.length === 0) {
-    if (touches.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(touches)]);
+  // A record written whole here carries its touched fields already (and a row takes one change per
+  // statement); a propagated touch of a record gone from the table has nothing left to merge into.
+  const written = new Set(request.writes.map(keyOf));
+  const untouched = touches.filter((touch) => !written.has(keyOf(touch)));
+  const versioned = untouched.filter((touch) => touch.propagate && current.has(keyOf(touch)));
+  for (const touch of versioned) {
+    const now = current.get(keyOf(touch));
+    if (now !== touch.version) {
+      throw new WriteConflict(
+        `${touch.section}/${touch.id} is at version ${now}, its touch was made over ${touch.version}`,
+      );
+    }
+  }
+  const plain = untouched.filter((touch) => !touch.propagate);
+  if (request.writes.length === 0 && versioned.length === 0) {
+    if (plain.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(plain)]);
     return { seq: 0, ops: [] };
   }
-  const written = new Set(request.writes.map(keyOf));
-  const { seq } = await writeAll(client, request, current, {
-    // A record written whole here carries its touched fields already (and a row takes one change
-    // per statement).
-    touches: touches.filter((touch) => !written.has(keyOf(touch))),
-  });
+  const { seq, touched } = await writeAll(client, request, current, { touches: plain, versioned });
   return {
     seq,
-    ops: request.writes.map((write) => ({
-      section: write.section,
-      id: write.id,
-      body: write.body,
-      version: seq,
-    })),
+    ops: [
+      ...request.writes.map((write) => ({
+        section: write.section,
+        id: write.id,
+        body: write.body,
+        version: seq,
+      })),
+      ...touched,
+    ],
   };
 }
 
@@ -183,20 +201,21 @@ const TOUCH_CTE = `t AS (
  * Every write, the touches, the feed row and its notification in ONE statement (a round trip costs
  * more than the work on this loaded machine: 7 round trips per commit ran at ~110/s, 1 at ~300/s).
  * The version is drawn in it, after the previous statement locked the rows. Data-modifying CTEs all
- * run, each once, whether or not the final SELECT reads them.
+ * run, each once, whether or not the final SELECT reads them. Propagated touches (`versioned`) take
+ * the new version, and their merged bodies join the feed row's ops after the writes'.
  */
 async function writeAll(
   client: pg.PoolClient,
   request: CommitRequest,
   current: Map<string, number>,
-  extra: { touches: readonly RecordTouch[] },
-): Promise<{ seq: number }> {
+  extra: { touches: readonly RecordTouch[]; versioned: readonly RecordTouch[] },
+): Promise<{ seq: number; touched: ChangeOp[] }> {
   const kind = (w: RecordWrite) => (w.body === null ? 'delete' : current.has(keyOf(w)) ? 'update' : 'insert');
   const writes = request.writes.map((w) => ({ section: w.section, id: w.id, body: w.body, kind: kind(w) }));
   const ops = request.writes.map(({ section, id, body }) => ({ section, id, body }));
-  const sections = [...new Set(request.writes.map((w) => w.section))];
+  const sections = [...new Set([...request.writes, ...extra.versioned].map((w) => w.section))];
   const rows = `jsonb_to_recordset($2::jsonb) AS k(section text, id text, body jsonb, kind text)`;
-  const result = await client.query<{ seq: string }>(
+  const result = await client.query<{ seq: string; touched: ChangeOp[] }>(
     `WITH ${TOUCH_CTE},
      v AS (SELECT nextval(pg_get_serial_sequence('store_changes', 'seq')) AS seq),
      d AS (DELETE FROM store_records r USING ${rows}
@@ -207,12 +226,18 @@ async function writeAll(
            SELECT k.section, k.id, k.body, v.seq FROM ${rows}, v WHERE k.kind = 'insert'),
      u AS (UPDATE store_records r SET body = k.body, version = v.seq FROM ${rows}, v
             WHERE k.kind = 'update' AND r.section = k.section AND r.id = k.id),
+     vt AS (UPDATE store_records r SET body = (r.body - k.removed) || k.fields, version = v.seq
+              FROM jsonb_to_recordset($7::jsonb) AS k(section text, id text, fields jsonb, removed text[]), v
+             WHERE r.section = k.section AND r.id = k.id
+            RETURNING jsonb_build_object('section', r.section, 'id', r.id, 'body', r.body, 'version', v.seq) AS op),
      c AS (INSERT INTO store_changes (seq, origin, sections, ops)
            SELECT v.seq, $3, $4,
-                  (SELECT jsonb_agg(o || jsonb_build_object('version', v.seq) ORDER BY n)
-                     FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS e(o, n))
+                  COALESCE((SELECT jsonb_agg(o || jsonb_build_object('version', v.seq) ORDER BY n)
+                              FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS e(o, n)), '[]'::jsonb)
+                  || COALESCE((SELECT jsonb_agg(op) FROM vt), '[]'::jsonb)
              FROM v)
-     SELECT v.seq::text AS seq, pg_notify($6, $3) FROM v`,
+     SELECT v.seq::text AS seq, pg_notify($6, $3), (SELECT COALESCE(jsonb_agg(op), '[]'::jsonb) FROM vt) AS touched
+       FROM v`,
     [
       JSON.stringify(extra.touches),
       JSON.stringify(writes),
@@ -220,7 +245,9 @@ async function writeAll(
       sections,
       JSON.stringify(ops),
       CHANGES_CHANNEL,
+      JSON.stringify(extra.versioned),
     ],
   );
-  return { seq: Number(result.rows[0]?.seq) };
+  const row = result.rows[0];
+  return { seq: Number(row?.seq), touched: row?.touched ?? [] };
 }

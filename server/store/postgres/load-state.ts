@@ -4,12 +4,15 @@ import { emptyData, type StoreData } from '../records.js';
 import { SECTIONS, type StoreSection } from '../store.js';
 import type { FeedPosition } from './changes.js';
 import { CommittedVersions } from './committed-versions.js';
+import { prunedHorizon } from './feed-retention.js';
 
 export interface LoadedState {
   data: StoreData;
   versions: CommittedVersions;
   /** Where the change feed must start so that it hands over exactly the changes `data` lacks. */
   position: FeedPosition;
+  /** The pruned horizon in the same snapshot: pruning up to it took nothing `data` lacks. */
+  horizon: string;
 }
 
 /**
@@ -33,6 +36,7 @@ export async function loadState(pool: pg.Pool): Promise<LoadedState> {
       'SELECT seq::text AS seq FROM store_changes WHERE xid >= $1::xid8',
       [xmin],
     );
+    const horizon = await prunedHorizon(client);
     await client.query('COMMIT');
     const data = emptyData();
     const versions = new CommittedVersions();
@@ -48,6 +52,7 @@ export async function loadState(pool: pg.Pool): Promise<LoadedState> {
       data: freezeRecords(data),
       versions,
       position: { xmin, seen: new Set(seen.rows.map((row) => Number(row.seq))) },
+      horizon,
     };
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});

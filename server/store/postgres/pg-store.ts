@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { DomainError } from '../../../shared/errors.js';
+import { systemClock } from '../../clock.js';
 import { RecordView, setRecord, withFields } from '../record-tables.js';
 import type { StoreData } from '../records.js';
 import {
@@ -17,37 +18,24 @@ import type { ChangeRow, FeedPosition } from './changes.js';
 import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
-import { loadState } from './load-state.js';
+import { DEFAULT_FEED_RETENTION, FeedUpkeep } from './feed-retention.js';
+import { type LoadedState, loadState } from './load-state.js';
 import { migrateToLatest } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
-import { applyRemoteOps, newerRemoteOps, type RemoteChangeListener } from './remote-changes.js';
+import type { PgStoreOptions } from './pg-store-options.js';
+import { type Pending, QueuedTransactions } from './queued-transactions.js';
+import {
+  applyRemoteOps,
+  newerRemoteOps,
+  type RemoteChange,
+  type RemoteChangeListener,
+  replaceState,
+} from './remote-changes.js';
+import { touchPropagates } from './touch-propagation.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
+export type { PgStoreOptions } from './pg-store-options.js';
 export type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
-
-export interface PgStoreOptions {
-  /** This replica's name in the change feed. @default host/pid/random: unique per open store */
-  origin?: string;
-  logger?: { warn(details: object, message: string): void };
-  /** Told (synchronously, after memory has them) about records changed by other replicas. */
-  onRemoteChange?: RemoteChangeListener;
-  /** How long a `touch` may wait before it is written if no transaction writes it first. @default 1000 */
-  touchFlushMs?: number;
-  /** The change feed's read without a notification. @default 1000 */
-  pollMs?: number;
-  /** Commit attempts of one batch that lost to other replicas before it fails. @default 20 */
-  maxRounds?: number;
-  /** @default 8 */
-  poolSize?: number;
-}
-
-interface Pending {
-  fn: (tx: StoreTransaction) => unknown;
-  tx: TrackedTransaction;
-  result: unknown;
-  resolve: (value: unknown) => void;
-  reject: (error: unknown) => void;
-}
 
 /**
  * The Store on PostgreSQL, for several server replicas on one database. Each replica holds the whole
@@ -70,13 +58,14 @@ interface Pending {
 export class PgStore implements Store {
   private readonly data: StoreData;
   private readonly view: RecordView;
-  private readonly versions: CommittedVersions;
+  private versions: CommittedVersions;
   /** The feed position memory is at (besides this replica's own commits). */
   private position: FeedPosition;
   readonly feed: ChangeFeed;
+  readonly feedUpkeep: FeedUpkeep;
   readonly origin: string;
   /** Transactions applied to memory and not yet committed, in the order they ran. */
-  private queue: Pending[] = [];
+  private readonly queue: QueuedTransactions;
   /** Feed rows that came while a commit was under way: applied once its outcome is known. */
   private inbox: { rows: ChangeRow[]; position: FeedPosition | null } = { rows: [], position: null };
   private committing = false;
@@ -85,16 +74,27 @@ export class PgStore implements Store {
   private touchTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private remoteListener: RemoteChangeListener | undefined;
-  readonly stats = { transactions: 0, commits: 0, conflicts: 0, failedCommits: 0, remoteChanges: 0 };
+  /** Told each time the whole state was loaded again after a gap in the feed. */
+  onReload: (() => void) | undefined;
+  readonly stats = {
+    transactions: 0,
+    commits: 0,
+    conflicts: 0,
+    failedCommits: 0,
+    remoteChanges: 0,
+    /** Whole-state loads after rows this replica had not read were pruned. */
+    reloads: 0,
+  };
 
   private constructor(
     private readonly pool: pg.Pool,
     url: string,
-    state: { data: StoreData; versions: CommittedVersions; position: FeedPosition },
+    state: LoadedState,
     private readonly options: PgStoreOptions,
   ) {
     this.data = state.data;
     this.view = new RecordView(state.data);
+    this.queue = new QueuedTransactions(state.data);
     this.versions = state.versions;
     this.position = state.position;
     this.origin = options.origin ?? `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
@@ -103,9 +103,22 @@ export class PgStore implements Store {
       pool,
       connectionString: url,
       from: state.position,
+      horizon: state.horizon,
       pollMs: options.pollMs,
       onChanges: (rows, position) => this.changesArrived(rows, position),
       onError: (error) => options.logger?.warn({ err: error }, 'change feed: read or listener failed'),
+      // The reload runs in the commit loop, where no commit is in flight.
+      onGap: () => this.flushSoon(),
+    });
+    this.feedUpkeep = new FeedUpkeep({
+      pool,
+      origin: this.origin,
+      clock: options.clock ?? systemClock,
+      retention: options.feedRetention ?? DEFAULT_FEED_RETENTION,
+      position: () => this.feed.readPosition,
+      reportEveryMs: options.feedReportMs,
+      pruneEveryMs: options.feedPruneMs,
+      onError: (error) => options.logger?.warn({ err: error }, 'change feed: position or prune failed'),
     });
   }
 
@@ -122,7 +135,13 @@ export class PgStore implements Store {
         client.release();
       }
       const store = new PgStore(pool, url, await loadState(pool), options);
-      await store.feed.start();
+      try {
+        await store.feed.start();
+        await store.feedUpkeep.start();
+      } catch (error) {
+        await store.feed.stop();
+        throw error;
+      }
       return store;
     } catch (error) {
       await pool.end().catch(() => {});
@@ -160,11 +179,12 @@ export class PgStore implements Store {
 
   /**
    * Touched fields are written lazily (with the next commit, or within `touchFlushMs`) as a merge into
-   * the stored record, without a new version and without a feed row: other replicas do not hear of
-   * them (they are loss-tolerant by definition; presence across replicas is kept elsewhere), see them
-   * at their next start, and get them with the record's next versioned write from this replica. A
-   * versioned write of the record from another replica carries that replica's values of these
-   * fields, and this replica then takes them too.
+   * the stored record. The loss-tolerant ones (last seen, last used) go without a new version and
+   * without a feed row: other replicas see them at their next start or with the record's next
+   * versioned write from this replica, and a versioned write of the record from another replica
+   * carries that replica's values of them. The few other replicas must hear of (a renewed identity,
+   * host facts: touch-propagation.ts) give the record a new version and a feed op, one per record
+   * per commit however often it was touched.
    */
   touch<S extends StoreSection>(section: S, id: string, fields: Partial<SectionRecords[S]>): boolean {
     const current = this.view.get(section, id);
@@ -172,7 +192,7 @@ export class PgStore implements Store {
     const next = withFields(current as SectionRecords[S], fields);
     if (!next) return true;
     setRecord(this.data, section, id, next);
-    this.touches.note(section, id, fields as Record<string, unknown>);
+    this.touches.note(section, id, fields as Record<string, unknown>, touchPropagates(section, fields));
     if (!this.touchTimer && !this.closed) {
       this.touchTimer = setTimeout(() => {
         this.touchTimer = null;
@@ -195,6 +215,7 @@ export class PgStore implements Store {
     await this.flushing;
     await this.commitQueued();
     await this.feed.stop();
+    await this.feedUpkeep.stop();
     await this.pool.end();
   }
 
@@ -223,11 +244,24 @@ export class PgStore implements Store {
   private async commitQueued(): Promise<void> {
     const maxRounds = this.options.maxRounds ?? 20;
     for (let round = 1; ; round++) {
+      if (this.feed.gapped) {
+        try {
+          await this.reload();
+        } catch (error) {
+          this.failQueued(error);
+          return;
+        }
+      }
       let batch: Pending[] = [];
       let touches: RecordTouch[] = [];
       const prepare = (): CommitRequest => {
-        batch = this.queue.slice();
-        touches = this.touches.take();
+        batch = this.queue.batch();
+        // A propagated touch counts as a read of the record at the version memory holds.
+        touches = this.touches
+          .take()
+          .map((touch) =>
+            touch.propagate ? { ...touch, version: this.versions.of(touch.section, touch.id) } : touch,
+          );
         return commitRequestOf(
           batch.map((pending) => pending.tx),
           { origin: this.origin, view: this.view, versions: this.versions, position: this.position, touches },
@@ -249,9 +283,7 @@ export class PgStore implements Store {
         );
         this.stats.commits++;
         for (const op of ops) this.versions.committed(op, true);
-        // Transactions queued meanwhile came after the batch: it is the queue's head.
-        this.queue.splice(0, batch.length);
-        for (const pending of batch) pending.resolve(pending.result);
+        this.queue.committed(batch.length);
         this.committing = false;
         this.applyInbox(false);
         return;
@@ -277,15 +309,44 @@ export class PgStore implements Store {
    */
   private async catchUp(): Promise<void> {
     await this.feed.readNow();
-    this.applyInbox(true);
+    if (!this.feed.gapped) return this.applyInbox(true);
+    // The next round tries again (and fails the batch if the database cannot be read).
+    await this.reload().catch((error) =>
+      this.options.logger?.warn({ err: error }, 'change feed: reloading the state failed'),
+    );
+  }
+
+  /**
+   * Loads the whole state again after rows this replica had not read were pruned from the feed (it
+   * was cut off or stopped for longer than the feed keeps rows), and tells the listener of every
+   * record that differs, as changes from other replicas. Runs only where no commit is in flight (the
+   * commit loop), so the snapshot holds each of this replica's commits or none is missing from it.
+   */
+  private async reload(): Promise<void> {
+    const loaded = await loadState(this.pool);
+    this.queue.undo();
+    const changes = replaceState(this.data, this.versions, loaded);
+    this.versions = loaded.versions;
+    this.position = loaded.position;
+    // What the feed brought before the gap was committed before the load: the snapshot has it.
+    this.inbox = { rows: [], position: null };
+    this.touches.reapply(this.data, changes);
+    this.queue.rerun();
+    this.feed.resume(loaded.position, loaded.horizon);
+    this.stats.reloads++;
+    this.onReload?.();
+    this.options.logger?.warn(
+      { changed: changes.length },
+      'change feed: changes this replica had not read were pruned; loaded the whole state again',
+    );
+    this.tell(changes);
   }
 
   /** The database did not take the commit: memory returns to the committed state, callers hear why. */
   private failQueued(error: unknown): void {
     this.stats.failedCommits++;
     this.options.logger?.warn({ err: error }, 'store commit failed');
-    this.undoQueued();
-    const failed = this.queue.splice(0);
+    this.queue.undo();
     const why =
       error instanceof WriteConflict
         ? 'other servers kept changing the same records'
@@ -294,7 +355,7 @@ export class PgStore implements Store {
       'STORE_UNAVAILABLE',
       `The server could not save the change (${why}); nothing was changed.`,
     );
-    for (const pending of failed) pending.reject(reason);
+    this.queue.failAll(reason);
   }
 
   private changesArrived(rows: ChangeRow[], position: FeedPosition): void {
@@ -314,9 +375,14 @@ export class PgStore implements Store {
     if (position) this.position = position;
     const newer = newerRemoteOps(rows, this.origin, this.versions);
     if (newer.length === 0 && !rerun) return;
-    this.undoQueued();
+    this.queue.undo();
     const changes = applyRemoteOps(this.data, this.versions, newer);
-    this.rerunQueued();
+    this.touches.reapply(this.data, changes);
+    this.queue.rerun();
+    this.tell(changes);
+  }
+
+  private tell(changes: RemoteChange[]): void {
     this.stats.remoteChanges += changes.length;
     if (changes.length === 0) return;
     try {
@@ -324,29 +390,5 @@ export class PgStore implements Store {
     } catch (error) {
       this.options.logger?.warn({ err: error }, 'remote change listener failed');
     }
-  }
-
-  /** Undoes every queued transaction, newest first: memory is the committed state again. */
-  private undoQueued(): void {
-    for (let i = this.queue.length - 1; i >= 0; i--) this.queue[i]?.tx.rollback();
-  }
-
-  /** Runs the queued transactions' functions again, in order; one that now throws rejects its caller. */
-  private rerunQueued(): void {
-    const kept: Pending[] = [];
-    for (const pending of this.queue) {
-      const tx = new TrackedTransaction(this.data);
-      try {
-        pending.result = pending.fn(tx);
-        pending.tx = tx;
-        kept.push(pending);
-      } catch (error) {
-        tx.rollback();
-        pending.reject(error);
-      } finally {
-        tx.end();
-      }
-    }
-    this.queue = kept;
   }
 }

@@ -45,3 +45,29 @@ export function applyRemoteOps(
   }
   return changes;
 }
+
+/**
+ * Makes memory the loaded state (after a gap in the feed: rows this replica had not read were pruned).
+ * Each record whose committed version differs from the loaded one, or that is gone from it, is
+ * replaced: those are the changes it missed, returned as remote changes so the sessions hear of them.
+ * The caller holds no commit in flight and has undone its queued transactions.
+ */
+export function replaceState(
+  data: StoreData,
+  versions: CommittedVersions,
+  loaded: { data: StoreData; versions: CommittedVersions },
+): RemoteChange[] {
+  const changes: RemoteChange[] = [];
+  for (const section of SECTIONS) {
+    const held = data[section] as Record<string, object>;
+    const fresh = loaded.data[section] as Record<string, object>;
+    for (const [id, after] of Object.entries(fresh)) {
+      if (versions.of(section, id) === loaded.versions.of(section, id) && Object.hasOwn(held, id)) continue;
+      changes.push({ section, id, before: held[id], after });
+    }
+    for (const [id, before] of Object.entries(held))
+      if (!Object.hasOwn(fresh, id)) changes.push({ section, id, before, after: undefined });
+  }
+  for (const change of changes) setRecord(data, change.section, change.id, change.after);
+  return changes;
+}

@@ -19,9 +19,21 @@ export class SecretMismatchError extends DataFileError {
   constructor(name: string) {
     super(
       `the database's ${name} document`,
-      "cannot be decrypted: this replica's secret differs from the one the database was set up with; give every replica the same secret.key (copy it from a replica that starts)",
+      "cannot be decrypted: this replica's secret differs from the one the database was set up with; give every replica that secret with --secret-file (a 0600 copy of the secret.key of the replica that set the database up)",
     );
   }
+}
+
+/**
+ * The stored form of document `name`: sealed with `box`, the name bound in (so rows cannot be
+ * swapped). SealedDocument writes it; an import writes the first one.
+ */
+export function sealDocument(box: SecretBox, name: string, document: unknown): string {
+  return box.seal(JSON.stringify(document), associatedDataOf(name));
+}
+
+function associatedDataOf(name: string): string {
+  return `server_documents/${name}`;
 }
 
 export interface SealedDocumentOptions {
@@ -59,10 +71,6 @@ export class SealedDocument<T> implements KeptDocument<T> {
     this.location = `the database's ${options.name} document`;
   }
 
-  private get associatedData(): string {
-    return `server_documents/${this.options.name}`;
-  }
-
   async read(): Promise<T | undefined> {
     const { rows } = await this.options.pool.query<{ body: string; version: string }>(
       `SELECT body, version FROM server_documents WHERE name = $1`,
@@ -72,7 +80,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
     if (!row) return undefined;
     let text: string;
     try {
-      text = this.options.box.open(row.body, this.associatedData);
+      text = this.options.box.open(row.body, associatedDataOf(this.options.name));
     } catch {
       throw new SecretMismatchError(this.options.name);
     }
@@ -81,7 +89,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
   }
 
   async write(document: T): Promise<void> {
-    const body = this.options.box.seal(JSON.stringify(document), this.associatedData);
+    const body = sealDocument(this.options.box, this.options.name, document);
     const { rows } =
       this.version === null
         ? await this.options.pool.query<{ version: string }>(

@@ -1,0 +1,184 @@
+import type pg from 'pg';
+import type { Clock } from '../../clock.js';
+import type { FeedPosition } from './changes.js';
+
+/**
+ * How long the change feed keeps its rows. A row goes once every live replica has read it and it is
+ * older than `retentionMs`, and in any case once it is older than `maxAgeMs`: a replica silent for
+ * that long (cut off, stopped without saying so) holds nothing back, and when it comes back it finds
+ * the pruned horizon past its position and loads the whole state again.
+ */
+export interface FeedRetention {
+  /** @default 600000 (10 minutes) */
+  retentionMs: number;
+  /** @default 3600000 (1 hour) */
+  maxAgeMs: number;
+}
+
+export const DEFAULT_FEED_RETENTION: FeedRetention = { retentionMs: 10 * 60_000, maxAgeMs: 60 * 60_000 };
+
+/** The advisory lock one replica holds while it prunes the feed (the others skip their turn). */
+export const FEED_PRUNE_LOCK = '1717921124'; // 0x66656564, "feed"
+
+/** Rows one prune statement removes; each statement is a short transaction of its own. */
+const PRUNE_BATCH_ROWS = 5000;
+/** Batches in one prune run (50,000 rows): the next run takes the rest. */
+const PRUNE_MAX_BATCHES = 10;
+
+/** Records how far this replica has read the feed (its position's xmin), at `nowMs` by its clock. */
+export async function reportReadPosition(
+  db: pg.Pool | pg.ClientBase,
+  origin: string,
+  xmin: string,
+  nowMs: number,
+): Promise<void> {
+  await db.query(
+    `INSERT INTO store_feed_readers (origin, read_xmin, heartbeat_at) VALUES ($1, $2::xid8, $3)
+     ON CONFLICT (origin) DO UPDATE SET read_xmin = EXCLUDED.read_xmin, heartbeat_at = EXCLUDED.heartbeat_at`,
+    [origin, xmin, nowMs],
+  );
+}
+
+/** A replica that stops holds nothing back any more (it loads the whole state when it starts). */
+export async function forgetReader(db: pg.Pool | pg.ClientBase, origin: string): Promise<void> {
+  await db.query(`DELETE FROM store_feed_readers WHERE origin = $1`, [origin]);
+}
+
+/**
+ * Removes the feed rows past `retention` (see FeedRetention), oldest first, in short batches, and
+ * raises the pruned horizon in the same statement as each delete, so a reader's one-snapshot read
+ * sees the rows or the horizon that says they are gone. One replica prunes at a time (an advisory
+ * lock): the others get null at once. Returns the number of rows removed.
+ */
+export async function pruneChanges(
+  pool: pg.Pool,
+  retention: FeedRetention,
+  nowMs: number,
+): Promise<number | null> {
+  const { retentionMs, maxAgeMs } = retention;
+  if (!(retentionMs >= 0 && maxAgeMs >= retentionMs))
+    throw new TypeError('pruneChanges: need 0 <= retentionMs <= maxAgeMs');
+  const client = await pool.connect();
+  try {
+    const locked = await client.query(`SELECT pg_try_advisory_lock($1::bigint) AS ok`, [FEED_PRUNE_LOCK]);
+    if (!locked.rows[0].ok) return null;
+    try {
+      await client.query(`DELETE FROM store_feed_readers WHERE heartbeat_at < $1`, [nowMs - maxAgeMs]);
+      // The oldest position among the live readers: every row of an older transaction was read by all.
+      const oldest = await client.query<{ xmin: string }>(
+        `SELECT read_xmin::text AS xmin FROM store_feed_readers ORDER BY read_xmin LIMIT 1`,
+      );
+      const readByAll = oldest.rows[0]?.xmin ?? null;
+      let removed = 0;
+      for (let batch = 0; batch < PRUNE_MAX_BATCHES; batch++) {
+        // No min()/max() over xid8 before PostgreSQL 14: ORDER BY … LIMIT 1 instead.
+        const deleted = await client.query<{ n: number }>(
+          `WITH gone AS (
+             DELETE FROM store_changes WHERE seq IN (
+               SELECT seq FROM store_changes
+                WHERE committed_at < $1 AND (committed_at < $2 OR xid < $3::xid8)
+                ORDER BY committed_at LIMIT $4)
+             RETURNING xid),
+           newest AS (SELECT xid FROM gone ORDER BY xid DESC LIMIT 1),
+           h AS (UPDATE store_feed_horizon SET pruned_through = GREATEST(pruned_through, newest.xid)
+                   FROM newest)
+           SELECT count(*)::int AS n FROM gone`,
+          [new Date(nowMs - retentionMs), new Date(nowMs - maxAgeMs), readByAll, PRUNE_BATCH_ROWS],
+        );
+        const n = deleted.rows[0]?.n ?? 0;
+        removed += n;
+        if (n < PRUNE_BATCH_ROWS) break;
+      }
+      return removed;
+    } finally {
+      await client.query(`SELECT pg_advisory_unlock($1::bigint)`, [FEED_PRUNE_LOCK]);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+/** The pruned horizon now (see the migration of `store_feed_horizon`). */
+export async function prunedHorizon(db: pg.Pool | pg.ClientBase): Promise<string> {
+  const result = await db.query<{ xid: string }>(
+    `SELECT pruned_through::text AS xid FROM store_feed_horizon`,
+  );
+  return result.rows[0]?.xid ?? '0';
+}
+
+export interface FeedUpkeepOptions {
+  pool: pg.Pool;
+  origin: string;
+  clock: Clock;
+  retention: FeedRetention;
+  /** Where this replica's feed has read to now. */
+  position: () => FeedPosition;
+  /** How often this replica writes its position. @default 5000 */
+  reportEveryMs?: number;
+  /** How often it tries to prune (one replica at a time does). @default 60000 */
+  pruneEveryMs?: number;
+  onError?: (error: Error) => void;
+}
+
+/**
+ * A replica's part in keeping the change feed short: it writes how far it has read every few
+ * seconds, and every minute or so tries to prune (the replica that gets the lock does, the others
+ * skip). Its row goes when it stops. `run` is the periodic step; tests call it with a moved clock.
+ */
+export class FeedUpkeep {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private lastPruneAt: number;
+  /** Rows this replica pruned since it started. */
+  pruned = 0;
+  /** Told of each prune that removed rows. */
+  onPruned: ((rows: number) => void) | undefined;
+
+  constructor(private readonly options: FeedUpkeepOptions) {
+    this.lastPruneAt = options.clock.now();
+  }
+
+  async start(): Promise<void> {
+    await this.report();
+    this.timer = setInterval(() => void this.run(), this.options.reportEveryMs ?? 5000);
+    this.timer.unref();
+  }
+
+  /** Writes the position, and prunes when a prune is due; never throws (onError hears). */
+  run(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        await this.report();
+        if (this.options.clock.now() - this.lastPruneAt >= (this.options.pruneEveryMs ?? 60_000))
+          await this.prune();
+      } catch (error) {
+        this.options.onError?.(error as Error);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Prunes now if no other replica is (null then); returns the rows removed. */
+  async prune(): Promise<number | null> {
+    this.lastPruneAt = this.options.clock.now();
+    const removed = await pruneChanges(this.options.pool, this.options.retention, this.options.clock.now());
+    if (removed) {
+      this.pruned += removed;
+      this.onPruned?.(removed);
+    }
+    return removed;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+    await forgetReader(this.options.pool, this.options.origin).catch(() => {});
+  }
+
+  private async report(): Promise<void> {
+    const { pool, origin, clock, position } = this.options;
+    await reportReadPosition(pool, origin, position().xmin, clock.now());
+  }
+}

@@ -1,0 +1,28 @@
+import type { Clock } from '../../clock.js';
+import type { FeedRetention } from './feed-retention.js';
+import type { RemoteChangeListener } from './remote-changes.js';
+
+/** How a PgStore runs: the replica's name, its bounds and periods, its clock, whom it tells. */
+export interface PgStoreOptions {
+  /** This replica's name in the change feed. @default host/pid/random: unique per open store */
+  origin?: string;
+  logger?: { warn(details: object, message: string): void };
+  /** Told (synchronously, after memory has them) about records changed by other replicas. */
+  onRemoteChange?: RemoteChangeListener;
+  /** How long a `touch` may wait before it is written if no transaction writes it first. @default 1000 */
+  touchFlushMs?: number;
+  /** The change feed's read without a notification. @default 1000 */
+  pollMs?: number;
+  /** Commit attempts of one batch that lost to other replicas before it fails. @default 20 */
+  maxRounds?: number;
+  /** @default 8 */
+  poolSize?: number;
+  /** Heartbeats of the feed position and the change feed's retention compare with this. @default the system clock */
+  clock?: Clock;
+  /** How long the change feed keeps rows (feed-retention.ts). @default 10 minutes, at most 1 hour */
+  feedRetention?: FeedRetention;
+  /** How often this replica writes its feed position. @default 5000 */
+  feedReportMs?: number;
+  /** How often it tries to prune the feed. @default 60000 */
+  feedPruneMs?: number;
+}

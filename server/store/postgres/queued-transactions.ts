@@ -1,0 +1,70 @@
+import type { StoreData } from '../records.js';
+import type { StoreTransaction } from '../store.js';
+import { TrackedTransaction } from './tracked-transaction.js';
+
+/** A transaction applied to memory, waiting for its commit: its function, its changes, its caller. */
+export interface Pending {
+  fn: (tx: StoreTransaction) => unknown;
+  tx: TrackedTransaction;
+  result: unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The transactions applied to memory and not yet committed, in the order they ran. Another
+ * replica's change (or a lost commit) is applied beneath them: they are undone, newest first, and
+ * their functions run again over the result.
+ */
+export class QueuedTransactions {
+  private items: Pending[] = [];
+
+  constructor(private readonly data: StoreData) {}
+
+  get length(): number {
+    return this.items.length;
+  }
+
+  push(pending: Pending): void {
+    this.items.push(pending);
+  }
+
+  /** The transactions queued now: the batch of one commit. */
+  batch(): Pending[] {
+    return this.items.slice();
+  }
+
+  /** The first `count` committed (transactions queued meanwhile came after them): their callers hear. */
+  committed(count: number): void {
+    for (const pending of this.items.splice(0, count)) pending.resolve(pending.result);
+  }
+
+  /** Undoes every one, newest first: memory is the committed state again. */
+  undo(): void {
+    for (let i = this.items.length - 1; i >= 0; i--) this.items[i]?.tx.rollback();
+  }
+
+  /** Runs their functions again, in order (after `undo` and a change beneath); one that throws now rejects its caller. */
+  rerun(): void {
+    const kept: Pending[] = [];
+    for (const pending of this.items) {
+      const tx = new TrackedTransaction(this.data);
+      try {
+        pending.result = pending.fn(tx);
+        pending.tx = tx;
+        kept.push(pending);
+      } catch (error) {
+        tx.rollback();
+        pending.reject(error);
+      } finally {
+        tx.end();
+      }
+    }
+    this.items = kept;
+  }
+
+  /** Rejects every one with `reason` (after `undo`): none was committed. */
+  failAll(reason: unknown): void {
+    for (const pending of this.items.splice(0)) pending.reject(reason);
+  }
+}

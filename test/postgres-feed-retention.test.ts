@@ -1,0 +1,203 @@
+import { connect, createServer, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../server/clock.js';
+import { FEED_PRUNE_LOCK } from '../server/store/postgres/feed-retention.js';
+import {
+  type PgStore,
+  type PgStoreOptions,
+  type RemoteChange,
+  PgStore as Store,
+} from '../server/store/postgres/pg-store.js';
+import { freshDatabase, withClient } from './helpers/postgres.js';
+import { groupRecord } from './helpers/store-contract.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+const MINUTE = 60_000;
+
+async function database(): Promise<string> {
+  const db = await freshDatabase();
+  cleanups.push(() => db[Symbol.asyncDispose]());
+  return db.url;
+}
+
+/**
+ * A replica with the default retention (10 minutes, at most 1 hour) on `clock`; its periodic upkeep
+ * is left to the test (`feedUpkeep.run()` after moving the clock).
+ */
+async function replica(url: string, clock: ManualClock, options: Partial<PgStoreOptions> = {}) {
+  const heard: RemoteChange[] = [];
+  const store = await Store.open(url, {
+    clock,
+    pollMs: 200,
+    feedReportMs: 600_000,
+    onRemoteChange: (changes) => heard.push(...changes),
+    ...options,
+  });
+  cleanups.push(() => store.close());
+  return { store, heard };
+}
+
+/** A TCP relay to PostgreSQL that can be cut (every connection dropped, new ones refused) and restored. */
+async function cuttableRelay(url: string) {
+  const target = new URL(url);
+  const sockets = new Set<Socket>();
+  let cut = false;
+  const server = createServer((inbound) => {
+    if (cut) return inbound.destroy();
+    const outbound = connect(Number(target.port), target.hostname);
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
+  const relayed = new URL(url);
+  relayed.port = String((server.address() as { port: number }).port);
+  return {
+    url: relayed.toString(),
+    cut() {
+      cut = true;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+  };
+}
+
+async function feedRows(url: string): Promise<number> {
+  return withClient(url, async (c) =>
+    Number((await c.query('SELECT count(*) FROM store_changes')).rows[0].count),
+  );
+}
+
+async function untilAsync(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function until(check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const groups = (store: PgStore) =>
+  store.read((v) =>
+    v
+      .list('groups')
+      .map((g) => `${g.id}:${g.status}`)
+      .sort(),
+  );
+
+describe('change feed retention', () => {
+  it('prunes the rows every live replica has read once older than the retention; a replica that read them all misses nothing', async () => {
+    const url = await database();
+    const clock = new ManualClock(Date.now());
+    const a = await replica(url, clock);
+    const b = await replica(url, clock);
+    for (let i = 0; i < 5; i++) await a.store.transact((tx) => tx.put('groups', groupRecord(`g${i}`)));
+    await until(() => groups(b.store).length === 5);
+    await b.store.feed.readNow();
+    await b.store.feedUpkeep.run();
+    expect(await feedRows(url)).toBe(5);
+    // Younger than the retention: kept.
+    clock.advance(5 * MINUTE);
+    expect(await a.store.feedUpkeep.prune()).toBe(0);
+    clock.advance(6 * MINUTE);
+    // Positions are snapshot xmins, cluster-wide: a transaction of another test may hold them back a
+    // moment, so read, report and prune again until both are past the rows.
+    await untilAsync(async () => {
+      for (const { store } of [a, b]) await store.feed.readNow();
+      await b.store.feedUpkeep.run();
+      clock.advance(MINUTE);
+      await a.store.feedUpkeep.run(); // reports A's position, and a prune is due
+      return a.store.feedUpkeep.pruned === 5;
+    });
+    expect(await feedRows(url)).toBe(0);
+    // The feed goes on: a change after the prune reaches B as usual, no reload.
+    await a.store.transact((tx) => tx.patch('groups', 'g0', { status: 'disabled' }));
+    await until(() => groups(b.store).includes('g0:disabled'));
+    expect(b.store.stats.reloads).toBe(0);
+    expect(b.heard.filter((c) => c.id === 'g0').map((c) => (c.after as { status: string }).status)).toEqual([
+      'enabled',
+      'disabled',
+    ]);
+  });
+
+  it('one replica prunes at a time: while the lock is held elsewhere a prune skips its turn', async () => {
+    const url = await database();
+    const clock = new ManualClock(Date.now());
+    const a = await replica(url, clock);
+    await a.store.transact((tx) => tx.put('groups', groupRecord('g')));
+    clock.advance(2 * 60 * MINUTE);
+    await withClient(url, async (c) => {
+      await c.query('SELECT pg_advisory_lock($1::bigint)', [FEED_PRUNE_LOCK]);
+      expect(await a.store.feedUpkeep.prune()).toBeNull();
+      await c.query('SELECT pg_advisory_unlock($1::bigint)', [FEED_PRUNE_LOCK]);
+    });
+    expect(await a.store.feedUpkeep.prune()).toBe(1);
+  });
+
+  it('a replica cut off holds the rows it has not read until the maximum age; back after they were pruned, it loads the whole state again', async () => {
+    const url = await database();
+    const clock = new ManualClock(Date.now());
+    const a = await replica(url, clock);
+    await a.store.transact((tx) => {
+      tx.put('groups', groupRecord('kept'));
+      tx.put('groups', groupRecord('changed'));
+      tx.put('groups', groupRecord('deleted'));
+    });
+    const relay = await cuttableRelay(url);
+    const b = await replica(relay.url, clock, { pollMs: 100 });
+    expect(groups(b.store)).toEqual(['changed:enabled', 'deleted:enabled', 'kept:enabled']);
+    await b.store.feedUpkeep.run();
+
+    relay.cut();
+    await a.store.transact((tx) => {
+      tx.patch('groups', 'changed', { status: 'disabled' });
+      tx.delete('groups', 'deleted');
+      tx.put('groups', groupRecord('new'));
+    });
+    await a.store.feed.readNow();
+    // Past the retention, within the maximum age: B is live for the pruner and has not read the
+    // change, so it stays (the first row, read by both, may go).
+    clock.advance(11 * MINUTE);
+    await a.store.feedUpkeep.run();
+    expect(a.store.feedUpkeep.pruned).toBeLessThanOrEqual(1);
+    const unread = await withClient(url, (c) =>
+      c.query(`SELECT 1 FROM store_changes WHERE ops @> '[{"id": "new"}]'`),
+    );
+    expect(unread.rowCount).toBe(1);
+    // Past the maximum age: B no longer holds it back.
+    clock.advance(50 * MINUTE);
+    await a.store.feedUpkeep.run();
+    expect(await feedRows(url)).toBe(0);
+    const readers = await withClient(url, (c) => c.query('SELECT origin FROM store_feed_readers'));
+    expect(readers.rows.map((r) => r.origin)).toEqual([a.store.origin]);
+
+    relay.restore();
+    await until(() => b.store.stats.reloads === 1, 15_000);
+    expect(groups(b.store)).toEqual(['changed:disabled', 'kept:enabled', 'new:enabled']);
+    // The sessions hear of what it missed, as of any other replica's change.
+    expect(
+      b.heard.map((c) => `${c.id}:${(c.after as { status?: string } | undefined)?.status ?? 'gone'}`).sort(),
+    ).toEqual(['changed:disabled', 'deleted:gone', 'new:enabled']);
+    // And it follows the feed again.
+    await a.store.transact((tx) => tx.patch('groups', 'kept', { status: 'disabled' }));
+    await until(() => groups(b.store).includes('kept:disabled'));
+    expect(b.store.stats.reloads).toBe(1);
+  });
+});
