@@ -61,4 +61,26 @@ describe('console: admin pages', () => {
       .toEqual(['api_key.deleted', 'api_key.created', 'api_key.bootstrapped']);
     await context.close();
   });
+
+  it('Audit: the security filter runs on the server (an old refusal is found behind a page of newer events)', async () => {
+    await using server = await startTestServer();
+    // A security event first, then more ordinary events than one page holds: filtering only the
+    // loaded page would show nothing.
+    expect((await rawCall(server.url, 'groups.list', {}, { key: 'cak_not-a-key' })).status).toBe(401);
+    for (let i = 0; i < 55; i++) await server.admin.groups.create.mutate({ name: `g${i}` });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+    const cells = page.locator('table.audit .audit-type');
+    // A cell reads "admin.refused (refused: ADMIN_KEY_INVALID)": the type is its first word.
+    const types = async () => (await cells.allTextContents()).map((text) => text.split(' ')[0]);
+    await expect.poll(() => cells.count()).toBe(50);
+    expect(await types()).not.toContain('admin.refused');
+    await page.getByLabel('Security events only').check();
+    await expect.poll(types).toContain('admin.refused');
+    expect(await types()).not.toContain('group.created');
+    await context.close();
+  });
 });

@@ -17,7 +17,7 @@ function targetText(event: AuditEvent): string {
   return [event.groupId, event.connectorId, event.keyId].filter(Boolean).join(' · ') || '—';
 }
 
-/** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type on the server. */
+/** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security flag on the server. */
 export function AuditPage() {
   const { api } = useConsole();
   const [type, setType] = useState('');
@@ -31,18 +31,23 @@ export function AuditPage() {
   const refresh = useCallback(async () => {
     try {
       setEvents(
-        await api.audit.list.query({ limit: AUDIT_PAGE_SIZE, before, type: appliedType || undefined }),
+        await api.audit.list.query({
+          limit: AUDIT_PAGE_SIZE,
+          before,
+          type: appliedType || undefined,
+          security: securityOnly || undefined,
+        }),
       );
       setLoadError(null);
     } catch (error) {
       setLoadError(errorText(error));
     }
-  }, [api, before, appliedType]);
+  }, [api, before, appliedType, securityOnly]);
   useEffect(() => {
     void refresh();
   }, [refresh]);
 
-  const shown = events?.filter((e) => !securityOnly || e.security) ?? [];
+  const shown = events ?? [];
   const last = events?.[events.length - 1];
   return (
     <>
@@ -75,9 +80,12 @@ export function AuditPage() {
           id="audit-security"
           type="checkbox"
           checked={securityOnly}
-          onChange={(e) => setSecurityOnly(e.target.checked)}
+          onChange={(e) => {
+            setSecurityOnly(e.target.checked);
+            setCursors([undefined]);
+          }}
         />
-        <label htmlFor="audit-security">Security events only (on this page)</label>
+        <label htmlFor="audit-security">Security events only</label>
       </form>
       {loadError && (
         <p className="error" role="alert">
