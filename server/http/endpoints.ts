@@ -13,14 +13,16 @@ export interface Page {
 }
 
 /**
- * One listener's request handler: the given pages by exact path, `/trpc/…` to tRPC when given, and
- * 404 for the rest. The main listener and the metrics listener differ only in what they are given.
+ * One listener's request handler: the given pages by exact path, `/trpc/…` to tRPC when given, the
+ * fallback when given (the admin console), and 404 for the rest. The main listener and the metrics listener differ only in what they are given.
  */
 export function requestHandler(
   pages: Record<string, () => Page | Promise<Page>>,
   trpc?: (req: IncomingMessage, res: ServerResponse) => void,
   /** Paths answered by a handler of their own (a streamed answer, such as the backup). */
   handlers: Record<string, (req: IncomingMessage, res: ServerResponse) => unknown> = {},
+  /** Asked before the 404 (the admin console's files); answers whether it served the request. */
+  fallback?: (req: IncomingMessage, res: ServerResponse, path: string) => Promise<boolean>,
 ) {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -33,6 +35,7 @@ export function requestHandler(
     if (trpc && path.startsWith('/trpc/')) return trpc(req, res);
     const handler = Object.hasOwn(handlers, path) ? handlers[path] : undefined;
     if (handler) return handler(req, res);
+    if (fallback && (await fallback(req, res, path))) return;
     res
       .writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' })
       .end(JSON.stringify({ error: 'not found' }));

@@ -9,6 +9,7 @@ import type { IdentityAuthority } from '../services/identity.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { Store } from '../store/store.js';
 import type { ClientAddressOf } from './client-address.js';
+import { consoleHandler } from './console-files.js';
 import { requestHandler } from './endpoints.js';
 import { opsPages, type SocketGauges } from './ops-pages.js';
 import { trpcHttpHandler } from './trpc-http.js';
@@ -32,7 +33,7 @@ export interface RoutesDeps {
 
 /**
  * What the main listener answers over plain HTTP (/healthz, the JWKS, /metrics unless it has a
- * listener of its own, the streamed backup, tRPC) and, with --metrics-listen, the metrics listener.
+ * listener of its own, the streamed backup, tRPC, the admin console at /) and, with --metrics-listen, the metrics listener.
  */
 export function serverRoutes(deps: RoutesDeps): {
   onRequest: ReturnType<typeof requestHandler>;
@@ -75,6 +76,7 @@ export function serverRoutes(deps: RoutesDeps): {
           res.destroy();
         }),
     },
+    consoleHandler(),
   );
   const metricsServer = config.metricsListen
     ? createHttpServer(requestHandler({ '/healthz': pages.healthz, '/metrics': pages.metrics }))

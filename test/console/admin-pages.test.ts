@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seriousA11yViolations } from '../helpers/axe.js';
+import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
+import { rawCall, startTestServer } from '../helpers/server.js';
+
+/** Admin › API Keys and Audit in a real Chromium. */
+describe('console: admin pages', () => {
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('API Keys: create (shown once, copied), delete; provisioning keys listed by name with the warning; Audit shows each step', async () => {
+    await using server = await startTestServer();
+    await server.admin.groups.create.mutate({ name: 'Lab' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Admin › API Keys' }).click();
+    await page.getByRole('heading', { name: 'API Keys', level: 1 }).waitFor();
+
+    const provisioning = page.getByRole('row', { name: /^Connector Provisioning Key - Lab/ });
+    await provisioning.getByText('Do not delete: it belongs to its connector group.').waitFor();
+    expect(await provisioning.getByRole('button').count()).toBe(0);
+
+    await page.getByLabel('New API key').fill('ci');
+    await page.getByLabel('Scope').selectOption('read');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    const shown = page.getByRole('dialog', { name: 'API key ci created' });
+    const key = (await shown.getByTestId('new-api-key').textContent())!;
+    expect(key).toMatch(/^cak_/);
+    await shown.getByRole('button', { name: 'Copy' }).click();
+    await expect.poll(() => page.evaluate<string>('navigator.clipboard.readText()')).toBe(key);
+    expect((await rawCall(server.url, 'groups.list', {}, { key })).ok).toBe(true);
+    await shown.getByRole('button', { name: 'Done' }).click();
+    const row = page.getByRole('row', { name: /^ci\b/ });
+    await row.getByText('Admin API key (read)').waitFor();
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'api-keys');
+
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('button', { name: 'Delete key' }).click();
+    await expect.poll(() => row.count()).toBe(0);
+    expect((await rawCall(server.url, 'groups.list', {}, { key })).status).toBe(401);
+
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+    const types = page.locator('table.audit .audit-type');
+    await expect
+      .poll(async () => (await types.allTextContents()).filter((t) => !t.startsWith('admin.')))
+      .toEqual(expect.arrayContaining(['api_key.deleted', 'api_key.created', 'group.created']));
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'audit');
+    await page.getByLabel('Type').fill('api_key');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect
+      .poll(() => types.allTextContents())
+      .toEqual(['api_key.deleted', 'api_key.created', 'api_key.bootstrapped']);
+    await context.close();
+  });
+
+  it('Audit: the security filter runs on the server (an old refusal is found behind a page of newer events)', async () => {
+    await using server = await startTestServer();
+    // A security event first, then more ordinary events than one page holds: filtering only the
+    // loaded page would show nothing.
+    expect((await rawCall(server.url, 'groups.list', {}, { key: 'cak_not-a-key' })).status).toBe(401);
+    for (let i = 0; i < 55; i++) await server.admin.groups.create.mutate({ name: `g${i}` });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+    const cells = page.locator('table.audit .audit-type');
+    // A cell reads "admin.refused (refused: ADMIN_KEY_INVALID)": the type is its first word.
+    const types = async () => (await cells.allTextContents()).map((text) => text.split(' ')[0]);
+    await expect.poll(() => cells.count()).toBe(50);
+    expect(await types()).not.toContain('admin.refused');
+    await page.getByLabel('Security events only').check();
+    await expect.poll(types).toContain('admin.refused');
+    expect(await types()).not.toContain('group.created');
+    await context.close();
+  });
+});

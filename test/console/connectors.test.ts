@@ -1,0 +1,121 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enrollSim } from '../helpers/agent-sim.js';
+import { spawnAgent, waitConnected, waitForAgentStatus } from '../helpers/agents.js';
+import { seriousA11yViolations } from '../helpers/axe.js';
+import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
+import { realTimeClock, startTestServer } from '../helpers/server.js';
+
+/** A group's connectors page in a real Chromium: live rows, row actions that reach the agent, paging. */
+describe('console: connectors', () => {
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('a real agent shows live; Disable reaches it live; Revoke makes it exit 4 and changes the group key', async () => {
+    await using server = await startTestServer({ clock: realTimeClock() });
+    const work = await mkdtemp(join(tmpdir(), 'ce-console-'));
+    const group = await server.admin.groups.create.mutate({ name: 'Lab' });
+    const { key } = await server.admin.provisioningKeys.get.query({ groupId: group.id });
+    const keyFile = join(work, 'lab.key');
+    await writeFile(keyFile, `${key}\n`, { mode: 0o600 });
+    const stateDir = join(work, 'agent');
+    const agent = spawnAgent(['--server', server.url, '--key-file', keyFile, '--name', 'lab-1'], stateDir);
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    try {
+      await waitConnected(server.admin, 'lab-1');
+      await signIn(page, server.url, server.adminKey);
+      await page.getByRole('link', { name: 'Lab' }).click();
+      await page.getByRole('heading', { name: 'Lab — connectors' }).waitFor();
+      await page.getByRole('status').getByText('Live', { exact: true }).waitFor();
+      const row = page.getByRole('row', { name: /lab-1/ });
+      await row.getByText('Connected', { exact: true }).waitFor();
+      expect(await seriousA11yViolations(page)).toEqual([]);
+      await screenshot(page, 'connectors');
+
+      await row.getByRole('button', { name: 'Actions for lab-1' }).click();
+      await page.getByRole('menuitem', { name: 'Disable' }).click();
+      await page.getByRole('button', { name: 'Disable connector' }).click();
+      await waitForAgentStatus(stateDir, 'disabled at the agent', (s) => s.status === 'disabled');
+      await row.getByText('disabled', { exact: true }).waitFor();
+
+      await row.getByRole('button', { name: 'Actions for lab-1' }).click();
+      await page.getByRole('menuitem', { name: 'Revoke' }).click();
+      const confirm = page.getByRole('dialog', { name: 'Revoke lab-1?' });
+      await confirm.getByText("The group's provisioning key is regenerated too").waitFor();
+      await confirm.getByRole('button', { name: 'Revoke connector' }).click();
+      expect((await agent.exited).code).toBe(4);
+      await row.getByText('revoked', { exact: true }).waitFor();
+
+      await page.getByRole('link', { name: '← Connector Groups' }).click();
+      await page.getByRole('button', { name: 'Actions for Lab' }).click();
+      await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+      const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Lab' });
+      await dialog.getByRole('button', { name: 'Reveal' }).click();
+      const shown = await dialog.getByTestId('provisioning-key').textContent();
+      expect(shown).toMatch(/^cpk_/);
+      expect(shown).not.toBe(key);
+    } finally {
+      await context.close();
+      await agent.stop();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it('host names and names a host reports render as text', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Edge' });
+    const { key } = await server.admin.provisioningKeys.get.query({ groupId: group.id });
+    const hostile = '<img src=x onerror="window.pwned=1"><script>pwned=2</script>';
+    expect((await enrollSim(server.url, key!, hostile)).ok).toBe(true);
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.goto(`${server.url}/#/groups/${group.id}`);
+    const cell = page.getByRole('rowheader', { name: hostile });
+    expect(await cell.textContent()).toBe(hostile);
+    expect(await page.locator('main img, main script').count()).toBe(0);
+    expect(await page.evaluate<unknown>('window.pwned')).toBeUndefined();
+    await context.close();
+  });
+
+  it('pages through the server 50 rows at a time and filters on the server', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Fleet' });
+    const { key } = await server.admin.provisioningKeys.get.query({ groupId: group.id });
+    for (let i = 0; i < 60; i++) expect((await enrollSim(server.url, key!, `host-${i}`)).ok).toBe(true);
+    const disabled = (await server.admin.connectors.list.query({ groupId: group.id, limit: 3 })).items;
+    for (const c of disabled) await server.admin.connectors.disable.mutate({ connectorId: c.id });
+
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const requests: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/trpc/connectors.list')) requests.push(decodeURIComponent(r.url()));
+    });
+    await page.goto(`${server.url}/#/groups/${group.id}`);
+    const rows = page.locator('table.connectors tbody tr');
+    await expect.poll(() => rows.count()).toBe(50);
+    expect(requests.every((url) => url.includes('"limit":50'))).toBe(true);
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await expect.poll(() => rows.count()).toBe(10);
+    expect(await page.getByRole('button', { name: 'Next page' }).isDisabled()).toBe(true);
+    await page.getByRole('button', { name: 'Previous page' }).click();
+    await expect.poll(() => rows.count()).toBe(50);
+
+    await page.getByLabel('Status').selectOption('disabled');
+    await expect.poll(() => rows.count()).toBe(3);
+    expect(requests.at(-1)).toContain('"status":"disabled"');
+    await page.getByLabel('Connection').selectOption('connected');
+    await page.getByText('No connectors match.').waitFor();
+    await context.close();
+  });
+});

@@ -1,0 +1,88 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnAgent } from '../helpers/agents.js';
+import { seriousA11yViolations } from '../helpers/axe.js';
+import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
+import { realTimeClock, startTestServer } from '../helpers/server.js';
+
+/**
+ * The admin's story on the Connector Groups page, in a real Chromium against a real server and a
+ * real agent: sign in, create a group, find it under Next Steps, copy its key, enroll a host with it.
+ */
+describe('console: connector groups', () => {
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('sign in → create a group → Next Steps → View Provisioning Key → Copy → a real agent enrolls with it', async () => {
+    await using server = await startTestServer({ clock: realTimeClock() });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    const work = await mkdtemp(join(tmpdir(), 'ce-console-'));
+    try {
+      await page.goto(`${server.url}/`);
+      expect(await seriousA11yViolations(page)).toEqual([]);
+      await screenshot(page, 'sign-in');
+      await signIn(page, server.url, server.adminKey);
+      await page.getByRole('status').getByText('Live', { exact: true }).waitFor();
+      // Kept for this tab only: in sessionStorage, never in localStorage or a cookie.
+      expect(await page.evaluate<string>('JSON.stringify(sessionStorage)')).toContain(server.adminKey);
+      expect(await page.evaluate<number>('localStorage.length')).toBe(0);
+      expect(await context.cookies()).toEqual([]);
+
+      await page.getByLabel('New group').fill('Lab');
+      await page.getByRole('button', { name: 'Create group' }).click();
+      const nextSteps = page.getByRole('region', { name: 'Next Steps — Deploy Your Connectors' });
+      await nextSteps.getByText('Lab', { exact: true }).waitFor();
+      const row = page.getByRole('row', { name: /^Lab\b/ });
+      await expect.poll(() => row.locator('.connector-counts').textContent()).toBe('0 / 0');
+      expect(await seriousA11yViolations(page)).toEqual([]);
+      await screenshot(page, 'groups');
+
+      await nextSteps.getByRole('button', { name: 'View Provisioning Key of Lab' }).click();
+      const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Lab' });
+      await dialog.waitFor();
+      const { groups } = { groups: await server.admin.groups.list.query({}) };
+      const { key } = await server.admin.provisioningKeys.get.query({ groupId: groups[0]!.id });
+      // Masked until revealed.
+      const shown = dialog.getByTestId('provisioning-key');
+      expect(await shown.textContent()).toBe(`cpk_••••••••${key!.slice(-4)}`);
+      await dialog.getByRole('button', { name: 'Reveal' }).click();
+      expect(await shown.textContent()).toBe(key);
+      expect(await dialog.locator('pre.command').textContent()).toContain(
+        `connector-agent --server ${server.url} --key-file connector.key`,
+      );
+      await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
+      await dialog.getByText('Key copied to the clipboard.').waitFor();
+      const copied = await page.evaluate<string>('navigator.clipboard.readText()');
+      expect(copied).toBe(key);
+      expect(await seriousA11yViolations(page)).toEqual([]);
+      await screenshot(page, 'key-dialog');
+      await dialog.getByRole('button', { name: 'Close' }).click();
+
+      const keyFile = join(work, 'lab.key');
+      await writeFile(keyFile, `${copied}\n`, { mode: 0o600 });
+      const agent = spawnAgent(['--server', server.url, '--key-file', keyFile], join(work, 'agent'));
+      try {
+        // Without a reload or a click, the row shows the connector connected and the group leaves
+        // Next Steps: the console.changes feed told the page.
+        await expect
+          .poll(() => row.locator('.connector-counts').textContent(), { timeout: 30_000, interval: 100 })
+          .toBe('1 / 1');
+        expect(await nextSteps.count()).toBe(0);
+        await screenshot(page, 'groups-with-connector');
+      } finally {
+        await agent.stop();
+      }
+    } finally {
+      await context.close();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enrollSim } from '../helpers/agent-sim.js';
+import { seriousA11yViolations } from '../helpers/axe.js';
+import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
+import { startTestServer } from '../helpers/server.js';
+
+const DAY_MS = 86_400_000;
+
+/** What the console refuses or guards: expired keys, read-only keys, revoked keys, hostile text. */
+describe('console: guards', () => {
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('an expired key shows Copy dimmed with the reason; Regenerate (confirmed) gives a key that enrolls', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Edge' });
+    server.clock.advance(15 * DAY_MS);
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const row = page.getByRole('row', { name: /^Edge\b/ });
+    await row.getByText('Expired').waitFor();
+
+    // The row's menu by keyboard alone: focus the button, Enter opens it on its first item.
+    await row.getByRole('button', { name: 'Actions for Edge' }).focus();
+    await page.keyboard.press('Enter');
+    const menu = page.getByRole('menu', { name: 'Actions for Edge' });
+    await expect
+      .poll(() => page.evaluate<string | null>('document.activeElement?.textContent ?? null'))
+      .toBe('View Provisioning Key');
+    expect(await menu.getByRole('menuitem').allTextContents()).toEqual([
+      'View Provisioning Key',
+      'Rename',
+      'Disable',
+      'Delete',
+    ]);
+    await page.keyboard.press('Enter');
+    const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Edge' });
+    await dialog.getByText('Expired', { exact: true }).waitFor();
+    const copy = dialog.getByRole('button', { name: 'Copy', exact: true });
+    expect(await copy.isDisabled()).toBe(true);
+    await dialog.getByText(/This key expired .*: regenerate it to get a new one\./).waitFor();
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'key-expired');
+
+    await dialog.getByRole('button', { name: 'Regenerate' }).click();
+    const confirm = page.getByRole('dialog', { name: 'Regenerate the key of Edge?' });
+    await confirm.getByText('The current key stops working at once').waitFor();
+    await confirm.getByText('Connectors already enrolled are unaffected').waitFor();
+    await confirm.getByRole('button', { name: 'Regenerate key' }).click();
+
+    const fresh = page.getByRole('dialog', { name: 'Connector Provisioning Key - Edge' });
+    await fresh.getByText('Active', { exact: true }).waitFor();
+    await fresh.getByRole('button', { name: 'Copy', exact: true }).click();
+    await fresh.getByText('Key copied to the clipboard.').waitFor();
+    const copied = await page.evaluate<string>('navigator.clipboard.readText()');
+    expect(copied).toBe((await server.admin.provisioningKeys.get.query({ groupId: group.id })).key);
+    const enrolled = await enrollSim(server.url, copied, 'edge-1');
+    expect(enrolled.ok).toBe(true);
+    await context.close();
+  });
+
+  it('a read-scope key gets a read-only console: every mutating control disabled with the reason', async () => {
+    await using server = await startTestServer();
+    await server.admin.groups.create.mutate({ name: 'Lab' });
+    const { key: readKey } = await server.admin.apiKeys.create.mutate({ name: 'viewer', scope: 'read' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, readKey);
+    await page.getByText('Read-only', { exact: true }).waitFor();
+    expect(await page.getByRole('button', { name: 'Create group' }).isDisabled()).toBe(true);
+    await page.getByText('Read-only: you signed in with a read-scope API key.').first().waitFor();
+
+    const row = page.getByRole('row', { name: /^Lab\b/ });
+    await row.getByRole('button', { name: 'Actions for Lab' }).click();
+    const items = page.getByRole('menu', { name: 'Actions for Lab' }).getByRole('menuitem');
+    for (const label of ['Rename', 'Disable', 'Delete']) {
+      const item = items.filter({ hasText: label });
+      expect(await item.getAttribute('aria-disabled')).toBe('true');
+      expect(await item.textContent()).toContain('read-scope API key');
+      await item.click({ force: true });
+      expect(await page.getByRole('dialog').count()).toBe(0);
+    }
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'groups-read-only');
+    await items.filter({ hasText: 'View Provisioning Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Lab' });
+    await dialog.getByText('Active', { exact: true }).waitFor();
+    expect(await dialog.getByRole('button', { name: 'Copy', exact: true }).isDisabled()).toBe(true);
+    expect(await dialog.getByRole('button', { name: 'Regenerate' }).isDisabled()).toBe(true);
+    expect(await dialog.getByRole('button', { name: 'Reveal' }).count()).toBe(0);
+    // The server did not give the secret to the read key: only the masked form is in the page.
+    const { key } = await server.admin.provisioningKeys.get.query({
+      groupId: (await server.admin.groups.list.query({}))[0]!.id,
+    });
+    expect(await page.content()).not.toContain(key!);
+    await context.close();
+  });
+
+  it('a key deleted while signed in sends the console back to sign-in with a message', async () => {
+    await using server = await startTestServer();
+    const second = await server.admin.apiKeys.create.mutate({ name: 'temp', scope: 'admin' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, second.key);
+    await server.admin.apiKeys.delete.mutate({ id: second.id });
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await page.getByLabel('Admin API key').waitFor();
+    await page.getByText(/^Signed out: the server refused the API key/).waitFor();
+    expect(await page.evaluate<string>('JSON.stringify(sessionStorage)')).not.toContain(second.key);
+    // A wrong key never gets in.
+    await page.getByLabel('Admin API key').fill(second.key);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page
+      .getByRole('alert')
+      .getByText(/Sign-in failed: .*ADMIN_KEY_INVALID/)
+      .waitFor();
+    await context.close();
+  });
+
+  it('a hostile group name renders as text, and the CSP blocks an inline script', async () => {
+    await using server = await startTestServer();
+    const hostile = '<img src=x onerror="window.pwned=1">';
+    await server.admin.groups.create.mutate({ name: hostile });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const rowHeader = page.getByRole('rowheader', { name: hostile });
+    expect(await rowHeader.textContent()).toBe(hostile);
+    expect(await page.locator('img').count()).toBe(0);
+    expect(await page.evaluate<unknown>('window.pwned')).toBeUndefined();
+
+    const violation = page.evaluate<string>(
+      `new Promise((resolve) => document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective), { once: true }))`,
+    );
+    await page.evaluate(
+      `(() => { const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1'; document.body.append(s); })()`,
+    );
+    expect(await violation).toMatch(/^script-src/);
+    expect(await page.evaluate<unknown>('window.inlineRan')).toBeUndefined();
+    await context.close();
+  });
+});

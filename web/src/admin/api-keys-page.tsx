@@ -1,0 +1,180 @@
+import { type FormEvent, useCallback, useEffect, useState } from 'react';
+import { errorText } from '../api.js';
+import { copyText } from '../clipboard.js';
+import { useConsole } from '../console-context.js';
+import { formatTime } from '../format.js';
+import type { ApiKeyRow } from '../types.js';
+import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
+
+/**
+ * Admin › API Keys: the admin keys (create, shown once; delete) and, read-only, each group's
+ * provisioning key as the product names it, with the warning not to delete it.
+ */
+export function ApiKeysPage() {
+  const { api, readOnlyReason } = useConsole();
+  const [keys, setKeys] = useState<ApiKeyRow[] | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
+  const [deleting, setDeleting] = useState<ApiKeyRow | null>(null);
+
+  const refresh = useCallback(async () => {
+    try {
+      setKeys(await api.apiKeys.list.query({}));
+      setLoadError(null);
+    } catch (error) {
+      setLoadError(errorText(error));
+    }
+  }, [api]);
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+
+  return (
+    <>
+      <div className="page-head">
+        <h1>API Keys</h1>
+      </div>
+      {loadError && (
+        <p className="error" role="alert">
+          Could not load the keys: {loadError}
+        </p>
+      )}
+      <CreateApiKey
+        onCreated={async (name, key) => {
+          setCreated({ name, key });
+          await refresh();
+        }}
+      />
+      {keys && (
+        <table className="api-keys">
+          <caption>Keys</caption>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Created</th>
+              <th scope="col">Expires</th>
+              <th scope="col">Last used</th>
+              <th scope="col">Status</th>
+              <th scope="col">
+                <span className="offscreen">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {keys.map((k) => (
+              <tr key={k.id}>
+                <th scope="row">{k.name}</th>
+                <td>{k.kind === 'admin' ? `Admin API key (${k.scope})` : 'Provisioning key'}</td>
+                <td>{formatTime(k.createdAt)}</td>
+                <td>{k.expiresAt ? formatTime(k.expiresAt) : 'Never'}</td>
+                <td>{formatTime(k.lastUsedAt)}</td>
+                <td>{k.status}</td>
+                <td>
+                  {k.kind === 'admin' ? (
+                    <ActionButton
+                      className="danger"
+                      disabledReason={readOnlyReason}
+                      onClick={async () => setDeleting(k)}
+                    >
+                      Delete
+                    </ActionButton>
+                  ) : (
+                    <span className="warning">
+                      Do not delete: it belongs to its connector group. Regenerate it from the group.
+                    </span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {created && (
+        <Modal title={`API key ${created.name} created`} onClose={() => setCreated(null)}>
+          <p>Copy it now: it is shown this once and cannot be read back.</p>
+          <code className="key" data-testid="new-api-key">
+            {created.key}
+          </code>
+          <ModalActions>
+            <ActionButton className="primary" onClick={() => copyText(created.key)}>
+              Copy
+            </ActionButton>
+            <button type="button" onClick={() => setCreated(null)}>
+              Done
+            </button>
+          </ModalActions>
+        </Modal>
+      )}
+      {deleting && (
+        <Confirm
+          title={`Delete API key ${deleting.name}?`}
+          confirmLabel="Delete key"
+          danger
+          onClose={() => setDeleting(null)}
+          onConfirm={async () => {
+            await api.apiKeys.delete.mutate({ id: deleting.id });
+            setDeleting(null);
+            await refresh();
+          }}
+        >
+          <p>
+            It stops working at once, and consoles signed in with it are signed out. The server refuses to
+            delete the last admin key.
+          </p>
+        </Confirm>
+      )}
+    </>
+  );
+}
+
+function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) => Promise<void> }) {
+  const { api, readOnlyReason } = useConsole();
+  const [name, setName] = useState('');
+  const [scope, setScope] = useState<'admin' | 'read'>('admin');
+  const [error, setError] = useState<string | null>(null);
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setError(null);
+    try {
+      const created = await api.apiKeys.create.mutate({ name, scope });
+      setName('');
+      await onCreated(created.name, created.key);
+    } catch (failure) {
+      setError(errorText(failure));
+    }
+  }
+  const off = readOnlyReason !== null;
+  return (
+    <form className="create-group" onSubmit={submit} aria-label="Create an API key">
+      <label htmlFor="new-key-name">New API key</label>
+      <input
+        id="new-key-name"
+        value={name}
+        maxLength={64}
+        disabled={off}
+        placeholder="Name"
+        onChange={(e) => setName(e.target.value)}
+      />
+      <label htmlFor="new-key-scope">Scope</label>
+      <select
+        id="new-key-scope"
+        value={scope}
+        disabled={off}
+        onChange={(e) => setScope(e.target.value as 'admin' | 'read')}
+      >
+        <option value="admin">admin</option>
+        <option value="read">read</option>
+      </select>
+      <button type="submit" className="primary" disabled={off || !name.trim()}>
+        Create key
+      </button>
+      {readOnlyReason && <span className="reason">{readOnlyReason}</span>}
+      {error && (
+        <span className="error" role="alert">
+          {error}
+        </span>
+      )}
+    </form>
+  );
+}

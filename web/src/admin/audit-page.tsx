@@ -1,0 +1,145 @@
+import { useCallback, useEffect, useState } from 'react';
+import { errorText } from '../api.js';
+import { useConsole } from '../console-context.js';
+import { formatTime } from '../format.js';
+import type { AuditEvent } from '../types.js';
+
+export const AUDIT_PAGE_SIZE = 50;
+
+/** Who did it, in words: `admin ak_…`, `agent con_…`, `system`, `anonymous`. */
+function actorText(actor: AuditEvent['actor']): string {
+  if (actor.kind === 'admin') return `admin ${actor.apiKeyId}`;
+  if (actor.kind === 'agent') return `agent ${actor.connectorId ?? '(unknown)'}`;
+  return actor.kind;
+}
+
+function targetText(event: AuditEvent): string {
+  return [event.groupId, event.connectorId, event.keyId].filter(Boolean).join(' · ') || '—';
+}
+
+/** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security flag on the server. */
+export function AuditPage() {
+  const { api } = useConsole();
+  const [type, setType] = useState('');
+  const [appliedType, setAppliedType] = useState('');
+  const [securityOnly, setSecurityOnly] = useState(false);
+  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  const [events, setEvents] = useState<AuditEvent[] | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const before = cursors[cursors.length - 1];
+
+  const refresh = useCallback(async () => {
+    try {
+      setEvents(
+        await api.audit.list.query({
+          limit: AUDIT_PAGE_SIZE,
+          before,
+          type: appliedType || undefined,
+          security: securityOnly || undefined,
+        }),
+      );
+      setLoadError(null);
+    } catch (error) {
+      setLoadError(errorText(error));
+    }
+  }, [api, before, appliedType, securityOnly]);
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+
+  const shown = events ?? [];
+  const last = events?.[events.length - 1];
+  return (
+    <>
+      <div className="page-head">
+        <h1>Audit</h1>
+        <button type="button" onClick={() => void refresh()}>
+          Refresh
+        </button>
+      </div>
+      <form
+        className="filters"
+        aria-label="Filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          setAppliedType(type.trim());
+          setCursors([undefined]);
+        }}
+      >
+        <label htmlFor="audit-type">Type</label>
+        <input
+          id="audit-type"
+          value={type}
+          placeholder="e.g. group or connector.revoked"
+          pattern="[a-z_.]*"
+          maxLength={64}
+          onChange={(e) => setType(e.target.value)}
+        />
+        <button type="submit">Filter</button>
+        <input
+          id="audit-security"
+          type="checkbox"
+          checked={securityOnly}
+          onChange={(e) => {
+            setSecurityOnly(e.target.checked);
+            setCursors([undefined]);
+          }}
+        />
+        <label htmlFor="audit-security">Security events only</label>
+      </form>
+      {loadError && (
+        <p className="error" role="alert">
+          Could not load the audit log: {loadError}
+        </p>
+      )}
+      {events && (
+        <table className="audit">
+          <caption>Events, newest first</caption>
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              <th scope="col">Actor</th>
+              <th scope="col">Action</th>
+              <th scope="col">Target</th>
+              <th scope="col">Address</th>
+              <th scope="col">Security</th>
+            </tr>
+          </thead>
+          <tbody>
+            {shown.map((event) => (
+              <tr key={event.id}>
+                <td>{formatTime(event.at)}</td>
+                <td>{actorText(event.actor)}</td>
+                <th scope="row" className="audit-type">
+                  {event.type}
+                  {event.outcome !== 'success' &&
+                    ` (${event.outcome}${event.reason ? `: ${event.reason}` : ''})`}
+                </th>
+                <td>{targetText(event)}</td>
+                <td>{event.remoteAddress ?? '—'}</td>
+                <td>{event.security ? <span className="badge warn">security</span> : ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <nav className="pager" aria-label="Pages">
+        <button
+          type="button"
+          disabled={cursors.length === 1}
+          onClick={() => setCursors(cursors.slice(0, -1))}
+        >
+          Newer
+        </button>
+        <span>Page {cursors.length}</span>
+        <button
+          type="button"
+          disabled={!last || (events?.length ?? 0) < AUDIT_PAGE_SIZE}
+          onClick={() => last && setCursors([...cursors, last.id])}
+        >
+          Older
+        </button>
+      </nav>
+    </>
+  );
+}

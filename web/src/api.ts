@@ -1,0 +1,42 @@
+import { createTRPCClient, httpLink, type TRPCClientErrorLike, type TRPCLink } from '@trpc/client';
+import { observable } from '@trpc/server/observable';
+import type { AppRouter } from '../../shared/router-type.js';
+
+export type ApiClient = ReturnType<typeof createApiClient>;
+export type ApiError = TRPCClientErrorLike<AppRouter>;
+
+/** Calls `onUnauthorized` whenever the server answers 401: the key was deleted, expired or is wrong. */
+function unauthorizedLink(onUnauthorized: (message: string) => void): TRPCLink<AppRouter> {
+  return () =>
+    ({ next, op }) =>
+      observable((observer) =>
+        next(op).subscribe({
+          next: (value) => observer.next(value),
+          complete: () => observer.complete(),
+          error: (error) => {
+            if (error.data?.httpStatus === 401) onUnauthorized(error.message);
+            observer.error(error);
+          },
+        }),
+      );
+}
+
+/**
+ * The typed tRPC client over plain HTTP, one call per request (the server does not batch), with the
+ * key in the Authorization header and never in a URL.
+ */
+export function createApiClient(adminKey: string, onUnauthorized: (message: string) => void) {
+  return createTRPCClient<AppRouter>({
+    links: [
+      unauthorizedLink(onUnauthorized),
+      httpLink({ url: '/trpc', headers: () => ({ authorization: `Bearer ${adminKey}` }) }),
+    ],
+  });
+}
+
+/** The words to show for a failed call: the server's message and, when it gives one, its reason code. */
+export function errorText(error: unknown): string {
+  const data = (error as { data?: { reason?: string } } | null)?.data;
+  const message = error instanceof Error ? error.message : String(error);
+  return data?.reason ? `${message} (${data.reason})` : message;
+}

@@ -1,0 +1,85 @@
+import { useCallback, useEffect, useMemo, useState } from 'react';
+import { ApiKeysPage } from './admin/api-keys-page.js';
+import { AuditPage } from './admin/audit-page.js';
+import { createApiClient } from './api.js';
+import { ConnectorsPage } from './connectors/connectors-page.js';
+import { ConsoleContextValue, READ_ONLY_REASON } from './console-context.js';
+import { GroupsPage } from './groups/groups-page.js';
+import { useRoute } from './route.js';
+import { clearSession, loadSession, type Session, saveSession } from './session.js';
+import { SignIn } from './sign-in.js';
+
+const PAGE_TITLES = {
+  groups: 'Connector Groups',
+  group: 'Connectors',
+  'api-keys': 'API Keys',
+  audit: 'Audit',
+};
+
+/** Signed out: the sign-in page (with why, after a 401). Signed in: the console. */
+export function App() {
+  const [session, setSession] = useState<Session | null>(loadSession);
+  const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
+  const route = useRoute();
+
+  const signOut = useCallback((reason: string | null) => {
+    clearSession();
+    setSession(null);
+    setSignedOutBecause(reason);
+  }, []);
+
+  const context = useMemo(() => {
+    if (!session) return null;
+    const api = createApiClient(session.adminKey, (message) =>
+      signOut(`Signed out: the server refused the API key (${message}). Sign in again.`),
+    );
+    const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
+    return { api, adminKey: session.adminKey, scope: session.scope, readOnlyReason };
+  }, [session, signOut]);
+
+  useEffect(() => {
+    const page = !session ? 'Sign in' : PAGE_TITLES[route.page];
+    document.title = `${page} · Connector console`;
+  }, [session, route]);
+
+  if (!context) {
+    return (
+      <SignIn
+        notice={signedOutBecause}
+        onSignedIn={(next) => {
+          saveSession(next);
+          setSignedOutBecause(null);
+          setSession(next);
+        }}
+      />
+    );
+  }
+  return (
+    <ConsoleContextValue.Provider value={context}>
+      <header className="top-bar">
+        <span className="brand">Connector console</span>
+        <nav aria-label="Main">
+          <a href="#/groups" aria-current={route.page === 'groups' ? 'page' : undefined}>
+            Connector Groups
+          </a>
+          <a href="#/api-keys" aria-current={route.page === 'api-keys' ? 'page' : undefined}>
+            Admin › API Keys
+          </a>
+          <a href="#/audit" aria-current={route.page === 'audit' ? 'page' : undefined}>
+            Audit
+          </a>
+        </nav>
+        <span className="scope-badge">{context.scope === 'admin' ? 'Admin' : 'Read-only'}</span>
+        <button type="button" className="link-button" onClick={() => signOut(null)}>
+          Sign out
+        </button>
+      </header>
+      <main>
+        {route.page === 'group' && <ConnectorsPage key={route.groupId} groupId={route.groupId} />}
+        {route.page === 'groups' && <GroupsPage />}
+        {route.page === 'api-keys' && <ApiKeysPage />}
+        {route.page === 'audit' && <AuditPage />}
+      </main>
+    </ConsoleContextValue.Provider>
+  );
+}

@@ -1,0 +1,140 @@
+import { useCallback, useEffect, useState } from 'react';
+import { errorText } from '../api.js';
+import { useConsole } from '../console-context.js';
+import type { Connector, Group } from '../types.js';
+import { useLiveRefresh } from '../use-live-refresh.js';
+import { ConnectorDialog, type ConnectorDialogState } from './connector-dialogs.js';
+import { ConnectorsTable } from './connectors-table.js';
+
+/** One page of rows at a time, fetched by the server's cursor: never the whole fleet. */
+export const CONNECTORS_PAGE_SIZE = 50;
+
+type StatusFilter = '' | 'enabled' | 'disabled' | 'revoked';
+type ConnectionFilter = '' | 'connected' | 'disconnected' | 'never';
+
+/**
+ * A group's connectors, filtered by status and connection on the server, a page at a time (the
+ * cursors of the pages before are kept for "Previous"). Refetched live when a change names this
+ * group or one of the rows shown.
+ */
+export function ConnectorsPage({ groupId }: { groupId: string }) {
+  const { api, adminKey } = useConsole();
+  const [group, setGroup] = useState<Group | null>(null);
+  const [rows, setRows] = useState<Connector[] | null>(null);
+  const [status, setStatus] = useState<StatusFilter>('');
+  const [connection, setConnection] = useState<ConnectionFilter>('');
+  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  const [nextCursor, setNextCursor] = useState<string | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [dialog, setDialog] = useState<ConnectorDialogState | null>(null);
+  const cursor = cursors[cursors.length - 1];
+
+  const refresh = useCallback(async () => {
+    try {
+      const [groupView, page] = await Promise.all([
+        api.groups.get.query({ groupId }),
+        api.connectors.list.query({
+          groupId,
+          status: status || undefined,
+          connection: connection || undefined,
+          cursor,
+          limit: CONNECTORS_PAGE_SIZE,
+        }),
+      ]);
+      setGroup(groupView);
+      setRows(page.items);
+      setNextCursor(page.nextCursor);
+      setLoadError(null);
+    } catch (error) {
+      setLoadError(errorText(error));
+    }
+  }, [api, groupId, status, connection, cursor]);
+
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+  const live = useLiveRefresh(
+    adminKey,
+    refresh,
+    (batch) =>
+      batch.groups.includes(groupId) || batch.connectors.some((id) => rows?.some((r) => r.id === id)),
+  );
+
+  const filter =
+    <T,>(set: (value: T) => void) =>
+    (value: T) => {
+      set(value);
+      setCursors([undefined]);
+    };
+
+  return (
+    <>
+      <p>
+        <a href="#/groups">← Connector Groups</a>
+      </p>
+      <div className="page-head">
+        <h1>{group ? `${group.name} — connectors` : 'Connectors'}</h1>
+        <span className={`live live-${live}`} role="status">
+          {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting…' : 'Live updates off'}
+        </span>
+        <button type="button" onClick={() => void refresh()}>
+          Refresh
+        </button>
+      </div>
+      {group && (
+        <p className="help">
+          {group.counts.total} connector(s): {group.counts.connected} connected, {group.counts.enabled}{' '}
+          enabled, {group.counts.disabled} disabled, {group.counts.revoked} revoked.
+        </p>
+      )}
+      <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
+        <label htmlFor="filter-status">Status</label>
+        <select
+          id="filter-status"
+          value={status}
+          onChange={(e) => filter(setStatus)(e.target.value as StatusFilter)}
+        >
+          <option value="">Any</option>
+          <option value="enabled">Enabled</option>
+          <option value="disabled">Disabled</option>
+          <option value="revoked">Revoked</option>
+        </select>
+        <label htmlFor="filter-connection">Connection</label>
+        <select
+          id="filter-connection"
+          value={connection}
+          onChange={(e) => filter(setConnection)(e.target.value as ConnectionFilter)}
+        >
+          <option value="">Any</option>
+          <option value="connected">Connected</option>
+          <option value="disconnected">Disconnected</option>
+          <option value="never">Never connected</option>
+        </select>
+      </form>
+      {loadError && (
+        <p className="error" role="alert">
+          Could not load the connectors: {loadError}
+        </p>
+      )}
+      {rows && <ConnectorsTable rows={rows} onAction={setDialog} />}
+      <nav className="pager" aria-label="Pages">
+        <button
+          type="button"
+          disabled={cursors.length === 1}
+          onClick={() => setCursors(cursors.slice(0, -1))}
+        >
+          Previous page
+        </button>
+        <span>Page {cursors.length}</span>
+        <button
+          type="button"
+          disabled={nextCursor === null}
+          onClick={() => nextCursor && setCursors([...cursors, nextCursor])}
+        >
+          Next page
+        </button>
+      </nav>
+      {dialog && <ConnectorDialog state={dialog} onClose={() => setDialog(null)} onChanged={refresh} />}
+    </>
+  );
+}

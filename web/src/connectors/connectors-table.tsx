@@ -1,0 +1,87 @@
+import { useConsole } from '../console-context.js';
+import { formatTime } from '../format.js';
+import type { Connector } from '../types.js';
+import { RowMenu } from '../ui/menu.js';
+import type { ConnectorDialogState } from './connector-dialogs.js';
+
+const CONNECTION_LABEL = { connected: 'Connected', disconnected: 'Disconnected', never: 'Never connected' };
+
+/** Every string here was reported by a host and is hostile: React renders it as text, never markup. */
+export function ConnectorsTable({
+  rows,
+  onAction,
+}: {
+  rows: Connector[];
+  onAction: (state: ConnectorDialogState) => void;
+}) {
+  const { readOnlyReason } = useConsole();
+  if (rows.length === 0) return <p>No connectors match.</p>;
+  return (
+    <table className="connectors">
+      <caption>Connectors</caption>
+      <thead>
+        <tr>
+          <th scope="col">Hostname</th>
+          <th scope="col">Name</th>
+          <th scope="col">Status</th>
+          <th scope="col">Connection</th>
+          <th scope="col">Origin address</th>
+          <th scope="col">Agent version</th>
+          <th scope="col">Last seen</th>
+          <th scope="col">Enrolled</th>
+          <th scope="col">
+            <span className="offscreen">Actions</span>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((connector) => {
+          const revoked = connector.status === 'revoked';
+          const notForRevoked = revoked ? 'Revoked: it can only be deleted.' : readOnlyReason;
+          return (
+            <tr key={connector.id} data-connector-id={connector.id}>
+              <th scope="row" className="hostname">
+                {connector.host.hostname}
+              </th>
+              <td>{connector.name}</td>
+              <td>
+                <span className={`badge ${connector.status}`}>{connector.status}</span>
+              </td>
+              <td className={`connection ${connector.connection}`}>
+                {CONNECTION_LABEL[connector.connection]}
+              </td>
+              <td>{connector.remoteAddress ?? '—'}</td>
+              <td>{connector.agentVersion}</td>
+              <td>{formatTime(connector.lastSeenAt)}</td>
+              <td>{formatTime(connector.enrolledAt)}</td>
+              <td>
+                <RowMenu
+                  label={`Actions for ${connector.name}`}
+                  items={[
+                    {
+                      label: connector.status === 'disabled' ? 'Enable' : 'Disable',
+                      onSelect: () => onAction({ kind: 'status', connector }),
+                      disabledReason: notForRevoked,
+                    },
+                    {
+                      label: 'Revoke',
+                      danger: true,
+                      onSelect: () => onAction({ kind: 'revoke', connector }),
+                      disabledReason: notForRevoked,
+                    },
+                    {
+                      label: 'Delete',
+                      danger: true,
+                      onSelect: () => onAction({ kind: 'delete', connector }),
+                      disabledReason: readOnlyReason,
+                    },
+                  ]}
+                />
+              </td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,20 @@
+/** A time as people read it, in their locale; `—` for none. */
+export function formatTime(iso: string | null): string {
+  if (!iso) return '—';
+  return new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+/** `in 13 days`, `in 5 hours`, `2 minutes ago`: how far a time is from now. */
+export function relativeTime(iso: string, now = Date.now()): string {
+  const ms = new Date(iso).getTime() - now;
+  const units: [Intl.RelativeTimeFormatUnit, number][] = [
+    ['day', 86_400_000],
+    ['hour', 3_600_000],
+    ['minute', 60_000],
+  ];
+  const format = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+  for (const [unit, size] of units) {
+    if (Math.abs(ms) >= size) return format.format(Math.round(ms / size), unit);
+  }
+  return format.format(Math.trunc(ms / 1000), 'second');
+}

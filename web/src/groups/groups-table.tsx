@@ -1,0 +1,88 @@
+import { useConsole } from '../console-context.js';
+import { formatTime, relativeTime } from '../format.js';
+import { groupHref } from '../route.js';
+import type { GroupRow } from '../types.js';
+import { RowMenu } from '../ui/menu.js';
+import type { GroupDialogState } from './group-dialogs.js';
+
+function KeyExpiry({ group }: { group: GroupRow }) {
+  if (!group.key?.expiresAt) return <>—</>;
+  if (group.key.status !== 'active')
+    return <span className="badge warn">{group.key.status === 'expired' ? 'Expired' : 'Used up'}</span>;
+  return (
+    <time dateTime={group.key.expiresAt} title={formatTime(group.key.expiresAt)}>
+      {relativeTime(group.key.expiresAt)}
+    </time>
+  );
+}
+
+export function GroupsTable({
+  groups,
+  onAction,
+}: {
+  groups: GroupRow[];
+  onAction: (state: GroupDialogState) => void;
+}) {
+  const { readOnlyReason } = useConsole();
+  if (groups.length === 0) return <p>No groups yet: create one above.</p>;
+  return (
+    <table className="groups">
+      <caption>Groups</caption>
+      <thead>
+        <tr>
+          <th scope="col">Name</th>
+          <th scope="col">Status</th>
+          <th scope="col">Connectors (connected / total)</th>
+          <th scope="col">Key expires</th>
+          <th scope="col">
+            <span className="offscreen">Actions</span>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {groups.map((group) => (
+          <tr key={group.id} data-group-id={group.id}>
+            <th scope="row" className="group-name">
+              <a href={groupHref(group.id)}>{group.name}</a>
+            </th>
+            <td>
+              <span className={`badge ${group.status}`}>
+                {group.status === 'enabled' ? 'Enabled' : 'Disabled'}
+              </span>
+            </td>
+            <td className="connector-counts">
+              {group.counts.connected} / {group.counts.total}
+            </td>
+            <td>
+              <KeyExpiry group={group} />
+            </td>
+            <td>
+              <RowMenu
+                label={`Actions for ${group.name}`}
+                items={[
+                  { label: 'View Provisioning Key', onSelect: () => onAction({ kind: 'key', group }) },
+                  {
+                    label: 'Rename',
+                    onSelect: () => onAction({ kind: 'rename', group }),
+                    disabledReason: readOnlyReason,
+                  },
+                  {
+                    label: group.status === 'enabled' ? 'Disable' : 'Enable',
+                    onSelect: () => onAction({ kind: 'status', group }),
+                    disabledReason: readOnlyReason,
+                  },
+                  {
+                    label: 'Delete',
+                    danger: true,
+                    onSelect: () => onAction({ kind: 'delete', group }),
+                    disabledReason: readOnlyReason,
+                  },
+                ]}
+              />
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,156 @@
+import { useCallback, useEffect, useState } from 'react';
+import { errorText } from '../api.js';
+import { copyText } from '../clipboard.js';
+import { useConsole } from '../console-context.js';
+import { formatTime, relativeTime } from '../format.js';
+import type { GroupRow, ProvisioningKey } from '../types.js';
+import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
+
+/** Why the key cannot be copied, in words; null when it can. */
+function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): string | null {
+  if (view.status === 'expired')
+    return `This key expired ${relativeTime(view.expiresAt)}: regenerate it to get a new one.`;
+  if (view.status === 'exhausted') return 'This key has enrolled as many hosts as it may: regenerate it.';
+  if (view.key === null) return readOnlyReason ?? 'The key cannot be shown.';
+  return null;
+}
+
+/** How to run the agent with this key: the key goes into a private file, never onto a command line. */
+function agentCommand(key: string): string {
+  return [
+    `umask 077 && printf '%s\\n' '${key}' > connector.key`,
+    `connector-agent --server ${location.origin} --key-file connector.key --state-dir ./connector-state`,
+  ].join('\n');
+}
+
+/** The group's provisioning key: masked with a reveal, expiry, Copy, Regenerate, the agent command. */
+export function KeyDialog({
+  group,
+  onClose,
+  onChanged,
+}: {
+  group: GroupRow;
+  onClose: () => void;
+  onChanged: () => Promise<void>;
+}) {
+  const { api, readOnlyReason } = useConsole();
+  const [view, setView] = useState<ProvisioningKey | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [revealed, setRevealed] = useState(false);
+  const [copied, setCopied] = useState<string | null>(null);
+  const [confirming, setConfirming] = useState(false);
+
+  const load = useCallback(async () => {
+    try {
+      setView(await api.provisioningKeys.get.query({ groupId: group.id }));
+    } catch (failure) {
+      setError(errorText(failure));
+    }
+  }, [api, group.id]);
+  useEffect(() => {
+    void load();
+  }, [load]);
+
+  const refusal = view ? copyRefusal(view, readOnlyReason) : null;
+  const shown = view?.key && revealed ? view.key : (view?.keyMasked ?? `${view?.status ?? ''} key`);
+
+  const copy = async (what: string, text: string) => {
+    await copyText(text);
+    setCopied(what);
+  };
+
+  if (confirming) {
+    return (
+      <Confirm
+        title={`Regenerate the key of ${group.name}?`}
+        confirmLabel="Regenerate key"
+        danger
+        onClose={() => setConfirming(false)}
+        onConfirm={async () => {
+          setView(await api.provisioningKeys.regenerate.mutate({ groupId: group.id }));
+          setRevealed(false);
+          setCopied(null);
+          setConfirming(false);
+          await onChanged();
+        }}
+      >
+        <p>The current key stops working at once: hosts that have not enrolled yet need the new key.</p>
+        <p>Connectors already enrolled are unaffected: they keep their identities and stay connected.</p>
+      </Confirm>
+    );
+  }
+
+  return (
+    <Modal title={view?.name ?? `Connector Provisioning Key - ${group.name}`} onClose={onClose} wide>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+      {view && (
+        <>
+          <dl className="key-facts">
+            <dt>Key</dt>
+            <dd>
+              <code className="key" data-testid="provisioning-key">
+                {shown}
+              </code>
+              {view.key && (
+                <button type="button" aria-pressed={revealed} onClick={() => setRevealed(!revealed)}>
+                  {revealed ? 'Hide' : 'Reveal'}
+                </button>
+              )}
+            </dd>
+            <dt>Status</dt>
+            <dd>{view.status === 'active' ? 'Active' : view.status === 'expired' ? 'Expired' : 'Used up'}</dd>
+            <dt>Expires</dt>
+            <dd>
+              <time dateTime={view.expiresAt}>{formatTime(view.expiresAt)}</time> (
+              {relativeTime(view.expiresAt)})
+            </dd>
+            <dt>Enrolled with it</dt>
+            <dd>
+              {view.uses}
+              {view.maxUses !== null && ` of ${view.maxUses}`}
+            </dd>
+          </dl>
+          <ModalActions>
+            <ActionButton
+              className="primary"
+              disabledReason={refusal}
+              onClick={() => copy('Key copied to the clipboard.', view.key!)}
+            >
+              Copy
+            </ActionButton>
+            <ActionButton
+              className="danger"
+              disabledReason={readOnlyReason}
+              onClick={async () => setConfirming(true)}
+            >
+              Regenerate
+            </ActionButton>
+          </ModalActions>
+          {copied && (
+            <p className="success" role="status">
+              {copied}
+            </p>
+          )}
+          {view.key && (
+            <section aria-labelledby="agent-command-title">
+              <h3 id="agent-command-title">Run the agent with this key</h3>
+              <pre className="command">{agentCommand(revealed ? view.key : view.keyMasked!)}</pre>
+              <ActionButton onClick={() => copy('Command copied to the clipboard.', agentCommand(view.key!))}>
+                Copy command
+              </ActionButton>
+            </section>
+          )}
+        </>
+      )}
+      <ModalActions>
+        <button type="button" onClick={onClose}>
+          Close
+        </button>
+      </ModalActions>
+    </Modal>
+  );
+}

@@ -1,0 +1,49 @@
+import type { GroupRow } from '../types.js';
+
+/** "Next Steps — Deploy Your Connectors": the groups with no connector yet. */
+export function NextSteps({ groups, onViewKey }: { groups: GroupRow[]; onViewKey: (g: GroupRow) => void }) {
+  const waiting = groups.filter((g) => g.counts.total === 0);
+  if (waiting.length === 0) return null;
+  return (
+    <section className="next-steps" aria-labelledby="next-steps-title">
+      <h2 id="next-steps-title">Next Steps — Deploy Your Connectors</h2>
+      <p>These groups have no connector yet. Copy a group's provisioning key and run the agent with it.</p>
+      <ul>
+        {waiting.map((group) => (
+          <li key={group.id}>
+            <span className="group-name">{group.name}</span>
+            <button
+              type="button"
+              onClick={() => onViewKey(group)}
+              aria-label={`View Provisioning Key of ${group.name}`}
+            >
+              View Provisioning Key
+            </button>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+/** The count tiles above the table, summed from the groups' own counts (no extra call). */
+export function CountTiles({ groups }: { groups: GroupRow[] }) {
+  const sum = (pick: (g: GroupRow) => number) => groups.reduce((total, g) => total + pick(g), 0);
+  const tiles: [string, number][] = [
+    ['Groups', groups.length],
+    ['Connectors', sum((g) => g.counts.total)],
+    ['Connected', sum((g) => g.counts.connected)],
+    ['Disconnected', sum((g) => g.counts.disconnected + g.counts.neverConnected)],
+    ['Disabled groups', groups.filter((g) => g.status === 'disabled').length],
+  ];
+  return (
+    <ul className="tiles" aria-label="Counts">
+      {tiles.map(([label, value]) => (
+        <li key={label} className="tile">
+          <span className="tile-value">{value}</span>
+          <span className="tile-label">{label}</span>
+        </li>
+      ))}
+    </ul>
+  );
+}

@@ -1,0 +1,50 @@
+import { type ReactNode, useState } from 'react';
+import { errorText } from '../api.js';
+
+/**
+ * A button whose action calls the server: disabled while the call runs, the failure shown beside it
+ * in words. `disabledReason` disables it and says why (read-only key, expired key).
+ */
+export function ActionButton({
+  onClick,
+  children,
+  className,
+  disabledReason = null,
+}: {
+  onClick: () => Promise<void>;
+  children: ReactNode;
+  className?: string;
+  disabledReason?: string | null;
+}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <span className="action">
+      <button
+        type="button"
+        className={className}
+        disabled={busy || disabledReason !== null}
+        title={disabledReason ?? undefined}
+        onClick={async () => {
+          setBusy(true);
+          setError(null);
+          try {
+            await onClick();
+          } catch (failure) {
+            setError(errorText(failure));
+          } finally {
+            setBusy(false);
+          }
+        }}
+      >
+        {children}
+      </button>
+      {disabledReason && <span className="reason">{disabledReason}</span>}
+      {error && (
+        <span className="error" role="alert">
+          {error}
+        </span>
+      )}
+    </span>
+  );
+}
