@@ -26,7 +26,7 @@ import { runAuditList } from './scenarios/audit-list.js';
 import { runEnrollment } from './scenarios/enrollment.js';
 import { type ProjectSetup, runFleet } from './scenarios/fleet.js';
 import { runRenewal } from './scenarios/renewal.js';
-import { runReplicas } from './scenarios/replicas.js';
+import { emptyReplicasResult, runReplicas } from './scenarios/replicas.js';
 
 const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'audit', 'agent', 'replicas'] as const;
 type Phase = (typeof PHASES)[number];
@@ -230,7 +230,8 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
   if (phases.has('replicas')) {
     await attempt('replicas', async () => {
       const t0 = h.elapsedMs();
-      results.replicas = await runReplicas(h);
+      results.replicas = emptyReplicasResult(plan.replicas.count);
+      await runReplicas(h, results.replicas);
       h.progress(`replicas phase: ${((h.elapsedMs() - t0) / 60_000).toFixed(1)} min`);
     });
   }

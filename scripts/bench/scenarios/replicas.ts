@@ -27,9 +27,10 @@ import {
   warmUp,
 } from './replica-fleet.js';
 
-export async function runReplicas(h: Harness): Promise<ReplicasResult> {
-  const result: ReplicasResult = {
-    replicas: h.plan.replicas.count,
+/** What the phase measured so far: filled as it goes, so a failure late in the phase keeps the rest. */
+export function emptyReplicasResult(count: number): ReplicasResult {
+  return {
+    replicas: count,
     embedded: [],
     postgres: [],
     massSingle: null,
@@ -39,6 +40,9 @@ export async function runReplicas(h: Harness): Promise<ReplicasResult> {
     commitFloor: null,
     kill: null,
   };
+}
+
+export async function runReplicas(h: Harness, result: ReplicasResult): Promise<void> {
   await runEmbeddedBaseline(h, result);
   // Each replica: a pool of 8, a listener, the cluster sessions' and signing keys' connections.
   const cluster = await startPostgres({ maxConnections: 200 });
@@ -48,7 +52,6 @@ export async function runReplicas(h: Harness): Promise<ReplicasResult> {
   } finally {
     await cluster[Symbol.asyncDispose]();
   }
-  return result;
 }
 
 /** The largest per-server step's B sessions, the warm-up's and the revoked ones' replacements, per client. */
