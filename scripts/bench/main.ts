@@ -156,7 +156,8 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
     errors: [],
   };
   h.progress(
-    `bench ${plan.quick ? 'QUICK' : 'full'} run: steps ${plan.steps.join(', ')}; out ${h.outDir}; ` +
+    `bench ${plan.quick ? 'QUICK' : 'full'} run: phases ${[...phases].join(', ')}; steps ${plan.steps.join(', ')}` +
+      `${phases.has('replicas') ? `, per replica ${plan.replicas.steps.join(', ')}` : ''}; out ${h.outDir}; ` +
       `load average ${results.meta.loadAverageAtStart.join(' ')}`,
   );
   if (Number(results.meta.openFilesLimit) < plan.steps[plan.steps.length - 1]! + 200)
