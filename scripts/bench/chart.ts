@@ -30,6 +30,7 @@ function panel(
   xTicks: number[],
   log: boolean,
   guide: { value: number; label: string } | null = null,
+  xLabel = 'N live sessions',
 ): string {
   const w = 440;
   const h = 300;
@@ -78,9 +79,7 @@ function panel(
   }
   parts.push(`<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#333"/>`);
   parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="#333"/>`);
-  parts.push(
-    `<text x="${(left + right) / 2}" y="${bottom + 36}" text-anchor="middle">N live sessions</text>`,
-  );
+  parts.push(`<text x="${(left + right) / 2}" y="${bottom + 36}" text-anchor="middle">${esc(xLabel)}</text>`);
   if (guide) {
     const y = yOf(guide.value);
     parts.push(
@@ -157,6 +156,83 @@ export function chartSvg(results: RunResults, steps: number[]): string {
       value: 50,
       label: 'target p99 50 ms',
     }),
+    `<text x="${width - 8}" y="${height - 6}" text-anchor="end" fill="#666">${esc(note)}</text>`,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+/**
+ * The replicas phase's chart, in the same form: memory per session and revoke latency against the
+ * sessions each server holds, the replicas on PostgreSQL beside the one embedded-store server.
+ */
+export function replicasChartSvg(results: RunResults): string {
+  const r = results.replicas;
+  const memory: Series[] = [];
+  const revoke: Series[] = [];
+  const sides = [
+    { label: `${r?.replicas ?? 3} replicas on PostgreSQL`, steps: r?.postgres ?? [], color: COLORS.project },
+    { label: 'embedded store, one server', steps: r?.embedded ?? [], color: COLORS.trpc },
+  ];
+  for (const side of sides) {
+    memory.push(
+      {
+        label: `${side.label}: RSS`,
+        color: side.color,
+        dashed: false,
+        points: side.steps.map((s) => [s.perServer, s.rssPerSessionBytes / 1024]),
+      },
+      {
+        label: `${side.label}: JS heap`,
+        color: side.color,
+        dashed: true,
+        points: side.steps.map((s) => [s.perServer, s.heapPerSessionBytes / 1024]),
+      },
+    );
+    const withRevoke = side.steps.filter((s) => s.revoke);
+    revoke.push(
+      {
+        label: `${side.label}: p50`,
+        color: side.color,
+        dashed: false,
+        points: withRevoke.map((s) => [s.perServer, s.revoke!.latencyMs.p50]),
+      },
+      {
+        label: `${side.label}: p99`,
+        color: side.color,
+        dashed: true,
+        points: withRevoke.map((s) => [s.perServer, s.revoke!.latencyMs.p99]),
+      },
+    );
+  }
+  const steps = [...new Set(sides.flatMap((s) => s.steps.map((x) => x.perServer)))].sort((a, b) => a - b);
+  const width = 900;
+  const height = 420;
+  const total = (r?.postgres.at(-1)?.sessions ?? []).reduce((n, s) => n + s, 0);
+  const note = `${results.meta.date} · ${results.meta.cpus} cores · node ${results.meta.node} · ${total.toLocaleString('en-US')} agents at the last step${results.meta.quick ? ' · QUICK run' : ''}`;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    panel(
+      0,
+      'Replicas: server memory per live session (after GC)',
+      'KB per session',
+      memory,
+      steps,
+      false,
+      null,
+      'live sessions per server',
+    ),
+    panel(
+      450,
+      'Revoke through another replica → agent sees its close',
+      'ms (log scale)',
+      revoke,
+      steps,
+      true,
+      { value: 50, label: 'target p99 50 ms' },
+      'live sessions per server',
+    ),
     `<text x="${width - 8}" y="${height - 6}" text-anchor="end" fill="#666">${esc(note)}</text>`,
     '</svg>',
     '',

@@ -9,23 +9,25 @@ import { setMaxListeners } from 'node:events';
 import { parseArgs } from 'node:util';
 import { EnrollmentRefused, enroll } from '../../agent/enroll.js';
 import type { SavedIdentity } from '../../agent/identity-store.js';
+import { replicaOps } from './clients/replica-ops.js';
 import { agentTransport, BareSim, ProjectSim, type Sim, type SimHooks, TrpcSim } from './clients/sims.js';
 import { fetchFrom } from './lib/http.js';
 import { serveIpc } from './lib/ipc.js';
 import { benchHostFacts } from './lib/seed-store.js';
 import { monoMs } from './lib/stats.js';
-import type {
-  AllReady,
-  ClientStatus,
-  CloseSeen,
-  ConnectArgs,
-  ConnectResult,
-  EnrollArgs,
-  EnrollResult,
-  FleetKind,
-  Group,
-  GroupClosed,
-  RenewalsSeen,
+import {
+  type AllReady,
+  type ClientStatus,
+  type CloseSeen,
+  type ConnectArgs,
+  type ConnectResult,
+  type EnrollArgs,
+  type EnrollResult,
+  type FleetKind,
+  GROUPS,
+  type Group,
+  type GroupClosed,
+  type RenewalsSeen,
 } from './protocol.js';
 
 const { values } = parseArgs({
@@ -36,7 +38,7 @@ const serverUrl = values.url ?? '';
 const name = values.name ?? 'client';
 
 /** Sims not yet started, per group. */
-const pool: Record<Group, Sim[]> = { A: [], B: [] };
+const pool: Record<Group, Sim[]> = { A: [], B: [], C: [] };
 /** Started sims that have not ended. */
 const live = new Set<Sim>();
 const byId = new Map<string, Sim>();
@@ -137,7 +139,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
   if (kind !== 'project') throw new TypeError('enroll is for the project only');
   const transport = { ...agentTransport, fetch: fetchFrom(args.localAddress) };
   const jobs: Group[] = [];
-  for (const group of ['A', 'B'] as const) for (let i = 0; i < args.counts[group]; i++) jobs.push(group);
+  for (const group of GROUPS) for (let i = 0; i < (args.counts[group] ?? 0); i++) jobs.push(group);
   const controller = new AbortController();
   // Every concurrent enrollment listens on this one signal.
   setMaxListeners(0, controller.signal);
@@ -164,8 +166,8 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
       try {
         const identity: SavedIdentity | null = await enroll(
           {
-            servers: [serverUrl],
-            provisioningKey: args.keys[group],
+            servers: [args.url ?? serverUrl],
+            provisioningKey: args.keys[group] ?? '',
             keyFileProblem: null,
             stateDir: '(memory)',
             name: hostName,
@@ -242,8 +244,8 @@ async function startAll(
 /** Starts pooled sims until `targets` are live, at most `concurrency` handshakes at once; waits until ready. */
 async function connect(args: ConnectArgs): Promise<ConnectResult> {
   const toStart: Sim[] = [];
-  for (const group of ['A', 'B'] as const) {
-    const missing = args.targets[group] - liveCount(group);
+  for (const group of GROUPS) {
+    const missing = (args.targets[group] ?? 0) - liveCount(group);
     if (missing > pool[group].length)
       throw new Error(`${name}: needs ${missing} more ${group} connectors, has ${pool[group].length}`);
     for (let i = 0; i < missing; i++) toStart.push(pool[group].shift()!);
@@ -296,10 +298,10 @@ function status(): ClientStatus {
   for (const sim of live) if (sim.ready) ready++;
   return {
     pid: process.pid,
-    live: { A: liveCount('A'), B: liveCount('B') },
+    live: { A: liveCount('A'), B: liveCount('B'), C: liveCount('C') },
     ready,
     notReady: live.size - ready,
-    pool: { A: pool.A.length, B: pool.B.length },
+    pool: { A: pool.A.length, B: pool.B.length, C: pool.C.length },
     endedSinceMark: mark.endedSinceMark,
     exitCodesSinceMark: { ...mark.exitCodes },
     warningsSinceMark: mark.warnings,
@@ -311,11 +313,12 @@ function status(): ClientStatus {
 }
 
 serveIpc({
+  ...replicaOps({ pool, live, byId, waitFor }),
   enroll: enrollMany,
   /** Baselines need no enrollment: ids are made up. */
-  synth: ({ counts }: { counts: Record<Group, number> }) => {
-    for (const group of ['A', 'B'] as const) {
-      for (let i = 0; i < counts[group]; i++) {
+  synth: ({ counts }: { counts: Partial<Record<Group, number>> }) => {
+    for (const group of GROUPS) {
+      for (let i = 0; i < (counts[group] ?? 0); i++) {
         const id = `${name}-${group}-${pool[group].length}-${Math.random().toString(36).slice(2, 8)}`;
         addSim(
           kind === 'bare'

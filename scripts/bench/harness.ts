@@ -51,7 +51,14 @@ export class Harness {
   /** Starts a server under test in its own process and waits until it listens. */
   async startServer(
     kind: FleetKind,
-    options: { dataDir?: string; port?: number; name?: string; identityTtlMs?: number } = {},
+    options: {
+      dataDir?: string;
+      port?: number;
+      name?: string;
+      identityTtlMs?: number;
+      /** A replica on this PostgreSQL database (project only). */
+      databaseUrl?: string;
+    } = {},
   ): Promise<ServerHandle> {
     const args = ['--mode', kind, '--port', String(options.port ?? 0), '--log-level', this.options.logLevel];
     if (options.dataDir) args.push('--data-dir', options.dataDir);
@@ -59,6 +66,11 @@ export class Harness {
     const child = forkTs(options.name ?? `server-${kind}`, 'server-proc.ts', args, {
       logFile: this.logFile(options.name ?? `server-${kind}`),
       nodeArgs: ['--expose-gc'],
+      env: {
+        ...process.env,
+        NODE_ENV: 'production',
+        BENCH_DATABASE_URL: options.databaseUrl ?? '',
+      },
     });
     const t0 = monoMs();
     let ready: ServerReady;

@@ -13,7 +13,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cleanUpNow, makeTempDir, repoRoot } from '../lib/processes.js';
-import { chartSvg } from './chart.js';
+import { chartSvg, replicasChartSvg } from './chart.js';
 import { Harness } from './harness.js';
 import { round } from './lib/stats.js';
 import { makePlan } from './plan.js';
@@ -26,8 +26,9 @@ import { runAuditList } from './scenarios/audit-list.js';
 import { runEnrollment } from './scenarios/enrollment.js';
 import { type ProjectSetup, runFleet } from './scenarios/fleet.js';
 import { runRenewal } from './scenarios/renewal.js';
+import { emptyReplicasResult, runReplicas } from './scenarios/replicas.js';
 
-const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'audit', 'agent'] as const;
+const PHASES = ['project', 'renewal', 'trpc', 'bare', 'reads', 'audit', 'agent', 'replicas'] as const;
 type Phase = (typeof PHASES)[number];
 
 const HELP = `npm run bench [-- options]
@@ -40,11 +41,14 @@ const HELP = `npm run bench [-- options]
   --mass-n <n>       the step at which half the sessions are mass-revoked (default 10000; quick 100)
   --stored <n>       connectors stored before enrollment throughput is measured (default 10000)
   --enroll-count <n> enrollments in that measurement (default 3000; quick 150)
+  --replica-n <n>    replicas phase: sessions per replica at its last step (default 19333, 3 replicas:
+                     58,000 agents; quick 100); the group sizes scale with it
   --only <phases>    comma-separated subset of: ${PHASES.join(', ')}
                      (renewal: <max-n> connectors enrolled together on a server of their own with a
                      short identity lifetime, 10 ms per connector and ≥ 90 s (quick 15 s), connected,
                      until the server has renewed each identity once; audit: audit.list on a server
-                     with 1,000 and 1,000,000 events on disk (quick 20,000), ~1 min)
+                     with 1,000 and 1,000,000 events on disk (quick 20,000), ~1 min; replicas: 3
+                     replicas on a PostgreSQL of their own beside one embedded-store server, ~15 min)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
                      storm, renewal) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
@@ -65,6 +69,7 @@ function main(): Promise<number> {
       'mass-n': { type: 'string' },
       stored: { type: 'string' },
       'enroll-count': { type: 'string' },
+      'replica-n': { type: 'string' },
       only: { type: 'string' },
       profile: { type: 'boolean', default: false },
       'heap-snapshots': { type: 'boolean', default: false },
@@ -97,6 +102,7 @@ function main(): Promise<number> {
     massN: num(values['mass-n']),
     stored: num(values.stored),
     enrollCount: num(values['enroll-count']),
+    replicaN: num(values['replica-n']),
   });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const outDir = resolve(values.out ?? join(repoRoot, '.bench-results', stamp));
@@ -146,10 +152,12 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
     footprint: null,
     renewal: null,
     auditList: [],
+    replicas: null,
     errors: [],
   };
   h.progress(
-    `bench ${plan.quick ? 'QUICK' : 'full'} run: steps ${plan.steps.join(', ')}; out ${h.outDir}; ` +
+    `bench ${plan.quick ? 'QUICK' : 'full'} run: phases ${[...phases].join(', ')}; steps ${plan.steps.join(', ')}` +
+      `${phases.has('replicas') ? `, per replica ${plan.replicas.steps.join(', ')}` : ''}; out ${h.outDir}; ` +
       `load average ${results.meta.loadAverageAtStart.join(' ')}`,
   );
   if (Number(results.meta.openFilesLimit) < plan.steps[plan.steps.length - 1]! + 200)
@@ -220,6 +228,14 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
       results.footprint = await runAgentFootprint(h);
     });
   }
+  if (phases.has('replicas')) {
+    await attempt('replicas', async () => {
+      const t0 = h.elapsedMs();
+      results.replicas = emptyReplicasResult(plan.replicas.count);
+      await runReplicas(h, results.replicas);
+      h.progress(`replicas phase: ${((h.elapsedMs() - t0) / 60_000).toFixed(1)} min`);
+    });
+  }
   results.meta.durationMs = h.elapsedMs();
 
   const targets = report(results, h.outDir, chartFile);
@@ -254,6 +270,12 @@ function report(results: RunResults, outDir: string, chartFile: string | null): 
   writeFileSync(join(outDir, 'raw.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(outDir, 'chart.svg'), chartSvg(results, steps));
   if (chartFile) copyFileSync(join(outDir, 'chart.svg'), chartFile);
+  if (results.replicas) {
+    // The replicas' chart goes beside the main one: <chart>-replicas.svg.
+    writeFileSync(join(outDir, 'chart-replicas.svg'), replicasChartSvg(results));
+    if (chartFile)
+      copyFileSync(join(outDir, 'chart-replicas.svg'), chartFile.replace(/(\.svg)?$/, '-replicas.svg'));
+  }
   process.stdout.write(`${jsonLines.join('\n')}\n\n${table}`);
   return targets;
 }

@@ -39,10 +39,34 @@ export interface Plan {
    * of it): 15 s quick, else 10 ms per connector and at least 90 s (195 s for 19,500).
    */
   renewalTtlMs: number;
+  /** The replicas phase (scripts/bench/scenarios/replicas.ts). */
+  replicas: ReplicasPlan;
   connectTimeoutMs: number;
   stormTimeoutMs: number;
   /** The whole run stops (and fails) after this. */
   deadlineMs: number;
+}
+
+/**
+ * Three replicas on one PostgreSQL, each holding up to `steps`' last value (under the 20,000 open
+ * files one process may have), beside one embedded-store server at the same steps.
+ */
+export interface ReplicasPlan {
+  count: number;
+  /** Live sessions per server at each step; the last one is where the targets are read. */
+  steps: number[];
+  /** Client processes per replica (each with under ~4k sessions). */
+  clientProcsPerReplica: number;
+  warmupPerServer: number;
+  revokes: number;
+  /** Group A, all on replica 1, deleted: the baseline of the spread mass revoke. */
+  singleMass: number;
+  /** Group C, spread over every replica, deleted through replica 1. */
+  spreadMass: number;
+  /** Enrollments timed through one and through two replicas. */
+  enrollCount: number;
+  /** Sessions per replica when one of them is killed (the two others must take its agents). */
+  killPerReplica: number;
 }
 
 export interface PlanOverrides {
@@ -51,6 +75,8 @@ export interface PlanOverrides {
   massN?: number | undefined;
   stored?: number | undefined;
   enrollCount?: number | undefined;
+  /** Sessions per replica at the replicas phase's last step. */
+  replicaN?: number | undefined;
 }
 
 /** The plan for a full or quick run, with the command line's overrides (for profiling one part). */
@@ -63,6 +89,7 @@ export function makePlan(options: { quick: boolean } & PlanOverrides): Plan {
   if (options.massN !== undefined) plan.massStep = options.massN;
   if (options.stored !== undefined) plan.storedBeforeEnrollMeasure = options.stored;
   if (options.enrollCount !== undefined) plan.enrollMeasureCount = options.enrollCount;
+  if (options.replicaN !== undefined) setReplicaN(plan.replicas, options.replicaN);
   if (!plan.steps.includes(plan.massStep))
     throw new TypeError(
       `the mass-revoke step ${plan.massStep} must be one of the steps ${plan.steps.join(', ')}`,
@@ -93,6 +120,17 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
       idleCpuWindowMs: 1000,
       renewalN: maxN,
       renewalTtlMs: 15_000,
+      replicas: {
+        count: 3,
+        steps: [50, 100],
+        clientProcsPerReplica: 1,
+        warmupPerServer: 10,
+        revokes: 12,
+        singleMass: 30,
+        spreadMass: 60,
+        enrollCount: 60,
+        killPerReplica: 60,
+      },
       connectTimeoutMs: 30_000,
       stormTimeoutMs: 30_000,
       deadlineMs: 200_000,
@@ -118,10 +156,37 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
     idleCpuWindowMs: 10_000,
     renewalN: maxN,
     renewalTtlMs: 90_000,
+    // 58,000 live agents (3 × 19,333). When one of 3 is killed, the two others take its agents, so
+    // each holds 11,000 then: agents pick a random replica first, and the spread seen was ±17 %,
+    // which the two others must still hold under the open-files cap afterwards.
+    replicas: {
+      count: 3,
+      steps: [1000, 19_333],
+      clientProcsPerReplica: 5,
+      warmupPerServer: 200,
+      revokes: 200,
+      singleMass: 5000,
+      spreadMass: 10_000,
+      enrollCount: 3000,
+      killPerReplica: 11_000,
+    },
     connectTimeoutMs: 240_000,
     stormTimeoutMs: 180_000,
     deadlineMs: 60 * 60_000,
   };
+}
+
+/** Scales the replicas phase to `perReplica` live sessions per replica at its last step. */
+function setReplicaN(plan: ReplicasPlan, perReplica: number): void {
+  const scale = perReplica / plan.steps[plan.steps.length - 1]!;
+  plan.steps = [...new Set([...plan.steps.slice(0, -1).filter((n) => n < perReplica), perReplica])];
+  plan.singleMass = Math.floor(plan.singleMass * scale);
+  plan.spreadMass = Math.floor(plan.spreadMass * scale);
+  plan.killPerReplica = Math.floor(plan.killPerReplica * scale);
+  plan.clientProcsPerReplica = Math.max(
+    1,
+    Math.min(plan.clientProcsPerReplica, Math.ceil(perReplica / 3000)),
+  );
 }
 
 /** Sessions per group wanted at step `n`: half in A up to the mass step, all in B after it. */

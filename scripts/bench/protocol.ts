@@ -3,8 +3,8 @@
 /** The three kinds of server under test: the project, and its two floors. */
 export type FleetKind = 'project' | 'bare' | 'trpc';
 /** Connectors belong to group A (mass-revoked later) or group B (everything else). */
-export type Group = 'A' | 'B';
-export const GROUPS: readonly Group[] = ['A', 'B'];
+export type Group = 'A' | 'B' | 'C';
+export const GROUPS: readonly Group[] = ['A', 'B', 'C'];
 
 /**
  * The project's keepAlive settings, which the minimal-tRPC floor uses too so that both pay for the
@@ -51,8 +51,10 @@ export interface ServerStats {
 }
 
 export interface EnrollArgs {
-  keys: Record<Group, string>;
-  counts: Record<Group, number>;
+  keys: Partial<Record<Group, string>>;
+  counts: Partial<Record<Group, number>>;
+  /** The server to enroll through. @default the process's --url */
+  url?: string;
   concurrency: number;
   localAddress: string;
   timeoutMs: number;
@@ -68,8 +70,8 @@ export interface EnrollResult {
 }
 
 export interface ConnectArgs {
-  /** Live (connected or connecting) sims wanted per group in this process. */
-  targets: Record<Group, number>;
+  /** Live (connected or connecting) sims wanted per group in this process (a group left out: 0). */
+  targets: Partial<Record<Group, number>>;
   localAddress: string;
   /** Handshakes in flight at once from this process. */
   concurrency: number;

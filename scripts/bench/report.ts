@@ -1,5 +1,6 @@
 import { round } from './lib/stats.js';
 import { type FleetKind, KIND_LABEL } from './protocol.js';
+import { replicaRows, replicaTargets } from './report-replicas.js';
 import type { AuditListResult, FleetResult, RunResults } from './results.js';
 
 /** The scenarios of the issue, in its order; every run reports each of them. */
@@ -14,6 +15,7 @@ export const SCENARIOS = [
   'audit-list',
   'renewal',
   'event-loop',
+  'replicas',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
@@ -42,7 +44,7 @@ export interface Target {
 const KB = 1024;
 const MB = 2 ** 20;
 
-function row(
+export function row(
   scenario: Scenario,
   metric: string,
   n: number | null,
@@ -423,6 +425,7 @@ export function buildRows(results: RunResults, steps: number[]): Row[] {
       ),
     );
   }
+  rows.push(...replicaRows(results));
   return rows;
 }
 
@@ -465,7 +468,7 @@ export function eventLoopByScenario(results: RunResults): Array<[string, PerKind
   return out;
 }
 
-const fmt = (value: number | null | undefined, digits = 1) =>
+export const fmt = (value: number | null | undefined, digits = 1) =>
   value === null || value === undefined || !Number.isFinite(value)
     ? 'n/a'
     : value.toLocaleString('en-US', { maximumFractionDigits: digits });
@@ -623,6 +626,7 @@ export function buildTargets(results: RunResults, steps: number[]): Target[] {
     worst ? stalls.map(([name, v]) => `${name} ${fmt(v, 0)} ms`).join(', ') : 'not measured',
     worst ? worst[1] <= 100 : null,
   );
+  targets.push(...replicaTargets(results));
   return targets;
 }
 

@@ -168,6 +168,65 @@ export interface AuditListResult {
   eldMaxMs: number;
 }
 
+/** One step of the replicas phase: `perServer` live sessions on each server (scripts/bench/scenarios/replicas.ts). */
+export interface ReplicaStep {
+  perServer: number;
+  /** Live sessions on each server, as the servers counted them. */
+  sessions: number[];
+  connectMs: number;
+  /** The servers' CPU (all of them) while the step's sessions connected, per new session. */
+  handshakeCpuUs: number;
+  /** (RSS after GC − RSS after the warm-up), summed over the servers, per live session. */
+  rssPerSessionBytes: number;
+  heapPerSessionBytes: number;
+  maxOpenFds: number;
+  /** Revokes through a server other than the agent's (the same one for the embedded backend). */
+  revoke: RevokeResult | null;
+}
+
+/** Enrollments timed through one or two replicas, with where the machine's CPU went meanwhile. */
+export interface ReplicaEnrollRate {
+  replicas: number;
+  storedBefore: number;
+  count: number;
+  perSecond: number;
+  latencyMs: Summary;
+  /** Replica CPU (all replicas enrolled through) per enrollment. */
+  serverCpuUsPerEnrollment: number;
+  /** PostgreSQL's CPU (the postmaster and its backends) per enrollment. */
+  postgresCpuUsPerEnrollment: number;
+  /** The whole machine's busy share over the measurement (2 cores = 100 %). */
+  machineBusyPct: number;
+}
+
+/** One replica SIGKILLed: how long until the agents it held were back on the others. */
+export interface ReplicaKillResult {
+  sessionsBefore: number[];
+  watched: number;
+  back: number;
+  ended: number;
+  allBackMs: number;
+  /** Where they went: replica number (1-based) → agents. */
+  byReplica: Record<string, number>;
+  sessionsAfter: number[];
+}
+
+export interface ReplicasResult {
+  replicas: number;
+  /** The baseline: one server on the embedded store, the same per-server steps. */
+  embedded: ReplicaStep[];
+  postgres: ReplicaStep[];
+  /** A group whose agents are all on one replica, deleted (the baseline of the spread one). */
+  massSingle: MassResult | null;
+  /** A group spread over every replica, deleted through one of them. */
+  massSpread: MassResult | null;
+  enrollOne: ReplicaEnrollRate | null;
+  enrollTwo: ReplicaEnrollRate | null;
+  /** PgStore's own commit rate on the same PostgreSQL (enrollment-shaped transactions). */
+  commitFloor: { writers: number; transactions: number; perSecond: number; commits: number } | null;
+  kill: ReplicaKillResult | null;
+}
+
 export interface RunMeta {
   date: string;
   quick: boolean;
@@ -193,5 +252,7 @@ export interface RunResults {
   renewal?: RenewalResult | null;
   /** Absent in runs from before the audit-list scenario. */
   auditList?: AuditListResult[];
+  /** Absent in runs from before the replicas phase. */
+  replicas?: ReplicasResult | null;
   errors: Array<{ scenario: string; message: string }>;
 }

@@ -4,6 +4,9 @@
  * and event-loop delay, so the numbers are the server's alone.
  *
  *   node --import tsx --expose-gc scripts/bench/server-proc.ts --mode project|bare|trpc --port N [--data-dir D] [--identity-ttl-ms T]
+ *
+ * A project server is a replica on PostgreSQL when BENCH_DATABASE_URL is set (in the environment,
+ * not argv: the URL holds a password).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -56,6 +59,7 @@ async function start(): Promise<Running> {
         host: values.host,
         port,
         logLevel: values['log-level'],
+        databaseUrl: process.env.BENCH_DATABASE_URL || null,
         ...(values['identity-ttl-ms'] ? { identityTtlMs: Number(values['identity-ttl-ms']) } : {}),
         // Every simulated agent comes from a handful of loopback addresses: lift the per-address
         // enrollment limit, as `serve --enroll-rate-per-minute` does.

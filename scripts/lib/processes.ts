@@ -37,6 +37,8 @@ export interface SpawnOptions {
   logFile?: string;
   /** Open an IPC channel to it (the bench harness talks to its processes over one). */
   ipc?: boolean;
+  /** Run it as this user (PostgreSQL refuses to run as root). @default this process's user */
+  user?: { uid: number; gid: number };
 }
 
 export interface Proc {
@@ -115,6 +117,7 @@ export function spawnProcess(command: string, args: string[], options: SpawnOpti
     env: options.env ?? process.env,
     stdio: options.ipc ? ['ignore', output, output, 'ipc'] : ['ignore', output, output],
     detached: true,
+    ...options.user,
   });
   if (logFd !== null) closeSync(logFd);
   if (child.pid === undefined) {

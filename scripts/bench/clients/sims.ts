@@ -33,6 +33,8 @@ export abstract class Sim {
   started = false;
   ended = false;
   exitCode: number | null = null;
+  /** The server its current (or last) session is on; '' before its first (the project's sims only). */
+  server = '';
   /** Close times (monoMs) and codes of its sockets, the most recent last (a few kept). */
   readonly closes: Array<{ at: number; code: number }> = [];
 
@@ -91,11 +93,11 @@ export abstract class Sim {
 }
 
 /** No-op identity store: the agent's status and identity files are not what is measured. */
-function memoryStore(onState: (state: string) => void, onSave: () => void): IdentityStore {
+function memoryStore(onState: (state: string, server: string) => void, onSave: () => void): IdentityStore {
   return {
     dir: '(memory)',
     identityFile: '(memory)',
-    writeStatus: async (status: { state: string }) => onState(status.state),
+    writeStatus: async (status: { state: string; server: string }) => onState(status.state, status.server),
     save: async () => onSave(),
     wipe: async () => {},
   } as unknown as IdentityStore;
@@ -127,8 +129,11 @@ export class ProjectSim extends Sim {
     runSession({
       identity: this.identity,
       store: memoryStore(
-        (state) => {
-          if (state === 'connected' && !this.ready) this.markReady();
+        (state, server) => {
+          if (state === 'connected' && !this.ready) {
+            this.server = server;
+            this.markReady();
+          }
         },
         // runSession saves only renewed identities (enrollment saved the first one).
         () => hooks.renewed(this),
@@ -154,6 +159,11 @@ export class ProjectSim extends Sim {
 
   fresh(): Sim {
     return new ProjectSim(this.identity, this.group, this.hooks, this.hostFacts);
+  }
+
+  /** A new, unstarted sim for the same connector that tries `servers` (replicas), from a random one on. */
+  withServers(servers: string[]): ProjectSim {
+    return new ProjectSim({ ...this.identity, servers }, this.group, this.hooks, this.hostFacts);
   }
 }
 

@@ -27,7 +27,7 @@ export async function runEnrollment(
     const admin = server.requireAdmin();
     const groupA = await admin.groups.create.mutate({ name: 'bench-A', description: 'mass-revoked' });
     const groupB = await admin.groups.create.mutate({ name: 'bench-B' });
-    const keys: Record<Group, string> = {
+    const keys: Partial<Record<Group, string>> = {
       A: (await admin.provisioningKeys.get.query({ groupId: groupA.id })).key!,
       B: (await admin.provisioningKeys.get.query({ groupId: groupB.id })).key!,
     };
@@ -45,9 +45,9 @@ export async function runEnrollment(
     let totalEnrolled = 0;
     let totalMs = 0;
 
-    const enrollRound = async (what: string, counts: Array<Record<Group, number>>) => {
+    const enrollRound = async (what: string, counts: Array<Partial<Record<Group, number>>>) => {
       const t0 = monoMs();
-      const total = counts.reduce((s, c) => s + c.A + c.B, 0);
+      const total = counts.reduce((s, c) => s + (c.A ?? 0) + (c.B ?? 0), 0);
       h.progress(`project: enrolling ${total} connectors (${what}, ${plan.enrollConcurrency} at a time)`);
       const ticker = setInterval(() => {
         server
@@ -150,7 +150,7 @@ export async function runEnrollment(
     await server.stop();
     handedOver = true;
     return {
-      setup: { dataDir, port: server.ready.port, clients, groupIds: { A: groupA.id, B: groupB.id } },
+      setup: { dataDir, port: server.ready.port, clients, groupIds: { A: groupA.id, B: groupB.id, C: '' } },
       enrollment,
       reads,
     };

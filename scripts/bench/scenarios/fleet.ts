@@ -178,11 +178,11 @@ async function connectTo(
   h: Harness,
   server: ServerHandle,
   clients: Child[],
-  targets: Record<Group, number>,
+  targets: Partial<Record<Group, number>>,
   what: string,
 ): Promise<ConnectResult> {
-  const a = split(targets.A, clients.length);
-  const b = split(targets.B, clients.length);
+  const a = split(targets.A ?? 0, clients.length);
+  const b = split(targets.B ?? 0, clients.length);
   const t0 = monoMs();
   const ticker = setInterval(() => {
     server

@@ -1,0 +1,224 @@
+/**
+ * The measuring steps of the replicas phase, for a set of servers (three replicas, or the one
+ * embedded-store server of the baseline) and client processes each pinned to its list of servers.
+ */
+import type { Harness, ServerHandle } from '../harness.js';
+import type { Child } from '../lib/procs.js';
+import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
+import type { ClientStatus, CloseSeen, ConnectResult, Group, GroupClosed, ServerStats } from '../protocol.js';
+import type { MassResult, ReplicaStep, RevokeResult } from '../results.js';
+
+export type Targets = Partial<Record<Group, number>>;
+
+/** Brings each client process to its own `targets[i]` live sessions and waits until all are ready. */
+export async function connectEach(
+  h: Harness,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  targets: readonly Targets[],
+  what: string,
+): Promise<number> {
+  const t0 = monoMs();
+  const ticker = setInterval(() => {
+    Promise.all(servers.map((s) => s.stats()))
+      .then((all) => h.progress(`${what}: ${all.map((s) => s.sessions).join(' + ')} sessions on the servers`))
+      .catch(() => {});
+  }, 5000);
+  try {
+    const results = await Promise.all(
+      clients.map((client, i) =>
+        client.peer.call<ConnectResult>(
+          'connect',
+          {
+            targets: targets[i]!,
+            localAddress: h.freshAddress(),
+            concurrency: h.plan.connectConcurrencyPerProc,
+            timeoutMs: h.plan.connectTimeoutMs,
+          },
+          h.plan.connectTimeoutMs + 30_000,
+        ),
+      ),
+    );
+    const notReady = results.reduce((sum, r) => sum + r.notReady, 0);
+    if (notReady > 0) {
+      const statuses = await Promise.all(clients.map((c) => c.peer.call<ClientStatus>('status')));
+      throw new Error(
+        `${what}: ${notReady} sessions not ready after ${h.plan.connectTimeoutMs} ms; ` +
+          `client messages: ${JSON.stringify(statuses.flatMap((s) => s.lastMessages))}`,
+      );
+    }
+    return monoMs() - t0;
+  } finally {
+    clearInterval(ticker);
+  }
+}
+
+/** Stops every sim of every client process and waits (bounded) until the servers hold none. */
+export async function stopEverySession(
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+): Promise<void> {
+  await Promise.all(clients.map((c) => c.peer.call('stopAll', { timeoutMs: 60_000 }, 70_000)));
+  await pollUntil(
+    'the servers to hold no session',
+    async () =>
+      (await Promise.all(servers.map((s) => s.stats()))).every((s) => s.sessions === 0) ? true : undefined,
+    60_000,
+  );
+}
+
+/** Connects and closes `targets`' sessions so one-off costs are not charged to the measured ones; the servers' settled stats. */
+export async function warmUp(
+  h: Harness,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  targets: readonly Targets[],
+  label: string,
+): Promise<ServerStats[]> {
+  await connectEach(h, servers, clients, targets, `${label}: warm-up`);
+  await stopEverySession(servers, clients);
+  await sleep(1000);
+  return Promise.all(servers.map((s) => (h.plan.quick ? s.gcStats() : s.settledStats())));
+}
+
+/**
+ * One step: every client process to its targets (the servers' CPU per new session meanwhile), the
+ * servers' memory after GC against `base`, then `revokes` one by one, each through `revokeVia` the
+ * server the agent is on.
+ */
+export async function measureStep(
+  h: Harness,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  targets: readonly Targets[],
+  perServer: number,
+  base: readonly ServerStats[],
+  revokeVia: (agentServer: string) => ServerHandle,
+  label: string,
+): Promise<ReplicaStep> {
+  const before = await Promise.all(servers.map((s) => s.stats()));
+  const connectMs = await connectEach(
+    h,
+    servers,
+    clients,
+    targets,
+    `${label}: connect to ${perServer} per server`,
+  );
+  await sleep(500);
+  const after = await Promise.all(servers.map((s) => s.stats()));
+  const newSessions = Math.max(
+    1,
+    after.reduce((n, s) => n + s.sessions, 0) - before.reduce((n, s) => n + s.sessions, 0),
+  );
+  const cpuMs = after.reduce((n, s, i) => n + s.cpuMs - before[i]!.cpuMs, 0);
+  await sleep(h.plan.quick ? 500 : 5000);
+  const mem = await Promise.all(servers.map((s) => (h.plan.quick ? s.gcStats() : s.settledStats())));
+  const live = mem.reduce((n, s) => n + s.sessions, 0);
+  const step: ReplicaStep = {
+    perServer,
+    sessions: mem.map((s) => s.sessions),
+    connectMs,
+    handshakeCpuUs: (cpuMs * 1000) / newSessions,
+    rssPerSessionBytes: mem.reduce((n, s, i) => n + s.rssBytes - base[i]!.rssBytes, 0) / live,
+    heapPerSessionBytes: mem.reduce((n, s, i) => n + s.heapUsedBytes - base[i]!.heapUsedBytes, 0) / live,
+    maxOpenFds: Math.max(...mem.map((s) => s.openFds)),
+    revoke: null,
+  };
+  h.progress(
+    `${label}: ${step.sessions.join(' + ')} live, ${(step.rssPerSessionBytes / 1024).toFixed(1)} KB RSS and ` +
+      `${(step.heapPerSessionBytes / 1024).toFixed(1)} KB heap per session, ${step.handshakeCpuUs.toFixed(0)} µs CPU per connect, ` +
+      `${step.maxOpenFds} fds at most`,
+  );
+  step.revoke = await revokeRound(h, servers, clients, revokeVia, label);
+  return step;
+}
+
+async function revokeRound(
+  h: Harness,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  revokeVia: (agentServer: string) => ServerHandle,
+  label: string,
+): Promise<RevokeResult> {
+  const count = h.plan.replicas.revokes;
+  const shares = split(count, clients.length);
+  const picked = await Promise.all(
+    clients.map((c, i) =>
+      c.peer.call<Array<{ id: string; server: string }>>('pickReadyWhere', { group: 'B', count: shares[i] }),
+    ),
+  );
+  const victims: Array<{ client: Child; id: string; server: string }> = [];
+  for (let k = 0; victims.length < count && k < count; k++)
+    for (let i = 0; i < clients.length; i++) {
+      const v = picked[i]![k];
+      if (v) victims.push({ client: clients[i]!, ...v });
+    }
+  await Promise.all(servers.map((s) => s.resetEld()));
+  const latencies: number[] = [];
+  const calls: number[] = [];
+  let missed = 0;
+  for (const { client, id, server } of victims) {
+    const via = revokeVia(server);
+    const t0 = monoMs();
+    const seen = client.peer.call<CloseSeen | null>(
+      'awaitClose',
+      { id, sinceMs: t0, timeoutMs: 10_000 },
+      20_000,
+    );
+    await via.requireAdmin().connectors.revoke.mutate({ connectorId: id, reason: 'bench' });
+    calls.push(monoMs() - t0);
+    const close = await seen;
+    if (close) latencies.push(close.closeAtMs - t0);
+    else missed++;
+  }
+  const stats = await Promise.all(servers.map((s) => s.stats()));
+  const result: RevokeResult = {
+    latencyMs: summarize(latencies),
+    callMs: summarize(calls),
+    missed,
+    eldMaxMs: Math.max(...stats.map((s) => s.eld.maxMs)),
+  };
+  h.progress(
+    `${label}: ${victims.length} revokes: close seen p50 ${result.latencyMs.p50.toFixed(1)} ms, p99 ${result.latencyMs.p99.toFixed(1)} ms` +
+      `${missed ? `, ${missed} missed` : ''}`,
+  );
+  return result;
+}
+
+/** Deletes (force) the group of `group`'s sims through `via`; waits until every one of them has closed. */
+export async function deleteGroup(
+  h: Harness,
+  via: ServerHandle,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  group: Group,
+  groupId: string,
+  label: string,
+): Promise<MassResult> {
+  await Promise.all(servers.map((s) => s.resetEld()));
+  const t0 = monoMs();
+  const timeoutMs = 120_000;
+  const waits = clients.map((c) =>
+    c.peer.call<GroupClosed>('awaitGroupClosed', { group, sinceMs: t0, timeoutMs }, timeoutMs + 10_000),
+  );
+  await via.requireAdmin().groups.delete.mutate({ groupId, force: true });
+  const callMs = monoMs() - t0;
+  const seen = await Promise.all(waits);
+  const stats = await Promise.all(servers.map((s) => s.stats()));
+  const closed = seen.reduce((s, g) => s + g.closed, 0);
+  const count = seen.reduce((s, g) => s + g.count, 0);
+  const firsts = seen.filter((g) => g.closed > 0).map((g) => g.firstCloseAtMs);
+  const result: MassResult = {
+    count,
+    closed,
+    allClosedMs: Math.max(...seen.map((g) => g.lastCloseAtMs)) - t0,
+    firstClosedMs: firsts.length ? Math.min(...firsts) - t0 : 0,
+    callMs,
+    eldMaxMs: Math.max(...stats.map((s) => s.eld.maxMs)),
+  };
+  h.progress(
+    `${label}: ${closed}/${count} closed, the last after ${result.allClosedMs.toFixed(0)} ms (call ${callMs.toFixed(0)} ms)`,
+  );
+  if (closed < count) throw new Error(`${label}: only ${closed} of ${count} sessions closed`);
+  return result;
+}
