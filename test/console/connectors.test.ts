@@ -62,6 +62,29 @@ describe('console: connectors', () => {
       const shown = await dialog.getByTestId('provisioning-key').textContent();
       expect(shown).toMatch(/^cpk_/);
       expect(shown).not.toBe(key);
+      await dialog.getByRole('button', { name: 'Close' }).click();
+
+      // The audit tells the story, newest first, each step once.
+      await page.getByRole('link', { name: 'Audit' }).click();
+      await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+      const cells = page.locator('table.audit .audit-type');
+      const story = [
+        'group.created',
+        'enrollment.succeeded',
+        'session.connected',
+        'connector.disabled',
+        'connector.revoked',
+      ];
+      // The revoke's new group key is in its event (keyId); the agent's acknowledgement follows it.
+      const after = ['connector.revocation_confirmed'];
+      await expect
+        .poll(async () => (await cells.allTextContents()).map((text) => text.split(' ')[0]))
+        .toEqual(expect.arrayContaining([...story, ...after]));
+      const types = (await cells.allTextContents()).map((text) => text.split(' ')[0]);
+      const at = (type: string) => types.lastIndexOf(type);
+      for (let i = 1; i < story.length; i++)
+        expect(at(story[i] as string), story[i]).toBeLessThan(at(story[i - 1] as string));
+      for (const type of after) expect(at(type), type).toBeLessThan(at('connector.revoked'));
     } finally {
       await context.close();
       await agent.stop();

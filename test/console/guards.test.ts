@@ -65,6 +65,34 @@ describe('console: guards', () => {
     await context.close();
   });
 
+  it('Copy works without the clipboard API (plain http off loopback has none): the copy-command fallback', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Plain' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    // What a page served over plain http from another host sees: no secure context, no clipboard API.
+    await page.addInitScript(() => {
+      Object.defineProperty(window, 'isSecureContext', { value: false });
+      Object.defineProperty(navigator, 'clipboard', { value: undefined });
+      document.addEventListener('copy', () => {
+        const area = document.querySelector<HTMLTextAreaElement>('textarea.offscreen');
+        (window as unknown as { __copied: string }).__copied =
+          area?.value.slice(area.selectionStart, area.selectionEnd) ?? '';
+      });
+    });
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('button', { name: 'Actions for Plain' }).click();
+    await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Plain' });
+    await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
+    await dialog.getByText('Key copied to the clipboard.').waitFor();
+    // Headless Chromium runs the copy command without a system clipboard behind it, so what the
+    // command copied is read where it happens: the selection when the 'copy' event fires.
+    const copied = await page.evaluate<string>('window.__copied ?? ""');
+    expect(copied).toBe((await server.admin.provisioningKeys.get.query({ groupId: group.id })).key);
+    await context.close();
+  });
+
   it('a read-scope key gets a read-only console: every mutating control disabled with the reason', async () => {
     await using server = await startTestServer();
     await server.admin.groups.create.mutate({ name: 'Lab' });
