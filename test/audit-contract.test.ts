@@ -1,11 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { ManualClock } from '../server/clock.js';
 import { FileAuditLog, TableAuditLog } from '../server/services/audit.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { describeAuditContract } from './helpers/audit-contract.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, testPool, withClient } from './helpers/postgres.js';
 import { tempDir } from './helpers/server.js';
 
 describeAuditContract('FileAuditLog', async () => {
@@ -27,7 +27,7 @@ describeAuditContract('TableAuditLog (PostgreSQL)', async () => {
   const pools: pg.Pool[] = [];
   /** Each log has a pool of its own, as each replica does. */
   const replica = () => {
-    const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+    const pool = testPool(db.url, 4);
     pools.push(pool);
     return TableAuditLog.create(pool, clock);
   };

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { composeServer } from '../server/app.js';
@@ -16,7 +16,7 @@ import { AUDIT_INSERT_MAX_ROWS } from '../server/store/postgres/audit-table.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { createCallerFactory } from '../server/trpc.js';
 import { DAY_MS } from '../shared/durations.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, testPool, withClient } from './helpers/postgres.js';
 
 const actor = { kind: 'system' } as const;
 
@@ -28,7 +28,7 @@ async function auditDatabase() {
   return {
     url: db.url,
     pool() {
-      const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+      const pool = testPool(db.url, 4);
       pools.push(pool);
       return pool;
     },

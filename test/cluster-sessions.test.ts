@@ -3,7 +3,6 @@ import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { runner } from 'node-pg-migrate';
-import pg from 'pg';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -23,7 +22,7 @@ import { MemoryStore } from '../server/store/memory-store.js';
 import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { DAY_MS } from '../shared/durations.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
+import { freshDatabase, startPostgres, testPool, withClient } from './helpers/postgres.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -43,7 +42,7 @@ async function clusterOn(
   clock: ManualClock,
   options: Partial<PostgresClusterSessionsOptions> = {},
 ): Promise<PostgresClusterSessions> {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  const pool = testPool(url, 4);
   pool.on('error', () => {});
   const cluster = await PostgresClusterSessions.start({
     pool,

@@ -1,10 +1,10 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChangeFeed } from '../server/store/postgres/change-feed.js';
 import { type ChangeRow, currentPosition } from '../server/store/postgres/changes.js';
 import { commitChange, WriteConflict } from '../server/store/postgres/commit.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
-import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, type TestDatabase, testPool, withClient } from './helpers/postgres.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -19,7 +19,7 @@ async function database(): Promise<TestDatabase> {
 }
 
 function pool(url: string): pg.Pool {
-  const p = new pg.Pool({ connectionString: url, max: 8 });
+  const p = testPool(url, 8);
   p.on('error', () => {});
   cleanups.push(() => p.end());
   return p;

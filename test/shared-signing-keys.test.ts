@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { loadGivenSecret, loadOrCreateSecret } from '../server/data-files.js';
@@ -10,7 +10,7 @@ import { IdentityAuthority, type SigningKeyFile } from '../server/services/ident
 import { SecretBox } from '../server/services/secrets.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { SealedDocument, SecretMismatchError } from '../server/store/postgres/sealed-document.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, testPool, withClient } from './helpers/postgres.js';
 import { tempDir } from './helpers/server.js';
 
 /** How long a change may take to reach another replica when its notification is delivered. */
@@ -30,7 +30,7 @@ async function sharedKeys() {
   const documents: SealedDocument<SigningKeyFile>[] = [];
   const authorities: IdentityAuthority[] = [];
   const document = (box = new SecretBox(secret), checkIntervalMs = NO_CHECK_MS) => {
-    const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    const pool = testPool(db.url, 2);
     pools.push(pool);
     const doc = new SealedDocument<SigningKeyFile>({
       pool,

@@ -71,14 +71,16 @@ describe('console: guards', () => {
     const context = await consoleContext(browser, server.url);
     const page = await context.newPage();
     // What a page served over plain http from another host sees: no secure context, no clipboard API.
-    await page.addInitScript(() => {
-      Object.defineProperty(window, 'isSecureContext', { value: false });
-      Object.defineProperty(navigator, 'clipboard', { value: undefined });
-      document.addEventListener('copy', () => {
-        const area = document.querySelector<HTMLTextAreaElement>('textarea.offscreen');
-        (window as unknown as { __copied: string }).__copied =
-          area?.value.slice(area.selectionStart, area.selectionEnd) ?? '';
-      });
+    // (A script in the page's own terms: the tests are typed without the DOM.) The copy event
+    // records what the fallback's text area had selected when the copy command ran.
+    await page.addInitScript({
+      content: `
+        Object.defineProperty(window, 'isSecureContext', { value: false });
+        Object.defineProperty(navigator, 'clipboard', { value: undefined });
+        document.addEventListener('copy', () => {
+          const area = document.querySelector('textarea.offscreen');
+          window.__copied = area ? area.value.slice(area.selectionStart, area.selectionEnd) : '';
+        });`,
     });
     await signIn(page, server.url, server.adminKey);
     await page.getByRole('button', { name: 'Actions for Plain' }).click();

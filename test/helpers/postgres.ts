@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { createDatabase, type Database } from '../../scripts/lib/postgres.js';
 
 /** The cluster start-up lives in scripts/lib/postgres.ts: the benchmark starts one too. */
@@ -17,4 +18,15 @@ export function sharedClusterUrl(): string {
   const url = process.env.CONNECTOR_TEST_DATABASE_URL;
   if (!url) throw new Error('no test PostgreSQL: test/global-setup.ts sets CONNECTOR_TEST_DATABASE_URL');
   return url;
+}
+
+/**
+ * A pool for a test's own statements. Its idle connections die when the test's database is dropped
+ * (`DROP DATABASE … WITH (FORCE)` terminates them, 57P01); a pool without an 'error' listener then
+ * throws that from nowhere and fails whichever test runs at the time.
+ */
+export function testPool(url: string, max = 4): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  return pool;
 }
