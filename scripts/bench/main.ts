@@ -41,7 +41,7 @@ const HELP = `npm run bench [-- options]
   --mass-n <n>       the step at which half the sessions are mass-revoked (default 10000; quick 100)
   --stored <n>       connectors stored before enrollment throughput is measured (default 10000)
   --enroll-count <n> enrollments in that measurement (default 3000; quick 150)
-  --replica-n <n>    replicas phase: sessions per replica at its last step (default 19333, 3 replicas:
+  --replica-n <n>    replicas phase: sessions per replica at its last step (default 19334, 3 replicas:
                      58,000 agents; quick 100); the group sizes scale with it
   --only <phases>    comma-separated subset of: ${PHASES.join(', ')}
                      (renewal: <max-n> connectors enrolled together on a server of their own with a

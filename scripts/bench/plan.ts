@@ -156,12 +156,12 @@ function basePlan(quick: boolean, maxNOverride: number | undefined): Plan {
     idleCpuWindowMs: 10_000,
     renewalN: maxN,
     renewalTtlMs: 90_000,
-    // 58,000 live agents (3 × 19,333). When one of 3 is killed, the two others take its agents, so
+    // 58,002 live agents (3 × 19,334: "58k", and no fewer). When one of 3 is killed, the two others take its agents, so
     // each holds 11,000 then: agents pick a random replica first, and the spread seen was ±17 %,
     // which the two others must still hold under the open-files cap afterwards.
     replicas: {
       count: 3,
-      steps: [1000, 19_333],
+      steps: [1000, 19_334],
       clientProcsPerReplica: 5,
       warmupPerServer: 200,
       revokes: 200,

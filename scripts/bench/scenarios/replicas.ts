@@ -1,6 +1,6 @@
 /**
  * The replicas phase: three server replicas on one PostgreSQL (a real one, from the npm package, as
- * the tests use), each holding up to 19,333 agents (under the 20,000 open files a process may
+ * the tests use), each holding up to 19,334 agents (under the 20,000 open files a process may
  * have), beside one server on the embedded store at the same per-server steps (the baseline of
  * memory, CPU per connect and revoke). Then: a group on one replica and a group spread over the
  * three deleted; enrollments through one and through two replicas beside PgStore's own commit rate;
