@@ -6,6 +6,7 @@ import { captureSessionNonce, sessionNonceOf } from '../../agent/transport.js';
 import type { ProofBinding, SessionEvent } from '../../shared/protocol.js';
 import type { AppRouter } from '../../shared/router-type.js';
 import type { HostFacts } from '../../shared/schemas.js';
+import { arrivals } from './arrivals.js';
 import { rawCall } from './server.js';
 
 export function hostFacts(name = 'sim-host'): HostFacts {
@@ -80,10 +81,9 @@ export function openSession(
   const sentProofs: string[] = [];
   const events: SessionEvent[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
-  const waiters = new Set<() => void>();
-  const notify = () => {
-    for (const w of waiters) w();
-  };
+  const { notify, until } = arrivals(
+    () => `events=${JSON.stringify(events)} closes=${JSON.stringify(closes)}`,
+  );
   const wsClient = createWSClient({
     url: `${url.replace(/^http/, 'ws')}/trpc`,
     WebSocket: fromAddress(options.localAddress) as unknown as typeof globalThis.WebSocket,
@@ -112,27 +112,6 @@ export function openSession(
     },
     onError: () => notify(),
   });
-  const until = <T>(check: () => T | undefined, timeoutMs: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const done = () => {
-        const v = check();
-        if (v !== undefined) {
-          waiters.delete(done);
-          clearTimeout(timer);
-          resolve(v);
-        }
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(done);
-        reject(
-          new Error(
-            `timed out waiting for ${what}; events=${JSON.stringify(events)} closes=${JSON.stringify(closes)}`,
-          ),
-        );
-      }, timeoutMs);
-      waiters.add(done);
-      done();
-    });
   return {
     events,
     closes,

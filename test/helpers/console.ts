@@ -1,6 +1,7 @@
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import WebSocket from 'ws';
 import type { AppRouter } from '../../shared/router-type.js';
+import { arrivals } from './arrivals.js';
 
 export interface ConsoleBatch {
   groups: string[];
@@ -34,10 +35,9 @@ export function openConsole(url: string, adminKey: string, options: { origin?: s
   const batches: ConsoleBatch[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
   const errors: unknown[] = [];
-  const waiters = new Set<() => void>();
-  const notify = () => {
-    for (const w of waiters) w();
-  };
+  const { notify, until } = arrivals(
+    () => `batches=${JSON.stringify(batches)} closes=${JSON.stringify(closes)}`,
+  );
   const origin = options.origin;
   const Socket = class extends WebSocket {
     constructor(address: string | URL, protocols?: string | string[]) {
@@ -71,27 +71,6 @@ export function openConsole(url: string, adminKey: string, options: { origin?: s
       notify();
     },
   });
-  const until = <T>(check: () => T | undefined, timeoutMs: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const done = () => {
-        const v = check();
-        if (v !== undefined) {
-          waiters.delete(done);
-          clearTimeout(timer);
-          resolve(v);
-        }
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(done);
-        reject(
-          new Error(
-            `timed out waiting for ${what}; batches=${JSON.stringify(batches)} closes=${JSON.stringify(closes)}`,
-          ),
-        );
-      }, timeoutMs);
-      waiters.add(done);
-      done();
-    });
   return {
     batches,
     closes,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { sampleConnectorRecord } from '../../scripts/lib/sample-records.js';
 import type { ConnectorRecord, GroupRecord } from '../../server/store/records.js';
 import type { Store } from '../../server/store/store.js';
 import type { SyncLog } from './sync-log.js';
@@ -32,33 +33,8 @@ export const groupRecord = (id: string, name = id): GroupRecord => ({
   currentKeyId: '',
 });
 
-export const connectorRecord = (id: string): ConnectorRecord => ({
-  id,
-  groupId: 'g',
-  name: id,
-  status: 'enabled',
-  enrolledAt: 0,
-  enrolledWithKeyId: 'pk',
-  keyThumbprint: 't',
-  agentVersion: '1.0.0',
-  host: {
-    hostname: id,
-    os: 'Linux',
-    platform: 'linux',
-    release: '6',
-    arch: 'x64',
-    cpus: 2,
-    memoryBytes: 1,
-    ips: ['10.0.0.1'],
-    machineId: 'm',
-  },
-  remoteAddress: '127.0.0.1',
-  lastConnectedAt: null,
-  lastSeenAt: null,
-  identity: { issuedAt: 0, expiresAt: 1, keyId: 'k' },
-  revokedAt: null,
-  revokeReason: null,
-});
+/** A stored connector (the one record the benchmark's commits write too). */
+export const connectorRecord = sampleConnectorRecord;
 
 /** The behaviour every Store backend must have: run it against each one. */
 export function describeStoreContract(backend: string, open: () => Promise<StoreUnderTest>): void {

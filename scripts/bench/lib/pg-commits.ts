@@ -1,6 +1,6 @@
 import { PgStore } from '../../../server/store/postgres/pg-store.js';
-import type { ConnectorRecord } from '../../../server/store/records.js';
 import { createDatabase } from '../../lib/postgres.js';
+import { sampleConnectorRecord } from '../../lib/sample-records.js';
 import { monoMs, round } from './stats.js';
 
 export interface CommitRate {
@@ -12,37 +12,6 @@ export interface CommitRate {
   perSecond: number;
   commits: number;
   conflicts: number;
-}
-
-/** A stored connector as enrollment writes it (the fields' sizes are what matters here). */
-export function benchConnectorRecord(id: string): ConnectorRecord {
-  return {
-    id,
-    groupId: 'g',
-    name: id,
-    status: 'enabled',
-    enrolledAt: 0,
-    enrolledWithKeyId: 'k',
-    keyThumbprint: 't',
-    agentVersion: '1.0.0',
-    host: {
-      hostname: id,
-      os: 'Linux',
-      platform: 'linux',
-      release: '6',
-      arch: 'x64',
-      cpus: 2,
-      memoryBytes: 1,
-      ips: ['10.0.0.1'],
-      machineId: 'm',
-    },
-    remoteAddress: '127.0.0.1',
-    lastConnectedAt: null,
-    lastSeenAt: null,
-    identity: { issuedAt: 0, expiresAt: 1, keyId: 'k' },
-    revokedAt: null,
-    revokeReason: null,
-  } as ConnectorRecord;
 }
 
 /**
@@ -87,7 +56,7 @@ export async function measureCommits(
         while (next < transactions) {
           const i = next++;
           await store.transact((tx) => {
-            tx.put('connectors', benchConnectorRecord(`c${i}`));
+            tx.put('connectors', sampleConnectorRecord(`c${i}`));
             if (contended) {
               const key = tx.get('provisioningKeys', 'k')!;
               tx.patch('provisioningKeys', 'k', { uses: (key.uses ?? 0) + 1 });
