@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { Connector, Group } from '../types.js';
+import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
 import { ConnectorDialog, type ConnectorDialogState } from './connector-dialogs.js';
 import { ConnectorsTable } from './connectors-table.js';
@@ -72,15 +73,11 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
       <p>
         <a href="#/groups">← Connector Groups</a>
       </p>
-      <div className="page-head">
-        <h1>{group ? `${group.name} — connectors` : 'Connectors'}</h1>
-        <span className={`live live-${live}`} role="status">
-          {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting…' : 'Live updates off'}
-        </span>
-        <button type="button" onClick={() => void refresh()}>
-          Refresh
-        </button>
-      </div>
+      <LivePageHead
+        title={group ? `${group.name} — connectors` : 'Connectors'}
+        live={live}
+        onRefresh={() => void refresh()}
+      />
       {group && (
         <p className="help">
           {group.counts.total} connector(s): {group.counts.connected} connected, {group.counts.enabled}{' '}

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
+import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
 import { CreateGroup } from './create-group.js';
 import { type GroupDialogState, GroupDialogs } from './group-dialogs.js';
@@ -37,15 +38,7 @@ export function GroupsPage() {
 
   return (
     <>
-      <div className="page-head">
-        <h1>Connector Groups</h1>
-        <span className={`live live-${live}`} role="status">
-          {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting…' : 'Live updates off'}
-        </span>
-        <button type="button" onClick={() => void refresh()}>
-          Refresh
-        </button>
-      </div>
+      <LivePageHead title="Connector Groups" live={live} onRefresh={() => void refresh()} />
       {loadError && (
         <p className="error" role="alert">
           Could not load the groups: {loadError}

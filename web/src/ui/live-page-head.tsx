@@ -1,0 +1,30 @@
+import type { LiveState } from '../live.js';
+
+const LIVE_TEXT: Record<LiveState, string> = {
+  live: 'Live',
+  connecting: 'Connecting…',
+  offline: 'Live updates off',
+};
+
+/** A live page's heading: its title, whether live updates are flowing, and a Refresh button. */
+export function LivePageHead({
+  title,
+  live,
+  onRefresh,
+}: {
+  title: string;
+  live: LiveState;
+  onRefresh: () => void;
+}) {
+  return (
+    <div className="page-head">
+      <h1>{title}</h1>
+      <span className={`live live-${live}`} role="status">
+        {LIVE_TEXT[live]}
+      </span>
+      <button type="button" onClick={onRefresh}>
+        Refresh
+      </button>
+    </div>
+  );
+}
