@@ -160,6 +160,28 @@ describe('PostgreSQL change feed and optimistic commits', () => {
     expect((await versionOf(p, 'g')).value).toBe(2);
   });
 
+  it('of two commits that each checked a section empty and then wrote to it, exactly one commits', async () => {
+    // Write skew: replicas starting together each find no admin key and make one. Both checks run
+    // before either insert commits unless such commits are serialized.
+    const db = await database();
+    const p = pool(db.url);
+    for (let round = 0; round < 40; round++) {
+      const since = await currentPosition(p);
+      const attempt = (origin: string) =>
+        commitChange(p, {
+          origin,
+          reads: [],
+          writes: [{ section: 'apiKeys', id: `${origin}-${round}`, body: { value: round } }],
+          scans: { sections: ['apiKeys'], since },
+        }).then(
+          () => 'committed',
+          (error: unknown) => (error instanceof WriteConflict ? 'conflict' : Promise.reject(error)),
+        );
+      const outcomes = await Promise.all([attempt('a'), attempt('b')]);
+      expect(outcomes.sort(), `round ${round}`).toEqual(['committed', 'conflict']);
+    }
+  });
+
   it('a change whose transaction took its number first but committed last is not skipped', async () => {
     const db = await database();
     const replica = await follow(db.url, { pollMs: 600_000 });

@@ -85,8 +85,13 @@ export async function commitChange(
 ): Promise<{ seq: number; ops: ChangeOp[] }> {
   const client = await pool.connect();
   try {
+    // A commit that listed a section whole also takes the lock alone: its check for changes to that
+    // section runs under READ COMMITTED, so two replicas each checking "no admin key yet" (or "no group
+    // of that name") while the other's insert is uncommitted would both pass and both commit. Alone,
+    // no other commit is in flight, and every one before it is visible to its check. Such commits
+    // (group create/rename/delete, an API key's first or last) are rare next to enrollments.
+    const alone = typeof request === 'function' || request.scans !== undefined;
     // One round trip (a simple query may hold two statements; the lock key is a constant).
-    const alone = typeof request === 'function';
     await client.query(`BEGIN; SELECT pg_advisory_xact_lock${alone ? '' : '_shared'}(${COMMIT_LOCK})`);
     const prepared = typeof request === 'function' ? await request() : request;
     const result = await commitIn(client, prepared);
