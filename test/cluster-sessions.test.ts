@@ -318,6 +318,27 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(await rows(url)).toEqual([]);
   });
 
+  it('claims arriving a few ms apart wait for each other (the linger) and go out in one statement', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock, { lingerMs: 250 });
+    const b = await clusterOn(url, clock);
+    // Ten agents admitted 5 ms apart, as a fleet arrives: without the linger each is a statement.
+    for (let i = 0; i < 10; i++) {
+      a.claim({
+        connectorId: `con_spread_${i}`,
+        sessionId: i + 1,
+        remoteAddress: '192.0.2.7',
+        connectedAt: 0,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await a.flush();
+    expect(a.statements.claim).toBe(1);
+    await until(() => b.connectedElsewhere() === 10);
+    expect(b.isConnectedElsewhere('con_spread_9')).toBe(true);
+  });
+
   it('a listener connection lost: the replica reads the others’ sessions again when it is back', async () => {
     const url = await database();
     const clock = new ManualClock();

@@ -50,7 +50,8 @@ const HELP = `npm run bench [-- options]
                      with 1,000 and 1,000,000 events on disk (quick 20,000), ~1 min; replicas: 3
                      replicas on a PostgreSQL of their own beside one embedded-store server, ~15 min)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
-                     storm, renewal) into <out>; summarise one with scripts/bench/profile-summary.ts
+                     storm, renewal; replicas: each server's connect and revoke at each step and both mass
+                     revokes) into <out>; summarise one with scripts/bench/profile-summary.ts
   --heap-snapshots   heap snapshots of the project and minimal-tRPC servers before the first session
                      and at each step, into <out>; compare two with scripts/bench/heap-diff.ts
   --log-level <lvl>  the project server's log level (default info, as deployed)

@@ -97,7 +97,17 @@ async function runEmbeddedBaseline(h: Harness, result: ReplicasResult): Promise<
       h.checkDeadline();
       const targets = split(n, k).map((B) => ({ B }));
       result.embedded.push(
-        await measureStep(h, [server], clients, targets, n, base, () => server, 'embedded'),
+        await measureStep(
+          h,
+          [server],
+          clients,
+          targets,
+          [clients.map((_, i) => i)],
+          n,
+          base,
+          () => server,
+          'embedded',
+        ),
       );
     }
   } finally {
@@ -197,6 +207,8 @@ async function runOnPostgres(
       clients.map((_, i) => ({ B: split(rp.warmupPerServer, k)[i % k]! })),
       'replicas',
     );
+    // One replica's clients at a time (see measureStep).
+    const turns = replicas.map((_, r) => clients.flatMap((_, i) => (home(i) === r ? [i] : [])));
     const next = (url: string) => replicas[(replicas.findIndex((r) => r.url === url) + 1) % replicas.length]!;
     for (const n of rp.steps) {
       h.checkDeadline();
@@ -204,7 +216,9 @@ async function runOnPostgres(
         n === last
           ? clients.map((_, i) => ({ A: aOf(i), C: cOf(i), B: split(bLast(home(i)), k)[i % k]! }))
           : clients.map((_, i) => ({ B: split(n, k)[i % k]! }));
-      result.postgres.push(await measureStep(h, replicas, clients, targets, n, base, next, 'replicas'));
+      result.postgres.push(
+        await measureStep(h, replicas, clients, targets, turns, n, base, next, 'replicas'),
+      );
     }
     result.massSingle = await deleteGroup(
       h,
