@@ -172,7 +172,10 @@ export function replicaTargets(results: RunResults): Target[] {
     'replicas-mass-revoke',
     `mass revoke of a 10k group spread over ${r.replicas} replicas ≤ 1.2× the same on one replica with 5k`,
     r.massSpread && r.massSingle
-      ? `${fmt(r.massSpread.allClosedMs, 0)} ms for ${fmt(r.massSpread.count, 0)} vs ${fmt(r.massSingle.allClosedMs, 0)} ms for ${fmt(r.massSingle.count, 0)} = ${fmt(mass, 2)}×`
+      ? `${fmt(r.massSpread.allClosedMs, 0)} ms for ${fmt(r.massSpread.count, 0)} vs ${fmt(r.massSingle.allClosedMs, 0)} ms for ${fmt(r.massSingle.count, 0)} = ${fmt(mass, 2)}×` +
+          (r.massSpread.machineBusyPct !== undefined && r.massSingle.machineBusyPct !== undefined
+            ? ` (machine ${fmt(r.massSpread.machineBusyPct, 0)} % and ${fmt(r.massSingle.machineBusyPct, 0)} % busy)`
+            : '')
       : 'not measured',
     mass === null ? null : mass <= 1.2,
   );

@@ -38,6 +38,8 @@ export interface MassResult {
   firstClosedMs: number;
   callMs: number;
   eldMaxMs: number;
+  /** The whole machine's CPU busy share from the call until the last close (replicas phase; absent in older runs). */
+  machineBusyPct?: number;
 }
 
 export interface StormResult {

@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import type { Harness, ServerHandle } from '../harness.js';
+import { cpuSnapshot } from '../lib/cpu.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
 import type { ClientStatus, CloseSeen, ConnectResult, Group, GroupClosed, ServerStats } from '../protocol.js';
@@ -242,6 +243,7 @@ export async function deleteGroup(
   label: string,
 ): Promise<MassResult> {
   await Promise.all(servers.map((s) => s.resetEld()));
+  const cpu0 = cpuSnapshot(null);
   const t0 = monoMs();
   const timeoutMs = 120_000;
   const waits = clients.map((c) =>
@@ -252,6 +254,7 @@ export async function deleteGroup(
     const callMs = monoMs() - t0;
     return { callMs, seen: await Promise.all(waits) };
   });
+  const cpu1 = cpuSnapshot(null);
   const stats = await Promise.all(servers.map((s) => s.stats()));
   const closed = seen.reduce((s, g) => s + g.closed, 0);
   const count = seen.reduce((s, g) => s + g.count, 0);
@@ -263,9 +266,13 @@ export async function deleteGroup(
     firstClosedMs: firsts.length ? Math.min(...firsts) - t0 : 0,
     callMs,
     eldMaxMs: Math.max(...stats.map((s) => s.eld.maxMs)),
+    machineBusyPct:
+      ((cpu1.machineBusyMs - cpu0.machineBusyMs) / Math.max(1, cpu1.machineTotalMs - cpu0.machineTotalMs)) *
+      100,
   };
   h.progress(
-    `${label}: ${closed}/${count} closed, the last after ${result.allClosedMs.toFixed(0)} ms (call ${callMs.toFixed(0)} ms)`,
+    `${label}: ${closed}/${count} closed, the last after ${result.allClosedMs.toFixed(0)} ms (call ${callMs.toFixed(0)} ms; ` +
+      `machine ${result.machineBusyPct!.toFixed(0)} % busy meanwhile)`,
   );
   if (closed < count) throw new Error(`${label}: only ${closed} of ${count} sessions closed`);
   return result;
