@@ -94,7 +94,8 @@ describe('npm run demo', () => {
       expect(output).toMatch(/SIGINT: stopping, cleaning up first/);
       expect(output).toMatch(/stopped demo-agent-1 \(pid \d+\)/);
       expect(output).toMatch(/stopped server \(pid \d+\)/);
-      expect(output).toMatch(/^demo FAILED in [\d.]+ s at step 5 .*: interrupted by SIGINT$/m);
+      // Step 5 is short: the signal may land once step 6 (both agents still running) has begun.
+      expect(output).toMatch(/^demo FAILED in [\d.]+ s at step [56] .*: interrupted by SIGINT$/m);
       expect(expectNothingLeft(output).length).toBeGreaterThanOrEqual(3);
     },
     DEMO_TIMEOUT_MS + 10_000,
