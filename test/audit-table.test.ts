@@ -126,6 +126,24 @@ describe('the audit table shared by replicas', () => {
     await log.close();
   });
 
+  it('lazy events that come while an INSERT runs wait for their timer, then go out together', async () => {
+    await using db = await auditDatabase();
+    const log = TableAuditLog.create(db.pool(), new ManualClock());
+    const urgent = log.record({ type: 'test.event', actor });
+    const lazy = Array.from({ length: 20 }, (_, n) =>
+      log.record({ type: 'session.connected', actor, connectorId: `con_${n}` }, { lazy: true }),
+    );
+    await urgent;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const transactions = () =>
+      db.query(`SELECT count(*)::int AS n FROM audit_events GROUP BY xmin::text ORDER BY min(seq)`);
+    // Not sent on the heels of the urgent one's INSERT (a statement per round trip under a fleet).
+    expect((await transactions()).rows.map((r) => r.n)).toEqual([1]);
+    await Promise.all(lazy);
+    expect((await transactions()).rows.map((r) => r.n)).toEqual([1, 20]);
+    await log.close();
+  });
+
   it('a failed INSERT refuses its events with STORE_UNAVAILABLE and says why; the next ones are written', async () => {
     await using db = await auditDatabase();
     const errors: unknown[] = [];

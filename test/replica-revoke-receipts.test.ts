@@ -40,7 +40,7 @@ describe("a revoke through one replica of an agent on another: the answer's term
     );
     const connectorId = status.connectorId as string;
     // As an admin would see it on A before revoking: A has heard of the session on B (B's claim goes
-    // out with others up to 20 ms later, then a notification). A revoke sooner answers `pending`.
+    // out with others up to 50 ms later, then a notification). A revoke sooner answers `pending`.
     await expect
       .poll(async () => (await a.admin.connectors.get.query({ connectorId })).connection, { timeout: 10_000 })
       .toBe('connected');

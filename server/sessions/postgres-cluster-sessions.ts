@@ -35,7 +35,7 @@ export interface PostgresClusterSessionsOptions {
    * How long the first claim or release of a batch waits for others before the batch goes out. A
    * statement costs far more than a row here (a round trip and its system calls on this replica, a
    * notification read by every other one), and agents arrive spread out: waiting a little gathers a
-   * few per statement. Another replica learns of a session this much later. @default 20
+   * few per statement. Another replica learns of a session this much later. @default 50
    */
   lingerMs?: number;
   /** Sessions of a dead replica this replica removed, with the dead replica's last heartbeat. */
@@ -86,7 +86,7 @@ export class PostgresClusterSessions implements ClusterSessions {
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.onReaped = o.onReaped;
     this.batchSize = o.batchSize ?? 1000;
-    this.lingerMs = o.lingerMs ?? 20;
+    this.lingerMs = o.lingerMs ?? 50;
     this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
   }
 

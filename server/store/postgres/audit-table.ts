@@ -53,6 +53,7 @@ export interface AuditTableOptions {
 
 interface Pending {
   event: AuditEvent;
+  lazy: boolean;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -77,7 +78,7 @@ export class AuditTable implements AuditSink {
 
   append(event: AuditEvent, lazy = false): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ event, resolve, reject });
+      this.pending.push({ event, lazy, resolve, reject });
       if (lazy) this.flushLater();
       else void this.flushSoon();
     });
@@ -88,7 +89,8 @@ export class AuditTable implements AuditSink {
     this.lazyTimer = null;
     this.flushing ??= this.flushLoop().finally(() => {
       this.flushing = null;
-      if (this.pending.length > 0) void this.flushSoon();
+      if (this.pending.some((p) => !p.lazy)) void this.flushSoon();
+      else if (this.pending.length > 0) this.flushLater();
     });
     return this.flushing;
   }
@@ -99,8 +101,17 @@ export class AuditTable implements AuditSink {
     this.lazyTimer.unref();
   }
 
+  /**
+   * Sends what is pending, then goes on while something urgent came meanwhile. Lazy events that came
+   * during an INSERT wait for their timer (or an urgent one): a fleet connecting would otherwise keep
+   * the loop sending a statement per round trip, each with a few `session.connected` rows.
+   */
   private async flushLoop(): Promise<void> {
-    while (this.pending.length > 0) {
+    for (
+      let first = true;
+      this.pending.length > 0 && (first || this.pending.some((p) => !p.lazy));
+      first = false
+    ) {
       const batch = this.pending.splice(0, AUDIT_INSERT_MAX_ROWS);
       try {
         await this.insert(batch.map((p) => p.event));
