@@ -160,7 +160,7 @@ export interface ReplicaFollowers {
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
   /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
   terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };
-  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads'>;
+  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads' | 'feedLagSeconds'>;
 }
 
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */

@@ -97,6 +97,7 @@ export async function openDatabaseState(
       follow({ events, agentSessions, terminations, metrics, records }) {
         store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
         store.onReload = () => metrics.feedReloads.inc();
+        store.onForeignChangeLag = (ms) => metrics.feedLagSeconds.observe(Math.max(0, ms) / 1000);
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {
           const connectorIdsOf = (groupId: string) =>

@@ -82,6 +82,11 @@ export function createMetrics() {
       'connector_store_feed_reloads_total',
       'Times this replica loaded the whole state again because changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows).',
     ),
+    feedLagSeconds: histogram(
+      'connector_store_feed_lag_seconds',
+      "With --database-url: for each other replica's change as this replica applies it, the time since its transaction began (its commit, the notification, this replica's read of the change feed; the database host's clock against this one's).",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    ),
     revokeCloseSeconds: histogram(
       'connector_revoke_close_seconds',
       'Time from a revoke or delete being committed to the agent socket being closed.',

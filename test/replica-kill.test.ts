@@ -85,6 +85,16 @@ describe('a replica killed (SIGKILL) under real agents given every replica', () 
     const abandoned = (await enrollSim(victim.replica.url, key, 'abandoned')).enrolled!;
     const session = connectSim(victim.replica.url, abandoned);
     await session.waitFor('ready');
+    // Known to the survivors before the kill (a replica announces new sessions in batches, up to
+    // 50 ms late): a session younger than that when its replica dies was never theirs to reap.
+    for (const survivor of survivors)
+      await expect
+        .poll(
+          async () =>
+            (await admin(survivor).connectors.get.query({ connectorId: abandoned.connectorId })).connection,
+          { timeout: 10_000 },
+        )
+        .toBe('connected');
 
     // Revoked through a survivor before the kill: the agent exits 4 with its identity wiped. A copy
     // of that identity is kept to present again once the replica is dead.

@@ -88,6 +88,13 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     // And they stay out: a revoked identity is refused by either replica.
     const again = connectSim(a.url, sessions[0]!.enrolled);
     expect((await again.waitForClose(5000)).code).toBe(4001);
+    // B timed each of A's 100 revokes from its transaction's start to its own apply (/metrics).
+    const metrics = await (await fetch(`${b.url}/metrics`)).text();
+    const lag = (name: string) =>
+      Number(new RegExp(`^connector_store_feed_lag_seconds_${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(lag('count')).toBeGreaterThanOrEqual(100);
+    expect(lag('sum') / lag('count')).toBeLessThan(1);
+    expect(lag('sum')).toBeGreaterThan(0);
   });
 
   it("B's change-feed listener killed just before a revoke: B still closes the agent (catch-up)", async () => {

@@ -49,8 +49,8 @@ const RETRY_MS = 1000;
 /**
  * ClusterSessions over PostgreSQL. A claim is an upsert into `agent_sessions` with a number from a
  * sequence (the larger number wins, in the table and in every replica's picture) and a NOTIFY on
- * its channel; claims and releases made in the same turn go out together, one statement for up to
- * `batchSize` of them, so a fleet reconnecting at once costs a few statements, not one per agent.
+ * its channel; claims and releases made within `lingerMs` of each other go out together, one statement
+ * for up to `batchSize` of them, so a fleet reconnecting at once costs a few statements, not one per agent.
  * Every replica keeps the other replicas' sessions in memory (notifications, plus a full read every
  * `resyncMs` and after its listener reconnects), so `isConnectedElsewhere` never waits on the database.
  * A replica whose heartbeat is older than `deadAfterMs` counts as dead at once; the first replica to

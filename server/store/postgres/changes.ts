@@ -14,6 +14,8 @@ export interface ChangeRow {
   seq: number;
   origin: string;
   ops: ChangeOp[];
+  /** When its transaction began, on the database's clock (epoch ms): its commit came after. */
+  committedAt: number;
 }
 
 /**
@@ -51,11 +53,12 @@ export async function readChanges(
     xid: string | null;
     origin: string;
     ops: ChangeOp[];
+    committed_at: number | null;
   }>(
     `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
                        (SELECT pruned_through FROM store_feed_horizon) AS horizon)
      SELECT s.xmin::text AS xmin, s.horizon::text AS horizon, c.seq::text AS seq, c.xid::text AS xid,
-            c.origin, c.ops
+            c.origin, c.ops, (extract(epoch FROM c.committed_at) * 1000)::float8 AS committed_at
        FROM s LEFT JOIN store_changes c ON c.xid >= $1::xid8
       ORDER BY c.seq`,
     [from.xmin],
@@ -69,7 +72,8 @@ export async function readChanges(
     const seq = Number(row.seq);
     // Rows of transactions at or past the new xmin come back at the next read: remember them.
     if (BigInt(row.xid) >= BigInt(xmin)) seen.add(seq);
-    if (!from.seen.has(seq)) rows.push({ seq, origin: row.origin, ops: row.ops });
+    if (!from.seen.has(seq))
+      rows.push({ seq, origin: row.origin, ops: row.ops, committedAt: row.committed_at ?? 0 });
   }
   return { rows, next: { xmin, seen }, horizon };
 }

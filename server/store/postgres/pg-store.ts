@@ -76,6 +76,13 @@ export class PgStore implements Store {
   private remoteListener: RemoteChangeListener | undefined;
   /** Told each time the whole state was loaded again after a gap in the feed. */
   onReload: (() => void) | undefined;
+  /**
+   * Told, for each other replica's commit as it is applied here, how long ago its transaction
+   * began (ms; the database's clock against this replica's): the commit, its notification, the
+   * feed read and any wait for this replica's own commit in flight, the path a revoke made through
+   * another replica takes before the session held here hears of it.
+   */
+  onForeignChangeLag: ((ms: number) => void) | undefined;
   readonly stats = {
     transactions: 0,
     commits: 0,
@@ -373,6 +380,11 @@ export class PgStore implements Store {
     const { rows, position } = this.inbox;
     this.inbox = { rows: [], position: null };
     if (position) this.position = position;
+    if (this.onForeignChangeLag) {
+      const now = Date.now();
+      for (const row of rows)
+        if (row.origin !== this.origin && row.committedAt > 0) this.onForeignChangeLag(now - row.committedAt);
+    }
     const newer = newerRemoteOps(rows, this.origin, this.versions);
     if (newer.length === 0 && !rerun) return;
     this.queue.undo();
