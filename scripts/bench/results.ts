@@ -28,6 +28,12 @@ export interface RevokeResult {
   callMs: Summary;
   missed: number;
   eldMaxMs: number;
+  /**
+   * Replicas only: of the other replicas' changes applied during the round (the revokes among them),
+   * how many were applied within each bound of `connector_store_feed_lag_seconds` (ms → count,
+   * summed over the servers; absent in older runs).
+   */
+  feedLag?: Record<string, number>;
 }
 
 export interface MassResult {

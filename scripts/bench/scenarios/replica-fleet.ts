@@ -201,6 +201,7 @@ async function revokeRound(
       if (v) victims.push({ client: clients[i]!, ...v });
     }
   await Promise.all(servers.map((s) => s.resetEld()));
+  const lagBefore = await feedLagBuckets(servers);
   const latencies: number[] = [];
   const calls: number[] = [];
   let missed = 0;
@@ -219,17 +220,45 @@ async function revokeRound(
     else missed++;
   }
   const stats = await Promise.all(servers.map((s) => s.stats()));
+  const lagAfter = await feedLagBuckets(servers);
+  const feedLag = Object.fromEntries(
+    Object.entries(lagAfter).map(([le, n]) => [le, n - (lagBefore[le] ?? 0)]),
+  );
   const result: RevokeResult = {
     latencyMs: summarize(latencies),
     callMs: summarize(calls),
     missed,
     eldMaxMs: Math.max(...stats.map((s) => s.eld.maxMs)),
+    ...(Object.keys(feedLag).length > 0 ? { feedLag } : {}),
   };
+  const lagText = Object.keys(feedLag).length
+    ? `; changes applied by the holders within ms: ${Object.entries(feedLag)
+        .map(([le, n]) => `≤${le} ${n}`)
+        .join(', ')}`
+    : '';
   h.progress(
     `${label}: ${victims.length} revokes: close seen p50 ${result.latencyMs.p50.toFixed(1)} ms, p99 ${result.latencyMs.p99.toFixed(1)} ms` +
-      `${missed ? `, ${missed} missed` : ''}`,
+      `${missed ? `, ${missed} missed` : ''}${lagText}`,
   );
   return result;
+}
+
+/**
+ * The servers' `connector_store_feed_lag_seconds` histograms summed, cumulative count by upper
+ * bound in ms ("+Inf" last); empty for servers without it (the embedded store).
+ */
+async function feedLagBuckets(servers: readonly ServerHandle[]): Promise<Record<string, number>> {
+  const sum: Record<string, number> = {};
+  for (const server of servers) {
+    const text = await fetch(`${server.url}/metrics`)
+      .then((r) => (r.ok ? r.text() : ''))
+      .catch(() => '');
+    for (const m of text.matchAll(/^connector_store_feed_lag_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)) {
+      const le = m[1] === '+Inf' ? '+Inf' : String(Number(m[1]) * 1000);
+      sum[le] = (sum[le] ?? 0) + Number(m[2]);
+    }
+  }
+  return sum;
 }
 
 /** Deletes (force) the group of `group`'s sims through `via`; waits until every one of them has closed. */
