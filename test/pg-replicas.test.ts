@@ -99,6 +99,22 @@ describe('PgStore replicas on one database', () => {
     expect(a.heard).toEqual([]);
   });
 
+  it('caughtUp: B, deaf to notifications for a moment, has a record A just committed once it resolves', async () => {
+    // What a handshake on B for a connector enrolled through A a few ms earlier waits for before it
+    // may say CONNECTOR_NOT_FOUND (AgentSessionService.requireUsableNow).
+    const url = await database();
+    const a = await replica(url);
+    const b = await replica(url, { pollMs: 600_000 });
+    const pid = b.store.feed.listenerPid;
+    expect(pid).toBeGreaterThan(0);
+    await withClient(url, (c) => c.query('SELECT pg_terminate_backend($1)', [pid]));
+    await a.store.transact((tx) => tx.put('groups', groupRecord('fresh')));
+    // B's listener comes back only after its reconnect delay, and its poll is ten minutes away.
+    expect(b.store.read((v) => v.get('groups', 'fresh'))).toBeUndefined();
+    await b.store.caughtUp();
+    expect(b.store.read((v) => v.get('groups', 'fresh'))).toEqual(groupRecord('fresh'));
+  });
+
   it('two uses of a one-use key on two replicas at once: the loser runs again over the winner and is refused', async () => {
     const url = await database();
     const a = await replica(url);

@@ -88,12 +88,32 @@ export class AgentSessionService {
     const claims = await this.deps.identity.verifyIdentity(parsed.data.identity);
     this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
     try {
-      this.requireUsable(claims.connectorId, claims.jkt);
+      await this.requireUsableNow(claims.connectorId, claims.jkt);
     } catch (error) {
       this.confirmToldAtHandshake(error, claims, from.remoteAddress);
       throw error;
     }
     return claims;
+  }
+
+  /**
+   * requireUsable, but a connector this store does not hold is looked for again once the store has
+   * caught up: an identity whose signature checked out names a connector that was enrolled, and a
+   * replica behind on the change feed (its enrollment committed through another replica a few ms
+   * ago) must not tell a new agent that its connector was deleted.
+   */
+  private async requireUsableNow(connectorId: string, jkt: string): Promise<UsableConnector> {
+    try {
+      return this.requireUsable(connectorId, jkt);
+    } catch (error) {
+      const missing =
+        error instanceof DomainError &&
+        error.reason === 'CONNECTOR_NOT_FOUND' &&
+        !this.deps.unsavedTerminations.of(connectorId);
+      if (!missing) throw error;
+      await this.deps.store.caughtUp();
+      return this.requireUsable(connectorId, jkt);
+    }
   }
 
   /**

@@ -176,6 +176,9 @@ export class JournalStore implements Store {
     return { sections: SECTIONS.map((section) => [section, this.view.list(section)]), release: () => {} };
   }
 
+  /** Nothing to wait for: this process is the only writer (the data dir is locked). */
+  async caughtUp(): Promise<void> {}
+
   async close(): Promise<void> {
     if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.lazyTimer = null;

@@ -47,6 +47,8 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async caughtUp(): Promise<void> {}
+
   snapshot(): StoreSnapshot {
     return {
       sections: SECTIONS.map((section) => [section, this.view.list(section)]),

@@ -102,6 +102,10 @@ export class ObservedStore implements Store {
     return this.inner.snapshot();
   }
 
+  caughtUp(): Promise<void> {
+    return this.inner.caughtUp();
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -73,6 +73,11 @@ export interface Store {
   touch<S extends StoreSection>(section: S, id: string, fields: Partial<SectionRecords[S]>): boolean;
   /** The records at this instant, without copying them (see StoreSnapshot). */
   snapshot(): StoreSnapshot;
+  /**
+   * Resolves once every change committed anywhere before the call is in this store's memory. At
+   * once for a store no other process writes; a replica reads the change feed (bounded wait).
+   */
+  caughtUp(): Promise<void>;
   /** Writes anything pending and stops. */
   close(): Promise<void>;
 }

@@ -34,6 +34,9 @@ import {
 import { touchPropagates } from './touch-propagation.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
+/** How long `caughtUp` waits for a commit of this replica in flight to end before giving up. */
+const CAUGHT_UP_WAIT_MS = 1000;
+
 export type { PgStoreOptions } from './pg-store-options.js';
 export type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
 
@@ -213,6 +216,18 @@ export class PgStore implements Store {
   /** References to every record now: records are replaced, never changed (as in JournalStore). */
   snapshot(): StoreSnapshot {
     return { sections: SECTIONS.map((section) => [section, this.view.list(section)]), release: () => {} };
+  }
+
+  /**
+   * Reads the change feed now. What it brings is applied at once, or, while a commit of this
+   * replica is in flight, when that commit ends: waited for here, at most CAUGHT_UP_WAIT_MS.
+   */
+  async caughtUp(): Promise<void> {
+    if (this.closed) return;
+    await this.feed.readNow().catch(() => {});
+    const deadline = Date.now() + CAUGHT_UP_WAIT_MS;
+    while (this.inbox.rows.length > 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
   async close(): Promise<void> {
