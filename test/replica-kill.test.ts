@@ -4,7 +4,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../agent/exit-codes.js';
 import { type AdminClient, createAdminClient } from '../server/admin-client.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
-import { type AgentProc, readIdentity, spawnAgent, waitForAgentStatus } from './helpers/agents.js';
+import {
+  type AgentProc,
+  readIdentity,
+  spawnAgent,
+  waitConnected,
+  waitForAgentStatus,
+} from './helpers/agents.js';
 import { freshDatabase } from './helpers/postgres.js';
 import type { ServerProc } from './helpers/processes.js';
 import { spawnReplicas } from './helpers/replicas.js';
@@ -87,14 +93,7 @@ describe('a replica killed (SIGKILL) under real agents given every replica', () 
     await session.waitFor('ready');
     // Known to the survivors before the kill (a replica announces new sessions in batches, up to
     // 50 ms late): a session younger than that when its replica dies was never theirs to reap.
-    for (const survivor of survivors)
-      await expect
-        .poll(
-          async () =>
-            (await admin(survivor).connectors.get.query({ connectorId: abandoned.connectorId })).connection,
-          { timeout: 10_000 },
-        )
-        .toBe('connected');
+    for (const survivor of survivors) await waitConnected(admin(survivor), 'abandoned', 10_000);
 
     // Revoked through a survivor before the kill: the agent exits 4 with its identity wiped. A copy
     // of that identity is kept to present again once the replica is dead.

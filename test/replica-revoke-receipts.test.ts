@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../agent/exit-codes.js';
 import { TERMINATION_ACK_TIMEOUT_MS } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
-import { readIdentity, spawnAgent, waitForAgentStatus } from './helpers/agents.js';
+import { readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
 import { freshDatabase } from './helpers/postgres.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
 import { type TestServer, tempDir } from './helpers/server.js';
@@ -41,9 +41,7 @@ describe("a revoke through one replica of an agent on another: the answer's term
     const connectorId = status.connectorId as string;
     // As an admin would see it on A before revoking: A has heard of the session on B (B's claim goes
     // out with others up to 50 ms later, then a notification). A revoke sooner answers `pending`.
-    await expect
-      .poll(async () => (await a.admin.connectors.get.query({ connectorId })).connection, { timeout: 10_000 })
-      .toBe('connected');
+    await waitConnected(a.admin, 'on-b', 10_000);
 
     const started = performance.now();
     const revoked = await a.admin.connectors.revoke.mutate({ connectorId });

@@ -107,11 +107,8 @@ export class AuditTable implements AuditSink {
    * the loop sending a statement per round trip, each with a few `session.connected` rows.
    */
   private async flushLoop(): Promise<void> {
-    for (
-      let first = true;
-      this.pending.length > 0 && (first || this.pending.some((p) => !p.lazy));
-      first = false
-    ) {
+    if (this.pending.length === 0) return;
+    do {
       const batch = this.pending.splice(0, AUDIT_INSERT_MAX_ROWS);
       try {
         await this.insert(batch.map((p) => p.event));
@@ -122,7 +119,7 @@ export class AuditTable implements AuditSink {
         const failure = new DomainError('STORE_UNAVAILABLE', `The audit log could not be written (${code}).`);
         for (const p of batch) p.reject(failure);
       }
-    }
+    } while (this.pending.some((p) => !p.lazy));
   }
 
   private insert(events: AuditEvent[]): Promise<void> {
