@@ -79,3 +79,51 @@ describe("a revoke through one replica of an agent on another: the answer's term
     await session.close();
   });
 });
+
+describe("a delete through one replica of an agent on another: the answer's termination", () => {
+  it('is confirmed when that agent acknowledged within the bound (its replica announces it to the others)', async () => {
+    const { a, b, key } = await twoReplicas();
+    const stateDir = await tempDir('ce-agent-');
+    const agent = spawnAgent(['--server', b.url, '--key', key, '--name', 'deleted-on-b'], stateDir);
+    cleanups.push(() => agent.stop('SIGTERM', 2000));
+    const status = await waitForAgentStatus(
+      stateDir,
+      'connected to B',
+      (s) => s.state === 'connected',
+      AGENT_START_MS,
+    );
+    const connectorId = status.connectorId as string;
+    await waitConnected(a.admin, 'deleted-on-b', 10_000);
+
+    const started = performance.now();
+    const deleted = await a.admin.connectors.delete.mutate({ connectorId });
+    const tookMs = performance.now() - started;
+    // A deleted connector has no record to carry the confirmation: without B's announcement A
+    // waited the whole bound and answered pending.
+    expect(deleted.termination).toMatchObject({ state: 'confirmed', confirmedFrom: '127.0.0.1' });
+    expect(Date.parse(deleted.termination.confirmedAt!)).toBeGreaterThan(0);
+    expect(tookMs).toBeLessThan(TERMINATION_ACK_TIMEOUT_MS);
+    expect((await agent.exited).code).toBe(EXIT.IDENTITY_GONE);
+    expect(await readIdentity(stateDir)).toBeNull();
+  });
+
+  it('is pending when that agent does not acknowledge, after the bound', async () => {
+    const { a, b, key } = await twoReplicas();
+    const enrolled = (await enrollSim(b.url, key, 'silent-deleted')).enrolled!;
+    const session = connectSim(b.url, enrolled);
+    await session.waitFor('ready');
+    await expect
+      .poll(
+        async () => (await a.admin.connectors.get.query({ connectorId: enrolled.connectorId })).connection,
+        { timeout: 10_000 },
+      )
+      .toBe('connected');
+
+    const started = performance.now();
+    const deleted = await a.admin.connectors.delete.mutate({ connectorId: enrolled.connectorId });
+    expect(deleted.termination).toEqual({ state: 'pending', confirmedAt: null, confirmedFrom: null });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(TERMINATION_ACK_TIMEOUT_MS);
+    await session.waitFor('deleted', 5000);
+    await session.close();
+  });
+});

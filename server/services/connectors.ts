@@ -212,8 +212,7 @@ export class ConnectorService {
     const cut = applied
       ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
       : null;
-    // A session on another replica confirms through the connector's record, which a delete removes:
-    // only a revoke waits for one.
+    // A session on another replica confirms through the connector's record (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
     const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (outcome) this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
@@ -243,7 +242,8 @@ export class ConnectorService {
     const cut = applied
       ? this.cutOff(connectorId, 'deleted', { type: 'connector.deleted', connectorId })
       : null;
-    const ended = this.deps.presence.termination(connectorId);
+    // A session on another replica confirms through the cluster's sessions (see confirmTermination).
+    const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
     const groupId = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (cut) this.deps.events.committed({ type: 'connector.deleted', connectorId });
     await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
@@ -260,8 +260,9 @@ export class ConnectorService {
 
   /**
    * Records that a host learnt its connector was revoked (the first time only: a durable write,
-   * which nobody waits for) and audits it. A deleted connector has no record left to hold it, so
-   * that confirmation is audited only.
+   * which nobody waits for; a revoke made through another replica hears of it in the feed) and
+   * audits it. A deleted connector has no record left to hold it: that confirmation is audited and
+   * announced to the other replicas, one of which may be answering the delete.
    */
   confirmTermination(connectorId: string, c: TerminationConfirmation): void {
     const audit = (type: string, lazy: boolean) =>
@@ -281,6 +282,11 @@ export class ConnectorService {
     if (c.event === 'deleted') {
       // Each refused handshake of a deleted identity says it again; those ride along with a write.
       audit('connector.deletion_confirmed', c.via === 'handshake').catch(failed);
+      this.deps.presence.deletionConfirmed(connectorId, {
+        state: 'confirmed',
+        confirmedAt: new Date(c.at).toISOString(),
+        confirmedFrom: c.from,
+      });
       return;
     }
     const unconfirmed = (record: Readonly<ConnectorRecord> | undefined) =>

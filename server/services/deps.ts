@@ -24,10 +24,16 @@ export interface Presence {
   /**
    * Whether the agent of the session a revoke or delete of this connector just ended acknowledged
    * it: waits up to the acknowledgement bound, `pending` at once when no session was ended. Given
-   * the revoke's write (`committed`), a session on another replica is waited for as well: that
-   * replica records the confirmation on the connector; the bound counts from the commit.
+   * the revoke's or delete's write (`committed`), a session on another replica is waited for as
+   * well: that replica records a revocation's confirmation on the connector and announces a
+   * deletion's (`deletionConfirmed`); the bound counts from the commit.
    */
   termination(connectorId: string, committed?: Promise<unknown>): Promise<Termination>;
+  /**
+   * The host of `connectorId` confirmed its deletion here: a delete made through another replica
+   * waits for that (a revoke's confirmation travels on the connector's record instead).
+   */
+  deletionConfirmed(connectorId: string, termination: Termination): void;
 }
 
 export interface Policy {

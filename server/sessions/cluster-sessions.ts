@@ -1,3 +1,5 @@
+import type { Termination } from '../services/views.js';
+
 /** A session this replica admitted, as the other replicas are told of it. */
 export interface SessionClaim {
   connectorId: string;
@@ -38,6 +40,13 @@ export interface ClusterSessions {
   onPresenceElsewhere(handler: (connectorIds: string[]) => void): void;
   /** Whether another live replica holds a session of the connector; synchronous and cheap. */
   isConnectedElsewhere(connectorId: string): boolean;
+  /**
+   * The agent of a session here acknowledged its connector's deletion: the other replicas hear it
+   * (a delete made through one of them waits for it; a deleted connector has no record to carry it).
+   */
+  deletionConfirmed(connectorId: string, termination: Termination): void;
+  /** Sets who is told of deletions confirmed on other replicas (one handler; the registry's). */
+  onDeletionConfirmedElsewhere(handler: (connectorId: string, termination: Termination) => void): void;
 }
 
 /** One process, no other replica: nothing to claim, nobody to tell, never connected elsewhere. */
@@ -47,4 +56,6 @@ export const singleProcess: ClusterSessions = {
   onLost() {},
   onPresenceElsewhere() {},
   isConnectedElsewhere: () => false,
+  deletionConfirmed() {},
+  onDeletionConfirmedElsewhere() {},
 };

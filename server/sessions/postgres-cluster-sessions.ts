@@ -1,11 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
+import type { Termination } from '../services/views.js';
 import { ClusterPicture, type OwnSession } from './cluster-picture.js';
 import type { ClusterSessions, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
   CLAIM_SQL,
+  type DeletionConfirmation,
   decodeNotification,
+  deletionConfirmationPayloads,
+  NOTIFY_EACH_SQL,
   REAP_SQL,
   RELEASE_ALL_SQL,
   RELEASE_SQL,
@@ -61,10 +65,11 @@ export class PostgresClusterSessions implements ClusterSessions {
   lastHeartbeatAt = 0;
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
-  readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0 };
+  readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, confirmation: 0 };
   private readonly picture: ClusterPicture;
   private pendingClaims: OwnSession[] = [];
   private pendingReleases: OwnSession[] = [];
+  private pendingConfirmations: DeletionConfirmation[] = [];
   private flushing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
   private relistenTimer: NodeJS.Timeout | undefined;
@@ -73,6 +78,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
   private presenceHandler: (connectorIds: string[]) => void = () => {};
+  private confirmationHandler: (connectorId: string, termination: Termination) => void = () => {};
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -117,6 +123,21 @@ export class PostgresClusterSessions implements ClusterSessions {
     }
   }
 
+  /** Sent with the claims and releases (the same linger): after them, so a waiter sees the session gone too. */
+  deletionConfirmed(connectorId: string, termination: Termination): void {
+    const at = termination.confirmedAt === null ? Number.NaN : Date.parse(termination.confirmedAt);
+    this.pendingConfirmations.push({
+      connectorId,
+      confirmedAt: Number.isFinite(at) ? at : this.o.clock.now(),
+      confirmedFrom: termination.confirmedFrom,
+    });
+    this.scheduleFlush();
+  }
+
+  onDeletionConfirmedElsewhere(handler: (connectorId: string, termination: Termination) => void): void {
+    this.confirmationHandler = handler;
+  }
+
   onLost(handler: (lost: LostSession) => void): void {
     this.lostHandler = handler;
   }
@@ -137,7 +158,8 @@ export class PostgresClusterSessions implements ClusterSessions {
   /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
   async flush(): Promise<void> {
     for (let round = 0; round < 100; round++) {
-      if (this.pendingClaims.length > 0 || this.pendingReleases.length > 0) this.scheduleFlush();
+      if (this.pendingClaims.length + this.pendingReleases.length + this.pendingConfirmations.length > 0)
+        this.scheduleFlush();
       // Nothing in flight: all sent, or a failed statement waits for its retry (see onError).
       if (!this.flushing) return;
       await this.flushing;
@@ -298,6 +320,15 @@ export class PostgresClusterSessions implements ClusterSessions {
     const notice = decodeNotification(payload);
     if (!notice || notice.replicaId === this.replicaId) return;
     this.picture.heard(notice.replicaId, this.o.clock.now());
+    if (notice.kind === 'deletionConfirmed') {
+      for (const c of notice.confirmations)
+        this.confirmationHandler(c.connectorId, {
+          state: 'confirmed',
+          confirmedAt: new Date(c.confirmedAt).toISOString(),
+          confirmedFrom: c.confirmedFrom,
+        });
+      return;
+    }
     if (notice.kind === 'claimed') {
       for (const c of notice.claims)
         this.picture.claimed(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
@@ -335,13 +366,31 @@ export class PostgresClusterSessions implements ClusterSessions {
       });
   }
 
-  /** Sends the waiting claims, then the waiting releases, a batch per statement, until none wait. */
+  /**
+   * Sends the waiting claims, then the waiting releases, then the deletion confirmations, a batch per
+   * statement, until none wait.
+   */
   private async sendPending(): Promise<void> {
     for (let rounds = 0; rounds < 1000 && !this.stopped; rounds++) {
       if (this.pendingClaims.length > 0) await this.sendClaims(this.pendingClaims.splice(0, this.batchSize));
       else if (this.pendingReleases.length > 0)
         await this.sendReleases(this.pendingReleases.splice(0, this.batchSize));
+      else if (this.pendingConfirmations.length > 0)
+        await this.sendConfirmations(this.pendingConfirmations.splice(0, this.batchSize));
       else return;
+    }
+  }
+
+  private async sendConfirmations(batch: DeletionConfirmation[]): Promise<void> {
+    this.statements.confirmation++;
+    try {
+      await this.o.pool.query(NOTIFY_EACH_SQL, [
+        SESSIONS_CHANNEL,
+        deletionConfirmationPayloads(this.replicaId, batch),
+      ]);
+    } catch (error) {
+      this.pendingConfirmations.unshift(...batch);
+      throw error;
     }
   }
 

@@ -7,6 +7,11 @@ export const SESSIONS_CHANNEL = 'agent_sessions';
  */
 const CLAIMS_PER_NOTIFICATION = 60;
 const RELEASES_PER_NOTIFICATION = 120;
+/** Deletion confirmations per notification (an entry: a connector id, a time, an address). */
+export const CONFIRMATIONS_PER_NOTIFICATION = 60;
+
+/** One NOTIFY per payload in $2 on the channel $1 (deletion confirmations, built by the replica). */
+export const NOTIFY_EACH_SQL = `SELECT count(pg_notify($1, p))::int AS notifications FROM unnest($2::text[]) AS p`;
 
 /** One NOTIFY per slice of the `gone` rows (connector_id, session_id): a release announced. */
 const NOTIFY_RELEASES = `
@@ -92,17 +97,52 @@ export type ClusterNotification =
       replicaId: string;
       claims: Array<{ connectorId: string; claim: number; remoteAddress: string }>;
     }
-  | { kind: 'released'; replicaId: string; releases: Array<{ connectorId: string; claim: number }> };
+  | { kind: 'released'; replicaId: string; releases: Array<{ connectorId: string; claim: number }> }
+  | { kind: 'deletionConfirmed'; replicaId: string; confirmations: DeletionConfirmation[] };
+
+/** A deleted connector's host acknowledged the deletion on the replica that held its session. */
+export interface DeletionConfirmation {
+  connectorId: string;
+  /** Epoch ms. */
+  confirmedAt: number;
+  confirmedFrom: string | null;
+}
+
+/** The payloads announcing `confirmations` (see decodeNotification), each small enough for a NOTIFY. */
+export function deletionConfirmationPayloads(
+  replicaId: string,
+  confirmations: readonly DeletionConfirmation[],
+): string[] {
+  const payloads: string[] = [];
+  for (let i = 0; i < confirmations.length; i += CONFIRMATIONS_PER_NOTIFICATION) {
+    const lines = confirmations
+      .slice(i, i + CONFIRMATIONS_PER_NOTIFICATION)
+      .map((c) => `${c.connectorId} ${c.confirmedAt} ${c.confirmedFrom ?? '-'}`);
+    payloads.push([`d ${replicaId}`, ...lines].join('\n'));
+  }
+  return payloads;
+}
 
 /**
  * Reads a payload: a line `c <replica>` (claimed) or `r <replica>` (released), then one line a
- * session, `<connector> <number>` and, for a claim, ` <address>`. Null for anything else.
+ * session, `<connector> <number>` and, for a claim, ` <address>`; or a line `d <replica>` (deletions
+ * confirmed), then `<connector> <epoch ms> <address or ->` a line. Null for anything else.
  */
 export function decodeNotification(payload: string): ClusterNotification | null {
   const lines = payload.split('\n');
   const [kind, replicaId] = (lines[0] ?? '').split(' ');
-  if (!replicaId || (kind !== 'c' && kind !== 'r')) return null;
+  if (!replicaId || (kind !== 'c' && kind !== 'r' && kind !== 'd')) return null;
   const entries = lines.slice(1).map((line) => line.split(' '));
+  if (kind === 'd')
+    return {
+      kind: 'deletionConfirmed',
+      replicaId,
+      confirmations: entries.map(([connectorId = '', at = '', from = '-']) => ({
+        connectorId,
+        confirmedAt: Number(at),
+        confirmedFrom: from === '-' ? null : from,
+      })),
+    };
   if (kind === 'c')
     return {
       kind: 'claimed',

@@ -46,6 +46,9 @@ export class SessionRegistry implements Presence {
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
     this.cluster = o.cluster ?? singleProcess;
     this.cluster.onLost((lost) => this.lost(lost));
+    this.cluster.onDeletionConfirmedElsewhere((connectorId, termination) =>
+      this.remoteReceipts.confirmed(connectorId, termination),
+    );
     this.cluster.onPresenceElsewhere((connectorIds) => {
       for (const id of connectorIds) this.presenceListener(id);
     });
@@ -90,6 +93,11 @@ export class SessionRegistry implements Presence {
     )
       return this.receipts.outcome(connectorId);
     return this.remoteReceipts.expect(connectorId, committed);
+  }
+
+  /** The host of `connectorId`, connected here, confirmed its deletion: the other replicas hear it. */
+  deletionConfirmed(connectorId: string, termination: Termination): void {
+    this.cluster.deletionConfirmed(connectorId, termination);
   }
 
   /** Another replica recorded that the host of `connectorId` confirmed its revocation. */
