@@ -6,6 +6,11 @@ import { defaultLogFormat } from './logging.js';
 import { defaultConfig, type ServerConfig } from './server-config.js';
 import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
+import {
+  DEFAULT_FEED_RETENTION,
+  MAX_FEED_MAX_AGE_MS,
+  MIN_FEED_MAX_AGE_MS,
+} from './store/postgres/feed-retention.js';
 
 // Parsed in shared/ since procedure inputs (a key's ttl) take the same durations; re-exported for the CLIs.
 export { parseDuration };
@@ -78,7 +83,21 @@ const serveOptionsSchema = z.object({
   trustedProxies: parsedFlag(parseTrustedProxies).optional(),
   secretFile: z.string().min(1).optional(),
   auditRetention: parsedFlag(parseAuditRetention).optional(),
+  feedMaxAge: parsedFlag(parseFeedMaxAge).optional(),
 });
+
+/**
+ * How long the change feed keeps a row some replica has not read: from 5 minutes (a replica restarting
+ * must find the rows it missed) to 7 days (the table holds every change of that time).
+ */
+export function parseFeedMaxAge(text: string): number {
+  const ms = parseDuration(text);
+  if (ms < MIN_FEED_MAX_AGE_MS || ms > MAX_FEED_MAX_AGE_MS)
+    throw new Error(
+      `"${text}" is outside 5m..7d (how long a replica may be away and still catch up from the feed)`,
+    );
+  return ms;
+}
 
 /**
  * `forever` (null: keep every event) or a duration of at least a day: `6m` is six minutes, and a
@@ -251,6 +270,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: "with --database-url: read the secret every replica shares from this file (mode 0600, the first replica's secret.key) instead of the data dir's secret.key",
   },
+  feedMaxAge: {
+    flag: '--feed-max-age <duration>',
+    env: 'CONNECTOR_FEED_MAX_AGE',
+    default: undefined,
+    help: `with --database-url: how long the change feed keeps a change some replica has not read (5m..7d); a replica away longer loads the whole state when it is back instead of reading what it missed (default ${DEFAULT_FEED_RETENTION.maxAgeMs / 3_600_000}h)`,
+  },
   auditRetention: {
     flag: '--audit-retention <duration>',
     env: 'CONNECTOR_AUDIT_RETENTION',
@@ -282,6 +307,8 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     throw new Error(
       '--secret-file goes with --database-url (replicas share one secret); a server without a database keeps its secret in <data-dir>/secret.key',
     );
+  if (o.feedMaxAge !== undefined && !o.databaseUrl)
+    throw new Error('--feed-max-age goes with --database-url (the change feed between replicas)');
   if (o.auditRetention !== undefined && !o.databaseUrl)
     throw new Error(
       '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
@@ -306,6 +333,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     trustedProxies: o.trustedProxies ?? [],
     secretFile: o.secretFile ?? null,
     auditRetentionMs: o.auditRetention === undefined ? DEFAULT_AUDIT_RETENTION_MS : o.auditRetention,
+    feedMaxAgeMs: o.feedMaxAge ?? DEFAULT_FEED_RETENTION.maxAgeMs,
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

@@ -17,6 +17,7 @@ import { domainEventsOf, revocationConfirmationsOf } from './services/remote-cha
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
+import { feedRetentionFor } from './store/postgres/feed-retention.js';
 import { PgStore } from './store/postgres/pg-store.js';
 import { SealedDocument } from './store/postgres/sealed-document.js';
 
@@ -45,7 +46,7 @@ export const FEED_STALE_MS = 3000;
 export async function openDatabaseState(
   config: Pick<
     ServerConfig,
-    'dataDir' | 'publicUrl' | 'secretFile' | 'auditRetentionMs' | 'auditPruneIntervalMs'
+    'dataDir' | 'publicUrl' | 'secretFile' | 'auditRetentionMs' | 'auditPruneIntervalMs' | 'feedMaxAgeMs'
   > & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
@@ -54,7 +55,11 @@ export async function openDatabaseState(
     ? await loadGivenSecret(config.secretFile)
     : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
-  const store = await PgStore.open(url, { logger, clock }).catch((error: unknown) => {
+  const store = await PgStore.open(url, {
+    logger,
+    clock,
+    feedRetention: feedRetentionFor(config.feedMaxAgeMs),
+  }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   const pool = new pg.Pool({ connectionString: url, max: 4 });

@@ -5,6 +5,7 @@ import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES } from './services/audit.js
 import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import type { Policy } from './services/deps.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
+import { DEFAULT_FEED_RETENTION } from './store/postgres/feed-retention.js';
 
 // The server's settings and their defaults, apart from the code that parses flags (config.ts) and
 // the code that starts the server (app.ts), so that both, the CLIs and the tests import them from here.
@@ -55,6 +56,11 @@ export interface ServerConfig extends Policy {
    * (--audit-retention); null keeps every event. @default 34560000000 (400 days)
    */
   auditRetentionMs: number | null;
+  /**
+   * With a database: how long the change feed keeps a change some replica has not read
+   * (--feed-max-age); read by every live replica, a change goes after 10 minutes. @default 3600000 (1 h)
+   */
+  feedMaxAgeMs: number;
   /** How often each replica runs audit retention (tuning; no flag). @default 3600000 (1 h) */
   auditPruneIntervalMs?: number;
   rateLimits: RateLimits;
@@ -128,6 +134,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     trustedProxies: [],
     secretFile: null,
     auditRetentionMs: DEFAULT_AUDIT_RETENTION_MS,
+    feedMaxAgeMs: DEFAULT_FEED_RETENTION.maxAgeMs,
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

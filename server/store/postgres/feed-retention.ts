@@ -16,6 +16,14 @@ export interface FeedRetention {
 }
 
 export const DEFAULT_FEED_RETENTION: FeedRetention = { retentionMs: 10 * 60_000, maxAgeMs: 60 * 60_000 };
+/** The bounds of --feed-max-age. */
+export const MIN_FEED_MAX_AGE_MS = 5 * 60_000;
+export const MAX_FEED_MAX_AGE_MS = 7 * 24 * 60 * 60_000;
+
+/** The retention of a feed that keeps unread changes `maxAgeMs`: read ones go after 10 minutes, or sooner. */
+export function feedRetentionFor(maxAgeMs: number): FeedRetention {
+  return { retentionMs: Math.min(DEFAULT_FEED_RETENTION.retentionMs, maxAgeMs), maxAgeMs };
+}
 
 /** The advisory lock one replica holds while it prunes the feed (the others skip their turn). */
 export const FEED_PRUNE_LOCK = '1717921124'; // 0x66656564, "feed"
