@@ -120,8 +120,9 @@ export class ServerHandle {
     return this.child.peer.call<ServerStats>('stats', {}, 30_000);
   }
 
-  async gcStats(): Promise<ServerStats> {
-    await this.child.peer.call('gc', {}, 60_000);
+  /** Stats after `rounds` full collections (3 by default: what memory readings need to settle). */
+  async gcStats(rounds = 3): Promise<ServerStats> {
+    await this.child.peer.call('gc', { rounds }, 60_000);
     return this.stats();
   }
 

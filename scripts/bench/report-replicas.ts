@@ -1,5 +1,5 @@
 import { fmt, type Row, row, type Target } from './report.js';
-import type { ReplicaStep, RunResults } from './results.js';
+import type { MassResult, ReplicaStep, RunResults } from './results.js';
 
 const EMBEDDED = 'embedded store, one server';
 const ONE_REPLICA = 'group on one replica';
@@ -175,7 +175,8 @@ export function replicaTargets(results: RunResults): Target[] {
       ? `${fmt(r.massSpread.allClosedMs, 0)} ms for ${fmt(r.massSpread.count, 0)} vs ${fmt(r.massSingle.allClosedMs, 0)} ms for ${fmt(r.massSingle.count, 0)} = ${fmt(mass, 2)}×` +
           (r.massSpread.machineBusyPct !== undefined && r.massSingle.machineBusyPct !== undefined
             ? ` (machine ${fmt(r.massSpread.machineBusyPct, 0)} % and ${fmt(r.massSingle.machineBusyPct, 0)} % busy)`
-            : '')
+            : '') +
+          massCpuText(r.massSpread, r.massSingle)
       : 'not measured',
     mass === null ? null : mass <= 1.2,
   );
@@ -195,4 +196,21 @@ export function replicaTargets(results: RunResults): Target[] {
     kill ? kill.back === kill.watched : null,
   );
   return targets;
+}
+
+/**
+ * Where the CPU of the two mass revokes went: the busiest replica's time against the one replica's
+ * (what each would take with a core of its own), and the agents' (the client processes on the same two
+ * cores) against the servers'.
+ */
+function massCpuText(spread: MassResult, single: MassResult): string {
+  if (!spread.cpuMs || !single.cpuMs) return '';
+  const busiest = Math.max(...spread.cpuMs.servers);
+  const alone = single.cpuMs.servers[0]!;
+  const sum = (c: NonNullable<MassResult['cpuMs']>) => c.servers.reduce((n, ms) => n + ms, 0);
+  return (
+    `; CPU: the busiest replica ${fmt(busiest, 0)} ms vs the one replica's ${fmt(alone, 0)} ms = ${fmt(busiest / alone, 2)}×, ` +
+    `all servers ${fmt(sum(spread.cpuMs), 0)} vs ${fmt(sum(single.cpuMs), 0)} ms, ` +
+    `the agents' processes ${fmt(spread.cpuMs.clients, 0)} vs ${fmt(single.cpuMs.clients, 0)} ms`
+  );
 }

@@ -46,6 +46,11 @@ export interface MassResult {
   eldMaxMs: number;
   /** The whole machine's CPU busy share from the call until the last close (replicas phase; absent in older runs). */
   machineBusyPct?: number;
+  /**
+   * CPU time from the call until the last close (replicas phase; absent in older runs): each server's,
+   * the client processes' together, and PostgreSQL's (null without one).
+   */
+  cpuMs?: { servers: number[]; clients: number; postgres: number | null };
 }
 
 export interface StormResult {
@@ -184,6 +189,12 @@ export interface ReplicaStep {
   connectMs: number;
   /** The servers' CPU (all of them) while the step's sessions connected, per new session. */
   handshakeCpuUs: number;
+  /**
+   * Each server's CPU time (ms) in each turn of the connect, `[turn][server]` (absent in older runs),
+   * and what each spent per second idle, holding the sessions it had, just before the step.
+   */
+  turnCpuMs?: number[][];
+  idleCpuMsPerS?: number[];
   /** (RSS after GC − RSS after the warm-up), summed over the servers, per live session. */
   rssPerSessionBytes: number;
   heapPerSessionBytes: number;

@@ -136,10 +136,10 @@ serveIpc({
     eld.reset();
     return taken;
   },
-  gc: async () => {
+  gc: async ({ rounds = 3 }: { rounds?: number } = {}) => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (!gc) throw new Error('start the server process with --expose-gc');
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < rounds; i++) {
       gc();
       await new Promise((resolve) => setImmediate(resolve));
     }

@@ -34,3 +34,16 @@ export function cpuSnapshot(rootPid: number | null): CpuSnapshot {
   const ms = (ticks: number) => (ticks * 1000) / TICKS_PER_S;
   return { machineBusyMs: ms(total - idle), machineTotalMs: ms(total), treeMs: ms(tree) };
 }
+
+/** User + system CPU time of each of `pids` (0 for one that has ended). */
+export function processesCpuMs(pids: readonly number[]): number[] {
+  return pids.map((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return ((Number(rest[11]) + Number(rest[12])) * 1000) / TICKS_PER_S;
+    } catch {
+      return 0;
+    }
+  });
+}

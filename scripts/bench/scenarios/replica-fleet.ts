@@ -4,13 +4,16 @@
  */
 import { join } from 'node:path';
 import type { Harness, ServerHandle } from '../harness.js';
-import { cpuSnapshot } from '../lib/cpu.js';
+import { cpuSnapshot, processesCpuMs } from '../lib/cpu.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
 import type { ClientStatus, CloseSeen, ConnectResult, Group, GroupClosed, ServerStats } from '../protocol.js';
 import type { MassResult, ReplicaStep, RevokeResult } from '../results.js';
 
 export type Targets = Partial<Record<Group, number>>;
+
+/** How long the servers' CPU is sampled, idle, before a step. */
+const IDLE_SAMPLE_MS = 2000;
 
 /** Brings each client process to its own `targets[i]` live sessions and waits until all are ready. */
 export async function connectEach(
@@ -134,9 +137,17 @@ export async function measureStep(
   revokeVia: (agentServer: string) => ServerHandle,
   label: string,
 ): Promise<ReplicaStep> {
+  // Each server collects its garbage before the step and again at its end, inside the window: a
+  // collection V8 put off would otherwise charge one step's garbage to the next (or to no step: the
+  // embedded server's last), and the replicas' turns hold the window open three times as long.
+  const idleFrom = await Promise.all(servers.map((s) => s.gcStats()));
+  await sleep(IDLE_SAMPLE_MS);
   const before = await Promise.all(servers.map((s) => s.stats()));
+  const idleCpuMsPerS = before.map((s, i) => ((s.cpuMs - idleFrom[i]!.cpuMs) * 1000) / IDLE_SAMPLE_MS);
+  const turnCpuMs: number[][] = [];
   const connectMs = await profiled(h, servers, `connect-${perServer}`, async () => {
     let ms = 0;
+    let turnFrom = before;
     for (const [t, turn] of turns.entries()) {
       const what = `${label}: connect to ${perServer} per server${turns.length > 1 ? ` (turn ${t + 1} of ${turns.length})` : ''}`;
       ms += await connectEach(
@@ -146,8 +157,13 @@ export async function measureStep(
         turn.map((i) => targets[i]!),
         what,
       );
+      const turnTo = await Promise.all(
+        // One collection: more would charge the window a full mark of the live heap each.
+        servers.map((s) => (t === turns.length - 1 ? s.gcStats(1) : s.stats())),
+      );
+      turnCpuMs.push(turnTo.map((s, i) => s.cpuMs - turnFrom[i]!.cpuMs));
+      turnFrom = turnTo;
     }
-    await sleep(500);
     return ms;
   });
   const after = await Promise.all(servers.map((s) => s.stats()));
@@ -164,6 +180,8 @@ export async function measureStep(
     sessions: mem.map((s) => s.sessions),
     connectMs,
     handshakeCpuUs: (cpuMs * 1000) / newSessions,
+    turnCpuMs,
+    idleCpuMsPerS,
     rssPerSessionBytes: mem.reduce((n, s, i) => n + s.rssBytes - base[i]!.rssBytes, 0) / live,
     heapPerSessionBytes: mem.reduce((n, s, i) => n + s.heapUsedBytes - base[i]!.heapUsedBytes, 0) / live,
     maxOpenFds: Math.max(...mem.map((s) => s.openFds)),
@@ -172,7 +190,8 @@ export async function measureStep(
   h.progress(
     `${label}: ${step.sessions.join(' + ')} live, ${(step.rssPerSessionBytes / 1024).toFixed(1)} KB RSS and ` +
       `${(step.heapPerSessionBytes / 1024).toFixed(1)} KB heap per session, ${step.handshakeCpuUs.toFixed(0)} µs CPU per connect, ` +
-      `${step.maxOpenFds} fds at most`,
+      `${step.maxOpenFds} fds at most; CPU ms by turn and server ${JSON.stringify(turnCpuMs.map((t) => t.map(Math.round)))}, ` +
+      `idle before ${idleCpuMsPerS.map((ms) => ms.toFixed(0)).join(' + ')} ms/s`,
   );
   step.revoke = await profiled(h, servers, `revoke-${perServer}`, () =>
     revokeRound(h, servers, clients, revokeVia, label),
@@ -270,9 +289,12 @@ export async function deleteGroup(
   group: Group,
   groupId: string,
   label: string,
+  postgresPid: number | null = null,
 ): Promise<MassResult> {
   await Promise.all(servers.map((s) => s.resetEld()));
-  const cpu0 = cpuSnapshot(null);
+  const serversBefore = await Promise.all(servers.map((s) => s.stats()));
+  const clientsBefore = processesCpuMs(clients.map((c) => c.pid));
+  const cpu0 = cpuSnapshot(postgresPid);
   const t0 = monoMs();
   const timeoutMs = 120_000;
   const waits = clients.map((c) =>
@@ -283,7 +305,8 @@ export async function deleteGroup(
     const callMs = monoMs() - t0;
     return { callMs, seen: await Promise.all(waits) };
   });
-  const cpu1 = cpuSnapshot(null);
+  const cpu1 = cpuSnapshot(postgresPid);
+  const clientsAfter = processesCpuMs(clients.map((c) => c.pid));
   const stats = await Promise.all(servers.map((s) => s.stats()));
   const closed = seen.reduce((s, g) => s + g.closed, 0);
   const count = seen.reduce((s, g) => s + g.count, 0);
@@ -298,10 +321,17 @@ export async function deleteGroup(
     machineBusyPct:
       ((cpu1.machineBusyMs - cpu0.machineBusyMs) / Math.max(1, cpu1.machineTotalMs - cpu0.machineTotalMs)) *
       100,
+    cpuMs: {
+      servers: stats.map((s, i) => s.cpuMs - serversBefore[i]!.cpuMs),
+      clients: clientsAfter.reduce((n, ms, i) => n + ms - clientsBefore[i]!, 0),
+      postgres: postgresPid === null ? null : cpu1.treeMs - cpu0.treeMs,
+    },
   };
+  const cpu = result.cpuMs!;
   h.progress(
     `${label}: ${closed}/${count} closed, the last after ${result.allClosedMs.toFixed(0)} ms (call ${callMs.toFixed(0)} ms; ` +
-      `machine ${result.machineBusyPct!.toFixed(0)} % busy meanwhile)`,
+      `machine ${result.machineBusyPct!.toFixed(0)} % busy meanwhile; CPU ms: servers ${cpu.servers.map((ms) => ms.toFixed(0)).join(' + ')}, ` +
+      `clients ${cpu.clients.toFixed(0)}${cpu.postgres === null ? '' : `, PostgreSQL ${cpu.postgres.toFixed(0)}`})`,
   );
   if (closed < count) throw new Error(`${label}: only ${closed} of ${count} sessions closed`);
   return result;

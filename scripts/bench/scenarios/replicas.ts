@@ -228,6 +228,7 @@ async function runOnPostgres(
       'A',
       ids.A,
       'group A (all on replica 1) deleted',
+      cluster.pid(),
     );
     result.massSpread = await deleteGroup(
       h,
@@ -237,6 +238,7 @@ async function runOnPostgres(
       'C',
       ids.C,
       'group C (on every replica) deleted through replica 1',
+      cluster.pid(),
     );
     result.kill = await killOne(h, replicas, clients);
   } finally {
