@@ -26,22 +26,29 @@ async function twoReplicas() {
   return { a, b, key };
 }
 
+/**
+ * A real agent enrolled and connected through B, once A shows it connected, as an admin would see it
+ * before acting on A: B's claim goes out with others up to 50 ms later, then a notification, and a
+ * revoke or delete sooner answers `pending`.
+ */
+async function agentOnB(a: TestServer, b: TestServer, key: string, name: string) {
+  const stateDir = await tempDir('ce-agent-');
+  const agent = spawnAgent(['--server', b.url, '--key', key, '--name', name], stateDir);
+  cleanups.push(() => agent.stop('SIGTERM', 2000));
+  const status = await waitForAgentStatus(
+    stateDir,
+    'connected to B',
+    (s) => s.state === 'connected',
+    AGENT_START_MS,
+  );
+  await waitConnected(a.admin, name, 10_000);
+  return { agent, stateDir, connectorId: status.connectorId as string };
+}
+
 describe("a revoke through one replica of an agent on another: the answer's termination", () => {
   it('is confirmed when that agent acknowledged within the bound (its replica records it, the feed brings it)', async () => {
     const { a, b, key } = await twoReplicas();
-    const stateDir = await tempDir('ce-agent-');
-    const agent = spawnAgent(['--server', b.url, '--key', key, '--name', 'on-b'], stateDir);
-    cleanups.push(() => agent.stop('SIGTERM', 2000));
-    const status = await waitForAgentStatus(
-      stateDir,
-      'connected to B',
-      (s) => s.state === 'connected',
-      AGENT_START_MS,
-    );
-    const connectorId = status.connectorId as string;
-    // As an admin would see it on A before revoking: A has heard of the session on B (B's claim goes
-    // out with others up to 50 ms later, then a notification). A revoke sooner answers `pending`.
-    await waitConnected(a.admin, 'on-b', 10_000);
+    const { agent, stateDir, connectorId } = await agentOnB(a, b, key, 'on-b');
 
     const started = performance.now();
     const revoked = await a.admin.connectors.revoke.mutate({ connectorId });
@@ -83,17 +90,7 @@ describe("a revoke through one replica of an agent on another: the answer's term
 describe("a delete through one replica of an agent on another: the answer's termination", () => {
   it('is confirmed when that agent acknowledged within the bound (its replica announces it to the others)', async () => {
     const { a, b, key } = await twoReplicas();
-    const stateDir = await tempDir('ce-agent-');
-    const agent = spawnAgent(['--server', b.url, '--key', key, '--name', 'deleted-on-b'], stateDir);
-    cleanups.push(() => agent.stop('SIGTERM', 2000));
-    const status = await waitForAgentStatus(
-      stateDir,
-      'connected to B',
-      (s) => s.state === 'connected',
-      AGENT_START_MS,
-    );
-    const connectorId = status.connectorId as string;
-    await waitConnected(a.admin, 'deleted-on-b', 10_000);
+    const { agent, stateDir, connectorId } = await agentOnB(a, b, key, 'deleted-on-b');
 
     const started = performance.now();
     const deleted = await a.admin.connectors.delete.mutate({ connectorId });
