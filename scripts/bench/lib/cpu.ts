@@ -7,7 +7,11 @@ export interface CpuSnapshot {
   /** The machine: busy and total CPU time over all cores since boot. */
   machineBusyMs: number;
   machineTotalMs: number;
-  /** A process and its children (PostgreSQL's postmaster and backends), user + system. */
+  /**
+   * A process and its children (PostgreSQL's postmaster and backends), user + system, with what its
+   * ended children used (a backend that exits mid-measurement moves its time to the parent's
+   * cutime/cstime once reaped: without those the sum could fall).
+   */
   treeMs: number;
 }
 
@@ -22,10 +26,12 @@ export function cpuSnapshot(rootPid: number | null): CpuSnapshot {
       if (!/^\d+$/.test(entry)) continue;
       try {
         const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        // Fields after the command (which may hold spaces) start at state: ppid is the 2nd, utime the 12th.
+        // Fields after the command (which may hold spaces) start at state: ppid is the 2nd, utime the
+        // 12th, cutime the 14th.
         const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
         const pid = Number(entry);
         if (pid === rootPid || Number(rest[1]) === rootPid) tree += Number(rest[11]) + Number(rest[12]);
+        if (pid === rootPid) tree += Number(rest[13]) + Number(rest[14]);
       } catch {
         // The process ended while we looked.
       }
