@@ -58,7 +58,11 @@ export function composeServer(
     Partial<
       Pick<
         ServerConfig,
-        'maxSessionsPerAddress' | 'handshakeTimeoutMs' | 'sessionsPerTurn' | 'rotationSpreadMs'
+        | 'maxSessionsPerAddress'
+        | 'handshakeTimeoutMs'
+        | 'sessionsPerTurn'
+        | 'rotationSpreadMs'
+        | 'terminationAckTimeoutMs'
       >
     >,
 ): {
@@ -79,6 +83,7 @@ export function composeServer(
     metrics,
     maxSessionsPerAddress: config.maxSessionsPerAddress,
     cluster,
+    terminationAckTimeoutMs: config.terminationAckTimeoutMs,
   });
   const services = createServices({ ...rest, store, clock, logger, metrics, presence: registry }, config);
   const hub = new SessionHub({

@@ -61,6 +61,11 @@ export interface ServerConfig extends Policy {
    * (--feed-max-age); read by every live replica, a change goes after 10 minutes. @default 3600000 (1 h)
    */
   feedMaxAgeMs: number;
+  /**
+   * How long a revoke or delete waits for the agent's acknowledgement (tuning; no flag: the bound the
+   * README promises). @default TERMINATION_ACK_TIMEOUT_MS (750)
+   */
+  terminationAckTimeoutMs?: number;
   /** How often each replica runs audit retention (tuning; no flag). @default 3600000 (1 h) */
   auditPruneIntervalMs?: number;
   rateLimits: RateLimits;

@@ -17,6 +17,11 @@ export interface SessionRegistryOptions {
   maxSessionsPerAddress?: number | undefined;
   /** The other replicas' sessions (one per connector across them). @default singleProcess */
   cluster?: ClusterSessions | undefined;
+  /**
+   * How long a revoke or delete waits for the agent's acknowledgement (tests on a loaded machine
+   * give real agent processes longer). @default TERMINATION_ACK_TIMEOUT_MS (750)
+   */
+  terminationAckTimeoutMs?: number | undefined;
 }
 
 /**
@@ -28,14 +33,9 @@ export class SessionRegistry implements Presence {
   private readonly sessions = new Map<string, LiveSession>();
   private readonly perAddress: SessionsPerAddress;
   /** Sessions a revoke or delete ended, open until their agent acknowledges or the bound passes. */
-  private readonly receipts = new TerminationReceipts({
-    timeoutMs: TERMINATION_ACK_TIMEOUT_MS,
-    // Confirmed: closed once the answer to agent.acknowledge has gone out.
-    onSettled: (live, termination) =>
-      termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
-  });
-  /** Revokes made here of sessions on other replicas, waiting for their confirmation (same bound). */
-  private readonly remoteReceipts = new RemoteTerminationReceipts(TERMINATION_ACK_TIMEOUT_MS);
+  private readonly receipts: TerminationReceipts;
+  /** Revokes and deletes made here of sessions on other replicas, waiting for their confirmation (same bound). */
+  private readonly remoteReceipts: RemoteTerminationReceipts;
 
   private readonly cluster: ClusterSessions;
   private lastSessionId = 0;
@@ -43,6 +43,14 @@ export class SessionRegistry implements Presence {
   private presenceListener: (connectorId: string) => void = () => {};
 
   constructor(private readonly o: SessionRegistryOptions) {
+    const ackTimeoutMs = o.terminationAckTimeoutMs ?? TERMINATION_ACK_TIMEOUT_MS;
+    this.receipts = new TerminationReceipts({
+      timeoutMs: ackTimeoutMs,
+      // Confirmed: closed once the answer to agent.acknowledge has gone out.
+      onSettled: (live, termination) =>
+        termination.state === 'confirmed' ? setImmediate(() => this.closeEnded(live)) : this.closeEnded(live),
+    });
+    this.remoteReceipts = new RemoteTerminationReceipts(ackTimeoutMs);
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
     this.cluster = o.cluster ?? singleProcess;
     this.cluster.onLost((lost) => this.lost(lost));

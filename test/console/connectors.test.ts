@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollSim } from '../helpers/agent-sim.js';
-import { spawnAgent, waitConnected, waitForAgentStatus } from '../helpers/agents.js';
+import { ACK_BOUND_UNDER_LOAD_MS, spawnAgent, waitConnected, waitForAgentStatus } from '../helpers/agents.js';
 import { seriousA11yViolations } from '../helpers/axe.js';
 import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
 import { realTimeClock, startTestServer } from '../helpers/server.js';
@@ -19,7 +19,11 @@ describe('console: connectors', () => {
   });
 
   it('a real agent shows live; Disable reaches it live; Revoke makes it exit 4 and changes the group key', async () => {
-    await using server = await startTestServer({ clock: realTimeClock() });
+    // The audit story ends with the agent's confirmation of the revoke: see ACK_BOUND_UNDER_LOAD_MS.
+    await using server = await startTestServer({
+      clock: realTimeClock(),
+      config: { terminationAckTimeoutMs: ACK_BOUND_UNDER_LOAD_MS },
+    });
     const work = await mkdtemp(join(tmpdir(), 'ce-console-'));
     const group = await server.admin.groups.create.mutate({ name: 'Lab' });
     const { key } = await server.admin.provisioningKeys.get.query({ groupId: group.id });
