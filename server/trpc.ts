@@ -86,12 +86,13 @@ export const publicProcedure = t.procedure.use(mapDomainErrors);
  * Needs a valid admin API key; a `read` key may call queries only. Every mutation an admin tries is
  * audited: successes by the service (with what changed), refusals here. So is every call without a
  * valid key, coalesced, and past a few per minute from one address answered RATE_LIMITED, since
- * anyone can make those.
+ * anyone can make those. With replicas it first reads the change feed (authenticateCurrent), so the
+ * call sees every change committed before it began, whichever replica made it.
  */
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
   let principal: AdminPrincipal;
   try {
-    principal = ctx.services.apiKeys.authenticate(ctx.bearerToken);
+    principal = await ctx.services.apiKeys.authenticateCurrent(ctx.bearerToken);
   } catch (error) {
     if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
     // A stranger can try keys at will: limited per address, audited coalesced (see adminAuthFailed).

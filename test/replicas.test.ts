@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
@@ -33,6 +34,27 @@ const percentile = (values: number[], p: number) => {
 };
 
 describe('several server replicas on one PostgreSQL (--database-url)', () => {
+  it('an admin call through B sees what the previous call changed through A, even with B deaf to notifications', async () => {
+    // Behind a load balancer an admin's calls land on any replica: create a key on one, use it on
+    // the next. B reads the change feed before each admin call, not only when woken.
+    const { db, servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    for (let round = 0; round < 3; round++) {
+      // Every listening connection goes: until they reconnect (100 ms on), nobody is woken.
+      await withClient(db.url, (c) =>
+        c.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND query ILIKE 'LISTEN%'`,
+        ),
+      );
+      const group = await a.admin.groups.create.mutate({ name: `Seen at once ${round}` });
+      expect((await b.admin.groups.list.query({})).map((g) => g.id)).toContain(group.id);
+      const made = await a.admin.apiKeys.create.mutate({ name: `made on A ${round}`, scope: 'admin' });
+      const viaB = createAdminClient({ url: b.url, adminKey: made.key });
+      expect((await viaB.groups.get.query({ groupId: group.id })).name).toBe(`Seen at once ${round}`);
+    }
+  });
+
   it('share one state: a group made through A is listed, keyed and enrolled into through B', async () => {
     const { servers } = await replicas(2);
     const [a, b] = servers as [TestServer, TestServer];

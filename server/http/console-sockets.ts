@@ -74,7 +74,7 @@ export class ConsoleSockets {
     const base = { services, hub, remoteAddress, agent: null, agentRefusal: 'IDENTITY_INVALID' as const };
     let apiKeyId: string;
     try {
-      apiKeyId = services.apiKeys.authenticate(adminKey).apiKeyId;
+      apiKeyId = (await services.apiKeys.authenticateCurrent(adminKey)).apiKeyId;
     } catch (error) {
       if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
       const refusal = await services.limiter.adminAuthFailed(remoteAddress, error, 'console.changes');

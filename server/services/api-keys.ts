@@ -67,6 +67,17 @@ export class ApiKeyService {
     return true;
   }
 
+  /**
+   * `authenticate`, once this server holds every change committed before the call, through whichever
+   * replica (Store.caughtUp: a read of the change feed with PostgreSQL, nothing with the embedded
+   * store). An admin call through a load balancer then sees what its previous call changed through
+   * another replica: a key made there works here at once, a group made there is listed here.
+   */
+  async authenticateCurrent(presented: string | null): Promise<AdminPrincipal> {
+    await this.deps.store.caughtUp();
+    return this.authenticate(presented);
+  }
+
   /** Resolves a bearer key to its principal, or throws ADMIN_KEY_INVALID. Constant-time on the secret. */
   authenticate(presented: string | null): AdminPrincipal {
     if (!presented)

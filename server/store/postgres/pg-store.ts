@@ -34,7 +34,10 @@ import {
 import { touchPropagates } from './touch-propagation.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
-/** How long `caughtUp` waits for a commit of this replica in flight to end before giving up. */
+/**
+ * How long `caughtUp` waits, for the feed read and then for a commit of this replica in flight to
+ * end, before going on with what memory holds (the database may be unreachable: readiness says so).
+ */
 const CAUGHT_UP_WAIT_MS = 1000;
 
 export type { PgStoreOptions } from './pg-store-options.js';
@@ -220,12 +223,17 @@ export class PgStore implements Store {
 
   /**
    * Reads the change feed now. What it brings is applied at once, or, while a commit of this
-   * replica is in flight, when that commit ends: waited for here, at most CAUGHT_UP_WAIT_MS.
+   * replica is in flight, when that commit ends: waited for here. At most CAUGHT_UP_WAIT_MS in all.
    */
   async caughtUp(): Promise<void> {
     if (this.closed) return;
-    await this.feed.readNow().catch(() => {});
     const deadline = Date.now() + CAUGHT_UP_WAIT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, CAUGHT_UP_WAIT_MS);
+    });
+    await Promise.race([this.feed.readNow().catch(() => {}), waited]);
+    clearTimeout(timer);
     while (this.inbox.rows.length > 0 && Date.now() < deadline)
       await new Promise((resolve) => setTimeout(resolve, 5));
   }
