@@ -55,6 +55,24 @@ describe('several server replicas on one PostgreSQL (--database-url)', () => {
     }
   });
 
+  it('a provisioning key made through A enrolls through B at once, even with B deaf to notifications', async () => {
+    const { db, servers } = await replicas(2);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { group } = await groupKey(a, 'Fresh keys');
+    for (let round = 0; round < 3; round++) {
+      await withClient(db.url, (c) =>
+        c.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND query ILIKE 'LISTEN%'`,
+        ),
+      );
+      // An operator regenerates through one replica and starts an agent against another.
+      const { key } = await a.admin.provisioningKeys.regenerate.mutate({ groupId: group.id });
+      const enrolled = await enrollSim(b.url, key!, `fresh-${round}`);
+      expect(enrolled.ok, JSON.stringify(enrolled)).toBe(true);
+    }
+  });
+
   it('share one state: a group made through A is listed, keyed and enrolled into through B', async () => {
     const { servers } = await replicas(2);
     const [a, b] = servers as [TestServer, TestServer];

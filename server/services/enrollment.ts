@@ -58,7 +58,17 @@ export class EnrollmentService {
    */
   async enroll(request: EnrollRequest, remoteAddress: string): Promise<EnrollResult> {
     const keyId = keyIdOf(request.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
-    const first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
+    let first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
+    if (
+      first.refusal === 'KEY_INVALID' &&
+      keyId &&
+      !this.deps.store.read((v) => v.get('provisioningKeys', keyId))
+    ) {
+      // A key this replica does not know may be one made through another a moment ago (a group
+      // created or a key regenerated there): read the change feed before calling it invalid.
+      await this.deps.store.caughtUp();
+      first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
+    }
     if (first.refusal) return this.refuse(first, remoteAddress);
 
     const connectorId = randomId('con');
