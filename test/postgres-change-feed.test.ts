@@ -182,6 +182,34 @@ describe('PostgreSQL change feed and optimistic commits', () => {
     }
   });
 
+  it("a commit whose connection dies between its statements fails, and the process goes on (the error is the commit's)", async () => {
+    // pg emits 'error' on a client whose connection ends while no statement runs on it; the pool
+    // listens only on idle clients. A commit that catches up inside its transaction (the `alone`
+    // path) leaves its client idle meanwhile: unheard, the error ended the process.
+    const db = await database();
+    const p = pool(db.url);
+    const attempt = commitChange(p, async () => {
+      await withClient(db.url, (c) =>
+        c.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND state = 'idle in transaction'`,
+        ),
+      );
+      // The termination reaches the idle client as an 'error' event before the next statement.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      return { origin: 'cut', reads: [], writes: [{ section: 'connectors', id: 'cut', body: {} }] };
+    });
+    await expect(attempt).rejects.toThrow();
+    // The pool did not keep the dead client: the next commit goes through.
+    await commitChange(p, {
+      origin: 'next',
+      reads: [],
+      writes: [{ section: 'connectors', id: 'ok', body: {} }],
+    });
+    const rows = await withClient(db.url, (c) => c.query(`SELECT id FROM store_records ORDER BY id`));
+    expect(rows.rows.map((r) => r.id)).toEqual(['ok']);
+  });
+
   it('a change whose transaction took its number first but committed last is not skipped', async () => {
     const db = await database();
     const replica = await follow(db.url, { pollMs: 600_000 });

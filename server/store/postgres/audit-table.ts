@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { DomainError } from '../../../shared/errors.js';
 import { LAZY_AUDIT_FLUSH_MS } from '../audit-file.js';
 import type { AuditEvent, AuditPageFilter, AuditSink } from '../audit-records.js';
+import { checkOut } from './checked-out.js';
 
 /** Rows one INSERT carries at most (a burst larger than this goes out in several, in order). */
 export const AUDIT_INSERT_MAX_ROWS = 5000;
@@ -166,7 +167,7 @@ export class AuditTable implements AuditSink {
     if (maxAgeMs !== undefined && !(maxAgeMs >= 0)) throw new TypeError('prune: maxAgeMs must be >= 0');
     if (maxRows !== undefined && !(Number.isInteger(maxRows) && maxRows >= 0))
       throw new TypeError('prune: maxRows must be an integer >= 0');
-    const client = await this.pool.connect();
+    const { client, release } = await checkOut(this.pool);
     try {
       const locked = await client.query(`SELECT pg_try_advisory_lock($1::bigint) AS ok`, [AUDIT_PRUNE_LOCK]);
       if (!locked.rows[0].ok) return null;
@@ -206,7 +207,7 @@ export class AuditTable implements AuditSink {
         await client.query(`SELECT pg_advisory_unlock($1::bigint)`, [AUDIT_PRUNE_LOCK]);
       }
     } finally {
-      client.release();
+      release();
     }
   }
 

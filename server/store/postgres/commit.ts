@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { StoreSection } from '../store.js';
 import { CHANGES_CHANNEL, type ChangeOp, type FeedPosition } from './changes.js';
+import { checkOut } from './checked-out.js';
 
 /** Another replica changed what this transaction read: catch up and run it again. */
 export class WriteConflict extends Error {
@@ -83,7 +84,7 @@ export async function commitChange(
   pool: pg.Pool,
   request: CommitRequest | (() => Promise<CommitRequest>),
 ): Promise<{ seq: number; ops: ChangeOp[] }> {
-  const client = await pool.connect();
+  const { client, release } = await checkOut(pool);
   try {
     // A commit that listed a section whole also takes the lock alone: its check for changes to that
     // section runs under READ COMMITTED, so two replicas each checking "no admin key yet" (or "no group
@@ -103,7 +104,7 @@ export async function commitChange(
       throw new WriteConflict((error as Error).message);
     throw error;
   } finally {
-    client.release();
+    release();
   }
 }
 

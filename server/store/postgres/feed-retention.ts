@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Clock } from '../../clock.js';
 import type { FeedPosition } from './changes.js';
+import { checkOut } from './checked-out.js';
 
 /**
  * How long the change feed keeps its rows. A row goes once every live replica has read it and it is
@@ -66,7 +67,7 @@ export async function pruneChanges(
   const { retentionMs, maxAgeMs } = retention;
   if (!(retentionMs >= 0 && maxAgeMs >= retentionMs))
     throw new TypeError('pruneChanges: need 0 <= retentionMs <= maxAgeMs');
-  const client = await pool.connect();
+  const { client, release } = await checkOut(pool);
   try {
     const locked = await client.query(`SELECT pg_try_advisory_lock($1::bigint) AS ok`, [FEED_PRUNE_LOCK]);
     if (!locked.rows[0].ok) return null;
@@ -102,7 +103,7 @@ export async function pruneChanges(
       await client.query(`SELECT pg_advisory_unlock($1::bigint)`, [FEED_PRUNE_LOCK]);
     }
   } finally {
-    client.release();
+    release();
   }
 }
 

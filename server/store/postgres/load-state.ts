@@ -3,6 +3,7 @@ import { freezeRecords, setRecord } from '../record-tables.js';
 import { emptyData, type StoreData } from '../records.js';
 import { SECTIONS, type StoreSection } from '../store.js';
 import type { FeedPosition } from './changes.js';
+import { checkOut } from './checked-out.js';
 import { CommittedVersions } from './committed-versions.js';
 import { prunedHorizon } from './feed-retention.js';
 
@@ -21,7 +22,7 @@ export interface LoadedState {
  * from its xmin on, so none of them is applied twice and none is missed.
  */
 export async function loadState(pool: pg.Pool): Promise<LoadedState> {
-  const client = await pool.connect();
+  const { client, release } = await checkOut(pool);
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = await client.query<{ xmin: string }>(
@@ -58,6 +59,6 @@ export async function loadState(pool: pg.Pool): Promise<LoadedState> {
     await client.query('ROLLBACK').catch(() => {});
     throw error;
   } finally {
-    client.release();
+    release();
   }
 }

@@ -15,6 +15,7 @@ import {
 } from '../store.js';
 import { ChangeFeed } from './change-feed.js';
 import type { ChangeRow, FeedPosition } from './changes.js';
+import { checkOut } from './checked-out.js';
 import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
@@ -141,11 +142,11 @@ export class PgStore implements Store {
     // An idle client's error is emitted on the pool: unheard, it would end the process.
     pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
     try {
-      const client = await pool.connect();
+      const { client, release } = await checkOut(pool);
       try {
         await migrateToLatest(client);
       } finally {
-        client.release();
+        release();
       }
       const store = new PgStore(pool, url, await loadState(pool), options);
       try {
