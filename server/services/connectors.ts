@@ -282,11 +282,7 @@ export class ConnectorService {
     if (c.event === 'deleted') {
       // Each refused handshake of a deleted identity says it again; those ride along with a write.
       audit('connector.deletion_confirmed', c.via === 'handshake').catch(failed);
-      this.deps.presence.deletionConfirmed(connectorId, {
-        state: 'confirmed',
-        confirmedAt: new Date(c.at).toISOString(),
-        confirmedFrom: c.from,
-      });
+      this.deps.presence.deletionConfirmed(connectorId, c.at, c.from);
       return;
     }
     const unconfirmed = (record: Readonly<ConnectorRecord> | undefined) =>

@@ -33,7 +33,7 @@ export interface Presence {
    * The host of `connectorId` confirmed its deletion here: a delete made through another replica
    * waits for that (a revoke's confirmation travels on the connector's record instead).
    */
-  deletionConfirmed(connectorId: string, termination: Termination): void;
+  deletionConfirmed(connectorId: string, at: number, from: string): void;
 }
 
 export interface Policy {

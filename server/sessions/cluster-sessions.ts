@@ -1,5 +1,3 @@
-import type { Termination } from '../services/views.js';
-
 /** A session this replica admitted, as the other replicas are told of it. */
 export interface SessionClaim {
   connectorId: string;
@@ -7,6 +5,14 @@ export interface SessionClaim {
   sessionId: number;
   remoteAddress: string;
   connectedAt: number;
+}
+
+/** A deleted connector's host acknowledged the deletion on the replica that held its session. */
+export interface DeletionConfirmation {
+  connectorId: string;
+  /** Epoch ms. */
+  confirmedAt: number;
+  confirmedFrom: string | null;
 }
 
 /** A session of this replica that must end because of what happened elsewhere. */
@@ -44,9 +50,9 @@ export interface ClusterSessions {
    * The agent of a session here acknowledged its connector's deletion: the other replicas hear it
    * (a delete made through one of them waits for it; a deleted connector has no record to carry it).
    */
-  deletionConfirmed(connectorId: string, termination: Termination): void;
+  deletionConfirmed(confirmation: DeletionConfirmation): void;
   /** Sets who is told of deletions confirmed on other replicas (one handler; the registry's). */
-  onDeletionConfirmedElsewhere(handler: (connectorId: string, termination: Termination) => void): void;
+  onDeletionConfirmedElsewhere(handler: (confirmation: DeletionConfirmation) => void): void;
 }
 
 /** One process, no other replica: nothing to claim, nobody to tell, never connected elsewhere. */

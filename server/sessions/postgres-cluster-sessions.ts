@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
-import type { Termination } from '../services/views.js';
 import { ClusterPicture, type OwnSession } from './cluster-picture.js';
-import type { ClusterSessions, LostSession, SessionClaim } from './cluster-sessions.js';
+import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
   CLAIM_SQL,
-  type DeletionConfirmation,
   decodeNotification,
   deletionConfirmationPayloads,
   NOTIFY_EACH_SQL,
@@ -78,7 +76,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
   private presenceHandler: (connectorIds: string[]) => void = () => {};
-  private confirmationHandler: (connectorId: string, termination: Termination) => void = () => {};
+  private confirmationHandler: (confirmation: DeletionConfirmation) => void = () => {};
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -124,17 +122,12 @@ export class PostgresClusterSessions implements ClusterSessions {
   }
 
   /** Sent with the claims and releases (the same linger): after them, so a waiter sees the session gone too. */
-  deletionConfirmed(connectorId: string, termination: Termination): void {
-    const at = termination.confirmedAt === null ? Number.NaN : Date.parse(termination.confirmedAt);
-    this.pendingConfirmations.push({
-      connectorId,
-      confirmedAt: Number.isFinite(at) ? at : this.o.clock.now(),
-      confirmedFrom: termination.confirmedFrom,
-    });
+  deletionConfirmed(confirmation: DeletionConfirmation): void {
+    this.pendingConfirmations.push(confirmation);
     this.scheduleFlush();
   }
 
-  onDeletionConfirmedElsewhere(handler: (connectorId: string, termination: Termination) => void): void {
+  onDeletionConfirmedElsewhere(handler: (confirmation: DeletionConfirmation) => void): void {
     this.confirmationHandler = handler;
   }
 
@@ -321,12 +314,7 @@ export class PostgresClusterSessions implements ClusterSessions {
     if (!notice || notice.replicaId === this.replicaId) return;
     this.picture.heard(notice.replicaId, this.o.clock.now());
     if (notice.kind === 'deletionConfirmed') {
-      for (const c of notice.confirmations)
-        this.confirmationHandler(c.connectorId, {
-          state: 'confirmed',
-          confirmedAt: new Date(c.confirmedAt).toISOString(),
-          confirmedFrom: c.confirmedFrom,
-        });
+      for (const confirmation of notice.confirmations) this.confirmationHandler(confirmation);
       return;
     }
     if (notice.kind === 'claimed') {

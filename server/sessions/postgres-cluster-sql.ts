@@ -1,3 +1,5 @@
+import type { DeletionConfirmation } from './cluster-sessions.js';
+
 /** The channel claims and releases are announced on (see `decodeNotification` for the payload). */
 export const SESSIONS_CHANNEL = 'agent_sessions';
 
@@ -99,14 +101,6 @@ export type ClusterNotification =
     }
   | { kind: 'released'; replicaId: string; releases: Array<{ connectorId: string; claim: number }> }
   | { kind: 'deletionConfirmed'; replicaId: string; confirmations: DeletionConfirmation[] };
-
-/** A deleted connector's host acknowledged the deletion on the replica that held its session. */
-export interface DeletionConfirmation {
-  connectorId: string;
-  /** Epoch ms. */
-  confirmedAt: number;
-  confirmedFrom: string | null;
-}
 
 /** The payloads announcing `confirmations` (see decodeNotification), each small enough for a NOTIFY. */
 export function deletionConfirmationPayloads(

@@ -54,8 +54,12 @@ export class SessionRegistry implements Presence {
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
     this.cluster = o.cluster ?? singleProcess;
     this.cluster.onLost((lost) => this.lost(lost));
-    this.cluster.onDeletionConfirmedElsewhere((connectorId, termination) =>
-      this.remoteReceipts.confirmed(connectorId, termination),
+    this.cluster.onDeletionConfirmedElsewhere(({ connectorId, confirmedAt, confirmedFrom }) =>
+      this.remoteReceipts.confirmed(connectorId, {
+        state: 'confirmed',
+        confirmedAt: new Date(confirmedAt).toISOString(),
+        confirmedFrom,
+      }),
     );
     this.cluster.onPresenceElsewhere((connectorIds) => {
       for (const id of connectorIds) this.presenceListener(id);
@@ -104,8 +108,8 @@ export class SessionRegistry implements Presence {
   }
 
   /** The host of `connectorId`, connected here, confirmed its deletion: the other replicas hear it. */
-  deletionConfirmed(connectorId: string, termination: Termination): void {
-    this.cluster.deletionConfirmed(connectorId, termination);
+  deletionConfirmed(connectorId: string, at: number, from: string): void {
+    this.cluster.deletionConfirmed({ connectorId, confirmedAt: at, confirmedFrom: from });
   }
 
   /** Another replica recorded that the host of `connectorId` confirmed its revocation. */
