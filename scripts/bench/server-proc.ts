@@ -125,6 +125,8 @@ serveIpc({
       store: running.storeStats(),
     };
   },
+  /** The live session count alone: what progress tickers poll (no /proc/self/fd walk, ~20 ms at 19k sockets). */
+  sessions: () => running.sessions(),
   resetEld: () => {
     eld.reset();
     return true;

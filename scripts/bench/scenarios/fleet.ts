@@ -186,8 +186,8 @@ async function connectTo(
   const t0 = monoMs();
   const ticker = setInterval(() => {
     server
-      .stats()
-      .then((s) => h.progress(`${what}: ${s.sessions} sessions on the server`))
+      .sessions()
+      .then((n) => h.progress(`${what}: ${n} sessions on the server`))
       .catch(() => {});
   }, 5000);
   try {

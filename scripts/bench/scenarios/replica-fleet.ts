@@ -25,8 +25,8 @@ export async function connectEach(
 ): Promise<number> {
   const t0 = monoMs();
   const ticker = setInterval(() => {
-    Promise.all(servers.map((s) => s.stats()))
-      .then((all) => h.progress(`${what}: ${all.map((s) => s.sessions).join(' + ')} sessions on the servers`))
+    Promise.all(servers.map((s) => s.sessions()))
+      .then((all) => h.progress(`${what}: ${all.join(' + ')} sessions on the servers`))
       .catch(() => {});
   }, 5000);
   try {
