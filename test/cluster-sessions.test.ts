@@ -356,6 +356,60 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(b.statements.resync).toBeGreaterThan(1);
   });
 
+  it('the periodic check reads one summary row while the picture agrees, and every session when a change was missed', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    for (let i = 1; i <= 3; i++)
+      a.claim({
+        connectorId: `con_${i}`,
+        sessionId: i,
+        remoteAddress: '192.0.2.1',
+        connectedAt: clock.now(),
+      });
+    await a.flush();
+    await until(() => b.connectedElsewhere() === 3);
+    const fullReads = b.statements.resync;
+
+    for (let i = 0; i < 3; i++) await b.check();
+    expect(b.statements.summary).toBe(3);
+    expect(b.statements.resync).toBe(fullReads);
+
+    // A claim and a release b never heard of (as if their notifications were lost): a's rows changed
+    // behind its back, the count unchanged.
+    await withClient(url, async (client) => {
+      await client.query(
+        `INSERT INTO agent_sessions (connector_id, replica_id, session_id, remote_address, connected_at)
+         VALUES ('con_unheard', $1, nextval('agent_session_claims'), '192.0.2.9', 0)`,
+        [a.replicaId],
+      );
+      await client.query(`DELETE FROM agent_sessions WHERE connector_id = 'con_2'`);
+    });
+    clock.advance(1000); // the full read drops what was last heard of before it began
+    await b.check();
+    expect(b.statements.resync).toBeGreaterThan(fullReads);
+    expect(b.isConnectedElsewhere('con_unheard')).toBe(true);
+    expect(b.isConnectedElsewhere('con_2')).toBe(false);
+    expect(b.connectedElsewhere()).toBe(3);
+  });
+
+  it('every tenth periodic check reads every session even when the summary agrees', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+    const fullReads = b.statements.resync;
+    for (let i = 0; i < 9; i++) await b.check();
+    expect(b.statements.resync).toBe(fullReads);
+    await b.check();
+    expect(b.statements.resync).toBe(fullReads + 1);
+    expect(b.statements.summary).toBe(9);
+  });
+
   it('a database made by the previous version gains the session tables and keeps its records', async () => {
     await using db = await freshDatabase();
     await withClient(db.url, async (client) => {

@@ -1,6 +1,9 @@
 import type { Clock } from '../clock.js';
 import type { LostSession, SessionClaim } from './cluster-sessions.js';
 
+/** Claim numbers are summed modulo this, in the table's summary and the picture's alike: exact in a double. */
+export const CLAIM_SUM_MODULUS = 2 ** 32;
+
 /** A session of this replica: `claim` is its number in the cluster, null until its claim returns. */
 export interface OwnSession extends SessionClaim {
   claim: number | null;
@@ -109,6 +112,16 @@ export class ClusterPicture {
     let count = 0;
     for (const session of this.remote.values()) if (this.isAlive(session.replicaId)) count++;
     return count;
+  }
+
+  /**
+   * Every other replica's session it holds (live or not), as the table's summary reads them: their
+   * count and the sum of their claim numbers modulo 2^32 (see `CLAIM_SUM_MODULUS`).
+   */
+  remoteSummary(): { count: number; claimSum: number } {
+    let claimSum = 0;
+    for (const session of this.remote.values()) claimSum = (claimSum + session.claim) % CLAIM_SUM_MODULUS;
+    return { count: this.remote.size, claimSum };
   }
 
   /** This replica was taken for dead: every own session is lost, without a replacing address. */

@@ -86,6 +86,14 @@ export const RESYNC_PAGE_SQL = `
     FROM agent_sessions WHERE replica_id <> $1 AND connector_id > $2
    ORDER BY connector_id LIMIT $3`;
 
+/**
+ * The other replicas' sessions in one row: how many, and the sum of their claim numbers modulo
+ * $2 (2^32). $1 this replica. A replica compares it with its picture before reading them all.
+ */
+export const SESSIONS_SUMMARY_SQL = `
+  SELECT count(*)::int AS count, (coalesce(sum(session_id), 0) % $2)::float8 AS claim_sum
+    FROM agent_sessions WHERE replica_id <> $1`;
+
 /** A session of a dead replica that this replica removed; its agent was last known connected then. */
 export interface ReapedSession {
   connectorId: string;
