@@ -1,21 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
-import { CLAIM_SUM_MODULUS, ClusterPicture, type OwnSession } from './cluster-picture.js';
+import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
 import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
-  CLAIM_SQL,
   decodeNotification,
-  deletionConfirmationPayloads,
-  NOTIFY_EACH_SQL,
   REAP_SQL,
   RELEASE_ALL_SQL,
-  RELEASE_SQL,
   RESYNC_PAGE_SQL,
   type ReapedSession,
   SESSIONS_CHANNEL,
   SESSIONS_SUMMARY_SQL,
 } from './postgres-cluster-sql.js';
+import { SessionOutbox } from './session-outbox.js';
 
 export interface PostgresClusterSessionsOptions {
   /** Statements run on the pool; the listener has a connection of its own. */
@@ -61,10 +58,10 @@ const RETRY_MS = 1000;
 /**
  * ClusterSessions over PostgreSQL. A claim is an upsert into `agent_sessions` with a number from a
  * sequence (the larger number wins, in the table and in every replica's picture) and a NOTIFY on
- * its channel; claims and releases made within `lingerMs` of each other go out together, one statement
- * for up to `batchSize` of them, so a fleet reconnecting at once costs a few statements, not one per agent.
- * Every replica keeps the other replicas' sessions in memory (notifications, plus a full read every
- * `resyncMs` and after its listener reconnects), so `isConnectedElsewhere` never waits on the database.
+ * its channel; claims and releases made within `lingerMs` of each other go out together (SessionOutbox),
+ * so a fleet reconnecting at once costs a few statements, not one per agent.
+ * Every replica keeps the other replicas' sessions in memory (notifications, a full read after its
+ * listener reconnects, and a check every `resyncMs`), so `isConnectedElsewhere` never waits on the database.
  * A replica whose heartbeat is older than `deadAfterMs` counts as dead at once; the first replica to
  * see it removes its rows (and says so through `onReaped`).
  */
@@ -76,11 +73,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, summary: 0, confirmation: 0 };
   private checks = 0;
   private readonly picture: ClusterPicture;
-  private pendingClaims: OwnSession[] = [];
-  private pendingReleases: OwnSession[] = [];
-  private pendingConfirmations: DeletionConfirmation[] = [];
-  private flushing: Promise<void> | null = null;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly outbox: SessionOutbox;
   private relistenTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private listener: pg.Client | undefined;
@@ -92,17 +85,23 @@ export class PostgresClusterSessions implements ClusterSessions {
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
   onReaped: ((sessions: ReapedSession[]) => void) | undefined;
-  private readonly batchSize: number;
-  private readonly lingerMs: number;
 
   private constructor(private readonly o: PostgresClusterSessionsOptions) {
     this.replicaId = o.replicaId ?? randomUUID();
     this.heartbeatMs = o.heartbeatMs ?? 5000;
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.onReaped = o.onReaped;
-    this.batchSize = o.batchSize ?? 1000;
-    this.lingerMs = o.lingerMs ?? 50;
     this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
+    this.outbox = new SessionOutbox({
+      pool: o.pool,
+      replicaId: this.replicaId,
+      picture: this.picture,
+      batchSize: o.batchSize ?? 1000,
+      lingerMs: o.lingerMs ?? 50,
+      retryMs: RETRY_MS,
+      statements: this.statements,
+      onError: o.onError,
+    });
   }
 
   /** Registers the replica, listens, reads the others' sessions, and starts the timers. */
@@ -118,24 +117,19 @@ export class PostgresClusterSessions implements ClusterSessions {
   }
 
   claim(session: SessionClaim): void {
-    this.pendingClaims.push(this.picture.admitted(session));
-    this.scheduleFlush();
+    this.outbox.claim(this.picture.admitted(session));
   }
 
   release(connectorId: string, sessionId: number): void {
     // Not found: replaced, and the claim is another session's now.
     const own = this.picture.ended(connectorId, sessionId);
     // A claim still on its way is released once it has its number.
-    if (own && own.claim !== null) {
-      this.pendingReleases.push(own);
-      this.scheduleFlush();
-    }
+    if (own && own.claim !== null) this.outbox.release(own);
   }
 
   /** Sent with the claims and releases (the same linger): after them, so a waiter sees the session gone too. */
   deletionConfirmed(confirmation: DeletionConfirmation): void {
-    this.pendingConfirmations.push(confirmation);
-    this.scheduleFlush();
+    this.outbox.deletionConfirmed(confirmation);
   }
 
   onDeletionConfirmedElsewhere(handler: (confirmation: DeletionConfirmation) => void): void {
@@ -160,14 +154,8 @@ export class PostgresClusterSessions implements ClusterSessions {
   }
 
   /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
-  async flush(): Promise<void> {
-    for (let round = 0; round < 100; round++) {
-      if (this.pendingClaims.length + this.pendingReleases.length + this.pendingConfirmations.length > 0)
-        this.scheduleFlush();
-      // Nothing in flight: all sent, or a failed statement waits for its retry (see onError).
-      if (!this.flushing) return;
-      await this.flushing;
-    }
+  flush(): Promise<void> {
+    return this.outbox.flush();
   }
 
   /**
@@ -264,8 +252,7 @@ export class PostgresClusterSessions implements ClusterSessions {
 
   /** Stops for good: releases every session of this replica and its row, in one transaction. */
   async stop(): Promise<void> {
-    this.halt();
-    await this.flushing?.catch(() => {});
+    await this.halt();
     try {
       await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
       await this.o.pool.query(`DELETE FROM replicas WHERE id = $1`, [this.replicaId]);
@@ -276,17 +263,17 @@ export class PostgresClusterSessions implements ClusterSessions {
 
   /** Stops its timers and listener and leaves its rows behind, as a replica that died would (tests). */
   async abandon(): Promise<void> {
-    this.halt();
+    await this.halt();
   }
 
-  private halt(): void {
+  private async halt(): Promise<void> {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
-    clearTimeout(this.retryTimer);
     clearTimeout(this.relistenTimer);
     const listener = this.listener;
     this.listener = undefined;
     listener?.end().catch(() => {});
+    await this.outbox.halt();
   }
 
   private every(ms: number, run: () => Promise<void>): void {
@@ -367,95 +354,7 @@ export class PostgresClusterSessions implements ClusterSessions {
   private async lostTrack(): Promise<void> {
     await this.register();
     await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
-    this.pendingClaims = [];
-    this.pendingReleases = [];
+    this.outbox.dropSessions();
     this.picture.loseAllOwn();
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushing || this.stopped || this.retryTimer) return;
-    this.flushing = new Promise<void>((resolve) =>
-      this.lingerMs > 0 ? setTimeout(resolve, this.lingerMs) : setImmediate(resolve),
-    )
-      .then(() => this.sendPending())
-      .catch((error) => {
-        this.o.onError?.(error as Error);
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = undefined;
-          this.scheduleFlush();
-        }, RETRY_MS);
-        this.retryTimer.unref();
-      })
-      .finally(() => {
-        this.flushing = null;
-      });
-  }
-
-  /**
-   * Sends the waiting claims, then the waiting releases, then the deletion confirmations, a batch per
-   * statement, until none wait.
-   */
-  private async sendPending(): Promise<void> {
-    for (let rounds = 0; rounds < 1000 && !this.stopped; rounds++) {
-      if (this.pendingClaims.length > 0) await this.sendClaims(this.pendingClaims.splice(0, this.batchSize));
-      else if (this.pendingReleases.length > 0)
-        await this.sendReleases(this.pendingReleases.splice(0, this.batchSize));
-      else if (this.pendingConfirmations.length > 0)
-        await this.sendConfirmations(this.pendingConfirmations.splice(0, this.batchSize));
-      else return;
-    }
-  }
-
-  private async sendConfirmations(batch: DeletionConfirmation[]): Promise<void> {
-    this.statements.confirmation++;
-    try {
-      await this.o.pool.query(NOTIFY_EACH_SQL, [
-        SESSIONS_CHANNEL,
-        deletionConfirmationPayloads(this.replicaId, batch),
-      ]);
-    } catch (error) {
-      this.pendingConfirmations.unshift(...batch);
-      throw error;
-    }
-  }
-
-  private async sendClaims(batch: OwnSession[]): Promise<void> {
-    // The newest session of a connector in the batch is the one claimed: an older one was replaced
-    // here already (and an upsert may not touch a row twice in one statement).
-    const newest = new Map<string, OwnSession>();
-    for (const own of batch) newest.set(own.connectorId, own);
-    const claims = [...newest.values()];
-    this.statements.claim++;
-    let result: pg.QueryResult<{ ord: string; session_id: string }>;
-    try {
-      result = await this.o.pool.query(CLAIM_SQL, [
-        this.replicaId,
-        claims.map((c) => c.connectorId),
-        claims.map((c) => c.remoteAddress),
-        claims.map((c) => c.connectedAt),
-      ]);
-    } catch (error) {
-      this.pendingClaims.unshift(...claims);
-      throw error;
-    }
-    for (const row of result.rows) {
-      const own = claims[Number(row.ord) - 1]!;
-      this.picture.numbered(own, Number(row.session_id));
-      if (own.released) this.pendingReleases.push(own);
-    }
-  }
-
-  private async sendReleases(batch: OwnSession[]): Promise<void> {
-    this.statements.release++;
-    try {
-      await this.o.pool.query(RELEASE_SQL, [
-        this.replicaId,
-        batch.map((own) => own.connectorId),
-        batch.map((own) => own.claim),
-      ]);
-    } catch (error) {
-      this.pendingReleases.unshift(...batch);
-      throw error;
-    }
   }
 }

@@ -1,0 +1,170 @@
+import type pg from 'pg';
+import type { ClusterPicture, OwnSession } from './cluster-picture.js';
+import type { DeletionConfirmation } from './cluster-sessions.js';
+import {
+  CLAIM_SQL,
+  deletionConfirmationPayloads,
+  NOTIFY_EACH_SQL,
+  RELEASE_SQL,
+  SESSIONS_CHANNEL,
+} from './postgres-cluster-sql.js';
+
+export interface SessionOutboxOptions {
+  pool: pg.Pool;
+  replicaId: string;
+  /** Told each claim's number as it comes back (and so whether the session lost to a newer one). */
+  picture: ClusterPicture;
+  /** Claims (and releases, and confirmations) in one statement, at most. */
+  batchSize: number;
+  /** How long the first of a batch waits for others before the batch goes out (0: the next turn). */
+  lingerMs: number;
+  /** How long a failed statement's batch waits before it is sent again. */
+  retryMs: number;
+  /** Counts the statements it sends, by kind (tests read them). */
+  statements: { claim: number; release: number; confirmation: number };
+  onError?: ((error: Error) => void) | undefined;
+}
+
+/**
+ * What one replica tells the others of its own sessions, waiting to go out: claims, then releases,
+ * then deletion confirmations, each kind in batches of up to `batchSize` a statement. The first
+ * of them waits `lingerMs` for more (a statement costs far more than a row: a round trip, its system
+ * calls, a notification read by every other replica). A failed statement puts its batch back in
+ * front and everything waits `retryMs`: nothing is lost while the database is away.
+ */
+export class SessionOutbox {
+  private claims: OwnSession[] = [];
+  private releases: OwnSession[] = [];
+  private confirmations: DeletionConfirmation[] = [];
+  /** The send in progress (its linger included); null when none is. */
+  private sending: Promise<void> | null = null;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private halted = false;
+
+  constructor(private readonly o: SessionOutboxOptions) {}
+
+  claim(session: OwnSession): void {
+    this.claims.push(session);
+    this.schedule();
+  }
+
+  /** An own session that ended, once its claim has its number (see ClusterPicture.numbered). */
+  release(session: OwnSession): void {
+    this.releases.push(session);
+    this.schedule();
+  }
+
+  /** Sent after the claims and releases, so a waiter sees the session gone too. */
+  deletionConfirmed(confirmation: DeletionConfirmation): void {
+    this.confirmations.push(confirmation);
+    this.schedule();
+  }
+
+  /** Drops the claims and releases not sent yet: this replica's rows were all released at once. */
+  dropSessions(): void {
+    this.claims = [];
+    this.releases = [];
+  }
+
+  /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
+  async flush(): Promise<void> {
+    for (let round = 0; round < 100; round++) {
+      if (this.claims.length + this.releases.length + this.confirmations.length > 0) this.schedule();
+      // Nothing in flight: all sent, or a failed statement waits for its retry.
+      if (!this.sending) return;
+      await this.sending;
+    }
+  }
+
+  /** Sends nothing more; resolves once the send in progress (if any) has ended. */
+  async halt(): Promise<void> {
+    this.halted = true;
+    clearTimeout(this.retryTimer);
+    await this.sending?.catch(() => {});
+  }
+
+  private schedule(): void {
+    if (this.sending || this.halted || this.retryTimer) return;
+    const linger = this.o.lingerMs;
+    this.sending = new Promise<void>((resolve) =>
+      linger > 0 ? setTimeout(resolve, linger) : setImmediate(resolve),
+    )
+      .then(() => this.sendAll())
+      .catch((error) => {
+        this.o.onError?.(error as Error);
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.schedule();
+        }, this.o.retryMs);
+        this.retryTimer.unref();
+      })
+      .finally(() => {
+        this.sending = null;
+      });
+  }
+
+  private async sendAll(): Promise<void> {
+    const size = this.o.batchSize;
+    for (let rounds = 0; rounds < 1000 && !this.halted; rounds++) {
+      if (this.claims.length > 0) await this.sendClaims(this.claims.splice(0, size));
+      else if (this.releases.length > 0) await this.sendReleases(this.releases.splice(0, size));
+      else if (this.confirmations.length > 0)
+        await this.sendConfirmations(this.confirmations.splice(0, size));
+      else return;
+    }
+  }
+
+  private async sendClaims(batch: OwnSession[]): Promise<void> {
+    // The newest session of a connector in the batch is the one claimed: an older one was replaced
+    // here already (and an upsert may not touch a row twice in one statement).
+    const newest = new Map<string, OwnSession>();
+    for (const own of batch) newest.set(own.connectorId, own);
+    const claims = [...newest.values()];
+    this.o.statements.claim++;
+    let result: pg.QueryResult<{ ord: string; session_id: string }>;
+    try {
+      result = await this.o.pool.query(CLAIM_SQL, [
+        this.o.replicaId,
+        claims.map((c) => c.connectorId),
+        claims.map((c) => c.remoteAddress),
+        claims.map((c) => c.connectedAt),
+      ]);
+    } catch (error) {
+      this.claims.unshift(...claims);
+      throw error;
+    }
+    for (const row of result.rows) {
+      const own = claims[Number(row.ord) - 1]!;
+      this.o.picture.numbered(own, Number(row.session_id));
+      // It ended while its claim was on the way: released now that it has its number.
+      if (own.released) this.releases.push(own);
+    }
+  }
+
+  private async sendReleases(batch: OwnSession[]): Promise<void> {
+    this.o.statements.release++;
+    try {
+      await this.o.pool.query(RELEASE_SQL, [
+        this.o.replicaId,
+        batch.map((own) => own.connectorId),
+        batch.map((own) => own.claim),
+      ]);
+    } catch (error) {
+      this.releases.unshift(...batch);
+      throw error;
+    }
+  }
+
+  private async sendConfirmations(batch: DeletionConfirmation[]): Promise<void> {
+    this.o.statements.confirmation++;
+    try {
+      await this.o.pool.query(NOTIFY_EACH_SQL, [
+        SESSIONS_CHANNEL,
+        deletionConfirmationPayloads(this.o.replicaId, batch),
+      ]);
+    } catch (error) {
+      this.confirmations.unshift(...batch);
+      throw error;
+    }
+  }
+}
