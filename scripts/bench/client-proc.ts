@@ -11,6 +11,7 @@ import { EnrollmentRefused, enroll } from '../../agent/enroll.js';
 import type { SavedIdentity } from '../../agent/identity-store.js';
 import { replicaOps } from './clients/replica-ops.js';
 import { agentTransport, BareSim, ProjectSim, type Sim, type SimHooks, TrpcSim } from './clients/sims.js';
+import { cpuProfilerHandlers } from './lib/cpu-profiler.js';
 import { fetchFrom } from './lib/http.js';
 import { serveIpc } from './lib/ipc.js';
 import { benchHostFacts } from './lib/seed-store.js';
@@ -314,6 +315,7 @@ function status(): ClientStatus {
 
 serveIpc({
   ...replicaOps({ pool, live, byId, waitFor }),
+  ...cpuProfilerHandlers(),
   enroll: enrollMany,
   /** Baselines need no enrollment: ids are made up. */
   synth: ({ counts }: { counts: Partial<Record<Group, number>> }) => {

@@ -9,14 +9,13 @@
  * not argv: the URL holds a password).
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { writeHeapSnapshot } from 'node:v8';
 import { startServer } from '../../server/app.js';
 import { defaultConfig } from '../../server/server-config.js';
 import { DEFAULT_RATE_LIMITS } from '../../server/services/rate-limit.js';
+import { cpuProfilerHandlers } from './lib/cpu-profiler.js';
 import { serveIpc } from './lib/ipc.js';
 import type { FleetKind, ServerReady, ServerStats } from './protocol.js';
 import { startBareServer } from './servers/bare.js';
@@ -99,7 +98,6 @@ function openFds(): number {
 }
 
 const running = await start();
-let profiler: Session | null = null;
 
 serveIpc({
   stats: (): ServerStats => {
@@ -153,21 +151,7 @@ serveIpc({
     running.setPayload(body);
     return true;
   },
-  cpuProfileStart: async () => {
-    profiler = new Session();
-    profiler.connect();
-    await profiler.post('Profiler.enable');
-    await profiler.post('Profiler.start');
-    return true;
-  },
-  cpuProfileStop: async ({ file }: { file: string }) => {
-    if (!profiler) return false;
-    const { profile } = await profiler.post('Profiler.stop');
-    profiler.disconnect();
-    profiler = null;
-    await writeFile(file, JSON.stringify(profile));
-    return true;
-  },
+  ...cpuProfilerHandlers(),
   heapSnapshot: ({ file }: { file: string }) => writeHeapSnapshot(file),
   stop: async () => {
     await running.close();

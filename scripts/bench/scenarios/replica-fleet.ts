@@ -60,25 +60,28 @@ export async function connectEach(
 
 /**
  * Runs `work` with every server's CPU profiled when the run was asked for profiles (--profile): one
- * `profile-<what>-<server>.cpuprofile` each in the output folder. The profiler's own cost lands in
- * the figures measured meanwhile, so compare profiled runs only with each other.
+ * `profile-<what>-<server>.cpuprofile` each in the output folder, and one per client process of
+ * `clients` when given (`profile-<what>-<client>.cpuprofile`: the agents' own code). The profiler's
+ * own cost lands in the figures measured meanwhile, so compare profiled runs only with each other.
  */
 export async function profiled<T>(
   h: Harness,
   servers: readonly ServerHandle[],
   what: string,
   work: () => Promise<T>,
+  clients: readonly Child[] = [],
 ): Promise<T> {
   if (!h.options.profile) return work();
-  await Promise.all(servers.map((s) => s.child.peer.call('cpuProfileStart')));
+  const profiledProcs = [...servers.map((s) => s.child), ...clients];
+  await Promise.all(profiledProcs.map((child) => child.peer.call('cpuProfileStart')));
   try {
     return await work();
   } finally {
     await Promise.all(
-      servers.map((s) =>
-        s.child.peer.call(
+      profiledProcs.map((child) =>
+        child.peer.call(
           'cpuProfileStop',
-          { file: join(h.outDir, `profile-${what}-${s.child.name}.cpuprofile`) },
+          { file: join(h.outDir, `profile-${what}-${child.name}.cpuprofile`) },
           60_000,
         ),
       ),
@@ -300,11 +303,17 @@ export async function deleteGroup(
   const waits = clients.map((c) =>
     c.peer.call<GroupClosed>('awaitGroupClosed', { group, sinceMs: t0, timeoutMs }, timeoutMs + 10_000),
   );
-  const { callMs, seen } = await profiled(h, servers, `mass-${group}`, async () => {
-    await via.requireAdmin().groups.delete.mutate({ groupId, force: true });
-    const callMs = monoMs() - t0;
-    return { callMs, seen: await Promise.all(waits) };
-  });
+  const { callMs, seen } = await profiled(
+    h,
+    servers,
+    `mass-${group}`,
+    async () => {
+      await via.requireAdmin().groups.delete.mutate({ groupId, force: true });
+      const callMs = monoMs() - t0;
+      return { callMs, seen: await Promise.all(waits) };
+    },
+    clients,
+  );
   const cpu1 = cpuSnapshot(postgresPid);
   const clientsAfter = processesCpuMs(clients.map((c) => c.pid));
   const stats = await Promise.all(servers.map((s) => s.stats()));
