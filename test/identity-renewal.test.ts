@@ -73,7 +73,9 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
     });
     await waitConnected(srv.admin, 'restarted');
     // Two lifetimes' worth of renewals on the new server, the agent connected throughout.
-    await tokensSaved(stateDir, seen, 3, 20_000);
+    await tokensSaved(stateDir, seen, 3, 20_000).catch((error: Error) => {
+      throw new Error(`${error.message}; the agent said:\n${agent.output()}`);
+    });
     stillRunning(agent);
     agent.kill('SIGTERM');
     expect((await agent.exited).code).toBe(0);
