@@ -41,6 +41,8 @@ export interface PostgresCluster {
   kill(): Promise<void>;
   /** Starts it again on the same port and files. */
   start(): Promise<void>;
+  /** What the running postmaster logged so far (checkpoints, with their times); '' when stopped. */
+  output(): string;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -118,6 +120,7 @@ export async function startPostgres(options: { maxConnections?: number } = {}): 
     url: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`,
     port,
     pid: () => server?.pid ?? null,
+    output: () => server?.output() ?? '',
     stop: () => halt('SIGINT'),
     kill: () => halt('SIGKILL'),
     start,

@@ -7,6 +7,7 @@
  * one replica SIGKILLed while each holds 12,666, until its agents are back on the two others.
  */
 import { copyFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createDatabase, type PostgresCluster, startPostgres } from '../../lib/postgres.js';
 import { makeTempDir } from '../../lib/processes.js';
@@ -50,6 +51,9 @@ export async function runReplicas(h: Harness, result: ReplicasResult): Promise<v
     await using db = await createDatabase(cluster.url, 'ce_bench');
     await runOnPostgres(h, cluster, db.url, result);
   } finally {
+    // Its checkpoints, with their times, next to the progress lines: a revoke's commit waits on the
+    // WAL flush, which a checkpoint's writes slow down.
+    await writeFile(h.logFile('postgres'), cluster.output()).catch(() => {});
     await cluster[Symbol.asyncDispose]();
   }
 }
