@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, type TestDatabase, withClient } from './helpers/postgres.js';
+import { repoRoot } from './helpers/processes.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
 import type { TestServer } from './helpers/server.js';
 
@@ -33,7 +36,55 @@ const percentile = (values: number[], p: number) => {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
 };
 
+/** The SQL the README shows under `heading`: the first ```sql block after it. */
+function readmeSql(heading: string): string {
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  const start = readme.indexOf(`\n${heading}\n`);
+  if (start < 0) throw new Error(`README.md has no section "${heading}"`);
+  const block = /```sql\n([\s\S]*?)```/.exec(readme.slice(start));
+  if (!block) throw new Error(`README.md "${heading}" has no sql block`);
+  return block[1] as string;
+}
+
 describe('several server replicas on one PostgreSQL (--database-url)', () => {
+  it("the README's query lists each live replica with its sessions and a recent heartbeat", async () => {
+    // C holds no session: it is listed all the same, with 0.
+    const { db, servers } = await replicas(3);
+    const [a, b] = servers as [TestServer, TestServer];
+    const { key } = await groupKey(a, 'Counted');
+    const sessions = [];
+    for (const [server, count] of [
+      [a, 3],
+      [b, 2],
+    ] as const)
+      for (let i = 0; i < count; i++) {
+        const enrolled = (await enrollSim(server.url, key, `${server === a ? 'a' : 'b'}-${i}`)).enrolled!;
+        sessions.push(connectSim(server.url, enrolled));
+      }
+    await Promise.all(sessions.map((session) => session.waitFor('ready', 10_000)));
+    const sql = readmeSql('### See which replicas are up');
+    const listed = async () =>
+      (
+        await withClient(db.url, (client) =>
+          client.query<{ id: string; ms_since_heartbeat: string; sessions: string; started: Date }>(sql),
+        )
+      ).rows;
+    // Claims go out within ~50 ms of each session's start.
+    for (let i = 0; i < 100; i++) {
+      const rows = await listed();
+      if (rows.map((r) => Number(r.sessions)).join() === '3,2,0') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const rows = await listed();
+    // In start order: A first, with its three sessions; B with its two; C with none.
+    expect(rows.map((r) => Number(r.sessions))).toEqual([3, 2, 0]);
+    for (const row of rows) {
+      expect(Number(row.ms_since_heartbeat)).toBeLessThan(15_000);
+      expect(row.started).toBeInstanceOf(Date);
+    }
+    await Promise.all(sessions.map((session) => session.close()));
+  });
+
   it('an admin call through B sees what the previous call changed through A, even with B deaf to notifications', async () => {
     // Behind a load balancer an admin's calls land on any replica: create a key on one, use it on
     // the next. B reads the change feed before each admin call, not only when woken.
