@@ -2,7 +2,7 @@ import { initTRPC, TRPCError } from '@trpc/server';
 import { ZodError } from 'zod';
 import { DomainError, ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
 import type { Context } from './context.js';
-import type { AdminPrincipal } from './services/api-keys.js';
+import { authenticateAdmin } from './services/admin-auth.js';
 
 /** The reason a tRPC error carries when it did not come from a DomainError. */
 function reasonFor(error: TRPCError): ErrorReason {
@@ -90,14 +90,8 @@ export const publicProcedure = t.procedure.use(mapDomainErrors);
  * call sees every change committed before it began, whichever replica made it.
  */
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
-  let principal: AdminPrincipal;
-  try {
-    principal = await ctx.services.apiKeys.authenticateCurrent(ctx.bearerToken);
-  } catch (error) {
-    if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
-    // A stranger can try keys at will: limited per address, audited coalesced (see adminAuthFailed).
-    throw await ctx.services.limiter.adminAuthFailed(ctx.remoteAddress, error, path);
-  }
+  // A stranger can try keys at will: limited per address, audited coalesced (see authenticateAdmin).
+  const principal = await authenticateAdmin(ctx.services, ctx.bearerToken, ctx.remoteAddress, path);
   const meta = {
     actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },
     remoteAddress: ctx.remoteAddress,

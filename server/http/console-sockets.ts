@@ -5,6 +5,7 @@ import { DomainError } from '../../shared/errors.js';
 import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
+import { authenticateAdmin } from '../services/admin-auth.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ChangedRecord } from '../store/observed-store.js';
@@ -74,10 +75,10 @@ export class ConsoleSockets {
     const base = { services, hub, remoteAddress, agent: null, agentRefusal: 'IDENTITY_INVALID' as const };
     let apiKeyId: string;
     try {
-      apiKeyId = (await services.apiKeys.authenticateCurrent(adminKey)).apiKeyId;
-    } catch (error) {
-      if (!(error instanceof DomainError && error.reason === 'ADMIN_KEY_INVALID')) throw error;
-      const refusal = await services.limiter.adminAuthFailed(remoteAddress, error, 'console.changes');
+      apiKeyId = (await authenticateAdmin(services, adminKey, remoteAddress, 'console.changes')).apiKeyId;
+    } catch (refusal) {
+      if (!(refusal instanceof DomainError && ['ADMIN_KEY_INVALID', 'RATE_LIMITED'].includes(refusal.reason)))
+        throw refusal;
       const retryAfter = refusal.details.retryAfterSeconds;
       if (refusal.reason === 'RATE_LIMITED')
         ws.close(CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter ?? 1}`);

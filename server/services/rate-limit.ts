@@ -111,6 +111,12 @@ export class AbuseLimiter {
    * the server's time and the audit log, and turning away valid keys would let any stranger who
    * shares an admin's address (a NAT, a VPN exit) lock the admins out.
    */
+  /** Whether this address has used up its failed admin-key attempts for the window. */
+  async adminAuthBlocked(address: string): Promise<boolean> {
+    const state = await this.adminAuthFailures.get(address);
+    return state !== null && state.remainingPoints <= 0;
+  }
+
   async adminAuthFailed(address: string, refusal: DomainError, path: string): Promise<DomainError> {
     this.metrics?.adminAuthFailures.inc();
     const state = await this.adminAuthFailures.get(address);
