@@ -14,6 +14,7 @@ import { createServerLogger } from './logging.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ServerConfig } from './server-config.js';
 import { type Capabilities, createServices } from './services/compose.js';
+import { type ReplicaDirectory, SingleServerDirectory } from './services/replicas.js';
 import { SecretBox } from './services/secrets.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { ConsoleChanges } from './sessions/console-changes.js';
@@ -50,9 +51,11 @@ const LISTEN_BACKLOG = 4096;
  * (as their Presence) and the hub, built over the services, fills it.
  */
 export function composeServer(
-  capabilities: Omit<Capabilities, 'metrics' | 'presence'> & {
+  capabilities: Omit<Capabilities, 'metrics' | 'presence' | 'replicas'> & {
     /** The other replicas' sessions; one process alone when absent. */
     cluster?: ClusterSessions;
+    /** The deployment's server processes; this one alone when absent. */
+    replicas?: ReplicaDirectory;
   },
   config: Parameters<typeof createServices>[1] &
     Partial<
@@ -74,8 +77,10 @@ export function composeServer(
   store: ObservedStore;
   /** The admin console's live feed (`console.changes`), fed by the store and the registry. */
   consoleChanges: ConsoleChanges;
+  /** Told where the server listens, once it does. */
+  replicas: ReplicaDirectory;
 } {
-  const { clock, logger, cluster, ...rest } = capabilities;
+  const { clock, logger, cluster, replicas: givenReplicas, ...rest } = capabilities;
   const store = new ObservedStore(capabilities.store);
   const metrics = createMetrics();
   const registry = new SessionRegistry({
@@ -85,7 +90,11 @@ export function composeServer(
     cluster,
     terminationAckTimeoutMs: config.terminationAckTimeoutMs,
   });
-  const services = createServices({ ...rest, store, clock, logger, metrics, presence: registry }, config);
+  const replicas = givenReplicas ?? new SingleServerDirectory({ clock, sessions: () => registry.size });
+  const services = createServices(
+    { ...rest, store, clock, logger, metrics, presence: registry, replicas },
+    config,
+  );
   const hub = new SessionHub({
     registry,
     agentSessions: services.agentSessions,
@@ -104,7 +113,7 @@ export function composeServer(
   });
   store.onChange((changes) => consoleChanges.recordsChanged(changes));
   registry.onPresenceChange((connectorId) => consoleChanges.connectionChanged(connectorId));
-  return { services, registry, hub, metrics, store, consoleChanges };
+  return { services, registry, hub, metrics, store, consoleChanges, replicas };
 }
 
 /** Starts the enrollment server: store, services, HTTP + websocket on one port. */
@@ -116,7 +125,7 @@ export async function startServer(
   const logger = options.logger ?? createServerLogger(config.logLevel, config.logFormat);
   const state = await openServerState(config, { clock, logger });
   const { secret, audit, identity, replication } = state.files;
-  const { services, registry, hub, metrics, store, consoleChanges } = composeServer(
+  const { services, registry, hub, metrics, store, consoleChanges, replicas } = composeServer(
     {
       store: state.files.store,
       audit,
@@ -125,6 +134,7 @@ export async function startServer(
       identity,
       logger,
       cluster: replication?.cluster,
+      replicas: replication?.directory,
     },
     config,
   );
@@ -209,6 +219,10 @@ export async function startServer(
     throw error;
   }
   const url = config.publicUrl ?? urlOf(state.tls ? 'https' : 'http', config.host, port);
+  // Not fatal: the replicas table shows the URL until then as the one it started with (or none).
+  await replicas
+    .listening(url)
+    .catch((error) => logger.warn({ err: error }, 'could not record this replica’s URL'));
   // Once listening, the only errors a server emits are failed accepts (EMFILE past the file limit).
   server.on('error', guard.onAcceptError);
   if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');

@@ -11,6 +11,7 @@ import type { AgentSessionService } from './services/agent-sessions.js';
 import { type AuditLog, FileAuditLog } from './services/audit.js';
 import type { DomainEvents } from './services/events.js';
 import { IdentityAuthority } from './services/identity.js';
+import type { ReplicaDirectory } from './services/replicas.js';
 import type { Termination } from './services/views.js';
 import type { ClusterSessions } from './sessions/cluster-sessions.js';
 import { DataFileError } from './store/data-file.js';
@@ -147,6 +148,8 @@ export interface DataFiles {
 /** What a replica shares with the others beyond the store (see database-state.ts). */
 export interface Replication {
   cluster: ClusterSessions;
+  /** The replicas table: who serves the deployment (`replicas.list`). */
+  directory: ReplicaDirectory;
   /** Hands the services what the other replicas do: their changes as domain events, reaped sessions. */
   follow(services: ReplicaFollowers): void;
   /** Why this replica should not take new sessions now; empty when it is ready. */

@@ -14,6 +14,7 @@ import { TableAuditLog } from './services/audit.js';
 import { scheduleAuditRetention } from './services/audit-retention.js';
 import { IdentityAuthority } from './services/identity.js';
 import { domainEventsOf, revocationConfirmationsOf } from './services/remote-changes.js';
+import { thisProcess } from './services/replicas.js';
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
@@ -85,6 +86,7 @@ export async function openDatabaseState(
       connectionString: url,
       clock,
       url: config.publicUrl,
+      process: thisProcess(),
       onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
     });
     const retention =
@@ -99,6 +101,7 @@ export async function openDatabaseState(
           });
     const replication: Replication = {
       cluster,
+      directory: cluster,
       follow({ events, agentSessions, terminations, metrics, records }) {
         store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
         store.onReload = () => metrics.feedReloads.inc();

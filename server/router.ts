@@ -5,6 +5,7 @@ import { connectorsRouter } from './routers/connectors.js';
 import { consoleRouter } from './routers/console.js';
 import { groupsRouter } from './routers/groups.js';
 import { provisioningKeysRouter } from './routers/provisioning-keys.js';
+import { replicasRouter } from './routers/replicas.js';
 import { signingKeysRouter } from './routers/signing-keys.js';
 import { router } from './trpc.js';
 
@@ -15,6 +16,7 @@ export const appRouter = router({
   apiKeys: apiKeysRouter,
   audit: auditRouter,
   signingKeys: signingKeysRouter,
+  replicas: replicasRouter,
   agent: agentRouter,
   console: consoleRouter,
 });

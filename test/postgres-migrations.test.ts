@@ -2,9 +2,19 @@ import { readdirSync } from 'node:fs';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { systemClock } from '../server/clock.js';
+import { PostgresClusterSessions } from '../server/sessions/postgres-cluster-sessions.js';
 import { appliedMigrations, MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { PgStore } from '../server/store/postgres/pg-store.js';
 import { freshDatabase, withClient } from './helpers/postgres.js';
+
+/** The migrations' names in the order they apply. */
+function migrationNames(): string[] {
+  return readdirSync(MIGRATIONS_DIR)
+    .filter((name) => name.endsWith('.sql'))
+    .sort()
+    .map((name) => name.replace(/\.sql$/, ''));
+}
 
 describe('PostgreSQL schema migrations', () => {
   it('bring an empty database to the latest schema, and a second run finds nothing to do', async () => {
@@ -48,10 +58,7 @@ describe('PostgreSQL schema migrations', () => {
 
   it('a database of the version before feed pruning gains its tables, keeps its rows, and a store follows it', async () => {
     await using db = await freshDatabase();
-    const names = readdirSync(MIGRATIONS_DIR)
-      .filter((name) => name.endsWith('.sql'))
-      .sort()
-      .map((name) => name.replace(/\.sql$/, ''));
+    const names = migrationNames();
     const pruning = names.indexOf('1764892800000_store-feed-pruning');
     expect(pruning).toBeGreaterThan(0);
     await withClient(db.url, async (client) => {
@@ -83,6 +90,53 @@ describe('PostgreSQL schema migrations', () => {
       expect(store.stats.reloads).toBe(0);
     } finally {
       await store.close();
+    }
+  });
+
+  it('a database of the version before replica processes keeps its replicas: listed with no process, beside a new replica that records its own', async () => {
+    await using db = await freshDatabase();
+    const names = migrationNames();
+    const added = names.indexOf('1764979200000_replica-processes');
+    expect(added).toBeGreaterThan(0);
+    const now = Date.now();
+    await withClient(db.url, async (client) => {
+      await runner({
+        dbClient: client,
+        dir: MIGRATIONS_DIR,
+        migrationsTable: 'schema_migrations',
+        direction: 'up',
+        count: added,
+        log: () => {},
+      });
+      // What a replica of that version wrote: its row (no process columns) and a session it holds.
+      await client.query(
+        `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ('old-replica', 'http://old:7420', $1, $1);
+         INSERT INTO agent_sessions (connector_id, replica_id, session_id, remote_address, connected_at)
+           VALUES ('con_1', 'old-replica', nextval('agent_session_claims'), '127.0.0.1', $1)`.replaceAll(
+          '$1',
+          String(now),
+        ),
+      );
+    });
+    expect(await withClient(db.url, migrateToLatest)).toEqual(names.slice(added));
+    const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    const cluster = await PostgresClusterSessions.start({
+      pool,
+      connectionString: db.url,
+      clock: systemClock,
+      process: { host: 'new-host', pid: 4242, version: '9.9.9' },
+    });
+    try {
+      await cluster.listening('http://new:7420');
+      const listed = await cluster.list();
+      expect(listed.map((r) => [r.id, r.url, r.process, r.sessions])).toEqual([
+        ['old-replica', 'http://old:7420', null, 1],
+        [cluster.selfId, 'http://new:7420', { host: 'new-host', pid: 4242, version: '9.9.9' }, 0],
+      ]);
+      expect(listed[0]!.startedAt).toBe(now);
+    } finally {
+      await cluster.stop();
+      await pool.end();
     }
   });
 });

@@ -13,6 +13,7 @@ import { GroupService } from './groups.js';
 import type { IdentityAuthority } from './identity.js';
 import { ProvisioningKeyService } from './provisioning-keys.js';
 import { AbuseLimiter, type RateLimits } from './rate-limit.js';
+import { type ReplicaDirectory, ReplicaService } from './replicas.js';
 import type { SecretBox } from './secrets.js';
 import { SigningKeyService } from './signing-keys.js';
 import { UnsavedTerminations } from './unsaved-terminations.js';
@@ -27,6 +28,8 @@ export interface Capabilities {
   metrics: Metrics;
   /** Who is connected: the session registry, which the session hub fills. */
   presence: Presence;
+  /** The deployment's server processes: the replicas table, or this one alone. */
+  replicas: ReplicaDirectory;
 }
 
 /**
@@ -37,7 +40,7 @@ export function createServices(
   capabilities: Capabilities,
   config: Policy & { rateLimits: RateLimits },
 ): Services {
-  const { store, audit, clock, secretBox, identity, logger, metrics, presence } = capabilities;
+  const { store, audit, clock, secretBox, identity, logger, metrics, presence, replicas } = capabilities;
   const events = new DomainEvents();
   const policy: Policy = {
     keyTtlMs: config.keyTtlMs,
@@ -69,6 +72,7 @@ export function createServices(
     audit,
     limiter: new AbuseLimiter(config.rateLimits, audit, metrics),
     events,
+    replicas: new ReplicaService({ directory: replicas, clock }),
   };
 }
 
@@ -86,4 +90,6 @@ export interface Services {
   limiter: AbuseLimiter;
   /** Changes as they are applied and as they are committed (see EventMoment). */
   events: DomainEvents;
+  /** The deployment's server processes (`replicas.list`). */
+  replicas: ReplicaService;
 }

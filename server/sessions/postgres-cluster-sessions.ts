@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
+import type { ReplicaDirectory, ReplicaProcess, ReplicaRecord } from '../services/replicas.js';
 import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
 import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
   decodeNotification,
   REAP_SQL,
   RELEASE_ALL_SQL,
+  REPLICAS_SQL,
   RESYNC_PAGE_SQL,
   type ReapedSession,
   SESSIONS_CHANNEL,
@@ -19,8 +21,10 @@ export interface PostgresClusterSessionsOptions {
   pool: pg.Pool;
   connectionString: string;
   clock: Clock;
-  /** This replica's URL, as the replicas table shows it. */
+  /** This replica's URL, as the replicas table shows it (--public-url; `listening` sets it otherwise). */
   url?: string | null;
+  /** Which process this is, as the replicas table shows it. */
+  process?: ReplicaProcess;
   /** @default a random UUID */
   replicaId?: string;
   /** How often this replica says it is alive, looks at the others' and reaps the dead. @default 5000 */
@@ -65,13 +69,17 @@ const RETRY_MS = 1000;
  * A replica whose heartbeat is older than `deadAfterMs` counts as dead at once; the first replica to
  * see it removes its rows (and says so through `onReaped`).
  */
-export class PostgresClusterSessions implements ClusterSessions {
+export class PostgresClusterSessions implements ClusterSessions, ReplicaDirectory {
+  readonly backend = 'postgres';
   /** When this replica last told the database it is alive (its clock; 0: never). Readiness reads it. */
   lastHeartbeatAt = 0;
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, summary: 0, confirmation: 0 };
   private checks = 0;
+  private url: string | null;
+  /** When it first registered: kept when it registers again after losing its row. */
+  private startedAt: number | null = null;
   private readonly picture: ClusterPicture;
   private readonly outbox: SessionOutbox;
   private relistenTimer: NodeJS.Timeout | undefined;
@@ -91,6 +99,7 @@ export class PostgresClusterSessions implements ClusterSessions {
     this.heartbeatMs = o.heartbeatMs ?? 5000;
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.onReaped = o.onReaped;
+    this.url = o.url ?? null;
     this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
     this.outbox = new SessionOutbox({
       pool: o.pool,
@@ -146,6 +155,42 @@ export class PostgresClusterSessions implements ClusterSessions {
 
   isConnectedElsewhere(connectorId: string): boolean {
     return this.picture.isConnectedElsewhere(connectorId);
+  }
+
+  get selfId(): string {
+    return this.replicaId;
+  }
+
+  /** Records the URL the server listens on, unless it was given one (--public-url) to show instead. */
+  async listening(url: string): Promise<void> {
+    if (this.o.url) return;
+    this.url = url;
+    await this.o.pool.query(`UPDATE replicas SET url = $2 WHERE id = $1`, [this.replicaId, url]);
+  }
+
+  /** Every replica in the table, live or not yet reaped, with its sessions. */
+  async list(): Promise<ReplicaRecord[]> {
+    const { rows } = await this.o.pool.query<{
+      id: string;
+      url: string | null;
+      host: string | null;
+      pid: number | null;
+      version: string | null;
+      started_at: string;
+      heartbeat_at: string;
+      sessions: number;
+    }>(REPLICAS_SQL);
+    return rows.map((row) => ({
+      id: row.id,
+      url: row.url,
+      process:
+        row.host === null || row.pid === null || row.version === null
+          ? null
+          : { host: row.host, pid: row.pid, version: row.version },
+      startedAt: Number(row.started_at),
+      heartbeatAt: Number(row.heartbeat_at),
+      sessions: row.sessions,
+    }));
   }
 
   /** How many sessions of other live replicas this replica pictures (a full count: for tests and gauges). */
@@ -284,10 +329,13 @@ export class PostgresClusterSessions implements ClusterSessions {
 
   private async register(): Promise<void> {
     const now = this.o.clock.now();
+    this.startedAt ??= now;
+    const p = this.o.process;
     await this.o.pool.query(
-      `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+      `INSERT INTO replicas (id, url, started_at, heartbeat_at, host, pid, version)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
        ON CONFLICT (id) DO UPDATE SET url = excluded.url, heartbeat_at = excluded.heartbeat_at`,
-      [this.replicaId, this.o.url ?? null, now],
+      [this.replicaId, this.url, this.startedAt, now, p?.host ?? null, p?.pid ?? null, p?.version ?? null],
     );
   }
 

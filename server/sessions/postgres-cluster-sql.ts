@@ -94,6 +94,14 @@ export const SESSIONS_SUMMARY_SQL = `
   SELECT count(*)::int AS count, (coalesce(sum(session_id), 0) % $2)::float8 AS claim_sum
     FROM agent_sessions WHERE replica_id <> $1`;
 
+/** Every replica with its process and how many sessions it holds, oldest first (`replicas.list`). */
+export const REPLICAS_SQL = `
+  SELECT r.id, r.url, r.host, r.pid, r.version,
+         r.started_at::text AS started_at, r.heartbeat_at::text AS heartbeat_at,
+         (SELECT count(*) FROM agent_sessions s WHERE s.replica_id = r.id)::int AS sessions
+    FROM replicas r
+   ORDER BY r.started_at, r.id`;
+
 /** A session of a dead replica that this replica removed; its agent was last known connected then. */
 export interface ReapedSession {
   connectorId: string;
