@@ -8,6 +8,7 @@ import { registerBackupCommands } from './backup-commands.js';
 import { registerConnectorCommands } from './connector-commands.js';
 import { registerGroupCommands } from './group-commands.js';
 import { registerImportCommand } from './import-command.js';
+import { registerReplicaCommands } from './replica-commands.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerSigningKeyCommands } from './signing-key-commands.js';
 
@@ -44,6 +45,7 @@ export function buildServerProgram({
   registerApiKeyCommands(program, admin);
   registerAuditCommand(program, admin);
   registerSigningKeyCommands(program, admin);
+  registerReplicaCommands(program, admin);
   registerBackupCommands(program, admin);
   registerImportCommand(program, env);
 
