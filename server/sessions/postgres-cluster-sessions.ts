@@ -13,6 +13,7 @@ import {
   type ReapedSession,
   SESSIONS_CHANNEL,
   SESSIONS_SUMMARY_SQL,
+  senderOf,
 } from './postgres-cluster-sql.js';
 import { SessionOutbox } from './session-outbox.js';
 
@@ -382,6 +383,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   private onNotification(payload: string): void {
+    if (senderOf(payload) === this.replicaId) return;
     const notice = decodeNotification(payload);
     if (!notice || notice.replicaId === this.replicaId) return;
     this.picture.heard(notice.replicaId, this.o.clock.now());

@@ -4,6 +4,7 @@ import {
   CONFIRMATIONS_PER_NOTIFICATION,
   decodeNotification,
   deletionConfirmationPayloads,
+  senderOf,
 } from './postgres-cluster-sql.js';
 
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more. */
@@ -31,5 +32,14 @@ describe('deletion confirmations as notifications', () => {
 
   it('an unknown kind is ignored, not misread', () => {
     expect(decodeNotification(`x ${replicaId}\ncon_a 1 -`)).toBeNull();
+  });
+
+  it('the sender is read from the first line alone, for every kind and a payload of one line', () => {
+    const [payload] = deletionConfirmationPayloads(replicaId, confirmations);
+    expect(senderOf(payload!)).toBe(replicaId);
+    expect(senderOf(`c ${replicaId}\ncon_a 7 127.0.0.1`)).toBe(replicaId);
+    expect(senderOf(`r ${replicaId}`)).toBe(replicaId);
+    expect(senderOf('c')).toBeNull();
+    expect(senderOf('')).toBeNull();
   });
 });

@@ -134,6 +134,16 @@ export function deletionConfirmationPayloads(
 }
 
 /**
+ * The replica a payload comes from, read from its first line alone: a replica hears its own claims
+ * and releases too, and skips them without splitting the rest.
+ */
+export function senderOf(payload: string): string | null {
+  const end = payload.indexOf('\n');
+  const header = end < 0 ? payload : payload.slice(0, end);
+  return header.length > 2 && header[1] === ' ' ? header.slice(2) : null;
+}
+
+/**
  * Reads a payload: a line `c <replica>` (claimed) or `r <replica>` (released), then one line a
  * session, `<connector> <number>` and, for a claim, ` <address>`; or a line `d <replica>` (deletions
  * confirmed), then `<connector> <epoch ms> <address or ->` a line. Null for anything else.
