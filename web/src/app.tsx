@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useState } from 'react';
 import { ApiKeysPage } from './admin/api-keys-page.js';
 import { AuditPage } from './admin/audit-page.js';
+import { ServersPage } from './admin/servers-page.js';
 import { createApiClient } from './api.js';
 import { ConnectorsPage } from './connectors/connectors-page.js';
 import { ConsoleContextValue, READ_ONLY_REASON } from './console-context.js';
@@ -14,6 +15,7 @@ const PAGE_TITLES = {
   group: 'Connectors',
   'api-keys': 'API Keys',
   audit: 'Audit',
+  servers: 'Servers',
 };
 
 /** Signed out: the sign-in page (with why, after a 401). Signed in: the console. */
@@ -68,6 +70,9 @@ export function App() {
           <a href="#/audit" aria-current={route.page === 'audit' ? 'page' : undefined}>
             Audit
           </a>
+          <a href="#/servers" aria-current={route.page === 'servers' ? 'page' : undefined}>
+            Servers
+          </a>
         </nav>
         <span className="scope-badge">{context.scope === 'admin' ? 'Admin' : 'Read-only'}</span>
         <button type="button" className="link-button" onClick={() => signOut(null)}>
@@ -79,6 +84,7 @@ export function App() {
         {route.page === 'groups' && <GroupsPage />}
         {route.page === 'api-keys' && <ApiKeysPage />}
         {route.page === 'audit' && <AuditPage />}
+        {route.page === 'servers' && <ServersPage />}
       </main>
     </ConsoleContextValue.Provider>
   );

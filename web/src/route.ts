@@ -5,13 +5,15 @@ export type Route =
   | { page: 'groups' }
   | { page: 'group'; groupId: string }
   | { page: 'api-keys' }
-  | { page: 'audit' };
+  | { page: 'audit' }
+  | { page: 'servers' };
 
 export function parseRoute(hash: string): Route {
   const match = /^#\/groups\/(grp_[a-z0-9]{1,40})$/.exec(hash);
   if (match) return { page: 'group', groupId: match[1]! };
   if (hash === '#/api-keys') return { page: 'api-keys' };
   if (hash === '#/audit') return { page: 'audit' };
+  if (hash === '#/servers') return { page: 'servers' };
   return { page: 'groups' };
 }
 
