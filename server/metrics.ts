@@ -24,6 +24,10 @@ export function createMetrics() {
       ['state'],
     ),
     sessions: gauge('connector_sessions_live', 'Agent sessions connected now.'),
+    replicasLive: gauge(
+      'connector_replicas_live',
+      'Live server replicas of the deployment, this one included, as its last heartbeat read them (every 5 s); 1 for a server alone.',
+    ),
     consoleSockets: gauge(
       'connector_console_sockets',
       'Admin (console) websockets open now, authenticated with an admin key; not agent sessions.',

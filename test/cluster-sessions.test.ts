@@ -271,6 +271,33 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(await rows(url)).toEqual([]);
   });
 
+  it('each heartbeat counts the live replicas, itself included; one past the bound no longer counts, and the list shows it dead until reaped', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock, { deadAfterMs: 15_000 });
+    const b = await clusterOn(url, clock, { deadAfterMs: 15_000 });
+    const c = await clusterOn(url, clock, { deadAfterMs: 15_000 });
+    expect(a.liveCount()).toBe(1); // its start-up heartbeat, alone then
+    await b.heartbeat();
+    expect(b.liveCount()).toBe(3);
+    await a.abandon(); // as if killed
+    clock.advance(10_000);
+    await c.heartbeat();
+    await b.heartbeat();
+    expect(b.liveCount()).toBe(3); // A within the bound
+    clock.advance(5_001);
+    // A's heartbeat is 15,001 ms old: listed, and dead, until a live replica's heartbeat reaps it.
+    const listed = await b.list();
+    // (All three started at the same instant of the test's clock: in id order.)
+    expect(listed.map((r) => r.id)).toEqual([a.replicaId, b.replicaId, c.replicaId].sort());
+    expect(clock.now() - listed.find((r) => r.id === a.replicaId)!.heartbeatAt!).toBe(15_001);
+    await b.heartbeat();
+    expect(b.liveCount()).toBe(2);
+    await c.heartbeat();
+    expect(c.liveCount()).toBe(2);
+    expect((await c.list()).map((r) => r.id)).toEqual([b.replicaId, c.replicaId].sort());
+  });
+
   it('a replica taken for dead (heartbeat lapsed) ends its sessions without a final code when it is back', async () => {
     const url = await database();
     const clock = new ManualClock();

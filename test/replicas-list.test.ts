@@ -77,6 +77,13 @@ describe('replicas.list and `connector-server replicas`', () => {
     expect(viaA.replicas.map((r) => r.id)).toEqual(view.replicas.map((r) => r.id));
     expect(viaA.replicas.filter((r) => r.self).map((r) => r.url)).toEqual([a.url]);
 
+    // Each replica's /metrics counts the live ones from its heartbeat's read (every 5 s): A started
+    // alone and counted 1 then; its next heartbeat sees all three.
+    const liveOn = async (replica: ServerProc) =>
+      /^connector_replicas_live (\d+)$/m.exec(await (await fetch(`${replica.url}/metrics`)).text())?.[1];
+    await expect.poll(() => liveOn(a), { timeout: 10_000, interval: 200 }).toBe('3');
+    expect(await liveOn(c)).toBe('3');
+
     // The CLI as an operator runs it, against B.
     const keyFile = join(a.dataDir, 'admin.key');
     const table = await serverCli(['replicas', '--server', b.url, '--admin-key-file', keyFile]);
@@ -149,5 +156,6 @@ describe('replicas.list and `connector-server replicas`', () => {
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain('One server on the embedded store');
     expect(cli.stdout).toContain(srv.url);
+    expect(await (await fetch(`${srv.url}/metrics`)).text()).toMatch(/^connector_replicas_live 1$/m);
   });
 });

@@ -3,6 +3,7 @@ import type { Metrics } from '../metrics.js';
 import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
 import type { ConnectorService } from '../services/connectors.js';
 import type { IdentityAuthority } from '../services/identity.js';
+import type { ReplicaService } from '../services/replicas.js';
 import type { Page } from './endpoints.js';
 import { processMetrics } from './process-metrics.js';
 
@@ -17,6 +18,7 @@ export interface OpsPagesDeps {
   sessions: { readonly size: number };
   identity: Pick<IdentityAuthority, 'publicKeySet'>;
   connectors: Pick<ConnectorService, 'counts'>;
+  replicas: Pick<ReplicaService, 'liveCount'>;
   metrics: Metrics;
   socketGauges(): SocketGauges;
   /** Why this server is not ready (a replica without its database); empty when it is. */
@@ -24,7 +26,15 @@ export interface OpsPagesDeps {
 }
 
 /** The plain pages for operators and verifiers: /healthz, the JWKS and /metrics. */
-export function opsPages({ sessions, identity, connectors, metrics, socketGauges, problems }: OpsPagesDeps) {
+export function opsPages({
+  sessions,
+  identity,
+  connectors,
+  replicas,
+  metrics,
+  socketGauges,
+  problems,
+}: OpsPagesDeps) {
   // Process metrics (CPU, memory, event loop, GC, file descriptors) beside the server's own.
   const exposedMetrics = Registry.merge([metrics.registry, processMetrics()]);
   return {
@@ -53,6 +63,7 @@ export function opsPages({ sessions, identity, connectors, metrics, socketGauges
         metrics.connectors.set({ state }, counts[state]);
       }
       metrics.connectors.set({ state: 'never' }, counts.neverConnected);
+      metrics.replicasLive.set(replicas.liveCount());
       const sockets = socketGauges();
       metrics.handshakesInProgress.set(sockets.handshakesInProgress);
       metrics.connectionsOpen.set(sockets.connectionsOpen);

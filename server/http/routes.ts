@@ -60,6 +60,7 @@ export function serverRoutes(deps: RoutesDeps): {
     sessions: hub,
     identity,
     connectors: services.connectors,
+    replicas: services.replicas,
     metrics,
     socketGauges: deps.socketGauges,
     problems: deps.problems,

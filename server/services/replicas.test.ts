@@ -16,6 +16,9 @@ class ListedReplicas implements ReplicaDirectory {
     readonly records: ReplicaRecord[],
   ) {}
   async listening(): Promise<void> {}
+  liveCount() {
+    return this.records.length;
+  }
   async list(): Promise<ReplicaRecord[]> {
     return this.records;
   }

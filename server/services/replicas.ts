@@ -38,6 +38,11 @@ export interface ReplicaDirectory {
   readonly deadAfterMs: number | null;
   listening(url: string): Promise<void>;
   list(): Promise<ReplicaRecord[]>;
+  /**
+   * How many replicas are live, from the last heartbeat's read of the table (no query). A dead one
+   * is removed by the heartbeat that finds it, so there is no dead count to keep.
+   */
+  liveCount(): number;
 }
 
 /** This process, as the server and its CLI's `--version` name it. */
@@ -59,6 +64,10 @@ export class SingleServerDirectory implements ReplicaDirectory {
 
   async listening(url: string): Promise<void> {
     this.url = url;
+  }
+
+  liveCount(): number {
+    return 1;
   }
 
   async list(): Promise<ReplicaRecord[]> {
@@ -102,6 +111,11 @@ export interface ReplicasView {
 /** The deployment's server processes, for `replicas.list`. */
 export class ReplicaService {
   constructor(private readonly deps: { directory: ReplicaDirectory; clock: Clock }) {}
+
+  /** For the metrics page: from memory, no database read per scrape. */
+  liveCount(): number {
+    return this.deps.directory.liveCount();
+  }
 
   async list(): Promise<ReplicasView> {
     const { directory, clock } = this.deps;

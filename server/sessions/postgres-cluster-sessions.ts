@@ -78,6 +78,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   /** Statements sent to the database, by kind (tests count them). */
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, summary: 0, confirmation: 0 };
   private checks = 0;
+  /** Live replicas as the last heartbeat read the table, itself included once its own beat went in. */
+  private live = 0;
   private url: string | null;
   /** When it first registered: kept when it registers again after losing its row. */
   private startedAt: number | null = null;
@@ -169,6 +171,10 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     await this.o.pool.query(`UPDATE replicas SET url = $2 WHERE id = $1`, [this.replicaId, url]);
   }
 
+  liveCount(): number {
+    return this.live;
+  }
+
   /** Every replica in the table, live or not yet reaped, with its sessions. */
   async list(): Promise<ReplicaRecord[]> {
     const { rows } = await this.o.pool.query<{
@@ -224,10 +230,13 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         [this.replicaId],
       );
       const known = new Set<string>();
+      let live = this.lastHeartbeatAt === now ? 1 : 0;
       for (const row of replicas.rows) {
         known.add(row.id);
         this.picture.heard(row.id, Number(row.heartbeat_at));
+        if (Number(row.heartbeat_at) >= now - this.deadAfterMs) live++;
       }
+      this.live = live;
       // A replica whose row is gone was reaped (or stopped): its sessions are gone with it.
       this.picture.replicasListed(known);
       const reaped = await this.o.pool.query<{
