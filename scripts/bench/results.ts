@@ -195,6 +195,16 @@ export interface ReplicaStep {
    */
   turnCpuMs?: number[][];
   idleCpuMsPerS?: number[];
+  /** Each server's idle CPU per second after the step, holding all its sessions (absent in older runs). */
+  heldCpuMsPerS?: number[];
+  /** Wall time of each turn. */
+  turnMs?: number[];
+  /**
+   * `handshakeCpuUs` less what each server would have spent holding its sessions over each turn
+   * (its idle rate, linear in the sessions held, between the readings before and after): the
+   * handshakes' own CPU (lib/holding-cost.ts). Null when not measured.
+   */
+  marginalHandshakeCpuUs?: number | null;
   /** (RSS after GC − RSS after the warm-up), summed over the servers, per live session. */
   rssPerSessionBytes: number;
   heapPerSessionBytes: number;

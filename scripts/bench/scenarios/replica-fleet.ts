@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import type { Harness, ServerHandle } from '../harness.js';
 import { cpuSnapshot, processesCpuMs } from '../lib/cpu.js';
+import { marginalCpuUsPerSession, type Turn } from '../lib/holding-cost.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
 import type { ClientStatus, CloseSeen, ConnectResult, Group, GroupClosed, ServerStats } from '../protocol.js';
@@ -148,10 +149,12 @@ export async function measureStep(
   const before = await Promise.all(servers.map((s) => s.stats()));
   const idleCpuMsPerS = before.map((s, i) => ((s.cpuMs - idleFrom[i]!.cpuMs) * 1000) / IDLE_SAMPLE_MS);
   const turnCpuMs: number[][] = [];
+  const turnRecords: Turn[] = [];
   const connectMs = await profiled(h, servers, `connect-${perServer}`, async () => {
     let ms = 0;
     let turnFrom = before;
     for (const [t, turn] of turns.entries()) {
+      const turnStart = monoMs();
       const what = `${label}: connect to ${perServer} per server${turns.length > 1 ? ` (turn ${t + 1} of ${turns.length})` : ''}`;
       ms += await connectEach(
         h,
@@ -165,6 +168,12 @@ export async function measureStep(
         servers.map((s) => (t === turns.length - 1 ? s.gcStats(1) : s.stats())),
       );
       turnCpuMs.push(turnTo.map((s, i) => s.cpuMs - turnFrom[i]!.cpuMs));
+      turnRecords.push({
+        ms: monoMs() - turnStart,
+        cpuMs: turnCpuMs[t]!,
+        sessionsFrom: turnFrom.map((s) => s.sessions),
+        sessionsTo: turnTo.map((s) => s.sessions),
+      });
       turnFrom = turnTo;
     }
     return ms;
@@ -178,6 +187,16 @@ export async function measureStep(
   await sleep(h.plan.quick ? 500 : 5000);
   const mem = await Promise.all(servers.map((s) => (h.plan.quick ? s.gcStats() : s.settledStats())));
   const live = mem.reduce((n, s) => n + s.sessions, 0);
+  // What each server spends idle holding all its sessions: with the reading before the step, the
+  // line that takes the holding off each turn (lib/holding-cost.ts).
+  const heldFrom = await Promise.all(servers.map((s) => s.stats()));
+  await sleep(IDLE_SAMPLE_MS);
+  const heldTo = await Promise.all(servers.map((s) => s.stats()));
+  const heldCpuMsPerS = heldTo.map((s, i) => ((s.cpuMs - heldFrom[i]!.cpuMs) * 1000) / IDLE_SAMPLE_MS);
+  const idleLines = servers.map((_, i) => ({
+    before: { sessions: before[i]!.sessions, cpuMsPerS: idleCpuMsPerS[i]! },
+    after: { sessions: heldTo[i]!.sessions, cpuMsPerS: heldCpuMsPerS[i]! },
+  }));
   const step: ReplicaStep = {
     perServer,
     sessions: mem.map((s) => s.sessions),
@@ -185,6 +204,9 @@ export async function measureStep(
     handshakeCpuUs: (cpuMs * 1000) / newSessions,
     turnCpuMs,
     idleCpuMsPerS,
+    heldCpuMsPerS,
+    turnMs: turnRecords.map((t) => t.ms),
+    marginalHandshakeCpuUs: marginalCpuUsPerSession(turnRecords, idleLines),
     rssPerSessionBytes: mem.reduce((n, s, i) => n + s.rssBytes - base[i]!.rssBytes, 0) / live,
     heapPerSessionBytes: mem.reduce((n, s, i) => n + s.heapUsedBytes - base[i]!.heapUsedBytes, 0) / live,
     maxOpenFds: Math.max(...mem.map((s) => s.openFds)),
@@ -194,7 +216,9 @@ export async function measureStep(
     `${label}: ${step.sessions.join(' + ')} live, ${(step.rssPerSessionBytes / 1024).toFixed(1)} KB RSS and ` +
       `${(step.heapPerSessionBytes / 1024).toFixed(1)} KB heap per session, ${step.handshakeCpuUs.toFixed(0)} µs CPU per connect, ` +
       `${step.maxOpenFds} fds at most; CPU ms by turn and server ${JSON.stringify(turnCpuMs.map((t) => t.map(Math.round)))}, ` +
-      `idle before ${idleCpuMsPerS.map((ms) => ms.toFixed(0)).join(' + ')} ms/s`,
+      `idle before ${idleCpuMsPerS.map((ms) => ms.toFixed(0)).join(' + ')} ms/s, after (all sessions held) ` +
+      `${heldCpuMsPerS.map((ms) => ms.toFixed(0)).join(' + ')} ms/s; without that holding ` +
+      `${step.marginalHandshakeCpuUs?.toFixed(0) ?? '-'} µs per connect`,
   );
   step.revoke = await profiled(h, servers, `revoke-${perServer}`, () =>
     revokeRound(h, servers, clients, revokeVia, label),
