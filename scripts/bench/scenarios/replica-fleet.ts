@@ -13,8 +13,10 @@ import type { MassResult, ReplicaStep, RevokeResult } from '../results.js';
 
 export type Targets = Partial<Record<Group, number>>;
 
-/** How long the servers' CPU is sampled, idle, before a step. */
-/** Long enough that a periodic job (a 5 s heartbeat, a 30 s check) does not make the reading. */
+/**
+ * How long the servers' CPU is sampled, idle, before a step and after it: long enough that one
+ * periodic job (a 5 s heartbeat, a 30 s check) does not make the reading.
+ */
 const IDLE_SAMPLE_MS = 5000;
 
 /** Brings each client process to its own `targets[i]` live sessions and waits until all are ready. */
