@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { runner } from 'node-pg-migrate';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -22,7 +21,7 @@ import { MemoryStore } from '../server/store/memory-store.js';
 import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { DAY_MS } from '../shared/durations.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { freshDatabase, startPostgres, testPool, withClient } from './helpers/postgres.js';
+import { freshDatabase, migrateFirst, startPostgres, testPool, withClient } from './helpers/postgres.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -440,14 +439,7 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
   it('a database made by the previous version gains the session tables and keeps its records', async () => {
     await using db = await freshDatabase();
     await withClient(db.url, async (client) => {
-      await runner({
-        dbClient: client,
-        dir: MIGRATIONS_DIR,
-        migrationsTable: 'schema_migrations',
-        direction: 'up',
-        count: 1,
-        log: () => {},
-      });
+      await migrateFirst(client, 1);
       await client.query(
         `INSERT INTO store_records (section, id, body, version) VALUES ('groups', 'grp_1', '{"name":"g"}', 1)`,
       );

@@ -1,12 +1,11 @@
 import { readdirSync } from 'node:fs';
-import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { systemClock } from '../server/clock.js';
 import { PostgresClusterSessions } from '../server/sessions/postgres-cluster-sessions.js';
 import { appliedMigrations, MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { PgStore } from '../server/store/postgres/pg-store.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, migrateFirst, withClient } from './helpers/postgres.js';
 
 /** The migrations' names in the order they apply. */
 function migrationNames(): string[] {
@@ -62,14 +61,7 @@ describe('PostgreSQL schema migrations', () => {
     const pruning = names.indexOf('1764892800000_store-feed-pruning');
     expect(pruning).toBeGreaterThan(0);
     await withClient(db.url, async (client) => {
-      await runner({
-        dbClient: client,
-        dir: MIGRATIONS_DIR,
-        migrationsTable: 'schema_migrations',
-        direction: 'up',
-        count: pruning,
-        log: () => {},
-      });
+      await migrateFirst(client, pruning);
       await client.query(
         `INSERT INTO store_records (section, id, body, version) VALUES ('groups', 'grp_1', '{"name":"g"}', 1);
          INSERT INTO store_changes (seq, origin, sections, ops) VALUES (1, 'old', '{groups}', '[]');
@@ -100,14 +92,7 @@ describe('PostgreSQL schema migrations', () => {
     expect(added).toBeGreaterThan(0);
     const now = Date.now();
     await withClient(db.url, async (client) => {
-      await runner({
-        dbClient: client,
-        dir: MIGRATIONS_DIR,
-        migrationsTable: 'schema_migrations',
-        direction: 'up',
-        count: added,
-        log: () => {},
-      });
+      await migrateFirst(client, added);
       // What a replica of that version wrote: its row (no process columns) and a session it holds.
       await client.query(
         `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ('old-replica', 'http://old:7420', $1, $1);

@@ -1,5 +1,7 @@
+import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { createDatabase, type Database } from '../../scripts/lib/postgres.js';
+import { MIGRATIONS_DIR } from '../../server/store/postgres/migrate.js';
 
 /** The cluster start-up lives in scripts/lib/postgres.ts: the benchmark starts one too. */
 export { type PostgresCluster, startPostgres, withClient } from '../../scripts/lib/postgres.js';
@@ -29,4 +31,16 @@ export function testPool(url: string, max = 4): pg.Pool {
   const pool = new pg.Pool({ connectionString: url, max });
   pool.on('error', () => {});
   return pool;
+}
+
+/** Applies the first `count` migrations only: the schema an older version of the server left. */
+export async function migrateFirst(client: pg.ClientBase, count: number): Promise<void> {
+  await runner({
+    dbClient: client,
+    dir: MIGRATIONS_DIR,
+    migrationsTable: 'schema_migrations',
+    direction: 'up',
+    count,
+    log: () => {},
+  });
 }
