@@ -81,12 +81,24 @@ export async function openDatabaseState(
       onError: (error) => logger.warn({ err: error }, 'signing keys: check or listener failed'),
     });
     const identity = await IdentityAuthority.open(keys, { issuer: ISSUER, clock });
+    /** The change feed's part of readiness; the heartbeat's is the cluster's own. */
+    const feedProblems = (): string[] => {
+      const now = Date.now();
+      if (!store.feed.listening) return ['the change feed has lost its database connection'];
+      if (now - store.feed.lastReadAt > FEED_STALE_MS)
+        return [
+          `the change feed last read the database ${Math.round((now - store.feed.lastReadAt) / 1000)} s ago`,
+        ];
+      return [];
+    };
     const cluster = await PostgresClusterSessions.start({
       pool,
       connectionString: url,
       clock,
       url: config.publicUrl,
       process: thisProcess(),
+      // Written with each heartbeat: any replica can then say which of them is not ready, and why.
+      problems: feedProblems,
       onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
     });
     const retention =
@@ -126,13 +138,7 @@ export async function openDatabaseState(
         };
       },
       problems() {
-        const found: string[] = [];
-        const now = Date.now();
-        if (!store.feed.listening) found.push('the change feed has lost its database connection');
-        else if (now - store.feed.lastReadAt > FEED_STALE_MS)
-          found.push(
-            `the change feed last read the database ${Math.round((now - store.feed.lastReadAt) / 1000)} s ago`,
-          );
+        const found = feedProblems();
         if (clock.now() - cluster.lastHeartbeatAt > cluster.deadAfterMs / 2)
           found.push('this replica cannot tell the database it is alive (heartbeat failing)');
         return found;

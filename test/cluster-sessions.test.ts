@@ -297,6 +297,20 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect((await c.list()).map((r) => r.id)).toEqual([b.replicaId, c.replicaId].sort());
   });
 
+  it('each heartbeat writes why the replica is not ready; every replica lists it, and clears it once ready', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    let problems = ['the change feed last read the database 4 s ago'];
+    const a = await clusterOn(url, clock, { problems: () => problems });
+    const b = await clusterOn(url, clock);
+    const problemsOf = async (id: string) => (await b.list()).find((r) => r.id === id)?.problems;
+    expect(await problemsOf(a.replicaId)).toEqual(problems);
+    expect(await problemsOf(b.replicaId)).toEqual([]);
+    problems = [];
+    await a.heartbeat();
+    expect(await problemsOf(a.replicaId)).toEqual([]);
+  });
+
   it('a replica taken for dead (heartbeat lapsed) ends its sessions without a final code when it is back', async () => {
     const url = await database();
     const clock = new ManualClock();

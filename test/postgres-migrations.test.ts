@@ -114,9 +114,9 @@ describe('PostgreSQL schema migrations', () => {
     try {
       await cluster.listening('http://new:7420');
       const listed = await cluster.list();
-      expect(listed.map((r) => [r.id, r.url, r.process, r.sessions])).toEqual([
-        ['old-replica', 'http://old:7420', null, 1],
-        [cluster.selfId, 'http://new:7420', { host: 'new-host', pid: 4242, version: '9.9.9' }, 0],
+      expect(listed.map((r) => [r.id, r.url, r.process, r.sessions, r.problems])).toEqual([
+        ['old-replica', 'http://old:7420', null, 1, null],
+        [cluster.selfId, 'http://new:7420', { host: 'new-host', pid: 4242, version: '9.9.9' }, 0, []],
       ]);
       expect(listed[0]!.startedAt).toBe(now);
     } finally {

@@ -52,6 +52,12 @@ describe('replicas.list and `connector-server replicas`', () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
 
+    // Each replica writes its readiness with its heartbeat: ready by the first one after start-up.
+    await expect
+      .poll(async () => (await viaC.replicas.list.query({})).replicas.map((r) => r.ready), {
+        timeout: 12_000,
+      })
+      .toEqual([true, true, true]);
     const view = await viaC.replicas.list.query({});
     expect(view).toMatchObject({ backend: 'postgres', deadAfterMs: 15_000, sessions: 3 });
     // A started alone, first; B and C together after it.
@@ -64,6 +70,8 @@ describe('replicas.list and `connector-server replicas`', () => {
         pid: replica.pid,
         version: pkg.version,
         state: 'live',
+        ready: true,
+        problems: [],
         self: replica === c,
         sessions: replica === a ? 2 : replica === b ? 1 : 0,
       });
@@ -120,9 +128,22 @@ describe('replicas.list and `connector-server replicas`', () => {
       pid: null,
       version: null,
       state: 'live',
+      ready: null,
     });
+    // And one whose heartbeat said it is not ready (as a replica whose feed fell behind writes it).
+    await withClient(db.url, (client) =>
+      client.query(
+        `INSERT INTO replicas (id, url, started_at, heartbeat_at, version, problems)
+         VALUES ('behind-01', NULL, $1, $1, $2, ARRAY['the change feed last read the database 9 s ago'])`,
+        [Date.now() + 1, pkg.version],
+      ),
+    );
     const mixedTable = await serverCli(['replicas', '--server', c.url, '--admin-key-file', keyFile]);
     expect(mixedTable.stdout).toContain(`The replicas run different versions (${pkg.version}, unknown)`);
+    expect(mixedTable.stdout).toContain(
+      'behind-0 is not ready: the change feed last read the database 9 s ago.',
+    );
+    expect(mixedTable.stdout).toContain('5 live replicas;');
   });
 
   it('one server on the embedded store lists itself alone, with its live sessions and no heartbeat', async () => {

@@ -19,7 +19,7 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
       const view = await client.replicas.list.query({});
       print(options, view, () => {
         printTable(
-          ['ID', 'URL', 'HOST', 'PID', 'VERSION', 'STARTED', 'HEARTBEAT', 'STATE', 'SESSIONS'],
+          ['ID', 'URL', 'HOST', 'PID', 'VERSION', 'STARTED', 'HEARTBEAT', 'STATE', 'READY', 'SESSIONS'],
           view.replicas.map((r) => [
             `${r.self ? '* ' : ''}${shortId(r.id)}`,
             r.url,
@@ -29,6 +29,7 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
             relative(r.startedAt),
             heartbeatWords(r.heartbeatAgeMs),
             r.state,
+            r.ready === null ? '-' : r.ready ? 'yes' : 'no',
             r.sessions,
           ]),
         );
@@ -45,6 +46,8 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
             `${view.sessions} agent session${view.sessions === 1 ? '' : 's'}. * the replica that answered. ` +
             `A heartbeat comes every 5 s; one older than ${(view.deadAfterMs ?? 0) / 1000} s counts as dead.`,
         );
+        for (const r of view.replicas)
+          if (r.problems.length > 0) console.log(`${shortId(r.id)} is not ready: ${r.problems.join('; ')}.`);
         const versions = new Set(view.replicas.map((r) => r.version ?? 'unknown'));
         if (versions.size > 1)
           console.log(

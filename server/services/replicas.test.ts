@@ -31,6 +31,7 @@ const record = (id: string, heartbeatAt: number, sessions: number): ReplicaRecor
   startedAt: 0,
   heartbeatAt,
   sessions,
+  problems: [],
 });
 
 describe('ReplicaService.list', () => {
@@ -45,11 +46,11 @@ describe('ReplicaService.list', () => {
     ]);
     const view = await new ReplicaService({ directory, clock }).list();
     expect(view.sessions).toBe(10);
-    expect(view.replicas.map((r) => [r.id, r.state, r.heartbeatAgeMs, r.self])).toEqual([
-      ['a', 'live', 15_000, false],
-      ['b', 'live', 2_000, true],
-      ['c', 'dead', 15_001, false],
-      ['d', 'live', 0, false],
+    expect(view.replicas.map((r) => [r.id, r.state, r.ready, r.heartbeatAgeMs, r.self])).toEqual([
+      ['a', 'live', true, 15_000, false],
+      ['b', 'live', true, 2_000, true],
+      ['c', 'dead', false, 15_001, false],
+      ['d', 'live', true, 0, false],
     ]);
     expect(view.replicas[1]).toMatchObject({
       host: 'b',
@@ -60,16 +61,30 @@ describe('ReplicaService.list', () => {
     });
   });
 
-  it('a replica that recorded no process (an older version) is listed with nulls', async () => {
+  it('a replica that recorded no process (an older version) is listed with nulls; one with problems is not ready', async () => {
     const clock = new ManualClock(50_000);
-    const old = { ...record('old', 49_000, 0), process: null, url: null };
-    const view = await new ReplicaService({ directory: new ListedReplicas('x', [old]), clock }).list();
+    const old = { ...record('old', 49_000, 0), process: null, url: null, problems: null };
+    const behind = {
+      ...record('behind', 49_000, 5),
+      problems: ['the change feed last read the database 4 s ago'],
+    };
+    const view = await new ReplicaService({
+      directory: new ListedReplicas('x', [old, behind]),
+      clock,
+    }).list();
     expect(view.replicas[0]).toMatchObject({
       host: null,
       pid: null,
       version: null,
       url: null,
       state: 'live',
+      ready: null,
+      problems: [],
+    });
+    expect(view.replicas[1]).toMatchObject({
+      state: 'live',
+      ready: false,
+      problems: ['the change feed last read the database 4 s ago'],
     });
   });
 

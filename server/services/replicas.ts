@@ -24,6 +24,11 @@ export interface ReplicaRecord {
   heartbeatAt: number | null;
   /** Agent sessions it holds (a replica records a session within ~50 ms of admitting it). */
   sessions: number;
+  /**
+   * Why it is not taking new sessions, as of its last heartbeat (its /healthz problems but the
+   * heartbeat's own); empty when ready; null when its version does not record them.
+   */
+  problems: string[] | null;
 }
 
 /**
@@ -79,6 +84,7 @@ export class SingleServerDirectory implements ReplicaDirectory {
         startedAt: this.startedAt,
         heartbeatAt: null,
         sessions: this.o.sessions(),
+        problems: [],
       },
     ];
   }
@@ -98,6 +104,9 @@ export interface ReplicaView {
   heartbeatAgeMs: number | null;
   /** `dead`: its heartbeat is past the bound; the next live replica's heartbeat removes it. */
   state: 'live' | 'dead';
+  /** Taking new sessions, as of its last heartbeat; null when its version does not say. */
+  ready: boolean | null;
+  problems: string[];
   sessions: number;
 }
 
@@ -135,6 +144,8 @@ export class ReplicaService {
         heartbeatAt: r.heartbeatAt === null ? null : new Date(r.heartbeatAt).toISOString(),
         heartbeatAgeMs: age,
         state: dead ? 'dead' : 'live',
+        ready: dead ? false : r.problems === null ? null : r.problems.length === 0,
+        problems: r.problems ?? [],
         sessions: r.sessions,
       };
     });

@@ -26,6 +26,8 @@ export interface PostgresClusterSessionsOptions {
   url?: string | null;
   /** Which process this is, as the replicas table shows it. */
   process?: ReplicaProcess;
+  /** Why this replica is not ready, besides its heartbeat (written with each heartbeat). @default none */
+  problems?: () => string[];
   /** @default a random UUID */
   replicaId?: string;
   /** How often this replica says it is alive, looks at the others' and reaps the dead. @default 5000 */
@@ -183,6 +185,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       host: string | null;
       pid: number | null;
       version: string | null;
+      problems: string[] | null;
       started_at: string;
       heartbeat_at: string;
       sessions: number;
@@ -197,6 +200,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       startedAt: Number(row.started_at),
       heartbeatAt: Number(row.heartbeat_at),
       sessions: row.sessions,
+      problems: row.problems,
     }));
   }
 
@@ -219,10 +223,10 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     const now = this.o.clock.now();
     try {
       this.statements.heartbeat++;
-      const beat = await this.o.pool.query(`UPDATE replicas SET heartbeat_at = $2 WHERE id = $1`, [
-        this.replicaId,
-        now,
-      ]);
+      const beat = await this.o.pool.query(
+        `UPDATE replicas SET heartbeat_at = $2, problems = $3 WHERE id = $1`,
+        [this.replicaId, now, this.o.problems?.() ?? []],
+      );
       if (beat.rowCount === 0) await this.lostTrack();
       else this.lastHeartbeatAt = now;
       const replicas = await this.o.pool.query<{ id: string; heartbeat_at: string }>(
@@ -342,10 +346,19 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.startedAt ??= now;
     const p = this.o.process;
     await this.o.pool.query(
-      `INSERT INTO replicas (id, url, started_at, heartbeat_at, host, pid, version)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)
+      `INSERT INTO replicas (id, url, started_at, heartbeat_at, host, pid, version, problems)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
        ON CONFLICT (id) DO UPDATE SET url = excluded.url, heartbeat_at = excluded.heartbeat_at`,
-      [this.replicaId, this.url, this.startedAt, now, p?.host ?? null, p?.pid ?? null, p?.version ?? null],
+      [
+        this.replicaId,
+        this.url,
+        this.startedAt,
+        now,
+        p?.host ?? null,
+        p?.pid ?? null,
+        p?.version ?? null,
+        this.o.problems?.() ?? [],
+      ],
     );
   }
 

@@ -96,7 +96,7 @@ export const SESSIONS_SUMMARY_SQL = `
 
 /** Every replica with its process and how many sessions it holds, oldest first (`replicas.list`). */
 export const REPLICAS_SQL = `
-  SELECT r.id, r.url, r.host, r.pid, r.version,
+  SELECT r.id, r.url, r.host, r.pid, r.version, r.problems,
          r.started_at::text AS started_at, r.heartbeat_at::text AS heartbeat_at,
          (SELECT count(*) FROM agent_sessions s WHERE s.replica_id = r.id)::int AS sessions
     FROM replicas r

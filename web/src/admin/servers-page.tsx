@@ -72,6 +72,7 @@ export function ServersPage() {
                 <th scope="col">Started</th>
                 <th scope="col">Heartbeat</th>
                 <th scope="col">State</th>
+                <th scope="col">Ready</th>
                 <th scope="col">Sessions</th>
               </tr>
             </thead>
@@ -88,6 +89,9 @@ export function ServersPage() {
                   <td>{heartbeatText(r.heartbeatAgeMs)}</td>
                   <td>
                     <span className={`badge ${r.state === 'dead' ? 'revoked' : 'enabled'}`}>{r.state}</span>
+                  </td>
+                  <td title={r.problems.join('; ') || undefined}>
+                    {r.ready === null ? '—' : r.ready ? 'yes' : ['no', ...r.problems].join(': ')}
                   </td>
                   <td>{r.sessions}</td>
                 </tr>
