@@ -14,7 +14,7 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
   admin.command(
     program,
     'replicas',
-    'list the server processes of the deployment: where each runs, its version, heartbeat and sessions',
+    'list the server processes of the deployment: where each runs, its version, heartbeat, readiness and sessions',
     async (client, options) => {
       const view = await client.replicas.list.query({});
       print(options, view, () => {
