@@ -12,4 +12,3 @@ export interface GroupRow extends Group {
 }
 export type Connector = Outputs['connectors']['list']['items'][number];
 export type AuditEvent = Outputs['audit']['list'][number];
-export type ReplicasView = Outputs['replicas']['list'];

@@ -1,10 +1,11 @@
-import { type FormEvent, useCallback, useEffect, useState } from 'react';
+import { type FormEvent, useCallback, useState } from 'react';
 import { errorText } from '../api.js';
 import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import type { ApiKeyRow } from '../types.js';
 import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
+import { useLoaded } from '../use-loaded.js';
 
 /**
  * Admin › API Keys: the admin keys (create, shown once; delete) and, read-only, each group's
@@ -12,22 +13,14 @@ import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
  */
 export function ApiKeysPage() {
   const { api, readOnlyReason } = useConsole();
-  const [keys, setKeys] = useState<ApiKeyRow[] | null>(null);
-  const [loadError, setLoadError] = useState<string | null>(null);
   const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
   const [deleting, setDeleting] = useState<ApiKeyRow | null>(null);
 
-  const refresh = useCallback(async () => {
-    try {
-      setKeys(await api.apiKeys.list.query({}));
-      setLoadError(null);
-    } catch (error) {
-      setLoadError(errorText(error));
-    }
-  }, [api]);
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
+  const {
+    data: keys,
+    error: loadError,
+    refresh,
+  } = useLoaded(useCallback(() => api.apiKeys.list.query({}), [api]));
 
   return (
     <>

@@ -1,8 +1,7 @@
-import { useCallback, useEffect, useState } from 'react';
-import { errorText } from '../api.js';
+import { useCallback, useEffect } from 'react';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
-import type { ReplicasView } from '../types.js';
+import { useLoaded } from '../use-loaded.js';
 
 /** Heartbeats come every 5 s: read again as often, so a replica that stops shows it within one. */
 const REFRESH_MS = 5000;
@@ -15,19 +14,12 @@ const heartbeatText = (ageMs: number | null) => (ageMs === null ? '—' : `${(ag
  */
 export function ServersPage() {
   const { api } = useConsole();
-  const [view, setView] = useState<ReplicasView | null>(null);
-  const [loadError, setLoadError] = useState<string | null>(null);
-
-  const refresh = useCallback(async () => {
-    try {
-      setView(await api.replicas.list.query({}));
-      setLoadError(null);
-    } catch (error) {
-      setLoadError(errorText(error));
-    }
-  }, [api]);
+  const {
+    data: view,
+    error: loadError,
+    refresh,
+  } = useLoaded(useCallback(() => api.replicas.list.query({}), [api]));
   useEffect(() => {
-    void refresh();
     const timer = setInterval(() => void refresh(), REFRESH_MS);
     return () => clearInterval(timer);
   }, [refresh]);

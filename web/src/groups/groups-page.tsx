@@ -1,9 +1,9 @@
-import { useCallback, useEffect, useState } from 'react';
-import { errorText } from '../api.js';
+import { useCallback, useState } from 'react';
 import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
+import { useLoaded } from '../use-loaded.js';
 import { CreateGroup } from './create-group.js';
 import { type GroupDialogState, GroupDialogs } from './group-dialogs.js';
 import { GroupsTable } from './groups-table.js';
@@ -16,24 +16,19 @@ import { CountTiles, NextSteps } from './overview.js';
  */
 export function GroupsPage() {
   const { api, adminKey } = useConsole();
-  const [groups, setGroups] = useState<GroupRow[] | null>(null);
-  const [loadError, setLoadError] = useState<string | null>(null);
   const [dialog, setDialog] = useState<GroupDialogState | null>(null);
 
-  const refresh = useCallback(async () => {
-    try {
+  const {
+    data: groups,
+    error: loadError,
+    refresh,
+  } = useLoaded(
+    useCallback(async (): Promise<GroupRow[]> => {
       const [list, keys] = await Promise.all([api.groups.list.query({}), api.apiKeys.list.query({})]);
       const keyOf = new Map(keys.filter((k) => k.kind === 'provisioning').map((k) => [k.groupId, k]));
-      setGroups(list.map((g) => ({ ...g, key: keyOf.get(g.id) ?? null })));
-      setLoadError(null);
-    } catch (error) {
-      setLoadError(errorText(error));
-    }
-  }, [api]);
-
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
+      return list.map((g) => ({ ...g, key: keyOf.get(g.id) ?? null }));
+    }, [api]),
+  );
   const live = useLiveRefresh(adminKey, refresh);
 
   return (
