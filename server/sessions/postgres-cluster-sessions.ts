@@ -11,6 +11,8 @@ import {
   REPLICAS_SQL,
   RESYNC_PAGE_SQL,
   type ReapedSession,
+  type ReplicaRow,
+  replicaRecordOf,
   SESSIONS_CHANNEL,
   SESSIONS_SUMMARY_SQL,
   senderOf,
@@ -179,29 +181,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
 
   /** Every replica in the table, live or not yet reaped, with its sessions. */
   async list(): Promise<ReplicaRecord[]> {
-    const { rows } = await this.o.pool.query<{
-      id: string;
-      url: string | null;
-      host: string | null;
-      pid: number | null;
-      version: string | null;
-      problems: string[] | null;
-      started_at: string;
-      heartbeat_at: string;
-      sessions: number;
-    }>(REPLICAS_SQL);
-    return rows.map((row) => ({
-      id: row.id,
-      url: row.url,
-      process:
-        row.host === null || row.pid === null || row.version === null
-          ? null
-          : { host: row.host, pid: row.pid, version: row.version },
-      startedAt: Number(row.started_at),
-      heartbeatAt: Number(row.heartbeat_at),
-      sessions: row.sessions,
-      problems: row.problems,
-    }));
+    const { rows } = await this.o.pool.query<ReplicaRow>(REPLICAS_SQL);
+    return rows.map(replicaRecordOf);
   }
 
   /** How many sessions of other live replicas this replica pictures (a full count: for tests and gauges). */
@@ -407,7 +388,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private onNotification(payload: string): void {
     if (senderOf(payload) === this.replicaId) return;
     const notice = decodeNotification(payload);
-    if (!notice || notice.replicaId === this.replicaId) return;
+    if (!notice) return;
     this.picture.heard(notice.replicaId, this.o.clock.now());
     if (notice.kind === 'deletionConfirmed') {
       for (const confirmation of notice.confirmations) this.confirmationHandler(confirmation);

@@ -1,3 +1,4 @@
+import type { ReplicaRecord } from '../services/replicas.js';
 import type { DeletionConfirmation } from './cluster-sessions.js';
 
 /** The channel claims and releases are announced on (see `decodeNotification` for the payload). */
@@ -101,6 +102,35 @@ export const REPLICAS_SQL = `
          (SELECT count(*) FROM agent_sessions s WHERE s.replica_id = r.id)::int AS sessions
     FROM replicas r
    ORDER BY r.started_at, r.id`;
+
+/** A row of REPLICAS_SQL. */
+export interface ReplicaRow {
+  id: string;
+  url: string | null;
+  host: string | null;
+  pid: number | null;
+  version: string | null;
+  problems: string[] | null;
+  started_at: string;
+  heartbeat_at: string;
+  sessions: number;
+}
+
+/** A replica as `replicas.list` gives it; a replica of an older version recorded no process. */
+export function replicaRecordOf(row: ReplicaRow): ReplicaRecord {
+  return {
+    id: row.id,
+    url: row.url,
+    process:
+      row.host === null || row.pid === null || row.version === null
+        ? null
+        : { host: row.host, pid: row.pid, version: row.version },
+    startedAt: Number(row.started_at),
+    heartbeatAt: Number(row.heartbeat_at),
+    sessions: row.sessions,
+    problems: row.problems,
+  };
+}
 
 /** A session of a dead replica that this replica removed; its agent was last known connected then. */
 export interface ReapedSession {
