@@ -144,6 +144,26 @@ describe('replicas.list and `connector-server replicas`', () => {
       'behind-0 is not ready: the change feed last read the database 9 s ago.',
     );
     expect(mixedTable.stdout).toContain('5 live replicas;');
+
+    // --expect, a monitoring script's check: of the five live ones, behind-01 cannot serve; the older
+    // one does not say, and counts.
+    const cli = (...extra: string[]) =>
+      serverCli(['replicas', '--server', c.url, '--admin-key-file', keyFile, ...extra]);
+    expect((await cli('--expect', '4')).code).toBe(0);
+    const short = await cli('--expect', '5');
+    expect(short.code).toBe(3);
+    expect(short.stdout).toContain('5 live replicas;');
+    expect(short.stderr).toContain(
+      'error: 4 of the 5 expected replicas are live and ready: behind-0 not ready (the change feed last read the database 9 s ago)',
+    );
+    const shortJson = await cli('--expect', '5', '--json');
+    expect(shortJson.code).toBe(3);
+    expect(JSON.parse(shortJson.stdout).replicas).toHaveLength(5);
+    expect(JSON.parse(shortJson.stderr).error).toMatchObject({
+      message: expect.stringContaining('4 of the 5 expected replicas'),
+      exitCode: 3,
+    });
+    expect((await cli('--expect', '0')).code).toBe(2);
   });
 
   it('one server on the embedded store lists itself alone, with its live sessions and no heartbeat', async () => {
@@ -177,6 +197,11 @@ describe('replicas.list and `connector-server replicas`', () => {
     ]);
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain('One server on the embedded store');
+    const expectOne = ['replicas', '--server', srv.url, '--admin-key-file', srv.server.adminKeyFile];
+    expect((await serverCli([...expectOne, '--expect', '1'])).code).toBe(0);
+    const expectTwo = await serverCli([...expectOne, '--expect', '2']);
+    expect(expectTwo.code).toBe(3);
+    expect(expectTwo.stderr).toContain('error: 1 of the 2 expected replicas are live and ready\n');
     expect(cli.stdout).toContain(srv.url);
     expect(await (await fetch(`${srv.url}/metrics`)).text()).toMatch(/^connector_replicas_live 1$/m);
   });

@@ -1,9 +1,40 @@
 import type { Command } from 'commander';
-import { type AdminEnv, adminCli, print } from './admin-common.js';
+import { type AdminEnv, adminCli, CliError, print } from './admin-common.js';
+import { flag, wholeNumber } from './flags.js';
 import { printTable, relative } from './format.js';
+
+/** `replicas --expect N` found fewer replicas able to serve: for monitoring scripts, apart from 1 (failure) and 2 (usage). */
+export const EXPECT_UNMET_EXIT = 3;
+
+interface ListedReplica {
+  id: string;
+  state: 'live' | 'dead';
+  ready: boolean | null;
+  problems: string[];
+}
 
 /** Enough of a replica id to tell replicas apart in a table (`--json` has it whole). */
 const shortId = (id: string) => id.slice(0, 8);
+
+/**
+ * Why fewer than `expected` replicas can serve, or null when enough can. A replica serves when it is
+ * live and not known to be unready: one of a version that does not report readiness counts.
+ */
+export function unmetExpectation(replicas: readonly ListedReplica[], expected: number): string | null {
+  const serving = replicas.filter((r) => r.state === 'live' && r.ready !== false);
+  if (serving.length >= expected) return null;
+  const why = replicas
+    .filter((r) => !serving.includes(r))
+    .map((r) =>
+      r.state === 'dead'
+        ? `${shortId(r.id)} dead`
+        : `${shortId(r.id)} not ready${r.problems.length > 0 ? ` (${r.problems.join('; ')})` : ''}`,
+    );
+  return (
+    `${serving.length} of the ${expected} expected replicas are live and ready` +
+    `${why.length > 0 ? `: ${why.join(', ')}` : ''}\n  fix: start the missing ones, or read the not-ready ones' /healthz and log (README: "When something fails")`
+  );
+}
 
 const heartbeatWords = (ageMs: number | null) =>
   ageMs === null ? '-' : `${(ageMs / 1000).toFixed(1)} s ago`;
@@ -15,6 +46,13 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
     program,
     'replicas',
     'list the server processes of the deployment: where each runs, its version, heartbeat, readiness and sessions',
+    {
+      expect: flag(
+        '--expect <n>',
+        `exit ${EXPECT_UNMET_EXIT} when fewer than n replicas are live and ready (for monitoring and scripts)`,
+        wholeNumber(1, 10_000).optional(),
+      ),
+    },
     async (client, options) => {
       const view = await client.replicas.list.query({});
       print(options, view, () => {
@@ -54,6 +92,8 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
             `The replicas run different versions (${[...versions].join(', ')}): an upgrade in progress?`,
           );
       });
+      const unmet = options.expect === undefined ? null : unmetExpectation(view.replicas, options.expect);
+      if (unmet) throw new CliError(unmet, EXPECT_UNMET_EXIT);
     },
   );
 }

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { unmetExpectation } from './replica-commands.js';
+
+const replica = (id: string, state: 'live' | 'dead', ready: boolean | null, problems: string[] = []) => ({
+  id,
+  state,
+  ready,
+  problems,
+});
+
+describe('replicas --expect', () => {
+  it('is met by live replicas that are ready or do not say', () => {
+    const listed = [replica('aaaaaaaa-1', 'live', true), replica('bbbbbbbb-2', 'live', null)];
+    expect(unmetExpectation(listed, 2)).toBeNull();
+    expect(unmetExpectation(listed, 1)).toBeNull();
+  });
+
+  it('names each replica that cannot serve: dead, or not ready with its reasons', () => {
+    const listed = [
+      replica('aaaaaaaa-1', 'live', true),
+      replica('bbbbbbbb-2', 'dead', false),
+      replica('cccccccc-3', 'live', false, ['the database is unreachable', 'the listener is down']),
+    ];
+    expect(unmetExpectation(listed, 3)).toBe(
+      '1 of the 3 expected replicas are live and ready: bbbbbbbb dead, cccccccc not ready ' +
+        '(the database is unreachable; the listener is down)\n' +
+        '  fix: start the missing ones, or read the not-ready ones\' /healthz and log (README: "When something fails")',
+    );
+  });
+
+  it('counts replicas missing from the list too', () => {
+    expect(unmetExpectation([replica('aaaaaaaa-1', 'live', true)], 3)).toMatch(
+      /^1 of the 3 expected replicas are live and ready\n/,
+    );
+  });
+});
