@@ -200,4 +200,57 @@ describe('change feed retention', () => {
     await until(() => groups(b.store).includes('kept:disabled'));
     expect(b.store.stats.reloads).toBe(1);
   });
+
+  it("a database restored into a cluster behind it in transaction ids: a replica forgets that cluster's feed at start, and the feed goes on", async () => {
+    const url = await database();
+    const clock = new ManualClock(Date.now());
+    const a = await replica(url, clock, { feedReportMs: 10 });
+    for (let i = 0; i < 3; i++) await a.store.transact((tx) => tx.put('groups', groupRecord(`g${i}`)));
+    await a.store.feed.readNow();
+    await a.store.feedUpkeep.run();
+    await a.store.close();
+    // What pg_restore into a younger cluster leaves: feed rows, a reader's position and a horizon
+    // ahead of every transaction id the cluster will hand out for a long time.
+    const ahead = `(pg_current_xact_id()::text::bigint + 1000000)::text::xid8`;
+    await withClient(url, async (c) => {
+      await c.query(`UPDATE store_changes SET xid = ${ahead}`);
+      await c.query(
+        `INSERT INTO store_feed_readers (origin, read_xmin, heartbeat_at) VALUES ('gone', ${ahead}, $1)`,
+        [clock.now()],
+      );
+      await c.query(`UPDATE store_feed_horizon SET pruned_through = ${ahead}`);
+    });
+    const warnings: Array<{ details: object; message: string }> = [];
+    const b = await replica(url, clock, {
+      logger: { warn: (details, message) => warnings.push({ details, message }) },
+    });
+    expect(groups(b.store)).toEqual(['g0:enabled', 'g1:enabled', 'g2:enabled']);
+    expect(warnings).toEqual([
+      {
+        details: { changes: 3, readers: 1, horizonLowered: true },
+        message: expect.stringContaining('restored from another PostgreSQL cluster'),
+      },
+    ]);
+    const left = await withClient(
+      url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT (SELECT count(*) FROM store_changes)::int AS changes,
+                  (SELECT count(*) FROM store_feed_readers WHERE read_xmin > pg_current_xact_id())::int AS readers,
+                  (SELECT pruned_through < pg_current_xact_id() FROM store_feed_horizon) AS horizon_behind`,
+          )
+        ).rows[0],
+    );
+    expect(left).toEqual({ changes: 0, readers: 0, horizon_behind: true });
+    // A second replica finds nothing to forget; changes flow both ways without a reload.
+    const c = await replica(url, clock);
+    await c.store.transact((tx) => tx.patch('groups', 'g1', { status: 'disabled' }));
+    await until(() => groups(b.store).includes('g1:disabled'));
+    await b.store.transact((tx) => tx.put('groups', groupRecord('g3')));
+    await until(() => groups(c.store).includes('g3:enabled'));
+    expect(warnings).toHaveLength(1);
+    expect([b.store.stats.reloads, c.store.stats.reloads]).toEqual([0, 0]);
+    expect(await feedRows(url)).toBe(2);
+  });
 });

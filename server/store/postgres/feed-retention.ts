@@ -107,6 +107,36 @@ export async function pruneChanges(
   }
 }
 
+/** What `forgetRestoredFeed` removed: all zero on a database that was not restored from another cluster. */
+export interface RestoredFeed {
+  changes: number;
+  readers: number;
+  horizonLowered: boolean;
+}
+
+/**
+ * Forgets the feed rows of a database restored (pg_dump, pg_restore) into another cluster whose
+ * transaction ids are behind the ones those rows carry. Nothing else in the database holds such ids,
+ * so the rows are a dead cluster's feed, already in the restored records; left there, every feed read
+ * would fetch them again (a reader keeps a row of a transaction at or past its xmin until the xmin
+ * passes it), each second, until pruned. Their readers' positions and the pruned horizon come from
+ * that cluster too: dropped, and lowered to now. Run at start-up before the state is loaded, so no
+ * reader can miss them. A row of this cluster is never ahead of the transaction that runs this.
+ */
+export async function forgetRestoredFeed(db: pg.ClientBase): Promise<RestoredFeed> {
+  const result = await db.query<{ changes: number; readers: number; lowered: number }>(
+    `WITH now AS (SELECT pg_current_xact_id() AS xid),
+     changes AS (DELETE FROM store_changes c USING now WHERE c.xid > now.xid RETURNING 1),
+     readers AS (DELETE FROM store_feed_readers r USING now WHERE r.read_xmin > now.xid RETURNING 1),
+     lowered AS (UPDATE store_feed_horizon h SET pruned_through = now.xid FROM now
+                  WHERE h.pruned_through > now.xid RETURNING 1)
+     SELECT (SELECT count(*) FROM changes)::int AS changes, (SELECT count(*) FROM readers)::int AS readers,
+            (SELECT count(*) FROM lowered)::int AS lowered`,
+  );
+  const row = result.rows[0];
+  return { changes: row?.changes ?? 0, readers: row?.readers ?? 0, horizonLowered: (row?.lowered ?? 0) > 0 };
+}
+
 /** The pruned horizon now (see the migration of `store_feed_horizon`). */
 export async function prunedHorizon(db: pg.Pool | pg.ClientBase): Promise<string> {
   const result = await db.query<{ xid: string }>(

@@ -19,7 +19,7 @@ import { checkOut } from './checked-out.js';
 import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
-import { DEFAULT_FEED_RETENTION, FeedUpkeep } from './feed-retention.js';
+import { DEFAULT_FEED_RETENTION, FeedUpkeep, forgetRestoredFeed } from './feed-retention.js';
 import { type LoadedState, loadState } from './load-state.js';
 import { migrateToLatest } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
@@ -145,6 +145,12 @@ export class PgStore implements Store {
       const { client, release } = await checkOut(pool);
       try {
         await migrateToLatest(client);
+        const restored = await forgetRestoredFeed(client);
+        if (restored.changes > 0 || restored.readers > 0 || restored.horizonLowered)
+          options.logger?.warn(
+            restored,
+            'this database was restored from another PostgreSQL cluster (its change feed carries later transaction ids): forgot that feed; its records are all loaded',
+          );
       } finally {
         release();
       }
