@@ -142,8 +142,13 @@ export async function startServer(
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
-  if (await services.apiKeys.bootstrap(adminKeyFile))
-    logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
+  const bootstrapped = await services.apiKeys.bootstrap(adminKeyFile);
+  if (bootstrapped?.keptAside)
+    logger.warn(
+      { file: adminKeyFile, keptAside: bootstrapped.keptAside },
+      'admin.key held a key this deployment does not accept (deleted, expired, or of another store or database): kept it aside, not overwritten',
+    );
+  if (bootstrapped) logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
 
   // One answer, for every path, to who a request comes from: the TCP peer or what a trusted proxy says.
   const clientAddressOf = clientAddressResolver(config.trustedProxies);

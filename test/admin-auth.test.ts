@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { DAY_MS } from '../shared/durations.js';
@@ -14,6 +15,23 @@ describe('admin API keys', () => {
     await using again = await startTestServer({ dataDir: srv.dataDir });
     expect(again.adminKey).toBe(srv.adminKey);
     expect((await again.admin.apiKeys.list.query({})).filter((k) => k.kind === 'admin')).toHaveLength(1);
+  });
+
+  it('locked out, a restart writes a new bootstrap key and keeps the old admin.key aside, never overwritten', async () => {
+    await using srv = await startTestServer();
+    const [only] = (await srv.admin.apiKeys.list.query({})).filter((k) => k.kind === 'admin');
+    await srv.admin.apiKeys.delete.mutate({ id: only!.id, force: true });
+    await srv.stop();
+    await using again = await startTestServer({ dataDir: srv.dataDir });
+    expect(again.adminKey).not.toBe(srv.adminKey);
+    expect(await again.admin.apiKeys.list.query({})).toHaveLength(1);
+    const aside = (await readdir(srv.dataDir)).filter((name) => name.startsWith('admin.key.replaced-'));
+    expect(aside).toEqual([
+      expect.stringMatching(/^admin\.key\.replaced-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}Z$/),
+    ]);
+    const kept = join(srv.dataDir, aside[0]!);
+    expect((await readFile(kept, 'utf8')).trim()).toBe(srv.adminKey);
+    expect((await stat(kept)).mode & 0o777).toBe(0o600);
   });
 
   it('refuses a missing, malformed or wrong admin key with 401 ADMIN_KEY_INVALID', async () => {

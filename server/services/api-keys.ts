@@ -1,3 +1,4 @@
+import { rename } from 'node:fs/promises';
 import { DAY_MS } from '../../shared/durations.js';
 import { DomainError } from '../../shared/errors.js';
 import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
@@ -48,23 +49,26 @@ export class ApiKeyService {
    * On a store with no admin key, makes one and writes it to `file` (mode 0600), so that the first
    * admin can get in without the key ever being printed. Returns whether it did.
    */
-  async bootstrap(file: string): Promise<boolean> {
+  async bootstrap(file: string): Promise<{ keptAside: string | null } | null> {
     // While a usable admin key exists, an admin is in: never mint another behind their back. With
     // none left (all deleted with --force, or expired), a restart is the documented way back in:
     // whoever can restart the server and read its data dir owns it anyway.
     const now = this.deps.clock.now();
     const none = (view: StoreView) => usableAdminKeys(view, now).length === 0;
-    if (!this.deps.store.read(none)) return false;
+    if (!this.deps.store.read(none)) return null;
     // Checked again in the write: of replicas starting together on an empty database, one makes it.
     const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
-    if (!created) return false;
+    if (!created) return null;
+    // A key file already there holds a key this store does not accept: one deleted or expired, or
+    // another deployment's (a data dir pointed at a new database). Moved aside, never overwritten.
+    const keptAside = await moveAside(file, now);
     await new DurableTextFile(file).write(`${created.key}\n`);
     await this.deps.audit.record({
       type: 'api_key.bootstrapped',
       actor: { kind: 'system' },
       keyId: created.id,
     });
-    return true;
+    return { keptAside };
   }
 
   /**
@@ -227,5 +231,17 @@ export class ApiKeyService {
       return true;
     });
     return made ? { ...record, key } : null;
+  }
+}
+
+/** Renames `file` to `<file>.replaced-<time>` if it exists; answers the new name, or null. */
+async function moveAside(file: string, at: number): Promise<string | null> {
+  const aside = `${file}.replaced-${new Date(at).toISOString().replaceAll(':', '-')}`;
+  try {
+    await rename(file, aside);
+    return aside;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
   }
 }
