@@ -126,6 +126,12 @@ export function parseDatabaseUrl(text: string): string {
     throw new Error(`use a postgres:// URL (got ${url.protocol}//…)`);
   if (!url.hostname)
     throw new Error('the URL names no host: use postgres://USER:PASSWORD@HOST:5432/DATABASE');
+  // Without one, PostgreSQL picks the user's name (often `postgres`, the maintenance database): the
+  // server would make its tables there, and a data dir's admin.key would be replaced by a new one's.
+  if (url.pathname === '' || url.pathname === '/')
+    throw new Error(
+      'the URL names no database: end it with /DATABASE, a database of its own (createdb connector)',
+    );
   return text;
 }
 

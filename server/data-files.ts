@@ -46,8 +46,16 @@ export class SecretFileError extends DataFileError {}
 export async function loadGivenSecret(file: string): Promise<Buffer> {
   let mode: number;
   try {
-    mode = (await stat(file)).mode;
+    const found = await stat(file);
+    // Before the mode: "chmod 600" is the wrong advice for a directory (/tmp, say).
+    if (!found.isFile())
+      throw new SecretFileError(
+        file,
+        `is ${found.isDirectory() ? 'a directory' : 'not a regular file'}; give the path of the secret file itself (a copy of a replica's secret.key)`,
+      );
+    mode = found.mode;
   } catch (error) {
+    if (error instanceof SecretFileError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT')
       throw new SecretFileError(

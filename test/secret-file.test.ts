@@ -104,6 +104,7 @@ describe('serve --secret-file (the secret every replica shares)', () => {
         /is damaged \(it must hold one base64 32-byte secret/,
       ],
       ['missing', join(where, 'nothing-here'), /does not exist; copy secret.key/],
+      ['a directory', where, /is a directory; give the path of the secret file itself/],
     ];
     for (const [name, file, problem] of cases) {
       const { code, lines } = await refused({ CONNECTOR_DATABASE_URL: db.url, CONNECTOR_SECRET_FILE: file });
