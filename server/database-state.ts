@@ -18,7 +18,9 @@ import { thisProcess } from './services/replicas.js';
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
+import { CONNECT_TIMEOUT_MS, connectionOptions } from './store/postgres/connect.js';
 import { feedRetentionFor } from './store/postgres/feed-retention.js';
+import { ForeignDatabaseError } from './store/postgres/migrate.js';
 import { PgStore } from './store/postgres/pg-store.js';
 import { SealedDocument } from './store/postgres/sealed-document.js';
 
@@ -63,7 +65,7 @@ export async function openDatabaseState(
   }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  const pool = new pg.Pool({ ...connectionOptions(url), max: 4 });
   pool.on('error', (error) => logger.warn({ err: error }, 'PostgreSQL connection lost'));
   const close = async () => {
     await store.close().catch(() => {});
@@ -161,8 +163,17 @@ export async function openDatabaseState(
     };
   } catch (error) {
     await close();
-    throw error;
+    // The statements after the store's (the cluster's start, the sealed keys): a database that
+    // refuses them (a privilege missing on one table, the connection lost) is said as at open.
+    throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;
   }
+}
+
+/** An error PostgreSQL or the connection to it raised (a SQLSTATE, or a socket's errno). */
+function isDatabaseError(error: unknown): boolean {
+  if (error instanceof pg.DatabaseError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code);
 }
 
 /** Where a database URL points, as host:port/database: for messages (never the password). */
@@ -178,15 +189,28 @@ export function databaseLocation(url: string): string {
 /** One line about a database that cannot be used, naming where it is but never the password. */
 export function databaseProblem(url: string, error: unknown): string {
   const where = databaseLocation(url);
-  const code = (error as { code?: string }).code;
-  const message = (error as Error).message ?? String(error);
+  if (error instanceof ForeignDatabaseError) return `PostgreSQL at ${where} cannot be used: ${error.message}`;
+  // node-pg-migrate wraps PostgreSQL's error in one whose message carries the whole stack: the
+  // first line says it, and the SQLSTATE is the cause's.
+  const cause = (error as { cause?: unknown }).cause;
+  const message = ((error as Error).message ?? String(error)).split('\n')[0]!.trim();
+  const code =
+    (error as { code?: string }).code ??
+    (cause as { code?: string } | undefined)?.code ??
+    // node-pg-migrate keeps no cause: its text is PostgreSQL's.
+    (/permission denied|must be owner/.test(message) ? '42501' : undefined);
+  const timedOut = /timeout/i.test(message);
   const fix =
     code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT'
       ? 'is PostgreSQL running there? check --database-url'
-      : code === '28P01' || code === '28000'
-        ? 'check the user and password in --database-url'
-        : code === '3D000'
-          ? 'create the database first (createdb), or fix its name in --database-url'
-          : 'check --database-url and the database server';
+      : timedOut
+        ? `it took the connection but did not answer within ${CONNECT_TIMEOUT_MS / 1000} s: is it PostgreSQL listening there, and is it overloaded? check --database-url`
+        : code === '28P01' || code === '28000'
+          ? 'check the user and password in --database-url'
+          : code === '3D000'
+            ? 'create the database first (createdb), or fix its name in --database-url'
+            : code === '42501'
+              ? "the user in --database-url lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner"
+              : 'check --database-url and the database server';
   return `PostgreSQL at ${where} cannot be used (${code ? `${code}: ` : ''}${message.replaceAll(url, '<url>')}); ${fix}`;
 }

@@ -148,19 +148,19 @@ export const ERROR_REASONS = {
   STORE_UNAVAILABLE: {
     code: 'INTERNAL_SERVER_ERROR',
     message: 'The server could not save the change; nothing was changed.',
-    hint: 'Check the server’s data directory (disk space, permissions) and its logs.',
+    hint: 'Check the server’s storage and its logs: its data directory (disk space, permissions), or with --database-url its PostgreSQL database (reachable, the user’s privileges).',
   },
   REVOKE_NOT_SAVED: {
     code: 'INTERNAL_SERVER_ERROR',
     message:
       'The connector was cut off and its agent told it is revoked, but the revocation could not be saved.',
-    hint: 'Fix the server’s data directory (disk space, permissions), then retry the revoke: until one succeeds, a server restart would let the connector back in.',
+    hint: 'Fix the server’s storage (its data directory: disk space, permissions; or with --database-url its PostgreSQL database), then retry the revoke: until one succeeds, a server restart would let the connector back in.',
   },
   DELETE_NOT_SAVED: {
     code: 'INTERNAL_SERVER_ERROR',
     message:
       'The connector was cut off and its agent told it is deleted, but the deletion could not be saved.',
-    hint: 'Fix the server’s data directory (disk space, permissions), then retry the delete: until one succeeds, a server restart would let the connector back in.',
+    hint: 'Fix the server’s storage (its data directory: disk space, permissions; or with --database-url its PostgreSQL database), then retry the delete: until one succeeds, a server restart would let the connector back in.',
   },
   INTERNAL_ERROR: {
     code: 'INTERNAL_SERVER_ERROR',

@@ -52,6 +52,16 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       await expect(a.admin.groups.create.mutate({ name: 'During' })).rejects.toMatchObject({
         data: { reason: 'STORE_UNAVAILABLE' },
       });
+      // The reads that need the database say so too (the replicas list, the audit log): an operator
+      // runs them exactly now, and they used to answer INTERNAL_ERROR.
+      await expect(a.admin.replicas.list.query({})).rejects.toMatchObject({
+        message: expect.stringMatching(/^The list of replicas could not be read from the database \(/),
+        data: { reason: 'STORE_UNAVAILABLE' },
+      });
+      await expect(b.admin.audit.list.query({ limit: 5 })).rejects.toMatchObject({
+        message: expect.stringMatching(/^The audit log could not be read from the database \(/),
+        data: { reason: 'STORE_UNAVAILABLE' },
+      });
 
       await pg.start();
       for (const replica of [a, b])

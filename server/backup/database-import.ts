@@ -12,6 +12,7 @@ import { lockDataDir } from '../store/data-dir-lock.js';
 import { JsonDocumentFile } from '../store/durable-files.js';
 import { loadStoreFiles } from '../store/journal.js';
 import { insertAuditEvents } from '../store/postgres/audit-table.js';
+import { connectionOptions } from '../store/postgres/connect.js';
 import { migrateToLatest } from '../store/postgres/migrate.js';
 import { sealDocument } from '../store/postgres/sealed-document.js';
 import { SECTIONS, type StoreSection } from '../store/store.js';
@@ -76,7 +77,7 @@ export async function importDataDir(options: ImportOptions): Promise<ImportResul
       );
 
     const where = databaseLocation(databaseUrl);
-    const client = new pg.Client({ connectionString: databaseUrl });
+    const client = new pg.Client(connectionOptions(databaseUrl));
     client.on('error', () => {}); // a dropped connection rejects the query in flight
     try {
       await client.connect();

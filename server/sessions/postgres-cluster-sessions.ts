@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Clock } from '../clock.js';
 import type { ReplicaDirectory, ReplicaProcess, ReplicaRecord } from '../services/replicas.js';
+import { boundedRead, connectionOptions } from '../store/postgres/connect.js';
 import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
 import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
@@ -181,7 +182,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
 
   /** Every replica in the table, live or not yet reaped, with its sessions. */
   async list(): Promise<ReplicaRecord[]> {
-    const { rows } = await this.o.pool.query<ReplicaRow>(REPLICAS_SQL);
+    const { rows } = await boundedRead<ReplicaRow>(this.o.pool, 'The list of replicas', REPLICAS_SQL);
     return rows.map(replicaRecordOf);
   }
 
@@ -344,7 +345,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.o.connectionString });
+    const client = new pg.Client(connectionOptions(this.o.connectionString));
     const lost = (error: Error) => {
       if (this.listener !== client || this.stopped) return;
       this.listener = undefined;

@@ -3,6 +3,7 @@ import { DomainError } from '../../../shared/errors.js';
 import { LAZY_AUDIT_FLUSH_MS } from '../audit-file.js';
 import type { AuditEvent, AuditPageFilter, AuditSink } from '../audit-records.js';
 import { checkOut } from './checked-out.js';
+import { boundedRead } from './connect.js';
 
 /** Rows one INSERT carries at most (a burst larger than this goes out in several, in order). */
 export const AUDIT_INSERT_MAX_ROWS = 5000;
@@ -154,7 +155,7 @@ export class AuditTable implements AuditSink {
     }
     const sql = `SELECT body FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY at DESC, seq DESC LIMIT ${param(page.limit)}`;
-    const result = await this.pool.query<{ body: AuditEvent }>(sql, params);
+    const result = await boundedRead<{ body: AuditEvent }>(this.pool, 'The audit log', sql, params);
     return result.rows.map((row) => row.body);
   }
 

@@ -6,6 +6,7 @@ import {
   missedPrunedRows,
   readChanges,
 } from './changes.js';
+import { connectionOptions } from './connect.js';
 
 export interface ChangeFeedOptions {
   /** Reads run on the pool; the listener has a connection of its own (never LISTEN on a pooled one). */
@@ -141,7 +142,7 @@ export class ChangeFeed {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.connectionString });
+    const client = new pg.Client(connectionOptions(this.options.connectionString));
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('listener connection ended')));
     client.on('notification', () => void this.readNow());

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { SecretBox } from '../../services/secrets.js';
 import { DataFileError } from '../data-file.js';
 import { DocumentConflict, type KeptDocument } from '../durable-files.js';
+import { connectionOptions } from './connect.js';
 
 /** The channel `server_documents`' trigger notifies on; the payload is `<name> <version>`. */
 const DOCUMENTS_CHANNEL = 'server_documents';
@@ -140,7 +141,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.connectionString });
+    const client = new pg.Client(connectionOptions(this.options.connectionString));
     const lost = (error: Error) => {
       if (this.listener !== client) return;
       this.listener = null;
