@@ -1,6 +1,7 @@
+import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgStore } from '../server/store/postgres/pg-store.js';
-import { startPostgres } from './helpers/postgres.js';
+import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
 import { groupRecord } from './helpers/store-contract.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -38,4 +39,82 @@ describe('PgStore durability', () => {
       'before-crash',
     ]);
   });
+
+  it('a database that stops answering: the caller hears within the bound that the change may still be saved, and it is once the database answers', async () => {
+    await using db = await freshDatabase();
+    const relay = await stallableRelay(db.url);
+    const store = await PgStore.open(relay.url, { pollMs: 200, commitWaitMs: 500 });
+    cleanups.push(() => store.close());
+    await store.transact((tx) => tx.put('groups', groupRecord('before-stall')));
+
+    relay.stall();
+    const started = Date.now();
+    await expect(store.transact((tx) => tx.put('groups', groupRecord('during-stall')))).rejects.toMatchObject(
+      {
+        reason: 'STORE_UNAVAILABLE',
+        message: expect.stringContaining('it may still be saved when the database answers'),
+      },
+    );
+    expect(Date.now() - started).toBeLessThan(5_000);
+
+    relay.resume();
+    const saved = async () =>
+      withClient(db.url, async (c) =>
+        Number(
+          (await c.query(`SELECT count(*) AS n FROM store_records WHERE id = 'during-stall'`)).rows[0].n,
+        ),
+      );
+    for (let i = 0; i < 100 && (await saved()) === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await saved()).toBe(1);
+    await store.transact((tx) => tx.put('groups', groupRecord('after-stall')));
+    expect(store.read((v) => v.list('groups').map((g) => g.id)).sort()).toEqual([
+      'after-stall',
+      'before-stall',
+      'during-stall',
+    ]);
+  });
 });
+
+/**
+ * A TCP relay to PostgreSQL that can stall: while stalled it holds every byte in both directions
+ * (a frozen database, a network that stopped carrying), and delivers them in order on resume.
+ */
+async function stallableRelay(url: string) {
+  const target = new URL(url);
+  const sockets = new Set<Socket>();
+  let stalled = false;
+  const held: Array<[Socket, Buffer]> = [];
+  const forward = (from: Socket, to: Socket) =>
+    from.on('data', (chunk: Buffer) => (stalled ? held.push([to, chunk]) : to.write(chunk)));
+  const server = createServer((inbound) => {
+    const outbound = connect(Number(target.port), target.hostname);
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+      s.on('error', () => s.destroy());
+    }
+    forward(inbound, outbound);
+    forward(outbound, inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const relayed = new URL(url);
+  relayed.port = String((server.address() as { port: number }).port);
+  return {
+    url: relayed.toString(),
+    stall() {
+      stalled = true;
+    },
+    resume() {
+      stalled = false;
+      for (const [to, chunk] of held.splice(0)) to.write(chunk);
+    },
+  };
+}

@@ -52,5 +52,7 @@ export function explainUnreachable(error: unknown, server: string): string {
     return `cannot reach the server at ${server}: the host name does not resolve (${detail}): check --server`;
   if (/ECONNRESET|socket hang up|HPE_/.test(detail))
     return `cannot reach the server at ${server}: the connection was cut without an HTTP answer (${detail}); if the server serves HTTPS, use an https:// URL`;
+  if (/HEADERS_TIMEOUT|BODY_TIMEOUT/.test(detail))
+    return `the server at ${server} took the request but did not answer in time (${detail}): it may be stalled or waiting on its storage; see its /healthz and its log before trying again`;
   return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)`;
 }

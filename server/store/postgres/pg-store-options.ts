@@ -2,6 +2,9 @@ import type { Clock } from '../../clock.js';
 import type { FeedRetention } from './feed-retention.js';
 import type { RemoteChangeListener } from './remote-changes.js';
 
+/** How long a caller waits for its commit by default (PgStoreOptions.commitWaitMs). */
+export const COMMIT_WAIT_MS = 10_000;
+
 /** How a PgStore runs: the replica's name, its bounds and periods, its clock, whom it tells. */
 export interface PgStoreOptions {
   /** This replica's name in the change feed. @default host/pid/random: unique per open store */
@@ -17,6 +20,11 @@ export interface PgStoreOptions {
   maxRounds?: number;
   /** @default 8 */
   poolSize?: number;
+  /**
+   * How long a transaction's caller waits for its commit before it is answered STORE_UNAVAILABLE
+   * ("may still be saved"); the commit itself goes on. @default COMMIT_WAIT_MS (10 s)
+   */
+  commitWaitMs?: number;
   /** Heartbeats of the feed position and the change feed's retention compare with this. @default the system clock */
   clock?: Clock;
   /** How long the change feed keeps rows (feed-retention.ts). @default 10 minutes, at most 1 hour */

@@ -19,11 +19,12 @@ import { checkOut } from './checked-out.js';
 import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
+import { connectionOptions } from './connect.js';
 import { DEFAULT_FEED_RETENTION, FeedUpkeep, forgetRestoredFeed } from './feed-retention.js';
 import { type LoadedState, loadState } from './load-state.js';
 import { migrateToLatest } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
-import type { PgStoreOptions } from './pg-store-options.js';
+import { COMMIT_WAIT_MS, type PgStoreOptions } from './pg-store-options.js';
 import { type Pending, QueuedTransactions } from './queued-transactions.js';
 import {
   applyRemoteOps,
@@ -100,12 +101,15 @@ export class PgStore implements Store {
     reloads: 0,
   };
 
+  private readonly commitWaitMs: number;
+
   private constructor(
     private readonly pool: pg.Pool,
     url: string,
     state: LoadedState,
     private readonly options: PgStoreOptions,
   ) {
+    this.commitWaitMs = options.commitWaitMs ?? COMMIT_WAIT_MS;
     this.data = state.data;
     this.view = new RecordView(state.data);
     this.queue = new QueuedTransactions(state.data);
@@ -138,7 +142,7 @@ export class PgStore implements Store {
 
   /** Connects, brings the schema up to date, loads every record and starts following the feed. */
   static async open(url: string, options: PgStoreOptions = {}): Promise<PgStore> {
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 8 });
+    const pool = new pg.Pool({ ...connectionOptions(url), max: options.poolSize ?? 8 });
     // An idle client's error is emitted on the pool: unheard, it would end the process.
     pool.on('error', (error) => options.logger?.warn({ err: error }, 'PostgreSQL connection lost'));
     try {
@@ -192,7 +196,32 @@ export class PgStore implements Store {
     }
     this.stats.transactions++;
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, tx, result, resolve: resolve as (value: unknown) => void, reject });
+      // A database that stops answering (a stalled host, a lost network) would keep the caller
+      // waiting as long as the commit: the caller hears within the bound, honestly. The commit goes
+      // on: the change may still be saved, and this replica already shows it (as it would undo it).
+      const unconfirmed = setTimeout(
+        () =>
+          reject(
+            new DomainError(
+              'STORE_UNAVAILABLE',
+              `The database has not confirmed the change within ${this.commitWaitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
+            ),
+          ),
+        this.commitWaitMs,
+      );
+      const settle =
+        <A>(then: (value: A) => void) =>
+        (value: A) => {
+          clearTimeout(unconfirmed);
+          then(value);
+        };
+      this.queue.push({
+        fn,
+        tx,
+        result,
+        resolve: settle(resolve as (value: unknown) => void),
+        reject: settle(reject),
+      });
       this.flushSoon();
     });
   }
