@@ -1,9 +1,11 @@
 import { CommanderError } from 'commander';
+import { exitQuietlyWhenStdoutCloses } from '../shared/closed-stdout.js';
 import { UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { buildAgentProgram } from './program.js';
 
 const program = buildAgentProgram();
+exitQuietlyWhenStdoutCloses();
 
 // No top-level await: the single executable's bundle is CommonJS.
 async function main(): Promise<void> {

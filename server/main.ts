@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { CommanderError } from 'commander';
+import { exitQuietlyWhenStdoutCloses } from '../shared/closed-stdout.js';
 import { CliError } from './cli/admin-common.js';
 import { buildServerProgram } from './cli/program.js';
 
@@ -7,6 +8,7 @@ import { buildServerProgram } from './cli/program.js';
 const wantsJson = process.argv.includes('--json');
 
 const program = buildServerProgram({ json: wantsJson });
+exitQuietlyWhenStdoutCloses();
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import pkg from '../package.json' with { type: 'json' };
 import { repoRoot } from './helpers/processes.js';
+import { startTestServer } from './helpers/server.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -103,5 +104,37 @@ describe('CLI plumbing: bin entries, --version, suggestions', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('completion: unknown shell "fish" (bash or zsh)');
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+/** Runs `main` with ARGS, its stdout's reader gone before it writes (as `| head -0` leaves it). */
+function withStdoutClosed(main: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, main), ...args], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.destroy();
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr })));
+}
+
+describe('CLI output read by a pipe that closes early (| head)', () => {
+  it('the command that did its work exits 0 with nothing on stderr, not an EPIPE stack trace', async () => {
+    await using srv = await startTestServer();
+    const created = await withStdoutClosed('server/main.ts', [
+      'groups',
+      'create',
+      'Piped',
+      '--server',
+      srv.url,
+      '--admin-key-file',
+      srv.server.adminKeyFile,
+    ]);
+    expect(created).toEqual({ code: 0, stderr: '' });
+    expect((await srv.admin.groups.list.query({})).map((g) => g.name)).toEqual(['Piped']);
+    expect(await withStdoutClosed('agent/main.ts', ['completion', 'bash'])).toEqual({ code: 0, stderr: '' });
   });
 });
