@@ -332,6 +332,41 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     ).toBe(2);
   });
 
+  it('after a database outage longer than the bound, the replica back first does not reap the others: nobody loses a session', async () => {
+    await using postgres = await startPostgres();
+    const db = await freshDatabase(postgres.url);
+    await withClient(db.url, migrateToLatest);
+    const clock = new ManualClock();
+    const [a, b] = [await clusterOn(db.url, clock), await clusterOn(db.url, clock)];
+    const lost: LostSession[] = [];
+    for (const cluster of [a, b]) cluster.onLost((l) => lost.push(l));
+    a.claim({ connectorId: 'con_a', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    b.claim({ connectorId: 'con_b', sessionId: 2, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await Promise.all([a.flush(), b.flush()]);
+    clock.advance(20_000); // beating all along, as replicas do
+
+    await postgres.stop();
+    clock.advance(20_000); // the outage: every heartbeat fails
+    await Promise.all([a.heartbeat(), b.heartbeat()]);
+    expect(a.lastHeartbeatAt).toBeLessThan(clock.now());
+    await postgres.start();
+    // A is back first: B's last heartbeat is 20 s old, but so was A's a moment ago.
+    for (let i = 0; i < 200 && a.lastHeartbeatAt !== clock.now(); i++) {
+      await a.heartbeat();
+      if (a.lastHeartbeatAt !== clock.now()) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(a.lastHeartbeatAt).toBe(clock.now());
+    await b.heartbeat();
+    expect(b.lastHeartbeatAt).toBe(clock.now());
+    expect(lost).toEqual([]);
+    expect((await rows(db.url)).map((r) => r.connector_id).sort()).toEqual(['con_a', 'con_b']);
+    // Beating again, each would still reap a replica that stays silent past the bound.
+    await b.abandon();
+    clock.advance(15_001);
+    await a.heartbeat();
+    expect((await rows(db.url)).map((r) => r.connector_id)).toEqual(['con_a']);
+  });
+
   it('2,000 claims at once go out in two statements, and so do their releases; the other replica sees them all', async () => {
     const url = await database();
     const clock = new ManualClock();

@@ -79,6 +79,13 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   readonly backend = 'postgres';
   /** When this replica last told the database it is alive (its clock; 0: never). Readiness reads it. */
   lastHeartbeatAt = 0;
+  /**
+   * Since when its heartbeats have all gone through (its clock), null while they fail. It reaps
+   * another replica only after beating for `deadAfterMs` itself: the others' heartbeats failed
+   * through the same database outage, and this one, back first, must not take them for dead and
+   * send their whole fleet to it.
+   */
+  private beatingSince: number | null = null;
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
   readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, summary: 0, confirmation: 0 };
@@ -211,6 +218,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       );
       if (beat.rowCount === 0) await this.lostTrack();
       else this.lastHeartbeatAt = now;
+      this.beatingSince ??= now;
       const replicas = await this.o.pool.query<{ id: string; heartbeat_at: string }>(
         `SELECT id, heartbeat_at::text FROM replicas WHERE id <> $1`,
         [this.replicaId],
@@ -225,6 +233,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       this.live = live;
       // A replica whose row is gone was reaped (or stopped): its sessions are gone with it.
       this.picture.replicasListed(known);
+      if (now - this.beatingSince < this.deadAfterMs) return;
       const reaped = await this.o.pool.query<{
         connector_id: string;
         session_id: string;
@@ -235,6 +244,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
           reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
         );
     } catch (error) {
+      this.beatingSince = null;
       this.o.onError?.(error as Error);
     }
   }
