@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { StoreSection } from '../store.js';
 import { CHANGES_CHANNEL, type ChangeOp, type FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
+import { fresherStoredSql } from './touch-propagation.js';
 
 /** Another replica changed what this transaction read: catch up and run it again. */
 export class WriteConflict extends Error {
@@ -54,6 +55,19 @@ export interface CommitRequest {
   touches?: readonly RecordTouch[];
 }
 
+/** Local fields the database kept over a whole-record write, because its copy was newer (FRESHER_WINS). */
+export interface KeptFields {
+  section: StoreSection;
+  id: string;
+  fields: Record<string, unknown>;
+}
+
+export interface CommitResult {
+  seq: number;
+  ops: ChangeOp[];
+  kept: KeptFields[];
+}
+
 /** PostgreSQL errors that mean "another transaction got there first": retry after catching up. */
 const CONFLICT_CODES = new Set(['23505', '40001', '40P01']);
 
@@ -83,7 +97,7 @@ const COMMIT_LOCK = 7_243_911_305;
 export async function commitChange(
   pool: pg.Pool,
   request: CommitRequest | (() => Promise<CommitRequest>),
-): Promise<{ seq: number; ops: ChangeOp[] }> {
+): Promise<CommitResult> {
   const { client, release } = await checkOut(pool);
   try {
     // A commit that listed a section whole also takes the lock alone: its check for changes to that
@@ -108,10 +122,7 @@ export async function commitChange(
   }
 }
 
-async function commitIn(
-  client: pg.PoolClient,
-  request: CommitRequest,
-): Promise<{ seq: number; ops: ChangeOp[] }> {
+async function commitIn(client: pg.PoolClient, request: CommitRequest): Promise<CommitResult> {
   const touches = request.touches ?? [];
   const current = await lockRecords(client, [...request.reads, ...request.writes, ...touches]);
   for (const read of request.reads) {
@@ -141,11 +152,12 @@ async function commitIn(
   const plain = untouched.filter((touch) => !touch.propagate);
   if (request.writes.length === 0 && versioned.length === 0) {
     if (plain.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(plain)]);
-    return { seq: 0, ops: [] };
+    return { seq: 0, ops: [], kept: [] };
   }
-  const { seq, touched } = await writeAll(client, request, current, { touches: plain, versioned });
+  const { seq, touched, kept } = await writeAll(client, request, current, { touches: plain, versioned });
   return {
     seq,
+    kept,
     ops: [
       ...request.writes.map((write) => ({
         section: write.section,
@@ -215,22 +227,27 @@ async function writeAll(
   request: CommitRequest,
   current: Map<string, number>,
   extra: { touches: readonly RecordTouch[]; versioned: readonly RecordTouch[] },
-): Promise<{ seq: number; touched: ChangeOp[] }> {
+): Promise<{ seq: number; touched: ChangeOp[]; kept: KeptFields[] }> {
   const kind = (w: RecordWrite) => (w.body === null ? 'delete' : current.has(keyOf(w)) ? 'update' : 'insert');
   const writes = request.writes.map((w) => ({ section: w.section, id: w.id, body: w.body, kind: kind(w) }));
   const ops = request.writes.map(({ section, id, body }) => ({ section, id, body }));
   const sections = [...new Set([...request.writes, ...extra.versioned].map((w) => w.section))];
   const rows = `jsonb_to_recordset($2::jsonb) AS k(section text, id text, body jsonb, kind text)`;
-  const result = await client.query<{ seq: string; touched: ChangeOp[] }>(
+  const result = await client.query<{ seq: string; touched: ChangeOp[]; kept: KeptFields[] }>(
     `WITH ${TOUCH_CTE},
      v AS (SELECT nextval(pg_get_serial_sequence('store_changes', 'seq')) AS seq),
+     -- The stored local fields newer than the written ones (FRESHER_WINS): kept, not taken back.
+     keep AS (SELECT k.section, k.id, ${fresherStoredSql('k.section', 'r.body', 'k.body')} AS kept
+                FROM ${rows} JOIN store_records r ON r.section = k.section AND r.id = k.id
+               WHERE k.kind = 'update'),
      d AS (DELETE FROM store_records r USING ${rows}
             WHERE k.kind = 'delete' AND r.section = k.section AND r.id = k.id),
      -- A record the lock did not find: another transaction inserting the same id makes this one
      -- wait on the key and then fail with a unique violation (a conflict).
      i AS (INSERT INTO store_records (section, id, body, version)
            SELECT k.section, k.id, k.body, v.seq FROM ${rows}, v WHERE k.kind = 'insert'),
-     u AS (UPDATE store_records r SET body = k.body, version = v.seq FROM ${rows}, v
+     u AS (UPDATE store_records r SET body = k.body || COALESCE(kp.kept, '{}'::jsonb), version = v.seq
+             FROM ${rows} LEFT JOIN keep kp ON kp.section = k.section AND kp.id = k.id CROSS JOIN v
             WHERE k.kind = 'update' AND r.section = k.section AND r.id = k.id),
      vt AS (UPDATE store_records r SET body = (r.body - k.removed) || k.fields, version = v.seq
               FROM jsonb_to_recordset($7::jsonb) AS k(section text, id text, fields jsonb, removed text[]), v
@@ -238,11 +255,17 @@ async function writeAll(
             RETURNING jsonb_build_object('section', r.section, 'id', r.id, 'body', r.body, 'version', v.seq) AS op),
      c AS (INSERT INTO store_changes (seq, origin, sections, ops)
            SELECT v.seq, $3, $4,
-                  COALESCE((SELECT jsonb_agg(o || jsonb_build_object('version', v.seq) ORDER BY n)
-                              FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS e(o, n)), '[]'::jsonb)
+                  COALESCE((SELECT jsonb_agg(
+                                     CASE WHEN kp.kept IS NULL OR kp.kept = '{}'::jsonb THEN o
+                                          ELSE jsonb_set(o, '{body}', (o->'body') || kp.kept) END
+                                     || jsonb_build_object('version', v.seq) ORDER BY n)
+                              FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS e(o, n)
+                              LEFT JOIN keep kp ON kp.section = o->>'section' AND kp.id = o->>'id'), '[]'::jsonb)
                   || COALESCE((SELECT jsonb_agg(op) FROM vt), '[]'::jsonb)
              FROM v)
-     SELECT v.seq::text AS seq, pg_notify($6, $3), (SELECT COALESCE(jsonb_agg(op), '[]'::jsonb) FROM vt) AS touched
+     SELECT v.seq::text AS seq, pg_notify($6, $3), (SELECT COALESCE(jsonb_agg(op), '[]'::jsonb) FROM vt) AS touched,
+            (SELECT COALESCE(jsonb_agg(jsonb_build_object('section', section, 'id', id, 'fields', kept)), '[]'::jsonb)
+               FROM keep WHERE kept <> '{}'::jsonb) AS kept
        FROM v`,
     [
       JSON.stringify(extra.touches),
@@ -255,5 +278,5 @@ async function writeAll(
     ],
   );
   const row = result.rows[0];
-  return { seq: Number(row?.seq), touched: row?.touched ?? [] };
+  return { seq: Number(row?.seq), touched: row?.touched ?? [], kept: row?.kept ?? [] };
 }

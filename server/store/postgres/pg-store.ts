@@ -16,7 +16,13 @@ import {
 import { ChangeFeed } from './change-feed.js';
 import type { ChangeRow, FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
-import { type CommitRequest, commitChange, type RecordTouch, WriteConflict } from './commit.js';
+import {
+  type CommitRequest,
+  commitChange,
+  type KeptFields,
+  type RecordTouch,
+  WriteConflict,
+} from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
 import { connectionOptions } from './connect.js';
@@ -33,7 +39,7 @@ import {
   type RemoteChangeListener,
   replaceState,
 } from './remote-changes.js';
-import { touchPropagates } from './touch-propagation.js';
+import { touchPropagates, withFresher } from './touch-propagation.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
 /**
@@ -339,7 +345,7 @@ export class PgStore implements Store {
         return;
       this.committing = true;
       try {
-        const { ops } = await commitChange(
+        const { ops, kept } = await commitChange(
           this.pool,
           request ??
             (async () => {
@@ -349,6 +355,7 @@ export class PgStore implements Store {
         );
         this.stats.commits++;
         for (const op of ops) this.versions.committed(op, true);
+        this.keepFresher(kept);
         this.queue.committed(batch.length);
         this.committing = false;
         this.applyInbox(false);
@@ -366,6 +373,18 @@ export class PgStore implements Store {
         this.applyInbox(false);
         return;
       }
+    }
+  }
+
+  /**
+   * Takes into memory the local fields the database kept over this replica's whole-record writes
+   * (another replica's touches were newer: FRESHER_WINS), unless memory has newer ones by now.
+   */
+  private keepFresher(kept: readonly KeptFields[]): void {
+    for (const { section, id, fields } of kept) {
+      const current = this.view.get(section, id);
+      const next = current && withFresher(section, current, fields);
+      if (next) setRecord(this.data, section, id, next);
     }
   }
 

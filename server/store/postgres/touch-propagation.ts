@@ -1,3 +1,4 @@
+import { withFields } from '../record-tables.js';
 import type { StoreSection } from '../store.js';
 
 /**
@@ -18,7 +19,8 @@ import type { StoreSection } from '../store.js';
  * then conflict with; the connection fields (`lastConnectedAt`, `remoteAddress`, `lastReplacedAt`,
  * `replacedFrom`) come with the same connects, and the live session's replica, address and connect
  * time already reach every replica through the cluster sessions table. An admin key's `lastUsedAt`
- * moves with every admin call (a script polling the API would make one op a second).
+ * moves with every admin call (a script polling the API would make one op a second). A versioned
+ * write of such a record from another replica does not take them back: see FRESHER_WINS.
  */
 const PROPAGATED: Partial<Record<StoreSection, ReadonlySet<string>>> = {
   connectors: new Set(['identity', 'host']),
@@ -28,4 +30,54 @@ const PROPAGATED: Partial<Record<StoreSection, ReadonlySet<string>>> = {
 export function touchPropagates(section: StoreSection, fields: object): boolean {
   const propagated = PROPAGATED[section];
   return propagated !== undefined && Object.keys(fields).some((field) => propagated.has(field));
+}
+
+/**
+ * The local fields in groups that move together, each with the field that orders it (a time). A
+ * replica writing a record whole (a revoke, a disable) holds its own copy of them, which misses the
+ * touches of the replica holding the session: the stored group is kept when its clock is newer than
+ * the written one's, in the database, in the feed's op (so every replica gets it) and in the
+ * writer's memory. Without it a revoke through another replica set the connector's last connect
+ * back, or to null ("never connected"). Newest wins, so the rule is safe to apply in any order.
+ */
+export const FRESHER_WINS: ReadonlyArray<{
+  section: StoreSection;
+  clock: string;
+  fields: readonly string[];
+}> = [
+  { section: 'connectors', clock: 'lastSeenAt', fields: ['lastSeenAt'] },
+  { section: 'connectors', clock: 'lastConnectedAt', fields: ['lastConnectedAt', 'remoteAddress'] },
+  { section: 'connectors', clock: 'lastReplacedAt', fields: ['lastReplacedAt', 'replacedFrom'] },
+  { section: 'apiKeys', clock: 'lastUsedAt', fields: ['lastUsedAt'] },
+];
+
+/**
+ * SQL for the jsonb object of the groups `stored` (a jsonb expression) holds newer than `written`,
+ * for a row of `section` (a text expression): '{}' when none. Names come from FRESHER_WINS, never input.
+ */
+export function fresherStoredSql(section: string, stored: string, written: string): string {
+  const clock = (body: string, field: string) => `(${body}->>'${field}')::float8`;
+  return FRESHER_WINS.map(
+    (group) =>
+      `CASE WHEN ${section} = '${group.section}' AND ${clock(stored, group.clock)} > COALESCE(${clock(written, group.clock)}, '-Infinity'::float8)
+            THEN jsonb_strip_nulls(jsonb_build_object(${group.fields.map((f) => `'${f}', ${stored}->'${f}'`).join(', ')}))
+            ELSE '{}'::jsonb END`,
+  ).join(' || ');
+}
+
+/** `record` with each group of `kept` (fields the database kept) that is newer than its own: null if none is. */
+export function withFresher<R extends object>(
+  section: StoreSection,
+  record: R,
+  kept: Record<string, unknown>,
+): R | null {
+  const fields: Record<string, unknown> = {};
+  const own = record as Record<string, unknown>;
+  for (const group of FRESHER_WINS) {
+    if (group.section !== section || typeof kept[group.clock] !== 'number') continue;
+    const mine = own[group.clock];
+    if (typeof mine === 'number' && mine >= (kept[group.clock] as number)) continue;
+    for (const field of group.fields) if (field in kept) fields[field] = kept[field];
+  }
+  return Object.keys(fields).length > 0 ? withFields(record, fields as Partial<R>) : null;
 }
