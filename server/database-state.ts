@@ -9,6 +9,7 @@ import {
   loadOrCreateSecret,
   type Replication,
 } from './data-files.js';
+import { DatabaseTrouble, isDatabaseError } from './database-trouble.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
 import { scheduleAuditRetention } from './services/audit-retention.js';
@@ -58,38 +59,57 @@ export async function openDatabaseState(
     ? await loadGivenSecret(config.secretFile)
     : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
   const url = config.databaseUrl;
+  // Database failures are logged as one trouble (its start, a line a minute, its end), not each.
+  const trouble = new DatabaseTrouble(logger);
+  const report = (what: string) => (error: unknown) =>
+    isDatabaseError(error) ? trouble.failed(what, error) : logger.warn({ err: error }, what);
   const store = await PgStore.open(url, {
-    logger,
+    logger: {
+      warn: (details: { err?: unknown }, message: string) =>
+        details.err !== undefined && isDatabaseError(details.err)
+          ? trouble.failed(message, details.err)
+          : logger.warn(details, message),
+    },
     clock,
     feedRetention: feedRetentionFor(config.feedMaxAgeMs),
   }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   const pool = new pg.Pool({ ...connectionOptions(url), max: 4 });
-  pool.on('error', (error) => logger.warn({ err: error }, 'PostgreSQL connection lost'));
+  pool.on('error', report('PostgreSQL connection lost'));
+  const answered = setInterval(() => {
+    if (store.feed.listening && Date.now() - store.feed.lastReadAt < FEED_STALE_MS) trouble.answered();
+  }, 1000);
+  answered.unref();
   const close = async () => {
+    clearInterval(answered);
     await store.close().catch(() => {});
     await pool.end().catch(() => {});
   };
   try {
     const audit = TableAuditLog.create(pool, clock, {
-      onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+      onWriteError: (error) =>
+        isDatabaseError(error)
+          ? trouble.failed('audit log write', error)
+          : logger.error({ err: error }, 'audit log write failed'),
     });
     const keys = new SealedDocument<SigningKeyFile>({
       pool,
       connectionString: url,
       name: 'signing-keys',
       box: new SecretBox(secret),
-      onError: (error) => logger.warn({ err: error }, 'signing keys: check or listener failed'),
+      onError: report('signing keys: check or listener failed'),
     });
     const identity = await IdentityAuthority.open(keys, { issuer: ISSUER, clock });
     /** The change feed's part of readiness; the heartbeat's is the cluster's own. */
     const feedProblems = (): string[] => {
       const now = Date.now();
-      if (!store.feed.listening) return ['the change feed has lost its database connection'];
+      // With the database's last answer, as its log says it: a password changed, a privilege gone.
+      const cause = trouble.cause ? ` (${trouble.cause.replaceAll(url, '<url>')})` : '';
+      if (!store.feed.listening) return [`the change feed has lost its database connection${cause}`];
       if (now - store.feed.lastReadAt > FEED_STALE_MS)
         return [
-          `the change feed last read the database ${Math.round((now - store.feed.lastReadAt) / 1000)} s ago`,
+          `the change feed last read the database ${Math.round((now - store.feed.lastReadAt) / 1000)} s ago${cause}`,
         ];
       return [];
     };
@@ -101,7 +121,7 @@ export async function openDatabaseState(
       process: thisProcess(),
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.
       problems: feedProblems,
-      onError: (error) => logger.warn({ err: error }, 'cluster sessions: a statement or the listener failed'),
+      onError: report('cluster sessions: a statement or the listener failed'),
     });
     const retention =
       config.auditRetentionMs === null
@@ -167,13 +187,6 @@ export async function openDatabaseState(
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
     throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;
   }
-}
-
-/** An error PostgreSQL or the connection to it raised (a SQLSTATE, or a socket's errno). */
-function isDatabaseError(error: unknown): boolean {
-  if (error instanceof pg.DatabaseError) return true;
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^E[A-Z]+$/.test(code);
 }
 
 /** Where a database URL points, as host:port/database: for messages (never the password). */

@@ -1,3 +1,4 @@
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { startPostgres, withClient } from './helpers/postgres.js';
@@ -26,7 +27,14 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
     await withClient(pg.url, (c) => c.query('CREATE DATABASE outage'));
     const url = new URL(pg.url);
     url.pathname = '/outage';
-    const servers = await startReplicas(url.toString(), 2);
+    // B's log, as an operator reads it: the outage's start, its end, not every retry.
+    const logOfB: Array<{ level: number; msg: string }> = [];
+    const servers = await startReplicas(url.toString(), 2, {
+      loggerOf: (index) =>
+        index === 1
+          ? pino({ level: 'info' }, { write: (line: string) => void logOfB.push(JSON.parse(line)) })
+          : undefined,
+    });
     try {
       const [a, b] = servers as [TestServer, TestServer];
       const group = await a.admin.groups.create.mutate({ name: 'Before' });
@@ -43,6 +51,8 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       const down = await health(b);
       expect(down.ready).toBe(false);
       expect(down.problems?.length).toBeGreaterThan(0);
+      // With the database's own reason, as the log has it.
+      expect(down.problems?.join(' ')).toMatch(/\((ECONNREFUSED|57P01|57P03)[:)]/);
       // Its live session stays; a new one is refused (503 at the upgrade, so it never opens).
       expect(session.closes).toEqual([]);
       const refused = connectSim(b.url, later);
@@ -66,6 +76,17 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       await pg.start();
       for (const replica of [a, b])
         await until('ready again', async () => (await health(replica)).status === 200, 60_000);
+      await until(
+        'B says the database answers again',
+        async () => logOfB.some((l) => l.msg === 'PostgreSQL answers again'),
+        30_000,
+      );
+      const outage = logOfB.slice(logOfB.findIndex((l) => l.msg.startsWith('PostgreSQL cannot be used')));
+      expect(
+        outage.filter((l) => l.level >= 50),
+        JSON.stringify(outage, null, 1),
+      ).toHaveLength(1); // one error: the start
+      expect(outage.length).toBeLessThan(10);
       // Everything acknowledged before is there, nothing refused was half-made.
       const names = (await b.admin.groups.list.query({})).map((g) => g.name);
       expect(names).toContain('Before');

@@ -158,7 +158,7 @@ export class AgentSessionService {
         security: reason === 'CONNECTOR_REVOKED' || reason === 'PROOF_INVALID',
         remoteAddress,
       })
-      .catch((error) => this.deps.logger.error({ err: error }, 'audit write failed'));
+      .catch((error) => this.auditFailed(error));
   }
 
   /**
@@ -319,6 +319,12 @@ export class AgentSessionService {
         },
         options,
       )
-      .catch((error) => this.deps.logger.error({ err: error }, 'audit write failed'));
+      .catch((error) => this.auditFailed(error));
+  }
+
+  /** A lost audit event: the audit log itself reported why (its write error), once for the batch. */
+  private auditFailed(error: unknown): void {
+    if (error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE') return;
+    this.deps.logger.error({ err: error }, 'audit write failed');
   }
 }

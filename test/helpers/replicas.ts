@@ -1,5 +1,6 @@
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import type { ManualClock } from '../../server/clock.js';
 import type { ServerConfig } from '../../server/server-config.js';
 import { type ServerProc, spawnServer } from './processes.js';
@@ -13,11 +14,19 @@ import { realTimeClock, startTestServer, type TestServer, tempDir } from './serv
 export async function startReplicas(
   databaseUrl: string,
   count: number,
-  options: { config?: Partial<ServerConfig>; clock?: ManualClock } = {},
+  options: {
+    config?: Partial<ServerConfig>;
+    clock?: ManualClock;
+    loggerOf?: (index: number) => Logger | undefined;
+  } = {},
 ): Promise<TestServer[]> {
   const clock = options.clock ?? realTimeClock();
   const config = { databaseUrl, ...options.config };
-  const first = await startTestServer({ clock, config });
+  const logger = (index: number) => {
+    const given = options.loggerOf?.(index);
+    return given ? { logger: given } : {};
+  };
+  const first = await startTestServer({ clock, config, ...logger(0) });
   const replicas = [first];
   for (let i = 1; i < count; i++) {
     const dataDir = await tempDir();
@@ -25,7 +34,7 @@ export async function startReplicas(
     // The admin keys are in the database: the first replica's bootstrap key works on every one
     // (a replica writes a bootstrap key only when the database has no usable admin key).
     await copyFile(join(first.dataDir, 'admin.key'), join(dataDir, 'admin.key'));
-    replicas.push(await startTestServer({ clock, dataDir, config }));
+    replicas.push(await startTestServer({ clock, dataDir, config, ...logger(i) }));
   }
   return replicas;
 }

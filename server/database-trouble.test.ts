@@ -1,0 +1,69 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import {
+  DatabaseTrouble,
+  isDatabaseError,
+  QUIET_BEFORE_RECOVERED_MS,
+  REPEAT_LOG_MS,
+} from './database-trouble.js';
+
+function recorder() {
+  const lines: Array<{ level: string; details: Record<string, unknown>; message: string }> = [];
+  const at = (level: string) => (details: Record<string, unknown>, message: string) =>
+    lines.push({ level, details, message });
+  return { lines, logger: { error: at('error'), warn: at('warn'), info: at('info') } };
+}
+
+const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432\n    at TCPConnectWrap'), {
+  code: 'ECONNREFUSED',
+});
+
+describe('DatabaseTrouble', () => {
+  it('an outage is one error, a line a minute for each kind of failure, and one line when it ends', () => {
+    let now = 0;
+    const { lines, logger } = recorder();
+    const trouble = new DatabaseTrouble(logger as never, () => now);
+    // The feed every second, the heartbeat every 5 s, for two and a half minutes.
+    for (now = 0; now < 150_000; now += 1000) {
+      trouble.failed('change feed: read or listener failed', refused);
+      if (now % 5000 === 0) trouble.failed('cluster sessions: a statement or the listener failed', refused);
+    }
+    expect(lines.map((l) => [l.level, l.details.what])).toEqual([
+      ['error', 'change feed: read or listener failed'],
+      ['warn', 'cluster sessions: a statement or the listener failed'],
+      ['warn', 'change feed: read or listener failed'],
+      ['warn', 'cluster sessions: a statement or the listener failed'],
+      ['warn', 'change feed: read or listener failed'],
+      ['warn', 'cluster sessions: a statement or the listener failed'],
+    ]);
+    expect(lines[0]).toMatchObject({
+      details: { code: 'ECONNREFUSED', reason: 'connect ECONNREFUSED 127.0.0.1:5432' },
+      message: expect.stringContaining('PostgreSQL cannot be used'),
+    });
+    expect(lines[2]!.details).toMatchObject({ forSeconds: REPEAT_LOG_MS / 1000 });
+    // Answers again: only once nothing failed for the quiet period.
+    trouble.answered();
+    expect(lines).toHaveLength(6);
+    now += QUIET_BEFORE_RECOVERED_MS;
+    trouble.answered();
+    expect(lines.at(-1)).toMatchObject({
+      level: 'info',
+      message: 'PostgreSQL answers again',
+      details: { failures: 150 + 30 },
+    });
+    trouble.answered();
+    expect(lines).toHaveLength(7);
+    // The next outage starts with an error again.
+    trouble.failed('store commit failed', refused);
+    expect(lines.at(-1)).toMatchObject({ level: 'error', details: { what: 'store commit failed' } });
+  });
+
+  it('tells database failures from the code’s own', () => {
+    expect(isDatabaseError(refused)).toBe(true);
+    expect(isDatabaseError(new pg.DatabaseError('permission denied for table replicas', 0, 'error'))).toBe(
+      true,
+    );
+    expect(isDatabaseError(new Error('Connection terminated unexpectedly'))).toBe(true);
+    expect(isDatabaseError(new TypeError("Cannot read properties of undefined (reading 'id')"))).toBe(false);
+  });
+});

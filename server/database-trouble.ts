@@ -1,0 +1,90 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+/** How often one kind of failure is logged again while the trouble lasts. */
+export const REPEAT_LOG_MS = 60_000;
+/** How long without a failure before a successful read ends the trouble (a heartbeat fails every 5 s). */
+export const QUIET_BEFORE_RECOVERED_MS = 10_000;
+
+/** An error PostgreSQL or the connection to it raised (a SQLSTATE, a socket's errno, the client's own). */
+export function isDatabaseError(error: unknown): boolean {
+  if (error instanceof pg.DatabaseError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true;
+  const message = (error as Error | null)?.message ?? '';
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/.test(
+    message,
+  );
+}
+
+/**
+ * What a replica logs while its database fails. Every part of it (the change feed, the commits, the
+ * heartbeat, the sealed keys, the audit log) retries on its own and would log each failure with its
+ * stack: ~4 lines a second, tens of KB in half a minute, and no line when it ends. Here: one error
+ * when the trouble starts (what failed, the code, the reason), each kind again at most once a
+ * REPEAT_LOG_MS with the count left out, and one line when the database answers again.
+ */
+export class DatabaseTrouble {
+  private since: number | null = null;
+  private lastFailureAt = 0;
+  private failures = 0;
+  private lastCause: string | null = null;
+  private readonly lastLogged = new Map<string, number>();
+
+  constructor(
+    private readonly logger: Pick<Logger, 'error' | 'warn' | 'info'>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get troubled(): boolean {
+    return this.since !== null;
+  }
+
+  /** The last failure's code and reason while the trouble lasts (for /healthz), else null. */
+  get cause(): string | null {
+    return this.since === null ? null : this.lastCause;
+  }
+
+  failed(what: string, error: unknown): void {
+    const now = this.now();
+    const code = (error as { code?: string } | null)?.code ?? null;
+    const reason = ((error as Error | null)?.message ?? String(error)).split('\n')[0];
+    const kind = `${what}\u0000${code}`;
+    this.failures++;
+    this.lastFailureAt = now;
+    this.lastCause = code ? `${code}: ${reason}` : reason!;
+    if (this.since === null) {
+      this.since = now;
+      this.lastLogged.clear();
+      this.lastLogged.set(kind, now);
+      this.logger.error(
+        { what, code, reason },
+        'PostgreSQL cannot be used: this replica takes no new sessions and refuses changes until it answers (/healthz says why); each part retries by itself',
+      );
+      return;
+    }
+    const last = this.lastLogged.get(kind);
+    if (last !== undefined && now - last < REPEAT_LOG_MS) return;
+    this.lastLogged.set(kind, now);
+    this.logger.warn(
+      { what, code, reason, failures: this.failures, forSeconds: Math.round((now - this.since) / 1000) },
+      'PostgreSQL still failing',
+    );
+  }
+
+  /**
+   * A read of the database went through (the change feed's, every second): the trouble, if any, is
+   * over once nothing has failed for QUIET_BEFORE_RECOVERED_MS (one statement that keeps failing
+   * while the rest works must not log its start and its end every few seconds).
+   */
+  answered(): void {
+    if (this.since === null || this.now() - this.lastFailureAt < QUIET_BEFORE_RECOVERED_MS) return;
+    this.logger.info(
+      { forSeconds: Math.round((this.now() - this.since) / 1000), failures: this.failures },
+      'PostgreSQL answers again',
+    );
+    this.since = null;
+    this.failures = 0;
+    this.lastLogged.clear();
+  }
+}
