@@ -81,6 +81,13 @@ describe('replicas started at the same moment on an empty database', () => {
     // One of them wrote the bootstrap admin key (the others found it in the database); it works on all.
     const written = replicas.filter((r) => r.adminKey !== '');
     expect(written).toHaveLength(1);
+    // The others' start line says they have none, and where the deployment's keys are.
+    for (const replica of replicas)
+      expect(replica.output()).toMatch(
+        replica.adminKey !== ''
+          ? /listening on \S+; admin key file: /
+          : /listening on \S+; no admin key file here \(.*\): the deployment's admin keys are in its database; copy the first replica's admin\.key/,
+      );
     for (const replica of replicas) {
       const keys = await createAdminClient({ url: replica.url, adminKey }).apiKeys.list.query({});
       expect(keys.filter((k) => k.kind === 'admin').map((k) => k.name)).toEqual(['bootstrap']);

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
 import { CliError } from './admin-common.js';
@@ -74,7 +75,11 @@ export function registerServeCommand(program: Command): void {
         );
       throw error;
     }
-    console.error(`connector-server listening on ${server.url}; admin key file: ${server.adminKeyFile}`);
+    // A replica started without the first one's admin.key has none here: say where to get one.
+    const keyFile = existsSync(server.adminKeyFile)
+      ? `admin key file: ${server.adminKeyFile}`
+      : `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`;
+    console.error(`connector-server listening on ${server.url}; ${keyFile}`);
     let stopping = false;
     const stop = async (signal: string) => {
       if (stopping) return;
