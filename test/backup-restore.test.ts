@@ -166,6 +166,14 @@ describe('backup and restore', () => {
     expect(offlineWhileRunning.stderr).toContain(`pid ${process.pid}`);
     expect(offlineWhileRunning.stderr).toContain('backup --out FILE --server URL');
     expect(existsSync(out)).toBe(false);
+    // Both, as an admin command takes them: --server asks the running server, --data-dir finds
+    // its admin.key (no key in the environment).
+    const both = await cli(['backup', '--out', out, '--server', srv.url, '--data-dir', srv.dataDir], {
+      CONNECTOR_ADMIN_KEY: '',
+    });
+    expect(both.code, both.stderr).toBe(0);
+    expect(existsSync(out)).toBe(true);
+    await rm(out);
 
     const reader = await srv.admin.apiKeys.create.mutate({ name: 'reader', scope: 'read' });
     const readOnly = await cli(['backup', '--out', out, '--server', srv.url], {
@@ -179,7 +187,7 @@ describe('backup and restore', () => {
       CONNECTOR_ADMIN_KEY: srv.adminKey,
     });
     expect(online.code, online.stderr).toBe(0);
-    expect((await srv.admin.audit.list.query({ type: 'backup.created' })).length).toBe(1);
+    expect((await srv.admin.audit.list.query({ type: 'backup.created' })).length).toBe(2); // and the one with both
     await srv.stop();
 
     // Offline, of the stopped server: the same state.

@@ -37,14 +37,21 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       '--admin-key-file <file>',
       'file holding an admin-scope API key (default: CONNECTOR_ADMIN_KEY, then ./data/admin.key)',
     )
-    .option('--data-dir <dir>', 'back up this stopped server’s data dir instead of asking a running one')
-    .action(async (options: BackupOptions) => {
+    .option(
+      '--data-dir <dir>',
+      'back up this stopped server’s data dir instead of asking a running one (with --server: only where admin.key is, as for the admin commands)',
+    )
+    .action(async (options: BackupOptions, command: Command) => {
       const { BackupFileError } = await import('../backup/format.js');
-      const result = options.dataDir
-        ? await offline(options.dataDir, options.out).catch((error) => {
-            throw error instanceof BackupFileError ? new CliError(error.message) : error;
-          })
-        : await online(options, env.adminKey);
+      // --server on the command line asks the running server, whatever else is given: with it,
+      // --data-dir finds admin.key, as it does for every admin command.
+      const asked = command.getOptionValueSource('server') === 'cli';
+      const result =
+        options.dataDir && !asked
+          ? await offline(options.dataDir, options.out).catch((error) => {
+              throw error instanceof BackupFileError ? new CliError(error.message) : error;
+            })
+          : await online(options, env.adminKey);
       console.error(
         `backup written to ${result.file}: ${result.connectors} connectors, snapshot at ` +
           `${new Date(result.snapshotAt).toISOString()}, ${result.bytes} bytes, mode 0600. ` +
@@ -131,7 +138,7 @@ async function offline(dataDir: string, out: string) {
  */
 async function online(options: BackupOptions, adminKeyFromEnv: string | undefined) {
   const { decodeBackup, BackupFileError } = await import('../backup/format.js');
-  const adminKey = resolveAdminKey({ ...options, dataDir: './data' }, adminKeyFromEnv);
+  const adminKey = resolveAdminKey({ ...options, dataDir: options.dataDir ?? './data' }, adminKeyFromEnv);
   const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
   let response: Response;
   try {
