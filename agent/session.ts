@@ -131,11 +131,18 @@ export function runSession(o: SessionOptions): Promise<number> {
         return unreachable(`the server is busy (HTTP ${refusal.status})`);
       if (refusal?.retryAfterMs != null) {
         retryAfterMs = refusal.retryAfterMs;
+        // A replica that cannot use its database says "not ready: <why>"; anything else is load.
         if (!busySaid)
-          logger.warn('the server is busy; retrying after the time it asked for', {
-            status: refusal.status,
-            retryAfterSeconds: Math.ceil(refusal.retryAfterMs / 1000),
-          });
+          logger.warn(
+            refusal.said?.startsWith('not ready')
+              ? 'the server is not ready; retrying after the time it asked for'
+              : 'the server is busy; retrying after the time it asked for',
+            {
+              status: refusal.status,
+              ...(refusal.said ? { said: refusal.said } : {}),
+              retryAfterSeconds: Math.ceil(refusal.retryAfterMs / 1000),
+            },
+          );
         busySaid = true;
         return;
       }

@@ -30,11 +30,29 @@ export function createTransport(caPem: string | null, options: TransportOptions 
       // emits error then close, as ws does on its own, so the tRPC client retries as usual.
       this.once('unexpected-response', (_req: ClientRequest, res: IncomingMessage) => {
         const status = res.statusCode ?? 0;
-        upgradeRefusals.set(this, {
-          status,
-          retryAfterMs: BUSY_STATUSES.has(status) ? parseRetryAfterMs(res.headers['retry-after']) : null,
+        // The body's first line says why (a replica not ready names its database's trouble): read
+        // what arrives with the answer, briefly, then give up the socket.
+        let said = '';
+        let done = false;
+        const refuse = () => {
+          if (done) return;
+          done = true;
+          clearTimeout(wait);
+          upgradeRefusals.set(this, {
+            status,
+            retryAfterMs: BUSY_STATUSES.has(status) ? parseRetryAfterMs(res.headers['retry-after']) : null,
+            said: said.split('\n')[0]!.trim().slice(0, 300) || null,
+          });
+          this.terminate();
+        };
+        const wait = setTimeout(refuse, REFUSAL_BODY_WAIT_MS);
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          if (said.length < 1000) said += chunk;
         });
-        this.terminate();
+        res.once('end', refuse);
+        res.once('error', refuse);
+        res.once('close', refuse);
       });
     }
   }
@@ -109,7 +127,12 @@ export interface UpgradeRefusal {
   status: number;
   /** How long the server asked to wait: set only for a busy server (503 or 429 with Retry-After). */
   retryAfterMs: number | null;
+  /** The first line of the answer's body (e.g. "not ready: …"), if it had one. */
+  said: string | null;
 }
+
+/** How long a refused upgrade's body is waited for (it comes with the answer: this is a bound). */
+const REFUSAL_BODY_WAIT_MS = 250;
 
 /** Statuses with which a server sheds load and says, in Retry-After, when to come back. */
 const BUSY_STATUSES = new Set([429, 503]);

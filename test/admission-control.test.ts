@@ -244,7 +244,10 @@ async function runAgentSession(enrolled: Enrolled, serverUrl: string) {
  * A TCP front for the server that answers the first upgrades itself with `answers` (status and
  * Retry-After), recording when each came, and then passes connections through untouched.
  */
-async function busyFront(upstreamPort: number, answers: Array<{ status: string; retryAfter: string }>) {
+async function busyFront(
+  upstreamPort: number,
+  answers: Array<{ status: string; retryAfter: string; body?: string }>,
+) {
   const arrivals: number[] = [];
   const sockets = new Set<Socket>();
   const front = createServer((socket) => {
@@ -265,8 +268,10 @@ async function busyFront(upstreamPort: number, answers: Array<{ status: string; 
     socket.on('data', (chunk) => {
       head += chunk;
       if (!head.includes('\r\n\r\n')) return;
+      const body = answer.body ?? '';
       socket.end(
-        `HTTP/1.1 ${answer.status}\r\nRetry-After: ${answer.retryAfter}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+        `HTTP/1.1 ${answer.status}\r\nRetry-After: ${answer.retryAfter}\r\nConnection: close\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
       );
     });
   });
@@ -331,6 +336,24 @@ describe("the agent's reaction to a busy server", () => {
       'the server is busy; retrying after the time it asked for',
     ]);
     expect(warnings[0]!.fields).toEqual({ status: 503, retryAfterSeconds: 3 });
+  });
+
+  it('a replica not ready (its database down): the agent says not ready and why, as the 503 gave it', async () => {
+    await using srv = await startTestServer();
+    const [enrolled] = await enrolledSims(srv, ['told']);
+    const why =
+      'not ready: the change feed has lost its database connection (ECONNREFUSED: connect ECONNREFUSED); retry later';
+    await using front = await busyFront(srv.server.port, [
+      { status: '503 Service Unavailable', retryAfter: '1', body: `${why}\n` },
+    ]);
+    await using agent = await runAgentSession(enrolled!, front.url);
+    await agent.connected();
+    expect(agent.lines.filter((l) => l.level !== 'info')).toEqual([
+      expect.objectContaining({
+        message: 'the server is not ready; retrying after the time it asked for',
+        fields: { status: 503, said: why, retryAfterSeconds: 1 },
+      }),
+    ]);
   });
 });
 
