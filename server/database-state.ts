@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -23,7 +25,7 @@ import { CONNECT_TIMEOUT_MS, connectionOptions } from './store/postgres/connect.
 import { feedRetentionFor } from './store/postgres/feed-retention.js';
 import { ForeignDatabaseError } from './store/postgres/migrate.js';
 import { PgStore } from './store/postgres/pg-store.js';
-import { SealedDocument } from './store/postgres/sealed-document.js';
+import { SealedDocument, SecretMismatchError } from './store/postgres/sealed-document.js';
 
 /** The PostgreSQL side of a replica, beside the files every server has. */
 export interface DatabaseState extends DataFiles {
@@ -55,9 +57,11 @@ export async function openDatabaseState(
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
   // Given (--secret-file): read, never made, so a replica cannot start with a secret of its own.
+  const ownSecret = join(config.dataDir, 'secret.key');
+  const madeSecret = !config.secretFile && !existsSync(ownSecret);
   const secret = config.secretFile
     ? await loadGivenSecret(config.secretFile)
-    : await loadOrCreateSecret(join(config.dataDir, 'secret.key'));
+    : await loadOrCreateSecret(ownSecret);
   const url = config.databaseUrl;
   // Database failures are logged as one trouble (its start, a line a minute, its end), not each.
   const trouble = new DatabaseTrouble(logger);
@@ -183,6 +187,8 @@ export async function openDatabaseState(
     };
   } catch (error) {
     await close();
+    // A secret this start made, which the database's is not: of no use, and a trap for the next start.
+    if (madeSecret && error instanceof SecretMismatchError) await rm(ownSecret, { force: true });
     // The statements after the store's (the cluster's start, the sealed keys): a database that
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
     throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;
@@ -222,8 +228,10 @@ export function databaseProblem(url: string, error: unknown): string {
           ? 'check the user and password in --database-url'
           : code === '3D000'
             ? 'create the database first (createdb), or fix its name in --database-url'
-            : code === '42501'
-              ? "the user in --database-url lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner"
-              : 'check --database-url and the database server';
+            : /does not support SSL/.test(message)
+              ? 'the database server does not accept TLS: enable it there, or take sslmode out of --database-url'
+              : code === '42501'
+                ? "the user in --database-url lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner"
+                : 'check --database-url and the database server';
   return `PostgreSQL at ${where} cannot be used (${code ? `${code}: ` : ''}${message.replaceAll(url, '<url>')}); ${fix}`;
 }

@@ -9,6 +9,10 @@ const wantsJson = process.argv.includes('--json');
 
 const program = buildServerProgram({ json: wantsJson });
 exitQuietlyWhenStdoutCloses();
+// Node prints a library's warning over many lines of advice for its API's users (pg's on sslmode,
+// a dozen lines before a start's one-line error): one line, its first, for an operator.
+process.removeAllListeners('warning');
+process.on('warning', (warning) => console.error(`warning: ${warning.message.split('\n')[0]}`));
 
 try {
   await program.parseAsync(process.argv);

@@ -155,6 +155,20 @@ describe('a --database-url that cannot serve: one line, and the database left as
     ]);
   });
 
+  it('sslmode=require against a server without TLS: the reason and the fix, after the client library’s warning in one line', async () => {
+    await using db = await freshDatabase();
+    const serve = await refusedStart(`${db.url}?sslmode=require`);
+    expect(serve.code).toBe(1);
+    expect(serve.lines).toEqual([
+      expect.stringMatching(
+        /^warning: SECURITY WARNING: The SSL modes .* are treated as aliases for 'verify-full'\.$/,
+      ),
+      expect.stringMatching(
+        /^error: cannot start: PostgreSQL at .* cannot be used \(The server does not support SSL connections\); the database server does not accept TLS: enable it there, or take sslmode out of --database-url$/,
+      ),
+    ]);
+  });
+
   it('a listener that takes the connection and never answers: one line within the connect bound, not a hang', async () => {
     const sockets = new Set<Socket>();
     const silent = createServer((socket) => sockets.add(socket));

@@ -76,10 +76,17 @@ describe('serve --secret-file (the secret every replica shares)', () => {
     });
     const other = await secretFile(await dir());
     const { code, lines } = await refused({ CONNECTOR_DATABASE_URL: db.url, CONNECTOR_SECRET_FILE: other });
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain("this replica's secret differs from the one the database was set up with");
     expect(lines[0]).toContain('--secret-file');
+    // Without --secret-file it makes one in its data dir, finds it is not the deployment's, and
+    // removes it again: the next start does not trip over it.
+    const dataDir = await dir();
+    const proc = serve(dataDir, { CONNECTOR_DATABASE_URL: db.url });
+    const { code: withoutFile } = await proc.exited;
+    expect(withoutFile).toBe(2);
+    await expect(access(join(dataDir, 'secret.key'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('refuses a file open to other users, empty, damaged or missing, and without --database-url: one line, exit 2, no secret in it', async () => {

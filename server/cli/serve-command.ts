@@ -35,9 +35,12 @@ export function registerServeCommand(program: Command): void {
     try {
       server = await startServer(config);
     } catch (error) {
-      // The operator gave a secret file that cannot be used: theirs to fix, exit 2.
+      // The operator gave a secret file that cannot be used, or a replica a secret other than the
+      // deployment's: theirs to fix, exit 2.
       if (error instanceof SecretFileError)
         throw new CliError(`cannot start: --secret-file ${error.message}`, 2);
+      const { SecretMismatchError } = await import('../store/postgres/sealed-document.js');
+      if (error instanceof SecretMismatchError) throw new CliError(`cannot start: ${error.message}`, 2);
       if (
         error instanceof DataFileError ||
         error instanceof TlsConfigError ||
