@@ -63,6 +63,12 @@ export async function openDatabaseState(
     ? await loadGivenSecret(config.secretFile)
     : await loadOrCreateSecret(ownSecret);
   const url = config.databaseUrl;
+  const oldStore = join(config.dataDir, 'store.json');
+  if (existsSync(oldStore))
+    logger.warn(
+      { file: oldStore },
+      "this data dir holds a single server's store.json, which a replica does not read (the state is in the database); started on this dir without a database URL, the server would come up on that old state: move it away once the import is checked",
+    );
   // Database failures are logged as one trouble (its start, a line a minute, its end), not each.
   const trouble = new DatabaseTrouble(logger);
   const report = (what: string) => (error: unknown) =>

@@ -1,5 +1,6 @@
 import { copyFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type AgentProc, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { serverCli } from './helpers/cli.js';
@@ -98,6 +99,22 @@ describe('connector-server import (an embedded deployment into PostgreSQL)', () 
       agent.kill('SIGTERM');
       await agent.exited;
       agent = null;
+      // A replica started on the old server's data dir says that its store.json is not read.
+      await replica.stop();
+      const warnings: string[] = [];
+      await using onOldDir = await startTestServer({
+        clock: realTimeClock(),
+        dataDir: embedded.dataDir,
+        config: { databaseUrl: db.url, secretFile: join(embedded.dataDir, 'secret.key') },
+        logger: pino(
+          { level: 'warn' },
+          { write: (line: string) => void warnings.push(JSON.parse(line).msg) },
+        ),
+      });
+      expect(warnings).toContainEqual(
+        expect.stringContaining("this data dir holds a single server's store.json"),
+      );
+      await onOldDir.stop();
     } finally {
       agent?.kill('SIGKILL');
       await embedded[Symbol.asyncDispose]();
