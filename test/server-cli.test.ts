@@ -28,6 +28,9 @@ describe('server CLI (admin commands against a running server)', () => {
     const created = await cli(['groups', 'create', 'Demo', ...common()]);
     expect(created.code, created.stderr).toBe(0);
     expect(created.stdout).toContain('name:');
+    // The next step is printed to be copied as is: with the server and data dir this one was given.
+    const next = /Next: copy its key with `npm run -s server -- (.*)`/.exec(created.stdout)?.[1];
+    expect(next).toBe(`groups key "Demo" --server ${server.url} --data-dir ${dataDir}`);
     const key = await cli(['groups', 'key', 'Demo', ...common()]);
     expect(key.code).toBe(0);
     expect(key.stdout.trim()).toMatch(/^cpk_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);

@@ -19,6 +19,24 @@ export const adminOptions = z.object({
 });
 export type AdminOptions = z.infer<typeof adminOptions>;
 
+/** `text` as a shell word: as is when it is plain, else single-quoted. */
+function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * The flags that send another admin command where this one went (the server, the key), for a hint
+ * to copy: empty when this one used the defaults.
+ */
+export function connectionFlags(options: AdminOptions, env: AdminEnv): string {
+  const flags: string[] = [];
+  if (options.server !== env.server) flags.push(`--server ${shellWord(options.server)}`);
+  if (options.adminKeyFile) flags.push(`--admin-key-file ${shellWord(options.adminKeyFile)}`);
+  else if (options.dataDir !== env.dataDir) flags.push(`--data-dir ${shellWord(options.dataDir)}`);
+  if (options.caFile && options.caFile !== env.caFile) flags.push(`--ca-file ${shellWord(options.caFile)}`);
+  return flags.map((flag) => ` ${flag}`).join('');
+}
+
 /** What the admin commands take from the environment: the defaults their flags override. */
 export interface AdminEnv {
   server: string;

@@ -2,7 +2,15 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
 import type { AdminClient } from '../admin-client.js';
-import { type AdminEnv, type AdminOptions, adminCli, CliError, print, resolveGroup } from './admin-common.js';
+import {
+  type AdminEnv,
+  type AdminOptions,
+  adminCli,
+  CliError,
+  connectionFlags,
+  print,
+  resolveGroup,
+} from './admin-common.js';
 import { flag, forceFlag, wholeNumber } from './flags.js';
 import { printFields, printTable, relative } from './format.js';
 
@@ -113,7 +121,7 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
       print(options, g, () => {
         printGroup(g);
         console.log(
-          `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"\` and run an agent with it.`,
+          `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"${connectionFlags(options, env)}\` and run an agent with it.`,
         );
       });
     },
