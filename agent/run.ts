@@ -106,7 +106,12 @@ export async function runAgent(
     }
     if (!identity) return EXIT.STOPPED;
     await store.save(identity);
-    logger.info('enrolled; identity saved', { connector: identity.connectorId, file: store.identityFile });
+    logger.info('enrolled; identity saved', {
+      connector: identity.connectorId,
+      // Of several replicas, the one that answered: its log has the enrollment.
+      ...(config.servers.length > 1 ? { server: identity.server } : {}),
+      file: store.identityFile,
+    });
   }
   return runSession({ identity, store, transport, logger, signal, hostFacts, servers: config.servers });
 }
