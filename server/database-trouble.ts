@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 
-/** How often one kind of failure is logged again while the trouble lasts. */
+/** How often the trouble is logged again while it lasts (its latest failure, and the count). */
 export const REPEAT_LOG_MS = 60_000;
 /** How long without a failure before a successful read ends the trouble (a heartbeat fails every 5 s). */
 export const QUIET_BEFORE_RECOVERED_MS = 10_000;
@@ -21,15 +21,15 @@ export function isDatabaseError(error: unknown): boolean {
  * What a replica logs while its database fails. Every part of it (the change feed, the commits, the
  * heartbeat, the sealed keys, the audit log) retries on its own and would log each failure with its
  * stack: ~4 lines a second, tens of KB in half a minute, and no line when it ends. Here: one error
- * when the trouble starts (what failed, the code, the reason), each kind again at most once a
- * REPEAT_LOG_MS with the count left out, and one line when the database answers again.
+ * when the trouble starts (what failed, the code, the reason), one line a REPEAT_LOG_MS while it
+ * lasts (the latest failure, how many there were), and one line when the database answers again.
  */
 export class DatabaseTrouble {
   private since: number | null = null;
   private lastFailureAt = 0;
   private failures = 0;
   private lastCause: string | null = null;
-  private readonly lastLogged = new Map<string, number>();
+  private lastLoggedAt = 0;
 
   constructor(
     private readonly logger: Pick<Logger, 'error' | 'warn' | 'info'>,
@@ -49,23 +49,20 @@ export class DatabaseTrouble {
     const now = this.now();
     const code = (error as { code?: string } | null)?.code ?? null;
     const reason = ((error as Error | null)?.message ?? String(error)).split('\n')[0];
-    const kind = `${what}\u0000${code}`;
     this.failures++;
     this.lastFailureAt = now;
     this.lastCause = code ? `${code}: ${reason}` : reason!;
     if (this.since === null) {
       this.since = now;
-      this.lastLogged.clear();
-      this.lastLogged.set(kind, now);
+      this.lastLoggedAt = now;
       this.logger.error(
         { what, code, reason },
         'PostgreSQL cannot be used: this replica takes no new sessions and refuses changes until it answers (/healthz says why); each part retries by itself',
       );
       return;
     }
-    const last = this.lastLogged.get(kind);
-    if (last !== undefined && now - last < REPEAT_LOG_MS) return;
-    this.lastLogged.set(kind, now);
+    if (now - this.lastLoggedAt < REPEAT_LOG_MS) return;
+    this.lastLoggedAt = now;
     this.logger.warn(
       { what, code, reason, failures: this.failures, forSeconds: Math.round((now - this.since) / 1000) },
       'PostgreSQL still failing',
@@ -85,6 +82,5 @@ export class DatabaseTrouble {
     );
     this.since = null;
     this.failures = 0;
-    this.lastLogged.clear();
   }
 }

@@ -86,7 +86,8 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
         outage.filter((l) => l.level >= 50),
         JSON.stringify(outage, null, 1),
       ).toHaveLength(1); // one error: the start
-      expect(outage.length).toBeLessThan(10);
+      // Then at most a line a minute about it (this outage lasts seconds), and its end.
+      expect(outage.filter((l) => l.msg === 'PostgreSQL still failing').length).toBeLessThanOrEqual(1);
       // Everything acknowledged before is there, nothing refused was half-made.
       const names = (await b.admin.groups.list.query({})).map((g) => g.name);
       expect(names).toContain('Before');
