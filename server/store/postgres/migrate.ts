@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import type pg from 'pg';
+import { forgetRestoredFeed } from './feed-retention.js';
 
 /** The folder of the schema's migrations: forward-only SQL files, applied in name order. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations', import.meta.url));
@@ -28,6 +29,23 @@ export async function migrateToLatest(client: pg.ClientBase): Promise<string[]> 
     log: () => {},
   });
   return applied.map((migration) => migration.name);
+}
+
+/**
+ * What a store does to the database before it loads it: the schema brought up to this build's, and
+ * the change feed of another cluster forgotten (a restored database: forgetRestoredFeed), said once.
+ */
+export async function prepareDatabase(
+  client: pg.ClientBase,
+  logger?: { warn(details: object, message: string): void },
+): Promise<void> {
+  await migrateToLatest(client);
+  const restored = await forgetRestoredFeed(client);
+  if (restored.changes > 0 || restored.readers > 0 || restored.horizonLowered)
+    logger?.warn(
+      restored,
+      'this database was restored from another PostgreSQL cluster (its change feed carries later transaction ids): forgot that feed; its records are all loaded',
+    );
 }
 
 /** The migrations the database has, in order (for errors and `/healthz` details). */

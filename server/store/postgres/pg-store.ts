@@ -26,12 +26,12 @@ import {
 import { commitRequestOf } from './commit-batch.js';
 import type { CommittedVersions } from './committed-versions.js';
 import { connectionOptions } from './connect.js';
-import { DEFAULT_FEED_RETENTION, FeedUpkeep, forgetRestoredFeed } from './feed-retention.js';
+import { DEFAULT_FEED_RETENTION, FeedUpkeep } from './feed-retention.js';
 import { type LoadedState, loadState } from './load-state.js';
-import { migrateToLatest } from './migrate.js';
+import { prepareDatabase } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
 import { COMMIT_WAIT_MS, type PgStoreOptions } from './pg-store-options.js';
-import { type Pending, QueuedTransactions } from './queued-transactions.js';
+import { answeredWithin, type Pending, QueuedTransactions } from './queued-transactions.js';
 import {
   applyRemoteOps,
   newerRemoteOps,
@@ -154,13 +154,7 @@ export class PgStore implements Store {
     try {
       const { client, release } = await checkOut(pool);
       try {
-        await migrateToLatest(client);
-        const restored = await forgetRestoredFeed(client);
-        if (restored.changes > 0 || restored.readers > 0 || restored.horizonLowered)
-          options.logger?.warn(
-            restored,
-            'this database was restored from another PostgreSQL cluster (its change feed carries later transaction ids): forgot that feed; its records are all loaded',
-          );
+        await prepareDatabase(client, options.logger);
       } finally {
         release();
       }
@@ -202,32 +196,7 @@ export class PgStore implements Store {
     }
     this.stats.transactions++;
     return new Promise<T>((resolve, reject) => {
-      // A database that stops answering (a stalled host, a lost network) would keep the caller
-      // waiting as long as the commit: the caller hears within the bound, honestly. The commit goes
-      // on: the change may still be saved, and this replica already shows it (as it would undo it).
-      const unconfirmed = setTimeout(
-        () =>
-          reject(
-            new DomainError(
-              'STORE_UNAVAILABLE',
-              `The database has not confirmed the change within ${this.commitWaitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
-            ),
-          ),
-        this.commitWaitMs,
-      );
-      const settle =
-        <A>(then: (value: A) => void) =>
-        (value: A) => {
-          clearTimeout(unconfirmed);
-          then(value);
-        };
-      this.queue.push({
-        fn,
-        tx,
-        result,
-        resolve: settle(resolve as (value: unknown) => void),
-        reject: settle(reject),
-      });
+      this.queue.push({ fn, tx, result, ...answeredWithin(this.commitWaitMs, resolve, reject) });
       this.flushSoon();
     });
   }

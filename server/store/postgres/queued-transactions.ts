@@ -1,3 +1,4 @@
+import { DomainError } from '../../../shared/errors.js';
 import type { StoreData } from '../records.js';
 import type { StoreTransaction } from '../store.js';
 import { TrackedTransaction } from './tracked-transaction.js';
@@ -67,4 +68,37 @@ export class QueuedTransactions {
   failAll(reason: unknown): void {
     for (const pending of this.items.splice(0)) pending.reject(reason);
   }
+}
+
+/**
+ * A transaction's resolve and reject, with its caller answered STORE_UNAVAILABLE after `waitMs` if
+ * the commit has not settled by then. A database that stops answering (a stalled host, a lost
+ * network) would keep the caller waiting as long as the commit; the commit itself goes on: the
+ * change may still be saved, and this replica already shows it (as it would undo it on a failure).
+ */
+export function answeredWithin<T>(
+  waitMs: number,
+  resolve: (value: T) => void,
+  reject: (error: unknown) => void,
+): Pick<Pending, 'resolve' | 'reject'> {
+  const unconfirmed = setTimeout(
+    () =>
+      reject(
+        new DomainError(
+          'STORE_UNAVAILABLE',
+          `The database has not confirmed the change within ${waitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
+        ),
+      ),
+    waitMs,
+  );
+  return {
+    resolve: (value) => {
+      clearTimeout(unconfirmed);
+      resolve(value as T);
+    },
+    reject: (error) => {
+      clearTimeout(unconfirmed);
+      reject(error);
+    },
+  };
 }
