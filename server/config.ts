@@ -295,14 +295,20 @@ export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
 /** Merges flags, environment and defaults, validates them once, and returns the server's config. */
 export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const merged: Record<string, string | undefined> = {};
+  const fromEnv = new Set<string>();
   for (const [name, spec] of Object.entries(SERVE_FLAGS)) {
-    merged[name] = flags[name as keyof ServeFlagValues] ?? env[spec.env] ?? spec.default;
+    const flag = flags[name as keyof ServeFlagValues];
+    if (flag === undefined && env[spec.env] !== undefined) fromEnv.add(name);
+    merged[name] = flag ?? env[spec.env] ?? spec.default;
   }
   const parsed = serveOptionsSchema.safeParse(merged);
   if (!parsed.success) {
+    // Named where the operator wrote it: a bad value from the environment is not fixed in argv.
     const problems = parsed.error.issues.map((i) => {
-      const spec = SERVE_FLAGS[i.path[0] as keyof typeof SERVE_FLAGS];
-      return `${spec ? spec.flag.split(' ')[0] : i.path.join('.')}: ${i.message}`;
+      const name = String(i.path[0]);
+      const spec = SERVE_FLAGS[name as keyof typeof SERVE_FLAGS];
+      if (!spec) return `${i.path.join('.')}: ${i.message}`;
+      return `${fromEnv.has(name) ? spec.env : spec.flag.split(' ')[0]}: ${i.message}`;
     });
     throw new Error(problems.join('\n'));
   }
