@@ -17,6 +17,12 @@ export const PROOF_MAX_SKEW_MS = 5 * 60_000;
  */
 export const SESSION_NONCE_HEADER = 'connector-session-nonce';
 
+/**
+ * On an answer from a replica that is not ready (its database out of reach, its change feed behind):
+ * why, in one line. Its reads come from its memory and may miss other replicas' changes since.
+ */
+export const NOT_READY_HEADER = 'x-connector-not-ready';
+
 /** What a proof of possession is bound to, besides the identity token. */
 export interface ProofBinding {
   /** The server's nonce for this connection (the upgrade's `connector-session-nonce` header). */

@@ -1,6 +1,8 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { NOT_READY_HEADER } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { serverCli } from './helpers/cli.js';
 import { startPostgres, withClient } from './helpers/postgres.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
 import type { TestServer } from './helpers/server.js';
@@ -52,7 +54,7 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       expect(down.ready).toBe(false);
       expect(down.problems?.length).toBeGreaterThan(0);
       // With the database's own reason, as the log has it.
-      expect(down.problems?.join(' ')).toMatch(/\((ECONNREFUSED|57P01|57P03)[:)]/);
+      expect(down.problems?.join(' ')).toMatch(/\((ECONNREFUSED|ECONNRESET|57P01|57P03)[:)]/);
       // Its live session stays; a new one is refused (503 at the upgrade, so it never opens).
       expect(session.closes).toEqual([]);
       const refused = connectSim(b.url, later);
@@ -73,6 +75,24 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
         data: { reason: 'STORE_UNAVAILABLE' },
       });
 
+      // Reads still answer, from memory, and say what they are worth: the header on every answer, and
+      // the CLI's warning on stderr beside its normal output.
+      const listOfB = () =>
+        fetch(`${b.url}/trpc/groups.list`, { headers: { authorization: `Bearer ${b.adminKey}` } });
+      const stale = await listOfB();
+      expect(stale.status).toBe(200);
+      expect(stale.headers.get(NOT_READY_HEADER)).toMatch(/change feed|heartbeat/);
+      const cliDuring = await serverCli(['groups', 'list', '--server', b.url], {
+        CONNECTOR_ADMIN_KEY: b.adminKey,
+      });
+      expect(cliDuring.code, cliDuring.stderr).toBe(0);
+      expect(cliDuring.stdout).toContain('Before');
+      expect(cliDuring.stderr).toMatch(
+        new RegExp(
+          `^warning: ${b.url} is not ready \\(.+\\): it answers from its memory, which may miss changes made through other replicas since; see its /healthz\\n$`,
+        ),
+      );
+
       await pg.start();
       for (const replica of [a, b])
         await until('ready again', async () => (await health(replica)).status === 200, 60_000);
@@ -92,6 +112,11 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       const names = (await b.admin.groups.list.query({})).map((g) => g.name);
       expect(names).toContain('Before');
       expect(names).not.toContain('During');
+      expect((await listOfB()).headers.get(NOT_READY_HEADER)).toBeNull();
+      const cliAfter = await serverCli(['groups', 'list', '--server', b.url], {
+        CONNECTOR_ADMIN_KEY: b.adminKey,
+      });
+      expect([cliAfter.code, cliAfter.stderr]).toEqual([0, '']);
       // And the replicas are live again: a revoke through A reaches the session B kept.
       await a.admin.connectors.revoke.mutate({ connectorId: kept.connectorId });
       await session.waitFor('revoked', 10_000);

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { ERROR_REASONS } from '../../shared/errors.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
-import { adminFetch, ConnectionProblem, explainUnreachable } from './connection.js';
+import { adminFetch, ConnectionProblem, explainUnreachable, noticingNotReady } from './connection.js';
 import { addFlags, type Flags, flagShape } from './flags.js';
 
 /** The options every admin command takes; a command's own options extend this schema. */
@@ -183,7 +183,7 @@ export function adminCli(env: AdminEnv) {
       const client = createAdminClient({
         url: options.server,
         adminKey: resolveAdminKey(options, env.adminKey),
-        ...(transport ? { fetch: transport } : {}),
+        fetch: noticingNotReady(transport ?? fetch, options.server, (line) => console.error(line)),
       });
       try {
         await action(client, options, ...positional);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { describeNetworkError } from '../../shared/network-errors.js';
 import { fetchVia } from '../../shared/node-fetch.js';
+import { NOT_READY_HEADER } from '../../shared/protocol.js';
 
 /** Why the CLI could not talk to the server, in one line with the fix; `usage` is a usage error (exit 2). */
 export class ConnectionProblem extends Error {
@@ -55,4 +56,29 @@ export function explainUnreachable(error: unknown, server: string): string {
   if (/HEADERS_TIMEOUT|BODY_TIMEOUT/.test(detail))
     return `the server at ${server} took the request but did not answer in time (${detail}): it may be stalled or waiting on its storage; see its /healthz and its log before trying again`;
   return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)`;
+}
+
+/**
+ * `transport` that reports, once per command, an answer from a replica that is not ready (the
+ * server's `x-connector-not-ready` header): such a replica answers from its memory, which may miss
+ * changes made through other replicas while it cannot reach the database. The answer is still
+ * printed: during an outage it is the best there is, and the operator is told what it is worth.
+ */
+export function noticingNotReady(
+  transport: typeof fetch,
+  server: string,
+  warn: (line: string) => void,
+): typeof fetch {
+  let warned = false;
+  return async (input, init) => {
+    const response = await transport(input, init);
+    const reason = response.headers.get(NOT_READY_HEADER);
+    if (reason && !warned) {
+      warned = true;
+      warn(
+        `warning: ${server} is not ready (${reason}): it answers from its memory, which may miss changes made through other replicas since; see its /healthz`,
+      );
+    }
+    return response;
+  };
 }

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DomainError } from '../../shared/errors.js';
+import { NOT_READY_HEADER } from '../../shared/protocol.js';
 
 /** What one plain (non-tRPC) path answers. */
 export interface Page {
@@ -85,6 +86,21 @@ export function retryAfterMeta({ errors }: { errors: readonly { cause?: unknown 
     if (typeof seconds === 'number') return { headers: { 'retry-after': String(Math.ceil(seconds)) } };
   }
   return {};
+}
+
+/**
+ * A replica answers reads from its memory, also while it cannot reach the database; such an answer
+ * may miss changes made through other replicas since. Every answer then carries why the replica is
+ * not ready in a header, so that a client (the CLI) can say so, and curl -i shows it.
+ */
+export function notReadyMeta(problems: readonly string[]): { headers?: Record<string, string> } {
+  if (problems.length === 0) return {};
+  // A header value is printable ASCII on one line; the reasons are English text with a few symbols.
+  const reason = problems
+    .join('; ')
+    .replace(/[^\x20-\x7e]+/g, ' ')
+    .slice(0, 500);
+  return { headers: { [NOT_READY_HEADER]: reason } };
 }
 
 /**

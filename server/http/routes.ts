@@ -55,6 +55,7 @@ export function serverRoutes(deps: RoutesDeps): {
     logger,
     maxBodyBytes: config.maxBodyBytes,
     clientAddressOf: deps.clientAddressOf,
+    ...(deps.problems ? { problems: deps.problems } : {}),
   });
   const pages = opsPages({
     sessions: hub,

@@ -5,7 +5,7 @@ import { bearerTokenOf, type Context, type Services } from '../context.js';
 import { appRouter } from '../router.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ClientAddressOf } from './client-address.js';
-import { retryAfterMeta } from './endpoints.js';
+import { notReadyMeta, retryAfterMeta } from './endpoints.js';
 
 export interface TrpcHttpOptions {
   services: Services;
@@ -13,17 +13,29 @@ export interface TrpcHttpOptions {
   logger: Logger;
   maxBodyBytes: number;
   clientAddressOf: ClientAddressOf;
+  /** Why this replica is not ready (its database out of reach, its change feed behind); none when ready. */
+  problems?: () => string[];
 }
 
 /** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
-export function trpcHttpHandler({ services, hub, logger, maxBodyBytes, clientAddressOf }: TrpcHttpOptions) {
+export function trpcHttpHandler({
+  services,
+  hub,
+  logger,
+  maxBodyBytes,
+  clientAddressOf,
+  problems,
+}: TrpcHttpOptions) {
   return createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
     maxBodySize: maxBodyBytes,
     // One call per request keeps limits, audit and errors per call; no client here batches.
     allowBatching: false,
-    responseMeta: retryAfterMeta,
+    responseMeta: (opts) => {
+      const headers = { ...retryAfterMeta(opts).headers, ...notReadyMeta(problems?.() ?? []).headers };
+      return Object.keys(headers).length > 0 ? { headers } : {};
+    },
     createContext: ({ req }): Context => ({
       services,
       hub,
