@@ -1,5 +1,6 @@
 import { createTRPCClient, httpLink, type TRPCClientErrorLike, type TRPCLink } from '@trpc/client';
 import { observable } from '@trpc/server/observable';
+import { NOT_READY_HEADER } from '../../shared/protocol.js';
 import type { AppRouter } from '../../shared/router-type.js';
 
 export type ApiClient = ReturnType<typeof createApiClient>;
@@ -23,13 +24,24 @@ function unauthorizedLink(onUnauthorized: (message: string) => void): TRPCLink<A
 
 /**
  * The typed tRPC client over plain HTTP, one call per request (the server does not batch), with the
- * key in the Authorization header and never in a URL.
+ * key in the Authorization header and never in a URL. Each answer tells `onReadiness` whether the
+ * server is ready: a replica that is not (its database out of reach) answers from its memory and says
+ * why in a header; null once an answer comes without it.
  */
-export function createApiClient(adminKey: string, onUnauthorized: (message: string) => void) {
+export function createApiClient(
+  adminKey: string,
+  onUnauthorized: (message: string) => void,
+  onReadiness: (notReady: string | null) => void = () => {},
+) {
+  const noticing: typeof fetch = async (input, init) => {
+    const response = await fetch(input, init);
+    onReadiness(response.headers.get(NOT_READY_HEADER));
+    return response;
+  };
   return createTRPCClient<AppRouter>({
     links: [
       unauthorizedLink(onUnauthorized),
-      httpLink({ url: '/trpc', headers: () => ({ authorization: `Bearer ${adminKey}` }) }),
+      httpLink({ url: '/trpc', headers: () => ({ authorization: `Bearer ${adminKey}` }), fetch: noticing }),
     ],
   });
 }

@@ -22,6 +22,7 @@ const PAGE_TITLES = {
 export function App() {
   const [session, setSession] = useState<Session | null>(loadSession);
   const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
+  const [notReady, setNotReady] = useState<string | null>(null);
   const route = useRoute();
 
   const signOut = useCallback((reason: string | null) => {
@@ -32,8 +33,10 @@ export function App() {
 
   const context = useMemo(() => {
     if (!session) return null;
-    const api = createApiClient(session.adminKey, (message) =>
-      signOut(`Signed out: the server refused the API key (${message}). Sign in again.`),
+    const api = createApiClient(
+      session.adminKey,
+      (message) => signOut(`Signed out: the server refused the API key (${message}). Sign in again.`),
+      setNotReady,
     );
     const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
     return { api, adminKey: session.adminKey, scope: session.scope, readOnlyReason };
@@ -79,6 +82,12 @@ export function App() {
           Sign out
         </button>
       </header>
+      {notReady && (
+        <p className="notice not-ready" role="status" data-testid="not-ready">
+          This server is not ready ({notReady}). It shows what it holds in memory, which may miss changes made
+          through other servers since; changes fail until it is ready again.
+        </p>
+      )}
       <main>
         {route.page === 'group' && <ConnectorsPage key={route.groupId} groupId={route.groupId} />}
         {route.page === 'groups' && <GroupsPage />}
