@@ -82,6 +82,12 @@ export function runSession(o: SessionOptions): Promise<number> {
   let lastConnectProblem: string | null = null;
   // Why the socket just failed, from its error event, for the close event that follows.
   let lastSocketError: string | null = null;
+  // Whether the socket that closes had opened: one that never did was a failed attempt, said by
+  // onError, not a disconnection.
+  let socketOpened = false;
+  // Failed attempts since the last session: a problem said once is said again at 2, 4, 8, … of them,
+  // so an agent retrying for hours shows it still is, in a log that grows by a line per doubling.
+  let failedAttempts = 0;
   // What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay.
   let notices: Array<{ message: string; fields: Record<string, unknown> }> = [];
   let retryAfterMs = 0;
@@ -159,9 +165,20 @@ export function runSession(o: SessionOptions): Promise<number> {
         : describeNetworkError(cause);
       if (o.unenroll && !connectedOnce) return unreachable(problem);
       lastSocketError = problem;
-      if (problem === lastConnectProblem) return;
+      failedAttempts++;
+      if (problem === lastConnectProblem) {
+        if ((failedAttempts & (failedAttempts - 1)) === 0)
+          notices.push({
+            message: `still cannot connect after ${failedAttempts} attempts; retrying`,
+            fields: { error: problem },
+          });
+        return;
+      }
       lastConnectProblem = problem;
       notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
+    },
+    onOpen: () => {
+      socketOpened = true;
     },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
@@ -191,6 +208,8 @@ export function runSession(o: SessionOptions): Promise<number> {
         );
         return;
       }
+      const wasOpen = socketOpened;
+      socketOpened = false;
       if (finished) return;
       if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
       // The next attempt goes to the next replica (the same server when there is one).
@@ -207,7 +226,7 @@ export function runSession(o: SessionOptions): Promise<number> {
           message: 'the server closed the session for now; retrying',
           fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
         });
-      else if (connectedOnce && !refusal)
+      else if (connectedOnce && !refusal && wasOpen)
         notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
       void writeStatus('disconnected', null, refusal ? `upgrade answered HTTP ${refusal.status}` : why);
     },
@@ -327,6 +346,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       case 'ready':
         connectedOnce = true;
         lastConnectProblem = null;
+        failedAttempts = 0;
         busySaid = false;
         logger.info(`connected to ${servers.current}`, {
           connector: event.connectorId,
