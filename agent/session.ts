@@ -79,7 +79,8 @@ export function runSession(o: SessionOptions): Promise<number> {
   let reportTimer: NodeJS.Timeout | undefined;
   let connectedOnce = false;
   // Said once per distinct problem, so an agent retrying for hours does not flood its log.
-  let lastConnectProblem: string | null = null;
+  // (Every distinct one: with several servers down, the attempts alternate between their problems.)
+  const saidProblems = new Set<string>();
   // Why the socket just failed, from its error event, for the close event that follows.
   let lastSocketError: string | null = null;
   // Whether the socket that closes had opened: one that never did was a failed attempt, said by
@@ -166,7 +167,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       if (o.unenroll && !connectedOnce) return unreachable(problem);
       lastSocketError = problem;
       failedAttempts++;
-      if (problem === lastConnectProblem) {
+      if (saidProblems.has(problem)) {
         if ((failedAttempts & (failedAttempts - 1)) === 0)
           notices.push({
             message: `still cannot connect after ${failedAttempts} attempts; retrying`,
@@ -174,7 +175,8 @@ export function runSession(o: SessionOptions): Promise<number> {
           });
         return;
       }
-      lastConnectProblem = problem;
+      if (saidProblems.size >= 16) saidProblems.clear(); // bounded, whatever the errors say
+      saidProblems.add(problem);
       notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
     },
     onOpen: () => {
@@ -345,7 +347,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     switch (event.type) {
       case 'ready':
         connectedOnce = true;
-        lastConnectProblem = null;
+        saidProblems.clear();
         failedAttempts = 0;
         busySaid = false;
         logger.info(`connected to ${servers.current}`, {

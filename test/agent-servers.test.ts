@@ -70,6 +70,20 @@ describe('an agent given several servers (--server a,b)', () => {
       );
       const after = await srv.admin.connectors.get.query({ connectorId: connector.id });
       expect(after.connection).toBe('connected');
+
+      // Both gone: the attempts alternate between two refusals, each said once, then the count.
+      const from = agent.output().length;
+      await other.close();
+      await eventually(
+        'four failed attempts',
+        async () => /still cannot connect after 4 attempts/.test(agent.output().slice(from)),
+        30_000,
+      );
+      const outage = agent.output().slice(from);
+      expect(outage.match(/cannot connect; retrying/g)).toHaveLength(2);
+      for (const relay of relays)
+        expect(outage).toContain(`ECONNREFUSED 127.0.0.1:${new URL(relay.url).port}`);
+      expect(outage.match(/disconnected; reconnecting/g)).toHaveLength(1);
     } finally {
       agent.kill('SIGTERM');
       await agent.exited;
