@@ -2,6 +2,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { NOT_READY_HEADER } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { eventually } from './helpers/agents.js';
 import { serverCli } from './helpers/cli.js';
 import { startPostgres, withClient } from './helpers/postgres.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
@@ -10,16 +11,6 @@ import type { TestServer } from './helpers/server.js';
 async function health(server: TestServer): Promise<{ status: number; ready: boolean; problems?: string[] }> {
   const res = await fetch(`${server.url}/healthz`);
   return { status: res.status, ...((await res.json()) as { ready: boolean; problems?: string[] }) };
-}
-
-/** Polls until `check` holds, every 200 ms, at most `ms`. */
-async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`timed out: ${what}`);
 }
 
 describe('replicas when PostgreSQL goes away and comes back', () => {
@@ -49,7 +40,7 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
 
       await pg.stop();
       for (const replica of [a, b])
-        await until('not ready', async () => (await health(replica)).status === 503, 20_000);
+        await eventually('not ready', async () => (await health(replica)).status === 503, 20_000);
       const down = await health(b);
       expect(down.ready).toBe(false);
       expect(down.problems?.length).toBeGreaterThan(0);
@@ -95,8 +86,8 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
 
       await pg.start();
       for (const replica of [a, b])
-        await until('ready again', async () => (await health(replica)).status === 200, 60_000);
-      await until(
+        await eventually('ready again', async () => (await health(replica)).status === 200, 60_000);
+      await eventually(
         'B says the database answers again',
         async () => logOfB.some((l) => l.msg === 'PostgreSQL answers again'),
         30_000,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/agents.js';
 import { seriousA11yViolations } from '../helpers/axe.js';
 import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
 import { startPostgres, withClient } from '../helpers/postgres.js';
@@ -7,16 +8,6 @@ import type { TestServer } from '../helpers/server.js';
 
 async function ready(server: TestServer): Promise<boolean> {
   return (await fetch(`${server.url}/healthz`)).status === 200;
-}
-
-/** Polls `check` every 200 ms, at most `ms`. */
-async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`timed out: ${what}`);
 }
 
 /**
@@ -49,7 +40,7 @@ describe('console: a replica that is not ready', () => {
       expect(await banner.count()).toBe(0);
 
       await pg.stop();
-      await until('not ready', async () => !(await ready(server)), 20_000);
+      await eventually('not ready', async () => !(await ready(server)), 20_000);
       await page.getByRole('button', { name: 'Refresh' }).click();
       await banner.waitFor({ timeout: 10_000 });
       expect(await banner.textContent()).toMatch(
@@ -62,7 +53,7 @@ describe('console: a replica that is not ready', () => {
       await screenshot(page, 'not-ready');
 
       await pg.start();
-      await until('ready again', () => ready(server), 60_000);
+      await eventually('ready again', () => ready(server), 60_000);
       // Bounded: the next answer without the header takes the banner away.
       await expect
         .poll(
