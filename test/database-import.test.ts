@@ -130,6 +130,19 @@ describe('connector-server import (an embedded deployment into PostgreSQL)', () 
       expect(noUrl.stderr.trim()).toBe(
         'error: name the database to import into: --database-url postgres://… or CONNECTOR_DATABASE_URL',
       );
+      // A bad URL is named where it was given.
+      const fromEnv = await serverCli(['import', '--data-dir', empty], {
+        CONNECTOR_DATABASE_URL: 'postgres://u:p@127.0.0.1:5432',
+      });
+      expect([fromEnv.code, fromEnv.stderr.trim()]).toEqual([
+        2,
+        'error: CONNECTOR_DATABASE_URL: the URL names no database: end it with /DATABASE, a database of its own (createdb connector)',
+      ]);
+      const fromFlag = await serverCli(['import', '--data-dir', empty, '--database-url', 'mysql://h/d']);
+      expect([fromFlag.code, fromFlag.stderr.trim()]).toEqual([
+        2,
+        'error: --database-url: use a postgres:// URL (got mysql://…)',
+      ]);
       await using db = await freshDatabase();
       const nothing = await serverCli(['import', '--data-dir', empty, '--database-url', db.url]);
       expect(nothing.code).toBe(2);

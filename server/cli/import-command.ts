@@ -37,7 +37,8 @@ export function registerImportCommand(program: Command, env: NodeJS.ProcessEnv):
       try {
         parseDatabaseUrl(url);
       } catch (error) {
-        throw new CliError(`--database-url: ${(error as Error).message}`, 2);
+        const from = flags.databaseUrl !== undefined ? '--database-url' : SERVE_FLAGS.databaseUrl.env;
+        throw new CliError(`${from}: ${(error as Error).message}`, 2);
       }
       const { importDataDir, ImportRefusedError } = await import('../backup/database-import.js');
       const { DatabaseStartError } = await import('../data-files.js');
