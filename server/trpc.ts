@@ -96,27 +96,21 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
     actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },
     remoteAddress: ctx.remoteAddress,
   };
+  // The refusal is what the caller must hear: an audit log that cannot take the record (the same
+  // database outage that refused the call, most often) must not answer in its place. A revoke
+  // refused REVOKE_NOT_SAVED says which sessions it ended; STORE_UNAVAILABLE would hide that.
+  const auditRefusal = (reason: ErrorReason) =>
+    ctx.services.audit
+      .record({ type: 'admin.refused', ...meta, outcome: 'refused', reason, details: { path } })
+      .catch(() => {});
   if (type === 'mutation' && principal.scope !== 'admin') {
-    await ctx.services.audit.record({
-      type: 'admin.refused',
-      ...meta,
-      outcome: 'refused',
-      reason: 'SCOPE_FORBIDDEN',
-      details: { path },
-    });
+    await auditRefusal('SCOPE_FORBIDDEN');
     throw new DomainError('SCOPE_FORBIDDEN');
   }
   const result = await next({ ctx: { principal, meta } });
   if (!result.ok && type === 'mutation') {
     const cause = result.error.cause;
-    const reason = cause instanceof DomainError ? cause.reason : reasonFor(result.error);
-    await ctx.services.audit.record({
-      type: 'admin.refused',
-      ...meta,
-      outcome: 'refused',
-      reason,
-      details: { path },
-    });
+    await auditRefusal(cause instanceof DomainError ? cause.reason : reasonFor(result.error));
   }
   return result;
 });

@@ -34,8 +34,10 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       const key = (await a.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
       const kept = (await enrollSim(b.url, key, 'kept')).enrolled!;
       const later = (await enrollSim(b.url, key, 'later')).enrolled!;
+      const cut = (await enrollSim(b.url, key, 'cut')).enrolled!;
       const session = connectSim(b.url, kept);
-      await session.waitFor('ready');
+      const cutSession = connectSim(b.url, cut);
+      await Promise.all([session.waitFor('ready'), cutSession.waitFor('ready')]);
       expect((await health(a)).status).toBe(200);
 
       await pg.stop();
@@ -55,6 +57,12 @@ describe('replicas when PostgreSQL goes away and comes back', () => {
       await expect(a.admin.groups.create.mutate({ name: 'During' })).rejects.toMatchObject({
         data: { reason: 'STORE_UNAVAILABLE' },
       });
+      // A revoke through the replica holding the session ends it at once and says it was not saved,
+      // with the session it ended: the audit log, unreachable too, does not answer in its place.
+      await expect(b.admin.connectors.revoke.mutate({ connectorId: cut.connectorId })).rejects.toMatchObject({
+        data: { reason: 'REVOKE_NOT_SAVED', sessionsEnded: 1 },
+      });
+      expect(await cutSession.waitForClose()).toEqual({ code: 4003, reason: 'CONNECTOR_REVOKED' });
       // The reads that need the database say so too (the replicas list, the audit log): an operator
       // runs them exactly now, and they used to answer INTERNAL_ERROR.
       await expect(a.admin.replicas.list.query({})).rejects.toMatchObject({
