@@ -22,6 +22,11 @@ import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
 import { CONNECT_TIMEOUT_MS, connectionOptions } from './store/postgres/connect.js';
+import {
+  connectableByEveryRole,
+  everyRoleWarning,
+  malformedNotificationNotice,
+} from './store/postgres/database-access.js';
 import { feedRetentionFor } from './store/postgres/feed-retention.js';
 import { ForeignDatabaseError } from './store/postgres/migrate.js';
 import { PgStore } from './store/postgres/pg-store.js';
@@ -132,7 +137,10 @@ export async function openDatabaseState(
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.
       problems: feedProblems,
       onError: report('cluster sessions: a statement or the listener failed'),
+      onMalformed: malformedNotificationNotice((details, message) => logger.warn(details, message), Date.now),
     });
+    const access = await connectableByEveryRole(pool);
+    if (access.open) logger.warn(everyRoleWarning(access.database, access.user));
     const retention =
       config.auditRetentionMs === null
         ? null

@@ -231,6 +231,8 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await withClient(url, (client) => client.query(`SELECT setval('agent_session_claims', 1, false)`));
     b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
     await b.flush();
+    // A's claim was heard, and is checked in the table before it ends B's session (a round trip).
+    await until(() => lostOnB.length > 0);
     expect(lostOnB).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.1' }]);
     expect(await rows(url)).toEqual([{ connector_id: 'con_1', replica_id: a.replicaId }]);
     await new Promise((resolve) => setTimeout(resolve, 100)); // B's notification reaches A, which keeps its session

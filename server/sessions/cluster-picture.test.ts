@@ -6,10 +6,16 @@ import type { LostSession } from './cluster-sessions.js';
 function picture() {
   const clock = new ManualClock();
   const lost: LostSession[] = [];
-  const p = new ClusterPicture(clock, 15_000, (l) => lost.push(l));
+  const verified: string[] = [];
+  const p = new ClusterPicture(
+    clock,
+    15_000,
+    (l) => lost.push(l),
+    (connectorId) => verified.push(connectorId),
+  );
   const admit = (connectorId: string, sessionId = 1) =>
     p.admitted({ connectorId, sessionId, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
-  return { clock, lost, p, admit };
+  return { clock, lost, verified, p, admit };
 }
 
 describe('ClusterPicture: the larger claim number wins, whatever order the news comes in', () => {
@@ -83,5 +89,44 @@ describe('ClusterPicture: the larger claim number wins, whatever order the news 
     p.claimed('con_2', 'r2', 2, '192.0.2.2'); // seen by the read
     p.confirmedSince(startedAt);
     expect([p.isConnectedElsewhere('con_1'), p.isConnectedElsewhere('con_2')]).toEqual([false, true]);
+  });
+});
+
+describe('ClusterPicture: a heard claim ends no session until the table confirms it', () => {
+  it('a larger heard claim is shown, and checked, but replaces nothing; the table’s answer decides', () => {
+    const { lost, verified, p, admit } = picture();
+    p.numbered(admit('con_1'), 10);
+    p.heardClaim('con_1', 'r2', 9_000_000_000_000, '192.0.2.66');
+    expect(lost).toEqual([]);
+    expect(verified).toEqual(['con_1']);
+    expect(p.isConnectedElsewhere('con_1')).toBe(true);
+    // The table has no such claim above ours: forgotten, ours stays.
+    p.refuted('con_1');
+    expect(p.isConnectedElsewhere('con_1')).toBe(false);
+    expect(lost).toEqual([]);
+    // A real one: heard, checked, then the table's row replaces ours (its address, not the payload's).
+    p.heardClaim('con_1', 'r2', 11, '203.0.113.5');
+    p.claimed('con_1', 'r2', 11, '192.0.2.2');
+    expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.2' }]);
+  });
+
+  it('a heard claim larger than ours when our number comes back: checked, not obeyed', () => {
+    const { lost, verified, p, admit } = picture();
+    const ours = admit('con_1');
+    p.heardClaim('con_1', 'r2', 50, '192.0.2.66');
+    expect(verified).toEqual([]); // nothing of ours to end yet
+    p.numbered(ours, 10);
+    expect([lost, verified]).toEqual([[], ['con_1']]);
+  });
+
+  it('a smaller heard claim is ignored without a check; a confirmed claim heard again stays confirmed', () => {
+    const { lost, verified, p, admit } = picture();
+    p.numbered(admit('con_1'), 10);
+    p.heardClaim('con_1', 'r2', 9, '192.0.2.9');
+    expect([lost, verified]).toEqual([[], []]);
+    p.claimed('con_2', 'r2', 5, '192.0.2.2');
+    p.heardClaim('con_2', 'r2', 5, '192.0.2.2');
+    p.refuted('con_2'); // only a claim nothing confirmed is refuted
+    expect(p.isConnectedElsewhere('con_2')).toBe(true);
   });
 });

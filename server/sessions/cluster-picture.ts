@@ -17,6 +17,11 @@ interface RemoteSession {
   remoteAddress: string;
   /** When this replica last heard of it (its clock): a full read drops what it did not confirm. */
   heardAt: number;
+  /**
+   * Read from the table (a full read, or a claim checked there), not only heard of: a notification
+   * can come from any role that may connect to the database, so only a confirmed claim ends a session.
+   */
+  confirmed: boolean;
 }
 
 /**
@@ -34,6 +39,8 @@ export class ClusterPicture {
     private readonly clock: Clock,
     private readonly deadAfterMs: number,
     private readonly lost: (lost: LostSession) => void,
+    /** Asked to check a heard claim that would end an own session in the table (answered with claimed or refuted). */
+    private readonly verify: (connectorId: string) => void = () => {},
   ) {}
 
   /** Adds a session admitted here; answers it, to be claimed. */
@@ -57,23 +64,31 @@ export class ClusterPicture {
     session.claim = claim;
     if (session.released) return;
     const other = this.remote.get(session.connectorId);
-    if (other && other.claim > claim) this.replace(session, other.remoteAddress);
-    else if (other) this.remote.delete(session.connectorId); // ours replaced it: that one is ending
+    if (other && other.claim > claim) {
+      if (other.confirmed) this.replace(session, other.remoteAddress);
+      else this.verify(session.connectorId);
+    } else if (other) this.remote.delete(session.connectorId); // ours replaced it: that one is ending
   }
 
-  /** Another replica's claim, from a notification or a full read. */
+  /** Another replica's claim as the table has it (a full read, or a heard claim checked there). */
   claimed(connectorId: string, replicaId: string, claim: number, remoteAddress: string): void {
-    const now = this.clock.now();
-    const known = this.remote.get(connectorId);
-    if (known && known.claim > claim) {
-      known.heardAt = now;
-      return;
-    }
-    const mine = this.own.get(connectorId);
-    if (mine && mine.claim !== null && mine.claim > claim) return; // ours is newer: that one is ending
-    this.remote.set(connectorId, { replicaId, claim, remoteAddress, heardAt: now });
+    const mine = this.remember(connectorId, replicaId, claim, remoteAddress, true);
     // A claim of ours still on its way is compared when its number comes back (`numbered`).
-    if (mine && mine.claim !== null) this.replace(mine, remoteAddress);
+    if (mine) this.replace(mine, remoteAddress);
+  }
+
+  /**
+   * Another replica's claim as a notification tells it: enough for presence, not to end an own
+   * session, which waits for the table to confirm it (`verify`).
+   */
+  heardClaim(connectorId: string, replicaId: string, claim: number, remoteAddress: string): void {
+    if (this.remember(connectorId, replicaId, claim, remoteAddress, false)) this.verify(connectorId);
+  }
+
+  /** The table does not have a heard claim of `connectorId` above ours: it was not a replica's. */
+  refuted(connectorId: string): void {
+    const heard = this.remote.get(connectorId);
+    if (heard && !heard.confirmed) this.remote.delete(connectorId);
   }
 
   /** Another replica's release: gone, unless a newer claim of the connector came since. */
@@ -135,6 +150,34 @@ export class ClusterPicture {
     // Not heard of yet (its claim came before our first look at the replicas): alive.
     const at = this.aliveAt.get(replicaId);
     return at === undefined || this.clock.now() - at <= this.deadAfterMs;
+  }
+
+  /** Records a claim unless a larger one is known; answers the own numbered session it outnumbers. */
+  private remember(
+    connectorId: string,
+    replicaId: string,
+    claim: number,
+    remoteAddress: string,
+    confirmed: boolean,
+  ): OwnSession | undefined {
+    const now = this.clock.now();
+    const known = this.remote.get(connectorId);
+    if (known && known.claim > claim) {
+      known.heardAt = now;
+      return undefined;
+    }
+    const mine = this.own.get(connectorId);
+    if (mine && mine.claim !== null && mine.claim > claim) return undefined; // ours is newer: that one is ending
+    // The same claim heard after a read confirmed it stays confirmed.
+    const same = known?.claim === claim && known.replicaId === replicaId && known.confirmed;
+    this.remote.set(connectorId, {
+      replicaId,
+      claim,
+      remoteAddress,
+      heardAt: now,
+      confirmed: confirmed || same,
+    });
+    return mine && mine.claim !== null ? mine : undefined;
   }
 
   private replace(session: OwnSession, by: string): void {

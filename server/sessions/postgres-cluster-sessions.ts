@@ -6,6 +6,7 @@ import { boundedRead, connectionOptions } from '../store/postgres/connect.js';
 import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
 import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
 import {
+  CLAIM_OF_SQL,
   decodeNotification,
   REAP_SQL,
   RELEASE_ALL_SQL,
@@ -55,6 +56,8 @@ export interface PostgresClusterSessionsOptions {
   /** Sessions of a dead replica this replica removed, with the dead replica's last heartbeat. */
   onReaped?: (sessions: ReapedSession[]) => void;
   onError?: (error: Error) => void;
+  /** A notification on `channel` that no replica sent (malformed): dropped; said to the operator. */
+  onMalformed?: (channel: string) => void;
 }
 
 const RESYNC_PAGE_ROWS = 5000;
@@ -88,7 +91,18 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private beatingSince: number | null = null;
   readonly replicaId: string;
   /** Statements sent to the database, by kind (tests count them). */
-  readonly statements = { claim: 0, release: 0, heartbeat: 0, resync: 0, summary: 0, confirmation: 0 };
+  readonly statements = {
+    claim: 0,
+    release: 0,
+    heartbeat: 0,
+    resync: 0,
+    summary: 0,
+    confirmation: 0,
+    verify: 0,
+  };
+  /** Notifications on the channel that were not a replica's (malformed), dropped whole. */
+  malformedNotifications = 0;
+  private readonly verifying = new Set<string>();
   private checks = 0;
   /** Live replicas as the last heartbeat read the table, itself included once its own beat went in. */
   private live = 0;
@@ -115,7 +129,12 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.onReaped = o.onReaped;
     this.url = o.url ?? null;
-    this.picture = new ClusterPicture(o.clock, this.deadAfterMs, (lost) => this.lostHandler(lost));
+    this.picture = new ClusterPicture(
+      o.clock,
+      this.deadAfterMs,
+      (lost) => this.lostHandler(lost),
+      (connectorId) => this.verifyClaim(connectorId),
+    );
     this.outbox = new SessionOutbox({
       pool: o.pool,
       replicaId: this.replicaId,
@@ -366,7 +385,12 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     client.on('error', lost);
     client.on('end', () => lost(new Error('cluster listener connection ended')));
     client.on('notification', (message) => {
-      if (message.payload) this.onNotification(message.payload);
+      // Whatever a payload holds, a throw here would end the process (an event handler).
+      try {
+        if (message.payload) this.onNotification(message.payload);
+      } catch (error) {
+        this.o.onError?.(error as Error);
+      }
     });
     try {
       await client.connect();
@@ -396,10 +420,34 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.relistenTimer.unref();
   }
 
+  /**
+   * A heard claim would end a session of ours: the table says whether another replica holds it.
+   * The notification alone is not enough: PostgreSQL puts no privilege on NOTIFY, so any role that
+   * can connect to the database can send one; the table takes the rights the replicas' role has.
+   */
+  private verifyClaim(connectorId: string): void {
+    if (this.verifying.has(connectorId) || this.stopped) return;
+    this.verifying.add(connectorId);
+    this.statements.verify++;
+    this.o.pool
+      .query<{ replica_id: string; session_id: string; remote_address: string }>(CLAIM_OF_SQL, [connectorId])
+      .then(({ rows: [row] }) => {
+        if (row && row.replica_id !== this.replicaId)
+          this.picture.claimed(connectorId, row.replica_id, Number(row.session_id), row.remote_address);
+        else this.picture.refuted(connectorId);
+      })
+      .catch((error: Error) => this.o.onError?.(error))
+      .finally(() => this.verifying.delete(connectorId));
+  }
+
   private onNotification(payload: string): void {
     if (senderOf(payload) === this.replicaId) return;
     const notice = decodeNotification(payload);
-    if (!notice) return;
+    if (!notice) {
+      this.malformedNotifications++;
+      this.o.onMalformed?.(SESSIONS_CHANNEL);
+      return;
+    }
     this.picture.heard(notice.replicaId, this.o.clock.now());
     if (notice.kind === 'deletionConfirmed') {
       for (const confirmation of notice.confirmations) this.confirmationHandler(confirmation);
@@ -407,7 +455,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     }
     if (notice.kind === 'claimed') {
       for (const c of notice.claims)
-        this.picture.claimed(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
+        this.picture.heardClaim(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
     } else {
       for (const r of notice.releases) this.picture.released(r.connectorId, r.claim);
     }

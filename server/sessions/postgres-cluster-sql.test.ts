@@ -43,3 +43,45 @@ describe('deletion confirmations as notifications', () => {
     expect(senderOf('')).toBeNull();
   });
 });
+
+describe('a payload no replica sent (any role that may connect can NOTIFY)', () => {
+  const replicaId = '6f1c2a9e-0d4b-4c55-9a43-2f0e8d7b1c3a';
+
+  it('reads the three kinds as the replicas write them', () => {
+    expect(decodeNotification(`c ${replicaId}\ncon_a 7 127.0.0.1\ncon_b 8 ::ffff:192.0.2.1`)).toEqual({
+      kind: 'claimed',
+      replicaId,
+      claims: [
+        { connectorId: 'con_a', claim: 7, remoteAddress: '127.0.0.1' },
+        { connectorId: 'con_b', claim: 8, remoteAddress: '::ffff:192.0.2.1' },
+      ],
+    });
+    expect(decodeNotification(`r ${replicaId}\ncon_a 7`)).toEqual({
+      kind: 'released',
+      replicaId,
+      releases: [{ connectorId: 'con_a', claim: 7 }],
+    });
+    expect(decodeNotification(`d ${replicaId}\ncon_a 1796000000000 -`)).toMatchObject({
+      kind: 'deletionConfirmed',
+    });
+  });
+
+  it.each([
+    ['a claim number that is not one', `c ${replicaId}\ncon_a notanumber 127.0.0.1`],
+    ['a claim number past what a double holds', `c ${replicaId}\ncon_a 90071992547409930 127.0.0.1`],
+    ['a zero or negative claim', `c ${replicaId}\ncon_a 0 127.0.0.1`],
+    ['an address with control characters', `c ${replicaId}\ncon_a 9000000000000 \x1b[31m6.6.6.6\x1b[0m`],
+    ['a claim without an address', `c ${replicaId}\ncon_a 7`],
+    ['a field too many', `c ${replicaId}\ncon_a 7 127.0.0.1 extra`],
+    ['a good entry beside a bad one', `c ${replicaId}\ncon_a 7 127.0.0.1\ncon_b x 127.0.0.1`],
+    ['a deletion time that is no time', `d evil\ncon_x notanumber -`],
+    ['a deletion without its address field', `d ${replicaId}\ncon_x 1796000000000`],
+    ['a release with an address', `r ${replicaId}\ncon_a 7 127.0.0.1`],
+    ['a header alone', `c ${replicaId}`],
+    ['a replica id with a space', `c a b\ncon_a 7 127.0.0.1`],
+    ['a connector id out of shape', `r ${replicaId}\ncon/../x 7`],
+    ['an empty payload', ''],
+  ])('%s: dropped whole', (_what, payload) => {
+    expect(decodeNotification(payload)).toBeNull();
+  });
+});

@@ -95,6 +95,11 @@ export const SESSIONS_SUMMARY_SQL = `
   SELECT count(*)::int AS count, (coalesce(sum(session_id), 0) % $2)::float8 AS claim_sum
     FROM agent_sessions WHERE replica_id <> $1`;
 
+/** The claim the table holds for connector $1, if any: a heard claim is checked here before it ends a session. */
+export const CLAIM_OF_SQL = `
+  SELECT replica_id, session_id::text AS session_id, remote_address
+    FROM agent_sessions WHERE connector_id = $1`;
+
 /** Every replica with its process and how many sessions it holds, oldest first (`replicas.list`). */
 export const REPLICAS_SQL = `
   SELECT r.id, r.url, r.host, r.pid, r.version, r.problems,
@@ -176,36 +181,52 @@ export function senderOf(payload: string): string | null {
 /**
  * Reads a payload: a line `c <replica>` (claimed) or `r <replica>` (released), then one line a
  * session, `<connector> <number>` and, for a claim, ` <address>`; or a line `d <replica>` (deletions
- * confirmed), then `<connector> <epoch ms> <address or ->` a line. Null for anything else.
+ * confirmed), then `<connector> <epoch ms> <address or ->` a line. Null for anything else, and for a
+ * payload with any entry out of shape: PostgreSQL lets any role that may connect to the database
+ * notify on the channel, so a payload is checked whole before any of it is believed.
  */
 export function decodeNotification(payload: string): ClusterNotification | null {
   const lines = payload.split('\n');
-  const [kind, replicaId] = (lines[0] ?? '').split(' ');
-  if (!replicaId || (kind !== 'c' && kind !== 'r' && kind !== 'd')) return null;
+  const header = (lines[0] ?? '').split(' ');
+  const [kind, replicaId] = header;
+  if (header.length !== 2 || !replicaId || !ID.test(replicaId)) return null;
+  if (kind !== 'c' && kind !== 'r' && kind !== 'd') return null;
   const entries = lines.slice(1).map((line) => line.split(' '));
-  if (kind === 'd')
-    return {
-      kind: 'deletionConfirmed',
-      replicaId,
-      confirmations: entries.map(([connectorId = '', at = '', from = '-']) => ({
-        connectorId,
-        confirmedAt: Number(at),
-        confirmedFrom: from === '-' ? null : from,
-      })),
-    };
-  if (kind === 'c')
-    return {
-      kind: 'claimed',
-      replicaId,
-      claims: entries.map(([connectorId = '', claim = '', remoteAddress = '']) => ({
-        connectorId,
-        claim: Number(claim),
-        remoteAddress,
-      })),
-    };
-  return {
-    kind: 'released',
-    replicaId,
-    releases: entries.map(([connectorId = '', claim = '']) => ({ connectorId, claim: Number(claim) })),
-  };
+  if (entries.length === 0) return null;
+  if (kind === 'd') {
+    const confirmations: DeletionConfirmation[] = [];
+    for (const entry of entries) {
+      const [connectorId = '', at = '', from = ''] = entry;
+      if (entry.length !== 3 || !ID.test(connectorId) || !EPOCH_MS.test(at)) return null;
+      if (from !== '-' && !ADDRESS.test(from)) return null;
+      confirmations.push({ connectorId, confirmedAt: Number(at), confirmedFrom: from === '-' ? null : from });
+    }
+    return { kind: 'deletionConfirmed', replicaId, confirmations };
+  }
+  if (kind === 'c') {
+    const claims: Array<{ connectorId: string; claim: number; remoteAddress: string }> = [];
+    for (const entry of entries) {
+      const [connectorId = '', claim = '', remoteAddress = ''] = entry;
+      if (entry.length !== 3 || !ID.test(connectorId) || !CLAIM.test(claim) || !ADDRESS.test(remoteAddress))
+        return null;
+      claims.push({ connectorId, claim: Number(claim), remoteAddress });
+    }
+    return { kind: 'claimed', replicaId, claims };
+  }
+  const releases: Array<{ connectorId: string; claim: number }> = [];
+  for (const entry of entries) {
+    const [connectorId = '', claim = ''] = entry;
+    if (entry.length !== 2 || !ID.test(connectorId) || !CLAIM.test(claim)) return null;
+    releases.push({ connectorId, claim: Number(claim) });
+  }
+  return { kind: 'released', replicaId, releases };
 }
+
+/** A connector or replica id (ours are `con_…` and UUIDs): letters, digits, `_` and `-`. */
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** A claim number from the sequence: a positive integer a double holds exactly. */
+const CLAIM = /^[1-9][0-9]{0,14}$/;
+/** Epoch milliseconds, as Date takes them. */
+const EPOCH_MS = /^[0-9]{1,15}$/;
+/** An IPv4 or IPv6 address as Node gives a peer's (with a zone, `%eth0`): no spaces, no control characters. */
+const ADDRESS = /^[0-9A-Za-z:.%_-]{1,64}$/;

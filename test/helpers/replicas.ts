@@ -18,6 +18,8 @@ export async function startReplicas(
     config?: Partial<ServerConfig>;
     clock?: ManualClock;
     loggerOf?: (index: number) => Logger | undefined;
+    /** A replica already running on the database: the new ones join it (its secret and admin key). */
+    joining?: TestServer;
   } = {},
 ): Promise<TestServer[]> {
   const clock = options.clock ?? realTimeClock();
@@ -26,16 +28,23 @@ export async function startReplicas(
     const given = options.loggerOf?.(index);
     return given ? { logger: given } : {};
   };
-  const first = await startTestServer({ clock, config, ...logger(0) });
-  const replicas = [first];
-  for (let i = 1; i < count; i++) {
+  const joinedDir = async (from: TestServer) => {
     const dataDir = await tempDir();
-    await copyFile(join(first.dataDir, 'secret.key'), join(dataDir, 'secret.key'));
+    await copyFile(join(from.dataDir, 'secret.key'), join(dataDir, 'secret.key'));
     // The admin keys are in the database: the first replica's bootstrap key works on every one
     // (a replica writes a bootstrap key only when the database has no usable admin key).
-    await copyFile(join(first.dataDir, 'admin.key'), join(dataDir, 'admin.key'));
-    replicas.push(await startTestServer({ clock, dataDir, config, ...logger(i) }));
-  }
+    await copyFile(join(from.dataDir, 'admin.key'), join(dataDir, 'admin.key'));
+    return dataDir;
+  };
+  const first = await startTestServer({
+    clock,
+    config,
+    ...logger(0),
+    ...(options.joining ? { dataDir: await joinedDir(options.joining) } : {}),
+  });
+  const replicas = [first];
+  for (let i = 1; i < count; i++)
+    replicas.push(await startTestServer({ clock, dataDir: await joinedDir(first), config, ...logger(i) }));
   return replicas;
 }
 

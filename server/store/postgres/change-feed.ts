@@ -145,7 +145,9 @@ export class ChangeFeed {
     const client = new pg.Client(connectionOptions(this.options.connectionString));
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('listener connection ended')));
-    client.on('notification', () => void this.readNow());
+    // The payload is not read (any role that may connect can notify): a notification only wakes a
+    // read of the table, coalesced with the one in progress.
+    client.on('notification', () => void this.readNow().catch(() => {}));
     await client.connect();
     await client.query(`LISTEN ${CHANGES_CHANNEL}`);
     this.listener = client;

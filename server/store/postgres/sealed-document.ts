@@ -151,8 +151,12 @@ export class SealedDocument<T> implements KeptDocument<T> {
     client.on('error', lost);
     client.on('end', () => lost(new Error('document listener connection ended')));
     client.on('notification', (message) => {
+      // Any role that may connect can notify here: a payload out of shape is nobody's (and a throw
+      // in this handler would end the process). A well-formed one only makes the replica read the
+      // table, which holds the truth, again.
       const [name, version] = (message.payload ?? '').split(' ');
-      if (name === this.options.name && version && BigInt(version) !== this.version) this.changed?.();
+      if (name !== this.options.name || !version || !/^[0-9]{1,19}$/.test(version)) return;
+      if (BigInt(version) !== this.version) this.changed?.();
     });
     await client.connect();
     if (!this.changed) {
