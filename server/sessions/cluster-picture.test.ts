@@ -129,4 +129,16 @@ describe('ClusterPicture: a heard claim ends no session until the table confirms
     p.refuted('con_2'); // only a claim nothing confirmed is refuted
     expect(p.isConnectedElsewhere('con_2')).toBe(true);
   });
+
+  it('replicas only heard of (any id a notification names) are forgotten once a listing lacks them', () => {
+    const { p, clock } = picture();
+    for (let i = 0; i < 100; i++) {
+      p.heard(`made-up-${i}`, clock.now()); // as a notification does
+      p.heardClaim(`con_${i}`, `made-up-${i}`, i + 1, '192.0.2.66');
+    }
+    p.heard('r2', clock.now());
+    expect(p.trackedReplicas).toBe(101);
+    p.replicasListed(new Set(['r2']));
+    expect([p.trackedReplicas, p.connectedElsewhere()]).toEqual([1, 0]);
+  });
 });

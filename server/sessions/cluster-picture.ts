@@ -109,6 +109,9 @@ export class ClusterPicture {
     if (dead.size === 0) return;
     for (const [connectorId, session] of this.remote)
       if (dead.has(session.replicaId)) this.remote.delete(connectorId);
+    // Forgotten once gone from the table: ids only ever heard of (a notification can name any) would
+    // otherwise pile up here for as long as the process runs.
+    for (const id of dead) if (!ids.has(id)) this.aliveAt.delete(id);
   }
 
   /** After a full read that began at `startedAt`: drops remote sessions it did not see or hear of since. */
@@ -120,6 +123,11 @@ export class ClusterPicture {
   isConnectedElsewhere(connectorId: string): boolean {
     const session = this.remote.get(connectorId);
     return session !== undefined && this.isAlive(session.replicaId);
+  }
+
+  /** How many other replicas it keeps a sign of life of (bounded by the table's, between listings). */
+  get trackedReplicas(): number {
+    return this.aliveAt.size;
   }
 
   /** Sessions of other live replicas (a full count). */
