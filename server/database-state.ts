@@ -116,11 +116,17 @@ export async function openDatabaseState(
       onError: report('signing keys: check or listener failed'),
     });
     const identity = await IdentityAuthority.open(keys, { issuer: ISSUER, clock });
-    /** The change feed's part of readiness; the heartbeat's is the cluster's own. */
-    const feedProblems = (): string[] => {
+    /**
+     * The change feed's part of readiness; the heartbeat's is the cluster's own. Detailed, with the
+     * database's last answer as its log says it (a password changed, a privilege gone), for the
+     * replicas table, which admins read; else with its code alone, for what anyone may read
+     * (/healthz, a refused upgrade, a tRPC answer's header): the reason can name the database's
+     * host, port and user.
+     */
+    const feedProblems = (detailed: boolean): string[] => {
       const now = Date.now();
-      // With the database's last answer, as its log says it: a password changed, a privilege gone.
-      const cause = trouble.cause ? ` (${trouble.cause.replaceAll(url, '<url>')})` : '';
+      const shown = detailed ? trouble.cause?.replaceAll(url, '<url>') : trouble.code;
+      const cause = shown ? ` (${shown})` : '';
       if (!store.feed.listening) return [`the change feed has lost its database connection${cause}`];
       if (now - store.feed.lastReadAt > FEED_STALE_MS)
         return [
@@ -135,7 +141,7 @@ export async function openDatabaseState(
       url: config.publicUrl,
       process: thisProcess(),
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.
-      problems: feedProblems,
+      problems: () => feedProblems(true),
       onError: report('cluster sessions: a statement or the listener failed'),
       onMalformed: malformedNotificationNotice((details, message) => logger.warn(details, message), Date.now),
     });
@@ -178,7 +184,7 @@ export async function openDatabaseState(
         };
       },
       problems() {
-        const found = feedProblems();
+        const found = feedProblems(false);
         if (clock.now() - cluster.lastHeartbeatAt > cluster.deadAfterMs / 2)
           found.push('this replica cannot tell the database it is alive (heartbeat failing)');
         return found;

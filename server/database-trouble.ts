@@ -29,6 +29,7 @@ export class DatabaseTrouble {
   private lastFailureAt = 0;
   private failures = 0;
   private lastCause: string | null = null;
+  private lastCode: string | null = null;
   private lastLoggedAt = 0;
 
   constructor(
@@ -40,9 +41,14 @@ export class DatabaseTrouble {
     return this.since !== null;
   }
 
-  /** The last failure's code and reason while the trouble lasts (for /healthz), else null. */
+  /** The last failure's code and reason while the trouble lasts (for the replicas table), else null. */
   get cause(): string | null {
     return this.since === null ? null : this.lastCause;
+  }
+
+  /** The last failure's code alone (e.g. 28P01, ECONNREFUSED) while the trouble lasts, else null. */
+  get code(): string | null {
+    return this.since === null ? null : this.lastCode;
   }
 
   failed(what: string, error: unknown): void {
@@ -52,6 +58,7 @@ export class DatabaseTrouble {
     this.failures++;
     this.lastFailureAt = now;
     this.lastCause = code ? `${code}: ${reason}` : reason!;
+    this.lastCode = code;
     if (this.since === null) {
       this.since = now;
       this.lastLoggedAt = now;
