@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
@@ -44,18 +44,12 @@ export class SecretFileError extends DataFileError {}
  * shared with them), and hold one base64 32-byte secret, as `secret.key` does.
  */
 export async function loadGivenSecret(file: string): Promise<Buffer> {
-  let mode: number;
+  // One open file checked and read: its mode and owner are those of what is read, not of a file
+  // put in its place between a look and a read.
+  let handle: FileHandle;
   try {
-    const found = await stat(file);
-    // Before the mode: "chmod 600" is the wrong advice for a directory (/tmp, say).
-    if (!found.isFile())
-      throw new SecretFileError(
-        file,
-        `is ${found.isDirectory() ? 'a directory' : 'not a regular file'}; give the path of the secret file itself (a copy of a replica's secret.key)`,
-      );
-    mode = found.mode;
+    handle = await open(file, 'r');
   } catch (error) {
-    if (error instanceof SecretFileError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT')
       throw new SecretFileError(
@@ -64,17 +58,34 @@ export async function loadGivenSecret(file: string): Promise<Buffer> {
       );
     throw new SecretFileError(file, `cannot be read (${code ?? (error as Error).message})`);
   }
-  if (process.platform !== 'win32' && (mode & 0o077) !== 0)
-    throw new SecretFileError(
-      file,
-      `is open to other users (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); make it the owner's alone: chmod 600 ${file}`,
-    );
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    const found = await handle.stat();
+    // Before the mode: "chmod 600" is the wrong advice for a directory (/tmp, say).
+    if (!found.isFile())
+      throw new SecretFileError(
+        file,
+        `is ${found.isDirectory() ? 'a directory' : 'not a regular file'}; give the path of the secret file itself (a copy of a replica's secret.key)`,
+      );
+    if (process.platform !== 'win32' && (found.mode & 0o077) !== 0)
+      throw new SecretFileError(
+        file,
+        `is open to other users (mode ${(found.mode & 0o777).toString(8).padStart(4, '0')}); make it the owner's alone: chmod 600 ${file}`,
+      );
+    // Owned by another user (root aside), that user could put another secret in it at will.
+    const uid = process.getuid?.();
+    if (uid !== undefined && found.uid !== uid && found.uid !== 0)
+      throw new SecretFileError(
+        file,
+        `is owned by another user (uid ${found.uid}), who could replace it; make it this server's: chown ${uid} ${file}`,
+      );
+    text = await handle.readFile('utf8');
   } catch (error) {
+    if (error instanceof SecretFileError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     throw new SecretFileError(file, `cannot be read (${code ?? (error as Error).message})`);
+  } finally {
+    await handle.close();
   }
   if (text.trim() === '')
     throw new SecretFileError(

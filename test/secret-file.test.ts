@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chown, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
@@ -113,6 +113,16 @@ describe('serve --secret-file (the secret every replica shares)', () => {
       ['missing', join(where, 'nothing-here'), /does not exist; copy secret.key/],
       ['a directory', where, /is a directory; give the path of the secret file itself/],
     ];
+    // Owned by another user (who could swap the secret): only root can make such a file here.
+    if (process.getuid?.() === 0) {
+      const foreign = await secretFile(where, `${secret}\n`);
+      await chown(foreign, 65534, 65534);
+      cases.push([
+        'owned by another user',
+        foreign,
+        /is owned by another user \(uid 65534\), who could replace it; .*chown 0 /,
+      ]);
+    }
     for (const [name, file, problem] of cases) {
       const { code, lines } = await refused({ CONNECTOR_DATABASE_URL: db.url, CONNECTOR_SECRET_FILE: file });
       expect(code, name).toBe(2);
