@@ -26,6 +26,7 @@ import {
   connectableByEveryRole,
   everyRoleWarning,
   malformedNotificationNotice,
+  plaintextWarning,
 } from './store/postgres/database-access.js';
 import { feedRetentionFor } from './store/postgres/feed-retention.js';
 import { ForeignDatabaseError } from './store/postgres/migrate.js';
@@ -145,6 +146,8 @@ export async function openDatabaseState(
       onError: report('cluster sessions: a statement or the listener failed'),
       onMalformed: malformedNotificationNotice((details, message) => logger.warn(details, message), Date.now),
     });
+    const plaintext = plaintextWarning(url);
+    if (plaintext) logger.warn(plaintext);
     const access = await connectableByEveryRole(pool);
     if (access.open) logger.warn(everyRoleWarning(access.database, access.user));
     const retention =

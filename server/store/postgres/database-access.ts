@@ -55,3 +55,20 @@ export function malformedNotificationNotice(
 function quoteIdentifier(name: string): string {
   return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
 }
+
+/**
+ * A warning for a URL that reaches a database on another host without asking for TLS (no `sslmode`
+ * or `ssl` parameter): the password and every record would cross the network in clear. Null for a
+ * loopback or Unix-socket database, or a URL that chose.
+ */
+export function plaintextWarning(url: string): string | null {
+  const parsed = new URL(url);
+  const host = parsed.hostname.replace(/^\[|\]$/g, '');
+  const local =
+    host === '' || host === 'localhost' || host === '::1' || host.startsWith('127.') || host.startsWith('/');
+  if (local || parsed.searchParams.has('sslmode') || parsed.searchParams.has('ssl')) return null;
+  return (
+    `the database URL names ${host} without sslmode: the connection is not encrypted, and the password and records cross the network in clear. ` +
+    'Add ?sslmode=verify-full (with &sslrootcert=/path/to/ca.pem unless its certificate is publicly trusted), or sslmode=disable to say that is intended'
+  );
+}
