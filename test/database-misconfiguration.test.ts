@@ -56,13 +56,13 @@ describe('a --database-url that cannot serve: one line, and the database left as
     const serve = await refusedStart(noDatabase.toString());
     expect(serve.code).toBe(2);
     expect(serve.lines).toEqual([
-      'error: --database-url: the URL names no database: end it with /DATABASE, a database of its own (createdb connector)',
+      'error: CONNECTOR_DATABASE_URL: the URL names no database: end it with /DATABASE, a database of its own (createdb connector)',
     ]);
     const imported = await serverCli(['import', '--data-dir', await dir()], {
       CONNECTOR_DATABASE_URL: noDatabase.toString(),
     });
     expect(imported.code).toBe(2);
-    expect(imported.stderr).toContain('the URL names no database');
+    expect(imported.stderr).toContain('CONNECTOR_DATABASE_URL: the URL names no database');
   });
 
   it("refuses another application's database, for serve and import, and writes nothing in it", async () => {

@@ -67,13 +67,14 @@ describe('serve --trusted-proxies', () => {
     const byEnv = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir], {
       env: { ...process.env, CONNECTOR_TRUSTED_PROXIES: '127.0.0.1,proxy.example.com' },
     });
-    for (const [proc, entry] of [
-      [byFlag, '10.0.0.0/33'],
-      [byEnv, 'proxy.example.com'],
+    // Each named where it was given.
+    for (const [proc, where, entry] of [
+      [byFlag, '--trusted-proxies', '10.0.0.0/33'],
+      [byEnv, 'CONNECTOR_TRUSTED_PROXIES', 'proxy.example.com'],
     ] as const) {
       expect((await proc.exited).code).toBe(2);
       expect(proc.output().trim().split('\n')).toEqual([
-        expect.stringContaining(`--trusted-proxies: "${entry}" is not an address or CIDR`),
+        expect.stringContaining(`${where}: "${entry}" is not an address or CIDR`),
       ]);
     }
   });
