@@ -102,7 +102,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   };
   /** Notifications on the channel that were not a replica's (malformed), dropped whole. */
   malformedNotifications = 0;
-  private readonly verifying = new Set<string>();
+  /** Connectors whose claim is being checked; true: another claim was heard meanwhile, check again. */
+  private readonly verifying = new Map<string, boolean>();
   private checks = 0;
   /** Live replicas as the last heartbeat read the table, itself included once its own beat went in. */
   private live = 0;
@@ -426,8 +427,13 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
    * can connect to the database can send one; the table takes the rights the replicas' role has.
    */
   private verifyClaim(connectorId: string): void {
-    if (this.verifying.has(connectorId) || this.stopped) return;
-    this.verifying.add(connectorId);
+    if (this.stopped) return;
+    // One check at a time per connector; a claim heard during it may postdate what it read.
+    if (this.verifying.has(connectorId)) {
+      this.verifying.set(connectorId, true);
+      return;
+    }
+    this.verifying.set(connectorId, false);
     this.statements.verify++;
     this.o.pool
       .query<{ replica_id: string; session_id: string; remote_address: string }>(CLAIM_OF_SQL, [connectorId])
@@ -437,7 +443,11 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         else this.picture.refuted(connectorId);
       })
       .catch((error: Error) => this.o.onError?.(error))
-      .finally(() => this.verifying.delete(connectorId));
+      .finally(() => {
+        const again = this.verifying.get(connectorId);
+        this.verifying.delete(connectorId);
+        if (again) this.verifyClaim(connectorId);
+      });
   }
 
   private onNotification(payload: string): void {
