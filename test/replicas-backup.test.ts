@@ -3,7 +3,7 @@ import { copyFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { binariesInstalled, createDatabase } from '../scripts/lib/postgres.js';
-import { type AgentProc, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { type AgentProc, eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { startPostgres, withClient } from './helpers/postgres.js';
 import { realTimeClock, startTestServer, type TestServer, tempDir } from './helpers/server.js';
 
@@ -107,6 +107,17 @@ describe.skipIf(!runnable)(
 
         const back = await waitConnected(r1.admin, 'keeper', 30_000);
         expect(back.id).toBe(keeper.id);
+        // "Connected" can still be A's session, from the dump (A's heartbeat in it is seconds old, so
+        // A counts as alive for the 15 s bound): wait for the agent itself, in its backoff since A
+        // stopped, to hold a session on R1.
+        await eventually(
+          'the agent on R1',
+          async () => {
+            const health = (await (await fetch(`${r1.url}/healthz`)).json()) as { sessions: number };
+            return health.sessions === 1 ? true : null;
+          },
+          60_000,
+        );
         expect((await readIdentity(agentDir))?.connectorId).toBe(keeper.id);
         // The provisioning keys decrypt with the same secret; the signing keys unsealed; the log kept.
         expect((await r2.admin.provisioningKeys.get.query({ groupId: group.id })).key).toBe(key);
