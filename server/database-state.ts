@@ -144,7 +144,10 @@ export async function openDatabaseState(
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.
       problems: () => feedProblems(true),
       onError: report('cluster sessions: a statement or the listener failed'),
-      onMalformed: malformedNotificationNotice((details, message) => logger.warn(details, message), Date.now),
+      onMalformed: malformedNotificationNotice(
+        (details, message) => logger.warn(details, message),
+        () => clock.now(),
+      ),
     });
     const plaintext = plaintextWarning(url);
     if (plaintext) logger.warn(plaintext);

@@ -100,8 +100,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     confirmation: 0,
     verify: 0,
   };
-  /** Notifications on the channel that were not a replica's (malformed), dropped whole. */
-  malformedNotifications = 0;
   /** Connectors whose claim is being checked; true: another claim was heard meanwhile, check again. */
   private readonly verifying = new Map<string, boolean>();
   private checks = 0;
@@ -454,7 +452,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     if (senderOf(payload) === this.replicaId) return;
     const notice = decodeNotification(payload);
     if (!notice) {
-      this.malformedNotifications++;
       this.o.onMalformed?.(SESSIONS_CHANNEL);
       return;
     }
