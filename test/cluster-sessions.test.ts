@@ -12,11 +12,12 @@ import { MemoryAuditLog } from '../server/services/audit.js';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
-import type { LostSession } from '../server/sessions/cluster-sessions.js';
+import type { DeletionConfirmation, LostSession } from '../server/sessions/cluster-sessions.js';
 import {
   PostgresClusterSessions,
   type PostgresClusterSessionsOptions,
 } from '../server/sessions/postgres-cluster-sessions.js';
+import { CONFIRMATION_RETENTION_MS } from '../server/sessions/postgres-cluster-sql.js';
 import { MemoryStore } from '../server/store/memory-store.js';
 import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrate.js';
 import { DAY_MS } from '../shared/durations.js';
@@ -393,6 +394,51 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(a.statements.release).toBe(2);
     await until(() => b.connectedElsewhere() === 0);
     expect(await rows(url)).toEqual([]);
+  });
+
+  it('a deletion confirmation is recorded and announced; another replica believes the record, reads it only for the deletes it awaits, and forgets it after the retention', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    const b = await clusterOn(url, clock);
+    const heard: DeletionConfirmation[] = [];
+    const awaited = new Set(['con_awaited', 'con_forged', 'con_sentinel']);
+    b.onDeletionConfirmedElsewhere({ awaits: (id) => awaited.has(id), confirmed: (c) => heard.push(c) });
+
+    const at = clock.now();
+    a.deletionConfirmed({ connectorId: 'con_awaited', confirmedAt: at, confirmedFrom: '192.0.2.7' });
+    a.deletionConfirmed({ connectorId: 'con_unawaited', confirmedAt: at, confirmedFrom: null });
+    await a.flush();
+    expect(a.statements.confirmation).toBe(1);
+    await until(() => heard.length === 1);
+    expect(heard).toEqual([{ connectorId: 'con_awaited', confirmedAt: at, confirmedFrom: '192.0.2.7' }]);
+    expect(b.statements.confirmationRead).toBe(1); // the unawaited one cost no read
+
+    // An announcement with no record behind it (any role that may connect can NOTIFY) is read, and
+    // dropped; the confirmation of an awaited connector that follows it is heard.
+    await withClient(url, (c) =>
+      c.query(`SELECT pg_notify('agent_sessions', $1)`, [`d ${a.selfId}\ncon_forged ${at} 203.0.113.66`]),
+    );
+    await until(() => b.statements.confirmationRead === 2);
+    a.deletionConfirmed({ connectorId: 'con_sentinel', confirmedAt: at + 1, confirmedFrom: '192.0.2.8' });
+    await a.flush();
+    await until(() => heard.some((c) => c.connectorId === 'con_sentinel'));
+    expect(heard.map((c) => c.connectorId)).toEqual(['con_awaited', 'con_sentinel']);
+
+    const recorded = async () =>
+      withClient(url, async (c) =>
+        (await c.query('SELECT connector_id FROM deletion_confirmations ORDER BY 1')).rows.map(
+          (r) => r.connector_id,
+        ),
+      );
+    expect(await recorded()).toEqual(['con_awaited', 'con_sentinel', 'con_unawaited']);
+    // Kept for CONFIRMATION_RETENTION_MS, then removed with a heartbeat's reaping.
+    clock.advance(CONFIRMATION_RETENTION_MS);
+    await a.heartbeat();
+    expect(await recorded()).toEqual(['con_awaited', 'con_sentinel', 'con_unawaited']);
+    clock.advance(2);
+    await a.heartbeat();
+    expect(await recorded()).toEqual([]);
   });
 
   it('claims arriving a few ms apart wait for each other (the linger) and go out in one statement', async () => {

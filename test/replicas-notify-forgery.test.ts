@@ -105,4 +105,59 @@ describe('notifications from a role that is not a replica', () => {
       await withClient(sharedClusterUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${stranger}`));
     }
   });
+
+  it('a forged deletion confirmation does not make a delete answer confirmed: the record decides', async () => {
+    await using db = await freshDatabase();
+    const stranger = `stranger_${randomBytes(4).toString('hex')}`;
+    await withClient(sharedClusterUrl(), (c) => c.query(`CREATE ROLE ${stranger} LOGIN PASSWORD 'pw'`));
+    const strangerUrl = new URL(db.url);
+    strangerUrl.username = stranger;
+    strangerUrl.password = 'pw';
+    const servers = await startReplicas(db.url, 2);
+    try {
+      const [a, b] = servers as [TestServer, TestServer];
+      const group = await a.admin.groups.create.mutate({ name: 'Targets' });
+      const key = (await a.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+      // A session on B that hears its deletion but never acknowledges it.
+      const agent = (await enrollSim(b.url, key, 'silent')).enrolled!;
+      const session = connectSim(b.url, agent);
+      await session.waitFor('ready');
+      await eventually('A sees the session on B', async () =>
+        (await a.admin.connectors.get.query({ connectorId: agent.connectorId })).connection === 'connected'
+          ? true
+          : null,
+      );
+
+      const bId = (await b.admin.replicas.list.query()).replicas.find((r) => r.self)?.id;
+      expect(bId).toBeDefined();
+      // While the delete through A waits for B's confirmation, the stranger announces one, as B
+      // would (B's own replica id in the header), again and again until the delete answers.
+      const deleting = a.admin.connectors.delete.mutate({ connectorId: agent.connectorId });
+      let answered = false;
+      void deleting.finally(() => {
+        answered = true;
+      });
+      let forged = 0;
+      await withClient(strangerUrl.toString(), async (c) => {
+        for (let i = 0; i < 200 && !answered; i++) {
+          await c.query(`SELECT pg_notify('agent_sessions', $1)`, [
+            `d ${bId}\n${agent.connectorId} ${Date.now()} 6.6.6.6`,
+          ]);
+          forged++;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      });
+      expect(forged).toBeGreaterThan(1);
+      expect((await deleting).termination).toEqual({
+        state: 'pending',
+        confirmedAt: null,
+        confirmedFrom: null,
+      });
+      await session.waitFor('deleted', 5000);
+      await session.close();
+    } finally {
+      await stopAll(servers);
+      await withClient(sharedClusterUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${stranger}`));
+    }
+  });
 });

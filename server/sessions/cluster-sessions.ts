@@ -15,6 +15,13 @@ export interface DeletionConfirmation {
   confirmedFrom: string | null;
 }
 
+/** Who hears of deletions confirmed on other replicas: the deletes made here that wait for one. */
+export interface DeletionConfirmationListener {
+  /** Whether a delete made here waits for `connectorId`'s confirmation (only those are looked up). */
+  awaits(connectorId: string): boolean;
+  confirmed(confirmation: DeletionConfirmation): void;
+}
+
 /** A session of this replica that must end because of what happened elsewhere. */
 export interface LostSession {
   connectorId: string;
@@ -51,8 +58,8 @@ export interface ClusterSessions {
    * (a delete made through one of them waits for it; a deleted connector has no record to carry it).
    */
   deletionConfirmed(confirmation: DeletionConfirmation): void;
-  /** Sets who is told of deletions confirmed on other replicas (one handler; the registry's). */
-  onDeletionConfirmedElsewhere(handler: (confirmation: DeletionConfirmation) => void): void;
+  /** Sets who is told of deletions confirmed on other replicas (one listener; the registry's). */
+  onDeletionConfirmedElsewhere(listener: DeletionConfirmationListener): void;
 }
 
 /** One process, no other replica: nothing to claim, nobody to tell, never connected elsewhere. */

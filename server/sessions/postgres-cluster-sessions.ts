@@ -4,9 +4,18 @@ import type { Clock } from '../clock.js';
 import type { ReplicaDirectory, ReplicaProcess, ReplicaRecord } from '../services/replicas.js';
 import { boundedRead, connectionOptions } from '../store/postgres/connect.js';
 import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
-import type { ClusterSessions, DeletionConfirmation, LostSession, SessionClaim } from './cluster-sessions.js';
+import type {
+  ClusterSessions,
+  DeletionConfirmation,
+  DeletionConfirmationListener,
+  LostSession,
+  SessionClaim,
+} from './cluster-sessions.js';
 import {
   CLAIM_OF_SQL,
+  CONFIRMATION_RETENTION_MS,
+  CONFIRMATIONS_OF_SQL,
+  type ConfirmationRow,
   decodeNotification,
   REAP_SQL,
   RELEASE_ALL_SQL,
@@ -98,6 +107,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     resync: 0,
     summary: 0,
     confirmation: 0,
+    confirmationRead: 0,
     verify: 0,
   };
   /** Connectors whose claim is being checked; true: another claim was heard meanwhile, check again. */
@@ -116,7 +126,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
   private presenceHandler: (connectorIds: string[]) => void = () => {};
-  private confirmationHandler: (confirmation: DeletionConfirmation) => void = () => {};
+  private confirmationListener: DeletionConfirmationListener = { awaits: () => false, confirmed: () => {} };
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -174,8 +184,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.outbox.deletionConfirmed(confirmation);
   }
 
-  onDeletionConfirmedElsewhere(handler: (confirmation: DeletionConfirmation) => void): void {
-    this.confirmationHandler = handler;
+  onDeletionConfirmedElsewhere(listener: DeletionConfirmationListener): void {
+    this.confirmationListener = listener;
   }
 
   onLost(handler: (lost: LostSession) => void): void {
@@ -256,7 +266,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         connector_id: string;
         session_id: string;
         heartbeat_at: string;
-      }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs]);
+      }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs, now - CONFIRMATION_RETENTION_MS]);
       if (reaped.rows.length > 0)
         this.onReaped?.(
           reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
@@ -448,6 +458,25 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       });
   }
 
+  /**
+   * Tells the listener of the recorded confirmations of `connectorIds`, which a notification
+   * announced: the record, which only the replicas' role can write, is believed, not the announcement.
+   */
+  private readConfirmations(connectorIds: string[]): void {
+    this.statements.confirmationRead++;
+    this.o.pool
+      .query<ConfirmationRow>(CONFIRMATIONS_OF_SQL, [connectorIds])
+      .then(({ rows }) => {
+        for (const row of rows)
+          this.confirmationListener.confirmed({
+            connectorId: row.connector_id,
+            confirmedAt: Number(row.confirmed_at),
+            confirmedFrom: row.confirmed_from,
+          });
+      })
+      .catch((error: Error) => this.o.onError?.(error));
+  }
+
   private onNotification(payload: string): void {
     if (senderOf(payload) === this.replicaId) return;
     const notice = decodeNotification(payload);
@@ -457,7 +486,10 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     }
     this.picture.heard(notice.replicaId, this.o.clock.now());
     if (notice.kind === 'deletionConfirmed') {
-      for (const confirmation of notice.confirmations) this.confirmationHandler(confirmation);
+      const awaited = notice.confirmations
+        .map((c) => c.connectorId)
+        .filter((connectorId) => this.confirmationListener.awaits(connectorId));
+      if (awaited.length > 0) this.readConfirmations(awaited);
       return;
     }
     if (notice.kind === 'claimed') {

@@ -13,8 +13,40 @@ const RELEASES_PER_NOTIFICATION = 120;
 /** Deletion confirmations per notification (an entry: a connector id, a time, an address). */
 export const CONFIRMATIONS_PER_NOTIFICATION = 60;
 
-/** One NOTIFY per payload in $2 on the channel $1 (deletion confirmations, built by the replica). */
-export const NOTIFY_EACH_SQL = `SELECT count(pg_notify($1, p))::int AS notifications FROM unnest($2::text[]) AS p`;
+/**
+ * Records deletion confirmations (the first of a connector's is kept) and announces them, one NOTIFY
+ * per payload in $5 (built by the replica; see deletionConfirmationPayloads). The notifications go out
+ * at commit, after the rows are visible. $1 replica id, $2 connector ids, $3 times, $4 addresses.
+ */
+export const CONFIRM_DELETIONS_SQL = `
+  WITH recorded AS (
+    INSERT INTO deletion_confirmations (connector_id, replica_id, confirmed_at, confirmed_from)
+    SELECT connector_id, $1, confirmed_at, confirmed_from
+      FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u(connector_id, confirmed_at, confirmed_from)
+    ON CONFLICT (connector_id) DO NOTHING
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM recorded)::int AS recorded,
+         count(pg_notify('${SESSIONS_CHANNEL}', p))::int AS notifications
+    FROM unnest($5::text[]) AS p`;
+
+/** The recorded deletion confirmations of the connectors $1: what a heard announcement is checked against. */
+export const CONFIRMATIONS_OF_SQL = `
+  SELECT connector_id, confirmed_at::text AS confirmed_at, confirmed_from
+    FROM deletion_confirmations WHERE connector_id = ANY($1::text[])`;
+
+/** A row of CONFIRMATIONS_OF_SQL. */
+export interface ConfirmationRow {
+  connector_id: string;
+  confirmed_at: string;
+  confirmed_from: string | null;
+}
+
+/**
+ * How long a recorded deletion confirmation is kept: a delete waits for one for under a second
+ * (TERMINATION_ACK_TIMEOUT_MS after its commit); minutes leave room for a replica's slow turn.
+ */
+export const CONFIRMATION_RETENTION_MS = 5 * 60_000;
 
 /** One NOTIFY per slice of the `gone` rows (connector_id, session_id): a release announced. */
 const NOTIFY_RELEASES = `
@@ -68,11 +100,15 @@ export const RELEASE_ALL_SQL = `
   ),${NOTIFY_RELEASES}`;
 
 /**
- * Removes the replicas whose heartbeat is older than $2 (not $1, the caller) and their sessions.
+ * Removes the replicas whose heartbeat is older than $2 (not $1, the caller) and their sessions, and
+ * the deletion confirmations recorded before $3 (no delete waits for them any more).
  * Two replicas reaping at once: the row lock gives each dead replica's sessions to one of them.
  */
 export const REAP_SQL = `
-  WITH dead AS (
+  WITH expired AS (
+    DELETE FROM deletion_confirmations WHERE confirmed_at < $3
+  ),
+  dead AS (
     DELETE FROM replicas WHERE heartbeat_at < $2 AND id <> $1 RETURNING id, heartbeat_at
   ),
   gone AS (

@@ -46,6 +46,11 @@ export class RemoteTerminationReceipts {
     });
   }
 
+  /** Whether a revoke or delete made here waits for `connectorId`'s confirmation. */
+  isExpecting(connectorId: string): boolean {
+    return this.waiting.has(connectorId);
+  }
+
   /** Another replica recorded that `connectorId`'s host confirmed its revocation. */
   confirmed(connectorId: string, termination: Termination): void {
     for (const waiter of [...(this.waiting.get(connectorId) ?? [])]) waiter.settle(termination);

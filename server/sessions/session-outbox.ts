@@ -3,10 +3,9 @@ import type { ClusterPicture, OwnSession } from './cluster-picture.js';
 import type { DeletionConfirmation } from './cluster-sessions.js';
 import {
   CLAIM_SQL,
+  CONFIRM_DELETIONS_SQL,
   deletionConfirmationPayloads,
-  NOTIFY_EACH_SQL,
   RELEASE_SQL,
-  SESSIONS_CHANNEL,
 } from './postgres-cluster-sql.js';
 
 export interface SessionOutboxOptions {
@@ -54,7 +53,10 @@ export class SessionOutbox {
     this.schedule();
   }
 
-  /** Sent after the claims and releases, so a waiter sees the session gone too. */
+  /**
+   * Recorded in the database and announced, after the claims and releases (so a waiter sees the
+   * session gone too); the other replicas believe the record, not the announcement.
+   */
   deletionConfirmed(confirmation: DeletionConfirmation): void {
     this.confirmations.push(confirmation);
     this.schedule();
@@ -158,8 +160,11 @@ export class SessionOutbox {
   private async sendConfirmations(batch: DeletionConfirmation[]): Promise<void> {
     this.o.statements.confirmation++;
     try {
-      await this.o.pool.query(NOTIFY_EACH_SQL, [
-        SESSIONS_CHANNEL,
+      await this.o.pool.query(CONFIRM_DELETIONS_SQL, [
+        this.o.replicaId,
+        batch.map((c) => c.connectorId),
+        batch.map((c) => c.confirmedAt),
+        batch.map((c) => c.confirmedFrom),
         deletionConfirmationPayloads(this.o.replicaId, batch),
       ]);
     } catch (error) {

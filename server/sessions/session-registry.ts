@@ -54,13 +54,15 @@ export class SessionRegistry implements Presence {
     this.perAddress = new SessionsPerAddress(o.maxSessionsPerAddress ?? Number.POSITIVE_INFINITY);
     this.cluster = o.cluster ?? singleProcess;
     this.cluster.onLost((lost) => this.lost(lost));
-    this.cluster.onDeletionConfirmedElsewhere(({ connectorId, confirmedAt, confirmedFrom }) =>
-      this.remoteReceipts.confirmed(connectorId, {
-        state: 'confirmed',
-        confirmedAt: new Date(confirmedAt).toISOString(),
-        confirmedFrom,
-      }),
-    );
+    this.cluster.onDeletionConfirmedElsewhere({
+      awaits: (connectorId) => this.remoteReceipts.isExpecting(connectorId),
+      confirmed: ({ connectorId, confirmedAt, confirmedFrom }) =>
+        this.remoteReceipts.confirmed(connectorId, {
+          state: 'confirmed',
+          confirmedAt: new Date(confirmedAt).toISOString(),
+          confirmedFrom,
+        }),
+    });
     this.cluster.onPresenceElsewhere((connectorIds) => {
       for (const id of connectorIds) this.presenceListener(id);
     });
