@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Clock } from '../clock.js';
 import type { ReplicaDirectory, ReplicaProcess, ReplicaRecord } from '../services/replicas.js';
-import { boundedRead, connectionOptions } from '../store/postgres/connect.js';
+import { boundedRead } from '../store/postgres/connect.js';
+import { ClusterNotifications } from './cluster-notifications.js';
 import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
 import type {
   ClusterSessions,
@@ -12,11 +13,7 @@ import type {
   SessionClaim,
 } from './cluster-sessions.js';
 import {
-  CLAIM_OF_SQL,
   CONFIRMATION_RETENTION_MS,
-  CONFIRMATIONS_OF_SQL,
-  type ConfirmationRow,
-  decodeNotification,
   REAP_SQL,
   RELEASE_ALL_SQL,
   REPLICAS_SQL,
@@ -24,9 +21,7 @@ import {
   type ReapedSession,
   type ReplicaRow,
   replicaRecordOf,
-  SESSIONS_CHANNEL,
   SESSIONS_SUMMARY_SQL,
-  senderOf,
 } from './postgres-cluster-sql.js';
 import { SessionOutbox } from './session-outbox.js';
 
@@ -110,8 +105,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     confirmationRead: 0,
     verify: 0,
   };
-  /** Connectors whose claim is being checked; true: another claim was heard meanwhile, check again. */
-  private readonly verifying = new Map<string, boolean>();
   private checks = 0;
   /** Live replicas as the last heartbeat read the table, itself included once its own beat went in. */
   private live = 0;
@@ -120,13 +113,9 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private startedAt: number | null = null;
   private readonly picture: ClusterPicture;
   private readonly outbox: SessionOutbox;
-  private relistenTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
-  private listener: pg.Client | undefined;
-  private stopped = false;
   private lostHandler: (lost: LostSession) => void = () => {};
-  private presenceHandler: (connectorIds: string[]) => void = () => {};
-  private confirmationListener: DeletionConfirmationListener = { awaits: () => false, confirmed: () => {} };
+  private readonly notifications: ClusterNotifications;
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -142,8 +131,19 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       o.clock,
       this.deadAfterMs,
       (lost) => this.lostHandler(lost),
-      (connectorId) => this.verifyClaim(connectorId),
+      (connectorId) => this.notifications.verifyClaim(connectorId),
     );
+    this.notifications = new ClusterNotifications({
+      pool: o.pool,
+      connectionString: o.connectionString,
+      clock: o.clock,
+      replicaId: this.replicaId,
+      picture: this.picture,
+      statements: this.statements,
+      resync: () => this.resync(),
+      onError: o.onError,
+      onMalformed: o.onMalformed,
+    });
     this.outbox = new SessionOutbox({
       pool: o.pool,
       replicaId: this.replicaId,
@@ -160,7 +160,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   static async start(options: PostgresClusterSessionsOptions): Promise<PostgresClusterSessions> {
     const cluster = new PostgresClusterSessions(options);
     await cluster.register();
-    await cluster.listen();
+    await cluster.notifications.listen();
     await cluster.resync();
     await cluster.heartbeat();
     cluster.every(cluster.heartbeatMs, () => cluster.heartbeat());
@@ -185,7 +185,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   onDeletionConfirmedElsewhere(listener: DeletionConfirmationListener): void {
-    this.confirmationListener = listener;
+    this.notifications.onDeletionConfirmed(listener);
   }
 
   onLost(handler: (lost: LostSession) => void): void {
@@ -193,7 +193,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   onPresenceElsewhere(handler: (connectorIds: string[]) => void): void {
-    this.presenceHandler = handler;
+    this.notifications.onPresence(handler);
   }
 
   isConnectedElsewhere(connectorId: string): boolean {
@@ -346,12 +346,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   private async halt(): Promise<void> {
-    this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
-    clearTimeout(this.relistenTimer);
-    const listener = this.listener;
-    this.listener = undefined;
-    listener?.end().catch(() => {});
+    this.notifications.stop();
     await this.outbox.halt();
   }
 
@@ -380,126 +376,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         this.o.problems?.() ?? [],
       ],
     );
-  }
-
-  private async listen(): Promise<void> {
-    const client = new pg.Client(connectionOptions(this.o.connectionString));
-    const lost = (error: Error) => {
-      if (this.listener !== client || this.stopped) return;
-      this.listener = undefined;
-      this.o.onError?.(error);
-      client.end().catch(() => {});
-      this.relisten();
-    };
-    client.on('error', lost);
-    client.on('end', () => lost(new Error('cluster listener connection ended')));
-    client.on('notification', (message) => {
-      // Whatever a payload holds, a throw here would end the process (an event handler).
-      try {
-        if (message.payload) this.onNotification(message.payload);
-      } catch (error) {
-        this.o.onError?.(error as Error);
-      }
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${SESSIONS_CHANNEL}`);
-    } catch (error) {
-      client.end().catch(() => {});
-      throw error;
-    }
-    this.listener = client;
-  }
-
-  /**
-   * Listens again after RETRY_MS (and again after each failure), then reads everything again:
-   * notifications sent while it was away are gone.
-   */
-  private relisten(): void {
-    clearTimeout(this.relistenTimer);
-    this.relistenTimer = setTimeout(() => {
-      if (this.stopped) return;
-      this.listen()
-        .then(() => this.resync())
-        .catch((error) => {
-          this.o.onError?.(error as Error);
-          this.relisten();
-        });
-    }, RETRY_MS);
-    this.relistenTimer.unref();
-  }
-
-  /**
-   * A heard claim would end a session of ours: the table says whether another replica holds it.
-   * The notification alone is not enough: PostgreSQL puts no privilege on NOTIFY, so any role that
-   * can connect to the database can send one; the table takes the rights the replicas' role has.
-   */
-  private verifyClaim(connectorId: string): void {
-    if (this.stopped) return;
-    // One check at a time per connector; a claim heard during it may postdate what it read.
-    if (this.verifying.has(connectorId)) {
-      this.verifying.set(connectorId, true);
-      return;
-    }
-    this.verifying.set(connectorId, false);
-    this.statements.verify++;
-    this.o.pool
-      .query<{ replica_id: string; session_id: string; remote_address: string }>(CLAIM_OF_SQL, [connectorId])
-      .then(({ rows: [row] }) => {
-        if (row && row.replica_id !== this.replicaId)
-          this.picture.claimed(connectorId, row.replica_id, Number(row.session_id), row.remote_address);
-        else this.picture.refuted(connectorId);
-      })
-      .catch((error: Error) => this.o.onError?.(error))
-      .finally(() => {
-        const again = this.verifying.get(connectorId);
-        this.verifying.delete(connectorId);
-        if (again) this.verifyClaim(connectorId);
-      });
-  }
-
-  /**
-   * Tells the listener of the recorded confirmations of `connectorIds`, which a notification
-   * announced: the record, which only the replicas' role can write, is believed, not the announcement.
-   */
-  private readConfirmations(connectorIds: string[]): void {
-    this.statements.confirmationRead++;
-    this.o.pool
-      .query<ConfirmationRow>(CONFIRMATIONS_OF_SQL, [connectorIds])
-      .then(({ rows }) => {
-        for (const row of rows)
-          this.confirmationListener.confirmed({
-            connectorId: row.connector_id,
-            confirmedAt: Number(row.confirmed_at),
-            confirmedFrom: row.confirmed_from,
-          });
-      })
-      .catch((error: Error) => this.o.onError?.(error));
-  }
-
-  private onNotification(payload: string): void {
-    if (senderOf(payload) === this.replicaId) return;
-    const notice = decodeNotification(payload);
-    if (!notice) {
-      this.o.onMalformed?.(SESSIONS_CHANNEL);
-      return;
-    }
-    this.picture.heard(notice.replicaId, this.o.clock.now());
-    if (notice.kind === 'deletionConfirmed') {
-      const awaited = notice.confirmations
-        .map((c) => c.connectorId)
-        .filter((connectorId) => this.confirmationListener.awaits(connectorId));
-      if (awaited.length > 0) this.readConfirmations(awaited);
-      return;
-    }
-    if (notice.kind === 'claimed') {
-      for (const c of notice.claims)
-        this.picture.heardClaim(c.connectorId, notice.replicaId, c.claim, c.remoteAddress);
-    } else {
-      for (const r of notice.releases) this.picture.released(r.connectorId, r.claim);
-    }
-    const changed = notice.kind === 'claimed' ? notice.claims : notice.releases;
-    this.presenceHandler(changed.map((c) => c.connectorId));
   }
 
   private async lostTrack(): Promise<void> {
