@@ -22,6 +22,7 @@ import { ServerRotation } from './servers.js';
 import {
   describeCloseCode,
   describeNetworkError,
+  hasOpened,
   sessionNonceOf,
   type Transport,
   tlsMisconfiguration,
@@ -83,9 +84,6 @@ export function runSession(o: SessionOptions): Promise<number> {
   const saidProblems = new Set<string>();
   // Why the socket just failed, from its error event, for the close event that follows.
   let lastSocketError: string | null = null;
-  // Whether the socket that closes had opened: one that never did was a failed attempt, said by
-  // onError, not a disconnection.
-  let socketOpened = false;
   // Failed attempts since the last session: a problem said once is said again at 2, 4, 8, … of them,
   // so an agent retrying for hours shows it still is, in a log that grows by a line per doubling.
   let failedAttempts = 0;
@@ -179,9 +177,6 @@ export function runSession(o: SessionOptions): Promise<number> {
       saidProblems.add(problem);
       notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
     },
-    onOpen: () => {
-      socketOpened = true;
-    },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
       const code = event?.code;
@@ -210,8 +205,6 @@ export function runSession(o: SessionOptions): Promise<number> {
         );
         return;
       }
-      const wasOpen = socketOpened;
-      socketOpened = false;
       if (finished) return;
       if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
       // The next attempt goes to the next replica (the same server when there is one).
@@ -228,7 +221,10 @@ export function runSession(o: SessionOptions): Promise<number> {
           message: 'the server closed the session for now; retrying',
           fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
         });
-      else if (connectedOnce && !refusal && wasOpen)
+      // Only a socket that had opened was a session (tRPC's reconnect may overlap an old socket and
+      // a new one, so this is asked of the socket that closed): one that never did was a failed
+      // attempt, said by onError.
+      else if (connectedOnce && !refusal && hasOpened(event?.target))
         notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
       void writeStatus('disconnected', null, refusal ? `upgrade answered HTTP ${refusal.status}` : why);
     },

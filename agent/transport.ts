@@ -105,12 +105,24 @@ export type Transport = ReturnType<typeof createTransport>;
 
 const sessionNonces = new WeakMap<object, string>();
 
-/** Keeps the nonce the server sends in `socket`'s upgrade response, for `sessionNonceOf`. */
+/** Sockets that opened (the upgrade succeeded): a close of one that never did was a failed attempt. */
+const openedSockets = new WeakSet<object>();
+
+/**
+ * Keeps the nonce the server sends in `socket`'s upgrade response, for `sessionNonceOf`, and
+ * whether it opened, for `hasOpened`.
+ */
 export function captureSessionNonce(socket: WebSocket): void {
   socket.once('upgrade', (res: IncomingMessage) => {
     const nonce = res.headers[SESSION_NONCE_HEADER];
     if (typeof nonce === 'string') sessionNonces.set(socket, nonce);
   });
+  socket.once('open', () => openedSockets.add(socket));
+}
+
+/** Whether `socket` (a close event's target) had opened before it closed. */
+export function hasOpened(socket: unknown): boolean {
+  return typeof socket === 'object' && socket !== null && openedSockets.has(socket);
 }
 
 /**

@@ -379,8 +379,10 @@ describe('faults: the agent through outages and broken state', () => {
     expect(count(agent.output(), /cannot connect; retrying/)).toBe(1);
     expect(count(agent.output(), /still cannot connect after 2 attempts/)).toBe(1);
     expect(count(agent.output(), /still cannot connect after 3 attempts/)).toBe(0);
-    // At most the one disconnection, not a line per attempt. (One loaded full run logged none: the
-    // order of the goodbye and a server-requested reconnect's first attempt; not reproduced alone.)
+    // At most the one disconnection, not a line per attempt. (One loaded full run logged none, with
+    // one "had opened" flag shared by every socket: tRPC can hold an old and a new socket at once,
+    // and the wrong one's close could take it. Each socket now says whether it opened; 6 runs since,
+    // 3 under two CPU burners, logged exactly one, but the cause was never seen, so the bound stays.)
     expect(count(agent.output(), /disconnected; reconnecting/), agent.output()).toBeLessThanOrEqual(1);
 
     await using again = await startTestServer({ dataDir: srv.dataDir, config: { port } });
