@@ -219,6 +219,15 @@ describe('change feed retention', () => {
         [clock.now()],
       );
       await c.query(`UPDATE store_feed_horizon SET pruned_through = ${ahead}`);
+      // The dump's replica, its heartbeat seconds old, and the agent session it held.
+      await c.query(
+        `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ('dumped', 'http://old:7420', $1, $1);
+         INSERT INTO agent_sessions (connector_id, replica_id, session_id, remote_address, connected_at)
+           VALUES ('con_1', 'dumped', nextval('agent_session_claims'), '192.0.2.1', $1)`.replaceAll(
+          '$1',
+          String(clock.now() - 2000),
+        ),
+      );
     });
     const warnings: Array<{ details: object; message: string }> = [];
     const b = await replica(url, clock, {
@@ -227,7 +236,7 @@ describe('change feed retention', () => {
     expect(groups(b.store)).toEqual(['g0:enabled', 'g1:enabled', 'g2:enabled']);
     expect(warnings).toEqual([
       {
-        details: { changes: 3, readers: 1, horizonLowered: true },
+        details: { changes: 3, readers: 1, horizonLowered: true, replicas: 1, sessions: 1 },
         message: expect.stringContaining('restored from another PostgreSQL cluster'),
       },
     ]);
@@ -238,13 +247,27 @@ describe('change feed retention', () => {
           await c.query(
             `SELECT (SELECT count(*) FROM store_changes)::int AS changes,
                   (SELECT count(*) FROM store_feed_readers WHERE read_xmin > pg_current_xact_id())::int AS readers,
-                  (SELECT pruned_through < pg_current_xact_id() FROM store_feed_horizon) AS horizon_behind`,
+                  (SELECT pruned_through < pg_current_xact_id() FROM store_feed_horizon) AS horizon_behind,
+                  (SELECT count(*) FROM replicas)::int AS replicas,
+                  (SELECT count(*) FROM agent_sessions)::int AS sessions`,
           )
         ).rows[0],
     );
-    expect(left).toEqual({ changes: 0, readers: 0, horizon_behind: true });
-    // A second replica finds nothing to forget; changes flow both ways without a reload.
+    expect(left).toEqual({ changes: 0, readers: 0, horizon_behind: true, replicas: 0, sessions: 0 });
+    // A second replica finds nothing to forget, and leaves the replicas of this cluster alone;
+    // changes flow both ways without a reload.
+    await withClient(url, (c) =>
+      c.query(
+        `INSERT INTO replicas (id, url, started_at, heartbeat_at) VALUES ('live', 'http://b:7420', $1, $1)`,
+        [clock.now()],
+      ),
+    );
     const c = await replica(url, clock);
+    expect(
+      await withClient(url, async (client) =>
+        (await client.query('SELECT id FROM replicas')).rows.map((r) => r.id),
+      ),
+    ).toEqual(['live']);
     await c.store.transact((tx) => tx.patch('groups', 'g1', { status: 'disabled' }));
     await until(() => groups(b.store).includes('g1:disabled'));
     await b.store.transact((tx) => tx.put('groups', groupRecord('g3')));

@@ -105,11 +105,13 @@ describe.skipIf(!runnable)(
         const r1 = await replicaOf(a.server.port);
         const r2 = await replicaOf(0);
 
+        // The dump's replica A (its heartbeat seconds old) and the session it held were forgotten at
+        // R1's start: only the two replicas running now are listed (A was listed alive, and its
+        // session counted as the agent's, for the 15 s bound).
+        const listed = (await r2.admin.replicas.list.query()).replicas;
+        expect(listed.map((r) => r.url).sort()).toEqual([r1.url, r2.url].sort());
         const back = await waitConnected(r1.admin, 'keeper', 30_000);
         expect(back.id).toBe(keeper.id);
-        // "Connected" can still be A's session, from the dump (A's heartbeat in it is seconds old, so
-        // A counts as alive for the 15 s bound): wait for the agent itself, in its backoff since A
-        // stopped, to hold a session on R1.
         await eventually(
           'the agent on R1',
           async () => {

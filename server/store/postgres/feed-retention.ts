@@ -112,6 +112,9 @@ export interface RestoredFeed {
   changes: number;
   readers: number;
   horizonLowered: boolean;
+  /** The dumped cluster's replicas and the agent sessions they held: none of them runs on this one. */
+  replicas: number;
+  sessions: number;
 }
 
 /**
@@ -120,21 +123,45 @@ export interface RestoredFeed {
  * so the rows are a dead cluster's feed, already in the restored records; left there, every feed read
  * would fetch them again (a reader keeps a row of a transaction at or past its xmin until the xmin
  * passes it), each second, until pruned. Their readers' positions and the pruned horizon come from
- * that cluster too: dropped, and lowered to now. Run at start-up before the state is loaded, so no
- * reader can miss them. A row of this cluster is never ahead of the transaction that runs this.
+ * that cluster too: dropped, and lowered to now. So do the replicas the dump listed and their agent
+ * sessions: their heartbeats, seconds old in a fresh dump, kept them alive (their agents shown
+ * connected, revokes waiting on them) for up to the dead-after bound. Run at start-up before the
+ * state is loaded, so no reader can miss them. A row of this cluster is never ahead of the
+ * transaction that runs this, and a replica of this cluster registers only after it: a replica
+ * starting meanwhile is not in this statement's snapshot, so its row stays.
  */
 export async function forgetRestoredFeed(db: pg.ClientBase): Promise<RestoredFeed> {
-  const result = await db.query<{ changes: number; readers: number; lowered: number }>(
+  const result = await db.query<{
+    changes: number;
+    readers: number;
+    lowered: number;
+    replicas: number;
+    sessions: number;
+  }>(
     `WITH now AS (SELECT pg_current_xact_id() AS xid),
+     restored AS (
+       SELECT EXISTS (SELECT 1 FROM store_changes c, now WHERE c.xid > now.xid)
+           OR EXISTS (SELECT 1 FROM store_feed_readers r, now WHERE r.read_xmin > now.xid)
+           OR EXISTS (SELECT 1 FROM store_feed_horizon h, now WHERE h.pruned_through > now.xid) AS yes
+     ),
      changes AS (DELETE FROM store_changes c USING now WHERE c.xid > now.xid RETURNING 1),
      readers AS (DELETE FROM store_feed_readers r USING now WHERE r.read_xmin > now.xid RETURNING 1),
      lowered AS (UPDATE store_feed_horizon h SET pruned_through = now.xid FROM now
-                  WHERE h.pruned_through > now.xid RETURNING 1)
+                  WHERE h.pruned_through > now.xid RETURNING 1),
+     sessions AS (DELETE FROM agent_sessions WHERE (SELECT yes FROM restored) RETURNING 1),
+     replicas AS (DELETE FROM replicas WHERE (SELECT yes FROM restored) RETURNING 1)
      SELECT (SELECT count(*) FROM changes)::int AS changes, (SELECT count(*) FROM readers)::int AS readers,
-            (SELECT count(*) FROM lowered)::int AS lowered`,
+            (SELECT count(*) FROM lowered)::int AS lowered, (SELECT count(*) FROM replicas)::int AS replicas,
+            (SELECT count(*) FROM sessions)::int AS sessions`,
   );
   const row = result.rows[0];
-  return { changes: row?.changes ?? 0, readers: row?.readers ?? 0, horizonLowered: (row?.lowered ?? 0) > 0 };
+  return {
+    changes: row?.changes ?? 0,
+    readers: row?.readers ?? 0,
+    horizonLowered: (row?.lowered ?? 0) > 0,
+    replicas: row?.replicas ?? 0,
+    sessions: row?.sessions ?? 0,
+  };
 }
 
 /** The pruned horizon now (see the migration of `store_feed_horizon`). */

@@ -44,7 +44,7 @@ export async function prepareDatabase(
   if (restored.changes > 0 || restored.readers > 0 || restored.horizonLowered)
     logger?.warn(
       restored,
-      'this database was restored from another PostgreSQL cluster (its change feed carries later transaction ids): forgot that feed; its records are all loaded',
+      'this database was restored from another PostgreSQL cluster (its change feed carries later transaction ids): forgot that feed, and the replicas and agent sessions the dump listed; its records are all loaded',
     );
 }
 
