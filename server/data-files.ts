@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import type { Metrics } from './metrics.js';
+import { refuseReplicaDataDir } from './replica-marker.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import type { AgentSessionService } from './services/agent-sessions.js';
 import { type AuditLog, FileAuditLog } from './services/audit.js';
@@ -191,6 +192,8 @@ export async function openDataFiles(
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DataFiles> {
   const file = (name: string) => join(config.dataDir, name);
+  // Before anything is made: a replica's dir run without its database would become a new server.
+  refuseReplicaDataDir(config.dataDir);
   const secret = await loadOrCreateSecret(file('secret.key'));
   const store = await JournalStore.open(file('store.json'), {
     onWriteError: (error) =>

@@ -12,6 +12,7 @@ import {
   type Replication,
 } from './data-files.js';
 import { DatabaseTrouble, isDatabaseError } from './database-trouble.js';
+import { markReplicaDataDir } from './replica-marker.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { TableAuditLog } from './services/audit.js';
 import { scheduleAuditRetention } from './services/audit-retention.js';
@@ -73,7 +74,7 @@ export async function openDatabaseState(
   if (existsSync(oldStore))
     logger.warn(
       { file: oldStore },
-      "this data dir holds a single server's store.json, which a replica does not read (the state is in the database); started on this dir without a database URL, the server would come up on that old state: move it away once the import is checked",
+      "this data dir holds a single server's store.json, which a replica does not read (the state is in the database); move it away once the import is checked (a start on this dir without a database URL is refused from now on: see replica.json)",
     );
   // Database failures are logged as one trouble (its start, a line a minute, its end), not each.
   const trouble = new DatabaseTrouble(logger);
@@ -90,6 +91,11 @@ export async function openDatabaseState(
     feedRetention: feedRetentionFor(config.feedMaxAgeMs),
   }).catch((error: unknown) => {
     throw new DatabaseStartError(databaseProblem(url, error));
+  });
+  // The database is this deployment's: from now on a start on this dir without it is refused.
+  await markReplicaDataDir(config.dataDir, databaseLocation(url)).catch(async (error: unknown) => {
+    await store.close().catch(() => {});
+    throw error;
   });
   const pool = new pg.Pool({ ...connectionOptions(url), max: 4 });
   pool.on('error', report('PostgreSQL connection lost'));

@@ -252,7 +252,8 @@ describe('backup and restore', () => {
       const offline = await cli(['backup', '--out', out, '--data-dir', replica!.dataDir]);
       expect(offline.code).toBe(1);
       expect(offline.stderr.trim().split('\n')).toHaveLength(1);
-      expect(offline.stderr).toContain('keeps its state in PostgreSQL: back that up with pg_dump');
+      expect(offline.stderr).toContain("is a replica's: its state is in the PostgreSQL database at");
+      expect(offline.stderr).toContain('back that up with pg_dump');
       expect(existsSync(out)).toBe(false);
     } finally {
       await replica![Symbol.asyncDispose]();

@@ -3,6 +3,7 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensurePrivateDir, syncDir, writeFileDurably } from '../../shared/private-files.js';
 import { systemClock } from '../clock.js';
+import { REPLICA_MARKER, replicaDatabaseOf } from '../replica-marker.js';
 import { defaultConfig } from '../server-config.js';
 import { FileAuditLog } from '../services/audit.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
@@ -53,6 +54,12 @@ export async function offlineBackup(dataDir: string, out: string): Promise<Backu
   const info = await stat(dataDir).catch(() => null);
   if (!info?.isDirectory())
     throw new BackupFileError(`data dir ${dataDir} does not exist or is not a directory`);
+  // Before the lock: a running replica holds it, and the online backup it would advise is refused too.
+  const database = replicaDatabaseOf(dataDir);
+  if (database !== null)
+    throw new BackupFileError(
+      `data dir ${dataDir} is a replica's: its state is in the PostgreSQL database at ${database}; back that up with pg_dump (README, "Back up and restore replicas")`,
+    );
   const lock = await lockDataDir(dataDir);
   let text: string;
   let contents: BackupContents;
@@ -132,6 +139,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     if (contents.adminKey !== null) await writeFileDurably(path(DATA_FILES.adminKey), contents.adminKey);
     // An admin key file of another state would not match the restored keys.
     else await unlink(path(DATA_FILES.adminKey)).catch(ignoreMissing);
+    // Restored (--force) over a replica's dir, it is a single server's now.
+    await unlink(path(REPLICA_MARKER)).catch(ignoreMissing);
     await syncDir(dir);
 
     const audit = await FileAuditLog.open(path(DATA_FILES.audit), systemClock);

@@ -39,6 +39,9 @@ export function registerServeCommand(program: Command): void {
       // deployment's: theirs to fix, exit 2.
       if (error instanceof SecretFileError)
         throw new CliError(`cannot start: --secret-file ${error.message}`, 2);
+      // A replica's data dir without its database URL: the operator's to fix, exit 2.
+      const { ReplicaDataDirError } = await import('../replica-marker.js');
+      if (error instanceof ReplicaDataDirError) throw new CliError(`cannot start: ${error.message}`, 2);
       const { SecretMismatchError } = await import('../store/postgres/sealed-document.js');
       if (error instanceof SecretMismatchError) throw new CliError(`cannot start: ${error.message}`, 2);
       if (

@@ -1,0 +1,80 @@
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { REPLICA_MARKER } from '../server/replica-marker.js';
+import { serverCli } from './helpers/cli.js';
+import { freshDatabase } from './helpers/postgres.js';
+import { spawnTs } from './helpers/processes.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** The environment of a shell that lost the replica's settings (sudo, an edited unit file). */
+function withoutDatabase(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.CONNECTOR_DATABASE_URL;
+  delete env.CONNECTOR_SECRET_FILE;
+  return env;
+}
+
+/**
+ * A replica's data dir holds no state (it is in the database). Restarted without its database URL,
+ * a replica used to come up as a new, empty single server on the same address, with signing keys
+ * that refused every agent of the deployment, and agents that reached it wiped their identities.
+ */
+describe("a replica's data dir", () => {
+  it('is marked at start; a start without the database URL is refused in one line and makes nothing; backup points to pg_dump; moved away, the dir serves alone', async () => {
+    await using db = await freshDatabase();
+    const dataDir = await tempDir('ce-replica-dir-');
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const location = `${new URL(db.url).hostname}:${new URL(db.url).port}${new URL(db.url).pathname}`;
+
+    const replica = await startTestServer({ dataDir, config: { databaseUrl: db.url } });
+    cleanups.push(() => replica.stop());
+    const marker = join(dataDir, REPLICA_MARKER);
+    const text = await readFile(marker, 'utf8');
+    expect(JSON.parse(text).database).toBe(location);
+    expect(text).not.toContain(new URL(db.url).password);
+    expect((await stat(marker)).mode & 0o777).toBe(0o600);
+
+    // While the replica runs, an offline backup of its dir says where the state is (it said
+    // DATA_DIR_LOCKED and advised an online backup, which a replica refuses).
+    const out = join(dataDir, '..', `${dataDir.split('/').pop()}.backup`);
+    const running = await serverCli(['backup', '--data-dir', dataDir, '--out', out], withoutDatabase());
+    expect(running.code).not.toBe(0);
+    expect(running.stderr.trim()).toBe(
+      `error: data dir ${dataDir} is a replica's: its state is in the PostgreSQL database at ${location}; back that up with pg_dump (README, "Back up and restore replicas")`,
+    );
+    expect(existsSync(out)).toBe(false);
+    await replica.stop();
+
+    const before = (await readdir(dataDir)).sort();
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: withoutDatabase(),
+    });
+    cleanups.push(() => serve.stop());
+    const { code } = await serve.exited;
+    expect(code).toBe(2);
+    expect(serve.output().trim().split('\n')).toEqual([
+      `error: cannot start: ${marker}: this data dir is a replica's, of the PostgreSQL database at ${location}, and no database URL was given: start it as before, with --database-url postgres://… (or CONNECTOR_DATABASE_URL) and its --secret-file if it had one. Started without, it would come up as a new, empty server whose keys refuse every agent of the deployment. To run a single server on this dir instead, move ${REPLICA_MARKER} away`,
+    ]);
+    // No store, no signing keys, no new secret or admin key.
+    expect((await readdir(dataDir)).sort()).toEqual(before);
+    expect(before).not.toContain('store.json');
+
+    // Started again with its database, it is the same replica: the marker stays.
+    const again = await startTestServer({ dataDir, config: { databaseUrl: db.url } });
+    await again.stop();
+    expect(existsSync(marker)).toBe(true);
+
+    // The operator's way out: the marker moved away, the dir serves as a single server's.
+    await rename(marker, `${marker}.moved`);
+    const alone = await startTestServer({ dataDir });
+    cleanups.push(() => alone.stop());
+    expect(existsSync(join(dataDir, 'store.json'))).toBe(true);
+  });
+});
