@@ -21,6 +21,7 @@ import { ConsoleChanges } from './sessions/console-changes.js';
 import { SessionHub } from './sessions/hub.js';
 import { SessionRegistry } from './sessions/session-registry.js';
 import { ObservedStore } from './store/observed-store.js';
+import { databaseLocation } from './store/postgres/location.js';
 
 // serve-command.ts loads this module lazily and tells a bad TLS pair from other start-up failures.
 export { TlsConfigError } from './data-files.js';
@@ -231,7 +232,8 @@ export async function startServer(
   // Once listening, the only errors a server emits are failed accepts (EMFILE past the file limit).
   server.on('error', guard.onAcceptError);
   if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');
-  logger.info({ url, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
+  const storeIn = config.databaseUrl ? `postgres ${databaseLocation(config.databaseUrl)}` : 'embedded';
+  logger.info({ url, store: storeIn, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
 
   let closing: Promise<void> | null = null;
   const close = async () => {

@@ -30,6 +30,7 @@ import {
   plaintextWarning,
 } from './store/postgres/database-access.js';
 import { feedRetentionFor } from './store/postgres/feed-retention.js';
+import { databaseLocation } from './store/postgres/location.js';
 import { ForeignDatabaseError } from './store/postgres/migrate.js';
 import { PgStore } from './store/postgres/pg-store.js';
 import { SealedDocument, SecretMismatchError } from './store/postgres/sealed-document.js';
@@ -224,16 +225,6 @@ export async function openDatabaseState(
     // The statements after the store's (the cluster's start, the sealed keys): a database that
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
     throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;
-  }
-}
-
-/** Where a database URL points, as host:port/database: for messages (never the password). */
-export function databaseLocation(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
-  } catch {
-    return 'the --database-url';
   }
 }
 

@@ -66,15 +66,26 @@ describe("a replica's data dir", () => {
     expect((await readdir(dataDir)).sort()).toEqual(before);
     expect(before).not.toContain('store.json');
 
-    // Started again with its database, it is the same replica: the marker stays.
-    const again = await startTestServer({ dataDir, config: { databaseUrl: db.url } });
+    // Started again with its database, it is the same replica, and says which store it uses first.
+    const again = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: { ...withoutDatabase(), CONNECTOR_DATABASE_URL: db.url },
+    });
+    cleanups.push(() => again.stop());
+    await again.waitForOutput(/listening on/, 30_000);
+    expect(again.output()).toContain(
+      `connector-server store: PostgreSQL at ${location} (a replica; data dir ${dataDir})\nconnector-server listening on http://127.0.0.1:`,
+    );
     await again.stop();
     expect(existsSync(marker)).toBe(true);
 
     // The operator's way out: the marker moved away, the dir serves as a single server's.
     await rename(marker, `${marker}.moved`);
-    const alone = await startTestServer({ dataDir });
+    const alone = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: withoutDatabase(),
+    });
     cleanups.push(() => alone.stop());
+    await alone.waitForOutput(/listening on/, 30_000);
+    expect(alone.output()).toContain(`connector-server store: embedded, in ${dataDir}\n`);
     expect(existsSync(join(dataDir, 'store.json'))).toBe(true);
   });
 });

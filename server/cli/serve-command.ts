@@ -85,7 +85,18 @@ export function registerServeCommand(program: Command): void {
     const keyFile = existsSync(server.adminKeyFile)
       ? `admin key file: ${server.adminKeyFile}`
       : `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`;
-    console.error(`connector-server listening on ${server.url}; ${keyFile}`);
+    const { databaseLocation } = await import('../store/postgres/location.js');
+    const { urlOf } = await import('../http/endpoints.js');
+    // Which store, said first: a replica started without its database URL looked like any server.
+    const store = config.databaseUrl
+      ? `PostgreSQL at ${databaseLocation(config.databaseUrl)} (a replica; data dir ${config.dataDir})`
+      : `embedded, in ${config.dataDir}`;
+    // With --public-url the URL shown is the one agents use; where it listens is said too.
+    const bound = urlOf(config.tlsCertFile ? 'https' : 'http', config.host, server.port);
+    const listens = bound === server.url ? '' : `; bound to ${bound}`;
+    console.error(
+      `connector-server store: ${store}\nconnector-server listening on ${server.url}; ${keyFile}${listens}`,
+    );
     let stopping = false;
     const stop = async (signal: string) => {
       if (stopping) return;
