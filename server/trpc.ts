@@ -82,6 +82,9 @@ const mapDomainErrors = t.middleware(async ({ next }) => {
 
 export const publicProcedure = t.procedure.use(mapDomainErrors);
 
+/** How long a refused admin call waits for its `admin.refused` record before it answers anyway. */
+const REFUSAL_AUDIT_WAIT_MS = 1000;
+
 /**
  * Needs a valid admin API key; a `read` key may call queries only. Every mutation an admin tries is
  * audited: successes by the service (with what changed), refusals here. So is every call without a
@@ -99,10 +102,19 @@ export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, 
   // The refusal is what the caller must hear: an audit log that cannot take the record (the same
   // database outage that refused the call, most often) must not answer in its place. A revoke
   // refused REVOKE_NOT_SAVED says which sessions it ended; STORE_UNAVAILABLE would hide that.
-  const auditRefusal = (reason: ErrorReason) =>
-    ctx.services.audit
+  // Nor may it hold the answer: a stalled database holds the write until the connection gives up,
+  // which kept a change refused after 10 s unanswered for 22 s. Waited for a moment (in the usual
+  // case it lands in that time, and a caller reading the audit log next finds it), then let go.
+  const auditRefusal = (reason: ErrorReason) => {
+    const recorded = ctx.services.audit
       .record({ type: 'admin.refused', ...meta, outcome: 'refused', reason, details: { path } })
       .catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, REFUSAL_AUDIT_WAIT_MS);
+    });
+    return Promise.race([recorded, waited]).finally(() => clearTimeout(timer));
+  };
   if (type === 'mutation' && principal.scope !== 'admin') {
     await auditRefusal('SCOPE_FORBIDDEN');
     throw new DomainError('SCOPE_FORBIDDEN');

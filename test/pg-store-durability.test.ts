@@ -2,6 +2,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgStore } from '../server/store/postgres/pg-store.js';
 import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
+import { realTimeClock, startTestServer } from './helpers/server.js';
 import { groupRecord } from './helpers/store-contract.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -72,6 +73,33 @@ describe('PgStore durability', () => {
       'before-stall',
       'during-stall',
     ]);
+  });
+
+  it('a server on a database that stops answering answers an admin change STORE_UNAVAILABLE after the commit bound, not later', async () => {
+    await using db = await freshDatabase();
+    const relay = await stallableRelay(db.url);
+    const server = await startTestServer({ clock: realTimeClock(), config: { databaseUrl: relay.url } });
+    cleanups.push(() => server.stop());
+    await server.admin.groups.create.mutate({ name: 'Before' });
+
+    relay.stall();
+    const started = performance.now();
+    // The refusal's own audit record cannot be written either: it used to hold the answer until
+    // the connection gave up (22 s against a frozen PostgreSQL; for ever through this relay).
+    const answer = await Promise.race([
+      server.admin.groups.create.mutate({ name: 'During' }).then(
+        () => 'saved',
+        (error: { data?: { reason?: string } }) => error.data?.reason ?? String(error),
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('no answer within 30 s'), 30_000)),
+    ]);
+    const tookMs = performance.now() - started;
+    expect(answer).toBe('STORE_UNAVAILABLE');
+    // The bound (10 s) plus the change feed read before the call (≤ 1 s) and the refusal's
+    // record (≤ 1 s), with room for a loaded machine.
+    expect(tookMs).toBeGreaterThanOrEqual(10_000);
+    expect(tookMs).toBeLessThan(16_000);
+    relay.resume();
   });
 });
 
