@@ -164,18 +164,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         : describeNetworkError(cause);
       if (o.unenroll && !connectedOnce) return unreachable(problem);
       lastSocketError = problem;
-      failedAttempts++;
-      if (saidProblems.has(problem)) {
-        if ((failedAttempts & (failedAttempts - 1)) === 0)
-          notices.push({
-            message: `still cannot connect after ${failedAttempts} attempts; retrying`,
-            fields: { error: problem },
-          });
-        return;
-      }
-      if (saidProblems.size >= 16) saidProblems.clear(); // bounded, whatever the errors say
-      saidProblems.add(problem);
-      notices.push({ message: 'cannot connect; retrying', fields: { error: problem } });
+      attemptFailed(problem, 'cannot connect; retrying');
     },
     onClose: (cause) => {
       const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
@@ -216,7 +205,12 @@ export function runSession(o: SessionOptions): Promise<number> {
       const refusal = upgradeRefusalOf(event?.target);
       const why = lastSocketError ?? describeCloseCode(code);
       lastSocketError = null;
-      if (code !== undefined && code >= 4000)
+      if (code === CLOSE_CODES.SIGNER_UNKNOWN)
+        attemptFailed(
+          `${servers.current} does not know the key that signed this identity (IDENTITY_UNKNOWN_SIGNER): it is not the server of the deployment that enrolled this host, or it lost its signing keys (a new data dir; a replica started without its database URL). Check --server and that server`,
+          'the server refused this identity as not its own; keeping it and retrying',
+        );
+      else if (code !== undefined && code >= 4000)
         notices.push({
           message: 'the server closed the session for now; retrying',
           fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
@@ -230,6 +224,26 @@ export function runSession(o: SessionOptions): Promise<number> {
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  /**
+   * A failed attempt: each distinct problem is said once (`first`), then again at 2, 4, 8, … failed
+   * attempts since the last session, so an agent retrying for hours shows it still is, in a log
+   * that grows by a line per doubling.
+   */
+  function attemptFailed(problem: string, first: string) {
+    failedAttempts++;
+    if (saidProblems.has(problem)) {
+      if ((failedAttempts & (failedAttempts - 1)) === 0)
+        notices.push({
+          message: `still cannot connect after ${failedAttempts} attempts; retrying`,
+          fields: { error: problem },
+        });
+      return;
+    }
+    if (saidProblems.size >= 16) saidProblems.clear(); // bounded, whatever the errors say
+    saidProblems.add(problem);
+    notices.push({ message: first, fields: { error: problem } });
+  }
 
   /** Unenrolling: the server could not be reached, so nothing changed there. */
   function unreachable(problem: string) {

@@ -183,6 +183,7 @@ export function describeCloseCode(code: number | undefined): string {
     1011: 'the server hit an unexpected error',
     1012: 'the server is restarting',
     1013: 'the server is overloaded',
+    4401: 'the server refused this identity as signed by a key it never had (IDENTITY_UNKNOWN_SIGNER)',
   };
   if (code === undefined) return 'the connection closed';
   return `${words[code] ?? 'the connection closed'} (code ${code})`;

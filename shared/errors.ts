@@ -59,6 +59,11 @@ export const ERROR_REASONS = {
     message: 'The connector identity is not valid.',
     hint: 'Enroll the host again with a current provisioning key.',
   },
+  IDENTITY_UNKNOWN_SIGNER: {
+    code: 'UNAUTHORIZED',
+    message: 'The connector identity was signed by a key this server has never had.',
+    hint: 'The identity is another deployment’s, or this server lost its signing keys (a new data dir; a replica started without its --database-url): point the agent at its own server, or start this one on its data. The agent keeps its identity and retries.',
+  },
   IDENTITY_EXPIRED: {
     code: 'UNAUTHORIZED',
     message: 'The connector identity has expired.',

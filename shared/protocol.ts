@@ -47,6 +47,12 @@ export const CLOSE_CODES = {
    * then ` by=<address>` of the session that replaced it (see `replacedCloseReason`).
    */
   REPLACED: 4009,
+  /**
+   * The identity's signing key is one this server never had (IDENTITY_UNKNOWN_SIGNER): another
+   * deployment's server, or one that lost its keys. Not final: a misconfigured server must not make
+   * hosts destroy identities their own deployment still accepts.
+   */
+  SIGNER_UNKNOWN: 4401,
   /** The socket sent no connectionParams in time; not final (a slow network may cause it). */
   HANDSHAKE_TIMEOUT: 4408,
   /** Too many attempts; retry later. Not final. */

@@ -127,6 +127,7 @@ const NOT_PROVOKED_HERE: Partial<Record<ErrorReason, string>> = {
   IDENTITY_INVALID: 'session-attacks.test.ts (a websocket session)',
   IDENTITY_EXPIRED: 'identity-renewal.test.ts (moves the clock)',
   PROOF_INVALID: 'proof-binding.test.ts (a websocket session)',
+  IDENTITY_UNKNOWN_SIGNER: 'session-attacks.test.ts (a websocket session) and faults.test.ts (a real agent)',
   SIGNING_KEY_ACTIVE: 'signing-key-rotation.test.ts',
   SIGNING_KEY_IN_USE: 'signing-key-rotation.test.ts',
   STORE_UNAVAILABLE: 'faults.test.ts (a failing disk)',

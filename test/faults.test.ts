@@ -395,6 +395,35 @@ describe('faults: the agent through outages and broken state', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('a server that lost its keys (a new, empty data dir on the same address): the agent keeps its identity and retries, saying why, and comes back when its own server does', async () => {
+    const { srv, key } = await setup();
+    const stateDir = await tempDir('ce-fault-foreign-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'kept'], stateDir);
+    const before = await waitConnected(srv.admin, 'kept');
+    const identityBytes = await readFile(join(stateDir, 'identity.json'), 'utf8');
+    const port = srv.server.port;
+    await srv.stop();
+    // What an operator gets with the wrong --data-dir, or a replica started without its database.
+    const stranger = await startTestServer({ config: { port } });
+    try {
+      await agent.waitForOutput(
+        /the server refused this identity as not its own; keeping it and retrying in \d+\.\d s.*IDENTITY_UNKNOWN_SIGNER/,
+        30_000,
+      );
+      await agent.waitForOutput(/still cannot connect after 2 attempts.*IDENTITY_UNKNOWN_SIGNER/, 30_000);
+      expect(agent.child.exitCode).toBeNull();
+      expect(await readFile(join(stateDir, 'identity.json'), 'utf8')).toBe(identityBytes);
+      expect(agent.output()).not.toMatch(/wiping|identity wiped/);
+    } finally {
+      await stranger.stop();
+    }
+    await using again = await startTestServer({ dataDir: srv.dataDir, config: { port } });
+    const after = await waitConnected(again.admin, 'kept', 60_000);
+    expect(after.id).toBe(before.id);
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+  });
+
   it('a network that drops connections mid-request and mid-handshake (a TCP proxy): the agent ends up enrolled once, connected, with the identity it first saved', async () => {
     const { srv, key } = await setup();
     await using _ = srv;

@@ -113,6 +113,12 @@ async function serverIdentityVerdict(token: string): Promise<Verdict> {
   } catch (error) {
     const reason = (error as { reason?: string }).reason;
     if (reason === 'IDENTITY_EXPIRED') return 'expired';
+    // Refused all the same; said apart only for a header naming a kid that is not ours.
+    if (reason === 'IDENTITY_UNKNOWN_SIGNER') {
+      const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8'));
+      expect(typeof header.kid === 'string' && header.kid !== kid, token).toBe(true);
+      return 'invalid';
+    }
     expect(reason).toBe('IDENTITY_INVALID');
     return 'invalid';
   }

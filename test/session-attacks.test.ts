@@ -292,14 +292,14 @@ describe('one live session per connector (behaviour 12)', () => {
 });
 
 describe('JWT attacks beyond forgery', () => {
-  async function refusedWith(identity: string, reason: string) {
+  async function refusedWith(identity: string, reason: string, code: number = CLOSE_CODES.REFUSED) {
     const { srv, enrolled } = await enrolledAgent();
     await using _ = srv;
     const session = openSession(srv.url, {
       identity,
       proof: proveWith(enrolled.keyPair.privateJwk, identity),
     });
-    expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason });
+    expect(await session.waitForClose()).toEqual({ code, reason });
     expect(srv.server.hub.size).toBe(0);
     await session.close();
     return enrolled;
@@ -331,12 +331,12 @@ describe('JWT attacks beyond forgery', () => {
     await session.close();
   });
 
-  it('a kid pointing elsewhere (unknown kid, a URL, a path) → IDENTITY_INVALID', async () => {
+  it('a kid pointing elsewhere (unknown kid, a URL, a path) → IDENTITY_UNKNOWN_SIGNER, closed 4401 (not final): nothing is fetched, and the session is refused all the same', async () => {
     const { header, payload } = await genuine();
     const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
     for (const kid of ['unknown-kid', 'https://attacker.example/jwks.json', '../../etc/passwd']) {
       const token = await new SignJWT(payload).setProtectedHeader({ ...header, kid }).sign(privateKey);
-      await refusedWith(token, 'IDENTITY_INVALID');
+      await refusedWith(token, 'IDENTITY_UNKNOWN_SIGNER', CLOSE_CODES.SIGNER_UNKNOWN);
     }
   });
 

@@ -58,7 +58,7 @@ export interface HandshakeCredentials {
 
 /** Refusals of handshakes that proved nothing (no valid identity with a matching proof). */
 export function provedNothing(reason: ErrorReason): boolean {
-  return reason === 'IDENTITY_INVALID' || reason === 'PROOF_INVALID';
+  return reason === 'IDENTITY_INVALID' || reason === 'IDENTITY_UNKNOWN_SIGNER' || reason === 'PROOF_INVALID';
 }
 
 /** When an identity is due for renewal: a third of its lifetime left. */

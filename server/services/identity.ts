@@ -270,10 +270,16 @@ export class IdentityAuthority {
 
   /** Checks an identity token: signature by one of our keys, EdDSA only, issuer, audience, expiry. */
   async verifyIdentity(token: string): Promise<IdentityClaims> {
-    const verified = verifyEd25519Jws(token, (header) =>
-      typeof header.kid === 'string' ? this.verifyKeyOf(header.kid) : null,
-    );
-    if (!verified) throw new DomainError('IDENTITY_INVALID');
+    // A kid this server never had (retired ones stay listed) is not a forgery it can tell: it is
+    // another deployment's identity, or this server lost its keys. Said apart, so that the agent
+    // keeps an identity its own deployment may still accept.
+    let unknownSigner = false;
+    const verified = verifyEd25519Jws(token, (header) => {
+      if (typeof header.kid !== 'string') return null;
+      unknownSigner = !this.keys.some((k) => k.stored.kid === header.kid);
+      return this.verifyKeyOf(header.kid);
+    });
+    if (!verified) throw new DomainError(unknownSigner ? 'IDENTITY_UNKNOWN_SIGNER' : 'IDENTITY_INVALID');
     const problem = checkJwtClaims(verified, {
       now: this.clock.now(),
       required: ['sub', 'exp', 'iat', 'jti'],

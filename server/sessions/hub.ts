@@ -191,7 +191,8 @@ export class SessionHub {
    */
   refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string, retryAfterSeconds?: number): void {
     this.o.agentSessions.recordRefusal(reason, remoteAddress);
-    if (reason !== 'RATE_LIMITED') ws.close(CLOSE_CODES.REFUSED, reason);
+    if (reason === 'IDENTITY_UNKNOWN_SIGNER') ws.close(CLOSE_CODES.SIGNER_UNKNOWN, reason);
+    else if (reason !== 'RATE_LIMITED') ws.close(CLOSE_CODES.REFUSED, reason);
     else if (retryAfterSeconds === undefined) ws.close(CLOSE_CODES.RATE_LIMITED, reason);
     else ws.close(CLOSE_CODES.RATE_LIMITED, `${reason} retry-after=${retryAfterSeconds}`);
   }
