@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { openServerState } from './bootstrap.js';
@@ -33,6 +34,8 @@ export interface RunningServer {
   metricsUrl: string | null;
   dataDir: string;
   adminKeyFile: string;
+  /** Whether `adminKeyFile` holds a current admin key: null when there is no such file. */
+  adminKeyAccepted: boolean | null;
   services: Services;
   hub: SessionHub;
   logger: Logger;
@@ -150,6 +153,19 @@ export async function startServer(
       'admin.key held a key this deployment does not accept (deleted, expired, or of another store or database): kept it aside, not overwritten',
     );
   if (bootstrapped) logger.info({ file: adminKeyFile }, 'bootstrap admin API key written');
+  // A key file the deployment does not accept (a replica's copy of a key deleted since, another
+  // deployment's): the CLI run here would be refused with it, and the start line points at it.
+  const adminKeyAccepted = bootstrapped
+    ? true
+    : await readFile(adminKeyFile, 'utf8').then(
+        (text) => services.apiKeys.accepts(text.trim()),
+        () => null,
+      );
+  if (adminKeyAccepted === false)
+    logger.warn(
+      { file: adminKeyFile },
+      'admin.key holds no current admin key of this deployment (deleted, expired, or another deployment’s): the CLI run with this data dir will be refused ADMIN_KEY_INVALID; copy a current admin key over it, or use --admin-key-file',
+    );
 
   // One answer, for every path, to who a request comes from: the TCP peer or what a trusted proxy says.
   const clientAddressOf = clientAddressResolver(config.trustedProxies);
@@ -258,6 +274,7 @@ export async function startServer(
     metricsUrl,
     dataDir: config.dataDir,
     adminKeyFile,
+    adminKeyAccepted,
     services,
     hub,
     logger,

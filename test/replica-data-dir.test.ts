@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { REPLICA_MARKER } from '../server/replica-marker.js';
@@ -87,5 +87,33 @@ describe("a replica's data dir", () => {
     await alone.waitForOutput(/listening on/, 30_000);
     expect(alone.output()).toContain(`connector-server store: embedded, in ${dataDir}\n`);
     expect(existsSync(join(dataDir, 'store.json'))).toBe(true);
+  });
+
+  it("holding an admin.key the deployment does not accept (another's, or one deleted since): said at start, on the listening line too", async () => {
+    await using db = await freshDatabase();
+    const first = await startTestServer({ config: { databaseUrl: db.url } });
+    cleanups.push(() => first.stop());
+    const dataDir = await tempDir('ce-replica-key-');
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    // A key made through the first replica, copied here, then deleted.
+    const made = await first.admin.apiKeys.create.mutate({ name: 'copied', scope: 'admin' });
+    await writeFile(join(dataDir, 'admin.key'), `${made.key}\n`, { mode: 0o600 });
+    await first.admin.apiKeys.delete.mutate({ id: made.id });
+
+    const replica = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: {
+        ...withoutDatabase(),
+        CONNECTOR_DATABASE_URL: db.url,
+        CONNECTOR_SECRET_FILE: join(first.dataDir, 'secret.key'),
+      },
+    });
+    cleanups.push(() => replica.stop());
+    await replica.waitForOutput(/listening on/, 30_000);
+    expect(replica.output()).toContain(
+      `admin key file: ${join(dataDir, 'admin.key')}, which holds no current admin key of this deployment (see the warning)`,
+    );
+    expect(replica.output()).toContain('admin.key holds no current admin key of this deployment');
+    // The file is left as it was: the operator's to replace.
+    expect((await readFile(join(dataDir, 'admin.key'), 'utf8')).trim()).toBe(made.key);
   });
 });

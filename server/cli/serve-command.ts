@@ -82,9 +82,12 @@ export function registerServeCommand(program: Command): void {
       throw error;
     }
     // A replica started without the first one's admin.key has none here: say where to get one.
-    const keyFile = existsSync(server.adminKeyFile)
-      ? `admin key file: ${server.adminKeyFile}`
-      : `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`;
+    const keyFile =
+      server.adminKeyAccepted === false
+        ? `admin key file: ${server.adminKeyFile}, which holds no current admin key of this deployment (see the warning)`
+        : existsSync(server.adminKeyFile)
+          ? `admin key file: ${server.adminKeyFile}`
+          : `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`;
     const { databaseLocation } = await import('../store/postgres/location.js');
     const { urlOf } = await import('../http/endpoints.js');
     // Which store, said first: a replica started without its database URL looked like any server.

@@ -89,15 +89,30 @@ export class ApiKeyService {
         'ADMIN_KEY_INVALID',
         'An admin API key is required (Authorization: Bearer cak_…).',
       );
+    const record = this.currentRecordOf(presented);
+    this.deps.store.touch('apiKeys', record.id, { lastUsedAt: this.deps.clock.now() });
+    return { apiKeyId: record.id, scope: record.scope };
+  }
+
+  /** Whether `presented` is a current admin key (a look: nothing is recorded of it). */
+  accepts(presented: string): boolean {
+    try {
+      this.currentRecordOf(presented);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The record of a current admin key, or ADMIN_KEY_INVALID. Constant-time on the secret. */
+  private currentRecordOf(presented: string) {
     const id = keyIdOf(presented, ADMIN_KEY_PREFIX, 'ak');
     const record = this.deps.store.read((view) => (id ? view.get('apiKeys', id) : undefined));
-    const now = this.deps.clock.now();
     if (!record || !keyMatches(presented, record.hash)) throw new DomainError('ADMIN_KEY_INVALID');
-    if (record.expiresAt !== null && now >= record.expiresAt) {
+    if (record.expiresAt !== null && this.deps.clock.now() >= record.expiresAt) {
       throw new DomainError('ADMIN_KEY_INVALID', 'The admin API key has expired.');
     }
-    this.deps.store.touch('apiKeys', record.id, { lastUsedAt: now });
-    return { apiKeyId: record.id, scope: record.scope };
+    return record;
   }
 
   /**
