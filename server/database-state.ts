@@ -243,18 +243,20 @@ export function databaseProblem(url: string, error: unknown): string {
     (/permission denied|must be owner/.test(message) ? '42501' : undefined);
   const timedOut = /timeout/i.test(message);
   const fix =
-    code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT'
-      ? 'is PostgreSQL running there? check --database-url'
-      : timedOut
-        ? `it took the connection but did not answer within ${CONNECT_TIMEOUT_MS / 1000} s: is it PostgreSQL listening there, and is it overloaded? check --database-url`
-        : code === '28P01' || code === '28000'
-          ? 'check the user and password in --database-url'
-          : code === '3D000'
-            ? 'create the database first (createdb), or fix its name in --database-url'
-            : /does not support SSL/.test(message)
-              ? 'the database server does not accept TLS: enable it there, or take sslmode out of --database-url'
-              : code === '42501'
-                ? "the user in --database-url lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner"
-                : 'check --database-url and the database server';
+    code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+      ? 'no such host (DNS): check the host name in the database URL (--database-url or CONNECTOR_DATABASE_URL)'
+      : code === 'ECONNREFUSED' || code === 'ETIMEDOUT'
+        ? 'is PostgreSQL running there? check the database URL (--database-url or CONNECTOR_DATABASE_URL)'
+        : timedOut
+          ? `it took the connection but did not answer within ${CONNECT_TIMEOUT_MS / 1000} s: is it PostgreSQL listening there, and is it overloaded? check the database URL`
+          : code === '28P01' || code === '28000'
+            ? 'check the user and password in the database URL'
+            : code === '3D000'
+              ? 'create the database first, owned by the user in the URL (createdb -O USER NAME), or fix its name in the database URL'
+              : /does not support SSL/.test(message)
+                ? 'the database server does not accept TLS: enable it there, or take sslmode out of the database URL'
+                : code === '42501'
+                  ? "the user in the database URL lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner (createdb -O USER NAME)"
+                  : 'check the database URL and the database server';
   return `PostgreSQL at ${where} cannot be used (${code ? `${code}: ` : ''}${message.replaceAll(url, '<url>')}); ${fix}`;
 }

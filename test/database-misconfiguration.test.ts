@@ -136,7 +136,7 @@ describe('a --database-url that cannot serve: one line, and the database left as
     expect(cannotCreate.code).toBe(1);
     expect(cannotCreate.lines).toHaveLength(1);
     expect(cannotCreate.lines[0]).toMatch(
-      /^error: cannot start: PostgreSQL at .* cannot be used \(42501: .*permission denied for schema public\); the user in --database-url lacks a privilege: it must own the server's tables/,
+      /^error: cannot start: PostgreSQL at .* cannot be used \(42501: .*permission denied for schema public\); the user in the database URL lacks a privilege: it must own the server's tables/,
     );
     expect(cannotCreate.lines[0]).not.toContain('weak-password');
     // The schema made by its owner; this user may read and write every table but the replicas'.
@@ -164,7 +164,7 @@ describe('a --database-url that cannot serve: one line, and the database left as
         /^warning: SECURITY WARNING: The SSL modes .* are treated as aliases for 'verify-full'\.$/,
       ),
       expect.stringMatching(
-        /^error: cannot start: PostgreSQL at .* cannot be used \(The server does not support SSL connections\); the database server does not accept TLS: enable it there, or take sslmode out of --database-url$/,
+        /^error: cannot start: PostgreSQL at .* cannot be used \(The server does not support SSL connections\); the database server does not accept TLS: enable it there, or take sslmode out of the database URL$/,
       ),
     ]);
   });

@@ -201,7 +201,9 @@ describe('replicas.list and `connector-server replicas`', () => {
     expect((await serverCli([...expectOne, '--expect', '1'])).code).toBe(0);
     const expectTwo = await serverCli([...expectOne, '--expect', '2']);
     expect(expectTwo.code).toBe(3);
-    expect(expectTwo.stderr).toContain('error: 1 of the 2 expected replicas are live and ready\n');
+    expect(expectTwo.stderr).toContain(
+      'error: 1 of the 2 expected replicas are live and ready: 1 not listed (stopped, never started, or dead for over 15 s and removed)\n',
+    );
     expect(cli.stdout).toContain(srv.url);
     expect(await (await fetch(`${srv.url}/metrics`)).text()).toMatch(/^connector_replicas_live 1$/m);
   });

@@ -30,7 +30,7 @@ describe('replicas --expect', () => {
 
   it('counts replicas missing from the list too', () => {
     expect(unmetExpectation([replica('aaaaaaaa-1', 'live', true)], 3)).toMatch(
-      /^1 of the 3 expected replicas are live and ready\n/,
+      /^1 of the 3 expected replicas are live and ready: 2 not listed \(stopped, never started, or dead for over 15 s and removed\)\n/,
     );
   });
 });

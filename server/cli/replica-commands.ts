@@ -30,6 +30,10 @@ export function unmetExpectation(replicas: readonly ListedReplica[], expected: n
         ? `${shortId(r.id)} dead`
         : `${shortId(r.id)} not ready${r.problems.length > 0 ? ` (${r.problems.join('; ')})` : ''}`,
     );
+  // A replica that stopped, or died and was reaped (15 s without a heartbeat), has no row left to name.
+  const unlisted = expected - replicas.length;
+  if (unlisted > 0)
+    why.push(`${unlisted} not listed (stopped, never started, or dead for over 15 s and removed)`);
   return (
     `${serving.length} of the ${expected} expected replicas are live and ready` +
     `${why.length > 0 ? `: ${why.join(', ')}` : ''}\n  fix: start the missing ones, or read the not-ready ones' /healthz and log (README: "When something fails")`
