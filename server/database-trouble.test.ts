@@ -48,7 +48,8 @@ describe('DatabaseTrouble', () => {
     expect(lines.at(-1)).toMatchObject({
       level: 'info',
       message: 'PostgreSQL answers again',
-      details: { failures: 150 + 30 },
+      // The failures ran from 0 to 149 s; the quiet period that ended the trouble is not counted.
+      details: { forSeconds: 149, failures: 150 + 30, quietForSeconds: QUIET_BEFORE_RECOVERED_MS / 1000 + 1 },
     });
     expect(trouble.cause).toBeNull();
     trouble.answered();

@@ -83,8 +83,13 @@ export class DatabaseTrouble {
    */
   answered(): void {
     if (this.since === null || this.now() - this.lastFailureAt < QUIET_BEFORE_RECOVERED_MS) return;
+    // The outage lasted from its first failure to its last; the quiet period after it is not part of it.
     this.logger.info(
-      { forSeconds: Math.round((this.now() - this.since) / 1000), failures: this.failures },
+      {
+        forSeconds: Math.round((this.lastFailureAt - this.since) / 1000),
+        failures: this.failures,
+        quietForSeconds: Math.round((this.now() - this.lastFailureAt) / 1000),
+      },
       'PostgreSQL answers again',
     );
     this.since = null;
