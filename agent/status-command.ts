@@ -76,7 +76,8 @@ export function statusLines(summary: StatusSummary): string[] {
     `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
   ];
   if (summary.identityError) lines.push(`identity:    ${summary.identityError}`);
-  if (summary.server) lines.push(`server:      ${summary.server}`);
+  // With replicas the server it enrolled through is not always the one it talks to now.
+  if (summary.server) lines.push(`enrolled at: ${summary.server}`);
   if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
   const agent = summary.agent;
   if (!agent) {
@@ -85,7 +86,7 @@ export function statusLines(summary: StatusSummary): string[] {
   }
   if (summary.running)
     lines.push(
-      `agent:       running as pid ${agent.pid}, ${summary.connected ? 'connected' : 'not connected'}`,
+      `agent:       running as pid ${agent.pid}, ${summary.connected ? `connected to ${agent.server ?? 'its server'}` : 'not connected'}`,
     );
   else if (summary.stoppedUncleanly)
     lines.push(

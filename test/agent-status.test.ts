@@ -45,7 +45,8 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
       const s = await status(stateDir);
       return s.code === 0 ? s : null;
     });
-    expect(connected.output).toContain(`agent:       running as pid ${pid}, connected`);
+    expect(connected.output).toContain(`agent:       running as pid ${pid}, connected to ${srv.url}`);
+    expect(connected.output).toContain(`enrolled at: ${srv.url}`);
 
     // The server goes away: the agent runs on, retrying.
     await srv.stop();
