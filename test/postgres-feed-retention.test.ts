@@ -51,13 +51,23 @@ async function cuttableRelay(url: string) {
     const outbound = connect(Number(target.port), target.hostname);
     for (const s of [inbound, outbound]) {
       sockets.add(s);
-      s.on('close', () => sockets.delete(s));
+      // One half gone, the other goes too: a client must not wait on a connection that leads nowhere.
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
       s.on('error', () => s.destroy());
     }
     inbound.pipe(outbound).pipe(inbound);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
+  // Its sockets go first: server.close waits for every connection, and a pair whose other half
+  // is gone could hold it (one full run timed out in this file's afterEach, 120 s).
+  cleanups.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
   const relayed = new URL(url);
   relayed.port = String((server.address() as { port: number }).port);
   return {
