@@ -13,6 +13,7 @@ import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
+import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
@@ -79,16 +80,12 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   let reportTimer: NodeJS.Timeout | undefined;
   let connectedOnce = false;
-  // Said once per distinct problem, so an agent retrying for hours does not flood its log.
-  // (Every distinct one: with several servers down, the attempts alternate between their problems.)
-  const saidProblems = new Set<string>();
+  // What is said about failed attempts: little, yet enough to show an agent retrying for hours.
+  const failures = new FailedAttempts();
   // Why the socket just failed, from its error event, for the close event that follows.
   let lastSocketError: string | null = null;
-  // Failed attempts since the last session: a problem said once is said again at 2, 4, 8, … of them,
-  // so an agent retrying for hours shows it still is, in a log that grows by a line per doubling.
-  let failedAttempts = 0;
   // What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay.
-  let notices: Array<{ message: string; fields: Record<string, unknown> }> = [];
+  let notices: RetryNotice[] = [];
   let retryAfterMs = 0;
   // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
   let busySaid = false;
@@ -225,24 +222,10 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
 
-  /**
-   * A failed attempt: each distinct problem is said once (`first`), then again at 2, 4, 8, … failed
-   * attempts since the last session, so an agent retrying for hours shows it still is, in a log
-   * that grows by a line per doubling.
-   */
+  /** A failed attempt, said (or not) when the retry's delay is known: see FailedAttempts. */
   function attemptFailed(problem: string, first: string) {
-    failedAttempts++;
-    if (saidProblems.has(problem)) {
-      if ((failedAttempts & (failedAttempts - 1)) === 0)
-        notices.push({
-          message: `still cannot connect after ${failedAttempts} attempts; retrying`,
-          fields: { error: problem },
-        });
-      return;
-    }
-    if (saidProblems.size >= 16) saidProblems.clear(); // bounded, whatever the errors say
-    saidProblems.add(problem);
-    notices.push({ message: first, fields: { error: problem } });
+    const notice = failures.failed(problem, first);
+    if (notice) notices.push(notice);
   }
 
   /** Unenrolling: the server could not be reached, so nothing changed there. */
@@ -357,8 +340,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     switch (event.type) {
       case 'ready':
         connectedOnce = true;
-        saidProblems.clear();
-        failedAttempts = 0;
+        failures.connected();
         busySaid = false;
         logger.info(`connected to ${servers.current}`, {
           connector: event.connectorId,
