@@ -29,6 +29,8 @@ export async function createProof(
   privateJwk: AgentKeyPair['privateJwk'],
   identityToken: string,
   binding: ProofBinding,
+  /** The time it is issued at (epoch ms): the server's, as the agent knows it. */
+  issuedAtMs: number = Date.now(),
 ): Promise<string> {
   const key = await importJWK(privateJwk, 'EdDSA');
   const { kty, crv, x } = privateJwk;
@@ -38,7 +40,7 @@ export async function createProof(
     htu: binding.htu,
   })
     .setProtectedHeader({ alg: 'EdDSA', typ: PROOF_TYPE, jwk: { kty, crv, x } })
-    .setIssuedAt()
+    .setIssuedAt(Math.floor(issuedAtMs / 1000))
     .setJti(randomBytes(16).toString('base64url'))
     .sign(key);
 }

@@ -19,11 +19,13 @@ import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } f
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
+import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
 import {
   describeCloseCode,
   describeNetworkError,
   hasOpened,
+  serverTimeOf,
   sessionNonceOf,
   type Transport,
   tlsMisconfiguration,
@@ -89,6 +91,8 @@ export function runSession(o: SessionOptions): Promise<number> {
   let retryAfterMs = 0;
   // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
   let busySaid = false;
+  // Identities expire and proofs are checked by the server's clock, which this host's may be off.
+  const serverClock = new ServerClock(logger);
 
   const wsClient = createWSClient({
     url: () => {
@@ -99,13 +103,20 @@ export function runSession(o: SessionOptions): Promise<number> {
     WebSocket: withSessionNonce(o.transport.WebSocket) as unknown as typeof globalThis.WebSocket,
     // Called once the socket is open: the proof signs the nonce of this very connection and the
     // server this agent means to reach, so neither a replay nor a relay can use it.
-    connectionParams: async () => ({
-      identity: identity.identityToken,
-      proof: await createProof(identity.privateJwk, identity.identityToken, {
-        nonce: sessionNonceOf(wsClient.connection?.ws),
-        htu: new URL(servers.current).origin,
-      }),
-    }),
+    connectionParams: async () => {
+      const socket = wsClient.connection?.ws;
+      const time = serverTimeOf(socket);
+      if (time) serverClock.observe(time.serverTime, time.receivedAt);
+      return {
+        identity: identity.identityToken,
+        proof: await createProof(
+          identity.privateJwk,
+          identity.identityToken,
+          { nonce: sessionNonceOf(socket), htu: new URL(servers.current).origin },
+          serverClock.now(),
+        ),
+      };
+    },
     // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
     // followed, plus up to a second of jitter: a busy server already spreads its crowd over the
     // time it needs, and adding a growing backoff on top left it idle while agents waited.
@@ -115,7 +126,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       const hint = retryAfterMs;
       retryAfterMs = 0;
       const delay = hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
-      const left = Date.parse(identity.identityExpiresAt) - Date.now();
+      const left = Date.parse(identity.identityExpiresAt) - serverClock.now();
       const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
       if (!finished)
         for (const notice of notices)
@@ -246,6 +257,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     renew: () => client.agent.renew.mutate(),
     adopt: adoptIdentity,
     logger,
+    now: () => serverClock.now(),
   });
   renewal.arm(identity);
 

@@ -2,7 +2,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
 import { fetchVia } from '../shared/node-fetch.js';
-import { SESSION_NONCE_HEADER } from '../shared/protocol.js';
+import { SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 
 export { describeNetworkError, tlsMisconfiguration } from '../shared/network-errors.js';
 export { fetchVia } from '../shared/node-fetch.js';
@@ -105,17 +105,23 @@ export type Transport = ReturnType<typeof createTransport>;
 
 const sessionNonces = new WeakMap<object, string>();
 
+/** The server's time in each socket's upgrade answer, with the host's time when it arrived. */
+const serverTimes = new WeakMap<object, { serverTime: number; receivedAt: number }>();
+
 /** Sockets that opened (the upgrade succeeded): a close of one that never did was a failed attempt. */
 const openedSockets = new WeakSet<object>();
 
 /**
- * Keeps the nonce the server sends in `socket`'s upgrade response, for `sessionNonceOf`, and
- * whether it opened, for `hasOpened`.
+ * Keeps the nonce and the time the server sends in `socket`'s upgrade response, for
+ * `sessionNonceOf` and `serverTimeOf`, and whether it opened, for `hasOpened`.
  */
 export function captureSessionNonce(socket: WebSocket): void {
   socket.once('upgrade', (res: IncomingMessage) => {
     const nonce = res.headers[SESSION_NONCE_HEADER];
     if (typeof nonce === 'string') sessionNonces.set(socket, nonce);
+    const serverTime = Number(res.headers[SERVER_TIME_HEADER]);
+    if (Number.isSafeInteger(serverTime) && serverTime > 0)
+      serverTimes.set(socket, { serverTime, receivedAt: Date.now() });
   });
   socket.once('open', () => openedSockets.add(socket));
 }
@@ -132,6 +138,12 @@ export function hasOpened(socket: unknown): boolean {
 export function sessionNonceOf(socket: unknown): string {
   if (!socket || typeof socket !== 'object') return '';
   return sessionNonces.get(socket) ?? '';
+}
+
+/** The server's time sent in `socket`'s upgrade answer and when it arrived; null when none came. */
+export function serverTimeOf(socket: unknown): { serverTime: number; receivedAt: number } | null {
+  if (!socket || typeof socket !== 'object') return null;
+  return serverTimes.get(socket) ?? null;
 }
 
 /** A websocket upgrade the server answered with something other than 101. */

@@ -204,6 +204,7 @@ export async function startServer(
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
   const websockets = attachAgentWebsockets(server, {
+    clock,
     clientAddressOf,
     services,
     hub,

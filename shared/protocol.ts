@@ -18,6 +18,13 @@ export const PROOF_MAX_SKEW_MS = 5 * 60_000;
 export const SESSION_NONCE_HEADER = 'connector-session-nonce';
 
 /**
+ * Response header of the websocket upgrade (101): the server's clock when it answered (epoch ms). The
+ * agent signs its proof's `iat` by it, so a host whose clock is off still connects (the nonce, not the
+ * time, is what makes a proof single-use) and says how far off it is and what to fix.
+ */
+export const SERVER_TIME_HEADER = 'connector-server-time';
+
+/**
  * On an answer from a replica that is not ready (its database out of reach, its change feed behind):
  * why, in one line. Its reads come from its memory and may miss other replicas' changes since.
  */

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
+import type { Clock } from '../clock.js';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { appRouter } from '../router.js';
@@ -22,6 +23,8 @@ export interface AgentWebsocketsDeps {
   guard: ConnectionGuard;
   metrics: Metrics;
   logger: Logger;
+  /** The clock proofs are checked by, whose time each upgrade's answer carries. */
+  clock: Clock;
   clientAddressOf: ClientAddressOf;
   config: Pick<
     ServerConfig,
@@ -55,6 +58,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     metrics,
     logger,
+    now: () => deps.clock.now(),
     notReady,
     ownOrigin: ownOriginOf(config.publicUrl, deps.secure),
   });

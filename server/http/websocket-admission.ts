@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
-import { CLOSE_CODES, SESSION_NONCE_HEADER } from '../../shared/protocol.js';
+import { CLOSE_CODES, SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../../shared/protocol.js';
 import type { Metrics } from '../metrics.js';
 import { RetryAfterSpreader } from '../sessions/retry-spreader.js';
 
@@ -50,6 +50,8 @@ export interface WebsocketAdmissionOptions {
   handshakeTimeoutMs: number;
   metrics: Pick<Metrics, 'handshakesShed'>;
   logger: Logger;
+  /** The server's clock, the one proofs are checked by: sent in each 101 (SERVER_TIME_HEADER). */
+  now: () => number;
   /**
    * Why this server should take no new session now (a replica that lost its database), or nothing
    * when it may: new upgrades are then answered 503 with Retry-After, and sessions it has stay.
@@ -168,10 +170,13 @@ export function websocketAdmission(
   };
 
   // Each connection's own nonce goes out in its 101 response: a proof signs it, so a captured proof
-  // is worth nothing on any other connection, before or after a restart.
+  // is worth nothing on any other connection, before or after a restart. The time lets an agent on a
+  // host whose clock is off sign a proof this server finds fresh.
   wss.on('headers', (headers: string[], req: IncomingMessage) => {
     const handshake = handshakes.get(req);
-    if (handshake) headers.push(`${SESSION_NONCE_HEADER}: ${handshake.nonce}`);
+    if (!handshake) return;
+    headers.push(`${SESSION_NONCE_HEADER}: ${handshake.nonce}`);
+    headers.push(`${SERVER_TIME_HEADER}: ${Math.round(options.now())}`);
   });
 
   return {
