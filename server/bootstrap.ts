@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { rmdir, unlink } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
@@ -29,6 +32,7 @@ export async function openServerState(
   // bootstrap key are made.
   await checkCanListen(config);
   if (config.metricsListen) await checkCanListen(config.metricsListen);
+  const made = dirsToMake(config.dataDir);
   // Another user's dir could hold links planted to catch the signing key: refused (PrivateDirError).
   await ensurePrivateDir(config.dataDir, { what: 'data dir', flag: '--data-dir' });
   // Before anything is written: a second server on this dir would acknowledge writes that the
@@ -44,6 +48,9 @@ export async function openServerState(
         )
       : await openDataFiles(config, { clock, logger });
   } catch (error) {
+    // A refused first start leaves no empty data dir behind to puzzle over (a secret it made is
+    // removed where it failed, when nothing was sealed with it).
+    if (made.length > 0) await removeIfOnlyLock(lock.file, made);
     await lock.release();
     throw error;
   }
@@ -58,4 +65,25 @@ export async function openServerState(
       }
     },
   };
+}
+
+/** The directories a start on `dir` makes: `dir` and its missing parents, deepest first. */
+function dirsToMake(dir: string): string[] {
+  const missing: string[] = [];
+  for (let at = resolve(dir); !existsSync(at) && dirname(at) !== at; at = dirname(at)) missing.push(at);
+  return missing;
+}
+
+/**
+ * Removes the lock file and the directories this start made, deepest first, while the lock is still
+ * held (so no other start can be holding the file removed). `rmdir` removes only empty directories:
+ * anything a start wrote there stays, and so does everything above it.
+ */
+async function removeIfOnlyLock(lockFile: string, made: string[]): Promise<void> {
+  try {
+    await unlink(lockFile);
+    for (const dir of made) await rmdir(dir);
+  } catch {
+    // Not empty, or gone: what is left is what the start wrote, or someone else's.
+  }
 }

@@ -90,7 +90,9 @@ export async function openDatabaseState(
     },
     clock,
     feedRetention: feedRetentionFor(config.feedMaxAgeMs),
-  }).catch((error: unknown) => {
+  }).catch(async (error: unknown) => {
+    // Nothing was sealed with a secret this start made: of no use, and a trap for the next start.
+    if (madeSecret) await rm(ownSecret, { force: true });
     throw new DatabaseStartError(databaseProblem(url, error));
   });
   // The database is this deployment's: from now on a start on this dir without it is refused.

@@ -1,6 +1,9 @@
-import { rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../scripts/lib/processes.js';
 import { serverCli } from './helpers/cli.js';
 import { freshDatabase, migrateFirst, sharedClusterUrl, withClient } from './helpers/postgres.js';
 import { spawnTs } from './helpers/processes.js';
@@ -22,8 +25,8 @@ async function dir(): Promise<string> {
 }
 
 /** `serve` that must stop at start: its exit code and its output's lines. */
-async function refusedStart(databaseUrl: string) {
-  const proc = spawnTs('server/main.ts', ['serve', '--data-dir', await dir(), '--port', '0'], {
+async function refusedStart(databaseUrl: string, dataDir?: string) {
+  const proc = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir ?? (await dir()), '--port', '0'], {
     env: { ...process.env, CONNECTOR_DATABASE_URL: databaseUrl },
   });
   cleanups.push(() => proc.stop());
@@ -188,4 +191,21 @@ describe('a --database-url that cannot serve: one line, and the database left as
     ]);
     expect(Date.now() - started).toBeLessThan(30_000);
   }, 60_000);
+
+  it('a refused first start leaves no data dir, secret or lock behind; a dir that was there keeps only its lock', async () => {
+    const nobody = `postgresql://connector@127.0.0.1:${await freePort()}/connector`;
+    const parent = await dir();
+    const fresh = join(parent, 'var', 'connector-server');
+    const serve = await refusedStart(nobody, fresh);
+    expect(serve.code).toBe(1);
+    expect(serve.lines).toEqual([
+      expect.stringMatching(/^error: cannot start: PostgreSQL at .*ECONNREFUSED/),
+    ]);
+    expect(existsSync(join(parent, 'var'))).toBe(false);
+    // A dir the operator made: kept, with nothing in it but the lock (no secret nobody can use).
+    const existing = join(parent, 'kept');
+    await mkdir(existing, { mode: 0o700 });
+    expect((await refusedStart(nobody, existing)).code).toBe(1);
+    expect(await readdir(existing)).toEqual(['server.lock']);
+  });
 });
