@@ -3,7 +3,9 @@ import { ServerClock } from './server-clock.js';
 
 function clockAt(hostNow: number) {
   const said: Array<{ message: string; fields?: Record<string, unknown> }> = [];
-  const logger = { warn: (message: string, fields?: Record<string, unknown>) => said.push({ message, fields }) };
+  const logger = {
+    warn: (message: string, fields?: Record<string, unknown>) => said.push({ message, fields }),
+  };
   return { clock: new ServerClock(logger, () => hostNow), said };
 }
 

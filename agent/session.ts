@@ -323,7 +323,14 @@ export function runSession(o: SessionOptions): Promise<number> {
       );
       return finish(EXIT.IDENTITY_GONE, 'deleted', reason);
     }
-    logger.error('the server refused the session', { reason });
+    if (reason === 'PROOF_INVALID')
+      // The agent dates its proofs by the server's clock and signs each connection's nonce, so
+      // what is left is the URL the proof names, or something between them that changes the upgrade.
+      logger.error(
+        `the server refused this agent's proof (PROOF_INVALID): ${servers.current} is not the URL the server was told it is reached by (its --public-url), or a proxy between them does not pass the upgrade's response headers unchanged. Use the server's public URL as --server (with --allow-server-change)`,
+        { reason },
+      );
+    else logger.error('the server refused the session', { reason });
     return finish(EXIT.FAILED, 'refused', reason);
   }
 

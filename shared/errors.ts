@@ -72,7 +72,7 @@ export const ERROR_REASONS = {
   PROOF_INVALID: {
     code: 'UNAUTHORIZED',
     message: 'The proof of possession is missing, invalid, stale or replayed.',
-    hint: 'Check the host clock; the agent signs a fresh proof for every connection.',
+    hint: "Give the agent the server's public URL (its --public-url) as --server, and let proxies pass the upgrade's response headers unchanged; an older agent also needs a host clock within 5 minutes of the server's.",
   },
   RATE_LIMITED: {
     code: 'TOO_MANY_REQUESTS',

@@ -78,7 +78,9 @@ describe('the agent presents its identity only to the server that issued it', ()
       // refuses the proof made for the relay; the identity is kept, not wiped.
       const moved = spawnAgent(['--server', relay.url, '--allow-server-change'], stateDir);
       expect((await moved.exited).code).toBe(1);
-      expect(moved.output()).toContain('PROOF_INVALID');
+      expect(moved.output()).toContain(
+        `the server refused this agent's proof (PROOF_INVALID): ${relay.url} is not the URL the server was told it is reached by (its --public-url)`,
+      );
       const after = await readIdentity(stateDir);
       expect(after?.identityToken).toBe(before?.identityToken);
       expect((after as { server?: string } | null)?.server).toBe(relay.url);
