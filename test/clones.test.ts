@@ -105,6 +105,9 @@ describe('clones: two processes with one identity (issue 11)', () => {
     // LAST SEEN of a connected connector says "now", REPLACED "… ago"; one never replaced has '-'.
     const row = list.split('\n').find((l) => l.includes(enrolled.connectorId)) ?? '';
     expect(list).toContain('REPLACED');
+    // One server: no replica column, and no replica line in `get`.
+    expect(list).not.toContain('REPLICA');
+    expect(get).not.toMatch(/^replica:/m);
     expect(row).toMatch(/ now /);
     expect(row.match(/ ago/g)).toHaveLength(1);
     await second.close();

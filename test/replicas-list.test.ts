@@ -105,6 +105,36 @@ describe('replicas.list and `connector-server replicas`', () => {
       expect(line.includes('* ')).toBe(row.url === b.url);
     }
     expect(table.stdout).toContain('3 live replicas; 3 agent sessions.');
+
+    // Which replica holds each session: asked of the one that holds none (C), in the API and the CLI.
+    const idOf = (replica: ServerProc) => view.replicas.find((r) => r.url === replica.url)!.id;
+    const holders = [
+      [`on-${a.port}-0`, idOf(a)],
+      [`on-${a.port}-1`, idOf(a)],
+      [`on-${b.port}-0`, idOf(b)],
+    ];
+    await expect
+      .poll(async () => (await viaC.connectors.list.query({})).items.map((i) => [i.name, i.replica]).sort(), {
+        timeout: 5_000,
+      })
+      .toEqual(holders.sort());
+    const listed = await serverCli(['connectors', 'list', '--server', c.url, '--admin-key-file', keyFile]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/CONNECTION\W+REPLICA/);
+    for (const [name, id] of holders) {
+      const line = listed.stdout.split('\n').find((l) => l.includes(`${name} `))!;
+      expect(line).toContain(` ${id!.slice(0, 8)} `);
+    }
+    const got = await serverCli([
+      'connectors',
+      'get',
+      `on-${b.port}-0`,
+      '--server',
+      a.url,
+      '--admin-key-file',
+      keyFile,
+    ]);
+    expect(got.stdout).toMatch(new RegExp(`^replica: +${idOf(b)}$`, 'm'));
     expect(table.stdout).not.toContain('different versions');
     const json = await serverCli(['replicas', '--server', b.url, '--admin-key-file', keyFile, '--json']);
     expect(json.code).toBe(0);

@@ -10,7 +10,14 @@ import {
   resolveGroup,
 } from './admin-common.js';
 import { flag, wholeNumber } from './flags.js';
-import { printFields, printTable, relative, replacementWords, terminationWords } from './format.js';
+import {
+  printFields,
+  printTable,
+  relative,
+  replacementWords,
+  shortReplicaId,
+  terminationWords,
+} from './format.js';
 
 const listFlags = {
   group: flag('--group <group>', 'only this group (id or name)', z.string().optional()),
@@ -49,9 +56,22 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
     });
     // Names read better than ids in a table; one call for the whole page.
     const groupNames = options.json ? new Map<string, string>() : await groupNamesOf(client);
+    // With replicas, which one holds each live session (the ids `replicas` lists); one server has none.
+    const withReplica = page.items.some((c) => c.replica !== null);
     print(options, page, () => {
       printTable(
-        ['ID', 'NAME', 'GROUP', 'STATUS', 'CONNECTION', 'LAST SEEN', 'ADDRESS', 'VERSION', 'REPLACED'],
+        [
+          'ID',
+          'NAME',
+          'GROUP',
+          'STATUS',
+          'CONNECTION',
+          ...(withReplica ? ['REPLICA'] : []),
+          'LAST SEEN',
+          'ADDRESS',
+          'VERSION',
+          'REPLACED',
+        ],
         page.items.map((c) => [
           c.id,
           c.name,
@@ -59,6 +79,7 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
           // A revoked one says whether its host has learnt it yet.
           c.termination ? `revoked (${c.termination.state})` : c.status,
           c.connection,
+          ...(withReplica ? [c.replica ? shortReplicaId(c.replica) : null] : []),
           // A connected one is seen now; its lastSeenAt is the time of the answer.
           c.connection === 'connected' ? 'now' : relative(c.lastSeenAt),
           c.remoteAddress,
@@ -85,6 +106,7 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
           ['group', groupName ? `${groupName} (${c.groupId})` : c.groupId],
           ['status', terminationWords(c.termination) ?? c.status],
           ['connection', c.connection],
+          ...(c.replica ? [['replica', c.replica] as [string, string]] : []),
           ['enrolled', c.enrolledAt],
           ['last connected', c.lastConnectedAt],
           ['last seen', c.lastSeenAt],

@@ -79,3 +79,6 @@ export function terminationWords(
   const at = `${t.confirmedAt.slice(0, 10)} ${t.confirmedAt.slice(11, 19)} UTC`;
   return `${verb}; the host confirmed it at ${at} from ${t.confirmedFrom ?? 'an unknown address'}`;
 }
+
+/** A replica's id as the tables show it: its first 8 characters, as `replicas` lists them. */
+export const shortReplicaId = (id: string) => id.slice(0, 8);

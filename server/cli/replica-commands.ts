@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { type AdminEnv, adminCli, CliError, print } from './admin-common.js';
 import { flag, wholeNumber } from './flags.js';
-import { printTable, relative } from './format.js';
+import { printTable, relative, shortReplicaId as shortId } from './format.js';
 
 /** `replicas --expect N` found fewer replicas able to serve: for monitoring scripts, apart from 1 (failure) and 2 (usage). */
 export const EXPECT_UNMET_EXIT = 3;
@@ -14,7 +14,6 @@ interface ListedReplica {
 }
 
 /** Enough of a replica id to tell replicas apart in a table (`--json` has it whole). */
-const shortId = (id: string) => id.slice(0, 8);
 
 /**
  * Why fewer than `expected` replicas can serve, or null when enough can. A replica serves when it is

@@ -21,6 +21,8 @@ export interface RequestMeta {
  */
 export interface Presence {
   isConnected(connectorId: string): boolean;
+  /** The id of the replica holding the connector's live session; null when none does, or on a single server. */
+  replicaOf(connectorId: string): string | null;
   /**
    * Whether the agent of the session a revoke or delete of this connector just ended acknowledged
    * it: waits up to the acknowledgement bound, `pending` at once when no session was ended. Given

@@ -139,6 +139,8 @@ export function connectorView(record: ConnectorRecord, presence: Presence, now: 
     lastConnectedAt: iso(record.lastConnectedAt),
     lastSeenAt: connection === 'connected' ? iso(now) : iso(record.lastSeenAt),
     remoteAddress: record.remoteAddress,
+    /** With replicas: the id of the one holding the live session (`replicas` lists them); else null. */
+    replica: connection === 'connected' ? presence.replicaOf(record.id) : null,
     /** Set when a session with this identity replaced a live one: another host may hold it. */
     lastReplacedAt: iso(record.lastReplacedAt ?? null),
     replacedFrom: record.replacedFrom ?? null,

@@ -121,8 +121,18 @@ export class ClusterPicture {
   }
 
   isConnectedElsewhere(connectorId: string): boolean {
+    return this.holderElsewhere(connectorId) !== null;
+  }
+
+  /** The live replica that holds the connector's session, when another one does. */
+  holderElsewhere(connectorId: string): string | null {
     const session = this.remote.get(connectorId);
-    return session !== undefined && this.isAlive(session.replicaId);
+    return session !== undefined && this.isAlive(session.replicaId) ? session.replicaId : null;
+  }
+
+  /** Whether the connector's session is one of this replica's. */
+  holdsOwn(connectorId: string): boolean {
+    return this.own.has(connectorId);
   }
 
   /** How many other replicas it keeps a sign of life of (bounded by the table's, between listings). */

@@ -53,6 +53,8 @@ export interface ClusterSessions {
   onPresenceElsewhere(handler: (connectorIds: string[]) => void): void;
   /** Whether another live replica holds a session of the connector; synchronous and cheap. */
   isConnectedElsewhere(connectorId: string): boolean;
+  /** The id of the live replica that holds the connector's session, this one's included; null: none, or one process. */
+  holderOf(connectorId: string): string | null;
   /**
    * The agent of a session here acknowledged its connector's deletion: the other replicas hear it
    * (a delete made through one of them waits for it; a deleted connector has no record to carry it).
@@ -69,6 +71,7 @@ export const singleProcess: ClusterSessions = {
   onLost() {},
   onPresenceElsewhere() {},
   isConnectedElsewhere: () => false,
+  holderOf: () => null,
   deletionConfirmed() {},
   onDeletionConfirmedElsewhere() {},
 };

@@ -200,6 +200,10 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     return this.picture.isConnectedElsewhere(connectorId);
   }
 
+  holderOf(connectorId: string): string | null {
+    return this.picture.holdsOwn(connectorId) ? this.replicaId : this.picture.holderElsewhere(connectorId);
+  }
+
   get selfId(): string {
     return this.replicaId;
   }

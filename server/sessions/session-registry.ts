@@ -81,6 +81,10 @@ export class SessionRegistry implements Presence {
     return this.sessions.has(connectorId) || this.cluster.isConnectedElsewhere(connectorId);
   }
 
+  replicaOf(connectorId: string): string | null {
+    return this.cluster.holderOf(connectorId);
+  }
+
   /**
    * Sets who ends a session of this replica that a newer one on another replica replaced
    * (`replacedBy`: its address), or that the cluster lost track of (null); the session hub.
