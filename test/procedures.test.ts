@@ -75,14 +75,23 @@ describe('procedures over in-memory capabilities (createCaller)', () => {
     });
     expect(enrolled.groupId).toBe(group.id);
     clock.advance(14 * DAY_MS);
+    // A new host past the key's expiry is refused; a retry of the enrollment made before it is not.
+    const another = (await generateAgentKeyPair()).publicJwk;
     await expect(
       anonymous.agent.enroll({
         provisioningKey: key.key!,
-        publicKey: publicJwk,
+        publicKey: another,
         host: hostFacts(),
         agentVersion: 't',
       }),
     ).rejects.toMatchObject({ code: 'UNAUTHORIZED', cause: { reason: 'KEY_EXPIRED' } });
+    const retried = await anonymous.agent.enroll({
+      provisioningKey: key.key!,
+      publicKey: publicJwk,
+      host: hostFacts(),
+      agentVersion: 't',
+    });
+    expect(retried.connectorId).toBe(enrolled.connectorId);
     expect(audit.events.map((e) => e.type)).toContain('enrollment.refused');
   });
 

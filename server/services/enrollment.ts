@@ -6,7 +6,7 @@ import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
 import { keyState } from './provisioning-keys.js';
-import { keyIdOf, keyMatches, randomId } from './secrets.js';
+import { enrolledConnectorId, keyIdOf, keyMatches } from './secrets.js';
 
 export interface EnrollRequest {
   provisioningKey: string;
@@ -27,6 +27,8 @@ interface KeyCheck {
   keyId: string | null;
   groupId: string | null;
   refusal: ErrorReason | null;
+  /** The connector an earlier attempt of this enrollment made (same key pair, same key): answered again. */
+  repeat?: ConnectorRecord;
 }
 
 /**
@@ -55,10 +57,16 @@ export class EnrollmentService {
    * between is still refused. A use of the key is counted in that same synchronous step as the
    * check (so N uses admit exactly N enrollments, however many race), and the store takes it back
    * with the rest of the change if the write fails.
+   *
+   * Idempotent per key pair: the connector's id follows from the group and the agent's public key,
+   * so a retry of an attempt whose answer never arrived (a timeout, a stop, a full disk on the host)
+   * gets a fresh identity for the connector that attempt made, and counts no second use, even past
+   * the key's expiry or last use, as long as the key is still the group's current one.
    */
   async enroll(request: EnrollRequest, remoteAddress: string): Promise<EnrollResult> {
     const keyId = keyIdOf(request.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
-    let first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
+    const jkt = ed25519Thumbprint(request.publicKey);
+    let first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId, jkt));
     if (
       first.refusal === 'KEY_INVALID' &&
       keyId &&
@@ -67,21 +75,25 @@ export class EnrollmentService {
       // A key this replica does not know may be one made through another a moment ago (a group
       // created or a key regenerated there): read the change feed before calling it invalid.
       await this.deps.store.caughtUp();
-      first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId));
+      first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId, jkt));
     }
     if (first.refusal) return this.refuse(first, remoteAddress);
 
-    const connectorId = randomId('con');
-    const jkt = ed25519Thumbprint(request.publicKey);
+    const connectorId = enrolledConnectorId(first.groupId!, jkt);
     const identity = await this.deps.identity.issue(
       { connectorId, groupId: first.groupId!, provisioningKeyId: first.keyId!, jkt },
       this.deps.policy.identityTtlMs,
     );
     const now = this.deps.clock.now();
     const outcome = await this.deps.store.transact((tx): KeyCheck => {
-      const check = this.checkKey(tx, request.provisioningKey, keyId);
+      const check = this.checkKey(tx, request.provisioningKey, keyId, jkt);
       if (check.refusal) return check;
       if (check.groupId !== first.groupId) return { ...check, refusal: 'KEY_INVALID' };
+      const issued = { issuedAt: identity.issuedAt, expiresAt: identity.expiresAt, keyId: identity.keyId };
+      if (check.repeat) {
+        tx.patch('connectors', connectorId, { identity: issued });
+        return check;
+      }
       const record: ConnectorRecord = {
         id: connectorId,
         groupId: check.groupId!,
@@ -95,7 +107,7 @@ export class EnrollmentService {
         remoteAddress,
         lastConnectedAt: null,
         lastSeenAt: null,
-        identity: { issuedAt: identity.issuedAt, expiresAt: identity.expiresAt, keyId: identity.keyId },
+        identity: issued,
         revokedAt: null,
         revokeReason: null,
       };
@@ -114,11 +126,22 @@ export class EnrollmentService {
       connectorId,
       groupId: outcome.groupId,
       keyId: outcome.keyId,
-      details: { name: request.name ?? request.host.hostname, agentVersion: request.agentVersion },
+      details: {
+        name: outcome.repeat?.name ?? request.name ?? request.host.hostname,
+        agentVersion: request.agentVersion,
+        // An attempt of an enrollment already made, whose answer the agent had not received.
+        ...(outcome.repeat ? { repeated: true } : {}),
+      },
     });
     this.deps.logger.info(
-      { connectorId, groupId: outcome.groupId, keyId: outcome.keyId, remoteAddress },
-      'connector enrolled',
+      {
+        connectorId,
+        groupId: outcome.groupId,
+        keyId: outcome.keyId,
+        remoteAddress,
+        repeated: !!outcome.repeat,
+      },
+      outcome.repeat ? 'connector enrolled again by a retry of its enrollment' : 'connector enrolled',
     );
     return {
       connectorId,
@@ -128,7 +151,7 @@ export class EnrollmentService {
     };
   }
 
-  private checkKey(view: StoreView, presented: string, keyId: string | null): KeyCheck {
+  private checkKey(view: StoreView, presented: string, keyId: string | null, jkt: string): KeyCheck {
     const record = keyId ? view.get('provisioningKeys', keyId) : undefined;
     if (!record || !keyMatches(presented, record.hash))
       return { keyId: null, groupId: null, refusal: 'KEY_INVALID' };
@@ -137,6 +160,16 @@ export class EnrollmentService {
     if (!group) return { ...found, refusal: 'KEY_INVALID' };
     if (record.supersededAt !== null || group.currentKeyId !== record.id)
       return { ...found, refusal: 'KEY_SUPERSEDED' };
+    // A retry of an enrollment already made: a key good for its first attempt may have run out since.
+    const earlier = view.get('connectors', enrolledConnectorId(record.groupId, jkt));
+    if (earlier) {
+      // A revoke regenerates the group's key, so a revoked one is refused above; this is for the
+      // same key pair enrolled with another key of the group, which a retry never is.
+      if (earlier.enrolledWithKeyId !== record.id || earlier.status === 'revoked')
+        return { ...found, refusal: 'KEY_INVALID' };
+      if (group.status === 'disabled') return { ...found, refusal: 'GROUP_DISABLED' };
+      return { ...found, refusal: null, repeat: earlier };
+    }
     const state = keyState(record, this.deps.clock.now());
     if (state === 'expired') return { ...found, refusal: 'KEY_EXPIRED' };
     if (state === 'exhausted') return { ...found, refusal: 'KEY_EXHAUSTED' };

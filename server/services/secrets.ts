@@ -26,6 +26,19 @@ export function randomId(prefix: string, length = 16): string {
   return `${prefix}_${out}`;
 }
 
+/**
+ * The id of the connector that `keyThumbprint` enrolls in `groupId`: the same for every attempt of
+ * one enrollment (the agent keeps its key pair across retries and restarts), so an attempt whose
+ * answer was lost finds the connector the first one made instead of making another. Drawn from the
+ * agent's fresh key, it is as unguessable as a random id.
+ */
+export function enrolledConnectorId(groupId: string, keyThumbprint: string, length = 16): string {
+  const digest = createHash('sha256').update(`connector:${groupId}:${keyThumbprint}`).digest();
+  let out = '';
+  for (let i = 0; i < length; i++) out += ID_ALPHABET[digest[i]! % ID_ALPHABET.length];
+  return `con_${out}`;
+}
+
 export interface GeneratedKey {
   /** The public part: safe to log and to rate-limit on. */
   id: string;

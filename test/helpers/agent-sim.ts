@@ -32,8 +32,13 @@ export interface Enrolled {
 }
 
 /** Enrolls like an agent would, over plain HTTP. */
-export async function enrollSim(url: string, provisioningKey: string, name = 'sim-host') {
-  const keyPair = await generateAgentKeyPair();
+export async function enrollSim(
+  url: string,
+  provisioningKey: string,
+  name = 'sim-host',
+  given?: Awaited<ReturnType<typeof generateAgentKeyPair>>,
+) {
+  const keyPair = given ?? (await generateAgentKeyPair());
   const r = await rawCall(url, 'agent.enroll', {
     provisioningKey,
     publicKey: keyPair.publicJwk,
