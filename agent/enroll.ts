@@ -6,7 +6,7 @@ import { fullJitterDelayMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
-import { generateAgentKeyPair } from './proof.js';
+import { type AgentKeyPair, generateAgentKeyPair } from './proof.js';
 import { ServerRotation } from './servers.js';
 import {
   describeNetworkError,
@@ -51,9 +51,10 @@ export class EnrollmentRedirected extends Error {
 const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR']);
 
 /**
- * Enrolls this host: a new key pair, the host's facts, one `agent.enroll` call. Network failures
- * and transient refusals are retried with full-jitter backoff; a refusal of the key, a redirect
- * and a TLS misconfiguration are final.
+ * Enrolls this host: its key pair (the one saved for this enrollment; else a new one), the host's
+ * facts, one `agent.enroll` call. Network failures and transient refusals are retried with
+ * full-jitter backoff, with the same key pair, which the server answers with the same connector;
+ * a refusal of the key, a redirect and a TLS misconfiguration are final.
  */
 export async function enroll(
   config: AgentConfig & { provisioningKey: string },
@@ -61,13 +62,14 @@ export async function enroll(
   logger: AgentLogger,
   signal: AbortSignal,
   host: HostFacts,
+  given?: AgentKeyPair,
 ): Promise<SavedIdentity | null> {
   // Several servers: one client each, tried from a random one on, the next after each failure.
   const rotation = new ServerRotation(config.servers);
   const clientFor = (server: string) =>
     createTRPCClient<AppRouter>({ links: [httpLink({ url: `${server}/trpc`, fetch: transport.fetch })] });
   const clients = new Map(config.servers.map((server) => [server, clientFor(server)] as const));
-  const keyPair = await generateAgentKeyPair();
+  const keyPair = given ?? (await generateAgentKeyPair());
   for (let attempt = 0; !signal.aborted; attempt++) {
     // Each attempt ends by itself if nothing answers, and on stop.
     const attemptAbort = new AbortController();

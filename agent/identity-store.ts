@@ -3,9 +3,19 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ensurePrivateDir, readFileNoFollow, syncDir, writeFileDurably } from '../shared/private-files.js';
 import { processStartTicks } from './process-liveness.js';
+import type { AgentKeyPair } from './proof.js';
 
 const IDENTITY_FILE = 'identity.json';
 const STATUS_FILE = 'status.json';
+/** The key pair of an enrollment under way: kept until its identity is saved (see enrollmentKeyPair). */
+const ENROLLMENT_KEY_FILE = 'enrollment-key.json';
+
+const privateJwkSchema = z.object({
+  kty: z.literal('OKP'),
+  crv: z.literal('Ed25519'),
+  x: z.string(),
+  d: z.string(),
+});
 
 const savedIdentitySchema = z.object({
   connectorId: z.string(),
@@ -17,7 +27,7 @@ const savedIdentitySchema = z.object({
   identityToken: z.string(),
   identityExpiresAt: z.string(),
   /** The agent's Ed25519 private key (JWK): the identity is useless without it. */
-  privateJwk: z.object({ kty: z.literal('OKP'), crv: z.literal('Ed25519'), x: z.string(), d: z.string() }),
+  privateJwk: privateJwkSchema,
   enrolledAt: z.string(),
 });
 export type SavedIdentity = z.infer<typeof savedIdentitySchema>;
@@ -113,12 +123,46 @@ export class IdentityStore {
     await writeFileDurably(this.identityFile, JSON.stringify(identity, null, 2));
   }
 
-  /** Removes the identity and its private key (revoked, deleted or expired). */
-  async wipe(): Promise<void> {
-    await unlink(this.identityFile).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error;
-    });
-    await syncDir(this.dir);
+  /**
+   * The key pair to enroll with: the one an earlier attempt saved, or a new one (`make`), saved
+   * before any request carries it. The server derives the connector's id from it, so every attempt
+   * of one enrollment (retries, and a restart after a timeout, a stop or a failed save) lands on one
+   * connector. Saving it first also finds a full or read-only state dir before the key is spent.
+   */
+  async enrollmentKeyPair(make: () => Promise<AgentKeyPair>): Promise<AgentKeyPair> {
+    const file = join(this.dir, ENROLLMENT_KEY_FILE);
+    try {
+      const privateJwk = privateJwkSchema.parse(JSON.parse(await readFileNoFollow(file)));
+      const { kty, crv, x } = privateJwk;
+      return { privateJwk, publicJwk: { kty, crv, x } };
+    } catch {
+      // None yet, or unreadable: a new pair (an unreadable one enrolled nothing this agent can use).
+    }
+    const pair = await make();
+    await writeFileDurably(file, JSON.stringify(pair.privateJwk));
+    return pair;
+  }
+
+  /** The enrollment is done (its identity saved) or abandoned: its key pair goes. */
+  async dropEnrollmentKey(): Promise<void> {
+    await removeEntry(join(this.dir, ENROLLMENT_KEY_FILE));
+    await syncDirIfThere(this.dir);
+  }
+
+  /**
+   * Removes the identity of `connectorId` and its private key (revoked, deleted or expired), and any
+   * enrollment key pair. An identity file that names another connector (copied over this one while
+   * the agent ran) is not this agent's to remove: 'not ours', left as it is.
+   */
+  async wipe(connectorId?: string): Promise<'wiped' | 'not ours'> {
+    if (connectorId !== undefined) {
+      const current = await this.load().catch(() => null);
+      if (current && current.connectorId !== connectorId) return 'not ours';
+    }
+    await removeEntry(this.identityFile);
+    await removeEntry(join(this.dir, ENROLLMENT_KEY_FILE));
+    await syncDirIfThere(this.dir);
+    return 'wiped';
   }
 
   async writeStatus(status: Omit<AgentStatus, 'updatedAt' | 'pid' | 'pidStart'>): Promise<void> {
@@ -144,4 +188,18 @@ export class IdentityStore {
       return null;
     }
   }
+}
+
+/** Removes `file`; one already gone is fine. */
+async function removeEntry(file: string): Promise<void> {
+  await unlink(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
+}
+
+/** Makes removals in `dir` durable; a dir removed meanwhile holds nothing to make durable. */
+async function syncDirIfThere(dir: string): Promise<void> {
+  await syncDir(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
 }

@@ -4,8 +4,11 @@ import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
+import { generateAgentKeyPair } from './proof.js';
 import { allKnown } from './servers.js';
 import { EXIT, runSession } from './session.js';
+import { lockStateDir, StateDirBusyError, type StateDirLock } from './state-dir-lock.js';
+import { cannotWrite } from './state-dir-problems.js';
 import { createTransport, TlsMisconfigured } from './transport.js';
 
 /**
@@ -18,10 +21,6 @@ export async function runAgent(
   signal: AbortSignal,
 ): Promise<number> {
   const store = new IdentityStore(config.stateDir);
-  const transport = createTransport(config.caPem);
-  /** Before there is an identity, the status file names only the server. */
-  const writeEnrollmentStatus = (state: AgentStatus['state'], detail: string | null) =>
-    store.writeStatus({ state, status: null, connectorId: null, server: config.servers.join(', '), detail });
   try {
     await store.ensureDir();
   } catch (error) {
@@ -30,6 +29,35 @@ export async function runAgent(
     logger.error(error.message, { code: error.code });
     return EXIT.USAGE;
   }
+  let lock: StateDirLock;
+  try {
+    lock = await lockStateDir(store.dir);
+  } catch (error) {
+    if (error instanceof StateDirBusyError) {
+      logger.error(error.message);
+      return EXIT.USAGE;
+    }
+    logger.error(cannotWrite(store.dir, error, 'the agent keeps its state there'));
+    return EXIT.FAILED;
+  }
+  try {
+    return await runLocked(config, logger, signal, store);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** The agent's life once it is the one agent of its state dir. */
+async function runLocked(
+  config: AgentConfig,
+  logger: AgentLogger,
+  signal: AbortSignal,
+  store: IdentityStore,
+): Promise<number> {
+  const transport = createTransport(config.caPem);
+  /** Before there is an identity, the status file names only the server. */
+  const writeEnrollmentStatus = (state: AgentStatus['state'], detail: string | null) =>
+    store.writeStatus({ state, status: null, connectorId: null, server: config.servers.join(', '), detail });
   let identity = await store.load().catch((error) => {
     if (error instanceof IdentityFileError) {
       logger.error(error.message);
@@ -41,6 +69,8 @@ export async function runAgent(
   const hostFacts = await collectHostFacts();
 
   if (identity) {
+    // Left by an enrollment whose key pair could not be removed after its save: done with.
+    await store.dropEnrollmentKey().catch(() => {});
     if (config.provisioningKey)
       logger.info('already enrolled: using the saved identity and ignoring the provisioning key');
     const known = serversOf(identity);
@@ -73,6 +103,12 @@ export async function runAgent(
       );
       return EXIT.USAGE;
     }
+    // Saved before the key is sent: a state dir that cannot keep it spends no use of the key.
+    const keyPair = await store.enrollmentKeyPair(generateAgentKeyPair).catch((error: unknown) => {
+      logger.error(cannotWrite(store.dir, error, 'nothing was sent to the server'));
+      return null;
+    });
+    if (!keyPair) return EXIT.FAILED;
     logger.info(`enrolling with ${config.servers.join(', ')}`, { stateDir: config.stateDir });
     await writeEnrollmentStatus('enrolling', null);
     try {
@@ -82,6 +118,7 @@ export async function runAgent(
         logger,
         signal,
         hostFacts,
+        keyPair,
       );
     } catch (error) {
       if (error instanceof EnrollmentRefused) {
@@ -104,8 +141,28 @@ export async function runAgent(
       }
       throw error;
     }
-    if (!identity) return EXIT.STOPPED;
-    await store.save(identity);
+    if (!identity) {
+      // Stopped while enrolling: an answer still on its way is found again by the next start, which
+      // enrolls with the same saved key pair and gets the same connector.
+      await writeEnrollmentStatus('stopped', 'stopped while enrolling');
+      return EXIT.STOPPED;
+    }
+    const enrolled = identity;
+    const saved = await store.save(enrolled).then(
+      () => true,
+      (error: unknown) => {
+        logger.error(
+          cannotWrite(
+            store.dir,
+            error,
+            `enrolled as ${enrolled.connectorId}, but its identity is not saved; the next start enrolls with the same key pair and gets the same connector, with no new use of the key`,
+          ),
+        );
+        return false;
+      },
+    );
+    if (!saved) return EXIT.FAILED;
+    await store.dropEnrollmentKey().catch(() => {});
     logger.info('enrolled; identity saved', {
       connector: identity.connectorId,
       // Of several replicas, the one that answered: its log has the enrollment.

@@ -15,6 +15,7 @@ import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
 import { collectHostFacts } from './host-facts.js';
+import { IdentitySaver } from './identity-saver.js';
 import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { createProof } from './proof.js';
@@ -247,11 +248,13 @@ export function runSession(o: SessionOptions): Promise<number> {
 
   /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
   async function adoptIdentity(renewed: RenewableIdentity) {
+    const savedExpiresAt = identity.identityExpiresAt;
     identity = { ...identity, ...renewed };
     renewal.arm(identity);
-    await store.save(identity);
-    logger.info('identity renewed', { expiresAt: renewed.identityExpiresAt });
+    if (await saver.save(savedExpiresAt))
+      logger.info('identity renewed', { expiresAt: renewed.identityExpiresAt });
   }
+  const saver = new IdentitySaver(store, logger, () => identity);
   // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
   const renewal = createRenewalTimer({
     renew: () => client.agent.renew.mutate(),
@@ -284,16 +287,29 @@ export function runSession(o: SessionOptions): Promise<number> {
     finished = true;
     clearInterval(reportTimer);
     renewal.stop();
+    // A renewed identity still only in memory: a last try, unless it is about to be wiped.
+    if (code !== EXIT.REVOKED && code !== EXIT.IDENTITY_GONE) await saver.flush();
+    else saver.stop();
     subscription.unsubscribe();
     const wipe =
       code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE
-        ? store.wipe().then(
-            () => {
+        ? store.wipe(identity.connectorId).then(
+            (outcome) => {
+              if (outcome === 'not ours') {
+                // Copied over ours while this agent ran: another connector's, not this one's to wipe.
+                logger.error(
+                  `${store.identityFile} now holds another connector's identity, not ${identity.connectorId}'s; left as it is`,
+                );
+                return false;
+              }
               logger.info('identity wiped', { file: store.identityFile });
               return true;
             },
             (error) => {
-              logger.error('could not remove the identity file', { error: String(error) });
+              logger.error(
+                `could not remove the identity file: remove ${store.identityFile} by hand (the server refuses it anyway)`,
+                { error: String(error) },
+              );
               return false;
             },
           )

@@ -1,0 +1,84 @@
+import { constants } from 'node:fs';
+import { open, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readFileNoFollow } from '../shared/private-files.js';
+import { isProcessRunning, processStartTicks } from './process-liveness.js';
+
+const LOCK_FILE = 'agent.pid';
+/** A lock file this young and still empty is another agent between creating and writing it. */
+const BEING_WRITTEN_MS = 5_000;
+
+/** Another agent process runs with this state dir. */
+export class StateDirBusyError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly pid: number | null,
+  ) {
+    super(
+      `another agent runs with the state dir ${dir}${pid ? ` as pid ${pid}` : ''}: stop it first ` +
+        '(sudo systemctl stop connector-agent), or give this one another --state-dir. Two agents on one state dir ' +
+        'would take the session from each other, and a revoke of one would wipe the identity of both',
+    );
+  }
+}
+
+export interface StateDirLock {
+  release(): Promise<void>;
+}
+
+interface Holder {
+  pid: number;
+  start: number | null;
+}
+
+/**
+ * Makes this process the one agent of `dir`: `agent.pid` is created exclusively with its pid and
+ * start time. One left by a process that is gone (killed, a power cut) is taken over. The agent is
+ * a single executable, so there is no native flock here; the exclusive create decides between two
+ * agents started at once.
+ */
+export async function lockStateDir(dir: string): Promise<StateDirLock> {
+  const file = join(dir, LOCK_FILE);
+  const self: Holder = { pid: process.pid, start: processStartTicks(process.pid) };
+  // Bounded: a stale file is removed once, then the create must win or name who holds it.
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(
+        file,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
+        0o600,
+      );
+      try {
+        await handle.writeFile(JSON.stringify(self));
+      } finally {
+        await handle.close();
+      }
+      return { release: () => releaseIfOurs(file, self) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const holder = await readHolder(file);
+    if (holder === 'being written' || (holder && isProcessRunning(holder.pid, holder.start)))
+      throw new StateDirBusyError(dir, holder === 'being written' ? null : holder.pid);
+    await unlink(file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+  throw new StateDirBusyError(dir, null);
+}
+
+async function readHolder(file: string): Promise<Holder | 'being written' | null> {
+  try {
+    const parsed = JSON.parse(await readFileNoFollow(file)) as Partial<Holder>;
+    if (typeof parsed.pid === 'number') return { pid: parsed.pid, start: parsed.start ?? null };
+  } catch {
+    // Empty or damaged: below.
+  }
+  const info = await stat(file).catch(() => null);
+  return info && Date.now() - info.mtimeMs < BEING_WRITTEN_MS ? 'being written' : null;
+}
+
+async function releaseIfOurs(file: string, self: Holder): Promise<void> {
+  const holder = await readHolder(file).catch(() => null);
+  if (holder && holder !== 'being written' && holder.pid === self.pid) await unlink(file).catch(() => {});
+}

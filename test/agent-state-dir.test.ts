@@ -1,0 +1,67 @@
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+async function setup() {
+  const srv = await startTestServer();
+  const group = await srv.admin.groups.create.mutate({ name: 'One per dir' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  return { srv, key };
+}
+
+describe('one agent per state dir', () => {
+  it('a second agent on a state dir in use exits 2 naming the first, which keeps its session; a lock left by a killed agent is taken over', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-one-agent-');
+    const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'only'], stateDir);
+    const connector = await waitConnected(srv.admin, 'only');
+    const second = spawnAgent(['--server', srv.url, '--key', key], stateDir);
+    expect((await second.exited).code).toBe(2);
+    expect(second.output()).toContain(
+      `another agent runs with the state dir ${stateDir} as pid ${first.child.pid}: stop it first`,
+    );
+    expect(first.child.exitCode).toBeNull();
+    expect(first.output()).not.toMatch(/replaced/);
+    expect((await srv.admin.connectors.get.query({ connectorId: connector.id })).connection).toBe(
+      'connected',
+    );
+
+    first.kill('SIGKILL');
+    await first.exited;
+    expect(JSON.parse(await readFile(join(stateDir, 'agent.pid'), 'utf8'))).toMatchObject({
+      pid: first.child.pid,
+    });
+    const third = spawnAgent(['--server', srv.url], stateDir);
+    await third.waitForOutput(/connected to http/);
+    third.kill('SIGTERM');
+    expect((await third.exited).code).toBe(0);
+    await expect(readFile(join(stateDir, 'agent.pid'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it("revoked while another connector's identity was copied over its file: the agent leaves that identity alone", async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const mine = await tempDir('ce-mine-');
+    const theirs = await tempDir('ce-theirs-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'mine'], mine);
+    const connector = await waitConnected(srv.admin, 'mine');
+    const other = spawnAgent(['--server', srv.url, '--key', key, '--name', 'theirs'], theirs);
+    await waitConnected(srv.admin, 'theirs');
+    other.kill('SIGTERM');
+    await other.exited;
+    const theirIdentity = await readFile(join(theirs, 'identity.json'), 'utf8');
+    await writeFile(join(mine, 'identity.json'), theirIdentity, { mode: 0o600 });
+
+    await srv.admin.connectors.revoke.mutate({ connectorId: connector.id });
+    expect((await agent.exited).code).toBe(4);
+    expect(agent.output()).toContain("now holds another connector's identity");
+    expect(await readFile(join(mine, 'identity.json'), 'utf8')).toBe(theirIdentity);
+    expect((await readIdentity(mine))?.connectorId).not.toBe(connector.id);
+    await rm(mine, { recursive: true, force: true });
+    await rm(theirs, { recursive: true, force: true });
+  });
+});

@@ -1,0 +1,119 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { generateAgentKeyPair } from '../agent/proof.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { startTestServer, tempDir } from './helpers/server.js';
+
+/** Whether this process may mount a tmpfs (root, and a kernel that lets it). */
+function canMountTmpfs(): boolean {
+  try {
+    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', dir], { stdio: 'ignore' });
+    execFileSync('umount', [dir], { stdio: 'ignore' });
+    execFileSync('rmdir', [dir]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('an enrollment whose answer never reached the agent is not made twice', () => {
+  it('the same key pair enrolled again gets the same connector and a fresh identity, with no second use of the key, even one limited to a single use', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Once', maxUses: 1 });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const keyPair = await generateAgentKeyPair();
+    const first = await enrollSim(srv.url, key, 'retried', keyPair);
+    const again = await enrollSim(srv.url, key, 'retried', keyPair);
+    expect(first.ok && again.ok).toBe(true);
+    expect(again.enrolled!.connectorId).toBe(first.enrolled!.connectorId);
+    expect(again.enrolled!.identityToken).not.toBe(first.enrolled!.identityToken);
+    const counted = await srv.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(counted).toMatchObject({ uses: 1, status: 'exhausted' });
+    expect((await srv.admin.connectors.counts.query({})).total).toBe(1);
+    // Another host is refused: the key's one use is spent.
+    const other = await enrollSim(srv.url, key, 'other');
+    expect(other.ok).toBe(false);
+    expect(JSON.stringify(other)).toContain('KEY_EXHAUSTED');
+    // The identity the retry got opens a session.
+    const session = connectSim(srv.url, again.enrolled!);
+    await session.waitFor('ready');
+    await session.close();
+    const succeeded = await srv.admin.audit.list.query({ type: 'enrollment.succeeded' });
+    expect(succeeded.map((e) => e.details?.repeated ?? false).sort()).toEqual([false, true]);
+  });
+
+  it('a revoke ends it: the same key pair with the old key is refused (the key was regenerated)', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Revoked' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const keyPair = await generateAgentKeyPair();
+    const first = await enrollSim(srv.url, key, 'gone', keyPair);
+    await srv.admin.connectors.revoke.mutate({ connectorId: first.enrolled!.connectorId });
+    const again = await enrollSim(srv.url, key, 'gone', keyPair);
+    expect(again.ok).toBe(false);
+    expect(JSON.stringify(again)).toContain('KEY_SUPERSEDED');
+  });
+
+  it('a state dir that fills up between enrolling and saving: exit 1 saying so; once there is room, the next start gets the same connector, and the key is used once', async (ctx) => {
+    if (!canMountTmpfs()) return ctx.skip('needs root and mount (tmpfs)');
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Full', maxUses: 1 });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stateDir = await tempDir('ce-full-state-');
+    // Two pages: the agent's lock and its enrollment key fit, the identity does not.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8k,mode=0700', 'tmpfs', stateDir]);
+    try {
+      const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'cramped'], stateDir);
+      expect((await agent.exited).code).toBe(1);
+      expect(agent.output()).toMatch(
+        /cannot write in the state dir .* \(ENOSPC: the disk is full\): enrolled as con_\w+, but its identity is not saved; the next start enrolls with the same key pair and gets the same connector/,
+      );
+      expect(agent.output()).not.toMatch(/\n\s+at /); // no stack trace
+      expect(await readdir(stateDir)).toContain('enrollment-key.json');
+      const [made] = (await srv.admin.connectors.list.query({})).items;
+      expect(made?.name).toBe('cramped');
+
+      execFileSync('mount', ['-o', 'remount,size=256k', stateDir]);
+      const rerun = spawnAgent(['--server', srv.url, '--key', key], stateDir);
+      const connected = await waitConnected(srv.admin, 'cramped');
+      expect(connected.id).toBe(made?.id);
+      expect((await readIdentity(stateDir))?.connectorId).toBe(made?.id);
+      expect((await srv.admin.connectors.counts.query({})).total).toBe(1);
+      expect((await srv.admin.provisioningKeys.get.query({ groupId: group.id })).uses).toBe(1);
+      // Done with: the enrollment's key pair is in the identity now.
+      expect(existsSync(join(stateDir, 'enrollment-key.json'))).toBe(false);
+      rerun.kill('SIGTERM');
+      expect((await rerun.exited).code).toBe(0);
+    } finally {
+      execFileSync('umount', [stateDir]);
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a state dir that cannot take even the key pair: exit 1 before anything is sent, so the key is not spent', async (ctx) => {
+    if (!canMountTmpfs()) return ctx.skip('needs root and mount (tmpfs)');
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Readonly', maxUses: 1 });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stateDir = await tempDir('ce-ro-state-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700,ro', 'tmpfs', stateDir]);
+    try {
+      const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'frozen'], stateDir);
+      expect((await agent.exited).code).toBe(1);
+      expect(agent.output()).toMatch(
+        /cannot write in the state dir .* \(EROFS: it is on a read-only file system\)/,
+      );
+      expect(agent.output()).not.toMatch(/\n\s+at /);
+      expect((await srv.admin.provisioningKeys.get.query({ groupId: group.id })).uses).toBe(0);
+      expect((await srv.admin.connectors.counts.query({})).total).toBe(0);
+    } finally {
+      execFileSync('umount', [stateDir]);
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
