@@ -3,7 +3,7 @@
  * thing whichever command a script ran.
  */
 export const EXIT = {
-  /** The run command: stopped by SIGINT/SIGTERM. Other commands: done. */
+  /** The run command: stopped by SIGINT/SIGTERM/SIGHUP. Other commands: done. */
   STOPPED: 0,
   FAILED: 1,
   /** Usage or configuration: a bad flag, an unreadable file, a TLS misconfiguration. */

@@ -83,8 +83,13 @@ export class IdentityFileError extends Error {}
  */
 export class IdentityStore {
   private statusWrites: Promise<void> = Promise.resolve();
+  private statusWriteFailed = false;
 
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    /** Told of the first status write that fails (a full or read-only dir): `status` then shows old news. */
+    private readonly onStatusWriteFailed: (error: Error) => void = () => {},
+  ) {}
 
   get identityFile(): string {
     return join(this.dir, IDENTITY_FILE);
@@ -176,7 +181,15 @@ export class IdentityStore {
     // One at a time, in call order: two durable writes in flight land in either order, and a
     // 'disconnected' still on its way could otherwise overwrite the 'stopped' written at exit.
     const write = () =>
-      writeFileDurably(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).catch(() => {});
+      writeFileDurably(join(this.dir, STATUS_FILE), JSON.stringify(full, null, 2)).then(
+        () => {
+          this.statusWriteFailed = false;
+        },
+        (error: Error) => {
+          if (!this.statusWriteFailed) this.onStatusWriteFailed(error);
+          this.statusWriteFailed = true;
+        },
+      );
     this.statusWrites = this.statusWrites.then(write);
     await this.statusWrites;
   }

@@ -7,7 +7,7 @@ export interface AgentLogger {
 
 export function createLogger(
   format: 'text' | 'json',
-  out: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  out: (line: string) => void = writeToStderr,
 ): AgentLogger {
   const write = (level: string, message: string, fields: Record<string, unknown> = {}) => {
     const time = new Date().toISOString();
@@ -26,4 +26,19 @@ export function createLogger(
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
   };
+}
+
+/** A log line to stderr, while someone reads it: an agent whose log pipe closed keeps running. */
+function writeToStderr(line: string): void {
+  if (!process.stderr.destroyed) process.stderr.write(`${line}\n`);
+}
+
+/**
+ * The agent runs for months: the reader of its log going away (a closed pipe, `| head`) must not
+ * end it. EPIPE on stderr is an unhandled 'error' event otherwise: exit 1, mid-session.
+ */
+export function keepRunningWhenStderrCloses(): void {
+  process.stderr.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
+  });
 }

@@ -2,10 +2,12 @@ import { CommanderError } from 'commander';
 import { exitQuietlyWhenStdoutCloses } from '../shared/closed-stdout.js';
 import { UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
+import { keepRunningWhenStderrCloses } from './log.js';
 import { buildAgentProgram } from './program.js';
 
 const program = buildAgentProgram();
 exitQuietlyWhenStdoutCloses();
+keepRunningWhenStderrCloses();
 
 // No top-level await: the single executable's bundle is CommonJS.
 async function main(): Promise<void> {

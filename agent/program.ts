@@ -45,7 +45,7 @@ export function buildAgentProgram(): Command {
   The key may also come from env CONNECTOR_PROVISIONING_KEY. Once enrolled, the saved identity is used
   and any key is ignored.
 
-  Exit codes: 0 stopped by SIGINT/SIGTERM · 1 unexpected failure · 2 usage error · 3 enrollment refused
+  Exit codes: 0 stopped by SIGINT/SIGTERM/SIGHUP · 1 unexpected failure · 2 usage error · 3 enrollment refused
   · 4 revoked (identity wiped) · 5 identity no longer valid: deleted, unknown or expired (identity wiped)
   · 6 identity in use elsewhere: another process with this identity replaced this session (identity kept).
   status and unenroll add 7 to 10 (see their --help); no number means two things.`,
@@ -62,7 +62,8 @@ export function buildAgentProgram(): Command {
       const config = await parseAgentConfig(flags);
       const logger = createLogger(config.logFormat);
       const controller = new AbortController();
-      for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      // SIGHUP too: the terminal of an agent started by hand closing is a stop, said and clean.
+      for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
         process.once(sig, () => {
           logger.info(`received ${sig}; stopping`);
           controller.abort();

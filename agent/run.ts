@@ -20,7 +20,15 @@ export async function runAgent(
   logger: AgentLogger,
   signal: AbortSignal,
 ): Promise<number> {
-  const store = new IdentityStore(config.stateDir);
+  const store = new IdentityStore(config.stateDir, (error) =>
+    logger.warn(
+      cannotWrite(
+        config.stateDir,
+        error,
+        "status.json is not updated, so 'connector-agent status' shows an older state until it is",
+      ),
+    ),
+  );
   try {
     await store.ensureDir();
   } catch (error) {

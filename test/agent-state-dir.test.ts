@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { repoRoot } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 async function setup() {
@@ -63,5 +66,54 @@ describe('one agent per state dir', () => {
     expect((await readIdentity(mine))?.connectorId).not.toBe(connector.id);
     await rm(mine, { recursive: true, force: true });
     await rm(theirs, { recursive: true, force: true });
+  });
+
+  it('SIGHUP (a closed terminal) stops it cleanly: exit 0, status stopped', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-hup-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'hup'], stateDir);
+    await waitConnected(srv.admin, 'hup');
+    agent.kill('SIGHUP');
+    expect((await agent.exited).code).toBe(0);
+    expect(agent.output()).toContain('received SIGHUP; stopping');
+    expect(JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8'))).toMatchObject({
+      state: 'stopped',
+    });
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('its log reader going away (a closed stderr pipe) does not end it: a revoke afterwards is still carried out', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-epipe-');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'agent/main.ts',
+        '--server',
+        srv.url,
+        '--key',
+        key,
+        '--name',
+        'piped',
+        '--state-dir',
+        stateDir,
+      ],
+      { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    try {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const connector = await waitConnected(srv.admin, 'piped');
+      child.stderr!.destroy(); // the reader leaves: the agent's next line meets EPIPE
+      await srv.admin.connectors.revoke.mutate({ connectorId: connector.id });
+      expect(await exited).toBe(4);
+      expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+      await rm(stateDir, { recursive: true, force: true });
+    }
   });
 });
