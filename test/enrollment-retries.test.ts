@@ -74,6 +74,8 @@ describe('an enrollment whose answer never reached the agent is not made twice',
         /cannot write in the state dir .* \(ENOSPC: the disk is full\): enrolled as con_\w+, but its identity is not saved; the next start enrolls with the same key pair and gets the same connector/,
       );
       expect(agent.output()).not.toMatch(/\n\s+at /); // no stack trace
+      // Its status file could not be written either: said once, not silently left stale.
+      expect(agent.output().match(/status\.json is not updated/g)).toHaveLength(1);
       expect(await readdir(stateDir)).toContain('enrollment-key.json');
       const [made] = (await srv.admin.connectors.list.query({})).items;
       expect(made?.name).toBe('cramped');
