@@ -166,6 +166,18 @@ describe('backup and restore', () => {
     expect(offlineWhileRunning.stderr).toContain(`pid ${process.pid}`);
     expect(offlineWhileRunning.stderr).toContain('backup --out FILE --server URL');
     expect(existsSync(out)).toBe(false);
+    // An --out in a folder that is not there: one line with the fix, online and offline alike.
+    const nowhere = join(work, 'not-made', 'b.jsonl');
+    for (const args of [
+      ['--server', srv.url],
+      ['--data-dir', srv.dataDir],
+    ]) {
+      const missing = await cli(['backup', '--out', nowhere, ...args], { CONNECTOR_ADMIN_KEY: srv.adminKey });
+      expect(missing.code).toBe(2);
+      expect(missing.stderr.trim()).toBe(
+        `error: --out: the folder ${join(work, 'not-made')} does not exist: create it first (mkdir -p ${join(work, 'not-made')})`,
+      );
+    }
     // Both, as an admin command takes them: --server asks the running server, --data-dir finds
     // its admin.key (no key in the environment).
     const both = await cli(['backup', '--out', out, '--server', srv.url, '--data-dir', srv.dataDir], {

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
@@ -42,6 +42,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       'back up this stopped server’s data dir instead of asking a running one (with --server: only where admin.key is, as for the admin commands)',
     )
     .action(async (options: BackupOptions, command: Command) => {
+      await checkOutFolder(options.out);
       const { BackupFileError } = await import('../backup/format.js');
       // --server on the command line asks the running server, whatever else is given: with it,
       // --data-dir finds admin.key, as it does for every admin command.
@@ -192,4 +193,21 @@ async function online(options: BackupOptions, adminKeyFromEnv: string | undefine
       );
     throw error;
   }
+}
+
+/** Before anything is asked of a server: `--out` must name a file in a folder that exists. */
+async function checkOutFolder(out: string): Promise<void> {
+  const folder = dirname(out);
+  const info = await stat(folder).catch((error: NodeJS.ErrnoException) => error);
+  if (info instanceof Error) {
+    if (info.code === 'ENOENT')
+      throw new CliError(
+        `--out: the folder ${folder} does not exist: create it first (mkdir -p ${folder})`,
+        2,
+      );
+    throw new CliError(`--out: the folder ${folder} cannot be used (${info.code ?? info.message})`, 2);
+  }
+  if (!info.isDirectory()) throw new CliError(`--out: ${folder} is not a folder`, 2);
+  const target = await stat(out).catch(() => null);
+  if (target?.isDirectory()) throw new CliError(`--out: ${out} is a folder: name the backup file in it`, 2);
 }
