@@ -54,7 +54,20 @@ describe('audit rotation in a running server', () => {
       );
       // The table ends with the command for the next page; that page follows the first one.
       const table = await cli(['audit', '--limit', '3', '--server', server.url, '--data-dir', dataDir]);
-      expect(table.stdout).toContain(`Older: audit --before ${ids[2]}`);
+      // With the same filters, so that running it continues this listing.
+      expect(table.stdout).toContain(`Older: audit --before ${ids[2]} --limit 3\n`);
+      const filtered = await cli([
+        'audit',
+        '--limit',
+        '1',
+        '--type',
+        'group',
+        '--server',
+        server.url,
+        '--data-dir',
+        dataDir,
+      ]);
+      expect(filtered.stdout).toMatch(/Older: audit --before evt_\w+ --type group --limit 1\n/);
       const next = await cli(['audit', '--limit', '3', '--before', ids[2]!, ...common]);
       expect((JSON.parse(next.stdout) as AuditEvent[]).map((e) => e.id)).toEqual(ids.slice(3, 6));
     } finally {

@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
-import { flag, wholeNumber } from './flags.js';
+import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
 
 const auditFlags = {
   since: flag(
-    '--since <iso>',
-    'only events at or after this time (older files are not read)',
-    z.string().optional(),
+    '--since <time>',
+    'only events at or after this time: an ISO date-time, a date, or how long ago (2h, 7d)',
+    pointInTime().optional(),
   ),
   before: flag(
     '--before <event-id>',
@@ -49,7 +49,20 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
         'No events.',
       );
       const last = events.at(-1);
-      if (last && events.length === limit) console.log(`Older: audit --before ${last.id}`);
+      // The next page with the same filters: run as printed, it continues this listing.
+      const same = [
+        ...(options.type ? ['--type', options.type] : []),
+        ...(options.security ? ['--security'] : []),
+        ...(options.since ? ['--since', options.since] : []),
+        ...(limit !== 50 ? ['--limit', String(limit)] : []),
+      ];
+      if (last && events.length === limit)
+        console.log(`Older: audit --before ${last.id}${same.map((a) => ` ${shellWord(a)}`).join('')}`);
     });
   });
+}
+
+/** `word` as a shell reads it back: quoted when it holds anything but plain characters. */
+function shellWord(word: string): string {
+  return /^[\w.:@%+=,/-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }

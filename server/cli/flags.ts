@@ -5,6 +5,7 @@
  */
 import { type Command, Option } from 'commander';
 import { z } from 'zod';
+import { parseDuration } from '../../shared/durations.js';
 import { parsedFlag } from '../config.js';
 
 export interface FlagSpec<S extends z.ZodType = z.ZodType> {
@@ -57,5 +58,22 @@ export function wholeNumber(min: number, max: number) {
     if (!/^\d+$/.test(text.trim()) || value < min || value > max)
       throw new Error(`"${text}" is not a whole number from ${min} to ${max}`);
     return value;
+  });
+}
+
+/**
+ * A time: an ISO date-time (`2026-12-01T09:00:00Z`), a date (`2026-12-01`, midnight UTC) or how long
+ * ago (`2h`, `7d`); answered as an ISO date-time.
+ */
+export function pointInTime(now: () => number = Date.now) {
+  return parsedFlag((text) => {
+    const trimmed = text.trim();
+    if (/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.test(trimmed))
+      return new Date(now() - parseDuration(trimmed)).toISOString();
+    const at = /^\d{4}-\d{2}-\d{2}$/.test(trimmed) ? Date.parse(`${trimmed}T00:00:00Z`) : Date.parse(trimmed);
+    if (/^\d{4}-\d{2}-\d{2}/.test(trimmed) && Number.isFinite(at)) return new Date(at).toISOString();
+    throw new Error(
+      `"${text}" is not a time: give an ISO date-time (2026-12-01T09:00:00Z), a date (2026-12-01) or how long ago (2h, 7d)`,
+    );
   });
 }

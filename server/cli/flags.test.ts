@@ -1,0 +1,20 @@
+import { describe, expect, it } from 'vitest';
+import { pointInTime } from './flags.js';
+
+describe('pointInTime (--since)', () => {
+  const now = Date.parse('2026-12-03T12:00:00Z');
+  const parse = (text: string) => pointInTime(() => now).parse(text);
+
+  it('takes an ISO date-time, a date (midnight UTC) or how long ago', () => {
+    expect(parse('2026-12-01T09:30:00Z')).toBe('2026-12-01T09:30:00.000Z');
+    expect(parse('2026-12-01T09:30:00+01:00')).toBe('2026-12-01T08:30:00.000Z');
+    expect(parse('2026-12-01')).toBe('2026-12-01T00:00:00.000Z');
+    expect(parse('2h')).toBe('2026-12-03T10:00:00.000Z');
+    expect(parse('7d')).toBe('2026-11-26T12:00:00.000Z');
+  });
+
+  it('refuses anything else with the forms it takes', () => {
+    for (const text of ['yesterday', '2026-13-45', '12/01/2026', '', '-2h'])
+      expect(() => parse(text)).toThrow(/is not a time: give an ISO date-time .* a date .* or how long ago/);
+  });
+});
