@@ -199,6 +199,22 @@ describe('revocation receipts: revoke and delete say whether the host heard it',
       confirmedAt,
       confirmedFrom: '127.0.0.1',
     });
+    // Deleted afterwards: nothing is left on that host to confirm, and the CLI does not ask for it.
+    expect(await cli(again, ['connectors', 'delete', id])).toContain(
+      `Connector ${id} deleted; it was revoked, and its host had already wiped its identity.`,
+    );
+    const offline = (
+      await enrollSim(
+        again.url,
+        (
+          await again.admin.provisioningKeys.get.query({ groupId: enrolled.groupId })
+        ).key!,
+        'offline',
+      )
+    ).enrolled!;
+    expect(await cli(again, ['connectors', 'delete', offline.connectorId])).toContain(
+      `Connector ${offline.connectorId} deleted; its host is not connected: it is told at its next connection`,
+    );
   });
 
   it('delete of a live agent answers confirmed; the agent exits 5 with its identity wiped', async () => {

@@ -168,8 +168,28 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
     'delete <connector>',
     'delete a connector (ends its session)',
     async (client, options, id) => {
-      const r = await client.connectors.delete.mutate({ connectorId: await resolveConnector(client, id!) });
-      print(options, r, () => console.log(`Connector ${terminationWords(r.termination, 'deleted')}.`));
+      const connectorId = await resolveConnector(client, id!);
+      // What the host had before: a host offline, or one that already wiped its revoked identity,
+      // has nothing to confirm, and "not yet confirmed" would send the admin looking for it.
+      const before = options.json ? null : await client.connectors.get.query({ connectorId });
+      const r = await client.connectors.delete.mutate({ connectorId });
+      print(options, r, () =>
+        console.log(`Connector ${connectorId} ${deletionWords(r.termination, before)}.`),
+      );
     },
   );
+}
+
+/** What a delete's answer means for the host, given what the connector was just before it. */
+function deletionWords(
+  termination: Parameters<typeof terminationWords>[0] & object,
+  before: { status: string; connection: string; termination: { state: string } | null } | null,
+): string {
+  if (termination.state !== 'confirmed' && before) {
+    if (before.status === 'revoked' && before.termination?.state === 'confirmed')
+      return 'deleted; it was revoked, and its host had already wiped its identity';
+    if (before.connection !== 'connected')
+      return 'deleted; its host is not connected: it is told at its next connection, and wipes its identity';
+  }
+  return terminationWords(termination, 'deleted') ?? 'deleted';
 }
