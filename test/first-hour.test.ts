@@ -215,6 +215,14 @@ describe('deleting admin API keys', () => {
     const second = await srv.admin.apiKeys.create.mutate({ name: 'second', scope: 'admin' });
     const viaSecond = createAdminClient({ url: srv.url, adminKey: second.key });
     await viaSecond.apiKeys.delete.mutate({ id: bootstrap!.id });
+    // The data dir's admin.key still holds the bootstrap key: the CLI says which key it sent.
+    const stale = await serverCli(['groups', 'list', '--server', srv.url, '--data-dir', dataDir], {
+      CONNECTOR_ADMIN_KEY: '',
+    });
+    expect(stale.code).toBe(1);
+    expect(stale.stderr).toContain(
+      `the key sent came from ${join(dataDir, 'admin.key')} (id ${bootstrap!.id}): if it was deleted or expired (api-keys list), put a current admin key there`,
+    );
     const byReader = await rawCall(srv.url, 'apiKeys.delete', { id: second.id }, { key: reader.key });
     expect(byReader).toMatchObject({ ok: false, reason: 'SCOPE_FORBIDDEN' });
     const cli = await serverCli(['api-keys', 'delete', second.id, '--server', srv.url], {

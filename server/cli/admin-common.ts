@@ -115,6 +115,25 @@ export function resolveAdminKey(
   return key;
 }
 
+/**
+ * Where the admin key a refused call sent came from, with its public id: after `api-keys delete` of
+ * the bootstrap key, `./data/admin.key` still holds it, and "a valid key is required" alone does
+ * not say which key was not.
+ */
+export function adminKeySource(
+  options: Pick<AdminOptions, 'adminKeyFile' | 'dataDir'>,
+  fromEnv: string | undefined,
+  key: string,
+): string {
+  const id = /^cak_([a-z0-9]+)_/.exec(key)?.[1];
+  const where = options.adminKeyFile
+    ? `--admin-key-file ${options.adminKeyFile}`
+    : fromEnv
+      ? 'CONNECTOR_ADMIN_KEY'
+      : join(options.dataDir, 'admin.key');
+  return `the key sent came from ${where}${id ? ` (id ak_${id})` : ''}: if it was deleted or expired (api-keys list), put a current admin key there`;
+}
+
 /** Explains a failed API call: the reason, what it means and how to fix it. */
 export function explain(error: unknown, server: string): CliError {
   const reason = reasonOf(error);
@@ -180,15 +199,22 @@ export function adminCli(env: AdminEnv) {
         if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
         throw error;
       }
+      const adminKey = resolveAdminKey(options, env.adminKey);
       const client = createAdminClient({
         url: options.server,
-        adminKey: resolveAdminKey(options, env.adminKey),
+        adminKey,
         fetch: noticingNotReady(transport ?? fetch, options.server, (line) => console.error(line)),
       });
       try {
         await action(client, options, ...positional);
       } catch (error) {
-        throw explain(error, options.server);
+        const explained = explain(error, options.server);
+        if (explained.reason !== 'ADMIN_KEY_INVALID') throw explained;
+        throw new CliError(
+          `${explained.message}\n  ${adminKeySource(options, env.adminKey, adminKey)}`,
+          explained.exitCode,
+          explained.reason,
+        );
       }
     };
   }
