@@ -2,6 +2,7 @@ import { createTRPCClient, httpLink, TRPCClientError } from '@trpc/client';
 import { ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors.js';
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
+import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
 import { fullJitterDelayMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
 import type { SavedIdentity } from './identity-store.js';
@@ -106,6 +107,9 @@ export async function enroll(
         throw new EnrollmentRedirected(cause.status, cause.location, server);
       const tls = tlsMisconfiguration(error, server);
       if (tls) throw new TlsMisconfigured(tls);
+      // A plain request to a TLS port is cut without an answer: retrying would never get one.
+      const tlsPort = await tlsPortAsPlainHttp(error, server);
+      if (tlsPort) throw new TlsMisconfigured(`TLS: ${tlsPort} as --server`);
       const data =
         error instanceof TRPCClientError
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })

@@ -136,6 +136,29 @@ describe.skipIf(!hasOpenssl)(
       for (const d of [...dirs, dir]) await rm(d, { recursive: true, force: true });
     });
 
+    it('http:// to the TLS port: the agent and the CLI say it speaks https, exit 2, no retry (before: "is it running?" and retries for ever)', async () => {
+      const { dir, ca, good } = await pki();
+      const { srv } = await tlsServer(ca, good);
+      await using _ = srv;
+      const plainUrl = `http://127.0.0.1:${srv.server.port}`;
+      const fix = `${plainUrl} speaks TLS (https), not plain HTTP: use https://127.0.0.1:${srv.server.port}`;
+      const group = await srv.server.services.groups.create({ name: 'Plain' }, systemMeta);
+      const stateDir = await tempDir('ce-tls-plain-');
+      const agent = spawnAgent(
+        ['--server', plainUrl, '--key', srv.server.services.provisioningKeys.get(group.id).key!],
+        stateDir,
+      );
+      expect((await agent.exited).code).toBe(2);
+      expect(agent.output()).toContain(`TLS: ${fix} as --server`);
+      expect(agent.output()).not.toContain('retrying');
+      const cli = spawnTs('server/main.ts', ['groups', 'list', '--server', plainUrl], {
+        env: { ...process.env, CONNECTOR_ADMIN_KEY: srv.adminKey },
+      });
+      expect((await cli.exited).code).toBe(2);
+      expect(cli.output().trim()).toBe(`error: cannot reach the server: ${fix} (--server)`);
+      for (const d of [stateDir, dir]) await rm(d, { recursive: true, force: true });
+    });
+
     it('serve --tls-cert --tls-key prints an https URL; the admin CLI reaches it trusting the CA via NODE_EXTRA_CA_CERTS; bad TLS files stop it before the data dir is touched', async () => {
       const { dir, ca, good } = await pki();
       const dataDir = join(dir, 'data');

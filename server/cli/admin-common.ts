@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ERROR_REASONS } from '../../shared/errors.js';
+import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
 import { adminFetch, ConnectionProblem, explainUnreachable, noticingNotReady } from './connection.js';
@@ -208,6 +209,9 @@ export function adminCli(env: AdminEnv) {
       try {
         await action(client, options, ...positional);
       } catch (error) {
+        const tlsPort =
+          error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, options.server) : null;
+        if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (--server)`, 2);
         const explained = explain(error, options.server);
         if (explained.reason !== 'ADMIN_KEY_INVALID') throw explained;
         throw new CliError(
