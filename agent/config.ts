@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 
 /** A usage problem: the agent exits 2 with this message. */
 export class UsageError extends Error {}
@@ -47,12 +47,25 @@ export async function readCaFile(file: string | undefined): Promise<string | nul
   }
 }
 
-export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  if (flag) return flag;
-  if (env.CONNECTOR_STATE_DIR) return env.CONNECTOR_STATE_DIR;
-  if (process.getuid?.() === 0) return '/var/lib/connector-agent';
-  const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
-  return join(base, 'connector-agent');
+export function resolveStateDir(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  uid: number | undefined = process.getuid?.(),
+): string {
+  // Absolute from here on: the same dir whatever the working directory of a later run.
+  if (flag) return resolve(flag);
+  if (env.CONNECTOR_STATE_DIR) return resolve(env.CONNECTOR_STATE_DIR);
+  if (uid === 0) return '/var/lib/connector-agent';
+  // A relative XDG_STATE_HOME is to be ignored (the XDG spec); a home that is not a path cannot hold
+  // the identity: the working directory would, and another run elsewhere would enroll again.
+  if (env.XDG_STATE_HOME && isAbsolute(env.XDG_STATE_HOME))
+    return join(env.XDG_STATE_HOME, 'connector-agent');
+  const home = env.HOME ?? homedir();
+  if (!isAbsolute(home))
+    throw new UsageError(
+      `no state dir: HOME is ${home ? `"${home}", not an absolute path` : 'empty'}; pass --state-dir DIR or set CONNECTOR_STATE_DIR`,
+    );
+  return join(home, '.local', 'state', 'connector-agent');
 }
 
 function isLoopbackHost(hostname: string): boolean {
