@@ -533,7 +533,7 @@ interface Cut {
 /**
  * A TCP proxy on loopback in front of the server that breaks connections on purpose: enrollment
  * requests (POST) and websocket handshakes (GET upgrade) are each cut after their planned number
- * of bytes, in order; later connections pass untouched.
+ * of bytes, in order; later connections, and TLS probes, pass untouched.
  */
 async function flakyProxy(targetPort: number, plan: { enroll: Cut[]; session: Cut[] }) {
   const queues = { enroll: [...plan.enroll], session: [...plan.session] };
@@ -545,7 +545,9 @@ async function flakyProxy(targetPort: number, plan: { enroll: Cut[]; session: Cu
     client.on('error', () => {});
     client.once('data', (first: Buffer) => {
       const kind = first.toString('latin1').startsWith('POST') ? 'enroll' : 'session';
-      const cut = queues[kind].shift();
+      // A TLS hello (first byte 0x16) is the agent asking, after a cut, whether the port speaks TLS:
+      // passed through, outside the plan.
+      const cut = first[0] === 0x16 ? undefined : queues[kind].shift();
       if (cut) cuts.push(kind);
       const upstream = connect(targetPort, '127.0.0.1');
       sockets.add(upstream);
