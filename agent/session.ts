@@ -135,8 +135,9 @@ export function runSession(o: SessionOptions): Promise<number> {
       notices = [];
       return chosen;
     },
-    // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within a
-    // minute; every ping is server CPU, times the fleet.
+    // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within
+    // about a minute (45 s, 15 s for the pong, 2 s for the close: withSessionNonce); every ping is
+    // server CPU, times the fleet.
     keepAlive: { enabled: true, intervalMs: 45_000, pongTimeoutMs: 15_000 },
     onError: (event) => {
       if (finished) return;

@@ -201,6 +201,9 @@ export function describeCloseCode(code: number | undefined): string {
   return `${words[code] ?? 'the connection closed'} (code ${code})`;
 }
 
+/** How long a close frame the agent sent may go unanswered before the socket is cut. */
+export const CLOSE_ANSWER_MS = 2_000;
+
 /**
  * The transport's websocket class, keeping each connection's session nonce for its proof: applied
  * by runSession rather than built into createTransport, so that no transport (a test's, the
@@ -212,6 +215,20 @@ export function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSo
     constructor(address: string | URL, protocols?: string | string[]) {
       super(address, protocols);
       captureSessionNonce(this);
+    }
+
+    /**
+     * tRPC closes a socket whose ping went unanswered with a graceful close, and over a dead link
+     * nobody answers the close frame: `ws` then waits 30 s more before the socket counts as closed
+     * (a dead link was found after ~90 s, not 60). A close not answered within `CLOSE_ANSWER_MS` is
+     * cut instead.
+     */
+    override close(code?: number, reason?: string | Buffer): void {
+      super.close(code, reason);
+      if (this.readyState === this.CLOSED) return;
+      const cut = setTimeout(() => this.terminate(), CLOSE_ANSWER_MS);
+      cut.unref();
+      this.once('close', () => clearTimeout(cut));
     }
   }
   return NonceKeepingWebSocket as unknown as Transport['WebSocket'];
