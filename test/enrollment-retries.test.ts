@@ -6,20 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { canMount } from './helpers/mounts.js';
 import { startTestServer, tempDir } from './helpers/server.js';
-
-/** Whether this process may mount a tmpfs (root, and a kernel that lets it). */
-function canMountTmpfs(): boolean {
-  try {
-    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', dir], { stdio: 'ignore' });
-    execFileSync('umount', [dir], { stdio: 'ignore' });
-    execFileSync('rmdir', [dir]);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('an enrollment whose answer never reached the agent is not made twice', () => {
   it('the same key pair enrolled again gets the same connector and a fresh identity, with no second use of the key, even one limited to a single use', async () => {
@@ -60,7 +48,7 @@ describe('an enrollment whose answer never reached the agent is not made twice',
   });
 
   it('a state dir that fills up between enrolling and saving: exit 1 saying so; once there is room, the next start gets the same connector, and the key is used once', async (ctx) => {
-    if (!canMountTmpfs()) return ctx.skip('needs root and mount (tmpfs)');
+    if (!canMount()) return ctx.skip('needs root and mount (tmpfs)');
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Full', maxUses: 1 });
     const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
@@ -98,7 +86,7 @@ describe('an enrollment whose answer never reached the agent is not made twice',
   });
 
   it('a state dir that cannot take even the key pair: exit 1 before anything is sent, so the key is not spent', async (ctx) => {
-    if (!canMountTmpfs()) return ctx.skip('needs root and mount (tmpfs)');
+    if (!canMount()) return ctx.skip('needs root and mount (tmpfs)');
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Readonly', maxUses: 1 });
     const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;

@@ -16,6 +16,7 @@ import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { loadStoreFiles } from '../server/store/journal.js';
 import { enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { canMount } from './helpers/mounts.js';
 import { spawnServer } from './helpers/processes.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
@@ -31,18 +32,6 @@ async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
   return { srv, group, key };
 }
 
-/** Whether this process may mount (root, and a kernel that lets it): bind mounts and tmpfs. */
-function canMount(): boolean {
-  try {
-    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
-    execFileSync('mount', ['--bind', dir, dir], { stdio: 'ignore' });
-    execFileSync('umount', [dir], { stdio: 'ignore' });
-    execFileSync('rmdir', [dir]);
-    return true;
-  } catch {
-    return false;
-  }
-}
 const mountable = canMount();
 
 const count = (text: string, pattern: RegExp) => text.match(new RegExp(pattern.source, 'g'))?.length ?? 0;
