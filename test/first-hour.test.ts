@@ -237,6 +237,7 @@ describe('deleting admin API keys', () => {
       CONNECTOR_ADMIN_KEY: second.key,
     });
     expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stdout.trim()).toBe(`API key ${second.id} deleted.`);
     expect(await rawCall(srv.url, 'groups.list', {}, { key: second.key })).toMatchObject({ status: 401 });
     await srv.stop();
     srv = await startTestServer({ dataDir });
@@ -249,6 +250,25 @@ describe('deleting admin API keys', () => {
       { force: false },
     ]);
     await srv[Symbol.asyncDispose]();
+  });
+});
+
+describe('deleting a group from the CLI', () => {
+  it('refuses one with connectors in two lines (reason, then fix); --force says what went with it', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Doomed' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    await enrollSim(srv.url, key, 'doomed-1');
+    const env = { CONNECTOR_ADMIN_KEY: srv.adminKey };
+    const refused = await serverCli(['groups', 'delete', 'Doomed', '--server', srv.url], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toEqual([
+      'error: GROUP_NOT_EMPTY: The group still has 1 connector(s).',
+      expect.stringMatching(/^ {2}fix: Delete its connectors first, or pass --force/),
+    ]);
+    const forced = await serverCli(['groups', 'delete', 'Doomed', '--force', '--server', srv.url], env);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stdout.trim()).toBe(`Group Doomed (${group.id}) deleted, with its 1 connector(s).`);
   });
 });
 

@@ -75,7 +75,7 @@ export function registerApiKeyCommands(program: Command, env: AdminEnv): void {
     async (client, options, id) => {
       const { force } = options;
       const r = await client.apiKeys.delete.mutate({ id: id!, ...(force ? { force } : {}) });
-      print(options, r, () => console.log('API key deleted.'));
+      print(options, r, () => console.log(`API key ${id} deleted.`));
     },
   );
 }

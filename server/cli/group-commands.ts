@@ -161,8 +161,14 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
   const deleteFlags = forceFlag('also end the sessions of its connectors and delete them');
   admin.command(groups, 'delete <group>', 'delete a group', deleteFlags, async (client, options, ref) => {
     const { force } = options;
-    const r = await client.groups.delete.mutate({ groupId: await resolveGroup(client, ref!), force });
-    print(options, r, () => console.log('Group deleted.'));
+    const groupId = await resolveGroup(client, ref!);
+    // What went with it, said after: the API answers only that it is gone.
+    const before = options.json ? null : await client.groups.get.query({ groupId });
+    const r = await client.groups.delete.mutate({ groupId, force });
+    print(options, r, () => {
+      const with_ = before?.counts.total ? `, with its ${before.counts.total} connector(s)` : '';
+      console.log(`Group ${before ? `${before.name} (${groupId})` : groupId} deleted${with_}.`);
+    });
   });
   admin.command(
     groups,
