@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { osRelease } from '../agent/host-facts.js';
 import pkg from '../package.json' with { type: 'json' };
 import { type BuildAgentResult, buildAgent } from '../scripts/build-agent.js';
 import { eventually, identityMode, spawnBinary, waitConnected } from './helpers/agents.js';
@@ -64,6 +65,13 @@ describe('the agent as one executable (Node SEA)', () => {
       return c.host.cpus > 0 && c.host.ips.length > 0 ? c : null;
     });
     expect(view.host.platform).toBe('linux');
+    // With no PATH, the system's description comes from /etc/os-release all the same.
+    const release = osRelease();
+    if (release)
+      expect(view.host).toMatchObject({
+        os: release.NAME,
+        release: release.VERSION_ID ?? expect.any(String),
+      });
     expect(view.agentVersion).toMatch(/^\d+\.\d+\.\d+/);
     await srv.admin.connectors.revoke.mutate({ connectorId: connector.id });
     expect((await agent.exited).code).toBe(4);
