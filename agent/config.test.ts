@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveStateDir, UsageError } from './config.js';
+import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
 
 describe('resolveStateDir', () => {
   it('makes a relative --state-dir or CONNECTOR_STATE_DIR absolute, so a run elsewhere finds the same dir', () => {
@@ -26,5 +26,26 @@ describe('resolveStateDir', () => {
     expect(() => resolveStateDir(undefined, { HOME: 'home' }, 1000)).toThrow(
       /HOME is "home", not an absolute path/,
     );
+  });
+});
+
+describe('the key flags mixed up', () => {
+  const server = ['http://127.0.0.1:7420'];
+  it('--key with a file path: not sent as a key; says to use --key-file', async () => {
+    const config = await parseAgentConfig({ server, key: '/tmp/demo.key', stateDir: '/tmp/s' }, {});
+    expect(config.provisioningKey).toBeNull();
+    expect(config.keyFileProblem).toBe(
+      '--key takes the key itself (cpk_…), and /tmp/demo.key looks like a file: use --key-file /tmp/demo.key',
+    );
+  });
+
+  it('--key-file with the key itself: not read as a path, and never echoed', async () => {
+    const key = 'cpk_abcdefghijkl_0123456789012345678901234567890123456789012';
+    const config = await parseAgentConfig({ server, keyFile: key, stateDir: '/tmp/s' }, {});
+    expect(config.provisioningKey).toBeNull();
+    expect(config.keyFileProblem).toMatch(
+      /^--key-file takes a file, and the value given is a provisioning key itself/,
+    );
+    expect(config.keyFileProblem).not.toContain(key.slice(4));
   });
 });

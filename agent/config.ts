@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 
 /** A usage problem: the agent exits 2 with this message. */
 export class UsageError extends Error {}
@@ -131,7 +132,15 @@ export async function parseAgentConfig(
   if (flags.key && flags.keyFile) throw new UsageError('pass either --key or --key-file, not both');
   let provisioningKey: string | null = flags.key ?? null;
   let keyFileProblem: string | null = null;
-  if (flags.keyFile) {
+  // The two flags mixed up: said only if the key is needed (an enrolled agent ignores it), and a
+  // key given as a file name is never echoed (it would land in the journal).
+  if (flags.key && !flags.key.startsWith(PROVISIONING_KEY_PREFIX) && /[/\\]|\.key$/.test(flags.key)) {
+    keyFileProblem = `--key takes the key itself (${PROVISIONING_KEY_PREFIX}…), and ${flags.key} looks like a file: use --key-file ${flags.key}`;
+    provisioningKey = null;
+  } else if (flags.keyFile?.startsWith(PROVISIONING_KEY_PREFIX)) {
+    keyFileProblem =
+      '--key-file takes a file, and the value given is a provisioning key itself (not shown here): put it in a file readable by root alone and pass that';
+  } else if (flags.keyFile) {
     try {
       provisioningKey = (await readFile(flags.keyFile, 'utf8')).trim() || null;
       if (!provisioningKey) keyFileProblem = `--key-file: ${flags.keyFile} is empty`;
