@@ -98,7 +98,15 @@ async function runLocked(
         server: config.servers.join(', '),
       });
       identity = { ...identity, server: config.servers[0] as string, servers: config.servers };
-      await store.save(identity);
+      const moved = identity;
+      const saved = await store.save(moved).then(
+        () => true,
+        (error: unknown) => {
+          logger.error(cannotWrite(store.dir, error, 'the new server list is not saved with the identity'));
+          return false;
+        },
+      );
+      if (!saved) return EXIT.FAILED;
     }
   } else {
     if (!config.provisioningKey && config.keyFileProblem) {

@@ -6,6 +6,7 @@ import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { runSession } from './session.js';
+import { cannotWrite } from './state-dir-problems.js';
 import { readStatusSummary } from './status-command.js';
 import { createTransport } from './transport.js';
 
@@ -91,8 +92,18 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   });
   const { connectorId, server } = identity;
   if (code === EXIT.IDENTITY_GONE || code === EXIT.REVOKED) {
-    // The session wiped the identity; the last state goes too.
-    await store.wipeAll();
+    // The session wiped the identity; the last state goes too. The server's side is done either
+    // way: a state dir that will not let go of the files is said once, with what to remove.
+    const left = await store.wipeAll().then(
+      () => null,
+      (error: unknown) => error,
+    );
+    if (left) {
+      logger.error(
+        `${deleted ? `${server} deleted connector ${connectorId}, but ` : ''}${cannotWrite(store.dir, left, `remove ${store.identityFile} and status.json by hand`)}`,
+      );
+      return EXIT.FAILED;
+    }
     if (deleted) logger.info(`unenrolled: ${server} deleted connector ${connectorId}; identity wiped`);
     else
       logger.warn(

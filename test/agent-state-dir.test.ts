@@ -1,9 +1,10 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { canMount } from './helpers/mounts.js';
 import { repoRoot } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
@@ -113,6 +114,43 @@ describe('one agent per state dir', () => {
       expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
     } finally {
       child.kill('SIGKILL');
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a full state dir where the moved server list must be saved: one line, exit 1, no stack trace; a read-only one stops it at its lock', async (ctx) => {
+    if (!canMount()) return ctx.skip('needs root and mount (tmpfs)');
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-ro-move-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', stateDir]);
+    try {
+      const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'moving'], stateDir);
+      await waitConnected(srv.admin, 'moving');
+      first.kill('SIGTERM');
+      await first.exited;
+      // Full but for one page: the agent's lock fits, the identity's new copy does not.
+      execFileSync('sh', ['-c', `dd if=/dev/zero of='${stateDir}/ballast' bs=4096 2>/dev/null; true`]);
+      execFileSync('truncate', ['-s', '-4096', join(stateDir, 'ballast')]);
+      const otherUrl = srv.url.replace('127.0.0.1', 'localhost');
+      const moved = spawnAgent(['--server', otherUrl, '--allow-server-change'], stateDir);
+      expect((await moved.exited).code).toBe(1);
+      expect(moved.output()).toMatch(
+        /cannot write in the state dir .* \(ENOSPC: the disk is full\): the new server list is not saved with the identity/,
+      );
+      expect(moved.output()).not.toMatch(/\n\s+at /);
+      expect(JSON.parse(await readFile(join(stateDir, 'identity.json'), 'utf8')).server).toBe(srv.url);
+
+      await rm(join(stateDir, 'ballast'));
+      execFileSync('mount', ['-o', 'remount,ro', stateDir]);
+      const readOnly = spawnAgent(['--server', srv.url], stateDir);
+      expect((await readOnly.exited).code).toBe(1);
+      expect(readOnly.output()).toMatch(
+        /cannot write in the state dir .* \(EROFS: it is on a read-only file system\)/,
+      );
+      expect(readOnly.output()).not.toMatch(/\n\s+at /);
+    } finally {
+      execFileSync('umount', [stateDir]);
       await rm(stateDir, { recursive: true, force: true });
     }
   });
