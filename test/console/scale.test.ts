@@ -66,7 +66,10 @@ describe('console: scale', () => {
     // small calls, whatever the number of connectors.
     await expect.poll(() => calls.length).toBeGreaterThanOrEqual(4);
     expect(new Set(calls.map((c) => c.path))).toEqual(new Set(['/trpc/apiKeys.list', '/trpc/groups.list']));
-    expect(calls.length).toBeLessThanOrEqual(6);
+    // A handful, not one per connector: one loaded full run saw 7 (an extra groups.list, a change
+    // batch after the feed started; never alone in 3 runs), so the bound leaves room for one more
+    // refetch of each list.
+    expect(calls.length).toBeLessThanOrEqual(8);
     expect(Math.max(...calls.map((c) => c.bytes))).toBeLessThan(4_000);
 
     calls = [];
