@@ -58,8 +58,14 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const holder = await readHolder(file);
-    if (holder === 'being written' || (holder && isProcessRunning(holder.pid, holder.start)))
-      throw new StateDirBusyError(dir, holder === 'being written' ? null : holder.pid);
+    // A holder with this very pid is a process that is gone: in a container every start is pid 1.
+    const alive =
+      holder &&
+      holder !== 'being written' &&
+      holder.pid !== process.pid &&
+      isProcessRunning(holder.pid, holder.start);
+    if (holder === 'being written' || alive)
+      throw new StateDirBusyError(dir, holder === 'being written' ? null : (holder as Holder).pid);
     await unlink(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });
