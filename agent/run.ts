@@ -2,7 +2,13 @@ import { PrivateDirError } from '../shared/private-files.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
-import { type AgentStatus, IdentityFileError, IdentityStore, serversOf } from './identity-store.js';
+import {
+  type AgentStatus,
+  IdentityFileError,
+  IdentityStore,
+  type SavedIdentity,
+  serversOf,
+} from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { generateAgentKeyPair } from './proof.js';
 import { allKnown } from './servers.js';
@@ -98,15 +104,8 @@ async function runLocked(
         server: config.servers.join(', '),
       });
       identity = { ...identity, server: config.servers[0] as string, servers: config.servers };
-      const moved = identity;
-      const saved = await store.save(moved).then(
-        () => true,
-        (error: unknown) => {
-          logger.error(cannotWrite(store.dir, error, 'the new server list is not saved with the identity'));
-          return false;
-        },
-      );
-      if (!saved) return EXIT.FAILED;
+      if (!(await saveOrSay(store, identity, logger, 'the new server list is not saved with the identity')))
+        return EXIT.FAILED;
     }
   } else {
     if (!config.provisioningKey && config.keyFileProblem) {
@@ -163,19 +162,11 @@ async function runLocked(
       await writeEnrollmentStatus('stopped', 'stopped while enrolling');
       return EXIT.STOPPED;
     }
-    const enrolled = identity;
-    const saved = await store.save(enrolled).then(
-      () => true,
-      (error: unknown) => {
-        logger.error(
-          cannotWrite(
-            store.dir,
-            error,
-            `enrolled as ${enrolled.connectorId}, but its identity is not saved; the next start enrolls with the same key pair and gets the same connector, with no new use of the key`,
-          ),
-        );
-        return false;
-      },
+    const saved = await saveOrSay(
+      store,
+      identity,
+      logger,
+      `enrolled as ${identity.connectorId}, but its identity is not saved; the next start enrolls with the same key pair and gets the same connector, with no new use of the key`,
     );
     if (!saved) return EXIT.FAILED;
     await store.dropEnrollmentKey().catch(() => {});
@@ -187,4 +178,20 @@ async function runLocked(
     });
   }
   return runSession({ identity, store, transport, logger, signal, hostFacts, servers: config.servers });
+}
+
+/** Saves `identity`; a state dir that will not take it is one line saying what that `means`: false. */
+async function saveOrSay(
+  store: IdentityStore,
+  identity: SavedIdentity,
+  logger: AgentLogger,
+  means: string,
+): Promise<boolean> {
+  try {
+    await store.save(identity);
+    return true;
+  } catch (error) {
+    logger.error(cannotWrite(store.dir, error, means));
+    return false;
+  }
 }
