@@ -84,6 +84,7 @@ export class IdentityFileError extends Error {}
 export class IdentityStore {
   private statusWrites: Promise<void> = Promise.resolve();
   private statusWriteFailed = false;
+  private lastStatus: Omit<AgentStatus, 'updatedAt' | 'pid' | 'pidStart'> | undefined;
 
   constructor(
     readonly dir: string,
@@ -106,7 +107,8 @@ export class IdentityStore {
       text = await readFileNoFollow(this.identityFile);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return null;
+      // ENOTDIR: the state dir itself is gone, and something else is in its place.
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
       if (code === 'ELOOP')
         throw new IdentityFileError(
           `${this.identityFile} is a symbolic link; the agent uses only a file of its own there. ` +
@@ -171,6 +173,7 @@ export class IdentityStore {
   }
 
   async writeStatus(status: Omit<AgentStatus, 'updatedAt' | 'pid' | 'pidStart'>): Promise<void> {
+    this.lastStatus = status;
     ownStart ??= processStartTicks(process.pid);
     const full: AgentStatus = {
       ...status,
@@ -192,6 +195,11 @@ export class IdentityStore {
       );
     this.statusWrites = this.statusWrites.then(write);
     await this.statusWrites;
+  }
+
+  /** Writes the last status again: the file went with a state dir removed while the agent ran. */
+  async rewriteStatus(): Promise<void> {
+    if (this.lastStatus) await this.writeStatus(this.lastStatus);
   }
 
   async readStatus(): Promise<AgentStatus | null> {

@@ -55,7 +55,7 @@ export async function runAgent(
     return EXIT.FAILED;
   }
   try {
-    return await runLocked(config, logger, signal, store);
+    return await runLocked(config, logger, signal, store, lock);
   } finally {
     await lock.release();
   }
@@ -67,6 +67,7 @@ async function runLocked(
   logger: AgentLogger,
   signal: AbortSignal,
   store: IdentityStore,
+  lock: StateDirLock,
 ): Promise<number> {
   const transport = createTransport(config.caPem);
   /** Before there is an identity, the status file names only the server. */
@@ -177,7 +178,16 @@ async function runLocked(
       file: store.identityFile,
     });
   }
-  return runSession({ identity, store, transport, logger, signal, hostFacts, servers: config.servers });
+  return runSession({
+    identity,
+    store,
+    transport,
+    logger,
+    signal,
+    hostFacts,
+    servers: config.servers,
+    relock: () => lock.reassert(),
+  });
 }
 
 /** Saves `identity`; a state dir that will not take it is one line saying what that `means`: false. */

@@ -15,6 +15,7 @@ import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
 import { collectHostFacts } from './host-facts.js';
+import { IdentityKeeper } from './identity-keeper.js';
 import { IdentitySaver } from './identity-saver.js';
 import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
@@ -60,6 +61,10 @@ export interface SessionOptions {
    * does, and calls `onDeleted`. A failed connect ends it (exit 10) instead of a retry.
    */
   unenroll?: { onDeleted(): void };
+  /** Makes the state dir's lock file again when the identity is put back in a removed state dir. */
+  relock?: () => Promise<void>;
+  /** How often the identity's file is checked for (IdentityKeeper). @default 60000 */
+  keepCheckMs?: number;
 }
 
 /**
@@ -256,6 +261,14 @@ export function runSession(o: SessionOptions): Promise<number> {
       logger.info('identity renewed', { expiresAt: renewed.identityExpiresAt });
   }
   const saver = new IdentitySaver(store, logger, () => identity);
+  const keeper = new IdentityKeeper({
+    store,
+    logger,
+    current: () => identity,
+    relock: o.relock,
+    checkMs: o.keepCheckMs,
+  });
+  if (!o.unenroll) keeper.start();
   // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
   const renewal = createRenewalTimer({
     renew: () => client.agent.renew.mutate(),
@@ -289,8 +302,13 @@ export function runSession(o: SessionOptions): Promise<number> {
     clearInterval(reportTimer);
     renewal.stop();
     // A renewed identity still only in memory: a last try, unless it is about to be wiped.
-    if (code !== EXIT.REVOKED && code !== EXIT.IDENTITY_GONE) await saver.flush();
-    else saver.stop();
+    if (code !== EXIT.REVOKED && code !== EXIT.IDENTITY_GONE) {
+      await saver.flush();
+      await keeper.flush();
+    } else {
+      saver.stop();
+      await keeper.stop();
+    }
     subscription.unsubscribe();
     const wipe =
       code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE

@@ -24,6 +24,8 @@ export class StateDirBusyError extends Error {
 
 export interface StateDirLock {
   release(): Promise<void>;
+  /** Makes the lock file again if it is gone (removed with the state dir while the agent ran). */
+  reassert(): Promise<void>;
 }
 
 interface Holder {
@@ -41,19 +43,19 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
   const file = join(dir, LOCK_FILE);
   const self: Holder = { pid: process.pid, start: processStartTicks(process.pid) };
   // Bounded: a stale file is removed once, then the create must win or name who holds it.
+  const lock: StateDirLock = {
+    release: () => releaseIfOurs(file, self),
+    reassert: async () => {
+      // Whoever made one meanwhile (another agent started on the emptied dir) keeps it.
+      await createExclusively(file, self).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+    },
+  };
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      const handle = await open(
-        file,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
-        0o600,
-      );
-      try {
-        await handle.writeFile(JSON.stringify(self));
-      } finally {
-        await handle.close();
-      }
-      return { release: () => releaseIfOurs(file, self) };
+      await createExclusively(file, self);
+      return lock;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
@@ -71,6 +73,19 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
     });
   }
   throw new StateDirBusyError(dir, null);
+}
+
+async function createExclusively(file: string, self: Holder): Promise<void> {
+  const handle = await open(
+    file,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
+    0o600,
+  );
+  try {
+    await handle.writeFile(JSON.stringify(self));
+  } finally {
+    await handle.close();
+  }
 }
 
 async function readHolder(file: string): Promise<Holder | 'being written' | null> {

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { canMount } from './helpers/mounts.js';
 import { repoRoot } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
@@ -67,6 +67,36 @@ describe('one agent per state dir', () => {
     expect((await readIdentity(mine))?.connectorId).not.toBe(connector.id);
     await rm(mine, { recursive: true, force: true });
     await rm(theirs, { recursive: true, force: true });
+  });
+
+  it('its state dir removed while it runs is put back within seconds: a restart is the same connector, not a second enrollment', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-removed-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'kept'], stateDir);
+    const connector = await waitConnected(srv.admin, 'kept');
+    await rm(stateDir, { recursive: true });
+    await agent.waitForOutput(/was removed while the agent ran: it is saved again from memory/);
+    await eventually('the identity back', async () => (await readIdentity(stateDir))?.connectorId);
+    expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
+    expect(JSON.parse(await readFile(join(stateDir, 'agent.pid'), 'utf8')).pid).toBe(agent.child.pid);
+    // Still the one agent of the dir: a second one is turned away.
+    const second = spawnAgent(['--server', srv.url, '--key', key], stateDir);
+    expect((await second.exited).code).toBe(2);
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+
+    // Restarted with its key still given (as a unit file does): the saved identity, no new connector.
+    const again = spawnAgent(['--server', srv.url, '--key', key, '--name', 'kept'], stateDir);
+    await again.waitForOutput(/already enrolled: using the saved identity/);
+    await waitConnected(srv.admin, 'kept');
+    const all = await srv.admin.connectors.list.query({});
+    expect(all.items.map((c) => c.id)).toEqual([connector.id]);
+    // Revoked, it still wipes what it put back.
+    await srv.admin.connectors.revoke.mutate({ connectorId: connector.id });
+    expect((await again.exited).code).toBe(4);
+    expect(existsSync(join(stateDir, 'identity.json'))).toBe(false);
+    await rm(stateDir, { recursive: true, force: true });
   });
 
   it('SIGHUP (a closed terminal) stops it cleanly: exit 0, status stopped', async () => {
