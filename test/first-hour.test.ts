@@ -381,3 +381,41 @@ describe('serve on a port in use', () => {
     await expect(stat(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
+
+describe('near misses', () => {
+  it('a group named with another case or a typo, and an audit type no event has, say what they may have meant', async () => {
+    await using srv = await startTestServer();
+    await srv.admin.groups.create.mutate({ name: 'Prod-EU' });
+    await srv.admin.groups.create.mutate({ name: 'staging' });
+    const common = ['--server', srv.url, '--admin-key-file', srv.server.adminKeyFile];
+
+    const cased = await serverCli(['groups', 'get', 'prod-eu', ...common]);
+    expect(cased.code).toBe(1);
+    expect(cased.stderr).toContain(
+      'GROUP_NOT_FOUND: no group with id or name "prod-eu"; did you mean "Prod-EU"?',
+    );
+    const typo = await serverCli(['connectors', 'list', '--group', 'stagin', ...common]);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('did you mean "staging"?');
+    const nothingLike = await serverCli(['groups', 'get', 'payments', ...common]);
+    expect(nothingLike.stderr).toContain(
+      'no group with id or name "payments"; names are exact, case included',
+    );
+    expect(nothingLike.stderr).not.toContain('did you mean');
+
+    // "No events." alone would hide the typo (enrollment is spelt with two l's).
+    const audit = await serverCli(['audit', '--type', 'enrolment', ...common]);
+    expect(audit.code).toBe(0);
+    expect(audit.stdout.trim()).toBe('No events.');
+    expect(audit.stderr).toContain(
+      'no audit event type is "enrolment" or starts with "enrolment."; did you mean "enrollment"?',
+    );
+    expect(audit.stderr).toContain('(the types start with group, provisioning_key, enrollment,');
+    // A type or prefix that exists but has no events yet is just "No events.".
+    const none = await serverCli(['audit', '--type', 'backup', ...common]);
+    expect(none.stdout.trim()).toBe('No events.');
+    expect(none.stderr).toBe('');
+    const some = await serverCli(['audit', '--type', 'group', ...common]);
+    expect(some.stdout).toContain('group.created');
+  });
+});

@@ -16,6 +16,7 @@ import { processMetrics } from '../server/http/process-metrics.js';
 import { createMetrics } from '../server/metrics.js';
 import { appRouter } from '../server/router.js';
 import { adminProcedure, agentProcedure, endingAgentProcedure } from '../server/trpc.js';
+import { AUDIT_EVENT_TYPES } from '../shared/audit-event-types.js';
 import { ERROR_REASONS } from '../shared/errors.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { repoRoot } from './helpers/processes.js';
@@ -326,6 +327,8 @@ describe('docs/reference.md against the code’s tables', () => {
     }
     const listed = rowsKeyedBy(part('Audit events'), /^[a-z_]+\.[a-z_]+$/);
     expect([...listed.keys()].sort()).toEqual([...recorded].sort());
+    // The list `audit --type` is checked against, in the doc's order.
+    expect([...AUDIT_EVENT_TYPES]).toEqual([...listed.keys()]);
   });
 });
 

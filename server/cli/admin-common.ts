@@ -1,9 +1,11 @@
 /** What every admin command shares: its options, the environment's defaults, the client, errors and lookups. */
+
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ERROR_REASONS } from '../../shared/errors.js';
+import { didYouMean, nearest } from '../../shared/nearest.js';
 import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
@@ -263,13 +265,20 @@ export const print = (options: AdminOptions, value: unknown, human: () => void) 
   else human();
 };
 
-/** GROUP may be an id (`grp_…`) or an exact name. */
+/** GROUP may be an id (`grp_…`) or an exact name; a near miss is told what it may have meant. */
 export async function resolveGroup(client: AdminClient, ref: string): Promise<string> {
   const groups = await client.groups.list.query({});
   const found = groups.find((g) => g.id === ref) ?? groups.find((g) => g.name === ref);
   if (!found)
     throw new CliError(
-      `GROUP_NOT_FOUND: no group with id or name "${ref}"\n  fix: ${ERROR_REASONS.GROUP_NOT_FOUND.hint}`,
+      `GROUP_NOT_FOUND: no group with id or name "${ref}";${
+        didYouMean(
+          nearest(
+            ref,
+            groups.map((g) => g.name),
+          ),
+        ) || ' names are exact, case included'
+      }\n  fix: ${ERROR_REASONS.GROUP_NOT_FOUND.hint}`,
       1,
       'GROUP_NOT_FOUND',
     );

@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { AUDIT_EVENT_TYPES, auditTypesMatching } from '../../shared/audit-event-types.js';
+import { didYouMean, nearest } from '../../shared/nearest.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
@@ -48,6 +50,10 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
         ]),
         'No events.',
       );
+      if (events.length === 0 && options.type) {
+        const unknown = unknownTypeHint(options.type);
+        if (unknown) console.error(unknown);
+      }
       const last = events.at(-1);
       // The next page with the same filters: run as printed, it continues this listing.
       const same = [
@@ -60,6 +66,17 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
         console.log(`Older: audit --before ${last.id}${same.map((a) => ` ${shellWord(a)}`).join('')}`);
     });
   });
+}
+
+/**
+ * What to say when `--type` names no type the server writes (so "No events." would hide a typo):
+ * null when it names one, or a prefix of some.
+ */
+function unknownTypeHint(filter: string): string | null {
+  if (auditTypesMatching(filter).length > 0) return null;
+  const prefixes = new Set(AUDIT_EVENT_TYPES.map((type) => type.slice(0, type.indexOf('.'))));
+  const suggestion = didYouMean(nearest(filter, [...prefixes, ...AUDIT_EVENT_TYPES]));
+  return `no audit event type is "${filter}" or starts with "${filter}.";${suggestion} (the types start with ${[...prefixes].join(', ')})`;
 }
 
 /** `word` as a shell reads it back: quoted when it holds anything but plain characters. */

@@ -1,0 +1,44 @@
+/**
+ * Every audit event type the server writes, defined once: the server records only these (a typo
+ * there does not compile), and `audit --type` is checked against them (a typo there would list
+ * nothing and say "No events."). docs/reference.md describes each; reference-doc.test.ts keeps the
+ * two in step.
+ */
+export const AUDIT_EVENT_TYPES = [
+  'group.created',
+  'group.updated',
+  'group.enabled',
+  'group.disabled',
+  'group.deleted',
+  'provisioning_key.regenerated',
+  'enrollment.succeeded',
+  'enrollment.refused',
+  'session.connected',
+  'session.refused',
+  'session.replaced',
+  'identity.renewed',
+  'connector.enabled',
+  'connector.disabled',
+  'connector.revoked',
+  'connector.revocation_confirmed',
+  'connector.deleted',
+  'connector.deletion_confirmed',
+  'connector.pending_expired',
+  'api_key.bootstrapped',
+  'api_key.created',
+  'api_key.deleted',
+  'signing_key.rotated',
+  'signing_key.retired',
+  'admin.refused',
+  'backup.created',
+  'backup.restored',
+  'database.imported',
+  'audit.pruned',
+] as const;
+
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+/** The types `audit --type <filter>` selects: the type itself, or those under it (`enrollment`). */
+export function auditTypesMatching(filter: string): AuditEventType[] {
+  return AUDIT_EVENT_TYPES.filter((type) => type === filter || type.startsWith(`${filter}.`));
+}
