@@ -42,3 +42,12 @@ export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 export function auditTypesMatching(filter: string): AuditEventType[] {
   return AUDIT_EVENT_TYPES.filter((type) => type === filter || type.startsWith(`${filter}.`));
 }
+
+/**
+ * How many refusals a coalesced summary event stands for (`details.suppressed`: the window's
+ * repeats after its first, which has a row of its own); null for any other event.
+ */
+export function refusalsCounted(event: { details: Record<string, unknown> }): number | null {
+  const count = event.details.suppressed;
+  return typeof count === 'number' && Number.isInteger(count) && count > 0 ? count : null;
+}

@@ -5,6 +5,7 @@ import { generateAgentKeyPair } from '../agent/proof.js';
 import type { AuditEvent } from '../server/services/audit.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { hostFacts, openSession } from './helpers/agent-sim.js';
+import { serverCli } from './helpers/cli.js';
 import { rawCall, startTestServer } from './helpers/server.js';
 
 const WINDOW_MS = 60_000;
@@ -118,6 +119,27 @@ describe('refusals a stranger can repeat add a bounded number of audit lines (co
     // The paths differed, so the summary names none.
     const summary = listed.find((e) => e.reason === 'RATE_LIMITED' && e.details.suppressed);
     expect(summary?.details).not.toHaveProperty('path');
+    // The CLI's table shows how many refusals a summary row stands for.
+    const table = await serverCli([
+      'audit',
+      '--type',
+      'admin.refused',
+      '--server',
+      srv.url,
+      '--admin-key-file',
+      srv.server.adminKeyFile,
+    ]);
+    const reasons = table.stdout
+      .split('\n')
+      .slice(1)
+      .map((line) => /(ADMIN_KEY_INVALID|RATE_LIMITED)( ×\d+)?/.exec(line)?.[0])
+      .filter(Boolean);
+    expect(reasons.sort()).toEqual([
+      'ADMIN_KEY_INVALID',
+      'ADMIN_KEY_INVALID ×9',
+      'RATE_LIMITED',
+      'RATE_LIMITED ×40',
+    ]);
   });
 
   it('refused websocket handshakes: one session.refused line per window, counted', async () => {

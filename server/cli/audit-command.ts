@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { AUDIT_EVENT_TYPES, auditTypesMatching } from '../../shared/audit-event-types.js';
+import { AUDIT_EVENT_TYPES, auditTypesMatching, refusalsCounted } from '../../shared/audit-event-types.js';
 import { didYouMean, nearest } from '../../shared/nearest.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
@@ -41,7 +41,8 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
           e.at,
           e.type,
           e.outcome,
-          e.reason,
+          // A coalesced summary: the one row of that many refusals.
+          e.reason && refusalsCounted(e) ? `${e.reason} ×${refusalsCounted(e)}` : e.reason,
           e.remoteAddress,
           e.groupId,
           e.connectorId,

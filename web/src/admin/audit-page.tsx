@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
+import { refusalsCounted } from '../../../shared/audit-event-types.js';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
@@ -114,6 +115,15 @@ export function AuditPage() {
                   {event.type}
                   {event.outcome !== 'success' &&
                     ` (${event.outcome}${event.reason ? `: ${event.reason}` : ''})`}
+                  {refusalsCounted(event) && ' '}
+                  {refusalsCounted(event) && (
+                    <span
+                      className="badge"
+                      title={`${refusalsCounted(event)} such refusals after the first, ${String(event.details.windowStart)} to ${String(event.details.windowEnd)}, counted into this one event`}
+                    >
+                      ×{refusalsCounted(event)}
+                    </span>
+                  )}
                 </th>
                 <td>{targetText(event)}</td>
                 <td>{event.remoteAddress ?? '—'}</td>
