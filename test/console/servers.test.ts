@@ -50,6 +50,14 @@ describe('console: servers page', () => {
       expect(await seriousA11yViolations(page)).toEqual([]);
       await screenshot(page, 'servers');
 
+      // The group's connectors say which replica holds the live session: B, by its URL's host.
+      await page.goto(`${a!.url}/#/groups/${group.id}`);
+      const connection = page.getByRole('row', { name: /^on-b\b/ }).locator('td.connection');
+      await expect.poll(() => connection.textContent()).toBe(`Connected via ${new URL(b!.url).host}`);
+      expect(await seriousA11yViolations(page)).toEqual([]);
+      await page.getByRole('link', { name: 'Servers' }).click();
+      await page.getByRole('heading', { name: 'Servers', level: 1 }).waitFor();
+
       await session.close();
       await stopAll([b!]);
       await page.getByRole('button', { name: 'Refresh' }).click();

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { Connector, Group } from '../types.js';
@@ -28,6 +28,10 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [dialog, setDialog] = useState<ConnectorDialogState | null>(null);
+  /** With replicas: each one's URL by id, to say which holds a live session. Read when an id is new. */
+  const [replicaUrls, setReplicaUrls] = useState<ReadonlyMap<string, string | null>>(new Map());
+  // What refresh checks against, without making refresh (and the page's load) depend on it.
+  const knownReplicas = useRef(replicaUrls);
   const cursor = cursors[cursors.length - 1];
 
   const refresh = useCallback(async () => {
@@ -44,6 +48,14 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
       ]);
       setGroup(groupView);
       setRows(page.items);
+      if (page.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
+        const { replicas } = await api.replicas.list.query({});
+        const urls = new Map(replicas.map((r) => [r.id, r.url]));
+        // One gone from the list meanwhile is not asked about again at each refresh.
+        for (const c of page.items) if (c.replica && !urls.has(c.replica)) urls.set(c.replica, null);
+        knownReplicas.current = urls;
+        setReplicaUrls(knownReplicas.current);
+      }
       setNextCursor(page.nextCursor);
       setLoadError(null);
     } catch (error) {
@@ -113,7 +125,7 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           Could not load the connectors: {loadError}
         </p>
       )}
-      {rows && <ConnectorsTable rows={rows} onAction={setDialog} />}
+      {rows && <ConnectorsTable rows={rows} replicaUrls={replicaUrls} onAction={setDialog} />}
       <nav className="pager" aria-label="Pages">
         <button
           type="button"

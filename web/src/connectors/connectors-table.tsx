@@ -6,12 +6,26 @@ import type { ConnectorDialogState } from './connector-dialogs.js';
 
 const CONNECTION_LABEL = { connected: 'Connected', disconnected: 'Disconnected', never: 'Never connected' };
 
+/** A replica by its URL's host and port, or its id's first characters while its URL is not known. */
+function replicaLabel(id: string, urls: ReadonlyMap<string, string | null>): string {
+  const url = urls.get(id);
+  if (!url) return id.slice(0, 8);
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
 /** Every string here was reported by a host and is hostile: React renders it as text, never markup. */
 export function ConnectorsTable({
   rows,
+  replicaUrls,
   onAction,
 }: {
   rows: Connector[];
+  /** With replicas: each one's URL by id (`replicas.list`), to name the one holding a session. */
+  replicaUrls: ReadonlyMap<string, string | null>;
   onAction: (state: ConnectorDialogState) => void;
 }) {
   const { readOnlyReason } = useConsole();
@@ -49,6 +63,12 @@ export function ConnectorsTable({
               </td>
               <td className={`connection ${connector.connection}`}>
                 {CONNECTION_LABEL[connector.connection]}
+                {connector.replica && (
+                  <span className="replica" title={`replica ${connector.replica}`}>
+                    {' '}
+                    via {replicaLabel(connector.replica, replicaUrls)}
+                  </span>
+                )}
               </td>
               <td>{connector.remoteAddress ?? '—'}</td>
               <td>{connector.agentVersion}</td>
