@@ -5,6 +5,7 @@ import type { HostFacts } from '../shared/schemas.js';
 import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
 import { fullJitterDelayMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
+import { FailedAttempts } from './failed-attempts.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { type AgentKeyPair, generateAgentKeyPair } from './proof.js';
@@ -71,6 +72,7 @@ export async function enroll(
     createTRPCClient<AppRouter>({ links: [httpLink({ url: `${server}/trpc`, fetch: transport.fetch })] });
   const clients = new Map(config.servers.map((server) => [server, clientFor(server)] as const));
   const keyPair = given ?? (await generateAgentKeyPair());
+  const failures = new FailedAttempts(Date.now, undefined, 'enroll');
   for (let attempt = 0; !signal.aborted; attempt++) {
     // Each attempt ends by itself if nothing answers, and on stop.
     const attemptAbort = new AbortController();
@@ -127,14 +129,26 @@ export async function enroll(
           : // Backoff grows a round of the list at a time: a dead replica costs one short wait.
             fullJitterDelayMs(Math.floor(attempt / config.servers.length));
       rotation.next();
-      const problem = attemptAbort.signal.aborted
-        ? `no answer within ${transport.requestTimeoutMs / 1000} s`
-        : describeNetworkError(error);
-      logger.warn('enrollment failed, retrying', {
-        server,
-        reason: reason ?? problem,
-        retryInSeconds: Math.round(waitMs / 100) / 10,
-      });
+      const problem =
+        reason ??
+        (attemptAbort.signal.aborted
+          ? `no answer within ${transport.requestTimeoutMs / 1000} s`
+          : describeNetworkError(error));
+      // Each problem said once, then at the 2nd, 4th, 8th… attempt and every 15 min (FailedAttempts):
+      // a server down for the night costs a few lines, not one a minute.
+      const notice = failures.failed(
+        `${server} ${problem}`,
+        reason
+          ? 'enrollment failed, retrying'
+          : `enrollment failed, retrying: is the server running, and reachable from this host at ${server}?`,
+      );
+      if (notice)
+        logger.warn(notice.message, {
+          server,
+          reason: problem,
+          retryInSeconds: Math.round(waitMs / 100) / 10,
+          ...(notice.fields.failingFor ? { failingFor: notice.fields.failingFor } : {}),
+        });
       if (!(await sleep(waitMs, signal))) return null;
     } finally {
       clearTimeout(timer);

@@ -31,6 +31,8 @@ export class FailedAttempts {
   constructor(
     private readonly now: () => number = Date.now,
     private readonly sayAgainEveryMs = SAY_AGAIN_AT_LEAST_EVERY_MS,
+    /** What the attempts are for, in the repeat's words: `still cannot connect after 8 attempts`. */
+    private readonly attemptsTo: 'connect' | 'enroll' = 'connect',
   ) {}
 
   /** One more failed attempt, because of `problem`: what to say about it, or null for nothing. */
@@ -43,7 +45,7 @@ export class FailedAttempts {
       if (!doubling && now - this.lastSaidAt < this.sayAgainEveryMs) return null;
       this.lastSaidAt = now;
       return {
-        message: `still cannot connect after ${this.count} attempts; retrying`,
+        message: `still cannot ${this.attemptsTo} after ${this.count} attempts; retrying`,
         fields: { error: problem, failingFor: ms(Math.max(0, now - this.firstFailureAt)) },
       };
     }

@@ -15,13 +15,16 @@ const UNTRUSTED_CERT_CODES = new Set([
 /** The innermost error with a string `code` under `error` (fetch nests it in `cause`, a websocket's ErrorEvent in `error`). */
 function innermostCoded(error: unknown): { code: string | null; message: string } {
   let found: { code?: unknown; message?: unknown } | null = null;
+  let deepest: { message?: unknown } | null = null;
   let current: unknown = error;
   for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
     const candidate = current as { code?: unknown; message?: unknown; cause?: unknown; error?: unknown };
     if (typeof candidate.code === 'string') found = candidate;
+    if (typeof candidate.message === 'string' && candidate.message) deepest = candidate;
     current = candidate.cause ?? candidate.error;
   }
-  const innermost = found ?? (error as { message?: unknown } | null);
+  // Without a code, the deepest message says most: fetch's "fetch failed" wraps "bad port".
+  const innermost = found ?? deepest ?? (error as { message?: unknown } | null);
   const raw = typeof innermost?.message === 'string' ? innermost.message : String(error);
   // OpenSSL's messages end in a newline and name its source files: one line, without those.
   const message = raw
@@ -115,6 +118,8 @@ export function describeNetworkError(error: unknown): string {
     return `TLS: the server's certificate is not for this host name (${detail}); use a --server host name the certificate names`;
   if (isPlainTextAnswer(code, message))
     return `TLS: the server did not answer in TLS (${code ?? 'wrong version number'}); it serves plain HTTP: use an http:// URL, or start the server with --tls-cert and --tls-key`;
+  if (!code && message === 'bad port')
+    return 'bad port: fetch refuses to connect to this port (one of the ports browsers block, such as 6000 or 10080); serve on another port';
   if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
     return `TLS: the server's certificate is outside its validity period (${detail}); check the server's certificate and this host's clock`;
   return detail;

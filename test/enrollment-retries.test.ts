@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
@@ -103,6 +105,37 @@ describe('an enrollment whose answer never reached the agent is not made twice',
       expect((await srv.admin.connectors.counts.query({})).total).toBe(0);
     } finally {
       execFileSync('umount', [stateDir]);
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('an agent enrolling with a server that is not there', () => {
+  it('says so once with a hint, then only at the 2nd, 4th, 8th… attempt (and every 15 min)', async () => {
+    // A port just let go of: nothing listens there until the server starts on it.
+    const listener = createServer().listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const { port } = listener.address() as AddressInfo;
+    listener.close();
+    await once(listener, 'close');
+    const url = `http://127.0.0.1:${port}`;
+    const stateDir = await tempDir('ce-no-server-');
+    const agent = spawnAgent(['--server', url, '--key', 'cpk_abc_def'], stateDir);
+    try {
+      await agent.waitForOutput(/still cannot enroll after 4 attempts; retrying[^\n]*failingFor=/, 30_000);
+      const lines = agent.output().split('\n');
+      const said = lines.filter((l) => /enrollment failed|still cannot enroll/.test(l));
+      expect(said).toEqual([
+        expect.stringContaining(
+          `enrollment failed, retrying: is the server running, and reachable from this host at ${url}?`,
+        ),
+        expect.stringContaining('still cannot enroll after 2 attempts'),
+        expect.stringContaining('still cannot enroll after 4 attempts'),
+      ]);
+      expect(said[0]).toContain(`reason=connect ECONNREFUSED 127.0.0.1:${port}`);
+    } finally {
+      agent.kill('SIGTERM');
+      await agent.exited;
       await rm(stateDir, { recursive: true, force: true });
     }
   });
