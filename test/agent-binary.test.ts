@@ -28,6 +28,8 @@ describe('the agent as one executable (Node SEA)', () => {
     const home = await tempDir('ce-bin-');
     const binary = join(home, 'connector-agent');
     await copyFile(build.binaryPath, binary);
+    // The build's work folder goes with it: only what it made is left in --out-dir.
+    expect(await readdir(outDir)).not.toContain('.sea-build');
     // The whole line, anchored at both ends: the version built in, an ISO build time, a commit hash
     // (or `unknown` outside a git checkout, in its place only), and this node and platform.
     const expected = new RegExp(

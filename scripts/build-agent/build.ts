@@ -177,6 +177,12 @@ export async function buildAgent(options: BuildAgentOptions = {}): Promise<Build
     fs.renameSync(plan.workBinary, plan.finalPath);
   } finally {
     fs.rmSync(plan.workDir, { recursive: true, force: true });
+    // The parent too once no other build (another target, another process) works in it.
+    try {
+      fs.rmdirSync(path.dirname(plan.workDir));
+    } catch {
+      // Not empty, or gone: left as it is.
+    }
   }
   const sizes = {
     bundle: bundleBytes,
