@@ -1,6 +1,5 @@
 import { createTRPCClient, createWSClient, TRPCClientError, wsLink } from '@trpc/client';
 import { type ErrorReason, isErrorReason } from '../shared/errors.js';
-import { hostFactsDigest } from '../shared/host-facts.js';
 import {
   CLOSE_CODES,
   FINAL_SESSION_REASONS,
@@ -14,7 +13,7 @@ import type { HostFacts } from '../shared/schemas.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
-import { collectHostFacts } from './host-facts.js';
+import { HostReporter } from './host-reporter.js';
 import { IdentityKeeper } from './identity-keeper.js';
 import { IdentitySaver } from './identity-saver.js';
 import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
@@ -34,6 +33,7 @@ import {
   upgradeRefusalOf,
   withSessionNonce,
 } from './transport.js';
+import { wipeIdentity } from './wipe-identity.js';
 
 export { EXIT };
 
@@ -86,7 +86,6 @@ export function runSession(o: SessionOptions): Promise<number> {
   const exit = new Promise<number>((resolve) => {
     resolveExit = resolve;
   });
-  let reportTimer: NodeJS.Timeout | undefined;
   let connectedOnce = false;
   // What is said about failed attempts: little, yet enough to show an agent retrying for hours.
   const failures = new FailedAttempts();
@@ -299,7 +298,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   ) {
     if (finished) return;
     finished = true;
-    clearInterval(reportTimer);
+    hostReporter.stop();
     renewal.stop();
     // A renewed identity still only in memory: a last try, unless it is about to be wiped.
     if (code !== EXIT.REVOKED && code !== EXIT.IDENTITY_GONE) {
@@ -312,26 +311,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     subscription.unsubscribe();
     const wipe =
       code === EXIT.REVOKED || code === EXIT.IDENTITY_GONE
-        ? store.wipe(identity.connectorId).then(
-            (outcome) => {
-              if (outcome === 'not ours') {
-                // Copied over ours while this agent ran: another connector's, not this one's to wipe.
-                logger.error(
-                  `${store.identityFile} now holds another connector's identity, not ${identity.connectorId}'s; left as it is`,
-                );
-                return false;
-              }
-              logger.info('identity wiped', { file: store.identityFile });
-              return true;
-            },
-            (error) => {
-              logger.error(
-                `could not remove the identity file: remove ${store.identityFile} by hand (the server refuses it anyway)`,
-                { error: String(error) },
-              );
-              return false;
-            },
-          )
+        ? wipeIdentity(store, identity.connectorId, logger)
         : Promise.resolve(false);
     // Only a wiped identity is acknowledged: the server reports it as confirmed to the admin.
     const acknowledged = told
@@ -369,26 +349,14 @@ export function runSession(o: SessionOptions): Promise<number> {
     return finish(EXIT.FAILED, 'refused', reason);
   }
 
-  // Collecting facts costs the event loop hundreds of milliseconds on a busy host; keep it off
-  // the connect path so a revoke arriving right after connecting is acted on at once.
-  let hostFacts = o.hostFacts;
-  // The digest of the facts the server holds, from its `ready` or from a report it accepted: facts
-  // that match it are not sent, so a reconnect costs the server no report call.
-  let serverHostDigest: string | null = null;
-  async function reportIfChanged(refresh: boolean) {
-    try {
-      if (refresh) hostFacts = await (o.collectHostFacts ?? collectHostFacts)();
-      const facts = hostFacts;
-      const digest = hostFactsDigest(facts);
-      if (digest === serverHostDigest) return;
-      const replaced = serverHostDigest;
-      await client.agent.report.mutate({ host: facts });
-      serverHostDigest = digest;
-      if (replaced) logger.info('host facts changed; reported them');
-    } catch (error) {
-      if (!finished) logger.warn('could not report host facts', { error: (error as Error).message });
-    }
-  }
+  const hostReporter = new HostReporter({
+    report: (host) => client.agent.report.mutate({ host }),
+    logger,
+    hostFacts: o.hostFacts,
+    intervalMs: o.reportIntervalMs,
+    collect: o.collectHostFacts,
+    finished: () => finished,
+  });
 
   async function onEvent(event: SessionEvent) {
     switch (event.type) {
@@ -411,11 +379,7 @@ export function runSession(o: SessionOptions): Promise<number> {
           break;
         }
         // An older server sends no digest: then the facts are sent, as they always were.
-        serverHostDigest = event.hostDigest ?? null;
-        void reportIfChanged(false);
-        clearInterval(reportTimer);
-        reportTimer = setInterval(() => void reportIfChanged(true), o.reportIntervalMs ?? 300_000);
-        reportTimer.unref();
+        hostReporter.sessionStarted(event.hostDigest ?? null);
         break;
       case 'status':
         logger.info(`connector ${event.status} by an admin`, { scope: event.scope });
