@@ -49,3 +49,17 @@ describe('the key flags mixed up', () => {
     expect(config.keyFileProblem).not.toContain(key.slice(4));
   });
 });
+
+describe('a --server on a port fetch refuses', () => {
+  it('is a usage error at once, not an enrollment retried for ever ("bad port")', async () => {
+    const refused = parseAgentConfig({ server: ['http://127.0.0.1:6000'], stateDir: '/tmp/s' }, {});
+    await expect(refused).rejects.toBeInstanceOf(UsageError);
+    await expect(refused).rejects.toThrow(
+      /^--server http:\/\/127\.0\.0\.1:6000: port 6000 is one that fetch and browsers refuse to connect to/,
+    );
+    // The scheme's own port counts too, and a good port passes.
+    expect(
+      (await parseAgentConfig({ server: ['https://enroll.example.com'], stateDir: '/tmp/s' }, {})).servers,
+    ).toEqual(['https://enroll.example.com']);
+  });
+});

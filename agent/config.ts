@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { blockedPortProblem, portOf } from '../shared/fetch-blocked-ports.js';
 import { PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 
 /** A usage problem: the agent exits 2 with this message. */
@@ -100,6 +101,8 @@ export function checkServerUrl(raw: string, allowInsecure: boolean): string {
         'Use https://, or pass --allow-insecure if you really mean it.',
     );
   }
+  const blocked = blockedPortProblem(portOf(url));
+  if (blocked) throw new UsageError(`--server ${raw}: ${blocked}`);
   const scheme = secure ? 'https:' : 'http:';
   return `${scheme}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
 }

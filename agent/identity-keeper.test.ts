@@ -14,7 +14,7 @@ afterEach(async () => {
 const identity: SavedIdentity = {
   connectorId: 'con_keeper',
   groupId: 'grp_1',
-  server: 'http://127.0.0.1:1',
+  server: 'http://127.0.0.1:2',
   identityToken: 'token',
   identityExpiresAt: '2027-06-01T00:00:00.000Z',
   privateJwk: { kty: 'OKP', crv: 'Ed25519', x: 'x', d: 'd' },

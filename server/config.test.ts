@@ -22,3 +22,18 @@ describe('a bad serve setting is named where the operator wrote it', () => {
     expect(parseServeConfig({}, { CONNECTOR_DATABASE_URL: url }).databaseUrl).toBe(url);
   });
 });
+
+describe('a port clients could not reach', () => {
+  it('one fetch and browsers refuse (6000, 10080, …) stops the start, named where it was given', () => {
+    expect(() => parseServeConfig({ port: '6000' }, {})).toThrow(
+      /^--port: port 6000 is one that fetch and browsers refuse to connect to .*: use another port$/,
+    );
+    expect(() => parseServeConfig({}, { CONNECTOR_PORT: '10080' })).toThrow(/^CONNECTOR_PORT: port 10080 /);
+    // Behind a proxy the public URL's port is what clients reach: that one is checked.
+    expect(() =>
+      parseServeConfig({ port: '7420', publicUrl: 'https://enroll.example.com:6697' }, {}),
+    ).toThrow(/^--public-url: port 6697 /);
+    expect(parseServeConfig({ port: '6000', publicUrl: 'https://enroll.example.com' }, {}).port).toBe(6000);
+    expect(parseServeConfig({ port: '0' }, {}).port).toBe(0);
+  });
+});

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DAY_MS, parseDuration } from '../shared/durations.js';
+import { blockedPortProblem, portOf } from '../shared/fetch-blocked-ports.js';
 import { parseTrustedProxies } from './http/client-address.js';
 import { parseListenAddress } from './http/endpoints.js';
 import { defaultLogFormat } from './logging.js';
@@ -324,6 +325,14 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
   if (o.auditRetention !== undefined && !o.databaseUrl)
     throw new Error(
       '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
+    );
+  // Clients reach the public URL when there is one (a proxy's port), else this very port.
+  const reachedOn = o.publicUrl ? portOf(new URL(o.publicUrl)) : o.port;
+  const blocked = reachedOn === 0 ? null : blockedPortProblem(reachedOn);
+  const named = o.publicUrl ? 'publicUrl' : 'port';
+  if (blocked)
+    throw new Error(
+      `${fromEnv.has(named) ? SERVE_FLAGS[named].env : SERVE_FLAGS[named].flag.split(' ')[0]}: ${blocked}`,
     );
   return defaultConfig({
     dataDir: o.dataDir,

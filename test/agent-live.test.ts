@@ -250,7 +250,7 @@ describe('the agent against a live server (child processes, real websockets)', (
     for (const args of [
       [],
       ['--server', 'http://example.com'],
-      ['--server', 'http://127.0.0.1:1', '--key', 'a', '--key-file', 'b'],
+      ['--server', 'http://127.0.0.1:2', '--key', 'a', '--key-file', 'b'],
       ['--bogus'],
     ]) {
       const agent = spawnAgent(args, stateDir);

@@ -18,7 +18,7 @@ async function writeIdentity(stateDir: string) {
   const identity = {
     connectorId: 'con_status',
     groupId: 'grp_status',
-    server: 'http://127.0.0.1:9',
+    server: 'http://127.0.0.1:2',
     identityToken: 'x.y.z',
     identityExpiresAt: new Date(Date.now() + 86_400_000).toISOString(),
     privateJwk: { kty: 'OKP', crv: 'Ed25519', x: 'x', d: 'd' },
@@ -97,7 +97,7 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
             state: 'connected',
             status: 'enabled',
             connectorId: 'con_status',
-            server: 'http://127.0.0.1:9',
+            server: 'http://127.0.0.1:2',
             updatedAt: new Date().toISOString(),
             pid: process.pid,
             pidStart,

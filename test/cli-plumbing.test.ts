@@ -52,7 +52,7 @@ describe('CLI plumbing: bin entries, --version, suggestions', () => {
     expect(server.code).toBe(2);
     expect(server.stderr).toContain("error: unknown command 'grops'\n(Did you mean groups?)");
     // A word nothing resembles is still refused, not taken as the run command with an extra word.
-    const stray = await bin('connector-agent', ['--server', 'http://127.0.0.1:9', 'zzzz']);
+    const stray = await bin('connector-agent', ['--server', 'http://127.0.0.1:2', 'zzzz']);
     expect(stray.code).toBe(2);
     expect(stray.stderr).toContain("error: unknown command 'zzzz'");
   });

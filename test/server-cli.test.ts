@@ -80,7 +80,7 @@ describe('server CLI (admin commands against a running server)', () => {
   });
 
   it('says when the server cannot be reached', async () => {
-    const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:1', '--data-dir', dataDir]);
+    const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', dataDir]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('cannot reach the server');
   });
