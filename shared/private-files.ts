@@ -43,7 +43,7 @@ class NotADirectory extends Error {
 }
 
 /**
- * `mkdir -p` with mode 0700, one level at a time. Not `mkdir(dir, { recursive: true })`: on Node 20
+ * `mkdir -p` of a private dir (0700; its missing parents 0755), one level at a time. Not `mkdir(dir, { recursive: true })`: on Node 20
  * that loops for ever (one core at 100 %) on a path under /proc, where every mkdir answers ENOENT.
  * Here the walk is bounded by the path's depth and each failure is the one the kernel gave.
  */
@@ -68,9 +68,12 @@ async function makeDirs(dir: string): Promise<void> {
     if (parent === at) break;
     at = parent;
   }
+  const target = resolve(dir);
   for (const path of missing) {
     try {
-      await mkdir(path, { mode: 0o700 });
+      // Only the dir itself is private; parents made on the way are made as `mkdir -p` makes
+      // them (0755 less the umask): a parent 0700 would shut other users out of more than ours.
+      await mkdir(path, { mode: path === target ? 0o700 : 0o755 });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' && (await stat(path)).isDirectory()) continue;

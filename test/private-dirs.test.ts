@@ -13,7 +13,7 @@ const OTHER_UID = 12345;
 const IDENTITY: SavedIdentity = {
   connectorId: 'con_test',
   groupId: 'grp_test',
-  server: 'http://127.0.0.1:1',
+  server: 'http://127.0.0.1:2',
   identityToken: 'token',
   identityExpiresAt: new Date(0).toISOString(),
   privateJwk: { kty: 'OKP', crv: 'Ed25519', x: 'public-part', d: 'PRIVATE-PART-MUST-NOT-LEAK' },
@@ -53,7 +53,7 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
     const stateDir = await tempDir('ce-foreign-state-');
     await chmod(stateDir, 0o777);
     await chown(stateDir, OTHER_UID, OTHER_UID);
-    const agent = spawnAgent(['--server', 'http://127.0.0.1:1', '--key', 'cpk_abc_def'], stateDir);
+    const agent = spawnAgent(['--server', 'http://127.0.0.1:2', '--key', 'cpk_abc_def'], stateDir);
     const { code, timedOut } = await exitedWithin(agent, 15_000);
     expect(timedOut, agent.output()).toBe(false);
     expect(code, agent.output()).toBe(2);
@@ -87,6 +87,21 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
     await new IdentityStore(stateDir).ensureDir();
     expect((await stat(stateDir)).mode & 0o777).toBe(0o700);
     await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('agent: a state dir made with its missing parents is 0700, the parents as mkdir -p makes them', async () => {
+    const root = await tempDir('ce-parents-');
+    const stateDir = join(root, 'opt', 'connector', 'state');
+    const umask = process.umask(0o022);
+    try {
+      await new IdentityStore(stateDir).ensureDir();
+    } finally {
+      process.umask(umask);
+    }
+    expect((await stat(stateDir)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(root, 'opt'))).mode & 0o777).toBe(0o755);
+    expect((await stat(join(root, 'opt', 'connector'))).mode & 0o777).toBe(0o755);
+    await rm(root, { recursive: true, force: true });
   });
 
   it('server: serve exits 2 with one line, no stack, and creates nothing', async () => {
