@@ -171,7 +171,12 @@ export class ApiKeyService {
     input: { name: string; scope: 'read' | 'admin'; expiresInDays?: number | undefined },
     meta: RequestMeta,
   ): Promise<ApiKeyView & { key: string }> {
-    const created = await this.createRecord(input);
+    // Two keys of one name cannot be told apart in a list or the audit log, and a double-clicked
+    // Create would make a second key whose secret nobody saw.
+    const created = (await this.createRecord(input, (tx) => {
+      assertKeyNameFree(tx, input.name);
+      return true;
+    }))!;
     await this.deps.audit.record({
       type: 'api_key.created',
       ...meta,
@@ -247,6 +252,13 @@ export class ApiKeyService {
     });
     return made ? { ...record, key } : null;
   }
+}
+
+function assertKeyNameFree(view: StoreView, name: string): void {
+  const wanted = name.toLocaleLowerCase();
+  for (const key of view.list('apiKeys'))
+    if (key.name.toLocaleLowerCase() === wanted)
+      throw new DomainError('NAME_TAKEN', `An API key named "${key.name}" already exists.`);
 }
 
 /** Renames `file` to `<file>.replaced-<time>` if it exists; answers the new name, or null. */
