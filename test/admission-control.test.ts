@@ -203,16 +203,19 @@ async function runAgentSession(enrolled: Enrolled, serverUrl: string) {
       lines.push({ level, message, fields, at: performance.now() });
   const logger: AgentLogger = { info: log('info'), warn: log('warn'), error: log('error') };
   const controller = new AbortController();
+  const identity = {
+    connectorId: enrolled.connectorId,
+    groupId: enrolled.groupId,
+    server: serverUrl,
+    identityToken: enrolled.identityToken,
+    identityExpiresAt: enrolled.identityExpiresAt,
+    privateJwk: enrolled.keyPair.privateJwk,
+    enrolledAt: new Date().toISOString(),
+  };
+  // As the agent runs it: the identity on disk before the session (else it is put back, and says so).
+  await store.save(identity);
   const exit = runSession({
-    identity: {
-      connectorId: enrolled.connectorId,
-      groupId: enrolled.groupId,
-      server: serverUrl,
-      identityToken: enrolled.identityToken,
-      identityExpiresAt: enrolled.identityExpiresAt,
-      privateJwk: enrolled.keyPair.privateJwk,
-      enrolledAt: new Date().toISOString(),
-    },
+    identity,
     store,
     transport: createTransport(null),
     logger,
