@@ -65,20 +65,7 @@ export function replacementWords(
   return `${relative(c.lastReplacedAt, now)}, the session from ${c.replacedFrom ?? 'an unknown address'}: another host may hold this identity`;
 }
 
-/**
- * Whether the host of a revoked or deleted connector learnt it, in words, e.g. "revoked; the host
- * confirmed it at 2026-12-02 12:03:04 UTC from 10.0.0.7"; null when there is nothing to say (not revoked).
- */
-export function terminationWords(
-  t: { state: 'confirmed' | 'pending'; confirmedAt: string | null; confirmedFrom: string | null } | null,
-  verb: 'revoked' | 'deleted' = 'revoked',
-): string | null {
-  if (!t) return null;
-  if (t.state === 'pending' || !t.confirmedAt)
-    return `${verb}; not yet confirmed by the host (it was offline, or did not answer in time)`;
-  const at = `${t.confirmedAt.slice(0, 10)} ${t.confirmedAt.slice(11, 19)} UTC`;
-  return `${verb}; the host confirmed it at ${at} from ${t.confirmedFrom ?? 'an unknown address'}`;
-}
+export { terminationWords } from '../../shared/termination-words.js';
 
 /** A replica's id as the tables show it: its first 8 characters, as `replicas` lists them. */
 export const shortReplicaId = (id: string) => id.slice(0, 8);

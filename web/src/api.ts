@@ -46,9 +46,25 @@ export function createApiClient(
   });
 }
 
-/** The words to show for a failed call: the server's message and, when it gives one, its reason code. */
+/**
+ * The words to show for a failed call: the server's message and, when it gives one, its reason code.
+ * A call that got no answer at all says so (the browser's own words, "Failed to fetch", say nothing
+ * of what to do).
+ */
 export function errorText(error: unknown): string {
-  const data = (error as { data?: { reason?: string } } | null)?.data;
+  const reason = errorReason(error);
   const message = error instanceof Error ? error.message : String(error);
-  return data?.reason ? `${message} (${data.reason})` : message;
+  if (
+    !reason &&
+    !(error as { data?: unknown } | null)?.data &&
+    /failed to fetch|networkerror|load failed/i.test(message)
+  )
+    return 'The server cannot be reached: it may be stopped or restarting, or the network is down. This page tries again by itself; what it shows may be out of date meanwhile.';
+  return reason ? `${message} (${reason})` : message;
+}
+
+/** The server's reason code for a failed call (`GROUP_NOT_FOUND`, …), or null. */
+export function errorReason(error: unknown): string | null {
+  const reason = (error as { data?: { reason?: unknown } } | null)?.data?.reason;
+  return typeof reason === 'string' ? reason : null;
 }

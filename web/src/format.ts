@@ -1,7 +1,10 @@
 /** A time as people read it, in their locale; `—` for none. */
-export function formatTime(iso: string | null): string {
+export function formatTime(iso: string | null, { seconds = false } = {}): string {
   if (!iso) return '—';
-  return new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  return new Date(iso).toLocaleString(undefined, {
+    dateStyle: 'medium',
+    timeStyle: seconds ? 'medium' : 'short',
+  });
 }
 
 /** `in 13 days`, `in 5 hours`, `2 minutes ago`: how far a time is from now. */

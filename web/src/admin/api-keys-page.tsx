@@ -1,4 +1,4 @@
-import { type FormEvent, useCallback, useState } from 'react';
+import { type FormEvent, useCallback, useRef, useState } from 'react';
 import { errorText } from '../api.js';
 import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
@@ -14,6 +14,7 @@ import { useLoaded } from '../use-loaded.js';
 export function ApiKeysPage() {
   const { api, readOnlyReason } = useConsole();
   const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
+  const [copied, setCopied] = useState(false);
   const [deleting, setDeleting] = useState<ApiKeyRow | null>(null);
 
   const {
@@ -34,6 +35,7 @@ export function ApiKeysPage() {
       )}
       <CreateApiKey
         onCreated={async (name, key) => {
+          setCopied(false);
           setCreated({ name, key });
           await refresh();
         }}
@@ -90,13 +92,24 @@ export function ApiKeysPage() {
             {created.key}
           </code>
           <ModalActions>
-            <ActionButton className="primary" onClick={() => copyText(created.key)}>
+            <ActionButton
+              className="primary"
+              onClick={async () => {
+                await copyText(created.key);
+                setCopied(true);
+              }}
+            >
               Copy
             </ActionButton>
             <button type="button" onClick={() => setCreated(null)}>
               Done
             </button>
           </ModalActions>
+          {copied && (
+            <p className="success" role="status">
+              Key copied to the clipboard.
+            </p>
+          )}
         </Modal>
       )}
       {deleting && (
@@ -113,7 +126,8 @@ export function ApiKeysPage() {
         >
           <p>
             It stops working at once, and consoles signed in with it are signed out. The server refuses to
-            delete the last admin key.
+            delete the key making the call (the one this console is signed in with): sign in with another
+            admin key to delete this one.
           </p>
         </Confirm>
       )}
@@ -126,8 +140,14 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
   const [name, setName] = useState('');
   const [scope, setScope] = useState<'admin' | 'read'>('admin');
   const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  // A double click submits twice before the disabled button renders: the second would make another key.
+  const running = useRef(false);
   async function submit(event: FormEvent) {
     event.preventDefault();
+    if (running.current) return;
+    running.current = true;
+    setBusy(true);
     setError(null);
     try {
       const created = await api.apiKeys.create.mutate({ name, scope });
@@ -135,6 +155,9 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
       await onCreated(created.name, created.key);
     } catch (failure) {
       setError(errorText(failure));
+    } finally {
+      running.current = false;
+      setBusy(false);
     }
   }
   const off = readOnlyReason !== null;
@@ -159,7 +182,7 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
         <option value="admin">admin</option>
         <option value="read">read</option>
       </select>
-      <button type="submit" className="primary" disabled={off || !name.trim()}>
+      <button type="submit" className="primary" disabled={busy || off || !name.trim()}>
         Create key
       </button>
       {readOnlyReason && <span className="reason">{readOnlyReason}</span>}

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useState } from 'react';
-import { refusalsCounted } from '../../../shared/audit-event-types.js';
+import { AUDIT_EVENT_TYPES, auditTypesMatching, refusalsCounted } from '../../../shared/audit-event-types.js';
+import { nearest } from '../../../shared/nearest.js';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
@@ -12,6 +13,21 @@ function actorText(actor: AuditEvent['actor']): string {
   if (actor.kind === 'admin') return `admin ${actor.apiKeyId}`;
   if (actor.kind === 'agent') return `agent ${actor.connectorId ?? '(unknown)'}`;
   return actor.kind;
+}
+
+/** An event's details in one line (`name="x", force=true`); the full text in its title when cut. */
+function detailsText(event: AuditEvent): string {
+  return Object.entries(event.details)
+    .map(([key, value]) => `${key}=${JSON.stringify(value)}`)
+    .join(', ');
+}
+
+/** What to say when a type filter names no type the server writes (so the empty table is a typo). */
+function unknownTypeHint(filter: string): string | null {
+  if (!filter || auditTypesMatching(filter).length > 0) return null;
+  const prefixes = new Set(AUDIT_EVENT_TYPES.map((t) => t.slice(0, t.indexOf('.'))));
+  const near = nearest(filter, [...prefixes, ...AUDIT_EVENT_TYPES]);
+  return `No event type is "${filter}" or starts with "${filter}.".${near.length > 0 ? ` Did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : ''}`;
 }
 
 function targetText(event: AuditEvent): string {
@@ -73,8 +89,9 @@ export function AuditPage() {
           value={type}
           placeholder="e.g. group or connector.revoked"
           pattern="[a-z_.]*"
+          title="An event type or its first part: lower-case letters, _ and ."
           maxLength={64}
-          onChange={(e) => setType(e.target.value)}
+          onChange={(e) => setType(e.target.value.toLowerCase())}
         />
         <button type="submit">Filter</button>
         <input
@@ -93,7 +110,13 @@ export function AuditPage() {
           Could not load the audit log: {loadError}
         </p>
       )}
-      {events && (
+      {events?.length === 0 && (
+        <p data-testid="audit-empty">
+          No events{appliedType ? ` of type ${appliedType}` : ''}
+          {securityOnly ? ' flagged security' : ''} on this page. {unknownTypeHint(appliedType)}
+        </p>
+      )}
+      {events && events.length > 0 && (
         <table className="audit">
           <caption>Events, newest first</caption>
           <thead>
@@ -104,12 +127,13 @@ export function AuditPage() {
               <th scope="col">Target</th>
               <th scope="col">Address</th>
               <th scope="col">Security</th>
+              <th scope="col">Details</th>
             </tr>
           </thead>
           <tbody>
             {shown.map((event) => (
               <tr key={event.id}>
-                <td>{formatTime(event.at)}</td>
+                <td>{formatTime(event.at, { seconds: true })}</td>
                 <td>{actorText(event.actor)}</td>
                 <th scope="row" className="audit-type">
                   {event.type}
@@ -128,6 +152,7 @@ export function AuditPage() {
                 <td>{targetText(event)}</td>
                 <td>{event.remoteAddress ?? '—'}</td>
                 <td>{event.security ? <span className="badge warn">security</span> : ''}</td>
+                <td className="details">{detailsText(event)}</td>
               </tr>
             ))}
           </tbody>

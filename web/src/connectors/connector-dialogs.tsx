@@ -1,3 +1,4 @@
+import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
 import type { Connector } from '../types.js';
 import { Confirm } from '../ui/modal.js';
@@ -12,14 +13,15 @@ export function ConnectorDialog({
 }: {
   state: ConnectorDialogState;
   onClose: () => void;
-  onChanged: () => Promise<void>;
+  /** Told what came of it, in words (did the host confirm a revoke?), for the page to show. */
+  onChanged: (outcome: string) => Promise<void>;
 }) {
   const { api } = useConsole();
   const ref = { connectorId: connector.id };
-  const run = (call: () => Promise<unknown>) => async () => {
-    await call();
+  const run = (call: () => Promise<string>) => async () => {
+    const outcome = await call();
     onClose();
-    await onChanged();
+    await onChanged(outcome);
   };
   if (kind === 'status') {
     const disabling = connector.status !== 'disabled';
@@ -29,7 +31,10 @@ export function ConnectorDialog({
         confirmLabel={disabling ? 'Disable connector' : 'Enable connector'}
         danger={disabling}
         onClose={onClose}
-        onConfirm={run(() => (disabling ? api.connectors.disable : api.connectors.enable).mutate(ref))}
+        onConfirm={run(async () => {
+          await (disabling ? api.connectors.disable : api.connectors.enable).mutate(ref);
+          return `${connector.name} ${disabling ? 'disabled' : 'enabled'}.`;
+        })}
       >
         <p>
           {disabling
@@ -46,7 +51,10 @@ export function ConnectorDialog({
         confirmLabel="Revoke connector"
         danger
         onClose={onClose}
-        onConfirm={run(() => api.connectors.revoke.mutate(ref))}
+        onConfirm={run(async () => {
+          const revoked = await api.connectors.revoke.mutate(ref);
+          return `${connector.name} ${terminationWords(revoked.termination) ?? 'revoked'}. Its group's provisioning key was regenerated.`;
+        })}
       >
         <p>
           Its identity stops working at once: the agent is disconnected, wipes its identity and exits. The
@@ -65,7 +73,10 @@ export function ConnectorDialog({
       confirmLabel="Delete connector"
       danger
       onClose={onClose}
-      onConfirm={run(() => api.connectors.delete.mutate(ref))}
+      onConfirm={run(async () => {
+        const deleted = await api.connectors.delete.mutate(ref);
+        return `${connector.name} ${terminationWords(deleted.termination, 'deleted') ?? 'deleted'}.`;
+      })}
     >
       <p>
         The connector is removed: if its agent is connected it is disconnected, wipes its identity and stops.

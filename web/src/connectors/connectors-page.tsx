@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { errorText } from '../api.js';
+import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { Connector, Group } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
@@ -28,6 +28,8 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [dialog, setDialog] = useState<ConnectorDialogState | null>(null);
+  /** What came of the last action taken here ("x revoked; the host confirmed it at …"). */
+  const [outcome, setOutcome] = useState<string | null>(null);
   /** With replicas: each one's URL by id, to say which holds a live session. Read when an id is new. */
   const [replicaUrls, setReplicaUrls] = useState<ReadonlyMap<string, string | null>>(new Map());
   // What refresh checks against, without making refresh (and the page's load) depend on it.
@@ -60,6 +62,11 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
       setLoadError(null);
     } catch (error) {
       setLoadError(errorText(error));
+      // Deleted meanwhile: nothing of it is left to show or act on.
+      if (errorReason(error) === 'GROUP_NOT_FOUND') {
+        setGroup(null);
+        setRows(null);
+      }
     }
   }, [api, groupId, status, connection, cursor]);
 
@@ -96,6 +103,17 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           enabled, {group.counts.disabled} disabled, {group.counts.revoked} revoked.
         </p>
       )}
+      {outcome && (
+        <p className="success" role="status" data-testid="connector-outcome">
+          {outcome}
+        </p>
+      )}
+      {group?.status === 'disabled' && (
+        <p className="warning" role="status" data-testid="group-disabled">
+          This group is disabled: its connectors are disabled with it, whatever their own status (what they
+          return to when the group is enabled), and its provisioning key enrolls no host.
+        </p>
+      )}
       <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
         <label htmlFor="filter-status">Status</label>
         <select
@@ -125,7 +143,15 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           Could not load the connectors: {loadError}
         </p>
       )}
-      {rows && <ConnectorsTable rows={rows} replicaUrls={replicaUrls} onAction={setDialog} />}
+      {rows && (
+        <ConnectorsTable
+          rows={rows}
+          replicaUrls={replicaUrls}
+          groupDisabled={group?.status === 'disabled'}
+          stale={loadError !== null}
+          onAction={setDialog}
+        />
+      )}
       <nav className="pager" aria-label="Pages">
         <button
           type="button"
@@ -143,7 +169,16 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           Next page
         </button>
       </nav>
-      {dialog && <ConnectorDialog state={dialog} onClose={() => setDialog(null)} onChanged={refresh} />}
+      {dialog && (
+        <ConnectorDialog
+          state={dialog}
+          onClose={() => setDialog(null)}
+          onChanged={async (said) => {
+            setOutcome(said);
+            await refresh();
+          }}
+        />
+      )}
     </>
   );
 }

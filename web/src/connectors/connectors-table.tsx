@@ -21,18 +21,24 @@ function replicaLabel(id: string, urls: ReadonlyMap<string, string | null>): str
 export function ConnectorsTable({
   rows,
   replicaUrls,
+  groupDisabled,
+  stale,
   onAction,
 }: {
   rows: Connector[];
   /** With replicas: each one's URL by id (`replicas.list`), to name the one holding a session. */
   replicaUrls: ReadonlyMap<string, string | null>;
+  /** The group is disabled: an enabled connector is disabled through it. */
+  groupDisabled: boolean;
+  /** The last load failed: the rows are what an earlier one read. */
+  stale: boolean;
   onAction: (state: ConnectorDialogState) => void;
 }) {
   const { readOnlyReason } = useConsole();
   if (rows.length === 0) return <p>No connectors match.</p>;
   return (
-    <table className="connectors">
-      <caption>Connectors</caption>
+    <table className={stale ? 'connectors stale' : 'connectors'}>
+      <caption>{stale ? 'Connectors, as last loaded (may be out of date)' : 'Connectors'}</caption>
       <thead>
         <tr>
           <th scope="col">Hostname</th>
@@ -59,7 +65,13 @@ export function ConnectorsTable({
               </th>
               <td>{connector.name}</td>
               <td>
-                <span className={`badge ${connector.status}`}>{connector.status}</span>
+                {groupDisabled && connector.status === 'enabled' ? (
+                  <span className="badge disabled" title="Enabled itself, disabled with its group">
+                    disabled (group)
+                  </span>
+                ) : (
+                  <span className={`badge ${connector.status}`}>{connector.status}</span>
+                )}
               </td>
               <td className={`connection ${connector.connection}`}>
                 {CONNECTION_LABEL[connector.connection]}

@@ -1,5 +1,5 @@
-import { type FormEvent, useState } from 'react';
-import { errorText } from '../api.js';
+import { type FormEvent, useRef, useState } from 'react';
+import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
 import { Confirm, Modal, ModalActions } from '../ui/modal.js';
@@ -43,33 +43,61 @@ export function GroupDialogs({
         >
           <p>
             {disabling
-              ? `Its ${group.counts.total} connector(s) are told at once and stop serving; they stay enrolled and connected, and its key enrolls no one until the group is enabled again.`
+              ? `Its connectors stop serving: the ${group.counts.connected} connected now are told at once, the others when they next connect. They stay enrolled, and serve again when the group is enabled; its key enrolls no host meanwhile.`
               : 'Its connectors are told at once and serve again; its key enrolls hosts again.'}
           </p>
         </Confirm>
       );
     }
     case 'delete':
-      return (
-        <Confirm
-          title={`Delete ${group.name}?`}
-          confirmLabel="Delete group"
-          danger
-          onClose={onClose}
-          onConfirm={async () => {
-            await api.groups.delete.mutate({ groupId: group.id, force: group.counts.total > 0 });
-            await done();
-          }}
-        >
-          <p>
-            {group.counts.total === 0
-              ? 'The group has no connectors. Its provisioning key stops working at once.'
-              : `Its ${group.counts.total} connector(s) are deleted with it: their agents are disconnected at once, their identities are wiped and they stop. Those hosts must enroll again, with another group's key. Its provisioning key stops working at once.`}
-          </p>
-          <p>This cannot be undone.</p>
-        </Confirm>
-      );
+      return <DeleteGroupDialog group={group} onClose={onClose} onDeleted={done} />;
   }
+}
+
+/**
+ * Deletes the group, with its connectors when it has some. The count is the one this dialog shows:
+ * a host that enrolls while it is open makes the server refuse (GROUP_NOT_EMPTY), and the dialog
+ * then says how many there are now and asks again, rather than delete what the admin did not see.
+ */
+function DeleteGroupDialog({
+  group,
+  onClose,
+  onDeleted,
+}: {
+  group: GroupRow;
+  onClose: () => void;
+  onDeleted: () => Promise<void>;
+}) {
+  const { api } = useConsole();
+  const [total, setTotal] = useState(group.counts.total);
+  return (
+    <Confirm
+      title={`Delete ${group.name}?`}
+      confirmLabel="Delete group"
+      danger
+      onClose={onClose}
+      onConfirm={async () => {
+        try {
+          await api.groups.delete.mutate({ groupId: group.id, force: total > 0 });
+        } catch (failure) {
+          if (errorReason(failure) !== 'GROUP_NOT_EMPTY') throw failure;
+          const now = (await api.groups.get.query({ groupId: group.id })).counts.total;
+          setTotal(now);
+          throw new Error(
+            `A host enrolled meanwhile: the group now has ${now} connector(s). Read again, then delete.`,
+          );
+        }
+        await onDeleted();
+      }}
+    >
+      <p>
+        {total === 0
+          ? 'The group has no connectors. Its provisioning key stops working at once.'
+          : `Its ${total} connector(s) are deleted with it: their agents are disconnected at once, their identities are wiped and they stop. Those hosts must enroll again, with another group's key. Its provisioning key stops working at once.`}
+      </p>
+      <p>This cannot be undone.</p>
+    </Confirm>
+  );
 }
 
 function RenameDialog({
@@ -84,13 +112,21 @@ function RenameDialog({
   const { api } = useConsole();
   const [name, setName] = useState(group.name);
   const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const running = useRef(false);
   async function submit(event: FormEvent) {
     event.preventDefault();
+    if (running.current) return;
+    running.current = true;
+    setBusy(true);
     try {
       await api.groups.update.mutate({ groupId: group.id, name });
       await onRenamed();
     } catch (failure) {
       setError(errorText(failure));
+    } finally {
+      running.current = false;
+      setBusy(false);
     }
   }
   return (
@@ -107,7 +143,7 @@ function RenameDialog({
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" className="primary" disabled={!name.trim()}>
+          <button type="submit" className="primary" disabled={busy || !name.trim()}>
             Rename
           </button>
         </ModalActions>

@@ -87,6 +87,11 @@ export function KeyDialog({
           {error}
         </p>
       )}
+      {group.status === 'disabled' && (
+        <p className="warning" role="status" data-testid="key-group-disabled">
+          The group is disabled: this key enrolls no host (GROUP_DISABLED) until the group is enabled.
+        </p>
+      )}
       {view && (
         <>
           <dl className="key-facts">

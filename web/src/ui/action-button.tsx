@@ -1,4 +1,4 @@
-import { type ReactNode, useState } from 'react';
+import { type ReactNode, useRef, useState } from 'react';
 import { errorText } from '../api.js';
 
 /**
@@ -17,6 +17,8 @@ export function ActionButton({
   disabledReason?: string | null;
 }) {
   const [busy, setBusy] = useState(false);
+  // A second click before the disabled state renders must not call the server twice.
+  const running = useRef(false);
   const [error, setError] = useState<string | null>(null);
   return (
     <span className="action">
@@ -26,6 +28,8 @@ export function ActionButton({
         disabled={busy || disabledReason !== null}
         title={disabledReason ?? undefined}
         onClick={async () => {
+          if (running.current) return;
+          running.current = true;
           setBusy(true);
           setError(null);
           try {
@@ -33,6 +37,7 @@ export function ActionButton({
           } catch (failure) {
             setError(errorText(failure));
           } finally {
+            running.current = false;
             setBusy(false);
           }
         }}

@@ -79,7 +79,9 @@ export function RowMenu({ label, items }: { label: string; items: MenuItem[] }) 
               className={item.danger ? 'danger' : undefined}
               onClick={() => {
                 if (item.disabledReason) return;
-                close(false);
+                // Focus goes back to the ⋯ button first: the dialog the item opens returns it there
+                // when it closes (the item itself is gone with the menu).
+                close(true);
                 item.onSelect();
               }}
             >

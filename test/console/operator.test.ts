@@ -1,0 +1,194 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectSim, enrollSim } from '../helpers/agent-sim.js';
+import { consoleContext, launchBrowser, signIn } from '../helpers/browser.js';
+import { startTestServer } from '../helpers/server.js';
+
+/** What a new operator tripped on in the console, each found by trying it as they did. */
+describe('console: an operator’s first hour', () => {
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('a double-clicked Create key makes one key, and Copy says it copied', async () => {
+    await using server = await startTestServer();
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Admin › API Keys' }).click();
+    await page.getByLabel('New API key').fill('dbl');
+    await page.getByRole('button', { name: 'Create key' }).dblclick();
+    const shown = page.getByRole('dialog', { name: 'API key dbl created' });
+    await shown.waitFor();
+    await shown.getByRole('button', { name: 'Copy' }).click();
+    await shown.getByRole('status').getByText('Key copied to the clipboard.').waitFor();
+    const named = (await server.admin.apiKeys.list.query({})).filter((k) => k.name === 'dbl');
+    expect(named).toHaveLength(1);
+    // The server refuses a second key of the name too: it could not be told apart.
+    await expect(server.admin.apiKeys.create.mutate({ name: 'DBL', scope: 'read' })).rejects.toMatchObject({
+      data: { reason: 'NAME_TAKEN' },
+      message: 'An API key named "dbl" already exists.',
+    });
+    await context.close();
+  });
+
+  it('a disabled group says so in its key dialog and on its connectors page; a row menu gives focus back to its button', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Paused' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const session = connectSim(server.url, (await enrollSim(server.url, key, 'paused-1')).enrolled!);
+    await session.waitFor('ready');
+    await server.admin.groups.disable.mutate({ groupId: group.id });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+
+    await page
+      .getByRole('row', { name: /^Paused\b/ })
+      .getByRole('button', { name: /^Actions for/ })
+      .click();
+    await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+    await expect
+      .poll(() => page.getByTestId('key-group-disabled').textContent())
+      .toContain('this key enrolls no host (GROUP_DISABLED)');
+    await page.keyboard.press('Escape');
+
+    await page.getByRole('link', { name: 'Paused' }).click();
+    await page.getByTestId('group-disabled').waitFor();
+    const row = page.getByRole('row', { name: /paused-1/ });
+    await row.getByText('disabled (group)', { exact: true }).waitFor();
+    // Keyboard only: the menu button, Enter, down to Disable, Enter; Escape closes the dialog and
+    // focus is back on the menu button, not lost to the page.
+    const menuButton = row.getByRole('button', { name: 'Actions for paused-1' });
+    await menuButton.focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('menuitem', { name: 'Disable' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('dialog', { name: 'Disable paused-1?' }).waitFor();
+    await page.keyboard.press('Escape');
+    await expect
+      .poll(() => page.evaluate<string | null>('document.activeElement?.getAttribute("aria-label") ?? null'))
+      .toBe('Actions for paused-1');
+    await session.close();
+    await context.close();
+  });
+
+  it('Revoke says what came of it; a group that gained a connector while its Delete dialog was open is not deleted unseen', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Outcomes' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    await enrollSim(server.url, key, 'offline-1');
+    const empty = await server.admin.groups.create.mutate({ name: 'Empty' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+
+    await page.getByRole('link', { name: 'Outcomes' }).click();
+    const row = page.getByRole('row', { name: /offline-1/ });
+    await row.getByRole('button', { name: 'Actions for offline-1' }).click();
+    await page.getByRole('menuitem', { name: 'Revoke' }).click();
+    await page.getByRole('button', { name: 'Revoke connector' }).click();
+    await expect
+      .poll(() => page.getByTestId('connector-outcome').textContent())
+      .toBe(
+        "offline-1 revoked; not yet confirmed by the host (it was offline, or did not answer in time). Its group's provisioning key was regenerated.",
+      );
+
+    await page.getByRole('link', { name: '← Connector Groups' }).click();
+    await page
+      .getByRole('row', { name: /^Empty\b/ })
+      .getByRole('button', { name: /^Actions for/ })
+      .click();
+    await page.getByRole('menuitem', { name: 'Delete' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Delete Empty?' });
+    await dialog.getByText('The group has no connectors.').waitFor();
+    // A host enrolls with the group's key while the admin reads the dialog.
+    const emptyKey = (await server.admin.provisioningKeys.get.query({ groupId: empty.id })).key!;
+    await enrollSim(server.url, emptyKey, 'late-host');
+    await dialog.getByRole('button', { name: 'Delete group' }).click();
+    await dialog
+      .getByRole('alert')
+      .getByText('A host enrolled meanwhile: the group now has 1 connector(s).')
+      .waitFor();
+    await dialog.getByText('Its 1 connector(s) are deleted with it').waitFor();
+    expect((await server.admin.groups.get.query({ groupId: empty.id })).counts.total).toBe(1);
+    await dialog.getByRole('button', { name: 'Delete group' }).click();
+    await expect
+      .poll(async () => (await server.admin.groups.list.query({})).map((g) => g.name))
+      .toEqual(['Outcomes']);
+    await context.close();
+  });
+
+  it('the server gone: the page says it cannot be reached and marks what it shows as last loaded', async () => {
+    const server = await startTestServer();
+    try {
+      const group = await server.admin.groups.create.mutate({ name: 'Gone' });
+      const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      await enrollSim(server.url, key, 'gone-1');
+      const context = await consoleContext(browser, server.url);
+      const page = await context.newPage();
+      await signIn(page, server.url, server.adminKey);
+      await page.getByRole('link', { name: 'Gone' }).click();
+      await page.getByRole('row', { name: /gone-1/ }).waitFor();
+      await server.stop();
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      await expect
+        .poll(() => page.getByRole('alert').first().textContent())
+        .toContain('The server cannot be reached: it may be stopped or restarting');
+      await page.getByText('Connectors, as last loaded (may be out of date)').waitFor();
+      await context.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('400 px wide: nothing runs off the side of the page, and Sign out stays in reach', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({
+      name: `A group with a long name ${'x'.repeat(36)}`,
+    });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    await enrollSim(server.url, key, 'narrow-1');
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 400, height: 800 });
+    await signIn(page, server.url, server.adminKey);
+    const pageWidth = () => page.evaluate<number>('document.documentElement.scrollWidth');
+    for (const link of [null, 'Admin › API Keys', 'Audit', 'Servers']) {
+      if (link) {
+        await page.getByRole('link', { name: link }).click();
+        await page.getByRole('heading', { level: 1 }).waitFor();
+      }
+      expect(await pageWidth(), `${link ?? 'groups'} page`).toBeLessThanOrEqual(400);
+      const signOut = await page.getByRole('button', { name: 'Sign out' }).boundingBox();
+      expect(signOut!.x + signOut!.width).toBeLessThanOrEqual(400);
+    }
+    await page.goto(`${server.url}/#/groups/${group.id}`);
+    await page.getByRole('row', { name: /narrow-1/ }).waitFor();
+    expect(await pageWidth()).toBeLessThanOrEqual(400);
+    await context.close();
+  });
+
+  it('Audit: times to the second, each event’s details, and a type no event has is told what it may have meant', async () => {
+    await using server = await startTestServer();
+    await server.admin.groups.create.mutate({ name: '<b>bold</b>' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Audit' }).click();
+    const created = page.getByRole('row', { name: /group\.created/ });
+    await created.waitFor();
+    expect(await created.locator('td').first().textContent()).toMatch(/\d{1,2}:\d\d:\d\d/);
+    // Hostile text is shown as text.
+    expect(await created.locator('td.details').textContent()).toContain('name="<b>bold</b>"');
+    await page.getByLabel('Type').fill('Enrolment');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect
+      .poll(() => page.getByTestId('audit-empty').textContent())
+      .toContain('No event type is "enrolment" or starts with "enrolment.". Did you mean "enrollment"?');
+    await context.close();
+  });
+});
