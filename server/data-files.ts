@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -186,6 +187,30 @@ export interface ReplicaFollowers {
   metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads' | 'feedLagSeconds'>;
 }
 
+/**
+ * Files only a data dir that has served on the embedded store holds: with any of them, a missing
+ * store.json is a lost one. Not admin.key: a replica's data dir has one, and no store of its own.
+ */
+const SERVED_DIR_FILES = ['signing-keys.json', 'store.journal', 'audit.jsonl'];
+
+/**
+ * Refuses a data dir that has served but lost its store (deleted, moved away after it was damaged):
+ * started empty, the server would answer every enrolled agent CONNECTOR_NOT_FOUND, and each would
+ * wipe its identity. A new data dir (none of those files) starts empty, as always.
+ */
+function refuseStorelessDataDir(dataDir: string): void {
+  if (existsSync(join(dataDir, 'store.json'))) return;
+  const left = SERVED_DIR_FILES.filter((name) => existsSync(join(dataDir, name)));
+  if (left.length === 0) return;
+  throw new DataFileError(
+    join(dataDir, 'store.json'),
+    `is missing, while the data dir still holds ${left.join(', ')}: it has served, and starting on an empty store would make ` +
+      'every enrolled connector unknown (their agents would wipe their identities). Put store.json back, or restore the ' +
+      'data dir from a backup (connector-server restore --from <backup> --data-dir <new dir>); to start a new deployment, ' +
+      'give the server a new, empty --data-dir',
+  );
+}
+
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */
 export async function openDataFiles(
   config: Pick<ServerConfig, 'dataDir' | 'auditMaxBytes' | 'auditKeep'>,
@@ -194,6 +219,7 @@ export async function openDataFiles(
   const file = (name: string) => join(config.dataDir, name);
   // Before anything is made: a replica's dir run without its database would become a new server.
   refuseReplicaDataDir(config.dataDir);
+  refuseStorelessDataDir(config.dataDir);
   const secret = await loadOrCreateSecret(file('secret.key'));
   const store = await JournalStore.open(file('store.json'), {
     onWriteError: (error) =>

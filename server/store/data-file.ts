@@ -56,7 +56,8 @@ export function readDataFile(file: string): StoreData | null {
     throw new DataFileError(
       file,
       `is not valid JSON (${(error as Error).message}); it may be truncated or corrupted. ` +
-        'The server will not start over it: restore the file from a backup or move it away.',
+        'The server will not start over it: restore the data dir from a backup (connector-server restore --from <backup> --data-dir <new dir>). ' +
+        'Moving the file away would not help: the server refuses a data dir whose store is missing, since every agent would find its connector unknown and wipe its identity.',
     );
   }
   return checkShape(file, parsed);

@@ -1,7 +1,8 @@
-import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_AUDIT_MAX_BYTES } from '../../../server/services/audit.js';
 import { rotatedAuditFile } from '../../../server/store/audit-files.js';
+import { emptyData } from '../../../server/store/records.js';
 import { makeTempDir, removeTempDir } from '../../lib/processes.js';
 import type { Harness, ServerHandle } from '../harness.js';
 import { monoMs, summarize } from '../lib/stats.js';
@@ -97,6 +98,9 @@ export async function runAuditList(h: Harness, counts: number[]): Promise<AuditL
       dirs.push(dir);
       const t0 = monoMs();
       const out = writeAuditFiles(dir, count, Date.now() - 60_000);
+      // An empty store beside them: a data dir with an audit log and no store is one that lost it,
+      // and the server refuses to start on it.
+      writeFileSync(join(dir, 'store.json'), JSON.stringify(emptyData()), { mode: 0o600 });
       h.progress(
         `audit list: ${count} events written in ${out.files} file(s), ${(out.bytes / 2 ** 20).toFixed(1)} MiB, ` +
           `in ${((monoMs() - t0) / 1000).toFixed(1)} s`,
