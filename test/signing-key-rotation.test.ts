@@ -155,6 +155,28 @@ describe('signing-key rotation', () => {
     }
   });
 
+  it('a key retired with --force while sessions hold identities it signed: they are renewed at once, not within the spread', async () => {
+    // A spread of an hour: only a renewal at once gets the identity here within seconds.
+    const { srv, enroll } = await setup({ clock: realTimeClock(), config: { rotationSpreadMs: 3_600_000 } });
+    await using _ = srv;
+    const holder = await enroll('held');
+    const oldKid = kidOf(holder.identityToken);
+    const sim = connectSim(srv.url, holder);
+    try {
+      await sim.waitFor('ready');
+      const rotated = await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+      const retired = await srv.admin.signingKeys.retire.mutate({ kid: oldKid!, force: true });
+      expect(retired).toMatchObject({ identities: 1, connected: 1 });
+      const event = (await sim.waitFor('identity', 5000)) as Extract<SessionEvent, { type: 'identity' }>;
+      expect(kidOf(event.identityToken)).toBe(rotated.key.kid);
+      // The renewed identity opens a session after a reconnect; the old one is refused.
+      expect(await handshake(srv, { ...holder, identityToken: event.identityToken })).toBe('ready');
+      expect(await handshake(srv, holder)).toMatch(/IDENTITY_INVALID|IDENTITY_UNKNOWN_SIGNER/);
+    } finally {
+      await sim.close();
+    }
+  });
+
   it('keeps states and activation times across a restart, and retired keys stay out', async () => {
     const { srv } = await setup({ clock: new ManualClock(Date.now()) });
     const { dataDir, clock } = srv;

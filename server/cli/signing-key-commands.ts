@@ -85,7 +85,7 @@ export function registerSigningKeyCommands(program: Command, env: AdminEnv): voi
         if (r.identities > 0)
           console.log(
             `${r.identities} connector(s) held a current identity signed by it: ${r.connected} connected one(s) ` +
-              `get a new identity within the rotation spread; ${r.identities - r.connected} must enroll again.`,
+              `get a new identity now (within seconds); ${r.identities - r.connected} must enroll again.`,
           );
       });
     },

@@ -234,6 +234,11 @@ export class AgentSessionService {
     return this.deps.identity.activeKeyId;
   }
 
+  /** Signing keys retired: an identity one of them signed is refused at its next handshake. */
+  retiredKeyIds(): ReadonlySet<string> {
+    return this.deps.identity.retiredKeyIds();
+  }
+
   /**
    * Issues a new identity for the session's connector and key, records and audits it: the one path
    * of pushed and requested renewals.

@@ -146,6 +146,11 @@ export class IdentityAuthority {
     return this.requireSigner().stored.kid;
   }
 
+  /** The kids of retired keys: what they signed is no longer accepted. */
+  retiredKeyIds(): Set<string> {
+    return new Set(this.keys.filter((k) => k.retiredAt !== null).map((k) => k.stored.kid));
+  }
+
   /** Every key, oldest first, with its state now. */
   list(): SigningKeyInfo[] {
     const signer = this.signer();

@@ -22,7 +22,7 @@ export interface RetireResult {
   key: SigningKeyView;
   /** Connectors that held a current identity signed by it when it was retired (non-zero only with force). */
   identities: number;
-  /** Of those, how many were connected: they are pushed a new identity within the rotation spread. */
+  /** Of those, how many were connected: they are pushed a new identity at once (IdentityRenewals). */
   connected: number;
 }
 

@@ -32,10 +32,13 @@ export class IdentityRenewals {
   private readonly schedule: RenewalSchedule<LiveSession>;
   /** The signing key last seen active: a change means a rotation just activated. */
   private seenSignerKid: string;
+  /** How many keys were retired when last looked: more means one was just retired. */
+  private seenRetired: number;
 
   constructor(private readonly o: IdentityRenewalsOptions) {
     this.schedule = new RenewalSchedule(o.bucketMs);
     this.seenSignerKid = o.agentSessions.activeKeyId;
+    this.seenRetired = o.agentSessions.retiredKeyIds().size;
   }
 
   /** Takes a session that ended out of the schedule. */
@@ -63,11 +66,18 @@ export class IdentityRenewals {
   }
 
   /**
-   * Once a rotation has activated (checked on every tick of the schedule: activation goes by the
-   * clock), moves every subscribed session whose identity another key signed to its time within
-   * the spread, so the fleet moves to the new key over the window, not in one burst.
+   * Checked on every tick of the schedule (activation goes by the clock). Once a rotation has
+   * activated, moves every subscribed session whose identity another key signed to its time within
+   * the spread, so the fleet moves to the new key over the window, not in one burst; once a key is
+   * retired, moves the sessions it signed for to now.
    */
   rescheduleAfterRotation(): void {
+    this.spreadAfterActivation();
+    // After the spread: a key retired in the same tick moves its sessions to now, not back into it.
+    this.renewRetiredNow();
+  }
+
+  private spreadAfterActivation(): void {
     const active = this.o.agentSessions.activeKeyId;
     if (active === this.seenSignerKid) return;
     this.seenSignerKid = active;
@@ -82,6 +92,30 @@ export class IdentityRenewals {
       { kid: active, sessions: moved },
       'signing key activated; renewing identities signed by others',
     );
+  }
+
+  /**
+   * A key retired (with --force) while live sessions hold identities it signed: those are renewed
+   * at once, not at their time within the rotation spread. Until then each of them would be refused
+   * at its next handshake (a server restart, a dropped link), and its agent would wipe it.
+   */
+  private renewRetiredNow(): void {
+    const retired = this.o.agentSessions.retiredKeyIds();
+    if (retired.size === this.seenRetired) return;
+    this.seenRetired = retired.size;
+    const now = this.o.clock.now();
+    let moved = 0;
+    for (const live of this.o.registry.values()) {
+      if (!live.subscribed || !retired.has(live.agent.identityKeyId)) continue;
+      live.rotationDueAt = now;
+      this.scheduleRenewal(live);
+      moved++;
+    }
+    if (moved > 0)
+      this.o.logger.warn(
+        { sessions: moved },
+        'a signing key was retired while live sessions held identities it signed; renewing them now',
+      );
   }
 
   /**
