@@ -146,7 +146,14 @@ export async function startServer(
   const problems = () => replication?.problems() ?? [];
 
   const adminKeyFile = join(config.dataDir, 'admin.key');
-  const bootstrapped = await services.apiKeys.bootstrap(adminKeyFile);
+  const bootstrapped = await services.apiKeys.bootstrap(adminKeyFile, {
+    evenIfKeysExist: config.newAdminKey,
+  });
+  if (bootstrapped && config.newAdminKey)
+    logger.warn(
+      { file: adminKeyFile, keyId: bootstrapped.keyId },
+      'a new admin key was written, as --new-admin-key asked; the other admin keys still work: delete those no longer in safe hands (api-keys list, api-keys delete)',
+    );
   if (bootstrapped?.keptAside)
     logger.warn(
       { file: adminKeyFile, keptAside: bootstrapped.keptAside },

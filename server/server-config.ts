@@ -51,6 +51,8 @@ export interface ServerConfig extends Policy {
    * of `<dataDir>/secret.key` and never created. @default null
    */
   secretFile: string | null;
+  /** `serve --new-admin-key`: write a new admin key at start even though admin keys exist. */
+  newAdminKey: boolean;
   /**
    * With a database: audit events older than this are removed from the audit table
    * (--audit-retention); null keeps every event. @default 34560000000 (400 days)
@@ -138,6 +140,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     databaseUrl: null,
     trustedProxies: [],
     secretFile: null,
+    newAdminKey: false,
     auditRetentionMs: DEFAULT_AUDIT_RETENTION_MS,
     feedMaxAgeMs: DEFAULT_FEED_RETENTION.maxAgeMs,
     keyTtlMs: 14 * DAY_MS,

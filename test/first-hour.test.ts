@@ -1,9 +1,11 @@
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { serverCli } from './helpers/cli.js';
+import { spawnTs } from './helpers/processes.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
 /** One line, no stack frame: what every CLI failure must look like. */
@@ -250,6 +252,51 @@ describe('deleting admin API keys', () => {
       { force: false },
     ]);
     await srv[Symbol.asyncDispose]();
+  });
+});
+
+describe('admin.key lost while admin keys still exist', () => {
+  it('a restart alone writes none (keys exist); serve --new-admin-key writes one, audited as a security event, and only at that start', async () => {
+    const dataDir = await tempDir('ce-lost-admin-key-');
+    const first = await startTestServer({ dataDir });
+    await first.admin.groups.create.mutate({ name: 'Still here' });
+    await first.stop();
+    await rm(join(dataDir, 'admin.key'));
+
+    const plain = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    await plain.waitForOutput(/listening on/);
+    expect(plain.output()).toContain('no admin key file here');
+    plain.kill('SIGTERM');
+    await plain.exited;
+    expect(existsSync(join(dataDir, 'admin.key'))).toBe(false);
+
+    const asked = spawnTs('server/main.ts', [
+      'serve',
+      '--data-dir',
+      dataDir,
+      '--port',
+      '0',
+      '--new-admin-key',
+    ]);
+    await asked.waitForOutput(/listening on/);
+    expect(asked.output()).toContain('a new admin key was written, as --new-admin-key asked');
+    const url = /listening on (http:\/\/[^;\s]+)/.exec(asked.output())![1]!;
+    const key = (await readFile(join(dataDir, 'admin.key'), 'utf8')).trim();
+    const admin = createAdminClient({ url, adminKey: key });
+    expect((await admin.groups.list.query({})).map((g) => g.name)).toEqual(['Still here']);
+    const minted = (await admin.audit.list.query({ type: 'api_key.bootstrapped' }))[0]!;
+    expect(minted).toMatchObject({ security: true, details: { requested: '--new-admin-key' } });
+    expect(String(minted.details.name)).toMatch(/^recovery-\d{4}-\d\d-\d\dT\d{6}$/);
+    asked.kill('SIGTERM');
+    await asked.exited;
+
+    // The next start without the flag makes no other.
+    const again = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    await again.waitForOutput(/listening on/);
+    again.kill('SIGTERM');
+    await again.exited;
+    expect((await readFile(join(dataDir, 'admin.key'), 'utf8')).trim()).toBe(key);
+    await rm(dataDir, { recursive: true, force: true });
   });
 });
 

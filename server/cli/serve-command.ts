@@ -18,7 +18,14 @@ export function registerServeCommand(program: Command): void {
       ),
     );
   }
-  serve.action(async (flags: ServeFlagValues) => {
+  // No environment variable, unlike the others: left set, every restart would mint another key.
+  serve.addOption(
+    new Option(
+      '--new-admin-key',
+      'write a new admin key to <data-dir>/admin.key at this start even though admin keys exist (locked out: admin.key lost); audited, the old file kept aside',
+    ),
+  );
+  serve.action(async (flags: ServeFlagValues & { newAdminKey?: boolean }) => {
     const { parseServeConfig } = await import('../config.js');
     const { startServer, TlsConfigError } = await import('../app.js');
     const { DataFileError } = await import('../store/data-file.js');
@@ -27,7 +34,8 @@ export function registerServeCommand(program: Command): void {
     const { DatabaseStartError, SecretFileError } = await import('../data-files.js');
     let config: ReturnType<typeof parseServeConfig>;
     try {
-      config = parseServeConfig(flags);
+      const { newAdminKey, ...values } = flags;
+      config = { ...parseServeConfig(values), newAdminKey: Boolean(newAdminKey) };
     } catch (error) {
       throw new CliError((error as Error).message, 2);
     }
@@ -87,7 +95,9 @@ export function registerServeCommand(program: Command): void {
         ? `admin key file: ${server.adminKeyFile}, which holds no current admin key of this deployment (see the warning)`
         : existsSync(server.adminKeyFile)
           ? `admin key file: ${server.adminKeyFile}`
-          : `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`;
+          : config.databaseUrl
+            ? `no admin key file here (${server.adminKeyFile}): the deployment's admin keys are in its database; copy the first replica's admin.key, or use any admin key with --admin-key-file`
+            : `no admin key file here (${server.adminKeyFile}): use an admin key you keep with --admin-key-file, or, locked out, restart with --new-admin-key to write a new one`;
     const { databaseLocation } = await import('../store/postgres/location.js');
     const { urlOf } = await import('../http/endpoints.js');
     // Which store, said first: a replica started without its database URL looked like any server.

@@ -47,17 +47,28 @@ export class ApiKeyService {
 
   /**
    * On a store with no admin key, makes one and writes it to `file` (mode 0600), so that the first
-   * admin can get in without the key ever being printed. Returns whether it did.
+   * admin can get in without the key ever being printed. With `evenIfKeysExist` (serve
+   * --new-admin-key), makes one whatever keys exist: the way back in for an operator who lost
+   * admin.key. Returns what it did, or null.
    */
-  async bootstrap(file: string): Promise<{ keptAside: string | null } | null> {
-    // While a usable admin key exists, an admin is in: never mint another behind their back. With
-    // none left (all deleted with --force, or expired), a restart is the documented way back in:
-    // whoever can restart the server and read its data dir owns it anyway.
+  async bootstrap(
+    file: string,
+    { evenIfKeysExist = false }: { evenIfKeysExist?: boolean } = {},
+  ): Promise<{ keptAside: string | null; keyId: string } | null> {
+    // While a usable admin key exists, an admin is in: never mint another behind their back unless
+    // asked at start. With none left (all deleted with --force, or expired), a restart is the
+    // documented way back in: whoever can restart the server and read its data dir owns it anyway.
     const now = this.deps.clock.now();
     const none = (view: StoreView) => usableAdminKeys(view, now).length === 0;
-    if (!this.deps.store.read(none)) return null;
+    if (!evenIfKeysExist && !this.deps.store.read(none)) return null;
     // Checked again in the write: of replicas starting together on an empty database, one makes it.
-    const created = await this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
+    const recovery = `recovery-${new Date(now).toISOString().slice(0, 19).replaceAll(':', '')}`;
+    const created = evenIfKeysExist
+      ? await this.createRecord({ name: recovery, scope: 'admin' }, (tx) => {
+          assertKeyNameFree(tx, recovery);
+          return true;
+        })
+      : await this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
     if (!created) return null;
     // A key file already there holds a key this store does not accept: one deleted or expired, or
     // another deployment's (a data dir pointed at a new database). Moved aside, never overwritten.
@@ -67,8 +78,11 @@ export class ApiKeyService {
       type: 'api_key.bootstrapped',
       actor: { kind: 'system' },
       keyId: created.id,
+      // Asked for while other keys work: a security team should know a key was minted at start.
+      security: evenIfKeysExist,
+      details: { name: created.name, ...(evenIfKeysExist ? { requested: '--new-admin-key' } : {}) },
     });
-    return { keptAside };
+    return { keptAside, keyId: created.id };
   }
 
   /**
