@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import type { AuditEvent } from '../server/services/audit.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { hostFacts, openSession } from './helpers/agent-sim.js';
+import { connectSim, enrollSim, hostFacts, openSession } from './helpers/agent-sim.js';
 import { serverCli } from './helpers/cli.js';
 import { rawCall, startTestServer } from './helpers/server.js';
 
@@ -155,5 +155,41 @@ describe('refusals a stranger can repeat add a bounded number of audit lines (co
     await srv.stop();
     const all = await auditLines(srv.dataDir);
     expect(refusalsIn(all, 'session.refused', 'IDENTITY_INVALID')).toBe(20);
+  });
+
+  it('a revoked identity tried again: session.refused names its connector (a security event), each connector in a window of its own', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Stolen' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const first = (await enrollSim(srv.url, key, 'stolen-1')).enrolled!;
+    await srv.admin.connectors.revoke.mutate({ connectorId: first.connectorId });
+    const newKey = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const second = (await enrollSim(srv.url, newKey, 'stolen-2')).enrolled!;
+    await srv.admin.connectors.revoke.mutate({ connectorId: second.connectorId });
+    for (const enrolled of [first, first, first, second]) {
+      const sim = connectSim(srv.url, enrolled);
+      expect((await sim.waitForClose()).reason).toBe('CONNECTOR_REVOKED');
+      await sim.close();
+    }
+    const refused = (await srv.admin.audit.list.query({ type: 'session.refused' })).filter(
+      (e) => e.reason === 'CONNECTOR_REVOKED',
+    );
+    expect(refusalsIn(refused, 'session.refused', 'CONNECTOR_REVOKED')).toBe(4);
+    const byConnector = new Map<string | null, number>();
+    for (const e of refused)
+      byConnector.set(
+        e.connectorId,
+        (byConnector.get(e.connectorId) ?? 0) + ((e.details.suppressed as number) ?? 1),
+      );
+    expect(Object.fromEntries(byConnector)).toEqual({ [first.connectorId]: 3, [second.connectorId]: 1 });
+    expect(refused.every((e) => e.security && e.actor.kind === 'agent')).toBe(true);
+    // A handshake that proves nothing names nothing.
+    const bad = openSession(srv.url, { identity: 'not.a.jwt', proof: 'nope' });
+    await bad.waitForClose();
+    await bad.close();
+    const invalid = (await srv.admin.audit.list.query({ type: 'session.refused' })).find(
+      (e) => e.reason === 'IDENTITY_INVALID',
+    );
+    expect(invalid?.connectorId).toBeNull();
   });
 });

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError } from '../../shared/errors.js';
 import type { Context, Services } from '../context.js';
-import { provedNothing } from '../services/agent-sessions.js';
+import { connectorOfRefusal, provedNothing } from '../services/agent-sessions.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { authenticationTurns } from '../sessions/turns.js';
 import type { ClientAddressOf } from './client-address.js';
@@ -65,7 +65,7 @@ export function agentAuthenticator({
         hub.refuse(ws, 'RATE_LIMITED', remoteAddress, blockedForSeconds);
         return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
       }
-      hub.refuse(ws, reason, remoteAddress);
+      hub.refuse(ws, reason, remoteAddress, undefined, connectorOfRefusal(error));
       return { ...base, agent: null, agentRefusal: reason };
     }
   };

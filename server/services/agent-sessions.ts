@@ -62,6 +62,14 @@ export function provedNothing(reason: ErrorReason): boolean {
 }
 
 /** When an identity is due for renewal: a third of its lifetime left. */
+/** Refusals of handshakes whose identity and proof checked out, with the connector they named. */
+const refusedConnectors = new WeakMap<Error, string>();
+
+/** The connector a refused handshake proved it holds the identity of, or null (it proved nothing). */
+export function connectorOfRefusal(error: unknown): string | null {
+  return error instanceof Error ? (refusedConnectors.get(error) ?? null) : null;
+}
+
 export function renewalDueAt(identity: { identityIssuedAt: number; identityExpiresAt: number }): number {
   return identity.identityExpiresAt - (identity.identityExpiresAt - identity.identityIssuedAt) / 3;
 }
@@ -91,6 +99,8 @@ export class AgentSessionService {
       await this.requireUsableNow(claims.connectorId, claims.jkt);
     } catch (error) {
       this.confirmToldAtHandshake(error, claims, from.remoteAddress);
+      // Signature and proof checked out: the refusal may name its connector (see connectorOfRefusal).
+      if (error instanceof Error) refusedConnectors.set(error, claims.connectorId);
       throw error;
     }
     return claims;
@@ -145,18 +155,25 @@ export class AgentSessionService {
     });
   }
 
-  /** Records a refused handshake: metrics, log, and a coalesced audit event. */
-  recordRefusal(reason: ErrorReason, remoteAddress: string): void {
+  /**
+   * Records a refused handshake: metrics, log, and a coalesced audit event, naming the connector
+   * when the identity proved it (a revoked one tried again: which identity is out there).
+   */
+  recordRefusal(reason: ErrorReason, remoteAddress: string, connectorId: string | null = null): void {
     this.deps.metrics.sessionRefusals.inc({ reason });
-    this.deps.logger.info({ reason, remoteAddress }, 'session refused');
+    this.deps.logger.info(
+      { reason, remoteAddress, ...(connectorId ? { connectorId } : {}) },
+      'session refused',
+    );
     this.deps.audit
       .recordRefusal({
         type: 'session.refused',
-        actor: { kind: 'agent', connectorId: null },
+        actor: { kind: 'agent', connectorId },
         outcome: 'refused',
         reason,
         security: reason === 'CONNECTOR_REVOKED' || reason === 'PROOF_INVALID',
         remoteAddress,
+        connectorId,
       })
       .catch((error) => this.auditFailed(error));
   }

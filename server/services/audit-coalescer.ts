@@ -61,9 +61,10 @@ export class AuditCoalescer {
     const now = this.clock.now();
     const summaries = this.closeExpired(now);
     const reason = input.reason ?? null;
-    let key = keyOf(input.type, reason, input.remoteAddress ?? null);
+    // Per connector too when the refusal names one: a summary stands for refusals of that one alone.
+    let key = keyOf(input.type, reason, input.remoteAddress ?? null, input.connectorId ?? null);
     const overflow = !this.windows.has(key) && this.windows.size >= this.maxKeys;
-    if (overflow) key = keyOf(input.type, reason, '*');
+    if (overflow) key = keyOf(input.type, reason, '*', null);
     const open = this.windows.get(key);
     if (open) {
       count(open, input);
@@ -73,6 +74,10 @@ export class AuditCoalescer {
     const summary: AuditInput = {
       ...input,
       remoteAddress: overflow ? null : (input.remoteAddress ?? null),
+      // The overflow window mixes connectors: its summary names none.
+      ...(overflow && input.connectorId
+        ? { connectorId: null, actor: { kind: 'agent' as const, connectorId: null } }
+        : {}),
       details: { ...input.details },
     };
     this.windows.set(key, {
@@ -144,8 +149,13 @@ export class AuditCoalescer {
   }
 }
 
-function keyOf(type: string, reason: string | null, address: string | null): string {
-  return `${type}\u0000${reason ?? ''}\u0000${address ?? ''}`;
+function keyOf(
+  type: string,
+  reason: string | null,
+  address: string | null,
+  connectorId: string | null,
+): string {
+  return `${type}\u0000${reason ?? ''}\u0000${address ?? ''}\u0000${connectorId ?? ''}`;
 }
 
 /** Counts a refusal into its window; a field the refusals of a window do not share is left out of its summary. */

@@ -189,8 +189,14 @@ export class SessionHub {
    * Records a refused handshake and closes the socket: with the final "refused" code, or with the
    * retry-later code when the refusal is RATE_LIMITED.
    */
-  refuse(ws: WebSocket, reason: ErrorReason, remoteAddress: string, retryAfterSeconds?: number): void {
-    this.o.agentSessions.recordRefusal(reason, remoteAddress);
+  refuse(
+    ws: WebSocket,
+    reason: ErrorReason,
+    remoteAddress: string,
+    retryAfterSeconds?: number,
+    connectorId: string | null = null,
+  ): void {
+    this.o.agentSessions.recordRefusal(reason, remoteAddress, connectorId);
     if (reason === 'IDENTITY_UNKNOWN_SIGNER') ws.close(CLOSE_CODES.SIGNER_UNKNOWN, reason);
     else if (reason !== 'RATE_LIMITED') ws.close(CLOSE_CODES.REFUSED, reason);
     else if (retryAfterSeconds === undefined) ws.close(CLOSE_CODES.RATE_LIMITED, reason);
