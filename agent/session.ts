@@ -10,6 +10,7 @@ import {
 } from '../shared/protocol.js';
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
+import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
 import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
@@ -176,6 +177,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       const problem = refusal
         ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
         : describeNetworkError(cause);
+      if (!refusal) void stopIfTlsPort(cause);
       if (o.unenroll && !connectedOnce) return unreachable(problem);
       lastSocketError = problem;
       attemptFailed(problem, 'cannot connect; retrying');
@@ -238,6 +240,23 @@ export function runSession(o: SessionOptions): Promise<number> {
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  /**
+   * An `http://` server whose connection was cut without an answer may be a TLS port (the server
+   * moved to https): probed once per server, and if so the agent stops with the fix (exit 2), as
+   * enrollment does, rather than retry for ever.
+   */
+  const tlsProbed = new Set<string>();
+  async function stopIfTlsPort(cause: unknown) {
+    const server = servers.current;
+    if (tlsProbed.has(server)) return;
+    tlsProbed.add(server);
+    const tls = await tlsPortAsPlainHttp(cause, server);
+    if (!tls || finished) return;
+    const said = `TLS: ${tls} as --server (with --allow-server-change)`;
+    logger.error(said);
+    void finish(EXIT.USAGE, 'misconfigured', said);
+  }
 
   /** A failed attempt, said (or not) when the retry's delay is known: see FailedAttempts. */
   function attemptFailed(problem: string, first: string) {

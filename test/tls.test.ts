@@ -159,6 +159,31 @@ describe.skipIf(!hasOpenssl)(
       for (const d of [stateDir, dir]) await rm(d, { recursive: true, force: true });
     });
 
+    it('an enrolled agent pointed at the TLS port with http:// (the server moved to https): exit 2 with the fix at its first connect, not retries for ever', async () => {
+      const { dir, ca, good } = await pki();
+      const { srv } = await tlsServer(ca, good);
+      await using _ = srv;
+      const httpsUrl = `https://127.0.0.1:${srv.server.port}`;
+      const plainUrl = `http://127.0.0.1:${srv.server.port}`;
+      const group = await srv.server.services.groups.create({ name: 'Moved' }, systemMeta);
+      const key = srv.server.services.provisioningKeys.get(group.id).key!;
+      const stateDir = await tempDir('ce-tls-moved-');
+      const enrolled = spawnAgent(['--server', httpsUrl, '--key', key, '--ca-file', ca.certFile], stateDir);
+      await enrolled.waitForOutput(/connected to https/);
+      enrolled.kill('SIGTERM');
+      expect((await enrolled.exited).code).toBe(0);
+
+      const moved = spawnAgent(['--server', plainUrl, '--allow-server-change'], stateDir);
+      expect((await moved.exited).code).toBe(2);
+      expect(moved.output()).toContain(
+        `TLS: ${plainUrl} speaks TLS (https), not plain HTTP: use ${httpsUrl} as --server (with --allow-server-change)`,
+      );
+      expect(JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')).state).toBe('misconfigured');
+      // The identity is kept: the fix is a flag, not a new enrollment.
+      expect(existsSync(join(stateDir, 'identity.json'))).toBe(true);
+      for (const d of [stateDir, dir]) await rm(d, { recursive: true, force: true });
+    });
+
     it('serve --tls-cert --tls-key prints an https URL; the admin CLI reaches it trusting the CA via NODE_EXTRA_CA_CERTS; bad TLS files stop it before the data dir is touched', async () => {
       const { dir, ca, good } = await pki();
       const dataDir = join(dir, 'data');
