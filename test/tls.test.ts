@@ -184,6 +184,33 @@ describe.skipIf(!hasOpenssl)(
       for (const d of [stateDir, dir]) await rm(d, { recursive: true, force: true });
     });
 
+    it('backup of a running TLS server: --ca-file (or CONNECTOR_CA_FILE) trusts its CA, admin.key is found through CONNECTOR_DATA_DIR; without the CA it says the certificate is not trusted', async () => {
+      const { dir, ca, good } = await pki();
+      const { srv } = await tlsServer(ca, good);
+      await using _ = srv;
+      const httpsUrl = `https://127.0.0.1:${srv.server.port}`;
+      const out = join(dir, 'tls.backup');
+      const env: NodeJS.ProcessEnv = { ...process.env, CONNECTOR_DATA_DIR: srv.dataDir };
+      delete env.CONNECTOR_ADMIN_KEY;
+      const untrusted = spawnTs('server/main.ts', ['backup', '--out', out, '--server', httpsUrl], { env });
+      expect((await untrusted.exited).code).toBe(1);
+      expect(untrusted.output()).toMatch(
+        /cannot reach the server at https:\/\/127\.0\.0\.1:\d+: TLS: the server's certificate is not trusted/,
+      );
+      const flagged = spawnTs(
+        'server/main.ts',
+        ['backup', '--out', out, '--server', httpsUrl, '--ca-file', ca.certFile],
+        { env },
+      );
+      expect((await flagged.exited).code, flagged.output()).toBe(0);
+      expect(flagged.output()).toContain(`backup written to ${out}`);
+      const fromEnv = spawnTs('server/main.ts', ['backup', '--out', `${out}.2`, '--server', httpsUrl], {
+        env: { ...env, CONNECTOR_CA_FILE: ca.certFile },
+      });
+      expect((await fromEnv.exited).code, fromEnv.output()).toBe(0);
+      await rm(dir, { recursive: true, force: true });
+    });
+
     it('serve --tls-cert --tls-key prints an https URL; the admin CLI reaches it trusting the CA via NODE_EXTRA_CA_CERTS; bad TLS files stop it before the data dir is touched', async () => {
       const { dir, ca, good } = await pki();
       const dataDir = join(dir, 'data');

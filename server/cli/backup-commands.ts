@@ -7,6 +7,7 @@ import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
 import { type AdminEnv, CliError, resolveAdminKey } from './admin-common.js';
+import { adminFetch, explainUnreachable } from './connection.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -15,6 +16,7 @@ interface BackupOptions {
   server: string;
   adminKeyFile?: string;
   dataDir?: string;
+  caFile?: string;
 }
 
 interface RestoreFlags {
@@ -41,6 +43,11 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       '--data-dir <dir>',
       'back up this stopped server’s data dir instead of asking a running one (with --server: only where admin.key is, as for the admin commands)',
     )
+    .option(
+      '--ca-file <file>',
+      'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
+      env.caFile,
+    )
     .action(async (options: BackupOptions, command: Command) => {
       await checkOutFolder(options.out);
       const { BackupFileError } = await import('../backup/format.js');
@@ -52,7 +59,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
           ? await offline(options.dataDir, options.out).catch((error) => {
               throw error instanceof BackupFileError ? new CliError(error.message) : error;
             })
-          : await online(options, env.adminKey);
+          : await online(options, env);
       console.error(
         `backup written to ${result.file}: ${result.connectors} connectors, snapshot at ` +
           `${new Date(result.snapshotAt).toISOString()}, ${result.bytes} bytes, mode 0600. ` +
@@ -137,17 +144,18 @@ async function offline(dataDir: string, out: string) {
  * checks it whole, then renames it into place and makes that durable: `--out` never holds a
  * partial or unverified file.
  */
-async function online(options: BackupOptions, adminKeyFromEnv: string | undefined) {
+async function online(options: BackupOptions, env: AdminEnv) {
   const { decodeBackup, BackupFileError } = await import('../backup/format.js');
-  const adminKey = resolveAdminKey({ ...options, dataDir: options.dataDir ?? './data' }, adminKeyFromEnv);
+  // admin.key is looked for where the other admin commands look: --data-dir, CONNECTOR_DATA_DIR, ./data.
+  const adminKey = resolveAdminKey({ ...options, dataDir: options.dataDir ?? env.dataDir }, env.adminKey);
   const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
+  const transport = adminFetch(options.server, options.caFile) ?? fetch;
   let response: Response;
   try {
-    response = await fetch(url, { headers: { authorization: `Bearer ${adminKey}` } });
+    response = await transport(url, { headers: { authorization: `Bearer ${adminKey}` } });
   } catch (error) {
     throw new CliError(
-      `cannot reach the server at ${options.server} (${(error as Error).message}): is it running? ` +
-        '(a stopped server is backed up with --data-dir)',
+      `${explainUnreachable(error, options.server)} (a stopped server is backed up with --data-dir)`,
     );
   }
   if (!response.ok || !response.body) {
