@@ -247,6 +247,66 @@ describe('backup and restore', () => {
     await rm(work, { recursive: true, force: true });
   }, 120_000);
 
+  it('an audit log rotated past the backup: the restore warns that what was revoked between them is back; a --audit-file that is not there is refused', async () => {
+    const work = await tempDir('ce-audit-gap-');
+    const srv = await startTestServer({ config: { auditMaxBytes: 4096, auditKeep: 1 } });
+    const group = await srv.admin.groups.create.mutate({ name: 'Gap' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stolen = (await enrollSim(srv.url, key, 'stolen')).enrolled!;
+    const out = join(work, 'before.backup');
+    const backup = await cli(['backup', '--out', out, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: srv.adminKey,
+    });
+    expect(backup.code, backup.stderr).toBe(0);
+    await srv.clock.advance(1000);
+    await srv.admin.connectors.revoke.mutate({ connectorId: stolen.connectorId });
+    // Enough events to rotate the revoke out of the one kept file.
+    for (let i = 0; i < 40; i++) {
+      await srv.clock.advance(10);
+      await srv.admin.groups.create.mutate({ name: `filler-${i}` });
+    }
+    await srv.stop();
+    const { events } = await readAuditEventsOf(join(srv.dataDir, 'audit.jsonl'));
+    expect(events.map((e) => e.type)).not.toContain('connector.revoked');
+
+    const target = join(work, 'restored');
+    const missing = await cli([
+      'restore',
+      '--from',
+      out,
+      '--data-dir',
+      target,
+      '--audit-file',
+      join(srv.dataDir, 'audit.jsonl.typo'),
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('audit.jsonl.typo does not exist');
+    expect(existsSync(join(target, 'store.json'))).toBe(false);
+
+    const restored = await cli([
+      'restore',
+      '--from',
+      out,
+      '--data-dir',
+      target,
+      '--audit-file',
+      join(srv.dataDir, 'audit.jsonl'),
+    ]);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.stderr).toMatch(
+      /warning: the audit log starts at \S+, after the backup's snapshot at \S+: revocations and deletions made between the two are not in it/,
+    );
+    await using moved = await startTestServer({ dataDir: target });
+    // What the warning means: the revoked connector is enabled again.
+    expect((await moved.admin.connectors.get.query({ connectorId: stolen.connectorId })).status).toBe(
+      'enabled',
+    );
+    const audited = (await moved.admin.audit.list.query({ type: 'backup.restored' }))[0]!;
+    expect(audited.details.auditGapFrom).toEqual(expect.any(String));
+    await rm(srv.dataDir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  }, 120_000);
+
   it('refuses to back up a --database-url deployment, online or from its data dir, pointing at pg_dump', async () => {
     const work = await tempDir('ce-backup-');
     await using db = await freshDatabase();

@@ -9,15 +9,21 @@ import { closeAuditPieces, openAuditPieces, readAuditEvents } from '../store/aud
 export async function readAuditEventsOf(
   file: string,
   since?: string,
-): Promise<{ events: AuditEvent[]; files: string[] }> {
+): Promise<{ events: AuditEvent[]; files: string[]; oldestAt: string | null }> {
   const pieces = await openAuditPieces(file).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return [];
     throw error;
   });
   const files = pieces.map((p) => p.name).reverse();
   await closeAuditPieces(pieces);
-  if (files.length === 0) return { events: [], files };
+  if (files.length === 0) return { events: [], files, oldestAt: null };
+  // The oldest event kept: a log rotated past the snapshot cannot replay what it no longer holds.
+  let oldestAt: string | null = null;
+  for await (const event of readAuditEvents(file)) {
+    oldestAt = event.at;
+    break;
+  }
   const events: AuditEvent[] = [];
   for await (const event of readAuditEvents(file, since ? { since } : {})) events.push(event);
-  return { events, files };
+  return { events, files, oldestAt };
 }

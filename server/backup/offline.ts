@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensurePrivateDir, syncDir, writeFileDurably } from '../../shared/private-files.js';
@@ -92,6 +93,11 @@ export interface RestoreResult {
   connectors: number;
   /** The audit files read for the replay; none: nothing was replayed. */
   auditFiles: string[];
+  /**
+   * When the audit log given starts after the snapshot (rotated past it): its first event. What
+   * was revoked or deleted between the two cannot be replayed. Null when the log reaches back.
+   */
+  auditGapFrom: string | null;
   replayed: ReplayCounts;
 }
 
@@ -124,11 +130,17 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       );
     }
     const path = (name: string) => join(dir, name);
+    // A log named on the command line must be there: a typo would replay nothing, and say nothing.
+    if (options.auditFile !== undefined && !existsSync(options.auditFile))
+      throw new RestoreRefusedError(
+        `--audit-file ${options.auditFile} does not exist: give the old server's audit.jsonl (its rotated audit.jsonl.N beside it are read too), or leave --audit-file out`,
+      );
     // Read before anything is replaced: the log of what happened after the backup.
-    const { events, files } = await readAuditEventsOf(
+    const { events, files, oldestAt } = await readAuditEventsOf(
       options.auditFile ?? path(DATA_FILES.audit),
       new Date(contents.snapshotAt).toISOString(),
     );
+    const auditGapFrom = oldestAt !== null && Date.parse(oldestAt) > contents.snapshotAt ? oldestAt : null;
     const replayed = await replayAfterSnapshot(contents, events, defaultConfig());
 
     // The old journal goes first: replayed onto the restored store it would bring the old state back.
@@ -154,6 +166,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
           from: options.from,
           auditFiles: files,
           replayed,
+          ...(auditGapFrom ? { auditGapFrom } : {}),
         },
       });
     } finally {
@@ -163,6 +176,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       snapshotAt: contents.snapshotAt,
       connectors: Object.keys(contents.store.connectors).length,
       auditFiles: files,
+      auditGapFrom,
       replayed,
     };
   } finally {

@@ -104,6 +104,12 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
         `restored ${flags.from} (snapshot at ${new Date(result.snapshotAt).toISOString()}, ` +
           `${result.connectors} connectors) into ${flags.dataDir}.`,
       );
+      if (result.auditGapFrom)
+        console.error(
+          `warning: the audit log starts at ${result.auditGapFrom}, after the backup's snapshot at ${new Date(result.snapshotAt).toISOString()}: ` +
+            'revocations and deletions made between the two are not in it and were not replayed, so connectors revoked then are enabled again. ' +
+            'Revoke them again (connectors list, connectors revoke), or restore with an audit log that reaches back (its rotated files, audit.jsonl.N, from a copy).',
+        );
       console.log(
         result.auditFiles.length === 0
           ? 'No audit log given or found: nothing replayed. Anything revoked or deleted after the backup is back; pass --audit-file with the old server’s audit.jsonl to take it back.'
