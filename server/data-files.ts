@@ -228,6 +228,16 @@ export async function openDataFiles(
         'store write failed; the changes it carried were undone in memory and their callers refused',
       ),
   });
+  // Identities its keys signed are out there: a new key would leave every one of them unknown.
+  const signed = store.read((view) => view.list('connectors').filter((c) => c.status !== 'revoked').length);
+  if (signed > 0 && !existsSync(file('signing-keys.json'))) {
+    await store.close();
+    throw new DataFileError(
+      file('signing-keys.json'),
+      `is missing, while the store holds ${signed} connector(s) with identities its keys signed: a new key would make every one of them unknown ` +
+        '(IDENTITY_UNKNOWN_SIGNER). Put signing-keys.json back, or restore the data dir from a backup (connector-server restore --from <backup> --data-dir <new dir>)',
+    );
+  }
   const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
     maxBytes: config.auditMaxBytes,
     keep: config.auditKeep,

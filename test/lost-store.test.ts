@@ -58,3 +58,24 @@ describe('a data dir whose store is gone', () => {
     expect(await server.admin.groups.list.query({})).toEqual([]);
   });
 });
+
+describe('a data dir whose signing keys are gone', () => {
+  it('is refused while the store holds connectors, instead of a new key every identity is unknown to', async () => {
+    const dataDir = await tempDir('ce-lost-keys-');
+    const server = await startTestServer({ dataDir });
+    const group = await server.admin.groups.create.mutate({ name: 'Signed' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    await enrollSim(server.url, key, 'signed-1');
+    await server.stop();
+    await rename(join(dataDir, 'signing-keys.json'), join(dataDir, 'signing-keys.json.aside'));
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    expect((await serve.exited).code).toBe(1);
+    expect(serve.output()).toContain(
+      `cannot start: ${join(dataDir, 'signing-keys.json')}: is missing, while the store holds 1 connector(s) with identities its keys signed`,
+    );
+    expect(existsSync(join(dataDir, 'signing-keys.json'))).toBe(false);
+    await rename(join(dataDir, 'signing-keys.json.aside'), join(dataDir, 'signing-keys.json'));
+    await using again = await startTestServer({ dataDir });
+    expect((await again.admin.connectors.counts.query({})).total).toBe(1);
+  });
+});
