@@ -119,6 +119,8 @@ export class IdentityKeeper {
   private async putBack(): Promise<void> {
     try {
       await this.o.store.ensureDir();
+      // Watched before anything is written into it: removed again at once, it is seen.
+      if (!this.stopped) this.watch();
       await this.o.store.save(this.o.current());
       await this.o.relock?.();
       await this.o.store.rewriteStatus();
@@ -136,6 +138,5 @@ export class IdentityKeeper {
     }
     if (this.failing) this.o.logger.info('identity saved again', { file: this.o.store.identityFile });
     this.failing = false;
-    if (!this.stopped) this.watch();
   }
 }
