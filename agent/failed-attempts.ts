@@ -55,6 +55,11 @@ export class FailedAttempts {
     return { message: first, fields: { error: problem } };
   }
 
+  /** Failed attempts since the last session: what the backoff grows by (see session.ts). */
+  get attempts(): number {
+    return this.count;
+  }
+
   /** A session was established: the next failure is a new story, said from its start. */
   connected(): void {
     this.said.clear();

@@ -131,7 +131,11 @@ export function runSession(o: SessionOptions): Promise<number> {
     retryDelayMs: (attempt) => {
       const hint = retryAfterMs;
       retryAfterMs = 0;
-      const delay = hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(attempt);
+      // tRPC counts attempts from the last socket that opened: a server that opens the socket, then
+      // refuses the identity (a stranger's IDENTITY_UNKNOWN_SIGNER), would be retried within a
+      // second for ever. The failures since the last session grow the backoff too.
+      const delay =
+        hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(Math.max(attempt, failures.attempts - 1));
       const left = Date.parse(identity.identityExpiresAt) - serverClock.now();
       const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
       if (!finished)

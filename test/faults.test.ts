@@ -406,6 +406,14 @@ describe('faults: the agent through outages and broken state', () => {
         /the server refused this identity as not its own; keeping it and retrying in \d+\.\d s.*IDENTITY_UNKNOWN_SIGNER/,
         30_000,
       );
+      // Each refusal grows the backoff (the socket opened, which tRPC counts as a new start): in
+      // 10 s a handful of attempts, not one every half second (about 16 before).
+      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      const refused = (await stranger.admin.audit.list.query({ type: 'session.refused' }))
+        .filter((e) => e.reason === 'IDENTITY_UNKNOWN_SIGNER')
+        .reduce((n, e) => n + ((e.details.suppressed as number | undefined) ?? 1), 0);
+      expect(refused).toBeGreaterThanOrEqual(2);
+      expect(refused).toBeLessThanOrEqual(7);
       // Attempts count from the last session, refused connects while the stranger started included,
       // so the first repeat of this problem comes at the 2nd, 4th or a later power of two.
       await agent.waitForOutput(/still cannot connect after \d+ attempts.*IDENTITY_UNKNOWN_SIGNER/, 30_000);
