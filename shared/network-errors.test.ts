@@ -1,6 +1,5 @@
-import { once } from 'node:events';
-import { type AddressInfo, createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../test/helpers/processes.js';
 import { describeNetworkError } from './network-errors.js';
 
 /** What a real fetch to `url` fails with. */
@@ -16,11 +15,7 @@ async function failureOf(url: string): Promise<unknown> {
 describe('describeNetworkError', () => {
   it('says what is under "fetch failed": the code, or a port fetch refuses to use', async () => {
     // A port just let go of: nothing listens there, so the connection is refused.
-    const listener = createServer().listen(0, '127.0.0.1');
-    await once(listener, 'listening');
-    const { port } = listener.address() as AddressInfo;
-    listener.close();
-    await once(listener, 'close');
+    const port = await freePort();
     expect(describeNetworkError(await failureOf(`http://127.0.0.1:${port}/`))).toBe(
       `connect ECONNREFUSED 127.0.0.1:${port}`,
     );

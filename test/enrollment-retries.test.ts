@@ -1,14 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { canMount } from './helpers/mounts.js';
+import { freePort } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 describe('an enrollment whose answer never reached the agent is not made twice', () => {
@@ -112,12 +111,8 @@ describe('an enrollment whose answer never reached the agent is not made twice',
 
 describe('an agent enrolling with a server that is not there', () => {
   it('says so once with a hint, then only at the 2nd, 4th, 8th… attempt (and every 15 min)', async () => {
-    // A port just let go of: nothing listens there until the server starts on it.
-    const listener = createServer().listen(0, '127.0.0.1');
-    await once(listener, 'listening');
-    const { port } = listener.address() as AddressInfo;
-    listener.close();
-    await once(listener, 'close');
+    // A port just let go of: nothing listens there.
+    const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const stateDir = await tempDir('ce-no-server-');
     const agent = spawnAgent(['--server', url, '--key', 'cpk_abc_def'], stateDir);
