@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readdirSync } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -211,6 +211,29 @@ function refuseStorelessDataDir(dataDir: string): void {
   );
 }
 
+/** The data dir's files that hold secrets or state (with the audit log's rotated files). */
+const PRIVATE_DATA_FILE =
+  /^(secret\.key|signing-keys\.json|admin\.key|store\.json|store\.journal|audit\.jsonl(\.\d+)?)$/;
+
+/**
+ * Takes group and other bits off this user's data dir files (a copy made with a loose umask, a
+ * restore by hand): the server writes them 0600, and `--secret-file` refuses a looser one. Files of
+ * another user are left alone. Answers the names it changed.
+ */
+function tightenFileModes(dataDir: string): string[] {
+  if (process.platform === 'win32' || !existsSync(dataDir)) return [];
+  const uid = process.getuid?.();
+  const changed: string[] = [];
+  for (const name of readdirSync(dataDir)) {
+    if (!PRIVATE_DATA_FILE.test(name)) continue;
+    const info = lstatSync(join(dataDir, name));
+    if (!info.isFile() || info.uid !== uid || (info.mode & 0o077) === 0) continue;
+    chmodSync(join(dataDir, name), 0o600);
+    changed.push(name);
+  }
+  return changed;
+}
+
 /** Opens the data dir's files: the secret, the store, the audit log and the signing keys, in that order. */
 export async function openDataFiles(
   config: Pick<ServerConfig, 'dataDir' | 'auditMaxBytes' | 'auditKeep'>,
@@ -220,6 +243,12 @@ export async function openDataFiles(
   // Before anything is made: a replica's dir run without its database would become a new server.
   refuseReplicaDataDir(config.dataDir);
   refuseStorelessDataDir(config.dataDir);
+  const loosened = tightenFileModes(config.dataDir);
+  if (loosened.length > 0)
+    logger.warn(
+      { dataDir: config.dataDir, files: loosened },
+      'data dir files were open to group or others (the secret that encrypts provisioning keys, the signing keys, an admin key, the store): made 0600',
+    );
   const secret = await loadOrCreateSecret(file('secret.key'));
   const store = await JournalStore.open(file('store.json'), {
     onWriteError: (error) =>

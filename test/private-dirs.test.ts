@@ -104,6 +104,25 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
     await rm(root, { recursive: true, force: true });
   });
 
+  it('server: data dir files left open to others (a copy with a loose umask) are made 0600 at start, and it says so', async () => {
+    const dataDir = await tempDir('ce-loose-files-');
+    const first = await startTestServer({ dataDir });
+    await first.admin.groups.create.mutate({ name: 'Loose' });
+    await first.stop();
+    const loose = ['secret.key', 'signing-keys.json', 'admin.key', 'store.json'];
+    for (const name of loose) await chmod(join(dataDir, name), 0o644);
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    try {
+      await serve.waitForOutput(/listening on/);
+      expect(serve.output()).toContain('data dir files were open to group or others');
+      for (const name of loose) expect((await stat(join(dataDir, name))).mode & 0o777, name).toBe(0o600);
+    } finally {
+      serve.kill('SIGTERM');
+      await serve.exited;
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('server: serve exits 2 with one line, no stack, and creates nothing', async () => {
     const dataDir = await tempDir('ce-foreign-data-');
     await chown(dataDir, OTHER_UID, OTHER_UID);
