@@ -92,10 +92,20 @@ export function statusLines(summary: StatusSummary): string[] {
     lines.push(
       `agent:       not running (last ran as pid ${agent.pid}, stopped uncleanly: killed or crashed while ${agent.state})`,
     );
-  else lines.push(`agent:       not running (last ran as pid ${agent.pid}, exited: ${agent.state})`);
+  else lines.push(`agent:       not running (last ran as pid ${agent.pid}, exited: ${exitWords(agent)})`);
   lines.push(
     `last state:  ${agent.state}${agent.status ? ` (${agent.status})` : ''} at ${agent.updatedAt}, pid ${agent.pid}`,
   );
   if (agent.detail) lines.push(`detail:      ${agent.detail}`);
   return lines;
+}
+
+/**
+ * Why the agent exited, in words: `deleted` alone read as "an admin deleted it" also when the
+ * server refused the identity (expired, a retired signing key) and the agent wiped it.
+ */
+function exitWords(agent: { state: string; detail: string | null }): string {
+  if (agent.state !== 'deleted' || !agent.detail || agent.detail === 'deleted') return agent.state;
+  if (agent.detail === 'CONNECTOR_NOT_FOUND') return 'deleted (the server no longer knows its connector)';
+  return `its identity was refused (${agent.detail}) and wiped`;
 }

@@ -124,4 +124,32 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     expect(damaged.output).toMatch(/identity: .*damaged/);
     await rm(stateDir, { recursive: true, force: true });
   });
+
+  it('an identity the server refused and the agent wiped reads as that, not as deleted by an admin', async () => {
+    const stateDir = await tempDir('ce-status-refused-');
+    const exitedWith = async (detail: string) => {
+      await writeFile(
+        join(stateDir, 'status.json'),
+        JSON.stringify({
+          state: 'deleted',
+          status: null,
+          connectorId: 'con_status',
+          server: 'http://127.0.0.1:2',
+          updatedAt: new Date().toISOString(),
+          pid: 2 ** 22 + 11,
+          pidStart: 1,
+          detail,
+        }),
+      );
+      return (await status(stateDir)).output;
+    };
+    expect(await exitedWith('IDENTITY_INVALID')).toContain(
+      'exited: its identity was refused (IDENTITY_INVALID) and wiped)',
+    );
+    expect(await exitedWith('CONNECTOR_NOT_FOUND')).toContain(
+      'exited: deleted (the server no longer knows its connector))',
+    );
+    expect(await exitedWith('deleted')).toContain('exited: deleted)');
+    await rm(stateDir, { recursive: true, force: true });
+  });
 });
