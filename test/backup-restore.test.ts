@@ -307,6 +307,60 @@ describe('backup and restore', () => {
     await rm(work, { recursive: true, force: true });
   }, 120_000);
 
+  it('a restore records what it replayed: the same backup restored again with the restored dir’s audit log keeps the revoke', async () => {
+    const work = await tempDir('ce-replay-twice-');
+    const srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Twice' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stolen = (await enrollSim(srv.url, key, 'stolen')).enrolled!;
+    const out = join(work, 'b.backup');
+    const backup = await cli(['backup', '--out', out, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: srv.adminKey,
+    });
+    expect(backup.code, backup.stderr).toBe(0);
+    await srv.clock.advance(1000);
+    await srv.admin.connectors.revoke.mutate({ connectorId: stolen.connectorId });
+    await srv.stop();
+
+    const first = join(work, 'first');
+    const once = await cli([
+      'restore',
+      '--from',
+      out,
+      '--data-dir',
+      first,
+      '--audit-file',
+      join(srv.dataDir, 'audit.jsonl'),
+    ]);
+    expect(once.stdout).toContain('1 connector(s) revoked');
+    const { events } = await readAuditEventsOf(join(first, 'audit.jsonl'));
+    expect(events.find((e) => e.type === 'connector.revoked')).toMatchObject({
+      connectorId: stolen.connectorId,
+      details: { replayedFrom: { id: expect.stringMatching(/^evt_/) } },
+    });
+    // The first server's log is gone (another machine); the restored dir's log is what is left.
+    const second = join(work, 'second');
+    const twice = await cli([
+      'restore',
+      '--from',
+      out,
+      '--data-dir',
+      second,
+      '--audit-file',
+      join(first, 'audit.jsonl'),
+    ]);
+    expect(twice.code, twice.stderr).toBe(0);
+    expect(twice.stdout).toContain('1 connector(s) revoked');
+    // Its log begins at the first restore, which recorded back to the snapshot: no gap to warn of.
+    expect(twice.stderr).not.toContain('warning');
+    await using moved = await startTestServer({ dataDir: second });
+    expect((await moved.admin.connectors.get.query({ connectorId: stolen.connectorId })).status).toBe(
+      'revoked',
+    );
+    await rm(srv.dataDir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  }, 120_000);
+
   it('refuses to back up a --database-url deployment, online or from its data dir, pointing at pg_dump', async () => {
     const work = await tempDir('ce-backup-');
     await using db = await freshDatabase();

@@ -6,7 +6,7 @@ import { ensurePrivateDir, syncDir, writeFileDurably } from '../../shared/privat
 import { systemClock } from '../clock.js';
 import { REPLICA_MARKER, replicaDatabaseOf } from '../replica-marker.js';
 import { defaultConfig } from '../server-config.js';
-import { FileAuditLog } from '../services/audit.js';
+import { type AuditEvent, FileAuditLog } from '../services/audit.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
 import { journalFileOf, loadStoreFiles } from '../store/journal.js';
 import { readAuditEventsOf } from './audit-events.js';
@@ -140,8 +140,16 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       options.auditFile ?? path(DATA_FILES.audit),
       new Date(contents.snapshotAt).toISOString(),
     );
-    const auditGapFrom = oldestAt !== null && Date.parse(oldestAt) > contents.snapshotAt ? oldestAt : null;
-    const replayed = await replayAfterSnapshot(contents, events, defaultConfig());
+    // A log begun by a restore reaches back to that restore's snapshot: it recorded what it replayed.
+    const reachesBack = events
+      .filter((e) => e.type === 'backup.restored' && typeof e.details.snapshotAt === 'string')
+      .some((e) => Date.parse(e.details.snapshotAt as string) <= contents.snapshotAt);
+    const auditGapFrom =
+      oldestAt !== null && Date.parse(oldestAt) > contents.snapshotAt && !reachesBack ? oldestAt : null;
+    const applied: AuditEvent[] = [];
+    const replayed = await replayAfterSnapshot(contents, events, defaultConfig(), (event) =>
+      applied.push(event),
+    );
 
     // The old journal goes first: replayed onto the restored store it would bring the old state back.
     await unlink(journalFileOf(path(DATA_FILES.store))).catch(ignoreMissing);
@@ -157,6 +165,19 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
 
     const audit = await FileAuditLog.open(path(DATA_FILES.audit), systemClock);
     try {
+      // What was replayed is recorded again in this dir's log: a later restore of the same backup
+      // that reads it (this dir's audit.jsonl) replays it too, rather than bring it back.
+      for (const event of applied)
+        await audit.record({
+          type: event.type,
+          actor: { kind: 'system' },
+          outcome: 'success',
+          security: event.security,
+          groupId: event.groupId,
+          connectorId: event.connectorId,
+          keyId: event.keyId,
+          details: { ...event.details, replayedFrom: { id: event.id, at: event.at } },
+        });
       await audit.record({
         type: 'backup.restored',
         actor: { kind: 'system' },

@@ -43,6 +43,8 @@ export async function replayAfterSnapshot(
   contents: BackupContents,
   events: readonly AuditEvent[],
   policy: Policy,
+  /** Told of each event that changed the restored state (the restore records them again). */
+  onApplied: (event: AuditEvent) => void = () => {},
 ): Promise<ReplayCounts> {
   const counts: ReplayCounts = {
     connectorsRevoked: 0,
@@ -58,6 +60,7 @@ export async function replayAfterSnapshot(
   for (const event of events) {
     const at = Date.parse(event.at);
     if (!(at >= contents.snapshotAt) || event.outcome !== 'success') continue;
+    const before = totalReplayed(counts);
     const connector = event.connectorId ? data.get('connectors', event.connectorId) : undefined;
     switch (event.type) {
       case 'connector.revoked':
@@ -110,6 +113,7 @@ export async function replayAfterSnapshot(
       rotateGroupKey(data, { secretBox, policy }, event.groupId, at);
       counts.provisioningKeysReplaced++;
     }
+    if (totalReplayed(counts) > before) onApplied(event);
   }
   if (
     counts.signingKeysRetired > 0 &&
