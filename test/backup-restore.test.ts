@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readAuditEventsOf } from '../server/backup/audit-events.js';
 import { decodeBackup } from '../server/backup/format.js';
+import type { ServerConfig } from '../server/server-config.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
 import { enrollSim } from './helpers/agent-sim.js';
@@ -248,18 +249,10 @@ describe('backup and restore', () => {
   }, 120_000);
 
   it('an audit log rotated past the backup: the restore warns that what was revoked between them is back; a --audit-file that is not there is refused', async () => {
-    const work = await tempDir('ce-audit-gap-');
-    const srv = await startTestServer({ config: { auditMaxBytes: 4096, auditKeep: 1 } });
-    const group = await srv.admin.groups.create.mutate({ name: 'Gap' });
-    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
-    const stolen = (await enrollSim(srv.url, key, 'stolen')).enrolled!;
-    const out = join(work, 'before.backup');
-    const backup = await cli(['backup', '--out', out, '--server', srv.url], {
-      CONNECTOR_ADMIN_KEY: srv.adminKey,
+    const { work, srv, stolen, out } = await revokedAfterBackup('ce-audit-gap-', {
+      auditMaxBytes: 4096,
+      auditKeep: 1,
     });
-    expect(backup.code, backup.stderr).toBe(0);
-    await srv.clock.advance(1000);
-    await srv.admin.connectors.revoke.mutate({ connectorId: stolen.connectorId });
     // Enough events to rotate the revoke out of the one kept file.
     for (let i = 0; i < 40; i++) {
       await srv.clock.advance(10);
@@ -308,18 +301,7 @@ describe('backup and restore', () => {
   }, 120_000);
 
   it('a restore records what it replayed: the same backup restored again with the restored dir’s audit log keeps the revoke', async () => {
-    const work = await tempDir('ce-replay-twice-');
-    const srv = await startTestServer();
-    const group = await srv.admin.groups.create.mutate({ name: 'Twice' });
-    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
-    const stolen = (await enrollSim(srv.url, key, 'stolen')).enrolled!;
-    const out = join(work, 'b.backup');
-    const backup = await cli(['backup', '--out', out, '--server', srv.url], {
-      CONNECTOR_ADMIN_KEY: srv.adminKey,
-    });
-    expect(backup.code, backup.stderr).toBe(0);
-    await srv.clock.advance(1000);
-    await srv.admin.connectors.revoke.mutate({ connectorId: stolen.connectorId });
+    const { work, srv, stolen, out } = await revokedAfterBackup('ce-replay-twice-');
     await srv.stop();
 
     const first = join(work, 'first');
@@ -387,6 +369,23 @@ describe('backup and restore', () => {
     }
   });
 });
+
+/** A server backed up online with one enrolled connector, which is then revoked (a second later). */
+async function revokedAfterBackup(prefix: string, config: Partial<ServerConfig> = {}) {
+  const work = await tempDir(prefix);
+  const srv = await startTestServer({ config });
+  const group = await srv.admin.groups.create.mutate({ name: 'Backed up' });
+  const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+  const stolen = (await enrollSim(srv.url, key, 'stolen')).enrolled!;
+  const out = join(work, 'before.backup');
+  const backup = await cli(['backup', '--out', out, '--server', srv.url], {
+    CONNECTOR_ADMIN_KEY: srv.adminKey,
+  });
+  expect(backup.code, backup.stderr).toBe(0);
+  await srv.clock.advance(1000);
+  await srv.admin.connectors.revoke.mutate({ connectorId: stolen.connectorId });
+  return { work, srv, stolen, out };
+}
 
 function flipByte(bytes: Buffer, index: number): Buffer {
   const copy = Buffer.from(bytes);
