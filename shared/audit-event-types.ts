@@ -1,3 +1,5 @@
+import { nearest } from './nearest.js';
+
 /**
  * Every audit event type the server writes, defined once: the server records only these (a typo
  * there does not compile), and `audit --type` is checked against them (a typo there would list
@@ -41,6 +43,20 @@ export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 /** The types `audit --type <filter>` selects: the type itself, or those under it (`enrollment`). */
 export function auditTypesMatching(filter: string): AuditEventType[] {
   return AUDIT_EVENT_TYPES.filter((type) => type === filter || type.startsWith(`${filter}.`));
+}
+
+/** The first parts of the types (`group`, `enrollment`, …), in the list's order. */
+export const AUDIT_TYPE_PREFIXES: readonly string[] = [
+  ...new Set(AUDIT_EVENT_TYPES.map((type) => type.slice(0, type.indexOf('.')))),
+];
+
+/**
+ * For a type filter no event type is or starts with (a typo would list nothing and say only "No
+ * events."): the types or first parts it most likely meant. Null when the filter selects some.
+ */
+export function auditTypeMisses(filter: string): string[] | null {
+  if (auditTypesMatching(filter).length > 0) return null;
+  return nearest(filter, [...AUDIT_TYPE_PREFIXES, ...AUDIT_EVENT_TYPES]);
 }
 
 /**

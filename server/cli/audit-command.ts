@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { AUDIT_EVENT_TYPES, auditTypesMatching, refusalsCounted } from '../../shared/audit-event-types.js';
-import { didYouMean, nearest } from '../../shared/nearest.js';
+import { AUDIT_TYPE_PREFIXES, auditTypeMisses, refusalsCounted } from '../../shared/audit-event-types.js';
+import { didYouMean } from '../../shared/nearest.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
@@ -74,10 +74,9 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
  * null when it names one, or a prefix of some.
  */
 function unknownTypeHint(filter: string): string | null {
-  if (auditTypesMatching(filter).length > 0) return null;
-  const prefixes = new Set(AUDIT_EVENT_TYPES.map((type) => type.slice(0, type.indexOf('.'))));
-  const suggestion = didYouMean(nearest(filter, [...prefixes, ...AUDIT_EVENT_TYPES]));
-  return `no audit event type is "${filter}" or starts with "${filter}.";${suggestion} (the types start with ${[...prefixes].join(', ')})`;
+  const misses = auditTypeMisses(filter);
+  if (!misses) return null;
+  return `no audit event type is "${filter}" or starts with "${filter}.";${didYouMean(misses)} (the types start with ${AUDIT_TYPE_PREFIXES.join(', ')})`;
 }
 
 /** `word` as a shell reads it back: quoted when it holds anything but plain characters. */

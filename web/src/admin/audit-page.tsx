@@ -1,6 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
-import { AUDIT_EVENT_TYPES, auditTypesMatching, refusalsCounted } from '../../../shared/audit-event-types.js';
-import { nearest } from '../../../shared/nearest.js';
+import { auditTypeMisses, refusalsCounted } from '../../../shared/audit-event-types.js';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
@@ -24,9 +23,8 @@ function detailsText(event: AuditEvent): string {
 
 /** What to say when a type filter names no type the server writes (so the empty table is a typo). */
 function unknownTypeHint(filter: string): string | null {
-  if (!filter || auditTypesMatching(filter).length > 0) return null;
-  const prefixes = new Set(AUDIT_EVENT_TYPES.map((t) => t.slice(0, t.indexOf('.'))));
-  const near = nearest(filter, [...prefixes, ...AUDIT_EVENT_TYPES]);
+  const near = filter ? auditTypeMisses(filter) : null;
+  if (!near) return null;
   return `No event type is "${filter}" or starts with "${filter}.".${near.length > 0 ? ` Did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : ''}`;
 }
 
