@@ -263,28 +263,12 @@ describe('backup and restore', () => {
     expect(events.map((e) => e.type)).not.toContain('connector.revoked');
 
     const target = join(work, 'restored');
-    const missing = await cli([
-      'restore',
-      '--from',
-      out,
-      '--data-dir',
-      target,
-      '--audit-file',
-      join(srv.dataDir, 'audit.jsonl.typo'),
-    ]);
+    const missing = await restoreWith(out, target, join(srv.dataDir, 'audit.jsonl.typo'));
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('audit.jsonl.typo does not exist');
     expect(existsSync(join(target, 'store.json'))).toBe(false);
 
-    const restored = await cli([
-      'restore',
-      '--from',
-      out,
-      '--data-dir',
-      target,
-      '--audit-file',
-      join(srv.dataDir, 'audit.jsonl'),
-    ]);
+    const restored = await restoreWith(out, target, join(srv.dataDir, 'audit.jsonl'));
     expect(restored.code, restored.stderr).toBe(0);
     expect(restored.stderr).toMatch(
       /warning: the audit log starts at \S+, after the backup's snapshot at \S+: revocations and deletions made between the two are not in it/,
@@ -305,15 +289,7 @@ describe('backup and restore', () => {
     await srv.stop();
 
     const first = join(work, 'first');
-    const once = await cli([
-      'restore',
-      '--from',
-      out,
-      '--data-dir',
-      first,
-      '--audit-file',
-      join(srv.dataDir, 'audit.jsonl'),
-    ]);
+    const once = await restoreWith(out, first, join(srv.dataDir, 'audit.jsonl'));
     expect(once.stdout).toContain('1 connector(s) revoked');
     const { events } = await readAuditEventsOf(join(first, 'audit.jsonl'));
     expect(events.find((e) => e.type === 'connector.revoked')).toMatchObject({
@@ -322,15 +298,7 @@ describe('backup and restore', () => {
     });
     // The first server's log is gone (another machine); the restored dir's log is what is left.
     const second = join(work, 'second');
-    const twice = await cli([
-      'restore',
-      '--from',
-      out,
-      '--data-dir',
-      second,
-      '--audit-file',
-      join(first, 'audit.jsonl'),
-    ]);
+    const twice = await restoreWith(out, second, join(first, 'audit.jsonl'));
     expect(twice.code, twice.stderr).toBe(0);
     expect(twice.stdout).toContain('1 connector(s) revoked');
     // Its log begins at the first restore, which recorded back to the snapshot: no gap to warn of.
@@ -369,6 +337,10 @@ describe('backup and restore', () => {
     }
   });
 });
+
+/** `restore --from backup --data-dir dir --audit-file auditFile`, as an operator runs it. */
+const restoreWith = (backup: string, dir: string, auditFile: string) =>
+  cli(['restore', '--from', backup, '--data-dir', dir, '--audit-file', auditFile]);
 
 /** A server backed up online with one enrolled connector, which is then revoked (a second later). */
 async function revokedAfterBackup(prefix: string, config: Partial<ServerConfig> = {}) {
