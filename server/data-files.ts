@@ -10,7 +10,7 @@ import type { Metrics } from './metrics.js';
 import { refuseReplicaDataDir } from './replica-marker.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import type { AgentSessionService } from './services/agent-sessions.js';
-import { type AuditLog, FileAuditLog } from './services/audit.js';
+import { type AuditLog, auditOutageLogging, FileAuditLog } from './services/audit.js';
 import type { DomainEvents } from './services/events.js';
 import { IdentityAuthority } from './services/identity.js';
 import type { ReplicaDirectory } from './services/replicas.js';
@@ -270,7 +270,12 @@ export async function openDataFiles(
   const audit = await FileAuditLog.open(file('audit.jsonl'), clock, {
     maxBytes: config.auditMaxBytes,
     keep: config.auditKeep,
-    onWriteError: (error) => logger.error({ err: error }, 'audit log write failed'),
+    onWriteError: (error) =>
+      logger.error(
+        { err: error },
+        'audit log write failed (events not written are held in memory and retried until the disk takes them)',
+      ),
+    ...auditOutageLogging(logger),
   });
   const identity = await IdentityAuthority.open(file('signing-keys.json'), { issuer: ISSUER, clock });
   return {

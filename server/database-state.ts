@@ -14,7 +14,7 @@ import {
 import { DatabaseTrouble, isDatabaseError } from './database-trouble.js';
 import { markReplicaDataDir } from './replica-marker.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
-import { TableAuditLog } from './services/audit.js';
+import { auditOutageLogging, TableAuditLog } from './services/audit.js';
 import { scheduleAuditRetention } from './services/audit-retention.js';
 import { IdentityAuthority } from './services/identity.js';
 import { domainEventsOf, revocationConfirmationsOf } from './services/remote-changes.js';
@@ -116,7 +116,11 @@ export async function openDatabaseState(
       onWriteError: (error) =>
         isDatabaseError(error)
           ? trouble.failed('audit log write', error)
-          : logger.error({ err: error }, 'audit log write failed'),
+          : logger.error(
+              { err: error },
+              'audit log write failed (events not written are held in memory and retried)',
+            ),
+      ...auditOutageLogging(logger),
     });
     const keys = new SealedDocument<SigningKeyFile>({
       pool,

@@ -36,6 +36,7 @@ export const AUDIT_EVENT_TYPES = [
   'backup.restored',
   'database.imported',
   'audit.pruned',
+  'audit.events_dropped',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

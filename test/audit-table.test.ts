@@ -11,6 +11,7 @@ import { TableAuditLog } from '../server/services/audit.js';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
+import type { HeldAuditRecovery } from '../server/store/held-audit.js';
 import { MemoryStore } from '../server/store/memory-store.js';
 import { AUDIT_INSERT_MAX_ROWS } from '../server/store/postgres/audit-table.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
@@ -144,19 +145,48 @@ describe('the audit table shared by replicas', () => {
     await log.close();
   });
 
-  it('a failed INSERT refuses its events with STORE_UNAVAILABLE and says why; the next ones are written', async () => {
+  it('a failed INSERT refuses its events with STORE_UNAVAILABLE and says why once; they are held and written with the next ones, in order', async () => {
     await using db = await auditDatabase();
     const errors: unknown[] = [];
-    const log = TableAuditLog.create(db.pool(), new ManualClock(), { onWriteError: (e) => errors.push(e) });
+    const recoveries: HeldAuditRecovery[] = [];
+    const log = TableAuditLog.create(db.pool(), new ManualClock(), {
+      onWriteError: (e) => errors.push(e),
+      onRecovered: (r) => recoveries.push(r),
+    });
     await log.record({ type: 'before.failure', actor });
-    await db.query(`ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID`);
-    await expect(log.record({ type: 'during.failure', actor })).rejects.toMatchObject({
+    // The table gone for a while (a migration gone wrong, a restore under way): no fault of the events.
+    await db.query(`ALTER TABLE audit_events RENAME TO audit_events_away`);
+    for (const type of ['during.first', 'during.second'])
+      await expect(log.record({ type, actor })).rejects.toMatchObject({
+        reason: 'STORE_UNAVAILABLE',
+        message: expect.stringMatching(/42P01.*held in memory/),
+      });
+    expect(errors).toHaveLength(1);
+    await db.query(`ALTER TABLE audit_events_away RENAME TO audit_events`);
+    await log.record({ type: 'after.failure', actor });
+    expect(recoveries).toEqual([expect.objectContaining({ written: 2, dropped: 0 })]);
+    expect((await log.list()).map((e) => e.type)).toEqual([
+      'after.failure',
+      'during.second',
+      'during.first',
+      'before.failure',
+    ]);
+    await log.close();
+  });
+
+  it('events whose data the database refuses are told as lost, not held: they would hold back every event after them', async () => {
+    await using db = await auditDatabase();
+    const lost: number[] = [];
+    const log = TableAuditLog.create(db.pool(), new ManualClock(), { onLost: (n) => lost.push(n) });
+    // jsonb holds no NUL character (22P05): no retry would ever write this event.
+    await expect(
+      log.record({ type: 'refused.data', actor, details: { text: 'a\u0000b' } }),
+    ).rejects.toMatchObject({
       reason: 'STORE_UNAVAILABLE',
     });
-    expect(errors).toHaveLength(1);
-    await db.query(`ALTER TABLE audit_events DROP CONSTRAINT refuse_all`);
-    await log.record({ type: 'after.failure', actor });
-    expect((await log.list()).map((e) => e.type)).toEqual(['after.failure', 'before.failure']);
+    expect(lost).toEqual([1]);
+    await log.record({ type: 'after.refusal', actor });
+    expect((await log.list()).map((e) => e.type)).toEqual(['after.refusal']);
     await log.close();
   });
 

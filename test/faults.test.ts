@@ -11,8 +11,9 @@ import type { AgentLogger } from '../agent/log.js';
 import { createTransport } from '../agent/transport.js';
 import { createAdminClient } from '../server/admin-client.js';
 import { ManualClock } from '../server/clock.js';
-import { FileAuditLog } from '../server/services/audit.js';
+import { type AuditEvent, FileAuditLog } from '../server/services/audit.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
+import type { HeldAuditRecovery } from '../server/store/held-audit.js';
 import { loadStoreFiles } from '../server/store/journal.js';
 import { enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
@@ -33,6 +34,12 @@ async function setup(options: Parameters<typeof startTestServer>[0] = {}) {
 }
 
 const mountable = canMount();
+/** `round/index` tags in the order they were recorded. */
+const byRoundThenIndex = (a: string, b: string) => {
+  const [ra, ia] = a.split('/').map(Number);
+  const [rb, ib] = b.split('/').map(Number);
+  return (ra as number) - (rb as number) || (ia as number) - (ib as number);
+};
 
 const count = (text: string, pattern: RegExp) => text.match(new RegExp(pattern.source, 'g'))?.length ?? 0;
 
@@ -130,45 +137,114 @@ describe('faults: crashes, full and read-only disks', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('a full disk under the audit log: no event is acknowledged unless all of it is on disk, the failure is STORE_UNAVAILABLE, and the next event after space returns is not glued to a torn line', async (ctx) => {
+  it('a full disk under the audit log: an event is acknowledged only once on disk, the ones refused meanwhile (STORE_UNAVAILABLE) are held and written once space returns, in order, with no torn line left between them', async (ctx) => {
     if (!mountable) return ctx.skip('needs root and mount (tmpfs)');
     const dir = await tempDir('ce-fault-full-');
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
     try {
       await writeFile(join(dir, 'ballast'), Buffer.alloc(32 * 1024));
       const writeErrors: unknown[] = [];
+      const recoveries: HeldAuditRecovery[] = [];
       const log = await FileAuditLog.open(join(dir, 'audit.jsonl'), new ManualClock(), {
         onWriteError: (error) => writeErrors.push(error),
+        onRecovered: (r) => recoveries.push(r),
       });
       const acknowledged: string[] = [];
+      const refused: string[] = [];
       let failure: unknown = null;
-      for (let round = 0; round < 200 && !failure; round++) {
+      let round = 0;
+      // Past the first refusal, two more rounds: events that come while others are held.
+      for (let failedRounds = 0; round < 200 && failedRounds < 3; round++) {
+        const tag = round;
         await Promise.all(
           Array.from({ length: 3 }, (_, j) =>
             log
-              .record({ type: 'test.fill', actor: { kind: 'system' }, details: { pad: 'p'.repeat(1500), j } })
+              .record({
+                type: 'test.fill',
+                actor: { kind: 'system' },
+                details: { pad: 'p'.repeat(1500), tag: `${tag}/${j}` },
+              })
               .then(
-                (e) => acknowledged.push(e.id),
+                () => acknowledged.push(`${tag}/${j}`),
                 (e: unknown) => {
                   failure = e;
+                  refused.push(`${tag}/${j}`);
                 },
               ),
           ),
         );
+        if (failure) failedRounds++;
       }
       expect(failure).toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-      // The operator's log is told the real cause.
+      expect((failure as Error).message).toMatch(/ENOSPC.*held in memory/);
+      // The operator's log is told the real cause, once for the outage (not once per retry).
+      expect(writeErrors).toHaveLength(1);
       expect(writeErrors[0]).toMatchObject({ code: 'ENOSPC' });
       expect(acknowledged.length).toBeGreaterThan(0);
+      expect(refused.length).toBeGreaterThanOrEqual(3);
+      // Nothing of the refused events is on disk, not even part of a line.
+      const during = await readFile(join(dir, 'audit.jsonl'), 'utf8');
+      expect(during.endsWith('\n')).toBe(true);
+      expect(during.split('\n').filter((l) => l && !parses(l))).toEqual([]);
+
       await rm(join(dir, 'ballast'));
       const next = await log.record({ type: 'test.after', actor: { kind: 'system' } });
-      const listed = new Set((await log.list({ limit: 10_000 })).map((e) => e.id));
-      for (const id of acknowledged) expect(listed.has(id), id).toBe(true);
-      expect(listed.has(next.id)).toBe(true);
-      const text = await readFile(join(dir, 'audit.jsonl'), 'utf8');
-      expect(text.split('\n').filter((l) => l && !parses(l)).length).toBeLessThanOrEqual(1);
+      expect(recoveries).toEqual([expect.objectContaining({ written: refused.length, dropped: 0 })]);
+      const lines = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).split('\n').filter(Boolean);
+      expect(lines.filter((l) => !parses(l))).toEqual([]);
+      const events = lines.map((l) => JSON.parse(l) as AuditEvent);
+      const tags = events.filter((e) => e.type === 'test.fill').map((e) => e.details.tag);
+      // Every event once, acknowledged or refused, in the order they were recorded.
+      expect(tags).toEqual([...acknowledged, ...refused].sort(byRoundThenIndex));
+      expect(events.at(-1)?.id).toBe(next.id);
       await log.close();
     } finally {
+      execFileSync('umount', [dir]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a full disk for longer than the server holds events: the oldest held are dropped, counted in an audit.events_dropped security event once space returns; those still held at shutdown are told as lost', async (ctx) => {
+    if (!mountable) return ctx.skip('needs root and mount (tmpfs)');
+    const dir = await tempDir('ce-fault-drop-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
+    let closeLater: (() => Promise<void>) | null = null;
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const lost: number[] = [];
+      const open = () =>
+        FileAuditLog.open(file, new ManualClock(), { maxHeldEvents: 4, onLost: (n) => lost.push(n) });
+      const log = await open();
+      closeLater = () => log.close();
+      await log.record({ type: 'test.before', actor: { kind: 'system' } });
+      await writeFile(join(dir, 'ballast'), Buffer.alloc(64 * 1024)).catch(() => {}); // fills the disk
+      const refusals: unknown[] = [];
+      for (let i = 0; i < 10; i++)
+        await log
+          .record({ type: 'test.held', actor: { kind: 'system' }, details: { i, pad: 'p'.repeat(5000) } })
+          .catch((e: unknown) => refusals.push(e));
+      expect(refusals).toHaveLength(10);
+      await rm(join(dir, 'ballast'));
+      await log.record({ type: 'test.after', actor: { kind: 'system' } });
+      const dropped = await vi.waitFor(async () => {
+        const [event] = await log.list({ type: 'audit.events_dropped' });
+        if (!event) throw new Error('no audit.events_dropped yet');
+        return event;
+      });
+      expect(dropped).toMatchObject({ security: true, details: { dropped: 6, written: 4 } });
+      const held = (await log.list({ type: 'test.held', limit: 100 })).map((e) => e.details.i);
+      expect(held).toEqual([9, 8, 7, 6]);
+
+      // Full again at shutdown: what is still held is told, not silently gone.
+      await writeFile(join(dir, 'ballast'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await log
+        .record({ type: 'test.unwritten', actor: { kind: 'system' }, details: { pad: 'p'.repeat(3000) } })
+        .catch(() => {});
+      closeLater = null;
+      await log.close();
+      expect(lost).toEqual([1]);
+    } finally {
+      await closeLater?.();
       execFileSync('umount', [dir]);
       await rm(dir, { recursive: true, force: true });
     }

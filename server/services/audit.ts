@@ -1,8 +1,10 @@
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { AuditFile, type AuditFileOptions } from '../store/audit-file.js';
 import { matchesType } from '../store/audit-files.js';
 import type { AuditEvent, AuditSink } from '../store/audit-records.js';
+import type { HeldAuditOptions, HeldAuditRecovery } from '../store/held-audit.js';
 import { type AuditRetention, AuditTable, type AuditTableOptions } from '../store/postgres/audit-table.js';
 import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
 import { randomId } from './secrets.js';
@@ -112,6 +114,43 @@ export interface DurableAuditLogOptions {
   refusals?: AuditCoalescerOptions;
 }
 
+/** What the server's log says while the audit log cannot be written, and after (see held-audit.ts). */
+export function auditOutageLogging(logger: Logger): Pick<HeldAuditOptions, 'onRecovered' | 'onLost'> {
+  return {
+    onRecovered: ({ written, dropped, sinceMs }) =>
+      (dropped > 0 ? logger.error.bind(logger) : logger.info.bind(logger))(
+        { written, dropped, outageMs: Date.now() - sinceMs },
+        dropped > 0
+          ? `audit log written again, but ${dropped} event(s) were dropped while it could not be (more than the server holds in memory); audited as audit.events_dropped`
+          : `audit log written again: ${written} event(s) held in memory meanwhile are in it`,
+      ),
+    onLost: (count) =>
+      logger.error(
+        { lost: count },
+        `${count} audit event(s) could not be written (the storage still refused them) and are lost`,
+      ),
+  };
+}
+
+/** Records, once held events are written again, how many were dropped meanwhile (if any). */
+function recordingDrops(options: HeldAuditOptions, log: () => AuditLog): HeldAuditOptions {
+  return {
+    ...options,
+    onRecovered: (recovery: HeldAuditRecovery) => {
+      options.onRecovered?.(recovery);
+      if (recovery.dropped === 0) return;
+      log()
+        .record({
+          type: 'audit.events_dropped',
+          actor: { kind: 'system' },
+          security: true,
+          details: { dropped: recovery.dropped, written: recovery.written },
+        })
+        .catch(() => {}); // a write that fails again is held and told like any other
+    },
+  };
+}
+
 export interface FileAuditLogOptions extends AuditFileOptions, DurableAuditLogOptions {}
 
 /**
@@ -158,13 +197,18 @@ class DurableAuditLog implements AuditLog {
 /** The audit log kept in a file beside the store (see AuditFile): one server process. */
 export class FileAuditLog extends DurableAuditLog {
   static async open(file: string, clock: Clock, options: FileAuditLogOptions = {}): Promise<FileAuditLog> {
-    const audit = await AuditFile.open(file, options);
+    let log: FileAuditLog | undefined;
+    const audit = await AuditFile.open(
+      file,
+      recordingDrops(options, () => log as FileAuditLog),
+    );
     const sink: AuditSink = {
       append: (event, lazy) => audit.append(`${JSON.stringify(event)}\n`, lazy),
       list: (page) => audit.list(page),
       close: () => audit.close(),
     };
-    return new FileAuditLog(sink, audit.newestAtMs, clock, options);
+    log = new FileAuditLog(sink, audit.newestAtMs, clock, options);
+    return log;
   }
 }
 
@@ -189,6 +233,12 @@ export class TableAuditLog extends DurableAuditLog {
 
   /** Over `pool` (the caller's: close() leaves it open); the schema must be migrated. */
   static create(pool: pg.Pool, clock: Clock, options: AuditTableOptions & DurableAuditLogOptions = {}) {
-    return new TableAuditLog(new AuditTable(pool, options), clock, options);
+    let log: TableAuditLog | undefined;
+    const table = new AuditTable(
+      pool,
+      recordingDrops(options, () => log as TableAuditLog),
+    );
+    log = new TableAuditLog(table, clock, options);
+    return log;
   }
 }

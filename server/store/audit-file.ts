@@ -1,7 +1,6 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { DomainError } from '../../shared/errors.js';
 import { type FileSync, realSync, syncDir } from '../../shared/private-files.js';
 import {
   type AuditPageFilter,
@@ -10,6 +9,12 @@ import {
   rotateAuditFiles,
 } from './audit-files.js';
 import type { AuditEvent } from './audit-records.js';
+import {
+  AuditRetry,
+  auditWriteFailure,
+  DEFAULT_MAX_HELD_AUDIT_EVENTS,
+  type HeldAuditOptions,
+} from './held-audit.js';
 
 /** How long a lazy audit line may wait for a write to ride along with. */
 export const LAZY_AUDIT_FLUSH_MS = 250;
@@ -18,9 +23,7 @@ export const DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024;
 /** Rotated audit files kept (`--audit-keep`). */
 export const DEFAULT_AUDIT_KEEP = 10;
 
-export interface AuditFileOptions {
-  /** Told of every failed write: callers only see STORE_UNAVAILABLE, the log should say why. */
-  onWriteError?: (error: unknown) => void;
+export interface AuditFileOptions extends HeldAuditOptions {
   /** Past this size the file is rotated to `<file>.1`. @default DEFAULT_AUDIT_MAX_BYTES */
   maxBytes?: number;
   /** Rotated files kept (`<file>.1` … `<file>.<keep>`); older ones are removed. @default DEFAULT_AUDIT_KEEP */
@@ -36,14 +39,24 @@ export interface AuditFileOptions {
  * group-committed: lines that arrive while an fsync runs go out together with the next one. Past
  * `maxBytes` the file is rotated (`<file>.1`, `.2` …, see audit-files.ts) between two writes, so
  * every line is in exactly one file.
+ *
+ * A write that fails (a full disk) is cut back off the file and its lines are held (see
+ * held-audit.ts): they go out first with the next write, or the next retry, so the file keeps the
+ * order of the events' times and loses none of them while the process lives.
  */
 export class AuditFile {
   private buffer: string[] = [];
   private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   private flushing: Promise<void> | null = null;
   private lazyTimer: NodeJS.Timeout | null = null;
-  /** A failed write may have left part of a line: the next write starts on a line of its own. */
+  /** A failed write that could not be cut back may have left part of a line: the next write starts on a line of its own. */
   private torn = false;
+  /** Lines a failed write did not get on disk, oldest first: written before anything newer. */
+  private held: string[] = [];
+  private heldSinceMs = 0;
+  private dropped = 0;
+  private readonly maxHeld: number;
+  private readonly retry = new AuditRetry(() => void this.flushSoon());
   private readonly maxBytes: number;
   private readonly keep: number;
   private readonly sync: FileSync;
@@ -63,6 +76,7 @@ export class AuditFile {
     this.maxBytes = options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES;
     this.keep = options.keep ?? DEFAULT_AUDIT_KEEP;
     this.sync = options.sync ?? realSync;
+    this.maxHeld = options.maxHeldEvents ?? DEFAULT_MAX_HELD_AUDIT_EVENTS;
     if (!(this.maxBytes >= 1) || !Number.isInteger(this.keep) || this.keep < 1)
       throw new TypeError('FileAuditLog: maxBytes must be >= 1 and keep an integer >= 1');
     this.rotateAtBytes = this.maxBytes;
@@ -105,8 +119,8 @@ export class AuditFile {
     this.flushing ??= this.flushLoop().finally(() => {
       this.flushing = null;
       // An event that came after the loop's last look at the buffer, before this ran, found a write
-      // under way and left itself to it: write it now.
-      if (this.buffer.length > 0) void this.flushSoon();
+      // under way and left itself to it: write it now (while lines are held, the retry does).
+      if (this.buffer.length > 0 && this.held.length === 0) void this.flushSoon();
     });
     return this.flushing;
   }
@@ -118,33 +132,71 @@ export class AuditFile {
   }
 
   private async flushLoop(): Promise<void> {
-    while (this.buffer.length > 0) {
-      const lines = this.buffer.join('');
+    while (this.buffer.length > 0 || this.held.length > 0) {
+      const fresh = this.buffer;
       const waiters = this.waiters;
       this.buffer = [];
       this.waiters = [];
+      const lines = this.held.length > 0 ? [...this.held, ...fresh] : fresh;
+      const sizeBefore = this.size;
       try {
-        // One write(2) may take only part of the buffer (a nearly full disk): write the rest, or
-        // fail, but never acknowledge lines that are not all on disk.
-        let pending = Buffer.from(this.torn ? `\n${lines}` : lines);
-        while (pending.length > 0) {
-          const { bytesWritten } = await this.handle.write(pending);
-          this.size += bytesWritten;
-          if (bytesWritten === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
-          pending = pending.subarray(bytesWritten);
-        }
+        await this.writeAll(lines.join(''));
         await this.sync.file(this.handle, this.file, true);
         this.torn = false;
+        this.retry.reset();
+        if (this.held.length > 0) this.recovered();
         for (const w of waiters) w.resolve();
       } catch (error) {
-        this.torn = true;
-        this.options.onWriteError?.(error);
-        const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-        const failure = new DomainError('STORE_UNAVAILABLE', `The audit log could not be written (${code}).`);
+        await this.cutBack(sizeBefore);
+        if (this.held.length === 0) {
+          this.heldSinceMs = Date.now();
+          this.options.onWriteError?.(error);
+        }
+        this.hold(lines);
+        const failure = auditWriteFailure(error);
         for (const w of waiters) w.reject(failure);
+        // Whatever comes meanwhile would fail the same way: the retry (or an urgent event) goes on.
+        this.retry.schedule();
+        return;
       }
       if (this.size >= this.rotateAtBytes) await this.rotate();
     }
+  }
+
+  /** One write(2) may take only part of the text (a nearly full disk): write the rest, or fail. */
+  private async writeAll(text: string): Promise<void> {
+    let pending = Buffer.from(this.torn ? `\n${text}` : text);
+    while (pending.length > 0) {
+      const { bytesWritten } = await this.handle.write(pending);
+      this.size += bytesWritten;
+      if (bytesWritten === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+      pending = pending.subarray(bytesWritten);
+    }
+  }
+
+  /** Takes a failed write's bytes back off the file, so no torn line stays between two events. */
+  private async cutBack(size: number): Promise<void> {
+    if (this.size === size) return;
+    try {
+      await this.handle.truncate(size);
+      this.size = size;
+    } catch {
+      this.torn = true;
+    }
+  }
+
+  /** Keeps `lines` for the next write; past the bound the oldest go (counted, and told at recovery). */
+  private hold(lines: string[]): void {
+    const over = lines.length - this.maxHeld;
+    if (over > 0) this.dropped += over;
+    this.held = over > 0 ? lines.slice(over) : lines;
+  }
+
+  private recovered(): void {
+    const recovery = { written: this.held.length, dropped: this.dropped, sinceMs: this.heldSinceMs };
+    this.held = [];
+    this.dropped = 0;
+    this.options.onRecovered?.(recovery);
   }
 
   /**
@@ -191,10 +243,13 @@ export class AuditFile {
     return listAuditEvents(this.file, page, this.options.read);
   }
 
-  /** Writes what is buffered and closes the file. */
+  /** Writes what is buffered (and held) and closes the file; what still cannot be written is told to onLost. */
   async close(): Promise<void> {
-    if (this.buffer.length > 0) await this.flushSoon().catch(() => {});
+    if (this.buffer.length > 0 || this.held.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
+    this.retry.reset();
+    const lost = this.held.length + this.dropped;
+    if (lost > 0) this.options.onLost?.(lost);
     await this.handle.close();
   }
 }

@@ -1,7 +1,12 @@
 import type pg from 'pg';
-import { DomainError } from '../../../shared/errors.js';
 import { LAZY_AUDIT_FLUSH_MS } from '../audit-file.js';
 import type { AuditEvent, AuditPageFilter, AuditSink } from '../audit-records.js';
+import {
+  AuditRetry,
+  auditWriteFailure,
+  DEFAULT_MAX_HELD_AUDIT_EVENTS,
+  type HeldAuditOptions,
+} from '../held-audit.js';
 import { checkOut } from './checked-out.js';
 import { boundedRead } from './connect.js';
 
@@ -22,14 +27,17 @@ const AUDIT_PRUNE_LOCK = '418581342580'; // 0x6175646974, "audit"
 export async function insertAuditEvents(
   db: pg.Pool | pg.ClientBase,
   events: readonly AuditEvent[],
+  { again = false }: { again?: boolean } = {},
 ): Promise<void> {
-  // WITH ORDINALITY … ORDER BY: the rows take their `seq` in the order they were recorded.
+  // WITH ORDINALITY … ORDER BY: the rows take their `seq` in the order they were recorded. Sent
+  // `again` (events held after a failure the database may have committed before the link broke),
+  // the rows already there are skipped.
   await db.query(
     `INSERT INTO audit_events (event_id, at, type, security, body)
      SELECT e, a, t, s, b::jsonb
      FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::boolean[], $5::text[])
        WITH ORDINALITY AS u(e, a, t, s, b, n)
-     ORDER BY n`,
+     ORDER BY n${again ? '\n     ON CONFLICT (event_id) DO NOTHING' : ''}`,
     [
       events.map((e) => e.id),
       events.map((e) => e.at),
@@ -48,10 +56,7 @@ export interface AuditRetention {
   maxRows?: number | undefined;
 }
 
-export interface AuditTableOptions {
-  /** Told of every failed write: callers only see STORE_UNAVAILABLE, the log should say why. */
-  onWriteError?: (error: unknown) => void;
-}
+export interface AuditTableOptions extends HeldAuditOptions {}
 
 interface Pending {
   event: AuditEvent;
@@ -60,17 +65,27 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+const settled = () => {};
+
 /**
  * The audit log in PostgreSQL (`audit_events`), shared by every replica. Appends are
  * group-committed like the file's: events that arrive while an INSERT runs go out together in the
  * next one, one statement for many rows (arrays unnested, so the statement's size does not grow with
  * the rows), and each resolves once that INSERT committed. Pages follow (at, seq) newest first, so
- * events with the same time keep one order on every replica and across pages.
+ * events with the same time keep one order on every replica and across pages. Events an INSERT
+ * failed to write are held and sent again (see held-audit.ts), unless the database refused their
+ * data itself (a data or integrity error, which no retry mends).
  */
 export class AuditTable implements AuditSink {
   private pending: Pending[] = [];
   private flushing: Promise<void> | null = null;
   private lazyTimer: NodeJS.Timeout | null = null;
+  /** Events a failed INSERT did not write, oldest first: sent before anything newer. */
+  private held: Pending[] = [];
+  private heldSinceMs = 0;
+  private heldWritten = 0;
+  private dropped = 0;
+  private readonly retry = new AuditRetry(() => void this.flushSoon());
 
   /** The pool is the caller's: `close()` leaves it open. */
   constructor(
@@ -91,6 +106,7 @@ export class AuditTable implements AuditSink {
     this.lazyTimer = null;
     this.flushing ??= this.flushLoop().finally(() => {
       this.flushing = null;
+      if (this.held.length > 0) return; // the retry (or an urgent event) goes on
       if (this.pending.some((p) => !p.lazy)) void this.flushSoon();
       else if (this.pending.length > 0) this.flushLater();
     });
@@ -109,23 +125,59 @@ export class AuditTable implements AuditSink {
    * the loop sending a statement per round trip, each with a few `session.connected` rows.
    */
   private async flushLoop(): Promise<void> {
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 && this.held.length === 0) return;
     do {
-      const batch = this.pending.splice(0, AUDIT_INSERT_MAX_ROWS);
+      const batch = this.held.splice(0, AUDIT_INSERT_MAX_ROWS);
+      const fromHeld = batch.length;
+      batch.push(...this.pending.splice(0, AUDIT_INSERT_MAX_ROWS - batch.length));
       try {
-        await this.insert(batch.map((p) => p.event));
+        const events = batch.map((p) => p.event);
+        await insertAuditEvents(this.pool, events, { again: fromHeld > 0 });
+        this.retry.reset();
+        if (fromHeld > 0) {
+          this.heldWritten += fromHeld;
+          if (this.held.length === 0) this.recovered();
+        }
         for (const p of batch) p.resolve();
       } catch (error) {
-        this.options.onWriteError?.(error);
-        const code = (error as { code?: string }).code ?? (error as Error).message;
-        const failure = new DomainError('STORE_UNAVAILABLE', `The audit log could not be written (${code}).`);
-        for (const p of batch) p.reject(failure);
+        this.failed(batch, error);
+        return;
       }
-    } while (this.pending.some((p) => !p.lazy));
+    } while (this.held.length > 0 || this.pending.some((p) => !p.lazy));
   }
 
-  private insert(events: AuditEvent[]): Promise<void> {
-    return insertAuditEvents(this.pool, events);
+  /** Holds `batch` for the next INSERT (the callers are told now), unless its data was refused. */
+  private failed(batch: Pending[], error: unknown): void {
+    const failure = auditWriteFailure(error);
+    for (const p of batch) p.reject(failure);
+    const sqlState = String((error as { code?: unknown }).code ?? '');
+    if (/^2[23]/.test(sqlState)) {
+      // Retrying refused data would refuse it again, and hold back every event after it.
+      this.options.onWriteError?.(error);
+      this.options.onLost?.(batch.length);
+      return;
+    }
+    // Told once an outage: the held events that fail again are part of the same one.
+    if (this.heldSinceMs === 0) {
+      this.heldSinceMs = Date.now();
+      this.options.onWriteError?.(error);
+    }
+    const held = batch.map((p) => ({ ...p, resolve: settled, reject: settled }));
+    this.held = [...held, ...this.held];
+    const over = this.held.length - (this.options.maxHeldEvents ?? DEFAULT_MAX_HELD_AUDIT_EVENTS);
+    if (over > 0) {
+      this.held.splice(0, over);
+      this.dropped += over;
+    }
+    this.retry.schedule();
+  }
+
+  private recovered(): void {
+    const recovery = { written: this.heldWritten, dropped: this.dropped, sinceMs: this.heldSinceMs };
+    this.heldWritten = 0;
+    this.dropped = 0;
+    this.heldSinceMs = 0;
+    this.options.onRecovered?.(recovery);
   }
 
   /**
@@ -214,7 +266,10 @@ export class AuditTable implements AuditSink {
 
   /** Writes what is buffered (the pool stays open: it is the caller's). */
   async close(): Promise<void> {
-    if (this.pending.length > 0) await this.flushSoon().catch(() => {});
+    if (this.pending.length > 0 || this.held.length > 0) await this.flushSoon().catch(() => {});
     await this.flushing;
+    this.retry.reset();
+    const lost = this.held.length + this.dropped;
+    if (lost > 0) this.options.onLost?.(lost);
   }
 }
