@@ -15,7 +15,7 @@ import { type AuditEvent, FileAuditLog } from '../server/services/audit.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import type { HeldAuditRecovery } from '../server/store/held-audit.js';
 import { loadStoreFiles } from '../server/store/journal.js';
-import { enrollSim, hostFacts } from './helpers/agent-sim.js';
+import { connectSim, enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { canMount } from './helpers/mounts.js';
 import { spawnServer } from './helpers/processes.js';
@@ -247,6 +247,52 @@ describe('faults: crashes, full and read-only disks', () => {
       await closeLater?.();
       execFileSync('umount', [dir]);
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a revoke on a read-only data dir: REVOKE_NOT_SAVED, and its refused event, held while the disk refuses writes, is in the audit log once it takes them again', async (ctx) => {
+    if (!mountable) return ctx.skip('needs root and mount (bind mounts)');
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const { enrolled } = await enrollSim(srv.url, key, 'told-revoked');
+    const session = connectSim(srv.url, enrolled!);
+    await session.waitFor('ready');
+    const dir = srv.dataDir;
+    execFileSync('mount', ['--bind', dir, dir]);
+    let mounted = true;
+    try {
+      execFileSync('mount', ['-o', 'remount,bind,ro', dir]);
+      const r = await rawCall(
+        srv.url,
+        'connectors.revoke',
+        { connectorId: enrolled!.connectorId, reason: 'stolen laptop' },
+        { key: srv.adminKey },
+      );
+      expect(r).toMatchObject({ status: 500, reason: 'REVOKE_NOT_SAVED' });
+      expect(await session.waitForClose()).toEqual({ code: 4003, reason: 'CONNECTOR_REVOKED' });
+      execFileSync('mount', ['-o', 'remount,bind,rw', dir]);
+      execFileSync('umount', [dir]);
+      mounted = false;
+      // Written by the retry (within 5 s) or with the next event, whichever comes first.
+      const [event] = await eventually(
+        'the held revoke event written',
+        async () => {
+          const events = await srv.admin.audit.list.query({ type: 'connector.revoked' });
+          return events.length > 0 && events;
+        },
+        10_000,
+      );
+      expect(event).toMatchObject({
+        outcome: 'refused',
+        reason: 'REVOKE_NOT_SAVED',
+        security: true,
+        connectorId: enrolled!.connectorId,
+        actor: { kind: 'admin' },
+        details: { reason: 'stolen laptop', sessionsEnded: 1, connectorsCutOff: 1 },
+      });
+      await session.close();
+    } finally {
+      if (mounted) execFileSync('umount', [dir]);
     }
   });
 

@@ -47,7 +47,7 @@ export function createServices(
     identityTtlMs: config.identityTtlMs,
     pendingTtlMs: config.pendingTtlMs,
   };
-  const unsavedTerminations = new UnsavedTerminations();
+  const unsavedTerminations = new UnsavedTerminations(audit);
   // Connectors and groups both cut agents off (revoke, delete, disable) and rotate keys.
   const cutOffDeps = { store, audit, clock, events, presence, unsavedTerminations, policy, secretBox };
   const connectors = new ConnectorService({ ...cutOffDeps, metrics, logger });

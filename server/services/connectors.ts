@@ -2,6 +2,7 @@ import { DomainError } from '../../shared/errors.js';
 import type { HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord } from '../store/records.js';
 import { applyNow, type StoreView } from '../store/store.js';
+import type { AuditInput } from './audit.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
 import type { DomainEvent } from './events.js';
 import { policyOf, rotateGroupKey } from './provisioning-keys.js';
@@ -210,7 +211,12 @@ export class ConnectorService {
     });
     // Cut the agent off now; answer once the revocation is durable.
     const cut = applied
-      ? this.cutOff(connectorId, 'revoked', { type: 'connector.revoked', connectorId, reason })
+      ? this.cutOff(
+          connectorId,
+          'revoked',
+          { type: 'connector.revoked', connectorId, reason },
+          { type: 'connector.revoked', ...meta, connectorId, groupId: applied.groupId, details: { reason } },
+        )
       : null;
     // A session on another replica confirms through the connector's record (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
@@ -240,7 +246,12 @@ export class ConnectorService {
       return record.groupId;
     });
     const cut = applied
-      ? this.cutOff(connectorId, 'deleted', { type: 'connector.deleted', connectorId })
+      ? this.cutOff(
+          connectorId,
+          'deleted',
+          { type: 'connector.deleted', connectorId },
+          { type: 'connector.deleted', ...meta, connectorId, groupId: applied },
+        )
       : null;
     // A session on another replica confirms through the cluster's sessions (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
@@ -251,9 +262,19 @@ export class ConnectorService {
   }
 
   /** Holds the connector off until the change is saved, then ends its live session (if any). */
-  private cutOff(connectorId: string, event: UnsavedTermination, domainEvent: DomainEvent): CutOff {
+  private cutOff(
+    connectorId: string,
+    event: UnsavedTermination,
+    domainEvent: DomainEvent,
+    audit: AuditInput,
+  ): CutOff {
     const sessionsEnded = this.deps.presence.isConnected(connectorId) ? 1 : 0;
-    const cut = this.deps.unsavedTerminations.hold({ event, connectorIds: [connectorId], sessionsEnded });
+    const cut = this.deps.unsavedTerminations.hold({
+      event,
+      connectorIds: [connectorId],
+      sessionsEnded,
+      audit,
+    });
     this.deps.events.applied(domainEvent);
     return cut;
   }

@@ -176,6 +176,12 @@ export class GroupService {
             connectorIds: applied.connectorIds,
             sessionsEnded: applied.connectorIds.filter((id) => this.deps.presence.isConnected(id)).length,
             groupName: applied.name,
+            audit: {
+              type: 'group.deleted',
+              ...meta,
+              groupId,
+              details: { name: applied.name, force, connectorsRemoved: applied.connectorIds.length },
+            },
           })
         : null;
     if (applied)

@@ -1,4 +1,5 @@
 import { DomainError } from '../../shared/errors.js';
+import type { AuditInput, AuditLog } from './audit.js';
 import type { Termination } from './views.js';
 
 /** A revoke or delete cut connectors off live; their change is not (yet) known to be on disk. */
@@ -12,6 +13,8 @@ export interface CutOff {
   sessionsEnded: number;
   /** Set for a group deletion: its name, for the answer. */
   groupName?: string;
+  /** The event the change would have been audited as: a failed write records it refused, so the cut leaves a trace. */
+  audit: AuditInput;
 }
 
 /**
@@ -23,6 +26,8 @@ export interface CutOff {
  */
 export class UnsavedTerminations {
   private readonly held = new Map<string, UnsavedTermination>();
+
+  constructor(private readonly audit: Pick<AuditLog, 'record'>) {}
 
   /** Whether sessions of this connector are refused for a revoke or delete not saved (yet). */
   of(connectorId: string): UnsavedTermination | undefined {
@@ -48,7 +53,23 @@ export class UnsavedTerminations {
       return result;
     } catch (error) {
       if (!cut || !(error instanceof DomainError) || error.reason !== 'STORE_UNAVAILABLE') throw error;
-      throw notSaved(cut, termination ? await termination : null);
+      const answer = notSaved(cut, termination ? await termination : null);
+      // Agents were told and may have wiped themselves: that must be in the log even though the
+      // change is not. On the same full disk this event is held and written once space returns.
+      await this.audit
+        .record({
+          ...cut.audit,
+          outcome: 'refused',
+          reason: answer.reason,
+          security: true,
+          details: {
+            ...cut.audit.details,
+            sessionsEnded: cut.sessionsEnded,
+            connectorsCutOff: cut.connectorIds.length,
+          },
+        })
+        .catch(() => {});
+      throw answer;
     }
   }
 }
