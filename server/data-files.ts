@@ -256,6 +256,11 @@ export async function openDataFiles(
         { err: error },
         'store write failed; the changes it carried were undone in memory and their callers refused',
       ),
+    onFoldError: (error) =>
+      logger.warn(
+        { err: error },
+        'could not fold the journal into store.json at shutdown; nothing is lost: store.journal keeps the changes and the next start reads it',
+      ),
   });
   // Identities its keys signed are out there: a new key would leave every one of them unknown.
   const signed = store.read((view) => view.list('connectors').filter((c) => c.status !== 'revoked').length);

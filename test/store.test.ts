@@ -123,6 +123,38 @@ describe('JournalStore', () => {
       await rm(dir, { recursive: true });
     }
   });
+  it('a disk full at shutdown: folding the journal into the data file fails, which is told apart from a failed write, and the next start has every change', async (ctx) => {
+    const dir = await tempDir();
+    if (!tryMount(dir, '64k')) {
+      ctx.skip(); // needs root and tmpfs
+      return;
+    }
+    try {
+      const file = join(dir, 'store.json');
+      const writeErrors: unknown[] = [];
+      const foldErrors: unknown[] = [];
+      const store = await JournalStore.open(file, {
+        onWriteError: (e) => writeErrors.push(e),
+        onFoldError: (e) => foldErrors.push(e),
+      });
+      await store.transact((tx) => {
+        for (let i = 0; i < 40; i++) tx.put('groups', group(`kept${i}`));
+      });
+      // What is left is too little for a new store.json beside the old one.
+      await writeFile(join(dir, 'ballast'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await store.close();
+      expect(foldErrors).toHaveLength(1);
+      expect(foldErrors[0]).toMatchObject({ code: 'ENOSPC' });
+      expect(writeErrors).toEqual([]);
+      await rm(join(dir, 'ballast'));
+      const again = await JournalStore.open(file);
+      expect(again.read((v) => v.list('groups').length)).toBe(40);
+      await again.close();
+    } finally {
+      execFileSync('umount', [dir]);
+      await rm(dir, { recursive: true });
+    }
+  });
 });
 
 describe('JournalStore journal', () => {

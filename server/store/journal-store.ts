@@ -49,6 +49,11 @@ export interface JournalStoreOptions {
   compactAfterBytes?: number;
   /** Told about write failures; the store itself recovers by returning to the durable state. */
   onWriteError?: (error: unknown) => void;
+  /**
+   * Told when folding the journal into the data file at close fails: nothing is lost (the journal
+   * keeps the changes and the next start reads it), unlike a failed write. @default onWriteError
+   */
+  onFoldError?: (error: unknown) => void;
   /** The fsync calls (a test observes their order through this). @default realSync */
   sync?: FileSync;
 }
@@ -186,7 +191,7 @@ export class JournalStore implements Store {
     await this.flushing;
     await this.writeBatch([]);
     if (this.journal.bytes > 0 && !this.journal.suspect)
-      await this.compact().catch((e) => this.options.onWriteError?.(e));
+      await this.compact().catch((e) => (this.options.onFoldError ?? this.options.onWriteError)?.(e));
   }
 
   private flushSoon(): void {
