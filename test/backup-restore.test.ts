@@ -8,7 +8,7 @@ import { decodeBackup } from '../server/backup/format.js';
 import type { ServerConfig } from '../server/server-config.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
-import { enrollSim } from './helpers/agent-sim.js';
+import { connectSim, type Enrolled, enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { serverCli } from './helpers/cli.js';
 import { freshDatabase } from './helpers/postgres.js';
@@ -311,6 +311,73 @@ describe('backup and restore', () => {
     await rm(work, { recursive: true, force: true });
   }, 120_000);
 
+  it('a signing key rotated in after the backup: restored over its own dir it is kept and its identities work; restored elsewhere the restore names it and warns its identities will be refused', async () => {
+    const work = await tempDir('ce-restore-rotated-');
+    // A real clock: the server renews identities on its own schedule.
+    const srv = await startTestServer({ clock: realTimeClock() });
+    const group = await srv.admin.groups.create.mutate({ name: 'Rotated' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const enrolled = (await enrollSim(srv.url, key, 'renewed-since')).enrolled!;
+    const sim = connectSim(srv.url, enrolled);
+    await sim.waitFor('ready');
+    const out = join(work, 'before-rotation.backup');
+    const backup = await cli(['backup', '--out', out, '--server', srv.url], {
+      CONNECTOR_ADMIN_KEY: srv.adminKey,
+    });
+    expect(backup.code, backup.stderr).toBe(0);
+    const oldKid = (await srv.admin.signingKeys.list.query({})).find((k) => k.state === 'active')!.kid;
+    const rotated = await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+    await srv.admin.signingKeys.retire.mutate({ kid: oldKid, force: true });
+    // Renewed at once with the key the backup does not have: what its agent holds from now on.
+    const renewed = (await sim.waitFor('identity', 5000)) as { identityToken: string };
+    const late = { ...enrolled, identityToken: renewed.identityToken };
+    await sim.close();
+    await srv.stop();
+
+    const elsewhere = join(work, 'elsewhere');
+    const away = await restoreWith(out, elsewhere, join(srv.dataDir, 'audit.jsonl'));
+    expect(away.code, away.stderr).toBe(0);
+    expect(away.stderr).toContain(`warning: signing key(s) ${rotated.key.kid} were made after the backup`);
+    expect(away.stderr).toContain('IDENTITY_UNKNOWN_SIGNER');
+    {
+      await using moved = await startTestServer({ dataDir: elsewhere });
+      expect(await handshakeOutcome(moved.url, late)).toBe('4401 IDENTITY_UNKNOWN_SIGNER');
+    }
+
+    // Another deployment's dir (its own secret): its keys must never be trusted by this one.
+    const other = await startTestServer();
+    await other.stop();
+    const foreign = await cli([
+      'restore',
+      '--from',
+      out,
+      '--data-dir',
+      other.dataDir,
+      '--force',
+      '--audit-file',
+      join(srv.dataDir, 'audit.jsonl'),
+    ]);
+    expect(foreign.code, foreign.stderr).toBe(0);
+    expect(foreign.stdout).not.toContain('Kept');
+    expect(foreign.stderr).toContain(`warning: signing key(s) ${rotated.key.kid} were made after the backup`);
+    await rm(other.dataDir, { recursive: true, force: true });
+
+    const home = await cli(['restore', '--from', out, '--data-dir', srv.dataDir, '--force']);
+    expect(home.code, home.stderr).toBe(0);
+    expect(home.stdout).toContain(`Kept 1 signing key(s) made after the backup`);
+    expect(home.stderr).not.toContain('warning');
+    await using back = await startTestServer({ dataDir: srv.dataDir });
+    expect(await handshakeOutcome(back.url, late)).toBe('ready');
+    // The retirement replayed from the log still holds: the old key is not trusted again.
+    const keys = await back.admin.signingKeys.list.query({});
+    expect(keys.find((k) => k.kid === oldKid)?.state).toBe('retired');
+    expect(keys.find((k) => k.kid === rotated.key.kid)?.state).toBe('active');
+    const restored = (await back.admin.audit.list.query({ type: 'backup.restored' }))[0]!;
+    expect(restored.details.signingKeysKept).toEqual([rotated.key.kid]);
+    await rm(srv.dataDir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  }, 120_000);
+
   it('refuses to back up a --database-url deployment, online or from its data dir, pointing at pg_dump', async () => {
     const work = await tempDir('ce-backup-');
     await using db = await freshDatabase();
@@ -337,6 +404,19 @@ describe('backup and restore', () => {
     }
   });
 });
+
+/** 'ready' if a session of `enrolled` is let in, else its close code and reason. */
+async function handshakeOutcome(url: string, enrolled: Enrolled): Promise<string> {
+  const sim = connectSim(url, enrolled);
+  try {
+    return await Promise.race([
+      sim.waitFor('ready').then(() => 'ready'),
+      sim.waitForClose().then((c) => `${c.code} ${c.reason}`),
+    ]);
+  } finally {
+    await sim.close();
+  }
+}
 
 /** `restore --from backup --data-dir dir --audit-file auditFile`, as an operator runs it. */
 const restoreWith = (backup: string, dir: string, auditFile: string) =>

@@ -12,6 +12,7 @@ import { journalFileOf, loadStoreFiles } from '../store/journal.js';
 import { readAuditEventsOf } from './audit-events.js';
 import { type BackupContents, BackupFileError, decodeBackup, encodeBackup } from './format.js';
 import { type ReplayCounts, replayAfterSnapshot } from './replay.js';
+import { signingKeysMadeSince, signingKeysStillMissing } from './signing-keys-since.js';
 
 /** The files of a data dir that a backup holds (the audit log is history, not state: not in it). */
 export const DATA_FILES = {
@@ -99,6 +100,10 @@ export interface RestoreResult {
    */
   auditGapFrom: string | null;
   replayed: ReplayCounts;
+  /** Signing keys made after the backup, kept from the dir restored over (its own deployment's). */
+  signingKeysKept: string[];
+  /** Signing keys the log says were made after the backup and that neither it nor the dir had. */
+  signingKeysMissing: string[];
 }
 
 /**
@@ -146,6 +151,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       .some((e) => Date.parse(e.details.snapshotAt as string) <= contents.snapshotAt);
     const auditGapFrom =
       oldestAt !== null && Date.parse(oldestAt) > contents.snapshotAt && !reachesBack ? oldestAt : null;
+    // Before the dir's keys are replaced: those made after the backup, which identities out there hold.
+    const kept = await signingKeysMadeSince(path(DATA_FILES.secret), path(DATA_FILES.signingKeys), contents);
+    contents.signingKeys.keys.push(...kept);
+    const signingKeysMissing = signingKeysStillMissing(contents, events);
     const applied: AuditEvent[] = [];
     const replayed = await replayAfterSnapshot(contents, events, defaultConfig(), (event) =>
       applied.push(event),
@@ -188,6 +197,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
           auditFiles: files,
           replayed,
           ...(auditGapFrom ? { auditGapFrom } : {}),
+          ...(kept.length > 0 ? { signingKeysKept: kept.map((k) => k.kid) } : {}),
+          ...(signingKeysMissing.length > 0 ? { signingKeysMissing } : {}),
         },
       });
     } finally {
@@ -199,6 +210,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       auditFiles: files,
       auditGapFrom,
       replayed,
+      signingKeysKept: kept.map((k) => k.kid),
+      signingKeysMissing,
     };
   } finally {
     await lock.release();

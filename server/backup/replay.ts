@@ -36,8 +36,8 @@ export const totalReplayed = (c: ReplayCounts) =>
  * at or after `snapshotAt`. Returns what it changed. Mutates `contents`.
  *
  * Not replayed (nothing to take back): creations, enables and disables, renames; those made after
- * the backup are lost with it. A signing key rotated in after the backup is not in it: identities
- * it signed are refused after the restore and their agents must enroll again.
+ * the backup are lost with it. A signing key rotated in after the backup is not in it: the restore
+ * takes it from the dir it restores over when it can (signing-keys-since.ts), else warns.
  */
 export async function replayAfterSnapshot(
   contents: BackupContents,

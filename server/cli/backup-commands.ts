@@ -110,6 +110,17 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
             'revocations and deletions made between the two are not in it and were not replayed, so connectors revoked then are enabled again. ' +
             'Revoke them again (connectors list, connectors revoke), or restore with an audit log that reaches back (its rotated files, audit.jsonl.N, from a copy).',
         );
+      if (result.signingKeysKept.length > 0)
+        console.log(
+          `Kept ${result.signingKeysKept.length} signing key(s) made after the backup from ${flags.dataDir}/signing-keys.json (${result.signingKeysKept.join(', ')}): identities they signed stay valid.`,
+        );
+      if (result.signingKeysMissing.length > 0)
+        console.error(
+          `warning: signing key(s) ${result.signingKeysMissing.join(', ')} were made after the backup and are not in it (nor in ${flags.dataDir}): ` +
+            'identities they signed will be refused (IDENTITY_UNKNOWN_SIGNER) and those agents retry without end. ' +
+            'If the old server’s signing-keys.json survives, restore again with --force into a dir holding it and its secret.key; ' +
+            'else enroll those hosts again: on each, connector-agent unenroll --force (the server no longer knows the identity), then run it with a provisioning key.',
+        );
       console.log(
         result.auditFiles.length === 0
           ? 'No audit log given or found: nothing replayed. Anything revoked or deleted after the backup is back; pass --audit-file with the old server’s audit.jsonl to take it back.'
