@@ -256,6 +256,11 @@ export async function openDataFiles(
         { err: error },
         'store write failed; the changes it carried were undone in memory and their callers refused',
       ),
+    onTornTail: ({ file, at, bytes }) =>
+      logger.warn(
+        { file, at, bytes },
+        'the journal ended in a torn entry (an append a crash cut short, never acknowledged): cut off',
+      ),
     onFoldError: (error) =>
       logger.warn(
         { err: error },

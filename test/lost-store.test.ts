@@ -1,9 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createAdminClient } from '../server/admin-client.js';
 import { enrollSim } from './helpers/agent-sim.js';
-import { spawnTs } from './helpers/processes.js';
+import { spawnServer, spawnTs } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 /**
@@ -77,5 +79,43 @@ describe('a data dir whose signing keys are gone', () => {
     await rename(join(dataDir, 'signing-keys.json.aside'), join(dataDir, 'signing-keys.json'));
     await using again = await startTestServer({ dataDir });
     expect((await again.admin.connectors.counts.query({})).total).toBe(1);
+  });
+});
+
+describe('a journal whose last entry is bad', () => {
+  it('torn (no newline: a crash mid-append) is cut off with a warning; damaged but whole is refused in one line that gives the exact cut, which then starts', async () => {
+    const dataDir = await tempDir('ce-bad-journal-');
+    const journal = join(dataDir, 'store.journal');
+    // Killed, not stopped: a stop folds the journal into store.json.
+    const writer = await spawnServer(dataDir);
+    const admin = createAdminClient({ url: writer.url, adminKey: writer.adminKey });
+    for (const name of ['Kept', 'Journalled']) await admin.groups.create.mutate({ name });
+    writer.kill('SIGKILL');
+    await writer.exited;
+    const good = (await readFile(journal)).length;
+    expect(good).toBeGreaterThan(0);
+
+    await appendFile(journal, '{"ops":[["groups","grp_torn",{"id":"grp_to');
+    const torn = await spawnServer(dataDir);
+    await torn.waitForOutput(/the journal ended in a torn entry/);
+    torn.kill('SIGKILL');
+    await torn.exited;
+    expect((await readFile(journal)).length).toBe(good);
+
+    // Whole but unreadable: a crash that left the line's end but not its middle, or a bad disk.
+    await appendFile(journal, '{"ops":[["groups","grp_bad",{"id":"\u0000\u0000\u0000\n');
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    expect((await serve.exited).code).toBe(1);
+    const said = serve.output().trim();
+    expect(said.split('\n')).toHaveLength(1);
+    expect(said).toContain(`${journal}: has a damaged last entry at byte ${good}`);
+    expect(said).toContain(`truncate -s ${good} ${journal}`);
+    execFileSync('truncate', ['-s', String(good), journal]);
+    await using again = await startTestServer({ dataDir });
+    expect((await again.admin.groups.list.query({})).map((g) => g.name).sort()).toEqual([
+      'Journalled',
+      'Kept',
+    ]);
+    await rm(dataDir, { recursive: true, force: true });
   });
 });

@@ -56,6 +56,8 @@ export interface JournalStoreOptions {
   onFoldError?: (error: unknown) => void;
   /** The fsync calls (a test observes their order through this). @default realSync */
   sync?: FileSync;
+  /** Told when opening cut a torn last line off the journal (a crash mid-append: never acknowledged). */
+  onTornTail?: (torn: { file: string; at: number; bytes: number }) => void;
 }
 
 /**
@@ -119,7 +121,10 @@ export class JournalStore implements Store {
     // usual): folding it in here stringified and rewrote the whole store while a restarted server's
     // fleet was waiting to reconnect (~0.8 s at 25k connectors). Only a torn last line is cut off.
     if (!existsSync(journalFile)) await store.compact();
-    else if (goodBytes !== Buffer.byteLength(text)) await store.journal.cut(goodBytes);
+    else if (goodBytes !== Buffer.byteLength(text)) {
+      await store.journal.cut(goodBytes);
+      options.onTornTail?.({ file: journalFile, at: goodBytes, bytes: Buffer.byteLength(text) - goodBytes });
+    }
     return store;
   }
 

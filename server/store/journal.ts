@@ -45,9 +45,16 @@ export function replayJournal(
       ops = (JSON.parse(line) as { ops: JournalOp[] }).ops;
       if (!Array.isArray(ops)) throw new Error('no ops');
     } catch {
+      // The last line alone: most likely an append a crash tore before its fdatasync returned (never
+      // acknowledged), but a damaged disk looks the same, so the operator decides, told how.
+      const last = end === text.length - 1;
+      const at = Buffer.byteLength(text.slice(0, offset));
       throw new DataFileError(
         file,
-        `has a damaged entry at byte ${offset}; restore the data dir from a backup`,
+        last
+          ? `has a damaged last entry at byte ${at} (a commit a crash tore, or a damaged disk). ` +
+              `To start without that one change: truncate -s ${at} ${file} (keep a copy first); or restore the data dir from a backup`
+          : `has a damaged entry at byte ${at}, with more after it; restore the data dir from a backup`,
       );
     }
     for (const [section, id, value, merge] of ops) {
