@@ -243,21 +243,34 @@ export class ConnectorService {
     const { applied, durable } = applyNow(this.deps.store, (tx) => {
       const record = requireConnector(tx, connectorId);
       tx.delete('connectors', connectorId);
-      return record.groupId;
+      // The record is gone after this: its event keeps the name it had, for whoever reads the log.
+      return { groupId: record.groupId, name: record.name };
     });
     const cut = applied
       ? this.cutOff(
           connectorId,
           'deleted',
           { type: 'connector.deleted', connectorId },
-          { type: 'connector.deleted', ...meta, connectorId, groupId: applied },
+          {
+            type: 'connector.deleted',
+            ...meta,
+            connectorId,
+            groupId: applied.groupId,
+            details: { name: applied.name },
+          },
         )
       : null;
     // A session on another replica confirms through the cluster's sessions (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
-    const groupId = await this.deps.unsavedTerminations.settle(durable, cut, ended);
+    const { groupId, name } = await this.deps.unsavedTerminations.settle(durable, cut, ended);
     if (cut) this.deps.events.committed({ type: 'connector.deleted', connectorId });
-    await this.deps.audit.record({ type: 'connector.deleted', ...meta, connectorId, groupId });
+    await this.deps.audit.record({
+      type: 'connector.deleted',
+      ...meta,
+      connectorId,
+      groupId,
+      details: { name },
+    });
     return { deleted: true, termination: await ended };
   }
 

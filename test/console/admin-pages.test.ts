@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enrollSim } from '../helpers/agent-sim.js';
 import { seriousA11yViolations } from '../helpers/axe.js';
 import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
 import { rawCall, startTestServer } from '../helpers/server.js';
@@ -59,6 +60,37 @@ describe('console: admin pages', () => {
     await expect
       .poll(() => types.allTextContents())
       .toEqual(['api_key.deleted', 'api_key.created', 'api_key.bootstrapped']);
+    await context.close();
+  });
+
+  it('Audit names who did what to what: admin key, group, connector and key names (a deleted connector by the name its event kept), ids in the titles', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Lab' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const kept = (await enrollSim(server.url, key, 'edge-1')).enrolled!;
+    const gone = (await enrollSim(server.url, key, 'edge-2')).enrolled!;
+    await server.admin.connectors.disable.mutate({ connectorId: kept.connectorId });
+    await server.admin.connectors.delete.mutate({ connectorId: gone.connectorId });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+    const row = (type: string) =>
+      page.getByRole('row').filter({ has: page.getByRole('rowheader', { name: type, exact: true }) });
+    const disabled = row('connector.disabled');
+    await expect.poll(() => disabled.getByRole('cell').nth(1).textContent()).toBe('admin bootstrap');
+    expect(await disabled.getByRole('cell').nth(2).textContent()).toBe('group Lab · connector edge-1');
+    expect(await disabled.getByText('connector edge-1').getAttribute('title')).toBe(kept.connectorId);
+    expect(await row('connector.deleted').getByRole('cell').nth(2).textContent()).toBe(
+      'group Lab · connector edge-2',
+    );
+    // An enrollment: the agent and the key it used, by name.
+    const enrolled = row('enrollment.succeeded').first();
+    expect(await enrolled.getByRole('cell').nth(1).textContent()).toMatch(/^agent edge-[12]$/);
+    expect(await enrolled.getByRole('cell').nth(2).textContent()).toMatch(
+      /^group Lab · connector edge-[12] · key Connector Provisioning Key - Lab$/,
+    );
     await context.close();
   });
 

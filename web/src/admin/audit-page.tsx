@@ -4,14 +4,61 @@ import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import type { AuditEvent } from '../types.js';
+import { type AuditNames, useAuditNames } from './audit-names.js';
 
 export const AUDIT_PAGE_SIZE = 50;
 
-/** Who did it, in words: `admin ak_…`, `agent con_…`, `system`, `anonymous`. */
-function actorText(actor: AuditEvent['actor']): string {
-  if (actor.kind === 'admin') return `admin ${actor.apiKeyId}`;
-  if (actor.kind === 'agent') return `agent ${actor.connectorId ?? '(unknown)'}`;
-  return actor.kind;
+/** A name where the server still knows one, else the id; the id in the title either way. */
+function Named({ kind, id, name }: { kind: string; id: string; name: string | undefined }) {
+  return (
+    <span className="named" title={id}>
+      {kind} {name ?? id}
+    </span>
+  );
+}
+
+/** The name an event kept in its details (a deletion's, an enrollment's), for ids the server no longer knows. */
+function keptName(event: AuditEvent): string | undefined {
+  return typeof event.details.name === 'string' ? event.details.name : undefined;
+}
+
+/** Who did it: `admin <key name>`, `agent <connector name>`, `system`, `anonymous`. */
+function Actor({ event, names }: { event: AuditEvent; names: AuditNames }) {
+  const { actor } = event;
+  if (actor.kind === 'admin')
+    return <Named kind="admin" id={actor.apiKeyId} name={names.key(actor.apiKeyId)} />;
+  if (actor.kind === 'agent') {
+    if (!actor.connectorId) return <>agent (unknown)</>;
+    const kept = actor.connectorId === event.connectorId ? keptName(event) : undefined;
+    return <Named kind="agent" id={actor.connectorId} name={names.connector(actor.connectorId) ?? kept} />;
+  }
+  return <>{actor.kind}</>;
+}
+
+/** What it was done to: the group, the connector and the key, by name where known. */
+function Target({ event, names }: { event: AuditEvent; names: AuditNames }) {
+  const named = keptName(event);
+  const parts = [
+    event.groupId && (
+      <Named
+        key="g"
+        kind="group"
+        id={event.groupId}
+        name={names.group(event.groupId) ?? (event.connectorId ? undefined : named)}
+      />
+    ),
+    event.connectorId && (
+      <Named
+        key="c"
+        kind="connector"
+        id={event.connectorId}
+        name={names.connector(event.connectorId) ?? named}
+      />
+    ),
+    event.keyId && <Named key="k" kind="key" id={event.keyId} name={names.key(event.keyId)} />,
+  ].filter(Boolean);
+  if (parts.length === 0) return <>—</>;
+  return <>{parts.flatMap((part, i) => (i === 0 ? [part] : [' · ', part]))}</>;
 }
 
 /** An event's details in one line (`name="x", force=true`); the full text in its title when cut. */
@@ -28,10 +75,6 @@ function unknownTypeHint(filter: string): string | null {
   return `No event type is "${filter}" or starts with "${filter}.".${near.length > 0 ? ` Did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : ''}`;
 }
 
-function targetText(event: AuditEvent): string {
-  return [event.groupId, event.connectorId, event.keyId].filter(Boolean).join(' · ') || '—';
-}
-
 /** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security flag on the server. */
 export function AuditPage() {
   const { api } = useConsole();
@@ -42,6 +85,7 @@ export function AuditPage() {
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const before = cursors[cursors.length - 1];
+  const names = useAuditNames(api, events);
 
   const refresh = useCallback(async () => {
     try {
@@ -132,7 +176,9 @@ export function AuditPage() {
             {shown.map((event) => (
               <tr key={event.id}>
                 <td>{formatTime(event.at, { seconds: true })}</td>
-                <td>{actorText(event.actor)}</td>
+                <td>
+                  <Actor event={event} names={names} />
+                </td>
                 <th scope="row" className="audit-type">
                   {event.type}
                   {event.outcome !== 'success' &&
@@ -147,7 +193,9 @@ export function AuditPage() {
                     </span>
                   )}
                 </th>
-                <td>{targetText(event)}</td>
+                <td>
+                  <Target event={event} names={names} />
+                </td>
                 <td>{event.remoteAddress ?? '—'}</td>
                 <td>{event.security ? <span className="badge warn">security</span> : ''}</td>
                 <td className="details">{detailsText(event)}</td>
