@@ -172,6 +172,39 @@ describe('console: an operator’s first hour', () => {
     await context.close();
   });
 
+  it('a row menu near the bottom of the window opens upward, whole in view; one near the top opens downward', async () => {
+    await using server = await startTestServer();
+    for (let i = 0; i < 12; i++)
+      await server.admin.groups.create.mutate({ name: `Site ${String(i).padStart(2, '0')}` });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 1000, height: 600 });
+    await signIn(page, server.url, server.adminKey);
+    const viewport = page.viewportSize()!;
+    const menuOf = async (name: string) => {
+      const button = page
+        .getByRole('row', { name: new RegExp(`^${name}\\b`) })
+        .getByRole('button', { name: /^Actions for/ });
+      await button.scrollIntoViewIfNeeded();
+      await button.click();
+      const menu = page.getByRole('menu');
+      await menu.waitFor();
+      const box = (await menu.boundingBox())!;
+      const anchor = (await button.boundingBox())!;
+      await page.keyboard.press('Escape');
+      return { box, anchor };
+    };
+    // Scrolled to the end: the last row sits at the bottom of the window.
+    await page.evaluate('window.scrollTo(0, document.body.scrollHeight)');
+    const last = await menuOf('Site 11');
+    expect(last.box.y + last.box.height).toBeLessThanOrEqual(viewport.height);
+    expect(last.box.y + last.box.height).toBeLessThanOrEqual(last.anchor.y + 1);
+    await page.evaluate('window.scrollTo(0, 0)');
+    const first = await menuOf('Site 00');
+    expect(first.box.y).toBeGreaterThanOrEqual(first.anchor.y + first.anchor.height - 1);
+    await context.close();
+  });
+
   it('Audit: times to the second, each event’s details, and a type no event has is told what it may have meant', async () => {
     await using server = await startTestServer();
     await server.admin.groups.create.mutate({ name: '<b>bold</b>' });

@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, useState } from 'react';
+import { useEffect, useId, useLayoutEffect, useRef, useState } from 'react';
 
 export interface MenuItem {
   label: string;
@@ -14,9 +14,24 @@ export interface MenuItem {
  */
 export function RowMenu({ label, items }: { label: string; items: MenuItem[] }) {
   const [open, setOpen] = useState(false);
+  /** Opened above the button: below it the menu would run past the bottom of the window. */
+  const [upward, setUpward] = useState(false);
   const button = useRef<HTMLButtonElement>(null);
   const list = useRef<HTMLDivElement>(null);
   const menuId = useId();
+
+  // Measured before the browser paints it: a row near the bottom opens its menu upward, if that fits better.
+  useLayoutEffect(() => {
+    if (!open) {
+      setUpward(false);
+      return;
+    }
+    const menu = list.current?.getBoundingClientRect();
+    const anchor = button.current?.getBoundingClientRect();
+    if (!menu || !anchor) return;
+    const below = window.innerHeight - anchor.bottom;
+    setUpward(menu.bottom > window.innerHeight && anchor.top > below);
+  }, [open]);
 
   useEffect(() => {
     if (!open) return;
@@ -68,7 +83,14 @@ export function RowMenu({ label, items }: { label: string; items: MenuItem[] }) 
         ⋯
       </button>
       {open && (
-        <div ref={list} id={menuId} role="menu" aria-label={label} onKeyDown={onKeyDown} className="menu">
+        <div
+          ref={list}
+          id={menuId}
+          role="menu"
+          aria-label={label}
+          onKeyDown={onKeyDown}
+          className={upward ? 'menu upward' : 'menu'}
+        >
           {items.map((item) => (
             <button
               key={item.label}
