@@ -5,6 +5,18 @@ export const PROVISIONING_KEY_PREFIX = 'cpk_';
 /** Prefix of admin API keys: `cak_<keyId>_<secret>`. */
 export const ADMIN_KEY_PREFIX = 'cak_';
 
+export type KeyPrefix = typeof PROVISIONING_KEY_PREFIX | typeof ADMIN_KEY_PREFIX;
+
+/**
+ * The record id a key names (`<idPrefix>_<id part>`), or null when the key is not of the expected
+ * shape. The id is not secret (it is in every audit event); only the part after it is.
+ */
+export function keyIdOf(key: string, prefix: KeyPrefix, idPrefix: string): string | null {
+  if (!key.startsWith(prefix)) return null;
+  const match = /^([a-z0-9]{12})_[A-Za-z0-9_-]{43}$/.exec(key.slice(prefix.length));
+  return match ? `${idPrefix}_${match[1]}` : null;
+}
+
 /** `aud` of identity tokens and the `typ` of the session proof. */
 export const IDENTITY_AUDIENCE = 'connector-session';
 export const PROOF_TYPE = 'connector-proof+jwt';

@@ -1,13 +1,13 @@
 import { rename } from 'node:fs/promises';
 import { DAY_MS } from '../../shared/durations.js';
 import { DomainError } from '../../shared/errors.js';
-import { ADMIN_KEY_PREFIX } from '../../shared/protocol.js';
+import { ADMIN_KEY_PREFIX, keyIdOf } from '../../shared/protocol.js';
 import { DurableTextFile } from '../store/durable-files.js';
 import type { ApiKeyRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import { keyState, provisioningKeyName } from './provisioning-keys.js';
-import { generateKey, keyIdOf, keyMatches } from './secrets.js';
+import { generateKey, keyMatches } from './secrets.js';
 import { iso } from './views.js';
 
 export interface AdminPrincipal {

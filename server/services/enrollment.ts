@@ -1,12 +1,12 @@
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
-import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
+import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
 import { keyState } from './provisioning-keys.js';
-import { enrolledConnectorId, keyIdOf, keyMatches } from './secrets.js';
+import { enrolledConnectorId, keyMatches } from './secrets.js';
 
 export interface EnrollRequest {
   provisioningKey: string;

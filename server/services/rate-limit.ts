@@ -1,8 +1,7 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { DomainError } from '../../shared/errors.js';
-import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
+import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { AuditLog } from './audit.js';
-import { keyIdOf } from './secrets.js';
 
 export interface RateLimits {
   /** Enrollment requests per source address per minute. @default 600 */

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { KeyPrefix } from '../../shared/protocol.js';
 
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -55,15 +56,6 @@ export function generateKey(prefix: KeyPrefix, idPrefix: string): GeneratedKey {
   const id = randomId(idPrefix, 12);
   const key = `${prefix}${id.slice(idPrefix.length + 1)}_${randomBytes(32).toString('base64url')}`;
   return { id, key, hash: hashKey(key) };
-}
-
-type KeyPrefix = 'cpk_' | 'cak_';
-
-/** The record id a key names (`<idPrefix>_<id part>`), or null when the key is not of the expected shape. */
-export function keyIdOf(key: string, prefix: KeyPrefix, idPrefix: string): string | null {
-  if (!key.startsWith(prefix)) return null;
-  const match = /^([a-z0-9]{12})_[A-Za-z0-9_-]{43}$/.exec(key.slice(prefix.length));
-  return match ? `${idPrefix}_${match[1]}` : null;
 }
 
 export function hashKey(key: string): string {

@@ -42,6 +42,14 @@ describe('console: admin pages', () => {
     expect(await seriousA11yViolations(page)).toEqual([]);
     await screenshot(page, 'api-keys');
 
+    // The key this console signed in with is marked, and its Delete says why it is off.
+    const own = page.getByRole('row', { name: /^bootstrap\b/ });
+    await own.getByText('this console', { exact: true }).waitFor();
+    expect(await row.getByText('this console', { exact: true }).count()).toBe(0);
+    const ownDelete = own.getByRole('button', { name: 'Delete' });
+    expect(await ownDelete.isDisabled()).toBe(true);
+    expect(await ownDelete.getAttribute('title')).toContain('This console is signed in with this key');
+
     await row.getByRole('button', { name: 'Delete' }).click();
     await page.getByRole('button', { name: 'Delete key' }).click();
     await expect.poll(() => row.count()).toBe(0);

@@ -1,4 +1,5 @@
 import { type FormEvent, useCallback, useRef, useState } from 'react';
+import { ADMIN_KEY_PREFIX, keyIdOf } from '../../../shared/protocol.js';
 import { errorText } from '../api.js';
 import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
@@ -12,7 +13,9 @@ import { useLoaded } from '../use-loaded.js';
  * provisioning key as the product names it, with the warning not to delete it.
  */
 export function ApiKeysPage() {
-  const { api, readOnlyReason } = useConsole();
+  const { api, adminKey, readOnlyReason } = useConsole();
+  // The key this console signed in with: the server refuses to delete it (API_KEY_IN_USE).
+  const ownKeyId = keyIdOf(adminKey, ADMIN_KEY_PREFIX, 'ak');
   const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
   const [copied, setCopied] = useState(false);
   const [deleting, setDeleting] = useState<ApiKeyRow | null>(null);
@@ -59,7 +62,17 @@ export function ApiKeysPage() {
           <tbody>
             {keys.map((k) => (
               <tr key={k.id}>
-                <th scope="row">{k.name}</th>
+                <th scope="row">
+                  {k.name}
+                  {k.id === ownKeyId && (
+                    <>
+                      {' '}
+                      <span className="badge" title="The key this console is signed in with">
+                        this console
+                      </span>
+                    </>
+                  )}
+                </th>
                 <td>{k.kind === 'admin' ? `Admin API key (${k.scope})` : 'Provisioning key'}</td>
                 <td>{formatTime(k.createdAt)}</td>
                 <td>{k.expiresAt ? formatTime(k.expiresAt) : 'Never'}</td>
@@ -69,7 +82,12 @@ export function ApiKeysPage() {
                   {k.kind === 'admin' ? (
                     <ActionButton
                       className="danger"
-                      disabledReason={readOnlyReason}
+                      disabledReason={
+                        readOnlyReason ??
+                        (k.id === ownKeyId
+                          ? 'This console is signed in with this key: sign in with another admin key to delete it.'
+                          : null)
+                      }
                       onClick={async () => setDeleting(k)}
                     >
                       Delete
