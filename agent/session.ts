@@ -1,19 +1,9 @@
 import { createTRPCClient, createWSClient, TRPCClientError, wsLink } from '@trpc/client';
 import { type ErrorReason, isErrorReason } from '../shared/errors.js';
-import {
-  CLOSE_CODES,
-  FINAL_SESSION_REASONS,
-  isFinalCloseCode,
-  replacingAddressOf,
-  type SessionEvent,
-  TERMINATION_ACK_TIMEOUT_MS,
-} from '../shared/protocol.js';
+import { FINAL_SESSION_REASONS, type SessionEvent, TERMINATION_ACK_TIMEOUT_MS } from '../shared/protocol.js';
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
-import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
-import { fullJitterDelayMs } from './backoff.js';
 import { EXIT } from './exit-codes.js';
-import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
 import { HostReporter } from './host-reporter.js';
 import { IdentityKeeper } from './identity-keeper.js';
 import { IdentitySaver } from './identity-saver.js';
@@ -23,17 +13,8 @@ import { createProof } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
-import {
-  describeCloseCode,
-  describeNetworkError,
-  hasOpened,
-  serverTimeOf,
-  sessionNonceOf,
-  type Transport,
-  tlsMisconfiguration,
-  upgradeRefusalOf,
-  withSessionNonce,
-} from './transport.js';
+import { SessionLink } from './session-link.js';
+import { serverTimeOf, sessionNonceOf, type Transport, withSessionNonce } from './transport.js';
 import { wipeIdentity } from './wipe-identity.js';
 
 export { EXIT };
@@ -81,31 +62,30 @@ export function runSession(o: SessionOptions): Promise<number> {
     store.writeStatus({ state, status, connectorId: identity.connectorId, server: servers.current, detail });
   // Replicas: a random one first, the next one after each failed connect or lost session.
   const servers = new ServerRotation(o.servers ?? serversOf(identity));
-  let moveOn = false;
   let finished = false;
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((resolve) => {
     resolveExit = resolve;
   });
   let connectedOnce = false;
-  // What is said about failed attempts: little, yet enough to show an agent retrying for hours.
-  const failures = new FailedAttempts();
-  // Why the socket just failed, from its error event, for the close event that follows.
-  let lastSocketError: string | null = null;
-  // What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay.
-  let notices: RetryNotice[] = [];
-  let retryAfterMs = 0;
-  // A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected.
-  let busySaid = false;
   // Identities expire and proofs are checked by the server's clock, which this host's may be off.
   const serverClock = new ServerClock(logger);
+  const link = new SessionLink({
+    logger,
+    servers,
+    serverClock,
+    identityExpiresAt: () => identity.identityExpiresAt,
+    unenrolling: Boolean(o.unenroll),
+    connectedOnce: () => connectedOnce,
+    finished: () => finished,
+    currentSocket: () => wsClient.connection?.ws,
+    stop: (code, ending, detail) => void finish(code, ending, detail),
+    finalReason: (reason) => void onFinalReason(reason),
+    disconnected: (detail) => void writeStatus('disconnected', null, detail),
+  });
 
   const wsClient = createWSClient({
-    url: () => {
-      if (moveOn) servers.next();
-      moveOn = false;
-      return `${servers.current.replace(/^http/, 'ws')}/trpc`;
-    },
+    url: () => `${link.nextServer().replace(/^http/, 'ws')}/trpc`,
     WebSocket: withSessionNonce(o.transport.WebSocket) as unknown as typeof globalThis.WebSocket,
     // Called once the socket is open: the proof signs the nonce of this very connection and the
     // server this agent means to reach, so neither a replay nor a relay can use it.
@@ -123,156 +103,15 @@ export function runSession(o: SessionOptions): Promise<number> {
         ),
       };
     },
-    // The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
-    // followed, plus up to a second of jitter: a busy server already spreads its crowd over the
-    // time it needs, and adding a growing backoff on top left it idle while agents waited.
-    // Either way, never past half the identity's remaining life: a server back before the identity
-    // runs out must see the agent in time to renew it, not after a backoff that outlived it.
-    retryDelayMs: (attempt) => {
-      const hint = retryAfterMs;
-      retryAfterMs = 0;
-      // tRPC counts attempts from the last socket that opened: a server that opens the socket, then
-      // refuses the identity (a stranger's IDENTITY_UNKNOWN_SIGNER), would be retried within a
-      // second for ever. The failures since the last session grow the backoff too.
-      const delay =
-        hint > 0 ? hint + fullJitterDelayMs(0) : fullJitterDelayMs(Math.max(attempt, failures.attempts - 1));
-      const left = Date.parse(identity.identityExpiresAt) - serverClock.now();
-      const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
-      if (!finished)
-        for (const notice of notices)
-          logger.warn(`${notice.message} in ${(chosen / 1000).toFixed(1)} s`, notice.fields);
-      notices = [];
-      return chosen;
-    },
+    retryDelayMs: (attempt) => link.retryDelayMs(attempt),
     // One ping per 45 s keeps NAT mappings (usually ≥ 60 s) alive and finds a dead link within
     // about a minute (45 s, 15 s for the pong, 2 s for the close: withSessionNonce); every ping is
     // server CPU, times the fleet.
     keepAlive: { enabled: true, intervalMs: 45_000, pongTimeoutMs: 15_000 },
-    onError: (event) => {
-      if (finished) return;
-      const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
-      if (refusal?.retryAfterMs != null && o.unenroll && !connectedOnce)
-        return unreachable(`the server is busy (HTTP ${refusal.status})`);
-      if (refusal?.retryAfterMs != null) {
-        retryAfterMs = refusal.retryAfterMs;
-        // A replica that cannot use its database says "not ready: <why>"; anything else is load.
-        if (!busySaid)
-          logger.warn(
-            refusal.said?.startsWith('not ready')
-              ? 'the server is not ready; retrying after the time it asked for'
-              : 'the server is busy; retrying after the time it asked for',
-            {
-              status: refusal.status,
-              ...(refusal.said ? { said: refusal.said } : {}),
-              retryAfterSeconds: Math.ceil(refusal.retryAfterMs / 1000),
-            },
-          );
-        busySaid = true;
-        return;
-      }
-      const cause = (event as { error?: unknown } | undefined)?.error ?? event;
-      // Not something time fixes: stop with the fix rather than retry for ever.
-      const tls = refusal ? null : tlsMisconfiguration(cause, servers.current);
-      if (tls) {
-        logger.error(tls);
-        void finish(EXIT.USAGE, 'misconfigured', tls);
-        return;
-      }
-      const problem = refusal
-        ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
-        : describeNetworkError(cause);
-      if (!refusal) void stopIfTlsPort(cause);
-      if (o.unenroll && !connectedOnce) return unreachable(problem);
-      lastSocketError = problem;
-      attemptFailed(problem, 'cannot connect; retrying');
-    },
-    onClose: (cause) => {
-      const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
-      const code = event?.code;
-      const reason = event?.reason ? String(event.reason) : '';
-      if (isFinalCloseCode(code)) {
-        if (code === CLOSE_CODES.REPLACED) {
-          // Only the socket in use matters: an old one replaced by our own reconnect is expected.
-          if (event?.target && event.target !== wsClient.connection?.ws) return;
-          // Keeps its identity: the genuine host may be this one. Exit 6 is not restarted, so two
-          // clones do not take the session from each other for ever.
-          const other = replacingAddressOf(reason) ?? 'an unknown address';
-          logger.error(
-            `another agent with this identity connected from ${other} and replaced this one; stopping. ` +
-              'The identity is in use elsewhere: on a copied host, remove its identity.json and enroll it anew; if it leaked, revoke the connector.',
-            { replacedBy: other },
-          );
-          void finish(EXIT.IDENTITY_IN_USE, 'replaced', `replaced by a session from ${other}`);
-          return;
-        }
-        void onFinalReason(
-          isErrorReason(reason)
-            ? reason
-            : code === CLOSE_CODES.REVOKED
-              ? 'CONNECTOR_REVOKED'
-              : 'IDENTITY_INVALID',
-        );
-        return;
-      }
-      if (finished) return;
-      if (o.unenroll && !connectedOnce) return unreachable(lastSocketError ?? describeCloseCode(code));
-      // The next attempt goes to the next replica (the same server when there is one).
-      moveOn = true;
-      // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
-      const hint = /retry-after=(\d{1,6})/.exec(reason);
-      if (hint) retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
-      // A refused upgrade was never a session: onError said why.
-      const refusal = upgradeRefusalOf(event?.target);
-      const why = lastSocketError ?? describeCloseCode(code);
-      lastSocketError = null;
-      if (code === CLOSE_CODES.SIGNER_UNKNOWN)
-        attemptFailed(
-          `${servers.current} does not know the key that signed this identity (IDENTITY_UNKNOWN_SIGNER): it is not the server of the deployment that enrolled this host, or it lost its signing keys (a new data dir; a replica started without its database URL). Check --server and that server`,
-          'the server refused this identity as not its own; keeping it and retrying',
-        );
-      else if (code !== undefined && code >= 4000)
-        notices.push({
-          message: 'the server closed the session for now; retrying',
-          fields: { code, reason, ...(retryAfterMs > 0 ? { retryAfterSeconds: retryAfterMs / 1000 } : {}) },
-        });
-      // Only a socket that had opened was a session (tRPC's reconnect may overlap an old socket and
-      // a new one, so this is asked of the socket that closed): one that never did was a failed
-      // attempt, said by onError.
-      else if (connectedOnce && !refusal && hasOpened(event?.target))
-        notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
-      void writeStatus('disconnected', null, refusal ? `upgrade answered HTTP ${refusal.status}` : why);
-    },
+    onError: (event) => link.socketError(event),
+    onClose: (cause) => link.socketClosed(cause),
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
-
-  /**
-   * An `http://` server whose connection was cut without an answer may be a TLS port (the server
-   * moved to https): probed once per server, and if so the agent stops with the fix (exit 2), as
-   * enrollment does, rather than retry for ever.
-   */
-  const tlsProbed = new Set<string>();
-  async function stopIfTlsPort(cause: unknown) {
-    const server = servers.current;
-    if (tlsProbed.has(server)) return;
-    tlsProbed.add(server);
-    const tls = await tlsPortAsPlainHttp(cause, server);
-    if (!tls || finished) return;
-    const said = `TLS: ${tls} as --server (with --allow-server-change)`;
-    logger.error(said);
-    void finish(EXIT.USAGE, 'misconfigured', said);
-  }
-
-  /** A failed attempt, said (or not) when the retry's delay is known: see FailedAttempts. */
-  function attemptFailed(problem: string, first: string) {
-    const notice = failures.failed(problem, first);
-    if (notice) notices.push(notice);
-  }
-
-  /** Unenrolling: the server could not be reached, so nothing changed there. */
-  function unreachable(problem: string) {
-    logger.error(`cannot reach ${servers.current}: ${problem}`);
-    void finish(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
-  }
 
   /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
   async function adoptIdentity(renewed: RenewableIdentity) {
@@ -385,8 +224,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     switch (event.type) {
       case 'ready':
         connectedOnce = true;
-        failures.connected();
-        busySaid = false;
+        link.connected();
         logger.info(`connected to ${servers.current}`, {
           connector: event.connectorId,
           status: event.status,

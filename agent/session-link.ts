@@ -1,0 +1,246 @@
+import { type ErrorReason, isErrorReason } from '../shared/errors.js';
+import { CLOSE_CODES, isFinalCloseCode, replacingAddressOf } from '../shared/protocol.js';
+import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
+import { fullJitterDelayMs } from './backoff.js';
+import { EXIT } from './exit-codes.js';
+import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
+import type { AgentLogger } from './log.js';
+import type { ServerClock } from './server-clock.js';
+import type { ServerRotation } from './servers.js';
+import {
+  describeCloseCode,
+  describeNetworkError,
+  hasOpened,
+  tlsMisconfiguration,
+  upgradeRefusalOf,
+} from './transport.js';
+
+/** How a session ends from what its link saw (session.ts's `finish`). */
+export type LinkEnding = 'replaced' | 'misconfigured' | 'stopped';
+
+export interface SessionLinkOptions {
+  logger: AgentLogger;
+  servers: ServerRotation;
+  serverClock: ServerClock;
+  /** When the identity in use expires (ISO): no retry waits past half of what is left of it. */
+  identityExpiresAt: () => string;
+  /** Unenrolling: a failed connect ends it (exit 10) instead of a retry. */
+  unenrolling: boolean;
+  connectedOnce: () => boolean;
+  finished: () => boolean;
+  /** The socket in use (tRPC's), to tell it from an older one a reconnect replaced. */
+  currentSocket: () => unknown;
+  /** Ends the session with `code` (see session.ts's `finish`). */
+  stop: (code: number, ending: LinkEnding, detail: string) => void;
+  /** A final refusal (revoked, deleted, unknown identity, bad proof): session.ts's `onFinalReason`. */
+  finalReason: (reason: ErrorReason) => void;
+  /** The link dropped or an attempt failed, for the status file. */
+  disconnected: (detail: string) => void;
+}
+
+/**
+ * What a session's websocket link does between sessions: it reads why each attempt failed or each
+ * session closed (tRPC's onError and onClose), stops for what time does not fix (a TLS mistake, a
+ * replaced or refused identity), says the rest sparingly (FailedAttempts), and picks each retry's
+ * delay (the server's hint, else full-jitter backoff) and which replica the next attempt goes to.
+ */
+export class SessionLink {
+  private readonly failures = new FailedAttempts();
+  /** Why the socket just failed, from its error event, for the close event that follows. */
+  private lastSocketError: string | null = null;
+  /** What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay. */
+  private notices: RetryNotice[] = [];
+  private retryAfterMs = 0;
+  /** A busy server answers each upgrade 503 with Retry-After until it has room: said once until connected. */
+  private busySaid = false;
+  private readonly tlsProbed = new Set<string>();
+  /** The next attempt goes to the next replica (the same server when there is one). */
+  private moveOn = false;
+
+  constructor(private readonly o: SessionLinkOptions) {}
+
+  /** The URL of the next attempt's server. */
+  nextServer(): string {
+    if (this.moveOn) this.o.servers.next();
+    this.moveOn = false;
+    return this.o.servers.current;
+  }
+
+  /** A session began: failures and the busy notice start afresh. */
+  connected(): void {
+    this.failures.connected();
+    this.busySaid = false;
+  }
+
+  /**
+   * The server's hint (a rate-limited close's `retry-after=N`, a busy server's Retry-After) is
+   * followed, plus up to a second of jitter: a busy server already spreads its crowd over the
+   * time it needs, and adding a growing backoff on top left it idle while agents waited.
+   * Either way, never past half the identity's remaining life: a server back before the identity
+   * runs out must see the agent in time to renew it, not after a backoff that outlived it.
+   */
+  retryDelayMs(attempt: number): number {
+    const hint = this.retryAfterMs;
+    this.retryAfterMs = 0;
+    // tRPC counts attempts from the last socket that opened: a server that opens the socket, then
+    // refuses the identity (a stranger's IDENTITY_UNKNOWN_SIGNER), would be retried within a
+    // second for ever. The failures since the last session grow the backoff too.
+    const delay =
+      hint > 0
+        ? hint + fullJitterDelayMs(0)
+        : fullJitterDelayMs(Math.max(attempt, this.failures.attempts - 1));
+    const left = Date.parse(this.o.identityExpiresAt()) - this.o.serverClock.now();
+    const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
+    if (!this.o.finished())
+      for (const notice of this.notices)
+        this.o.logger.warn(`${notice.message} in ${(chosen / 1000).toFixed(1)} s`, notice.fields);
+    this.notices = [];
+    return chosen;
+  }
+
+  /** tRPC's onError: an attempt that failed (refused upgrade, network, TLS). */
+  socketError(event: unknown): void {
+    const { logger } = this.o;
+    if (this.o.finished()) return;
+    const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
+    const unenrollingFirst = this.o.unenrolling && !this.o.connectedOnce();
+    if (refusal?.retryAfterMs != null && unenrollingFirst) {
+      this.unreachable(`the server is busy (HTTP ${refusal.status})`);
+      return;
+    }
+    if (refusal?.retryAfterMs != null) {
+      this.retryAfterMs = refusal.retryAfterMs;
+      // A replica that cannot use its database says "not ready: <why>"; anything else is load.
+      if (!this.busySaid)
+        logger.warn(
+          refusal.said?.startsWith('not ready')
+            ? 'the server is not ready; retrying after the time it asked for'
+            : 'the server is busy; retrying after the time it asked for',
+          {
+            status: refusal.status,
+            ...(refusal.said ? { said: refusal.said } : {}),
+            retryAfterSeconds: Math.ceil(refusal.retryAfterMs / 1000),
+          },
+        );
+      this.busySaid = true;
+      return;
+    }
+    const cause = (event as { error?: unknown } | undefined)?.error ?? event;
+    // Not something time fixes: stop with the fix rather than retry for ever.
+    const tls = refusal ? null : tlsMisconfiguration(cause, this.o.servers.current);
+    if (tls) {
+      logger.error(tls);
+      this.o.stop(EXIT.USAGE, 'misconfigured', tls);
+      return;
+    }
+    const problem = refusal
+      ? `the server answered HTTP ${refusal.status} instead of opening a websocket`
+      : describeNetworkError(cause);
+    if (!refusal) void this.stopIfTlsPort(cause);
+    if (unenrollingFirst) {
+      this.unreachable(problem);
+      return;
+    }
+    this.lastSocketError = problem;
+    this.attemptFailed(problem, 'cannot connect; retrying');
+  }
+
+  /** tRPC's onClose: a session (or an attempt) ended; final codes end the agent's run. */
+  socketClosed(cause: unknown): void {
+    const event = cause as { code?: number; reason?: string | Buffer; target?: unknown } | undefined;
+    const code = event?.code;
+    const reason = event?.reason ? String(event.reason) : '';
+    if (isFinalCloseCode(code)) {
+      if (code === CLOSE_CODES.REPLACED) {
+        this.replaced(event?.target, reason);
+        return;
+      }
+      this.o.finalReason(
+        isErrorReason(reason)
+          ? reason
+          : code === CLOSE_CODES.REVOKED
+            ? 'CONNECTOR_REVOKED'
+            : 'IDENTITY_INVALID',
+      );
+      return;
+    }
+    if (this.o.finished()) return;
+    if (this.o.unenrolling && !this.o.connectedOnce()) {
+      this.unreachable(this.lastSocketError ?? describeCloseCode(code));
+      return;
+    }
+    this.moveOn = true;
+    // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
+    const hint = /retry-after=(\d{1,6})/.exec(reason);
+    if (hint) this.retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
+    // A refused upgrade was never a session: socketError said why.
+    const refusal = upgradeRefusalOf(event?.target);
+    const why = this.lastSocketError ?? describeCloseCode(code);
+    this.lastSocketError = null;
+    if (code === CLOSE_CODES.SIGNER_UNKNOWN)
+      this.attemptFailed(
+        `${this.o.servers.current} does not know the key that signed this identity (IDENTITY_UNKNOWN_SIGNER): it is not the server of the deployment that enrolled this host, or it lost its signing keys (a new data dir; a replica started without its database URL). Check --server and that server`,
+        'the server refused this identity as not its own; keeping it and retrying',
+      );
+    else if (code !== undefined && code >= 4000)
+      this.notices.push({
+        message: 'the server closed the session for now; retrying',
+        fields: {
+          code,
+          reason,
+          ...(this.retryAfterMs > 0 ? { retryAfterSeconds: this.retryAfterMs / 1000 } : {}),
+        },
+      });
+    // Only a socket that had opened was a session (tRPC's reconnect may overlap an old socket and
+    // a new one, so this is asked of the socket that closed): one that never did was a failed
+    // attempt, said by socketError.
+    else if (this.o.connectedOnce() && !refusal && hasOpened(event?.target))
+      this.notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
+    this.o.disconnected(refusal ? `upgrade answered HTTP ${refusal.status}` : why);
+  }
+
+  /**
+   * Another agent with this identity took the session. It keeps its identity (the genuine host may
+   * be this one) and exits 6, which is not restarted, so two clones do not take the session from
+   * each other for ever.
+   */
+  private replaced(socket: unknown, reason: string): void {
+    // Only the socket in use matters: an old one replaced by our own reconnect is expected.
+    if (socket && socket !== this.o.currentSocket()) return;
+    const other = replacingAddressOf(reason) ?? 'an unknown address';
+    this.o.logger.error(
+      `another agent with this identity connected from ${other} and replaced this one; stopping. ` +
+        'The identity is in use elsewhere: on a copied host, remove its identity.json and enroll it anew; if it leaked, revoke the connector.',
+      { replacedBy: other },
+    );
+    this.o.stop(EXIT.IDENTITY_IN_USE, 'replaced', `replaced by a session from ${other}`);
+  }
+
+  /**
+   * An `http://` server whose connection was cut without an answer may be a TLS port (the server
+   * moved to https): probed once per server, and if so the agent stops with the fix (exit 2), as
+   * enrollment does, rather than retry for ever.
+   */
+  private async stopIfTlsPort(cause: unknown): Promise<void> {
+    const server = this.o.servers.current;
+    if (this.tlsProbed.has(server)) return;
+    this.tlsProbed.add(server);
+    const tls = await tlsPortAsPlainHttp(cause, server);
+    if (!tls || this.o.finished()) return;
+    const said = `TLS: ${tls} as --server (with --allow-server-change)`;
+    this.o.logger.error(said);
+    this.o.stop(EXIT.USAGE, 'misconfigured', said);
+  }
+
+  /** A failed attempt, said (or not) when the retry's delay is known: see FailedAttempts. */
+  private attemptFailed(problem: string, first: string): void {
+    const notice = this.failures.failed(problem, first);
+    if (notice) this.notices.push(notice);
+  }
+
+  /** Unenrolling: the server could not be reached, so nothing changed there. */
+  private unreachable(problem: string): void {
+    this.o.logger.error(`cannot reach ${this.o.servers.current}: ${problem}`);
+    this.o.stop(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
+  }
+}
