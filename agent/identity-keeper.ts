@@ -89,10 +89,15 @@ export class IdentityKeeper {
   private schedule(): void {
     if (this.stopped || this.queued) return;
     this.queued = true;
-    this.checking = this.checking.then(() => {
-      this.queued = false;
-      return this.check();
-    });
+    this.checking = this.checking
+      .then(() => {
+        this.queued = false;
+        return this.check();
+      })
+      // A check must never end the agent: what it could not do is said, and the next one tries again.
+      .catch((error: unknown) =>
+        this.o.logger.error('could not check the state dir for the identity', { error: String(error) }),
+      );
   }
 
   /** At exit, not wiping: a last try to put back an identity that is still missing. */

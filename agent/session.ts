@@ -47,6 +47,8 @@ export interface SessionOptions {
   relock?: () => Promise<void>;
   /** How often the identity's file is checked for (IdentityKeeper). @default 60000 */
   keepCheckMs?: number;
+  /** Puts the identity back if its state dir loses it (IdentityKeeper); off for a store that is no dir. @default true */
+  keepIdentity?: boolean;
 }
 
 /**
@@ -129,7 +131,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     relock: o.relock,
     checkMs: o.keepCheckMs,
   });
-  if (!o.unenroll) keeper.start();
+  if (!o.unenroll && o.keepIdentity !== false) keeper.start();
   // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
   const renewal = createRenewalTimer({
     renew: () => client.agent.renew.mutate(),

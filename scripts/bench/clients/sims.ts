@@ -144,6 +144,8 @@ export class ProjectSim extends Sim {
       hostFacts: this.hostFacts,
       // The periodic re-collection of host facts runs systeminformation: not simulated.
       reportIntervalMs: 86_400_000,
+      // No state dir to keep the identity in: the store is in memory.
+      keepIdentity: false,
     }).then(
       (code) => this.markEnded(code),
       (error) => {
