@@ -115,6 +115,18 @@ describe('connector-server import (an embedded deployment into PostgreSQL)', () 
         expect.stringContaining("this data dir holds a single server's store.json"),
       );
       await onOldDir.stop();
+      // That dir is a replica's now: imported again it would bring back what was revoked since.
+      await using other = await freshDatabase();
+      const reimport = await serverCli(['import', '--data-dir', embedded.dataDir], {
+        CONNECTOR_DATABASE_URL: other.url,
+      });
+      expect(reimport.code).toBe(2);
+      expect(reimport.stderr.trim().split('\n')).toEqual([
+        expect.stringMatching(
+          /^error: data dir .* is a replica's \(replica\.json\): its state is in the PostgreSQL database at 127\.0\.0\.1:\d+\/\w+, .*pg_dump and pg_restore/,
+        ),
+      ]);
+      expect(await tableCount(other.url)).toBe(0);
     } finally {
       agent?.kill('SIGKILL');
       await embedded[Symbol.asyncDispose]();

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { systemClock } from '../clock.js';
 import { DatabaseStartError } from '../data-files.js';
 import { databaseProblem } from '../database-state.js';
+import { REPLICA_MARKER, replicaDatabaseOf } from '../replica-marker.js';
 import type { AuditEvent } from '../services/audit.js';
 import { randomId, SecretBox } from '../services/secrets.js';
 import { readKeys, type SigningKeyFile } from '../services/signing-key-records.js';
@@ -61,6 +62,14 @@ export async function importDataDir(options: ImportOptions): Promise<ImportResul
   if (!info?.isDirectory())
     throw new ImportRefusedError(
       `data dir ${dataDir} does not exist or is not a directory: check --data-dir`,
+    );
+  // A replica's dir: what store.json it still holds is from before its move to a database, and
+  // imported again it would bring back everything revoked and deleted through the replicas since.
+  const replicaOf = replicaDatabaseOf(dataDir);
+  if (replicaOf !== null)
+    throw new ImportRefusedError(
+      `data dir ${dataDir} is a replica's (${REPLICA_MARKER}): its state is in the PostgreSQL database at ${replicaOf}, and what files it still has are from before it moved there. ` +
+        'To copy that database elsewhere use pg_dump and pg_restore; to import a single server, give its own data dir',
     );
   const lock = await lockDataDir(dataDir);
   try {
