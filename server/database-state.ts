@@ -12,7 +12,12 @@ import {
   type Replication,
 } from './data-files.js';
 import { DatabaseTrouble, isDatabaseError } from './database-trouble.js';
-import { markReplicaDataDir } from './replica-marker.js';
+import {
+  markReplicaDataDir,
+  REPLICA_MARKER,
+  refuseOtherDatabase,
+  replicaDatabaseOf,
+} from './replica-marker.js';
 import { ISSUER, type ServerConfig } from './server-config.js';
 import { auditOutageLogging, TableAuditLog } from './services/audit.js';
 import { scheduleAuditRetention } from './services/audit-retention.js';
@@ -64,6 +69,9 @@ export async function openDatabaseState(
   > & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
+  // Before anything is made: a replica's dir given another database would become a new deployment.
+  refuseOtherDatabase(config.dataDir, databaseLocation(config.databaseUrl));
+  const markedBefore = replicaDatabaseOf(config.dataDir) !== null;
   // Given (--secret-file): read, never made, so a replica cannot start with a secret of its own.
   const ownSecret = join(config.dataDir, 'secret.key');
   const madeSecret = !config.secretFile && !existsSync(ownSecret);
@@ -228,6 +236,8 @@ export async function openDatabaseState(
     await close();
     // A secret this start made, which the database's is not: of no use, and a trap for the next start.
     if (madeSecret && error instanceof SecretMismatchError) await rm(ownSecret, { force: true });
+    // Nor is the dir a replica's of that database if this start, refused, was its first.
+    if (!markedBefore) await rm(join(config.dataDir, REPLICA_MARKER), { force: true });
     // The statements after the store's (the cluster's start, the sealed keys): a database that
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
     throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;

@@ -51,8 +51,24 @@ export function replicaDatabaseOf(dataDir: string): string | null {
   }
 }
 
-/** A start without a database URL on a replica's data dir: refused, exit 2. */
+/** A start without a database URL on a replica's data dir, or with another database's: refused, exit 2. */
 export class ReplicaDataDirError extends DataFileError {}
+
+/**
+ * Refuses a replica's data dir given another database than the one it names: a mistyped or stale
+ * URL (an empty database) would start a new deployment on the same address, whose keys refuse every
+ * agent of the old one and whose provisioning keys are not the ones deployed (KEY_INVALID, final).
+ */
+export function refuseOtherDatabase(dataDir: string, database: string): void {
+  const named = replicaDatabaseOf(dataDir);
+  if (named === null || named === database || named === 'an unknown database') return;
+  throw new ReplicaDataDirError(
+    join(dataDir, REPLICA_MARKER),
+    `this data dir is a replica's of the PostgreSQL database at ${named}, but the database URL names ${database}: ` +
+      `start it with ${named}'s URL (--database-url or CONNECTOR_DATABASE_URL). If the database moved there on purpose ` +
+      `(pg_dump and pg_restore, a new host name), move ${REPLICA_MARKER} away first; for a replica of another deployment, use another --data-dir`,
+  );
+}
 
 /** Refuses to run a single server on a replica's data dir (see REPLICA_MARKER). */
 export function refuseReplicaDataDir(dataDir: string): void {

@@ -78,6 +78,19 @@ describe("a replica's data dir", () => {
     await again.stop();
     expect(existsSync(marker)).toBe(true);
 
+    // Given another database (a mistyped URL, an empty one): refused, or it would be a new deployment.
+    await using other = await freshDatabase();
+    const elsewhere = `${new URL(other.url).hostname}:${new URL(other.url).port}${new URL(other.url).pathname}`;
+    const wrong = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: { ...withoutDatabase(), CONNECTOR_DATABASE_URL: other.url },
+    });
+    cleanups.push(() => wrong.stop());
+    expect((await wrong.exited).code).toBe(2);
+    expect(wrong.output().trim().split('\n')).toEqual([
+      `error: cannot start: ${marker}: this data dir is a replica's of the PostgreSQL database at ${location}, but the database URL names ${elsewhere}: start it with ${location}'s URL (--database-url or CONNECTOR_DATABASE_URL). If the database moved there on purpose (pg_dump and pg_restore, a new host name), move ${REPLICA_MARKER} away first; for a replica of another deployment, use another --data-dir`,
+    ]);
+    expect(JSON.parse(await readFile(marker, 'utf8')).database).toBe(location);
+
     // The operator's way out: the marker moved away, the dir serves as a single server's.
     await rename(marker, `${marker}.moved`);
     const alone = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {

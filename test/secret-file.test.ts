@@ -87,6 +87,13 @@ describe('serve --secret-file (the secret every replica shares)', () => {
     const { code: withoutFile } = await proc.exited;
     expect(withoutFile).toBe(2);
     await expect(access(join(dataDir, 'secret.key'))).rejects.toMatchObject({ code: 'ENOENT' });
+    // Nor is the dir marked a replica's of that database: a start without a URL would be refused.
+    await expect(access(join(dataDir, 'replica.json'))).rejects.toMatchObject({ code: 'ENOENT' });
+    // A data dir this refused start made is removed whole, as the README says.
+    const made = join(await dir(), 'made-by-the-start');
+    const fresh = serve(made, { CONNECTOR_DATABASE_URL: db.url, CONNECTOR_SECRET_FILE: other });
+    expect((await fresh.exited).code).toBe(2);
+    await expect(access(made)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('refuses a file open to other users, empty, damaged or missing, and without --database-url: one line, exit 2, no secret in it', async () => {
