@@ -56,6 +56,8 @@ export class SessionLink {
   private readonly tlsProbed = new Set<string>();
   /** The next attempt goes to the next replica (the same server when there is one). */
   private moveOn = false;
+  /** Servers that refused this agent's proof (PROOF_INVALID) since the last session. */
+  private readonly proofRefusedBy = new Set<string>();
 
   constructor(private readonly o: SessionLinkOptions) {}
 
@@ -70,6 +72,28 @@ export class SessionLink {
   connected(): void {
     this.failures.connected();
     this.busySaid = false;
+    this.proofRefusedBy.clear();
+  }
+
+  /**
+   * The server in use refused this agent's proof (PROOF_INVALID): the URL it was told it is reached
+   * by (its --public-url) is another one. With several servers one misconfigured replica must not
+   * stop the agent: the next one is tried, and the refusal is final only once every server has
+   * refused since the last session. True while another server is left to try.
+   */
+  proofRefused(): boolean {
+    const server = this.o.servers.current;
+    const first = !this.proofRefusedBy.has(server);
+    this.proofRefusedBy.add(server);
+    if (this.proofRefusedBy.size >= this.o.servers.servers.length) return false;
+    if (first) {
+      this.moveOn = true;
+      this.attemptFailed(
+        `${server} refused this agent's proof (PROOF_INVALID): that server's --public-url is not ${server}`,
+        'a server refused the proof; trying the next one',
+      );
+    }
+    return true;
   }
 
   /**
@@ -153,6 +177,10 @@ export class SessionLink {
     if (isFinalCloseCode(code)) {
       if (code === CLOSE_CODES.REPLACED) {
         this.replaced(event?.target, reason);
+        return;
+      }
+      if (reason === 'PROOF_INVALID' && !this.o.finished() && this.proofRefused()) {
+        this.o.disconnected(`${this.o.servers.current} refused the proof (PROOF_INVALID)`);
         return;
       }
       this.o.finalReason(

@@ -202,6 +202,8 @@ export function runSession(o: SessionOptions): Promise<number> {
       );
       return finish(EXIT.IDENTITY_GONE, 'deleted', reason);
     }
+    // Another server of the list may take it: only every one refusing it is final.
+    if (reason === 'PROOF_INVALID' && link.proofRefused()) return;
     if (reason === 'PROOF_INVALID')
       // The agent dates its proofs by the server's clock and signs each connection's nonce, so
       // what is left is the URL the proof names, or something between them that changes the upgrade.

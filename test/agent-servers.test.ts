@@ -136,4 +136,43 @@ describe('an agent given several servers (--server a,b)', () => {
       await relay.close();
     }
   });
+
+  it('a server that refuses its proof (PROOF_INVALID: a replica told another --public-url) sends it on to the next; only every one refusing stops it (exit 1)', async () => {
+    // The server knows itself by its own URL only: through a relay the proof names another one.
+    const port = await freePort();
+    await using srv = await startTestServer({ config: { port, publicUrl: `http://127.0.0.1:${port}` } });
+    const group = await srv.admin.groups.create.mutate({ name: 'Proofs' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+    const relays = [await startRelay(srv.url), await startRelay(srv.url)];
+    const goodDir = await tempDir('ce-agent-');
+    const good = spawnAgent(
+      ['--server', `${relays[0]!.url},${srv.url}`, '--key', key, '--name', 'moves-on'],
+      goodDir,
+    );
+    const badDir = await tempDir('ce-agent-');
+    const bad = spawnAgent(
+      ['--server', `${relays[0]!.url},${relays[1]!.url}`, '--key', key, '--name', 'nowhere'],
+      badDir,
+    );
+    try {
+      // Whichever it starts at, it ends on the server that takes its proof.
+      await waitForAgentStatus(
+        goodDir,
+        'connected to the server that knows its URL',
+        (st) => st.state === 'connected' && st.server === srv.url,
+        AGENT_START_MS,
+      );
+      expect(good.output(), good.output()).not.toMatch(/ error /);
+      // Both refuse: the first refusal moves it on, the second is final.
+      const { code } = await bad.exited;
+      expect(code).toBe(1);
+      expect(bad.output()).toContain('a server refused the proof; trying the next one');
+      expect(bad.output()).toMatch(/the server refused this agent's proof \(PROOF_INVALID\)/);
+    } finally {
+      good.kill('SIGTERM');
+      bad.kill('SIGTERM');
+      await Promise.all([good.exited, bad.exited]);
+      for (const relay of relays) await relay.close();
+    }
+  });
 });
