@@ -8,6 +8,7 @@ describe('admin CLI options', () => {
   it('takes its defaults from the environment it is given, as serve does without one', () => {
     expect(adminEnv({})).toEqual({
       server: 'http://127.0.0.1:7420',
+      serverFromEnv: false,
       dataDir: './data',
       caFile: undefined,
       adminKey: undefined,
@@ -20,6 +21,7 @@ describe('admin CLI options', () => {
     });
     expect(env).toEqual({
       server: 'https://enroll.example:8443',
+      serverFromEnv: true,
       dataDir: '/srv/connector',
       caFile: '/etc/ca.pem',
       adminKey: 'cak_from_env',

@@ -84,6 +84,36 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('cannot reach the server');
   });
+
+  it('takes several servers, comma-separated, as the agent does (replicas): the first that answers; none answering is one line naming each', async () => {
+    const dead = 'http://127.0.0.1:2';
+    // CONNECTOR_SERVER is shared with the agent, which reads it as a list.
+    const listed = await cli(['groups', 'list', '--data-dir', dataDir, '--json'], {
+      CONNECTOR_SERVER: `${dead},${server.url}`,
+    });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual(expect.any(Array));
+    const none = await cli([
+      'groups',
+      'list',
+      '--data-dir',
+      dataDir,
+      '--server',
+      `${dead},http://127.0.0.1:7`,
+    ]);
+    expect(none.code).toBe(1);
+    expect(none.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^error: none of the servers --server names answered \(http:\/\/127\.0\.0\.1:2: .*; http:\/\/127\.0\.0\.1:7: .*\)/,
+      ),
+    ]);
+    // A value that is no URL is blamed on where it came from.
+    const bad = await cli(['groups', 'list', '--data-dir', dataDir], {
+      CONNECTOR_SERVER: 'enroll.example.com',
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('CONNECTOR_SERVER enroll.example.com: not an http:// or https:// URL');
+  });
 });
 
 describe('serve', () => {

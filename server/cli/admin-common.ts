@@ -9,7 +9,13 @@ import { didYouMean, nearest } from '../../shared/nearest.js';
 import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
-import { adminFetch, ConnectionProblem, explainUnreachable, noticingNotReady } from './connection.js';
+import {
+  adminFetch,
+  ConnectionProblem,
+  explainUnreachable,
+  firstAnswering,
+  noticingNotReady,
+} from './connection.js';
 import { addFlags, type Flags, flagShape } from './flags.js';
 
 /** The options every admin command takes; a command's own options extend this schema. */
@@ -43,6 +49,8 @@ export function connectionFlags(options: AdminOptions, env: AdminEnv): string {
 /** What the admin commands take from the environment: the defaults their flags override. */
 export interface AdminEnv {
   server: string;
+  /** Whether `server` is CONNECTOR_SERVER's (else the default address). */
+  serverFromEnv: boolean;
   dataDir: string;
   caFile: string | undefined;
   adminKey: string | undefined;
@@ -55,6 +63,7 @@ export interface AdminEnv {
 export function adminEnv(env: NodeJS.ProcessEnv): AdminEnv {
   return {
     server: env.CONNECTOR_SERVER ?? `http://${SERVE_FLAGS.host.default}:${SERVE_FLAGS.port.default}`,
+    serverFromEnv: env.CONNECTOR_SERVER !== undefined,
     dataDir: env[SERVE_FLAGS.dataDir.env] ?? SERVE_FLAGS.dataDir.default,
     caFile: env.CONNECTOR_CA_FILE,
     adminKey: env.CONNECTOR_ADMIN_KEY?.trim() || undefined,
@@ -159,7 +168,11 @@ export function adminCommand(parent: Command, usage: string, description: string
   return parent
     .command(usage)
     .description(description)
-    .option('--server <url>', 'server URL (env CONNECTOR_SERVER)', env.server)
+    .option(
+      '--server <url>',
+      'server URL, or several comma-separated (replicas: the first that answers) (env CONNECTOR_SERVER)',
+      env.server,
+    )
     .option(
       '--admin-key-file <file>',
       'file holding an admin API key (default: CONNECTOR_ADMIN_KEY, then <data-dir>/admin.key)',
@@ -195,26 +208,28 @@ export function adminCli(env: AdminEnv) {
       const command = args[args.length - 1] as Command;
       const options = parseOptions(schema, command.opts());
       const positional = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
+      const from = options.server === env.server && env.serverFromEnv ? 'CONNECTOR_SERVER' : '--server';
       let transport: typeof fetch | undefined;
+      let server: string;
       try {
-        transport = adminFetch(options.server, options.caFile);
+        server = await firstAnswering(options.server, options.caFile, from);
+        transport = adminFetch(server, options.caFile, from);
       } catch (error) {
         if (error instanceof ConnectionProblem) throw new CliError(error.message, error.usage ? 2 : 1);
         throw error;
       }
       const adminKey = resolveAdminKey(options, env.adminKey);
       const client = createAdminClient({
-        url: options.server,
+        url: server,
         adminKey,
-        fetch: noticingNotReady(transport ?? fetch, options.server, (line) => console.error(line)),
+        fetch: noticingNotReady(transport ?? fetch, server, (line) => console.error(line)),
       });
       try {
         await action(client, options, ...positional);
       } catch (error) {
-        const tlsPort =
-          error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, options.server) : null;
-        if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (--server)`, 2);
-        const explained = explain(error, options.server);
+        const tlsPort = error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, server) : null;
+        if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (${from})`, 2);
+        const explained = explain(error, server);
         if (explained.reason !== 'ADMIN_KEY_INVALID') throw explained;
         throw new CliError(
           `${explained.message}\n  ${adminKeySource(options, env.adminKey, adminKey)}`,

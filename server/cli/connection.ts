@@ -19,14 +19,19 @@ export class ConnectionProblem extends Error {
  * that CA (Node's global fetch takes no CA option). Throws ConnectionProblem for a URL that is not
  * http(s) or a CA file that cannot be read.
  */
-export function adminFetch(server: string, caFile: string | undefined): typeof fetch | undefined {
+export function adminFetch(
+  server: string,
+  caFile: string | undefined,
+  /** Where `server` came from, for the error: the flag, or CONNECTOR_SERVER. */
+  from = '--server',
+): typeof fetch | undefined {
   let url: URL | null = null;
   try {
     url = new URL(server);
   } catch {}
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
     throw new ConnectionProblem(
-      `--server ${server}: not an http:// or https:// URL (e.g. http://127.0.0.1:7420 or https://enroll.example.com)`,
+      `${from} ${server}: not an http:// or https:// URL (e.g. http://127.0.0.1:7420 or https://enroll.example.com)`,
       true,
     );
   if (!caFile) return undefined;
@@ -41,6 +46,42 @@ export function adminFetch(server: string, caFile: string | undefined): typeof f
   }
   // No keep-alive: a CLI makes a call or two and should exit at once.
   return url.protocol === 'https:' ? fetchVia(httpsRequest, { ca, agent: false }) : undefined;
+}
+
+/** How long a replica of a `--server` list has to answer /healthz before the next one is asked. */
+export const REPLICA_PROBE_MS = 3000;
+
+/**
+ * The server an admin command goes to when `--server` (or CONNECTOR_SERVER, which the agent reads as
+ * a list too) names several, comma-separated: the first, in the order given, that answers /healthz
+ * at all (a replica that is not ready still answers, and says so). The command then goes to that one
+ * only: a mutation is never sent twice. One URL is used as it is, without a probe.
+ */
+export async function firstAnswering(
+  value: string,
+  caFile: string | undefined,
+  from: string,
+): Promise<string> {
+  const servers = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (servers.length <= 1) return servers[0] ?? value;
+  const problems: string[] = [];
+  for (const server of servers) {
+    const transport = adminFetch(server, caFile, from) ?? fetch;
+    try {
+      await transport(`${server.replace(/\/+$/, '')}/healthz`, {
+        signal: AbortSignal.timeout(REPLICA_PROBE_MS),
+      });
+      return server;
+    } catch (error) {
+      problems.push(`${server}: ${describeNetworkError(error)}`);
+    }
+  }
+  throw new ConnectionProblem(
+    `none of the servers ${from} names answered (${problems.join('; ')}): are they running, and are the hosts and ports right?`,
+  );
 }
 
 /** One line on a call that got no answer from the server: what failed and what to do. */
