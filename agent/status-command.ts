@@ -1,5 +1,5 @@
 import { EXIT } from './exit-codes.js';
-import { type AgentStatus, FINAL_STATES, IdentityStore } from './identity-store.js';
+import { type AgentStatus, FINAL_STATES, IdentityStore, serversOf } from './identity-store.js';
 import { isProcessRunning } from './process-liveness.js';
 
 /** What `connector-agent status` prints with --json. */
@@ -10,6 +10,8 @@ export interface StatusSummary {
   connectorId?: string;
   groupId?: string;
   server?: string;
+  /** The servers the identity may be presented to (replicas), when more than the one it enrolled at. */
+  servers?: string[];
   enrolledAt?: string;
   identityExpiresAt?: string;
   /** An agent process that wrote the last state still runs. */
@@ -57,6 +59,7 @@ export async function readStatusSummary(stateDir: string): Promise<StatusSummary
           connectorId: identity.connectorId,
           groupId: identity.groupId,
           server: identity.server,
+          ...(serversOf(identity).length > 1 ? { servers: serversOf(identity) } : {}),
           enrolledAt: identity.enrolledAt,
           identityExpiresAt: identity.identityExpiresAt,
         }
@@ -78,6 +81,7 @@ export function statusLines(summary: StatusSummary): string[] {
   if (summary.identityError) lines.push(`identity:    ${summary.identityError}`);
   // With replicas the server it enrolled through is not always the one it talks to now.
   if (summary.server) lines.push(`enrolled at: ${summary.server}`);
+  if (summary.servers) lines.push(`servers:     ${summary.servers.join(', ')}`);
   if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
   const agent = summary.agent;
   if (!agent) {

@@ -26,6 +26,10 @@ describe('an agent given several servers (--server a,b)', () => {
       const identity = (await readIdentity(stateDir)) as unknown as { server: string; servers: string[] };
       expect(identity.server).toBe(srv.url);
       expect(identity.servers).toEqual([dead, srv.url]);
+      // status names them all: the one it enrolled at is not always the one it talks to.
+      const status = spawnAgent(['status'], stateDir);
+      await status.exited;
+      expect(status.output()).toContain(`servers:     ${dead}, ${srv.url}`);
       // Its log names the one that answered.
       expect(agent.output()).toMatch(
         new RegExp(`enrolled; identity saved.*server=${srv.url.replaceAll('.', '\\.')}`),
