@@ -100,10 +100,15 @@ export class IdentityKeeper {
       );
   }
 
-  /** At exit, not wiping: a last try to put back an identity that is still missing. */
+  /**
+   * At exit, not wiping: a last look, and the identity put back if it is missing. A removal the
+   * settle delay had not checked yet (a `rm -rf` then a stop within SETTLE_MS) would otherwise leave
+   * no identity, and the next start would enroll the host as a second connector.
+   */
   async flush(): Promise<void> {
     await this.stop();
-    if (this.failing) await this.putBack();
+    const onDisk = this.failing ? null : await this.o.store.load().catch(() => undefined);
+    if (onDisk === null) await this.putBack();
   }
 
   private async check(): Promise<void> {

@@ -99,6 +99,20 @@ describe('one agent per state dir', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('its state dir removed and the agent stopped at once (before the removal was checked): the identity is put back at exit', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-removed-stop-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'quick'], stateDir);
+    const connector = await waitConnected(srv.admin, 'quick');
+    await rm(stateDir, { recursive: true });
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
+    expect(agent.output()).not.toContain('cannot write in the state dir');
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
   it('SIGHUP (a closed terminal) stops it cleanly: exit 0, status stopped', async () => {
     const { srv, key } = await setup();
     await using _ = srv;
