@@ -135,18 +135,25 @@ export class IdentityStore {
    * before any request carries it. The server derives the connector's id from it, so every attempt
    * of one enrollment (retries, and a restart after a timeout, a stop or a failed save) lands on one
    * connector. Saving it first also finds a full or read-only state dir before the key is spent.
+   * The pair is kept with the id of the provisioning key it was for: given another key (the group's
+   * was regenerated, or a revoke replaced it, after an attempt that never finished), it is a new
+   * enrollment with a new pair, since the server refuses one pair enrolling with two keys.
    */
-  async enrollmentKeyPair(make: () => Promise<AgentKeyPair>): Promise<AgentKeyPair> {
+  async enrollmentKeyPair(make: () => Promise<AgentKeyPair>, forKeyId: string | null): Promise<AgentKeyPair> {
     const file = join(this.dir, ENROLLMENT_KEY_FILE);
     try {
-      const privateJwk = privateJwkSchema.parse(JSON.parse(await readFileNoFollow(file)));
-      const { kty, crv, x } = privateJwk;
-      return { privateJwk, publicJwk: { kty, crv, x } };
+      const saved = JSON.parse(await readFileNoFollow(file)) as { forKeyId?: unknown };
+      const privateJwk = privateJwkSchema.parse(saved);
+      // A file from before the key id was kept has none: it is used as it is, as it was then.
+      if (saved.forKeyId === undefined || saved.forKeyId === forKeyId) {
+        const { kty, crv, x } = privateJwk;
+        return { privateJwk, publicJwk: { kty, crv, x } };
+      }
     } catch {
       // None yet, or unreadable: a new pair (an unreadable one enrolled nothing this agent can use).
     }
     const pair = await make();
-    await writeFileDurably(file, JSON.stringify(pair.privateJwk));
+    await writeFileDurably(file, JSON.stringify({ ...pair.privateJwk, forKeyId }));
     return pair;
   }
 

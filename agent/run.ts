@@ -1,4 +1,5 @@
 import { PrivateDirError } from '../shared/private-files.js';
+import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
@@ -120,7 +121,8 @@ async function runLocked(
       return EXIT.USAGE;
     }
     // Saved before the key is sent: a state dir that cannot keep it spends no use of the key.
-    const keyPair = await store.enrollmentKeyPair(generateAgentKeyPair).catch((error: unknown) => {
+    const forKeyId = keyIdOf(config.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
+    const keyPair = await store.enrollmentKeyPair(generateAgentKeyPair, forKeyId).catch((error: unknown) => {
       logger.error(cannotWrite(store.dir, error, 'nothing was sent to the server'));
       return null;
     });

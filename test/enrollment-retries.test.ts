@@ -4,10 +4,11 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
+import { createAdminClient } from '../server/admin-client.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
-import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { canMount } from './helpers/mounts.js';
-import { freePort } from './helpers/processes.js';
+import { freePort, spawnServer } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 describe('an enrollment whose answer never reached the agent is not made twice', () => {
@@ -46,6 +47,47 @@ describe('an enrollment whose answer never reached the agent is not made twice',
     const again = await enrollSim(srv.url, key, 'gone', keyPair);
     expect(again.ok).toBe(false);
     expect(JSON.stringify(again)).toContain('KEY_SUPERSEDED');
+  });
+
+  it('an enrollment cut off before its answer, then the group key regenerated: the agent given the new key enrolls with a new key pair, not KEY_INVALID for ever', async () => {
+    const dataDir = await tempDir('ce-cut-enroll-');
+    const server = await spawnServer(dataDir);
+    const admin = createAdminClient({ url: server.url, adminKey: server.adminKey });
+    const stateDir = await tempDir('ce-cut-agent-');
+    try {
+      const group = await admin.groups.create.mutate({ name: 'Cut off' });
+      const oldKey = (await admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      // The server holds the request unanswered; the agent dies waiting; then the server goes on.
+      server.kill('SIGSTOP');
+      const cut = spawnAgent(['--server', server.url, '--key', oldKey, '--name', 'cut'], stateDir);
+      await eventually('the key pair saved', async () => existsSync(join(stateDir, 'enrollment-key.json')));
+      await cut.waitForOutput(/enrolling with/);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the request on its way
+      cut.kill('SIGKILL');
+      await cut.exited;
+      server.kill('SIGCONT');
+      const pending = await eventually('the enrollment made on the server', async () => {
+        const { items } = await admin.connectors.list.query({});
+        return items.length > 0 && items;
+      });
+      await admin.provisioningKeys.regenerate.mutate({ groupId: group.id });
+      const newKey = (await admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      const agent = spawnAgent(['--server', server.url, '--key', newKey, '--name', 'cut'], stateDir);
+      try {
+        const connector = await waitConnected(admin, 'cut');
+        expect(connector.id).not.toBe(pending[0]!.id);
+        expect(agent.output()).not.toContain('KEY_INVALID');
+      } finally {
+        agent.kill('SIGTERM');
+        await agent.exited;
+      }
+    } finally {
+      server.kill('SIGCONT');
+      server.kill('SIGTERM');
+      await server.exited;
+      await rm(stateDir, { recursive: true, force: true });
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('a state dir that fills up between enrolling and saving: exit 1 saying so; once there is room, the next start gets the same connector, and the key is used once', async (ctx) => {
