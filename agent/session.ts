@@ -204,14 +204,17 @@ export function runSession(o: SessionOptions): Promise<number> {
     }
     // Another server of the list may take it: only every one refusing it is final.
     if (reason === 'PROOF_INVALID' && link.proofRefused()) return;
-    if (reason === 'PROOF_INVALID')
+    if (reason === 'PROOF_INVALID') {
       // The agent dates its proofs by the server's clock and signs each connection's nonce, so
-      // what is left is the URL the proof names, or something between them that changes the upgrade.
+      // what is left is the URL the proof names, or something between them that changes the upgrade:
+      // configuration, which a restart does not mend (exit 2: the unit leaves it stopped).
       logger.error(
         `the server refused this agent's proof (PROOF_INVALID): ${servers.current} is not the URL the server was told it is reached by (its --public-url), or a proxy between them does not pass the upgrade's response headers unchanged. Use the server's public URL as --server (with --allow-server-change)`,
         { reason },
       );
-    else logger.error('the server refused the session', { reason });
+      return finish(EXIT.USAGE, 'misconfigured', reason);
+    }
+    logger.error('the server refused the session', { reason });
     return finish(EXIT.FAILED, 'refused', reason);
   }
 

@@ -141,7 +141,7 @@ describe('an agent given several servers (--server a,b)', () => {
     }
   });
 
-  it('a server that refuses its proof (PROOF_INVALID: a replica told another --public-url) sends it on to the next; only every one refusing stops it (exit 1)', async () => {
+  it('a server that refuses its proof (PROOF_INVALID: a replica told another --public-url) sends it on to the next; only every one refusing stops it (exit 2: configuration)', async () => {
     // The server knows itself by its own URL only: through a relay the proof names another one.
     const port = await freePort();
     await using srv = await startTestServer({ config: { port, publicUrl: `http://127.0.0.1:${port}` } });
@@ -169,7 +169,7 @@ describe('an agent given several servers (--server a,b)', () => {
       expect(good.output(), good.output()).not.toMatch(/ error /);
       // Both refuse: the first refusal moves it on, the second is final.
       const { code } = await bad.exited;
-      expect(code).toBe(1);
+      expect(code).toBe(2);
       expect(bad.output()).toContain('a server refused the proof; trying the next one');
       expect(bad.output()).toMatch(/the server refused this agent's proof \(PROOF_INVALID\)/);
     } finally {
