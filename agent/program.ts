@@ -104,7 +104,9 @@ export function buildAgentProgram(): Command {
     .addOption(logJsonOption())
     .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
     .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {
-      process.exitCode = await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text'));
+      // Exits once it has its answer: a server that took the connection but never answers would
+      // otherwise hold it for the websocket's closing handshake (~30 s past --timeout).
+      process.exit(await unenroll(flags, createLogger(flags.logJson ? 'json' : 'text')));
     });
 
   addCompletionCommand(program, (message) => new UsageError(message));

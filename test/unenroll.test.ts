@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
@@ -93,5 +94,31 @@ describe('connector-agent unenroll', () => {
     await using back = await startTestServer({ dataDir: srv.dataDir });
     expect((await back.admin.connectors.get.query({ connectorId: connector.id })).id).toBe(connector.id);
     await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('a server that takes the connection but never answers: exit 10 within --timeout, not half a minute later', async () => {
+    const { srv, stateDir, agent, connector } = await enrolledAgent('silent');
+    agent.kill('SIGTERM');
+    await agent.exited;
+    const port = srv.server.port;
+    await srv.stop();
+    // On the server's own address: accepts, reads, never answers (a hung process, a black hole).
+    const held = new Set<Socket>();
+    const silent = createServer((socket) => void held.add(socket));
+    await new Promise<void>((resolve) => silent.listen(port, '127.0.0.1', resolve));
+    try {
+      const proc = spawnAgent(['unenroll', '--timeout', '2'], stateDir);
+      await proc.waitForOutput(/within 2 s/, 60_000);
+      const saidAt = performance.now();
+      const { code } = await proc.exited;
+      expect(code).toBe(10);
+      // From giving up to exiting: it waited ~30 s for the websocket's closing handshake.
+      expect(performance.now() - saidAt).toBeLessThan(10_000);
+      expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+      await rm(stateDir, { recursive: true, force: true });
+    }
   });
 });
