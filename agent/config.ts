@@ -3,7 +3,8 @@ import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { blockedPortProblem, portOf } from '../shared/fetch-blocked-ports.js';
-import { PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
+import { ADMIN_KEY_PREFIX, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
+import { nameSchema } from '../shared/schemas.js';
 
 /** A usage problem: the agent exits 2 with this message. */
 export class UsageError extends Error {}
@@ -153,13 +154,21 @@ export async function parseAgentConfig(
     }
   }
   provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;
+  // Not a provisioning key at all: said here (never echoed) rather than spent as a KEY_INVALID refusal.
+  if (provisioningKey?.startsWith(ADMIN_KEY_PREFIX)) {
+    keyFileProblem = `the key given is an admin API key (${ADMIN_KEY_PREFIX}…), not a group's provisioning key (${PROVISIONING_KEY_PREFIX}…): get it with connector-server groups key <group>`;
+    provisioningKey = null;
+  }
+  // The server would refuse it (VALIDATION_FAILED) after the key is sent: a usage error here.
+  const name = flags.name === undefined ? null : nameSchema.safeParse(flags.name);
+  if (name && !name.success) throw new UsageError(`--name: ${name.error.issues[0]?.message ?? 'not a valid name'}`);
   const caPem = await readCaFile(flags.caFile);
   return {
     servers,
     provisioningKey,
     keyFileProblem,
     stateDir: resolveStateDir(flags.stateDir, env),
-    name: flags.name ?? null,
+    name: name?.data ?? null,
     caPem,
     allowInsecure,
     allowServerChange: Boolean(flags.allowServerChange),
