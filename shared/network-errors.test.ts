@@ -1,6 +1,7 @@
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../test/helpers/processes.js';
-import { describeNetworkError } from './network-errors.js';
+import { describeNetworkError, tlsMisconfiguration } from './network-errors.js';
 
 /** What a real fetch to `url` fails with. */
 async function failureOf(url: string): Promise<unknown> {
@@ -22,6 +23,41 @@ describe('describeNetworkError', () => {
     // Port 6000 is on fetch's list of blocked ports: refused before any connection.
     expect(describeNetworkError(await failureOf('http://127.0.0.1:6000/'))).toBe(
       'bad port: fetch refuses to connect to this port (one of the ports browsers block, such as 6000 or 10080); serve on another port',
+    );
+  });
+});
+
+describe('tlsMisconfiguration', () => {
+  /** Node's own verdict on `host` against a certificate with these names. */
+  const mismatch = (host: string, cert: Partial<PeerCertificate>) => {
+    const error = checkServerIdentity(host, cert as PeerCertificate);
+    if (!error) throw new Error('no mismatch');
+    return error;
+  };
+
+  it("names what the certificate is for, in each of Node's wordings, and the --server that would match", () => {
+    expect(
+      tlsMisconfiguration(
+        mismatch('localhost', {
+          subject: {} as never,
+          subjectaltname: 'DNS:enroll.example.com, DNS:*.example.com',
+        }),
+        'https://localhost:7524',
+      ),
+    ).toBe(
+      'TLS: the certificate of https://localhost:7524 is not for localhost but for enroll.example.com; use --server https://enroll.example.com:7524 (a --server host name the certificate names).',
+    );
+    // A certificate with an IP address and no DNS name: Node compares the host name with its CN.
+    expect(
+      tlsMisconfiguration(
+        mismatch('localhost', {
+          subject: { CN: '127.0.0.1' } as never,
+          subjectaltname: 'IP Address:127.0.0.1',
+        }),
+        'https://localhost:7524',
+      ),
+    ).toBe(
+      'TLS: the certificate of https://localhost:7524 is not for localhost but for 127.0.0.1; use --server https://127.0.0.1:7524 (a --server host name the certificate names).',
     );
   });
 });

@@ -43,10 +43,17 @@ function isPlainTextAnswer(code: string | null, message: string): boolean {
   );
 }
 
-/** The names a certificate holds, from Node's "… is not in the cert's altnames: DNS:a, DNS:b" message. */
+/**
+ * The names a certificate holds, from Node's message: "… is not in the cert's altnames: DNS:a, DNS:b",
+ * "… is not in the cert's list: …" (an IP), or, for a host name against a certificate with no DNS
+ * name, "… is not cert's CN: a".
+ */
 function certificateNames(message: string): string[] {
-  // The last list in the message: Node says "altnames:" twice, the names follow the second.
-  const list = /.*(?:altnames|cert's list): (.*)$/.exec(message)?.[1] ?? '';
+  // Node says "altnames:" twice in the first form: the names follow its own reason, not the prefix.
+  const list =
+    /(?:is not in the cert's altnames|is not in the cert's list|is not cert's CN): (.*)$/.exec(
+      message,
+    )?.[1] ?? '';
   return list
     .split(',')
     .map((name) => name.trim().replace(/^(?:DNS|IP Address):/, ''))
