@@ -83,9 +83,14 @@ async function createExclusively(file: string, self: Holder): Promise<void> {
   );
   try {
     await handle.writeFile(JSON.stringify(self));
-  } finally {
-    await handle.close();
+  } catch (error) {
+    // An empty or partial file would read as another agent's lock being written for a while:
+    // this process made it, and holds nothing, so it goes (a full disk, then a retry at once).
+    await handle.close().catch(() => {});
+    await unlink(file).catch(() => {});
+    throw error;
   }
+  await handle.close();
 }
 
 async function readHolder(file: string): Promise<Holder | 'being written' | null> {

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
 import { canMount } from './helpers/mounts.js';
 import { repoRoot } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
@@ -185,7 +185,24 @@ describe('one agent per state dir', () => {
       expect(moved.output()).not.toMatch(/\n\s+at /);
       expect(JSON.parse(await readFile(join(stateDir, 'identity.json'), 'utf8')).server).toBe(srv.url);
 
+      // Full to the last page: even its lock cannot be written, and none is left behind, so a
+      // start right after space is freed is not told that another agent runs.
+      execFileSync('sh', ['-c', `dd if=/dev/zero of='${stateDir}/ballast2' bs=4096 2>/dev/null; true`]);
+      const noLock = spawnAgent(['--server', srv.url], stateDir);
+      expect((await noLock.exited).code).toBe(1);
+      expect(noLock.output()).toContain('ENOSPC');
+      expect(existsSync(join(stateDir, 'agent.pid'))).toBe(false);
+      await rm(join(stateDir, 'ballast2'));
       await rm(join(stateDir, 'ballast'));
+      const atOnce = spawnAgent(['--server', srv.url], stateDir);
+      await waitForAgentStatus(
+        stateDir,
+        'connected right after space was freed',
+        (st) => st.state === 'connected',
+      );
+      atOnce.kill('SIGTERM');
+      expect((await atOnce.exited).code).toBe(0);
+
       execFileSync('mount', ['-o', 'remount,ro', stateDir]);
       const readOnly = spawnAgent(['--server', srv.url], stateDir);
       expect((await readOnly.exited).code).toBe(1);
