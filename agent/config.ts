@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -15,6 +15,8 @@ export interface AgentConfig {
   provisioningKey: string | null;
   /** Why --key-file could not be read; only an error if the agent still has to enroll. */
   keyFileProblem: string | null;
+  /** How the key was given in a way others can read it (argv, a file open to them): said when enrolling. */
+  keyExposure: string | null;
   stateDir: string;
   name: string | null;
   caPem: string | null;
@@ -136,6 +138,9 @@ export async function parseAgentConfig(
   if (flags.key && flags.keyFile) throw new UsageError('pass either --key or --key-file, not both');
   let provisioningKey: string | null = flags.key ?? null;
   let keyFileProblem: string | null = null;
+  let keyExposure: string | null = flags.key
+    ? '--key puts the provisioning key on the command line, which every user of this host can read (ps) while the agent runs: prefer --key-file (mode 0600) or CONNECTOR_PROVISIONING_KEY'
+    : null;
   // The two flags mixed up: said only if the key is needed (an enrolled agent ignores it), and a
   // key given as a file name is never echoed (it would land in the journal).
   if (flags.key && !flags.key.startsWith(PROVISIONING_KEY_PREFIX) && /[/\\]|\.key$/.test(flags.key)) {
@@ -147,6 +152,9 @@ export async function parseAgentConfig(
   } else if (flags.keyFile) {
     try {
       provisioningKey = (await readFile(flags.keyFile, 'utf8')).trim() || null;
+      const mode = (await stat(flags.keyFile)).mode & 0o777;
+      if (mode & 0o077)
+        keyExposure = `--key-file ${flags.keyFile} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 it, or delete it once enrolled`;
       if (!provisioningKey) keyFileProblem = `--key-file: ${flags.keyFile} is empty`;
     } catch (error) {
       // Once enrolled the key is not needed, and operators are told they may delete the file.
@@ -161,12 +169,14 @@ export async function parseAgentConfig(
   }
   // The server would refuse it (VALIDATION_FAILED) after the key is sent: a usage error here.
   const name = flags.name === undefined ? null : nameSchema.safeParse(flags.name);
-  if (name && !name.success) throw new UsageError(`--name: ${name.error.issues[0]?.message ?? 'not a valid name'}`);
+  if (name && !name.success)
+    throw new UsageError(`--name: ${name.error.issues[0]?.message ?? 'not a valid name'}`);
   const caPem = await readCaFile(flags.caFile);
   return {
     servers,
     provisioningKey,
     keyFileProblem,
+    keyExposure,
     stateDir: resolveStateDir(flags.stateDir, env),
     name: name?.data ?? null,
     caPem,

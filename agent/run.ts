@@ -120,6 +120,7 @@ async function runLocked(
       );
       return EXIT.USAGE;
     }
+    if (config.keyExposure) logger.warn(config.keyExposure);
     // Saved before the key is sent: a state dir that cannot keep it spends no use of the key.
     const forKeyId = keyIdOf(config.provisioningKey, PROVISIONING_KEY_PREFIX, 'pk');
     const keyPair = await store.enrollmentKeyPair(generateAgentKeyPair, forKeyId).catch((error: unknown) => {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnAgent } from './helpers/agents.js';
@@ -33,5 +33,33 @@ describe('agent input it checks itself', () => {
     // None of them reached the server.
     expect(await srv.admin.audit.list.query({ type: 'enrollment' })).toEqual([]);
     expect((await srv.admin.connectors.list.query({})).items).toEqual([]);
+  });
+
+  it('a key given where other users can read it (--key on the command line, a key file open to them) is said when enrolling, never the key itself', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Exposed' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const onArgv = spawnAgent(['--server', srv.url, '--key', key, '--name', 'argv'], await tempDir('ce-in-'));
+    await onArgv.waitForOutput(/enrolled; identity saved/);
+    expect(onArgv.output()).toContain('--key puts the provisioning key on the command line');
+    expect(onArgv.output()).not.toContain(key);
+    onArgv.kill('SIGTERM');
+    await onArgv.exited;
+
+    const dir = await tempDir('ce-in-');
+    const keyFile = join(dir, 'provisioning.key');
+    await writeFile(keyFile, `${key}\n`, { mode: 0o644 });
+    await chmod(keyFile, 0o644);
+    const fromFile = spawnAgent(
+      ['--server', srv.url, '--key-file', keyFile, '--name', 'file'],
+      await tempDir('ce-in-'),
+    );
+    await fromFile.waitForOutput(/enrolled; identity saved/);
+    expect(fromFile.output()).toContain(
+      `--key-file ${keyFile} is readable by other users (mode 0644): chmod 600 it`,
+    );
+    expect(fromFile.output()).not.toContain(key);
+    fromFile.kill('SIGTERM');
+    await fromFile.exited;
   });
 });

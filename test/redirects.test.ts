@@ -80,6 +80,7 @@ async function runAgainst(
     servers: [server],
     provisioningKey: KEY,
     keyFileProblem: null,
+    keyExposure: null,
     stateDir,
     name: 'redirected',
     caPem,

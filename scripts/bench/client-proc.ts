@@ -170,6 +170,7 @@ async function enrollMany(args: EnrollArgs): Promise<EnrollResult> {
             servers: [args.url ?? serverUrl],
             provisioningKey: args.keys[group] ?? '',
             keyFileProblem: null,
+            keyExposure: null,
             stateDir: '(memory)',
             name: hostName,
             caPem: null,
