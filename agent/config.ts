@@ -107,6 +107,13 @@ export function checkServerUrl(raw: string, allowInsecure: boolean): string {
   const blocked = blockedPortProblem(portOf(url));
   if (blocked) throw new UsageError(`--server ${raw}: ${blocked}`);
   const scheme = secure ? 'https:' : 'http:';
+  // A path is kept (a server behind a proxy under a prefix), but not the API's own: the agent adds it.
+  const apiAt = /\/trpc(?:\/|$)/.exec(url.pathname);
+  if (apiAt)
+    throw new UsageError(
+      `--server ${raw}: give the server's base URL, without ${url.pathname.slice(apiAt.index)} (the agent adds /trpc itself): ` +
+        `--server ${scheme}//${url.host}${url.pathname.slice(0, apiAt.index)}`,
+    );
   return `${scheme}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
 }
 

@@ -67,6 +67,14 @@ describe('plain http:// and ws:// are refused for any host but loopback (in proc
     expect(checkServerUrl('wss://enroll.example.com', false)).toBe('https://enroll.example.com');
     expect(() => checkServerUrl('ftp://enroll.example.com', true)).toThrow(UsageError);
     expect(() => checkServerUrl('not a url', true)).toThrow(UsageError);
+    // A prefix a proxy serves it under is kept; the API's own path is the agent's to add.
+    expect(checkServerUrl('https://example.com/connector/', false)).toBe('https://example.com/connector');
+    expect(() => checkServerUrl('http://127.0.0.1:7420/trpc', false)).toThrow(
+      "--server http://127.0.0.1:7420/trpc: give the server's base URL, without /trpc (the agent adds /trpc itself): --server http://127.0.0.1:7420",
+    );
+    expect(() => checkServerUrl('https://example.com/connector/trpc/agent.enroll', false)).toThrow(
+      '--server https://example.com/connector',
+    );
   });
 });
 
