@@ -114,6 +114,10 @@ export class IdentityStore {
           `${this.identityFile} is a symbolic link; the agent uses only a file of its own there. ` +
             "Remove the link, and put the identity file itself in its place if it is this host's.",
         );
+      if (code === 'EACCES' || code === 'EPERM')
+        throw new IdentityFileError(
+          `${this.identityFile} cannot be read by this user (${code}): run this as the agent's user (root with the packaged unit), e.g. with sudo`,
+        );
       throw new IdentityFileError(`${this.identityFile} cannot be read: ${(error as Error).message}`);
     }
     try {

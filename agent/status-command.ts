@@ -85,7 +85,12 @@ export function statusLines(summary: StatusSummary): string[] {
   if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
   const agent = summary.agent;
   if (!agent) {
-    lines.push('agent:       not running (no agent has run with this state dir)');
+    // Unreadable is not "never ran": the status file is as closed to this user as the identity.
+    lines.push(
+      summary.identityError?.includes('cannot be read by this user')
+        ? 'agent:       unknown (its status cannot be read by this user either)'
+        : 'agent:       not running (no agent has run with this state dir)',
+    );
     return lines;
   }
   if (summary.running)

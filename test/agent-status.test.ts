@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { processStartTicks } from '../agent/process-liveness.js';
 import { eventually, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
+import { spawnProcess } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 
 /** `connector-agent status [--json]` on `stateDir`, as its own process: exit code and output. */
@@ -150,6 +151,33 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
       'exited: deleted (the server no longer knows its connector))',
     );
     expect(await exitedWith('deleted')).toContain('exited: deleted)');
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('run by a user who cannot read the state dir: says so and how, not "not enrolled" and "no agent has run"', async (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip('needs root, to run status as nobody');
+    const stateDir = await tempDir('ce-status-closed-');
+    await writeIdentity(stateDir);
+    const proc = spawnProcess(
+      'runuser',
+      [
+        '-u',
+        'nobody',
+        '--',
+        process.execPath,
+        '--import',
+        'tsx',
+        'agent/main.ts',
+        'status',
+        '--state-dir',
+        stateDir,
+      ],
+      { name: 'status as nobody' },
+    );
+    const { code } = await proc.exited;
+    expect(code).toBe(1);
+    expect(proc.output()).toContain('cannot be read by this user (EACCES): run this as the agent');
+    expect(proc.output()).toContain('agent:       unknown (its status cannot be read by this user either)');
     await rm(stateDir, { recursive: true, force: true });
   });
 });
