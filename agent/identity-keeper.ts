@@ -42,10 +42,13 @@ export class IdentityKeeper {
   private stopped = false;
   /** The last put-back failed: said once, tried at each check and at exit. */
   private failing = false;
+  /** Keeping at all: a session over a store that is no dir (unenroll, the bench's) never starts it. */
+  private started = false;
 
   constructor(private readonly o: IdentityKeeperOptions) {}
 
   start(): void {
+    this.started = true;
     this.timer = setInterval(() => this.schedule(), this.o.checkMs ?? KEEP_CHECK_MS);
     this.timer.unref();
     this.watch();
@@ -107,7 +110,8 @@ export class IdentityKeeper {
    */
   async flush(): Promise<void> {
     await this.stop();
-    const onDisk = this.failing ? null : await this.o.store.load().catch(() => undefined);
+    if (!this.started) return;
+    const onDisk = this.failing ? null : await Promise.resolve(this.o.store.load()).catch(() => undefined);
     if (onDisk === null) await this.putBack();
   }
 

@@ -81,19 +81,35 @@ export class SessionLink {
    * stop the agent: the next one is tried, and the refusal is final only once every server has
    * refused since the last session. True while another server is left to try.
    */
-  proofRefused(): boolean {
-    const server = this.o.servers.current;
+  proofRefused(socket?: unknown): boolean {
+    const server = this.serverOf(socket) ?? this.o.servers.current;
     const first = !this.proofRefusedBy.has(server);
     this.proofRefusedBy.add(server);
     if (this.proofRefusedBy.size >= this.o.servers.servers.length) return false;
     if (first) {
-      this.moveOn = true;
-      this.attemptFailed(
-        `${server} refused this agent's proof (PROOF_INVALID): that server's --public-url is not ${server}`,
-        'a server refused the proof; trying the next one',
-      );
+      // The next attempt goes elsewhere, unless it already does (the reconnect may have begun).
+      if (server === this.o.servers.current) this.moveOn = true;
+      // Said at once, once per server: a configuration to fix, and the next refusal may end the run
+      // before a retry's delay would say it. Counted as a failed attempt (the backoff grows).
+      const problem = `${server} refused this agent's proof (PROOF_INVALID): that server's --public-url is not ${server}`;
+      this.failures.failed(problem, problem);
+      this.o.logger.warn('a server refused the proof; trying the next one', { error: problem });
     }
     return true;
+  }
+
+  /** Whether every server of the list has refused the proof since the last session. */
+  proofRefusedByAll(): boolean {
+    return this.proofRefusedBy.size >= this.o.servers.servers.length;
+  }
+
+  /** The server of the list a socket was opened to (tRPC may be on the next one by the time it closes). */
+  private serverOf(socket: unknown): string | undefined {
+    const url = (socket as { url?: unknown } | undefined)?.url;
+    if (typeof url !== 'string') return undefined;
+    // tRPC adds its own query (`?connectionParams=1`) to the URL it is given.
+    const base = url.split('?')[0];
+    return this.o.servers.servers.find((server) => `${server.replace(/^http/, 'ws')}/trpc` === base);
   }
 
   /**
@@ -179,8 +195,10 @@ export class SessionLink {
         this.replaced(event?.target, reason);
         return;
       }
-      if (reason === 'PROOF_INVALID' && !this.o.finished() && this.proofRefused()) {
-        this.o.disconnected(`${this.o.servers.current} refused the proof (PROOF_INVALID)`);
+      if (reason === 'PROOF_INVALID' && !this.o.finished() && this.proofRefused(event?.target)) {
+        this.o.disconnected(
+          `${this.serverOf(event?.target) ?? this.o.servers.current} refused the proof (PROOF_INVALID)`,
+        );
         return;
       }
       this.o.finalReason(

@@ -202,8 +202,6 @@ export function runSession(o: SessionOptions): Promise<number> {
       );
       return finish(EXIT.IDENTITY_GONE, 'deleted', reason);
     }
-    // Another server of the list may take it: only every one refusing it is final.
-    if (reason === 'PROOF_INVALID' && link.proofRefused()) return;
     if (reason === 'PROOF_INVALID') {
       // The agent dates its proofs by the server's clock and signs each connection's nonce, so
       // what is left is the URL the proof names, or something between them that changes the upgrade:
@@ -273,22 +271,41 @@ export function runSession(o: SessionOptions): Promise<number> {
     }
   }
 
-  const subscription = client.agent.session.subscribe(undefined, {
-    onData: (event) => {
-      onEvent(event as SessionEvent).catch((error) =>
-        logger.error('could not handle a server event', { error: String(error) }),
-      );
-    },
-    onError: (error) => {
-      const reason =
-        error instanceof TRPCClientError
-          ? (error.data as { reason?: unknown } | undefined)?.reason
-          : undefined;
-      if (isErrorReason(reason) && (FINAL_SESSION_REASONS[reason] || reason === 'PROOF_INVALID'))
-        void onFinalReason(reason);
-      else logger.warn('session error; reconnecting', { error: error.message });
-    },
-  });
+  /**
+   * The session's subscription. tRPC ends one that errs: a socket the server closed while the
+   * subscription was on its way (a handshake refused, PROOF_INVALID from one replica of the list)
+   * left the agent on the next server with none, closed there for not subscribing in time, for
+   * ever. So an error that is no server's answer (no reason) makes a new one, which goes out with
+   * the next connection; there is one such error per lost connection, at the reconnect's pace.
+   */
+  function subscribe(): { unsubscribe(): void } {
+    return client.agent.session.subscribe(undefined, {
+      onData: (event) => {
+        onEvent(event as SessionEvent).catch((error) =>
+          logger.error('could not handle a server event', { error: String(error) }),
+        );
+      },
+      onError: (error) => {
+        const reason =
+          error instanceof TRPCClientError
+            ? (error.data as { reason?: unknown } | undefined)?.reason
+            : undefined;
+        // One replica of several refusing the proof: its socket's close decides (SessionLink knows
+        // which server refused), and the next server needs a subscription of its own.
+        if (reason === 'PROOF_INVALID' && servers.servers.length > 1 && !link.proofRefusedByAll()) {
+          if (!finished) subscription = subscribe();
+          return;
+        }
+        if (isErrorReason(reason) && (FINAL_SESSION_REASONS[reason] || reason === 'PROOF_INVALID')) {
+          void onFinalReason(reason);
+          return;
+        }
+        logger.warn('session error; reconnecting', { error: error.message });
+        if (!finished && reason === undefined) subscription = subscribe();
+      },
+    });
+  }
+  let subscription = subscribe();
 
   void writeStatus('connecting', null, null);
   logger.info(`connecting to ${servers.current.replace(/^http/, 'ws')}/trpc`, {

@@ -109,7 +109,6 @@ describe('one agent per state dir', () => {
     agent.kill('SIGTERM');
     expect((await agent.exited).code).toBe(0);
     expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
-    expect(agent.output()).not.toContain('cannot write in the state dir');
     await rm(stateDir, { recursive: true, force: true });
   });
 
