@@ -75,9 +75,10 @@ describe('the agent presents its identity only to the server that issued it', ()
       expect(await readIdentity(stateDir)).toEqual(before);
 
       // Told that the server moved, it goes, and the real server (which knows its public URL)
-      // refuses the proof made for the relay; the identity is kept, not wiped.
+      // refuses the proof made for the relay: a configuration error (exit 2, which the unit does
+      // not restart); the identity is kept, not wiped.
       const moved = spawnAgent(['--server', relay.url, '--allow-server-change'], stateDir);
-      expect((await moved.exited).code).toBe(1);
+      expect((await moved.exited).code).toBe(2);
       expect(moved.output()).toContain(
         `the server refused this agent's proof (PROOF_INVALID): ${relay.url} is not the URL the server was told it is reached by (its --public-url)`,
       );
