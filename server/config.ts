@@ -7,6 +7,7 @@ import { defaultLogFormat } from './logging.js';
 import { defaultConfig, type ServerConfig } from './server-config.js';
 import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
+import { cutOffAfterMs, WHEN_CUT_OFF } from './sessions/cut-off.js';
 import {
   DEFAULT_FEED_RETENTION,
   MAX_FEED_MAX_AGE_MS,
@@ -85,6 +86,7 @@ const serveOptionsSchema = z.object({
   secretFile: z.string().min(1).optional(),
   auditRetention: parsedFlag(parseAuditRetention).optional(),
   feedMaxAge: parsedFlag(parseFeedMaxAge).optional(),
+  whenCutOff: z.enum(WHEN_CUT_OFF).optional(),
 });
 
 /**
@@ -289,6 +291,12 @@ export const SERVE_FLAGS = {
     default: undefined,
     help: `with --database-url: remove audit events older than this (at least 1d) from the audit table, hourly, one replica at a time; forever keeps every event (default ${DEFAULT_AUDIT_RETENTION_MS / DAY_MS}d)`,
   },
+  whenCutOff: {
+    flag: '--when-cut-off <mode>',
+    env: 'CONNECTOR_WHEN_CUT_OFF',
+    default: undefined,
+    help: `with --database-url: what a replica that has not reached the database for ${cutOffAfterMs(15_000) / 1000} s does with its agents' sessions, since it can no longer hear a revoke made through another replica: end-sessions (default) closes them (1012, not final) so they reconnect to a replica that can; keep-sessions keeps them until the database answers again`,
+  },
 } as const;
 
 export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
@@ -319,6 +327,10 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
   if (o.secretFile && !o.databaseUrl)
     throw new Error(
       '--secret-file goes with --database-url (replicas share one secret); a server without a database keeps its secret in <data-dir>/secret.key',
+    );
+  if (o.whenCutOff !== undefined && !o.databaseUrl)
+    throw new Error(
+      '--when-cut-off goes with --database-url (a server without a database is never cut off from its store)',
     );
   if (o.feedMaxAge !== undefined && !o.databaseUrl)
     throw new Error('--feed-max-age goes with --database-url (the change feed between replicas)');
@@ -355,6 +367,7 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     secretFile: o.secretFile ?? null,
     auditRetentionMs: o.auditRetention === undefined ? DEFAULT_AUDIT_RETENTION_MS : o.auditRetention,
     feedMaxAgeMs: o.feedMaxAge ?? DEFAULT_FEED_RETENTION.maxAgeMs,
+    whenCutOff: o.whenCutOff ?? 'end-sessions',
     ...(o.maxSessionsPerAddress ? { maxSessionsPerAddress: o.maxSessionsPerAddress } : {}),
     ...(o.maxHandshakesInProgress ? { maxHandshakesInProgress: o.maxHandshakesInProgress } : {}),
     ...(o.maxUnauthenticatedPerAddress

@@ -65,7 +65,15 @@ export const FEED_STALE_MS = 3000;
 export async function openDatabaseState(
   config: Pick<
     ServerConfig,
-    'dataDir' | 'publicUrl' | 'secretFile' | 'auditRetentionMs' | 'auditPruneIntervalMs' | 'feedMaxAgeMs'
+    | 'dataDir'
+    | 'publicUrl'
+    | 'secretFile'
+    | 'auditRetentionMs'
+    | 'auditPruneIntervalMs'
+    | 'feedMaxAgeMs'
+    | 'whenCutOff'
+    | 'replicaHeartbeatMs'
+    | 'replicaDeadAfterMs'
   > & { databaseUrl: string },
   { clock, logger }: { clock: Clock; logger: Logger },
 ): Promise<DatabaseState> {
@@ -164,6 +172,14 @@ export async function openDatabaseState(
       process: thisProcess(),
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.
       problems: () => feedProblems(true),
+      whenCutOff: config.whenCutOff,
+      ...(config.replicaHeartbeatMs ? { heartbeatMs: config.replicaHeartbeatMs } : {}),
+      ...(config.replicaDeadAfterMs ? { deadAfterMs: config.replicaDeadAfterMs } : {}),
+      onCutOff: (sessions, silentMs) =>
+        logger.warn(
+          { sessions, silentMs: Math.round(silentMs) },
+          `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: it ended its ${sessions} agent sessions (1012, not final) because it can no longer hear a revoke made through another replica; its agents reconnect to a replica that can, or wait (--when-cut-off keep-sessions keeps them instead)`,
+        ),
       onError: report('cluster sessions: a statement or the listener failed'),
       onMalformed: malformedNotificationNotice(
         (details, message) => logger.warn(details, message),
@@ -214,6 +230,9 @@ export async function openDatabaseState(
         const found = feedProblems(false);
         if (clock.now() - cluster.lastHeartbeatAt > cluster.deadAfterMs / 2)
           found.push('this replica cannot tell the database it is alive (heartbeat failing)');
+        // Its wall clock may say otherwise (stepped back): it takes no session until it is back.
+        else if (cluster.cutOff.endedSessions)
+          found.push('this replica ended its sessions, cut off from the database, and is not back yet');
         return found;
       },
     };

@@ -5,6 +5,7 @@ import { DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES } from './services/audit.js
 import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import type { Policy } from './services/deps.js';
 import { DEFAULT_RATE_LIMITS, type RateLimits } from './services/rate-limit.js';
+import type { WhenCutOff } from './sessions/cut-off.js';
 import { DEFAULT_FEED_RETENTION } from './store/postgres/feed-retention.js';
 
 // The server's settings and their defaults, apart from the code that parses flags (config.ts) and
@@ -63,6 +64,18 @@ export interface ServerConfig extends Policy {
    * (--feed-max-age); read by every live replica, a change goes after 10 minutes. @default 3600000 (1 h)
    */
   feedMaxAgeMs: number;
+  /**
+   * With a database: what a replica that has not reached it for 12 s does with its agents' sessions
+   * (--when-cut-off; see sessions/cut-off.ts). @default 'end-sessions'
+   */
+  whenCutOff: WhenCutOff;
+  /** How often a replica tells the database it is alive (tuning, tests; no flag). @default 5000 */
+  replicaHeartbeatMs?: number;
+  /**
+   * How old a replica's heartbeat is when the others count it dead; every replica must have the
+   * same (tuning, tests; no flag). @default 15000
+   */
+  replicaDeadAfterMs?: number;
   /**
    * How long a revoke or delete waits for the agent's acknowledgement (tuning; no flag: the bound the
    * README promises). @default TERMINATION_ACK_TIMEOUT_MS (750)
@@ -143,6 +156,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     newAdminKey: false,
     auditRetentionMs: DEFAULT_AUDIT_RETENTION_MS,
     feedMaxAgeMs: DEFAULT_FEED_RETENTION.maxAgeMs,
+    whenCutOff: 'end-sessions',
     keyTtlMs: 14 * DAY_MS,
     identityTtlMs: 365 * DAY_MS,
     pendingTtlMs: 7 * DAY_MS,

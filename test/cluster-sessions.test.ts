@@ -23,6 +23,7 @@ import { MIGRATIONS_DIR, migrateToLatest } from '../server/store/postgres/migrat
 import { DAY_MS } from '../shared/durations.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { freshDatabase, migrateFirst, startPostgres, testPool, withClient } from './helpers/postgres.js';
+import { startRelay } from './helpers/relay.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -36,7 +37,10 @@ async function database(): Promise<string> {
   return db.url;
 }
 
-/** One replica's cluster sessions on the database; timers far apart, so the test drives the rounds. */
+/**
+ * One replica's cluster sessions on the database; timers far apart and the silence it measures
+ * frozen (a test moves it through `monotonic`), so the test drives the rounds.
+ */
 async function clusterOn(
   url: string,
   clock: ManualClock,
@@ -50,6 +54,7 @@ async function clusterOn(
     clock,
     heartbeatMs: 3_600_000,
     resyncMs: 3_600_000,
+    monotonic: () => 0,
     ...options,
   });
   cleanups.push(async () => {
@@ -125,6 +130,21 @@ async function until(check: () => boolean, ms = 10_000): Promise<void> {
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** A relay to the database's server, and the database's URL through it (see Relay.partition). */
+async function relayTo(url: string) {
+  const direct = new URL(url);
+  const relay = await startRelay(`http://${direct.hostname}:${direct.port}`);
+  const through = new URL(url);
+  through.hostname = '127.0.0.1';
+  through.port = String(relay.port);
+  return {
+    databaseUrl: through.toString(),
+    partition: () => relay.partition(),
+    heal: () => relay.heal(),
+    [Symbol.asyncDispose]: () => relay.close(),
+  };
 }
 
 async function rows(url: string): Promise<Array<{ connector_id: string; replica_id: string }>> {
@@ -333,6 +353,83 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(
       await withClient(url, async (client) => (await client.query('SELECT id FROM replicas')).rowCount),
     ).toBe(2);
+  });
+
+  it('cut off (heartbeats not going through) for 12 s of its own monotonic time, a replica ends its sessions (1012) before the others count it dead; back, it releases its rows before it beats', async () => {
+    const db = await database();
+    await using relay = await relayTo(db);
+    const clock = new ManualClock();
+    let silence = 0;
+    const ended: Array<[number, number]> = [];
+    const a = await clusterOn(relay.databaseUrl, clock, {
+      monotonic: () => silence,
+      onCutOff: (sessions, silentMs) => ended.push([sessions, silentMs]),
+    });
+    const b = await clusterOn(db, clock);
+    const lost: LostSession[] = [];
+    a.onLost((l) => lost.push(l));
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    await until(() => b.isConnectedElsewhere('con_1'));
+
+    relay.partition();
+    // A claim on its way when the network went: it hangs, neither through nor failed.
+    a.claim({ connectorId: 'con_2', sessionId: 2, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    const claimsBefore = a.statements.claim;
+    await until(() => a.statements.claim === claimsBefore + 1);
+    const hungBeat = a.heartbeat();
+    silence = 12_000; // the bound itself: not past it
+    a.cutOff.check();
+    expect([lost, ended]).toEqual([[], []]);
+    silence = 12_001; // wall clock not moved: B still counts A alive, as it would for 3 s more
+    a.cutOff.check();
+    a.cutOff.check(); // once
+    expect(lost).toEqual([
+      { connectorId: 'con_1', sessionId: 1, replacedBy: null },
+      { connectorId: 'con_2', sessionId: 2, replacedBy: null },
+    ]);
+    expect(ended).toEqual([[2, 12_001]]);
+    expect(a.cutOff.endedSessions).toBe(true);
+
+    relay.heal(); // the hung claim fails now and is not sent again
+    // The heartbeat made before the silence carried the time it was made: going through late, it
+    // does not count as a new one.
+    await hungBeat;
+    clock.advance(1);
+    for (let i = 0; i < 100 && a.lastHeartbeatAt !== clock.now(); i++) {
+      await a.heartbeat();
+      if (a.lastHeartbeatAt !== clock.now()) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(a.cutOff.endedSessions).toBe(false);
+    expect(a.lastHeartbeatAt).toBe(clock.now());
+    // Its row was still there (nobody reaped it): what it had claimed is released all the same.
+    expect(await rows(db)).toEqual([]);
+    await a.flush();
+    await new Promise((resolve) => setTimeout(resolve, 1200)); // past the outbox's retry
+    await a.flush();
+    expect(await rows(db)).toEqual([]);
+    await until(() => !b.isConnectedElsewhere('con_1'));
+    // Beating again, it is watched again: the next silence ends its new sessions too.
+    a.claim({ connectorId: 'con_3', sessionId: 3, remoteAddress: '192.0.2.3', connectedAt: clock.now() });
+    await a.flush();
+    silence = 24_002;
+    a.cutOff.check();
+    expect(lost.at(-1)).toEqual({ connectorId: 'con_3', sessionId: 3, replacedBy: null });
+  });
+
+  it('with keep-sessions, a replica cut off keeps its sessions however long the silence', async () => {
+    const db = await database();
+    const clock = new ManualClock();
+    let silence = 0;
+    const a = await clusterOn(db, clock, { monotonic: () => silence, whenCutOff: 'keep-sessions' });
+    const lost: LostSession[] = [];
+    a.onLost((l) => lost.push(l));
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    await a.flush();
+    silence = 3_600_000;
+    a.cutOff.check();
+    expect([lost, a.cutOff.endedSessions]).toEqual([[], false]);
+    expect((await rows(db)).map((r) => r.connector_id)).toEqual(['con_1']);
   });
 
   it('after a database outage longer than the bound, the replica back first does not reap the others: nobody loses a session', async () => {

@@ -158,10 +158,11 @@ export class ClusterPicture {
   }
 
   /** This replica was taken for dead: every own session is lost, without a replacing address. */
-  loseAllOwn(): void {
+  loseAllOwn(): number {
     const sessions = [...this.own.values()];
     this.own.clear();
     for (const session of sessions) this.lost({ ...identify(session), replacedBy: null });
+    return sessions.length;
   }
 
   private isAlive(replicaId: string): boolean {

@@ -12,6 +12,7 @@ import type {
   LostSession,
   SessionClaim,
 } from './cluster-sessions.js';
+import { CutOffWatch, type WhenCutOff } from './cut-off.js';
 import {
   CONFIRMATION_RETENTION_MS,
   REAP_SQL,
@@ -42,6 +43,15 @@ export interface PostgresClusterSessionsOptions {
   heartbeatMs?: number;
   /** A replica whose heartbeat is older than this is dead: its sessions count as gone. @default 15000 */
   deadAfterMs?: number;
+  /**
+   * What it does with its own sessions once no heartbeat has gone through for `cutOffAfterMs`
+   * (see cut-off.ts). @default 'end-sessions'
+   */
+  whenCutOff?: WhenCutOff;
+  /** The clock the silence is measured with (see CutOffWatch). @default performance.now */
+  monotonic?: () => number;
+  /** Told when it ended its sessions, cut off from the database: how many, and how long it was silent. */
+  onCutOff?: (sessions: number, silentMs: number) => void;
   /**
    * How often the picture of the other replicas' sessions is checked against the table: a one-row
    * summary (their count and the sum of their claim numbers), and a full read when it differs or
@@ -116,6 +126,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private readonly timers: NodeJS.Timeout[] = [];
   private lostHandler: (lost: LostSession) => void = () => {};
   private readonly notifications: ClusterNotifications;
+  /** Ends the sessions of a replica that has been silent too long (when --when-cut-off says so). */
+  readonly cutOff: CutOffWatch;
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
@@ -144,6 +156,13 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       onError: o.onError,
       onMalformed: o.onMalformed,
     });
+    this.cutOff = new CutOffWatch({
+      whenCutOff: o.whenCutOff ?? 'end-sessions',
+      deadAfterMs: this.deadAfterMs,
+      monotonic: o.monotonic,
+      endSessions: () => this.dropOwnSessions(),
+      onEnded: o.onCutOff,
+    });
     this.outbox = new SessionOutbox({
       pool: o.pool,
       replicaId: this.replicaId,
@@ -165,6 +184,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     await cluster.heartbeat();
     cluster.every(cluster.heartbeatMs, () => cluster.heartbeat());
     cluster.every(options.resyncMs ?? 30_000, () => cluster.check());
+    // Sooner than a heartbeat: a silence is noticed within a second of passing the bound.
+    cluster.every(Math.min(cluster.heartbeatMs, 1000), async () => cluster.cutOff.check());
     return cluster;
   }
 
@@ -242,6 +263,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
    */
   async heartbeat(): Promise<void> {
     const now = this.o.clock.now();
+    const sentAt = this.cutOff.sending();
     try {
       this.statements.heartbeat++;
       const beat = await this.o.pool.query(
@@ -249,7 +271,14 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         [this.replicaId, now, this.o.problems?.() ?? []],
       );
       if (beat.rowCount === 0) await this.lostTrack();
-      else this.lastHeartbeatAt = now;
+      else {
+        // Back after ending its sessions: the claims that went out before are released first, while
+        // it is still not ready (no new session is claimed in between).
+        if (this.cutOff.endedSessions) await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
+        this.lastHeartbeatAt = now;
+      }
+      this.cutOff.wentThrough(sentAt);
+      this.cutOff.back();
       this.beatingSince ??= now;
       const replicas = await this.o.pool.query<{ id: string; heartbeat_at: string }>(
         `SELECT id, heartbeat_at::text FROM replicas WHERE id <> $1`,
@@ -385,7 +414,12 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private async lostTrack(): Promise<void> {
     await this.register();
     await this.o.pool.query(RELEASE_ALL_SQL, [this.replicaId]);
+    this.dropOwnSessions();
+  }
+
+  /** Ends every own session (1012 through `onLost`) and drops what was to be said of them. */
+  private dropOwnSessions(): number {
     this.outbox.dropSessions();
-    this.picture.loseAllOwn();
+    return this.picture.loseAllOwn();
   }
 }

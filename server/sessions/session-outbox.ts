@@ -39,6 +39,11 @@ export class SessionOutbox {
   private sending: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
   private halted = false;
+  /**
+   * Counts `dropSessions`: a statement that fails after it must not put its sessions back (they
+   * were dropped with the others, and the rows it was to write released).
+   */
+  private generation = 0;
 
   constructor(private readonly o: SessionOutboxOptions) {}
 
@@ -64,6 +69,7 @@ export class SessionOutbox {
 
   /** Drops the claims and releases not sent yet: this replica's rows were all released at once. */
   dropSessions(): void {
+    this.generation++;
     this.claims = [];
     this.releases = [];
   }
@@ -123,6 +129,7 @@ export class SessionOutbox {
     for (const own of batch) newest.set(own.connectorId, own);
     const claims = [...newest.values()];
     this.o.statements.claim++;
+    const generation = this.generation;
     let result: pg.QueryResult<{ ord: string; session_id: string }>;
     try {
       result = await this.o.pool.query(CLAIM_SQL, [
@@ -132,7 +139,7 @@ export class SessionOutbox {
         claims.map((c) => c.connectedAt),
       ]);
     } catch (error) {
-      this.claims.unshift(...claims);
+      if (generation === this.generation) this.claims.unshift(...claims);
       throw error;
     }
     for (const row of result.rows) {
@@ -145,6 +152,7 @@ export class SessionOutbox {
 
   private async sendReleases(batch: OwnSession[]): Promise<void> {
     this.o.statements.release++;
+    const generation = this.generation;
     try {
       await this.o.pool.query(RELEASE_SQL, [
         this.o.replicaId,
@@ -152,7 +160,7 @@ export class SessionOutbox {
         batch.map((own) => own.claim),
       ]);
     } catch (error) {
-      this.releases.unshift(...batch);
+      if (generation === this.generation) this.releases.unshift(...batch);
       throw error;
     }
   }
