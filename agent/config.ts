@@ -2,6 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { caPemProblem } from '../shared/ca-pem.js';
 import { blockedPortProblem, portOf } from '../shared/fetch-blocked-ports.js';
 import { ADMIN_KEY_PREFIX, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 import { nameSchema } from '../shared/schemas.js';
@@ -39,18 +40,26 @@ export interface AgentFlags {
   logJson?: boolean;
 }
 
-/** --state-dir, else CONNECTOR_STATE_DIR, else /var/lib/connector-agent as root, else the XDG state dir. */
-/** The PEM of `--ca-file`, or null without it; an unreadable file is a usage error naming it. */
+/**
+ * The PEM of `--ca-file`, or null without it; a file that cannot be read, or that holds no
+ * certificate or a private key (caPemProblem), is a usage error naming it.
+ */
 export async function readCaFile(file: string | undefined): Promise<string | null> {
   if (!file) return null;
+  let pem: string;
   try {
-    return await readFile(file, 'utf8');
+    pem = await readFile(file, 'utf8');
   } catch (error) {
     throw new UsageError(
       `--ca-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? error})`,
     );
   }
+  const problem = caPemProblem(pem, file);
+  if (problem) throw new UsageError(problem);
+  return pem;
 }
+
+/** --state-dir, else CONNECTOR_STATE_DIR, else /var/lib/connector-agent as root, else the XDG state dir. */
 
 export function resolveStateDir(
   flag: string | undefined,

@@ -2,7 +2,9 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnAgent } from './helpers/agents.js';
+import { serverCli } from './helpers/cli.js';
 import { startTestServer, tempDir } from './helpers/server.js';
+import { createTestCa, opensslAvailable } from './helpers/tls.js';
 
 /** What an agent can tell is wrong before it sends anything: a usage error (exit 2), no key spent. */
 describe('agent input it checks itself', () => {
@@ -62,4 +64,51 @@ describe('agent input it checks itself', () => {
     fromFile.kill('SIGTERM');
     await fromFile.exited;
   });
+
+  it.runIf(opensslAvailable())(
+    'a --ca-file holding a private key, or no certificate, is refused before anything is sent (agent and admin CLI: exit 2, one line), and the key is never echoed',
+    async () => {
+      await using srv = await startTestServer();
+      const group = await srv.admin.groups.create.mutate({ name: 'Trust' });
+      const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      const dir = await tempDir('ce-ca-');
+      const ca = await createTestCa(dir);
+      const caKey = await readFile(ca.keyFile, 'utf8');
+      // The usual mistakes: the CA's key instead of its certificate, both in one file, something else.
+      const bundle = join(dir, 'bundle.pem');
+      await writeFile(bundle, `${ca.pem}${caKey}`);
+      const notPem = join(dir, 'ca.txt');
+      await writeFile(notPem, 'MIIB...\n');
+      const cutShort = join(dir, 'short.pem');
+      await writeFile(cutShort, '-----BEGIN CERTIFICATE-----\nMIIBxz\n-----END CERTIFICATE-----\n');
+      const cases = [
+        [
+          ca.keyFile,
+          `--ca-file: ${ca.keyFile} holds a private key, not only certificates: give the CA's certificate`,
+        ],
+        [bundle, `--ca-file: ${bundle} holds a private key, not only certificates`],
+        [notPem, `--ca-file: ${notPem} holds no PEM certificate`],
+        [cutShort, `--ca-file: ${cutShort}: certificate 1 of 1 cannot be read`],
+      ] as const;
+      for (const [file, said] of cases) {
+        const agent = spawnAgent(
+          ['--server', 'https://127.0.0.1:9443', '--key', key, '--ca-file', file],
+          await tempDir('ce-in-'),
+        );
+        expect((await agent.exited).code, agent.output()).toBe(2);
+        expect(agent.output()).toContain(said);
+        expect(agent.output()).not.toContain('PRIVATE KEY');
+        const cli = await serverCli(
+          ['groups', 'list', '--server', 'https://127.0.0.1:9443', '--ca-file', file],
+          {
+            CONNECTOR_ADMIN_KEY: srv.adminKey,
+          },
+        );
+        expect([cli.code, cli.stdout]).toEqual([2, '']);
+        expect(cli.stderr).toContain(said);
+        expect(cli.stderr.trim().split('\n')).toHaveLength(1);
+        expect(cli.stderr).not.toContain('PRIVATE KEY');
+      }
+    },
+  );
 });

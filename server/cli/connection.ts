@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { caPemProblem } from '../../shared/ca-pem.js';
 import { describeNetworkError } from '../../shared/network-errors.js';
 import { fetchVia } from '../../shared/node-fetch.js';
 import { NOT_READY_HEADER } from '../../shared/protocol.js';
@@ -44,6 +45,8 @@ export function adminFetch(
       true,
     );
   }
+  const problem = caPemProblem(ca, caFile);
+  if (problem) throw new ConnectionProblem(problem, true);
   // No keep-alive: a CLI makes a call or two and should exit at once.
   return url.protocol === 'https:' ? fetchVia(httpsRequest, { ca, agent: false }) : undefined;
 }
