@@ -56,7 +56,8 @@ const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAV
  * Enrolls this host: its key pair (the one saved for this enrollment; else a new one), the host's
  * facts, one `agent.enroll` call. Network failures and transient refusals are retried with
  * full-jitter backoff, with the same key pair, which the server answers with the same connector;
- * a refusal of the key, a redirect and a TLS misconfiguration are final.
+ * a refusal of the key, a redirect and a TLS misconfiguration are final (KEY_INVALID once every
+ * server of the list has said it).
  */
 export async function enroll(
   config: AgentConfig & { provisioningKey: string },
@@ -73,6 +74,8 @@ export async function enroll(
   const clients = new Map(config.servers.map((server) => [server, clientFor(server)] as const));
   const keyPair = given ?? (await generateAgentKeyPair());
   const failures = new FailedAttempts(Date.now, undefined, 'enroll');
+  /** Servers of the list that answered KEY_INVALID (see below). */
+  const keyUnknownAt = new Set<string>();
   for (let attempt = 0; !signal.aborted; attempt++) {
     // Each attempt ends by itself if nothing answers, and on stop.
     const attemptAbort = new AbortController();
@@ -117,6 +120,19 @@ export async function enroll(
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })
           : null;
       const reason = isErrorReason(data?.reason) ? data.reason : null;
+      // A server of several that does not know the key may be another deployment's (a replica
+      // started on another database, an old address): the others are asked before it is final.
+      if (reason === 'KEY_INVALID' && config.servers.length > 1) {
+        keyUnknownAt.add(server);
+        if (keyUnknownAt.size < new Set(config.servers).size) {
+          logger.warn(`${server} does not know this key (KEY_INVALID): asking the next server of the list`, {
+            server,
+            reason,
+          });
+          rotation.next();
+          continue;
+        }
+      }
       if (reason && !TRANSIENT.has(reason)) {
         throw new EnrollmentRefused(
           reason,

@@ -40,6 +40,50 @@ describe('an agent given several servers (--server a,b)', () => {
     }
   });
 
+  it('passes over a server of the list that does not know the key (another deployment); KEY_INVALID is final once every server has said it', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    await using foreign = await startTestServer();
+    // Six hosts, each starting at a random one of the two: ~half start at the one that does not know
+    // the key, and every one of them must enroll all the same (all six starting at the right one,
+    // which would hide a regression, is a 1-in-64 chance).
+    const hosts = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) =>
+        spawnAgent(
+          ['--server', `${foreign.url},${srv.url}`, '--key', key, '--name', `host-${i}`],
+          await tempDir('ce-agent-'),
+        ),
+      ),
+    );
+    try {
+      for (const host of hosts) await host.waitForOutput(/enrolled; identity saved/, AGENT_START_MS);
+      for (const host of hosts)
+        if (host.output().includes('KEY_INVALID'))
+          expect(host.output()).toContain(
+            `${foreign.url} does not know this key (KEY_INVALID): asking the next server of the list`,
+          );
+      expect((await srv.admin.connectors.list.query({})).items).toHaveLength(6);
+    } finally {
+      for (const host of hosts) host.kill('SIGTERM');
+      await Promise.all(hosts.map((host) => host.exited));
+    }
+    // No server of the list knows it: each is asked once, then it is final.
+    const relay = await startRelay(foreign.url);
+    try {
+      const lost = spawnAgent(
+        ['--server', `${foreign.url},${relay.url}`, '--key', key],
+        await tempDir('ce-agent-'),
+      );
+      expect((await lost.exited).code).toBe(3);
+      expect(
+        lost.output().match(/does not know this key \(KEY_INVALID\): asking the next server/g),
+      ).toHaveLength(1);
+      expect(lost.output()).toMatch(/KEY_INVALID: .*groups key/);
+    } finally {
+      await relay.close();
+    }
+  });
+
   it('moves its session to the next server when the one it is on goes away', async () => {
     const { srv, key } = await setup();
     await using _ = srv;
