@@ -36,7 +36,7 @@ export function buildAgentProgram(): Command {
     .option('--allow-insecure', 'allow plain http:// to a host other than loopback')
     .option(
       '--allow-server-change',
-      'present the saved identity to a --server other than those it was issued for, and save the new list',
+      'present the saved identity to a --server other than those it was issued for, and save the new list once a session on one of them is ready',
     )
     .addOption(logJsonOption())
     .addHelpText(

@@ -74,6 +74,8 @@ async function runLocked(
   /** Before there is an identity, the status file names only the server. */
   const writeEnrollmentStatus = (state: AgentStatus['state'], detail: string | null) =>
     store.writeStatus({ state, status: null, connectorId: null, server: config.servers.join(', '), detail });
+  /** --allow-server-change took a new server list: saved by the session once one of them answers. */
+  let serverListMoved = false;
   let identity = await store.load().catch((error) => {
     if (error instanceof IdentityFileError) {
       logger.error(error.message);
@@ -97,17 +99,16 @@ async function runLocked(
       if (!config.allowServerChange) {
         logger.error(
           `this identity was issued by ${known.join(', ')}, not by --server ${others}; the agent will not present it elsewhere. ` +
-            'If the enrollment server really moved (or gained replicas), pass --allow-server-change once (the new list is then saved with the identity).',
+            'If the enrollment server really moved (or gained replicas), pass --allow-server-change once (the new list is saved with the identity once a session there is ready).',
         );
         return EXIT.USAGE;
       }
-      logger.warn('the enrollment server moved: using --server and saving it with the identity', {
-        enrolledWith: known.join(', '),
-        server: config.servers.join(', '),
-      });
+      logger.warn(
+        'the enrollment server moved: using --server, and saving it with the identity once a session there is ready',
+        { enrolledWith: known.join(', '), server: config.servers.join(', ') },
+      );
       identity = { ...identity, server: config.servers[0] as string, servers: config.servers };
-      if (!(await saveOrSay(store, identity, logger, 'the new server list is not saved with the identity')))
-        return EXIT.FAILED;
+      serverListMoved = true;
     }
   } else {
     if (!config.provisioningKey && config.keyFileProblem) {
@@ -190,6 +191,7 @@ async function runLocked(
     hostFacts,
     servers: config.servers,
     relock: () => lock.reassert(),
+    serverListMoved,
   });
 }
 

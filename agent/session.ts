@@ -14,6 +14,7 @@ import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
 import { SessionLink } from './session-link.js';
+import { cannotWrite } from './state-dir-problems.js';
 import { serverTimeOf, sessionNonceOf, type Transport, withSessionNonce } from './transport.js';
 import { wipeIdentity } from './wipe-identity.js';
 
@@ -49,6 +50,12 @@ export interface SessionOptions {
   keepCheckMs?: number;
   /** Puts the identity back if its state dir loses it (IdentityKeeper); off for a store that is no dir. @default true */
   keepIdentity?: boolean;
+  /**
+   * The identity's server list is new (--allow-server-change) and not saved yet: it is saved once a
+   * session on one of them is ready, so that a list with no working server in it (a typo, a URL
+   * that redirects or names the wrong server) is never kept. @default false
+   */
+  serverListMoved?: boolean;
 }
 
 /**
@@ -70,6 +77,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     resolveExit = resolve;
   });
   let connectedOnce = false;
+  let serverListUnsaved = Boolean(o.serverListMoved);
   // Identities expire and proofs are checked by the server's clock, which this host's may be off.
   const serverClock = new ServerClock(logger);
   const link = new SessionLink({
@@ -140,6 +148,20 @@ export function runSession(o: SessionOptions): Promise<number> {
     now: () => serverClock.now(),
   });
   renewal.arm(identity);
+
+  /** Saves the moved server list, now that one of its servers answered; a state dir that refuses it stops the agent. */
+  async function saveServerList(): Promise<boolean> {
+    serverListUnsaved = false;
+    try {
+      await store.save(identity);
+      logger.info('the new server list is saved with the identity', { servers: servers.servers.join(', ') });
+      return true;
+    } catch (error) {
+      logger.error(cannotWrite(store.dir, error, 'the new server list is not saved with the identity'));
+      await finish(EXIT.FAILED, 'stopped', 'the new server list could not be saved');
+      return false;
+    }
+  }
 
   /** Tells the server, over the session that told us, that the identity is wiped; bounded, never fatal. */
   async function acknowledge(event: 'revoked' | 'deleted') {
@@ -234,6 +256,8 @@ export function runSession(o: SessionOptions): Promise<number> {
           connector: event.connectorId,
           status: event.status,
         });
+        // Before the status says connected: whoever reads it then finds the list saved.
+        if (serverListUnsaved && !(await saveServerList())) break;
         await writeStatus('connected', event.status, null);
         if (o.unenroll) {
           // Answered once the `deleted` event it causes is acknowledged: that event ends the session.

@@ -84,6 +84,33 @@ describe('an agent given several servers (--server a,b)', () => {
     }
   });
 
+  it('--allow-server-change saves the new list only once a session on it is ready: a mistyped one is never kept', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const stateDir = await tempDir('ce-agent-');
+    const first = spawnAgent(['--server', srv.url, '--key', key, '--name', 'typo'], stateDir);
+    await waitConnected(srv.admin, 'typo', AGENT_START_MS);
+    first.kill('SIGTERM');
+    await first.exited;
+
+    const typo = `http://127.0.0.1:${await freePort()}`;
+    const mistaken = spawnAgent(['--server', typo, '--allow-server-change'], stateDir);
+    await mistaken.waitForOutput(/cannot connect; retrying/, AGENT_START_MS);
+    mistaken.kill('SIGTERM');
+    expect((await mistaken.exited).code).toBe(0);
+    expect(mistaken.output()).not.toContain('the new server list is saved');
+    const kept = (await readIdentity(stateDir)) as unknown as { server: string; servers?: string[] };
+    expect([kept.server, kept.servers ?? null]).toEqual([srv.url, null]);
+    // So the right URL needs no flag again.
+    const back = spawnAgent(['--server', srv.url], stateDir);
+    try {
+      await waitForAgentStatus(stateDir, 'connected again', (s) => s.state === 'connected', AGENT_START_MS);
+    } finally {
+      back.kill('SIGTERM');
+      await back.exited;
+    }
+  });
+
   it('moves its session to the next server when the one it is on goes away', async () => {
     const { srv, key } = await setup();
     await using _ = srv;

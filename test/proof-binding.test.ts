@@ -54,7 +54,7 @@ describe('a proof names the server it is meant for (htu), checked against --publ
 });
 
 describe('the agent presents its identity only to the server that issued it', () => {
-  it('refuses (exit 2) a --server other than the one it enrolled with, saying how to move; with --allow-server-change it saves the new URL', async () => {
+  it('refuses (exit 2) a --server other than the one it enrolled with, saying how to move; with --allow-server-change a URL the server refuses is not saved', async () => {
     await using srv = await serverWithPublicUrl();
     const { key } = await enrolledSim(srv);
     const stateDir = await tempDir('ce-moved-agent-');
@@ -84,7 +84,9 @@ describe('the agent presents its identity only to the server that issued it', ()
       );
       const after = await readIdentity(stateDir);
       expect(after?.identityToken).toBe(before?.identityToken);
-      expect((after as { server?: string } | null)?.server).toBe(relay.url);
+      // Nor is the URL it was refused at: no session there was ever ready.
+      expect((after as { server?: string } | null)?.server).toBe(srv.url);
+      expect(moved.output()).not.toContain('the new server list is saved');
     } finally {
       await relay.close();
       await rm(stateDir, { recursive: true, force: true });
