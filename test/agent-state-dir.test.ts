@@ -75,7 +75,8 @@ describe('one agent per state dir', () => {
     const stateDir = await tempDir('ce-removed-');
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'kept'], stateDir);
     const connector = await waitConnected(srv.admin, 'kept');
-    await rm(stateDir, { recursive: true });
+    // The agent may write in it meanwhile (its status): ENOTEMPTY once in a while, retried.
+    await rm(stateDir, { recursive: true, maxRetries: 10, retryDelay: 20 });
     await agent.waitForOutput(/was removed while the agent ran: it is saved again from memory/);
     await eventually('the identity back', async () => (await readIdentity(stateDir))?.connectorId);
     expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
@@ -105,7 +106,8 @@ describe('one agent per state dir', () => {
     const stateDir = await tempDir('ce-removed-stop-');
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'quick'], stateDir);
     const connector = await waitConnected(srv.admin, 'quick');
-    await rm(stateDir, { recursive: true });
+    // The agent may write in it meanwhile (its status): ENOTEMPTY once in a while, retried.
+    await rm(stateDir, { recursive: true, maxRetries: 10, retryDelay: 20 });
     agent.kill('SIGTERM');
     expect((await agent.exited).code).toBe(0);
     expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
