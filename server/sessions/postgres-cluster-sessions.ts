@@ -4,7 +4,7 @@ import type { Clock } from '../clock.js';
 import type { ReplicaDirectory, ReplicaProcess, ReplicaRecord } from '../services/replicas.js';
 import { boundedRead } from '../store/postgres/connect.js';
 import { ClusterNotifications } from './cluster-notifications.js';
-import { CLAIM_SUM_MODULUS, ClusterPicture } from './cluster-picture.js';
+import { ClusterPicture } from './cluster-picture.js';
 import type {
   ClusterSessions,
   DeletionConfirmation,
@@ -13,16 +13,15 @@ import type {
   SessionClaim,
 } from './cluster-sessions.js';
 import { CutOffWatch, type WhenCutOff } from './cut-off.js';
+import { PictureCheck } from './picture-check.js';
 import {
   CONFIRMATION_RETENTION_MS,
   REAP_SQL,
   RELEASE_ALL_SQL,
   REPLICAS_SQL,
-  RESYNC_PAGE_SQL,
   type ReapedSession,
   type ReplicaRow,
   replicaRecordOf,
-  SESSIONS_SUMMARY_SQL,
 } from './postgres-cluster-sql.js';
 import { SessionOutbox } from './session-outbox.js';
 
@@ -74,12 +73,6 @@ export interface PostgresClusterSessionsOptions {
   onMalformed?: (channel: string) => void;
 }
 
-const RESYNC_PAGE_ROWS = 5000;
-/**
- * A periodic check reads everything even when the summary agrees, every this many checks: two
- * missed changes whose claim numbers cancel out would otherwise go unseen (5 minutes by default).
- */
-const FULL_RESYNC_EVERY = 10;
 const RETRY_MS = 1000;
 
 /**
@@ -115,7 +108,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     confirmationRead: 0,
     verify: 0,
   };
-  private checks = 0;
   /** Live replicas as the last heartbeat read the table, itself included once its own beat went in. */
   private live = 0;
   private url: string | null;
@@ -123,6 +115,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   private startedAt: number | null = null;
   private readonly picture: ClusterPicture;
   private readonly outbox: SessionOutbox;
+  private readonly pictureCheck: PictureCheck;
   private readonly timers: NodeJS.Timeout[] = [];
   private lostHandler: (lost: LostSession) => void = () => {};
   private readonly notifications: ClusterNotifications;
@@ -162,6 +155,14 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       monotonic: o.monotonic,
       endSessions: () => this.dropOwnSessions(),
       onEnded: o.onCutOff,
+    });
+    this.pictureCheck = new PictureCheck({
+      pool: o.pool,
+      clock: o.clock,
+      replicaId: this.replicaId,
+      picture: this.picture,
+      statements: this.statements,
+      onError: o.onError,
     });
     this.outbox = new SessionOutbox({
       pool: o.pool,
@@ -310,56 +311,14 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     }
   }
 
-  /**
-   * The periodic look at the other replicas' sessions. Notifications keep the picture true while the
-   * listener is connected (and a lost listener reads everything when it is back), so this is a
-   * safety net: reading every other replica's session every 30 s cost each replica ~40,000 rows a
-   * time at 58,000 sessions, to find nothing. A one-row summary comes first; a picture that differs
-   * from it (a change missed, or one in flight) is read in full, as is every FULL_RESYNC_EVERY-th.
-   */
-  async check(): Promise<void> {
-    this.checks++;
-    if (this.checks % FULL_RESYNC_EVERY !== 0) {
-      try {
-        this.statements.summary++;
-        const { rows } = await this.o.pool.query<{ count: number; claim_sum: number }>(SESSIONS_SUMMARY_SQL, [
-          this.replicaId,
-          CLAIM_SUM_MODULUS,
-        ]);
-        const pictured = this.picture.remoteSummary();
-        if (rows[0]?.count === pictured.count && rows[0].claim_sum === pictured.claimSum) return;
-      } catch (error) {
-        this.o.onError?.(error as Error);
-        return;
-      }
-    }
-    await this.resync();
+  /** The periodic look at the other replicas' sessions (see PictureCheck). */
+  check(): Promise<void> {
+    return this.pictureCheck.check();
   }
 
-  /** Reads every other replica's session again, a page at a time, and drops what it did not confirm. */
-  async resync(): Promise<void> {
-    const startedAt = this.o.clock.now();
-    let after = '';
-    try {
-      // Bounded: a page per statement, as many pages as the table has rows over the page size, plus one.
-      for (let page = 0; page < 10_000; page++) {
-        this.statements.resync++;
-        const rows = await this.o.pool.query<{
-          connector_id: string;
-          replica_id: string;
-          session_id: string;
-          remote_address: string;
-        }>(RESYNC_PAGE_SQL, [this.replicaId, after, RESYNC_PAGE_ROWS]);
-        for (const row of rows.rows)
-          this.picture.claimed(row.connector_id, row.replica_id, Number(row.session_id), row.remote_address);
-        if (rows.rows.length < RESYNC_PAGE_ROWS) break;
-        after = rows.rows[rows.rows.length - 1]!.connector_id;
-      }
-    } catch (error) {
-      this.o.onError?.(error as Error);
-      return;
-    }
-    this.picture.confirmedSince(startedAt);
+  /** Reads every other replica's session again (see PictureCheck). */
+  resync(): Promise<void> {
+    return this.pictureCheck.resync();
   }
 
   /** Stops for good: releases every session of this replica and its row, in one transaction. */
