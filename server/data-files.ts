@@ -184,7 +184,7 @@ export interface ReplicaFollowers {
   agentSessions: Pick<AgentSessionService, 'recordSeen'>;
   /** Told when another replica recorded a revocation's confirmation (a revoke here may wait for it). */
   terminations: { confirmedElsewhere(connectorId: string, termination: Termination): void };
-  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads' | 'feedLagSeconds'>;
+  metrics: Pick<Metrics, 'feedRowsPruned' | 'feedReloads' | 'feedLagSeconds' | 'cutOffs' | 'cutOffSessions'>;
 }
 
 /**

@@ -164,6 +164,11 @@ export async function openDatabaseState(
         ];
       return [];
     };
+    const logCutOff = (sessions: number, silentMs: number) =>
+      logger.warn(
+        { sessions, silentMs: Math.round(silentMs) },
+        `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: it ended its ${sessions} agent sessions (1012, not final) because it can no longer hear a revoke made through another replica; its agents reconnect to a replica that can, or wait (--when-cut-off keep-sessions keeps them instead)`,
+      );
     const cluster = await PostgresClusterSessions.start({
       pool,
       connectionString: url,
@@ -175,11 +180,7 @@ export async function openDatabaseState(
       whenCutOff: config.whenCutOff,
       ...(config.replicaHeartbeatMs ? { heartbeatMs: config.replicaHeartbeatMs } : {}),
       ...(config.replicaDeadAfterMs ? { deadAfterMs: config.replicaDeadAfterMs } : {}),
-      onCutOff: (sessions, silentMs) =>
-        logger.warn(
-          { sessions, silentMs: Math.round(silentMs) },
-          `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: it ended its ${sessions} agent sessions (1012, not final) because it can no longer hear a revoke made through another replica; its agents reconnect to a replica that can, or wait (--when-cut-off keep-sessions keeps them instead)`,
-        ),
+      onCutOff: logCutOff,
       onError: report('cluster sessions: a statement or the listener failed'),
       onMalformed: malformedNotificationNotice(
         (details, message) => logger.warn(details, message),
@@ -206,6 +207,11 @@ export async function openDatabaseState(
       follow({ events, agentSessions, terminations, metrics, records }) {
         store.feedUpkeep.onPruned = (rows) => metrics.feedRowsPruned.inc(rows);
         store.onReload = () => metrics.feedReloads.inc();
+        cluster.onCutOff = (sessions, silentMs) => {
+          metrics.cutOffs.inc();
+          metrics.cutOffSessions.inc(sessions);
+          logCutOff(sessions, silentMs);
+        };
         store.onForeignChangeLag = (ms) => metrics.feedLagSeconds.observe(Math.max(0, ms) / 1000);
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {

@@ -86,6 +86,14 @@ export function createMetrics() {
       'connector_store_feed_reloads_total',
       'Times this replica loaded the whole state again because changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows).',
     ),
+    cutOffs: counter(
+      'connector_replica_cut_offs_total',
+      'Times this replica ended its agent sessions because it had not reached the database for 12 s (--when-cut-off end-sessions), with --database-url.',
+    ),
+    cutOffSessions: counter(
+      'connector_replica_cut_off_sessions_total',
+      'Agent sessions this replica ended for that reason.',
+    ),
     feedLagSeconds: histogram(
       'connector_store_feed_lag_seconds',
       "With --database-url: for each other replica's change as this replica applies it, the time since its transaction began (its commit, the notification, this replica's read of the change feed; the database host's clock against this one's).",

@@ -82,6 +82,9 @@ describe('a replica cut off from PostgreSQL while the others reach it', () => {
         /^this replica has not reached the database for \d+ s: it ended its 2 agent sessions \(1012, not final\) because it can no longer hear a revoke made through another replica; its agents reconnect to a replica that can, or wait \(--when-cut-off keep-sessions keeps them instead\)$/,
       ),
     });
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_replica_cut_offs_total 1$/m);
+    expect(metrics).toMatch(/^connector_replica_cut_off_sessions_total 2$/m);
     // Reconnecting through B, the revoked agent is refused for good, the other is back.
     const refused = connectSim(b.url, revoked);
     expect(await refused.waitForClose(10_000)).toEqual({ code: 4001, reason: 'CONNECTOR_REVOKED' });

@@ -125,12 +125,15 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   readonly deadAfterMs: number;
   /** Told of the sessions of a dead replica this replica removed (see the option). */
   onReaped: ((sessions: ReapedSession[]) => void) | undefined;
+  /** Told when it ended its sessions, cut off (see the option). */
+  onCutOff: ((sessions: number, silentMs: number) => void) | undefined;
 
   private constructor(private readonly o: PostgresClusterSessionsOptions) {
     this.replicaId = o.replicaId ?? randomUUID();
     this.heartbeatMs = o.heartbeatMs ?? 5000;
     this.deadAfterMs = o.deadAfterMs ?? 15_000;
     this.onReaped = o.onReaped;
+    this.onCutOff = o.onCutOff;
     this.url = o.url ?? null;
     this.picture = new ClusterPicture(
       o.clock,
@@ -154,7 +157,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       deadAfterMs: this.deadAfterMs,
       monotonic: o.monotonic,
       endSessions: () => this.dropOwnSessions(),
-      onEnded: o.onCutOff,
+      onEnded: (sessions, silentMs) => this.onCutOff?.(sessions, silentMs),
     });
     this.pictureCheck = new PictureCheck({
       pool: o.pool,
