@@ -12,6 +12,7 @@ import { type AgentKeyPair, generateAgentKeyPair } from './proof.js';
 import { ServerRotation } from './servers.js';
 import {
   describeNetworkError,
+  NotTheApi,
   RedirectRefused,
   TlsMisconfigured,
   type Transport,
@@ -33,6 +34,12 @@ export class EnrollmentRefused extends Error {
  * The server answered enrollment with a redirect, which the agent does not follow (the provisioning
  * key would go along to a URL no --server check saw). A misconfigured --server: the agent exits 2.
  */
+const CHECK_SERVER =
+  'check --server: it is the enrollment server\'s base URL, as `connector-server serve` prints it at start ("listening on …") or its --public-url, without /trpc';
+
+/** --server answers, but not as the enrollment server's API: something else is at that URL. */
+export class EnrollmentMisdirected extends Error {}
+
 export class EnrollmentRedirected extends Error {
   constructor(
     readonly status: number,
@@ -74,8 +81,8 @@ export async function enroll(
   const clients = new Map(config.servers.map((server) => [server, clientFor(server)] as const));
   const keyPair = given ?? (await generateAgentKeyPair());
   const failures = new FailedAttempts(Date.now, undefined, 'enroll');
-  /** Servers of the list that answered KEY_INVALID (see below). */
-  const keyUnknownAt = new Set<string>();
+  /** Servers of the list passed over: KEY_INVALID, or something other than the API there (see below). */
+  const passedOver = new Set<string>();
   for (let attempt = 0; !signal.aborted; attempt++) {
     // Each attempt ends by itself if nothing answers, and on stop.
     const attemptAbort = new AbortController();
@@ -120,19 +127,24 @@ export async function enroll(
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })
           : null;
       const reason = isErrorReason(data?.reason) ? data.reason : null;
+      const notTheApi = cause instanceof NotTheApi ? cause : null;
+      const elsewhere = notTheApi !== null && !notTheApi.transient;
       // A server of several that does not know the key may be another deployment's (a replica
-      // started on another database, an old address): the others are asked before it is final.
-      if (reason === 'KEY_INVALID' && config.servers.length > 1) {
-        keyUnknownAt.add(server);
-        if (keyUnknownAt.size < new Set(config.servers).size) {
-          logger.warn(`${server} does not know this key (KEY_INVALID): asking the next server of the list`, {
+      // started on another database, an old address), and one that is not the API a stale entry:
+      // the others are asked before it is final.
+      if ((reason === 'KEY_INVALID' || elsewhere) && config.servers.length > 1) {
+        passedOver.add(server);
+        if (passedOver.size < new Set(config.servers).size) {
+          const what = elsewhere ? notTheApi.message : 'does not know this key (KEY_INVALID)';
+          logger.warn(`${server} ${what}: asking the next server of the list`, {
             server,
-            reason,
+            ...(reason ? { reason } : {}),
           });
           rotation.next();
           continue;
         }
       }
+      if (elsewhere) throw new EnrollmentMisdirected(`${server} ${notTheApi.message}: ${CHECK_SERVER}`);
       if (reason && !TRANSIENT.has(reason)) {
         throw new EnrollmentRefused(
           reason,
@@ -147,6 +159,7 @@ export async function enroll(
       rotation.next();
       const problem =
         reason ??
+        notTheApi?.message ??
         (attemptAbort.signal.aborted
           ? `no answer within ${transport.requestTimeoutMs / 1000} s`
           : describeNetworkError(error));

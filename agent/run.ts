@@ -1,7 +1,7 @@
 import { PrivateDirError } from '../shared/private-files.js';
 import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 import type { AgentConfig } from './config.js';
-import { EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
+import { EnrollmentMisdirected, EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
 import { collectHostFacts } from './host-facts.js';
 import {
   type AgentStatus,
@@ -154,7 +154,7 @@ async function runLocked(
         );
         return EXIT.USAGE;
       }
-      if (error instanceof TlsMisconfigured) {
+      if (error instanceof TlsMisconfigured || error instanceof EnrollmentMisdirected) {
         logger.error(error.message);
         await writeEnrollmentStatus('misconfigured', error.message);
         return EXIT.USAGE;

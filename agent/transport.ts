@@ -77,15 +77,52 @@ export class RedirectRefused extends Error {
   }
 }
 
+/**
+ * An answer that is not the API's: every answer of the enrollment server's API, errors included, is
+ * JSON, so another content type comes from something else at that URL (a web site, another
+ * service, a proxy's own page). Its body is not read: parsing it only ever said "Unexpected token".
+ */
+export class NotTheApi extends Error {
+  constructor(
+    readonly status: number,
+    readonly contentType: string | null,
+  ) {
+    const type = contentType ? ` (${contentType.split(';')[0]!.trim()})` : '';
+    super(
+      NotTheApi.isTransient(status)
+        ? `answered HTTP ${status}${type} without the API's answer (the server too busy, or a proxy in front of it)`
+        : `answered HTTP ${status}${type}, which is not an answer of the enrollment server's API`,
+    );
+  }
+
+  private static isTransient(status: number): boolean {
+    return status >= 500 || status === 408 || status === 425 || status === 429;
+  }
+
+  /**
+   * A proxy's or a gateway's own answer while what is behind it is away or busy (5xx, 408, 425,
+   * 429): a retry may get through. Any other status is something else at that URL: final.
+   */
+  get transient(): boolean {
+    return NotTheApi.isTransient(this.status);
+  }
+}
+
 /** The statuses fetch would follow (Fetch standard, "redirect status"). */
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
-/** `base` with redirects never followed: a redirect answer rejects with RedirectRefused. */
+/**
+ * `base` with redirects never followed (a redirect answer rejects with RedirectRefused), and an
+ * answer that is not JSON rejected with NotTheApi.
+ */
 function refusingRedirects(base: typeof fetch): typeof fetch {
   const refusing = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     const response = await base(input, { ...init, redirect: 'manual' });
-    if (!REDIRECT_STATUSES.has(response.status)) return response;
+    const contentType = response.headers.get('content-type');
+    const redirect = REDIRECT_STATUSES.has(response.status);
+    if (!redirect && contentType?.toLowerCase().includes('json')) return response;
     await response.body?.cancel().catch(() => {});
+    if (!redirect) throw new NotTheApi(response.status, contentType);
     const requested = typeof input === 'string' || input instanceof URL ? input : input.url;
     throw new RedirectRefused(response.status, resolveLocation(response.headers.get('location'), requested));
   };

@@ -1,4 +1,6 @@
 import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnAgent } from './helpers/agents.js';
@@ -111,4 +113,54 @@ describe('agent input it checks itself', () => {
       }
     },
   );
+
+  it("a --server that answers but is not the enrollment server (a web page, another service) is final at once, exit 2 with the fix; a proxy's 502 page is retried; in a list, it is passed over", async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Elsewhere' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    /** A web server on loopback that answers every request with `status` and an HTML page. */
+    const webServer = async (status: number) => {
+      const server: Server = createServer((_req, res) =>
+        res
+          .writeHead(status, { 'content-type': 'text/html; charset=utf-8' })
+          .end('<!doctype html><p>hello</p>'),
+      );
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return {
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        [Symbol.asyncDispose]: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      };
+    };
+    await using site = await webServer(200);
+    await using notFound = await webServer(404);
+    await using badGateway = await webServer(502);
+    for (const [web, status] of [
+      [site, 200],
+      [notFound, 404],
+    ] as const) {
+      const stateDir = await tempDir('ce-in-');
+      const agent = spawnAgent(['--server', web.url, '--key', key], stateDir);
+      expect((await agent.exited).code, agent.output()).toBe(2);
+      expect(agent.output()).toContain(
+        `${web.url} answered HTTP ${status} (text/html), which is not an answer of the enrollment server's API: check --server`,
+      );
+      expect(agent.output()).not.toMatch(/retrying|Unexpected token/);
+      expect(JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')).state).toBe('misconfigured');
+    }
+    const retried = spawnAgent(['--server', badGateway.url, '--key', key], await tempDir('ce-in-'));
+    await retried.waitForOutput(
+      /enrollment failed, retrying.*reason=answered HTTP 502 \(text\/html\) without the API's answer/,
+    );
+    retried.kill('SIGTERM');
+    expect((await retried.exited).code).toBe(0);
+    // Listed before the real server: passed over.
+    const listed = spawnAgent(
+      ['--server', `${site.url},${srv.url}`, '--key', key, '--name', 'listed'],
+      await tempDir('ce-in-'),
+    );
+    await listed.waitForOutput(/enrolled; identity saved/);
+    listed.kill('SIGTERM');
+    await listed.exited;
+    expect((await srv.admin.connectors.list.query({})).items.map((c) => c.name)).toEqual(['listed']);
+  });
 });
