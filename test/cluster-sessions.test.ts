@@ -390,6 +390,10 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     ]);
     expect(ended).toEqual([[2, 12_001]]);
     expect(a.cutOff.endedSessions).toBe(true);
+    // A session whose handshake was under way is claimed meanwhile: it ends too, and is never written.
+    a.claim({ connectorId: 'con_4', sessionId: 4, remoteAddress: '192.0.2.4', connectedAt: clock.now() });
+    await until(() => lost.length === 3);
+    expect(lost[2]).toEqual({ connectorId: 'con_4', sessionId: 4, replacedBy: null });
 
     relay.heal(); // the hung claim fails now and is not sent again
     // The heartbeat made before the silence carried the time it was made: going through late, it

@@ -194,7 +194,11 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   claim(session: SessionClaim): void {
-    this.outbox.claim(this.picture.admitted(session));
+    const own = this.picture.admitted(session);
+    // Cut off, it holds no session: one whose handshake was under way when it ended the others
+    // ends too, at the next turn (not inside the admission that claims it).
+    if (this.cutOff.endedSessions) setImmediate(() => this.cutOff.endedSessions && this.dropOwnSessions());
+    else this.outbox.claim(own);
   }
 
   release(connectorId: string, sessionId: number): void {
