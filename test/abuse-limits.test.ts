@@ -116,7 +116,7 @@ describe('abuse limits on the unauthenticated paths', () => {
     expect((await srv.admin.connectors.counts.query({})).total).toBe(4);
   });
 
-  it('failed enrollments per source address: after the allowance even other key ids are refused from there', async () => {
+  it('failed enrollments per source address: after the allowance guesses of any key id are refused from there, the genuine key is not (a stranger behind a NAT cannot keep its hosts from enrolling)', async () => {
     await using srv = await startTestServer({
       config: { rateLimits: { ...RELAXED, enrollFailuresPerAddress: 4 } },
     });
@@ -135,12 +135,14 @@ describe('abuse limits on the unauthenticated paths', () => {
       'RATE_LIMITED',
       'RATE_LIMITED',
     ]);
-    // The genuine key from that address waits too; from elsewhere it works.
-    expect((await enrollFrom(srv.url, '127.0.0.9', key)).reason).toBe('RATE_LIMITED');
+    // The genuine key from that address goes through; a guess from there still waits.
+    expect((await enrollFrom(srv.url, '127.0.0.9', key)).status).toBe(200);
     expect((await enrollFrom(srv.url, '127.0.0.10', key)).status).toBe(200);
+    const guess = `cpk_guess${'9'.repeat(7)}_${'x'.repeat(43)}`;
+    expect((await enrollFrom(srv.url, '127.0.0.9', guess)).reason).toBe('RATE_LIMITED');
   });
 
-  it('failed attempts naming one key id from 40 source addresses still hit the per-key wall; each refusal is audited with its address', async () => {
+  it('failed attempts naming one key id from 40 source addresses still hit the per-key wall, which the genuine key goes through; each refusal is audited with its address', async () => {
     await using srv = await startTestServer({
       config: { rateLimits: { ...RELAXED, enrollFailuresPerKey: 10 } },
     });
@@ -156,8 +158,10 @@ describe('abuse limits on the unauthenticated paths', () => {
       expect(answer.data.retryAfterSeconds).toBeGreaterThan(0);
       expect(answer.data.retryAfterSeconds).toBeLessThanOrEqual(600);
     }
-    // The wall is on the key id: the genuine key waits it out as well (the admin can regenerate it).
-    expect((await enrollFrom(srv.url, '127.0.0.99', key)).reason).toBe('RATE_LIMITED');
+    // The wall is for guesses: key ids are no secret (every enrolled host's token carries its key's),
+    // so a wall the genuine key could not pass would let anyone keep the group from enrolling.
+    expect((await enrollFrom(srv.url, '127.0.0.99', forged)).reason).toBe('RATE_LIMITED');
+    expect((await enrollFrom(srv.url, '127.0.0.99', key)).status).toBe(200);
 
     const refusals = (await srv.admin.audit.list.query({ type: 'enrollment.refused', limit: 500 })).filter(
       (e) => e.reason === 'RATE_LIMITED',
@@ -165,7 +169,7 @@ describe('abuse limits on the unauthenticated paths', () => {
     expect(refusals).toHaveLength(31);
     for (const event of refusals) expect(event).toMatchObject({ security: true, keyId: `pk_${keyId}` });
     expect(new Set(refusals.map((e) => e.remoteAddress)).size).toBe(31);
-    expect((await srv.admin.connectors.counts.query({})).total).toBe(0);
+    expect((await srv.admin.connectors.counts.query({})).total).toBe(1);
   });
 
   it('refused session handshakes per address: then handshakes from there that prove nothing are closed with 4429 RATE_LIMITED, while a genuine agent behind the same address still gets in (one stranger behind a NAT cannot keep the fleet out)', async () => {

@@ -3,16 +3,24 @@ import { acknowledgeInput, enrollInput, reportInput } from '../../shared/schemas
 import { agentProcedure, endingAgentProcedure, publicProcedure, router } from '../trpc.js';
 
 export const agentRouter = router({
-  /** Unauthenticated: the provisioning key is the credential. Rate-limited by address and by key id. */
+  /**
+   * Unauthenticated: the provisioning key is the credential. Rate-limited by address, and failures
+   * (of keys the server did not make) by address and by key id.
+   */
   enroll: publicProcedure.input(enrollInput).mutation(async ({ ctx, input }) => {
-    await ctx.services.limiter.enrollAttempt(ctx.remoteAddress, input.provisioningKey);
+    const { enrollment, limiter } = ctx.services;
+    await limiter.enrollAttempt(
+      ctx.remoteAddress,
+      input.provisioningKey,
+      enrollment.madeByThisServer(input.provisioningKey),
+    );
     try {
-      return await ctx.services.enrollment.enroll(input, ctx.remoteAddress);
+      return await enrollment.enroll(input, ctx.remoteAddress);
     } catch (error) {
       // The server's own trouble (a full or read-only disk) is not the caller's failed attempt: a
       // fleet retrying through an outage must not come back to find itself locked out.
       if (!(error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE'))
-        await ctx.services.limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
+        await limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
       throw error;
     }
   }),

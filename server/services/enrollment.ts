@@ -151,6 +151,19 @@ export class EnrollmentService {
     };
   }
 
+  /**
+   * Whether `presented` is a key this deployment made (its secret matches the record its id names),
+   * current or not: a guess is not. The failure limits are for guesses (AbuseLimiter.enrollAttempt).
+   */
+  madeByThisServer(presented: string): boolean {
+    const keyId = keyIdOf(presented, PROVISIONING_KEY_PREFIX, 'pk');
+    if (!keyId) return false;
+    return this.deps.store.read((view) => {
+      const record = view.get('provisioningKeys', keyId);
+      return record !== undefined && keyMatches(presented, record.hash);
+    });
+  }
+
   private checkKey(view: StoreView, presented: string, keyId: string | null, jkt: string): KeyCheck {
     const record = keyId ? view.get('provisioningKeys', keyId) : undefined;
     if (!record || !keyMatches(presented, record.hash))

@@ -70,14 +70,22 @@ export class AbuseLimiter {
     });
   }
 
-  /** Throws RATE_LIMITED when this address, or the key id it names, has used up its attempts. */
-  async enrollAttempt(address: string, presentedKey: string): Promise<void> {
+  /**
+   * Throws RATE_LIMITED when this address has used up its requests, or, for a key the server did
+   * not make (`authentic` false: a guess), when this address or the key id it names has used up its
+   * failed attempts. A key the server made goes through those two walls, as a genuine agent's
+   * handshake does: key ids are no secret (every enrolled host's token carries one, read-only
+   * admins see them), so otherwise anyone could keep a group's valid key, or every host behind a
+   * NAT, from enrolling with a hundred made-up secrets every ten minutes.
+   */
+  async enrollAttempt(address: string, presentedKey: string, authentic: boolean): Promise<void> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
     try {
       await this.perAddress.consume(address);
     } catch (error) {
       return this.refuse(error, address, keyId);
     }
+    if (authentic) return;
     await this.refuseIfExhausted(this.failuresByAddress, address, address, keyId);
     if (keyId) await this.refuseIfExhausted(this.failuresByKey, keyId, address, keyId);
   }
