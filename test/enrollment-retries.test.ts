@@ -37,6 +37,33 @@ describe('an enrollment whose answer never reached the agent is not made twice',
     expect(succeeded.map((e) => e.details?.repeated ?? false).sort()).toEqual([false, true]);
   });
 
+  it("repeated with someone else's public key (a holder of the group key) after a signing-key rotation, it changes nothing: the host's identity still counts against its signing key, which cannot be retired from under it", async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Victim' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const victimKeys = await generateAgentKeyPair();
+    const victim = (await enrollSim(srv.url, key, 'victim', victimKeys)).enrolled!;
+    const oldKid = (await srv.admin.signingKeys.list.query({})).find((k) => k.state === 'active')!.kid;
+    const before = await srv.admin.connectors.get.query({ connectorId: victim.connectorId });
+    await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+    // The public key is no secret (every proof names it): enrolled again with it, by someone else.
+    const repeat = await enrollSim(srv.url, key, 'victim', {
+      publicJwk: victimKeys.publicJwk,
+      privateJwk: (await generateAgentKeyPair()).privateJwk,
+    });
+    expect(repeat.enrolled?.connectorId).toBe(victim.connectorId);
+    const after = await srv.admin.connectors.get.query({ connectorId: victim.connectorId });
+    expect(after.identity).toEqual(before.identity);
+    expect(after.identity?.keyId).toBe(oldKid);
+    await expect(srv.admin.signingKeys.retire.mutate({ kid: oldKid })).rejects.toMatchObject({
+      data: { reason: 'SIGNING_KEY_IN_USE' },
+    });
+    // And the host's own identity still opens a session.
+    const session = connectSim(srv.url, victim);
+    await session.waitFor('ready');
+    await session.close();
+  });
+
   it('a revoke ends it: the same key pair with the old key is refused (the key was regenerated)', async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Revoked' });

@@ -91,7 +91,12 @@ export class EnrollmentService {
       if (check.groupId !== first.groupId) return { ...check, refusal: 'KEY_INVALID' };
       const issued = { issuedAt: identity.issuedAt, expiresAt: identity.expiresAt, keyId: identity.keyId };
       if (check.repeat) {
-        tx.patch('connectors', connectorId, { identity: issued });
+        // The identity the record names stays while it is current: it may be the one its host
+        // holds, while the repeat's may reach no one (repeated with someone else's public key, the
+        // token is bound to a private key the caller lacks). Replaced, it would hide the host's
+        // signing key from `signing-keys retire`, which would then let it go and wipe the host.
+        const held = check.repeat.identity;
+        if (!held || held.expiresAt <= now) tx.patch('connectors', connectorId, { identity: issued });
         return check;
       }
       const record: ConnectorRecord = {
