@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { caPemProblem } from '../shared/ca-pem.js';
 import { blockedPortProblem, portOf } from '../shared/fetch-blocked-ports.js';
-import { ADMIN_KEY_PREFIX, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
+import { ADMIN_KEY_PREFIX, keyIdOf, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 import { nameSchema } from '../shared/schemas.js';
 
 /** A usage problem: the agent exits 2 with this message. */
@@ -181,6 +181,10 @@ export async function parseAgentConfig(
   // Not a provisioning key at all: said here (never echoed) rather than spent as a KEY_INVALID refusal.
   if (provisioningKey?.startsWith(ADMIN_KEY_PREFIX)) {
     keyFileProblem = `the key given is an admin API key (${ADMIN_KEY_PREFIX}…), not a group's provisioning key (${PROVISIONING_KEY_PREFIX}…): get it with connector-server groups key <group>`;
+    provisioningKey = null;
+  } else if (provisioningKey && keyIdOf(provisioningKey, PROVISIONING_KEY_PREFIX, 'pk') === null) {
+    // Whatever the file held (a wrong path can name any file) never leaves the host.
+    keyFileProblem = `the key given is not a provisioning key (${PROVISIONING_KEY_PREFIX} then 12 and 43 letters, digits, - or _; cut short or with other text around it?), so it was not sent: copy it whole from connector-server groups key <group>`;
     provisioningKey = null;
   }
   // The server would refuse it (VALIDATION_FAILED) after the key is sent: a usage error here.

@@ -34,6 +34,21 @@ describe('agent input it checks itself', () => {
     expect(wrongKind.output()).toContain('the key given is an admin API key (cak_…), not a group');
     expect(wrongKind.output()).not.toContain(adminKey);
 
+    // Anything else than a provisioning key's shape (a key cut short, a wrong file) is not sent either.
+    const dir = await tempDir('ce-in-');
+    const wrongFile = join(dir, 'shadow');
+    await writeFile(wrongFile, 'root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n', { mode: 0o600 });
+    for (const given of [
+      ['--key-file', wrongFile],
+      ['--key', key.slice(0, -5)],
+    ]) {
+      const agent = spawnAgent(['--server', srv.url, ...given], await tempDir('ce-in-'));
+      expect((await agent.exited).code).toBe(2);
+      expect(agent.output()).toContain('the key given is not a provisioning key');
+      expect(agent.output()).not.toMatch(/root:|hashhash/);
+      expect(agent.output()).not.toContain(key.slice(0, -5));
+    }
+
     // None of them reached the server.
     expect(await srv.admin.audit.list.query({ type: 'enrollment' })).toEqual([]);
     expect((await srv.admin.connectors.list.query({})).items).toEqual([]);

@@ -158,7 +158,10 @@ describe('the agent against a live server (child processes, real websockets)', (
     agent.kill('SIGINT');
     expect((await agent.exited).code).toBe(0);
 
-    const rerun = spawnAgent(['--server', again.url, '--key', 'cpk_whatever'], stateDir);
+    const rerun = spawnAgent(
+      ['--server', again.url, '--key', `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`],
+      stateDir,
+    );
     await rerun.waitForOutput(/already enrolled.*ignoring the provisioning key/);
     await waitConnected(again.admin, 'phoenix');
     rerun.kill('SIGTERM');

@@ -184,7 +184,7 @@ describe('an agent enrolling with a server that is not there', () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const stateDir = await tempDir('ce-no-server-');
-    const agent = spawnAgent(['--server', url, '--key', 'cpk_abc_def'], stateDir);
+    const agent = spawnAgent(['--server', url, '--key', `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`], stateDir);
     try {
       await agent.waitForOutput(/still cannot enroll after 4 attempts; retrying[^\n]*failingFor=/, 30_000);
       const lines = agent.output().split('\n');

@@ -40,6 +40,9 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
+/** A key of the right shape (the agent sends no other), which no server made. */
+const WELL_FORMED_KEY = `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`;
+
 describe('plain http:// and ws:// are refused for any host but loopback (in process)', () => {
   it('parseAgentConfig refuses each with a UsageError before any lookup or connection', async () => {
     const spies = watchNetwork();
@@ -113,10 +116,10 @@ describe.skipIf(!netnsAvailable())('the agent CLI in an isolated network namespa
       stateDir: join(root, `allowed-${i}`),
     }));
     const refusedProcs = refused.map(({ server, stateDir }) =>
-      agentInNetns(['--server', server, '--key', 'cpk_abc_def'], stateDir),
+      agentInNetns(['--server', server, '--key', WELL_FORMED_KEY], stateDir),
     );
     const allowedProcs = allowed.map(({ server, stateDir }) =>
-      agentInNetns(['--server', server, '--key', 'cpk_abc_def', '--allow-insecure'], stateDir),
+      agentInNetns(['--server', server, '--key', WELL_FORMED_KEY, '--allow-insecure'], stateDir),
     );
 
     for (const [i, proc] of refusedProcs.entries()) {
