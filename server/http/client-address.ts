@@ -32,6 +32,26 @@ export function plainAddress(address: string): string {
 }
 
 /**
+ * What a per-address limit counts `address` as: an IPv6 address as its /64 (`2001:db8:0:1::/64`),
+ * the network one host or site is given, so that a client cannot step past a limit by taking the
+ * next of its 2^64 addresses; an IPv4 address (or an IPv6 one that carries an IPv4 address in its
+ * last 32 bits, as NAT64 gives) as itself. Audit records and logs keep the address.
+ */
+export function limitedAs(address: string): string {
+  const plain = plainAddress(address).split('%')[0]!;
+  if (isIP(plain) !== 6 || plain.includes('.')) return plain;
+  const [head = '', tail] = plain.toLowerCase().split('::');
+  const front = head === '' ? [] : head.split(':');
+  const back = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined ? front : [...front, ...Array(8 - front.length - back.length).fill('0'), ...back];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/**
  * How the server tells a request's client address. Without trusted proxies it is the TCP peer.
  * When the peer is a trusted proxy, it is taken from `X-Forwarded-For`: the rightmost address there
  * that is not itself a trusted proxy, since each proxy appends the address it got the request

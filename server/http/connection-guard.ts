@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { limitedAs } from './client-address.js';
 
 /** Why a new connection was closed at once instead of being served. */
 export type ConnectionRefusal = 'address_limit' | 'unauthenticated_limit' | 'file_limit';
@@ -220,7 +221,8 @@ function keyOf(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
+/** The key its per-address count uses: an IPv6 address as its /64 (see limitedAs). */
 function normalized(address: string | undefined): string {
   if (!address) return 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+  return limitedAs(address);
 }

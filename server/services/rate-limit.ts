@@ -1,6 +1,7 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { DomainError } from '../../shared/errors.js';
 import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
+import { limitedAs } from '../http/client-address.js';
 import type { AuditLog } from './audit.js';
 
 export interface RateLimits {
@@ -37,7 +38,8 @@ const TEN_MINUTES_S = 600;
 
 /**
  * Limits on the unauthenticated paths (rate-limiter-flexible, in memory: one server process owns a
- * data dir, so there is nothing to share). Refusals say when to retry.
+ * data dir, so there is nothing to share). Refusals say when to retry. An address is counted as
+ * `limitedAs` says (an IPv6 one as its /64).
  */
 export class AbuseLimiter {
   private readonly perAddress: RateLimiterMemory;
@@ -81,30 +83,30 @@ export class AbuseLimiter {
   async enrollAttempt(address: string, presentedKey: string, authentic: boolean): Promise<void> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
     try {
-      await this.perAddress.consume(address);
+      await this.perAddress.consume(limitedAs(address));
     } catch (error) {
       return this.refuse(error, address, keyId);
     }
     if (authentic) return;
-    await this.refuseIfExhausted(this.failuresByAddress, address, address, keyId);
+    await this.refuseIfExhausted(this.failuresByAddress, limitedAs(address), address, keyId);
     if (keyId) await this.refuseIfExhausted(this.failuresByKey, keyId, address, keyId);
   }
 
   async enrollFailed(address: string, presentedKey: string): Promise<void> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
-    await this.failuresByAddress.penalty(address, 1);
+    await this.failuresByAddress.penalty(limitedAs(address), 1);
     if (keyId) await this.failuresByKey.penalty(keyId, 1);
   }
 
   /** Seconds to wait before this address may try a handshake again, or 0. */
   async handshakeRetryAfter(address: string): Promise<number> {
-    const state = await this.handshakeFailures.get(address);
+    const state = await this.handshakeFailures.get(limitedAs(address));
     if (!state || state.remainingPoints > 0) return 0;
     return Math.ceil(state.msBeforeNext / 1000);
   }
 
   async handshakeFailed(address: string): Promise<void> {
-    await this.handshakeFailures.penalty(address, 1);
+    await this.handshakeFailures.penalty(limitedAs(address), 1);
   }
 
   /**
@@ -120,15 +122,15 @@ export class AbuseLimiter {
    */
   /** Whether this address has used up its failed admin-key attempts for the window. */
   async adminAuthBlocked(address: string): Promise<boolean> {
-    const state = await this.adminAuthFailures.get(address);
+    const state = await this.adminAuthFailures.get(limitedAs(address));
     return state !== null && state.remainingPoints <= 0;
   }
 
   async adminAuthFailed(address: string, refusal: DomainError, path: string): Promise<DomainError> {
     this.metrics?.adminAuthFailures.inc();
-    const state = await this.adminAuthFailures.get(address);
+    const state = await this.adminAuthFailures.get(limitedAs(address));
     const blocked = state !== null && state.remainingPoints <= 0;
-    if (!blocked) await this.adminAuthFailures.penalty(address, 1);
+    if (!blocked) await this.adminAuthFailures.penalty(limitedAs(address), 1);
     const reason = blocked ? 'RATE_LIMITED' : refusal.reason;
     await this.audit.recordRefusal({
       type: 'admin.refused',
