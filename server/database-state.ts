@@ -118,6 +118,10 @@ export async function openDatabaseState(
   });
   const pool = new pg.Pool({ ...connectionOptions(url), max: 4 });
   pool.on('error', report('PostgreSQL connection lost'));
+  // The heartbeat's own connection: behind a fleet's claims on the pool, a late heartbeat would look
+  // like a replica cut off from the database, and end every session (--when-cut-off).
+  const heartbeatPool = new pg.Pool({ ...connectionOptions(url), max: 1 });
+  heartbeatPool.on('error', report('PostgreSQL connection lost'));
   const answered = setInterval(() => {
     if (store.feed.listening && Date.now() - store.feed.lastReadAt < FEED_STALE_MS) trouble.answered();
   }, 1000);
@@ -126,6 +130,7 @@ export async function openDatabaseState(
     clearInterval(answered);
     await store.close().catch(() => {});
     await pool.end().catch(() => {});
+    await heartbeatPool.end().catch(() => {});
   };
   try {
     const audit = TableAuditLog.create(pool, clock, {
@@ -171,6 +176,7 @@ export async function openDatabaseState(
       );
     const cluster = await PostgresClusterSessions.start({
       pool,
+      heartbeatPool,
       connectionString: url,
       clock,
       url: config.publicUrl,

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -419,6 +420,35 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     silence = 24_002;
     a.cutOff.check();
     expect(lost.at(-1)).toEqual({ connectorId: 'con_3', sessionId: 3, replacedBy: null });
+  });
+
+  it('the heartbeat has a connection of its own: a pool busy with other statements does not hold it back', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const [pool, heartbeatPool] = [testPool(url, 4), testPool(url, 1)];
+    cleanups.push(async () => {
+      await heartbeatPool.end();
+      await pool.end();
+    });
+    const cluster = await clusterOn(url, clock, { pool, heartbeatPool });
+    // A lock the test holds, and every connection of the main pool waiting for it.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT pg_advisory_xact_lock(42)');
+    let waited = false;
+    const busy = Promise.all(
+      Array.from({ length: 4 }, () => pool.query('SELECT pg_advisory_xact_lock(42)')),
+    ).then(() => {
+      waited = true;
+    });
+    await until(() => pool.waitingCount === 0 && pool.idleCount === 0 && pool.totalCount === 4);
+    clock.advance(5000);
+    await cluster.heartbeat();
+    expect([cluster.lastHeartbeatAt, waited]).toEqual([clock.now(), false]);
+    await holder.query('COMMIT');
+    await holder.end();
+    await busy;
   });
 
   it('with keep-sessions, a replica cut off keeps its sessions however long the silence', async () => {
