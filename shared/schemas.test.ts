@@ -44,6 +44,21 @@ const LEGITIMATE = [
   'Ærøskøbing',
   '🚀 launch',
   'naïve façade',
+  'Tiếng Việt', // two marks on one letter
+  'བོད་ཡིག', // Tibetan: stacked marks
+  '\u{20BB7}野家', // a CJK extension B character (astral, assigned)
+];
+
+/** Code points that stand for no letter: private use, the object replacement, noncharacters. */
+const PLACEHOLDERS: Array<[string, string]> = [
+  ['U+E000', '\ue000'],
+  ['U+F8FF', '\uf8ff'], // a vendor logo on some machines
+  ['U+F0000', '\u{f0000}'],
+  ['U+FFFC', '\ufffc'],
+  ['U+FDD0', '\ufdd0'],
+  ['U+FFFE', '\ufffe'],
+  ['U+1FFFF', '\u{1ffff}'],
+  ['U+10FFFE', '\u{10fffe}'],
 ];
 
 const messageOf = (result: { success: boolean; error?: { issues: Array<{ message: string }> } }) =>
@@ -66,6 +81,23 @@ describe('names and descriptions refuse invisible and control characters, naming
   it.each(LEGITIMATE)('%s is accepted as it is', (name) => {
     expect(nameSchema.parse(name)).toBe(name);
     expect(descriptionSchema.parse(name)).toBe(name);
+  });
+
+  it.each(PLACEHOLDERS)('%s (a placeholder, not a letter) is refused with its code point', (code, char) => {
+    expect(messageOf(nameSchema.safeParse(`a${char}b`))).toBe(
+      `contains a private-use or noncharacter code point (${code})`,
+    );
+  });
+
+  it('a stack of more than 6 combining marks on one character is refused; 6 are not', () => {
+    const marks = (n: number) => `Z${'\u0301'.repeat(n)}algo`;
+    expect(nameSchema.parse(marks(6))).toBe(marks(6));
+    expect(messageOf(nameSchema.safeParse(marks(7)))).toBe(
+      'stacks 7 combining marks on one character (at most 6)',
+    );
+    expect(messageOf(nameSchema.safeParse(marks(40)))).toBe(
+      'stacks 40 combining marks on one character (at most 6)',
+    );
   });
 
   it('an emoji joined with U+200D (ZWJ) is refused: ZWJ is a format character like the rest', () => {
