@@ -98,7 +98,7 @@ export function buildAgentProgram(): Command {
     )
     .option(
       '--even-if-running',
-      'go ahead while the agent runs with this state dir (it is replaced and exits 6)',
+      'go ahead while the agent runs with this state dir: it is stopped first (SIGTERM, exit 0)',
     )
     .option('--timeout <seconds>', 'how long to try to reach the server', '20')
     .addOption(logJsonOption())

@@ -5,6 +5,7 @@ import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
 import type { AgentLogger } from './log.js';
+import { isProcessRunning } from './process-liveness.js';
 import { runSession } from './session.js';
 import { cannotWrite } from './state-dir-problems.js';
 import { readStatusSummary } from './status-command.js';
@@ -35,6 +36,35 @@ class UnenrollStore extends IdentityStore {
 export const UNENROLL_EXIT_CODES_HELP = `Exit codes: 0 unenrolled (or not enrolled; or wiped with --force) · 1 unexpected failure, or an
 unreadable identity file without --force · 2 usage error, the agent is running, or a TLS
 misconfiguration · 10 the server could not be reached: nothing changed (retry, or --force)`;
+
+/** How long a running agent has to stop (it closes its session and exits at once on SIGTERM). */
+const AGENT_STOP_WAIT_MS = 10_000;
+
+/**
+ * `--even-if-running`: stops the agent that runs with this state dir as a stop of its service does
+ * (SIGTERM: exit 0, so a unit restarted on failure stays stopped). Left running, it would have its
+ * session taken by unenroll's and stop as a clone does (exit 6, "replaced"), which reads as a leaked
+ * identity. One that cannot be signalled (another user's) or does not stop in time is replaced so.
+ */
+async function stopRunningAgent(agent: { pid: number; pidStart?: number | null }, logger: AgentLogger) {
+  try {
+    process.kill(agent.pid, 'SIGTERM');
+  } catch (error) {
+    logger.warn(
+      `cannot stop the agent running as pid ${agent.pid} (${(error as NodeJS.ErrnoException).code}): unenrolling anyway, which replaces its session (it exits 6)`,
+    );
+    return;
+  }
+  const deadline = Date.now() + AGENT_STOP_WAIT_MS;
+  // Bounded: 100 ms steps until the deadline.
+  while (isProcessRunning(agent.pid, agent.pidStart) && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  if (isProcessRunning(agent.pid, agent.pidStart))
+    logger.warn(
+      `the agent running as pid ${agent.pid} did not stop within ${AGENT_STOP_WAIT_MS / 1000} s: unenrolling anyway, which replaces its session (it exits 6)`,
+    );
+  else logger.info(`stopped the agent that ran as pid ${agent.pid} (SIGTERM)`);
+}
 
 const deleteHint = (connectorId: string) =>
   `on the admin side: npm run -s server -- connectors delete ${connectorId}`;
@@ -69,10 +99,11 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   if (summary.running && !flags.evenIfRunning) {
     logger.error(
       `the agent runs with this state dir as pid ${summary.agent?.pid}: stop it first ` +
-        '(sudo systemctl stop connector-agent), or pass --even-if-running (it is then replaced and exits 6)',
+        '(sudo systemctl stop connector-agent), or pass --even-if-running (it is then stopped first)',
     );
     return EXIT.USAGE;
   }
+  if (summary.running && summary.agent) await stopRunningAgent(summary.agent, logger);
   const caPem = await readCaFile(flags.caFile);
 
   const stop = AbortSignal.timeout(timeoutSeconds * 1000);

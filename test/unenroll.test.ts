@@ -68,6 +68,22 @@ describe('connector-agent unenroll', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('--even-if-running stops the running agent first (SIGTERM: exit 0, not replaced as a clone), then deletes and wipes', async () => {
+    const { srv, stateDir, agent, connector } = await enrolledAgent('running');
+    await using _ = srv;
+    const unenrolled = await runUnenroll(stateDir, ['--even-if-running']);
+    expect(unenrolled.code, unenrolled.output).toBe(0);
+    expect(unenrolled.output).toMatch(/stopped the agent that ran as pid \d+ \(SIGTERM\)/);
+    expect(unenrolled.output).toContain(`deleted connector ${connector.id}`);
+    expect((await agent.exited).code).toBe(0);
+    expect(agent.output()).not.toMatch(/replaced this one|identity in use/);
+    expect(await readIdentity(stateDir)).toBeNull();
+    await expect(srv.admin.connectors.get.query({ connectorId: connector.id })).rejects.toMatchObject({
+      data: { reason: 'CONNECTOR_NOT_FOUND' },
+    });
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
   it('the server unreachable: exit 10 and nothing changed; --force wipes here and says the server still lists it and how to delete it', async () => {
     const { srv, stateDir, agent, connector } = await enrolledAgent('stranded');
     agent.kill('SIGTERM');
