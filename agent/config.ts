@@ -59,6 +59,23 @@ export async function readCaFile(file: string | undefined): Promise<string | nul
   return pem;
 }
 
+/** Where a root agent keeps its state unless told otherwise. */
+const DEFAULT_ROOT_STATE_DIR = '/var/lib/connector-agent';
+
+/**
+ * `dir` as `status` and `unenroll` read it: something there that is not a directory is a usage
+ * error (a file given as --state-dir read as "not enrolled", and unenroll said there was nothing
+ * to do). Missing is fine: nothing was ever enrolled there.
+ */
+export async function readableStateDir(dir: string): Promise<string> {
+  const info = await stat(dir).catch(() => null);
+  if (info && !info.isDirectory())
+    throw new UsageError(
+      `--state-dir ${dir} is not a directory: give the agent's state dir (${DEFAULT_ROOT_STATE_DIR} as root)`,
+    );
+  return dir;
+}
+
 /** --state-dir, else CONNECTOR_STATE_DIR, else /var/lib/connector-agent as root, else the XDG state dir. */
 
 export function resolveStateDir(
@@ -69,7 +86,7 @@ export function resolveStateDir(
   // Absolute from here on: the same dir whatever the working directory of a later run.
   if (flag) return resolve(flag);
   if (env.CONNECTOR_STATE_DIR) return resolve(env.CONNECTOR_STATE_DIR);
-  if (uid === 0) return '/var/lib/connector-agent';
+  if (uid === 0) return DEFAULT_ROOT_STATE_DIR;
   // A relative XDG_STATE_HOME is to be ignored (the XDG spec); a home that is not a path cannot hold
   // the identity: the working directory would, and another run elsewhere would enroll again.
   if (env.XDG_STATE_HOME && isAbsolute(env.XDG_STATE_HOME))

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { addCompletionCommand } from '../shared/cli-completion.js';
-import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
+import { parseAgentConfig, readableStateDir, resolveStateDir, UsageError } from './config.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
 import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
@@ -79,7 +79,7 @@ export function buildAgentProgram(): Command {
     .option('--json', 'print JSON')
     .addHelpText('after', `\n${STATUS_EXIT_CODES_HELP}`)
     .action(async (flags: { stateDir?: string; json?: boolean }) => {
-      const summary = await readStatusSummary(resolveStateDir(flags.stateDir));
+      const summary = await readStatusSummary(await readableStateDir(resolveStateDir(flags.stateDir)));
       console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
       process.exitCode = summary.exitCode;
     });

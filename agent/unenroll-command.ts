@@ -1,6 +1,6 @@
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readCaFile, resolveStateDir, UsageError } from './config.js';
+import { readableStateDir, readCaFile, resolveStateDir, UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
@@ -77,7 +77,7 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   const timeoutSeconds = Number(flags.timeout ?? '20');
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600)
     throw new UsageError(`--timeout: "${flags.timeout}" is not a number of seconds between 1 and 3600`);
-  const store = new UnenrollStore(resolveStateDir(flags.stateDir));
+  const store = new UnenrollStore(await readableStateDir(resolveStateDir(flags.stateDir)));
   let identity: Awaited<ReturnType<IdentityStore['load']>>;
   try {
     identity = await store.load();

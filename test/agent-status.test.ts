@@ -117,6 +117,19 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     },
   );
 
+  it('a --state-dir that is a file: status and unenroll exit 2 saying so, not "not enrolled" and "nothing to unenroll"', async () => {
+    const dir = await tempDir('ce-status-file-');
+    const file = join(dir, 'identity.json');
+    await writeFile(file, '{}', { mode: 0o600 });
+    for (const command of ['status', 'unenroll']) {
+      const proc = spawnAgent([command], file);
+      expect((await proc.exited).code, command).toBe(2);
+      expect(proc.output()).toContain(`--state-dir ${file} is not a directory`);
+      expect(proc.output()).not.toMatch(/not enrolled|nothing to unenroll/);
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('a damaged identity file: exit 1, saying so', async () => {
     const stateDir = await tempDir('ce-status-damaged-');
     await writeFile(join(stateDir, 'identity.json'), '{not json', { mode: 0o600 });
