@@ -9,9 +9,7 @@ export const agentRouter = router({
    */
   enroll: publicProcedure.input(enrollInput).mutation(async ({ ctx, input }) => {
     const { enrollment, limiter } = ctx.services;
-    await limiter.enrollAttempt(
-      ctx.remoteAddress,
-      input.provisioningKey,
+    await limiter.enrollAttempt(ctx.remoteAddress, input.provisioningKey, () =>
       enrollment.madeByThisServer(input.provisioningKey),
     );
     try {

@@ -27,16 +27,16 @@ describe('per-address limits and IPv6', () => {
     const guess = `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`;
     for (let i = 1; i <= 3; i++) {
       const address = `2001:db8:0:1::${i.toString(16)}`;
-      await limiter.enrollAttempt(address, guess, false);
+      await limiter.enrollAttempt(address, guess, () => false);
       await limiter.enrollFailed(address, guess);
       await limiter.handshakeFailed(address);
     }
-    await expect(limiter.enrollAttempt('2001:db8:0:1::ffff', guess, false)).rejects.toMatchObject({
+    await expect(limiter.enrollAttempt('2001:db8:0:1::ffff', guess, () => false)).rejects.toMatchObject({
       reason: 'RATE_LIMITED',
     });
     expect(await limiter.handshakeRetryAfter('2001:db8:0:1:1:2:3:4')).toBeGreaterThan(0);
     // The next /64 over, and the audit names the address itself.
-    await limiter.enrollAttempt('2001:db8:0:2::1', guess, false);
+    await limiter.enrollAttempt('2001:db8:0:2::1', guess, () => false);
     expect(await limiter.handshakeRetryAfter('2001:db8:0:2::1')).toBe(0);
     const refused = await audit.list({ type: 'enrollment.refused' });
     expect(refused.map((e) => e.remoteAddress)).toEqual(['2001:db8:0:1::ffff']);

@@ -78,18 +78,20 @@ export class AbuseLimiter {
    * failed attempts. A key the server made goes through those two walls, as a genuine agent's
    * handshake does: key ids are no secret (every enrolled host's token carries one, read-only
    * admins see them), so otherwise anyone could keep a group's valid key, or every host behind a
-   * NAT, from enrolling with a hundred made-up secrets every ten minutes.
+   * NAT, from enrolling with a hundred made-up secrets every ten minutes. `authentic` is asked only
+   * when a wall stands (it hashes the key: no cost on the usual path).
    */
-  async enrollAttempt(address: string, presentedKey: string, authentic: boolean): Promise<void> {
+  async enrollAttempt(address: string, presentedKey: string, authentic: () => boolean): Promise<void> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
     try {
       await this.perAddress.consume(limitedAs(address));
     } catch (error) {
       return this.refuse(error, address, keyId);
     }
-    if (authentic) return;
-    await this.refuseIfExhausted(this.failuresByAddress, limitedAs(address), address, keyId);
-    if (keyId) await this.refuseIfExhausted(this.failuresByKey, keyId, address, keyId);
+    const walls = [await this.failuresByAddress.get(limitedAs(address))];
+    if (keyId) walls.push(await this.failuresByKey.get(keyId));
+    const standing = walls.find((state) => state !== null && state.remainingPoints <= 0);
+    if (standing && !authentic()) await this.refuse(standing, address, keyId);
   }
 
   async enrollFailed(address: string, presentedKey: string): Promise<void> {
@@ -148,16 +150,6 @@ export class AbuseLimiter {
       `Too many calls without a valid admin key from this address; retry in ${retryAfterSeconds} s.`,
       { retryAfterSeconds },
     );
-  }
-
-  private async refuseIfExhausted(
-    limiter: RateLimiterMemory,
-    key: string,
-    address: string,
-    keyId: string | null,
-  ) {
-    const state = await limiter.get(key);
-    if (state && state.remainingPoints <= 0) await this.refuse(state, address, keyId);
   }
 
   private async refuse(state: unknown, address: string, keyId: string | null): Promise<never> {
