@@ -1,8 +1,10 @@
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { chmod, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { processStartTicks } from '../agent/process-liveness.js';
+import { buildMeta, bundleAgent } from '../scripts/build-agent/bundle.js';
+import { REPO_ROOT } from '../scripts/build-agent/tools.js';
 import { eventually, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
 import { spawnProcess } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
@@ -171,26 +173,23 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     if (process.getuid?.() !== 0) return ctx.skip('needs root, to run status as nobody');
     const stateDir = await tempDir('ce-status-closed-');
     await writeIdentity(stateDir);
+    // The agent bundled into one file nobody may read: the checkout itself may sit in a directory
+    // only root can enter (a clone into mktemp -d), where nobody could not load tsx.
+    const bundleDir = await tempDir('ce-status-bundle-');
+    const bundle = join(bundleDir, 'agent.cjs');
+    await bundleAgent(join(REPO_ROOT, 'agent/main.ts'), bundle, buildMeta(), () => {});
+    await chmod(bundleDir, 0o755);
+    await chmod(bundle, 0o644);
     const proc = spawnProcess(
       'runuser',
-      [
-        '-u',
-        'nobody',
-        '--',
-        process.execPath,
-        '--import',
-        'tsx',
-        'agent/main.ts',
-        'status',
-        '--state-dir',
-        stateDir,
-      ],
-      { name: 'status as nobody' },
+      ['-u', 'nobody', '--', process.execPath, bundle, 'status', '--state-dir', stateDir],
+      { name: 'status as nobody', cwd: bundleDir },
     );
     const { code } = await proc.exited;
     expect(code).toBe(1);
     expect(proc.output()).toContain('cannot be read by this user (EACCES): run this as the agent');
     expect(proc.output()).toContain('agent:       unknown (its status cannot be read by this user either)');
     await rm(stateDir, { recursive: true, force: true });
+    await rm(bundleDir, { recursive: true, force: true });
   });
 });
