@@ -144,6 +144,9 @@ describe('the agent against a live server (child processes, real websockets)', (
     const stateDir = await tempDir('ce-restart-');
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'phoenix'], stateDir);
     const before = await waitConnected(srv.admin, 'phoenix');
+    // Connected by its own account too: the server counts the session a moment before the agent
+    // hears `ready`, and a stop in between reads to the agent as a failed connect, not a lost session.
+    await waitForAgentStatus(stateDir, 'phoenix says connected', (status) => status.state === 'connected');
     const port = srv.server.port;
     await srv.stop();
     await agent.waitForOutput(/disconnected; reconnecting/);
