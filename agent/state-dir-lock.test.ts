@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -43,5 +43,23 @@ describe('lockStateDir', () => {
     const dir = await stateDir();
     await writeFile(join(dir, 'agent.pid'), '');
     await expect(lockStateDir(dir)).rejects.toBeInstanceOf(StateDirBusyError);
+  });
+
+  it('a takeover under way (agent.pid.takeover) is waited for; one left by an agent that died mid-takeover goes after a few seconds', async () => {
+    const dir = await stateDir();
+    const lockFile = join(dir, 'agent.pid');
+    const takeover = join(dir, 'agent.pid.takeover');
+    await writeFile(lockFile, JSON.stringify({ pid: 2 ** 22 + 7, start: 1 }));
+    await writeFile(takeover, '');
+    // Another agent is taking the dead holder's lock over: this one waits, then says busy.
+    await expect(lockStateDir(dir)).rejects.toBeInstanceOf(StateDirBusyError);
+    expect(JSON.parse(await readFile(lockFile, 'utf8')).pid).toBe(2 ** 22 + 7);
+    // That agent died in the middle: its takeover file ages, and is then removed.
+    const past = new Date(Date.now() - 10_000);
+    await utimes(takeover, past, past);
+    const taken = await lockStateDir(dir);
+    expect(JSON.parse(await readFile(lockFile, 'utf8')).pid).toBe(process.pid);
+    await expect(access(takeover)).rejects.toMatchObject({ code: 'ENOENT' });
+    await taken.release();
   });
 });

@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readFileNoFollow } from '../shared/private-files.js';
 import { isProcessRunning, processStartTicks } from './process-liveness.js';
 
@@ -38,11 +39,15 @@ interface Holder {
  * start time. One left by a process that is gone (killed, a power cut) is taken over. The agent is
  * a single executable, so there is no native flock here; the exclusive create decides between two
  * agents started at once.
+ *
+ * Taking over is the one step the exclusive create does not decide: two agents that both read the
+ * dead holder would each remove "the" lock by name, the second removing the first one's new lock,
+ * and both would run. So the removal happens only under a second exclusive file,
+ * `agent.pid.takeover`, after reading the holder again there.
  */
 export async function lockStateDir(dir: string): Promise<StateDirLock> {
   const file = join(dir, LOCK_FILE);
   const self: Holder = { pid: process.pid, start: processStartTicks(process.pid) };
-  // Bounded: a stale file is removed once, then the create must win or name who holds it.
   const lock: StateDirLock = {
     release: () => releaseIfOurs(file, self),
     reassert: async () => {
@@ -52,7 +57,8 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
       });
     },
   };
-  for (let attempt = 0; attempt < 2; attempt++) {
+  // Bounded: another agent's takeover under way is waited for a while, then this one is busy.
+  for (let attempt = 0; attempt < TAKEOVER_ATTEMPTS; attempt++) {
     try {
       await createExclusively(file, self);
       return lock;
@@ -60,19 +66,65 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const holder = await readHolder(file);
-    // A holder with this very pid is a process that is gone: in a container every start is pid 1.
-    const alive =
-      holder &&
-      holder !== 'being written' &&
-      holder.pid !== process.pid &&
-      isProcessRunning(holder.pid, holder.start);
-    if (holder === 'being written' || alive)
-      throw new StateDirBusyError(dir, holder === 'being written' ? null : (holder as Holder).pid);
-    await unlink(file).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error;
+    if (holder === 'being written') throw new StateDirBusyError(dir, null);
+    if (holder && isLiveHolder(holder)) throw new StateDirBusyError(dir, holder.pid);
+    const took = await underTakeoverLock(file, async () => {
+      // Read again under the takeover lock: another agent may have taken it over meanwhile.
+      const now = await readHolder(file);
+      if (now === 'being written') throw new StateDirBusyError(dir, null);
+      if (now && isLiveHolder(now)) throw new StateDirBusyError(dir, now.pid);
+      await unlink(file).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      });
+      // An agent that found no file at all meanwhile made it: the next attempt names it.
+      return createExclusively(file, self).then(
+        () => true,
+        (error: NodeJS.ErrnoException) => {
+          if (error.code === 'EEXIST') return false;
+          throw error;
+        },
+      );
     });
+    if (took) return lock;
+    await sleep(TAKEOVER_WAIT_MS);
   }
   throw new StateDirBusyError(dir, null);
+}
+
+const TAKEOVER_FILE_SUFFIX = '.takeover';
+const TAKEOVER_ATTEMPTS = 40;
+const TAKEOVER_WAIT_MS = 25;
+
+/** A holder that still runs; one with this very pid is a process that is gone (in a container every start is pid 1). */
+function isLiveHolder(holder: Holder): boolean {
+  return holder.pid !== process.pid && isProcessRunning(holder.pid, holder.start);
+}
+
+/**
+ * Runs `take` holding `<file>.takeover` (created exclusively, removed after) and answers what it
+ * answers; false, without running it, while another agent holds that. One left by an agent that died mid-takeover (a few
+ * milliseconds' window) is removed once it is older than BEING_WRITTEN_MS.
+ */
+async function underTakeoverLock(file: string, take: () => Promise<boolean>): Promise<boolean> {
+  const takeover = file + TAKEOVER_FILE_SUFFIX;
+  try {
+    const handle = await open(
+      takeover,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
+      0o600,
+    );
+    await handle.close();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const info = await stat(takeover).catch(() => null);
+    if (info && Date.now() - info.mtimeMs >= BEING_WRITTEN_MS) await unlink(takeover).catch(() => {});
+    return false;
+  }
+  try {
+    return await take();
+  } finally {
+    await unlink(takeover).catch(() => {});
+  }
 }
 
 async function createExclusively(file: string, self: Holder): Promise<void> {
