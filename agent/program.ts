@@ -51,6 +51,9 @@ export function buildAgentProgram(): Command {
   status and unenroll add 7 to 10 (see their --help); no number means two things.`,
     )
     .showHelpAfterError('(run with --help for usage)')
+    // Commander adds `help [command]` only to a program without an action of its own; the run
+    // command has one, so `connector-agent help` was an unknown command.
+    .helpCommand(true)
     .exitOverride()
     // The run command takes no operands: a word left over is a mistyped subcommand (checked in the
     // action, so that it gets commander's "did you mean" instead of "too many arguments").
@@ -100,7 +103,10 @@ export function buildAgentProgram(): Command {
       '--even-if-running',
       'go ahead while the agent runs with this state dir: it is stopped first (SIGTERM, exit 0)',
     )
-    .option('--timeout <seconds>', 'how long to try to reach the server', '20')
+    .addOption(
+      // The default's description unquoted: commander shows a string default as "20".
+      new Option('--timeout <seconds>', 'how long to try to reach the server').default('20', '20'),
+    )
     .addOption(logJsonOption())
     .addHelpText('after', `\n${UNENROLL_EXIT_CODES_HELP}`)
     .action(async (flags: UnenrollFlags & { logJson?: boolean }) => {

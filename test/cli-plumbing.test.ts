@@ -57,6 +57,23 @@ describe('CLI plumbing: bin entries, --version, suggestions', () => {
     expect(stray.stderr).toContain("error: unknown command 'zzzz'");
   });
 
+  it('`help` and `help <command>` print the usage and exit 0, for the agent as for the server', async () => {
+    const [agent, agentStatus, server] = await Promise.all([
+      bin('connector-agent', ['help']),
+      bin('connector-agent', ['help', 'unenroll']),
+      bin('connector-server', ['help']),
+    ]);
+    expect(agent).toMatchObject({ code: 0, stderr: '' });
+    expect(agent.stdout).toMatch(/^Usage: connector-agent \[options\] \[command\]/);
+    expect(agent.stdout).toContain('Exit codes: 0 stopped by SIGINT');
+    expect(agentStatus).toMatchObject({ code: 0, stderr: '' });
+    expect(agentStatus.stdout).toMatch(/^Usage: connector-agent unenroll\|logout \[options\]/);
+    // A default shown as the number it is, not a quoted string.
+    expect(agentStatus.stdout).toContain('(default: 20)');
+    expect(server).toMatchObject({ code: 0, stderr: '' });
+    expect(server.stdout).toMatch(/^Usage: connector-server \[options\] \[command\]/);
+  });
+
   it('completion bash: sourced in bash it registers itself, and completing COMP_WORDS offers the tree commander knows', async () => {
     const [server, agent] = await Promise.all([
       bin('connector-server', ['completion', 'bash']),
