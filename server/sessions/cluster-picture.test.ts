@@ -142,3 +142,41 @@ describe('ClusterPicture: a heard claim ends no session until the table confirms
     expect([p.trackedReplicas, p.connectedElsewhere()]).toEqual([1, 0]);
   });
 });
+
+describe('ClusterPicture: bounded against a flood of made-up claims', () => {
+  it("past maxRemote, a claim only heard of for a connector it knows nothing of is not kept; the table's claims, known connectors and own ones still are", () => {
+    const clock = new ManualClock();
+    const verified: string[] = [];
+    const lost: LostSession[] = [];
+    const p = new ClusterPicture(
+      clock,
+      15_000,
+      (l) => lost.push(l),
+      (id) => verified.push(id),
+      3,
+    );
+    for (let i = 1; i <= 5; i++) p.heardClaim(`con_${i}`, 'r2', i, '192.0.2.2');
+    expect([1, 2, 3, 4, 5].map((i) => p.isConnectedElsewhere(`con_${i}`))).toEqual([
+      true,
+      true,
+      true,
+      false,
+      false,
+    ]);
+    expect(p.unheard).toBe(2);
+    // A known connector's newer claim still replaces what it held.
+    p.heardClaim('con_1', 'r3', 9, '192.0.2.3');
+    expect(p.holderElsewhere('con_1')).toBe('r3');
+    // What a full read (or a check in the table) confirms is kept past the bound.
+    p.claimed('con_4', 'r2', 4, '192.0.2.2');
+    expect(p.isConnectedElsewhere('con_4')).toBe(true);
+    // A heard claim that would end one of this replica's sessions is still checked in the table.
+    p.numbered(
+      p.admitted({ connectorId: 'con_9', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: 0 }),
+      1,
+    );
+    p.heardClaim('con_9', 'r2', 20, '192.0.2.2');
+    expect(verified).toContain('con_9');
+    expect(p.unheard).toBe(2);
+  });
+});

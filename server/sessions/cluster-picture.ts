@@ -1,6 +1,13 @@
 import type { Clock } from '../clock.js';
 import type { LostSession, SessionClaim } from './cluster-sessions.js';
 
+/**
+ * The other replicas' sessions a picture holds at most from notifications alone (see
+ * `ClusterPicture`'s maxRemote): ~150 bytes each, so ~150 MB, for a cluster of far more agents than
+ * its replicas' open-file caps together allow.
+ */
+export const MAX_REMOTE_SESSIONS = 1_000_000;
+
 /** Claim numbers are summed modulo this, in the table's summary and the picture's alike: exact in a double. */
 export const CLAIM_SUM_MODULUS = 2 ** 32;
 
@@ -35,12 +42,23 @@ export class ClusterPicture {
   private readonly remote = new Map<string, RemoteSession>();
   private readonly aliveAt = new Map<string, number>();
 
+  /** Heard claims of connectors it knew nothing of, not kept because the picture was full. */
+  unheard = 0;
+
   constructor(
     private readonly clock: Clock,
     private readonly deadAfterMs: number,
     private readonly lost: (lost: LostSession) => void,
     /** Asked to check a heard claim that would end an own session in the table (answered with claimed or refuted). */
     private readonly verify: (connectorId: string) => void = () => {},
+    /**
+     * How many other replicas' sessions it holds before a claim it only heard of, for a connector it
+     * knows nothing of, is not kept. Any role that may connect to the database can notify, so a
+     * flood of made-up claims would otherwise grow this map until the next full read (within
+     * 30 s) drops them. What the table confirms is always kept; a claim not kept is read at that
+     * full read (the summary no longer matches), so a real fleet past the bound shows presence late.
+     */
+    private readonly maxRemote: number = MAX_REMOTE_SESSIONS,
   ) {}
 
   /** Adds a session admitted here; answers it, to be claimed. */
@@ -187,6 +205,10 @@ export class ClusterPicture {
     }
     const mine = this.own.get(connectorId);
     if (mine && mine.claim !== null && mine.claim > claim) return undefined; // ours is newer: that one is ending
+    if (!known && !mine && !confirmed && this.remote.size >= this.maxRemote) {
+      this.unheard++;
+      return undefined;
+    }
     // The same claim heard after a read confirmed it stays confirmed.
     const same = known?.claim === claim && known.replicaId === replicaId && known.confirmed;
     this.remote.set(connectorId, {
