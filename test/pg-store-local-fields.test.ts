@@ -48,10 +48,18 @@ describe('local fields (last connect, last seen) across replicas', () => {
     await a.transact((tx) => tx.put('connectors', connectorRecord('con_1')));
     await until('B has it', () => b.read((v) => v.get('connectors', 'con_1')) !== undefined);
 
-    // B holds the session: its connect and last-seen are local touches (no version, no feed op).
+    // The connector's first connect reaches every replica (any replica's pending sweep deletes
+    // connectors that never connected).
+    b.touch('connectors', 'con_1', { lastConnectedAt: 1000, lastSeenAt: 1000, remoteAddress: '192.0.2.1' });
+    await until(
+      'A has the first connect',
+      () => a.read((v) => v.get('connectors', 'con_1'))?.lastConnectedAt === 1000,
+    );
+
+    // B holds the next session: its connect and last-seen are local touches (no version, no feed op).
     b.touch('connectors', 'con_1', { lastConnectedAt: 5000, lastSeenAt: 5100, remoteAddress: '192.0.2.7' });
     await until('the touch is stored', async () => (await stored(db.url))?.lastConnectedAt === 5000);
-    expect(connection(a.read((v) => v.get('connectors', 'con_1')))).toMatchObject({ lastConnectedAt: null });
+    expect(connection(a.read((v) => v.get('connectors', 'con_1')))).toMatchObject({ lastConnectedAt: 1000 });
 
     // A, whose copy has none of that, writes the record whole.
     await a.transact((tx) => tx.patch('connectors', 'con_1', { status: 'revoked', revokedAt: 6000 }));

@@ -17,7 +17,8 @@ import type { StoreSection } from '../store.js';
  * moves at every connect and disconnect, and a fleet reconnecting after a replica died would turn
  * each connect into a feed op and a version bump that other replicas' writes of the same connector
  * then conflict with; the connection fields (`lastConnectedAt`, `remoteAddress`, `lastReplacedAt`,
- * `replacedFrom`) come with the same connects, and the live session's replica, address and connect
+ * `replacedFrom`) come with the same connects (a connector's first connect excepted: see
+ * touchPropagates), and the live session's replica, address and connect
  * time already reach every replica through the cluster sessions table. An admin key's `lastUsedAt`
  * moves with every admin call (a script polling the API would make one op a second). A versioned
  * write of such a record from another replica does not take them back: see FRESHER_WINS.
@@ -26,10 +27,21 @@ const PROPAGATED: Partial<Record<StoreSection, ReadonlySet<string>>> = {
   connectors: new Set(['identity', 'host']),
 };
 
-/** Whether touching these fields of a record of `section` must reach the other replicas. */
-export function touchPropagates(section: StoreSection, fields: object): boolean {
+/**
+ * Whether touching these fields of `current`, a record of `section`, must reach the other replicas.
+ * Besides the fields above, a connector's first connect (`lastConnectedAt` set where it was null):
+ * "never connected" is what the pending sweep deletes on, and any replica may sweep. Kept local,
+ * a replica that never held the connector's session swept it, connected or briefly offline, once
+ * it was older than `--pending-ttl`. Once per connector, so it cannot flood the feed either.
+ */
+export function touchPropagates(section: StoreSection, fields: object, current: object): boolean {
   const propagated = PROPAGATED[section];
-  return propagated !== undefined && Object.keys(fields).some((field) => propagated.has(field));
+  if (propagated !== undefined && Object.keys(fields).some((field) => propagated.has(field))) return true;
+  return (
+    section === 'connectors' &&
+    (fields as { lastConnectedAt?: unknown }).lastConnectedAt != null &&
+    (current as { lastConnectedAt?: unknown }).lastConnectedAt == null
+  );
 }
 
 /**
