@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { ErrorReason } from '../shared/errors.js';
 import type { Services } from './services/compose.js';
-import type { ConsoleChanges } from './sessions/console-changes.js';
+import type { ConsoleFeed } from './sessions/console-changes.js';
 import type { AgentSession, SessionHub } from './sessions/hub.js';
 
 export type { Services } from './services/compose.js';
@@ -19,7 +19,7 @@ export interface Context {
    * The live feed of changes, on a websocket an admin opened with its key (the console's); absent
    * on HTTP calls and agents' sockets, where `console.changes` is not served.
    */
-  consoleChanges?: ConsoleChanges | undefined;
+  consoleChanges?: ConsoleFeed | undefined;
 }
 
 export function bearerTokenOf(req: IncomingMessage): string | null {

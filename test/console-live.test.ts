@@ -51,6 +51,49 @@ describe('console.changes: the admin console live feed over the agents websocket
     await feed.close();
   });
 
+  it('one socket holds at most 4 console.changes subscriptions (a read key subscribing over and over ran a server out of memory)', async () => {
+    await using srv = await startTestServer();
+    const reader = await srv.admin.apiKeys.create.mutate({ name: 'dashboard', scope: 'read' });
+    const feed = openConsole(srv.url, reader.key);
+    await feed.started;
+    const subscribe = () => {
+      const outcome = { started: false, error: null as unknown, batches: 0 };
+      const settled = new Promise<void>((resolve) => {
+        const sub = feed.client.console.changes.subscribe(undefined, {
+          onStarted: () => {
+            outcome.started = true;
+            resolve();
+          },
+          onData: () => {
+            outcome.batches++;
+          },
+          onError: (error) => {
+            outcome.error = error;
+            resolve();
+          },
+        });
+        Object.assign(outcome, { unsubscribe: () => sub.unsubscribe() });
+      });
+      return { outcome: outcome as typeof outcome & { unsubscribe(): void }, settled };
+    };
+    const more = [subscribe(), subscribe(), subscribe(), subscribe()];
+    await Promise.all(more.map((m) => m.settled));
+    expect(more.map((m) => m.outcome.started)).toEqual([true, true, true, false]);
+    expect(String((more[3]!.outcome.error as Error).message)).toContain(
+      'already has 4 console.changes subscriptions',
+    );
+    // One ended makes room for another; the socket and its feeds keep working throughout.
+    more[0]!.outcome.unsubscribe();
+    const again = subscribe();
+    await again.settled;
+    await expect.poll(() => again.outcome.started, { timeout: 5000 }).toBe(true);
+    const group = await srv.admin.groups.create.mutate({ name: 'Still live' });
+    await feed.waitForBatch(naming('groups', group.id));
+    await expect.poll(() => again.outcome.batches, { timeout: 5000 }).toBeGreaterThan(0);
+    expect(feed.closes).toEqual([]);
+    await feed.close();
+  });
+
   it('coalesces a crowd of agents connecting into a batch per window, and a change past 200 ids into a resync', async () => {
     await using srv = await startTestServer();
     const { group, key } = await groupWithKey(srv, 'Crowd');

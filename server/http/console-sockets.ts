@@ -6,7 +6,7 @@ import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { authenticateAdmin } from '../services/admin-auth.js';
-import type { ConsoleChanges } from '../sessions/console-changes.js';
+import type { ConsoleBatch, ConsoleChanges, ConsoleFeed } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ChangedRecord } from '../store/observed-store.js';
 import type { ClientAddressOf } from './client-address.js';
@@ -16,6 +16,13 @@ import type { ClientAddressOf } from './client-address.js';
  * for an admin's tabs and browsers while one leaked key cannot hold thousands of sockets.
  */
 export const MAX_CONSOLE_SOCKETS_PER_KEY = 16;
+
+/**
+ * `console.changes` subscriptions one socket may hold at once: the console holds one. Without a
+ * bound a read-only key could subscribe over and over on one socket (~12 KB each) until the
+ * server ran out of memory.
+ */
+export const MAX_FEEDS_PER_CONSOLE_SOCKET = 4;
 
 /** How often sockets are checked for a key that expired while they were open. */
 const EXPIRY_CHECK_MS = 1000;
@@ -101,7 +108,7 @@ export class ConsoleSockets {
       if (sockets.size === 0 && this.byKey.get(apiKeyId) === sockets) this.byKey.delete(apiKeyId);
     });
     // Every call over the socket authenticates again with this key (adminProcedure).
-    return { ...base, bearerToken: adminKey, consoleChanges: this.o.changes };
+    return { ...base, bearerToken: adminKey, consoleChanges: boundedFeed(this.o.changes) };
   }
 
   /** Records changed: an admin key deleted (here or on another replica) closes its sockets at once. */
@@ -135,4 +142,36 @@ export class ConsoleSockets {
       for (const ws of sockets) ws.close(1001, 'server shutting down');
     this.byKey.clear();
   }
+}
+
+/**
+ * The feed as one socket sees it: at most MAX_FEEDS_PER_CONSOLE_SOCKET subscriptions open at once.
+ * Refused when asked, not at the first batch: tRPC says `started` before it reads the stream.
+ */
+function boundedFeed(changes: ConsoleChanges): ConsoleFeed {
+  let open = 0;
+  return {
+    stream(signal: AbortSignal): AsyncGenerator<ConsoleBatch> {
+      if (open >= MAX_FEEDS_PER_CONSOLE_SOCKET)
+        throw new DomainError(
+          'BAD_REQUEST',
+          `This socket already has ${MAX_FEEDS_PER_CONSOLE_SOCKET} console.changes subscriptions open: one is enough (each gets every batch).`,
+        );
+      open++;
+      let counted = true;
+      const done = () => {
+        if (counted) open--;
+        counted = false;
+      };
+      // The subscription's signal aborts when it is stopped or its socket closes, read or not.
+      signal.addEventListener('abort', done, { once: true });
+      return (async function* () {
+        try {
+          yield* changes.stream(signal);
+        } finally {
+          done();
+        }
+      })();
+    },
+  };
 }

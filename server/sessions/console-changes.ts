@@ -85,7 +85,13 @@ class Subscriber {
  * another replica) is noted for each open `console.changes` subscription and sent in coalesced
  * batches, at most one per window per subscriber. With no subscriber it costs one check per change.
  */
-export class ConsoleChanges {
+/** What a subscriber reads the feed through: ConsoleChanges itself, or a socket's bounded view of it. */
+export interface ConsoleFeed {
+  /** Yields batches until `signal` aborts. */
+  stream(signal: AbortSignal): AsyncGenerator<ConsoleBatch>;
+}
+
+export class ConsoleChanges implements ConsoleFeed {
   private readonly subscribers = new Set<Subscriber>();
   private readonly windowMs: number;
   private readonly maxWindowMs: number;
