@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollSim } from '../helpers/agent-sim.js';
 import { seriousA11yViolations } from '../helpers/axe.js';
 import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
+import { openConsole } from '../helpers/console.js';
 import { startTestServer } from '../helpers/server.js';
 
 const DAY_MS = 86_400_000;
@@ -15,6 +16,33 @@ describe('console: guards', () => {
   afterAll(async () => {
     await browser?.close();
   });
+
+  it("a key's 17th console says why it is not live and backs off instead of reopening its socket ~40 times a second", async () => {
+    await using server = await startTestServer();
+    // Sixteen consoles of this key already hold its sockets.
+    const others = Array.from({ length: 16 }, () => openConsole(server.url, server.adminKey));
+    await Promise.all(others.map((feed) => feed.started));
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    let sockets = 0;
+    page.on('websocket', () => {
+      sockets++;
+    });
+    await signIn(page, server.url, server.adminKey);
+    await page
+      .getByRole('status')
+      .getByText(/too many consoles open/)
+      .waitFor();
+    const from = sockets;
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    // 1, 2, 4 s (half of each random) apart: at most a handful in 5 s.
+    expect(sockets - from).toBeLessThanOrEqual(6);
+    // A tab closed elsewhere frees a socket: this one goes live on its next try.
+    await others.pop()!.close();
+    await page.getByRole('status').getByText('Live', { exact: true }).waitFor({ timeout: 40_000 });
+    await Promise.all(others.map((feed) => feed.close()));
+    await context.close();
+  }, 90_000);
 
   it('an expired key shows Copy dimmed with the reason; Regenerate (confirmed) gives a key that enrolls', async () => {
     await using server = await startTestServer();

@@ -11,7 +11,21 @@ export interface ConsoleChanges {
   resync: boolean;
 }
 
-export type LiveState = 'connecting' | 'live' | 'offline';
+/** `crowded`: the server refused the feed because this key has too many consoles open (its tabs). */
+export type LiveState = 'connecting' | 'live' | 'offline' | 'crowded';
+
+/** The close code and reason a server gives a key past its console sockets (see the server's README). */
+const RATE_LIMITED_CLOSE = 4429;
+
+/**
+ * Waits before reconnecting: doubling from 1 s to 30 s (half of it random) while the feed does not
+ * start. tRPC's own backoff restarts at every open, and a server that refuses the feed right after
+ * opening (a key's 17th tab) then saw ~40 sockets a second from that tab.
+ */
+export function reconnectDelayMs(failures: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(30_000, 1000 * 2 ** Math.min(failures, 5));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
 
 /**
  * Subscribes to the server's changes over the agents' websocket endpoint, the admin key sent in the
@@ -24,15 +38,22 @@ export function subscribeToChanges(
   onState: (state: LiveState) => void,
 ): () => void {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  // Closes since the feed last started: the reconnect delay grows with them.
+  let failures = 0;
   const wsClient = createWSClient({
     url: `${scheme}://${location.host}/trpc`,
     connectionParams: () => ({ adminKey }),
-    onClose: () => onState('offline'),
+    retryDelayMs: () => reconnectDelayMs(failures),
+    onClose: (cause) => {
+      failures++;
+      onState(cause?.code === RATE_LIMITED_CLOSE ? 'crowded' : 'offline');
+    },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
   onState('connecting');
   const subscription = client.console.changes.subscribe(undefined, {
     onStarted: () => {
+      failures = 0;
       onState('live');
       onBatch({ groups: [], connectors: [], resync: true });
     },

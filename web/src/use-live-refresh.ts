@@ -52,7 +52,7 @@ export function useLiveRefresh(
         setState(next);
         // A closed feed may mean the key was deleted: a fetch finds out (a 401 signs out) and catches
         // up on what the feed missed meanwhile.
-        if (next === 'offline') {
+        if (next === 'offline' || next === 'crowded') {
           pending = true;
           schedule();
         }

@@ -4,6 +4,7 @@ const LIVE_TEXT: Record<LiveState, string> = {
   live: 'Live',
   connecting: 'Connecting…',
   offline: 'Live updates off',
+  crowded: 'Live updates off: this API key has too many consoles open; close some tabs',
 };
 
 /** A live page's heading: its title, whether live updates are flowing, and a Refresh button. */
