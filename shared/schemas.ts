@@ -136,7 +136,15 @@ export const keyRegenerateInput = z.strictObject({
   ttl: keyTtlSchema.optional(),
 });
 
-export const groupDeleteInput = z.strictObject({ groupId: groupIdSchema, force: z.boolean().optional() });
+export const groupDeleteInput = z.strictObject({
+  groupId: groupIdSchema,
+  force: z.boolean().optional(),
+  /**
+   * How many connectors the caller saw in the group (the console's confirmation): with more there
+   * now (a host enrolled meanwhile), the delete is refused GROUP_NOT_EMPTY instead of taking them too.
+   */
+  expectedConnectors: z.number().int().min(0).max(1_000_000_000).optional(),
+});
 export const emptyInput = z.strictObject({}).optional();
 
 export const connectorStatusSchema = z.enum(['enabled', 'disabled', 'revoked']);

@@ -132,6 +132,30 @@ describe('groups and provisioning keys', () => {
     });
   });
 
+  it('a delete that names the connectors it expects is refused when more are there now (a host enrolled while the admin confirmed), and deletes nothing', async () => {
+    await using srv = await startTestServer();
+    const { group, key } = await groupWithKey(srv, 'Confirmed');
+    await enrollSim(srv.url, key.key!, 'seen');
+    // The admin confirms "its 1 connector"; another host enrolls meanwhile.
+    const late = (await enrollSim(srv.url, key.key!, 'unseen')).enrolled!;
+    const refused = await rawCall(
+      srv.url,
+      'groups.delete',
+      { groupId: group.id, force: true, expectedConnectors: 1 },
+      { key: srv.adminKey },
+    );
+    expect(refused).toMatchObject({ ok: false, status: 412, reason: 'GROUP_NOT_EMPTY' });
+    expect(refused.error?.message).toContain(
+      'now has 2 connector(s), not the 1 expected: nothing was deleted',
+    );
+    expect((await srv.admin.connectors.get.query({ connectorId: late.connectorId })).name).toBe('unseen');
+    // Confirmed again with the count it has now: deleted, both.
+    expect(
+      await srv.admin.groups.delete.mutate({ groupId: group.id, force: true, expectedConnectors: 2 }),
+    ).toEqual({ deleted: true });
+    expect((await srv.admin.connectors.list.query({})).items).toEqual([]);
+  });
+
   it('deletes an empty group without force', async () => {
     await using srv = await startTestServer();
     const { group } = await groupWithKey(srv, 'Empty');

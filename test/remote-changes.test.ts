@@ -232,7 +232,7 @@ describe('the same events the services announce, for the changes they make', () 
       () => s.groups.setStatus(g.id, 'enabled', system),
       () => s.connectors.revoke(b, 'stolen', system),
       () => s.connectors.delete(c, system),
-      () => s.groups.delete(g.id, true, system),
+      () => s.groups.delete(g.id, { force: true }, system),
       () => {
         clock.advance(8 * DAY_MS);
         return s.connectors.sweepPending();

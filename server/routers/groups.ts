@@ -22,6 +22,12 @@ export const groupsRouter = router({
   ),
   delete: adminProcedure
     .input(groupDeleteInput)
-    .mutation(({ ctx, input }) => ctx.services.groups.delete(input.groupId, input.force ?? false, ctx.meta)),
+    .mutation(({ ctx, input }) =>
+      ctx.services.groups.delete(
+        input.groupId,
+        { force: input.force ?? false, expectedConnectors: input.expectedConnectors },
+        ctx.meta,
+      ),
+    ),
   nextSteps: adminProcedure.input(emptyInput).query(({ ctx }) => ctx.services.groups.nextSteps()),
 });

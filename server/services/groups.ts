@@ -148,7 +148,16 @@ export class GroupService {
     return { ...this.get(groupId), changed: true };
   }
 
-  async delete(groupId: string, force: boolean, meta: RequestMeta): Promise<{ deleted: true }> {
+  /**
+   * Deletes the group, its keys and (with `force`) its connectors. `expectedConnectors`: the count
+   * the caller confirmed; more than that now is refused, so a host that enrolled meanwhile is not
+   * deleted unseen.
+   */
+  async delete(
+    groupId: string,
+    { force, expectedConnectors }: { force: boolean; expectedConnectors?: number | undefined },
+    meta: RequestMeta,
+  ): Promise<{ deleted: true }> {
     const { applied, durable } = applyNow(this.deps.store, (tx) => {
       const group = requireGroup(tx, groupId);
       const connectorIds = tx
@@ -159,6 +168,13 @@ export class GroupService {
         throw new DomainError('GROUP_NOT_EMPTY', `The group still has ${connectorIds.length} connector(s).`, {
           connectors: connectorIds.length,
         });
+      }
+      if (expectedConnectors !== undefined && connectorIds.length > expectedConnectors) {
+        throw new DomainError(
+          'GROUP_NOT_EMPTY',
+          `The group now has ${connectorIds.length} connector(s), not the ${expectedConnectors} expected: nothing was deleted.`,
+          { connectors: connectorIds.length },
+        );
       }
       for (const id of connectorIds) tx.delete('connectors', id);
       for (const key of tx.list('provisioningKeys')) {

@@ -115,6 +115,15 @@ describe('console: an operator’s first hour', () => {
       .waitFor();
     await dialog.getByText('Its 1 connector(s) are deleted with it').waitFor();
     expect((await server.admin.groups.get.query({ groupId: empty.id })).counts.total).toBe(1);
+    // Once it shows one, a second host enrolling is not deleted unseen either (expectedConnectors).
+    await enrollSim(server.url, emptyKey, 'later-host');
+    await dialog.getByRole('button', { name: 'Delete group' }).click();
+    await dialog
+      .getByRole('alert')
+      .getByText('A host enrolled meanwhile: the group now has 2 connector(s).')
+      .waitFor();
+    expect((await server.admin.groups.get.query({ groupId: empty.id })).counts.total).toBe(2);
+    await dialog.getByText('Its 2 connector(s) are deleted with it').waitFor();
     await dialog.getByRole('button', { name: 'Delete group' }).click();
     await expect
       .poll(async () => (await server.admin.groups.list.query({})).map((g) => g.name))

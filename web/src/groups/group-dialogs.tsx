@@ -78,7 +78,7 @@ function DeleteGroupDialog({
       onClose={onClose}
       onConfirm={async () => {
         try {
-          await api.groups.delete.mutate({ groupId: group.id, force: total > 0 });
+          await api.groups.delete.mutate({ groupId: group.id, force: total > 0, expectedConnectors: total });
         } catch (failure) {
           if (errorReason(failure) !== 'GROUP_NOT_EMPTY') throw failure;
           const now = (await api.groups.get.query({ groupId: group.id })).counts.total;
