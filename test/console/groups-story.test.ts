@@ -60,10 +60,20 @@ describe('console: connector groups', () => {
       );
       await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
       await dialog.getByText('Key copied to the clipboard.').waitFor();
-      const copied = await page.evaluate<string>('navigator.clipboard.readText()');
-      expect(copied).toBe(key);
+      expect(await page.evaluate<string>('navigator.clipboard.readText()')).toBe(key);
       expect(await seriousA11yViolations(page)).toEqual([]);
       await screenshot(page, 'key-dialog');
+
+      // Another admin regenerates the key while this dialog is open: it shows the new one, the old
+      // one's "copied" and reveal go, and Copy copies the key that works.
+      const regenerated = (await server.admin.provisioningKeys.regenerate.mutate({ groupId: groups[0]!.id }))
+        .key!;
+      await expect.poll(() => shown.textContent()).toBe(`cpk_••••••••${regenerated.slice(-4)}`);
+      expect(await dialog.getByText('Key copied to the clipboard.').count()).toBe(0);
+      await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
+      await dialog.getByText('Key copied to the clipboard.').waitFor();
+      const copied = await page.evaluate<string>('navigator.clipboard.readText()');
+      expect(copied).toBe(regenerated);
       await dialog.getByRole('button', { name: 'Close' }).click();
 
       const keyFile = join(work, 'lab.key');

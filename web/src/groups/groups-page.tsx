@@ -47,7 +47,14 @@ export function GroupsPage() {
           <GroupsTable groups={groups} onAction={setDialog} />
         </>
       )}
-      {dialog && <GroupDialogs state={dialog} onClose={() => setDialog(null)} onChanged={refresh} />}
+      {dialog && (
+        <GroupDialogs
+          // The row as the live feed keeps it: a key regenerated elsewhere reaches an open dialog.
+          state={{ ...dialog, group: groups?.find((g) => g.id === dialog.group.id) ?? dialog.group }}
+          onClose={() => setDialog(null)}
+          onChanged={refresh}
+        />
+      )}
     </>
   );
 }

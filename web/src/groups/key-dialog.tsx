@@ -42,14 +42,36 @@ export function KeyDialog({
 
   const load = useCallback(async () => {
     try {
-      setView(await api.provisioningKeys.get.query({ groupId: group.id }));
+      const next = await api.provisioningKeys.get.query({ groupId: group.id });
+      setView((before) => {
+        // Another key now (regenerated elsewhere): what was copied or revealed was the old one.
+        if (before && before.keyId !== next.keyId) {
+          setCopied(null);
+          setRevealed(false);
+        }
+        return next;
+      });
+      setError(null);
     } catch (failure) {
       setError(errorText(failure));
     }
   }, [api, group.id]);
+  // Read again when the live row says the key or the group changed (a regenerate, a revoke, an
+  // enrollment that used the key up, a disable), here or by another admin.
+  const current = group.currentKey;
+  const rowVersion = `${current?.id}/${current?.status}/${current?.uses}/${group.status}`;
   useEffect(() => {
+    void rowVersion;
     void load();
-  }, [load]);
+  }, [load, rowVersion]);
+  // A key that expires while the dialog is open is read again then: it must not show Active.
+  useEffect(() => {
+    if (view?.status !== 'active') return;
+    const ms = Date.parse(view.expiresAt) - Date.now() + 500;
+    if (!(ms > 0) || ms > 2 ** 31 - 1) return;
+    const timer = setTimeout(() => void load(), ms);
+    return () => clearTimeout(timer);
+  }, [view, load]);
 
   const refusal = view ? copyRefusal(view, readOnlyReason) : null;
   const shown = view?.key && revealed ? view.key : (view?.keyMasked ?? `${view?.status ?? ''} key`);
