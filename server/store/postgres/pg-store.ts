@@ -216,7 +216,12 @@ export class PgStore implements Store {
     const next = withFields(current as SectionRecords[S], fields);
     if (!next) return true;
     setRecord(this.data, section, id, next);
-    this.touches.note(section, id, fields as Record<string, unknown>, touchPropagates(section, fields, current));
+    this.touches.note(
+      section,
+      id,
+      fields as Record<string, unknown>,
+      touchPropagates(section, fields, current),
+    );
     if (!this.touchTimer && !this.closed) {
       this.touchTimer = setTimeout(() => {
         this.touchTimer = null;
