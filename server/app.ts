@@ -210,6 +210,12 @@ export async function startServer(
   );
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
+  // A connection with a request under way is never the idle one evicted past the total cap.
+  server.prependListener('request', (req, res) => {
+    guard.requestStarted(req.socket);
+    res.once('close', () => guard.requestEnded(req.socket));
+  });
+  server.prependListener('upgrade', (req) => guard.requestStarted(req.socket));
   const websockets = attachAgentWebsockets(server, {
     clock,
     clientAddressOf,

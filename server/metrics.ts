@@ -70,7 +70,7 @@ export function createMetrics() {
     ),
     connectionsRefused: counter(
       'connector_connections_refused_total',
-      'New connections closed at once, by reason: address_limit (too many unauthenticated from its address), unauthenticated_limit (too many in total), file_limit (close to the open-file limit).',
+      'Connections closed at once, by reason: address_limit (too many unauthenticated from its address), unauthenticated_limit (too many in total, none of them idle), idle_evicted (the oldest idle unauthenticated one, closed to make room past the total), file_limit (close to the open-file limit).',
       ['reason'],
     ),
     acceptErrors: counter(

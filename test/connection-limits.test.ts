@@ -60,6 +60,28 @@ function rawGet(port: number, localAddress: string, path = '/healthz'): Promise<
   });
 }
 
+/** A websocket upgrade from `localAddress` that completes (101) and then sends nothing: a handshake under way. */
+function upgradeAndWait(port: number, localAddress: string): { socket: Socket; switched: Promise<void> } {
+  const socket = connect({ port, host: '127.0.0.1', localAddress });
+  socket.on('error', () => {});
+  const switched = new Promise<void>((resolve, reject) => {
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('connect', () =>
+      socket.write(
+        'GET /trpc?connectionParams=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      ),
+    );
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+      if (received.startsWith('HTTP/1.1 101')) resolve();
+      else if (received.includes('\r\n')) reject(new Error(`upgrade answered ${received.split('\r\n')[0]}`));
+    });
+  });
+  return { socket, switched };
+}
+
 /** The status line of a GET from `localAddress` ('' when closed unanswered). */
 async function getFrom(port: number, localAddress: string, path = '/healthz'): Promise<string> {
   return (await rawGet(port, localAddress, path)).split('\r\n')[0] ?? '';
@@ -142,12 +164,13 @@ describe('connections strangers hold before they authenticate are bounded', () =
     expect(logged[0]).toMatchObject({ level: 40, refusedSinceLastLog: 1, limit: 10 });
   });
 
-  it('past the total cap new connections are answered 503 with Retry-After; holders that leave free their slots at once', async () => {
+  it('past the total cap a new connection takes the place of the oldest idle one (half-sent requests from many addresses no longer keep admins out); 503 with Retry-After only when none is idle', async () => {
     await using srv = await startTestServer({
       config: {
         maxUnauthenticatedPerAddress: 10,
         maxUnauthenticatedConnections: 15,
         headersTimeoutMs: 10_000,
+        handshakeTimeoutMs: 10_000,
       },
     });
     const first = Array.from({ length: 10 }, (_, i) => hold(srv.server.port, '127.0.0.2', i));
@@ -155,27 +178,34 @@ describe('connections strangers hold before they authenticate are bounded', () =
       (await metricsOf(srv))('connector_connections_unauthenticated') >= 10 ? true : undefined,
     );
     const second = Array.from({ length: 10 }, (_, i) => hold(srv.server.port, '127.0.0.3', i));
-    await eventually('5 of the second address refused', async () =>
-      second.filter((h) => h.done).length >= 5 ? true : undefined,
+    // The last 5 of the second address each push out one of the oldest holders: the first address's.
+    await eventually('5 of the first address pushed out', async () =>
+      first.filter((h) => h.done).length >= 5 ? true : undefined,
     );
-    const refused = await Promise.all(second.filter((h) => h.done).map((h) => h.closed));
-    expect(refused).toHaveLength(5);
-    for (const answer of refused)
-      expect(answer).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\nRetry-After: \d+\r\n/);
-    // Any address, a scrape too: every slot is taken.
-    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 503 Service Unavailable');
-    await expect(metricsOf(srv)).rejects.toThrow(/503/);
-
-    for (const holder of first) holder.socket.destroy();
-    await Promise.all(first.map((h) => h.closed));
-    await eventually('a new connection is served', async () =>
-      (await getFrom(srv.server.port, '127.0.0.4')) === 'HTTP/1.1 200 OK' ? true : undefined,
-    );
+    expect(second.filter((h) => h.done)).toHaveLength(0);
+    // An admin call and a health check from a third address are served, each in an idle one's place.
+    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 200 OK');
     const scraped = await metricsOf(srv);
+    expect(scraped('connector_connections_refused_total{reason="idle_evicted"}')).toBeGreaterThanOrEqual(6);
+    expect(scraped('connector_connections_refused_total{reason="unauthenticated_limit"}')).toBe(0);
+    for (const holder of [...first, ...second]) holder.socket.destroy();
+    await Promise.all([...first, ...second].map((h) => h.closed));
+
+    // Websockets in their handshake (upgraded, no connectionParams yet) are busy, not idle: with the
+    // cap full of them a new connection is answered 503 with Retry-After.
+    const upgraded = Array.from({ length: 15 }, (_, i) =>
+      upgradeAndWait(srv.server.port, `127.0.1.${i + 1}`),
+    );
+    await Promise.all(upgraded.map((u) => u.switched));
+    const refused = await rawGet(srv.server.port, '127.0.0.5');
+    expect(refused).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\nRetry-After: \d+\r\n/);
+    for (const u of upgraded) u.socket.destroy();
+    await eventually('a new connection is served', async () =>
+      (await getFrom(srv.server.port, '127.0.0.5')) === 'HTTP/1.1 200 OK' ? true : undefined,
+    );
     expect(
-      scraped('connector_connections_refused_total{reason="unauthenticated_limit"}'),
-    ).toBeGreaterThanOrEqual(7);
-    for (const holder of second) holder.socket.destroy();
+      (await metricsOf(srv))('connector_connections_refused_total{reason="unauthenticated_limit"}'),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {

@@ -2,8 +2,11 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { limitedAs } from './client-address.js';
 
-/** Why a new connection was closed at once instead of being served. */
-export type ConnectionRefusal = 'address_limit' | 'unauthenticated_limit' | 'file_limit';
+/**
+ * Why a connection was closed at once instead of being served: a new one past a limit, or
+ * (`idle_evicted`) the oldest idle one, to make room for a new one past the total limit.
+ */
+export type ConnectionRefusal = 'address_limit' | 'unauthenticated_limit' | 'file_limit' | 'idle_evicted';
 
 export interface ConnectionLimits {
   /**
@@ -53,7 +56,16 @@ export function connectionLimitsFor(
 
 interface Pending {
   address: string;
+  socket: Socket;
+  /** Requests under way on it (an upgrade counts until the socket authenticates or closes). */
+  busy: number;
 }
+
+/**
+ * How many of the oldest unauthenticated connections are looked at for an idle one to evict: a
+ * bound on the work a refused connection costs when the oldest are all busy.
+ */
+const EVICTION_SCAN = 256;
 
 /**
  * Bounds what strangers can hold open on the main listener before they authenticate. Every new
@@ -62,6 +74,12 @@ interface Pending {
  * `503` for the total or the file limit, both with `Retry-After`, on a plain-HTTP listener; closed
  * on a TLS one) and closed. How long an unauthenticated connection may be held is bounded by the
  * HTTP header and request timeouts and, after an upgrade, by the websocket handshake timeout.
+ *
+ * Past the total limit, a new connection first takes the place of the oldest idle one (no request
+ * under way: still sending its headers, or a keep-alive between requests). Strangers spread over
+ * many addresses could otherwise fill the total with half-sent requests and keep every admin call
+ * and health check out (503) for as long as they reopened them; this way such holders are pushed
+ * out by whoever comes next, and a request that arrives whole is served.
  */
 export class ConnectionGuard {
   private readonly pending = new Map<string, Pending>();
@@ -100,13 +118,14 @@ export class ConnectionGuard {
     }
     const key = keyOf(socket);
     const address = normalized(socket.remoteAddress);
-    const refusal = this.refusalFor(address);
+    let refusal = this.refusalFor(address);
+    if (refusal === 'unauthenticated_limit' && this.evictOldestIdle()) refusal = null;
     if (refusal) {
       this.refuse(socket, refusal);
       return;
     }
     this.openCount++;
-    this.pending.set(key, { address });
+    this.pending.set(key, { address, socket, busy: 0 });
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.once('close', () => {
       this.openCount--;
@@ -130,6 +149,18 @@ export class ConnectionGuard {
     );
   };
 
+  /** A whole request (or an upgrade) arrived on `socket`: not idle until `requestEnded`. */
+  requestStarted(socket: Socket): void {
+    const entry = this.pending.get(keyOf(socket));
+    if (entry) entry.busy++;
+  }
+
+  /** A request on `socket` was answered (or abandoned). */
+  requestEnded(socket: Socket): void {
+    const entry = this.pending.get(keyOf(socket));
+    if (entry && entry.busy > 0) entry.busy--;
+  }
+
   /** `socket` now carries an authenticated agent session: it no longer counts as unauthenticated. */
   authenticated(socket: Socket): void {
     this.release(keyOf(socket));
@@ -141,6 +172,21 @@ export class ConnectionGuard {
       return 'address_limit';
     if (this.pending.size >= this.limits.maxUnauthenticated) return 'unauthenticated_limit';
     return null;
+  }
+
+  /** Closes the oldest idle unauthenticated connection among the first EVICTION_SCAN; false if none. */
+  private evictOldestIdle(): boolean {
+    let looked = 0;
+    for (const [key, entry] of this.pending) {
+      if (++looked > EVICTION_SCAN) break;
+      if (entry.busy > 0) continue;
+      this.release(key);
+      this.deps.metrics.connectionsRefused.inc({ reason: 'idle_evicted' });
+      this.logRefusal('idle_evicted');
+      entry.socket.destroy();
+      return true;
+    }
+    return false;
   }
 
   private release(key: string): void {
@@ -177,7 +223,7 @@ export class ConnectionGuard {
       const limit =
         reason === 'address_limit'
           ? maxUnauthenticatedPerAddress
-          : reason === 'unauthenticated_limit'
+          : reason === 'unauthenticated_limit' || reason === 'idle_evicted'
             ? maxUnauthenticated
             : maxOpen;
       this.deps.logger.warn(
@@ -211,7 +257,9 @@ const MESSAGES: Record<ConnectionRefusal, string> = {
   address_limit:
     'refusing new connections from an address that holds too many unauthenticated ones (--max-unauthenticated-per-address)',
   unauthenticated_limit:
-    'refusing new connections: too many unauthenticated connections open (--max-unauthenticated-connections)',
+    'refusing new connections: too many unauthenticated connections open, all of them busy (--max-unauthenticated-connections)',
+  idle_evicted:
+    'closing the oldest idle unauthenticated connections to make room for new ones: too many open (--max-unauthenticated-connections)',
   file_limit:
     'refusing new connections: close to the open-file limit (raise it: LimitNOFILE= in the unit, ulimit -n)',
 };
