@@ -4,7 +4,7 @@ import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readAuditEventsOf } from '../server/backup/audit-events.js';
-import { decodeBackup } from '../server/backup/format.js';
+import { decodeBackup, encodeBackup } from '../server/backup/format.js';
 import type { ServerConfig } from '../server/server-config.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
@@ -157,7 +157,9 @@ describe('backup and restore', () => {
   it('refuses what it cannot do safely: an offline backup while a server runs, a read-scope key, a torn or altered file', async () => {
     const work = await tempDir('ce-backup-');
     await using srv = await startTestServer();
-    await srv.admin.groups.create.mutate({ name: 'Kept' });
+    const kept = await srv.admin.groups.create.mutate({ name: 'Kept' });
+    const keptKey = (await srv.admin.provisioningKeys.get.query({ groupId: kept.id })).key!;
+    await enrollSim(srv.url, keptKey, 'kept-host');
     const out = join(work, 'b.jsonl');
 
     const offlineWhileRunning = await cli(['backup', '--out', out, '--data-dir', srv.dataDir]);
@@ -214,7 +216,45 @@ describe('backup and restore', () => {
     expect(b.secret).toEqual(a.secret);
 
     const good = await readFile(out);
+    // Crafted, then sealed with a checksum of their own (it says nothing of who wrote the file).
+    const crafted = decodeBackup(good, out);
+    const someConnector = Object.values(crafted.store.connectors)[0]!;
+    const someGroup = Object.values(crafted.store.groups)[0]!;
+    const badConnector = encodeBackup({
+      ...crafted,
+      store: {
+        ...crafted.store,
+        connectors: {
+          ...crafted.store.connectors,
+          [someConnector.id]: { ...someConnector, status: 'zzz' as 'enabled' },
+        },
+      },
+    });
+    const keylessGroup = encodeBackup({
+      ...crafted,
+      store: {
+        ...crafted.store,
+        groups: { ...crafted.store.groups, [someGroup.id]: { ...someGroup, currentKeyId: 'kid_gone' } },
+      },
+    });
+    const lines = good.toString().split('\n').slice(0, -2);
+    lines.splice(3, 0, '{not json');
+    const body = `${lines.join('\n')}\n`;
+    const notJson = `${body}${JSON.stringify({ kind: 'end', records: Object.values(crafted.store).reduce((n, section) => n + (typeof section === 'object' ? Object.keys(section).length : 0), 0), sha256: createHash('sha256').update(body).digest('hex') })}\n`;
     const cases: Array<[string, Buffer, RegExp]> = [
+      [
+        'crafted-record',
+        Buffer.from(badConnector),
+        new RegExp(
+          `holds a record this server cannot use: connectors record "${someConnector.id}": status: `,
+        ),
+      ],
+      [
+        'keyless-group',
+        Buffer.from(keylessGroup),
+        new RegExp(`groups record "${someGroup.id}": its current key kid_gone is not in the file`),
+      ],
+      ['not-json', Buffer.from(notJson), /line 4 is not JSON/],
       ['torn', good.subarray(0, good.length - 40), /incomplete \(torn or truncated/],
       ['altered', flipByte(good, Math.floor(good.length / 2)), /does not match its checksum/],
       ['foreign', Buffer.from('{"hello":1}\n'), /is not a connector-server-backup file/],

@@ -1,4 +1,4 @@
-import { copyFile, rm } from 'node:fs/promises';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -133,6 +133,28 @@ describe('connector-server import (an embedded deployment into PostgreSQL)', () 
       await rm(agentDir, { recursive: true, force: true });
     }
   }, 180_000);
+
+  it('refuses a store.json with a record of the wrong shape (hand-edited): one line naming it, nothing imported', async () => {
+    await using db = await freshDatabase();
+    const embedded = await startTestServer();
+    const group = await embedded.admin.groups.create.mutate({ name: 'Edited' });
+    await embedded.stop();
+    const file = join(embedded.dataDir, 'store.json');
+    const store = JSON.parse(await readFile(file, 'utf8'));
+    store.groups[group.id].status = 'zzz';
+    await writeFile(file, JSON.stringify(store));
+    const refused = await serverCli(['import', '--data-dir', embedded.dataDir], {
+      CONNECTOR_DATABASE_URL: db.url,
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toMatch(
+      new RegExp(
+        `^error: .*store\\.json holds a record this server cannot use: groups record "${group.id}": status: .*Nothing was imported$`,
+      ),
+    );
+    expect(await tableCount(db.url)).toBe(0);
+    await rm(embedded.dataDir, { recursive: true, force: true });
+  });
 
   it('refuses a data dir with no state and a missing database URL, in one line each (exit 2)', async () => {
     const empty = await tempDir('ce-import-empty-');

@@ -17,6 +17,7 @@ import { connectionOptions } from '../store/postgres/connect.js';
 import { databaseLocation } from '../store/postgres/location.js';
 import { migrateToLatest } from '../store/postgres/migrate.js';
 import { sealDocument } from '../store/postgres/sealed-document.js';
+import { storeProblem } from '../store/record-check.js';
 import { SECTIONS, type StoreSection } from '../store/store.js';
 import { DATA_FILES } from './offline.js';
 
@@ -78,6 +79,11 @@ export async function importDataDir(options: ImportOptions): Promise<ImportResul
     if (!store)
       throw new ImportRefusedError(
         `${dataDir} holds no ${DATA_FILES.store}: nothing to import (give the data dir of a server that has run)`,
+      );
+    const problem = storeProblem(store);
+    if (problem)
+      throw new ImportRefusedError(
+        `${path(DATA_FILES.store)} holds a record this server cannot use: ${problem}. Nothing was imported`,
       );
     const secret = await readDataDirSecret(path(DATA_FILES.secret));
     const signingKeys = await readKeys(new JsonDocumentFile<SigningKeyFile>(path(DATA_FILES.signingKeys)));

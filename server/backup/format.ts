@@ -1,4 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
+import { storeProblem } from '../store/record-check.js';
 import type { StoreData } from '../store/records.js';
 
 /**
@@ -155,7 +156,12 @@ export function decodeBackup(bytes: Buffer, name: string): BackupContents {
     .split('\n');
   lines.pop();
   for (const [index, text] of lines.entries()) {
-    const line = JSON.parse(text) as { kind?: string; section?: Section; value?: unknown };
+    let line: { kind?: string; section?: Section; value?: unknown };
+    try {
+      line = JSON.parse(text);
+    } catch {
+      throw bad(`line ${index + 2} is not JSON`);
+    }
     if (line.kind === 'secret' && typeof line.value === 'string') secret = Buffer.from(line.value, 'base64');
     else if (line.kind === 'signingKeys' && Array.isArray((line.value as SigningKeyFileContent)?.keys))
       signingKeys = line.value as SigningKeyFileContent;
@@ -173,6 +179,8 @@ export function decodeBackup(bytes: Buffer, name: string): BackupContents {
   if (secret === null || secret.length !== 32) throw bad('holds no valid 32-byte secret');
   if (!signingKeys || signingKeys.keys.length === 0) throw bad('holds no signing keys');
   if (end.records !== records) throw bad(`says ${String(end.records)} records but holds ${records}`);
+  const problem = storeProblem(store);
+  if (problem) throw bad(`holds a record this server cannot use: ${problem}`);
   return {
     snapshotAt,
     source: header.source === 'offline' ? 'offline' : 'online',
