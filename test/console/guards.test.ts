@@ -44,6 +44,33 @@ describe('console: guards', () => {
     await context.close();
   }, 90_000);
 
+  it("Regenerate in the console keeps the key's policy (a single-use, 2-day key stays so) and says so", async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Single', maxUses: 1, ttl: '2d' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const row = page.getByRole('row', { name: /^Single\b/ });
+    await row.getByRole('button', { name: 'Actions for Single' }).click();
+    await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Connector Provisioning Key - Single' });
+    await dialog.getByText('Active', { exact: true }).waitFor();
+    await dialog.getByRole('button', { name: 'Regenerate' }).click();
+    const confirm = page.getByRole('dialog', { name: 'Regenerate the key of Single?' });
+    await confirm
+      .getByText("The new key keeps this key's policy: valid 2 days, at most 1 enrollment(s).")
+      .waitFor();
+    await confirm.getByRole('button', { name: 'Regenerate key' }).click();
+    await page
+      .getByRole('dialog', { name: 'Connector Provisioning Key - Single' })
+      .getByText('Active', { exact: true })
+      .waitFor();
+    const now = await server.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(now.maxUses).toBe(1);
+    expect(Date.parse(now.expiresAt) - Date.parse(now.createdAt)).toBe(2 * DAY_MS);
+    await context.close();
+  });
+
   it('an expired key shows Copy dimmed with the reason; Regenerate (confirmed) gives a key that enrolls', async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Edge' });

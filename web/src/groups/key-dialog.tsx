@@ -23,6 +23,22 @@ function agentCommand(key: string): string {
   ].join('\n');
 }
 
+/** The current key's policy, which its successor keeps: its use limit and its lifetime (within 1 s to 365 d). */
+function kept(view: ProvisioningKey): { maxUses?: number; ttl: string } {
+  const lifetimeS = Math.round((Date.parse(view.expiresAt) - Date.parse(view.createdAt)) / 1000);
+  const ttl = `${Math.min(365 * 86_400, Math.max(1, lifetimeS))}s`;
+  return view.maxUses === null ? { ttl } : { maxUses: view.maxUses, ttl };
+}
+
+/** What the confirmation says the new key keeps. */
+function keptText(view: ProvisioningKey): string {
+  const days = (Date.parse(view.expiresAt) - Date.parse(view.createdAt)) / 86_400_000;
+  const lifetime =
+    days >= 1 ? `${Math.round(days * 10) / 10} days` : `${Math.round(days * 24 * 10) / 10} hours`;
+  const limit = view.maxUses === null ? 'no limit on enrollments' : `at most ${view.maxUses} enrollment(s)`;
+  return `The new key keeps this key's policy: valid ${lifetime}, ${limit}.`;
+}
+
 /** The group's provisioning key: masked with a reveal, expiry, Copy, Regenerate, the agent command. */
 export function KeyDialog({
   group,
@@ -89,7 +105,9 @@ export function KeyDialog({
         danger
         onClose={() => setConfirming(false)}
         onConfirm={async () => {
-          setView(await api.provisioningKeys.regenerate.mutate({ groupId: group.id }));
+          setView(
+            await api.provisioningKeys.regenerate.mutate({ groupId: group.id, ...(view ? kept(view) : {}) }),
+          );
           setRevealed(false);
           setCopied(null);
           setConfirming(false);
@@ -97,6 +115,7 @@ export function KeyDialog({
         }}
       >
         <p>The current key stops working at once: hosts that have not enrolled yet need the new key.</p>
+        {view && <p>{keptText(view)}</p>}
         <p>Connectors already enrolled are unaffected: they keep their identities and stay connected.</p>
       </Confirm>
     );
