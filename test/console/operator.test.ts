@@ -148,6 +148,15 @@ describe('console: an operator’s first hour', () => {
         .poll(() => page.getByRole('alert').first().textContent())
         .toContain('The server cannot be reached: it may be stopped or restarting');
       await page.getByText('Connectors, as last loaded (may be out of date)').waitFor();
+      // An action is not retried by the page: its error says to try again, not that it will.
+      await page.getByRole('button', { name: 'Actions for gone-1' }).click();
+      await page.getByRole('menuitem', { name: 'Disable' }).click();
+      const dialog = page.getByRole('dialog');
+      await dialog.getByRole('button', { name: 'Disable connector' }).click();
+      await dialog
+        .getByRole('alert')
+        .getByText(/The server cannot be reached: .* Try again once it is back/)
+        .waitFor();
       await context.close();
     } finally {
       await server.stop();

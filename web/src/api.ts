@@ -51,7 +51,7 @@ export function createApiClient(
  * A call that got no answer at all says so (the browser's own words, "Failed to fetch", say nothing
  * of what to do).
  */
-export function errorText(error: unknown): string {
+export function errorText(error: unknown, of: 'load' | 'action' = 'load'): string {
   const reason = errorReason(error);
   const message = error instanceof Error ? error.message : String(error);
   if (
@@ -59,7 +59,10 @@ export function errorText(error: unknown): string {
     !(error as { data?: unknown } | null)?.data &&
     /failed to fetch|networkerror|load failed/i.test(message)
   )
-    return 'The server cannot be reached: it may be stopped or restarting, or the network is down. This page tries again by itself; what it shows may be out of date meanwhile.';
+    // A page's data is fetched again by itself; an action is not (it may not be wanted any more).
+    return of === 'load'
+      ? 'The server cannot be reached: it may be stopped or restarting, or the network is down. This page tries again by itself; what it shows may be out of date meanwhile.'
+      : 'The server cannot be reached: it may be stopped or restarting, or the network is down. Try again once it is back (this page shows when it is).';
   return reason ? `${message} (${reason})` : message;
 }
 

@@ -25,7 +25,7 @@ export function SignIn({ notice, onSignedIn }: { notice: string | null; onSigned
     try {
       onSignedIn(await checkKey(key.trim()));
     } catch (failure) {
-      setError(`Sign-in failed: ${errorText(failure)}`);
+      setError(`Sign-in failed: ${errorText(failure, 'action')}`);
     } finally {
       setBusy(false);
     }

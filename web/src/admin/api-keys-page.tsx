@@ -172,7 +172,7 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
       setName('');
       await onCreated(created.name, created.key);
     } catch (failure) {
-      setError(errorText(failure));
+      setError(errorText(failure, 'action'));
     } finally {
       running.current = false;
       setBusy(false);

@@ -17,7 +17,7 @@ export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
       setName('');
       await onCreated();
     } catch (failure) {
-      setError(errorText(failure));
+      setError(errorText(failure, 'action'));
     } finally {
       setBusy(false);
     }

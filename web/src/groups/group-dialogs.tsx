@@ -123,7 +123,7 @@ function RenameDialog({
       await api.groups.update.mutate({ groupId: group.id, name });
       await onRenamed();
     } catch (failure) {
-      setError(errorText(failure));
+      setError(errorText(failure, 'action'));
     } finally {
       running.current = false;
       setBusy(false);

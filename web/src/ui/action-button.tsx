@@ -35,7 +35,7 @@ export function ActionButton({
           try {
             await onClick();
           } catch (failure) {
-            setError(errorText(failure));
+            setError(errorText(failure, 'action'));
           } finally {
             running.current = false;
             setBusy(false);
