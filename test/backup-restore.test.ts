@@ -237,6 +237,16 @@ describe('backup and restore', () => {
         groups: { ...crafted.store.groups, [someGroup.id]: { ...someGroup, currentKeyId: 'kid_gone' } },
       },
     });
+    const octKey = encodeBackup({
+      ...crafted,
+      signingKeys: {
+        ...crafted.signingKeys,
+        keys: (crafted.signingKeys.keys as Array<{ privateJwk: object }>).map((k) => ({
+          ...k,
+          privateJwk: { ...k.privateJwk, kty: 'oct' },
+        })),
+      },
+    });
     const lines = good.toString().split('\n').slice(0, -2);
     lines.splice(3, 0, '{not json');
     const body = `${lines.join('\n')}\n`;
@@ -255,6 +265,7 @@ describe('backup and restore', () => {
         new RegExp(`groups record "${someGroup.id}": its current key kid_gone is not in the file`),
       ],
       ['not-json', Buffer.from(notJson), /line 4 is not JSON/],
+      ['damaged-signing-key', Buffer.from(octKey), /holds a damaged signing key \(.*\); use another backup/],
       ['torn', good.subarray(0, good.length - 40), /incomplete \(torn or truncated/],
       ['altered', flipByte(good, Math.floor(good.length / 2)), /does not match its checksum/],
       ['foreign', Buffer.from('{"hello":1}\n'), /is not a connector-server-backup file/],

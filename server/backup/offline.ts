@@ -7,6 +7,7 @@ import { systemClock } from '../clock.js';
 import { REPLICA_MARKER, replicaDatabaseOf } from '../replica-marker.js';
 import { defaultConfig } from '../server-config.js';
 import { type AuditEvent, FileAuditLog } from '../services/audit.js';
+import { holdKey, type StoredSigningKey } from '../services/signing-key-records.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
 import { journalFileOf, loadStoreFiles } from '../store/journal.js';
 import { readAuditEventsOf } from './audit-events.js';
@@ -123,6 +124,15 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     );
   }
   const contents = decodeBackup(bytes, options.from);
+  // Read as the server will read them: a damaged key would otherwise restore "successfully" and
+  // then stop the server at start.
+  await Promise.all(contents.signingKeys.keys.map((key) => holdKey(key as StoredSigningKey))).catch(
+    (error: Error) => {
+      throw new BackupFileError(
+        `${options.from}: holds a damaged signing key (${error.message}); use another backup`,
+      );
+    },
+  );
   const dir = options.dataDir;
   await ensurePrivateDir(dir, { what: 'data dir', flag: '--data-dir' });
   const lock = await lockDataDir(dir);
