@@ -3,7 +3,7 @@ import { enrollSim } from '../helpers/agent-sim.js';
 import { seriousA11yViolations } from '../helpers/axe.js';
 import { consoleContext, launchBrowser, screenshot, signIn } from '../helpers/browser.js';
 import { openConsole } from '../helpers/console.js';
-import { startTestServer } from '../helpers/server.js';
+import { realTimeClock, startTestServer } from '../helpers/server.js';
 
 const DAY_MS = 86_400_000;
 
@@ -68,6 +68,18 @@ describe('console: guards', () => {
     const now = await server.admin.provisioningKeys.get.query({ groupId: group.id });
     expect(now.maxUses).toBe(1);
     expect(Date.parse(now.expiresAt) - Date.parse(now.createdAt)).toBe(2 * DAY_MS);
+    await context.close();
+  });
+
+  it('a key that expires while the groups page is open shows Expired without a reload (the column was worked out once)', async () => {
+    await using server = await startTestServer({ clock: realTimeClock() });
+    await server.admin.groups.create.mutate({ name: 'Brief', ttl: '6s' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const row = page.getByRole('row', { name: /^Brief\b/ });
+    await row.getByText(/in \d+ seconds?/).waitFor();
+    await row.getByText('Expired', { exact: true }).waitFor({ timeout: 20_000 });
     await context.close();
   });
 

@@ -3,15 +3,22 @@ import { formatTime, relativeTime } from '../format.js';
 import { groupHref } from '../route.js';
 import type { GroupRow } from '../types.js';
 import { RowMenu } from '../ui/menu.js';
+import { useNow } from '../use-now.js';
 import type { GroupDialogState } from './group-dialogs.js';
 
+/** How often the column is worked out again: an expiry is shown to the minute, and the second near it. */
+const EXPIRY_REFRESH_MS = 5_000;
+
 function KeyExpiry({ group }: { group: GroupRow }) {
+  const now = useNow(EXPIRY_REFRESH_MS);
   if (!group.key?.expiresAt) return <>—</>;
-  if (group.key.status !== 'active')
-    return <span className="badge warn">{group.key.status === 'expired' ? 'Expired' : 'Used up'}</span>;
+  // The list says "active" as of its load; a key that expired since is expired here too.
+  const expired = group.key.status === 'expired' || Date.parse(group.key.expiresAt) <= now;
+  if (expired || group.key.status !== 'active')
+    return <span className="badge warn">{expired ? 'Expired' : 'Used up'}</span>;
   return (
     <time dateTime={group.key.expiresAt} title={formatTime(group.key.expiresAt)}>
-      {relativeTime(group.key.expiresAt)}
+      {relativeTime(group.key.expiresAt, now)}
     </time>
   );
 }
