@@ -218,7 +218,11 @@ describe('console: guards', () => {
       signInShown.waitFor(),
     ]);
     await signInShown.waitFor();
-    await page.getByText(/^Signed out: the server refused the API key/).waitFor();
+    await page
+      .getByText(
+        "Signed out: the server refused the API key (A valid admin API key is required): it was deleted, it expired, or it is not this server's. Sign in with a valid key.",
+      )
+      .waitFor();
     expect(await page.evaluate<string>('JSON.stringify(sessionStorage)')).not.toContain(second.key);
     // A wrong key never gets in.
     await page.getByLabel('Admin API key').fill(second.key);

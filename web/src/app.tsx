@@ -35,7 +35,10 @@ export function App() {
     if (!session) return null;
     const api = createApiClient(
       session.adminKey,
-      (message) => signOut(`Signed out: the server refused the API key (${message}). Sign in again.`),
+      (message) =>
+        signOut(
+          `Signed out: the server refused the API key (${message.replace(/\.$/, '')}): it was deleted, it expired, or it is not this server's. Sign in with a valid key.`,
+        ),
       setNotReady,
     );
     const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
