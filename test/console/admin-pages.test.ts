@@ -50,6 +50,15 @@ describe('console: admin pages', () => {
     expect(await ownDelete.isDisabled()).toBe(true);
     expect(await ownDelete.getAttribute('title')).toContain('This console is signed in with this key');
 
+    // A group made elsewhere brings its provisioning key here live; an admin key made elsewhere
+    // comes with Refresh (the live feed names groups, not admin keys).
+    await page.getByRole('status').getByText('Live', { exact: true }).waitFor();
+    await server.admin.groups.create.mutate({ name: 'Elsewhere' });
+    await page.getByRole('row', { name: /^Connector Provisioning Key - Elsewhere/ }).waitFor();
+    await server.admin.apiKeys.create.mutate({ name: 'made-by-script', scope: 'read' });
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await page.getByRole('row', { name: /^made-by-script\b/ }).waitFor();
+
     await row.getByRole('button', { name: 'Delete' }).click();
     await page.getByRole('button', { name: 'Delete key' }).click();
     await expect.poll(() => row.count()).toBe(0);
@@ -67,7 +76,7 @@ describe('console: admin pages', () => {
     await page.getByRole('button', { name: 'Filter' }).click();
     await expect
       .poll(() => types.allTextContents())
-      .toEqual(['api_key.deleted', 'api_key.created', 'api_key.bootstrapped']);
+      .toEqual(['api_key.deleted', 'api_key.created', 'api_key.created', 'api_key.bootstrapped']);
     await context.close();
   });
 

@@ -5,7 +5,9 @@ import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import type { ApiKeyRow } from '../types.js';
+import { LivePageHead } from '../ui/live-page-head.js';
 import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
+import { useLiveRefresh } from '../use-live-refresh.js';
 import { useLoaded } from '../use-loaded.js';
 
 /**
@@ -25,12 +27,13 @@ export function ApiKeysPage() {
     error: loadError,
     refresh,
   } = useLoaded(useCallback(() => api.apiKeys.list.query({}), [api]));
+  // The feed names groups, not admin keys: a group change (a key regenerated, a group made or
+  // deleted) changes the provisioning keys listed here; admin keys made elsewhere need Refresh.
+  const live = useLiveRefresh(adminKey, refresh, (batch) => batch.groups.length > 0);
 
   return (
     <>
-      <div className="page-head">
-        <h1>API Keys</h1>
-      </div>
+      <LivePageHead title="API Keys" live={live} onRefresh={() => void refresh()} />
       {loadError && (
         <p className="error" role="alert">
           Could not load the keys: {loadError}
