@@ -77,6 +77,16 @@ describe('console: admin pages', () => {
     await expect
       .poll(() => types.allTextContents())
       .toEqual(['api_key.deleted', 'api_key.created', 'api_key.created', 'api_key.bootstrapped']);
+    // The box emptied, then "Security events only": the type filter goes with the box, not stays.
+    await page.getByLabel('Type').fill('');
+    await page.getByLabel('Security events only').check();
+    // (The deleted key's refused call above is one.)
+    await expect.poll(() => types.allTextContents()).toEqual(['admin.refused (refused: ADMIN_KEY_INVALID)']);
+    await page.getByLabel('Type').fill('group');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect
+      .poll(() => page.getByTestId('audit-empty').textContent())
+      .toBe('No events of type group flagged security. ');
     await context.close();
   });
 

@@ -142,6 +142,8 @@ export function AuditPage() {
           checked={securityOnly}
           onChange={(e) => {
             setSecurityOnly(e.target.checked);
+            // With what the Type box says now: an emptied box must not leave its old filter on.
+            setAppliedType(type.trim());
             setCursors([undefined]);
           }}
         />
@@ -155,7 +157,8 @@ export function AuditPage() {
       {events?.length === 0 && (
         <p data-testid="audit-empty">
           No events{appliedType ? ` of type ${appliedType}` : ''}
-          {securityOnly ? ' flagged security' : ''} on this page. {unknownTypeHint(appliedType)}
+          {securityOnly ? ' flagged security' : ''}
+          {cursors.length > 1 ? ' on this page' : ''}. {unknownTypeHint(appliedType)}
         </p>
       )}
       {events && events.length > 0 && (
