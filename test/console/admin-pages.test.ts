@@ -70,6 +70,16 @@ describe('console: admin pages', () => {
     await expect
       .poll(async () => (await types.allTextContents()).filter((t) => !t.startsWith('admin.')))
       .toEqual(expect.arrayContaining(['api_key.deleted', 'api_key.created', 'group.created']));
+    // The deleted key is gone from the server, but its creation on this page kept its name.
+    await expect
+      .poll(() =>
+        page
+          .getByRole('row', { name: /api_key\.deleted/ })
+          .getByRole('cell')
+          .nth(2)
+          .textContent(),
+      )
+      .toBe('key ci');
     expect(await seriousA11yViolations(page)).toEqual([]);
     await screenshot(page, 'audit');
     await page.getByLabel('Type').fill('api_key');
