@@ -65,14 +65,10 @@ export async function lockStateDir(dir: string): Promise<StateDirLock> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const holder = await readHolder(file);
-    if (holder === 'being written') throw new StateDirBusyError(dir, null);
-    if (holder && isLiveHolder(holder)) throw new StateDirBusyError(dir, holder.pid);
+    refuseIfHeld(dir, await readHolder(file));
     const took = await underTakeoverLock(file, async () => {
       // Read again under the takeover lock: another agent may have taken it over meanwhile.
-      const now = await readHolder(file);
-      if (now === 'being written') throw new StateDirBusyError(dir, null);
-      if (now && isLiveHolder(now)) throw new StateDirBusyError(dir, now.pid);
+      refuseIfHeld(dir, await readHolder(file));
       await unlink(file).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error;
       });
@@ -95,25 +91,25 @@ const TAKEOVER_FILE_SUFFIX = '.takeover';
 const TAKEOVER_ATTEMPTS = 40;
 const TAKEOVER_WAIT_MS = 25;
 
-/** A holder that still runs; one with this very pid is a process that is gone (in a container every start is pid 1). */
-function isLiveHolder(holder: Holder): boolean {
-  return holder.pid !== process.pid && isProcessRunning(holder.pid, holder.start);
+/**
+ * Throws StateDirBusyError while `holder` is another agent: one writing its lock, or one that still
+ * runs (a holder with this very pid is a process that is gone: in a container every start is pid 1).
+ */
+function refuseIfHeld(dir: string, holder: Holder | 'being written' | null): void {
+  if (holder === 'being written') throw new StateDirBusyError(dir, null);
+  if (holder && holder.pid !== process.pid && isProcessRunning(holder.pid, holder.start))
+    throw new StateDirBusyError(dir, holder.pid);
 }
 
 /**
  * Runs `take` holding `<file>.takeover` (created exclusively, removed after) and answers what it
- * answers; false, without running it, while another agent holds that. One left by an agent that died mid-takeover (a few
- * milliseconds' window) is removed once it is older than BEING_WRITTEN_MS.
+ * answers; false, without running it, while another agent holds that. One left by an agent that
+ * died mid-takeover (a few milliseconds' window) is removed once older than BEING_WRITTEN_MS.
  */
 async function underTakeoverLock(file: string, take: () => Promise<boolean>): Promise<boolean> {
   const takeover = file + TAKEOVER_FILE_SUFFIX;
   try {
-    const handle = await open(
-      takeover,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
-      0o600,
-    );
-    await handle.close();
+    await (await openExclusively(takeover)).close();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     const info = await stat(takeover).catch(() => null);
@@ -127,12 +123,17 @@ async function underTakeoverLock(file: string, take: () => Promise<boolean>): Pr
   }
 }
 
-async function createExclusively(file: string, self: Holder): Promise<void> {
-  const handle = await open(
+/** Creates `file` (0600) for writing; EEXIST when it is there, whoever made it. */
+function openExclusively(file: string) {
+  return open(
     file,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0),
     0o600,
   );
+}
+
+async function createExclusively(file: string, self: Holder): Promise<void> {
+  const handle = await openExclusively(file);
   try {
     await handle.writeFile(JSON.stringify(self));
   } catch (error) {

@@ -1,5 +1,4 @@
 import { createHash, type Hash } from 'node:crypto';
-import { storeProblem } from '../store/record-check.js';
 import type { StoreData } from '../store/records.js';
 
 /**
@@ -179,8 +178,6 @@ export function decodeBackup(bytes: Buffer, name: string): BackupContents {
   if (secret === null || secret.length !== 32) throw bad('holds no valid 32-byte secret');
   if (!signingKeys || signingKeys.keys.length === 0) throw bad('holds no signing keys');
   if (end.records !== records) throw bad(`says ${String(end.records)} records but holds ${records}`);
-  const problem = storeProblem(store);
-  if (problem) throw bad(`holds a record this server cannot use: ${problem}`);
   return {
     snapshotAt,
     source: header.source === 'offline' ? 'offline' : 'online',

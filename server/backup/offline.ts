@@ -10,6 +10,7 @@ import { type AuditEvent, FileAuditLog } from '../services/audit.js';
 import { holdKey, type StoredSigningKey } from '../services/signing-key-records.js';
 import { LOCK_FILE_NAME, lockDataDir } from '../store/data-dir-lock.js';
 import { journalFileOf, loadStoreFiles } from '../store/journal.js';
+import { storeProblem } from '../store/record-check.js';
 import { readAuditEventsOf } from './audit-events.js';
 import { type BackupContents, BackupFileError, decodeBackup, encodeBackup } from './format.js';
 import { type ReplayCounts, replayAfterSnapshot } from './replay.js';
@@ -124,6 +125,10 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     );
   }
   const contents = decodeBackup(bytes, options.from);
+  // What the server would then fail to serve (every list answering INTERNAL_ERROR) or to start with.
+  const problem = storeProblem(contents.store);
+  if (problem)
+    throw new BackupFileError(`${options.from}: holds a record this server cannot use: ${problem}`);
   // Read as the server will read them: a damaged key would otherwise restore "successfully" and
   // then stop the server at start.
   await Promise.all(contents.signingKeys.keys.map((key) => holdKey(key as StoredSigningKey))).catch(

@@ -3,7 +3,7 @@ import { ManualClock } from '../clock.js';
 import { ClusterPicture } from './cluster-picture.js';
 import type { LostSession } from './cluster-sessions.js';
 
-function picture() {
+function picture(maxRemote?: number) {
   const clock = new ManualClock();
   const lost: LostSession[] = [];
   const verified: string[] = [];
@@ -12,6 +12,7 @@ function picture() {
     15_000,
     (l) => lost.push(l),
     (connectorId) => verified.push(connectorId),
+    maxRemote,
   );
   const admit = (connectorId: string, sessionId = 1) =>
     p.admitted({ connectorId, sessionId, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
@@ -145,16 +146,7 @@ describe('ClusterPicture: a heard claim ends no session until the table confirms
 
 describe('ClusterPicture: bounded against a flood of made-up claims', () => {
   it("past maxRemote, a claim only heard of for a connector it knows nothing of is not kept; the table's claims, known connectors and own ones still are", () => {
-    const clock = new ManualClock();
-    const verified: string[] = [];
-    const lost: LostSession[] = [];
-    const p = new ClusterPicture(
-      clock,
-      15_000,
-      (l) => lost.push(l),
-      (id) => verified.push(id),
-      3,
-    );
+    const { p, verified } = picture(3);
     for (let i = 1; i <= 5; i++) p.heardClaim(`con_${i}`, 'r2', i, '192.0.2.2');
     expect([1, 2, 3, 4, 5].map((i) => p.isConnectedElsewhere(`con_${i}`))).toEqual([
       true,

@@ -79,18 +79,18 @@ class Subscriber {
   }
 }
 
-/**
- * The admin console's live feed: every change to a group's or connector's record (from this server
- * or, through its change feed, another replica) and every session that starts or ends (here or on
- * another replica) is noted for each open `console.changes` subscription and sent in coalesced
- * batches, at most one per window per subscriber. With no subscriber it costs one check per change.
- */
 /** What a subscriber reads the feed through: ConsoleChanges itself, or a socket's bounded view of it. */
 export interface ConsoleFeed {
   /** Yields batches until `signal` aborts. */
   stream(signal: AbortSignal): AsyncGenerator<ConsoleBatch>;
 }
 
+/**
+ * The admin console's live feed: every change to a group's or connector's record (from this server
+ * or, through its change feed, another replica) and every session that starts or ends (here or on
+ * another replica) is noted for each open `console.changes` subscription and sent in coalesced
+ * batches, at most one per window per subscriber. With no subscriber it costs one check per change.
+ */
 export class ConsoleChanges implements ConsoleFeed {
   private readonly subscribers = new Set<Subscriber>();
   private readonly windowMs: number;

@@ -1,4 +1,5 @@
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
+import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { AppRouter } from '../../shared/router-type.js';
 
 /**
@@ -13,9 +14,6 @@ export interface ConsoleChanges {
 
 /** `crowded`: the server refused the feed because this key has too many consoles open (its tabs). */
 export type LiveState = 'connecting' | 'live' | 'offline' | 'crowded';
-
-/** The close code and reason a server gives a key past its console sockets (see the server's README). */
-const RATE_LIMITED_CLOSE = 4429;
 
 /**
  * Waits before reconnecting: doubling from 1 s to 30 s (half of it random) while the feed does not
@@ -46,7 +44,7 @@ export function subscribeToChanges(
     retryDelayMs: () => reconnectDelayMs(failures),
     onClose: (cause) => {
       failures++;
-      onState(cause?.code === RATE_LIMITED_CLOSE ? 'crowded' : 'offline');
+      onState(cause?.code === CLOSE_CODES.RATE_LIMITED ? 'crowded' : 'offline');
     },
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });

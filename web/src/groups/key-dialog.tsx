@@ -23,16 +23,18 @@ function agentCommand(key: string): string {
   ].join('\n');
 }
 
+/** The key's lifetime, creation to expiry (ms). */
+const lifetimeMs = (view: ProvisioningKey) => Date.parse(view.expiresAt) - Date.parse(view.createdAt);
+
 /** The current key's policy, which its successor keeps: its use limit and its lifetime (within 1 s to 365 d). */
 function kept(view: ProvisioningKey): { maxUses?: number; ttl: string } {
-  const lifetimeS = Math.round((Date.parse(view.expiresAt) - Date.parse(view.createdAt)) / 1000);
-  const ttl = `${Math.min(365 * 86_400, Math.max(1, lifetimeS))}s`;
+  const ttl = `${Math.min(365 * 86_400, Math.max(1, Math.round(lifetimeMs(view) / 1000)))}s`;
   return view.maxUses === null ? { ttl } : { maxUses: view.maxUses, ttl };
 }
 
 /** What the confirmation says the new key keeps. */
 function keptText(view: ProvisioningKey): string {
-  const days = (Date.parse(view.expiresAt) - Date.parse(view.createdAt)) / 86_400_000;
+  const days = lifetimeMs(view) / 86_400_000;
   const lifetime =
     days >= 1 ? `${Math.round(days * 10) / 10} days` : `${Math.round(days * 24 * 10) / 10} hours`;
   const limit = view.maxUses === null ? 'no limit on enrollments' : `at most ${view.maxUses} enrollment(s)`;
