@@ -1,4 +1,5 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,9 +56,10 @@ describe('console: connector groups', () => {
       expect(await shown.textContent()).toBe(`cpk_••••••••${key!.slice(-4)}`);
       await dialog.getByRole('button', { name: 'Reveal' }).click();
       expect(await shown.textContent()).toBe(key);
-      expect(await dialog.locator('pre.command').textContent()).toContain(
-        `connector-agent --server ${server.url} --key-file connector.key`,
-      );
+      // The commands never hold the key, revealed or not: a key in a command line ends in the
+      // shell's history. It is pasted into the save command's `cat`.
+      for (const command of await dialog.locator('pre.command').allTextContents())
+        expect(command).not.toContain(key!.slice(4));
       await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
       await dialog.getByText('Key copied to the clipboard.').waitFor();
       expect(await page.evaluate<string>('navigator.clipboard.readText()')).toBe(key);
@@ -74,11 +76,41 @@ describe('console: connector groups', () => {
       await dialog.getByText('Key copied to the clipboard.').waitFor();
       const copied = await page.evaluate<string>('navigator.clipboard.readText()');
       expect(copied).toBe(regenerated);
-      await dialog.getByRole('button', { name: 'Close' }).click();
 
-      const keyFile = join(work, 'lab.key');
-      await writeFile(keyFile, `${copied}\n`, { mode: 0o600 });
-      const agent = spawnAgent(['--server', server.url, '--key-file', keyFile], join(work, 'agent'));
+      // The host's side, as the dialog says: the copied save command run in a shell with the copied
+      // key pasted into it (Enter, then Ctrl-D), then the copied run command.
+      await dialog.getByRole('button', { name: 'Copy save command' }).click();
+      const saveCommand = await page.evaluate<string>('navigator.clipboard.readText()');
+      await dialog.getByRole('button', { name: 'Copy run command' }).click();
+      const runCommand = await page.evaluate<string>('navigator.clipboard.readText()');
+      expect(runCommand).not.toContain(copied.slice(4));
+      await dialog.getByRole('button', { name: 'Close' }).click();
+      // A file of that name from before, readable by all: the key does not go into it as it is.
+      await writeFile(join(work, 'connector.key'), 'old\n', { mode: 0o644 });
+      const pasted = spawnSync('sh', ['-c', saveCommand], {
+        cwd: work,
+        input: `${copied}\n`,
+        timeout: 10_000,
+      });
+      expect(pasted.status).toBe(0);
+      const keyFile = join(work, 'connector.key');
+      expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+      expect(await readFile(keyFile, 'utf8')).toBe(`${copied}\n`);
+      const [program, ...runArgs] = runCommand.split(' ');
+      expect(program).toBe('connector-agent');
+      expect(runArgs).toEqual([
+        '--server',
+        server.url,
+        '--key-file',
+        'connector.key',
+        '--state-dir',
+        './connector-state',
+      ]);
+      // Relative paths are the host's working directory: here, `work`.
+      const agent = spawnAgent(
+        ['--server', runArgs[1]!, '--key-file', keyFile],
+        join(work, 'connector-state'),
+      );
       try {
         // Without a reload or a click, the row shows the connector connected and the group leaves
         // Next Steps: the console.changes feed told the page.

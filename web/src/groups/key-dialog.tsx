@@ -15,12 +15,17 @@ function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): stri
   return null;
 }
 
-/** How to run the agent with this key: the key goes into a private file, never onto a command line. */
-function agentCommand(key: string): string {
-  return [
-    `umask 077 && printf '%s\\n' '${key}' > connector.key`,
-    `connector-agent --server ${location.origin} --key-file connector.key --state-dir ./connector-state`,
-  ].join('\n');
+/**
+ * Saves a pasted key in a file only its owner may read. The key is pasted into `cat`, not into the
+ * command: a key in a command line lands in the shell's history and in `ps`. It is a command of its
+ * own (not the run command's first line): pasted together, `cat` would read the next line as the key.
+ * A file of that name is removed first (`>` would keep its mode), and the umask is the subshell's.
+ */
+const SAVE_KEY_COMMAND = '(umask 077 && rm -f connector.key && cat > connector.key)';
+
+/** Runs the agent with the saved key; once enrolled it keeps its identity in the state dir. */
+function runCommand(): string {
+  return `connector-agent --server ${location.origin} --key-file connector.key --state-dir ./connector-state`;
 }
 
 /** The key's lifetime, creation to expiry (ms). */
@@ -184,12 +189,31 @@ export function KeyDialog({
             </p>
           )}
           {view.key && (
-            <section aria-labelledby="agent-command-title">
+            <section aria-labelledby="agent-command-title" className="agent-steps">
               <h3 id="agent-command-title">Run the agent with this key</h3>
-              <pre className="command">{agentCommand(revealed ? view.key : view.keyMasked!)}</pre>
-              <ActionButton onClick={() => copy('Command copied to the clipboard.', agentCommand(view.key!))}>
-                Copy command
-              </ActionButton>
+              <ol>
+                <li>
+                  <p>
+                    On the host, save the key in a file only you can read: run this, paste the key (the Copy
+                    button above), press Enter, then Ctrl-D.
+                  </p>
+                  <pre className="command" data-testid="save-key-command">
+                    {SAVE_KEY_COMMAND}
+                  </pre>
+                  <ActionButton onClick={() => copy('Command copied to the clipboard.', SAVE_KEY_COMMAND)}>
+                    Copy save command
+                  </ActionButton>
+                </li>
+                <li>
+                  <p>Run the agent. Once it has enrolled it no longer needs the key: delete connector.key.</p>
+                  <pre className="command" data-testid="run-agent-command">
+                    {runCommand()}
+                  </pre>
+                  <ActionButton onClick={() => copy('Command copied to the clipboard.', runCommand())}>
+                    Copy run command
+                  </ActionButton>
+                </li>
+              </ol>
             </section>
           )}
         </>
