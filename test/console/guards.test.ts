@@ -172,6 +172,10 @@ describe('console: guards', () => {
     await page.getByText('Read-only', { exact: true }).waitFor();
     expect(await page.getByRole('button', { name: 'Create group' }).isDisabled()).toBe(true);
     await page.getByText('Read-only: you signed in with a read-scope API key.').first().waitFor();
+    // Next Steps does not tell it to copy a key it cannot copy.
+    const nextSteps = page.getByRole('region', { name: 'Next Steps — Deploy Your Connectors' });
+    expect(await nextSteps.textContent()).toContain("An admin key can copy a group's provisioning key");
+    expect(await nextSteps.textContent()).not.toContain("Copy a group's");
 
     const row = page.getByRole('row', { name: /^Lab\b/ });
     await row.getByRole('button', { name: 'Actions for Lab' }).click();

@@ -1,13 +1,19 @@
+import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
 
 /** "Next Steps — Deploy Your Connectors": the groups with no connector yet. */
 export function NextSteps({ groups, onViewKey }: { groups: GroupRow[]; onViewKey: (g: GroupRow) => void }) {
+  const { readOnlyReason } = useConsole();
   const waiting = groups.filter((g) => g.counts.total === 0);
   if (waiting.length === 0) return null;
+  // A read-only key sees a key masked, without Copy: it is told who can.
+  const howTo = readOnlyReason
+    ? "These groups have no connector yet. An admin key can copy a group's provisioning key to run the agent with."
+    : "These groups have no connector yet. Copy a group's provisioning key and run the agent with it.";
   return (
     <section className="next-steps" aria-labelledby="next-steps-title">
       <h2 id="next-steps-title">Next Steps — Deploy Your Connectors</h2>
-      <p>These groups have no connector yet. Copy a group's provisioning key and run the agent with it.</p>
+      <p>{howTo}</p>
       <ul>
         {waiting.map((group) => (
           <li key={group.id}>
