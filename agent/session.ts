@@ -289,7 +289,12 @@ export function runSession(o: SessionOptions): Promise<number> {
         if (o.unenroll) {
           logger.info('the server deleted this connector');
           o.unenroll.onDeleted();
-        } else logger.error('this connector was deleted by an admin');
+        } else {
+          // Not "by an admin": the pending sweep deletes too (a first session that began as it ran).
+          logger.error(
+            'this connector was deleted on the server: its identity is wiped; enroll the host again with a provisioning key to bring it back',
+          );
+        }
         await finish(EXIT.IDENTITY_GONE, 'deleted', 'deleted', 'deleted');
         break;
     }

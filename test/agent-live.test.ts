@@ -108,6 +108,10 @@ describe('the agent against a live server (child processes, real websockets)', (
     await srv.admin.connectors.delete.mutate({ connectorId: connector.id });
     expect((await agent.exited).code).toBe(5);
     expect(await readIdentity(stateDir)).toBeNull();
+    // It tells what happened and what brings the host back, and does not guess who deleted it.
+    expect(agent.output()).toContain(
+      'this connector was deleted on the server: its identity is wiped; enroll the host again with a provisioning key',
+    );
     const again = spawnAgent(['--server', srv.url], stateDir);
     expect((await again.exited).code).toBe(2);
     expect(again.output()).toContain('no provisioning key');
