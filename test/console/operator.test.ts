@@ -128,6 +128,11 @@ describe('console: an operator’s first hour', () => {
     await expect
       .poll(async () => (await server.admin.groups.list.query({})).map((g) => g.name))
       .toEqual(['Outcomes']);
+    // The row is gone; the page says what went with it.
+    expect(await page.getByTestId('groups-notice').textContent()).toBe(
+      'Deleted Empty and its 2 connector(s).',
+    );
+    expect(await page.getByRole('row', { name: /^Empty\b/ }).count()).toBe(0);
     await context.close();
   });
 

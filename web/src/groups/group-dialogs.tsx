@@ -12,10 +12,13 @@ export function GroupDialogs({
   state,
   onClose,
   onChanged,
+  onNotice,
 }: {
   state: GroupDialogState;
   onClose: () => void;
   onChanged: () => Promise<void>;
+  /** Says on the page what a dialog did once it is gone (a deleted group leaves no row to show it). */
+  onNotice: (text: string) => void;
 }) {
   const { api } = useConsole();
   const { group } = state;
@@ -50,7 +53,20 @@ export function GroupDialogs({
       );
     }
     case 'delete':
-      return <DeleteGroupDialog group={group} onClose={onClose} onDeleted={done} />;
+      return (
+        <DeleteGroupDialog
+          group={group}
+          onClose={onClose}
+          onDeleted={async (connectors) => {
+            onNotice(
+              connectors === 0
+                ? `Deleted ${group.name}.`
+                : `Deleted ${group.name} and its ${connectors} connector(s).`,
+            );
+            await done();
+          }}
+        />
+      );
   }
 }
 
@@ -66,7 +82,7 @@ function DeleteGroupDialog({
 }: {
   group: GroupRow;
   onClose: () => void;
-  onDeleted: () => Promise<void>;
+  onDeleted: (connectors: number) => Promise<void>;
 }) {
   const { api } = useConsole();
   const [total, setTotal] = useState(group.counts.total);
@@ -87,7 +103,7 @@ function DeleteGroupDialog({
             `A host enrolled meanwhile: the group now has ${now} connector(s). Read again, then delete.`,
           );
         }
-        await onDeleted();
+        await onDeleted(total);
       }}
     >
       <p>

@@ -17,6 +17,12 @@ import { CountTiles, NextSteps } from './overview.js';
 export function GroupsPage() {
   const { api, adminKey } = useConsole();
   const [dialog, setDialog] = useState<GroupDialogState | null>(null);
+  // What the last dialog did, until the next one opens.
+  const [notice, setNotice] = useState<string | null>(null);
+  const openDialog = (next: GroupDialogState) => {
+    setNotice(null);
+    setDialog(next);
+  };
 
   const {
     data: groups,
@@ -39,12 +45,17 @@ export function GroupsPage() {
           Could not load the groups: {loadError}
         </p>
       )}
+      {notice && (
+        <p className="success" role="status" data-testid="groups-notice">
+          {notice}
+        </p>
+      )}
       {groups && (
         <>
-          <NextSteps groups={groups} onViewKey={(group) => setDialog({ kind: 'key', group })} />
+          <NextSteps groups={groups} onViewKey={(group) => openDialog({ kind: 'key', group })} />
           <CountTiles groups={groups} />
           <CreateGroup onCreated={refresh} />
-          <GroupsTable groups={groups} onAction={setDialog} />
+          <GroupsTable groups={groups} onAction={openDialog} />
         </>
       )}
       {dialog && (
@@ -53,6 +64,7 @@ export function GroupsPage() {
           state={{ ...dialog, group: groups?.find((g) => g.id === dialog.group.id) ?? dialog.group }}
           onClose={() => setDialog(null)}
           onChanged={refresh}
+          onNotice={setNotice}
         />
       )}
     </>
