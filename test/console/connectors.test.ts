@@ -113,6 +113,27 @@ describe('console: connectors', () => {
     await context.close();
   });
 
+  it('a group the server does not know (a wrong link, or deleted): says so, with no filters or pager to use', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Soon gone' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.goto(`${server.url}/#/groups/${group.id}`);
+    await page.getByRole('form', { name: 'Filters' }).waitFor();
+    await server.admin.groups.delete.mutate({ groupId: group.id });
+    // The live feed tells the page; it reads the group again and finds it gone.
+    await page.getByTestId('group-missing').waitFor();
+    expect(await page.getByRole('form', { name: 'Filters' }).count()).toBe(0);
+    expect(await page.getByRole('navigation', { name: 'Pages' }).count()).toBe(0);
+    expect(await page.getByRole('alert').textContent()).toContain('GROUP_NOT_FOUND');
+    await page.goto(`${server.url}/#/groups/grp_nosuchgroup`);
+    await page.getByTestId('group-missing').waitFor();
+    await page.getByTestId('group-missing').getByRole('link', { name: 'connector groups' }).click();
+    await page.getByRole('heading', { name: 'Connector Groups' }).waitFor();
+    await context.close();
+  });
+
   it('pages through the server 50 rows at a time and filters on the server', async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Fleet' });

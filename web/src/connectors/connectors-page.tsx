@@ -27,6 +27,8 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
+  /** The server does not know the group (deleted, or a wrong link): there is nothing to filter or page. */
+  const [missing, setMissing] = useState(false);
   const [dialog, setDialog] = useState<ConnectorDialogState | null>(null);
   /** What came of the last action taken here ("x revoked; the host confirmed it at …"). */
   const [outcome, setOutcome] = useState<string | null>(null);
@@ -60,12 +62,14 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
       }
       setNextCursor(page.nextCursor);
       setLoadError(null);
+      setMissing(false);
     } catch (error) {
       setLoadError(errorText(error));
       // Deleted meanwhile: nothing of it is left to show or act on.
       if (errorReason(error) === 'GROUP_NOT_FOUND') {
         setGroup(null);
         setRows(null);
+        setMissing(true);
       }
     }
   }, [api, groupId, status, connection, cursor]);
@@ -114,30 +118,38 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           return to when the group is enabled), and its provisioning key enrolls no host.
         </p>
       )}
-      <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
-        <label htmlFor="filter-status">Status</label>
-        <select
-          id="filter-status"
-          value={status}
-          onChange={(e) => filter(setStatus)(e.target.value as StatusFilter)}
-        >
-          <option value="">Any</option>
-          <option value="enabled">Enabled</option>
-          <option value="disabled">Disabled</option>
-          <option value="revoked">Revoked</option>
-        </select>
-        <label htmlFor="filter-connection">Connection</label>
-        <select
-          id="filter-connection"
-          value={connection}
-          onChange={(e) => filter(setConnection)(e.target.value as ConnectionFilter)}
-        >
-          <option value="">Any</option>
-          <option value="connected">Connected</option>
-          <option value="disconnected">Disconnected</option>
-          <option value="never">Never connected</option>
-        </select>
-      </form>
+      {missing && (
+        <p className="warning" data-testid="group-missing">
+          This server has no such group: it was deleted, or the link is wrong. See the{' '}
+          <a href="#/groups">connector groups</a> there are.
+        </p>
+      )}
+      {!missing && (
+        <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
+          <label htmlFor="filter-status">Status</label>
+          <select
+            id="filter-status"
+            value={status}
+            onChange={(e) => filter(setStatus)(e.target.value as StatusFilter)}
+          >
+            <option value="">Any</option>
+            <option value="enabled">Enabled</option>
+            <option value="disabled">Disabled</option>
+            <option value="revoked">Revoked</option>
+          </select>
+          <label htmlFor="filter-connection">Connection</label>
+          <select
+            id="filter-connection"
+            value={connection}
+            onChange={(e) => filter(setConnection)(e.target.value as ConnectionFilter)}
+          >
+            <option value="">Any</option>
+            <option value="connected">Connected</option>
+            <option value="disconnected">Disconnected</option>
+            <option value="never">Never connected</option>
+          </select>
+        </form>
+      )}
       {loadError && (
         <p className="error" role="alert">
           Could not load the connectors: {loadError}
@@ -152,23 +164,25 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           onAction={setDialog}
         />
       )}
-      <nav className="pager" aria-label="Pages">
-        <button
-          type="button"
-          disabled={cursors.length === 1}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Previous page
-        </button>
-        <span>Page {cursors.length}</span>
-        <button
-          type="button"
-          disabled={nextCursor === null}
-          onClick={() => nextCursor && setCursors([...cursors, nextCursor])}
-        >
-          Next page
-        </button>
-      </nav>
+      {!missing && (
+        <nav className="pager" aria-label="Pages">
+          <button
+            type="button"
+            disabled={cursors.length === 1}
+            onClick={() => setCursors(cursors.slice(0, -1))}
+          >
+            Previous page
+          </button>
+          <span>Page {cursors.length}</span>
+          <button
+            type="button"
+            disabled={nextCursor === null}
+            onClick={() => nextCursor && setCursors([...cursors, nextCursor])}
+          >
+            Next page
+          </button>
+        </nav>
+      )}
       {dialog && (
         <ConnectorDialog
           state={dialog}
