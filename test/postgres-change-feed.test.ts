@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChangeFeed } from '../server/store/postgres/change-feed.js';
-import { type ChangeRow, currentPosition } from '../server/store/postgres/changes.js';
+import { type ChangeRow, currentPosition, readChanges } from '../server/store/postgres/changes.js';
 import { commitChange, WriteConflict } from '../server/store/postgres/commit.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { freshDatabase, type TestDatabase, testPool, withClient } from './helpers/postgres.js';
@@ -235,6 +235,63 @@ describe('PostgreSQL change feed and optimistic commits', () => {
     expect(replica.rows.map((row) => row.origin)).toEqual(['late', 'early']);
     await replica.feed.readNow();
     expect(replica.rows).toHaveLength(2);
+  });
+
+  it("a reader's own rows come with their deletions only; another replica's whole, propagated touches included", async () => {
+    const db = await database();
+    const writer = pool(db.url);
+    const from = await currentPosition(writer);
+    await commitChange(writer, {
+      origin: 'a',
+      reads: [],
+      writes: [
+        { section: 'connectors', id: 'kept', body: { name: 'kept' } },
+        { section: 'connectors', id: 'gone', body: { name: 'gone' } },
+      ],
+    });
+    const deleted = await commitChange(writer, {
+      origin: 'a',
+      reads: [],
+      writes: [{ section: 'connectors', id: 'gone', body: null }],
+    });
+    const { rows } = await writer.query(`SELECT version FROM store_records WHERE id = 'kept'`);
+    const touched = await commitChange(writer, {
+      origin: 'b',
+      reads: [],
+      writes: [],
+      touches: [
+        {
+          section: 'connectors',
+          id: 'kept',
+          fields: { lastConnectedAt: 5 },
+          removed: [],
+          propagate: true,
+          version: Number(rows[0].version),
+        },
+      ],
+    });
+    // The writer of a touch holds the record: it gets its key back, not its body.
+    expect(touched.touched).toEqual([['connectors', 'kept']]);
+    expect(touched.ops).toEqual([]);
+
+    const asA = await readChanges(writer, from, 'a');
+    expect(asA.rows.map((row) => [row.origin, row.ops])).toEqual([
+      ['a', []],
+      ['a', [{ section: 'connectors', id: 'gone', body: null, version: deleted.seq }]],
+      [
+        'b',
+        [
+          {
+            section: 'connectors',
+            id: 'kept',
+            body: { name: 'kept', lastConnectedAt: 5 },
+            version: touched.seq,
+          },
+        ],
+      ],
+    ]);
+    const asC = await readChanges(writer, from, 'c');
+    expect(asC.rows.map((row) => row.ops.length)).toEqual([2, 1, 1]);
   });
 
   it('a replica whose listener connection is killed just before a change still gets it (catch-up on reconnect)', async () => {

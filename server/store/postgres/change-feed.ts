@@ -13,6 +13,8 @@ export interface ChangeFeedOptions {
   pool: pg.Pool;
   connectionString: string;
   from: FeedPosition;
+  /** The reader's own origin: its rows come with their deletions only (see `readChanges`). */
+  ownOrigin?: string;
   /** The pruned horizon `from` accounts for (read with it); unknown: any horizon at `from` is a gap. */
   horizon?: string;
   /**
@@ -118,7 +120,11 @@ export class ChangeFeed {
         return;
       }
       try {
-        const { rows, next, horizon } = await readChanges(this.options.pool, this.position);
+        const { rows, next, horizon } = await readChanges(
+          this.options.pool,
+          this.position,
+          this.options.ownOrigin,
+        );
         if (missedPrunedRows(this.position, horizon, this.horizon)) {
           if (this.options.onGap) {
             this.gapped = true;

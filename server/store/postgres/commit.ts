@@ -64,7 +64,10 @@ export interface KeptFields {
 
 export interface CommitResult {
   seq: number;
+  /** The writes, at the commit's version. */
   ops: ChangeOp[];
+  /** The records whose propagated touches took the commit's version (`seq`). */
+  touched: Array<[StoreSection, string]>;
   kept: KeptFields[];
 }
 
@@ -152,21 +155,19 @@ async function commitIn(client: pg.PoolClient, request: CommitRequest): Promise<
   const plain = untouched.filter((touch) => !touch.propagate);
   if (request.writes.length === 0 && versioned.length === 0) {
     if (plain.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(plain)]);
-    return { seq: 0, ops: [], kept: [] };
+    return { seq: 0, ops: [], touched: [], kept: [] };
   }
   const { seq, touched, kept } = await writeAll(client, request, current, { touches: plain, versioned });
   return {
     seq,
     kept,
-    ops: [
-      ...request.writes.map((write) => ({
-        section: write.section,
-        id: write.id,
-        body: write.body,
-        version: seq,
-      })),
-      ...touched,
-    ],
+    touched,
+    ops: request.writes.map((write) => ({
+      section: write.section,
+      id: write.id,
+      body: write.body,
+      version: seq,
+    })),
   };
 }
 
@@ -227,13 +228,17 @@ async function writeAll(
   request: CommitRequest,
   current: Map<string, number>,
   extra: { touches: readonly RecordTouch[]; versioned: readonly RecordTouch[] },
-): Promise<{ seq: number; touched: ChangeOp[]; kept: KeptFields[] }> {
+): Promise<{ seq: number; touched: Array<[StoreSection, string]>; kept: KeptFields[] }> {
   const kind = (w: RecordWrite) => (w.body === null ? 'delete' : current.has(keyOf(w)) ? 'update' : 'insert');
   const writes = request.writes.map((w) => ({ section: w.section, id: w.id, body: w.body, kind: kind(w) }));
   const ops = request.writes.map(({ section, id, body }) => ({ section, id, body }));
   const sections = [...new Set([...request.writes, ...extra.versioned].map((w) => w.section))];
   const rows = `jsonb_to_recordset($2::jsonb) AS k(section text, id text, body jsonb, kind text)`;
-  const result = await client.query<{ seq: string; touched: ChangeOp[]; kept: KeptFields[] }>(
+  const result = await client.query<{
+    seq: string;
+    touched: Array<[StoreSection, string]>;
+    kept: KeptFields[];
+  }>(
     `WITH ${TOUCH_CTE},
      v AS (SELECT nextval(pg_get_serial_sequence('store_changes', 'seq')) AS seq),
      -- The stored local fields newer than the written ones (FRESHER_WINS): kept, not taken back.
@@ -263,7 +268,9 @@ async function writeAll(
                               LEFT JOIN keep kp ON kp.section = o->>'section' AND kp.id = o->>'id'), '[]'::jsonb)
                   || COALESCE((SELECT jsonb_agg(op) FROM vt), '[]'::jsonb)
              FROM v)
-     SELECT v.seq::text AS seq, pg_notify($6, $3), (SELECT COALESCE(jsonb_agg(op), '[]'::jsonb) FROM vt) AS touched,
+     SELECT v.seq::text AS seq, pg_notify($6, $3),
+            -- The writer holds the touched records already: their keys are all it needs back.
+            (SELECT COALESCE(jsonb_agg(jsonb_build_array(op->>'section', op->>'id')), '[]'::jsonb) FROM vt) AS touched,
             (SELECT COALESCE(jsonb_agg(jsonb_build_object('section', section, 'id', id, 'fields', kept)), '[]'::jsonb)
                FROM keep WHERE kept <> '{}'::jsonb) AS kept
        FROM v`,

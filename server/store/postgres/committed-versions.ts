@@ -38,6 +38,11 @@ export class CommittedVersions {
     if (own) this.tombstones.set(key, op.version);
   }
 
+  /** A propagated touch of a record this replica holds committed at `version`. */
+  touched(section: string, id: string, version: number): void {
+    this.present.set(recordKey(section, id), version);
+  }
+
   /** The feed handed back this replica's own commit: its tombstones have done their job. */
   ownChangeRead(ops: readonly ChangeOp[]): void {
     for (const op of ops) {

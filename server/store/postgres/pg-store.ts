@@ -128,6 +128,7 @@ export class PgStore implements Store {
       connectionString: url,
       from: state.position,
       horizon: state.horizon,
+      ownOrigin: this.origin,
       pollMs: options.pollMs,
       onChanges: (rows, position) => this.changesArrived(rows, position),
       onError: (error) => options.logger?.warn({ err: error }, 'change feed: read or listener failed'),
@@ -319,7 +320,7 @@ export class PgStore implements Store {
         return;
       this.committing = true;
       try {
-        const { ops, kept } = await commitChange(
+        const { seq, ops, touched, kept } = await commitChange(
           this.pool,
           request ??
             (async () => {
@@ -329,6 +330,7 @@ export class PgStore implements Store {
         );
         this.stats.commits++;
         for (const op of ops) this.versions.committed(op, true);
+        for (const [section, id] of touched) this.versions.touched(section, id, seq);
         this.keepFresher(kept);
         this.queue.committed(batch.length);
         this.committing = false;
