@@ -38,12 +38,52 @@ export function applyRemoteOps(
     if (!versions.isNewer(op)) continue; // behind an op of the same record applied just before
     const table = data[op.section] as Record<string, object>;
     const before = Object.hasOwn(table, op.id) ? table[op.id] : undefined;
-    const after = op.body === null ? undefined : deepFreeze(op.body);
+    const after = op.body === null ? undefined : deepFreeze(sharingUnchanged(before, op.body));
     setRecord(data, op.section, op.id, after);
     versions.committed(op, false);
     changes.push({ section: op.section, id: op.id, before, after });
   }
   return changes;
+}
+
+/**
+ * `after`, with each field whose value equals `before`'s (as JSON) taken from `before`. Most ops
+ * another replica sends change a field or two of a record (a connector's first connect, its host
+ * facts); applied whole, each left the held copy's strings and nested objects to the old generation
+ * as garbage, and the major collections that garbage caused were most of a listening replica's CPU
+ * while another replica took a fleet's first connects. Shared, only the record's top level is new.
+ */
+export function sharingUnchanged(before: object | undefined, after: object): object {
+  if (before === undefined || Array.isArray(after)) return after;
+  const held = before as Record<string, unknown>;
+  const fresh = after as Record<string, unknown>;
+  const shared: Record<string, unknown> = {};
+  for (const key in fresh) {
+    const value = fresh[key];
+    shared[key] = Object.hasOwn(held, key) && sameJson(held[key], value) ? held[key] : value;
+  }
+  return shared;
+}
+
+/** Whether two JSON values are equal (the values JSON.parse makes: no undefined, no cycles). */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  let keys = 0;
+  for (const key in left) {
+    if (!Object.hasOwn(right, key) || !sameJson(left[key], right[key])) return false;
+    keys++;
+  }
+  for (const _ in right) keys--;
+  return keys === 0;
 }
 
 /**
