@@ -164,6 +164,21 @@ describe('console: connectors', () => {
     expect(requests.at(-1)).toContain('"status":"disabled"');
     await page.getByLabel('Connection').selectOption('connected');
     await page.getByText('No connectors match.').waitFor();
+    // The filters are in the URL: a reload (or the link, shared) shows the same rows.
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?status=disabled&connection=connected`);
+    await page.reload();
+    await page.getByText('No connectors match.').waitFor();
+    expect(await page.getByLabel('Status').inputValue()).toBe('disabled');
+    expect(await page.getByLabel('Connection').inputValue()).toBe('connected');
+    await page.getByLabel('Connection').selectOption('');
+    await expect.poll(() => rows.count()).toBe(3);
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?status=disabled`);
+    // A value the page does not offer is no filter (and leaves the URL).
+    await page.goto(`${server.url}/#/groups/${group.id}?status=bogus`);
+    await page.reload();
+    await expect.poll(() => rows.count()).toBe(50);
+    expect(await page.getByLabel('Status').inputValue()).toBe('');
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}`);
     await context.close();
   });
 });

@@ -92,7 +92,9 @@ export function App() {
         </p>
       )}
       <main>
-        {route.page === 'group' && <ConnectorsPage key={route.groupId} groupId={route.groupId} />}
+        {route.page === 'group' && (
+          <ConnectorsPage key={route.groupId} groupId={route.groupId} filters={route.filters} />
+        )}
         {route.page === 'groups' && <GroupsPage />}
         {route.page === 'api-keys' && <ApiKeysPage />}
         {route.page === 'audit' && <AuditPage />}

@@ -3,22 +3,48 @@ import { useEffect, useState } from 'react';
 /** The console's pages, in the URL's fragment (no server route needed, and none other changes). */
 export type Route =
   | { page: 'groups' }
-  | { page: 'group'; groupId: string }
+  | { page: 'group'; groupId: string; filters: ConnectorFilters }
   | { page: 'api-keys' }
   | { page: 'audit' }
   | { page: 'servers' };
 
+export type StatusFilter = '' | 'enabled' | 'disabled' | 'revoked';
+export type ConnectionFilter = '' | 'connected' | 'disconnected' | 'never';
+/** A group's connectors page's filters: in its URL, so a reload or a shared link keeps them. */
+export interface ConnectorFilters {
+  status: StatusFilter;
+  connection: ConnectionFilter;
+}
+
+const STATUSES: readonly string[] = ['enabled', 'disabled', 'revoked'];
+const CONNECTIONS: readonly string[] = ['connected', 'disconnected', 'never'];
+
+/** The filters a fragment's query names; a value the page does not offer is no filter. */
+function filtersOf(query: string | undefined): ConnectorFilters {
+  const params = new URLSearchParams(query ?? '');
+  const status = params.get('status') ?? '';
+  const connection = params.get('connection') ?? '';
+  return {
+    status: (STATUSES.includes(status) ? status : '') as StatusFilter,
+    connection: (CONNECTIONS.includes(connection) ? connection : '') as ConnectionFilter,
+  };
+}
+
 export function parseRoute(hash: string): Route {
-  const match = /^#\/groups\/(grp_[a-z0-9]{1,40})$/.exec(hash);
-  if (match) return { page: 'group', groupId: match[1]! };
+  const match = /^#\/groups\/(grp_[a-z0-9]{1,40})(?:\?(.*))?$/.exec(hash);
+  if (match) return { page: 'group', groupId: match[1]!, filters: filtersOf(match[2]) };
   if (hash === '#/api-keys') return { page: 'api-keys' };
   if (hash === '#/audit') return { page: 'audit' };
   if (hash === '#/servers') return { page: 'servers' };
   return { page: 'groups' };
 }
 
-export function groupHref(groupId: string): string {
-  return `#/groups/${groupId}`;
+export function groupHref(groupId: string, filters?: ConnectorFilters): string {
+  const params = new URLSearchParams();
+  if (filters?.status) params.set('status', filters.status);
+  if (filters?.connection) params.set('connection', filters.connection);
+  const query = params.toString();
+  return `#/groups/${groupId}${query ? `?${query}` : ''}`;
 }
 
 export function useRoute(): Route {

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
+import { type ConnectionFilter, type ConnectorFilters, groupHref, type StatusFilter } from '../route.js';
 import type { Connector, Group } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
@@ -10,21 +11,25 @@ import { ConnectorsTable } from './connectors-table.js';
 /** One page of rows at a time, fetched by the server's cursor: never the whole fleet. */
 export const CONNECTORS_PAGE_SIZE = 50;
 
-type StatusFilter = '' | 'enabled' | 'disabled' | 'revoked';
-type ConnectionFilter = '' | 'connected' | 'disconnected' | 'never';
-
 /**
  * A group's connectors, filtered by status and connection on the server, a page at a time (the
  * cursors of the pages before are kept for "Previous"). Refetched live when a change names this
  * group or one of the rows shown.
  */
-export function ConnectorsPage({ groupId }: { groupId: string }) {
+export function ConnectorsPage({ groupId, filters }: { groupId: string; filters: ConnectorFilters }) {
   const { api, adminKey } = useConsole();
   const [group, setGroup] = useState<Group | null>(null);
   const [rows, setRows] = useState<Connector[] | null>(null);
-  const [status, setStatus] = useState<StatusFilter>('');
-  const [connection, setConnection] = useState<ConnectionFilter>('');
-  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  // The filters are the URL's (a reload or a shared link keeps them): a change of filter is a new URL.
+  const { status, connection } = filters;
+  // The pages' cursors belong to the filters they were read with: other filters start at page 1.
+  const filterKey = `${status}/${connection}`;
+  const [paging, setPaging] = useState<{ filterKey: string; cursors: (string | undefined)[] }>({
+    filterKey,
+    cursors: [undefined],
+  });
+  const cursors = paging.filterKey === filterKey ? paging.cursors : [undefined];
+  const setCursors = (next: (string | undefined)[]) => setPaging({ filterKey, cursors: next });
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   /** The server does not know the group (deleted, or a wrong link): there is nothing to filter or page. */
@@ -77,6 +82,11 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
   useEffect(() => {
     void refresh();
   }, [refresh]);
+  // A URL naming a filter the page does not offer (or in another order) is written as it applies.
+  useEffect(() => {
+    const href = groupHref(groupId, { status, connection });
+    if (location.hash !== href) location.replace(href);
+  }, [groupId, status, connection]);
   const live = useLiveRefresh(
     adminKey,
     refresh,
@@ -84,12 +94,9 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
       batch.groups.includes(groupId) || batch.connectors.some((id) => rows?.some((r) => r.id === id)),
   );
 
-  const filter =
-    <T,>(set: (value: T) => void) =>
-    (value: T) => {
-      set(value);
-      setCursors([undefined]);
-    };
+  /** Applies other filters: in place of this URL (no history entry per choice). */
+  const filter = (next: Partial<ConnectorFilters>) =>
+    location.replace(groupHref(groupId, { ...filters, ...next }));
 
   return (
     <>
@@ -130,7 +137,7 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           <select
             id="filter-status"
             value={status}
-            onChange={(e) => filter(setStatus)(e.target.value as StatusFilter)}
+            onChange={(e) => filter({ status: e.target.value as StatusFilter })}
           >
             <option value="">Any</option>
             <option value="enabled">Enabled</option>
@@ -141,7 +148,7 @@ export function ConnectorsPage({ groupId }: { groupId: string }) {
           <select
             id="filter-connection"
             value={connection}
-            onChange={(e) => filter(setConnection)(e.target.value as ConnectionFilter)}
+            onChange={(e) => filter({ connection: e.target.value as ConnectionFilter })}
           >
             <option value="">Any</option>
             <option value="connected">Connected</option>
