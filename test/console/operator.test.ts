@@ -98,6 +98,11 @@ describe('console: an operator’s first hour', () => {
       );
 
     await page.getByRole('link', { name: '← Connector Groups' }).click();
+    // The tiles count the revoked connector as revoked, not as a disconnected one to look into.
+    const tiles = page.getByRole('list', { name: 'Counts' });
+    await expect
+      .poll(() => tiles.getByRole('listitem').allTextContents())
+      .toEqual(['2Groups', '1Connectors', '0Connected', '0Disconnected', '1Revoked', '0Disabled groups']);
     await page
       .getByRole('row', { name: /^Empty\b/ })
       .getByRole('button', { name: /^Actions for/ })

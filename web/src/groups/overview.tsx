@@ -39,7 +39,12 @@ export function CountTiles({ groups }: { groups: GroupRow[] }) {
     ['Groups', groups.length],
     ['Connectors', sum((g) => g.counts.total)],
     ['Connected', sum((g) => g.counts.connected)],
-    ['Disconnected', sum((g) => g.counts.disconnected + g.counts.neverConnected)],
+    // A revoked connector is never connected again: it is counted as revoked, not as one to look into.
+    [
+      'Disconnected',
+      sum((g) => Math.max(0, g.counts.disconnected + g.counts.neverConnected - g.counts.revoked)),
+    ],
+    ['Revoked', sum((g) => g.counts.revoked)],
     ['Disabled groups', groups.filter((g) => g.status === 'disabled').length],
   ];
   return (
