@@ -65,7 +65,7 @@ export class Harness {
     if (options.identityTtlMs) args.push('--identity-ttl-ms', String(options.identityTtlMs));
     const child = forkTs(options.name ?? `server-${kind}`, 'server-proc.ts', args, {
       logFile: this.logFile(options.name ?? `server-${kind}`),
-      nodeArgs: ['--expose-gc'],
+      nodeArgs: ['--expose-gc', ...serverNodeArgs()],
       env: {
         ...process.env,
         NODE_ENV: 'production',
@@ -179,4 +179,9 @@ export async function tearDown(clients: readonly Child[], server: ServerHandle):
   );
   await Promise.all(clients.map((c) => c.stop()));
   await server.stop().catch(() => {});
+}
+
+/** Extra node flags for the servers under test (main.ts's help: BENCH_SERVER_NODE_ARGS). */
+function serverNodeArgs(): string[] {
+  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((flag) => flag !== '');
 }

@@ -57,6 +57,9 @@ const HELP = `npm run bench [-- options]
   --log-level <lvl>  the project server's log level (default info, as deployed)
   --from <raw.json>  measure nothing: rebuild the table, JSON lines and chart from an earlier run
   --help
+
+  env BENCH_SERVER_NODE_ARGS  node flags for every server under test, space-separated (e.g.
+                     "--trace-gc --trace-gc-nvp": each collection in the server's log under <out>/logs)
 `;
 
 function main(): Promise<number> {
@@ -142,7 +145,7 @@ async function run(h: Harness, phases: Set<Phase>, chartFile: string | null): Pr
       memoryGiB: round(totalmem() / 2 ** 30, 1),
       openFilesLimit: commandOutput('sh', ['-c', 'ulimit -n']),
       loadAverageAtStart: loadavg().map((l) => round(l, 2)),
-      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      command: `${process.env.BENCH_SERVER_NODE_ARGS ? `BENCH_SERVER_NODE_ARGS='${process.env.BENCH_SERVER_NODE_ARGS}' ` : ''}npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
       commit: `${commandOutput('git', ['rev-parse', '--short', 'HEAD'])}${dirty}`,
       logLevel: h.options.logLevel,
       durationMs: 0,
