@@ -56,6 +56,8 @@ export class ChangeFeed {
   listening = false;
   /** Rows it had not read were pruned: it waits for `resume` (see `onGap`). */
   gapped = false;
+  /** Why the reader must load the whole state, while `gapped`. */
+  gapReason = '';
 
   constructor(private readonly options: ChangeFeedOptions) {
     this.position = options.from;
@@ -89,6 +91,15 @@ export class ChangeFeed {
   }
 
   /** Goes on from a position the reader holds all changes before (a whole state loaded after a gap). */
+  /**
+   * The reader's state may differ from the database for a reason of its own (a commit whose outcome
+   * is unknown): as after a gap, it is told at every read (`onGap`) until it loads and resumes.
+   */
+  markGap(reason: string): void {
+    this.gapped = true;
+    this.gapReason = reason;
+  }
+
   resume(position: FeedPosition, horizon: string): void {
     this.position = position;
     this.horizon = horizon;
@@ -128,6 +139,7 @@ export class ChangeFeed {
         if (missedPrunedRows(this.position, horizon, this.horizon)) {
           if (this.options.onGap) {
             this.gapped = true;
+            this.gapReason = 'changes this replica had not read were pruned';
             this.options.onGap();
             return;
           }

@@ -9,6 +9,26 @@ export class WriteConflict extends Error {
   override readonly name = 'WriteConflict';
 }
 
+/**
+ * The COMMIT got no answer (its connection went): the change may be in the database or not. The
+ * committer's memory cannot know which, so it reads the database again; its own feed row, were it
+ * committed, would not bring the change back (a replica skips its own rows).
+ */
+export class CommitOutcomeUnknown extends Error {
+  override readonly name = 'CommitOutcomeUnknown';
+}
+
+/**
+ * Whether an error a COMMIT failed with leaves its outcome unknown: no SQLSTATE (the connection ended
+ * or reset), or a connection exception (class 08) or an operator intervention (57P: a terminated
+ * backend). Any other SQLSTATE is PostgreSQL's answer that it rolled the transaction back.
+ */
+function leavesOutcomeUnknown(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  return code.startsWith('08') || code.startsWith('57P');
+}
+
 export interface RecordRead {
   section: StoreSection;
   id: string;
@@ -113,7 +133,13 @@ export async function commitChange(
     await client.query(`BEGIN; SELECT pg_advisory_xact_lock${alone ? '' : '_shared'}(${COMMIT_LOCK})`);
     const prepared = typeof request === 'function' ? await request() : request;
     const result = await commitIn(client, prepared);
-    await client.query('COMMIT');
+    try {
+      await client.query('COMMIT');
+    } catch (error) {
+      if (leavesOutcomeUnknown(error))
+        throw new CommitOutcomeUnknown(`no answer to COMMIT (${(error as Error).message})`, { cause: error });
+      throw error;
+    }
     return result;
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});

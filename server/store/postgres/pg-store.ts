@@ -17,6 +17,7 @@ import { ChangeFeed } from './change-feed.js';
 import type { ChangeRow, FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
 import {
+  CommitOutcomeUnknown,
   type CommitRequest,
   commitChange,
   type KeptFields,
@@ -345,6 +346,11 @@ export class PgStore implements Store {
           continue;
         }
         this.committing = false;
+        // Saved or not, memory may differ from the database (the change undone below, yet kept
+        // there): everything is read again, asked for by the feed's next read (within its poll)
+        // and at each read after until a load works.
+        if (error instanceof CommitOutcomeUnknown)
+          this.feed.markGap('a commit got no answer from the database, so whether it was saved is unknown');
         this.failQueued(error);
         this.applyInbox(false);
         return;
@@ -384,6 +390,7 @@ export class PgStore implements Store {
    * commit loop), so the snapshot holds each of this replica's commits or none is missing from it.
    */
   private async reload(): Promise<void> {
+    const why = this.feed.gapReason || 'changes this replica had not read were pruned';
     const loaded = await loadState(this.pool);
     this.queue.undo();
     const changes = replaceState(this.data, this.versions, loaded);
@@ -398,7 +405,7 @@ export class PgStore implements Store {
     this.onReload?.();
     this.options.logger?.warn(
       { changed: changes.length },
-      'change feed: changes this replica had not read were pruned; loaded the whole state again',
+      `change feed: ${why}; loaded the whole state again`,
     );
     this.tell(changes);
   }
@@ -414,7 +421,9 @@ export class PgStore implements Store {
         : ((error as { code?: string }).code ?? (error as Error).message ?? 'database unreachable');
     const reason = new DomainError(
       'STORE_UNAVAILABLE',
-      `The server could not save the change (${why}); nothing was changed.`,
+      error instanceof CommitOutcomeUnknown
+        ? 'The connection to the database was lost as the change was committed: it may have been saved. This server reads the database again; check before trying again.'
+        : `The server could not save the change (${why}); nothing was changed.`,
     );
     this.queue.failAll(reason);
   }
