@@ -38,7 +38,7 @@ export interface Capabilities {
  */
 export function createServices(
   capabilities: Capabilities,
-  config: Policy & { rateLimits: RateLimits },
+  config: Policy & { rateLimits: RateLimits; publicUrl?: string | null },
 ): Services {
   const { store, audit, clock, secretBox, identity, logger, metrics, presence, replicas } = capabilities;
   const events = new DomainEvents();
@@ -72,7 +72,7 @@ export function createServices(
     audit,
     limiter: new AbuseLimiter(config.rateLimits, audit, metrics),
     events,
-    replicas: new ReplicaService({ directory: replicas, clock }),
+    replicas: new ReplicaService({ directory: replicas, clock, publicUrl: config.publicUrl }),
   };
 }
 

@@ -112,6 +112,12 @@ export interface ReplicaView {
 
 export interface ReplicasView {
   backend: 'embedded' | 'postgres';
+  /**
+   * The URL the answering server was told it is reached by (`--public-url`), null when it was not:
+   * agents must then use it (their proofs are bound to it), and a console open elsewhere is refused
+   * its live feed (the origin check).
+   */
+  publicUrl: string | null;
   deadAfterMs: number | null;
   sessions: number;
   replicas: ReplicaView[];
@@ -119,7 +125,9 @@ export interface ReplicasView {
 
 /** The deployment's server processes, for `replicas.list`. */
 export class ReplicaService {
-  constructor(private readonly deps: { directory: ReplicaDirectory; clock: Clock }) {}
+  constructor(
+    private readonly deps: { directory: ReplicaDirectory; clock: Clock; publicUrl?: string | null },
+  ) {}
 
   /** For the metrics page: from memory, no database read per scrape. */
   liveCount(): number {
@@ -151,6 +159,7 @@ export class ReplicaService {
     });
     return {
       backend: directory.backend,
+      publicUrl: this.deps.publicUrl ?? null,
       deadAfterMs: directory.deadAfterMs,
       sessions: replicas.reduce((sum, r) => sum + r.sessions, 0),
       replicas,

@@ -68,6 +68,25 @@ describe('console: guards', () => {
     const now = await server.admin.provisioningKeys.get.query({ groupId: group.id });
     expect(now.maxUses).toBe(1);
     expect(Date.parse(now.expiresAt) - Date.parse(now.createdAt)).toBe(2 * DAY_MS);
+    await page.keyboard.press('Escape');
+    // A key of seconds or minutes says so: it read "valid 0 hours".
+    for (const [ttl, words] of [
+      ['30s', 'valid 30 seconds'],
+      ['45m', 'valid 45 minutes'],
+    ]) {
+      const brief = await server.admin.groups.create.mutate({ name: `Brief ${ttl}`, ttl });
+      await page.getByRole('row', { name: new RegExp(`^Brief ${ttl}\\b`) }).waitFor();
+      await page.getByRole('button', { name: `Actions for Brief ${ttl}` }).click();
+      await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+      const briefDialog = page.getByRole('dialog', { name: `Connector Provisioning Key - ${brief.name}` });
+      await briefDialog.getByRole('button', { name: 'Regenerate' }).click();
+      await page
+        .getByRole('dialog', { name: `Regenerate the key of ${brief.name}?` })
+        .getByText(`The new key keeps this key's policy: ${words}, no limit on enrollments.`)
+        .waitFor();
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('Escape');
+    }
     await context.close();
   });
 

@@ -65,11 +65,15 @@ describe('console: scale', () => {
     // Fetched on load and again when the live feed starts (what changed in between): a handful of
     // small calls, whatever the number of connectors.
     await expect.poll(() => calls.length).toBeGreaterThanOrEqual(4);
-    expect(new Set(calls.map((c) => c.path))).toEqual(new Set(['/trpc/apiKeys.list', '/trpc/groups.list']));
+    // (and once per session, replicas.list: the server's public URL, for the agent command)
+    expect(new Set(calls.map((c) => c.path))).toEqual(
+      new Set(['/trpc/apiKeys.list', '/trpc/groups.list', '/trpc/replicas.list']),
+    );
+    expect(calls.filter((c) => c.path === '/trpc/replicas.list')).toHaveLength(1);
     // A handful, not one per connector: one loaded full run saw 7 (an extra groups.list, a change
     // batch after the feed started; never alone in 3 runs), so the bound leaves room for one more
     // refetch of each list.
-    expect(calls.length).toBeLessThanOrEqual(8);
+    expect(calls.length).toBeLessThanOrEqual(9);
     expect(Math.max(...calls.map((c) => c.bytes))).toBeLessThan(4_000);
 
     calls = [];

@@ -23,6 +23,8 @@ export function App() {
   const [session, setSession] = useState<Session | null>(loadSession);
   const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
   const [notReady, setNotReady] = useState<string | null>(null);
+  /** The server's `--public-url` (null: none given, or not read yet). */
+  const [publicUrl, setPublicUrl] = useState<string | null>(null);
   const route = useRoute();
 
   const signOut = useCallback((reason: string | null) => {
@@ -31,9 +33,10 @@ export function App() {
     setSignedOutBecause(reason);
   }, []);
 
-  const context = useMemo(() => {
+  // One client per session: a new one would make every page fetch again.
+  const api = useMemo(() => {
     if (!session) return null;
-    const api = createApiClient(
+    return createApiClient(
       session.adminKey,
       (message) =>
         signOut(
@@ -41,9 +44,24 @@ export function App() {
         ),
       setNotReady,
     );
-    const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
-    return { api, adminKey: session.adminKey, scope: session.scope, readOnlyReason };
   }, [session, signOut]);
+  const context = useMemo(() => {
+    if (!session || !api) return null;
+    const readOnlyReason = session.scope === 'admin' ? null : READ_ONLY_REASON;
+    const serverUrl = publicUrl ?? location.origin;
+    return { api, adminKey: session.adminKey, scope: session.scope, readOnlyReason, serverUrl };
+  }, [session, api, publicUrl]);
+  // Once per session (one small call): where agents reach this server.
+  useEffect(() => {
+    if (!api) return;
+    api.replicas.list
+      .query({})
+      .then((view) => setPublicUrl(view.publicUrl))
+      .catch(() => {}); // Not read: the console's own address stands in (what it did before).
+  }, [api]);
+  // Open elsewhere than where the server is reached: its live feed is refused here (the origin
+  // check), and an agent given this address would enroll and then fail its proof.
+  const elsewhere = publicUrl !== null && new URL(publicUrl).origin !== location.origin ? publicUrl : null;
 
   useEffect(() => {
     const page = !session ? 'Sign in' : PAGE_TITLES[route.page];
@@ -85,6 +103,13 @@ export function App() {
           Sign out
         </button>
       </header>
+      {elsewhere && (
+        <p className="notice" role="status" data-testid="console-elsewhere">
+          This server is reached at <a href={elsewhere}>{elsewhere}</a> (its --public-url), not at{' '}
+          {location.origin}: open the console there. Here, live updates are refused, and agents must be given{' '}
+          {elsewhere} (the agent command says so).
+        </p>
+      )}
       {notReady && (
         <p className="notice not-ready" role="status" data-testid="not-ready">
           This server is not ready ({notReady}). It shows what it holds in memory, which may miss changes made

@@ -8,6 +8,11 @@ export interface ConsoleContext {
   scope: Scope;
   /** Why mutating controls are disabled, or null when they are not (an admin-scope key). */
   readOnlyReason: string | null;
+  /**
+   * Where agents reach this server: its `--public-url` when it was given one (their proofs are bound
+   * to it), else the address this console is open at.
+   */
+  serverUrl: string;
 }
 
 export const ConsoleContextValue = createContext<ConsoleContext | null>(null);

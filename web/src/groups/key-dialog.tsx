@@ -23,9 +23,13 @@ function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): stri
  */
 const SAVE_KEY_COMMAND = '(umask 077 && rm -f connector.key && cat > connector.key)';
 
-/** Runs the agent with the saved key; once enrolled it keeps its identity in the state dir. */
-function runCommand(): string {
-  return `connector-agent --server ${location.origin} --key-file connector.key --state-dir ./connector-state`;
+/**
+ * Runs the agent with the saved key; once enrolled it keeps its identity in the state dir.
+ * `serverUrl` is where agents reach the server (its --public-url when it has one, whatever
+ * address this console is open at).
+ */
+function runCommand(serverUrl: string): string {
+  return `connector-agent --server ${serverUrl} --key-file connector.key --state-dir ./connector-state`;
 }
 
 /** The key's lifetime, creation to expiry (ms). */
@@ -37,11 +41,18 @@ function kept(view: ProvisioningKey): { maxUses?: number; ttl: string } {
   return view.maxUses === null ? { ttl } : { maxUses: view.maxUses, ttl };
 }
 
+/** A key's lifetime in the largest unit it has a whole one of: a 3-second key is not "0 hours". */
+function durationWords(ms: number): string {
+  const rounded = (value: number) => Math.round(value * 10) / 10;
+  if (ms >= 86_400_000) return `${rounded(ms / 86_400_000)} days`;
+  if (ms >= 3_600_000) return `${rounded(ms / 3_600_000)} hours`;
+  if (ms >= 60_000) return `${rounded(ms / 60_000)} minutes`;
+  return `${Math.max(1, Math.round(ms / 1000))} seconds`;
+}
+
 /** What the confirmation says the new key keeps. */
 function keptText(view: ProvisioningKey): string {
-  const days = lifetimeMs(view) / 86_400_000;
-  const lifetime =
-    days >= 1 ? `${Math.round(days * 10) / 10} days` : `${Math.round(days * 24 * 10) / 10} hours`;
+  const lifetime = durationWords(lifetimeMs(view));
   const limit = view.maxUses === null ? 'no limit on enrollments' : `at most ${view.maxUses} enrollment(s)`;
   return `The new key keeps this key's policy: valid ${lifetime}, ${limit}.`;
 }
@@ -56,7 +67,7 @@ export function KeyDialog({
   onClose: () => void;
   onChanged: () => Promise<void>;
 }) {
-  const { api, readOnlyReason } = useConsole();
+  const { api, readOnlyReason, serverUrl } = useConsole();
   const [view, setView] = useState<ProvisioningKey | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [revealed, setRevealed] = useState(false);
@@ -197,7 +208,8 @@ export function KeyDialog({
                     On the host, save the key in a file only you can read: run this, paste the key (the Copy
                     button above), press Enter, then Ctrl-D.
                   </p>
-                  <pre className="command" data-testid="save-key-command">
+                  {/* biome-ignore lint/a11y/noNoninteractiveTabindex: a command that scrolls sideways must take the keyboard's focus to be scrolled (axe: scrollable-region-focusable) */}
+                  <pre className="command" data-testid="save-key-command" tabIndex={0}>
                     {SAVE_KEY_COMMAND}
                   </pre>
                   <ActionButton onClick={() => copy('Command copied to the clipboard.', SAVE_KEY_COMMAND)}>
@@ -205,11 +217,18 @@ export function KeyDialog({
                   </ActionButton>
                 </li>
                 <li>
-                  <p>Run the agent. Once it has enrolled it no longer needs the key: delete connector.key.</p>
-                  <pre className="command" data-testid="run-agent-command">
-                    {runCommand()}
+                  <p>
+                    Run the agent (<code>connector-agent</code> is its single executable: the README's "Deploy
+                    a connector" says how to build or copy it). Once it has enrolled it no longer needs the
+                    key: delete connector.key.
+                  </p>
+                  {/* biome-ignore lint/a11y/noNoninteractiveTabindex: a command that scrolls sideways must take the keyboard's focus to be scrolled (axe: scrollable-region-focusable) */}
+                  <pre className="command" data-testid="run-agent-command" tabIndex={0}>
+                    {runCommand(serverUrl)}
                   </pre>
-                  <ActionButton onClick={() => copy('Command copied to the clipboard.', runCommand())}>
+                  <ActionButton
+                    onClick={() => copy('Command copied to the clipboard.', runCommand(serverUrl))}
+                  >
                     Copy run command
                   </ActionButton>
                 </li>
