@@ -1,6 +1,8 @@
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectSim, enrollSim } from '../helpers/agent-sim.js';
 import { consoleContext, launchBrowser, signIn } from '../helpers/browser.js';
+import { freePort } from '../helpers/processes.js';
 import { startTestServer } from '../helpers/server.js';
 
 /** What a new operator tripped on in the console, each found by trying it as they did. */
@@ -11,6 +13,34 @@ describe('console: an operator’s first hour', () => {
   });
   afterAll(async () => {
     await browser?.close();
+  });
+
+  it('a server with a --public-url: the agent command uses it, and a console open at another address says to open it there', async () => {
+    const port = await freePort();
+    const publicUrl = `http://localhost:${port}`;
+    await using server = await startTestServer({ config: { port, publicUrl } });
+    await server.admin.groups.create.mutate({ name: 'Remote' });
+    // Open at 127.0.0.1, where it listens: it was told it is reached at localhost.
+    const direct = `http://127.0.0.1:${port}`;
+    const elsewhere = await consoleContext(browser, direct);
+    const page = await elsewhere.newPage();
+    await signIn(page, direct, server.adminKey);
+    const notice = page.getByTestId('console-elsewhere');
+    await notice.waitFor();
+    expect(await notice.textContent()).toContain(`This server is reached at ${publicUrl} (its --public-url)`);
+    expect(await notice.getByRole('link').getAttribute('href')).toBe(publicUrl);
+    await page.getByRole('button', { name: 'View Provisioning Key of Remote' }).click();
+    expect(await page.getByTestId('run-agent-command').textContent()).toBe(
+      `connector-agent --server ${publicUrl} --key-file connector.key --state-dir ./connector-state`,
+    );
+    await elsewhere.close();
+    // Open where it is reached: no notice, and the live feed is let in.
+    const there = await consoleContext(browser, publicUrl);
+    const right = await there.newPage();
+    await signIn(right, publicUrl, server.adminKey);
+    await right.getByRole('status').getByText('Live', { exact: true }).waitFor();
+    expect(await right.getByTestId('console-elsewhere').count()).toBe(0);
+    await there.close();
   });
 
   it('a double-clicked Create key makes one key, and Copy says it copied', async () => {
@@ -173,6 +203,35 @@ describe('console: an operator’s first hour', () => {
     }
   });
 
+  it('no word in a table is broken mid-word, at 1280 and at 390 px, on every page', async () => {
+    await using server = await startTestServer();
+    const group = await server.admin.groups.create.mutate({ name: 'Web servers in the second datacenter' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    for (const name of ['web-01', 'web-02', 'database-replica-eu-west-1'])
+      await enrollSim(server.url, key, name);
+    const [revoked] = (await server.admin.connectors.list.query({ groupId: group.id })).items;
+    await server.admin.connectors.revoke.mutate({ connectorId: revoked!.id });
+    await server.admin.apiKeys.create.mutate({ name: 'viewer', scope: 'read' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const [hash, rows] of [
+        ['#/groups', 1],
+        [`#/groups/${group.id}`, 3],
+        ['#/api-keys', 2],
+        ['#/audit', 5],
+        ['#/servers', 1],
+      ] as const) {
+        await page.goto(`${server.url}/${hash}`);
+        await expect.poll(() => page.locator('main tbody tr').count()).toBeGreaterThanOrEqual(rows);
+        expect(await brokenWords(page), `${hash} at ${width} px`).toEqual([]);
+      }
+    }
+    await context.close();
+  });
+
   it('400 px wide: nothing runs off the side of the page, and Sign out stays in reach', async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({
@@ -253,3 +312,31 @@ describe('console: an operator’s first hour', () => {
     await context.close();
   });
 });
+
+/**
+ * The words of table cells that the page shows on more than one line (each word's text range has
+ * client rects at two heights). Ids, keys, host names and audit details may break anywhere (a long
+ * token must fit somewhere), and text for screen readers only is not shown: they are left out. A
+ * hyphen is a place to break like a space ("web-" / "02" is fine; "Hostnam" / "e" is not).
+ */
+function brokenWords(page: Page): Promise<string[]> {
+  // A script, not a function: the tests are type-checked without the DOM's types.
+  return page.evaluate<string[]>(`(() => {
+    const broken = [];
+    const main = document.querySelector('main');
+    if (!main) return broken;
+    const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(), seen = 0; node && seen < 20000; node = walker.nextNode(), seen++) {
+      const cell = node.parentElement && node.parentElement.closest('th, td');
+      if (!cell || node.parentElement.closest('.hostname, .details, code, .key, .offscreen')) continue;
+      for (const word of (node.textContent || '').matchAll(/[^\\s-]+/g)) {
+        const range = document.createRange();
+        range.setStart(node, word.index);
+        range.setEnd(node, word.index + word[0].length);
+        const tops = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+        if (tops.size > 1) broken.push(word[0]);
+      }
+    }
+    return broken;
+  })()`);
+}
