@@ -427,6 +427,21 @@ describe('serve on a port in use', () => {
     expectOneLine(r.stderr);
     await expect(stat(dataDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
+
+  it('started twice (same port, same data dir): says a server already runs there, not to pick another port', async () => {
+    await using srv = await startTestServer();
+    const r = await serverCli(['serve', '--port', String(srv.server.port), '--data-dir', srv.dataDir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      `cannot start: a server already runs on this data dir (pid ${process.pid}), and 127.0.0.1:${srv.server.port} is in use`,
+    );
+    expect(r.stderr).not.toContain('--port to choose another');
+    expectOneLine(r.stderr);
+    // The running server kept its lock: a third start is refused the same way.
+    expect(
+      (await serverCli(['serve', '--port', String(srv.server.port), '--data-dir', srv.dataDir])).code,
+    ).toBe(2);
+  });
 });
 
 describe('near misses', () => {

@@ -74,6 +74,13 @@ export function registerServeCommand(program: Command): void {
           throw new CliError(
             `cannot start: --metrics-listen ${metrics.host}:${metrics.port} is already in use (choose another address)`,
           );
+        // Most often this very server, started twice: another port would only meet its data-dir lock.
+        const holder = await dataDirHolder(config.dataDir);
+        if (holder !== undefined)
+          throw new CliError(
+            `cannot start: a server already runs on this data dir (pid ${holder ?? 'unknown'}), and ${config.host}:${config.port} is in use: it is probably that one; stop it first, or give this one its own --data-dir and --port`,
+            2,
+          );
         throw new CliError(
           `cannot start: ${config.host}:${config.port} is already in use (--port to choose another)`,
         );
@@ -141,4 +148,19 @@ function errnoFix(code: string): string {
   if (code === 'ENOSPC') return 'free some space on the data dir’s file system';
   if (code === 'EMFILE') return 'raise the open-file limit (ulimit -n, LimitNOFILE=)';
   return 'check the data dir’s files, their owner and permissions, or choose another --data-dir';
+}
+
+/**
+ * The pid of the server holding `dataDir`'s lock (null: it has not written its pid yet), or undefined
+ * when no server holds it (or the dir cannot be locked at all: not made yet, not ours). Taken and
+ * given back at once when free.
+ */
+async function dataDirHolder(dataDir: string): Promise<number | null | undefined> {
+  const { lockDataDir, DataDirLockedError: Locked } = await import('../store/data-dir-lock.js');
+  try {
+    await (await lockDataDir(dataDir)).release();
+    return undefined;
+  } catch (error) {
+    return error instanceof Locked ? error.holderPid : undefined;
+  }
 }
