@@ -117,11 +117,20 @@ export async function enroll(
       const cause = error instanceof TRPCClientError ? error.cause : error;
       if (cause instanceof RedirectRefused)
         throw new EnrollmentRedirected(cause.status, cause.location, server);
-      const tls = tlsMisconfiguration(error, server);
-      if (tls) throw new TlsMisconfigured(tls);
       // A plain request to a TLS port is cut without an answer: retrying would never get one.
-      const tlsPort = await tlsPortAsPlainHttp(error, server);
-      if (tlsPort) throw new TlsMisconfigured(`TLS: ${tlsPort} as --server`);
+      const tlsPort = tlsMisconfiguration(error, server) ? null : await tlsPortAsPlainHttp(error, server);
+      const tls = tlsMisconfiguration(error, server) ?? (tlsPort ? `TLS: ${tlsPort} as --server` : null);
+      if (tls) {
+        // One server of several with a TLS mistake (its certificate, its port) is that server's to
+        // fix: the others are asked before it is final.
+        passedOver.add(server);
+        if (config.servers.length > 1 && passedOver.size < new Set(config.servers).size) {
+          logger.warn(`${tls}: asking the next server of the list`, { server });
+          rotation.next();
+          continue;
+        }
+        throw new TlsMisconfigured(tls);
+      }
       const data =
         error instanceof TRPCClientError
           ? (error.data as { reason?: unknown; retryAfterSeconds?: number })

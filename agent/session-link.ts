@@ -56,8 +56,11 @@ export class SessionLink {
   private readonly tlsProbed = new Set<string>();
   /** The next attempt goes to the next replica (the same server when there is one). */
   private moveOn = false;
-  /** Servers that refused this agent's proof (PROOF_INVALID) since the last session. */
-  private readonly proofRefusedBy = new Set<string>();
+  /**
+   * Servers passed over since the last session: they refused this agent's proof (PROOF_INVALID) or
+   * failed its TLS checks (an untrusted or misnamed certificate, plain text on an https URL).
+   */
+  private readonly passedOver = new Set<string>();
 
   constructor(private readonly o: SessionLinkOptions) {}
 
@@ -72,35 +75,46 @@ export class SessionLink {
   connected(): void {
     this.failures.connected();
     this.busySaid = false;
-    this.proofRefusedBy.clear();
+    this.passedOver.clear();
   }
 
   /**
    * The server in use refused this agent's proof (PROOF_INVALID): the URL it was told it is reached
    * by (its --public-url) is another one. With several servers one misconfigured replica must not
-   * stop the agent: the next one is tried, and the refusal is final only once every server has
-   * refused since the last session. True while another server is left to try.
+   * stop the agent: the next one is tried (see `passOver`). True while another server is left to try.
    */
   proofRefused(socket?: unknown): boolean {
     const server = this.serverOf(socket) ?? this.o.servers.current;
-    const first = !this.proofRefusedBy.has(server);
-    this.proofRefusedBy.add(server);
-    if (this.proofRefusedBy.size >= this.o.servers.servers.length) return false;
+    return this.passOver(
+      server,
+      `${server} refused this agent's proof (PROOF_INVALID): that server's --public-url is not ${server}`,
+      'a server refused the proof; trying the next one',
+    );
+  }
+
+  /** Whether every server of the list has been passed over since the last session. */
+  everyServerPassedOver(): boolean {
+    return this.passedOver.size >= this.o.servers.servers.length;
+  }
+
+  /**
+   * One server of the list is misconfigured (its proof URL, its TLS): a fix on that server, which
+   * must not stop an agent that other servers would take. The next one is tried; the problem is
+   * final only once every server of the list has been passed over since the last session. Said at
+   * once, once per server, and counted as a failed attempt (the backoff grows). True while another
+   * server is left to try.
+   */
+  private passOver(server: string, problem: string, said: string): boolean {
+    const first = !this.passedOver.has(server);
+    this.passedOver.add(server);
+    if (this.everyServerPassedOver()) return false;
     if (first) {
       // The next attempt goes elsewhere, unless it already does (the reconnect may have begun).
       if (server === this.o.servers.current) this.moveOn = true;
-      // Said at once, once per server: a configuration to fix, and the next refusal may end the run
-      // before a retry's delay would say it. Counted as a failed attempt (the backoff grows).
-      const problem = `${server} refused this agent's proof (PROOF_INVALID): that server's --public-url is not ${server}`;
       this.failures.failed(problem, problem);
-      this.o.logger.warn('a server refused the proof; trying the next one', { error: problem });
+      this.o.logger.warn(said, { error: problem });
     }
     return true;
-  }
-
-  /** Whether every server of the list has refused the proof since the last session. */
-  proofRefusedByAll(): boolean {
-    return this.proofRefusedBy.size >= this.o.servers.servers.length;
   }
 
   /** The server of the list a socket was opened to (tRPC may be on the next one by the time it closes). */
@@ -169,6 +183,8 @@ export class SessionLink {
     // Not something time fixes: stop with the fix rather than retry for ever.
     const tls = refusal ? null : tlsMisconfiguration(cause, this.o.servers.current);
     if (tls) {
+      if (this.passOver(this.o.servers.current, tls, 'a server failed the TLS checks; trying the next one'))
+        return;
       logger.error(tls);
       this.o.stop(EXIT.USAGE, 'misconfigured', tls);
       return;
@@ -274,6 +290,8 @@ export class SessionLink {
     const tls = await tlsPortAsPlainHttp(cause, server);
     if (!tls || this.o.finished()) return;
     const said = `TLS: ${tls} as --server (with --allow-server-change)`;
+    if (this.passOver(server, said, 'a server answered in plain text on an https URL; trying the next one'))
+      return;
     this.o.logger.error(said);
     this.o.stop(EXIT.USAGE, 'misconfigured', said);
   }

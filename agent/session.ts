@@ -321,7 +321,7 @@ export function runSession(o: SessionOptions): Promise<number> {
             : undefined;
         // One replica of several refusing the proof: its socket's close decides (SessionLink knows
         // which server refused), and the next server needs a subscription of its own.
-        if (reason === 'PROOF_INVALID' && servers.servers.length > 1 && !link.proofRefusedByAll()) {
+        if (reason === 'PROOF_INVALID' && servers.servers.length > 1 && !link.everyServerPassedOver()) {
           if (!finished) subscription = subscribe();
           return;
         }

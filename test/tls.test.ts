@@ -5,8 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { createTransport } from '../agent/transport.js';
 import { createAdminClient } from '../server/admin-client.js';
 import { systemMeta } from '../server/services/deps.js';
-import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort, spawnTs } from './helpers/processes.js';
+import { startRelay } from './helpers/relay.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 import {
   createTestCa,
@@ -134,6 +135,55 @@ describe.skipIf(!hasOpenssl)(
       expect(trusted.srv.server.services.connectors.counts().total).toBe(0);
       expect(misnamed.srv.server.services.connectors.counts().total).toBe(0);
       for (const d of [...dirs, dir]) await rm(d, { recursive: true, force: true });
+    });
+
+    it('one server of several with a certificate the agent does not trust is passed over, at enrollment and at a reconnect; the agent stays up', async () => {
+      const { dir, ca, good } = await pki();
+      // A second deployment's CA: the agent (given only the first) trusts none of its certificates.
+      const strangerCa = await createTestCa(dir, 'stranger-ca');
+      const stranger = await issueServerCert(strangerCa, dir, 'stranger', { ips: ['127.0.0.1'] });
+      const trusted = await tlsServer(ca, good);
+      await using _a = trusted.srv;
+      const untrusted = await tlsServer(strangerCa, stranger);
+      await using _b = untrusted.srv;
+      // The trusted server behind a relay, so that its sessions can be cut (a network reset).
+      const relay = await startRelay(trusted.srv.url);
+      const relayed = `https://127.0.0.1:${relay.port}`;
+      const group = await trusted.admin.groups.create.mutate({ name: 'Mixed TLS' });
+      const key = (await trusted.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      const stateDir = await tempDir('ce-tls-mixed-');
+      const agent = spawnAgent(
+        [
+          '--server',
+          `${untrusted.srv.url},${relayed}`,
+          '--key',
+          key,
+          '--ca-file',
+          ca.certFile,
+          '--name',
+          'mixed-tls',
+        ],
+        stateDir,
+      );
+      try {
+        await waitConnected(trusted.admin, 'mixed-tls', 60_000);
+        // The session is lost: the agent moves to the next server, the untrusted one, and passes it over.
+        relay.partition();
+        relay.heal();
+        await eventually(
+          'passed over at a reconnect',
+          async () => agent.output().includes('a server failed the TLS checks; trying the next one'),
+          30_000,
+        );
+        await waitConnected(trusted.admin, 'mixed-tls', 30_000);
+        expect(agent.output()).toContain(`TLS: the certificate of ${untrusted.srv.url} is not trusted`);
+        expect(agent.exit()).toBeNull();
+      } finally {
+        await agent.stop();
+        await relay.close();
+        await rm(dir, { recursive: true, force: true });
+        await rm(stateDir, { recursive: true, force: true });
+      }
     });
 
     it('http:// to the TLS port: the agent and the CLI say it speaks https, exit 2, no retry (before: "is it running?" and retries for ever)', async () => {
