@@ -1,6 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgStore } from '../server/store/postgres/pg-store.js';
+import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
 import { realTimeClock, startTestServer } from './helpers/server.js';
 import { groupRecord } from './helpers/store-contract.js';
@@ -100,6 +101,55 @@ describe('PgStore durability', () => {
     expect(tookMs).toBeGreaterThanOrEqual(10_000);
     expect(tookMs).toBeLessThan(16_000);
     relay.resume();
+  });
+
+  it('a revoke the database does not confirm in time says it may still be saved (not that the record still reads not revoked), and it lands', async () => {
+    await using db = await freshDatabase();
+    const server = await startTestServer({ clock: realTimeClock(), config: { databaseUrl: db.url } });
+    cleanups.push(() => server.stop());
+    const group = await server.admin.groups.create.mutate({ name: 'Slow revoke' });
+    const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+    const enrolled = (await enrollSim(server.url, key, 'slow')).enrolled!;
+    const session = connectSim(server.url, enrolled);
+    cleanups.push(() => session.close());
+    await session.waitFor('ready', 10_000);
+
+    // Another session of the database holds the connector's row for 12 s: the revoke's commit
+    // waits on it inside PostgreSQL, past the 10 s the caller waits, and then goes through.
+    let held: () => void = () => {};
+    const holding = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    const locked = withClient(db.url, async (c) => {
+      await c.query('BEGIN');
+      await c.query(`SELECT 1 FROM store_records WHERE section = 'connectors' AND id = $1 FOR UPDATE`, [
+        enrolled.connectorId,
+      ]);
+      held();
+      await new Promise((resolve) => setTimeout(resolve, 12_000));
+      await c.query('COMMIT');
+    });
+    await holding;
+    const refused = await server.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId }).then(
+      () => null,
+      (error: { message: string; data?: { reason?: string; mayBeSaved?: boolean } }) => error,
+    );
+    expect(refused?.data).toMatchObject({ reason: 'REVOKE_NOT_SAVED', mayBeSaved: true });
+    expect(refused?.message).toContain(
+      'the database has not confirmed the revocation: it may still be saved',
+    );
+    expect(refused?.message).not.toContain('still reads not revoked');
+    // The agent was told at once (security first), and the change lands once the lock is gone.
+    await session.waitFor('revoked', 5000);
+    await locked;
+    await expect
+      .poll(
+        async () => (await server.admin.connectors.get.query({ connectorId: enrolled.connectorId })).status,
+        {
+          timeout: 10_000,
+        },
+      )
+      .toBe('revoked');
   });
 });
 

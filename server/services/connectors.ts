@@ -281,11 +281,13 @@ export class ConnectorService {
     domainEvent: DomainEvent,
     audit: AuditInput,
   ): CutOff {
-    const sessionsEnded = this.deps.presence.isConnected(connectorId) ? 1 : 0;
+    const { presence } = this.deps;
+    const here = presence.holdsHere(connectorId);
     const cut = this.deps.unsavedTerminations.hold({
       event,
       connectorIds: [connectorId],
-      sessionsEnded,
+      sessionsEnded: here ? 1 : 0,
+      sessionsElsewhere: !here && presence.isConnected(connectorId) ? 1 : 0,
       audit,
     });
     this.deps.events.applied(domainEvent);

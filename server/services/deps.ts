@@ -21,6 +21,11 @@ export interface RequestMeta {
  */
 export interface Presence {
   isConnected(connectorId: string): boolean;
+  /**
+   * Whether the connector's live session is on this server: one a revoke or delete here ends at
+   * once. A session on another replica hears of it only once the change is committed (the feed).
+   */
+  holdsHere(connectorId: string): boolean;
   /** The id of the replica holding the connector's live session; null when none does, or on a single server. */
   replicaOf(connectorId: string): string | null;
   /**

@@ -190,7 +190,10 @@ export class GroupService {
         ? this.deps.unsavedTerminations.hold({
             event: 'deleted',
             connectorIds: applied.connectorIds,
-            sessionsEnded: applied.connectorIds.filter((id) => this.deps.presence.isConnected(id)).length,
+            sessionsEnded: applied.connectorIds.filter((id) => this.deps.presence.holdsHere(id)).length,
+            sessionsElsewhere: applied.connectorIds.filter(
+              (id) => !this.deps.presence.holdsHere(id) && this.deps.presence.isConnected(id),
+            ).length,
             groupName: applied.name,
             audit: {
               type: 'group.deleted',

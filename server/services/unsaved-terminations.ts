@@ -9,8 +9,10 @@ export type UnsavedTermination = 'revoked' | 'deleted';
 export interface CutOff {
   event: UnsavedTermination;
   connectorIds: string[];
-  /** How many of them had a live session, which the cut ended (their agents were told). */
+  /** How many of them had a live session here, which the cut ended (their agents were told). */
   sessionsEnded: number;
+  /** How many had a live session on another replica, which hears of the change only once it is saved. */
+  sessionsElsewhere?: number;
   /** Set for a group deletion: its name, for the answer. */
   groupName?: string;
   /** The event the change would have been audited as: a failed write records it refused, so the cut leaves a trace. */
@@ -53,7 +55,8 @@ export class UnsavedTerminations {
       return result;
     } catch (error) {
       if (!cut || !(error instanceof DomainError) || error.reason !== 'STORE_UNAVAILABLE') throw error;
-      const answer = notSaved(cut, termination ? await termination : null);
+      const mayBeSaved = error.details.mayBeSaved === true;
+      const answer = notSaved(cut, termination ? await termination : null, mayBeSaved);
       // Agents were told and may have wiped themselves: that must be in the log even though the
       // change is not. On the same full disk this event is held and written once space returns.
       await this.audit
@@ -66,6 +69,7 @@ export class UnsavedTerminations {
             ...cut.audit.details,
             sessionsEnded: cut.sessionsEnded,
             connectorsCutOff: cut.connectorIds.length,
+            ...(mayBeSaved ? { mayBeSaved } : {}),
           },
         })
         .catch(() => {});
@@ -74,35 +78,54 @@ export class UnsavedTerminations {
   }
 }
 
-/** The answer to a revoke or delete that cut connectors off but could not be saved: what happened, what did not, what to do. */
-function notSaved(cut: CutOff, termination: Termination | null): DomainError {
+/**
+ * The answer to a revoke or delete that cut connectors off but was not saved, or not confirmed
+ * (`mayBeSaved`: the database did not answer in time, or the connection dropped as it committed):
+ * what happened, what did not, what to do.
+ */
+function notSaved(cut: CutOff, termination: Termination | null, mayBeSaved: boolean): DomainError {
   const revoke = cut.event === 'revoked';
   const whose = cut.connectorIds.length === 1 ? 'its' : 'their';
   const retry = `This server refuses ${whose} sessions until a retry succeeds; after a restart it would not: retry the ${revoke ? 'revoke' : 'delete'}.`;
-  const details = { sessionsEnded: cut.sessionsEnded, ...(termination ? { termination } : {}) };
+  const elsewhere = cut.sessionsElsewhere ?? 0;
+  const details = {
+    sessionsEnded: cut.sessionsEnded,
+    ...(elsewhere > 0 ? { sessionsElsewhere: elsewhere } : {}),
+    ...(mayBeSaved ? { mayBeSaved } : {}),
+    ...(termination ? { termination } : {}),
+  };
+  // Sessions on other replicas are told by the committed change itself: not (yet), here.
+  const notToldElsewhere =
+    elsewhere > 0
+      ? ` ${elsewhere === 1 && cut.groupName === undefined ? 'Its live session is' : `${elsewhere} live session(s) are`} on another server, which hears of it only once it is saved.`
+      : '';
   if (cut.groupName !== undefined) {
+    const here = elsewhere > 0 ? ' on this server' : '';
     const told =
       cut.sessionsEnded > 0
-        ? `The group's ${cut.sessionsEnded} live session(s) were ended and their agents told they are deleted, but`
-        : 'No session of the group was live;';
-    return new DomainError(
-      'DELETE_NOT_SAVED',
-      `${told} the deletion could not be saved: the group, its key and its ${cut.connectorIds.length} connector(s) are still there. ${retry}`,
-      details,
-    );
+        ? `The group's ${cut.sessionsEnded} live session(s)${here} were ended and their agents told they are deleted, but`
+        : `No session of the group was live${here};`;
+    const what = mayBeSaved
+      ? `the database has not confirmed the deletion: it may still be saved (groups get says whether the group is gone).`
+      : `the deletion could not be saved: the group, its key and its ${cut.connectorIds.length} connector(s) are still there.`;
+    return new DomainError('DELETE_NOT_SAVED', `${told} ${what}${notToldElsewhere} ${retry}`, details);
   }
   const told =
     cut.sessionsEnded > 0
       ? `Its live session was ended and its agent told it is ${cut.event}${
           termination?.state === 'confirmed' ? ' (the agent confirmed it and wiped its identity)' : ''
         }, but`
-      : 'It had no live session;';
-  const record = revoke
-    ? 'the revocation could not be saved: the record still reads not revoked and the group key was not regenerated'
-    : 'the deletion could not be saved: the record is still there';
+      : elsewhere > 0
+        ? 'It had no live session on this server;'
+        : 'It had no live session;';
+  const record = mayBeSaved
+    ? `the database has not confirmed the ${revoke ? 'revocation' : 'deletion'}: it may still be saved (connectors get says whether it was)`
+    : revoke
+      ? 'the revocation could not be saved: the record still reads not revoked and the group key was not regenerated'
+      : 'the deletion could not be saved: the record is still there';
   return new DomainError(
     revoke ? 'REVOKE_NOT_SAVED' : 'DELETE_NOT_SAVED',
-    `${told} ${record}. ${retry}`,
+    `${told} ${record}.${notToldElsewhere} ${retry}`,
     details,
   );
 }

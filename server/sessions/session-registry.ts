@@ -76,6 +76,10 @@ export class SessionRegistry implements Presence {
     this.presenceListener = listener;
   }
 
+  holdsHere(connectorId: string): boolean {
+    return this.sessions.has(connectorId);
+  }
+
   /** Connected here or on another live replica. */
   isConnected(connectorId: string): boolean {
     return this.sessions.has(connectorId) || this.cluster.isConnectedElsewhere(connectorId);

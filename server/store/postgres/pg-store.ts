@@ -424,6 +424,7 @@ export class PgStore implements Store {
       error instanceof CommitOutcomeUnknown
         ? 'The connection to the database was lost as the change was committed: it may have been saved. This server reads the database again; check before trying again.'
         : `The server could not save the change (${why}); nothing was changed.`,
+      error instanceof CommitOutcomeUnknown ? { mayBeSaved: true } : {},
     );
     this.queue.failAll(reason);
   }

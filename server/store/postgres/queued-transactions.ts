@@ -87,6 +87,7 @@ export function answeredWithin<T>(
         new DomainError(
           'STORE_UNAVAILABLE',
           `The database has not confirmed the change within ${waitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
+          { mayBeSaved: true },
         ),
       ),
     waitMs,
