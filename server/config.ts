@@ -59,10 +59,20 @@ export function parseByteSize(text: string): number {
 const byteSize = parsedFlag(parseByteSize);
 const listenAddress = parsedFlag(parseListenAddress);
 
+/**
+ * A whole-number flag from `min` to `max`, whose errors say what it takes ("must be a whole number
+ * from 1 to 1000"), not the schema's words ("Too big: expected number to be <=1000", "received NaN").
+ */
+function wholeNumber(min: number, max: number = Number.MAX_SAFE_INTEGER, extra = '') {
+  const range = max === Number.MAX_SAFE_INTEGER ? `(${min} or more)` : `from ${min} to ${max}`;
+  const error = `must be a whole number ${range}${extra}`;
+  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+}
+
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
-  port: z.coerce.number().int().min(0).max(65_535),
+  port: wholeNumber(0, 65_535, ' (0: any free port)'),
   publicUrl: z.url().optional(),
   keyTtl: durationFlag,
   identityTtl: durationFlag,
@@ -71,15 +81,15 @@ const serveOptionsSchema = z.object({
   tlsKey: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   logFormat: z.enum(['text', 'json']).optional(),
-  enrollRatePerMinute: z.coerce.number().int().min(1).optional(),
-  adminAuthFailuresPerMinute: z.coerce.number().int().min(1).optional(),
-  maxSessionsPerAddress: z.coerce.number().int().min(1).optional(),
-  maxHandshakesInProgress: z.coerce.number().int().min(1).optional(),
-  maxUnauthenticatedPerAddress: z.coerce.number().int().min(1).optional(),
-  maxUnauthenticatedConnections: z.coerce.number().int().min(1).optional(),
+  enrollRatePerMinute: wholeNumber(1).optional(),
+  adminAuthFailuresPerMinute: wholeNumber(1).optional(),
+  maxSessionsPerAddress: wholeNumber(1).optional(),
+  maxHandshakesInProgress: wholeNumber(1).optional(),
+  maxUnauthenticatedPerAddress: wholeNumber(1).optional(),
+  maxUnauthenticatedConnections: wholeNumber(1).optional(),
   rotationSpread: durationFlag,
   auditMaxBytes: byteSize.pipe(z.number().min(4096, 'must be at least 4KiB')),
-  auditKeep: z.coerce.number().int().min(1).max(1000),
+  auditKeep: wholeNumber(1, 1000),
   metricsListen: listenAddress.optional(),
   databaseUrl: parsedFlag(parseDatabaseUrl).optional(),
   trustedProxies: parsedFlag(parseTrustedProxies).optional(),

@@ -242,7 +242,17 @@ describe('connections strangers hold before they authenticate are bounded', () =
       headersTimeoutMs: 10_000,
     });
     expect(() => parseServeConfig({ maxUnauthenticatedPerAddress: '0' }, {})).toThrow(
-      /--max-unauthenticated-per-address/,
+      '--max-unauthenticated-per-address: must be a whole number (1 or more)',
+    );
+  });
+
+  it('a number flag out of range or not a number says what it takes, not the schema words', () => {
+    for (const port of ['99999', 'abc', '1.5', '-1'])
+      expect(() => parseServeConfig({ port }, {}), port).toThrow(
+        '--port: must be a whole number from 0 to 65535 (0: any free port)',
+      );
+    expect(() => parseServeConfig({}, { CONNECTOR_PORT: 'eighty' })).toThrow(
+      'CONNECTOR_PORT: must be a whole number from 0 to 65535 (0: any free port)',
     );
   });
 });
