@@ -72,6 +72,16 @@ describe('CLI plumbing: bin entries, --version, suggestions', () => {
     expect(agentStatus.stdout).toContain('(default: 20)');
     expect(server).toMatchObject({ code: 0, stderr: '' });
     expect(server.stdout).toMatch(/^Usage: connector-server \[options\] \[command\]/);
+    // A command there is not (the run has none): one line that says so, not the whole help.
+    const [run, alias] = await Promise.all([
+      bin('connector-agent', ['help', 'run']),
+      bin('connector-agent', ['help', 'logout']),
+    ]);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim()).toBe(
+      'error: no command "run": the agent runs with no command (connector-agent --server URL …); its commands are status, unenroll, completion, version',
+    );
+    expect(alias).toMatchObject({ code: 0, stderr: '' });
   });
 
   it('completion bash: sourced in bash it registers itself, and completing COMP_WORDS offers the tree commander knows', async () => {
