@@ -349,6 +349,12 @@ describe('usage errors and --json errors', () => {
       expect(parsed.error.exitCode).toBe(2);
       expect(JSON.stringify(parsed.error)).toContain(words.replaceAll('"', '\\"'));
     }
+    // The server's validation tells a CLI user what to do, not to read error.data.issues.
+    const empty = await serverCli(['groups', 'create', '', ...common]);
+    expect(empty.stderr).toContain(
+      "VALIDATION_FAILED: Invalid input: name: must not be empty\n  fix: give the value named above as the command's --help says",
+    );
+    expect(empty.stderr).not.toContain('error.data');
     // An API refusal with --json carries its reason and fix.
     const missing = await serverCli(['groups', 'get', 'grp_doesnotexist0', ...common, '--json']);
     expect(missing.code).toBe(1);

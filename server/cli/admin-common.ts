@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ERROR_REASONS } from '../../shared/errors.js';
+import { ERROR_REASONS, type ErrorReason } from '../../shared/errors.js';
 import { didYouMean, nearest } from '../../shared/nearest.js';
 import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
@@ -146,13 +146,22 @@ export function adminKeySource(
   return `the key sent came from ${where}${id ? ` (id ak_${id})` : ''}: if it was deleted or expired (api-keys list), put a current admin key there`;
 }
 
+/**
+ * The fix a CLI user is told where the API's hint speaks of HTTP ("See error.data.issues", "Pass
+ * `Authorization: Bearer …`"): the message above it already names the field at fault.
+ */
+const CLI_HINTS: Partial<Record<ErrorReason, string>> = {
+  VALIDATION_FAILED: "give the value named above as the command's --help says",
+  ADMIN_KEY_INVALID: 'use a current admin key: --admin-key-file FILE or CONNECTOR_ADMIN_KEY',
+};
+
 /** Explains a failed API call: the reason, what it means and how to fix it. */
 export function explain(error: unknown, server: string): CliError {
   const reason = reasonOf(error);
   if (reason) {
     const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
     return new CliError(
-      `${reason}: ${message}\n  fix: ${ERROR_REASONS[reason].hint}`,
+      `${reason}: ${message}\n  fix: ${CLI_HINTS[reason] ?? ERROR_REASONS[reason].hint}`,
       USAGE_REASONS.has(reason) ? 2 : 1,
       reason,
     );
