@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { rmdir, unlink } from 'node:fs/promises';
+import { rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ensurePrivateDir } from '../shared/private-files.js';
@@ -28,6 +28,7 @@ export async function openServerState(
 ): Promise<ServerState> {
   const tls =
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
+  if (config.tlsKeyFile) await warnIfOthersRead(config.tlsKeyFile, logger);
   // A port in use (or one this user may not bind) fails here, before the data dir, its files or a
   // bootstrap key are made.
   await checkCanListen(config);
@@ -86,4 +87,18 @@ async function removeIfOnlyLock(lockFile: string, made: string[]): Promise<void>
   } catch {
     // Not empty, or gone: what is left is what the start wrote, or someone else's.
   }
+}
+
+/**
+ * The TLS private key readable by every user of the host lets any of them impersonate the server.
+ * Said, not refused: a key shared with a group (0640, Debian's ssl-cert) is a common, sound setup,
+ * and a server that starts today must not stop at its next restart over this.
+ */
+async function warnIfOthersRead(keyFile: string, logger: Logger): Promise<void> {
+  if (process.platform === 'win32') return;
+  const mode = (await stat(keyFile).catch(() => null))?.mode;
+  if (mode === undefined || (mode & 0o004) === 0) return;
+  logger.warn(
+    `--tls-key ${keyFile} can be read by every user of this host (mode ${(mode & 0o777).toString(8)}): chmod 600 it (or 640 with a group that must read it)`,
+  );
 }
