@@ -89,7 +89,7 @@ export function statusLines(summary: StatusSummary): string[] {
     lines.push(
       summary.identityError?.includes('cannot be read by this user')
         ? 'agent:       unknown (its status cannot be read by this user either)'
-        : 'agent:       not running (no agent has run with this state dir)',
+        : 'agent:       not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
     );
     return lines;
   }

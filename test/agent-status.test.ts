@@ -40,6 +40,10 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     const before = await status(stateDir);
     expect(before.code).toBe(9);
     expect(before.output).toContain('enrolled:    no');
+    // Nothing here says whether an agent never ran or unenroll removed its record: it says both.
+    expect(before.output).toContain(
+      'agent:       not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
+    );
 
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'watched'], stateDir);
     await waitConnected(srv.admin, 'watched');
