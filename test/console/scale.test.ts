@@ -65,11 +65,12 @@ describe('console: scale', () => {
     // Fetched on load and again when the live feed starts (what changed in between): a handful of
     // small calls, whatever the number of connectors.
     await expect.poll(() => calls.length).toBeGreaterThanOrEqual(4);
-    // (and once per session, replicas.list: the server's public URL, for the agent command)
+    // (and once per page load, replicas.list: the server's public URL, for the agent command)
     expect(new Set(calls.map((c) => c.path))).toEqual(
       new Set(['/trpc/apiKeys.list', '/trpc/groups.list', '/trpc/replicas.list']),
     );
-    expect(calls.filter((c) => c.path === '/trpc/replicas.list')).toHaveLength(1);
+    // Once per page load: the one before the reload may still be on its way when counting begins.
+    expect(calls.filter((c) => c.path === '/trpc/replicas.list').length).toBeLessThanOrEqual(2);
     // A handful, not one per connector: one loaded full run saw 7 (an extra groups.list, a change
     // batch after the feed started; never alone in 3 runs), so the bound leaves room for one more
     // refetch of each list.
