@@ -118,8 +118,9 @@ export async function enroll(
       if (cause instanceof RedirectRefused)
         throw new EnrollmentRedirected(cause.status, cause.location, server);
       // A plain request to a TLS port is cut without an answer: retrying would never get one.
-      const tlsPort = tlsMisconfiguration(error, server) ? null : await tlsPortAsPlainHttp(error, server);
-      const tls = tlsMisconfiguration(error, server) ?? (tlsPort ? `TLS: ${tlsPort} as --server` : null);
+      const misconfigured = tlsMisconfiguration(error, server);
+      const tlsPort = misconfigured ? null : await tlsPortAsPlainHttp(error, server);
+      const tls = misconfigured ?? (tlsPort ? `TLS: ${tlsPort} as --server` : null);
       if (tls) {
         // One server of several with a TLS mistake (its certificate, its port) is that server's to
         // fix: the others are asked before it is final.

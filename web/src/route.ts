@@ -8,26 +8,30 @@ export type Route =
   | { page: 'audit' }
   | { page: 'servers' };
 
-export type StatusFilter = '' | 'enabled' | 'disabled' | 'revoked';
-export type ConnectionFilter = '' | 'connected' | 'disconnected' | 'never';
+/**
+ * The values each filter of a group's connectors page offers, with their labels ('' is Any): what
+ * the page lists, and what a URL may name.
+ */
+export const FILTER_CHOICES = {
+  status: { enabled: 'Enabled', disabled: 'Disabled', revoked: 'Revoked' },
+  connection: { connected: 'Connected', disconnected: 'Disconnected', never: 'Never connected' },
+} as const;
+export type StatusFilter = '' | keyof typeof FILTER_CHOICES.status;
+export type ConnectionFilter = '' | keyof typeof FILTER_CHOICES.connection;
 /** A group's connectors page's filters: in its URL, so a reload or a shared link keeps them. */
 export interface ConnectorFilters {
   status: StatusFilter;
   connection: ConnectionFilter;
 }
 
-const STATUSES: readonly string[] = ['enabled', 'disabled', 'revoked'];
-const CONNECTIONS: readonly string[] = ['connected', 'disconnected', 'never'];
-
 /** The filters a fragment's query names; a value the page does not offer is no filter. */
 function filtersOf(query: string | undefined): ConnectorFilters {
   const params = new URLSearchParams(query ?? '');
-  const status = params.get('status') ?? '';
-  const connection = params.get('connection') ?? '';
-  return {
-    status: (STATUSES.includes(status) ? status : '') as StatusFilter,
-    connection: (CONNECTIONS.includes(connection) ? connection : '') as ConnectionFilter,
+  const offered = (name: keyof ConnectorFilters) => {
+    const value = params.get(name) ?? '';
+    return Object.hasOwn(FILTER_CHOICES[name], value) ? value : '';
   };
+  return { status: offered('status') as StatusFilter, connection: offered('connection') as ConnectionFilter };
 }
 
 export function parseRoute(hash: string): Route {

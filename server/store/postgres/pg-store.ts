@@ -390,7 +390,8 @@ export class PgStore implements Store {
    * commit loop), so the snapshot holds each of this replica's commits or none is missing from it.
    */
   private async reload(): Promise<void> {
-    const why = this.feed.gapReason || 'changes this replica had not read were pruned';
+    // Called only while the feed is gapped, which says why.
+    const why = this.feed.gapReason;
     const loaded = await loadState(this.pool);
     this.queue.undo();
     const changes = replaceState(this.data, this.versions, loaded);

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
-import { type ConnectionFilter, type ConnectorFilters, groupHref, type StatusFilter } from '../route.js';
+import { type ConnectorFilters, FILTER_CHOICES, groupHref } from '../route.js';
 import type { Connector, Group } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
@@ -133,28 +133,8 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
       )}
       {!missing && (
         <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
-          <label htmlFor="filter-status">Status</label>
-          <select
-            id="filter-status"
-            value={status}
-            onChange={(e) => filter({ status: e.target.value as StatusFilter })}
-          >
-            <option value="">Any</option>
-            <option value="enabled">Enabled</option>
-            <option value="disabled">Disabled</option>
-            <option value="revoked">Revoked</option>
-          </select>
-          <label htmlFor="filter-connection">Connection</label>
-          <select
-            id="filter-connection"
-            value={connection}
-            onChange={(e) => filter({ connection: e.target.value as ConnectionFilter })}
-          >
-            <option value="">Any</option>
-            <option value="connected">Connected</option>
-            <option value="disconnected">Disconnected</option>
-            <option value="never">Never connected</option>
-          </select>
+          <FilterSelect name="status" label="Status" value={status} onChange={filter} />
+          <FilterSelect name="connection" label="Connection" value={connection} onChange={filter} />
         </form>
       )}
       {loadError && (
@@ -200,6 +180,37 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
           }}
         />
       )}
+    </>
+  );
+}
+
+/** One filter of the page: Any, then the values FILTER_CHOICES offers for it. */
+function FilterSelect({
+  name,
+  label,
+  value,
+  onChange,
+}: {
+  name: keyof ConnectorFilters;
+  label: string;
+  value: string;
+  onChange: (next: Partial<ConnectorFilters>) => void;
+}) {
+  return (
+    <>
+      <label htmlFor={`filter-${name}`}>{label}</label>
+      <select
+        id={`filter-${name}`}
+        value={value}
+        onChange={(e) => onChange({ [name]: e.target.value } as Partial<ConnectorFilters>)}
+      >
+        <option value="">Any</option>
+        {Object.entries(FILTER_CHOICES[name]).map(([choice, text]) => (
+          <option key={choice} value={choice}>
+            {text}
+          </option>
+        ))}
+      </select>
     </>
   );
 }
