@@ -1,3 +1,4 @@
+import { DomainError } from '../../shared/errors.js';
 import type { ApiKeyRecord, ConnectorRecord, GroupRecord, ProvisioningKeyRecord } from './records.js';
 
 /** The record type each section of the store holds, by section name. */
@@ -80,6 +81,24 @@ export interface Store {
   caughtUp(): Promise<void>;
   /** Writes anything pending and stops. */
   close(): Promise<void>;
+}
+
+/** What became of a change after its caller was answered that it may still be saved. */
+export type LateOutcome = { saved: true; result: unknown } | { saved: false } | { saved: 'unknown' };
+
+/**
+ * The STORE_UNAVAILABLE of a change the database had neither confirmed nor refused when the store
+ * stopped waiting (PgStore's commit bound): the change is applied in memory and may still be saved.
+ * `landed` settles when the database answers: `saved: true` with the transaction's result once it
+ * committed after all, so that the change is still audited and still told to its agents.
+ */
+export class ChangeUnconfirmed extends DomainError {
+  constructor(
+    message: string,
+    readonly landed: Promise<LateOutcome>,
+  ) {
+    super('STORE_UNAVAILABLE', message, { mayBeSaved: true });
+  }
 }
 
 /**

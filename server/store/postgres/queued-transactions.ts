@@ -1,6 +1,6 @@
 import { DomainError } from '../../../shared/errors.js';
 import type { StoreData } from '../records.js';
-import type { StoreTransaction } from '../store.js';
+import { ChangeUnconfirmed, type LateOutcome, type StoreTransaction } from '../store.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
 /** A transaction applied to memory, waiting for its commit: its function, its changes, its caller. */
@@ -75,31 +75,37 @@ export class QueuedTransactions {
  * the commit has not settled by then. A database that stops answering (a stalled host, a lost
  * network) would keep the caller waiting as long as the commit; the commit itself goes on: the
  * change may still be saved, and this replica already shows it (as it would undo it on a failure).
+ * What the commit comes to after that answer settles the refusal's `landed` (ChangeUnconfirmed).
  */
 export function answeredWithin<T>(
   waitMs: number,
   resolve: (value: T) => void,
   reject: (error: unknown) => void,
 ): Pick<Pending, 'resolve' | 'reject'> {
-  const unconfirmed = setTimeout(
-    () =>
-      reject(
-        new DomainError(
-          'STORE_UNAVAILABLE',
-          `The database has not confirmed the change within ${waitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
-          { mayBeSaved: true },
-        ),
+  let late: ((outcome: LateOutcome) => void) | null = null;
+  const unconfirmed = setTimeout(() => {
+    const landed = new Promise<LateOutcome>((settle) => {
+      late = settle;
+    });
+    reject(
+      new ChangeUnconfirmed(
+        `The database has not confirmed the change within ${waitMs / 1000} s; it may still be saved when the database answers: check before trying again.`,
+        landed,
       ),
-    waitMs,
-  );
+    );
+  }, waitMs);
   return {
     resolve: (value) => {
       clearTimeout(unconfirmed);
-      resolve(value as T);
+      if (late) late({ saved: true, result: value });
+      else resolve(value as T);
     },
     reject: (error) => {
       clearTimeout(unconfirmed);
-      reject(error);
+      // A commit whose answer was lost (CommitOutcomeUnknown) fails with mayBeSaved: still unknown.
+      const unknown = error instanceof DomainError && error.details.mayBeSaved === true;
+      if (late) late(unknown ? { saved: 'unknown' } : { saved: false });
+      else reject(error);
     },
   };
 }
