@@ -1,6 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgStore } from '../server/store/postgres/pg-store.js';
+import { ChangeUnconfirmed } from '../server/store/store.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
 import { realTimeClock, startTestServer } from './helpers/server.js';
@@ -51,15 +52,26 @@ describe('PgStore durability', () => {
 
     relay.stall();
     const started = Date.now();
-    await expect(store.transact((tx) => tx.put('groups', groupRecord('during-stall')))).rejects.toMatchObject(
-      {
-        reason: 'STORE_UNAVAILABLE',
-        message: expect.stringContaining('it may still be saved when the database answers'),
-      },
-    );
+    const refusal = await store
+      .transact((tx) => {
+        tx.put('groups', groupRecord('during-stall'));
+        return 'its result';
+      })
+      .catch((error: unknown) => error);
+    expect(refusal).toBeInstanceOf(ChangeUnconfirmed);
+    expect(refusal).toMatchObject({
+      reason: 'STORE_UNAVAILABLE',
+      message: expect.stringContaining('it may still be saved when the database answers'),
+      details: { mayBeSaved: true },
+    });
     expect(Date.now() - started).toBeLessThan(5_000);
 
     relay.resume();
+    // What became of it reaches whoever must audit it, with the transaction's result.
+    await expect((refusal as ChangeUnconfirmed).landed).resolves.toEqual({
+      saved: true,
+      result: 'its result',
+    });
     const saved = async () =>
       withClient(db.url, async (c) =>
         Number(
@@ -103,37 +115,51 @@ describe('PgStore durability', () => {
     relay.resume();
   });
 
-  it('a revoke the database does not confirm in time says it may still be saved (not that the record still reads not revoked), and it lands', async () => {
+  it('a revoke and a disable the database does not confirm in time say they may still be saved (not that nothing changed); once they land they are audited and the disabled agent is told', async () => {
     await using db = await freshDatabase();
     const server = await startTestServer({ clock: realTimeClock(), config: { databaseUrl: db.url } });
     cleanups.push(() => server.stop());
     const group = await server.admin.groups.create.mutate({ name: 'Slow revoke' });
     const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
     const enrolled = (await enrollSim(server.url, key, 'slow')).enrolled!;
+    const other = (await enrollSim(server.url, key, 'slow-disable')).enrolled!;
     const session = connectSim(server.url, enrolled);
-    cleanups.push(() => session.close());
+    const otherSession = connectSim(server.url, other);
+    cleanups.push(
+      () => session.close(),
+      () => otherSession.close(),
+    );
     await session.waitFor('ready', 10_000);
+    await otherSession.waitFor('ready', 10_000);
 
-    // Another session of the database holds the connector's row for 12 s: the revoke's commit
-    // waits on it inside PostgreSQL, past the 10 s the caller waits, and then goes through.
+    // Another session of the database holds both connectors' rows for 12 s: the commit waits on
+    // them inside PostgreSQL, past the 10 s the callers wait, and then goes through.
     let held: () => void = () => {};
     const holding = new Promise<void>((resolve) => {
       held = resolve;
     });
     const locked = withClient(db.url, async (c) => {
       await c.query('BEGIN');
-      await c.query(`SELECT 1 FROM store_records WHERE section = 'connectors' AND id = $1 FOR UPDATE`, [
-        enrolled.connectorId,
+      await c.query(`SELECT 1 FROM store_records WHERE section = 'connectors' AND id = ANY($1) FOR UPDATE`, [
+        [enrolled.connectorId, other.connectorId],
       ]);
       held();
       await new Promise((resolve) => setTimeout(resolve, 12_000));
       await c.query('COMMIT');
     });
     await holding;
-    const refused = await server.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId }).then(
-      () => null,
-      (error: { message: string; data?: { reason?: string; mayBeSaved?: boolean } }) => error,
-    );
+    type Refusal = { message: string; data?: { reason?: string; mayBeSaved?: boolean } };
+    const [refused, disableRefused] = await Promise.all([
+      server.admin.connectors.revoke.mutate({ connectorId: enrolled.connectorId }).then(
+        () => null,
+        (error: Refusal) => error,
+      ),
+      server.admin.connectors.disable.mutate({ connectorId: other.connectorId }).then(
+        () => null,
+        (error: Refusal) => error,
+      ),
+    ]);
+    expect(disableRefused?.data).toMatchObject({ reason: 'STORE_UNAVAILABLE', mayBeSaved: true });
     expect(refused?.data).toMatchObject({ reason: 'REVOKE_NOT_SAVED', mayBeSaved: true });
     expect(refused?.message).toContain(
       'the database has not confirmed the revocation: it may still be saved',
@@ -150,6 +176,29 @@ describe('PgStore durability', () => {
         },
       )
       .toBe('revoked');
+
+    // Saved after the callers heard: the disabled agent is told as after any disable, and both
+    // changes are in the audit log as done (the revoke also as refused: its agent was cut off).
+    expect(await otherSession.waitFor('status', 10_000)).toMatchObject({
+      status: 'disabled',
+      scope: 'connector',
+    });
+    const audited = async (type: string, connectorId: string) =>
+      (await server.admin.audit.list.query({ type })).filter(
+        (event) => event.connectorId === connectorId && event.outcome === 'success',
+      );
+    await expect
+      .poll(() => audited('connector.revoked', enrolled.connectorId), { timeout: 5000 })
+      .toHaveLength(1);
+    expect((await audited('connector.revoked', enrolled.connectorId))[0]?.details).toMatchObject({
+      savedAfterAnswer: true,
+    });
+    await expect
+      .poll(() => audited('connector.disabled', other.connectorId), { timeout: 5000 })
+      .toHaveLength(1);
+    expect((await audited('connector.disabled', other.connectorId))[0]?.details).toMatchObject({
+      savedAfterAnswer: true,
+    });
   });
 });
 

@@ -1,3 +1,4 @@
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { DomainError } from '../../shared/errors.js';
 import { ManualClock } from '../clock.js';
@@ -20,7 +21,7 @@ async function setup() {
   const clock = new ManualClock();
   const store = new CountingStore();
   const audit = new MemoryAuditLog(clock);
-  const apiKeys = new ApiKeyService({ store, audit, clock });
+  const apiKeys = new ApiKeyService({ store, audit, clock, logger: pino({ level: 'silent' }) });
   const limiter = new AbuseLimiter(DEFAULT_RATE_LIMITS, audit);
   const { key } = await apiKeys.create({ name: 'ops', scope: 'admin' }, systemMeta);
   return { store, deps: { apiKeys, limiter }, key };

@@ -6,6 +6,7 @@ import { DurableTextFile } from '../store/durable-files.js';
 import type { ApiKeyRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
+import { onceSaved, savedLate } from './once-saved.js';
 import { keyState, provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyMatches } from './secrets.js';
 import { iso } from './views.js';
@@ -40,7 +41,7 @@ function usableAdminKeys(view: StoreView, now: number) {
 }
 
 /** What ApiKeyService is built from. */
-export type ApiKeyServiceDeps = Pick<ServiceDeps, 'store' | 'audit' | 'clock'>;
+export type ApiKeyServiceDeps = Pick<ServiceDeps, 'store' | 'audit' | 'clock' | 'logger'>;
 
 export class ApiKeyService {
   constructor(private readonly deps: ApiKeyServiceDeps) {}
@@ -63,13 +64,14 @@ export class ApiKeyService {
     if (!evenIfKeysExist && !this.deps.store.read(none)) return null;
     // Checked again in the write: of replicas starting together on an empty database, one makes it.
     const recovery = `recovery-${new Date(now).toISOString().slice(0, 19).replaceAll(':', '')}`;
-    const created = evenIfKeysExist
-      ? await this.createRecord({ name: recovery, scope: 'admin' }, (tx) => {
+    const attempt = evenIfKeysExist
+      ? this.createRecord({ name: recovery, scope: 'admin' }, (tx) => {
           assertKeyNameFree(tx, recovery);
           return true;
         })
-      : await this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
-    if (!created) return null;
+      : this.createRecord({ name: 'bootstrap', scope: 'admin' }, none);
+    if (!(await attempt.made)) return null;
+    const created = { ...attempt.record, key: attempt.key };
     // A key file already there holds a key this store does not accept: one deleted or expired, or
     // another deployment's (a data dir pointed at a new database). Moved aside, never overwritten.
     const keptAside = await moveAside(file, now);
@@ -187,16 +189,28 @@ export class ApiKeyService {
   ): Promise<ApiKeyView & { key: string }> {
     // Two keys of one name cannot be told apart in a list or the audit log, and a double-clicked
     // Create would make a second key whose secret nobody saw.
-    const created = (await this.createRecord(input, (tx) => {
+    const { record, key, made } = this.createRecord(input, (tx) => {
       assertKeyNameFree(tx, input.name);
       return true;
-    }))!;
-    await this.deps.audit.record({
-      type: 'api_key.created',
-      ...meta,
-      keyId: created.id,
-      details: { name: input.name, scope: input.scope, expiresInDays: input.expiresInDays ?? null },
     });
+    // Saved late, the key's secret reached nobody; the record still exists, so it is audited.
+    await onceSaved(
+      made,
+      (_made, late) =>
+        this.deps.audit.record({
+          type: 'api_key.created',
+          ...meta,
+          keyId: record.id,
+          details: {
+            name: input.name,
+            scope: input.scope,
+            expiresInDays: input.expiresInDays ?? null,
+            ...savedLate(late),
+          },
+        }),
+      this.deps.logger,
+    );
+    const created = { ...record, key };
     return {
       id: created.id,
       key: created.key,
@@ -219,35 +233,35 @@ export class ApiKeyService {
    * always a usable admin key: refusing it is what keeps the last one.)
    */
   async delete(id: string, options: { force: boolean }, meta: RequestMeta): Promise<{ deleted: true }> {
-    await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       if (tx.get('provisioningKeys', id)) throw new DomainError('PROVISIONING_KEY_NOT_DELETABLE');
       if (!tx.get('apiKeys', id)) throw new DomainError('API_KEY_NOT_FOUND');
       if (!options.force && meta.actor.kind === 'admin' && meta.actor.apiKeyId === id)
         throw new DomainError('API_KEY_IN_USE');
       tx.delete('apiKeys', id);
     });
-    await this.deps.audit.record({
-      type: 'api_key.deleted',
-      ...meta,
-      keyId: id,
-      details: { force: options.force },
-    });
+    await onceSaved(
+      durable,
+      (_deleted, late) =>
+        this.deps.audit.record({
+          type: 'api_key.deleted',
+          ...meta,
+          keyId: id,
+          details: { force: options.force, ...savedLate(late) },
+        }),
+      this.deps.logger,
+    );
     return { deleted: true };
   }
 
-  private async createRecord(input: {
-    name: string;
-    scope: 'read' | 'admin';
-    expiresInDays?: number | undefined;
-  }): Promise<ApiKeyRecord & { key: string }>;
-  private async createRecord(
-    input: { name: string; scope: 'read' | 'admin' },
-    onlyIf: (view: StoreView) => boolean,
-  ): Promise<(ApiKeyRecord & { key: string }) | null>;
-  private async createRecord(
+  /**
+   * Applies a new key's record (unless `onlyIf` says no) and hands back the record, its secret and
+   * the write, which answers whether the record was made once it is saved.
+   */
+  private createRecord(
     input: { name: string; scope: 'read' | 'admin'; expiresInDays?: number | undefined },
-    onlyIf?: (view: StoreView) => boolean,
-  ): Promise<(ApiKeyRecord & { key: string }) | null> {
+    onlyIf: (view: StoreView) => boolean,
+  ): { record: ApiKeyRecord; key: string; made: Promise<boolean> } {
     const now = this.deps.clock.now();
     const { id, key, hash } = generateKey(ADMIN_KEY_PREFIX, 'ak');
     const record: ApiKeyRecord = {
@@ -259,12 +273,12 @@ export class ApiKeyService {
       expiresAt: input.expiresInDays ? now + input.expiresInDays * DAY_MS : null,
       lastUsedAt: null,
     };
-    const made = await this.deps.store.transact((tx) => {
-      if (onlyIf && !onlyIf(tx)) return false;
+    const made = this.deps.store.transact((tx) => {
+      if (!onlyIf(tx)) return false;
       tx.put('apiKeys', record);
       return true;
     });
-    return made ? { ...record, key } : null;
+    return { record, key, made };
   }
 }
 

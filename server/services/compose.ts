@@ -49,14 +49,24 @@ export function createServices(
   };
   const unsavedTerminations = new UnsavedTerminations(audit);
   // Connectors and groups both cut agents off (revoke, delete, disable) and rotate keys.
-  const cutOffDeps = { store, audit, clock, events, presence, unsavedTerminations, policy, secretBox };
-  const connectors = new ConnectorService({ ...cutOffDeps, metrics, logger });
+  const cutOffDeps = {
+    store,
+    audit,
+    clock,
+    events,
+    presence,
+    unsavedTerminations,
+    policy,
+    secretBox,
+    logger,
+  };
+  const connectors = new ConnectorService({ ...cutOffDeps, metrics });
   return {
     groups: new GroupService(cutOffDeps),
-    provisioningKeys: new ProvisioningKeyService({ store, audit, clock, secretBox, policy }),
+    provisioningKeys: new ProvisioningKeyService({ store, audit, clock, secretBox, policy, logger }),
     connectors,
     enrollment: new EnrollmentService({ store, audit, clock, identity, policy, metrics, logger }),
-    apiKeys: new ApiKeyService({ store, audit, clock }),
+    apiKeys: new ApiKeyService({ store, audit, clock, logger }),
     signingKeys: new SigningKeyService({ store, audit, clock, identity, presence }),
     agentSessions: new AgentSessionService({
       store,

@@ -5,6 +5,7 @@ import { applyNow, type StoreView } from '../store/store.js';
 import type { AuditInput } from './audit.js';
 import { type RequestMeta, type ServiceDeps, systemMeta } from './deps.js';
 import type { DomainEvent } from './events.js';
+import { type AfterSaved, onceSaved, savedLate, whenSavedLate } from './once-saved.js';
 import { policyOf, rotateGroupKey } from './provisioning-keys.js';
 import type { CutOff, UnsavedTermination } from './unsaved-terminations.js';
 import {
@@ -166,19 +167,26 @@ export class ConnectorService {
     const current = this.deps.store.read((view) => requireConnector(view, connectorId).status);
     if (current === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
     if (current === status) return { ...this.get(connectorId), changed: false };
-    const groupId = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       const record = requireConnector(tx, connectorId);
       if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
       tx.patch('connectors', connectorId, { status });
       return record.groupId;
     });
-    await this.deps.audit.record({
-      type: status === 'enabled' ? 'connector.enabled' : 'connector.disabled',
-      ...meta,
-      connectorId,
-      groupId,
-    });
-    this.deps.events.saved({ type: 'connector.status', connectorId, status });
+    await onceSaved(
+      durable,
+      async (groupId, late) => {
+        await this.deps.audit.record({
+          type: status === 'enabled' ? 'connector.enabled' : 'connector.disabled',
+          ...meta,
+          connectorId,
+          groupId,
+          details: savedLate(late),
+        });
+        this.deps.events.saved({ type: 'connector.status', connectorId, status });
+      },
+      this.deps.logger,
+    );
     return { ...this.get(connectorId), changed: true };
   }
 
@@ -220,18 +228,21 @@ export class ConnectorService {
       : null;
     // A session on another replica confirms through the connector's record (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
-    const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
-    if (outcome) this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
-    if (outcome) {
+    const committed: AfterSaved<Awaited<typeof durable>> = async (saved, late) => {
+      if (!saved) return;
+      this.deps.events.committed({ type: 'connector.revoked', connectorId, reason });
       await this.deps.audit.record({
         type: 'connector.revoked',
         ...meta,
         connectorId,
-        groupId: outcome.groupId,
-        keyId: outcome.newKeyId,
-        details: { reason, previousKeyId: outcome.previousKeyId },
+        groupId: saved.groupId,
+        keyId: saved.newKeyId,
+        details: { reason, previousKeyId: saved.previousKeyId, ...savedLate(late) },
       });
-    }
+    };
+    whenSavedLate(durable, committed, this.deps.logger);
+    const outcome = await this.deps.unsavedTerminations.settle(durable, cut, ended);
+    await committed(outcome, false);
     const termination = await ended;
     const view = { ...this.get(connectorId), changed: outcome !== null };
     // Pending here may still be a confirmation stored by an earlier revoke: the record says.
@@ -262,15 +273,18 @@ export class ConnectorService {
       : null;
     // A session on another replica confirms through the cluster's sessions (see confirmTermination).
     const ended = this.deps.presence.termination(connectorId, applied ? durable : undefined);
-    const { groupId, name } = await this.deps.unsavedTerminations.settle(durable, cut, ended);
-    if (cut) this.deps.events.committed({ type: 'connector.deleted', connectorId });
-    await this.deps.audit.record({
-      type: 'connector.deleted',
-      ...meta,
-      connectorId,
-      groupId,
-      details: { name },
-    });
+    const committed: AfterSaved<Awaited<typeof durable>> = async ({ groupId, name }, late) => {
+      if (cut) this.deps.events.committed({ type: 'connector.deleted', connectorId });
+      await this.deps.audit.record({
+        type: 'connector.deleted',
+        ...meta,
+        connectorId,
+        groupId,
+        details: { name, ...savedLate(late) },
+      });
+    };
+    whenSavedLate(durable, committed, this.deps.logger);
+    await committed(await this.deps.unsavedTerminations.settle(durable, cut, ended), false);
     return { deleted: true, termination: await ended };
   }
 
@@ -325,14 +339,16 @@ export class ConnectorService {
       record?.status === 'revoked' && (record.revocationConfirmedAt ?? null) === null;
     // Checked before the write: a revoked host retrying its handshake costs no write once confirmed.
     if (!this.deps.store.read((view) => unconfirmed(view.get('connectors', connectorId)))) return;
-    this.deps.store
-      .transact((tx) => {
-        if (!unconfirmed(tx.get('connectors', connectorId))) return false;
-        tx.patch('connectors', connectorId, { revocationConfirmedAt: c.at, revocationConfirmedFrom: c.from });
-        return true;
-      })
-      .then((changed) => (changed ? audit('connector.revocation_confirmed', false) : undefined))
-      .catch(failed);
+    const durable = this.deps.store.transact((tx) => {
+      if (!unconfirmed(tx.get('connectors', connectorId))) return false;
+      tx.patch('connectors', connectorId, { revocationConfirmedAt: c.at, revocationConfirmedFrom: c.from });
+      return true;
+    });
+    onceSaved(
+      durable,
+      (changed) => (changed ? audit('connector.revocation_confirmed', false) : undefined),
+      this.deps.logger,
+    ).catch(failed);
   }
 
   /** Removes connectors that enrolled but never opened a session within the pending TTL. */
@@ -342,7 +358,7 @@ export class ConnectorService {
       r.lastConnectedAt === null && r.enrolledAt <= cutoff && !this.deps.presence.isConnected(r.id);
     const stale = this.deps.store.read((view) => view.list('connectors').filter(isStale).length);
     if (stale === 0) return [];
-    const removed = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       const ids = tx
         .list('connectors')
         .filter(isStale)
@@ -350,16 +366,22 @@ export class ConnectorService {
       for (const { id } of ids) tx.delete('connectors', id);
       return ids;
     });
-    for (const { id, groupId } of removed) {
-      this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
-      await this.deps.audit.record({
-        type: 'connector.pending_expired',
-        ...systemMeta,
-        connectorId: id,
-        groupId,
-        details: { pendingTtlMs: this.deps.policy.pendingTtlMs },
-      });
-    }
+    const removed = await onceSaved(
+      durable,
+      async (saved, late) => {
+        for (const { id, groupId } of saved) {
+          this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
+          await this.deps.audit.record({
+            type: 'connector.pending_expired',
+            ...systemMeta,
+            connectorId: id,
+            groupId,
+            details: { pendingTtlMs: this.deps.policy.pendingTtlMs, ...savedLate(late) },
+          });
+        }
+      },
+      this.deps.logger,
+    );
     return removed.map((r) => r.id);
   }
 

@@ -5,6 +5,7 @@ import type { ConnectorRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
+import { onceSaved, savedLate } from './once-saved.js';
 import { keyState } from './provisioning-keys.js';
 import { enrolledConnectorId, keyMatches } from './secrets.js';
 
@@ -85,7 +86,7 @@ export class EnrollmentService {
       this.deps.policy.identityTtlMs,
     );
     const now = this.deps.clock.now();
-    const outcome = await this.deps.store.transact((tx): KeyCheck => {
+    const durable = this.deps.store.transact((tx): KeyCheck => {
       const check = this.checkKey(tx, request.provisioningKey, keyId, jkt);
       if (check.refusal) return check;
       if (check.groupId !== first.groupId) return { ...check, refusal: 'KEY_INVALID' };
@@ -121,23 +122,32 @@ export class EnrollmentService {
       tx.patch('provisioningKeys', key.id, { lastUsedAt: now, uses: (key.uses ?? 0) + 1 });
       return check;
     });
+    const outcome = await onceSaved(
+      durable,
+      async (saved, late) => {
+        if (saved.refusal) return;
+        this.deps.metrics.enrollments.inc({ outcome: 'success' });
+        await this.deps.audit.record({
+          type: 'enrollment.succeeded',
+          actor: { kind: 'agent', connectorId },
+          remoteAddress,
+          connectorId,
+          groupId: saved.groupId,
+          keyId: saved.keyId,
+          details: {
+            name: saved.repeat?.name ?? request.name ?? request.host.hostname,
+            agentVersion: request.agentVersion,
+            // An attempt of an enrollment already made, whose answer the agent had not received.
+            ...(saved.repeat ? { repeated: true } : {}),
+            // The agent heard STORE_UNAVAILABLE; its retry enrolls again as a repeat.
+            ...savedLate(late),
+          },
+        });
+      },
+      this.deps.logger,
+    );
     if (outcome.refusal) return this.refuse(outcome, remoteAddress);
 
-    this.deps.metrics.enrollments.inc({ outcome: 'success' });
-    await this.deps.audit.record({
-      type: 'enrollment.succeeded',
-      actor: { kind: 'agent', connectorId },
-      remoteAddress,
-      connectorId,
-      groupId: outcome.groupId,
-      keyId: outcome.keyId,
-      details: {
-        name: outcome.repeat?.name ?? request.name ?? request.host.hostname,
-        agentVersion: request.agentVersion,
-        // An attempt of an enrollment already made, whose answer the agent had not received.
-        ...(outcome.repeat ? { repeated: true } : {}),
-      },
-    });
     this.deps.logger.info(
       {
         connectorId,

@@ -2,6 +2,7 @@ import { DomainError } from '../../shared/errors.js';
 import type { GroupRecord } from '../store/records.js';
 import { applyNow, type StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
+import { type AfterSaved, onceSaved, savedLate, whenSavedLate } from './once-saved.js';
 import { type KeyPolicy, rotateGroupKey } from './provisioning-keys.js';
 import { randomId } from './secrets.js';
 import { countsByGroup, currentKeySummary, emptyCounts, type GroupView, groupView } from './views.js';
@@ -24,7 +25,15 @@ function requireGroup(view: StoreView, groupId: string): Readonly<GroupRecord> {
 /** What GroupService is built from. */
 export type GroupServiceDeps = Pick<
   ServiceDeps,
-  'store' | 'audit' | 'clock' | 'events' | 'presence' | 'unsavedTerminations' | 'policy' | 'secretBox'
+  | 'store'
+  | 'audit'
+  | 'clock'
+  | 'events'
+  | 'presence'
+  | 'unsavedTerminations'
+  | 'policy'
+  | 'secretBox'
+  | 'logger'
 >;
 
 export class GroupService {
@@ -36,7 +45,7 @@ export class GroupService {
   ): Promise<GroupView> {
     const policy: KeyPolicy = { maxUses: input.maxUses, ttlMs: input.ttl };
     const now = this.deps.clock.now();
-    const group = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       assertNameFree(tx, input.name);
       const record: GroupRecord = {
         id: randomId('grp'),
@@ -53,13 +62,18 @@ export class GroupService {
         key: { maxUses: key.maxUses ?? null, ttlMs: key.expiresAt - key.createdAt },
       };
     });
-    await this.deps.audit.record({
-      type: 'group.created',
-      ...meta,
-      groupId: group.id,
-      keyId: group.currentKeyId,
-      details: { name: group.name, ...group.key },
-    });
+    const group = await onceSaved(
+      durable,
+      (saved, late) =>
+        this.deps.audit.record({
+          type: 'group.created',
+          ...meta,
+          groupId: saved.id,
+          keyId: saved.currentKeyId,
+          details: { name: saved.name, ...saved.key, ...savedLate(late) },
+        }),
+      this.deps.logger,
+    );
     return groupView(
       group,
       emptyCounts(),
@@ -102,7 +116,7 @@ export class GroupService {
     input: { groupId: string; name?: string | undefined; description?: string | undefined },
     meta: RequestMeta,
   ): Promise<GroupView> {
-    const before = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       const group = requireGroup(tx, input.groupId);
       if (input.name !== undefined) assertNameFree(tx, input.name, group.id);
       const changes: Partial<GroupRecord> = {};
@@ -111,12 +125,17 @@ export class GroupService {
       tx.patch('groups', group.id, changes);
       return { name: group.name, description: group.description };
     });
-    await this.deps.audit.record({
-      type: 'group.updated',
-      ...meta,
-      groupId: input.groupId,
-      details: { before, name: input.name, description: input.description },
-    });
+    await onceSaved(
+      durable,
+      (before, late) =>
+        this.deps.audit.record({
+          type: 'group.updated',
+          ...meta,
+          groupId: input.groupId,
+          details: { before, name: input.name, description: input.description, ...savedLate(late) },
+        }),
+      this.deps.logger,
+    );
     return this.get(input.groupId);
   }
 
@@ -131,7 +150,7 @@ export class GroupService {
   ): Promise<GroupView & { changed: boolean }> {
     const already = this.deps.store.read((view) => requireGroup(view, groupId).status === status);
     if (already) return { ...this.get(groupId), changed: false };
-    const connectorIds = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       requireGroup(tx, groupId);
       tx.patch('groups', groupId, { status });
       return tx
@@ -139,12 +158,19 @@ export class GroupService {
         .filter((c) => c.groupId === groupId)
         .map((c) => c.id);
     });
-    await this.deps.audit.record({
-      type: status === 'enabled' ? 'group.enabled' : 'group.disabled',
-      ...meta,
-      groupId,
-    });
-    this.deps.events.saved({ type: 'group.status', groupId, status, connectorIds });
+    await onceSaved(
+      durable,
+      async (connectorIds, late) => {
+        await this.deps.audit.record({
+          type: status === 'enabled' ? 'group.enabled' : 'group.disabled',
+          ...meta,
+          groupId,
+          details: savedLate(late),
+        });
+        this.deps.events.saved({ type: 'group.status', groupId, status, connectorIds });
+      },
+      this.deps.logger,
+    );
     return { ...this.get(groupId), changed: true };
   }
 
@@ -205,14 +231,22 @@ export class GroupService {
         : null;
     if (applied)
       this.deps.events.applied({ type: 'group.deleted', groupId, connectorIds: applied.connectorIds });
-    const removed = await this.deps.unsavedTerminations.settle(durable, cut);
-    this.deps.events.committed({ type: 'group.deleted', groupId, connectorIds: removed.connectorIds });
-    await this.deps.audit.record({
-      type: 'group.deleted',
-      ...meta,
-      groupId,
-      details: { name: removed.name, force, connectorsRemoved: removed.connectorIds.length },
-    });
+    const committed: AfterSaved<Awaited<typeof durable>> = async (removed, late) => {
+      this.deps.events.committed({ type: 'group.deleted', groupId, connectorIds: removed.connectorIds });
+      await this.deps.audit.record({
+        type: 'group.deleted',
+        ...meta,
+        groupId,
+        details: {
+          name: removed.name,
+          force,
+          connectorsRemoved: removed.connectorIds.length,
+          ...savedLate(late),
+        },
+      });
+    };
+    whenSavedLate(durable, committed, this.deps.logger);
+    await committed(await this.deps.unsavedTerminations.settle(durable, cut), false);
     return { deleted: true };
   }
 }

@@ -3,6 +3,7 @@ import { PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { ProvisioningKeyRecord } from '../store/records.js';
 import type { StoreTransaction, StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
+import { onceSaved, savedLate } from './once-saved.js';
 import { generateKey } from './secrets.js';
 
 export const provisioningKeyName = (groupName: string) => `Connector Provisioning Key - ${groupName}`;
@@ -69,7 +70,7 @@ export function maskKey(key: string): string {
 /** What ProvisioningKeyService is built from. */
 export type ProvisioningKeyServiceDeps = Pick<
   ServiceDeps,
-  'store' | 'audit' | 'clock' | 'secretBox' | 'policy'
+  'store' | 'audit' | 'clock' | 'secretBox' | 'policy' | 'logger'
 >;
 
 export class ProvisioningKeyService {
@@ -83,25 +84,31 @@ export class ProvisioningKeyService {
   /** Replaces the group's key with one of the given policy; the old key is refused from now on. */
   async regenerate(groupId: string, policy: KeyPolicy, meta: RequestMeta) {
     const now = this.deps.clock.now();
-    const result = await this.deps.store.transact((tx) => {
+    const durable = this.deps.store.transact((tx) => {
       const group = tx.get('groups', groupId);
       if (!group) throw new DomainError('GROUP_NOT_FOUND');
       const previousKeyId = group.currentKeyId;
       const record = rotateGroupKey(tx, this.deps, groupId, now, policy);
       return { view: this.view(tx, groupId), previousKeyId, record };
     });
-    await this.deps.audit.record({
-      type: 'provisioning_key.regenerated',
-      ...meta,
-      groupId,
-      keyId: result.record.id,
-      details: {
-        previousKeyId: result.previousKeyId,
-        maxUses: result.record.maxUses ?? null,
-        ttlMs: result.record.expiresAt - result.record.createdAt,
-        expiresAt: new Date(result.record.expiresAt).toISOString(),
-      },
-    });
+    const result = await onceSaved(
+      durable,
+      ({ record, previousKeyId }, late) =>
+        this.deps.audit.record({
+          type: 'provisioning_key.regenerated',
+          ...meta,
+          groupId,
+          keyId: record.id,
+          details: {
+            previousKeyId,
+            maxUses: record.maxUses ?? null,
+            ttlMs: record.expiresAt - record.createdAt,
+            expiresAt: new Date(record.expiresAt).toISOString(),
+            ...savedLate(late),
+          },
+        }),
+      this.deps.logger,
+    );
     return result.view;
   }
 
