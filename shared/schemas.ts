@@ -52,7 +52,10 @@ export const apiKeyIdSchema = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[a-z]+_[a-z0-9]{1,40}$/);
+  .regex(/^[a-z]+_[a-z0-9]{1,40}$/, {
+    // Any key's id (`ak_…`, or `pk_…` to be told it cannot be deleted): see `api-keys list`.
+    message: 'must be a key id as `api-keys list` shows it (ak_…)',
+  });
 
 export const hostSchema = z.strictObject({
   hostname: machineText(253, 1),
