@@ -50,6 +50,19 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(keys.stdout).toContain('Connector Provisioning Key - Json');
   });
 
+  it('groups list and get say whether the current key still enrolls: a used-up one names the fix', async () => {
+    await cli(['groups', 'create', 'Once', ...common()]);
+    const regenerated = await cli(['groups', 'regenerate-key', 'Once', '--max-uses', '1', ...common()]);
+    expect(regenerated.code, regenerated.stderr).toBe(0);
+    const row = async () =>
+      (await cli(['groups', 'list', ...common()])).stdout.split('\n').find((l) => l.includes(' Once '));
+    expect(await row()).toMatch(/expires in 14 days, 0\/1 used/);
+    expect((await enrollSim(server.url, regenerated.stdout.trim())).ok).toBe(true);
+    expect(await row()).toMatch(/used up, 1\/1 used: regenerate-key/);
+    const shown = await cli(['groups', 'get', 'Once', ...common()]);
+    expect(shown.stdout).toMatch(/^key: +used up, 1\/1 used: regenerate-key$/m);
+  });
+
   it('explains API errors with the reason and a fix, exit 1', async () => {
     await cli(['groups', 'create', 'Dup', ...common()]);
     const dup = await cli(['groups', 'create', 'Dup', ...common()]);

@@ -23,7 +23,20 @@ const printGroup = (g: GroupLike) =>
     ['status', g.status],
     ['created', g.createdAt],
     ['connectors', `${g.counts.total} (${g.counts.connected} connected, ${g.counts.revoked} revoked)`],
+    ['key', keyWords(g.currentKey)],
   ]);
+
+/**
+ * The current key in a few words: whether it can enroll, and until when. An expired or used-up key
+ * is what an agent that cannot enroll points at, so the list says it without a `groups key` per group.
+ */
+function keyWords(key: GroupLike['currentKey']): string {
+  if (!key) return '-';
+  const uses = key.maxUses === null ? '' : `, ${key.uses}/${key.maxUses} used`;
+  if (key.status === 'expired') return `expired ${relative(key.expiresAt)}: regenerate-key`;
+  if (key.status === 'exhausted') return `used up${uses}: regenerate-key`;
+  return `expires ${relative(key.expiresAt)}${uses}`;
+}
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
 
@@ -130,8 +143,16 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
     const list = await client.groups.list.query({});
     print(options, list, () =>
       printTable(
-        ['ID', 'NAME', 'STATUS', 'CONNECTORS', 'CONNECTED', 'CREATED'],
-        list.map((g) => [g.id, g.name, g.status, g.counts.total, g.counts.connected, g.createdAt]),
+        ['ID', 'NAME', 'STATUS', 'CONNECTORS', 'CONNECTED', 'KEY', 'CREATED'],
+        list.map((g) => [
+          g.id,
+          g.name,
+          g.status,
+          g.counts.total,
+          g.counts.connected,
+          keyWords(g.currentKey),
+          g.createdAt,
+        ]),
         'No groups yet: create one with `groups create NAME`.',
       ),
     );
