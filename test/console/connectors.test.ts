@@ -54,9 +54,18 @@ describe('console: connectors', () => {
       await page.getByRole('menuitem', { name: 'Revoke' }).click();
       const confirm = page.getByRole('dialog', { name: 'Revoke lab-1?' });
       await confirm.getByText("The group's provisioning key is regenerated too").waitFor();
+      await confirm.getByLabel(/^Reason/).fill('  lab host decommissioned ');
       await confirm.getByRole('button', { name: 'Revoke connector' }).click();
       expect((await agent.exited).code).toBe(4);
       await row.getByText('revoked', { exact: true }).waitFor();
+      // The reason is kept (trimmed) and shown with the row, with whether the host heard it.
+      const connectorId = (await server.admin.connectors.list.query({})).items.find(
+        (c) => c.name === 'lab-1',
+      )!.id;
+      expect((await server.admin.connectors.get.query({ connectorId })).revokeReason).toBe(
+        'lab host decommissioned',
+      );
+      await row.getByText(/: lab host decommissioned \(the host confirmed\)$/).waitFor();
 
       await page.getByRole('link', { name: '← Connector Groups' }).click();
       await page.getByRole('button', { name: 'Actions for Lab' }).click();

@@ -1,3 +1,4 @@
+import { useRef } from 'react';
 import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
 import type { Connector } from '../types.js';
@@ -17,6 +18,7 @@ export function ConnectorDialog({
   onChanged: (outcome: string) => Promise<void>;
 }) {
   const { api } = useConsole();
+  const reasonRef = useRef<HTMLInputElement>(null);
   const ref = { connectorId: connector.id };
   const run = (call: () => Promise<string>) => async () => {
     const outcome = await call();
@@ -52,7 +54,8 @@ export function ConnectorDialog({
         danger
         onClose={onClose}
         onConfirm={run(async () => {
-          const revoked = await api.connectors.revoke.mutate(ref);
+          const reason = reasonRef.current?.value.trim();
+          const revoked = await api.connectors.revoke.mutate({ ...ref, ...(reason ? { reason } : {}) });
           return `${connector.name} ${terminationWords(revoked.termination) ?? 'revoked'}. Its group's provisioning key was regenerated.`;
         })}
       >
@@ -64,6 +67,8 @@ export function ConnectorDialog({
           The group's provisioning key is regenerated too (the old one may have been copied from the same
           host): hosts that have not enrolled yet need the new key. Other connectors are unaffected.
         </p>
+        <label htmlFor="revoke-reason">Reason (optional: kept with the connector and in the audit log)</label>
+        <input id="revoke-reason" ref={reasonRef} maxLength={500} placeholder="e.g. host decommissioned" />
       </Confirm>
     );
   }

@@ -1,3 +1,4 @@
+import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import type { Connector } from '../types.js';
@@ -15,6 +16,18 @@ function replicaLabel(id: string, urls: ReadonlyMap<string, string | null>): str
   } catch {
     return url;
   }
+}
+
+/** When and why a connector was revoked, and whether its host learnt it (hover: when and from where). */
+function RevocationNote({ connector }: { connector: Connector }) {
+  const heard = connector.termination?.state === 'confirmed';
+  return (
+    <div className="revocation" title={terminationWords(connector.termination) ?? undefined}>
+      {formatTime(connector.revokedAt)}
+      {connector.revokeReason ? `: ${connector.revokeReason}` : ''}
+      {heard ? ' (the host confirmed)' : ' (not confirmed by the host yet)'}
+    </div>
+  );
 }
 
 /** Every string here was reported by a host and is hostile: React renders it as text, never markup. */
@@ -72,6 +85,7 @@ export function ConnectorsTable({
                 ) : (
                   <span className={`badge ${connector.status}`}>{connector.status}</span>
                 )}
+                {revoked && <RevocationNote connector={connector} />}
               </td>
               <td className={`connection ${connector.connection}`}>
                 {CONNECTION_LABEL[connector.connection]}
