@@ -66,6 +66,7 @@ describe('console: connectors', () => {
         'lab host decommissioned',
       );
       await row.getByText(/: lab host decommissioned \(the host confirmed\)$/).waitFor();
+      await screenshot(page, 'connectors-revoked');
 
       await page.getByRole('link', { name: '← Connector Groups' }).click();
       await page.getByRole('button', { name: 'Actions for Lab' }).click();
@@ -187,6 +188,28 @@ describe('console: connectors', () => {
     await page.reload();
     await expect.poll(() => rows.count()).toBe(50);
     expect(await page.getByLabel('Status').inputValue()).toBe('');
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}`);
+
+    // Search (name, hostname or id) on the server, once typing pauses, kept in the URL as q.
+    const sent = requests.length;
+    await page.getByLabel('Search').pressSequentially('host-5', { delay: 20 });
+    await expect.poll(() => rows.count()).toBe(11); // host-5 and host-50 … host-59
+    const searches = requests.slice(sent).filter((url) => url.includes('"search"'));
+    // Not one query per key (a loaded machine may pause mid-word: fewer, not exactly one).
+    expect(searches.length).toBeLessThan('host-5'.length);
+    expect(searches.at(-1)).toContain('"search":"host-5"');
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?q=host-5`);
+    await page.getByLabel('Status').selectOption('disabled');
+    await page.reload();
+    expect(await page.getByLabel('Search').inputValue()).toBe('host-5');
+    const byId = disabled[0]!.id;
+    await page.getByLabel('Status').selectOption('');
+    await page.getByLabel('Search').fill(byId);
+    await page.getByLabel('Search').press('Enter');
+    await expect.poll(() => rows.count()).toBe(1);
+    expect(await rows.first().getAttribute('data-connector-id')).toBe(byId);
+    await page.getByLabel('Search').fill('');
+    await expect.poll(() => rows.count()).toBe(50);
     expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}`);
     await context.close();
   });

@@ -18,20 +18,29 @@ export const FILTER_CHOICES = {
 } as const;
 export type StatusFilter = '' | keyof typeof FILTER_CHOICES.status;
 export type ConnectionFilter = '' | keyof typeof FILTER_CHOICES.connection;
+/** The longest search the server takes (`connectors.list`'s `search`). */
+export const MAX_SEARCH = 100;
+
 /** A group's connectors page's filters: in its URL, so a reload or a shared link keeps them. */
 export interface ConnectorFilters {
   status: StatusFilter;
   connection: ConnectionFilter;
+  /** Text the connector's name, hostname or id contains ('' is none): the URL's `q`. */
+  search: string;
 }
 
 /** The filters a fragment's query names; a value the page does not offer is no filter. */
 function filtersOf(query: string | undefined): ConnectorFilters {
   const params = new URLSearchParams(query ?? '');
-  const offered = (name: keyof ConnectorFilters) => {
+  const offered = (name: keyof typeof FILTER_CHOICES) => {
     const value = params.get(name) ?? '';
     return Object.hasOwn(FILTER_CHOICES[name], value) ? value : '';
   };
-  return { status: offered('status') as StatusFilter, connection: offered('connection') as ConnectionFilter };
+  return {
+    status: offered('status') as StatusFilter,
+    connection: offered('connection') as ConnectionFilter,
+    search: (params.get('q') ?? '').trim().slice(0, MAX_SEARCH),
+  };
 }
 
 export function parseRoute(hash: string): Route {
@@ -47,6 +56,7 @@ export function groupHref(groupId: string, filters?: ConnectorFilters): string {
   const params = new URLSearchParams();
   if (filters?.status) params.set('status', filters.status);
   if (filters?.connection) params.set('connection', filters.connection);
+  if (filters?.search) params.set('q', filters.search);
   const query = params.toString();
   return `#/groups/${groupId}${query ? `?${query}` : ''}`;
 }

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
-import { type ConnectorFilters, FILTER_CHOICES, groupHref } from '../route.js';
+import { type ConnectorFilters, FILTER_CHOICES, groupHref, MAX_SEARCH } from '../route.js';
 import type { Connector, Group } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
@@ -21,9 +21,9 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
   const [group, setGroup] = useState<Group | null>(null);
   const [rows, setRows] = useState<Connector[] | null>(null);
   // The filters are the URL's (a reload or a shared link keeps them): a change of filter is a new URL.
-  const { status, connection } = filters;
+  const { status, connection, search } = filters;
   // The pages' cursors belong to the filters they were read with: other filters start at page 1.
-  const filterKey = `${status}/${connection}`;
+  const filterKey = `${status}/${connection}/${search}`;
   const [paging, setPaging] = useState<{ filterKey: string; cursors: (string | undefined)[] }>({
     filterKey,
     cursors: [undefined],
@@ -51,6 +51,7 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
           groupId,
           status: status || undefined,
           connection: connection || undefined,
+          search: search || undefined,
           cursor,
           limit: CONNECTORS_PAGE_SIZE,
         }),
@@ -77,16 +78,16 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
         setMissing(true);
       }
     }
-  }, [api, groupId, status, connection, cursor]);
+  }, [api, groupId, status, connection, search, cursor]);
 
   useEffect(() => {
     void refresh();
   }, [refresh]);
   // A URL naming a filter the page does not offer (or in another order) is written as it applies.
   useEffect(() => {
-    const href = groupHref(groupId, { status, connection });
+    const href = groupHref(groupId, { status, connection, search });
     if (location.hash !== href) location.replace(href);
-  }, [groupId, status, connection]);
+  }, [groupId, status, connection, search]);
   const live = useLiveRefresh(
     adminKey,
     refresh,
@@ -135,6 +136,7 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
         <form className="filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
           <FilterSelect name="status" label="Status" value={status} onChange={filter} />
           <FilterSelect name="connection" label="Connection" value={connection} onChange={filter} />
+          <SearchBox value={search} onChange={(next) => filter({ search: next })} />
         </form>
       )}
       {loadError && (
@@ -184,6 +186,52 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
   );
 }
 
+/** How long typing pauses before a search is applied (one server query per pause, not per key). */
+const SEARCH_PAUSE_MS = 300;
+
+/**
+ * The page's search, applied once typing pauses (or on Enter): what is typed is the box's own until
+ * then, and follows the URL when that changes otherwise (back, a link).
+ */
+function SearchBox({ value, onChange }: { value: string; onChange: (next: string) => void }) {
+  const [draft, setDraft] = useState(value);
+  const applied = useRef(value);
+  // The page's callback is new at each of its renders (live refreshes): the pause must not restart.
+  const apply = useRef(onChange);
+  apply.current = onChange;
+  const submit = useCallback((text: string) => {
+    const next = text.trim().slice(0, MAX_SEARCH);
+    if (next === applied.current) return;
+    applied.current = next;
+    apply.current(next);
+  }, []);
+  // Changed otherwise (back, a link): the box shows it. Its own search coming back leaves what was typed since.
+  useEffect(() => {
+    if (value !== applied.current) setDraft(value);
+    applied.current = value;
+  }, [value]);
+  useEffect(() => {
+    const timer = setTimeout(() => submit(draft), SEARCH_PAUSE_MS);
+    return () => clearTimeout(timer);
+  }, [draft, submit]);
+  return (
+    <>
+      <label htmlFor="filter-search">Search</label>
+      <input
+        id="filter-search"
+        type="search"
+        value={draft}
+        maxLength={MAX_SEARCH}
+        placeholder="name, hostname or id"
+        onChange={(e) => setDraft(e.target.value)}
+        onKeyDown={(e) => {
+          if (e.key === 'Enter') submit(draft);
+        }}
+      />
+    </>
+  );
+}
+
 /** One filter of the page: Any, then the values FILTER_CHOICES offers for it. */
 function FilterSelect({
   name,
@@ -191,7 +239,7 @@ function FilterSelect({
   value,
   onChange,
 }: {
-  name: keyof ConnectorFilters;
+  name: keyof typeof FILTER_CHOICES;
   label: string;
   value: string;
   onChange: (next: Partial<ConnectorFilters>) => void;
