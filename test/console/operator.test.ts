@@ -158,7 +158,11 @@ describe('console: an operator’s first hour', () => {
       .getByText('A host enrolled meanwhile: the group now has 2 connector(s).')
       .waitFor();
     expect((await server.admin.groups.get.query({ groupId: empty.id })).counts.total).toBe(2);
-    await dialog.getByText('Its 2 connector(s) are deleted with it').waitFor();
+    await dialog
+      .getByText(
+        'Its 2 connector(s) are deleted with it. The 2 not connected are told when they next connect',
+      )
+      .waitFor();
     await dialog.getByRole('button', { name: 'Delete group' }).click();
     await expect
       .poll(async () => (await server.admin.groups.list.query({})).map((g) => g.name))
@@ -168,6 +172,17 @@ describe('console: an operator’s first hour', () => {
       'Deleted Empty and its 2 connector(s).',
     );
     expect(await page.getByRole('row', { name: /^Empty\b/ }).count()).toBe(0);
+    // A revoked connector's agent has stopped already: the dialog does not promise to tell it.
+    await page
+      .getByRole('row', { name: /^Outcomes\b/ })
+      .getByRole('button', { name: /^Actions for/ })
+      .click();
+    await page.getByRole('menuitem', { name: 'Delete' }).click();
+    const outcomes = page.getByRole('dialog', { name: 'Delete Outcomes?' });
+    expect(await outcomes.locator('p').first().textContent()).toBe(
+      "Its 1 connector(s) are deleted with it (1 of them revoked already). Those hosts must enroll again, with another group's key. Its provisioning key stops working at once.",
+    );
+    await outcomes.getByRole('button', { name: 'Cancel' }).click();
     await context.close();
   });
 

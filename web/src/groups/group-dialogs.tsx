@@ -85,7 +85,8 @@ function DeleteGroupDialog({
   onDeleted: (connectors: number) => Promise<void>;
 }) {
   const { api } = useConsole();
-  const [total, setTotal] = useState(group.counts.total);
+  const [counts, setCounts] = useState(group.counts);
+  const total = counts.total;
   return (
     <Confirm
       title={`Delete ${group.name}?`}
@@ -97,23 +98,33 @@ function DeleteGroupDialog({
           await api.groups.delete.mutate({ groupId: group.id, force: total > 0, expectedConnectors: total });
         } catch (failure) {
           if (errorReason(failure) !== 'GROUP_NOT_EMPTY') throw failure;
-          const now = (await api.groups.get.query({ groupId: group.id })).counts.total;
-          setTotal(now);
+          const now = (await api.groups.get.query({ groupId: group.id })).counts;
+          setCounts(now);
           throw new Error(
-            `A host enrolled meanwhile: the group now has ${now} connector(s). Read again, then delete.`,
+            `A host enrolled meanwhile: the group now has ${now.total} connector(s). Read again, then delete.`,
           );
         }
         await onDeleted(total);
       }}
     >
-      <p>
-        {total === 0
-          ? 'The group has no connectors. Its provisioning key stops working at once.'
-          : `Its ${total} connector(s) are deleted with it: their agents are disconnected at once, their identities are wiped and they stop. Those hosts must enroll again, with another group's key. Its provisioning key stops working at once.`}
-      </p>
+      <p>{deletionWords(counts)}</p>
       <p>This cannot be undone.</p>
     </Confirm>
   );
+}
+
+/** What deleting a group with these connectors does to them, in words: revoked ones have no agent left to tell. */
+function deletionWords(counts: GroupRow['counts']): string {
+  const key = 'Its provisioning key stops working at once.';
+  if (counts.total === 0) return `The group has no connectors. ${key}`;
+  const revoked = counts.revoked > 0 ? ` (${counts.revoked} of them revoked already)` : '';
+  const offline = counts.total - counts.connected - counts.revoked;
+  const told = [
+    counts.connected > 0 &&
+      `The ${counts.connected} connected now are told at once: their agents wipe their identities and stop.`,
+    offline > 0 && `The ${offline} not connected are told when they next connect, and refused.`,
+  ].filter(Boolean);
+  return `Its ${counts.total} connector(s) are deleted with it${revoked}. ${told.join(' ')}${told.length ? ' ' : ''}Those hosts must enroll again, with another group's key. ${key}`;
 }
 
 function RenameDialog({
