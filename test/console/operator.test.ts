@@ -88,6 +88,7 @@ describe('console: an operator’s first hour', () => {
 
     await page.getByRole('link', { name: 'Paused' }).click();
     await page.getByTestId('group-disabled').waitFor();
+    await page.getByText('1 enabled (disabled with the group), 0 disabled', { exact: false }).waitFor();
     const row = page.getByRole('row', { name: /paused-1/ });
     await row.getByText('disabled (group)', { exact: true }).waitFor();
     // Keyboard only: the menu button, Enter, down to Disable, Enter; Escape closes the dialog and

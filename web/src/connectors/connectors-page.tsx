@@ -112,7 +112,8 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
       {group && (
         <p className="help">
           {group.counts.total} connector(s): {group.counts.connected} connected, {group.counts.enabled}{' '}
-          enabled, {group.counts.disabled} disabled, {group.counts.revoked} revoked.
+          enabled{group.status === 'disabled' ? ' (disabled with the group)' : ''}, {group.counts.disabled}{' '}
+          disabled, {group.counts.revoked} revoked.
         </p>
       )}
       {outcome && (
