@@ -10,6 +10,16 @@ describe('nearest', () => {
     expect(nearest('edge-x', ['edge-a', 'edge-b', 'core'])).toEqual(['edge-a', 'edge-b']);
   });
 
+  it('counts two neighbouring letters swapped as one typo', () => {
+    expect(nearest('Wbe', ['Web', 'Ops'])).toEqual(['Web']);
+    expect(nearest('conenctor.revoked', ['connector.revoked', 'connector.deleted'])).toEqual([
+      'connector.revoked',
+    ]);
+    expect(nearest('enrolmnet', ['enrollment'])).toEqual(['enrollment']);
+    // Still no guess for a word that is not a near miss.
+    expect(nearest('bWe', ['Web'])).toEqual([]);
+  });
+
   it('suggests nothing for a word like none of them, nor the word itself', () => {
     expect(nearest('payments', ['Prod', 'staging'])).toEqual([]);
     expect(nearest('ab', ['xy'])).toEqual([]);

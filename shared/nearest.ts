@@ -25,17 +25,26 @@ export function nearest(word: string, candidates: Iterable<string>, max = 3): st
   return found.slice(0, max);
 }
 
-/** Levenshtein distance (insert, delete, substitute), one row at a time. */
+/**
+ * Edit distance counting a swap of two neighbouring letters as one edit, as a typo is (`Wbe` for
+ * `Web`), besides an insert, a delete or a substitution (optimal string alignment), a row at a time.
+ */
 function editDistance(a: string, b: string): number {
+  let before: number[] = [];
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const row = [i];
-    for (let j = 1; j <= b.length; j++)
-      row[j] = Math.min(
+    for (let j = 1; j <= b.length; j++) {
+      let cost = Math.min(
         (previous[j] as number) + 1,
         (row[j - 1] as number) + 1,
         (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
       );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        cost = Math.min(cost, (before[j - 2] as number) + 1);
+      row[j] = cost;
+    }
+    before = previous;
     previous = row;
   }
   return previous[b.length] as number;
