@@ -5,10 +5,13 @@
 export function terminationWords(
   t: { state: 'confirmed' | 'pending'; confirmedAt: string | null; confirmedFrom: string | null } | null,
   verb: 'revoked' | 'deleted' = 'revoked',
+  /** How the time reads: UTC to the second by default (the CLI); the console gives its own format. */
+  timeWords: (iso: string) => string = utcWords,
 ): string | null {
   if (!t) return null;
   if (t.state === 'pending' || !t.confirmedAt)
     return `${verb}; not yet confirmed by the host (it was offline, or did not answer in time)`;
-  const at = `${t.confirmedAt.slice(0, 10)} ${t.confirmedAt.slice(11, 19)} UTC`;
-  return `${verb}; the host confirmed it at ${at} from ${t.confirmedFrom ?? 'an unknown address'}`;
+  return `${verb}; the host confirmed it at ${timeWords(t.confirmedAt)} from ${t.confirmedFrom ?? 'an unknown address'}`;
 }
+
+const utcWords = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;

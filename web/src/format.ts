@@ -7,6 +7,9 @@ export function formatTime(iso: string | null, { seconds = false } = {}): string
   });
 }
 
+/** A time to the second, in the reader's locale (as the audit page shows them). */
+export const atSecond = (iso: string) => formatTime(iso, { seconds: true });
+
 /** `in 13 days`, `in 5 hours`, `2 minutes ago`: how far a time is from now. */
 export function relativeTime(iso: string, now = Date.now()): string {
   const ms = new Date(iso).getTime() - now;

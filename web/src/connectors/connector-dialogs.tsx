@@ -1,6 +1,7 @@
 import { useRef } from 'react';
 import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
+import { atSecond } from '../format.js';
 import type { Connector } from '../types.js';
 import { Confirm } from '../ui/modal.js';
 
@@ -56,7 +57,7 @@ export function ConnectorDialog({
         onConfirm={run(async () => {
           const reason = reasonRef.current?.value.trim();
           const revoked = await api.connectors.revoke.mutate({ ...ref, ...(reason ? { reason } : {}) });
-          return `${connector.name} ${terminationWords(revoked.termination) ?? 'revoked'}. Its group's provisioning key was regenerated.`;
+          return `${connector.name} ${terminationWords(revoked.termination, 'revoked', atSecond) ?? 'revoked'}. Its group's provisioning key was regenerated.`;
         })}
       >
         <p>
@@ -80,7 +81,7 @@ export function ConnectorDialog({
       onClose={onClose}
       onConfirm={run(async () => {
         const deleted = await api.connectors.delete.mutate(ref);
-        return `${connector.name} ${terminationWords(deleted.termination, 'deleted') ?? 'deleted'}.`;
+        return `${connector.name} ${terminationWords(deleted.termination, 'deleted', atSecond) ?? 'deleted'}.`;
       })}
     >
       <p>

@@ -1,6 +1,6 @@
 import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
-import { formatTime } from '../format.js';
+import { atSecond, formatTime } from '../format.js';
 import type { Connector } from '../types.js';
 import { RowMenu } from '../ui/menu.js';
 import type { ConnectorDialogState } from './connector-dialogs.js';
@@ -22,7 +22,10 @@ function replicaLabel(id: string, urls: ReadonlyMap<string, string | null>): str
 function RevocationNote({ connector }: { connector: Connector }) {
   const heard = connector.termination?.state === 'confirmed';
   return (
-    <div className="revocation" title={terminationWords(connector.termination) ?? undefined}>
+    <div
+      className="revocation"
+      title={terminationWords(connector.termination, 'revoked', atSecond) ?? undefined}
+    >
       {formatTime(connector.revokedAt)}
       {connector.revokeReason ? `: ${connector.revokeReason}` : ''}
       {heard ? ' (the host confirmed)' : ' (not confirmed by the host yet)'}
