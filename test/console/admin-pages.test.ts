@@ -97,6 +97,18 @@ describe('console: admin pages', () => {
     await expect
       .poll(() => page.getByTestId('audit-empty').textContent())
       .toBe('No events of type group flagged security. ');
+    // The filters are in the URL: a reload (or the link, shared) shows the same events.
+    expect(new URL(page.url()).hash).toBe('#/audit?type=group&security=1');
+    await page.goto(`${server.url}/#/audit?type=api_key.created`);
+    await page.reload();
+    await expect.poll(() => types.allTextContents()).toEqual(['api_key.created', 'api_key.created']);
+    expect(await page.getByLabel('Type').inputValue()).toBe('api_key.created');
+    expect(await page.getByLabel('Security events only').isChecked()).toBe(false);
+    // A type the page does not take is no filter (and leaves the URL).
+    await page.goto(`${server.url}/#/audit?type=%3Cscript%3E`);
+    await page.reload();
+    await expect.poll(() => new URL(page.url()).hash).toBe('#/audit');
+    expect(await page.getByLabel('Type').inputValue()).toBe('');
     await context.close();
   });
 

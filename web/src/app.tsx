@@ -122,7 +122,7 @@ export function App() {
         )}
         {route.page === 'groups' && <GroupsPage />}
         {route.page === 'api-keys' && <ApiKeysPage />}
-        {route.page === 'audit' && <AuditPage />}
+        {route.page === 'audit' && <AuditPage filters={route.filters} />}
         {route.page === 'servers' && <ServersPage />}
       </main>
     </ConsoleContextValue.Provider>

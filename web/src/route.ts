@@ -5,7 +5,7 @@ export type Route =
   | { page: 'groups' }
   | { page: 'group'; groupId: string; filters: ConnectorFilters }
   | { page: 'api-keys' }
-  | { page: 'audit' }
+  | { page: 'audit'; filters: AuditFilters }
   | { page: 'servers' };
 
 /**
@@ -43,11 +43,40 @@ function filtersOf(query: string | undefined): ConnectorFilters {
   };
 }
 
+/** The audit page's filters: in its URL (`#/audit?type=connector&security=1`), as a group's are. */
+export interface AuditFilters {
+  /** An event type or its first part ('' is any). */
+  type: string;
+  /** Only events flagged security. */
+  security: boolean;
+}
+
+/** An audit type filter as the page takes it (lower-case letters, `_` and `.`, at most 64); else none. */
+function auditTypeOf(value: string | null): string {
+  const type = (value ?? '').trim().toLowerCase();
+  return /^[a-z_.]{0,64}$/.test(type) ? type : '';
+}
+
+export function auditHref(filters: AuditFilters): string {
+  const params = new URLSearchParams();
+  if (filters.type) params.set('type', filters.type);
+  if (filters.security) params.set('security', '1');
+  const query = params.toString();
+  return `#/audit${query ? `?${query}` : ''}`;
+}
+
 export function parseRoute(hash: string): Route {
   const match = /^#\/groups\/(grp_[a-z0-9]{1,40})(?:\?(.*))?$/.exec(hash);
   if (match) return { page: 'group', groupId: match[1]!, filters: filtersOf(match[2]) };
   if (hash === '#/api-keys') return { page: 'api-keys' };
-  if (hash === '#/audit') return { page: 'audit' };
+  const audit = /^#\/audit(?:\?(.*))?$/.exec(hash);
+  if (audit) {
+    const params = new URLSearchParams(audit[1] ?? '');
+    return {
+      page: 'audit',
+      filters: { type: auditTypeOf(params.get('type')), security: params.get('security') === '1' },
+    };
+  }
   if (hash === '#/servers') return { page: 'servers' };
   return { page: 'groups' };
 }

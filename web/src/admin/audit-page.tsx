@@ -3,6 +3,7 @@ import { auditTypeMisses, refusalsCounted } from '../../../shared/audit-event-ty
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
+import { type AuditFilters, auditHref } from '../route.js';
 import type { AuditEvent } from '../types.js';
 import { type AuditNames, useAuditNames } from './audit-names.js';
 
@@ -76,12 +77,27 @@ function unknownTypeHint(filter: string): string | null {
 }
 
 /** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security flag on the server. */
-export function AuditPage() {
+export function AuditPage({ filters }: { filters: AuditFilters }) {
   const { api } = useConsole();
-  const [type, setType] = useState('');
-  const [appliedType, setAppliedType] = useState('');
-  const [securityOnly, setSecurityOnly] = useState(false);
-  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  // The filters are the URL's (a reload or a shared link keeps them); the Type box is a draft until Filter.
+  const { type: appliedType, security: securityOnly } = filters;
+  const [type, setType] = useState(appliedType);
+  useEffect(() => setType(appliedType), [appliedType]);
+  // The box shows a click at once; the URL's change (a moment later) is what filters.
+  const [securityBox, setSecurityBox] = useState(securityOnly);
+  useEffect(() => setSecurityBox(securityOnly), [securityOnly]);
+  // The pages' cursors belong to the filters they were read with: other filters start at the newest.
+  const filterKey = `${appliedType}/${securityOnly}`;
+  const [paging, setPaging] = useState({ filterKey, cursors: [undefined] as (string | undefined)[] });
+  const cursors = paging.filterKey === filterKey ? paging.cursors : [undefined];
+  const setCursors = (next: (string | undefined)[]) => setPaging({ filterKey, cursors: next });
+  /** Applies other filters: in place of this URL (no history entry per choice). */
+  const filter = (next: AuditFilters) => location.replace(auditHref(next));
+  // A URL naming a filter the page does not take (or in another order) is written as it applies.
+  useEffect(() => {
+    const href = auditHref({ type: appliedType, security: securityOnly });
+    if (location.hash !== href) location.replace(href);
+  }, [appliedType, securityOnly]);
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const before = cursors[cursors.length - 1];
@@ -121,8 +137,7 @@ export function AuditPage() {
         aria-label="Filters"
         onSubmit={(e) => {
           e.preventDefault();
-          setAppliedType(type.trim());
-          setCursors([undefined]);
+          filter({ type: type.trim(), security: securityOnly });
         }}
       >
         <label htmlFor="audit-type">Type</label>
@@ -139,12 +154,11 @@ export function AuditPage() {
         <input
           id="audit-security"
           type="checkbox"
-          checked={securityOnly}
+          checked={securityBox}
+          // With what the Type box says now: an emptied box must not leave its old filter on.
           onChange={(e) => {
-            setSecurityOnly(e.target.checked);
-            // With what the Type box says now: an emptied box must not leave its old filter on.
-            setAppliedType(type.trim());
-            setCursors([undefined]);
+            setSecurityBox(e.target.checked);
+            filter({ type: type.trim(), security: e.target.checked });
           }}
         />
         <label htmlFor="audit-security">Security events only</label>
