@@ -44,7 +44,7 @@ describe('console: guards', () => {
     await context.close();
   }, 90_000);
 
-  it("Regenerate in the console keeps the key's policy (a single-use, 2-day key stays so) and says so", async () => {
+  it("Regenerate in the console keeps the key's policy (a single-use, 2-day key stays so) unless changed there", async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Single', maxUses: 1, ttl: '2d' });
     const context = await consoleContext(browser, server.url);
@@ -57,9 +57,10 @@ describe('console: guards', () => {
     await dialog.getByText('Active', { exact: true }).waitFor();
     await dialog.getByRole('button', { name: 'Regenerate' }).click();
     const confirm = page.getByRole('dialog', { name: 'Regenerate the key of Single?' });
-    await confirm
-      .getByText("The new key keeps this key's policy: valid 2 days, at most 1 enrollment(s).")
-      .waitFor();
+    const validFor = confirm.getByLabel('Valid for');
+    const allowed = confirm.getByLabel('Enrollments allowed');
+    expect(await validFor.locator('option:checked').textContent()).toBe('2 days, as now');
+    expect(await allowed.inputValue()).toBe('1');
     await confirm.getByRole('button', { name: 'Regenerate key' }).click();
     await page
       .getByRole('dialog', { name: 'Connector Provisioning Key - Single' })
@@ -68,11 +69,30 @@ describe('console: guards', () => {
     const now = await server.admin.provisioningKeys.get.query({ groupId: group.id });
     expect(now.maxUses).toBe(1);
     expect(Date.parse(now.expiresAt) - Date.parse(now.createdAt)).toBe(2 * DAY_MS);
+
+    // Changed in the confirmation: a use limit that is no whole number is refused before any call.
+    await dialog.getByRole('button', { name: 'Regenerate' }).click();
+    await validFor.selectOption('7d');
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'regenerate-policy');
+    await allowed.fill('0');
+    await confirm.getByRole('button', { name: 'Regenerate key' }).click();
+    await confirm.getByRole('alert').getByText('Enrollments allowed: a whole number from 1').waitFor();
+    expect((await server.admin.provisioningKeys.get.query({ groupId: group.id })).keyId).toBe(now.keyId);
+    await allowed.fill('');
+    await confirm.getByRole('button', { name: 'Regenerate key' }).click();
+    await dialog.getByText('Enrolled with it').waitFor();
+    await expect
+      .poll(async () => (await server.admin.provisioningKeys.get.query({ groupId: group.id })).keyId)
+      .not.toBe(now.keyId);
+    const changed = await server.admin.provisioningKeys.get.query({ groupId: group.id });
+    expect(changed.maxUses).toBeNull();
+    expect(Date.parse(changed.expiresAt) - Date.parse(changed.createdAt)).toBe(7 * DAY_MS);
     await page.keyboard.press('Escape');
     // A key of seconds or minutes says so: it read "valid 0 hours".
     for (const [ttl, words] of [
-      ['30s', 'valid 30 seconds'],
-      ['45m', 'valid 45 minutes'],
+      ['30s', '30 seconds, as now'],
+      ['45m', '45 minutes, as now'],
     ]) {
       const brief = await server.admin.groups.create.mutate({ name: `Brief ${ttl}`, ttl });
       await page.getByRole('row', { name: new RegExp(`^Brief ${ttl}\\b`) }).waitFor();
@@ -80,10 +100,9 @@ describe('console: guards', () => {
       await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
       const briefDialog = page.getByRole('dialog', { name: `Connector Provisioning Key - ${brief.name}` });
       await briefDialog.getByRole('button', { name: 'Regenerate' }).click();
-      await page
-        .getByRole('dialog', { name: `Regenerate the key of ${brief.name}?` })
-        .getByText(`The new key keeps this key's policy: ${words}, no limit on enrollments.`)
-        .waitFor();
+      const briefConfirm = page.getByRole('dialog', { name: `Regenerate the key of ${brief.name}?` });
+      expect(await briefConfirm.getByLabel('Valid for').locator('option:checked').textContent()).toBe(words);
+      expect(await briefConfirm.getByLabel('Enrollments allowed').inputValue()).toBe('');
       await page.keyboard.press('Escape');
       await page.keyboard.press('Escape');
     }

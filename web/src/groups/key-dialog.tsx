@@ -50,11 +50,37 @@ function durationWords(ms: number): string {
   return `${Math.max(1, Math.round(ms / 1000))} seconds`;
 }
 
-/** What the confirmation says the new key keeps. */
-function keptText(view: ProvisioningKey): string {
-  const lifetime = durationWords(lifetimeMs(view));
-  const limit = view.maxUses === null ? 'no limit on enrollments' : `at most ${view.maxUses} enrollment(s)`;
-  return `The new key keeps this key's policy: valid ${lifetime}, ${limit}.`;
+/** The lifetimes the Regenerate confirmation offers besides the current key's ('' keeps that one). */
+const LIFETIMES: ReadonlyArray<[ttl: string, words: string]> = [
+  ['1h', '1 hour'],
+  ['1d', '1 day'],
+  ['7d', '7 days'],
+  ['14d', '14 days'],
+  ['30d', '30 days'],
+];
+
+/** The new key's policy as the Regenerate confirmation's fields hold it: a draft until confirmed. */
+interface PolicyDraft {
+  /** Enrollments the new key allows: '' is no limit. */
+  maxUses: string;
+  /** One of LIFETIMES, or '' for the current key's lifetime. */
+  ttl: string;
+}
+
+const draftOf = (view: ProvisioningKey): PolicyDraft => ({
+  maxUses: view.maxUses === null ? '' : String(view.maxUses),
+  ttl: '',
+});
+
+/** The regenerate call's policy from the draft; a use limit that is not a whole number ≥ 1 is refused here. */
+function policyOf(view: ProvisioningKey, draft: PolicyDraft): { maxUses?: number; ttl: string } {
+  const ttl = draft.ttl || kept(view).ttl;
+  const limit = draft.maxUses.trim();
+  if (limit === '') return { ttl };
+  const maxUses = Number(limit);
+  if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000)
+    throw new Error('Enrollments allowed: a whole number from 1 to 1,000,000, or empty for no limit.');
+  return { maxUses, ttl };
 }
 
 /** The group's provisioning key: masked with a reveal, expiry, Copy, Regenerate, the agent command. */
@@ -73,6 +99,7 @@ export function KeyDialog({
   const [revealed, setRevealed] = useState(false);
   const [copied, setCopied] = useState<string | null>(null);
   const [confirming, setConfirming] = useState(false);
+  const [policy, setPolicy] = useState<PolicyDraft>({ maxUses: '', ttl: '' });
 
   const load = useCallback(async () => {
     try {
@@ -124,7 +151,10 @@ export function KeyDialog({
         onClose={() => setConfirming(false)}
         onConfirm={async () => {
           setView(
-            await api.provisioningKeys.regenerate.mutate({ groupId: group.id, ...(view ? kept(view) : {}) }),
+            await api.provisioningKeys.regenerate.mutate({
+              groupId: group.id,
+              ...(view ? policyOf(view, policy) : {}),
+            }),
           );
           setRevealed(false);
           setCopied(null);
@@ -133,8 +163,34 @@ export function KeyDialog({
         }}
       >
         <p>The current key stops working at once: hosts that have not enrolled yet need the new key.</p>
-        {view && <p>{keptText(view)}</p>}
         <p>Connectors already enrolled are unaffected: they keep their identities and stay connected.</p>
+        {view && (
+          <fieldset className="key-policy">
+            <legend>The new key (as this one unless changed)</legend>
+            <label htmlFor="new-key-ttl">Valid for</label>
+            <select
+              id="new-key-ttl"
+              value={policy.ttl}
+              onChange={(e) => setPolicy({ ...policy, ttl: e.target.value })}
+            >
+              <option value="">{durationWords(lifetimeMs(view))}, as now</option>
+              {LIFETIMES.map(([ttl, words]) => (
+                <option key={ttl} value={ttl}>
+                  {words}
+                </option>
+              ))}
+            </select>
+            <label htmlFor="new-key-uses">Enrollments allowed</label>
+            <input
+              id="new-key-uses"
+              inputMode="numeric"
+              value={policy.maxUses}
+              placeholder="no limit"
+              maxLength={7}
+              onChange={(e) => setPolicy({ ...policy, maxUses: e.target.value })}
+            />
+          </fieldset>
+        )}
       </Confirm>
     );
   }
@@ -189,7 +245,10 @@ export function KeyDialog({
             <ActionButton
               className="danger"
               disabledReason={readOnlyReason}
-              onClick={async () => setConfirming(true)}
+              onClick={async () => {
+                setPolicy(draftOf(view));
+                setConfirming(true);
+              }}
             >
               Regenerate
             </ActionButton>
