@@ -84,7 +84,7 @@ export function createMetrics() {
     ),
     feedReloads: counter(
       'connector_store_feed_reloads_total',
-      'Times this replica loaded the whole state again because changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows).',
+      'Times this replica loaded the whole state again because its memory might differ from the database: changes it had not read were pruned from the change feed (it was cut off longer than the feed keeps rows), or a commit whose answer was lost could not be asked about.',
     ),
     cutOffs: counter(
       'connector_replica_cut_offs_total',

@@ -10,14 +10,22 @@ afterEach(async () => {
 });
 
 /**
- * A replica whose connection drops after PostgreSQL committed its change, before the answer came
- * (a crash, a failover, a reset at the worst moment). It used to answer "nothing was changed",
- * undo the change in its memory, and keep that wrong copy for good: its own feed row does not bring
- * its changes back. Found by attacking a running deployment: a disabled connector was admitted as
- * enabled, and a deleted admin key kept working, through that replica only.
+ * A replica whose connection drops as PostgreSQL commits its change, before the answer came (a
+ * crash, a failover, a reset at the worst moment). It used to answer "nothing was changed", undo the
+ * change in its memory, and keep that wrong copy for good: its own feed row does not bring its
+ * changes back. Found by attacking a running deployment: a disabled connector was admitted as
+ * enabled, and a deleted admin key kept working, through that replica only. Now the replica asks
+ * the database what became of the transaction (pg_xact_status) and answers accordingly; only when
+ * the database cannot be asked does it say "it may have been saved" and read everything again.
  */
+/** The replica's whole-state loads so far (its /metrics). */
+async function reloads(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^connector_store_feed_reloads_total (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}
+
 describe('a commit whose answer is lost', () => {
-  it('the replica says it may have been saved, reads the database again and shows what was committed', async () => {
+  async function setup() {
     const db = await freshDatabase();
     cleanups.push(() => db[Symbol.asyncDispose]());
     const cutter = await startCommitCutter(db.url);
@@ -32,24 +40,66 @@ describe('a commit whose answer is lost', () => {
     await expect
       .poll(async () => (await a!.admin.connectors.get.query({ connectorId }).catch(() => null))?.status)
       .toBe('enabled');
+    return { a: a!, b: b!, cutter, enrolled, connectorId };
+  }
 
-    cutter.arm();
-    await expect(a!.admin.connectors.disable.mutate({ connectorId })).rejects.toMatchObject({
+  it('committed: the replica asks the database, answers that it is saved and holds it (no reload)', async () => {
+    const { a, b, cutter, enrolled, connectorId } = await setup();
+    cutter.arm({ when: 'after' });
+    const disabled = await a.admin.connectors.disable.mutate({ connectorId });
+    expect(cutter.cut).toBe(1);
+    expect(disabled).toMatchObject({ status: 'disabled', changed: true });
+    expect((await a.admin.connectors.get.query({ connectorId })).status).toBe('disabled');
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('disabled');
+    const session = connectSim(a.url, enrolled);
+    cleanups.push(() => session.close());
+    expect(await session.waitFor('ready', 10_000)).toMatchObject({ status: 'disabled' });
+    // Audited once, as any disable.
+    const events = await a.admin.audit.list.query({ type: 'connector.disabled' });
+    expect(events.filter((e) => e.connectorId === connectorId && e.outcome === 'success')).toHaveLength(1);
+    await a.admin.connectors.enable.mutate({ connectorId });
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('enabled');
+    expect(await reloads(a.url)).toBe(0);
+  });
+
+  it('rolled back (the COMMIT never arrived): the replica answers that nothing was changed and holds that', async () => {
+    const { a, b, cutter, connectorId } = await setup();
+    cutter.arm({ when: 'before' });
+    await expect(a.admin.connectors.disable.mutate({ connectorId })).rejects.toMatchObject({
       data: { reason: 'STORE_UNAVAILABLE' },
+      message: expect.stringContaining('nothing was changed'),
+    });
+    expect(cutter.cut).toBe(1);
+    expect((await a.admin.connectors.get.query({ connectorId })).status).toBe('enabled');
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('enabled');
+    // A retry goes through.
+    await a.admin.connectors.disable.mutate({ connectorId });
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('disabled');
+    expect(await reloads(a.url)).toBe(0);
+  });
+
+  it('unknown (the database cannot be asked): the replica says it may have been saved, reads the database again and shows what was committed', async () => {
+    const { a, b, cutter, enrolled, connectorId } = await setup();
+    // Longer than the replica asks (3 s): it has to call the outcome unknown.
+    cutter.arm({ when: 'after', refuseNewForMs: 5000 });
+    await expect(a.admin.connectors.disable.mutate({ connectorId })).rejects.toMatchObject({
+      data: { reason: 'STORE_UNAVAILABLE', mayBeSaved: true },
       message: expect.stringContaining('it may have been saved'),
     });
     expect(cutter.cut).toBe(1);
     // It was: the database and the other replica have it.
-    expect((await b!.admin.connectors.get.query({ connectorId })).status).toBe('disabled');
-    // A reads everything again within its feed's poll, and holds what was committed.
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('disabled');
+    // A reads everything again within its feed's poll (once it reaches the database), and holds
+    // what was committed.
     await expect
-      .poll(async () => (await a!.admin.connectors.get.query({ connectorId })).status, { timeout: 10_000 })
+      .poll(async () => (await a.admin.connectors.get.query({ connectorId })).status, { timeout: 15_000 })
       .toBe('disabled');
-    const session = connectSim(a!.url, enrolled);
+    const session = connectSim(a.url, enrolled);
     cleanups.push(() => session.close());
     expect(await session.waitFor('ready', 10_000)).toMatchObject({ status: 'disabled' });
     // And it goes on committing.
-    await a!.admin.connectors.enable.mutate({ connectorId });
-    expect((await b!.admin.connectors.get.query({ connectorId })).status).toBe('enabled');
+    await a.admin.connectors.enable.mutate({ connectorId });
+    expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('enabled');
+    expect(await reloads(a.url)).toBeGreaterThanOrEqual(1);
   });
 });

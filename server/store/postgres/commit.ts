@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { StoreSection } from '../store.js';
 import { CHANGES_CHANNEL, type ChangeOp, type FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
+import { askCommitOutcome, LOST_COMMIT_ASK_MS } from './lost-commit.js';
 import { fresherStoredSql } from './touch-propagation.js';
 
 /** Another replica changed what this transaction read: catch up and run it again. */
@@ -10,12 +11,31 @@ export class WriteConflict extends Error {
 }
 
 /**
- * The COMMIT got no answer (its connection went): the change may be in the database or not. The
- * committer's memory cannot know which, so it reads the database again; its own feed row, were it
- * committed, would not bring the change back (a replica skips its own rows).
+ * The COMMIT got no answer (its connection went), and the database could not say what became of it
+ * (askCommitOutcome): the change may be in the database or not. The committer's memory cannot know
+ * which, so it reads the database again; its own feed row, were it committed, would not bring the
+ * change back (a replica skips its own rows).
  */
 export class CommitOutcomeUnknown extends Error {
   override readonly name = 'CommitOutcomeUnknown';
+}
+
+/** The COMMIT got no answer, and the database says the transaction rolled back: nothing was saved. */
+export class CommitRolledBack extends Error {
+  override readonly name = 'CommitRolledBack';
+  readonly code = 'commit rolled back after its connection was lost';
+}
+
+/** A COMMIT with no answer, with what is needed to ask what became of it (inside this module). */
+class AnswerLost extends Error {
+  constructor(
+    message: string,
+    readonly xid: string | null,
+    readonly result: CommitResult,
+    options: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /**
@@ -120,6 +140,24 @@ const COMMIT_LOCK = 7_243_911_305;
 export async function commitChange(
   pool: pg.Pool,
   request: CommitRequest | (() => Promise<CommitRequest>),
+  lostCommitAskMs = LOST_COMMIT_ASK_MS,
+): Promise<CommitResult> {
+  try {
+    return await commitOnce(pool, request);
+  } catch (error) {
+    if (!(error instanceof AnswerLost)) throw error;
+    // A transaction that wrote nothing changed nothing, whatever became of its COMMIT.
+    if (error.xid === null) return error.result;
+    const outcome = await askCommitOutcome(pool, error.xid, lostCommitAskMs);
+    if (outcome === 'committed') return error.result;
+    if (outcome === 'aborted') throw new CommitRolledBack(error.message, { cause: error.cause });
+    throw new CommitOutcomeUnknown(error.message, { cause: error.cause });
+  }
+}
+
+async function commitOnce(
+  pool: pg.Pool,
+  request: CommitRequest | (() => Promise<CommitRequest>),
 ): Promise<CommitResult> {
   const { client, release } = await checkOut(pool);
   try {
@@ -132,12 +170,14 @@ export async function commitChange(
     // One round trip (a simple query may hold two statements; the lock key is a constant).
     await client.query(`BEGIN; SELECT pg_advisory_xact_lock${alone ? '' : '_shared'}(${COMMIT_LOCK})`);
     const prepared = typeof request === 'function' ? await request() : request;
-    const result = await commitIn(client, prepared);
+    const { xid, ...result } = await commitIn(client, prepared);
     try {
       await client.query('COMMIT');
     } catch (error) {
       if (leavesOutcomeUnknown(error))
-        throw new CommitOutcomeUnknown(`no answer to COMMIT (${(error as Error).message})`, { cause: error });
+        throw new AnswerLost(`no answer to COMMIT (${(error as Error).message})`, xid, result, {
+          cause: error,
+        });
       throw error;
     }
     return result;
@@ -151,7 +191,10 @@ export async function commitChange(
   }
 }
 
-async function commitIn(client: pg.PoolClient, request: CommitRequest): Promise<CommitResult> {
+/** What a commit returns, and its transaction's id (null when it wrote nothing). */
+type CommitWork = CommitResult & { xid: string | null };
+
+async function commitIn(client: pg.PoolClient, request: CommitRequest): Promise<CommitWork> {
   const touches = request.touches ?? [];
   const current = await lockRecords(client, [...request.reads, ...request.writes, ...touches]);
   for (const read of request.reads) {
@@ -180,11 +223,20 @@ async function commitIn(client: pg.PoolClient, request: CommitRequest): Promise<
   }
   const plain = untouched.filter((touch) => !touch.propagate);
   if (request.writes.length === 0 && versioned.length === 0) {
-    if (plain.length > 0) await client.query(`WITH ${TOUCH_CTE} SELECT 1`, [JSON.stringify(plain)]);
-    return { seq: 0, ops: [], touched: [], kept: [] };
+    const empty = { seq: 0, ops: [], touched: [], kept: [] };
+    if (plain.length === 0) return { ...empty, xid: null };
+    const merged = await client.query<{ xid: string }>(
+      `WITH ${TOUCH_CTE} SELECT pg_current_xact_id()::text AS xid`,
+      [JSON.stringify(plain)],
+    );
+    return { ...empty, xid: merged.rows[0]?.xid ?? null };
   }
-  const { seq, touched, kept } = await writeAll(client, request, current, { touches: plain, versioned });
+  const { seq, touched, kept, xid } = await writeAll(client, request, current, {
+    touches: plain,
+    versioned,
+  });
   return {
+    xid,
     seq,
     kept,
     touched,
@@ -254,7 +306,7 @@ async function writeAll(
   request: CommitRequest,
   current: Map<string, number>,
   extra: { touches: readonly RecordTouch[]; versioned: readonly RecordTouch[] },
-): Promise<{ seq: number; touched: Array<[StoreSection, string]>; kept: KeptFields[] }> {
+): Promise<{ seq: number; touched: Array<[StoreSection, string]>; kept: KeptFields[]; xid: string }> {
   const kind = (w: RecordWrite) => (w.body === null ? 'delete' : current.has(keyOf(w)) ? 'update' : 'insert');
   const writes = request.writes.map((w) => ({ section: w.section, id: w.id, body: w.body, kind: kind(w) }));
   const ops = request.writes.map(({ section, id, body }) => ({ section, id, body }));
@@ -264,6 +316,7 @@ async function writeAll(
     seq: string;
     touched: Array<[StoreSection, string]>;
     kept: KeptFields[];
+    xid: string;
   }>(
     `WITH ${TOUCH_CTE},
      v AS (SELECT nextval(pg_get_serial_sequence('store_changes', 'seq')) AS seq),
@@ -294,7 +347,7 @@ async function writeAll(
                               LEFT JOIN keep kp ON kp.section = o->>'section' AND kp.id = o->>'id'), '[]'::jsonb)
                   || COALESCE((SELECT jsonb_agg(op) FROM vt), '[]'::jsonb)
              FROM v)
-     SELECT v.seq::text AS seq, pg_notify($6, $3),
+     SELECT v.seq::text AS seq, pg_notify($6, $3), pg_current_xact_id()::text AS xid,
             -- The writer holds the touched records already: their keys are all it needs back.
             (SELECT COALESCE(jsonb_agg(jsonb_build_array(op->>'section', op->>'id')), '[]'::jsonb) FROM vt) AS touched,
             (SELECT COALESCE(jsonb_agg(jsonb_build_object('section', section, 'id', id, 'fields', kept)), '[]'::jsonb)
@@ -311,5 +364,5 @@ async function writeAll(
     ],
   );
   const row = result.rows[0];
-  return { seq: Number(row?.seq), touched: row?.touched ?? [], kept: row?.kept ?? [] };
+  return { seq: Number(row?.seq), touched: row?.touched ?? [], kept: row?.kept ?? [], xid: String(row?.xid) };
 }

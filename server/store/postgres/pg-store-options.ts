@@ -25,6 +25,11 @@ export interface PgStoreOptions {
    * ("may still be saved"); the commit itself goes on. @default COMMIT_WAIT_MS (10 s)
    */
   commitWaitMs?: number;
+  /**
+   * How long a commit whose COMMIT got no answer asks the database what became of it before it
+   * calls it unknown (and reads the whole state again). @default LOST_COMMIT_ASK_MS (3 s)
+   */
+  lostCommitAskMs?: number;
   /** Heartbeats of the feed position and the change feed's retention compare with this. @default the system clock */
   clock?: Clock;
   /** How long the change feed keeps rows (feed-retention.ts). @default 10 minutes, at most 1 hour */

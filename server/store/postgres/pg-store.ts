@@ -328,6 +328,7 @@ export class PgStore implements Store {
               await this.catchUp();
               return prepare();
             }),
+          this.options.lostCommitAskMs,
         );
         this.stats.commits++;
         for (const op of ops) this.versions.committed(op, true);
@@ -423,7 +424,7 @@ export class PgStore implements Store {
     const reason = new DomainError(
       'STORE_UNAVAILABLE',
       error instanceof CommitOutcomeUnknown
-        ? 'The connection to the database was lost as the change was committed: it may have been saved. This server reads the database again; check before trying again.'
+        ? 'The connection to the database was lost as the change was committed, and the database could not be asked what became of it: it may have been saved. This server reads the database again; check before trying again.'
         : `The server could not save the change (${why}); nothing was changed.`,
       error instanceof CommitOutcomeUnknown ? { mayBeSaved: true } : {},
     );
