@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DomainError } from '../../shared/errors.js';
+import { ChangeUnconfirmed, type LateOutcome } from '../store/store.js';
 import type { AuditEvent, AuditInput } from './audit.js';
 import { type CutOff, UnsavedTerminations } from './unsaved-terminations.js';
 
@@ -48,6 +49,27 @@ describe('the answer to a revoke whose write was not saved, or not confirmed', (
       'It had no live session on this server; the revocation could not be saved: the record still reads not revoked and the group key was not regenerated. Its live session is on another server, which hears of it only once it is saved. This server refuses its sessions until a retry succeeds; after a restart it would not: retry the revoke.',
     );
     expect(answer.details).toMatchObject({ sessionsEnded: 0, sessionsElsewhere: 1 });
+  });
+
+  it('saved after the answer (the database confirmed it late): the hold is lifted then; not saved, it stays', async () => {
+    const unsaved = new UnsavedTerminations(recordingAudit().audit);
+    const outcomes: Array<(outcome: LateOutcome) => void> = [];
+    const unconfirmed = () =>
+      Promise.reject(
+        new ChangeUnconfirmed(
+          'not confirmed in time',
+          new Promise<LateOutcome>((settle) => outcomes.push(settle)),
+        ),
+      );
+    const saved = unsaved.hold(revokeOf({}));
+    const lost = unsaved.hold(revokeOf({ connectorIds: ['con_b'] }));
+    await expect(unsaved.settle(unconfirmed(), saved)).rejects.toMatchObject({ reason: 'REVOKE_NOT_SAVED' });
+    await expect(unsaved.settle(unconfirmed(), lost)).rejects.toMatchObject({ reason: 'REVOKE_NOT_SAVED' });
+    expect([unsaved.of('con_a'), unsaved.of('con_b')]).toEqual(['revoked', 'revoked']);
+    outcomes[0]?.({ saved: true, result: null });
+    outcomes[1]?.({ saved: false });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect([unsaved.of('con_a'), unsaved.of('con_b')]).toEqual([undefined, 'revoked']);
   });
 
   it('saved: the hold is lifted and the result passes through', async () => {

@@ -1,4 +1,5 @@
 import { DomainError } from '../../shared/errors.js';
+import { ChangeUnconfirmed } from '../store/store.js';
 import type { AuditInput, AuditLog } from './audit.js';
 import type { Termination } from './views.js';
 
@@ -42,6 +43,12 @@ export class UnsavedTerminations {
     return cut;
   }
 
+  /** The change that cut these connectors off is saved: their records refuse them from now on. */
+  private release(cut: CutOff): void {
+    // Only this cut's hold: a later revoke or delete of the same connector may hold it since.
+    for (const id of cut.connectorIds) if (this.held.get(id) === cut.event) this.held.delete(id);
+  }
+
   /**
    * Waits for the write of a change that cut connectors off. Saved: the hold is lifted (the records
    * refuse on their own now). Not saved: the hold stays and the answer says what did happen — a
@@ -51,10 +58,13 @@ export class UnsavedTerminations {
   async settle<T>(durable: Promise<T>, cut: CutOff | null, termination?: Promise<Termination>): Promise<T> {
     try {
       const result = await durable;
-      if (cut) for (const id of cut.connectorIds) this.held.delete(id);
+      if (cut) this.release(cut);
       return result;
     } catch (error) {
       if (!cut || !(error instanceof DomainError) || error.reason !== 'STORE_UNAVAILABLE') throw error;
+      // Saved after this answer: the records refuse on their own then, as after a timely save.
+      if (error instanceof ChangeUnconfirmed)
+        void error.landed.then((outcome) => outcome.saved === true && this.release(cut));
       const mayBeSaved = error.details.mayBeSaved === true;
       const answer = notSaved(cut, termination ? await termination : null, mayBeSaved);
       // Agents were told and may have wiped themselves: that must be in the log even though the
