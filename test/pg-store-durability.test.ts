@@ -132,8 +132,9 @@ describe('PgStore durability', () => {
     await session.waitFor('ready', 10_000);
     await otherSession.waitFor('ready', 10_000);
 
-    // Another session of the database holds both connectors' rows for 12 s: the commit waits on
-    // them inside PostgreSQL, past the 10 s the callers wait, and then goes through.
+    // Another session of the database holds both connectors' rows for 15 s: the commit waits on
+    // them inside PostgreSQL, past the 10 s the callers wait (each call reads the feed first, up to
+    // a second: on a loaded machine the commit may start seconds after the lock), then goes through.
     let held: () => void = () => {};
     const holding = new Promise<void>((resolve) => {
       held = resolve;
@@ -144,7 +145,7 @@ describe('PgStore durability', () => {
         [enrolled.connectorId, other.connectorId],
       ]);
       held();
-      await new Promise((resolve) => setTimeout(resolve, 12_000));
+      await new Promise((resolve) => setTimeout(resolve, 15_000));
       await c.query('COMMIT');
     });
     await holding;

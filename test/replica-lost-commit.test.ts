@@ -94,6 +94,8 @@ describe('a commit whose answer is lost', () => {
     await expect
       .poll(async () => (await a.admin.connectors.get.query({ connectorId })).status, { timeout: 15_000 })
       .toBe('disabled');
+    // Its connections all went with the cut: it takes sessions again once it is ready.
+    await expect.poll(async () => (await fetch(`${a.url}/healthz`)).status, { timeout: 20_000 }).toBe(200);
     const session = connectSim(a.url, enrolled);
     cleanups.push(() => session.close());
     expect(await session.waitFor('ready', 10_000)).toMatchObject({ status: 'disabled' });

@@ -72,6 +72,17 @@ describe('the answer to a revoke whose write was not saved, or not confirmed', (
     expect([unsaved.of('con_a'), unsaved.of('con_b')]).toEqual([undefined, 'revoked']);
   });
 
+  it('a hold is lifted by the change that made it, not by an earlier one of the same kind', async () => {
+    const unsaved = new UnsavedTerminations(recordingAudit().audit);
+    let saveFirst: (value: string) => void = () => {};
+    const first = unsaved.hold(revokeOf({}));
+    const settled = unsaved.settle(new Promise<string>((resolve) => (saveFirst = resolve)), first);
+    unsaved.hold(revokeOf({}));
+    saveFirst('done');
+    expect(await settled).toBe('done');
+    expect(unsaved.of('con_a')).toBe('revoked');
+  });
+
   it('saved: the hold is lifted and the result passes through', async () => {
     const unsaved = new UnsavedTerminations(recordingAudit().audit);
     const cut = unsaved.hold(revokeOf({}));

@@ -28,25 +28,26 @@ export interface CutOff {
  * failed.
  */
 export class UnsavedTerminations {
-  private readonly held = new Map<string, UnsavedTermination>();
+  /** Each held connector, by the cut that holds it. */
+  private readonly held = new Map<string, CutOff>();
 
   constructor(private readonly audit: Pick<AuditLog, 'record'>) {}
 
   /** Whether sessions of this connector are refused for a revoke or delete not saved (yet). */
   of(connectorId: string): UnsavedTermination | undefined {
-    return this.held.size === 0 ? undefined : this.held.get(connectorId);
+    return this.held.size === 0 ? undefined : this.held.get(connectorId)?.event;
   }
 
   /** Holds the connectors off from now: call it before their sessions are told. */
   hold(cut: CutOff): CutOff {
-    for (const id of cut.connectorIds) this.held.set(id, cut.event);
+    for (const id of cut.connectorIds) this.held.set(id, cut);
     return cut;
   }
 
   /** The change that cut these connectors off is saved: their records refuse them from now on. */
   private release(cut: CutOff): void {
     // Only this cut's hold: a later revoke or delete of the same connector may hold it since.
-    for (const id of cut.connectorIds) if (this.held.get(id) === cut.event) this.held.delete(id);
+    for (const id of cut.connectorIds) if (this.held.get(id) === cut) this.held.delete(id);
   }
 
   /**

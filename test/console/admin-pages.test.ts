@@ -109,6 +109,11 @@ describe('console: admin pages', () => {
     await page.reload();
     await expect.poll(() => new URL(page.url()).hash).toBe('#/audit');
     expect(await page.getByLabel('Type').inputValue()).toBe('');
+    // The box holding what the page would not take, the checkbox keeps the filter in force and says so.
+    await page.getByLabel('Type').fill('bad-type');
+    await page.getByLabel('Security events only').check();
+    await expect.poll(() => new URL(page.url()).hash).toBe('#/audit?security=1');
+    expect(await page.getByLabel('Type').inputValue()).toBe('');
     await context.close();
   });
 

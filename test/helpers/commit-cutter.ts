@@ -2,6 +2,8 @@ import { connect, createServer, type Socket } from 'node:net';
 
 /** PostgreSQL's CommandComplete for a COMMIT: 'C', its length (4 + "COMMIT\0"), the tag. */
 const COMMIT_COMPLETE = Buffer.concat([Buffer.from([0x43, 0, 0, 0, 11]), Buffer.from('COMMIT\0')]);
+/** What a store commit's statement holds (commit.ts writeAll): the cut waits for such a transaction. */
+const STORE_COMMIT_MARK = Buffer.from('INSERT INTO store_changes');
 /** A client's simple Query of COMMIT: 'Q', its length (4 + "COMMIT\0"), the text. */
 const COMMIT_QUERY = Buffer.concat([Buffer.from([0x51, 0, 0, 0, 11]), Buffer.from('COMMIT\0')]);
 
@@ -50,18 +52,34 @@ export async function startCommitCutter(databaseUrl: string): Promise<CommitCutt
       socket.on('error', () => socket.destroy());
     }
     const cutHere = () => {
-      refuseUntil = Date.now() + (armed?.refuseNewForMs ?? 0);
+      const refuseMs = armed?.refuseNewForMs ?? 0;
+      refuseUntil = Date.now() + refuseMs;
       armed = null;
       cut++;
       upstream.destroy();
       client.destroy();
+      // The database unreachable: the pool's other connections go too, so none can answer.
+      if (refuseMs > 0) for (const socket of sockets) socket.destroy();
     };
+    // Only the COMMIT of a store commit (one that wrote a change-feed row) is cut, not that of any
+    // other transaction of the server (an audit write) that happens to come first.
+    let storeCommit = false;
+    let tail = Buffer.alloc(0);
     client.on('data', (chunk: Buffer) => {
-      if (armed?.when === 'before' && chunk.includes(COMMIT_QUERY)) return cutHere();
+      const seen = Buffer.concat([tail, chunk]);
+      tail = seen.subarray(Math.max(0, seen.length - STORE_COMMIT_MARK.length));
+      if (seen.includes(STORE_COMMIT_MARK)) storeCommit = true;
+      if (chunk.includes(COMMIT_QUERY)) {
+        if (armed?.when === 'before' && storeCommit) return cutHere();
+        if (armed?.when !== 'after') storeCommit = false;
+      }
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (armed?.when === 'after' && chunk.includes(COMMIT_COMPLETE)) return cutHere();
+      if (chunk.includes(COMMIT_COMPLETE)) {
+        if (armed?.when === 'after' && storeCommit) return cutHere();
+        storeCommit = false;
+      }
       client.write(chunk);
     });
     upstream.on('end', () => client.end());

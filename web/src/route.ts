@@ -51,10 +51,13 @@ export interface AuditFilters {
   security: boolean;
 }
 
-/** An audit type filter as the page takes it (lower-case letters, `_` and `.`, at most 64); else none. */
+/** What an audit type filter may hold: lower-case letters, `_` and `.`, at most 64. */
+export const AUDIT_TYPE_PATTERN = /^[a-z_.]{0,64}$/;
+
+/** An audit type filter as the page takes it; anything else is none. */
 function auditTypeOf(value: string | null): string {
   const type = (value ?? '').trim().toLowerCase();
-  return /^[a-z_.]{0,64}$/.test(type) ? type : '';
+  return AUDIT_TYPE_PATTERN.test(type) ? type : '';
 }
 
 export function auditHref(filters: AuditFilters): string {

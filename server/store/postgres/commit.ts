@@ -20,10 +20,10 @@ export class CommitOutcomeUnknown extends Error {
   override readonly name = 'CommitOutcomeUnknown';
 }
 
-/** The COMMIT got no answer, and the database says the transaction rolled back: nothing was saved. */
+/** The COMMIT got no answer, and the database shows the transaction is not in it: nothing was saved. */
 export class CommitRolledBack extends Error {
   override readonly name = 'CommitRolledBack';
-  readonly code = 'commit rolled back after its connection was lost';
+  readonly code = 'the commit is not in the database: its connection was lost as it committed';
 }
 
 /** A COMMIT with no answer, with what is needed to ask what became of it (inside this module). */
@@ -31,6 +31,7 @@ class AnswerLost extends Error {
   constructor(
     message: string,
     readonly xid: string | null,
+    readonly origin: string,
     readonly result: CommitResult,
     options: ErrorOptions,
   ) {
@@ -146,9 +147,14 @@ export async function commitChange(
     return await commitOnce(pool, request);
   } catch (error) {
     if (!(error instanceof AnswerLost)) throw error;
-    // A transaction that wrote nothing changed nothing, whatever became of its COMMIT.
-    if (error.xid === null) return error.result;
-    const outcome = await askCommitOutcome(pool, error.xid, lostCommitAskMs);
+    // A commit that wrote no versioned record (no feed row: loss-tolerant touches at most) is as
+    // good as saved, whatever became of its COMMIT.
+    if (error.xid === null || error.result.seq === 0) return error.result;
+    const outcome = await askCommitOutcome(
+      pool,
+      { xid: error.xid, seq: error.result.seq, origin: error.origin },
+      lostCommitAskMs,
+    );
     if (outcome === 'committed') return error.result;
     if (outcome === 'aborted') throw new CommitRolledBack(error.message, { cause: error.cause });
     throw new CommitOutcomeUnknown(error.message, { cause: error.cause });
@@ -175,9 +181,15 @@ async function commitOnce(
       await client.query('COMMIT');
     } catch (error) {
       if (leavesOutcomeUnknown(error))
-        throw new AnswerLost(`no answer to COMMIT (${(error as Error).message})`, xid, result, {
-          cause: error,
-        });
+        throw new AnswerLost(
+          `no answer to COMMIT (${(error as Error).message})`,
+          xid,
+          prepared.origin,
+          result,
+          {
+            cause: error,
+          },
+        );
       throw error;
     }
     return result;

@@ -7,17 +7,26 @@ const ASK_AGAIN_MS = 100;
 
 export type LostCommitOutcome = 'committed' | 'aborted' | 'unknown';
 
+/** The commit to ask about: its transaction, and the change-feed row it wrote (seq, origin). */
+export interface LostCommit {
+  xid: string;
+  seq: number;
+  origin: string;
+}
+
 /**
- * What became of transaction `xid`, whose COMMIT got no answer (its connection went as it committed).
- * PostgreSQL keeps each recent transaction's status (`pg_xact_status`), so another connection can
- * ask: 'committed', or 'aborted' (the COMMIT never arrived, and the backend rolled back when it found
- * its client gone). 'in progress' (that backend has not noticed yet, or is still committing) is asked
- * again until `withinMs`; a database that does not answer by then, or no longer knows the
- * transaction, leaves it unknown. Each question waits no longer than what is left of `withinMs`.
+ * What became of a commit whose COMMIT got no answer (its connection went as it committed), asked on
+ * another connection. Its change-feed row, written in the same transaction, is there only if it
+ * committed: that is the proof (a transaction id alone is not: a standby promoted without that
+ * transaction's WAL hands the same id out again). Without the row, `pg_xact_status` tells a
+ * transaction whose backend has not yet noticed its client gone ('in progress': asked again) from
+ * one that is not in this database ('aborted': the COMMIT never arrived and the backend rolled
+ * back; or 'committed': someone else's, after a failover). Asked until `withinMs`; a database that
+ * does not answer by then, or no longer knows the transaction, leaves it unknown.
  */
 export async function askCommitOutcome(
   pool: pg.Pool,
-  xid: string,
+  commit: LostCommit,
   withinMs = LOST_COMMIT_ASK_MS,
 ): Promise<LostCommitOutcome> {
   const deadline = Date.now() + withinMs;
@@ -25,19 +34,26 @@ export async function askCommitOutcome(
   for (let asked = 0; asked < 1000; asked++) {
     const left = deadline - Date.now();
     if (left <= 0) return 'unknown';
-    const status = await withinTime(
-      pool
-        .query<{ status: string | null }>('SELECT pg_xact_status($1::xid8) AS status', [xid])
-        .then((result) => result.rows[0]?.status ?? null),
-      left,
-    ).catch(() => undefined);
-    if (status === 'committed' || status === 'aborted') return status;
-    if (status === null) return 'unknown';
+    const answer = await withinTime(ask(pool, commit), left).catch(() => undefined);
+    if (answer === 'saved') return 'committed';
+    if (answer === 'aborted' || answer === 'committed') return 'aborted';
+    if (answer === null) return 'unknown';
+    // 'in progress', or no answer yet: again, shortly.
     await new Promise((resolve) =>
       setTimeout(resolve, Math.min(ASK_AGAIN_MS, Math.max(0, deadline - Date.now()))),
     );
   }
   return 'unknown';
+}
+
+/** 'saved' when the commit's feed row is there, else the transaction's status (null: not known). */
+async function ask(pool: pg.Pool, { xid, seq, origin }: LostCommit): Promise<string | null> {
+  const row = await pool.query('SELECT 1 FROM store_changes WHERE seq = $1 AND origin = $2', [seq, origin]);
+  if ((row.rowCount ?? 0) > 0) return 'saved';
+  const status = await pool.query<{ status: string | null }>('SELECT pg_xact_status($1::xid8) AS status', [
+    xid,
+  ]);
+  return status.rows[0]?.status ?? null;
 }
 
 /** `promise`, or a rejection once `ms` passed (the promise goes on; its outcome is dropped). */

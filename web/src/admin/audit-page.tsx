@@ -3,7 +3,7 @@ import { auditTypeMisses, refusalsCounted } from '../../../shared/audit-event-ty
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
-import { type AuditFilters, auditHref } from '../route.js';
+import { AUDIT_TYPE_PATTERN, type AuditFilters, auditHref } from '../route.js';
 import type { AuditEvent } from '../types.js';
 import { type AuditNames, useAuditNames } from './audit-names.js';
 
@@ -158,7 +158,10 @@ export function AuditPage({ filters }: { filters: AuditFilters }) {
           // With what the Type box says now: an emptied box must not leave its old filter on.
           onChange={(e) => {
             setSecurityBox(e.target.checked);
-            filter({ type: type.trim(), security: e.target.checked });
+            // A box the page would not take (its pattern stops only Filter) goes back to the filter in force.
+            const next = AUDIT_TYPE_PATTERN.test(type.trim()) ? type.trim() : appliedType;
+            setType(next);
+            filter({ type: next, security: e.target.checked });
           }}
         />
         <label htmlFor="audit-security">Security events only</label>

@@ -43,7 +43,10 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
   const knownReplicas = useRef(replicaUrls);
   const cursor = cursors[cursors.length - 1];
 
+  /** The newest refresh started: an older one's answer (another search, another page) is dropped. */
+  const latest = useRef(0);
   const refresh = useCallback(async () => {
+    const asked = ++latest.current;
     try {
       const [groupView, page] = await Promise.all([
         api.groups.get.query({ groupId }),
@@ -56,6 +59,7 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
           limit: CONNECTORS_PAGE_SIZE,
         }),
       ]);
+      if (asked !== latest.current) return;
       setGroup(groupView);
       setRows(page.items);
       if (page.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
@@ -70,6 +74,7 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
       setLoadError(null);
       setMissing(false);
     } catch (error) {
+      if (asked !== latest.current) return;
       setLoadError(errorText(error));
       // Deleted meanwhile: nothing of it is left to show or act on.
       if (errorReason(error) === 'GROUP_NOT_FOUND') {

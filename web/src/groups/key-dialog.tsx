@@ -51,12 +51,12 @@ function durationWords(ms: number): string {
 }
 
 /** The lifetimes the Regenerate confirmation offers besides the current key's ('' keeps that one). */
-const LIFETIMES: ReadonlyArray<[ttl: string, words: string]> = [
-  ['1h', '1 hour'],
-  ['1d', '1 day'],
-  ['7d', '7 days'],
-  ['14d', '14 days'],
-  ['30d', '30 days'],
+const LIFETIMES: ReadonlyArray<[ttl: string, words: string, ms: number]> = [
+  ['1h', '1 hour', 3_600_000],
+  ['1d', '1 day', 86_400_000],
+  ['7d', '7 days', 7 * 86_400_000],
+  ['14d', '14 days', 14 * 86_400_000],
+  ['30d', '30 days', 30 * 86_400_000],
 ];
 
 /** The new key's policy as the Regenerate confirmation's fields hold it: a draft until confirmed. */
@@ -174,7 +174,7 @@ export function KeyDialog({
               onChange={(e) => setPolicy({ ...policy, ttl: e.target.value })}
             >
               <option value="">{durationWords(lifetimeMs(view))}, as now</option>
-              {LIFETIMES.map(([ttl, words]) => (
+              {LIFETIMES.filter(([, , ms]) => ms !== lifetimeMs(view)).map(([ttl, words]) => (
                 <option key={ttl} value={ttl}>
                   {words}
                 </option>
