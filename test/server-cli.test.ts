@@ -61,6 +61,11 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(await row()).toMatch(/used up, 1\/1 used: regenerate-key/);
     const shown = await cli(['groups', 'get', 'Once', ...common()]);
     expect(shown.stdout).toMatch(/^key: +used up, 1\/1 used: regenerate-key$/m);
+    // A disabled group's current key enrolls no host: the line says so.
+    await cli(['groups', 'regenerate-key', 'Once', ...common()]);
+    await cli(['groups', 'disable', 'Once', ...common()]);
+    const disabled = await cli(['groups', 'get', 'Once', ...common()]);
+    expect(disabled.stdout).toMatch(/^key: +expires in 14 days \(enrolls no host: group disabled\)$/m);
   });
 
   it('explains API errors with the reason and a fix, exit 1', async () => {

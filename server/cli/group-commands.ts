@@ -23,19 +23,22 @@ const printGroup = (g: GroupLike) =>
     ['status', g.status],
     ['created', g.createdAt],
     ['connectors', `${g.counts.total} (${g.counts.connected} connected, ${g.counts.revoked} revoked)`],
-    ['key', keyWords(g.currentKey)],
+    ['key', keyWords(g)],
   ]);
 
 /**
  * The current key in a few words: whether it can enroll, and until when. An expired or used-up key
  * is what an agent that cannot enroll points at, so the list says it without a `groups key` per group.
  */
-function keyWords(key: GroupLike['currentKey']): string {
+function keyWords(group: Pick<GroupLike, 'currentKey' | 'status'>): string {
+  const key = group.currentKey;
   if (!key) return '-';
   const uses = key.maxUses === null ? '' : `, ${key.uses}/${key.maxUses} used`;
   if (key.status === 'expired') return `expired ${relative(key.expiresAt)}: regenerate-key`;
   if (key.status === 'exhausted') return `used up${uses}: regenerate-key`;
-  return `expires ${relative(key.expiresAt)}${uses}`;
+  // A disabled group's key is current but refuses every host (GROUP_DISABLED) until it is enabled.
+  const disabled = group.status === 'disabled' ? ' (enrolls no host: group disabled)' : '';
+  return `expires ${relative(key.expiresAt)}${uses}${disabled}`;
 }
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
@@ -150,7 +153,7 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
           g.status,
           g.counts.total,
           g.counts.connected,
-          keyWords(g.currentKey),
+          keyWords(g),
           g.createdAt,
         ]),
         'No groups yet: create one with `groups create NAME`.',
