@@ -62,6 +62,9 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
       if (asked !== latest.current) return;
       setGroup(groupView);
       setRows(page.items);
+      setNextCursor(page.nextCursor);
+      setLoadError(null);
+      setMissing(false);
       if (page.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
         const { replicas } = await api.replicas.list.query({});
         const urls = new Map(replicas.map((r) => [r.id, r.url]));
@@ -70,9 +73,6 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
         knownReplicas.current = urls;
         setReplicaUrls(knownReplicas.current);
       }
-      setNextCursor(page.nextCursor);
-      setLoadError(null);
-      setMissing(false);
     } catch (error) {
       if (asked !== latest.current) return;
       setLoadError(errorText(error));
