@@ -78,7 +78,7 @@ describe('a commit whose answer is lost', () => {
     expect(await reloads(a.url)).toBe(0);
   });
 
-  it('unknown (the database cannot be asked): the replica says it may have been saved, reads the database again and shows what was committed', async () => {
+  it('unknown (the database cannot be asked): the replica says it may have been saved, reads the database again, shows what was committed and audits it once it can ask', async () => {
     const { a, b, cutter, enrolled, connectorId } = await setup();
     // Longer than the replica asks (3 s): it has to call the outcome unknown.
     cutter.arm({ when: 'after', refuseNewForMs: 5000 });
@@ -99,6 +99,13 @@ describe('a commit whose answer is lost', () => {
     const session = connectSim(a.url, enrolled);
     cleanups.push(() => session.close());
     expect(await session.waitFor('ready', 10_000)).toMatchObject({ status: 'disabled' });
+    // Asked on once the database answered: the disable is audited as saved after its answer.
+    const disables = async () =>
+      (await a.admin.audit.list.query({ type: 'connector.disabled' })).filter(
+        (e) => e.connectorId === connectorId && e.outcome === 'success',
+      );
+    await expect.poll(disables, { timeout: 15_000 }).toHaveLength(1);
+    expect((await disables())[0]?.details).toMatchObject({ savedAfterAnswer: true });
     // And it goes on committing.
     await a.admin.connectors.enable.mutate({ connectorId });
     expect((await b.admin.connectors.get.query({ connectorId })).status).toBe('enabled');

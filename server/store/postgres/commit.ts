@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { StoreSection } from '../store.js';
 import { CHANGES_CHANNEL, type ChangeOp, type FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
-import { askCommitOutcome, LOST_COMMIT_ASK_MS } from './lost-commit.js';
+import { askCommitOutcome, LOST_COMMIT_ASK_MS, type LostCommit } from './lost-commit.js';
 import { fresherStoredSql } from './touch-propagation.js';
 
 /** Another replica changed what this transaction read: catch up and run it again. */
@@ -18,6 +18,17 @@ export class WriteConflict extends Error {
  */
 export class CommitOutcomeUnknown extends Error {
   override readonly name = 'CommitOutcomeUnknown';
+  constructor(
+    message: string,
+    options: ErrorOptions & {
+      /** The commit, to go on asking about it once the database answers (see askCommitOutcome). */
+      lost?: LostCommit;
+    } = {},
+  ) {
+    super(message, options);
+    this.lost = options.lost;
+  }
+  readonly lost: LostCommit | undefined;
 }
 
 /** The COMMIT got no answer, and the database shows the transaction is not in it: nothing was saved. */
@@ -150,14 +161,11 @@ export async function commitChange(
     // A commit that wrote no versioned record (no feed row: loss-tolerant touches at most) is as
     // good as saved, whatever became of its COMMIT.
     if (error.xid === null || error.result.seq === 0) return error.result;
-    const outcome = await askCommitOutcome(
-      pool,
-      { xid: error.xid, seq: error.result.seq, origin: error.origin },
-      lostCommitAskMs,
-    );
+    const lost = { xid: error.xid, seq: error.result.seq, origin: error.origin };
+    const outcome = await askCommitOutcome(pool, lost, { withinMs: lostCommitAskMs });
     if (outcome === 'committed') return error.result;
     if (outcome === 'aborted') throw new CommitRolledBack(error.message, { cause: error.cause });
-    throw new CommitOutcomeUnknown(error.message, { cause: error.cause });
+    throw new CommitOutcomeUnknown(error.message, { cause: error.cause, lost });
   }
 }
 

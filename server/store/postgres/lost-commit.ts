@@ -2,8 +2,22 @@ import type pg from 'pg';
 
 /** How long a commit whose answer was lost asks the database what became of it, before calling it unknown. */
 export const LOST_COMMIT_ASK_MS = 3000;
+/**
+ * How long it goes on asking after that, in the background, so that a change saved after all (a
+ * failover is the usual cause, and takes longer than 3 s) is still audited: see PgStore.
+ */
+export const LOST_COMMIT_LATE_ASK_MS = 120_000;
 /** The pause between two questions while the transaction is still in progress. */
 const ASK_AGAIN_MS = 100;
+
+export interface AskOptions {
+  /** @default LOST_COMMIT_ASK_MS */
+  withinMs?: number;
+  /** @default ASK_AGAIN_MS (100 ms) */
+  pauseMs?: number;
+  /** Stops asking (unknown) once this says so: the store closed. */
+  stopped?: () => boolean;
+}
 
 export type LostCommitOutcome = 'committed' | 'aborted' | 'unknown';
 
@@ -27,20 +41,20 @@ export interface LostCommit {
 export async function askCommitOutcome(
   pool: pg.Pool,
   commit: LostCommit,
-  withinMs = LOST_COMMIT_ASK_MS,
+  { withinMs = LOST_COMMIT_ASK_MS, pauseMs = ASK_AGAIN_MS, stopped = () => false }: AskOptions = {},
 ): Promise<LostCommitOutcome> {
   const deadline = Date.now() + withinMs;
   // Bounded by the deadline; the count is a second bound should the clock misbehave.
   for (let asked = 0; asked < 1000; asked++) {
     const left = deadline - Date.now();
-    if (left <= 0) return 'unknown';
+    if (left <= 0 || stopped()) return 'unknown';
     const answer = await withinTime(ask(pool, commit), left).catch(() => undefined);
     if (answer === 'saved') return 'committed';
     if (answer === 'aborted' || answer === 'committed') return 'aborted';
     if (answer === null) return 'unknown';
     // 'in progress', or no answer yet: again, shortly.
     await new Promise((resolve) =>
-      setTimeout(resolve, Math.min(ASK_AGAIN_MS, Math.max(0, deadline - Date.now()))),
+      setTimeout(resolve, Math.min(pauseMs, Math.max(0, deadline - Date.now()))),
     );
   }
   return 'unknown';

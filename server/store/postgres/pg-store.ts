@@ -6,6 +6,8 @@ import { systemClock } from '../../clock.js';
 import { RecordView, setRecord, withFields } from '../record-tables.js';
 import type { StoreData } from '../records.js';
 import {
+  ChangeUnconfirmed,
+  type LateOutcome,
   SECTIONS,
   type SectionRecords,
   type Store,
@@ -29,6 +31,7 @@ import type { CommittedVersions } from './committed-versions.js';
 import { connectionOptions } from './connect.js';
 import { DEFAULT_FEED_RETENTION, FeedUpkeep } from './feed-retention.js';
 import { type LoadedState, loadState } from './load-state.js';
+import { askCommitOutcome, LOST_COMMIT_LATE_ASK_MS, type LostCommitOutcome } from './lost-commit.js';
 import { prepareDatabase } from './migrate.js';
 import { PendingTouches } from './pending-touches.js';
 import { COMMIT_WAIT_MS, type PgStoreOptions } from './pg-store-options.js';
@@ -421,14 +424,37 @@ export class PgStore implements Store {
       error instanceof WriteConflict
         ? 'other servers kept changing the same records'
         : ((error as { code?: string }).code ?? (error as Error).message ?? 'database unreachable');
-    const reason = new DomainError(
-      'STORE_UNAVAILABLE',
-      error instanceof CommitOutcomeUnknown
-        ? 'The connection to the database was lost as the change was committed, and the database could not be asked what became of it: it may have been saved. This server reads the database again; check before trying again.'
-        : `The server could not save the change (${why}); nothing was changed.`,
-      error instanceof CommitOutcomeUnknown ? { mayBeSaved: true } : {},
+    if (!(error instanceof CommitOutcomeUnknown)) {
+      const reason = new DomainError(
+        'STORE_UNAVAILABLE',
+        `The server could not save the change (${why}); nothing was changed.`,
+      );
+      this.queue.failAll(() => reason);
+      return;
+    }
+    // Asked on in the background once the database answers: a change saved after all is still
+    // audited (its `landed`). Memory is what the database holds once the reload has run.
+    const outcome = error.lost
+      ? askCommitOutcome(this.pool, error.lost, {
+          withinMs: LOST_COMMIT_LATE_ASK_MS,
+          pauseMs: 1000,
+          stopped: () => this.closed,
+        })
+      : Promise.resolve<LostCommitOutcome>('unknown');
+    const message =
+      'The connection to the database was lost as the change was committed, and the database could not be asked what became of it: it may have been saved. This server reads the database again; check before trying again.';
+    this.queue.failAll(
+      (pending) =>
+        new ChangeUnconfirmed(
+          message,
+          outcome.then(
+            (known): LateOutcome =>
+              known === 'committed'
+                ? { saved: true, result: pending.result }
+                : { saved: known === 'aborted' ? false : 'unknown' },
+          ),
+        ),
     );
-    this.queue.failAll(reason);
   }
 
   private changesArrived(rows: ChangeRow[], position: FeedPosition): void {

@@ -64,9 +64,9 @@ export class QueuedTransactions {
     this.items = kept;
   }
 
-  /** Rejects every one with `reason` (after `undo`): none was committed. */
-  failAll(reason: unknown): void {
-    for (const pending of this.items.splice(0)) pending.reject(reason);
+  /** Rejects every one with its `reason` (after `undo`): none was committed, or none is known to be. */
+  failAll(reason: (pending: Pending) => unknown): void {
+    for (const pending of this.items.splice(0)) pending.reject(reason(pending));
   }
 }
 
