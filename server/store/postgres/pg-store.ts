@@ -3,11 +3,9 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { DomainError } from '../../../shared/errors.js';
 import { systemClock } from '../../clock.js';
-import { RecordView, setRecord, withFields } from '../record-tables.js';
+import { type RecordView, setRecord, withFields } from '../record-tables.js';
 import type { StoreData } from '../records.js';
 import {
-  ChangeUnconfirmed,
-  type LateOutcome,
   SECTIONS,
   type SectionRecords,
   type Store,
@@ -22,28 +20,21 @@ import {
   CommitOutcomeUnknown,
   type CommitRequest,
   commitChange,
-  type KeptFields,
   type RecordTouch,
   WriteConflict,
 } from './commit.js';
 import { commitRequestOf } from './commit-batch.js';
-import type { CommittedVersions } from './committed-versions.js';
+import { refusalsOf } from './commit-refusals.js';
 import { connectionOptions } from './connect.js';
 import { DEFAULT_FEED_RETENTION, FeedUpkeep } from './feed-retention.js';
 import { type LoadedState, loadState } from './load-state.js';
-import { askCommitOutcome, LOST_COMMIT_LATE_ASK_MS, type LostCommitOutcome } from './lost-commit.js';
 import { prepareDatabase } from './migrate.js';
-import { PendingTouches } from './pending-touches.js';
+import type { PendingTouches } from './pending-touches.js';
 import { COMMIT_WAIT_MS, type PgStoreOptions } from './pg-store-options.js';
-import { answeredWithin, type Pending, QueuedTransactions } from './queued-transactions.js';
-import {
-  applyRemoteOps,
-  newerRemoteOps,
-  type RemoteChange,
-  type RemoteChangeListener,
-  replaceState,
-} from './remote-changes.js';
-import { touchPropagates, withFresher } from './touch-propagation.js';
+import { answeredWithin, type Pending, type QueuedTransactions } from './queued-transactions.js';
+import type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
+import { ReplicaMemory } from './replica-memory.js';
+import { touchPropagates } from './touch-propagation.js';
 import { TrackedTransaction } from './tracked-transaction.js';
 
 /**
@@ -74,21 +65,17 @@ export type { RemoteChange, RemoteChangeListener } from './remote-changes.js';
  * local transactions are undone first and run again after), and `onRemoteChange` hears of them.
  */
 export class PgStore implements Store {
+  /** The records, their versions and feed position, the queued transactions and touches. */
+  private readonly memory: ReplicaMemory;
   private readonly data: StoreData;
   private readonly view: RecordView;
-  private versions: CommittedVersions;
-  /** The feed position memory is at (besides this replica's own commits). */
-  private position: FeedPosition;
   readonly feed: ChangeFeed;
   readonly feedUpkeep: FeedUpkeep;
   readonly origin: string;
-  /** Transactions applied to memory and not yet committed, in the order they ran. */
   private readonly queue: QueuedTransactions;
-  /** Feed rows that came while a commit was under way: applied once its outcome is known. */
-  private inbox: { rows: ChangeRow[]; position: FeedPosition | null } = { rows: [], position: null };
   private committing = false;
   private flushing: Promise<void> | null = null;
-  private readonly touches = new PendingTouches();
+  private readonly touches: PendingTouches;
   private touchTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private remoteListener: RemoteChangeListener | undefined;
@@ -120,12 +107,9 @@ export class PgStore implements Store {
     private readonly options: PgStoreOptions,
   ) {
     this.commitWaitMs = options.commitWaitMs ?? COMMIT_WAIT_MS;
-    this.data = state.data;
-    this.view = new RecordView(state.data);
-    this.queue = new QueuedTransactions(state.data);
-    this.versions = state.versions;
-    this.position = state.position;
     this.origin = options.origin ?? `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+    this.memory = new ReplicaMemory(state, this.origin);
+    ({ data: this.data, view: this.view, queue: this.queue, touches: this.touches } = this.memory);
     this.remoteListener = options.onRemoteChange;
     this.feed = new ChangeFeed({
       pool,
@@ -255,7 +239,7 @@ export class PgStore implements Store {
     });
     await Promise.race([this.feed.readNow().catch(() => {}), waited]);
     clearTimeout(timer);
-    while (this.inbox.rows.length > 0 && Date.now() < deadline)
+    while (this.memory.waiting > 0 && Date.now() < deadline)
       await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
@@ -311,11 +295,17 @@ export class PgStore implements Store {
         touches = this.touches
           .take()
           .map((touch) =>
-            touch.propagate ? { ...touch, version: this.versions.of(touch.section, touch.id) } : touch,
+            touch.propagate ? { ...touch, version: this.memory.versions.of(touch.section, touch.id) } : touch,
           );
         return commitRequestOf(
           batch.map((pending) => pending.tx),
-          { origin: this.origin, view: this.view, versions: this.versions, position: this.position, touches },
+          {
+            origin: this.origin,
+            view: this.view,
+            versions: this.memory.versions,
+            position: this.memory.position,
+            touches,
+          },
         );
       };
       const alone = round > 2;
@@ -334,9 +324,9 @@ export class PgStore implements Store {
           this.options.lostCommitAskMs,
         );
         this.stats.commits++;
-        for (const op of ops) this.versions.committed(op, true);
-        for (const [section, id] of touched) this.versions.touched(section, id, seq);
-        this.keepFresher(kept);
+        for (const op of ops) this.memory.versions.committed(op, true);
+        for (const [section, id] of touched) this.memory.versions.touched(section, id, seq);
+        this.memory.keepFresher(kept);
         this.queue.committed(batch.length);
         this.committing = false;
         this.applyInbox(false);
@@ -363,18 +353,6 @@ export class PgStore implements Store {
   }
 
   /**
-   * Takes into memory the local fields the database kept over this replica's whole-record writes
-   * (another replica's touches were newer: FRESHER_WINS), unless memory has newer ones by now.
-   */
-  private keepFresher(kept: readonly KeptFields[]): void {
-    for (const { section, id, fields } of kept) {
-      const current = this.view.get(section, id);
-      const next = current && withFresher(section, current, fields);
-      if (next) setRecord(this.data, section, id, next);
-    }
-  }
-
-  /**
    * Reads the feed now and applies it, queued transactions run again over it. The caller is
    * committing: what the read brings waits in the inbox until this applies it.
    */
@@ -397,14 +375,7 @@ export class PgStore implements Store {
     // Called only while the feed is gapped, which says why.
     const why = this.feed.gapReason;
     const loaded = await loadState(this.pool);
-    this.queue.undo();
-    const changes = replaceState(this.data, this.versions, loaded);
-    this.versions = loaded.versions;
-    this.position = loaded.position;
-    // What the feed brought before the gap was committed before the load: the snapshot has it.
-    this.inbox = { rows: [], position: null };
-    this.touches.reapply(this.data, changes);
-    this.queue.rerun();
+    const changes = this.memory.replace(loaded);
     this.feed.resume(loaded.position, loaded.horizon);
     this.stats.reloads++;
     this.onReload?.();
@@ -420,70 +391,16 @@ export class PgStore implements Store {
     this.stats.failedCommits++;
     this.options.logger?.warn({ err: error }, 'store commit failed');
     this.queue.undo();
-    const why =
-      error instanceof WriteConflict
-        ? 'other servers kept changing the same records'
-        : ((error as { code?: string }).code ?? (error as Error).message ?? 'database unreachable');
-    if (!(error instanceof CommitOutcomeUnknown)) {
-      const reason = new DomainError(
-        'STORE_UNAVAILABLE',
-        `The server could not save the change (${why}); nothing was changed.`,
-      );
-      this.queue.failAll(() => reason);
-      return;
-    }
-    // Asked on in the background once the database answers: a change saved after all is still
-    // audited (its `landed`). Memory is what the database holds once the reload has run.
-    const outcome = error.lost
-      ? askCommitOutcome(this.pool, error.lost, {
-          withinMs: LOST_COMMIT_LATE_ASK_MS,
-          pauseMs: 1000,
-          stopped: () => this.closed,
-        })
-      : Promise.resolve<LostCommitOutcome>('unknown');
-    const message =
-      'The connection to the database was lost as the change was committed, and the database could not be asked what became of it: it may have been saved. This server reads the database again; check before trying again.';
-    this.queue.failAll(
-      (pending) =>
-        new ChangeUnconfirmed(
-          message,
-          outcome.then(
-            (known): LateOutcome =>
-              known === 'committed'
-                ? { saved: true, result: pending.result }
-                : { saved: known === 'aborted' ? false : 'unknown' },
-          ),
-        ),
-    );
+    this.queue.failAll(refusalsOf(error, this.pool, () => this.closed));
   }
 
   private changesArrived(rows: ChangeRow[], position: FeedPosition): void {
-    this.inbox.rows.push(...rows);
-    this.inbox.position = position;
-    if (!this.committing) this.applyInbox(false);
+    this.tell(this.memory.arrived(rows, position, this.committing, this.onForeignChangeLag));
   }
 
-  /**
-   * Applies what the feed brought: this replica's own commits are in memory already; another
-   * replica's change applies when it is newer than the record held. Queued transactions are undone
-   * first and run again over the result (always, with `rerun`: after a conflict).
-   */
+  /** Applies the rows that waited for a commit (all queued transactions run again with `rerun`). */
   private applyInbox(rerun: boolean): void {
-    const { rows, position } = this.inbox;
-    this.inbox = { rows: [], position: null };
-    if (position) this.position = position;
-    if (this.onForeignChangeLag) {
-      const now = Date.now();
-      for (const row of rows)
-        if (row.origin !== this.origin && row.committedAt > 0) this.onForeignChangeLag(now - row.committedAt);
-    }
-    const newer = newerRemoteOps(rows, this.origin, this.versions);
-    if (newer.length === 0 && !rerun) return;
-    this.queue.undo();
-    const changes = applyRemoteOps(this.data, this.versions, newer);
-    this.touches.reapply(this.data, changes);
-    this.queue.rerun();
-    this.tell(changes);
+    this.tell(this.memory.applyInbox(rerun, this.onForeignChangeLag));
   }
 
   private tell(changes: RemoteChange[]): void {
