@@ -96,6 +96,19 @@ export function registerServeCommand(program: Command): void {
         );
       throw error;
     }
+    // Before "listening" is said: a SIGTERM sent on reading it (a test, a supervisor) found the
+    // default action still in place when this process was descheduled between the two, and ended
+    // it uncleanly.
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      server.logger.info({ signal }, 'stopping');
+      await server.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
     // A replica started without the first one's admin.key has none here: say where to get one.
     const keyFile =
       server.adminKeyAccepted === false
@@ -117,16 +130,6 @@ export function registerServeCommand(program: Command): void {
     console.error(
       `connector-server store: ${store}\nconnector-server listening on ${server.url}; ${keyFile}${listens}`,
     );
-    let stopping = false;
-    const stop = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      server.logger.info({ signal }, 'stopping');
-      await server.close();
-      process.exit(0);
-    };
-    process.on('SIGINT', () => void stop('SIGINT'));
-    process.on('SIGTERM', () => void stop('SIGTERM'));
   });
 }
 
