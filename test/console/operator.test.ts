@@ -172,7 +172,7 @@ describe('console: an operator’s first hour', () => {
     expect(await page.getByTestId('groups-notice').textContent()).toBe(
       'Deleted Empty and its 2 connector(s).',
     );
-    expect(await page.getByRole('row', { name: /^Empty\b/ }).count()).toBe(0);
+    await expect.poll(() => page.getByRole('row', { name: /^Empty\b/ }).count()).toBe(0);
     // A revoked connector's agent has stopped already: the dialog does not promise to tell it.
     await page
       .getByRole('row', { name: /^Outcomes\b/ })

@@ -58,12 +58,16 @@ export function GroupDialogs({
           group={group}
           onClose={onClose}
           onDeleted={async (connectors) => {
-            onNotice(
-              connectors === 0
-                ? `Deleted ${group.name}.`
-                : `Deleted ${group.name} and its ${connectors} connector(s).`,
-            );
-            await done();
+            // Said once the list is read again: the notice never shows beside the deleted row.
+            try {
+              await done();
+            } finally {
+              onNotice(
+                connectors === 0
+                  ? `Deleted ${group.name}.`
+                  : `Deleted ${group.name} and its ${connectors} connector(s).`,
+              );
+            }
           }}
         />
       );
