@@ -2,7 +2,12 @@ import type pg from 'pg';
 import type { StoreSection } from '../store.js';
 import { CHANGES_CHANNEL, type ChangeOp, type FeedPosition } from './changes.js';
 import { checkOut } from './checked-out.js';
-import { askCommitOutcome, LOST_COMMIT_ASK_MS, type LostCommit } from './lost-commit.js';
+import {
+  askCommitOutcome,
+  LOST_COMMIT_ASK_MS,
+  type LostCommit,
+  leavesOutcomeUnknown,
+} from './lost-commit.js';
 import { fresherStoredSql } from './touch-propagation.js';
 
 /** Another replica changed what this transaction read: catch up and run it again. */
@@ -48,17 +53,6 @@ class AnswerLost extends Error {
   ) {
     super(message, options);
   }
-}
-
-/**
- * Whether an error a COMMIT failed with leaves its outcome unknown: no SQLSTATE (the connection ended
- * or reset), or a connection exception (class 08) or an operator intervention (57P: a terminated
- * backend). Any other SQLSTATE is PostgreSQL's answer that it rolled the transaction back.
- */
-function leavesOutcomeUnknown(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
-  return code.startsWith('08') || code.startsWith('57P');
 }
 
 export interface RecordRead {

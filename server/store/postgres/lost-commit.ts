@@ -29,18 +29,60 @@ export interface LostCommit {
 }
 
 /**
- * What became of a commit whose COMMIT got no answer (its connection went as it committed), asked on
- * another connection. Its change-feed row, written in the same transaction, is there only if it
- * committed: that is the proof (a transaction id alone is not: a standby promoted without that
- * transaction's WAL hands the same id out again). Without the row, `pg_xact_status` tells a
- * transaction whose backend has not yet noticed its client gone ('in progress': asked again) from
- * one that is not in this database ('aborted': the COMMIT never arrived and the backend rolled
- * back; or 'committed': someone else's, after a failover). Asked until `withinMs`; a database that
- * does not answer by then, or no longer knows the transaction, leaves it unknown.
+ * Whether an error a COMMIT failed with leaves its outcome unknown: no SQLSTATE (the connection ended
+ * or reset), or a connection exception (class 08) or an operator intervention (57P: a terminated
+ * backend). Any other SQLSTATE is PostgreSQL's answer that it rolled the transaction back.
  */
-export async function askCommitOutcome(
+export function leavesOutcomeUnknown(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  return code.startsWith('08') || code.startsWith('57P');
+}
+
+/**
+ * A transaction whose COMMIT got no answer: its id, and the mark it left if it committed (a row
+ * only that transaction wrote: the proof).
+ */
+export interface LostTransaction {
+  xid: string;
+  /** Whether the transaction's mark is in the database. */
+  markThere(pool: pg.Pool): Promise<boolean>;
+  /**
+   * What `pg_xact_status` saying 'committed' means when the mark is not there: 'aborted' when the
+   * mark cannot have gone since (the id is then someone else's, handed out again after a failover);
+   * 'unknown' when a later write may have replaced it.
+   */
+  committedWithoutMark: LostCommitOutcome;
+}
+
+/**
+ * What became of a store commit whose COMMIT got no answer (its connection went as it committed),
+ * asked on another connection. Its change-feed row, written in the same transaction, is there only
+ * if it committed: that is the proof (a transaction id alone is not: a standby promoted without that
+ * transaction's WAL hands the same id out again).
+ */
+export function askCommitOutcome(
   pool: pg.Pool,
-  commit: LostCommit,
+  { xid, seq, origin }: LostCommit,
+  options: AskOptions = {},
+): Promise<LostCommitOutcome> {
+  const markThere = async (asked: pg.Pool) =>
+    ((await asked.query('SELECT 1 FROM store_changes WHERE seq = $1 AND origin = $2', [seq, origin]))
+      .rowCount ?? 0) > 0;
+  return askTransactionOutcome(pool, { xid, markThere, committedWithoutMark: 'aborted' }, options);
+}
+
+/**
+ * What became of a transaction whose COMMIT got no answer, asked on another connection: committed
+ * when its mark is there. Without the mark, `pg_xact_status` tells a transaction whose backend has
+ * not yet noticed its client gone ('in progress': asked again) from one that is not in this database
+ * ('aborted': the COMMIT never arrived and the backend rolled back; 'committed': see
+ * `committedWithoutMark`). Asked until `withinMs`; a database that does not answer by then, or no
+ * longer knows the transaction, leaves it unknown.
+ */
+export async function askTransactionOutcome(
+  pool: pg.Pool,
+  lost: LostTransaction,
   { withinMs = LOST_COMMIT_ASK_MS, pauseMs = ASK_AGAIN_MS, stopped = () => false }: AskOptions = {},
 ): Promise<LostCommitOutcome> {
   const deadline = Date.now() + withinMs;
@@ -48,9 +90,10 @@ export async function askCommitOutcome(
   for (let asked = 0; asked < 1000; asked++) {
     const left = deadline - Date.now();
     if (left <= 0 || stopped()) return 'unknown';
-    const answer = await withinTime(ask(pool, commit), left).catch(() => undefined);
+    const answer = await withinTime(ask(pool, lost), left).catch(() => undefined);
     if (answer === 'saved') return 'committed';
-    if (answer === 'aborted' || answer === 'committed') return 'aborted';
+    if (answer === 'aborted') return 'aborted';
+    if (answer === 'committed') return lost.committedWithoutMark;
     if (answer === null) return 'unknown';
     // 'in progress', or no answer yet: again, shortly.
     await new Promise((resolve) =>
@@ -60,12 +103,11 @@ export async function askCommitOutcome(
   return 'unknown';
 }
 
-/** 'saved' when the commit's feed row is there, else the transaction's status (null: not known). */
-async function ask(pool: pg.Pool, { xid, seq, origin }: LostCommit): Promise<string | null> {
-  const row = await pool.query('SELECT 1 FROM store_changes WHERE seq = $1 AND origin = $2', [seq, origin]);
-  if ((row.rowCount ?? 0) > 0) return 'saved';
+/** 'saved' when the transaction's mark is there, else its status (null: not known). */
+async function ask(pool: pg.Pool, lost: LostTransaction): Promise<string | null> {
+  if (await lost.markThere(pool)) return 'saved';
   const status = await pool.query<{ status: string | null }>('SELECT pg_xact_status($1::xid8) AS status', [
-    xid,
+    lost.xid,
   ]);
   return status.rows[0]?.status ?? null;
 }
