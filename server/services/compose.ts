@@ -67,7 +67,7 @@ export function createServices(
     connectors,
     enrollment: new EnrollmentService({ store, audit, clock, identity, policy, metrics, logger }),
     apiKeys: new ApiKeyService({ store, audit, clock, logger }),
-    signingKeys: new SigningKeyService({ store, audit, clock, identity, presence }),
+    signingKeys: new SigningKeyService({ store, audit, clock, identity, presence, logger }),
     agentSessions: new AgentSessionService({
       store,
       identity,

@@ -4,7 +4,13 @@ import { DomainError } from '../../shared/errors.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import { DataFileError } from '../store/data-file.js';
-import { DocumentConflict, JsonDocumentFile, type KeptDocument } from '../store/durable-files.js';
+import {
+  DocumentConflict,
+  DocumentWriteUnconfirmed,
+  JsonDocumentFile,
+  type KeptDocument,
+} from '../store/durable-files.js';
+import { ChangeUnconfirmed, type LateOutcome } from '../store/store.js';
 import { checkJwtClaims, ed25519PublicKey, ed25519Thumbprint, verifyEd25519Jws } from './jws.js';
 import {
   ALG,
@@ -198,19 +204,9 @@ export class IdentityAuthority {
     });
   }
 
-  /** The key that signs at `now`: the latest activation not in the future among keys not retired. */
+  /** The key that signs at `now` (see signerOf). */
   private signer(now = this.clock.now()): HeldKey | null {
-    let best: HeldKey | null = null;
-    for (const k of this.keys) {
-      if (k.retiredAt !== null || k.activateAt === null || k.activateAt > now || !k.signingKey) continue;
-      if (
-        !best ||
-        k.activateAt > best.activateAt! ||
-        (k.activateAt === best.activateAt && k.createdAt >= best.createdAt)
-      )
-        best = k;
-    }
-    return best;
+    return signerOf(this.keys, now);
   }
 
   private requireSigner(): HeldKey {
@@ -232,6 +228,7 @@ export class IdentityAuthority {
           try {
             await this.file.write({ keys: keys.map((k) => k.stored) });
           } catch (error) {
+            if (error instanceof DocumentWriteUnconfirmed) throw unconfirmed(error, keys, result, now);
             if (!(error instanceof DocumentConflict) || attempt >= MAX_CHANGE_ATTEMPTS)
               throw new DomainError('STORE_UNAVAILABLE');
             this.keys = await holdKeys(this.file, await readKeys(this.file)).catch(() => {
@@ -379,6 +376,41 @@ function sameText(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** The key of `keys` that signs at `now`: the latest activation not in the future among keys not retired. */
+function signerOf(keys: readonly HeldKey[], now: number): HeldKey | null {
+  let best: HeldKey | null = null;
+  for (const k of keys) {
+    if (k.retiredAt !== null || k.activateAt === null || k.activateAt > now || !k.signingKey) continue;
+    if (
+      !best ||
+      k.activateAt > best.activateAt! ||
+      (k.activateAt === best.activateAt && k.createdAt >= best.createdAt)
+    )
+      best = k;
+  }
+  return best;
+}
+
+/**
+ * A change whose write may or may not be durable (its answer was lost): the caller hears "it may have
+ * been saved", and learns the result if the write turns out durable. The document's watch reads the
+ * keys again then.
+ */
+function unconfirmed<T>(
+  error: DocumentWriteUnconfirmed,
+  keys: HeldKey[],
+  result: (signer: HeldKey | null) => T,
+  now: number,
+): ChangeUnconfirmed {
+  return new ChangeUnconfirmed(
+    'The connection to the database was lost as the signing keys were saved, and the database could not be asked what became of it: it may have been saved. Check with `signing-keys list` before trying again.',
+    error.landed.then(
+      (saved): LateOutcome =>
+        saved === true ? { saved: true, result: result(signerOf(keys, now)) } : { saved },
+    ),
+  );
 }
 
 /** Tries of one rotation or retirement against other replicas' changes before it gives up. */

@@ -1,6 +1,7 @@
 import { DomainError } from '../../shared/errors.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
 import type { SigningKeyInfo, SigningKeyState } from './identity.js';
+import { onceSaved, savedLate } from './once-saved.js';
 import { iso } from './views.js';
 
 /** How long a rotated-in key waits, published, before it signs: every JWKS cache has it by then. */
@@ -28,7 +29,10 @@ export interface RetireResult {
 
 /** Lists, rotates and retires the keys that sign identities, with how many current identities each signs. */
 /** What SigningKeyService is built from. */
-export type SigningKeyServiceDeps = Pick<ServiceDeps, 'store' | 'audit' | 'clock' | 'identity' | 'presence'>;
+export type SigningKeyServiceDeps = Pick<
+  ServiceDeps,
+  'store' | 'audit' | 'clock' | 'identity' | 'presence' | 'logger'
+>;
 
 export class SigningKeyService {
   constructor(private readonly deps: SigningKeyServiceDeps) {}
@@ -45,13 +49,17 @@ export class SigningKeyService {
   ): Promise<{ key: SigningKeyView; cancelled: string[] }> {
     const activateInMs =
       input.activateInSeconds === undefined ? DEFAULT_ACTIVATE_IN_MS : input.activateInSeconds * 1000;
-    const { key, cancelled } = await this.deps.identity.rotate(activateInMs);
-    await this.deps.audit.record({
-      type: 'signing_key.rotated',
-      ...meta,
-      keyId: key.kid,
-      details: { activateAt: iso(key.activateAt), cancelled },
-    });
+    const { key, cancelled } = await onceSaved(
+      this.deps.identity.rotate(activateInMs),
+      (saved, late) =>
+        this.deps.audit.record({
+          type: 'signing_key.rotated',
+          ...meta,
+          keyId: saved.key.kid,
+          details: { activateAt: iso(saved.key.activateAt), cancelled: saved.cancelled, ...savedLate(late) },
+        }),
+      this.deps.logger,
+    );
     return { key: this.view(key, 0), cancelled };
   }
 
@@ -76,14 +84,18 @@ export class SigningKeyService {
         { identities: total, connected },
       );
     }
-    const retired = await this.deps.identity.retire(input.kid);
-    await this.deps.audit.record({
-      type: 'signing_key.retired',
-      ...meta,
-      keyId: input.kid,
-      security: total > 0,
-      details: { force: Boolean(input.force), identities: total, connected },
-    });
+    const retired = await onceSaved(
+      this.deps.identity.retire(input.kid),
+      (_saved, late) =>
+        this.deps.audit.record({
+          type: 'signing_key.retired',
+          ...meta,
+          keyId: input.kid,
+          security: total > 0,
+          details: { force: Boolean(input.force), identities: total, connected, ...savedLate(late) },
+        }),
+      this.deps.logger,
+    );
     return { key: this.view(retired, total), identities: total, connected };
   }
 

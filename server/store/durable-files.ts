@@ -29,7 +29,8 @@ export interface KeptDocument<T> {
   read(): Promise<T | undefined>;
   /**
    * Resolves once `document` is durable. Rejects with DocumentConflict when another writer changed it
-   * since this one last read or wrote it: read again, redo the change, write again.
+   * since this one last read or wrote it: read again, redo the change, write again; with
+   * DocumentWriteUnconfirmed when it may be durable or not.
    */
   write(document: T): Promise<void>;
   /**
@@ -42,6 +43,22 @@ export interface KeptDocument<T> {
 /** Another writer changed the document since this one read it. */
 export class DocumentConflict extends Error {
   override readonly name = 'DocumentConflict';
+}
+
+/**
+ * A write whose answer was lost (the connection went as it committed) and whose outcome could not be
+ * learnt in time: it may be durable. `landed` settles once it is known: true (durable), false (not),
+ * 'unknown' (never learnt). Whoever holds the document reads it again when its watch says so.
+ */
+export class DocumentWriteUnconfirmed extends Error {
+  override readonly name = 'DocumentWriteUnconfirmed';
+  constructor(
+    message: string,
+    readonly landed: Promise<boolean | 'unknown'>,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /** A JSON document kept whole in one file: read at start-up, rewritten durably on every change. */

@@ -4,6 +4,8 @@ import { connect, createServer, type Socket } from 'node:net';
 const COMMIT_COMPLETE = Buffer.concat([Buffer.from([0x43, 0, 0, 0, 11]), Buffer.from('COMMIT\0')]);
 /** What a store commit's statement holds (commit.ts writeAll): the cut waits for such a transaction. */
 const STORE_COMMIT_MARK = Buffer.from('INSERT INTO store_changes');
+/** The bytes of one chunk kept to find a mark split across two (longer than any mark). */
+const MARK_TAIL = 128;
 /** A client's simple Query of COMMIT: 'Q', its length (4 + "COMMIT\0"), the text. */
 const COMMIT_QUERY = Buffer.concat([Buffer.from([0x51, 0, 0, 0, 11]), Buffer.from('COMMIT\0')]);
 
@@ -16,6 +18,11 @@ export interface CutOptions {
   when?: 'after' | 'before';
   /** After the cut, new connections are dropped at once for this long (the database unreachable). */
   refuseNewForMs?: number;
+  /**
+   * Whose COMMIT is cut: a transaction that sent this text. By default a store commit's (its
+   * change-feed row); `UPDATE server_documents` cuts a signing-key rotation's.
+   */
+  mark?: string;
 }
 
 export interface CommitCutter {
@@ -37,7 +44,7 @@ export interface CommitCutter {
 export async function startCommitCutter(databaseUrl: string): Promise<CommitCutter> {
   const target = new URL(databaseUrl);
   const sockets = new Set<Socket>();
-  let armed: Required<CutOptions> | null = null;
+  let armed: (Required<Omit<CutOptions, 'mark'>> & { mark: Buffer }) | null = null;
   let refuseUntil = 0;
   let cut = 0;
   const server = createServer((client) => {
@@ -66,10 +73,12 @@ export async function startCommitCutter(databaseUrl: string): Promise<CommitCutt
     let storeCommit = false;
     let tail = Buffer.alloc(0);
     client.on('data', (chunk: Buffer) => {
+      const mark = armed?.mark ?? STORE_COMMIT_MARK;
       const seen = Buffer.concat([tail, chunk]);
-      tail = seen.subarray(Math.max(0, seen.length - STORE_COMMIT_MARK.length));
-      if (seen.includes(STORE_COMMIT_MARK)) storeCommit = true;
+      tail = seen.subarray(Math.max(0, seen.length - MARK_TAIL));
+      if (seen.includes(mark)) storeCommit = true;
       if (chunk.includes(COMMIT_QUERY)) {
+        tail = Buffer.alloc(0); // the next transaction's mark is its own
         if (armed?.when === 'before' && storeCommit) return cutHere();
         if (armed?.when !== 'after') storeCommit = false;
       }
@@ -91,8 +100,8 @@ export async function startCommitCutter(databaseUrl: string): Promise<CommitCutt
   url.port = String((server.address() as { port: number }).port);
   return {
     url: url.toString(),
-    arm({ when = 'after', refuseNewForMs = 0 }: CutOptions = {}) {
-      armed = { when, refuseNewForMs };
+    arm({ when = 'after', refuseNewForMs = 0, mark }: CutOptions = {}) {
+      armed = { when, refuseNewForMs, mark: mark === undefined ? STORE_COMMIT_MARK : Buffer.from(mark) };
     },
     get cut() {
       return cut;

@@ -1,8 +1,16 @@
 import pg from 'pg';
 import type { SecretBox } from '../../services/secrets.js';
 import { DataFileError } from '../data-file.js';
-import { DocumentConflict, type KeptDocument } from '../durable-files.js';
+import { DocumentConflict, DocumentWriteUnconfirmed, type KeptDocument } from '../durable-files.js';
+import { checkOut } from './checked-out.js';
 import { connectionOptions } from './connect.js';
+import {
+  askTransactionOutcome,
+  LOST_COMMIT_ASK_MS,
+  LOST_COMMIT_LATE_ASK_MS,
+  type LostTransaction,
+  leavesOutcomeUnknown,
+} from './lost-commit.js';
 
 /** The channel `server_documents`' trigger notifies on; the payload is `<name> <version>`. */
 const DOCUMENTS_CHANNEL = 'server_documents';
@@ -50,6 +58,8 @@ export interface SealedDocumentOptions {
   checkIntervalMs?: number;
   /** Told of a lost listener or a failed check (the next check tries again). */
   onError?: (error: Error) => void;
+  /** How long a write whose COMMIT got no answer asks what became of it. @default LOST_COMMIT_ASK_MS */
+  lostCommitAskMs?: number;
 }
 
 /**
@@ -67,6 +77,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
   private listener: pg.Client | null = null;
   private timer: NodeJS.Timeout | null = null;
   private changed: (() => void) | null = null;
+  private closed = false;
 
   constructor(private readonly options: SealedDocumentOptions) {
     this.location = `the database's ${options.name} document`;
@@ -91,20 +102,81 @@ export class SealedDocument<T> implements KeptDocument<T> {
 
   async write(document: T): Promise<void> {
     const body = sealDocument(this.options.box, this.options.name, document);
-    const { rows } =
-      this.version === null
-        ? await this.options.pool.query<{ version: string }>(
-            `INSERT INTO server_documents (name, body, version) VALUES ($1, $2, 1)
-             ON CONFLICT (name) DO NOTHING RETURNING version`,
-            [this.options.name, body],
-          )
-        : await this.options.pool.query<{ version: string }>(
-            `UPDATE server_documents SET body = $2, version = version + 1, updated_at = now()
-             WHERE name = $1 AND version = $3 RETURNING version`,
-            [this.options.name, body, this.version.toString()],
-          );
-    if (!rows[0]) throw new DocumentConflict(`${this.location} was changed by another replica`);
-    this.version = BigInt(rows[0].version);
+    if (this.version === null) {
+      const { rows } = await this.options.pool.query<{ version: string }>(
+        `INSERT INTO server_documents (name, body, version) VALUES ($1, $2, 1)
+         ON CONFLICT (name) DO NOTHING RETURNING version`,
+        [this.options.name, body],
+      );
+      if (!rows[0]) throw new DocumentConflict(`${this.location} was changed by another replica`);
+      this.version = BigInt(rows[0].version);
+      return;
+    }
+    this.version = await this.update(body, this.version);
+  }
+
+  /**
+   * Replaces the body written at version `base`; returns the new version. A transaction of its own,
+   * so that a COMMIT whose answer is lost can be asked about: the body is its mark (sealed with a
+   * fresh nonce, no other write has the same text).
+   */
+  private async update(body: string, base: bigint): Promise<bigint> {
+    const { client, release } = await checkOut(this.options.pool);
+    let lost: { xid: string; version: bigint; cause: unknown };
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<{ version: string; xid: string }>(
+        `UPDATE server_documents SET body = $2, version = version + 1, updated_at = now()
+         WHERE name = $1 AND version = $3 RETURNING version, pg_current_xact_id()::text AS xid`,
+        [this.options.name, body, base.toString()],
+      );
+      const written = rows[0];
+      if (!written) throw new DocumentConflict(`${this.location} was changed by another replica`);
+      try {
+        await client.query('COMMIT');
+        return BigInt(written.version);
+      } catch (error) {
+        if (!leavesOutcomeUnknown(error)) throw error;
+        lost = { xid: written.xid, version: BigInt(written.version), cause: error };
+      }
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      release();
+    }
+    return this.learnOutcome(body, lost);
+  }
+
+  /** After a COMMIT with no answer: the new version if it committed; throws if not, or if unknown. */
+  private async learnOutcome(
+    body: string,
+    lost: { xid: string; version: bigint; cause: unknown },
+  ): Promise<bigint> {
+    const transaction: LostTransaction = {
+      xid: lost.xid,
+      markThere: async (pool) =>
+        (
+          await pool.query('SELECT 1 FROM server_documents WHERE name = $1 AND body = $2', [
+            this.options.name,
+            body,
+          ])
+        ).rowCount === 1,
+      // Another replica may have written over it since, which only a body of its own would show.
+      committedWithoutMark: 'unknown',
+    };
+    const outcome = await askTransactionOutcome(this.options.pool, transaction, {
+      withinMs: this.options.lostCommitAskMs ?? LOST_COMMIT_ASK_MS,
+    });
+    const message = `no answer to the COMMIT of ${this.location} (${(lost.cause as Error).message})`;
+    if (outcome === 'committed') return lost.version;
+    if (outcome === 'aborted') throw new Error(message, { cause: lost.cause });
+    const later = askTransactionOutcome(this.options.pool, transaction, {
+      withinMs: LOST_COMMIT_LATE_ASK_MS,
+      pauseMs: 1000,
+      stopped: () => this.closed,
+    }).then((known) => (known === 'unknown' ? known : known === 'committed'));
+    throw new DocumentWriteUnconfirmed(message, later, { cause: lost.cause });
   }
 
   /** Follows the other replicas' writes: a notification at once, a version check every interval. */
@@ -171,6 +243,7 @@ export class SealedDocument<T> implements KeptDocument<T> {
 
   /** Stops watching and closes the listener connection (the pool is the caller's). */
   async close(): Promise<void> {
+    this.closed = true;
     this.changed = null;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
