@@ -9,7 +9,7 @@
  *    4. run two agents with the key          9. the other one is still connected
  *    5. list them connected                 10. clean up (also on failure and on Ctrl-C)
  *
- * Why ~550 lines: the ten steps each show the command a newcomer would type and what came back
+ * Why ~510 lines (its narration and bounded waits are in lib/narration.ts): the ten steps each show the command a newcomer would type and what came back
  * (about 30 lines a step), and a demo must stop cleanly wherever it fails or is interrupted, so it
  * tracks every process it starts. The checking lives in the tests, not here.
  */
@@ -18,6 +18,28 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
 import { type AdminClient, createAdminClient } from '../server/admin-client.js';
+import {
+  adminCall,
+  bold,
+  dim,
+  done,
+  eventually,
+  exitOf,
+  expectThat,
+  green,
+  maskKey,
+  note,
+  quote,
+  red,
+  say,
+  seconds,
+  shell,
+  stoppedTelling,
+  stopTelling,
+  waitForLine,
+  write,
+  yellow,
+} from './lib/narration.js';
 import {
   describeExit,
   makeTempDir,
@@ -31,10 +53,7 @@ import {
 
 const DIST_BINARY = path.join(repoRoot, 'dist', 'connector-agent');
 const GROUP_NAME = 'Demo';
-/** The bound on every wait for the server, an agent, a CLI call or the admin API. */
-const WAIT_MS = 30_000;
 const BUILD_MS = 5 * 60_000;
-const POLL_MS = 100;
 const [FIRST, SECOND, LATE] = ['demo-agent-1', 'demo-agent-2', 'demo-agent-3'];
 
 /** The story as the narration tells it: each step's title and what it shows. */
@@ -97,36 +116,6 @@ happened, 1 when one did not (the last line says which), 2 for usage.
   --rebuild       build dist/connector-agent even if it is up to date
   -h, --help      this help`;
 
-// ---------------------------------------------------------------------------------------------------
-// Narration: colour only on a terminal (and never with NO_COLOR)
-
-const COLOUR = process.stdout.isTTY === true && !process.env.NO_COLOR;
-const paint = (code: string) => (text: string) => (COLOUR ? `\x1b[${code}m${text}\x1b[0m` : text);
-const bold = paint('1');
-const dim = paint('2');
-const [green, red, yellow, cyan] = [paint('32'), paint('31'), paint('33'), paint('36')];
-
-const write = (line = '') => process.stdout.write(`${line}\n`);
-/** Set by Ctrl-C: the story stops at its next line instead of talking over the clean-up. */
-let stopping = false;
-/** A step that did not happen: the story ends, and this one line says why. */
-class StoryBroke extends Error {}
-
-function say(line = '') {
-  if (stopping) throw new StoryBroke('interrupted');
-  write(line);
-}
-const note = (text: string) => {
-  for (const line of text.split('\n')) say(`      ${line}`);
-};
-const shell = (command: string) => note(cyan(`$ ${command}`));
-/** An admin call the story makes through the typed client, shown as the CLI command that makes it. */
-const adminCall = (command: string) =>
-  shell(`connector-server ${command}   ${dim('(made here through the admin client)')}`);
-const done = (what: string) => note(`${green('✓')} ${what}`);
-const quote = (text: string) => note(dim(text.trimEnd().replace(/^/gm, '  | ')));
-const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-
 let currentStep = '';
 function step(n: number, print = say) {
   const [title, why] = STEPS[n - 1]!;
@@ -135,13 +124,6 @@ function step(n: number, print = say) {
   print(bold(`[${n}/${STEPS.length}] ${title}`));
   print(dim(why.replace(/^/gm, '      ')));
 }
-
-function expectThat(condition: unknown, what: string): asserts condition {
-  if (!condition) throw new StoryBroke(what);
-}
-
-/** A key on screen: enough to tell keys apart, not enough to use one (cpk_<id>_<secret>). */
-const maskKey = (key: string) => `${key.slice(0, key.indexOf('_', 4) + 5)}…`;
 
 // ---------------------------------------------------------------------------------------------------
 // The cast: every process the story starts, so the clean-up can stop each one
@@ -156,37 +138,6 @@ const childEnv = Object.fromEntries(
 function start(proc: Proc): Proc {
   started.push(proc);
   return proc;
-}
-
-/** Waits (bounded) for `pattern` in what `proc` printed; if it never comes, shows its last lines. */
-async function waitForLine(proc: Proc, pattern: RegExp, what: string): Promise<string> {
-  try {
-    return (await proc.waitForOutput(pattern, WAIT_MS))[0];
-  } catch {
-    quote(proc.tail(8));
-    const exit = proc.exit();
-    throw new StoryBroke(
-      `${what}: ${exit ? `it exited with ${describeExit(exit)}` : `not within ${seconds(WAIT_MS)}`}`,
-    );
-  }
-}
-
-/** Waits (bounded) for `proc` to exit. */
-async function exitOf(proc: Proc, what: string) {
-  const exit = await settleWithin(proc.exited, WAIT_MS);
-  if (!exit) quote(proc.tail(8));
-  expectThat(exit, `${what}: still running after ${seconds(WAIT_MS)}`);
-  return exit;
-}
-
-/** Polls `probe` (bounded) until it gives something. */
-async function eventually<T>(what: string, probe: () => Promise<T | null | undefined>): Promise<T> {
-  for (const deadline = performance.now() + WAIT_MS; performance.now() < deadline; ) {
-    const value = await probe();
-    if (value) return value;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-  throw new StoryBroke(`${what}: not within ${seconds(WAIT_MS)}`);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -525,11 +476,11 @@ async function main(argv: string[]): Promise<number> {
     process.on(signal, () => {
       // One Ctrl-C can arrive twice (from the terminal, and relayed by npm); a second one later means
       // it: exit now, and the exit hook kills and removes what is left.
-      if (stopping) {
+      if (stoppedTelling()) {
         if (performance.now() - interruptedAt > 1000) process.exit(130);
         return;
       }
-      stopping = true;
+      stopTelling();
       interruptedAt = performance.now();
       const at = currentStep;
       write();
@@ -546,7 +497,7 @@ async function main(argv: string[]): Promise<number> {
     () => null,
     (error: Error) => error.message,
   );
-  if (stopping) return new Promise<number>(() => {}); // the signal handler cleans up and exits
+  if (stoppedTelling()) return new Promise<number>(() => {}); // the signal handler cleans up and exits
   const at = currentStep;
   await cleanUpOnce();
   if (failure !== null) {
