@@ -93,14 +93,18 @@ export class ConnectorService {
     await onceSaved(
       durable,
       async (groupId, late) => {
-        await this.deps.audit.record({
-          type: status === 'enabled' ? 'connector.enabled' : 'connector.disabled',
-          ...meta,
-          connectorId,
-          groupId,
-          details: savedLate(late),
-        });
-        this.deps.events.saved({ type: 'connector.status', connectorId, status });
+        try {
+          await this.deps.audit.record({
+            type: status === 'enabled' ? 'connector.enabled' : 'connector.disabled',
+            ...meta,
+            connectorId,
+            groupId,
+            details: savedLate(late),
+          });
+        } finally {
+          // Saved: its agent hears of it even when its audit event could not be written yet.
+          this.deps.events.saved({ type: 'connector.status', connectorId, status });
+        }
       },
       this.deps.logger,
     );
@@ -286,8 +290,9 @@ export class ConnectorService {
     const removed = await onceSaved(
       durable,
       async (saved, late) => {
+        // All announced first: an audit event that cannot be written stops the loop below.
+        for (const { id } of saved) this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
         for (const { id, groupId } of saved) {
-          this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
           await this.deps.audit.record({
             type: 'connector.pending_expired',
             ...systemMeta,

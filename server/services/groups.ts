@@ -161,13 +161,17 @@ export class GroupService {
     await onceSaved(
       durable,
       async (connectorIds, late) => {
-        await this.deps.audit.record({
-          type: status === 'enabled' ? 'group.enabled' : 'group.disabled',
-          ...meta,
-          groupId,
-          details: savedLate(late),
-        });
-        this.deps.events.saved({ type: 'group.status', groupId, status, connectorIds });
+        try {
+          await this.deps.audit.record({
+            type: status === 'enabled' ? 'group.enabled' : 'group.disabled',
+            ...meta,
+            groupId,
+            details: savedLate(late),
+          });
+        } finally {
+          // Saved: its agents hear of it even when its audit event could not be written yet.
+          this.deps.events.saved({ type: 'group.status', groupId, status, connectorIds });
+        }
       },
       this.deps.logger,
     );
