@@ -155,6 +155,12 @@ export const ERROR_REASONS = {
     message: 'The server could not save the change; nothing was changed.',
     hint: 'Check the server’s storage and its logs: its data directory (disk space, permissions), or with --database-url its PostgreSQL database (reachable, the user’s privileges).',
   },
+  AUDIT_NOT_WRITTEN: {
+    code: 'INTERNAL_SERVER_ERROR',
+    message:
+      'The change was saved, but its audit event could not be written yet: the server holds it in memory and writes it once the audit log takes writes again.',
+    hint: 'Do not redo the change. Check the server’s storage and its logs: its data directory (disk space), or with --database-url its PostgreSQL database; the log says `audit log written again` once the held events are in.',
+  },
   REVOKE_NOT_SAVED: {
     code: 'INTERNAL_SERVER_ERROR',
     message:

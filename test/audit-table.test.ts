@@ -145,7 +145,7 @@ describe('the audit table shared by replicas', () => {
     await log.close();
   });
 
-  it('a failed INSERT refuses its events with STORE_UNAVAILABLE and says why once; they are held and written with the next ones, in order', async () => {
+  it('a failed INSERT refuses its events with AUDIT_NOT_WRITTEN and says why once; they are held and written with the next ones, in order', async () => {
     await using db = await auditDatabase();
     const errors: unknown[] = [];
     const recoveries: HeldAuditRecovery[] = [];
@@ -158,8 +158,8 @@ describe('the audit table shared by replicas', () => {
     await db.query(`ALTER TABLE audit_events RENAME TO audit_events_away`);
     for (const type of ['during.first', 'during.second'])
       await expect(log.record({ type, actor })).rejects.toMatchObject({
-        reason: 'STORE_UNAVAILABLE',
-        message: expect.stringMatching(/42P01.*held in memory/),
+        reason: 'AUDIT_NOT_WRITTEN',
+        message: expect.stringMatching(/42P01.*holds it in memory/),
       });
     expect(errors).toHaveLength(1);
     await db.query(`ALTER TABLE audit_events_away RENAME TO audit_events`);
@@ -182,7 +182,8 @@ describe('the audit table shared by replicas', () => {
     await expect(
       log.record({ type: 'refused.data', actor, details: { text: 'a\u0000b' } }),
     ).rejects.toMatchObject({
-      reason: 'STORE_UNAVAILABLE',
+      reason: 'AUDIT_NOT_WRITTEN',
+      message: expect.stringMatching(/refused its event \(22P05\): it is not in the audit log/),
     });
     expect(lost).toEqual([1]);
     await log.record({ type: 'after.refusal', actor });

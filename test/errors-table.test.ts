@@ -131,6 +131,7 @@ const NOT_PROVOKED_HERE: Partial<Record<ErrorReason, string>> = {
   SIGNING_KEY_ACTIVE: 'signing-key-rotation.test.ts',
   SIGNING_KEY_IN_USE: 'signing-key-rotation.test.ts',
   STORE_UNAVAILABLE: 'faults.test.ts (a failing disk)',
+  AUDIT_NOT_WRITTEN: 'audit-not-written.test.ts (a database refusing audit rows)',
   BACKUP_UNSUPPORTED: 'backup-restore.test.ts (a server on PostgreSQL)',
   REVOKE_NOT_SAVED: 'unsaved-terminations.test.ts',
   DELETE_NOT_SAVED: 'unsaved-terminations.test.ts',

@@ -137,7 +137,7 @@ describe('faults: crashes, full and read-only disks', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('a full disk under the audit log: an event is acknowledged only once on disk, the ones refused meanwhile (STORE_UNAVAILABLE) are held and written once space returns, in order, with no torn line left between them', async (ctx) => {
+  it('a full disk under the audit log: an event is acknowledged only once on disk, the ones refused meanwhile (AUDIT_NOT_WRITTEN) are held and written once space returns, in order, with no torn line left between them', async (ctx) => {
     if (!mountable) return ctx.skip('needs root and mount (tmpfs)');
     const dir = await tempDir('ce-fault-full-');
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
@@ -175,8 +175,8 @@ describe('faults: crashes, full and read-only disks', () => {
         );
         if (failure) failedRounds++;
       }
-      expect(failure).toMatchObject({ reason: 'STORE_UNAVAILABLE' });
-      expect((failure as Error).message).toMatch(/ENOSPC.*held in memory/);
+      expect(failure).toMatchObject({ reason: 'AUDIT_NOT_WRITTEN' });
+      expect((failure as Error).message).toMatch(/ENOSPC.*holds it in memory/);
       // The operator's log is told the real cause, once for the outage (not once per retry).
       expect(writeErrors).toHaveLength(1);
       expect(writeErrors[0]).toMatchObject({ code: 'ENOSPC' });

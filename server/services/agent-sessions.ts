@@ -346,7 +346,7 @@ export class AgentSessionService {
 
   /** A lost audit event: the audit log itself reported why (its write error), once for the batch. */
   private auditFailed(error: unknown): void {
-    if (error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE') return;
+    if (error instanceof DomainError && error.reason === 'AUDIT_NOT_WRITTEN') return;
     this.deps.logger.error({ err: error }, 'audit write failed');
   }
 }

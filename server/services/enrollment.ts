@@ -127,22 +127,28 @@ export class EnrollmentService {
       async (saved, late) => {
         if (saved.refusal) return;
         this.deps.metrics.enrollments.inc({ outcome: 'success' });
-        await this.deps.audit.record({
-          type: 'enrollment.succeeded',
-          actor: { kind: 'agent', connectorId },
-          remoteAddress,
-          connectorId,
-          groupId: saved.groupId,
-          keyId: saved.keyId,
-          details: {
-            name: saved.repeat?.name ?? request.name ?? request.host.hostname,
-            agentVersion: request.agentVersion,
-            // An attempt of an enrollment already made, whose answer the agent had not received.
-            ...(saved.repeat ? { repeated: true } : {}),
-            // The agent heard STORE_UNAVAILABLE; its retry enrolls again as a repeat.
-            ...savedLate(late),
-          },
-        });
+        await this.deps.audit
+          .record({
+            type: 'enrollment.succeeded',
+            actor: { kind: 'agent', connectorId },
+            remoteAddress,
+            connectorId,
+            groupId: saved.groupId,
+            keyId: saved.keyId,
+            details: {
+              name: saved.repeat?.name ?? request.name ?? request.host.hostname,
+              agentVersion: request.agentVersion,
+              // An attempt of an enrollment already made, whose answer the agent had not received.
+              ...(saved.repeat ? { repeated: true } : {}),
+              // The agent heard STORE_UNAVAILABLE; its retry enrolls again as a repeat.
+              ...savedLate(late),
+            },
+          })
+          // The enrollment is saved: an agent refused now would only enroll again, as a repeat, until
+          // the audit log is back. The event is held (the audit log says so in the server's log).
+          .catch((error: unknown) => {
+            if (!(error instanceof DomainError && error.reason === 'AUDIT_NOT_WRITTEN')) throw error;
+          });
       },
       this.deps.logger,
     );

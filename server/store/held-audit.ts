@@ -30,12 +30,18 @@ export interface HeldAuditRecovery {
   sinceMs: number;
 }
 
-/** What a caller whose event could not be written is told. */
-export function auditWriteFailure(error: unknown): DomainError {
+/**
+ * What a caller whose event could not be written is told: its change was saved (the event comes
+ * after it), so not STORE_UNAVAILABLE, whose "nothing was changed" a script would act on. `held`:
+ * the event is kept for the retry; otherwise the storage refused its data, and it is lost.
+ */
+export function auditWriteFailure(error: unknown, { held = true }: { held?: boolean } = {}): DomainError {
   const code = (error as { code?: string }).code ?? (error as Error).message;
   return new DomainError(
-    'STORE_UNAVAILABLE',
-    `The audit log could not be written (${code}). The event is held in memory and written once the storage takes it again; a change the call made was saved.`,
+    'AUDIT_NOT_WRITTEN',
+    held
+      ? `The change was saved, but its audit event could not be written yet (${code}): the server holds it in memory and writes it once the audit log takes writes again.`
+      : `The change was saved, but the audit log refused its event (${code}): it is not in the audit log, and the server's log says why.`,
   );
 }
 

@@ -148,11 +148,11 @@ export class AuditTable implements AuditSink {
 
   /** Holds `batch` for the next INSERT (the callers are told now), unless its data was refused. */
   private failed(batch: Pending[], error: unknown): void {
-    const failure = auditWriteFailure(error);
+    // Retrying refused data would refuse it again, and hold back every event after it.
+    const refused = /^2[23]/.test(String((error as { code?: unknown }).code ?? ''));
+    const failure = auditWriteFailure(error, { held: !refused });
     for (const p of batch) p.reject(failure);
-    const sqlState = String((error as { code?: unknown }).code ?? '');
-    if (/^2[23]/.test(sqlState)) {
-      // Retrying refused data would refuse it again, and hold back every event after it.
+    if (refused) {
       this.options.onWriteError?.(error);
       this.options.onLost?.(batch.length);
       return;
