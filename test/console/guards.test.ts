@@ -109,6 +109,43 @@ describe('console: guards', () => {
     await context.close();
   });
 
+  it("Create group in the console takes a description and the first key's policy (a single-use, 1-day key), refusing a bad limit before any call", async () => {
+    await using server = await startTestServer();
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    const form = page.getByRole('form', { name: 'Create a group' });
+    await form.getByLabel('New group').fill('Kiosks');
+    await form.getByText('Options', { exact: true }).click();
+    await form.getByLabel('Description').fill('Lobby kiosks, one each');
+    await form.getByLabel('Key valid for').selectOption('1d');
+    await form.getByLabel('Enrollments allowed').fill('1.5');
+    await form.getByRole('button', { name: 'Create group' }).click();
+    await form.getByRole('alert').getByText('Enrollments allowed: a whole number from 1').waitFor();
+    expect(await server.admin.groups.list.query({})).toEqual([]);
+    await form.getByLabel('Enrollments allowed').fill('1');
+    expect(await seriousA11yViolations(page)).toEqual([]);
+    await screenshot(page, 'create-group-options');
+    await form.getByRole('button', { name: 'Create group' }).click();
+    await page.getByRole('row', { name: /^Kiosks\b/ }).waitFor();
+    const [group] = await server.admin.groups.list.query({});
+    expect(group).toMatchObject({ name: 'Kiosks', description: 'Lobby kiosks, one each' });
+    const key = await server.admin.provisioningKeys.get.query({ groupId: group!.id });
+    expect(key.maxUses).toBe(1);
+    expect(Date.parse(key.expiresAt) - Date.parse(key.createdAt)).toBe(DAY_MS);
+    // Emptied for the next group, whose key is then the server's default: no limit, 14 days.
+    expect(await form.getByLabel('Enrollments allowed').inputValue()).toBe('');
+    await form.getByLabel('New group').fill('Plain');
+    await form.getByRole('button', { name: 'Create group' }).click();
+    await page.getByRole('row', { name: /^Plain\b/ }).waitFor();
+    const plain = (await server.admin.groups.list.query({})).find((g) => g.name === 'Plain')!;
+    const plainKey = await server.admin.provisioningKeys.get.query({ groupId: plain.id });
+    expect(plainKey.maxUses).toBeNull();
+    expect(plain.description).toBe('');
+    expect(Date.parse(plainKey.expiresAt) - Date.parse(plainKey.createdAt)).toBe(14 * DAY_MS);
+    await context.close();
+  });
+
   it('a key that expires while the groups page is open shows Expired without a reload (the column was worked out once)', async () => {
     await using server = await startTestServer({ clock: realTimeClock() });
     await server.admin.groups.create.mutate({ name: 'Brief', ttl: '6s' });

@@ -1,20 +1,37 @@
 import { type FormEvent, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
+import { EMPTY_POLICY, LIFETIMES, maxUsesOf, type PolicyDraft } from './key-policy.js';
 
+/**
+ * The form that creates a group, with its first provisioning key. The key's policy and the group's
+ * description are under "Options" (closed: a name is all a first group needs); left alone, the key
+ * allows any number of enrollments for the server's --key-ttl, as `groups create` makes it.
+ */
 export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
   const { api, readOnlyReason } = useConsole();
   const [name, setName] = useState('');
+  const [description, setDescription] = useState('');
+  const [policy, setPolicy] = useState<PolicyDraft>(EMPTY_POLICY);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const locked = readOnlyReason !== null;
 
   async function submit(event: FormEvent) {
     event.preventDefault();
     setBusy(true);
     setError(null);
     try {
-      await api.groups.create.mutate({ name });
+      const maxUses = maxUsesOf(policy);
+      await api.groups.create.mutate({
+        name,
+        ...(description.trim() ? { description: description.trim() } : {}),
+        ...(maxUses === undefined ? {} : { maxUses }),
+        ...(policy.ttl ? { ttl: policy.ttl } : {}),
+      });
       setName('');
+      setDescription('');
+      setPolicy(EMPTY_POLICY);
       await onCreated();
     } catch (failure) {
       setError(errorText(failure, 'action'));
@@ -31,10 +48,10 @@ export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
         value={name}
         maxLength={64}
         onChange={(e) => setName(e.target.value)}
-        disabled={readOnlyReason !== null}
+        disabled={locked}
         placeholder="Name"
       />
-      <button type="submit" className="primary" disabled={busy || readOnlyReason !== null || !name.trim()}>
+      <button type="submit" className="primary" disabled={busy || locked || !name.trim()}>
         Create group
       </button>
       {readOnlyReason && <span className="reason">{readOnlyReason}</span>}
@@ -43,6 +60,42 @@ export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
           {error}
         </span>
       )}
+      <details className="create-options">
+        <summary>Options</summary>
+        <fieldset className="key-policy" disabled={locked}>
+          <legend>The group and its first key</legend>
+          <label htmlFor="new-group-description">Description</label>
+          <input
+            id="new-group-description"
+            value={description}
+            maxLength={500}
+            placeholder="optional"
+            onChange={(e) => setDescription(e.target.value)}
+          />
+          <label htmlFor="new-group-key-ttl">Key valid for</label>
+          <select
+            id="new-group-key-ttl"
+            value={policy.ttl}
+            onChange={(e) => setPolicy({ ...policy, ttl: e.target.value })}
+          >
+            <option value="">the server's --key-ttl (14 days unless set)</option>
+            {LIFETIMES.map(([ttl, words]) => (
+              <option key={ttl} value={ttl}>
+                {words}
+              </option>
+            ))}
+          </select>
+          <label htmlFor="new-group-key-uses">Enrollments allowed</label>
+          <input
+            id="new-group-key-uses"
+            inputMode="numeric"
+            value={policy.maxUses}
+            placeholder="no limit"
+            maxLength={7}
+            onChange={(e) => setPolicy({ ...policy, maxUses: e.target.value })}
+          />
+        </fieldset>
+      </details>
     </form>
   );
 }

@@ -5,6 +5,7 @@ import { useConsole } from '../console-context.js';
 import { formatTime, relativeTime } from '../format.js';
 import type { GroupRow, ProvisioningKey } from '../types.js';
 import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
+import { LIFETIMES, maxUsesOf, type PolicyDraft } from './key-policy.js';
 
 /** Why the key cannot be copied, in words; null when it can. */
 function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): string | null {
@@ -50,37 +51,16 @@ function durationWords(ms: number): string {
   return `${Math.max(1, Math.round(ms / 1000))} seconds`;
 }
 
-/** The lifetimes the Regenerate confirmation offers besides the current key's ('' keeps that one). */
-const LIFETIMES: ReadonlyArray<[ttl: string, words: string, ms: number]> = [
-  ['1h', '1 hour', 3_600_000],
-  ['1d', '1 day', 86_400_000],
-  ['7d', '7 days', 7 * 86_400_000],
-  ['14d', '14 days', 14 * 86_400_000],
-  ['30d', '30 days', 30 * 86_400_000],
-];
-
-/** The new key's policy as the Regenerate confirmation's fields hold it: a draft until confirmed. */
-interface PolicyDraft {
-  /** Enrollments the new key allows: '' is no limit. */
-  maxUses: string;
-  /** One of LIFETIMES, or '' for the current key's lifetime. */
-  ttl: string;
-}
-
 const draftOf = (view: ProvisioningKey): PolicyDraft => ({
   maxUses: view.maxUses === null ? '' : String(view.maxUses),
   ttl: '',
 });
 
-/** The regenerate call's policy from the draft; a use limit that is not a whole number ≥ 1 is refused here. */
+/** The regenerate call's policy from the draft: what is left empty stays as the current key has it. */
 function policyOf(view: ProvisioningKey, draft: PolicyDraft): { maxUses?: number; ttl: string } {
   const ttl = draft.ttl || kept(view).ttl;
-  const limit = draft.maxUses.trim();
-  if (limit === '') return { ttl };
-  const maxUses = Number(limit);
-  if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000)
-    throw new Error('Enrollments allowed: a whole number from 1 to 1,000,000, or empty for no limit.');
-  return { maxUses, ttl };
+  const maxUses = maxUsesOf(draft);
+  return maxUses === undefined ? { ttl } : { maxUses, ttl };
 }
 
 /** The group's provisioning key: masked with a reveal, expiry, Copy, Regenerate, the agent command. */
