@@ -79,7 +79,11 @@ export function ConnectorsTable({
               <th scope="row" className="hostname">
                 {connector.host.hostname}
               </th>
-              <td>{connector.name}</td>
+              <td>
+                {connector.name}
+                {/* The id the CLI, the API and the audit log name it by. */}
+                <code className="connector-id">{connector.id}</code>
+              </td>
               <td>
                 {groupDisabled && connector.status === 'enabled' ? (
                   <span className="badge disabled" title="Enabled itself, disabled with its group">
