@@ -54,8 +54,12 @@ describe('audit rotation in a running server', () => {
       );
       // The table ends with the command for the next page; that page follows the first one.
       const table = await cli(['audit', '--limit', '3', '--server', server.url, '--data-dir', dataDir]);
-      // With the same filters, so that running it continues this listing.
-      expect(table.stdout).toContain(`Older: audit --before ${ids[2]} --limit 3\n`);
+      // With the same filters and the same server, so that running it as printed continues this
+      // listing (it named neither the server nor the data dir, and asked the default one).
+      const older = /^Older: (audit .*)$/m.exec(table.stdout)?.[1];
+      expect(older).toBe(`audit --before ${ids[2]} --limit 3 --server ${server.url} --data-dir ${dataDir}`);
+      const asPrinted = await cli([...older!.split(' '), '--json']);
+      expect((JSON.parse(asPrinted.stdout) as AuditEvent[]).map((e) => e.id)).toEqual(ids.slice(3, 6));
       const filtered = await cli([
         'audit',
         '--limit',
@@ -67,7 +71,7 @@ describe('audit rotation in a running server', () => {
         '--data-dir',
         dataDir,
       ]);
-      expect(filtered.stdout).toMatch(/Older: audit --before evt_\w+ --type group --limit 1\n/);
+      expect(filtered.stdout).toMatch(/Older: audit --before evt_\w+ --type group --limit 1 --server /);
       const next = await cli(['audit', '--limit', '3', '--before', ids[2]!, ...common]);
       expect((JSON.parse(next.stdout) as AuditEvent[]).map((e) => e.id)).toEqual(ids.slice(3, 6));
     } finally {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { AUDIT_TYPE_PREFIXES, auditTypeMisses, refusalsCounted } from '../../shared/audit-event-types.js';
 import { didYouMean } from '../../shared/nearest.js';
-import { type AdminEnv, adminCli, print } from './admin-common.js';
+import { type AdminEnv, adminCli, connectionFlags, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
 
@@ -63,8 +63,12 @@ export function registerAuditCommand(program: Command, env: AdminEnv): void {
         ...(options.since ? ['--since', options.since] : []),
         ...(limit !== 50 ? ['--limit', String(limit)] : []),
       ];
+      // The flags that sent this one where it went too (--server, the key): else the next page
+      // would ask the default server.
       if (last && events.length === limit)
-        console.log(`Older: audit --before ${last.id}${same.map((a) => ` ${shellWord(a)}`).join('')}`);
+        console.log(
+          `Older: audit --before ${last.id}${same.map((a) => ` ${shellWord(a)}`).join('')}${connectionFlags(options, env)}`,
+        );
     });
   });
 }
