@@ -41,9 +41,10 @@ export interface SessionOptions {
   /**
    * Unenroll instead of staying: once connected, ask the server to delete this connector
    * (`agent.unenroll`); the `deleted` event that follows wipes the identity as an admin's delete
-   * does, and calls `onDeleted`. A failed connect ends it (exit 10) instead of a retry.
+   * does, and calls `onDeleted` with the server that deleted it (of the identity's list, the one
+   * this session reached). A failed connect ends it (exit 10) instead of a retry.
    */
-  unenroll?: { onDeleted(): void };
+  unenroll?: { onDeleted(server: string): void };
   /** Makes the state dir's lock file again when the identity is put back in a removed state dir. */
   relock?: () => Promise<void>;
   /** How often the identity's file is checked for (IdentityKeeper). @default 60000 */
@@ -288,7 +289,7 @@ export function runSession(o: SessionOptions): Promise<number> {
       case 'deleted':
         if (o.unenroll) {
           logger.info('the server deleted this connector');
-          o.unenroll.onDeleted();
+          o.unenroll.onDeleted(servers.current);
         } else {
           // Not "by an admin": the pending sweep deletes too (a first session that began as it ran).
           logger.error(

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { readableStateDir, readCaFile, resolveStateDir, UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
-import { type AgentStatus, IdentityFileError, IdentityStore } from './identity-store.js';
+import { type AgentStatus, IdentityFileError, IdentityStore, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
 import { isProcessRunning } from './process-liveness.js';
 import { runSession } from './session.js';
@@ -107,7 +107,8 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   const caPem = await readCaFile(flags.caFile);
 
   const stop = AbortSignal.timeout(timeoutSeconds * 1000);
-  let deleted = false;
+  /** The server that deleted the connector (of the identity's list, the one the session reached). */
+  let deletedBy: string | null = null;
   const code = await runSession({
     identity,
     store,
@@ -116,12 +117,15 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
     signal: stop,
     hostFacts: await collectHostFacts(),
     unenroll: {
-      onDeleted: () => {
-        deleted = true;
+      onDeleted: (server) => {
+        deletedBy = server;
       },
     },
   });
-  const { connectorId, server } = identity;
+  const { connectorId } = identity;
+  const deleted = deletedBy !== null;
+  /** Every server the identity may be presented to: the session tried them all. */
+  const server = serversOf(identity).join(', ');
   if (code === EXIT.IDENTITY_GONE || code === EXIT.REVOKED) {
     // The session wiped the identity; the last state goes too. The server's side is done either
     // way: a state dir that will not let go of the files is said once, with what to remove.
@@ -131,11 +135,11 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
     );
     if (left) {
       logger.error(
-        `${deleted ? `${server} deleted connector ${connectorId}, but ` : ''}${cannotWrite(store.dir, left, `remove ${store.identityFile} and status.json by hand`)}`,
+        `${deleted ? `${deletedBy} deleted connector ${connectorId}, but ` : ''}${cannotWrite(store.dir, left, `remove ${store.identityFile} and status.json by hand`)}`,
       );
       return EXIT.FAILED;
     }
-    if (deleted) logger.info(`unenrolled: ${server} deleted connector ${connectorId}; identity wiped`);
+    if (deleted) logger.info(`unenrolled: ${deletedBy} deleted connector ${connectorId}; identity wiped`);
     else
       logger.warn(
         `the server refused this identity (${code === EXIT.REVOKED ? 'revoked' : 'deleted, unknown or expired'}); ` +

@@ -4,6 +4,7 @@ import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
+import { startRelay } from './helpers/relay.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
 
 /** A real server and a real agent enrolled and connected to it under `name`. */
@@ -81,6 +82,32 @@ describe('connector-agent unenroll', () => {
     await expect(srv.admin.connectors.get.query({ connectorId: connector.id })).rejects.toMatchObject({
       data: { reason: 'CONNECTOR_NOT_FOUND' },
     });
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('names the server that deleted the connector: of its list, the one it reached, not the one it enrolled through', async () => {
+    const srv = await startTestServer();
+    await using _ = srv;
+    const group = await srv.admin.groups.create.mutate({ name: 'Moved' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const relay = await startRelay(srv.url);
+    const stateDir = await tempDir('ce-unenroll-');
+    // Enrolled through the relay (a replica, say), then given both addresses.
+    const first = spawnAgent(['--server', relay.url, '--key', key, '--name', 'moved'], stateDir);
+    await waitConnected(srv.admin, 'moved');
+    first.kill('SIGTERM');
+    await first.exited;
+    const widened = spawnAgent(['--server', `${relay.url},${srv.url}`, '--allow-server-change'], stateDir);
+    await waitForAgentStatus(stateDir, 'connected with both', (status) => status.state === 'connected');
+    widened.kill('SIGTERM');
+    await widened.exited;
+    expect(((await readIdentity(stateDir)) as unknown as { server: string }).server).toBe(relay.url);
+    // The relay gone: the unenroll reaches the server itself.
+    await relay.close();
+    const done = await runUnenroll(stateDir);
+    expect(done.code, done.output).toBe(0);
+    expect(done.output).toMatch(/unenrolled: (\S+) deleted connector/);
+    expect(/unenrolled: (\S+) deleted connector/.exec(done.output)?.[1]).toBe(srv.url);
     await rm(stateDir, { recursive: true, force: true });
   });
 
