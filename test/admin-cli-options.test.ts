@@ -33,6 +33,7 @@ describe('admin CLI options', () => {
       server: 'https://enroll.example:8443',
       dataDir: '/srv/connector',
       caFile: '/etc/ca.pem',
+      timeout: 60,
     });
   });
 
@@ -40,7 +41,7 @@ describe('admin CLI options', () => {
     const schema = adminOptions.extend({ maxUses: adminOptions.shape.server });
     let error: unknown;
     try {
-      parseOptions(schema, { server: 'http://x', dataDir: 'd', maxUses: 3 });
+      parseOptions(schema, { server: 'http://x', dataDir: 'd', timeout: '60', maxUses: 3 });
     } catch (caught) {
       error = caught;
     }

@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -101,6 +102,76 @@ describe('server CLI (admin commands against a running server)', () => {
     const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', dataDir]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('cannot reach the server');
+  });
+
+  it('a server that takes the call and never answers: one line within --timeout, saying a change may be saved; a cut connection says so too, without an https hint for a plain-http port', async () => {
+    const held = new Set<Socket>();
+    // Reads the request and never answers (a frozen process, a black hole).
+    const silent = createServer((socket) => {
+      held.add(socket);
+      socket.on('error', () => {});
+    });
+    // Answers a request by cutting its connection (a server killed as it worked).
+    const cutting = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.destroy());
+    });
+    const urlOf = async (server: Server) => {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    };
+    try {
+      const silentUrl = await urlOf(silent);
+      const started = performance.now();
+      const read = await cli([
+        'groups',
+        'list',
+        '--server',
+        silentUrl,
+        '--data-dir',
+        dataDir,
+        '--timeout',
+        '2',
+      ]);
+      const took = performance.now() - started;
+      expect(read.code).toBe(1);
+      expect(read.stderr.trim()).toBe(
+        `error: the server at ${silentUrl} did not answer within 2 s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log`,
+      );
+      // The bound, not the 300 s of undici's header timeout (the CLI's own start-up is most of it).
+      expect(took).toBeLessThan(30_000);
+      const change = await cli([
+        'groups',
+        'create',
+        'Frozen',
+        '--server',
+        silentUrl,
+        '--data-dir',
+        dataDir,
+        '--timeout',
+        '2',
+      ]);
+      expect(change.code).toBe(1);
+      expect(change.stderr).toContain(
+        'did not answer within 2 s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log; the change may have been saved or not: check (list or get) before trying again',
+      );
+
+      const cutUrl = await urlOf(cutting);
+      const cut = await cli(['groups', 'create', 'Cut', '--server', cutUrl, '--data-dir', dataDir]);
+      expect(cut.code).toBe(1);
+      expect(cut.stderr.trim().split('\n')).toHaveLength(1);
+      expect(cut.stderr).toContain(
+        `the connection to the server at ${cutUrl} was cut without an HTTP answer`,
+      );
+      expect(cut.stderr).toContain(
+        'the change may have been saved or not: check (list or get) before trying again',
+      );
+      expect(cut.stderr).not.toContain('https://');
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+      await new Promise((resolve) => cutting.close(resolve));
+    }
   });
 
   it('takes several servers, comma-separated, as the agent does (replicas): the first that answers; none answering is one line naming each', async () => {

@@ -10,13 +10,16 @@ import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
 import {
+  ADMIN_CALL_TIMEOUT_S,
   adminFetch,
+  boundedCalls,
+  type CallKind,
   ConnectionProblem,
   explainUnreachable,
   firstAnswering,
   noticingNotReady,
 } from './connection.js';
-import { addFlags, type Flags, flagShape } from './flags.js';
+import { addFlags, type Flags, flagShape, wholeNumber } from './flags.js';
 
 /** The options every admin command takes; a command's own options extend this schema. */
 export const adminOptions = z.object({
@@ -25,6 +28,8 @@ export const adminOptions = z.object({
   caFile: z.string().optional(),
   dataDir: z.string(),
   json: z.boolean().optional(),
+  /** Seconds to wait for the server's answer to each call. */
+  timeout: wholeNumber(1, 3600),
 });
 export type AdminOptions = z.infer<typeof adminOptions>;
 
@@ -155,8 +160,11 @@ const CLI_HINTS: Partial<Record<ErrorReason, string>> = {
   ADMIN_KEY_INVALID: 'use a current admin key: --admin-key-file FILE or CONNECTOR_ADMIN_KEY',
 };
 
-/** Explains a failed API call: the reason, what it means and how to fix it. */
-export function explain(error: unknown, server: string): CliError {
+/**
+ * Explains a failed API call: the reason, what it means and how to fix it. `call` says whether the
+ * call asked for a change; `plainHttpChecked` that its port was found to be no TLS one.
+ */
+export function explain(error: unknown, server: string, call?: CallKind, plainHttpChecked = false): CliError {
   const reason = reasonOf(error);
   if (reason) {
     const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
@@ -166,7 +174,8 @@ export function explain(error: unknown, server: string): CliError {
       reason,
     );
   }
-  if (error instanceof TRPCClientError) return new CliError(explainUnreachable(error, server));
+  if (error instanceof TRPCClientError)
+    return new CliError(explainUnreachable(error, server, call, plainHttpChecked));
   return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
 }
 
@@ -192,7 +201,12 @@ export function adminCommand(parent: Command, usage: string, description: string
       'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
       env.caFile,
     )
-    .option('--json', 'print JSON instead of a table');
+    .option('--json', 'print JSON instead of a table')
+    .option(
+      '--timeout <seconds>',
+      "how long to wait for the server's answer to each call",
+      String(ADMIN_CALL_TIMEOUT_S),
+    );
 }
 
 /** `--max-uses` from `maxUses`: the flag a parsed option came from, for a usage error. */
@@ -228,17 +242,20 @@ export function adminCli(env: AdminEnv) {
         throw error;
       }
       const adminKey = resolveAdminKey(options, env.adminKey);
+      const call: CallKind = { change: false };
       const client = createAdminClient({
         url: server,
         adminKey,
-        fetch: noticingNotReady(transport ?? fetch, server, (line) => console.error(line)),
+        fetch: noticingNotReady(boundedCalls(transport ?? fetch, options.timeout, call), server, (line) =>
+          console.error(line),
+        ),
       });
       try {
         await action(client, options, ...positional);
       } catch (error) {
         const tlsPort = error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, server) : null;
         if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (${from})`, 2);
-        const explained = explain(error, server);
+        const explained = explain(error, server, call, true);
         if (explained.reason !== 'ADMIN_KEY_INVALID') throw explained;
         throw new CliError(
           `${explained.message}\n  ${adminKeySource(options, env.adminKey, adminKey)}`,

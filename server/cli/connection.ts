@@ -87,19 +87,78 @@ export async function firstAnswering(
   );
 }
 
-/** One line on a call that got no answer from the server: what failed and what to do. */
-export function explainUnreachable(error: unknown, server: string): string {
+/** How long an admin command waits for the server's answer to one call, by default (--timeout). */
+export const ADMIN_CALL_TIMEOUT_S = 60;
+
+/** A call the server did not answer within the command's bound (--timeout). */
+export class NoAnswerInTime extends Error {
+  override readonly name = 'NoAnswerInTime';
+  constructor(readonly seconds: number) {
+    super(`no answer within ${seconds} s`);
+  }
+}
+
+/** What a failed call was: whether it asked for a change (which may then be saved or not). */
+export interface CallKind {
+  change: boolean;
+}
+
+/**
+ * `transport` with each call bounded to `seconds` (a stalled or frozen server is said, not waited
+ * on forever), noting in `last` whether the call in flight asks for a change (a POST).
+ */
+export function boundedCalls(transport: typeof fetch, seconds: number, last: CallKind): typeof fetch {
+  return async (input, init) => {
+    last.change = (init?.method ?? 'GET').toUpperCase() !== 'GET';
+    const bound = AbortSignal.timeout(seconds * 1000);
+    const signal = init?.signal ? AbortSignal.any([init.signal, bound]) : bound;
+    try {
+      return await transport(input, { ...init, signal });
+    } catch (error) {
+      if (bound.aborted) throw new NoAnswerInTime(seconds);
+      throw error;
+    }
+  };
+}
+
+/** Whether `error` or one of its causes is a NoAnswerInTime; its bound if so. */
+function unansweredWithin(error: unknown): number | null {
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
+    if (current instanceof NoAnswerInTime) return current.seconds;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/** What the caller of a change that got no answer must know: the server may have saved it. */
+const MAY_BE_SAVED = 'the change may have been saved or not: check (list or get) before trying again';
+
+/**
+ * One line on a call that got no answer from the server: what failed and what to do. `call` says
+ * whether it asked for a change; `plainHttpChecked` that the port was found not to speak TLS (so
+ * "use an https:// URL" would be wrong).
+ */
+export function explainUnreachable(
+  error: unknown,
+  server: string,
+  call: CallKind = { change: false },
+  plainHttpChecked = false,
+): string {
+  const waited = unansweredWithin(error);
+  if (waited !== null)
+    return `the server at ${server} did not answer within ${waited} s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log${call.change ? `; ${MAY_BE_SAVED}` : ''}`;
   const detail = describeNetworkError(error);
   if (detail.startsWith('TLS:')) return `cannot reach the server at ${server}: ${detail}`;
   if (/ECONNREFUSED/.test(detail))
     return `cannot reach the server at ${server}: connection refused (nothing listens there): is the server running (connector-server serve), and are the host and port right?`;
   if (/ENOTFOUND|EAI_AGAIN/.test(detail))
     return `cannot reach the server at ${server}: the host name does not resolve (${detail}): check --server`;
-  if (/ECONNRESET|socket hang up|HPE_/.test(detail))
-    return `cannot reach the server at ${server}: the connection was cut without an HTTP answer (${detail}); if the server serves HTTPS, use an https:// URL`;
+  if (/ECONNRESET|socket hang up|HPE_|other side closed/.test(detail))
+    return `the connection to the server at ${server} was cut without an HTTP answer (${detail}): the server may have stopped or restarted${call.change ? `; ${MAY_BE_SAVED}` : ''}${plainHttpChecked ? '' : '; if the server serves HTTPS, use an https:// URL'}`;
   if (/HEADERS_TIMEOUT|BODY_TIMEOUT/.test(detail))
     return `the server at ${server} took the request but did not answer in time (${detail}): it may be stalled or waiting on its storage; see its /healthz and its log before trying again`;
-  return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)`;
+  return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)${call.change ? `; ${MAY_BE_SAVED}` : ''}`;
 }
 
 /**
