@@ -129,9 +129,20 @@ async function readSecret(file: string): Promise<Buffer | undefined> {
   return secret;
 }
 
-/** PostgreSQL could not be used at start-up; the message says why without the URL's password. */
+/**
+ * PostgreSQL could not be used at start-up; the message says why without the URL's password.
+ * `configuration`: no start will succeed until the operator changes what the server is given (a
+ * database of another application, or one a newer version migrated), as against a database down or
+ * refusing for now, which a start a little later may find fixed.
+ */
 export class DatabaseStartError extends Error {
   override readonly name = 'DatabaseStartError';
+  constructor(
+    message: string,
+    readonly configuration = false,
+  ) {
+    super(message);
+  }
 }
 
 /** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */

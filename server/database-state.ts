@@ -109,7 +109,7 @@ export async function openDatabaseState(
   }).catch(async (error: unknown) => {
     // Nothing was sealed with a secret this start made: of no use, and a trap for the next start.
     if (madeSecret) await rm(ownSecret, { force: true });
-    throw new DatabaseStartError(databaseProblem(url, error));
+    throw databaseStartError(url, error);
   });
   // The database is this deployment's: from now on a start on this dir without it is refused.
   await markReplicaDataDir(config.dataDir, databaseLocation(url)).catch(async (error: unknown) => {
@@ -271,8 +271,13 @@ export async function openDatabaseState(
     if (!markedBefore) await rm(join(config.dataDir, REPLICA_MARKER), { force: true });
     // The statements after the store's (the cluster's start, the sealed keys): a database that
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
-    throw isDatabaseError(error) ? new DatabaseStartError(databaseProblem(url, error)) : error;
+    throw isDatabaseError(error) ? databaseStartError(url, error) : error;
   }
+}
+
+/** The start-up error for a database that cannot be used (see DatabaseStartError.configuration). */
+export function databaseStartError(url: string, error: unknown): DatabaseStartError {
+  return new DatabaseStartError(databaseProblem(url, error), error instanceof ForeignDatabaseError);
 }
 
 /** One line about a database that cannot be used, naming where it is but never the password. */

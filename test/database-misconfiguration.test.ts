@@ -76,7 +76,8 @@ describe('a --database-url that cannot serve: one line, and the database left as
       await c.query(`INSERT INTO users VALUES (1, 'ada')`);
     });
     const serve = await refusedStart(db.url);
-    expect(serve.code).toBe(1);
+    // A configuration problem: exit 2, which the shipped unit does not restart every 2 s.
+    expect(serve.code).toBe(2);
     expect(serve.lines).toEqual([
       expect.stringMatching(
         /^error: cannot start: PostgreSQL at 127\.0\.0\.1:\d+\/\w+ cannot be used: it holds another application's tables \(orders, users\) and none of this server's: give the server a database of its own \(createdb connector\)$/,
@@ -87,12 +88,13 @@ describe('a --database-url that cannot serve: one line, and the database left as
     const imported = await serverCli(['import', '--data-dir', single.dataDir], {
       CONNECTOR_DATABASE_URL: db.url,
     });
-    expect(imported.code).toBe(1);
+    expect(imported.code).toBe(2);
     expect(imported.stderr).toContain("it holds another application's tables (orders, users)");
     expect(await tablesOf(db.url)).toEqual(['orders', 'users']);
     // Another tool's migrations table of the same name (Rails has one) is not taken for ours.
     await withClient(db.url, (c) => c.query('CREATE TABLE schema_migrations (version text PRIMARY KEY)'));
     const rails = await refusedStart(db.url);
+    expect(rails.code).toBe(2);
     expect(rails.lines).toEqual([
       expect.stringContaining(
         "its schema_migrations table is another tool's (no name and run_on columns): give the server a database of its own",
@@ -110,7 +112,7 @@ describe('a --database-url that cannot serve: one line, and the database left as
       );
     });
     const serve = await refusedStart(db.url);
-    expect(serve.code).toBe(1);
+    expect(serve.code).toBe(2);
     expect(serve.lines).toEqual([
       expect.stringMatching(
         /cannot be used: a newer version of connector-server migrated it \(migrations this version does not know: 1799999999999_future-thing\): run that version or a later one here, not this one$/,

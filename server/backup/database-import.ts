@@ -2,8 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { systemClock } from '../clock.js';
-import { DatabaseStartError } from '../data-files.js';
-import { databaseProblem } from '../database-state.js';
+import { databaseStartError } from '../database-state.js';
 import { REPLICA_MARKER, replicaDatabaseOf } from '../replica-marker.js';
 import type { AuditEvent } from '../services/audit.js';
 import { randomId, SecretBox } from '../services/secrets.js';
@@ -100,7 +99,7 @@ export async function importDataDir(options: ImportOptions): Promise<ImportResul
       await migrateToLatest(client);
     } catch (error) {
       await client.end().catch(() => {});
-      throw new DatabaseStartError(databaseProblem(databaseUrl, error));
+      throw databaseStartError(databaseUrl, error);
     }
     try {
       await client.query('BEGIN');

@@ -53,8 +53,11 @@ export function registerImportCommand(program: Command, env: NodeJS.ProcessEnv):
           }),
       ).catch((error) => {
         if (error instanceof ImportRefusedError) throw new CliError(error.message, 2);
-        if (error instanceof DatabaseStartError || error instanceof DataFileError)
-          throw new CliError(error.message);
+        // A database no start could use as it is (another application's, a newer version's): the
+        // operator's to fix, exit 2.
+        if (error instanceof DatabaseStartError)
+          throw new CliError(error.message, error.configuration ? 2 : 1);
+        if (error instanceof DataFileError) throw new CliError(error.message);
         throw error;
       });
       const r = result.records;

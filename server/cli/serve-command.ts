@@ -52,11 +52,11 @@ export function registerServeCommand(program: Command): void {
       if (error instanceof ReplicaDataDirError) throw new CliError(`cannot start: ${error.message}`, 2);
       const { SecretMismatchError } = await import('../store/postgres/sealed-document.js');
       if (error instanceof SecretMismatchError) throw new CliError(`cannot start: ${error.message}`, 2);
-      if (
-        error instanceof DataFileError ||
-        error instanceof TlsConfigError ||
-        error instanceof DatabaseStartError
-      )
+      // A database no start could use as it is (another application's, a newer version's): exit 2,
+      // which the shipped unit does not restart (each restart would only say it again).
+      if (error instanceof DatabaseStartError)
+        throw new CliError(`cannot start: ${error.message}`, error.configuration ? 2 : 1);
+      if (error instanceof DataFileError || error instanceof TlsConfigError)
         throw new CliError(`cannot start: ${error.message}`);
       // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
       if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
