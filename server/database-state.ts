@@ -172,7 +172,7 @@ export async function openDatabaseState(
     const logCutOff = (sessions: number, silentMs: number) =>
       logger.warn(
         { sessions, silentMs: Math.round(silentMs) },
-        `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: it ended its ${sessions} agent sessions (1012, not final) because it can no longer hear a revoke made through another replica; its agents reconnect to a replica that can, or wait (--when-cut-off keep-sessions keeps them instead)`,
+        `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: ${endedSessions(sessions)} because it can no longer hear a revoke made through another replica${sessions === 0 ? ', and takes none until it does' : '; its agents reconnect to a replica that can, or wait'} (--when-cut-off keep-sessions keeps them instead)`,
       );
     const cluster = await PostgresClusterSessions.start({
       pool,
@@ -273,6 +273,12 @@ export async function openDatabaseState(
     // refuses them (a privilege missing on one table, the connection lost) is said as at open.
     throw isDatabaseError(error) ? databaseStartError(url, error) : error;
   }
+}
+
+/** What a replica cut off from its database did with its sessions, in words. */
+function endedSessions(count: number): string {
+  if (count === 0) return 'it had no agent session to end';
+  return `it ended its ${count === 1 ? 'agent session' : `${count} agent sessions`} (1012, not final)`;
 }
 
 /** The start-up error for a database that cannot be used (see DatabaseStartError.configuration). */
