@@ -61,6 +61,8 @@ export class SessionLink {
    * failed its TLS checks (an untrusted or misnamed certificate, plain text on an https URL).
    */
   private readonly passedOver = new Set<string>();
+  /** Servers an unenroll could not reach (it tries each of the list once). */
+  private readonly unreachableServers = new Set<string>();
 
   constructor(private readonly o: SessionLinkOptions) {}
 
@@ -303,8 +305,21 @@ export class SessionLink {
   }
 
   /** Unenrolling: the server could not be reached, so nothing changed there. */
+  /**
+   * An unenroll's connect failed: the next server of the list is tried, and only once every one has
+   * failed does it stop (exit 10). It tried one, at random, and gave up while others could delete.
+   */
   private unreachable(problem: string): void {
-    this.o.logger.error(`cannot reach ${this.o.servers.current}: ${problem}`);
+    const server = this.o.servers.current;
+    // The same failed attempt, told twice (its error, then its close).
+    if (this.unreachableServers.has(server) && this.moveOn) return;
+    this.unreachableServers.add(server);
+    if (this.o.servers.servers.some((other) => !this.unreachableServers.has(other))) {
+      this.o.logger.warn(`cannot reach ${server}: ${problem}; trying the next server`);
+      this.moveOn = true;
+      return;
+    }
+    this.o.logger.error(`cannot reach ${server}: ${problem}`);
     this.o.stop(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
   }
 }
