@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { unmetExpectation } from './replica-commands.js';
+import { replicasSummary, unmetExpectation } from './replica-commands.js';
 
 const replica = (id: string, state: 'live' | 'dead', ready: boolean | null, problems: string[] = []) => ({
   id,
@@ -31,6 +31,27 @@ describe('replicas --expect', () => {
   it('counts replicas missing from the list too', () => {
     expect(unmetExpectation([replica('aaaaaaaa-1', 'live', true)], 3)).toMatch(
       /^1 of the 3 expected replicas are live and ready: 2 not listed \(stopped, never started, or dead for over 15 s and removed\)\n/,
+    );
+  });
+});
+
+describe('the line under the replicas table', () => {
+  it('counts the sessions of live replicas; those a dead one listed are said apart, with when it goes', () => {
+    const summary = replicasSummary({
+      deadAfterMs: 15_000,
+      replicas: [
+        { state: 'live', sessions: 2 },
+        { state: 'live', sessions: 1 },
+        { state: 'dead', sessions: 1 },
+      ],
+    });
+    expect(summary).toBe(
+      "2 live replicas, 1 dead (removed by a live replica's heartbeat once it has been up 15 s itself); " +
+        '3 agent sessions (and 1 listed by dead replicas, gone with them). * the replica that answered. ' +
+        'A heartbeat comes every 5 s; one older than 15 s counts as dead.',
+    );
+    expect(replicasSummary({ deadAfterMs: 15_000, replicas: [{ state: 'live', sessions: 1 }] })).toBe(
+      '1 live replica; 1 agent session. * the replica that answered. A heartbeat comes every 5 s; one older than 15 s counts as dead.',
     );
   });
 });

@@ -80,13 +80,7 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
           );
           return;
         }
-        const live = view.replicas.filter((r) => r.state === 'live').length;
-        const dead = view.replicas.length - live;
-        console.log(
-          `${live} live replica${live === 1 ? '' : 's'}${dead > 0 ? `, ${dead} dead (removed at the next live replica's heartbeat)` : ''}; ` +
-            `${view.sessions} agent session${view.sessions === 1 ? '' : 's'}. * the replica that answered. ` +
-            `A heartbeat comes every 5 s; one older than ${(view.deadAfterMs ?? 0) / 1000} s counts as dead.`,
-        );
+        console.log(replicasSummary(view));
         for (const r of view.replicas)
           if (r.problems.length > 0) console.log(`${shortId(r.id)} is not ready: ${r.problems.join('; ')}.`);
         const versions = new Set(view.replicas.map((r) => r.version ?? 'unknown'));
@@ -98,5 +92,28 @@ export function registerReplicaCommands(program: Command, env: AdminEnv): void {
       const unmet = options.expect === undefined ? null : unmetExpectation(view.replicas, options.expect);
       if (unmet) throw new CliError(unmet, EXPECT_UNMET_EXIT);
     },
+  );
+}
+
+interface ReplicasView {
+  replicas: ReadonlyArray<{ state: 'live' | 'dead'; sessions: number }>;
+  deadAfterMs: number | null;
+}
+
+/**
+ * The line under the replicas table: how many are live and dead, and the agent sessions the live
+ * ones hold (those a dead replica had listed are no agent's any more: counted apart).
+ */
+export function replicasSummary(view: ReplicasView): string {
+  const live = view.replicas.filter((r) => r.state === 'live').length;
+  const dead = view.replicas.length - live;
+  const deadAfter = (view.deadAfterMs ?? 0) / 1000;
+  const sessionsOf = (state: 'live' | 'dead') =>
+    view.replicas.filter((r) => r.state === state).reduce((sum, r) => sum + r.sessions, 0);
+  const [held, left] = [sessionsOf('live'), sessionsOf('dead')];
+  return (
+    `${live} live replica${live === 1 ? '' : 's'}${dead > 0 ? `, ${dead} dead (removed by a live replica's heartbeat once it has been up ${deadAfter} s itself)` : ''}; ` +
+    `${held} agent session${held === 1 ? '' : 's'}${left > 0 ? ` (and ${left} listed by dead replicas, gone with them)` : ''}. * the replica that answered. ` +
+    `A heartbeat comes every 5 s; one older than ${deadAfter} s counts as dead.`
   );
 }
