@@ -31,7 +31,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
   program
     .command('backup')
     .description(
-      'write a backup (store, signing keys, secret, admin key) of the running server to --out, or of a stopped one with --data-dir',
+      'write a backup (store, signing keys, secret, admin key) of the running server to --out, or of a stopped one with --data-dir; a single server on the embedded store only (replicas on PostgreSQL: pg_dump, README "Back up and restore replicas")',
     )
     .requiredOption('--out <file>', 'the backup file to write (mode 0600; replaced if it exists)')
     .option('--server <url>', 'the running server (env CONNECTOR_SERVER)', env.server)
@@ -71,7 +71,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
   program
     .command('restore')
     .description(
-      'restore a backup into a data dir (the server stopped), replaying revocations and deletions made since',
+      'restore a backup into a data dir (the server stopped), replaying revocations and deletions made since; a single server on the embedded store only (replicas on PostgreSQL: pg_restore)',
     )
     .requiredOption('--from <file>', 'the backup file')
     .requiredOption('--data-dir <dir>', 'the data dir to restore into (empty, or with --force)')
