@@ -315,11 +315,17 @@ export type ServeFlagValues = Partial<Record<keyof typeof SERVE_FLAGS, string>>;
 export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const merged: Record<string, string | undefined> = {};
   const fromEnv = new Set<string>();
+  /** The settings the operator gave (a flag or the environment), as against defaults. */
+  const given = new Set<string>();
   for (const [name, spec] of Object.entries(SERVE_FLAGS)) {
     const flag = flags[name as keyof ServeFlagValues];
     if (flag === undefined && env[spec.env] !== undefined) fromEnv.add(name);
+    if (flag !== undefined || env[spec.env] !== undefined) given.add(name);
     merged[name] = flag ?? env[spec.env] ?? spec.default;
   }
+  /** A given setting's name as the operator wrote it: the flag, or its environment variable. */
+  const named = (name: keyof typeof SERVE_FLAGS) =>
+    fromEnv.has(name) ? SERVE_FLAGS[name].env : (SERVE_FLAGS[name].flag.split(' ')[0] as string);
   const parsed = serveOptionsSchema.safeParse(merged);
   if (!parsed.success) {
     // Named where the operator wrote it: a bad value from the environment is not fixed in argv.
@@ -348,14 +354,16 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     throw new Error(
       '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
     );
+  // They would do nothing: the audit log is a table there, which --audit-retention bounds.
+  for (const name of ['auditMaxBytes', 'auditKeep'] as const)
+    if (given.has(name) && o.databaseUrl)
+      throw new Error(
+        `${named(name)} goes with a server without --database-url (it rotates audit.jsonl); with --database-url the audit log is a table: bound it with --audit-retention`,
+      );
   // Clients reach the public URL when there is one (a proxy's port), else this very port.
   const reachedOn = o.publicUrl ? portOf(new URL(o.publicUrl)) : o.port;
   const blocked = reachedOn === 0 ? null : blockedPortProblem(reachedOn);
-  const named = o.publicUrl ? 'publicUrl' : 'port';
-  if (blocked)
-    throw new Error(
-      `${fromEnv.has(named) ? SERVE_FLAGS[named].env : SERVE_FLAGS[named].flag.split(' ')[0]}: ${blocked}`,
-    );
+  if (blocked) throw new Error(`${named(o.publicUrl ? 'publicUrl' : 'port')}: ${blocked}`);
   return defaultConfig({
     dataDir: o.dataDir,
     host: o.host,

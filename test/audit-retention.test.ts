@@ -69,5 +69,14 @@ describe('audit retention on PostgreSQL (--audit-retention)', () => {
     expect(() => parseServeConfig({ auditRetention: '90d' }, env)).toThrow(
       '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
     );
+    // And the other way round: the file's rotation settings did nothing with a database.
+    expect(() => parseServeConfig({ databaseUrl: URL, auditMaxBytes: '1MiB' }, env)).toThrow(
+      '--audit-max-bytes goes with a server without --database-url (it rotates audit.jsonl); with --database-url the audit log is a table: bound it with --audit-retention',
+    );
+    expect(() => parseServeConfig({ databaseUrl: URL }, { CONNECTOR_AUDIT_KEEP: '3' })).toThrow(
+      /^CONNECTOR_AUDIT_KEEP goes with a server without --database-url/,
+    );
+    // Their defaults are no setting: a replica starts without them.
+    expect(parseServeConfig({ databaseUrl: URL }, env).databaseUrl).toBe(URL);
   });
 });
