@@ -21,8 +21,9 @@ const HEAL_AUDIT_WRITES = 'DROP TRIGGER refuse_audit ON audit_events; DROP FUNCT
  * The audit log failing while the store does not (its table's disk full, say). A change saved before
  * its event was due used to be answered STORE_UNAVAILABLE, whose table entry says "nothing was
  * changed": a script reading the reason would redo a revoke, or think a connector still enabled.
- * Now: AUDIT_NOT_WRITTEN (the change was saved, its event is held), and an agent's enrollment,
- * saved too, is answered with its identity instead of a refusal it would only retry.
+ * Now: AUDIT_NOT_WRITTEN (the change was saved, its event is held), and an agent's enrollment or an
+ * API key's creation, saved too, is answered with its identity or its secret, which a refusal
+ * would have lost.
  */
 describe('an audit log that cannot be written while the store can', () => {
   it('a saved change is answered AUDIT_NOT_WRITTEN, an enrollment goes through, and the held events are written once the log takes writes', async () => {
@@ -59,6 +60,9 @@ describe('an audit log that cannot be written while the store can', () => {
     const secondSession = connectSim(a!.url, second.enrolled!);
     cleanups.push(() => secondSession.close());
     await secondSession.waitFor('ready');
+    // An API key made meanwhile is answered with its secret (shown once: refused, it reached nobody).
+    const apiKey = await a!.admin.apiKeys.create.mutate({ name: 'during outage', scope: 'read' });
+    expect(apiKey.key).toMatch(/^cak_/);
     // A group's disable too: saved, and its agents told.
     const groupDisabled = await rawCall(
       a!.url,
@@ -82,6 +86,7 @@ describe('an audit log that cannot be written while the store can', () => {
           `connector.disabled:${first.connectorId}`,
           `enrollment.succeeded:${second.enrolled!.connectorId}`,
           'group.disabled:null',
+          'api_key.created:null',
         ]),
       );
     const order = await written();

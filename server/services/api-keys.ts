@@ -6,7 +6,7 @@ import { DurableTextFile } from '../store/durable-files.js';
 import type { ApiKeyRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
-import { onceSaved, savedLate } from './once-saved.js';
+import { onceSaved, savedLate, unlessAuditNotWritten } from './once-saved.js';
 import { keyState, provisioningKeyName } from './provisioning-keys.js';
 import { generateKey, keyMatches } from './secrets.js';
 import { iso } from './views.js';
@@ -197,17 +197,20 @@ export class ApiKeyService {
     await onceSaved(
       made,
       (_made, late) =>
-        this.deps.audit.record({
-          type: 'api_key.created',
-          ...meta,
-          keyId: record.id,
-          details: {
-            name: input.name,
-            scope: input.scope,
-            expiresInDays: input.expiresInDays ?? null,
-            ...savedLate(late),
-          },
-        }),
+        this.deps.audit
+          .record({
+            type: 'api_key.created',
+            ...meta,
+            keyId: record.id,
+            details: {
+              name: input.name,
+              scope: input.scope,
+              expiresInDays: input.expiresInDays ?? null,
+              ...savedLate(late),
+            },
+          })
+          // The key exists: refused now, its secret would reach nobody.
+          .catch(unlessAuditNotWritten),
       this.deps.logger,
     );
     const created = { ...record, key };

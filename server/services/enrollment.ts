@@ -5,7 +5,7 @@ import type { ConnectorRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
 import { ed25519Thumbprint } from './jws.js';
-import { onceSaved, savedLate } from './once-saved.js';
+import { onceSaved, savedLate, unlessAuditNotWritten } from './once-saved.js';
 import { keyState } from './provisioning-keys.js';
 import { enrolledConnectorId, keyMatches } from './secrets.js';
 
@@ -145,10 +145,8 @@ export class EnrollmentService {
             },
           })
           // The enrollment is saved: an agent refused now would only enroll again, as a repeat, until
-          // the audit log is back. The event is held (the audit log says so in the server's log).
-          .catch((error: unknown) => {
-            if (!(error instanceof DomainError && error.reason === 'AUDIT_NOT_WRITTEN')) throw error;
-          });
+          // the audit log is back.
+          .catch(unlessAuditNotWritten);
       },
       this.deps.logger,
     );

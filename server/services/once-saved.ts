@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { DomainError } from '../../shared/errors.js';
 import { ChangeUnconfirmed } from '../store/store.js';
 
 /** What to do once a change is saved; `late` when the database saved it after its caller had heard. */
@@ -43,4 +44,14 @@ export function whenSavedLate<T>(
 /** Marks the audit details of a change saved after its caller heard it may still be saved. */
 export function savedLate(late: boolean): { savedAfterAnswer?: true } {
   return late ? { savedAfterAnswer: true } : {};
+}
+
+/**
+ * For a change whose answer holds what cannot be had again (an agent's identity, an API key's
+ * secret): its audit event not written yet (AUDIT_NOT_WRITTEN: held for a retry, or refused and
+ * said in the server's log) does not fail the call, which would lose that answer while the change
+ * stands. Any other failure is thrown on.
+ */
+export function unlessAuditNotWritten(error: unknown): void {
+  if (!(error instanceof DomainError && error.reason === 'AUDIT_NOT_WRITTEN')) throw error;
 }
