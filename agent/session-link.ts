@@ -161,7 +161,11 @@ export class SessionLink {
     const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
     const unenrollingFirst = this.o.unenrolling && !this.o.connectedOnce();
     if (refusal?.retryAfterMs != null && unenrollingFirst) {
-      this.unreachable(`the server is busy (HTTP ${refusal.status})`);
+      const wait = Math.ceil(refusal.retryAfterMs / 1000);
+      this.unreachable(
+        `the server is busy (HTTP ${refusal.status}, it asks to be tried again in ${wait} s)`,
+        `${this.o.servers.current} is busy (HTTP ${refusal.status}, it asks to be tried again in ${wait} s)`,
+      );
       return;
     }
     if (refusal?.retryAfterMs != null) {
@@ -304,22 +308,24 @@ export class SessionLink {
     if (notice) this.notices.push(notice);
   }
 
-  /** Unenrolling: the server could not be reached, so nothing changed there. */
   /**
-   * An unenroll's connect failed: the next server of the list is tried, and only once every one has
-   * failed does it stop (exit 10). It tried one, at random, and gave up while others could delete.
+   * An unenroll's connect failed (unreachable, or busy): nothing changed there. The next server of
+   * the list is tried, and only once every one has failed (or was passed over) does it stop, exit 10.
+   * It tried one, at random, and gave up while others could delete.
    */
-  private unreachable(problem: string): void {
+  private unreachable(problem: string, said = `cannot reach ${this.o.servers.current}: ${problem}`): void {
     const server = this.o.servers.current;
     // The same failed attempt, told twice (its error, then its close).
     if (this.unreachableServers.has(server) && this.moveOn) return;
     this.unreachableServers.add(server);
-    if (this.o.servers.servers.some((other) => !this.unreachableServers.has(other))) {
-      this.o.logger.warn(`cannot reach ${server}: ${problem}; trying the next server`);
+    // A server passed over (its TLS, its proof URL) was tried too: it would fail the same way again.
+    const tried = (other: string) => this.unreachableServers.has(other) || this.passedOver.has(other);
+    if (!this.o.servers.servers.every(tried)) {
+      this.o.logger.warn(`${said}; trying the next server`);
       this.moveOn = true;
       return;
     }
-    this.o.logger.error(`cannot reach ${server}: ${problem}`);
+    this.o.logger.error(said);
     this.o.stop(EXIT.SERVER_UNREACHABLE, 'stopped', problem);
   }
 }
