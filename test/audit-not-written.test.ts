@@ -60,6 +60,12 @@ describe('an audit log that cannot be written while the store can', () => {
     const secondSession = connectSim(a!.url, second.enrolled!);
     cleanups.push(() => secondSession.close());
     await secondSession.waitFor('ready');
+    // A refusal stays the refusal: "the change was saved" would be false, and an agent would not
+    // go on to the next server, or retry.
+    const stranger = await enrollSim(a!.url, 'cpk_madeup_0000000000000000000000000000000000000000', 'x');
+    expect(stranger).toMatchObject({ ok: false, reason: 'KEY_INVALID' });
+    const wrongKey = await rawCall(a!.url, 'groups.list', {}, { key: 'cak_wrong' });
+    expect(wrongKey).toMatchObject({ ok: false, reason: 'ADMIN_KEY_INVALID' });
     // An API key made meanwhile is answered with its secret (shown once: refused, it reached nobody).
     const apiKey = await a!.admin.apiKeys.create.mutate({ name: 'during outage', scope: 'read' });
     expect(apiKey.key).toMatch(/^cak_/);
@@ -93,5 +99,30 @@ describe('an audit log that cannot be written while the store can', () => {
     expect(order.indexOf(`enrollment.succeeded:${second.enrolled!.connectorId}`)).toBeLessThan(
       order.indexOf(`connector.disabled:${first.connectorId}`),
     );
+  });
+
+  it('a pending sweep meanwhile: every connector it removed is audited once the log takes writes (not only the first)', async () => {
+    const db = await freshDatabase();
+    cleanups.push(() => db[Symbol.asyncDispose]());
+    // Swept by the server's own timer (every second) once 2 s old and never connected.
+    const [a] = await startReplicas(db.url, 1, { config: { pendingTtlMs: 2000 } });
+    cleanups.push(() => stopAll([a!]));
+    const group = await a!.admin.groups.create.mutate({ name: 'Never connected' });
+    const key = (await a!.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
+    await withClient(db.url, (client) => client.query(FAIL_AUDIT_WRITES));
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++)
+      ids.push((await enrollSim(a!.url, key, `pending-${i}`)).enrolled!.connectorId);
+    await expect
+      .poll(async () => (await a!.admin.connectors.list.query({ groupId: group.id })).items.length, {
+        timeout: 15_000,
+      })
+      .toBe(0);
+    await withClient(db.url, (client) => client.query(HEAL_AUDIT_WRITES));
+    const expired = async () =>
+      (await a!.admin.audit.list.query({ type: 'connector.pending_expired' }))
+        .map((e) => e.connectorId)
+        .sort();
+    await expect.poll(expired, { timeout: 15_000 }).toEqual([...ids].sort());
   });
 });

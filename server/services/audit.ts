@@ -7,6 +7,7 @@ import type { AuditEvent, AuditSink } from '../store/audit-records.js';
 import type { HeldAuditOptions, HeldAuditRecovery } from '../store/held-audit.js';
 import { type AuditRetention, AuditTable, type AuditTableOptions } from '../store/postgres/audit-table.js';
 import { AuditCoalescer, type AuditCoalescerOptions } from './audit-coalescer.js';
+import { unlessAuditNotWritten } from './once-saved.js';
 import { randomId } from './secrets.js';
 
 export type { AuditActor, AuditEvent } from '../store/audit-records.js';
@@ -44,6 +45,8 @@ export interface AuditLog {
    * For refusals a stranger can repeat at will (a made-up key, a rate limit, a refused handshake):
    * the first of its type and reason from one address in a window is recorded like `record`, the
    * rest are counted into one summary event (see AuditCoalescer). Counted ones resolve at once.
+   * An event the audit log cannot write yet does not fail it (it is held, or its loss is logged):
+   * the refusal itself is the caller's answer, which "the change was saved" would falsify.
    */
   recordRefusal(input: AuditInput): Promise<void>;
   /** Newest first; counts of refusals not yet written are written first. */
@@ -177,7 +180,7 @@ class DurableAuditLog implements AuditLog {
   }
 
   recordRefusal(input: AuditInput): Promise<void> {
-    return this.refusals.record(input);
+    return this.refusals.record(input).catch(unlessAuditNotWritten);
   }
 
   async list(filter?: AuditFilter): Promise<AuditEvent[]> {

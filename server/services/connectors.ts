@@ -290,17 +290,22 @@ export class ConnectorService {
     const removed = await onceSaved(
       durable,
       async (saved, late) => {
-        // All announced first: an audit event that cannot be written stops the loop below.
         for (const { id } of saved) this.deps.events.saved({ type: 'connector.deleted', connectorId: id });
-        for (const { id, groupId } of saved) {
-          await this.deps.audit.record({
-            type: 'connector.pending_expired',
-            ...systemMeta,
-            connectorId: id,
-            groupId,
-            details: { pendingTtlMs: this.deps.policy.pendingTtlMs, ...savedLate(late) },
-          });
-        }
+        // Every event handed to the audit log (one it cannot write yet is held), then the first
+        // failure said: awaited one by one, a failure left the rest unrecorded.
+        const recorded = await Promise.allSettled(
+          saved.map(({ id, groupId }) =>
+            this.deps.audit.record({
+              type: 'connector.pending_expired',
+              ...systemMeta,
+              connectorId: id,
+              groupId,
+              details: { pendingTtlMs: this.deps.policy.pendingTtlMs, ...savedLate(late) },
+            }),
+          ),
+        );
+        const failed = recorded.find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
       },
       this.deps.logger,
     );
