@@ -156,6 +156,35 @@ describe('server CLI (admin commands against a running server)', () => {
         'did not answer within 2 s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log; the change may have been saved or not: check (list or get) before trying again',
       );
 
+      // Headers, then a body that never ends: the bound holds past the headers too.
+      const partial = createServer((socket) => {
+        held.add(socket);
+        socket.on('error', () => {});
+        socket.once('data', () =>
+          socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{'),
+        );
+      });
+      try {
+        const partialUrl = await urlOf(partial);
+        const stalled = await cli([
+          'groups',
+          'list',
+          '--server',
+          partialUrl,
+          '--data-dir',
+          dataDir,
+          '--timeout',
+          '2',
+        ]);
+        expect(stalled.code).toBe(1);
+        expect(stalled.stderr).toContain(
+          `error: the server at ${partialUrl} did not answer within 2 s (--timeout)`,
+        );
+      } finally {
+        for (const socket of held) socket.destroy();
+        await new Promise((resolve) => partial.close(resolve));
+      }
+
       const cutUrl = await urlOf(cutting);
       const cut = await cli(['groups', 'create', 'Cut', '--server', cutUrl, '--data-dir', dataDir]);
       expect(cut.code).toBe(1);

@@ -48,6 +48,8 @@ export function connectionFlags(options: AdminOptions, env: AdminEnv): string {
   if (options.adminKeyFile) flags.push(`--admin-key-file ${shellWord(options.adminKeyFile)}`);
   else if (options.dataDir !== env.dataDir) flags.push(`--data-dir ${shellWord(options.dataDir)}`);
   if (options.caFile && options.caFile !== env.caFile) flags.push(`--ca-file ${shellWord(options.caFile)}`);
+  if (options.timeout !== undefined && options.timeout !== ADMIN_CALL_TIMEOUT_S)
+    flags.push(`--timeout ${options.timeout}`);
   return flags.map((flag) => ` ${flag}`).join('');
 }
 

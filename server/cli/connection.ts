@@ -110,14 +110,12 @@ export interface CallKind {
 export function boundedCalls(transport: typeof fetch, seconds: number, last: CallKind): typeof fetch {
   return async (input, init) => {
     last.change = (init?.method ?? 'GET').toUpperCase() !== 'GET';
-    const bound = AbortSignal.timeout(seconds * 1000);
-    const signal = init?.signal ? AbortSignal.any([init.signal, bound]) : bound;
-    try {
-      return await transport(input, { ...init, signal });
-    } catch (error) {
-      if (bound.aborted) throw new NoAnswerInTime(seconds);
-      throw error;
-    }
+    // Aborted with a reason of its own, which fetch rejects with: the reading of the body too (past
+    // the headers, outside this function) then says what it was.
+    const bound = new AbortController();
+    setTimeout(() => bound.abort(new NoAnswerInTime(seconds)), seconds * 1000).unref();
+    const signal = init?.signal ? AbortSignal.any([init.signal, bound.signal]) : bound.signal;
+    return transport(input, { ...init, signal });
   };
 }
 
@@ -155,9 +153,13 @@ export function explainUnreachable(
   if (/ENOTFOUND|EAI_AGAIN/.test(detail))
     return `cannot reach the server at ${server}: the host name does not resolve (${detail}): check --server`;
   if (/ECONNRESET|socket hang up|HPE_|other side closed/.test(detail))
-    return `the connection to the server at ${server} was cut without an HTTP answer (${detail}): the server may have stopped or restarted${call.change ? `; ${MAY_BE_SAVED}` : ''}${plainHttpChecked ? '' : '; if the server serves HTTPS, use an https:// URL'}`;
+    return `the connection to the server at ${server} was cut without an HTTP answer (${detail}): the server may have stopped or restarted${call.change ? `; ${MAY_BE_SAVED}` : ''}${
+      // An answer that is no HTTP (HPE_) is what a TLS port says to plain HTTP; the probe does not
+      // look at those.
+      plainHttpChecked && !/HPE_/.test(detail) ? '' : '; if the server serves HTTPS, use an https:// URL'
+    }`;
   if (/HEADERS_TIMEOUT|BODY_TIMEOUT/.test(detail))
-    return `the server at ${server} took the request but did not answer in time (${detail}): it may be stalled or waiting on its storage; see its /healthz and its log before trying again`;
+    return `the server at ${server} took the request but did not answer in time (${detail}): it may be stalled or waiting on its storage; see its /healthz and its log${call.change ? `; ${MAY_BE_SAVED}` : ' before trying again'}`;
   return `cannot reach the server at ${server} (${detail}): is it running? (connector-server serve)${call.change ? `; ${MAY_BE_SAVED}` : ''}`;
 }
 

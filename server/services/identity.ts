@@ -405,7 +405,7 @@ function unconfirmed<T>(
   now: number,
 ): ChangeUnconfirmed {
   return new ChangeUnconfirmed(
-    'The connection to the database was lost as the signing keys were saved, and the database could not be asked what became of it: it may have been saved. Check with `signing-keys list` before trying again.',
+    'The connection to the database was lost as the signing keys were saved, and what became of the change could not be learnt from the database: it may have been saved. Check with `signing-keys list` before trying again.',
     error.landed.then(
       (saved): LateOutcome =>
         saved === true ? { saved: true, result: result(signerOf(keys, now)) } : { saved },
