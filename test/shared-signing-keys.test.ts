@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type pg from 'pg';
+import pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { loadGivenSecret, loadOrCreateSecret } from '../server/data-files.js';
@@ -29,7 +29,7 @@ async function sharedKeys() {
   const pools: pg.Pool[] = [];
   const documents: SealedDocument<SigningKeyFile>[] = [];
   const authorities: IdentityAuthority[] = [];
-  const document = (box = new SecretBox(secret), checkIntervalMs = NO_CHECK_MS) => {
+  const document = (box = new SecretBox(secret), checkIntervalMs = NO_CHECK_MS, writeWaitMs?: number) => {
     const pool = testPool(db.url, 2);
     pools.push(pool);
     const doc = new SealedDocument<SigningKeyFile>({
@@ -38,6 +38,7 @@ async function sharedKeys() {
       name: 'signing-keys',
       box,
       checkIntervalMs,
+      ...(writeWaitMs === undefined ? {} : { writeWaitMs }),
     });
     documents.push(doc);
     return doc;
@@ -168,6 +169,47 @@ describe('signing keys shared by replicas through the database', () => {
     expect(stored).toEqual(expect.arrayContaining([fromA.key.kid, fromB.key.kid]));
     const version = await withClient(shared.url, (c) => c.query(`SELECT version FROM server_documents`));
     expect(Number(version.rows[0].version)).toBe(3);
+  });
+
+  it('a write held up (a row lock elsewhere, a frozen database) is given up at its bound with nothing written, not waited on for ever', async () => {
+    await using keys = await sharedKeys();
+    await keys.replica(); // the document's first write
+    const doc = keys.document(undefined, NO_CHECK_MS, 500);
+    const stored = (await doc.read())!;
+    const versionOf = async () =>
+      withClient(keys.url, async (c) =>
+        Number(
+          (await c.query(`SELECT version FROM server_documents WHERE name = 'signing-keys'`)).rows[0].version,
+        ),
+      );
+    const before = await versionOf();
+    const locker = new pg.Client({ connectionString: keys.url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM server_documents WHERE name = 'signing-keys' FOR UPDATE`);
+      const started = performance.now();
+      await expect(doc.write(stored)).rejects.toThrow(/timeout/i);
+      // Its bound, not the lock's holder's pleasure (it would have waited as long as the lock stood).
+      expect(performance.now() - started).toBeLessThan(5000);
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    // The connection it was on went: its backend rolls the write back once the lock is free.
+    expect(await versionOf()).toBe(before);
+    // The next write goes through (once that backend has let go of the row).
+    await expect
+      .poll(
+        () =>
+          doc.write(stored).then(
+            () => true,
+            () => false,
+          ),
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    expect(await versionOf()).toBe(before + 1);
   });
 });
 

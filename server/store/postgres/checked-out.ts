@@ -3,8 +3,11 @@ import type pg from 'pg';
 /** A client taken from the pool for a few statements, and how to give it back. */
 export interface CheckedOut {
   client: pg.PoolClient;
-  /** Returns the client, or ends it when its connection died meanwhile (the pool must not reuse it). */
-  release(): void;
+  /**
+   * Returns the client, or ends it when its connection died meanwhile or `broken` says it must go
+   * (a statement timed out on it and may still run: the pool must not reuse it).
+   */
+  release(broken?: Error): void;
 }
 
 /**
@@ -23,9 +26,9 @@ export async function checkOut(pool: pg.Pool): Promise<CheckedOut> {
   client.on('error', onError);
   return {
     client,
-    release() {
+    release(broken?: Error) {
       client.removeListener('error', onError);
-      client.release(lost);
+      client.release(lost ?? broken);
     },
   };
 }

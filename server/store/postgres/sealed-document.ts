@@ -60,7 +60,16 @@ export interface SealedDocumentOptions {
   onError?: (error: Error) => void;
   /** How long a write whose COMMIT got no answer asks what became of it. @default LOST_COMMIT_ASK_MS */
   lostCommitAskMs?: number;
+  /**
+   * How long each statement of a write may take (a row lock held elsewhere, a frozen database):
+   * past it before the COMMIT nothing was written; past it on the COMMIT its outcome is asked about.
+   * @default DOCUMENT_WRITE_WAIT_MS
+   */
+  writeWaitMs?: number;
 }
+
+/** How long each statement of a document's write may take by default (the store's commit bound). */
+export const DOCUMENT_WRITE_WAIT_MS = 10_000;
 
 /**
  * A JSON document in `server_documents`, sealed with the server secret (AES-256-GCM): the database
@@ -122,10 +131,18 @@ export class SealedDocument<T> implements KeptDocument<T> {
    */
   private async update(body: string, base: bigint): Promise<bigint> {
     const { client, release } = await checkOut(this.options.pool);
+    // Each statement bounded: a timed-out one may still run on its connection, which then goes.
+    const bounded = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) =>
+      client.query<R>({
+        text,
+        values,
+        query_timeout: this.options.writeWaitMs ?? DOCUMENT_WRITE_WAIT_MS,
+      } as pg.QueryConfig);
     let lost: { xid: string; version: bigint; cause: unknown };
+    let broken: Error | undefined;
     try {
-      await client.query('BEGIN');
-      const { rows } = await client.query<{ version: string; xid: string }>(
+      await bounded('BEGIN');
+      const { rows } = await bounded<{ version: string; xid: string }>(
         `UPDATE server_documents SET body = $2, version = version + 1, updated_at = now()
          WHERE name = $1 AND version = $3 RETURNING version, pg_current_xact_id()::text AS xid`,
         [this.options.name, body, base.toString()],
@@ -133,17 +150,20 @@ export class SealedDocument<T> implements KeptDocument<T> {
       const written = rows[0];
       if (!written) throw new DocumentConflict(`${this.location} was changed by another replica`);
       try {
-        await client.query('COMMIT');
+        await bounded('COMMIT');
         return BigInt(written.version);
       } catch (error) {
         if (!leavesOutcomeUnknown(error)) throw error;
+        broken = error as Error;
         lost = { xid: written.xid, version: BigInt(written.version), cause: error };
       }
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
+      // Not answered in time (no SQLSTATE): the connection goes, and its backend rolls back.
+      if (!(error instanceof DocumentConflict) && leavesOutcomeUnknown(error)) broken = error as Error;
+      else await client.query('ROLLBACK').catch(() => {});
       throw error;
     } finally {
-      release();
+      release(broken);
     }
     return this.learnOutcome(body, lost);
   }
