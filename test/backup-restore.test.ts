@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readAuditEventsOf } from '../server/backup/audit-events.js';
@@ -180,6 +181,27 @@ describe('backup and restore', () => {
       expect(missing.stderr.trim()).toBe(
         `error: --out: the folder ${join(work, 'not-made')} does not exist: create it first (mkdir -p ${join(work, 'not-made')})`,
       );
+    }
+    // A server that takes the request and never answers: said at --timeout, nothing written.
+    const held = new Set<Socket>();
+    const silent = createServer((socket) => {
+      held.add(socket);
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const silentUrl = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
+      const frozen = await cli(['backup', '--out', out, '--server', silentUrl, '--timeout', '2'], {
+        CONNECTOR_ADMIN_KEY: srv.adminKey,
+      });
+      expect(frozen.code).toBe(1);
+      expect(frozen.stderr.trim()).toBe(
+        `error: the server at ${silentUrl} did not answer within 2 s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log (a stopped server is backed up with --data-dir)`,
+      );
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
     // Both, as an admin command takes them: --server asks the running server, --data-dir finds
     // its admin.key (no key in the environment).

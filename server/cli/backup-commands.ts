@@ -3,11 +3,13 @@ import { constants } from 'node:fs';
 import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
-import { type AdminEnv, CliError, resolveAdminKey } from './admin-common.js';
-import { adminFetch, explainUnreachable } from './connection.js';
+import { type AdminEnv, CliError, parseOptions, resolveAdminKey } from './admin-common.js';
+import { ADMIN_CALL_TIMEOUT_S, adminFetch, explainUnreachable, NoAnswerInTime } from './connection.js';
+import { wholeNumber } from './flags.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -17,6 +19,7 @@ interface BackupOptions {
   adminKeyFile?: string;
   dataDir?: string;
   caFile?: string;
+  timeout: string;
 }
 
 interface RestoreFlags {
@@ -47,6 +50,11 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       '--ca-file <file>',
       'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
       env.caFile,
+    )
+    .option(
+      '--timeout <seconds>',
+      "how long to wait for the running server's first answer (the backup then streams as long as it takes)",
+      String(ADMIN_CALL_TIMEOUT_S),
     )
     .action(async (options: BackupOptions, command: Command) => {
       await checkOutFolder(options.out);
@@ -167,13 +175,22 @@ async function online(options: BackupOptions, env: AdminEnv) {
   const adminKey = resolveAdminKey({ ...options, dataDir: options.dataDir ?? env.dataDir }, env.adminKey);
   const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
   const transport = adminFetch(options.server, options.caFile) ?? fetch;
+  const seconds = parseOptions(z.object({ timeout: wholeNumber(1, 3600) }), options).timeout;
+  // Bounded until the answer's headers: a frozen server is said, not waited on; the body may take long.
+  const waiting = new AbortController();
+  const timer = setTimeout(() => waiting.abort(new NoAnswerInTime(seconds)), seconds * 1000);
   let response: Response;
   try {
-    response = await transport(url, { headers: { authorization: `Bearer ${adminKey}` } });
+    response = await transport(url, {
+      headers: { authorization: `Bearer ${adminKey}` },
+      signal: waiting.signal,
+    });
   } catch (error) {
     throw new CliError(
       `${explainUnreachable(error, options.server)} (a stopped server is backed up with --data-dir)`,
     );
+  } finally {
+    clearTimeout(timer);
   }
   if (!response.ok || !response.body) {
     const body = (await response.json().catch(() => null)) as {
