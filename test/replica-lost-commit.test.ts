@@ -1,8 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
-import { startCommitCutter } from './helpers/commit-cutter.js';
-import { freshDatabase } from './helpers/postgres.js';
-import { startReplicas, stopAll } from './helpers/replicas.js';
+import { replicasWithCutter } from './helpers/replicas.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -26,13 +24,7 @@ async function reloads(url: string): Promise<number> {
 
 describe('a commit whose answer is lost', () => {
   async function setup() {
-    const db = await freshDatabase();
-    cleanups.push(() => db[Symbol.asyncDispose]());
-    const cutter = await startCommitCutter(db.url);
-    cleanups.push(() => cutter.close());
-    const [b] = await startReplicas(db.url, 1);
-    const [a] = await startReplicas(cutter.url, 1, { joining: b! });
-    cleanups.push(() => stopAll([a!, b!]));
+    const { a, b, cutter } = await replicasWithCutter(cleanups);
     const group = await b!.admin.groups.create.mutate({ name: 'Lost answers' });
     const key = (await b!.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
     const enrolled = (await enrollSim(b!.url, key, 'lost-ack')).enrolled!;

@@ -116,6 +116,9 @@ describe('server CLI (admin commands against a running server)', () => {
       socket.on('error', () => {});
       socket.once('data', () => socket.destroy());
     });
+    /** An admin command to `url`, bounded to 2 s a call. */
+    const bounded = (url: string, ...args: string[]) =>
+      cli([...args, '--server', url, '--data-dir', dataDir, '--timeout', '2']);
     const urlOf = async (server: Server) => {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -123,16 +126,7 @@ describe('server CLI (admin commands against a running server)', () => {
     try {
       const silentUrl = await urlOf(silent);
       const started = performance.now();
-      const read = await cli([
-        'groups',
-        'list',
-        '--server',
-        silentUrl,
-        '--data-dir',
-        dataDir,
-        '--timeout',
-        '2',
-      ]);
+      const read = await bounded(silentUrl, 'groups', 'list');
       const took = performance.now() - started;
       expect(read.code).toBe(1);
       expect(read.stderr.trim()).toBe(
@@ -140,17 +134,7 @@ describe('server CLI (admin commands against a running server)', () => {
       );
       // The bound, not the 300 s of undici's header timeout (the CLI's own start-up is most of it).
       expect(took).toBeLessThan(30_000);
-      const change = await cli([
-        'groups',
-        'create',
-        'Frozen',
-        '--server',
-        silentUrl,
-        '--data-dir',
-        dataDir,
-        '--timeout',
-        '2',
-      ]);
+      const change = await bounded(silentUrl, 'groups', 'create', 'Frozen');
       expect(change.code).toBe(1);
       expect(change.stderr).toContain(
         'did not answer within 2 s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log; the change may have been saved or not: check (list or get) before trying again',
@@ -166,16 +150,7 @@ describe('server CLI (admin commands against a running server)', () => {
       });
       try {
         const partialUrl = await urlOf(partial);
-        const stalled = await cli([
-          'groups',
-          'list',
-          '--server',
-          partialUrl,
-          '--data-dir',
-          dataDir,
-          '--timeout',
-          '2',
-        ]);
+        const stalled = await bounded(partialUrl, 'groups', 'list');
         expect(stalled.code).toBe(1);
         expect(stalled.stderr).toContain(
           `error: the server at ${partialUrl} did not answer within 2 s (--timeout)`,

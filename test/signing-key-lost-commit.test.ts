@@ -1,7 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { startCommitCutter } from './helpers/commit-cutter.js';
-import { freshDatabase } from './helpers/postgres.js';
-import { startReplicas, stopAll } from './helpers/replicas.js';
+import { replicasWithCutter, type startReplicas } from './helpers/replicas.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -21,16 +19,7 @@ const DOCUMENT_WRITE = 'UPDATE server_documents';
  * with a fresh nonce) is the proof.
  */
 describe('a signing-key change whose COMMIT answer is lost', () => {
-  async function setup() {
-    const db = await freshDatabase();
-    cleanups.push(() => db[Symbol.asyncDispose]());
-    const cutter = await startCommitCutter(db.url);
-    cleanups.push(() => cutter.close());
-    const [b] = await startReplicas(db.url, 1);
-    const [a] = await startReplicas(cutter.url, 1, { joining: b! });
-    cleanups.push(() => stopAll([a!, b!]));
-    return { a: a!, b: b!, cutter };
-  }
+  const setup = () => replicasWithCutter(cleanups);
 
   const kids = async (server: Replica) =>
     (await server.admin.signingKeys.list.query({})).map((k) => `${k.kid}:${k.state}`).sort();

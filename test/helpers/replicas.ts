@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ManualClock } from '../../server/clock.js';
 import type { ServerConfig } from '../../server/server-config.js';
+import { startCommitCutter } from './commit-cutter.js';
+import { freshDatabase } from './postgres.js';
 import { type ServerProc, spawnServer } from './processes.js';
 import { realTimeClock, startTestServer, type TestServer, tempDir } from './server.js';
 
@@ -79,3 +81,18 @@ export async function spawnReplicas(databaseUrl: string, count: number): Promise
 
 /** A server process starts in ~2 s on an idle machine; several at once on a loaded two-core one take longer. */
 export const REPLICA_START_MS = 60_000;
+
+/**
+ * A fresh database with two replicas: B on it directly, A through a commit cutter (so that A's
+ * COMMITs are the ones a test cuts). What it starts is pushed onto `cleanups`, to be run in reverse.
+ */
+export async function replicasWithCutter(cleanups: Array<() => Promise<void>>) {
+  const db = await freshDatabase();
+  cleanups.push(() => db[Symbol.asyncDispose]());
+  const cutter = await startCommitCutter(db.url);
+  cleanups.push(() => cutter.close());
+  const [b] = await startReplicas(db.url, 1);
+  const [a] = await startReplicas(cutter.url, 1, { joining: b! });
+  cleanups.push(() => stopAll([a!, b!]));
+  return { a: a!, b: b!, cutter };
+}

@@ -1,7 +1,7 @@
 import { type FormEvent, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
-import { EMPTY_POLICY, LIFETIMES, maxUsesOf, type PolicyDraft } from './key-policy.js';
+import { EMPTY_POLICY, KeyPolicyFields, maxUsesOf, type PolicyDraft } from './key-policy.js';
 
 /**
  * The form that creates a group, with its first provisioning key. The key's policy and the group's
@@ -72,27 +72,12 @@ export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
             placeholder="optional"
             onChange={(e) => setDescription(e.target.value)}
           />
-          <label htmlFor="new-group-key-ttl">Key valid for</label>
-          <select
-            id="new-group-key-ttl"
-            value={policy.ttl}
-            onChange={(e) => setPolicy({ ...policy, ttl: e.target.value })}
-          >
-            <option value="">the server's --key-ttl (14 days unless set)</option>
-            {LIFETIMES.map(([ttl, words]) => (
-              <option key={ttl} value={ttl}>
-                {words}
-              </option>
-            ))}
-          </select>
-          <label htmlFor="new-group-key-uses">Enrollments allowed</label>
-          <input
-            id="new-group-key-uses"
-            inputMode="numeric"
-            value={policy.maxUses}
-            placeholder="no limit"
-            maxLength={7}
-            onChange={(e) => setPolicy({ ...policy, maxUses: e.target.value })}
+          <KeyPolicyFields
+            idPrefix="new-group-key"
+            ttlLabel="Key valid for"
+            keptWords="the server's --key-ttl (14 days unless set)"
+            policy={policy}
+            onChange={setPolicy}
           />
         </fieldset>
       </details>

@@ -5,7 +5,7 @@ import { useConsole } from '../console-context.js';
 import { formatTime, relativeTime } from '../format.js';
 import type { GroupRow, ProvisioningKey } from '../types.js';
 import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
-import { LIFETIMES, maxUsesOf, type PolicyDraft } from './key-policy.js';
+import { KeyPolicyFields, maxUsesOf, type PolicyDraft } from './key-policy.js';
 
 /** Why the key cannot be copied, in words; null when it can. */
 function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): string | null {
@@ -147,27 +147,13 @@ export function KeyDialog({
         {view && (
           <fieldset className="key-policy">
             <legend>The new key (as this one unless changed)</legend>
-            <label htmlFor="new-key-ttl">Valid for</label>
-            <select
-              id="new-key-ttl"
-              value={policy.ttl}
-              onChange={(e) => setPolicy({ ...policy, ttl: e.target.value })}
-            >
-              <option value="">{durationWords(lifetimeMs(view))}, as now</option>
-              {LIFETIMES.filter(([, , ms]) => ms !== lifetimeMs(view)).map(([ttl, words]) => (
-                <option key={ttl} value={ttl}>
-                  {words}
-                </option>
-              ))}
-            </select>
-            <label htmlFor="new-key-uses">Enrollments allowed</label>
-            <input
-              id="new-key-uses"
-              inputMode="numeric"
-              value={policy.maxUses}
-              placeholder="no limit"
-              maxLength={7}
-              onChange={(e) => setPolicy({ ...policy, maxUses: e.target.value })}
+            <KeyPolicyFields
+              idPrefix="new-key"
+              ttlLabel="Valid for"
+              keptWords={`${durationWords(lifetimeMs(view))}, as now`}
+              leaveOutMs={lifetimeMs(view)}
+              policy={policy}
+              onChange={setPolicy}
             />
           </fieldset>
         )}

@@ -1,7 +1,7 @@
 /** A provisioning key's policy as the console's forms hold it (Create group, Regenerate). */
 
 /** The lifetimes the forms offer, as the API takes them, in words, and in ms. */
-export const LIFETIMES: ReadonlyArray<[ttl: string, words: string, ms: number]> = [
+const LIFETIMES: ReadonlyArray<[ttl: string, words: string, ms: number]> = [
   ['1h', '1 hour', 3_600_000],
   ['1d', '1 day', 86_400_000],
   ['7d', '7 days', 7 * 86_400_000],
@@ -33,4 +33,51 @@ export function maxUsesOf(draft: PolicyDraft): number | undefined {
   if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > MAX_USES)
     throw new Error('Enrollments allowed: a whole number from 1 to 1,000,000, or empty for no limit.');
   return maxUses;
+}
+
+/**
+ * The two fields of a key's policy, for a form's grid: its lifetime (the form's default first,
+ * named `keptWords`, then LIFETIMES but `leaveOutMs`) and its enrollment limit.
+ */
+export function KeyPolicyFields({
+  idPrefix,
+  ttlLabel,
+  keptWords,
+  leaveOutMs,
+  policy,
+  onChange,
+}: {
+  idPrefix: string;
+  ttlLabel: string;
+  keptWords: string;
+  leaveOutMs?: number;
+  policy: PolicyDraft;
+  onChange: (policy: PolicyDraft) => void;
+}) {
+  return (
+    <>
+      <label htmlFor={`${idPrefix}-ttl`}>{ttlLabel}</label>
+      <select
+        id={`${idPrefix}-ttl`}
+        value={policy.ttl}
+        onChange={(e) => onChange({ ...policy, ttl: e.target.value })}
+      >
+        <option value="">{keptWords}</option>
+        {LIFETIMES.filter(([, , ms]) => ms !== leaveOutMs).map(([ttl, words]) => (
+          <option key={ttl} value={ttl}>
+            {words}
+          </option>
+        ))}
+      </select>
+      <label htmlFor={`${idPrefix}-uses`}>Enrollments allowed</label>
+      <input
+        id={`${idPrefix}-uses`}
+        inputMode="numeric"
+        value={policy.maxUses}
+        placeholder="no limit"
+        maxLength={7}
+        onChange={(e) => onChange({ ...policy, maxUses: e.target.value })}
+      />
+    </>
+  );
 }
