@@ -69,11 +69,31 @@ function wholeNumber(min: number, max: number = Number.MAX_SAFE_INTEGER, extra =
   return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 }
 
+/** The origin of a public URL, or null when it is no http(s) URL with a host. */
+function publicOriginOf(text: string): string | null {
+  try {
+    const url = new URL(text);
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) return null;
+    if (url.username || url.password || url.search || url.hash) return null;
+    return url.origin;
+  } catch {
+    return null;
+  }
+}
+
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1),
   port: wholeNumber(0, 65_535, ' (0: any free port)'),
-  publicUrl: z.url().optional(),
+  // http(s) with a host, and nothing past the origin but a path: the proofs agents sign are bound
+  // to its origin, and a value without one ("localhost:7420" reads as a scheme) bound them to none.
+  publicUrl: z
+    .string()
+    .refine((text) => publicOriginOf(text) !== null, {
+      message:
+        'must be an http:// or https:// URL with a host, as agents reach the server (e.g. https://enroll.example.com)',
+    })
+    .optional(),
   keyTtl: durationFlag,
   identityTtl: durationFlag,
   pendingTtl: durationFlag,

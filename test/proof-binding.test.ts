@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import { parseServeConfig } from '../server/config.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
@@ -91,5 +92,26 @@ describe('the agent presents its identity only to the server that issued it', ()
       await relay.close();
       await rm(stateDir, { recursive: true, force: true });
     }
+  });
+
+  it('a --public-url that binds proofs to no origin is refused at start (it used to turn the check off)', () => {
+    // "localhost:7420" reads as a URL whose scheme is "localhost:": its origin is none, and the
+    // server then checked no proof's URL at all; so did ftp://…
+    for (const given of [
+      'localhost:7420',
+      'ftp://enroll.example.com',
+      'https://user:pw@enroll.example.com',
+      'https://',
+    ]) {
+      expect(() => parseServeConfig({ publicUrl: given }, {}), given).toThrow(
+        '--public-url: must be an http:// or https:// URL with a host, as agents reach the server (e.g. https://enroll.example.com)',
+      );
+      expect(() => parseServeConfig({}, { CONNECTOR_PUBLIC_URL: given }), given).toThrow(
+        /^CONNECTOR_PUBLIC_URL: must be/,
+      );
+    }
+    expect(parseServeConfig({ publicUrl: 'https://enroll.example.com:8443/' }, {}).publicUrl).toBe(
+      'https://enroll.example.com:8443/',
+    );
   });
 });

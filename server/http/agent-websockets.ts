@@ -76,7 +76,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     services,
     hub,
     logger,
-    publicOrigin: config.publicUrl ? originOf(config.publicUrl) : null,
+    publicOrigin: config.publicUrl ? publicOriginOf(config.publicUrl) : null,
     clientAddressOf,
   });
   applyWSSHandler({
@@ -117,6 +117,16 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     /** Cuts every upgraded socket that has not closed (the shutdown's last step). */
     destroyUpgraded: admission.destroyUpgraded,
   };
+}
+
+/**
+ * The origin proofs are bound to. A public URL without one would leave them bound to none: refused
+ * here too, for a config made without parseServeConfig.
+ */
+function publicOriginOf(publicUrl: string): string {
+  const origin = originOf(publicUrl);
+  if (origin === null) throw new TypeError(`publicUrl ${publicUrl} has no http(s) origin`);
+  return origin;
 }
 
 /**
