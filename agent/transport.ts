@@ -57,8 +57,18 @@ export function createTransport(caPem: string | null, options: TransportOptions 
     }
   }
   const AgentWs = AgentWebSocket as unknown as typeof WebSocket;
-  const base = caPem ? fetchVia(httpsRequest, { ca: caPem }) : globalThis.fetch;
+  // The CA is for https:// servers; an http:// one of the list (loopback, a test) goes as without it.
+  const withCa = caPem ? fetchVia(httpsRequest, { ca: caPem }) : null;
+  const base: typeof fetch = withCa
+    ? (input, init) =>
+        urlOf(input).startsWith('https:') ? withCa(input, init) : globalThis.fetch(input, init)
+    : globalThis.fetch;
   return { fetch: refusingRedirects(base), WebSocket: AgentWs, requestTimeoutMs };
+}
+
+/** The URL a fetch is given, as text. */
+function urlOf(input: Parameters<typeof fetch>[0]): string {
+  return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
 }
 
 /**

@@ -209,6 +209,45 @@ describe.skipIf(!hasOpenssl)(
       for (const d of [stateDir, dir]) await rm(d, { recursive: true, force: true });
     });
 
+    it('--ca-file with an http:// server (a plain one on loopback, or the TLS port by mistake): as without it, not "Protocol http: not supported" retried for ever', async () => {
+      const { dir, ca, good } = await pki();
+      await using plain = await startTestServer();
+      const plainGroup = await plain.admin.groups.create.mutate({ name: 'Plain with a CA' });
+      const plainKey = (await plain.admin.provisioningKeys.get.query({ groupId: plainGroup.id })).key!;
+      const plainDir = await tempDir('ce-tls-plain-ca-');
+      const agent = spawnAgent(
+        ['--server', plain.url, '--key', plainKey, '--ca-file', ca.certFile, '--name', 'plain-ca'],
+        plainDir,
+      );
+      try {
+        await waitConnected(plain.admin, 'plain-ca', 60_000);
+      } finally {
+        agent.kill('SIGTERM');
+        await agent.exited;
+      }
+      expect(agent.output()).not.toContain('ERR_INVALID_PROTOCOL');
+
+      const { srv } = await tlsServer(ca, good);
+      await using _ = srv;
+      const plainUrl = `http://127.0.0.1:${srv.server.port}`;
+      const group = await srv.server.services.groups.create({ name: 'Mistaken' }, systemMeta);
+      const stateDir = await tempDir('ce-tls-mistaken-');
+      const mistaken = spawnAgent(
+        [
+          '--server',
+          plainUrl,
+          '--key',
+          srv.server.services.provisioningKeys.get(group.id).key!,
+          '--ca-file',
+          ca.certFile,
+        ],
+        stateDir,
+      );
+      expect((await mistaken.exited).code).toBe(2);
+      expect(mistaken.output()).toContain(`TLS: ${plainUrl} speaks TLS (https), not plain HTTP`);
+      for (const d of [plainDir, stateDir, dir]) await rm(d, { recursive: true, force: true });
+    });
+
     it('an enrolled agent pointed at the TLS port with http:// (the server moved to https): exit 2 with the fix at its first connect, not retries for ever', async () => {
       const { dir, ca, good } = await pki();
       const { srv } = await tlsServer(ca, good);
