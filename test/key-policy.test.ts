@@ -213,7 +213,7 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
     expect(await srv.admin.provisioningKeys.get.query({ groupId: g.id })).toMatchObject({ uses: 1 });
   });
 
-  it('CLI: regenerate-key takes --max-uses and --ttl; `groups key` of a used-up or expired key prints no key and fails with the reason and the fix', async () => {
+  it('CLI: regenerate-key takes --max-uses, --unlimited and --ttl, and keeps what no flag names; `groups key` of a used-up or expired key prints no key and fails with the reason and the fix', async () => {
     await using srv = await startTestServer();
     const created = await cli(srv, ['groups', 'create', 'Cli', '--max-uses', '3', '--ttl', '3h']);
     expect(created.code, created.stderr).toBe(0);
@@ -237,6 +237,8 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
 
     const longer = await cli(srv, ['groups', 'regenerate-key', 'Cli', '--ttl', '1h']);
     expect(longer.code, longer.stderr).toBe(0);
+    // What no flag names is kept: still single-use (it became unlimited, silently).
+    expect(await srv.admin.provisioningKeys.get.query({ groupId: g.id })).toMatchObject({ maxUses: 1 });
     srv.clock.advance(HOUR_MS);
     const expired = await cli(srv, ['groups', 'key', 'Cli']);
     expect(expired.code).toBe(1);
@@ -245,9 +247,22 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
     expect(expired.stderr).toContain('KEY_EXPIRED');
     expect(expired.stderr).toContain('`groups regenerate-key Cli`');
 
+    // No flag: the new key is as the current one (one use, one hour), as in the console.
+    const kept = await cli(srv, ['groups', 'regenerate-key', 'Cli']);
+    expect(kept.code, kept.stderr).toBe(0);
+    const keptKey = await srv.admin.provisioningKeys.get.query({ groupId: g.id });
+    expect(keptKey.maxUses).toBe(1);
+    expect(Date.parse(keptKey.expiresAt) - Date.parse(keptKey.createdAt)).toBe(HOUR_MS);
+    const unlimited = await cli(srv, ['groups', 'regenerate-key', 'Cli', '--unlimited']);
+    expect(unlimited.code, unlimited.stderr).toBe(0);
+    const open = await srv.admin.provisioningKeys.get.query({ groupId: g.id });
+    expect(open.maxUses).toBeNull();
+    expect(Date.parse(open.expiresAt) - Date.parse(open.createdAt)).toBe(HOUR_MS);
+
     for (const bad of [
       ['--max-uses', '0'],
       ['--ttl', '400d'],
+      ['--max-uses', '2', '--unlimited'],
     ]) {
       const r = await cli(srv, ['groups', 'regenerate-key', 'Cli', ...bad]);
       expect(r.code, bad.join(' ')).toBe(2);

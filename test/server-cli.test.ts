@@ -66,7 +66,9 @@ describe('server CLI (admin commands against a running server)', () => {
     await cli(['groups', 'regenerate-key', 'Once', ...common()]);
     await cli(['groups', 'disable', 'Once', ...common()]);
     const disabled = await cli(['groups', 'get', 'Once', ...common()]);
-    expect(disabled.stdout).toMatch(/^key: +expires in 14 days \(enrolls no host: group disabled\)$/m);
+    expect(disabled.stdout).toMatch(
+      /^key: +expires in 14 days, 0\/1 used \(enrolls no host: group disabled\)$/m,
+    );
   });
 
   it('explains API errors with the reason and a fix, exit 1', async () => {

@@ -206,12 +206,42 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
   admin.command(
     groups,
     'regenerate-key <group>',
-    'replace the key: the old one stops working at once',
-    keyPolicyFlags('the new key'),
+    "replace the key: the old one stops working at once; the new one keeps the current one's use limit and lifetime unless a flag changes them",
+    {
+      maxUses: flag(
+        '--max-uses <n>',
+        "the new key enrolls at most this many connectors (default: the current key's limit)",
+        wholeNumber(1, MAX_KEY_USES).optional(),
+      ),
+      unlimited: flag(
+        '--unlimited',
+        'the new key enrolls any number of connectors (the current one had a limit)',
+        z.boolean().default(false),
+      ),
+      ttl: flag(
+        '--ttl <duration>',
+        "the new key's lifetime, 1s to 365d (default: the current key's)",
+        keyTtlText.optional(),
+      ),
+    },
     async (client, options, ref) => {
-      const policy = keyPolicy(options);
+      if (options.unlimited && options.maxUses !== undefined)
+        throw new CliError('--max-uses and --unlimited say opposite things: give one', 2);
       const groupId = await resolveGroup(client, ref!);
-      printKey(options, await client.provisioningKeys.regenerate.mutate({ groupId, ...policy }), ref!);
+      // A single-use group stays single-use: what no flag names is kept, as the console and a
+      // revoke keep it (the API's own default, no limit and --key-ttl, dropped it silently).
+      const current = await client.provisioningKeys.get.query({ groupId });
+      const keptTtl = `${Math.min(365 * 86_400, Math.max(1, Math.round((Date.parse(current.expiresAt) - Date.parse(current.createdAt)) / 1000)))}s`;
+      const maxUses = options.unlimited ? undefined : (options.maxUses ?? current.maxUses ?? undefined);
+      printKey(
+        options,
+        await client.provisioningKeys.regenerate.mutate({
+          groupId,
+          ttl: options.ttl ?? keptTtl,
+          ...(maxUses === undefined ? {} : { maxUses }),
+        }),
+        ref!,
+      );
     },
   );
   admin.command(groups, 'next-steps', 'groups that have no connectors yet', async (client, options) => {
