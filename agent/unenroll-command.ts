@@ -1,5 +1,6 @@
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { describeNetworkError, tlsMisconfiguration } from '../shared/network-errors.js';
 import { readableStateDir, readCaFile, resolveStateDir, UsageError } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
@@ -69,6 +70,34 @@ async function stopRunningAgent(agent: { pid: number; pidStart?: number | null }
 const deleteHint = (connectorId: string) =>
   `on the admin side: npm run -s server -- connectors delete ${connectorId}`;
 
+/** How long each server of the list has to answer /healthz before an agent is stopped for an unenroll. */
+const PROBE_MS = 5000;
+
+/**
+ * Null when a server of `servers` answers /healthz 200; else why none did (`tls`: a TLS
+ * misconfiguration, which a flag fixes).
+ */
+async function noServerAnswers(
+  servers: readonly string[],
+  fetchFn: typeof fetch,
+): Promise<{ problem: string; tls: boolean } | null> {
+  const problems: string[] = [];
+  let tls = true;
+  for (const server of servers) {
+    try {
+      const response = await fetchFn(`${server}/healthz`, { signal: AbortSignal.timeout(PROBE_MS) });
+      if (response.ok) return null;
+      tls = false;
+      problems.push(`${server} answered HTTP ${response.status}`);
+    } catch (error) {
+      const misconfigured = tlsMisconfiguration(error, server);
+      if (!misconfigured) tls = false;
+      problems.push(misconfigured ?? `cannot reach ${server}: ${describeNetworkError(error)}`);
+    }
+  }
+  return { problem: problems.join('; '), tls };
+}
+
 /**
  * `connector-agent unenroll`: deletes this host's connector on the server over a session of its own
  * identity, then wipes the identity and the last state. Resolves with the exit code.
@@ -103,8 +132,23 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
     );
     return EXIT.USAGE;
   }
-  if (summary.running && summary.agent) await stopRunningAgent(summary.agent, logger);
   const caPem = await readCaFile(flags.caFile);
+  if (summary.running && summary.agent) {
+    // Stopped only once a server of its list answers: else the host went offline (a stopped unit
+    // stays stopped) for an unenroll that could not happen, and was told "nothing changed".
+    const silent = await noServerAnswers(serversOf(identity), createTransport(caPem).fetch);
+    if (silent) {
+      logger.error(
+        `${silent.problem}: nothing changed, and the agent running as pid ${summary.agent.pid} was left running`,
+      );
+      return silent.tls ? EXIT.USAGE : EXIT.SERVER_UNREACHABLE;
+    }
+    await stopRunningAgent(summary.agent, logger);
+  }
+  const restartHint =
+    summary.running && summary.agent
+      ? ` The agent that ran as pid ${summary.agent.pid} was stopped: start it again (sudo systemctl start connector-agent) while the host stays enrolled.`
+      : '';
 
   const stop = AbortSignal.timeout(timeoutSeconds * 1000);
   /** The server that deleted the connector (of the identity's list, the one the session reached). */
@@ -153,7 +197,7 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   if (!flags.force) {
     logger.error(
       `nothing changed: connector ${connectorId} is still enrolled. Retry when ${server} can be reached, or pass ` +
-        `--force to wipe this host's identity anyway (then delete the connector ${deleteHint(connectorId)})`,
+        `--force to wipe this host's identity anyway (then delete the connector ${deleteHint(connectorId)}).${restartHint}`,
     );
     return code === EXIT.USAGE ? EXIT.USAGE : EXIT.SERVER_UNREACHABLE;
   }

@@ -85,6 +85,24 @@ describe('connector-agent unenroll', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('--even-if-running with no server answering: the running agent is left running, nothing changed (exit 10)', async () => {
+    const { srv, stateDir, agent, connector } = await enrolledAgent('kept-running');
+    await srv.stop();
+    const refused = await runUnenroll(stateDir, ['--even-if-running']);
+    expect(refused.code, refused.output).toBe(10);
+    expect(refused.output).toMatch(
+      /cannot reach http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED.*: nothing changed, and the agent running as pid \d+ was left running/,
+    );
+    expect(refused.output).not.toContain('stopped the agent');
+    // Still running: it used to be stopped first, leaving the host offline for an unenroll that
+    // could not happen.
+    expect(agent.exit()).toBeNull();
+    expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
+    agent.kill('SIGTERM');
+    await agent.exited;
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
   it('names the server that deleted the connector: of its list, the one it reached, not the one it enrolled through', async () => {
     const srv = await startTestServer();
     await using _ = srv;
