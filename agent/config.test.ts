@@ -1,5 +1,8 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseAgentConfig, resolveStateDir, UsageError } from './config.js';
+import { parseAgentConfig, readCaFile, resolveStateDir, UsageError } from './config.js';
 
 describe('resolveStateDir', () => {
   it('makes a relative --state-dir or CONNECTOR_STATE_DIR absolute, so a run elsewhere finds the same dir', () => {
@@ -61,5 +64,27 @@ describe('a --server on a port fetch refuses', () => {
     expect(
       (await parseAgentConfig({ server: ['https://enroll.example.com'], stateDir: '/tmp/s' }, {})).servers,
     ).toEqual(['https://enroll.example.com']);
+  });
+});
+
+describe('readCaFile', () => {
+  it('reads --ca-file, else CONNECTOR_CA_FILE (as the admin CLI does), naming whichever it could not read', async () => {
+    expect(await readCaFile(undefined, {})).toBeNull();
+    await expect(readCaFile(undefined, { CONNECTOR_CA_FILE: '/nonexistent/ca.pem' })).rejects.toThrow(
+      'CONNECTOR_CA_FILE: cannot read /nonexistent/ca.pem (ENOENT)',
+    );
+    await expect(
+      readCaFile('/nonexistent/flag.pem', { CONNECTOR_CA_FILE: '/nonexistent/ca.pem' }),
+    ).rejects.toThrow('--ca-file: cannot read /nonexistent/flag.pem (ENOENT)');
+    const dir = await mkdtemp(join(tmpdir(), 'ce-ca-'));
+    try {
+      await writeFile(join(dir, 'key.pem'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+      // Read from the environment, and checked as the flag's file is.
+      await expect(readCaFile(undefined, { CONNECTOR_CA_FILE: join(dir, 'key.pem') })).rejects.toThrow(
+        UsageError,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

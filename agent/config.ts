@@ -44,15 +44,19 @@ export interface AgentFlags {
  * The PEM of `--ca-file`, or null without it; a file that cannot be read, or that holds no
  * certificate or a private key (caPemProblem), is a usage error naming it.
  */
-export async function readCaFile(file: string | undefined): Promise<string | null> {
+export async function readCaFile(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | null> {
+  // The flag, else CONNECTOR_CA_FILE, as the admin CLI reads it.
+  const file = flag || env.CONNECTOR_CA_FILE || undefined;
   if (!file) return null;
+  const from = flag ? '--ca-file' : 'CONNECTOR_CA_FILE';
   let pem: string;
   try {
     pem = await readFile(file, 'utf8');
   } catch (error) {
-    throw new UsageError(
-      `--ca-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? error})`,
-    );
+    throw new UsageError(`${from}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? error})`);
   }
   const problem = caPemProblem(pem, file);
   if (problem) throw new UsageError(problem);
@@ -208,7 +212,7 @@ export async function parseAgentConfig(
   const name = flags.name === undefined ? null : nameSchema.safeParse(flags.name);
   if (name && !name.success)
     throw new UsageError(`--name: ${name.error.issues[0]?.message ?? 'not a valid name'}`);
-  const caPem = await readCaFile(flags.caFile);
+  const caPem = await readCaFile(flags.caFile, env);
   return {
     servers,
     provisioningKey,
