@@ -1,5 +1,5 @@
 import { DomainError } from '../../shared/errors.js';
-import { TERMINATION_ACK_TIMEOUT_MS } from '../../shared/protocol.js';
+import { CLOSE_CODES, TERMINATION_ACK_TIMEOUT_MS } from '../../shared/protocol.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { Presence } from '../services/deps.js';
@@ -220,9 +220,11 @@ export class SessionRegistry implements Presence {
     const { ws } = live.agent;
     if (!live.ending || ws.readyState !== ws.OPEN || this.receipts.isWaiting(live)) return;
     const { code, reason, requestedAt } = live.ending;
-    ws.once('close', () =>
-      this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
-    );
+    // The histogram is of revokes and deletes: an agent's own stop, a replaced or lost session is not one.
+    if (code === CLOSE_CODES.REVOKED || code === CLOSE_CODES.DELETED)
+      ws.once('close', () =>
+        this.o.metrics.revokeCloseSeconds.observe((this.o.clock.now() - requestedAt) / 1000),
+      );
     ws.close(code, reason);
     setTimeout(() => ws.terminate(), 2000).unref();
   }
