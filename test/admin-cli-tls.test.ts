@@ -55,16 +55,17 @@ describe.skipIf(!opensslAvailable())(
       expect(JSON.parse(withFlag.stdout)).toEqual([]);
       expect(withEnv).toMatchObject({ code: 0 });
 
-      expect(untrusted.code).toBe(1);
+      // A TLS misconfiguration, which a flag fixes: exit 2, as for the agent.
+      expect(untrusted.code).toBe(2);
       expect(untrusted.stderr).toMatch(/certificate is not trusted .*pass --ca-file/);
       expect(untrusted.stderr).toContain(tls.url);
       expectOneLine(untrusted.stderr);
 
-      expect(hostName.code).toBe(1);
+      expect(hostName.code).toBe(2);
       expect(hostName.stderr).toMatch(/certificate is not for this host name/);
       expectOneLine(hostName.stderr);
 
-      expect(httpsToPlain.code).toBe(1);
+      expect(httpsToPlain.code).toBe(2);
       expect(httpsToPlain.stderr).toMatch(
         /did not answer in TLS.*use an http:\/\/ URL, or start the server with --tls-cert/,
       );

@@ -282,7 +282,7 @@ describe.skipIf(!hasOpenssl)(
       const env: NodeJS.ProcessEnv = { ...process.env, CONNECTOR_DATA_DIR: srv.dataDir };
       delete env.CONNECTOR_ADMIN_KEY;
       const untrusted = spawnTs('server/main.ts', ['backup', '--out', out, '--server', httpsUrl], { env });
-      expect((await untrusted.exited).code).toBe(1);
+      expect((await untrusted.exited).code).toBe(2);
       expect(untrusted.output()).toMatch(
         /cannot reach the server at https:\/\/127\.0\.0\.1:\d+: TLS: the server's certificate is not trusted/,
       );

@@ -17,6 +17,7 @@ import {
   ConnectionProblem,
   explainUnreachable,
   firstAnswering,
+  isTlsMisconfiguration,
   noticingNotReady,
 } from './connection.js';
 import { addFlags, type Flags, flagShape, wholeNumber } from './flags.js';
@@ -176,8 +177,12 @@ export function explain(error: unknown, server: string, call?: CallKind, plainHt
       reason,
     );
   }
-  if (error instanceof TRPCClientError)
-    return new CliError(explainUnreachable(error, server, call, plainHttpChecked));
+  if (error instanceof TRPCClientError) {
+    const line = explainUnreachable(error, server, call, plainHttpChecked);
+    // A TLS misconfiguration (an untrusted or misnamed certificate, https:// to a plain port) is
+    // fixed by a flag, as http:// to a TLS port is: exit 2, as the agent says it too.
+    return new CliError(line, isTlsMisconfiguration(error) ? 2 : 1);
+  }
   return error instanceof CliError ? error : new CliError(String((error as Error)?.message ?? error));
 }
 

@@ -8,7 +8,13 @@ import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
 import { type AdminEnv, CliError, parseOptions, resolveAdminKey } from './admin-common.js';
-import { ADMIN_CALL_TIMEOUT_S, adminFetch, explainUnreachable, NoAnswerInTime } from './connection.js';
+import {
+  ADMIN_CALL_TIMEOUT_S,
+  adminFetch,
+  explainUnreachable,
+  isTlsMisconfiguration,
+  NoAnswerInTime,
+} from './connection.js';
 import { wholeNumber } from './flags.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
@@ -188,6 +194,7 @@ async function online(options: BackupOptions, env: AdminEnv) {
   } catch (error) {
     throw new CliError(
       `${explainUnreachable(error, options.server)} (a stopped server is backed up with --data-dir)`,
+      isTlsMisconfiguration(error) ? 2 : 1,
     );
   } finally {
     clearTimeout(timer);

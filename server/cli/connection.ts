@@ -129,6 +129,11 @@ function unansweredWithin(error: unknown): number | null {
   return null;
 }
 
+/** Whether a call failed on TLS (a certificate not trusted or for another name, a plain port). */
+export function isTlsMisconfiguration(error: unknown): boolean {
+  return describeNetworkError(error).startsWith('TLS:');
+}
+
 /** What the caller of a change that got no answer must know: the server may have saved it. */
 const MAY_BE_SAVED = 'the change may have been saved or not: check (list or get) before trying again';
 
