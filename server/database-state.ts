@@ -218,6 +218,11 @@ export async function openDatabaseState(
           metrics.cutOffSessions.inc(sessions);
           logCutOff(sessions, silentMs);
         };
+        cluster.onCutOffKept = (silentMs) =>
+          logger.warn(
+            { silentMs: Math.round(silentMs) },
+            `this replica has not reached the database for ${Math.round(silentMs / 1000)} s: it keeps its agent sessions (--when-cut-off keep-sessions), though it can no longer hear a revoke made through another replica; a revoke made elsewhere reaches its agents once the database answers again`,
+          );
         store.onForeignChangeLag = (ms) => metrics.feedLagSeconds.observe(Math.max(0, ms) / 1000);
         // Another replica's revoke, delete, disable or group change reaches the sessions held here.
         store.setRemoteChangeListener((changes) => {

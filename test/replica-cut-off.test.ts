@@ -112,7 +112,7 @@ describe('a replica cut off from PostgreSQL while the others reach it', () => {
   });
 
   it('with --when-cut-off keep-sessions, it keeps them past the point the others count it dead, and ends them once back', async () => {
-    const { relay, a, b, enroll } = await partitionablePair({ whenCutOff: 'keep-sessions' });
+    const { relay, a, b, logOfA, enroll } = await partitionablePair({ whenCutOff: 'keep-sessions' });
     const session = connectSim(a.url, await enroll('kept'));
     await session.waitFor('ready');
     await eventually('B sees the session on A', async () =>
@@ -128,6 +128,13 @@ describe('a replica cut off from PostgreSQL while the others reach it', () => {
       30_000,
     );
     expect(session.closes).toEqual([]);
+    // Kept, and said once at the point the default would have ended them: the operator knows this
+    // replica no longer hears a revoke made elsewhere.
+    const kept = logOfA.filter((l) =>
+      / it keeps its agent sessions \(--when-cut-off keep-sessions\)/.test(l.msg),
+    );
+    expect(kept).toHaveLength(1);
+    expect(kept[0]).toMatchObject({ level: 40 });
     relay.heal();
     // Its row was reaped meanwhile: back, it ends its sessions, whose agents may be elsewhere by now.
     expect(await session.waitForClose(30_000)).toEqual({

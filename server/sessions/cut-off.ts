@@ -33,6 +33,11 @@ export interface CutOffWatchOptions {
   endSessions: () => number;
   /** Told once per cut-off, after the sessions ended: how many, and the silence that ended them. */
   onEnded?: (sessions: number, silentMs: number) => void;
+  /**
+   * With `keep-sessions`, told once per cut-off at the same point instead: the sessions stay, and
+   * the operator should know this replica can no longer hear a revoke made elsewhere.
+   */
+  onKept?: (silentMs: number) => void;
 }
 
 /**
@@ -43,6 +48,8 @@ export interface CutOffWatchOptions {
 export class CutOffWatch {
   private lastThroughAt: number;
   private cutOff = false;
+  /** With keep-sessions: this cut-off was said (once until the database answers again). */
+  private keptSaid = false;
   readonly afterMs: number;
   private readonly monotonic: () => number;
 
@@ -63,9 +70,14 @@ export class CutOffWatch {
 
   /** Ends the sessions (once) when the silence has lasted too long and the mode says so. */
   check(): void {
-    if (this.o.whenCutOff === 'keep-sessions' || this.cutOff) return;
+    if (this.cutOff || this.keptSaid) return;
     const silentMs = this.monotonic() - this.lastThroughAt;
     if (silentMs <= this.afterMs) return;
+    if (this.o.whenCutOff === 'keep-sessions') {
+      this.keptSaid = true;
+      this.o.onKept?.(silentMs);
+      return;
+    }
     this.cutOff = true;
     this.o.onEnded?.(this.o.endSessions(), silentMs);
   }
@@ -81,5 +93,6 @@ export class CutOffWatch {
   /** The database answered again and the replica's rows were released. */
   back(): void {
     this.cutOff = false;
+    this.keptSaid = false;
   }
 }

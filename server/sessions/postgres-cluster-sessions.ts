@@ -135,6 +135,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   onReaped: ((sessions: ReapedSession[]) => void) | undefined;
   /** Told when it ended its sessions, cut off (see the option). */
   onCutOff: ((sessions: number, silentMs: number) => void) | undefined;
+  /** With keep-sessions: told at the same point that it kept them (see CutOffWatch's onKept). */
+  onCutOffKept: ((silentMs: number) => void) | undefined;
 
   private constructor(private readonly o: PostgresClusterSessionsOptions) {
     this.replicaId = o.replicaId ?? randomUUID();
@@ -167,6 +169,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       monotonic: o.monotonic,
       endSessions: () => this.dropOwnSessions(),
       onEnded: (sessions, silentMs) => this.onCutOff?.(sessions, silentMs),
+      onKept: (silentMs) => this.onCutOffKept?.(silentMs),
     });
     this.pictureCheck = new PictureCheck({
       pool: o.pool,
