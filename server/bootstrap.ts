@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
@@ -29,6 +30,7 @@ export async function openServerState(
   const tls =
     config.tlsCertFile && config.tlsKeyFile ? await loadTlsPair(config.tlsCertFile, config.tlsKeyFile) : null;
   if (config.tlsKeyFile) await warnIfOthersRead(config.tlsKeyFile, logger);
+  if (tls && config.tlsCertFile) warnIfExpiring(tls.cert, config.tlsCertFile, clock.now(), logger);
   // A port in use (or one this user may not bind) fails here, before the data dir, its files or a
   // bootstrap key are made.
   await checkCanListen(config);
@@ -101,4 +103,35 @@ async function warnIfOthersRead(keyFile: string, logger: Logger): Promise<void> 
   logger.warn(
     `--tls-key ${keyFile} can be read by every user of this host (mode ${(mode & 0o777).toString(8)}): chmod 600 it (or 640 with a group that must read it)`,
   );
+}
+
+/** How long before its end a certificate is said to be expiring at start. */
+const CERT_EXPIRY_NOTICE_MS = 14 * 86_400_000;
+
+/**
+ * A certificate out of its validity period is refused by every agent (each retries, saying so), and
+ * one about to be is soon: said at start, not refused (a renewal may be on its way, and the
+ * server's other work goes on).
+ */
+function warnIfExpiring(certPem: Buffer, certFile: string, now: number, logger: Logger): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    return; // loadTlsPair checked the pair: a chain Node cannot read whole here is left alone
+  }
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  if (to <= now)
+    logger.warn(
+      `--tls-cert ${certFile} expired on ${new Date(to).toISOString()}: agents and clients refuse it; renew it`,
+    );
+  else if (from > now)
+    logger.warn(
+      `--tls-cert ${certFile} is valid only from ${new Date(from).toISOString()}: agents and clients refuse it until then (is this host's clock right?)`,
+    );
+  else if (to - now < CERT_EXPIRY_NOTICE_MS)
+    logger.warn(
+      `--tls-cert ${certFile} expires on ${new Date(to).toISOString()}, in ${Math.ceil((to - now) / 86_400_000)} day(s): renew it before then`,
+    );
 }

@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs';
 import { chmod, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createTransport } from '../agent/transport.js';
 import { createAdminClient } from '../server/admin-client.js';
+import { ManualClock } from '../server/clock.js';
 import { systemMeta } from '../server/services/deps.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort, spawnTs } from './helpers/processes.js';
@@ -184,6 +186,36 @@ describe.skipIf(!hasOpenssl)(
         await rm(dir, { recursive: true, force: true });
         await rm(stateDir, { recursive: true, force: true });
       }
+    });
+
+    it('a certificate about to expire, or expired, is said at start (not refused): agents would refuse it, retrying', async () => {
+      const { dir, good } = await pki(); // valid for one day from now
+      const startWith = async (clock: ManualClock) => {
+        const lines: Array<{ msg: string; level: number }> = [];
+        const logger = pino(
+          { level: 'warn' },
+          { write: (line: string) => void lines.push(JSON.parse(line)) },
+        );
+        const srv = await startTestServer({
+          clock,
+          logger,
+          config: { tlsCertFile: good.certFile, tlsKeyFile: good.keyFile },
+        });
+        await srv[Symbol.asyncDispose]();
+        return lines.filter((l) => l.msg.startsWith(`--tls-cert ${good.certFile}`)).map((l) => l.msg);
+      };
+      expect(await startWith(new ManualClock(Date.now()))).toEqual([
+        expect.stringMatching(/ expires on \S+, in 1 day\(s\): renew it before then$/),
+      ]);
+      expect(await startWith(new ManualClock(Date.now() + 3 * 86_400_000))).toEqual([
+        expect.stringMatching(/ expired on \S+: agents and clients refuse it; renew it$/),
+      ]);
+      expect(await startWith(new ManualClock(Date.now() - 3 * 86_400_000))).toEqual([
+        expect.stringMatching(
+          / is valid only from \S+: agents and clients refuse it until then \(is this host's clock right\?\)$/,
+        ),
+      ]);
+      await rm(dir, { recursive: true, force: true });
     });
 
     it('http:// to the TLS port: the agent and the CLI say it speaks https, exit 2, no retry (before: "is it running?" and retries for ever)', async () => {
