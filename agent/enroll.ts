@@ -57,6 +57,9 @@ export class EnrollmentRedirected extends Error {
 }
 
 /** Refusals worth waiting out rather than giving up on. */
+/** A server certificate out of its validity period, as the TLS error says it: the server's to fix. */
+const CERT_VALIDITY = /CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|validity period|certificate has expired/i;
+
 const TRANSIENT: ReadonlySet<ErrorReason> = new Set(['RATE_LIMITED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR']);
 
 /**
@@ -179,7 +182,9 @@ export async function enroll(
         `${server} ${problem}`,
         reason
           ? 'enrollment failed, retrying'
-          : `enrollment failed, retrying: is the server running, and reachable from this host at ${server}?`,
+          : CERT_VALIDITY.test(problem)
+            ? `enrollment failed, retrying: the certificate of ${server} is outside its validity period (expired, or not yet valid): it must be renewed on the server, or this host's clock set right`
+            : `enrollment failed, retrying: is the server running, and reachable from this host at ${server}?`,
       );
       if (notice)
         logger.warn(notice.message, {
