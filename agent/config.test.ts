@@ -88,3 +88,11 @@ describe('readCaFile', () => {
     }
   });
 });
+
+describe('--name', () => {
+  it('too long: one line that says the bound, not the schema library words', async () => {
+    await expect(
+      parseAgentConfig({ server: ['http://127.0.0.1:7420'], name: 'n'.repeat(65), stateDir: '/tmp/x' }, {}),
+    ).rejects.toThrow('--name: must be at most 64 characters');
+  });
+});

@@ -11,7 +11,7 @@ import { escapeInvisible, unsafeTextProblem } from './text.js';
 export const safeText = (max: number) =>
   z
     .string()
-    .max(max)
+    .max(max, { message: `must be at most ${max} characters` })
     .superRefine((s, ctx) => {
       const problem = unsafeTextProblem(s);
       if (problem) ctx.addIssue({ code: 'custom', message: problem });

@@ -161,6 +161,7 @@ export function adminKeySource(
 const CLI_HINTS: Partial<Record<ErrorReason, string>> = {
   VALIDATION_FAILED: "give the value named above as the command's --help says",
   ADMIN_KEY_INVALID: 'use a current admin key: --admin-key-file FILE or CONNECTOR_ADMIN_KEY',
+  RATE_LIMITED: 'wait the time named above, then try again',
 };
 
 /**
