@@ -121,7 +121,7 @@ export async function enroll(
       if (cause instanceof RedirectRefused)
         throw new EnrollmentRedirected(cause.status, cause.location, server);
       // A plain request to a TLS port is cut without an answer: retrying would never get one.
-      const misconfigured = tlsMisconfiguration(error, server);
+      const misconfigured = tlsMisconfiguration(error, server, { caGiven: config.caPem !== null });
       const tlsPort = misconfigured ? null : await tlsPortAsPlainHttp(error, server);
       const tls = misconfigured ?? (tlsPort ? `TLS: ${tlsPort} as --server` : null);
       if (tls) {

@@ -80,6 +80,7 @@ const PROBE_MS = 5000;
 async function noServerAnswers(
   servers: readonly string[],
   fetchFn: typeof fetch,
+  caGiven: boolean,
 ): Promise<{ problem: string; tls: boolean } | null> {
   const problems: string[] = [];
   let tls = true;
@@ -90,7 +91,7 @@ async function noServerAnswers(
       tls = false;
       problems.push(`${server} answered HTTP ${response.status}`);
     } catch (error) {
-      const misconfigured = tlsMisconfiguration(error, server);
+      const misconfigured = tlsMisconfiguration(error, server, { caGiven });
       if (!misconfigured) tls = false;
       problems.push(misconfigured ?? `cannot reach ${server}: ${describeNetworkError(error)}`);
     }
@@ -136,7 +137,7 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   if (summary.running && summary.agent) {
     // Stopped only once a server of its list answers: else the host went offline (a stopped unit
     // stays stopped) for an unenroll that could not happen, and was told "nothing changed".
-    const silent = await noServerAnswers(serversOf(identity), createTransport(caPem).fetch);
+    const silent = await noServerAnswers(serversOf(identity), createTransport(caPem).fetch, caPem !== null);
     if (silent) {
       logger.error(
         `${silent.problem}: nothing changed, and the agent running as pid ${summary.agent.pid} was left running`,

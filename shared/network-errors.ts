@@ -78,13 +78,19 @@ function withUrl(server: string, change: { hostname?: string; protocol?: string 
  * the server does not speak TLS at all — as one line with the fix; null for anything else. The
  * agent stops on these with exit 2 instead of retrying for ever.
  */
-export function tlsMisconfiguration(error: unknown, server: string): string | null {
+export function tlsMisconfiguration(
+  error: unknown,
+  server: string,
+  /** A --ca-file was given: then it is the wrong CA, not a missing flag. */
+  { caGiven = false }: { caGiven?: boolean } = {},
+): string | null {
   const { code, message } = innermostCoded(error);
   if (code && UNTRUSTED_CERT_CODES.has(code))
-    return (
-      `TLS: the certificate of ${server} is not trusted (${code}). If a private CA signed it, pass ` +
-      "--ca-file with that CA's certificate (PEM); otherwise the server needs a certificate from a public CA."
-    );
+    return caGiven
+      ? `TLS: the certificate of ${server} is not trusted (${code}): the --ca-file given did not sign it. ` +
+          "Pass the certificate (PEM) of the CA that did, or the server's certificate is from another CA than you think."
+      : `TLS: the certificate of ${server} is not trusted (${code}). If a private CA signed it, pass ` +
+          "--ca-file with that CA's certificate (PEM); otherwise the server needs a certificate from a public CA.";
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     const names = certificateNames(message);
     const host = (() => {

@@ -134,9 +134,27 @@ describe.skipIf(!hasOpenssl)(
         const status = JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8'));
         expect(status.state).toBe('misconfigured');
       }
+      // A --ca-file of another CA: the flag is there, the CA is the wrong one, and it says that.
+      const otherCa = await createTestCa(await tempDir('ce-pki-other-'));
+      const otherDir = await tempDir('ce-tls-other-ca-');
+      const wrongCa = spawnAgent(
+        [
+          '--server',
+          trusted.localhostUrl,
+          '--key',
+          await keyOf(trusted.srv, 'C'),
+          '--ca-file',
+          otherCa.certFile,
+        ],
+        otherDir,
+      );
+      expect((await wrongCa.exited).code).toBe(2);
+      expect(wrongCa.output()).toMatch(
+        /TLS: the certificate of https:\/\/localhost:\d+ is not trusted \([A-Z_]+\): the --ca-file given did not sign it/,
+      );
       expect(trusted.srv.server.services.connectors.counts().total).toBe(0);
       expect(misnamed.srv.server.services.connectors.counts().total).toBe(0);
-      for (const d of [...dirs, dir]) await rm(d, { recursive: true, force: true });
+      for (const d of [...dirs, dir, otherDir]) await rm(d, { recursive: true, force: true });
     });
 
     it('one server of several with a certificate the agent does not trust is passed over, at enrollment and at a reconnect; the agent stays up', async () => {
