@@ -374,6 +374,11 @@ export function parseServeConfig(flags: ServeFlagValues, env: NodeJS.ProcessEnv 
     throw new Error(
       '--audit-retention goes with --database-url (the audit table); a server without a database rotates audit.jsonl by size: use --audit-max-bytes and --audit-keep',
     );
+  // Its own listener binds first: on the main port the main listener would fail "in use", blamed on --port.
+  if (o.metricsListen && o.port !== 0 && o.metricsListen.port === o.port)
+    throw new Error(
+      `${named('metricsListen')}: port ${o.port} is the server's own (${named('port')}): give the metrics listener another port`,
+    );
   // They would do nothing: the audit log is a table there, which --audit-retention bounds.
   for (const name of ['auditMaxBytes', 'auditKeep'] as const)
     if (given.has(name) && o.databaseUrl)

@@ -140,5 +140,12 @@ describe('--metrics-listen', () => {
       expect(() => parseServeConfig({ metricsListen: bad }, {}), bad).toThrow(
         /--metrics-listen: .*use HOST:PORT/,
       );
+    // On the server's own port (another address): refused here, not blamed on --port at listen.
+    expect(() => parseServeConfig({ metricsListen: '0.0.0.0:7420' }, {})).toThrow(
+      "--metrics-listen: port 7420 is the server's own (--port): give the metrics listener another port",
+    );
+    expect(() => parseServeConfig({ port: '8080' }, { CONNECTOR_METRICS_LISTEN: '127.0.0.2:8080' })).toThrow(
+      /^CONNECTOR_METRICS_LISTEN: port 8080 is the server's own \(--port\)/,
+    );
   });
 });
