@@ -29,6 +29,8 @@ export class HostReporter {
   /** The digest of the facts the server holds, from its `ready` or from a report it accepted. */
   private serverDigest: string | null = null;
   private timer: NodeJS.Timeout | undefined;
+  /** A refresh (collect, then report) under way: the next tick waits for it rather than repeat it. */
+  private refreshing = false;
 
   constructor(private readonly o: HostReporterOptions) {
     this.facts = o.hostFacts;
@@ -39,12 +41,26 @@ export class HostReporter {
     this.serverDigest = digest;
     void this.reportIfChanged(false);
     clearInterval(this.timer);
-    this.timer = setInterval(() => void this.reportIfChanged(true), this.o.intervalMs ?? 300_000);
+    this.timer = setInterval(() => void this.refresh(), this.o.intervalMs ?? 300_000);
     this.timer.unref();
   }
 
   stop(): void {
     clearInterval(this.timer);
+  }
+
+  /**
+   * One tick: skipped while the last one runs. Ticks that overlapped a slow report (a busy server,
+   * a busy host) each sent the same changed facts again, the server's digest not yet updated.
+   */
+  private async refresh(): Promise<void> {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    try {
+      await this.reportIfChanged(true);
+    } finally {
+      this.refreshing = false;
+    }
   }
 
   private async reportIfChanged(refresh: boolean): Promise<void> {
