@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { DAY_MS } from '../../shared/durations.js';
-import { durationFlag } from '../config.js';
+import { durationFlag } from '../flag-values.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, forceFlag } from './flags.js';
 import { printFields, printTable } from './format.js';

@@ -6,7 +6,7 @@
 import { type Command, Option } from 'commander';
 import { z } from 'zod';
 import { parseDuration } from '../../shared/durations.js';
-import { parsedFlag } from '../config.js';
+import { parsedFlag } from '../flag-values.js';
 
 export interface FlagSpec<S extends z.ZodType = z.ZodType> {
   /** commander's flag text, e.g. `--limit <n>` or `--force`. */

@@ -27,7 +27,7 @@ export function registerImportCommand(program: Command, env: NodeJS.ProcessEnv):
       `the empty database, postgres://… (env ${SERVE_FLAGS.databaseUrl.env}; prefer it: argv is visible to other users)`,
     )
     .action(async (flags: ImportFlags) => {
-      const { parseDatabaseUrl } = await import('../config.js');
+      const { parseDatabaseUrl } = await import('../flag-values.js');
       const url = flags.databaseUrl ?? env[SERVE_FLAGS.databaseUrl.env];
       if (!url)
         throw new CliError(

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { parseDuration, parsedFlag } from '../config.js';
+import { parseDuration, parsedFlag } from '../flag-values.js';
 import { JWKS_MAX_AGE_SECONDS } from '../server-config.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, forceFlag } from './flags.js';
