@@ -102,6 +102,9 @@ export async function enroll(
           host,
           agentVersion: AGENT_VERSION,
           ...(config.name ? { name: config.name } : {}),
+          // The server refuses an enrollment through a URL its sessions would refuse (PROOF_INVALID)
+          // before the key is used.
+          serverUrl: server,
         },
         { signal: attemptAbort.signal },
       );
@@ -143,12 +146,20 @@ export async function enroll(
       const notTheApi = cause instanceof NotTheApi ? cause : null;
       const elsewhere = notTheApi !== null && !notTheApi.transient;
       // A server of several that does not know the key may be another deployment's (a replica
-      // started on another database, an old address), and one that is not the API a stale entry:
-      // the others are asked before it is final.
-      if ((reason === 'KEY_INVALID' || elsewhere) && config.servers.length > 1) {
+      // started on another database, an old address), one reached at another URL than its
+      // --public-url a stale entry, and one that is not the API a stale entry too: the others are
+      // asked before it is final.
+      if (
+        (reason === 'KEY_INVALID' || reason === 'PROOF_INVALID' || elsewhere) &&
+        config.servers.length > 1
+      ) {
         passedOver.add(server);
         if (passedOver.size < new Set(config.servers).size) {
-          const what = elsewhere ? notTheApi.message : 'does not know this key (KEY_INVALID)';
+          const what = elsewhere
+            ? notTheApi.message
+            : reason === 'PROOF_INVALID'
+              ? `refused the enrollment (PROOF_INVALID): ${(error as Error).message.replace(/\.$/, '')}`
+              : 'does not know this key (KEY_INVALID)';
           logger.warn(`${server} ${what}: asking the next server of the list`, {
             server,
             ...(reason ? { reason } : {}),

@@ -18,11 +18,7 @@ import { defaultConfig, type ServerConfig } from './server-config.js';
 import { DEFAULT_AUDIT_RETENTION_MS } from './services/audit-retention.js';
 import { DEFAULT_RATE_LIMITS } from './services/rate-limit.js';
 import { cutOffAfterMs, WHEN_CUT_OFF } from './sessions/cut-off.js';
-import {
-  DEFAULT_FEED_RETENTION,
-  MAX_FEED_MAX_AGE_MS,
-  MIN_FEED_MAX_AGE_MS,
-} from './store/postgres/feed-retention.js';
+import { DEFAULT_FEED_RETENTION } from './store/postgres/feed-retention.js';
 
 const serveOptionsSchema = z.object({
   dataDir: z.string().min(1),

@@ -93,6 +93,12 @@ export const enrollInput = z.strictObject({
   host: hostSchema,
   agentVersion: safeText(64).min(1),
   name: nameSchema.optional(),
+  /**
+   * The URL the agent enrolls through (its --server): a server that knows its public URL refuses an
+   * enrollment through another one (PROOF_INVALID) before the key is used, since every session the
+   * agent then opened through it would be refused. Older agents send none: not checked.
+   */
+  serverUrl: z.string().min(1).max(2048).optional(),
 });
 
 /** Bounds of a provisioning key's own lifetime (`ttl`): at least a second, at most a year. */

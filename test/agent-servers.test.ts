@@ -219,14 +219,21 @@ describe('an agent given several servers (--server a,b)', () => {
     const group = await srv.admin.groups.create.mutate({ name: 'Proofs' });
     const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key as string;
     const relays = [await startRelay(srv.url), await startRelay(srv.url)];
-    const goodDir = await tempDir('ce-agent-');
-    const good = spawnAgent(
-      ['--server', `${relays[0]!.url},${srv.url}`, '--key', key, '--name', 'moves-on'],
-      goodDir,
-    );
-    const badDir = await tempDir('ce-agent-');
+    // Both enroll through the server's own URL (an enrollment through a relay is refused before the
+    // key is used: test/proof-binding.test.ts), then are moved to lists with relays in them.
+    const enrolledDir = async (name: string) => {
+      const dir = await tempDir('ce-agent-');
+      const first = spawnAgent(['--server', srv.url, '--key', key, '--name', name], dir);
+      await waitConnected(srv.admin, name);
+      first.kill('SIGTERM');
+      expect((await first.exited).code).toBe(0);
+      return dir;
+    };
+    const goodDir = await enrolledDir('moves-on');
+    const badDir = await enrolledDir('nowhere');
+    const good = spawnAgent(['--server', `${relays[0]!.url},${srv.url}`, '--allow-server-change'], goodDir);
     const bad = spawnAgent(
-      ['--server', `${relays[0]!.url},${relays[1]!.url}`, '--key', key, '--name', 'nowhere'],
+      ['--server', `${relays[0]!.url},${relays[1]!.url}`, '--allow-server-change'],
       badDir,
     );
     try {

@@ -1,12 +1,13 @@
 import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import { generateAgentKeyPair } from '../agent/proof.js';
 import { parseServeConfig } from '../server/config.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
-import { connectSim, enrollSim } from './helpers/agent-sim.js';
+import { connectSim, enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
 import { freePort } from './helpers/processes.js';
 import { startRelay } from './helpers/relay.js';
-import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
+import { rawCall, startTestServer, type TestServer, tempDir } from './helpers/server.js';
 
 /** A server that knows its public URL (--public-url), listening where that URL says. */
 async function serverWithPublicUrl(): Promise<TestServer> {
@@ -51,6 +52,111 @@ describe('a proof names the server it is meant for (htu), checked against --publ
     const session = connectSim(srv.url, enrolled, { htu: `${srv.url.replace(/^http/, 'ws')}/trpc` });
     await session.waitFor('ready');
     await session.close();
+  });
+});
+
+describe('an enrollment through another URL than --public-url is refused before the key is used', () => {
+  it('a single-use key given to an agent with the wrong --server is not spent: exit 3 naming the URL to use, nothing recorded; the right URL then enrolls with it', async () => {
+    await using srv = await serverWithPublicUrl();
+    const group = await srv.admin.groups.create.mutate({ name: 'Once', maxUses: 1 });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const relay = await startRelay(srv.url);
+    const stateDir = await tempDir('ce-wrong-url-agent-');
+    try {
+      const wrong = spawnAgent(['--server', relay.url, '--key', key, '--name', 'misdialled'], stateDir);
+      expect((await wrong.exited).code).toBe(3);
+      expect(wrong.output()).toContain(
+        `PROOF_INVALID: This server is reached at ${srv.url} (its --public-url), not at ${relay.url}: every session through that URL would be refused. Enroll with --server ${srv.url}; the key was not used.`,
+      );
+      expect(await srv.admin.connectors.list.query({ groupId: group.id })).toMatchObject({ items: [] });
+      const refusals = await srv.admin.audit.list.query({ type: 'enrollment.refused' });
+      expect(refusals).toHaveLength(1);
+      expect(refusals[0]).toMatchObject({ reason: 'PROOF_INVALID', groupId: group.id, security: false });
+
+      const right = spawnAgent(['--server', srv.url, '--key', key, '--name', 'misdialled'], stateDir);
+      try {
+        await waitConnected(srv.admin, 'misdialled');
+      } finally {
+        right.kill('SIGTERM');
+        await right.exited;
+      }
+    } finally {
+      await relay.close();
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('with several servers, one that refuses the URL is passed over; only every one refusing stops the agent', async () => {
+    await using srv = await serverWithPublicUrl();
+    const group = await srv.admin.groups.create.mutate({ name: 'Listed', maxUses: 1 });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const relays = [await startRelay(srv.url), await startRelay(srv.url)];
+    const dirs = [await tempDir('ce-wrong-urls-'), await tempDir('ce-one-right-url-')];
+    try {
+      const nowhere = spawnAgent(
+        ['--server', `${relays[0]!.url},${relays[1]!.url}`, '--key', key, '--name', 'nowhere'],
+        dirs[0]!,
+      );
+      expect((await nowhere.exited).code).toBe(3);
+      expect(nowhere.output()).toContain('refused the enrollment (PROOF_INVALID): This server is reached at');
+      expect(nowhere.output()).toContain('the key was not used: asking the next server of the list');
+      expect(nowhere.output()).toContain(`Enroll with --server ${srv.url}; the key was not used.`);
+      // The single use is still there for an agent whose list holds the right URL.
+      const somewhere = spawnAgent(
+        ['--server', `${relays[0]!.url},${srv.url}`, '--key', key, '--name', 'somewhere'],
+        dirs[1]!,
+      );
+      try {
+        await waitConnected(srv.admin, 'somewhere');
+      } finally {
+        somewhere.kill('SIGTERM');
+        await somewhere.exited;
+      }
+    } finally {
+      for (const relay of relays) await relay.close();
+      for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the URL is checked by origin (a path or a default port are the same server); an agent that sends none (older) is not checked', async () => {
+    await using srv = await serverWithPublicUrl();
+    const group = await srv.admin.groups.create.mutate({ name: 'Origins' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const enrollThrough = async (serverUrl: string | undefined, name: string) => {
+      const keyPair = await generateAgentKeyPair();
+      return rawCall(srv.url, 'agent.enroll', {
+        provisioningKey: key,
+        publicKey: keyPair.publicJwk,
+        host: hostFacts(name),
+        agentVersion: 'test',
+        name,
+        ...(serverUrl === undefined ? {} : { serverUrl }),
+      });
+    };
+    expect(await enrollThrough(`${srv.url}/`, 'slash')).toMatchObject({ status: 200 });
+    expect(await enrollThrough(undefined, 'older-agent')).toMatchObject({ status: 200 });
+    const other = await enrollThrough(srv.url.replace('127.0.0.1', 'localhost'), 'by-name');
+    expect(other).toMatchObject({ status: 401, reason: 'PROOF_INVALID' });
+    const notAUrl = await enrollThrough('enroll.example.com', 'no-scheme');
+    expect(notAUrl).toMatchObject({ status: 401, reason: 'PROOF_INVALID' });
+    expect(JSON.stringify(notAUrl.error)).toContain('not at the URL the agent was given');
+    const names = (await srv.admin.connectors.list.query({ groupId: group.id })).items.map((c) => c.name);
+    expect(names.sort()).toEqual(['older-agent', 'slash']);
+  });
+
+  it('a server without --public-url checks no URL', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Unbound' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const keyPair = await generateAgentKeyPair();
+    const answer = await rawCall(srv.url, 'agent.enroll', {
+      provisioningKey: key,
+      publicKey: keyPair.publicJwk,
+      host: hostFacts('anywhere'),
+      agentVersion: 'test',
+      serverUrl: 'https://elsewhere.example.com',
+    });
+    expect(answer).toMatchObject({ status: 200 });
   });
 });
 

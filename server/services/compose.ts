@@ -10,7 +10,7 @@ import type { Policy, Presence } from './deps.js';
 import { EnrollmentService } from './enrollment.js';
 import { DomainEvents } from './events.js';
 import { GroupService } from './groups.js';
-import type { IdentityAuthority } from './identity.js';
+import { type IdentityAuthority, originOf } from './identity.js';
 import { ProvisioningKeyService } from './provisioning-keys.js';
 import { AbuseLimiter, type RateLimits } from './rate-limit.js';
 import { type ReplicaDirectory, ReplicaService } from './replicas.js';
@@ -65,7 +65,16 @@ export function createServices(
     groups: new GroupService(cutOffDeps),
     provisioningKeys: new ProvisioningKeyService({ store, audit, clock, secretBox, policy, logger }),
     connectors,
-    enrollment: new EnrollmentService({ store, audit, clock, identity, policy, metrics, logger }),
+    enrollment: new EnrollmentService({
+      store,
+      audit,
+      clock,
+      identity,
+      policy,
+      metrics,
+      logger,
+      publicOrigin: config.publicUrl ? originOf(config.publicUrl) : null,
+    }),
     apiKeys: new ApiKeyService({ store, audit, clock, logger }),
     signingKeys: new SigningKeyService({ store, audit, clock, identity, presence, logger }),
     agentSessions: new AgentSessionService({

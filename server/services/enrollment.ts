@@ -4,6 +4,7 @@ import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
+import { originOf } from './identity.js';
 import { ed25519Thumbprint } from './jws.js';
 import { onceSaved, savedLate, unlessAuditNotWritten } from './once-saved.js';
 import { keyState } from './provisioning-keys.js';
@@ -15,6 +16,8 @@ export interface EnrollRequest {
   host: HostFacts;
   agentVersion: string;
   name?: string | undefined;
+  /** The URL the agent enrolls through (its --server); older agents send none. */
+  serverUrl?: string | undefined;
 }
 
 export interface EnrollResult {
@@ -46,7 +49,10 @@ const SECURITY_REASONS: ReadonlySet<ErrorReason> = new Set([
 export type EnrollmentServiceDeps = Pick<
   ServiceDeps,
   'store' | 'audit' | 'clock' | 'identity' | 'policy' | 'metrics' | 'logger'
->;
+> & {
+  /** The origin of --public-url, which agents' session proofs must name; null without it. */
+  publicOrigin: string | null;
+};
 
 export class EnrollmentService {
   constructor(private readonly deps: EnrollmentServiceDeps) {}
@@ -79,6 +85,8 @@ export class EnrollmentService {
       first = this.deps.store.read((view) => this.checkKey(view, request.provisioningKey, keyId, jkt));
     }
     if (first.refusal) return this.refuse(first, remoteAddress);
+    const wrongUrl = this.wrongServerUrl(request.serverUrl);
+    if (wrongUrl) return this.refuse({ ...first, refusal: 'PROOF_INVALID' }, remoteAddress, wrongUrl);
 
     const connectorId = enrolledConnectorId(first.groupId!, jkt);
     const identity = await this.deps.identity.issue(
@@ -209,7 +217,24 @@ export class EnrollmentService {
     return { ...found, refusal: null };
   }
 
-  private async refuse(check: KeyCheck, remoteAddress: string): Promise<never> {
+  /**
+   * Why an enrollment through `serverUrl` must be refused, or null: the agent's sessions name the URL
+   * it was given, and a server that knows its public URL refuses every proof naming another one. Let
+   * through, the enrollment would use the key (a single-use key's only use) for an identity that
+   * could never connect there, and sit "never connected" until the pending sweep deleted it.
+   */
+  private wrongServerUrl(serverUrl: string | undefined): string | null {
+    const expected = this.deps.publicOrigin;
+    if (expected === null || serverUrl === undefined) return null;
+    const given = originOf(serverUrl);
+    if (given === expected) return null;
+    return (
+      `This server is reached at ${expected} (its --public-url), not at ${given ?? 'the URL the agent was given'}: ` +
+      `every session through that URL would be refused. Enroll with --server ${expected}; the key was not used.`
+    );
+  }
+
+  private async refuse(check: KeyCheck, remoteAddress: string, message?: string): Promise<never> {
     const reason = check.refusal!;
     const security = SECURITY_REASONS.has(reason);
     this.deps.metrics.enrollments.inc({ outcome: reason });
@@ -227,6 +252,6 @@ export class EnrollmentService {
     const log = { reason, keyId: check.keyId, groupId: check.groupId, remoteAddress };
     if (security) this.deps.logger.warn({ ...log, security: true }, 'enrollment with a no-longer-valid key');
     else this.deps.logger.info(log, 'enrollment refused');
-    throw new DomainError(reason);
+    throw new DomainError(reason, message);
   }
 }
