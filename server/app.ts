@@ -25,7 +25,7 @@ import { ObservedStore } from './store/observed-store.js';
 import { databaseLocation } from './store/postgres/location.js';
 
 // serve-command.ts loads this module lazily and tells a bad TLS pair from other start-up failures.
-export { TlsConfigError } from './data-files.js';
+export { TlsConfigError } from './tls-files.js';
 
 export interface RunningServer {
   url: string;

@@ -5,10 +5,11 @@ import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ensurePrivateDir } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
-import { type DataFiles, loadTlsPair, openDataFiles } from './data-files.js';
+import { type DataFiles, openDataFiles } from './data-files.js';
 import { checkCanListen } from './http/endpoints.js';
 import type { ServerConfig } from './server-config.js';
 import { type DataDirLock, lockDataDir } from './store/data-dir-lock.js';
+import { loadTlsPair } from './tls-files.js';
 
 /** What start-up opens before anything listens. */
 export interface ServerState {

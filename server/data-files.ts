@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, readdirSync } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { writeFileDurably } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
@@ -143,26 +142,6 @@ export class DatabaseStartError extends Error {
   ) {
     super(message);
   }
-}
-
-/** The --tls-cert / --tls-key pair cannot be used; the message names the file and the problem. */
-export class TlsConfigError extends Error {}
-
-/** Reads and checks the certificate and key before anything else starts, so a bad pair touches nothing. */
-export async function loadTlsPair(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
-  const read = (file: string, flag: string) =>
-    readFile(file).catch((error: NodeJS.ErrnoException) => {
-      throw new TlsConfigError(`${flag} ${file}: cannot read it (${error.code ?? error.message})`);
-    });
-  const [cert, key] = await Promise.all([read(certFile, '--tls-cert'), read(keyFile, '--tls-key')]);
-  try {
-    createSecureContext({ cert, key });
-  } catch (error) {
-    throw new TlsConfigError(
-      `--tls-cert ${certFile} / --tls-key ${keyFile}: not a usable PEM certificate and matching key (${(error as Error).message})`,
-    );
-  }
-  return { cert, key };
 }
 
 /** What the server runs on: its secret, store, audit log and signing keys, wherever they live. */

@@ -409,9 +409,21 @@ describe.skipIf(!hasOpenssl)(
         {
           cert: join(dir, 'missing.pem'),
           key: good.keyFile,
-          says: /--tls-cert .*missing\.pem: cannot read it \(ENOENT\)/,
+          says: /--tls-cert .*missing\.pem: cannot read it \(ENOENT: no such file: check the path\)/,
         },
-        { cert: good.certFile, key: ca.keyFile, says: /not a usable PEM certificate and matching key/ },
+        // Each file on its own, named, with what it must hold (not OpenSSL's "no start line" alone).
+        {
+          cert: good.keyFile,
+          key: good.keyFile,
+          says: /--tls-cert \S+: not a PEM certificate \("-----BEGIN CERTIFICATE-----"/,
+        },
+        {
+          cert: good.certFile,
+          key: good.certFile,
+          says: /--tls-key \S+: not an unencrypted PEM private key \("-----BEGIN PRIVATE KEY-----"/,
+        },
+        // Both fine, but not a pair.
+        { cert: good.certFile, key: ca.keyFile, says: /: the key is not the certificate's \(use the key/ },
       ];
       for (const c of cases) {
         const fresh = join(dir, 'untouched');

@@ -56,6 +56,8 @@ export function registerServeCommand(program: Command): void {
       // which the shipped unit does not restart (each restart would only say it again).
       if (error instanceof DatabaseStartError)
         throw new CliError(`cannot start: ${error.message}`, error.configuration ? 2 : 1);
+      // Exit 1, which the shipped unit restarts: a certificate renewal caught half-written (the new
+      // certificate, the old key) or a mount not up yet is right again a moment later.
       if (error instanceof DataFileError || error instanceof TlsConfigError)
         throw new CliError(`cannot start: ${error.message}`);
       // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
