@@ -60,4 +60,22 @@ describe('tlsMisconfiguration', () => {
       'TLS: the certificate of https://localhost:7524 is not for localhost but for 127.0.0.1; use --server https://127.0.0.1:7524 (a --server host name the certificate names).',
     );
   });
+
+  it('a --server IP address against a certificate of DNS names: the names come from the certificate (Node lists only its IP addresses)', () => {
+    const error = mismatch('127.0.0.1', {
+      subject: {} as never,
+      subjectaltname: 'DNS:enroll.example.com, email:ops@example.com, DNS:*.example.com',
+    });
+    expect(error.message).not.toContain('enroll.example.com');
+    expect(tlsMisconfiguration(error, 'https://127.0.0.1:7524')).toBe(
+      'TLS: the certificate of https://127.0.0.1:7524 is not for 127.0.0.1 but for enroll.example.com; use --server https://enroll.example.com:7524 (a --server host name the certificate names).',
+    );
+    // An IPv6 address it names goes into the URL in brackets.
+    expect(
+      tlsMisconfiguration(
+        mismatch('localhost', { subject: {} as never, subjectaltname: 'IP Address:FD00:0:0:0:0:0:0:1' }),
+        'https://localhost:7524',
+      ),
+    ).toMatch(/but for FD00:0:0:0:0:0:0:1; use --server https:\/\/\[fd00::1\]:7524 /);
+  });
 });

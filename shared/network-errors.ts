@@ -13,7 +13,7 @@ const UNTRUSTED_CERT_CODES = new Set([
 ]);
 
 /** The innermost error with a string `code` under `error` (fetch nests it in `cause`, a websocket's ErrorEvent in `error`). */
-function innermostCoded(error: unknown): { code: string | null; message: string } {
+function innermostCoded(error: unknown): { code: string | null; message: string; coded: object | null } {
   let found: { code?: unknown; message?: unknown } | null = null;
   let deepest: { message?: unknown } | null = null;
   let current: unknown = error;
@@ -31,7 +31,7 @@ function innermostCoded(error: unknown): { code: string | null; message: string 
     .replace(/:\.\.\/deps\/openssl\/\S*/g, '')
     .replace(/\s+/g, ' ')
     .trim();
-  return { code: typeof found?.code === 'string' ? found.code : null, message };
+  return { code: typeof found?.code === 'string' ? found.code : null, message, coded: found };
 }
 
 /** What a TLS client sees when the server answers its hello in plain HTTP. */
@@ -44,19 +44,25 @@ function isPlainTextAnswer(code: string | null, message: string): boolean {
 }
 
 /**
- * The names a certificate holds, from Node's message: "… is not in the cert's altnames: DNS:a, DNS:b",
- * "… is not in the cert's list: …" (an IP), or, for a host name against a certificate with no DNS
- * name, "… is not cert's CN: a".
+ * The names a certificate holds: from the certificate Node attaches to its verdict when it is there
+ * (its subjectAltName), else from Node's message: "… is not in the cert's altnames: DNS:a, DNS:b",
+ * "… is not in the cert's list: …" (an IP: the list then holds the IP addresses only), or, for a
+ * host name against a certificate with no DNS name, "… is not cert's CN: a".
  */
-function certificateNames(message: string): string[] {
+function certificateNames(message: string, coded: object | null): string[] {
+  const altNames = (coded as { cert?: { subjectaltname?: unknown } } | null)?.cert?.subjectaltname;
   // Node says "altnames:" twice in the first form: the names follow its own reason, not the prefix.
   const list =
-    /(?:is not in the cert's altnames|is not in the cert's list|is not cert's CN): (.*)$/.exec(
-      message,
-    )?.[1] ?? '';
+    typeof altNames === 'string' && altNames
+      ? altNames
+      : (/(?:is not in the cert's altnames|is not in the cert's list|is not cert's CN): (.*)$/.exec(
+          message,
+        )?.[1] ?? '');
   return list
     .split(',')
-    .map((name) => name.trim().replace(/^(?:DNS|IP Address):/, ''))
+    .map((name) => name.trim())
+    .filter((name) => !/^(?:email|URI|DirName|othername|Registered ID):/i.test(name))
+    .map((name) => name.replace(/^(?:DNS|IP Address):/, ''))
     .filter((name) => name && !name.includes('*'));
 }
 
@@ -64,7 +70,9 @@ function certificateNames(message: string): string[] {
 function withUrl(server: string, change: { hostname?: string; protocol?: string }): string {
   try {
     const url = new URL(server);
-    if (change.hostname) url.hostname = change.hostname;
+    // An IPv6 address goes in brackets, or the URL keeps its old host.
+    if (change.hostname)
+      url.hostname = change.hostname.includes(':') ? `[${change.hostname}]` : change.hostname;
     let text = url.href.replace(/\/$/, '');
     if (change.protocol) text = text.replace(/^https:/, change.protocol);
     return text;
@@ -81,10 +89,17 @@ function withUrl(server: string, change: { hostname?: string; protocol?: string 
 export function tlsMisconfiguration(
   error: unknown,
   server: string,
-  /** A --ca-file was given: then it is the wrong CA, not a missing flag. */
-  { caGiven = false }: { caGiven?: boolean } = {},
+  {
+    caGiven = false,
+    allowInsecureFlag = true,
+  }: {
+    /** A --ca-file was given: then it is the wrong CA, not a missing flag. */
+    caGiven?: boolean;
+    /** The program has --allow-insecure (the agent), which plain http:// off loopback needs. */
+    allowInsecureFlag?: boolean;
+  } = {},
 ): string | null {
-  const { code, message } = innermostCoded(error);
+  const { code, message, coded } = innermostCoded(error);
   if (code && UNTRUSTED_CERT_CODES.has(code))
     return caGiven
       ? `TLS: the certificate of ${server} is not trusted (${code}): the --ca-file given did not sign it. ` +
@@ -92,7 +107,7 @@ export function tlsMisconfiguration(
       : `TLS: the certificate of ${server} is not trusted (${code}). If a private CA signed it, pass ` +
           "--ca-file with that CA's certificate (PEM); otherwise the server needs a certificate from a public CA.";
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    const names = certificateNames(message);
+    const names = certificateNames(message, coded);
     const host = (() => {
       try {
         return new URL(server).hostname;
@@ -111,8 +126,8 @@ export function tlsMisconfiguration(
   if (server.startsWith('https:') && isPlainTextAnswer(code, message))
     return (
       `TLS: ${server} answered in plain text, not TLS: it serves http://, not https://. Use ` +
-      `--server ${withUrl(server, { protocol: 'http:' })} if that server really is plain HTTP (off loopback ` +
-      'also --allow-insecure), or the URL of its TLS port.'
+      `--server ${withUrl(server, { protocol: 'http:' })} if that server really is plain HTTP` +
+      `${allowInsecureFlag ? ' (off loopback also --allow-insecure)' : ''}, or the URL of its TLS port.`
     );
   return null;
 }

@@ -42,6 +42,22 @@ describe.skipIf(!opensslAvailable())(
           CONNECTOR_CA_FILE: ca.certFile,
         }),
         cli(['groups', 'list', '--server', tls.url], key(tls)),
+        cli(
+          [
+            'groups',
+            'list',
+            '--server',
+            misnamed.url.replace('127.0.0.1', 'localhost'),
+            '--ca-file',
+            ca.certFile,
+          ],
+          key(misnamed),
+        ),
+      ]);
+      const otherCaDir = await tempDir('ce-admin-tls-other-ca-');
+      const otherCa = await createTestCa(otherCaDir);
+      const [wrongCa, misnamedByIp] = await Promise.all([
+        cli(['groups', 'list', '--server', tls.url, '--ca-file', otherCa.certFile], key(tls)),
         cli(['groups', 'list', '--server', misnamed.url, '--ca-file', ca.certFile], key(misnamed)),
       ]);
       const [httpsToPlain, noScheme, refused, missingCa] = await Promise.all([
@@ -57,17 +73,33 @@ describe.skipIf(!opensslAvailable())(
 
       // A TLS misconfiguration, which a flag fixes: exit 2, as for the agent.
       expect(untrusted.code).toBe(2);
-      expect(untrusted.stderr).toMatch(/certificate is not trusted .*pass --ca-file/);
+      expect(untrusted.stderr).toMatch(
+        /is not trusted \([A-Z_]+\)\. If a private CA signed it, pass --ca-file/,
+      );
       expect(untrusted.stderr).toContain(tls.url);
       expectOneLine(untrusted.stderr);
 
+      // The CA given is not the one that signed it: not "pass --ca-file" again.
+      expect(wrongCa.code).toBe(2);
+      expect(wrongCa.stderr).toMatch(/is not trusted \([A-Z_]+\): the --ca-file given did not sign it/);
+      expect(wrongCa.stderr).not.toContain('If a private CA signed it');
+      expectOneLine(wrongCa.stderr);
+
+      // The names the certificate holds, and the --server that would match, for a host name and for
+      // an IP address (whose error from Node lists the certificate's IP addresses only).
       expect(hostName.code).toBe(2);
-      expect(hostName.stderr).toMatch(/certificate is not for this host name/);
+      expect(hostName.stderr).toContain(
+        `is not for localhost but for enroll.example.com; use --server https://enroll.example.com:${new URL(misnamed.url).port}`,
+      );
       expectOneLine(hostName.stderr);
+      expect(misnamedByIp.code).toBe(2);
+      expect(misnamedByIp.stderr).toMatch(
+        /is not for 127\.0\.0\.1 but for enroll\.example\.com; use --server/,
+      );
 
       expect(httpsToPlain.code).toBe(2);
-      expect(httpsToPlain.stderr).toMatch(
-        /did not answer in TLS.*use an http:\/\/ URL, or start the server with --tls-cert/,
+      expect(httpsToPlain.stderr).toContain(
+        `answered in plain text, not TLS: it serves http://, not https://. Use --server ${plain.url} if that server really is plain HTTP, or the URL of its TLS port.`,
       );
       expectOneLine(httpsToPlain.stderr);
 
@@ -85,6 +117,7 @@ describe.skipIf(!opensslAvailable())(
       expectOneLine(missingCa.stderr);
 
       await rm(dir, { recursive: true, force: true });
+      await rm(otherCaDir, { recursive: true, force: true });
     });
   },
 );

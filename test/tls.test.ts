@@ -334,7 +334,7 @@ describe.skipIf(!hasOpenssl)(
       const untrusted = spawnTs('server/main.ts', ['backup', '--out', out, '--server', httpsUrl], { env });
       expect((await untrusted.exited).code).toBe(2);
       expect(untrusted.output()).toMatch(
-        /cannot reach the server at https:\/\/127\.0\.0\.1:\d+: TLS: the server's certificate is not trusted/,
+        /cannot reach the server: TLS: the certificate of https:\/\/127\.0\.0\.1:\d+ is not trusted \([A-Z_]+\)\. If a private CA signed it, pass --ca-file/,
       );
       const flagged = spawnTs(
         'server/main.ts',

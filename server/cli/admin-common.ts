@@ -19,6 +19,7 @@ import {
   firstAnswering,
   isTlsMisconfiguration,
   noticingNotReady,
+  type UnreachableContext,
 } from './connection.js';
 import { addFlags, type Flags, flagShape, wholeNumber } from './flags.js';
 
@@ -164,11 +165,8 @@ const CLI_HINTS: Partial<Record<ErrorReason, string>> = {
   RATE_LIMITED: 'wait the time named above, then try again',
 };
 
-/**
- * Explains a failed API call: the reason, what it means and how to fix it. `call` says whether the
- * call asked for a change; `plainHttpChecked` that its port was found to be no TLS one.
- */
-export function explain(error: unknown, server: string, call?: CallKind, plainHttpChecked = false): CliError {
+/** Explains a failed API call: the reason, what it means and how to fix it. */
+export function explain(error: unknown, server: string, context: UnreachableContext = {}): CliError {
   const reason = reasonOf(error);
   if (reason) {
     const message = error instanceof Error ? error.message : ERROR_REASONS[reason].message;
@@ -179,7 +177,7 @@ export function explain(error: unknown, server: string, call?: CallKind, plainHt
     );
   }
   if (error instanceof TRPCClientError) {
-    const line = explainUnreachable(error, server, call, plainHttpChecked);
+    const line = explainUnreachable(error, server, context);
     // A TLS misconfiguration (an untrusted or misnamed certificate, https:// to a plain port) is
     // fixed by a flag, as http:// to a TLS port is: exit 2, as the agent says it too.
     return new CliError(line, isTlsMisconfiguration(error) ? 2 : 1);
@@ -263,7 +261,11 @@ export function adminCli(env: AdminEnv) {
       } catch (error) {
         const tlsPort = error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, server) : null;
         if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (${from})`, 2);
-        const explained = explain(error, server, call, true);
+        const explained = explain(error, server, {
+          call,
+          plainHttpChecked: true,
+          caGiven: Boolean(options.caFile),
+        });
         if (explained.reason !== 'ADMIN_KEY_INVALID') throw explained;
         throw new CliError(
           `${explained.message}\n  ${adminKeySource(options, env.adminKey, adminKey)}`,

@@ -193,7 +193,7 @@ async function online(options: BackupOptions, env: AdminEnv) {
     });
   } catch (error) {
     throw new CliError(
-      `${explainUnreachable(error, options.server)} (a stopped server is backed up with --data-dir)`,
+      `${explainUnreachable(error, options.server, { caGiven: Boolean(options.caFile) })} (a stopped server is backed up with --data-dir)`,
       isTlsMisconfiguration(error) ? 2 : 1,
     );
   } finally {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { caPemProblem } from '../../shared/ca-pem.js';
-import { describeNetworkError } from '../../shared/network-errors.js';
+import { describeNetworkError, tlsMisconfiguration } from '../../shared/network-errors.js';
 import { fetchVia } from '../../shared/node-fetch.js';
 import { NOT_READY_HEADER } from '../../shared/protocol.js';
 
@@ -137,20 +137,29 @@ export function isTlsMisconfiguration(error: unknown): boolean {
 /** What the caller of a change that got no answer must know: the server may have saved it. */
 const MAY_BE_SAVED = 'the change may have been saved or not: check (list or get) before trying again';
 
-/**
- * One line on a call that got no answer from the server: what failed and what to do. `call` says
- * whether it asked for a change; `plainHttpChecked` that the port was found not to speak TLS (so
- * "use an https:// URL" would be wrong).
- */
+/** What explainUnreachable knows of the command besides the error. */
+export interface UnreachableContext {
+  /** Whether the call asked for a change (which may then be saved or not). */
+  call?: CallKind;
+  /** The port was found not to speak TLS (so "use an https:// URL" would be wrong). */
+  plainHttpChecked?: boolean;
+  /** A --ca-file was given: an untrusted certificate is then the wrong CA, not a missing flag. */
+  caGiven?: boolean;
+}
+
+/** One line on a call that got no answer from the server: what failed and what to do. */
 export function explainUnreachable(
   error: unknown,
   server: string,
-  call: CallKind = { change: false },
-  plainHttpChecked = false,
+  { call = { change: false }, plainHttpChecked = false, caGiven = false }: UnreachableContext = {},
 ): string {
   const waited = unansweredWithin(error);
   if (waited !== null)
     return `the server at ${server} did not answer within ${waited} s (--timeout): it may be stalled or waiting on its storage; see its /healthz and its log${call.change ? `; ${MAY_BE_SAVED}` : ''}`;
+  // The agent's words for a certificate not trusted or for another name: the names it holds, and
+  // whether the --ca-file given is the wrong one.
+  const misconfigured = tlsMisconfiguration(error, server, { caGiven, allowInsecureFlag: false });
+  if (misconfigured) return `cannot reach the server: ${misconfigured}`;
   const detail = describeNetworkError(error);
   if (detail.startsWith('TLS:')) return `cannot reach the server at ${server}: ${detail}`;
   if (/ECONNREFUSED/.test(detail))
