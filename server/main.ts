@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { CommanderError } from 'commander';
 import { exitQuietlyWhenStdoutCloses } from '../shared/closed-stdout.js';
-import { CliError } from './cli/admin-common.js';
+import { CliError } from './cli/cli-error.js';
 import { buildServerProgram } from './cli/program.js';
 
 /** With --json, errors go to stderr as one JSON object too, so a script reads one format. */

@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { adminCommand, adminEnv, adminOptions, CliError, parseOptions } from '../server/cli/admin-common.js';
+import { adminCommand, adminEnv, adminOptions, parseOptions } from '../server/cli/admin-common.js';
+import { CliError } from '../server/cli/cli-error.js';
 import { addFlags, flag, flagShape, wholeNumber } from '../server/cli/flags.js';
 
 describe('admin CLI options', () => {

@@ -21,13 +21,13 @@ describe('the admin key an admin command uses', () => {
     const r = await serverCli(
       ['groups', 'list', '--server', srv.url, '--admin-key-file', srv.server.adminKeyFile],
       {
-        CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+        CONNECTOR_ADMIN_KEY: WELL_SHAPED_UNKNOWN_KEY,
       },
     );
     expect(r.code, r.stderr).toBe(0);
     // Without the flag the environment is used (and here it is wrong).
     const envOnly = await serverCli(['groups', 'list', '--server', srv.url], {
-      CONNECTOR_ADMIN_KEY: 'cak_not-a-real-key',
+      CONNECTOR_ADMIN_KEY: WELL_SHAPED_UNKNOWN_KEY,
     });
     expect(envOnly.code).toBe(1);
     expect(envOnly.stderr).toContain('ADMIN_KEY_INVALID');
@@ -62,7 +62,55 @@ describe('the admin key an admin command uses', () => {
     expect(none.stderr).toContain(`${join(dataDir, 'admin.key')} does not exist`);
     expectOneLine(none.stderr);
   });
+
+  it('a key file or CONNECTOR_ADMIN_KEY holding more than the key is refused before anything is sent, and its text never printed', async () => {
+    await using srv = await startTestServer();
+    const dir = await tempDir('ce-keyfile-shape-');
+    const key = srv.adminKey;
+    const cases: Array<{ from: string[]; env?: string; says: string }> = [];
+    const file = async (name: string, text: string) => {
+      const path = join(dir, name);
+      await writeFile(path, text, { mode: 0o600 });
+      return path;
+    };
+    const commented = await file('commented.key', `# production admin key\n${key}\n`);
+    cases.push({
+      from: ['--admin-key-file', commented],
+      says: `--admin-key-file ${commented} is not an admin API key`,
+    });
+    const two = await file('two.key', `${key}\n${key}\n`);
+    cases.push({ from: ['--admin-key-file', two], says: 'it holds 2 lines' });
+    const nul = await file('nul.key', `${key}\0`);
+    cases.push({ from: ['--admin-key-file', nul], says: 'is not one whole (a character missing, extra or changed)' });
+    const provisioning = await file('provisioning.key', `cpk_${'a'.repeat(12)}_${'B'.repeat(43)}`);
+    cases.push({ from: ['--admin-key-file', provisioning], says: 'it holds a provisioning key (cpk_…)' });
+    cases.push({ from: ['--admin-key-file', '/dev/zero'], says: 'it holds more than 4096 bytes' });
+    cases.push({
+      from: [],
+      env: `${key}\nx`,
+      says: 'the admin key from CONNECTOR_ADMIN_KEY is not an admin API key',
+    });
+    const results = await Promise.all(
+      cases.map((c) =>
+        serverCli(['groups', 'list', '--server', srv.url, ...c.from], { CONNECTOR_ADMIN_KEY: c.env ?? '' }),
+      ),
+    );
+    for (const [i, r] of results.entries()) {
+      expect(r.code, cases[i]!.says).toBe(2);
+      expect(r.stderr).toContain(cases[i]!.says);
+      expect(r.stderr).toContain('nothing was sent');
+      expect(r.stderr).not.toContain(key.slice(20));
+      expectOneLine(r.stderr);
+    }
+    // Nothing reached the server: no failed admin call was counted.
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_admin_auth_failures_total 0$/m);
+    await rm(dir, { recursive: true, force: true });
+  });
 });
+
+/** An admin key of the right shape that no server made. */
+const WELL_SHAPED_UNKNOWN_KEY = `cak_${'z'.repeat(12)}_${'A'.repeat(43)}`;
 
 describe('asking for the status a connector or group already has', () => {
   it('changes nothing: no audit event, nothing pushed to the agent, and says so', async () => {

@@ -1,6 +1,5 @@
 /** What every admin command shares: its options, the environment's defaults, the client, errors and lookups. */
 
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
@@ -9,6 +8,8 @@ import { didYouMean, nearest } from '../../shared/nearest.js';
 import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
+import { resolveAdminKey } from './admin-key.js';
+import { CliError } from './cli-error.js';
 import {
   ADMIN_CALL_TIMEOUT_S,
   adminFetch,
@@ -79,62 +80,8 @@ export function adminEnv(env: NodeJS.ProcessEnv): AdminEnv {
   };
 }
 
-/**
- * A failure the CLI explains and exits on; `exitCode` 2 is a usage error. `reason` is the API's
- * reason when the server gave one (printed in `--json` errors).
- */
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-    readonly reason: string | null = null,
-  ) {
-    super(message);
-  }
-}
-
 /** Reasons that mean the command sent input the server could not take: the user's to fix, as a usage error. */
 const USAGE_REASONS = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);
-
-/**
- * The admin key: `--admin-key-file` if given (a flag beats the environment, as everywhere), else
- * CONNECTOR_ADMIN_KEY, else `<data-dir>/admin.key`. Every way it can fail is one line naming the file.
- */
-export function resolveAdminKey(
-  options: Pick<AdminOptions, 'adminKeyFile' | 'dataDir'>,
-  fromEnv: string | undefined,
-): string {
-  if (!options.adminKeyFile && fromEnv) return fromEnv;
-  const flag = options.adminKeyFile ? '--admin-key-file' : null;
-  const file = options.adminKeyFile ?? join(options.dataDir, 'admin.key');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !flag)
-      throw new CliError(
-        `no admin API key: ${file} does not exist; fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
-        2,
-      );
-    const why =
-      code === 'ENOENT'
-        ? 'no such file'
-        : code === 'EISDIR'
-          ? 'it is a directory, not a file'
-          : code === 'EACCES' || code === 'EPERM'
-            ? 'permission denied (run as the user that owns it)'
-            : (code ?? (error as Error).message);
-    throw new CliError(`cannot read the admin key ${flag ? `${flag} ` : ''}${file}: ${why}`, 2);
-  }
-  const key = text.trim();
-  if (!key)
-    throw new CliError(
-      `the admin key file ${file} is empty; fix: point to the file the server wrote (admin.key)`,
-      2,
-    );
-  return key;
-}
 
 /**
  * Where the admin key a refused call sent came from, with its public id: after `api-keys delete` of

@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
-import { type AdminEnv, CliError, parseOptions, resolveAdminKey } from './admin-common.js';
+import { type AdminEnv, parseOptions } from './admin-common.js';
+import { resolveAdminKey } from './admin-key.js';
+import { CliError } from './cli-error.js';
 import {
   ADMIN_CALL_TIMEOUT_S,
   adminFetch,

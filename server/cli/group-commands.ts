@@ -6,11 +6,11 @@ import {
   type AdminEnv,
   type AdminOptions,
   adminCli,
-  CliError,
   connectionFlags,
   print,
   resolveGroup,
 } from './admin-common.js';
+import { CliError } from './cli-error.js';
 import { flag, forceFlag, wholeNumber } from './flags.js';
 import { printFields, printTable, relative } from './format.js';
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { SERVE_FLAGS } from '../config.js';
-import { CliError } from './admin-common.js';
 import { withDataDirErrors } from './backup-commands.js';
+import { CliError } from './cli-error.js';
 
 interface ImportFlags {
   dataDir: string;

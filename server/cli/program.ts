@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
 import { addCompletionCommand } from '../../shared/cli-completion.js';
-import { adminEnv, CliError } from './admin-common.js';
+import { adminEnv } from './admin-common.js';
 import { registerApiKeyCommands } from './api-key-commands.js';
 import { registerAuditCommand } from './audit-command.js';
 import { registerBackupCommands } from './backup-commands.js';
+import { CliError } from './cli-error.js';
 import { registerConnectorCommands } from './connector-commands.js';
 import { registerGroupCommands } from './group-commands.js';
 import { registerImportCommand } from './import-command.js';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { type AdminEnv, adminCli, CliError, print } from './admin-common.js';
+import { type AdminEnv, adminCli, print } from './admin-common.js';
+import { CliError } from './cli-error.js';
 import { flag, wholeNumber } from './flags.js';
 import { printTable, relative, shortReplicaId as shortId } from './format.js';
 

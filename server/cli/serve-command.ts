@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
-import { CliError } from './admin-common.js';
+import { CliError } from './cli-error.js';
 
 /** `serve`: its flags come from SERVE_FLAGS (each also env CONNECTOR_<FLAG>); start-up failures are one line. */
 export function registerServeCommand(program: Command): void {
