@@ -493,6 +493,22 @@ function hostileCases(spec: ProcedureSpec, f: Fixture): HostileCase[] {
 // 1. Malformed input, procedure by procedure
 // ---------------------------------------------------------------------------------------------------
 
+/** A request by `method` (fetch refuses TRACE): its status, Allow header and body. */
+function withMethod(url: string, method: string, path: string) {
+  return new Promise<{ status: number; allow: string | undefined; body: string }>((resolve, reject) => {
+    const req = request(`${url}${path}`, { method }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, allow: res.headers.allow, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('malformed input to every admin procedure', () => {
   let fixture: Fixture;
   beforeAll(async () => {
@@ -569,6 +585,14 @@ describe('malformed input to every admin procedure', () => {
       status: 405,
       reason: 'METHOD_NOT_ALLOWED',
     });
+    // Neither GET nor POST: the same answer, for any path under /trpc/ (TRACE was a 500 and an
+    // error line with a stack in the log, for anyone who sent one).
+    for (const method of ['TRACE', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
+      const answer = await withMethod(srv.url, method, '/trpc/groups.list');
+      expect(answer.status, method).toBe(405);
+      expect(answer.allow).toBe('GET, POST');
+      expect(JSON.parse(answer.body).error.data.reason).toBe('METHOD_NOT_ALLOWED');
+    }
     for (const path of ['groups.drop', 'groups', '__proto__.toString', 'agent.enroll.x']) {
       expect(await rawCall(srv.url, path, {}, { key, method: 'POST' }), path).toMatchObject({
         status: 404,

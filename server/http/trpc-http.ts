@@ -1,6 +1,7 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import type { Logger } from 'pino';
-import { DomainError } from '../../shared/errors.js';
+import { DomainError, ERROR_REASONS } from '../../shared/errors.js';
 import { bearerTokenOf, type Context, type Services } from '../context.js';
 import { appRouter } from '../router.js';
 import type { SessionHub } from '../sessions/hub.js';
@@ -26,6 +27,30 @@ export function trpcHttpHandler({
   clientAddressOf,
   problems,
 }: TrpcHttpOptions) {
+  const handler = trpcHandler({ services, hub, logger, maxBodyBytes, clientAddressOf, problems });
+  return (req: IncomingMessage, res: ServerResponse) => {
+    // tRPC takes queries by GET and mutations by POST; it answered any other method with its own
+    // errors (TRACE: a 500 and an error line with a stack, for anyone who sent one).
+    if (!CALL_METHODS.has(req.method ?? '')) {
+      const { message, hint } = ERROR_REASONS.METHOD_NOT_ALLOWED;
+      const data = { code: 'METHOD_NOT_SUPPORTED', httpStatus: 405, reason: 'METHOD_NOT_ALLOWED', hint };
+      res
+        .writeHead(405, {
+          allow: 'GET, POST',
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+        })
+        .end(JSON.stringify({ error: { message, code: -32005, data } }));
+      return;
+    }
+    handler(req, res);
+  };
+}
+
+/** The methods a tRPC call comes by (HEAD: a GET without its body). */
+const CALL_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST']);
+
+function trpcHandler({ services, hub, logger, maxBodyBytes, clientAddressOf, problems }: TrpcHttpOptions) {
   return createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
