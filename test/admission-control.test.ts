@@ -184,6 +184,48 @@ describe('admission control: websocket handshakes in progress are capped', () =>
   });
 });
 
+/** The server's gauge of connections that carry no authenticated session (the guard's count). */
+async function unauthenticated(srv: TestServer): Promise<number> {
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  return Number(/^connector_connections_unauthenticated (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}
+
+/**
+ * A websocket whose client stops reading once it has sent `first` (if anything): it never answers
+ * the server's close frame, as a stranger holding connections would not.
+ */
+async function deafSocket(srv: TestServer, first?: string): Promise<WebSocket> {
+  const ws = await holdHandshake(srv);
+  if (first !== undefined) await new Promise<void>((resolve) => ws.send(first, () => resolve()));
+  (ws as unknown as { _socket: Socket })._socket.pause();
+  return ws;
+}
+
+describe('a socket the server turns away is cut if it does not answer the close frame', () => {
+  it('past the connectionParams deadline, or refused: each connection is gone within seconds (the ws library waited 30 s for the answer), its slot free', async () => {
+    await using srv = await startTestServer({ config: { handshakeTimeoutMs: 300 } });
+    const baseline = await unauthenticated(srv);
+    const sockets = [
+      // Never sends its connectionParams: 4408 at the deadline.
+      await deafSocket(srv),
+      // Sends connectionParams that are refused: 4001 at once.
+      await deafSocket(
+        srv,
+        JSON.stringify({ method: 'connectionParams', data: { identity: 'x', proof: 'y' } }),
+      ),
+    ];
+    expect(await unauthenticated(srv)).toBe(baseline + 2);
+    const start = Date.now();
+    await eventually(
+      'the turned-away connections cut',
+      async () => (await unauthenticated(srv)) === baseline,
+      6000,
+    );
+    expect(Date.now() - start).toBeLessThan(6000);
+    for (const ws of sockets) ws.terminate();
+  });
+});
+
 interface LogLine {
   level: 'info' | 'warn' | 'error';
   message: string;

@@ -176,6 +176,21 @@ describe('an authenticated socket that never subscribes is a session all the sam
     );
   });
 
+  it('not subscribed and deaf to the close frame: the connection is cut within seconds, not held the 30 s the ws library waits for an answer', async () => {
+    await using srv = await startTestServer({ config: { handshakeTimeoutMs: 300 } });
+    const {
+      enrolled: [agent],
+    } = await enrolledAgents(srv, ['deaf']);
+    const socket = await authenticatedSocket(srv, agent!);
+    await eventually('registered', async () => srv.server.hub.size === 1, 5000);
+    // It reads nothing more: the 4408 is never answered.
+    (socket.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const start = Date.now();
+    await eventually('cut', async () => srv.server.hub.size === 0, 6000);
+    expect(Date.now() - start).toBeLessThan(6000);
+    socket.ws.terminate();
+  });
+
   it('agent.* calls re-check the connector on every call: a call that arrives after a revoke (in flight when the socket closed) writes nothing', async () => {
     await using srv = await startTestServer();
     const {

@@ -81,7 +81,10 @@ describe('the admin key an admin command uses', () => {
     const two = await file('two.key', `${key}\n${key}\n`);
     cases.push({ from: ['--admin-key-file', two], says: 'it holds 2 lines' });
     const nul = await file('nul.key', `${key}\0`);
-    cases.push({ from: ['--admin-key-file', nul], says: 'is not one whole (a character missing, extra or changed)' });
+    cases.push({
+      from: ['--admin-key-file', nul],
+      says: 'is not one whole (a character missing, extra or changed)',
+    });
     const provisioning = await file('provisioning.key', `cpk_${'a'.repeat(12)}_${'B'.repeat(43)}`);
     cases.push({ from: ['--admin-key-file', provisioning], says: 'it holds a provisioning key (cpk_…)' });
     cases.push({ from: ['--admin-key-file', '/dev/zero'], says: 'it holds more than 4096 bytes' });

@@ -6,6 +6,7 @@ import { CLOSE_CODES } from '../../shared/protocol.js';
 import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { authenticateAdmin } from '../services/admin-auth.js';
+import { closeWithin } from '../sessions/closing.js';
 import type { ConsoleBatch, ConsoleChanges, ConsoleFeed } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import type { ChangedRecord } from '../store/observed-store.js';
@@ -88,13 +89,13 @@ export class ConsoleSockets {
         throw refusal;
       const retryAfter = refusal.details.retryAfterSeconds;
       if (refusal.reason === 'RATE_LIMITED')
-        ws.close(CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter ?? 1}`);
-      else ws.close(CLOSE_CODES.REFUSED, refusal.reason);
+        closeWithin(ws, CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfter ?? 1}`);
+      else closeWithin(ws, CLOSE_CODES.REFUSED, refusal.reason);
       return { ...base, bearerToken: null };
     }
     const sockets = this.byKey.get(apiKeyId) ?? new Set<WebSocket>();
     if (sockets.size >= this.maxPerKey) {
-      ws.close(CLOSE_CODES.RATE_LIMITED, 'RATE_LIMITED too many console sockets for this API key');
+      closeWithin(ws, CLOSE_CODES.RATE_LIMITED, 'RATE_LIMITED too many console sockets for this API key');
       return { ...base, bearerToken: null };
     }
     // It closed while being authenticated: no close event will come to remove it.
@@ -127,7 +128,7 @@ export class ConsoleSockets {
       const standing = this.o.services.apiKeys.standing(apiKeyId);
       if (standing === 'active' || (looking === 'expired' && standing !== 'expired')) continue;
       this.byKey.delete(apiKeyId);
-      for (const ws of sockets) ws.close(CLOSE_CODES.REFUSED, `ADMIN_KEY_INVALID ${standing}`);
+      for (const ws of sockets) closeWithin(ws, CLOSE_CODES.REFUSED, `ADMIN_KEY_INVALID ${standing}`);
       this.o.logger.info(
         { apiKeyId, sockets: sockets.size, standing },
         'closed console sockets of an ended key',

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
 import { CLOSE_CODES, SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../../shared/protocol.js';
 import type { Metrics } from '../metrics.js';
+import { closeWithin } from '../sessions/closing.js';
 import { RetryAfterSpreader } from '../sessions/retry-spreader.js';
 
 // Admission control. In a reconnect storm, upgrades that wait behind thousands of others are
@@ -217,7 +218,7 @@ export function websocketAdmission(
         if (!handshakes.has(req)) return;
         trackUpgraded(socket);
         handshake.timer = setTimeout(() => {
-          ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
+          closeWithin(ws, CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
           handshake.end();
         }, handshakeTimeoutMs);
         handshake.timer.unref();

@@ -9,6 +9,7 @@ import type { AgentSessionService } from '../services/agent-sessions.js';
 import type { ConnectorService } from '../services/connectors.js';
 import type { DomainEvent, DomainEvents } from '../services/events.js';
 import type { IdentityClaims } from '../services/identity.js';
+import { closeWithin } from './closing.js';
 import { IdentityRenewals } from './identity-renewals.js';
 import { type AgentSession, type Corkable, LiveSession } from './live-session.js';
 import type { SessionRegistry } from './session-registry.js';
@@ -132,7 +133,7 @@ export class SessionHub {
     ws.once('close', () => this.detach(live));
     live.subscribeDeadline = setTimeout(() => {
       if (!live.subscribed && !live.ending)
-        ws.close(CLOSE_CODES.HANDSHAKE_TIMEOUT, 'agent.session not subscribed in time');
+        closeWithin(ws, CLOSE_CODES.HANDSHAKE_TIMEOUT, 'agent.session not subscribed in time');
     }, this.o.subscribeTimeoutMs ?? 10_000);
     live.subscribeDeadline.unref();
     if (previous) {
@@ -197,10 +198,10 @@ export class SessionHub {
     connectorId: string | null = null,
   ): void {
     this.o.agentSessions.recordRefusal(reason, remoteAddress, connectorId);
-    if (reason === 'IDENTITY_UNKNOWN_SIGNER') ws.close(CLOSE_CODES.SIGNER_UNKNOWN, reason);
-    else if (reason !== 'RATE_LIMITED') ws.close(CLOSE_CODES.REFUSED, reason);
-    else if (retryAfterSeconds === undefined) ws.close(CLOSE_CODES.RATE_LIMITED, reason);
-    else ws.close(CLOSE_CODES.RATE_LIMITED, `${reason} retry-after=${retryAfterSeconds}`);
+    if (reason === 'IDENTITY_UNKNOWN_SIGNER') closeWithin(ws, CLOSE_CODES.SIGNER_UNKNOWN, reason);
+    else if (reason !== 'RATE_LIMITED') closeWithin(ws, CLOSE_CODES.REFUSED, reason);
+    else if (retryAfterSeconds === undefined) closeWithin(ws, CLOSE_CODES.RATE_LIMITED, reason);
+    else closeWithin(ws, CLOSE_CODES.RATE_LIMITED, `${reason} retry-after=${retryAfterSeconds}`);
   }
 
   /**
