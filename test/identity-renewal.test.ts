@@ -153,6 +153,27 @@ describe('agent.renew', () => {
     expect(await again.waitFor('ready')).toMatchObject({ connectorId: enrolled.connectorId });
     await again.close();
   });
+
+  it('requests sent at once past half the lifetime share one renewal: one signature, one audit event (the check let every one through)', async () => {
+    const { srv, key } = await setup({ config: { identityTtlMs: 60_000 } });
+    await using _ = srv;
+    srv.server.hub.renewDueIdentities = async () => 0;
+    const enrolled = (await enrollSim(srv.url, key)).enrolled!;
+    const sim = connectSim(srv.url, enrolled);
+    await sim.waitFor('ready');
+    srv.clock.advance(30_000);
+    // One batch of ten (the socket's most): they arrive in one turn, before any is signed.
+    const answers = await Promise.allSettled(
+      Array.from({ length: 10 }, () => sim.client.agent.renew.mutate()),
+    );
+    const tokens = new Set(answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value.identityToken] : [])));
+    // Those that came while it was under way got it; any after it was recorded are RATE_LIMITED.
+    expect(tokens.size).toBe(1);
+    for (const a of answers)
+      if (a.status === 'rejected') expect(a.reason).toMatchObject({ data: { reason: 'RATE_LIMITED' } });
+    expect(await renewalAudits(srv, 'request')).toHaveLength(1);
+    await sim.close();
+  });
 });
 
 describe('renewal of many sessions (hub schedule, manual clock)', () => {

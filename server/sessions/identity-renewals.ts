@@ -122,7 +122,19 @@ export class IdentityRenewals {
    * Issues a new identity for the session (see AgentSessionService.renew), makes it the session's,
    * and schedules the next renewal from it.
    */
-  async renew(live: LiveSession, via: 'push' | 'request'): Promise<IssuedIdentity> {
+  renew(live: LiveSession, via: 'push' | 'request'): Promise<IssuedIdentity> {
+    // One at a time per session: the once-per-half-lifetime check passes for every call that
+    // arrives before the first renewal is recorded, and 100 requests sent at once got 100
+    // signatures and 100 audit events. They share the one under way instead.
+    if (live.renewing) return live.renewing;
+    const renewing = this.renewNow(live, via).finally(() => {
+      live.renewing = null;
+    });
+    live.renewing = renewing;
+    return renewing;
+  }
+
+  private async renewNow(live: LiveSession, via: 'push' | 'request'): Promise<IssuedIdentity> {
     const renewed = await this.o.agentSessions.renew(live.agent, via);
     live.agent.identityIssuedAt = renewed.issuedAt;
     live.agent.identityExpiresAt = renewed.expiresAt;

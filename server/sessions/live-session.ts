@@ -1,5 +1,6 @@
 import type { WebSocket } from 'ws';
 import type { SessionEvent } from '../../shared/protocol.js';
+import type { IssuedIdentity } from '../services/identity.js';
 
 /** An agent whose identity and proof checked out; lives in the websocket's tRPC context. */
 export interface AgentSession {
@@ -47,6 +48,8 @@ export class LiveSession {
    * the rotation spread from when the hub first saw it so (null while the active key signed it).
    */
   rotationDueAt: number | null = null;
+  /** The renewal under way (signing is asynchronous): calls meanwhile get its identity, not one each. */
+  renewing: Promise<IssuedIdentity> | null = null;
 
   constructor(
     readonly agent: AgentSession,
