@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -320,6 +321,30 @@ describe('backup and restore', () => {
     expect((await moved.admin.groups.list.query({})).map((g) => g.name)).toEqual(['Kept']);
     await rm(work, { recursive: true, force: true });
   }, 120_000);
+
+  it('a backup is audited before its first byte: a caller that hangs up after the secrets (the first chunk) is still on record', async () => {
+    await using srv = await startTestServer();
+    for (let i = 0; i < 3; i++) await srv.admin.groups.create.mutate({ name: `Taken ${i}` });
+    const firstChunk = await new Promise<string>((resolve, reject) => {
+      const req = request(
+        `${srv.url}/admin/backup`,
+        { headers: { authorization: `Bearer ${srv.adminKey}` } },
+        (res) => {
+          res.once('data', (chunk: Buffer) => {
+            req.destroy();
+            resolve(chunk.toString('utf8'));
+          });
+        },
+      );
+      req.on('error', (error) => (error.message.includes('aborted') ? undefined : reject(error)));
+      req.end();
+    });
+    expect(firstChunk).toContain('"secret"');
+    const events = await srv.admin.audit.list.query({ type: 'backup.created' });
+    expect(events).toHaveLength(1);
+    // The bootstrap key, three groups and their keys.
+    expect(events[0]).toMatchObject({ details: { records: 7 } });
+  });
 
   it('an audit log rotated past the backup: the restore warns that what was revoked between them is back; a --audit-file that is not there is refused', async () => {
     const { work, srv, stolen, out } = await revokedAfterBackup('ce-audit-gap-', {

@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
 import { DomainError, ERROR_REASONS, type ErrorReason } from '../../shared/errors.js';
 import { bearerTokenOf, type Services } from '../context.js';
 import type { ClientAddressOf } from '../http/client-address.js';
 import { BACKUP_FORMAT } from './format.js';
-import { backupChunks, type SnapshotSources, takeSnapshot } from './snapshot.js';
+import { backupChunks, type Snapshot, type SnapshotSources, takeSnapshot } from './snapshot.js';
 
 /** Where the online backup is served: `GET` with `Authorization: Bearer <admin-scope key>`. */
 export const BACKUP_PATH = '/admin/backup';
@@ -15,6 +16,7 @@ const STATUS: Record<string, number> = {
   FORBIDDEN: 403,
   PRECONDITION_FAILED: 412,
   TOO_MANY_REQUESTS: 429,
+  INTERNAL_SERVER_ERROR: 500,
 };
 
 /**
@@ -23,13 +25,14 @@ const STATUS: Record<string, number> = {
  * call (the stall this avoids: ~0.1–0.3 s at 25k connectors) and hold it twice in memory; here the
  * snapshot is taken in one turn and written out in chunks, with back-pressure. Authentication,
  * scope and audit are those of an admin mutation: a valid key of the admin scope, refusals audited
- * as `admin.refused` (coalesced for unknown keys), success as `backup.created`.
+ * as `admin.refused` (coalesced for unknown keys), a backup as `backup.created` before its first byte.
  */
 export function backupHandler(
   services: Services,
   sources: SnapshotSources & {
     adminKeyFile: string;
     clientAddressOf: ClientAddressOf;
+    logger: Logger;
     /** With --database-url: refused (BACKUP_UNSUPPORTED), pg_dump backs the database up. */
     inDatabase: boolean;
   },
@@ -75,31 +78,50 @@ export function backupHandler(
     if (sources.inDatabase) return refuse('BACKUP_UNSUPPORTED');
     const adminKey = await readFile(sources.adminKeyFile, 'utf8').catch(() => null);
     const snapshot = takeSnapshot(sources, adminKey);
-    res.writeHead(200, {
-      'content-type': BACKUP_CONTENT_TYPE,
-      'cache-control': 'no-store',
-      'x-snapshot-at': new Date(snapshot.snapshotAt).toISOString(),
-    });
-    let summary = { bytes: 0, records: 0 };
-    for await (const chunk of backupChunks(snapshot, (s) => (summary = s))) {
-      if (res.destroyed) return;
-      if (!res.write(chunk)) await drainedOrClosed(res);
-    }
-    // The file is complete either way; a failed audit write is logged by the audit log itself.
-    await services.audit
-      .record({
+    // Audited before the first byte: the first chunk already holds the secret, the signing keys and
+    // the admin key, and a caller that hung up after it (audited at the end, as it was) took them
+    // with no trace. No event written, nothing sent.
+    try {
+      await services.audit.record({
         type: 'backup.created',
         actor,
         remoteAddress,
         details: {
           snapshotAt: new Date(snapshot.snapshotAt).toISOString(),
-          records: summary.records,
-          bytes: summary.bytes,
+          records: recordCount(snapshot),
         },
-      })
-      .catch(() => {});
+      });
+    } catch {
+      snapshot.records.release();
+      return refuse(
+        'STORE_UNAVAILABLE',
+        'The backup was not sent: its audit event could not be written (the audit log takes no writes).',
+      );
+    }
+    res.writeHead(200, {
+      'content-type': BACKUP_CONTENT_TYPE,
+      'cache-control': 'no-store',
+      'x-snapshot-at': new Date(snapshot.snapshotAt).toISOString(),
+    });
+    let summary: { bytes: number; records: number } | null = null;
+    for await (const chunk of backupChunks(snapshot, (s) => (summary = s))) {
+      if (res.destroyed) break;
+      if (!res.write(chunk)) await drainedOrClosed(res);
+    }
+    if (summary === null || res.destroyed)
+      sources.logger.warn(
+        { remoteAddress, apiKeyId: principal.apiKeyId },
+        'a backup was cut before its end: the caller has part of it (the secrets come first)',
+      );
     res.end();
   };
+}
+
+/** How many store records a snapshot holds. */
+function recordCount(snapshot: Snapshot): number {
+  let count = 0;
+  for (const [, list] of snapshot.records.sections) count += list.length;
+  return count;
 }
 
 /** Waits for the response to take more, or to be gone; leaves no listener behind. */

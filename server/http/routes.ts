@@ -47,6 +47,7 @@ export function serverRoutes(deps: RoutesDeps): {
     signingKeys: () => identity.keyFileContent(),
     adminKeyFile: deps.adminKeyFile,
     clientAddressOf: deps.clientAddressOf,
+    logger,
     inDatabase: config.databaseUrl !== null,
   });
   const trpcHandler = trpcHttpHandler({
