@@ -35,7 +35,7 @@ export class EnrollmentRefused extends Error {
  * key would go along to a URL no --server check saw). A misconfigured --server: the agent exits 2.
  */
 const CHECK_SERVER =
-  'check --server: it is the enrollment server\'s base URL, as `connector-server serve` prints it at start ("listening on …") or its --public-url, without /trpc';
+  'check --server: it is the enrollment server\'s base URL, as `connector-server serve` prints it at start ("listening on …") or its --public-url, without /trpc or another path (unless a proxy serves it under one)';
 
 /** --server answers, but not as the enrollment server's API: something else is at that URL. */
 export class EnrollmentMisdirected extends Error {}

@@ -130,13 +130,28 @@ function refusingRedirects(base: typeof fetch): typeof fetch {
     const response = await base(input, { ...init, redirect: 'manual' });
     const contentType = response.headers.get('content-type');
     const redirect = REDIRECT_STATUSES.has(response.status);
-    if (!redirect && contentType?.toLowerCase().includes('json')) return response;
+    if (!redirect && contentType?.toLowerCase().includes('json') && !(await notFoundThere(response)))
+      return response;
     await response.body?.cancel().catch(() => {});
     if (!redirect) throw new NotTheApi(response.status, contentType);
     const requested = typeof input === 'string' || input instanceof URL ? input : input.url;
     throw new RedirectRefused(response.status, resolveLocation(response.headers.get('location'), requested));
   };
   return refusing as typeof fetch;
+}
+
+/**
+ * A 404 in JSON that is no API error: the path is not the API's (`--server http://host:7420/some/path`
+ * reaches this server's own "not found"). An API error names its procedure; retrying would only
+ * meet the same answer, for ever.
+ */
+async function notFoundThere(response: Response): Promise<boolean> {
+  if (response.status !== 404) return false;
+  const body = (await response
+    .clone()
+    .json()
+    .catch(() => null)) as { error?: { data?: { code?: unknown } } } | null;
+  return typeof body?.error?.data?.code !== 'string';
 }
 
 function resolveLocation(location: string | null, requested: string | URL): string | null {

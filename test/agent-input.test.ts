@@ -162,6 +162,15 @@ describe('agent input it checks itself', () => {
       expect(agent.output()).not.toMatch(/retrying|Unexpected token/);
       expect(JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')).state).toBe('misconfigured');
     }
+    // The server itself under a path: its own "not found" is JSON, but no API answer (it was
+    // retried for ever, "Unable to transform response from server").
+    const pathDir = await tempDir('ce-in-');
+    const underPath = spawnAgent(['--server', `${srv.url}/some/path`, '--key', key], pathDir);
+    expect((await underPath.exited).code, underPath.output()).toBe(2);
+    expect(underPath.output()).toContain(
+      `${srv.url}/some/path answered HTTP 404 (application/json), which is not an answer of the enrollment server's API: check --server`,
+    );
+    expect(underPath.output()).not.toMatch(/retrying|Unable to transform/);
     const retried = spawnAgent(['--server', badGateway.url, '--key', key], await tempDir('ce-in-'));
     await retried.waitForOutput(
       /enrollment failed, retrying.*reason=answered HTTP 502 \(text\/html\) without the API's answer/,

@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +105,34 @@ describe('server CLI (admin commands against a running server)', () => {
     const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', dataDir]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('cannot reach the server');
+  });
+
+  it('an answer that is not the API: the server under a path (its JSON "not found"), or a web page, is exit 2 saying what --server must be (it said "cannot reach the server")', async () => {
+    const underPath = await cli([
+      'groups',
+      'list',
+      '--server',
+      `${server.url}/some/path`,
+      '--data-dir',
+      dataDir,
+    ]);
+    expect(underPath.code).toBe(2);
+    expect(underPath.stderr).toContain(
+      `${server.url}/some/path answered HTTP 404 (application/json), which is not an answer of the enrollment server's API: --server is the server's base URL`,
+    );
+    expect(underPath.stderr).not.toMatch(/Unable to transform|cannot reach/);
+    const page = createHttpServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<p>hi</p>'),
+    );
+    await new Promise<void>((resolve) => page.listen(0, '127.0.0.1', resolve));
+    try {
+      const pageUrl = `http://127.0.0.1:${(page.address() as { port: number }).port}`;
+      const site = await cli(['groups', 'list', '--server', pageUrl, '--data-dir', dataDir]);
+      expect(site.code).toBe(2);
+      expect(site.stderr).toContain(`${pageUrl} answered HTTP 200 (text/html), which is not an answer`);
+    } finally {
+      await new Promise((resolve) => page.close(resolve));
+    }
   });
 
   it('a server that takes the call and never answers: one line within --timeout, saying a change may be saved; a cut connection says so too, without an https hint for a plain-http port', async () => {

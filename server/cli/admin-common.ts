@@ -16,10 +16,13 @@ import {
   boundedCalls,
   type CallKind,
   ConnectionProblem,
+  causeOf,
   explainUnreachable,
   firstAnswering,
   isTlsMisconfiguration,
+  NotTheApi,
   noticingNotReady,
+  refusingForeignAnswers,
   type UnreachableContext,
 } from './connection.js';
 import { addFlags, type Flags, flagShape, wholeNumber } from './flags.js';
@@ -199,13 +202,17 @@ export function adminCli(env: AdminEnv) {
       const client = createAdminClient({
         url: server,
         adminKey,
-        fetch: noticingNotReady(boundedCalls(transport ?? fetch, options.timeout, call), server, (line) =>
-          console.error(line),
+        fetch: noticingNotReady(
+          refusingForeignAnswers(boundedCalls(transport ?? fetch, options.timeout, call), server),
+          server,
+          (line) => console.error(line),
         ),
       });
       try {
         await action(client, options, ...positional);
       } catch (error) {
+        const foreign = causeOf(error, NotTheApi);
+        if (foreign) throw new CliError(foreign.message, 2);
         const tlsPort = error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, server) : null;
         if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (${from})`, 2);
         const explained = explain(error, server, {

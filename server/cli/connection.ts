@@ -119,6 +119,47 @@ export function boundedCalls(transport: typeof fetch, seconds: number, last: Cal
   };
 }
 
+/** An answer that is not the API's: `--server` names something else, or the server under a path. */
+export class NotTheApi extends Error {
+  override readonly name = 'NotTheApi';
+}
+
+/**
+ * `transport` with answers that cannot be the API's refused as NotTheApi: anything but JSON (a web
+ * page, a proxy's own page), or a 404 in JSON that is no API error (this server's "not found" for a
+ * path that is not its API's: `--server http://host:7420/some/path`). tRPC's client said "Unable to
+ * transform response from server" and the CLI "cannot reach the server", of a server that answered.
+ */
+export function refusingForeignAnswers(transport: typeof fetch, server: string): typeof fetch {
+  return async (input, init) => {
+    const response = await transport(input, init);
+    const type = response.headers.get('content-type') ?? '';
+    const json = type.toLowerCase().includes('json');
+    if (json && response.status !== 404) return response;
+    if (json) {
+      const body = (await response
+        .clone()
+        .json()
+        .catch(() => null)) as { error?: { data?: { code?: unknown } } } | null;
+      if (typeof body?.error?.data?.code === 'string') return response;
+    }
+    await response.body?.cancel().catch(() => {});
+    throw new NotTheApi(
+      `${server} answered HTTP ${response.status}${type ? ` (${type.split(';')[0]!.trim()})` : ''}, which is not an answer of the enrollment server's API: --server is the server's base URL, as serve prints it at start ("listening on …") or its --public-url, without /trpc or another path (unless a proxy serves it under one)`,
+    );
+  };
+}
+
+/** Whether `error` or one of its causes is a `type`; that one if so. */
+export function causeOf<T>(error: unknown, type: new (...args: never[]) => T): T | null {
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
+    if (current instanceof type) return current;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
 /** Whether `error` or one of its causes is a NoAnswerInTime; its bound if so. */
 function unansweredWithin(error: unknown): number | null {
   let current: unknown = error;
