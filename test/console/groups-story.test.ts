@@ -98,15 +98,9 @@ describe('console: connector groups', () => {
       expect(await readFile(keyFile, 'utf8')).toBe(`${copied}\n`);
       const [program, ...runArgs] = runCommand.split(' ');
       expect(program).toBe('connector-agent');
-      expect(runArgs).toEqual([
-        '--server',
-        server.url,
-        '--key-file',
-        'connector.key',
-        '--state-dir',
-        './connector-state',
-      ]);
-      // Relative paths are the host's working directory: here, `work`.
+      // No --state-dir: the agent's default (the unit's, as root) is where a later unit finds it.
+      expect(runArgs).toEqual(['--server', server.url, '--key-file', 'connector.key']);
+      // Relative paths are the host's working directory: here, `work`; the state dir is the test's.
       const agent = spawnAgent(
         ['--server', runArgs[1]!, '--key-file', keyFile],
         join(work, 'connector-state'),

@@ -31,7 +31,7 @@ describe('console: an operator’s first hour', () => {
     expect(await notice.getByRole('link').getAttribute('href')).toBe(publicUrl);
     await page.getByRole('button', { name: 'View Provisioning Key of Remote' }).click();
     expect(await page.getByTestId('run-agent-command').textContent()).toBe(
-      `connector-agent --server ${publicUrl} --key-file connector.key --state-dir ./connector-state`,
+      `connector-agent --server ${publicUrl} --key-file connector.key`,
     );
     await elsewhere.close();
     // Open where it is reached: no notice, and the live feed is let in.

@@ -25,12 +25,14 @@ function copyRefusal(view: ProvisioningKey, readOnlyReason: string | null): stri
 const SAVE_KEY_COMMAND = '(umask 077 && rm -f connector.key && cat > connector.key)';
 
 /**
- * Runs the agent with the saved key; once enrolled it keeps its identity in the state dir.
- * `serverUrl` is where agents reach the server (its --public-url when it has one, whatever
- * address this console is open at).
+ * Runs the agent with the saved key; once enrolled it keeps its identity in its default state dir
+ * (as root /var/lib/connector-agent, the systemd unit's too). No --state-dir: a relative one
+ * depended on the directory it was run from, and a host tried by hand and then given the unit
+ * enrolled twice (with a single-use key, the unit was refused KEY_EXHAUSTED). `serverUrl` is where
+ * agents reach the server (its --public-url when it has one, whatever address this console is open at).
  */
 function runCommand(serverUrl: string): string {
-  return `connector-agent --server ${serverUrl} --key-file connector.key --state-dir ./connector-state`;
+  return `connector-agent --server ${serverUrl} --key-file connector.key`;
 }
 
 /** The key's lifetime, creation to expiry (ms). */
