@@ -92,6 +92,13 @@ export function registerServeCommand(program: Command): void {
         throw new CliError(
           `cannot start: cannot listen on ${config.host}:${config.port} (${code}): ${code === 'EACCES' ? 'ports below 1024 need CAP_NET_BIND_SERVICE; use --port 1024 or above' : 'that address is not on this host; check --host'}`,
         );
+      // --host a name the resolver does not know: a typo, or a name this host's DNS lacks (exit 2,
+      // which the unit does not restart); one it could not ask about now (EAI_AGAIN) is exit 1.
+      if ((code === 'ENOTFOUND' || code === 'EAI_AGAIN') && errno.syscall === 'getaddrinfo')
+        throw new CliError(
+          `cannot start: --host ${config.host} ${code === 'ENOTFOUND' ? 'is no name this host can resolve' : 'could not be resolved now (the resolver did not answer)'} (${code}): give an address (127.0.0.1, 0.0.0.0, ::) or a name of this host`,
+          code === 'ENOTFOUND' ? 2 : 1,
+        );
       if (errno.code && errno.path)
         throw new CliError(
           `cannot start: ${errno.path}: ${errnoWords(errno.code)}; fix: ${errnoFix(errno.code)}`,

@@ -106,10 +106,10 @@ export function notReadyMeta(problems: readonly string[]): { headers?: Record<st
 /**
  * Fails the way `listen` would (EADDRINUSE, EACCES) if `address` cannot be listened on now, and
  * holds nothing after: checked before start-up writes anything, so that a port in use leaves a new
- * data dir empty and mints no bootstrap key. Port 0 always can.
+ * data dir empty and mints no bootstrap key. Port 0 too: its host may be a name that does not
+ * resolve (ENOTFOUND) or an address not on this host (EADDRNOTAVAIL).
  */
 export async function checkCanListen(address: ListenAddress): Promise<void> {
-  if (address.port === 0) return;
   const probe = createServer();
   await listen(probe, address);
   await new Promise<void>((resolve) => probe.close(() => resolve()));
