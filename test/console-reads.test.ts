@@ -75,6 +75,21 @@ describe('what the admin console reads without fetching every connector', () => 
     );
     expect(listed.code).toBe(0);
     expect(JSON.parse(listed.stdout).items.map((c: { id: string }) => c.id)).toEqual([web.connectorId]);
+    // A page that is not the last names the next one with the same filters: run as printed (the
+    // first word dropped), it continues this listing; a bare --cursor listed every connector.
+    await enrollSim(srv.url, key, 'web-2');
+    await enrollSim(srv.url, key, 'web-3');
+    const first = await serverCli(
+      ['connectors', 'list', '--server', srv.url, '--search', 'web', '--limit', '2'],
+      env,
+    );
+    const more = /^More: (connectors list --cursor \S+ .*)$/m.exec(first.stdout)?.[1];
+    expect(more).toContain(`--search web --limit 2 --server ${srv.url}`);
+    const next = await serverCli(more!.split(' '), env);
+    expect(next.code, next.stderr).toBe(0);
+    const named = (out: string) => [...out.matchAll(/\b(web-\d|db-1)\b/g)].map((m) => m[1]);
+    expect([...named(first.stdout), ...named(next.stdout)].sort()).toEqual(['web-1', 'web-2', 'web-3']);
+    expect(next.stdout).not.toContain('More:');
     const audit = await serverCli(['audit', '--server', srv.url, '--security', '--json'], env);
     expect(audit.code).toBe(0);
     expect(JSON.parse(audit.stdout).map((e: { type: string }) => e.type)).toEqual(['admin.refused']);

@@ -39,8 +39,8 @@ export const adminOptions = z.object({
 });
 export type AdminOptions = z.infer<typeof adminOptions>;
 
-/** `text` as a shell word: as is when it is plain, else single-quoted. */
-function shellWord(text: string): string {
+/** `text` as a shell reads it back, for a hint to copy: as is when it is plain, else single-quoted. */
+export function shellWord(text: string): string {
   return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
 }
 

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { AUDIT_TYPE_PREFIXES, auditTypeMisses, refusalsCounted } from '../../shared/audit-event-types.js';
 import { didYouMean } from '../../shared/nearest.js';
-import { type AdminEnv, adminCli, connectionFlags, print } from './admin-common.js';
+import { type AdminEnv, adminCli, connectionFlags, print, shellWord } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
 
@@ -81,9 +81,4 @@ function unknownTypeHint(filter: string): string | null {
   const misses = auditTypeMisses(filter);
   if (!misses) return null;
   return `no audit event type is "${filter}" or starts with "${filter}.";${didYouMean(misses)} (the types start with ${AUDIT_TYPE_PREFIXES.join(', ')})`;
-}
-
-/** `word` as a shell reads it back: quoted when it holds anything but plain characters. */
-function shellWord(word: string): string {
-  return /^[\w.:@%+=,/-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }

@@ -4,10 +4,12 @@ import { connectionStateSchema, connectorStatusSchema } from '../../shared/schem
 import {
   type AdminEnv,
   adminCli,
+  connectionFlags,
   groupNamesOf,
   print,
   resolveConnector,
   resolveGroup,
+  shellWord,
 } from './admin-common.js';
 import { flag, wholeNumber } from './flags.js';
 import {
@@ -89,7 +91,20 @@ export function registerConnectorCommands(program: Command, env: AdminEnv): void
         ]),
         'No connectors.',
       );
-      if (page.nextCursor) console.log(`More: --cursor ${page.nextCursor}`);
+      // The next page with the same filters and connection: run as printed, it continues this
+      // listing (a bare --cursor gave page 2 of every connector).
+      if (page.nextCursor) {
+        const same = [
+          ...(options.group ? ['--group', options.group] : []),
+          ...(options.status ? ['--status', options.status] : []),
+          ...(options.connection ? ['--connection', options.connection] : []),
+          ...(options.search ? ['--search', options.search] : []),
+          ...(options.limit !== 100 ? ['--limit', String(options.limit)] : []),
+        ];
+        console.log(
+          `More: connectors list --cursor ${page.nextCursor}${same.map((a) => ` ${shellWord(a)}`).join('')}${connectionFlags(options, env)}`,
+        );
+      }
     });
   });
   admin.command(

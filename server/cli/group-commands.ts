@@ -9,6 +9,7 @@ import {
   connectionFlags,
   print,
   resolveGroup,
+  shellWord,
 } from './admin-common.js';
 import { CliError } from './cli-error.js';
 import { flag, forceFlag, wholeNumber } from './flags.js';
@@ -44,7 +45,6 @@ function keyWords(group: Pick<GroupLike, 'currentKey' | 'status'>): string {
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
 
 /** A group reference as the user would type it again in a shell. */
-const shellWord = (ref: string) => (/^[\w.@-]+$/.test(ref) ? ref : `'${ref.replaceAll("'", "'\\''")}'`);
 
 /**
  * The key alone on stdout (so `$(… groups key G)` captures it); the rest on stderr. A key that can
