@@ -1,4 +1,5 @@
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { generateAgentKeyPair } from '../agent/proof.js';
@@ -239,6 +240,30 @@ describe('session handshake attacks: each is refused with its reason and leaves 
       .setProtectedHeader({ ...header, jwk })
       .sign(attacker.privateKey);
     await expectRefused(srv, enrolled, { identity: forged, proof: 'x' }, 'IDENTITY_INVALID');
+  });
+});
+
+describe('refused handshakes in the log', () => {
+  it('a flood of junk handshakes writes a line per reason, not one each: the next line counts the ones between', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    await using srv = await startTestServer({ logger });
+    const refused = () => lines.filter((l) => l.msg === 'session refused');
+    for (let i = 0; i < 30; i++) {
+      const junk = openSession(srv.url, { identity: 'x', proof: 'y' });
+      await junk.waitForClose();
+      await junk.close();
+    }
+    // IDENTITY_INVALID until the address is limited, then RATE_LIMITED: one line each.
+    const reasons = refused().map((l) => l.reason);
+    expect(reasons.length).toBeGreaterThanOrEqual(1);
+    expect(reasons.length).toBeLessThanOrEqual(2);
+    expect(new Set(reasons).size).toBe(reasons.length);
+    expect(reasons[0]).toBe('IDENTITY_INVALID');
+    // Every one counted all the same.
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    const counted = [...metrics.matchAll(/^connector_session_refusals_total\{reason="\w+"\} (\d+)$/gm)];
+    expect(counted.reduce((sum, m) => sum + Number(m[1]), 0)).toBe(30);
   });
 });
 

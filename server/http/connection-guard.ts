@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { ThrottledLines } from '../throttled-lines.js';
 import { limitedAs } from './client-address.js';
 
 /**
@@ -85,8 +86,7 @@ export class ConnectionGuard {
   private readonly pending = new Map<string, Pending>();
   private readonly perAddress = new Map<string, number>();
   private openCount = 0;
-  private readonly sinceLog = new Map<string, number>();
-  private readonly lastLogAt = new Map<string, number>();
+  private readonly lines = new ThrottledLines(REFUSAL_LOG_INTERVAL_MS);
 
   constructor(
     readonly limits: ConnectionLimits,
@@ -141,7 +141,7 @@ export class ConnectionGuard {
   readonly onAcceptError = (error: NodeJS.ErrnoException): void => {
     const code = error.code ?? 'unknown';
     this.deps.metrics.acceptErrors.inc({ code });
-    this.throttled('accept_error', (count) =>
+    this.lines.say('accept_error', (count) =>
       this.deps.logger.error(
         { code, failedSinceLastLog: count, open: this.openCount, fileLimitReserveAt: this.limits.maxOpen },
         'cannot accept connections (at the open-file limit?)',
@@ -218,7 +218,7 @@ export class ConnectionGuard {
   }
 
   private logRefusal(reason: ConnectionRefusal): void {
-    this.throttled(reason, (count) => {
+    this.lines.say(reason, (count) => {
       const { maxUnauthenticatedPerAddress, maxUnauthenticated, maxOpen } = this.limits;
       const limit =
         reason === 'address_limit'
@@ -237,19 +237,6 @@ export class ConnectionGuard {
         MESSAGES[reason],
       );
     });
-  }
-
-  /** Calls `log` with the count of events since its last call, at most once per REFUSAL_LOG_INTERVAL_MS. */
-  private throttled(key: string, log: (count: number) => void): void {
-    const count = (this.sinceLog.get(key) ?? 0) + 1;
-    const now = performance.now();
-    if (now - (this.lastLogAt.get(key) ?? Number.NEGATIVE_INFINITY) < REFUSAL_LOG_INTERVAL_MS) {
-      this.sinceLog.set(key, count);
-      return;
-    }
-    this.sinceLog.set(key, 0);
-    this.lastLogAt.set(key, now);
-    log(count);
   }
 }
 

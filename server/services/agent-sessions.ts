@@ -4,6 +4,7 @@ import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
+import { ThrottledLines } from '../throttled-lines.js';
 import type { AuditLog, RecordOptions } from './audit.js';
 import type { ConnectorService } from './connectors.js';
 import type { Policy } from './deps.js';
@@ -80,6 +81,9 @@ export function renewalDueAt(identity: { identityIssuedAt: number; identityExpir
  * it. The session hub holds the sockets and asks here.
  */
 export class AgentSessionService {
+  /** The "session refused" lines: at most one per reason per 10 s. */
+  private readonly refusalLines = new ThrottledLines(10_000);
+
   constructor(private readonly deps: AgentSessionDeps) {}
 
   /**
@@ -161,9 +165,18 @@ export class AgentSessionService {
    */
   recordRefusal(reason: ErrorReason, remoteAddress: string, connectorId: string | null = null): void {
     this.deps.metrics.sessionRefusals.inc({ reason });
-    this.deps.logger.info(
-      { reason, remoteAddress, ...(connectorId ? { connectorId } : {}) },
-      'session refused',
+    // A stranger can send refused handshakes at will: a line per reason every few seconds, naming
+    // the last one and counting the rest (1,500 junk handshakes wrote 1,500 lines).
+    this.refusalLines.say(reason, (count) =>
+      this.deps.logger.info(
+        {
+          reason,
+          remoteAddress,
+          ...(connectorId ? { connectorId } : {}),
+          ...(count > 1 ? { refusedSinceLastLine: count } : {}),
+        },
+        'session refused',
+      ),
     );
     this.deps.audit
       .recordRefusal({
