@@ -279,6 +279,8 @@ export async function startServer(
       // or a websocket that never subscribed, would otherwise hold the shutdown open.
       setTimeout(websockets.destroyUpgraded, SHUTDOWN_GRACE_MS).unref();
     });
+    // Before the audit log closes: repeated connects not yet summed up are written.
+    services.agentSessions.close();
     await state.close();
     logger.info('enrollment server stopped');
   };

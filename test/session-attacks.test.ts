@@ -267,6 +267,33 @@ describe('refused handshakes in the log', () => {
   });
 });
 
+describe('one identity reconnecting in a loop', () => {
+  it('is audited 10 times a minute, the rest counted into one summary event: it cannot rotate the security events out of the audit log', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const connects = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const session = connectSim(srv.url, enrolled);
+        await session.waitFor('ready');
+        await session.close();
+      }
+    };
+    const connected = () => srv.admin.audit.list.query({ type: 'session.connected', limit: 1000 });
+    await connects(25);
+    expect(await connected()).toHaveLength(10);
+    // The window ends: its summary is written with the next connect (or by a timer, or at stop).
+    srv.clock.advance(60_000);
+    await connects(1);
+    const events = await connected();
+    expect(events).toHaveLength(12);
+    const summary = events.find((e) => (e.details as { suppressed?: number }).suppressed !== undefined);
+    expect(summary).toMatchObject({ connectorId: enrolled.connectorId, details: { suppressed: 15 } });
+    // Every connect is counted: 10 + 15 in the first minute, then one.
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_session_connects_total 26$/m);
+  });
+});
+
 describe('one live session per connector (behaviour 12)', () => {
   it('a second session replaces the first, telling it the new address, and the audit log flags it with both addresses', async () => {
     const { srv, enrolled } = await enrolledAgent();

@@ -10,8 +10,9 @@ import type { ConnectorService } from './connectors.js';
 import type { Policy } from './deps.js';
 import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims, IssuedIdentity } from './identity.js';
 import { unverifiedPayload } from './jws.js';
+import { RepeatedConnects } from './repeated-connects.js';
 import type { UnsavedTerminations } from './unsaved-terminations.js';
-import { effectiveStatus } from './views.js';
+import { effectiveStatus, iso } from './views.js';
 
 export interface AgentSessionDeps {
   store: Store;
@@ -83,8 +84,24 @@ export function renewalDueAt(identity: { identityIssuedAt: number; identityExpir
 export class AgentSessionService {
   /** The "session refused" lines: at most one per reason per 10 s. */
   private readonly refusalLines = new ThrottledLines(10_000);
+  /** `session.connected` events: every connect up to 10 per connector a minute, the rest summed. */
+  private readonly repeatedConnects: RepeatedConnects;
 
-  constructor(private readonly deps: AgentSessionDeps) {}
+  constructor(private readonly deps: AgentSessionDeps) {
+    this.repeatedConnects = new RepeatedConnects(deps.clock, ({ last, suppressed, windowStart, windowEnd }) =>
+      this.audit(
+        'session.connected',
+        last,
+        { suppressed, windowStart: iso(windowStart), windowEnd: iso(windowEnd) },
+        { lazy: true },
+      ),
+    );
+  }
+
+  /** Writes what is held of repeated connects (the server is stopping). */
+  close(): void {
+    this.repeatedConnects.close();
+  }
 
   /**
    * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
@@ -213,7 +230,7 @@ export class AgentSessionService {
     // Every connect is audited, but without an fsync of its own (it rides along with the next
     // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
     // The per-connect log lines are debug for the same reason; /metrics counts them.
-    this.audit('session.connected', session, {}, { lazy: true });
+    if (this.repeatedConnects.admit(session)) this.audit('session.connected', session, {}, { lazy: true });
     this.deps.logger.debug(
       { connectorId: session.connectorId, remoteAddress: session.remoteAddress },
       'agent connected',
