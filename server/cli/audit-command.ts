@@ -9,7 +9,7 @@ import { printTable } from './format.js';
 const auditFlags = {
   since: flag(
     '--since <time>',
-    'only events at or after this time: an ISO date-time, a date, or how long ago (2h, 7d)',
+    'only events at or after this time: an ISO date-time (UTC without a zone), a date, or how long ago (2h, 7d)',
     pointInTime().optional(),
   ),
   before: flag(

@@ -70,7 +70,13 @@ export function pointInTime(now: () => number = Date.now) {
     const trimmed = text.trim();
     if (/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.test(trimmed))
       return new Date(now() - parseDuration(trimmed)).toISOString();
-    const at = /^\d{4}-\d{2}-\d{2}$/.test(trimmed) ? Date.parse(`${trimmed}T00:00:00Z`) : Date.parse(trimmed);
+    // A date, or a date-time without a zone, is UTC, as every time the CLI prints: Date.parse reads
+    // the second in the host's zone, and a time copied from a table without its Z moved by the offset.
+    const at = /^\d{4}-\d{2}-\d{2}$/.test(trimmed)
+      ? Date.parse(`${trimmed}T00:00:00Z`)
+      : /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(trimmed)
+        ? Date.parse(`${trimmed.replace(' ', 'T')}Z`)
+        : Date.parse(trimmed);
     if (/^\d{4}-\d{2}-\d{2}/.test(trimmed) && Number.isFinite(at)) return new Date(at).toISOString();
     throw new Error(
       `"${text}" is not a time: give an ISO date-time (2026-12-01T09:00:00Z), a date (2026-12-01) or how long ago (2h, 7d)`,
