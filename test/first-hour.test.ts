@@ -379,6 +379,12 @@ describe('usage errors and --json errors', () => {
       [['connectors', 'list', '--limit', 'lots'], '--limit: "lots" is not a whole number'],
       [['audit', '--limit', '0'], '--limit: "0" is not a whole number from 1 to 10000'],
       [['api-keys', 'create', 'x', '--expires-in', 'soon'], '--expires-in: "soon" is not a duration'],
+      // Whole days only: 2s was made a key that lived a day, 25h one of two.
+      [
+        ['api-keys', 'create', 'x', '--expires-in', '2s'],
+        '--expires-in: API keys last whole days, 1d to 3650d: 2s is not',
+      ],
+      [['api-keys', 'create', 'x', '--expires-in', '25h'], 'API keys last whole days'],
       [['api-keys', 'create', 'x', '--scope', 'root'], "argument 'root' is invalid"],
       [
         ['groups', 'create', 'x', '--max-uses', '0'],

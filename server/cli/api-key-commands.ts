@@ -1,12 +1,23 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { DAY_MS } from '../../shared/durations.js';
-import { durationFlag } from '../flag-values.js';
+import { DAY_MS, parseDuration } from '../../shared/durations.js';
+import { parsedFlag } from '../flag-values.js';
 import { type AdminEnv, adminCli, print } from './admin-common.js';
 import { flag, forceFlag } from './flags.js';
 import { printFields, printTable } from './format.js';
 
 const SCOPES = ['read', 'admin'] as const;
+
+/**
+ * An API key's lifetime: the API takes whole days. Rounded up, as it was, `--expires-in 2s` made a
+ * key that lived a day, said only by the expiry printed after it was made.
+ */
+const wholeDays = parsedFlag((text) => {
+  const ms = parseDuration(text);
+  if (ms % DAY_MS !== 0 || ms < DAY_MS || ms > 3650 * DAY_MS)
+    throw new Error(`API keys last whole days, 1d to 3650d: ${text} is not (e.g. 1d, 30d, 720h)`);
+  return ms;
+});
 
 /** `api-keys list | create | delete`. */
 export function registerApiKeyCommands(program: Command, env: AdminEnv): void {
@@ -38,7 +49,11 @@ export function registerApiKeyCommands(program: Command, env: AdminEnv): void {
       choices: SCOPES,
       default: 'admin',
     }),
-    expiresIn: flag('--expires-in <duration>', 'e.g. 30d', durationFlag.optional()),
+    expiresIn: flag(
+      '--expires-in <duration>',
+      'whole days, 1d to 3650d (e.g. 30d); default never',
+      wholeDays.optional(),
+    ),
   };
   admin.command(
     apiKeys,
@@ -46,7 +61,7 @@ export function registerApiKeyCommands(program: Command, env: AdminEnv): void {
     'create an admin API key (shown once)',
     createFlags,
     async (client, options, name) => {
-      const days = options.expiresIn ? Math.max(1, Math.ceil(options.expiresIn / DAY_MS)) : undefined;
+      const days = options.expiresIn ? options.expiresIn / DAY_MS : undefined;
       const k = await client.apiKeys.create.mutate({
         name: name!,
         scope: options.scope,
