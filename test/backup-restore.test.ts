@@ -182,6 +182,11 @@ describe('backup and restore', () => {
       expect(missing.stderr.trim()).toBe(
         `error: --out: the folder ${join(work, 'not-made')} does not exist: create it first (mkdir -p ${join(work, 'not-made')})`,
       );
+      // "-" is not standard output here: refused, and no file named "-" is left in the working dir.
+      const dash = await cli(['backup', '--out', '-', ...args], { CONNECTOR_ADMIN_KEY: srv.adminKey });
+      expect(dash.code).toBe(2);
+      expect(dash.stderr).toContain('--out -: a backup is written to a file, never to standard output');
+      expect(existsSync('-')).toBe(false);
     }
     // A server that takes the request and never answers: said at --timeout, nothing written.
     const held = new Set<Socket>();

@@ -248,6 +248,13 @@ async function online(options: BackupOptions, env: AdminEnv) {
 
 /** Before anything is asked of a server: `--out` must name a file in a folder that exists. */
 async function checkOutFolder(out: string): Promise<void> {
+  // "-" reads as standard output, which a backup is not written to (it is checked whole in a temp
+  // file, then renamed): taken as a name, it left every secret in a file called "-" here.
+  if (out === '-')
+    throw new CliError(
+      '--out -: a backup is written to a file, never to standard output (it is checked whole before it is kept): name the file (e.g. --out /var/backups/connector/$(date +%F).jsonl)',
+      2,
+    );
   const folder = dirname(out);
   const info = await stat(folder).catch((error: NodeJS.ErrnoException) => error);
   if (info instanceof Error) {
