@@ -9,7 +9,10 @@ import { versionLine } from './version.js';
 
 /** Options more than one command takes, worded once (a function: each command gets its own Option). */
 const stateDirOption = () =>
-  new Option('--state-dir <dir>', 'where the identity is kept (env CONNECTOR_STATE_DIR)');
+  new Option(
+    '--state-dir <dir>',
+    'where the identity is kept (env CONNECTOR_STATE_DIR; default /var/lib/connector-agent as root, else $XDG_STATE_HOME/connector-agent or ~/.local/state/connector-agent)',
+  );
 const caFileOption = () =>
   new Option('--ca-file <file>', 'PEM CA to trust for the server certificate (env CONNECTOR_CA_FILE)');
 const logJsonOption = () => new Option('--log-json', 'log JSON lines instead of text');

@@ -80,7 +80,7 @@ export function statusLines(summary: StatusSummary): string[] {
   ];
   if (summary.identityError) lines.push(`identity:    ${summary.identityError}`);
   // With replicas the server it enrolled through is not always the one it talks to now.
-  if (summary.server) lines.push(`enrolled at: ${summary.server}`);
+  if (summary.server) lines.push(`enrolled via: ${summary.server}`);
   if (summary.servers) lines.push(`servers:     ${summary.servers.join(', ')}`);
   if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
   const agent = summary.agent;

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -7,6 +8,7 @@ import type { Services } from './context.js';
 import { attachAgentWebsockets } from './http/agent-websockets.js';
 import { clientAddressResolver } from './http/client-address.js';
 import { ConnectionGuard, connectionLimitsFor } from './http/connection-guard.js';
+import { CONSOLE_DIR } from './http/console-files.js';
 import { listen, urlOf } from './http/endpoints.js';
 import { createMainServer } from './http/main-server.js';
 import { openFileLimit } from './http/process-metrics.js';
@@ -264,6 +266,13 @@ export async function startServer(
   if (metricsUrl) logger.info({ url: metricsUrl }, 'metrics listening');
   const storeIn = config.databaseUrl ? `postgres ${databaseLocation(config.databaseUrl)}` : 'embedded';
   logger.info({ url, store: storeIn, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
+  // Said at start, not only to whoever opens the console (a 503 page): `npm ci` alone, or an
+  // upgrade that skipped the build, serves the API without it.
+  if (!existsSync(join(CONSOLE_DIR, 'index.html')))
+    logger.warn(
+      { dir: CONSOLE_DIR },
+      'the admin console is not built: / answers 503 until `npm run build:console` is run (the API works)',
+    );
 
   let closing: Promise<void> | null = null;
   const close = async () => {

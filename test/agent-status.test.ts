@@ -53,7 +53,7 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
       return s.code === 0 ? s : null;
     });
     expect(connected.output).toContain(`agent:       running as pid ${pid}, connected to ${srv.url}`);
-    expect(connected.output).toContain(`enrolled at: ${srv.url}`);
+    expect(connected.output).toContain(`enrolled via: ${srv.url}`);
 
     // The server goes away: the agent runs on, retrying.
     await srv.stop();

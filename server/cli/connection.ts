@@ -204,7 +204,7 @@ export function explainUnreachable(
   const detail = describeNetworkError(error);
   if (detail.startsWith('TLS:')) return `cannot reach the server at ${server}: ${detail}`;
   if (/ECONNREFUSED/.test(detail))
-    return `cannot reach the server at ${server}: connection refused (nothing listens there): is the server running (connector-server serve), and are the host and port right?`;
+    return `cannot reach the server at ${server}: connection refused (nothing listens there): is the server running (connector-server serve), and are the host and port right (--server, or CONNECTOR_SERVER)?`;
   if (/ENOTFOUND|EAI_AGAIN/.test(detail))
     return `cannot reach the server at ${server}: the host name does not resolve (${detail}): check --server`;
   if (/ECONNRESET|socket hang up|HPE_|other side closed/.test(detail))
