@@ -1,4 +1,4 @@
-import { PrivateDirError } from '../shared/private-files.js';
+import { PrivateDirError, removeStaleTemps } from '../shared/private-files.js';
 import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../shared/protocol.js';
 import type { AgentConfig } from './config.js';
 import { EnrollmentMisdirected, EnrollmentRedirected, EnrollmentRefused, enroll } from './enroll.js';
@@ -56,6 +56,8 @@ export async function runAgent(
     return EXIT.FAILED;
   }
   try {
+    // Left by an agent killed mid-write; the lock says no other agent writes here now.
+    await removeStaleTemps(store.dir);
     return await runLocked(config, logger, signal, store, lock);
   } finally {
     await lock.release();

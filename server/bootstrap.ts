@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ensurePrivateDir } from '../shared/private-files.js';
+import { ensurePrivateDir, removeStaleTemps } from '../shared/private-files.js';
 import type { Clock } from './clock.js';
 import { type DataFiles, openDataFiles } from './data-files.js';
 import { checkCanListen } from './http/endpoints.js';
@@ -42,6 +42,10 @@ export async function openServerState(
   // Before anything is written: a second server on this dir would acknowledge writes that the
   // first one's next compaction silently throws away (DataDirLockedError, nothing written).
   const lock: DataDirLock = await lockDataDir(config.dataDir);
+  // Temp files of a server killed mid-write (a copy of a secret among them); the lock says no
+  // other process writes here now.
+  const stale = await removeStaleTemps(config.dataDir);
+  if (stale > 0) logger.info({ removed: stale }, 'removed temp files a stopped server left in the data dir');
   let files: DataFiles;
   try {
     // Loaded only with a database: a server without one does not load pg and its kin at start.

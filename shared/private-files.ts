@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { type FileHandle, lstat, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { type FileHandle, lstat, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 
 // Both sides keep secrets in a dir of their own (the agent's state dir, the server's data dir):
 // whoever else can write there can plant links that redirect a write of a private key, or make a
@@ -210,6 +210,34 @@ export async function writeFileDurably(
     throw error;
   }
   await sync.folder(dirname(file));
+}
+
+/** The name writeFileDurably gives its temp file: `<file>.tmp-<16 hex digits>`. */
+const TEMP_NAME = /\.tmp-[0-9a-f]{16}$/;
+
+/**
+ * Removes the temp files writeFileDurably left in `dir` when its process was killed between the
+ * create and the rename (kill -9, a power cut): a copy of what was being written, one of them the
+ * key pair of an enrollment never sent, kept for ever otherwise. Call it only while holding the
+ * dir's lock: a temp of a live writer would go too. Answers how many were removed.
+ */
+export async function removeStaleTemps(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  let removed = 0;
+  for (const name of names) {
+    if (!TEMP_NAME.test(name)) continue;
+    const path = join(dir, name);
+    const info = await lstat(path).catch(() => null);
+    if (!info?.isFile()) continue;
+    if (
+      await unlink(path).then(
+        () => true,
+        () => false,
+      )
+    )
+      removed++;
+  }
+  return removed;
 }
 
 /** Makes the entries of `dir` (a rename, an unlink) durable. */
