@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { parseServeConfig } from '../server/config.js';
@@ -44,6 +45,24 @@ describe('a proof names the server it is meant for (htu), checked against --publ
     } finally {
       await relay.close();
     }
+  });
+
+  it('the server log says which server a refused proof was made for: the reason alone did not tell an operator', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const port = await freePort();
+    await using srv = await startTestServer({
+      config: { port, publicUrl: `http://127.0.0.1:${port}` },
+      logger,
+    });
+    const { enrolled } = await enrolledSim(srv);
+    const session = connectSim(srv.url, enrolled, { htu: 'http://elsewhere.example.com' });
+    expect(await session.waitForClose()).toEqual({ code: CLOSE_CODES.REFUSED, reason: 'PROOF_INVALID' });
+    await session.close();
+    expect(lines.find((l) => l.msg === 'session refused')).toMatchObject({
+      reason: 'PROOF_INVALID',
+      detail: `The proof was made for http://elsewhere.example.com, not for this server's ${srv.url} (its --public-url).`,
+    });
   });
 
   it('a proof naming the server with a ws:// scheme or a path is the same origin', async () => {

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { DomainError } from '../../shared/errors.js';
+import { DomainError, ERROR_REASONS } from '../../shared/errors.js';
 import type { Context, Services } from '../context.js';
 import { connectorOfRefusal, provedNothing } from '../services/agent-sessions.js';
 import type { SessionHub } from '../sessions/hub.js';
@@ -65,7 +65,11 @@ export function agentAuthenticator({
         hub.refuse(ws, 'RATE_LIMITED', remoteAddress, blockedForSeconds);
         return { ...base, agent: null, agentRefusal: 'RATE_LIMITED' };
       }
-      hub.refuse(ws, reason, remoteAddress, undefined, connectorOfRefusal(error));
+      const detail =
+        error instanceof DomainError && error.message !== ERROR_REASONS[reason].message
+          ? error.message
+          : null;
+      hub.refuse(ws, reason, remoteAddress, undefined, connectorOfRefusal(error), detail);
       return { ...base, agent: null, agentRefusal: reason };
     }
   };

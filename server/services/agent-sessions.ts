@@ -180,7 +180,12 @@ export class AgentSessionService {
    * Records a refused handshake: metrics, log, and a coalesced audit event, naming the connector
    * when the identity proved it (a revoked one tried again: which identity is out there).
    */
-  recordRefusal(reason: ErrorReason, remoteAddress: string, connectorId: string | null = null): void {
+  recordRefusal(
+    reason: ErrorReason,
+    remoteAddress: string,
+    connectorId: string | null = null,
+    detail: string | null = null,
+  ): void {
     this.deps.metrics.sessionRefusals.inc({ reason });
     // A stranger can send refused handshakes at will: a line per reason every few seconds, naming
     // the last one and counting the rest (1,500 junk handshakes wrote 1,500 lines).
@@ -190,6 +195,7 @@ export class AgentSessionService {
           reason,
           remoteAddress,
           ...(connectorId ? { connectorId } : {}),
+          ...(detail ? { detail } : {}),
           ...(count > 1 ? { refusedSinceLastLine: count } : {}),
         },
         'session refused',

@@ -343,10 +343,11 @@ export class IdentityAuthority {
     }
     if (typeof payload.nonce !== 'string' || !sameText(payload.nonce, expected.nonce))
       throw new DomainError('PROOF_INVALID', "The proof does not sign this connection's nonce.");
-    if (expected.origin !== null && originOf(payload.htu) !== expected.origin)
+    const named = originOf(payload.htu);
+    if (expected.origin !== null && named !== expected.origin)
       throw new DomainError(
         'PROOF_INVALID',
-        `The proof was made for another server than ${expected.origin}.`,
+        `The proof was made for ${named ?? 'no server URL'}, not for this server's ${expected.origin} (its --public-url).`,
       );
     const issuedAtMs = (payload.iat as number) * 1000;
     if (!(Math.abs(now - issuedAtMs) <= PROOF_MAX_SKEW_MS)) throw new DomainError('PROOF_INVALID');

@@ -196,8 +196,10 @@ export class SessionHub {
     remoteAddress: string,
     retryAfterSeconds?: number,
     connectorId: string | null = null,
+    /** What the refusal's error said beyond its reason (for the log: which server a proof named). */
+    detail: string | null = null,
   ): void {
-    this.o.agentSessions.recordRefusal(reason, remoteAddress, connectorId);
+    this.o.agentSessions.recordRefusal(reason, remoteAddress, connectorId, detail);
     if (reason === 'IDENTITY_UNKNOWN_SIGNER') closeWithin(ws, CLOSE_CODES.SIGNER_UNKNOWN, reason);
     else if (reason !== 'RATE_LIMITED') closeWithin(ws, CLOSE_CODES.REFUSED, reason);
     else if (retryAfterSeconds === undefined) closeWithin(ws, CLOSE_CODES.RATE_LIMITED, reason);
