@@ -103,6 +103,34 @@ function captureLog() {
   return { logger, lines };
 }
 
+describe('a request whose body trickles in', () => {
+  it('is answered 408 and cut 5 s past the header timeout (it was held 30 s, busy, which nothing evicts)', async () => {
+    await using srv = await startTestServer({ config: { headersTimeoutMs: 1000 } });
+    const socket = connect({ port: srv.server.port, host: '127.0.0.1' });
+    socket.on('error', () => {});
+    const started = Date.now();
+    let received = '';
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+    });
+    socket.write(
+      'POST /trpc/agent.enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n',
+    );
+    // One byte every 400 ms, for at most 12 s.
+    const drip = setInterval(() => socket.writable && socket.write(' '), 400);
+    const bound = setTimeout(() => socket.destroy(), 12_000);
+    await closed;
+    clearInterval(drip);
+    clearTimeout(bound);
+    const heldMs = Date.now() - started;
+    expect(received).toMatch(/^HTTP\/1\.1 408 /);
+    expect(heldMs).toBeGreaterThanOrEqual(5500);
+    expect(heldMs).toBeLessThan(9000);
+  });
+});
+
 describe('connections strangers hold before they authenticate are bounded', () => {
   it('half-sent requests from two addresses: each held to its cap, the rest answered 429 at once; agents still connect and the admin API answers; the holders are cut after the header timeout and the server recovers by itself', async () => {
     const { logger, lines } = captureLog();

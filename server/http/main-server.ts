@@ -4,6 +4,13 @@ import { createServer as createHttpsServer } from 'node:https';
 /** An idle keep-alive connection is closed after this (Node's default, said here on purpose). */
 const KEEP_ALIVE_TIMEOUT_MS = 5000;
 
+/**
+ * How long after the header timeout a request's body may still be arriving. Bodies are at most
+ * 64 KiB; a request whose headers are complete counts as busy, which the connection guard never
+ * evicts, and with 30 s (as it was) a few addresses trickling bodies held every unauthenticated slot.
+ */
+const BODY_ALLOWANCE_MS = 5000;
+
 export interface MainServerOptions {
   /** The --tls-cert / --tls-key pair, read and checked; null serves plain HTTP. */
   tls: { cert: Buffer; key: Buffer } | null;
@@ -25,7 +32,7 @@ export function createMainServer(
     server = createHttpServer({ connectionsCheckingInterval }, onRequest);
   }
   server.headersTimeout = headersTimeoutMs;
-  server.requestTimeout = Math.max(30_000, headersTimeoutMs);
+  server.requestTimeout = headersTimeoutMs + BODY_ALLOWANCE_MS;
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.maxHeadersCount = 64;
   return server;
