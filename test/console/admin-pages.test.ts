@@ -117,6 +117,33 @@ describe('console: admin pages', () => {
     await context.close();
   });
 
+  it("times are the reader's, with the zone named: the CLI and the logs say UTC", async () => {
+    await using server = await startTestServer();
+    await server.admin.groups.create.mutate({ name: 'Zoned' });
+    const context = await consoleContext(browser, server.url, { timezoneId: 'Asia/Tokyo' });
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+    const created = page.getByRole('row', { name: /group\.created/ });
+    await created.waitFor();
+    // The test server's clock is a manual one: its events carry its time, shown in Tokyo's.
+    const at = (await server.admin.audit.list.query({ type: 'group.created' }))[0]!.at;
+    const tokyo = new Date(at).toLocaleString('en-US', {
+      timeZone: 'Asia/Tokyo',
+      year: 'numeric',
+      month: 'short',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: '2-digit',
+      second: '2-digit',
+      timeZoneName: 'short',
+    });
+    expect(tokyo).toMatch(/GMT\+9$/);
+    expect(await created.getByRole('cell').first().textContent()).toBe(tokyo);
+    await context.close();
+  });
+
   it('Audit names who did what to what: admin key, group, connector and key names (a deleted connector by the name its event kept), ids in the titles', async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Lab' });

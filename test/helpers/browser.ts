@@ -23,8 +23,12 @@ export async function launchBrowser(): Promise<Browser & AsyncDisposable> {
 }
 
 /** A fresh context (its own sessionStorage) on `origin`, allowed to read and write the clipboard. */
-export async function consoleContext(browser: Browser, origin: string): Promise<BrowserContext> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+export async function consoleContext(
+  browser: Browser,
+  origin: string,
+  options: { timezoneId?: string } = {},
+): Promise<BrowserContext> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...options });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
   return context;
 }

@@ -1,9 +1,18 @@
-/** A time as people read it, in their locale; `—` for none. */
+/**
+ * A time as people read it, in their locale and zone, with the zone named (`Dec 19, 2026, 11:27 AM
+ * GMT+9`): the CLI and the logs say UTC, and a time copied between them without its zone was hours
+ * off. `—` for none.
+ */
 export function formatTime(iso: string | null, { seconds = false } = {}): string {
   if (!iso) return '—';
   return new Date(iso).toLocaleString(undefined, {
-    dateStyle: 'medium',
-    timeStyle: seconds ? 'medium' : 'short',
+    year: 'numeric',
+    month: 'short',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: '2-digit',
+    ...(seconds ? { second: '2-digit' } : {}),
+    timeZoneName: 'short',
   });
 }
 
