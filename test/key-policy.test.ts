@@ -231,7 +231,9 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
     expect(exhausted.stdout).toBe('');
     expect(exhausted.stderr.trim().split('\n')).toHaveLength(1);
     expect(exhausted.stderr).toContain('KEY_EXHAUSTED');
-    expect(exhausted.stderr).toContain('`groups regenerate-key Cli`');
+    expect(exhausted.stderr).toContain(
+      "`groups regenerate-key Cli` for a new one (it keeps this key's lifetime of 2h and its limit of 1 use: --ttl, --max-uses or --unlimited to change them)",
+    );
     const listed = await cli(srv, ['api-keys', 'list']);
     expect(listed.stdout).toMatch(/Connector Provisioning Key - Cli .*exhausted.*1\/1/);
 
@@ -245,7 +247,7 @@ describe('provisioning key policy: use limit and lifetime per key', () => {
     expect(expired.stdout).toBe('');
     expect(expired.stderr.trim().split('\n')).toHaveLength(1);
     expect(expired.stderr).toContain('KEY_EXPIRED');
-    expect(expired.stderr).toContain('`groups regenerate-key Cli`');
+    expect(expired.stderr).toContain("(it keeps this key's lifetime of 1h and its limit of 1 use");
 
     // No flag: the new key is as the current one (one use, one hour), as in the console.
     const kept = await cli(srv, ['groups', 'regenerate-key', 'Cli']);

@@ -44,7 +44,17 @@ function keyWords(group: Pick<GroupLike, 'currentKey' | 'status'>): string {
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
 
-/** A group reference as the user would type it again in a shell. */
+/** A key's lifetime, creation to expiry, in the largest unit it has a whole one of (`14d`, `2s`). */
+function lifetimeWords(k: KeyLike): string {
+  const seconds = Math.max(1, Math.round((Date.parse(k.expiresAt) - Date.parse(k.createdAt)) / 1000));
+  for (const [unit, size] of [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const)
+    if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`;
+  return `${seconds}s`;
+}
 
 /**
  * The key alone on stdout (so `$(… groups key G)` captures it); the rest on stderr. A key that can
@@ -52,7 +62,10 @@ type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query'
  * leaves an empty file behind a zero exit.
  */
 function printKey(options: AdminOptions, k: KeyLike, ref: string) {
-  const fix = `run \`groups regenerate-key ${shellWord(ref)}\` for a new one`;
+  // The new key keeps this one's policy (a 2-second key's successor lives 2 seconds too): say so,
+  // with the flags that change it.
+  const limit = k.maxUses === null ? '' : ` and its limit of ${k.maxUses} use${k.maxUses === 1 ? '' : 's'}`;
+  const fix = `run \`groups regenerate-key ${shellWord(ref)}\` for a new one (it keeps this key's lifetime of ${lifetimeWords(k)}${limit}: --ttl${k.maxUses === null ? '' : ', --max-uses or --unlimited'} to change them)`;
   const refusal: [string, string] | null =
     k.status === 'expired'
       ? ['KEY_EXPIRED', `the group's provisioning key expired at ${k.expiresAt}; ${fix}`]
