@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { addCompletionCommand } from '../shared/cli-completion.js';
+import { withOptionHint } from '../shared/cli-option-hints.js';
 import { parseAgentConfig, readableStateDir, resolveStateDir, UsageError } from './config.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
@@ -55,6 +56,7 @@ export function buildAgentProgram(): Command {
   status and unenroll add 7 to 10 (see their --help); no number means two things.`,
     )
     .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(withOptionHint(text, program)) })
     // Commander adds `help [command]` only to a program without an action of its own; the run
     // command has one, so `connector-agent help` was an unknown command.
     .helpCommand(true)

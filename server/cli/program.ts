@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
 import { addCompletionCommand } from '../../shared/cli-completion.js';
+import { withOptionHint } from '../../shared/cli-option-hints.js';
 import { adminEnv } from './admin-common.js';
 import { registerApiKeyCommands } from './api-key-commands.js';
 import { registerAuditCommand } from './audit-command.js';
@@ -31,12 +32,14 @@ export function buildServerProgram({
     .version(`connector-server ${pkg.version}`, '--version', 'print the version')
     .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
     .configureOutput({
-      outputError: (text, write) =>
+      outputError: (raw, write) => {
+        const text = withOptionHint(raw, program);
         write(
           wantsJson
             ? `${JSON.stringify({ error: { reason: 'USAGE', message: text.replace(/^error: /, '').trim(), fix: 'run with --help for usage', exitCode: 2 } })}\n`
             : text,
-        ),
+        );
+      },
     })
     .exitOverride();
 
