@@ -118,7 +118,7 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       const r = result.replayed;
       console.log(
         `restored ${flags.from} (snapshot at ${new Date(result.snapshotAt).toISOString()}, ` +
-          `${result.connectors} connectors) into ${flags.dataDir}.`,
+          `${result.connectors} connectors once the changes below are replayed) into ${flags.dataDir}.`,
       );
       if (result.auditGapFrom)
         console.error(
