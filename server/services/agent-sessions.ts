@@ -84,7 +84,7 @@ export function renewalDueAt(identity: { identityIssuedAt: number; identityExpir
 export class AgentSessionService {
   /** The "session refused" lines: at most one per reason per 10 s. */
   private readonly refusalLines = new ThrottledLines(10_000);
-  /** `session.connected` events: every connect up to 10 per connector a minute, the rest summed. */
+  /** `session.connected` events: about 10 per connector a minute at most, the rest summed. */
   private readonly repeatedConnects: RepeatedConnects;
 
   constructor(private readonly deps: AgentSessionDeps) {
@@ -219,6 +219,9 @@ export class AgentSessionService {
    * `replacedFrom` if set, and audits it.
    */
   recordConnected(session: SessionParty, now: number, replacedFrom: string | null): void {
+    const previousConnectAt = this.deps.store.read(
+      (view) => view.get('connectors', session.connectorId)?.lastConnectedAt ?? null,
+    );
     this.deps.connectors.recordConnection(session.connectorId, {
       connectedAt: now,
       seenAt: now,
@@ -236,7 +239,8 @@ export class AgentSessionService {
     // Every connect is audited, but without an fsync of its own (it rides along with the next
     // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
     // The per-connect log lines are debug for the same reason; /metrics counts them.
-    if (this.repeatedConnects.admit(session)) this.audit('session.connected', session, {}, { lazy: true });
+    if (this.repeatedConnects.admit(session, previousConnectAt))
+      this.audit('session.connected', session, {}, { lazy: true });
     this.deps.logger.debug(
       { connectorId: session.connectorId, remoteAddress: session.remoteAddress },
       'agent connected',

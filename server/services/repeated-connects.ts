@@ -24,8 +24,9 @@ interface Window {
  * window is over. Without it, a holder of one identity (any current provisioning key gives one)
  * reconnecting in a loop wrote an event per connect, 650 a second here, and rotated the security
  * events (`session.replaced`) out of the audit log within minutes. A fleet reconnecting after a
- * restart connects once each: all audited, as before. Only connectors seen within the window are
- * held; counts not yet written are lost with the process, not the first events of each window.
+ * restart connects once each: all audited, as before, and nothing held for them: a window opens
+ * only for a connector whose previous connect was within the window's length.
+ * Counts not yet written are lost with the process, not the first events of each window.
  */
 export class RepeatedConnects {
   private readonly windows = new Map<string, Window>();
@@ -38,8 +39,11 @@ export class RepeatedConnects {
     private readonly windowMs = 60_000,
   ) {}
 
-  /** Whether this connect is audited on its own; if not, it is counted into its window's summary. */
-  admit(session: SessionParty): boolean {
+  /**
+   * Whether this connect is audited on its own; if not, it is counted into its window's summary.
+   * `previousConnectAt`: the connector's connect before this one (null if none).
+   */
+  admit(session: SessionParty, previousConnectAt: number | null): boolean {
     const now = this.clock.now();
     this.closeExpired(now);
     const open = this.windows.get(session.connectorId);
@@ -50,6 +54,9 @@ export class RepeatedConnects {
       open.suppressed++;
       return false;
     }
+    // The first connect in a window's length: nothing to hold. The second opens a window (so a
+    // loop gets its first connect and `perWindow` more audited in its first minute).
+    if (previousConnectAt === null || now - previousConnectAt >= this.windowMs) return true;
     this.windows.set(session.connectorId, { startedAt: now, connects: 1, suppressed: 0, last: session });
     this.timer ??= setInterval(() => this.closeExpired(this.clock.now()), this.windowMs).unref();
     return true;
