@@ -121,8 +121,10 @@ describe('server CLI (admin commands against a running server)', () => {
       `${server.url}/some/path answered HTTP 404 (application/json), which is not an answer of the enrollment server's API: --server is the server's base URL`,
     );
     expect(underPath.stderr).not.toMatch(/Unable to transform|cannot reach/);
-    const page = createHttpServer((_req, res) =>
-      res.writeHead(200, { 'content-type': 'text/html' }).end('<p>hi</p>'),
+    const page = createHttpServer((req, res) =>
+      req.url?.includes('busy')
+        ? res.writeHead(503, { 'content-type': 'text/plain' }).end('too many connections')
+        : res.writeHead(200, { 'content-type': 'text/html' }).end('<p>hi</p>'),
     );
     await new Promise<void>((resolve) => page.listen(0, '127.0.0.1', resolve));
     try {
@@ -130,6 +132,13 @@ describe('server CLI (admin commands against a running server)', () => {
       const site = await cli(['groups', 'list', '--server', pageUrl, '--data-dir', dataDir]);
       expect(site.code).toBe(2);
       expect(site.stderr).toContain(`${pageUrl} answered HTTP 200 (text/html), which is not an answer`);
+      // A busy server's (or proxy's) own 503 is not a wrong --server: exit 1, try again.
+      const busy = await cli(['groups', 'list', '--server', `${pageUrl}/busy`, '--data-dir', dataDir]);
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toContain(
+        "answered HTTP 503 (text/plain) without the API's answer: the server is too busy",
+      );
+      expect(busy.stderr).not.toContain('--server is the server');
     } finally {
       await new Promise((resolve) => page.close(resolve));
     }

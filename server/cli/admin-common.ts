@@ -212,7 +212,7 @@ export function adminCli(env: AdminEnv) {
         await action(client, options, ...positional);
       } catch (error) {
         const foreign = causeOf(error, NotTheApi);
-        if (foreign) throw new CliError(foreign.message, 2);
+        if (foreign) throw new CliError(foreign.message, foreign.usage ? 2 : 1);
         const tlsPort = error instanceof TRPCClientError ? await tlsPortAsPlainHttp(error, server) : null;
         if (tlsPort) throw new CliError(`cannot reach the server: ${tlsPort} (${from})`, 2);
         const explained = explain(error, server, {

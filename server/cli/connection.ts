@@ -119,10 +119,23 @@ export function boundedCalls(transport: typeof fetch, seconds: number, last: Cal
   };
 }
 
-/** An answer that is not the API's: `--server` names something else, or the server under a path. */
+/**
+ * An answer that is not the API's: `--server` names something else, or the server under a path
+ * (`usage`: exit 2); or, `usage` false, a server or a proxy too busy to give one (503, 429, 502…):
+ * a retry may get through (exit 1).
+ */
 export class NotTheApi extends Error {
   override readonly name = 'NotTheApi';
+  constructor(
+    message: string,
+    readonly usage: boolean,
+  ) {
+    super(message);
+  }
 }
+
+/** Statuses a busy server or a proxy in front of an absent one answers with, in its own words. */
+const isTransientStatus = (status: number) => status >= 500 || status === 408 || status === 425 || status === 429;
 
 /**
  * `transport` with answers that cannot be the API's refused as NotTheApi: anything but JSON (a web
@@ -144,8 +157,15 @@ export function refusingForeignAnswers(transport: typeof fetch, server: string):
       if (typeof body?.error?.data?.code === 'string') return response;
     }
     await response.body?.cancel().catch(() => {});
+    const answered = `${server} answered HTTP ${response.status}${type ? ` (${type.split(';')[0]!.trim()})` : ''}`;
+    if (isTransientStatus(response.status))
+      throw new NotTheApi(
+        `${answered} without the API's answer: the server is too busy (its connection limits) or a proxy in front of it cannot reach it; try again shortly`,
+        false,
+      );
     throw new NotTheApi(
-      `${server} answered HTTP ${response.status}${type ? ` (${type.split(';')[0]!.trim()})` : ''}, which is not an answer of the enrollment server's API: --server is the server's base URL, as serve prints it at start ("listening on …") or its --public-url, without /trpc or another path (unless a proxy serves it under one)`,
+      `${answered}, which is not an answer of the enrollment server's API: --server is the server's base URL, as serve prints it at start ("listening on …") or its --public-url, without /trpc or another path (unless a proxy serves it under one)`,
+      true,
     );
   };
 }
