@@ -80,7 +80,9 @@ export function backupHandler(
     const snapshot = takeSnapshot(sources, adminKey);
     // Audited before the first byte: the first chunk already holds the secret, the signing keys and
     // the admin key, and a caller that hung up after it (audited at the end, as it was) took them
-    // with no trace. No event written, nothing sent.
+    // with no trace. An event the audit log holds until it takes writes again (AUDIT_NOT_WRITTEN)
+    // will be written: the backup goes out (storage trouble is when one is wanted); one that could
+    // not even be held, and no backup is sent.
     try {
       await services.audit.record({
         type: 'backup.created',
@@ -91,12 +93,24 @@ export function backupHandler(
           records: recordCount(snapshot),
         },
       });
-    } catch {
+    } catch (error) {
+      if (error instanceof DomainError && error.reason === 'AUDIT_NOT_WRITTEN')
+        sources.logger.warn(
+          { remoteAddress, apiKeyId: principal.apiKeyId },
+          'a backup is sent while the audit log takes no writes: its backup.created event is held and written once it does',
+        );
+      else {
+        snapshot.records.release();
+        return refuse(
+          'STORE_UNAVAILABLE',
+          'The backup was not sent: its audit event could not be written (the audit log takes no writes).',
+        );
+      }
+    }
+    // Gone while the event was written: nothing to send, and the snapshot is let go.
+    if (res.destroyed) {
       snapshot.records.release();
-      return refuse(
-        'STORE_UNAVAILABLE',
-        'The backup was not sent: its audit event could not be written (the audit log takes no writes).',
-      );
+      return;
     }
     res.writeHead(200, {
       'content-type': BACKUP_CONTENT_TYPE,

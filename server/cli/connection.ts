@@ -135,7 +135,8 @@ export class NotTheApi extends Error {
 }
 
 /** Statuses a busy server or a proxy in front of an absent one answers with, in its own words. */
-const isTransientStatus = (status: number) => status >= 500 || status === 408 || status === 425 || status === 429;
+const isTransientStatus = (status: number) =>
+  status >= 500 || status === 408 || status === 425 || status === 429;
 
 /**
  * `transport` with answers that cannot be the API's refused as NotTheApi: anything but JSON (a web
