@@ -292,6 +292,35 @@ describe('one identity reconnecting in a loop', () => {
     const metrics = await (await fetch(`${srv.url}/metrics`)).text();
     expect(metrics).toMatch(/^connector_session_connects_total 26$/m);
   });
+
+  it('replacing its own session each time: the replacements past the window are counted into the summary, a security event naming the addresses', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    let previous = connectSim(srv.url, enrolled);
+    await previous.waitFor('ready');
+    for (let i = 0; i < 24; i++) {
+      // The next one opens before the last is closed: each connect replaces a live session.
+      const next = connectSim(srv.url, enrolled);
+      await next.waitFor('ready');
+      await previous.close();
+      previous = next;
+    }
+    await previous.close();
+    const replaced = () => srv.admin.audit.list.query({ type: 'session.replaced', limit: 1000 });
+    expect((await replaced()).length).toBe(10);
+    srv.clock.advance(60_000);
+    const last = connectSim(srv.url, enrolled);
+    await last.waitFor('ready');
+    await last.close();
+    const summary = (await srv.admin.audit.list.query({ type: 'session.connected', limit: 1000 })).find(
+      (e) => (e.details as { suppressed?: number }).suppressed !== undefined,
+    );
+    expect(summary).toMatchObject({
+      security: true,
+      connectorId: enrolled.connectorId,
+      details: { suppressed: 14, replaced: 14, addresses: ['127.0.0.1'] },
+    });
+  });
 });
 
 describe('one live session per connector (behaviour 12)', () => {

@@ -88,12 +88,20 @@ export class AgentSessionService {
   private readonly repeatedConnects: RepeatedConnects;
 
   constructor(private readonly deps: AgentSessionDeps) {
-    this.repeatedConnects = new RepeatedConnects(deps.clock, ({ last, suppressed, windowStart, windowEnd }) =>
+    this.repeatedConnects = new RepeatedConnects(deps.clock, (s) =>
       this.audit(
         'session.connected',
-        last,
-        { suppressed, windowStart: iso(windowStart), windowEnd: iso(windowEnd) },
-        { lazy: true },
+        s.last,
+        {
+          suppressed: s.suppressed,
+          ...(s.replaced > 0 ? { replaced: s.replaced } : {}),
+          ...(s.renewed > 0 ? { renewed: s.renewed } : {}),
+          addresses: s.addresses,
+          windowStart: iso(s.windowStart),
+          windowEnd: iso(s.windowEnd),
+        },
+        // A replacement is a clone's or a thief's mark: the summary of any is a security event.
+        { lazy: s.replaced === 0, security: s.replaced > 0 },
       ),
     );
   }
@@ -228,7 +236,9 @@ export class AgentSessionService {
       remoteAddress: session.remoteAddress,
       ...(replacedFrom !== null ? { replacedFrom } : {}),
     });
-    if (replacedFrom !== null) {
+    // One connector reconnecting in a loop is summed up, its replacements too (RepeatedConnects).
+    const audited = this.repeatedConnects.admit(session, previousConnectAt, replacedFrom !== null);
+    if (audited && replacedFrom !== null) {
       this.audit(
         'session.replaced',
         session,
@@ -239,8 +249,7 @@ export class AgentSessionService {
     // Every connect is audited, but without an fsync of its own (it rides along with the next
     // write, within 250 ms): a fleet reconnecting after a restart is tens of thousands of them.
     // The per-connect log lines are debug for the same reason; /metrics counts them.
-    if (this.repeatedConnects.admit(session, previousConnectAt))
-      this.audit('session.connected', session, {}, { lazy: true });
+    if (audited) this.audit('session.connected', session, {}, { lazy: true });
     this.deps.logger.debug(
       { connectorId: session.connectorId, remoteAddress: session.remoteAddress },
       'agent connected',
@@ -315,7 +324,8 @@ export class AgentSessionService {
       expiresAt: renewed.expiresAt,
       keyId: renewed.keyId,
     });
-    this.audit('identity.renewed', session, { expiresAt: new Date(renewed.expiresAt).toISOString(), via });
+    if (this.repeatedConnects.admitRenewal(session.connectorId))
+      this.audit('identity.renewed', session, { expiresAt: new Date(renewed.expiresAt).toISOString(), via });
     return renewed;
   }
 
