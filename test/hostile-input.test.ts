@@ -590,7 +590,7 @@ describe('malformed input to every admin procedure', () => {
     for (const method of ['TRACE', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
       const answer = await withMethod(srv.url, method, '/trpc/groups.list');
       expect(answer.status, method).toBe(405);
-      expect(answer.allow).toBe('GET, POST');
+      expect(answer.allow).toBe('GET, HEAD, POST');
       expect(JSON.parse(answer.body).error.data.reason).toBe('METHOD_NOT_ALLOWED');
     }
     for (const path of ['groups.drop', 'groups', '__proto__.toString', 'agent.enroll.x']) {

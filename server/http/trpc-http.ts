@@ -36,7 +36,7 @@ export function trpcHttpHandler({
       const data = { code: 'METHOD_NOT_SUPPORTED', httpStatus: 405, reason: 'METHOD_NOT_ALLOWED', hint };
       res
         .writeHead(405, {
-          allow: 'GET, POST',
+          allow: 'GET, HEAD, POST',
           'content-type': 'application/json',
           'cache-control': 'no-store',
         })
