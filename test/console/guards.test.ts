@@ -122,6 +122,10 @@ describe('console: guards', () => {
     await form.getByLabel('Enrollments allowed').fill('1.5');
     await form.getByRole('button', { name: 'Create group' }).click();
     await form.getByRole('alert').getByText('Enrollments allowed: a whole number from 1').waitFor();
+    // "1e3" is a number to Number(), not a count someone typed: refused too (it made 1,000 uses).
+    await form.getByLabel('Enrollments allowed').fill('1e3');
+    await form.getByRole('button', { name: 'Create group' }).click();
+    await form.getByRole('alert').getByText('Enrollments allowed: a whole number from 1').waitFor();
     expect(await server.admin.groups.list.query({})).toEqual([]);
     await form.getByLabel('Enrollments allowed').fill('1');
     expect(await seriousA11yViolations(page)).toEqual([]);
@@ -133,6 +137,18 @@ describe('console: guards', () => {
     const key = await server.admin.provisioningKeys.get.query({ groupId: group!.id });
     expect(key.maxUses).toBe(1);
     expect(Date.parse(key.expiresAt) - Date.parse(key.createdAt)).toBe(DAY_MS);
+    // The description is shown under the name, and Rename changes it (it was stored, never shown).
+    const kiosks = page.getByRole('row', { name: /^Kiosks\b/ });
+    await kiosks.getByText('Lobby kiosks, one each').waitFor();
+    await kiosks.getByRole('button', { name: 'Actions for Kiosks' }).click();
+    await page.getByRole('menuitem', { name: 'Rename' }).click();
+    const rename = page.getByRole('dialog', { name: 'Rename Kiosks' });
+    await rename.getByLabel('Description').fill('Lobby kiosks, two each');
+    await rename.getByRole('button', { name: 'Rename' }).click();
+    await kiosks.getByText('Lobby kiosks, two each').waitFor();
+    expect((await server.admin.groups.list.query({}))[0]).toMatchObject({
+      description: 'Lobby kiosks, two each',
+    });
     // Emptied for the next group, whose key is then the server's default: no limit, 14 days.
     expect(await form.getByLabel('Enrollments allowed').inputValue()).toBe('');
     await form.getByLabel('New group').fill('Plain');
@@ -143,6 +159,32 @@ describe('console: guards', () => {
     expect(plainKey.maxUses).toBeNull();
     expect(plain.description).toBe('');
     expect(Date.parse(plainKey.expiresAt) - Date.parse(plainKey.createdAt)).toBe(14 * DAY_MS);
+    await context.close();
+  });
+
+  it('the key dialog fits a phone-wide window: its buttons are on screen, and it opens on Copy', async () => {
+    await using server = await startTestServer();
+    await server.admin.groups.create.mutate({ name: 'Narrow', ttl: '1d' });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await signIn(page, server.url, server.adminKey);
+    await page.getByRole('button', { name: 'Actions for Narrow' }).click();
+    await page.getByRole('menuitem', { name: 'View Provisioning Key' }).click();
+    const dialog = page.getByRole('dialog', { name: /Narrow/ });
+    const copy = dialog.getByRole('button', { name: 'Copy', exact: true });
+    await copy.waitFor();
+    for (const name of ['Copy', 'Regenerate', 'Close']) {
+      const box = (await dialog.getByRole('button', { name, exact: true }).boundingBox())!;
+      expect(box.x, name).toBeGreaterThanOrEqual(0);
+      expect(box.x + box.width, name).toBeLessThanOrEqual(390);
+    }
+    await expect
+      .poll(() =>
+        page.evaluate<string | null>('document.activeElement && document.activeElement.textContent'),
+      )
+      .toBe('Copy');
+    await screenshot(page, 'key-dialog-narrow');
     await context.close();
   });
 

@@ -142,6 +142,7 @@ function RenameDialog({
 }) {
   const { api } = useConsole();
   const [name, setName] = useState(group.name);
+  const [description, setDescription] = useState(group.description);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const running = useRef(false);
@@ -151,7 +152,7 @@ function RenameDialog({
     running.current = true;
     setBusy(true);
     try {
-      await api.groups.update.mutate({ groupId: group.id, name });
+      await api.groups.update.mutate({ groupId: group.id, name, description: description.trim() });
       await onRenamed();
     } catch (failure) {
       setError(errorText(failure, 'action'));
@@ -165,6 +166,14 @@ function RenameDialog({
       <form onSubmit={submit}>
         <label htmlFor="rename-group">New name</label>
         <input id="rename-group" value={name} maxLength={64} onChange={(e) => setName(e.target.value)} />
+        <label htmlFor="rename-group-description">Description</label>
+        <input
+          id="rename-group-description"
+          value={description}
+          maxLength={500}
+          placeholder="optional"
+          onChange={(e) => setDescription(e.target.value)}
+        />
         {error && (
           <p className="error" role="alert">
             {error}

@@ -51,6 +51,8 @@ export function GroupsTable({
           <tr key={group.id} data-group-id={group.id}>
             <th scope="row" className="group-name">
               <a href={groupHref(group.id)}>{group.name}</a>
+              {/* Given at creation (Options) or in Rename: it was stored and never shown. */}
+              {group.description && <div className="help group-description">{group.description}</div>}
             </th>
             <td>
               <span className={`badge ${group.status}`}>

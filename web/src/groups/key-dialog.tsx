@@ -46,11 +46,14 @@ function kept(view: ProvisioningKey): { maxUses?: number; ttl: string } {
 
 /** A key's lifetime in the largest unit it has a whole one of: a 3-second key is not "0 hours". */
 function durationWords(ms: number): string {
-  const rounded = (value: number) => Math.round(value * 10) / 10;
-  if (ms >= 86_400_000) return `${rounded(ms / 86_400_000)} days`;
-  if (ms >= 3_600_000) return `${rounded(ms / 3_600_000)} hours`;
-  if (ms >= 60_000) return `${rounded(ms / 60_000)} minutes`;
-  return `${Math.max(1, Math.round(ms / 1000))} seconds`;
+  const words = (value: number, unit: string) => {
+    const rounded = Math.round(value * 10) / 10;
+    return `${rounded} ${unit}${rounded === 1 ? '' : 's'}`;
+  };
+  if (ms >= 86_400_000) return words(ms / 86_400_000, 'day');
+  if (ms >= 3_600_000) return words(ms / 3_600_000, 'hour');
+  if (ms >= 60_000) return words(ms / 60_000, 'minute');
+  return words(Math.max(1, Math.round(ms / 1000)), 'second');
 }
 
 const draftOf = (view: ProvisioningKey): PolicyDraft => ({
@@ -203,9 +206,11 @@ export function KeyDialog({
             </dd>
           </dl>
           <ModalActions>
+            {/* The dialog is opened to copy the key: focus there once it is shown, not on Close. */}
             <ActionButton
               className="primary"
               disabledReason={refusal}
+              autoFocus={refusal === null}
               onClick={() => copy('Key copied to the clipboard.', view.key!)}
             >
               Copy

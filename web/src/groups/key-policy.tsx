@@ -29,7 +29,8 @@ export const EMPTY_POLICY: PolicyDraft = { maxUses: '', ttl: '' };
 export function maxUsesOf(draft: PolicyDraft): number | undefined {
   const limit = draft.maxUses.trim();
   if (limit === '') return undefined;
-  const maxUses = Number(limit);
+  // Digits only: Number() read "1e3" as a limit of 1,000.
+  const maxUses = /^\d{1,7}$/.test(limit) ? Number(limit) : Number.NaN;
   if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > MAX_USES)
     throw new Error('Enrollments allowed: a whole number from 1 to 1,000,000, or empty for no limit.');
   return maxUses;

@@ -10,11 +10,14 @@ export function ActionButton({
   children,
   className,
   disabledReason = null,
+  autoFocus = false,
 }: {
   onClick: () => Promise<void>;
   children: ReactNode;
   className?: string;
   disabledReason?: string | null;
+  /** Takes the focus when it appears (the action a dialog is opened for). */
+  autoFocus?: boolean;
 }) {
   const [busy, setBusy] = useState(false);
   // A second click before the disabled state renders must not call the server twice.
@@ -25,6 +28,8 @@ export function ActionButton({
       <button
         type="button"
         className={className}
+        // biome-ignore lint/a11y/noAutofocus: inside a modal dialog, the action it was opened for
+        autoFocus={autoFocus}
         disabled={busy || disabledReason !== null}
         title={disabledReason ?? undefined}
         onClick={async () => {
