@@ -185,6 +185,15 @@ describe('console: guards', () => {
       )
       .toBe('Copy');
     await screenshot(page, 'key-dialog-narrow');
+    // Deleted elsewhere (the CLI, another tab) while the dialog is open: it closes and says so,
+    // rather than go on showing an Active key that enrolls no one.
+    const [group] = await server.admin.groups.list.query({});
+    await server.admin.groups.delete.mutate({ groupId: group!.id });
+    await dialog.waitFor({ state: 'detached' });
+    await page
+      .getByTestId('groups-notice')
+      .getByText('Narrow was deleted elsewhere: its key enrolls no one.')
+      .waitFor();
     await context.close();
   });
 

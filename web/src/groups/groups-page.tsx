@@ -1,4 +1,4 @@
-import { useCallback, useState } from 'react';
+import { useCallback, useEffect, useState } from 'react';
 import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
@@ -36,6 +36,14 @@ export function GroupsPage() {
     }, [api]),
   );
   const live = useLiveRefresh(adminKey, refresh);
+  // A group deleted elsewhere (another tab, the CLI) while its dialog is open here: the dialog
+  // showed its key as Active, and Reveal and Copy went on working on a key that enrolls no one.
+  const gone = dialog && dialog.kind !== 'delete' && groups && !groups.some((g) => g.id === dialog.group.id);
+  useEffect(() => {
+    if (!gone || !dialog) return;
+    setDialog(null);
+    setNotice(`${dialog.group.name} was deleted elsewhere: its key enrolls no one.`);
+  }, [gone, dialog]);
 
   return (
     <>
