@@ -52,7 +52,11 @@ describe('console: admin pages', () => {
 
     // A group made elsewhere brings its provisioning key here live; an admin key made elsewhere
     // comes with Refresh (the live feed names groups, not admin keys).
-    await page.getByRole('status').getByText('Live', { exact: true }).waitFor();
+    // The page says so: "Live" alone read as the whole page being live.
+    await page
+      .getByRole('status')
+      .getByText('Live (provisioning keys; admin keys made elsewhere show on Refresh)', { exact: true })
+      .waitFor();
     await server.admin.groups.create.mutate({ name: 'Elsewhere' });
     await page.getByRole('row', { name: /^Connector Provisioning Key - Elsewhere/ }).waitFor();
     await server.admin.apiKeys.create.mutate({ name: 'made-by-script', scope: 'read' });

@@ -33,7 +33,14 @@ export function ApiKeysPage() {
 
   return (
     <>
-      <LivePageHead title="API Keys" live={live} onRefresh={() => void refresh()} />
+      {/* Admin keys made or deleted elsewhere are not in the live feed (every admin call touches
+          its key, and the page's own calls would refresh it without end): said, not implied. */}
+      <LivePageHead
+        title="API Keys"
+        live={live}
+        liveFor="provisioning keys; admin keys made elsewhere show on Refresh"
+        onRefresh={() => void refresh()}
+      />
       {loadError && (
         <p className="error" role="alert">
           Could not load the keys: {loadError}
