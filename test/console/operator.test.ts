@@ -133,7 +133,7 @@ describe('console: an operator’s first hour', () => {
     const tiles = page.getByRole('list', { name: 'Counts' });
     await expect
       .poll(() => tiles.getByRole('listitem').allTextContents())
-      .toEqual(['2Groups', '1Connectors', '0Connected', '0Disconnected', '1Revoked', '0Disabled groups']);
+      .toEqual(['2Groups', '1Connectors', '0Connected', '0Not connected', '1Revoked', '0Disabled groups']);
     await page
       .getByRole('row', { name: /^Empty\b/ })
       .getByRole('button', { name: /^Actions for/ })

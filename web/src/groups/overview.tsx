@@ -40,8 +40,10 @@ export function CountTiles({ groups }: { groups: GroupRow[] }) {
     ['Connectors', sum((g) => g.counts.total)],
     ['Connected', sum((g) => g.counts.connected)],
     // A revoked connector is never connected again: it is counted as revoked, not as one to look into.
+    // "Not connected": the enrolled ones that never connected are in it (the connectors page and the
+    // CLI say "never" for them), which "Disconnected" hid.
     [
-      'Disconnected',
+      'Not connected',
       sum((g) => Math.max(0, g.counts.disconnected + g.counts.neverConnected - g.counts.revoked)),
     ],
     ['Revoked', sum((g) => g.counts.revoked)],
