@@ -176,6 +176,35 @@ describe('agent.renew', () => {
   });
 });
 
+describe('a connector reconnecting with a token older than its newest identity', () => {
+  it('is not renewed again within a minute (a sixth of a short lifetime) of the newest: a loop reconnecting with an old token signed and wrote one per connect', async () => {
+    // 4 minutes: the clock moves less than the 5 minutes a proof may be off the server's time.
+    const { srv, key } = await setup({ config: { identityTtlMs: 240_000 } });
+    await using _ = srv;
+    const enrolled = (await enrollSim(srv.url, key)).enrolled!;
+    // Past two thirds of the lifetime: the first connect is renewed at once, and told.
+    srv.clock.advance(161_000);
+    const first = connectSim(srv.url, enrolled);
+    await first.waitFor('identity');
+    await first.close();
+    expect(await renewalAudits(srv, 'push')).toHaveLength(1);
+    // The same old token again (its host missed the push, or a loop): not renewed this time.
+    const again = connectSim(srv.url, enrolled);
+    await again.waitFor('ready');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(again.events.map((e) => e.type)).not.toContain('identity');
+    await again.close();
+    expect(await renewalAudits(srv, 'push')).toHaveLength(1);
+    // A sixth of the lifetime (40 s) after the newest it is renewed on connect again, before this
+    // token's last sixth.
+    srv.clock.advance(41_000);
+    const later = connectSim(srv.url, enrolled);
+    await later.waitFor('identity');
+    await later.close();
+    expect(await renewalAudits(srv, 'push')).toHaveLength(2);
+  });
+});
+
 describe('renewal of many sessions (hub schedule, manual clock)', () => {
   it('renews 1,000 sessions with a 30 s lifetime on time, each once per two thirds of a lifetime', async () => {
     const clock = new ManualClock(Date.now());

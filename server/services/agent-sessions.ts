@@ -106,6 +106,11 @@ export class AgentSessionService {
     );
   }
 
+  /** When the connector's newest identity was issued (its record's), or null. */
+  latestIssuedAt(connectorId: string): number | null {
+    return this.deps.store.read((view) => view.get('connectors', connectorId)?.identity?.issuedAt ?? null);
+  }
+
   /** Writes what is held of repeated connects (the server is stopping). */
   close(): void {
     this.repeatedConnects.close();

@@ -6,6 +6,9 @@ import type { LiveSession } from './live-session.js';
 import { RenewalSchedule } from './renewal-schedule.js';
 import type { SessionRegistry } from './session-registry.js';
 
+/** How soon a connector whose newest identity another session got is renewed again. */
+const RENEWED_AGAIN_AFTER_MS = 60_000;
+
 export interface IdentityRenewalsOptions {
   registry: SessionRegistry;
   agentSessions: AgentSessionService;
@@ -181,9 +184,22 @@ export class IdentityRenewals {
    * the active one signed it, at its random time within the rotation spread, whichever is first.
    */
   private dueAt(live: LiveSession): number {
-    const due = renewalDueAt(live.agent);
-    if (live.agent.identityKeyId === this.o.agentSessions.activeKeyId) return due;
-    live.rotationDueAt ??= this.o.clock.now() + Math.random() * (this.o.rotationSpreadMs ?? 600_000);
-    return Math.min(due, live.rotationDueAt);
+    let due = renewalDueAt(live.agent);
+    if (live.agent.identityKeyId !== this.o.agentSessions.activeKeyId) {
+      live.rotationDueAt ??= this.o.clock.now() + Math.random() * (this.o.rotationSpreadMs ?? 600_000);
+      due = Math.min(due, live.rotationDueAt);
+    }
+    // A newer identity of this connector was issued to a session before this one (its host missed
+    // the push, or something reconnects in a loop with an old token): not renewed again within a
+    // minute of it (a sixth of the lifetime for short ones), nor later than a sixth of the lifetime
+    // before this token expires. Each connect of such a loop signed and wrote an identity.
+    const { identityIssuedAt, identityExpiresAt } = live.agent;
+    const latest = this.o.agentSessions.latestIssuedAt(live.agent.connectorId);
+    if (latest !== null && latest > identityIssuedAt + 1000) {
+      const sixth = (identityExpiresAt - identityIssuedAt) / 6;
+      const again = latest + Math.min(RENEWED_AGAIN_AFTER_MS, sixth);
+      due = Math.max(due, Math.min(again, identityExpiresAt - sixth));
+    }
+    return due;
   }
 }
