@@ -38,7 +38,7 @@ describe('console: admin pages', () => {
     expect((await rawCall(server.url, 'groups.list', {}, { key })).ok).toBe(true);
     await shown.getByRole('button', { name: 'Done' }).click();
     const row = page.getByRole('row', { name: /^ci\b/ });
-    await row.getByText('Admin API key (read)').waitFor();
+    await row.getByText('API key, read only').waitFor();
     expect(await seriousA11yViolations(page)).toEqual([]);
     await screenshot(page, 'api-keys');
 

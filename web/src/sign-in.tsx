@@ -52,8 +52,9 @@ export function SignIn({ notice, onSignedIn }: { notice: string | null; onSigned
           required
         />
         <p className="help">
-          The bootstrap key is in the server's data dir (<code>data/admin.key</code>). It is kept for this tab
-          only and sent in the Authorization header.
+          The bootstrap key is the file <code>admin.key</code> in the server's data dir (<code>./data</code>{' '}
+          unless it was started with <code>--data-dir</code>; its start-up line names the file). It is kept
+          for this tab only and sent in the Authorization header.
         </p>
         {error && (
           <p className="error" role="alert">

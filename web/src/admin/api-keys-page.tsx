@@ -83,7 +83,13 @@ export function ApiKeysPage() {
                     </>
                   )}
                 </th>
-                <td>{k.kind === 'admin' ? `Admin API key (${k.scope})` : 'Provisioning key'}</td>
+                <td>
+                  {k.kind === 'provisioning'
+                    ? 'Provisioning key'
+                    : k.scope === 'read'
+                      ? 'API key, read only'
+                      : 'API key, admin'}
+                </td>
                 <td>{formatTime(k.createdAt)}</td>
                 <td>{k.expiresAt ? formatTime(k.expiresAt) : 'Never'}</td>
                 <td>{formatTime(k.lastUsedAt)}</td>
