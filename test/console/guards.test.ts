@@ -361,6 +361,17 @@ describe('console: guards', () => {
       .getByRole('alert')
       .getByText(/Sign-in failed: .*ADMIN_KEY_INVALID/)
       .waitFor();
+    // A provisioning key pasted by mistake: said so, and not sent (no refused admin call counted).
+    const failuresBefore = await adminAuthFailures(server.url);
+    const group = await server.admin.groups.create.mutate({ name: 'Pasted' });
+    const provisioning = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    await page.getByLabel('Admin API key').fill(provisioning);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page
+      .getByRole('alert')
+      .getByText(/that is a provisioning key \(cpk_…\), which agents enroll with/)
+      .waitFor();
+    expect(await adminAuthFailures(server.url)).toBe(failuresBefore);
     await context.close();
   });
 
@@ -387,3 +398,9 @@ describe('console: guards', () => {
     await context.close();
   });
 });
+
+/** connector_admin_auth_failures_total on the server's /metrics. */
+async function adminAuthFailures(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^connector_admin_auth_failures_total (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}

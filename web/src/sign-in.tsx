@@ -20,8 +20,15 @@ export function SignIn({ notice, onSignedIn }: { notice: string | null; onSigned
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
     setError(null);
+    // A group's provisioning key is the other key admins copy: said, and never sent as an admin key.
+    if (key.trim().startsWith('cpk_')) {
+      setError(
+        'Sign-in failed: that is a provisioning key (cpk_…), which agents enroll with. Sign in with an admin API key (cak_…): the bootstrap one is in admin.key, below.',
+      );
+      return;
+    }
+    setBusy(true);
     try {
       onSignedIn(await checkKey(key.trim()));
     } catch (failure) {
