@@ -64,7 +64,7 @@ export async function readCaFile(
 }
 
 /** Where a root agent keeps its state unless told otherwise. */
-const DEFAULT_ROOT_STATE_DIR = '/var/lib/connector-agent';
+export const DEFAULT_ROOT_STATE_DIR = '/var/lib/connector-agent';
 
 /**
  * `dir` as `status` and `unenroll` read it: something there that is not a directory is a usage

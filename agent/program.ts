@@ -1,10 +1,17 @@
+import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { addCompletionCommand } from '../shared/cli-completion.js';
 import { withOptionHint } from '../shared/cli-option-hints.js';
-import { parseAgentConfig, readableStateDir, resolveStateDir, UsageError } from './config.js';
+import {
+  DEFAULT_ROOT_STATE_DIR,
+  parseAgentConfig,
+  readableStateDir,
+  resolveStateDir,
+  UsageError,
+} from './config.js';
 import { createLogger } from './log.js';
 import { runAgent } from './run.js';
-import { readStatusSummary, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
+import { readStatusSummary, rootStateHint, STATUS_EXIT_CODES_HELP, statusLines } from './status-command.js';
 import { UNENROLL_EXIT_CODES_HELP, type UnenrollFlags, unenroll } from './unenroll-command.js';
 import { versionLine } from './version.js';
 
@@ -90,6 +97,13 @@ export function buildAgentProgram(): Command {
     .action(async (flags: { stateDir?: string; json?: boolean }) => {
       const summary = await readStatusSummary(await readableStateDir(resolveStateDir(flags.stateDir)));
       console.log(flags.json ? JSON.stringify(summary, null, 2) : statusLines(summary).join('\n'));
+      const hint = rootStateHint(summary, {
+        stateDirNamed: Boolean(flags.stateDir || process.env.CONNECTOR_STATE_DIR),
+        uid: process.getuid?.(),
+        rootDirExists: existsSync(DEFAULT_ROOT_STATE_DIR),
+        rootDir: DEFAULT_ROOT_STATE_DIR,
+      });
+      if (hint) console.error(hint);
       process.exitCode = summary.exitCode;
     });
 

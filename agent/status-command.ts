@@ -110,6 +110,20 @@ export function statusLines(summary: StatusSummary): string[] {
 }
 
 /**
+ * A line for `status` run by another user than root, with no state dir named, that found nothing in
+ * its own default while root's exists: an agent run as root (the systemd unit) keeps its state
+ * there, and "enrolled: no" alone sent people to enroll the host again. Null otherwise.
+ */
+export function rootStateHint(
+  summary: Pick<StatusSummary, 'enrolled' | 'agent' | 'identityError'>,
+  given: { stateDirNamed: boolean; uid: number | undefined; rootDirExists: boolean; rootDir: string },
+): string | null {
+  if (summary.enrolled || summary.agent || summary.identityError) return null;
+  if (given.stateDirNamed || given.uid === 0 || given.uid === undefined || !given.rootDirExists) return null;
+  return `note: ${given.rootDir} exists: an agent run as root (the systemd unit) keeps its state there; read it with sudo connector-agent status`;
+}
+
+/**
  * Why the agent exited, in words: `deleted` alone read as "an admin deleted it" also when the
  * server refused the identity (expired, a retired signing key) and the agent wiped it.
  */
