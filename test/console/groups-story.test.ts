@@ -60,6 +60,11 @@ describe('console: connector groups', () => {
       // shell's history. It is pasted into the save command's `cat`.
       for (const command of await dialog.locator('pre.command').allTextContents())
         expect(command).not.toContain(key!.slice(4));
+      // The server has no --public-url and listens on 127.0.0.1: the command reaches it from this
+      // host only, which is said beside it.
+      expect(await dialog.getByTestId('loopback-note').textContent()).toContain(
+        `${new URL(server.url).host} reaches this server from its own host only`,
+      );
       await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
       await dialog.getByText('Key copied to the clipboard.').waitFor();
       expect(await page.evaluate<string>('navigator.clipboard.readText()')).toBe(key);

@@ -35,6 +35,12 @@ function runCommand(serverUrl: string): string {
   return `connector-agent --server ${serverUrl} --key-file connector.key`;
 }
 
+/** Whether `url` names this machine only (127.0.0.0/8, ::1, localhost). */
+function isLoopback(url: string): boolean {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 /** The key's lifetime, creation to expiry (ms). */
 const lifetimeMs = (view: ProvisioningKey) => Date.parse(view.expiresAt) - Date.parse(view.createdAt);
 
@@ -263,6 +269,13 @@ export function KeyDialog({
                   >
                     Copy run command
                   </ActionButton>
+                  {isLoopback(serverUrl) && (
+                    <p className="help" data-testid="loopback-note">
+                      {new URL(serverUrl).host} reaches this server from its own host only. For an agent on
+                      another host, use the address that host reaches the server at, and start the server with
+                      that URL as <code>--public-url</code> (it then shows here).
+                    </p>
+                  )}
                 </li>
               </ol>
             </section>
