@@ -1,6 +1,7 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
+import { isForeignNotFound, isTransientStatus } from '../shared/api-answers.js';
 import { fetchVia } from '../shared/node-fetch.js';
 import { SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 
@@ -99,14 +100,10 @@ export class NotTheApi extends Error {
   ) {
     const type = contentType ? ` (${contentType.split(';')[0]!.trim()})` : '';
     super(
-      NotTheApi.isTransient(status)
+      isTransientStatus(status)
         ? `answered HTTP ${status}${type} without the API's answer (the server too busy, or a proxy in front of it)`
         : `answered HTTP ${status}${type}, which is not an answer of the enrollment server's API`,
     );
-  }
-
-  private static isTransient(status: number): boolean {
-    return status >= 500 || status === 408 || status === 425 || status === 429;
   }
 
   /**
@@ -114,7 +111,7 @@ export class NotTheApi extends Error {
    * 429): a retry may get through. Any other status is something else at that URL: final.
    */
   get transient(): boolean {
-    return NotTheApi.isTransient(this.status);
+    return isTransientStatus(this.status);
   }
 }
 
@@ -130,7 +127,7 @@ function refusingRedirects(base: typeof fetch): typeof fetch {
     const response = await base(input, { ...init, redirect: 'manual' });
     const contentType = response.headers.get('content-type');
     const redirect = REDIRECT_STATUSES.has(response.status);
-    if (!redirect && contentType?.toLowerCase().includes('json') && !(await notFoundThere(response)))
+    if (!redirect && contentType?.toLowerCase().includes('json') && !(await isForeignNotFound(response)))
       return response;
     await response.body?.cancel().catch(() => {});
     if (!redirect) throw new NotTheApi(response.status, contentType);
@@ -138,20 +135,6 @@ function refusingRedirects(base: typeof fetch): typeof fetch {
     throw new RedirectRefused(response.status, resolveLocation(response.headers.get('location'), requested));
   };
   return refusing as typeof fetch;
-}
-
-/**
- * A 404 in JSON that is no API error: the path is not the API's (`--server http://host:7420/some/path`
- * reaches this server's own "not found"). An API error names its procedure; retrying would only
- * meet the same answer, for ever.
- */
-async function notFoundThere(response: Response): Promise<boolean> {
-  if (response.status !== 404) return false;
-  const body = (await response
-    .clone()
-    .json()
-    .catch(() => null)) as { error?: { data?: { code?: unknown } } } | null;
-  return typeof body?.error?.data?.code !== 'string';
 }
 
 function resolveLocation(location: string | null, requested: string | URL): string | null {

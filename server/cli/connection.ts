@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { isForeignNotFound, isTransientStatus } from '../../shared/api-answers.js';
 import { caPemProblem } from '../../shared/ca-pem.js';
 import { describeNetworkError, tlsMisconfiguration } from '../../shared/network-errors.js';
 import { fetchVia } from '../../shared/node-fetch.js';
@@ -134,10 +135,6 @@ export class NotTheApi extends Error {
   }
 }
 
-/** Statuses a busy server or a proxy in front of an absent one answers with, in its own words. */
-const isTransientStatus = (status: number) =>
-  status >= 500 || status === 408 || status === 425 || status === 429;
-
 /**
  * `transport` with answers that cannot be the API's refused as NotTheApi: anything but JSON (a web
  * page, a proxy's own page), or a 404 in JSON that is no API error (this server's "not found" for a
@@ -149,14 +146,7 @@ export function refusingForeignAnswers(transport: typeof fetch, server: string):
     const response = await transport(input, init);
     const type = response.headers.get('content-type') ?? '';
     const json = type.toLowerCase().includes('json');
-    if (json && response.status !== 404) return response;
-    if (json) {
-      const body = (await response
-        .clone()
-        .json()
-        .catch(() => null)) as { error?: { data?: { code?: unknown } } } | null;
-      if (typeof body?.error?.data?.code === 'string') return response;
-    }
+    if (json && !(await isForeignNotFound(response))) return response;
     await response.body?.cancel().catch(() => {});
     const answered = `${server} answered HTTP ${response.status}${type ? ` (${type.split(';')[0]!.trim()})` : ''}`;
     if (isTransientStatus(response.status))
@@ -183,12 +173,7 @@ export function causeOf<T>(error: unknown, type: new (...args: never[]) => T): T
 
 /** Whether `error` or one of its causes is a NoAnswerInTime; its bound if so. */
 function unansweredWithin(error: unknown): number | null {
-  let current: unknown = error;
-  for (let depth = 0; depth < 6 && current && typeof current === 'object'; depth++) {
-    if (current instanceof NoAnswerInTime) return current.seconds;
-    current = (current as { cause?: unknown }).cause;
-  }
-  return null;
+  return causeOf(error, NoAnswerInTime)?.seconds ?? null;
 }
 
 /** Whether a call failed on TLS (a certificate not trusted or for another name, a plain port). */
