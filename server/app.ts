@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { openServerState } from './bootstrap.js';
@@ -212,10 +213,22 @@ export async function startServer(
   );
   // Before HTTP sees the socket, so that a refused one costs no parser.
   server.prependListener('connection', guard.onConnection);
-  // A connection with a request under way is never the idle one evicted past the total cap.
+  // A connection the server is working for (its request arrived whole, until the answer ends) is
+  // never the idle one evicted past the total cap; one still sending its body is waited on, idle.
   server.prependListener('request', (req, res) => {
-    guard.requestStarted(req.socket);
-    res.once('close', () => guard.requestEnded(req.socket));
+    let counted = false;
+    let answered = false;
+    const start = () => {
+      if (counted || answered) return;
+      counted = true;
+      guard.requestStarted(req.socket);
+    };
+    if (req.complete || !hasBody(req)) start();
+    else req.once('end', start);
+    res.once('close', () => {
+      answered = true;
+      if (counted) guard.requestEnded(req.socket);
+    });
   });
   server.prependListener('upgrade', (req) => guard.requestStarted(req.socket));
   const websockets = attachAgentWebsockets(server, {
@@ -309,4 +322,10 @@ export async function startServer(
       return closing;
     },
   };
+}
+
+/** Whether a request announces a body (a length above 0, or a chunked one). */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

@@ -52,6 +52,10 @@ export function createMetrics() {
       'connector_handshakes_shed_total',
       'Websocket upgrades answered 503 with Retry-After because too many handshakes were in progress.',
     ),
+    handshakesEvicted: counter(
+      'connector_handshakes_evicted_total',
+      'Websocket handshakes closed (4408) to make room for a new one, every slot taken: the one waiting longest for its connectionParams, past the grace.',
+    ),
     adminAuthFailures: counter(
       'connector_admin_auth_failures_total',
       'Admin API calls without a valid admin key (missing, unknown, wrong or expired), whatever the answer.',

@@ -91,6 +91,12 @@ export interface ServerConfig extends Policy {
   /** How long a new websocket may take to send its connectionParams. @default 10000 */
   handshakeTimeoutMs: number;
   /**
+   * How long after its 101 a websocket waiting for its connectionParams is spared when every
+   * handshake slot (or unauthenticated connection) is taken and a newcomer needs one (tuning; no
+   * flag: tests shorten it). @default HANDSHAKE_GRACE_MS (3000)
+   */
+  handshakeGraceMs?: number;
+  /**
    * How long a connection may take to send a request's headers (an upgrade's too) before it is
    * answered 408 and closed: what a stranger holding half-sent requests gets. @default 10000
    */

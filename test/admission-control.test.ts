@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { IdentityStore } from '../agent/identity-store.js';
@@ -95,8 +96,10 @@ describe('admission control: websocket handshakes in progress are capped', () =>
       );
   });
 
-  it('past the cap an upgrade is answered 503 with Retry-After at once and counted; admin calls still work; once the held handshakes end, an agent connects', async () => {
-    await using srv = await startTestServer({ config: { maxHandshakesInProgress: 2 } });
+  it('past the cap an upgrade is answered 503 with Retry-After at once and counted (the held handshakes within their grace); admin calls still work; once the held handshakes end, an agent connects', async () => {
+    await using srv = await startTestServer({
+      config: { maxHandshakesInProgress: 2, handshakeGraceMs: 60_000 },
+    });
     const [agent] = await enrolledSims(srv, ['late']);
     const held = [await holdHandshake(srv), await holdHandshake(srv)];
     expect(await metrics(srv)).toEqual({ inProgress: 2, shed: 0 });
@@ -162,6 +165,49 @@ describe('admission control: websocket handshakes in progress are capped', () =>
       await accepted.close();
     }
     expect(await metrics(srv)).toEqual({ inProgress: 0, shed: 0 });
+  });
+
+  it('every slot taken by sockets that sent no connectionParams within the grace: a newcomer takes the place of the one waiting longest (closed 4408, counted, logged once), so strangers that upgrade and say nothing cannot keep agents out; one still in its grace is not replaced', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    await using srv = await startTestServer({
+      logger,
+      config: { maxHandshakesInProgress: 2, handshakeGraceMs: 200, handshakeTimeoutMs: 60_000 },
+    });
+    const [agent, second] = await enrolledSims(srv, ['newcomer', 'second']);
+    const oldest = await holdHandshake(srv);
+    const older = await holdHandshake(srv);
+    const oldestClosed = closed(oldest);
+    const olderClosed = closed(older);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    const session = connectSim(srv.url, agent!);
+    await session.waitFor('ready');
+    expect(await oldestClosed).toBe(CLOSE_CODES.HANDSHAKE_TIMEOUT);
+    expect(older.readyState).toBe(WebSocket.OPEN);
+    const text = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(text).toMatch(/^connector_handshakes_evicted_total 1$/m);
+    expect(text).toMatch(/^connector_handshakes_shed_total 0$/m);
+
+    // A fresh holder, in its grace, beside the older one past it: the next newcomer replaces the
+    // older one; the one after that finds only the fresh holder and is shed.
+    const fresh = await holdHandshake(srv);
+    const shedBefore = (await metrics(srv)).shed;
+    const replacing = connectSim(srv.url, second!);
+    await replacing.waitFor('ready');
+    expect(await olderClosed).toBe(CLOSE_CODES.HANDSHAKE_TIMEOUT);
+    const freshest = await holdHandshake(srv);
+    const answer = await rawUpgrade(srv.server.port);
+    expect(answer.status).toBe('HTTP/1.1 503 Service Unavailable');
+    expect((await metrics(srv)).shed).toBe(shedBefore + 1);
+    expect(fresh.readyState).toBe(WebSocket.OPEN);
+    expect(freshest.readyState).toBe(WebSocket.OPEN);
+    const logged = lines.filter((l) => String(l.msg).startsWith('every handshake slot taken'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ evictedSinceLastLog: 1, maxHandshakesInProgress: 2, graceMs: 200 });
+    for (const ws of [fresh, freshest]) ws.terminate();
+    await session.close();
+    await replacing.close();
   });
 
   it('a socket that never sends its connectionParams is still closed with 4408 at the deadline, and its slot is freed', async () => {

@@ -199,6 +199,7 @@ describe('connections strangers hold before they authenticate are bounded', () =
         maxUnauthenticatedConnections: 15,
         headersTimeoutMs: 10_000,
         handshakeTimeoutMs: 10_000,
+        handshakeGraceMs: 60_000,
       },
     });
     const first = Array.from({ length: 10 }, (_, i) => hold(srv.server.port, '127.0.0.2', i));
@@ -219,7 +220,7 @@ describe('connections strangers hold before they authenticate are bounded', () =
     for (const holder of [...first, ...second]) holder.socket.destroy();
     await Promise.all([...first, ...second].map((h) => h.closed));
 
-    // Websockets in their handshake (upgraded, no connectionParams yet) are busy, not idle: with the
+    // Websockets just upgraded (no connectionParams yet, within their grace) are spared: with the
     // cap full of them a new connection is answered 503 with Retry-After.
     const upgraded = Array.from({ length: 15 }, (_, i) =>
       upgradeAndWait(srv.server.port, `127.0.1.${i + 1}`),
@@ -234,6 +235,63 @@ describe('connections strangers hold before they authenticate are bounded', () =
     expect(
       (await metricsOf(srv))('connector_connections_refused_total{reason="unauthenticated_limit"}'),
     ).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a websocket past its grace that sent no connectionParams, or a request whose body is still arriving, is idle: a new connection takes its place (they kept admins out at 503 for as long as strangers reopened them)', async () => {
+    await using srv = await startTestServer({
+      config: {
+        maxUnauthenticatedPerAddress: 10,
+        maxUnauthenticatedConnections: 10,
+        headersTimeoutMs: 60_000,
+        handshakeTimeoutMs: 60_000,
+        handshakeGraceMs: 200,
+      },
+    });
+    const upgraded = Array.from({ length: 10 }, () => upgradeAndWait(srv.server.port, '127.0.0.2'));
+    await Promise.all(upgraded.map((u) => u.switched));
+    const upgradedClosed = upgraded.map(
+      (u) => new Promise<void>((resolve) => u.socket.once('close', () => resolve())),
+    );
+    let evicted = 0;
+    for (const done of upgradedClosed) void done.then(() => evicted++);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 200 OK');
+    await eventually('one upgraded socket pushed out', async () => (evicted >= 1 ? true : undefined));
+    for (const u of upgraded) u.socket.destroy();
+    await Promise.all(upgradedClosed);
+
+    // Requests whose headers came whole but whose bodies trickle in: waited on, not worked for. Each
+    // asks for `100 Continue`, which the server sends as it takes the request up (its 'request').
+    const trickling = Array.from({ length: 10 }, () => {
+      const socket = connect({ port: srv.server.port, host: '127.0.0.1', localAddress: '127.0.0.3' });
+      socket.on('error', () => {});
+      socket.setEncoding('latin1');
+      const continued = new Promise<void>((resolve) => {
+        socket.on('data', (chunk: string) => {
+          if (chunk.startsWith('HTTP/1.1 100 ')) socket.write('{"key": ');
+          resolve();
+        });
+      });
+      socket.on('connect', () =>
+        socket.write(
+          'POST /trpc/agent.enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' +
+            'Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n',
+        ),
+      );
+      return {
+        socket,
+        continued,
+        closed: new Promise<void>((resolve) => socket.once('close', () => resolve())),
+      };
+    });
+    await Promise.all(trickling.map((t) => t.continued));
+    expect(await getFrom(srv.server.port, '127.0.0.4')).toBe('HTTP/1.1 200 OK');
+    expect(trickling.filter((t) => t.socket.destroyed).length).toBeGreaterThanOrEqual(1);
+    const scraped = await metricsOf(srv);
+    expect(scraped('connector_connections_refused_total{reason="idle_evicted"}')).toBeGreaterThanOrEqual(2);
+    expect(scraped('connector_connections_refused_total{reason="unauthenticated_limit"}')).toBe(0);
+    for (const t of trickling) t.socket.destroy();
+    await Promise.all(trickling.map((t) => t.closed));
   });
 
   it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {

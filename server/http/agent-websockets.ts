@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
@@ -28,7 +29,12 @@ export interface AgentWebsocketsDeps {
   clientAddressOf: ClientAddressOf;
   config: Pick<
     ServerConfig,
-    'maxWsMessageBytes' | 'maxHandshakesInProgress' | 'handshakeTimeoutMs' | 'publicUrl' | 'agentPingMs'
+    | 'maxWsMessageBytes'
+    | 'maxHandshakesInProgress'
+    | 'handshakeTimeoutMs'
+    | 'handshakeGraceMs'
+    | 'publicUrl'
+    | 'agentPingMs'
   >;
   /** Whether the main listener serves TLS: the scheme of the server's own origin without --public-url. */
   secure: boolean;
@@ -56,6 +62,9 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
   const admission = websocketAdmission(wss, {
     maxHandshakesInProgress: config.maxHandshakesInProgress,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
+    ...(config.handshakeGraceMs !== undefined ? { graceMs: config.handshakeGraceMs } : {}),
+    // The upgrade's request is answered: idle until its first message, spared for the grace.
+    onUpgraded: (socket, graceMs) => guard.upgraded(socket as Socket, graceMs),
     metrics,
     logger,
     now: () => deps.clock.now(),
@@ -88,6 +97,9 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     keepAlive: { enabled: true, pingMs: config.agentPingMs ?? AGENT_PING_MS, pongWaitMs: AGENT_PONG_WAIT_MS },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       const handshake = admission.paramsArrived(req);
+      // The server works for this socket until the verdict: not the idle one a newcomer replaces.
+      guard.requestStarted(req.socket);
+      let authenticated = false;
       try {
         const adminKey = adminKeyOf(info.connectionParams);
         const context =
@@ -95,12 +107,15 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
             ? await consoleSockets.authenticate(req, ws, adminKey)
             : await authenticateAgent(req, ws, info.connectionParams, handshake.nonce);
         if (context.agent || context.consoleChanges) {
+          authenticated = true;
           guard.authenticated(req.socket);
           coalesceWrites(req.socket);
         }
         return context;
       } finally {
         handshake.end();
+        // Refused: it only has to answer the close frame now (cut within 2 s if it does not).
+        if (!authenticated) guard.requestEnded(req.socket);
       }
     },
   });

@@ -58,8 +58,13 @@ export function connectionLimitsFor(
 interface Pending {
   address: string;
   socket: Socket;
-  /** Requests under way on it (an upgrade counts until the socket authenticates or closes). */
+  /**
+   * Requests the server is working on over it: from a request's last byte to its answer's end, an
+   * upgrade until its 101, a websocket's first message until its verdict.
+   */
   busy: number;
+  /** Until when (the guard's clock) an idle websocket waiting for its first message is not evicted. */
+  graceUntil: number;
 }
 
 /**
@@ -76,11 +81,14 @@ const EVICTION_SCAN = 256;
  * on a TLS one) and closed. How long an unauthenticated connection may be held is bounded by the
  * HTTP header and request timeouts and, after an upgrade, by the websocket handshake timeout.
  *
- * Past the total limit, a new connection first takes the place of the oldest idle one (no request
- * under way: still sending its headers, or a keep-alive between requests). Strangers spread over
- * many addresses could otherwise fill the total with half-sent requests and keep every admin call
- * and health check out (503) for as long as they reopened them; this way such holders are pushed
- * out by whoever comes next, and a request that arrives whole is served.
+ * Past the total limit, a new connection first takes the place of the oldest idle one: one the
+ * server is not working for but waiting on (headers or a body still arriving, a keep-alive between
+ * requests, a websocket whose first message has not come or that was refused and has not answered
+ * the close). Strangers spread over many addresses could otherwise fill the total with connections
+ * that send nothing more and keep every admin call and health check out (503) for as long as they
+ * reopened them; this way such holders are pushed out by whoever comes next, and a request that
+ * arrives whole is served. A websocket just upgraded is spared for a grace (`upgraded`): an agent
+ * sends its first message one round trip after the 101.
  */
 export class ConnectionGuard {
   private readonly pending = new Map<string, Pending>();
@@ -97,6 +105,8 @@ export class ConnectionGuard {
       plainHttp: boolean;
       /** Seconds a refused client is told to wait: holders are cut within the header timeout. */
       retryAfterSeconds: () => number;
+      /** A monotonic clock in ms, for the websockets' grace. @default performance.now */
+      now?: () => number;
     },
   ) {}
 
@@ -125,7 +135,7 @@ export class ConnectionGuard {
       return;
     }
     this.openCount++;
-    this.pending.set(key, { address, socket, busy: 0 });
+    this.pending.set(key, { address, socket, busy: 0, graceUntil: 0 });
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.once('close', () => {
       this.openCount--;
@@ -149,16 +159,32 @@ export class ConnectionGuard {
     );
   };
 
-  /** A whole request (or an upgrade) arrived on `socket`: not idle until `requestEnded`. */
+  /**
+   * The server works for `socket` until `requestEnded`: a whole request arrived (an upgrade's
+   * headers, a websocket's first message). Not evicted meanwhile.
+   */
   requestStarted(socket: Socket): void {
     const entry = this.pending.get(keyOf(socket));
-    if (entry) entry.busy++;
+    if (!entry) return;
+    entry.busy++;
+    entry.graceUntil = 0;
   }
 
   /** A request on `socket` was answered (or abandoned). */
   requestEnded(socket: Socket): void {
     const entry = this.pending.get(keyOf(socket));
     if (entry && entry.busy > 0) entry.busy--;
+  }
+
+  /**
+   * The upgrade on `socket` was answered 101 (ending the request `requestStarted` counted): it now
+   * waits for the websocket's first message, idle, but not evicted for `graceMs`.
+   */
+  upgraded(socket: Socket, graceMs: number): void {
+    const entry = this.pending.get(keyOf(socket));
+    if (!entry) return;
+    if (entry.busy > 0) entry.busy--;
+    entry.graceUntil = this.now() + graceMs;
   }
 
   /** `socket` now carries an authenticated agent session: it no longer counts as unauthenticated. */
@@ -174,12 +200,17 @@ export class ConnectionGuard {
     return null;
   }
 
+  private now(): number {
+    return this.deps.now ? this.deps.now() : performance.now();
+  }
+
   /** Closes the oldest idle unauthenticated connection among the first EVICTION_SCAN; false if none. */
   private evictOldestIdle(): boolean {
     let looked = 0;
+    const now = this.now();
     for (const [key, entry] of this.pending) {
       if (++looked > EVICTION_SCAN) break;
-      if (entry.busy > 0) continue;
+      if (entry.busy > 0 || entry.graceUntil > now) continue;
       this.release(key);
       this.deps.metrics.connectionsRefused.inc({ reason: 'idle_evicted' });
       this.logRefusal('idle_evicted');
@@ -244,7 +275,7 @@ const MESSAGES: Record<ConnectionRefusal, string> = {
   address_limit:
     'refusing new connections from an address that holds too many unauthenticated ones (--max-unauthenticated-per-address)',
   unauthenticated_limit:
-    'refusing new connections: too many unauthenticated connections open, all of them busy (--max-unauthenticated-connections)',
+    'refusing new connections: too many unauthenticated connections open, none of the oldest idle (--max-unauthenticated-connections)',
   idle_evicted:
     'closing the oldest idle unauthenticated connections to make room for new ones: too many open (--max-unauthenticated-connections)',
   file_limit:

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../../shared/protocol.js';
 import type { Metrics } from '../metrics.js';
 import { closeWithin } from '../sessions/closing.js';
@@ -16,6 +16,15 @@ import { RetryAfterSpreader } from '../sessions/retry-spreader.js';
 
 /** Shedding is logged at most once per interval, with the count since the last line. */
 const SHED_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * How long a websocket waiting for its connectionParams is safe from a newcomer taking its slot
+ * when all are taken. An agent sends them one round trip after the 101, but the benchmark's client
+ * processes, thousands of agents each, take seconds under a storm: well above both, and short
+ * enough that strangers who upgrade and then say nothing must open over a thousand sockets a
+ * second (4,096 slots) to keep new agents out, where the handshake timeout alone let ~340 do it.
+ */
+export const HANDSHAKE_GRACE_MS = 3000;
 
 /** A websocket handshake holding one admission slot, from its upgrade request to its authentication. */
 interface Handshake {
@@ -49,7 +58,16 @@ export interface WebsocketAdmission {
 export interface WebsocketAdmissionOptions {
   maxHandshakesInProgress: number;
   handshakeTimeoutMs: number;
-  metrics: Pick<Metrics, 'handshakesShed'>;
+  /**
+   * How long after its 101 a handshake waiting for its connectionParams keeps its slot against a
+   * newcomer when every slot is taken (see onUpgrade). @default HANDSHAKE_GRACE_MS
+   */
+  graceMs?: number;
+  /** Told when an upgrade was answered 101: the server now waits for the socket's first message. */
+  onUpgraded?: (socket: Duplex, graceMs: number) => void;
+  /** A monotonic clock in ms, for the grace. @default performance.now */
+  monotonic?: () => number;
+  metrics: Pick<Metrics, 'handshakesShed' | 'handshakesEvicted'>;
   logger: Logger;
   /** The server's clock, the one proofs are checked by: sent in each 101 (SERVER_TIME_HEADER). */
   now: () => number;
@@ -140,6 +158,37 @@ export function websocketAdmission(
   };
   const spreader = new RetryAfterSpreader({ initialRatePerSecond: maxHandshakesInProgress });
   const handshakes = new WeakMap<IncomingMessage, Handshake>();
+  const graceMs = options.graceMs ?? HANDSHAKE_GRACE_MS;
+  const monotonic = options.monotonic ?? (() => performance.now());
+  /**
+   * Upgraded sockets waiting for their connectionParams, in the order their wait began (a Map keeps
+   * insertion order): the first is the one a newcomer may replace.
+   */
+  const waiting = new Map<IncomingMessage, { ws: WebSocket; since: number; handshake: Handshake }>();
+  let evictedSinceLog = 0;
+  let lastEvictedLogAt = Number.NEGATIVE_INFINITY;
+  /** Closes the handshake that has waited longest for its connectionParams, if past its grace. */
+  const evictOldestWaiting = (): boolean => {
+    const oldest = waiting.entries().next();
+    if (oldest.done) return false;
+    const [req, { ws, since, handshake }] = oldest.value;
+    if (monotonic() - since < graceMs) return false;
+    waiting.delete(req);
+    handshake.end();
+    closeWithin(ws, CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
+    metrics.handshakesEvicted.inc();
+    evictedSinceLog++;
+    const now = performance.now();
+    if (now - lastEvictedLogAt >= SHED_LOG_INTERVAL_MS) {
+      logger.warn(
+        { evictedSinceLastLog: evictedSinceLog, maxHandshakesInProgress, graceMs },
+        'every handshake slot taken: closing those that sent no connectionParams within the grace, for new ones',
+      );
+      evictedSinceLog = 0;
+      lastEvictedLogAt = now;
+    }
+    return true;
+  };
   let shedSinceLog = 0;
   let lastShedLogAt = Number.NEGATIVE_INFINITY;
   let notReadySinceLog = 0;
@@ -195,7 +244,10 @@ export function websocketAdmission(
         refuseNotReady(socket, notReady);
         return;
       }
-      if (handshakesInProgress >= maxHandshakesInProgress) {
+      // Every slot taken: the one that has waited longest for its connectionParams, past a grace,
+      // makes room (strangers that upgrade and say nothing would otherwise keep agents out for as
+      // long as they reopen sockets); if none has, the newcomer is told to come back.
+      if (handshakesInProgress >= maxHandshakesInProgress && !evictOldestWaiting()) {
         shed(socket);
         return;
       }
@@ -205,6 +257,7 @@ export function websocketAdmission(
         nonce: sessionNonce(),
         end: () => {
           if (!handshakes.delete(req)) return;
+          waiting.delete(req);
           handshakesInProgress--;
           spreader.noteFinished();
           clearTimeout(handshake.timer);
@@ -217,6 +270,8 @@ export function websocketAdmission(
       wss.handleUpgrade(req, socket, head, (ws) => {
         if (!handshakes.has(req)) return;
         trackUpgraded(socket);
+        waiting.set(req, { ws, since: monotonic(), handshake });
+        options.onUpgraded?.(socket, graceMs);
         handshake.timer = setTimeout(() => {
           closeWithin(ws, CLOSE_CODES.HANDSHAKE_TIMEOUT, 'connectionParams not sent in time');
           handshake.end();
@@ -229,6 +284,7 @@ export function websocketAdmission(
       // Nothing of the handshake stays with the live session once the verdict is in.
       const handshake = handshakes.get(req);
       clearTimeout(handshake?.timer);
+      waiting.delete(req);
       return {
         nonce: handshake?.nonce ?? sessionNonce(),
         end: () => handshake?.end(),
