@@ -74,7 +74,18 @@ export const FINAL_STATES: ReadonlySet<AgentStatus['state']> = new Set([
 let ownStart: number | null = null;
 
 /** The identity file was there but could not be used; the agent stops rather than overwrite it. */
-export class IdentityFileError extends Error {}
+export class IdentityFileError extends Error {
+  constructor(
+    message: string,
+    /**
+     * Whether only a person can fix it (damaged, a link, another user's): a restart finds the same
+     * file. False for a read error that may pass (EIO and the like).
+     */
+    readonly needsFixing = true,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * The agent's state dir: the identity (with its private key) in one file, mode 0600, replaced
@@ -118,7 +129,7 @@ export class IdentityStore {
         throw new IdentityFileError(
           `${this.identityFile} cannot be read by this user (${code}): run this as the agent's user (root with the packaged unit), e.g. with sudo`,
         );
-      throw new IdentityFileError(`${this.identityFile} cannot be read: ${(error as Error).message}`);
+      throw new IdentityFileError(`${this.identityFile} cannot be read: ${(error as Error).message}`, false);
     }
     try {
       return savedIdentitySchema.parse(JSON.parse(text));

@@ -81,11 +81,17 @@ async function runLocked(
   let identity = await store.load().catch((error) => {
     if (error instanceof IdentityFileError) {
       logger.error(error.message);
-      return 'damaged' as const;
+      return error;
     }
     throw error;
   });
-  if (identity === 'damaged') return EXIT.FAILED;
+  if (identity instanceof IdentityFileError) {
+    // A damaged file (or a link, or another user's) is there at the next start too: exit 2, which
+    // the unit does not restart, so that the host shows as failed instead of restarting for ever.
+    if (!identity.needsFixing) return EXIT.FAILED;
+    await writeEnrollmentStatus('misconfigured', identity.message).catch(() => {});
+    return EXIT.USAGE;
+  }
   const hostFacts = await collectHostFacts();
 
   if (identity) {

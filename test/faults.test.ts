@@ -584,7 +584,7 @@ describe('faults: the agent through outages and broken state', () => {
     }
   });
 
-  it('a half-written identity: a leftover identity.json.tmp-<pid> is ignored; a truncated or empty identity.json stops the agent (exit 1) untouched, never enrolling over it', async () => {
+  it('a half-written identity: a leftover identity.json.tmp-<pid> is ignored; a truncated or empty identity.json stops the agent (exit 2, which the unit does not restart) untouched, never enrolling over it', async () => {
     const { srv, group, key } = await setup();
     await using _ = srv;
     const stateDir = await tempDir('ce-fault-idfile-');
@@ -609,7 +609,8 @@ describe('faults: the agent through outages and broken state', () => {
     for (const damaged of [good.slice(0, Math.floor(good.length / 2)), '']) {
       await writeFile(file, damaged, { mode: 0o600 });
       const agent = spawnAgent(['--server', srv.url, '--key', key], stateDir);
-      expect((await agent.exited).code, agent.output()).toBe(1);
+      // Exit 2, which the unit does not restart: every restart would find the same file.
+      expect((await agent.exited).code, agent.output()).toBe(2);
       expect(agent.output()).toContain(`${file} is damaged`);
       expect(agent.output()).not.toContain('enrolling');
       expect(await readFile(file, 'utf8')).toBe(damaged);
