@@ -192,6 +192,8 @@ export async function startServer(
     adminKeyFile,
     config,
     problems,
+    // An admin's keep-alive connection is then never pushed out by strangers or a storm's agents.
+    adminConnection: (socket) => guard.authenticated(socket),
     socketGauges: () => ({
       handshakesInProgress: websockets.handshakesInProgress(),
       connectionsOpen: guard.open,

@@ -20,6 +20,11 @@ export interface Context {
    * on HTTP calls and agents' sockets, where `console.changes` is not served.
    */
   consoleChanges?: ConsoleFeed | undefined;
+  /**
+   * Told when the call's admin key was accepted (HTTP calls): the connection it came on is an
+   * admin's from then on, not a stranger's that a newcomer may push out (see ConnectionGuard).
+   */
+  adminAuthenticated?: (() => void) | undefined;
 }
 
 export function bearerTokenOf(req: IncomingMessage): string | null {

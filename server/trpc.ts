@@ -95,6 +95,7 @@ const REFUSAL_AUDIT_WAIT_MS = 1000;
 export const adminProcedure = publicProcedure.use(async function isAdmin({ ctx, type, path, next }) {
   // A stranger can try keys at will: limited per address, audited coalesced (see authenticateAdmin).
   const principal = await authenticateAdmin(ctx.services, ctx.bearerToken, ctx.remoteAddress, path);
+  ctx.adminAuthenticated?.();
   const meta = {
     actor: { kind: 'admin' as const, apiKeyId: principal.apiKeyId },
     remoteAddress: ctx.remoteAddress,

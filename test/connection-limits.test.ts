@@ -82,6 +82,42 @@ function upgradeAndWait(port: number, localAddress: string): { socket: Socket; s
   return { socket, switched };
 }
 
+/** One keep-alive connection from `localAddress`, for calls one after another. */
+function keepAlive(port: number, localAddress: string) {
+  const socket = connect({ port, host: '127.0.0.1', localAddress });
+  socket.on('error', () => {});
+  socket.setEncoding('latin1');
+  const state = { socket, closed: false, call };
+  socket.on('close', () => {
+    state.closed = true;
+  });
+  let buffered = '';
+  let waiting: ((answer: string) => void) | null = null;
+  socket.on('data', (chunk: string) => {
+    buffered += chunk;
+    const end = buffered.indexOf('\r\n\r\n');
+    if (end < 0 || !waiting) return;
+    // A length, or chunks up to the last (empty) one.
+    const length = /\r\ncontent-length: (\d+)/i.exec(buffered.slice(0, end))?.[1];
+    const last = buffered.indexOf('\r\n0\r\n\r\n', end);
+    const answerEnd = length !== undefined ? end + 4 + Number(length) : last < 0 ? -1 : last + 7;
+    if (answerEnd < 0 || buffered.length < answerEnd) return;
+    const answer = buffered.slice(0, answerEnd);
+    buffered = buffered.slice(answer.length);
+    const resolve = waiting;
+    waiting = null;
+    resolve(answer);
+  });
+  function call(path: string, key: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      waiting = resolve;
+      socket.once('close', () => reject(new Error('connection closed before the answer')));
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\n\r\n`);
+    });
+  }
+  return state;
+}
+
 /** The status line of a GET from `localAddress` ('' when closed unanswered). */
 async function getFrom(port: number, localAddress: string, path = '/healthz'): Promise<string> {
   return (await rawGet(port, localAddress, path)).split('\r\n')[0] ?? '';
@@ -292,6 +328,31 @@ describe('connections strangers hold before they authenticate are bounded', () =
     expect(scraped('connector_connections_refused_total{reason="unauthenticated_limit"}')).toBe(0);
     for (const t of trickling) t.socket.destroy();
     await Promise.all(trickling.map((t) => t.closed));
+  });
+
+  it("a keep-alive connection whose call carried a valid admin key is an admin's from then on: newcomers past the cap never push it out (a wrong key's connection stays a stranger's)", async () => {
+    await using srv = await startTestServer({
+      config: {
+        maxUnauthenticatedPerAddress: 10,
+        maxUnauthenticatedConnections: 3,
+        headersTimeoutMs: 60_000,
+      },
+    });
+    const admin = keepAlive(srv.server.port, '127.0.0.5');
+    const listing = `/trpc/groups.list?input=${encodeURIComponent('{}')}`;
+    expect(await admin.call(listing, srv.adminKey)).toMatch(/^HTTP\/1\.1 200 /);
+    const stranger = keepAlive(srv.server.port, '127.0.0.6');
+    expect(await stranger.call(listing, `cak_${'x'.repeat(43)}`)).toMatch(/^HTTP\/1\.1 401 /);
+    // The stranger's and the scrape's own: not the admin's.
+    expect((await metricsOf(srv))('connector_connections_unauthenticated')).toBe(2);
+
+    // Holders fill the cap and more come: each pushes out the oldest idle stranger, never the admin.
+    const holders = Array.from({ length: 6 }, () => hold(srv.server.port, '127.0.0.2', 0));
+    await eventually('the stranger pushed out', async () => (stranger.closed ? true : undefined));
+    expect(await admin.call(listing, srv.adminKey)).toMatch(/^HTTP\/1\.1 200 /);
+    expect(admin.closed).toBe(false);
+    for (const holder of holders) holder.socket.destroy();
+    admin.socket.destroy();
   });
 
   it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {

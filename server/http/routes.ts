@@ -1,4 +1,5 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { BACKUP_PATH, backupHandler } from '../backup/http-endpoint.js';
 import type { Clock } from '../clock.js';
@@ -28,6 +29,8 @@ export interface RoutesDeps {
   clientAddressOf: ClientAddressOf;
   config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl'>;
   socketGauges(): SocketGauges;
+  /** Told of a connection whose call carried a valid admin key. */
+  adminConnection?: (socket: Socket) => void;
   problems?: () => string[];
 }
 
@@ -57,6 +60,7 @@ export function serverRoutes(deps: RoutesDeps): {
     maxBodyBytes: config.maxBodyBytes,
     clientAddressOf: deps.clientAddressOf,
     ...(deps.problems ? { problems: deps.problems } : {}),
+    ...(deps.adminConnection ? { adminConnection: deps.adminConnection } : {}),
   });
   const pages = opsPages({
     sessions: hub,

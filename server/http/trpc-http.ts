@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import type { Logger } from 'pino';
 import { DomainError, ERROR_REASONS } from '../../shared/errors.js';
@@ -16,6 +17,8 @@ export interface TrpcHttpOptions {
   clientAddressOf: ClientAddressOf;
   /** Why this replica is not ready (its database out of reach, its change feed behind); none when ready. */
   problems?: () => string[];
+  /** Told of a connection whose call carried a valid admin key (it is no stranger's from then on). */
+  adminConnection?: (socket: Socket) => void;
 }
 
 /** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
@@ -26,8 +29,17 @@ export function trpcHttpHandler({
   maxBodyBytes,
   clientAddressOf,
   problems,
+  adminConnection,
 }: TrpcHttpOptions) {
-  const handler = trpcHandler({ services, hub, logger, maxBodyBytes, clientAddressOf, problems });
+  const handler = trpcHandler({
+    services,
+    hub,
+    logger,
+    maxBodyBytes,
+    clientAddressOf,
+    problems,
+    adminConnection,
+  });
   return (req: IncomingMessage, res: ServerResponse) => {
     // tRPC takes queries by GET and mutations by POST; it answered any other method with its own
     // errors (TRACE: a 500 and an error line with a stack, for anyone who sent one).
@@ -50,7 +62,15 @@ export function trpcHttpHandler({
 /** The methods a tRPC call comes by (HEAD: a GET without its body). */
 const CALL_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST']);
 
-function trpcHandler({ services, hub, logger, maxBodyBytes, clientAddressOf, problems }: TrpcHttpOptions) {
+function trpcHandler({
+  services,
+  hub,
+  logger,
+  maxBodyBytes,
+  clientAddressOf,
+  problems,
+  adminConnection,
+}: TrpcHttpOptions) {
   return createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -68,6 +88,7 @@ function trpcHandler({ services, hub, logger, maxBodyBytes, clientAddressOf, pro
       bearerToken: bearerTokenOf(req),
       agent: null,
       agentRefusal: 'IDENTITY_INVALID',
+      ...(adminConnection ? { adminAuthenticated: () => adminConnection(req.socket) } : {}),
     }),
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof DomainError)) {
