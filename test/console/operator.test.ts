@@ -187,18 +187,29 @@ describe('console: an operator’s first hour', () => {
     await context.close();
   });
 
-  it('the server gone: the page says it cannot be reached and marks what it shows as last loaded', async () => {
-    const server = await startTestServer();
+  it('the server gone: the page says it cannot be reached and marks what it shows as last loaded; restarted, it is live again within seconds', async () => {
+    const port = await freePort();
+    const server = await startTestServer({ config: { port } });
     try {
       const group = await server.admin.groups.create.mutate({ name: 'Gone' });
       const key = (await server.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
       await enrollSim(server.url, key, 'gone-1');
       const context = await consoleContext(browser, server.url);
       const page = await context.newPage();
+      // The feed's retries wait the longest their jitter allows: the restart below then fell in a 16 s
+      // wait, and the page stayed "Live updates off" for ~14 s after the server was back.
+      await page.addInitScript({ content: 'Math.random = () => 0.999;' });
+      let sockets = 0;
+      page.on('websocket', () => {
+        sockets++;
+      });
       await signIn(page, server.url, server.adminKey);
       await page.getByRole('link', { name: 'Gone' }).click();
       await page.getByRole('row', { name: /gone-1/ }).waitFor();
+      const status = page.getByRole('status').filter({ hasText: /^(Live|Live updates off|Connecting…)$/ });
+      await status.getByText('Live', { exact: true }).waitFor();
       await server.stop();
+      const stoppedAt = Date.now();
       await page.getByRole('button', { name: 'Refresh' }).click();
       await expect
         .poll(() => page.getByRole('alert').first().textContent())
@@ -213,6 +224,21 @@ describe('console: an operator’s first hour', () => {
         .getByRole('alert')
         .getByText(/The server cannot be reached: .* Try again once it is back/)
         .waitFor();
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+      // Reconnect now tries at once, whatever the wait.
+      await status.getByText('Live updates off', { exact: true }).waitFor();
+      const before = sockets;
+      await page.getByRole('button', { name: 'Reconnect now' }).click();
+      await expect.poll(() => sockets, { timeout: 1000 }).toBeGreaterThan(before);
+
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, stoppedAt + 16_000 - Date.now())));
+      await using _restarted = await startTestServer({ dataDir: server.dataDir, config: { port } });
+      const backAt = Date.now();
+      await status.getByText('Live', { exact: true }).waitFor({ timeout: 30_000 });
+      // The feed was live a moment ago: its retries stay 3 s apart, not 30.
+      expect(Date.now() - backAt).toBeLessThan(7_000);
+      await page.getByText('Connectors', { exact: true }).waitFor();
+      expect(await page.getByRole('alert').count()).toBe(0);
       await context.close();
     } finally {
       await server.stop();

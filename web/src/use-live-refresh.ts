@@ -1,8 +1,14 @@
-import { useEffect, useRef, useState } from 'react';
-import { type ConsoleChanges, type LiveState, subscribeToChanges } from './live.js';
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { type ChangesFeed, type ConsoleChanges, type LiveState, subscribeToChanges } from './live.js';
 
 /** At most one refetch per this interval, however many batches arrive (a reconnect storm). */
 const MIN_REFRESH_INTERVAL_MS = 500;
+
+/** Whether a page's live updates flow, and what retries them at once (its Reconnect now). */
+export interface LiveFeedState {
+  state: LiveState;
+  reconnectNow: () => void;
+}
 
 /**
  * Calls `refresh` when the server reports a change that `concerns` the page (always on resync), at
@@ -13,8 +19,9 @@ export function useLiveRefresh(
   adminKey: string,
   refresh: () => Promise<void>,
   concerns: (batch: ConsoleChanges) => boolean = () => true,
-): LiveState {
+): LiveFeedState {
   const [state, setState] = useState<LiveState>('connecting');
+  const feed = useRef<ChangesFeed | null>(null);
   const latest = useRef({ refresh, concerns });
   latest.current = { refresh, concerns };
 
@@ -39,7 +46,7 @@ export function useLiveRefresh(
       if (timer || running) return;
       timer = setTimeout(run, Math.max(0, lastRun + MIN_REFRESH_INTERVAL_MS - Date.now()));
     };
-    const stop = subscribeToChanges(
+    feed.current = subscribeToChanges(
       adminKey,
       (batch) => {
         if (stopped) return;
@@ -61,8 +68,10 @@ export function useLiveRefresh(
     return () => {
       stopped = true;
       clearTimeout(timer);
-      stop();
+      feed.current?.stop();
+      feed.current = null;
     };
   }, [adminKey]);
-  return state;
+  const reconnectNow = useCallback(() => feed.current?.reconnectNow(), []);
+  return { state, reconnectNow };
 }
