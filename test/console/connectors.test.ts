@@ -148,7 +148,10 @@ describe('console: connectors', () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Fleet' });
     const { key } = await server.admin.provisioningKeys.get.query({ groupId: group.id });
-    for (let i = 0; i < 60; i++) expect((await enrollSim(server.url, key!, `host-${i}`)).ok).toBe(true);
+    for (let i = 0; i < 60; i++) {
+      expect((await enrollSim(server.url, key!, `host-${i}`)).ok).toBe(true);
+      server.clock.advance(1000);
+    }
     const disabled = (await server.admin.connectors.list.query({ groupId: group.id, limit: 3 })).items;
     for (const c of disabled) await server.admin.connectors.disable.mutate({ connectorId: c.id });
 
@@ -161,19 +164,50 @@ describe('console: connectors', () => {
     });
     await page.goto(`${server.url}/#/groups/${group.id}`);
     const rows = page.locator('table.connectors tbody tr');
+    const range = page.getByTestId('page-range');
     await expect.poll(() => rows.count()).toBe(50);
     expect(requests.every((url) => url.includes('"limit":50'))).toBe(true);
+    expect(await range.textContent()).toBe('Page 1: 1–50 of 60');
+    // Oldest enrollment first (the order the server pages in), and the page says so.
+    expect(await rows.first().getByRole('rowheader').textContent()).toBe('host-0');
+    await page.getByText('Oldest enrollment first').waitFor();
+    // Next, from the pager at the bottom: the window goes back up to where the rows start.
+    await page.evaluate('window.scrollTo(0, document.body.scrollHeight)');
     await page.getByRole('button', { name: 'Next page' }).click();
     await expect.poll(() => rows.count()).toBe(10);
+    expect(await range.textContent()).toBe('Page 2: 51–60 of 60');
+    expect(await page.evaluate<number>('window.scrollY')).toBe(0);
     expect(await page.getByRole('button', { name: 'Next page' }).isDisabled()).toBe(true);
+    // The page is in the URL: a reload, Back from another page, or the link shared keeps it.
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?page=2`);
+    await page.reload();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–60 of 60');
+    await page.getByRole('link', { name: '← Connector Groups' }).click();
+    await page.getByRole('heading', { name: 'Connector Groups' }).waitFor();
+    await page.goBack();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–60 of 60');
+    expect(await rows.first().getByRole('rowheader').textContent()).toBe('host-50');
     await page.getByRole('button', { name: 'Previous page' }).click();
+    await expect.poll(() => rows.count()).toBe(50);
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}`);
+    // A page past the last is the last page.
+    await page.goto(`${server.url}/#/groups/${group.id}?page=9`);
+    await page.reload();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–60 of 60');
+    expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?page=2`);
+    await page.getByRole('link', { name: '← Connector Groups' }).click();
+    await page.getByRole('link', { name: 'Fleet' }).click();
     await expect.poll(() => rows.count()).toBe(50);
 
     await page.getByLabel('Status').selectOption('disabled');
     await expect.poll(() => rows.count()).toBe(3);
     expect(requests.at(-1)).toContain('"status":"disabled"');
+    // One page: its rows and how many, no buttons to page with.
+    expect(await range.textContent()).toBe('1–3 of 3');
+    expect(await page.getByRole('button', { name: /page$/ }).count()).toBe(0);
     await page.getByLabel('Connection').selectOption('connected');
     await page.getByText('No connectors match.').waitFor();
+    expect(await page.getByRole('navigation', { name: 'Pages' }).count()).toBe(0);
     // The filters are in the URL: a reload (or the link, shared) shows the same rows.
     expect(new URL(page.url()).hash).toBe(`#/groups/${group.id}?status=disabled&connection=connected`);
     await page.reload();

@@ -21,12 +21,19 @@ export type ConnectionFilter = '' | keyof typeof FILTER_CHOICES.connection;
 /** The longest search the server takes (`connectors.list`'s `search`). */
 export const MAX_SEARCH = 100;
 
-/** A group's connectors page's filters: in its URL, so a reload or a shared link keeps them. */
+/** A group's connectors page's filters and page: in its URL, so a reload or a shared link keeps them. */
 export interface ConnectorFilters {
   status: StatusFilter;
   connection: ConnectionFilter;
   /** Text the connector's name, hostname or id contains ('' is none): the URL's `q`. */
   search: string;
+  /** Which page of the rows these filters give, from 1 (the URL's `page`, left out for 1). */
+  page: number;
+}
+
+/** A page number as a URL may hold it: 1 to 999,999, no leading zero; anything else is page 1. */
+function pageOf(value: string | null): number {
+  return value && /^[1-9]\d{0,5}$/.test(value) ? Number(value) : 1;
 }
 
 /** The filters a fragment's query names; a value the page does not offer is no filter. */
@@ -40,6 +47,7 @@ function filtersOf(query: string | undefined): ConnectorFilters {
     status: offered('status') as StatusFilter,
     connection: offered('connection') as ConnectionFilter,
     search: (params.get('q') ?? '').trim().slice(0, MAX_SEARCH),
+    page: pageOf(params.get('page')),
   };
 }
 
@@ -89,6 +97,7 @@ export function groupHref(groupId: string, filters?: ConnectorFilters): string {
   if (filters?.status) params.set('status', filters.status);
   if (filters?.connection) params.set('connection', filters.connection);
   if (filters?.search) params.set('q', filters.search);
+  if (filters && filters.page > 1) params.set('page', String(filters.page));
   const query = params.toString();
   return `#/groups/${groupId}${query ? `?${query}` : ''}`;
 }

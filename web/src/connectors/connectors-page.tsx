@@ -7,30 +7,30 @@ import { LivePageHead } from '../ui/live-page-head.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
 import { ConnectorDialog, type ConnectorDialogState } from './connector-dialogs.js';
 import { ConnectorsTable } from './connectors-table.js';
+import { Pager, totalOf } from './pager.js';
 
 /** One page of rows at a time, fetched by the server's cursor: never the whole fleet. */
 export const CONNECTORS_PAGE_SIZE = 50;
 
 /**
- * A group's connectors, filtered by status and connection on the server, a page at a time (the
- * cursors of the pages before are kept for "Previous"). Refetched live when a change names this
- * group or one of the rows shown.
+ * A group's connectors, filtered by status and connection on the server, a page at a time, in
+ * enrollment order (oldest first: the only order `connectors.list` keeps stable from page to page).
+ * The page number is in the URL; the cursor each page starts at is kept once read, and a page
+ * opened from a link or a reload is reached by reading the pages before it. Refetched live when a
+ * change names this group or one of the rows shown.
  */
 export function ConnectorsPage({ groupId, filters }: { groupId: string; filters: ConnectorFilters }) {
   const { api, adminKey } = useConsole();
   const [group, setGroup] = useState<Group | null>(null);
   const [rows, setRows] = useState<Connector[] | null>(null);
   // The filters are the URL's (a reload or a shared link keeps them): a change of filter is a new URL.
-  const { status, connection, search } = filters;
+  const { status, connection, search, page } = filters;
   // The pages' cursors belong to the filters they were read with: other filters start at page 1.
   const filterKey = `${status}/${connection}/${search}`;
-  const [paging, setPaging] = useState<{ filterKey: string; cursors: (string | undefined)[] }>({
-    filterKey,
-    cursors: [undefined],
-  });
-  const cursors = paging.filterKey === filterKey ? paging.cursors : [undefined];
-  const setCursors = (next: (string | undefined)[]) => setPaging({ filterKey, cursors: next });
-  const [nextCursor, setNextCursor] = useState<string | null>(null);
+  /** `starts[i]`: the cursor page i + 2 starts at, under the filters of `filterKey`. */
+  const pageStarts = useRef<{ filterKey: string; starts: string[] }>({ filterKey, starts: [] });
+  /** The rows shown: which page they are, and whether there are more after them. */
+  const [shown, setShown] = useState<{ page: number; more: boolean } | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   /** The server does not know the group (deleted, or a wrong link): there is nothing to filter or page. */
   const [missing, setMissing] = useState(false);
@@ -41,35 +41,49 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
   const [replicaUrls, setReplicaUrls] = useState<ReadonlyMap<string, string | null>>(new Map());
   // What refresh checks against, without making refresh (and the page's load) depend on it.
   const knownReplicas = useRef(replicaUrls);
-  const cursor = cursors[cursors.length - 1];
 
   /** The newest refresh started: an older one's answer (another search, another page) is dropped. */
   const latest = useRef(0);
   const refresh = useCallback(async () => {
     const asked = ++latest.current;
+    const query = {
+      groupId,
+      status: status || undefined,
+      connection: connection || undefined,
+      search: search || undefined,
+      limit: CONNECTORS_PAGE_SIZE,
+    };
+    if (pageStarts.current.filterKey !== filterKey) pageStarts.current = { filterKey, starts: [] };
+    const { starts } = pageStarts.current;
+    const goTo = (to: number) =>
+      location.replace(groupHref(groupId, { status, connection, search, page: to }));
     try {
-      const [groupView, page] = await Promise.all([
+      // A page opened by its number alone: the pages before it are read for where it starts.
+      while (starts.length < page - 1) {
+        const before = await api.connectors.list.query({ ...query, cursor: starts.at(-1) });
+        if (asked !== latest.current) return;
+        // Fewer rows than the number says (deleted since, or a made-up link): the last page there is.
+        if (before.nextCursor === null) return goTo(starts.length + 1);
+        starts.push(before.nextCursor);
+      }
+      const [groupView, list] = await Promise.all([
         api.groups.get.query({ groupId }),
-        api.connectors.list.query({
-          groupId,
-          status: status || undefined,
-          connection: connection || undefined,
-          search: search || undefined,
-          cursor,
-          limit: CONNECTORS_PAGE_SIZE,
-        }),
+        api.connectors.list.query({ ...query, cursor: page > 1 ? starts[page - 2] : undefined }),
       ]);
       if (asked !== latest.current) return;
+      // Its rows deleted meanwhile: the page before it.
+      if (list.items.length === 0 && page > 1) return goTo(page - 1);
+      if (list.nextCursor !== null) starts[page - 1] = list.nextCursor;
       setGroup(groupView);
-      setRows(page.items);
-      setNextCursor(page.nextCursor);
+      setRows(list.items);
+      setShown({ page, more: list.nextCursor !== null });
       setLoadError(null);
       setMissing(false);
-      if (page.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
+      if (list.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
         const { replicas } = await api.replicas.list.query({});
         const urls = new Map(replicas.map((r) => [r.id, r.url]));
         // One gone from the list meanwhile is not asked about again at each refresh.
-        for (const c of page.items) if (c.replica && !urls.has(c.replica)) urls.set(c.replica, null);
+        for (const c of list.items) if (c.replica && !urls.has(c.replica)) urls.set(c.replica, null);
         knownReplicas.current = urls;
         setReplicaUrls(knownReplicas.current);
       }
@@ -83,16 +97,16 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
         setMissing(true);
       }
     }
-  }, [api, groupId, status, connection, search, cursor]);
+  }, [api, groupId, status, connection, search, page, filterKey]);
 
   useEffect(() => {
     void refresh();
   }, [refresh]);
   // A URL naming a filter the page does not offer (or in another order) is written as it applies.
   useEffect(() => {
-    const href = groupHref(groupId, { status, connection, search });
+    const href = groupHref(groupId, { status, connection, search, page });
     if (location.hash !== href) location.replace(href);
-  }, [groupId, status, connection, search]);
+  }, [groupId, status, connection, search, page]);
   const live = useLiveRefresh(
     adminKey,
     refresh,
@@ -100,9 +114,14 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
       batch.groups.includes(groupId) || batch.connectors.some((id) => rows?.some((r) => r.id === id)),
   );
 
-  /** Applies other filters: in place of this URL (no history entry per choice). */
+  /** Applies other filters, from the first page: in place of this URL (no history entry per choice). */
   const filter = (next: Partial<ConnectorFilters>) =>
-    location.replace(groupHref(groupId, { ...filters, ...next }));
+    location.replace(groupHref(groupId, { ...filters, page: 1, ...next }));
+  /** Another page: the window goes back to its top, where the rows start (it stayed at the pager). */
+  const turnTo = (to: number) => {
+    location.replace(groupHref(groupId, { ...filters, page: to }));
+    window.scrollTo(0, 0);
+  };
 
   return (
     <>
@@ -118,7 +137,8 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
         <p className="help">
           {group.counts.total} connector(s): {group.counts.connected} connected, {group.counts.enabled}{' '}
           enabled{group.status === 'disabled' ? ' (disabled with the group)' : ''}, {group.counts.disabled}{' '}
-          disabled, {group.counts.revoked} revoked.
+          disabled, {group.counts.revoked} revoked. Oldest enrollment first: Connection › Connected lists the
+          live ones.
         </p>
       )}
       {outcome && (
@@ -159,24 +179,15 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
           onAction={setDialog}
         />
       )}
-      {!missing && (
-        <nav className="pager" aria-label="Pages">
-          <button
-            type="button"
-            disabled={cursors.length === 1}
-            onClick={() => setCursors(cursors.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <span>Page {cursors.length}</span>
-          <button
-            type="button"
-            disabled={nextCursor === null}
-            onClick={() => nextCursor && setCursors([...cursors, nextCursor])}
-          >
-            Next page
-          </button>
-        </nav>
+      {!missing && rows && rows.length > 0 && shown && group && (
+        <Pager
+          page={shown.page}
+          first={(shown.page - 1) * CONNECTORS_PAGE_SIZE + 1}
+          rows={rows.length}
+          more={shown.more}
+          total={totalOf(group.counts, filters)}
+          onTurn={turnTo}
+        />
       )}
       {dialog && (
         <ConnectorDialog
