@@ -5,6 +5,7 @@ import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import type { ApiKeyRow } from '../types.js';
+import { Breakable } from '../ui/breakable.js';
 import { LivePageHead } from '../ui/live-page-head.js';
 import { ActionButton, Confirm, Modal, ModalActions } from '../ui/modal.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
@@ -73,7 +74,7 @@ export function ApiKeysPage() {
             {keys.map((k) => (
               <tr key={k.id}>
                 <th scope="row">
-                  {k.name}
+                  <Breakable text={k.name} />
                   {k.id === ownKeyId && (
                     <>
                       {' '}

@@ -5,6 +5,7 @@ import { useConsole } from '../console-context.js';
 import { formatTime } from '../format.js';
 import { AUDIT_TYPE_PATTERN, type AuditFilters, auditHref } from '../route.js';
 import type { AuditEvent } from '../types.js';
+import { Breakable } from '../ui/breakable.js';
 import { type AuditNames, useAuditNames } from './audit-names.js';
 
 export const AUDIT_PAGE_SIZE = 50;
@@ -13,7 +14,7 @@ export const AUDIT_PAGE_SIZE = 50;
 function Named({ kind, id, name }: { kind: string; id: string; name: string | undefined }) {
   return (
     <span className="named" title={id}>
-      {kind} {name ?? id}
+      {kind} <Breakable text={name ?? id} />
     </span>
   );
 }

@@ -2,6 +2,7 @@ import { terminationWords } from '../../../shared/termination-words.js';
 import { useConsole } from '../console-context.js';
 import { atSecond, formatTime } from '../format.js';
 import type { Connector } from '../types.js';
+import { Breakable } from '../ui/breakable.js';
 import { RowMenu } from '../ui/menu.js';
 import type { ConnectorDialogState } from './connector-dialogs.js';
 
@@ -27,7 +28,11 @@ function RevocationNote({ connector }: { connector: Connector }) {
       title={terminationWords(connector.termination, 'revoked', atSecond) ?? undefined}
     >
       {formatTime(connector.revokedAt)}
-      {connector.revokeReason ? `: ${connector.revokeReason}` : ''}
+      {connector.revokeReason && (
+        <>
+          : <Breakable text={connector.revokeReason} />
+        </>
+      )}
       {heard ? ' (the host confirmed)' : ' (not confirmed by the host yet)'}
     </div>
   );
@@ -80,7 +85,7 @@ export function ConnectorsTable({
                 {connector.host.hostname}
               </th>
               <td>
-                {connector.name}
+                <Breakable text={connector.name} />
                 {/* The id the CLI, the API and the audit log name it by. */}
                 <code className="connector-id">{connector.id}</code>
               </td>
@@ -104,7 +109,9 @@ export function ConnectorsTable({
                 )}
               </td>
               <td>{connector.remoteAddress ?? '—'}</td>
-              <td>{connector.agentVersion}</td>
+              <td>
+                <Breakable text={connector.agentVersion} />
+              </td>
               <td>{formatTime(connector.lastSeenAt)}</td>
               <td>{formatTime(connector.enrolledAt)}</td>
               <td>

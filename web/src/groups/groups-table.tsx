@@ -2,6 +2,7 @@ import { useConsole } from '../console-context.js';
 import { formatTime, relativeTime } from '../format.js';
 import { groupHref } from '../route.js';
 import type { GroupRow } from '../types.js';
+import { Breakable } from '../ui/breakable.js';
 import { RowMenu } from '../ui/menu.js';
 import { useNow } from '../use-now.js';
 import type { GroupDialogState } from './group-dialogs.js';
@@ -50,9 +51,15 @@ export function GroupsTable({
         {groups.map((group) => (
           <tr key={group.id} data-group-id={group.id}>
             <th scope="row" className="group-name">
-              <a href={groupHref(group.id)}>{group.name}</a>
+              <a href={groupHref(group.id)}>
+                <Breakable text={group.name} />
+              </a>
               {/* Given at creation (Options) or in Rename: it was stored and never shown. */}
-              {group.description && <div className="help group-description">{group.description}</div>}
+              {group.description && (
+                <div className="help group-description">
+                  <Breakable text={group.description} />
+                </div>
+              )}
             </th>
             <td>
               <span className={`badge ${group.status}`}>
