@@ -29,16 +29,32 @@ describe('console: admin pages', () => {
 
     await page.getByLabel('New API key').fill('ci');
     await page.getByLabel('Scope').selectOption('read');
+    // A key may expire, as `api-keys create --expires-in` makes it; it never does unless chosen.
+    const expires = page.getByLabel('Expires');
+    expect(await expires.locator('option:checked').textContent()).toBe('Never');
+    await expires.selectOption({ label: 'in 30 days' });
     await page.getByRole('button', { name: 'Create key' }).click();
     const shown = page.getByRole('dialog', { name: 'API key ci created' });
     const key = (await shown.getByTestId('new-api-key').textContent())!;
     expect(key).toMatch(/^cak_/);
+    expect(await shown.getByTestId('new-api-key-expiry').textContent()).toMatch(
+      /^It expires .* \(in 30 days\)\.$/,
+    );
+    const made = (await server.admin.apiKeys.list.query({})).find((k) => k.name === 'ci')!;
+    expect(Date.parse(made.expiresAt!) - Date.parse(made.createdAt)).toBe(30 * 86_400_000);
     await shown.getByRole('button', { name: 'Copy' }).click();
     await expect.poll(() => page.evaluate<string>('navigator.clipboard.readText()')).toBe(key);
     expect((await rawCall(server.url, 'groups.list', {}, { key })).ok).toBe(true);
     await shown.getByRole('button', { name: 'Done' }).click();
     const row = page.getByRole('row', { name: /^ci\b/ });
     await row.getByText('API key, read only').waitFor();
+    await row.getByText(/\(in 30 days\)$/).waitFor();
+    expect(
+      await page
+        .getByRole('row', { name: /^bootstrap\b/ })
+        .getByText('Never', { exact: true })
+        .count(),
+    ).toBe(1);
     expect(await seriousA11yViolations(page)).toEqual([]);
     await screenshot(page, 'api-keys');
 

@@ -3,7 +3,7 @@ import { ADMIN_KEY_PREFIX, keyIdOf } from '../../../shared/protocol.js';
 import { errorText } from '../api.js';
 import { copyText } from '../clipboard.js';
 import { useConsole } from '../console-context.js';
-import { formatTime } from '../format.js';
+import { formatTime, relativeTime } from '../format.js';
 import type { ApiKeyRow } from '../types.js';
 import { Breakable } from '../ui/breakable.js';
 import { LivePageHead } from '../ui/live-page-head.js';
@@ -19,7 +19,9 @@ export function ApiKeysPage() {
   const { api, adminKey, readOnlyReason } = useConsole();
   // The key this console signed in with: the server refuses to delete it (API_KEY_IN_USE).
   const ownKeyId = keyIdOf(adminKey, ADMIN_KEY_PREFIX, 'ak');
-  const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
+  const [created, setCreated] = useState<{ name: string; key: string; expiresAt: string | null } | null>(
+    null,
+  );
   const [copied, setCopied] = useState(false);
   const [deleting, setDeleting] = useState<ApiKeyRow | null>(null);
 
@@ -48,9 +50,9 @@ export function ApiKeysPage() {
         </p>
       )}
       <CreateApiKey
-        onCreated={async (name, key) => {
+        onCreated={async (made) => {
           setCopied(false);
-          setCreated({ name, key });
+          setCreated(made);
           await refresh();
         }}
       />
@@ -92,7 +94,9 @@ export function ApiKeysPage() {
                       : 'API key, admin'}
                 </td>
                 <td>{formatTime(k.createdAt)}</td>
-                <td>{k.expiresAt ? formatTime(k.expiresAt) : 'Never'}</td>
+                <td>
+                  <Expiry at={k.expiresAt} />
+                </td>
                 <td>{formatTime(k.lastUsedAt)}</td>
                 <td>{k.status}</td>
                 <td>
@@ -123,6 +127,11 @@ export function ApiKeysPage() {
       {created && (
         <Modal title={`API key ${created.name} created`} onClose={() => setCreated(null)}>
           <p>Copy it now: it is shown this once and cannot be read back.</p>
+          <p data-testid="new-api-key-expiry">
+            {created.expiresAt
+              ? `It expires ${formatTime(created.expiresAt)} (${relativeTime(created.expiresAt)}).`
+              : 'It never expires: delete it when it is no longer needed.'}
+          </p>
           <code className="key" data-testid="new-api-key">
             {created.key}
           </code>
@@ -170,10 +179,35 @@ export function ApiKeysPage() {
   );
 }
 
-function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) => Promise<void> }) {
+/** When a key expires, with how far off that is; "Never" for a key without an expiry. */
+function Expiry({ at }: { at: string | null }) {
+  if (!at) return <>Never</>;
+  return (
+    <time dateTime={at}>
+      {formatTime(at)} ({relativeTime(at)})
+    </time>
+  );
+}
+
+/** The lifetimes Create key offers, in days as the API takes them ('' is Never, the default). */
+const KEY_LIFETIMES: ReadonlyArray<[days: string, words: string]> = [
+  ['', 'Never'],
+  ['1', 'in 1 day'],
+  ['7', 'in 7 days'],
+  ['30', 'in 30 days'],
+  ['90', 'in 90 days'],
+  ['365', 'in 1 year'],
+];
+
+function CreateApiKey({
+  onCreated,
+}: {
+  onCreated: (made: { name: string; key: string; expiresAt: string | null }) => Promise<void>;
+}) {
   const { api, readOnlyReason } = useConsole();
   const [name, setName] = useState('');
   const [scope, setScope] = useState<'admin' | 'read'>('admin');
+  const [expiresInDays, setExpiresInDays] = useState('');
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   // A double click submits twice before the disabled button renders: the second would make another key.
@@ -185,9 +219,13 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
     setBusy(true);
     setError(null);
     try {
-      const created = await api.apiKeys.create.mutate({ name, scope });
+      const created = await api.apiKeys.create.mutate({
+        name,
+        scope,
+        ...(expiresInDays ? { expiresInDays: Number(expiresInDays) } : {}),
+      });
       setName('');
-      await onCreated(created.name, created.key);
+      await onCreated(created);
     } catch (failure) {
       setError(errorText(failure, 'action'));
     } finally {
@@ -216,6 +254,19 @@ function CreateApiKey({ onCreated }: { onCreated: (name: string, key: string) =>
       >
         <option value="admin">admin</option>
         <option value="read">read</option>
+      </select>
+      <label htmlFor="new-key-expiry">Expires</label>
+      <select
+        id="new-key-expiry"
+        value={expiresInDays}
+        disabled={off}
+        onChange={(e) => setExpiresInDays(e.target.value)}
+      >
+        {KEY_LIFETIMES.map(([days, words]) => (
+          <option key={days} value={days}>
+            {words}
+          </option>
+        ))}
       </select>
       <button type="submit" className="primary" disabled={busy || off || !name.trim()}>
         Create key
