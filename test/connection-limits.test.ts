@@ -355,6 +355,69 @@ describe('connections strangers hold before they authenticate are bounded', () =
     admin.socket.destroy();
   });
 
+  it("one peer address and port connected to two of the server's addresses at once: two connections, each counted, neither releasing the other's count (one went uncounted, and the address was short a slot for ever)", async () => {
+    await using srv = await startTestServer({ config: { host: '0.0.0.0', maxUnauthenticatedPerAddress: 2 } });
+    const { port } = srv.server;
+    const opened = (host: string, localPort: number) =>
+      new Promise<Socket>((resolve, reject) => {
+        const socket = connect({ port, host, localAddress: '127.0.0.8', localPort });
+        socket.once('error', reject);
+        socket.once('connect', () => resolve(socket));
+      });
+    const toOne = await opened('127.0.0.1', 0);
+    const toOther = await opened('127.0.0.2', toOne.localPort!);
+    await eventually('both counted, and the scrape', async () =>
+      (await metricsOf(srv))('connector_connections_unauthenticated') === 3 ? true : undefined,
+    );
+    for (const socket of [toOne, toOther]) {
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.destroy();
+      await closed;
+    }
+    // Both of its slots are free again: one held, and a call beside it is served.
+    const holder = hold(port, '127.0.0.8', 2);
+    await eventually('the holder is counted', async () =>
+      (await metricsOf(srv))('connector_connections_unauthenticated') === 2 ? true : undefined,
+    );
+    expect(await getFrom(port, '127.0.0.8')).toBe('HTTP/1.1 200 OK');
+    holder.socket.destroy();
+  });
+
+  it('a connection from the address and port of one just reset, accepted before the server saw the reset, is counted; the reset one does not take its count with it (the address was then short a slot for ever, and the new connection never counted)', async () => {
+    await using srv = await startTestServer({ config: { maxUnauthenticatedPerAddress: 2 } });
+    const { port } = srv.server;
+    const opened = (localPort: number) =>
+      new Promise<Socket>((resolve, reject) => {
+        const socket = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.7', localPort });
+        socket.once('error', reject);
+        socket.once('connect', () => resolve(socket));
+      });
+    const first = await opened(0);
+    await eventually('the server counts it', async () =>
+      (await metricsOf(srv))('connector_connections_unauthenticated') === 2 ? true : undefined,
+    );
+    // The peer resets it and connects again from the same port; the server's event loop is busy
+    // meanwhile (a storm), so it accepts the new connection before it handles the old one's close.
+    const localPort = first.localPort!;
+    first.resetAndDestroy();
+    const second = opened(localPort);
+    const busyUntil = Date.now() + 100;
+    while (Date.now() < busyUntil) {} // the server runs in this process: hold its loop
+    const again = await second;
+    // Counted: the scrape's own connection and this one.
+    expect((await metricsOf(srv))('connector_connections_unauthenticated')).toBe(2);
+    const closed = new Promise((resolve) => again.once('close', resolve));
+    again.destroy();
+    await closed;
+    // Both of its slots are free again: one held, and a call beside it is served.
+    const holder = hold(port, '127.0.0.7', 2);
+    await eventually('the holder is counted', async () =>
+      (await metricsOf(srv))('connector_connections_unauthenticated') === 2 ? true : undefined,
+    );
+    expect(await getFrom(port, '127.0.0.7')).toBe('HTTP/1.1 200 OK');
+    holder.socket.destroy();
+  });
+
   it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {
     // A limit of 100 keeps 64 descriptors for the server's own files: 36 connections.
     expect(connectionLimitsFor(100).maxOpen).toBe(36);

@@ -127,6 +127,9 @@ export class ConnectionGuard {
       return;
     }
     const key = keyOf(socket);
+    // The kernel took this address and port again, so the connection an entry under the key is for
+    // is gone (reset), its close not seen yet: it must not count against this one, nor release it.
+    this.release(key);
     const address = normalized(socket.remoteAddress);
     let refusal = this.refusalFor(address);
     if (refusal === 'unauthenticated_limit' && this.evictOldestIdle()) refusal = null;
@@ -139,7 +142,7 @@ export class ConnectionGuard {
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.once('close', () => {
       this.openCount--;
-      this.release(key);
+      if (this.pending.get(key)?.socket === socket) this.release(key);
     });
   };
 
@@ -282,9 +285,12 @@ const MESSAGES: Record<ConnectionRefusal, string> = {
     'refusing new connections: close to the open-file limit (raise it: LimitNOFILE= in the unit, ulimit -n)',
 };
 
-/** One TCP connection's identity, the same for a raw socket and the TLS socket over it. */
+/**
+ * One TCP connection's identity, the same for a raw socket and the TLS socket over it: both ends,
+ * since one peer address and port may hold a connection to each of the server's addresses at once.
+ */
 function keyOf(socket: Socket): string {
-  return `${socket.remoteAddress}|${socket.remotePort}`;
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`;
 }
 
 /** The key its per-address count uses: an IPv6 address as its /64 (see limitedAs). */
