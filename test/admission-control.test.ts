@@ -5,8 +5,14 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { IdentityStore } from '../agent/identity-store.js';
 import type { AgentLogger } from '../agent/log.js';
+import { createProof } from '../agent/proof.js';
 import { runSession } from '../agent/session.js';
-import { createTransport, parseRetryAfterMs } from '../agent/transport.js';
+import {
+  captureSessionNonce,
+  createTransport,
+  parseRetryAfterMs,
+  sessionNonceOf,
+} from '../agent/transport.js';
 import { parseServeConfig } from '../server/config.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim, hostFacts, openSession } from './helpers/agent-sim.js';
@@ -208,6 +214,39 @@ describe('admission control: websocket handshakes in progress are capped', () =>
     for (const ws of [fresh, freshest]) ws.terminate();
     await session.close();
     await replacing.close();
+  });
+
+  it('connectionParams that come after the handshake was replaced (or timed out) are not checked: the socket was closed 4408 already, and they were checked against a made-up nonce, so an honest agent a little late counted as a PROOF_INVALID (a security event) and a failed handshake of its address', async () => {
+    await using srv = await startTestServer({
+      config: { maxHandshakesInProgress: 1, handshakeGraceMs: 100, handshakeTimeoutMs: 60_000 },
+    });
+    const [late, newcomer] = await enrolledSims(srv, ['late', 'newcomer']);
+    // A real agent's first message, made for the nonce of its own 101, sent only once it was replaced.
+    const ws = new WebSocket(`${srv.url.replace(/^http/, 'ws')}/trpc?connectionParams=1`);
+    ws.on('error', () => {});
+    captureSessionNonce(ws);
+    await new Promise((resolve) => ws.once('open', resolve));
+    const proof = await createProof(late!.keyPair.privateJwk, late!.identityToken, {
+      nonce: sessionNonceOf(ws),
+      htu: new URL(srv.url).origin,
+    });
+    // It reads nothing more: the close frame the server sends when it is replaced stays unread.
+    (ws as unknown as { _socket: Socket })._socket.pause();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const session = connectSim(srv.url, newcomer!);
+    await session.waitFor('ready');
+    await new Promise<void>((resolve) =>
+      ws.send(
+        JSON.stringify({ method: 'connectionParams', data: { identity: late!.identityToken, proof } }),
+        () => resolve(),
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const text = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(text).toMatch(/^connector_handshakes_evicted_total 1$/m);
+    expect(text).not.toMatch(/^connector_session_refusals_total\{reason="PROOF_INVALID"\} [1-9]/m);
+    ws.terminate();
+    await session.close();
   });
 
   it('a socket that never sends its connectionParams is still closed with 4408 at the deadline, and its slot is freed', async () => {

@@ -97,6 +97,17 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     keepAlive: { enabled: true, pingMs: config.agentPingMs ?? AGENT_PING_MS, pongWaitMs: AGENT_PONG_WAIT_MS },
     createContext: async ({ req, res: ws, info }): Promise<Context> => {
       const handshake = admission.paramsArrived(req);
+      // Too late: the socket was closed 4408 when its handshake was replaced or timed out. Checked
+      // against no nonce, an honest agent's proof was a PROOF_INVALID (a security event).
+      if (!handshake)
+        return {
+          services,
+          hub,
+          remoteAddress: clientAddressOf(req),
+          bearerToken: null,
+          agent: null,
+          agentRefusal: 'IDENTITY_INVALID',
+        };
       // The server works for this socket until the verdict: not the idle one a newcomer replaces.
       guard.requestStarted(req.socket);
       let authenticated = false;

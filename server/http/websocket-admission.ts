@@ -47,8 +47,11 @@ export interface ArrivedHandshake {
 export interface WebsocketAdmission {
   /** The `upgrade` listener for the HTTP server. */
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** The connectionParams came: the deadline is met. The slot is held until `end()`. */
-  paramsArrived(req: IncomingMessage): ArrivedHandshake;
+  /**
+   * The connectionParams came: the deadline is met. The slot is held until `end()`. Null when they
+   * came too late: the handshake was replaced or timed out, and its socket closed 4408 already.
+   */
+  paramsArrived(req: IncomingMessage): ArrivedHandshake | null;
   /** Handshakes holding a slot now. */
   inProgress(): number;
   /** Cuts every upgraded socket not yet closed: shutdown must not wait on them for ever. */
@@ -283,12 +286,10 @@ export function websocketAdmission(
     paramsArrived: (req) => {
       // Nothing of the handshake stays with the live session once the verdict is in.
       const handshake = handshakes.get(req);
-      clearTimeout(handshake?.timer);
+      if (!handshake) return null;
+      clearTimeout(handshake.timer);
       waiting.delete(req);
-      return {
-        nonce: handshake?.nonce ?? sessionNonce(),
-        end: () => handshake?.end(),
-      };
+      return { nonce: handshake.nonce, end: () => handshake.end() };
     },
     inProgress: () => handshakesInProgress,
     destroyUpgraded: () => {
