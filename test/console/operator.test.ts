@@ -121,12 +121,24 @@ describe('console: an operator’s first hour', () => {
     const row = page.getByRole('row', { name: /offline-1/ });
     await row.getByRole('button', { name: 'Actions for offline-1' }).click();
     await page.getByRole('menuitem', { name: 'Revoke' }).click();
-    await page.getByRole('button', { name: 'Revoke connector' }).click();
+    // Enter in the Reason field revokes, as Enter in Rename's fields renames (it did nothing); the
+    // focus starts there and ends back on the row's menu button.
+    const reason = page.getByRole('dialog', { name: 'Revoke offline-1?' }).getByLabel(/^Reason/);
+    await expect
+      .poll(() => page.evaluate<string | null>('document.activeElement?.id ?? null'))
+      .toBe('revoke-reason');
+    await reason.pressSequentially('host retired');
+    await reason.press('Enter');
     await expect
       .poll(() => page.getByTestId('connector-outcome').textContent())
       .toBe(
         "offline-1 revoked; not yet confirmed by the host (it was offline, or did not answer in time). Its group's provisioning key was regenerated.",
       );
+    const [revoked] = (await server.admin.connectors.list.query({ groupId: group.id })).items;
+    expect(revoked).toMatchObject({ status: 'revoked', revokeReason: 'host retired' });
+    await expect
+      .poll(() => page.evaluate<string | null>('document.activeElement?.getAttribute("aria-label") ?? null'))
+      .toBe('Actions for offline-1');
 
     await page.getByRole('link', { name: '← Connector Groups' }).click();
     // The tiles count the revoked connector as revoked, not as a disconnected one to look into.

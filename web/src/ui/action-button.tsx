@@ -11,6 +11,7 @@ export function ActionButton({
   className,
   disabledReason = null,
   autoFocus = false,
+  type = 'button',
 }: {
   onClick: () => Promise<void>;
   children: ReactNode;
@@ -18,6 +19,8 @@ export function ActionButton({
   disabledReason?: string | null;
   /** Takes the focus when it appears (the action a dialog is opened for). */
   autoFocus?: boolean;
+  /** `submit`: its form's default button, which Enter in the form's fields clicks. */
+  type?: 'button' | 'submit';
 }) {
   const [busy, setBusy] = useState(false);
   // A second click before the disabled state renders must not call the server twice.
@@ -26,7 +29,7 @@ export function ActionButton({
   return (
     <span className="action">
       <button
-        type="button"
+        type={type}
         className={className}
         // biome-ignore lint/a11y/noAutofocus: inside a modal dialog, the action it was opened for
         autoFocus={autoFocus}

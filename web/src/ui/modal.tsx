@@ -43,7 +43,11 @@ export function Modal({
   );
 }
 
-/** A yes/no question: says what will happen, and does it only on the confirming button. */
+/**
+ * A yes/no question: says what will happen, and does it only on the confirming button, or on Enter
+ * in one of its fields (a revoke's reason, a new key's policy), as in any other form: the confirming
+ * button is the form's submit button. Cancel and Escape do nothing.
+ */
 export function Confirm({
   title,
   children,
@@ -61,15 +65,19 @@ export function Confirm({
 }) {
   return (
     <Modal title={title} onClose={onClose}>
-      {children}
-      <ModalActions>
-        <button type="button" onClick={onClose}>
-          Cancel
-        </button>
-        <ActionButton className={danger ? 'danger' : 'primary'} onClick={onConfirm}>
-          {confirmLabel}
-        </ActionButton>
-      </ModalActions>
+      {/* Enter in a field clicks the submit button (the browser's implicit submission): the action
+          runs there, once, and the form itself is never sent. */}
+      <form onSubmit={(event) => event.preventDefault()}>
+        {children}
+        <ModalActions>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <ActionButton type="submit" className={danger ? 'danger' : 'primary'} onClick={onConfirm}>
+            {confirmLabel}
+          </ActionButton>
+        </ModalActions>
+      </form>
     </Modal>
   );
 }
