@@ -125,6 +125,11 @@ export class IdentityStore {
           `${this.identityFile} is a symbolic link; the agent uses only a file of its own there. ` +
             "Remove the link, and put the identity file itself in its place if it is this host's.",
         );
+      // A container's volume mounted from a host file not made yet is a directory: so at every start.
+      if (code === 'EISDIR')
+        throw new IdentityFileError(
+          `${this.identityFile} is a directory, not the identity file: remove it (or mount the identity file itself there) and start the agent again.`,
+        );
       if (code === 'EACCES' || code === 'EPERM')
         throw new IdentityFileError(
           `${this.identityFile} cannot be read by this user (${code}): run this as the agent's user (root with the packaged unit), e.g. with sudo`,
