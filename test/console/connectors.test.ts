@@ -123,7 +123,7 @@ describe('console: connectors', () => {
     await context.close();
   });
 
-  it('a group the server does not know (a wrong link, or deleted): says so, with no filters or pager to use', async () => {
+  it('a group the server does not know (a wrong link, or deleted): says so, with no filters or pager to use; a link to no page is made #/groups', async () => {
     await using server = await startTestServer();
     const group = await server.admin.groups.create.mutate({ name: 'Soon gone' });
     const context = await consoleContext(browser, server.url);
@@ -141,6 +141,18 @@ describe('console: connectors', () => {
     await page.getByTestId('group-missing').waitFor();
     await page.getByTestId('group-missing').getByRole('link', { name: 'connector groups' }).click();
     await page.getByRole('heading', { name: 'Connector Groups' }).waitFor();
+    // A link that names no page (no group id, or no page at all) shows the groups and says so in the
+    // URL, in its place: Back does not return to it.
+    for (const wrong of ['#/groups/not-an-id', '#/nope']) {
+      await page.goto(`${server.url}/#/audit`);
+      await page.getByRole('heading', { name: 'Audit' }).waitFor();
+      await page.goto(`${server.url}/${wrong}`);
+      await page.getByRole('heading', { name: 'Connector Groups' }).waitFor();
+      await expect.poll(() => new URL(page.url()).hash).toBe('#/groups');
+      await page.goBack();
+      await page.getByRole('heading', { name: 'Audit' }).waitFor();
+      expect(new URL(page.url()).hash).toBe('#/audit');
+    }
     await context.close();
   });
 

@@ -102,6 +102,7 @@ export function groupHref(groupId: string, filters?: ConnectorFilters): string {
   return `#/groups/${groupId}${query ? `?${query}` : ''}`;
 }
 
+/** The page the URL names; one that names none (`#/nope`, `#/groups/not-an-id`) is made `#/groups`. */
 export function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(location.hash));
   useEffect(() => {
@@ -109,5 +110,11 @@ export function useRoute(): Route {
     window.addEventListener('hashchange', onChange);
     return () => window.removeEventListener('hashchange', onChange);
   }, []);
+  // The groups page shown for a fragment that names no page says so in the URL, in its place (as a
+  // filter the page does not offer leaves it): a reload or a link copied then shows what it says.
+  useEffect(() => {
+    if (route.page === 'groups' && location.hash !== '' && location.hash !== '#/groups')
+      location.replace('#/groups');
+  }, [route]);
   return route;
 }
