@@ -192,8 +192,9 @@ export async function startServer(
     adminKeyFile,
     config,
     problems,
-    // An admin's keep-alive connection is then never pushed out by strangers or a storm's agents.
-    adminConnection: (socket) => guard.authenticated(socket),
+    // An admin's keep-alive connection is then not pushed out by strangers or a storm's agents
+    // between its calls (each call counts it again until its key is accepted).
+    adminConnection: (socket) => guard.adminCall(socket),
     socketGauges: () => ({
       handshakesInProgress: websockets.handshakesInProgress(),
       connectionsOpen: guard.open,
@@ -218,6 +219,7 @@ export async function startServer(
   // A connection the server is working for (its request arrived whole, until the answer ends) is
   // never the idle one evicted past the total cap; one still sending its body is waited on, idle.
   server.prependListener('request', (req, res) => {
+    guard.requestArrived(req.socket);
     let counted = false;
     let answered = false;
     const start = () => {
@@ -232,7 +234,10 @@ export async function startServer(
       if (counted) guard.requestEnded(req.socket);
     });
   });
-  server.prependListener('upgrade', (req) => guard.requestStarted(req.socket));
+  server.prependListener('upgrade', (req) => {
+    guard.requestArrived(req.socket);
+    guard.requestStarted(req.socket);
+  });
   const websockets = attachAgentWebsockets(server, {
     clock,
     clientAddressOf,

@@ -70,7 +70,7 @@ export function createMetrics() {
     ),
     connectionsUnauthenticated: gauge(
       'connector_connections_unauthenticated',
-      "Connections open on the main listener that carry no authenticated agent session and no admin call with a valid key (enrollment calls, an admin's first call, handshakes, idle strangers).",
+      "Connections open on the main listener that carry no authenticated agent session and no admin call with a valid key since its last request (enrollment calls, an admin's call until its key is accepted, handshakes, idle strangers).",
     ),
     connectionsRefused: counter(
       'connector_connections_refused_total',

@@ -418,6 +418,30 @@ describe('connections strangers hold before they authenticate are bounded', () =
     holder.socket.destroy();
   });
 
+  it("an admin's connection is one only while its calls carry a valid key: once its key is deleted, its next call makes it a stranger's again, counted and pushed out by newcomers (a leaked key's connections stayed out of every cap for as long as they were used)", async () => {
+    await using srv = await startTestServer({
+      config: {
+        maxUnauthenticatedPerAddress: 10,
+        maxUnauthenticatedConnections: 3,
+        headersTimeoutMs: 60_000,
+      },
+    });
+    const leaked = await srv.admin.apiKeys.create.mutate({ name: 'leaked', scope: 'read' });
+    const holder = keepAlive(srv.server.port, '127.0.0.5');
+    const listing = `/trpc/groups.list?input=${encodeURIComponent('{}')}`;
+    expect(await holder.call(listing, leaked.key!)).toMatch(/^HTTP\/1\.1 200 /);
+    // The scrape's own: not the admin's.
+    expect((await metricsOf(srv))('connector_connections_unauthenticated')).toBe(1);
+    await srv.admin.apiKeys.delete.mutate({ id: leaked.id });
+    expect(await holder.call(listing, leaked.key!)).toMatch(/^HTTP\/1\.1 401 /);
+    expect((await metricsOf(srv))('connector_connections_unauthenticated')).toBe(2);
+
+    // Holders fill the cap and more come: the oldest idle stranger's connection goes first.
+    const holders = Array.from({ length: 6 }, () => hold(srv.server.port, '127.0.0.2', 0));
+    await eventually('the holder pushed out', async () => (holder.closed ? true : undefined));
+    for (const h of holders) h.socket.destroy();
+  });
+
   it('close to the open-file limit new connections are refused (503, counted as file_limit) before the kernel refuses them silently', async () => {
     // A limit of 100 keeps 64 descriptors for the server's own files: 36 connections.
     expect(connectionLimitsFor(100).maxOpen).toBe(36);

@@ -92,6 +92,8 @@ const EVICTION_SCAN = 256;
  */
 export class ConnectionGuard {
   private readonly pending = new Map<string, Pending>();
+  /** Admins' connections between calls (see `adminCall`): counted again at their next request. */
+  private readonly admins = new Map<string, Pending>();
   private readonly perAddress = new Map<string, number>();
   private openCount = 0;
   private readonly lines = new ThrottledLines(REFUSAL_LOG_INTERVAL_MS);
@@ -130,6 +132,7 @@ export class ConnectionGuard {
     // The kernel took this address and port again, so the connection an entry under the key is for
     // is gone (reset), its close not seen yet: it must not count against this one, nor release it.
     this.release(key);
+    this.admins.delete(key);
     const address = normalized(socket.remoteAddress);
     let refusal = this.refusalFor(address);
     if (refusal === 'unauthenticated_limit' && this.evictOldestIdle()) refusal = null;
@@ -143,6 +146,7 @@ export class ConnectionGuard {
     socket.once('close', () => {
       this.openCount--;
       if (this.pending.get(key)?.socket === socket) this.release(key);
+      if (this.admins.get(key)?.socket === socket) this.admins.delete(key);
     });
   };
 
@@ -167,7 +171,7 @@ export class ConnectionGuard {
    * headers, a websocket's first message). Not evicted meanwhile.
    */
   requestStarted(socket: Socket): void {
-    const entry = this.pending.get(keyOf(socket));
+    const entry = this.entryOf(socket);
     if (!entry) return;
     entry.busy++;
     entry.graceUntil = 0;
@@ -175,8 +179,35 @@ export class ConnectionGuard {
 
   /** A request on `socket` was answered (or abandoned). */
   requestEnded(socket: Socket): void {
-    const entry = this.pending.get(keyOf(socket));
+    const entry = this.entryOf(socket);
     if (entry && entry.busy > 0) entry.busy--;
+  }
+
+  /**
+   * A request (or an upgrade) began on `socket`: an admin's connection is a stranger's again until
+   * this call's key is accepted too (`adminCall`). A key deleted or expired since, or a stranger
+   * given the connection of one, must not keep it out of the caps.
+   */
+  requestArrived(socket: Socket): void {
+    const key = keyOf(socket);
+    const entry = this.admins.get(key);
+    if (!entry) return;
+    this.admins.delete(key);
+    this.pending.set(key, entry);
+    this.perAddress.set(entry.address, (this.perAddress.get(entry.address) ?? 0) + 1);
+  }
+
+  /**
+   * The call under way on `socket` carried a valid admin key: until its next request the connection
+   * is an admin's, out of the unauthenticated count, so newcomers past the cap do not push it out
+   * between calls.
+   */
+  adminCall(socket: Socket): void {
+    const key = keyOf(socket);
+    const entry = this.pending.get(key);
+    if (!entry) return;
+    this.release(key);
+    this.admins.set(key, entry);
   }
 
   /**
@@ -193,6 +224,11 @@ export class ConnectionGuard {
   /** `socket` now carries an authenticated agent session: it no longer counts as unauthenticated. */
   authenticated(socket: Socket): void {
     this.release(keyOf(socket));
+  }
+
+  private entryOf(socket: Socket): Pending | undefined {
+    const key = keyOf(socket);
+    return this.pending.get(key) ?? this.admins.get(key);
   }
 
   private refusalFor(address: string): ConnectionRefusal | null {
