@@ -195,6 +195,60 @@ describe('console: admin pages', () => {
     await context.close();
   });
 
+  it('Audit pages: the page in the URL (reload, Back, a link), which events of how many, Older off on a full last page, the window back at the top', async () => {
+    await using server = await startTestServer();
+    // Two full pages of group.created exactly: the last page holds 50, and there is nothing older.
+    for (let i = 0; i < 100; i++) await server.admin.groups.create.mutate({ name: `g${i}` });
+    const context = await consoleContext(browser, server.url);
+    const page = await context.newPage();
+    await signIn(page, server.url, server.adminKey);
+    await page.goto(`${server.url}/#/audit?type=group.created`);
+    const rows = page.locator('table.audit tbody tr');
+    const range = page.getByTestId('page-range');
+    const older = page.getByRole('button', { name: 'Older' });
+    await expect.poll(() => rows.count()).toBe(50);
+    // No count from the server: one page in, it knows only that there is at least one more.
+    expect(await range.textContent()).toBe('Page 1: 1–50 of at least 51');
+    await page.evaluate('window.scrollTo(0, document.body.scrollHeight)');
+    expect(await page.evaluate<number>('window.scrollY')).toBeGreaterThan(0);
+    await older.click();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–100 of 100');
+    expect(await rows.count()).toBe(50);
+    expect(await page.evaluate<number>('window.scrollY')).toBe(0);
+    // Nothing older: no click onto an empty page.
+    expect(await older.isDisabled()).toBe(true);
+    expect(new URL(page.url()).hash).toBe('#/audit?type=group.created&page=2');
+    const firstOnPage2 = await rows.first().locator('td.details').textContent();
+    expect(firstOnPage2).toMatch(/^name="g49", /);
+    await page.reload();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–100 of 100');
+    await page.getByRole('link', { name: 'API Keys' }).click();
+    await page.getByRole('heading', { name: 'API Keys', level: 1 }).waitFor();
+    await page.goBack();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–100 of 100');
+    expect(await rows.first().locator('td.details').textContent()).toBe(firstOnPage2);
+    await page.getByRole('button', { name: 'Newer' }).click();
+    await expect.poll(() => range.textContent()).toBe('Page 1: 1–50 of at least 51');
+    expect(new URL(page.url()).hash).toBe('#/audit?type=group.created');
+    // A page past the last is the last page.
+    await page.goto(`${server.url}/#/audit?type=group.created&page=9`);
+    await page.reload();
+    await expect.poll(() => range.textContent()).toBe('Page 2: 51–100 of 100');
+    expect(new URL(page.url()).hash).toBe('#/audit?type=group.created&page=2');
+    // Another filter starts at the newest page; one page: its events and how many, no buttons to page with.
+    await page.getByLabel('Type').fill('group.createdd');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByTestId('audit-empty').waitFor();
+    expect(new URL(page.url()).hash).toBe('#/audit?type=group.createdd');
+    expect(await page.getByRole('navigation', { name: 'Pages' }).count()).toBe(0);
+    await server.admin.groups.delete.mutate({ groupId: (await server.admin.groups.list.query({}))[0]!.id });
+    await page.getByLabel('Type').fill('group.deleted');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect.poll(() => range.textContent()).toBe('1–1 of 1');
+    expect(await page.getByRole('button', { name: /^(Newer|Older)$/ }).count()).toBe(0);
+    await context.close();
+  });
+
   it('Audit: the security filter runs on the server (an old refusal is found behind a page of newer events)', async () => {
     await using server = await startTestServer();
     // A security event first, then more ordinary events than one page holds: filtering only the

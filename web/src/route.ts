@@ -51,12 +51,14 @@ function filtersOf(query: string | undefined): ConnectorFilters {
   };
 }
 
-/** The audit page's filters: in its URL (`#/audit?type=connector&security=1`), as a group's are. */
+/** The audit page's filters and page: in its URL (`#/audit?type=connector&security=1&page=2`), as a group's are. */
 export interface AuditFilters {
   /** An event type or its first part ('' is any). */
   type: string;
   /** Only events flagged security. */
   security: boolean;
+  /** Which page of the events these filters give, newest first, from 1 (the URL's `page`, left out for 1). */
+  page: number;
 }
 
 /** What an audit type filter may hold: lower-case letters, `_` and `.`, at most 64. */
@@ -72,6 +74,7 @@ export function auditHref(filters: AuditFilters): string {
   const params = new URLSearchParams();
   if (filters.type) params.set('type', filters.type);
   if (filters.security) params.set('security', '1');
+  if (filters.page > 1) params.set('page', String(filters.page));
   const query = params.toString();
   return `#/audit${query ? `?${query}` : ''}`;
 }
@@ -85,7 +88,11 @@ export function parseRoute(hash: string): Route {
     const params = new URLSearchParams(audit[1] ?? '');
     return {
       page: 'audit',
-      filters: { type: auditTypeOf(params.get('type')), security: params.get('security') === '1' },
+      filters: {
+        type: auditTypeOf(params.get('type')),
+        security: params.get('security') === '1',
+        page: pageOf(params.get('page')),
+      },
     };
   }
   if (hash === '#/servers') return { page: 'servers' };

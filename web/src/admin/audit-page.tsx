@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import { auditTypeMisses, refusalsCounted } from '../../../shared/audit-event-types.js';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
@@ -6,6 +6,7 @@ import { formatTime } from '../format.js';
 import { AUDIT_TYPE_PATTERN, type AuditFilters, auditHref } from '../route.js';
 import type { AuditEvent } from '../types.js';
 import { Breakable } from '../ui/breakable.js';
+import { Pager, readPage } from '../ui/pager.js';
 import { type AuditNames, useAuditNames } from './audit-names.js';
 
 export const AUDIT_PAGE_SIZE = 50;
@@ -77,11 +78,17 @@ function unknownTypeHint(filter: string): string | null {
   return `No event type is "${filter}" or starts with "${filter}.".${near.length > 0 ? ` Did you mean ${near.map((n) => `"${n}"`).join(' or ')}?` : ''}`;
 }
 
-/** Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security flag on the server. */
+/**
+ * Audit: newest first, a page at a time (the server's `before` cursor), filtered by type and security
+ * flag on the server. The page number is in the URL; the cursor each page starts at is kept once
+ * read, and a page opened from a link or a reload is reached by reading the pages before it (so it
+ * counts from the newest event then). `audit.list` gives no count: one event more than a page is
+ * asked for, to know whether there is an older page, and the total is "at least" until the last.
+ */
 export function AuditPage({ filters }: { filters: AuditFilters }) {
   const { api } = useConsole();
   // The filters are the URL's (a reload or a shared link keeps them); the Type box is a draft until Filter.
-  const { type: appliedType, security: securityOnly } = filters;
+  const { type: appliedType, security: securityOnly, page } = filters;
   const [type, setType] = useState(appliedType);
   useEffect(() => setType(appliedType), [appliedType]);
   // The box shows a click at once; the URL's change (a moment later) is what filters.
@@ -89,42 +96,62 @@ export function AuditPage({ filters }: { filters: AuditFilters }) {
   useEffect(() => setSecurityBox(securityOnly), [securityOnly]);
   // The pages' cursors belong to the filters they were read with: other filters start at the newest.
   const filterKey = `${appliedType}/${securityOnly}`;
-  const [paging, setPaging] = useState({ filterKey, cursors: [undefined] as (string | undefined)[] });
-  const cursors = paging.filterKey === filterKey ? paging.cursors : [undefined];
-  const setCursors = (next: (string | undefined)[]) => setPaging({ filterKey, cursors: next });
-  /** Applies other filters: in place of this URL (no history entry per choice). */
-  const filter = (next: AuditFilters) => location.replace(auditHref(next));
+  /** `starts[i]`: the id of the event page i + 2 starts after, under the filters of `filterKey`. */
+  const pageStarts = useRef<{ filterKey: string; starts: string[] }>({ filterKey, starts: [] });
+  /** Applies other filters, from the newest page: in place of this URL (no history entry per choice). */
+  const filter = (next: Omit<AuditFilters, 'page'>) => location.replace(auditHref({ ...next, page: 1 }));
+  /** Another page: the window goes back to its top, where the events start (it stayed at the pager). */
+  const turnTo = (to: number) => {
+    location.replace(auditHref({ ...filters, page: to }));
+    window.scrollTo(0, 0);
+  };
   // A URL naming a filter the page does not take (or in another order) is written as it applies.
   useEffect(() => {
-    const href = auditHref({ type: appliedType, security: securityOnly });
+    const href = auditHref({ type: appliedType, security: securityOnly, page });
     if (location.hash !== href) location.replace(href);
-  }, [appliedType, securityOnly]);
+  }, [appliedType, securityOnly, page]);
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
+  /** The events shown: which page they are, and whether there are older ones. */
+  const [shown, setShown] = useState<{ page: number; more: boolean } | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const before = cursors[cursors.length - 1];
   const names = useAuditNames(api, events);
 
+  /** The newest refresh started: an older one's answer (other filters, another page) is dropped. */
+  const latest = useRef(0);
   const refresh = useCallback(async () => {
+    const asked = ++latest.current;
+    if (pageStarts.current.filterKey !== filterKey) pageStarts.current = { filterKey, starts: [] };
     try {
-      setEvents(
-        await api.audit.list.query({
-          limit: AUDIT_PAGE_SIZE,
-          before,
-          type: appliedType || undefined,
-          security: securityOnly || undefined,
-        }),
+      const read = await readPage(
+        page,
+        pageStarts.current.starts,
+        async (before) => {
+          // One more than a page: whether there is an older page is known without a page that may be empty.
+          const listed = await api.audit.list.query({
+            limit: AUDIT_PAGE_SIZE + 1,
+            before,
+            type: appliedType || undefined,
+            security: securityOnly || undefined,
+          });
+          const items = listed.slice(0, AUDIT_PAGE_SIZE);
+          return { items, next: listed.length > AUDIT_PAGE_SIZE ? items.at(-1)!.id : null };
+        },
+        () => asked !== latest.current,
       );
+      if (read === null) return;
+      if ('goTo' in read)
+        return location.replace(auditHref({ type: appliedType, security: securityOnly, page: read.goTo }));
+      setEvents(read.items);
+      setShown({ page, more: read.more });
       setLoadError(null);
     } catch (error) {
-      setLoadError(errorText(error));
+      if (asked === latest.current) setLoadError(errorText(error));
     }
-  }, [api, before, appliedType, securityOnly]);
+  }, [api, page, appliedType, securityOnly, filterKey]);
   useEffect(() => {
     void refresh();
   }, [refresh]);
 
-  const shown = events ?? [];
-  const last = events?.[events.length - 1];
   return (
     <>
       <div className="page-head">
@@ -175,8 +202,7 @@ export function AuditPage({ filters }: { filters: AuditFilters }) {
       {events?.length === 0 && (
         <p data-testid="audit-empty">
           No events{appliedType ? ` of type ${appliedType}` : ''}
-          {securityOnly ? ' flagged security' : ''}
-          {cursors.length > 1 ? ' on this page' : ''}. {unknownTypeHint(appliedType)}
+          {securityOnly ? ' flagged security' : ''}. {unknownTypeHint(appliedType)}
         </p>
       )}
       {events && events.length > 0 && (
@@ -194,7 +220,7 @@ export function AuditPage({ filters }: { filters: AuditFilters }) {
             </tr>
           </thead>
           <tbody>
-            {shown.map((event) => (
+            {events.map((event) => (
               <tr key={event.id}>
                 <td>{formatTime(event.at, { seconds: true })}</td>
                 <td>
@@ -225,23 +251,17 @@ export function AuditPage({ filters }: { filters: AuditFilters }) {
           </tbody>
         </table>
       )}
-      <nav className="pager" aria-label="Pages">
-        <button
-          type="button"
-          disabled={cursors.length === 1}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Newer
-        </button>
-        <span>Page {cursors.length}</span>
-        <button
-          type="button"
-          disabled={!last || (events?.length ?? 0) < AUDIT_PAGE_SIZE}
-          onClick={() => last && setCursors([...cursors, last.id])}
-        >
-          Older
-        </button>
-      </nav>
+      {events && events.length > 0 && shown && (
+        <Pager
+          page={shown.page}
+          first={(shown.page - 1) * AUDIT_PAGE_SIZE + 1}
+          rows={events.length}
+          more={shown.more}
+          total={null}
+          onTurn={turnTo}
+          labels={{ previous: 'Newer', next: 'Older' }}
+        />
+      )}
     </>
   );
 }

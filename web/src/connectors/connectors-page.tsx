@@ -4,10 +4,22 @@ import { useConsole } from '../console-context.js';
 import { type ConnectorFilters, FILTER_CHOICES, groupHref, MAX_SEARCH } from '../route.js';
 import type { Connector, Group } from '../types.js';
 import { LivePageHead } from '../ui/live-page-head.js';
+import { Pager, readPage } from '../ui/pager.js';
 import { useLiveRefresh } from '../use-live-refresh.js';
 import { ConnectorDialog, type ConnectorDialogState } from './connector-dialogs.js';
 import { ConnectorsTable } from './connectors-table.js';
-import { Pager, totalOf } from './pager.js';
+
+/**
+ * How many connectors the filters match in all, when the group's counts say it: with no filter, one
+ * status or one connection state (not both, and no search). Null when they do not.
+ */
+function totalOf(counts: Group['counts'], filters: ConnectorFilters): number | null {
+  const { status, connection, search } = filters;
+  if (search || (status && connection)) return null;
+  if (status) return counts[status];
+  if (connection) return connection === 'never' ? counts.neverConnected : counts[connection];
+  return counts.total;
+}
 
 /** One page of rows at a time, fetched by the server's cursor: never the whole fleet. */
 export const CONNECTORS_PAGE_SIZE = 50;
@@ -58,25 +70,23 @@ export function ConnectorsPage({ groupId, filters }: { groupId: string; filters:
     const goTo = (to: number) =>
       location.replace(groupHref(groupId, { status, connection, search, page: to }));
     try {
-      // A page opened by its number alone: the pages before it are read for where it starts.
-      while (starts.length < page - 1) {
-        const before = await api.connectors.list.query({ ...query, cursor: starts.at(-1) });
-        if (asked !== latest.current) return;
-        // Fewer rows than the number says (deleted since, or a made-up link): the last page there is.
-        if (before.nextCursor === null) return goTo(starts.length + 1);
-        starts.push(before.nextCursor);
-      }
       const [groupView, list] = await Promise.all([
         api.groups.get.query({ groupId }),
-        api.connectors.list.query({ ...query, cursor: page > 1 ? starts[page - 2] : undefined }),
+        readPage(
+          page,
+          starts,
+          async (cursor) => {
+            const { items, nextCursor } = await api.connectors.list.query({ ...query, cursor });
+            return { items, next: nextCursor };
+          },
+          () => asked !== latest.current,
+        ),
       ]);
-      if (asked !== latest.current) return;
-      // Its rows deleted meanwhile: the page before it.
-      if (list.items.length === 0 && page > 1) return goTo(page - 1);
-      if (list.nextCursor !== null) starts[page - 1] = list.nextCursor;
+      if (asked !== latest.current || list === null) return;
+      if ('goTo' in list) return goTo(list.goTo);
       setGroup(groupView);
       setRows(list.items);
-      setShown({ page, more: list.nextCursor !== null });
+      setShown({ page, more: list.more });
       setLoadError(null);
       setMissing(false);
       if (list.items.some((c) => c.replica !== null && !knownReplicas.current.has(c.replica))) {
