@@ -177,7 +177,7 @@ describe('agent.renew', () => {
 });
 
 describe('a connector reconnecting with a token older than its newest identity', () => {
-  it('is not renewed again within a minute (a sixth of a short lifetime) of the newest: a loop reconnecting with an old token signed and wrote one per connect', async () => {
+  it('is not renewed again within a minute (a sixth of a short lifetime) of the newest, pushed or asked for: a loop reconnecting with an old token signed and wrote one per connect', async () => {
     // 4 minutes: the clock moves less than the 5 minutes a proof may be off the server's time.
     const { srv, key } = await setup({ config: { identityTtlMs: 240_000 } });
     await using _ = srv;
@@ -193,8 +193,12 @@ describe('a connector reconnecting with a token older than its newest identity',
     await again.waitFor('ready');
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(again.events.map((e) => e.type)).not.toContain('identity');
+    // Nor when it asks (agent.renew): told when to ask again, as before half its lifetime.
+    const refused = await again.client.agent.renew.mutate().catch((error: unknown) => error);
+    expect(refused).toMatchObject({ data: { reason: 'RATE_LIMITED', retryAfterSeconds: 39 } });
     await again.close();
     expect(await renewalAudits(srv, 'push')).toHaveLength(1);
+    expect(await renewalAudits(srv, 'request')).toHaveLength(0);
     // A sixth of the lifetime (40 s) after the newest it is renewed on connect again, before this
     // token's last sixth.
     srv.clock.advance(41_000);

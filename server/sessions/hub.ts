@@ -256,12 +256,23 @@ export class SessionHub {
   /**
    * `agent.renew`: a new identity for the session's connector and key, recorded and audited as a
    * pushed one is. Refused (RATE_LIMITED, with retryAfterSeconds) before half the identity's
-   * lifetime has passed; the agent asks later than that, at about a quarter left, when no push came.
+   * lifetime has passed, or within a minute of a newer identity of the connector (see
+   * IdentityRenewals.notBefore); the agent asks later than that, at about a quarter left, when no
+   * push came.
    */
   async renewOnRequest(agent: AgentSession): Promise<{ identityToken: string; identityExpiresAt: string }> {
     const live = this.sessionOf(agent);
     if (live.ending) throw new DomainError('IDENTITY_INVALID', SESSION_ENDED);
     this.o.agentSessions.requireRenewalAllowed(agent);
+    const wait = this.renewals.notBefore(live) - this.o.clock.now();
+    if (wait > 0) {
+      const retryAfterSeconds = Math.ceil(wait / 1000);
+      throw new DomainError(
+        'RATE_LIMITED',
+        `A newer identity of this connector was issued moments ago; retry in ${retryAfterSeconds} s.`,
+        { retryAfterSeconds },
+      );
+    }
     const renewed = await this.renewals.renew(live, 'request');
     return { identityToken: renewed.token, identityExpiresAt: new Date(renewed.expiresAt).toISOString() };
   }

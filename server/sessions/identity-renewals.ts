@@ -189,17 +189,21 @@ export class IdentityRenewals {
       live.rotationDueAt ??= this.o.clock.now() + Math.random() * (this.o.rotationSpreadMs ?? 600_000);
       due = Math.min(due, live.rotationDueAt);
     }
-    // A newer identity of this connector was issued to a session before this one (its host missed
-    // the push, or something reconnects in a loop with an old token): not renewed again within a
-    // minute of it (a sixth of the lifetime for short ones), nor later than a sixth of the lifetime
-    // before this token expires. Each connect of such a loop signed and wrote an identity.
+    return Math.max(due, this.notBefore(live));
+  }
+
+  /**
+   * The earliest a session may be renewed, pushed or asked for (0: any time). A newer identity of
+   * this connector was issued to a session before this one (its host missed the push, or something
+   * reconnects in a loop with an old token): not renewed again within a minute of it (a sixth of the
+   * lifetime for short ones), nor later than a sixth of the lifetime before this token expires. Each
+   * connect of such a loop signed and wrote an identity, pushed or asked for with agent.renew.
+   */
+  notBefore(live: LiveSession): number {
     const { identityIssuedAt, identityExpiresAt } = live.agent;
     const latest = this.o.agentSessions.latestIssuedAt(live.agent.connectorId);
-    if (latest !== null && latest > identityIssuedAt + 1000) {
-      const sixth = (identityExpiresAt - identityIssuedAt) / 6;
-      const again = latest + Math.min(RENEWED_AGAIN_AFTER_MS, sixth);
-      due = Math.max(due, Math.min(again, identityExpiresAt - sixth));
-    }
-    return due;
+    if (latest === null || latest <= identityIssuedAt + 1000) return 0;
+    const sixth = (identityExpiresAt - identityIssuedAt) / 6;
+    return Math.min(latest + Math.min(RENEWED_AGAIN_AFTER_MS, sixth), identityExpiresAt - sixth);
   }
 }
