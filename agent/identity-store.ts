@@ -1,7 +1,13 @@
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ensurePrivateDir, readFileNoFollow, syncDir, writeFileDurably } from '../shared/private-files.js';
+import {
+  ensurePrivateDir,
+  NOT_A_FILE,
+  readFileNoFollow,
+  syncDir,
+  writeFileDurably,
+} from '../shared/private-files.js';
 import { processStartTicks } from './process-liveness.js';
 import type { AgentKeyPair } from './proof.js';
 
@@ -129,6 +135,10 @@ export class IdentityStore {
       if (code === 'EISDIR')
         throw new IdentityFileError(
           `${this.identityFile} is a directory, not the identity file: remove it (or mount the identity file itself there) and start the agent again.`,
+        );
+      if (code === NOT_A_FILE)
+        throw new IdentityFileError(
+          `${this.identityFile} is not a regular file (a FIFO, a socket or a device): remove it, and put the identity file itself in its place if it is this host's.`,
         );
       if (code === 'EACCES' || code === 'EPERM')
         throw new IdentityFileError(

@@ -11,6 +11,9 @@ import { dirname, join, resolve } from 'node:path';
 /** O_NOFOLLOW where the platform has it (not on Windows, where links need privileges anyway). */
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
+/** The code readFileNoFollow throws with for a FIFO, a socket or a device at the name. */
+export const NOT_A_FILE = 'ENOTREGULAR';
+
 /** Why a dir cannot hold this process's secrets. */
 export type PrivateDirProblem =
   | 'DIR_NOT_CREATED'
@@ -247,11 +250,23 @@ export function syncDir(dir: string, sync: FileSync = realSync): Promise<void> {
 
 /**
  * Reads `file` as text without following a link at its name. A link fails with ELOOP (on Linux
- * and macOS); ENOENT and other errors are thrown as they come.
+ * and macOS), a directory with EISDIR, anything else that is not a regular file with NOT_A_FILE;
+ * ENOENT and other errors are thrown as they come.
  */
 export async function readFileNoFollow(file: string): Promise<string> {
-  const handle = await open(file, constants.O_RDONLY | NOFOLLOW);
+  // Non-blocking: a FIFO opened for reading waits for a writer, for ever (and the agent with its
+  // state dir's lock held); read only once it is known to be a file (a device would never end).
+  const handle = await open(file, constants.O_RDONLY | NOFOLLOW | constants.O_NONBLOCK);
   try {
+    const stats = await handle.stat();
+    if (stats.isDirectory())
+      throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), {
+        code: 'EISDIR',
+      });
+    if (!stats.isFile())
+      throw Object.assign(new Error(`${file} is not a regular file (a FIFO, a socket or a device)`), {
+        code: NOT_A_FILE,
+      });
     return await handle.readFile('utf8');
   } finally {
     await handle.close();
