@@ -61,6 +61,8 @@ export function subscribeToChanges(
   /** When the feed last ran (Date.now()); null before it first started. */
   let liveAt: number | null = null;
   let lastPromptRetry = 0;
+  /** The wait before a new client, when the server ended the feed on an open socket. */
+  let retry: ReturnType<typeof setTimeout> | undefined;
   const setState = (next: LiveState) => {
     state = next;
     onState(next);
@@ -83,6 +85,15 @@ export function subscribeToChanges(
       },
     });
     const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+    /** The subscription ended while this client is the page's (an error comes with its end: once). */
+    const ended = () => {
+      if (!current) return;
+      current = false;
+      failures++;
+      if (state === 'live') liveAt = Date.now();
+      setState('offline');
+      retry = setTimeout(restart, reconnectDelayMs(failures, { recentlyLive: recentlyLive() }));
+    };
     const subscription = client.console.changes.subscribe(undefined, {
       onStarted: () => {
         if (!current) return;
@@ -94,9 +105,11 @@ export function subscribeToChanges(
       onData: (batch) => {
         if (current) onBatch(batch);
       },
-      onError: () => {
-        if (current) setState('offline');
-      },
+      // The server answered the subscription with an error on a socket that stays open (or ended it):
+      // tRPC then neither reconnects nor subscribes again, and the page stayed "Live updates off"
+      // until Reconnect now. It starts again itself, on the backoff of a lost socket.
+      onError: ended,
+      onComplete: ended,
     });
     return () => {
       current = false;
@@ -107,12 +120,18 @@ export function subscribeToChanges(
 
   setState('connecting');
   let stopClient = start();
-  const reconnectNow = () => {
-    if (state === 'live' || state === 'connecting') return;
-    lastPromptRetry = Date.now();
+  /** A new client, in place of one whose feed ended or that waits to reconnect. */
+  function restart() {
+    clearTimeout(retry);
+    retry = undefined;
     stopClient();
     setState('connecting');
     stopClient = start();
+  }
+  const reconnectNow = () => {
+    if (state === 'live' || state === 'connecting') return;
+    lastPromptRetry = Date.now();
+    restart();
   };
   // Back to the page, or the network back: the server may well be too, so ask now, not after the wait.
   const promptly = () => {
@@ -128,6 +147,7 @@ export function subscribeToChanges(
       document.removeEventListener('visibilitychange', promptly);
       window.removeEventListener('focus', promptly);
       window.removeEventListener('online', promptly);
+      clearTimeout(retry);
       stopClient();
     },
   };
