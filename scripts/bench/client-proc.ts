@@ -271,7 +271,7 @@ async function firstConnect(args: {
   const t0 = monoMs();
   let connected = 0;
   let notReady = 0;
-  for (const group of ['A', 'B'] as const) {
+  for (const group of ['A', 'B', 'C'] as const) {
     const all = pool[group].splice(0);
     for (let i = 0; i < all.length; i += args.waveSize) {
       const wave = all.slice(i, i + args.waveSize);

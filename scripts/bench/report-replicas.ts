@@ -57,6 +57,20 @@ export function replicaRows(results: RunResults): Row[] {
         0,
       ),
     );
+  const first = r.firstSessions;
+  if (first?.postgres)
+    rows.push(
+      row(
+        'replicas',
+        "servers' CPU per first session of a new connector (connect and close)",
+        first.postgres.count,
+        'µs',
+        first.postgres.cpuUs,
+        { [EMBEDDED]: first.embedded?.cpuUs ?? null },
+        EMBEDDED,
+        0,
+      ),
+    );
   const floor = r.commitFloor ? `PgStore commits/s (${r.commitFloor.writers} writers)` : null;
   for (const rate of [r.enrollOne, r.enrollTwo]) {
     if (!rate) continue;
@@ -168,7 +182,10 @@ export function replicaTargets(results: RunResults): Target[] {
       ? `${fmt(top.handshakeCpuUs, 0)} vs ${fmt(base.handshakeCpuUs, 0)} µs per connect = ${fmt(cpu, 2)}×` +
           (marginal === null
             ? ''
-            : ` (the cost of holding sessions over each turn taken off: ${fmt(top.marginalHandshakeCpuUs, 0)} vs ${fmt(base.marginalHandshakeCpuUs, 0)} µs = ${fmt(marginal, 2)}×)`)
+            : ` (the cost of holding sessions over each turn taken off: ${fmt(top.marginalHandshakeCpuUs, 0)} vs ${fmt(base.marginalHandshakeCpuUs, 0)} µs = ${fmt(marginal, 2)}×)`) +
+          (r.firstSessions?.postgres && r.firstSessions.embedded
+            ? `; on reconnects (every connector's first session came before the steps: ${fmt(r.firstSessions.postgres.cpuUs, 0)} vs ${fmt(r.firstSessions.embedded.cpuUs, 0)} µs each = ${fmt(r.firstSessions.postgres.cpuUs / r.firstSessions.embedded.cpuUs, 2)}×)`
+            : '; first sessions of new connectors (no first-session pass before the steps)')
       : 'not measured',
     cpu === null ? null : cpu <= 1.2,
   );

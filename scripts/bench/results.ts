@@ -254,6 +254,22 @@ export interface ReplicasResult {
   /** PgStore's own commit rate on the same PostgreSQL (enrollment-shaped transactions). */
   commitFloor: { writers: number; transactions: number; perSecond: number; commits: number } | null;
   kill: ReplicaKillResult | null;
+  /**
+   * Every connector's first session, before the steps (so that they measure reconnects): the
+   * servers' CPU per first session, on the embedded store and on the replicas. Absent in runs
+   * before 2026-12-05, whose steps measured first sessions.
+   */
+  firstSessions?: {
+    embedded: FirstSessionsResult | null;
+    postgres: FirstSessionsResult | null;
+  };
+}
+
+export interface FirstSessionsResult {
+  count: number;
+  /** All the servers' CPU per first session (connect and close), µs. */
+  cpuUs: number;
+  durationMs: number;
 }
 
 export interface RunMeta {

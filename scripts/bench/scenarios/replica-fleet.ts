@@ -122,6 +122,54 @@ export async function warmUp(
 }
 
 /**
+ * Connects every enrolled connector once and closes it again, one turn of client processes after
+ * the other (see measureStep), as the sessions scenario's first sessions do: a connector's first
+ * session does one-off bookkeeping (its first connection recorded, its host facts reported, and on
+ * PostgreSQL both sent to every other replica), so that the steps then measure the sessions a
+ * server sees every day, reconnects, and this the first ones. The servers' CPU (all of them) per
+ * first session.
+ */
+export async function firstSessions(
+  h: Harness,
+  servers: readonly ServerHandle[],
+  clients: readonly Child[],
+  turns: ReadonlyArray<readonly number[]>,
+  label: string,
+): Promise<{ count: number; cpuUs: number; durationMs: number }> {
+  h.progress(`${label}: first session of every enrolled connector (connect once, close)`);
+  const before = await Promise.all(servers.map((s) => s.stats()));
+  const t0 = monoMs();
+  let count = 0;
+  for (const turn of turns) {
+    const results = await Promise.all(
+      turn.map((i) =>
+        clients[i]!.peer.call<{ connected: number; notReady: number }>(
+          'firstConnect',
+          {
+            localAddress: h.freshAddress(),
+            concurrency: h.plan.connectConcurrencyPerProc,
+            waveSize: h.plan.quick ? 100 : 2000,
+            timeoutMs: h.plan.connectTimeoutMs,
+          },
+          h.plan.connectTimeoutMs * 10,
+        ),
+      ),
+    );
+    const notReady = results.reduce((n, r) => n + r.notReady, 0);
+    if (notReady > 0) throw new Error(`${label}: first sessions: ${notReady} did not become ready`);
+    count += results.reduce((n, r) => n + r.connected, 0);
+  }
+  await stopEverySession(servers, clients);
+  const after = await Promise.all(servers.map((s) => s.stats()));
+  const cpuMs = after.reduce((n, s, i) => n + s.cpuMs - before[i]!.cpuMs, 0);
+  const result = { count, cpuUs: (cpuMs * 1000) / Math.max(1, count), durationMs: monoMs() - t0 };
+  h.progress(
+    `${label}: ${count} first sessions in ${(result.durationMs / 1000).toFixed(1)} s, ${result.cpuUs.toFixed(0)} µs of the servers' CPU each (connect and close)`,
+  );
+  return result;
+}
+
+/**
  * One step: every client process to its targets (the servers' CPU per new session meanwhile), the
  * servers' memory after GC against `base`, then `revokes` one by one, each through `revokeVia` the
  * server the agent is on.

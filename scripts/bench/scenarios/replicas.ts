@@ -22,6 +22,7 @@ import type { ReplicaEnrollRate, ReplicaKillResult, ReplicasResult } from '../re
 import {
   connectEach,
   deleteGroup,
+  firstSessions,
   measureStep,
   stopEverySession,
   type Targets,
@@ -40,6 +41,7 @@ export function emptyReplicasResult(count: number): ReplicasResult {
     enrollTwo: null,
     commitFloor: null,
     kill: null,
+    firstSessions: { embedded: null, postgres: null },
   };
 }
 
@@ -90,6 +92,8 @@ async function runEmbeddedBaseline(h: Harness, result: ReplicasResult): Promise<
       clients.map(() => server.url),
       'embedded',
     );
+    const first = await firstSessions(h, [server], clients, [clients.map((_, i) => i)], 'embedded');
+    if (result.firstSessions) result.firstSessions.embedded = first;
     const base = await warmUp(
       h,
       [server],
@@ -204,6 +208,10 @@ async function runOnPostgres(
     for (const [i, client] of clients.entries())
       for (const group of ['A', 'B', 'C'] as const)
         await client.peer.call('route', { group, lists: [[replicas[home(i)]!.url]] });
+    // One replica's clients at a time (see measureStep).
+    const turns = replicas.map((_, r) => clients.flatMap((_, i) => (home(i) === r ? [i] : [])));
+    const first = await firstSessions(h, replicas, clients, turns, 'replicas');
+    if (result.firstSessions) result.firstSessions.postgres = first;
     const base = await warmUp(
       h,
       replicas,
@@ -211,8 +219,6 @@ async function runOnPostgres(
       clients.map((_, i) => ({ B: split(rp.warmupPerServer, k)[i % k]! })),
       'replicas',
     );
-    // One replica's clients at a time (see measureStep).
-    const turns = replicas.map((_, r) => clients.flatMap((_, i) => (home(i) === r ? [i] : [])));
     const next = (url: string) => replicas[(replicas.findIndex((r) => r.url === url) + 1) % replicas.length]!;
     for (const n of rp.steps) {
       h.checkDeadline();
