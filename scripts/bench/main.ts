@@ -48,7 +48,7 @@ const HELP = `npm run bench [-- options]
                      short identity lifetime, 10 ms per connector and ≥ 90 s (quick 15 s), connected,
                      until the server has renewed each identity once; audit: audit.list on a server
                      with 1,000 and 1,000,000 events on disk (quick 20,000), ~1 min; replicas: 3
-                     replicas on a PostgreSQL of their own beside one embedded-store server, ~15 min)
+                     replicas on a PostgreSQL of their own beside one embedded-store server, ~10 min)
   --profile          CPU profiles of the servers (enrollment, first sessions, connect and revoke at max N, mass revoke,
                      storm, renewal; replicas: each server's connect and revoke at each step and both mass
                      revokes) into <out>; summarise one with scripts/bench/profile-summary.ts
