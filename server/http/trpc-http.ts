@@ -22,24 +22,8 @@ export interface TrpcHttpOptions {
 }
 
 /** tRPC over plain HTTP (`/trpc/…`): admin calls and enrollment; never an agent's session. */
-export function trpcHttpHandler({
-  services,
-  hub,
-  logger,
-  maxBodyBytes,
-  clientAddressOf,
-  problems,
-  adminConnection,
-}: TrpcHttpOptions) {
-  const handler = trpcHandler({
-    services,
-    hub,
-    logger,
-    maxBodyBytes,
-    clientAddressOf,
-    problems,
-    adminConnection,
-  });
+export function trpcHttpHandler(options: TrpcHttpOptions) {
+  const handler = trpcHandler(options);
   return (req: IncomingMessage, res: ServerResponse) => {
     // tRPC takes queries by GET and mutations by POST; it answered any other method with its own
     // errors (TRACE: a 500 and an error line with a stack, for anyone who sent one).

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
 import type { Harness, ServerHandle } from '../harness.js';
+import { connectEachOnce } from '../lib/first-connect.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, split, summarize } from '../lib/stats.js';
 import { identitiesNeeded } from '../plan.js';
@@ -177,20 +178,7 @@ async function firstConnections(
   if (h.options.profile) await server.child.peer.call('cpuProfileStart');
   const before = await server.stats();
   const t0 = monoMs();
-  const results = await Promise.all(
-    clients.map((client) =>
-      client.peer.call<{ connected: number; notReady: number; durationMs: number }>(
-        'firstConnect',
-        {
-          localAddress: h.freshAddress(),
-          concurrency: h.plan.connectConcurrencyPerProc,
-          waveSize: h.plan.quick ? 100 : 2000,
-          timeoutMs: h.plan.connectTimeoutMs,
-        },
-        h.plan.connectTimeoutMs * 10,
-      ),
-    ),
-  );
+  const results = await Promise.all(clients.map((client) => connectEachOnce(h, client)));
   const after = await server.stats();
   if (h.options.profile)
     await server.child.peer.call('cpuProfileStop', {

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import type { Harness, ServerHandle } from '../harness.js';
 import { cpuSnapshot, processesCpuMs } from '../lib/cpu.js';
+import { connectEachOnce } from '../lib/first-connect.js';
 import { marginalCpuUsPerSession, type Turn } from '../lib/holding-cost.js';
 import type { Child } from '../lib/procs.js';
 import { monoMs, pollUntil, sleep, split, summarize } from '../lib/stats.js';
@@ -141,20 +142,7 @@ export async function firstSessions(
   const t0 = monoMs();
   let count = 0;
   for (const turn of turns) {
-    const results = await Promise.all(
-      turn.map((i) =>
-        clients[i]!.peer.call<{ connected: number; notReady: number }>(
-          'firstConnect',
-          {
-            localAddress: h.freshAddress(),
-            concurrency: h.plan.connectConcurrencyPerProc,
-            waveSize: h.plan.quick ? 100 : 2000,
-            timeoutMs: h.plan.connectTimeoutMs,
-          },
-          h.plan.connectTimeoutMs * 10,
-        ),
-      ),
-    );
+    const results = await Promise.all(turn.map((i) => connectEachOnce(h, clients[i]!)));
     const notReady = results.reduce((n, r) => n + r.notReady, 0);
     if (notReady > 0) throw new Error(`${label}: first sessions: ${notReady} did not become ready`);
     count += results.reduce((n, r) => n + r.connected, 0);
