@@ -288,9 +288,10 @@ export async function startServer(
   logger.info({ url, store: storeIn, dataDir: config.dataDir, adminKeyFile }, 'enrollment server listening');
   // Said at start, not only to whoever opens the console (a 503 page): `npm ci` alone, or an
   // upgrade that skipped the build, serves the API without it.
-  if (!existsSync(join(CONSOLE_DIR, 'index.html')))
+  const consoleDir = config.consoleDir ?? CONSOLE_DIR;
+  if (!existsSync(join(consoleDir, 'index.html')))
     logger.warn(
-      { dir: CONSOLE_DIR },
+      { dir: consoleDir },
       'the admin console is not built: / answers 503 until `npm run build:console` is run (the API works)',
     );
 

@@ -90,6 +90,8 @@ export interface ServerConfig extends Policy {
   maxWsMessageBytes: number;
   /** How long a new websocket may take to send its connectionParams. @default 10000 */
   handshakeTimeoutMs: number;
+  /** Where the built admin console is served from (tests point it elsewhere; no flag). @default web/dist */
+  consoleDir?: string;
   /**
    * How long after its 101 a websocket waiting for its connectionParams is spared when every
    * handshake slot (or unauthenticated connection) is taken and a newcomer needs one (tuning; no

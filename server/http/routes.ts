@@ -27,7 +27,7 @@ export interface RoutesDeps {
   adminKeyFile: string;
   /** Who a request comes from (the TCP peer, or behind a trusted proxy its X-Forwarded-For). */
   clientAddressOf: ClientAddressOf;
-  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl'>;
+  config: Pick<ServerConfig, 'maxBodyBytes' | 'metricsListen' | 'databaseUrl' | 'consoleDir'>;
   socketGauges(): SocketGauges;
   /** Told of a connection whose call carried a valid admin key. */
   adminConnection?: (socket: Socket) => void;
@@ -83,7 +83,7 @@ export function serverRoutes(deps: RoutesDeps): {
           res.destroy();
         }),
     },
-    consoleHandler(),
+    consoleHandler(config.consoleDir),
   );
   const metricsServer = config.metricsListen
     ? createHttpServer(requestHandler({ '/healthz': pages.healthz, '/metrics': pages.metrics }))

@@ -3,6 +3,7 @@ import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { CONSOLE_DIR, consoleHandler } from '../../server/http/console-files.js';
 import { startTestServer } from '../helpers/server.js';
@@ -92,5 +93,31 @@ describe('the admin console served at /', () => {
       await new Promise((resolve) => server.close(resolve));
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('a server whose console is not built says so once at start (a warning naming the folder), and answers the API', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ce-console-none-'));
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    try {
+      await using server = await startTestServer({ logger, config: { consoleDir: dir } });
+      const warned = lines.filter((l) => String(l.msg).startsWith('the admin console is not built'));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatchObject({ level: 40, dir });
+      expect(String(warned[0]!.msg)).toContain('npm run build:console');
+      expect((await fetch(`${server.url}/`)).status).toBe(503);
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      expect(await server.admin.groups.list.query({})).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a server whose console is built says nothing of it', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    await using server = await startTestServer({ logger });
+    expect((await fetch(`${server.url}/`)).status).toBe(200);
+    expect(lines.filter((l) => String(l.msg).includes('console is not built'))).toEqual([]);
   });
 });
