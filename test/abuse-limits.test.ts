@@ -15,6 +15,7 @@ const RELAXED: RateLimits = {
   enrollFailuresPerKey: 10_000,
   handshakeFailuresPerAddress: 10_000,
   adminAuthFailuresPerMinute: 10_000,
+  sessionsPerConnectorPerMinute: 10_000,
 };
 
 // biome-ignore lint/suspicious/noExplicitAny: raw JSON off the wire

@@ -12,6 +12,7 @@ describe('regeneration and enrollment are atomic with respect to each other (beh
           enrollFailuresPerKey: 100_000,
           handshakeFailuresPerAddress: 100_000,
           adminAuthFailuresPerMinute: 100_000,
+          sessionsPerConnectorPerMinute: 100_000,
         },
       },
     });

@@ -46,6 +46,7 @@ const RELAXED_LIMITS = {
   enrollFailuresPerKey: 100_000,
   handshakeFailuresPerAddress: 100_000,
   adminAuthFailuresPerMinute: 100_000,
+  sessionsPerConnectorPerMinute: 100_000,
 };
 
 /** Reasons a well-formed request may legitimately get; anything else (INTERNAL_ERROR, …) is a server bug. */

@@ -3,6 +3,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { generateAgentKeyPair } from '../agent/proof.js';
+import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import {
   connectSim,
@@ -12,7 +13,8 @@ import {
   proveWith,
   type SimParams,
 } from './helpers/agent-sim.js';
-import { startTestServer } from './helpers/server.js';
+import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { startTestServer, tempDir } from './helpers/server.js';
 
 async function enrolledAgent() {
   const srv = await startTestServer();
@@ -320,6 +322,77 @@ describe('one identity reconnecting in a loop', () => {
       connectorId: enrolled.connectorId,
       details: { suppressed: 14, replaced: 14, addresses: ['127.0.0.1'] },
     });
+  });
+});
+
+describe('sessions one connector may open a minute', () => {
+  it('past its allowance a connector is refused 4429 with a retry-after, before any signature is checked; strangers naming it cannot use the allowance up, other connectors are not touched, and the next minute lets it in', async () => {
+    await using srv = await startTestServer({
+      config: { rateLimits: { ...DEFAULT_RATE_LIMITS, sessionsPerConnectorPerMinute: 3 } },
+    });
+    const group = await srv.admin.groups.create.mutate({ name: 'Looping' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const looping = (await enrollSim(srv.url, key, 'looping')).enrolled!;
+    const other = (await enrollSim(srv.url, key, 'other')).enrolled!;
+    const [h, p] = looping.identityToken.split('.');
+    const forged = `${h}.${p}.${Buffer.alloc(64, 7).toString('base64url')}`;
+    const junk = { identity: forged, proof: proveWith(looping.keyPair.privateJwk, forged) };
+    const connectOnce = async (enrolled: Enrolled) => {
+      const session = connectSim(srv.url, enrolled);
+      await session.waitFor('ready');
+      await session.close();
+    };
+
+    // A stranger's handshakes naming the connector prove nothing and are not counted.
+    for (let i = 0; i < 5; i++) {
+      const stranger = openSession(srv.url, junk);
+      expect(await stranger.waitForClose()).toEqual({
+        code: CLOSE_CODES.REFUSED,
+        reason: 'IDENTITY_INVALID',
+      });
+      await stranger.close();
+    }
+    for (let i = 0; i < 3; i++) await connectOnce(looping);
+    srv.clock.advance(20_000);
+    const limited = connectSim(srv.url, looping);
+    expect(await limited.waitForClose()).toEqual({
+      code: CLOSE_CODES.RATE_LIMITED,
+      reason: 'RATE_LIMITED retry-after=40',
+    });
+    expect(limited.events).toEqual([]);
+    await limited.close();
+    // Junk naming the limited connector is refused the same way, with no signature checked.
+    const stranger = openSession(srv.url, junk);
+    expect((await stranger.waitForClose()).reason).toBe('RATE_LIMITED retry-after=40');
+    await stranger.close();
+    expect(srv.server.hub.size).toBe(0);
+    await connectOnce(other);
+
+    srv.clock.advance(40_000);
+    await connectOnce(looping);
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_session_refusals_total\{reason="RATE_LIMITED"\} 2$/m);
+    expect(metrics).toMatch(/^connector_session_connects_total 5$/m);
+  });
+
+  it('a real agent refused so keeps its identity and waits the time it was given', async () => {
+    await using srv = await startTestServer({
+      config: { rateLimits: { ...DEFAULT_RATE_LIMITS, sessionsPerConnectorPerMinute: 1 } },
+    });
+    const group = await srv.admin.groups.create.mutate({ name: 'Patient' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const stateDir = await tempDir('ce-connect-rate-');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'patient'], stateDir);
+    const { id } = await waitConnected(srv.admin, 'patient');
+    // Its socket dies (a network blip): it reconnects at once, its second session this minute.
+    srv.server.hub.liveSession(id)!.ws.terminate();
+    await eventually('the agent told to wait', async () =>
+      /the server closed the session for now; retrying in 6\d\.\d s .*retry-after=60/.test(agent.output()),
+    );
+    expect(srv.server.hub.size).toBe(0);
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    expect((await readIdentity(stateDir))?.connectorId).toBe(id);
   });
 });
 

@@ -69,7 +69,15 @@ export function agentAuthenticator({
         error instanceof DomainError && error.message !== ERROR_REASONS[reason].message
           ? error.message
           : null;
-      hub.refuse(ws, reason, remoteAddress, undefined, connectorOfRefusal(error), detail);
+      const retryAfter = error instanceof DomainError ? error.details.retryAfterSeconds : undefined;
+      hub.refuse(
+        ws,
+        reason,
+        remoteAddress,
+        typeof retryAfter === 'number' ? retryAfter : undefined,
+        connectorOfRefusal(error),
+        detail,
+      );
       return { ...base, agent: null, agentRefusal: reason };
     }
   };

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import { ThrottledLines } from '../throttled-lines.js';
 import type { AuditLog, RecordOptions } from './audit.js';
+import { ConnectRate } from './connect-rate.js';
 import type { ConnectorService } from './connectors.js';
 import type { Policy } from './deps.js';
 import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims, IssuedIdentity } from './identity.js';
@@ -24,6 +25,8 @@ export interface AgentSessionDeps {
   policy: Pick<Policy, 'identityTtlMs'>;
   metrics: Metrics;
   logger: Logger;
+  /** Sessions one connector may open a minute (see ConnectRate). */
+  sessionsPerConnectorPerMinute: number;
 }
 
 /** Who is on the other end of a session, as the audit log and the connector record know it. */
@@ -86,8 +89,10 @@ export class AgentSessionService {
   private readonly refusalLines = new ThrottledLines(10_000);
   /** `session.connected` events: about 10 per connector a minute at most, the rest summed. */
   private readonly repeatedConnects: RepeatedConnects;
+  private readonly connectRate: ConnectRate;
 
   constructor(private readonly deps: AgentSessionDeps) {
+    this.connectRate = new ConnectRate(deps.clock, deps.sessionsPerConnectorPerMinute);
     this.repeatedConnects = new RepeatedConnects(deps.clock, (s) =>
       this.audit(
         'session.connected',
@@ -119,7 +124,8 @@ export class AgentSessionService {
   /**
    * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
    * bound to it and to this connection, and that the connector exists and is not revoked. Answers
-   * the identity's claims; throws a coded DomainError.
+   * the identity's claims; throws a coded DomainError (RATE_LIMITED, with retryAfterSeconds, for a
+   * connector that opened its allowance of sessions this minute).
    */
   async authenticate(connectionParams: unknown, from: HandshakeCredentials): Promise<IdentityClaims> {
     const parsed = sessionParamsSchema.safeParse(connectionParams);
@@ -127,8 +133,10 @@ export class AgentSessionService {
       throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
     if (from.knownConnectorsOnly && !this.namesKnownConnector(parsed.data.identity))
       throw new DomainError('IDENTITY_INVALID');
+    this.requireConnectAllowance(parsed.data.identity);
     const claims = await this.deps.identity.verifyIdentity(parsed.data.identity);
     this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
+    this.connectRate.checked(claims.connectorId);
     try {
       await this.requireUsableNow(claims.connectorId, claims.jkt);
     } catch (error) {
@@ -339,6 +347,19 @@ export class AgentSessionService {
    * read without checking its signature: a cheap filter before the signature checks. A revoked one
    * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
    */
+  /** Refuses, before any signature is checked, a handshake naming a connector past its allowance. */
+  private requireConnectAllowance(token: string): void {
+    const connectorId = unverifiedPayload(token)?.sub;
+    if (typeof connectorId !== 'string') return;
+    const retryAfterSeconds = this.connectRate.retryAfterSeconds(connectorId);
+    if (retryAfterSeconds === 0) return;
+    throw new DomainError(
+      'RATE_LIMITED',
+      `This connector opened ${this.deps.sessionsPerConnectorPerMinute} sessions within a minute; retry in ${retryAfterSeconds} s.`,
+      { retryAfterSeconds },
+    );
+  }
+
   private namesKnownConnector(token: string): boolean {
     const claims = unverifiedPayload(token);
     const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;

@@ -87,6 +87,7 @@ export function createServices(
       policy,
       metrics,
       logger,
+      sessionsPerConnectorPerMinute: config.rateLimits.sessionsPerConnectorPerMinute,
     }),
     audit,
     limiter: new AbuseLimiter(config.rateLimits, audit, metrics),

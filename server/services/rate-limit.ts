@@ -18,6 +18,11 @@ export interface RateLimits {
   handshakeFailuresPerAddress: number;
   /** Admin calls without a valid admin key per source address per minute, before it gets 429. @default 10 */
   adminAuthFailuresPerMinute: number;
+  /**
+   * Sessions one connector may open per minute (handshakes whose identity checked out), before its
+   * handshakes are closed 4429 with a retry-after (see ConnectRate). @default 30
+   */
+  sessionsPerConnectorPerMinute: number;
 }
 
 /** What the limiter counts in /metrics (prom-client counters). */
@@ -32,6 +37,7 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
   enrollFailuresPerKey: 100,
   handshakeFailuresPerAddress: 120,
   adminAuthFailuresPerMinute: 10,
+  sessionsPerConnectorPerMinute: 30,
 };
 
 const TEN_MINUTES_S = 600;
