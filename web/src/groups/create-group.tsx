@@ -1,6 +1,7 @@
 import { type FormEvent, useState } from 'react';
 import { errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
+import { DescriptionField } from './description-field.js';
 import { EMPTY_POLICY, KeyPolicyFields, maxUsesOf, type PolicyDraft } from './key-policy.js';
 
 /**
@@ -64,14 +65,7 @@ export function CreateGroup({ onCreated }: { onCreated: () => Promise<void> }) {
         <summary>Options</summary>
         <fieldset className="key-policy" disabled={locked}>
           <legend>The group and its first key</legend>
-          <label htmlFor="new-group-description">Description</label>
-          <input
-            id="new-group-description"
-            value={description}
-            maxLength={500}
-            placeholder="optional"
-            onChange={(e) => setDescription(e.target.value)}
-          />
+          <DescriptionField id="new-group-description" value={description} onChange={setDescription} />
           <KeyPolicyFields
             idPrefix="new-group-key"
             ttlLabel="Key valid for"

@@ -3,6 +3,7 @@ import { errorReason, errorText } from '../api.js';
 import { useConsole } from '../console-context.js';
 import type { GroupRow } from '../types.js';
 import { Confirm, Modal, ModalActions } from '../ui/modal.js';
+import { DescriptionField } from './description-field.js';
 import { KeyDialog } from './key-dialog.js';
 
 export type GroupDialogState = { kind: 'key' | 'rename' | 'status' | 'delete'; group: GroupRow };
@@ -166,14 +167,7 @@ function RenameDialog({
       <form onSubmit={submit}>
         <label htmlFor="rename-group">New name</label>
         <input id="rename-group" value={name} maxLength={64} onChange={(e) => setName(e.target.value)} />
-        <label htmlFor="rename-group-description">Description</label>
-        <input
-          id="rename-group-description"
-          value={description}
-          maxLength={500}
-          placeholder="optional"
-          onChange={(e) => setDescription(e.target.value)}
-        />
+        <DescriptionField id="rename-group-description" value={description} onChange={setDescription} />
         {error && (
           <p className="error" role="alert">
             {error}
