@@ -15,6 +15,7 @@ import { DatabaseTrouble, isDatabaseError } from './database-trouble.js';
 import {
   markReplicaDataDir,
   REPLICA_MARKER,
+  ReplicaDataDirError,
   refuseOtherDatabase,
   replicaDatabaseOf,
 } from './replica-marker.js';
@@ -39,6 +40,7 @@ import { databaseLocation } from './store/postgres/location.js';
 import { ForeignDatabaseError } from './store/postgres/migrate.js';
 import { PgStore } from './store/postgres/pg-store.js';
 import { SealedDocument, SecretMismatchError } from './store/postgres/sealed-document.js';
+import { SECTIONS } from './store/store.js';
 
 /** The PostgreSQL side of a replica, beside the files every server has. */
 export interface DatabaseState extends DataFiles {
@@ -88,11 +90,6 @@ export async function openDatabaseState(
     : await loadOrCreateSecret(ownSecret);
   const url = config.databaseUrl;
   const oldStore = join(config.dataDir, 'store.json');
-  if (existsSync(oldStore))
-    logger.warn(
-      { file: oldStore },
-      "this data dir holds a single server's store.json, which a replica does not read (the state is in the database); move it away once the import is checked (a start on this dir without a database URL is refused from now on: see replica.json)",
-    );
   // Database failures are logged as one trouble (its start, a line a minute, its end), not each.
   const trouble = new DatabaseTrouble(logger);
   const report = (what: string) => (error: unknown) =>
@@ -111,6 +108,26 @@ export async function openDatabaseState(
     if (madeSecret) await rm(ownSecret, { force: true });
     throw databaseStartError(url, error);
   });
+  if (existsSync(oldStore)) {
+    // A single server's dir given a database that holds nothing: its import was skipped. Started, the
+    // replica would be a new deployment on the old server's address (new signing keys, which refuse
+    // every agent it enrolled, an admin.key put aside) and mark the dir a replica's.
+    const empty = store.read((view) => SECTIONS.every((section) => view.list(section).length === 0));
+    if (!markedBefore && empty) {
+      await store.close().catch(() => {});
+      if (madeSecret) await rm(ownSecret, { force: true });
+      throw new ReplicaDataDirError(
+        oldStore,
+        `this data dir holds a single server's state, and the PostgreSQL database at ${databaseLocation(url)} holds none: ` +
+          `copy it in first, with the server stopped: connector-server import --data-dir ${config.dataDir} (README, "Move a single server to replicas"). ` +
+          'Started so, the replica would be a new, empty deployment whose keys refuse every agent of this one. For a new deployment, give the replica a data dir of its own',
+      );
+    }
+    logger.warn(
+      { file: oldStore },
+      "this data dir holds a single server's store.json, which a replica does not read (the state is in the database); move it away once the import is checked (a start on this dir without a database URL is refused from now on: see replica.json)",
+    );
+  }
   // The database is this deployment's: from now on a start on this dir without it is refused.
   await markReplicaDataDir(config.dataDir, databaseLocation(url)).catch(async (error: unknown) => {
     await store.close().catch(() => {});

@@ -102,6 +102,49 @@ describe("a replica's data dir", () => {
     expect(existsSync(join(dataDir, 'store.json'))).toBe(true);
   });
 
+  it("a single server's data dir given an empty database (its import skipped) is refused in one line, changing nothing; imported first, it starts", async () => {
+    await using db = await freshDatabase();
+    const location = `${new URL(db.url).hostname}:${new URL(db.url).port}${new URL(db.url).pathname}`;
+    const single = await startTestServer();
+    cleanups.push(() => rm(single.dataDir, { recursive: true, force: true }));
+    await single.admin.groups.create.mutate({ name: 'Before the move' });
+    await single.stop();
+    const dataDir = single.dataDir;
+    const files = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          (await readdir(dataDir))
+            .filter((name) => name !== 'server.lock') // the pid of the start that held the dir last
+            .sort()
+            .map(async (name) => [name, await readFile(join(dataDir, name), 'utf8')]),
+        ),
+      );
+    const before = await files();
+
+    // It came up as a new, empty deployment on the old server's address: new signing keys that
+    // refused every agent, the admin.key put aside, and replica.json, so the old server no longer started.
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: { ...withoutDatabase(), CONNECTOR_DATABASE_URL: db.url },
+    });
+    cleanups.push(() => serve.stop());
+    expect((await serve.exited).code).toBe(2);
+    expect(serve.output().trim().split('\n')).toEqual([
+      `error: cannot start: ${join(dataDir, 'store.json')}: this data dir holds a single server's state, and the PostgreSQL database at ${location} holds none: copy it in first, with the server stopped: connector-server import --data-dir ${dataDir} (README, "Move a single server to replicas"). Started so, the replica would be a new, empty deployment whose keys refuse every agent of this one. For a new deployment, give the replica a data dir of its own`,
+    ]);
+    expect(await files()).toEqual(before);
+
+    // The way the message names: the import takes the database (nothing was written to it), and the
+    // replica then starts on the same dir.
+    const imported = await serverCli(['import', '--data-dir', dataDir], { CONNECTOR_DATABASE_URL: db.url });
+    expect(imported.code, imported.stderr).toBe(0);
+    const replica = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0'], {
+      env: { ...withoutDatabase(), CONNECTOR_DATABASE_URL: db.url },
+    });
+    cleanups.push(() => replica.stop());
+    await replica.waitForOutput(/listening on/, 30_000);
+    expect(existsSync(join(dataDir, REPLICA_MARKER))).toBe(true);
+  });
+
   it("holding an admin.key the deployment does not accept (another's, or one deleted since): said at start, on the listening line too", async () => {
     await using db = await freshDatabase();
     const first = await startTestServer({ config: { databaseUrl: db.url } });
