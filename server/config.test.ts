@@ -17,6 +17,19 @@ describe('a bad serve setting is named where the operator wrote it', () => {
     expect(() => parseServeConfig({ port: 'seventy' }, { CONNECTOR_PORT: '7420' })).toThrow(/^--port: /);
   });
 
+  it('a password whose / ? or # cut the URL short: how to write them, never the password', () => {
+    for (const password of ['p/ss', 'p?ss', 'p#ss']) {
+      const attempt = () =>
+        parseServeConfig({ databaseUrl: `postgres://connector:${password}@db.internal:5432/connector` }, {});
+      expect(attempt).toThrow(
+        '--database-url: not a URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE, with any / ? # @ : in the user or password percent-encoded (%2F %3F %23 %40 %3A)',
+      );
+      expect(attempt).not.toThrow(password);
+    }
+    const encoded = 'postgres://connector:p%2Fs%3Fs%23@db.internal:5432/connector';
+    expect(parseServeConfig({ databaseUrl: encoded }, {}).databaseUrl).toBe(encoded);
+  });
+
   it('a good value from the environment is taken', () => {
     const url = 'postgres://connector:pw@db.internal:5432/connector';
     expect(parseServeConfig({}, { CONNECTOR_DATABASE_URL: url }).databaseUrl).toBe(url);

@@ -108,7 +108,12 @@ export function parseDatabaseUrl(text: string): string {
   try {
     url = new URL(text);
   } catch {
-    throw new Error('not a URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE');
+    // Most often a password's own / ? # (or : in the user) cut the URL short: say how to write them.
+    throw new Error(
+      text.includes('@')
+        ? 'not a URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE, with any / ? # @ : in the user or password percent-encoded (%2F %3F %23 %40 %3A)'
+        : 'not a URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE',
+    );
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:')
     throw new Error(`use a postgres:// URL (got ${url.protocol}//…)`);
