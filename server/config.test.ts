@@ -30,6 +30,19 @@ describe('a bad serve setting is named where the operator wrote it', () => {
     expect(parseServeConfig({ databaseUrl: encoded }, {}).databaseUrl).toBe(encoded);
   });
 
+  it('an sslmode the client does not know is refused, naming the ones it does', () => {
+    expect(() =>
+      parseServeConfig(
+        { databaseUrl: 'postgres://connector:pw@db.internal:5432/connector?sslmode=bogus' },
+        {},
+      ),
+    ).toThrow(
+      '--database-url: sslmode=bogus is not one of disable, prefer, require, verify-ca, verify-full, no-verify',
+    );
+    const url = 'postgres://connector:pw@db.internal:5432/connector?sslmode=verify-full';
+    expect(parseServeConfig({ databaseUrl: url }, {}).databaseUrl).toBe(url);
+  });
+
   it('a good value from the environment is taken', () => {
     const url = 'postgres://connector:pw@db.internal:5432/connector';
     expect(parseServeConfig({}, { CONNECTOR_DATABASE_URL: url }).databaseUrl).toBe(url);

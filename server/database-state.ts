@@ -336,7 +336,7 @@ export function databaseProblem(url: string, error: unknown): string {
               : /does not support SSL/.test(message)
                 ? 'the database server does not accept TLS: enable it there, or take sslmode out of the database URL'
                 : code === '42501'
-                  ? "the user in the database URL lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner (createdb -O USER NAME)"
+                  ? "the user in the database URL lacks a privilege: it must own the server's tables (it creates and alters them at start), e.g. the database's owner (createdb -O USER NAME); tables made through another user's URL must be given to it (ALTER TABLE … OWNER TO USER, each)"
                   : 'check the database URL and the database server';
   return `PostgreSQL at ${where} cannot be used (${code ? `${code}: ` : ''}${message.replaceAll(url, '<url>')}); ${fix}`;
 }

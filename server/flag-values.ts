@@ -103,6 +103,9 @@ export function parseAuditRetention(text: string): number | null {
  * Checks a PostgreSQL URL without echoing it (it may carry a password): postgres:// or
  * postgresql://, with a host. Returns it unchanged.
  */
+/** The sslmode values the PostgreSQL client (pg) knows. */
+const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
+
 export function parseDatabaseUrl(text: string): string {
   let url: URL;
   try {
@@ -125,5 +128,10 @@ export function parseDatabaseUrl(text: string): string {
     throw new Error(
       'the URL names no database: end it with /DATABASE, a database of its own (createdb connector)',
     );
+  // The client takes any other sslmode as "use TLS", so a typo would end in a TLS error that says
+  // nothing of it (or a connection encrypted where `disable` was meant).
+  const sslmode = url.searchParams.get('sslmode');
+  if (sslmode !== null && !SSL_MODES.includes(sslmode))
+    throw new Error(`sslmode=${sslmode} is not one of ${SSL_MODES.join(', ')}`);
   return text;
 }
