@@ -29,10 +29,53 @@ export function readFailure(what: string, error: unknown): DomainError {
 export const READ_WAIT_MS = 5_000;
 
 /**
+ * Admin reads (the audit log, the replicas' list) one replica runs on its database at once. They share
+ * a pool of 4 with what must not wait: the sessions' claims and releases (how the other replicas learn
+ * who is connected where), the audit log's writes and the signing keys' check. Unbounded, a read-scope
+ * key calling `audit.list` with a filter that scans the table, a few dozen at a time, held every
+ * connection for seconds, and a session's claim reached the other replicas 7 s late instead of ~50 ms.
+ */
+export const ADMIN_READS_AT_ONCE = 1;
+
+/** The admin reads running on each pool, and the callers waiting for a turn (oldest first). */
+const turns = new WeakMap<pg.Pool, { running: number; waiting: Array<() => void> }>();
+
+/** Waits for an admin read's turn on `pool`, at most `ms`; answers a function ending it, or null on time out. */
+async function adminReadTurn(pool: pg.Pool, ms: number): Promise<(() => void) | null> {
+  let turn = turns.get(pool);
+  if (!turn) {
+    turn = { running: 0, waiting: [] };
+    turns.set(pool, turn);
+  }
+  const state = turn;
+  const end = () => {
+    const next = state.waiting.shift();
+    if (next) next();
+    else state.running--;
+  };
+  if (state.running < ADMIN_READS_AT_ONCE) {
+    state.running++;
+    return end;
+  }
+  return new Promise((resolve) => {
+    const go = () => {
+      clearTimeout(timer);
+      resolve(end);
+    };
+    const timer = setTimeout(() => {
+      state.waiting.splice(state.waiting.indexOf(go), 1);
+      resolve(null);
+    }, ms);
+    state.waiting.push(go);
+  });
+}
+
+/**
  * A read an admin waits on (the audit log, the replicas' list), bounded: a database that stops
  * answering gets STORE_UNAVAILABLE within READ_WAIT_MS (plus the pool's wait for a connection, at
  * most CONNECT_TIMEOUT_MS), not a request that hangs until the client gives up. A read has nothing
- * to undo; the connection it was on is dropped.
+ * to undo; the connection it was on is dropped. At most ADMIN_READS_AT_ONCE run on a pool at once;
+ * the wait for a turn counts in READ_WAIT_MS.
  */
 export async function boundedRead<R extends pg.QueryResultRow>(
   pool: pg.Pool,
@@ -40,9 +83,19 @@ export async function boundedRead<R extends pg.QueryResultRow>(
   text: string,
   values: unknown[] = [],
 ): Promise<pg.QueryResult<R>> {
+  const started = Date.now();
+  const end = await adminReadTurn(pool, READ_WAIT_MS);
+  if (!end)
+    throw new DomainError(
+      'STORE_UNAVAILABLE',
+      `${what} could not be read: other reads of the database kept this server busy for ${READ_WAIT_MS / 1000} s; try again.`,
+    );
   try {
-    return await pool.query<R>({ text, values, query_timeout: READ_WAIT_MS } as pg.QueryConfig);
+    const left = Math.max(1, READ_WAIT_MS - (Date.now() - started));
+    return await pool.query<R>({ text, values, query_timeout: left } as pg.QueryConfig);
   } catch (error) {
     throw readFailure(what, error);
+  } finally {
+    end();
   }
 }
