@@ -9,6 +9,7 @@ import {
   connectSim,
   type Enrolled,
   enrollSim,
+  hostFacts,
   openSession,
   proveWith,
   type SimParams,
@@ -393,6 +394,41 @@ describe('sessions one connector may open a minute', () => {
     agent.kill('SIGTERM');
     expect((await agent.exited).code).toBe(0);
     expect((await readIdentity(stateDir))?.connectorId).toBe(id);
+  });
+});
+
+describe('messages one session may send', () => {
+  it('past 100 in 10 s the socket is closed 4429 with a retry-after within the window; the connector is not revoked and connects again', async () => {
+    const { srv, enrolled } = await enrolledAgent();
+    await using _ = srv;
+    const session = connectSim(srv.url, enrolled);
+    await session.waitFor('ready');
+    let answered = 0;
+    for (let i = 0; i < 150 && session.closes.length === 0; i++) {
+      try {
+        await session.client.agent.report.mutate({ host: hostFacts(`host-${i % 2}`) });
+        answered++;
+      } catch {
+        break;
+      }
+    }
+    const close = await session.waitForClose();
+    expect(close.code).toBe(CLOSE_CODES.RATE_LIMITED);
+    const retryAfter = Number(/^RATE_LIMITED retry-after=(\d+)$/.exec(close.reason)?.[1]);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(10);
+    // The subscription's message and the reports: 100 in all, whichever came first.
+    expect(answered).toBeGreaterThanOrEqual(98);
+    expect(answered).toBeLessThanOrEqual(100);
+    await session.close();
+    expect(await srv.admin.connectors.get.query({ connectorId: enrolled.connectorId })).toMatchObject({
+      status: 'enabled',
+    });
+    const again = connectSim(srv.url, enrolled);
+    await again.waitFor('ready');
+    await again.client.agent.report.mutate({ host: hostFacts('calm') });
+    expect(again.closes).toEqual([]);
+    await again.close();
   });
 });
 

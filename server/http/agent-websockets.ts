@@ -11,6 +11,7 @@ import { AGENT_PING_MS, AGENT_PONG_WAIT_MS, type ServerConfig } from '../server-
 import { originOf } from '../services/identity.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
+import { AgentMessageRate } from '../sessions/message-rate.js';
 import type { ObservedStore } from '../store/observed-store.js';
 import { agentAuthenticator } from './agent-auth.js';
 import type { ClientAddressOf } from './client-address.js';
@@ -50,7 +51,8 @@ export interface AgentWebsocketsDeps {
  * The websocket endpoint on `server`, for agents and for the admin console: upgrades pass the
  * admission gate (a browser's only from the server's own origin), each socket's first message (an
  * agent's identity and proof, or an admin's key) is checked before tRPC gives it a context, and an
- * authenticated socket leaves the unauthenticated count and has its writes coalesced.
+ * authenticated socket leaves the unauthenticated count and has its writes coalesced (an agent's
+ * has its messages counted: AgentMessageRate).
  */
 export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps) {
   const { services, hub, guard, metrics, logger, clientAddressOf, config, notReady } = deps;
@@ -81,6 +83,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     clientAddressOf,
   });
   const stopWatchingKeys = deps.records.onChange((changes) => consoleSockets.recordsChanged(changes));
+  const agentMessages = new AgentMessageRate(logger);
   const authenticateAgent = agentAuthenticator({
     services,
     hub,
@@ -117,6 +120,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
           adminKey !== undefined
             ? await consoleSockets.authenticate(req, ws, adminKey)
             : await authenticateAgent(req, ws, info.connectionParams, handshake.nonce);
+        if (context.agent) agentMessages.watch(ws, context.agent.connectorId);
         if (context.agent || context.consoleChanges) {
           authenticated = true;
           guard.authenticated(req.socket);
