@@ -4,8 +4,10 @@ import { createAdminClient } from '../server/admin-client.js';
 import { parseServeConfig } from '../server/config.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { hostFacts } from './helpers/agent-sim.js';
+import { freshDatabase } from './helpers/postgres.js';
 import { startRelay } from './helpers/relay.js';
-import { rawCall, startTestServer } from './helpers/server.js';
+import { startReplicas } from './helpers/replicas.js';
+import { rawCall, startTestServer, type TestServer } from './helpers/server.js';
 
 function metric(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -36,6 +38,23 @@ describe('failed admin authentication is limited per address', () => {
     });
     expect(valid.status).toBe(200);
     await valid.arrayBuffer();
+  });
+
+  it('50 made-up keys from one address at once, on a replica (where each check waits on the change feed): still 10 × 401 and 40 × 429', async () => {
+    await using db = await freshDatabase();
+    const [srv] = (await startReplicas(db.url, 1)) as [TestServer];
+    await using _ = srv;
+    const statuses = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const res = await fetch(`${srv.url}/trpc/groups.list`, {
+          headers: { authorization: `Bearer ${madeUp(i)}` },
+        });
+        await res.arrayBuffer();
+        return res.status;
+      }),
+    );
+    expect(statuses.filter((s) => s === 401)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(40);
   });
 
   it('300 made-up keys from one address: 10 × 401, then 429 with Retry-After; counted in /metrics; audited as security events, coalesced', async () => {

@@ -53,12 +53,14 @@ export class AbuseLimiter {
   private readonly failuresByKey: RateLimiterMemory;
   private readonly handshakeFailures: RateLimiterMemory;
   private readonly adminAuthFailures: RateLimiterMemory;
+  private readonly adminAuthFailuresPerMinute: number;
 
   constructor(
     limits: RateLimits,
     private readonly audit: AuditLog,
     private readonly metrics?: LimiterMetrics,
   ) {
+    this.adminAuthFailuresPerMinute = limits.adminAuthFailuresPerMinute;
     this.adminAuthFailures = new RateLimiterMemory({
       points: limits.adminAuthFailuresPerMinute,
       duration: 60,
@@ -136,9 +138,11 @@ export class AbuseLimiter {
 
   async adminAuthFailed(address: string, refusal: DomainError, path: string): Promise<DomainError> {
     this.metrics?.adminAuthFailures.inc();
-    const state = await this.adminAuthFailures.get(limitedAs(address));
-    const blocked = state !== null && state.remainingPoints <= 0;
-    if (!blocked) await this.adminAuthFailures.penalty(limitedAs(address), 1);
+    // Counted first, then judged by the count that answers: of a burst sent at once (each past the
+    // check before its key was looked at), 500 made-up keys were 500 × 401 when each read the count
+    // before any was added.
+    const state = await this.adminAuthFailures.penalty(limitedAs(address), 1);
+    const blocked = state.consumedPoints > this.adminAuthFailuresPerMinute;
     const reason = blocked ? 'RATE_LIMITED' : refusal.reason;
     await this.audit.recordRefusal({
       type: 'admin.refused',
