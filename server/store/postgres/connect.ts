@@ -73,8 +73,8 @@ async function adminReadTurn(pool: pg.Pool, ms: number): Promise<(() => void) | 
 /**
  * A read an admin waits on (the audit log, the replicas' list), bounded: a database that stops
  * answering gets STORE_UNAVAILABLE within READ_WAIT_MS (plus the pool's wait for a connection, at
- * most CONNECT_TIMEOUT_MS), not a request that hangs until the client gives up. A read has nothing
- * to undo; the connection it was on is dropped. At most ADMIN_READS_AT_ONCE run on a pool at once;
+ * most CONNECT_TIMEOUT_MS), not a request that hangs until the client gives up, and PostgreSQL
+ * cancels it too (statement_timeout). A read has nothing to undo; the connection it was on is dropped. At most ADMIN_READS_AT_ONCE run on a pool at once;
  * the wait for a turn counts in READ_WAIT_MS.
  */
 export async function boundedRead<R extends pg.QueryResultRow>(
@@ -90,12 +90,24 @@ export async function boundedRead<R extends pg.QueryResultRow>(
       'STORE_UNAVAILABLE',
       `${what} could not be read: other reads of the database kept this server busy for ${READ_WAIT_MS / 1000} s; try again.`,
     );
+  let client: pg.PoolClient | undefined;
+  let failed: Error | undefined;
   try {
+    client = await pool.connect();
     const left = Math.max(1, READ_WAIT_MS - (Date.now() - started));
-    return await pool.query<R>({ text, values, query_timeout: left } as pg.QueryConfig);
+    // PostgreSQL's own bound (the client's only stops waiting): a read cut short on this side kept
+    // running there, holding a backend (and its locks' queue place) until it finished, however long.
+    await client.query('BEGIN READ ONLY');
+    await client.query(`SET LOCAL statement_timeout = ${Math.ceil(left)}`);
+    const result = await client.query<R>({ text, values, query_timeout: left + 1000 } as pg.QueryConfig);
+    await client.query('COMMIT');
+    return result;
   } catch (error) {
+    failed = error instanceof Error ? error : new Error(String(error));
     throw readFailure(what, error);
   } finally {
+    // A connection whose read failed is dropped, not handed back mid-transaction.
+    client?.release(failed);
     end();
   }
 }
