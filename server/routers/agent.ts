@@ -9,15 +9,17 @@ export const agentRouter = router({
    */
   enroll: publicProcedure.input(enrollInput).mutation(async ({ ctx, input }) => {
     const { enrollment, limiter } = ctx.services;
-    await limiter.enrollAttempt(ctx.remoteAddress, input.provisioningKey, () =>
+    const attempt = await limiter.enrollAttempt(ctx.remoteAddress, input.provisioningKey, () =>
       enrollment.madeByThisServer(input.provisioningKey),
     );
     try {
       return await enrollment.enroll(input, ctx.remoteAddress);
     } catch (error) {
       // The server's own trouble (a full or read-only disk) is not the caller's failed attempt: a
-      // fleet retrying through an outage must not come back to find itself locked out.
-      if (!(error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE'))
+      // fleet retrying through an outage must not come back to find itself locked out. A guess was
+      // counted already.
+      const ownTrouble = error instanceof DomainError && error.reason === 'STORE_UNAVAILABLE';
+      if (!ownTrouble && !attempt.counted)
         await limiter.enrollFailed(ctx.remoteAddress, input.provisioningKey);
       throw error;
     }

@@ -27,8 +27,8 @@ describe('per-address limits and IPv6', () => {
     const guess = `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`;
     for (let i = 1; i <= 3; i++) {
       const address = `2001:db8:0:1::${i.toString(16)}`;
+      // A guess is counted as it is made (the router calls enrollFailed only for keys the server made).
       await limiter.enrollAttempt(address, guess, () => false);
-      await limiter.enrollFailed(address, guess);
       await limiter.handshakeFailed(address);
     }
     await expect(limiter.enrollAttempt('2001:db8:0:1::ffff', guess, () => false)).rejects.toMatchObject({
@@ -40,5 +40,31 @@ describe('per-address limits and IPv6', () => {
     expect(await limiter.handshakeRetryAfter('2001:db8:0:2::1')).toBe(0);
     const refused = await audit.list({ type: 'enrollment.refused' });
     expect(refused.map((e) => e.remoteAddress)).toEqual(['2001:db8:0:1::ffff']);
+  });
+});
+
+describe('failure walls met by a burst', () => {
+  it('100 guesses from one address at once: 60 pass to fail on their own, 40 are refused RATE_LIMITED; a genuine key still passes', async () => {
+    const limiter = new AbuseLimiter(
+      { ...DEFAULT_RATE_LIMITS, enrollPerAddressPerMinute: 10_000 },
+      new MemoryAuditLog(new ManualClock()),
+    );
+    const outcomes = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        limiter
+          .enrollAttempt('192.0.2.9', `cpk_${String(i).padStart(12, '0')}_${'b'.repeat(43)}`, () => false)
+          .then(
+            () => 'passed',
+            (error: { reason?: string }) => error.reason,
+          ),
+      ),
+    );
+    expect(outcomes.filter((o) => o === 'passed')).toHaveLength(DEFAULT_RATE_LIMITS.enrollFailuresPerAddress);
+    expect(outcomes.filter((o) => o === 'RATE_LIMITED')).toHaveLength(40);
+    await expect(
+      limiter.enrollAttempt('192.0.2.9', `cpk_${'c'.repeat(12)}_${'d'.repeat(43)}`, () => true),
+    ).resolves.toEqual({
+      counted: false,
+    });
   });
 });

@@ -53,14 +53,12 @@ export class AbuseLimiter {
   private readonly failuresByKey: RateLimiterMemory;
   private readonly handshakeFailures: RateLimiterMemory;
   private readonly adminAuthFailures: RateLimiterMemory;
-  private readonly adminAuthFailuresPerMinute: number;
 
   constructor(
-    limits: RateLimits,
+    private readonly limits: RateLimits,
     private readonly audit: AuditLog,
     private readonly metrics?: LimiterMetrics,
   ) {
-    this.adminAuthFailuresPerMinute = limits.adminAuthFailuresPerMinute;
     this.adminAuthFailures = new RateLimiterMemory({
       points: limits.adminAuthFailuresPerMinute,
       duration: 60,
@@ -86,22 +84,36 @@ export class AbuseLimiter {
    * failed attempts. A key the server made goes through those two walls, as a genuine agent's
    * handshake does: key ids are no secret (every enrolled host's token carries one, read-only
    * admins see them), so otherwise anyone could keep a group's valid key, or every host behind a
-   * NAT, from enrolling with a hundred made-up secrets every ten minutes. `authentic` is asked only
-   * when a wall stands (it hashes the key: no cost on the usual path).
+   * NAT, from enrolling with a hundred made-up secrets every ten minutes.
+   *
+   * A guess, which can only fail, is counted here and judged by the count it makes: read before the
+   * work and counted after it, a burst sent at once all passed the walls (500 made-up keys from one
+   * address, 370 answered 401 against a limit of 60). Answers whether the attempt was counted so
+   * (then `enrollFailed` is not called for it).
    */
-  async enrollAttempt(address: string, presentedKey: string, authentic: () => boolean): Promise<void> {
+  async enrollAttempt(
+    address: string,
+    presentedKey: string,
+    authentic: () => boolean,
+  ): Promise<{ counted: boolean }> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
     try {
       await this.perAddress.consume(limitedAs(address));
     } catch (error) {
       return this.refuse(error, address, keyId);
     }
-    const walls = [await this.failuresByAddress.get(limitedAs(address))];
-    if (keyId) walls.push(await this.failuresByKey.get(keyId));
-    const standing = walls.find((state) => state !== null && state.remainingPoints <= 0);
-    if (standing && !authentic()) await this.refuse(standing, address, keyId);
+    if (authentic()) return { counted: false };
+    const byAddress = await this.failuresByAddress.penalty(limitedAs(address), 1);
+    if (byAddress.consumedPoints > this.limits.enrollFailuresPerAddress)
+      await this.refuse(byAddress, address, keyId);
+    if (keyId) {
+      const byKey = await this.failuresByKey.penalty(keyId, 1);
+      if (byKey.consumedPoints > this.limits.enrollFailuresPerKey) await this.refuse(byKey, address, keyId);
+    }
+    return { counted: true };
   }
 
+  /** Counts a failed enrollment with a key the server made (expired, used up, of a deleted group). */
   async enrollFailed(address: string, presentedKey: string): Promise<void> {
     const keyId = keyIdOf(presentedKey, PROVISIONING_KEY_PREFIX, 'pk');
     await this.failuresByAddress.penalty(limitedAs(address), 1);
@@ -142,7 +154,7 @@ export class AbuseLimiter {
     // check before its key was looked at), 500 made-up keys were 500 × 401 when each read the count
     // before any was added.
     const state = await this.adminAuthFailures.penalty(limitedAs(address), 1);
-    const blocked = state.consumedPoints > this.adminAuthFailuresPerMinute;
+    const blocked = state.consumedPoints > this.limits.adminAuthFailuresPerMinute;
     const reason = blocked ? 'RATE_LIMITED' : refusal.reason;
     await this.audit.recordRefusal({
       type: 'admin.refused',
