@@ -1,7 +1,10 @@
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdminClient } from '../server/admin-client.js';
+import { boundedRead, connectionOptions, READ_WAIT_MS } from '../server/store/postgres/connect.js';
 import { connectSim, enrollSim } from './helpers/agent-sim.js';
 import { freshDatabase, testPool } from './helpers/postgres.js';
+import { startRelay } from './helpers/relay.js';
 import { startReplicas, stopAll } from './helpers/replicas.js';
 import type { TestServer } from './helpers/server.js';
 
@@ -89,5 +92,51 @@ describe('admin reads of the database on a replica', () => {
         WHERE datname = current_database() AND state = 'active' AND query LIKE '%FROM audit_events%' AND pid <> pg_backend_pid()`,
     );
     expect(waiting.rows[0].n).toBe(0);
+  }, 60_000);
+});
+
+describe('an admin read whose connection to the database goes wrong', () => {
+  /** A pool reaching the test's database through a relay the test can partition and reset. */
+  async function relayedPool() {
+    const db = await freshDatabase();
+    cleanups.push(() => db[Symbol.asyncDispose]());
+    const direct = new URL(db.url);
+    const relay = await startRelay(`http://${direct.hostname}:${direct.port}`);
+    cleanups.push(() => relay.close());
+    const through = new URL(db.url);
+    through.hostname = '127.0.0.1';
+    through.port = String(relay.port);
+    const pool = new pg.Pool({ ...connectionOptions(through.toString()), max: 4 });
+    pool.on('error', () => {});
+    cleanups.push(() => pool.end());
+    await boundedRead(pool, 'The audit log', 'SELECT 1'); // a connection open and idle in the pool
+    return { relay, pool };
+  }
+
+  it('a database that stops answering (a partition): STORE_UNAVAILABLE within the bound, not a read that waits as long as the partition lasts', async () => {
+    const { relay, pool } = await relayedPool();
+    relay.partition();
+    cleanups.push(async () => relay.heal());
+    const started = performance.now();
+    await expect(boundedRead(pool, 'The audit log', 'SELECT 1')).rejects.toMatchObject({
+      reason: 'STORE_UNAVAILABLE',
+    });
+    expect(performance.now() - started).toBeLessThan(READ_WAIT_MS + 2000);
+  }, 60_000);
+
+  it('a connection reset in the middle of a read: STORE_UNAVAILABLE, and nothing thrown from nowhere', async () => {
+    const { relay, pool } = await relayedPool();
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    cleanups.push(async () => process.off('uncaughtException', onUncaught));
+    const read = boundedRead(pool, 'The audit log', 'SELECT pg_sleep(3)');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    relay.partition();
+    relay.heal(); // the held connection is reset
+    await expect(read).rejects.toMatchObject({ reason: 'STORE_UNAVAILABLE' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(uncaught).toEqual([]);
+    await expect(boundedRead(pool, 'The audit log', 'SELECT 1')).resolves.toMatchObject({ rowCount: 1 });
   }, 60_000);
 });

@@ -74,8 +74,9 @@ async function adminReadTurn(pool: pg.Pool, ms: number): Promise<(() => void) | 
  * A read an admin waits on (the audit log, the replicas' list), bounded: a database that stops
  * answering gets STORE_UNAVAILABLE within READ_WAIT_MS (plus the pool's wait for a connection, at
  * most CONNECT_TIMEOUT_MS), not a request that hangs until the client gives up, and PostgreSQL
- * cancels it too (statement_timeout). A read has nothing to undo; the connection it was on is dropped. At most ADMIN_READS_AT_ONCE run on a pool at once;
- * the wait for a turn counts in READ_WAIT_MS.
+ * cancels it too (statement_timeout). A read has nothing to undo; a connection whose read failed is
+ * dropped. At most ADMIN_READS_AT_ONCE run on a pool at once; the wait for a turn counts in
+ * READ_WAIT_MS.
  */
 export async function boundedRead<R extends pg.QueryResultRow>(
   pool: pg.Pool,
@@ -83,30 +84,43 @@ export async function boundedRead<R extends pg.QueryResultRow>(
   text: string,
   values: unknown[] = [],
 ): Promise<pg.QueryResult<R>> {
-  const started = Date.now();
+  const deadline = performance.now() + READ_WAIT_MS;
   const end = await adminReadTurn(pool, READ_WAIT_MS);
   if (!end)
     throw new DomainError(
       'STORE_UNAVAILABLE',
       `${what} could not be read: other reads of the database kept this server busy for ${READ_WAIT_MS / 1000} s; try again.`,
     );
+  const left = () => Math.max(1, Math.ceil(deadline - performance.now()));
   let client: pg.PoolClient | undefined;
   let failed: Error | undefined;
+  // The pool listens for a connection's errors only while it is idle: one lost mid-read (reset,
+  // the database restarted) was an 'error' event no one heard, and it ended the process.
+  const lost = (error: Error) => {
+    failed ??= error;
+  };
   try {
-    client = await pool.connect();
-    const left = Math.max(1, READ_WAIT_MS - (Date.now() - started));
+    const connection = await pool.connect();
+    client = connection;
+    connection.on('error', lost);
+    // Each statement bounded on this side too: a database that stops answering (a partition) held
+    // an unbounded BEGIN, and with it the pool's only turn for admin reads, for as long as it lasted.
+    const step = (statement: string) =>
+      connection.query({ text: statement, query_timeout: left() + 1000 } as pg.QueryConfig);
+    await step('BEGIN READ ONLY');
     // PostgreSQL's own bound (the client's only stops waiting): a read cut short on this side kept
     // running there, holding a backend (and its locks' queue place) until it finished, however long.
-    await client.query('BEGIN READ ONLY');
-    await client.query(`SET LOCAL statement_timeout = ${Math.ceil(left)}`);
-    const result = await client.query<R>({ text, values, query_timeout: left + 1000 } as pg.QueryConfig);
-    await client.query('COMMIT');
+    const ms = left();
+    await step(`SET LOCAL statement_timeout = ${ms}`);
+    const result = await connection.query<R>({ text, values, query_timeout: ms + 1000 } as pg.QueryConfig);
+    await step('COMMIT');
     return result;
   } catch (error) {
     failed = error instanceof Error ? error : new Error(String(error));
     throw readFailure(what, error);
   } finally {
     // A connection whose read failed is dropped, not handed back mid-transaction.
+    client?.off('error', lost);
     client?.release(failed);
     end();
   }
