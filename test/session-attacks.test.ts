@@ -3,6 +3,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { generateAgentKeyPair } from '../agent/proof.js';
+import { captureSessionNonce, sessionNonceOf } from '../agent/transport.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { CLOSE_CODES } from '../shared/protocol.js';
 import {
@@ -15,7 +16,7 @@ import {
   type SimParams,
 } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
-import { startTestServer, tempDir } from './helpers/server.js';
+import { startTestServer, type TestServer, tempDir } from './helpers/server.js';
 
 async function enrolledAgent() {
   const srv = await startTestServer();
@@ -430,6 +431,50 @@ describe('messages one session may send', () => {
     expect(again.closes).toEqual([]);
     await again.close();
   });
+});
+
+describe('messages one session may send, sent at once', () => {
+  /** A raw agent socket with a valid handshake, and `batches` of 10 host reports sent with no wait for answers. */
+  async function burst(srv: TestServer, enrolled: Enrolled, batches: number, after: 'handshake' | 'ready') {
+    const ws = new WebSocket(`${srv.url.replace(/^http/, 'ws')}/trpc?connectionParams=1`);
+    captureSessionNonce(ws);
+    const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+    await new Promise((resolve) => ws.once('open', resolve));
+    const binding = { nonce: sessionNonceOf(ws), htu: new URL(srv.url).origin };
+    const proof = await proveWith(enrolled.keyPair.privateJwk, enrolled.identityToken)(binding);
+    ws.send(
+      JSON.stringify({ method: 'connectionParams', data: { identity: enrolled.identityToken, proof } }),
+    );
+    ws.send(JSON.stringify({ id: 0, method: 'subscription', params: { path: 'agent.session' } }));
+    if (after === 'ready')
+      await new Promise<void>((resolve) =>
+        ws.on('message', (m) => String(m).includes('"ready"') && resolve()),
+      );
+    for (let i = 1; i <= batches; i++)
+      ws.send(
+        JSON.stringify(
+          Array.from({ length: 10 }, (_, j) => ({
+            id: i * 10 + j,
+            method: 'mutation',
+            params: { path: 'agent.report', input: { host: hostFacts(`burst-${i}-${j}`) } },
+          })),
+        ),
+      );
+    return closed;
+  }
+  const reports = async (srv: TestServer) =>
+    Number(
+      /^connector_host_reports_total (\d+)$/m.exec(await (await fetch(`${srv.url}/metrics`)).text())?.[1],
+    );
+
+  for (const after of ['ready', 'handshake'] as const)
+    it(`3,000 messages of 10 calls sent at once (after ${after === 'ready' ? 'the ready event' : 'the handshake, before its verdict'}): closed 4429, and only the first 100 run`, async () => {
+      const { srv, enrolled } = await enrolledAgent();
+      await using _ = srv;
+      expect(await burst(srv, enrolled, 3000, after)).toBe(CLOSE_CODES.RATE_LIMITED);
+      // The 100th message (the subscription's first) and the one past the limit, 10 calls each at most.
+      expect(await reports(srv)).toBeLessThanOrEqual(1010);
+    });
 });
 
 describe('one live session per connector (behaviour 12)', () => {

@@ -116,11 +116,12 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
       let authenticated = false;
       try {
         const adminKey = adminKeyOf(info.connectionParams);
+        if (adminKey === undefined) agentMessages.watch(ws);
         const context =
           adminKey !== undefined
             ? await consoleSockets.authenticate(req, ws, adminKey)
             : await authenticateAgent(req, ws, info.connectionParams, handshake.nonce);
-        if (context.agent) agentMessages.watch(ws, context.agent.connectorId);
+        if (context.agent) agentMessages.authenticated(ws, context.agent.connectorId);
         if (context.agent || context.consoleChanges) {
           authenticated = true;
           guard.authenticated(req.socket);

@@ -13,7 +13,8 @@ export const AGENT_MESSAGES_PER_WINDOW = 100;
 export const AGENT_MESSAGES_WINDOW_MS = 10_000;
 
 interface Counted {
-  connectorId: string;
+  /** Null until the handshake checks out. */
+  connectorId: string | null;
   windowStart: number;
   messages: number;
 }
@@ -40,7 +41,7 @@ export class AgentMessageRate {
     windowMs = AGENT_MESSAGES_WINDOW_MS,
   ) {
     const lines = this.lines;
-    this.counted = function (this: WebSocket) {
+    const counted = function (this: WebSocket) {
       const count = counts.get(this);
       if (!count) return;
       const at = now();
@@ -50,6 +51,10 @@ export class AgentMessageRate {
       }
       if (++count.messages <= perWindow) return;
       counts.delete(this);
+      // What has arrived already (a burst sent in one go), or arrives while the close is answered,
+      // would still reach tRPC and run: 30,000 calls sent at once all ran, the close notwithstanding.
+      for (const listener of this.listeners('message'))
+        if (listener !== counted) this.off('message', listener as (...args: unknown[]) => void);
       const retryAfterSeconds = Math.max(1, Math.ceil((count.windowStart + windowMs - at) / 1000));
       lines.say('agent_messages', (closed) =>
         logger.warn(
@@ -64,11 +69,22 @@ export class AgentMessageRate {
       );
       closeWithin(this, CLOSE_CODES.RATE_LIMITED, `RATE_LIMITED retry-after=${retryAfterSeconds}`);
     };
+    this.counted = counted;
   }
 
-  /** Starts counting the messages of `ws`, an authenticated agent's socket. */
-  watch(ws: WebSocket, connectorId: string): void {
-    counts.set(ws, { connectorId, windowStart: Number.NEGATIVE_INFINITY, messages: 0 });
-    ws.on('message', this.counted);
+  /**
+   * Starts counting the messages of `ws`, an agent's socket, from its handshake on: calls sent
+   * right behind the handshake wait for its verdict in tRPC, then run, so counting from the verdict
+   * let a burst sent with the handshake through uncounted. Its counter runs before tRPC's listener.
+   */
+  watch(ws: WebSocket): void {
+    counts.set(ws, { connectorId: null, windowStart: Number.NEGATIVE_INFINITY, messages: 0 });
+    ws.prependListener('message', this.counted);
+  }
+
+  /** Names the connector whose session `ws` is, once its handshake checked out (for the log line). */
+  authenticated(ws: WebSocket, connectorId: string): void {
+    const count = counts.get(ws);
+    if (count) count.connectorId = connectorId;
   }
 }
