@@ -30,7 +30,7 @@ export class ConnectRate {
   retryAfterSeconds(connectorId: string): number {
     const now = this.clock.now();
     this.forgetExpired(now);
-    const window = this.windows.get(connectorId);
+    const window = this.current(connectorId, now);
     if (!window || window.connects < this.perWindow) return 0;
     return Math.max(1, Math.ceil((window.startedAt + this.windowMs - now) / 1000));
   }
@@ -39,9 +39,26 @@ export class ConnectRate {
   checked(connectorId: string): void {
     const now = this.clock.now();
     this.forgetExpired(now);
+    const window = this.current(connectorId, now);
+    if (window) {
+      window.connects++;
+      return;
+    }
+    // Set anew, not updated: the map stays in the order windows were opened.
+    this.windows.delete(connectorId);
+    this.windows.set(connectorId, { startedAt: now, connects: 1 });
+  }
+
+  /**
+   * The connector's window if `now` is within it. Its own bounds are checked, not only the pruning:
+   * after the wall clock stepped back, a window from before the step stops the pruning until the
+   * clock is past it again, and those opened since kept counting for as long (a connector connecting
+   * every 2 min was refused after an hour's step), or were told to wait the whole step.
+   */
+  private current(connectorId: string, now: number): Window | undefined {
     const window = this.windows.get(connectorId);
-    if (window) window.connects++;
-    else this.windows.set(connectorId, { startedAt: now, connects: 1 });
+    if (!window || now < window.startedAt || now >= window.startedAt + this.windowMs) return undefined;
+    return window;
   }
 
   private forgetExpired(now: number): void {
