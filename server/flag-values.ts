@@ -99,13 +99,13 @@ export function parseAuditRetention(text: string): number | null {
   return retentionMs;
 }
 
+/** The sslmode values the PostgreSQL client (pg) knows. */
+const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
+
 /**
  * Checks a PostgreSQL URL without echoing it (it may carry a password): postgres:// or
  * postgresql://, with a host. Returns it unchanged.
  */
-/** The sslmode values the PostgreSQL client (pg) knows. */
-const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
-
 export function parseDatabaseUrl(text: string): string {
   let url: URL;
   try {

@@ -342,11 +342,6 @@ export class AgentSessionService {
     return renewed;
   }
 
-  /**
-   * Whether an identity token names a connector that exists with the thumbprint the token claims,
-   * read without checking its signature: a cheap filter before the signature checks. A revoked one
-   * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
-   */
   /** Refuses, before any signature is checked, a handshake naming a connector past its allowance. */
   private requireConnectAllowance(token: string): void {
     const connectorId = unverifiedPayload(token)?.sub;
@@ -360,6 +355,11 @@ export class AgentSessionService {
     );
   }
 
+  /**
+   * Whether an identity token names a connector that exists with the thumbprint the token claims,
+   * read without checking its signature: a cheap filter before the signature checks. A revoked one
+   * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
+   */
   private namesKnownConnector(token: string): boolean {
     const claims = unverifiedPayload(token);
     const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
