@@ -204,16 +204,24 @@ describe('session handshake attacks: each is refused with its reason and leaves 
     const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
     const other = (await enrollSim(srv.url, key)).enrolled!;
     await srv.admin.connectors.delete.mutate({ connectorId: other.connectorId });
-    const deleted = openSession(srv.url, {
-      identity: other.identityToken,
-      proof: proveWith(other.keyPair.privateJwk, other.identityToken),
-    });
-    expect(await deleted.waitForClose()).toEqual({
-      code: CLOSE_CODES.REFUSED,
-      reason: 'CONNECTOR_NOT_FOUND',
-    });
-    await deleted.close();
+    // Tried again and again (a copy of the identity in a loop): refused each time, and the deletion
+    // confirmed once, not once a handshake.
+    for (let i = 0; i < 4; i++) {
+      const deleted = openSession(srv.url, {
+        identity: other.identityToken,
+        proof: proveWith(other.keyPair.privateJwk, other.identityToken),
+      });
+      expect(await deleted.waitForClose()).toEqual({
+        code: CLOSE_CODES.REFUSED,
+        reason: 'CONNECTOR_NOT_FOUND',
+      });
+      await deleted.close();
+    }
     expect(srv.server.hub.size).toBe(0);
+    const confirmed = await srv.admin.audit.list.query({ type: 'connector.deletion_confirmed' });
+    expect(confirmed).toMatchObject([{ connectorId: other.connectorId, details: { via: 'handshake' } }]);
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_session_refusals_total\{reason="CONNECTOR_NOT_FOUND"\} 4$/m);
   });
 
   it('an expired identity → IDENTITY_EXPIRED', async () => {

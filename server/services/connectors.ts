@@ -49,7 +49,18 @@ export type ConnectorServiceDeps = Pick<
   | 'logger'
 >;
 
+/** Deleted connectors whose confirmation by a handshake this process remembers (the newest kept). */
+const DELETIONS_TOLD_KEPT = 10_000;
+
 export class ConnectorService {
+  /**
+   * Deleted connectors whose host this process told at a handshake already: a copy of a deleted
+   * identity retried in a loop wrote a `connector.deletion_confirmed` event and a confirmation every
+   * replica hears, per handshake (30 a minute per replica, the connector's allowance). The first says
+   * all there is to say; the refusals are still counted and audited (`session.refused`, coalesced).
+   */
+  private readonly deletionsToldAtHandshake = new Set<string>();
+
   constructor(private readonly deps: ConnectorServiceDeps) {}
 
   /** One page of connectors in enrollment order (see connectorPage). */
@@ -251,7 +262,8 @@ export class ConnectorService {
     const failed = (error: unknown) =>
       this.deps.logger.error({ err: error, connectorId }, 'could not record a confirmed termination');
     if (c.event === 'deleted') {
-      // Each refused handshake of a deleted identity says it again; those ride along with a write.
+      if (c.via === 'handshake' && !this.firstToldAtHandshake(connectorId)) return;
+      // A deletion told at a handshake rides along with a write.
       audit('connector.deletion_confirmed', c.via === 'handshake').catch(failed);
       this.deps.presence.deletionConfirmed(connectorId, c.at, c.from);
       return;
@@ -270,6 +282,15 @@ export class ConnectorService {
       (changed) => (changed ? audit('connector.revocation_confirmed', false) : undefined),
       this.deps.logger,
     ).catch(failed);
+  }
+
+  /** Whether this is the first handshake of the deleted `connectorId` this process refused (see deletionsToldAtHandshake). */
+  private firstToldAtHandshake(connectorId: string): boolean {
+    const told = this.deletionsToldAtHandshake;
+    if (told.has(connectorId)) return false;
+    told.add(connectorId);
+    if (told.size > DELETIONS_TOLD_KEPT) told.delete(told.values().next().value as string);
+    return true;
   }
 
   /** Removes connectors that enrolled but never opened a session within the pending TTL. */
