@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { generateAgentKeyPair } from '../agent/proof.js';
 import { ManualClock } from '../server/clock.js';
 import { IDENTITY_AUDIENCE, type SessionEvent } from '../shared/protocol.js';
 import { connectSim, type Enrolled, enrollSim, type SimSession } from './helpers/agent-sim.js';
@@ -246,6 +247,28 @@ describe('signing-key rotation', () => {
       keyId: oldKid,
       security: true,
       details: { force: true, identities: 1 },
+    });
+  });
+
+  it('after --force, a revoked host offline at the time is still told CONNECTOR_REVOKED (its agent exits 4), by the proof of its enrolled key; a stranger with its token is not', async () => {
+    const { srv, enroll } = await setup();
+    await using _ = srv;
+    const oldKid = (await keysByState(srv)).active[0]!.kid;
+    const revoked = await enroll('revoked-offline');
+    const kept = await enroll('kept-offline');
+    await srv.admin.connectors.revoke.mutate({ connectorId: revoked.connectorId });
+    await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+    await srv.admin.signingKeys.retire.mutate({ kid: oldKid, force: true });
+
+    // Its token alone, with a proof of another key pair: nothing proven, the identity is invalid.
+    const stranger = await generateAgentKeyPair();
+    expect(await handshake(srv, { ...revoked, keyPair: stranger })).toBe('4001 IDENTITY_INVALID');
+    expect(await handshake(srv, revoked)).toBe('4001 CONNECTOR_REVOKED');
+    // A connector not revoked holding an identity of the retired key must enroll again, as before.
+    expect(await handshake(srv, kept)).toBe('4001 IDENTITY_INVALID');
+    expect(await srv.admin.connectors.get.query({ connectorId: revoked.connectorId })).toMatchObject({
+      status: 'revoked',
+      termination: { state: 'confirmed', confirmedFrom: '127.0.0.1' },
     });
   });
 

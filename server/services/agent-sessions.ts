@@ -10,7 +10,7 @@ import { ConnectRate } from './connect-rate.js';
 import type { ConnectorService } from './connectors.js';
 import type { Policy } from './deps.js';
 import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims, IssuedIdentity } from './identity.js';
-import { unverifiedPayload } from './jws.js';
+import { unverifiedHeader, unverifiedPayload } from './jws.js';
 import { RepeatedConnects } from './repeated-connects.js';
 import type { UnsavedTerminations } from './unsaved-terminations.js';
 import { effectiveStatus, iso } from './views.js';
@@ -134,7 +134,9 @@ export class AgentSessionService {
     if (from.knownConnectorsOnly && !this.namesKnownConnector(parsed.data.identity))
       throw new DomainError('IDENTITY_INVALID');
     this.requireConnectAllowance(parsed.data.identity);
-    const claims = await this.deps.identity.verifyIdentity(parsed.data.identity);
+    const claims = await this.deps.identity.verifyIdentity(parsed.data.identity).catch((error: unknown) => {
+      throw this.revokedHolderOfRetiredIdentity(error, parsed.data, from) ?? error;
+    });
     this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
     this.connectRate.checked(claims.connectorId);
     try {
@@ -146,6 +148,39 @@ export class AgentSessionService {
       throw error;
     }
     return claims;
+  }
+
+  /**
+   * An identity signed by a key retired since (`signing-keys retire --force`) proves nothing of its
+   * own. But if it names a revoked connector whose key pair's thumbprint it carries, and the proof
+   * (bound to this connection) is signed by that key pair, the host is the one enrolled: it is told
+   * CONNECTOR_REVOKED (its agent exits 4, as for any revoked host, not 5) and the revocation is
+   * confirmed. Answers that refusal, or null (the original one stands).
+   */
+  private revokedHolderOfRetiredIdentity(
+    error: unknown,
+    params: { identity: string; proof: string },
+    from: HandshakeCredentials,
+  ): DomainError | null {
+    if (!(error instanceof DomainError && error.reason === 'IDENTITY_INVALID')) return null;
+    const kid = unverifiedHeader(params.identity)?.kid;
+    if (typeof kid !== 'string' || !this.deps.identity.retiredKeyIds().has(kid)) return null;
+    const claims = unverifiedPayload(params.identity);
+    const connectorId = claims?.sub;
+    const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
+    if (typeof connectorId !== 'string' || typeof jkt !== 'string') return null;
+    const record = this.deps.store.read((view) => view.get('connectors', connectorId));
+    if (record?.status !== 'revoked' || record.keyThumbprint !== jkt) return null;
+    try {
+      this.deps.identity.verifyProof(params.proof, params.identity, jkt, from.binding);
+    } catch {
+      return null;
+    }
+    this.connectRate.checked(connectorId);
+    const revoked = new DomainError('CONNECTOR_REVOKED');
+    this.confirmToldAtHandshake(revoked, { connectorId, groupId: record.groupId }, from.remoteAddress);
+    refusedConnectors.set(revoked, connectorId);
+    return revoked;
   }
 
   /**

@@ -137,6 +137,13 @@ export function checkJwtClaims(verified: VerifiedJws, rules: ClaimRules): Claims
   return null;
 }
 
+/** The header of a compact JWS, decoded WITHOUT checking anything: only for cheap pre-filters. */
+export function unverifiedHeader(token: string): JsonObject | null {
+  const parts = token.split('.');
+  if (parts.length !== 3 || !BASE64URL.test(parts[0] as string)) return null;
+  return decodeJsonObject(parts[0] as string);
+}
+
 /** The payload of a compact JWS, decoded WITHOUT checking anything: only for cheap pre-filters. */
 export function unverifiedPayload(token: string): JsonObject | null {
   const parts = token.split('.');
