@@ -94,8 +94,9 @@ describe('npm run demo', () => {
       expect(output).toMatch(/SIGINT: stopping, cleaning up first/);
       expect(output).toMatch(/stopped demo-agent-1 \(pid \d+\)/);
       expect(output).toMatch(/stopped server \(pid \d+\)/);
-      // Step 5 is short: the signal may land once step 6 (both agents still running) has begun.
-      expect(output).toMatch(/^demo FAILED in [\d.]+ s at step [56] .*: interrupted by SIGINT$/m);
+      // Steps 5 to 7 are short (a second in all here): on a loaded machine the signal may land in
+      // step 6 or 7 (seen in a full run from a fresh clone). Both agents still run until step 8.
+      expect(output).toMatch(/^demo FAILED in [\d.]+ s at step [567] .*: interrupted by SIGINT$/m);
       expect(expectNothingLeft(output).length).toBeGreaterThanOrEqual(3);
     },
     DEMO_TIMEOUT_MS + 10_000,
