@@ -13,6 +13,23 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
 });
 
+/**
+ * Holds the audit table locked (until the test's clean-up) from a connection of a pool of two: reads
+ * of it wait in PostgreSQL as a slow one would. The pool's other connection is free for the test.
+ */
+async function lockAuditTable(url: string) {
+  const pool = testPool(url, 2);
+  cleanups.push(() => pool.end());
+  const locker = await pool.connect();
+  await locker.query('BEGIN');
+  await locker.query('LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE');
+  cleanups.push(async () => {
+    await locker.query('ROLLBACK').catch(() => {});
+    locker.release();
+  });
+  return { pool, locker };
+}
+
 describe('admin reads of the database on a replica', () => {
   it('a read-scope key with many slow audit.list calls does not hold up the claims that tell the other replicas who is connected', async () => {
     const db = await freshDatabase();
@@ -29,15 +46,7 @@ describe('admin reads of the database on a replica', () => {
 
     // Slow audit reads, as a filter that scans a large table makes them: the table is locked, so each
     // read waits in PostgreSQL (up to the 5 s an admin read may take) on a connection of A's pool.
-    const pool = testPool(db.url, 1);
-    cleanups.push(() => pool.end());
-    const locker = await pool.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE');
-    cleanups.push(async () => {
-      await locker.query('ROLLBACK').catch(() => {});
-      locker.release();
-    });
+    const { locker } = await lockAuditTable(db.url);
     const reads = Array.from({ length: 8 }, () =>
       reader.audit.list.query({ security: false, limit: 10_000 }).then(
         () => 'read',
@@ -74,15 +83,7 @@ describe('admin reads of the database on a replica', () => {
     const [a] = (await startReplicas(db.url, 1)) as [TestServer];
     cleanups.push(() => stopAll([a]));
     await a.admin.audit.list.query({ limit: 1 });
-    const pool = testPool(db.url, 2);
-    cleanups.push(() => pool.end());
-    const locker = await pool.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE');
-    cleanups.push(async () => {
-      await locker.query('ROLLBACK').catch(() => {});
-      locker.release();
-    });
+    const { pool } = await lockAuditTable(db.url);
     await expect(a.admin.audit.list.query({ limit: 10 })).rejects.toMatchObject({
       data: { reason: 'STORE_UNAVAILABLE' },
     });
