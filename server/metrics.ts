@@ -56,6 +56,10 @@ export function createMetrics() {
       'connector_handshakes_evicted_total',
       'Websocket handshakes closed (4408) to make room for a new one, every slot taken: the one waiting longest for its connectionParams, past the grace.',
     ),
+    agentMessagesLimited: counter(
+      'connector_agent_messages_limited_total',
+      'Agent sockets closed (4429) for sending more messages than a session may: a broken or misused agent.',
+    ),
     adminAuthFailures: counter(
       'connector_admin_auth_failures_total',
       'Admin API calls without a valid admin key (missing, unknown, wrong or expired), whatever the answer.',

@@ -438,6 +438,8 @@ describe('messages one session may send', () => {
     await again.client.agent.report.mutate({ host: hostFacts('calm') });
     expect(again.closes).toEqual([]);
     await again.close();
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    expect(metrics).toMatch(/^connector_agent_messages_limited_total 1$/m);
   });
 });
 

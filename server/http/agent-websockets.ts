@@ -83,7 +83,7 @@ export function attachAgentWebsockets(server: Server, deps: AgentWebsocketsDeps)
     clientAddressOf,
   });
   const stopWatchingKeys = deps.records.onChange((changes) => consoleSockets.recordsChanged(changes));
-  const agentMessages = new AgentMessageRate(logger);
+  const agentMessages = new AgentMessageRate(logger, metrics);
   const authenticateAgent = agentAuthenticator({
     services,
     hub,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { CLOSE_CODES } from '../../shared/protocol.js';
+import type { Metrics } from '../metrics.js';
 import { ThrottledLines } from '../throttled-lines.js';
 import { closeWithin } from './closing.js';
 
@@ -35,6 +36,7 @@ export class AgentMessageRate {
 
   constructor(
     logger: Logger,
+    metrics: Pick<Metrics, 'agentMessagesLimited'>,
     /** A monotonic clock (ms). */
     now: () => number = () => performance.now(),
     perWindow = AGENT_MESSAGES_PER_WINDOW,
@@ -51,6 +53,7 @@ export class AgentMessageRate {
       }
       if (++count.messages <= perWindow) return;
       counts.delete(this);
+      metrics.agentMessagesLimited.inc();
       // What has arrived already (a burst sent in one go), or arrives while the close is answered,
       // would still reach tRPC and run: 30,000 calls sent at once all ran, the close notwithstanding.
       for (const listener of this.listeners('message'))
