@@ -105,6 +105,7 @@ export function composeServer(
   const hub = new SessionHub({
     registry,
     agentSessions: services.agentSessions,
+    handshakes: services.handshakes,
     connectors: services.connectors,
     events: services.events,
     clock,

@@ -101,7 +101,7 @@ describe('PgStore replicas on one database', () => {
 
   it('caughtUp: B, deaf to notifications for a moment, has a record A just committed once it resolves', async () => {
     // What a handshake on B for a connector enrolled through A a few ms earlier waits for before it
-    // may say CONNECTOR_NOT_FOUND (AgentSessionService.requireUsableNow).
+    // may say CONNECTOR_NOT_FOUND (HandshakeChecks.requireUsableNow).
     const url = await database();
     const a = await replica(url);
     const b = await replica(url, { pollMs: 600_000 });

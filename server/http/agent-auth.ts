@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { DomainError, ERROR_REASONS } from '../../shared/errors.js';
 import type { Context, Services } from '../context.js';
-import { connectorOfRefusal, provedNothing } from '../services/agent-sessions.js';
+import { connectorOfRefusal, provedNothing } from '../services/handshake-checks.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { authenticationTurns } from '../sessions/turns.js';
 import type { ClientAddressOf } from './client-address.js';
@@ -48,7 +48,7 @@ export function agentAuthenticator({
     // if they name a known connector (a revoked one too: its host must be told).
     const blockedForSeconds = await services.limiter.handshakeRetryAfter(remoteAddress);
     try {
-      const claims = await services.agentSessions.authenticate(connectionParams, {
+      const claims = await services.handshakes.authenticate(connectionParams, {
         remoteAddress,
         binding: { nonce, origin: publicOrigin },
         knownConnectorsOnly: blockedForSeconds > 0,

@@ -1,32 +1,25 @@
 import type { Logger } from 'pino';
 import { DomainError, type ErrorReason } from '../../shared/errors.js';
-import { type HostFacts, sessionParamsSchema } from '../../shared/schemas.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import { ThrottledLines } from '../throttled-lines.js';
 import type { AuditLog, RecordOptions } from './audit.js';
-import { ConnectRate } from './connect-rate.js';
 import type { ConnectorService } from './connectors.js';
 import type { Policy } from './deps.js';
-import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims, IssuedIdentity } from './identity.js';
-import { unverifiedHeader, unverifiedPayload } from './jws.js';
+import type { IdentityAuthority, IssuedIdentity } from './identity.js';
 import { RepeatedConnects } from './repeated-connects.js';
-import type { UnsavedTerminations } from './unsaved-terminations.js';
 import { effectiveStatus, iso } from './views.js';
 
 export interface AgentSessionDeps {
   store: Store;
   identity: IdentityAuthority;
-  connectors: Pick<ConnectorService, 'recordConnection' | 'recordIdentity' | 'confirmTermination'>;
-  unsavedTerminations: UnsavedTerminations;
+  connectors: Pick<ConnectorService, 'recordConnection' | 'recordIdentity'>;
   audit: AuditLog;
   clock: Clock;
   policy: Pick<Policy, 'identityTtlMs'>;
   metrics: Metrics;
   logger: Logger;
-  /** Sessions one connector may open a minute (see ConnectRate). */
-  sessionsPerConnectorPerMinute: number;
 }
 
 /** Who is on the other end of a session, as the audit log and the connector record know it. */
@@ -44,55 +37,23 @@ export interface SessionIdentity extends SessionParty {
   identityExpiresAt: number;
 }
 
-/** What a connector that may hold a session looks like to it right now. */
-export interface UsableConnector {
-  effectiveStatus: 'enabled' | 'disabled';
-  host: HostFacts | undefined;
-}
-
-/** Where a handshake comes from and what its proof must be bound to. */
-export interface HandshakeCredentials {
-  remoteAddress: string;
-  binding: ExpectedProofBinding;
-  /**
-   * Set while this address is blocked for failed handshakes: only a handshake naming an existing
-   * connector (usable or revoked) is worth the signature checks; anything else is refused at once.
-   */
-  knownConnectorsOnly?: boolean;
-}
-
-/** Refusals of handshakes that proved nothing (no valid identity with a matching proof). */
-export function provedNothing(reason: ErrorReason): boolean {
-  return reason === 'IDENTITY_INVALID' || reason === 'IDENTITY_UNKNOWN_SIGNER' || reason === 'PROOF_INVALID';
-}
-
 /** When an identity is due for renewal: a third of its lifetime left. */
-/** Refusals of handshakes whose identity and proof checked out, with the connector they named. */
-const refusedConnectors = new WeakMap<Error, string>();
-
-/** The connector a refused handshake proved it holds the identity of, or null (it proved nothing). */
-export function connectorOfRefusal(error: unknown): string | null {
-  return error instanceof Error ? (refusedConnectors.get(error) ?? null) : null;
-}
-
 export function renewalDueAt(identity: { identityIssuedAt: number; identityExpiresAt: number }): number {
   return identity.identityExpiresAt - (identity.identityExpiresAt - identity.identityIssuedAt) / 3;
 }
 
 /**
- * The domain side of agent sessions: who may open one (identity, proof, connector state), what a
- * live one may still do, when and how its identity is renewed, and what is recorded and audited of
- * it. The session hub holds the sockets and asks here.
+ * The domain side of live agent sessions: what is recorded and audited of them (connects,
+ * replacements, refusals, last seen), and when and how a session's identity is renewed. Who may
+ * open one is HandshakeChecks'; the session hub holds the sockets and asks both.
  */
 export class AgentSessionService {
   /** The "session refused" lines: at most one per reason per 10 s. */
   private readonly refusalLines = new ThrottledLines(10_000);
   /** `session.connected` events: about 10 per connector a minute at most, the rest summed. */
   private readonly repeatedConnects: RepeatedConnects;
-  private readonly connectRate: ConnectRate;
 
   constructor(private readonly deps: AgentSessionDeps) {
-    this.connectRate = new ConnectRate(deps.clock, deps.sessionsPerConnectorPerMinute);
     this.repeatedConnects = new RepeatedConnects(deps.clock, (s) =>
       this.audit(
         'session.connected',
@@ -119,109 +80,6 @@ export class AgentSessionService {
   /** Writes what is held of repeated connects (the server is stopping). */
   close(): void {
     this.repeatedConnects.close();
-  }
-
-  /**
-   * Checks a handshake: the identity (signature, kid, iss, aud, expiry), the proof of possession
-   * bound to it and to this connection, and that the connector exists and is not revoked. Answers
-   * the identity's claims; throws a coded DomainError (RATE_LIMITED, with retryAfterSeconds, for a
-   * connector that opened its allowance of sessions this minute).
-   */
-  async authenticate(connectionParams: unknown, from: HandshakeCredentials): Promise<IdentityClaims> {
-    const parsed = sessionParamsSchema.safeParse(connectionParams);
-    if (!parsed.success)
-      throw new DomainError('IDENTITY_INVALID', 'The session needs connectionParams {identity, proof}.');
-    if (from.knownConnectorsOnly && !this.namesKnownConnector(parsed.data.identity))
-      throw new DomainError('IDENTITY_INVALID');
-    this.requireConnectAllowance(parsed.data.identity);
-    const claims = await this.deps.identity.verifyIdentity(parsed.data.identity).catch((error: unknown) => {
-      throw this.revokedHolderOfRetiredIdentity(error, parsed.data, from) ?? error;
-    });
-    this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
-    this.connectRate.checked(claims.connectorId);
-    try {
-      await this.requireUsableNow(claims.connectorId, claims.jkt);
-    } catch (error) {
-      this.confirmToldAtHandshake(error, claims, from.remoteAddress);
-      // Signature and proof checked out: the refusal may name its connector (see connectorOfRefusal).
-      if (error instanceof Error) refusedConnectors.set(error, claims.connectorId);
-      throw error;
-    }
-    return claims;
-  }
-
-  /**
-   * An identity signed by a key retired since (`signing-keys retire --force`) proves nothing of its
-   * own. But if it names a revoked connector whose key pair's thumbprint it carries, and the proof
-   * (bound to this connection) is signed by that key pair, the host is the one enrolled: it is told
-   * CONNECTOR_REVOKED (its agent exits 4, as for any revoked host, not 5) and the revocation is
-   * confirmed. Answers that refusal, or null (the original one stands).
-   */
-  private revokedHolderOfRetiredIdentity(
-    error: unknown,
-    params: { identity: string; proof: string },
-    from: HandshakeCredentials,
-  ): DomainError | null {
-    if (!(error instanceof DomainError && error.reason === 'IDENTITY_INVALID')) return null;
-    const kid = unverifiedHeader(params.identity)?.kid;
-    if (typeof kid !== 'string' || !this.deps.identity.retiredKeyIds().has(kid)) return null;
-    const claims = unverifiedPayload(params.identity);
-    const connectorId = claims?.sub;
-    const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
-    if (typeof connectorId !== 'string' || typeof jkt !== 'string') return null;
-    const record = this.deps.store.read((view) => view.get('connectors', connectorId));
-    if (record?.status !== 'revoked' || record.keyThumbprint !== jkt) return null;
-    try {
-      this.deps.identity.verifyProof(params.proof, params.identity, jkt, from.binding);
-    } catch {
-      return null;
-    }
-    this.connectRate.checked(connectorId);
-    const revoked = new DomainError('CONNECTOR_REVOKED');
-    this.confirmToldAtHandshake(revoked, { connectorId, groupId: record.groupId }, from.remoteAddress);
-    refusedConnectors.set(revoked, connectorId);
-    return revoked;
-  }
-
-  /**
-   * requireUsable, but a connector this store does not hold is looked for again once the store has
-   * caught up: an identity whose signature checked out names a connector that was enrolled, and a
-   * replica behind on the change feed (its enrollment committed through another replica a few ms
-   * ago) must not tell a new agent that its connector was deleted.
-   */
-  private async requireUsableNow(connectorId: string, jkt: string): Promise<UsableConnector> {
-    try {
-      return this.requireUsable(connectorId, jkt);
-    } catch (error) {
-      const missing =
-        error instanceof DomainError &&
-        error.reason === 'CONNECTOR_NOT_FOUND' &&
-        !this.deps.unsavedTerminations.of(connectorId);
-      if (!missing) throw error;
-      await this.deps.store.caughtUp();
-      return this.requireUsable(connectorId, jkt);
-    }
-  }
-
-  /**
-   * Checks that the connector exists, is not revoked (nor cut off by a revoke or delete not saved
-   * yet) and is still bound to the key pair `jkt`; answers its effective status and host facts.
-   */
-  requireUsable(connectorId: string, jkt: string): UsableConnector {
-    // A revoke or delete whose write failed has told the agent already: its record must not let it back.
-    const unsaved = this.deps.unsavedTerminations.of(connectorId);
-    if (unsaved) throw new DomainError(unsaved === 'revoked' ? 'CONNECTOR_REVOKED' : 'CONNECTOR_NOT_FOUND');
-    return this.deps.store.read((view) => {
-      const record = view.get('connectors', connectorId);
-      if (!record) throw new DomainError('CONNECTOR_NOT_FOUND');
-      if (record.status === 'revoked') throw new DomainError('CONNECTOR_REVOKED');
-      // The record's thumbprint must match too: an identity is bound to the key pair that enrolled.
-      if (record.keyThumbprint !== jkt) throw new DomainError('IDENTITY_INVALID');
-      return {
-        effectiveStatus: effectiveStatus(record, view.get('groups', record.groupId)),
-        host: record.host,
-      };
-    });
   }
 
   /** The status a connector's session is told now: disabled if it or its group is. */
@@ -375,62 +233,6 @@ export class AgentSessionService {
     if (this.repeatedConnects.admitRenewal(session.connectorId))
       this.audit('identity.renewed', session, { expiresAt: new Date(renewed.expiresAt).toISOString(), via });
     return renewed;
-  }
-
-  /** Refuses, before any signature is checked, a handshake naming a connector past its allowance. */
-  private requireConnectAllowance(token: string): void {
-    const connectorId = unverifiedPayload(token)?.sub;
-    if (typeof connectorId !== 'string') return;
-    const retryAfterSeconds = this.connectRate.retryAfterSeconds(connectorId);
-    if (retryAfterSeconds === 0) return;
-    throw new DomainError(
-      'RATE_LIMITED',
-      `This connector opened ${this.deps.sessionsPerConnectorPerMinute} sessions within a minute; retry in ${retryAfterSeconds} s.`,
-      { retryAfterSeconds },
-    );
-  }
-
-  /**
-   * Whether an identity token names a connector that exists with the thumbprint the token claims,
-   * read without checking its signature: a cheap filter before the signature checks. A revoked one
-   * passes: its host must still be told (CONNECTOR_REVOKED, exit 4), not asked to retry.
-   */
-  private namesKnownConnector(token: string): boolean {
-    const claims = unverifiedPayload(token);
-    const jkt = (claims?.cnf as { jkt?: unknown } | undefined)?.jkt;
-    if (typeof claims?.sub !== 'string' || typeof jkt !== 'string') return false;
-    try {
-      this.requireUsable(claims.sub, jkt);
-      return true;
-    } catch (error) {
-      return error instanceof DomainError && error.reason === 'CONNECTOR_REVOKED';
-    }
-  }
-
-  /**
-   * A handshake whose identity and proof checked out was refused because its connector is revoked or
-   * gone: the host holds that identity and is told now, which confirms a termination it missed.
-   */
-  private confirmToldAtHandshake(
-    error: unknown,
-    claims: { connectorId: string; groupId: string },
-    remoteAddress: string,
-  ): void {
-    if (!(error instanceof DomainError)) return;
-    const event =
-      error.reason === 'CONNECTOR_REVOKED'
-        ? 'revoked'
-        : error.reason === 'CONNECTOR_NOT_FOUND'
-          ? 'deleted'
-          : null;
-    if (event)
-      this.deps.connectors.confirmTermination(claims.connectorId, {
-        event,
-        groupId: claims.groupId,
-        at: this.deps.clock.now(),
-        from: remoteAddress,
-        via: 'handshake',
-      });
   }
 
   private audit(

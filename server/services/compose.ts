@@ -10,6 +10,7 @@ import type { Policy, Presence } from './deps.js';
 import { EnrollmentService } from './enrollment.js';
 import { DomainEvents } from './events.js';
 import { GroupService } from './groups.js';
+import { HandshakeChecks } from './handshake-checks.js';
 import { type IdentityAuthority, originOf } from './identity.js';
 import { ProvisioningKeyService } from './provisioning-keys.js';
 import { AbuseLimiter, type RateLimits } from './rate-limit.js';
@@ -81,12 +82,18 @@ export function createServices(
       store,
       identity,
       connectors,
-      unsavedTerminations,
       audit,
       clock,
       policy,
       metrics,
       logger,
+    }),
+    handshakes: new HandshakeChecks({
+      store,
+      identity,
+      connectors,
+      unsavedTerminations,
+      clock,
       sessionsPerConnectorPerMinute: config.rateLimits.sessionsPerConnectorPerMinute,
     }),
     audit,
@@ -104,8 +111,10 @@ export interface Services {
   enrollment: EnrollmentService;
   apiKeys: ApiKeyService;
   signingKeys: SigningKeyService;
-  /** Who may hold an agent session, and what is recorded of one. */
+  /** What is recorded of agent sessions, and their identities' renewal. */
   agentSessions: AgentSessionService;
+  /** Who may open an agent session, and keep it while its connector changes. */
+  handshakes: HandshakeChecks;
   audit: AuditLog;
   limiter: AbuseLimiter;
   /** Changes as they are applied and as they are committed (see EventMoment). */

@@ -8,6 +8,7 @@ import type { Metrics } from '../metrics.js';
 import type { AgentSessionService } from '../services/agent-sessions.js';
 import type { ConnectorService } from '../services/connectors.js';
 import type { DomainEvent, DomainEvents } from '../services/events.js';
+import type { HandshakeChecks } from '../services/handshake-checks.js';
 import type { IdentityClaims } from '../services/identity.js';
 import { closeWithin } from './closing.js';
 import { IdentityRenewals } from './identity-renewals.js';
@@ -21,6 +22,8 @@ export interface SessionHubOptions {
   /** The live sessions, which the hub fills and the services read (as their Presence). */
   registry: SessionRegistry;
   agentSessions: AgentSessionService;
+  /** Whether a live session's connector may keep it, after a change. */
+  handshakes: Pick<HandshakeChecks, 'requireUsable'>;
   connectors: Pick<ConnectorService, 'confirmTermination'>;
   events: DomainEvents;
   clock: Clock;
@@ -56,7 +59,7 @@ const SESSION_LOST_CODE = 1012;
 /**
  * Every live agent session's socket: makes an authenticated one its connector's session (one per
  * connector), streams its events, and turns domain events (disable, revoke, delete, …) into pushes
- * and closes. Who may connect, and what is recorded of it, the AgentSessionService decides.
+ * and closes. Who may connect HandshakeChecks decides; what is recorded of it, the AgentSessionService.
  */
 export class SessionHub {
   private readonly sessions: SessionRegistry;
@@ -105,7 +108,7 @@ export class SessionHub {
   }
 
   /**
-   * Makes a socket whose handshake checked out (AgentSessionService.authenticate) the connector's
+   * Makes a socket whose handshake checked out (HandshakeChecks.authenticate) the connector's
    * live session, replacing an older one, whether or not it ever subscribes: revoke, delete and
    * group changes reach it, it counts against the per-address limit, and it is closed if it does
    * not subscribe in time. Throws RATE_LIMITED when its address has its share of sessions.
@@ -152,7 +155,7 @@ export class SessionHub {
    * and the connector still usable: a revoke, a delete or a newer session ends what it may do.
    */
   requireLive(agent: AgentSession): void {
-    this.o.agentSessions.requireUsable(agent.connectorId, agent.jkt);
+    this.o.handshakes.requireUsable(agent.connectorId, agent.jkt);
     if (this.sessionOf(agent).ending) throw new DomainError('IDENTITY_INVALID', SESSION_ENDED);
   }
 
@@ -215,7 +218,7 @@ export class SessionHub {
     if (live.subscribed) throw new DomainError('VALIDATION_FAILED', 'This socket already has its session.');
     // Ended before it subscribed (revoked, deleted): its socket was closed with the final code.
     if (live.ending) return;
-    const record = this.o.agentSessions.requireUsable(agent.connectorId, agent.jkt);
+    const record = this.o.handshakes.requireUsable(agent.connectorId, agent.jkt);
     live.subscribed = true;
     clearTimeout(live.subscribeDeadline);
     try {
