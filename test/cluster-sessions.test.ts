@@ -422,6 +422,51 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(lost.at(-1)).toEqual({ connectorId: 'con_3', sessionId: 3, replacedBy: null });
   });
 
+  it('a session that ended on A before its claim went out (the database away) claims nothing: B’s newer session of the connector is left alone', async () => {
+    const db = await database();
+    await using relay = await relayTo(db);
+    const clock = new ManualClock();
+    const a = await clusterOn(relay.databaseUrl, clock);
+    const b = await clusterOn(db, clock);
+    const lostOnB: LostSession[] = [];
+    b.onLost((l) => lostOnB.push(l));
+
+    relay.partition();
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    const claimsBefore = a.statements.claim;
+    await until(() => a.statements.claim === claimsBefore + 1); // hung on the partition
+    // The agent's socket to A ends, and it reconnects to B, which claims it while A's claim waits.
+    a.release('con_1', 1);
+    b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    expect(await rows(db)).toEqual([{ connector_id: 'con_1', replica_id: b.replicaId }]);
+
+    relay.heal(); // A's claim fails, and its outbox tries again after its retry pause
+    await until(() => a.statements.claim > claimsBefore + 1 || a.statements.release > 0, 5000);
+    await a.flush();
+    await new Promise((resolve) => setTimeout(resolve, 300)); // B hears of whatever A sent, and checks it
+    expect(lostOnB).toEqual([]);
+    expect(await rows(db)).toEqual([{ connector_id: 'con_1', replica_id: b.replicaId }]);
+  });
+
+  it('a session that ended before its claim came back clears a claim of it written with its answer lost', async () => {
+    const url = await database();
+    const clock = new ManualClock();
+    const a = await clusterOn(url, clock);
+    // An earlier try of A's claim that reached the table, its answer lost on the way back.
+    await withClient(url, (client) =>
+      client.query(
+        `INSERT INTO agent_sessions (connector_id, replica_id, session_id, remote_address, connected_at)
+         VALUES ('con_1', $1, nextval('agent_session_claims'), '192.0.2.1', 0)`,
+        [a.replicaId],
+      ),
+    );
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    a.release('con_1', 1);
+    await a.flush();
+    expect([await rows(url), a.statements.claim]).toEqual([[], 0]);
+  });
+
   it('the heartbeat has a connection of its own: a pool busy with other statements does not hold it back', async () => {
     const url = await database();
     const clock = new ManualClock();

@@ -93,6 +93,18 @@ export const RELEASE_SQL = `
     RETURNING s.connector_id, s.session_id
   ),${NOTIFY_RELEASES}`;
 
+/**
+ * Releases whatever claims replica $1 holds of connectors $2, whatever their numbers: for sessions
+ * that ended here before their claim came back with a number. An earlier try of that claim may have
+ * been written with its answer lost; any claim of this replica for them is older than that session
+ * (a newer one here would be claimed after it), so none is a session this replica still holds.
+ */
+export const RELEASE_UNNUMBERED_SQL = `
+  WITH gone AS (
+    DELETE FROM agent_sessions WHERE replica_id = $1 AND connector_id = ANY($2::text[])
+    RETURNING connector_id, session_id
+  ),${NOTIFY_RELEASES}`;
+
 /** Releases every claim of replica $1 (it stops, or it lost track of its sessions). */
 export const RELEASE_ALL_SQL = `
   WITH gone AS (

@@ -6,6 +6,7 @@ import {
   CONFIRM_DELETIONS_SQL,
   deletionConfirmationPayloads,
   RELEASE_SQL,
+  RELEASE_UNNUMBERED_SQL,
 } from './postgres-cluster-sql.js';
 
 export interface SessionOutboxOptions {
@@ -127,9 +128,23 @@ export class SessionOutbox {
     // here already (and an upsert may not touch a row twice in one statement).
     const newest = new Map<string, OwnSession>();
     for (const own of batch) newest.set(own.connectorId, own);
-    const claims = [...newest.values()];
-    this.o.statements.claim++;
+    // A session that ended before its claim went out (the database away, a long queue) is not
+    // claimed: its claim would draw a number larger than that of the session its agent opened on
+    // another replica meanwhile, and replace it there (4009, which stops the agent for good).
+    const sessions = [...newest.values()];
+    const ended = sessions.filter((own) => own.released);
+    const claims = sessions.filter((own) => !own.released);
     const generation = this.generation;
+    if (ended.length > 0) {
+      try {
+        await this.releaseUnnumbered(ended);
+      } catch (error) {
+        if (generation === this.generation) this.claims.unshift(...sessions);
+        throw error;
+      }
+    }
+    if (claims.length === 0) return;
+    this.o.statements.claim++;
     let result: pg.QueryResult<{ ord: string; session_id: string }>;
     try {
       result = await this.o.pool.query(CLAIM_SQL, [
@@ -148,6 +163,15 @@ export class SessionOutbox {
       // It ended while its claim was on the way: released now that it has its number.
       if (own.released) this.releases.push(own);
     }
+  }
+
+  /**
+   * Clears what an earlier, failed try of these sessions' claims may have written after all (its
+   * answer lost): they ended before a claim came back, so nothing of theirs is to be claimed.
+   */
+  private async releaseUnnumbered(ended: OwnSession[]): Promise<void> {
+    this.o.statements.release++;
+    await this.o.pool.query(RELEASE_UNNUMBERED_SQL, [this.o.replicaId, ended.map((own) => own.connectorId)]);
   }
 
   private async sendReleases(batch: OwnSession[]): Promise<void> {
