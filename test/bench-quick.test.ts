@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type Row, SCENARIOS, type Target } from '../scripts/bench/report.js';
+import { type Row, SCENARIOS, type Target } from '../scripts/bench/report-row.js';
 import { settleWithin, spawnProcess } from '../scripts/lib/processes.js';
 
 // The smoke run of every phase takes ~2.5 min here (the replicas phase ~75 s of it: a PostgreSQL,

@@ -1,4 +1,4 @@
-import { fmt, type Row, row, type Target } from './report.js';
+import { fmt, type Row, row, type Target } from './report-row.js';
 import type { MassResult, ReplicaStep, RunResults } from './results.js';
 
 const EMBEDDED = 'embedded store, one server';
