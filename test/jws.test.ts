@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { IdentityAuthority } from '../server/services/identity.js';
 import { ed25519Thumbprint } from '../server/services/jws.js';
+import { verifyProof } from '../server/services/proof.js';
 import { IDENTITY_AUDIENCE, PROOF_MAX_SKEW_MS, PROOF_TYPE } from '../shared/protocol.js';
 
 /*
@@ -252,7 +253,7 @@ describe('proofs of possession: node:crypto verification agrees with jose', () =
 
   async function serverProofVerdict(proof: string, jkt: string): Promise<Verdict> {
     try {
-      authority.verifyProof(proof, identityToken, jkt, { nonce, origin });
+      verifyProof(proof, identityToken, jkt, { nonce, origin }, clock.now());
       return 'ok';
     } catch (error) {
       expect((error as { reason?: string }).reason).toBe('PROOF_INVALID');

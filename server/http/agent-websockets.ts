@@ -8,7 +8,7 @@ import type { Context, Services } from '../context.js';
 import type { Metrics } from '../metrics.js';
 import { appRouter } from '../router.js';
 import { AGENT_PING_MS, AGENT_PONG_WAIT_MS, type ServerConfig } from '../server-config.js';
-import { originOf } from '../services/identity.js';
+import { originOf } from '../services/proof.js';
 import type { ConsoleChanges } from '../sessions/console-changes.js';
 import type { SessionHub } from '../sessions/hub.js';
 import { AgentMessageRate } from '../sessions/message-rate.js';

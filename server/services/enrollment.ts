@@ -4,9 +4,9 @@ import type { Ed25519PublicJwk, HostFacts } from '../../shared/schemas.js';
 import type { ConnectorRecord } from '../store/records.js';
 import type { StoreView } from '../store/store.js';
 import type { ServiceDeps } from './deps.js';
-import { originOf } from './identity.js';
 import { ed25519Thumbprint } from './jws.js';
 import { onceSaved, savedLate, unlessAuditNotWritten } from './once-saved.js';
+import { originOf } from './proof.js';
 import { keyState } from './provisioning-keys.js';
 import { enrolledConnectorId, keyMatches } from './secrets.js';
 

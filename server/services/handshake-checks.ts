@@ -4,8 +4,9 @@ import type { Clock } from '../clock.js';
 import type { Store } from '../store/store.js';
 import { ConnectRate } from './connect-rate.js';
 import type { ConnectorService } from './connectors.js';
-import type { ExpectedProofBinding, IdentityAuthority, IdentityClaims } from './identity.js';
+import type { IdentityAuthority, IdentityClaims } from './identity.js';
 import { unverifiedHeader, unverifiedPayload } from './jws.js';
+import { type ExpectedProofBinding, verifyProof } from './proof.js';
 import type { UnsavedTerminations } from './unsaved-terminations.js';
 import { effectiveStatus } from './views.js';
 
@@ -76,7 +77,7 @@ export class HandshakeChecks {
     const claims = await this.deps.identity.verifyIdentity(parsed.data.identity).catch((error: unknown) => {
       throw this.revokedHolderOfRetiredIdentity(error, parsed.data, from) ?? error;
     });
-    this.deps.identity.verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding);
+    verifyProof(parsed.data.proof, parsed.data.identity, claims.jkt, from.binding, this.deps.clock.now());
     this.connectRate.checked(claims.connectorId);
     try {
       await this.requireUsableNow(claims.connectorId, claims.jkt);
@@ -132,7 +133,7 @@ export class HandshakeChecks {
     const record = this.deps.store.read((view) => view.get('connectors', connectorId));
     if (record?.status !== 'revoked' || record.keyThumbprint !== jkt) return null;
     try {
-      this.deps.identity.verifyProof(params.proof, params.identity, jkt, from.binding);
+      verifyProof(params.proof, params.identity, jkt, from.binding, this.deps.clock.now());
     } catch {
       return null;
     }
