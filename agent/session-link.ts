@@ -6,6 +6,7 @@ import { EXIT } from './exit-codes.js';
 import { FailedAttempts, type RetryNotice } from './failed-attempts.js';
 import type { AgentLogger } from './log.js';
 import type { ServerClock } from './server-clock.js';
+import { violationOf } from './server-frames.js';
 import type { ServerRotation } from './servers.js';
 import {
   describeCloseCode,
@@ -46,6 +47,13 @@ export interface SessionLinkOptions {
  */
 export class SessionLink {
   private readonly failures = new FailedAttempts();
+  /**
+   * Sessions a server ended by sending what no server sends (server-frames.ts). Never reset by a
+   * session: a server that answers `ready` and then breaks the protocol would otherwise be
+   * reconnected to within a second, for ever, with a log line each time.
+   */
+  private readonly violations = new FailedAttempts();
+  private readonly violationsSaid = new WeakSet<object>();
   /** Why the socket just failed, from its error event, for the close event that follows. */
   private lastSocketError: string | null = null;
   /** What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay. */
@@ -144,7 +152,7 @@ export class SessionLink {
     const delay =
       hint > 0
         ? hint + fullJitterDelayMs(0)
-        : fullJitterDelayMs(Math.max(attempt, this.failures.attempts - 1));
+        : fullJitterDelayMs(Math.max(attempt, this.failures.attempts - 1, this.violations.attempts - 1));
     const left = Date.parse(this.o.identityExpiresAt()) - this.o.serverClock.now();
     const chosen = left > 0 ? Math.min(delay, Math.floor(left / 2)) : delay;
     if (!this.o.finished())
@@ -158,7 +166,9 @@ export class SessionLink {
   socketError(event: unknown): void {
     const { logger } = this.o;
     if (this.o.finished()) return;
-    const refusal = upgradeRefusalOf((event as { target?: unknown } | undefined)?.target);
+    const target = (event as { target?: unknown } | undefined)?.target;
+    if (this.brokeProtocol(target)) return;
+    const refusal = upgradeRefusalOf(target);
     const unenrollingFirst = this.o.unenrolling && !this.o.connectedOnce();
     if (refusal?.retryAfterMs != null && unenrollingFirst) {
       const wait = Math.ceil(refusal.retryAfterMs / 1000);
@@ -238,6 +248,7 @@ export class SessionLink {
       return;
     }
     this.moveOn = true;
+    if (this.brokeProtocol(event?.target)) return;
     // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
     const hint = /retry-after=(\d{1,6})/.exec(reason);
     if (hint) this.retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);
@@ -265,6 +276,28 @@ export class SessionLink {
     else if (this.o.connectedOnce() && !refusal && hasOpened(event?.target))
       this.notices.push({ message: 'disconnected; reconnecting', fields: { cause: why } });
     this.o.disconnected(refusal ? `upgrade answered HTTP ${refusal.status}` : why);
+  }
+
+  /**
+   * Whether `socket` was closed because its server sent what no server sends (server-frames.ts): said
+   * once per socket, at its error or its close, whichever comes first (tRPC schedules the retry at
+   * the first, and the notice is said with the retry's delay).
+   */
+  private brokeProtocol(socket: unknown): boolean {
+    const violation = violationOf(socket);
+    if (!violation) return false;
+    if (this.violationsSaid.has(socket as object)) return true;
+    this.violationsSaid.add(socket as object);
+    this.moveOn = true;
+    this.lastSocketError = null;
+    const problem = `${this.serverOf(socket) ?? this.o.servers.current} sent ${violation}`;
+    const notice = this.violations.failed(
+      problem,
+      'the server sent what no enrollment server sends; hung up, reconnecting',
+    );
+    if (notice) this.notices.push(notice);
+    this.o.disconnected(problem);
+    return true;
   }
 
   /**

@@ -4,6 +4,14 @@ import WebSocket from 'ws';
 import { isForeignNotFound, isTransientStatus } from '../shared/api-answers.js';
 import { fetchVia } from '../shared/node-fetch.js';
 import { SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../shared/protocol.js';
+import {
+  MAX_SERVER_MESSAGE_BYTES,
+  MessageBudget,
+  noteViolation,
+  PROTOCOL_VIOLATION_CLOSE,
+  unreadableMessage,
+  violationOf,
+} from './server-frames.js';
 
 export { describeNetworkError, tlsMisconfiguration } from '../shared/network-errors.js';
 export { fetchVia } from '../shared/node-fetch.js';
@@ -26,7 +34,12 @@ export function createTransport(caPem: string | null, options: TransportOptions 
   const tls = caPem ? { ca: caPem } : {};
   class AgentWebSocket extends WebSocket {
     constructor(address: string | URL, protocols?: string | string[]) {
-      super(address, protocols, { ...tls, handshakeTimeout: requestTimeoutMs });
+      super(address, protocols, {
+        ...tls,
+        handshakeTimeout: requestTimeoutMs,
+        // ws reads messages of up to 100 MiB by default; past this one it closes the socket (1009).
+        maxPayload: MAX_SERVER_MESSAGE_BYTES,
+      });
       // With a listener here ws leaves the handshake to us: terminate() aborts the request and
       // emits error then close, as ws does on its own, so the tRPC client retries as usual.
       this.once('unexpected-response', (_req: ClientRequest, res: IncomingMessage) => {
@@ -257,9 +270,32 @@ export const CLOSE_ANSWER_MS = 2_000;
 export function withSessionNonce(Base: Transport['WebSocket']): Transport['WebSocket'] {
   // The transports' classes take (address, protocols) and add their own options.
   class NonceKeepingWebSocket extends Base {
+    private readonly budget = new MessageBudget();
+
     constructor(address: string | URL, protocols?: string | string[]) {
       super(address, protocols);
       captureSessionNonce(this);
+      this.on('error', (error: NodeJS.ErrnoException) => {
+        if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+          noteViolation(this, `a message over ${MAX_SERVER_MESSAGE_BYTES / 1024} KiB`);
+      });
+    }
+
+    /**
+     * Only messages the agent can read, and not too many, reach tRPC (see server-frames.ts): the
+     * first other one is noted, the socket closed (1008) and every later message dropped, so the
+     * session link says why and reconnects with a growing backoff.
+     */
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      if (event !== 'message') return super.emit(event, ...args);
+      if (violationOf(this)) return false;
+      const problem =
+        unreadableMessage(args[0], args[1] === true) ??
+        (this.budget.take() ? null : 'more messages than a server sends (over 100 in 10 s)');
+      if (!problem) return super.emit(event, ...args);
+      noteViolation(this, problem);
+      this.close(PROTOCOL_VIOLATION_CLOSE, 'unreadable or too many messages');
+      return false;
     }
 
     /**

@@ -1,0 +1,167 @@
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { AgentConfig } from '../agent/config.js';
+import { createLogger } from '../agent/log.js';
+import { runAgent } from '../agent/run.js';
+import { EXIT } from '../agent/session.js';
+import { eventually, spawnAgent } from './helpers/agents.js';
+import {
+  fakeIdentityMaker,
+  type HostileScript,
+  hostileServer,
+  readyEvent,
+} from './helpers/hostile-server.js';
+import { tempDir } from './helpers/server.js';
+
+// The agent against a server that lies (a broken or hostile one, or anyone who can write on a plain
+// http:// link): what it sends must not end the agent, fill its memory or its disk, or cost it its
+// identity. Each server here is a loopback listener of the test's (helpers/hostile-server.ts).
+
+/** A state dir holding an identity enrolled with `server` (as a real enrollment leaves it). */
+async function enrolledStateDir(server: string) {
+  const stateDir = await tempDir('ce-hostile-');
+  const maker = await fakeIdentityMaker();
+  const identity = await maker.savedIdentity(server);
+  await writeFile(join(stateDir, 'identity.json'), JSON.stringify(identity, null, 2), { mode: 0o600 });
+  return { stateDir, identity, maker };
+}
+
+/** The identity the agent holds on disk now. */
+async function savedToken(stateDir: string): Promise<string | null> {
+  const text = await readFile(join(stateDir, 'identity.json'), 'utf8').catch(() => null);
+  return text ? (JSON.parse(text) as { identityToken: string }).identityToken : null;
+}
+
+/**
+ * Runs the agent in process, enrolled with `server`, until `done` holds (polled) or 20 s pass, then
+ * stops it: its exit code, its log lines, and whether `done` held.
+ */
+async function runEnrolledAgent(
+  server: string,
+  stateDir: string,
+  done: (lines: string[]) => boolean,
+): Promise<{ code: number; lines: string[]; held: boolean }> {
+  const lines: string[] = [];
+  const controller = new AbortController();
+  const config: AgentConfig = {
+    servers: [server],
+    provisioningKey: null,
+    keyFileProblem: null,
+    keyExposure: null,
+    stateDir,
+    name: null,
+    caPem: null,
+    allowInsecure: false,
+    allowServerChange: false,
+    logFormat: 'text',
+  };
+  let held = false;
+  const running = runAgent(
+    config,
+    createLogger('text', (line) => lines.push(line)),
+    controller.signal,
+  );
+  const deadline = Date.now() + 20_000;
+  const poll = setInterval(() => {
+    if (done(lines) || Date.now() > deadline) {
+      held = done(lines);
+      controller.abort();
+    }
+  }, 50);
+  try {
+    const code = await running;
+    return { code, lines, held };
+  } finally {
+    clearInterval(poll);
+  }
+}
+
+describe('a server that sends what no server sends over the session', () => {
+  it('a message that is not a JSON object (text, null, a binary frame) is dropped and the socket hung up, reconnecting: it ended the agent with a stack trace at every reconnect', async () => {
+    const junk = ['not json', Buffer.from([1, 2, 3]), 'null'];
+    await using server = await hostileServer({
+      onSubscribed: (session, connection) => {
+        session.event(readyEvent());
+        const frame = junk[connection - 1];
+        if (frame !== undefined) session.send(frame);
+      },
+    });
+    const { stateDir, identity } = await enrolledStateDir(server.url);
+    const agent = spawnAgent(['--server', server.url], stateDir);
+    try {
+      // A fourth connection: the agent lived through the three messages, each on its own socket.
+      await eventually(
+        'the agent reconnected after each message',
+        async () => server.connections() >= 4 || agent.exit(),
+        30_000,
+      );
+      expect(agent.exit(), agent.output()).toBeNull();
+      const exit = await agent.stop('SIGTERM');
+      expect(exit.code, agent.output()).toBe(EXIT.STOPPED);
+      const output = agent.output();
+      expect(output).not.toMatch(/^\s+at /m);
+      expect(output).toContain('the server sent what no enrollment server sends; hung up, reconnecting');
+      expect(output).toContain('sent a message that is not JSON');
+      // Nothing it sent was taken for an event: the identity is the one it had.
+      expect(await savedToken(stateDir)).toBe(identity.identityToken);
+    } finally {
+      await agent.stop('SIGKILL');
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a message over 64 KiB is not read (ws read up to 100 MiB): the agent closes the socket 1009 and reconnects', async () => {
+    const closes: number[] = [];
+    await using server = await hostileServer({
+      onSubscribed: (session, connection) => {
+        session.socket.on('close', (code) => closes.push(code));
+        session.event(readyEvent());
+        if (connection === 1)
+          session.event({ type: 'status', status: 'x'.repeat(2 * 1024 * 1024), scope: 'group' });
+      },
+    });
+    const { stateDir, identity } = await enrolledStateDir(server.url);
+    try {
+      const { code, lines, held } = await runEnrolledAgent(
+        server.url,
+        stateDir,
+        () => server.connections() >= 2,
+      );
+      expect(held, lines.join('\n')).toBe(true);
+      expect(code).toBe(EXIT.STOPPED);
+      expect(closes[0]).toBe(1009);
+      expect(lines.join('\n')).toContain('sent a message over 64 KiB');
+      expect(lines.join('\n')).not.toContain('xxxxxxxx');
+      expect(await savedToken(stateDir)).toBe(identity.identityToken);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a flood of events (1,000 status changes at once) is cut after 100: the agent hangs up (1008) instead of writing status.json and a log line for each', async () => {
+    const closes: number[] = [];
+    const script: HostileScript = {
+      onSubscribed: (session, connection) => {
+        session.socket.on('close', (code) => closes.push(code));
+        session.event(readyEvent());
+        if (connection !== 1) return;
+        for (let i = 0; i < 1000; i++)
+          session.event({ type: 'status', status: i % 2 ? 'enabled' : 'disabled', scope: 'connector' });
+      },
+    };
+    await using server = await hostileServer(script);
+    const { stateDir } = await enrolledStateDir(server.url);
+    try {
+      const { lines, held } = await runEnrolledAgent(server.url, stateDir, () => server.connections() >= 2);
+      expect(held, lines.slice(-5).join('\n')).toBe(true);
+      expect(closes[0]).toBe(1008);
+      const told = lines.filter((line) => line.includes('by an admin')).length;
+      expect(told).toBeGreaterThan(0);
+      expect(told).toBeLessThanOrEqual(100);
+      expect(lines.join('\n')).toContain('more messages than a server sends');
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
