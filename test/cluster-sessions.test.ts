@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  connect as netConnect,
+  type Socket,
+} from 'node:net';
 import pg from 'pg';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -145,6 +150,46 @@ async function relayTo(url: string) {
     partition: () => relay.partition(),
     heal: () => relay.heal(),
     [Symbol.asyncDispose]: () => relay.close(),
+  };
+}
+
+/**
+ * A relay to the database whose client-to-server bytes can be held back and delivered later, as TCP
+ * does for a network that comes back before it gives up: a statement sent meanwhile runs late.
+ */
+async function holdingRelayTo(url: string) {
+  const direct = new URL(url);
+  const links: Array<{ inbound: Socket; outbound: Socket }> = [];
+  let holding = false;
+  const server = createNetServer((inbound) => {
+    const outbound = netConnect({ port: Number(direct.port), host: direct.hostname });
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+    outbound.pipe(inbound);
+    if (!holding) inbound.pipe(outbound);
+    links.push({ inbound, outbound });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const through = new URL(url);
+  through.hostname = '127.0.0.1';
+  through.port = String((server.address() as AddressInfo).port);
+  return {
+    databaseUrl: through.toString(),
+    hold: () => {
+      holding = true;
+      for (const { inbound, outbound } of links) inbound.unpipe(outbound);
+    },
+    deliver: () => {
+      holding = false;
+      for (const { inbound, outbound } of links) inbound.pipe(outbound);
+    },
+    [Symbol.asyncDispose]: async () => {
+      for (const { inbound, outbound } of links) {
+        inbound.destroy();
+        outbound.destroy();
+      }
+      await new Promise((resolve) => server.close(resolve));
+    },
   };
 }
 
@@ -446,6 +491,38 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await a.flush();
     await new Promise((resolve) => setTimeout(resolve, 300)); // B hears of whatever A sent, and checks it
     expect(lostOnB).toEqual([]);
+    expect(await rows(db)).toEqual([{ connector_id: 'con_1', replica_id: b.replicaId }]);
+  });
+
+  it('a claim that reaches the database late (held on the network) does not end the agent’s newer session on another replica for good', async () => {
+    const db = await database();
+    await using relay = await holdingRelayTo(db);
+    const clock = new ManualClock();
+    const a = await clusterOn(relay.databaseUrl, clock);
+    const b = await clusterOn(db, clock);
+    const lostOnA: LostSession[] = [];
+    const lostOnB: LostSession[] = [];
+    a.onLost((l) => lostOnA.push(l));
+    b.onLost((l) => lostOnB.push(l));
+
+    relay.hold(); // A's host loses the network: what it sends waits in TCP's buffers
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    const claimsBefore = a.statements.claim;
+    await until(() => a.statements.claim === claimsBefore + 1);
+    // The agent, cut off from A too, reconnects to B 5 s later; A has not noticed its socket died.
+    clock.advance(5000);
+    b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    relay.deliver(); // the network is back: A's claim runs now, with a larger number than B's
+    await a.flush();
+    await until(() => lostOnB.length > 0);
+    // Not replaced for good (4009 stops the agent): told to reconnect (1012).
+    expect(lostOnB).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: null }]);
+    // It does, to B: its new claim outnumbers A's late one, and A's stale session is the one replaced.
+    b.claim({ connectorId: 'con_1', sessionId: 2, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    await until(() => lostOnA.length > 0);
+    expect(lostOnA).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: '192.0.2.2' }]);
     expect(await rows(db)).toEqual([{ connector_id: 'con_1', replica_id: b.replicaId }]);
   });
 

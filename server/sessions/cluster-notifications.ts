@@ -114,11 +114,20 @@ export class ClusterNotifications {
     this.verifying.set(connectorId, false);
     this.o.statements.verify++;
     this.o.pool
-      .query<{ replica_id: string; session_id: string; remote_address: string }>(CLAIM_OF_SQL, [connectorId])
+      .query<{ replica_id: string; session_id: string; remote_address: string; connected_at: string }>(
+        CLAIM_OF_SQL,
+        [connectorId],
+      )
       .then(({ rows: [row] }) => {
         if (this.stopped) return;
         if (row && row.replica_id !== this.o.replicaId)
-          this.o.picture.claimed(connectorId, row.replica_id, Number(row.session_id), row.remote_address);
+          this.o.picture.claimed(
+            connectorId,
+            row.replica_id,
+            Number(row.session_id),
+            row.remote_address,
+            Number(row.connected_at),
+          );
         else this.o.picture.refuted(connectorId);
       })
       .catch((error: Error) => this.o.onError?.(error))

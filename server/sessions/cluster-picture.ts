@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { LostSession, SessionClaim } from './cluster-sessions.js';
+import { CUT_OFF_MARGIN_MS } from './cut-off.js';
 
 /**
  * The other replicas' sessions a picture holds at most from notifications alone (see
@@ -10,6 +11,13 @@ export const MAX_REMOTE_SESSIONS = 1_000_000;
 
 /** Claim numbers are summed modulo this, in the table's summary and the picture's alike: exact in a double. */
 export const CLAIM_SUM_MODULUS = 2 ** 32;
+
+/**
+ * How much earlier (by the clocks of the two replicas) another replica's session must have connected
+ * than an own one for its larger claim to count as late rather than newer: the replicas' clocks may
+ * differ by this much (the bound the cut-off margin assumes).
+ */
+export const OLDER_SESSION_MARGIN_MS = CUT_OFF_MARGIN_MS;
 
 /** A session of this replica: `claim` is its number in the cluster, null until its claim returns. */
 export interface OwnSession extends SessionClaim {
@@ -22,6 +30,8 @@ interface RemoteSession {
   replicaId: string;
   claim: number;
   remoteAddress: string;
+  /** When it connected, by its replica's clock, as the table has it (null: only heard of). */
+  connectedAt: number | null;
   /** When this replica last heard of it (its clock): a full read drops what it did not confirm. */
   heardAt: number;
   /**
@@ -83,16 +93,22 @@ export class ClusterPicture {
     if (session.released) return;
     const other = this.remote.get(session.connectorId);
     if (other && other.claim > claim) {
-      if (other.confirmed) this.replace(session, other.remoteAddress);
+      if (other.confirmed) this.replace(session, other);
       else this.verify(session.connectorId);
     } else if (other) this.remote.delete(session.connectorId); // ours replaced it: that one is ending
   }
 
   /** Another replica's claim as the table has it (a full read, or a heard claim checked there). */
-  claimed(connectorId: string, replicaId: string, claim: number, remoteAddress: string): void {
-    const mine = this.remember(connectorId, replicaId, claim, remoteAddress, true);
+  claimed(
+    connectorId: string,
+    replicaId: string,
+    claim: number,
+    remoteAddress: string,
+    connectedAt: number | null = null,
+  ): void {
+    const mine = this.remember(connectorId, replicaId, claim, remoteAddress, true, connectedAt);
     // A claim of ours still on its way is compared when its number comes back (`numbered`).
-    if (mine) this.replace(mine, remoteAddress);
+    if (mine) this.replace(mine, { remoteAddress, connectedAt });
   }
 
   /**
@@ -100,7 +116,7 @@ export class ClusterPicture {
    * session, which waits for the table to confirm it (`verify`).
    */
   heardClaim(connectorId: string, replicaId: string, claim: number, remoteAddress: string): void {
-    if (this.remember(connectorId, replicaId, claim, remoteAddress, false)) this.verify(connectorId);
+    if (this.remember(connectorId, replicaId, claim, remoteAddress, false, null)) this.verify(connectorId);
   }
 
   /** The table does not have a heard claim of `connectorId` above ours: it was not a replica's. */
@@ -196,6 +212,7 @@ export class ClusterPicture {
     claim: number,
     remoteAddress: string,
     confirmed: boolean,
+    connectedAt: number | null,
   ): OwnSession | undefined {
     const now = this.clock.now();
     const known = this.remote.get(connectorId);
@@ -215,15 +232,24 @@ export class ClusterPicture {
       replicaId,
       claim,
       remoteAddress,
+      connectedAt: connectedAt ?? (same ? known.connectedAt : null),
       heardAt: now,
       confirmed: confirmed || same,
     });
     return mine && mine.claim !== null ? mine : undefined;
   }
 
-  private replace(session: OwnSession, by: string): void {
+  /**
+   * Ends an own session another replica's larger claim outnumbered. A claim's number is drawn when
+   * its statement runs, which may be long after its session connected (a replica whose network or
+   * pool held the statement back): a session that connected well before ours is then the agent's
+   * old one, not a newer one, and 4009 would stop the agent for good. It is told to reconnect
+   * instead (1012): its new claim then outnumbers the late one, whose session ends.
+   */
+  private replace(session: OwnSession, by: { remoteAddress: string; connectedAt: number | null }): void {
     this.own.delete(session.connectorId);
-    this.lost({ ...identify(session), replacedBy: by });
+    const late = by.connectedAt !== null && by.connectedAt < session.connectedAt - OLDER_SESSION_MARGIN_MS;
+    this.lost({ ...identify(session), replacedBy: late ? null : by.remoteAddress });
   }
 }
 

@@ -65,6 +65,7 @@ export class PictureCheck {
           replica_id: string;
           session_id: string;
           remote_address: string;
+          connected_at: string;
         }>(RESYNC_PAGE_SQL, [this.o.replicaId, after, RESYNC_PAGE_ROWS]);
         for (const row of rows.rows)
           this.o.picture.claimed(
@@ -72,6 +73,7 @@ export class PictureCheck {
             row.replica_id,
             Number(row.session_id),
             row.remote_address,
+            Number(row.connected_at),
           );
         if (rows.rows.length < RESYNC_PAGE_ROWS) break;
         after = rows.rows[rows.rows.length - 1]!.connector_id;

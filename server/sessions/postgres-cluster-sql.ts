@@ -131,7 +131,8 @@ export const REAP_SQL = `
 
 /** A page of the other replicas' sessions in connector order: $1 this replica, $2 after, $3 rows. */
 export const RESYNC_PAGE_SQL = `
-  SELECT connector_id, replica_id, session_id::text AS session_id, remote_address
+  SELECT connector_id, replica_id, session_id::text AS session_id, remote_address,
+         connected_at::text AS connected_at
     FROM agent_sessions WHERE replica_id <> $1 AND connector_id > $2
    ORDER BY connector_id LIMIT $3`;
 
@@ -145,7 +146,7 @@ export const SESSIONS_SUMMARY_SQL = `
 
 /** The claim the table holds for connector $1, if any: a heard claim is checked here before it ends a session. */
 export const CLAIM_OF_SQL = `
-  SELECT replica_id, session_id::text AS session_id, remote_address
+  SELECT replica_id, session_id::text AS session_id, remote_address, connected_at::text AS connected_at
     FROM agent_sessions WHERE connector_id = $1`;
 
 /** Every replica with its process and how many sessions it holds, oldest first (`replicas.list`). */
