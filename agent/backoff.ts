@@ -27,3 +27,17 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** The longest a server's retry hint is followed: a wrong or hostile one must not park the agent for days. */
+export const MAX_RETRY_HINT_MS = 3_600_000;
+
+/**
+ * A server's `retryAfterSeconds` as the wait it asks for: at least a second, at most
+ * MAX_RETRY_HINT_MS; null when it is no positive number (the caller's backoff applies then).
+ * Unchecked, a huge one overflowed setTimeout (which then fires after 1 ms) and a zero or negative
+ * one waited nothing: either way requests as fast as the server answered them, for ever.
+ */
+export function retryHintMs(seconds: unknown): number | null {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0) return null;
+  return Math.min(Math.max(seconds * 1000, 1000), MAX_RETRY_HINT_MS);
+}

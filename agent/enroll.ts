@@ -3,7 +3,7 @@ import { ERROR_REASONS, type ErrorReason, isErrorReason } from '../shared/errors
 import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
 import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
-import { fullJitterDelayMs, sleep } from './backoff.js';
+import { fullJitterDelayMs, retryHintMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
 import { FailedAttempts } from './failed-attempts.js';
 import type { SavedIdentity } from './identity-store.js';
@@ -140,7 +140,7 @@ export async function enroll(
       }
       const data =
         error instanceof TRPCClientError
-          ? (error.data as { reason?: unknown; retryAfterSeconds?: number })
+          ? (error.data as { reason?: unknown; retryAfterSeconds?: unknown })
           : null;
       const reason = isErrorReason(data?.reason) ? data.reason : null;
       const notTheApi = cause instanceof NotTheApi ? cause : null;
@@ -175,9 +175,10 @@ export async function enroll(
           `${reason}: ${(error as Error).message} — ${ERROR_REASONS[reason].hint}`,
         );
       }
+      const hintMs = reason === 'RATE_LIMITED' ? retryHintMs(data?.retryAfterSeconds) : null;
       const waitMs =
-        reason === 'RATE_LIMITED' && data?.retryAfterSeconds
-          ? data.retryAfterSeconds * 1000 + fullJitterDelayMs(0, 1000)
+        hintMs !== null
+          ? hintMs + fullJitterDelayMs(0, 1000)
           : // Backoff grows a round of the list at a time: a dead replica costs one short wait.
             fullJitterDelayMs(Math.floor(attempt / config.servers.length));
       rotation.next();

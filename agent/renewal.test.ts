@@ -78,4 +78,26 @@ describe('the agent’s own renewal timer', () => {
     expect(adopt).toHaveBeenCalledTimes(1);
     timer.stop();
   });
+
+  it.each([
+    ['zero', 0],
+    ['negative', -1],
+    ['huge', 1e12],
+  ])(
+    'a %s retryAfterSeconds from a server is no tight loop of agent.renew over the session',
+    async (_label, retryAfterSeconds) => {
+      const refusal = new TRPCClientError('not due', {
+        result: { error: { data: { reason: 'RATE_LIMITED', retryAfterSeconds } } },
+      } as never);
+      const renew = vi.fn<() => Promise<RenewableIdentity>>().mockRejectedValue(refusal);
+      const timer = createRenewalTimer({ renew, adopt: async () => {}, logger, random: () => 0 });
+      timer.arm(identity(Date.now(), 100_000));
+      await vi.advanceTimersByTimeAsync(75_000);
+      expect(renew).toHaveBeenCalledTimes(1);
+      // Within the next 10 s: at most one more a second (the least a hint is taken for).
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(renew.mock.calls.length).toBeLessThanOrEqual(11);
+      timer.stop();
+    },
+  );
 });

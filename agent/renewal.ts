@@ -1,4 +1,5 @@
 import { TRPCClientError } from '@trpc/client';
+import { retryHintMs } from './backoff.js';
 import type { AgentLogger } from './log.js';
 
 export interface RenewableIdentity {
@@ -64,7 +65,7 @@ export function createRenewalTimer(o: RenewalTimerOptions): RenewalTimer {
     } catch (error) {
       if (stopped || current !== identity) return;
       const data = error instanceof TRPCClientError ? (error.data as Record<string, unknown>) : undefined;
-      const hint = typeof data?.retryAfterSeconds === 'number' ? data.retryAfterSeconds * 1000 : null;
+      const hint = retryHintMs(data?.retryAfterSeconds);
       const left = expiresAt - now();
       if (left <= 0) return;
       const retryMs = hint ?? Math.min(60_000, Math.max(1000, left / 4));

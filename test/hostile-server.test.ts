@@ -2,11 +2,15 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { AgentConfig } from '../agent/config.js';
+import { enroll } from '../agent/enroll.js';
 import { createLogger } from '../agent/log.js';
+import { generateAgentKeyPair } from '../agent/proof.js';
 import { runAgent } from '../agent/run.js';
 import { EXIT } from '../agent/session.js';
+import { createTransport } from '../agent/transport.js';
 import { eventually, spawnAgent } from './helpers/agents.js';
 import {
+  apiError,
   fakeIdentityMaker,
   type HostileScript,
   hostileServer,
@@ -164,4 +168,61 @@ describe('a server that sends what no server sends over the session', () => {
       await rm(stateDir, { recursive: true, force: true });
     }
   });
+});
+
+describe('a server whose retry hint is out of bounds', () => {
+  const host = {
+    hostname: 'h',
+    os: 'linux',
+    platform: 'linux',
+    release: '6',
+    arch: 'x64',
+    cpus: 1,
+    memoryBytes: 1,
+    ips: [],
+    machineId: 'm',
+  };
+
+  it.each([
+    ['huge (1e10 s: setTimeout overflowed to 1 ms)', 1e10],
+    ['negative', -5],
+    ['zero', 0],
+    ['not a number', 'soon'],
+  ])(
+    'RATE_LIMITED with a %s retryAfterSeconds at enrollment: a wait, not a request loop as fast as it answers (each request carries the key)',
+    async (_label, retryAfterSeconds) => {
+      await using server = await hostileServer({
+        onHttp: (_req, res) => {
+          res
+            .writeHead(429, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ error: apiError('RATE_LIMITED', { retryAfterSeconds, httpStatus: 429 }) }));
+        },
+      });
+      const lines: string[] = [];
+      const signal = AbortSignal.timeout(1500);
+      const result = await enroll(
+        {
+          servers: [server.url],
+          provisioningKey: 'cpk_abcdefabcdef_0123456789012345678901234567890123456789012',
+          keyFileProblem: null,
+          keyExposure: null,
+          stateDir: '/nonexistent',
+          name: null,
+          caPem: null,
+          allowInsecure: false,
+          allowServerChange: false,
+          logFormat: 'text',
+        },
+        createTransport(null),
+        createLogger('text', (line) => lines.push(line)),
+        signal,
+        host,
+        await generateAgentKeyPair(),
+      );
+      expect(result).toBeNull();
+      // Backoff from 0–1 s, or the hint's second at least: a handful in 1.5 s (it was hundreds).
+      expect(server.httpRequests(), lines.join('\n')).toBeLessThanOrEqual(4);
+      expect(lines.join('\n')).not.toMatch(/retryInSeconds=(-|\d{5,})/);
+    },
+  );
 });
