@@ -1,5 +1,16 @@
-import { chmod, chown, lstat, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import {
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { IdentityFileError, IdentityStore, type SavedIdentity } from '../agent/identity-store.js';
 import { spawnAgent } from './helpers/agents.js';
@@ -138,6 +149,46 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
     expect(hasStack(server.output())).toBe(false);
     expect(await readFile(join(dataDir, 'secret.key')).catch(() => null)).toBeNull();
     await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('server: the fix for a used data dir of another user is to run as it, or chown -R (a chown of the dir alone left its 0600 files unreadable)', async () => {
+    const dataDir = await tempDir('ce-foreign-used-');
+    const first = await startTestServer({ dataDir });
+    await first.stop();
+    const backupFile = join(await tempDir('ce-foreign-backup-'), 'backup.jsonl');
+    const backup = spawnTs('server/main.ts', ['backup', '--out', backupFile, '--data-dir', dataDir]);
+    expect((await backup.exited).code, backup.output()).toBe(0);
+    const chownAll = async (uid: number) => {
+      await chown(dataDir, uid, uid);
+      for (const name of await readdir(dataDir)) await chown(join(dataDir, name), uid, uid);
+    };
+    await chownAll(OTHER_UID);
+    const runAs = `sudo -u '#${OTHER_UID}'`;
+    for (const args of [
+      ['serve', '--data-dir', dataDir, '--port', '0'],
+      ['restore', '--from', backupFile, '--data-dir', dataDir, '--force'],
+    ]) {
+      const proc = spawnTs('server/main.ts', args);
+      const { code, timedOut } = await exitedWithin(proc, 15_000);
+      expect(timedOut, proc.output()).toBe(false);
+      expect(code, proc.output()).toBe(2);
+      const lines = linesOf(proc.output());
+      expect(lines, proc.output()).toHaveLength(1);
+      expect(lines[0]).toContain(`${dataDir} is owned by uid ${OTHER_UID}`);
+      expect(lines[0]).toContain(runAs);
+      expect(lines[0]).toContain(`chown -R root ${dataDir}`);
+      expect(lines[0]).not.toMatch(/chown \d/);
+    }
+    // The fix as printed: the dir and its files back, and the server starts on its state.
+    await chownAll(0);
+    const serve = spawnTs('server/main.ts', ['serve', '--data-dir', dataDir, '--port', '0']);
+    try {
+      await serve.waitForOutput(/listening on/);
+    } finally {
+      serve.kill('SIGTERM');
+      await serve.exited;
+      for (const dir of [dataDir, dirname(backupFile)]) await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

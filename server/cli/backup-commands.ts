@@ -18,6 +18,7 @@ import {
   NoAnswerInTime,
 } from './connection.js';
 import { wholeNumber } from './flags.js';
+import { foreignDataDirMessage } from './foreign-dir.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -103,13 +104,16 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
       const { restoreBackup, RestoreRefusedError } = await import('../backup/offline.js');
       const { BackupFileError } = await import('../backup/format.js');
       const { totalReplayed } = await import('../backup/replay.js');
-      const result = await withDataDirErrors('stop the server first (restore replaces its state)', () =>
-        restoreBackup({
-          from: flags.from,
-          dataDir: flags.dataDir,
-          force: Boolean(flags.force),
-          auditFile: flags.auditFile,
-        }),
+      const result = await withDataDirErrors(
+        flags.dataDir,
+        'stop the server first (restore replaces its state)',
+        () =>
+          restoreBackup({
+            from: flags.from,
+            dataDir: flags.dataDir,
+            force: Boolean(flags.force),
+            auditFile: flags.auditFile,
+          }),
       ).catch((error) => {
         if (error instanceof BackupFileError) throw new CliError(error.message);
         if (error instanceof RestoreRefusedError) throw new CliError(error.message, 2);
@@ -148,15 +152,18 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
     });
 }
 
-/** Runs `action` on a data dir, turning a held lock or an unusable dir into one line (exit 2). */
-export async function withDataDirErrors<T>(fix: string, action: () => Promise<T>): Promise<T> {
+/** Runs `action` on the data dir `dir`, turning a held lock or an unusable dir into one line (exit 2). */
+export async function withDataDirErrors<T>(dir: string, fix: string, action: () => Promise<T>): Promise<T> {
   const { DataDirLockedError } = await import('../store/data-dir-lock.js');
   const { PrivateDirError } = await import('../../shared/private-files.js');
   try {
     return await action();
   } catch (error) {
     if (error instanceof DataDirLockedError) throw new CliError(`${error.message}: ${fix}`, 2);
-    if (error instanceof PrivateDirError) throw new CliError(error.message, 2);
+    if (error instanceof PrivateDirError) {
+      const foreign = error.code === 'DIR_NOT_OWNED' ? await foreignDataDirMessage(dir) : null;
+      throw new CliError(foreign ?? error.message, 2);
+    }
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EROFS')
       throw new CliError(`${(error as Error).message}`, 2);
@@ -167,6 +174,7 @@ export async function withDataDirErrors<T>(fix: string, action: () => Promise<T>
 async function offline(dataDir: string, out: string) {
   const { offlineBackup } = await import('../backup/offline.js');
   return withDataDirErrors(
+    dataDir,
     'a running server is backed up online: connector-server backup --out FILE --server URL',
     () => offlineBackup(dataDir, out),
   );

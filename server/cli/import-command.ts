@@ -44,6 +44,7 @@ export function registerImportCommand(program: Command, env: NodeJS.ProcessEnv):
       const { DatabaseStartError } = await import('../data-files.js');
       const { DataFileError } = await import('../store/data-file.js');
       const result = await withDataDirErrors(
+        flags.dataDir,
         'stop the server first (the import reads a stopped server’s state)',
         () =>
           importDataDir({

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
 import { CliError } from './cli-error.js';
+import { foreignDataDirMessage } from './foreign-dir.js';
 
 /** `serve`: its flags come from SERVE_FLAGS (each also env CONNECTOR_<FLAG>); start-up failures are one line. */
 export function registerServeCommand(program: Command): void {
@@ -61,7 +62,10 @@ export function registerServeCommand(program: Command): void {
       if (error instanceof DataFileError || error instanceof TlsConfigError)
         throw new CliError(`cannot start: ${error.message}`);
       // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
-      if (error instanceof PrivateDirError) throw new CliError(`cannot start: ${error.message}`, 2);
+      if (error instanceof PrivateDirError) {
+        const foreign = error.code === 'DIR_NOT_OWNED' ? await foreignDataDirMessage(config.dataDir) : null;
+        throw new CliError(`cannot start: ${foreign ?? error.message}`, 2);
+      }
       // One server per data dir: the operator stops the other one or gives this one its own dir.
       if (error instanceof DataDirLockedError)
         throw new CliError(
