@@ -379,6 +379,11 @@ describe('usage errors and --json errors', () => {
       [['connectors', 'list', '--limit', 'lots'], '--limit: "lots" is not a whole number'],
       [['audit', '--limit', '0'], '--limit: "0" is not a whole number from 1 to 10000'],
       [['api-keys', 'create', 'x', '--expires-in', 'soon'], '--expires-in: "soon" is not a duration'],
+      // Not a duration at all: the examples are ones this flag takes (not 90s or 15m, refused next).
+      [
+        ['api-keys', 'create', 'x', '--expires-in', '2w'],
+        '--expires-in: "2w" is not a duration: API keys last whole days, 1d to 3650d (e.g. 1d, 30d, 720h)',
+      ],
       // Whole days only: 2s was made a key that lived a day, 25h one of two.
       [
         ['api-keys', 'create', 'x', '--expires-in', '2s'],

@@ -13,7 +13,15 @@ const SCOPES = ['read', 'admin'] as const;
  * key that lived a day, said only by the expiry printed after it was made.
  */
 const wholeDays = parsedFlag((text) => {
-  const ms = parseDuration(text);
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch {
+    // The generic hint's examples (90s, 15m) are what this flag then refuses in turn.
+    throw new Error(
+      `"${text}" is not a duration: API keys last whole days, 1d to 3650d (e.g. 1d, 30d, 720h)`,
+    );
+  }
   if (ms % DAY_MS !== 0 || ms < DAY_MS || ms > 3650 * DAY_MS)
     throw new Error(`API keys last whole days, 1d to 3650d: ${text} is not (e.g. 1d, 30d, 720h)`);
   return ms;
