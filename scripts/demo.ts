@@ -18,6 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
 import { type AdminClient, createAdminClient } from '../server/admin-client.js';
+import { nearest } from '../shared/nearest.js';
 import {
   adminCall,
   bold,
@@ -440,6 +441,24 @@ async function tell(story: Story, options: { fromSource: boolean; rebuild: boole
 // ---------------------------------------------------------------------------------------------------
 // Entry
 
+const DEMO_OPTIONS = ['--from-source', '--rebuild', '--help'];
+
+/**
+ * A usage error in one line: what was wrong, the option probably meant, where the rest is. Node's
+ * parseArgs message runs on about positional arguments after `--`, which the demo takes none of.
+ */
+function usageError(error: Error & { code?: string }): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(error.message)?.[1];
+  if (unknown) {
+    const [meant] = nearest(unknown.replace(/=.*$/, ''), DEMO_OPTIONS);
+    return `unknown option ${unknown}${meant ? ` (did you mean ${meant}?)` : ''}: npm run demo -- --help lists the options`;
+  }
+  const argument = /^Unexpected argument '([^']+)'/.exec(error.message)?.[1];
+  if (argument)
+    return `the demo takes no argument, only options (got ${argument}): npm run demo -- --help lists them`;
+  return `${error.message.split('. ')[0]}: npm run demo -- --help lists the options`;
+}
+
 async function main(argv: string[]): Promise<number> {
   let options: { fromSource: boolean; rebuild: boolean };
   try {
@@ -457,7 +476,7 @@ async function main(argv: string[]): Promise<number> {
     }
     options = { fromSource: values['from-source'] ?? false, rebuild: values.rebuild ?? false };
   } catch (error) {
-    process.stderr.write(`demo: ${(error as Error).message}\n\n${USAGE}\n`);
+    process.stderr.write(`demo: ${usageError(error as Error)}\n`);
     return 2;
   }
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { type Exit, settleWithin } from '../scripts/lib/processes.js';
-import { spawnProcess } from './helpers/processes.js';
+import { spawnProcess, spawnTs } from './helpers/processes.js';
 
 /** The demo may have to build the single executable first (about 10 s, longer on a busy machine). */
 const DEMO_TIMEOUT_MS = 170_000;
@@ -101,4 +101,13 @@ describe('npm run demo', () => {
     },
     DEMO_TIMEOUT_MS + 10_000,
   );
+
+  it('a mistyped option is one line naming the option meant, exit 2, and starts nothing', async () => {
+    const demo = spawnTs('scripts/demo.ts', ['--from-sorce']);
+    const exit = (await settleWithin(demo.exited, 30_000)) ?? (await demo.stop());
+    expect(exit.code, demo.output()).toBe(2);
+    expect(demo.output().trim().split('\n'), demo.output()).toEqual([
+      'demo: unknown option --from-sorce (did you mean --from-source?): npm run demo -- --help lists the options',
+    ]);
+  });
 });
