@@ -6,9 +6,10 @@ import { tlsPortAsPlainHttp } from '../shared/tls-probe.js';
 import { fullJitterDelayMs, retryHintMs, sleep } from './backoff.js';
 import type { AgentConfig } from './config.js';
 import { FailedAttempts } from './failed-attempts.js';
+import { enrolledIdsProblem, identityProblem, UnusableIdentity } from './identity-check.js';
 import type { SavedIdentity } from './identity-store.js';
 import type { AgentLogger } from './log.js';
-import { type AgentKeyPair, generateAgentKeyPair } from './proof.js';
+import { type AgentKeyPair, generateAgentKeyPair, thumbprintOf } from './proof.js';
 import { ServerRotation } from './servers.js';
 import {
   describeNetworkError,
@@ -108,6 +109,15 @@ export async function enroll(
         },
         { signal: attemptAbort.signal },
       );
+      // Saved as this host's identity: only one bound to this key pair (see identityProblem).
+      const unusable =
+        enrolledIdsProblem(result) ??
+        identityProblem(result, {
+          connectorId: result.connectorId,
+          groupId: result.groupId,
+          jkt: await thumbprintOf(keyPair.publicJwk),
+        });
+      if (unusable) throw new UnusableIdentity(`answered the enrollment with ${unusable}`);
       return {
         connectorId: result.connectorId,
         groupId: result.groupId,
@@ -194,9 +204,11 @@ export async function enroll(
         `${server} ${problem}`,
         reason
           ? 'enrollment failed, retrying'
-          : CERT_VALIDITY.test(problem)
-            ? `enrollment failed, retrying: the certificate of ${server} is outside its validity period (expired, or not yet valid): it must be renewed on the server, or this host's clock set right`
-            : `enrollment failed, retrying: is the server running, and reachable from this host at ${server}?`,
+          : cause instanceof UnusableIdentity
+            ? `enrollment failed, retrying: ${server} answered with no identity this host can keep (nothing was saved)`
+            : CERT_VALIDITY.test(problem)
+              ? `enrollment failed, retrying: the certificate of ${server} is outside its validity period (expired, or not yet valid): it must be renewed on the server, or this host's clock set right`
+              : `enrollment failed, retrying: is the server running, and reachable from this host at ${server}?`,
       );
       if (notice)
         logger.warn(notice.message, {

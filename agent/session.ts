@@ -5,11 +5,12 @@ import type { AppRouter } from '../shared/router-type.js';
 import type { HostFacts } from '../shared/schemas.js';
 import { EXIT } from './exit-codes.js';
 import { HostReporter } from './host-reporter.js';
+import { claimsOf, identityProblem, UnusableIdentity } from './identity-check.js';
 import { IdentityKeeper } from './identity-keeper.js';
 import { IdentitySaver } from './identity-saver.js';
 import { type AgentStatus, type IdentityStore, type SavedIdentity, serversOf } from './identity-store.js';
 import type { AgentLogger } from './log.js';
-import { createProof } from './proof.js';
+import { createProof, thumbprintOf } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
@@ -124,10 +125,31 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
 
-  /** Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from it. */
+  const { kty, crv, x } = identity.privateJwk;
+  const ownThumbprint = thumbprintOf({ kty, crv, x });
+
+  /**
+   * Saves a renewed identity (pushed, or answered to `agent.renew`) and times the next renewal from
+   * it; throws UnusableIdentity, keeping the current one, when it is not this connector's (see
+   * identityProblem). Only its token and expiry are taken: the rest of an answer (a server list, a
+   * key) was spread into the saved identity too.
+   */
   async function adoptIdentity(renewed: RenewableIdentity) {
+    const problem = identityProblem(renewed, {
+      connectorId: identity.connectorId,
+      groupId: identity.groupId,
+      jkt: await ownThumbprint,
+      issuer: claimsOf(identity.identityToken).issuer,
+      expiresAfterMs: Date.parse(identity.identityExpiresAt),
+    });
+    if (problem)
+      throw new UnusableIdentity(`${servers.current} sent ${problem}; the current identity is kept`);
     const savedExpiresAt = identity.identityExpiresAt;
-    identity = { ...identity, ...renewed };
+    identity = {
+      ...identity,
+      identityToken: renewed.identityToken,
+      identityExpiresAt: renewed.identityExpiresAt,
+    };
     renewal.arm(identity);
     if (await saver.save(savedExpiresAt))
       logger.info('identity renewed', { expiresAt: renewed.identityExpiresAt });
@@ -280,6 +302,9 @@ export function runSession(o: SessionOptions): Promise<number> {
         await adoptIdentity({
           identityToken: event.identityToken,
           identityExpiresAt: event.identityExpiresAt,
+        }).catch((error: unknown) => {
+          if (!(error instanceof UnusableIdentity)) throw error;
+          logger.warn(error.message);
         });
         break;
       case 'revoked':

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { AgentConfig } from '../agent/config.js';
 import { enroll } from '../agent/enroll.js';
+import type { SavedIdentity } from '../agent/identity-store.js';
 import { createLogger } from '../agent/log.js';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { runAgent } from '../agent/run.js';
@@ -11,6 +12,8 @@ import { createTransport } from '../agent/transport.js';
 import { eventually, spawnAgent } from './helpers/agents.js';
 import {
   apiError,
+  FAKE_CONNECTOR,
+  FAKE_GROUP,
   fakeIdentityMaker,
   type HostileScript,
   hostileServer,
@@ -23,10 +26,10 @@ import { tempDir } from './helpers/server.js';
 // identity. Each server here is a loopback listener of the test's (helpers/hostile-server.ts).
 
 /** A state dir holding an identity enrolled with `server` (as a real enrollment leaves it). */
-async function enrolledStateDir(server: string) {
+async function enrolledStateDir(server: string, lifetimeS?: number) {
   const stateDir = await tempDir('ce-hostile-');
   const maker = await fakeIdentityMaker();
-  const identity = await maker.savedIdentity(server);
+  const identity = await maker.savedIdentity(server, lifetimeS);
   await writeFile(join(stateDir, 'identity.json'), JSON.stringify(identity, null, 2), { mode: 0o600 });
   return { stateDir, identity, maker };
 }
@@ -225,4 +228,144 @@ describe('a server whose retry hint is out of bounds', () => {
       expect(lines.join('\n')).not.toMatch(/retryInSeconds=(-|\d{5,})/);
     },
   );
+});
+
+/** The identity file the agent holds now. */
+async function savedIdentityFile(stateDir: string): Promise<SavedIdentity> {
+  return JSON.parse(await readFile(join(stateDir, 'identity.json'), 'utf8')) as SavedIdentity;
+}
+
+describe('identities a server sends are saved only when they are this connector’s', () => {
+  it('pushed: garbage, another connector’s, another key pair’s, another issuer’s, an expiry not the token’s, an oversized token are each refused in one line, the identity kept; a genuine renewal after them is saved', async () => {
+    const maker = await fakeIdentityMaker();
+    const good = await maker.token(2 * 86_400);
+    const bad = [
+      { identityToken: 'garbage', identityExpiresAt: good.identityExpiresAt },
+      await maker.token(2 * 86_400, { sub: 'con_someoneelse1' }),
+      await maker.token(2 * 86_400, { group_id: 'grp_someoneelse1' }),
+      await maker.token(2 * 86_400, { jkt: 'thumbprint-of-a-key-the-server-holds' }),
+      await maker.token(2 * 86_400, { iss: 'http://another-deployment.test' }),
+      { ...(await maker.token(2 * 86_400)), identityExpiresAt: '2099-01-01T00:00:00.000Z' },
+      await maker.token(2 * 86_400, { kid: 'k'.repeat(9000) }),
+      // Shorter-lived than the one held: the agent would run out sooner.
+      await maker.token(3600),
+    ];
+    await using server = await hostileServer({
+      onSubscribed: (session) => {
+        session.event(readyEvent());
+        for (const identity of bad) session.event({ type: 'identity', ...identity });
+        session.event({ type: 'identity', ...good });
+      },
+    });
+    const stateDir = await tempDir('ce-hostile-');
+    const original = await maker.savedIdentity(server.url);
+    await writeFile(join(stateDir, 'identity.json'), JSON.stringify(original), { mode: 0o600 });
+    try {
+      const { lines, held } = await runEnrolledAgent(server.url, stateDir, (seen) =>
+        seen.some((line) => line.includes('identity renewed')),
+      );
+      expect(held, lines.join('\n')).toBe(true);
+      const refused = lines.filter((line) => line.includes('the current identity is kept'));
+      expect(refused, lines.join('\n')).toHaveLength(bad.length);
+      for (const what of [
+        'not a JWT',
+        'another connector (con_someoneelse1',
+        'another group',
+        'another key pair',
+        'issued by http://another-deployment.test',
+        'expiry is not the one its token holds',
+        'at most 8192',
+        'expires no later',
+      ])
+        expect(refused.join('\n')).toContain(what);
+      const saved = await savedIdentityFile(stateDir);
+      expect(saved.identityToken).toBe(good.identityToken);
+      expect(saved.identityExpiresAt).toBe(good.identityExpiresAt);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('answered to agent.renew with more than an identity (a server list, a private key, a connector id): only the token and its expiry are taken; the rest was saved over identity.json, pointing the agent at another server for good', async () => {
+    const maker = await fakeIdentityMaker();
+    const renewed = await maker.token(2 * 86_400);
+    const other = await generateAgentKeyPair();
+    await using server = await hostileServer({
+      onMutation: (path) =>
+        path === 'agent.renew'
+          ? {
+              data: {
+                ...renewed,
+                server: 'http://127.0.0.1:9',
+                servers: ['http://127.0.0.1:9'],
+                privateJwk: other.privateJwk,
+                connectorId: 'con_someoneelse1',
+              },
+            }
+          : undefined,
+    });
+    const stateDir = await tempDir('ce-hostile-');
+    // Short-lived, so that the agent asks for its renewal within seconds.
+    const original = await maker.savedIdentity(server.url, 4);
+    await writeFile(join(stateDir, 'identity.json'), JSON.stringify(original), { mode: 0o600 });
+    try {
+      const { lines, held } = await runEnrolledAgent(server.url, stateDir, (seen) =>
+        seen.some((line) => line.includes('identity renewed')),
+      );
+      expect(held, lines.join('\n')).toBe(true);
+      const saved = await savedIdentityFile(stateDir);
+      expect(saved.identityToken).toBe(renewed.identityToken);
+      expect(saved).toEqual({ ...original, ...renewed });
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('answered to enrollment with an identity bound to another key pair: nothing is saved, the agent says why and retries', async () => {
+    const maker = await fakeIdentityMaker();
+    const notOurs = await maker.token(86_400, { jkt: 'thumbprint-of-a-key-the-server-holds' });
+    await using server = await hostileServer({
+      onHttp: (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            result: { data: { connectorId: FAKE_CONNECTOR, groupId: FAKE_GROUP, ...notOurs } },
+          }),
+        );
+      },
+    });
+    const stateDir = await tempDir('ce-hostile-');
+    const lines: string[] = [];
+    const controller = new AbortController();
+    const poll = setInterval(() => {
+      if (server.httpRequests() >= 2) controller.abort();
+    }, 20);
+    const timer = setTimeout(() => controller.abort(), 20_000);
+    try {
+      const code = await runAgent(
+        {
+          servers: [server.url],
+          provisioningKey: 'cpk_abcdefabcdef_0123456789012345678901234567890123456789012',
+          keyFileProblem: null,
+          keyExposure: null,
+          stateDir,
+          name: null,
+          caPem: null,
+          allowInsecure: false,
+          allowServerChange: false,
+          logFormat: 'text',
+        },
+        createLogger('text', (line) => lines.push(line)),
+        controller.signal,
+      );
+      expect(code).toBe(EXIT.STOPPED);
+      expect(server.httpRequests(), lines.join('\n')).toBeGreaterThanOrEqual(2);
+      expect(await readFile(join(stateDir, 'identity.json'), 'utf8').catch(() => null)).toBeNull();
+      expect(lines.join('\n')).toContain('answered with no identity this host can keep');
+      expect(lines.join('\n')).toContain("bound to another key pair than this agent's");
+    } finally {
+      clearInterval(poll);
+      clearTimeout(timer);
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -148,7 +148,7 @@ export async function fakeIdentityMaker(issuer = 'http://enroll.test') {
   /** A token for `claims` (defaults: this agent's connector, group and key) expiring in `lifetimeS`. */
   const token = async (
     lifetimeS = 86_400,
-    claims: { sub?: string; group_id?: string; jkt?: string; kid?: string } = {},
+    claims: { sub?: string; group_id?: string; jkt?: string; kid?: string; iss?: string } = {},
   ) => {
     const now = Math.floor(Date.now() / 1000);
     const identityToken = await new SignJWT({
@@ -157,7 +157,7 @@ export async function fakeIdentityMaker(issuer = 'http://enroll.test') {
       cnf: { jkt: claims.jkt ?? jkt },
     })
       .setProtectedHeader({ alg: 'EdDSA', kid: claims.kid ?? 'kid-of-the-deployment', typ: 'JWT' })
-      .setIssuer(issuer)
+      .setIssuer(claims.iss ?? issuer)
       .setSubject(claims.sub ?? FAKE_CONNECTOR)
       .setAudience(IDENTITY_AUDIENCE)
       .setJti(`j${Math.random()}`)
@@ -166,12 +166,12 @@ export async function fakeIdentityMaker(issuer = 'http://enroll.test') {
       .sign(signer.privateKey);
     return { identityToken, identityExpiresAt: new Date((now + lifetimeS) * 1000).toISOString() };
   };
-  /** The identity.json of an agent enrolled with `server`. */
-  const savedIdentity = async (server: string) => ({
+  /** The identity.json of an agent enrolled with `server`, its identity good for `lifetimeS`. */
+  const savedIdentity = async (server: string, lifetimeS = 86_400) => ({
     connectorId: FAKE_CONNECTOR,
     groupId: FAKE_GROUP,
     server,
-    ...(await token()),
+    ...(await token(lifetimeS)),
     privateJwk: pair.privateJwk,
     enrolledAt: new Date().toISOString(),
   });
