@@ -2,13 +2,14 @@ import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../server/clock.js';
 import { FEED_PRUNE_LOCK } from '../server/store/postgres/feed-retention.js';
+import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import {
   type PgStore,
   type PgStoreOptions,
   type RemoteChange,
   PgStore as Store,
 } from '../server/store/postgres/pg-store.js';
-import { freshDatabase, withClient } from './helpers/postgres.js';
+import { freshDatabase, startPostgres, withClient } from './helpers/postgres.js';
 import { groupRecord } from './helpers/store-contract.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -82,6 +83,50 @@ async function cuttableRelay(url: string) {
   };
 }
 
+/**
+ * A TCP relay to one PostgreSQL and then another (a failover), whose connections can be refused for
+ * a while; a switch drops every connection, as a failover does.
+ */
+async function failoverRelay(url: string) {
+  let target = new URL(url);
+  const sockets = new Set<Socket>();
+  let refusing = false;
+  const server = createServer((inbound) => {
+    if (refusing) return inbound.destroy();
+    const outbound = connect(Number(target.port), target.hostname);
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+      s.on('error', () => s.destroy());
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const relayed = new URL(url);
+  relayed.hostname = '127.0.0.1';
+  relayed.port = String((server.address() as { port: number }).port);
+  return {
+    url: relayed.toString(),
+    /** Every connection dropped; new ones go to `to`, or are refused until `accept` with `refuse`. */
+    switchTo(to: string, { refuse = false } = {}) {
+      target = new URL(to);
+      refusing = refuse;
+      for (const s of sockets) s.destroy();
+    },
+    accept() {
+      refusing = false;
+    },
+  };
+}
+
 async function feedRows(url: string): Promise<number> {
   return withClient(url, async (c) =>
     Number((await c.query('SELECT count(*) FROM store_changes')).rows[0].count),
@@ -113,6 +158,66 @@ const groups = (store: PgStore) =>
   );
 
 describe('change feed retention', () => {
+  it('PostgreSQL failed over to a standby that was behind (its transaction ids too): a change committed there before a replica reads it again is not skipped', async () => {
+    const url = await database();
+    const name = new URL(url).pathname.slice(1);
+    await using standby = await startPostgres();
+    const standbyUrl = new URL(url);
+    standbyUrl.port = new URL(standby.url).port;
+    standbyUrl.hostname = new URL(standby.url).hostname;
+    await withClient(standby.url, (c) => c.query(`CREATE DATABASE ${name}`));
+    await withClient(standbyUrl.toString(), migrateToLatest);
+    const [toA, toB] = [await failoverRelay(url), await failoverRelay(url)];
+    const clock = new ManualClock(Date.now());
+    const a = await replica(toA.url, clock);
+    const b = await replica(toB.url, clock);
+    await b.store.transact((tx) => tx.put('groups', groupRecord('g0')));
+    await until(() => groups(a.store).includes('g0:enabled'));
+    // The primary has handed out transaction ids the standby never saw (it lags, asynchronously):
+    // the replicas' feed positions are past every id the standby will hand out for a while.
+    const xid = async (to: string) =>
+      withClient(to, async (c) =>
+        Number((await c.query('SELECT pg_current_xact_id()::text AS x')).rows[0].x),
+      );
+    const burn = (await xid(standby.url)) + 2000 - (await xid(url));
+    await withClient(url, async (c) => {
+      await c.query(`CREATE PROCEDURE burn(n int) LANGUAGE plpgsql AS $$
+                     BEGIN FOR i IN 1..n LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$`);
+      if (burn > 0) await c.query(`CALL burn(${burn})`);
+    });
+    await Promise.all([a.store.feed.readNow(), b.store.feed.readNow()]);
+    // What the standby holds when it is promoted: the records (its sequence ahead, as WAL logs it).
+    const records = await withClient(url, async (c) => (await c.query('SELECT * FROM store_records')).rows);
+    const lastSeq = await withClient(url, async (c) =>
+      Number((await c.query('SELECT last_value FROM store_changes_seq_seq')).rows[0].last_value),
+    );
+    await withClient(standbyUrl.toString(), async (c) => {
+      for (const r of records)
+        await c.query('INSERT INTO store_records (section, id, body, version) VALUES ($1, $2, $3, $4)', [
+          r.section,
+          r.id,
+          r.body,
+          r.version,
+        ]);
+      await c.query(`SELECT setval('store_changes_seq_seq', $1)`, [lastSeq + 100]);
+    });
+
+    // The failover: B reaches the new primary first and commits; A is back a moment later.
+    toA.switchTo(standbyUrl.toString(), { refuse: true });
+    toB.switchTo(standbyUrl.toString());
+    for (let i = 0; ; i++) {
+      try {
+        await b.store.transact((tx) => tx.patch('groups', 'g0', { status: 'disabled' }));
+        break;
+      } catch (error) {
+        if (i >= 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    toA.accept();
+    await until(() => groups(a.store).includes('g0:disabled'), 8000);
+  });
+
   it('prunes the rows every live replica has read once older than the retention; a replica that read them all misses nothing', async () => {
     const url = await database();
     const clock = new ManualClock(Date.now());

@@ -58,6 +58,8 @@ export class ChangeFeed {
   gapped = false;
   /** Why the reader must load the whole state, while `gapped`. */
   gapReason = '';
+  /** When the PostgreSQL server the last read reached started (see readLoop). */
+  private serverStartedAt: string | undefined;
 
   constructor(private readonly options: ChangeFeedOptions) {
     this.position = options.from;
@@ -131,11 +133,28 @@ export class ChangeFeed {
         return;
       }
       try {
-        const { rows, next, horizon } = await readChanges(
+        const { rows, next, horizon, serverStartedAt } = await readChanges(
           this.options.pool,
           this.position,
           this.options.ownOrigin,
         );
+        const before = this.serverStartedAt;
+        this.serverStartedAt = serverStartedAt;
+        // Another server than the last read's: a standby promoted, which may lack commits this
+        // reader applied and hands out again transaction ids it had passed. A row of such an id
+        // sorts below the position, and this read (from the old position) would skip it for good;
+        // the position itself means nothing there. A plain restart lands here too, at the cost
+        // of one load.
+        if (before !== undefined && serverStartedAt !== before) {
+          const reason = 'the database server restarted or failed over since the last read';
+          if (this.options.onGap) {
+            this.gapped = true;
+            this.gapReason = reason;
+            this.options.onGap();
+            return;
+          }
+          this.options.onError?.(new Error(`change feed: ${reason}`));
+        }
         if (missedPrunedRows(this.position, horizon, this.horizon)) {
           if (this.options.onGap) {
             this.gapped = true;

@@ -50,10 +50,11 @@ export async function readChanges(
   db: pg.ClientBase | pg.Pool,
   from: FeedPosition,
   ownOrigin: string | null = null,
-): Promise<{ rows: ChangeRow[]; next: FeedPosition; horizon: string }> {
+): Promise<{ rows: ChangeRow[]; next: FeedPosition; horizon: string; serverStartedAt: string }> {
   const result = await db.query<{
     xmin: string;
     horizon: string | null;
+    started: string;
     seq: string | null;
     xid: string | null;
     origin: string;
@@ -62,7 +63,8 @@ export async function readChanges(
   }>(
     `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
                        (SELECT pruned_through FROM store_feed_horizon) AS horizon)
-     SELECT s.xmin::text AS xmin, s.horizon::text AS horizon, c.seq::text AS seq, c.xid::text AS xid,
+     SELECT s.xmin::text AS xmin, s.horizon::text AS horizon, pg_postmaster_start_time()::text AS started,
+            c.seq::text AS seq, c.xid::text AS xid,
             c.origin,
             CASE WHEN c.origin IS DISTINCT FROM $2 THEN c.ops
                  ELSE (SELECT COALESCE(jsonb_agg(o ORDER BY n), '[]'::jsonb)
@@ -85,7 +87,7 @@ export async function readChanges(
     if (!from.seen.has(seq))
       rows.push({ seq, origin: row.origin, ops: row.ops, committedAt: row.committed_at ?? 0 });
   }
-  return { rows, next: { xmin, seen }, horizon };
+  return { rows, next: { xmin, seen }, horizon, serverStartedAt: result.rows[0]?.started ?? '' };
 }
 
 /** The feed position that matches the current state of the database (taken with a full load). */
