@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -32,13 +33,38 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(created.stdout).toContain('name:');
     // The next step is printed to be copied as is: with the server and data dir this one was given.
     const next = /Next: copy its key with `npm run -s server -- (.*)`/.exec(created.stdout)?.[1];
-    expect(next).toBe(`groups key "Demo" --server ${server.url} --data-dir ${dataDir}`);
+    expect(next).toBe(`groups key Demo --server ${server.url} --data-dir ${dataDir}`);
     const key = await cli(['groups', 'key', 'Demo', ...common()]);
     expect(key.code).toBe(0);
     expect(key.stdout.trim()).toMatch(/^cpk_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
     expect(key.stderr).toContain('Connector Provisioning Key - Demo');
     const enrolled = await enrollSim(server.url, key.stdout.trim());
     expect(enrolled.ok).toBe(true);
+  });
+
+  it('the commands printed by groups create and next-steps run as printed in a shell, whatever the name', async () => {
+    /** The words a POSIX shell makes of `command` (quotes, $, backslashes as it reads them). */
+    const shellWords = (command: string) =>
+      execFileSync('sh', ['-c', `printf '%s\\0' ${command}`], { encoding: 'utf8' })
+        .split('\0')
+        .slice(0, -1);
+    const names = ['Cost $HOME', "Bob's", '-staging', 'a"b`c\\d'];
+    for (const name of names) {
+      const created = await cli(['groups', 'create', ...common(), '--', name]);
+      expect(created.code, created.stderr).toBe(0);
+      const next = /Next: copy its key with `npm run -s server -- (.*)`/.exec(created.stdout)?.[1];
+      const key = await cli(shellWords(next!));
+      expect(key.code, `${next}: ${key.stderr}`).toBe(0);
+      expect(key.stderr).toContain(`Connector Provisioning Key - ${name}`);
+    }
+    const steps = await cli(['groups', 'next-steps', ...common()]);
+    for (const name of names) {
+      const row = steps.stdout.split('\n').find((line) => line.startsWith(`│ ${name} `));
+      const how = /Copy the key \(npm run -s server -- (.*)\) and run:/.exec(row ?? '')?.[1];
+      const key = await cli(shellWords(how!));
+      expect(key.code, `${how}: ${key.stderr}`).toBe(0);
+      expect(key.stderr).toContain(`Connector Provisioning Key - ${name}`);
+    }
   });
 
   it('prints JSON with --json and tables otherwise', async () => {

@@ -44,6 +44,14 @@ function keyWords(group: Pick<GroupLike, 'currentKey' | 'status'>): string {
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
 
+/**
+ * A group as one word of a command to copy: its name quoted for the shell (`"a$b"` expanded `$b`),
+ * or its id when the name starts with `-`, which the command would read as an option.
+ */
+function groupWord(name: string, id: string): string {
+  return name.startsWith('-') ? id : shellWord(name);
+}
+
 /** A key's lifetime, creation to expiry, in the largest unit it has a whole one of (`14d`, `2s`). */
 function lifetimeWords(k: KeyLike): string {
   const seconds = Math.max(1, Math.round((Date.parse(k.expiresAt) - Date.parse(k.createdAt)) / 1000));
@@ -65,7 +73,7 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
   // The new key keeps this one's policy (a 2-second key's successor lives 2 seconds too): say so,
   // with the flags that change it.
   const limit = k.maxUses === null ? '' : ` and its limit of ${k.maxUses} use${k.maxUses === 1 ? '' : 's'}`;
-  const fix = `run \`groups regenerate-key ${shellWord(ref)}\` for a new one (it keeps this key's lifetime of ${lifetimeWords(k)}${limit}: --ttl${k.maxUses === null ? '' : ', --max-uses or --unlimited'} to change them)`;
+  const fix = `run \`groups regenerate-key ${groupWord(ref, k.groupId)}\` for a new one (it keeps this key's lifetime of ${lifetimeWords(k)}${limit}: --ttl${k.maxUses === null ? '' : ', --max-uses or --unlimited'} to change them)`;
   const refusal: [string, string] | null =
     k.status === 'expired'
       ? ['KEY_EXPIRED', `the group's provisioning key expired at ${k.expiresAt}; ${fix}`]
@@ -90,7 +98,7 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
         [
           'status',
           k.groupStatus === 'disabled'
-            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${shellWord(ref)}\``
+            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${groupWord(ref, k.groupId)}\``
             : k.status,
         ],
         ['created', k.createdAt],
@@ -150,7 +158,7 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
       print(options, g, () => {
         printGroup(g);
         console.log(
-          `\nNext: copy its key with \`npm run -s server -- groups key "${g.name}"${connectionFlags(options, env)}\` and run an agent with it.`,
+          `\nNext: copy its key with \`npm run -s server -- groups key ${groupWord(g.name, g.id)}${connectionFlags(options, env)}\` and run an agent with it.`,
         );
       });
     },
@@ -262,7 +270,13 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
     print(options, steps, () =>
       printTable(
         ['GROUP', 'NEXT STEP', 'HOW'],
-        steps.map((s) => [s.name, s.step, s.hint]),
+        // The command built here, not the API's hint: quoted for the shell, with this command's
+        // --server and key flags.
+        steps.map((s) => [
+          s.name,
+          s.step,
+          `Copy the key (npm run -s server -- groups key ${groupWord(s.name, s.groupId)}${connectionFlags(options, env)}) and run: connector-agent --server URL --key-file FILE`,
+        ]),
         'Every group has connectors.',
       ),
     );
