@@ -10,6 +10,7 @@ import {
   symlink,
   writeFile,
 } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { IdentityFileError, IdentityStore, type SavedIdentity } from '../agent/identity-store.js';
@@ -178,6 +179,24 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
       expect(lines[0]).toContain(runAs);
       expect(lines[0]).toContain(`chown -R root ${dataDir}`);
       expect(lines[0]).not.toMatch(/chown \d/);
+    }
+    // Run by a user who cannot even look into the 0700 dir: the same line and exit 2 (not exit 1,
+    // "permission denied", which the unit restarts for ever), for serve and an offline backup.
+    const third = { uid: OTHER_UID + 1, gid: OTHER_UID + 1 };
+    for (const args of [
+      ['serve', '--data-dir', dataDir, '--port', '0'],
+      ['backup', '--out', join(tmpdir(), `ce-foreign-${process.pid}.jsonl`), '--data-dir', dataDir],
+    ]) {
+      const proc = spawnTs('server/main.ts', args, { user: third });
+      const { code, timedOut } = await exitedWithin(proc, 15_000);
+      expect(timedOut, proc.output()).toBe(false);
+      expect(code, proc.output()).toBe(2);
+      const lines = linesOf(proc.output());
+      expect(lines, proc.output()).toHaveLength(1);
+      expect(lines[0]).toContain(
+        `${dataDir} is owned by uid ${OTHER_UID}, not by this user, uid ${third.uid}`,
+      );
+      expect(lines[0]).toContain(`sudo chown -R ${third.uid} ${dataDir}`);
     }
     // The fix as printed: the dir and its files back, and the server starts on its state.
     await chownAll(0);

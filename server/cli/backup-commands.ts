@@ -165,6 +165,11 @@ export async function withDataDirErrors<T>(dir: string, fix: string, action: () 
       throw new CliError(foreign ?? error.message, 2);
     }
     const code = (error as NodeJS.ErrnoException).code;
+    // Another user's 0700 data dir cannot even be opened to check its owner, or its files read
+    // (a data file's own error names the code in its message): say whose it is.
+    const denied = code === 'EACCES' || code === 'EPERM' || /\b(EACCES|EPERM)\b/.test(String(error));
+    const foreign = denied ? await foreignDataDirMessage(dir) : null;
+    if (foreign) throw new CliError(foreign, 2);
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EROFS')
       throw new CliError(`${(error as Error).message}`, 2);
     throw error;

@@ -38,7 +38,7 @@ export async function foreignDataDirMessage(dir: string): Promise<string | null>
   const runAs = `sudo -u ${ownerName ?? `'#${owner}'`} …`;
   const takeBack = `${me === 0 ? '' : 'sudo '}chown -R ${userName(me) ?? me} ${dir}`;
   return (
-    `data dir ${dir} is owned by ${who(owner)}, not by this user (${who(me)}): ` +
+    `data dir ${dir} is owned by ${who(owner)}, not by this user, ${who(me)}: ` +
     `run this command as its owner (${runAs}), or give the dir and every file in it to this user (${takeBack}), ` +
     'or use --data-dir with a directory of your own'
   );

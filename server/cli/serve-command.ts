@@ -103,6 +103,12 @@ export function registerServeCommand(program: Command): void {
           `cannot start: --host ${config.host} ${code === 'ENOTFOUND' ? 'is no name this host can resolve' : 'could not be resolved now (the resolver did not answer)'} (${code}): give an address (127.0.0.1, 0.0.0.0, ::) or a name of this host`,
           code === 'ENOTFOUND' ? 2 : 1,
         );
+      // Another user's 0700 data dir cannot even be opened to check its owner: the same line as
+      // for one this user can see into, and exit 2, which the unit does not restart.
+      if (code === 'EACCES' || code === 'EPERM') {
+        const foreign = await foreignDataDirMessage(config.dataDir);
+        if (foreign) throw new CliError(`cannot start: ${foreign}`, 2);
+      }
       if (errno.code && errno.path)
         throw new CliError(
           `cannot start: ${errno.path}: ${errnoWords(errno.code)}; fix: ${errnoFix(errno.code)}`,
