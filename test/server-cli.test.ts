@@ -127,6 +127,15 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(serveHelp.stdout).toContain('CONNECTOR_KEY_TTL');
   });
 
+  it('before any server has run (no data dir), says to start one, in one line (exit 2)', async () => {
+    const fresh = join(dataDir, 'never-started');
+    const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', fresh]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `error: no admin API key: ${fresh}/admin.key does not exist (no server has run with the data dir ${fresh}: start one first, npm start); fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
+    ]);
+  });
+
   it('says when the server cannot be reached', async () => {
     const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', dataDir]);
     expect(r.code).toBe(1);

@@ -1,6 +1,6 @@
 /** Where an admin command's API key comes from, read and checked before anything is sent. */
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADMIN_KEY_PREFIX, keyIdOf, PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
 import type { AdminOptions } from './admin-common.js';
@@ -28,11 +28,16 @@ export function resolveAdminKey(
     text = readBounded(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !flag)
+    if (code === 'ENOENT' && !flag) {
+      // No data dir at all: most often no server has run here yet (the first try of a clone).
+      const noServerYet = !existsSync(options.dataDir)
+        ? ` (no server has run with the data dir ${options.dataDir}: start one first, npm start)`
+        : '';
       throw new CliError(
-        `no admin API key: ${file} does not exist; fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
+        `no admin API key: ${file} does not exist${noServerYet}; fix: pass --admin-key-file FILE, set CONNECTOR_ADMIN_KEY, or --data-dir the server's data dir`,
         2,
       );
+    }
     const why =
       code === 'ENOENT'
         ? 'no such file'
