@@ -65,6 +65,16 @@ describe('server CLI (admin commands against a running server)', () => {
       expect(key.code, `${how}: ${key.stderr}`).toBe(0);
       expect(key.stderr).toContain(`Connector Provisioning Key - ${name}`);
     }
+    // The API's hint (next-steps --json, the console) is the same command, quoted the same way.
+    const json = await cli(['groups', 'next-steps', '--json', ...common()]);
+    const hints = JSON.parse(json.stdout) as { name: string; hint: string }[];
+    for (const name of names) {
+      const hint = hints.find((s) => s.name === name)?.hint ?? '';
+      const how = /Copy the key \(npm run -s server -- (.*)\) and run:/.exec(hint)?.[1];
+      const key = await cli([...shellWords(how!), ...common()]);
+      expect(key.code, `${how}: ${key.stderr}`).toBe(0);
+      expect(key.stderr).toContain(`Connector Provisioning Key - ${name}`);
+    }
   });
 
   it('prints JSON with --json and tables otherwise', async () => {

@@ -8,6 +8,7 @@ import { didYouMean, nearest } from '../../shared/nearest.js';
 import { tlsPortAsPlainHttp } from '../../shared/tls-probe.js';
 import { type AdminClient, createAdminClient, reasonOf, TRPCClientError } from '../admin-client.js';
 import { SERVE_FLAGS } from '../config.js';
+import { shellWord } from '../shell-words.js';
 import { resolveAdminKey } from './admin-key.js';
 import { CliError } from './cli-error.js';
 import {
@@ -38,11 +39,6 @@ export const adminOptions = z.object({
   timeout: wholeNumber(1, 3600),
 });
 export type AdminOptions = z.infer<typeof adminOptions>;
-
-/** `text` as a shell reads it back, for a hint to copy: as is when it is plain, else single-quoted. */
-export function shellWord(text: string): string {
-  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
-}
 
 /**
  * The flags that send another admin command where this one went (the server, the key), for a hint

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { AUDIT_TYPE_PREFIXES, auditTypeMisses, refusalsCounted } from '../../shared/audit-event-types.js';
 import { didYouMean } from '../../shared/nearest.js';
-import { type AdminEnv, adminCli, connectionFlags, print, shellWord } from './admin-common.js';
+import { shellWord } from '../shell-words.js';
+import { type AdminEnv, adminCli, connectionFlags, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
 import { printTable } from './format.js';
 

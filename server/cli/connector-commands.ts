@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { connectionStateSchema, connectorStatusSchema } from '../../shared/schemas.js';
+import { shellWord } from '../shell-words.js';
 import {
   type AdminEnv,
   adminCli,
@@ -9,7 +10,6 @@ import {
   print,
   resolveConnector,
   resolveGroup,
-  shellWord,
 } from './admin-common.js';
 import { flag, wholeNumber } from './flags.js';
 import {

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { keyTtlSchema, MAX_KEY_USES } from '../../shared/schemas.js';
 import type { AdminClient } from '../admin-client.js';
+import { deployHint, groupWord } from '../shell-words.js';
 import {
   type AdminEnv,
   type AdminOptions,
@@ -9,7 +10,6 @@ import {
   connectionFlags,
   print,
   resolveGroup,
-  shellWord,
 } from './admin-common.js';
 import { CliError } from './cli-error.js';
 import { flag, forceFlag, wholeNumber } from './flags.js';
@@ -44,14 +44,6 @@ function keyWords(group: Pick<GroupLike, 'currentKey' | 'status'>): string {
 
 type KeyLike = Awaited<ReturnType<AdminClient['provisioningKeys']['get']['query']>>;
 
-/**
- * A group as one word of a command to copy: its name quoted for the shell (`"a$b"` expanded `$b`),
- * or its id when the name starts with `-`, which the command would read as an option.
- */
-function groupWord(name: string, id: string): string {
-  return name.startsWith('-') ? id : shellWord(name);
-}
-
 /** A key's lifetime, creation to expiry, in the largest unit it has a whole one of (`14d`, `2s`). */
 function lifetimeWords(k: KeyLike): string {
   const seconds = Math.max(1, Math.round((Date.parse(k.expiresAt) - Date.parse(k.createdAt)) / 1000));
@@ -73,7 +65,7 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
   // The new key keeps this one's policy (a 2-second key's successor lives 2 seconds too): say so,
   // with the flags that change it.
   const limit = k.maxUses === null ? '' : ` and its limit of ${k.maxUses} use${k.maxUses === 1 ? '' : 's'}`;
-  const fix = `run \`groups regenerate-key ${groupWord(ref, k.groupId)}\` for a new one (it keeps this key's lifetime of ${lifetimeWords(k)}${limit}: --ttl${k.maxUses === null ? '' : ', --max-uses or --unlimited'} to change them)`;
+  const fix = `run \`groups regenerate-key ${groupWord({ name: ref, id: k.groupId })}\` for a new one (it keeps this key's lifetime of ${lifetimeWords(k)}${limit}: --ttl${k.maxUses === null ? '' : ', --max-uses or --unlimited'} to change them)`;
   const refusal: [string, string] | null =
     k.status === 'expired'
       ? ['KEY_EXPIRED', `the group's provisioning key expired at ${k.expiresAt}; ${fix}`]
@@ -98,7 +90,7 @@ function printKey(options: AdminOptions, k: KeyLike, ref: string) {
         [
           'status',
           k.groupStatus === 'disabled'
-            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${groupWord(ref, k.groupId)}\``
+            ? `${k.status}, but the group is disabled: it enrolls nobody until \`groups enable ${groupWord({ name: ref, id: k.groupId })}\``
             : k.status,
         ],
         ['created', k.createdAt],
@@ -158,7 +150,7 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
       print(options, g, () => {
         printGroup(g);
         console.log(
-          `\nNext: copy its key with \`npm run -s server -- groups key ${groupWord(g.name, g.id)}${connectionFlags(options, env)}\` and run an agent with it.`,
+          `\nNext: copy its key with \`npm run -s server -- groups key ${groupWord(g)}${connectionFlags(options, env)}\` and run an agent with it.`,
         );
       });
     },
@@ -270,12 +262,11 @@ export function registerGroupCommands(program: Command, env: AdminEnv): void {
     print(options, steps, () =>
       printTable(
         ['GROUP', 'NEXT STEP', 'HOW'],
-        // The command built here, not the API's hint: quoted for the shell, with this command's
-        // --server and key flags.
+        // The API's hint with this command's --server and key flags.
         steps.map((s) => [
           s.name,
           s.step,
-          `Copy the key (npm run -s server -- groups key ${groupWord(s.name, s.groupId)}${connectionFlags(options, env)}) and run: connector-agent --server URL --key-file FILE`,
+          deployHint({ name: s.name, id: s.groupId }, connectionFlags(options, env)),
         ]),
         'Every group has connectors.',
       ),

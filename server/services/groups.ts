@@ -1,4 +1,5 @@
 import { DomainError } from '../../shared/errors.js';
+import { deployHint } from '../shell-words.js';
 import type { GroupRecord } from '../store/records.js';
 import { applyNow, type StoreView } from '../store/store.js';
 import type { RequestMeta, ServiceDeps } from './deps.js';
@@ -108,7 +109,7 @@ export class GroupService {
         groupId: g.id,
         name: g.name,
         step: 'Deploy Your Connectors',
-        hint: `Copy the key (npm run -s server -- groups key "${g.name}") and run: connector-agent --server URL --key-file FILE`,
+        hint: deployHint(g),
       }));
   }
 
