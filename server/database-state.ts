@@ -27,6 +27,7 @@ import { domainEventsOf, revocationConfirmationsOf } from './services/remote-cha
 import { thisProcess } from './services/replicas.js';
 import { SecretBox } from './services/secrets.js';
 import type { SigningKeyFile } from './services/signing-key-records.js';
+import { clockSkewWatch, DatabaseClock } from './sessions/database-clock.js';
 import { PostgresClusterSessions } from './sessions/postgres-cluster-sessions.js';
 import { CONNECT_TIMEOUT_MS, connectionOptions } from './store/postgres/connect.js';
 import {
@@ -139,8 +140,12 @@ export async function openDatabaseState(
   // like a replica cut off from the database, and end every session (--when-cut-off).
   const heartbeatPool = new pg.Pool({ ...connectionOptions(url), max: 1 });
   heartbeatPool.on('error', report('PostgreSQL connection lost'));
+  // What the replicas compare between them is dated by the database's clock (see DatabaseClock).
+  const databaseClock = new DatabaseClock(clock);
+  const checkSkew = clockSkewWatch(databaseClock, logger);
   const answered = setInterval(() => {
     if (store.feed.listening && Date.now() - store.feed.lastReadAt < FEED_STALE_MS) trouble.answered();
+    checkSkew();
   }, 1000);
   answered.unref();
   const close = async () => {
@@ -196,6 +201,7 @@ export async function openDatabaseState(
       heartbeatPool,
       connectionString: url,
       clock,
+      databaseClock,
       url: config.publicUrl,
       process: thisProcess(),
       // Written with each heartbeat: any replica can then say which of them is not ready, and why.

@@ -100,7 +100,7 @@ export function createServices(
     audit,
     limiter: new AbuseLimiter(config.rateLimits, audit, metrics),
     events,
-    replicas: new ReplicaService({ directory: replicas, clock, publicUrl: config.publicUrl }),
+    replicas: new ReplicaService({ directory: replicas, publicUrl: config.publicUrl }),
   };
 }
 

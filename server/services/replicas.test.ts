@@ -14,8 +14,12 @@ class ListedReplicas implements ReplicaDirectory {
   constructor(
     readonly selfId: string,
     readonly records: ReplicaRecord[],
+    private readonly clock: ManualClock,
   ) {}
   async listening(): Promise<void> {}
+  now() {
+    return this.clock.now();
+  }
   liveCount() {
     return this.records.length;
   }
@@ -37,14 +41,18 @@ const record = (id: string, heartbeatAt: number, sessions: number): ReplicaRecor
 describe('ReplicaService.list', () => {
   it('a heartbeat past the bound shows the replica dead; at the bound, and from a clock ahead, live', async () => {
     const clock = new ManualClock(100_000);
-    const directory = new ListedReplicas('b', [
-      record('a', 100_000 - 15_000, 4),
-      record('b', 100_000 - 2_000, 3),
-      record('c', 100_000 - 15_001, 2),
-      // A replica whose clock runs ahead of this one's: its heartbeat is not "in the future".
-      record('d', 100_000 + 500, 1),
-    ]);
-    const view = await new ReplicaService({ directory, clock }).list();
+    const directory = new ListedReplicas(
+      'b',
+      [
+        record('a', 100_000 - 15_000, 4),
+        record('b', 100_000 - 2_000, 3),
+        record('c', 100_000 - 15_001, 2),
+        // A replica whose clock runs ahead of this one's: its heartbeat is not "in the future".
+        record('d', 100_000 + 500, 1),
+      ],
+      clock,
+    );
+    const view = await new ReplicaService({ directory }).list();
     expect(view.sessions).toBe(10);
     expect(view.replicas.map((r) => [r.id, r.state, r.ready, r.heartbeatAgeMs, r.self])).toEqual([
       ['a', 'live', true, 15_000, false],
@@ -69,8 +77,7 @@ describe('ReplicaService.list', () => {
       problems: ['the change feed last read the database 4 s ago'],
     };
     const view = await new ReplicaService({
-      directory: new ListedReplicas('x', [old, behind]),
-      clock,
+      directory: new ListedReplicas('x', [old, behind], clock),
     }).list();
     expect(view.replicas[0]).toMatchObject({
       host: null,
@@ -92,7 +99,7 @@ describe('ReplicaService.list', () => {
     const clock = new ManualClock(1_000);
     let sessions = 0;
     const directory = new SingleServerDirectory({ clock, sessions: () => sessions });
-    const service = new ReplicaService({ directory, clock });
+    const service = new ReplicaService({ directory });
     expect((await service.list()).replicas[0]!.url).toBeNull();
     await directory.listening('http://127.0.0.1:7420');
     sessions = 7;

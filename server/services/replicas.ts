@@ -48,6 +48,8 @@ export interface ReplicaDirectory {
    * is removed by the heartbeat that finds it, so there is no dead count to keep.
    */
   liveCount(): number;
+  /** The time heartbeats are dated by: the database's clock for replicas, the server's alone. */
+  now(): number;
 }
 
 /** This process, as the server and its CLI's `--version` name it. */
@@ -75,6 +77,10 @@ export class SingleServerDirectory implements ReplicaDirectory {
     return 1;
   }
 
+  now(): number {
+    return this.o.clock.now();
+  }
+
   async list(): Promise<ReplicaRecord[]> {
     return [
       {
@@ -100,7 +106,7 @@ export interface ReplicaView {
   version: string | null;
   startedAt: string;
   heartbeatAt: string | null;
-  /** Since its last heartbeat, by the answering replica's clock; null for a server alone. */
+  /** Since its last heartbeat, by the database's clock as the answering replica follows it; null for a server alone. */
   heartbeatAgeMs: number | null;
   /** `dead`: its heartbeat is past the bound; the next live replica's heartbeat removes it. */
   state: 'live' | 'dead';
@@ -125,9 +131,7 @@ export interface ReplicasView {
 
 /** The deployment's server processes, for `replicas.list`. */
 export class ReplicaService {
-  constructor(
-    private readonly deps: { directory: ReplicaDirectory; clock: Clock; publicUrl?: string | null },
-  ) {}
+  constructor(private readonly deps: { directory: ReplicaDirectory; publicUrl?: string | null }) {}
 
   /** For the metrics page: from memory, no database read per scrape. */
   liveCount(): number {
@@ -135,9 +139,9 @@ export class ReplicaService {
   }
 
   async list(): Promise<ReplicasView> {
-    const { directory, clock } = this.deps;
+    const { directory } = this.deps;
     const records = await directory.list();
-    const now = clock.now();
+    const now = directory.now();
     const replicas = records.map((r): ReplicaView => {
       const age = r.heartbeatAt === null ? null : Math.max(0, now - r.heartbeatAt);
       const dead = age !== null && directory.deadAfterMs !== null && age > directory.deadAfterMs;

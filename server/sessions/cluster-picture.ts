@@ -13,9 +13,9 @@ export const MAX_REMOTE_SESSIONS = 1_000_000;
 export const CLAIM_SUM_MODULUS = 2 ** 32;
 
 /**
- * How much earlier (by the clocks of the two replicas) another replica's session must have connected
- * than an own one for its larger claim to count as late rather than newer: the replicas' clocks may
- * differ by this much (the bound the cut-off margin assumes).
+ * How much earlier (by the database's clock as the two replicas follow it) another replica's session
+ * must have connected than an own one for its larger claim to count as late rather than newer: their
+ * readings of it may differ by this much (the bound the cut-off margin assumes).
  */
 export const OLDER_SESSION_MARGIN_MS = CUT_OFF_MARGIN_MS;
 
@@ -30,9 +30,9 @@ interface RemoteSession {
   replicaId: string;
   claim: number;
   remoteAddress: string;
-  /** When it connected, by its replica's clock, as the table has it (null: only heard of). */
+  /** When it connected, by the database's clock as its replica follows it, as the table has it (null: only heard of). */
   connectedAt: number | null;
-  /** When this replica last heard of it (its clock): a full read drops what it did not confirm. */
+  /** When this replica last heard of it (the database's clock as it follows it): a full read drops what it did not confirm. */
   heardAt: number;
   /**
    * Read from the table (a full read, or a claim checked there), not only heard of: a notification

@@ -11,7 +11,8 @@ export const WHEN_CUT_OFF: readonly WhenCutOff[] = ['end-sessions', 'keep-sessio
 
 /**
  * How much sooner than the others count it dead a cut-off replica ends its sessions: they judge its
- * last heartbeat by their own clocks, which may be ahead of its own by this much.
+ * last heartbeat by the database's clock as each follows it (DatabaseClock), which a slow round trip
+ * or a replica started without that clock (tests) can put ahead of its own by up to this much.
  */
 export const CUT_OFF_MARGIN_MS = 3000;
 

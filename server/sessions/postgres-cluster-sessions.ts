@@ -13,6 +13,7 @@ import type {
   SessionClaim,
 } from './cluster-sessions.js';
 import { CutOffWatch, type WhenCutOff } from './cut-off.js';
+import { DATABASE_NOW_SQL, type DatabaseClock } from './database-clock.js';
 import { PictureCheck } from './picture-check.js';
 import {
   CONFIRMATION_RETENTION_MS,
@@ -35,7 +36,14 @@ export interface PostgresClusterSessionsOptions {
    */
   heartbeatPool?: pg.Pool;
   connectionString: string;
+  /** This host's wall clock: when this replica last beat (readiness), and what sessions are dated by. */
   clock: Clock;
+  /**
+   * The clock the replicas compare between them (heartbeats, who is dead, when a session connected),
+   * read from the database with each heartbeat. Without it `clock` serves, and replica hosts whose
+   * clocks disagree by seconds take each other for dead (tests moving one clock for all go without).
+   */
+  databaseClock?: DatabaseClock;
   /** This replica's URL, as the replicas table shows it (--public-url; `listening` sets it otherwise). */
   url?: string | null;
   /** Which process this is, as the replicas table shows it. */
@@ -93,7 +101,7 @@ const RETRY_MS = 1000;
  */
 export class PostgresClusterSessions implements ClusterSessions, ReplicaDirectory {
   readonly backend = 'postgres';
-  /** When this replica last told the database it is alive (its clock; 0: never). Readiness reads it. */
+  /** When this replica last told the database it is alive (its wall clock; 0: never). Readiness reads it. */
   lastHeartbeatAt = 0;
   /**
    * Since when its heartbeats have all gone through (its clock), null while they fail. It reaps
@@ -120,6 +128,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   /** When it first registered: kept when it registers again after losing its row. */
   private startedAt: number | null = null;
   private readonly picture: ClusterPicture;
+  /** The time the replicas share (see the databaseClock option). */
+  private readonly time: Clock;
   private readonly outbox: SessionOutbox;
   private readonly pictureCheck: PictureCheck;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -146,8 +156,9 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.onReaped = o.onReaped;
     this.onCutOff = o.onCutOff;
     this.url = o.url ?? null;
+    this.time = o.databaseClock ?? o.clock;
     this.picture = new ClusterPicture(
-      o.clock,
+      this.time,
       this.deadAfterMs,
       (lost) => this.lostHandler(lost),
       (connectorId) => this.notifications.verifyClaim(connectorId),
@@ -155,7 +166,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.notifications = new ClusterNotifications({
       pool: o.pool,
       connectionString: o.connectionString,
-      clock: o.clock,
+      clock: this.time,
       replicaId: this.replicaId,
       picture: this.picture,
       statements: this.statements,
@@ -173,7 +184,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     });
     this.pictureCheck = new PictureCheck({
       pool: o.pool,
-      clock: o.clock,
+      clock: this.time,
       replicaId: this.replicaId,
       picture: this.picture,
       statements: this.statements,
@@ -194,6 +205,8 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   /** Registers the replica, listens, reads the others' sessions, and starts the timers. */
   static async start(options: PostgresClusterSessionsOptions): Promise<PostgresClusterSessions> {
     const cluster = new PostgresClusterSessions(options);
+    // Its first heartbeat is dated by the database's clock too: a host far behind would look dead.
+    await cluster.readDatabaseClock();
     await cluster.register();
     await cluster.notifications.listen();
     await cluster.resync();
@@ -206,7 +219,9 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
   }
 
   claim(session: SessionClaim): void {
-    const own = this.picture.admitted(session);
+    // Dated as the other replicas date theirs: a late claim is told from a newer one by it.
+    const connectedAt = session.connectedAt + this.time.now() - this.o.clock.now();
+    const own = this.picture.admitted({ ...session, connectedAt });
     // Cut off, it holds no session: one whose handshake was under way when it ended the others
     // ends too, at the next turn (not inside the admission that claims it).
     if (this.cutOff.endedSessions) setImmediate(() => this.cutOff.endedSessions && this.dropOwnSessions());
@@ -249,6 +264,11 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     return this.replicaId;
   }
 
+  /** The time heartbeats are dated by (the database's clock, as this replica follows it). */
+  now(): number {
+    return this.time.now();
+  }
+
   /** Records the URL the server listens on, unless it was given one (--public-url) to show instead. */
   async listening(url: string): Promise<void> {
     if (this.o.url) return;
@@ -286,11 +306,14 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     const sentAt = this.cutOff.sending();
     try {
       this.statements.heartbeat++;
-      const beat = await this.beatPool.query(
-        `UPDATE replicas SET heartbeat_at = $2, problems = $3 WHERE id = $1`,
-        [this.replicaId, now, this.o.problems?.() ?? []],
+      const askedAt = this.o.databaseClock?.asking();
+      const beat = await this.beatPool.query<{ beaten: number; database_now: number }>(
+        `WITH beat AS (UPDATE replicas SET heartbeat_at = $2, problems = $3 WHERE id = $1 RETURNING 1)
+         SELECT (SELECT count(*) FROM beat)::int AS beaten, ${DATABASE_NOW_SQL} AS database_now`,
+        [this.replicaId, this.time.now(), this.o.problems?.() ?? []],
       );
-      if (beat.rowCount === 0) await this.lostTrack();
+      if (askedAt !== undefined) this.o.databaseClock?.read(beat.rows[0]!.database_now, askedAt);
+      if (beat.rows[0]!.beaten === 0) await this.lostTrack();
       else {
         // Back after ending its sessions: the claims that went out before are released first, while
         // it is still not ready (no new session is claimed in between).
@@ -306,10 +329,11 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       );
       const known = new Set<string>();
       let live = this.lastHeartbeatAt === now ? 1 : 0;
+      const shared = this.time.now();
       for (const row of replicas.rows) {
         known.add(row.id);
         this.picture.heard(row.id, Number(row.heartbeat_at));
-        if (Number(row.heartbeat_at) >= now - this.deadAfterMs) live++;
+        if (Number(row.heartbeat_at) >= shared - this.deadAfterMs) live++;
       }
       this.live = live;
       // A replica whose row is gone was reaped (or stopped): its sessions are gone with it.
@@ -319,7 +343,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         connector_id: string;
         session_id: string;
         heartbeat_at: string;
-      }>(REAP_SQL, [this.replicaId, now - this.deadAfterMs, now - CONFIRMATION_RETENTION_MS]);
+      }>(REAP_SQL, [this.replicaId, shared - this.deadAfterMs, shared - CONFIRMATION_RETENTION_MS]);
       if (reaped.rows.length > 0)
         this.onReaped?.(
           reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
@@ -368,8 +392,19 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     this.timers.push(timer);
   }
 
+  /** Reads the database's clock into the databaseClock option's, when given. */
+  private async readDatabaseClock(): Promise<void> {
+    const clock = this.o.databaseClock;
+    if (!clock) return;
+    const askedAt = clock.asking();
+    const { rows } = await this.beatPool.query<{ database_now: number }>(
+      `SELECT ${DATABASE_NOW_SQL} AS database_now`,
+    );
+    clock.read(rows[0]!.database_now, askedAt);
+  }
+
   private async register(): Promise<void> {
-    const now = this.o.clock.now();
+    const now = this.time.now();
     this.startedAt ??= now;
     const p = this.o.process;
     await this.beatPool.query(
