@@ -101,9 +101,17 @@ export class IdentityAuthority {
     const keys = await holdKeys(document, stored);
     const authority = new IdentityAuthority(keys, document, options.issuer, options.clock);
     if (!authority.signer()) {
+      // Made by another replica a moment ago, by its clock: this host's may be behind it.
+      const next = keys
+        .filter((k) => k.retiredAt === null && k.activateAt !== null && k.signingKey)
+        .reduce<number | null>((min, k) => (min === null || k.activateAt! < min ? k.activateAt : min), null);
+      const behind =
+        next === null
+          ? ''
+          : `; the first activates at ${new Date(next).toISOString()}, ${Math.ceil((next - options.clock.now()) / 1000)} s from now by this host's clock: if it was made just now, this host's clock is behind (fix its time sync: NTP, chrony, timedatectl)`;
       throw new DataFileError(
         document.location,
-        'no signing key is active (none has an activation time that has come)',
+        `no signing key is active (none has an activation time that has come)${behind}`,
       );
     }
     authority.unwatch = document.watch?.(() => void authority.reload().catch(() => {})) ?? null;
