@@ -364,7 +364,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     return this.pictureCheck.resync();
   }
 
-  /** Stops for good: releases every session of this replica and its row, in one transaction. */
+  /** Stops for good: releases every session of this replica, then deletes its row. */
   async stop(): Promise<void> {
     await this.halt();
     try {

@@ -92,7 +92,6 @@ export class ChangeFeed {
     return this.position;
   }
 
-  /** Goes on from a position the reader holds all changes before (a whole state loaded after a gap). */
   /**
    * The reader's state may differ from the database for a reason of its own (a commit whose outcome
    * is unknown): as after a gap, it is told at every read (`onGap`) until it loads and resumes.
@@ -102,6 +101,7 @@ export class ChangeFeed {
     this.gapReason = reason;
   }
 
+  /** Goes on from a position the reader holds all changes before (a whole state loaded after a gap). */
   resume(position: FeedPosition, horizon: string): void {
     this.position = position;
     this.horizon = horizon;
@@ -185,8 +185,14 @@ export class ChangeFeed {
     // The payload is not read (any role that may connect can notify): a notification only wakes a
     // read of the table, coalesced with the one in progress.
     client.on('notification', () => void this.readNow().catch(() => {}));
-    await client.connect();
-    await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+    } catch (error) {
+      // Not yet the listener, so `lost` ignores it: ended here, or each failed retry left a connection open.
+      client.end().catch(() => {});
+      throw error;
+    }
     this.listener = client;
     this.listening = true;
     this.reconnectDelay = this.options.reconnectMs ?? 100;

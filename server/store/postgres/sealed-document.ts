@@ -250,12 +250,18 @@ export class SealedDocument<T> implements KeptDocument<T> {
       if (name !== this.options.name || !version || !/^[0-9]{1,19}$/.test(version)) return;
       if (BigInt(version) !== this.version) this.changed?.();
     });
-    await client.connect();
-    if (!this.changed) {
-      await client.end();
-      return;
+    try {
+      await client.connect();
+      if (!this.changed) {
+        await client.end();
+        return;
+      }
+      await client.query(`LISTEN ${DOCUMENTS_CHANNEL}`);
+    } catch (error) {
+      // Not yet the listener: ended here, or each failed retry left a connection open.
+      client.end().catch(() => {});
+      throw error;
     }
-    await client.query(`LISTEN ${DOCUMENTS_CHANNEL}`);
     this.listener = client;
     // A write committed before LISTEN took effect sent its notification to no one: look once now.
     await this.check();
