@@ -1,3 +1,5 @@
+import { escapeUnsafe } from '../shared/text.js';
+
 /** One line per state change: readable by default, JSON lines with --log-json. */
 export interface AgentLogger {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -19,7 +21,9 @@ export function createLogger(
       .filter(([, v]) => v !== undefined && v !== null)
       .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
       .join(' ');
-    out(`${time} ${level.padEnd(5)} ${message}${extra ? `  (${extra})` : ''}`);
+    // One line, whatever a server put in what is said (a revoke's reason, a close reason, an error's
+    // message): a newline in it forged log lines, an escape sequence rewrote the reader's terminal.
+    out(escapeUnsafe(`${time} ${level.padEnd(5)} ${message}${extra ? `  (${extra})` : ''}`));
   };
   return {
     info: (m, f) => write('info', m, f),

@@ -14,6 +14,7 @@ import { createProof, thumbprintOf } from './proof.js';
 import { createRenewalTimer, type RenewableIdentity } from './renewal.js';
 import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
+import { parseSessionEvent } from './session-events.js';
 import { SessionLink } from './session-link.js';
 import { cannotWrite } from './state-dir-problems.js';
 import { serverTimeOf, sessionNonceOf, type Transport, withSessionNonce } from './transport.js';
@@ -335,8 +336,17 @@ export function runSession(o: SessionOptions): Promise<number> {
    */
   function subscribe(): { unsubscribe(): void } {
     return client.agent.session.subscribe(undefined, {
-      onData: (event) => {
-        onEvent(event as SessionEvent).catch((error) =>
+      onData: (data) => {
+        const event = parseSessionEvent(data);
+        if (!event) {
+          // Bounded by the socket's message budget (server-frames.ts).
+          const type = (data as { type?: unknown } | null)?.type;
+          logger.warn('the server sent a session event the agent does not know; ignored', {
+            type: typeof type === 'string' ? type.slice(0, 64) : typeof type,
+          });
+          return;
+        }
+        onEvent(event).catch((error) =>
           logger.error('could not handle a server event', { error: String(error) }),
         );
       },

@@ -1,3 +1,4 @@
+import { escapeUnsafe } from '../shared/text.js';
 import { EXIT } from './exit-codes.js';
 import { type AgentStatus, FINAL_STATES, IdentityStore, serversOf } from './identity-store.js';
 import { isProcessRunning } from './process-liveness.js';
@@ -72,8 +73,15 @@ export async function readStatusSummary(stateDir: string): Promise<StatusSummary
   };
 }
 
-/** The summary as the lines `status` prints. */
+/**
+ * The summary as the lines `status` prints, control characters escaped: the last state holds what a
+ * server said (a revoke's reason), which must not rewrite the terminal of whoever reads it.
+ */
 export function statusLines(summary: StatusSummary): string[] {
+  return summaryLines(summary).map(escapeUnsafe);
+}
+
+function summaryLines(summary: StatusSummary): string[] {
   const lines = [
     `state dir:   ${summary.stateDir}`,
     `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,

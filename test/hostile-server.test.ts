@@ -8,6 +8,7 @@ import { createLogger } from '../agent/log.js';
 import { generateAgentKeyPair } from '../agent/proof.js';
 import { runAgent } from '../agent/run.js';
 import { EXIT } from '../agent/session.js';
+import { readStatusSummary, statusLines } from '../agent/status-command.js';
 import { createTransport } from '../agent/transport.js';
 import { eventually, spawnAgent } from './helpers/agents.js';
 import {
@@ -98,11 +99,16 @@ describe('a server that sends what no server sends over the session', () => {
     const agent = spawnAgent(['--server', server.url], stateDir);
     try {
       // A fourth connection: the agent lived through the three messages, each on its own socket.
+      // Bounded: process start, then three backoffs that grow with each violation (0–1, 0–2, 0–4 s).
       await eventually(
         'the agent reconnected after each message',
         async () => server.connections() >= 4 || agent.exit(),
-        30_000,
-      );
+        60_000,
+      ).catch((error: Error) => {
+        throw new Error(
+          `${error.message} (${server.connections()} connections; sent ${JSON.stringify(server.sessions.map((s) => s.received.map((m) => `${m.method}:${m.params?.path ?? ''}`)))})\n${agent.output()}`,
+        );
+      });
       expect(agent.exit(), agent.output()).toBeNull();
       const exit = await agent.stop('SIGTERM');
       expect(exit.code, agent.output()).toBe(EXIT.STOPPED);
@@ -365,6 +371,36 @@ describe('identities a server sends are saved only when they are this connector�
     } finally {
       clearInterval(poll);
       clearTimeout(timer);
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('what a server says reaches the log and `status` as one line of text', () => {
+  it('a revoke reason holding a forged log line and a terminal escape, and a status that is neither enabled nor disabled: no line is forged, no escape reaches a terminal, the bogus status is ignored', async () => {
+    const forged = 'bye\n2026-01-01T00:00:00.000Z info  identity saved again\u001b[2J\u009b31m';
+    await using server = await hostileServer({
+      onSubscribed: (session) => {
+        session.event(readyEvent());
+        session.event({
+          type: 'status',
+          status: 'enabled\n2026-01-01T00:00:00.000Z info  forged',
+          scope: 'group',
+        });
+        session.event({ type: 'revoked', reason: forged });
+      },
+    });
+    const { stateDir } = await enrolledStateDir(server.url);
+    try {
+      const { code, lines } = await runEnrolledAgent(server.url, stateDir, () => false);
+      expect(code, lines.join('\n')).toBe(EXIT.REVOKED);
+      for (const line of lines) expect(line).not.toMatch(/[\n\r\u001b\u009b]/);
+      expect(lines.join('\n')).toContain('the server sent a session event the agent does not know; ignored');
+      expect(lines.join('\n')).not.toContain('by an admin  (scope=group)');
+      const printed = statusLines(await readStatusSummary(stateDir));
+      for (const line of printed) expect(line).not.toMatch(/[\n\r\u001b\u009b]/);
+      expect(printed.join('\n')).toContain('bye\\u{A}2026');
+    } finally {
       await rm(stateDir, { recursive: true, force: true });
     }
   });
