@@ -197,6 +197,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
           actor: { kind: 'system' },
           outcome: 'success',
           security: event.security,
+          // Where the original came from: a confirmed revocation is restored with its host's address.
+          remoteAddress: event.remoteAddress,
           groupId: event.groupId,
           connectorId: event.connectorId,
           keyId: event.keyId,

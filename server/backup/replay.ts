@@ -9,6 +9,8 @@ import type { BackupContents } from './format.js';
 /** What a restore changed in the backup's state to match the audit log after the snapshot. */
 export interface ReplayCounts {
   connectorsRevoked: number;
+  /** Revocations their host confirmed after the snapshot (pending in it): confirmed again. */
+  revocationsConfirmed: number;
   connectorsDeleted: number;
   groupsDeleted: number;
   apiKeysDeleted: number;
@@ -19,6 +21,7 @@ export interface ReplayCounts {
 
 export const totalReplayed = (c: ReplayCounts) =>
   c.connectorsRevoked +
+  c.revocationsConfirmed +
   c.connectorsDeleted +
   c.groupsDeleted +
   c.apiKeysDeleted +
@@ -28,7 +31,7 @@ export const totalReplayed = (c: ReplayCounts) =>
 /**
  * Brings the backup's state forward over what the audit log recorded at or after its snapshot, so
  * that a restore never brings back what was revoked, deleted, replaced or retired since: revoked
- * connectors are revoked again, deleted connectors, groups and admin keys deleted again, a
+ * connectors are revoked again (and read confirmed when their host confirmed it since), deleted connectors, groups and admin keys deleted again, a
  * provisioning key replaced since is replaced by a new one (its successor's secret is not in the log,
  * and the old one must not enroll again), a signing key retired since loses its private half.
  * Every step is idempotent: an event whose change the snapshot already holds changes nothing and is
@@ -48,6 +51,7 @@ export async function replayAfterSnapshot(
 ): Promise<ReplayCounts> {
   const counts: ReplayCounts = {
     connectorsRevoked: 0,
+    revocationsConfirmed: 0,
     connectorsDeleted: 0,
     groupsDeleted: 0,
     apiKeysDeleted: 0,
@@ -75,6 +79,18 @@ export async function replayAfterSnapshot(
           counts.connectorsRevoked++;
         }
         break;
+      case 'connector.revocation_confirmed': {
+        // As the server showed it: when and from where the host heard (recorded in the event).
+        const confirmedAt = Date.parse(String(event.details.confirmedAt));
+        if (connector?.status === 'revoked' && (connector.revocationConfirmedAt ?? null) === null) {
+          data.patch('connectors', connector.id, {
+            revocationConfirmedAt: Number.isNaN(confirmedAt) ? at : confirmedAt,
+            revocationConfirmedFrom: event.remoteAddress,
+          });
+          counts.revocationsConfirmed++;
+        }
+        break;
+      }
       case 'connector.deleted':
       case 'connector.pending_expired':
         if (connector) {

@@ -145,7 +145,8 @@ export function registerBackupCommands(program: Command, env: AdminEnv): void {
         result.auditFiles.length === 0
           ? 'No audit log given or found: nothing replayed. Anything revoked or deleted after the backup is back; pass --audit-file with the old server’s audit.jsonl to take it back.'
           : `Replayed ${totalReplayed(r)} change(s) the audit log recorded after the backup: ` +
-              `${r.connectorsRevoked} connector(s) revoked, ${r.connectorsDeleted} connector(s) deleted, ` +
+              `${r.connectorsRevoked} connector(s) revoked, ${r.revocationsConfirmed} revocation(s) confirmed by their host, ` +
+              `${r.connectorsDeleted} connector(s) deleted, ` +
               `${r.groupsDeleted} group(s) deleted, ${r.apiKeysDeleted} admin key(s) deleted, ` +
               `${r.provisioningKeysReplaced} provisioning key(s) replaced, ${r.signingKeysRetired} signing key(s) retired.`,
       );
