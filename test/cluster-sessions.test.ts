@@ -526,6 +526,36 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(await rows(db)).toEqual([{ connector_id: 'con_1', replica_id: b.replicaId }]);
   });
 
+  it('a replica taken for dead while a claim of its was on the wire: the claim landing late leaves no row behind', async () => {
+    const db = await database();
+    await using relay = await holdingRelayTo(db);
+    const clock = new ManualClock();
+    // Its statements go through the relay, its heartbeat straight to the database.
+    const pool = testPool(relay.databaseUrl, 4);
+    const heartbeatPool = testPool(db, 1);
+    cleanups.push(async () => {
+      await pool.end();
+      await heartbeatPool.end();
+    });
+    const a = await clusterOn(db, clock, { pool, heartbeatPool });
+    const lost: LostSession[] = [];
+    a.onLost((l) => lost.push(l));
+
+    relay.hold(); // the claim leaves A and waits on the network
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    const claimsBefore = a.statements.claim;
+    await until(() => a.statements.claim === claimsBefore + 1);
+    // Meanwhile the others took A for dead and reaped it: its row is gone.
+    await withClient(db, (client) => client.query('DELETE FROM replicas WHERE id = $1', [a.replicaId]));
+    const beat = a.heartbeat(); // finds its row gone: registers again, releases, ends its sessions
+    await until(() => lost.length > 0);
+    relay.deliver(); // the claim runs now, after what A released
+    await beat;
+    await a.flush();
+    expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: null }]);
+    expect(await rows(db)).toEqual([]);
+  });
+
   it('a session that ended before its claim came back clears a claim of it written with its answer lost', async () => {
     const url = await database();
     const clock = new ManualClock();

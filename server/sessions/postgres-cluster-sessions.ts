@@ -317,7 +317,7 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
       else {
         // Back after ending its sessions: the claims that went out before are released first, while
         // it is still not ready (no new session is claimed in between).
-        if (this.cutOff.endedSessions) await this.beatPool.query(RELEASE_ALL_SQL, [this.replicaId]);
+        if (this.cutOff.endedSessions) await this.outbox.releaseAll();
         this.lastHeartbeatAt = now;
       }
       this.cutOff.wentThrough(sentAt);
@@ -426,8 +426,9 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
 
   private async lostTrack(): Promise<void> {
     await this.register();
-    await this.beatPool.query(RELEASE_ALL_SQL, [this.replicaId]);
+    // Ended and dropped first, released after: a claim already on its way lands before the release.
     this.dropOwnSessions();
+    await this.outbox.releaseAll();
   }
 
   /** Ends every own session (1012 through `onLost`) and drops what was to be said of them. */

@@ -5,6 +5,7 @@ import {
   CLAIM_SQL,
   CONFIRM_DELETIONS_SQL,
   deletionConfirmationPayloads,
+  RELEASE_ALL_SQL,
   RELEASE_SQL,
   RELEASE_UNNUMBERED_SQL,
 } from './postgres-cluster-sql.js';
@@ -45,6 +46,8 @@ export class SessionOutbox {
    * were dropped with the others, and the rows it was to write released).
    */
   private generation = 0;
+  /** Callers of `releaseAll` waiting for its statement (one serves them all). */
+  private releasingAll: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
 
   constructor(private readonly o: SessionOutboxOptions) {}
 
@@ -75,6 +78,20 @@ export class SessionOutbox {
     this.releases = [];
   }
 
+  /**
+   * Releases every row of this replica, in turn with its other statements: after the one in flight,
+   * whose claims would otherwise land after a release sent beside it and stay in the table as
+   * sessions no one holds, and before any queued later. Call it just after `dropSessions`. Rejects
+   * when the statement fails (the caller tries again).
+   */
+  releaseAll(): Promise<void> {
+    if (this.halted) return this.o.pool.query(RELEASE_ALL_SQL, [this.o.replicaId]).then(() => {});
+    return new Promise((resolve, reject) => {
+      this.releasingAll.push({ resolve, reject });
+      this.schedule();
+    });
+  }
+
   /** Sends what is waiting now; resolves when nothing is (tests, shutdown). Bounded by the queue. */
   async flush(): Promise<void> {
     for (let round = 0; round < 100; round++) {
@@ -90,6 +107,7 @@ export class SessionOutbox {
     this.halted = true;
     clearTimeout(this.retryTimer);
     await this.sending?.catch(() => {});
+    for (const caller of this.releasingAll.splice(0)) caller.reject(new Error('the replica stopped'));
   }
 
   private schedule(): void {
@@ -115,7 +133,8 @@ export class SessionOutbox {
   private async sendAll(): Promise<void> {
     const size = this.o.batchSize;
     for (let rounds = 0; rounds < 1000 && !this.halted; rounds++) {
-      if (this.claims.length > 0) await this.sendClaims(this.claims.splice(0, size));
+      if (this.releasingAll.length > 0) await this.sendReleaseAll();
+      else if (this.claims.length > 0) await this.sendClaims(this.claims.splice(0, size));
       else if (this.releases.length > 0) await this.sendReleases(this.releases.splice(0, size));
       else if (this.confirmations.length > 0)
         await this.sendConfirmations(this.confirmations.splice(0, size));
@@ -172,6 +191,18 @@ export class SessionOutbox {
   private async releaseUnnumbered(ended: OwnSession[]): Promise<void> {
     this.o.statements.release++;
     await this.o.pool.query(RELEASE_UNNUMBERED_SQL, [this.o.replicaId, ended.map((own) => own.connectorId)]);
+  }
+
+  private async sendReleaseAll(): Promise<void> {
+    const waiting = this.releasingAll.splice(0);
+    this.o.statements.release++;
+    try {
+      await this.o.pool.query(RELEASE_ALL_SQL, [this.o.replicaId]);
+    } catch (error) {
+      for (const caller of waiting) caller.reject(error as Error);
+      throw error;
+    }
+    for (const caller of waiting) caller.resolve();
   }
 
   private async sendReleases(batch: OwnSession[]): Promise<void> {
