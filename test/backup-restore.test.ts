@@ -313,6 +313,15 @@ describe('backup and restore', () => {
       expect(r.stderr, name).toMatch(message);
       expect(existsSync(target), name).toBe(false);
     }
+    // A --from that is not there: one line naming it, the fix (check the path, or make one); nothing made.
+    const absent = join(work, 'no-such.backup');
+    const absentTarget = join(work, 'target-absent');
+    const noFile = await cli(['restore', '--from', absent, '--data-dir', absentTarget]);
+    expect(noFile.code).toBe(1);
+    expect(noFile.stderr.trim().split('\n')).toHaveLength(1);
+    expect(noFile.stderr).toContain(`--from ${absent} does not exist`);
+    expect(noFile.stderr).toContain('backup --out FILE');
+    expect(existsSync(absentTarget)).toBe(false);
 
     // A fresh dir from the offline backup serves the same groups, with the same admin key.
     const fresh = join(work, 'fresh');
@@ -369,7 +378,9 @@ describe('backup and restore', () => {
     const missing = await restoreWith(out, target, join(srv.dataDir, 'audit.jsonl.typo'));
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('audit.jsonl.typo does not exist');
-    expect(existsSync(join(target, 'store.json'))).toBe(false);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+    // Refused before anything is touched: no data dir made, no server.lock left in it.
+    expect(existsSync(target)).toBe(false);
 
     const restored = await restoreWith(out, target, join(srv.dataDir, 'audit.jsonl'));
     expect(restored.code, restored.stderr).toBe(0);

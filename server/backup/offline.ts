@@ -116,13 +116,17 @@ export interface RestoreResult {
  * log is kept (it is history) and told of the restore (`backup.restored`).
  */
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
+  // A log named on the command line must be there: a typo would replay nothing, and say nothing.
+  // Checked before anything is touched (the data dir is not even made).
+  if (options.auditFile !== undefined && !existsSync(options.auditFile))
+    throw new RestoreRefusedError(
+      `--audit-file ${options.auditFile} does not exist: give the old server's audit.jsonl (its rotated audit.jsonl.N beside it are read too), or leave --audit-file out`,
+    );
   let bytes: Buffer;
   try {
     bytes = await readFile(options.from);
   } catch (error) {
-    throw new BackupFileError(
-      `${options.from}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
-    );
+    throw new BackupFileError(unreadableBackup(options.from, error as NodeJS.ErrnoException));
   }
   const contents = decodeBackup(bytes, options.from);
   // What the server would then fail to serve (every list answering INTERNAL_ERROR) or to start with.
@@ -150,11 +154,6 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       );
     }
     const path = (name: string) => join(dir, name);
-    // A log named on the command line must be there: a typo would replay nothing, and say nothing.
-    if (options.auditFile !== undefined && !existsSync(options.auditFile))
-      throw new RestoreRefusedError(
-        `--audit-file ${options.auditFile} does not exist: give the old server's audit.jsonl (its rotated audit.jsonl.N beside it are read too), or leave --audit-file out`,
-      );
     // Read before anything is replaced: the log of what happened after the backup.
     const { events, files, oldestAt } = await readAuditEventsOf(
       options.auditFile ?? path(DATA_FILES.audit),
@@ -232,6 +231,22 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     };
   } finally {
     await lock.release();
+  }
+}
+
+/** Why `--from FILE` cannot be read, and what to do, in one line. */
+function unreadableBackup(file: string, error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return `--from ${file} does not exist: check the path (a backup is made with \`connector-server backup --out FILE\`)`;
+    case 'EISDIR':
+      return `--from ${file} is a folder: name the backup file in it`;
+    case 'EACCES':
+    case 'EPERM':
+      return `--from ${file} cannot be read by this user (permission denied): run the restore as a user who can read it`;
+    default:
+      return `--from ${file} cannot be read (${error.code ?? error.message}): check the file, or use another backup`;
   }
 }
 
