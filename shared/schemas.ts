@@ -158,6 +158,8 @@ export const emptyInput = z.strictObject({}).optional();
 
 export const connectorStatusSchema = z.enum(['enabled', 'disabled', 'revoked']);
 export const connectionStateSchema = z.enum(['connected', 'disconnected', 'never']);
+/** The most connectors one `connectors.list` page holds. */
+export const MAX_CONNECTORS_PAGE = 1000;
 export const connectorListInput = z.strictObject({
   groupId: groupIdSchema.optional(),
   status: connectorStatusSchema.optional(),
@@ -167,7 +169,7 @@ export const connectorListInput = z.strictObject({
     .max(200)
     .regex(/^[A-Za-z0-9_-]+$/)
     .optional(),
-  limit: z.number().int().min(1).max(1000).optional(),
+  limit: z.number().int().min(1).max(MAX_CONNECTORS_PAGE).optional(),
   /** Connectors whose name, hostname or id contains this (case-insensitive). */
   search: z.string().trim().min(1).max(100).optional(),
 });
@@ -202,12 +204,14 @@ export const signingKeyRetireInput = z.strictObject({
   force: z.boolean().optional(),
 });
 
+/** The most events one `audit.list` page holds. */
+export const MAX_AUDIT_PAGE = 10_000;
 export const auditListInput = z
   .strictObject({
     since: z.iso.datetime({ offset: true }).optional(),
     /** The id of the last event of the previous page: the next page, older events. */
     before: id('evt').optional(),
-    limit: z.number().int().min(1).max(10_000).optional(),
+    limit: z.number().int().min(1).max(MAX_AUDIT_PAGE).optional(),
     type: z
       .string()
       .max(64)

@@ -137,6 +137,21 @@ describe('server CLI (admin commands against a running server)', () => {
     expect(serveHelp.stdout).toContain('CONNECTOR_KEY_TTL');
   });
 
+  it('admin help names the env var of each flag that has one, and the range of each number', async () => {
+    /** The help of `flag` in `help`, its wrapped lines joined. */
+    const optionHelp = (help: string, flag: string) =>
+      new RegExp(`^\\s+${flag}\\b(.*(?:\\n\\s{8,}[^-\\s].*)*)`, 'm').exec(help)?.[1]?.replace(/\s+/g, ' ') ??
+      '';
+    const list = (await cli(['connectors', 'list', '--help'])).stdout;
+    expect(optionHelp(list, '--server')).toContain('env CONNECTOR_SERVER');
+    expect(optionHelp(list, '--data-dir')).toContain('env CONNECTOR_DATA_DIR');
+    expect(optionHelp(list, '--ca-file')).toContain('env CONNECTOR_CA_FILE');
+    expect(optionHelp(list, '--limit')).toContain('1 to 1000');
+    expect(optionHelp(list, '--timeout')).toContain('1 to 3600');
+    const audit = (await cli(['audit', '--help'])).stdout;
+    expect(optionHelp(audit, '--limit')).toContain('1 to 10000');
+  });
+
   it('before any server has run (no data dir), says to start one, in one line (exit 2)', async () => {
     const fresh = join(dataDir, 'never-started');
     const r = await cli(['groups', 'list', '--server', 'http://127.0.0.1:2', '--data-dir', fresh]);

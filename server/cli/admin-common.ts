@@ -28,6 +28,9 @@ import {
 } from './connection.js';
 import { addFlags, type Flags, flagShape, wholeNumber } from './flags.js';
 
+/** The longest `--timeout` an admin command takes, in seconds. */
+export const MAX_ADMIN_TIMEOUT_S = 3600;
+
 /** The options every admin command takes; a command's own options extend this schema. */
 export const adminOptions = z.object({
   server: z.string(),
@@ -36,7 +39,7 @@ export const adminOptions = z.object({
   dataDir: z.string(),
   json: z.boolean().optional(),
   /** Seconds to wait for the server's answer to each call. */
-  timeout: wholeNumber(1, 3600),
+  timeout: wholeNumber(1, MAX_ADMIN_TIMEOUT_S),
 });
 export type AdminOptions = z.infer<typeof adminOptions>;
 
@@ -147,7 +150,11 @@ export function adminCommand(parent: Command, usage: string, description: string
       '--admin-key-file <file>',
       'file holding an admin API key (default: CONNECTOR_ADMIN_KEY, then <data-dir>/admin.key)',
     )
-    .option('--data-dir <dir>', 'the server data dir, to find admin.key', env.dataDir)
+    .option(
+      '--data-dir <dir>',
+      'the server data dir, to find admin.key (env CONNECTOR_DATA_DIR)',
+      env.dataDir,
+    )
     .option(
       '--ca-file <file>',
       'PEM certificate of the CA that signed the server certificate, for https:// servers a private CA signed (env CONNECTOR_CA_FILE)',
@@ -156,7 +163,7 @@ export function adminCommand(parent: Command, usage: string, description: string
     .option('--json', 'print JSON instead of a table')
     .option(
       '--timeout <seconds>',
-      "how long to wait for the server's answer to each call",
+      `how long to wait for the server's answer to each call, 1 to ${MAX_ADMIN_TIMEOUT_S}`,
       String(ADMIN_CALL_TIMEOUT_S),
     );
 }

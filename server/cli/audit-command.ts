@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { AUDIT_TYPE_PREFIXES, auditTypeMisses, refusalsCounted } from '../../shared/audit-event-types.js';
 import { didYouMean } from '../../shared/nearest.js';
+import { MAX_AUDIT_PAGE } from '../../shared/schemas.js';
 import { shellWord } from '../shell-words.js';
 import { type AdminEnv, adminCli, connectionFlags, print } from './admin-common.js';
 import { flag, pointInTime, wholeNumber } from './flags.js';
@@ -18,7 +19,9 @@ const auditFlags = {
     'the next page: events logged before this one (the last id shown)',
     z.string().optional(),
   ),
-  limit: flag('--limit <n>', 'at most this many', wholeNumber(1, 10_000), { default: '50' }),
+  limit: flag('--limit <n>', `at most this many, 1 to ${MAX_AUDIT_PAGE}`, wholeNumber(1, MAX_AUDIT_PAGE), {
+    default: '50',
+  }),
   type: flag('--type <type>', 'only this event type (or prefix, e.g. enrollment)', z.string().optional()),
   security: flag('--security', 'only events flagged security', z.boolean().default(false)),
 };

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
-import { type AdminEnv, parseOptions } from './admin-common.js';
+import { type AdminEnv, MAX_ADMIN_TIMEOUT_S, parseOptions } from './admin-common.js';
 import { resolveAdminKey } from './admin-key.js';
 import { CliError } from './cli-error.js';
 import {
@@ -197,7 +197,7 @@ async function online(options: BackupOptions, env: AdminEnv) {
   const adminKey = resolveAdminKey({ ...options, dataDir: options.dataDir ?? env.dataDir }, env.adminKey);
   const url = `${options.server.replace(/\/+$/, '')}${BACKUP_PATH}`;
   const transport = adminFetch(options.server, options.caFile) ?? fetch;
-  const seconds = parseOptions(z.object({ timeout: wholeNumber(1, 3600) }), options).timeout;
+  const seconds = parseOptions(z.object({ timeout: wholeNumber(1, MAX_ADMIN_TIMEOUT_S) }), options).timeout;
   // Bounded until the answer's headers: a frozen server is said, not waited on; the body may take long.
   const waiting = new AbortController();
   const timer = setTimeout(() => waiting.abort(new NoAnswerInTime(seconds)), seconds * 1000);

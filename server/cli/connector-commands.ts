@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { connectionStateSchema, connectorStatusSchema } from '../../shared/schemas.js';
+import { connectionStateSchema, connectorStatusSchema, MAX_CONNECTORS_PAGE } from '../../shared/schemas.js';
 import { shellWord } from '../shell-words.js';
 import {
   type AdminEnv,
@@ -34,7 +34,9 @@ const listFlags = {
       choices: connectionStateSchema.options,
     },
   ),
-  limit: flag('--limit <n>', 'page size', wholeNumber(1, 1000), { default: '100' }),
+  limit: flag('--limit <n>', `page size, 1 to ${MAX_CONNECTORS_PAGE}`, wholeNumber(1, MAX_CONNECTORS_PAGE), {
+    default: '100',
+  }),
   cursor: flag('--cursor <cursor>', 'continue after this cursor', z.string().optional()),
   search: flag(
     '--search <text>',
