@@ -195,7 +195,7 @@ describe('revocation receipts: revoke and delete say whether the host heard it',
       return events.length === 1;
     });
     expect(await cli(srv, ['connectors', 'get', id])).toContain(
-      `revoked; the host confirmed it at ${confirmedAt.slice(0, 10)} ${confirmedAt.slice(11, 19)} UTC from 127.0.0.1`,
+      `revoked; the host confirmed it at ${confirmedAt} from 127.0.0.1`,
     );
     await srv.stop();
     await using again = await startTestServer({ dataDir: srv.dataDir, clock: srv.clock });
@@ -220,6 +220,26 @@ describe('revocation receipts: revoke and delete say whether the host heard it',
     expect(await cli(again, ['connectors', 'delete', offline.connectorId])).toContain(
       `Connector ${offline.connectorId} deleted; its host is not connected: it is told at its next connection`,
     );
+  });
+
+  it('connectors revoke and delete print the time the host confirmed in ISO 8601, as every time the CLI prints', async () => {
+    const { srv, group } = await setup(ACK_BOUND_UNDER_LOAD_MS);
+    await using _ = srv;
+    const confirmedAt = new Date(srv.clock.now()).toISOString();
+    for (const [verb, name, exit] of [
+      ['revoke', 'told-revoked', 4],
+      ['delete', 'told-deleted', 5],
+    ] as const) {
+      // The group's current key: a revoke regenerates it.
+      const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+      const { agent, connector, stateDir } = await liveAgent(srv, key, name);
+      const said = await cli(srv, ['connectors', verb, connector.id]);
+      expect(said, agent.output()).toContain(
+        `Connector ${connector.id} ${verb}d; the host confirmed it at ${confirmedAt} from 127.0.0.1.`,
+      );
+      expect((await agent.exited).code).toBe(exit);
+      await rm(stateDir, { recursive: true, force: true });
+    }
   });
 
   it('delete of a live agent answers confirmed; the agent exits 5 with its identity wiped', async () => {
