@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { calculateJwkThumbprint, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { fullJitterDelayMs } from '../agent/backoff.js';
 import type { AgentConfig } from '../agent/config.js';
@@ -15,11 +16,32 @@ import { type AuditEvent, FileAuditLog } from '../server/services/audit.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import type { HeldAuditRecovery } from '../server/store/held-audit.js';
 import { loadStoreFiles } from '../server/store/journal.js';
+import { IDENTITY_AUDIENCE } from '../shared/protocol.js';
 import { connectSim, enrollSim, hostFacts } from './helpers/agent-sim.js';
 import { eventually, readIdentity, spawnAgent, waitConnected } from './helpers/agents.js';
+import { FAKE_CONNECTOR, FAKE_GROUP } from './helpers/hostile-server.js';
 import { canMount } from './helpers/mounts.js';
 import { spawnServer } from './helpers/processes.js';
 import { rawCall, startTestServer, tempDir } from './helpers/server.js';
+
+/** An identity for FAKE_CONNECTOR bound to `publicKey`, as a server of another deployment signs one. */
+async function identityFor(publicKey: JWK): Promise<{ identityToken: string; identityExpiresAt: string }> {
+  const signer = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+  const expiresAt = Math.floor(Date.now() / 1000) + 86_400;
+  const identityToken = await new SignJWT({
+    group_id: FAKE_GROUP,
+    provisioning_key_id: 'pk_faultstest1',
+    cnf: { jkt: await calculateJwkThumbprint(publicKey) },
+  })
+    .setProtectedHeader({ alg: 'EdDSA', kid: 'kid-faults' })
+    .setIssuer('http://127.0.0.1:7420')
+    .setSubject(FAKE_CONNECTOR)
+    .setAudience(IDENTITY_AUDIENCE)
+    .setIssuedAt()
+    .setExpirationTime(expiresAt)
+    .sign(signer.privateKey);
+  return { identityToken, identityExpiresAt: new Date(expiresAt * 1000).toISOString() };
+}
 
 afterEach(() => {
   vi.useRealTimers();
@@ -366,8 +388,14 @@ describe('faults: the agent through outages and broken state', () => {
     const called = new Promise<void>((resolve) => {
       firstCall = resolve;
     });
+    // The identity the server answers at last, bound to the key pair the agent sent (the agent
+    // saves no other): signed with real crypto, outside the fake timers, from the first request on.
+    let identity: Promise<{ identityToken: string; identityExpiresAt: string }> | null = null;
     const fetch = async (_url: unknown, init: RequestInit = {}): Promise<Response> => {
-      if (calls++ === 0) firstCall();
+      if (calls++ === 0) {
+        firstCall();
+        identity = identityFor(JSON.parse(String(init.body)).publicKey);
+      }
       // First a server that accepts and never answers: each attempt must give up by itself.
       if (calls <= 3)
         return new Promise((_, reject) =>
@@ -394,12 +422,7 @@ describe('faults: the agent through outages and broken state', () => {
           headers: { 'content-type': 'application/json' },
         });
       }
-      const data = {
-        connectorId: 'con_sim',
-        groupId: 'grp_sim',
-        identityToken: 'token',
-        identityExpiresAt: new Date(0).toISOString(),
-      };
+      const data = { connectorId: FAKE_CONNECTOR, groupId: FAKE_GROUP, ...(await identity!) };
       return new Response(JSON.stringify({ result: { data } }), {
         status: 200,
         headers: { 'content-type': 'application/json' },
@@ -448,10 +471,11 @@ describe('faults: the agent through outages and broken state', () => {
     expect(calls).toBeGreaterThan(HOURS * 60 * 0.9);
     expect(Math.max(...waits)).toBeLessThanOrEqual(60);
 
+    await identity;
     outageOver = true;
     for (let i = 0; i < 10 && !settled; i++) await vi.advanceTimersByTimeAsync(125_000);
-    const identity = await result;
-    expect(identity).toMatchObject({ connectorId: 'con_sim', server: 'http://127.0.0.1:7420' });
+    const enrolled = await result;
+    expect(enrolled).toMatchObject({ connectorId: FAKE_CONNECTOR, server: 'http://127.0.0.1:7420' });
     // The RATE_LIMITED answer was waited out for its hint (120 s) plus jitter, not a blind backoff.
     expect(waits.at(-1)).toBeGreaterThanOrEqual(120);
     expect(waits.at(-1)).toBeLessThanOrEqual(121);
