@@ -126,6 +126,24 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
 
+  /**
+   * Makes a request over the session once the socket in use is no longer closing. tRPC sends a
+   * request made while its socket closes (the agent hanging up on a server that broke the protocol,
+   * a dead link's close going unanswered) over a socket it opens at once: the backoff and
+   * SessionLink's reading of the close were skipped, and the subscription, moved there only once
+   * the old socket closed, went out batched with the request. Waiting for the close (bounded:
+   * CLOSE_ANSWER_MS) lets the reconnect that follows it carry the request.
+   */
+  async function overSession<T>(call: () => Promise<T>): Promise<T> {
+    const ws = wsClient.connection?.ws;
+    if (ws && ws.readyState === ws.CLOSING) {
+      // Added after tRPC's own listener: by the time this runs, its reconnect has begun.
+      await new Promise<void>((resolve) => ws.addEventListener('close', () => resolve(), { once: true }));
+      if (finished) throw new Error('the session is over');
+    }
+    return call();
+  }
+
   const { kty, crv, x } = identity.privateJwk;
   const ownThumbprint = thumbprintOf({ kty, crv, x });
 
@@ -166,7 +184,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   if (!o.unenroll && o.keepIdentity !== false) keeper.start();
   // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
   const renewal = createRenewalTimer({
-    renew: () => client.agent.renew.mutate(),
+    renew: () => overSession(() => client.agent.renew.mutate()),
     adopt: adoptIdentity,
     logger,
     now: () => serverClock.now(),
@@ -263,7 +281,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   }
 
   const hostReporter = new HostReporter({
-    report: (host) => client.agent.report.mutate({ host }),
+    report: (host) => overSession(() => client.agent.report.mutate({ host })),
     logger,
     hostFacts: o.hostFacts,
     intervalMs: o.reportIntervalMs,
@@ -285,7 +303,7 @@ export function runSession(o: SessionOptions): Promise<number> {
         await writeStatus('connected', event.status, null);
         if (o.unenroll) {
           // Answered once the `deleted` event it causes is acknowledged: that event ends the session.
-          client.agent.unenroll.mutate().catch((error: Error) => {
+          overSession(() => client.agent.unenroll.mutate()).catch((error: Error) => {
             if (finished) return;
             logger.error('the server did not unenroll this connector', { error: error.message });
             void finish(EXIT.FAILED, 'refused', error.message);

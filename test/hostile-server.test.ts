@@ -9,7 +9,7 @@ import { generateAgentKeyPair } from '../agent/proof.js';
 import { runAgent } from '../agent/run.js';
 import { EXIT } from '../agent/session.js';
 import { readStatusSummary, statusLines } from '../agent/status-command.js';
-import { createTransport } from '../agent/transport.js';
+import { CLOSE_ANSWER_MS, createTransport } from '../agent/transport.js';
 import { eventually, spawnAgent } from './helpers/agents.js';
 import {
   apiError,
@@ -120,6 +120,43 @@ describe('a server that sends what no server sends over the session', () => {
       expect(await savedToken(stateDir)).toBe(identity.identityToken);
     } finally {
       await agent.stop('SIGKILL');
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a request made while the hang-up is unanswered (the host report after `ready`) waits for the close: tRPC sent it on a new socket opened at once, skipping the backoff and the line saying why', async () => {
+    let junkAt = 0;
+    const subscribedAt: number[] = [];
+    await using server = await hostileServer({
+      onSubscribed: (session, connection) => {
+        subscribedAt.push(Date.now());
+        session.event(readyEvent());
+        if (connection !== 1) return;
+        session.send('not json');
+        junkAt = Date.now();
+        // The agent's close frame is never read, so never answered: its socket stays closing until
+        // the agent cuts it (CLOSE_ANSWER_MS), while the agent sends its host facts.
+        session.socket.pause();
+      },
+    });
+    const { stateDir } = await enrolledStateDir(server.url);
+    try {
+      const { code, lines, held } = await runEnrolledAgent(
+        server.url,
+        stateDir,
+        () => subscribedAt.length >= 2,
+      );
+      expect(held, lines.join('\n')).toBe(true);
+      expect(code).toBe(EXIT.STOPPED);
+      // The next socket only once the first one is closed (cut, unanswered), then the backoff.
+      const opened = server.sessions[1]!.openedAt - junkAt;
+      expect(opened, lines.join('\n')).toBeGreaterThanOrEqual(CLOSE_ANSWER_MS - 100);
+      expect(lines.join('\n')).toContain(
+        'the server sent what no enrollment server sends; hung up, reconnecting',
+      );
+      // The report went over the next session, not over a socket of its own.
+      expect(server.sessions[1]!.received.some((m) => m.params?.path === 'agent.report')).toBe(true);
+    } finally {
       await rm(stateDir, { recursive: true, force: true });
     }
   });

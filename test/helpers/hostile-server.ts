@@ -20,6 +20,8 @@ export interface HostileSession {
   /** The messages the agent sent on this socket, parsed. */
   received: { method?: string; id?: number; params?: { path?: string } }[];
   socket: WebSocket;
+  /** When the socket was upgraded (Date.now()). */
+  openedAt: number;
 }
 
 export interface HostileScript {
@@ -68,6 +70,7 @@ export async function hostileServer(script: HostileScript = {}): Promise<Hostile
       const session: HostileSession = {
         received: [],
         socket: ws,
+        openedAt: Date.now(),
         send: (frame) => {
           if (ws.readyState === ws.OPEN) ws.send(frame, { binary: Buffer.isBuffer(frame) });
         },
@@ -75,13 +78,7 @@ export async function hostileServer(script: HostileScript = {}): Promise<Hostile
       };
       sessions.push(session);
       ws.on('error', () => {});
-      ws.on('message', (raw) => {
-        let message: HostileSession['received'][number];
-        try {
-          message = JSON.parse(String(raw));
-        } catch {
-          return;
-        }
+      const onMessage = (message: HostileSession['received'][number]) => {
         session.received.push(message);
         if (message.method === 'subscription' && message.params?.path === 'agent.session') {
           subscriptionId = message.id ?? null;
@@ -99,6 +96,20 @@ export async function hostileServer(script: HostileScript = {}): Promise<Hostile
             ),
           );
         }
+      };
+      ws.on('message', (raw) => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(String(raw));
+        } catch {
+          return;
+        }
+        // tRPC's client sends the requests queued in the same tick as one array, which its server
+        // reads as that many messages.
+        const messages = Array.isArray(parsed) ? parsed : [parsed];
+        for (const message of messages)
+          if (typeof message === 'object' && message !== null)
+            onMessage(message as HostileSession['received'][number]);
       });
     });
   });
