@@ -81,39 +81,57 @@ export function statusLines(summary: StatusSummary): string[] {
   return summaryLines(summary).map(escapeUnsafe);
 }
 
+/** Where every value of `status` starts: past the longest label, so that the values line up. */
+const LABEL_WIDTH = 'identity expires: '.length;
+
+/** One `label: value` line of `status`, the value in the values' column. */
+const line = (label: string, value: string) => `${label}:`.padEnd(LABEL_WIDTH) + value;
+
 function summaryLines(summary: StatusSummary): string[] {
   const lines = [
-    `state dir:   ${summary.stateDir}`,
-    `enrolled:    ${summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'}`,
+    line('state dir', summary.stateDir),
+    line('enrolled', summary.enrolled ? `yes, as ${summary.connectorId} (group ${summary.groupId})` : 'no'),
   ];
-  if (summary.identityError) lines.push(`identity:    ${summary.identityError}`);
+  if (summary.identityError) lines.push(line('identity', summary.identityError));
   // With replicas the server it enrolled through is not always the one it talks to now.
-  if (summary.server) lines.push(`enrolled via: ${summary.server}`);
-  if (summary.servers) lines.push(`servers:     ${summary.servers.join(', ')}`);
-  if (summary.identityExpiresAt) lines.push(`identity expires: ${summary.identityExpiresAt}`);
+  if (summary.server) lines.push(line('enrolled via', summary.server));
+  if (summary.servers) lines.push(line('servers', summary.servers.join(', ')));
+  if (summary.identityExpiresAt) lines.push(line('identity expires', summary.identityExpiresAt));
   const agent = summary.agent;
   if (!agent) {
     // Unreadable is not "never ran": the status file is as closed to this user as the identity.
     lines.push(
-      summary.identityError?.includes('cannot be read by this user')
-        ? 'agent:       unknown (its status cannot be read by this user either)'
-        : 'agent:       not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
+      line(
+        'agent',
+        summary.identityError?.includes('cannot be read by this user')
+          ? 'unknown (its status cannot be read by this user either)'
+          : 'not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
+      ),
     );
     return lines;
   }
   if (summary.running)
     lines.push(
-      `agent:       running as pid ${agent.pid}, ${summary.connected ? `connected to ${agent.server ?? 'its server'}` : 'not connected'}`,
+      line(
+        'agent',
+        `running as pid ${agent.pid}, ${summary.connected ? `connected to ${agent.server ?? 'its server'}` : 'not connected'}`,
+      ),
     );
   else if (summary.stoppedUncleanly)
     lines.push(
-      `agent:       not running (last ran as pid ${agent.pid}, stopped uncleanly: killed or crashed while ${agent.state})`,
+      line(
+        'agent',
+        `not running (last ran as pid ${agent.pid}, stopped uncleanly: killed or crashed while ${agent.state})`,
+      ),
     );
-  else lines.push(`agent:       not running (last ran as pid ${agent.pid}, exited: ${exitWords(agent)})`);
+  else lines.push(line('agent', `not running (last ran as pid ${agent.pid}, exited: ${exitWords(agent)})`));
   lines.push(
-    `last state:  ${agent.state}${agent.status ? ` (${agent.status})` : ''} at ${agent.updatedAt}, pid ${agent.pid}`,
+    line(
+      'last state',
+      `${agent.state}${agent.status ? ` (${agent.status})` : ''} at ${agent.updatedAt}, pid ${agent.pid}`,
+    ),
   );
-  if (agent.detail) lines.push(`detail:      ${agent.detail}`);
+  if (agent.detail) lines.push(line('detail', agent.detail));
   return lines;
 }
 

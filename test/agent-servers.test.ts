@@ -29,7 +29,7 @@ describe('an agent given several servers (--server a,b)', () => {
       // status names them all: the one it enrolled at is not always the one it talks to.
       const status = spawnAgent(['status'], stateDir);
       await status.exited;
-      expect(status.output()).toContain(`servers:     ${dead}, ${srv.url}`);
+      expect(status.output()).toContain(`servers:          ${dead}, ${srv.url}`);
       // Its log names the one that answered.
       expect(agent.output()).toMatch(
         new RegExp(`enrolled; identity saved.*server=${srv.url.replaceAll('.', '\\.')}`),

@@ -39,10 +39,10 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
 
     const before = await status(stateDir);
     expect(before.code).toBe(9);
-    expect(before.output).toContain('enrolled:    no');
+    expect(before.output).toContain('enrolled:         no');
     // Nothing here says whether an agent never ran or unenroll removed its record: it says both.
     expect(before.output).toContain(
-      'agent:       not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
+      'agent:            not running (no record of an agent here: none has run with this state dir, or unenroll removed it)',
     );
 
     const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'watched'], stateDir);
@@ -52,8 +52,8 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
       const s = await status(stateDir);
       return s.code === 0 ? s : null;
     });
-    expect(connected.output).toContain(`agent:       running as pid ${pid}, connected to ${srv.url}`);
-    expect(connected.output).toContain(`enrolled via: ${srv.url}`);
+    expect(connected.output).toContain(`agent:            running as pid ${pid}, connected to ${srv.url}`);
+    expect(connected.output).toContain(`enrolled via:     ${srv.url}`);
 
     // The server goes away: the agent runs on, retrying.
     await srv.stop();
@@ -67,7 +67,9 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     await agent.exited;
     const killed = await status(stateDir);
     expect(killed.code).toBe(8);
-    expect(killed.output).toContain(`agent:       not running (last ran as pid ${pid}, stopped uncleanly`);
+    expect(killed.output).toContain(
+      `agent:            not running (last ran as pid ${pid}, stopped uncleanly`,
+    );
     expect(killed.output).not.toMatch(/running as pid/);
     const json = await status(stateDir, true);
     expect(json.code).toBe(8);
@@ -192,7 +194,9 @@ describe('connector-agent status: what runs, in words and in the exit code', () 
     const { code } = await proc.exited;
     expect(code).toBe(1);
     expect(proc.output()).toContain('cannot be read by this user (EACCES): run this as the agent');
-    expect(proc.output()).toContain('agent:       unknown (its status cannot be read by this user either)');
+    expect(proc.output()).toContain(
+      'agent:            unknown (its status cannot be read by this user either)',
+    );
     await rm(stateDir, { recursive: true, force: true });
     await rm(bundleDir, { recursive: true, force: true });
   });
