@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import { type DirLabel, foreignDirMessage } from './foreign-dir.js';
+
+export type { DirLabel } from './foreign-dir.js';
 
 // Both sides keep secrets in a dir of their own (the agent's state dir, the server's data dir):
 // whoever else can write there can plant links that redirect a write of a private key, or make a
@@ -30,12 +33,6 @@ export class PrivateDirError extends Error {
   ) {
     super(message);
   }
-}
-
-/** How a dir is named in messages: e.g. `{ what: 'state dir', flag: '--state-dir' }`. */
-export interface DirLabel {
-  what: string;
-  flag: string;
 }
 
 /** A path on the way to a dir to create exists and is not a directory. */
@@ -94,7 +91,8 @@ async function makeDirs(dir: string): Promise<void> {
  */
 export async function ensurePrivateDir(dir: string, label: DirLabel): Promise<void> {
   const uid = process.getuid?.();
-  const fix = `use a directory this user owns (${label.flag}) or fix its owner (chown ${uid ?? ''} ${dir})`;
+  // Recursive: a chown of the dir alone leaves the files in it (0600) the other user's.
+  const fix = `use a directory this user owns (${label.flag}) or give it and every file in it to this user (chown -R ${uid ?? ''} ${dir})`;
   try {
     await makeDirs(dir);
   } catch (error) {
@@ -127,15 +125,21 @@ export async function ensurePrivateDir(dir: string, label: DirLabel): Promise<vo
   try {
     handle = await open(dir, constants.O_RDONLY | (constants.O_DIRECTORY ?? 0));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw error;
-    throw new PrivateDirError('DIR_NOT_A_DIRECTORY', `${label.what} ${dir} is not a directory: ${fix}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR')
+      throw new PrivateDirError('DIR_NOT_A_DIRECTORY', `${label.what} ${dir} is not a directory: ${fix}`);
+    // Another user's 0700 dir cannot even be opened to check its owner: its owner is named all the same.
+    const foreign = code === 'EACCES' || code === 'EPERM' ? await foreignDirMessage(dir, label) : null;
+    if (foreign) throw new PrivateDirError('DIR_NOT_OWNED', foreign);
+    throw error;
   }
   try {
     const info = await handle.stat();
     if (info.uid !== uid) {
       throw new PrivateDirError(
         'DIR_NOT_OWNED',
-        `${label.what} ${dir} is owned by uid ${info.uid}, not by this user (uid ${uid}): ${fix}`,
+        (await foreignDirMessage(dir, label)) ??
+          `${label.what} ${dir} is owned by uid ${info.uid}, not by this user (uid ${uid}): ${fix}`,
       );
     }
     if ((info.mode & 0o077) === 0) return;

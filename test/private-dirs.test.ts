@@ -81,6 +81,36 @@ describe.skipIf(!isRoot)('a state or data dir owned by another user is refused',
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('agent: a 0700 state dir of another user (an identity copied there and chown -R to it), run by a third user: one line naming its owner and the fix, exit 2; it was EACCES and a stack trace, exit 1, which the unit restarts for ever', async () => {
+    const stateDir = await tempDir('ce-foreign-0700-');
+    const identityFile = join(stateDir, 'identity.json');
+    await writeFile(identityFile, JSON.stringify(IDENTITY), { mode: 0o600 });
+    for (const path of [stateDir, identityFile]) await chown(path, OTHER_UID, OTHER_UID);
+    const third = { uid: OTHER_UID + 1, gid: OTHER_UID + 1 };
+    try {
+      const agent = spawnAgent(['--server', 'http://127.0.0.1:2'], stateDir, {}, { user: third });
+      const { code, timedOut } = await exitedWithin(agent, 15_000);
+      expect(timedOut, agent.output()).toBe(false);
+      expect(code, agent.output()).toBe(2);
+      const lines = linesOf(agent.output());
+      expect(lines, agent.output()).toHaveLength(1);
+      expect(lines[0]).toContain(
+        `${stateDir} is owned by uid ${OTHER_UID}, not by this user, uid ${third.uid}`,
+      );
+      expect(lines[0]).toContain(`sudo -u '#${OTHER_UID}'`);
+      expect(lines[0]).toContain(`sudo chown -R ${third.uid} ${stateDir}`);
+      expect(hasStack(agent.output())).toBe(false);
+      // Run as root: the fix takes the files too (a chown of the dir alone left identity.json unreadable).
+      const asRoot = spawnAgent(['--server', 'http://127.0.0.1:2'], stateDir);
+      expect((await exitedWithin(asRoot, 15_000)).code, asRoot.output()).toBe(2);
+      expect(linesOf(asRoot.output())).toHaveLength(1);
+      expect(asRoot.output()).toContain(`chown -R root ${stateDir}`);
+      expect(asRoot.output()).not.toMatch(/chown \d/);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
   it('agent: a state dir that is a link to a dir owned by another user is refused the same way', async () => {
     const parent = await tempDir('ce-linked-state-');
     const foreign = join(parent, 'foreign');

@@ -16,10 +16,16 @@ export interface AgentProc extends Proc {
   stateDir: string;
 }
 
-/** The agent CLI from source, as its own process. */
-export function spawnAgent(args: string[], stateDir: string, env: NodeJS.ProcessEnv = {}): AgentProc {
+/** The agent CLI from source, as its own process (as another user when root gives `user`). */
+export function spawnAgent(
+  args: string[],
+  stateDir: string,
+  env: NodeJS.ProcessEnv = {},
+  options: { user?: { uid: number; gid: number } } = {},
+): AgentProc {
   const proc = spawnTs('agent/main.ts', [...args, '--state-dir', stateDir], {
     env: { ...process.env, ...env },
+    ...(options.user ? { user: options.user } : {}),
   });
   return { ...proc, stateDir };
 }
