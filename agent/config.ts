@@ -162,6 +162,22 @@ export function parseServerList(raw: readonly string[], allowInsecure: boolean):
   return [...new Set(urls.map((url) => checkServerUrl(url, allowInsecure)))];
 }
 
+/** Where the key for a key file comes from, as the README shows it. */
+const GET_THE_KEY = 'on the admin side, connector-server groups key GROUP prints it';
+
+/** Why `--key-file` could not be read, and what to do about it. */
+function unreadableKeyFile(file: string, error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT')
+    return `--key-file ${file} does not exist: write the group's provisioning key into it (${GET_THE_KEY}), or pass the file that holds it`;
+  // A container's volume mounted from a host file that did not exist yet is a directory.
+  if (code === 'EISDIR')
+    return `--key-file ${file} is a directory, not a file: pass the file that holds the group's provisioning key, or write the key into a file (${GET_THE_KEY}) and pass that`;
+  if (code === 'EACCES' || code === 'EPERM')
+    return `--key-file ${file} cannot be read by this user (${code}): run the agent as the user that owns it (root for the systemd unit), or give the file to the agent's user (mode 0600)`;
+  return `--key-file: cannot read ${file} (${code ?? error})`;
+}
+
 /** Builds the run config from flags and environment; the only place the agent reads process.env. */
 export async function parseAgentConfig(
   flags: AgentFlags,
@@ -192,10 +208,11 @@ export async function parseAgentConfig(
       const mode = (await stat(flags.keyFile)).mode & 0o777;
       if (mode & 0o077)
         keyExposure = `--key-file ${flags.keyFile} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 it, or delete it once enrolled`;
-      if (!provisioningKey) keyFileProblem = `--key-file: ${flags.keyFile} is empty`;
+      if (!provisioningKey)
+        keyFileProblem = `--key-file ${flags.keyFile} is empty: write the group's provisioning key into it (${GET_THE_KEY})`;
     } catch (error) {
       // Once enrolled the key is not needed, and operators are told they may delete the file.
-      keyFileProblem = `--key-file: cannot read ${flags.keyFile} (${(error as NodeJS.ErrnoException).code ?? error})`;
+      keyFileProblem = unreadableKeyFile(flags.keyFile, error);
     }
   }
   provisioningKey ??= env.CONNECTOR_PROVISIONING_KEY?.trim() || null;

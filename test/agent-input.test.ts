@@ -1,4 +1,4 @@
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -52,6 +52,33 @@ describe('agent input it checks itself', () => {
     // None of them reached the server.
     expect(await srv.admin.audit.list.query({ type: 'enrollment' })).toEqual([]);
     expect((await srv.admin.connectors.list.query({})).items).toEqual([]);
+  });
+
+  it('a --key-file that is empty, missing or a directory: exit 2, one line saying what to put there and where the key comes from (it said only "is empty" or "cannot read X (EISDIR)")', async () => {
+    const dir = await tempDir('ce-in-');
+    const empty = join(dir, 'empty.key');
+    await writeFile(empty, '\n', { mode: 0o600 });
+    const asDir = join(dir, 'mounted.key');
+    await mkdir(asDir);
+    const missing = join(dir, 'missing.key');
+    for (const [file, said] of [
+      [empty, `--key-file ${empty} is empty: write the group's provisioning key into it`],
+      [
+        asDir,
+        `--key-file ${asDir} is a directory, not a file: pass the file that holds the group's provisioning key`,
+      ],
+      [missing, `--key-file ${missing} does not exist: write the group's provisioning key into it`],
+    ] as const) {
+      const agent = spawnAgent(
+        ['--server', 'http://127.0.0.1:2', '--key-file', file],
+        await tempDir('ce-in-'),
+      );
+      expect((await agent.exited).code, agent.output()).toBe(2);
+      const lines = agent.output().trim().split('\n');
+      expect(lines, agent.output()).toHaveLength(1);
+      expect(lines[0]).toContain(said);
+      expect(lines[0]).toContain('connector-server groups key GROUP');
+    }
   });
 
   it('a key given where other users can read it (--key on the command line, a key file open to them) is said when enrolling, never the key itself', async () => {
