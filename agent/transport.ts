@@ -1,7 +1,7 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import WebSocket from 'ws';
-import { isForeignNotFound, isTransientStatus } from '../shared/api-answers.js';
+import { isForeignNotFound, isTransientStatus, isTrpcAnswer } from '../shared/api-answers.js';
 import { fetchVia } from '../shared/node-fetch.js';
 import { SERVER_TIME_HEADER, SESSION_NONCE_HEADER } from '../shared/protocol.js';
 import {
@@ -133,14 +133,24 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 /**
  * `base` with redirects never followed (a redirect answer rejects with RedirectRefused), and an
- * answer that is not JSON rejected with NotTheApi.
+ * answer that is not tRPC's JSON rejected with NotTheApi.
  */
 function refusingRedirects(base: typeof fetch): typeof fetch {
   const refusing = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     const response = await base(input, { ...init, redirect: 'manual' });
     const contentType = response.headers.get('content-type');
     const redirect = REDIRECT_STATUSES.has(response.status);
-    if (!redirect && contentType?.toLowerCase().includes('json') && !(await isForeignNotFound(response)))
+    if (
+      !redirect &&
+      contentType?.toLowerCase().includes('json') &&
+      !(await isForeignNotFound(response)) &&
+      isTrpcAnswer(
+        await response
+          .clone()
+          .json()
+          .catch(() => null),
+      )
+    )
       return response;
     await response.body?.cancel().catch(() => {});
     if (!redirect) throw new NotTheApi(response.status, contentType);

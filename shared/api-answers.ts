@@ -3,10 +3,33 @@
 
 /**
  * Statuses a busy server, or a proxy in front of one that is away, answers with in its own words
- * (not the API's JSON): a retry may get through. Any other non-API answer is something else at that URL.
+ * (not the API's JSON): a retry may get through. Any other non-API answer is something else at that
+ * URL; so is 501 (Not Implemented): the server there does not do what was asked (a plain file
+ * server, `python3 -m http.server`, answers every POST so), now or on any retry.
  */
 export function isTransientStatus(status: number): boolean {
+  if (status === 501) return false;
   return status >= 500 || status === 408 || status === 425 || status === 429;
+}
+
+/**
+ * Whether a parsed JSON body is a tRPC answer: `{result: …}`, or `{error: …}` with a JSON-RPC error
+ * code (tRPC's, -32768 to -32000) and a message. Another service's JSON (`{"detail": "Method Not
+ * Allowed"}`, `{"ok": true}`) is none: tRPC's client said "Unable to transform response from
+ * server" of it, which read as a network error and was retried for ever.
+ */
+export function isTrpcAnswer(body: unknown): boolean {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return false;
+  const { result, error } = body as { result?: unknown; error?: unknown };
+  if (typeof result === 'object' && result !== null) return true;
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return (
+    typeof message === 'string' &&
+    Number.isInteger(code) &&
+    (code as number) <= -32000 &&
+    (code as number) >= -32768
+  );
 }
 
 /**

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnAgent } from './helpers/agents.js';
 import { serverCli } from './helpers/cli.js';
+import { settleWithin } from './helpers/processes.js';
 import { startTestServer, tempDir } from './helpers/server.js';
 import { createTestCa, opensslAvailable } from './helpers/tls.js';
 
@@ -156,16 +157,14 @@ describe('agent input it checks itself', () => {
     },
   );
 
-  it("a --server that answers but is not the enrollment server (a web page, another service) is final at once, exit 2 with the fix; a proxy's 502 page is retried; in a list, it is passed over", async () => {
+  it("a --server that answers but is not the enrollment server (a web page, a file server answering POST 501, another service's JSON) is final at once, exit 2 with the fix; a proxy's 502 page is retried; in a list, it is passed over", async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Elsewhere' });
     const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
-    /** A web server on loopback that answers every request with `status` and an HTML page. */
-    const webServer = async (status: number) => {
+    /** A server on loopback that answers every request with `status`, `type` and `body`. */
+    const answering = async (status: number, type: string, body: string) => {
       const server: Server = createServer((_req, res) =>
-        res
-          .writeHead(status, { 'content-type': 'text/html; charset=utf-8' })
-          .end('<!doctype html><p>hello</p>'),
+        res.writeHead(status, { 'content-type': type }).end(body),
       );
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       return {
@@ -173,6 +172,9 @@ describe('agent input it checks itself', () => {
         [Symbol.asyncDispose]: () => new Promise<void>((resolve) => server.close(() => resolve())),
       };
     };
+    /** A web server on loopback that answers every request with `status` and an HTML page. */
+    const webServer = (status: number) =>
+      answering(status, 'text/html; charset=utf-8', '<!doctype html><p>hello</p>');
     await using site = await webServer(200);
     await using notFound = await webServer(404);
     await using badGateway = await webServer(502);
@@ -198,6 +200,33 @@ describe('agent input it checks itself', () => {
       `${srv.url}/some/path answered HTTP 404 (application/json), which is not an answer of the enrollment server's API: check --server`,
     );
     expect(underPath.output()).not.toMatch(/retrying|Unable to transform/);
+    // A file server (`python3 -m http.server` answers POST 501 in HTML) and another service's JSON
+    // (tRPC's client said "Unable to transform response from server"): retried for ever, the first
+    // as "the server too busy, or a proxy", the others as "is the server running".
+    const fileServer = await answering(501, 'text/html;charset=utf-8', '<p>Unsupported method (POST)</p>');
+    const otherApi = await answering(405, 'application/json', '{"detail":"Method Not Allowed"}');
+    const otherOk = await answering(200, 'application/json', '{"ok":true}');
+    try {
+      for (const [web, status, type] of [
+        [fileServer, 501, 'text/html'],
+        [otherApi, 405, 'application/json'],
+        [otherOk, 200, 'application/json'],
+      ] as const) {
+        const stateDir = await tempDir('ce-in-');
+        const agent = spawnAgent(['--server', web.url, '--key', key], stateDir);
+        // Bounded: before, it retried for ever.
+        const exit = await settleWithin(agent.exited, 20_000);
+        if (!exit) await agent.stop('SIGKILL');
+        expect(exit?.code, agent.output()).toBe(2);
+        expect(agent.output()).toContain(
+          `${web.url} answered HTTP ${status} (${type}), which is not an answer of the enrollment server's API: check --server`,
+        );
+        expect(agent.output()).not.toMatch(/retrying|Unable to transform/);
+        expect(JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')).state).toBe('misconfigured');
+      }
+    } finally {
+      for (const web of [fileServer, otherApi, otherOk]) await web[Symbol.asyncDispose]();
+    }
     const retried = spawnAgent(['--server', badGateway.url, '--key', key], await tempDir('ce-in-'));
     await retried.waitForOutput(
       /enrollment failed, retrying.*reason=answered HTTP 502 \(text\/html\) without the API's answer/,

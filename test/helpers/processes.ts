@@ -9,6 +9,7 @@ export {
   type Proc,
   removeTempDir,
   repoRoot,
+  settleWithin,
   spawnProcess,
   spawnTs,
 } from '../../scripts/lib/processes.js';
