@@ -54,6 +54,8 @@ export class SessionLink {
    */
   private readonly violations = new FailedAttempts();
   private readonly violationsSaid = new WeakSet<object>();
+  /** Sockets hung up on for a `ready` that did not come in time (see noReady). */
+  private readonly readyMissed = new WeakSet<object>();
   /** Why the socket just failed, from its error event, for the close event that follows. */
   private lastSocketError: string | null = null;
   /** What to say about the retry about to be scheduled: said by retryDelayMs, which knows the delay. */
@@ -162,6 +164,22 @@ export class SessionLink {
     return chosen;
   }
 
+  /**
+   * The server of `socket` took the session but sent no `ready` within `waitedMs`: the agent hangs
+   * up, and the next attempt goes to the next server of the list, with the backoff of a failed
+   * attempt. Said in one line, with the retry's delay.
+   */
+  noReady(socket: object, waitedMs: number): void {
+    this.readyMissed.add(socket);
+    this.moveOn = true;
+    const problem = `${this.serverOf(socket) ?? this.o.servers.current} took the session but sent no ready within ${waitedMs / 1000} s`;
+    this.attemptFailed(
+      problem,
+      'the server did not say the session is ready; hung up, trying the next server',
+    );
+    this.o.disconnected(problem);
+  }
+
   /** tRPC's onError: an attempt that failed (refused upgrade, network, TLS). */
   socketError(event: unknown): void {
     const { logger } = this.o;
@@ -249,6 +267,11 @@ export class SessionLink {
     }
     this.moveOn = true;
     if (this.brokeProtocol(event?.target)) return;
+    // Said by noReady, which hung up.
+    if (event?.target && this.readyMissed.has(event.target as object)) {
+      this.lastSocketError = null;
+      return;
+    }
     // Not final (e.g. RATE_LIMITED, handshake timeout): say why, then retry with backoff.
     const hint = /retry-after=(\d{1,6})/.exec(reason);
     if (hint) this.retryAfterMs = Math.min(Number(hint[1]) * 1000, 3_600_000);

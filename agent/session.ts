@@ -51,6 +51,8 @@ export interface SessionOptions {
   relock?: () => Promise<void>;
   /** How often the identity's file is checked for (IdentityKeeper). @default 60000 */
   keepCheckMs?: number;
+  /** How long a server may take to send `ready` once the session's socket is open. @default READY_TIMEOUT_MS */
+  readyTimeoutMs?: number;
   /** Puts the identity back if its state dir loses it (IdentityKeeper); off for a store that is no dir. @default true */
   keepIdentity?: boolean;
   /**
@@ -60,6 +62,15 @@ export interface SessionOptions {
    */
   serverListMoved?: boolean;
 }
+
+/**
+ * How long after its socket opens (connectionParams, then the subscription) a session may go
+ * without `ready`. A genuine server sends it once it has checked the identity and recorded the
+ * session, well within a second; a server that takes the session, answers pings and never says
+ * `ready` (a broken replica, a proxy holding the upgrade) held the agent there for ever, with the
+ * other servers of its list never tried. Generous, so that a busy server is not left for being slow.
+ */
+export const READY_TIMEOUT_MS = 30_000;
 
 /**
  * Stays connected until told to stop or cut off: reconnects with full-jitter backoff on network
@@ -104,6 +115,7 @@ export function runSession(o: SessionOptions): Promise<number> {
     // server this agent means to reach, so neither a replay nor a relay can use it.
     connectionParams: async () => {
       const socket = wsClient.connection?.ws;
+      if (socket) awaitReady(socket);
       const time = serverTimeOf(socket);
       if (time) serverClock.observe(time.serverTime, time.receivedAt);
       return {
@@ -125,6 +137,19 @@ export function runSession(o: SessionOptions): Promise<number> {
     onClose: (cause) => link.socketClosed(cause),
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
+
+  let readyDeadline: NodeJS.Timeout | undefined;
+  /** Hangs up on `socket` if no `ready` comes over it in time (READY_TIMEOUT_MS); the link moves on. */
+  function awaitReady(socket: WebSocket) {
+    clearTimeout(readyDeadline);
+    const waitMs = o.readyTimeoutMs ?? READY_TIMEOUT_MS;
+    readyDeadline = setTimeout(() => {
+      if (finished || socket !== wsClient.connection?.ws) return;
+      link.noReady(socket, waitMs);
+      socket.close(1000, 'no ready in time');
+    }, waitMs);
+    readyDeadline.unref();
+  }
 
   /**
    * Makes a request over the session once the socket in use is no longer closing. tRPC sends a
@@ -226,6 +251,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   ) {
     if (finished) return;
     finished = true;
+    clearTimeout(readyDeadline);
     hostReporter.stop();
     renewal.stop();
     // A renewed identity still only in memory: a last try, unless it is about to be wiped.
@@ -292,6 +318,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   async function onEvent(event: SessionEvent) {
     switch (event.type) {
       case 'ready':
+        clearTimeout(readyDeadline);
         connectedOnce = true;
         link.connected();
         logger.info(`connected to ${servers.current}`, {
