@@ -140,16 +140,13 @@ function refusingRedirects(base: typeof fetch): typeof fetch {
     const response = await base(input, { ...init, redirect: 'manual' });
     const contentType = response.headers.get('content-type');
     const redirect = REDIRECT_STATUSES.has(response.status);
+    // Of the API's calls (not /healthz), only tRPC's own answers.
+    const call = /\/trpc\//.test(new URL(urlOf(input)).pathname);
     if (
       !redirect &&
       contentType?.toLowerCase().includes('json') &&
       !(await isForeignNotFound(response)) &&
-      isTrpcAnswer(
-        await response
-          .clone()
-          .json()
-          .catch(() => null),
-      )
+      (!call || isTrpcAnswer(await bodyOf(response)))
     )
       return response;
     await response.body?.cancel().catch(() => {});
@@ -158,6 +155,14 @@ function refusingRedirects(base: typeof fetch): typeof fetch {
     throw new RedirectRefused(response.status, resolveLocation(response.headers.get('location'), requested));
   };
   return refusing as typeof fetch;
+}
+
+/** `response`'s body as JSON, read from a copy (null if it is none). */
+function bodyOf(response: Response): Promise<unknown> {
+  return response
+    .clone()
+    .json()
+    .catch(() => null);
 }
 
 function resolveLocation(location: string | null, requested: string | URL): string | null {
