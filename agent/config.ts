@@ -25,6 +25,8 @@ export interface AgentConfig {
   /** Present the saved identity to a --server other than those it was issued for (and save the new list). */
   allowServerChange: boolean;
   logFormat: 'text' | 'json';
+  /** Why server certificates go unchecked (uncheckedTlsWarning), said at start; none when they are checked. */
+  tlsUnchecked?: string | null;
 }
 
 export interface AgentFlags {
@@ -61,6 +63,20 @@ export async function readCaFile(
   const problem = caPemProblem(pem, file);
   if (problem) throw new UsageError(problem);
   return pem;
+}
+
+/**
+ * NODE_TLS_REJECT_UNAUTHORIZED=0 (Node's own switch, often left in an environment from a test)
+ * turns off every certificate check of the process: enrollment, which carries the provisioning
+ * key, and the session, which carries the identity, would go to anyone on the path who poses as
+ * the server. One line saying so, or null when certificates are checked.
+ */
+export function uncheckedTlsWarning(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.NODE_TLS_REJECT_UNAUTHORIZED !== '0') return null;
+  return (
+    "NODE_TLS_REJECT_UNAUTHORIZED=0 is set: server certificates are not checked, so anyone on the way to the server can pose as it and take the provisioning key and this host's identity. " +
+    'Unset it; to trust a private CA, pass --ca-file'
+  );
 }
 
 /** Where a root agent keeps its state unless told otherwise. */
@@ -241,5 +257,6 @@ export async function parseAgentConfig(
     allowInsecure,
     allowServerChange: Boolean(flags.allowServerChange),
     logFormat: flags.logJson ? 'json' : 'text',
+    tlsUnchecked: uncheckedTlsWarning(env),
   };
 }

@@ -27,6 +27,7 @@ export async function runAgent(
   logger: AgentLogger,
   signal: AbortSignal,
 ): Promise<number> {
+  if (config.tlsUnchecked) logger.warn(config.tlsUnchecked);
   const store = new IdentityStore(config.stateDir, (error) =>
     logger.warn(
       cannotWrite(

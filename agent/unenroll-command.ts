@@ -1,7 +1,7 @@
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeNetworkError, tlsMisconfiguration } from '../shared/network-errors.js';
-import { readableStateDir, readCaFile, resolveStateDir, UsageError } from './config.js';
+import { readableStateDir, readCaFile, resolveStateDir, UsageError, uncheckedTlsWarning } from './config.js';
 import { EXIT } from './exit-codes.js';
 import { collectHostFacts } from './host-facts.js';
 import { type AgentStatus, IdentityFileError, IdentityStore, serversOf } from './identity-store.js';
@@ -107,6 +107,8 @@ export async function unenroll(flags: UnenrollFlags, logger: AgentLogger): Promi
   const timeoutSeconds = Number(flags.timeout ?? '20');
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600)
     throw new UsageError(`--timeout: "${flags.timeout}" is not a number of seconds between 1 and 3600`);
+  const tlsUnchecked = uncheckedTlsWarning();
+  if (tlsUnchecked) logger.warn(tlsUnchecked);
   const store = new UnenrollStore(await readableStateDir(resolveStateDir(flags.stateDir)));
   let identity: Awaited<ReturnType<IdentityStore['load']>>;
   try {

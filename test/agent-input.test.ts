@@ -82,6 +82,40 @@ describe('agent input it checks itself', () => {
     }
   });
 
+  it('NODE_TLS_REJECT_UNAUTHORIZED=0 in its environment (certificates unchecked for enrollment and the session) is said once, at start, with the fix; it was silent', async () => {
+    await using srv = await startTestServer();
+    const group = await srv.admin.groups.create.mutate({ name: 'Unchecked' });
+    const key = (await srv.admin.provisioningKeys.get.query({ groupId: group.id })).key!;
+    const said = 'NODE_TLS_REJECT_UNAUTHORIZED=0 is set: server certificates are not checked';
+    const unchecked = spawnAgent(
+      ['--server', srv.url, '--key', key, '--name', 'unchecked'],
+      await tempDir('ce-in-'),
+      {
+        NODE_TLS_REJECT_UNAUTHORIZED: '0',
+      },
+    );
+    try {
+      await unchecked.waitForOutput(/connected to/);
+      const lines = unchecked.output().trim().split('\n');
+      expect(
+        lines.filter((line) => line.includes(said)),
+        unchecked.output(),
+      ).toHaveLength(1);
+      expect(lines[0]).toContain(`warn  ${said}`);
+      expect(lines[0]).toContain('Unset it; to trust a private CA, pass --ca-file');
+    } finally {
+      await unchecked.stop('SIGTERM');
+    }
+    // Checked (unset, or any other value: Node turns them off only for "0"): nothing said.
+    for (const value of [undefined, '1']) {
+      const checked = spawnAgent(['--server', srv.url], await tempDir('ce-in-'), {
+        NODE_TLS_REJECT_UNAUTHORIZED: value,
+      });
+      expect((await checked.exited).code, checked.output()).toBe(2);
+      expect(checked.output()).not.toContain('NODE_TLS_REJECT_UNAUTHORIZED');
+    }
+  });
+
   it('a key given where other users can read it (--key on the command line, a key file open to them) is said when enrolling, never the key itself', async () => {
     await using srv = await startTestServer();
     const group = await srv.admin.groups.create.mutate({ name: 'Exposed' });
