@@ -7,6 +7,9 @@ export interface DirLabel {
   flag: string;
 }
 
+/** The server's data dir, as its commands name it. */
+export const DATA_DIR_LABEL: DirLabel = { what: 'data dir', flag: '--data-dir' };
+
 /** A user's name from /etc/passwd, or null (no such file, no such uid: a container's numeric uid). */
 function userName(uid: number): string | null {
   try {

@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ERROR_REASONS, isErrorReason } from '../../shared/errors.js';
+import { DATA_DIR_LABEL, foreignDirMessage } from '../../shared/foreign-dir.js';
 import { syncDir } from '../../shared/private-files.js';
 import { BACKUP_PATH } from '../backup/http-endpoint.js';
 import { type AdminEnv, MAX_ADMIN_TIMEOUT_S, parseOptions } from './admin-common.js';
@@ -18,7 +19,6 @@ import {
   NoAnswerInTime,
 } from './connection.js';
 import { wholeNumber } from './flags.js';
-import { foreignDataDirMessage } from './foreign-dir.js';
 
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -162,14 +162,14 @@ export async function withDataDirErrors<T>(dir: string, fix: string, action: () 
   } catch (error) {
     if (error instanceof DataDirLockedError) throw new CliError(`${error.message}: ${fix}`, 2);
     if (error instanceof PrivateDirError) {
-      const foreign = error.code === 'DIR_NOT_OWNED' ? await foreignDataDirMessage(dir) : null;
+      const foreign = error.code === 'DIR_NOT_OWNED' ? await foreignDirMessage(dir, DATA_DIR_LABEL) : null;
       throw new CliError(foreign ?? error.message, 2);
     }
     const code = (error as NodeJS.ErrnoException).code;
     // Another user's 0700 data dir cannot even be opened to check its owner, or its files read
     // (a data file's own error names the code in its message): say whose it is.
     const denied = code === 'EACCES' || code === 'EPERM' || /\b(EACCES|EPERM)\b/.test(String(error));
-    const foreign = denied ? await foreignDataDirMessage(dir) : null;
+    const foreign = denied ? await foreignDirMessage(dir, DATA_DIR_LABEL) : null;
     if (foreign) throw new CliError(foreign, 2);
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EROFS')
       throw new CliError(`${(error as Error).message}`, 2);

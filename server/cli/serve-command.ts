@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { type Command, Option } from 'commander';
+import { DATA_DIR_LABEL, foreignDirMessage } from '../../shared/foreign-dir.js';
 import { SERVE_FLAGS, type ServeFlagValues } from '../config.js';
 import { CliError } from './cli-error.js';
-import { foreignDataDirMessage } from './foreign-dir.js';
 
 /** `serve`: its flags come from SERVE_FLAGS (each also env CONNECTOR_<FLAG>); start-up failures are one line. */
 export function registerServeCommand(program: Command): void {
@@ -63,7 +63,8 @@ export function registerServeCommand(program: Command): void {
         throw new CliError(`cannot start: ${error.message}`);
       // --data-dir names a dir this user cannot keep secrets in: the operator's to fix, exit 2.
       if (error instanceof PrivateDirError) {
-        const foreign = error.code === 'DIR_NOT_OWNED' ? await foreignDataDirMessage(config.dataDir) : null;
+        const foreign =
+          error.code === 'DIR_NOT_OWNED' ? await foreignDirMessage(config.dataDir, DATA_DIR_LABEL) : null;
         throw new CliError(`cannot start: ${foreign ?? error.message}`, 2);
       }
       // One server per data dir: the operator stops the other one or gives this one its own dir.
@@ -106,7 +107,7 @@ export function registerServeCommand(program: Command): void {
       // Another user's 0700 data dir cannot even be opened to check its owner: the same line as
       // for one this user can see into, and exit 2, which the unit does not restart.
       if (code === 'EACCES' || code === 'EPERM') {
-        const foreign = await foreignDataDirMessage(config.dataDir);
+        const foreign = await foreignDirMessage(config.dataDir, DATA_DIR_LABEL);
         if (foreign) throw new CliError(`cannot start: ${foreign}`, 2);
       }
       if (errno.code && errno.path)
