@@ -10,7 +10,7 @@ describe('cannotWrite', () => {
     );
     const denied = cannotWrite('/srv/agent', failed('EACCES'), 'the identity is not saved');
     expect(denied).toContain('(EACCES: this user may not write there)');
-    expect(denied).toContain("Make it the agent's user's (chown it, mode 0700)");
+    expect(denied).toContain("Make it and every file in it the agent's user's (chown -R, mode 0700)");
     expect(denied).not.toContain('Free space');
     expect(cannotWrite('/srv/agent', failed('EROFS'), 'x')).toContain(
       'Mount it read-write, or give another --state-dir',

@@ -9,7 +9,7 @@ export function cannotWrite(dir: string, error: unknown, meaning: string): strin
         : code === 'EACCES' || code === 'EPERM'
           ? [
               'this user may not write there',
-              "Make it the agent's user's (chown it, mode 0700), or run the agent as the user that owns it, or give another --state-dir",
+              "Make it and every file in it the agent's user's (chown -R, mode 0700), or run the agent as the user that owns it, or give another --state-dir",
             ]
           : code === 'ENOENT'
             ? ['it was removed', 'Check what removes it']
