@@ -16,6 +16,7 @@ import { ServerClock } from './server-clock.js';
 import { ServerRotation } from './servers.js';
 import { parseSessionEvent } from './session-events.js';
 import { SessionLink } from './session-link.js';
+import { SessionSocket } from './session-socket.js';
 import { cannotWrite } from './state-dir-problems.js';
 import { serverTimeOf, sessionNonceOf, type Transport, withSessionNonce } from './transport.js';
 import { wipeIdentity } from './wipe-identity.js';
@@ -51,7 +52,7 @@ export interface SessionOptions {
   relock?: () => Promise<void>;
   /** How often the identity's file is checked for (IdentityKeeper). @default 60000 */
   keepCheckMs?: number;
-  /** How long a server may take to send `ready` once the session's socket is open. @default READY_TIMEOUT_MS */
+  /** How long a server may take to send `ready` once the session's socket is open. @default READY_TIMEOUT_MS (session-socket.ts) */
   readyTimeoutMs?: number;
   /** Puts the identity back if its state dir loses it (IdentityKeeper); off for a store that is no dir. @default true */
   keepIdentity?: boolean;
@@ -62,15 +63,6 @@ export interface SessionOptions {
    */
   serverListMoved?: boolean;
 }
-
-/**
- * How long after its socket opens (connectionParams, then the subscription) a session may go
- * without `ready`. A genuine server sends it once it has checked the identity and recorded the
- * session, well within a second; a server that takes the session, answers pings and never says
- * `ready` (a broken replica, a proxy holding the upgrade) held the agent there for ever, with the
- * other servers of its list never tried. Generous, so that a busy server is not left for being slow.
- */
-export const READY_TIMEOUT_MS = 30_000;
 
 /**
  * Stays connected until told to stop or cut off: reconnects with full-jitter backoff on network
@@ -114,16 +106,16 @@ export function runSession(o: SessionOptions): Promise<number> {
     // Called once the socket is open: the proof signs the nonce of this very connection and the
     // server this agent means to reach, so neither a replay nor a relay can use it.
     connectionParams: async () => {
-      const socket = wsClient.connection?.ws;
-      if (socket) awaitReady(socket);
-      const time = serverTimeOf(socket);
+      const ws = wsClient.connection?.ws;
+      if (ws) socket.awaitReady(ws);
+      const time = serverTimeOf(ws);
       if (time) serverClock.observe(time.serverTime, time.receivedAt);
       return {
         identity: identity.identityToken,
         proof: await createProof(
           identity.privateJwk,
           identity.identityToken,
-          { nonce: sessionNonceOf(socket), htu: new URL(servers.current).origin },
+          { nonce: sessionNonceOf(ws), htu: new URL(servers.current).origin },
           serverClock.now(),
         ),
       };
@@ -138,36 +130,12 @@ export function runSession(o: SessionOptions): Promise<number> {
   });
   const client = createTRPCClient<AppRouter>({ links: [wsLink({ client: wsClient })] });
 
-  let readyDeadline: NodeJS.Timeout | undefined;
-  /** Hangs up on `socket` if no `ready` comes over it in time (READY_TIMEOUT_MS); the link moves on. */
-  function awaitReady(socket: WebSocket) {
-    clearTimeout(readyDeadline);
-    const waitMs = o.readyTimeoutMs ?? READY_TIMEOUT_MS;
-    readyDeadline = setTimeout(() => {
-      if (finished || socket !== wsClient.connection?.ws) return;
-      link.noReady(socket, waitMs);
-      socket.close(1000, 'no ready in time');
-    }, waitMs);
-    readyDeadline.unref();
-  }
-
-  /**
-   * Makes a request over the session once the socket in use is no longer closing. tRPC sends a
-   * request made while its socket closes (the agent hanging up on a server that broke the protocol,
-   * a dead link's close going unanswered) over a socket it opens at once: the backoff and
-   * SessionLink's reading of the close were skipped, and the subscription, moved there only once
-   * the old socket closed, went out batched with the request. Waiting for the close (bounded:
-   * CLOSE_ANSWER_MS) lets the reconnect that follows it carry the request.
-   */
-  async function overSession<T>(call: () => Promise<T>): Promise<T> {
-    const ws = wsClient.connection?.ws;
-    if (ws && ws.readyState === ws.CLOSING) {
-      // Added after tRPC's own listener: by the time this runs, its reconnect has begun.
-      await new Promise<void>((resolve) => ws.addEventListener('close', () => resolve(), { once: true }));
-      if (finished) throw new Error('the session is over');
-    }
-    return call();
-  }
+  const socket = new SessionSocket({
+    current: () => wsClient.connection?.ws,
+    finished: () => finished,
+    readyTimeoutMs: o.readyTimeoutMs,
+    noReady: (ws, waitedMs) => link.noReady(ws, waitedMs),
+  });
 
   const { kty, crv, x } = identity.privateJwk;
   const ownThumbprint = thumbprintOf({ kty, crv, x });
@@ -209,7 +177,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   if (!o.unenroll && o.keepIdentity !== false) keeper.start();
   // Asks for a renewal itself when no push came: a server restarted or a push lost costs no identity.
   const renewal = createRenewalTimer({
-    renew: () => overSession(() => client.agent.renew.mutate()),
+    renew: () => socket.afterClosing(() => client.agent.renew.mutate()),
     adopt: adoptIdentity,
     logger,
     now: () => serverClock.now(),
@@ -251,7 +219,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   ) {
     if (finished) return;
     finished = true;
-    clearTimeout(readyDeadline);
+    socket.readyCame();
     hostReporter.stop();
     renewal.stop();
     // A renewed identity still only in memory: a last try, unless it is about to be wiped.
@@ -307,7 +275,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   }
 
   const hostReporter = new HostReporter({
-    report: (host) => overSession(() => client.agent.report.mutate({ host })),
+    report: (host) => socket.afterClosing(() => client.agent.report.mutate({ host })),
     logger,
     hostFacts: o.hostFacts,
     intervalMs: o.reportIntervalMs,
@@ -318,7 +286,7 @@ export function runSession(o: SessionOptions): Promise<number> {
   async function onEvent(event: SessionEvent) {
     switch (event.type) {
       case 'ready':
-        clearTimeout(readyDeadline);
+        socket.readyCame();
         connectedOnce = true;
         link.connected();
         logger.info(`connected to ${servers.current}`, {
@@ -330,11 +298,13 @@ export function runSession(o: SessionOptions): Promise<number> {
         await writeStatus('connected', event.status, null);
         if (o.unenroll) {
           // Answered once the `deleted` event it causes is acknowledged: that event ends the session.
-          overSession(() => client.agent.unenroll.mutate()).catch((error: Error) => {
-            if (finished) return;
-            logger.error('the server did not unenroll this connector', { error: error.message });
-            void finish(EXIT.FAILED, 'refused', error.message);
-          });
+          socket
+            .afterClosing(() => client.agent.unenroll.mutate())
+            .catch((error: Error) => {
+              if (finished) return;
+              logger.error('the server did not unenroll this connector', { error: error.message });
+              void finish(EXIT.FAILED, 'refused', error.message);
+            });
           break;
         }
         // An older server sends no digest: then the facts are sent, as they always were.
