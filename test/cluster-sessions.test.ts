@@ -183,6 +183,21 @@ async function holdingRelayTo(url: string) {
       holding = false;
       for (const { inbound, outbound } of links) inbound.pipe(outbound);
     },
+    /**
+     * Delivers what was held, then cuts each link at the next statement sent on it (the network
+     * fails again); connections opened after go through.
+     */
+    deliverThenCut: () => {
+      holding = false;
+      for (const { inbound, outbound } of links) {
+        for (let chunk = inbound.read(); chunk !== null; chunk = inbound.read()) outbound.write(chunk);
+        inbound.on('data', () => {
+          inbound.destroy();
+          outbound.destroy();
+        });
+        inbound.resume();
+      }
+    },
     [Symbol.asyncDispose]: async () => {
       for (const { inbound, outbound } of links) {
         inbound.destroy();
@@ -553,6 +568,36 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     await beat;
     await a.flush();
     expect(lost).toEqual([{ connectorId: 'con_1', sessionId: 1, replacedBy: null }]);
+    expect(await rows(db)).toEqual([]);
+  });
+
+  it('a replica taken for dead whose release then fails releases its rows once the database answers again: no row is left for a session no one holds', async () => {
+    const db = await database();
+    await using relay = await holdingRelayTo(db);
+    const clock = new ManualClock();
+    const pool = testPool(relay.databaseUrl, 4);
+    const heartbeatPool = testPool(db, 1);
+    cleanups.push(async () => {
+      await pool.end();
+      await heartbeatPool.end();
+    });
+    const a = await clusterOn(db, clock, { pool, heartbeatPool });
+    const lost: LostSession[] = [];
+    a.onLost((l) => lost.push(l));
+
+    relay.hold();
+    a.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.1', connectedAt: clock.now() });
+    const claimsBefore = a.statements.claim;
+    await until(() => a.statements.claim === claimsBefore + 1);
+    await withClient(db, (client) => client.query('DELETE FROM replicas WHERE id = $1', [a.replicaId]));
+    const beat = a.heartbeat(); // registers again, ends its sessions, and releases after the claim
+    await until(() => lost.length > 0);
+    relay.deliverThenCut(); // the claim lands; the release sent after it is cut off
+    await beat;
+    await a.heartbeat(); // its row is back: nothing tells this heartbeat to release
+    const deadline = Date.now() + 5000;
+    while ((await rows(db)).length > 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 50));
     expect(await rows(db)).toEqual([]);
   });
 

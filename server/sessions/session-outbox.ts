@@ -81,8 +81,8 @@ export class SessionOutbox {
   /**
    * Releases every row of this replica, in turn with its other statements: after the one in flight,
    * whose claims would otherwise land after a release sent beside it and stay in the table as
-   * sessions no one holds, and before any queued later. Call it just after `dropSessions`. Rejects
-   * when the statement fails (the caller tries again).
+   * sessions no one holds, and before any queued later. Call it just after `dropSessions`. A failed
+   * statement is tried again with the rest (retryMs); it rejects only when the outbox halts.
    */
   releaseAll(): Promise<void> {
     if (this.halted) return this.o.pool.query(RELEASE_ALL_SQL, [this.o.replicaId]).then(() => {});
@@ -199,7 +199,9 @@ export class SessionOutbox {
     try {
       await this.o.pool.query(RELEASE_ALL_SQL, [this.o.replicaId]);
     } catch (error) {
-      for (const caller of waiting) caller.reject(error as Error);
+      // Kept in front, and tried again before any claim queued since: a replica that registered again
+      // (lostTrack) does not ask twice, and its rows would stay as sessions no one holds.
+      this.releasingAll.unshift(...waiting);
       throw error;
     }
     for (const caller of waiting) caller.resolve();
