@@ -15,8 +15,11 @@ export interface IdentityBinding {
   jkt: string;
   /** The issuer of the identity it replaces (a renewal comes from the same deployment). */
   issuer?: string;
-  /** The expiry of the identity it replaces (ms): a renewal must outlive it. */
-  expiresAfterMs?: number;
+  /**
+   * When the identity it replaces was issued (its `iat`, s): a renewal is not an older one. Not its
+   * expiry: a server whose --identity-ttl was shortened renews with identities that expire sooner.
+   */
+  issuedNotBefore?: number;
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -66,15 +69,23 @@ export function identityProblem(
     typeof answer.identityExpiresAt === 'string' ? Date.parse(answer.identityExpiresAt) : Number.NaN;
   if (typeof exp !== 'number' || !Number.isFinite(expiresAt) || exp * 1000 !== expiresAt)
     return 'an identity whose expiry is not the one its token holds';
-  if (binding.expiresAfterMs !== undefined && expiresAt <= binding.expiresAfterMs)
-    return 'a renewed identity that expires no later than the one it would replace';
+  if (
+    binding.issuedNotBefore !== undefined &&
+    !(typeof payload.iat === 'number' && payload.iat >= binding.issuedNotBefore)
+  )
+    return 'a renewed identity issued before the one it would replace';
   return null;
 }
 
 /** The claims of an identity the agent holds, read without the signature (see identityProblem). */
-export function claimsOf(token: string): { issuer: string | undefined } {
-  const iss = part(token, 1)?.iss;
-  return { issuer: typeof iss === 'string' ? iss : undefined };
+export function claimsOf(token: string): { issuer: string | undefined; issuedAt: number | undefined } {
+  const payload = part(token, 1);
+  const iss = payload?.iss;
+  const iat = payload?.iat;
+  return {
+    issuer: typeof iss === 'string' ? iss : undefined,
+    issuedAt: typeof iat === 'number' ? iat : undefined,
+  };
 }
 
 /** Why an enrollment's answer names no connector and group of the server's kind, or null. */

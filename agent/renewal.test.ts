@@ -54,6 +54,17 @@ describe('the agent’s own renewal timer', () => {
     timer.stop();
   });
 
+  it('adopts a renewal that expires sooner than the identity it replaces (the server’s --identity-ttl shortened)', async () => {
+    const renew = vi.fn(async () => identity(Date.now(), 10_000));
+    const adopt = vi.fn(async () => {});
+    const timer = createRenewalTimer({ renew, adopt, logger, random: () => 0 });
+    timer.arm(identity(Date.now(), 100_000));
+    await vi.advanceTimersByTimeAsync(75_000);
+    expect(renew).toHaveBeenCalledTimes(1);
+    expect(adopt).toHaveBeenCalledTimes(1);
+    timer.stop();
+  });
+
   it('retries after a failure, at the server’s retryAfterSeconds when it gives one', async () => {
     const notDue = new TRPCClientError('not due', {
       result: { error: { data: { reason: 'RATE_LIMITED', retryAfterSeconds: 5 } } },

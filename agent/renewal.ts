@@ -58,8 +58,10 @@ export function createRenewalTimer(o: RenewalTimerOptions): RenewalTimer {
     try {
       const renewed = await o.renew();
       if (stopped) return;
-      // A push may have come meanwhile: keep whichever identity lasts longer.
-      if (Date.parse(renewed.identityExpiresAt) > Date.parse((current ?? identity).identityExpiresAt))
+      // A push may have come meanwhile: keep whichever identity was issued later (not the one that
+      // lasts longer: a server whose --identity-ttl was shortened renews with shorter ones).
+      const held = current ?? identity;
+      if ((issuedAtOf(renewed.identityToken) ?? 0) >= (issuedAtOf(held.identityToken) ?? 0))
         await o.adopt(renewed);
       return;
     } catch (error) {

@@ -147,12 +147,13 @@ export function runSession(o: SessionOptions): Promise<number> {
    * key) was spread into the saved identity too.
    */
   async function adoptIdentity(renewed: RenewableIdentity) {
+    const held = claimsOf(identity.identityToken);
     const problem = identityProblem(renewed, {
       connectorId: identity.connectorId,
       groupId: identity.groupId,
       jkt: await ownThumbprint,
-      issuer: claimsOf(identity.identityToken).issuer,
-      expiresAfterMs: Date.parse(identity.identityExpiresAt),
+      issuer: held.issuer,
+      issuedNotBefore: held.issuedAt,
     });
     if (problem)
       throw new UnusableIdentity(`${servers.current} sent ${problem}; the current identity is kept`);

@@ -273,13 +273,22 @@ describe('a server whose retry hint is out of bounds', () => {
   );
 });
 
+/** `identity` with its `iat` moved `seconds` back, the rest (its signature too) as it was. */
+function issuedEarlier(identity: { identityToken: string; identityExpiresAt: string }, seconds: number) {
+  const [header, payload, signature] = identity.identityToken.split('.');
+  const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8'));
+  claims.iat -= seconds;
+  const edited = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  return { ...identity, identityToken: `${header}.${edited}.${signature}` };
+}
+
 /** The identity file the agent holds now. */
 async function savedIdentityFile(stateDir: string): Promise<SavedIdentity> {
   return JSON.parse(await readFile(join(stateDir, 'identity.json'), 'utf8')) as SavedIdentity;
 }
 
 describe('identities a server sends are saved only when they are this connector’s', () => {
-  it('pushed: garbage, another connector’s, another key pair’s, another issuer’s, an expiry not the token’s, an oversized token are each refused in one line, the identity kept; a genuine renewal after them is saved', async () => {
+  it('pushed: garbage, another connector’s, another key pair’s, another issuer’s, an expiry not the token’s, an oversized token, one issued before the held one are each refused in one line, the identity kept; a genuine renewal after them is saved', async () => {
     const maker = await fakeIdentityMaker();
     const good = await maker.token(2 * 86_400);
     const bad = [
@@ -290,8 +299,10 @@ describe('identities a server sends are saved only when they are this connector�
       await maker.token(2 * 86_400, { iss: 'http://another-deployment.test' }),
       { ...(await maker.token(2 * 86_400)), identityExpiresAt: '2099-01-01T00:00:00.000Z' },
       await maker.token(2 * 86_400, { kid: 'k'.repeat(9000) }),
-      // Shorter-lived than the one held: the agent would run out sooner.
-      await maker.token(3600),
+      // Issued before the one held (an old identity sent again). Its signature is not checked, so
+      // the payload is edited in place. A shorter-lived one issued later is taken: a server whose
+      // --identity-ttl was shortened renews with those.
+      issuedEarlier(await maker.token(2 * 86_400), 3600),
     ];
     await using server = await hostileServer({
       onSubscribed: (session) => {
@@ -318,7 +329,7 @@ describe('identities a server sends are saved only when they are this connector�
         'issued by http://another-deployment.test',
         'expiry is not the one its token holds',
         'at most 8192',
-        'expires no later',
+        'issued before the one it would replace',
       ])
         expect(refused.join('\n')).toContain(what);
       const saved = await savedIdentityFile(stateDir);

@@ -107,6 +107,38 @@ describe('renewal follows the identity’s lifetime (real agent, real clock)', (
     await rm(stateDir, { recursive: true, force: true });
   });
 
+  it('an identity lifetime shortened on the server (--identity-ttl): the agent takes the shorter identity a key rotation pushes (it refused it, and was cut off once the old key was retired)', async () => {
+    // Enrolled for the default 365 days; the server then restarts with 30.
+    const first = await setup({ clock: realTimeClock() });
+    const stateDir = await tempDir('ce-renew-shorter-');
+    const agent = spawnAgent(
+      ['--server', first.srv.url, '--key', first.key, '--name', 'shortened'],
+      stateDir,
+    );
+    await waitConnected(first.srv.admin, 'shortened');
+    await first.srv.stop();
+    await using srv = await startTestServer({
+      clock: realTimeClock(),
+      dataDir: first.srv.dataDir,
+      config: { identityTtlMs: 30 * 86_400_000, rotationSpreadMs: 500, port: first.srv.server.port },
+    });
+    await waitConnected(srv.admin, 'shortened');
+    const rotated = await srv.admin.signingKeys.rotate.mutate({ activateInSeconds: 0 });
+    const kidOf = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()).kid;
+    await eventually(
+      'the identity of the new key saved',
+      async () => kidOf((await readIdentity(stateDir))!.identityToken) === rotated.key.kid,
+      10_000,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; the agent said:\n${agent.output()}`);
+    });
+    stillRunning(agent);
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
   it('asks for its renewal itself (agent.renew) when the server never pushes one', async () => {
     const { srv, key } = await setup({ clock: realTimeClock(), config: { identityTtlMs: 3000 } });
     await using _ = srv;
