@@ -601,6 +601,29 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     expect(await rows(db)).toEqual([]);
   });
 
+  it('a full read during which the database clock steps back a few ms (a heartbeat reading lands) keeps every session it read', async () => {
+    const db = await database();
+    const clock = new ManualClock();
+    const b = await clusterOn(db, clock);
+    b.claim({ connectorId: 'con_1', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: clock.now() });
+    await b.flush();
+    // A's clock follows the database's: a reading taken while a page is on its way (a heartbeat
+    // beside the read) moves it back by the error of the one before, up to half a round trip.
+    const pool = testPool(db, 4);
+    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+    pool.query = (async (...args: unknown[]) => {
+      const result = await query(...args);
+      if (String(args[0]).includes('FROM agent_sessions WHERE replica_id <> $1 AND connector_id > $2'))
+        clock.advance(-5);
+      return result;
+    }) as typeof pool.query;
+    cleanups.push(() => pool.end());
+    const a = await clusterOn(db, clock, { pool }); // its start reads every other replica's session
+    expect(a.isConnectedElsewhere('con_1')).toBe(true);
+    await a.resync();
+    expect(a.isConnectedElsewhere('con_1')).toBe(true);
+  });
+
   it('a session that ended before its claim came back clears a claim of it written with its answer lost', async () => {
     const url = await database();
     const clock = new ManualClock();

@@ -32,7 +32,11 @@ interface RemoteSession {
   remoteAddress: string;
   /** When it connected, by the database's clock as its replica follows it, as the table has it (null: only heard of). */
   connectedAt: number | null;
-  /** When this replica last heard of it (the database's clock as it follows it): a full read drops what it did not confirm. */
+  /**
+   * When this replica last heard of it, as a count of what it heard (see `readMark`): a full read
+   * drops what it did not confirm. Not a time: the database's clock as a replica follows it steps
+   * back a little at a reading, and a session read after such a step looked heard before the read.
+   */
   heardAt: number;
   /**
    * Read from the table (a full read, or a claim checked there), not only heard of: a notification
@@ -54,6 +58,8 @@ export class ClusterPicture {
 
   /** Heard claims of connectors it knew nothing of, not kept because the picture was full. */
   unheard = 0;
+  /** Counts what it heard of other replicas' sessions, in order (see RemoteSession.heardAt). */
+  private hearings = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -148,10 +154,15 @@ export class ClusterPicture {
     for (const id of dead) if (!ids.has(id)) this.aliveAt.delete(id);
   }
 
-  /** After a full read that began at `startedAt`: drops remote sessions it did not see or hear of since. */
-  confirmedSince(startedAt: number): void {
+  /** Marks the start of a full read, for `confirmedSince`. */
+  readMark(): number {
+    return ++this.hearings;
+  }
+
+  /** After a full read begun at `mark` (readMark): drops remote sessions it did not see or hear of since. */
+  confirmedSince(mark: number): void {
     for (const [connectorId, session] of this.remote)
-      if (session.heardAt < startedAt) this.remote.delete(connectorId);
+      if (session.heardAt < mark) this.remote.delete(connectorId);
   }
 
   isConnectedElsewhere(connectorId: string): boolean {
@@ -214,10 +225,10 @@ export class ClusterPicture {
     confirmed: boolean,
     connectedAt: number | null,
   ): OwnSession | undefined {
-    const now = this.clock.now();
+    const heardAt = ++this.hearings;
     const known = this.remote.get(connectorId);
     if (known && known.claim > claim) {
-      known.heardAt = now;
+      known.heardAt = heardAt;
       return undefined;
     }
     const mine = this.own.get(connectorId);
@@ -233,7 +244,7 @@ export class ClusterPicture {
       claim,
       remoteAddress,
       connectedAt: connectedAt ?? (same ? known.connectedAt : null),
-      heardAt: now,
+      heardAt,
       confirmed: confirmed || same,
     });
     return mine && mine.claim !== null ? mine : undefined;

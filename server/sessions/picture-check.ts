@@ -1,5 +1,4 @@
 import type pg from 'pg';
-import type { Clock } from '../clock.js';
 import { CLAIM_SUM_MODULUS, type ClusterPicture } from './cluster-picture.js';
 import { RESYNC_PAGE_SQL, SESSIONS_SUMMARY_SQL } from './postgres-cluster-sql.js';
 
@@ -12,7 +11,6 @@ const FULL_RESYNC_EVERY = 10;
 
 export interface PictureCheckOptions {
   pool: pg.Pool;
-  clock: Clock;
   /** This replica: the table's rows of the others are read. */
   replicaId: string;
   picture: ClusterPicture;
@@ -54,7 +52,7 @@ export class PictureCheck {
 
   /** Reads every other replica's session again, a page at a time, and drops what it did not confirm. */
   async resync(): Promise<void> {
-    const startedAt = this.o.clock.now();
+    const mark = this.o.picture.readMark();
     let after = '';
     try {
       // Bounded: a page per statement, as many pages as the table has rows over the page size, plus one.
@@ -82,6 +80,6 @@ export class PictureCheck {
       this.o.onError?.(error as Error);
       return;
     }
-    this.o.picture.confirmedSince(startedAt);
+    this.o.picture.confirmedSince(mark);
   }
 }

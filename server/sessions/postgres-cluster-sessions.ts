@@ -184,7 +184,6 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
     });
     this.pictureCheck = new PictureCheck({
       pool: o.pool,
-      clock: this.time,
       replicaId: this.replicaId,
       picture: this.picture,
       statements: this.statements,
