@@ -1,7 +1,12 @@
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChangeFeed } from '../server/store/postgres/change-feed.js';
-import { type ChangeRow, currentPosition, readChanges } from '../server/store/postgres/changes.js';
+import {
+  type ChangeRow,
+  currentPosition,
+  positionAt,
+  readChanges,
+} from '../server/store/postgres/changes.js';
 import { commitChange, WriteConflict } from '../server/store/postgres/commit.js';
 import { migrateToLatest } from '../server/store/postgres/migrate.js';
 import { freshDatabase, type TestDatabase, testPool, withClient } from './helpers/postgres.js';
@@ -310,5 +315,39 @@ describe('PostgreSQL change feed and optimistic commits', () => {
     await until(() => replica.rows.length === 1, 10_000);
     expect(replica.rows[0]?.ops[0]).toMatchObject({ id: 'x', body: { status: 'revoked' }, version: 1 });
     expect(replica.feed.listening).toBe(true);
+  });
+
+  it('a first read that reaches another PostgreSQL server than the load did (a failover in between) is a gap', async () => {
+    const db = await database();
+    const p = pool(db.url);
+    const started = (await p.query<{ t: string }>('SELECT pg_postmaster_start_time()::text AS t')).rows[0]!.t;
+    await increment(p, 'writer', 'g1');
+    const feedOf = async (serverStartedAt: string) => {
+      const gaps: number[] = [];
+      const rows: ChangeRow[] = [];
+      const feed = new ChangeFeed({
+        pool: p,
+        connectionString: db.url,
+        from: positionAt('0'),
+        horizon: '0',
+        serverStartedAt,
+        onChanges: (batch) => rows.push(...batch),
+        onGap: () => gaps.push(1),
+        pollMs: 3_600_000,
+      });
+      await feed.start();
+      cleanups.push(() => feed.stop());
+      return { feed, gaps, rows };
+    };
+    // Loaded on a server that started at another time: its position means nothing on this one.
+    const elsewhere = await feedOf('2000-01-01 00:00:00+00');
+    expect(elsewhere.gaps.length).toBe(1);
+    expect(elsewhere.feed.gapped).toBe(true);
+    expect(elsewhere.feed.gapReason).toMatch(/restarted or failed over/);
+    expect(elsewhere.rows).toEqual([]);
+    // Loaded on this very server: its first read goes on from the position.
+    const here = await feedOf(started);
+    expect(here.gaps).toEqual([]);
+    expect(here.rows.map((r) => r.origin)).toEqual(['writer']);
   });
 });

@@ -18,6 +18,11 @@ export interface ChangeFeedOptions {
   /** The pruned horizon `from` accounts for (read with it); unknown: any horizon at `from` is a gap. */
   horizon?: string;
   /**
+   * When the PostgreSQL server `from` was read on started (pg_postmaster_start_time): a first read
+   * that reaches another is a gap, as any later one is. Unknown: the first read sets it.
+   */
+  serverStartedAt?: string;
+  /**
    * Hands over new changes, in sequence order, each exactly once, with the position the reader is at
    * once it has them (a store that holds these changes is at that position).
    */
@@ -64,6 +69,7 @@ export class ChangeFeed {
   constructor(private readonly options: ChangeFeedOptions) {
     this.position = options.from;
     this.horizon = options.horizon;
+    this.serverStartedAt = options.serverStartedAt;
     this.reconnectDelay = options.reconnectMs ?? 100;
   }
 
@@ -102,9 +108,10 @@ export class ChangeFeed {
   }
 
   /** Goes on from a position the reader holds all changes before (a whole state loaded after a gap). */
-  resume(position: FeedPosition, horizon: string): void {
+  resume(position: FeedPosition, horizon: string, serverStartedAt: string): void {
     this.position = position;
     this.horizon = horizon;
+    this.serverStartedAt = serverStartedAt;
     this.gapped = false;
   }
 

@@ -14,6 +14,8 @@ export interface LoadedState {
   position: FeedPosition;
   /** The pruned horizon in the same snapshot: pruning up to it took nothing `data` lacks. */
   horizon: string;
+  /** When the PostgreSQL server that answered started (the feed's first read compares it). */
+  serverStartedAt: string;
 }
 
 /**
@@ -25,8 +27,8 @@ export async function loadState(pool: pg.Pool): Promise<LoadedState> {
   const { client, release } = await checkOut(pool);
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const snapshot = await client.query<{ xmin: string }>(
-      'SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin',
+    const snapshot = await client.query<{ xmin: string; started: string }>(
+      'SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, pg_postmaster_start_time()::text AS started',
     );
     const xmin = snapshot.rows[0]?.xmin;
     if (xmin === undefined) throw new Error('pg_current_snapshot() returned no row');
@@ -54,6 +56,7 @@ export async function loadState(pool: pg.Pool): Promise<LoadedState> {
       versions,
       position: { xmin, seen: new Set(seen.rows.map((row) => Number(row.seq))) },
       horizon,
+      serverStartedAt: snapshot.rows[0]!.started,
     };
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});

@@ -116,6 +116,8 @@ export class PgStore implements Store {
       connectionString: url,
       from: state.position,
       horizon: state.horizon,
+      // A failover between this load and the feed's first read is a gap too.
+      serverStartedAt: state.serverStartedAt,
       ownOrigin: this.origin,
       pollMs: options.pollMs,
       onChanges: (rows, position) => this.changesArrived(rows, position),
@@ -376,7 +378,7 @@ export class PgStore implements Store {
     const why = this.feed.gapReason;
     const loaded = await loadState(this.pool);
     const changes = this.memory.replace(loaded);
-    this.feed.resume(loaded.position, loaded.horizon);
+    this.feed.resume(loaded.position, loaded.horizon, loaded.serverStartedAt);
     this.stats.reloads++;
     this.onReload?.();
     this.options.logger?.warn(
