@@ -19,6 +19,7 @@ import { IdentityAuthority } from '../server/services/identity.js';
 import { DEFAULT_RATE_LIMITS } from '../server/services/rate-limit.js';
 import { SecretBox } from '../server/services/secrets.js';
 import type { DeletionConfirmation, LostSession } from '../server/sessions/cluster-sessions.js';
+import { DatabaseClock } from '../server/sessions/database-clock.js';
 import {
   PostgresClusterSessions,
   type PostgresClusterSessionsOptions,
@@ -47,6 +48,17 @@ async function database(): Promise<string> {
  * One replica's cluster sessions on the database; timers far apart and the silence it measures
  * frozen (a test moves it through `monotonic`), so the test drives the rounds.
  */
+/** A ManualClock that follows real time until the test steps it. */
+function realTime(): ManualClock {
+  const clock = new ManualClock();
+  let offset = 0;
+  clock.now = () => Date.now() + offset;
+  clock.advance = (ms: number) => {
+    offset += ms;
+  };
+  return clock;
+}
+
 async function clusterOn(
   url: string,
   clock: ManualClock,
@@ -719,6 +731,37 @@ describe('one session per connector across replicas (PostgreSQL)', () => {
     clock.advance(15_001);
     await a.heartbeat();
     expect((await rows(db.url)).map((r) => r.connector_id)).toEqual(['con_a']);
+  });
+
+  it('back from an outage, a replica whose wall clock then steps forward an hour still waits the bound before it reaps', async () => {
+    await using postgres = await startPostgres();
+    const db = await freshDatabase(postgres.url);
+    await withClient(db.url, migrateToLatest);
+    const deadAfterMs = 1000;
+    // Real time for the database's clock as each follows it; A's wall clock is one the test steps.
+    const wall = realTime();
+    const cluster = (clock: ManualClock) =>
+      clusterOn(db.url, clock, { deadAfterMs, databaseClock: new DatabaseClock(clock) });
+    const [a, b] = [await cluster(wall), await cluster(realTime())];
+    const lost: LostSession[] = [];
+    for (const c of [a, b]) c.onLost((l) => lost.push(l));
+    b.claim({ connectorId: 'con_b', sessionId: 1, remoteAddress: '192.0.2.2', connectedAt: Date.now() });
+    await b.flush();
+
+    await postgres.stop();
+    await new Promise((resolve) => setTimeout(resolve, deadAfterMs + 500)); // longer than the bound
+    await Promise.all([a.heartbeat(), b.heartbeat()]);
+    const failedAt = wall.now();
+    await postgres.start();
+    for (let i = 0; i < 200 && a.lastHeartbeatAt < failedAt; i++) {
+      await a.heartbeat();
+      if (a.lastHeartbeatAt < failedAt) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(a.lastHeartbeatAt).toBeGreaterThanOrEqual(failedAt); // A is back first; B has not beaten since
+    wall.advance(3_600_000); // NTP steps A's clock forward
+    await a.heartbeat();
+    expect(lost).toEqual([]);
+    expect((await rows(db.url)).map((r) => r.connector_id)).toEqual(['con_b']);
   });
 
   it('2,000 claims at once go out in two statements, and so do their releases; the other replica sees them all', async () => {
