@@ -286,10 +286,16 @@ export class PostgresClusterSessions implements ClusterSessions, ReplicaDirector
         session_id: string;
         heartbeat_at: string;
       }>(REAP_SQL, [this.replicaId, shared - this.deadAfterMs, shared - CONFIRMATION_RETENTION_MS]);
-      if (reaped.rows.length > 0)
+      if (reaped.rows.length > 0) {
+        // Heartbeats are in the shared time; a connector's last seen is dated by this host's clock.
+        const toWall = this.o.clock.now() - this.time.now();
         this.onReaped?.(
-          reaped.rows.map((row) => ({ connectorId: row.connector_id, lastSeenAt: Number(row.heartbeat_at) })),
+          reaped.rows.map((row) => ({
+            connectorId: row.connector_id,
+            lastSeenAt: Number(row.heartbeat_at) + toWall,
+          })),
         );
+      }
     } catch (error) {
       this.beatingSince = null;
       this.o.onError?.(error as Error);
