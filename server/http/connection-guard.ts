@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { limitedAs } from '../services/addresses.js';
 import { ThrottledLines } from '../throttled-lines.js';
-import { limitedAs } from './client-address.js';
 
 /**
  * Why a connection was closed at once instead of being served: a new one past a limit, or

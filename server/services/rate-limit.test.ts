@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../clock.js';
-import { limitedAs } from '../http/client-address.js';
+import { limitedAs } from './addresses.js';
 import { MemoryAuditLog } from './audit.js';
 import { AbuseLimiter, DEFAULT_RATE_LIMITS } from './rate-limit.js';
 

@@ -1,7 +1,7 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { DomainError } from '../../shared/errors.js';
 import { keyIdOf, PROVISIONING_KEY_PREFIX } from '../../shared/protocol.js';
-import { limitedAs } from '../http/client-address.js';
+import { limitedAs } from './addresses.js';
 import type { AuditLog } from './audit.js';
 
 export interface RateLimits {
