@@ -128,6 +128,57 @@ export class NotTheApi extends Error {
   }
 }
 
+/**
+ * The largest answer the agent reads from a server's HTTP API. The largest genuine one, an
+ * enrollment's, is under 10 KiB (an identity token the server refuses past 8,192 characters);
+ * without a bound a server could send gigabytes, which the agent read whole for the whole request
+ * time (30 s), into memory.
+ */
+export const MAX_ANSWER_BYTES = 256 * 1024;
+
+/** An answer larger than any of the API's: something else at that URL (or a server gone wrong); final. */
+export class AnswerTooLarge extends NotTheApi {
+  constructor(status: number, contentType: string | null) {
+    super(status, contentType);
+    const type = contentType ? ` (${contentType.split(';')[0]!.trim()})` : '';
+    this.message = `answered HTTP ${status}${type} with more than ${MAX_ANSWER_BYTES / 1024} KiB, which no answer of the enrollment server's API is`;
+  }
+
+  override get transient(): boolean {
+    return false;
+  }
+}
+
+/** `response` with its body read into memory, or AnswerTooLarge past MAX_ANSWER_BYTES (said or sent). */
+async function bounded(response: Response): Promise<Response> {
+  const contentType = response.headers.get('content-type');
+  const tooLarge = async () => {
+    await response.body?.cancel().catch(() => {});
+    return new AnswerTooLarge(response.status, contentType);
+  };
+  if (Number(response.headers.get('content-length')) > MAX_ANSWER_BYTES) throw await tooLarge();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body?.getReader();
+  for (;;) {
+    const next = await reader?.read();
+    if (!next || next.done) break;
+    size += next.value.byteLength;
+    if (size > MAX_ANSWER_BYTES) {
+      await reader?.cancel().catch(() => {});
+      throw new AnswerTooLarge(response.status, contentType);
+    }
+    chunks.push(next.value);
+  }
+  // A null-body status (204, 304) takes no body, not even an empty one.
+  const body = [101, 204, 205, 304].includes(response.status) ? null : Buffer.concat(chunks);
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
 /** The statuses fetch would follow (Fetch standard, "redirect status"). */
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
@@ -137,7 +188,7 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
  */
 function refusingRedirects(base: typeof fetch): typeof fetch {
   const refusing = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
-    const response = await base(input, { ...init, redirect: 'manual' });
+    const response = await bounded(await base(input, { ...init, redirect: 'manual' }));
     const contentType = response.headers.get('content-type');
     const redirect = REDIRECT_STATUSES.has(response.status);
     // Of the API's calls (not /healthz), only tRPC's own answers.

@@ -277,4 +277,43 @@ describe('agent input it checks itself', () => {
     await listed.exited;
     expect((await srv.admin.connectors.list.query({})).items.map((c) => c.name)).toEqual(['listed']);
   });
+  it('a --server whose answer is larger than any of the API (said, or streamed without a length) is final at once, exit 2; it was read whole into memory', async () => {
+    // A tRPC-shaped answer of 2 MiB: the size alone tells it from the enrollment server's (< 10 KiB).
+    const huge = JSON.stringify({ result: { data: { pad: 'x'.repeat(2 * 1024 * 1024) } } });
+    const servers: Server[] = [];
+    const serve = async (handler: (res: import('node:http').ServerResponse) => void) => {
+      const server = createServer((_req, res) => handler(res));
+      servers.push(server);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    };
+    const withLength = await serve((res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(huge) })
+        .end(huge),
+    );
+    const streamed = await serve((res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // Chunked, 64 KiB at a time: no length to go by.
+      for (let at = 0; at < huge.length; at += 65_536) res.write(huge.slice(at, at + 65_536));
+      res.end();
+    });
+    try {
+      for (const url of [withLength, streamed]) {
+        const stateDir = await tempDir('ce-in-');
+        const agent = spawnAgent(
+          ['--server', url, '--key', `cpk_${'a'.repeat(12)}_${'b'.repeat(43)}`],
+          stateDir,
+        );
+        const exit = await settleWithin(agent.exited, 20_000);
+        if (!exit) await agent.stop('SIGKILL');
+        expect(exit?.code, agent.output()).toBe(2);
+        expect(agent.output()).toContain(
+          `${url} answered HTTP 200 (application/json) with more than 256 KiB, which no answer of the enrollment server's API is: check --server`,
+        );
+      }
+    } finally {
+      for (const server of servers) server.close();
+    }
+  });
 });
