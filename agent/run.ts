@@ -15,7 +15,7 @@ import { generateAgentKeyPair } from './proof.js';
 import { allKnown } from './servers.js';
 import { EXIT, runSession } from './session.js';
 import { lockStateDir, StateDirBusyError, type StateDirLock } from './state-dir-lock.js';
-import { cannotWrite } from './state-dir-problems.js';
+import { cannotWrite, openAncestor } from './state-dir-problems.js';
 import { createTransport, TlsMisconfigured } from './transport.js';
 
 /**
@@ -45,6 +45,8 @@ export async function runAgent(
     logger.error(error.message, { code: error.code });
     return EXIT.USAGE;
   }
+  const open = await openAncestor(store.dir);
+  if (open) logger.warn(open);
   let lock: StateDirLock;
   try {
     lock = await lockStateDir(store.dir);

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, readIdentity, spawnAgent, waitConnected, waitForAgentStatus } from './helpers/agents.js';
@@ -112,6 +112,22 @@ describe('one agent per state dir', () => {
     expect((await agent.exited).code).toBe(0);
     expect((await readIdentity(stateDir))?.connectorId).toBe(connector.id);
     await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('a state dir under a directory other users may write (no sticky bit) is said at start, and the agent runs on', async () => {
+    const { srv, key } = await setup();
+    await using _ = srv;
+    const parent = await tempDir('ce-open-parent-');
+    await chmod(parent, 0o777);
+    const stateDir = join(parent, 'state');
+    const agent = spawnAgent(['--server', srv.url, '--key', key, '--name', 'open-parent'], stateDir);
+    await waitConnected(srv.admin, 'open-parent');
+    expect(agent.output()).toContain(
+      `${parent}, above the state dir ${stateDir}, may be written by other users (mode 0777, no sticky bit)`,
+    );
+    agent.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
+    await rm(parent, { recursive: true, force: true });
   });
 
   it('SIGHUP (a closed terminal) stops it cleanly: exit 0, status stopped', async () => {
