@@ -15,10 +15,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
 import { type AdminClient, createAdminClient } from '../server/admin-client.js';
-import { nearest } from '../shared/nearest.js';
+import { parseDemoArgs } from './lib/demo-args.js';
+import { FIRST, GROUP_NAME, LATE, SECOND, STEPS } from './lib/demo-steps.js';
 import {
   adminCall,
   bold,
@@ -53,69 +53,7 @@ import {
 } from './lib/processes.js';
 
 const DIST_BINARY = path.join(repoRoot, 'dist', 'connector-agent');
-const GROUP_NAME = 'Demo';
 const BUILD_MS = 5 * 60_000;
-const [FIRST, SECOND, LATE] = ['demo-agent-1', 'demo-agent-2', 'demo-agent-3'];
-
-/** The story as the narration tells it: each step's title and what it shows. */
-const STEPS: ReadonlyArray<readonly [string, string]> = [
-  [
-    'Start the enrollment server',
-    `The real \`connector-server serve\` CLI, on 127.0.0.1 and a port the OS picks, with an empty data
-dir: its first start creates the store, the signing key and an admin API key file (0600).`,
-  ],
-  [
-    `Create the group "${GROUP_NAME}" and read its provisioning key`,
-    `A group is born with one current key (valid 14 days). \`groups key\` prints the key alone on
-stdout (so \`$(…)\` captures it) and its details on stderr. We save it to a 0600 file.`,
-  ],
-  [
-    'Get the agent as ONE executable: dist/connector-agent',
-    `Operators copy a single file to a host: no Node.js, no node_modules. We reuse the binary if it is
-newer than every file in agent/ and shared/; otherwise we build it.`,
-  ],
-  [
-    'Run two agents with the key',
-    `Each agent makes an Ed25519 key pair, enrolls once with the key, saves the signed identity it gets
-(0600) in its own state dir, then holds a websocket session with it.`,
-  ],
-  [
-    'List the connectors: both connected',
-    `The server knows each connector by the identity it issued; each agent reported its host facts
-over its session.`,
-  ],
-  [
-    `Disable ${SECOND}, then enable it, live`,
-    `Disabling keeps the agent connected and tells it at once over its session; so does enabling.
-Its identity is kept throughout.`,
-  ],
-  [
-    'Regenerate the key: the old one is refused at once',
-    `The old key is refused with KEY_SUPERSEDED from the moment the call returns; connectors already
-enrolled keep their identities and stay connected.`,
-  ],
-  [
-    `Revoke ${FIRST} live`,
-    `The server pushes "revoked": the agent wipes its identity and exits 4, its identity is refused for
-ever, and the group's key is regenerated (whoever saw the key that enrolled it can enroll no more).`,
-  ],
-  [
-    `${SECOND} is still connected`,
-    'Revocation is per connector: the other agent keeps its identity and its session.',
-  ],
-  ['Clean up', 'Every process still running gets SIGTERM (SIGKILL after 5 s), then the temp folder goes.'],
-];
-
-const USAGE = `Usage: npm run demo [-- --from-source | --rebuild]
-
-Tells the whole story on 127.0.0.1 in a temp folder, then cleans up: a server, a group and its key,
-the agent as one executable, two agents connected, one disabled and enabled live, the old key refused
-after regeneration, a live revoke (exit 4), the other agent unaffected. Exit status 0 when every step
-happened, 1 when one did not (the last line says which), 2 for usage.
-
-  --from-source   run the agent from source instead of the single executable
-  --rebuild       build dist/connector-agent even if it is up to date
-  -h, --help      this help`;
 
 let currentStep = '';
 function step(n: number, print = say) {
@@ -441,44 +379,17 @@ async function tell(story: Story, options: { fromSource: boolean; rebuild: boole
 // ---------------------------------------------------------------------------------------------------
 // Entry
 
-const DEMO_OPTIONS = ['--from-source', '--rebuild', '--help'];
-
-/**
- * A usage error in one line: what was wrong, the option probably meant, where the rest is. Node's
- * parseArgs message runs on about positional arguments after `--`, which the demo takes none of.
- */
-function usageError(error: Error & { code?: string }): string {
-  const unknown = /^Unknown option '([^']+)'/.exec(error.message)?.[1];
-  if (unknown) {
-    const [meant] = nearest(unknown.replace(/=.*$/, ''), DEMO_OPTIONS);
-    return `unknown option ${unknown}${meant ? ` (did you mean ${meant}?)` : ''}: npm run demo -- --help lists the options`;
-  }
-  const argument = /^Unexpected argument '([^']+)'/.exec(error.message)?.[1];
-  if (argument)
-    return `the demo takes no argument, only options (got ${argument}): npm run demo -- --help lists them`;
-  return `${error.message.split('. ')[0]}: npm run demo -- --help lists the options`;
-}
-
 async function main(argv: string[]): Promise<number> {
-  let options: { fromSource: boolean; rebuild: boolean };
-  try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        'from-source': { type: 'boolean' },
-        rebuild: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-    if (values.help) {
-      write(USAGE);
-      return 0;
-    }
-    options = { fromSource: values['from-source'] ?? false, rebuild: values.rebuild ?? false };
-  } catch (error) {
-    process.stderr.write(`demo: ${usageError(error as Error)}\n`);
+  const parsed = parseDemoArgs(argv);
+  if ('help' in parsed) {
+    write(parsed.help);
+    return 0;
+  }
+  if ('usageError' in parsed) {
+    process.stderr.write(`demo: ${parsed.usageError}\n`);
     return 2;
   }
+  const options = parsed;
 
   const startedAt = performance.now();
   const story = new Story(makeTempDir('connector-demo-'));
