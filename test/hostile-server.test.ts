@@ -1,7 +1,6 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { AgentConfig } from '../agent/config.js';
 import { enroll } from '../agent/enroll.js';
 import type { SavedIdentity } from '../agent/identity-store.js';
 import { createLogger } from '../agent/log.js';
@@ -10,7 +9,8 @@ import { runAgent } from '../agent/run.js';
 import { EXIT } from '../agent/session.js';
 import { readStatusSummary, statusLines } from '../agent/status-command.js';
 import { CLOSE_ANSWER_MS, createTransport } from '../agent/transport.js';
-import { eventually, spawnAgent } from './helpers/agents.js';
+import { hostFacts } from './helpers/agent-sim.js';
+import { agentConfig, eventually, spawnAgent } from './helpers/agents.js';
 import {
   apiError,
   FAKE_CONNECTOR,
@@ -52,18 +52,7 @@ async function runEnrolledAgent(
 ): Promise<{ code: number; lines: string[]; held: boolean }> {
   const lines: string[] = [];
   const controller = new AbortController();
-  const config: AgentConfig = {
-    servers: [server],
-    provisioningKey: null,
-    keyFileProblem: null,
-    keyExposure: null,
-    stateDir,
-    name: null,
-    caPem: null,
-    allowInsecure: false,
-    allowServerChange: false,
-    logFormat: 'text',
-  };
+  const config = agentConfig({ servers: [server], stateDir });
   let held = false;
   const running = runAgent(
     config,
@@ -217,17 +206,7 @@ describe('a server that sends what no server sends over the session', () => {
 });
 
 describe('a server whose retry hint is out of bounds', () => {
-  const host = {
-    hostname: 'h',
-    os: 'linux',
-    platform: 'linux',
-    release: '6',
-    arch: 'x64',
-    cpus: 1,
-    memoryBytes: 1,
-    ips: [],
-    machineId: 'm',
-  };
+  const host = hostFacts('h');
 
   it.each([
     ['huge (1e10 s: setTimeout overflowed to 1 ms)', 1e10],
@@ -396,18 +375,11 @@ describe('identities a server sends are saved only when they are this connectorâ
     const timer = setTimeout(() => controller.abort(), 20_000);
     try {
       const code = await runAgent(
-        {
+        agentConfig({
           servers: [server.url],
           provisioningKey: 'cpk_abcdefabcdef_0123456789012345678901234567890123456789012',
-          keyFileProblem: null,
-          keyExposure: null,
           stateDir,
-          name: null,
-          caPem: null,
-          allowInsecure: false,
-          allowServerChange: false,
-          logFormat: 'text',
-        },
+        }),
         createLogger('text', (line) => lines.push(line)),
         controller.signal,
       );

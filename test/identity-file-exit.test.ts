@@ -2,28 +2,17 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { AgentConfig } from '../agent/config.js';
 import { createLogger } from '../agent/log.js';
 import { runAgent } from '../agent/run.js';
 import { EXIT } from '../agent/session.js';
+import { agentConfig } from './helpers/agents.js';
 import { tempDir } from './helpers/server.js';
 
 /** Runs the agent on `stateDir` (nothing listens at its server) until it stops: its exit code and lines. */
 async function runOn(stateDir: string): Promise<{ code: number; output: string }> {
   const lines: string[] = [];
-  const config: AgentConfig = {
-    // Nothing listens there: the agent must stop before it sends anything.
-    servers: ['http://127.0.0.1:9'],
-    provisioningKey: null,
-    keyFileProblem: null,
-    keyExposure: null,
-    stateDir,
-    name: null,
-    caPem: null,
-    allowInsecure: false,
-    allowServerChange: false,
-    logFormat: 'text',
-  };
+  // Nothing listens there: the agent must stop before it sends anything.
+  const config = agentConfig({ servers: ['http://127.0.0.1:9'], stateDir });
   const code = await runAgent(
     config,
     createLogger('text', (line) => lines.push(line)),

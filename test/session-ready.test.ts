@@ -5,6 +5,7 @@ import { IdentityStore } from '../agent/identity-store.js';
 import { createLogger } from '../agent/log.js';
 import { EXIT, runSession } from '../agent/session.js';
 import { createTransport } from '../agent/transport.js';
+import { hostFacts } from './helpers/agent-sim.js';
 import { eventually } from './helpers/agents.js';
 import {
   fakeIdentityMaker,
@@ -14,17 +15,7 @@ import {
 } from './helpers/hostile-server.js';
 import { tempDir } from './helpers/server.js';
 
-const host = {
-  hostname: 'h',
-  os: 'linux',
-  platform: 'linux',
-  release: '6',
-  arch: 'x64',
-  cpus: 1,
-  memoryBytes: 1,
-  ips: [],
-  machineId: 'm',
-};
+const host = hostFacts('h');
 
 describe('a server that takes the session but never says it is ready', () => {
   it('is hung up on once the deadline for `ready` passes, and the next server of the list is tried, one line each: it held the agent for ever', async () => {

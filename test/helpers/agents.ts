@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { AgentConfig } from '../../agent/config.js';
 import { type AgentStatus, IdentityStore } from '../../agent/identity-store.js';
 import type { AdminClient } from '../../server/admin-client.js';
 import { type Proc, spawnProcess, spawnTs } from './processes.js';
@@ -100,4 +101,21 @@ export async function waitForAgentStatus(
     },
     timeoutMs,
   );
+}
+
+/** An agent's configuration as its CLI would make it: no key, text logs, nothing allowed; `given` set. */
+export function agentConfig(
+  given: Pick<AgentConfig, 'servers' | 'stateDir'> & Partial<AgentConfig>,
+): AgentConfig {
+  return {
+    provisioningKey: null,
+    keyFileProblem: null,
+    keyExposure: null,
+    name: null,
+    caPem: null,
+    allowInsecure: false,
+    allowServerChange: false,
+    logFormat: 'text',
+    ...given,
+  };
 }
